@@ -1,0 +1,3 @@
+module github.com/tandemllm/tandem
+
+go 1.26

@@ -1,0 +1,281 @@
+package model
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+)
+
+// Arch is a model architecture family the engine can run.
+type Arch string
+
+// Supported architectures.
+const (
+	Llama Arch = "llama" // Llama, Mistral, Qwen2, Qwen3: RMSNorm, RoPE, GQA, SwiGLU
+	GPT2  Arch = "gpt2"  // GPT-2: LayerNorm, learned positions, GELU
+)
+
+// ErrInvalidConfig is wrapped by every config.json validation error.
+var ErrInvalidConfig = errors.New("invalid model config")
+
+// RopeScaling is Llama 3's "rope_scaling" of type "llama3"; other types
+// are rejected at parse time.
+type RopeScaling struct {
+	Type                          string  `json:"rope_type"`
+	Factor                        float64 `json:"factor"`
+	LowFreqFactor                 float64 `json:"low_freq_factor"`
+	HighFreqFactor                float64 `json:"high_freq_factor"`
+	OriginalMaxPositionEmbeddings int     `json:"original_max_position_embeddings"`
+}
+
+// Config is the architecture description of a model, read from a Hugging
+// Face config.json and normalised across families.
+type Config struct {
+	// ModelType is config.json's model_type: llama, mistral, qwen2, qwen3 or gpt2.
+	ModelType string
+	Arch      Arch
+
+	VocabSize    int
+	Hidden       int
+	Layers       int
+	Heads        int
+	KVHeads      int
+	HeadDim      int
+	Intermediate int
+	// MaxPositions is the longest context the model supports.
+	MaxPositions int
+
+	NormEps     float64
+	RopeTheta   float64
+	RopeScaling *RopeScaling
+	// TieEmbeddings: the LM head reuses the token embedding matrix.
+	TieEmbeddings bool
+	// AttnBias: q, k and v projections have biases (Qwen2).
+	AttnBias bool
+	// QKNorm: per-head RMSNorm of q and k before RoPE (Qwen3).
+	QKNorm bool
+
+	BOSTokenID  int // -1 when absent
+	EOSTokenIDs []int
+	// TorchDType is config.json's torch_dtype, informational.
+	TorchDType string
+}
+
+// rawConfig holds the config.json fields of every supported family.
+type rawConfig struct {
+	ModelType     string   `json:"model_type"`
+	Architectures []string `json:"architectures,omitempty"`
+
+	VocabSize             int          `json:"vocab_size"`
+	HiddenSize            int          `json:"hidden_size,omitempty"`
+	NumHiddenLayers       int          `json:"num_hidden_layers,omitempty"`
+	NumAttentionHeads     int          `json:"num_attention_heads,omitempty"`
+	NumKeyValueHeads      int          `json:"num_key_value_heads,omitempty"`
+	HeadDim               int          `json:"head_dim,omitempty"`
+	IntermediateSize      int          `json:"intermediate_size,omitempty"`
+	MaxPositionEmbeddings int          `json:"max_position_embeddings,omitempty"`
+	RMSNormEps            float64      `json:"rms_norm_eps,omitempty"`
+	RopeTheta             float64      `json:"rope_theta,omitempty"`
+	RopeScaling           *RopeScaling `json:"rope_scaling,omitempty"`
+	TieWordEmbeddings     *bool        `json:"tie_word_embeddings,omitempty"`
+	HiddenAct             string       `json:"hidden_act,omitempty"`
+	AttentionBias         bool         `json:"attention_bias,omitempty"`
+
+	// GPT-2 names.
+	NEmbd              int     `json:"n_embd,omitempty"`
+	NLayer             int     `json:"n_layer,omitempty"`
+	NHead              int     `json:"n_head,omitempty"`
+	NInner             *int    `json:"n_inner,omitempty"`
+	NPositions         int     `json:"n_positions,omitempty"`
+	LayerNormEpsilon   float64 `json:"layer_norm_epsilon,omitempty"`
+	ActivationFunction string  `json:"activation_function,omitempty"`
+
+	BOSTokenID json.RawMessage `json:"bos_token_id,omitempty"`
+	EOSTokenID json.RawMessage `json:"eos_token_id,omitempty"`
+	TorchDType string          `json:"torch_dtype,omitempty"`
+}
+
+// LoadConfig reads and validates a config.json file. Errors name the file.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := ParseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseConfig parses and validates the contents of a config.json.
+func ParseConfig(data []byte) (*Config, error) {
+	var r rawConfig
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	c := &Config{ModelType: r.ModelType, VocabSize: r.VocabSize, TorchDType: r.TorchDType, BOSTokenID: -1}
+	var err error
+	if c.BOSTokenID, err = firstTokenID(r.BOSTokenID, "bos_token_id"); err != nil {
+		return nil, err
+	}
+	if c.EOSTokenIDs, err = tokenIDs(r.EOSTokenID, "eos_token_id"); err != nil {
+		return nil, err
+	}
+	switch r.ModelType {
+	case "llama", "mistral", "qwen2", "qwen3":
+		c.Arch = Llama
+		c.Hidden, c.Layers, c.Heads = r.HiddenSize, r.NumHiddenLayers, r.NumAttentionHeads
+		c.KVHeads, c.HeadDim, c.Intermediate = r.NumKeyValueHeads, r.HeadDim, r.IntermediateSize
+		c.MaxPositions, c.NormEps, c.RopeTheta = r.MaxPositionEmbeddings, r.RMSNormEps, r.RopeTheta
+		c.RopeScaling = r.RopeScaling
+		c.AttnBias = r.AttentionBias || r.ModelType == "qwen2"
+		c.QKNorm = r.ModelType == "qwen3"
+		c.TieEmbeddings = r.TieWordEmbeddings != nil && *r.TieWordEmbeddings
+		if c.KVHeads == 0 {
+			c.KVHeads = c.Heads
+		}
+		if c.HeadDim == 0 && c.Heads > 0 {
+			c.HeadDim = c.Hidden / c.Heads
+		}
+		if c.NormEps == 0 {
+			c.NormEps = 1e-6
+		}
+		if c.RopeTheta == 0 {
+			c.RopeTheta = 10000
+		}
+		if r.HiddenAct != "" && r.HiddenAct != "silu" {
+			return nil, fmt.Errorf("%w: hidden_act %q is not supported (want silu)", ErrInvalidConfig, r.HiddenAct)
+		}
+	case "gpt2":
+		c.Arch = GPT2
+		c.Hidden, c.Layers, c.Heads = r.NEmbd, r.NLayer, r.NHead
+		c.KVHeads = c.Heads
+		if c.Heads > 0 {
+			c.HeadDim = c.Hidden / c.Heads
+		}
+		c.Intermediate = 4 * c.Hidden
+		if r.NInner != nil {
+			c.Intermediate = *r.NInner
+		}
+		c.MaxPositions, c.NormEps = r.NPositions, r.LayerNormEpsilon
+		if c.NormEps == 0 {
+			c.NormEps = 1e-5
+		}
+		c.TieEmbeddings = true
+		c.AttnBias = true
+		if a := r.ActivationFunction; a != "" && a != "gelu_new" && a != "gelu_pytorch_tanh" && a != "gelu" {
+			return nil, fmt.Errorf("%w: activation_function %q is not supported", ErrInvalidConfig, a)
+		}
+	case "":
+		return nil, fmt.Errorf("%w: model_type is missing", ErrInvalidConfig)
+	default:
+		return nil, fmt.Errorf("%w: unknown model_type %q (supported: llama, mistral, qwen2, qwen3, gpt2)", ErrInvalidConfig, r.ModelType)
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// maxDim bounds every dimension so that products of a few of them cannot
+// overflow and absurd files are rejected before any allocation.
+const maxDim = 1 << 24
+
+func (c *Config) validate() error {
+	for _, f := range []struct {
+		name string
+		v    int
+	}{
+		{"vocab_size", c.VocabSize}, {"hidden_size", c.Hidden}, {"num_hidden_layers", c.Layers},
+		{"num_attention_heads", c.Heads}, {"num_key_value_heads", c.KVHeads}, {"head_dim", c.HeadDim},
+		{"intermediate_size", c.Intermediate}, {"max_position_embeddings", c.MaxPositions},
+	} {
+		if f.v <= 0 || f.v > maxDim {
+			return fmt.Errorf("%w: %s = %d, want 1..%d", ErrInvalidConfig, f.name, f.v, maxDim)
+		}
+	}
+	if c.Heads%c.KVHeads != 0 {
+		return fmt.Errorf("%w: num_attention_heads %d is not a multiple of num_key_value_heads %d", ErrInvalidConfig, c.Heads, c.KVHeads)
+	}
+	if c.HeadDim%2 != 0 {
+		return fmt.Errorf("%w: head_dim %d must be even", ErrInvalidConfig, c.HeadDim)
+	}
+	if c.Arch == GPT2 && c.Heads*c.HeadDim != c.Hidden {
+		return fmt.Errorf("%w: n_embd %d is not divisible by n_head %d", ErrInvalidConfig, c.Hidden, c.Heads)
+	}
+	if !(c.NormEps > 0 && c.NormEps < 1) {
+		return fmt.Errorf("%w: norm epsilon %g out of range", ErrInvalidConfig, c.NormEps)
+	}
+	if c.Arch == Llama && !(c.RopeTheta > 0 && !math.IsInf(c.RopeTheta, 0)) {
+		return fmt.Errorf("%w: rope_theta %g out of range", ErrInvalidConfig, c.RopeTheta)
+	}
+	if s := c.RopeScaling; s != nil {
+		if s.Type != "llama3" {
+			return fmt.Errorf("%w: rope_scaling type %q is not supported (want llama3)", ErrInvalidConfig, s.Type)
+		}
+		if !(s.Factor >= 1) || !(s.LowFreqFactor > 0) || !(s.HighFreqFactor > s.LowFreqFactor) || s.OriginalMaxPositionEmbeddings <= 0 {
+			return fmt.Errorf("%w: rope_scaling parameters out of range", ErrInvalidConfig)
+		}
+	}
+	for _, id := range c.EOSTokenIDs {
+		if id < 0 || id >= c.VocabSize {
+			return fmt.Errorf("%w: eos_token_id %d outside the vocabulary (%d)", ErrInvalidConfig, id, c.VocabSize)
+		}
+	}
+	if c.BOSTokenID >= c.VocabSize {
+		return fmt.Errorf("%w: bos_token_id %d outside the vocabulary (%d)", ErrInvalidConfig, c.BOSTokenID, c.VocabSize)
+	}
+	return nil
+}
+
+// InvFreq returns the RoPE inverse frequencies (HeadDim/2 values), with
+// Llama 3 scaling applied when configured.
+func (c *Config) InvFreq() []float32 {
+	half := c.HeadDim / 2
+	out := make([]float32, half)
+	for j := range half {
+		f := 1 / math.Pow(c.RopeTheta, float64(2*j)/float64(c.HeadDim))
+		if s := c.RopeScaling; s != nil {
+			lowWave := float64(s.OriginalMaxPositionEmbeddings) / s.LowFreqFactor
+			highWave := float64(s.OriginalMaxPositionEmbeddings) / s.HighFreqFactor
+			wave := 2 * math.Pi / f
+			switch {
+			case wave < highWave:
+			case wave > lowWave:
+				f /= s.Factor
+			default:
+				smooth := (float64(s.OriginalMaxPositionEmbeddings)/wave - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor)
+				f = (1-smooth)*f/s.Factor + smooth*f
+			}
+		}
+		out[j] = float32(f)
+	}
+	return out
+}
+
+// firstTokenID reads a token id field that may be null, a number or a list.
+func firstTokenID(raw json.RawMessage, field string) (int, error) {
+	ids, err := tokenIDs(raw, field)
+	if err != nil || len(ids) == 0 {
+		return -1, err
+	}
+	return ids[0], nil
+}
+
+func tokenIDs(raw json.RawMessage, field string) ([]int, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var one int
+	if err := json.Unmarshal(raw, &one); err == nil {
+		return []int{one}, nil
+	}
+	var many []int
+	if err := json.Unmarshal(raw, &many); err != nil {
+		return nil, fmt.Errorf("%w: %s must be an integer or a list of integers", ErrInvalidConfig, field)
+	}
+	return many, nil
+}
