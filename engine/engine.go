@@ -1,0 +1,256 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tandemllm/tandem/compute"
+)
+
+// Errors callers branch on.
+var (
+	// ErrInvalidRequest is wrapped by errors about a request's own content
+	// (empty or over-long prompt, bad token ids, duplicate id).
+	ErrInvalidRequest = errors.New("invalid request")
+	// ErrNotFound is returned for an unknown request id.
+	ErrNotFound = errors.New("engine: no such request")
+)
+
+// Finish reasons, as OpenAI's API names them.
+const (
+	FinishStop   = "stop"   // an end-of-sequence token, stop token or stop string
+	FinishLength = "length" // MaxTokens reached
+	FinishAbort  = "abort"  // aborted by the caller
+)
+
+// Options configure an Engine. Zero fields take the documented defaults.
+type Options struct {
+	// KVCacheBytes is the memory budget of the paged KV cache (default
+	// 512 MiB, capped at what MaxSeqs full-length sequences need).
+	KVCacheBytes int64
+	// BlockSize is the number of token slots per KV block (default 16).
+	BlockSize int
+	// MaxBatchTokens bounds the rows of one step; it is also the prefill
+	// chunk size (default 512).
+	MaxBatchTokens int
+	// MaxSeqs bounds the sequences of one step (default 256).
+	MaxSeqs int
+	// Detokenizer turns tokens into text deltas and enables stop strings;
+	// nil leaves Output.Text empty.
+	Detokenizer Detokenizer
+	// OnStep, if set, is called after every step with its record, which
+	// is only valid during the call.
+	OnStep func(*StepRecord)
+}
+
+// Detokenizer makes one incremental text stream per sequence.
+type Detokenizer interface {
+	NewStream() TextStream
+}
+
+// TextStream turns a sequence's tokens into text, one token at a time,
+// returning only complete characters.
+type TextStream interface {
+	Add(token int32) string
+	// Flush returns text still held back (an incomplete character) at the end.
+	Flush() string
+}
+
+// Request is one generation request.
+type Request struct {
+	ID     string
+	Prompt []int32
+	Params SamplingParams
+}
+
+// Output is one generated token of a request, or its end.
+type Output struct {
+	RequestID string
+	// Index is the token's position among the generated tokens.
+	Index int
+	Token int32
+	// Text is the new text this token completes (may be empty).
+	Text        string
+	Logprob     *TokenLogprob
+	TopLogprobs []TokenLogprob
+	// FinishReason is set on the last output of a request.
+	FinishReason string
+}
+
+// sequence is the engine's state of one request.
+type sequence struct {
+	req       Request
+	tokens    []int32 // prompt then generated
+	generated int
+	computed  int // tokens whose keys and values are in the cache
+	blocks    []int32
+	sampler   *sampler
+	stream    TextStream
+	text      strings.Builder
+	emitted   int // bytes of text already returned
+	lpScratch []int32
+}
+
+// Engine runs one model on one backend with continuous batching: every
+// step admits new sequences, mixes prefill chunks with decode tokens and
+// drops finished sequences. It is not safe for concurrent use.
+type Engine struct {
+	m       *Model
+	opts    Options
+	kv      compute.KVCache
+	pool    *blockPool
+	scratch *scratch
+	batch   batch
+	byID    map[string]*sequence
+	waiting []*sequence // FCFS, not yet (or no longer) holding blocks
+	running []*sequence
+	step    uint64
+	rec     StepRecord
+}
+
+// New makes an engine for m, allocating its KV cache on m's backend.
+func New(m *Model, opts Options) (*Engine, error) {
+	cfg := m.cfg
+	if opts.BlockSize <= 0 {
+		opts.BlockSize = 16
+	}
+	if opts.MaxBatchTokens <= 0 {
+		opts.MaxBatchTokens = 512
+	}
+	if opts.MaxSeqs <= 0 {
+		opts.MaxSeqs = 256
+	}
+	opts.MaxSeqs = min(opts.MaxSeqs, opts.MaxBatchTokens)
+	if opts.KVCacheBytes <= 0 {
+		opts.KVCacheBytes = 512 << 20
+	}
+	perBlock := int64(2 * cfg.Layers * cfg.KVHeads * cfg.HeadDim * 4 * opts.BlockSize)
+	blocks := opts.KVCacheBytes / perBlock
+	fullSeq := int64((cfg.MaxPositions + opts.BlockSize - 1) / opts.BlockSize)
+	blocks = min(blocks, fullSeq*int64(opts.MaxSeqs))
+	if blocks < 1 {
+		return nil, fmt.Errorf("engine: KV cache budget of %d bytes holds no block of %d bytes", opts.KVCacheBytes, perBlock)
+	}
+	kv, err := m.be.NewKVCache(compute.KVSpec{
+		Layers: cfg.Layers, NumBlocks: int(blocks), BlockSize: opts.BlockSize,
+		KVHeads: cfg.KVHeads, HeadDim: cfg.HeadDim,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("engine: allocating KV cache: %w", err)
+	}
+	return &Engine{
+		m: m, opts: opts, kv: kv,
+		pool:    newBlockPool(int(blocks), opts.BlockSize),
+		scratch: newScratch(m.be, cfg, opts.MaxBatchTokens, opts.MaxSeqs),
+		byID:    map[string]*sequence{},
+	}, nil
+}
+
+// Model is the engine's model.
+func (e *Engine) Model() *Model { return e.m }
+
+// KVBlocks returns the free and total KV cache blocks.
+func (e *Engine) KVBlocks() (free, total int) { return e.pool.Free(), e.pool.total }
+
+// BlockSize is the number of token slots per KV block.
+func (e *Engine) BlockSize() int { return e.opts.BlockSize }
+
+// HasWork reports whether any request is waiting or running.
+func (e *Engine) HasWork() bool { return len(e.byID) > 0 }
+
+// Add validates a request and queues it.
+func (e *Engine) Add(req Request) error {
+	cfg := e.m.cfg
+	if err := req.Params.Validate(); err != nil {
+		return err
+	}
+	switch {
+	case req.ID == "":
+		return fmt.Errorf("%w: request id is empty", ErrInvalidRequest)
+	case e.byID[req.ID] != nil:
+		return fmt.Errorf("%w: request id %q is already in use", ErrInvalidRequest, req.ID)
+	case len(req.Prompt) == 0:
+		return fmt.Errorf("%w: prompt is empty", ErrInvalidRequest)
+	case len(req.Prompt) > cfg.MaxPositions:
+		return fmt.Errorf("%w: prompt is %d tokens, longer than the model's context of %d", ErrInvalidRequest, len(req.Prompt), cfg.MaxPositions)
+	case len(req.Prompt)+req.Params.MaxTokens > cfg.MaxPositions:
+		return fmt.Errorf("%w: max_tokens %d plus the prompt's %d tokens exceed the model's context of %d",
+			ErrInvalidRequest, req.Params.MaxTokens, len(req.Prompt), cfg.MaxPositions)
+	case e.pool.blocksFor(len(req.Prompt)+req.Params.MaxTokens) > e.pool.total:
+		return fmt.Errorf("%w: prompt plus max_tokens (%d tokens) exceed the KV cache's %d tokens",
+			ErrInvalidRequest, len(req.Prompt)+req.Params.MaxTokens, e.pool.total*e.opts.BlockSize)
+	}
+	for i, t := range req.Prompt {
+		if t < 0 || int(t) >= cfg.VocabSize {
+			return fmt.Errorf("%w: prompt token %d at index %d is outside the vocabulary (%d)", ErrInvalidRequest, t, i, cfg.VocabSize)
+		}
+	}
+	for _, t := range req.Params.StopTokenIDs {
+		if t < 0 || int(t) >= cfg.VocabSize {
+			return fmt.Errorf("%w: stop token id %d is outside the vocabulary (%d)", ErrInvalidParams, t, cfg.VocabSize)
+		}
+	}
+	if len(req.Params.Stop) > 0 && e.opts.Detokenizer == nil {
+		return fmt.Errorf("%w: stop strings need a detokenizer", ErrInvalidParams)
+	}
+	s := &sequence{
+		req:     req,
+		tokens:  append(make([]int32, 0, len(req.Prompt)+req.Params.MaxTokens), req.Prompt...),
+		sampler: newSampler(req.Params),
+	}
+	if e.opts.Detokenizer != nil {
+		s.stream = e.opts.Detokenizer.NewStream()
+	}
+	e.byID[req.ID] = s
+	e.waiting = append(e.waiting, s)
+	return nil
+}
+
+// Abort ends a request and frees its KV blocks.
+func (e *Engine) Abort(id string) error {
+	s := e.byID[id]
+	if s == nil {
+		return fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	e.finish(s)
+	return nil
+}
+
+func (e *Engine) finish(s *sequence) {
+	e.pool.release(s.blocks)
+	s.blocks = nil
+	delete(e.byID, s.req.ID)
+	e.waiting = slices.DeleteFunc(e.waiting, func(x *sequence) bool { return x == s })
+	e.running = slices.DeleteFunc(e.running, func(x *sequence) bool { return x == s })
+}
+
+// Step runs one batched forward pass and returns the outputs it produced.
+// It returns no outputs and no error when there is no work.
+func (e *Engine) Step(ctx context.Context) ([]Output, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	e.rec = StepRecord{Step: e.step, Start: start, Seqs: e.rec.Seqs[:0]}
+	sampling := e.schedule()
+	if len(e.batch.tokens) == 0 {
+		return nil, nil
+	}
+	e.step++
+	computeStart := time.Now()
+	logits := e.forward(&e.batch)
+	sampleStart := time.Now()
+	outs := e.sampleAll(logits, sampling)
+	e.rec.Schedule = computeStart.Sub(start)
+	e.rec.Compute = sampleStart.Sub(computeStart)
+	e.rec.Sample = time.Since(sampleStart)
+	e.rec.FreeBlocks = e.pool.Free()
+	if e.opts.OnStep != nil {
+		e.opts.OnStep(&e.rec)
+	}
+	return outs, nil
+}
