@@ -1,0 +1,166 @@
+package cpu
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"unsafe"
+
+	"github.com/tandemllm/tandem/compute"
+)
+
+var _ compute.Backend = (*Backend)(nil)
+
+// ErrBadMatrix is wrapped by LoadMat errors about the shape or size of a matrix.
+var ErrBadMatrix = errors.New("cpu: bad matrix")
+
+// Options configures a Backend. The zero value is valid.
+type Options struct {
+	// Threads is the number of cores an op runs on, the caller included.
+	// Default (0): runtime.NumCPU().
+	Threads int
+	// Kernels picks the inner-loop implementation: "auto" (default, the
+	// widest the CPU supports), "go" (pure Go), "avx2" (AVX2+FMA) or
+	// "avx512" (AVX-512F/BW/VL). Asking for a set the CPU lacks is an error
+	// wrapping compute.ErrUnsupported.
+	Kernels string
+}
+
+// Backend runs ops synchronously on the calling goroutine and the workers
+// of its pool; Read therefore never waits. It implements compute.Backend.
+type Backend struct {
+	threads int
+	k       *kernels
+	pool    *pool
+	scratch []workerScratch // one per worker, indexed by worker id
+
+	// Per-op task values live here so that dispatching an op allocates nothing.
+	mm   matmulTask
+	attn attnTask
+	rows rowsTask
+}
+
+// New starts a backend and its worker pool; Close stops it.
+func New(opts Options) (*Backend, error) {
+	threads := opts.Threads
+	if threads <= 0 {
+		threads = runtime.NumCPU()
+	}
+	k, err := selectKernels(opts.Kernels)
+	if err != nil {
+		return nil, err
+	}
+	b := &Backend{threads: threads, k: k, scratch: make([]workerScratch, threads)}
+	b.pool = newPool(threads)
+	return b, nil
+}
+
+// Name is "cpu/" followed by the kernel set, e.g. "cpu/avx512".
+func (b *Backend) Name() string { return "cpu/" + b.k.name }
+
+// Threads is the number of cores ops run on.
+func (b *Backend) Threads() int { return b.threads }
+
+// Close stops the worker pool. The backend must not be used afterwards.
+func (b *Backend) Close() error {
+	b.pool.close()
+	return nil
+}
+
+// mat is a weight matrix: F32 data in f32, BF16 data in bf16 (bit patterns).
+type mat struct {
+	rows, cols int
+	dtype      compute.DType
+	f32        []float32
+	bf16       []uint16
+}
+
+func (m *mat) Rows() int            { return m.rows }
+func (m *mat) Cols() int            { return m.cols }
+func (m *mat) DType() compute.DType { return m.dtype }
+
+// LoadMat makes a matrix over data. F32 and BF16 data are reinterpreted in
+// place (no copy) when suitably aligned, and copied otherwise; F16 data is
+// converted to F32 here, once, so the returned matrix reports DType F32.
+func (b *Backend) LoadMat(dtype compute.DType, rows, cols int, data []byte) (compute.Mat, error) {
+	if rows <= 0 || cols <= 0 {
+		return nil, fmt.Errorf("%w: shape [%d, %d]", ErrBadMatrix, rows, cols)
+	}
+	switch dtype {
+	case compute.F32, compute.BF16, compute.F16:
+	default:
+		return nil, fmt.Errorf("%w: dtype %v", compute.ErrUnsupported, dtype)
+	}
+	n := rows * cols
+	if n/cols != rows || n*dtype.Size() != len(data) {
+		return nil, fmt.Errorf("%w: [%d, %d] %v needs %d bytes, got %d",
+			ErrBadMatrix, rows, cols, dtype, rows*cols*dtype.Size(), len(data))
+	}
+	m := &mat{rows: rows, cols: cols, dtype: dtype}
+	p := unsafe.Pointer(unsafe.SliceData(data))
+	switch dtype {
+	case compute.F32:
+		if uintptr(p)%4 != 0 {
+			m.f32 = make([]float32, n)
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(&m.f32[0])), len(data)), data)
+		} else {
+			m.f32 = unsafe.Slice((*float32)(p), n)
+		}
+	case compute.BF16:
+		if uintptr(p)%2 != 0 {
+			m.bf16 = make([]uint16, n)
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(&m.bf16[0])), len(data)), data)
+		} else {
+			m.bf16 = unsafe.Slice((*uint16)(p), n)
+		}
+	case compute.F16:
+		m.dtype = compute.F32
+		m.f32 = make([]float32, n)
+		for i := range m.f32 {
+			m.f32[i] = f16ToF32(uint16(data[2*i]) | uint16(data[2*i+1])<<8)
+		}
+	}
+	return m, nil
+}
+
+// buf is an activation buffer; views share data with their parent.
+type buf struct{ data []float32 }
+
+func (x *buf) Len() int { return len(x.data) }
+
+// Alloc makes a zeroed buffer of n values.
+func (b *Backend) Alloc(n int) compute.Buf { return &buf{data: make([]float32, n)} }
+
+// View is b[off:off+n], sharing memory.
+func (b *Backend) View(x compute.Buf, off, n int) compute.Buf {
+	return &buf{data: data(x)[off : off+n : off+n]}
+}
+
+// Write copies src into x at off.
+func (b *Backend) Write(x compute.Buf, off int, src []float32) {
+	copy(data(x)[off:off+len(src)], src)
+}
+
+// Read copies x[off:off+len(dst)] into dst. Ops are synchronous, so there is
+// nothing to wait for.
+func (b *Backend) Read(dst []float32, x compute.Buf, off int) {
+	copy(dst, data(x)[off:off+len(dst)])
+}
+
+// data is the float32 slice of a Buf made by a CPU backend; a Buf of
+// another backend is a programming error.
+func data(x compute.Buf) []float32 {
+	bx, ok := x.(*buf)
+	if !ok {
+		panic(fmt.Sprintf("cpu: buffer of type %T does not belong to a CPU backend", x))
+	}
+	return bx.data
+}
+
+func matOf(w compute.Mat) *mat {
+	m, ok := w.(*mat)
+	if !ok {
+		panic(fmt.Sprintf("cpu: matrix of type %T does not belong to a CPU backend", w))
+	}
+	return m
+}

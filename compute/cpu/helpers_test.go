@@ -1,0 +1,94 @@
+package cpu
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/tandemllm/tandem/compute"
+)
+
+// eachBackend runs f on a backend of every kernel set this machine
+// supports, each with one and with three threads (three exercises the pool
+// even on a two-core machine).
+func eachBackend(t *testing.T, f func(t *testing.T, b *Backend)) {
+	t.Helper()
+	for _, k := range kernelSets() {
+		for _, threads := range []int{1, 3} {
+			t.Run(fmt.Sprintf("%s/t%d", k.name, threads), func(t *testing.T) {
+				b, err := New(Options{Threads: threads, Kernels: k.name})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer b.Close()
+				f(t, b)
+			})
+		}
+	}
+}
+
+func randVec(r *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(r.NormFloat64())
+	}
+	return v
+}
+
+// encode stores vals as little-endian bytes of dtype, and returns the
+// values as that dtype actually represents them (rounded for BF16/F16).
+func encode(dt compute.DType, vals []float32) ([]byte, []float32) {
+	out := make([]byte, len(vals)*dt.Size())
+	exact := make([]float32, len(vals))
+	for i, v := range vals {
+		switch dt {
+		case compute.F32:
+			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
+			exact[i] = v
+		case compute.BF16:
+			h := uint16(math.Float32bits(v) >> 16) // truncation is fine for a test
+			binary.LittleEndian.PutUint16(out[2*i:], h)
+			exact[i] = bf16ToF32(h)
+		case compute.F16:
+			h := testF32ToF16(v)
+			binary.LittleEndian.PutUint16(out[2*i:], h)
+			exact[i] = f16ToF32(h)
+		}
+	}
+	return out, exact
+}
+
+// testF32ToF16 rounds a normal-range float32 to half precision (toward zero).
+func testF32ToF16(v float32) uint16 {
+	b := math.Float32bits(v)
+	sign := uint16(b>>16) & 0x8000
+	exp := int(b>>23&0xff) - 127 + 15
+	if exp <= 0 {
+		return sign
+	}
+	if exp >= 31 {
+		return sign | 0x7c00
+	}
+	return sign | uint16(exp)<<10 | uint16(b>>13&0x3ff)
+}
+
+// closeTo reports whether got is within tol·scale+tol of want, where scale
+// is the magnitude of the terms that were summed (so cancellation does not
+// make a correct answer look wrong).
+func closeTo(got float32, want, scale, tol float64) bool {
+	return math.Abs(float64(got)-want) <= tol*scale+tol
+}
+
+func readAll(b *Backend, x compute.Buf) []float32 {
+	out := make([]float32, x.Len())
+	b.Read(out, x, 0)
+	return out
+}
+
+func bufOf(b *Backend, v []float32) compute.Buf {
+	x := b.Alloc(len(v))
+	b.Write(x, 0, v)
+	return x
+}

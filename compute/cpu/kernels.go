@@ -1,0 +1,201 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"unsafe"
+
+	"github.com/tandemllm/tandem/compute"
+)
+
+// tileRows is the number of weight rows (outputs) one tile kernel computes.
+const tileRows = 4
+
+// maxTileM bounds the activation rows of one tile kernel call.
+const maxTileM = 8
+
+// A tile kernel computes dst[i*ldd+r] = Σ_{k<kn} x[i*ldx+k]·w[r*ldw+k] for
+// i < mb (fixed per function) and r < tileRows. Strides are in elements.
+// Assembly versions only handle kn rounded down to a multiple of
+// kernels.kStep; callers add the rest (see dotBlock).
+type (
+	tileF32Func  func(x *float32, ldx int, w *float32, ldw, kn int, dst *float32, ldd int)
+	tileBF16Func func(x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int)
+)
+
+// accumFunc adds Σ_{j<n} p[j]·v[j*ldv : j*ldv+d] to dst[0:d]. Assembly
+// versions handle d rounded down to a multiple of kernels.dStep.
+type accumFunc func(dst, p, v *float32, ldv, n, d int)
+
+// kernels is one implementation of the inner loops.
+type kernels struct {
+	name  string
+	maxM  int // largest mb with a tile kernel
+	kStep int
+	dStep int
+	f32   [maxTileM + 1]tileF32Func
+	bf16  [maxTileM + 1]tileBF16Func
+	accum accumFunc
+}
+
+// kernelSets lists the kernel sets this machine can run, best first; "go"
+// is always last.
+func kernelSets() []*kernels {
+	return append(archKernels(), goKernels())
+}
+
+func selectKernels(name string) (*kernels, error) {
+	sets := kernelSets()
+	if name == "" || name == "auto" {
+		return sets[0], nil
+	}
+	for _, k := range sets {
+		if k.name == name {
+			return k, nil
+		}
+	}
+	switch name {
+	case "go", "avx2", "avx512":
+		return nil, fmt.Errorf("%w: kernels %q on this CPU", compute.ErrUnsupported, name)
+	}
+	return nil, fmt.Errorf("cpu: unknown kernels %q (want auto, go, avx2 or avx512)", name)
+}
+
+func goKernels() *kernels {
+	k := &kernels{name: "go", maxM: 4, kStep: 1, dStep: 1, accum: goAccum}
+	for mb := 1; mb <= k.maxM; mb++ {
+		k.f32[mb] = func(x *float32, ldx int, w *float32, ldw, kn int, dst *float32, ldd int) {
+			goTileF32(mb, x, ldx, w, ldw, kn, dst, ldd)
+		}
+		k.bf16[mb] = func(x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int) {
+			goTileBF16(mb, x, ldx, w, ldw, kn, dst, ldd)
+		}
+	}
+	return k
+}
+
+func goTileF32(mb int, x *float32, ldx int, w *float32, ldw, kn int, dst *float32, ldd int) {
+	xs := unsafe.Slice(x, (mb-1)*ldx+kn)
+	ws := unsafe.Slice(w, (tileRows-1)*ldw+kn)
+	ds := unsafe.Slice(dst, (mb-1)*ldd+tileRows)
+	for i := range mb {
+		xi := xs[i*ldx : i*ldx+kn]
+		for r := range tileRows {
+			ds[i*ldd+r] = dotF32(xi, ws[r*ldw:r*ldw+kn])
+		}
+	}
+}
+
+func goTileBF16(mb int, x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int) {
+	xs := unsafe.Slice(x, (mb-1)*ldx+kn)
+	ws := unsafe.Slice(w, (tileRows-1)*ldw+kn)
+	ds := unsafe.Slice(dst, (mb-1)*ldd+tileRows)
+	for i := range mb {
+		xi := xs[i*ldx : i*ldx+kn]
+		for r := range tileRows {
+			ds[i*ldd+r] = dotBF16(xi, ws[r*ldw:r*ldw+kn])
+		}
+	}
+}
+
+// dotF32 is Σ a[i]·b[i] with four partial sums (len(b) ≥ len(a)).
+func dotF32(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += a[i] * b[i]
+		s1 += a[i+1] * b[i+1]
+		s2 += a[i+2] * b[i+2]
+		s3 += a[i+3] * b[i+3]
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * b[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// dotBF16 is Σ a[i]·bf16(b[i]) with four partial sums.
+func dotBF16(a []float32, b []uint16) float32 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += a[i] * bf16ToF32(b[i])
+		s1 += a[i+1] * bf16ToF32(b[i+1])
+		s2 += a[i+2] * bf16ToF32(b[i+2])
+		s3 += a[i+3] * bf16ToF32(b[i+3])
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * bf16ToF32(b[i])
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+func goAccum(dst, p, v *float32, ldv, n, d int) {
+	if n == 0 || d == 0 {
+		return
+	}
+	ds := unsafe.Slice(dst, d)
+	ps := unsafe.Slice(p, n)
+	vs := unsafe.Slice(v, (n-1)*ldv+d)
+	axpyRows(ds, ps, vs, ldv)
+}
+
+// axpyRows adds Σ_j p[j]·v[j*ldv : j*ldv+len(dst)] to dst.
+func axpyRows(dst, p, v []float32, ldv int) {
+	for j, pj := range p {
+		vj := v[j*ldv : j*ldv+len(dst)]
+		for i := range dst {
+			dst[i] += pj * vj[i]
+		}
+	}
+}
+
+// expf is e^x in float32 with a relative error of a few ulp: a range
+// reduction by ln 2 and a degree-6 polynomial (the classic Cephes expf
+// coefficients). Arguments whose result would be denormal or overflow take
+// the float64 path.
+func expf(x float32) float32 {
+	if !(x > -87 && x < 88) {
+		return float32(math.Exp(float64(x)))
+	}
+	const (
+		log2e = 1.44269504088896341
+		ln2hi = 0.693359375
+		ln2lo = -2.12194440e-4
+	)
+	n := float32(math.Floor(float64(x*log2e + 0.5)))
+	r := x - n*ln2hi - n*ln2lo
+	p := float32(1.9875691500e-4)
+	p = p*r + 1.3981999507e-3
+	p = p*r + 8.3334519073e-3
+	p = p*r + 4.1665795894e-2
+	p = p*r + 1.6666665459e-1
+	p = p*r + 5.0000001201e-1
+	y := p*r*r + r + 1
+	return y * math.Float32frombits(uint32(int32(n)+127)<<23)
+}
+
+func bf16ToF32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
+
+// f16ToF32 widens an IEEE half-precision value exactly.
+func f16ToF32(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := uint32(h>>10) & 0x1f
+	frac := uint32(h) & 0x3ff
+	switch {
+	case exp == 0x1f: // inf, nan
+		return math.Float32frombits(sign | 0xff<<23 | frac<<13)
+	case exp != 0:
+		return math.Float32frombits(sign | (exp+112)<<23 | frac<<13)
+	case frac == 0:
+		return math.Float32frombits(sign)
+	}
+	// Subnormal half: value = frac · 2^-24, exact in float32.
+	v := float32(frac) * (1.0 / (1 << 24))
+	if sign != 0 {
+		v = -v
+	}
+	return v
+}

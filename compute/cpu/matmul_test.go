@@ -1,0 +1,158 @@
+package cpu
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+	"unsafe"
+
+	"github.com/tandemllm/tandem/compute"
+)
+
+// matTol is the tolerance of MatMul relative to Σ|x·w|: float32 sums of up
+// to a few thousand terms in any association order stay well inside it.
+const matTol = 1e-5
+
+func TestMatMul(t *testing.T) {
+	shapes := []struct{ m, n, k int }{
+		{1, 1, 1}, {1, 4, 16}, {1, 37, 33}, {2, 9, 100}, {3, 64, 64}, {4, 5, 7},
+		{5, 12, 129}, {6, 40, 48}, {7, 3, 1000}, {8, 64, 1024}, {9, 17, 31}, {13, 100, 256},
+		{33, 70, 96}, {64, 36, 200},
+	}
+	dtypes := []compute.DType{compute.F32, compute.BF16, compute.F16}
+	eachBackend(t, func(t *testing.T, b *Backend) {
+		r := rand.New(rand.NewPCG(1, 2))
+		for _, s := range shapes {
+			for _, dt := range dtypes {
+				t.Run(fmt.Sprintf("%v/m%d_n%d_k%d", dt, s.m, s.n, s.k), func(t *testing.T) {
+					raw, w := encode(dt, randVec(r, s.n*s.k))
+					x := randVec(r, s.m*s.k)
+					wm, err := b.LoadMat(dt, s.n, s.k, raw)
+					if err != nil {
+						t.Fatal(err)
+					}
+					// Pre-fill dst with garbage: MatMul must overwrite, not add.
+					dst := bufOf(b, randVec(r, s.m*s.n))
+					b.MatMul(dst, bufOf(b, x), wm, s.m)
+					got := readAll(b, dst)
+					for i := range s.m {
+						for j := range s.n {
+							var want, scale float64
+							for k := range s.k {
+								p := float64(x[i*s.k+k]) * float64(w[j*s.k+k])
+								want += p
+								scale += math.Abs(p)
+							}
+							if g := got[i*s.n+j]; !closeTo(g, want, scale, matTol) {
+								t.Fatalf("dst[%d,%d] = %v, want %v", i, j, g, want)
+							}
+						}
+					}
+				})
+			}
+		}
+	})
+}
+
+func TestLoadMat(t *testing.T) {
+	b, err := New(Options{Threads: 1, Kernels: "go"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	tests := []struct {
+		name       string
+		dt         compute.DType
+		rows, cols int
+		bytes      int
+		wantErr    error
+	}{
+		{"f32 ok", compute.F32, 2, 3, 24, nil},
+		{"bf16 ok", compute.BF16, 2, 3, 12, nil},
+		{"f16 ok", compute.F16, 3, 1, 6, nil},
+		{"f32 short", compute.F32, 2, 3, 20, ErrBadMatrix},
+		{"bf16 long", compute.BF16, 2, 3, 14, ErrBadMatrix},
+		{"zero rows", compute.F32, 0, 3, 0, ErrBadMatrix},
+		{"bad dtype", compute.DType(9), 1, 1, 4, compute.ErrUnsupported},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := b.LoadMat(tt.dt, tt.rows, tt.cols, make([]byte, tt.bytes))
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if err == nil && (m.Rows() != tt.rows || m.Cols() != tt.cols) {
+				t.Fatalf("shape [%d, %d]", m.Rows(), m.Cols())
+			}
+		})
+	}
+}
+
+// TestLoadMatZeroCopy checks that aligned F32 and BF16 data is used in
+// place, misaligned data is copied, and F16 becomes F32.
+func TestLoadMatZeroCopy(t *testing.T) {
+	b, err := New(Options{Threads: 1, Kernels: "go"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	backing := make([]byte, 4*8+1)
+	tests := []struct {
+		dt       compute.DType
+		data     []byte
+		inPlace  bool
+		reported compute.DType
+	}{
+		{compute.F32, backing[:32], true, compute.F32},
+		{compute.F32, backing[1:33], false, compute.F32},
+		{compute.BF16, backing[:16], true, compute.BF16},
+		{compute.BF16, backing[1:17], false, compute.BF16},
+		{compute.F16, backing[:16], false, compute.F32},
+	}
+	for _, tt := range tests {
+		m, err := b.LoadMat(tt.dt, 2, len(tt.data)/tt.dt.Size()/2, tt.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mm := m.(*mat)
+		var p unsafe.Pointer
+		if mm.f32 != nil {
+			p = unsafe.Pointer(&mm.f32[0])
+		} else {
+			p = unsafe.Pointer(&mm.bf16[0])
+		}
+		if inPlace := p == unsafe.Pointer(&tt.data[0]); inPlace != tt.inPlace {
+			t.Errorf("%v at %p: in place = %v, want %v", tt.dt, &tt.data[0], inPlace, tt.inPlace)
+		}
+		if m.DType() != tt.reported {
+			t.Errorf("%v: DType() = %v, want %v", tt.dt, m.DType(), tt.reported)
+		}
+	}
+}
+
+func TestHalfConversions(t *testing.T) {
+	tests := []struct {
+		h    uint16
+		want float32
+	}{
+		{0x0000, 0}, {0x3c00, 1}, {0xc000, -2}, {0x3555, 0.333251953125},
+		{0x7bff, 65504}, {0x0001, 5.960464477539063e-08}, {0x03ff, 6.097555160522461e-05},
+		{0x7c00, float32(math.Inf(1))}, {0xfc00, float32(math.Inf(-1))},
+	}
+	for _, tt := range tests {
+		if got := f16ToF32(tt.h); got != tt.want {
+			t.Errorf("f16ToF32(%#04x) = %v, want %v", tt.h, got, tt.want)
+		}
+	}
+	if got := f16ToF32(0x7e00); got == got {
+		t.Errorf("f16ToF32(NaN) = %v", got)
+	}
+	if got := bf16ToF32(0x3f80); got != 1 {
+		t.Errorf("bf16ToF32(0x3f80) = %v", got)
+	}
+	if got := bf16ToF32(0xc0a0); got != -5 {
+		t.Errorf("bf16ToF32(0xc0a0) = %v", got)
+	}
+}

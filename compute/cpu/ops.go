@@ -1,0 +1,229 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/tandemllm/tandem/compute"
+)
+
+// rowOp names the row-parallel ops rowsTask runs.
+type rowOp uint8
+
+const (
+	opEmbed rowOp = iota
+	opAddBias
+	opAdd
+	opSiLUMul
+	opGELU
+	opRMSNorm
+	opLayerNorm
+	opRoPE
+)
+
+// parallelMin is the number of values below which an op runs on the
+// calling goroutine alone: waking the pool costs more than the work.
+const parallelMin = 1 << 14
+
+// rowsTask runs one elementwise or per-row op over rows [lo, hi) per chunk.
+// For elementwise ops a "row" is one value.
+type rowsTask struct {
+	op            rowOp
+	dst, a, b     []float32
+	w, bias       []float32
+	n             int // values per row
+	eps           float32
+	mat           *mat
+	ids           []int32
+	heads, hd     int
+	invFreq       []float32
+	rows, perTask int
+	scratch       []workerScratch
+}
+
+// runRows dispatches t over rows rows of n values each.
+func (b *Backend) runRows(op rowsTask, rows, n int) {
+	t := &b.rows
+	*t = op
+	t.rows, t.n, t.scratch = rows, n, b.scratch
+	chunks := 1
+	if rows*n >= parallelMin && rows > 1 {
+		chunks = min(rows, 4*b.threads, maxChunks)
+	}
+	t.perTask = (rows + chunks - 1) / chunks
+	b.pool.run(t, (rows+t.perTask-1)/t.perTask)
+	*t = rowsTask{}
+}
+
+func (t *rowsTask) run(c, w int) {
+	lo := c * t.perTask
+	hi := min(lo+t.perTask, t.rows)
+	n := t.n
+	switch t.op {
+	case opEmbed:
+		for i := lo; i < hi; i++ {
+			embedRow(t.dst[i*n:(i+1)*n], t.mat, t.ids[i])
+		}
+	case opAddBias:
+		for i := lo; i < hi; i++ {
+			row := t.dst[i*n : (i+1)*n]
+			for j, v := range t.bias[:n] {
+				row[j] += v
+			}
+		}
+	case opAdd:
+		a, b := t.a[lo:hi], t.b[lo:hi]
+		for j := range t.dst[lo:hi] {
+			t.dst[lo+j] = a[j] + b[j]
+		}
+	case opSiLUMul:
+		g, u := t.a[lo:hi], t.b[lo:hi]
+		for j := range t.dst[lo:hi] {
+			t.dst[lo+j] = g[j] / (1 + expf(-g[j])) * u[j]
+		}
+	case opGELU:
+		for j, x := range t.dst[lo:hi] {
+			t.dst[lo+j] = gelu(x)
+		}
+	case opRMSNorm:
+		for i := lo; i < hi; i++ {
+			rmsNormRow(t.dst[i*n:(i+1)*n], t.a[i*n:(i+1)*n], t.w[:n], t.eps)
+		}
+	case opLayerNorm:
+		for i := lo; i < hi; i++ {
+			layerNormRow(t.dst[i*n:(i+1)*n], t.a[i*n:(i+1)*n], t.w[:n], t.bias[:n], t.eps)
+		}
+	case opRoPE:
+		cs := t.scratch[w].grow(&t.scratch[w].rope, t.hd)
+		for i := lo; i < hi; i++ {
+			ropeRow(t.dst[i*n:(i+1)*n], t.heads, t.hd, t.ids[i], t.invFreq, cs)
+		}
+	}
+}
+
+// Embed: dst[i] = row ids[i] of w, as float32.
+func (b *Backend) Embed(dst compute.Buf, w compute.Mat, ids []int32) {
+	wm := matOf(w)
+	for _, id := range ids {
+		if id < 0 || int(id) >= wm.rows {
+			panic(fmt.Sprintf("cpu: Embed id %d out of range [0, %d)", id, wm.rows))
+		}
+	}
+	b.runRows(rowsTask{op: opEmbed, dst: data(dst), mat: wm, ids: ids}, len(ids), wm.cols)
+}
+
+func embedRow(dst []float32, w *mat, id int32) {
+	off := int(id) * w.cols
+	if w.dtype == compute.BF16 {
+		for j, h := range w.bf16[off : off+w.cols] {
+			dst[j] = bf16ToF32(h)
+		}
+		return
+	}
+	copy(dst, w.f32[off:off+w.cols])
+}
+
+// Gather: dst[i] = src[rows[i]] for rows of n values.
+func (b *Backend) Gather(dst, src compute.Buf, rows []int32, n int) {
+	d, s := data(dst), data(src)
+	for i, r := range rows {
+		copy(d[i*n:(i+1)*n], s[int(r)*n:(int(r)+1)*n])
+	}
+}
+
+// AddBias: x[i] += bias for m rows.
+func (b *Backend) AddBias(x, bias compute.Buf, m int) {
+	bs := data(bias)
+	b.runRows(rowsTask{op: opAddBias, dst: data(x), bias: bs}, m, len(bs))
+}
+
+// Add: dst = a + b over n values.
+func (b *Backend) Add(dst, x, y compute.Buf, n int) {
+	b.runRows(rowsTask{op: opAdd, dst: data(dst)[:n], a: data(x)[:n], b: data(y)[:n]}, n, 1)
+}
+
+// SiLUMul: dst = silu(gate)·up over n values.
+func (b *Backend) SiLUMul(dst, gate, up compute.Buf, n int) {
+	b.runRows(rowsTask{op: opSiLUMul, dst: data(dst)[:n], a: data(gate)[:n], b: data(up)[:n]}, n, 1)
+}
+
+// GELU (tanh approximation) in place over n values.
+func (b *Backend) GELU(x compute.Buf, n int) {
+	b.runRows(rowsTask{op: opGELU, dst: data(x)[:n]}, n, 1)
+}
+
+// RMSNorm over m rows of n values.
+func (b *Backend) RMSNorm(dst, x, w compute.Buf, m, n int, eps float32) {
+	b.runRows(rowsTask{op: opRMSNorm, dst: data(dst), a: data(x), w: data(w), eps: eps}, m, n)
+}
+
+// LayerNorm over m rows of n values.
+func (b *Backend) LayerNorm(dst, x, w, bias compute.Buf, m, n int, eps float32) {
+	b.runRows(rowsTask{op: opLayerNorm, dst: data(dst), a: data(x), w: data(w), bias: data(bias), eps: eps}, m, n)
+}
+
+// RoPE rotates m rows of heads×headDim in place (rotate-half pairing).
+func (b *Backend) RoPE(x compute.Buf, m, heads, headDim int, pos []int32, invFreq []float32) {
+	if headDim%2 != 0 || len(invFreq) < headDim/2 || len(pos) < m {
+		panic(fmt.Sprintf("cpu: RoPE headDim %d with %d frequencies and %d positions for %d rows",
+			headDim, len(invFreq), len(pos), m))
+	}
+	b.runRows(rowsTask{op: opRoPE, dst: data(x), heads: heads, hd: headDim, ids: pos, invFreq: invFreq}, m, heads*headDim)
+}
+
+func gelu(x float32) float32 {
+	const c = 0.7978845608028654 // sqrt(2/π)
+	u := c * (x + 0.044715*x*x*x)
+	th := 1 - 2/(expf(2*u)+1)
+	return 0.5 * x * (1 + th)
+}
+
+func rmsNormRow(dst, x, w []float32, eps float32) {
+	var ss float64
+	for _, v := range x {
+		ss += float64(v) * float64(v)
+	}
+	r := float32(1 / math.Sqrt(ss/float64(len(x))+float64(eps)))
+	for j, v := range x {
+		dst[j] = v * r * w[j]
+	}
+}
+
+func layerNormRow(dst, x, w, bias []float32, eps float32) {
+	var s float64
+	for _, v := range x {
+		s += float64(v)
+	}
+	mean := s / float64(len(x))
+	var ss float64
+	for _, v := range x {
+		d := float64(v) - mean
+		ss += d * d
+	}
+	r := float32(1 / math.Sqrt(ss/float64(len(x))+float64(eps)))
+	mf := float32(mean)
+	for j, v := range x {
+		dst[j] = (v-mf)*r*w[j] + bias[j]
+	}
+}
+
+// ropeRow rotates the heads of one row at position pos. cs holds hd values
+// of scratch: the cosines, then the sines, computed once per row. The angle
+// is the float32 product pos·invFreq, as Hugging Face computes it.
+func ropeRow(x []float32, heads, hd int, pos int32, invFreq, cs []float32) {
+	half := hd / 2
+	cos, sin := cs[:half], cs[half:hd]
+	for j := range half {
+		s, c := math.Sincos(float64(float32(pos) * invFreq[j]))
+		cos[j], sin[j] = float32(c), float32(s)
+	}
+	for h := range heads {
+		v := x[h*hd : (h+1)*hd]
+		lo, hi := v[:half], v[half:hd]
+		for j := range half {
+			a, b := lo[j], hi[j]
+			lo[j] = a*cos[j] - b*sin[j]
+			hi[j] = b*cos[j] + a*sin[j]
+		}
+	}
+}
