@@ -36,6 +36,12 @@ type kernels struct {
 	f32   [maxTileM + 1]tileF32Func
 	bf16  [maxTileM + 1]tileBF16Func
 	accum accumFunc
+	// For the machine measurements: read streams n bytes from p (n rounded
+	// down to 8 vectors), fma runs iters×fmaChains independent FMAs of
+	// lanes float32 lanes. Nil in the Go set.
+	read  func(p *byte, n int)
+	fma   func(iters int)
+	lanes int
 }
 
 // kernelSets lists the kernel sets this machine can run, best first; "go"

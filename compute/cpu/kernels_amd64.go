@@ -1,3 +1,35 @@
 package cpu
 
-func archKernels() []*kernels { return nil }
+import xcpu "golang.org/x/sys/cpu"
+
+//go:generate go run -C internal/asmgen . -out ../../kernels_amd64.s -stubs ../../stubs_amd64.go -pkg cpu
+
+// archKernels lists the assembly kernel sets the CPU supports, widest first.
+func archKernels() []*kernels {
+	var sets []*kernels
+	if xcpu.X86.HasAVX512F && xcpu.X86.HasAVX512BW && xcpu.X86.HasAVX512VL && xcpu.X86.HasAVX512DQ {
+		sets = append(sets, avx512Kernels())
+	}
+	if xcpu.X86.HasAVX2 && xcpu.X86.HasFMA {
+		sets = append(sets, avx2Kernels())
+	}
+	return sets
+}
+
+func avx512Kernels() *kernels {
+	return &kernels{
+		name: "avx512", maxM: 6, kStep: 16, dStep: 16, accum: accumAVX512,
+		f32:  [maxTileM + 1]tileF32Func{nil, tileF32AVX512M1, tileF32AVX512M2, tileF32AVX512M3, tileF32AVX512M4, tileF32AVX512M5, tileF32AVX512M6},
+		bf16: [maxTileM + 1]tileBF16Func{nil, tileBF16AVX512M1, tileBF16AVX512M2, tileBF16AVX512M3, tileBF16AVX512M4, tileBF16AVX512M5, tileBF16AVX512M6},
+		read: readAVX512, fma: fmaAVX512, lanes: 16,
+	}
+}
+
+func avx2Kernels() *kernels {
+	return &kernels{
+		name: "avx2", maxM: 2, kStep: 8, dStep: 8, accum: accumAVX2,
+		f32:  [maxTileM + 1]tileF32Func{nil, tileF32AVX2M1, tileF32AVX2M2},
+		bf16: [maxTileM + 1]tileBF16Func{nil, tileBF16AVX2M1, tileBF16AVX2M2},
+		read: readAVX2, fma: fmaAVX2, lanes: 8,
+	}
+}

@@ -1,0 +1,159 @@
+package cpu
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/tandemllm/tandem/compute"
+)
+
+// Machine limits, measured once per test binary.
+var (
+	benchBandwidth = sync.OnceValue(func() float64 { return MeasureMemoryBandwidth(0) })
+	benchPeak      = sync.OnceValue(func() float64 { return MeasurePeakFLOPS(0) })
+)
+
+func benchBackend(b *testing.B) *Backend {
+	be, err := New(Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { be.Close() })
+	return be
+}
+
+// benchMats loads enough copies of an n×k matrix to cover 256 MiB, so that
+// cycling through them streams weights from memory as a decode step over
+// all layers does, instead of from the last-level cache.
+func benchMats(b *testing.B, be *Backend, dt compute.DType, n, k int) []compute.Mat {
+	r := rand.New(rand.NewPCG(1, 1))
+	raw, _ := encode(dt, randVec(r, n*k))
+	copies := max(1, (256<<20)/len(raw))
+	mats := make([]compute.Mat, copies)
+	for i := range mats {
+		data := make([]byte, len(raw))
+		copy(data, raw)
+		m, err := be.LoadMat(dt, n, k, data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		mats[i] = m
+	}
+	return mats
+}
+
+// BenchmarkGEMV measures decode-sized MatMul (m ≤ 8 rows) at llama-160m
+// shapes, reporting weight bytes streamed per second and the fraction of
+// the measured memory bandwidth.
+func BenchmarkGEMV(b *testing.B) {
+	shapes := []struct{ n, k int }{{1024, 1024}, {512, 1024}, {2048, 1024}, {1024, 2048}}
+	for _, dt := range []compute.DType{compute.F32, compute.BF16} {
+		for _, m := range []int{1, 8} {
+			for _, s := range shapes {
+				b.Run(fmt.Sprintf("%v/m%d/n%d_k%d", dt, m, s.n, s.k), func(b *testing.B) {
+					be := benchBackend(b)
+					mats := benchMats(b, be, dt, s.n, s.k)
+					x := bufOf(be, randVec(rand.New(rand.NewPCG(2, 2)), m*s.k))
+					dst := be.Alloc(m * s.n)
+					bytes := float64(s.n * s.k * dt.Size())
+					bw := benchBandwidth()
+					b.ResetTimer()
+					for i := 0; b.Loop(); i++ {
+						be.MatMul(dst, x, mats[i%len(mats)], m)
+					}
+					gbs := bytes * float64(b.N) / b.Elapsed().Seconds()
+					b.ReportMetric(gbs/1e9, "GB/s")
+					b.ReportMetric(100*gbs/bw, "%bw")
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkGEMM measures prefill-sized MatMul, reporting GFLOP/s and the
+// fraction of the measured peak.
+func BenchmarkGEMM(b *testing.B) {
+	shapes := []struct{ m, n, k int }{
+		{512, 1024, 1024}, {512, 512, 1024}, {512, 2048, 1024}, // llama-160m
+		{512, 768, 768}, {512, 2304, 768}, {512, 3072, 768}, // gpt2
+		{16, 50257, 1024}, {64, 50257, 1024}, // LM head
+	}
+	for _, dt := range []compute.DType{compute.F32, compute.BF16} {
+		for _, s := range shapes {
+			b.Run(fmt.Sprintf("%v/m%d/n%d_k%d", dt, s.m, s.n, s.k), func(b *testing.B) {
+				be := benchBackend(b)
+				r := rand.New(rand.NewPCG(3, 3))
+				raw, _ := encode(dt, randVec(r, s.n*s.k))
+				w, err := be.LoadMat(dt, s.n, s.k, raw)
+				if err != nil {
+					b.Fatal(err)
+				}
+				x := bufOf(be, randVec(r, s.m*s.k))
+				dst := be.Alloc(s.m * s.n)
+				peak := benchPeak()
+				b.ResetTimer()
+				for b.Loop() {
+					be.MatMul(dst, x, w, s.m)
+				}
+				flops := 2 * float64(s.m*s.n*s.k) * float64(b.N) / b.Elapsed().Seconds()
+				b.ReportMetric(flops/1e9, "GFLOP/s")
+				b.ReportMetric(100*flops/peak, "%peak")
+			})
+		}
+	}
+}
+
+// BenchmarkDispatch measures the cost of one small parallel op: the pool's
+// wake-up and join dominate.
+func BenchmarkDispatch(b *testing.B) {
+	be := benchBackend(b)
+	raw, _ := encode(compute.F32, randVec(rand.New(rand.NewPCG(4, 4)), 64*64))
+	w, err := be.LoadMat(compute.F32, 64, 64, raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	x, dst := be.Alloc(64), be.Alloc(64)
+	for b.Loop() {
+		be.MatMul(dst, x, w, 1)
+	}
+}
+
+// BenchmarkAttentionDecode is one decode step of attention for a batch of
+// sequences with 512 cached positions (12 heads of 64, llama-160m-like).
+func BenchmarkAttentionDecode(b *testing.B) {
+	const heads, hd, bs, ctx, batch = 12, 64, 16, 512, 4
+	be := benchBackend(b)
+	blocks := ctx / bs
+	c, err := be.NewKVCache(compute.KVSpec{Layers: 1, NumBlocks: batch * blocks, BlockSize: bs, KVHeads: heads, HeadDim: hd})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var seqs []compute.AttnSeq
+	for s := range batch {
+		as := compute.AttnSeq{QRow: s, QLen: 1, Pos: ctx - 1}
+		for i := range blocks {
+			as.Blocks = append(as.Blocks, int32(i*batch+s))
+		}
+		seqs = append(seqs, as)
+	}
+	q, dst := bufOf(be, randVec(rand.New(rand.NewPCG(5, 5)), batch*heads*hd)), be.Alloc(batch*heads*hd)
+	spec := compute.AttnSpec{Heads: heads, KVHeads: heads, HeadDim: hd, Scale: 0.125}
+	for b.Loop() {
+		be.Attention(dst, q, c, 0, seqs, spec)
+	}
+	b.ReportMetric(float64(2*batch*heads*ctx*hd*4)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+}
+
+func TestMeasurements(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures the machine")
+	}
+	bw, peak := MeasureMemoryBandwidth(0), MeasurePeakFLOPS(0)
+	t.Logf("memory read bandwidth %.1f GB/s, peak fp32 %.1f GFLOP/s", bw/1e9, peak/1e9)
+	// Plausibility bounds for any machine this runs on.
+	if bw < 1e9 || bw > 1e13 || peak < 1e9 || peak > 1e14 {
+		t.Fatalf("implausible: bandwidth %g B/s, peak %g FLOP/s", bw, peak)
+	}
+}

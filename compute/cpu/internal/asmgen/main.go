@@ -1,0 +1,294 @@
+// Command asmgen generates the AVX2 and AVX-512 kernels of package
+// compute/cpu with avo. It is a separate module so that the main module
+// does not depend on avo; run it through go generate in compute/cpu.
+package main
+
+import (
+	"fmt"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	"github.com/mmcloughlin/avo/reg"
+)
+
+// isa is one vector instruction set the kernels are generated for.
+type isa struct {
+	name  string
+	lanes int // float32 lanes per vector
+	vec   func() reg.VecVirtual
+	maxM  int // activation rows per tile kernel, bounded by the register file
+}
+
+var isas = []isa{
+	// AVX-512: 32 registers hold 4·6 accumulators, 4 weight vectors and x.
+	{name: "AVX512", lanes: 16, vec: ZMM, maxM: 6},
+	// AVX2: 16 registers hold 4·2 accumulators, 4 weight vectors and x;
+	// the reduction needs a few more, so 3 rows do not fit.
+	{name: "AVX2", lanes: 8, vec: YMM, maxM: 2},
+}
+
+func main() {
+	ConstraintExpr("amd64")
+	for _, is := range isas {
+		for m := 1; m <= is.maxM; m++ {
+			tile(is, false, m)
+			tile(is, true, m)
+		}
+		accum(is)
+		readBytes(is)
+		fmaLoop(is)
+	}
+	Generate()
+}
+
+const tileRows = 4
+
+// tile generates tile{F32,BF16}<ISA>M<m>: dst[i*ldd+r] = Σ_k x[i*ldx+k]·w[r*ldw+k]
+// for i < m, r < 4, k < kn rounded down to a multiple of the vector width.
+// Weights in BF16 are widened in registers: zero-extend to 32 bits, shift
+// left 16. Each of the 4·m dot products keeps its own vector accumulator,
+// reduced horizontally once at the end.
+func tile(is isa, bf16 bool, m int) {
+	dt, wtype, wscale := "F32", "*float32", uint8(4)
+	if bf16 {
+		dt, wtype, wscale = "BF16", "*uint16", 2
+	}
+	name := fmt.Sprintf("tile%s%sM%d", dt, is.name, m)
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(x *float32, ldx int, w %s, ldw, kn int, dst *float32, ldd int)", wtype))
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s computes a %d×%d tile of dot products with %s (see tileF32Func).", name, m, tileRows, is.name))
+
+	xs := make([]reg.Register, m)
+	xs[0] = Load(Param("x"), GP64())
+	if m > 1 {
+		ldx := Load(Param("ldx"), GP64())
+		SHLQ(U8(2), ldx)
+		for i := 1; i < m; i++ {
+			xs[i] = GP64()
+			LEAQ(Mem{Base: xs[i-1], Index: ldx, Scale: 1}, xs[i])
+		}
+	}
+	ws := make([]reg.Register, tileRows)
+	ws[0] = Load(Param("w"), GP64())
+	ldw := Load(Param("ldw"), GP64())
+	SHLQ(U8(wscale/2), ldw)
+	for r := 1; r < tileRows; r++ {
+		ws[r] = GP64()
+		LEAQ(Mem{Base: ws[r-1], Index: ldw, Scale: 1}, ws[r])
+	}
+	kn := Load(Param("kn"), GP64())
+	ANDQ(I32(^(is.lanes - 1)), kn)
+
+	acc := make([][]reg.VecVirtual, m)
+	for i := range acc {
+		acc[i] = make([]reg.VecVirtual, tileRows)
+		for r := range acc[i] {
+			acc[i][r] = is.vec()
+			VXORPS(acc[i][r], acc[i][r], acc[i][r])
+		}
+	}
+	k := GP64()
+	XORQ(k, k)
+	Label(name + "_loop")
+	CMPQ(k, kn)
+	JGE(LabelRef(name + "_reduce"))
+	wv := make([]reg.VecVirtual, tileRows)
+	for r := range wv {
+		wv[r] = is.vec()
+		src := Mem{Base: ws[r], Index: k, Scale: wscale}
+		if bf16 {
+			VPMOVZXWD(src, wv[r])
+			VPSLLD(U8(16), wv[r], wv[r])
+		} else {
+			VMOVUPS(src, wv[r])
+		}
+	}
+	for i := range m {
+		xv := is.vec()
+		VMOVUPS(Mem{Base: xs[i], Index: k, Scale: 4}, xv)
+		for r := range tileRows {
+			VFMADD231PS(wv[r], xv, acc[i][r])
+		}
+	}
+	ADDQ(U8(is.lanes), k)
+	JMP(LabelRef(name + "_loop"))
+
+	Label(name + "_reduce")
+	dst := Load(Param("dst"), GP64())
+	ldd := Load(Param("ldd"), GP64())
+	SHLQ(U8(2), ldd)
+	for i := range m {
+		VMOVUPS(reduce4(is, acc[i]), Mem{Base: dst})
+		if i < m-1 {
+			ADDQ(ldd, dst)
+		}
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// reduce4 sums each of four vectors horizontally into one XMM register
+// [Σa0, Σa1, Σa2, Σa3]. It uses only instructions with EVEX forms, so the
+// allocator may place operands in registers 16-31.
+func reduce4(is isa, a []reg.VecVirtual) reg.VecVirtual {
+	y := make([]reg.VecVirtual, 4)
+	for r := range y {
+		if is.lanes == 16 {
+			hi := YMM()
+			VEXTRACTF64X4(U8(1), a[r], hi)
+			y[r] = YMM()
+			VADDPS(hi, a[r].AsY(), y[r])
+		} else {
+			y[r] = a[r]
+		}
+	}
+	// Pairwise interleave and add: after two rounds lane j of each 128-bit
+	// half holds the partial sum of vector j.
+	pair := func(p, q reg.VecVirtual, lo, hi func(...Op)) reg.VecVirtual {
+		t0, t1, s := YMM(), YMM(), YMM()
+		lo(q, p, t0)
+		hi(q, p, t1)
+		VADDPS(t1, t0, s)
+		return s
+	}
+	unpckLPS := func(ops ...Op) { VUNPCKLPS(ops...) }
+	unpckHPS := func(ops ...Op) { VUNPCKHPS(ops...) }
+	unpckLPD := func(ops ...Op) { VUNPCKLPD(ops...) }
+	unpckHPD := func(ops ...Op) { VUNPCKHPD(ops...) }
+	s01 := pair(y[0], y[1], unpckLPS, unpckHPS)
+	s23 := pair(y[2], y[3], unpckLPS, unpckHPS)
+	v := pair(s01, s23, unpckLPD, unpckHPD)
+	hi, out := XMM(), XMM()
+	if is.lanes == 16 {
+		VEXTRACTF32X4(U8(1), v, hi)
+	} else {
+		VEXTRACTF128(U8(1), v, hi)
+	}
+	VADDPS(hi, v.AsX(), out)
+	return out
+}
+
+// accum generates accum<ISA>: dst[0:d] += Σ_{j<n} p[j]·v[j*ldv : j*ldv+d]
+// for d rounded down to a multiple of the vector width. Four vectors of dst
+// are accumulated at a time so four FMA chains are in flight.
+func accum(is isa) {
+	name := "accum" + is.name
+	TEXT(name, NOSPLIT, "func(dst, p, v *float32, ldv, n, d int)")
+	Pragma("noescape")
+	Doc(name + " is the " + is.name + " accumFunc.")
+	dst := Load(Param("dst"), GP64())
+	p := Load(Param("p"), GP64())
+	v := Load(Param("v"), GP64())
+	ldv := Load(Param("ldv"), GP64())
+	SHLQ(U8(2), ldv)
+	n := Load(Param("n"), GP64())
+	d := Load(Param("d"), GP64())
+	ANDQ(I32(^(is.lanes - 1)), d)
+	SHLQ(U8(2), d)
+	end := GP64()
+	LEAQ(Mem{Base: dst, Index: d, Scale: 1}, end)
+	bytes := 4 * is.lanes
+
+	for _, width := range []int{4, 1} {
+		loop := fmt.Sprintf("%s_w%d", name, width)
+		Label(loop)
+		// Stop when fewer than width vectors of dst are left.
+		rest := GP64()
+		MOVQ(end, rest)
+		SUBQ(dst, rest)
+		CMPQ(rest, I32(width*bytes))
+		JL(LabelRef(loop + "_done"))
+		acc := make([]reg.VecVirtual, width)
+		for c := range acc {
+			acc[c] = is.vec()
+			VMOVUPS(Mem{Base: dst, Disp: c * bytes}, acc[c])
+		}
+		vp, j := GP64(), GP64()
+		MOVQ(v, vp)
+		XORQ(j, j)
+		Label(loop + "_j")
+		CMPQ(j, n)
+		JGE(LabelRef(loop + "_store"))
+		pj := is.vec()
+		VBROADCASTSS(Mem{Base: p, Index: j, Scale: 4}, pj)
+		for c := range acc {
+			VFMADD231PS(Mem{Base: vp, Disp: c * bytes}, pj, acc[c])
+		}
+		ADDQ(ldv, vp)
+		INCQ(j)
+		JMP(LabelRef(loop + "_j"))
+		Label(loop + "_store")
+		for c := range acc {
+			VMOVUPS(acc[c], Mem{Base: dst, Disp: c * bytes})
+		}
+		ADDQ(I32(width*bytes), dst)
+		ADDQ(I32(width*bytes), v)
+		JMP(LabelRef(loop))
+		Label(loop + "_done")
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// readBytes generates read<ISA>: loads n bytes (rounded down to a multiple
+// of 8 vectors) and discards them, for measuring memory read bandwidth.
+func readBytes(is isa) {
+	name := "read" + is.name
+	TEXT(name, NOSPLIT, "func(p *byte, n int)")
+	Pragma("noescape")
+	Doc(name + " streams n bytes from p into registers.")
+	p := Load(Param("p"), GP64())
+	n := Load(Param("n"), GP64())
+	bytes := 4 * is.lanes
+	ANDQ(I32(^(8*bytes-1)), n)
+	end := GP64()
+	LEAQ(Mem{Base: p, Index: n, Scale: 1}, end)
+	regs := make([]reg.VecVirtual, 8)
+	for i := range regs {
+		regs[i] = is.vec()
+	}
+	Label(name + "_loop")
+	CMPQ(p, end)
+	JGE(LabelRef(name + "_done"))
+	for i, r := range regs {
+		VMOVUPS(Mem{Base: p, Disp: i * bytes}, r)
+	}
+	ADDQ(I32(8*bytes), p)
+	JMP(LabelRef(name + "_loop"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// fmaChains is the number of independent FMA chains of fmaLoop: enough to
+// cover a 4-cycle latency on two pipes with room to spare.
+const fmaChains = 12
+
+// fmaLoop generates fma<ISA>: iters iterations of fmaChains independent
+// vector FMAs, for measuring peak FLOP/s.
+func fmaLoop(is isa) {
+	name := "fma" + is.name
+	TEXT(name, NOSPLIT, "func(iters int)")
+	Doc(fmt.Sprintf("%s runs iters×%d independent %d-lane FMAs.", name, fmaChains, is.lanes))
+	n := Load(Param("iters"), GP64())
+	a, b := is.vec(), is.vec()
+	VXORPS(a, a, a)
+	VXORPS(b, b, b)
+	acc := make([]reg.VecVirtual, fmaChains)
+	for i := range acc {
+		acc[i] = is.vec()
+		VXORPS(acc[i], acc[i], acc[i])
+	}
+	Label(name + "_loop")
+	for _, c := range acc {
+		VFMADD231PS(a, b, c)
+	}
+	DECQ(n)
+	JNZ(LabelRef(name + "_loop"))
+	// Keep the chains live to the end so none is dropped as dead.
+	for _, c := range acc[1:] {
+		VADDPS(c, acc[0], acc[0])
+	}
+	VZEROUPPER()
+	RET()
+}
