@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/tandemllm/tandem/compute"
+	"github.com/tandemllm/tandem/internal/half"
 )
 
 var _ compute.Backend = (*Backend)(nil)
@@ -116,9 +117,7 @@ func (b *Backend) LoadMat(dtype compute.DType, rows, cols int, data []byte) (com
 	case compute.F16:
 		m.dtype = compute.F32
 		m.f32 = make([]float32, n)
-		for i := range m.f32 {
-			m.f32[i] = f16ToF32(uint16(data[2*i]) | uint16(data[2*i+1])<<8)
-		}
+		half.F16ToFloat32s(m.f32, data)
 	}
 	return m, nil
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/tandemllm/tandem/compute"
+	"github.com/tandemllm/tandem/internal/half"
 )
 
 // eachBackend runs f on a backend of every kernel set this machine
@@ -48,30 +49,16 @@ func encode(dt compute.DType, vals []float32) ([]byte, []float32) {
 			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
 			exact[i] = v
 		case compute.BF16:
-			h := uint16(math.Float32bits(v) >> 16) // truncation is fine for a test
+			h := half.BF16FromFloat32(v)
 			binary.LittleEndian.PutUint16(out[2*i:], h)
-			exact[i] = bf16ToF32(h)
+			exact[i] = half.BF16ToFloat32(h)
 		case compute.F16:
-			h := testF32ToF16(v)
+			h := half.F16FromFloat32(v)
 			binary.LittleEndian.PutUint16(out[2*i:], h)
-			exact[i] = f16ToF32(h)
+			exact[i] = half.F16ToFloat32(h)
 		}
 	}
 	return out, exact
-}
-
-// testF32ToF16 rounds a normal-range float32 to half precision (toward zero).
-func testF32ToF16(v float32) uint16 {
-	b := math.Float32bits(v)
-	sign := uint16(b>>16) & 0x8000
-	exp := int(b>>23&0xff) - 127 + 15
-	if exp <= 0 {
-		return sign
-	}
-	if exp >= 31 {
-		return sign | 0x7c00
-	}
-	return sign | uint16(exp)<<10 | uint16(b>>13&0x3ff)
 }
 
 // closeTo reports whether got is within tol·scale+tol of want, where scale

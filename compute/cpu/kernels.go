@@ -6,6 +6,7 @@ import (
 	"unsafe"
 
 	"github.com/tandemllm/tandem/compute"
+	"github.com/tandemllm/tandem/internal/half"
 )
 
 // tileRows is the number of weight rows (outputs) one tile kernel computes.
@@ -127,13 +128,13 @@ func dotBF16(a []float32, b []uint16) float32 {
 	var s0, s1, s2, s3 float32
 	i := 0
 	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * bf16ToF32(b[i])
-		s1 += a[i+1] * bf16ToF32(b[i+1])
-		s2 += a[i+2] * bf16ToF32(b[i+2])
-		s3 += a[i+3] * bf16ToF32(b[i+3])
+		s0 += a[i] * half.BF16ToFloat32(b[i])
+		s1 += a[i+1] * half.BF16ToFloat32(b[i+1])
+		s2 += a[i+2] * half.BF16ToFloat32(b[i+2])
+		s3 += a[i+3] * half.BF16ToFloat32(b[i+3])
 	}
 	for ; i < len(a); i++ {
-		s0 += a[i] * bf16ToF32(b[i])
+		s0 += a[i] * half.BF16ToFloat32(b[i])
 	}
 	return (s0 + s1) + (s2 + s3)
 }
@@ -181,27 +182,4 @@ func expf(x float32) float32 {
 	p = p*r + 5.0000001201e-1
 	y := p*r*r + r + 1
 	return y * math.Float32frombits(uint32(int32(n)+127)<<23)
-}
-
-func bf16ToF32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
-
-// f16ToF32 widens an IEEE half-precision value exactly.
-func f16ToF32(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	frac := uint32(h) & 0x3ff
-	switch {
-	case exp == 0x1f: // inf, nan
-		return math.Float32frombits(sign | 0xff<<23 | frac<<13)
-	case exp != 0:
-		return math.Float32frombits(sign | (exp+112)<<23 | frac<<13)
-	case frac == 0:
-		return math.Float32frombits(sign)
-	}
-	// Subnormal half: value = frac · 2^-24, exact in float32.
-	v := float32(frac) * (1.0 / (1 << 24))
-	if sign != 0 {
-		v = -v
-	}
-	return v
 }

@@ -131,28 +131,3 @@ func TestLoadMatZeroCopy(t *testing.T) {
 		}
 	}
 }
-
-func TestHalfConversions(t *testing.T) {
-	tests := []struct {
-		h    uint16
-		want float32
-	}{
-		{0x0000, 0}, {0x3c00, 1}, {0xc000, -2}, {0x3555, 0.333251953125},
-		{0x7bff, 65504}, {0x0001, 5.960464477539063e-08}, {0x03ff, 6.097555160522461e-05},
-		{0x7c00, float32(math.Inf(1))}, {0xfc00, float32(math.Inf(-1))},
-	}
-	for _, tt := range tests {
-		if got := f16ToF32(tt.h); got != tt.want {
-			t.Errorf("f16ToF32(%#04x) = %v, want %v", tt.h, got, tt.want)
-		}
-	}
-	if got := f16ToF32(0x7e00); got == got {
-		t.Errorf("f16ToF32(NaN) = %v", got)
-	}
-	if got := bf16ToF32(0x3f80); got != 1 {
-		t.Errorf("bf16ToF32(0x3f80) = %v", got)
-	}
-	if got := bf16ToF32(0xc0a0); got != -5 {
-		t.Errorf("bf16ToF32(0xc0a0) = %v", got)
-	}
-}

@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/tandemllm/tandem/compute"
+	"github.com/tandemllm/tandem/internal/half"
 )
 
 // rowOp names the row-parallel ops rowsTask runs.
@@ -116,7 +117,7 @@ func embedRow(dst []float32, w *mat, id int32) {
 	off := int(id) * w.cols
 	if w.dtype == compute.BF16 {
 		for j, h := range w.bf16[off : off+w.cols] {
-			dst[j] = bf16ToF32(h)
+			dst[j] = half.BF16ToFloat32(h)
 		}
 		return
 	}

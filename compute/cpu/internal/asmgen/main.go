@@ -240,7 +240,7 @@ func readBytes(is isa) {
 	p := Load(Param("p"), GP64())
 	n := Load(Param("n"), GP64())
 	bytes := 4 * is.lanes
-	ANDQ(I32(^(8*bytes-1)), n)
+	ANDQ(I32(^(8*bytes - 1)), n)
 	end := GP64()
 	LEAQ(Mem{Base: p, Index: n, Scale: 1}, end)
 	regs := make([]reg.VecVirtual, 8)
