@@ -43,20 +43,40 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 }
 
 func (t *matmulTask) run(c, _ int) {
-	n, kn := t.w.rows, t.w.cols
+	n := t.w.rows
 	r0 := c * t.chunkRows
 	r1 := min(r0+t.chunkRows, n)
 	// Split m into the fewest, most even tiles the kernels take.
 	tiles := (t.m + t.k.maxM - 1) / t.k.maxM
-	for ti := range tiles {
-		i0, i1 := ti*t.m/tiles, (ti+1)*t.m/tiles
-		x := t.x[i0*kn : i1*kn]
-		dst := t.dst[i0*n : i1*n]
-		if t.w.dtype == compute.BF16 {
-			dotBlockBF16(t.k, i1-i0, x, kn, t.w.bf16[r0*kn:r1*kn], kn, kn, dst[r0:], n, r1-r0)
-		} else {
-			dotBlockF32(t.k, i1-i0, x, kn, t.w.f32[r0*kn:r1*kn], kn, kn, dst[r0:], n, r1-r0)
+	if tiles <= decodeTiles {
+		// Decode: every m-tile uses a weight tile while it is in L1, so the
+		// weights stream from memory once, overlapped by the prefetches.
+		for r := r0; r < r1; r += tileRows {
+			for ti := range tiles {
+				t.block(ti*t.m/tiles, (ti+1)*t.m/tiles, r, min(r+tileRows, r1))
+			}
 		}
+		return
+	}
+	// Prefill: an activation tile stays in L1 while the chunk's weights,
+	// sized to stay in L2, stream past it.
+	for ti := range tiles {
+		t.block(ti*t.m/tiles, (ti+1)*t.m/tiles, r0, r1)
+	}
+}
+
+// decodeTiles is the largest number of m-tiles run weight-tile-major.
+const decodeTiles = 2
+
+// block computes dst rows [i0, i1), columns [r0, r1).
+func (t *matmulTask) block(i0, i1, r0, r1 int) {
+	n, kn := t.w.rows, t.w.cols
+	x := t.x[i0*kn : i1*kn]
+	dst := t.dst[i0*n:]
+	if t.w.dtype == compute.BF16 {
+		dotBlockBF16(t.k, i1-i0, x, kn, t.w.bf16[r0*kn:r1*kn], kn, kn, dst[r0:], n, r1-r0)
+	} else {
+		dotBlockF32(t.k, i1-i0, x, kn, t.w.f32[r0*kn:r1*kn], kn, kn, dst[r0:], n, r1-r0)
 	}
 }
 

@@ -27,6 +27,14 @@ var isas = []isa{
 	{name: "AVX2", lanes: 8, vec: YMM, maxM: 2},
 }
 
+func log2(n int) int {
+	l := 0
+	for ; n > 1; n >>= 1 {
+		l++
+	}
+	return l
+}
+
 func main() {
 	ConstraintExpr("amd64")
 	for _, is := range isas {
@@ -43,13 +51,35 @@ func main() {
 
 const tileRows = 4
 
+// rowAddr addresses row i of a matrix whose rows 0-3 are at base with
+// stride ld (ld3 = 3·ld) and rows 4-7 at base4 = base + 4·ld.
+func rowAddr(i int, base, base4, ld, ld3 reg.Register) Mem {
+	if i >= 4 {
+		base, i = base4, i-4
+	}
+	switch i {
+	case 0:
+		return Mem{Base: base}
+	case 3:
+		return Mem{Base: base, Index: ld3, Scale: 1}
+	}
+	return Mem{Base: base, Index: ld, Scale: uint8(i)}
+}
+
 // tile generates tile{F32,BF16}<ISA>M<m>: dst[i*ldd+r] = Σ_k x[i*ldx+k]·w[r*ldw+k]
 // for i < m, r < 4, k < kn rounded down to a multiple of the vector width.
 // Weights in BF16 are widened in registers: zero-extend to 32 bits, shift
 // left 16. Each of the 4·m dot products keeps its own vector accumulator,
 // reduced horizontally once at the end.
+//
+// Every iteration also prefetches the next tile's four weight rows (4-7
+// rows past w) at the same column: each row is a short stream (2-4 KiB)
+// that the hardware prefetchers would pick up only halfway through, and
+// issuing the next tile's misses now overlaps them with this tile's FMAs.
+// Rows are addressed from a few moving pointers with the strides as index
+// registers, so even a 6-row tile fits in the general registers.
 func tile(is isa, bf16 bool, m int) {
-	dt, wtype, wscale := "F32", "*float32", uint8(4)
+	dt, wtype, wscale := "F32", "*float32", 4
 	if bf16 {
 		dt, wtype, wscale = "BF16", "*uint16", 2
 	}
@@ -58,26 +88,29 @@ func tile(is isa, bf16 bool, m int) {
 	Pragma("noescape")
 	Doc(fmt.Sprintf("%s computes a %d×%d tile of dot products with %s (see tileF32Func).", name, m, tileRows, is.name))
 
-	xs := make([]reg.Register, m)
-	xs[0] = Load(Param("x"), GP64())
+	xb := Load(Param("x"), GP64())
+	var ldx, ldx3, xb4 reg.Register
 	if m > 1 {
-		ldx := Load(Param("ldx"), GP64())
+		ldx = Load(Param("ldx"), GP64())
 		SHLQ(U8(2), ldx)
-		for i := 1; i < m; i++ {
-			xs[i] = GP64()
-			LEAQ(Mem{Base: xs[i-1], Index: ldx, Scale: 1}, xs[i])
-		}
 	}
-	ws := make([]reg.Register, tileRows)
-	ws[0] = Load(Param("w"), GP64())
+	if m > 3 {
+		ldx3 = GP64()
+		LEAQ(Mem{Base: ldx, Index: ldx, Scale: 2}, ldx3)
+	}
+	if m > 4 {
+		xb4 = GP64()
+		LEAQ(Mem{Base: xb, Index: ldx, Scale: 4}, xb4)
+	}
+	wb := Load(Param("w"), GP64())
 	ldw := Load(Param("ldw"), GP64())
 	SHLQ(U8(wscale/2), ldw)
-	for r := 1; r < tileRows; r++ {
-		ws[r] = GP64()
-		LEAQ(Mem{Base: ws[r-1], Index: ldw, Scale: 1}, ws[r])
-	}
-	kn := Load(Param("kn"), GP64())
-	ANDQ(I32(^(is.lanes - 1)), kn)
+	ldw3 := GP64()
+	LEAQ(Mem{Base: ldw, Index: ldw, Scale: 2}, ldw3)
+	pf := GP64()
+	LEAQ(Mem{Base: wb, Index: ldw, Scale: 4}, pf)
+	iters := Load(Param("kn"), GP64())
+	SHRQ(U8(log2(is.lanes)), iters)
 
 	acc := make([][]reg.VecVirtual, m)
 	for i := range acc {
@@ -87,15 +120,13 @@ func tile(is isa, bf16 bool, m int) {
 			VXORPS(acc[i][r], acc[i][r], acc[i][r])
 		}
 	}
-	k := GP64()
-	XORQ(k, k)
+	TESTQ(iters, iters)
+	JZ(LabelRef(name + "_reduce"))
 	Label(name + "_loop")
-	CMPQ(k, kn)
-	JGE(LabelRef(name + "_reduce"))
 	wv := make([]reg.VecVirtual, tileRows)
 	for r := range wv {
 		wv[r] = is.vec()
-		src := Mem{Base: ws[r], Index: k, Scale: wscale}
+		src := rowAddr(r, wb, nil, ldw, ldw3)
 		if bf16 {
 			VPMOVZXWD(src, wv[r])
 			VPSLLD(U8(16), wv[r], wv[r])
@@ -105,13 +136,23 @@ func tile(is isa, bf16 bool, m int) {
 	}
 	for i := range m {
 		xv := is.vec()
-		VMOVUPS(Mem{Base: xs[i], Index: k, Scale: 4}, xv)
+		VMOVUPS(rowAddr(i, xb, xb4, ldx, ldx3), xv)
 		for r := range tileRows {
 			VFMADD231PS(wv[r], xv, acc[i][r])
 		}
 	}
-	ADDQ(U8(is.lanes), k)
-	JMP(LabelRef(name + "_loop"))
+	for r := range tileRows {
+		PREFETCHT0(rowAddr(r, pf, nil, ldw, ldw3))
+	}
+	step := is.lanes * wscale
+	ADDQ(U8(step), wb)
+	ADDQ(U8(step), pf)
+	ADDQ(U8(4*is.lanes), xb)
+	if m > 4 {
+		ADDQ(U8(4*is.lanes), xb4)
+	}
+	DECQ(iters)
+	JNZ(LabelRef(name + "_loop"))
 
 	Label(name + "_reduce")
 	dst := Load(Param("dst"), GP64())
