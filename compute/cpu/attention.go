@@ -82,7 +82,11 @@ func (ws *workerScratch) grow(s *[]float32, n int) []float32 {
 	return (*s)[:n]
 }
 
-// attnTask runs one (sequence, query head, group of query rows) per chunk.
+// attnTask runs one tile of query rows against one KV head per chunk. With
+// grouped-query attention (group > 1) a tile is up to maxM query heads of
+// the same group at one position, so each key and value is loaded once for
+// all of them; otherwise a tile is up to maxM consecutive positions of one
+// head.
 type attnTask struct {
 	k       *kernels
 	dst, q  []float32
@@ -90,6 +94,8 @@ type attnTask struct {
 	layer   int
 	seqs    []compute.AttnSeq
 	spec    compute.AttnSpec
+	group   int   // query heads per KV head
+	tiles   int   // tiles per query row (group > 1) or per head (group == 1)
 	firstCh []int // first chunk of each sequence (len(seqs)+1)
 	scratch []workerScratch
 }
@@ -102,7 +108,8 @@ func (b *Backend) Attention(dst, q compute.Buf, c compute.KVCache, layer int, se
 	}
 	t := &b.attn
 	*t = attnTask{k: b.k, dst: data(dst), q: data(q), c: kc, layer: layer, seqs: seqs, spec: spec,
-		scratch: b.scratch, firstCh: t.firstCh[:0]}
+		group: spec.Heads / spec.KVHeads, scratch: b.scratch, firstCh: t.firstCh[:0]}
+	t.tiles = (t.group + b.k.maxM - 1) / b.k.maxM
 	chunks := 0
 	for _, s := range seqs {
 		if s.Pos+s.QLen > len(s.Blocks)*kc.spec.BlockSize {
@@ -110,7 +117,11 @@ func (b *Backend) Attention(dst, q compute.Buf, c compute.KVCache, layer int, se
 				s.Pos+s.QLen, len(s.Blocks), kc.spec.BlockSize))
 		}
 		t.firstCh = append(t.firstCh, chunks)
-		chunks += spec.Heads * ((s.QLen + b.k.maxM - 1) / b.k.maxM)
+		if t.group > 1 {
+			chunks += spec.KVHeads * s.QLen * t.tiles
+		} else {
+			chunks += spec.KVHeads * ((s.QLen + b.k.maxM - 1) / b.k.maxM)
+		}
 	}
 	t.firstCh = append(t.firstCh, chunks)
 	b.pool.run(t, chunks)
@@ -124,20 +135,29 @@ func (t *attnTask) run(c, w int) {
 	}
 	s := t.seqs[si]
 	c -= t.firstCh[si]
-	h := c % t.spec.Heads
-	r0 := c / t.spec.Heads * t.k.maxM
-	r1 := min(r0+t.k.maxM, s.QLen)
-	t.rows(&t.scratch[w], s, h, r0, r1)
+	kvh := c % t.spec.KVHeads
+	c /= t.spec.KVHeads
+	hd, qw, maxM := t.spec.HeadDim, t.spec.Heads*t.spec.HeadDim, t.k.maxM
+	if t.group > 1 {
+		// Tile c%tiles of the group's heads, at query row c/tiles.
+		row, j0 := c/t.tiles, c%t.tiles*maxM
+		j1 := min(j0+maxM, t.group)
+		off := (s.QRow+row)*qw + (kvh*t.group+j0)*hd
+		t.tile(&t.scratch[w], s, kvh, off, hd, j1-j0, s.Pos+row, 0)
+		return
+	}
+	r0 := c * maxM
+	r1 := min(r0+maxM, s.QLen)
+	t.tile(&t.scratch[w], s, kvh, (s.QRow+r0)*qw+kvh*hd, qw, r1-r0, s.Pos+r0, 1)
 }
 
-// rows computes query rows [r0, r1) of head h of sequence s, block by block
-// with an online softmax: per row a running maximum mx, a running sum l of
-// exp(score-mx), and the accumulator of exp(score-mx)·v.
-func (t *attnTask) rows(ws *workerScratch, s compute.AttnSeq, h, r0, r1 int) {
+// tile computes mb query vectors at q[off+i*ldx:][:HeadDim] (i < mb), at
+// positions pos0+i*posStep, against KV head kvh, writing dst at the same
+// offsets. It goes block by block with an online softmax: per row a
+// running maximum mx, a running sum l of exp(score-mx), and the
+// accumulator of exp(score-mx)·v.
+func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, off, ldx, mb, pos0, posStep int) {
 	hd, bs := t.spec.HeadDim, t.c.spec.BlockSize
-	mb := r1 - r0
-	qw := t.spec.Heads * hd
-	kvh := h / (t.spec.Heads / t.spec.KVHeads)
 	scores := ws.grow(&ws.scores, mb*bs)
 	acc := ws.grow(&ws.acc, mb*hd)
 	ml := ws.grow(&ws.ml, 2*mb)
@@ -146,16 +166,16 @@ func (t *attnTask) rows(ws *workerScratch, s compute.AttnSeq, h, r0, r1 int) {
 	for i := range mb {
 		mx[i], l[i] = float32(math.Inf(-1)), 0
 	}
-	q := t.q[(s.QRow+r0)*qw+h*hd:]
-	last := s.Pos + r1 - 1 // last position any row attends to
+	q := t.q[off:]
+	last := pos0 + (mb-1)*posStep // last position any row attends to
 	base := t.layer*t.c.layerStride + kvh*t.c.headStride
 	for blk := 0; blk*bs <= last; blk++ {
-		off := base + int(s.Blocks[blk])*t.c.blockStride
-		keys, vals := t.c.k[off:off+bs*hd], t.c.v[off:off+bs*hd]
+		boff := base + int(s.Blocks[blk])*t.c.blockStride
+		keys, vals := t.c.k[boff:boff+bs*hd], t.c.v[boff:boff+bs*hd]
 		n := min(bs, last-blk*bs+1)
-		dotBlockF32(t.k, mb, q, qw, keys, hd, hd, scores, bs, n)
+		dotBlockF32(t.k, mb, q, ldx, keys, hd, hd, scores, bs, n)
 		for i := range mb {
-			ni := min(n, s.Pos+r0+i-blk*bs+1)
+			ni := min(n, pos0+i*posStep-blk*bs+1)
 			if ni <= 0 {
 				continue
 			}
@@ -184,7 +204,7 @@ func (t *attnTask) rows(ws *workerScratch, s compute.AttnSeq, h, r0, r1 int) {
 		}
 	}
 	for i := range mb {
-		out := t.dst[(s.QRow+r0+i)*qw+h*hd:][:hd]
+		out := t.dst[off+i*ldx:][:hd]
 		inv := 1 / l[i]
 		for d, v := range acc[i*hd : (i+1)*hd] {
 			out[d] = v * inv
