@@ -37,6 +37,10 @@ type kernels struct {
 	f32   [maxTileM + 1]tileF32Func
 	bf16  [maxTileM + 1]tileBF16Func
 	accum accumFunc
+	// siluMul and gelu are vector forms of the SiLUMul and GELU loops for
+	// n rounded down to a multiple of lanes; nil in the Go set.
+	siluMul func(dst, gate, up *float32, n int)
+	gelu    func(x *float32, n int)
 	// For the machine measurements: read streams n bytes from p (n rounded
 	// down to 8 vectors), fma runs iters×fmaChains independent FMAs of
 	// lanes float32 lanes. Nil in the Go set.

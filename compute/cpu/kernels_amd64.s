@@ -1818,6 +1818,562 @@ accumAVX512_w1_done:
 	VZEROUPPER
 	RET
 
+// func siluMulAVX512(dst *float32, gate *float32, up *float32, n int)
+// Requires: AVX, AVX512DQ, AVX512F
+TEXT ·siluMulAVX512(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), AX
+	MOVQ gate+8(FP), CX
+	MOVQ up+16(FP), DX
+	MOVQ n+24(FP), BX
+	SHRQ $0x04, BX
+	JZ   siluMulAVX512_done
+	XORQ SI, SI
+
+siluMulAVX512_loop:
+	VMOVUPS      (CX)(SI*1), Z0
+	VXORPS       Z1, Z1, Z1
+	VSUBPS       Z0, Z1, Z1
+	VMAXPS       siluMulAVX512_lo<>+0(SB), Z1, Z1
+	VMINPS       siluMulAVX512_hi<>+0(SB), Z1, Z1
+	VMULPS       siluMulAVX512_log2e<>+0(SB), Z1, Z2
+	VRNDSCALEPS  $0x00, Z2, Z2
+	VMOVAPS      Z1, Z1
+	VFNMADD231PS siluMulAVX512_ln2hi<>+0(SB), Z2, Z1
+	VFNMADD231PS siluMulAVX512_ln2lo<>+0(SB), Z2, Z1
+	VMOVUPS      siluMulAVX512_p0<>+0(SB), Z3
+	VFMADD213PS  siluMulAVX512_p1<>+0(SB), Z1, Z3
+	VFMADD213PS  siluMulAVX512_p2<>+0(SB), Z1, Z3
+	VFMADD213PS  siluMulAVX512_p3<>+0(SB), Z1, Z3
+	VFMADD213PS  siluMulAVX512_p4<>+0(SB), Z1, Z3
+	VFMADD213PS  siluMulAVX512_p5<>+0(SB), Z1, Z3
+	VMULPS       Z1, Z1, Z4
+	VFMADD213PS  Z1, Z4, Z3
+	VADDPS       siluMulAVX512_one<>+0(SB), Z3, Z3
+	VSCALEFPS    Z2, Z3, Z3
+	VADDPS       siluMulAVX512_one<>+0(SB), Z3, Z3
+	VDIVPS       Z3, Z0, Z0
+	VMULPS       (DX)(SI*1), Z0, Z0
+	VMOVUPS      Z0, (AX)(SI*1)
+	ADDQ         $0x40, SI
+	DECQ         BX
+	JNZ          siluMulAVX512_loop
+
+siluMulAVX512_done:
+	VZEROUPPER
+	RET
+
+DATA siluMulAVX512_lo<>+0(SB)/4, $0xc2ae0000
+DATA siluMulAVX512_lo<>+4(SB)/4, $0xc2ae0000
+DATA siluMulAVX512_lo<>+8(SB)/4, $0xc2ae0000
+DATA siluMulAVX512_lo<>+12(SB)/4, $0xc2ae0000
+DATA siluMulAVX512_lo<>+16(SB)/4, $0xc2ae0000
+DATA siluMulAVX512_lo<>+20(SB)/4, $0xc2ae0000
+DATA siluMulAVX512_lo<>+24(SB)/4, $0xc2ae0000
+DATA siluMulAVX512_lo<>+28(SB)/4, $0xc2ae0000
+DATA siluMulAVX512_lo<>+32(SB)/4, $0xc2ae0000
+DATA siluMulAVX512_lo<>+36(SB)/4, $0xc2ae0000
+DATA siluMulAVX512_lo<>+40(SB)/4, $0xc2ae0000
+DATA siluMulAVX512_lo<>+44(SB)/4, $0xc2ae0000
+DATA siluMulAVX512_lo<>+48(SB)/4, $0xc2ae0000
+DATA siluMulAVX512_lo<>+52(SB)/4, $0xc2ae0000
+DATA siluMulAVX512_lo<>+56(SB)/4, $0xc2ae0000
+DATA siluMulAVX512_lo<>+60(SB)/4, $0xc2ae0000
+GLOBL siluMulAVX512_lo<>(SB), RODATA|NOPTR, $64
+
+DATA siluMulAVX512_hi<>+0(SB)/4, $0x42b00000
+DATA siluMulAVX512_hi<>+4(SB)/4, $0x42b00000
+DATA siluMulAVX512_hi<>+8(SB)/4, $0x42b00000
+DATA siluMulAVX512_hi<>+12(SB)/4, $0x42b00000
+DATA siluMulAVX512_hi<>+16(SB)/4, $0x42b00000
+DATA siluMulAVX512_hi<>+20(SB)/4, $0x42b00000
+DATA siluMulAVX512_hi<>+24(SB)/4, $0x42b00000
+DATA siluMulAVX512_hi<>+28(SB)/4, $0x42b00000
+DATA siluMulAVX512_hi<>+32(SB)/4, $0x42b00000
+DATA siluMulAVX512_hi<>+36(SB)/4, $0x42b00000
+DATA siluMulAVX512_hi<>+40(SB)/4, $0x42b00000
+DATA siluMulAVX512_hi<>+44(SB)/4, $0x42b00000
+DATA siluMulAVX512_hi<>+48(SB)/4, $0x42b00000
+DATA siluMulAVX512_hi<>+52(SB)/4, $0x42b00000
+DATA siluMulAVX512_hi<>+56(SB)/4, $0x42b00000
+DATA siluMulAVX512_hi<>+60(SB)/4, $0x42b00000
+GLOBL siluMulAVX512_hi<>(SB), RODATA|NOPTR, $64
+
+DATA siluMulAVX512_log2e<>+0(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX512_log2e<>+4(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX512_log2e<>+8(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX512_log2e<>+12(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX512_log2e<>+16(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX512_log2e<>+20(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX512_log2e<>+24(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX512_log2e<>+28(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX512_log2e<>+32(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX512_log2e<>+36(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX512_log2e<>+40(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX512_log2e<>+44(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX512_log2e<>+48(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX512_log2e<>+52(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX512_log2e<>+56(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX512_log2e<>+60(SB)/4, $0x3fb8aa3b
+GLOBL siluMulAVX512_log2e<>(SB), RODATA|NOPTR, $64
+
+DATA siluMulAVX512_ln2hi<>+0(SB)/4, $0x3f318000
+DATA siluMulAVX512_ln2hi<>+4(SB)/4, $0x3f318000
+DATA siluMulAVX512_ln2hi<>+8(SB)/4, $0x3f318000
+DATA siluMulAVX512_ln2hi<>+12(SB)/4, $0x3f318000
+DATA siluMulAVX512_ln2hi<>+16(SB)/4, $0x3f318000
+DATA siluMulAVX512_ln2hi<>+20(SB)/4, $0x3f318000
+DATA siluMulAVX512_ln2hi<>+24(SB)/4, $0x3f318000
+DATA siluMulAVX512_ln2hi<>+28(SB)/4, $0x3f318000
+DATA siluMulAVX512_ln2hi<>+32(SB)/4, $0x3f318000
+DATA siluMulAVX512_ln2hi<>+36(SB)/4, $0x3f318000
+DATA siluMulAVX512_ln2hi<>+40(SB)/4, $0x3f318000
+DATA siluMulAVX512_ln2hi<>+44(SB)/4, $0x3f318000
+DATA siluMulAVX512_ln2hi<>+48(SB)/4, $0x3f318000
+DATA siluMulAVX512_ln2hi<>+52(SB)/4, $0x3f318000
+DATA siluMulAVX512_ln2hi<>+56(SB)/4, $0x3f318000
+DATA siluMulAVX512_ln2hi<>+60(SB)/4, $0x3f318000
+GLOBL siluMulAVX512_ln2hi<>(SB), RODATA|NOPTR, $64
+
+DATA siluMulAVX512_ln2lo<>+0(SB)/4, $0xb95e8083
+DATA siluMulAVX512_ln2lo<>+4(SB)/4, $0xb95e8083
+DATA siluMulAVX512_ln2lo<>+8(SB)/4, $0xb95e8083
+DATA siluMulAVX512_ln2lo<>+12(SB)/4, $0xb95e8083
+DATA siluMulAVX512_ln2lo<>+16(SB)/4, $0xb95e8083
+DATA siluMulAVX512_ln2lo<>+20(SB)/4, $0xb95e8083
+DATA siluMulAVX512_ln2lo<>+24(SB)/4, $0xb95e8083
+DATA siluMulAVX512_ln2lo<>+28(SB)/4, $0xb95e8083
+DATA siluMulAVX512_ln2lo<>+32(SB)/4, $0xb95e8083
+DATA siluMulAVX512_ln2lo<>+36(SB)/4, $0xb95e8083
+DATA siluMulAVX512_ln2lo<>+40(SB)/4, $0xb95e8083
+DATA siluMulAVX512_ln2lo<>+44(SB)/4, $0xb95e8083
+DATA siluMulAVX512_ln2lo<>+48(SB)/4, $0xb95e8083
+DATA siluMulAVX512_ln2lo<>+52(SB)/4, $0xb95e8083
+DATA siluMulAVX512_ln2lo<>+56(SB)/4, $0xb95e8083
+DATA siluMulAVX512_ln2lo<>+60(SB)/4, $0xb95e8083
+GLOBL siluMulAVX512_ln2lo<>(SB), RODATA|NOPTR, $64
+
+DATA siluMulAVX512_p0<>+0(SB)/4, $0x39506967
+DATA siluMulAVX512_p0<>+4(SB)/4, $0x39506967
+DATA siluMulAVX512_p0<>+8(SB)/4, $0x39506967
+DATA siluMulAVX512_p0<>+12(SB)/4, $0x39506967
+DATA siluMulAVX512_p0<>+16(SB)/4, $0x39506967
+DATA siluMulAVX512_p0<>+20(SB)/4, $0x39506967
+DATA siluMulAVX512_p0<>+24(SB)/4, $0x39506967
+DATA siluMulAVX512_p0<>+28(SB)/4, $0x39506967
+DATA siluMulAVX512_p0<>+32(SB)/4, $0x39506967
+DATA siluMulAVX512_p0<>+36(SB)/4, $0x39506967
+DATA siluMulAVX512_p0<>+40(SB)/4, $0x39506967
+DATA siluMulAVX512_p0<>+44(SB)/4, $0x39506967
+DATA siluMulAVX512_p0<>+48(SB)/4, $0x39506967
+DATA siluMulAVX512_p0<>+52(SB)/4, $0x39506967
+DATA siluMulAVX512_p0<>+56(SB)/4, $0x39506967
+DATA siluMulAVX512_p0<>+60(SB)/4, $0x39506967
+GLOBL siluMulAVX512_p0<>(SB), RODATA|NOPTR, $64
+
+DATA siluMulAVX512_p1<>+0(SB)/4, $0x3ab743ce
+DATA siluMulAVX512_p1<>+4(SB)/4, $0x3ab743ce
+DATA siluMulAVX512_p1<>+8(SB)/4, $0x3ab743ce
+DATA siluMulAVX512_p1<>+12(SB)/4, $0x3ab743ce
+DATA siluMulAVX512_p1<>+16(SB)/4, $0x3ab743ce
+DATA siluMulAVX512_p1<>+20(SB)/4, $0x3ab743ce
+DATA siluMulAVX512_p1<>+24(SB)/4, $0x3ab743ce
+DATA siluMulAVX512_p1<>+28(SB)/4, $0x3ab743ce
+DATA siluMulAVX512_p1<>+32(SB)/4, $0x3ab743ce
+DATA siluMulAVX512_p1<>+36(SB)/4, $0x3ab743ce
+DATA siluMulAVX512_p1<>+40(SB)/4, $0x3ab743ce
+DATA siluMulAVX512_p1<>+44(SB)/4, $0x3ab743ce
+DATA siluMulAVX512_p1<>+48(SB)/4, $0x3ab743ce
+DATA siluMulAVX512_p1<>+52(SB)/4, $0x3ab743ce
+DATA siluMulAVX512_p1<>+56(SB)/4, $0x3ab743ce
+DATA siluMulAVX512_p1<>+60(SB)/4, $0x3ab743ce
+GLOBL siluMulAVX512_p1<>(SB), RODATA|NOPTR, $64
+
+DATA siluMulAVX512_p2<>+0(SB)/4, $0x3c088908
+DATA siluMulAVX512_p2<>+4(SB)/4, $0x3c088908
+DATA siluMulAVX512_p2<>+8(SB)/4, $0x3c088908
+DATA siluMulAVX512_p2<>+12(SB)/4, $0x3c088908
+DATA siluMulAVX512_p2<>+16(SB)/4, $0x3c088908
+DATA siluMulAVX512_p2<>+20(SB)/4, $0x3c088908
+DATA siluMulAVX512_p2<>+24(SB)/4, $0x3c088908
+DATA siluMulAVX512_p2<>+28(SB)/4, $0x3c088908
+DATA siluMulAVX512_p2<>+32(SB)/4, $0x3c088908
+DATA siluMulAVX512_p2<>+36(SB)/4, $0x3c088908
+DATA siluMulAVX512_p2<>+40(SB)/4, $0x3c088908
+DATA siluMulAVX512_p2<>+44(SB)/4, $0x3c088908
+DATA siluMulAVX512_p2<>+48(SB)/4, $0x3c088908
+DATA siluMulAVX512_p2<>+52(SB)/4, $0x3c088908
+DATA siluMulAVX512_p2<>+56(SB)/4, $0x3c088908
+DATA siluMulAVX512_p2<>+60(SB)/4, $0x3c088908
+GLOBL siluMulAVX512_p2<>(SB), RODATA|NOPTR, $64
+
+DATA siluMulAVX512_p3<>+0(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX512_p3<>+4(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX512_p3<>+8(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX512_p3<>+12(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX512_p3<>+16(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX512_p3<>+20(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX512_p3<>+24(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX512_p3<>+28(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX512_p3<>+32(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX512_p3<>+36(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX512_p3<>+40(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX512_p3<>+44(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX512_p3<>+48(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX512_p3<>+52(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX512_p3<>+56(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX512_p3<>+60(SB)/4, $0x3d2aa9c1
+GLOBL siluMulAVX512_p3<>(SB), RODATA|NOPTR, $64
+
+DATA siluMulAVX512_p4<>+0(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX512_p4<>+4(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX512_p4<>+8(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX512_p4<>+12(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX512_p4<>+16(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX512_p4<>+20(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX512_p4<>+24(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX512_p4<>+28(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX512_p4<>+32(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX512_p4<>+36(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX512_p4<>+40(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX512_p4<>+44(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX512_p4<>+48(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX512_p4<>+52(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX512_p4<>+56(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX512_p4<>+60(SB)/4, $0x3e2aaaaa
+GLOBL siluMulAVX512_p4<>(SB), RODATA|NOPTR, $64
+
+DATA siluMulAVX512_p5<>+0(SB)/4, $0x3f000000
+DATA siluMulAVX512_p5<>+4(SB)/4, $0x3f000000
+DATA siluMulAVX512_p5<>+8(SB)/4, $0x3f000000
+DATA siluMulAVX512_p5<>+12(SB)/4, $0x3f000000
+DATA siluMulAVX512_p5<>+16(SB)/4, $0x3f000000
+DATA siluMulAVX512_p5<>+20(SB)/4, $0x3f000000
+DATA siluMulAVX512_p5<>+24(SB)/4, $0x3f000000
+DATA siluMulAVX512_p5<>+28(SB)/4, $0x3f000000
+DATA siluMulAVX512_p5<>+32(SB)/4, $0x3f000000
+DATA siluMulAVX512_p5<>+36(SB)/4, $0x3f000000
+DATA siluMulAVX512_p5<>+40(SB)/4, $0x3f000000
+DATA siluMulAVX512_p5<>+44(SB)/4, $0x3f000000
+DATA siluMulAVX512_p5<>+48(SB)/4, $0x3f000000
+DATA siluMulAVX512_p5<>+52(SB)/4, $0x3f000000
+DATA siluMulAVX512_p5<>+56(SB)/4, $0x3f000000
+DATA siluMulAVX512_p5<>+60(SB)/4, $0x3f000000
+GLOBL siluMulAVX512_p5<>(SB), RODATA|NOPTR, $64
+
+DATA siluMulAVX512_one<>+0(SB)/4, $0x3f800000
+DATA siluMulAVX512_one<>+4(SB)/4, $0x3f800000
+DATA siluMulAVX512_one<>+8(SB)/4, $0x3f800000
+DATA siluMulAVX512_one<>+12(SB)/4, $0x3f800000
+DATA siluMulAVX512_one<>+16(SB)/4, $0x3f800000
+DATA siluMulAVX512_one<>+20(SB)/4, $0x3f800000
+DATA siluMulAVX512_one<>+24(SB)/4, $0x3f800000
+DATA siluMulAVX512_one<>+28(SB)/4, $0x3f800000
+DATA siluMulAVX512_one<>+32(SB)/4, $0x3f800000
+DATA siluMulAVX512_one<>+36(SB)/4, $0x3f800000
+DATA siluMulAVX512_one<>+40(SB)/4, $0x3f800000
+DATA siluMulAVX512_one<>+44(SB)/4, $0x3f800000
+DATA siluMulAVX512_one<>+48(SB)/4, $0x3f800000
+DATA siluMulAVX512_one<>+52(SB)/4, $0x3f800000
+DATA siluMulAVX512_one<>+56(SB)/4, $0x3f800000
+DATA siluMulAVX512_one<>+60(SB)/4, $0x3f800000
+GLOBL siluMulAVX512_one<>(SB), RODATA|NOPTR, $64
+
+// func geluAVX512(x *float32, n int)
+// Requires: AVX, AVX512F
+TEXT ·geluAVX512(SB), NOSPLIT, $0-16
+	MOVQ x+0(FP), AX
+	MOVQ n+8(FP), CX
+	SHRQ $0x04, CX
+	JZ   geluAVX512_done
+	XORQ DX, DX
+
+geluAVX512_loop:
+	VMOVUPS      (AX)(DX*1), Z0
+	VMULPS       Z0, Z0, Z1
+	VMULPS       geluAVX512_a<>+0(SB), Z1, Z1
+	VADDPS       geluAVX512_one<>+0(SB), Z1, Z1
+	VMULPS       Z0, Z1, Z1
+	VMULPS       geluAVX512_b<>+0(SB), Z1, Z1
+	VMAXPS       geluAVX512_lo<>+0(SB), Z1, Z1
+	VMINPS       geluAVX512_hi<>+0(SB), Z1, Z1
+	VMULPS       geluAVX512_log2e<>+0(SB), Z1, Z2
+	VRNDSCALEPS  $0x00, Z2, Z2
+	VMOVAPS      Z1, Z1
+	VFNMADD231PS geluAVX512_ln2hi<>+0(SB), Z2, Z1
+	VFNMADD231PS geluAVX512_ln2lo<>+0(SB), Z2, Z1
+	VMOVUPS      geluAVX512_p0<>+0(SB), Z3
+	VFMADD213PS  geluAVX512_p1<>+0(SB), Z1, Z3
+	VFMADD213PS  geluAVX512_p2<>+0(SB), Z1, Z3
+	VFMADD213PS  geluAVX512_p3<>+0(SB), Z1, Z3
+	VFMADD213PS  geluAVX512_p4<>+0(SB), Z1, Z3
+	VFMADD213PS  geluAVX512_p5<>+0(SB), Z1, Z3
+	VMULPS       Z1, Z1, Z4
+	VFMADD213PS  Z1, Z4, Z3
+	VADDPS       geluAVX512_one<>+0(SB), Z3, Z3
+	VSCALEFPS    Z2, Z3, Z3
+	VADDPS       geluAVX512_one<>+0(SB), Z3, Z3
+	VDIVPS       Z3, Z0, Z0
+	VMOVUPS      Z0, (AX)(DX*1)
+	ADDQ         $0x40, DX
+	DECQ         CX
+	JNZ          geluAVX512_loop
+
+geluAVX512_done:
+	VZEROUPPER
+	RET
+
+DATA geluAVX512_lo<>+0(SB)/4, $0xc2ae0000
+DATA geluAVX512_lo<>+4(SB)/4, $0xc2ae0000
+DATA geluAVX512_lo<>+8(SB)/4, $0xc2ae0000
+DATA geluAVX512_lo<>+12(SB)/4, $0xc2ae0000
+DATA geluAVX512_lo<>+16(SB)/4, $0xc2ae0000
+DATA geluAVX512_lo<>+20(SB)/4, $0xc2ae0000
+DATA geluAVX512_lo<>+24(SB)/4, $0xc2ae0000
+DATA geluAVX512_lo<>+28(SB)/4, $0xc2ae0000
+DATA geluAVX512_lo<>+32(SB)/4, $0xc2ae0000
+DATA geluAVX512_lo<>+36(SB)/4, $0xc2ae0000
+DATA geluAVX512_lo<>+40(SB)/4, $0xc2ae0000
+DATA geluAVX512_lo<>+44(SB)/4, $0xc2ae0000
+DATA geluAVX512_lo<>+48(SB)/4, $0xc2ae0000
+DATA geluAVX512_lo<>+52(SB)/4, $0xc2ae0000
+DATA geluAVX512_lo<>+56(SB)/4, $0xc2ae0000
+DATA geluAVX512_lo<>+60(SB)/4, $0xc2ae0000
+GLOBL geluAVX512_lo<>(SB), RODATA|NOPTR, $64
+
+DATA geluAVX512_hi<>+0(SB)/4, $0x42b00000
+DATA geluAVX512_hi<>+4(SB)/4, $0x42b00000
+DATA geluAVX512_hi<>+8(SB)/4, $0x42b00000
+DATA geluAVX512_hi<>+12(SB)/4, $0x42b00000
+DATA geluAVX512_hi<>+16(SB)/4, $0x42b00000
+DATA geluAVX512_hi<>+20(SB)/4, $0x42b00000
+DATA geluAVX512_hi<>+24(SB)/4, $0x42b00000
+DATA geluAVX512_hi<>+28(SB)/4, $0x42b00000
+DATA geluAVX512_hi<>+32(SB)/4, $0x42b00000
+DATA geluAVX512_hi<>+36(SB)/4, $0x42b00000
+DATA geluAVX512_hi<>+40(SB)/4, $0x42b00000
+DATA geluAVX512_hi<>+44(SB)/4, $0x42b00000
+DATA geluAVX512_hi<>+48(SB)/4, $0x42b00000
+DATA geluAVX512_hi<>+52(SB)/4, $0x42b00000
+DATA geluAVX512_hi<>+56(SB)/4, $0x42b00000
+DATA geluAVX512_hi<>+60(SB)/4, $0x42b00000
+GLOBL geluAVX512_hi<>(SB), RODATA|NOPTR, $64
+
+DATA geluAVX512_log2e<>+0(SB)/4, $0x3fb8aa3b
+DATA geluAVX512_log2e<>+4(SB)/4, $0x3fb8aa3b
+DATA geluAVX512_log2e<>+8(SB)/4, $0x3fb8aa3b
+DATA geluAVX512_log2e<>+12(SB)/4, $0x3fb8aa3b
+DATA geluAVX512_log2e<>+16(SB)/4, $0x3fb8aa3b
+DATA geluAVX512_log2e<>+20(SB)/4, $0x3fb8aa3b
+DATA geluAVX512_log2e<>+24(SB)/4, $0x3fb8aa3b
+DATA geluAVX512_log2e<>+28(SB)/4, $0x3fb8aa3b
+DATA geluAVX512_log2e<>+32(SB)/4, $0x3fb8aa3b
+DATA geluAVX512_log2e<>+36(SB)/4, $0x3fb8aa3b
+DATA geluAVX512_log2e<>+40(SB)/4, $0x3fb8aa3b
+DATA geluAVX512_log2e<>+44(SB)/4, $0x3fb8aa3b
+DATA geluAVX512_log2e<>+48(SB)/4, $0x3fb8aa3b
+DATA geluAVX512_log2e<>+52(SB)/4, $0x3fb8aa3b
+DATA geluAVX512_log2e<>+56(SB)/4, $0x3fb8aa3b
+DATA geluAVX512_log2e<>+60(SB)/4, $0x3fb8aa3b
+GLOBL geluAVX512_log2e<>(SB), RODATA|NOPTR, $64
+
+DATA geluAVX512_ln2hi<>+0(SB)/4, $0x3f318000
+DATA geluAVX512_ln2hi<>+4(SB)/4, $0x3f318000
+DATA geluAVX512_ln2hi<>+8(SB)/4, $0x3f318000
+DATA geluAVX512_ln2hi<>+12(SB)/4, $0x3f318000
+DATA geluAVX512_ln2hi<>+16(SB)/4, $0x3f318000
+DATA geluAVX512_ln2hi<>+20(SB)/4, $0x3f318000
+DATA geluAVX512_ln2hi<>+24(SB)/4, $0x3f318000
+DATA geluAVX512_ln2hi<>+28(SB)/4, $0x3f318000
+DATA geluAVX512_ln2hi<>+32(SB)/4, $0x3f318000
+DATA geluAVX512_ln2hi<>+36(SB)/4, $0x3f318000
+DATA geluAVX512_ln2hi<>+40(SB)/4, $0x3f318000
+DATA geluAVX512_ln2hi<>+44(SB)/4, $0x3f318000
+DATA geluAVX512_ln2hi<>+48(SB)/4, $0x3f318000
+DATA geluAVX512_ln2hi<>+52(SB)/4, $0x3f318000
+DATA geluAVX512_ln2hi<>+56(SB)/4, $0x3f318000
+DATA geluAVX512_ln2hi<>+60(SB)/4, $0x3f318000
+GLOBL geluAVX512_ln2hi<>(SB), RODATA|NOPTR, $64
+
+DATA geluAVX512_ln2lo<>+0(SB)/4, $0xb95e8083
+DATA geluAVX512_ln2lo<>+4(SB)/4, $0xb95e8083
+DATA geluAVX512_ln2lo<>+8(SB)/4, $0xb95e8083
+DATA geluAVX512_ln2lo<>+12(SB)/4, $0xb95e8083
+DATA geluAVX512_ln2lo<>+16(SB)/4, $0xb95e8083
+DATA geluAVX512_ln2lo<>+20(SB)/4, $0xb95e8083
+DATA geluAVX512_ln2lo<>+24(SB)/4, $0xb95e8083
+DATA geluAVX512_ln2lo<>+28(SB)/4, $0xb95e8083
+DATA geluAVX512_ln2lo<>+32(SB)/4, $0xb95e8083
+DATA geluAVX512_ln2lo<>+36(SB)/4, $0xb95e8083
+DATA geluAVX512_ln2lo<>+40(SB)/4, $0xb95e8083
+DATA geluAVX512_ln2lo<>+44(SB)/4, $0xb95e8083
+DATA geluAVX512_ln2lo<>+48(SB)/4, $0xb95e8083
+DATA geluAVX512_ln2lo<>+52(SB)/4, $0xb95e8083
+DATA geluAVX512_ln2lo<>+56(SB)/4, $0xb95e8083
+DATA geluAVX512_ln2lo<>+60(SB)/4, $0xb95e8083
+GLOBL geluAVX512_ln2lo<>(SB), RODATA|NOPTR, $64
+
+DATA geluAVX512_p0<>+0(SB)/4, $0x39506967
+DATA geluAVX512_p0<>+4(SB)/4, $0x39506967
+DATA geluAVX512_p0<>+8(SB)/4, $0x39506967
+DATA geluAVX512_p0<>+12(SB)/4, $0x39506967
+DATA geluAVX512_p0<>+16(SB)/4, $0x39506967
+DATA geluAVX512_p0<>+20(SB)/4, $0x39506967
+DATA geluAVX512_p0<>+24(SB)/4, $0x39506967
+DATA geluAVX512_p0<>+28(SB)/4, $0x39506967
+DATA geluAVX512_p0<>+32(SB)/4, $0x39506967
+DATA geluAVX512_p0<>+36(SB)/4, $0x39506967
+DATA geluAVX512_p0<>+40(SB)/4, $0x39506967
+DATA geluAVX512_p0<>+44(SB)/4, $0x39506967
+DATA geluAVX512_p0<>+48(SB)/4, $0x39506967
+DATA geluAVX512_p0<>+52(SB)/4, $0x39506967
+DATA geluAVX512_p0<>+56(SB)/4, $0x39506967
+DATA geluAVX512_p0<>+60(SB)/4, $0x39506967
+GLOBL geluAVX512_p0<>(SB), RODATA|NOPTR, $64
+
+DATA geluAVX512_p1<>+0(SB)/4, $0x3ab743ce
+DATA geluAVX512_p1<>+4(SB)/4, $0x3ab743ce
+DATA geluAVX512_p1<>+8(SB)/4, $0x3ab743ce
+DATA geluAVX512_p1<>+12(SB)/4, $0x3ab743ce
+DATA geluAVX512_p1<>+16(SB)/4, $0x3ab743ce
+DATA geluAVX512_p1<>+20(SB)/4, $0x3ab743ce
+DATA geluAVX512_p1<>+24(SB)/4, $0x3ab743ce
+DATA geluAVX512_p1<>+28(SB)/4, $0x3ab743ce
+DATA geluAVX512_p1<>+32(SB)/4, $0x3ab743ce
+DATA geluAVX512_p1<>+36(SB)/4, $0x3ab743ce
+DATA geluAVX512_p1<>+40(SB)/4, $0x3ab743ce
+DATA geluAVX512_p1<>+44(SB)/4, $0x3ab743ce
+DATA geluAVX512_p1<>+48(SB)/4, $0x3ab743ce
+DATA geluAVX512_p1<>+52(SB)/4, $0x3ab743ce
+DATA geluAVX512_p1<>+56(SB)/4, $0x3ab743ce
+DATA geluAVX512_p1<>+60(SB)/4, $0x3ab743ce
+GLOBL geluAVX512_p1<>(SB), RODATA|NOPTR, $64
+
+DATA geluAVX512_p2<>+0(SB)/4, $0x3c088908
+DATA geluAVX512_p2<>+4(SB)/4, $0x3c088908
+DATA geluAVX512_p2<>+8(SB)/4, $0x3c088908
+DATA geluAVX512_p2<>+12(SB)/4, $0x3c088908
+DATA geluAVX512_p2<>+16(SB)/4, $0x3c088908
+DATA geluAVX512_p2<>+20(SB)/4, $0x3c088908
+DATA geluAVX512_p2<>+24(SB)/4, $0x3c088908
+DATA geluAVX512_p2<>+28(SB)/4, $0x3c088908
+DATA geluAVX512_p2<>+32(SB)/4, $0x3c088908
+DATA geluAVX512_p2<>+36(SB)/4, $0x3c088908
+DATA geluAVX512_p2<>+40(SB)/4, $0x3c088908
+DATA geluAVX512_p2<>+44(SB)/4, $0x3c088908
+DATA geluAVX512_p2<>+48(SB)/4, $0x3c088908
+DATA geluAVX512_p2<>+52(SB)/4, $0x3c088908
+DATA geluAVX512_p2<>+56(SB)/4, $0x3c088908
+DATA geluAVX512_p2<>+60(SB)/4, $0x3c088908
+GLOBL geluAVX512_p2<>(SB), RODATA|NOPTR, $64
+
+DATA geluAVX512_p3<>+0(SB)/4, $0x3d2aa9c1
+DATA geluAVX512_p3<>+4(SB)/4, $0x3d2aa9c1
+DATA geluAVX512_p3<>+8(SB)/4, $0x3d2aa9c1
+DATA geluAVX512_p3<>+12(SB)/4, $0x3d2aa9c1
+DATA geluAVX512_p3<>+16(SB)/4, $0x3d2aa9c1
+DATA geluAVX512_p3<>+20(SB)/4, $0x3d2aa9c1
+DATA geluAVX512_p3<>+24(SB)/4, $0x3d2aa9c1
+DATA geluAVX512_p3<>+28(SB)/4, $0x3d2aa9c1
+DATA geluAVX512_p3<>+32(SB)/4, $0x3d2aa9c1
+DATA geluAVX512_p3<>+36(SB)/4, $0x3d2aa9c1
+DATA geluAVX512_p3<>+40(SB)/4, $0x3d2aa9c1
+DATA geluAVX512_p3<>+44(SB)/4, $0x3d2aa9c1
+DATA geluAVX512_p3<>+48(SB)/4, $0x3d2aa9c1
+DATA geluAVX512_p3<>+52(SB)/4, $0x3d2aa9c1
+DATA geluAVX512_p3<>+56(SB)/4, $0x3d2aa9c1
+DATA geluAVX512_p3<>+60(SB)/4, $0x3d2aa9c1
+GLOBL geluAVX512_p3<>(SB), RODATA|NOPTR, $64
+
+DATA geluAVX512_p4<>+0(SB)/4, $0x3e2aaaaa
+DATA geluAVX512_p4<>+4(SB)/4, $0x3e2aaaaa
+DATA geluAVX512_p4<>+8(SB)/4, $0x3e2aaaaa
+DATA geluAVX512_p4<>+12(SB)/4, $0x3e2aaaaa
+DATA geluAVX512_p4<>+16(SB)/4, $0x3e2aaaaa
+DATA geluAVX512_p4<>+20(SB)/4, $0x3e2aaaaa
+DATA geluAVX512_p4<>+24(SB)/4, $0x3e2aaaaa
+DATA geluAVX512_p4<>+28(SB)/4, $0x3e2aaaaa
+DATA geluAVX512_p4<>+32(SB)/4, $0x3e2aaaaa
+DATA geluAVX512_p4<>+36(SB)/4, $0x3e2aaaaa
+DATA geluAVX512_p4<>+40(SB)/4, $0x3e2aaaaa
+DATA geluAVX512_p4<>+44(SB)/4, $0x3e2aaaaa
+DATA geluAVX512_p4<>+48(SB)/4, $0x3e2aaaaa
+DATA geluAVX512_p4<>+52(SB)/4, $0x3e2aaaaa
+DATA geluAVX512_p4<>+56(SB)/4, $0x3e2aaaaa
+DATA geluAVX512_p4<>+60(SB)/4, $0x3e2aaaaa
+GLOBL geluAVX512_p4<>(SB), RODATA|NOPTR, $64
+
+DATA geluAVX512_p5<>+0(SB)/4, $0x3f000000
+DATA geluAVX512_p5<>+4(SB)/4, $0x3f000000
+DATA geluAVX512_p5<>+8(SB)/4, $0x3f000000
+DATA geluAVX512_p5<>+12(SB)/4, $0x3f000000
+DATA geluAVX512_p5<>+16(SB)/4, $0x3f000000
+DATA geluAVX512_p5<>+20(SB)/4, $0x3f000000
+DATA geluAVX512_p5<>+24(SB)/4, $0x3f000000
+DATA geluAVX512_p5<>+28(SB)/4, $0x3f000000
+DATA geluAVX512_p5<>+32(SB)/4, $0x3f000000
+DATA geluAVX512_p5<>+36(SB)/4, $0x3f000000
+DATA geluAVX512_p5<>+40(SB)/4, $0x3f000000
+DATA geluAVX512_p5<>+44(SB)/4, $0x3f000000
+DATA geluAVX512_p5<>+48(SB)/4, $0x3f000000
+DATA geluAVX512_p5<>+52(SB)/4, $0x3f000000
+DATA geluAVX512_p5<>+56(SB)/4, $0x3f000000
+DATA geluAVX512_p5<>+60(SB)/4, $0x3f000000
+GLOBL geluAVX512_p5<>(SB), RODATA|NOPTR, $64
+
+DATA geluAVX512_one<>+0(SB)/4, $0x3f800000
+DATA geluAVX512_one<>+4(SB)/4, $0x3f800000
+DATA geluAVX512_one<>+8(SB)/4, $0x3f800000
+DATA geluAVX512_one<>+12(SB)/4, $0x3f800000
+DATA geluAVX512_one<>+16(SB)/4, $0x3f800000
+DATA geluAVX512_one<>+20(SB)/4, $0x3f800000
+DATA geluAVX512_one<>+24(SB)/4, $0x3f800000
+DATA geluAVX512_one<>+28(SB)/4, $0x3f800000
+DATA geluAVX512_one<>+32(SB)/4, $0x3f800000
+DATA geluAVX512_one<>+36(SB)/4, $0x3f800000
+DATA geluAVX512_one<>+40(SB)/4, $0x3f800000
+DATA geluAVX512_one<>+44(SB)/4, $0x3f800000
+DATA geluAVX512_one<>+48(SB)/4, $0x3f800000
+DATA geluAVX512_one<>+52(SB)/4, $0x3f800000
+DATA geluAVX512_one<>+56(SB)/4, $0x3f800000
+DATA geluAVX512_one<>+60(SB)/4, $0x3f800000
+GLOBL geluAVX512_one<>(SB), RODATA|NOPTR, $64
+
+DATA geluAVX512_a<>+0(SB)/4, $0x3d372713
+DATA geluAVX512_a<>+4(SB)/4, $0x3d372713
+DATA geluAVX512_a<>+8(SB)/4, $0x3d372713
+DATA geluAVX512_a<>+12(SB)/4, $0x3d372713
+DATA geluAVX512_a<>+16(SB)/4, $0x3d372713
+DATA geluAVX512_a<>+20(SB)/4, $0x3d372713
+DATA geluAVX512_a<>+24(SB)/4, $0x3d372713
+DATA geluAVX512_a<>+28(SB)/4, $0x3d372713
+DATA geluAVX512_a<>+32(SB)/4, $0x3d372713
+DATA geluAVX512_a<>+36(SB)/4, $0x3d372713
+DATA geluAVX512_a<>+40(SB)/4, $0x3d372713
+DATA geluAVX512_a<>+44(SB)/4, $0x3d372713
+DATA geluAVX512_a<>+48(SB)/4, $0x3d372713
+DATA geluAVX512_a<>+52(SB)/4, $0x3d372713
+DATA geluAVX512_a<>+56(SB)/4, $0x3d372713
+DATA geluAVX512_a<>+60(SB)/4, $0x3d372713
+GLOBL geluAVX512_a<>(SB), RODATA|NOPTR, $64
+
+DATA geluAVX512_b<>+0(SB)/4, $0xbfcc422a
+DATA geluAVX512_b<>+4(SB)/4, $0xbfcc422a
+DATA geluAVX512_b<>+8(SB)/4, $0xbfcc422a
+DATA geluAVX512_b<>+12(SB)/4, $0xbfcc422a
+DATA geluAVX512_b<>+16(SB)/4, $0xbfcc422a
+DATA geluAVX512_b<>+20(SB)/4, $0xbfcc422a
+DATA geluAVX512_b<>+24(SB)/4, $0xbfcc422a
+DATA geluAVX512_b<>+28(SB)/4, $0xbfcc422a
+DATA geluAVX512_b<>+32(SB)/4, $0xbfcc422a
+DATA geluAVX512_b<>+36(SB)/4, $0xbfcc422a
+DATA geluAVX512_b<>+40(SB)/4, $0xbfcc422a
+DATA geluAVX512_b<>+44(SB)/4, $0xbfcc422a
+DATA geluAVX512_b<>+48(SB)/4, $0xbfcc422a
+DATA geluAVX512_b<>+52(SB)/4, $0xbfcc422a
+DATA geluAVX512_b<>+56(SB)/4, $0xbfcc422a
+DATA geluAVX512_b<>+60(SB)/4, $0xbfcc422a
+GLOBL geluAVX512_b<>(SB), RODATA|NOPTR, $64
+
 // func readAVX512(p *byte, n int)
 // Requires: AVX, AVX512F
 TEXT ·readAVX512(SB), NOSPLIT, $0-16
@@ -2251,6 +2807,380 @@ accumAVX2_w1_store:
 accumAVX2_w1_done:
 	VZEROUPPER
 	RET
+
+// func siluMulAVX2(dst *float32, gate *float32, up *float32, n int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·siluMulAVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), AX
+	MOVQ gate+8(FP), CX
+	MOVQ up+16(FP), DX
+	MOVQ n+24(FP), BX
+	SHRQ $0x03, BX
+	JZ   siluMulAVX2_done
+	XORQ SI, SI
+
+siluMulAVX2_loop:
+	VMOVUPS      (CX)(SI*1), Y0
+	VXORPS       Y1, Y1, Y1
+	VSUBPS       Y0, Y1, Y1
+	VMAXPS       siluMulAVX2_lo<>+0(SB), Y1, Y1
+	VMINPS       siluMulAVX2_hi<>+0(SB), Y1, Y1
+	VMULPS       siluMulAVX2_log2e<>+0(SB), Y1, Y2
+	VROUNDPS     $0x00, Y2, Y2
+	VMOVAPS      Y1, Y1
+	VFNMADD231PS siluMulAVX2_ln2hi<>+0(SB), Y2, Y1
+	VFNMADD231PS siluMulAVX2_ln2lo<>+0(SB), Y2, Y1
+	VMOVUPS      siluMulAVX2_p0<>+0(SB), Y3
+	VFMADD213PS  siluMulAVX2_p1<>+0(SB), Y1, Y3
+	VFMADD213PS  siluMulAVX2_p2<>+0(SB), Y1, Y3
+	VFMADD213PS  siluMulAVX2_p3<>+0(SB), Y1, Y3
+	VFMADD213PS  siluMulAVX2_p4<>+0(SB), Y1, Y3
+	VFMADD213PS  siluMulAVX2_p5<>+0(SB), Y1, Y3
+	VMULPS       Y1, Y1, Y4
+	VFMADD213PS  Y1, Y4, Y3
+	VADDPS       siluMulAVX2_one<>+0(SB), Y3, Y3
+	VCVTPS2DQ    Y2, Y2
+	VPADDD       siluMulAVX2_bias<>+0(SB), Y2, Y2
+	VPSLLD       $0x17, Y2, Y2
+	VMULPS       Y2, Y3, Y3
+	VADDPS       siluMulAVX2_one<>+0(SB), Y3, Y3
+	VDIVPS       Y3, Y0, Y0
+	VMULPS       (DX)(SI*1), Y0, Y0
+	VMOVUPS      Y0, (AX)(SI*1)
+	ADDQ         $0x20, SI
+	DECQ         BX
+	JNZ          siluMulAVX2_loop
+
+siluMulAVX2_done:
+	VZEROUPPER
+	RET
+
+DATA siluMulAVX2_lo<>+0(SB)/4, $0xc2ae0000
+DATA siluMulAVX2_lo<>+4(SB)/4, $0xc2ae0000
+DATA siluMulAVX2_lo<>+8(SB)/4, $0xc2ae0000
+DATA siluMulAVX2_lo<>+12(SB)/4, $0xc2ae0000
+DATA siluMulAVX2_lo<>+16(SB)/4, $0xc2ae0000
+DATA siluMulAVX2_lo<>+20(SB)/4, $0xc2ae0000
+DATA siluMulAVX2_lo<>+24(SB)/4, $0xc2ae0000
+DATA siluMulAVX2_lo<>+28(SB)/4, $0xc2ae0000
+GLOBL siluMulAVX2_lo<>(SB), RODATA|NOPTR, $32
+
+DATA siluMulAVX2_hi<>+0(SB)/4, $0x42b00000
+DATA siluMulAVX2_hi<>+4(SB)/4, $0x42b00000
+DATA siluMulAVX2_hi<>+8(SB)/4, $0x42b00000
+DATA siluMulAVX2_hi<>+12(SB)/4, $0x42b00000
+DATA siluMulAVX2_hi<>+16(SB)/4, $0x42b00000
+DATA siluMulAVX2_hi<>+20(SB)/4, $0x42b00000
+DATA siluMulAVX2_hi<>+24(SB)/4, $0x42b00000
+DATA siluMulAVX2_hi<>+28(SB)/4, $0x42b00000
+GLOBL siluMulAVX2_hi<>(SB), RODATA|NOPTR, $32
+
+DATA siluMulAVX2_log2e<>+0(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX2_log2e<>+4(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX2_log2e<>+8(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX2_log2e<>+12(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX2_log2e<>+16(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX2_log2e<>+20(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX2_log2e<>+24(SB)/4, $0x3fb8aa3b
+DATA siluMulAVX2_log2e<>+28(SB)/4, $0x3fb8aa3b
+GLOBL siluMulAVX2_log2e<>(SB), RODATA|NOPTR, $32
+
+DATA siluMulAVX2_ln2hi<>+0(SB)/4, $0x3f318000
+DATA siluMulAVX2_ln2hi<>+4(SB)/4, $0x3f318000
+DATA siluMulAVX2_ln2hi<>+8(SB)/4, $0x3f318000
+DATA siluMulAVX2_ln2hi<>+12(SB)/4, $0x3f318000
+DATA siluMulAVX2_ln2hi<>+16(SB)/4, $0x3f318000
+DATA siluMulAVX2_ln2hi<>+20(SB)/4, $0x3f318000
+DATA siluMulAVX2_ln2hi<>+24(SB)/4, $0x3f318000
+DATA siluMulAVX2_ln2hi<>+28(SB)/4, $0x3f318000
+GLOBL siluMulAVX2_ln2hi<>(SB), RODATA|NOPTR, $32
+
+DATA siluMulAVX2_ln2lo<>+0(SB)/4, $0xb95e8083
+DATA siluMulAVX2_ln2lo<>+4(SB)/4, $0xb95e8083
+DATA siluMulAVX2_ln2lo<>+8(SB)/4, $0xb95e8083
+DATA siluMulAVX2_ln2lo<>+12(SB)/4, $0xb95e8083
+DATA siluMulAVX2_ln2lo<>+16(SB)/4, $0xb95e8083
+DATA siluMulAVX2_ln2lo<>+20(SB)/4, $0xb95e8083
+DATA siluMulAVX2_ln2lo<>+24(SB)/4, $0xb95e8083
+DATA siluMulAVX2_ln2lo<>+28(SB)/4, $0xb95e8083
+GLOBL siluMulAVX2_ln2lo<>(SB), RODATA|NOPTR, $32
+
+DATA siluMulAVX2_p0<>+0(SB)/4, $0x39506967
+DATA siluMulAVX2_p0<>+4(SB)/4, $0x39506967
+DATA siluMulAVX2_p0<>+8(SB)/4, $0x39506967
+DATA siluMulAVX2_p0<>+12(SB)/4, $0x39506967
+DATA siluMulAVX2_p0<>+16(SB)/4, $0x39506967
+DATA siluMulAVX2_p0<>+20(SB)/4, $0x39506967
+DATA siluMulAVX2_p0<>+24(SB)/4, $0x39506967
+DATA siluMulAVX2_p0<>+28(SB)/4, $0x39506967
+GLOBL siluMulAVX2_p0<>(SB), RODATA|NOPTR, $32
+
+DATA siluMulAVX2_p1<>+0(SB)/4, $0x3ab743ce
+DATA siluMulAVX2_p1<>+4(SB)/4, $0x3ab743ce
+DATA siluMulAVX2_p1<>+8(SB)/4, $0x3ab743ce
+DATA siluMulAVX2_p1<>+12(SB)/4, $0x3ab743ce
+DATA siluMulAVX2_p1<>+16(SB)/4, $0x3ab743ce
+DATA siluMulAVX2_p1<>+20(SB)/4, $0x3ab743ce
+DATA siluMulAVX2_p1<>+24(SB)/4, $0x3ab743ce
+DATA siluMulAVX2_p1<>+28(SB)/4, $0x3ab743ce
+GLOBL siluMulAVX2_p1<>(SB), RODATA|NOPTR, $32
+
+DATA siluMulAVX2_p2<>+0(SB)/4, $0x3c088908
+DATA siluMulAVX2_p2<>+4(SB)/4, $0x3c088908
+DATA siluMulAVX2_p2<>+8(SB)/4, $0x3c088908
+DATA siluMulAVX2_p2<>+12(SB)/4, $0x3c088908
+DATA siluMulAVX2_p2<>+16(SB)/4, $0x3c088908
+DATA siluMulAVX2_p2<>+20(SB)/4, $0x3c088908
+DATA siluMulAVX2_p2<>+24(SB)/4, $0x3c088908
+DATA siluMulAVX2_p2<>+28(SB)/4, $0x3c088908
+GLOBL siluMulAVX2_p2<>(SB), RODATA|NOPTR, $32
+
+DATA siluMulAVX2_p3<>+0(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX2_p3<>+4(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX2_p3<>+8(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX2_p3<>+12(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX2_p3<>+16(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX2_p3<>+20(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX2_p3<>+24(SB)/4, $0x3d2aa9c1
+DATA siluMulAVX2_p3<>+28(SB)/4, $0x3d2aa9c1
+GLOBL siluMulAVX2_p3<>(SB), RODATA|NOPTR, $32
+
+DATA siluMulAVX2_p4<>+0(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX2_p4<>+4(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX2_p4<>+8(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX2_p4<>+12(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX2_p4<>+16(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX2_p4<>+20(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX2_p4<>+24(SB)/4, $0x3e2aaaaa
+DATA siluMulAVX2_p4<>+28(SB)/4, $0x3e2aaaaa
+GLOBL siluMulAVX2_p4<>(SB), RODATA|NOPTR, $32
+
+DATA siluMulAVX2_p5<>+0(SB)/4, $0x3f000000
+DATA siluMulAVX2_p5<>+4(SB)/4, $0x3f000000
+DATA siluMulAVX2_p5<>+8(SB)/4, $0x3f000000
+DATA siluMulAVX2_p5<>+12(SB)/4, $0x3f000000
+DATA siluMulAVX2_p5<>+16(SB)/4, $0x3f000000
+DATA siluMulAVX2_p5<>+20(SB)/4, $0x3f000000
+DATA siluMulAVX2_p5<>+24(SB)/4, $0x3f000000
+DATA siluMulAVX2_p5<>+28(SB)/4, $0x3f000000
+GLOBL siluMulAVX2_p5<>(SB), RODATA|NOPTR, $32
+
+DATA siluMulAVX2_one<>+0(SB)/4, $0x3f800000
+DATA siluMulAVX2_one<>+4(SB)/4, $0x3f800000
+DATA siluMulAVX2_one<>+8(SB)/4, $0x3f800000
+DATA siluMulAVX2_one<>+12(SB)/4, $0x3f800000
+DATA siluMulAVX2_one<>+16(SB)/4, $0x3f800000
+DATA siluMulAVX2_one<>+20(SB)/4, $0x3f800000
+DATA siluMulAVX2_one<>+24(SB)/4, $0x3f800000
+DATA siluMulAVX2_one<>+28(SB)/4, $0x3f800000
+GLOBL siluMulAVX2_one<>(SB), RODATA|NOPTR, $32
+
+DATA siluMulAVX2_bias<>+0(SB)/4, $0x0000007f
+DATA siluMulAVX2_bias<>+4(SB)/4, $0x0000007f
+DATA siluMulAVX2_bias<>+8(SB)/4, $0x0000007f
+DATA siluMulAVX2_bias<>+12(SB)/4, $0x0000007f
+DATA siluMulAVX2_bias<>+16(SB)/4, $0x0000007f
+DATA siluMulAVX2_bias<>+20(SB)/4, $0x0000007f
+DATA siluMulAVX2_bias<>+24(SB)/4, $0x0000007f
+DATA siluMulAVX2_bias<>+28(SB)/4, $0x0000007f
+GLOBL siluMulAVX2_bias<>(SB), RODATA|NOPTR, $32
+
+// func geluAVX2(x *float32, n int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·geluAVX2(SB), NOSPLIT, $0-16
+	MOVQ x+0(FP), AX
+	MOVQ n+8(FP), CX
+	SHRQ $0x03, CX
+	JZ   geluAVX2_done
+	XORQ DX, DX
+
+geluAVX2_loop:
+	VMOVUPS      (AX)(DX*1), Y0
+	VMULPS       Y0, Y0, Y1
+	VMULPS       geluAVX2_a<>+0(SB), Y1, Y1
+	VADDPS       geluAVX2_one<>+0(SB), Y1, Y1
+	VMULPS       Y0, Y1, Y1
+	VMULPS       geluAVX2_b<>+0(SB), Y1, Y1
+	VMAXPS       geluAVX2_lo<>+0(SB), Y1, Y1
+	VMINPS       geluAVX2_hi<>+0(SB), Y1, Y1
+	VMULPS       geluAVX2_log2e<>+0(SB), Y1, Y2
+	VROUNDPS     $0x00, Y2, Y2
+	VMOVAPS      Y1, Y1
+	VFNMADD231PS geluAVX2_ln2hi<>+0(SB), Y2, Y1
+	VFNMADD231PS geluAVX2_ln2lo<>+0(SB), Y2, Y1
+	VMOVUPS      geluAVX2_p0<>+0(SB), Y3
+	VFMADD213PS  geluAVX2_p1<>+0(SB), Y1, Y3
+	VFMADD213PS  geluAVX2_p2<>+0(SB), Y1, Y3
+	VFMADD213PS  geluAVX2_p3<>+0(SB), Y1, Y3
+	VFMADD213PS  geluAVX2_p4<>+0(SB), Y1, Y3
+	VFMADD213PS  geluAVX2_p5<>+0(SB), Y1, Y3
+	VMULPS       Y1, Y1, Y4
+	VFMADD213PS  Y1, Y4, Y3
+	VADDPS       geluAVX2_one<>+0(SB), Y3, Y3
+	VCVTPS2DQ    Y2, Y2
+	VPADDD       geluAVX2_bias<>+0(SB), Y2, Y2
+	VPSLLD       $0x17, Y2, Y2
+	VMULPS       Y2, Y3, Y3
+	VADDPS       geluAVX2_one<>+0(SB), Y3, Y3
+	VDIVPS       Y3, Y0, Y0
+	VMOVUPS      Y0, (AX)(DX*1)
+	ADDQ         $0x20, DX
+	DECQ         CX
+	JNZ          geluAVX2_loop
+
+geluAVX2_done:
+	VZEROUPPER
+	RET
+
+DATA geluAVX2_lo<>+0(SB)/4, $0xc2ae0000
+DATA geluAVX2_lo<>+4(SB)/4, $0xc2ae0000
+DATA geluAVX2_lo<>+8(SB)/4, $0xc2ae0000
+DATA geluAVX2_lo<>+12(SB)/4, $0xc2ae0000
+DATA geluAVX2_lo<>+16(SB)/4, $0xc2ae0000
+DATA geluAVX2_lo<>+20(SB)/4, $0xc2ae0000
+DATA geluAVX2_lo<>+24(SB)/4, $0xc2ae0000
+DATA geluAVX2_lo<>+28(SB)/4, $0xc2ae0000
+GLOBL geluAVX2_lo<>(SB), RODATA|NOPTR, $32
+
+DATA geluAVX2_hi<>+0(SB)/4, $0x42b00000
+DATA geluAVX2_hi<>+4(SB)/4, $0x42b00000
+DATA geluAVX2_hi<>+8(SB)/4, $0x42b00000
+DATA geluAVX2_hi<>+12(SB)/4, $0x42b00000
+DATA geluAVX2_hi<>+16(SB)/4, $0x42b00000
+DATA geluAVX2_hi<>+20(SB)/4, $0x42b00000
+DATA geluAVX2_hi<>+24(SB)/4, $0x42b00000
+DATA geluAVX2_hi<>+28(SB)/4, $0x42b00000
+GLOBL geluAVX2_hi<>(SB), RODATA|NOPTR, $32
+
+DATA geluAVX2_log2e<>+0(SB)/4, $0x3fb8aa3b
+DATA geluAVX2_log2e<>+4(SB)/4, $0x3fb8aa3b
+DATA geluAVX2_log2e<>+8(SB)/4, $0x3fb8aa3b
+DATA geluAVX2_log2e<>+12(SB)/4, $0x3fb8aa3b
+DATA geluAVX2_log2e<>+16(SB)/4, $0x3fb8aa3b
+DATA geluAVX2_log2e<>+20(SB)/4, $0x3fb8aa3b
+DATA geluAVX2_log2e<>+24(SB)/4, $0x3fb8aa3b
+DATA geluAVX2_log2e<>+28(SB)/4, $0x3fb8aa3b
+GLOBL geluAVX2_log2e<>(SB), RODATA|NOPTR, $32
+
+DATA geluAVX2_ln2hi<>+0(SB)/4, $0x3f318000
+DATA geluAVX2_ln2hi<>+4(SB)/4, $0x3f318000
+DATA geluAVX2_ln2hi<>+8(SB)/4, $0x3f318000
+DATA geluAVX2_ln2hi<>+12(SB)/4, $0x3f318000
+DATA geluAVX2_ln2hi<>+16(SB)/4, $0x3f318000
+DATA geluAVX2_ln2hi<>+20(SB)/4, $0x3f318000
+DATA geluAVX2_ln2hi<>+24(SB)/4, $0x3f318000
+DATA geluAVX2_ln2hi<>+28(SB)/4, $0x3f318000
+GLOBL geluAVX2_ln2hi<>(SB), RODATA|NOPTR, $32
+
+DATA geluAVX2_ln2lo<>+0(SB)/4, $0xb95e8083
+DATA geluAVX2_ln2lo<>+4(SB)/4, $0xb95e8083
+DATA geluAVX2_ln2lo<>+8(SB)/4, $0xb95e8083
+DATA geluAVX2_ln2lo<>+12(SB)/4, $0xb95e8083
+DATA geluAVX2_ln2lo<>+16(SB)/4, $0xb95e8083
+DATA geluAVX2_ln2lo<>+20(SB)/4, $0xb95e8083
+DATA geluAVX2_ln2lo<>+24(SB)/4, $0xb95e8083
+DATA geluAVX2_ln2lo<>+28(SB)/4, $0xb95e8083
+GLOBL geluAVX2_ln2lo<>(SB), RODATA|NOPTR, $32
+
+DATA geluAVX2_p0<>+0(SB)/4, $0x39506967
+DATA geluAVX2_p0<>+4(SB)/4, $0x39506967
+DATA geluAVX2_p0<>+8(SB)/4, $0x39506967
+DATA geluAVX2_p0<>+12(SB)/4, $0x39506967
+DATA geluAVX2_p0<>+16(SB)/4, $0x39506967
+DATA geluAVX2_p0<>+20(SB)/4, $0x39506967
+DATA geluAVX2_p0<>+24(SB)/4, $0x39506967
+DATA geluAVX2_p0<>+28(SB)/4, $0x39506967
+GLOBL geluAVX2_p0<>(SB), RODATA|NOPTR, $32
+
+DATA geluAVX2_p1<>+0(SB)/4, $0x3ab743ce
+DATA geluAVX2_p1<>+4(SB)/4, $0x3ab743ce
+DATA geluAVX2_p1<>+8(SB)/4, $0x3ab743ce
+DATA geluAVX2_p1<>+12(SB)/4, $0x3ab743ce
+DATA geluAVX2_p1<>+16(SB)/4, $0x3ab743ce
+DATA geluAVX2_p1<>+20(SB)/4, $0x3ab743ce
+DATA geluAVX2_p1<>+24(SB)/4, $0x3ab743ce
+DATA geluAVX2_p1<>+28(SB)/4, $0x3ab743ce
+GLOBL geluAVX2_p1<>(SB), RODATA|NOPTR, $32
+
+DATA geluAVX2_p2<>+0(SB)/4, $0x3c088908
+DATA geluAVX2_p2<>+4(SB)/4, $0x3c088908
+DATA geluAVX2_p2<>+8(SB)/4, $0x3c088908
+DATA geluAVX2_p2<>+12(SB)/4, $0x3c088908
+DATA geluAVX2_p2<>+16(SB)/4, $0x3c088908
+DATA geluAVX2_p2<>+20(SB)/4, $0x3c088908
+DATA geluAVX2_p2<>+24(SB)/4, $0x3c088908
+DATA geluAVX2_p2<>+28(SB)/4, $0x3c088908
+GLOBL geluAVX2_p2<>(SB), RODATA|NOPTR, $32
+
+DATA geluAVX2_p3<>+0(SB)/4, $0x3d2aa9c1
+DATA geluAVX2_p3<>+4(SB)/4, $0x3d2aa9c1
+DATA geluAVX2_p3<>+8(SB)/4, $0x3d2aa9c1
+DATA geluAVX2_p3<>+12(SB)/4, $0x3d2aa9c1
+DATA geluAVX2_p3<>+16(SB)/4, $0x3d2aa9c1
+DATA geluAVX2_p3<>+20(SB)/4, $0x3d2aa9c1
+DATA geluAVX2_p3<>+24(SB)/4, $0x3d2aa9c1
+DATA geluAVX2_p3<>+28(SB)/4, $0x3d2aa9c1
+GLOBL geluAVX2_p3<>(SB), RODATA|NOPTR, $32
+
+DATA geluAVX2_p4<>+0(SB)/4, $0x3e2aaaaa
+DATA geluAVX2_p4<>+4(SB)/4, $0x3e2aaaaa
+DATA geluAVX2_p4<>+8(SB)/4, $0x3e2aaaaa
+DATA geluAVX2_p4<>+12(SB)/4, $0x3e2aaaaa
+DATA geluAVX2_p4<>+16(SB)/4, $0x3e2aaaaa
+DATA geluAVX2_p4<>+20(SB)/4, $0x3e2aaaaa
+DATA geluAVX2_p4<>+24(SB)/4, $0x3e2aaaaa
+DATA geluAVX2_p4<>+28(SB)/4, $0x3e2aaaaa
+GLOBL geluAVX2_p4<>(SB), RODATA|NOPTR, $32
+
+DATA geluAVX2_p5<>+0(SB)/4, $0x3f000000
+DATA geluAVX2_p5<>+4(SB)/4, $0x3f000000
+DATA geluAVX2_p5<>+8(SB)/4, $0x3f000000
+DATA geluAVX2_p5<>+12(SB)/4, $0x3f000000
+DATA geluAVX2_p5<>+16(SB)/4, $0x3f000000
+DATA geluAVX2_p5<>+20(SB)/4, $0x3f000000
+DATA geluAVX2_p5<>+24(SB)/4, $0x3f000000
+DATA geluAVX2_p5<>+28(SB)/4, $0x3f000000
+GLOBL geluAVX2_p5<>(SB), RODATA|NOPTR, $32
+
+DATA geluAVX2_one<>+0(SB)/4, $0x3f800000
+DATA geluAVX2_one<>+4(SB)/4, $0x3f800000
+DATA geluAVX2_one<>+8(SB)/4, $0x3f800000
+DATA geluAVX2_one<>+12(SB)/4, $0x3f800000
+DATA geluAVX2_one<>+16(SB)/4, $0x3f800000
+DATA geluAVX2_one<>+20(SB)/4, $0x3f800000
+DATA geluAVX2_one<>+24(SB)/4, $0x3f800000
+DATA geluAVX2_one<>+28(SB)/4, $0x3f800000
+GLOBL geluAVX2_one<>(SB), RODATA|NOPTR, $32
+
+DATA geluAVX2_bias<>+0(SB)/4, $0x0000007f
+DATA geluAVX2_bias<>+4(SB)/4, $0x0000007f
+DATA geluAVX2_bias<>+8(SB)/4, $0x0000007f
+DATA geluAVX2_bias<>+12(SB)/4, $0x0000007f
+DATA geluAVX2_bias<>+16(SB)/4, $0x0000007f
+DATA geluAVX2_bias<>+20(SB)/4, $0x0000007f
+DATA geluAVX2_bias<>+24(SB)/4, $0x0000007f
+DATA geluAVX2_bias<>+28(SB)/4, $0x0000007f
+GLOBL geluAVX2_bias<>(SB), RODATA|NOPTR, $32
+
+DATA geluAVX2_a<>+0(SB)/4, $0x3d372713
+DATA geluAVX2_a<>+4(SB)/4, $0x3d372713
+DATA geluAVX2_a<>+8(SB)/4, $0x3d372713
+DATA geluAVX2_a<>+12(SB)/4, $0x3d372713
+DATA geluAVX2_a<>+16(SB)/4, $0x3d372713
+DATA geluAVX2_a<>+20(SB)/4, $0x3d372713
+DATA geluAVX2_a<>+24(SB)/4, $0x3d372713
+DATA geluAVX2_a<>+28(SB)/4, $0x3d372713
+GLOBL geluAVX2_a<>(SB), RODATA|NOPTR, $32
+
+DATA geluAVX2_b<>+0(SB)/4, $0xbfcc422a
+DATA geluAVX2_b<>+4(SB)/4, $0xbfcc422a
+DATA geluAVX2_b<>+8(SB)/4, $0xbfcc422a
+DATA geluAVX2_b<>+12(SB)/4, $0xbfcc422a
+DATA geluAVX2_b<>+16(SB)/4, $0xbfcc422a
+DATA geluAVX2_b<>+20(SB)/4, $0xbfcc422a
+DATA geluAVX2_b<>+24(SB)/4, $0xbfcc422a
+DATA geluAVX2_b<>+28(SB)/4, $0xbfcc422a
+GLOBL geluAVX2_b<>(SB), RODATA|NOPTR, $32
 
 // func readAVX2(p *byte, n int)
 // Requires: AVX

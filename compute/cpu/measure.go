@@ -63,7 +63,7 @@ func MeasurePeakFLOPS(threads int) float64 {
 	iters := 1 << 16
 	for {
 		d := onAllThreads(threads, func(int) { fma(iters) })
-		if d > 10*time.Millisecond || iters > 1<<34 {
+		if d > 10*time.Millisecond || iters > 1<<28 {
 			iters = int(float64(iters) * float64(100*time.Millisecond) / float64(max(d, time.Microsecond)))
 			break
 		}

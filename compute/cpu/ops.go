@@ -40,13 +40,14 @@ type rowsTask struct {
 	invFreq       []float32
 	rows, perTask int
 	scratch       []workerScratch
+	k             *kernels
 }
 
 // runRows dispatches t over rows rows of n values each.
 func (b *Backend) runRows(op rowsTask, rows, n int) {
 	t := &b.rows
 	*t = op
-	t.rows, t.n, t.scratch = rows, n, b.scratch
+	t.rows, t.n, t.scratch, t.k = rows, n, b.scratch, b.k
 	chunks := 1
 	if rows*n >= parallelMin && rows > 1 {
 		chunks = min(rows, 4*b.threads, maxChunks)
@@ -78,11 +79,21 @@ func (t *rowsTask) run(c, w int) {
 			t.dst[lo+j] = a[j] + b[j]
 		}
 	case opSiLUMul:
+		if f := t.k.siluMul; f != nil && hi-lo >= t.k.lanes {
+			v := (hi - lo) / t.k.lanes * t.k.lanes
+			f(&t.dst[lo], &t.a[lo], &t.b[lo], v)
+			lo += v
+		}
 		g, u := t.a[lo:hi], t.b[lo:hi]
 		for j := range t.dst[lo:hi] {
 			t.dst[lo+j] = g[j] / (1 + expf(-g[j])) * u[j]
 		}
 	case opGELU:
+		if f := t.k.gelu; f != nil && hi-lo >= t.k.lanes {
+			v := (hi - lo) / t.k.lanes * t.k.lanes
+			f(&t.dst[lo], v)
+			lo += v
+		}
 		for j, x := range t.dst[lo:hi] {
 			t.dst[lo+j] = gelu(x)
 		}
@@ -172,11 +183,12 @@ func (b *Backend) RoPE(x compute.Buf, m, heads, headDim int, pos []int32, invFre
 	b.runRows(rowsTask{op: opRoPE, dst: data(x), heads: heads, hd: headDim, ids: pos, invFreq: invFreq}, m, heads*headDim)
 }
 
+// gelu is GPT-2's tanh GELU, ½x(1+tanh u) with u = √(2/π)(x+0.044715x³),
+// computed as x·σ(2u), which is the same function without tanh.
 func gelu(x float32) float32 {
 	const c = 0.7978845608028654 // sqrt(2/π)
-	u := c * (x + 0.044715*x*x*x)
-	th := 1 - 2/(expf(2*u)+1)
-	return 0.5 * x * (1 + th)
+	u := c * x * (1 + 0.044715*x*x)
+	return x / (1 + expf(-2*u))
 }
 
 func rmsNormRow(dst, x, w []float32, eps float32) {

@@ -69,6 +69,16 @@ func tileBF16AVX512M6(x *float32, ldx int, w *uint16, ldw int, kn int, dst *floa
 //go:noescape
 func accumAVX512(dst *float32, p *float32, v *float32, ldv int, n int, d int)
 
+// siluMulAVX512 is the AVX512 vector form of the Go loop (see sigmoidMul in the generator).
+//
+//go:noescape
+func siluMulAVX512(dst *float32, gate *float32, up *float32, n int)
+
+// geluAVX512 is the AVX512 vector form of the Go loop (see sigmoidMul in the generator).
+//
+//go:noescape
+func geluAVX512(x *float32, n int)
+
 // readAVX512 streams n bytes from p into registers.
 //
 //go:noescape
@@ -101,6 +111,16 @@ func tileBF16AVX2M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float3
 //
 //go:noescape
 func accumAVX2(dst *float32, p *float32, v *float32, ldv int, n int, d int)
+
+// siluMulAVX2 is the AVX2 vector form of the Go loop (see sigmoidMul in the generator).
+//
+//go:noescape
+func siluMulAVX2(dst *float32, gate *float32, up *float32, n int)
+
+// geluAVX2 is the AVX2 vector form of the Go loop (see sigmoidMul in the generator).
+//
+//go:noescape
+func geluAVX2(x *float32, n int)
 
 // readAVX2 streams n bytes from p into registers.
 //

@@ -5,6 +5,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
@@ -43,6 +44,8 @@ func main() {
 			tile(is, true, m)
 		}
 		accum(is)
+		sigmoidMul(is, false)
+		sigmoidMul(is, true)
 		readBytes(is)
 		fmaLoop(is)
 	}
@@ -330,6 +333,116 @@ func fmaLoop(is isa) {
 	for _, c := range acc[1:] {
 		VADDPS(c, acc[0], acc[0])
 	}
+	VZEROUPPER()
+	RET()
+}
+
+// vecConst defines a read-only vector of lanes copies of the float32 f.
+func vecConst(name string, lanes int, bits uint32) Mem {
+	m := GLOBL(name, RODATA|NOPTR)
+	for i := range lanes {
+		DATA(4*i, U32(bits))
+	}
+	return m
+}
+
+// sigmoidMul generates siluMul<ISA>(dst, gate, up *float32, n int), which
+// sets dst = gate·σ(gate)·up, and gelu<ISA>(x *float32, n int), which sets
+// x = x·σ(2u) with u = √(2/π)·(x + 0.044715x³) — GPT-2's tanh GELU, since
+// ½(1+tanh u) = σ(2u). Both handle n rounded down to the vector width.
+// σ(z) = 1/(1+e^-z) with e^t computed as expf in kernels.go does: t
+// clamped to [-87, 88], t = n·ln2 + r, a degree-6 polynomial in r, times 2^n.
+func sigmoidMul(is isa, gelu bool) {
+	name, sig := "siluMul"+is.name, "func(dst, gate, up *float32, n int)"
+	if gelu {
+		name, sig = "gelu"+is.name, "func(x *float32, n int)"
+	}
+	TEXT(name, NOSPLIT, sig)
+	Pragma("noescape")
+	Doc(name + " is the " + is.name + " vector form of the Go loop (see sigmoidMul in the generator).")
+	c := func(what string, f float32) Mem {
+		return vecConst(fmt.Sprintf("%s_%s", name, what), is.lanes, math.Float32bits(f))
+	}
+	lo, hi := c("lo", -87), c("hi", 88)
+	log2e, ln2hi, ln2lo := c("log2e", 1.44269504088896341), c("ln2hi", 0.693359375), c("ln2lo", -2.12194440e-4)
+	poly := []Mem{c("p0", 1.9875691500e-4), c("p1", 1.3981999507e-3), c("p2", 8.3334519073e-3),
+		c("p3", 4.1665795894e-2), c("p4", 1.6666665459e-1), c("p5", 5.0000001201e-1)}
+	one := c("one", 1)
+	var bias, geluA, geluB Mem
+	if is.lanes == 8 {
+		bias = vecConst(name+"_bias", is.lanes, 127)
+	}
+	if gelu {
+		geluA, geluB = c("a", 0.044715), c("b", -2*0.7978845608028654)
+	}
+
+	var dst, gate, up reg.Register
+	if gelu {
+		dst = Load(Param("x"), GP64())
+		gate = dst
+	} else {
+		dst, gate, up = Load(Param("dst"), GP64()), Load(Param("gate"), GP64()), Load(Param("up"), GP64())
+	}
+	n := Load(Param("n"), GP64())
+	SHRQ(U8(log2(is.lanes)), n)
+	JZ(LabelRef(name + "_done"))
+	i := GP64()
+	XORQ(i, i)
+	Label(name + "_loop")
+	a := is.vec()
+	VMOVUPS(Mem{Base: gate, Index: i, Scale: 1}, a)
+	// t: the exponent, -gate or -2u.
+	t := is.vec()
+	if gelu {
+		VMULPS(a, a, t)
+		VMULPS(geluA, t, t)
+		VADDPS(one, t, t) // 1 + 0.044715x²
+		VMULPS(a, t, t)
+		VMULPS(geluB, t, t)
+	} else {
+		VXORPS(t, t, t)
+		VSUBPS(a, t, t)
+	}
+	VMAXPS(lo, t, t)
+	VMINPS(hi, t, t)
+	k, r := is.vec(), is.vec()
+	VMULPS(log2e, t, k)
+	if is.lanes == 16 {
+		VRNDSCALEPS(U8(0), k, k)
+	} else {
+		VROUNDPS(U8(0), k, k)
+	}
+	VMOVAPS(t, r)
+	VFNMADD231PS(ln2hi, k, r)
+	VFNMADD231PS(ln2lo, k, r)
+	p := is.vec()
+	VMOVUPS(poly[0], p)
+	for _, pc := range poly[1:] {
+		VFMADD213PS(pc, r, p)
+	}
+	r2 := is.vec()
+	VMULPS(r, r, r2)
+	VFMADD213PS(r, r2, p)
+	VADDPS(one, p, p)
+	if is.lanes == 16 {
+		VSCALEFPS(k, p, p)
+	} else {
+		VCVTPS2DQ(k, k)
+		VPADDD(bias, k, k)
+		VPSLLD(U8(23), k, k)
+		VMULPS(k, p, p)
+	}
+	// a / (1 + e^t), times up for SiLU.
+	VADDPS(one, p, p)
+	VDIVPS(p, a, a)
+	if !gelu {
+		VMULPS(Mem{Base: up, Index: i, Scale: 1}, a, a)
+	}
+	VMOVUPS(a, Mem{Base: dst, Index: i, Scale: 1})
+	ADDQ(U8(4*is.lanes), i)
+	DECQ(n)
+	JNZ(LabelRef(name + "_loop"))
+	Label(name + "_done")
 	VZEROUPPER()
 	RET()
 }
