@@ -1,26 +1,19 @@
 package engine
 
 import (
-	"encoding/binary"
 	"fmt"
 	"io"
-	"math"
+	"path/filepath"
 
 	"github.com/tandemllm/tandem/compute"
 	"github.com/tandemllm/tandem/model"
+	"github.com/tandemllm/tandem/model/safetensors"
 )
 
-// Tensor is a weight as a model file holds it.
-type Tensor struct {
-	DType string // safetensors dtype name: F32, BF16 or F16
-	Shape []int
-	Data  []byte
-}
-
 // TensorSource yields a model's weights by Hugging Face name; Where names
-// the file a tensor comes from, for error messages.
+// the file a tensor comes from, for error messages. *safetensors.Set is one.
 type TensorSource interface {
-	Tensor(name string) (Tensor, error)
+	Tensor(name string) (safetensors.Tensor, error)
 	Where(name string) string
 }
 
@@ -84,27 +77,27 @@ type loader struct {
 	err error
 }
 
-func (l *loader) tensor(name string, shape ...int) Tensor {
+func (l *loader) tensor(name string, shape ...int) safetensors.Tensor {
 	if l.err != nil {
-		return Tensor{}
+		return safetensors.Tensor{}
 	}
 	t, err := l.src.Tensor(name)
 	if err != nil {
 		l.err = err
-		return Tensor{}
+		return safetensors.Tensor{}
 	}
 	if !equalShape(t.Shape, shape) {
 		l.err = fmt.Errorf("%s: %s has shape %v, config.json says %v", l.src.Where(name), name, t.Shape, shape)
-		return Tensor{}
+		return safetensors.Tensor{}
 	}
 	if _, ok := dtypes[t.DType]; !ok {
 		l.err = fmt.Errorf("%s: %s has dtype %s; supported weight dtypes are F32, BF16 and F16", l.src.Where(name), name, t.DType)
-		return Tensor{}
+		return safetensors.Tensor{}
 	}
 	return t
 }
 
-var dtypes = map[string]compute.DType{"F32": compute.F32, "BF16": compute.BF16, "F16": compute.F16}
+var dtypes = map[safetensors.DType]compute.DType{safetensors.F32: compute.F32, safetensors.BF16: compute.BF16, safetensors.F16: compute.F16}
 
 func equalShape(a, b []int) bool {
 	if len(a) != len(b) {
@@ -160,7 +153,12 @@ func (l *loader) vec(name string, n, from, to int) compute.Buf {
 	if l.err != nil {
 		return nil
 	}
-	vals := toFloat32(t.DType, t.Data)[from:to]
+	all, err := t.Float32s()
+	if err != nil {
+		l.err = fmt.Errorf("%s: %w", l.src.Where(name), err)
+		return nil
+	}
+	vals := all[from:to]
 	b := l.m.be.Alloc(len(vals))
 	l.m.be.Write(b, 0, vals)
 	return b
@@ -247,41 +245,21 @@ func gpt2Prefix(src TensorSource) string {
 	return ""
 }
 
-// toFloat32 converts little-endian F32, BF16 or F16 data to float32.
-func toFloat32(dtype string, data []byte) []float32 {
-	switch dtype {
-	case "F32":
-		out := make([]float32, len(data)/4)
-		for i := range out {
-			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(data[4*i:]))
-		}
-		return out
-	case "BF16":
-		out := make([]float32, len(data)/2)
-		for i := range out {
-			out[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(data[2*i:])) << 16)
-		}
-		return out
+// Open loads the model directory dir (config.json and safetensors
+// weights) onto be.
+func Open(dir string, be compute.Backend) (*Model, error) {
+	cfg, err := model.LoadConfig(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return nil, err
 	}
-	out := make([]float32, len(data)/2)
-	for i := range out {
-		out[i] = f16ToF32(binary.LittleEndian.Uint16(data[2*i:]))
+	set, err := safetensors.OpenDir(dir)
+	if err != nil {
+		return nil, err
 	}
-	return out
-}
-
-// f16ToF32 converts an IEEE half-precision value.
-func f16ToF32(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	frac := uint32(h) & 0x3ff
-	switch {
-	case exp == 0x1f:
-		return math.Float32frombits(sign | 0xff<<23 | frac<<13)
-	case exp == 0 && frac == 0:
-		return math.Float32frombits(sign)
-	case exp == 0:
-		return math.Float32frombits(sign) + float32(frac)/(1<<24)*float32(1-2*int(h>>15))*-1*-1
+	m, err := LoadModel(cfg, set, be, set)
+	if err != nil {
+		set.Close()
+		return nil, err
 	}
-	return math.Float32frombits(sign | (exp+112)<<23 | frac<<13)
+	return m, nil
 }
