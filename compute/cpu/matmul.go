@@ -33,9 +33,14 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 		panic(fmt.Sprintf("cpu: MatMul of %d rows by [%d, %d]: x has %d values, dst %d",
 			m, wm.rows, wm.cols, len(t.x), len(t.dst)))
 	}
-	rows := l2Budget / (wm.cols * wm.dtype.Size())
-	// At least four chunks per thread so uneven progress evens out.
-	rows = min(rows, (wm.rows+4*b.threads-1)/(4*b.threads))
+	// Decode chunks only need their current weight tile cached; prefill
+	// chunks are reread by every m-tile, so they are sized to stay in L2.
+	rows := wm.rows
+	if (m+t.k.maxM-1)/t.k.maxM > decodeTiles {
+		rows = l2Budget / (wm.cols * wm.dtype.Size())
+	}
+	// A few chunks per thread, so uneven progress evens out.
+	rows = min(rows, (wm.rows+chunksPerThread*b.threads-1)/(chunksPerThread*b.threads))
 	rows = max(tileRows, (rows+tileRows-1)/tileRows*tileRows)
 	t.chunkRows = rows
 	b.pool.run(t, (wm.rows+rows-1)/rows)
@@ -64,6 +69,9 @@ func (t *matmulTask) run(c, _ int) {
 		t.block(ti*t.m/tiles, (ti+1)*t.m/tiles, r0, r1)
 	}
 }
+
+// chunksPerThread is how many MatMul chunks each thread gets, at least.
+const chunksPerThread = 4
 
 // decodeTiles is the largest number of m-tiles run weight-tile-major.
 const decodeTiles = 2
