@@ -187,12 +187,7 @@ func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, off, ldx, mb,
 				m = max(m, v)
 			}
 			corr := expf(mx[i] - m)
-			sum := float32(0)
-			for j, v := range sc {
-				e := expf(v - m)
-				sc[j] = e
-				sum += e
-			}
+			sum := expSum(t.k, sc, m)
 			mx[i], l[i] = m, l[i]*corr+sum
 			a := acc[i*hd : (i+1)*hd]
 			if corr != 1 {
@@ -222,4 +217,21 @@ func accumRows(k *kernels, dst, p, v []float32, ldv int) {
 	if d0 < len(dst) {
 		axpyRows(dst[d0:], p, v[d0:], ldv)
 	}
+}
+
+// expSum sets x[i] = e^(x[i]-shift) and returns the sum, using the kernel
+// for whole vectors and Go for the rest.
+func expSum(k *kernels, x []float32, shift float32) float32 {
+	var sum float32
+	if k.expSum != nil && len(x) >= k.lanes {
+		v := len(x) / k.lanes * k.lanes
+		sum = k.expSum(&x[0], v, shift)
+		x = x[v:]
+	}
+	for j, v := range x {
+		e := expf(v - shift)
+		x[j] = e
+		sum += e
+	}
+	return sum
 }

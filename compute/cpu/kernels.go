@@ -41,6 +41,9 @@ type kernels struct {
 	// n rounded down to a multiple of lanes; nil in the Go set.
 	siluMul func(dst, gate, up *float32, n int)
 	gelu    func(x *float32, n int)
+	// expSum sets x[i] = e^(x[i]-shift) and returns their sum, for n
+	// rounded down to a multiple of lanes; nil in the Go set.
+	expSum func(x *float32, n int, shift float32) float32
 	// For the machine measurements: read streams n bytes from p (n rounded
 	// down to 8 vectors), fma runs iters×fmaChains independent FMAs of
 	// lanes float32 lanes. Nil in the Go set.

@@ -21,7 +21,7 @@ func avx512Kernels() *kernels {
 		name: "avx512", maxM: 6, kStep: 16, dStep: 16, accum: accumAVX512,
 		f32:  [maxTileM + 1]tileF32Func{nil, tileF32AVX512M1, tileF32AVX512M2, tileF32AVX512M3, tileF32AVX512M4, tileF32AVX512M5, tileF32AVX512M6},
 		bf16: [maxTileM + 1]tileBF16Func{nil, tileBF16AVX512M1, tileBF16AVX512M2, tileBF16AVX512M3, tileBF16AVX512M4, tileBF16AVX512M5, tileBF16AVX512M6},
-		read: readAVX512, fma: fmaAVX512, lanes: 16, siluMul: siluMulAVX512, gelu: geluAVX512,
+		read: readAVX512, fma: fmaAVX512, lanes: 16, siluMul: siluMulAVX512, gelu: geluAVX512, expSum: expSumAVX512,
 	}
 }
 
@@ -30,6 +30,6 @@ func avx2Kernels() *kernels {
 		name: "avx2", maxM: 2, kStep: 8, dStep: 8, accum: accumAVX2,
 		f32:  [maxTileM + 1]tileF32Func{nil, tileF32AVX2M1, tileF32AVX2M2},
 		bf16: [maxTileM + 1]tileBF16Func{nil, tileBF16AVX2M1, tileBF16AVX2M2},
-		read: readAVX2, fma: fmaAVX2, lanes: 8, siluMul: siluMulAVX2, gelu: geluAVX2,
+		read: readAVX2, fma: fmaAVX2, lanes: 8, siluMul: siluMulAVX2, gelu: geluAVX2, expSum: expSumAVX2,
 	}
 }

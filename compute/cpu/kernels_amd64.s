@@ -2374,6 +2374,272 @@ DATA geluAVX512_b<>+56(SB)/4, $0xbfcc422a
 DATA geluAVX512_b<>+60(SB)/4, $0xbfcc422a
 GLOBL geluAVX512_b<>(SB), RODATA|NOPTR, $64
 
+// func expSumAVX512(x *float32, n int, shift float32) float32
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL, SSE
+TEXT ·expSumAVX512(SB), NOSPLIT, $0-28
+	MOVQ         x+0(FP), AX
+	MOVQ         n+8(FP), CX
+	MOVSS        shift+16(FP), X0
+	VBROADCASTSS X0, Z0
+	VXORPS       Z1, Z1, Z1
+	SHRQ         $0x04, CX
+	JZ           expSumAVX512_done
+
+expSumAVX512_loop:
+	VMOVUPS      (AX), Z2
+	VSUBPS       Z0, Z2, Z2
+	VMAXPS       expSumAVX512_lo<>+0(SB), Z2, Z2
+	VMINPS       expSumAVX512_hi<>+0(SB), Z2, Z2
+	VMULPS       expSumAVX512_log2e<>+0(SB), Z2, Z3
+	VRNDSCALEPS  $0x00, Z3, Z3
+	VMOVAPS      Z2, Z2
+	VFNMADD231PS expSumAVX512_ln2hi<>+0(SB), Z3, Z2
+	VFNMADD231PS expSumAVX512_ln2lo<>+0(SB), Z3, Z2
+	VMOVUPS      expSumAVX512_p0<>+0(SB), Z4
+	VFMADD213PS  expSumAVX512_p1<>+0(SB), Z2, Z4
+	VFMADD213PS  expSumAVX512_p2<>+0(SB), Z2, Z4
+	VFMADD213PS  expSumAVX512_p3<>+0(SB), Z2, Z4
+	VFMADD213PS  expSumAVX512_p4<>+0(SB), Z2, Z4
+	VFMADD213PS  expSumAVX512_p5<>+0(SB), Z2, Z4
+	VMULPS       Z2, Z2, Z5
+	VFMADD213PS  Z2, Z5, Z4
+	VADDPS       expSumAVX512_one<>+0(SB), Z4, Z4
+	VSCALEFPS    Z3, Z4, Z4
+	VMOVUPS      Z4, (AX)
+	VADDPS       Z4, Z1, Z1
+	ADDQ         $0x40, AX
+	DECQ         CX
+	JNZ          expSumAVX512_loop
+
+expSumAVX512_done:
+	VEXTRACTF64X4 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	MOVSS         X0, ret+24(FP)
+	VZEROUPPER
+	RET
+
+DATA expSumAVX512_lo<>+0(SB)/4, $0xc2ae0000
+DATA expSumAVX512_lo<>+4(SB)/4, $0xc2ae0000
+DATA expSumAVX512_lo<>+8(SB)/4, $0xc2ae0000
+DATA expSumAVX512_lo<>+12(SB)/4, $0xc2ae0000
+DATA expSumAVX512_lo<>+16(SB)/4, $0xc2ae0000
+DATA expSumAVX512_lo<>+20(SB)/4, $0xc2ae0000
+DATA expSumAVX512_lo<>+24(SB)/4, $0xc2ae0000
+DATA expSumAVX512_lo<>+28(SB)/4, $0xc2ae0000
+DATA expSumAVX512_lo<>+32(SB)/4, $0xc2ae0000
+DATA expSumAVX512_lo<>+36(SB)/4, $0xc2ae0000
+DATA expSumAVX512_lo<>+40(SB)/4, $0xc2ae0000
+DATA expSumAVX512_lo<>+44(SB)/4, $0xc2ae0000
+DATA expSumAVX512_lo<>+48(SB)/4, $0xc2ae0000
+DATA expSumAVX512_lo<>+52(SB)/4, $0xc2ae0000
+DATA expSumAVX512_lo<>+56(SB)/4, $0xc2ae0000
+DATA expSumAVX512_lo<>+60(SB)/4, $0xc2ae0000
+GLOBL expSumAVX512_lo<>(SB), RODATA|NOPTR, $64
+
+DATA expSumAVX512_hi<>+0(SB)/4, $0x42b00000
+DATA expSumAVX512_hi<>+4(SB)/4, $0x42b00000
+DATA expSumAVX512_hi<>+8(SB)/4, $0x42b00000
+DATA expSumAVX512_hi<>+12(SB)/4, $0x42b00000
+DATA expSumAVX512_hi<>+16(SB)/4, $0x42b00000
+DATA expSumAVX512_hi<>+20(SB)/4, $0x42b00000
+DATA expSumAVX512_hi<>+24(SB)/4, $0x42b00000
+DATA expSumAVX512_hi<>+28(SB)/4, $0x42b00000
+DATA expSumAVX512_hi<>+32(SB)/4, $0x42b00000
+DATA expSumAVX512_hi<>+36(SB)/4, $0x42b00000
+DATA expSumAVX512_hi<>+40(SB)/4, $0x42b00000
+DATA expSumAVX512_hi<>+44(SB)/4, $0x42b00000
+DATA expSumAVX512_hi<>+48(SB)/4, $0x42b00000
+DATA expSumAVX512_hi<>+52(SB)/4, $0x42b00000
+DATA expSumAVX512_hi<>+56(SB)/4, $0x42b00000
+DATA expSumAVX512_hi<>+60(SB)/4, $0x42b00000
+GLOBL expSumAVX512_hi<>(SB), RODATA|NOPTR, $64
+
+DATA expSumAVX512_log2e<>+0(SB)/4, $0x3fb8aa3b
+DATA expSumAVX512_log2e<>+4(SB)/4, $0x3fb8aa3b
+DATA expSumAVX512_log2e<>+8(SB)/4, $0x3fb8aa3b
+DATA expSumAVX512_log2e<>+12(SB)/4, $0x3fb8aa3b
+DATA expSumAVX512_log2e<>+16(SB)/4, $0x3fb8aa3b
+DATA expSumAVX512_log2e<>+20(SB)/4, $0x3fb8aa3b
+DATA expSumAVX512_log2e<>+24(SB)/4, $0x3fb8aa3b
+DATA expSumAVX512_log2e<>+28(SB)/4, $0x3fb8aa3b
+DATA expSumAVX512_log2e<>+32(SB)/4, $0x3fb8aa3b
+DATA expSumAVX512_log2e<>+36(SB)/4, $0x3fb8aa3b
+DATA expSumAVX512_log2e<>+40(SB)/4, $0x3fb8aa3b
+DATA expSumAVX512_log2e<>+44(SB)/4, $0x3fb8aa3b
+DATA expSumAVX512_log2e<>+48(SB)/4, $0x3fb8aa3b
+DATA expSumAVX512_log2e<>+52(SB)/4, $0x3fb8aa3b
+DATA expSumAVX512_log2e<>+56(SB)/4, $0x3fb8aa3b
+DATA expSumAVX512_log2e<>+60(SB)/4, $0x3fb8aa3b
+GLOBL expSumAVX512_log2e<>(SB), RODATA|NOPTR, $64
+
+DATA expSumAVX512_ln2hi<>+0(SB)/4, $0x3f318000
+DATA expSumAVX512_ln2hi<>+4(SB)/4, $0x3f318000
+DATA expSumAVX512_ln2hi<>+8(SB)/4, $0x3f318000
+DATA expSumAVX512_ln2hi<>+12(SB)/4, $0x3f318000
+DATA expSumAVX512_ln2hi<>+16(SB)/4, $0x3f318000
+DATA expSumAVX512_ln2hi<>+20(SB)/4, $0x3f318000
+DATA expSumAVX512_ln2hi<>+24(SB)/4, $0x3f318000
+DATA expSumAVX512_ln2hi<>+28(SB)/4, $0x3f318000
+DATA expSumAVX512_ln2hi<>+32(SB)/4, $0x3f318000
+DATA expSumAVX512_ln2hi<>+36(SB)/4, $0x3f318000
+DATA expSumAVX512_ln2hi<>+40(SB)/4, $0x3f318000
+DATA expSumAVX512_ln2hi<>+44(SB)/4, $0x3f318000
+DATA expSumAVX512_ln2hi<>+48(SB)/4, $0x3f318000
+DATA expSumAVX512_ln2hi<>+52(SB)/4, $0x3f318000
+DATA expSumAVX512_ln2hi<>+56(SB)/4, $0x3f318000
+DATA expSumAVX512_ln2hi<>+60(SB)/4, $0x3f318000
+GLOBL expSumAVX512_ln2hi<>(SB), RODATA|NOPTR, $64
+
+DATA expSumAVX512_ln2lo<>+0(SB)/4, $0xb95e8083
+DATA expSumAVX512_ln2lo<>+4(SB)/4, $0xb95e8083
+DATA expSumAVX512_ln2lo<>+8(SB)/4, $0xb95e8083
+DATA expSumAVX512_ln2lo<>+12(SB)/4, $0xb95e8083
+DATA expSumAVX512_ln2lo<>+16(SB)/4, $0xb95e8083
+DATA expSumAVX512_ln2lo<>+20(SB)/4, $0xb95e8083
+DATA expSumAVX512_ln2lo<>+24(SB)/4, $0xb95e8083
+DATA expSumAVX512_ln2lo<>+28(SB)/4, $0xb95e8083
+DATA expSumAVX512_ln2lo<>+32(SB)/4, $0xb95e8083
+DATA expSumAVX512_ln2lo<>+36(SB)/4, $0xb95e8083
+DATA expSumAVX512_ln2lo<>+40(SB)/4, $0xb95e8083
+DATA expSumAVX512_ln2lo<>+44(SB)/4, $0xb95e8083
+DATA expSumAVX512_ln2lo<>+48(SB)/4, $0xb95e8083
+DATA expSumAVX512_ln2lo<>+52(SB)/4, $0xb95e8083
+DATA expSumAVX512_ln2lo<>+56(SB)/4, $0xb95e8083
+DATA expSumAVX512_ln2lo<>+60(SB)/4, $0xb95e8083
+GLOBL expSumAVX512_ln2lo<>(SB), RODATA|NOPTR, $64
+
+DATA expSumAVX512_p0<>+0(SB)/4, $0x39506967
+DATA expSumAVX512_p0<>+4(SB)/4, $0x39506967
+DATA expSumAVX512_p0<>+8(SB)/4, $0x39506967
+DATA expSumAVX512_p0<>+12(SB)/4, $0x39506967
+DATA expSumAVX512_p0<>+16(SB)/4, $0x39506967
+DATA expSumAVX512_p0<>+20(SB)/4, $0x39506967
+DATA expSumAVX512_p0<>+24(SB)/4, $0x39506967
+DATA expSumAVX512_p0<>+28(SB)/4, $0x39506967
+DATA expSumAVX512_p0<>+32(SB)/4, $0x39506967
+DATA expSumAVX512_p0<>+36(SB)/4, $0x39506967
+DATA expSumAVX512_p0<>+40(SB)/4, $0x39506967
+DATA expSumAVX512_p0<>+44(SB)/4, $0x39506967
+DATA expSumAVX512_p0<>+48(SB)/4, $0x39506967
+DATA expSumAVX512_p0<>+52(SB)/4, $0x39506967
+DATA expSumAVX512_p0<>+56(SB)/4, $0x39506967
+DATA expSumAVX512_p0<>+60(SB)/4, $0x39506967
+GLOBL expSumAVX512_p0<>(SB), RODATA|NOPTR, $64
+
+DATA expSumAVX512_p1<>+0(SB)/4, $0x3ab743ce
+DATA expSumAVX512_p1<>+4(SB)/4, $0x3ab743ce
+DATA expSumAVX512_p1<>+8(SB)/4, $0x3ab743ce
+DATA expSumAVX512_p1<>+12(SB)/4, $0x3ab743ce
+DATA expSumAVX512_p1<>+16(SB)/4, $0x3ab743ce
+DATA expSumAVX512_p1<>+20(SB)/4, $0x3ab743ce
+DATA expSumAVX512_p1<>+24(SB)/4, $0x3ab743ce
+DATA expSumAVX512_p1<>+28(SB)/4, $0x3ab743ce
+DATA expSumAVX512_p1<>+32(SB)/4, $0x3ab743ce
+DATA expSumAVX512_p1<>+36(SB)/4, $0x3ab743ce
+DATA expSumAVX512_p1<>+40(SB)/4, $0x3ab743ce
+DATA expSumAVX512_p1<>+44(SB)/4, $0x3ab743ce
+DATA expSumAVX512_p1<>+48(SB)/4, $0x3ab743ce
+DATA expSumAVX512_p1<>+52(SB)/4, $0x3ab743ce
+DATA expSumAVX512_p1<>+56(SB)/4, $0x3ab743ce
+DATA expSumAVX512_p1<>+60(SB)/4, $0x3ab743ce
+GLOBL expSumAVX512_p1<>(SB), RODATA|NOPTR, $64
+
+DATA expSumAVX512_p2<>+0(SB)/4, $0x3c088908
+DATA expSumAVX512_p2<>+4(SB)/4, $0x3c088908
+DATA expSumAVX512_p2<>+8(SB)/4, $0x3c088908
+DATA expSumAVX512_p2<>+12(SB)/4, $0x3c088908
+DATA expSumAVX512_p2<>+16(SB)/4, $0x3c088908
+DATA expSumAVX512_p2<>+20(SB)/4, $0x3c088908
+DATA expSumAVX512_p2<>+24(SB)/4, $0x3c088908
+DATA expSumAVX512_p2<>+28(SB)/4, $0x3c088908
+DATA expSumAVX512_p2<>+32(SB)/4, $0x3c088908
+DATA expSumAVX512_p2<>+36(SB)/4, $0x3c088908
+DATA expSumAVX512_p2<>+40(SB)/4, $0x3c088908
+DATA expSumAVX512_p2<>+44(SB)/4, $0x3c088908
+DATA expSumAVX512_p2<>+48(SB)/4, $0x3c088908
+DATA expSumAVX512_p2<>+52(SB)/4, $0x3c088908
+DATA expSumAVX512_p2<>+56(SB)/4, $0x3c088908
+DATA expSumAVX512_p2<>+60(SB)/4, $0x3c088908
+GLOBL expSumAVX512_p2<>(SB), RODATA|NOPTR, $64
+
+DATA expSumAVX512_p3<>+0(SB)/4, $0x3d2aa9c1
+DATA expSumAVX512_p3<>+4(SB)/4, $0x3d2aa9c1
+DATA expSumAVX512_p3<>+8(SB)/4, $0x3d2aa9c1
+DATA expSumAVX512_p3<>+12(SB)/4, $0x3d2aa9c1
+DATA expSumAVX512_p3<>+16(SB)/4, $0x3d2aa9c1
+DATA expSumAVX512_p3<>+20(SB)/4, $0x3d2aa9c1
+DATA expSumAVX512_p3<>+24(SB)/4, $0x3d2aa9c1
+DATA expSumAVX512_p3<>+28(SB)/4, $0x3d2aa9c1
+DATA expSumAVX512_p3<>+32(SB)/4, $0x3d2aa9c1
+DATA expSumAVX512_p3<>+36(SB)/4, $0x3d2aa9c1
+DATA expSumAVX512_p3<>+40(SB)/4, $0x3d2aa9c1
+DATA expSumAVX512_p3<>+44(SB)/4, $0x3d2aa9c1
+DATA expSumAVX512_p3<>+48(SB)/4, $0x3d2aa9c1
+DATA expSumAVX512_p3<>+52(SB)/4, $0x3d2aa9c1
+DATA expSumAVX512_p3<>+56(SB)/4, $0x3d2aa9c1
+DATA expSumAVX512_p3<>+60(SB)/4, $0x3d2aa9c1
+GLOBL expSumAVX512_p3<>(SB), RODATA|NOPTR, $64
+
+DATA expSumAVX512_p4<>+0(SB)/4, $0x3e2aaaaa
+DATA expSumAVX512_p4<>+4(SB)/4, $0x3e2aaaaa
+DATA expSumAVX512_p4<>+8(SB)/4, $0x3e2aaaaa
+DATA expSumAVX512_p4<>+12(SB)/4, $0x3e2aaaaa
+DATA expSumAVX512_p4<>+16(SB)/4, $0x3e2aaaaa
+DATA expSumAVX512_p4<>+20(SB)/4, $0x3e2aaaaa
+DATA expSumAVX512_p4<>+24(SB)/4, $0x3e2aaaaa
+DATA expSumAVX512_p4<>+28(SB)/4, $0x3e2aaaaa
+DATA expSumAVX512_p4<>+32(SB)/4, $0x3e2aaaaa
+DATA expSumAVX512_p4<>+36(SB)/4, $0x3e2aaaaa
+DATA expSumAVX512_p4<>+40(SB)/4, $0x3e2aaaaa
+DATA expSumAVX512_p4<>+44(SB)/4, $0x3e2aaaaa
+DATA expSumAVX512_p4<>+48(SB)/4, $0x3e2aaaaa
+DATA expSumAVX512_p4<>+52(SB)/4, $0x3e2aaaaa
+DATA expSumAVX512_p4<>+56(SB)/4, $0x3e2aaaaa
+DATA expSumAVX512_p4<>+60(SB)/4, $0x3e2aaaaa
+GLOBL expSumAVX512_p4<>(SB), RODATA|NOPTR, $64
+
+DATA expSumAVX512_p5<>+0(SB)/4, $0x3f000000
+DATA expSumAVX512_p5<>+4(SB)/4, $0x3f000000
+DATA expSumAVX512_p5<>+8(SB)/4, $0x3f000000
+DATA expSumAVX512_p5<>+12(SB)/4, $0x3f000000
+DATA expSumAVX512_p5<>+16(SB)/4, $0x3f000000
+DATA expSumAVX512_p5<>+20(SB)/4, $0x3f000000
+DATA expSumAVX512_p5<>+24(SB)/4, $0x3f000000
+DATA expSumAVX512_p5<>+28(SB)/4, $0x3f000000
+DATA expSumAVX512_p5<>+32(SB)/4, $0x3f000000
+DATA expSumAVX512_p5<>+36(SB)/4, $0x3f000000
+DATA expSumAVX512_p5<>+40(SB)/4, $0x3f000000
+DATA expSumAVX512_p5<>+44(SB)/4, $0x3f000000
+DATA expSumAVX512_p5<>+48(SB)/4, $0x3f000000
+DATA expSumAVX512_p5<>+52(SB)/4, $0x3f000000
+DATA expSumAVX512_p5<>+56(SB)/4, $0x3f000000
+DATA expSumAVX512_p5<>+60(SB)/4, $0x3f000000
+GLOBL expSumAVX512_p5<>(SB), RODATA|NOPTR, $64
+
+DATA expSumAVX512_one<>+0(SB)/4, $0x3f800000
+DATA expSumAVX512_one<>+4(SB)/4, $0x3f800000
+DATA expSumAVX512_one<>+8(SB)/4, $0x3f800000
+DATA expSumAVX512_one<>+12(SB)/4, $0x3f800000
+DATA expSumAVX512_one<>+16(SB)/4, $0x3f800000
+DATA expSumAVX512_one<>+20(SB)/4, $0x3f800000
+DATA expSumAVX512_one<>+24(SB)/4, $0x3f800000
+DATA expSumAVX512_one<>+28(SB)/4, $0x3f800000
+DATA expSumAVX512_one<>+32(SB)/4, $0x3f800000
+DATA expSumAVX512_one<>+36(SB)/4, $0x3f800000
+DATA expSumAVX512_one<>+40(SB)/4, $0x3f800000
+DATA expSumAVX512_one<>+44(SB)/4, $0x3f800000
+DATA expSumAVX512_one<>+48(SB)/4, $0x3f800000
+DATA expSumAVX512_one<>+52(SB)/4, $0x3f800000
+DATA expSumAVX512_one<>+56(SB)/4, $0x3f800000
+DATA expSumAVX512_one<>+60(SB)/4, $0x3f800000
+GLOBL expSumAVX512_one<>(SB), RODATA|NOPTR, $64
+
 // func readAVX512(p *byte, n int)
 // Requires: AVX, AVX512F
 TEXT ·readAVX512(SB), NOSPLIT, $0-16
@@ -3181,6 +3447,187 @@ DATA geluAVX2_b<>+20(SB)/4, $0xbfcc422a
 DATA geluAVX2_b<>+24(SB)/4, $0xbfcc422a
 DATA geluAVX2_b<>+28(SB)/4, $0xbfcc422a
 GLOBL geluAVX2_b<>(SB), RODATA|NOPTR, $32
+
+// func expSumAVX2(x *float32, n int, shift float32) float32
+// Requires: AVX, AVX2, FMA3, SSE
+TEXT ·expSumAVX2(SB), NOSPLIT, $0-28
+	MOVQ         x+0(FP), AX
+	MOVQ         n+8(FP), CX
+	MOVSS        shift+16(FP), X0
+	VBROADCASTSS X0, Y0
+	VXORPS       Y1, Y1, Y1
+	SHRQ         $0x03, CX
+	JZ           expSumAVX2_done
+
+expSumAVX2_loop:
+	VMOVUPS      (AX), Y2
+	VSUBPS       Y0, Y2, Y2
+	VMAXPS       expSumAVX2_lo<>+0(SB), Y2, Y2
+	VMINPS       expSumAVX2_hi<>+0(SB), Y2, Y2
+	VMULPS       expSumAVX2_log2e<>+0(SB), Y2, Y3
+	VROUNDPS     $0x00, Y3, Y3
+	VMOVAPS      Y2, Y2
+	VFNMADD231PS expSumAVX2_ln2hi<>+0(SB), Y3, Y2
+	VFNMADD231PS expSumAVX2_ln2lo<>+0(SB), Y3, Y2
+	VMOVUPS      expSumAVX2_p0<>+0(SB), Y4
+	VFMADD213PS  expSumAVX2_p1<>+0(SB), Y2, Y4
+	VFMADD213PS  expSumAVX2_p2<>+0(SB), Y2, Y4
+	VFMADD213PS  expSumAVX2_p3<>+0(SB), Y2, Y4
+	VFMADD213PS  expSumAVX2_p4<>+0(SB), Y2, Y4
+	VFMADD213PS  expSumAVX2_p5<>+0(SB), Y2, Y4
+	VMULPS       Y2, Y2, Y5
+	VFMADD213PS  Y2, Y5, Y4
+	VADDPS       expSumAVX2_one<>+0(SB), Y4, Y4
+	VCVTPS2DQ    Y3, Y3
+	VPADDD       expSumAVX2_bias<>+0(SB), Y3, Y3
+	VPSLLD       $0x17, Y3, Y3
+	VMULPS       Y3, Y4, Y4
+	VMOVUPS      Y4, (AX)
+	VADDPS       Y4, Y1, Y1
+	ADDQ         $0x20, AX
+	DECQ         CX
+	JNZ          expSumAVX2_loop
+
+expSumAVX2_done:
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X1
+	VMOVHLPS     X1, X1, X0
+	VADDPS       X0, X1, X1
+	VMOVSHDUP    X1, X0
+	VADDSS       X0, X1, X1
+	MOVSS        X1, ret+24(FP)
+	VZEROUPPER
+	RET
+
+DATA expSumAVX2_lo<>+0(SB)/4, $0xc2ae0000
+DATA expSumAVX2_lo<>+4(SB)/4, $0xc2ae0000
+DATA expSumAVX2_lo<>+8(SB)/4, $0xc2ae0000
+DATA expSumAVX2_lo<>+12(SB)/4, $0xc2ae0000
+DATA expSumAVX2_lo<>+16(SB)/4, $0xc2ae0000
+DATA expSumAVX2_lo<>+20(SB)/4, $0xc2ae0000
+DATA expSumAVX2_lo<>+24(SB)/4, $0xc2ae0000
+DATA expSumAVX2_lo<>+28(SB)/4, $0xc2ae0000
+GLOBL expSumAVX2_lo<>(SB), RODATA|NOPTR, $32
+
+DATA expSumAVX2_hi<>+0(SB)/4, $0x42b00000
+DATA expSumAVX2_hi<>+4(SB)/4, $0x42b00000
+DATA expSumAVX2_hi<>+8(SB)/4, $0x42b00000
+DATA expSumAVX2_hi<>+12(SB)/4, $0x42b00000
+DATA expSumAVX2_hi<>+16(SB)/4, $0x42b00000
+DATA expSumAVX2_hi<>+20(SB)/4, $0x42b00000
+DATA expSumAVX2_hi<>+24(SB)/4, $0x42b00000
+DATA expSumAVX2_hi<>+28(SB)/4, $0x42b00000
+GLOBL expSumAVX2_hi<>(SB), RODATA|NOPTR, $32
+
+DATA expSumAVX2_log2e<>+0(SB)/4, $0x3fb8aa3b
+DATA expSumAVX2_log2e<>+4(SB)/4, $0x3fb8aa3b
+DATA expSumAVX2_log2e<>+8(SB)/4, $0x3fb8aa3b
+DATA expSumAVX2_log2e<>+12(SB)/4, $0x3fb8aa3b
+DATA expSumAVX2_log2e<>+16(SB)/4, $0x3fb8aa3b
+DATA expSumAVX2_log2e<>+20(SB)/4, $0x3fb8aa3b
+DATA expSumAVX2_log2e<>+24(SB)/4, $0x3fb8aa3b
+DATA expSumAVX2_log2e<>+28(SB)/4, $0x3fb8aa3b
+GLOBL expSumAVX2_log2e<>(SB), RODATA|NOPTR, $32
+
+DATA expSumAVX2_ln2hi<>+0(SB)/4, $0x3f318000
+DATA expSumAVX2_ln2hi<>+4(SB)/4, $0x3f318000
+DATA expSumAVX2_ln2hi<>+8(SB)/4, $0x3f318000
+DATA expSumAVX2_ln2hi<>+12(SB)/4, $0x3f318000
+DATA expSumAVX2_ln2hi<>+16(SB)/4, $0x3f318000
+DATA expSumAVX2_ln2hi<>+20(SB)/4, $0x3f318000
+DATA expSumAVX2_ln2hi<>+24(SB)/4, $0x3f318000
+DATA expSumAVX2_ln2hi<>+28(SB)/4, $0x3f318000
+GLOBL expSumAVX2_ln2hi<>(SB), RODATA|NOPTR, $32
+
+DATA expSumAVX2_ln2lo<>+0(SB)/4, $0xb95e8083
+DATA expSumAVX2_ln2lo<>+4(SB)/4, $0xb95e8083
+DATA expSumAVX2_ln2lo<>+8(SB)/4, $0xb95e8083
+DATA expSumAVX2_ln2lo<>+12(SB)/4, $0xb95e8083
+DATA expSumAVX2_ln2lo<>+16(SB)/4, $0xb95e8083
+DATA expSumAVX2_ln2lo<>+20(SB)/4, $0xb95e8083
+DATA expSumAVX2_ln2lo<>+24(SB)/4, $0xb95e8083
+DATA expSumAVX2_ln2lo<>+28(SB)/4, $0xb95e8083
+GLOBL expSumAVX2_ln2lo<>(SB), RODATA|NOPTR, $32
+
+DATA expSumAVX2_p0<>+0(SB)/4, $0x39506967
+DATA expSumAVX2_p0<>+4(SB)/4, $0x39506967
+DATA expSumAVX2_p0<>+8(SB)/4, $0x39506967
+DATA expSumAVX2_p0<>+12(SB)/4, $0x39506967
+DATA expSumAVX2_p0<>+16(SB)/4, $0x39506967
+DATA expSumAVX2_p0<>+20(SB)/4, $0x39506967
+DATA expSumAVX2_p0<>+24(SB)/4, $0x39506967
+DATA expSumAVX2_p0<>+28(SB)/4, $0x39506967
+GLOBL expSumAVX2_p0<>(SB), RODATA|NOPTR, $32
+
+DATA expSumAVX2_p1<>+0(SB)/4, $0x3ab743ce
+DATA expSumAVX2_p1<>+4(SB)/4, $0x3ab743ce
+DATA expSumAVX2_p1<>+8(SB)/4, $0x3ab743ce
+DATA expSumAVX2_p1<>+12(SB)/4, $0x3ab743ce
+DATA expSumAVX2_p1<>+16(SB)/4, $0x3ab743ce
+DATA expSumAVX2_p1<>+20(SB)/4, $0x3ab743ce
+DATA expSumAVX2_p1<>+24(SB)/4, $0x3ab743ce
+DATA expSumAVX2_p1<>+28(SB)/4, $0x3ab743ce
+GLOBL expSumAVX2_p1<>(SB), RODATA|NOPTR, $32
+
+DATA expSumAVX2_p2<>+0(SB)/4, $0x3c088908
+DATA expSumAVX2_p2<>+4(SB)/4, $0x3c088908
+DATA expSumAVX2_p2<>+8(SB)/4, $0x3c088908
+DATA expSumAVX2_p2<>+12(SB)/4, $0x3c088908
+DATA expSumAVX2_p2<>+16(SB)/4, $0x3c088908
+DATA expSumAVX2_p2<>+20(SB)/4, $0x3c088908
+DATA expSumAVX2_p2<>+24(SB)/4, $0x3c088908
+DATA expSumAVX2_p2<>+28(SB)/4, $0x3c088908
+GLOBL expSumAVX2_p2<>(SB), RODATA|NOPTR, $32
+
+DATA expSumAVX2_p3<>+0(SB)/4, $0x3d2aa9c1
+DATA expSumAVX2_p3<>+4(SB)/4, $0x3d2aa9c1
+DATA expSumAVX2_p3<>+8(SB)/4, $0x3d2aa9c1
+DATA expSumAVX2_p3<>+12(SB)/4, $0x3d2aa9c1
+DATA expSumAVX2_p3<>+16(SB)/4, $0x3d2aa9c1
+DATA expSumAVX2_p3<>+20(SB)/4, $0x3d2aa9c1
+DATA expSumAVX2_p3<>+24(SB)/4, $0x3d2aa9c1
+DATA expSumAVX2_p3<>+28(SB)/4, $0x3d2aa9c1
+GLOBL expSumAVX2_p3<>(SB), RODATA|NOPTR, $32
+
+DATA expSumAVX2_p4<>+0(SB)/4, $0x3e2aaaaa
+DATA expSumAVX2_p4<>+4(SB)/4, $0x3e2aaaaa
+DATA expSumAVX2_p4<>+8(SB)/4, $0x3e2aaaaa
+DATA expSumAVX2_p4<>+12(SB)/4, $0x3e2aaaaa
+DATA expSumAVX2_p4<>+16(SB)/4, $0x3e2aaaaa
+DATA expSumAVX2_p4<>+20(SB)/4, $0x3e2aaaaa
+DATA expSumAVX2_p4<>+24(SB)/4, $0x3e2aaaaa
+DATA expSumAVX2_p4<>+28(SB)/4, $0x3e2aaaaa
+GLOBL expSumAVX2_p4<>(SB), RODATA|NOPTR, $32
+
+DATA expSumAVX2_p5<>+0(SB)/4, $0x3f000000
+DATA expSumAVX2_p5<>+4(SB)/4, $0x3f000000
+DATA expSumAVX2_p5<>+8(SB)/4, $0x3f000000
+DATA expSumAVX2_p5<>+12(SB)/4, $0x3f000000
+DATA expSumAVX2_p5<>+16(SB)/4, $0x3f000000
+DATA expSumAVX2_p5<>+20(SB)/4, $0x3f000000
+DATA expSumAVX2_p5<>+24(SB)/4, $0x3f000000
+DATA expSumAVX2_p5<>+28(SB)/4, $0x3f000000
+GLOBL expSumAVX2_p5<>(SB), RODATA|NOPTR, $32
+
+DATA expSumAVX2_one<>+0(SB)/4, $0x3f800000
+DATA expSumAVX2_one<>+4(SB)/4, $0x3f800000
+DATA expSumAVX2_one<>+8(SB)/4, $0x3f800000
+DATA expSumAVX2_one<>+12(SB)/4, $0x3f800000
+DATA expSumAVX2_one<>+16(SB)/4, $0x3f800000
+DATA expSumAVX2_one<>+20(SB)/4, $0x3f800000
+DATA expSumAVX2_one<>+24(SB)/4, $0x3f800000
+DATA expSumAVX2_one<>+28(SB)/4, $0x3f800000
+GLOBL expSumAVX2_one<>(SB), RODATA|NOPTR, $32
+
+DATA expSumAVX2_bias<>+0(SB)/4, $0x0000007f
+DATA expSumAVX2_bias<>+4(SB)/4, $0x0000007f
+DATA expSumAVX2_bias<>+8(SB)/4, $0x0000007f
+DATA expSumAVX2_bias<>+12(SB)/4, $0x0000007f
+DATA expSumAVX2_bias<>+16(SB)/4, $0x0000007f
+DATA expSumAVX2_bias<>+20(SB)/4, $0x0000007f
+DATA expSumAVX2_bias<>+24(SB)/4, $0x0000007f
+DATA expSumAVX2_bias<>+28(SB)/4, $0x0000007f
+GLOBL expSumAVX2_bias<>(SB), RODATA|NOPTR, $32
 
 // func readAVX2(p *byte, n int)
 // Requires: AVX

@@ -79,6 +79,11 @@ func siluMulAVX512(dst *float32, gate *float32, up *float32, n int)
 //go:noescape
 func geluAVX512(x *float32, n int)
 
+// expSumAVX512 is the AVX512 softmax exponentiation (see expSum in the generator).
+//
+//go:noescape
+func expSumAVX512(x *float32, n int, shift float32) float32
+
 // readAVX512 streams n bytes from p into registers.
 //
 //go:noescape
@@ -121,6 +126,11 @@ func siluMulAVX2(dst *float32, gate *float32, up *float32, n int)
 //
 //go:noescape
 func geluAVX2(x *float32, n int)
+
+// expSumAVX2 is the AVX2 softmax exponentiation (see expSum in the generator).
+//
+//go:noescape
+func expSumAVX2(x *float32, n int, shift float32) float32
 
 // readAVX2 streams n bytes from p into registers.
 //

@@ -46,6 +46,7 @@ func main() {
 		accum(is)
 		sigmoidMul(is, false)
 		sigmoidMul(is, true)
+		expSum(is)
 		readBytes(is)
 		fmaLoop(is)
 	}
@@ -360,20 +361,10 @@ func sigmoidMul(is isa, gelu bool) {
 	TEXT(name, NOSPLIT, sig)
 	Pragma("noescape")
 	Doc(name + " is the " + is.name + " vector form of the Go loop (see sigmoidMul in the generator).")
-	c := func(what string, f float32) Mem {
-		return vecConst(fmt.Sprintf("%s_%s", name, what), is.lanes, math.Float32bits(f))
-	}
-	lo, hi := c("lo", -87), c("hi", 88)
-	log2e, ln2hi, ln2lo := c("log2e", 1.44269504088896341), c("ln2hi", 0.693359375), c("ln2lo", -2.12194440e-4)
-	poly := []Mem{c("p0", 1.9875691500e-4), c("p1", 1.3981999507e-3), c("p2", 8.3334519073e-3),
-		c("p3", 4.1665795894e-2), c("p4", 1.6666665459e-1), c("p5", 5.0000001201e-1)}
-	one := c("one", 1)
-	var bias, geluA, geluB Mem
-	if is.lanes == 8 {
-		bias = vecConst(name+"_bias", is.lanes, 127)
-	}
+	e := newExpConsts(is, name)
+	var geluA, geluB Mem
 	if gelu {
-		geluA, geluB = c("a", 0.044715), c("b", -2*0.7978845608028654)
+		geluA, geluB = e.c("a", 0.044715), e.c("b", -2*0.7978845608028654)
 	}
 
 	var dst, gate, up reg.Register
@@ -396,44 +387,16 @@ func sigmoidMul(is isa, gelu bool) {
 	if gelu {
 		VMULPS(a, a, t)
 		VMULPS(geluA, t, t)
-		VADDPS(one, t, t) // 1 + 0.044715x²
+		VADDPS(e.one, t, t) // 1 + 0.044715x²
 		VMULPS(a, t, t)
 		VMULPS(geluB, t, t)
 	} else {
 		VXORPS(t, t, t)
 		VSUBPS(a, t, t)
 	}
-	VMAXPS(lo, t, t)
-	VMINPS(hi, t, t)
-	k, r := is.vec(), is.vec()
-	VMULPS(log2e, t, k)
-	if is.lanes == 16 {
-		VRNDSCALEPS(U8(0), k, k)
-	} else {
-		VROUNDPS(U8(0), k, k)
-	}
-	VMOVAPS(t, r)
-	VFNMADD231PS(ln2hi, k, r)
-	VFNMADD231PS(ln2lo, k, r)
-	p := is.vec()
-	VMOVUPS(poly[0], p)
-	for _, pc := range poly[1:] {
-		VFMADD213PS(pc, r, p)
-	}
-	r2 := is.vec()
-	VMULPS(r, r, r2)
-	VFMADD213PS(r, r2, p)
-	VADDPS(one, p, p)
-	if is.lanes == 16 {
-		VSCALEFPS(k, p, p)
-	} else {
-		VCVTPS2DQ(k, k)
-		VPADDD(bias, k, k)
-		VPSLLD(U8(23), k, k)
-		VMULPS(k, p, p)
-	}
+	p := e.exp(t)
 	// a / (1 + e^t), times up for SiLU.
-	VADDPS(one, p, p)
+	VADDPS(e.one, p, p)
 	VDIVPS(p, a, a)
 	if !gelu {
 		VMULPS(Mem{Base: up, Index: i, Scale: 1}, a, a)
@@ -443,6 +406,121 @@ func sigmoidMul(is isa, gelu bool) {
 	DECQ(n)
 	JNZ(LabelRef(name + "_loop"))
 	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// expConsts are the vector constants of one function's exp.
+type expConsts struct {
+	is                   isa
+	name                 string
+	lo, hi, log2e, ln2hi Mem
+	ln2lo, one, bias     Mem
+	poly                 []Mem
+}
+
+func newExpConsts(is isa, name string) *expConsts {
+	e := &expConsts{is: is, name: name}
+	e.lo, e.hi = e.c("lo", -87), e.c("hi", 88)
+	e.log2e, e.ln2hi, e.ln2lo = e.c("log2e", 1.44269504088896341), e.c("ln2hi", 0.693359375), e.c("ln2lo", -2.12194440e-4)
+	e.poly = []Mem{e.c("p0", 1.9875691500e-4), e.c("p1", 1.3981999507e-3), e.c("p2", 8.3334519073e-3),
+		e.c("p3", 4.1665795894e-2), e.c("p4", 1.6666665459e-1), e.c("p5", 5.0000001201e-1)}
+	e.one = e.c("one", 1)
+	if is.lanes == 8 {
+		e.bias = vecConst(name+"_bias", is.lanes, 127)
+	}
+	return e
+}
+
+// c defines a vector constant of this function.
+func (e *expConsts) c(what string, f float32) Mem {
+	return vecConst(fmt.Sprintf("%s_%s", e.name, what), e.is.lanes, math.Float32bits(f))
+}
+
+// exp returns a new register holding e^t, t clamped to [-87, 88] in place.
+func (e *expConsts) exp(t reg.VecVirtual) reg.VecVirtual {
+	VMAXPS(e.lo, t, t)
+	VMINPS(e.hi, t, t)
+	k, r := e.is.vec(), e.is.vec()
+	VMULPS(e.log2e, t, k)
+	if e.is.lanes == 16 {
+		VRNDSCALEPS(U8(0), k, k)
+	} else {
+		VROUNDPS(U8(0), k, k)
+	}
+	VMOVAPS(t, r)
+	VFNMADD231PS(e.ln2hi, k, r)
+	VFNMADD231PS(e.ln2lo, k, r)
+	p := e.is.vec()
+	VMOVUPS(e.poly[0], p)
+	for _, pc := range e.poly[1:] {
+		VFMADD213PS(pc, r, p)
+	}
+	r2 := e.is.vec()
+	VMULPS(r, r, r2)
+	VFMADD213PS(r, r2, p)
+	VADDPS(e.one, p, p)
+	if e.is.lanes == 16 {
+		VSCALEFPS(k, p, p)
+	} else {
+		VCVTPS2DQ(k, k)
+		VPADDD(e.bias, k, k)
+		VPSLLD(U8(23), k, k)
+		VMULPS(k, p, p)
+	}
+	return p
+}
+
+// expSum generates expSum<ISA>(x *float32, n int, shift float32) float32:
+// x[i] = e^(x[i]-shift) for i < n rounded down to the vector width, and
+// the sum of those values — the softmax step of attention.
+func expSum(is isa) {
+	name := "expSum" + is.name
+	TEXT(name, NOSPLIT, "func(x *float32, n int, shift float32) float32")
+	Pragma("noescape")
+	Doc(name + " is the " + is.name + " softmax exponentiation (see expSum in the generator).")
+	e := newExpConsts(is, name)
+	x := Load(Param("x"), GP64())
+	n := Load(Param("n"), GP64())
+	sh := XMM()
+	Load(Param("shift"), sh)
+	shv, sum := is.vec(), is.vec()
+	VBROADCASTSS(sh, shv)
+	VXORPS(sum, sum, sum)
+	SHRQ(U8(log2(is.lanes)), n)
+	JZ(LabelRef(name + "_done"))
+	Label(name + "_loop")
+	t := is.vec()
+	VMOVUPS(Mem{Base: x}, t)
+	VSUBPS(shv, t, t)
+	p := e.exp(t)
+	VMOVUPS(p, Mem{Base: x})
+	VADDPS(p, sum, sum)
+	ADDQ(U8(4*is.lanes), x)
+	DECQ(n)
+	JNZ(LabelRef(name + "_loop"))
+	Label(name + "_done")
+	// Horizontal sum.
+	var y reg.VecVirtual
+	if is.lanes == 16 {
+		y = YMM()
+		VEXTRACTF64X4(U8(1), sum, y)
+		VADDPS(y, sum.AsY(), y)
+	} else {
+		y = sum
+	}
+	xh, xs := XMM(), XMM()
+	if is.lanes == 16 {
+		VEXTRACTF32X4(U8(1), y, xh)
+	} else {
+		VEXTRACTF128(U8(1), y, xh) // VEX: AVX2 machines lack EVEX
+	}
+	VADDPS(xh, y.AsX(), xs)
+	VMOVHLPS(xs, xs, xh)
+	VADDPS(xh, xs, xs)
+	VMOVSHDUP(xs, xh)
+	VADDSS(xh, xs, xs)
+	Store(xs, ReturnIndex(0))
 	VZEROUPPER()
 	RET()
 }
