@@ -124,39 +124,62 @@ func tile(is isa, bf16 bool, m int) {
 			VXORPS(acc[i][r], acc[i][r], acc[i][r])
 		}
 	}
-	TESTQ(iters, iters)
-	JZ(LabelRef(name + "_reduce"))
-	Label(name + "_loop")
-	wv := make([]reg.VecVirtual, tileRows)
-	for r := range wv {
-		wv[r] = is.vec()
-		src := rowAddr(r, wb, nil, ldw, ldw3)
-		if bf16 {
-			VPMOVZXWD(src, wv[r])
-			VPSLLD(U8(16), wv[r], wv[r])
-		} else {
-			VMOVUPS(src, wv[r])
+	// One main-loop iteration consumes a 64-byte line of each weight row
+	// and prefetches one line of each next-tile row; single steps finish.
+	unroll := max(1, 64/(is.lanes*wscale))
+	step := is.lanes * wscale
+	body := func(u int) {
+		wv := make([]reg.VecVirtual, tileRows)
+		for r := range wv {
+			wv[r] = is.vec()
+			src := rowAddr(r, wb, nil, ldw, ldw3).Offset(u * step)
+			if bf16 {
+				VPMOVZXWD(src, wv[r])
+				VPSLLD(U8(16), wv[r], wv[r])
+			} else {
+				VMOVUPS(src, wv[r])
+			}
+		}
+		for i := range m {
+			xv := is.vec()
+			VMOVUPS(rowAddr(i, xb, xb4, ldx, ldx3).Offset(u*4*is.lanes), xv)
+			for r := range tileRows {
+				VFMADD231PS(wv[r], xv, acc[i][r])
+			}
 		}
 	}
-	for i := range m {
-		xv := is.vec()
-		VMOVUPS(rowAddr(i, xb, xb4, ldx, ldx3), xv)
-		for r := range tileRows {
-			VFMADD231PS(wv[r], xv, acc[i][r])
+	advance := func(u int) {
+		ADDQ(U8(u*step), wb)
+		ADDQ(U8(u*4*is.lanes), xb)
+		if m > 4 {
+			ADDQ(U8(u*4*is.lanes), xb4)
 		}
+	}
+	lines := GP64()
+	MOVQ(iters, lines)
+	SHRQ(U8(log2(unroll)), lines)
+	JZ(LabelRef(name + "_single"))
+	Label(name + "_loop")
+	for u := range unroll {
+		body(u)
 	}
 	for r := range tileRows {
 		PREFETCHT0(rowAddr(r, pf, nil, ldw, ldw3))
 	}
-	step := is.lanes * wscale
-	ADDQ(U8(step), wb)
-	ADDQ(U8(step), pf)
-	ADDQ(U8(4*is.lanes), xb)
-	if m > 4 {
-		ADDQ(U8(4*is.lanes), xb4)
-	}
-	DECQ(iters)
+	ADDQ(U8(unroll*step), pf)
+	advance(unroll)
+	DECQ(lines)
 	JNZ(LabelRef(name + "_loop"))
+	Label(name + "_single")
+	if unroll > 1 {
+		ANDQ(U8(unroll-1), iters)
+		JZ(LabelRef(name + "_reduce"))
+		Label(name + "_single_loop")
+		body(0)
+		advance(1)
+		DECQ(iters)
+		JNZ(LabelRef(name + "_single_loop"))
+	}
 
 	Label(name + "_reduce")
 	dst := Load(Param("dst"), GP64())
