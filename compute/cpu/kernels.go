@@ -17,11 +17,13 @@ const maxTileM = 8
 
 // A tile kernel computes dst[i*ldd+r] = Σ_{k<kn} x[i*ldx+k]·w[r*ldw+k] for
 // i < mb (fixed per function) and r < tileRows. Strides are in elements.
+// Assembly versions also prefetch four streams of cache lines at pf,
+// pf+pfs, pf+2·pfs and pf+3·pfs (see nextTile); Go versions ignore them.
 // Assembly versions only handle kn rounded down to a multiple of
 // kernels.kStep; callers add the rest (see dotBlock).
 type (
-	tileF32Func  func(x *float32, ldx int, w *float32, ldw, kn int, dst *float32, ldd int)
-	tileBF16Func func(x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int)
+	tileF32Func  func(x *float32, ldx int, w *float32, ldw, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+	tileBF16Func func(x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int, pf uintptr, pfs int)
 )
 
 // accumFunc adds Σ_{j<n} p[j]·v[j*ldv : j*ldv+d] to dst[0:d]. Assembly
@@ -78,10 +80,10 @@ func selectKernels(name string) (*kernels, error) {
 func goKernels() *kernels {
 	k := &kernels{name: "go", maxM: 4, kStep: 1, dStep: 1, accum: goAccum}
 	for mb := 1; mb <= k.maxM; mb++ {
-		k.f32[mb] = func(x *float32, ldx int, w *float32, ldw, kn int, dst *float32, ldd int) {
+		k.f32[mb] = func(x *float32, ldx int, w *float32, ldw, kn int, dst *float32, ldd int, _ uintptr, _ int) {
 			goTileF32(mb, x, ldx, w, ldw, kn, dst, ldd)
 		}
-		k.bf16[mb] = func(x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int) {
+		k.bf16[mb] = func(x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int, _ uintptr, _ int) {
 			goTileBF16(mb, x, ldx, w, ldw, kn, dst, ldd)
 		}
 	}

@@ -4,22 +4,24 @@
 
 #include "textflag.h"
 
-// func tileF32AVX512M1(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int)
+// func tileF32AVX512M1(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileF32AVX512M1(SB), NOSPLIT, $0-56
+TEXT ·tileF32AVX512M1(SB), NOSPLIT, $0-72
 	MOVQ   x+0(FP), AX
 	MOVQ   w+16(FP), CX
 	MOVQ   ldw+24(FP), DX
 	SHLQ   $0x02, DX
 	LEAQ   (DX)(DX*2), BX
-	LEAQ   (CX)(DX*4), SI
-	MOVQ   kn+32(FP), DI
-	SHRQ   $0x04, DI
+	MOVQ   pf+56(FP), SI
+	MOVQ   pfs+64(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	MOVQ   kn+32(FP), R9
+	SHRQ   $0x04, R9
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
 	VXORPS Z3, Z3, Z3
-	SHRQ   $0x00, DI
+	SHRQ   $0x00, R9
 	JZ     tileF32AVX512M1_single
 
 tileF32AVX512M1_loop:
@@ -33,13 +35,13 @@ tileF32AVX512M1_loop:
 	VFMADD231PS Z6, Z8, Z2
 	VFMADD231PS Z7, Z8, Z3
 	PREFETCHT0  (SI)
-	PREFETCHT0  (SI)(DX*1)
-	PREFETCHT0  (SI)(DX*2)
-	PREFETCHT0  (SI)(BX*1)
+	PREFETCHT0  (SI)(DI*1)
+	PREFETCHT0  (SI)(DI*2)
+	PREFETCHT0  (SI)(R8*1)
 	ADDQ        $0x40, SI
 	ADDQ        $0x40, CX
 	ADDQ        $0x40, AX
-	DECQ        DI
+	DECQ        R9
 	JNZ         tileF32AVX512M1_loop
 
 tileF32AVX512M1_single:
@@ -69,23 +71,25 @@ tileF32AVX512M1_single:
 	VZEROUPPER
 	RET
 
-// func tileBF16AVX512M1(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int)
+// func tileBF16AVX512M1(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileBF16AVX512M1(SB), NOSPLIT, $0-56
+TEXT ·tileBF16AVX512M1(SB), NOSPLIT, $0-72
 	MOVQ   x+0(FP), AX
 	MOVQ   w+16(FP), CX
 	MOVQ   ldw+24(FP), DX
 	SHLQ   $0x01, DX
 	LEAQ   (DX)(DX*2), BX
-	LEAQ   (CX)(DX*4), SI
-	MOVQ   kn+32(FP), DI
-	SHRQ   $0x04, DI
+	MOVQ   pf+56(FP), SI
+	MOVQ   pfs+64(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	MOVQ   kn+32(FP), R9
+	SHRQ   $0x04, R9
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
 	VXORPS Z3, Z3, Z3
-	MOVQ   DI, R8
-	SHRQ   $0x01, R8
+	MOVQ   R9, R10
+	SHRQ   $0x01, R10
 	JZ     tileBF16AVX512M1_single
 
 tileBF16AVX512M1_loop:
@@ -116,17 +120,17 @@ tileBF16AVX512M1_loop:
 	VFMADD231PS Z6, Z8, Z2
 	VFMADD231PS Z7, Z8, Z3
 	PREFETCHT0  (SI)
-	PREFETCHT0  (SI)(DX*1)
-	PREFETCHT0  (SI)(DX*2)
-	PREFETCHT0  (SI)(BX*1)
+	PREFETCHT0  (SI)(DI*1)
+	PREFETCHT0  (SI)(DI*2)
+	PREFETCHT0  (SI)(R8*1)
 	ADDQ        $0x40, SI
 	ADDQ        $0x40, CX
 	ADDQ        $0x80, AX
-	DECQ        R8
+	DECQ        R10
 	JNZ         tileBF16AVX512M1_loop
 
 tileBF16AVX512M1_single:
-	ANDQ $0x01, DI
+	ANDQ $0x01, R9
 	JZ   tileBF16AVX512M1_reduce
 
 tileBF16AVX512M1_single_loop:
@@ -145,7 +149,7 @@ tileBF16AVX512M1_single_loop:
 	VFMADD231PS Z7, Z8, Z3
 	ADDQ        $0x20, CX
 	ADDQ        $0x40, AX
-	DECQ        DI
+	DECQ        R9
 	JNZ         tileBF16AVX512M1_single_loop
 
 tileBF16AVX512M1_reduce:
@@ -175,9 +179,9 @@ tileBF16AVX512M1_reduce:
 	VZEROUPPER
 	RET
 
-// func tileF32AVX512M2(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int)
+// func tileF32AVX512M2(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileF32AVX512M2(SB), NOSPLIT, $0-56
+TEXT ·tileF32AVX512M2(SB), NOSPLIT, $0-72
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -185,9 +189,11 @@ TEXT ·tileF32AVX512M2(SB), NOSPLIT, $0-56
 	MOVQ   ldw+24(FP), BX
 	SHLQ   $0x02, BX
 	LEAQ   (BX)(BX*2), SI
-	LEAQ   (DX)(BX*4), DI
-	MOVQ   kn+32(FP), R8
-	SHRQ   $0x04, R8
+	MOVQ   pf+56(FP), DI
+	MOVQ   pfs+64(FP), R8
+	LEAQ   (R8)(R8*2), R9
+	MOVQ   kn+32(FP), R10
+	SHRQ   $0x04, R10
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -196,7 +202,7 @@ TEXT ·tileF32AVX512M2(SB), NOSPLIT, $0-56
 	VXORPS Z5, Z5, Z5
 	VXORPS Z6, Z6, Z6
 	VXORPS Z7, Z7, Z7
-	SHRQ   $0x00, R8
+	SHRQ   $0x00, R10
 	JZ     tileF32AVX512M2_single
 
 tileF32AVX512M2_loop:
@@ -215,13 +221,13 @@ tileF32AVX512M2_loop:
 	VFMADD231PS Z10, Z12, Z6
 	VFMADD231PS Z11, Z12, Z7
 	PREFETCHT0  (DI)
-	PREFETCHT0  (DI)(BX*1)
-	PREFETCHT0  (DI)(BX*2)
-	PREFETCHT0  (DI)(SI*1)
+	PREFETCHT0  (DI)(R8*1)
+	PREFETCHT0  (DI)(R8*2)
+	PREFETCHT0  (DI)(R9*1)
 	ADDQ        $0x40, DI
 	ADDQ        $0x40, DX
 	ADDQ        $0x40, AX
-	DECQ        R8
+	DECQ        R10
 	JNZ         tileF32AVX512M2_loop
 
 tileF32AVX512M2_single:
@@ -272,9 +278,9 @@ tileF32AVX512M2_single:
 	VZEROUPPER
 	RET
 
-// func tileBF16AVX512M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int)
+// func tileBF16AVX512M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileBF16AVX512M2(SB), NOSPLIT, $0-56
+TEXT ·tileBF16AVX512M2(SB), NOSPLIT, $0-72
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -282,9 +288,11 @@ TEXT ·tileBF16AVX512M2(SB), NOSPLIT, $0-56
 	MOVQ   ldw+24(FP), BX
 	SHLQ   $0x01, BX
 	LEAQ   (BX)(BX*2), SI
-	LEAQ   (DX)(BX*4), DI
-	MOVQ   kn+32(FP), R8
-	SHRQ   $0x04, R8
+	MOVQ   pf+56(FP), DI
+	MOVQ   pfs+64(FP), R8
+	LEAQ   (R8)(R8*2), R9
+	MOVQ   kn+32(FP), R10
+	SHRQ   $0x04, R10
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -293,8 +301,8 @@ TEXT ·tileBF16AVX512M2(SB), NOSPLIT, $0-56
 	VXORPS Z5, Z5, Z5
 	VXORPS Z6, Z6, Z6
 	VXORPS Z7, Z7, Z7
-	MOVQ   R8, R9
-	SHRQ   $0x01, R9
+	MOVQ   R10, R11
+	SHRQ   $0x01, R11
 	JZ     tileBF16AVX512M2_single
 
 tileBF16AVX512M2_loop:
@@ -335,17 +343,17 @@ tileBF16AVX512M2_loop:
 	VFMADD231PS Z10, Z12, Z6
 	VFMADD231PS Z11, Z12, Z7
 	PREFETCHT0  (DI)
-	PREFETCHT0  (DI)(BX*1)
-	PREFETCHT0  (DI)(BX*2)
-	PREFETCHT0  (DI)(SI*1)
+	PREFETCHT0  (DI)(R8*1)
+	PREFETCHT0  (DI)(R8*2)
+	PREFETCHT0  (DI)(R9*1)
 	ADDQ        $0x40, DI
 	ADDQ        $0x40, DX
 	ADDQ        $0x80, AX
-	DECQ        R9
+	DECQ        R11
 	JNZ         tileBF16AVX512M2_loop
 
 tileBF16AVX512M2_single:
-	ANDQ $0x01, R8
+	ANDQ $0x01, R10
 	JZ   tileBF16AVX512M2_reduce
 
 tileBF16AVX512M2_single_loop:
@@ -369,7 +377,7 @@ tileBF16AVX512M2_single_loop:
 	VFMADD231PS Z11, Z12, Z7
 	ADDQ        $0x20, DX
 	ADDQ        $0x40, AX
-	DECQ        R8
+	DECQ        R10
 	JNZ         tileBF16AVX512M2_single_loop
 
 tileBF16AVX512M2_reduce:
@@ -420,9 +428,9 @@ tileBF16AVX512M2_reduce:
 	VZEROUPPER
 	RET
 
-// func tileF32AVX512M3(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int)
+// func tileF32AVX512M3(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileF32AVX512M3(SB), NOSPLIT, $0-56
+TEXT ·tileF32AVX512M3(SB), NOSPLIT, $0-72
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -430,9 +438,11 @@ TEXT ·tileF32AVX512M3(SB), NOSPLIT, $0-56
 	MOVQ   ldw+24(FP), BX
 	SHLQ   $0x02, BX
 	LEAQ   (BX)(BX*2), SI
-	LEAQ   (DX)(BX*4), DI
-	MOVQ   kn+32(FP), R8
-	SHRQ   $0x04, R8
+	MOVQ   pf+56(FP), DI
+	MOVQ   pfs+64(FP), R8
+	LEAQ   (R8)(R8*2), R9
+	MOVQ   kn+32(FP), R10
+	SHRQ   $0x04, R10
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -445,7 +455,7 @@ TEXT ·tileF32AVX512M3(SB), NOSPLIT, $0-56
 	VXORPS Z9, Z9, Z9
 	VXORPS Z10, Z10, Z10
 	VXORPS Z11, Z11, Z11
-	SHRQ   $0x00, R8
+	SHRQ   $0x00, R10
 	JZ     tileF32AVX512M3_single
 
 tileF32AVX512M3_loop:
@@ -469,13 +479,13 @@ tileF32AVX512M3_loop:
 	VFMADD231PS Z14, Z16, Z10
 	VFMADD231PS Z15, Z16, Z11
 	PREFETCHT0  (DI)
-	PREFETCHT0  (DI)(BX*1)
-	PREFETCHT0  (DI)(BX*2)
-	PREFETCHT0  (DI)(SI*1)
+	PREFETCHT0  (DI)(R8*1)
+	PREFETCHT0  (DI)(R8*2)
+	PREFETCHT0  (DI)(R9*1)
 	ADDQ        $0x40, DI
 	ADDQ        $0x40, DX
 	ADDQ        $0x40, AX
-	DECQ        R8
+	DECQ        R10
 	JNZ         tileF32AVX512M3_loop
 
 tileF32AVX512M3_single:
@@ -547,9 +557,9 @@ tileF32AVX512M3_single:
 	VZEROUPPER
 	RET
 
-// func tileBF16AVX512M3(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int)
+// func tileBF16AVX512M3(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileBF16AVX512M3(SB), NOSPLIT, $0-56
+TEXT ·tileBF16AVX512M3(SB), NOSPLIT, $0-72
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -557,9 +567,11 @@ TEXT ·tileBF16AVX512M3(SB), NOSPLIT, $0-56
 	MOVQ   ldw+24(FP), BX
 	SHLQ   $0x01, BX
 	LEAQ   (BX)(BX*2), SI
-	LEAQ   (DX)(BX*4), DI
-	MOVQ   kn+32(FP), R8
-	SHRQ   $0x04, R8
+	MOVQ   pf+56(FP), DI
+	MOVQ   pfs+64(FP), R8
+	LEAQ   (R8)(R8*2), R9
+	MOVQ   kn+32(FP), R10
+	SHRQ   $0x04, R10
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -572,8 +584,8 @@ TEXT ·tileBF16AVX512M3(SB), NOSPLIT, $0-56
 	VXORPS Z9, Z9, Z9
 	VXORPS Z10, Z10, Z10
 	VXORPS Z11, Z11, Z11
-	MOVQ   R8, R9
-	SHRQ   $0x01, R9
+	MOVQ   R10, R11
+	SHRQ   $0x01, R11
 	JZ     tileBF16AVX512M3_single
 
 tileBF16AVX512M3_loop:
@@ -624,17 +636,17 @@ tileBF16AVX512M3_loop:
 	VFMADD231PS Z14, Z16, Z10
 	VFMADD231PS Z15, Z16, Z11
 	PREFETCHT0  (DI)
-	PREFETCHT0  (DI)(BX*1)
-	PREFETCHT0  (DI)(BX*2)
-	PREFETCHT0  (DI)(SI*1)
+	PREFETCHT0  (DI)(R8*1)
+	PREFETCHT0  (DI)(R8*2)
+	PREFETCHT0  (DI)(R9*1)
 	ADDQ        $0x40, DI
 	ADDQ        $0x40, DX
 	ADDQ        $0x80, AX
-	DECQ        R9
+	DECQ        R11
 	JNZ         tileBF16AVX512M3_loop
 
 tileBF16AVX512M3_single:
-	ANDQ $0x01, R8
+	ANDQ $0x01, R10
 	JZ   tileBF16AVX512M3_reduce
 
 tileBF16AVX512M3_single_loop:
@@ -663,7 +675,7 @@ tileBF16AVX512M3_single_loop:
 	VFMADD231PS Z15, Z16, Z11
 	ADDQ        $0x20, DX
 	ADDQ        $0x40, AX
-	DECQ        R8
+	DECQ        R10
 	JNZ         tileBF16AVX512M3_single_loop
 
 tileBF16AVX512M3_reduce:
@@ -735,9 +747,9 @@ tileBF16AVX512M3_reduce:
 	VZEROUPPER
 	RET
 
-// func tileF32AVX512M4(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int)
+// func tileF32AVX512M4(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileF32AVX512M4(SB), NOSPLIT, $0-56
+TEXT ·tileF32AVX512M4(SB), NOSPLIT, $0-72
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -746,9 +758,11 @@ TEXT ·tileF32AVX512M4(SB), NOSPLIT, $0-56
 	MOVQ   ldw+24(FP), SI
 	SHLQ   $0x02, SI
 	LEAQ   (SI)(SI*2), DI
-	LEAQ   (BX)(SI*4), R8
-	MOVQ   kn+32(FP), R9
-	SHRQ   $0x04, R9
+	MOVQ   pf+56(FP), R8
+	MOVQ   pfs+64(FP), R9
+	LEAQ   (R9)(R9*2), R10
+	MOVQ   kn+32(FP), R11
+	SHRQ   $0x04, R11
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -765,7 +779,7 @@ TEXT ·tileF32AVX512M4(SB), NOSPLIT, $0-56
 	VXORPS Z13, Z13, Z13
 	VXORPS Z14, Z14, Z14
 	VXORPS Z15, Z15, Z15
-	SHRQ   $0x00, R9
+	SHRQ   $0x00, R11
 	JZ     tileF32AVX512M4_single
 
 tileF32AVX512M4_loop:
@@ -794,13 +808,13 @@ tileF32AVX512M4_loop:
 	VFMADD231PS Z18, Z20, Z14
 	VFMADD231PS Z19, Z20, Z15
 	PREFETCHT0  (R8)
-	PREFETCHT0  (R8)(SI*1)
-	PREFETCHT0  (R8)(SI*2)
-	PREFETCHT0  (R8)(DI*1)
+	PREFETCHT0  (R8)(R9*1)
+	PREFETCHT0  (R8)(R9*2)
+	PREFETCHT0  (R8)(R10*1)
 	ADDQ        $0x40, R8
 	ADDQ        $0x40, BX
 	ADDQ        $0x40, AX
-	DECQ        R9
+	DECQ        R11
 	JNZ         tileF32AVX512M4_loop
 
 tileF32AVX512M4_single:
@@ -893,9 +907,9 @@ tileF32AVX512M4_single:
 	VZEROUPPER
 	RET
 
-// func tileBF16AVX512M4(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int)
+// func tileBF16AVX512M4(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileBF16AVX512M4(SB), NOSPLIT, $0-56
+TEXT ·tileBF16AVX512M4(SB), NOSPLIT, $0-72
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -904,9 +918,11 @@ TEXT ·tileBF16AVX512M4(SB), NOSPLIT, $0-56
 	MOVQ   ldw+24(FP), SI
 	SHLQ   $0x01, SI
 	LEAQ   (SI)(SI*2), DI
-	LEAQ   (BX)(SI*4), R8
-	MOVQ   kn+32(FP), R9
-	SHRQ   $0x04, R9
+	MOVQ   pf+56(FP), R8
+	MOVQ   pfs+64(FP), R9
+	LEAQ   (R9)(R9*2), R10
+	MOVQ   kn+32(FP), R11
+	SHRQ   $0x04, R11
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -923,8 +939,8 @@ TEXT ·tileBF16AVX512M4(SB), NOSPLIT, $0-56
 	VXORPS Z13, Z13, Z13
 	VXORPS Z14, Z14, Z14
 	VXORPS Z15, Z15, Z15
-	MOVQ   R9, R10
-	SHRQ   $0x01, R10
+	MOVQ   R11, R12
+	SHRQ   $0x01, R12
 	JZ     tileBF16AVX512M4_single
 
 tileBF16AVX512M4_loop:
@@ -985,17 +1001,17 @@ tileBF16AVX512M4_loop:
 	VFMADD231PS Z18, Z20, Z14
 	VFMADD231PS Z19, Z20, Z15
 	PREFETCHT0  (R8)
-	PREFETCHT0  (R8)(SI*1)
-	PREFETCHT0  (R8)(SI*2)
-	PREFETCHT0  (R8)(DI*1)
+	PREFETCHT0  (R8)(R9*1)
+	PREFETCHT0  (R8)(R9*2)
+	PREFETCHT0  (R8)(R10*1)
 	ADDQ        $0x40, R8
 	ADDQ        $0x40, BX
 	ADDQ        $0x80, AX
-	DECQ        R10
+	DECQ        R12
 	JNZ         tileBF16AVX512M4_loop
 
 tileBF16AVX512M4_single:
-	ANDQ $0x01, R9
+	ANDQ $0x01, R11
 	JZ   tileBF16AVX512M4_reduce
 
 tileBF16AVX512M4_single_loop:
@@ -1029,7 +1045,7 @@ tileBF16AVX512M4_single_loop:
 	VFMADD231PS Z19, Z20, Z15
 	ADDQ        $0x20, BX
 	ADDQ        $0x40, AX
-	DECQ        R9
+	DECQ        R11
 	JNZ         tileBF16AVX512M4_single_loop
 
 tileBF16AVX512M4_reduce:
@@ -1122,9 +1138,9 @@ tileBF16AVX512M4_reduce:
 	VZEROUPPER
 	RET
 
-// func tileF32AVX512M5(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int)
+// func tileF32AVX512M5(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileF32AVX512M5(SB), NOSPLIT, $0-56
+TEXT ·tileF32AVX512M5(SB), NOSPLIT, $0-72
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -1134,9 +1150,11 @@ TEXT ·tileF32AVX512M5(SB), NOSPLIT, $0-56
 	MOVQ   ldw+24(FP), DI
 	SHLQ   $0x02, DI
 	LEAQ   (DI)(DI*2), R8
-	LEAQ   (SI)(DI*4), R9
-	MOVQ   kn+32(FP), R10
-	SHRQ   $0x04, R10
+	MOVQ   pf+56(FP), R9
+	MOVQ   pfs+64(FP), R10
+	LEAQ   (R10)(R10*2), R11
+	MOVQ   kn+32(FP), R12
+	SHRQ   $0x04, R12
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -1157,7 +1175,7 @@ TEXT ·tileF32AVX512M5(SB), NOSPLIT, $0-56
 	VXORPS Z17, Z17, Z17
 	VXORPS Z18, Z18, Z18
 	VXORPS Z19, Z19, Z19
-	SHRQ   $0x00, R10
+	SHRQ   $0x00, R12
 	JZ     tileF32AVX512M5_single
 
 tileF32AVX512M5_loop:
@@ -1191,14 +1209,14 @@ tileF32AVX512M5_loop:
 	VFMADD231PS Z22, Z24, Z18
 	VFMADD231PS Z23, Z24, Z19
 	PREFETCHT0  (R9)
-	PREFETCHT0  (R9)(DI*1)
-	PREFETCHT0  (R9)(DI*2)
-	PREFETCHT0  (R9)(R8*1)
+	PREFETCHT0  (R9)(R10*1)
+	PREFETCHT0  (R9)(R10*2)
+	PREFETCHT0  (R9)(R11*1)
 	ADDQ        $0x40, R9
 	ADDQ        $0x40, SI
 	ADDQ        $0x40, AX
 	ADDQ        $0x40, BX
-	DECQ        R10
+	DECQ        R12
 	JNZ         tileF32AVX512M5_loop
 
 tileF32AVX512M5_single:
@@ -1312,9 +1330,9 @@ tileF32AVX512M5_single:
 	VZEROUPPER
 	RET
 
-// func tileBF16AVX512M5(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int)
+// func tileBF16AVX512M5(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileBF16AVX512M5(SB), NOSPLIT, $0-56
+TEXT ·tileBF16AVX512M5(SB), NOSPLIT, $0-72
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -1324,9 +1342,11 @@ TEXT ·tileBF16AVX512M5(SB), NOSPLIT, $0-56
 	MOVQ   ldw+24(FP), DI
 	SHLQ   $0x01, DI
 	LEAQ   (DI)(DI*2), R8
-	LEAQ   (SI)(DI*4), R9
-	MOVQ   kn+32(FP), R10
-	SHRQ   $0x04, R10
+	MOVQ   pf+56(FP), R9
+	MOVQ   pfs+64(FP), R10
+	LEAQ   (R10)(R10*2), R11
+	MOVQ   kn+32(FP), R12
+	SHRQ   $0x04, R12
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -1347,8 +1367,8 @@ TEXT ·tileBF16AVX512M5(SB), NOSPLIT, $0-56
 	VXORPS Z17, Z17, Z17
 	VXORPS Z18, Z18, Z18
 	VXORPS Z19, Z19, Z19
-	MOVQ   R10, R11
-	SHRQ   $0x01, R11
+	MOVQ   R12, R13
+	SHRQ   $0x01, R13
 	JZ     tileBF16AVX512M5_single
 
 tileBF16AVX512M5_loop:
@@ -1419,18 +1439,18 @@ tileBF16AVX512M5_loop:
 	VFMADD231PS Z22, Z24, Z18
 	VFMADD231PS Z23, Z24, Z19
 	PREFETCHT0  (R9)
-	PREFETCHT0  (R9)(DI*1)
-	PREFETCHT0  (R9)(DI*2)
-	PREFETCHT0  (R9)(R8*1)
+	PREFETCHT0  (R9)(R10*1)
+	PREFETCHT0  (R9)(R10*2)
+	PREFETCHT0  (R9)(R11*1)
 	ADDQ        $0x40, R9
 	ADDQ        $0x40, SI
 	ADDQ        $0x80, AX
 	ADDQ        $0x80, BX
-	DECQ        R11
+	DECQ        R13
 	JNZ         tileBF16AVX512M5_loop
 
 tileBF16AVX512M5_single:
-	ANDQ $0x01, R10
+	ANDQ $0x01, R12
 	JZ   tileBF16AVX512M5_reduce
 
 tileBF16AVX512M5_single_loop:
@@ -1470,7 +1490,7 @@ tileBF16AVX512M5_single_loop:
 	ADDQ        $0x20, SI
 	ADDQ        $0x40, AX
 	ADDQ        $0x40, BX
-	DECQ        R10
+	DECQ        R12
 	JNZ         tileBF16AVX512M5_single_loop
 
 tileBF16AVX512M5_reduce:
@@ -1584,9 +1604,9 @@ tileBF16AVX512M5_reduce:
 	VZEROUPPER
 	RET
 
-// func tileF32AVX512M6(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int)
+// func tileF32AVX512M6(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileF32AVX512M6(SB), NOSPLIT, $0-56
+TEXT ·tileF32AVX512M6(SB), NOSPLIT, $0-72
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -1596,9 +1616,11 @@ TEXT ·tileF32AVX512M6(SB), NOSPLIT, $0-56
 	MOVQ   ldw+24(FP), DI
 	SHLQ   $0x02, DI
 	LEAQ   (DI)(DI*2), R8
-	LEAQ   (SI)(DI*4), R9
-	MOVQ   kn+32(FP), R10
-	SHRQ   $0x04, R10
+	MOVQ   pf+56(FP), R9
+	MOVQ   pfs+64(FP), R10
+	LEAQ   (R10)(R10*2), R11
+	MOVQ   kn+32(FP), R12
+	SHRQ   $0x04, R12
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -1623,7 +1645,7 @@ TEXT ·tileF32AVX512M6(SB), NOSPLIT, $0-56
 	VXORPS Z21, Z21, Z21
 	VXORPS Z22, Z22, Z22
 	VXORPS Z23, Z23, Z23
-	SHRQ   $0x00, R10
+	SHRQ   $0x00, R12
 	JZ     tileF32AVX512M6_single
 
 tileF32AVX512M6_loop:
@@ -1662,14 +1684,14 @@ tileF32AVX512M6_loop:
 	VFMADD231PS Z26, Z28, Z22
 	VFMADD231PS Z27, Z28, Z23
 	PREFETCHT0  (R9)
-	PREFETCHT0  (R9)(DI*1)
-	PREFETCHT0  (R9)(DI*2)
-	PREFETCHT0  (R9)(R8*1)
+	PREFETCHT0  (R9)(R10*1)
+	PREFETCHT0  (R9)(R10*2)
+	PREFETCHT0  (R9)(R11*1)
 	ADDQ        $0x40, R9
 	ADDQ        $0x40, SI
 	ADDQ        $0x40, AX
 	ADDQ        $0x40, BX
-	DECQ        R10
+	DECQ        R12
 	JNZ         tileF32AVX512M6_loop
 
 tileF32AVX512M6_single:
@@ -1804,9 +1826,9 @@ tileF32AVX512M6_single:
 	VZEROUPPER
 	RET
 
-// func tileBF16AVX512M6(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int)
+// func tileBF16AVX512M6(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileBF16AVX512M6(SB), NOSPLIT, $0-56
+TEXT ·tileBF16AVX512M6(SB), NOSPLIT, $0-72
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -1816,9 +1838,11 @@ TEXT ·tileBF16AVX512M6(SB), NOSPLIT, $0-56
 	MOVQ   ldw+24(FP), DI
 	SHLQ   $0x01, DI
 	LEAQ   (DI)(DI*2), R8
-	LEAQ   (SI)(DI*4), R9
-	MOVQ   kn+32(FP), R10
-	SHRQ   $0x04, R10
+	MOVQ   pf+56(FP), R9
+	MOVQ   pfs+64(FP), R10
+	LEAQ   (R10)(R10*2), R11
+	MOVQ   kn+32(FP), R12
+	SHRQ   $0x04, R12
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -1843,8 +1867,8 @@ TEXT ·tileBF16AVX512M6(SB), NOSPLIT, $0-56
 	VXORPS Z21, Z21, Z21
 	VXORPS Z22, Z22, Z22
 	VXORPS Z23, Z23, Z23
-	MOVQ   R10, R11
-	SHRQ   $0x01, R11
+	MOVQ   R12, R13
+	SHRQ   $0x01, R13
 	JZ     tileBF16AVX512M6_single
 
 tileBF16AVX512M6_loop:
@@ -1925,18 +1949,18 @@ tileBF16AVX512M6_loop:
 	VFMADD231PS Z26, Z28, Z22
 	VFMADD231PS Z27, Z28, Z23
 	PREFETCHT0  (R9)
-	PREFETCHT0  (R9)(DI*1)
-	PREFETCHT0  (R9)(DI*2)
-	PREFETCHT0  (R9)(R8*1)
+	PREFETCHT0  (R9)(R10*1)
+	PREFETCHT0  (R9)(R10*2)
+	PREFETCHT0  (R9)(R11*1)
 	ADDQ        $0x40, R9
 	ADDQ        $0x40, SI
 	ADDQ        $0x80, AX
 	ADDQ        $0x80, BX
-	DECQ        R11
+	DECQ        R13
 	JNZ         tileBF16AVX512M6_loop
 
 tileBF16AVX512M6_single:
-	ANDQ $0x01, R10
+	ANDQ $0x01, R12
 	JZ   tileBF16AVX512M6_reduce
 
 tileBF16AVX512M6_single_loop:
@@ -1981,7 +2005,7 @@ tileBF16AVX512M6_single_loop:
 	ADDQ        $0x20, SI
 	ADDQ        $0x40, AX
 	ADDQ        $0x40, BX
-	DECQ        R10
+	DECQ        R12
 	JNZ         tileBF16AVX512M6_single_loop
 
 tileBF16AVX512M6_reduce:
@@ -3088,23 +3112,25 @@ fmaAVX512_loop:
 	VZEROUPPER
 	RET
 
-// func tileF32AVX2M1(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int)
+// func tileF32AVX2M1(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·tileF32AVX2M1(SB), NOSPLIT, $0-56
+TEXT ·tileF32AVX2M1(SB), NOSPLIT, $0-72
 	MOVQ   x+0(FP), AX
 	MOVQ   w+16(FP), CX
 	MOVQ   ldw+24(FP), DX
 	SHLQ   $0x02, DX
 	LEAQ   (DX)(DX*2), BX
-	LEAQ   (CX)(DX*4), SI
-	MOVQ   kn+32(FP), DI
-	SHRQ   $0x03, DI
+	MOVQ   pf+56(FP), SI
+	MOVQ   pfs+64(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	MOVQ   kn+32(FP), R9
+	SHRQ   $0x03, R9
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	MOVQ   DI, R8
-	SHRQ   $0x01, R8
+	MOVQ   R9, R10
+	SHRQ   $0x01, R10
 	JZ     tileF32AVX2M1_single
 
 tileF32AVX2M1_loop:
@@ -3127,17 +3153,17 @@ tileF32AVX2M1_loop:
 	VFMADD231PS Y6, Y8, Y2
 	VFMADD231PS Y7, Y8, Y3
 	PREFETCHT0  (SI)
-	PREFETCHT0  (SI)(DX*1)
-	PREFETCHT0  (SI)(DX*2)
-	PREFETCHT0  (SI)(BX*1)
+	PREFETCHT0  (SI)(DI*1)
+	PREFETCHT0  (SI)(DI*2)
+	PREFETCHT0  (SI)(R8*1)
 	ADDQ        $0x40, SI
 	ADDQ        $0x40, CX
 	ADDQ        $0x40, AX
-	DECQ        R8
+	DECQ        R10
 	JNZ         tileF32AVX2M1_loop
 
 tileF32AVX2M1_single:
-	ANDQ $0x01, DI
+	ANDQ $0x01, R9
 	JZ   tileF32AVX2M1_reduce
 
 tileF32AVX2M1_single_loop:
@@ -3152,7 +3178,7 @@ tileF32AVX2M1_single_loop:
 	VFMADD231PS Y7, Y8, Y3
 	ADDQ        $0x20, CX
 	ADDQ        $0x20, AX
-	DECQ        DI
+	DECQ        R9
 	JNZ         tileF32AVX2M1_single_loop
 
 tileF32AVX2M1_reduce:
@@ -3174,23 +3200,25 @@ tileF32AVX2M1_reduce:
 	VZEROUPPER
 	RET
 
-// func tileBF16AVX2M1(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int)
+// func tileBF16AVX2M1(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·tileBF16AVX2M1(SB), NOSPLIT, $0-56
+TEXT ·tileBF16AVX2M1(SB), NOSPLIT, $0-72
 	MOVQ   x+0(FP), AX
 	MOVQ   w+16(FP), CX
 	MOVQ   ldw+24(FP), DX
 	SHLQ   $0x01, DX
 	LEAQ   (DX)(DX*2), BX
-	LEAQ   (CX)(DX*4), SI
-	MOVQ   kn+32(FP), DI
-	SHRQ   $0x03, DI
+	MOVQ   pf+56(FP), SI
+	MOVQ   pfs+64(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	MOVQ   kn+32(FP), R9
+	SHRQ   $0x03, R9
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	MOVQ   DI, R8
-	SHRQ   $0x02, R8
+	MOVQ   R9, R10
+	SHRQ   $0x02, R10
 	JZ     tileBF16AVX2M1_single
 
 tileBF16AVX2M1_loop:
@@ -3247,17 +3275,17 @@ tileBF16AVX2M1_loop:
 	VFMADD231PS Y6, Y8, Y2
 	VFMADD231PS Y7, Y8, Y3
 	PREFETCHT0  (SI)
-	PREFETCHT0  (SI)(DX*1)
-	PREFETCHT0  (SI)(DX*2)
-	PREFETCHT0  (SI)(BX*1)
+	PREFETCHT0  (SI)(DI*1)
+	PREFETCHT0  (SI)(DI*2)
+	PREFETCHT0  (SI)(R8*1)
 	ADDQ        $0x40, SI
 	ADDQ        $0x40, CX
 	ADDQ        $0x80, AX
-	DECQ        R8
+	DECQ        R10
 	JNZ         tileBF16AVX2M1_loop
 
 tileBF16AVX2M1_single:
-	ANDQ $0x03, DI
+	ANDQ $0x03, R9
 	JZ   tileBF16AVX2M1_reduce
 
 tileBF16AVX2M1_single_loop:
@@ -3276,7 +3304,7 @@ tileBF16AVX2M1_single_loop:
 	VFMADD231PS Y7, Y8, Y3
 	ADDQ        $0x10, CX
 	ADDQ        $0x20, AX
-	DECQ        DI
+	DECQ        R9
 	JNZ         tileBF16AVX2M1_single_loop
 
 tileBF16AVX2M1_reduce:
@@ -3298,9 +3326,9 @@ tileBF16AVX2M1_reduce:
 	VZEROUPPER
 	RET
 
-// func tileF32AVX2M2(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int)
+// func tileF32AVX2M2(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·tileF32AVX2M2(SB), NOSPLIT, $0-56
+TEXT ·tileF32AVX2M2(SB), NOSPLIT, $0-72
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -3308,9 +3336,11 @@ TEXT ·tileF32AVX2M2(SB), NOSPLIT, $0-56
 	MOVQ   ldw+24(FP), BX
 	SHLQ   $0x02, BX
 	LEAQ   (BX)(BX*2), SI
-	LEAQ   (DX)(BX*4), DI
-	MOVQ   kn+32(FP), R8
-	SHRQ   $0x03, R8
+	MOVQ   pf+56(FP), DI
+	MOVQ   pfs+64(FP), R8
+	LEAQ   (R8)(R8*2), R9
+	MOVQ   kn+32(FP), R10
+	SHRQ   $0x03, R10
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -3319,8 +3349,8 @@ TEXT ·tileF32AVX2M2(SB), NOSPLIT, $0-56
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
-	MOVQ   R8, R9
-	SHRQ   $0x01, R9
+	MOVQ   R10, R11
+	SHRQ   $0x01, R11
 	JZ     tileF32AVX2M2_single
 
 tileF32AVX2M2_loop:
@@ -3353,17 +3383,17 @@ tileF32AVX2M2_loop:
 	VFMADD231PS Y10, Y12, Y6
 	VFMADD231PS Y11, Y12, Y7
 	PREFETCHT0  (DI)
-	PREFETCHT0  (DI)(BX*1)
-	PREFETCHT0  (DI)(BX*2)
-	PREFETCHT0  (DI)(SI*1)
+	PREFETCHT0  (DI)(R8*1)
+	PREFETCHT0  (DI)(R8*2)
+	PREFETCHT0  (DI)(R9*1)
 	ADDQ        $0x40, DI
 	ADDQ        $0x40, DX
 	ADDQ        $0x40, AX
-	DECQ        R9
+	DECQ        R11
 	JNZ         tileF32AVX2M2_loop
 
 tileF32AVX2M2_single:
-	ANDQ $0x01, R8
+	ANDQ $0x01, R10
 	JZ   tileF32AVX2M2_reduce
 
 tileF32AVX2M2_single_loop:
@@ -3383,7 +3413,7 @@ tileF32AVX2M2_single_loop:
 	VFMADD231PS Y11, Y12, Y7
 	ADDQ        $0x20, DX
 	ADDQ        $0x20, AX
-	DECQ        R8
+	DECQ        R10
 	JNZ         tileF32AVX2M2_single_loop
 
 tileF32AVX2M2_reduce:
@@ -3418,9 +3448,9 @@ tileF32AVX2M2_reduce:
 	VZEROUPPER
 	RET
 
-// func tileBF16AVX2M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int)
+// func tileBF16AVX2M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·tileBF16AVX2M2(SB), NOSPLIT, $0-56
+TEXT ·tileBF16AVX2M2(SB), NOSPLIT, $0-72
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -3428,9 +3458,11 @@ TEXT ·tileBF16AVX2M2(SB), NOSPLIT, $0-56
 	MOVQ   ldw+24(FP), BX
 	SHLQ   $0x01, BX
 	LEAQ   (BX)(BX*2), SI
-	LEAQ   (DX)(BX*4), DI
-	MOVQ   kn+32(FP), R8
-	SHRQ   $0x03, R8
+	MOVQ   pf+56(FP), DI
+	MOVQ   pfs+64(FP), R8
+	LEAQ   (R8)(R8*2), R9
+	MOVQ   kn+32(FP), R10
+	SHRQ   $0x03, R10
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -3439,8 +3471,8 @@ TEXT ·tileBF16AVX2M2(SB), NOSPLIT, $0-56
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
-	MOVQ   R8, R9
-	SHRQ   $0x02, R9
+	MOVQ   R10, R11
+	SHRQ   $0x02, R11
 	JZ     tileBF16AVX2M2_single
 
 tileBF16AVX2M2_loop:
@@ -3517,17 +3549,17 @@ tileBF16AVX2M2_loop:
 	VFMADD231PS Y10, Y12, Y6
 	VFMADD231PS Y11, Y12, Y7
 	PREFETCHT0  (DI)
-	PREFETCHT0  (DI)(BX*1)
-	PREFETCHT0  (DI)(BX*2)
-	PREFETCHT0  (DI)(SI*1)
+	PREFETCHT0  (DI)(R8*1)
+	PREFETCHT0  (DI)(R8*2)
+	PREFETCHT0  (DI)(R9*1)
 	ADDQ        $0x40, DI
 	ADDQ        $0x40, DX
 	ADDQ        $0x80, AX
-	DECQ        R9
+	DECQ        R11
 	JNZ         tileBF16AVX2M2_loop
 
 tileBF16AVX2M2_single:
-	ANDQ $0x03, R8
+	ANDQ $0x03, R10
 	JZ   tileBF16AVX2M2_reduce
 
 tileBF16AVX2M2_single_loop:
@@ -3551,7 +3583,7 @@ tileBF16AVX2M2_single_loop:
 	VFMADD231PS Y11, Y12, Y7
 	ADDQ        $0x10, DX
 	ADDQ        $0x20, AX
-	DECQ        R8
+	DECQ        R10
 	JNZ         tileBF16AVX2M2_single_loop
 
 tileBF16AVX2M2_reduce:

@@ -76,10 +76,12 @@ func rowAddr(i int, base, base4, ld, ld3 reg.Register) Mem {
 // left 16. Each of the 4·m dot products keeps its own vector accumulator,
 // reduced horizontally once at the end.
 //
-// Every iteration also prefetches the next tile's four weight rows (4-7
-// rows past w) at the same column: each row is a short stream (2-4 KiB)
-// that the hardware prefetchers would pick up only halfway through, and
-// issuing the next tile's misses now overlaps them with this tile's FMAs.
+// Every iteration also prefetches one cache line of each of four streams
+// at pf, pf+pfs, pf+2·pfs and pf+3·pfs, advancing 64 bytes: the caller
+// points them at the weight tile it will need next (each weight row is a
+// short stream that the hardware prefetchers would pick up only halfway
+// through), so those misses overlap this tile's FMAs; when several calls
+// share one weight tile the caller spreads the next tile over them.
 // Rows are addressed from a few moving pointers with the strides as index
 // registers, so even a 6-row tile fits in the general registers.
 func tile(is isa, bf16 bool, m int) {
@@ -88,7 +90,7 @@ func tile(is isa, bf16 bool, m int) {
 		dt, wtype, wscale = "BF16", "*uint16", 2
 	}
 	name := fmt.Sprintf("tile%s%sM%d", dt, is.name, m)
-	TEXT(name, NOSPLIT, fmt.Sprintf("func(x *float32, ldx int, w %s, ldw, kn int, dst *float32, ldd int)", wtype))
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(x *float32, ldx int, w %s, ldw, kn int, dst *float32, ldd int, pf uintptr, pfs int)", wtype))
 	Pragma("noescape")
 	Doc(fmt.Sprintf("%s computes a %d×%d tile of dot products with %s (see tileF32Func).", name, m, tileRows, is.name))
 
@@ -111,8 +113,10 @@ func tile(is isa, bf16 bool, m int) {
 	SHLQ(U8(wscale/2), ldw)
 	ldw3 := GP64()
 	LEAQ(Mem{Base: ldw, Index: ldw, Scale: 2}, ldw3)
-	pf := GP64()
-	LEAQ(Mem{Base: wb, Index: ldw, Scale: 4}, pf)
+	pf := Load(Param("pf"), GP64())
+	pfs := Load(Param("pfs"), GP64())
+	pfs3 := GP64()
+	LEAQ(Mem{Base: pfs, Index: pfs, Scale: 2}, pfs3)
 	iters := Load(Param("kn"), GP64())
 	SHRQ(U8(log2(is.lanes)), iters)
 
@@ -164,9 +168,9 @@ func tile(is isa, bf16 bool, m int) {
 		body(u)
 	}
 	for r := range tileRows {
-		PREFETCHT0(rowAddr(r, pf, nil, ldw, ldw3))
+		PREFETCHT0(rowAddr(r, pf, nil, pfs, pfs3))
 	}
-	ADDQ(U8(unroll*step), pf)
+	ADDQ(U8(64), pf)
 	advance(unroll)
 	DECQ(lines)
 	JNZ(LabelRef(name + "_loop"))
