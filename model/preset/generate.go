@@ -244,16 +244,17 @@ func encode(buf []byte, vals []float32, dtype safetensors.DType) []byte {
 
 // DefaultCacheDir is where Ensure keeps preset directories by default:
 // $TANDEM_CACHE/models when TANDEM_CACHE is set, otherwise tandem/models
-// under the user's cache directory.
-func DefaultCacheDir() (string, error) {
+// under the user's cache directory, or under the temporary directory
+// when the user has none (no $HOME).
+func DefaultCacheDir() string {
 	if d := os.Getenv("TANDEM_CACHE"); d != "" {
-		return filepath.Join(d, "models"), nil
+		return filepath.Join(d, "models")
 	}
 	d, err := os.UserCacheDir()
 	if err != nil {
-		return "", fmt.Errorf("no cache directory (set TANDEM_CACHE): %w", err)
+		d = os.TempDir()
 	}
-	return filepath.Join(d, "tandem", "models"), nil
+	return filepath.Join(d, "tandem", "models")
 }
 
 // CachePath is the directory Ensure uses for a preset, dtype and seed.

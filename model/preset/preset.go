@@ -11,8 +11,13 @@ import (
 	"github.com/tandemllm/tandem/model/safetensors"
 )
 
-// ErrUnknown is wrapped when a preset name or dtype is not known.
-var ErrUnknown = errors.New("unknown preset")
+// Sentinel errors callers may branch on.
+var (
+	// ErrUnknown is wrapped when a preset name is not known.
+	ErrUnknown = errors.New("unknown preset")
+	// ErrDType is wrapped when a weight dtype is not one presets write.
+	ErrDType = errors.New("unsupported weight dtype")
+)
 
 // gpt2Vocab and gpt2EOS are GPT-2's vocabulary size and <|endoftext|> id,
 // which every preset's tokenizer starts from.
@@ -102,7 +107,7 @@ func ParseDType(s string) (safetensors.DType, error) {
 	case "f16", "float16", "fp16":
 		return safetensors.F16, nil
 	}
-	return "", fmt.Errorf("%w dtype %q (want f32, bf16 or f16)", ErrUnknown, s)
+	return "", fmt.Errorf("%w %q (want f32, bf16 or f16)", ErrDType, s)
 }
 
 // torchDType is config.json's name for a weight dtype.
@@ -115,7 +120,7 @@ func torchDType(d safetensors.DType) (string, error) {
 	case safetensors.F16:
 		return "float16", nil
 	}
-	return "", fmt.Errorf("%w dtype %q (want F32, BF16 or F16)", ErrUnknown, d)
+	return "", fmt.Errorf("%w %q (want F32, BF16 or F16)", ErrDType, d)
 }
 
 // ConfigJSON returns config.json for weights of dtype (the default when
