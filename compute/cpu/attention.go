@@ -75,7 +75,7 @@ type workerScratch struct {
 }
 
 // grow makes *s at least n long and returns its first n values.
-func (ws *workerScratch) grow(s *[]float32, n int) []float32 {
+func grow(s *[]float32, n int) []float32 {
 	if len(*s) < n {
 		*s = make([]float32, n)
 	}
@@ -158,9 +158,9 @@ func (t *attnTask) run(c, w int) {
 // accumulator of exp(score-mx)·v.
 func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, off, ldx, mb, pos0, posStep int) {
 	hd, bs := t.spec.HeadDim, t.c.spec.BlockSize
-	scores := ws.grow(&ws.scores, mb*bs)
-	acc := ws.grow(&ws.acc, mb*hd)
-	ml := ws.grow(&ws.ml, 2*mb)
+	scores := grow(&ws.scores, mb*bs)
+	acc := grow(&ws.acc, mb*hd)
+	ml := grow(&ws.ml, 2*mb)
 	mx, l := ml[:mb], ml[mb:]
 	clear(acc)
 	for i := range mb {

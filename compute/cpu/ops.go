@@ -106,7 +106,7 @@ func (t *rowsTask) run(c, w int) {
 			layerNormRow(t.dst[i*n:(i+1)*n], t.a[i*n:(i+1)*n], t.w[:n], t.bias[:n], t.eps)
 		}
 	case opRoPE:
-		cs := t.scratch[w].grow(&t.scratch[w].rope, t.hd)
+		cs := grow(&t.scratch[w].rope, t.hd)
 		for i := lo; i < hi; i++ {
 			ropeRow(t.dst[i*n:(i+1)*n], t.heads, t.hd, t.ids[i], t.invFreq, cs)
 		}
