@@ -98,10 +98,14 @@ func spanNewlines(s string, i int) int {
 	return i
 }
 
-// contraction returns the length of the contraction suffix ('s, 't, 're,
-// 've, 'm, 'll, 'd without the apostrophe) at s[i:], or 0. With fold it
-// matches ASCII case-insensitively, as regexp2's (?i) does for these letters.
+// contraction returns the length in bytes of the contraction suffix ('s,
+// 't, 're, 've, 'm, 'll, 'd without the apostrophe) at s[i:], or 0. With fold
+// it matches case-insensitively as regexp2's (?i) does, where the only
+// non-ASCII equivalent of these letters is ſ (U+017F, long s) for s.
 func contraction(s string, i int, fold bool) int {
+	if fold && len(s) >= i+2 && s[i] == 0xC5 && s[i+1] == 0xBF {
+		return 2
+	}
 	lower := func(j int) byte {
 		if j >= len(s) {
 			return 0

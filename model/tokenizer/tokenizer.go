@@ -73,15 +73,15 @@ func (t *Tokenizer) IsSpecial(id int32) bool {
 	return id >= 0 && int(id) < len(t.special) && t.special[id]
 }
 
-// BOS returns the id of the beginning-of-sequence token; tokenizer.json does
-// not say which it is, so it is found by its usual
+// BOS returns the id of the beginning-of-sequence added token; tokenizer.json
+// does not say which it is, so it is found by its usual
 // names (<|begin_of_text|>, <s>, <|startoftext|>, <bos>, then GPT-2's
 // <|endoftext|>).
 func (t *Tokenizer) BOS() (int32, bool) {
 	return t.firstOf("<|begin_of_text|>", "<s>", "<|startoftext|>", "<bos>", "<|endoftext|>")
 }
 
-// EOS returns the id of the end-of-sequence token, found by its usual names
+// EOS returns the id of the end-of-sequence added token, found by its usual names
 // (<|end_of_text|>, </s>, <eos>, <|endoftext|>). Chat models also stop at
 // their turn-end token (<|eot_id|>, <|im_end|>), which TokenID finds.
 func (t *Tokenizer) EOS() (int32, bool) {
@@ -90,7 +90,8 @@ func (t *Tokenizer) EOS() (int32, bool) {
 
 func (t *Tokenizer) firstOf(names ...string) (int32, bool) {
 	for _, n := range names {
-		if id, ok := t.TokenID(n); ok {
+		// Only added tokens: a vocabulary may hold "</s>" as ordinary text.
+		if id, ok := t.addedIDs[n]; ok {
 			return id, true
 		}
 	}
