@@ -27,24 +27,20 @@ func BF16FromFloat32(f float32) uint16 {
 
 // F16ToFloat32 widens an IEEE binary16, which is exact.
 func F16ToFloat32(h uint16) float32 {
-	sign := uint32(h&0x8000) << 16
-	exp := uint32(h>>10) & 0x1f
-	man := uint32(h & 0x3ff)
-	switch {
-	case exp == 0x1f: // Inf or NaN; the payload moves to the top bits.
-		return math.Float32frombits(sign | 0x7f800000 | man<<13)
-	case exp != 0: // normal
-		return math.Float32frombits(sign | (exp+127-15)<<23 | man<<13)
-	case man == 0: // signed zero
-		return math.Float32frombits(sign)
+	// Move exponent and mantissa into place and rebias; only Inf/NaN and
+	// subnormals (rare in weights) need more, so the common path is
+	// branch-light.
+	o := uint32(h&0x7fff) << 13
+	exp := o & 0x0f800000
+	o += (127 - 15) << 23
+	switch exp {
+	case 0x0f800000: // Inf or NaN: all-ones exponent, payload kept
+		o += (128 - 16) << 23
+	case 0: // zero or subnormal: let the FPU normalise m·2^-24
+		o += 1 << 23
+		o = math.Float32bits(math.Float32frombits(o) - math.Float32frombits(113<<23))
 	}
-	// Subnormal: normalise so the leading 1 becomes implicit.
-	e := uint32(127 - 15 + 1)
-	for man&0x400 == 0 {
-		man <<= 1
-		e--
-	}
-	return math.Float32frombits(sign | e<<23 | (man&0x3ff)<<13)
+	return math.Float32frombits(o | uint32(h&0x8000)<<16)
 }
 
 // F16FromFloat32 rounds f to the nearest IEEE binary16, ties to even.
