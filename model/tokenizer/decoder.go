@@ -187,3 +187,18 @@ func parseDecoder(raw json.RawMessage, bl *byteLevel) (decoder, error) {
 	}
 	return nil, fmt.Errorf("decoder: %w %q", errUnsupported, typ)
 }
+
+// hasByteFallback reports whether d is or contains a ByteFallback decoder.
+func hasByteFallback(d decoder) bool {
+	switch d := d.(type) {
+	case byteFallbackDec:
+		return true
+	case decoderSeq:
+		for _, sub := range d {
+			if hasByteFallback(sub) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -54,14 +54,9 @@ type goldenRow struct {
 // TestGolden compares with encodings made by Hugging Face's JavaScript
 // implementation (testdata/golden/gen.mjs).
 func TestGolden(t *testing.T) {
-	for _, name := range []string{"gpt2", "llama3", "qwen3"} {
+	for _, name := range []string{"gpt2", "llama3", "qwen3", "sentencepiece", "metaspace"} {
 		t.Run(name, func(t *testing.T) {
-			var tok *Tokenizer
-			if name == "gpt2" {
-				tok = gpt2(t)
-			} else {
-				tok = realTokenizer(t, name)
-			}
+			tok := testTokenizer(t, name)
 			data, err := os.ReadFile(filepath.Join("testdata", "golden", name+".json"))
 			if err != nil {
 				t.Fatal(err)

@@ -116,3 +116,25 @@ func equalIDs(a, b []int32) bool {
 	}
 	return true
 }
+
+// fixtureFiles maps the names of small hand-made tokenizers to their files.
+var fixtureFiles = map[string]string{
+	"sentencepiece": "sentencepiece-bytefallback.json", // Llama-2 style
+	"metaspace":     "metaspace.json",                  // Metaspace pre-tokenizer and decoder
+}
+
+// testTokenizer returns gpt2, a real file's tokenizer or a fixture by name.
+func testTokenizer(t testing.TB, name string) *Tokenizer {
+	t.Helper()
+	if name == "gpt2" {
+		return gpt2(t)
+	}
+	if file, ok := fixtureFiles[name]; ok {
+		tok, err := Load(filepath.Join("testdata", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	return realTokenizer(t, name)
+}

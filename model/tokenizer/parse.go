@@ -82,6 +82,7 @@ func build(data []byte) (*Tokenizer, error) {
 	if t.dec, err = parseDecoder(f.Decoder, bl); err != nil {
 		return nil, err
 	}
+	t.byteRuns = hasByteFallback(t.dec)
 	return t, nil
 }
 

@@ -9,8 +9,10 @@ import (
 // Each Add returns only newly completed text: bytes of a character that is
 // not complete yet are held back, so the output never splits a UTF-8
 // character. Concatenating every Add result and the final Flush gives
-// exactly Decode of all the ids. A StreamDecoder is not safe for concurrent
-// use.
+// exactly Decode of all the ids. With a ByteFallback decoder a run of
+// <0xXX> tokens is held until a token that ends it arrives, because a bad
+// byte late in a run changes how all of it decodes. A StreamDecoder is not
+// safe for concurrent use.
 type StreamDecoder struct {
 	t           *Tokenizer
 	skipSpecial bool
@@ -37,6 +39,14 @@ func (d *StreamDecoder) Add(id int32) (string, error) {
 		return "", nil
 	}
 	d.ids = append(d.ids, id)
+	if d.t.byteRuns {
+		// ByteFallback decodes a whole run of <0xXX> tokens at once, and a
+		// bad byte late in a run turns all of it into U+FFFD, so a run can
+		// only be emitted once a token that ends it has arrived.
+		if _, isByte := byteFallbackToken(d.t.idToToken[id]); isByte {
+			return "", nil
+		}
+	}
 	done, err := d.t.decodeRaw(d.ids[d.prefix:d.read], false)
 	if err != nil {
 		return "", err

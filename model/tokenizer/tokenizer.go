@@ -22,6 +22,7 @@ type Tokenizer struct {
 	pre       preTokenizer
 	post      postProcessor
 	dec       decoder
+	byteRuns  bool // dec contains ByteFallback
 }
 
 // defaultCacheWords bounds the per-Tokenizer word cache.

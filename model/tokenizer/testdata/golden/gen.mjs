@@ -8,7 +8,8 @@
 //   gunzip -c testdata/qwen3-tokenizer.json.gz > /tmp/tokjs/qwen3.json
 //   go run ./internal/gpt2json > /tmp/tokjs/gpt2.json
 //   NODE_PATH=/tmp/tokjs/node_modules node testdata/golden/gen.mjs \
-//     llama3=/tmp/tokjs/llama3.json qwen3=/tmp/tokjs/qwen3.json gpt2=/tmp/tokjs/gpt2.json
+//     llama3=/tmp/tokjs/llama3.json qwen3=/tmp/tokjs/qwen3.json gpt2=/tmp/tokjs/gpt2.json \
+//     sentencepiece=testdata/sentencepiece-bytefallback.json metaspace=testdata/metaspace.json
 //
 // Each NAME=FILE argument produces testdata/golden/NAME.json: an array of
 // {"text", "special", "ids"} where special is add_special_tokens. The corpus
