@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // countTask records how often each chunk ran and on which workers.
@@ -52,10 +53,11 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Workers have returned from their function once Close returns; the
-	// runtime may take a few scheduling rounds to drop them from the count.
+	// Workers have returned from their function once Close returns, but
+	// on a loaded machine their threads may need a while to be scheduled
+	// and leave the count: poll, with a generous bound.
 	n := runtime.NumGoroutine()
-	for i := 0; i < 1000 && n > before; i++ {
+	for start := time.Now(); n > before && time.Since(start) < 10*time.Second; {
 		runtime.Gosched()
 		n = runtime.NumGoroutine()
 	}
