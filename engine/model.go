@@ -10,11 +10,11 @@ import (
 	"github.com/tandemllm/tandem/model/safetensors"
 )
 
-// TensorSource yields a model's weights by Hugging Face name; Where names
-// the file a tensor comes from, for error messages. *safetensors.Set is one.
+// TensorSource yields a model's weights by Hugging Face name.
+// *safetensors.Set is one.
 type TensorSource interface {
+	model.TensorShapes
 	Tensor(name string) (safetensors.Tensor, error)
-	Where(name string) string
 }
 
 // Model is a model's configuration and weights loaded into a backend.
@@ -52,6 +52,9 @@ func LoadModel(cfg *model.Config, src TensorSource, be compute.Backend, closer i
 	for _, id := range cfg.EOSTokenIDs {
 		m.eos = append(m.eos, int32(id))
 	}
+	if err := model.CheckTensors(cfg, src); err != nil {
+		return nil, err
+	}
 	l := loader{m: m, src: src}
 	var err error
 	switch cfg.Arch {
@@ -77,43 +80,39 @@ type loader struct {
 	err error
 }
 
-func (l *loader) tensor(name string, shape ...int) safetensors.Tensor {
+func (l *loader) tensor(name string) safetensors.Tensor {
 	if l.err != nil {
 		return safetensors.Tensor{}
 	}
+	name = model.ResolveName(l.src, name)
 	t, err := l.src.Tensor(name)
 	if err != nil {
 		l.err = err
-		return safetensors.Tensor{}
-	}
-	if !equalShape(t.Shape, shape) {
-		l.err = fmt.Errorf("%s: %s has shape %v, config.json says %v", l.src.Where(name), name, t.Shape, shape)
 		return safetensors.Tensor{}
 	}
 	if _, ok := dtypes[t.DType]; !ok {
 		l.err = fmt.Errorf("%s: %s has dtype %s; supported weight dtypes are F32, BF16 and F16", l.src.Where(name), name, t.DType)
 		return safetensors.Tensor{}
 	}
+	prefault(t.Data)
 	return t
+}
+
+// prefault reads one byte of every page of a mapped tensor, so the page
+// faults happen at load time and not in the first request's TTFT.
+func prefault(data []byte) {
+	var sink byte
+	for i := 0; i < len(data); i += 4096 {
+		sink += data[i]
+	}
+	_ = sink
 }
 
 var dtypes = map[safetensors.DType]compute.DType{safetensors.F32: compute.F32, safetensors.BF16: compute.BF16, safetensors.F16: compute.F16}
 
-func equalShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // mat loads a [rows, cols] matrix.
 func (l *loader) mat(name string, rows, cols int) compute.Mat {
-	t := l.tensor(name, rows, cols)
+	t := l.tensor(name)
 	if l.err != nil {
 		return nil
 	}
@@ -123,7 +122,7 @@ func (l *loader) mat(name string, rows, cols int) compute.Mat {
 // matT loads a matrix stored transposed, [cols, rows] (GPT-2's Conv1D),
 // rows [from, to) of the transposed matrix.
 func (l *loader) matT(name string, rows, cols, from, to int) compute.Mat {
-	t := l.tensor(name, cols, rows)
+	t := l.tensor(name)
 	if l.err != nil {
 		return nil
 	}
@@ -149,7 +148,7 @@ func (l *loader) loadMat(name string, dt compute.DType, rows, cols int, data []b
 
 // vec loads a vector [n] (norm weight or bias), or values [from, to) of it.
 func (l *loader) vec(name string, n, from, to int) compute.Buf {
-	t := l.tensor(name, n)
+	t := l.tensor(name)
 	if l.err != nil {
 		return nil
 	}
@@ -205,7 +204,7 @@ func (l *loader) gpt2() error {
 	c := l.m.cfg
 	w := &l.m.w
 	h, in := c.Hidden, c.Intermediate
-	pre := gpt2Prefix(l.src)
+	const pre = "transformer."
 	w.embed = l.mat(pre+"wte.weight", c.VocabSize, h)
 	w.posEmbed = l.mat(pre+"wpe.weight", c.MaxPositions, h)
 	for i := range c.Layers {
@@ -233,16 +232,10 @@ func (l *loader) gpt2() error {
 	w.finalNorm = l.vec(pre+"ln_f.weight", h, 0, h)
 	w.finalNormBias = l.vec(pre+"ln_f.bias", h, 0, h)
 	w.lmHead = w.embed
-	return l.err
-}
-
-// gpt2Prefix is "transformer." for files written by current transformers
-// and "" for the original GPT-2 files.
-func gpt2Prefix(src TensorSource) string {
-	if _, err := src.Tensor("transformer.wte.weight"); err == nil {
-		return "transformer."
+	if !c.TieEmbeddings {
+		w.lmHead = l.mat("lm_head.weight", c.VocabSize, h)
 	}
-	return ""
+	return l.err
 }
 
 // Open loads the model directory dir (config.json and safetensors
