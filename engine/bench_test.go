@@ -55,10 +55,9 @@ func matrices(m *Model) []compute.Mat {
 func BenchmarkDecode(b *testing.B) {
 	for _, name := range benchModels {
 		for _, dt := range []string{"f32", "bf16"} {
-			m := testModel(b, name, dt, "auto")
 			for _, batch := range []int{1, 8} {
 				b.Run(fmt.Sprintf("%s/%s/batch-%d", name, dt, batch), func(b *testing.B) {
-					benchDecode(b, m, batch)
+					benchDecode(b, testModel(b, name, dt, "auto"), batch)
 				})
 			}
 		}
@@ -67,7 +66,7 @@ func BenchmarkDecode(b *testing.B) {
 
 func benchDecode(b *testing.B, m *Model, batch int) {
 	ctx := context.Background()
-	e, err := New(m, Options{KVCacheBytes: 1 << 30})
+	e, err := New(m, Options{KVCacheBytes: 256 << 20})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -119,8 +118,8 @@ func benchDecode(b *testing.B, m *Model, batch int) {
 func BenchmarkPrefill(b *testing.B) {
 	for _, name := range benchModels {
 		for _, dt := range []string{"f32", "bf16"} {
-			m := testModel(b, name, dt, "auto")
 			b.Run(fmt.Sprintf("%s/%s/512", name, dt), func(b *testing.B) {
+				m := testModel(b, name, dt, "auto")
 				const n = 512
 				e, err := New(m, Options{MaxBatchTokens: n, KVCacheBytes: 256 << 20})
 				if err != nil {
