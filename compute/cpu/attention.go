@@ -173,7 +173,7 @@ func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, off, ldx, mb,
 		boff := base + int(s.Blocks[blk])*t.c.blockStride
 		keys, vals := t.c.k[boff:boff+bs*hd], t.c.v[boff:boff+bs*hd]
 		n := min(bs, last-blk*bs+1)
-		dotBlockF32(t.k, mb, q, ldx, keys, hd, hd, scores, bs, n, 0, 1)
+		dotBlockF32(t.k, mb, q, ldx, keys, hd, hd, scores, bs, n)
 		for i := range mb {
 			ni := min(n, pos0+i*posStep-blk*bs+1)
 			if ni <= 0 {

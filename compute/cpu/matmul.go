@@ -59,7 +59,7 @@ func (t *matmulTask) run(c, _ int) {
 		// weights stream from memory once, overlapped by the prefetches.
 		for r := r0; r < r1; r += tileRows {
 			for ti := range tiles {
-				t.block(ti*t.m/tiles, (ti+1)*t.m/tiles, r, min(r+tileRows, r1), ti, tiles)
+				t.block(ti*t.m/tiles, (ti+1)*t.m/tiles, r, min(r+tileRows, r1))
 			}
 		}
 		return
@@ -67,7 +67,7 @@ func (t *matmulTask) run(c, _ int) {
 	// Prefill: an activation tile stays in L1 while the chunk's weights,
 	// sized to stay in L2, stream past it.
 	for ti := range tiles {
-		t.block(ti*t.m/tiles, (ti+1)*t.m/tiles, r0, r1, 0, 1)
+		t.block(ti*t.m/tiles, (ti+1)*t.m/tiles, r0, r1)
 	}
 }
 
@@ -77,36 +77,35 @@ const chunksPerThread = 4
 // decodeTiles is the largest number of m-tiles run weight-tile-major.
 const decodeTiles = 2
 
-// block computes dst rows [i0, i1), columns [r0, r1); its kernel calls
-// prefetch share part of parts of each next weight tile.
-func (t *matmulTask) block(i0, i1, r0, r1, part, parts int) {
+// block computes dst rows [i0, i1), columns [r0, r1).
+func (t *matmulTask) block(i0, i1, r0, r1 int) {
 	n, kn := t.w.rows, t.w.cols
 	x := t.x[i0*kn : i1*kn]
 	dst := t.dst[i0*n:]
 	if t.w.dtype == compute.BF16 {
-		dotBlockBF16(t.k, i1-i0, x, kn, t.w.bf16[r0*kn:r1*kn], kn, kn, dst[r0:], n, r1-r0, part, parts)
+		dotBlockBF16(t.k, i1-i0, x, kn, t.w.bf16[r0*kn:r1*kn], kn, kn, dst[r0:], n, r1-r0)
 	} else {
-		dotBlockF32(t.k, i1-i0, x, kn, t.w.f32[r0*kn:r1*kn], kn, kn, dst[r0:], n, r1-r0, part, parts)
+		dotBlockF32(t.k, i1-i0, x, kn, t.w.f32[r0*kn:r1*kn], kn, kn, dst[r0:], n, r1-r0)
 	}
 }
 
 // nextTile is where a tile kernel reading the weight tile at p prefetches:
-// share part of parts of the next tile, as the start and stride of the
-// kernel's four prefetch streams. It is an address only (never
+// the start and row stride of the next tile. Splitting that tile among
+// the calls that share a weight tile (decode with two m-tiles) measured
+// slower: the kernel's streams would overlap. It is an address only (never
 // dereferenced by Go, possibly past the matrix), hence a uintptr.
-func nextTile(p unsafe.Pointer, rowBytes, part, parts int) (uintptr, int) {
-	return uintptr(p) + uintptr(tileRows*rowBytes+part*tileRows*rowBytes/parts), rowBytes / parts
+func nextTile(p unsafe.Pointer, rowBytes int) (uintptr, int) {
+	return uintptr(p) + uintptr(tileRows*rowBytes), rowBytes
 }
 
 // dotBlockF32 sets dst[i*ldd+r] = Σ_{k<kn} x[i*ldx+k]·w[r*ldw+k] for i < mb
 // (mb ≤ k.maxM) and r < nr, using the tile kernels and Go for the edges.
-// Its kernel calls prefetch share part of parts of each next weight tile.
-func dotBlockF32(k *kernels, mb int, x []float32, ldx int, w []float32, ldw, kn int, dst []float32, ldd, nr, part, parts int) {
+func dotBlockF32(k *kernels, mb int, x []float32, ldx int, w []float32, ldw, kn int, dst []float32, ldd, nr int) {
 	k0 := kn / k.kStep * k.kStep
 	kern := k.f32[mb]
 	r := 0
 	for ; r+tileRows <= nr; r += tileRows {
-		pf, pfs := nextTile(unsafe.Pointer(&w[r*ldw]), ldw*int(unsafe.Sizeof(w[0])), part, parts)
+		pf, pfs := nextTile(unsafe.Pointer(&w[r*ldw]), ldw*int(unsafe.Sizeof(w[0])))
 		kern(&x[0], ldx, &w[r*ldw], ldw, k0, &dst[r], ldd, pf, pfs)
 		if k0 < kn {
 			for i := range mb {
@@ -125,12 +124,12 @@ func dotBlockF32(k *kernels, mb int, x []float32, ldx int, w []float32, ldw, kn 
 }
 
 // dotBlockBF16 is dotBlockF32 for BF16 weights.
-func dotBlockBF16(k *kernels, mb int, x []float32, ldx int, w []uint16, ldw, kn int, dst []float32, ldd, nr, part, parts int) {
+func dotBlockBF16(k *kernels, mb int, x []float32, ldx int, w []uint16, ldw, kn int, dst []float32, ldd, nr int) {
 	k0 := kn / k.kStep * k.kStep
 	kern := k.bf16[mb]
 	r := 0
 	for ; r+tileRows <= nr; r += tileRows {
-		pf, pfs := nextTile(unsafe.Pointer(&w[r*ldw]), ldw*int(unsafe.Sizeof(w[0])), part, parts)
+		pf, pfs := nextTile(unsafe.Pointer(&w[r*ldw]), ldw*int(unsafe.Sizeof(w[0])))
 		kern(&x[0], ldx, &w[r*ldw], ldw, k0, &dst[r], ldd, pf, pfs)
 		if k0 < kn {
 			for i := range mb {
