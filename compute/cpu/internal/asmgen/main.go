@@ -78,10 +78,9 @@ func rowAddr(i int, base, base4, ld, ld3 reg.Register) Mem {
 //
 // Every iteration also prefetches one cache line of each of four streams
 // at pf, pf+pfs, pf+2·pfs and pf+3·pfs, advancing 64 bytes: the caller
-// points them at the weight tile it will need next (each weight row is a
-// short stream that the hardware prefetchers would pick up only halfway
-// through), so those misses overlap this tile's FMAs; when several calls
-// share one weight tile the caller spreads the next tile over them.
+// points them at the rows of the weight tile it will need next (each
+// weight row is a short stream that the hardware prefetchers would pick up
+// only halfway through), so those misses overlap this tile's FMAs.
 // Rows are addressed from a few moving pointers with the strides as index
 // registers, so even a 6-row tile fits in the general registers.
 func tile(is isa, bf16 bool, m int) {
