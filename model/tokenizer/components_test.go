@@ -130,6 +130,8 @@ func TestModelOptionsAndPostProcessors(t *testing.T) {
 		{"NFKC", map[string]any{"normalizer": map[string]any{"type": "NFKC"}}, nil, "ａｂｃ", false, []int32{7}},
 		{"regex split", map[string]any{"pre_tokenizer": map[string]any{"type": "Split", "pattern": map[string]any{"Regex": "c+"}, "behavior": "Isolated"}}, nil, "abcab", false, []int32{6, 5, 6}},
 		{"added token in text", nil, nil, "ab<s>c", false, []int32{6, 1, 5}},
+		{"normalized added token", map[string]any{"normalizer": map[string]any{"type": "Lowercase"}, "added_tokens": []map[string]any{
+			{"id": 9, "content": "<X>", "normalized": true}, {"id": 1, "content": "<S>"}}}, nil, "A<X>b<x><S><s>", false, []int32{3, 9, 4, 9, 1}}, // <s> is plain text here: chars not in the vocab
 	}
 	for _, tt := range tests {
 		tok, err := Parse(tinyJSON(t, tt.top, tt.model))

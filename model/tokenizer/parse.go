@@ -72,6 +72,7 @@ func build(data []byte) (*Tokenizer, error) {
 	if t.norm, err = parseNormalizer(f.Normalizer); err != nil {
 		return nil, err
 	}
+	t.buildAddedMatchers()
 	if t.pre, err = parsePreTokenizer(f.PreTokenizer, bl); err != nil {
 		return nil, err
 	}
@@ -150,9 +151,18 @@ func (t *Tokenizer) buildVocab(m *modelJSON, added []addedTokenJSON) error {
 		})
 	}
 	sort.SliceStable(t.added, func(i, j int) bool { return t.added[i].ID < t.added[j].ID })
+	return nil
+}
+
+// buildAddedMatchers splits the added tokens, as Hugging Face does, into
+// those matched in the raw text and those (normalized: true) matched in the
+// normalized text, whose content is normalized too. Without a normalizer
+// the two are the same.
+func (t *Tokenizer) buildAddedMatchers() {
 	var raw, normed []AddedToken
 	for _, a := range t.added {
-		if a.Normalized && !a.Special {
+		if a.Normalized && t.norm != nil {
+			a.Content = t.norm.normalize(a.Content)
 			normed = append(normed, a)
 		} else {
 			raw = append(raw, a)
@@ -162,7 +172,6 @@ func (t *Tokenizer) buildVocab(m *modelJSON, added []addedTokenJSON) error {
 	if len(normed) > 0 {
 		t.normAdded = newAddedMatcher(normed)
 	}
-	return nil
 }
 
 // buildBPE reads the merges and options of the BPE model.

@@ -34,6 +34,9 @@ func compilePattern(raw json.RawMessage) (*pattern, error) {
 		if scan := scannerFor(*pj.Regex); scan != nil {
 			return &pattern{scan: scan}, nil
 		}
+		// Compile rather than MustCompile: MustCompile would use the
+		// code-generated matchers that github.com/tiktoken-go/tokenizer
+		// registers for some patterns, which skip U+007F.
 		re, err := regexp2.Compile(*pj.Regex, regexp2.None)
 		if err != nil {
 			return nil, fmt.Errorf("pattern %q: %w", *pj.Regex, err)
