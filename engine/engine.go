@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tandemllm/tandem/compute"
+	"github.com/tandemllm/tandem/nccl"
 )
 
 // Errors callers branch on.
@@ -45,6 +46,10 @@ type Options struct {
 	// OnStep, if set, is called after every step with its record, which
 	// is only valid during the call.
 	OnStep func(*StepRecord)
+	// Comm connects the ranks of a tensor-parallel group; required when
+	// the model is sharded (TP > 1), ignored otherwise. Every rank must use
+	// the same Options.
+	Comm nccl.Communicator
 }
 
 // Detokenizer makes one incremental text stream per sequence.
@@ -110,11 +115,17 @@ type Engine struct {
 	running []*sequence
 	step    uint64
 	rec     StepRecord
+	comm    nccl.Communicator
+	// planWords is the reusable encoding of a step plan (TP > 1).
+	planWords []int32
 }
 
 // New makes an engine for m, allocating its KV cache on m's backend.
 func New(m *Model, opts Options) (*Engine, error) {
 	cfg := m.cfg
+	if tp := m.plan.TP; tp > 1 && (opts.Comm == nil || opts.Comm.Size() != tp || opts.Comm.Rank() != m.plan.Rank) {
+		return nil, fmt.Errorf("engine: a TP-%d shard of rank %d needs a communicator of that size and rank", tp, m.plan.Rank)
+	}
 	if opts.BlockSize <= 0 {
 		opts.BlockSize = 16
 	}
@@ -128,7 +139,8 @@ func New(m *Model, opts Options) (*Engine, error) {
 	if opts.KVCacheBytes <= 0 {
 		opts.KVCacheBytes = 512 << 20
 	}
-	perBlock := int64(2 * cfg.Layers * cfg.KVHeads * cfg.HeadDim * 4 * opts.BlockSize)
+	kvHeads := m.attnSpec.KVHeads
+	perBlock := int64(2 * cfg.Layers * kvHeads * cfg.HeadDim * 4 * opts.BlockSize)
 	blocks := opts.KVCacheBytes / perBlock
 	fullSeq := int64((cfg.MaxPositions + opts.BlockSize - 1) / opts.BlockSize)
 	blocks = min(blocks, fullSeq*int64(opts.MaxSeqs))
@@ -137,7 +149,7 @@ func New(m *Model, opts Options) (*Engine, error) {
 	}
 	kv, err := m.be.NewKVCache(compute.KVSpec{
 		Layers: cfg.Layers, NumBlocks: int(blocks), BlockSize: opts.BlockSize,
-		KVHeads: cfg.KVHeads, HeadDim: cfg.HeadDim,
+		KVHeads: kvHeads, HeadDim: cfg.HeadDim,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("engine: allocating KV cache: %w", err)
@@ -145,8 +157,9 @@ func New(m *Model, opts Options) (*Engine, error) {
 	return &Engine{
 		m: m, opts: opts, kv: kv,
 		pool:    newBlockPool(int(blocks), opts.BlockSize),
-		scratch: newScratch(m.be, cfg, opts.MaxBatchTokens, opts.MaxSeqs),
+		scratch: newScratch(m.be, m, opts.MaxBatchTokens, opts.MaxSeqs),
 		byID:    map[string]*sequence{},
+		comm:    opts.Comm,
 	}, nil
 }
 
@@ -242,7 +255,15 @@ func (e *Engine) Step(ctx context.Context) ([]Output, error) {
 	}
 	e.step++
 	computeStart := time.Now()
-	logits := e.forward(&e.batch)
+	if e.m.plan.TP > 1 {
+		if err := e.broadcastPlan(ctx, &e.batch); err != nil {
+			return nil, err
+		}
+	}
+	logits, err := e.forward(ctx, &e.batch)
+	if err != nil {
+		return nil, err
+	}
 	sampleStart := time.Now()
 	outs := e.sampleAll(logits, sampling)
 	e.rec.Schedule = computeStart.Sub(start)

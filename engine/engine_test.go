@@ -59,7 +59,10 @@ func rowLogits(t *testing.T, e *Engine, id string, n int) [][]float32 {
 	for i := range n {
 		e.batch.logitRows = append(e.batch.logitRows, int32(i))
 	}
-	flat := e.forward(&e.batch)
+	flat, err := e.forward(context.Background(), &e.batch)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.computed += n
 	v := e.m.cfg.VocabSize
 	out := make([][]float32, n)

@@ -1,10 +1,12 @@
 package engine
 
 import (
+	"context"
+	"fmt"
 	"math"
 
 	"github.com/tandemllm/tandem/compute"
-	"github.com/tandemllm/tandem/model"
+	"github.com/tandemllm/tandem/nccl"
 )
 
 // layerWeights are one transformer layer's weights in backend memory.
@@ -47,21 +49,27 @@ func (b *batch) reset() {
 }
 
 // scratch holds the activation buffers of a forward pass, sized for at
-// most maxRows rows so steps allocate nothing.
+// most maxRows rows so steps allocate nothing. Widths are this rank's
+// share under tensor parallelism.
 type scratch struct {
 	maxRows                int
 	x, h, q, k, v, attn, o compute.Buf
 	gate, up               compute.Buf
 	pos                    compute.Buf // GPT-2 position embeddings
 	logitIn, logits        compute.Buf
-	logitRows              int
-	hostLogits             []float32
+	// Host staging for collectives: partial sums, and logits padded to
+	// equal vocabulary shards then gathered from every rank.
+	reduce     []float32
+	shard      []float32
+	gathered   []float32
+	hostLogits []float32
 }
 
-func newScratch(be compute.Backend, cfg *model.Config, maxRows, maxLogitRows int) *scratch {
-	qw := cfg.Heads * cfg.HeadDim
-	kvw := cfg.KVHeads * cfg.HeadDim
-	return &scratch{
+func newScratch(be compute.Backend, m *Model, maxRows, maxLogitRows int) *scratch {
+	cfg, spec := m.cfg, m.attnSpec
+	qw, kvw := spec.Heads*spec.HeadDim, spec.KVHeads*spec.HeadDim
+	inter, vocab := m.plan.Intermediate().Len(), m.plan.Vocab().Len()
+	s := &scratch{
 		maxRows:    maxRows,
 		x:          be.Alloc(maxRows * cfg.Hidden),
 		h:          be.Alloc(maxRows * cfg.Hidden),
@@ -70,19 +78,26 @@ func newScratch(be compute.Backend, cfg *model.Config, maxRows, maxLogitRows int
 		v:          be.Alloc(maxRows * kvw),
 		attn:       be.Alloc(maxRows * qw),
 		o:          be.Alloc(maxRows * cfg.Hidden),
-		gate:       be.Alloc(maxRows * cfg.Intermediate),
-		up:         be.Alloc(maxRows * cfg.Intermediate),
+		gate:       be.Alloc(maxRows * inter),
+		up:         be.Alloc(maxRows * inter),
 		pos:        be.Alloc(maxRows * cfg.Hidden),
 		logitIn:    be.Alloc(maxLogitRows * cfg.Hidden),
-		logits:     be.Alloc(maxLogitRows * cfg.VocabSize),
-		logitRows:  maxLogitRows,
+		logits:     be.Alloc(maxLogitRows * vocab),
 		hostLogits: make([]float32, maxLogitRows*cfg.VocabSize),
 	}
+	if tp := m.plan.TP; tp > 1 {
+		s.reduce = make([]float32, maxRows*cfg.Hidden)
+		s.shard = make([]float32, maxLogitRows*m.plan.VocabShard())
+		s.gathered = make([]float32, tp*maxLogitRows*m.plan.VocabShard())
+	}
+	return s
 }
 
 // forward runs the model over b and returns the logits of b.logitRows,
-// row-major [len(logitRows), vocab], in memory owned by the engine.
-func (e *Engine) forward(b *batch) []float32 {
+// row-major [len(logitRows), vocab], in memory owned by the engine. Under
+// tensor parallelism every rank runs it on the same batch; the logits are
+// gathered on every rank.
+func (e *Engine) forward(ctx context.Context, b *batch) ([]float32, error) {
 	m, s := e.m, e.scratch
 	be, cfg, w := m.be, m.cfg, m.w
 	t := len(b.tokens)
@@ -94,20 +109,70 @@ func (e *Engine) forward(b *batch) []float32 {
 		be.Add(x, x, pos, t*cfg.Hidden)
 	}
 	for l := range w.layers {
-		m.layer(s, e.kv, b, l, t)
+		if err := e.layer(ctx, b, l, t); err != nil {
+			return nil, err
+		}
 	}
 	n := len(b.logitRows)
 	if n == 0 {
-		return nil
+		return nil, nil
 	}
 	in := be.View(s.logitIn, 0, n*cfg.Hidden)
 	be.Gather(in, x, b.logitRows, cfg.Hidden)
 	m.norm(in, in, w.finalNorm, w.finalNormBias, n)
-	logits := be.View(s.logits, 0, n*cfg.VocabSize)
+	vocab := m.plan.Vocab().Len()
+	logits := be.View(s.logits, 0, n*vocab)
 	be.MatMul(logits, in, w.lmHead, n)
 	out := s.hostLogits[:n*cfg.VocabSize]
-	be.Read(out, logits, 0)
-	return out
+	if m.plan.TP == 1 {
+		be.Read(out, logits, 0)
+		return out, nil
+	}
+	return out, e.gatherLogits(ctx, logits, n, out)
+}
+
+// gatherLogits collects every rank's vocabulary shard of n rows of
+// logits into out ([n, vocab]). Shards are padded to equal length so one
+// all-gather moves them.
+func (e *Engine) gatherLogits(ctx context.Context, logits compute.Buf, n int, out []float32) error {
+	m, s := e.m, e.scratch
+	shard, vocab := m.plan.VocabShard(), m.plan.Vocab().Len()
+	local := s.shard[:n*shard]
+	for r := range n {
+		row := local[r*shard : (r+1)*shard]
+		m.be.Read(row[:vocab], logits, r*vocab)
+		for i := vocab; i < shard; i++ {
+			row[i] = float32(math.Inf(-1))
+		}
+	}
+	all := s.gathered[:m.plan.TP*n*shard]
+	if err := e.comm.AllGather(ctx, nccl.Float32s(local), nccl.Float32s(all)); err != nil {
+		return fmt.Errorf("engine: gathering logits: %w", err)
+	}
+	V := m.cfg.VocabSize
+	for rank := range m.plan.TP {
+		from := rank * shard
+		cols := min(shard, V-from)
+		for r := range n {
+			copy(out[r*V+from:r*V+from+cols], all[(rank*n+r)*shard:])
+		}
+	}
+	return nil
+}
+
+// allReduce sums x (rows × hidden) over the group's ranks, through host
+// memory.
+func (e *Engine) allReduce(ctx context.Context, x compute.Buf, n int) error {
+	if e.m.plan.TP == 1 {
+		return nil
+	}
+	host := e.scratch.reduce[:n]
+	e.m.be.Read(host, x, 0)
+	if err := e.comm.AllReduce(ctx, nccl.Float32s(host)); err != nil {
+		return fmt.Errorf("engine: allreduce: %w", err)
+	}
+	e.m.be.Write(x, 0, host)
+	return nil
 }
 
 // norm applies the architecture's normalisation (RMSNorm, or LayerNorm
@@ -120,9 +185,14 @@ func (m *Model) norm(dst, x, w, bias compute.Buf, rows int) {
 	m.be.RMSNorm(dst, x, w, rows, m.cfg.Hidden, float32(m.cfg.NormEps))
 }
 
-func (m *Model) layer(s *scratch, kv compute.KVCache, b *batch, l, t int) {
-	be, cfg, lw := m.be, m.cfg, &m.w.layers[l]
-	qw, kvw := cfg.Heads*cfg.HeadDim, cfg.KVHeads*cfg.HeadDim
+// layer runs transformer layer l. Under tensor parallelism the attention
+// output and down projections are row-parallel: their partial sums are
+// all-reduced before the (replicated) bias and the residual add.
+func (e *Engine) layer(ctx context.Context, b *batch, l, t int) error {
+	m, s := e.m, e.scratch
+	be, cfg, lw, spec := m.be, m.cfg, &m.w.layers[l], m.attnSpec
+	qw, kvw := spec.Heads*spec.HeadDim, spec.KVHeads*spec.HeadDim
+	inter := m.plan.Intermediate().Len()
 	x := be.View(s.x, 0, t*cfg.Hidden)
 	h := be.View(s.h, 0, t*cfg.Hidden)
 	q, k, v := be.View(s.q, 0, t*qw), be.View(s.k, 0, t*kvw), be.View(s.v, 0, t*kvw)
@@ -133,45 +203,51 @@ func (m *Model) layer(s *scratch, kv compute.KVCache, b *batch, l, t int) {
 	m.linear(v, h, lw.v, lw.vBias, t)
 	if lw.qNorm != nil {
 		eps := float32(cfg.NormEps)
-		be.RMSNorm(q, q, lw.qNorm, t*cfg.Heads, cfg.HeadDim, eps)
-		be.RMSNorm(k, k, lw.kNorm, t*cfg.KVHeads, cfg.HeadDim, eps)
+		be.RMSNorm(q, q, lw.qNorm, t*spec.Heads, cfg.HeadDim, eps)
+		be.RMSNorm(k, k, lw.kNorm, t*spec.KVHeads, cfg.HeadDim, eps)
 	}
 	if m.invFreq != nil {
-		be.RoPE(q, t, cfg.Heads, cfg.HeadDim, b.positions, m.invFreq)
-		be.RoPE(k, t, cfg.KVHeads, cfg.HeadDim, b.positions, m.invFreq)
+		be.RoPE(q, t, spec.Heads, cfg.HeadDim, b.positions, m.invFreq)
+		be.RoPE(k, t, spec.KVHeads, cfg.HeadDim, b.positions, m.invFreq)
 	}
-	be.KVWrite(kv, l, k, v, b.slots)
+	be.KVWrite(e.kv, l, k, v, b.slots)
 	attn := be.View(s.attn, 0, t*qw)
-	be.Attention(attn, q, kv, l, b.seqs, m.attnSpec)
+	be.Attention(attn, q, e.kv, l, b.seqs, spec)
 	o := be.View(s.o, 0, t*cfg.Hidden)
-	m.linear(o, attn, lw.o, lw.oBias, t)
+	be.MatMul(o, attn, lw.o, t)
+	if err := e.allReduce(ctx, o, t*cfg.Hidden); err != nil {
+		return err
+	}
+	if lw.oBias != nil {
+		be.AddBias(o, lw.oBias, t)
+	}
 	be.Add(x, x, o, t*cfg.Hidden)
 
 	m.norm(h, x, lw.mlpNorm, lw.mlpNormBias, t)
-	act := be.View(s.up, 0, t*cfg.Intermediate)
+	act := be.View(s.up, 0, t*inter)
 	m.linear(act, h, lw.up, lw.upBias, t)
 	if lw.gate != nil {
-		gate := be.View(s.gate, 0, t*cfg.Intermediate)
+		gate := be.View(s.gate, 0, t*inter)
 		be.MatMul(gate, h, lw.gate, t)
-		be.SiLUMul(gate, gate, act, t*cfg.Intermediate)
+		be.SiLUMul(gate, gate, act, t*inter)
 		act = gate
 	} else {
-		be.GELU(act, t*cfg.Intermediate)
+		be.GELU(act, t*inter)
 	}
-	m.linear(o, act, lw.down, lw.downBias, t)
+	be.MatMul(o, act, lw.down, t)
+	if err := e.allReduce(ctx, o, t*cfg.Hidden); err != nil {
+		return err
+	}
+	if lw.downBias != nil {
+		be.AddBias(o, lw.downBias, t)
+	}
 	be.Add(x, x, o, t*cfg.Hidden)
+	return nil
 }
 
 func (m *Model) linear(dst, x compute.Buf, w compute.Mat, bias compute.Buf, rows int) {
 	m.be.MatMul(dst, x, w, rows)
 	if bias != nil {
 		m.be.AddBias(dst, bias, rows)
-	}
-}
-
-func attnSpec(cfg *model.Config) compute.AttnSpec {
-	return compute.AttnSpec{
-		Heads: cfg.Heads, KVHeads: cfg.KVHeads, HeadDim: cfg.HeadDim,
-		Scale: float32(1 / math.Sqrt(float64(cfg.HeadDim))),
 	}
 }

@@ -27,7 +27,7 @@ func testModel(tb testing.TB, name, dtype, kernels string) *Model {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m, err := Open(dir, be)
+	m, err := Open(dir, be, Shard{})
 	if err != nil {
 		be.Close()
 		tb.Fatal(err)

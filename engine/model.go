@@ -3,11 +3,13 @@ package engine
 import (
 	"fmt"
 	"io"
+	"math"
 	"path/filepath"
 
 	"github.com/tandemllm/tandem/compute"
 	"github.com/tandemllm/tandem/model"
 	"github.com/tandemllm/tandem/model/safetensors"
+	"github.com/tandemllm/tandem/parallel"
 )
 
 // TensorSource yields a model's weights by Hugging Face name.
@@ -21,6 +23,7 @@ type TensorSource interface {
 type Model struct {
 	cfg      *model.Config
 	be       compute.Backend
+	plan     *parallel.Plan
 	w        weights
 	invFreq  []float32
 	attnSpec compute.AttnSpec
@@ -34,6 +37,9 @@ type Model struct {
 // Config is the model's configuration.
 func (m *Model) Config() *model.Config { return m.cfg }
 
+// Plan is the model's tensor-parallel plan (TP 1 when not sharded).
+func (m *Model) Plan() *parallel.Plan { return m.plan }
+
 // Backend is the backend the model runs on.
 func (m *Model) Backend() compute.Backend { return m.be }
 
@@ -45,10 +51,28 @@ func (m *Model) Close() error {
 	return nil
 }
 
-// LoadModel builds a Model of cfg from src on be. closer, if not nil, is
+// Shard selects a rank's share of a tensor-parallel model. The zero
+// value is the whole model (TP 1).
+type Shard struct {
+	TP, Rank int
+}
+
+// LoadModel builds sh's share of a model of cfg from src on be; it reads
+// only the slices of the weights the rank needs. closer, if not nil, is
 // closed by Model.Close (the files src maps).
-func LoadModel(cfg *model.Config, src TensorSource, be compute.Backend, closer io.Closer) (*Model, error) {
-	m := &Model{cfg: cfg, be: be, attnSpec: attnSpec(cfg), closer: closer}
+func LoadModel(cfg *model.Config, src TensorSource, be compute.Backend, closer io.Closer, sh Shard) (*Model, error) {
+	plan, err := parallel.New(parallel.Geometry{
+		Heads: cfg.Heads, KVHeads: cfg.KVHeads, HeadDim: cfg.HeadDim,
+		Intermediate: cfg.Intermediate, Vocab: cfg.VocabSize,
+	}, max(sh.TP, 1), sh.Rank)
+	if err != nil {
+		return nil, err
+	}
+	m := &Model{cfg: cfg, be: be, plan: plan, closer: closer}
+	m.attnSpec = compute.AttnSpec{
+		Heads: plan.QHeads().Len(), KVHeads: plan.KVHeads().Len(), HeadDim: cfg.HeadDim,
+		Scale: float32(1 / math.Sqrt(float64(cfg.HeadDim))),
+	}
 	for _, id := range cfg.EOSTokenIDs {
 		m.eos = append(m.eos, int32(id))
 	}
@@ -56,7 +80,6 @@ func LoadModel(cfg *model.Config, src TensorSource, be compute.Backend, closer i
 		return nil, err
 	}
 	l := loader{m: m, src: src}
-	var err error
 	switch cfg.Arch {
 	case model.Llama:
 		m.invFreq = cfg.InvFreq()
@@ -110,32 +133,48 @@ func prefault(data []byte) {
 
 var dtypes = map[safetensors.DType]compute.DType{safetensors.F32: compute.F32, safetensors.BF16: compute.BF16, safetensors.F16: compute.F16}
 
-// mat loads a [rows, cols] matrix.
-func (l *loader) mat(name string, rows, cols int) compute.Mat {
-	t := l.tensor(name)
-	if l.err != nil {
-		return nil
-	}
-	return l.loadMat(name, dtypes[t.DType], rows, cols, t.Data)
-}
+// all is the whole range of n indices.
+func all(n int) parallel.Range { return parallel.Range{To: n} }
 
-// matT loads a matrix stored transposed, [cols, rows] (GPT-2's Conv1D),
-// rows [from, to) of the transposed matrix.
-func (l *loader) matT(name string, rows, cols, from, to int) compute.Mat {
+// mat loads rows × cols of a matrix stored [out, in]. A full-width row
+// range is used in place; a column range is copied.
+func (l *loader) mat(name string, rows, cols parallel.Range) compute.Mat {
 	t := l.tensor(name)
 	if l.err != nil {
 		return nil
 	}
 	dt := dtypes[t.DType]
-	size := dt.Size()
-	out := make([]byte, (to-from)*cols*size)
-	for r := from; r < to; r++ {
-		for c := range cols {
-			copy(out[((r-from)*cols+c)*size:][:size], t.Data[(c*rows+r)*size:][:size])
+	size, width := dt.Size(), t.Shape[1]
+	if cols.From == 0 && cols.To == width {
+		return l.loadMat(name, dt, rows.Len(), cols.Len(), t.Data[rows.From*width*size:rows.To*width*size])
+	}
+	out := make([]byte, rows.Len()*cols.Len()*size)
+	for r := rows.From; r < rows.To; r++ {
+		copy(out[(r-rows.From)*cols.Len()*size:], t.Data[(r*width+cols.From)*size:(r*width+cols.To)*size])
+	}
+	l.m.keep = append(l.m.keep, out)
+	return l.loadMat(name, dt, rows.Len(), cols.Len(), out)
+}
+
+// matT loads rows × cols of a matrix stored transposed, [in, out]
+// (GPT-2's Conv1D), into the [out, in] layout.
+func (l *loader) matT(name string, rows, cols parallel.Range) compute.Mat {
+	t := l.tensor(name)
+	if l.err != nil {
+		return nil
+	}
+	dt := dtypes[t.DType]
+	size, stride := dt.Size(), t.Shape[1]
+	out := make([]byte, rows.Len()*cols.Len()*size)
+	i := 0
+	for r := rows.From; r < rows.To; r++ {
+		for c := cols.From; c < cols.To; c++ {
+			copy(out[i:i+size], t.Data[(c*stride+r)*size:])
+			i += size
 		}
 	}
 	l.m.keep = append(l.m.keep, out)
-	return l.loadMat(name, dt, to-from, cols, out)
+	return l.loadMat(name, dt, rows.Len(), cols.Len(), out)
 }
 
 func (l *loader) loadMat(name string, dt compute.DType, rows, cols int, data []byte) compute.Mat {
@@ -146,8 +185,8 @@ func (l *loader) loadMat(name string, dt compute.DType, rows, cols int, data []b
 	return m
 }
 
-// vec loads a vector [n] (norm weight or bias), or values [from, to) of it.
-func (l *loader) vec(name string, n, from, to int) compute.Buf {
+// vec loads values r of a vector (norm weight or bias).
+func (l *loader) vec(name string, r parallel.Range) compute.Buf {
 	t := l.tensor(name)
 	if l.err != nil {
 		return nil
@@ -157,90 +196,110 @@ func (l *loader) vec(name string, n, from, to int) compute.Buf {
 		l.err = fmt.Errorf("%s: %w", l.src.Where(name), err)
 		return nil
 	}
-	vals := all[from:to]
+	vals := all[r.From:r.To]
 	b := l.m.be.Alloc(len(vals))
 	l.m.be.Write(b, 0, vals)
 	return b
 }
 
+// shard are the ranges of this rank's share, in elements.
+type shard struct {
+	q, kv, inter, vocab parallel.Range
+}
+
+func (m *Model) shard() shard {
+	d := m.cfg.HeadDim
+	return shard{
+		q:     m.plan.QHeads().Scale(d),
+		kv:    m.plan.KVHeads().Scale(d),
+		inter: m.plan.Intermediate(),
+		vocab: m.plan.Vocab(),
+	}
+}
+
 func (l *loader) llama() error {
 	c := l.m.cfg
 	w := &l.m.w
-	h, qd, kvd := c.Hidden, c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
-	w.embed = l.mat("model.embed_tokens.weight", c.VocabSize, h)
+	sh := l.m.shard()
+	h := all(c.Hidden)
+	w.embed = l.mat("model.embed_tokens.weight", all(c.VocabSize), h)
 	for i := range c.Layers {
 		p := fmt.Sprintf("model.layers.%d.", i)
 		lw := layerWeights{
-			attnNorm: l.vec(p+"input_layernorm.weight", h, 0, h),
-			q:        l.mat(p+"self_attn.q_proj.weight", qd, h),
-			k:        l.mat(p+"self_attn.k_proj.weight", kvd, h),
-			v:        l.mat(p+"self_attn.v_proj.weight", kvd, h),
-			o:        l.mat(p+"self_attn.o_proj.weight", h, qd),
-			mlpNorm:  l.vec(p+"post_attention_layernorm.weight", h, 0, h),
-			gate:     l.mat(p+"mlp.gate_proj.weight", c.Intermediate, h),
-			up:       l.mat(p+"mlp.up_proj.weight", c.Intermediate, h),
-			down:     l.mat(p+"mlp.down_proj.weight", h, c.Intermediate),
+			attnNorm: l.vec(p+"input_layernorm.weight", h),
+			q:        l.mat(p+"self_attn.q_proj.weight", sh.q, h),
+			k:        l.mat(p+"self_attn.k_proj.weight", sh.kv, h),
+			v:        l.mat(p+"self_attn.v_proj.weight", sh.kv, h),
+			o:        l.mat(p+"self_attn.o_proj.weight", h, sh.q),
+			mlpNorm:  l.vec(p+"post_attention_layernorm.weight", h),
+			gate:     l.mat(p+"mlp.gate_proj.weight", sh.inter, h),
+			up:       l.mat(p+"mlp.up_proj.weight", sh.inter, h),
+			down:     l.mat(p+"mlp.down_proj.weight", h, sh.inter),
 		}
 		if c.AttnBias {
-			lw.qBias = l.vec(p+"self_attn.q_proj.bias", qd, 0, qd)
-			lw.kBias = l.vec(p+"self_attn.k_proj.bias", kvd, 0, kvd)
-			lw.vBias = l.vec(p+"self_attn.v_proj.bias", kvd, 0, kvd)
+			lw.qBias = l.vec(p+"self_attn.q_proj.bias", sh.q)
+			lw.kBias = l.vec(p+"self_attn.k_proj.bias", sh.kv)
+			lw.vBias = l.vec(p+"self_attn.v_proj.bias", sh.kv)
 		}
 		if c.QKNorm {
-			lw.qNorm = l.vec(p+"self_attn.q_norm.weight", c.HeadDim, 0, c.HeadDim)
-			lw.kNorm = l.vec(p+"self_attn.k_norm.weight", c.HeadDim, 0, c.HeadDim)
+			lw.qNorm = l.vec(p+"self_attn.q_norm.weight", all(c.HeadDim))
+			lw.kNorm = l.vec(p+"self_attn.k_norm.weight", all(c.HeadDim))
 		}
 		w.layers = append(w.layers, lw)
 	}
-	w.finalNorm = l.vec("model.norm.weight", h, 0, h)
-	w.lmHead = w.embed
+	w.finalNorm = l.vec("model.norm.weight", h)
+	head := "model.embed_tokens.weight"
 	if !c.TieEmbeddings {
-		w.lmHead = l.mat("lm_head.weight", c.VocabSize, h)
+		head = "lm_head.weight"
 	}
+	w.lmHead = l.mat(head, sh.vocab, h)
 	return l.err
 }
 
 func (l *loader) gpt2() error {
 	c := l.m.cfg
 	w := &l.m.w
-	h, in := c.Hidden, c.Intermediate
+	sh := l.m.shard()
+	h := all(c.Hidden)
+	off := func(r parallel.Range, k int) parallel.Range { return parallel.Range{From: r.From + k, To: r.To + k} }
 	const pre = "transformer."
-	w.embed = l.mat(pre+"wte.weight", c.VocabSize, h)
-	w.posEmbed = l.mat(pre+"wpe.weight", c.MaxPositions, h)
+	w.embed = l.mat(pre+"wte.weight", all(c.VocabSize), h)
+	w.posEmbed = l.mat(pre+"wpe.weight", all(c.MaxPositions), h)
 	for i := range c.Layers {
 		p := fmt.Sprintf("%sh.%d.", pre, i)
 		lw := layerWeights{
-			attnNorm:     l.vec(p+"ln_1.weight", h, 0, h),
-			attnNormBias: l.vec(p+"ln_1.bias", h, 0, h),
-			q:            l.matT(p+"attn.c_attn.weight", 3*h, h, 0, h),
-			k:            l.matT(p+"attn.c_attn.weight", 3*h, h, h, 2*h),
-			v:            l.matT(p+"attn.c_attn.weight", 3*h, h, 2*h, 3*h),
-			qBias:        l.vec(p+"attn.c_attn.bias", 3*h, 0, h),
-			kBias:        l.vec(p+"attn.c_attn.bias", 3*h, h, 2*h),
-			vBias:        l.vec(p+"attn.c_attn.bias", 3*h, 2*h, 3*h),
-			o:            l.matT(p+"attn.c_proj.weight", h, h, 0, h),
-			oBias:        l.vec(p+"attn.c_proj.bias", h, 0, h),
-			mlpNorm:      l.vec(p+"ln_2.weight", h, 0, h),
-			mlpNormBias:  l.vec(p+"ln_2.bias", h, 0, h),
-			up:           l.matT(p+"mlp.c_fc.weight", in, h, 0, in),
-			upBias:       l.vec(p+"mlp.c_fc.bias", in, 0, in),
-			down:         l.matT(p+"mlp.c_proj.weight", h, in, 0, h),
-			downBias:     l.vec(p+"mlp.c_proj.bias", h, 0, h),
+			attnNorm:     l.vec(p+"ln_1.weight", h),
+			attnNormBias: l.vec(p+"ln_1.bias", h),
+			q:            l.matT(p+"attn.c_attn.weight", sh.q, h),
+			k:            l.matT(p+"attn.c_attn.weight", off(sh.kv, c.Hidden), h),
+			v:            l.matT(p+"attn.c_attn.weight", off(sh.kv, 2*c.Hidden), h),
+			qBias:        l.vec(p+"attn.c_attn.bias", sh.q),
+			kBias:        l.vec(p+"attn.c_attn.bias", off(sh.kv, c.Hidden)),
+			vBias:        l.vec(p+"attn.c_attn.bias", off(sh.kv, 2*c.Hidden)),
+			o:            l.matT(p+"attn.c_proj.weight", h, sh.q),
+			oBias:        l.vec(p+"attn.c_proj.bias", h),
+			mlpNorm:      l.vec(p+"ln_2.weight", h),
+			mlpNormBias:  l.vec(p+"ln_2.bias", h),
+			up:           l.matT(p+"mlp.c_fc.weight", sh.inter, h),
+			upBias:       l.vec(p+"mlp.c_fc.bias", sh.inter),
+			down:         l.matT(p+"mlp.c_proj.weight", h, sh.inter),
+			downBias:     l.vec(p+"mlp.c_proj.bias", h),
 		}
 		w.layers = append(w.layers, lw)
 	}
-	w.finalNorm = l.vec(pre+"ln_f.weight", h, 0, h)
-	w.finalNormBias = l.vec(pre+"ln_f.bias", h, 0, h)
-	w.lmHead = w.embed
+	w.finalNorm = l.vec(pre+"ln_f.weight", h)
+	w.finalNormBias = l.vec(pre+"ln_f.bias", h)
+	head := pre + "wte.weight"
 	if !c.TieEmbeddings {
-		w.lmHead = l.mat("lm_head.weight", c.VocabSize, h)
+		head = "lm_head.weight"
 	}
+	w.lmHead = l.mat(head, sh.vocab, h)
 	return l.err
 }
 
-// Open loads the model directory dir (config.json and safetensors
-// weights) onto be.
-func Open(dir string, be compute.Backend) (*Model, error) {
+// Open loads sh's share of the model directory dir (config.json and
+// safetensors weights) onto be.
+func Open(dir string, be compute.Backend, sh Shard) (*Model, error) {
 	cfg, err := model.LoadConfig(filepath.Join(dir, "config.json"))
 	if err != nil {
 		return nil, err
@@ -249,7 +308,7 @@ func Open(dir string, be compute.Backend) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := LoadModel(cfg, set, be, set)
+	m, err := LoadModel(cfg, set, be, set, sh)
 	if err != nil {
 		set.Close()
 		return nil, err

@@ -100,7 +100,7 @@ func TestOpenRejectsBadModels(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := badModelDir(t, tt.config, tt.tensors)
-			m, err := Open(dir, be)
+			m, err := Open(dir, be, Shard{})
 			if err == nil {
 				m.Close()
 				t.Fatal("Open succeeded")
@@ -117,7 +117,7 @@ func TestOpenRejectsBadModels(t *testing.T) {
 		if err := os.Truncate(path, st.Size()/2); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Open(dir, be); err == nil || !strings.Contains(err.Error(), path) {
+		if _, err := Open(dir, be, Shard{}); err == nil || !strings.Contains(err.Error(), path) {
 			t.Fatalf("Open of a truncated file: %v; want an error naming %s", err, path)
 		}
 	})

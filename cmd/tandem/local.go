@@ -68,7 +68,7 @@ func runLocalGenerate(cmd *cobra.Command, f *generateFlags, prompt string) error
 		return err
 	}
 	defer be.Close()
-	m, err := engine.Open(dir, be)
+	m, err := engine.Open(dir, be, engine.Shard{})
 	if err != nil {
 		return err
 	}
