@@ -72,6 +72,7 @@ type workerScratch struct {
 	scores []float32
 	acc    []float32
 	ml     []float32
+	qt     []float32 // attention's query tile
 }
 
 // grow makes *s at least n long and returns its first n values.
@@ -82,11 +83,12 @@ func grow(s *[]float32, n int) []float32 {
 	return (*s)[:n]
 }
 
-// attnTask runs one tile of query rows against one KV head per chunk. With
-// grouped-query attention (group > 1) a tile is up to maxM query heads of
-// the same group at one position, so each key and value is loaded once for
-// all of them; otherwise a tile is up to maxM consecutive positions of one
-// head.
+// attnTask runs one tile of query vectors against one KV head per chunk. A
+// tile is up to maxM query vectors that read the same KV head: pp
+// consecutive positions × hg heads of the head's group, so each key and
+// value block is loaded once for all of them. With GQA (group > 1) a tile
+// holds every head of the group at maxM/group positions; without it, maxM
+// positions of one head.
 type attnTask struct {
 	k       *kernels
 	dst, q  []float32
@@ -95,7 +97,9 @@ type attnTask struct {
 	seqs    []compute.AttnSeq
 	spec    compute.AttnSpec
 	group   int   // query heads per KV head
-	tiles   int   // tiles per query row (group > 1) or per head (group == 1)
+	hg      int   // query heads per tile
+	headT   int   // tiles across the group's heads: ceil(group/hg)
+	pp      int   // positions per tile
 	firstCh []int // first chunk of each sequence (len(seqs)+1)
 	scratch []workerScratch
 }
@@ -109,7 +113,9 @@ func (b *Backend) Attention(dst, q compute.Buf, c compute.KVCache, layer int, se
 	t := &b.attn
 	*t = attnTask{k: b.k, dst: data(dst), q: data(q), c: kc, layer: layer, seqs: seqs, spec: spec,
 		group: spec.Heads / spec.KVHeads, scratch: b.scratch, firstCh: t.firstCh[:0]}
-	t.tiles = (t.group + b.k.maxM - 1) / b.k.maxM
+	t.hg = min(t.group, b.k.maxM)
+	t.headT = (t.group + t.hg - 1) / t.hg
+	t.pp = max(1, b.k.maxM/t.hg)
 	chunks := 0
 	for _, s := range seqs {
 		if s.Pos+s.QLen > len(s.Blocks)*kc.spec.BlockSize {
@@ -117,11 +123,7 @@ func (b *Backend) Attention(dst, q compute.Buf, c compute.KVCache, layer int, se
 				s.Pos+s.QLen, len(s.Blocks), kc.spec.BlockSize))
 		}
 		t.firstCh = append(t.firstCh, chunks)
-		if t.group > 1 {
-			chunks += spec.KVHeads * s.QLen * t.tiles
-		} else {
-			chunks += spec.KVHeads * ((s.QLen + b.k.maxM - 1) / b.k.maxM)
-		}
+		chunks += spec.KVHeads * t.headT * ((s.QLen + t.pp - 1) / t.pp)
 	}
 	t.firstCh = append(t.firstCh, chunks)
 	b.pool.run(t, chunks)
@@ -137,55 +139,61 @@ func (t *attnTask) run(c, w int) {
 	c -= t.firstCh[si]
 	kvh := c % t.spec.KVHeads
 	c /= t.spec.KVHeads
-	hd, qw, maxM := t.spec.HeadDim, t.spec.Heads*t.spec.HeadDim, t.k.maxM
-	if t.group > 1 {
-		// Tile c%tiles of the group's heads, at query row c/tiles.
-		row, j0 := c/t.tiles, c%t.tiles*maxM
-		j1 := min(j0+maxM, t.group)
-		off := (s.QRow+row)*qw + (kvh*t.group+j0)*hd
-		t.tile(&t.scratch[w], s, kvh, off, hd, j1-j0, s.Pos+row, 0)
-		return
-	}
-	r0 := c * maxM
-	r1 := min(r0+maxM, s.QLen)
-	t.tile(&t.scratch[w], s, kvh, (s.QRow+r0)*qw+kvh*hd, qw, r1-r0, s.Pos+r0, 1)
+	j0 := c % t.headT * t.hg
+	c /= t.headT
+	// Causal tiles late in the sequence cost the most; they go first so
+	// that the cheap ones even out the threads' ends.
+	posT := (s.QLen + t.pp - 1) / t.pp
+	r0 := (posT - 1 - c) * t.pp
+	t.tile(&t.scratch[w], s, kvh, r0, min(r0+t.pp, s.QLen), j0, min(j0+t.hg, t.group))
 }
 
-// tile computes mb query vectors at q[off+i*ldx:][:HeadDim] (i < mb), at
-// positions pos0+i*posStep, against KV head kvh, writing dst at the same
-// offsets. It goes block by block with an online softmax: per row a
-// running maximum mx, a running sum l of exp(score-mx), and the
-// accumulator of exp(score-mx)·v.
-func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, off, ldx, mb, pos0, posStep int) {
+// attnSpan is how many keys one online-softmax step covers: several cache
+// blocks, so the per-row bookkeeping of a step is paid per span, not per
+// (small) block.
+const attnSpan = 128
+
+// tile computes query rows [r0, r1) of s × query heads [j0, j1) of KV head
+// kvh's group. It goes span by span with an online softmax: per query a
+// running maximum mx, a running sum l of exp(score-mx), and the accumulator
+// of exp(score-mx)·v. Queries are copied, pre-scaled, into one contiguous
+// tile so the score kernel sees a uniform stride.
+func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, r0, r1, j0, j1 int) {
 	hd, bs := t.spec.HeadDim, t.c.spec.BlockSize
-	scores := grow(&ws.scores, mb*bs)
+	hg := j1 - j0
+	mb := (r1 - r0) * hg
+	span := max(bs, attnSpan/bs*bs)
+	scores := grow(&ws.scores, mb*span)
 	acc := grow(&ws.acc, mb*hd)
 	ml := grow(&ws.ml, 2*mb)
+	qt := grow(&ws.qt, mb*hd)
 	mx, l := ml[:mb], ml[mb:]
 	clear(acc)
+	qw := t.spec.Heads * hd
+	// qOff is where query i of the tile lives in q and dst.
+	qOff := func(i int) int { return (s.QRow+r0+i/hg)*qw + (kvh*t.group+j0+i%hg)*hd }
 	for i := range mb {
 		mx[i], l[i] = float32(math.Inf(-1)), 0
+		src := t.q[qOff(i):][:hd]
+		for d, v := range src {
+			qt[i*hd+d] = v * t.spec.Scale
+		}
 	}
-	q := t.q[off:]
-	last := pos0 + (mb-1)*posStep // last position any row attends to
+	last := s.Pos + r1 - 1 // last position any query attends to
 	base := t.layer*t.c.layerStride + kvh*t.c.headStride
-	for blk := 0; blk*bs <= last; blk++ {
-		boff := base + int(s.Blocks[blk])*t.c.blockStride
-		keys, vals := t.c.k[boff:boff+bs*hd], t.c.v[boff:boff+bs*hd]
-		n := min(bs, last-blk*bs+1)
-		dotBlockF32(t.k, mb, q, ldx, keys, hd, hd, scores, bs, n)
+	for k0 := 0; k0 <= last; k0 += span {
+		n := min(span, last-k0+1)
+		for b := 0; b < n; b += bs {
+			boff := base + int(s.Blocks[(k0+b)/bs])*t.c.blockStride
+			dotBlockF32(t.k, mb, qt, hd, t.c.k[boff:boff+bs*hd], hd, hd, scores[b:], span, min(bs, n-b))
+		}
 		for i := range mb {
-			ni := min(n, pos0+i*posStep-blk*bs+1)
+			ni := min(n, s.Pos+r0+i/hg-k0+1)
 			if ni <= 0 {
 				continue
 			}
-			sc := scores[i*bs : i*bs+ni]
-			m := mx[i]
-			for j, v := range sc {
-				v *= t.spec.Scale
-				sc[j] = v
-				m = max(m, v)
-			}
+			sc := scores[i*span : i*span+ni]
+			m := max(mx[i], maxF32(sc))
 			corr := expf(mx[i] - m)
 			sum := expSum(t.k, sc, m)
 			mx[i], l[i] = m, l[i]*corr+sum
@@ -195,11 +203,14 @@ func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, off, ldx, mb,
 					a[d] *= corr
 				}
 			}
-			accumRows(t.k, a, sc, vals, hd)
+			for b := 0; b < ni; b += bs {
+				boff := base + int(s.Blocks[(k0+b)/bs])*t.c.blockStride
+				accumRows(t.k, a, sc[b:min(b+bs, ni)], t.c.v[boff:boff+bs*hd], hd)
+			}
 		}
 	}
 	for i := range mb {
-		out := t.dst[off+i*ldx:][:hd]
+		out := t.dst[qOff(i):][:hd]
 		inv := 1 / l[i]
 		for d, v := range acc[i*hd : (i+1)*hd] {
 			out[d] = v * inv
@@ -234,4 +245,20 @@ func expSum(k *kernels, x []float32, shift float32) float32 {
 		sum += e
 	}
 	return sum
+}
+
+// maxF32 is the largest value of x (-Inf when empty), kept in four
+// independent running maxima so the loop is not one dependency chain.
+func maxF32(x []float32) float32 {
+	inf := float32(math.Inf(-1))
+	m0, m1, m2, m3 := inf, inf, inf, inf
+	i := 0
+	for ; i+4 <= len(x); i += 4 {
+		m0, m1 = max(m0, x[i]), max(m1, x[i+1])
+		m2, m3 = max(m2, x[i+2]), max(m3, x[i+3])
+	}
+	for ; i < len(x); i++ {
+		m0 = max(m0, x[i])
+	}
+	return max(max(m0, m1), max(m2, m3))
 }
