@@ -185,7 +185,7 @@ func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, r0, r1, j0, j
 		n := min(span, last-k0+1)
 		for b := 0; b < n; b += bs {
 			boff := base + int(s.Blocks[(k0+b)/bs])*t.c.blockStride
-			dotBlockF32(t.k, mb, qt, hd, t.c.k[boff:boff+bs*hd], hd, hd, scores[b:], span, min(bs, n-b))
+			dotBlockF32(t.k, mb, qt, hd, t.c.k[boff:boff+bs*hd], hd, hd, scores[b:], span, min(bs, n-b), false, 0)
 		}
 		for i := range mb {
 			ni := min(n, s.Pos+r0+i/hg-k0+1)

@@ -16,14 +16,15 @@ const tileRows = 4
 const maxTileM = 8
 
 // A tile kernel computes dst[i*ldd+r] = Σ_{k<kn} x[i*ldx+k]·w[r*ldw+k] for
-// i < mb (fixed per function) and r < tileRows. Strides are in elements.
+// i < mb (fixed per function) and r < tileRows, or adds the sums to dst
+// when add ≠ 0 (for callers that split kn). Strides are in elements.
 // Assembly versions also prefetch four streams of cache lines at pf,
 // pf+pfs, pf+2·pfs and pf+3·pfs (see nextTile); Go versions ignore them.
 // Assembly versions only handle kn rounded down to a multiple of
 // kernels.kStep; callers add the rest (see dotBlock).
 type (
-	tileF32Func  func(x *float32, ldx int, w *float32, ldw, kn int, dst *float32, ldd int, pf uintptr, pfs int)
-	tileBF16Func func(x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+	tileF32Func  func(x *float32, ldx int, w *float32, ldw, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+	tileBF16Func func(x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 )
 
 // accumFunc adds Σ_{j<n} p[j]·v[j*ldv : j*ldv+d] to dst[0:d]. Assembly
@@ -80,36 +81,44 @@ func selectKernels(name string) (*kernels, error) {
 func goKernels() *kernels {
 	k := &kernels{name: "go", maxM: 4, kStep: 1, dStep: 1, accum: goAccum}
 	for mb := 1; mb <= k.maxM; mb++ {
-		k.f32[mb] = func(x *float32, ldx int, w *float32, ldw, kn int, dst *float32, ldd int, _ uintptr, _ int) {
-			goTileF32(mb, x, ldx, w, ldw, kn, dst, ldd)
+		k.f32[mb] = func(x *float32, ldx int, w *float32, ldw, kn int, dst *float32, ldd int, _ uintptr, _ int, add int) {
+			goTileF32(mb, x, ldx, w, ldw, kn, dst, ldd, add != 0)
 		}
-		k.bf16[mb] = func(x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int, _ uintptr, _ int) {
-			goTileBF16(mb, x, ldx, w, ldw, kn, dst, ldd)
+		k.bf16[mb] = func(x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int, _ uintptr, _ int, add int) {
+			goTileBF16(mb, x, ldx, w, ldw, kn, dst, ldd, add != 0)
 		}
 	}
 	return k
 }
 
-func goTileF32(mb int, x *float32, ldx int, w *float32, ldw, kn int, dst *float32, ldd int) {
+func goTileF32(mb int, x *float32, ldx int, w *float32, ldw, kn int, dst *float32, ldd int, add bool) {
 	xs := unsafe.Slice(x, (mb-1)*ldx+kn)
 	ws := unsafe.Slice(w, (tileRows-1)*ldw+kn)
 	ds := unsafe.Slice(dst, (mb-1)*ldd+tileRows)
 	for i := range mb {
 		xi := xs[i*ldx : i*ldx+kn]
 		for r := range tileRows {
-			ds[i*ldd+r] = dotF32(xi, ws[r*ldw:r*ldw+kn])
+			v := dotF32(xi, ws[r*ldw:r*ldw+kn])
+			if add {
+				v += ds[i*ldd+r]
+			}
+			ds[i*ldd+r] = v
 		}
 	}
 }
 
-func goTileBF16(mb int, x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int) {
+func goTileBF16(mb int, x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int, add bool) {
 	xs := unsafe.Slice(x, (mb-1)*ldx+kn)
 	ws := unsafe.Slice(w, (tileRows-1)*ldw+kn)
 	ds := unsafe.Slice(dst, (mb-1)*ldd+tileRows)
 	for i := range mb {
 		xi := xs[i*ldx : i*ldx+kn]
 		for r := range tileRows {
-			ds[i*ldd+r] = dotBF16(xi, ws[r*ldw:r*ldw+kn])
+			v := dotBF16(xi, ws[r*ldw:r*ldw+kn])
+			if add {
+				v += ds[i*ldd+r]
+			}
+			ds[i*ldd+r] = v
 		}
 	}
 }

@@ -4,9 +4,9 @@
 
 #include "textflag.h"
 
-// func tileF32AVX512M1(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+// func tileF32AVX512M1(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileF32AVX512M1(SB), NOSPLIT, $0-72
+TEXT ·tileF32AVX512M1(SB), NOSPLIT, $0-80
 	MOVQ   x+0(FP), AX
 	MOVQ   w+16(FP), CX
 	MOVQ   ldw+24(FP), DX
@@ -48,6 +48,7 @@ tileF32AVX512M1_single:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
+	MOVQ          add+72(FP), CX
 	VEXTRACTF64X4 $0x01, Z0, Y4
 	VADDPS        Y4, Y0, Y0
 	VEXTRACTF64X4 $0x01, Z1, Y4
@@ -67,13 +68,18 @@ tileF32AVX512M1_single:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
-	VMOVUPS       X0, (AX)
+	TESTQ         CX, CX
+	JZ            tileF32AVX512M1_store0
+	VADDPS        (AX), X0, X0
+
+tileF32AVX512M1_store0:
+	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
 
-// func tileBF16AVX512M1(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+// func tileBF16AVX512M1(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileBF16AVX512M1(SB), NOSPLIT, $0-72
+TEXT ·tileBF16AVX512M1(SB), NOSPLIT, $0-80
 	MOVQ   x+0(FP), AX
 	MOVQ   w+16(FP), CX
 	MOVQ   ldw+24(FP), DX
@@ -156,6 +162,7 @@ tileBF16AVX512M1_reduce:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
+	MOVQ          add+72(FP), CX
 	VEXTRACTF64X4 $0x01, Z0, Y4
 	VADDPS        Y4, Y0, Y0
 	VEXTRACTF64X4 $0x01, Z1, Y4
@@ -175,13 +182,18 @@ tileBF16AVX512M1_reduce:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
-	VMOVUPS       X0, (AX)
+	TESTQ         CX, CX
+	JZ            tileBF16AVX512M1_store0
+	VADDPS        (AX), X0, X0
+
+tileBF16AVX512M1_store0:
+	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
 
-// func tileF32AVX512M2(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+// func tileF32AVX512M2(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileF32AVX512M2(SB), NOSPLIT, $0-72
+TEXT ·tileF32AVX512M2(SB), NOSPLIT, $0-80
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -234,6 +246,7 @@ tileF32AVX512M2_single:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
+	MOVQ          add+72(FP), DX
 	VEXTRACTF64X4 $0x01, Z0, Y8
 	VADDPS        Y8, Y0, Y0
 	VEXTRACTF64X4 $0x01, Z1, Y8
@@ -253,6 +266,11 @@ tileF32AVX512M2_single:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M2_store0
+	VADDPS        (AX), X0, X0
+
+tileF32AVX512M2_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -274,13 +292,18 @@ tileF32AVX512M2_single:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
-	VMOVUPS       X0, (AX)
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M2_store1
+	VADDPS        (AX), X0, X0
+
+tileF32AVX512M2_store1:
+	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
 
-// func tileBF16AVX512M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+// func tileBF16AVX512M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileBF16AVX512M2(SB), NOSPLIT, $0-72
+TEXT ·tileBF16AVX512M2(SB), NOSPLIT, $0-80
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -384,6 +407,7 @@ tileBF16AVX512M2_reduce:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
+	MOVQ          add+72(FP), DX
 	VEXTRACTF64X4 $0x01, Z0, Y8
 	VADDPS        Y8, Y0, Y0
 	VEXTRACTF64X4 $0x01, Z1, Y8
@@ -403,6 +427,11 @@ tileBF16AVX512M2_reduce:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M2_store0
+	VADDPS        (AX), X0, X0
+
+tileBF16AVX512M2_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -424,13 +453,18 @@ tileBF16AVX512M2_reduce:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
-	VMOVUPS       X0, (AX)
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M2_store1
+	VADDPS        (AX), X0, X0
+
+tileBF16AVX512M2_store1:
+	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
 
-// func tileF32AVX512M3(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+// func tileF32AVX512M3(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileF32AVX512M3(SB), NOSPLIT, $0-72
+TEXT ·tileF32AVX512M3(SB), NOSPLIT, $0-80
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -492,6 +526,7 @@ tileF32AVX512M3_single:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
+	MOVQ          add+72(FP), DX
 	VEXTRACTF64X4 $0x01, Z0, Y12
 	VADDPS        Y12, Y0, Y0
 	VEXTRACTF64X4 $0x01, Z1, Y12
@@ -511,6 +546,11 @@ tileF32AVX512M3_single:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M3_store0
+	VADDPS        (AX), X0, X0
+
+tileF32AVX512M3_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -532,6 +572,11 @@ tileF32AVX512M3_single:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M3_store1
+	VADDPS        (AX), X0, X0
+
+tileF32AVX512M3_store1:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z8, Y0
@@ -553,13 +598,18 @@ tileF32AVX512M3_single:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
-	VMOVUPS       X0, (AX)
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M3_store2
+	VADDPS        (AX), X0, X0
+
+tileF32AVX512M3_store2:
+	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
 
-// func tileBF16AVX512M3(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+// func tileBF16AVX512M3(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileBF16AVX512M3(SB), NOSPLIT, $0-72
+TEXT ·tileBF16AVX512M3(SB), NOSPLIT, $0-80
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -682,6 +732,7 @@ tileBF16AVX512M3_reduce:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
+	MOVQ          add+72(FP), DX
 	VEXTRACTF64X4 $0x01, Z0, Y12
 	VADDPS        Y12, Y0, Y0
 	VEXTRACTF64X4 $0x01, Z1, Y12
@@ -701,6 +752,11 @@ tileBF16AVX512M3_reduce:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M3_store0
+	VADDPS        (AX), X0, X0
+
+tileBF16AVX512M3_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -722,6 +778,11 @@ tileBF16AVX512M3_reduce:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M3_store1
+	VADDPS        (AX), X0, X0
+
+tileBF16AVX512M3_store1:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z8, Y0
@@ -743,13 +804,18 @@ tileBF16AVX512M3_reduce:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
-	VMOVUPS       X0, (AX)
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M3_store2
+	VADDPS        (AX), X0, X0
+
+tileBF16AVX512M3_store2:
+	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
 
-// func tileF32AVX512M4(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+// func tileF32AVX512M4(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileF32AVX512M4(SB), NOSPLIT, $0-72
+TEXT ·tileF32AVX512M4(SB), NOSPLIT, $0-80
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -821,6 +887,7 @@ tileF32AVX512M4_single:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
+	MOVQ          add+72(FP), DX
 	VEXTRACTF64X4 $0x01, Z0, Y16
 	VADDPS        Y16, Y0, Y0
 	VEXTRACTF64X4 $0x01, Z1, Y16
@@ -840,6 +907,11 @@ tileF32AVX512M4_single:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M4_store0
+	VADDPS        (AX), X0, X0
+
+tileF32AVX512M4_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -861,6 +933,11 @@ tileF32AVX512M4_single:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M4_store1
+	VADDPS        (AX), X0, X0
+
+tileF32AVX512M4_store1:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z8, Y0
@@ -882,6 +959,11 @@ tileF32AVX512M4_single:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M4_store2
+	VADDPS        (AX), X0, X0
+
+tileF32AVX512M4_store2:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z12, Y0
@@ -903,13 +985,18 @@ tileF32AVX512M4_single:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
-	VMOVUPS       X0, (AX)
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M4_store3
+	VADDPS        (AX), X0, X0
+
+tileF32AVX512M4_store3:
+	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
 
-// func tileBF16AVX512M4(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+// func tileBF16AVX512M4(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileBF16AVX512M4(SB), NOSPLIT, $0-72
+TEXT ·tileBF16AVX512M4(SB), NOSPLIT, $0-80
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -1052,6 +1139,7 @@ tileBF16AVX512M4_reduce:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
+	MOVQ          add+72(FP), DX
 	VEXTRACTF64X4 $0x01, Z0, Y16
 	VADDPS        Y16, Y0, Y0
 	VEXTRACTF64X4 $0x01, Z1, Y16
@@ -1071,6 +1159,11 @@ tileBF16AVX512M4_reduce:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M4_store0
+	VADDPS        (AX), X0, X0
+
+tileBF16AVX512M4_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -1092,6 +1185,11 @@ tileBF16AVX512M4_reduce:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M4_store1
+	VADDPS        (AX), X0, X0
+
+tileBF16AVX512M4_store1:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z8, Y0
@@ -1113,6 +1211,11 @@ tileBF16AVX512M4_reduce:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M4_store2
+	VADDPS        (AX), X0, X0
+
+tileBF16AVX512M4_store2:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z12, Y0
@@ -1134,13 +1237,18 @@ tileBF16AVX512M4_reduce:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
-	VMOVUPS       X0, (AX)
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M4_store3
+	VADDPS        (AX), X0, X0
+
+tileBF16AVX512M4_store3:
+	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
 
-// func tileF32AVX512M5(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+// func tileF32AVX512M5(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileF32AVX512M5(SB), NOSPLIT, $0-72
+TEXT ·tileF32AVX512M5(SB), NOSPLIT, $0-80
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -1223,6 +1331,7 @@ tileF32AVX512M5_single:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
+	MOVQ          add+72(FP), DX
 	VEXTRACTF64X4 $0x01, Z0, Y20
 	VADDPS        Y20, Y0, Y0
 	VEXTRACTF64X4 $0x01, Z1, Y20
@@ -1242,6 +1351,11 @@ tileF32AVX512M5_single:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M5_store0
+	VADDPS        (AX), X0, X0
+
+tileF32AVX512M5_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -1263,6 +1377,11 @@ tileF32AVX512M5_single:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M5_store1
+	VADDPS        (AX), X0, X0
+
+tileF32AVX512M5_store1:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z8, Y0
@@ -1284,6 +1403,11 @@ tileF32AVX512M5_single:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M5_store2
+	VADDPS        (AX), X0, X0
+
+tileF32AVX512M5_store2:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z12, Y0
@@ -1305,6 +1429,11 @@ tileF32AVX512M5_single:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M5_store3
+	VADDPS        (AX), X0, X0
+
+tileF32AVX512M5_store3:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z16, Y0
@@ -1326,13 +1455,18 @@ tileF32AVX512M5_single:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
-	VMOVUPS       X0, (AX)
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M5_store4
+	VADDPS        (AX), X0, X0
+
+tileF32AVX512M5_store4:
+	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
 
-// func tileBF16AVX512M5(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+// func tileBF16AVX512M5(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileBF16AVX512M5(SB), NOSPLIT, $0-72
+TEXT ·tileBF16AVX512M5(SB), NOSPLIT, $0-80
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -1497,6 +1631,7 @@ tileBF16AVX512M5_reduce:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
+	MOVQ          add+72(FP), DX
 	VEXTRACTF64X4 $0x01, Z0, Y20
 	VADDPS        Y20, Y0, Y0
 	VEXTRACTF64X4 $0x01, Z1, Y20
@@ -1516,6 +1651,11 @@ tileBF16AVX512M5_reduce:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M5_store0
+	VADDPS        (AX), X0, X0
+
+tileBF16AVX512M5_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -1537,6 +1677,11 @@ tileBF16AVX512M5_reduce:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M5_store1
+	VADDPS        (AX), X0, X0
+
+tileBF16AVX512M5_store1:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z8, Y0
@@ -1558,6 +1703,11 @@ tileBF16AVX512M5_reduce:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M5_store2
+	VADDPS        (AX), X0, X0
+
+tileBF16AVX512M5_store2:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z12, Y0
@@ -1579,6 +1729,11 @@ tileBF16AVX512M5_reduce:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M5_store3
+	VADDPS        (AX), X0, X0
+
+tileBF16AVX512M5_store3:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z16, Y0
@@ -1600,13 +1755,18 @@ tileBF16AVX512M5_reduce:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
-	VMOVUPS       X0, (AX)
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M5_store4
+	VADDPS        (AX), X0, X0
+
+tileBF16AVX512M5_store4:
+	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
 
-// func tileF32AVX512M6(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+// func tileF32AVX512M6(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileF32AVX512M6(SB), NOSPLIT, $0-72
+TEXT ·tileF32AVX512M6(SB), NOSPLIT, $0-80
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -1698,6 +1858,7 @@ tileF32AVX512M6_single:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
+	MOVQ          add+72(FP), DX
 	VEXTRACTF64X4 $0x01, Z0, Y24
 	VADDPS        Y24, Y0, Y0
 	VEXTRACTF64X4 $0x01, Z1, Y24
@@ -1717,6 +1878,11 @@ tileF32AVX512M6_single:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M6_store0
+	VADDPS        (AX), X0, X0
+
+tileF32AVX512M6_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -1738,6 +1904,11 @@ tileF32AVX512M6_single:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M6_store1
+	VADDPS        (AX), X0, X0
+
+tileF32AVX512M6_store1:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z8, Y0
@@ -1759,6 +1930,11 @@ tileF32AVX512M6_single:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M6_store2
+	VADDPS        (AX), X0, X0
+
+tileF32AVX512M6_store2:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z12, Y0
@@ -1780,6 +1956,11 @@ tileF32AVX512M6_single:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M6_store3
+	VADDPS        (AX), X0, X0
+
+tileF32AVX512M6_store3:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z16, Y0
@@ -1801,6 +1982,11 @@ tileF32AVX512M6_single:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M6_store4
+	VADDPS        (AX), X0, X0
+
+tileF32AVX512M6_store4:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z20, Y0
@@ -1822,13 +2008,18 @@ tileF32AVX512M6_single:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
-	VMOVUPS       X0, (AX)
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M6_store5
+	VADDPS        (AX), X0, X0
+
+tileF32AVX512M6_store5:
+	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
 
-// func tileBF16AVX512M6(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+// func tileBF16AVX512M6(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
-TEXT ·tileBF16AVX512M6(SB), NOSPLIT, $0-72
+TEXT ·tileBF16AVX512M6(SB), NOSPLIT, $0-80
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -2012,6 +2203,7 @@ tileBF16AVX512M6_reduce:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
+	MOVQ          add+72(FP), DX
 	VEXTRACTF64X4 $0x01, Z0, Y24
 	VADDPS        Y24, Y0, Y0
 	VEXTRACTF64X4 $0x01, Z1, Y24
@@ -2031,6 +2223,11 @@ tileBF16AVX512M6_reduce:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M6_store0
+	VADDPS        (AX), X0, X0
+
+tileBF16AVX512M6_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -2052,6 +2249,11 @@ tileBF16AVX512M6_reduce:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M6_store1
+	VADDPS        (AX), X0, X0
+
+tileBF16AVX512M6_store1:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z8, Y0
@@ -2073,6 +2275,11 @@ tileBF16AVX512M6_reduce:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M6_store2
+	VADDPS        (AX), X0, X0
+
+tileBF16AVX512M6_store2:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z12, Y0
@@ -2094,6 +2301,11 @@ tileBF16AVX512M6_reduce:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M6_store3
+	VADDPS        (AX), X0, X0
+
+tileBF16AVX512M6_store3:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z16, Y0
@@ -2115,6 +2327,11 @@ tileBF16AVX512M6_reduce:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M6_store4
+	VADDPS        (AX), X0, X0
+
+tileBF16AVX512M6_store4:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z20, Y0
@@ -2136,7 +2353,12 @@ tileBF16AVX512M6_reduce:
 	VADDPS        Y0, Y2, Y0
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
-	VMOVUPS       X0, (AX)
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M6_store5
+	VADDPS        (AX), X0, X0
+
+tileBF16AVX512M6_store5:
+	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
 
@@ -3112,9 +3334,9 @@ fmaAVX512_loop:
 	VZEROUPPER
 	RET
 
-// func tileF32AVX2M1(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+// func tileF32AVX2M1(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·tileF32AVX2M1(SB), NOSPLIT, $0-72
+TEXT ·tileF32AVX2M1(SB), NOSPLIT, $0-80
 	MOVQ   x+0(FP), AX
 	MOVQ   w+16(FP), CX
 	MOVQ   ldw+24(FP), DX
@@ -3185,6 +3407,7 @@ tileF32AVX2M1_reduce:
 	MOVQ         dst+40(FP), AX
 	MOVQ         ldd+48(FP), CX
 	SHLQ         $0x02, CX
+	MOVQ         add+72(FP), CX
 	VUNPCKLPS    Y1, Y0, Y4
 	VUNPCKHPS    Y1, Y0, Y0
 	VADDPS       Y0, Y4, Y0
@@ -3196,13 +3419,18 @@ tileF32AVX2M1_reduce:
 	VADDPS       Y0, Y2, Y0
 	VEXTRACTF128 $0x01, Y0, X1
 	VADDPS       X1, X0, X0
-	VMOVUPS      X0, (AX)
+	TESTQ        CX, CX
+	JZ           tileF32AVX2M1_store0
+	VADDPS       (AX), X0, X0
+
+tileF32AVX2M1_store0:
+	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
 
-// func tileBF16AVX2M1(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+// func tileBF16AVX2M1(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·tileBF16AVX2M1(SB), NOSPLIT, $0-72
+TEXT ·tileBF16AVX2M1(SB), NOSPLIT, $0-80
 	MOVQ   x+0(FP), AX
 	MOVQ   w+16(FP), CX
 	MOVQ   ldw+24(FP), DX
@@ -3311,6 +3539,7 @@ tileBF16AVX2M1_reduce:
 	MOVQ         dst+40(FP), AX
 	MOVQ         ldd+48(FP), CX
 	SHLQ         $0x02, CX
+	MOVQ         add+72(FP), CX
 	VUNPCKLPS    Y1, Y0, Y4
 	VUNPCKHPS    Y1, Y0, Y0
 	VADDPS       Y0, Y4, Y0
@@ -3322,13 +3551,18 @@ tileBF16AVX2M1_reduce:
 	VADDPS       Y0, Y2, Y0
 	VEXTRACTF128 $0x01, Y0, X1
 	VADDPS       X1, X0, X0
-	VMOVUPS      X0, (AX)
+	TESTQ        CX, CX
+	JZ           tileBF16AVX2M1_store0
+	VADDPS       (AX), X0, X0
+
+tileBF16AVX2M1_store0:
+	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
 
-// func tileF32AVX2M2(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+// func tileF32AVX2M2(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·tileF32AVX2M2(SB), NOSPLIT, $0-72
+TEXT ·tileF32AVX2M2(SB), NOSPLIT, $0-80
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -3420,6 +3654,7 @@ tileF32AVX2M2_reduce:
 	MOVQ         dst+40(FP), AX
 	MOVQ         ldd+48(FP), CX
 	SHLQ         $0x02, CX
+	MOVQ         add+72(FP), DX
 	VUNPCKLPS    Y1, Y0, Y8
 	VUNPCKHPS    Y1, Y0, Y0
 	VADDPS       Y0, Y8, Y0
@@ -3431,6 +3666,11 @@ tileF32AVX2M2_reduce:
 	VADDPS       Y0, Y2, Y0
 	VEXTRACTF128 $0x01, Y0, X1
 	VADDPS       X1, X0, X0
+	TESTQ        DX, DX
+	JZ           tileF32AVX2M2_store0
+	VADDPS       (AX), X0, X0
+
+tileF32AVX2M2_store0:
 	VMOVUPS      X0, (AX)
 	ADDQ         CX, AX
 	VUNPCKLPS    Y5, Y4, Y0
@@ -3444,13 +3684,18 @@ tileF32AVX2M2_reduce:
 	VADDPS       Y0, Y2, Y0
 	VEXTRACTF128 $0x01, Y0, X1
 	VADDPS       X1, X0, X0
-	VMOVUPS      X0, (AX)
+	TESTQ        DX, DX
+	JZ           tileF32AVX2M2_store1
+	VADDPS       (AX), X0, X0
+
+tileF32AVX2M2_store1:
+	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
 
-// func tileBF16AVX2M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+// func tileBF16AVX2M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·tileBF16AVX2M2(SB), NOSPLIT, $0-72
+TEXT ·tileBF16AVX2M2(SB), NOSPLIT, $0-80
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -3590,6 +3835,7 @@ tileBF16AVX2M2_reduce:
 	MOVQ         dst+40(FP), AX
 	MOVQ         ldd+48(FP), CX
 	SHLQ         $0x02, CX
+	MOVQ         add+72(FP), DX
 	VUNPCKLPS    Y1, Y0, Y8
 	VUNPCKHPS    Y1, Y0, Y0
 	VADDPS       Y0, Y8, Y0
@@ -3601,6 +3847,11 @@ tileBF16AVX2M2_reduce:
 	VADDPS       Y0, Y2, Y0
 	VEXTRACTF128 $0x01, Y0, X1
 	VADDPS       X1, X0, X0
+	TESTQ        DX, DX
+	JZ           tileBF16AVX2M2_store0
+	VADDPS       (AX), X0, X0
+
+tileBF16AVX2M2_store0:
 	VMOVUPS      X0, (AX)
 	ADDQ         CX, AX
 	VUNPCKLPS    Y5, Y4, Y0
@@ -3614,7 +3865,12 @@ tileBF16AVX2M2_reduce:
 	VADDPS       Y0, Y2, Y0
 	VEXTRACTF128 $0x01, Y0, X1
 	VADDPS       X1, X0, X0
-	VMOVUPS      X0, (AX)
+	TESTQ        DX, DX
+	JZ           tileBF16AVX2M2_store1
+	VADDPS       (AX), X0, X0
+
+tileBF16AVX2M2_store1:
+	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
 

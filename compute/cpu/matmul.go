@@ -20,6 +20,7 @@ type matmulTask struct {
 	w         *mat
 	m         int
 	chunkRows int
+	kc        int // inner-dimension pass of prefill (see kcMax)
 }
 
 // MatMul: dst[m, w.Rows] = x[m, w.Cols] · wᵀ.
@@ -37,8 +38,10 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 	// Decode chunks only need their current weight tile cached; prefill
 	// chunks are reread by every m-tile, so they are sized to stay in L2.
 	rows := wm.rows
+	t.kc = wm.cols
 	if (m+t.k.maxM-1)/t.k.maxM > decodeTiles {
-		rows = l2Budget / (wm.cols * wm.dtype.Size())
+		t.kc = kcFor(wm.cols, t.k.kStep)
+		rows = l2Budget / (t.kc * wm.dtype.Size())
 	}
 	// A few chunks per thread, so uneven progress evens out.
 	rows = min(rows, (wm.rows+chunksPerThread*b.threads-1)/(chunksPerThread*b.threads))
@@ -65,10 +68,29 @@ func (t *matmulTask) run(c, _ int) {
 		return
 	}
 	// Prefill: an activation tile stays in L1 while the chunk's weights,
-	// sized to stay in L2, stream past it.
-	for ti := range tiles {
-		t.block(ti*t.m/tiles, (ti+1)*t.m/tiles, r0, r1)
+	// sized to stay in L2, stream past it. Long rows are split into passes
+	// of at most kcMax, so the tile fits in L1 beside the weight rows.
+	kn := t.w.cols
+	for k0 := 0; k0 < kn; k0 += t.kc {
+		k1 := min(k0+t.kc, kn)
+		for ti := range tiles {
+			t.blockK(ti*t.m/tiles, (ti+1)*t.m/tiles, r0, r1, k0, k1, prefillAhead)
+		}
 	}
+}
+
+// kcMax bounds the inner dimension of one prefill pass: an activation tile
+// of 6 rows × 1024 float32 (24 KiB) and the weight rows streaming past it
+// fit in a 48 KiB L1; a whole 2048- or 3072-wide row of 6 would not, and
+// the tile would be reread from L2 by every weight tile.
+const kcMax = 1024
+
+// kcFor splits kn into the fewest even passes of at most kcMax, rounded
+// up to a whole kernel step.
+func kcFor(kn, step int) int {
+	passes := (kn + kcMax - 1) / kcMax
+	kc := (kn + passes - 1) / passes
+	return (kc + step - 1) / step * step
 }
 
 // chunksPerThread is how many MatMul chunks each thread gets, at least.
@@ -79,13 +101,21 @@ const decodeTiles = 2
 
 // block computes dst rows [i0, i1), columns [r0, r1).
 func (t *matmulTask) block(i0, i1, r0, r1 int) {
+	t.blockK(i0, i1, r0, r1, 0, t.w.cols, 0)
+}
+
+// blockK adds the products over inputs [k0, k1) to dst rows [i0, i1),
+// columns [r0, r1); the pass with k0 = 0 sets them. ahead picks the
+// kernels' prefetch target (see dotBlockF32).
+func (t *matmulTask) blockK(i0, i1, r0, r1, k0, k1, ahead int) {
 	n, kn := t.w.rows, t.w.cols
-	x := t.x[i0*kn : i1*kn]
+	x := t.x[i0*kn+k0 : i1*kn]
 	dst := t.dst[i0*n:]
+	add := k0 > 0
 	if t.w.dtype == compute.BF16 {
-		dotBlockBF16(t.k, i1-i0, x, kn, t.w.bf16[r0*kn:r1*kn], kn, kn, dst[r0:], n, r1-r0)
+		dotBlockBF16(t.k, i1-i0, x, kn, t.w.bf16[r0*kn+k0:r1*kn], kn, k1-k0, dst[r0:], n, r1-r0, add, ahead)
 	} else {
-		dotBlockF32(t.k, i1-i0, x, kn, t.w.f32[r0*kn:r1*kn], kn, kn, dst[r0:], n, r1-r0)
+		dotBlockF32(t.k, i1-i0, x, kn, t.w.f32[r0*kn+k0:r1*kn], kn, k1-k0, dst[r0:], n, r1-r0, add, ahead)
 	}
 }
 
@@ -98,15 +128,30 @@ func nextTile(p unsafe.Pointer, rowBytes int) (uintptr, int) {
 	return uintptr(p) + uintptr(tileRows*rowBytes), rowBytes
 }
 
+// prefillAhead is how far ahead in its own rows a prefill tile kernel
+// prefetches, in bytes. Prefill weight chunks already sit in L2; pulling
+// the next tile into L1 as decode does would evict the activation tile.
+const prefillAhead = 1024
+
 // dotBlockF32 sets dst[i*ldd+r] = Σ_{k<kn} x[i*ldx+k]·w[r*ldw+k] for i < mb
-// (mb ≤ k.maxM) and r < nr, using the tile kernels and Go for the edges.
-func dotBlockF32(k *kernels, mb int, x []float32, ldx int, w []float32, ldw, kn int, dst []float32, ldd, nr int) {
+// (mb ≤ k.maxM) and r < nr, or adds the sums when add is set, using the
+// tile kernels and Go for the edges. With ahead = 0 the kernels prefetch
+// the next weight tile (see nextTile); otherwise ahead bytes further along
+// the current one.
+func dotBlockF32(k *kernels, mb int, x []float32, ldx int, w []float32, ldw, kn int, dst []float32, ldd, nr int, add bool, ahead int) {
 	k0 := kn / k.kStep * k.kStep
 	kern := k.f32[mb]
+	addFlag := 0
+	if add {
+		addFlag = 1
+	}
 	r := 0
 	for ; r+tileRows <= nr; r += tileRows {
 		pf, pfs := nextTile(unsafe.Pointer(&w[r*ldw]), ldw*int(unsafe.Sizeof(w[0])))
-		kern(&x[0], ldx, &w[r*ldw], ldw, k0, &dst[r], ldd, pf, pfs)
+		if ahead > 0 {
+			pf = uintptr(unsafe.Pointer(&w[r*ldw])) + uintptr(ahead)
+		}
+		kern(&x[0], ldx, &w[r*ldw], ldw, k0, &dst[r], ldd, pf, pfs, addFlag)
 		if k0 < kn {
 			for i := range mb {
 				xi := x[i*ldx+k0 : i*ldx+kn]
@@ -118,19 +163,30 @@ func dotBlockF32(k *kernels, mb int, x []float32, ldx int, w []float32, ldw, kn 
 	}
 	for ; r < nr; r++ {
 		for i := range mb {
-			dst[i*ldd+r] = dotF32(x[i*ldx:i*ldx+kn], w[r*ldw:])
+			v := dotF32(x[i*ldx:i*ldx+kn], w[r*ldw:])
+			if add {
+				v += dst[i*ldd+r]
+			}
+			dst[i*ldd+r] = v
 		}
 	}
 }
 
 // dotBlockBF16 is dotBlockF32 for BF16 weights.
-func dotBlockBF16(k *kernels, mb int, x []float32, ldx int, w []uint16, ldw, kn int, dst []float32, ldd, nr int) {
+func dotBlockBF16(k *kernels, mb int, x []float32, ldx int, w []uint16, ldw, kn int, dst []float32, ldd, nr int, add bool, ahead int) {
 	k0 := kn / k.kStep * k.kStep
 	kern := k.bf16[mb]
+	addFlag := 0
+	if add {
+		addFlag = 1
+	}
 	r := 0
 	for ; r+tileRows <= nr; r += tileRows {
 		pf, pfs := nextTile(unsafe.Pointer(&w[r*ldw]), ldw*int(unsafe.Sizeof(w[0])))
-		kern(&x[0], ldx, &w[r*ldw], ldw, k0, &dst[r], ldd, pf, pfs)
+		if ahead > 0 {
+			pf = uintptr(unsafe.Pointer(&w[r*ldw])) + uintptr(ahead)
+		}
+		kern(&x[0], ldx, &w[r*ldw], ldw, k0, &dst[r], ldd, pf, pfs, addFlag)
 		if k0 < kn {
 			for i := range mb {
 				xi := x[i*ldx+k0 : i*ldx+kn]
@@ -142,7 +198,11 @@ func dotBlockBF16(k *kernels, mb int, x []float32, ldx int, w []uint16, ldw, kn 
 	}
 	for ; r < nr; r++ {
 		for i := range mb {
-			dst[i*ldd+r] = dotBF16(x[i*ldx:i*ldx+kn], w[r*ldw:])
+			v := dotBF16(x[i*ldx:i*ldx+kn], w[r*ldw:])
+			if add {
+				v += dst[i*ldd+r]
+			}
+			dst[i*ldd+r] = v
 		}
 	}
 }

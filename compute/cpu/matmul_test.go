@@ -19,7 +19,7 @@ func TestMatMul(t *testing.T) {
 	shapes := []struct{ m, n, k int }{
 		{1, 1, 1}, {1, 4, 16}, {1, 37, 33}, {2, 9, 100}, {3, 64, 64}, {4, 5, 7},
 		{5, 12, 129}, {6, 40, 48}, {7, 3, 1000}, {8, 64, 1024}, {9, 17, 31}, {13, 100, 256},
-		{33, 70, 96}, {64, 36, 200},
+		{33, 70, 96}, {64, 36, 200}, {40, 20, 2100},
 	}
 	dtypes := []compute.DType{compute.F32, compute.BF16, compute.F16}
 	eachBackend(t, func(t *testing.T, b *Backend) {

@@ -7,62 +7,62 @@ package cpu
 // tileF32AVX512M1 computes a 1×4 tile of dot products with AVX512 (see tileF32Func).
 //
 //go:noescape
-func tileF32AVX512M1(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+func tileF32AVX512M1(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
 // tileBF16AVX512M1 computes a 1×4 tile of dot products with AVX512 (see tileF32Func).
 //
 //go:noescape
-func tileBF16AVX512M1(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+func tileBF16AVX512M1(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
 // tileF32AVX512M2 computes a 2×4 tile of dot products with AVX512 (see tileF32Func).
 //
 //go:noescape
-func tileF32AVX512M2(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+func tileF32AVX512M2(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
 // tileBF16AVX512M2 computes a 2×4 tile of dot products with AVX512 (see tileF32Func).
 //
 //go:noescape
-func tileBF16AVX512M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+func tileBF16AVX512M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
 // tileF32AVX512M3 computes a 3×4 tile of dot products with AVX512 (see tileF32Func).
 //
 //go:noescape
-func tileF32AVX512M3(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+func tileF32AVX512M3(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
 // tileBF16AVX512M3 computes a 3×4 tile of dot products with AVX512 (see tileF32Func).
 //
 //go:noescape
-func tileBF16AVX512M3(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+func tileBF16AVX512M3(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
 // tileF32AVX512M4 computes a 4×4 tile of dot products with AVX512 (see tileF32Func).
 //
 //go:noescape
-func tileF32AVX512M4(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+func tileF32AVX512M4(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
 // tileBF16AVX512M4 computes a 4×4 tile of dot products with AVX512 (see tileF32Func).
 //
 //go:noescape
-func tileBF16AVX512M4(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+func tileBF16AVX512M4(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
 // tileF32AVX512M5 computes a 5×4 tile of dot products with AVX512 (see tileF32Func).
 //
 //go:noescape
-func tileF32AVX512M5(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+func tileF32AVX512M5(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
 // tileBF16AVX512M5 computes a 5×4 tile of dot products with AVX512 (see tileF32Func).
 //
 //go:noescape
-func tileBF16AVX512M5(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+func tileBF16AVX512M5(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
 // tileF32AVX512M6 computes a 6×4 tile of dot products with AVX512 (see tileF32Func).
 //
 //go:noescape
-func tileF32AVX512M6(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+func tileF32AVX512M6(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
 // tileBF16AVX512M6 computes a 6×4 tile of dot products with AVX512 (see tileF32Func).
 //
 //go:noescape
-func tileBF16AVX512M6(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+func tileBF16AVX512M6(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
 // accumAVX512 is the AVX512 accumFunc.
 //
@@ -95,22 +95,22 @@ func fmaAVX512(iters int)
 // tileF32AVX2M1 computes a 1×4 tile of dot products with AVX2 (see tileF32Func).
 //
 //go:noescape
-func tileF32AVX2M1(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+func tileF32AVX2M1(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
 // tileBF16AVX2M1 computes a 1×4 tile of dot products with AVX2 (see tileF32Func).
 //
 //go:noescape
-func tileBF16AVX2M1(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+func tileBF16AVX2M1(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
 // tileF32AVX2M2 computes a 2×4 tile of dot products with AVX2 (see tileF32Func).
 //
 //go:noescape
-func tileF32AVX2M2(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+func tileF32AVX2M2(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
 // tileBF16AVX2M2 computes a 2×4 tile of dot products with AVX2 (see tileF32Func).
 //
 //go:noescape
-func tileBF16AVX2M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int)
+func tileBF16AVX2M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
 // accumAVX2 is the AVX2 accumFunc.
 //

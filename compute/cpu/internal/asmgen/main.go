@@ -89,7 +89,7 @@ func tile(is isa, bf16 bool, m int) {
 		dt, wtype, wscale = "BF16", "*uint16", 2
 	}
 	name := fmt.Sprintf("tile%s%sM%d", dt, is.name, m)
-	TEXT(name, NOSPLIT, fmt.Sprintf("func(x *float32, ldx int, w %s, ldw, kn int, dst *float32, ldd int, pf uintptr, pfs int)", wtype))
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(x *float32, ldx int, w %s, ldw, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)", wtype))
 	Pragma("noescape")
 	Doc(fmt.Sprintf("%s computes a %d×%d tile of dot products with %s (see tileF32Func).", name, m, tileRows, is.name))
 
@@ -188,8 +188,16 @@ func tile(is isa, bf16 bool, m int) {
 	dst := Load(Param("dst"), GP64())
 	ldd := Load(Param("ldd"), GP64())
 	SHLQ(U8(2), ldd)
+	// add ≠ 0 accumulates into dst, for callers that split kn.
+	add := Load(Param("add"), GP64())
 	for i := range m {
-		VMOVUPS(reduce4(is, acc[i]), Mem{Base: dst})
+		out := reduce4(is, acc[i])
+		skip := fmt.Sprintf("%s_store%d", name, i)
+		TESTQ(add, add)
+		JZ(LabelRef(skip))
+		VADDPS(Mem{Base: dst}, out, out)
+		Label(skip)
+		VMOVUPS(out, Mem{Base: dst})
 		if i < m-1 {
 			ADDQ(ldd, dst)
 		}
