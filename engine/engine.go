@@ -248,7 +248,7 @@ func (e *Engine) Step(ctx context.Context) ([]Output, error) {
 		return nil, err
 	}
 	start := time.Now()
-	e.rec = StepRecord{Step: e.step, Start: start, Seqs: e.rec.Seqs[:0]}
+	e.rec = StepRecord{Step: e.step, Start: start, Seqs: e.rec.Seqs[:0], Collectives: e.rec.Collectives[:0]}
 	sampling := e.schedule()
 	if len(e.batch.tokens) == 0 {
 		return nil, nil

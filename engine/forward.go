@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/tandemllm/tandem/compute"
 	"github.com/tandemllm/tandem/nccl"
@@ -146,9 +147,11 @@ func (e *Engine) gatherLogits(ctx context.Context, logits compute.Buf, n int, ou
 		}
 	}
 	all := s.gathered[:m.plan.TP*n*shard]
+	start := time.Now()
 	if err := e.comm.AllGather(ctx, nccl.Float32s(local), nccl.Float32s(all)); err != nil {
 		return fmt.Errorf("engine: gathering logits: %w", err)
 	}
+	e.recordCall(nccl.KindAllGather, 4*len(local), start)
 	V := m.cfg.VocabSize
 	for rank := range m.plan.TP {
 		from := rank * shard
@@ -168,11 +171,20 @@ func (e *Engine) allReduce(ctx context.Context, x compute.Buf, n int) error {
 	}
 	host := e.scratch.reduce[:n]
 	e.m.be.Read(host, x, 0)
+	start := time.Now()
 	if err := e.comm.AllReduce(ctx, nccl.Float32s(host)); err != nil {
 		return fmt.Errorf("engine: allreduce: %w", err)
 	}
+	e.recordCall(nccl.KindAllReduce, 4*n, start)
 	e.m.be.Write(x, 0, host)
 	return nil
+}
+
+// recordCall adds a collective call to the step record.
+func (e *Engine) recordCall(kind nccl.Kind, bytes int, start time.Time) {
+	d := time.Since(start)
+	e.rec.Collectives = append(e.rec.Collectives, nccl.Call{Kind: kind, Bytes: bytes, Peer: -1, Start: start, Dur: d})
+	e.rec.CollectiveTime += d
 }
 
 // norm applies the architecture's normalisation (RMSNorm, or LayerNorm

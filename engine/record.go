@@ -1,6 +1,10 @@
 package engine
 
-import "time"
+import (
+	"time"
+
+	"github.com/tandemllm/tandem/nccl"
+)
 
 // StepRecord describes one batched step of the engine. Later layers
 // (collectives, KV transfer, tracing) extend what a step records.
@@ -19,6 +23,10 @@ type StepRecord struct {
 	Seqs []SeqRecord
 	// FreeBlocks is the KV pool's free block count after the step.
 	FreeBlocks int
+	// Collectives are the step's collective calls (tensor parallelism);
+	// CollectiveTime is their total duration, part of Compute.
+	Collectives    []nccl.Call
+	CollectiveTime time.Duration
 }
 
 // SeqRecord is one sequence's part of a step.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 	"unsafe"
 
 	"github.com/tandemllm/tandem/compute"
@@ -74,12 +75,14 @@ func int32s(words []int32) nccl.Buffer {
 // broadcastPlan sends b from rank 0 to the group.
 func (e *Engine) broadcastPlan(ctx context.Context, b *batch) error {
 	e.planWords = encodePlan(e.planWords, b)
+	start := time.Now()
 	if err := e.comm.Broadcast(ctx, int32s(e.planWords[:headerWords]), 0); err != nil {
 		return fmt.Errorf("engine: broadcasting step plan: %w", err)
 	}
 	if err := e.comm.Broadcast(ctx, int32s(e.planWords[headerWords:]), 0); err != nil {
 		return fmt.Errorf("engine: broadcasting step plan: %w", err)
 	}
+	e.recordCall(nccl.KindBroadcast, 4*len(e.planWords), start)
 	return nil
 }
 
@@ -128,8 +131,15 @@ func (e *Engine) Follow(ctx context.Context) error {
 		if len(e.batch.tokens) > e.scratch.maxRows || len(e.batch.logitRows) > e.opts.MaxSeqs {
 			return fmt.Errorf("engine: step plan of %d rows exceeds this rank's MaxBatchTokens %d", len(e.batch.tokens), e.scratch.maxRows)
 		}
+		start := time.Now()
+		e.rec = StepRecord{Step: e.step, Start: start, Seqs: e.rec.Seqs[:0], Collectives: e.rec.Collectives[:0]}
+		e.step++
 		if _, err := e.forward(ctx, &e.batch); err != nil {
 			return err
+		}
+		e.rec.Compute = time.Since(start)
+		if e.opts.OnStep != nil {
+			e.opts.OnStep(&e.rec)
 		}
 	}
 }
