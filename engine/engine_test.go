@@ -140,22 +140,29 @@ func run(t *testing.T, e *Engine) map[string]*result {
 			t.Fatal(err)
 		}
 		for _, o := range outs {
-			r := res[o.RequestID]
-			if r == nil {
-				r = &result{}
-				res[o.RequestID] = r
+			if r := res[o.RequestID]; r != nil && o.Index != len(r.tokens) || r == nil && o.Index != 0 {
+				t.Fatalf("%s: output index %d out of order", o.RequestID, o.Index)
 			}
-			if o.Index != len(r.tokens) {
-				t.Fatalf("%s: output index %d, want %d", o.RequestID, o.Index, len(r.tokens))
-			}
-			r.tokens = append(r.tokens, o.Token)
-			if o.Logprob != nil {
-				r.logprobs = append(r.logprobs, o.Logprob.Logprob)
-			}
-			r.finish = o.FinishReason
 		}
+		collect(res, outs)
 	}
 	return res
+}
+
+// collect appends outputs to their requests' results.
+func collect(res map[string]*result, outs []Output) {
+	for _, o := range outs {
+		r := res[o.RequestID]
+		if r == nil {
+			r = &result{}
+			res[o.RequestID] = r
+		}
+		r.tokens = append(r.tokens, o.Token)
+		if o.Logprob != nil {
+			r.logprobs = append(r.logprobs, o.Logprob.Logprob)
+		}
+		r.finish = o.FinishReason
+	}
 }
 
 func sameResult(t *testing.T, label string, got, want *result, tol float64) {
