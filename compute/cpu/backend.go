@@ -34,6 +34,7 @@ type Backend struct {
 	k       *kernels
 	pool    *pool
 	scratch []workerScratch // one per worker, indexed by worker id
+	xpad    []float32       // MatMul's padded copy of x
 
 	// Per-op task values live here so that dispatching an op allocates nothing.
 	mm   matmulTask

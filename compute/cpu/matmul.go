@@ -20,7 +20,8 @@ type matmulTask struct {
 	w         *mat
 	m         int
 	chunkRows int
-	kc        int // inner-dimension pass of prefill (see kcMax)
+	kc        int // inner-dimension pass (see kcMax, decodeXBudget)
+	ldx       int // row stride of x (see padStride)
 }
 
 // MatMul: dst[m, w.Rows] = x[m, w.Cols] · wᵀ.
@@ -35,12 +36,25 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 		panic(fmt.Sprintf("cpu: MatMul of %d rows by [%d, %d]: x has %d values, dst %d",
 			m, wm.rows, wm.cols, len(t.x), len(t.dst)))
 	}
+	t.ldx = wm.cols
+	if m > 1 && wm.cols%padStride == 0 {
+		// Rows a multiple of 4 KiB apart fall in the same L1 set: with the
+		// weight rows (also 4 KiB apart) they overflow its 12 ways and the
+		// activation tile is evicted. A copy with one line of padding per
+		// row spreads it over the sets.
+		t.ldx = wm.cols + 16
+		xp := grow(&b.xpad, m*t.ldx)
+		for i := range m {
+			copy(xp[i*t.ldx:i*t.ldx+wm.cols], t.x[i*wm.cols:])
+		}
+		t.x = xp
+	}
 	// Decode chunks only need their current weight tile cached; prefill
 	// chunks are reread by every m-tile, so they are sized to stay in L2.
 	rows := wm.rows
-	t.kc = wm.cols
+	t.kc = kcFor(wm.cols, t.k.kStep, max(1, decodeXBudget/(4*m)))
 	if (m+t.k.maxM-1)/t.k.maxM > decodeTiles {
-		t.kc = kcFor(wm.cols, t.k.kStep)
+		t.kc = kcFor(wm.cols, t.k.kStep, kcMax)
 		rows = l2Budget / (t.kc * wm.dtype.Size())
 	}
 	// A few chunks per thread, so uneven progress evens out.
@@ -60,9 +74,15 @@ func (t *matmulTask) run(c, _ int) {
 	if tiles <= decodeTiles {
 		// Decode: every m-tile uses a weight tile while it is in L1, so the
 		// weights stream from memory once, overlapped by the prefetches.
-		for r := r0; r < r1; r += tileRows {
-			for ti := range tiles {
-				t.block(ti*t.m/tiles, (ti+1)*t.m/tiles, r, min(r+tileRows, r1))
+		// Several activation rows of long inputs are split into passes
+		// (see decodeXBudget), each streaming its slice of every row.
+		kn := t.w.cols
+		for k0 := 0; k0 < kn; k0 += t.kc {
+			k1 := min(k0+t.kc, kn)
+			for r := r0; r < r1; r += tileRows {
+				for ti := range tiles {
+					t.blockK(ti*t.m/tiles, (ti+1)*t.m/tiles, r, min(r+tileRows, r1), k0, k1, 0)
+				}
 			}
 		}
 		return
@@ -85,13 +105,23 @@ func (t *matmulTask) run(c, _ int) {
 // the tile would be reread from L2 by every weight tile.
 const kcMax = 1024
 
-// kcFor splits kn into the fewest even passes of at most kcMax, rounded
+// decodeXBudget is the activation bytes a decode pass keeps in L1 beside
+// the weight tile it streams and the next one it prefetches (16 KiB each
+// for f32 rows of 1024): 8 rows of 1024 float32 would not fit a 48 KiB L1
+// with them, and would be reread from L2 by every weight tile.
+const decodeXBudget = 16 << 10
+
+// kcFor splits kn into the fewest even passes of at most maxKC, rounded
 // up to a whole kernel step.
-func kcFor(kn, step int) int {
-	passes := (kn + kcMax - 1) / kcMax
+func kcFor(kn, step, maxKC int) int {
+	passes := (kn + maxKC - 1) / maxKC
 	kc := (kn + passes - 1) / passes
 	return (kc + step - 1) / step * step
 }
+
+// padStride: x rows whose length is a multiple of it (4 KiB of float32)
+// are copied with padding (see MatMul).
+const padStride = 1024
 
 // chunksPerThread is how many MatMul chunks each thread gets, at least.
 const chunksPerThread = 4
@@ -109,13 +139,13 @@ func (t *matmulTask) block(i0, i1, r0, r1 int) {
 // kernels' prefetch target (see dotBlockF32).
 func (t *matmulTask) blockK(i0, i1, r0, r1, k0, k1, ahead int) {
 	n, kn := t.w.rows, t.w.cols
-	x := t.x[i0*kn+k0 : i1*kn]
+	x := t.x[i0*t.ldx+k0 : (i1-1)*t.ldx+kn]
 	dst := t.dst[i0*n:]
 	add := k0 > 0
 	if t.w.dtype == compute.BF16 {
-		dotBlockBF16(t.k, i1-i0, x, kn, t.w.bf16[r0*kn+k0:r1*kn], kn, k1-k0, dst[r0:], n, r1-r0, add, ahead)
+		dotBlockBF16(t.k, i1-i0, x, t.ldx, t.w.bf16[r0*kn+k0:r1*kn], kn, k1-k0, dst[r0:], n, r1-r0, add, ahead)
 	} else {
-		dotBlockF32(t.k, i1-i0, x, kn, t.w.f32[r0*kn+k0:r1*kn], kn, k1-k0, dst[r0:], n, r1-r0, add, ahead)
+		dotBlockF32(t.k, i1-i0, x, t.ldx, t.w.f32[r0*kn+k0:r1*kn], kn, k1-k0, dst[r0:], n, r1-r0, add, ahead)
 	}
 }
 
