@@ -129,11 +129,6 @@ const chunksPerThread = 4
 // decodeTiles is the largest number of m-tiles run weight-tile-major.
 const decodeTiles = 2
 
-// block computes dst rows [i0, i1), columns [r0, r1).
-func (t *matmulTask) block(i0, i1, r0, r1 int) {
-	t.blockK(i0, i1, r0, r1, 0, t.w.cols, 0)
-}
-
 // blockK adds the products over inputs [k0, k1) to dst rows [i0, i1),
 // columns [r0, r1); the pass with k0 = 0 sets them. ahead picks the
 // kernels' prefetch target (see dotBlockF32).
