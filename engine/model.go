@@ -57,14 +57,20 @@ type Shard struct {
 	TP, Rank int
 }
 
+// ShardPlan is sh's share of a model of cfg, or an error when the model
+// does not split over sh.TP ranks.
+func ShardPlan(cfg *model.Config, sh Shard) (*parallel.Plan, error) {
+	return parallel.New(parallel.Geometry{
+		Heads: cfg.Heads, KVHeads: cfg.KVHeads, HeadDim: cfg.HeadDim,
+		Intermediate: cfg.Intermediate, Vocab: cfg.VocabSize,
+	}, max(sh.TP, 1), sh.Rank)
+}
+
 // LoadModel builds sh's share of a model of cfg from src on be; it reads
 // only the slices of the weights the rank needs. closer, if not nil, is
 // closed by Model.Close (the files src maps).
 func LoadModel(cfg *model.Config, src TensorSource, be compute.Backend, closer io.Closer, sh Shard) (*Model, error) {
-	plan, err := parallel.New(parallel.Geometry{
-		Heads: cfg.Heads, KVHeads: cfg.KVHeads, HeadDim: cfg.HeadDim,
-		Intermediate: cfg.Intermediate, Vocab: cfg.VocabSize,
-	}, max(sh.TP, 1), sh.Rank)
+	plan, err := ShardPlan(cfg, sh)
 	if err != nil {
 		return nil, err
 	}
