@@ -92,6 +92,8 @@ type rawConfig struct {
 	HiddenAct             string          `json:"hidden_act,omitempty"`
 	AttentionBias         bool            `json:"attention_bias,omitempty"`
 	MLPBias               bool            `json:"mlp_bias,omitempty"`
+	SlidingWindow         *int            `json:"sliding_window,omitempty"`
+	UseSlidingWindow      *bool           `json:"use_sliding_window,omitempty"`
 
 	// GPT-2 names.
 	NEmbd              int     `json:"n_embd,omitempty"`
@@ -163,6 +165,12 @@ func (c *Config) fromLlama(r *rawConfig) error {
 	c.Hidden, c.Layers, c.Heads = r.HiddenSize, r.NumHiddenLayers, r.NumAttentionHeads
 	c.KVHeads, c.HeadDim, c.Intermediate = r.NumKeyValueHeads, r.HeadDim, r.IntermediateSize
 	c.MaxPositions, c.NormEps, c.RopeTheta = r.MaxPositionEmbeddings, r.RMSNormEps, r.RopeTheta
+	// Sliding-window attention is not implemented; within the window it
+	// equals full attention, so the context is capped at the window.
+	// Qwen2 files carry a window they do not use (use_sliding_window false).
+	if w := r.SlidingWindow; w != nil && *w > 0 && *w < c.MaxPositions && (r.UseSlidingWindow == nil || *r.UseSlidingWindow) {
+		c.MaxPositions = *w
+	}
 	// Qwen2 always has q/k/v biases and no o_proj bias; attention_bias in
 	// the other families also adds an o_proj bias, which the engine lacks.
 	c.AttnBias = r.ModelType == "qwen2"

@@ -2,6 +2,7 @@ package model
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -212,4 +213,27 @@ func FuzzParseConfig(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestSlidingWindowCapsContext(t *testing.T) {
+	base := `{"model_type":"%s","vocab_size":100,"hidden_size":64,"num_hidden_layers":1,"num_attention_heads":4,"intermediate_size":128,"max_position_embeddings":32768%s}`
+	tests := []struct {
+		typ, extra string
+		want       int
+	}{
+		{"mistral", `,"sliding_window":4096`, 4096},
+		{"mistral", `,"sliding_window":null`, 32768},
+		{"mistral", `,"sliding_window":65536`, 32768},
+		{"qwen2", `,"sliding_window":4096,"use_sliding_window":false`, 32768},
+		{"qwen2", `,"sliding_window":4096,"use_sliding_window":true`, 4096},
+	}
+	for _, tt := range tests {
+		c, err := ParseConfig([]byte(fmt.Sprintf(base, tt.typ, tt.extra)))
+		if err != nil {
+			t.Fatalf("%s%s: %v", tt.typ, tt.extra, err)
+		}
+		if c.MaxPositions != tt.want {
+			t.Errorf("%s%s: MaxPositions %d, want %d", tt.typ, tt.extra, c.MaxPositions, tt.want)
+		}
+	}
 }
