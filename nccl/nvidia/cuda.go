@@ -1,0 +1,123 @@
+package nvidia
+
+import (
+	"fmt"
+	"strings"
+	"unsafe"
+
+	"github.com/ebitengine/purego"
+)
+
+// CUresult values this package tells apart.
+const (
+	cudaSuccess  = 0
+	cudaNotReady = 600 // CUDA_ERROR_NOT_READY: cuStreamQuery's "still running"
+)
+
+// driver is the small part of the CUDA driver API a communicator needs:
+// a context current on the calling thread, a way to wait for a stream
+// without blocking uninterruptibly, and a few bytes of device memory for
+// Barrier. compute/cuda will own the full binding; this one stays minimal.
+type driver struct {
+	init              func(flags uint32) int32
+	deviceGetCount    func(n *int32) int32
+	deviceGet         func(dev *int32, ordinal int32) int32
+	primaryCtxRetain  func(ctx *uintptr, dev int32) int32
+	primaryCtxRelease func(dev int32) int32
+	ctxSetCurrent     func(ctx uintptr) int32
+	streamQuery       func(stream uintptr) int32
+	memAlloc          func(dptr *uintptr, size uint) int32
+	memFree           func(dptr uintptr) int32
+	memcpyHtoD        func(dst uintptr, src unsafe.Pointer, n uint) int32
+	memcpyDtoH        func(dst unsafe.Pointer, src uintptr, n uint) int32
+	getErrorString    func(r int32, s **byte) int32
+}
+
+func loadDriver(path string) (*driver, error) {
+	h, err := purego.Dlopen(path, purego.RTLD_NOW|purego.RTLD_LOCAL)
+	if err != nil {
+		return nil, err
+	}
+	d := &driver{}
+	syms := []struct {
+		name string
+		fn   any
+	}{
+		{"cuInit", &d.init},
+		{"cuDeviceGetCount", &d.deviceGetCount},
+		{"cuDeviceGet", &d.deviceGet},
+		{"cuDevicePrimaryCtxRetain", &d.primaryCtxRetain},
+		// The _v2 names are the ABI every driver since CUDA 11 exports
+		// under the plain names' headers; the plain symbols are the
+		// legacy 32-bit-size variants.
+		{"cuDevicePrimaryCtxRelease_v2", &d.primaryCtxRelease},
+		{"cuCtxSetCurrent", &d.ctxSetCurrent},
+		{"cuStreamQuery", &d.streamQuery},
+		{"cuMemAlloc_v2", &d.memAlloc},
+		{"cuMemFree_v2", &d.memFree},
+		{"cuMemcpyHtoD_v2", &d.memcpyHtoD},
+		{"cuMemcpyDtoH_v2", &d.memcpyDtoH},
+		{"cuGetErrorString", &d.getErrorString},
+	}
+	var missing []string
+	addrs := make([]uintptr, len(syms))
+	for i, s := range syms {
+		p, err := purego.Dlsym(h, s.name)
+		if err != nil || p == 0 {
+			missing = append(missing, s.name)
+			continue
+		}
+		addrs[i] = p
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("missing symbols %s", strings.Join(missing, ", "))
+	}
+	for i, s := range syms {
+		purego.RegisterFunc(s.fn, addrs[i])
+	}
+	return d, nil
+}
+
+// check turns a CUresult into an error.
+func (d *driver) check(fn string, r int32) error {
+	if r == cudaSuccess {
+		return nil
+	}
+	e := &CUDAError{Func: fn, Code: r}
+	var s *byte
+	if d.getErrorString(r, &s) == cudaSuccess && s != nil {
+		e.Text = cString(s)
+	}
+	return e
+}
+
+// cString copies a NUL-terminated C string the driver owns.
+func cString(p *byte) string {
+	var b []byte
+	for q := p; *q != 0; q = (*byte)(unsafe.Add(unsafe.Pointer(q), 1)) {
+		b = append(b, *q)
+	}
+	return string(b)
+}
+
+// primaryContext retains device ordinal's primary context, the one the
+// CUDA runtime inside NCCL also uses, so both agree on the device.
+func (d *driver) primaryContext(ordinal int) (dev int32, ctx uintptr, err error) {
+	if err := d.check("cuInit", d.init(0)); err != nil {
+		return 0, 0, err
+	}
+	var n int32
+	if err := d.check("cuDeviceGetCount", d.deviceGetCount(&n)); err != nil {
+		return 0, 0, err
+	}
+	if ordinal < 0 || ordinal >= int(n) {
+		return 0, 0, fmt.Errorf("nvidia: device %d out of range: this machine has %d CUDA devices", ordinal, n)
+	}
+	if err := d.check("cuDeviceGet", d.deviceGet(&dev, int32(ordinal))); err != nil {
+		return 0, 0, err
+	}
+	if err := d.check("cuDevicePrimaryCtxRetain", d.primaryCtxRetain(&ctx, dev)); err != nil {
+		return 0, 0, err
+	}
+	return dev, ctx, nil
+}
