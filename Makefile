@@ -7,7 +7,7 @@ STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCHTIME     ?= 3x
 BIN           := .bin/tandem
 
-.PHONY: all build test vet lint bench fuzz generate verify-generate clean
+.PHONY: all build test vet lint bench fuzz generate verify-generate proto verify-proto clean
 
 all: build
 
@@ -46,6 +46,38 @@ generate:
 # verify-generate fails when checked-in generated code is stale.
 verify-generate: generate
 	@git diff --exit-code -- '*.s' '*_amd64.go' || { echo "generated code is stale: run make generate"; exit 1; }
+
+# proto: lint and format-check proto/**/*.proto, then regenerate the
+# checked-in Go code (proto/tandem/v1/*.pb.go). The tools are built from
+# source at the pinned versions below, through the Go module proxy, into
+# .bin/tools/NAME@VERSION (once per version); no protoc binary or remote
+# plugin is used.
+BUF_VERSION                := v1.75.0
+PROTOC_GEN_GO_VERSION      := v1.36.11
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+TOOLS              := $(CURDIR)/.bin/tools
+BUF                := $(TOOLS)/buf@$(BUF_VERSION)/buf
+PROTOC_GEN_GO      := $(TOOLS)/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)/protoc-gen-go
+PROTOC_GEN_GO_GRPC := $(TOOLS)/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)/protoc-gen-go-grpc
+
+$(BUF):
+	GOBIN=$(@D) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+$(PROTOC_GEN_GO):
+	GOBIN=$(@D) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+$(PROTOC_GEN_GO_GRPC):
+	GOBIN=$(@D) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+proto: $(BUF) $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC)
+	cd proto && $(BUF) lint && $(BUF) format --diff --exit-code
+	find proto -name '*.pb.go' -delete
+	cd proto && PATH="$(dir $(PROTOC_GEN_GO)):$(dir $(PROTOC_GEN_GO_GRPC)):$$PATH" $(BUF) generate
+
+# verify-proto fails when the checked-in generated code is not what
+# `make proto` makes from the checked-in .proto files (fix: make proto, commit).
+verify-proto: proto
+	@git diff --exit-code -- 'proto/*.pb.go' && test -z "$$(git ls-files --others --exclude-standard -- 'proto/*.pb.go')" || { \
+	  git ls-files --others --exclude-standard -- 'proto/*.pb.go'; \
+	  echo "verify-proto: generated code in proto/ is stale: run make proto and commit the result"; exit 1; }
 
 clean:
 	rm -rf .bin
