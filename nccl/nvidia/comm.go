@@ -81,7 +81,7 @@ type commConfig struct {
 	cgaClusterSize int32
 	minCTAs        int32
 	maxCTAs        int32
-	netName        uintptr
+	_              uintptr // netName; NULL lets NCCL choose
 }
 
 func nonBlockingConfig() commConfig {

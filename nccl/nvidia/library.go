@@ -42,23 +42,22 @@ type Library struct {
 // ncclAPI holds the bound NCCL functions; the Go signatures mirror nccl.h
 // (size_t → uint, enums and int → int32, pointers → uintptr or *T).
 type ncclAPI struct {
-	getVersion       func(v *int32) Result
-	getUniqueID      func(id *UniqueID) Result
-	commInitRank     func(comm *uintptr, nranks int32, id UniqueID, rank int32) Result
-	commInitRankCfg  func(comm *uintptr, nranks int32, id UniqueID, rank int32, cfg *commConfig) Result // nil before 2.14
-	allReduce        func(send, recv uintptr, count uint, dt, op int32, comm, stream uintptr) Result
-	allGather        func(send, recv uintptr, count uint, dt int32, comm, stream uintptr) Result
-	broadcast        func(send, recv uintptr, count uint, dt, root int32, comm, stream uintptr) Result
-	send             func(buf uintptr, count uint, dt, peer int32, comm, stream uintptr) Result
-	recv             func(buf uintptr, count uint, dt, peer int32, comm, stream uintptr) Result
-	groupStart       func() Result
-	groupEnd         func() Result
-	commAbort        func(comm uintptr) Result
-	commDestroy      func(comm uintptr) Result
-	commGetAsyncErr  func(comm uintptr, res *Result) Result
-	getErrorString   func(r Result) string
-	getLastError     func(comm uintptr) string // nil before 2.13
-	commInitRankName string                    // which init the library offers, for messages
+	getVersion      func(v *int32) Result
+	getUniqueID     func(id *UniqueID) Result
+	commInitRank    func(comm *uintptr, nranks int32, id UniqueID, rank int32) Result
+	commInitRankCfg func(comm *uintptr, nranks int32, id UniqueID, rank int32, cfg *commConfig) Result // nil before 2.14
+	allReduce       func(send, recv uintptr, count uint, dt, op int32, comm, stream uintptr) Result
+	allGather       func(send, recv uintptr, count uint, dt int32, comm, stream uintptr) Result
+	broadcast       func(send, recv uintptr, count uint, dt, root int32, comm, stream uintptr) Result
+	send            func(buf uintptr, count uint, dt, peer int32, comm, stream uintptr) Result
+	recv            func(buf uintptr, count uint, dt, peer int32, comm, stream uintptr) Result
+	groupStart      func() Result
+	groupEnd        func() Result
+	commAbort       func(comm uintptr) Result
+	commDestroy     func(comm uintptr) Result
+	commGetAsyncErr func(comm uintptr, res *Result) Result
+	getErrorString  func(r Result) string
+	getLastError    func(comm uintptr) string // nil before 2.13
 }
 
 // Load finds, opens and binds libnccl and the CUDA driver. When nothing
@@ -121,7 +120,7 @@ func openFirst(cands []Candidate) (uintptr, string, error) {
 		}
 		return h, c.Path, nil
 	}
-	return 0, "", fmt.Errorf("%w: libnccl not found; set %s to its path. Tried:\n  %s",
+	return 0, "", fmt.Errorf("%w: libnccl not found (set %s to its path); tried:\n  %s",
 		nccl.ErrUnavailable, EnvLibrary, strings.Join(tried, "\n  "))
 }
 
