@@ -15,7 +15,7 @@ build:
 	$(GO) build -o $(BIN) ./cmd/tandem
 
 # test: vet, staticcheck, then every test (fuzz seeds included).
-test: vet lint
+test: vet lint verify-proto
 	$(GO) test -count=1 ./...
 
 vet:
