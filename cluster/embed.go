@@ -34,7 +34,9 @@ func StartEmbedded(ctx context.Context, dir string, opts EmbeddedOptions) (*Embe
 	}
 	cfg := embed.NewConfig()
 	cfg.Dir = dir
-	cfg.LogLevel = "error"
+	// etcd logs expected shutdown noise at error level; failures to start
+	// are returned instead.
+	cfg.LogLevel = "panic"
 	client, err := url.Parse("http://" + opts.ClientAddr)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: etcd client address %q: %w", opts.ClientAddr, err)
