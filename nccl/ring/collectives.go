@@ -1,0 +1,352 @@
+package ring
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tandemllm/tandem/nccl"
+)
+
+// segmentBytes is how much of a ring chunk is received before it is
+// added: the sender keeps filling the socket while this rank adds, so
+// communication and reduction overlap.
+const segmentBytes = 256 << 10
+
+func (c *Comm) record(kind nccl.Kind, bytes, peer int, start time.Time) {
+	if r := c.opts.Recorder; r != nil {
+		r.Record(nccl.Call{Kind: kind, Bytes: bytes, Peer: peer, Start: start, Dur: time.Since(start)})
+	}
+}
+
+// run executes one call's protocol under ctx. body runs only when there
+// are peers; its error aborts the communicator.
+func (c *Comm) run(ctx context.Context, kind nccl.Kind, body func() error) error {
+	stop, err := c.begin(ctx)
+	if err != nil || c.size == 1 {
+		return err
+	}
+	err = body()
+	if err != nil {
+		// Close first: a writer blocked on a peer that will never read
+		// again must be released before waiting for it.
+		c.closeConns()
+	}
+	if werr := c.waitAll(); err == nil {
+		err = werr
+	}
+	return c.end(ctx, stop, err, kind)
+}
+
+func (c *Comm) closeConns() {
+	for _, p := range c.peers {
+		if p != nil {
+			p.conn.Close()
+		}
+	}
+}
+
+// AllReduce sums buf across the group, in place. Every rank ends with the
+// same bits. Small buffers take the latency path (one exchange of whole
+// buffers, summed in rank order); large ones the bandwidth-optimal ring.
+func (c *Comm) AllReduce(ctx context.Context, buf nccl.Buffer) error {
+	defer c.record(nccl.KindAllReduce, buf.Bytes(), -1, time.Now())
+	if err := checkHost(buf, "allreduce buffer"); err != nil {
+		return c.refuse(err)
+	}
+	h := header{kind: nccl.KindAllReduce, dtype: buf.DType(), count: uint64(buf.Count()), alg: algRing}
+	if buf.Bytes() <= c.opts.SmallMessageBytes || buf.Count() < c.size {
+		h.alg = algDirect
+	}
+	return c.run(ctx, nccl.KindAllReduce, func() error {
+		if h.alg == algDirect {
+			return c.allReduceDirect(h, buf)
+		}
+		return c.allReduceRing(h, buf)
+	})
+}
+
+// allReduceDirect sends the whole buffer to every peer and sums the n
+// buffers in rank order, so that every rank computes the same bits.
+func (c *Comm) allReduceDirect(h header, buf nccl.Buffer) error {
+	data := buf.Host()
+	if err := c.announce(h, data); err != nil {
+		return err
+	}
+	for _, p := range c.peers {
+		if p != nil {
+			if err := c.read(p, p.buf(len(data))); err != nil {
+				return err
+			}
+		}
+	}
+	if err := c.waitAll(); err != nil { // data is about to change
+		return err
+	}
+	if h.dtype == nccl.BF16 {
+		c.sumBF16(data)
+		return nil
+	}
+	// (v0 + v1) + v2 + …: the first addition commutes exactly, so ranks
+	// 0 and 1 add in place; the others keep their own values aside.
+	src := func(r int) []byte {
+		if r == c.rank {
+			return c.mine
+		}
+		return c.peers[r].scratch[:len(data)]
+	}
+	if c.rank <= 1 {
+		addF32(f32s(data), f32s(c.peers[1-c.rank].scratch[:len(data)]))
+	} else {
+		c.mine = append(c.mine[:0], data...)
+		sumF32(f32s(data), f32s(src(0)), f32s(src(1)))
+	}
+	for r := 2; r < c.size; r++ {
+		addF32(f32s(data), f32s(src(r)))
+	}
+	return nil
+}
+
+// sumBF16 sums every rank's bf16 values in float32, in rank order, and
+// rounds once.
+func (c *Comm) sumBF16(data []byte) {
+	n := len(data) / 2
+	if cap(c.acc) < n {
+		c.acc = make([]float32, n)
+	}
+	acc := c.acc[:n]
+	for r := range c.size {
+		src := data
+		if r != c.rank {
+			src = c.peers[r].scratch[:len(data)]
+		}
+		if r == 0 {
+			widenBF16(acc, u16s(src))
+		} else {
+			accBF16(acc, u16s(src))
+		}
+	}
+	narrowBF16(u16s(data), acc)
+}
+
+// chunk is the byte range of chunk i of n over count elements of size
+// bytes: the first count%n chunks get one element more.
+func chunk(i, n, count, size int) (int, int) {
+	q, r := count/n, count%n
+	from := i*q + min(i, r)
+	to := from + q
+	if i < r {
+		to++
+	}
+	return from * size, to * size
+}
+
+// allReduceRing is the bandwidth-optimal ring: n-1 reduce-scatter steps
+// then n-1 all-gather steps, each sending one chunk to the right (on the
+// writer goroutine) while receiving another from the left, so that every
+// rank sends and receives 2(n-1)/n of the buffer at the same time.
+func (c *Comm) allReduceRing(h header, buf nccl.Buffer) error {
+	if err := c.announce(h, nil); err != nil {
+		return err
+	}
+	n, data, es, count := c.size, buf.Host(), buf.DType().Size(), buf.Count()
+	mod := func(i int) int { return (i%n + n) % n }
+	for s := range n - 1 {
+		sf, st := chunk(mod(c.rank-s), n, count, es)
+		rf, rt := chunk(mod(c.rank-s-1), n, count, es)
+		if err := c.postRaw(c.right, data[sf:st], nil); err != nil {
+			return err
+		}
+		if err := c.recvReduce(h.dtype, data[rf:rt]); err != nil {
+			return err
+		}
+		if err := c.wait(c.right); err != nil {
+			return err
+		}
+	}
+	for s := range n - 1 {
+		sf, st := chunk(mod(c.rank+1-s), n, count, es)
+		rf, rt := chunk(mod(c.rank-s), n, count, es)
+		if err := c.postRaw(c.right, data[sf:st], nil); err != nil {
+			return err
+		}
+		if err := c.read(c.left, data[rf:rt]); err != nil {
+			return err
+		}
+		if err := c.wait(c.right); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recvReduce adds the left neighbour's partial sums of dst into dst, a
+// segment at a time.
+func (c *Comm) recvReduce(dt nccl.DType, dst []byte) error {
+	in := c.left.buf(min(segmentBytes, len(dst)))
+	for off := 0; off < len(dst); off += len(in) {
+		seg := dst[off:min(off+len(in), len(dst))]
+		if err := c.read(c.left, in[:len(seg)]); err != nil {
+			return err
+		}
+		if dt == nccl.F32 {
+			addF32(f32s(seg), f32s(in[:len(seg)]))
+		} else {
+			addBF16(u16s(seg), u16s(in[:len(seg)]))
+		}
+	}
+	return nil
+}
+
+// AllGather concatenates every rank's send into recv, in rank order.
+// send may be this rank's own slot of recv.
+func (c *Comm) AllGather(ctx context.Context, send, recv nccl.Buffer) error {
+	defer c.record(nccl.KindAllGather, send.Bytes(), -1, time.Now())
+	if err := checkHost(send, "allgather send buffer"); err != nil {
+		return c.refuse(err)
+	}
+	if err := checkHost(recv, "allgather receive buffer"); err != nil {
+		return c.refuse(err)
+	}
+	if recv.Count() != c.size*send.Count() || recv.DType() != send.DType() {
+		return c.refuse(fmt.Errorf("ring: allgather of %d %s needs a receive buffer of %d %s, got %d %s",
+			send.Count(), send.DType(), c.size*send.Count(), send.DType(), recv.Count(), recv.DType()))
+	}
+	mine, all := send.Host(), recv.Host()
+	copy(all[c.rank*len(mine):], mine)
+	h := header{kind: nccl.KindAllGather, dtype: send.DType(), count: uint64(send.Count())}
+	return c.run(ctx, nccl.KindAllGather, func() error {
+		if err := c.announce(h, mine); err != nil {
+			return err
+		}
+		for r, p := range c.peers {
+			if p != nil {
+				if err := c.read(p, all[r*len(mine):(r+1)*len(mine)]); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// Broadcast copies root's buf to every rank. Every rank announces the
+// call to every other, so that a mismatch is seen everywhere; only the
+// root sends data, straight to each rank.
+func (c *Comm) Broadcast(ctx context.Context, buf nccl.Buffer, root int) error {
+	defer c.record(nccl.KindBroadcast, buf.Bytes(), root, time.Now())
+	if err := checkHost(buf, "broadcast buffer"); err != nil {
+		return c.refuse(err)
+	}
+	if root < 0 || root >= c.size {
+		return c.refuse(fmt.Errorf("ring: broadcast root %d outside 0..%d", root, c.size-1))
+	}
+	h := header{kind: nccl.KindBroadcast, dtype: buf.DType(), count: uint64(buf.Count()), root: int32(root)}
+	return c.run(ctx, nccl.KindBroadcast, func() error {
+		var data []byte
+		if c.rank == root {
+			data = buf.Host()
+		}
+		if err := c.announce(h, data); err != nil {
+			return err
+		}
+		if c.rank != root {
+			return c.read(c.peers[root], buf.Host())
+		}
+		return nil
+	})
+}
+
+func (c *Comm) checkPeer(peer int) error {
+	if peer < 0 || peer >= c.size || peer == c.rank {
+		return fmt.Errorf("ring: rank %d cannot exchange with peer %d (group of %d)", c.rank, peer, c.size)
+	}
+	return nil
+}
+
+// checkPair checks the header of a Send's or Recv's counterpart.
+func (c *Comm) checkPair(p *peer, mine header, want nccl.Kind) error {
+	got := p.got
+	if got.kind != want || got.count != mine.count || got.dtype != mine.dtype {
+		return fmt.Errorf("ring: rank %d: %w: rank %d called %v with rank %d, rank %d called %v with rank %d",
+			c.rank, nccl.ErrMismatch, p.rank, got, c.rank, c.rank, mine, p.rank)
+	}
+	if got.seq != p.recvSeq {
+		return fmt.Errorf("ring: rank %d: %w: rank %d is at its call %d with this rank, this rank at call %d (a rank skipped calls)",
+			c.rank, nccl.ErrMismatch, p.rank, got.seq, p.recvSeq)
+	}
+	p.recvSeq++
+	return nil
+}
+
+// Send moves buf to peer, which must call Recv with a matching buffer.
+// The receiver answers with its own header, so both sides see a
+// mismatch; a large buffer is sent only after that answer, so two ranks
+// that both Send at once get a mismatch rather than a deadlock.
+func (c *Comm) Send(ctx context.Context, buf nccl.Buffer, peer int) error {
+	defer c.record(nccl.KindSend, buf.Bytes(), peer, time.Now())
+	if err := checkHost(buf, "send buffer"); err != nil {
+		return c.refuse(err)
+	}
+	if err := c.checkPeer(peer); err != nil {
+		return c.refuse(err)
+	}
+	h := header{kind: nccl.KindSend, dtype: buf.DType(), count: uint64(buf.Count())}
+	return c.run(ctx, nccl.KindSend, func() error {
+		p, data := c.peers[peer], buf.Host()
+		small := headerBytes+len(data) <= inlineBytes
+		first := data
+		if !small {
+			first = nil
+		}
+		if err := c.post(p, h, first); err != nil {
+			return err
+		}
+		if err := c.readHeader(p); err != nil {
+			return err
+		}
+		if err := c.checkPair(p, h, nccl.KindRecv); err != nil {
+			return err
+		}
+		if !small {
+			if _, err := p.conn.Write(data); err != nil {
+				return c.lost(p, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Recv fills buf from peer's matching Send.
+func (c *Comm) Recv(ctx context.Context, buf nccl.Buffer, peer int) error {
+	defer c.record(nccl.KindRecv, buf.Bytes(), peer, time.Now())
+	if err := checkHost(buf, "receive buffer"); err != nil {
+		return c.refuse(err)
+	}
+	if err := c.checkPeer(peer); err != nil {
+		return c.refuse(err)
+	}
+	h := header{kind: nccl.KindRecv, dtype: buf.DType(), count: uint64(buf.Count())}
+	return c.run(ctx, nccl.KindRecv, func() error {
+		p := c.peers[peer]
+		if err := c.post(p, h, nil); err != nil {
+			return err
+		}
+		if err := c.readHeader(p); err != nil {
+			return err
+		}
+		if err := c.checkPair(p, h, nccl.KindSend); err != nil {
+			return err
+		}
+		return c.read(p, buf.Host())
+	})
+}
+
+// Barrier returns once every rank has called it: one exchange of headers
+// with every peer.
+func (c *Comm) Barrier(ctx context.Context) error {
+	defer c.record(nccl.KindBarrier, 0, -1, time.Now())
+	return c.run(ctx, nccl.KindBarrier, func() error {
+		return c.announce(header{kind: nccl.KindBarrier}, nil)
+	})
+}
