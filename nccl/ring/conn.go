@@ -8,7 +8,6 @@ import (
 	"hash/fnv"
 	"io"
 	"net"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -326,15 +325,4 @@ func accept(ctx context.Context, ln *net.TCPListener, me hello) (int, *net.TCPCo
 	}
 	conn.SetDeadline(time.Time{})
 	return them.rank, conn, nil
-}
-
-// sortedRanks is for messages.
-func sortedRanks(rs []int) string {
-	rs = slices.Clone(rs)
-	slices.Sort(rs)
-	s := make([]string, len(rs))
-	for i, r := range rs {
-		s[i] = strconv.Itoa(r)
-	}
-	return strings.Join(s, ", ")
 }

@@ -2,22 +2,38 @@
 // for groups without GPUs (and for tests of everything above the
 // collectives).
 //
-// Ranks listen first (Listen), publish their address (through etcd, see
-// package cluster), then Connect: every pair of ranks shares one TCP
-// connection, opened by the higher rank and checked by a handshake
-// (group, size, ranks). Every collective starts with a header sent to the
-// peers it involves (sequence number, kind, element count, dtype, root or
-// peer), so a mismatch between ranks is an error on each rank that sees
-// it, naming both sides. AllReduce of small messages (and of any size at
-// two ranks) exchanges whole buffers directly, one round trip, and sums
-// in rank order so every rank gets the same bits; larger messages use
-// the bandwidth-optimal ring (reduce-scatter then all-gather), sending to
-// the right neighbour while receiving from the left.
+// Ranks listen first (Listen), publish their address (the rendezvous in
+// package cluster does that through etcd), then Connect: every pair of
+// ranks shares one TCP connection (a full mesh), dialled by the higher
+// rank and checked by a handshake carrying the group's id, its size and
+// both ranks, so a stray or misconfigured peer is refused with a reason.
 //
-// A lost peer (closed connection, TCP keepalive failure) or a cancelled
-// context breaks the communicator: all its connections are closed so the
-// failure reaches every rank, and calls return errors wrapping
-// nccl.ErrPeerLost or the context's error.
+// Every call opens with a 32-byte header to each peer it involves
+// (per-pair sequence number, kind, algorithm, element count, dtype,
+// root). All ranks of a collective read every header before any data, so
+// a mismatch is reported by every rank with the same words, naming both
+// sides. Send and Recv exchange headers too: the receiver answers the
+// sender, so both see a mismatch.
 //
-// This package imports nccl and internal/half only.
+// AllReduce of at most Options.SmallMessageBytes (or of fewer elements
+// than ranks) takes the latency path: each rank sends its whole buffer to
+// every other, and each sums the n buffers in rank order (bf16 in float32,
+// rounded once), so one exchange suffices and every rank gets the same
+// bits. Larger buffers take the bandwidth-optimal ring: n-1
+// reduce-scatter steps then n-1 all-gather steps, a writer goroutine
+// sending one chunk to the right while the caller receives the next from
+// the left and adds it segment by segment. bf16 partial sums are rounded
+// to bf16 at each ring step, as NCCL does. AllGather and Broadcast send
+// straight to every peer.
+//
+// Any failure breaks the communicator for good and closes all its
+// connections, so that the failure reaches every rank: a lost peer
+// (closed connection, keepalive or user timeout), a mismatch, ctx ending
+// during a call, even a call refused for bad arguments (the peers would
+// otherwise wait for it). Calls then return errors wrapping
+// nccl.ErrPeerLost, nccl.ErrMismatch, the context's error, and, for every
+// later call, nccl.ErrClosed together with the first cause.
+//
+// This package imports nccl, internal/half and golang.org/x/sys only; it
+// must never import the engine, worker or cluster packages.
 package ring
