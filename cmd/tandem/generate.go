@@ -30,7 +30,9 @@ type generateFlags struct {
 	ignoreEOS   bool
 	jsonOut     bool
 	addSpecial  bool
+	tp          int
 	backend     backendFlags
+	engine      engineFlags
 }
 
 func newGenerateCmd() *cobra.Command {
@@ -65,7 +67,9 @@ object instead.`,
 	fl.BoolVar(&f.ignoreEOS, "ignore-eos", false, "keep generating after end-of-sequence tokens")
 	fl.BoolVar(&f.jsonOut, "json", false, "print one JSON object instead of streaming text and a table")
 	fl.BoolVar(&f.addSpecial, "add-special-tokens", true, "let the tokenizer add its special tokens (e.g. BOS)")
+	fl.IntVar(&f.tp, "tp", 1, "tensor-parallel degree: rank 0 runs here, the other ranks as worker processes")
 	f.backend.register(fl)
+	f.engine.register(cmd)
 	return cmd
 }
 

@@ -135,6 +135,8 @@ func TestGenerateBadInput(t *testing.T) {
 		{"missing model dir", []string{"--preset", "", "--model", "/nonexistent/model", "x"}, "/nonexistent/model"},
 		{"unknown preset", []string{"--preset", "huge", "x"}, `unknown preset "huge"`},
 		{"bad kernels", []string{"--kernels", "sse9", "x"}, "--kernels"},
+		{"TP not dividing the heads", []string{"--tp", "3", "x"}, "--tp 3: parallel: model does not split"},
+		{"zero TP", []string{"--tp", "0", "x"}, "--tp 0"},
 		{"no local", []string{"--local=false", "x"}, "--local"},
 	}
 	for _, tt := range tests {
@@ -145,5 +147,26 @@ func TestGenerateBadInput(t *testing.T) {
 				t.Fatalf("error %v, want one mentioning %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestGenerateTensorParallelProcesses runs rank 0 here and the other
+// ranks as real worker processes (rendezvous through an embedded etcd,
+// collectives over the TCP ring): greedy output equals TP-1's.
+func TestGenerateTensorParallelProcesses(t *testing.T) {
+	const prompt = "Tensor parallel ranks"
+	for _, name := range []string{"tiny", "gqa-tiny"} {
+		want := generateJSON(t, "--preset", name, "--max-tokens", "8", "--logprobs", "1", prompt)
+		for _, tp := range []string{"2", "4"} {
+			got := generateJSON(t, "--preset", name, "--tp", tp, "--max-tokens", "8", "--logprobs", "1", prompt)
+			if !slices.Equal(got.TokenIDs, want.TokenIDs) {
+				t.Fatalf("%s TP-%s: tokens %v, TP-1 %v", name, tp, got.TokenIDs, want.TokenIDs)
+			}
+			for i := range got.Logprobs {
+				if d := got.Logprobs[i].Logprob - want.Logprobs[i].Logprob; d > 2e-3 || d < -2e-3 {
+					t.Fatalf("%s TP-%s: logprob %d differs by %g", name, tp, i, d)
+				}
+			}
+		}
 	}
 }

@@ -4,12 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/model"
 	"github.com/tandemllm/tandem/model/preset"
 	"github.com/tandemllm/tandem/model/tokenizer"
 )
@@ -63,20 +70,36 @@ func runLocalGenerate(cmd *cobra.Command, f *generateFlags, prompt string) error
 	if err != nil {
 		return err
 	}
-	be, err := f.backend.open()
+	g := groupFlags{tp: f.tp, group: fmt.Sprintf("local-%d", os.Getpid()), listen: "127.0.0.1:0", joinTimeout: time.Minute}
+	if err := g.validate(false); err != nil {
+		return err
+	}
+	if g.tp > 1 {
+		cfg, err := model.LoadConfig(filepath.Join(dir, "config.json"))
+		if err != nil {
+			return err
+		}
+		if _, err := engine.ShardPlan(cfg, engine.Shard{TP: g.tp}); err != nil {
+			return fmt.Errorf("--tp %d: %w", g.tp, err)
+		}
+		if f.backend.threads == 0 {
+			// The ranks share this machine's cores.
+			f.backend.threads = max(1, runtime.NumCPU()/g.tp)
+		}
+		stop, err := startLocalGroup(ctx, &g, dir, f)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	opts := f.engine.options()
+	opts.Detokenizer = detokenizer{tok}
+	e, closeAll, err := openShard(ctx, dir, &g, &f.backend, opts)
 	if err != nil {
 		return err
 	}
-	defer be.Close()
-	m, err := engine.Open(dir, be, engine.Shard{})
-	if err != nil {
-		return err
-	}
-	defer m.Close()
-	e, err := engine.New(m, engine.Options{Detokenizer: detokenizer{tok}})
-	if err != nil {
-		return err
-	}
+	defer closeAll()
+	defer e.Shutdown(context.WithoutCancel(ctx))
 
 	res := &generateResult{Model: dir}
 	tokStart := time.Now()
@@ -132,4 +155,55 @@ func logprobJSON(tok *tokenizer.Tokenizer, lp engine.TokenLogprob, top []engine.
 		j.TopLogprobs = append(j.TopLogprobs, tokenLogprobJS{Token: t.Token, Text: text(t.Token), Logprob: t.Logprob})
 	}
 	return j
+}
+
+// startLocalGroup runs the other ranks of a local TP group: an embedded
+// etcd for their rendezvous, and one `tandem worker` process per rank.
+// stop ends the workers (after rank 0's Shutdown they exit by themselves)
+// and the etcd server.
+func startLocalGroup(ctx context.Context, g *groupFlags, dir string, f *generateFlags) (stop func(), err error) {
+	etcdDir, err := os.MkdirTemp("", "tandem-etcd-")
+	if err != nil {
+		return nil, err
+	}
+	etcd, err := cluster.StartEmbedded(ctx, etcdDir, cluster.EmbeddedOptions{})
+	if err != nil {
+		os.RemoveAll(etcdDir)
+		return nil, err
+	}
+	g.etcdEndpoints = strings.Join(etcd.Endpoints(), ",")
+	self, err := os.Executable()
+	if err != nil {
+		etcd.Close()
+		os.RemoveAll(etcdDir)
+		return nil, err
+	}
+	var procs []*exec.Cmd
+	stop = func() {
+		for _, p := range procs {
+			done := make(chan struct{})
+			go func() { p.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				p.Process.Kill()
+				<-done
+			}
+		}
+		etcd.Close()
+		os.RemoveAll(etcdDir)
+	}
+	for r := 1; r < g.tp; r++ {
+		p := exec.Command(self, "worker", "--tp", strconv.Itoa(g.tp), "--rank", strconv.Itoa(r),
+			"--group", g.group, "--etcd-endpoints", g.etcdEndpoints, "--model", dir,
+			"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels,
+			"--max-batch-tokens", strconv.Itoa(f.engine.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.engine.kvCacheMB))
+		p.Stderr = os.Stderr
+		if err := p.Start(); err != nil {
+			stop()
+			return nil, fmt.Errorf("starting rank %d: %w", r, err)
+		}
+		procs = append(procs, p)
+	}
+	return stop, nil
 }

@@ -16,6 +16,7 @@ model replica, and records every token's compute, collective and KV-transfer cos
 		newGenerateCmd(),
 		newModelCmd(),
 		newTokenizeCmd(),
+		newWorkerCmd(),
 	)
 	return root
 }

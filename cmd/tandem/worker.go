@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tandemllm/tandem/cluster"
+	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/nccl"
+	"github.com/tandemllm/tandem/nccl/ring"
+)
+
+// groupFlags place a process in a tensor-parallel group.
+type groupFlags struct {
+	tp, rank      int
+	group         string
+	etcdEndpoints string
+	listen        string
+	joinTimeout   time.Duration
+}
+
+// validate checks the flags; a process that joins a group itself
+// (joins) also needs the group's name and etcd.
+func (g *groupFlags) validate(joins bool) error {
+	switch {
+	case g.tp < 1:
+		return fmt.Errorf("--tp %d: must be >= 1", g.tp)
+	case g.rank < 0 || g.rank >= g.tp:
+		return fmt.Errorf("--rank %d: must be in 0..%d for --tp %d", g.rank, g.tp-1, g.tp)
+	case joins && g.tp > 1 && g.group == "":
+		return errors.New("--group is required with --tp > 1")
+	case joins && g.tp > 1 && g.etcdEndpoints == "":
+		return errors.New("--etcd-endpoints is required with --tp > 1")
+	}
+	return nil
+}
+
+func newWorkerCmd() *cobra.Command {
+	var (
+		g        groupFlags
+		modelDir string
+		preset   string
+		eng      engineFlags
+		be       backendFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "worker --tp N --rank R --group G --etcd-endpoints URLS (--model DIR | --preset NAME)",
+		Short: "Run one rank of a tensor-parallel group",
+		Long: `Run one rank of a tensor-parallel group. The ranks of group G find each
+other through etcd (each publishes the address of its collective endpoint and
+waits for the others, up to --join-timeout), connect a TCP ring, load only
+their own slices of the weights, and run the steps rank 0 plans until rank 0
+shuts the group down. Rank 0 is the leader: today it runs inside
+"tandem generate --local --tp N", which starts the other ranks itself.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := g.validate(true); err != nil {
+				return err
+			}
+			if g.rank == 0 {
+				return errors.New("--rank 0 is the group's leader: run it as `tandem generate --local --tp N`")
+			}
+			ctx := cmd.Context()
+			dir, err := resolveModelDir(ctx, modelDir, preset)
+			if err != nil {
+				return err
+			}
+			e, closeAll, err := openShard(ctx, dir, &g, &be, eng.options())
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			if err := e.Follow(ctx); !errors.Is(err, engine.ErrShutdown) {
+				return fmt.Errorf("rank %d of group %s: %w", g.rank, g.group, err)
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	g.register(cmd)
+	fl.StringVar(&modelDir, "model", "", "model directory")
+	fl.StringVar(&preset, "preset", "", "preset model (created in the cache directory on first use)")
+	eng.register(cmd)
+	be.register(fl)
+	return cmd
+}
+
+func (g *groupFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.IntVar(&g.tp, "tp", 1, "tensor-parallel degree of the group")
+	fl.IntVar(&g.rank, "rank", 0, "this process's rank in the group")
+	fl.StringVar(&g.group, "group", "", "group name, shared by all its ranks")
+	fl.StringVar(&g.etcdEndpoints, "etcd-endpoints", "", "comma-separated etcd client URLs")
+	fl.StringVar(&g.listen, "listen", "127.0.0.1:0", "address of this rank's collective endpoint")
+	fl.DurationVar(&g.joinTimeout, "join-timeout", time.Minute, "how long to wait for the group's other ranks")
+}
+
+// engineFlags are the engine options exposed on the command line.
+type engineFlags struct {
+	maxBatchTokens int
+	kvCacheMB      int
+}
+
+func (f *engineFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.IntVar(&f.maxBatchTokens, "max-batch-tokens", 512, "rows per step, also the prefill chunk size")
+	fl.IntVar(&f.kvCacheMB, "kv-cache-mb", 512, "KV cache memory budget in MiB")
+}
+
+func (f *engineFlags) options() engine.Options {
+	return engine.Options{MaxBatchTokens: f.maxBatchTokens, KVCacheBytes: int64(f.kvCacheMB) << 20}
+}
+
+// joinGroup connects this rank to its group's ring through an etcd
+// rendezvous.
+func joinGroup(ctx context.Context, g *groupFlags) (nccl.Communicator, error) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(g.etcdEndpoints, ","), DialTimeout: 10 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("--etcd-endpoints %q: %w", g.etcdEndpoints, err)
+	}
+	defer cli.Close()
+	ln, err := ring.Listen(g.listen)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %q: %w", g.listen, err)
+	}
+	jctx, cancel := context.WithTimeout(ctx, g.joinTimeout)
+	defer cancel()
+	addrs, err := cluster.Rendezvous(jctx, cli, cluster.Member{Group: g.group, Size: g.tp, Rank: g.rank, Value: ln.Addr()})
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ring.Connect(jctx, ln, g.rank, addrs, ring.Options{})
+}
+
+// openShard joins the group (when TP > 1) and loads this rank's shard of
+// the model; closeAll releases everything in reverse order.
+func openShard(ctx context.Context, dir string, g *groupFlags, bf *backendFlags, opts engine.Options) (*engine.Engine, func(), error) {
+	var closers []func()
+	closeAll := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	fail := func(err error) (*engine.Engine, func(), error) {
+		closeAll()
+		return nil, nil, err
+	}
+	if g.tp > 1 {
+		comm, err := joinGroup(ctx, g)
+		if err != nil {
+			return fail(err)
+		}
+		closers = append(closers, func() { comm.Close() })
+		opts.Comm = comm
+	}
+	be, err := bf.open()
+	if err != nil {
+		return fail(err)
+	}
+	closers = append(closers, func() { be.Close() })
+	m, err := engine.Open(dir, be, engine.Shard{TP: g.tp, Rank: g.rank})
+	if err != nil {
+		return fail(err)
+	}
+	closers = append(closers, func() { m.Close() })
+	e, err := engine.New(m, opts)
+	if err != nil {
+		return fail(err)
+	}
+	return e, closeAll, nil
+}
