@@ -5,6 +5,7 @@ import (
 	"io"
 	"math"
 	"path/filepath"
+	"runtime"
 
 	"github.com/tandemllm/tandem/compute"
 	"github.com/tandemllm/tandem/model"
@@ -134,7 +135,7 @@ func prefault(data []byte) {
 	for i := 0; i < len(data); i += 4096 {
 		sink += data[i]
 	}
-	_ = sink
+	runtime.KeepAlive(sink) // the loads must happen
 }
 
 var dtypes = map[safetensors.DType]compute.DType{safetensors.F32: compute.F32, safetensors.BF16: compute.BF16, safetensors.F16: compute.F16}
