@@ -16,7 +16,7 @@ build:
 
 # test: vet, staticcheck, then every test (fuzz seeds included).
 test: vet lint verify-proto
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -timeout 10m ./...
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }

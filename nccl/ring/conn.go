@@ -141,11 +141,26 @@ func Connect(ctx context.Context, ln *Listener, rank int, addrs []string, opts O
 		err  error
 	}
 	results := make(chan result, 2*size)
+	// deliver hands a result to the loop below; once the loop is done
+	// (ctx cancelled) nobody reads, so the connection is closed instead.
+	// Without this a peer that keeps redialling fills the channel and the
+	// accept goroutine blocks forever.
+	deliver := func(r result) bool {
+		select {
+		case results <- r:
+			return true
+		case <-ctx.Done():
+			if r.conn != nil {
+				r.conn.Close()
+			}
+			return false
+		}
+	}
 	var wg sync.WaitGroup
 	for p := range rank {
 		wg.Go(func() {
 			conn, err := dial(ctx, addrs[p], me, p)
-			results <- result{p, conn, err}
+			deliver(result{p, conn, err})
 		})
 	}
 	if rank < size-1 {
@@ -157,7 +172,9 @@ func Connect(ctx context.Context, ln *Listener, rank int, addrs []string, opts O
 				if err != nil && ctx.Err() != nil {
 					return
 				}
-				results <- result{p, conn, err}
+				if !deliver(result{p, conn, err}) {
+					return
+				}
 			}
 		})
 	}
