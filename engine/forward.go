@@ -226,12 +226,8 @@ func (e *Engine) layer(ctx context.Context, b *batch, l, t int) error {
 	attn := be.View(s.attn, 0, t*qw)
 	be.Attention(attn, q, e.kv, l, b.seqs, spec)
 	o := be.View(s.o, 0, t*cfg.Hidden)
-	be.MatMul(o, attn, lw.o, t)
-	if err := e.allReduce(ctx, o, t*cfg.Hidden); err != nil {
+	if err := e.rowParallel(ctx, o, attn, lw.o, lw.oBias, t); err != nil {
 		return err
-	}
-	if lw.oBias != nil {
-		be.AddBias(o, lw.oBias, t)
 	}
 	be.Add(x, x, o, t*cfg.Hidden)
 
@@ -246,14 +242,23 @@ func (e *Engine) layer(ctx context.Context, b *batch, l, t int) error {
 	} else {
 		be.GELU(act, t*inter)
 	}
-	be.MatMul(o, act, lw.down, t)
-	if err := e.allReduce(ctx, o, t*cfg.Hidden); err != nil {
+	if err := e.rowParallel(ctx, o, act, lw.down, lw.downBias, t); err != nil {
 		return err
 	}
-	if lw.downBias != nil {
-		be.AddBias(o, lw.downBias, t)
-	}
 	be.Add(x, x, o, t*cfg.Hidden)
+	return nil
+}
+
+// rowParallel is a row-parallel linear layer: each rank's partial
+// product is summed over the group before the replicated bias is added.
+func (e *Engine) rowParallel(ctx context.Context, dst, x compute.Buf, w compute.Mat, bias compute.Buf, rows int) error {
+	e.m.be.MatMul(dst, x, w, rows)
+	if err := e.allReduce(ctx, dst, rows*e.m.cfg.Hidden); err != nil {
+		return err
+	}
+	if bias != nil {
+		e.m.be.AddBias(dst, bias, rows)
+	}
 	return nil
 }
 
