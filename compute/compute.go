@@ -147,4 +147,14 @@ type Backend interface {
 	// layer, writing rows of Heads×HeadDim into dst. Query head h reads KV
 	// head h/(Heads/KVHeads) (grouped-query attention).
 	Attention(dst, q Buf, c KVCache, layer int, seqs []AttnSeq, spec AttnSpec)
+
+	// KVRead copies the keys and values of one layer at slots, for the
+	// cache's KV heads [headFrom, headTo), into host memory laid out
+	// [2][len(slots)][headTo-headFrom][HeadDim] (keys, then values), as
+	// float32. KVLoad is the reverse. Unlike the other ops they are
+	// synchronous and may run on another goroutine while ops run, as long
+	// as no op touches those slots: KV transfer moves a finished prefill's
+	// (or a not yet scheduled decode's) blocks while the group steps on.
+	KVRead(c KVCache, layer int, slots []int32, headFrom, headTo int, dst []float32)
+	KVLoad(c KVCache, layer int, slots []int32, headFrom, headTo int, src []float32)
 }

@@ -70,6 +70,9 @@ type Request struct {
 	ID     string
 	Prompt []int32
 	Params SamplingParams
+	// HoldKV keeps the request's KV blocks when it finishes, until
+	// Release, so a prefill group can send them on (see Held).
+	HoldKV bool
 }
 
 // Output is one generated token of a request, or its end.
@@ -111,6 +114,7 @@ type Engine struct {
 	scratch *scratch
 	batch   batch
 	byID    map[string]*sequence
+	held    map[string]HeldKV // KV kept past a request's end, or reserved for one arriving
 	waiting []*sequence // FCFS, not yet (or no longer) holding blocks
 	running []*sequence
 	step    uint64
@@ -159,6 +163,7 @@ func New(m *Model, opts Options) (*Engine, error) {
 		pool:    newBlockPool(int(blocks), opts.BlockSize),
 		scratch: newScratch(m.be, m, opts.MaxBatchTokens, opts.MaxSeqs),
 		byID:    map[string]*sequence{},
+		held:    map[string]HeldKV{},
 		comm:    opts.Comm,
 	}, nil
 }
@@ -177,38 +182,52 @@ func (e *Engine) HasWork() bool { return len(e.byID) > 0 }
 
 // Add validates a request and queues it.
 func (e *Engine) Add(req Request) error {
+	if _, held := e.held[req.ID]; held {
+		return fmt.Errorf("%w: request id %q is already in use", ErrInvalidRequest, req.ID)
+	}
+	s, err := e.newSequence(req)
+	if err != nil {
+		return err
+	}
+	e.byID[req.ID] = s
+	e.waiting = append(e.waiting, s)
+	return nil
+}
+
+// newSequence validates req and makes its sequence.
+func (e *Engine) newSequence(req Request) (*sequence, error) {
 	cfg := e.m.cfg
 	if err := req.Params.Validate(); err != nil {
-		return err
+		return nil, err
 	}
 	switch {
 	case req.ID == "":
-		return fmt.Errorf("%w: request id is empty", ErrInvalidRequest)
+		return nil, fmt.Errorf("%w: request id is empty", ErrInvalidRequest)
 	case e.byID[req.ID] != nil:
-		return fmt.Errorf("%w: request id %q is already in use", ErrInvalidRequest, req.ID)
+		return nil, fmt.Errorf("%w: request id %q is already in use", ErrInvalidRequest, req.ID)
 	case len(req.Prompt) == 0:
-		return fmt.Errorf("%w: prompt is empty", ErrInvalidRequest)
+		return nil, fmt.Errorf("%w: prompt is empty", ErrInvalidRequest)
 	case len(req.Prompt) > cfg.MaxPositions:
-		return fmt.Errorf("%w: prompt is %d tokens, longer than the model's context of %d", ErrInvalidRequest, len(req.Prompt), cfg.MaxPositions)
+		return nil, fmt.Errorf("%w: prompt is %d tokens, longer than the model's context of %d", ErrInvalidRequest, len(req.Prompt), cfg.MaxPositions)
 	case len(req.Prompt)+req.Params.MaxTokens > cfg.MaxPositions:
-		return fmt.Errorf("%w: max_tokens %d plus the prompt's %d tokens exceed the model's context of %d",
+		return nil, fmt.Errorf("%w: max_tokens %d plus the prompt's %d tokens exceed the model's context of %d",
 			ErrInvalidRequest, req.Params.MaxTokens, len(req.Prompt), cfg.MaxPositions)
 	case e.pool.blocksFor(len(req.Prompt)+req.Params.MaxTokens) > e.pool.total:
-		return fmt.Errorf("%w: prompt plus max_tokens (%d tokens) exceed the KV cache's %d tokens",
+		return nil, fmt.Errorf("%w: prompt plus max_tokens (%d tokens) exceed the KV cache's %d tokens",
 			ErrInvalidRequest, len(req.Prompt)+req.Params.MaxTokens, e.pool.total*e.opts.BlockSize)
 	}
 	for i, t := range req.Prompt {
 		if t < 0 || int(t) >= cfg.VocabSize {
-			return fmt.Errorf("%w: prompt token %d at index %d is outside the vocabulary (%d)", ErrInvalidRequest, t, i, cfg.VocabSize)
+			return nil, fmt.Errorf("%w: prompt token %d at index %d is outside the vocabulary (%d)", ErrInvalidRequest, t, i, cfg.VocabSize)
 		}
 	}
 	for _, t := range req.Params.StopTokenIDs {
 		if t < 0 || int(t) >= cfg.VocabSize {
-			return fmt.Errorf("%w: stop token id %d is outside the vocabulary (%d)", ErrInvalidParams, t, cfg.VocabSize)
+			return nil, fmt.Errorf("%w: stop token id %d is outside the vocabulary (%d)", ErrInvalidParams, t, cfg.VocabSize)
 		}
 	}
 	if len(req.Params.Stop) > 0 && e.opts.Detokenizer == nil {
-		return fmt.Errorf("%w: stop strings need a detokenizer", ErrInvalidParams)
+		return nil, fmt.Errorf("%w: stop strings need a detokenizer", ErrInvalidParams)
 	}
 	s := &sequence{
 		req:     req,
@@ -218,23 +237,27 @@ func (e *Engine) Add(req Request) error {
 	if e.opts.Detokenizer != nil {
 		s.stream = e.opts.Detokenizer.NewStream()
 	}
-	e.byID[req.ID] = s
-	e.waiting = append(e.waiting, s)
-	return nil
+	return s, nil
 }
 
-// Abort ends a request and frees its KV blocks.
+// Abort ends a request and frees its KV blocks, including blocks it holds
+// after finishing (HoldKV) or that Reserve set aside.
 func (e *Engine) Abort(id string) error {
 	s := e.byID[id]
 	if s == nil {
-		return fmt.Errorf("%w: %q", ErrNotFound, id)
+		return e.Release(id)
 	}
+	s.req.HoldKV = false
 	e.finish(s)
 	return nil
 }
 
 func (e *Engine) finish(s *sequence) {
-	e.pool.release(s.blocks)
+	if s.req.HoldKV && s.blocks != nil {
+		e.held[s.req.ID] = HeldKV{Blocks: s.blocks, Tokens: s.computed}
+	} else {
+		e.pool.release(s.blocks)
+	}
 	s.blocks = nil
 	delete(e.byID, s.req.ID)
 	e.waiting = slices.DeleteFunc(e.waiting, func(x *sequence) bool { return x == s })

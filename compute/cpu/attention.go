@@ -262,3 +262,43 @@ func maxF32(x []float32) float32 {
 	}
 	return max(max(m0, m1), max(m2, m3))
 }
+
+// KVRead copies keys then values of heads [h0, h1) at slots into dst.
+func (b *Backend) KVRead(c compute.KVCache, layer int, slots []int32, h0, h1 int, dst []float32) {
+	kvCopy(kvOf(c), layer, slots, h0, h1, dst, false)
+}
+
+// KVLoad stores keys then values of heads [h0, h1) at slots from src.
+func (b *Backend) KVLoad(c compute.KVCache, layer int, slots []int32, h0, h1 int, src []float32) {
+	kvCopy(kvOf(c), layer, slots, h0, h1, src, true)
+}
+
+// kvCopy moves one layer's [2][slots][heads][HeadDim] between host and
+// cache; load selects the direction.
+func kvCopy(kc *kvCache, layer int, slots []int32, h0, h1 int, host []float32, load bool) {
+	s := kc.spec
+	d := s.HeadDim
+	heads := h1 - h0
+	if h0 < 0 || h1 > s.KVHeads || heads <= 0 || len(host) != 2*len(slots)*heads*d {
+		panic(fmt.Sprintf("cpu: KV copy of heads [%d,%d) for %d slots into %d values does not fit cache %+v", h0, h1, len(slots), len(host), s))
+	}
+	half := len(slots) * heads * d
+	base := layer * kc.layerStride
+	for i, slot := range slots {
+		if slot < 0 || int(slot) >= s.NumBlocks*s.BlockSize {
+			panic(fmt.Sprintf("cpu: KV copy slot %d out of range [0, %d)", slot, s.NumBlocks*s.BlockSize))
+		}
+		off := base + int(slot)/s.BlockSize*kc.blockStride + int(slot)%s.BlockSize*d
+		for h := h0; h < h1; h++ {
+			c := off + h*kc.headStride
+			row := (i*heads + h - h0) * d
+			if load {
+				copy(kc.k[c:c+d], host[row:row+d])
+				copy(kc.v[c:c+d], host[half+row:half+row+d])
+			} else {
+				copy(host[row:row+d], kc.k[c:c+d])
+				copy(host[half+row:half+row+d], kc.v[c:c+d])
+			}
+		}
+	}
+}

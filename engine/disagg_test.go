@@ -1,0 +1,125 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+)
+
+// TestDisaggregatedEqualsUnified: a prefill engine that holds its KV, a
+// decode engine that loads it (or recomputes the prompt) and continues
+// from the first token together produce what one engine produces alone.
+func TestDisaggregatedEqualsUnified(t *testing.T) {
+	for _, name := range []string{"tiny", "gqa-tiny", "gpt2-124m"} {
+		for _, loaded := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/loaded=%v", name, loaded), func(t *testing.T) {
+				m := testModel(t, name, "f32", "auto")
+				cfg := m.Config()
+				params := greedy(12)
+				params.Logprobs = true
+				prompts := map[string][]int32{"a": testPrompt(5, cfg.VocabSize, 1), "b": testPrompt(40, cfg.VocabSize, 2)}
+
+				alone := testEngine(t, m, Options{})
+				for id, p := range prompts {
+					if err := alone.Add(Request{ID: id, Prompt: p, Params: params}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				want := run(t, alone)
+
+				prefill := testEngine(t, m, Options{})
+				decode := testEngine(t, m, Options{BlockSize: 8}) // other block ids and size than the sender's
+				free0, _ := prefill.KVBlocks()
+				first := map[string]*result{}
+				for id, p := range prompts {
+					one := params
+					one.MaxTokens = 1
+					if err := prefill.Add(Request{ID: id, Prompt: p, Params: one, HoldKV: true}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				collect(first, drain(t, prefill))
+				heads := m.attnSpec.KVHeads
+				for id, p := range prompts {
+					h, ok := prefill.Held(id)
+					if !ok || h.Tokens != len(p) {
+						t.Fatalf("%s: held %+v, %v; want %d tokens", id, h, ok, len(p))
+					}
+					if loaded {
+						r, err := decode.Reserve(id, len(p))
+						if err != nil {
+							t.Fatal(err)
+						}
+						buf := make([]float32, 2*len(p)*heads*cfg.HeadDim)
+						for l := range cfg.Layers {
+							prefill.ReadKV(l, h.Blocks, h.Tokens, 0, heads, buf)
+							decode.WriteKV(l, r.Blocks, r.Tokens, 0, heads, buf)
+						}
+					}
+					if err := prefill.Release(id); err != nil {
+						t.Fatal(err)
+					}
+					if err := decode.AddPrefilled(Request{ID: id, Prompt: p, Params: params}, first[id].tokens[0], loaded); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if free, _ := prefill.KVBlocks(); free != free0 {
+					t.Fatalf("prefill engine has %d free blocks after Release, want %d", free, free0)
+				}
+				got := first
+				collect(got, drain(t, decode))
+				for id := range prompts {
+					sameResult(t, id, got[id], want[id], reorderTol)
+				}
+			})
+		}
+	}
+}
+
+func drain(t *testing.T, e *Engine) []Output {
+	t.Helper()
+	var all []Output
+	for steps := 0; e.HasWork(); steps++ {
+		if steps > 10000 {
+			t.Fatal("engine did not finish")
+		}
+		outs, err := e.Step(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, outs...)
+	}
+	return all
+}
+
+func TestDisaggregationErrors(t *testing.T) {
+	m := testModel(t, "tiny", "f32", "auto")
+	e := testEngine(t, m, Options{})
+	p := testPrompt(4, m.Config().VocabSize, 3)
+	if _, err := e.Reserve("x", 4); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"reserve twice", func() error { _, err := e.Reserve("x", 4); return err }(), ErrInvalidRequest},
+		{"add over reserved id", e.Add(Request{ID: "x", Prompt: p, Params: greedy(2)}), ErrInvalidRequest},
+		{"prefilled without reservation", e.AddPrefilled(Request{ID: "y", Prompt: p, Params: greedy(2)}, 1, true), ErrInvalidRequest},
+		{"prefilled with one token left", e.AddPrefilled(Request{ID: "z", Prompt: p, Params: greedy(1)}, 1, false), ErrInvalidParams},
+		{"release unknown", e.Release("nope"), ErrNotFound},
+		{"reserve too much", func() error { _, err := e.Reserve("big", 1<<30); return err }(), ErrInvalidRequest},
+	}
+	for _, c := range cases {
+		if !errors.Is(c.err, c.want) {
+			t.Errorf("%s: error %v, want %v", c.name, c.err, c.want)
+		}
+	}
+	if err := e.Abort("x"); err != nil {
+		t.Fatalf("Abort of a reservation: %v", err)
+	}
+	if free, total := e.KVBlocks(); free != total {
+		t.Fatalf("%d of %d blocks free after aborting the reservation", free, total)
+	}
+}
