@@ -115,7 +115,7 @@ type Engine struct {
 	batch   batch
 	byID    map[string]*sequence
 	held    map[string]HeldKV // KV kept past a request's end, or reserved for one arriving
-	waiting []*sequence // FCFS, not yet (or no longer) holding blocks
+	waiting []*sequence       // FCFS, not yet (or no longer) holding blocks
 	running []*sequence
 	step    uint64
 	rec     StepRecord
