@@ -248,7 +248,13 @@ type GenerateResponse struct {
 	// Token counts of the whole request; set only on the last message.
 	Usage *Usage `protobuf:"bytes,7,opt,name=usage,proto3" json:"usage,omitempty"`
 	// What failed, when finish_reason is FINISH_REASON_ERROR; otherwise empty.
-	ErrorMessage  string `protobuf:"bytes,8,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	ErrorMessage string `protobuf:"bytes,8,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	// The prompt as the model sees it (the text prompt tokenized, or the
+	// token ids given); set only on the first message.
+	PromptTokenIds []int32 `protobuf:"varint,9,rep,packed,name=prompt_token_ids,json=promptTokenIds,proto3" json:"prompt_token_ids,omitempty"`
+	// Microseconds the coordinator spent tokenizing the prompt; set only on
+	// the first message.
+	TokenizeUs    int64 `protobuf:"varint,10,opt,name=tokenize_us,json=tokenizeUs,proto3" json:"tokenize_us,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -337,6 +343,20 @@ func (x *GenerateResponse) GetErrorMessage() string {
 		return x.ErrorMessage
 	}
 	return ""
+}
+
+func (x *GenerateResponse) GetPromptTokenIds() []int32 {
+	if x != nil {
+		return x.PromptTokenIds
+	}
+	return nil
+}
+
+func (x *GenerateResponse) GetTokenizeUs() int64 {
+	if x != nil {
+		return x.TokenizeUs
+	}
+	return 0
 }
 
 // ListModelsRequest asks for the models a cluster serves.
@@ -680,7 +700,7 @@ const file_tandem_v1_generation_proto_rawDesc = "" +
 	"request_id\x18\x06 \x01(\tR\trequestId\x123\n" +
 	"\atimeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\atimeoutB\b\n" +
 	"\x06promptB\x15\n" +
-	"\x13_add_special_tokens\"\xd5\x02\n" +
+	"\x13_add_special_tokens\"\xa0\x03\n" +
 	"\x10GenerateResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1b\n" +
@@ -690,7 +710,11 @@ const file_tandem_v1_generation_proto_rawDesc = "" +
 	"\blogprobs\x18\x05 \x03(\v2\x18.tandem.v1.TokenLogprobsR\blogprobs\x12<\n" +
 	"\rfinish_reason\x18\x06 \x01(\x0e2\x17.tandem.v1.FinishReasonR\ffinishReason\x12&\n" +
 	"\x05usage\x18\a \x01(\v2\x10.tandem.v1.UsageR\x05usage\x12#\n" +
-	"\rerror_message\x18\b \x01(\tR\ferrorMessage\"\x13\n" +
+	"\rerror_message\x18\b \x01(\tR\ferrorMessage\x12(\n" +
+	"\x10prompt_token_ids\x18\t \x03(\x05R\x0epromptTokenIds\x12\x1f\n" +
+	"\vtokenize_us\x18\n" +
+	" \x01(\x03R\n" +
+	"tokenizeUs\"\x13\n" +
 	"\x11ListModelsRequest\">\n" +
 	"\x12ListModelsResponse\x12(\n" +
 	"\x06models\x18\x01 \x03(\v2\x10.tandem.v1.ModelR\x06models\"\x8f\x01\n" +

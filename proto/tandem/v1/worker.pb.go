@@ -1383,6 +1383,319 @@ func (x *KVAck) GetErrorMessage() string {
 	return ""
 }
 
+// SendKVRequest names a held prefill's KV and where it goes.
+type SendKVRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request and its transfer, as in KVHandle.
+	Kv *KVHandle `protobuf:"bytes,1,opt,name=kv,proto3" json:"kv,omitempty"`
+	// The KV cache blocks holding the prompt, in order (the same block ids
+	// on every rank of the group).
+	Blocks []int32 `protobuf:"varint,2,rep,packed,name=blocks,proto3" json:"blocks,omitempty"`
+	// The decode group.
+	Destination   *KVDestination `protobuf:"bytes,3,opt,name=destination,proto3" json:"destination,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendKVRequest) Reset() {
+	*x = SendKVRequest{}
+	mi := &file_tandem_v1_worker_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendKVRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendKVRequest) ProtoMessage() {}
+
+func (x *SendKVRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_worker_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendKVRequest.ProtoReflect.Descriptor instead.
+func (*SendKVRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SendKVRequest) GetKv() *KVHandle {
+	if x != nil {
+		return x.Kv
+	}
+	return nil
+}
+
+func (x *SendKVRequest) GetBlocks() []int32 {
+	if x != nil {
+		return x.Blocks
+	}
+	return nil
+}
+
+func (x *SendKVRequest) GetDestination() *KVDestination {
+	if x != nil {
+		return x.Destination
+	}
+	return nil
+}
+
+// SendKVResponse is what the rank's pushes cost.
+type SendKVResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Payload bytes sent, retries included.
+	Bytes int64 `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// Microseconds from the call to the last acknowledgement.
+	DurationUs int64 `protobuf:"varint,2,opt,name=duration_us,json=durationUs,proto3" json:"duration_us,omitempty"`
+	// Streams sent again after a failed acknowledgement or a broken stream.
+	Retries       int32 `protobuf:"varint,3,opt,name=retries,proto3" json:"retries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendKVResponse) Reset() {
+	*x = SendKVResponse{}
+	mi := &file_tandem_v1_worker_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendKVResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendKVResponse) ProtoMessage() {}
+
+func (x *SendKVResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_worker_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendKVResponse.ProtoReflect.Descriptor instead.
+func (*SendKVResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SendKVResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *SendKVResponse) GetDurationUs() int64 {
+	if x != nil {
+		return x.DurationUs
+	}
+	return 0
+}
+
+func (x *SendKVResponse) GetRetries() int32 {
+	if x != nil {
+		return x.Retries
+	}
+	return 0
+}
+
+// LoadKVRequest names the KV to wait for and where to put it.
+type LoadKVRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The KV in transit, from PrefillResponse.kv.
+	Kv *KVHandle `protobuf:"bytes,1,opt,name=kv,proto3" json:"kv,omitempty"`
+	// The reserved KV cache blocks, in order (the same on every rank).
+	Blocks        []int32 `protobuf:"varint,2,rep,packed,name=blocks,proto3" json:"blocks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoadKVRequest) Reset() {
+	*x = LoadKVRequest{}
+	mi := &file_tandem_v1_worker_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoadKVRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoadKVRequest) ProtoMessage() {}
+
+func (x *LoadKVRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_worker_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoadKVRequest.ProtoReflect.Descriptor instead.
+func (*LoadKVRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *LoadKVRequest) GetKv() *KVHandle {
+	if x != nil {
+		return x.Kv
+	}
+	return nil
+}
+
+func (x *LoadKVRequest) GetBlocks() []int32 {
+	if x != nil {
+		return x.Blocks
+	}
+	return nil
+}
+
+// LoadKVResponse says the KV is in place.
+type LoadKVResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Payload bytes loaded into the cache.
+	Bytes         int64 `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoadKVResponse) Reset() {
+	*x = LoadKVResponse{}
+	mi := &file_tandem_v1_worker_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoadKVResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoadKVResponse) ProtoMessage() {}
+
+func (x *LoadKVResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_worker_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoadKVResponse.ProtoReflect.Descriptor instead.
+func (*LoadKVResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *LoadKVResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+// DropKVRequest names a request whose buffered KV to forget.
+type DropKVRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request's id.
+	RequestId     string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DropKVRequest) Reset() {
+	*x = DropKVRequest{}
+	mi := &file_tandem_v1_worker_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DropKVRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DropKVRequest) ProtoMessage() {}
+
+func (x *DropKVRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_worker_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DropKVRequest.ProtoReflect.Descriptor instead.
+func (*DropKVRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *DropKVRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// DropKVResponse is empty.
+type DropKVResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DropKVResponse) Reset() {
+	*x = DropKVResponse{}
+	mi := &file_tandem_v1_worker_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DropKVResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DropKVResponse) ProtoMessage() {}
+
+func (x *DropKVResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_worker_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DropKVResponse.ProtoReflect.Descriptor instead.
+func (*DropKVResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{19}
+}
+
 var File_tandem_v1_worker_proto protoreflect.FileDescriptor
 
 const file_tandem_v1_worker_proto_rawDesc = "" +
@@ -1504,7 +1817,25 @@ const file_tandem_v1_worker_proto_rawDesc = "" +
 	"\rfailed_chunks\x18\x03 \x03(\rR\ffailedChunks\x12%\n" +
 	"\x0emissing_chunks\x18\x04 \x03(\rR\rmissingChunks\x12%\n" +
 	"\x0ereceived_bytes\x18\x05 \x01(\x03R\rreceivedBytes\x12#\n" +
-	"\rerror_message\x18\x06 \x01(\tR\ferrorMessage*k\n" +
+	"\rerror_message\x18\x06 \x01(\tR\ferrorMessage\"\x88\x01\n" +
+	"\rSendKVRequest\x12#\n" +
+	"\x02kv\x18\x01 \x01(\v2\x13.tandem.v1.KVHandleR\x02kv\x12\x16\n" +
+	"\x06blocks\x18\x02 \x03(\x05R\x06blocks\x12:\n" +
+	"\vdestination\x18\x03 \x01(\v2\x18.tandem.v1.KVDestinationR\vdestination\"a\n" +
+	"\x0eSendKVResponse\x12\x14\n" +
+	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\x12\x1f\n" +
+	"\vduration_us\x18\x02 \x01(\x03R\n" +
+	"durationUs\x12\x18\n" +
+	"\aretries\x18\x03 \x01(\x05R\aretries\"L\n" +
+	"\rLoadKVRequest\x12#\n" +
+	"\x02kv\x18\x01 \x01(\v2\x13.tandem.v1.KVHandleR\x02kv\x12\x16\n" +
+	"\x06blocks\x18\x02 \x03(\x05R\x06blocks\"&\n" +
+	"\x0eLoadKVResponse\x12\x14\n" +
+	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\".\n" +
+	"\rDropKVRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\"\x10\n" +
+	"\x0eDropKVResponse*k\n" +
 	"\bDataType\x12\x19\n" +
 	"\x15DATA_TYPE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11DATA_TYPE_FLOAT32\x10\x01\x12\x15\n" +
@@ -1518,7 +1849,11 @@ const file_tandem_v1_worker_proto_rawDesc = "" +
 	"\x05Stats\x12\x17.tandem.v1.StatsRequest\x1a\x18.tandem.v1.StatsResponse2<\n" +
 	"\n" +
 	"KVTransfer\x12.\n" +
-	"\x04Push\x12\x12.tandem.v1.KVChunk\x1a\x10.tandem.v1.KVAck(\x01B6Z4github.com/tandemllm/tandem/proto/tandem/v1;tandemv1b\x06proto3"
+	"\x04Push\x12\x12.tandem.v1.KVChunk\x1a\x10.tandem.v1.KVAck(\x012\xc3\x01\n" +
+	"\x04Rank\x12=\n" +
+	"\x06SendKV\x12\x18.tandem.v1.SendKVRequest\x1a\x19.tandem.v1.SendKVResponse\x12=\n" +
+	"\x06LoadKV\x12\x18.tandem.v1.LoadKVRequest\x1a\x19.tandem.v1.LoadKVResponse\x12=\n" +
+	"\x06DropKV\x12\x18.tandem.v1.DropKVRequest\x1a\x19.tandem.v1.DropKVResponseB6Z4github.com/tandemllm/tandem/proto/tandem/v1;tandemv1b\x06proto3"
 
 var (
 	file_tandem_v1_worker_proto_rawDescOnce sync.Once
@@ -1533,7 +1868,7 @@ func file_tandem_v1_worker_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tandem_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_tandem_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_tandem_v1_worker_proto_goTypes = []any{
 	(DataType)(0),                  // 0: tandem.v1.DataType
 	(*PrefillRequest)(nil),         // 1: tandem.v1.PrefillRequest
@@ -1550,51 +1885,66 @@ var file_tandem_v1_worker_proto_goTypes = []any{
 	(*StatsResponse)(nil),          // 12: tandem.v1.StatsResponse
 	(*KVChunk)(nil),                // 13: tandem.v1.KVChunk
 	(*KVAck)(nil),                  // 14: tandem.v1.KVAck
-	(*SamplingParams)(nil),         // 15: tandem.v1.SamplingParams
-	(*TokenLogprobs)(nil),          // 16: tandem.v1.TokenLogprobs
-	(*TokenTiming)(nil),            // 17: tandem.v1.TokenTiming
-	(FinishReason)(0),              // 18: tandem.v1.FinishReason
-	(*Usage)(nil),                  // 19: tandem.v1.Usage
-	(Role)(0),                      // 20: tandem.v1.Role
+	(*SendKVRequest)(nil),          // 15: tandem.v1.SendKVRequest
+	(*SendKVResponse)(nil),         // 16: tandem.v1.SendKVResponse
+	(*LoadKVRequest)(nil),          // 17: tandem.v1.LoadKVRequest
+	(*LoadKVResponse)(nil),         // 18: tandem.v1.LoadKVResponse
+	(*DropKVRequest)(nil),          // 19: tandem.v1.DropKVRequest
+	(*DropKVResponse)(nil),         // 20: tandem.v1.DropKVResponse
+	(*SamplingParams)(nil),         // 21: tandem.v1.SamplingParams
+	(*TokenLogprobs)(nil),          // 22: tandem.v1.TokenLogprobs
+	(*TokenTiming)(nil),            // 23: tandem.v1.TokenTiming
+	(FinishReason)(0),              // 24: tandem.v1.FinishReason
+	(*Usage)(nil),                  // 25: tandem.v1.Usage
+	(Role)(0),                      // 26: tandem.v1.Role
 }
 var file_tandem_v1_worker_proto_depIdxs = []int32{
-	15, // 0: tandem.v1.PrefillRequest.sampling:type_name -> tandem.v1.SamplingParams
+	21, // 0: tandem.v1.PrefillRequest.sampling:type_name -> tandem.v1.SamplingParams
 	2,  // 1: tandem.v1.PrefillRequest.destination:type_name -> tandem.v1.KVDestination
-	16, // 2: tandem.v1.PrefillResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
-	17, // 3: tandem.v1.PrefillResponse.timing:type_name -> tandem.v1.TokenTiming
+	22, // 2: tandem.v1.PrefillResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
+	23, // 3: tandem.v1.PrefillResponse.timing:type_name -> tandem.v1.TokenTiming
 	4,  // 4: tandem.v1.PrefillResponse.kv:type_name -> tandem.v1.KVHandle
-	18, // 5: tandem.v1.PrefillResponse.finish_reason:type_name -> tandem.v1.FinishReason
+	24, // 5: tandem.v1.PrefillResponse.finish_reason:type_name -> tandem.v1.FinishReason
 	0,  // 6: tandem.v1.KVHandle.dtype:type_name -> tandem.v1.DataType
-	15, // 7: tandem.v1.DecodeRequest.sampling:type_name -> tandem.v1.SamplingParams
+	21, // 7: tandem.v1.DecodeRequest.sampling:type_name -> tandem.v1.SamplingParams
 	4,  // 8: tandem.v1.DecodeRequest.kv:type_name -> tandem.v1.KVHandle
-	17, // 9: tandem.v1.DecodeResponse.timings:type_name -> tandem.v1.TokenTiming
-	16, // 10: tandem.v1.DecodeResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
-	18, // 11: tandem.v1.DecodeResponse.finish_reason:type_name -> tandem.v1.FinishReason
-	19, // 12: tandem.v1.DecodeResponse.usage:type_name -> tandem.v1.Usage
-	15, // 13: tandem.v1.WorkerGenerateRequest.sampling:type_name -> tandem.v1.SamplingParams
-	17, // 14: tandem.v1.WorkerGenerateResponse.timings:type_name -> tandem.v1.TokenTiming
-	16, // 15: tandem.v1.WorkerGenerateResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
-	18, // 16: tandem.v1.WorkerGenerateResponse.finish_reason:type_name -> tandem.v1.FinishReason
-	19, // 17: tandem.v1.WorkerGenerateResponse.usage:type_name -> tandem.v1.Usage
-	20, // 18: tandem.v1.StatsResponse.role:type_name -> tandem.v1.Role
+	23, // 9: tandem.v1.DecodeResponse.timings:type_name -> tandem.v1.TokenTiming
+	22, // 10: tandem.v1.DecodeResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
+	24, // 11: tandem.v1.DecodeResponse.finish_reason:type_name -> tandem.v1.FinishReason
+	25, // 12: tandem.v1.DecodeResponse.usage:type_name -> tandem.v1.Usage
+	21, // 13: tandem.v1.WorkerGenerateRequest.sampling:type_name -> tandem.v1.SamplingParams
+	23, // 14: tandem.v1.WorkerGenerateResponse.timings:type_name -> tandem.v1.TokenTiming
+	22, // 15: tandem.v1.WorkerGenerateResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
+	24, // 16: tandem.v1.WorkerGenerateResponse.finish_reason:type_name -> tandem.v1.FinishReason
+	25, // 17: tandem.v1.WorkerGenerateResponse.usage:type_name -> tandem.v1.Usage
+	26, // 18: tandem.v1.StatsResponse.role:type_name -> tandem.v1.Role
 	0,  // 19: tandem.v1.KVChunk.dtype:type_name -> tandem.v1.DataType
-	1,  // 20: tandem.v1.Worker.Prefill:input_type -> tandem.v1.PrefillRequest
-	5,  // 21: tandem.v1.Worker.Decode:input_type -> tandem.v1.DecodeRequest
-	7,  // 22: tandem.v1.Worker.Generate:input_type -> tandem.v1.WorkerGenerateRequest
-	9,  // 23: tandem.v1.Worker.Abort:input_type -> tandem.v1.AbortRequest
-	11, // 24: tandem.v1.Worker.Stats:input_type -> tandem.v1.StatsRequest
-	13, // 25: tandem.v1.KVTransfer.Push:input_type -> tandem.v1.KVChunk
-	3,  // 26: tandem.v1.Worker.Prefill:output_type -> tandem.v1.PrefillResponse
-	6,  // 27: tandem.v1.Worker.Decode:output_type -> tandem.v1.DecodeResponse
-	8,  // 28: tandem.v1.Worker.Generate:output_type -> tandem.v1.WorkerGenerateResponse
-	10, // 29: tandem.v1.Worker.Abort:output_type -> tandem.v1.AbortResponse
-	12, // 30: tandem.v1.Worker.Stats:output_type -> tandem.v1.StatsResponse
-	14, // 31: tandem.v1.KVTransfer.Push:output_type -> tandem.v1.KVAck
-	26, // [26:32] is the sub-list for method output_type
-	20, // [20:26] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	4,  // 20: tandem.v1.SendKVRequest.kv:type_name -> tandem.v1.KVHandle
+	2,  // 21: tandem.v1.SendKVRequest.destination:type_name -> tandem.v1.KVDestination
+	4,  // 22: tandem.v1.LoadKVRequest.kv:type_name -> tandem.v1.KVHandle
+	1,  // 23: tandem.v1.Worker.Prefill:input_type -> tandem.v1.PrefillRequest
+	5,  // 24: tandem.v1.Worker.Decode:input_type -> tandem.v1.DecodeRequest
+	7,  // 25: tandem.v1.Worker.Generate:input_type -> tandem.v1.WorkerGenerateRequest
+	9,  // 26: tandem.v1.Worker.Abort:input_type -> tandem.v1.AbortRequest
+	11, // 27: tandem.v1.Worker.Stats:input_type -> tandem.v1.StatsRequest
+	13, // 28: tandem.v1.KVTransfer.Push:input_type -> tandem.v1.KVChunk
+	15, // 29: tandem.v1.Rank.SendKV:input_type -> tandem.v1.SendKVRequest
+	17, // 30: tandem.v1.Rank.LoadKV:input_type -> tandem.v1.LoadKVRequest
+	19, // 31: tandem.v1.Rank.DropKV:input_type -> tandem.v1.DropKVRequest
+	3,  // 32: tandem.v1.Worker.Prefill:output_type -> tandem.v1.PrefillResponse
+	6,  // 33: tandem.v1.Worker.Decode:output_type -> tandem.v1.DecodeResponse
+	8,  // 34: tandem.v1.Worker.Generate:output_type -> tandem.v1.WorkerGenerateResponse
+	10, // 35: tandem.v1.Worker.Abort:output_type -> tandem.v1.AbortResponse
+	12, // 36: tandem.v1.Worker.Stats:output_type -> tandem.v1.StatsResponse
+	14, // 37: tandem.v1.KVTransfer.Push:output_type -> tandem.v1.KVAck
+	16, // 38: tandem.v1.Rank.SendKV:output_type -> tandem.v1.SendKVResponse
+	18, // 39: tandem.v1.Rank.LoadKV:output_type -> tandem.v1.LoadKVResponse
+	20, // 40: tandem.v1.Rank.DropKV:output_type -> tandem.v1.DropKVResponse
+	32, // [32:41] is the sub-list for method output_type
+	23, // [23:32] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_worker_proto_init() }
@@ -1609,9 +1959,9 @@ func file_tandem_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_worker_proto_rawDesc), len(file_tandem_v1_worker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   20,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_tandem_v1_worker_proto_goTypes,
 		DependencyIndexes: file_tandem_v1_worker_proto_depIdxs,

@@ -440,3 +440,203 @@ var KVTransfer_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "tandem/v1/worker.proto",
 }
+
+const (
+	Rank_SendKV_FullMethodName = "/tandem.v1.Rank/SendKV"
+	Rank_LoadKV_FullMethodName = "/tandem.v1.Rank/LoadKV"
+	Rank_DropKV_FullMethodName = "/tandem.v1.Rank/DropKV"
+)
+
+// RankClient is the client API for Rank service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Rank is served by every rank of a group, for the group's leader: it moves
+// the rank's own share of a request's KV cache, which only that rank holds.
+// The leader calls it on every rank, itself included, and waits for all.
+type RankClient interface {
+	// SendKV streams the rank's KV of a finished prefill to the decode ranks
+	// that own those heads (KVTransfer.Push), and returns when every push
+	// was acknowledged complete or failed after its retries.
+	SendKV(ctx context.Context, in *SendKVRequest, opts ...grpc.CallOption) (*SendKVResponse, error)
+	// LoadKV waits until the rank's share of a request's KV has arrived and
+	// verified, then writes it into the blocks the leader reserved.
+	// DEADLINE_EXCEEDED or UNAVAILABLE when it did not arrive in time.
+	LoadKV(ctx context.Context, in *LoadKVRequest, opts ...grpc.CallOption) (*LoadKVResponse, error)
+	// DropKV forgets any KV of a request the rank buffered (an abort).
+	DropKV(ctx context.Context, in *DropKVRequest, opts ...grpc.CallOption) (*DropKVResponse, error)
+}
+
+type rankClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewRankClient(cc grpc.ClientConnInterface) RankClient {
+	return &rankClient{cc}
+}
+
+func (c *rankClient) SendKV(ctx context.Context, in *SendKVRequest, opts ...grpc.CallOption) (*SendKVResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SendKVResponse)
+	err := c.cc.Invoke(ctx, Rank_SendKV_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *rankClient) LoadKV(ctx context.Context, in *LoadKVRequest, opts ...grpc.CallOption) (*LoadKVResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LoadKVResponse)
+	err := c.cc.Invoke(ctx, Rank_LoadKV_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *rankClient) DropKV(ctx context.Context, in *DropKVRequest, opts ...grpc.CallOption) (*DropKVResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DropKVResponse)
+	err := c.cc.Invoke(ctx, Rank_DropKV_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// RankServer is the server API for Rank service.
+// All implementations must embed UnimplementedRankServer
+// for forward compatibility.
+//
+// Rank is served by every rank of a group, for the group's leader: it moves
+// the rank's own share of a request's KV cache, which only that rank holds.
+// The leader calls it on every rank, itself included, and waits for all.
+type RankServer interface {
+	// SendKV streams the rank's KV of a finished prefill to the decode ranks
+	// that own those heads (KVTransfer.Push), and returns when every push
+	// was acknowledged complete or failed after its retries.
+	SendKV(context.Context, *SendKVRequest) (*SendKVResponse, error)
+	// LoadKV waits until the rank's share of a request's KV has arrived and
+	// verified, then writes it into the blocks the leader reserved.
+	// DEADLINE_EXCEEDED or UNAVAILABLE when it did not arrive in time.
+	LoadKV(context.Context, *LoadKVRequest) (*LoadKVResponse, error)
+	// DropKV forgets any KV of a request the rank buffered (an abort).
+	DropKV(context.Context, *DropKVRequest) (*DropKVResponse, error)
+	mustEmbedUnimplementedRankServer()
+}
+
+// UnimplementedRankServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedRankServer struct{}
+
+func (UnimplementedRankServer) SendKV(context.Context, *SendKVRequest) (*SendKVResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SendKV not implemented")
+}
+func (UnimplementedRankServer) LoadKV(context.Context, *LoadKVRequest) (*LoadKVResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LoadKV not implemented")
+}
+func (UnimplementedRankServer) DropKV(context.Context, *DropKVRequest) (*DropKVResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DropKV not implemented")
+}
+func (UnimplementedRankServer) mustEmbedUnimplementedRankServer() {}
+func (UnimplementedRankServer) testEmbeddedByValue()              {}
+
+// UnsafeRankServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to RankServer will
+// result in compilation errors.
+type UnsafeRankServer interface {
+	mustEmbedUnimplementedRankServer()
+}
+
+func RegisterRankServer(s grpc.ServiceRegistrar, srv RankServer) {
+	// If the following call panics, it indicates UnimplementedRankServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Rank_ServiceDesc, srv)
+}
+
+func _Rank_SendKV_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SendKVRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RankServer).SendKV(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Rank_SendKV_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RankServer).SendKV(ctx, req.(*SendKVRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Rank_LoadKV_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LoadKVRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RankServer).LoadKV(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Rank_LoadKV_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RankServer).LoadKV(ctx, req.(*LoadKVRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Rank_DropKV_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DropKVRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RankServer).DropKV(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Rank_DropKV_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RankServer).DropKV(ctx, req.(*DropKVRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Rank_ServiceDesc is the grpc.ServiceDesc for Rank service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Rank_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "tandem.v1.Rank",
+	HandlerType: (*RankServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "SendKV",
+			Handler:    _Rank_SendKV_Handler,
+		},
+		{
+			MethodName: "LoadKV",
+			Handler:    _Rank_LoadKV_Handler,
+		},
+		{
+			MethodName: "DropKV",
+			Handler:    _Rank_DropKV_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "tandem/v1/worker.proto",
+}
