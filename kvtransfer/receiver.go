@@ -1,0 +1,551 @@
+package kvtransfer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tandemllm/tandem/parallel"
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+)
+
+// ReceiverOptions configure a Receiver.
+type ReceiverOptions struct {
+	// Rank is this decode rank; chunks for another dest_rank are rejected.
+	Rank int
+	// Heads are the global KV heads this rank holds; required.
+	Heads parallel.Range
+	// HeadDim is the size of one head; required.
+	HeadDim int
+	// Layers is the model's layer count; required.
+	Layers int
+	// MaxTokens is the longest prompt accepted; chunks past it are rejected
+	// (default 32768).
+	MaxTokens int
+	// TTL is how long a request's buffered KV waits to be claimed by Await
+	// before it is dropped (default 2 minutes). A request with an Await
+	// waiting on it is kept.
+	TTL time.Duration
+}
+
+// Receiver serves tandemv1.KVTransferServer on a decode rank and assembles
+// what arrives. Register it on a server built with ServerOptions.
+type Receiver struct {
+	tandemv1.UnimplementedKVTransferServer
+	opts ReceiverOptions
+	row  int // floats per token of a layer buffer: Heads.Len()*HeadDim
+
+	mu   sync.Mutex
+	reqs map[string]*request
+	gen  uint64 // last stream generation handed out
+}
+
+// request is the KV buffered for one request (one attempt of it).
+type request struct {
+	id      string
+	attempt uint32
+	timer   *time.Timer
+
+	mu      sync.Mutex
+	dead    string      // why the request is gone (claimed, dropped, superseded, expired); "" while live
+	hint    int         // tokens to size new layer buffers for
+	layers  [][]float32 // by layer, [2][caps[l]][heads][HeadDim]
+	caps    []int
+	sources map[int]*source
+	waiters int
+	notify  chan struct{} // closed and replaced when a stream completes or the request dies
+}
+
+// source is what one prefill rank's latest stream has delivered.
+type source struct {
+	gen      uint64   // the stream now writing this source's share
+	complete bool     // that stream's ack was complete
+	rects    [][]rect // by layer, the chunks of that stream verified and written
+}
+
+// rect is a verified block of a layer: heads × tokens.
+type rect struct{ heads, tokens parallel.Range }
+
+// NewReceiver returns a Receiver. It panics on options missing a required
+// field, a configuration bug.
+func NewReceiver(opts ReceiverOptions) *Receiver {
+	if opts.Heads.Len() <= 0 || opts.Heads.From < 0 || opts.HeadDim <= 0 || opts.Layers <= 0 {
+		panic(fmt.Sprintf("kvtransfer: NewReceiver needs heads, head_dim and layers, got %+v", opts))
+	}
+	if opts.MaxTokens <= 0 {
+		opts.MaxTokens = 32768
+	}
+	if opts.TTL <= 0 {
+		opts.TTL = 2 * time.Minute
+	}
+	return &Receiver{opts: opts, row: opts.Heads.Len() * opts.HeadDim, reqs: make(map[string]*request)}
+}
+
+// Pending is the number of requests with buffered KV (or an Await waiting).
+func (r *Receiver) Pending() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.reqs)
+}
+
+// Drop forgets everything buffered for the request (any attempt); an Await
+// waiting on it returns ErrIncomplete. Used on abort.
+func (r *Receiver) Drop(requestID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if req := r.reqs[requestID]; req != nil {
+		delete(r.reqs, requestID)
+		req.kill("dropped")
+	}
+}
+
+// kill ends req (r.mu held): streams still writing to it fail their chunks
+// and waiting Awaits return.
+func (req *request) kill(why string) {
+	req.timer.Stop()
+	req.mu.Lock()
+	defer req.mu.Unlock()
+	if req.dead == "" {
+		req.dead = why
+		req.layers = nil
+		close(req.notify)
+	}
+}
+
+// lookup returns the live request for (id, attempt), creating it, or
+// replacing one of a lower attempt. It fails if a higher attempt is buffered.
+// r.mu must be held.
+func (r *Receiver) lookup(id string, attempt uint32) (*request, error) {
+	if req := r.reqs[id]; req != nil {
+		switch {
+		case req.attempt == attempt:
+			return req, nil
+		case req.attempt > attempt:
+			return nil, fmt.Errorf("attempt %d is stale: attempt %d has begun", attempt, req.attempt)
+		}
+		req.kill(fmt.Sprintf("superseded by attempt %d", attempt))
+	}
+	req := &request{
+		id: id, attempt: attempt,
+		layers:  make([][]float32, r.opts.Layers),
+		caps:    make([]int, r.opts.Layers),
+		sources: make(map[int]*source),
+		notify:  make(chan struct{}),
+	}
+	req.timer = time.AfterFunc(r.opts.TTL, func() { r.expire(req) })
+	r.reqs[id] = req
+	return req, nil
+}
+
+func (r *Receiver) expire(req *request) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.reqs[req.id] != req {
+		return
+	}
+	req.mu.Lock()
+	waiting := req.waiters > 0
+	req.mu.Unlock()
+	if waiting {
+		req.timer.Reset(r.opts.TTL)
+		return
+	}
+	delete(r.reqs, req.id)
+	req.kill(fmt.Sprintf("expired: not claimed within %v", r.opts.TTL))
+}
+
+// stream is the receiving side of one Push stream.
+type stream struct {
+	gen     uint64
+	req     *request // nil until a chunk passes the identity checks
+	id      string
+	attempt uint32
+	src     int
+	count   uint32
+	arrived []uint64 // bitset by seq
+	failed  []uint32
+	bytes   int64
+	why     string // the first failure, for the ack
+}
+
+// maxChunks bounds chunk_count so a bogus count cannot allocate much: every
+// chunk carries at least one token of one head of one layer.
+func (r *Receiver) maxChunks() int {
+	return r.opts.Layers * r.opts.MaxTokens * r.opts.Heads.Len()
+}
+
+// Push receives one stream of chunks and acks it; see the package doc.
+func (r *Receiver) Push(ps tandemv1.KVTransfer_PushServer) error {
+	var m tandemv1.KVChunk // reused: the codec decodes into its payload buffer
+	st := &stream{}
+	for {
+		if err := ps.RecvMsg(&m); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return err
+		}
+		r.chunk(st, &m)
+	}
+	return ps.SendAndClose(r.finish(st))
+}
+
+// chunk checks one chunk and writes it into the request's layer buffers.
+func (r *Receiver) chunk(st *stream, m *tandemv1.KVChunk) {
+	st.bytes += int64(len(m.Payload))
+	if st.count == 0 && st.why == "" {
+		st.id, st.attempt, st.src, st.count = m.RequestId, m.Attempt, int(m.SourceRank), m.ChunkCount
+		if st.count == 0 || int64(st.count) > int64(r.maxChunks()) {
+			st.count = 0
+			st.why = fmt.Sprintf("chunk_count %d out of range", m.ChunkCount)
+		} else {
+			st.arrived = make([]uint64, (st.count+63)/64)
+		}
+	}
+	if err := r.place(st, m); err != nil {
+		if m.Seq < st.count {
+			st.arrived[m.Seq/64] |= 1 << (m.Seq % 64)
+		}
+		st.failed = append(st.failed, m.Seq)
+		if st.why == "" {
+			st.why = fmt.Sprintf("chunk %d: %v", m.Seq, err)
+		}
+	}
+}
+
+// place validates m and copies it into place; an error rejects the chunk.
+func (r *Receiver) place(st *stream, m *tandemv1.KVChunk) error {
+	switch {
+	case st.count == 0:
+		return errors.New(st.why)
+	case m.RequestId != st.id || m.Attempt != st.attempt || int(m.SourceRank) != st.src || m.ChunkCount != st.count:
+		return fmt.Errorf("framing differs from the stream's first chunk (request %q attempt %d source %d count %d)",
+			st.id, st.attempt, st.src, st.count)
+	case m.Seq >= st.count:
+		return fmt.Errorf("seq out of range [0,%d)", st.count)
+	case st.arrived[m.Seq/64]&(1<<(m.Seq%64)) != 0:
+		return errors.New("duplicate seq")
+	case int(m.DestRank) != r.opts.Rank:
+		return fmt.Errorf("dest_rank %d, this is rank %d", m.DestRank, r.opts.Rank)
+	}
+	st.arrived[m.Seq/64] |= 1 << (m.Seq % 64)
+	if st.req == nil {
+		if err := r.register(st); err != nil {
+			return err
+		}
+	}
+	layer := int(m.Layer)
+	heads := parallel.Range{From: int(m.HeadStart), To: int(m.HeadEnd)}
+	tokens := parallel.Range{From: int(m.TokenStart), To: int(m.TokenEnd)}
+	size := 4
+	switch {
+	case layer < 0 || layer >= r.opts.Layers:
+		return fmt.Errorf("layer %d out of range [0,%d)", layer, r.opts.Layers)
+	case heads.Len() <= 0 || heads.From < r.opts.Heads.From || heads.To > r.opts.Heads.To:
+		return fmt.Errorf("heads [%d,%d) not within this rank's [%d,%d)", heads.From, heads.To, r.opts.Heads.From, r.opts.Heads.To)
+	case tokens.Len() <= 0 || tokens.From < 0 || tokens.To > r.opts.MaxTokens:
+		return fmt.Errorf("tokens [%d,%d) out of range [0,%d]", tokens.From, tokens.To, r.opts.MaxTokens)
+	case len(m.Shape) != 4 || m.Shape[0] != 2 || int(m.Shape[1]) != tokens.Len() || int(m.Shape[2]) != heads.Len() || int(m.Shape[3]) != r.opts.HeadDim:
+		return fmt.Errorf("shape %v, want [2 %d %d %d]", m.Shape, tokens.Len(), heads.Len(), r.opts.HeadDim)
+	case m.Dtype == tandemv1.DataType_DATA_TYPE_BFLOAT16:
+		size = 2
+	case m.Dtype != tandemv1.DataType_DATA_TYPE_FLOAT32:
+		return fmt.Errorf("dtype %v not supported", m.Dtype)
+	}
+	if want := 2 * tokens.Len() * heads.Len() * r.opts.HeadDim * size; len(m.Payload) != want {
+		return fmt.Errorf("payload %d bytes, shape says %d", len(m.Payload), want)
+	}
+	if crc := crc32.Checksum(m.Payload, castagnoli); crc != m.Crc32C {
+		return fmt.Errorf("crc32c %08x, chunk says %08x", crc, m.Crc32C)
+	}
+
+	req := st.req
+	req.mu.Lock()
+	defer req.mu.Unlock()
+	if req.dead != "" {
+		return fmt.Errorf("request %s", req.dead)
+	}
+	s := req.sources[st.src]
+	if s.gen != st.gen {
+		return errors.New("superseded by a newer stream from the same source rank")
+	}
+	buf, c := r.buffer(req, layer, tokens.To)
+	// Copy token rows: a chunk's row is its heads, a buffer row all of ours.
+	crow := heads.Len() * r.opts.HeadDim
+	off := (heads.From - r.opts.Heads.From) * r.opts.HeadDim
+	for kv := range 2 {
+		src := m.Payload[kv*tokens.Len()*crow*size:]
+		dst := buf[kv*c*r.row+tokens.From*r.row:]
+		if crow == r.row { // whole rows: one contiguous copy
+			decode(m.Dtype, dst[:tokens.Len()*crow], src)
+			continue
+		}
+		for t := range tokens.Len() {
+			decode(m.Dtype, dst[t*r.row+off:t*r.row+off+crow], src[t*crow*size:])
+		}
+	}
+	s.rects[layer] = append(s.rects[layer], rect{heads, tokens})
+	return nil
+}
+
+func decode(dt tandemv1.DataType, dst []float32, src []byte) {
+	if dt == tandemv1.DataType_DATA_TYPE_BFLOAT16 {
+		decodeBFloat16(dst, src)
+	} else {
+		decodeFloat32(dst, src)
+	}
+}
+
+// register attaches st to its request as the stream now filling its source
+// rank's share, replacing any earlier stream from that rank.
+func (r *Receiver) register(st *stream) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	req, err := r.lookup(st.id, st.attempt)
+	if err != nil {
+		return err
+	}
+	r.gen++
+	st.gen, st.req = r.gen, req
+	req.mu.Lock()
+	defer req.mu.Unlock()
+	req.sources[st.src] = &source{gen: st.gen, rects: make([][]rect, r.opts.Layers)}
+	return nil
+}
+
+// buffer returns layer l's buffer and its token capacity, grown to hold
+// tokens [0,end). req.mu must be held.
+func (r *Receiver) buffer(req *request, l, end int) ([]float32, int) {
+	req.hint = max(req.hint, end)
+	c := req.caps[l]
+	if end <= c {
+		return req.layers[l], c
+	}
+	// Senders send each layer's last token block first, so this happens
+	// once per layer; for other orders grow geometrically.
+	n := max(req.hint, min(2*c, r.opts.MaxTokens))
+	buf := make([]float32, 2*n*r.row)
+	if old := req.layers[l]; c > 0 {
+		copy(buf, old[:c*r.row])
+		copy(buf[n*r.row:], old[c*r.row:])
+	}
+	req.layers[l], req.caps[l] = buf, n
+	return buf, n
+}
+
+// finish builds the ack for a stream that the sender closed.
+func (r *Receiver) finish(st *stream) *tandemv1.KVAck {
+	ack := &tandemv1.KVAck{RequestId: st.id, FailedChunks: st.failed, ReceivedBytes: st.bytes}
+	for seq := range st.count {
+		if st.arrived[seq/64]&(1<<(seq%64)) == 0 {
+			ack.MissingChunks = append(ack.MissingChunks, seq)
+		}
+	}
+	switch {
+	case st.why != "":
+		ack.ErrorMessage = st.why
+	case st.count == 0:
+		ack.ErrorMessage = "empty stream"
+	case len(ack.MissingChunks) > 0:
+		ack.ErrorMessage = fmt.Sprintf("%d of %d chunks missing", len(ack.MissingChunks), st.count)
+	}
+	if ack.ErrorMessage != "" {
+		return ack
+	}
+	req := st.req
+	req.mu.Lock()
+	defer req.mu.Unlock()
+	switch s := req.sources[st.src]; {
+	case req.dead != "":
+		ack.ErrorMessage = "request " + req.dead
+	case s.gen != st.gen:
+		ack.ErrorMessage = "superseded by a newer stream from the same source rank"
+	default:
+		s.complete = true
+		ack.Complete = true
+		close(req.notify) // wake Awaits
+		req.notify = make(chan struct{})
+	}
+	return ack
+}
+
+// Expect describes what a complete transfer is for one request on this rank.
+type Expect struct {
+	RequestID string
+	Attempt   uint32
+	Tokens    int
+	SourceTP  int // prefill group's TP degree
+	KVHeads   int // the model's total KV heads
+	DestTP    int // this (decode) group's TP degree
+}
+
+// Await blocks until every KV head of the receiver's Heads has arrived and
+// verified, through complete streams, for all layers and tokens of e (from
+// the source ranks parallel.KVTransfers(e.KVHeads, e.SourceTP, e.DestTP)
+// assigns to this rank), then returns the assembled KV and forgets it. KV is
+// returned as one []float32 per layer laid out [2][Tokens][heads][HeadDim].
+// Await may be called before, during or after the pushes; one Await claims a
+// request. When ctx ends first, or the request is dropped or superseded by a
+// later attempt, the error wraps ErrIncomplete and says which source ranks
+// and layers are missing.
+func (r *Receiver) Await(ctx context.Context, e Expect) ([][]float32, error) {
+	fail := func(format string, args ...any) ([][]float32, error) {
+		return nil, fmt.Errorf("%w: request %q attempt %d on rank %d: %s",
+			ErrIncomplete, e.RequestID, e.Attempt, r.opts.Rank, fmt.Sprintf(format, args...))
+	}
+	if e.Tokens <= 0 || e.Tokens > r.opts.MaxTokens {
+		return nil, fmt.Errorf("kvtransfer: Await: %d tokens out of range [1,%d]", e.Tokens, r.opts.MaxTokens)
+	}
+	trs, err := r.transfersHere(e)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	req, err := r.lookup(e.RequestID, e.Attempt)
+	r.mu.Unlock()
+	if err != nil {
+		return fail("%v", err)
+	}
+
+	req.mu.Lock()
+	req.waiters++
+	req.hint = max(req.hint, e.Tokens)
+	for {
+		if req.dead != "" {
+			req.waiters--
+			req.mu.Unlock()
+			return fail("%s", req.dead)
+		}
+		missing := r.missing(req, trs, e.Tokens)
+		if missing == "" {
+			break
+		}
+		ch := req.notify
+		req.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			req.mu.Lock()
+			req.waiters--
+			idle := req.waiters == 0 && len(req.sources) == 0
+			req.mu.Unlock()
+			if idle { // only this Await made the entry: forget it
+				r.mu.Lock()
+				if r.reqs[req.id] == req {
+					delete(r.reqs, req.id)
+					req.kill("abandoned")
+				}
+				r.mu.Unlock()
+			}
+			return fail("%v; missing %s", context.Cause(ctx), missing)
+		}
+		req.mu.Lock()
+	}
+	out := make([][]float32, r.opts.Layers)
+	n := e.Tokens * r.row
+	for l, buf := range req.layers {
+		if c := req.caps[l]; c != e.Tokens { // values start at c*row: move them up
+			copy(buf[n:2*n], buf[c*r.row:c*r.row+n])
+		}
+		out[l] = buf[: 2*n : 2*n]
+	}
+	req.waiters--
+	// Dead before unlocking: no late stream may write into what we return.
+	req.dead = "claimed by Await"
+	req.layers = nil
+	close(req.notify)
+	req.mu.Unlock()
+
+	r.mu.Lock()
+	if r.reqs[req.id] == req {
+		delete(r.reqs, req.id)
+	}
+	req.timer.Stop()
+	r.mu.Unlock()
+	return out, nil
+}
+
+// transfersHere are the transfers e implies into this rank; their heads must
+// be exactly the rank's.
+func (r *Receiver) transfersHere(e Expect) ([]parallel.Transfer, error) {
+	all, err := parallel.KVTransfers(e.KVHeads, e.SourceTP, e.DestTP)
+	if err != nil {
+		return nil, fmt.Errorf("kvtransfer: Await: %w", err)
+	}
+	var here []parallel.Transfer
+	got := 0
+	for _, t := range all {
+		if t.To == r.opts.Rank {
+			here = append(here, t)
+			got += t.Heads.Len()
+			if t.Heads.From < r.opts.Heads.From || t.Heads.To > r.opts.Heads.To {
+				got = -1 << 30
+			}
+		}
+	}
+	if got != r.opts.Heads.Len() {
+		return nil, fmt.Errorf("kvtransfer: Await: %d KV heads over TP %d -> %d do not give rank %d heads [%d,%d)",
+			e.KVHeads, e.SourceTP, e.DestTP, r.opts.Rank, r.opts.Heads.From, r.opts.Heads.To)
+	}
+	return here, nil
+}
+
+// missing describes what of trs has not arrived through complete streams,
+// "" when nothing. req.mu must be held.
+func (r *Receiver) missing(req *request, trs []parallel.Transfer, tokens int) string {
+	var out []string
+	for _, t := range trs {
+		s := req.sources[t.From]
+		if s == nil {
+			out = append(out, fmt.Sprintf("source rank %d (heads [%d,%d)): nothing received", t.From, t.Heads.From, t.Heads.To))
+			continue
+		}
+		var layers []int
+		for l := range r.opts.Layers {
+			if !covers(s.rects[l], t.Heads, tokens) {
+				layers = append(layers, l)
+			}
+		}
+		switch {
+		case !s.complete && len(layers) == 0:
+			out = append(out, fmt.Sprintf("source rank %d: stream not finished", t.From))
+		case !s.complete:
+			out = append(out, fmt.Sprintf("source rank %d: stream not finished, layers %s missing", t.From, spans(layers)))
+		case len(layers) > 0:
+			out = append(out, fmt.Sprintf("source rank %d: complete stream did not cover heads [%d,%d) × %d tokens in layers %s",
+				t.From, t.Heads.From, t.Heads.To, tokens, spans(layers)))
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+// covers reports whether rects cover heads × [0,tokens).
+func covers(rects []rect, heads parallel.Range, tokens int) bool {
+	var spans []parallel.Range
+	for h := heads.From; h < heads.To; h++ {
+		spans = spans[:0]
+		for _, rc := range rects {
+			if rc.heads.From <= h && h < rc.heads.To {
+				spans = append(spans, rc.tokens)
+			}
+		}
+		slices.SortFunc(spans, func(a, b parallel.Range) int { return a.From - b.From })
+		end := 0
+		for _, s := range spans {
+			if s.From > end {
+				break
+			}
+			end = max(end, s.To)
+		}
+		if end < tokens {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,258 @@
+package kvtransfer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tandemllm/tandem/parallel"
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+)
+
+// SendSpec describes one push from one prefill rank to one decode rank.
+type SendSpec struct {
+	RequestID  string
+	Attempt    uint32
+	SourceRank int
+	DestRank   int
+	// DestAddr is host:port of the decode rank's gRPC server.
+	DestAddr string
+	Layers   int
+	Tokens   int
+	// Heads are the global KV heads to send (from parallel.KVTransfers).
+	Heads   parallel.Range
+	HeadDim int
+	// MaxChunkBytes is the payload bytes per chunk; default 1 MiB, at most
+	// 8 MiB. A chunk holds at least one token and never spans layers.
+	MaxChunkBytes int
+}
+
+// Stats are what a push cost, for step records and traces.
+type Stats struct {
+	Bytes    int64 // payload bytes sent, retries included
+	Duration time.Duration
+	Retries  int         // streams sent beyond the first
+	PerLayer []LayerStat // one per layer: bytes and time spent reading+sending it
+}
+
+// LayerStat is what one layer of a push cost, retries included.
+type LayerStat struct {
+	Layer    int
+	Bytes    int64
+	Duration time.Duration
+}
+
+// SenderOptions configure a Sender.
+type SenderOptions struct {
+	// MaxAttempts is how many streams a push tries before giving up
+	// (default 3).
+	MaxAttempts int
+	// DialOptions are added after the sender's own (insecure credentials,
+	// large flow-control windows and socket buffers).
+	DialOptions []grpc.DialOption
+}
+
+// Sender pushes KV over gRPC. It caches one *grpc.ClientConn per destination
+// address. It is safe for concurrent use.
+type Sender struct {
+	opts  SenderOptions
+	codec codec
+
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn
+	closed bool
+}
+
+// NewSender returns a Sender; it dials lazily, on the first push to each
+// address.
+func NewSender(opts SenderOptions) *Sender {
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = 3
+	}
+	return &Sender{opts: opts, codec: newCodec(), conns: make(map[string]*grpc.ClientConn)}
+}
+
+// Close closes every cached connection; pushes in flight fail.
+func (s *Sender) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	var errs []error
+	for addr, cc := range s.conns {
+		errs = append(errs, cc.Close())
+		delete(s.conns, addr)
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Sender) conn(addr string) (*grpc.ClientConn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("kvtransfer: sender closed")
+	}
+	if cc := s.conns[addr]; cc != nil {
+		return cc, nil
+	}
+	opts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(streamWindow),
+		grpc.WithInitialConnWindowSize(connWindow),
+		grpc.WithReadBufferSize(ioBufferSize),
+		grpc.WithWriteBufferSize(ioBufferSize),
+	}, s.opts.DialOptions...)
+	cc, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("kvtransfer: dial %s: %w", addr, err)
+	}
+	s.conns[addr] = cc
+	return cc, nil
+}
+
+// push is one Push call's state, shared by its attempts.
+type push struct {
+	spec          SendSpec
+	src           Source
+	row           int // floats per token: heads*HeadDim
+	perChunk      int // tokens per chunk
+	chunksPerLyr  int
+	layers        [][]float32 // what src gave, kept for retries
+	crcs          []uint32    // by seq, computed on first send
+	stats         Stats
+	sourceFailure error
+}
+
+// Push streams every layer of spec from src to the destination and waits for
+// the KVAck. An ack with complete=false or a broken stream is retried (the
+// whole stream, same attempt number: the receiver replaces a partial stream
+// from the same source rank) up to MaxAttempts; then it returns an error
+// wrapping ErrTransferFailed naming the request, ranks and the last cause.
+// src is asked for each layer once, however many streams are sent, so Push
+// holds the rank's KV for the request until it returns. ctx bounds
+// everything.
+func (s *Sender) Push(ctx context.Context, src Source, spec SendSpec) (Stats, error) {
+	start := time.Now()
+	fail := func(p *push, tries int, cause error) (Stats, error) {
+		var st Stats
+		if p != nil {
+			st = p.stats
+		}
+		st.Duration = time.Since(start)
+		return st, fmt.Errorf("%w: request %q attempt %d, rank %d -> %d (%s), %d stream(s): %w",
+			ErrTransferFailed, spec.RequestID, spec.Attempt, spec.SourceRank, spec.DestRank, spec.DestAddr, tries, cause)
+	}
+	if spec.MaxChunkBytes <= 0 {
+		spec.MaxChunkBytes = defaultChunkBytes
+	}
+	spec.MaxChunkBytes = min(spec.MaxChunkBytes, maxChunkBytes)
+	if spec.RequestID == "" || spec.Layers <= 0 || spec.Tokens <= 0 || spec.Heads.Len() <= 0 || spec.Heads.From < 0 || spec.HeadDim <= 0 {
+		return fail(nil, 0, fmt.Errorf("invalid spec: %d layers, %d tokens, heads [%d,%d), head_dim %d",
+			spec.Layers, spec.Tokens, spec.Heads.From, spec.Heads.To, spec.HeadDim))
+	}
+	cc, err := s.conn(spec.DestAddr)
+	if err != nil {
+		return fail(nil, 0, err)
+	}
+	p := &push{spec: spec, src: src, row: spec.Heads.Len() * spec.HeadDim}
+	p.perChunk = max(1, spec.MaxChunkBytes/(2*4*p.row))
+	p.chunksPerLyr = (spec.Tokens + p.perChunk - 1) / p.perChunk
+	p.layers = make([][]float32, spec.Layers)
+	p.crcs = make([]uint32, spec.Layers*p.chunksPerLyr)
+	p.stats.PerLayer = make([]LayerStat, spec.Layers)
+	for l := range p.stats.PerLayer {
+		p.stats.PerLayer[l].Layer = l
+	}
+	client := tandemv1.NewKVTransferClient(cc)
+	var last error
+	for try := range s.opts.MaxAttempts {
+		if try > 0 {
+			p.stats.Retries++
+		}
+		last = s.stream(ctx, client, p)
+		if last == nil {
+			p.stats.Duration = time.Since(start)
+			return p.stats, nil
+		}
+		if p.sourceFailure != nil || ctx.Err() != nil {
+			return fail(p, try+1, last)
+		}
+	}
+	return fail(p, s.opts.MaxAttempts, last)
+}
+
+// stream sends the whole transfer once and checks the ack.
+func (s *Sender) stream(ctx context.Context, client tandemv1.KVTransferClient, p *push) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the stream on every error path
+	stream, err := client.Push(ctx, grpc.ForceCodecV2(s.codec))
+	if err != nil {
+		return err
+	}
+	sp := p.spec
+	count := uint32(sp.Layers * p.chunksPerLyr)
+	seq := uint32(0)
+	for l := range sp.Layers {
+		t0 := time.Now()
+		if p.layers[l] == nil {
+			buf := make([]float32, 2*sp.Tokens*p.row)
+			if err := p.src.ReadLayer(l, sp.Heads, buf); err != nil {
+				p.sourceFailure = fmt.Errorf("reading layer %d: %w", l, err)
+				return p.sourceFailure
+			}
+			p.layers[l] = buf
+		}
+		data := p.layers[l]
+		vOff := sp.Tokens * p.row
+		// Last token block first: see "Chunks" in the package doc.
+		for c := p.chunksPerLyr - 1; c >= 0; c-- {
+			from, to := c*p.perChunk, min((c+1)*p.perChunk, sp.Tokens)
+			k := encodeFloats(data[from*p.row : to*p.row])
+			v := encodeFloats(data[vOff+from*p.row : vOff+to*p.row])
+			if p.crcs[seq] == 0 {
+				p.crcs[seq] = crc32.Update(crc32.Checksum(k, castagnoli), castagnoli, v)
+			}
+			o := newOutChunk(chunkHeader{
+				requestID: sp.RequestID, attempt: sp.Attempt, seq: seq, count: count,
+				sourceRank: sp.SourceRank, destRank: sp.DestRank, layer: l,
+				heads: [2]int{sp.Heads.From, sp.Heads.To}, tokens: [2]int{from, to},
+				shape: [4]int{2, to - from, sp.Heads.Len(), sp.HeadDim},
+				crc:   p.crcs[seq],
+			}, k, v)
+			if err := stream.SendMsg(o); err != nil {
+				if errors.Is(err, io.EOF) { // the server ended the stream; its status says why
+					_, err = stream.CloseAndRecv()
+				}
+				return err
+			}
+			n := int64(len(k) + len(v))
+			p.stats.Bytes += n
+			p.stats.PerLayer[l].Bytes += n
+			seq++
+		}
+		p.stats.PerLayer[l].Duration += time.Since(t0)
+	}
+	ack, err := stream.CloseAndRecv()
+	if err != nil {
+		return err
+	}
+	if !ack.GetComplete() {
+		return fmt.Errorf("receiver acked incomplete: %s (failed chunks %s, missing chunks %s)",
+			ack.GetErrorMessage(), seqs(ack.GetFailedChunks()), seqs(ack.GetMissingChunks()))
+	}
+	return nil
+}
+
+// seqs formats chunk numbers for an error, eliding long lists.
+func seqs(xs []uint32) string {
+	if len(xs) > 16 {
+		return fmt.Sprintf("%v... (%d in all)", xs[:16], len(xs))
+	}
+	return fmt.Sprint(xs)
+}
