@@ -18,6 +18,9 @@ import (
 // generateFlags are the flags of `tandem generate`.
 type generateFlags struct {
 	local       bool
+	addr        string
+	modelName   string
+	timeout     time.Duration
 	modelDir    string
 	preset      string
 	maxTokens   int
@@ -40,21 +43,28 @@ func newGenerateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "generate [flags] PROMPT",
 		Short: "Generate text from a prompt and print the profiling summary",
-		Long: `Generate text from a prompt. With --local the engine runs in this process
-on the CPU backend; the text streams to stdout and a summary in the format of
+		Long: `Generate text from a prompt. By default the request goes to a cluster's
+coordinator at --addr (as started by "tandem up"); with --local the engine
+runs in this process on the CPU backend instead. The text streams to stdout and a summary in the format of
 the usual profiling write-ups (prompt_len, tokenize ms, TTFT ms, steady ms,
 tokens, ms/token, tok/s, peak RSS MB) goes to stderr. --json prints one JSON
 object instead.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !f.local {
-				return errors.New("--local is required (the cluster client arrives with `tandem up`)")
+			switch {
+			case f.local && cmd.Flags().Changed("addr"):
+				return errors.New("--local and --addr are exclusive")
+			case f.local:
+				return runLocalGenerate(cmd, &f, args[0])
 			}
-			return runLocalGenerate(cmd, &f, args[0])
+			return runRemoteGenerate(cmd, &f, args[0])
 		},
 	}
 	fl := cmd.Flags()
 	fl.BoolVar(&f.local, "local", false, "run the engine in this process")
+	fl.StringVar(&f.addr, "addr", "127.0.0.1:9090", "the coordinator's gRPC address (without --local)")
+	fl.StringVar(&f.modelName, "model-name", "", "model id to ask the cluster for (without --local; empty: its only model)")
+	fl.DurationVar(&f.timeout, "timeout", 5*time.Minute, "give up on the request after this long (without --local)")
 	fl.StringVar(&f.modelDir, "model", "", "model directory (config.json, tokenizer.json, *.safetensors)")
 	fl.StringVar(&f.preset, "preset", "", "use a preset model, created in the cache directory on first use (instead of --model)")
 	fl.IntVar(&f.maxTokens, "max-tokens", 16, "most tokens to generate")

@@ -94,11 +94,16 @@ func runLocalGenerate(cmd *cobra.Command, f *generateFlags, prompt string) error
 	}
 	opts := f.engine.options()
 	opts.Detokenizer = detokenizer{tok}
-	e, closeAll, err := openShard(ctx, dir, &g, &f.backend, opts)
+	m, comm, closeAll, err := openShard(ctx, dir, &g, &f.backend)
 	if err != nil {
 		return err
 	}
 	defer closeAll()
+	opts.Comm = comm
+	e, err := engine.New(m, opts)
+	if err != nil {
+		return err
+	}
 	defer e.Shutdown(context.WithoutCancel(ctx))
 
 	res := &generateResult{Model: dir}
@@ -194,7 +199,7 @@ func startLocalGroup(ctx context.Context, g *groupFlags, dir string, f *generate
 		os.RemoveAll(etcdDir)
 	}
 	for r := 1; r < g.tp; r++ {
-		p := exec.Command(self, "worker", "--tp", strconv.Itoa(g.tp), "--rank", strconv.Itoa(r),
+		p := exec.Command(self, "worker", "--role", cluster.RoleUnified, "--tp", strconv.Itoa(g.tp), "--rank", strconv.Itoa(r),
 			"--group", g.group, "--etcd-endpoints", g.etcdEndpoints, "--model", dir,
 			"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels,
 			"--max-batch-tokens", strconv.Itoa(f.engine.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.engine.kvCacheMB))

@@ -13,10 +13,12 @@ model replica, and records every token's compute, collective and KV-transfer cos
 		SilenceErrors: true,
 	}
 	root.AddCommand(
+		newUpCmd(),
 		newGenerateCmd(),
+		newCoordinatorCmd(),
+		newWorkerCmd(),
 		newModelCmd(),
 		newTokenizeCmd(),
-		newWorkerCmd(),
 	)
 	return root
 }

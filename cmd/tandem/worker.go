@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/tandemllm/tandem/engine"
 	"github.com/tandemllm/tandem/nccl"
 	"github.com/tandemllm/tandem/nccl/ring"
+	"github.com/tandemllm/tandem/worker"
 )
 
 // groupFlags place a process in a tensor-parallel group.
@@ -43,52 +46,100 @@ func (g *groupFlags) validate(joins bool) error {
 
 func newWorkerCmd() *cobra.Command {
 	var (
-		g        groupFlags
-		modelDir string
-		preset   string
-		eng      engineFlags
-		be       backendFlags
+		g         groupFlags
+		role      string
+		modelDir  string
+		preset    string
+		modelName string
+		grpcAddr  string
+		advertise string
+		eng       engineFlags
+		be        backendFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "worker --tp N --rank R --group G --etcd-endpoints URLS (--model DIR | --preset NAME)",
-		Short: "Run one rank of a tensor-parallel group",
-		Long: `Run one rank of a tensor-parallel group. The ranks of group G find each
-other through etcd (each publishes the address of its collective endpoint and
-waits for the others, up to --join-timeout), connect a TCP ring, load only
-their own slices of the weights, and run the steps rank 0 plans until rank 0
-shuts the group down. Rank 0 is the leader: today it runs inside
-"tandem generate --local --tp N", which starts the other ranks itself.`,
+		Use:   "worker --role ROLE --tp N --rank R --group G --etcd-endpoints URLS (--model DIR | --preset NAME)",
+		Short: "Run one rank of a worker group (prefill, decode or unified)",
+		Long: `Run one rank of a worker group. The ranks of group G find each other through
+etcd (each publishes the address of its collective endpoint and waits for the
+others, up to --join-timeout), connect a TCP ring and load only their own
+slices of the weights. Each rank then serves gRPC on --grpc-addr and registers
+itself in etcd under a lease (role, group, rank, address, KV capacity), so the
+coordinator can route to the group once all its ranks are there.
+
+Rank 0 leads: it serves the Worker API to the coordinator and runs the
+continuous-batching scheduler; the other ranks follow its step plans.
+--role prefill computes prompts and sends their KV cache to decode groups;
+--role decode continues them; --role unified does both (colocated serving).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := g.validate(true); err != nil {
 				return err
 			}
-			if g.rank == 0 {
-				return errors.New("--rank 0 is the group's leader: run it as `tandem generate --local --tp N`")
+			switch role {
+			case cluster.RolePrefill, cluster.RoleDecode, cluster.RoleUnified:
+			default:
+				return fmt.Errorf("--role %q: must be prefill, decode or unified", role)
+			}
+			if g.etcdEndpoints == "" {
+				return errors.New("--etcd-endpoints is required: workers register in etcd")
 			}
 			ctx := cmd.Context()
 			dir, err := resolveModelDir(ctx, modelDir, preset)
 			if err != nil {
 				return err
 			}
-			e, closeAll, err := openShard(ctx, dir, &g, &be, eng.options())
+			if modelName == "" {
+				modelName = defaultModelName(dir, preset)
+			}
+			cli, err := dialEtcd(g.etcdEndpoints)
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
+			m, comm, closeAll, err := openShard(ctx, dir, &g, &be)
 			if err != nil {
 				return err
 			}
 			defer closeAll()
-			if err := e.Follow(ctx); !errors.Is(err, engine.ErrShutdown) {
-				return fmt.Errorf("rank %d of group %s: %w", g.rank, g.group, err)
+			ln, err := net.Listen("tcp", grpcAddr)
+			if err != nil {
+				return fmt.Errorf("--grpc-addr %q: %w", grpcAddr, err)
 			}
-			return nil
+			opts := eng.options()
+			opts.Comm = comm
+			return worker.Run(ctx, worker.Options{
+				Role: role, Group: g.group, ModelName: modelName, Model: m, Engine: opts,
+				Listener: ln, AdvertiseAddr: advertise, Etcd: cli,
+			})
 		},
 	}
 	fl := cmd.Flags()
 	g.register(cmd)
+	fl.StringVar(&role, "role", "", "what the group does: prefill, decode or unified")
 	fl.StringVar(&modelDir, "model", "", "model directory")
 	fl.StringVar(&preset, "preset", "", "preset model (created in the cache directory on first use)")
+	fl.StringVar(&modelName, "model-name", "", "model id served (default: the preset name or the model directory's base name)")
+	fl.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:0", "listen address of this rank's gRPC server")
+	fl.StringVar(&advertise, "advertise-addr", "", "address other processes dial to reach --grpc-addr (default: the address listened on)")
 	eng.register(cmd)
 	be.register(fl)
 	return cmd
+}
+
+// defaultModelName is the model id a cluster serves a directory under.
+func defaultModelName(dir, preset string) string {
+	if preset != "" {
+		return preset
+	}
+	return filepath.Base(filepath.Clean(dir))
+}
+
+func dialEtcd(endpoints string) (*clientv3.Client, error) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(endpoints, ","), DialTimeout: 10 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("--etcd-endpoints %q: %w", endpoints, err)
+	}
+	return cli, nil
 }
 
 func (g *groupFlags) register(cmd *cobra.Command) {
@@ -120,9 +171,9 @@ func (f *engineFlags) options() engine.Options {
 // joinGroup connects this rank to its group's ring through an etcd
 // rendezvous.
 func joinGroup(ctx context.Context, g *groupFlags) (nccl.Communicator, error) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(g.etcdEndpoints, ","), DialTimeout: 10 * time.Second})
+	cli, err := dialEtcd(g.etcdEndpoints)
 	if err != nil {
-		return nil, fmt.Errorf("--etcd-endpoints %q: %w", g.etcdEndpoints, err)
+		return nil, err
 	}
 	defer cli.Close()
 	ln, err := ring.Listen(g.listen)
@@ -141,24 +192,25 @@ func joinGroup(ctx context.Context, g *groupFlags) (nccl.Communicator, error) {
 
 // openShard joins the group (when TP > 1) and loads this rank's shard of
 // the model; closeAll releases everything in reverse order.
-func openShard(ctx context.Context, dir string, g *groupFlags, bf *backendFlags, opts engine.Options) (*engine.Engine, func(), error) {
+func openShard(ctx context.Context, dir string, g *groupFlags, bf *backendFlags) (*engine.Model, nccl.Communicator, func(), error) {
 	var closers []func()
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
 			closers[i]()
 		}
 	}
-	fail := func(err error) (*engine.Engine, func(), error) {
+	fail := func(err error) (*engine.Model, nccl.Communicator, func(), error) {
 		closeAll()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
+	var comm nccl.Communicator
 	if g.tp > 1 {
-		comm, err := joinGroup(ctx, g)
+		c, err := joinGroup(ctx, g)
 		if err != nil {
 			return fail(err)
 		}
-		closers = append(closers, func() { comm.Close() })
-		opts.Comm = comm
+		closers = append(closers, func() { c.Close() })
+		comm = c
 	}
 	be, err := bf.open()
 	if err != nil {
@@ -170,9 +222,5 @@ func openShard(ctx context.Context, dir string, g *groupFlags, bf *backendFlags,
 		return fail(err)
 	}
 	closers = append(closers, func() { m.Close() })
-	e, err := engine.New(m, opts)
-	if err != nil {
-		return fail(err)
-	}
-	return e, closeAll, nil
+	return m, comm, closeAll, nil
 }

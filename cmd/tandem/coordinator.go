@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+
+	"github.com/tandemllm/tandem/coordinator"
+)
+
+// coordinatorFlags are the flags of `tandem coordinator` (and of the
+// coordinator `tandem up` runs).
+type coordinatorFlags struct {
+	grpcAddr, httpAddr string
+	maxInFlight        int
+}
+
+func (f *coordinatorFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:9090", "listen address of the gRPC API (tandem.v1.Generation)")
+	fl.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:8080", "listen address of the OpenAI-compatible HTTP API")
+	fl.IntVar(&f.maxInFlight, "max-in-flight", 256, "requests admitted at once; more are refused (RESOURCE_EXHAUSTED, HTTP 429)")
+}
+
+// runningCoordinator is a coordinator serving on its two listeners.
+type runningCoordinator struct {
+	c        *coordinator.Coordinator
+	grpcSrv  *grpc.Server
+	httpSrv  *http.Server
+	grpcAddr string
+	httpAddr string
+	errs     chan error
+}
+
+// startCoordinator listens on both addresses and serves until stop.
+func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Client, dir, name string) (*runningCoordinator, error) {
+	if f.maxInFlight < 1 {
+		return nil, fmt.Errorf("--max-in-flight %d: must be >= 1", f.maxInFlight)
+	}
+	gl, err := net.Listen("tcp", f.grpcAddr)
+	if err != nil {
+		return nil, fmt.Errorf("--grpc-addr %q: %w", f.grpcAddr, err)
+	}
+	hl, err := net.Listen("tcp", f.httpAddr)
+	if err != nil {
+		gl.Close()
+		return nil, fmt.Errorf("--http-addr %q: %w", f.httpAddr, err)
+	}
+	c, err := coordinator.New(ctx, coordinator.Options{Etcd: cli, ModelDir: dir, ModelName: name, MaxInFlight: f.maxInFlight})
+	if err != nil {
+		gl.Close()
+		hl.Close()
+		return nil, err
+	}
+	rc := &runningCoordinator{
+		c: c, grpcSrv: grpc.NewServer(), httpSrv: &http.Server{Handler: c.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second},
+		grpcAddr: gl.Addr().String(), httpAddr: hl.Addr().String(), errs: make(chan error, 2),
+	}
+	c.Register(rc.grpcSrv)
+	go func() { rc.errs <- rc.grpcSrv.Serve(gl) }()
+	go func() {
+		if err := rc.httpSrv.Serve(hl); !errors.Is(err, http.ErrServerClosed) {
+			rc.errs <- err
+		}
+	}()
+	return rc, nil
+}
+
+// stop ends both servers, giving streams in flight a moment to finish.
+func (rc *runningCoordinator) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = rc.httpSrv.Shutdown(ctx)
+	done := make(chan struct{})
+	go func() { rc.grpcSrv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		rc.grpcSrv.Stop()
+	}
+	rc.c.Close()
+}
+
+func (rc *runningCoordinator) printEndpoints(w io.Writer) {
+	fmt.Fprintf(w, "gRPC  %s  (tandem generate --addr %s \"...\")\n", rc.grpcAddr, rc.grpcAddr)
+	fmt.Fprintf(w, "HTTP  http://%s/v1  (OpenAI-compatible: /v1/completions, /v1/chat/completions, /v1/models)\n", rc.httpAddr)
+}
+
+func newCoordinatorCmd() *cobra.Command {
+	var (
+		f             coordinatorFlags
+		etcdEndpoints string
+		modelDir      string
+		preset        string
+		modelName     string
+	)
+	cmd := &cobra.Command{
+		Use:   "coordinator --etcd-endpoints URLS (--model DIR | --preset NAME)",
+		Short: "Serve the cluster's public APIs and route requests to worker groups",
+		Long: `Serve the public gRPC API (tandem.v1.Generation) and the OpenAI-compatible
+HTTP API, watch the worker groups registered in etcd, and route every request
+to a prefill group and then a decode group (or to a unified group). The
+coordinator tokenizes and detokenizes with the model directory's tokenizer.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if etcdEndpoints == "" {
+				return errors.New("--etcd-endpoints is required")
+			}
+			ctx := cmd.Context()
+			dir, err := resolveModelDir(ctx, modelDir, preset)
+			if err != nil {
+				return err
+			}
+			if modelName == "" {
+				modelName = defaultModelName(dir, preset)
+			}
+			cli, err := dialEtcd(etcdEndpoints)
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
+			rc, err := startCoordinator(ctx, &f, cli, dir, modelName)
+			if err != nil {
+				return err
+			}
+			defer rc.stop()
+			rc.printEndpoints(cmd.OutOrStdout())
+			select {
+			case <-ctx.Done():
+				return nil
+			case err := <-rc.errs:
+				return err
+			}
+		},
+	}
+	f.register(cmd)
+	fl := cmd.Flags()
+	fl.StringVar(&etcdEndpoints, "etcd-endpoints", "", "comma-separated etcd client URLs")
+	fl.StringVar(&modelDir, "model", "", "model directory (its config.json and tokenizer.json are used)")
+	fl.StringVar(&preset, "preset", "", "preset model (created in the cache directory on first use)")
+	fl.StringVar(&modelName, "model-name", "", "model id served (default: the preset name or the model directory's base name)")
+	return cmd
+}

@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tandemllm/tandem/cluster"
+	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/model"
+)
+
+// upFlags are the flags of `tandem up`.
+type upFlags struct {
+	coord         coordinatorFlags
+	modelDir      string
+	preset        string
+	mode          string
+	prefillTP     int
+	decodeTP      int
+	tp            int
+	prefillGroups int
+	decodeGroups  int
+	unifiedGroups int
+	readyTimeout  time.Duration
+	dataDir       string
+	engine        engineFlags
+	backend       backendFlags
+}
+
+// groupSpec is one worker group `tandem up` starts.
+type groupSpec struct {
+	name, role string
+	tp         int
+}
+
+func (f *upFlags) groups() ([]groupSpec, error) {
+	var gs []groupSpec
+	add := func(role string, n, tp int, nFlag, tpFlag string) error {
+		if n < 0 {
+			return fmt.Errorf("%s %d: must be >= 0", nFlag, n)
+		}
+		if tp < 1 {
+			return fmt.Errorf("%s %d: must be >= 1", tpFlag, tp)
+		}
+		for i := range n {
+			gs = append(gs, groupSpec{name: fmt.Sprintf("%s-%d", role, i), role: role, tp: tp})
+		}
+		return nil
+	}
+	switch f.mode {
+	case "disaggregated":
+		if err := add(cluster.RolePrefill, f.prefillGroups, f.prefillTP, "--prefill-groups", "--prefill-tp"); err != nil {
+			return nil, err
+		}
+		if err := add(cluster.RoleDecode, f.decodeGroups, f.decodeTP, "--decode-groups", "--decode-tp"); err != nil {
+			return nil, err
+		}
+		if f.prefillGroups == 0 || f.decodeGroups == 0 {
+			return nil, errors.New("--mode disaggregated needs at least one prefill and one decode group")
+		}
+	case "unified":
+		if err := add(cluster.RoleUnified, f.unifiedGroups, f.tp, "--groups", "--tp"); err != nil {
+			return nil, err
+		}
+		if f.unifiedGroups == 0 {
+			return nil, errors.New("--groups 0: --mode unified needs at least one group")
+		}
+	default:
+		return nil, fmt.Errorf("--mode %q: must be disaggregated or unified", f.mode)
+	}
+	return gs, nil
+}
+
+func newUpCmd() *cobra.Command {
+	var f upFlags
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Start a whole cluster on this machine: etcd, a coordinator and worker processes",
+		Long: `Start a whole Tandem cluster on this machine: an embedded etcd server, a
+coordinator (gRPC and OpenAI-compatible HTTP APIs) in this process, and one
+worker process per rank. The default is disaggregated serving on the CPU with
+one prefill group of TP 2 and one decode group of TP 2, running the "tiny"
+preset (created in the cache directory on first use). --mode unified --tp N
+runs colocated groups instead. Ctrl-C or SIGTERM stops every process.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd, &f) },
+	}
+	f.coord.register(cmd)
+	fl := cmd.Flags()
+	fl.StringVar(&f.modelDir, "model", "", "model directory (instead of --preset)")
+	fl.StringVar(&f.preset, "preset", "tiny", "preset model, created in the cache directory on first use")
+	fl.StringVar(&f.mode, "mode", "disaggregated", "disaggregated (prefill and decode groups) or unified (colocated)")
+	fl.IntVar(&f.prefillTP, "prefill-tp", 2, "tensor-parallel degree of each prefill group")
+	fl.IntVar(&f.decodeTP, "decode-tp", 2, "tensor-parallel degree of each decode group")
+	fl.IntVar(&f.tp, "tp", 2, "tensor-parallel degree of each unified group (--mode unified)")
+	fl.IntVar(&f.prefillGroups, "prefill-groups", 1, "number of prefill groups")
+	fl.IntVar(&f.decodeGroups, "decode-groups", 1, "number of decode groups")
+	fl.IntVar(&f.unifiedGroups, "groups", 1, "number of unified groups (--mode unified)")
+	fl.DurationVar(&f.readyTimeout, "ready-timeout", 5*time.Minute, "how long to wait for every group to be ready")
+	fl.StringVar(&f.dataDir, "data-dir", "", "etcd data directory (default: a temporary directory, removed on exit)")
+	f.engine.register(cmd)
+	f.backend.register(fl)
+	return cmd
+}
+
+func runUp(cmd *cobra.Command, f *upFlags) error {
+	ctx := cmd.Context()
+	out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	specs, err := f.groups()
+	if err != nil {
+		return err
+	}
+	presetName := f.preset
+	if f.modelDir != "" {
+		presetName = ""
+	}
+	fmt.Fprintln(errOut, "preparing the model ...")
+	dir, err := resolveModelDir(ctx, f.modelDir, presetName)
+	if err != nil {
+		return err
+	}
+	cfg, err := model.LoadConfig(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return err
+	}
+	ranks := 0
+	for _, g := range specs {
+		if _, err := engine.ShardPlan(cfg, engine.Shard{TP: g.tp}); err != nil {
+			return fmt.Errorf("%s: TP %d: %w", g.name, g.tp, err)
+		}
+		ranks += g.tp
+	}
+	if f.backend.threads == 0 {
+		f.backend.threads = max(1, runtime.NumCPU()/ranks) // the ranks share this machine's cores
+	}
+	name := defaultModelName(dir, presetName)
+
+	etcdDir := f.dataDir
+	if etcdDir == "" {
+		if etcdDir, err = os.MkdirTemp("", "tandem-etcd-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(etcdDir)
+	}
+	fmt.Fprintln(errOut, "starting etcd ...")
+	etcd, err := cluster.StartEmbedded(ctx, etcdDir, cluster.EmbeddedOptions{})
+	if err != nil {
+		return err
+	}
+	defer etcd.Close()
+	endpoints := strings.Join(etcd.Endpoints(), ",")
+	cli, err := dialEtcd(endpoints)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+
+	rc, err := startCoordinator(ctx, &f.coord, cli, dir, name)
+	if err != nil {
+		return err
+	}
+	defer rc.stop()
+
+	procs := &children{}
+	defer procs.stop(errOut)
+	for _, g := range specs {
+		for r := range g.tp {
+			args := []string{"worker", "--role", g.role, "--group", g.name, "--tp", strconv.Itoa(g.tp), "--rank", strconv.Itoa(r),
+				"--etcd-endpoints", endpoints, "--model", dir, "--model-name", name,
+				"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels, "--device", f.backend.device,
+				"--max-batch-tokens", strconv.Itoa(f.engine.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.engine.kvCacheMB)}
+			if err := procs.start(fmt.Sprintf("%s/%d", g.name, r), args, errOut); err != nil {
+				return err
+			}
+		}
+	}
+	if err := waitGroupsReady(ctx, cli, specs, f.readyTimeout, procs, errOut); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "tandem is up: model %s, %d groups, %d worker processes, etcd %s\n", name, len(specs), ranks, endpoints)
+	rc.printEndpoints(out)
+	fmt.Fprintln(out, "Ctrl-C stops the cluster.")
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(errOut, "stopping ...")
+		return nil
+	case err := <-rc.errs:
+		return err
+	case exit := <-procs.exited:
+		return fmt.Errorf("worker %s exited: %v", exit.name, exit.err)
+	}
+}
+
+// waitGroupsReady waits until every group has all its ranks registered,
+// printing progress as they come; a worker exiting meanwhile is an error.
+func waitGroupsReady(ctx context.Context, cli *clientv3.Client, specs []groupSpec, timeout time.Duration, procs *children, w io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	m, err := cluster.WatchMembership(ctx, cli)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	last := -1
+	for {
+		changed := m.Changed()
+		ready := 0
+		byName := map[string]cluster.Group{}
+		for _, g := range m.Groups() {
+			byName[g.Name] = g
+		}
+		var missing []string
+		for _, s := range specs {
+			if g, ok := byName[s.name]; ok && g.Ready() {
+				ready++
+			} else {
+				missing = append(missing, s.name)
+			}
+		}
+		if ready != last {
+			fmt.Fprintf(w, "groups ready: %d/%d\n", ready, len(specs))
+			last = ready
+		}
+		if ready == len(specs) {
+			return nil
+		}
+		select {
+		case <-changed:
+		case exit := <-procs.exited:
+			return fmt.Errorf("worker %s exited before its group was ready: %v", exit.name, exit.err)
+		case <-ctx.Done():
+			return fmt.Errorf("groups not ready after %v: %s", timeout, strings.Join(missing, ", "))
+		}
+	}
+}
+
+// children are the worker processes of `tandem up`.
+type children struct {
+	procs  []*exec.Cmd
+	names  []string
+	exited chan childExit
+	waits  []chan struct{}
+}
+
+type childExit struct {
+	name string
+	err  error
+}
+
+// start runs `tandem ARGS`; the child gets SIGTERM if this process dies,
+// so none outlives it.
+func (c *children) start(name string, args []string, stderr io.Writer) error {
+	if c.exited == nil {
+		c.exited = make(chan childExit, 64)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	p := exec.Command(self, args...)
+	p.Stdout, p.Stderr = stderr, stderr
+	p.SysProcAttr = childAttr()
+	if err := p.Start(); err != nil {
+		return fmt.Errorf("starting worker %s: %w", name, err)
+	}
+	done := make(chan struct{})
+	c.procs, c.names, c.waits = append(c.procs, p), append(c.names, name), append(c.waits, done)
+	go func() {
+		err := p.Wait()
+		close(done)
+		select {
+		case c.exited <- childExit{name, err}:
+		default:
+		}
+	}()
+	return nil
+}
+
+// stop sends SIGTERM to every child, waits for them (10 s), then kills
+// what is left.
+func (c *children) stop(w io.Writer) {
+	for _, p := range c.procs {
+		_ = p.Process.Signal(syscall.SIGTERM)
+	}
+	deadline := time.After(10 * time.Second)
+	for i, done := range c.waits {
+		select {
+		case <-done:
+		case <-deadline:
+			fmt.Fprintf(w, "worker %s did not stop; killing it\n", c.names[i])
+			_ = c.procs[i].Process.Kill()
+			<-done
+		}
+	}
+}

@@ -1,0 +1,554 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemllm/tandem/engine"
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+)
+
+// errGroupDown ends every request in flight when the group's step fails
+// (a rank died, a collective broke): the coordinator sees UNAVAILABLE.
+var errGroupDown = errors.New("worker: group is down")
+
+// live is a request the leader's loop is running. The loop owns it; the
+// RPC goroutine reads out until it is closed, then err.
+type live struct {
+	out   chan engine.Output // capacity: every output the request can have
+	err   error              // why out was closed early, if it was
+	start time.Time          // first step that scheduled the request
+	done  time.Time          // when its last (or, on prefill, only) output came
+}
+
+// leader is rank 0's side of a group: the scheduler loop and the Worker
+// service.
+type leader struct {
+	tandemv1.UnimplementedWorkerServer
+	w     *Worker
+	e     *engine.Engine
+	cmds  chan func()
+	dead  chan struct{} // closed when the loop ends
+	err   error         // why it ended; read after dead is closed
+	reqs  map[string]*live
+	ranks []rankAPI // this group's ranks, by rank; [0] is local
+
+	mu      sync.Mutex
+	sending map[string]context.CancelFunc // KV pushes in flight, by request
+	loading map[string]context.CancelFunc // KV waits in flight, by request
+}
+
+func newLeader(w *Worker, e *engine.Engine) *leader {
+	return &leader{
+		w: w, e: e, cmds: make(chan func()), dead: make(chan struct{}),
+		reqs: map[string]*live{}, sending: map[string]context.CancelFunc{}, loading: map[string]context.CancelFunc{},
+	}
+}
+
+// onStep notes when each request was first scheduled (its queue wait).
+func (l *leader) onStep(rec *engine.StepRecord) {
+	for _, s := range rec.Seqs {
+		if lv := l.reqs[s.RequestID]; lv != nil && lv.start.IsZero() {
+			lv.start = rec.Start
+		}
+	}
+}
+
+// run is the scheduler loop: commands between steps, steps while there is
+// work. It returns when ctx ends or a step fails, failing every request.
+func (l *leader) run(ctx context.Context) error {
+	defer close(l.dead)
+	for {
+		if !l.e.HasWork() {
+			select {
+			case f := <-l.cmds:
+				f()
+			case <-ctx.Done():
+				l.err = ctx.Err()
+				l.failAll()
+				return nil
+			}
+		}
+		for drained := false; !drained; {
+			select {
+			case f := <-l.cmds:
+				f()
+			default:
+				drained = true
+			}
+		}
+		if !l.e.HasWork() {
+			continue
+		}
+		outs, err := l.e.Step(ctx)
+		if err != nil {
+			l.err = fmt.Errorf("%w: group %s step failed: %v", errGroupDown, l.w.opts.Group, err)
+			l.failAll()
+			return l.err
+		}
+		now := time.Now()
+		for _, o := range outs {
+			lv := l.reqs[o.RequestID]
+			if lv == nil {
+				continue
+			}
+			lv.done = now
+			lv.out <- o
+			if o.FinishReason != "" {
+				delete(l.reqs, o.RequestID)
+				close(lv.out)
+			}
+		}
+	}
+}
+
+func (l *leader) failAll() {
+	if l.err == nil || errors.Is(l.err, context.Canceled) {
+		l.err = fmt.Errorf("%w: worker %s shutting down", errGroupDown, l.w.opts.Group)
+	}
+	for id, lv := range l.reqs {
+		lv.err = l.err
+		close(lv.out)
+		delete(l.reqs, id)
+	}
+}
+
+// do runs f on the loop between steps and returns its error.
+func (l *leader) do(ctx context.Context, f func(e *engine.Engine) error) error {
+	done := make(chan error, 1)
+	select {
+	case l.cmds <- func() { done <- f(l.e) }:
+	case <-l.dead:
+		return l.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-l.dead:
+		return l.err
+	}
+}
+
+// add queues a request on the loop with its live state.
+func (l *leader) add(ctx context.Context, id string, lv *live, add func(e *engine.Engine) error) error {
+	return l.do(ctx, func(e *engine.Engine) error {
+		if err := add(e); err != nil {
+			return err
+		}
+		l.reqs[id] = lv
+		return nil
+	})
+}
+
+// abort ends a request on the loop; it survives the caller's context.
+func (l *leader) abort(id string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	aborted := false
+	_ = l.do(ctx, func(e *engine.Engine) error {
+		aborted = e.Abort(id) == nil
+		if lv := l.reqs[id]; lv != nil {
+			delete(l.reqs, id)
+			lv.err = status.Error(codes.Aborted, "request aborted")
+			close(lv.out)
+		}
+		return nil
+	})
+	return aborted
+}
+
+// cancelKV stops any KV push or wait of a request.
+func (l *leader) cancelKV(id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	found := false
+	for _, m := range []map[string]context.CancelFunc{l.sending, l.loading} {
+		if c, ok := m[id]; ok {
+			c()
+			delete(m, id)
+			found = true
+		}
+	}
+	return found
+}
+
+func (l *leader) track(m map[string]context.CancelFunc, id string, cancel context.CancelFunc) {
+	l.mu.Lock()
+	m[id] = cancel
+	l.mu.Unlock()
+}
+
+func (l *leader) untrack(m map[string]context.CancelFunc, id string) {
+	l.mu.Lock()
+	delete(m, id)
+	l.mu.Unlock()
+}
+
+func (l *leader) requireRole(role string) error {
+	if l.w.opts.Role != role {
+		return status.Errorf(codes.FailedPrecondition, "group %s has role %s, not %s", l.w.opts.Group, l.w.opts.Role, role)
+	}
+	return nil
+}
+
+func checkRequest(id string, prompt []int32) error {
+	switch {
+	case id == "":
+		return status.Error(codes.InvalidArgument, "request_id: required")
+	case len(prompt) == 0:
+		return status.Error(codes.InvalidArgument, "prompt_token_ids: empty")
+	}
+	return nil
+}
+
+// admitErr maps an error adding a request; a duplicate id is
+// ALREADY_EXISTS.
+func admitErr(err error) error {
+	if errors.Is(err, engine.ErrDuplicateID) {
+		return status.Error(codes.AlreadyExists, err.Error())
+	}
+	return statusOf(err)
+}
+
+func (l *leader) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*tandemv1.PrefillResponse, error) {
+	recv := time.Now()
+	if err := l.requireRole(rolePrefill); err != nil {
+		return nil, err
+	}
+	if err := checkRequest(req.GetRequestId(), req.GetPromptTokenIds()); err != nil {
+		return nil, err
+	}
+	if err := checkDestination(req.GetDestination()); err != nil {
+		return nil, err
+	}
+	params, err := samplingParams(req.GetSampling())
+	if err != nil {
+		return nil, err
+	}
+	id := req.GetRequestId()
+	first := params
+	first.MaxTokens = 1
+	lv := &live{out: make(chan engine.Output, 1)}
+	err = l.add(ctx, id, lv, func(e *engine.Engine) error {
+		return e.Add(engine.Request{ID: id, Prompt: req.GetPromptTokenIds(), Params: first, HoldKV: true})
+	})
+	if err != nil {
+		return nil, admitErr(err)
+	}
+	var o engine.Output
+	select {
+	case got, ok := <-lv.out:
+		if !ok {
+			return nil, statusOf(lv.err)
+		}
+		o = got
+	case <-ctx.Done():
+		l.abort(id)
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	cfg := l.e.Model().Config()
+	resp := &tandemv1.PrefillResponse{
+		RequestId: id, TokenId: o.Token, Logprobs: tokenLogprobs(&o),
+		Timing:    &tandemv1.TokenTiming{SinceStartUs: lv.done.Sub(recv).Microseconds(), SincePreviousUs: lv.done.Sub(recv).Microseconds()},
+		QueueUs:   lv.start.Sub(recv).Microseconds(),
+		ComputeUs: lv.done.Sub(lv.start).Microseconds(),
+		Kv: &tandemv1.KVHandle{
+			RequestId: id, Attempt: max(req.GetAttempt(), 1), SourceGroup: l.w.opts.Group,
+			SourceTp: int32(len(l.ranks)), NumTokens: int32(len(req.GetPromptTokenIds())),
+			NumLayers: int32(cfg.Layers), Dtype: tandemv1.DataType_DATA_TYPE_FLOAT32,
+		},
+	}
+	switch {
+	case o.FinishReason == engine.FinishStop:
+		resp.FinishReason = tandemv1.FinishReason_FINISH_REASON_STOP
+	case params.MaxTokens == 1:
+		resp.FinishReason = tandemv1.FinishReason_FINISH_REASON_LENGTH
+	}
+	if resp.FinishReason != tandemv1.FinishReason_FINISH_REASON_UNSPECIFIED {
+		l.abort(id) // releases the held KV: nothing follows
+		return resp, nil
+	}
+	l.startSend(resp.Kv, req.GetDestination())
+	return resp, nil
+}
+
+// startSend pushes a held prefill's KV from every rank of the group to
+// the decode group, then releases the blocks. It outlives the Prefill
+// call, which returns at the first token.
+func (l *leader) startSend(kv *tandemv1.KVHandle, dest *tandemv1.KVDestination) {
+	id := kv.GetRequestId()
+	ctx, cancel := context.WithTimeout(context.Background(), l.w.opts.KVTimeout)
+	l.track(l.sending, id, cancel)
+	go func() {
+		defer cancel()
+		defer l.untrack(l.sending, id)
+		var held engine.HeldKV
+		err := l.do(ctx, func(e *engine.Engine) error {
+			h, ok := e.Held(id)
+			if !ok {
+				return fmt.Errorf("%w: %q holds no KV", engine.ErrNotFound, id)
+			}
+			held = h
+			return nil
+		})
+		if err != nil {
+			return // aborted before the push began
+		}
+		send := &tandemv1.SendKVRequest{Kv: kv, Blocks: held.Blocks, Destination: dest}
+		err = forEachRank(ctx, l.ranks, func(ctx context.Context, r rankAPI) error {
+			_, err := r.SendKV(ctx, send)
+			return err
+		})
+		if err != nil {
+			l.w.log.Warn("KV transfer failed; the decode group will recompute the prompt", "request", id, "err", err)
+		}
+		l.abort(id) // releases the held blocks
+	}()
+}
+
+// forEachRank calls f on every rank at once and joins their errors.
+func forEachRank(ctx context.Context, ranks []rankAPI, f func(context.Context, rankAPI) error) error {
+	errs := make([]error, len(ranks))
+	var wg sync.WaitGroup
+	for i, r := range ranks {
+		wg.Go(func() {
+			if err := f(ctx, r); err != nil {
+				errs[i] = fmt.Errorf("rank %d: %w", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (l *leader) Decode(req *tandemv1.DecodeRequest, stream tandemv1.Worker_DecodeServer) error {
+	recv := time.Now()
+	ctx := stream.Context()
+	if err := l.requireRole(roleDecode); err != nil {
+		return err
+	}
+	id, prompt := req.GetRequestId(), req.GetPromptTokenIds()
+	if err := checkRequest(id, prompt); err != nil {
+		return err
+	}
+	cfg := l.e.Model().Config()
+	if err := checkHandle(req.GetKv(), len(prompt), cfg.Layers); err != nil {
+		return err
+	}
+	params, err := samplingParams(req.GetSampling())
+	if err != nil {
+		return err
+	}
+	if params.MaxTokens < 2 {
+		return status.Errorf(codes.InvalidArgument, "sampling.max_tokens %d: a decode needs at least 2 (the first token came from prefill)", params.MaxTokens)
+	}
+	loaded, err := l.receiveKV(ctx, id, req.GetKv())
+	if err != nil {
+		return err
+	}
+	kvWait := time.Since(recv)
+	lv := &live{out: make(chan engine.Output, params.MaxTokens+1)}
+	ereq := engine.Request{ID: id, Prompt: prompt, Params: params}
+	err = l.add(ctx, id, lv, func(e *engine.Engine) error {
+		err := e.AddPrefilled(ereq, req.GetFirstTokenId(), loaded)
+		if err != nil && loaded {
+			_ = e.Release(id)
+		}
+		return err
+	})
+	if err != nil {
+		if loaded && ctx.Err() != nil {
+			l.abort(id)
+		}
+		return admitErr(err)
+	}
+	first := true
+	return l.stream(ctx, id, lv, len(prompt), 1, recv, func(o *engine.Output, t *tandemv1.TokenTiming, fin bool, usage *tandemv1.Usage) error {
+		msg := &tandemv1.DecodeResponse{}
+		if o != nil {
+			msg.TokenIds = []int32{o.Token}
+			msg.Timings = []*tandemv1.TokenTiming{t}
+			if lp := tokenLogprobs(o); lp != nil {
+				msg.Logprobs = []*tandemv1.TokenLogprobs{lp}
+			}
+			msg.FinishReason = finishReason(o.FinishReason)
+		}
+		if first {
+			msg.RequestId, msg.KvWaitUs, first = id, kvWait.Microseconds(), false
+		}
+		if fin {
+			msg.RequestId, msg.Usage = id, usage
+		}
+		return stream.Send(msg)
+	})
+}
+
+// receiveKV reserves blocks for a request's KV and has every rank load its
+// share as it arrives. It reports false (recompute the prompt) when the
+// pool has no room or the transfer failed; errors are for the caller.
+func (l *leader) receiveKV(ctx context.Context, id string, kv *tandemv1.KVHandle) (bool, error) {
+	var held engine.HeldKV
+	err := l.do(ctx, func(e *engine.Engine) error {
+		h, err := e.Reserve(id, int(kv.GetNumTokens()))
+		held = h
+		return err
+	})
+	switch {
+	case errors.Is(err, engine.ErrOutOfBlocks):
+		l.dropKV(id)
+		return false, nil
+	case err != nil:
+		return false, admitErr(err)
+	}
+	lctx, cancel := context.WithTimeout(ctx, l.w.opts.KVTimeout)
+	defer cancel()
+	l.track(l.loading, id, cancel)
+	defer l.untrack(l.loading, id)
+	load := &tandemv1.LoadKVRequest{Kv: kv, Blocks: held.Blocks}
+	err = forEachRank(lctx, l.ranks, func(ctx context.Context, r rankAPI) error {
+		_, err := r.LoadKV(ctx, load)
+		return err
+	})
+	if err == nil {
+		return true, nil
+	}
+	l.dropKV(id)
+	_ = l.do(context.Background(), func(e *engine.Engine) error { return e.Release(id) })
+	if ctx.Err() != nil {
+		return false, status.FromContextError(ctx.Err()).Err()
+	}
+	l.w.log.Warn("KV did not arrive; recomputing the prompt", "request", id, "err", err)
+	return false, nil
+}
+
+func (l *leader) dropKV(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = forEachRank(ctx, l.ranks, func(ctx context.Context, r rankAPI) error {
+		_, err := r.DropKV(ctx, &tandemv1.DropKVRequest{RequestId: id})
+		return err
+	})
+}
+
+func (l *leader) Generate(req *tandemv1.WorkerGenerateRequest, stream tandemv1.Worker_GenerateServer) error {
+	recv := time.Now()
+	ctx := stream.Context()
+	if err := l.requireRole(roleUnified); err != nil {
+		return err
+	}
+	id, prompt := req.GetRequestId(), req.GetPromptTokenIds()
+	if err := checkRequest(id, prompt); err != nil {
+		return err
+	}
+	params, err := samplingParams(req.GetSampling())
+	if err != nil {
+		return err
+	}
+	lv := &live{out: make(chan engine.Output, params.MaxTokens+1)}
+	err = l.add(ctx, id, lv, func(e *engine.Engine) error {
+		return e.Add(engine.Request{ID: id, Prompt: prompt, Params: params})
+	})
+	if err != nil {
+		return admitErr(err)
+	}
+	first := true
+	return l.stream(ctx, id, lv, len(prompt), 0, recv, func(o *engine.Output, t *tandemv1.TokenTiming, fin bool, usage *tandemv1.Usage) error {
+		msg := &tandemv1.WorkerGenerateResponse{}
+		if o != nil {
+			msg.TokenIds = []int32{o.Token}
+			msg.Timings = []*tandemv1.TokenTiming{t}
+			if lp := tokenLogprobs(o); lp != nil {
+				msg.Logprobs = []*tandemv1.TokenLogprobs{lp}
+			}
+			msg.FinishReason = finishReason(o.FinishReason)
+		}
+		if first {
+			msg.RequestId, first = id, false
+		}
+		if fin {
+			msg.RequestId, msg.Usage = id, usage
+		}
+		return stream.Send(msg)
+	})
+}
+
+// stream forwards a request's outputs until it finishes, the client goes
+// away (abort) or the group fails (UNAVAILABLE). before counts tokens
+// generated elsewhere (the prefill's first token).
+func (l *leader) stream(ctx context.Context, id string, lv *live, prompt, before int, recv time.Time,
+	send func(o *engine.Output, t *tandemv1.TokenTiming, fin bool, usage *tandemv1.Usage) error) error {
+	t := timing{start: recv, prev: recv}
+	for {
+		select {
+		case o, ok := <-lv.out:
+			if !ok {
+				return statusOf(lv.err)
+			}
+			fin := o.FinishReason != ""
+			usage := &tandemv1.Usage{PromptTokens: int32(prompt), CompletionTokens: int32(o.Index + 1)}
+			if err := send(&o, t.next(time.Now()), fin, usage); err != nil {
+				l.abort(id)
+				return err
+			}
+			if fin {
+				return nil
+			}
+		case <-ctx.Done():
+			l.abort(id)
+			return status.FromContextError(ctx.Err()).Err()
+		}
+	}
+}
+
+func (l *leader) Abort(_ context.Context, req *tandemv1.AbortRequest) (*tandemv1.AbortResponse, error) {
+	id := req.GetRequestId()
+	if id == "" {
+		return nil, status.Error(codes.InvalidArgument, "request_id: required")
+	}
+	kv := l.cancelKV(id)
+	aborted := l.abort(id)
+	l.dropKV(id)
+	if aborted || kv {
+		l.w.log.Debug("aborted", "request", id, "reason", req.GetReason())
+	}
+	return &tandemv1.AbortResponse{Aborted: aborted || kv}, nil
+}
+
+func (l *leader) Stats(ctx context.Context, _ *tandemv1.StatsRequest) (*tandemv1.StatsResponse, error) {
+	resp := &tandemv1.StatsResponse{
+		Group: l.w.opts.Group, Role: roleEnum(l.w.opts.Role), Tp: int32(len(l.ranks)), Model: l.w.opts.ModelName,
+		KvBlockSize: int32(l.e.BlockSize()),
+	}
+	err := l.do(ctx, func(e *engine.Engine) error {
+		free, total := e.KVBlocks()
+		ld := e.Load()
+		resp.KvBlocksFree, resp.KvBlocksTotal = int32(free), int32(total)
+		resp.RunningRequests, resp.WaitingRequests = int32(ld.Running), int32(ld.Waiting)
+		resp.PendingPrefillTokens = int64(ld.PendingPrefillTokens)
+		return nil
+	})
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	return resp, nil
+}
+
+func roleEnum(role string) tandemv1.Role {
+	switch role {
+	case rolePrefill:
+		return tandemv1.Role_ROLE_PREFILL
+	case roleDecode:
+		return tandemv1.Role_ROLE_DECODE
+	case roleUnified:
+		return tandemv1.Role_ROLE_UNIFIED
+	}
+	return tandemv1.Role_ROLE_UNSPECIFIED
+}

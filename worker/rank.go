@@ -1,0 +1,144 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/kvtransfer"
+	"github.com/tandemllm/tandem/parallel"
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+)
+
+// rankServer moves this rank's share of requests' KV (the Rank service).
+// It touches the engine only through ReadKV and WriteKV on blocks no step
+// uses, so it runs beside Step and Follow.
+type rankServer struct {
+	tandemv1.UnimplementedRankServer
+	e        *engine.Engine
+	rank     int
+	tp       int
+	kvHeads  int            // the model's KV heads
+	heads    parallel.Range // global KV heads this rank holds
+	headDim  int
+	layers   int
+	sender   *kvtransfer.Sender
+	receiver *kvtransfer.Receiver // nil on prefill ranks
+}
+
+func newRankServer(e *engine.Engine, role string) *rankServer {
+	m := e.Model()
+	cfg, plan := m.Config(), m.Plan()
+	r := &rankServer{
+		e: e, rank: plan.Rank, tp: plan.TP, kvHeads: cfg.KVHeads, heads: plan.KVHeads(),
+		headDim: cfg.HeadDim, layers: cfg.Layers,
+		sender: kvtransfer.NewSender(kvtransfer.SenderOptions{}),
+	}
+	if role != rolePrefill {
+		r.receiver = kvtransfer.NewReceiver(kvtransfer.ReceiverOptions{
+			Rank: r.rank, Heads: r.heads, HeadDim: r.headDim, Layers: r.layers, MaxTokens: cfg.MaxPositions,
+		})
+	}
+	return r
+}
+
+// engineSource reads a held prefill's KV for kvtransfer.
+type engineSource struct {
+	r      *rankServer
+	blocks []int32
+	tokens int
+}
+
+func (s engineSource) ReadLayer(layer int, heads parallel.Range, dst []float32) error {
+	local := s.r.heads
+	if heads.From < local.From || heads.To > local.To || heads.Len() <= 0 {
+		return fmt.Errorf("worker: rank %d holds KV heads [%d,%d), not [%d,%d)", s.r.rank, local.From, local.To, heads.From, heads.To)
+	}
+	s.r.e.ReadKV(layer, s.blocks, s.tokens, heads.From-local.From, heads.To-local.From, dst)
+	return nil
+}
+
+func (r *rankServer) SendKV(ctx context.Context, req *tandemv1.SendKVRequest) (*tandemv1.SendKVResponse, error) {
+	kv, dest := req.GetKv(), req.GetDestination()
+	if err := checkDestination(dest); err != nil {
+		return nil, err
+	}
+	if err := checkHandle(kv, int(kv.GetNumTokens()), r.layers); err != nil {
+		return nil, err
+	}
+	transfers, err := parallel.KVTransfers(r.kvHeads, r.tp, int(dest.GetTp()))
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	start := time.Now()
+	src := engineSource{r: r, blocks: req.GetBlocks(), tokens: int(kv.GetNumTokens())}
+	var (
+		mu   sync.Mutex
+		out  tandemv1.SendKVResponse
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for _, t := range transfers {
+		if t.From != r.rank {
+			continue
+		}
+		spec := kvtransfer.SendSpec{
+			RequestID: kv.GetRequestId(), Attempt: kv.GetAttempt(),
+			SourceRank: r.rank, DestRank: t.To, DestAddr: dest.GetRankAddresses()[t.To],
+			Layers: r.layers, Tokens: src.tokens, Heads: t.Heads, HeadDim: r.headDim,
+		}
+		wg.Go(func() {
+			st, err := r.sender.Push(ctx, src, spec)
+			mu.Lock()
+			defer mu.Unlock()
+			out.Bytes += st.Bytes
+			out.Retries += int32(st.Retries)
+			if err != nil {
+				errs = append(errs, err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "rank %d: %v", r.rank, err)
+	}
+	out.DurationUs = time.Since(start).Microseconds()
+	return &out, nil
+}
+
+func (r *rankServer) LoadKV(ctx context.Context, req *tandemv1.LoadKVRequest) (*tandemv1.LoadKVResponse, error) {
+	if r.receiver == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "rank %d of a prefill group receives no KV", r.rank)
+	}
+	kv := req.GetKv()
+	if err := checkHandle(kv, int(kv.GetNumTokens()), r.layers); err != nil {
+		return nil, err
+	}
+	tokens := int(kv.GetNumTokens())
+	layers, err := r.receiver.Await(ctx, kvtransfer.Expect{
+		RequestID: kv.GetRequestId(), Attempt: kv.GetAttempt(), Tokens: tokens,
+		SourceTP: int(kv.GetSourceTp()), KVHeads: r.kvHeads, DestTP: r.tp,
+	})
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "rank %d: %v", r.rank, err)
+	}
+	var bytes int64
+	for l, data := range layers {
+		r.e.WriteKV(l, req.GetBlocks(), tokens, 0, r.heads.Len(), data)
+		bytes += int64(len(data)) * 4
+	}
+	return &tandemv1.LoadKVResponse{Bytes: bytes}, nil
+}
+
+func (r *rankServer) DropKV(_ context.Context, req *tandemv1.DropKVRequest) (*tandemv1.DropKVResponse, error) {
+	if r.receiver != nil {
+		r.receiver.Drop(req.GetRequestId())
+	}
+	return &tandemv1.DropKVResponse{}, nil
+}

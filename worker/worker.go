@@ -1,0 +1,256 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tandemllm/tandem/cluster"
+	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/kvtransfer"
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+)
+
+const (
+	rolePrefill = cluster.RolePrefill
+	roleDecode  = cluster.RoleDecode
+	roleUnified = cluster.RoleUnified
+)
+
+// Options configure a worker rank. Zero fields take the documented
+// defaults.
+type Options struct {
+	// Role is cluster.RolePrefill, RoleDecode or RoleUnified.
+	Role string
+	// Group names the rank's group; ModelName is the model id it serves.
+	Group, ModelName string
+	// Model is this rank's shard, loaded; Engine configures the engine Run
+	// makes for it (Comm is required when the model is sharded).
+	Model  *engine.Model
+	Engine engine.Options
+	// Listener is where the rank's gRPC server serves; required.
+	Listener net.Listener
+	// AdvertiseAddr is the address registered for others to dial
+	// (default: the listener's address).
+	AdvertiseAddr string
+	// Etcd registers the rank (role, group, address, KV capacity) under a
+	// lease; nil skips registration, which only a single-rank group in a
+	// test can do without.
+	Etcd *clientv3.Client
+	// LeaseTTL is the registration's lease (default 5s): how long a dead
+	// rank stays visible.
+	LeaseTTL time.Duration
+	// KVTimeout bounds a KV transfer: a decode waits this long for its KV
+	// before recomputing the prompt (default 30s).
+	KVTimeout time.Duration
+	// ShutdownTimeout bounds the graceful stop (default 5s).
+	ShutdownTimeout time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Worker is a running rank.
+type Worker struct {
+	opts Options
+	log  *slog.Logger
+}
+
+// rankAPI is the Rank service as the leader calls it: in process for
+// itself, over gRPC for the others.
+type rankAPI interface {
+	SendKV(context.Context, *tandemv1.SendKVRequest) (*tandemv1.SendKVResponse, error)
+	LoadKV(context.Context, *tandemv1.LoadKVRequest) (*tandemv1.LoadKVResponse, error)
+	DropKV(context.Context, *tandemv1.DropKVRequest) (*tandemv1.DropKVResponse, error)
+}
+
+// remoteRank adapts a Rank client to rankAPI.
+type remoteRank struct{ c tandemv1.RankClient }
+
+func (r remoteRank) SendKV(ctx context.Context, req *tandemv1.SendKVRequest) (*tandemv1.SendKVResponse, error) {
+	return r.c.SendKV(ctx, req)
+}
+
+func (r remoteRank) LoadKV(ctx context.Context, req *tandemv1.LoadKVRequest) (*tandemv1.LoadKVResponse, error) {
+	return r.c.LoadKV(ctx, req)
+}
+
+func (r remoteRank) DropKV(ctx context.Context, req *tandemv1.DropKVRequest) (*tandemv1.DropKVResponse, error) {
+	return r.c.DropKV(ctx, req)
+}
+
+func (o *Options) validate() error {
+	switch {
+	case o.Role != rolePrefill && o.Role != roleDecode && o.Role != roleUnified:
+		return fmt.Errorf("worker: role %q: must be prefill, decode or unified", o.Role)
+	case o.Group == "":
+		return errors.New("worker: group name is required")
+	case o.Model == nil:
+		return errors.New("worker: no model")
+	case o.Listener == nil:
+		return errors.New("worker: no listener")
+	case o.Model.Plan().TP > 1 && o.Etcd == nil:
+		return errors.New("worker: a group of more than one rank needs etcd to find its ranks")
+	}
+	if o.ModelName == "" {
+		o.ModelName = "default"
+	}
+	if o.AdvertiseAddr == "" {
+		o.AdvertiseAddr = o.Listener.Addr().String()
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 5 * time.Second
+	}
+	if o.KVTimeout <= 0 {
+		o.KVTimeout = 30 * time.Second
+	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 5 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Run serves the rank until ctx ends (a clean stop: the leader tells the
+// other ranks to finish, in-flight requests end with UNAVAILABLE) or the
+// group fails. It closes the listener.
+func Run(ctx context.Context, opts Options) error {
+	if err := opts.validate(); err != nil {
+		return err
+	}
+	plan := opts.Model.Plan()
+	w := &Worker{opts: opts, log: opts.Logger.With("group", opts.Group, "rank", plan.Rank)}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var l *leader
+	eopts := opts.Engine
+	if plan.Rank == 0 {
+		l = newLeader(w, nil)
+		user := eopts.OnStep
+		eopts.OnStep = func(rec *engine.StepRecord) {
+			l.onStep(rec)
+			if user != nil {
+				user(rec)
+			}
+		}
+	}
+	e, err := engine.New(opts.Model, eopts)
+	if err != nil {
+		return err
+	}
+	rs := newRankServer(e, opts.Role)
+	defer rs.sender.Close()
+	srv := grpc.NewServer(kvtransfer.ServerOptions()...)
+	tandemv1.RegisterRankServer(srv, rs)
+	if rs.receiver != nil {
+		tandemv1.RegisterKVTransferServer(srv, rs.receiver)
+	}
+	if l != nil {
+		l.e = e
+		tandemv1.RegisterWorkerServer(srv, l)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(opts.Listener) }()
+	defer func() {
+		stopped := make(chan struct{})
+		go func() { srv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(opts.ShutdownTimeout):
+			srv.Stop()
+		}
+	}()
+
+	if opts.Etcd != nil {
+		free, total := e.KVBlocks()
+		_ = free
+		reg, err := cluster.Register(ctx, opts.Etcd, cluster.Registration{
+			Role: opts.Role, Group: opts.Group, Rank: plan.Rank, TP: plan.TP, Addr: opts.AdvertiseAddr,
+			Model: opts.ModelName, KVBlocks: total, KVBlockSize: e.BlockSize(),
+		}, opts.LeaseTTL)
+		if err != nil {
+			return fmt.Errorf("worker: registering rank %d of %s: %w", plan.Rank, opts.Group, err)
+		}
+		defer func() {
+			rctx, rcancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
+			defer rcancel()
+			_ = reg.Close(rctx)
+		}()
+		go func() {
+			select {
+			case <-reg.Lost():
+				w.log.Error("lost the registration lease; stopping")
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
+	w.log.Info("worker serving", "role", opts.Role, "addr", opts.AdvertiseAddr, "tp", plan.TP)
+
+	if l == nil {
+		err := e.Follow(ctx)
+		if errors.Is(err, engine.ErrShutdown) || ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("worker: rank %d of group %s: %w", plan.Rank, opts.Group, err)
+	}
+	ranks, closeRanks, err := dialRanks(ctx, opts, rs)
+	if err != nil {
+		return err
+	}
+	defer closeRanks()
+	l.ranks = ranks
+	runErr := l.run(ctx)
+	if plan.TP > 1 && runErr == nil {
+		sctx, scancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
+		defer scancel()
+		if err := e.Shutdown(sctx); err != nil {
+			w.log.Warn("telling the other ranks to stop", "err", err)
+		}
+	}
+	return runErr
+}
+
+// dialRanks waits for the leader's group to be complete in etcd and
+// connects to every other rank's Rank service.
+func dialRanks(ctx context.Context, opts Options, self rankAPI) ([]rankAPI, func(), error) {
+	tp := opts.Model.Plan().TP
+	ranks := []rankAPI{self}
+	if tp == 1 {
+		return ranks, func() {}, nil
+	}
+	m, err := cluster.WatchMembership(ctx, opts.Etcd)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer m.Close()
+	g, err := m.WaitReady(ctx, opts.Group)
+	if err != nil {
+		return nil, nil, fmt.Errorf("worker: waiting for the ranks of %s: %w", opts.Group, err)
+	}
+	var conns []*grpc.ClientConn
+	closeAll := func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	for _, reg := range g.Ranks[1:] {
+		c, err := grpc.NewClient(reg.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("worker: rank %d at %s: %w", reg.Rank, reg.Addr, err)
+		}
+		conns = append(conns, c)
+		ranks = append(ranks, remoteRank{tandemv1.NewRankClient(c)})
+	}
+	return ranks, closeAll, nil
+}
