@@ -1,0 +1,223 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tandemllm/tandem/cluster"
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+)
+
+// Options configure New. Zero fields take the documented defaults.
+type Options struct {
+	// Etcd is the cluster's etcd client, where workers register; required.
+	Etcd *clientv3.Client
+	// ModelDir is the served model's directory, holding config.json and
+	// tokenizer.json; required.
+	ModelDir string
+	// ModelName is the model id served (ListModels, GenerateRequest.model,
+	// the OpenAI "model"); groups serve it when they register this name.
+	// Default: the base name of ModelDir.
+	ModelName string
+	// MaxInFlight bounds the requests admitted (running and queued) at
+	// once; beyond it requests get RESOURCE_EXHAUSTED (HTTP 429) at once.
+	// Default 256.
+	MaxInFlight int
+	// StatsInterval is how often every ready group's Stats are polled for
+	// routing. Default 200ms.
+	StatsInterval time.Duration
+	// Logger receives the coordinator's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Coordinator serves the public APIs of a Tandem cluster: it tokenizes,
+// routes each request to worker groups, streams the tokens back with
+// their text, and tracks every request to its end. It is safe for
+// concurrent use.
+type Coordinator struct {
+	opts    Options
+	log     *slog.Logger
+	model   *modelInfo
+	members *cluster.Membership
+	created time.Time
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+
+	mu       sync.Mutex
+	inflight map[string]struct{}
+	groups   map[string]*groupState
+	conns    map[string]*grpc.ClientConn // by worker address, shared by groups
+}
+
+// New loads the model's tokenizer and config.json, starts watching the
+// cluster's membership and polling the groups' load. ctx bounds only the
+// start; Close stops the coordinator.
+func New(ctx context.Context, opts Options) (*Coordinator, error) {
+	if opts.Etcd == nil {
+		return nil, errors.New("coordinator: Options.Etcd is required")
+	}
+	if opts.ModelDir == "" {
+		return nil, errors.New("coordinator: Options.ModelDir is required")
+	}
+	if opts.ModelName == "" {
+		opts.ModelName = filepath.Base(filepath.Clean(opts.ModelDir))
+	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = 256
+	}
+	if opts.StatsInterval <= 0 {
+		opts.StatsInterval = 200 * time.Millisecond
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	m, err := loadModel(opts.ModelDir, opts.ModelName)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: %w", err)
+	}
+	// The background work outlives ctx, which bounds only the start.
+	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
+	members, err := watchMembership(ctx, bg, opts.Etcd)
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("coordinator: watching membership: %w", err)
+	}
+	c := &Coordinator{
+		opts:     opts,
+		log:      opts.Logger.With("component", "coordinator"),
+		model:    m,
+		members:  members,
+		created:  time.Now(),
+		stop:     stop,
+		inflight: make(map[string]struct{}),
+		groups:   make(map[string]*groupState),
+		conns:    make(map[string]*grpc.ClientConn),
+	}
+	c.sync(bg, members.Groups())
+	c.wg.Go(func() { c.watch(bg) })
+	c.wg.Go(func() { c.pollStats(bg) })
+	return c, nil
+}
+
+// watchMembership starts the watch under bg, so that it lives until
+// Close, while ctx still bounds the wait for its first snapshot.
+func watchMembership(ctx, bg context.Context, cli *clientv3.Client) (*cluster.Membership, error) {
+	wctx, cancel := context.WithCancel(bg)
+	stopBound := context.AfterFunc(ctx, cancel)
+	m, err := cluster.WatchMembership(wctx, cli)
+	if !stopBound() {
+		// ctx ended during the start and cancelled the watch.
+		if err == nil {
+			m.Close()
+		}
+		return nil, ctx.Err()
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Register registers the Generation service on s.
+func (c *Coordinator) Register(s *grpc.Server) {
+	tandemv1.RegisterGenerationServer(s, generationServer{c: c})
+}
+
+// Close stops watching the cluster and polling, and closes the
+// connections to workers; requests still running fail.
+func (c *Coordinator) Close() {
+	c.stop()
+	c.members.Close()
+	c.wg.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, g := range c.groups {
+		g.leave(errors.New("coordinator closed"))
+	}
+	clear(c.groups)
+	for addr, cc := range c.conns {
+		cc.Close()
+		delete(c.conns, addr)
+	}
+}
+
+// generationServer adapts the Coordinator to the generated service
+// interface, keeping the Unimplemented embedding out of the public type.
+type generationServer struct {
+	tandemv1.UnimplementedGenerationServer
+	c *Coordinator
+}
+
+func (s generationServer) Generate(req *tandemv1.GenerateRequest, stream grpc.ServerStreamingServer[tandemv1.GenerateResponse]) error {
+	return s.c.generate(stream.Context(), req, false, stream.Send)
+}
+
+func (s generationServer) ListModels(context.Context, *tandemv1.ListModelsRequest) (*tandemv1.ListModelsResponse, error) {
+	return s.c.listModels(), nil
+}
+
+func (s generationServer) Health(context.Context, *tandemv1.HealthRequest) (*tandemv1.HealthResponse, error) {
+	return s.c.health(), nil
+}
+
+func (c *Coordinator) listModels() *tandemv1.ListModelsResponse {
+	return &tandemv1.ListModelsResponse{Models: []*tandemv1.Model{{
+		Id:            c.model.name,
+		OwnedBy:       "tandem",
+		ContextLength: int32(c.model.maxPositions),
+		Created:       timestamppb.New(c.created),
+	}}}
+}
+
+// health counts the registered and ready groups of every role (of any
+// model) and says whether this coordinator's model can be served.
+func (c *Coordinator) health() *tandemv1.HealthResponse {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	roles := []tandemv1.Role{tandemv1.Role_ROLE_PREFILL, tandemv1.Role_ROLE_DECODE, tandemv1.Role_ROLE_UNIFIED}
+	counts := make(map[tandemv1.Role]*tandemv1.RoleGroups)
+	for _, g := range c.groups {
+		r := roleOf(g.group.Role)
+		rg := counts[r]
+		if rg == nil {
+			rg = &tandemv1.RoleGroups{Role: r}
+			counts[r] = rg
+		}
+		rg.Total++
+		if g.group.Ready() {
+			rg.Ready++
+		}
+	}
+	resp := &tandemv1.HealthResponse{Status: tandemv1.ServingStatus_SERVING_STATUS_SERVING}
+	for _, r := range roles {
+		if rg := counts[r]; rg != nil {
+			resp.Groups = append(resp.Groups, rg)
+		}
+	}
+	if err := c.servable(); err != nil {
+		resp.Status, resp.Message = tandemv1.ServingStatus_SERVING_STATUS_NOT_SERVING, err.Error()
+	}
+	return resp
+}
+
+func roleOf(role string) tandemv1.Role {
+	switch role {
+	case cluster.RolePrefill:
+		return tandemv1.Role_ROLE_PREFILL
+	case cluster.RoleDecode:
+		return tandemv1.Role_ROLE_DECODE
+	case cluster.RoleUnified:
+		return tandemv1.Role_ROLE_UNIFIED
+	}
+	return tandemv1.Role_ROLE_UNSPECIFIED
+}

@@ -1,0 +1,87 @@
+// Package coordinator is the coordinator process's logic: the public gRPC
+// Generation service (proto/tandem/v1/generation.proto), the
+// OpenAI-compatible HTTP API, routing of requests to worker groups, and
+// the lifecycle of every request.
+//
+// # Requests
+//
+// Both APIs take one path. A request is validated (errors are
+// INVALID_ARGUMENT, or HTTP 400, and name the field), its text prompt is
+// tokenized, and it is admitted if fewer than Options.MaxInFlight are
+// (else RESOURCE_EXHAUSTED / HTTP 429 at once). An unknown model is
+// INVALID_ARGUMENT naming `model`, not NOT_FOUND, so that every bad field
+// gets the same code. The first message of the stream carries the
+// request id as soon as the request is admitted and routed.
+//
+// Workers neither detokenize nor apply stop strings: the coordinator
+// decodes tokens incrementally (never half a UTF-8 character, special
+// tokens left out), holds back text that could still grow into a stop
+// string, and when one appears cuts the text before it, aborts the
+// request on the group still running it and ends with FINISH_REASON_STOP.
+// The token completing the stop string is the last token returned.
+// It also fills the text and bytes of log-probability entries.
+//
+// A request ends early when the client cancels (or its deadline passes),
+// when GenerateRequest.timeout passes (FINISH_REASON_TIMEOUT with the
+// tokens so far), or when its group fails: a worker stream that breaks
+// with UNAVAILABLE, or a group that leaves the cluster, ends the request
+// with UNAVAILABLE naming the group. Other worker errors are passed on
+// with their code before any token was sent, and as FINISH_REASON_ERROR
+// after. Whatever the end, every group that may still hold the request is
+// sent Worker.Abort on a fresh context.
+//
+// # Routing
+//
+// Groups come from the cluster's membership in etcd; a group is routed to
+// only when all its ranks have joined, it serves the model (its
+// registered model is ModelName, or a path of that base name), and its
+// last Stats call answered. Every ready group's Stats are polled each
+// StatsInterval. When a prefill and a decode group are ready, requests
+// are disaggregated: the prefill group with the fewest pending prompt
+// tokens (its last Stats plus the prompt tokens sent since that poll and
+// not yet answered) computes the prompt and streams its KV to the decode
+// group with the most free KV blocks (its last Stats minus the blocks of
+// requests routed since that poll, counting the prompt and one token;
+// ties to the fewest running requests), which then generates the rest.
+// Otherwise the unified group with the fewest running and waiting
+// requests runs the whole request. Ties between equal groups go to the
+// first by name. Connections are made once per worker address and closed
+// when no group uses the address any more.
+//
+// # OpenAI API
+//
+// POST /v1/completions and /v1/chat/completions accept OpenAI's
+// parameters: model, prompt (a string, token ids, or a one-element array
+// of either) or messages, max_tokens (chat also max_completion_tokens),
+// temperature (default 1), top_p (default 1), seed, stop (a string or an
+// array), n (only 1), stream with stream_options.include_usage, and
+// logprobs (completions: an integer of top alternatives; chat: a boolean
+// with top_logprobs). vLLM's extensions top_k (-1 for all), ignore_eos
+// and stop_token_ids are accepted too. max_tokens defaults to 16 for
+// completions and to the rest of the context for chat, as in vLLM.
+// Parameters Tandem cannot honour (echo, suffix, best_of above 1,
+// non-zero penalties, logit_bias, tools, response formats other than
+// text) are refused with 400, never silently dropped; unknown ones are
+// ignored, as OpenAI's API does. Streams are server-sent events
+// ("data: {...}\n\n", ending with "data: [DONE]\n\n"); their headers go
+// out with the first output, so a failure before it still gets an HTTP
+// status. Errors are OpenAI's JSON ({"error": {"message", "type",
+// "param", "code"}}): 400 for bad input, 404 for unknown routes, 429 when
+// the coordinator is full, 503 when no group can serve. GET /v1/models
+// lists the model and GET /healthz answers 200 when the cluster can serve
+// it and 503 otherwise.
+//
+// # Chat template
+//
+// Chat messages (roles system, developer, user, assistant, tool; content a
+// string or text parts) are rendered with one of two fixed templates. If
+// the tokenizer has Llama-3's header tokens (<|start_header_id|>,
+// <|end_header_id|>, <|eot_id|>), Llama-3's format is used, the prompt
+// tokenized without added special tokens, and <|eot_id|> ends the reply:
+//
+//	<|begin_of_text|><|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>...
+//	<|start_header_id|>assistant<|end_header_id|>\n\n
+//
+// Otherwise each message is a line "{role}: {content}\n" and the prompt
+// ends with "assistant:", tokenized with the tokenizer's special tokens.
+package coordinator

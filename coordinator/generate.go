@@ -1,0 +1,311 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+)
+
+// abortTimeout bounds a Worker.Abort call, made on a fresh context since
+// the request's own has usually ended.
+const abortTimeout = 5 * time.Second
+
+// errTimeout is the cause of a request's end when its
+// GenerateRequest.timeout passes.
+var errTimeout = errors.New("request timeout passed")
+
+// generate runs one request from validation to its last message: the
+// path both the gRPC and the HTTP APIs take. send receives the messages
+// of GenerateResponse's stream. Errors are gRPC statuses; invalid
+// requests are *fieldError, which are INVALID_ARGUMENT statuses too.
+// fillMaxTokens: see modelInfo.prepare.
+func (c *Coordinator) generate(ctx context.Context, req *tandemv1.GenerateRequest, fillMaxTokens bool, send func(*tandemv1.GenerateResponse) error) error {
+	arrival := time.Now()
+	p, err := c.model.prepare(req, fillMaxTokens)
+	if err != nil {
+		return err
+	}
+	if p.id == "" {
+		p.id = rand.Text()
+	}
+	release, err := c.admit(p.id)
+	if err != nil {
+		return err
+	}
+	defer release()
+	rt, err := c.pickRoute(len(p.prompt))
+	if err != nil {
+		return err
+	}
+	if err := send(&tandemv1.GenerateResponse{RequestId: p.id}); err != nil {
+		return err
+	}
+
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if p.timeout > 0 {
+		t := time.AfterFunc(time.Until(arrival.Add(p.timeout)), func() { cancel(errTimeout) })
+		defer t.Stop()
+	}
+	for _, g := range rt.groups() {
+		// A group leaving the cluster ends its requests at once, whatever
+		// its connection says.
+		defer context.AfterFunc(g.ctx, func() { cancel(context.Cause(g.ctx)) })()
+	}
+	r := &request{
+		c: c, p: p, arrival: arrival, last: arrival,
+		client: ctx, ctx: runCtx, cancel: cancel, send: send,
+		text: newTextStream(c.model.tok, p.sampling.Stop),
+	}
+	defer r.abortPending("request ended")
+	if rt.unified != nil {
+		return r.runUnified(rt.unified)
+	}
+	return r.runDisaggregated(rt)
+}
+
+// admit counts a request in flight, refusing it when MaxInFlight are
+// already admitted or its id is in use.
+func (c *Coordinator) admit(id string) (release func(), err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, dup := c.inflight[id]; dup {
+		return nil, status.Errorf(codes.AlreadyExists, "request_id: a request with id %q is in flight", id)
+	}
+	if len(c.inflight) >= c.opts.MaxInFlight {
+		return nil, status.Errorf(codes.ResourceExhausted, "coordinator has %d requests in flight, its limit; retry later", len(c.inflight))
+	}
+	c.inflight[id] = struct{}{}
+	return func() {
+		c.mu.Lock()
+		delete(c.inflight, id)
+		c.mu.Unlock()
+	}, nil
+}
+
+// request is one admitted request while it runs on workers.
+type request struct {
+	c       *Coordinator
+	p       *prepared
+	arrival time.Time
+	last    time.Time // when the previous token reached the coordinator
+	client  context.Context
+	ctx     context.Context // the worker calls': ends with client, timeout or group
+	cancel  context.CancelCauseFunc
+	send    func(*tandemv1.GenerateResponse) error
+	text    *textStream
+	tokens  int32 // tokens sent to the client
+	// pending are the groups that may still hold the request; they are
+	// aborted when it ends before they report its end.
+	pending []*groupState
+}
+
+func (r *request) runUnified(g *groupState) error {
+	r.pending = []*groupState{g}
+	stream, err := g.client.Generate(r.ctx, &tandemv1.WorkerGenerateRequest{
+		RequestId: r.p.id, PromptTokenIds: r.p.prompt, Sampling: r.p.sampling,
+	})
+	if err != nil {
+		return r.fail(g, err)
+	}
+	return relay(r, g, stream.Recv)
+}
+
+func (r *request) runDisaggregated(rt route) error {
+	pre, dec := rt.prefill, rt.decode
+	// The decode group may hold KV as soon as the prefill starts.
+	r.pending = []*groupState{pre, dec}
+	resp, err := pre.client.Prefill(r.ctx, &tandemv1.PrefillRequest{
+		RequestId: r.p.id, PromptTokenIds: r.p.prompt, Sampling: r.p.sampling,
+		Destination: dec.destination(), Attempt: 1,
+	})
+	r.c.answered(rt.prefillSent)
+	if err != nil {
+		return r.fail(pre, err)
+	}
+	r.done(pre)
+	var lps []*tandemv1.TokenLogprobs
+	if resp.Logprobs != nil {
+		lps = append(lps, resp.Logprobs)
+	}
+	msg, stopped := r.batch([]int32{resp.TokenId}, lps)
+	switch {
+	case stopped:
+		return r.finish(msg, tandemv1.FinishReason_FINISH_REASON_STOP, "")
+	case resp.FinishReason != tandemv1.FinishReason_FINISH_REASON_UNSPECIFIED:
+		// No Decode follows; the decode group is aborted to drop the KV
+		// it received.
+		return r.finish(msg, resp.FinishReason, "")
+	}
+	if err := r.emit(msg); err != nil {
+		return err
+	}
+	stream, err := dec.client.Decode(r.ctx, &tandemv1.DecodeRequest{
+		RequestId: r.p.id, PromptTokenIds: r.p.prompt, FirstTokenId: resp.TokenId,
+		Sampling: r.p.sampling, Kv: resp.Kv,
+	})
+	if err != nil {
+		return r.fail(dec, err)
+	}
+	return relay(r, dec, stream.Recv)
+}
+
+// workerMessage is what DecodeResponse and WorkerGenerateResponse share.
+type workerMessage interface {
+	GetTokenIds() []int32
+	GetLogprobs() []*tandemv1.TokenLogprobs
+	GetFinishReason() tandemv1.FinishReason
+	GetErrorMessage() string
+}
+
+// relay passes a worker's token stream on to the client until the request
+// ends.
+func relay[M workerMessage](r *request, g *groupState, recv func() (M, error)) error {
+	for {
+		m, err := recv()
+		if err != nil {
+			return r.fail(g, err)
+		}
+		msg, stopped := r.batch(m.GetTokenIds(), m.GetLogprobs())
+		fin := m.GetFinishReason()
+		if fin != tandemv1.FinishReason_FINISH_REASON_UNSPECIFIED {
+			r.done(g)
+		}
+		switch {
+		case stopped:
+			return r.finish(msg, tandemv1.FinishReason_FINISH_REASON_STOP, "")
+		case fin != tandemv1.FinishReason_FINISH_REASON_UNSPECIFIED:
+			return r.finish(msg, fin, m.GetErrorMessage())
+		}
+		if err := r.emit(msg); err != nil {
+			return err
+		}
+	}
+}
+
+// batch turns tokens a worker sent into a client message, one token at a
+// time so that a stop string ends the request at the token completing it.
+func (r *request) batch(ids []int32, lps []*tandemv1.TokenLogprobs) (msg *tandemv1.GenerateResponse, stopped bool) {
+	now := time.Now()
+	msg = &tandemv1.GenerateResponse{}
+	for i, id := range ids {
+		delta, stop := r.text.add(id)
+		msg.TokenIds = append(msg.TokenIds, id)
+		msg.Text += delta
+		msg.Timings = append(msg.Timings, &tandemv1.TokenTiming{
+			SinceStartUs:    now.Sub(r.arrival).Microseconds(),
+			SincePreviousUs: now.Sub(r.last).Microseconds(),
+		})
+		r.last = now
+		if r.p.sampling.Logprobs && i < len(lps) {
+			msg.Logprobs = append(msg.Logprobs, r.c.model.fillLogprobs(lps[i]))
+		}
+		r.tokens++
+		if stop {
+			return msg, true
+		}
+	}
+	return msg, false
+}
+
+// emit sends msg unless it carries nothing.
+func (r *request) emit(msg *tandemv1.GenerateResponse) error {
+	if len(msg.TokenIds) == 0 && msg.Text == "" {
+		return nil
+	}
+	return r.send(msg)
+}
+
+// finish ends the request with msg as its last message: the text held
+// back is released, groups that still hold the request are aborted
+// first, then the message goes out with the finish reason and usage.
+func (r *request) finish(msg *tandemv1.GenerateResponse, reason tandemv1.FinishReason, errMsg string) error {
+	delta, stopped := r.text.finish()
+	msg.Text += delta
+	if stopped {
+		reason, errMsg = tandemv1.FinishReason_FINISH_REASON_STOP, ""
+	}
+	r.cancel(errors.New("request finished"))
+	r.abortPending(reason.String())
+	msg.RequestId = r.p.id
+	msg.FinishReason = reason
+	msg.ErrorMessage = errMsg
+	msg.Usage = &tandemv1.Usage{PromptTokens: int32(len(r.p.prompt)), CompletionTokens: r.tokens}
+	return r.send(msg)
+}
+
+// done notes that g reported the request's end (or, for a prefill group,
+// handed it on), so it need not be aborted.
+func (r *request) done(g *groupState) {
+	for i, p := range r.pending {
+		if p == g {
+			r.pending = append(r.pending[:i], r.pending[i+1:]...)
+			return
+		}
+	}
+}
+
+// abortPending aborts the request on every group that may still hold it,
+// on a fresh context since the request's own has usually ended.
+func (r *request) abortPending(reason string) {
+	if len(r.pending) == 0 {
+		return
+	}
+	r.cancel(errors.New("request ended"))
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.client), abortTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, g := range r.pending {
+		wg.Go(func() {
+			if _, err := g.client.Abort(ctx, &tandemv1.AbortRequest{RequestId: r.p.id, Reason: reason}); err != nil {
+				r.c.log.Debug("abort failed", "request", r.p.id, "group", g.name, "err", err)
+			}
+		})
+	}
+	wg.Wait()
+	r.pending = nil
+}
+
+// fail ends the request after a worker call on g returned err.
+func (r *request) fail(g *groupState, err error) error {
+	if r.ctx.Err() != nil {
+		return r.ended()
+	}
+	if errors.Is(err, io.EOF) {
+		err = status.Error(codes.Internal, "the worker ended the stream without a finish reason")
+	}
+	st := status.Convert(err)
+	switch {
+	case st.Code() == codes.Unavailable:
+		// The worker process is gone (or unreachable): the client learns
+		// at once, whatever was already sent.
+		return status.Errorf(codes.Unavailable, "group %q is unavailable: %s", g.name, st.Message())
+	case r.tokens > 0:
+		return r.finish(&tandemv1.GenerateResponse{}, tandemv1.FinishReason_FINISH_REASON_ERROR,
+			fmt.Sprintf("group %q: %s: %s", g.name, st.Code(), st.Message()))
+	}
+	return status.Errorf(st.Code(), "group %q: %s", g.name, st.Message())
+}
+
+// ended ends a request whose worker calls were cancelled: by its timeout
+// (a normal end with the tokens so far), by the client, or by its group
+// leaving the cluster.
+func (r *request) ended() error {
+	cause := context.Cause(r.ctx)
+	switch {
+	case errors.Is(cause, errTimeout):
+		return r.finish(&tandemv1.GenerateResponse{}, tandemv1.FinishReason_FINISH_REASON_TIMEOUT, "")
+	case r.client.Err() != nil:
+		return status.FromContextError(r.client.Err()).Err()
+	}
+	return status.Errorf(codes.Unavailable, "%v", cause)
+}

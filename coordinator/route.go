@@ -1,0 +1,401 @@
+package coordinator
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemllm/tandem/cluster"
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+)
+
+// statsTimeout bounds one Stats call; a group that does not answer in
+// time is not routed to until it does.
+const statsTimeout = 2 * time.Second
+
+// defaultBlockSize is the KV block size assumed for a group that has
+// reported none, only to estimate the blocks a request will take.
+const defaultBlockSize = 16
+
+// groupState is the coordinator's view of one registered group. Fields
+// below the line are guarded by Coordinator.mu.
+type groupState struct {
+	name   string
+	addr   string // rank 0's Worker address; "" while rank 0 is missing
+	client tandemv1.WorkerClient
+	// ctx ends when the group leaves the cluster (or re-registers with
+	// another leader) or the coordinator closes; its cause says which.
+	ctx   context.Context
+	leave context.CancelCauseFunc
+
+	group   cluster.Group
+	stats   *tandemv1.StatsResponse // last polled; nil before the first poll
+	polled  time.Time               // when the call that got stats started
+	polling bool
+	failing bool // the last Stats call failed: not routed to
+	sent    []*sent
+}
+
+// sent is one request this coordinator routed to a group. It adjusts the
+// group's load until a poll that started after it answers.
+type sent struct {
+	at       time.Time
+	tokens   int64 // prompt tokens given to a prefill group
+	blocks   int64 // KV blocks the request will take on a decode or unified group
+	answered bool  // the prefill has answered: its tokens are no longer pending
+}
+
+// load is a group's routing input: its last polled Stats adjusted by what
+// this coordinator sent it since that poll.
+type load struct {
+	pendingTokens int64 // prompt tokens not yet prefilled
+	freeBlocks    int64
+	running       int64
+	waiting       int64
+}
+
+// estimate combines a group's last polled stats (nil before the first
+// poll, when the free blocks registered are used) with the requests sent
+// since the poll started.
+func estimate(st *tandemv1.StatsResponse, polled time.Time, sents []*sent, registeredBlocks int64) load {
+	var l load
+	if st != nil {
+		l = load{
+			pendingTokens: st.PendingPrefillTokens,
+			freeBlocks:    int64(st.KvBlocksFree),
+			running:       int64(st.RunningRequests),
+			waiting:       int64(st.WaitingRequests),
+		}
+	} else {
+		l.freeBlocks = registeredBlocks
+	}
+	for _, s := range sents {
+		if s.at.Before(polled) {
+			continue
+		}
+		l.waiting++
+		l.freeBlocks -= s.blocks
+		if !s.answered {
+			l.pendingTokens += s.tokens
+		}
+	}
+	return l
+}
+
+// pickPrefill returns the index of the group with the fewest pending
+// prompt tokens; ties go to the fewest running and waiting requests, then
+// to the first (groups come sorted by name).
+func pickPrefill(ls []load) int {
+	return pick(ls, func(a, b load) int {
+		return cmp.Or(cmp.Compare(a.pendingTokens, b.pendingTokens), cmp.Compare(a.running+a.waiting, b.running+b.waiting))
+	})
+}
+
+// pickDecode returns the index of the group with the most free KV blocks;
+// ties go to the fewest running requests, then the fewest waiting, then
+// the first.
+func pickDecode(ls []load) int {
+	return pick(ls, func(a, b load) int {
+		return cmp.Or(cmp.Compare(b.freeBlocks, a.freeBlocks), cmp.Compare(a.running, b.running), cmp.Compare(a.waiting, b.waiting))
+	})
+}
+
+// pickUnified returns the index of the group with the fewest running and
+// waiting requests; ties go to the most free KV blocks, then the first.
+func pickUnified(ls []load) int {
+	return pick(ls, func(a, b load) int {
+		return cmp.Or(cmp.Compare(a.running+a.waiting, b.running+b.waiting), cmp.Compare(b.freeBlocks, a.freeBlocks))
+	})
+}
+
+// pick returns the index of the first least element of ls under less, or
+// -1 when ls is empty.
+func pick(ls []load, compare func(a, b load) int) int {
+	best := -1
+	for i, l := range ls {
+		if best < 0 || compare(l, ls[best]) < 0 {
+			best = i
+		}
+	}
+	return best
+}
+
+func blocksFor(tokens, blockSize int64) int64 {
+	return (tokens + blockSize - 1) / blockSize
+}
+
+func (g *groupState) blockSize() int64 {
+	if g.stats != nil && g.stats.KvBlockSize > 0 {
+		return int64(g.stats.KvBlockSize)
+	}
+	if r := g.leader(); r.KVBlockSize > 0 {
+		return int64(r.KVBlockSize)
+	}
+	return defaultBlockSize
+}
+
+func (g *groupState) load() load {
+	return estimate(g.stats, g.polled, g.sent, int64(g.leader().KVBlocks))
+}
+
+// leader is rank 0's registration (zero while rank 0 is missing).
+func (g *groupState) leader() cluster.Registration {
+	if len(g.group.Ranks) == 0 {
+		return cluster.Registration{}
+	}
+	return g.group.Ranks[0]
+}
+
+// destination names g as the receiver of a prefill's KV.
+func (g *groupState) destination() *tandemv1.KVDestination {
+	d := &tandemv1.KVDestination{Group: g.name, Tp: int32(g.group.TP)}
+	for _, r := range g.group.Ranks {
+		d.RankAddresses = append(d.RankAddresses, r.Addr)
+	}
+	return d
+}
+
+// route is where one request runs: prefill and decode groups, or a
+// unified group.
+type route struct {
+	prefill, decode, unified *groupState
+	prefillSent              *sent
+}
+
+// groups lists the groups of a route, for aborts.
+func (r route) groups() []*groupState {
+	if r.unified != nil {
+		return []*groupState{r.unified}
+	}
+	return []*groupState{r.prefill, r.decode}
+}
+
+// pickRoute chooses the groups for a request of promptLen tokens and
+// counts it in their load. Disaggregated serving is preferred when both a
+// prefill and a decode group are ready.
+func (c *Coordinator) pickRoute(promptLen int) (route, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var pre, dec, uni []*groupState
+	for _, name := range slices.Sorted(maps.Keys(c.groups)) {
+		g := c.groups[name]
+		if !c.routable(g) {
+			continue
+		}
+		switch g.group.Role {
+		case cluster.RolePrefill:
+			pre = append(pre, g)
+		case cluster.RoleDecode:
+			dec = append(dec, g)
+		case cluster.RoleUnified:
+			uni = append(uni, g)
+		}
+	}
+	now := time.Now()
+	loads := func(gs []*groupState) []load {
+		ls := make([]load, len(gs))
+		for i, g := range gs {
+			ls[i] = g.load()
+		}
+		return ls
+	}
+	switch {
+	case len(pre) > 0 && len(dec) > 0:
+		p, d := pre[pickPrefill(loads(pre))], dec[pickDecode(loads(dec))]
+		ps := &sent{at: now, tokens: int64(promptLen)}
+		p.sent = append(p.sent, ps)
+		d.sent = append(d.sent, &sent{at: now, blocks: blocksFor(int64(promptLen)+1, d.blockSize())})
+		return route{prefill: p, decode: d, prefillSent: ps}, nil
+	case len(uni) > 0:
+		u := uni[pickUnified(loads(uni))]
+		u.sent = append(u.sent, &sent{at: now, blocks: blocksFor(int64(promptLen)+1, u.blockSize())})
+		return route{unified: u}, nil
+	}
+	return route{}, status.Error(codes.Unavailable, c.unservableLocked().Error())
+}
+
+// routable reports whether g may take new requests of this model: all its
+// ranks have joined, its leader answers Stats, it serves the model.
+// Called with c.mu held.
+func (c *Coordinator) routable(g *groupState) bool {
+	return g.client != nil && !g.failing && g.group.Ready() && c.model.serves(g.group.Model)
+}
+
+// servable returns nil when the model can be served now, otherwise an
+// error saying why.
+func (c *Coordinator) servable() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var pre, dec, uni int
+	for _, g := range c.groups {
+		if !c.routable(g) {
+			continue
+		}
+		switch g.group.Role {
+		case cluster.RolePrefill:
+			pre++
+		case cluster.RoleDecode:
+			dec++
+		case cluster.RoleUnified:
+			uni++
+		}
+	}
+	if uni > 0 || pre > 0 && dec > 0 {
+		return nil
+	}
+	return c.unservableLocked()
+}
+
+// unservableLocked describes why no group can take the model's requests.
+func (c *Coordinator) unservableLocked() error {
+	ready := map[string]int{}
+	for _, g := range c.groups {
+		if c.routable(g) {
+			ready[g.group.Role]++
+		}
+	}
+	return fmt.Errorf("no ready group serves model %q (ready groups: %d prefill, %d decode, %d unified)",
+		c.model.name, ready[cluster.RolePrefill], ready[cluster.RoleDecode], ready[cluster.RoleUnified])
+}
+
+// answered marks a prefill as answered, so its tokens no longer count as
+// pending on its group.
+func (c *Coordinator) answered(s *sent) {
+	c.mu.Lock()
+	s.answered = true
+	c.mu.Unlock()
+}
+
+// watch keeps c.groups in step with the cluster's membership.
+func (c *Coordinator) watch(ctx context.Context) {
+	for {
+		changed := c.members.Changed()
+		c.sync(ctx, c.members.Groups())
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
+// sync applies a membership snapshot: new groups get a state, groups that
+// left (or whose leader moved) are cancelled, so requests on them fail at
+// once, and connections no group uses any more are closed.
+func (c *Coordinator) sync(ctx context.Context, groups []cluster.Group) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := make(map[string]bool, len(groups))
+	for _, g := range groups {
+		seen[g.Name] = true
+		st := &groupState{name: g.Name, group: g}
+		addr := st.leader().Addr
+		old := c.groups[g.Name]
+		if old != nil && old.addr == addr && old.group.Role == g.Role && old.group.Model == g.Model && old.group.TP == g.TP {
+			old.group = g
+			continue
+		}
+		if old != nil {
+			old.leave(fmt.Errorf("group %q re-registered with another leader", g.Name))
+		}
+		st.addr = addr
+		st.ctx, st.leave = context.WithCancelCause(ctx)
+		if addr != "" {
+			cc, err := c.conn(addr)
+			if err != nil {
+				c.log.Warn("cannot connect to group", "group", g.Name, "addr", addr, "err", err)
+			} else {
+				st.client = tandemv1.NewWorkerClient(cc)
+			}
+		}
+		c.groups[g.Name] = st
+		c.log.Info("group registered", "group", g.Name, "role", g.Role, "model", g.Model, "tp", g.TP, "ready", g.Ready())
+	}
+	for name, g := range c.groups {
+		if !seen[name] {
+			g.leave(fmt.Errorf("group %q left the cluster", name))
+			delete(c.groups, name)
+			c.log.Info("group left", "group", name)
+		}
+	}
+	inUse := make(map[string]bool)
+	for _, g := range c.groups {
+		inUse[g.addr] = true
+	}
+	for addr, cc := range c.conns {
+		if !inUse[addr] {
+			cc.Close()
+			delete(c.conns, addr)
+		}
+	}
+}
+
+// conn returns the connection to a worker address, dialling it once.
+// Called with c.mu held.
+func (c *Coordinator) conn(addr string) (*grpc.ClientConn, error) {
+	if cc := c.conns[addr]; cc != nil {
+		return cc, nil
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("dialling %s: %w", addr, err)
+	}
+	c.conns[addr] = cc
+	return cc, nil
+}
+
+// pollStats polls every group's Stats each StatsInterval until ctx ends.
+func (c *Coordinator) pollStats(ctx context.Context) {
+	t := time.NewTicker(c.opts.StatsInterval)
+	defer t.Stop()
+	for {
+		c.mu.Lock()
+		var due []*groupState
+		for _, g := range c.groups {
+			if g.client != nil && g.group.Ready() && !g.polling {
+				g.polling = true
+				due = append(due, g)
+			}
+		}
+		c.mu.Unlock()
+		for _, g := range due {
+			c.wg.Go(func() { c.pollGroup(g) })
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Coordinator) pollGroup(g *groupState) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(g.ctx, statsTimeout)
+	st, err := g.client.Stats(ctx, &tandemv1.StatsRequest{})
+	cancel()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g.polling = false
+	if err != nil {
+		if !g.failing && g.ctx.Err() == nil {
+			c.log.Warn("group stats failed; not routing to it until they answer", "group", g.name, "err", err)
+		}
+		g.failing = g.ctx.Err() == nil
+		return
+	}
+	if g.failing {
+		c.log.Info("group stats answer again", "group", g.name)
+	}
+	g.failing = false
+	g.stats, g.polled = st, start
+	g.sent = slices.DeleteFunc(g.sent, func(s *sent) bool { return s.at.Before(start) })
+}
