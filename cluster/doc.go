@@ -4,5 +4,13 @@
 // (rank → collective address or NCCL unique id, under a lease, with a
 // deadline that names the missing ranks).
 //
+// Membership: each worker rank Registers its role, group, rank, TP degree,
+// gRPC address, model and KV pool under KeyPrefix+"members/<group>/<rank>",
+// tied to a kept-alive lease so a crashed worker disappears when the lease
+// expires; a (group, rank) can be held by one live registration only. The
+// coordinator's WatchMembership keeps a live, watch-driven view of every
+// group, reports when a group is ready (all ranks present and consistent),
+// and tolerates malformed entries by counting their rank as missing.
+//
 // It imports nothing of Tandem's; the worker and coordinator use it.
 package cluster

@@ -1,0 +1,467 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+)
+
+// Roles of a worker group.
+const (
+	RolePrefill = "prefill"
+	RoleDecode  = "decode"
+	RoleUnified = "unified"
+)
+
+// ErrRankTaken is wrapped when a (group, rank) is already registered.
+var ErrRankTaken = errors.New("cluster: rank already registered")
+
+// DefaultMemberTTL is the lease TTL Register uses when given 0: a crashed
+// worker disappears from the membership this long after its last
+// keepalive.
+const DefaultMemberTTL = 5 * time.Second
+
+const membersPrefix = KeyPrefix + "members/"
+
+func memberKey(group string, rank int) string {
+	return membersPrefix + group + "/" + strconv.Itoa(rank)
+}
+
+// Registration is one worker rank's entry in etcd.
+type Registration struct {
+	Role        string `json:"role"`          // RolePrefill, RoleDecode or RoleUnified
+	Group       string `json:"group"`         // group name, no '/'
+	Rank        int    `json:"rank"`          // this rank, in [0, TP)
+	TP          int    `json:"tp"`            // the group's rank count
+	Addr        string `json:"addr"`          // host:port of this rank's gRPC server (Worker on rank 0, KVTransfer and internal services on all)
+	Model       string `json:"model"`         // model id served
+	KVBlocks    int    `json:"kv_blocks"`     // KV cache blocks in the pool
+	KVBlockSize int    `json:"kv_block_size"` // token slots per block
+}
+
+// Validate reports the first bad field by its JSON name.
+func (r Registration) Validate() error {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("cluster: registration field %s: %s", field, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case r.Role != RolePrefill && r.Role != RoleDecode && r.Role != RoleUnified:
+		return bad("role", "unknown role %q (want %s, %s or %s)", r.Role, RolePrefill, RoleDecode, RoleUnified)
+	case r.Group == "" || strings.Contains(r.Group, "/"):
+		// The group is one path element of the etcd key.
+		return bad("group", "invalid group name %q (empty or contains '/')", r.Group)
+	case r.TP < 1:
+		return bad("tp", "%d ranks (want at least 1)", r.TP)
+	case r.Rank < 0 || r.Rank >= r.TP:
+		return bad("rank", "rank %d outside a group of %d", r.Rank, r.TP)
+	case r.Addr == "":
+		return bad("addr", "empty")
+	case r.Model == "":
+		return bad("model", "empty")
+	case r.KVBlocks < 0:
+		return bad("kv_blocks", "negative (%d)", r.KVBlocks)
+	case r.KVBlockSize < 0:
+		return bad("kv_block_size", "negative (%d)", r.KVBlockSize)
+	}
+	return nil
+}
+
+// Registered is a live registration; it keeps its lease alive until
+// Close or until the lease is lost.
+type Registered struct {
+	cli   *clientv3.Client
+	lease clientv3.LeaseID
+	stop  context.CancelFunc
+	lost  chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Register validates r, grants a lease of ttl (DefaultMemberTTL when 0;
+// the lease is what makes a crashed worker disappear), puts r under
+// KeyPrefix+"members/<group>/<rank>" with that lease, and keeps the lease
+// alive in the background. A (group, rank) already present returns an
+// error wrapping ErrRankTaken. The keepalive outlives ctx, which bounds
+// only the registration itself.
+func Register(ctx context.Context, cli *clientv3.Client, r Registration, ttl time.Duration) (*Registered, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	if ttl == 0 {
+		ttl = DefaultMemberTTL
+	}
+	if ttl < 0 {
+		return nil, fmt.Errorf("cluster: negative lease TTL %v", ttl)
+	}
+	val, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: encoding registration: %w", err)
+	}
+	// etcd leases count whole seconds; round up so the TTL is never
+	// shorter than asked.
+	secs := int64((ttl + time.Second - 1) / time.Second)
+	grant, err := cli.Grant(ctx, secs)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: lease for %s rank %d: %w", r.Group, r.Rank, err)
+	}
+	key := memberKey(r.Group, r.Rank)
+	// Put only if absent, so two processes cannot both believe they hold
+	// the same rank.
+	txn, err := cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(val), clientv3.WithLease(grant.ID))).
+		Commit()
+	if err != nil {
+		revokeQuietly(cli, grant.ID)
+		return nil, fmt.Errorf("cluster: registering %s rank %d: %w", r.Group, r.Rank, err)
+	}
+	if !txn.Succeeded {
+		revokeQuietly(cli, grant.ID)
+		return nil, fmt.Errorf("%w: group %s rank %d", ErrRankTaken, r.Group, r.Rank)
+	}
+	kctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	ka, err := cli.KeepAlive(kctx, grant.ID)
+	if err != nil {
+		stop()
+		revokeQuietly(cli, grant.ID)
+		return nil, fmt.Errorf("cluster: keepalive for %s rank %d: %w", r.Group, r.Rank, err)
+	}
+	reg := &Registered{cli: cli, lease: grant.ID, stop: stop, lost: make(chan struct{})}
+	go func() {
+		// The client closes ka when the lease expires, is revoked, cannot
+		// be renewed before its deadline, or kctx ends.
+		for range ka {
+		}
+		close(reg.lost)
+	}()
+	return reg, nil
+}
+
+// revokeQuietly undoes a grant on an error path; the lease expires anyway
+// if this fails.
+func revokeQuietly(cli *clientv3.Client, id clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, _ = cli.Revoke(ctx, id)
+}
+
+// Lease is the lease the entry is attached to; other keys of the worker
+// (rendezvous entries) can share it.
+func (r *Registered) Lease() clientv3.LeaseID { return r.lease }
+
+// Lost is closed when the lease can no longer be kept alive (etcd gone,
+// lease revoked or expired), and after Close.
+func (r *Registered) Lost() <-chan struct{} { return r.lost }
+
+// Close revokes the lease, so the entry disappears at once rather than
+// after the TTL, and stops the keepalive. Idempotent; later calls return
+// the first call's error.
+func (r *Registered) Close(ctx context.Context) error {
+	r.closeOnce.Do(func() {
+		r.stop()
+		<-r.lost
+		if r.cli.Ctx().Err() != nil {
+			// A closed client would retry the revoke until ctx ends.
+			r.closeErr = errors.New("cluster: client closed before Close; the entry stays until its lease expires")
+			return
+		}
+		_, err := r.cli.Revoke(ctx, r.lease)
+		// A lease that is already gone (expired, revoked elsewhere) has
+		// nothing left to revoke.
+		var coded interface{ Code() codes.Code }
+		if errors.As(err, &coded) && coded.Code() == codes.NotFound {
+			err = nil
+		}
+		if err != nil {
+			r.closeErr = fmt.Errorf("cluster: revoking lease %x: %w", int64(r.lease), err)
+		}
+	})
+	return r.closeErr
+}
+
+// Group is one worker group as seen in etcd.
+type Group struct {
+	Name, Role, Model string
+	TP                int
+	// Ranks holds the registrations present, indexed by rank (len TP); a
+	// missing rank is the zero Registration (Addr "").
+	Ranks []Registration
+}
+
+// Ready reports whether every rank 0..TP-1 is registered with a role, TP
+// and model consistent with the group's.
+func (g Group) Ready() bool {
+	if g.TP < 1 || len(g.Ranks) != g.TP {
+		return false
+	}
+	for i, r := range g.Ranks {
+		if r.Addr == "" || r.Rank != i || r.Role != g.Role || r.TP != g.TP || r.Model != g.Model {
+			return false
+		}
+	}
+	return true
+}
+
+// Missing lists the ranks not registered.
+func (g Group) Missing() []int {
+	var out []int
+	for i := range g.TP {
+		if i >= len(g.Ranks) || g.Ranks[i].Addr == "" {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// buildGroups turns the raw entries under membersPrefix into groups. Bad
+// entries (unparsable, invalid, key and body disagreeing, or role/tp/model
+// disagreeing with the reference rank) are left out, so their rank reads
+// as missing and the group as not ready, instead of failing the view.
+func buildGroups(entries map[string][]byte) []Group {
+	valid := map[string]map[int]Registration{}
+	for key, val := range entries {
+		name, rankStr, ok := strings.Cut(strings.TrimPrefix(key, membersPrefix), "/")
+		if !ok || name == "" || strings.Contains(rankStr, "/") {
+			continue
+		}
+		if valid[name] == nil {
+			valid[name] = map[int]Registration{}
+		}
+		rank, err := strconv.Atoi(rankStr)
+		if err != nil {
+			continue
+		}
+		var r Registration
+		if json.Unmarshal(val, &r) != nil || r.Validate() != nil || r.Group != name || r.Rank != rank {
+			continue
+		}
+		valid[name][rank] = r
+	}
+	groups := make([]Group, 0, len(valid))
+	for name, regs := range valid {
+		g := Group{Name: name}
+		// Rank 0 defines the group; without it, the lowest rank present
+		// stands in so a partial group still shows its shape.
+		if len(regs) > 0 {
+			ref := regs[slices.Min(slices.Collect(maps.Keys(regs)))]
+			g.Role, g.Model, g.TP = ref.Role, ref.Model, ref.TP
+			g.Ranks = make([]Registration, g.TP)
+			for rank, r := range regs {
+				if rank < g.TP && r.Role == g.Role && r.TP == g.TP && r.Model == g.Model {
+					g.Ranks[rank] = r
+				}
+			}
+		}
+		groups = append(groups, g)
+	}
+	slices.SortFunc(groups, func(a, b Group) int { return strings.Compare(a.Name, b.Name) })
+	return groups
+}
+
+// Membership is a live view of every group, kept current by an etcd watch.
+type Membership struct {
+	cli    *clientv3.Client
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	entries map[string][]byte // key → value under membersPrefix
+	changed chan struct{}     // closed and replaced at each change
+	stopped bool              // the watch has ended; the view is frozen
+}
+
+// WatchMembership loads every registration under KeyPrefix+"members/" and
+// keeps watching, from the revision after the load so no event is missed,
+// until ctx ends or Close. A compacted or broken watch is resumed by a
+// fresh load. Bad entries are ignored (their rank reads as missing).
+func WatchMembership(ctx context.Context, cli *clientv3.Client) (*Membership, error) {
+	entries, rev, err := loadMembers(ctx, cli)
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	m := &Membership{
+		cli:     cli,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		entries: entries,
+		changed: make(chan struct{}),
+	}
+	go m.run(wctx, rev)
+	return m, nil
+}
+
+func loadMembers(ctx context.Context, cli *clientv3.Client) (map[string][]byte, int64, error) {
+	resp, err := cli.Get(ctx, membersPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, fmt.Errorf("cluster: reading membership: %w", err)
+	}
+	entries := make(map[string][]byte, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		entries[string(kv.Key)] = kv.Value
+	}
+	return entries, resp.Header.Revision, nil
+}
+
+func (m *Membership) run(ctx context.Context, rev int64) {
+	defer func() {
+		m.mu.Lock()
+		m.stopped = true
+		close(m.changed)
+		m.mu.Unlock()
+		close(m.done)
+	}()
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		m.watch(ctx, rev)
+		// The watch ended while ctx is live (compaction, lost leader,
+		// closed channel): reload the whole state, since events in the
+		// gap are gone, and resume from there.
+		for ctx.Err() == nil {
+			entries, r, err := loadMembers(ctx, m.cli)
+			if err == nil {
+				m.replace(entries)
+				rev, backoff = r, 50*time.Millisecond
+				break
+			}
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+			backoff = min(2*backoff, 2*time.Second)
+		}
+	}
+}
+
+// watch applies events after rev until the watch fails or ctx ends.
+func (m *Membership) watch(ctx context.Context, rev int64) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// WithRequireLeader ends the watch when the member loses its leader,
+	// instead of silently receiving nothing.
+	wch := m.cli.Watch(clientv3.WithRequireLeader(wctx), membersPrefix,
+		clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	for wr := range wch {
+		if wr.Err() != nil || wr.Canceled {
+			return
+		}
+		m.mu.Lock()
+		dirty := false
+		for _, ev := range wr.Events {
+			key := string(ev.Kv.Key)
+			switch ev.Type {
+			case clientv3.EventTypePut:
+				m.entries[key] = ev.Kv.Value
+				dirty = true
+			case clientv3.EventTypeDelete:
+				if _, ok := m.entries[key]; ok {
+					delete(m.entries, key)
+					dirty = true
+				}
+			}
+		}
+		if dirty {
+			m.signalLocked()
+		}
+		m.mu.Unlock()
+	}
+}
+
+func (m *Membership) replace(entries map[string][]byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !maps.EqualFunc(m.entries, entries, bytes.Equal) {
+		m.entries = entries
+		m.signalLocked()
+	}
+}
+
+func (m *Membership) signalLocked() {
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// Groups returns a snapshot of all groups (ready or not), sorted by name.
+func (m *Membership) Groups() []Group {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return buildGroups(m.entries)
+}
+
+// Group returns a snapshot of the named group, and whether any entry of
+// it is present.
+func (m *Membership) Group(name string) (Group, bool) {
+	for _, g := range m.Groups() {
+		if g.Name == name {
+			return g, true
+		}
+	}
+	return Group{}, false
+}
+
+// Changed returns a channel that is closed at the next change after the
+// call; callers re-call it after each change. Once the watch has ended
+// (ctx or Close) the view no longer changes and Changed returns a closed
+// channel, so waiters wake up rather than hang.
+func (m *Membership) Changed() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.changed
+}
+
+// WaitReady blocks until the named group is ready or ctx ends; the error
+// on ctx end wraps ErrIncomplete and ctx's error and names the missing
+// ranks.
+func (m *Membership) WaitReady(ctx context.Context, group string) (Group, error) {
+	for {
+		ch := m.Changed()
+		g, ok := m.Group(group)
+		if g.Ready() {
+			return g, nil
+		}
+		m.mu.Lock()
+		stopped := m.stopped
+		m.mu.Unlock()
+		if stopped {
+			return g, waitErr(group, g, ok, errors.New("cluster: membership watch stopped"))
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return g, waitErr(group, g, ok, ctx.Err())
+		}
+	}
+}
+
+func waitErr(name string, g Group, present bool, cause error) error {
+	if !present || g.TP < 1 {
+		return fmt.Errorf("%w: group %s has no valid registrations: %w", ErrIncomplete, name, cause)
+	}
+	miss := g.Missing()
+	ranks := make([]string, len(miss))
+	for i, r := range miss {
+		ranks[i] = strconv.Itoa(r)
+	}
+	return fmt.Errorf("%w: group %s has %d of %d ranks; missing rank(s) %s: %w",
+		ErrIncomplete, g.Name, g.TP-len(miss), g.TP, strings.Join(ranks, ", "), cause)
+}
+
+// Close stops the watch and waits for it to end. Idempotent.
+func (m *Membership) Close() {
+	m.cancel()
+	<-m.done
+}
