@@ -45,8 +45,10 @@ const (
 	// 32 MiB per stream keeps several chunks in flight.
 	streamWindow = 32 << 20
 	connWindow   = 64 << 20
-	// ioBufferSize is the transport's socket read/write buffer: larger
-	// buffers mean fewer syscalls per chunk.
+	// ioBufferSize is the transport's socket read and write buffer: 1 MiB
+	// means one syscall per chunk rather than one per 32 KiB. (A small read
+	// buffer, letting frames be read straight into gRPC's buffers, measured
+	// slower: two syscalls per 16 KiB frame.)
 	ioBufferSize = 1 << 20
 )
 

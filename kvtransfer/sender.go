@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -68,6 +69,40 @@ type Sender struct {
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn
 	closed bool
+	// free holds layer buffers of finished pushes for reuse: zeroing fresh
+	// ones costs as much as a copy of the KV.
+	free      [][]float32
+	freeBytes int
+}
+
+// maxFreeBytes bounds what a Sender keeps in free: two pushes of a 2048-token
+// prompt of a 1B-class model.
+const maxFreeBytes = 256 << 20
+
+func (s *Sender) take(n int) []float32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, b := range s.free {
+		if cap(b) >= n {
+			s.free = slices.Delete(s.free, i, i+1)
+			s.freeBytes -= 4 * cap(b)
+			return b[:n]
+		}
+	}
+	return make([]float32, n)
+}
+
+// recycle keeps a push's layer buffers. Only call it once the receiver has
+// acked the push's only stream: gRPC may write from them until then.
+func (s *Sender) recycle(bufs [][]float32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, b := range bufs {
+		if b != nil && s.freeBytes+4*cap(b) <= maxFreeBytes {
+			s.free = append(s.free, b)
+			s.freeBytes += 4 * cap(b)
+		}
+	}
 }
 
 // NewSender returns a Sender; it dials lazily, on the first push to each
@@ -177,6 +212,9 @@ func (s *Sender) Push(ctx context.Context, src Source, spec SendSpec) (Stats, er
 		}
 		last = s.stream(ctx, client, p)
 		if last == nil {
+			if try == 0 { // a failed stream's frames might still be in gRPC's queue
+				s.recycle(p.layers)
+			}
 			p.stats.Duration = time.Since(start)
 			return p.stats, nil
 		}
@@ -201,7 +239,7 @@ func (s *Sender) stream(ctx context.Context, client tandemv1.KVTransferClient, p
 	for l := range sp.Layers {
 		t0 := time.Now()
 		if p.layers[l] == nil {
-			buf := make([]float32, 2*sp.Tokens*p.row)
+			buf := s.take(2 * sp.Tokens * p.row)
 			if err := p.src.ReadLayer(l, sp.Heads, buf); err != nil {
 				p.sourceFailure = fmt.Errorf("reading layer %d: %w", l, err)
 				return p.sourceFailure
