@@ -1,0 +1,235 @@
+package coordinator
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemllm/tandem/cluster"
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+)
+
+func TestEstimate(t *testing.T) {
+	poll := time.Unix(100, 0)
+	before, after := poll.Add(-time.Millisecond), poll.Add(time.Millisecond)
+	st := &tandemv1.StatsResponse{KvBlocksFree: 100, RunningRequests: 3, WaitingRequests: 2, PendingPrefillTokens: 1000}
+	tests := []struct {
+		name  string
+		st    *tandemv1.StatsResponse
+		sents []*sent
+		want  load
+	}{
+		{"stats alone", st, nil, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 2}},
+		{"sent before the poll is in the stats", st, []*sent{{at: before, tokens: 50, blocks: 4}}, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 2}},
+		{"sent since the poll", st, []*sent{{at: after, tokens: 50, blocks: 4}, {at: poll, tokens: 7, blocks: 1}},
+			load{pendingTokens: 1057, freeBlocks: 95, running: 3, waiting: 4}},
+		{"answered prefill no longer pending", st, []*sent{{at: after, tokens: 50, answered: true}}, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 3}},
+		{"never polled: registered blocks", nil, []*sent{{at: before, tokens: 5, blocks: 2}}, load{pendingTokens: 5, freeBlocks: 62, waiting: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			polled := poll
+			if tt.st == nil {
+				polled = time.Time{}
+			}
+			if got := estimate(tt.st, polled, tt.sents, 64); got != tt.want {
+				t.Errorf("estimate = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestPick(t *testing.T) {
+	stats := func(pending int64, free, running, waiting int32) load {
+		return estimate(&tandemv1.StatsResponse{PendingPrefillTokens: pending, KvBlocksFree: free, RunningRequests: running, WaitingRequests: waiting}, time.Time{}, nil, 0)
+	}
+	tests := []struct {
+		name                      string
+		loads                     []load
+		prefill, decode, unified int
+	}{
+		{"none", nil, -1, -1, -1},
+		{"one", []load{stats(5, 5, 5, 5)}, 0, 0, 0},
+		{"all equal: first", []load{stats(10, 10, 1, 1), stats(10, 10, 1, 1), stats(10, 10, 1, 1)}, 0, 0, 0},
+		{"clear winners", []load{stats(300, 10, 4, 0), stats(100, 50, 1, 0), stats(200, 90, 0, 3)}, 1, 2, 1},
+		{"prefill tie: fewest running+waiting", []load{stats(100, 0, 2, 2), stats(100, 0, 1, 2), stats(100, 0, 3, 0)}, 1, 1, 1},
+		{"decode tie on free blocks: fewest running", []load{stats(0, 40, 5, 0), stats(0, 40, 2, 9), stats(0, 40, 3, 0)}, 2, 1, 2},
+		{"decode tie on free and running: fewest waiting", []load{stats(0, 40, 2, 5), stats(0, 40, 2, 1)}, 1, 1, 1},
+		{"unified tie: most free blocks", []load{stats(0, 10, 1, 1), stats(0, 30, 2, 0), stats(0, 20, 0, 2)}, 0, 1, 1},
+		{"prefill counts tokens, not requests", []load{stats(4096, 0, 0, 1), stats(10, 0, 5, 5)}, 1, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := pickPrefill(tt.loads); got != tt.prefill {
+				t.Errorf("pickPrefill = %d, want %d", got, tt.prefill)
+			}
+			if got := pickDecode(tt.loads); got != tt.decode {
+				t.Errorf("pickDecode = %d, want %d", got, tt.decode)
+			}
+			if got := pickUnified(tt.loads); got != tt.unified {
+				t.Errorf("pickUnified = %d, want %d", got, tt.unified)
+			}
+		})
+	}
+}
+
+// routeTestCoordinator holds groups as a membership snapshot would give
+// them; no worker is contacted (clients connect lazily).
+func routeTestCoordinator(t *testing.T, groups ...cluster.Group) *Coordinator {
+	t.Helper()
+	c := &Coordinator{
+		opts:     Options{MaxInFlight: 2},
+		log:      slog.New(slog.DiscardHandler),
+		model:    &modelInfo{name: "m"},
+		inflight: map[string]struct{}{},
+		groups:   map[string]*groupState{},
+		conns:    map[string]*grpc.ClientConn{},
+	}
+	t.Cleanup(func() {
+		for _, cc := range c.conns {
+			cc.Close()
+		}
+	})
+	c.sync(context.Background(), groups)
+	return c
+}
+
+func group(name, role string, tp int, model string) cluster.Group {
+	g := cluster.Group{Name: name, Role: role, Model: model, TP: tp}
+	for r := range tp {
+		g.Ranks = append(g.Ranks, cluster.Registration{Role: role, Group: name, Rank: r, TP: tp,
+			Addr: name + ":" + string(rune('0'+r)), Model: model, KVBlocks: 100, KVBlockSize: 16})
+	}
+	return g
+}
+
+func TestPickRoute(t *testing.T) {
+	notReady := group("p-broken", cluster.RolePrefill, 2, "m")
+	notReady.Ranks[1] = cluster.Registration{}
+	tests := []struct {
+		name   string
+		groups []cluster.Group
+		want   string // "prefill>decode", "unified" or an error substring
+	}{
+		{"disaggregated preferred", []cluster.Group{group("p", cluster.RolePrefill, 1, "m"), group("d", cluster.RoleDecode, 2, "m"), group("u", cluster.RoleUnified, 1, "m")}, "p>d"},
+		{"unified only", []cluster.Group{group("u", cluster.RoleUnified, 1, "m")}, "u"},
+		{"prefill without decode falls back to unified", []cluster.Group{group("p", cluster.RolePrefill, 1, "m"), group("u", cluster.RoleUnified, 1, "m")}, "u"},
+		{"nothing ready", []cluster.Group{group("p", cluster.RolePrefill, 1, "m")}, `no ready group serves model "m" (ready groups: 1 prefill, 0 decode, 0 unified)`},
+		{"no groups", nil, `no ready group serves model "m"`},
+		{"not ready skipped", []cluster.Group{notReady, group("p", cluster.RolePrefill, 1, "m"), group("d", cluster.RoleDecode, 1, "m")}, "p>d"},
+		{"other model skipped", []cluster.Group{group("u1", cluster.RoleUnified, 1, "other"), group("u2", cluster.RoleUnified, 1, "/models/m")}, "u2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := routeTestCoordinator(t, tt.groups...)
+			rt, err := c.pickRoute(10)
+			var got string
+			switch {
+			case err != nil:
+				if status.Code(err) != codes.Unavailable {
+					t.Errorf("code = %v, want Unavailable", status.Code(err))
+				}
+				got = status.Convert(err).Message()
+			case rt.unified != nil:
+				got = rt.unified.name
+			default:
+				got = rt.prefill.name + ">" + rt.decode.name
+			}
+			if !strings.Contains(got, tt.want) {
+				t.Errorf("route = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestPickRouteCountsWhatItSent(t *testing.T) {
+	c := routeTestCoordinator(t,
+		group("p1", cluster.RolePrefill, 1, "m"), group("p2", cluster.RolePrefill, 1, "m"),
+		group("d1", cluster.RoleDecode, 1, "m"), group("d2", cluster.RoleDecode, 2, "m"))
+	poll := time.Now().Add(-time.Second)
+	c.groups["p1"].stats, c.groups["p1"].polled = &tandemv1.StatsResponse{PendingPrefillTokens: 0}, poll
+	c.groups["p2"].stats, c.groups["p2"].polled = &tandemv1.StatsResponse{PendingPrefillTokens: 100}, poll
+	c.groups["d1"].stats, c.groups["d1"].polled = &tandemv1.StatsResponse{KvBlocksFree: 20, KvBlockSize: 16}, poll
+	c.groups["d2"].stats, c.groups["d2"].polled = &tandemv1.StatsResponse{KvBlocksFree: 18, KvBlockSize: 16}, poll
+
+	// A 159-token prompt takes 10 blocks with its first token; the
+	// second request sees the first's tokens and blocks.
+	var got []string
+	var sents []*sent
+	for range 3 {
+		rt, err := c.pickRoute(159)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, rt.prefill.name+">"+rt.decode.name)
+		sents = append(sents, rt.prefillSent)
+	}
+	if want := "p1>d1 p2>d2 p1>d1"; strings.Join(got, " ") != want {
+		t.Errorf("routes = %q, want %q", strings.Join(got, " "), want)
+	}
+	// Answered prefills no longer count: p1 has none pending, p2 259.
+	c.answered(sents[0])
+	c.answered(sents[2])
+	rt, err := c.pickRoute(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rt.prefill.name != "p1" {
+		t.Errorf("prefill = %s, want p1", rt.prefill.name)
+	}
+}
+
+func TestDestination(t *testing.T) {
+	c := routeTestCoordinator(t, group("d", cluster.RoleDecode, 3, "m"))
+	d := c.groups["d"].destination()
+	if d.Group != "d" || d.Tp != 3 || strings.Join(d.RankAddresses, ",") != "d:0,d:1,d:2" {
+		t.Errorf("destination = %v", d)
+	}
+}
+
+func TestSyncReplacesMovedLeaderAndDropsLeftGroups(t *testing.T) {
+	c := routeTestCoordinator(t, group("a", cluster.RoleUnified, 1, "m"), group("b", cluster.RoleUnified, 1, "m"))
+	a, b := c.groups["a"], c.groups["b"]
+	moved := group("a", cluster.RoleUnified, 1, "m")
+	moved.Ranks[0].Addr = "elsewhere:1"
+	c.sync(context.Background(), []cluster.Group{moved})
+	if a.ctx.Err() == nil || !strings.Contains(context.Cause(a.ctx).Error(), "another leader") {
+		t.Errorf("moved group's context: %v", context.Cause(a.ctx))
+	}
+	if b.ctx.Err() == nil || !strings.Contains(context.Cause(b.ctx).Error(), `group "b" left the cluster`) {
+		t.Errorf("left group's context: %v", context.Cause(b.ctx))
+	}
+	if len(c.groups) != 1 || c.groups["a"].addr != "elsewhere:1" {
+		t.Errorf("groups after sync: %v", c.groups)
+	}
+	if len(c.conns) != 1 || c.conns["elsewhere:1"] == nil {
+		t.Errorf("connections after sync: %v", c.conns)
+	}
+}
+
+func TestAdmit(t *testing.T) {
+	c := routeTestCoordinator(t)
+	release, err := c.admit("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.admit("a"); status.Code(err) != codes.AlreadyExists || !strings.Contains(err.Error(), `"a"`) {
+		t.Errorf("duplicate id: %v", err)
+	}
+	if _, err := c.admit("b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.admit("c"); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("over MaxInFlight: %v", err)
+	}
+	release()
+	if _, err := c.admit("a"); err != nil {
+		t.Errorf("after release: %v", err)
+	}
+}
