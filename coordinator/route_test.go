@@ -50,8 +50,8 @@ func TestPick(t *testing.T) {
 		return estimate(&tandemv1.StatsResponse{PendingPrefillTokens: pending, KvBlocksFree: free, RunningRequests: running, WaitingRequests: waiting}, time.Time{}, nil, 0)
 	}
 	tests := []struct {
-		name                      string
-		loads                     []load
+		name                     string
+		loads                    []load
 		prefill, decode, unified int
 	}{
 		{"none", nil, -1, -1, -1},
