@@ -39,7 +39,7 @@ func (e *Engine) Release(id string) error {
 // preempting running sequences.
 func (e *Engine) Reserve(id string, tokens int) (HeldKV, error) {
 	if _, ok := e.held[id]; ok || e.byID[id] != nil {
-		return HeldKV{}, fmt.Errorf("%w: request id %q is already in use", ErrInvalidRequest, id)
+		return HeldKV{}, fmt.Errorf("%w: %q is already in use", ErrDuplicateID, id)
 	}
 	if tokens <= 0 || tokens > e.m.cfg.MaxPositions {
 		return HeldKV{}, fmt.Errorf("%w: cannot reserve KV for %d tokens", ErrInvalidRequest, tokens)
@@ -88,7 +88,7 @@ func (e *Engine) AddPrefilled(req Request, first int32, reserved bool) error {
 		return nil
 	}
 	if _, held := e.held[req.ID]; held {
-		return fmt.Errorf("%w: request id %q is already in use", ErrInvalidRequest, req.ID)
+		return fmt.Errorf("%w: %q is already in use", ErrDuplicateID, req.ID)
 	}
 	e.byID[req.ID] = s
 	e.waiting = append(e.waiting, s)

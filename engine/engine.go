@@ -19,6 +19,8 @@ var (
 	ErrInvalidRequest = errors.New("invalid request")
 	// ErrNotFound is returned for an unknown request id.
 	ErrNotFound = errors.New("engine: no such request")
+	// ErrDuplicateID is an ErrInvalidRequest: the request id is in use.
+	ErrDuplicateID = fmt.Errorf("%w: duplicate request id", ErrInvalidRequest)
 )
 
 // Finish reasons, as OpenAI's API names them.
@@ -183,7 +185,7 @@ func (e *Engine) HasWork() bool { return len(e.byID) > 0 }
 // Add validates a request and queues it.
 func (e *Engine) Add(req Request) error {
 	if _, held := e.held[req.ID]; held {
-		return fmt.Errorf("%w: request id %q is already in use", ErrInvalidRequest, req.ID)
+		return fmt.Errorf("%w: %q is already in use", ErrDuplicateID, req.ID)
 	}
 	s, err := e.newSequence(req)
 	if err != nil {
@@ -204,7 +206,7 @@ func (e *Engine) newSequence(req Request) (*sequence, error) {
 	case req.ID == "":
 		return nil, fmt.Errorf("%w: request id is empty", ErrInvalidRequest)
 	case e.byID[req.ID] != nil:
-		return nil, fmt.Errorf("%w: request id %q is already in use", ErrInvalidRequest, req.ID)
+		return nil, fmt.Errorf("%w: %q is already in use", ErrDuplicateID, req.ID)
 	case len(req.Prompt) == 0:
 		return nil, fmt.Errorf("%w: prompt is empty", ErrInvalidRequest)
 	case len(req.Prompt) > cfg.MaxPositions:
@@ -297,4 +299,25 @@ func (e *Engine) Step(ctx context.Context) ([]Output, error) {
 		e.opts.OnStep(&e.rec)
 	}
 	return outs, nil
+}
+
+// Load is how busy an engine is: the inputs of a router's choice.
+type Load struct {
+	// Running sequences hold KV blocks; Waiting ones are queued for them.
+	Running, Waiting int
+	// PendingPrefillTokens are prompt tokens not yet computed.
+	PendingPrefillTokens int
+}
+
+// Load reports the engine's current load.
+func (e *Engine) Load() Load {
+	l := Load{Running: len(e.running), Waiting: len(e.waiting)}
+	for _, q := range [][]*sequence{e.running, e.waiting} {
+		for _, s := range q {
+			if n := len(s.tokens) - s.computed; n > 1 {
+				l.PendingPrefillTokens += n
+			}
+		}
+	}
+	return l
 }
