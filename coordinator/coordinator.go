@@ -204,7 +204,7 @@ func (c *Coordinator) health() *tandemv1.HealthResponse {
 			resp.Groups = append(resp.Groups, rg)
 		}
 	}
-	if err := c.servable(); err != nil {
+	if err := c.servableLocked(); err != nil {
 		resp.Status, resp.Message = tandemv1.ServingStatus_SERVING_STATUS_NOT_SERVING, err.Error()
 	}
 	return resp

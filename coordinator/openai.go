@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -531,11 +532,23 @@ func writeError(w http.ResponseWriter, e *apiError) {
 	writeJSON(w, e.status, errorBody(e))
 }
 
+// marshal encodes v as JSON without escaping <, > and &, which stay
+// readable in error messages.
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	b, err := json.Marshal(v)
+	b, err := marshal(v)
 	if err != nil {
 		code = http.StatusInternalServerError
-		b, _ = json.Marshal(errorBody(&apiError{typ: "server_error", message: "encoding the response: " + err.Error()}))
+		b, _ = marshal(errorBody(&apiError{typ: "server_error", message: "encoding the response: " + err.Error()}))
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
@@ -574,7 +587,7 @@ const sseDone = "data: [DONE]\n\n"
 
 // writeSSE writes v as one server-sent event: "data: <json>\n\n".
 func writeSSE(w io.Writer, v any) error {
-	b, err := json.Marshal(v)
+	b, err := marshal(v)
 	if err != nil {
 		return err
 	}

@@ -229,11 +229,9 @@ func (c *Coordinator) routable(g *groupState) bool {
 	return g.client != nil && !g.failing && g.group.Ready() && c.model.serves(g.group.Model)
 }
 
-// servable returns nil when the model can be served now, otherwise an
-// error saying why.
-func (c *Coordinator) servable() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// servableLocked returns nil when the model can be served now, otherwise
+// an error saying why. Called with c.mu held.
+func (c *Coordinator) servableLocked() error {
 	var pre, dec, uni int
 	for _, g := range c.groups {
 		if !c.routable(g) {
