@@ -136,14 +136,18 @@ func (c *Coordinator) Register(s *grpc.Server) {
 // Close stops watching the cluster and polling, and closes the
 // connections to workers; requests still running fail.
 func (c *Coordinator) Close() {
+	// Groups are left first, so running requests end with this cause
+	// rather than a bare cancellation.
+	c.mu.Lock()
+	for _, g := range c.groups {
+		g.leave(errors.New("coordinator closed"))
+	}
+	c.mu.Unlock()
 	c.stop()
 	c.members.Close()
 	c.wg.Wait()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, g := range c.groups {
-		g.leave(errors.New("coordinator closed"))
-	}
 	clear(c.groups)
 	for addr, cc := range c.conns {
 		cc.Close()

@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
@@ -61,8 +62,12 @@ func (c *Coordinator) generate(ctx context.Context, req *tandemv1.GenerateReques
 		// its connection says.
 		defer context.AfterFunc(g.ctx, func() { cancel(context.Cause(g.ctx)) })()
 	}
+	// Workers leave stop strings to the coordinator (they do not
+	// detokenize), so they do not get them.
+	toWorker := proto.CloneOf(p.sampling)
+	toWorker.Stop = nil
 	r := &request{
-		c: c, p: p, arrival: arrival, last: arrival,
+		c: c, p: p, sampling: toWorker, arrival: arrival, last: arrival,
 		client: ctx, ctx: runCtx, cancel: cancel, send: send,
 		text: newTextStream(c.model.tok, p.sampling.Stop),
 	}
@@ -94,16 +99,17 @@ func (c *Coordinator) admit(id string) (release func(), err error) {
 
 // request is one admitted request while it runs on workers.
 type request struct {
-	c       *Coordinator
-	p       *prepared
-	arrival time.Time
-	last    time.Time // when the previous token reached the coordinator
-	client  context.Context
-	ctx     context.Context // the worker calls': ends with client, timeout or group
-	cancel  context.CancelCauseFunc
-	send    func(*tandemv1.GenerateResponse) error
-	text    *textStream
-	tokens  int32 // tokens sent to the client
+	c        *Coordinator
+	p        *prepared
+	sampling *tandemv1.SamplingParams // what workers get
+	arrival  time.Time
+	last     time.Time // when the previous token reached the coordinator
+	client   context.Context
+	ctx      context.Context // the worker calls': ends with client, timeout or group
+	cancel   context.CancelCauseFunc
+	send     func(*tandemv1.GenerateResponse) error
+	text     *textStream
+	tokens   int32 // tokens sent to the client
 	// pending are the groups that may still hold the request; they are
 	// aborted when it ends before they report its end.
 	pending []*groupState
@@ -112,7 +118,7 @@ type request struct {
 func (r *request) runUnified(g *groupState) error {
 	r.pending = []*groupState{g}
 	stream, err := g.client.Generate(r.ctx, &tandemv1.WorkerGenerateRequest{
-		RequestId: r.p.id, PromptTokenIds: r.p.prompt, Sampling: r.p.sampling,
+		RequestId: r.p.id, PromptTokenIds: r.p.prompt, Sampling: r.sampling,
 	})
 	if err != nil {
 		return r.fail(g, err)
@@ -125,7 +131,7 @@ func (r *request) runDisaggregated(rt route) error {
 	// The decode group may hold KV as soon as the prefill starts.
 	r.pending = []*groupState{pre, dec}
 	resp, err := pre.client.Prefill(r.ctx, &tandemv1.PrefillRequest{
-		RequestId: r.p.id, PromptTokenIds: r.p.prompt, Sampling: r.p.sampling,
+		RequestId: r.p.id, PromptTokenIds: r.p.prompt, Sampling: r.sampling,
 		Destination: dec.destination(), Attempt: 1,
 	})
 	r.c.answered(rt.prefillSent)
@@ -151,7 +157,7 @@ func (r *request) runDisaggregated(rt route) error {
 	}
 	stream, err := dec.client.Decode(r.ctx, &tandemv1.DecodeRequest{
 		RequestId: r.p.id, PromptTokenIds: r.p.prompt, FirstTokenId: resp.TokenId,
-		Sampling: r.p.sampling, Kv: resp.Kv,
+		Sampling: r.sampling, Kv: resp.Kv,
 	})
 	if err != nil {
 		return r.fail(dec, err)

@@ -1,0 +1,133 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+)
+
+// testRequest is an admitted request with no group holding it, whose
+// messages are collected.
+func testRequest(t *testing.T, m *modelInfo, s *tandemv1.SamplingParams) (*request, *[]*tandemv1.GenerateResponse) {
+	var sent []*tandemv1.GenerateResponse
+	ctx, cancel := context.WithCancelCause(t.Context())
+	t.Cleanup(func() { cancel(nil) })
+	arrival := time.Now().Add(-time.Second)
+	r := &request{
+		c: &Coordinator{model: m}, p: &prepared{id: "req", prompt: []int32{1, 2, 3}, sampling: s}, sampling: s,
+		arrival: arrival, last: arrival, client: t.Context(), ctx: ctx, cancel: cancel,
+		send: func(m *tandemv1.GenerateResponse) error { sent = append(sent, m); return nil },
+		text: newTextStream(m.tok, s.Stop),
+	}
+	return r, &sent
+}
+
+func TestRequestStopString(t *testing.T) {
+	m := tinyModel(t)
+	ids := m.tok.Encode("Hello world again", false)
+	if len(ids) != 3 {
+		t.Fatalf("tokens %v", ids)
+	}
+	r, sent := testRequest(t, m, &tandemv1.SamplingParams{Stop: []string{" wor"}, Logprobs: true})
+	lps := make([]*tandemv1.TokenLogprobs, len(ids))
+	for i, id := range ids {
+		lps[i] = &tandemv1.TokenLogprobs{Chosen: &tandemv1.Logprob{TokenId: id, Logprob: -1}}
+	}
+	msg, stopped := r.batch(ids, lps)
+	if !stopped || !slices.Equal(msg.TokenIds, ids[:2]) || msg.Text != "Hello" || len(msg.Timings) != 2 || len(msg.Logprobs) != 2 {
+		t.Fatalf("batch: stopped %v, %v", stopped, msg)
+	}
+	if tm := msg.Timings[0]; tm.SinceStartUs < 1e6 || tm.SincePreviousUs != tm.SinceStartUs || msg.Timings[1].SincePreviousUs != 0 {
+		t.Errorf("timings %v", msg.Timings)
+	}
+	if lp := msg.Logprobs[1].Chosen; lp.Text != " world" || string(lp.TokenBytes) != " world" {
+		t.Errorf("logprob text %q bytes %q", lp.Text, lp.TokenBytes)
+	}
+	if err := r.finish(msg, tandemv1.FinishReason_FINISH_REASON_STOP, ""); err != nil {
+		t.Fatal(err)
+	}
+	last := (*sent)[0]
+	if last.RequestId != "req" || last.FinishReason != tandemv1.FinishReason_FINISH_REASON_STOP || last.Text != "Hello" ||
+		last.Usage.GetPromptTokens() != 3 || last.Usage.GetCompletionTokens() != 2 {
+		t.Errorf("last message %v", last)
+	}
+}
+
+func TestRequestFinishReleasesHeldText(t *testing.T) {
+	m := tinyModel(t)
+	r, sent := testRequest(t, m, &tandemv1.SamplingParams{Stop: []string{"again and"}})
+	msg, stopped := r.batch(m.tok.Encode("Hello world again", false), nil)
+	if stopped || msg.Text != "Hello world " || msg.Logprobs != nil {
+		t.Fatalf("batch: %v", msg)
+	}
+	if err := r.finish(&tandemv1.GenerateResponse{}, tandemv1.FinishReason_FINISH_REASON_LENGTH, ""); err != nil {
+		t.Fatal(err)
+	}
+	if last := (*sent)[0]; last.Text != "again" || last.FinishReason != tandemv1.FinishReason_FINISH_REASON_LENGTH || last.Usage.GetCompletionTokens() != 3 {
+		t.Errorf("last message %v", last)
+	}
+}
+
+func TestRequestEnds(t *testing.T) {
+	m := tinyModel(t)
+	g := &groupState{name: "d"}
+	tests := []struct {
+		name    string
+		tokens  bool
+		cancel  func(r *request, clientCancel context.CancelFunc)
+		err     error
+		code    codes.Code
+		msg     string
+		finish  tandemv1.FinishReason
+		lastMsg string
+	}{
+		{name: "worker died", err: status.Error(codes.Unavailable, "connection refused"), code: codes.Unavailable, msg: `group "d" is unavailable: connection refused`},
+		{name: "worker died after tokens", tokens: true, err: status.Error(codes.Unavailable, "eof"), code: codes.Unavailable, msg: `group "d" is unavailable`},
+		{name: "worker refused", err: status.Error(codes.ResourceExhausted, "queue full"), code: codes.ResourceExhausted, msg: `group "d": queue full`},
+		{name: "worker failed after tokens", tokens: true, err: status.Error(codes.Internal, "boom"),
+			finish: tandemv1.FinishReason_FINISH_REASON_ERROR, lastMsg: `group "d": Internal: boom`},
+		{name: "stream ended early", err: io.EOF, code: codes.Internal, msg: "without a finish reason"},
+		{name: "timeout", tokens: true, cancel: func(r *request, _ context.CancelFunc) { r.cancel(errTimeout) }, err: status.Error(codes.Canceled, "x"),
+			finish: tandemv1.FinishReason_FINISH_REASON_TIMEOUT},
+		{name: "client cancelled", cancel: func(r *request, cc context.CancelFunc) { cc(); r.cancel(context.Canceled) }, err: status.Error(codes.Canceled, "x"), code: codes.Canceled},
+		{name: "group left", cancel: func(r *request, _ context.CancelFunc) { r.cancel(errors.New(`group "d" left the cluster`)) }, err: status.Error(codes.Canceled, "x"),
+			code: codes.Unavailable, msg: `group "d" left the cluster`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, sent := testRequest(t, m, &tandemv1.SamplingParams{})
+			client, clientCancel := context.WithCancel(t.Context())
+			defer clientCancel()
+			r.client = client
+			if tt.tokens {
+				r.batch(m.tok.Encode("Hi", false), nil)
+			}
+			if tt.cancel != nil {
+				tt.cancel(r, clientCancel)
+			}
+			err := r.fail(g, tt.err)
+			if tt.finish != tandemv1.FinishReason_FINISH_REASON_UNSPECIFIED {
+				if err != nil || len(*sent) != 1 {
+					t.Fatalf("err %v, sent %v", err, *sent)
+				}
+				last := (*sent)[0]
+				if last.FinishReason != tt.finish || last.ErrorMessage != tt.lastMsg || last.Text != "" || last.RequestId != "req" {
+					t.Errorf("last message %v", last)
+				}
+				return
+			}
+			if status.Code(err) != tt.code || !strings.Contains(status.Convert(err).Message(), tt.msg) || len(*sent) != 0 {
+				t.Errorf("err %v, sent %v; want %v %q", err, *sent, tt.code, tt.msg)
+			}
+		})
+	}
+}
