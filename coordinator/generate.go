@@ -47,7 +47,7 @@ func (c *Coordinator) generate(ctx context.Context, req *tandemv1.GenerateReques
 	if err != nil {
 		return err
 	}
-	if err := send(&tandemv1.GenerateResponse{RequestId: p.id}); err != nil {
+	if err := send(&tandemv1.GenerateResponse{RequestId: p.id, PromptTokenIds: p.prompt, TokenizeUs: p.tokenize.Microseconds()}); err != nil {
 		return err
 	}
 

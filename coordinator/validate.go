@@ -34,6 +34,7 @@ type prepared struct {
 	prompt   []int32
 	sampling *tandemv1.SamplingParams // a copy; top_logprobs > 0 implies logprobs
 	timeout  time.Duration            // 0: none
+	tokenize time.Duration            // spent tokenizing a text prompt
 }
 
 // prepare validates req and tokenizes its prompt. Every error is a
@@ -50,7 +51,9 @@ func (m *modelInfo) prepare(req *tandemv1.GenerateRequest, fillMaxTokens bool) (
 		if pr.Text == "" {
 			return nil, badField("text", "the prompt must not be empty")
 		}
+		start := time.Now()
 		p.prompt = m.tok.Encode(pr.Text, req.AddSpecialTokens == nil || *req.AddSpecialTokens)
+		p.tokenize = time.Since(start)
 		if len(p.prompt) == 0 {
 			return nil, badField("text", "the prompt tokenizes to no tokens")
 		}
