@@ -1,0 +1,660 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemllm/tandem/cluster"
+	"github.com/tandemllm/tandem/compute/cpu"
+	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/model/preset"
+	"github.com/tandemllm/tandem/model/tokenizer"
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+)
+
+// The end-to-end tests run what `tandem up` runs: a real embedded etcd, the
+// coordinator on real sockets, and every rank as a worker process (this
+// test binary re-executed, see TestMain).
+
+// syncBuffer collects the workers' logs, shown when a test fails.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type testCluster struct {
+	dir    string
+	name   string
+	cli    *clientv3.Client
+	coord  *runningCoordinator
+	procs  *children
+	specs  []groupSpec
+	client tandemv1.GenerationClient
+	logs   *syncBuffer
+}
+
+// startCluster starts etcd, a coordinator and the groups' workers, and
+// waits until every group is ready.
+func startCluster(t testing.TB, presetName string, specs []groupSpec, extra ...string) *testCluster {
+	t.Helper()
+	ctx := t.Context()
+	dir, err := preset.Ensure(ctx, presetName, preset.DefaultCacheDir(), preset.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	etcd, err := cluster.StartEmbedded(ctx, t.TempDir(), cluster.EmbeddedOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(etcd.Close)
+	endpoints := etcd.Endpoints()[0]
+	cli, err := dialEtcd(endpoints)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	rc, err := startCoordinator(context.WithoutCancel(ctx), &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: 256}, cli, dir, presetName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rc.stop)
+	tc := &testCluster{dir: dir, name: presetName, cli: cli, coord: rc, procs: &children{}, specs: specs, logs: &syncBuffer{}}
+	t.Cleanup(func() {
+		tc.procs.stop(io.Discard)
+		if t.Failed() {
+			t.Logf("worker logs:\n%s", tc.logs.String())
+		}
+	})
+	for _, g := range specs {
+		for r := range g.tp {
+			args := append([]string{"worker", "--role", g.role, "--group", g.name, "--tp", fmt.Sprint(g.tp), "--rank", fmt.Sprint(r),
+				"--etcd-endpoints", endpoints, "--model", dir, "--model-name", presetName, "--threads", "1",
+				"--kv-cache-mb", "16", "--max-batch-tokens", "256"}, extra...)
+			if err := tc.procs.start(fmt.Sprintf("%s/%d", g.name, r), args, tc.logs); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := waitGroupsReady(ctx, cli, specs, 2*time.Minute, tc.procs, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	// The coordinator routes once it has seen every group ready and
+	// polled its load: wait for Health to say so.
+	conn, err := grpc.NewClient(rc.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	tc.client = tandemv1.NewGenerationClient(conn)
+	tc.waitServing(t, len(specs))
+	return tc
+}
+
+// waitServing waits until the coordinator reports n ready groups.
+func (tc *testCluster) waitServing(t testing.TB, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		h, err := tc.client.Health(ctx, &tandemv1.HealthRequest{})
+		if err == nil && h.GetStatus() == tandemv1.ServingStatus_SERVING_STATUS_SERVING && readyGroups(h) == n {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("coordinator not serving %d groups: %v %v", n, h, err)
+		}
+	}
+}
+
+func readyGroups(h *tandemv1.HealthResponse) int {
+	n := 0
+	for _, g := range h.GetGroups() {
+		n += int(g.GetReady())
+	}
+	return n
+}
+
+// generated is what one Generate stream returned.
+type generated struct {
+	id     string
+	tokens []int32
+	text   string
+	finish tandemv1.FinishReason
+	usage  *tandemv1.Usage
+}
+
+func collectStream(stream grpc.ServerStreamingClient[tandemv1.GenerateResponse]) (generated, error) {
+	var g generated
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return g, nil
+		}
+		if err != nil {
+			return g, err
+		}
+		if msg.GetRequestId() != "" {
+			g.id = msg.GetRequestId()
+		}
+		g.tokens = append(g.tokens, msg.GetTokenIds()...)
+		g.text += msg.GetText()
+		if msg.GetFinishReason() != tandemv1.FinishReason_FINISH_REASON_UNSPECIFIED {
+			g.finish, g.usage = msg.GetFinishReason(), msg.GetUsage()
+		}
+	}
+}
+
+func (tc *testCluster) generate(ctx context.Context, prompt []int32, sp *tandemv1.SamplingParams) (generated, error) {
+	stream, err := tc.client.Generate(ctx, &tandemv1.GenerateRequest{
+		Prompt: &tandemv1.GenerateRequest_TokenIds{TokenIds: &tandemv1.TokenIds{Ids: prompt}}, Sampling: sp,
+	})
+	if err != nil {
+		return generated{}, err
+	}
+	return collectStream(stream)
+}
+
+// localGreedy runs the prompts through one in-process engine: the
+// reference the cluster must match token for token.
+func localGreedy(t *testing.T, dir string, prompts [][]int32, maxTokens int) [][]int32 {
+	t.Helper()
+	be, err := cpu.New(cpu.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	m, err := engine.Open(dir, be, engine.Shard{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	e, err := engine.New(m, engine.Options{KVCacheBytes: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([][]int32, len(prompts))
+	for i, p := range prompts {
+		if err := e.Add(engine.Request{ID: fmt.Sprint(i), Prompt: p, Params: engine.SamplingParams{MaxTokens: maxTokens, IgnoreEOS: true}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for e.HasWork() {
+		outs, err := e.Step(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range outs {
+			var i int
+			fmt.Sscan(o.RequestID, &i)
+			out[i] = append(out[i], o.Token)
+		}
+	}
+	return out
+}
+
+// testPrompts are token prompts of varied lengths (one crosses several
+// KV blocks and prefill chunks).
+func testPrompts(t *testing.T, dir string) [][]int32 {
+	t.Helper()
+	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	texts := []string{
+		"Hello",
+		"The quick brown fox jumps over the lazy dog.",
+		"Disaggregated serving moves the KV cache from prefill ranks to decode ranks, resharded when their tensor-parallel degrees differ.",
+	}
+	var ps [][]int32
+	for _, s := range texts {
+		ps = append(ps, tok.Encode(s, true))
+	}
+	long := make([]int32, 300)
+	for i := range long {
+		long[i] = int32((i*7919 + 11) % 50000)
+	}
+	return append(ps, long)
+}
+
+func greedyParams(n int) *tandemv1.SamplingParams {
+	return &tandemv1.SamplingParams{MaxTokens: int32(n), IgnoreEos: true}
+}
+
+func disaggregated(p, d int) []groupSpec {
+	return []groupSpec{{name: "prefill-0", role: cluster.RolePrefill, tp: p}, {name: "decode-0", role: cluster.RoleDecode, tp: d}}
+}
+
+// TestClusterMatchesLocalEngine: greedy output through prefill TP-p →
+// decode TP-d (KV resharded on the way) equals one in-process engine's.
+func TestClusterMatchesLocalEngine(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	const maxTokens = 12
+	type pair struct {
+		preset string
+		p, d   int
+	}
+	var pairs []pair
+	for _, name := range []string{"tiny", "gqa-tiny"} {
+		for _, pd := range [][2]int{{2, 2}, {2, 4}, {1, 8}, {4, 1}} {
+			pairs = append(pairs, pair{name, pd[0], pd[1]})
+		}
+	}
+	for _, c := range pairs {
+		t.Run(fmt.Sprintf("%s/%d-to-%d", c.preset, c.p, c.d), func(t *testing.T) {
+			tc := startCluster(t, c.preset, disaggregated(c.p, c.d))
+			prompts := testPrompts(t, tc.dir)
+			want := localGreedy(t, tc.dir, prompts, maxTokens)
+			var wg sync.WaitGroup
+			got := make([]generated, len(prompts))
+			errs := make([]error, len(prompts))
+			for i, p := range prompts {
+				wg.Go(func() { got[i], errs[i] = tc.generate(t.Context(), p, greedyParams(maxTokens)) })
+			}
+			wg.Wait()
+			for i := range prompts {
+				if errs[i] != nil {
+					t.Fatalf("prompt %d: %v", i, errs[i])
+				}
+				if !slices.Equal(got[i].tokens, want[i]) {
+					t.Errorf("prompt %d (%d tokens): cluster %v, local %v", i, len(prompts[i]), got[i].tokens, want[i])
+				}
+			}
+		})
+	}
+}
+
+// TestClusterConcurrentRequests: 64 requests of mixed lengths at once all
+// complete with the token counts they asked for.
+func TestClusterConcurrentRequests(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	tc := startCluster(t, "tiny", disaggregated(2, 2))
+	const n = 64
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			prompt := make([]int32, 1+i*7%97)
+			for j := range prompt {
+				prompt[j] = int32((i*131 + j*17) % 50000)
+			}
+			want := 1 + i%13
+			g, err := tc.generate(t.Context(), prompt, greedyParams(want))
+			switch {
+			case err != nil:
+				errs[i] = err
+			case len(g.tokens) != want || g.usage.GetCompletionTokens() != int32(want) || g.usage.GetPromptTokens() != int32(len(prompt)):
+				errs[i] = fmt.Errorf("%d tokens, usage %v; want %d tokens of a %d-token prompt", len(g.tokens), g.usage, want, len(prompt))
+			case g.finish != tandemv1.FinishReason_FINISH_REASON_LENGTH:
+				errs[i] = fmt.Errorf("finish %v", g.finish)
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// workerStats asks a group's leader for its load.
+func (tc *testCluster) workerStats(t testing.TB, group string) *tandemv1.StatsResponse {
+	t.Helper()
+	m, err := cluster.WatchMembership(t.Context(), tc.cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	g, err := m.WaitReady(t.Context(), group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(g.Ranks[0].Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	st, err := tandemv1.NewWorkerClient(conn).Stats(t.Context(), &tandemv1.StatsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// waitAllBlocksFree waits until every block of group's KV pool is free.
+func (tc *testCluster) waitAllBlocksFree(t *testing.T, group string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		st := tc.workerStats(t, group)
+		if st.GetKvBlocksFree() == st.GetKvBlocksTotal() && st.GetRunningRequests() == 0 && st.GetWaitingRequests() == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d of %d KV blocks free, %d running, %d waiting", group, st.GetKvBlocksFree(), st.GetKvBlocksTotal(), st.GetRunningRequests(), st.GetWaitingRequests())
+		}
+		<-tick.C
+	}
+}
+
+// TestClusterCancelFreesBlocks: a request cancelled mid-decode releases
+// its KV blocks on both groups.
+func TestClusterCancelFreesBlocks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	tc := startCluster(t, "tiny", disaggregated(1, 2))
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	stream, err := tc.client.Generate(ctx, &tandemv1.GenerateRequest{
+		Prompt:   &tandemv1.GenerateRequest_TokenIds{TokenIds: &tandemv1.TokenIds{Ids: make([]int32, 100)}},
+		Sampling: greedyParams(400),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for got := 0; got < 3; {
+		msg, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += len(msg.GetTokenIds())
+	}
+	if st := tc.workerStats(t, "decode-0"); st.GetKvBlocksFree() == st.GetKvBlocksTotal() {
+		t.Fatal("decode group holds no KV blocks while decoding")
+	}
+	cancel()
+	for {
+		_, err := stream.Recv()
+		if err == nil {
+			continue // tokens already on their way
+		}
+		if status.Code(err) != codes.Canceled {
+			t.Fatalf("after cancel: %v, want CANCELLED", err)
+		}
+		break
+	}
+	tc.waitAllBlocksFree(t, "decode-0")
+	tc.waitAllBlocksFree(t, "prefill-0")
+}
+
+// TestClusterDecodeWorkerKilled: killing a rank of one decode group ends
+// that group's requests with UNAVAILABLE within 10 s; the other group's
+// requests finish and new requests go to it only.
+func TestClusterDecodeWorkerKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	specs := []groupSpec{
+		{name: "prefill-0", role: cluster.RolePrefill, tp: 1},
+		{name: "decode-0", role: cluster.RoleDecode, tp: 2},
+		{name: "decode-1", role: cluster.RoleDecode, tp: 2},
+	}
+	tc := startCluster(t, "tiny", specs)
+	const n = 8
+	type outcome struct {
+		g   generated
+		err error
+		at  time.Time
+	}
+	results := make(chan outcome, n)
+	started := make(chan struct{}, n)
+	for i := range n {
+		go func() {
+			stream, err := tc.client.Generate(t.Context(), &tandemv1.GenerateRequest{
+				Prompt:   &tandemv1.GenerateRequest_TokenIds{TokenIds: &tandemv1.TokenIds{Ids: []int32{int32(i + 1), 2, 3}}},
+				Sampling: greedyParams(300),
+			})
+			if err != nil {
+				results <- outcome{err: err, at: time.Now()}
+				return
+			}
+			var g generated
+			first := true
+			for {
+				msg, err := stream.Recv()
+				if err != nil {
+					if errors.Is(err, io.EOF) {
+						err = nil
+					}
+					results <- outcome{g: g, err: err, at: time.Now()}
+					return
+				}
+				g.tokens = append(g.tokens, msg.GetTokenIds()...)
+				if first && len(g.tokens) > 0 {
+					first = false
+					started <- struct{}{}
+				}
+			}
+		}()
+	}
+	for range n {
+		select {
+		case <-started:
+		case <-time.After(time.Minute):
+			t.Fatal("requests did not start decoding")
+		}
+	}
+	// Both decode groups must hold requests for the test to mean anything.
+	for _, g := range []string{"decode-0", "decode-1"} {
+		if st := tc.workerStats(t, g); st.GetRunningRequests() == 0 {
+			t.Fatalf("%s runs no request; routing did not spread the load", g)
+		}
+	}
+	killed := time.Now()
+	if err := tc.procs.kill("decode-0/1"); err != nil {
+		t.Fatal(err)
+	}
+	var unavailable, finished int
+	for range n {
+		o := <-results
+		switch {
+		case o.err == nil && len(o.g.tokens) == 300:
+			finished++
+		case status.Code(o.err) == codes.Unavailable:
+			unavailable++
+			if d := o.at.Sub(killed); d > 10*time.Second {
+				t.Errorf("UNAVAILABLE came %v after the kill", d)
+			}
+		default:
+			t.Errorf("request ended with %v after %d tokens", o.err, len(o.g.tokens))
+		}
+	}
+	if unavailable == 0 || finished == 0 {
+		t.Fatalf("%d requests UNAVAILABLE, %d finished: want some of each", unavailable, finished)
+	}
+	tc.waitServing(t, 2)
+	for i := range 4 {
+		if _, err := tc.generate(t.Context(), []int32{int32(i + 5), 6}, greedyParams(4)); err != nil {
+			t.Fatalf("request after the group left: %v", err)
+		}
+	}
+	if st := tc.workerStats(t, "decode-1"); st.GetKvBlocksFree() != st.GetKvBlocksTotal() {
+		t.Fatalf("decode-1 holds %d blocks after every request ended", st.GetKvBlocksTotal()-st.GetKvBlocksFree())
+	}
+}
+
+// kill ends one worker at once (SIGKILL), as a crash would.
+func (c *children) kill(name string) error {
+	i := slices.Index(c.names, name)
+	if i < 0 {
+		return fmt.Errorf("no worker %s", name)
+	}
+	return c.procs[i].Process.Kill()
+}
+
+// TestOpenAIClientStreamsSameTokens drives /v1/chat/completions with the
+// official OpenAI Go SDK, streaming with logprobs, and gets the tokens
+// (text, count and log-probabilities) gRPC gives for the same prompt.
+func TestOpenAIClientStreamsSameTokens(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	tc := startCluster(t, "tiny", disaggregated(1, 1))
+	const content, maxTokens = "Say something about tensor parallelism.", 10
+	client := openai.NewClient(option.WithBaseURL("http://"+tc.coord.httpAddr+"/v1"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+	stream := client.Chat.Completions.NewStreaming(t.Context(), openai.ChatCompletionNewParams{
+		Model:         tc.name,
+		Messages:      []openai.ChatCompletionMessageParamUnion{openai.UserMessage(content)},
+		MaxTokens:     openai.Int(maxTokens),
+		Temperature:   openai.Float(0),
+		Logprobs:      openai.Bool(true),
+		StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
+	})
+	var (
+		text     string
+		logprobs []float64
+		usage    int64
+	)
+	for stream.Next() {
+		chunk := stream.Current()
+		for _, c := range chunk.Choices {
+			text += c.Delta.Content
+			for _, lp := range c.Logprobs.Content {
+				logprobs = append(logprobs, lp.Logprob)
+			}
+		}
+		if chunk.Usage.CompletionTokens > 0 {
+			usage = chunk.Usage.CompletionTokens
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The plain chat template (the tiny preset has no Llama-3 header
+	// tokens), as the coordinator's package documentation gives it.
+	g, err := tc.client.Generate(t.Context(), &tandemv1.GenerateRequest{
+		Prompt:   &tandemv1.GenerateRequest_Text{Text: "user: " + content + "\nassistant:"},
+		Sampling: &tandemv1.SamplingParams{MaxTokens: maxTokens, Logprobs: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		want   generated
+		wantLP []float64
+	)
+	for {
+		msg, err := g.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		want.tokens = append(want.tokens, msg.GetTokenIds()...)
+		want.text += msg.GetText()
+		for _, lp := range msg.GetLogprobs() {
+			wantLP = append(wantLP, float64(lp.GetChosen().GetLogprob()))
+		}
+	}
+	if text != want.text || len(logprobs) != len(want.tokens) || usage != int64(len(want.tokens)) {
+		t.Fatalf("OpenAI client: %q, %d logprobs, usage %d; gRPC: %q, %d tokens", text, len(logprobs), usage, want.text, len(want.tokens))
+	}
+	for i := range logprobs {
+		if d := logprobs[i] - wantLP[i]; d > 1e-4 || d < -1e-4 {
+			t.Fatalf("token %d: logprob %g over HTTP, %g over gRPC", i, logprobs[i], wantLP[i])
+		}
+	}
+}
+
+// TestClusterRejectsBadRequests: bad fields get INVALID_ARGUMENT over gRPC
+// and HTTP 400 over the OpenAI API, with a message naming the field.
+func TestClusterRejectsBadRequests(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	tc := startCluster(t, "tiny", disaggregated(1, 1))
+	long := make([]int32, 100000)
+	cases := []struct {
+		name  string
+		req   *tandemv1.GenerateRequest
+		http  string
+		field string
+	}{
+		{"over-long prompt", &tandemv1.GenerateRequest{Prompt: &tandemv1.GenerateRequest_TokenIds{TokenIds: &tandemv1.TokenIds{Ids: long}}, Sampling: greedyParams(4)},
+			`{"model":"tiny","prompt":"` + strings.Repeat("tandem ", 5000) + `","max_tokens":4}`, "prompt"},
+		{"negative temperature", &tandemv1.GenerateRequest{Prompt: &tandemv1.GenerateRequest_Text{Text: "hi"}, Sampling: &tandemv1.SamplingParams{MaxTokens: 4, Temperature: -1}},
+			`{"model":"tiny","prompt":"hi","max_tokens":4,"temperature":-1}`, "temperature"},
+		{"top_p above 1", &tandemv1.GenerateRequest{Prompt: &tandemv1.GenerateRequest_Text{Text: "hi"}, Sampling: &tandemv1.SamplingParams{MaxTokens: 4, TopP: 1.5}},
+			`{"model":"tiny","prompt":"hi","max_tokens":4,"top_p":1.5}`, "top_p"},
+		{"max_tokens 0", &tandemv1.GenerateRequest{Prompt: &tandemv1.GenerateRequest_Text{Text: "hi"}, Sampling: &tandemv1.SamplingParams{MaxTokens: 0}},
+			`{"model":"tiny","prompt":"hi","max_tokens":0}`, "max_tokens"},
+		{"unknown model", &tandemv1.GenerateRequest{Model: "gpt-17", Prompt: &tandemv1.GenerateRequest_Text{Text: "hi"}, Sampling: greedyParams(4)},
+			`{"model":"gpt-17","prompt":"hi","max_tokens":4}`, "model"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := tc.generate0(t, c.req)
+			if s, _ := status.FromError(err); s.Code() != codes.InvalidArgument || !strings.Contains(s.Message(), c.field) {
+				t.Errorf("gRPC: %v, want INVALID_ARGUMENT naming %s", err, c.field)
+			}
+			resp, err := http.Post("http://"+tc.coord.httpAddr+"/v1/completions", "application/json", strings.NewReader(c.http))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var body struct {
+				Error struct {
+					Message, Type string
+					Param         *string
+				}
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+				t.Fatal(err)
+			}
+			named := strings.Contains(body.Error.Message, c.field) || body.Error.Param != nil && strings.Contains(*body.Error.Param, c.field)
+			if resp.StatusCode != http.StatusBadRequest || !named || body.Error.Type != "invalid_request_error" {
+				t.Errorf("HTTP: %d %+v, want 400 naming %s", resp.StatusCode, body.Error, c.field)
+			}
+		})
+	}
+}
+
+// generate0 runs a raw request and returns the first error, if any.
+func (tc *testCluster) generate0(t *testing.T, req *tandemv1.GenerateRequest) (generated, error) {
+	stream, err := tc.client.Generate(t.Context(), req)
+	if err != nil {
+		return generated{}, err
+	}
+	return collectStream(stream)
+}
