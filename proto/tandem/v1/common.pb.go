@@ -477,8 +477,11 @@ type TokenTiming struct {
 	// Microseconds since the previous token of the same request was ready
 	// (the inter-token latency); for the first token, equal to since_start_us.
 	SincePreviousUs int64 `protobuf:"varint,2,opt,name=since_previous_us,json=sincePreviousUs,proto3" json:"since_previous_us,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The step of the producing group (its rank 0's step id) that sampled
+	// the token; traces join tokens to steps by it. 0 when unknown.
+	Step          uint64 `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TokenTiming) Reset() {
@@ -521,6 +524,13 @@ func (x *TokenTiming) GetSinceStartUs() int64 {
 func (x *TokenTiming) GetSincePreviousUs() int64 {
 	if x != nil {
 		return x.SincePreviousUs
+	}
+	return 0
+}
+
+func (x *TokenTiming) GetStep() uint64 {
+	if x != nil {
+		return x.Step
 	}
 	return 0
 }
@@ -610,10 +620,11 @@ const file_tandem_v1_common_proto_rawDesc = "" +
 	"\alogprob\x18\x04 \x01(\x02R\alogprob\"a\n" +
 	"\rTokenLogprobs\x12*\n" +
 	"\x06chosen\x18\x01 \x01(\v2\x12.tandem.v1.LogprobR\x06chosen\x12$\n" +
-	"\x03top\x18\x02 \x03(\v2\x12.tandem.v1.LogprobR\x03top\"_\n" +
+	"\x03top\x18\x02 \x03(\v2\x12.tandem.v1.LogprobR\x03top\"s\n" +
 	"\vTokenTiming\x12$\n" +
 	"\x0esince_start_us\x18\x01 \x01(\x03R\fsinceStartUs\x12*\n" +
-	"\x11since_previous_us\x18\x02 \x01(\x03R\x0fsincePreviousUs\"Y\n" +
+	"\x11since_previous_us\x18\x02 \x01(\x03R\x0fsincePreviousUs\x12\x12\n" +
+	"\x04step\x18\x03 \x01(\x04R\x04step\"Y\n" +
 	"\x05Usage\x12#\n" +
 	"\rprompt_tokens\x18\x01 \x01(\x05R\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\x02 \x01(\x05R\x10completionTokens*\xac\x01\n" +

@@ -1383,6 +1383,208 @@ func (x *KVAck) GetErrorMessage() string {
 	return ""
 }
 
+// StepsRequest selects flight-recorder records.
+type StepsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Steps whose batch held this request (rank 0 knows batches).
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Steps by id, in addition.
+	Steps         []uint64 `protobuf:"varint,2,rep,packed,name=steps,proto3" json:"steps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepsRequest) Reset() {
+	*x = StepsRequest{}
+	mi := &file_tandem_v1_worker_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepsRequest) ProtoMessage() {}
+
+func (x *StepsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_worker_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepsRequest.ProtoReflect.Descriptor instead.
+func (*StepsRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *StepsRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *StepsRequest) GetSteps() []uint64 {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+// StepsResponse carries a rank's records, in its own clock.
+type StepsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The machine (host name).
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// The records still in the flight recorder, oldest first.
+	Steps []*StepTrace `protobuf:"bytes,2,rep,name=steps,proto3" json:"steps,omitempty"`
+	// The KV transfers of the request on this rank.
+	KvTransfers   []*KVTransferTrace `protobuf:"bytes,3,rep,name=kv_transfers,json=kvTransfers,proto3" json:"kv_transfers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepsResponse) Reset() {
+	*x = StepsResponse{}
+	mi := &file_tandem_v1_worker_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepsResponse) ProtoMessage() {}
+
+func (x *StepsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_worker_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepsResponse.ProtoReflect.Descriptor instead.
+func (*StepsResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *StepsResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *StepsResponse) GetSteps() []*StepTrace {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *StepsResponse) GetKvTransfers() []*KVTransferTrace {
+	if x != nil {
+		return x.KvTransfers
+	}
+	return nil
+}
+
+// ClockRequest asks for the rank's time.
+type ClockRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClockRequest) Reset() {
+	*x = ClockRequest{}
+	mi := &file_tandem_v1_worker_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClockRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClockRequest) ProtoMessage() {}
+
+func (x *ClockRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_worker_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClockRequest.ProtoReflect.Descriptor instead.
+func (*ClockRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{16}
+}
+
+// ClockResponse is the rank's time when it answered.
+type ClockResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unix nanoseconds.
+	UnixNanos     int64 `protobuf:"varint,1,opt,name=unix_nanos,json=unixNanos,proto3" json:"unix_nanos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClockResponse) Reset() {
+	*x = ClockResponse{}
+	mi := &file_tandem_v1_worker_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClockResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClockResponse) ProtoMessage() {}
+
+func (x *ClockResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_worker_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClockResponse.ProtoReflect.Descriptor instead.
+func (*ClockResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ClockResponse) GetUnixNanos() int64 {
+	if x != nil {
+		return x.UnixNanos
+	}
+	return 0
+}
+
 // SendKVRequest names a held prefill's KV and where it goes.
 type SendKVRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1399,7 +1601,7 @@ type SendKVRequest struct {
 
 func (x *SendKVRequest) Reset() {
 	*x = SendKVRequest{}
-	mi := &file_tandem_v1_worker_proto_msgTypes[14]
+	mi := &file_tandem_v1_worker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1411,7 +1613,7 @@ func (x *SendKVRequest) String() string {
 func (*SendKVRequest) ProtoMessage() {}
 
 func (x *SendKVRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_worker_proto_msgTypes[14]
+	mi := &file_tandem_v1_worker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1424,7 +1626,7 @@ func (x *SendKVRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendKVRequest.ProtoReflect.Descriptor instead.
 func (*SendKVRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{14}
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SendKVRequest) GetKv() *KVHandle {
@@ -1463,7 +1665,7 @@ type SendKVResponse struct {
 
 func (x *SendKVResponse) Reset() {
 	*x = SendKVResponse{}
-	mi := &file_tandem_v1_worker_proto_msgTypes[15]
+	mi := &file_tandem_v1_worker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1475,7 +1677,7 @@ func (x *SendKVResponse) String() string {
 func (*SendKVResponse) ProtoMessage() {}
 
 func (x *SendKVResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_worker_proto_msgTypes[15]
+	mi := &file_tandem_v1_worker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1488,7 +1690,7 @@ func (x *SendKVResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendKVResponse.ProtoReflect.Descriptor instead.
 func (*SendKVResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{15}
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SendKVResponse) GetBytes() int64 {
@@ -1525,7 +1727,7 @@ type LoadKVRequest struct {
 
 func (x *LoadKVRequest) Reset() {
 	*x = LoadKVRequest{}
-	mi := &file_tandem_v1_worker_proto_msgTypes[16]
+	mi := &file_tandem_v1_worker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +1739,7 @@ func (x *LoadKVRequest) String() string {
 func (*LoadKVRequest) ProtoMessage() {}
 
 func (x *LoadKVRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_worker_proto_msgTypes[16]
+	mi := &file_tandem_v1_worker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +1752,7 @@ func (x *LoadKVRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadKVRequest.ProtoReflect.Descriptor instead.
 func (*LoadKVRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{16}
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LoadKVRequest) GetKv() *KVHandle {
@@ -1578,7 +1780,7 @@ type LoadKVResponse struct {
 
 func (x *LoadKVResponse) Reset() {
 	*x = LoadKVResponse{}
-	mi := &file_tandem_v1_worker_proto_msgTypes[17]
+	mi := &file_tandem_v1_worker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1590,7 +1792,7 @@ func (x *LoadKVResponse) String() string {
 func (*LoadKVResponse) ProtoMessage() {}
 
 func (x *LoadKVResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_worker_proto_msgTypes[17]
+	mi := &file_tandem_v1_worker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1603,7 +1805,7 @@ func (x *LoadKVResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadKVResponse.ProtoReflect.Descriptor instead.
 func (*LoadKVResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{17}
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LoadKVResponse) GetBytes() int64 {
@@ -1624,7 +1826,7 @@ type DropKVRequest struct {
 
 func (x *DropKVRequest) Reset() {
 	*x = DropKVRequest{}
-	mi := &file_tandem_v1_worker_proto_msgTypes[18]
+	mi := &file_tandem_v1_worker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1636,7 +1838,7 @@ func (x *DropKVRequest) String() string {
 func (*DropKVRequest) ProtoMessage() {}
 
 func (x *DropKVRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_worker_proto_msgTypes[18]
+	mi := &file_tandem_v1_worker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1649,7 +1851,7 @@ func (x *DropKVRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropKVRequest.ProtoReflect.Descriptor instead.
 func (*DropKVRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{18}
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DropKVRequest) GetRequestId() string {
@@ -1668,7 +1870,7 @@ type DropKVResponse struct {
 
 func (x *DropKVResponse) Reset() {
 	*x = DropKVResponse{}
-	mi := &file_tandem_v1_worker_proto_msgTypes[19]
+	mi := &file_tandem_v1_worker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1680,7 +1882,7 @@ func (x *DropKVResponse) String() string {
 func (*DropKVResponse) ProtoMessage() {}
 
 func (x *DropKVResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_worker_proto_msgTypes[19]
+	mi := &file_tandem_v1_worker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1693,14 +1895,14 @@ func (x *DropKVResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropKVResponse.ProtoReflect.Descriptor instead.
 func (*DropKVResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{19}
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{23}
 }
 
 var File_tandem_v1_worker_proto protoreflect.FileDescriptor
 
 const file_tandem_v1_worker_proto_rawDesc = "" +
 	"\n" +
-	"\x16tandem/v1/worker.proto\x12\ttandem.v1\x1a\x16tandem/v1/common.proto\"\xe6\x01\n" +
+	"\x16tandem/v1/worker.proto\x12\ttandem.v1\x1a\x16tandem/v1/common.proto\x1a\x15tandem/v1/trace.proto\"\xe6\x01\n" +
 	"\x0ePrefillRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12(\n" +
@@ -1817,7 +2019,19 @@ const file_tandem_v1_worker_proto_rawDesc = "" +
 	"\rfailed_chunks\x18\x03 \x03(\rR\ffailedChunks\x12%\n" +
 	"\x0emissing_chunks\x18\x04 \x03(\rR\rmissingChunks\x12%\n" +
 	"\x0ereceived_bytes\x18\x05 \x01(\x03R\rreceivedBytes\x12#\n" +
-	"\rerror_message\x18\x06 \x01(\tR\ferrorMessage\"\x88\x01\n" +
+	"\rerror_message\x18\x06 \x01(\tR\ferrorMessage\"C\n" +
+	"\fStepsRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
+	"\x05steps\x18\x02 \x03(\x04R\x05steps\"\x8e\x01\n" +
+	"\rStepsResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12*\n" +
+	"\x05steps\x18\x02 \x03(\v2\x14.tandem.v1.StepTraceR\x05steps\x12=\n" +
+	"\fkv_transfers\x18\x03 \x03(\v2\x1a.tandem.v1.KVTransferTraceR\vkvTransfers\"\x0e\n" +
+	"\fClockRequest\".\n" +
+	"\rClockResponse\x12\x1d\n" +
+	"\n" +
+	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\"\x88\x01\n" +
 	"\rSendKVRequest\x12#\n" +
 	"\x02kv\x18\x01 \x01(\v2\x13.tandem.v1.KVHandleR\x02kv\x12\x16\n" +
 	"\x06blocks\x18\x02 \x03(\x05R\x06blocks\x12:\n" +
@@ -1849,11 +2063,13 @@ const file_tandem_v1_worker_proto_rawDesc = "" +
 	"\x05Stats\x12\x17.tandem.v1.StatsRequest\x1a\x18.tandem.v1.StatsResponse2<\n" +
 	"\n" +
 	"KVTransfer\x12.\n" +
-	"\x04Push\x12\x12.tandem.v1.KVChunk\x1a\x10.tandem.v1.KVAck(\x012\xc3\x01\n" +
+	"\x04Push\x12\x12.tandem.v1.KVChunk\x1a\x10.tandem.v1.KVAck(\x012\xbb\x02\n" +
 	"\x04Rank\x12=\n" +
 	"\x06SendKV\x12\x18.tandem.v1.SendKVRequest\x1a\x19.tandem.v1.SendKVResponse\x12=\n" +
 	"\x06LoadKV\x12\x18.tandem.v1.LoadKVRequest\x1a\x19.tandem.v1.LoadKVResponse\x12=\n" +
-	"\x06DropKV\x12\x18.tandem.v1.DropKVRequest\x1a\x19.tandem.v1.DropKVResponseB6Z4github.com/tandemllm/tandem/proto/tandem/v1;tandemv1b\x06proto3"
+	"\x06DropKV\x12\x18.tandem.v1.DropKVRequest\x1a\x19.tandem.v1.DropKVResponse\x12:\n" +
+	"\x05Steps\x12\x17.tandem.v1.StepsRequest\x1a\x18.tandem.v1.StepsResponse\x12:\n" +
+	"\x05Clock\x12\x17.tandem.v1.ClockRequest\x1a\x18.tandem.v1.ClockResponseB6Z4github.com/tandemllm/tandem/proto/tandem/v1;tandemv1b\x06proto3"
 
 var (
 	file_tandem_v1_worker_proto_rawDescOnce sync.Once
@@ -1868,7 +2084,7 @@ func file_tandem_v1_worker_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tandem_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_tandem_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_tandem_v1_worker_proto_goTypes = []any{
 	(DataType)(0),                  // 0: tandem.v1.DataType
 	(*PrefillRequest)(nil),         // 1: tandem.v1.PrefillRequest
@@ -1885,66 +2101,78 @@ var file_tandem_v1_worker_proto_goTypes = []any{
 	(*StatsResponse)(nil),          // 12: tandem.v1.StatsResponse
 	(*KVChunk)(nil),                // 13: tandem.v1.KVChunk
 	(*KVAck)(nil),                  // 14: tandem.v1.KVAck
-	(*SendKVRequest)(nil),          // 15: tandem.v1.SendKVRequest
-	(*SendKVResponse)(nil),         // 16: tandem.v1.SendKVResponse
-	(*LoadKVRequest)(nil),          // 17: tandem.v1.LoadKVRequest
-	(*LoadKVResponse)(nil),         // 18: tandem.v1.LoadKVResponse
-	(*DropKVRequest)(nil),          // 19: tandem.v1.DropKVRequest
-	(*DropKVResponse)(nil),         // 20: tandem.v1.DropKVResponse
-	(*SamplingParams)(nil),         // 21: tandem.v1.SamplingParams
-	(*TokenLogprobs)(nil),          // 22: tandem.v1.TokenLogprobs
-	(*TokenTiming)(nil),            // 23: tandem.v1.TokenTiming
-	(FinishReason)(0),              // 24: tandem.v1.FinishReason
-	(*Usage)(nil),                  // 25: tandem.v1.Usage
-	(Role)(0),                      // 26: tandem.v1.Role
+	(*StepsRequest)(nil),           // 15: tandem.v1.StepsRequest
+	(*StepsResponse)(nil),          // 16: tandem.v1.StepsResponse
+	(*ClockRequest)(nil),           // 17: tandem.v1.ClockRequest
+	(*ClockResponse)(nil),          // 18: tandem.v1.ClockResponse
+	(*SendKVRequest)(nil),          // 19: tandem.v1.SendKVRequest
+	(*SendKVResponse)(nil),         // 20: tandem.v1.SendKVResponse
+	(*LoadKVRequest)(nil),          // 21: tandem.v1.LoadKVRequest
+	(*LoadKVResponse)(nil),         // 22: tandem.v1.LoadKVResponse
+	(*DropKVRequest)(nil),          // 23: tandem.v1.DropKVRequest
+	(*DropKVResponse)(nil),         // 24: tandem.v1.DropKVResponse
+	(*SamplingParams)(nil),         // 25: tandem.v1.SamplingParams
+	(*TokenLogprobs)(nil),          // 26: tandem.v1.TokenLogprobs
+	(*TokenTiming)(nil),            // 27: tandem.v1.TokenTiming
+	(FinishReason)(0),              // 28: tandem.v1.FinishReason
+	(*Usage)(nil),                  // 29: tandem.v1.Usage
+	(Role)(0),                      // 30: tandem.v1.Role
+	(*StepTrace)(nil),              // 31: tandem.v1.StepTrace
+	(*KVTransferTrace)(nil),        // 32: tandem.v1.KVTransferTrace
 }
 var file_tandem_v1_worker_proto_depIdxs = []int32{
-	21, // 0: tandem.v1.PrefillRequest.sampling:type_name -> tandem.v1.SamplingParams
+	25, // 0: tandem.v1.PrefillRequest.sampling:type_name -> tandem.v1.SamplingParams
 	2,  // 1: tandem.v1.PrefillRequest.destination:type_name -> tandem.v1.KVDestination
-	22, // 2: tandem.v1.PrefillResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
-	23, // 3: tandem.v1.PrefillResponse.timing:type_name -> tandem.v1.TokenTiming
+	26, // 2: tandem.v1.PrefillResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
+	27, // 3: tandem.v1.PrefillResponse.timing:type_name -> tandem.v1.TokenTiming
 	4,  // 4: tandem.v1.PrefillResponse.kv:type_name -> tandem.v1.KVHandle
-	24, // 5: tandem.v1.PrefillResponse.finish_reason:type_name -> tandem.v1.FinishReason
+	28, // 5: tandem.v1.PrefillResponse.finish_reason:type_name -> tandem.v1.FinishReason
 	0,  // 6: tandem.v1.KVHandle.dtype:type_name -> tandem.v1.DataType
-	21, // 7: tandem.v1.DecodeRequest.sampling:type_name -> tandem.v1.SamplingParams
+	25, // 7: tandem.v1.DecodeRequest.sampling:type_name -> tandem.v1.SamplingParams
 	4,  // 8: tandem.v1.DecodeRequest.kv:type_name -> tandem.v1.KVHandle
-	23, // 9: tandem.v1.DecodeResponse.timings:type_name -> tandem.v1.TokenTiming
-	22, // 10: tandem.v1.DecodeResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
-	24, // 11: tandem.v1.DecodeResponse.finish_reason:type_name -> tandem.v1.FinishReason
-	25, // 12: tandem.v1.DecodeResponse.usage:type_name -> tandem.v1.Usage
-	21, // 13: tandem.v1.WorkerGenerateRequest.sampling:type_name -> tandem.v1.SamplingParams
-	23, // 14: tandem.v1.WorkerGenerateResponse.timings:type_name -> tandem.v1.TokenTiming
-	22, // 15: tandem.v1.WorkerGenerateResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
-	24, // 16: tandem.v1.WorkerGenerateResponse.finish_reason:type_name -> tandem.v1.FinishReason
-	25, // 17: tandem.v1.WorkerGenerateResponse.usage:type_name -> tandem.v1.Usage
-	26, // 18: tandem.v1.StatsResponse.role:type_name -> tandem.v1.Role
+	27, // 9: tandem.v1.DecodeResponse.timings:type_name -> tandem.v1.TokenTiming
+	26, // 10: tandem.v1.DecodeResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
+	28, // 11: tandem.v1.DecodeResponse.finish_reason:type_name -> tandem.v1.FinishReason
+	29, // 12: tandem.v1.DecodeResponse.usage:type_name -> tandem.v1.Usage
+	25, // 13: tandem.v1.WorkerGenerateRequest.sampling:type_name -> tandem.v1.SamplingParams
+	27, // 14: tandem.v1.WorkerGenerateResponse.timings:type_name -> tandem.v1.TokenTiming
+	26, // 15: tandem.v1.WorkerGenerateResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
+	28, // 16: tandem.v1.WorkerGenerateResponse.finish_reason:type_name -> tandem.v1.FinishReason
+	29, // 17: tandem.v1.WorkerGenerateResponse.usage:type_name -> tandem.v1.Usage
+	30, // 18: tandem.v1.StatsResponse.role:type_name -> tandem.v1.Role
 	0,  // 19: tandem.v1.KVChunk.dtype:type_name -> tandem.v1.DataType
-	4,  // 20: tandem.v1.SendKVRequest.kv:type_name -> tandem.v1.KVHandle
-	2,  // 21: tandem.v1.SendKVRequest.destination:type_name -> tandem.v1.KVDestination
-	4,  // 22: tandem.v1.LoadKVRequest.kv:type_name -> tandem.v1.KVHandle
-	1,  // 23: tandem.v1.Worker.Prefill:input_type -> tandem.v1.PrefillRequest
-	5,  // 24: tandem.v1.Worker.Decode:input_type -> tandem.v1.DecodeRequest
-	7,  // 25: tandem.v1.Worker.Generate:input_type -> tandem.v1.WorkerGenerateRequest
-	9,  // 26: tandem.v1.Worker.Abort:input_type -> tandem.v1.AbortRequest
-	11, // 27: tandem.v1.Worker.Stats:input_type -> tandem.v1.StatsRequest
-	13, // 28: tandem.v1.KVTransfer.Push:input_type -> tandem.v1.KVChunk
-	15, // 29: tandem.v1.Rank.SendKV:input_type -> tandem.v1.SendKVRequest
-	17, // 30: tandem.v1.Rank.LoadKV:input_type -> tandem.v1.LoadKVRequest
-	19, // 31: tandem.v1.Rank.DropKV:input_type -> tandem.v1.DropKVRequest
-	3,  // 32: tandem.v1.Worker.Prefill:output_type -> tandem.v1.PrefillResponse
-	6,  // 33: tandem.v1.Worker.Decode:output_type -> tandem.v1.DecodeResponse
-	8,  // 34: tandem.v1.Worker.Generate:output_type -> tandem.v1.WorkerGenerateResponse
-	10, // 35: tandem.v1.Worker.Abort:output_type -> tandem.v1.AbortResponse
-	12, // 36: tandem.v1.Worker.Stats:output_type -> tandem.v1.StatsResponse
-	14, // 37: tandem.v1.KVTransfer.Push:output_type -> tandem.v1.KVAck
-	16, // 38: tandem.v1.Rank.SendKV:output_type -> tandem.v1.SendKVResponse
-	18, // 39: tandem.v1.Rank.LoadKV:output_type -> tandem.v1.LoadKVResponse
-	20, // 40: tandem.v1.Rank.DropKV:output_type -> tandem.v1.DropKVResponse
-	32, // [32:41] is the sub-list for method output_type
-	23, // [23:32] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	31, // 20: tandem.v1.StepsResponse.steps:type_name -> tandem.v1.StepTrace
+	32, // 21: tandem.v1.StepsResponse.kv_transfers:type_name -> tandem.v1.KVTransferTrace
+	4,  // 22: tandem.v1.SendKVRequest.kv:type_name -> tandem.v1.KVHandle
+	2,  // 23: tandem.v1.SendKVRequest.destination:type_name -> tandem.v1.KVDestination
+	4,  // 24: tandem.v1.LoadKVRequest.kv:type_name -> tandem.v1.KVHandle
+	1,  // 25: tandem.v1.Worker.Prefill:input_type -> tandem.v1.PrefillRequest
+	5,  // 26: tandem.v1.Worker.Decode:input_type -> tandem.v1.DecodeRequest
+	7,  // 27: tandem.v1.Worker.Generate:input_type -> tandem.v1.WorkerGenerateRequest
+	9,  // 28: tandem.v1.Worker.Abort:input_type -> tandem.v1.AbortRequest
+	11, // 29: tandem.v1.Worker.Stats:input_type -> tandem.v1.StatsRequest
+	13, // 30: tandem.v1.KVTransfer.Push:input_type -> tandem.v1.KVChunk
+	19, // 31: tandem.v1.Rank.SendKV:input_type -> tandem.v1.SendKVRequest
+	21, // 32: tandem.v1.Rank.LoadKV:input_type -> tandem.v1.LoadKVRequest
+	23, // 33: tandem.v1.Rank.DropKV:input_type -> tandem.v1.DropKVRequest
+	15, // 34: tandem.v1.Rank.Steps:input_type -> tandem.v1.StepsRequest
+	17, // 35: tandem.v1.Rank.Clock:input_type -> tandem.v1.ClockRequest
+	3,  // 36: tandem.v1.Worker.Prefill:output_type -> tandem.v1.PrefillResponse
+	6,  // 37: tandem.v1.Worker.Decode:output_type -> tandem.v1.DecodeResponse
+	8,  // 38: tandem.v1.Worker.Generate:output_type -> tandem.v1.WorkerGenerateResponse
+	10, // 39: tandem.v1.Worker.Abort:output_type -> tandem.v1.AbortResponse
+	12, // 40: tandem.v1.Worker.Stats:output_type -> tandem.v1.StatsResponse
+	14, // 41: tandem.v1.KVTransfer.Push:output_type -> tandem.v1.KVAck
+	20, // 42: tandem.v1.Rank.SendKV:output_type -> tandem.v1.SendKVResponse
+	22, // 43: tandem.v1.Rank.LoadKV:output_type -> tandem.v1.LoadKVResponse
+	24, // 44: tandem.v1.Rank.DropKV:output_type -> tandem.v1.DropKVResponse
+	16, // 45: tandem.v1.Rank.Steps:output_type -> tandem.v1.StepsResponse
+	18, // 46: tandem.v1.Rank.Clock:output_type -> tandem.v1.ClockResponse
+	36, // [36:47] is the sub-list for method output_type
+	25, // [25:36] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_worker_proto_init() }
@@ -1953,13 +2181,14 @@ func file_tandem_v1_worker_proto_init() {
 		return
 	}
 	file_tandem_v1_common_proto_init()
+	file_tandem_v1_trace_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_worker_proto_rawDesc), len(file_tandem_v1_worker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -445,6 +445,8 @@ const (
 	Rank_SendKV_FullMethodName = "/tandem.v1.Rank/SendKV"
 	Rank_LoadKV_FullMethodName = "/tandem.v1.Rank/LoadKV"
 	Rank_DropKV_FullMethodName = "/tandem.v1.Rank/DropKV"
+	Rank_Steps_FullMethodName  = "/tandem.v1.Rank/Steps"
+	Rank_Clock_FullMethodName  = "/tandem.v1.Rank/Clock"
 )
 
 // RankClient is the client API for Rank service.
@@ -465,6 +467,11 @@ type RankClient interface {
 	LoadKV(ctx context.Context, in *LoadKVRequest, opts ...grpc.CallOption) (*LoadKVResponse, error)
 	// DropKV forgets any KV of a request the rank buffered (an abort).
 	DropKV(ctx context.Context, in *DropKVRequest, opts ...grpc.CallOption) (*DropKVResponse, error)
+	// Steps returns the rank's flight-recorder records of a request: on
+	// rank 0 the steps whose batch held it, on any rank the steps named.
+	Steps(ctx context.Context, in *StepsRequest, opts ...grpc.CallOption) (*StepsResponse, error)
+	// Clock returns the rank's clock, for NTP-style offset estimation.
+	Clock(ctx context.Context, in *ClockRequest, opts ...grpc.CallOption) (*ClockResponse, error)
 }
 
 type rankClient struct {
@@ -505,6 +512,26 @@ func (c *rankClient) DropKV(ctx context.Context, in *DropKVRequest, opts ...grpc
 	return out, nil
 }
 
+func (c *rankClient) Steps(ctx context.Context, in *StepsRequest, opts ...grpc.CallOption) (*StepsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StepsResponse)
+	err := c.cc.Invoke(ctx, Rank_Steps_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *rankClient) Clock(ctx context.Context, in *ClockRequest, opts ...grpc.CallOption) (*ClockResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClockResponse)
+	err := c.cc.Invoke(ctx, Rank_Clock_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RankServer is the server API for Rank service.
 // All implementations must embed UnimplementedRankServer
 // for forward compatibility.
@@ -523,6 +550,11 @@ type RankServer interface {
 	LoadKV(context.Context, *LoadKVRequest) (*LoadKVResponse, error)
 	// DropKV forgets any KV of a request the rank buffered (an abort).
 	DropKV(context.Context, *DropKVRequest) (*DropKVResponse, error)
+	// Steps returns the rank's flight-recorder records of a request: on
+	// rank 0 the steps whose batch held it, on any rank the steps named.
+	Steps(context.Context, *StepsRequest) (*StepsResponse, error)
+	// Clock returns the rank's clock, for NTP-style offset estimation.
+	Clock(context.Context, *ClockRequest) (*ClockResponse, error)
 	mustEmbedUnimplementedRankServer()
 }
 
@@ -541,6 +573,12 @@ func (UnimplementedRankServer) LoadKV(context.Context, *LoadKVRequest) (*LoadKVR
 }
 func (UnimplementedRankServer) DropKV(context.Context, *DropKVRequest) (*DropKVResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DropKV not implemented")
+}
+func (UnimplementedRankServer) Steps(context.Context, *StepsRequest) (*StepsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Steps not implemented")
+}
+func (UnimplementedRankServer) Clock(context.Context, *ClockRequest) (*ClockResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Clock not implemented")
 }
 func (UnimplementedRankServer) mustEmbedUnimplementedRankServer() {}
 func (UnimplementedRankServer) testEmbeddedByValue()              {}
@@ -617,6 +655,42 @@ func _Rank_DropKV_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Rank_Steps_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StepsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RankServer).Steps(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Rank_Steps_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RankServer).Steps(ctx, req.(*StepsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Rank_Clock_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClockRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RankServer).Clock(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Rank_Clock_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RankServer).Clock(ctx, req.(*ClockRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Rank_ServiceDesc is the grpc.ServiceDesc for Rank service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -635,6 +709,14 @@ var Rank_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DropKV",
 			Handler:    _Rank_DropKV_Handler,
+		},
+		{
+			MethodName: "Steps",
+			Handler:    _Rank_Steps_Handler,
+		},
+		{
+			MethodName: "Clock",
+			Handler:    _Rank_Clock_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
