@@ -1,0 +1,2 @@
+// Package tracing is Tandem's per-token flight recorder.
+package tracing
