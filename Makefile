@@ -25,10 +25,13 @@ vet:
 lint:
 	$(GO) run $(STATICCHECK) ./...
 
-# bench: kernel and engine benchmarks; each prints its figure and the
-# limit measured in the same run (memory bandwidth, peak FMA FLOP/s).
+# bench: every performance figure, each printed next to the limit it is
+# held against and measured in the same run: kernels and engine (memory
+# bandwidth, peak FMA FLOP/s), collectives and KV transfer (raw loopback
+# TCP), coordinator overhead (1 ms) and tracing cost (2%).
+BENCH_PKGS := ./compute/cpu/ ./engine/ ./nccl/ring/ ./kvtransfer/ ./tracing/ ./worker/ ./cmd/tandem/
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./compute/cpu/ ./engine/
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) $(BENCH_PKGS)
 
 # fuzz: a short run of every fuzz target (FUZZTIME each).
 FUZZTIME ?= 30s

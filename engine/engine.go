@@ -89,6 +89,8 @@ type Output struct {
 	TopLogprobs []TokenLogprob
 	// FinishReason is set on the last output of a request.
 	FinishReason string
+	// Step is the id of the step that produced the token (StepRecord.Step).
+	Step uint64
 }
 
 // sequence is the engine's state of one request.

@@ -129,7 +129,7 @@ func (e *Engine) sampleAll(logits []float32, steps []scheduled) []Output {
 func (e *Engine) sampleOne(s *sequence, logits []float32) Output {
 	p := &s.req.Params
 	tok := s.sampler.sample(logits)
-	out := Output{RequestID: s.req.ID, Index: s.generated, Token: tok}
+	out := Output{RequestID: s.req.ID, Index: s.generated, Token: tok, Step: e.rec.Step}
 	if p.Logprobs || p.TopLogprobs > 0 {
 		chosen, top := logprobs(logits, tok, p.TopLogprobs, s.lpScratch)
 		out.Logprob, out.TopLogprobs = &chosen, top
