@@ -15,6 +15,7 @@ import (
 
 	"github.com/tandemllm/tandem/cluster"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+	"github.com/tandemllm/tandem/tracing"
 )
 
 // Options configure New. Zero fields take the documented defaults.
@@ -37,6 +38,9 @@ type Options struct {
 	StatsInterval time.Duration
 	// Logger receives the coordinator's logs. Default slog.Default().
 	Logger *slog.Logger
+	// TraceHistory is how many recent requests are kept for traces
+	// (GetTrace, ListRequests). Default 1000.
+	TraceHistory int
 }
 
 // Coordinator serves the public APIs of a Tandem cluster: it tokenizes,
@@ -51,6 +55,10 @@ type Coordinator struct {
 	created time.Time
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
+
+	history *history
+	clockMu sync.Mutex
+	clocks  map[string]tracing.ClockEstimate // by rank address
 
 	mu       sync.Mutex
 	inflight map[string]struct{}
@@ -80,6 +88,9 @@ func New(ctx context.Context, opts Options) (*Coordinator, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.TraceHistory <= 0 {
+		opts.TraceHistory = 1000
+	}
 	m, err := loadModel(opts.ModelDir, opts.ModelName)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
@@ -99,12 +110,15 @@ func New(ctx context.Context, opts Options) (*Coordinator, error) {
 		created:  time.Now(),
 		stop:     stop,
 		inflight: make(map[string]struct{}),
+		history:  newHistory(opts.TraceHistory),
+		clocks:   make(map[string]tracing.ClockEstimate),
 		groups:   make(map[string]*groupState),
 		conns:    make(map[string]*grpc.ClientConn),
 	}
 	c.sync(bg, members.Groups())
 	c.wg.Go(func() { c.watch(bg) })
 	c.wg.Go(func() { c.pollStats(bg) })
+	c.wg.Go(func() { c.keepClocks(bg) })
 	return c, nil
 }
 
@@ -128,9 +142,10 @@ func watchMembership(ctx, bg context.Context, cli *clientv3.Client) (*cluster.Me
 	return m, nil
 }
 
-// Register registers the Generation service on s.
+// Register registers the Generation and Traces services on s.
 func (c *Coordinator) Register(s *grpc.Server) {
 	tandemv1.RegisterGenerationServer(s, generationServer{c: c})
+	tandemv1.RegisterTracesServer(s, tracesServer{c: c})
 }
 
 // Close stops watching the cluster and polling, and closes the

@@ -47,6 +47,16 @@ func (c *Coordinator) generate(ctx context.Context, req *tandemv1.GenerateReques
 	if err != nil {
 		return err
 	}
+	rec := &traceRecord{id: p.id, model: c.model.name, arrival: arrival, tokenize: p.tokenize, prompt: len(p.prompt)}
+	if rt.unified != nil {
+		rec.decode = rt.unified.name
+	} else {
+		rec.prefill, rec.decode = rt.prefill.name, rt.decode.name
+	}
+	c.history.add(rec)
+	// A request that ends without its finish message (an error, a
+	// cancelled client) is closed here; finish closes it first otherwise.
+	defer rec.close(tandemv1.FinishReason_FINISH_REASON_ERROR)
 	if err := send(&tandemv1.GenerateResponse{RequestId: p.id, PromptTokenIds: p.prompt, TokenizeUs: p.tokenize.Microseconds()}); err != nil {
 		return err
 	}
@@ -69,7 +79,8 @@ func (c *Coordinator) generate(ctx context.Context, req *tandemv1.GenerateReques
 	r := &request{
 		c: c, p: p, sampling: toWorker, arrival: arrival, last: arrival,
 		client: ctx, ctx: runCtx, cancel: cancel, send: send,
-		text: newTextStream(c.model.tok, p.sampling.Stop),
+		text:  newTextStream(c.model.tok, p.sampling.Stop),
+		trace: rec,
 	}
 	defer r.abortPending("request ended")
 	if rt.unified != nil {
@@ -109,6 +120,7 @@ type request struct {
 	cancel   context.CancelCauseFunc
 	send     func(*tandemv1.GenerateResponse) error
 	text     *textStream
+	trace    *traceRecord
 	tokens   int32 // tokens sent to the client
 	// pending are the groups that may still hold the request; they are
 	// aborted when it ends before they report its end.
@@ -143,7 +155,7 @@ func (r *request) runDisaggregated(rt route) error {
 	if resp.Logprobs != nil {
 		lps = append(lps, resp.Logprobs)
 	}
-	msg, stopped := r.batch([]int32{resp.TokenId}, lps)
+	msg, stopped := r.batch(pre, []int32{resp.TokenId}, lps, []*tandemv1.TokenTiming{resp.Timing})
 	switch {
 	case stopped:
 		return r.finish(msg, tandemv1.FinishReason_FINISH_REASON_STOP, "")
@@ -169,6 +181,7 @@ func (r *request) runDisaggregated(rt route) error {
 type workerMessage interface {
 	GetTokenIds() []int32
 	GetLogprobs() []*tandemv1.TokenLogprobs
+	GetTimings() []*tandemv1.TokenTiming
 	GetFinishReason() tandemv1.FinishReason
 	GetErrorMessage() string
 }
@@ -181,7 +194,7 @@ func relay[M workerMessage](r *request, g *groupState, recv func() (M, error)) e
 		if err != nil {
 			return r.fail(g, err)
 		}
-		msg, stopped := r.batch(m.GetTokenIds(), m.GetLogprobs())
+		msg, stopped := r.batch(g, m.GetTokenIds(), m.GetLogprobs(), m.GetTimings())
 		fin := m.GetFinishReason()
 		if fin != tandemv1.FinishReason_FINISH_REASON_UNSPECIFIED {
 			r.done(g)
@@ -200,10 +213,15 @@ func relay[M workerMessage](r *request, g *groupState, recv func() (M, error)) e
 
 // batch turns tokens a worker sent into a client message, one token at a
 // time so that a stop string ends the request at the token completing it.
-func (r *request) batch(ids []int32, lps []*tandemv1.TokenLogprobs) (msg *tandemv1.GenerateResponse, stopped bool) {
+func (r *request) batch(g *groupState, ids []int32, lps []*tandemv1.TokenLogprobs, timings []*tandemv1.TokenTiming) (msg *tandemv1.GenerateResponse, stopped bool) {
 	now := time.Now()
 	msg = &tandemv1.GenerateResponse{}
 	for i, id := range ids {
+		var step uint64
+		if i < len(timings) {
+			step = timings[i].GetStep()
+		}
+		r.trace.token(id, now, g.name, step)
 		delta, stop := r.text.add(id)
 		msg.TokenIds = append(msg.TokenIds, id)
 		msg.Text += delta
@@ -242,6 +260,7 @@ func (r *request) finish(msg *tandemv1.GenerateResponse, reason tandemv1.FinishR
 	}
 	r.cancel(errors.New("request finished"))
 	r.abortPending(reason.String())
+	r.trace.close(reason)
 	msg.RequestId = r.p.id
 	msg.FinishReason = reason
 	msg.ErrorMessage = errMsg

@@ -25,11 +25,15 @@ func testRequest(t *testing.T, m *modelInfo, s *tandemv1.SamplingParams) (*reque
 	r := &request{
 		c: &Coordinator{model: m}, p: &prepared{id: "req", prompt: []int32{1, 2, 3}, sampling: s}, sampling: s,
 		arrival: arrival, last: arrival, client: t.Context(), ctx: ctx, cancel: cancel,
-		send: func(m *tandemv1.GenerateResponse) error { sent = append(sent, m); return nil },
-		text: newTextStream(m.tok, s.Stop),
+		send:  func(m *tandemv1.GenerateResponse) error { sent = append(sent, m); return nil },
+		text:  newTextStream(m.tok, s.Stop),
+		trace: &traceRecord{id: "req"},
 	}
 	return r, &sent
 }
+
+// testGroup is the group the tests' tokens come from.
+var testGroup = &groupState{name: "decode-0"}
 
 func TestRequestStopString(t *testing.T) {
 	m := tinyModel(t)
@@ -42,7 +46,7 @@ func TestRequestStopString(t *testing.T) {
 	for i, id := range ids {
 		lps[i] = &tandemv1.TokenLogprobs{Chosen: &tandemv1.Logprob{TokenId: id, Logprob: -1}}
 	}
-	msg, stopped := r.batch(ids, lps)
+	msg, stopped := r.batch(testGroup, ids, lps, nil)
 	if !stopped || !slices.Equal(msg.TokenIds, ids[:2]) || msg.Text != "Hello" || len(msg.Timings) != 2 || len(msg.Logprobs) != 2 {
 		t.Fatalf("batch: stopped %v, %v", stopped, msg)
 	}
@@ -65,7 +69,7 @@ func TestRequestStopString(t *testing.T) {
 func TestRequestFinishReleasesHeldText(t *testing.T) {
 	m := tinyModel(t)
 	r, sent := testRequest(t, m, &tandemv1.SamplingParams{Stop: []string{"again and"}})
-	msg, stopped := r.batch(m.tok.Encode("Hello world again", false), nil)
+	msg, stopped := r.batch(testGroup, m.tok.Encode("Hello world again", false), nil, nil)
 	if stopped || msg.Text != "Hello world " || msg.Logprobs != nil {
 		t.Fatalf("batch: %v", msg)
 	}
@@ -109,7 +113,7 @@ func TestRequestEnds(t *testing.T) {
 			defer clientCancel()
 			r.client = client
 			if tt.tokens {
-				r.batch(m.tok.Encode("Hi", false), nil)
+				r.batch(testGroup, m.tok.Encode("Hi", false), nil, nil)
 			}
 			if tt.cancel != nil {
 				tt.cancel(r, clientCancel)

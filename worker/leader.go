@@ -257,7 +257,7 @@ func (l *leader) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 	cfg := l.e.Model().Config()
 	resp := &tandemv1.PrefillResponse{
 		RequestId: id, TokenId: o.Token, Logprobs: tokenLogprobs(&o),
-		Timing:    &tandemv1.TokenTiming{SinceStartUs: lv.done.Sub(recv).Microseconds(), SincePreviousUs: lv.done.Sub(recv).Microseconds()},
+		Timing:    &tandemv1.TokenTiming{SinceStartUs: lv.done.Sub(recv).Microseconds(), SincePreviousUs: lv.done.Sub(recv).Microseconds(), Step: o.Step},
 		QueueUs:   lv.start.Sub(recv).Microseconds(),
 		ComputeUs: lv.done.Sub(lv.start).Microseconds(),
 		Kv: &tandemv1.KVHandle{
@@ -494,7 +494,9 @@ func (l *leader) stream(ctx context.Context, id string, lv *live, prompt, before
 			}
 			fin := o.FinishReason != ""
 			usage := &tandemv1.Usage{PromptTokens: int32(prompt), CompletionTokens: int32(o.Index + 1)}
-			if err := send(&o, t.next(time.Now()), fin, usage); err != nil {
+			tt := t.next(time.Now())
+			tt.Step = o.Step
+			if err := send(&o, tt, fin, usage); err != nil {
 				l.abort(id)
 				return err
 			}

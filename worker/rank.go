@@ -14,6 +14,7 @@ import (
 	"github.com/tandemllm/tandem/kvtransfer"
 	"github.com/tandemllm/tandem/parallel"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+	"github.com/tandemllm/tandem/tracing"
 )
 
 // rankServer moves this rank's share of requests' KV (the Rank service).
@@ -30,15 +31,18 @@ type rankServer struct {
 	layers   int
 	sender   *kvtransfer.Sender
 	receiver *kvtransfer.Receiver // nil on prefill ranks
+	rec      *tracing.Recorder
+	node     string // host name, for traces
 }
 
-func newRankServer(e *engine.Engine, role string) *rankServer {
+func newRankServer(e *engine.Engine, role string, rec *tracing.Recorder, node string) *rankServer {
 	m := e.Model()
 	cfg, plan := m.Config(), m.Plan()
 	r := &rankServer{
 		e: e, rank: plan.Rank, tp: plan.TP, kvHeads: cfg.KVHeads, heads: plan.KVHeads(),
 		headDim: cfg.HeadDim, layers: cfg.Layers,
 		sender: kvtransfer.NewSender(kvtransfer.SenderOptions{}),
+		rec:    rec, node: node,
 	}
 	if role != rolePrefill {
 		r.receiver = kvtransfer.NewReceiver(kvtransfer.ReceiverOptions{
@@ -94,7 +98,9 @@ func (r *rankServer) SendKV(ctx context.Context, req *tandemv1.SendKVRequest) (*
 			Layers: r.layers, Tokens: src.tokens, Heads: t.Heads, HeadDim: r.headDim,
 		}
 		wg.Go(func() {
+			pushed := time.Now()
 			st, err := r.sender.Push(ctx, src, spec)
+			recordSend(r.rec, spec.RequestID, spec, pushed, st)
 			mu.Lock()
 			defer mu.Unlock()
 			out.Bytes += st.Bytes
@@ -121,6 +127,7 @@ func (r *rankServer) LoadKV(ctx context.Context, req *tandemv1.LoadKVRequest) (*
 		return nil, err
 	}
 	tokens := int(kv.GetNumTokens())
+	start := time.Now()
 	layers, err := r.receiver.Await(ctx, kvtransfer.Expect{
 		RequestID: kv.GetRequestId(), Attempt: kv.GetAttempt(), Tokens: tokens,
 		SourceTP: int(kv.GetSourceTp()), KVHeads: r.kvHeads, DestTP: r.tp,
@@ -133,6 +140,12 @@ func (r *rankServer) LoadKV(ctx context.Context, req *tandemv1.LoadKVRequest) (*
 		r.e.WriteKV(l, req.GetBlocks(), tokens, 0, r.heads.Len(), data)
 		bytes += int64(len(data)) * 4
 	}
+	// One record for the whole wait and load: the decode side's share of
+	// the transfer (layer -1: all layers).
+	r.rec.RecordKV(kv.GetRequestId(), &tandemv1.KVTransferTrace{
+		Layer: -1, SourceRank: -1, DestRank: int32(r.rank), Bytes: bytes,
+		StartUnixNanos: start.UnixNano(), DurationNanos: int64(time.Since(start)),
+	})
 	return &tandemv1.LoadKVResponse{Bytes: bytes}, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -16,6 +17,7 @@ import (
 	"github.com/tandemllm/tandem/engine"
 	"github.com/tandemllm/tandem/kvtransfer"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+	"github.com/tandemllm/tandem/tracing"
 )
 
 const (
@@ -50,6 +52,8 @@ type Options struct {
 	// KVTimeout bounds a KV transfer: a decode waits this long for its KV
 	// before recomputing the prompt (default 30s).
 	KVTimeout time.Duration
+	// TraceSteps is the flight recorder's capacity in steps (default 4096).
+	TraceSteps int
 	// ShutdownTimeout bounds the graceful stop (default 5s).
 	ShutdownTimeout time.Duration
 	// Logger defaults to slog.Default().
@@ -133,21 +137,30 @@ func Run(ctx context.Context, opts Options) error {
 
 	var l *leader
 	eopts := opts.Engine
+	rec := tracing.NewRecorder(opts.TraceSteps)
+	tracer := &stepTracer{rec: rec}
+	user := eopts.OnStep
 	if plan.Rank == 0 {
 		l = newLeader(w, nil)
-		user := eopts.OnStep
-		eopts.OnStep = func(rec *engine.StepRecord) {
-			l.onStep(rec)
-			if user != nil {
-				user(rec)
-			}
+	}
+	eopts.OnStep = func(r *engine.StepRecord) {
+		if l != nil {
+			l.onStep(r)
+		}
+		tracer.onStep(r)
+		if user != nil {
+			user(r)
 		}
 	}
 	e, err := engine.New(opts.Model, eopts)
 	if err != nil {
 		return err
 	}
-	rs := newRankServer(e, opts.Role)
+	node, err := os.Hostname()
+	if err != nil {
+		node = "unknown"
+	}
+	rs := newRankServer(e, opts.Role, rec, node)
 	defer rs.sender.Close()
 	srv := grpc.NewServer(kvtransfer.ServerOptions()...)
 	tandemv1.RegisterRankServer(srv, rs)

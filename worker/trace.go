@@ -1,0 +1,78 @@
+package worker
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/kvtransfer"
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+	"github.com/tandemllm/tandem/tracing"
+)
+
+// stepTracer copies every engine step into the rank's flight recorder.
+// It runs on the step loop's goroutine, once per step, and reuses the
+// recorder's slots so that it allocates nothing once they have grown.
+type stepTracer struct {
+	rec     *tracing.Recorder
+	prevEnd time.Time
+}
+
+func (t *stepTracer) onStep(r *engine.StepRecord) {
+	end := r.Start.Add(r.Schedule + r.Compute + r.Sample)
+	var queue time.Duration
+	if !t.prevEnd.IsZero() && r.Start.After(t.prevEnd) {
+		queue = r.Start.Sub(t.prevEnd)
+	}
+	t.prevEnd = end
+	t.rec.Record(func(s *tandemv1.StepTrace) {
+		s.Step = r.Step
+		s.StartUnixNanos = r.Start.UnixNano()
+		s.ScheduleNanos = int64(r.Schedule)
+		s.ComputeNanos = int64(r.Compute)
+		s.SampleNanos = int64(r.Sample)
+		s.QueueNanos = int64(queue)
+		s.PrefillTokens = int32(r.PrefillTokens)
+		s.DecodeTokens = int32(r.DecodeTokens)
+		s.FreeBlocks = int32(r.FreeBlocks)
+		for _, q := range r.Seqs {
+			m := tracing.AddSeq(s)
+			m.RequestId, m.Position, m.Tokens, m.Prefill, m.Sampled = q.RequestID, int32(q.Pos), int32(q.Tokens), q.Prefill, q.Sampled
+		}
+		for _, c := range r.Collectives {
+			m := tracing.AddCollective(s)
+			m.Kind, m.Bytes, m.DurationNanos, m.OffsetNanos = string(c.Kind), int64(c.Bytes), int64(c.Dur), int64(c.Start.Sub(r.Start))
+		}
+	})
+}
+
+// recordSend notes a push's layers, one record each, laid end to end
+// from the push's start (the sender reads and sends layers in order).
+func recordSend(rec *tracing.Recorder, id string, spec kvtransfer.SendSpec, start time.Time, st kvtransfer.Stats) {
+	at := start
+	for _, l := range st.PerLayer {
+		rec.RecordKV(id, &tandemv1.KVTransferTrace{
+			Layer: int32(l.Layer), SourceRank: int32(spec.SourceRank), DestRank: int32(spec.DestRank),
+			Bytes: l.Bytes, StartUnixNanos: at.UnixNano(), DurationNanos: int64(l.Duration),
+		})
+		at = at.Add(l.Duration)
+	}
+}
+
+func (r *rankServer) Steps(_ context.Context, req *tandemv1.StepsRequest) (*tandemv1.StepsResponse, error) {
+	if req.GetRequestId() == "" && len(req.GetSteps()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "request_id or steps: one is required")
+	}
+	return &tandemv1.StepsResponse{
+		Node:        r.node,
+		Steps:       r.rec.Steps(req.GetRequestId(), req.GetSteps()),
+		KvTransfers: r.rec.KV(req.GetRequestId()),
+	}, nil
+}
+
+func (r *rankServer) Clock(context.Context, *tandemv1.ClockRequest) (*tandemv1.ClockResponse, error) {
+	return &tandemv1.ClockResponse{UnixNanos: time.Now().UnixNano()}, nil
+}
