@@ -1,0 +1,166 @@
+package tracing
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+)
+
+// traceEvent is one event of the Chrome trace event format, which
+// ui.perfetto.dev and chrome://tracing open.
+type traceEvent struct {
+	Name string         `json:"name"`
+	Cat  string         `json:"cat,omitempty"`
+	Ph   string         `json:"ph"`
+	Ts   float64        `json:"ts"`            // µs after the arrival
+	Dur  *float64       `json:"dur,omitempty"` // µs; complete ("X") events only
+	Pid  int            `json:"pid"`
+	Tid  int            `json:"tid"`
+	S    string         `json:"s,omitempty"` // an instant event's scope
+	Args map[string]any `json:"args,omitempty"`
+}
+
+// chromeTrace is the object form of the format.
+type chromeTrace struct {
+	TraceEvents     []traceEvent   `json:"traceEvents"`
+	DisplayTimeUnit string         `json:"displayTimeUnit"`
+	OtherData       map[string]any `json:"otherData,omitempty"`
+}
+
+// The coordinator's process and thread.
+const (
+	coordinatorPid = 1
+	coordinatorTid = 1
+)
+
+// WritePerfetto writes the trace as Chrome trace event JSON: the
+// coordinator as a process (the request, tokenizing, an instant per token
+// received), one process per node, one thread per rank with its steps
+// (collectives nested in them), and one thread per rank and KV peer with
+// its KV transfers, which overlap the rank's steps and so cannot share
+// its thread. Times are coordinator time in µs after the arrival.
+func WritePerfetto(w io.Writer, t *tandemv1.RequestTrace) error {
+	arrival := t.GetArrivalUnixNanos()
+	ts := func(ns int64) float64 { return float64(ns-arrival) / 1e3 }
+	complete := func(name, cat string, pid, tid int, from, to int64, args map[string]any) traceEvent {
+		d := float64(max(0, to-from)) / 1e3
+		return traceEvent{Name: name, Cat: cat, Ph: "X", Ts: ts(from), Dur: &d, Pid: pid, Tid: tid, Args: args}
+	}
+	meta := func(name string, pid, tid int, args map[string]any) traceEvent {
+		return traceEvent{Name: name, Ph: "M", Pid: pid, Tid: tid, Args: args}
+	}
+
+	ev := []traceEvent{
+		meta("process_name", coordinatorPid, 0, map[string]any{"name": "coordinator"}),
+		meta("process_sort_index", coordinatorPid, 0, map[string]any{"sort_index": 0}),
+		meta("thread_name", coordinatorPid, coordinatorTid, map[string]any{"name": "request " + t.GetRequestId()}),
+		complete("request", "request", coordinatorPid, coordinatorTid, arrival, max(arrival, t.GetEndUnixNanos()), map[string]any{
+			"request_id": t.GetRequestId(), "model": t.GetModel(), "prompt_tokens": t.GetPromptTokens(),
+			"tokens": len(t.GetTokens()), "finish_reason": t.GetFinishReason().String(),
+		}),
+		complete("tokenize", "coordinator", coordinatorPid, coordinatorTid, arrival, arrival+t.GetTokenizeNanos(), nil),
+	}
+	for i, c := range Breakdown(t) { // one cost per token, in order
+		tok := t.GetTokens()[i]
+		ev = append(ev, traceEvent{
+			Name: fmt.Sprintf("token %d", c.Index), Cat: "token", Ph: "i", S: "t",
+			Ts: ts(tok.GetUnixNanos()), Pid: coordinatorPid, Tid: coordinatorTid,
+			Args: map[string]any{
+				"token_id": tok.GetTokenId(), "group": c.Group, "step": c.Step,
+				"itl_ms": ms(c.ITL), "queue_ms": ms(c.Queue), "compute_ms": ms(c.Compute),
+				"allreduce_ms": ms(c.Allreduce), "kv_ms": ms(c.KVTransfer), "sampling_ms": ms(c.Sampling),
+				"other_ms": ms(c.Other), "error_bound_ms": ms(c.ErrorBound),
+			},
+		})
+	}
+
+	pids := map[string]int{}
+	nextTid := coordinatorTid + 1
+	for _, r := range orderedRanks(t) {
+		node := r.GetNode()
+		pid, ok := pids[node]
+		if !ok {
+			pid = coordinatorPid + 1 + len(pids)
+			pids[node] = pid
+			ev = append(ev,
+				meta("process_name", pid, 0, map[string]any{"name": node}),
+				meta("process_sort_index", pid, 0, map[string]any{"sort_index": pid}))
+		}
+		tid := nextTid
+		nextTid++
+		ev = append(ev,
+			meta("thread_name", pid, tid, map[string]any{"name": fmt.Sprintf("%s/rank %d (%s)", r.GetGroup(), r.GetRank(), roleName(r.GetRole()))}),
+			meta("thread_sort_index", pid, tid, map[string]any{"sort_index": tid}))
+		off := r.GetClockOffsetNanos()
+		for _, s := range r.GetSteps() {
+			start := s.GetStartUnixNanos() + off
+			end := start + stepNanos(s)
+			args := map[string]any{
+				"step": s.GetStep(), "prefill_tokens": s.GetPrefillTokens(), "decode_tokens": s.GetDecodeTokens(),
+				"queue_ms": ms(s.GetQueueNanos()), "schedule_ms": ms(s.GetScheduleNanos()),
+				"compute_ms": ms(s.GetComputeNanos()), "sample_ms": ms(s.GetSampleNanos()),
+				"free_blocks": s.GetFreeBlocks(), "clock_error_ms": ms(r.GetClockErrorNanos()),
+			}
+			if n := len(s.GetSeqs()); n > 0 {
+				args["seqs"] = n
+			}
+			if g := s.GetGpu(); g != nil {
+				args["gpu_utilization_percent"] = g.GetUtilizationPercent()
+				args["gpu_memory_used_bytes"] = g.GetMemoryUsedBytes()
+				args["gpu_power_watts"] = g.GetPowerWatts()
+				args["gpu_sm_clock_mhz"] = g.GetSmClockMhz()
+			}
+			ev = append(ev, complete(stepKind(s), "step", pid, tid, start, end, args))
+			for _, c := range s.GetCollectives() {
+				// Kept inside the step so that viewers nest it.
+				from := min(end, start+max(0, c.GetOffsetNanos()))
+				to := min(end, from+c.GetDurationNanos())
+				ev = append(ev, complete(c.GetKind(), "collective", pid, tid, from, to, map[string]any{"bytes": c.GetBytes()}))
+			}
+		}
+		// The KV transfers, one thread per peer: a rank's pushes to
+		// different peers run at once, the layers to one peer in turn.
+		kvTids := map[int32]int{}
+		for _, kv := range r.GetKvTransfers() {
+			// A prefill rank records what it sent, any other what it loaded.
+			peer, arrow, peerRole := kv.GetSourceRank(), "←", "prefill"
+			if r.GetRole() == tandemv1.Role_ROLE_PREFILL {
+				peer, arrow, peerRole = kv.GetDestRank(), "→", "decode"
+			}
+			ktid, ok := kvTids[peer]
+			if !ok {
+				ktid = nextTid
+				nextTid++
+				kvTids[peer] = ktid
+				ev = append(ev,
+					meta("thread_name", pid, ktid, map[string]any{"name": fmt.Sprintf("%s/rank %d KV %s %s rank %d", r.GetGroup(), r.GetRank(), arrow, peerRole, peer)}),
+					meta("thread_sort_index", pid, ktid, map[string]any{"sort_index": ktid}))
+			}
+			start := kv.GetStartUnixNanos() + off
+			ev = append(ev, complete(fmt.Sprintf("kv layer %d %s rank %d", kv.GetLayer(), arrow, peer), "kv", pid, ktid,
+				start, start+kv.GetDurationNanos(), map[string]any{
+					"layer": kv.GetLayer(), "source_rank": kv.GetSourceRank(), "dest_rank": kv.GetDestRank(), "bytes": kv.GetBytes(),
+				}))
+		}
+	}
+
+	out := chromeTrace{
+		TraceEvents:     ev,
+		DisplayTimeUnit: "ms",
+		OtherData: map[string]any{
+			"request_id": t.GetRequestId(), "model": t.GetModel(), "arrival_unix_nanos": arrival,
+			"prefill_group": t.GetPrefillGroup(), "decode_group": t.GetDecodeGroup(),
+		},
+	}
+	if m := t.GetMissingRanks(); len(m) > 0 {
+		out.OtherData["missing_ranks"] = m
+	}
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(out); err != nil {
+		return fmt.Errorf("tracing: write perfetto trace: %w", err)
+	}
+	return nil
+}
