@@ -108,10 +108,14 @@ func attribute(c *TokenCost, t *tandemv1.RequestTrace, lane *tandemv1.RankTrace,
 	}
 
 	// The first token of a group that continues another's request waited
-	// for the KV: the span of the group's KV loads within the window.
+	// for the KV: the span of the group's KV loads within the window (of
+	// the sending group's records when the receivers have none).
 	var kv int64
 	if i > 0 && !sameLane {
 		lo, hi, bound, ok := kvSpan(t, c.Group)
+		if !ok { // the receivers recorded nothing: the senders' view
+			lo, hi, bound, ok = kvSpan(t, toks[i-1].GetGroup())
+		}
 		if ok {
 			lo, hi = max(lo, winStart), min(hi, winEnd)
 			kv = max(0, hi-lo)

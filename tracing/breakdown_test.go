@@ -96,6 +96,28 @@ func TestBreakdown(t *testing.T) {
 			}),
 		},
 		{
+			// Only the senders recorded the transfer: their span (8490..9190)
+			// stands in.
+			name:  "KV recorded by the prefill ranks only",
+			trace: disaggFixture,
+			mutate: func(t *tandemv1.RequestTrace) {
+				for _, r := range t.Ranks {
+					if r.Group == "decode-0" {
+						r.KvTransfers = nil
+					}
+				}
+			},
+			want: disagg,
+		},
+		{
+			// Each decode rank records one load of all layers (layer -1).
+			name:  "whole loads",
+			trace: wholeLoadFixture,
+			want: with(disagg, func(c []TokenCost) {
+				c[1].KVTransfer, c[1].Queue = µs(650), c[1].Queue+µs(50)
+			}),
+		},
+		{
 			name:   "decode rank 0 missing",
 			trace:  disaggFixture,
 			mutate: func(t *tandemv1.RequestTrace) { t.Ranks = append(t.Ranks[:3:3], t.Ranks[4:]...) },

@@ -55,7 +55,8 @@
 // Compute), its sampling to Sampling and its scheduling to Queue. For the
 // first token of a continuing group, KVTransfer is the span from the
 // earliest start to the latest end of the KV loads that the group's ranks
-// recorded, clipped to the window. The rest of the window is Queue: the
+// recorded (or, when they recorded none, the sends of the previous
+// token's group), clipped to the window. The rest of the window is Queue: the
 // steps' waits, steps the lane ran without the request, and the
 // transfers between groups; it is never made negative.
 //

@@ -178,3 +178,17 @@ func unifiedFixture() *tandemv1.RequestTrace {
 	}
 	return t
 }
+
+// wholeLoadFixture is disaggFixture with the decode ranks recording each
+// load as one record of all layers (layer -1, source unknown), as the
+// worker's LoadKV does: 8550..9200 in all.
+func wholeLoadFixture() *tandemv1.RequestTrace {
+	t := disaggFixture()
+	for _, r := range t.Ranks {
+		if r.Group != "decode-0" {
+			continue
+		}
+		r.KvTransfers = []*tandemv1.KVTransferTrace{fxKV{-1, -1, r.Rank, 8550 + 50*int64(r.Rank), 600}.trace(r.ClockOffsetNanos)}
+	}
+	return t
+}

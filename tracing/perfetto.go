@@ -124,25 +124,38 @@ func WritePerfetto(w io.Writer, t *tandemv1.RequestTrace) error {
 		// different peers run at once, the layers to one peer in turn.
 		kvTids := map[int32]int{}
 		for _, kv := range r.GetKvTransfers() {
-			// A prefill rank records what it sent, any other what it loaded.
+			// A prefill rank records what it sent, any other what it loaded;
+			// a negative layer or rank is a record of all layers or from
+			// all senders.
 			peer, arrow, peerRole := kv.GetSourceRank(), "←", "prefill"
 			if r.GetRole() == tandemv1.Role_ROLE_PREFILL {
 				peer, arrow, peerRole = kv.GetDestRank(), "→", "decode"
 			}
+			peer = max(peer, -1)
 			ktid, ok := kvTids[peer]
 			if !ok {
 				ktid = nextTid
 				nextTid++
 				kvTids[peer] = ktid
+				name := fmt.Sprintf("%s/rank %d KV %s %s", r.GetGroup(), r.GetRank(), arrow, peerRole)
+				if peer >= 0 {
+					name += fmt.Sprintf(" rank %d", peer)
+				}
 				ev = append(ev,
-					meta("thread_name", pid, ktid, map[string]any{"name": fmt.Sprintf("%s/rank %d KV %s %s rank %d", r.GetGroup(), r.GetRank(), arrow, peerRole, peer)}),
+					meta("thread_name", pid, ktid, map[string]any{"name": name}),
 					meta("thread_sort_index", pid, ktid, map[string]any{"sort_index": ktid}))
 			}
+			name := "kv all layers"
+			if kv.GetLayer() >= 0 {
+				name = fmt.Sprintf("kv layer %d", kv.GetLayer())
+			}
+			if peer >= 0 {
+				name += fmt.Sprintf(" %s rank %d", arrow, peer)
+			}
 			start := kv.GetStartUnixNanos() + off
-			ev = append(ev, complete(fmt.Sprintf("kv layer %d %s rank %d", kv.GetLayer(), arrow, peer), "kv", pid, ktid,
-				start, start+kv.GetDurationNanos(), map[string]any{
-					"layer": kv.GetLayer(), "source_rank": kv.GetSourceRank(), "dest_rank": kv.GetDestRank(), "bytes": kv.GetBytes(),
-				}))
+			ev = append(ev, complete(name, "kv", pid, ktid, start, start+kv.GetDurationNanos(), map[string]any{
+				"layer": kv.GetLayer(), "source_rank": kv.GetSourceRank(), "dest_rank": kv.GetDestRank(), "bytes": kv.GetBytes(),
+			}))
 		}
 	}
 

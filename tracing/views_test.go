@@ -23,6 +23,7 @@ var fixtures = []struct {
 }{
 	{"disaggregated", disaggFixture},
 	{"unified", unifiedFixture},
+	{"whole loads", wholeLoadFixture},
 	{"missing rank", func() *tandemv1.RequestTrace {
 		t := disaggFixture()
 		t.Ranks = t.Ranks[1:]
@@ -208,8 +209,11 @@ func TestWritePerfetto(t *testing.T) {
 						t.Errorf("X event %q has ts %v, dur %v", e.Name, e.Ts, e.Dur)
 					}
 					switch {
-					case strings.HasPrefix(e.Name, "kv layer"):
+					case strings.HasPrefix(e.Name, "kv "):
 						kv++
+						if strings.Contains(e.Name, "-1") {
+							t.Errorf("KV event named %q", e.Name)
+						}
 					case e.Name == "prefill" || e.Name == "decode" || e.Name == "mixed":
 						steps[thread{e.Pid, e.Tid}]++
 					case e.Name == "allreduce" || e.Name == "broadcast" || e.Name == "allgather":
