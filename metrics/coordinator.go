@@ -1,0 +1,217 @@
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Finish reasons, the finished_reason label of tandem:request_success_total.
+// They are the OpenAI finish_reason strings the coordinator answers with.
+const (
+	FinishStop    = "stop"
+	FinishLength  = "length"
+	FinishAbort   = "abort"
+	FinishTimeout = "timeout"
+	FinishError   = "error"
+)
+
+// Reject reasons, the reason label of tandem:request_rejected_total.
+const (
+	RejectInvalid     = "invalid"     // validation failed (INVALID_ARGUMENT, NOT_FOUND model)
+	RejectDuplicate   = "duplicate"   // a request with the same id is in flight
+	RejectQueueFull   = "queue_full"  // beyond --max-in-flight (RESOURCE_EXHAUSTED)
+	RejectUnavailable = "unavailable" // no ready group could take it
+	RejectCanceled    = "canceled"    // the client went away before it started
+	RejectDeadline    = "deadline"    // its deadline passed before it started
+)
+
+// Coordinator holds the request-level metrics the coordinator exports.
+//
+// A request moves through the gauges like this: RequestArrived counts it
+// waiting; then exactly one of Rejected (it never started) or
+// RequestStarted (it is running); after RequestStarted exactly one
+// RequestFinished. Keeping to that keeps the gauges exact.
+type Coordinator struct {
+	waiting, running prometheus.Gauge
+
+	queue, ttft, itl, tpot, e2e prometheus.Observer
+	reqPrompt, reqGen           prometheus.Observer
+
+	promptTokens, genTokens prometheus.Counter
+
+	success  *prometheus.CounterVec
+	finished [numFinish]prometheus.Counter
+	rejected *prometheus.CounterVec
+	reject   [numReject]prometheus.Counter
+}
+
+const (
+	finishStop = iota
+	finishLength
+	finishAbort
+	finishTimeout
+	finishError
+	numFinish
+)
+
+func finishIndex(reason string) int {
+	switch reason {
+	case FinishStop:
+		return finishStop
+	case FinishLength:
+		return finishLength
+	case FinishAbort:
+		return finishAbort
+	case FinishTimeout:
+		return finishTimeout
+	case FinishError:
+		return finishError
+	}
+	return -1
+}
+
+const (
+	rejectInvalid = iota
+	rejectDuplicate
+	rejectQueueFull
+	rejectUnavailable
+	rejectCanceled
+	rejectDeadline
+	numReject
+)
+
+func rejectIndex(reason string) int {
+	switch reason {
+	case RejectInvalid:
+		return rejectInvalid
+	case RejectDuplicate:
+		return rejectDuplicate
+	case RejectQueueFull:
+		return rejectQueueFull
+	case RejectUnavailable:
+		return rejectUnavailable
+	case RejectCanceled:
+		return rejectCanceled
+	case RejectDeadline:
+		return rejectDeadline
+	}
+	return -1
+}
+
+// NewCoordinator creates the coordinator's metrics for the served model
+// and registers them on reg. It panics if they are already registered
+// there, as prometheus.MustRegister does: that is a wiring bug.
+func NewCoordinator(reg prometheus.Registerer, model string) *Coordinator {
+	labels := []string{"model_name"}
+	gauge := func(name, help string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+	}
+	hist := func(name, help string, buckets []float64) *prometheus.HistogramVec {
+		return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
+	}
+	counter := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	}
+
+	waiting := gauge("tandem:num_requests_waiting", "Requests admitted by the coordinator and not yet started.")
+	running := gauge("tandem:num_requests_running", "Requests started and not yet finished, cluster-wide.")
+	queue := hist("tandem:request_queue_time_seconds", "Time from a request's arrival to its start.", requestLatencyBuckets())
+	ttft := hist("tandem:time_to_first_token_seconds", "Time from a request's arrival to its first token.", ttftBuckets())
+	itl := hist("tandem:inter_token_latency_seconds", "Time between consecutive tokens of a request.", tokenLatencyBuckets())
+	tpot := hist("tandem:time_per_output_token_seconds", "Mean time per output token after the first, per request.", tokenLatencyBuckets())
+	e2e := hist("tandem:e2e_request_latency_seconds", "Time from a request's arrival to its last token.", requestLatencyBuckets())
+	reqPrompt := hist("tandem:request_prompt_tokens", "Prompt tokens per finished request.", requestTokenBuckets())
+	reqGen := hist("tandem:request_generation_tokens", "Generated tokens per finished request.", requestTokenBuckets())
+	promptTokens := counter("tandem:prompt_tokens_total", "Prompt tokens of finished requests.")
+	genTokens := counter("tandem:generation_tokens_total", "Generated tokens of finished requests.")
+	success := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tandem:request_success_total",
+		Help: "Finished requests by finish reason.",
+	}, []string{"model_name", "finished_reason"})
+	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tandem:request_rejected_total",
+		Help: "Requests refused before they started, by reason.",
+	}, []string{"model_name", "reason"})
+
+	reg.MustRegister(waiting, running, queue, ttft, itl, tpot, e2e, reqPrompt, reqGen,
+		promptTokens, genTokens, success, rejected)
+
+	m := &Coordinator{
+		waiting:      waiting.WithLabelValues(model),
+		running:      running.WithLabelValues(model),
+		queue:        queue.WithLabelValues(model),
+		ttft:         ttft.WithLabelValues(model),
+		itl:          itl.WithLabelValues(model),
+		tpot:         tpot.WithLabelValues(model),
+		e2e:          e2e.WithLabelValues(model),
+		reqPrompt:    reqPrompt.WithLabelValues(model),
+		reqGen:       reqGen.WithLabelValues(model),
+		promptTokens: promptTokens.WithLabelValues(model),
+		genTokens:    genTokens.WithLabelValues(model),
+		success:      success.MustCurryWith(prometheus.Labels{"model_name": model}),
+		rejected:     rejected.MustCurryWith(prometheus.Labels{"model_name": model}),
+	}
+	// Resolve the known reasons now: no lookup on the finish path, and
+	// their series exist at 0 from the start, so rate() sees the first one.
+	for _, r := range [...]string{FinishStop, FinishLength, FinishAbort, FinishTimeout, FinishError} {
+		m.finished[finishIndex(r)] = m.success.WithLabelValues(r)
+	}
+	for _, r := range [...]string{RejectInvalid, RejectDuplicate, RejectQueueFull, RejectUnavailable, RejectCanceled, RejectDeadline} {
+		m.reject[rejectIndex(r)] = m.rejected.WithLabelValues(r)
+	}
+	return m
+}
+
+// RequestArrived counts a new request as waiting.
+func (m *Coordinator) RequestArrived() { m.waiting.Inc() }
+
+// RequestStarted moves a waiting request to running and records how long
+// it waited (arrival to dispatch to its first group).
+func (m *Coordinator) RequestStarted(queue time.Duration) {
+	m.waiting.Dec()
+	m.running.Inc()
+	m.queue.Observe(queue.Seconds())
+}
+
+// Rejected ends a waiting request that never started. Use the Reject*
+// constants; another reason gets its own series (a lookup, and an
+// allocation the first time).
+func (m *Coordinator) Rejected(reason string) {
+	m.waiting.Dec()
+	if i := rejectIndex(reason); i >= 0 {
+		m.reject[i].Inc()
+		return
+	}
+	m.rejected.WithLabelValues(reason).Inc()
+}
+
+// FirstToken records a request's time to first token, from its arrival.
+func (m *Coordinator) FirstToken(ttft time.Duration) { m.ttft.Observe(ttft.Seconds()) }
+
+// Token records the time since the request's previous token; call it for
+// every token after the first.
+func (m *Coordinator) Token(itl time.Duration) { m.itl.Observe(itl.Seconds()) }
+
+// RequestFinished ends a running request: e2e is arrival to last token,
+// tpot the mean time per output token after the first ((e2e - ttft) /
+// (completionTokens - 1)); tpot is recorded only when completionTokens > 1,
+// as vLLM does. finishReason is one of the Finish* constants (another
+// reason gets its own series).
+func (m *Coordinator) RequestFinished(e2e time.Duration, promptTokens, completionTokens int, finishReason string, tpot time.Duration) {
+	m.running.Dec()
+	m.e2e.Observe(e2e.Seconds())
+	if completionTokens > 1 {
+		m.tpot.Observe(tpot.Seconds())
+	}
+	promptTokens, completionTokens = max(promptTokens, 0), max(completionTokens, 0)
+	m.reqPrompt.Observe(float64(promptTokens))
+	m.reqGen.Observe(float64(completionTokens))
+	m.promptTokens.Add(float64(promptTokens))
+	m.genTokens.Add(float64(completionTokens))
+	if i := finishIndex(finishReason); i >= 0 {
+		m.finished[i].Inc()
+		return
+	}
+	m.success.WithLabelValues(finishReason).Inc()
+}
