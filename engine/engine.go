@@ -281,6 +281,7 @@ func (e *Engine) Step(ctx context.Context) ([]Output, error) {
 		return nil, nil
 	}
 	e.step++
+	e.rec.Step = e.step
 	computeStart := time.Now()
 	if e.m.plan.TP > 1 {
 		if err := e.broadcastPlan(ctx, &e.batch); err != nil {

@@ -9,6 +9,8 @@ import (
 // StepRecord describes one batched step of the engine. Later layers
 // (collectives, KV transfer, tracing) extend what a step records.
 type StepRecord struct {
+	// Step numbers the engine's steps from 1 (0 means none), the same on
+	// every rank of a group.
 	Step  uint64
 	Start time.Time
 	// Schedule is the time spent choosing the batch and reserving KV blocks.

@@ -132,8 +132,8 @@ func (e *Engine) Follow(ctx context.Context) error {
 			return fmt.Errorf("engine: step plan of %d rows exceeds this rank's MaxBatchTokens %d", len(e.batch.tokens), e.scratch.maxRows)
 		}
 		start := time.Now()
-		e.rec = StepRecord{Step: e.step, Start: start, Seqs: e.rec.Seqs[:0], Collectives: e.rec.Collectives[:0]}
 		e.step++
+		e.rec = StepRecord{Step: e.step, Start: start, Seqs: e.rec.Seqs[:0], Collectives: e.rec.Collectives[:0]}
 		if _, err := e.forward(ctx, &e.batch); err != nil {
 			return err
 		}

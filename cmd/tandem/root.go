@@ -17,6 +17,7 @@ model replica, and records every token's compute, collective and KV-transfer cos
 		newGenerateCmd(),
 		newCoordinatorCmd(),
 		newWorkerCmd(),
+		newTraceCmd(),
 		newModelCmd(),
 		newTokenizeCmd(),
 	)
