@@ -60,6 +60,7 @@ type testCluster struct {
 	coord  *runningCoordinator
 	procs  *children
 	specs  []groupSpec
+	conn   *grpc.ClientConn // to the coordinator's gRPC server
 	client tandemv1.GenerationClient
 	logs   *syncBuffer
 }
@@ -116,6 +117,7 @@ func startCluster(t testing.TB, presetName string, specs []groupSpec, extra ...s
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	tc.conn = conn
 	tc.client = tandemv1.NewGenerationClient(conn)
 	tc.waitServing(t, len(specs))
 	return tc
