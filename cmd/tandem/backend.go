@@ -1,30 +1,47 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/spf13/pflag"
 
 	"github.com/tandemllm/tandem/compute"
 	"github.com/tandemllm/tandem/compute/cpu"
+	"github.com/tandemllm/tandem/compute/cuda"
 )
 
 // backendFlags choose and configure the compute backend.
 type backendFlags struct {
 	device  string
+	gpu     int
 	threads int
 	kernels string
 }
 
 func (b *backendFlags) register(fl *pflag.FlagSet) {
-	fl.StringVar(&b.device, "device", "cpu", "compute device: cpu")
+	fl.StringVar(&b.device, "device", "cpu", "compute device: cpu, cuda (an NVIDIA GPU through the CUDA driver, cuBLAS and NVRTC found at run time; fails when there is none), or auto (cuda when a GPU and those libraries are found, else cpu)")
+	fl.IntVar(&b.gpu, "gpu", 0, "CUDA device ordinal for --device cuda or auto")
 	fl.IntVar(&b.threads, "threads", 0, "CPU threads (0: all cores)")
 	fl.StringVar(&b.kernels, "kernels", "auto", "CPU kernels: auto, avx512, avx2 or go")
 }
 
 func (b *backendFlags) open() (compute.Backend, error) {
-	if b.device != "cpu" {
-		return nil, fmt.Errorf("--device %q: only cpu is available in this build", b.device)
+	switch b.device {
+	case "cpu":
+	case "cuda", "auto":
+		be, err := cuda.New(cuda.Options{Device: b.gpu})
+		if err == nil {
+			return be, nil
+		}
+		// auto falls back only when CUDA is absent; a GPU that is there
+		// but fails (bad ordinal, kernels that do not compile) is an
+		// error the operator must see.
+		if b.device == "cuda" || !errors.Is(err, cuda.ErrNoCUDA) {
+			return nil, fmt.Errorf("--device %s: %w", b.device, err)
+		}
+	default:
+		return nil, fmt.Errorf("--device %q: want cpu, cuda or auto", b.device)
 	}
 	if b.threads < 0 {
 		return nil, fmt.Errorf("--threads %d: must be >= 0", b.threads)

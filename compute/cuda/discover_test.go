@@ -1,0 +1,233 @@
+package cuda
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func touch(t *testing.T, root string, paths ...string) {
+	t.Helper()
+	for _, p := range paths {
+		full := filepath.Join(root, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte("not a library"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func found(root string, cs []Candidate) []string {
+	var out []string
+	for _, c := range cs {
+		if c.Found {
+			out = append(out, c.Source+" "+strings.TrimPrefix(c.Path, root))
+		}
+	}
+	return out
+}
+
+func TestCandidates(t *testing.T) {
+	ma := multiarch()
+	tests := []struct {
+		name  string
+		cands func(func(string) string, string) []Candidate
+		env   map[string]string
+		files []string
+		want  []string
+	}{
+		{
+			name:  "driver: nothing installed, only the loader",
+			cands: DriverCandidates,
+			want:  []string{"loader libcuda.so.1"},
+		},
+		{
+			name:  "driver: env override is the only candidate",
+			cands: DriverCandidates,
+			env:   map[string]string{EnvDriver: "/opt/drv/libcuda.so.1"},
+			files: []string{"/opt/drv/libcuda.so.1", "/usr/lib/" + ma + "/libcuda.so.1"},
+			want:  []string{"env /opt/drv/libcuda.so.1"},
+		},
+		{
+			name:  "driver: compat, system and WSL, never a wheel or the toolkit's stub",
+			cands: DriverCandidates,
+			env:   map[string]string{"VIRTUAL_ENV": "/venv"},
+			files: []string{
+				"/usr/local/cuda/compat/libcuda.so.1", "/usr/lib/" + ma + "/libcuda.so.1", "/usr/lib/wsl/lib/libcuda.so.1",
+				"/usr/local/cuda/lib64/stubs/libcuda.so.1", "/venv/lib/python3.12/site-packages/nvidia/cu13/lib/libcuda.so.1",
+			},
+			want: []string{
+				"loader libcuda.so.1",
+				"cuda /usr/local/cuda/compat/libcuda.so.1",
+				"system /usr/lib/" + ma + "/libcuda.so.1",
+				"system /usr/lib/wsl/lib/libcuda.so.1",
+			},
+		},
+		{
+			name:  "cublas: loader sonames newest first, pip (active env first), CUDA_HOME, /usr/local/cuda, system",
+			cands: CublasCandidates,
+			env:   map[string]string{"VIRTUAL_ENV": "/venv", "HOME": "/home/u", "CUDA_HOME": "/opt/cuda-12.4"},
+			files: []string{
+				"/usr/lib/" + ma + "/libcublas.so.12",
+				"/usr/local/cuda/lib64/libcublas.so.12",
+				"/opt/cuda-12.4/lib64/libcublas.so.12",
+				"/home/u/.local/lib/python3.11/site-packages/nvidia/cublas/lib/libcublas.so.12",
+				"/venv/lib/python3.12/site-packages/nvidia/cublas/lib/libcublas.so.12",
+				"/venv/lib/python3.12/site-packages/nvidia/cu13/lib/libcublas.so.13",
+			},
+			want: []string{
+				"loader libcublas.so.13", "loader libcublas.so.12", "loader libcublas.so.11",
+				"pip /venv/lib/python3.12/site-packages/nvidia/cublas/lib/libcublas.so.12",
+				"pip /venv/lib/python3.12/site-packages/nvidia/cu13/lib/libcublas.so.13",
+				"pip /home/u/.local/lib/python3.11/site-packages/nvidia/cublas/lib/libcublas.so.12",
+				"cuda /opt/cuda-12.4/lib64/libcublas.so.12",
+				"cuda /usr/local/cuda/lib64/libcublas.so.12",
+				"system /usr/lib/" + ma + "/libcublas.so.12",
+			},
+		},
+		{
+			name:  "nvrtc: wheel and 11.2 soname",
+			cands: NVRTCCandidates,
+			files: []string{
+				"/usr/local/lib/python3.10/dist-packages/nvidia/cuda_nvrtc/lib/libnvrtc.so.12",
+				"/usr/local/cuda/lib64/libnvrtc.so.11.2",
+			},
+			want: []string{
+				"loader libnvrtc.so.13", "loader libnvrtc.so.12", "loader libnvrtc.so.11.2",
+				"pip /usr/local/lib/python3.10/dist-packages/nvidia/cuda_nvrtc/lib/libnvrtc.so.12",
+				"cuda /usr/local/cuda/lib64/libnvrtc.so.11.2",
+			},
+		},
+		{
+			name:  "nvrtc: env override",
+			cands: NVRTCCandidates,
+			env:   map[string]string{EnvNVRTC: "/x/libnvrtc.so.12"},
+			files: []string{"/x/libnvrtc.so.12"},
+			want:  []string{"env /x/libnvrtc.so.12"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			touch(t, root, tc.files...)
+			got := found(root, tc.cands(envOf(tc.env), root))
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("found:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(tc.want, "\n  "))
+			}
+		})
+	}
+}
+
+// Misses stay in the list, one per directory with every soname, so the
+// error can say where it looked.
+func TestCandidatesKeepMisses(t *testing.T) {
+	root := t.TempDir()
+	var misses []string
+	for _, c := range CublasCandidates(envOf(map[string]string{"HOME": "/home/u"}), root) {
+		if !c.Found {
+			misses = append(misses, strings.TrimPrefix(c.Path, root))
+		}
+	}
+	for _, want := range []string{
+		"/home/u/.local/lib/python3*/site-packages/nvidia/cublas/lib/libcublas.so.{13,12,11}",
+		"/usr/local/cuda/lib64/libcublas.so.{13,12,11}",
+		"/usr/lib/" + multiarch() + "/libcublas.so.{13,12,11}",
+	} {
+		found := false
+		for _, m := range misses {
+			found = found || m == want
+		}
+		if !found {
+			t.Errorf("misses lack %s:\n  %s", want, strings.Join(misses, "\n  "))
+		}
+	}
+}
+
+func TestLoadLibrariesErrors(t *testing.T) {
+	root := t.TempDir()
+	touch(t, root, "/usr/local/cuda/compat/libcuda.so.1") // exists but is no library
+	tests := []struct {
+		name string
+		env  map[string]string
+		want []string
+		not  []string
+	}{
+		{
+			name: "override that does not exist",
+			env:  map[string]string{EnvDriver: "/nope/libcuda.so.1"},
+			want: []string{"no CUDA driver was found", root + "/nope/libcuda.so.1 (env): not found", EnvDriver},
+			not:  []string{"(loader)"},
+		},
+		{
+			name: "search: every place named, dlopen's reason for a bad file",
+			want: []string{
+				"no CUDA driver was found",
+				"libcuda.so.1 (loader): ",
+				root + "/usr/local/cuda/compat/libcuda.so.1 (cuda): ",
+				root + "/usr/lib/" + multiarch() + "/libcuda.so.1 (system): not found",
+			},
+			not: []string{"(cuda): not found", "cuBLAS"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ls, err := loadLibraries(envOf(tc.env), root)
+			if err == nil {
+				if strings.HasPrefix(ls.drvPath, root) || tc.env[EnvDriver] != "" {
+					t.Fatal("loadLibraries succeeded on a fake tree")
+				}
+				t.Skipf("a real CUDA driver is installed here (%s)", ls.drvPath)
+			}
+			if !errors.Is(err, ErrNoCUDA) {
+				t.Errorf("err = %v, want ErrNoCUDA", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+			for _, w := range tc.not {
+				if strings.Contains(err.Error(), w) {
+					t.Errorf("error has %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+// On this machine (no driver) New fails with ErrNoCUDA and names what it
+// looked for; on a GPU machine it works and the test says so.
+func TestNewWithoutCUDA(t *testing.T) {
+	t.Setenv(EnvDriver, "")
+	b, err := New(Options{CacheDir: "off"})
+	if err == nil {
+		defer b.Close()
+		t.Skipf("CUDA works here: %s", b.Name())
+	}
+	if !errors.Is(err, ErrNoCUDA) {
+		t.Fatalf("err = %v, want ErrNoCUDA", err)
+	}
+	if strings.Contains(err.Error(), "cuBLAS") || strings.Contains(err.Error(), "NVRTC") {
+		t.Skipf("a driver is here, another library is not: %v", err)
+	}
+	for _, w := range []string{
+		"no CUDA driver was found",
+		"libcuda.so.1 (loader): ",
+		"/usr/lib/" + multiarch() + "/libcuda.so.1 (system)",
+		"/usr/local/cuda/compat/libcuda.so.1 (cuda)",
+		"set " + EnvDriver,
+	} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error lacks %q", w)
+		}
+	}
+	t.Logf("as a user sees it:\n%v", err)
+}
