@@ -82,7 +82,7 @@ func (b *Backend) KVWrite(c compute.KVCache, layer int, k, v compute.Buf, slots 
 	if layer < 0 || layer >= s.Layers {
 		panic(fmt.Sprintf("cuda: KVWrite layer %d of %d", layer, s.Layers))
 	}
-	if len(slots) == 0 || !b.enter() {
+	if !b.enter() || len(slots) == 0 {
 		b.leave()
 		return
 	}
@@ -164,7 +164,7 @@ func (b *Backend) Attention(dst, q compute.Buf, c compute.KVCache, layer int, se
 		need("Attention dst", db, (sq.QRow+sq.QLen)*qw)
 	}
 	p := planAttention(seqs, spec.Heads, b.dev.sms)
-	if len(p.work) == 0 || !b.enter() {
+	if !b.enter() || len(p.work) == 0 {
 		b.leave()
 		return
 	}

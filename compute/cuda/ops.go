@@ -121,7 +121,7 @@ func (b *Backend) View(x compute.Buf, off, n int) compute.Buf {
 func (b *Backend) Write(x compute.Buf, off int, src []float32) {
 	bx := bufOf(x)
 	need("Write", bx, off+len(src))
-	if len(src) == 0 || !b.enter() {
+	if !b.enter() || len(src) == 0 {
 		b.leave()
 		return
 	}
@@ -157,7 +157,7 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 	wm, xb, db := matOf(w), bufOf(x), bufOf(dst)
 	need("MatMul x", xb, m*wm.cols)
 	need("MatMul dst", db, m*wm.rows)
-	if m == 0 || !b.enter() {
+	if !b.enter() || m == 0 {
 		b.leave()
 		return
 	}
@@ -198,7 +198,7 @@ func (b *Backend) Embed(dst compute.Buf, w compute.Mat, ids []int32) {
 		}
 	}
 	need("Embed", db, len(ids)*wm.cols)
-	if len(ids) == 0 || !b.enter() {
+	if !b.enter() || len(ids) == 0 {
 		b.leave()
 		return
 	}
@@ -227,7 +227,7 @@ func (b *Backend) Gather(dst, src compute.Buf, rs []int32, n int) {
 		}
 	}
 	need("Gather", db, len(rs)*n)
-	if len(rs) == 0 || !b.enter() {
+	if !b.enter() || len(rs) == 0 {
 		b.leave()
 		return
 	}
@@ -245,7 +245,7 @@ func (b *Backend) elementwise(op string, k kernel, n int, bufs ...*buf) {
 	for _, x := range bufs {
 		need(op, x, n)
 	}
-	if n == 0 || !b.enter() {
+	if !b.enter() || n == 0 {
 		b.leave()
 		return
 	}
@@ -261,7 +261,7 @@ func (b *Backend) elementwise(op string, k kernel, n int, bufs ...*buf) {
 func (b *Backend) AddBias(x, bias compute.Buf, m int) {
 	xb, bb := bufOf(x), bufOf(bias)
 	need("AddBias", xb, m*bb.n)
-	if m == 0 || bb.n == 0 || !b.enter() {
+	if !b.enter() || m == 0 || bb.n == 0 {
 		b.leave()
 		return
 	}
@@ -294,7 +294,7 @@ func (b *Backend) RMSNorm(dst, x, w compute.Buf, m, n int, eps float32) {
 	need("RMSNorm", db, m*n)
 	need("RMSNorm", xb, m*n)
 	need("RMSNorm weight", wb, n)
-	if m == 0 || !b.enter() {
+	if !b.enter() || m == 0 {
 		b.leave()
 		return
 	}
@@ -310,7 +310,7 @@ func (b *Backend) AddRMSNorm(dst, x, res, w compute.Buf, m, n int, eps float32) 
 		need("AddRMSNorm", x, m*n)
 	}
 	need("AddRMSNorm weight", wb, n)
-	if m == 0 || !b.enter() {
+	if !b.enter() || m == 0 {
 		b.leave()
 		return
 	}
@@ -325,7 +325,7 @@ func (b *Backend) LayerNorm(dst, x, w, bias compute.Buf, m, n int, eps float32) 
 	need("LayerNorm", xb, m*n)
 	need("LayerNorm weight", wb, n)
 	need("LayerNorm bias", bb, n)
-	if m == 0 || !b.enter() {
+	if !b.enter() || m == 0 {
 		b.leave()
 		return
 	}
@@ -340,7 +340,7 @@ func (b *Backend) RoPE(x compute.Buf, m, heads, headDim int, pos []int32, invFre
 	}
 	xb := bufOf(x)
 	need("RoPE", xb, m*heads*headDim)
-	if m == 0 || !b.enter() {
+	if !b.enter() || m == 0 {
 		b.leave()
 		return
 	}
