@@ -9,12 +9,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tandemllm/tandem/cluster"
+	"github.com/tandemllm/tandem/metrics"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+	"github.com/tandemllm/tandem/telemetry"
 	"github.com/tandemllm/tandem/tracing"
 )
 
@@ -41,6 +45,12 @@ type Options struct {
 	// TraceHistory is how many recent requests are kept for traces
 	// (GetTrace, ListRequests). Default 1000.
 	TraceHistory int
+	// Registerer receives the coordinator's Prometheus metrics (see
+	// docs/metrics.md). Default: a registry of its own, not served.
+	Registerer prometheus.Registerer
+	// Telemetry exports OpenTelemetry spans and carries the W3C trace
+	// context to the workers. Default nil: no spans, no propagation.
+	Telemetry *telemetry.Provider
 }
 
 // Coordinator serves the public APIs of a Tandem cluster: it tokenizes,
@@ -56,6 +66,8 @@ type Coordinator struct {
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
 
+	metrics *metrics.Coordinator
+	tracer  trace.Tracer
 	history *history
 	clockMu sync.Mutex
 	clocks  map[string]tracing.ClockEstimate // by rank address
@@ -91,6 +103,9 @@ func New(ctx context.Context, opts Options) (*Coordinator, error) {
 	if opts.TraceHistory <= 0 {
 		opts.TraceHistory = 1000
 	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
+	}
 	m, err := loadModel(opts.ModelDir, opts.ModelName)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
@@ -111,6 +126,8 @@ func New(ctx context.Context, opts Options) (*Coordinator, error) {
 		stop:     stop,
 		inflight: make(map[string]struct{}),
 		history:  newHistory(opts.TraceHistory),
+		metrics:  metrics.NewCoordinator(opts.Registerer, opts.ModelName),
+		tracer:   opts.Telemetry.Tracer("github.com/tandemllm/tandem/coordinator"),
 		clocks:   make(map[string]tracing.ClockEstimate),
 		groups:   make(map[string]*groupState),
 		conns:    make(map[string]*grpc.ClientConn),

@@ -9,11 +9,15 @@ import (
 	"sync"
 	"time"
 
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tandemllm/tandem/metrics"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+	"github.com/tandemllm/tandem/telemetry"
 )
 
 // abortTimeout bounds a Worker.Abort call, made on a fresh context since
@@ -31,22 +35,36 @@ var errTimeout = errors.New("request timeout passed")
 // fillMaxTokens: see modelInfo.prepare.
 func (c *Coordinator) generate(ctx context.Context, req *tandemv1.GenerateRequest, fillMaxTokens bool, send func(*tandemv1.GenerateResponse) error) error {
 	arrival := time.Now()
+	ctx, span := c.tracer.Start(ctx, "tandem.request", trace.WithTimestamp(arrival), trace.WithAttributes(
+		telemetry.Operation(telemetry.OperationTextCompletion), telemetry.ProviderName(telemetry.ProviderTandem)))
+	defer span.End()
+	c.metrics.RequestArrived()
 	p, err := c.model.prepare(req, fillMaxTokens)
 	if err != nil {
-		return err
+		c.metrics.Rejected(metrics.RejectInvalid)
+		return spanError(span, err)
 	}
 	if p.id == "" {
 		p.id = rand.Text()
 	}
+	span.SetAttributes(telemetry.RequestID(p.id), telemetry.ResponseID(p.id))
+	span.SetAttributes(telemetry.RequestAttrs(c.model.name, int(p.sampling.GetMaxTokens()), p.sampling.GetTemperature(), p.sampling.GetTopP(), int(p.sampling.GetTopK()))...)
+	span.SetAttributes(telemetry.UsageAttrs(len(p.prompt), 0)...)
 	release, err := c.admit(p.id)
 	if err != nil {
-		return err
+		c.metrics.Rejected(rejectReason(err))
+		return spanError(span, err)
 	}
 	defer release()
 	rt, err := c.pickRoute(len(p.prompt))
 	if err != nil {
-		return err
+		c.metrics.Rejected(metrics.RejectUnavailable)
+		return spanError(span, err)
 	}
+	routed := time.Now()
+	c.metrics.RequestStarted(routed.Sub(arrival))
+	_, queue := c.tracer.Start(ctx, "queue", trace.WithTimestamp(arrival))
+	queue.End(trace.WithTimestamp(routed))
 	rec := &traceRecord{id: p.id, model: c.model.name, arrival: arrival, tokenize: p.tokenize, prompt: len(p.prompt)}
 	if rt.unified != nil {
 		rec.decode = rt.unified.name
@@ -56,7 +74,10 @@ func (c *Coordinator) generate(ctx context.Context, req *tandemv1.GenerateReques
 	c.history.add(rec)
 	// A request that ends without its finish message (an error, a
 	// cancelled client) is closed here; finish closes it first otherwise.
-	defer rec.close(tandemv1.FinishReason_FINISH_REASON_ERROR)
+	defer func() {
+		rec.close(tandemv1.FinishReason_FINISH_REASON_ERROR)
+		c.finished(span, rec)
+	}()
 	if err := send(&tandemv1.GenerateResponse{RequestId: p.id, PromptTokenIds: p.prompt, TokenizeUs: p.tokenize.Microseconds()}); err != nil {
 		return err
 	}
@@ -84,9 +105,56 @@ func (c *Coordinator) generate(ctx context.Context, req *tandemv1.GenerateReques
 	}
 	defer r.abortPending("request ended")
 	if rt.unified != nil {
-		return r.runUnified(rt.unified)
+		return spanError(span, r.runUnified(rt.unified))
 	}
-	return r.runDisaggregated(rt)
+	return spanError(span, r.runDisaggregated(rt))
+}
+
+// finished records a request's end in the metrics and its span.
+func (c *Coordinator) finished(span trace.Span, rec *traceRecord) {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	n := len(rec.tokens)
+	var tpot time.Duration
+	if n > 1 {
+		tpot = time.Duration(rec.tokens[n-1].GetUnixNanos()-rec.tokens[0].GetUnixNanos()) / time.Duration(n-1)
+	}
+	reason := finishName(rec.finish)
+	c.metrics.RequestFinished(rec.end.Sub(rec.arrival), rec.prompt, n, reason, tpot)
+	span.SetAttributes(telemetry.UsageAttrs(rec.prompt, n)...)
+	span.SetAttributes(telemetry.FinishReasons(reason))
+}
+
+// finishName is a finish reason as metrics and OpenAI name it.
+func finishName(r tandemv1.FinishReason) string {
+	switch r {
+	case tandemv1.FinishReason_FINISH_REASON_STOP:
+		return metrics.FinishStop
+	case tandemv1.FinishReason_FINISH_REASON_LENGTH:
+		return metrics.FinishLength
+	case tandemv1.FinishReason_FINISH_REASON_ABORT:
+		return metrics.FinishAbort
+	case tandemv1.FinishReason_FINISH_REASON_TIMEOUT:
+		return metrics.FinishTimeout
+	}
+	return metrics.FinishError
+}
+
+// rejectReason names why admission refused a request.
+func rejectReason(err error) string {
+	if status.Code(err) == codes.AlreadyExists {
+		return metrics.RejectDuplicate
+	}
+	return metrics.RejectQueueFull
+}
+
+// spanError marks span failed when err is not nil, and returns err.
+func spanError(span trace.Span, err error) error {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(otelcodes.Error, err.Error())
+	}
+	return err
 }
 
 // admit counts a request in flight, refusing it when MaxInFlight are
@@ -129,7 +197,9 @@ type request struct {
 
 func (r *request) runUnified(g *groupState) error {
 	r.pending = []*groupState{g}
-	stream, err := g.client.Generate(r.ctx, &tandemv1.WorkerGenerateRequest{
+	ctx, span := r.c.tracer.Start(r.ctx, "generate", trace.WithAttributes(telemetry.Group(g.name)))
+	defer span.End()
+	stream, err := g.client.Generate(ctx, &tandemv1.WorkerGenerateRequest{
 		RequestId: r.p.id, PromptTokenIds: r.p.prompt, Sampling: r.sampling,
 	})
 	if err != nil {
@@ -142,11 +212,14 @@ func (r *request) runDisaggregated(rt route) error {
 	pre, dec := rt.prefill, rt.decode
 	// The decode group may hold KV as soon as the prefill starts.
 	r.pending = []*groupState{pre, dec}
-	resp, err := pre.client.Prefill(r.ctx, &tandemv1.PrefillRequest{
+	pctx, pspan := r.c.tracer.Start(r.ctx, "prefill", trace.WithAttributes(telemetry.Group(pre.name)))
+	resp, err := pre.client.Prefill(pctx, &tandemv1.PrefillRequest{
 		RequestId: r.p.id, PromptTokenIds: r.p.prompt, Sampling: r.sampling,
 		Destination: dec.destination(), Attempt: 1,
 	})
 	r.c.answered(rt.prefillSent)
+	spanError(pspan, err)
+	pspan.End()
 	if err != nil {
 		return r.fail(pre, err)
 	}
@@ -167,7 +240,9 @@ func (r *request) runDisaggregated(rt route) error {
 	if err := r.emit(msg); err != nil {
 		return err
 	}
-	stream, err := dec.client.Decode(r.ctx, &tandemv1.DecodeRequest{
+	dctx, dspan := r.c.tracer.Start(r.ctx, "decode", trace.WithAttributes(telemetry.Group(dec.name)))
+	defer dspan.End()
+	stream, err := dec.client.Decode(dctx, &tandemv1.DecodeRequest{
 		RequestId: r.p.id, PromptTokenIds: r.p.prompt, FirstTokenId: resp.TokenId,
 		Sampling: r.sampling, Kv: resp.Kv,
 	})
@@ -222,6 +297,11 @@ func (r *request) batch(g *groupState, ids []int32, lps []*tandemv1.TokenLogprob
 			step = timings[i].GetStep()
 		}
 		r.trace.token(id, now, g.name, step)
+		if r.tokens == 0 {
+			r.c.metrics.FirstToken(now.Sub(r.arrival))
+		} else {
+			r.c.metrics.Token(now.Sub(r.last))
+		}
 		delta, stop := r.text.add(id)
 		msg.TokenIds = append(msg.TokenIds, id)
 		msg.Text += delta

@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tandemllm/tandem/metrics"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
@@ -23,7 +25,7 @@ func testRequest(t *testing.T, m *modelInfo, s *tandemv1.SamplingParams) (*reque
 	t.Cleanup(func() { cancel(nil) })
 	arrival := time.Now().Add(-time.Second)
 	r := &request{
-		c: &Coordinator{model: m}, p: &prepared{id: "req", prompt: []int32{1, 2, 3}, sampling: s}, sampling: s,
+		c: &Coordinator{model: m, metrics: metrics.NewCoordinator(prometheus.NewRegistry(), m.name)}, p: &prepared{id: "req", prompt: []int32{1, 2, 3}, sampling: s}, sampling: s,
 		arrival: arrival, last: arrival, client: t.Context(), ctx: ctx, cancel: cancel,
 		send:  func(m *tandemv1.GenerateResponse) error { sent = append(sent, m); return nil },
 		text:  newTextStream(m.tok, s.Stop),

@@ -336,13 +336,19 @@ func (c *Coordinator) sync(ctx context.Context, groups []cluster.Group) {
 	}
 }
 
+// dialOptions are how the coordinator dials workers: plain TCP, with
+// the trace context carried along.
+func (c *Coordinator) dialOptions() []grpc.DialOption {
+	return append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, c.opts.Telemetry.DialOptions()...)
+}
+
 // conn returns the connection to a worker address, dialling it once.
 // Called with c.mu held.
 func (c *Coordinator) conn(addr string) (*grpc.ClientConn, error) {
 	if cc := c.conns[addr]; cc != nil {
 		return cc, nil
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(addr, c.dialOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("dialling %s: %w", addr, err)
 	}

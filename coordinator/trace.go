@@ -9,7 +9,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -224,7 +223,7 @@ func (c *Coordinator) collectGroup(ctx context.Context, rt *tandemv1.RequestTrac
 func (c *Coordinator) rankSteps(ctx context.Context, addr string, req *tandemv1.StepsRequest) (*tandemv1.StepsResponse, tracing.ClockEstimate, error) {
 	ctx, cancel := context.WithTimeout(ctx, traceRPCLimit)
 	defer cancel()
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(addr, c.dialOptions()...)
 	if err != nil {
 		return nil, tracing.ClockEstimate{}, err
 	}
@@ -299,7 +298,7 @@ func (c *Coordinator) keepClocks(ctx context.Context) {
 		}
 		c.clockMu.Unlock()
 		for _, addr := range due {
-			cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			cc, err := grpc.NewClient(addr, c.dialOptions()...)
 			if err != nil {
 				continue
 			}

@@ -5,13 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/metrics"
+	"github.com/tandemllm/tandem/nccl"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+	"github.com/tandemllm/tandem/telemetry"
 )
 
 // errGroupDown ends every request in flight when the group's step fails
@@ -25,6 +32,7 @@ type live struct {
 	err   error              // why out was closed early, if it was
 	start time.Time          // first step that scheduled the request
 	done  time.Time          // when its last (or, on prefill, only) output came
+	span  trace.SpanContext  // the request's span here, which step spans link to
 }
 
 // leader is rank 0's side of a group: the scheduler loop and the Worker
@@ -39,6 +47,10 @@ type leader struct {
 	reqs  map[string]*live
 	ranks []rankAPI // this group's ranks, by rank; [0] is local
 
+	metrics *metrics.Worker
+	tracer  trace.Tracer
+	spans   bool // spans are exported: worth building step spans and links
+
 	mu      sync.Mutex
 	sending map[string]context.CancelFunc // KV pushes in flight, by request
 	loading map[string]context.CancelFunc // KV waits in flight, by request
@@ -51,13 +63,49 @@ func newLeader(w *Worker, e *engine.Engine) *leader {
 	}
 }
 
-// onStep notes when each request was first scheduled (its queue wait).
+// onStep notes when each request was first scheduled (its queue wait),
+// updates the group's load metrics and, when spans are exported, records
+// the step as a span linked to every request it served.
 func (l *leader) onStep(rec *engine.StepRecord) {
+	var links []trace.Link
 	for _, s := range rec.Seqs {
-		if lv := l.reqs[s.RequestID]; lv != nil && lv.start.IsZero() {
+		lv := l.reqs[s.RequestID]
+		if lv == nil {
+			continue
+		}
+		if lv.start.IsZero() {
 			lv.start = rec.Start
 		}
+		if l.spans && lv.span.IsValid() {
+			links = append(links, telemetry.LinkTo(lv.span))
+		}
 	}
+	ld := l.e.Load()
+	free, total := l.e.KVBlocks()
+	l.metrics.Requests(ld.Running, ld.Waiting)
+	l.metrics.KVCache(free, total)
+	if !l.spans {
+		return
+	}
+	span := telemetry.StepSpan(context.Background(), l.tracer, rec.Start, links, telemetry.StepAttrs(rec.Step, rec.PrefillTokens, rec.DecodeTokens)...)
+	var n, bytes int
+	for _, c := range rec.Collectives {
+		if c.Kind == nccl.KindAllReduce {
+			n, bytes = n+1, bytes+c.Bytes
+		}
+	}
+	span.SetAttributes(telemetry.AllreduceAttrs(n, int64(bytes))...)
+	span.SetAttributes(telemetry.Group(l.w.opts.Group), telemetry.Rank(0))
+	span.End(trace.WithTimestamp(rec.Start.Add(rec.Schedule + rec.Compute + rec.Sample)))
+}
+
+// pastSpan records a span of ctx's request that has already ended.
+func (l *leader) pastSpan(ctx context.Context, name string, from, to time.Time, attrs ...attribute.KeyValue) {
+	if !l.spans {
+		return
+	}
+	_, s := l.tracer.Start(ctx, name, trace.WithTimestamp(from), trace.WithAttributes(attrs...))
+	s.End(trace.WithTimestamp(to))
 }
 
 // run is the scheduler loop: commands between steps, steps while there is
@@ -236,7 +284,7 @@ func (l *leader) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 	id := req.GetRequestId()
 	first := params
 	first.MaxTokens = 1
-	lv := &live{out: make(chan engine.Output, 1)}
+	lv := &live{out: make(chan engine.Output, 1), span: trace.SpanContextFromContext(ctx)}
 	err = l.add(ctx, id, lv, func(e *engine.Engine) error {
 		return e.Add(engine.Request{ID: id, Prompt: req.GetPromptTokenIds(), Params: first, HoldKV: true})
 	})
@@ -254,6 +302,8 @@ func (l *leader) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 		l.abort(id)
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
+	l.pastSpan(ctx, "queue", recv, lv.start, telemetry.RequestID(id))
+	l.pastSpan(ctx, "prefill", lv.start, lv.done, telemetry.RequestID(id), telemetry.StepAttrs(o.Step, len(req.GetPromptTokenIds()), 0)[0])
 	cfg := l.e.Model().Config()
 	resp := &tandemv1.PrefillResponse{
 		RequestId: id, TokenId: o.Token, Logprobs: tokenLogprobs(&o),
@@ -276,16 +326,16 @@ func (l *leader) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 		l.abort(id) // releases the held KV: nothing follows
 		return resp, nil
 	}
-	l.startSend(resp.Kv, req.GetDestination())
+	l.startSend(trace.SpanContextFromContext(ctx), resp.Kv, req.GetDestination())
 	return resp, nil
 }
 
 // startSend pushes a held prefill's KV from every rank of the group to
 // the decode group, then releases the blocks. It outlives the Prefill
 // call, which returns at the first token.
-func (l *leader) startSend(kv *tandemv1.KVHandle, dest *tandemv1.KVDestination) {
+func (l *leader) startSend(parent trace.SpanContext, kv *tandemv1.KVHandle, dest *tandemv1.KVDestination) {
 	id := kv.GetRequestId()
-	ctx, cancel := context.WithTimeout(context.Background(), l.w.opts.KVTimeout)
+	ctx, cancel := context.WithTimeout(trace.ContextWithSpanContext(context.Background(), parent), l.w.opts.KVTimeout)
 	l.track(l.sending, id, cancel)
 	go func() {
 		defer cancel()
@@ -303,10 +353,18 @@ func (l *leader) startSend(kv *tandemv1.KVHandle, dest *tandemv1.KVDestination) 
 			return // aborted before the push began
 		}
 		send := &tandemv1.SendKVRequest{Kv: kv, Blocks: held.Blocks, Destination: dest}
-		err = forEachRank(ctx, l.ranks, func(ctx context.Context, r rankAPI) error {
-			_, err := r.SendKV(ctx, send)
+		sctx, span := l.tracer.Start(ctx, "kv_transfer", trace.WithAttributes(telemetry.RequestID(id), telemetry.Group(dest.GetGroup())))
+		var bytes atomic.Int64
+		err = forEachRank(sctx, l.ranks, func(ctx context.Context, r rankAPI) error {
+			resp, err := r.SendKV(ctx, send)
+			bytes.Add(resp.GetBytes())
 			return err
 		})
+		span.SetAttributes(telemetry.KVAttrs(bytes.Load(), int(kv.GetNumLayers()))...)
+		if err != nil {
+			span.SetStatus(otelcodes.Error, err.Error())
+		}
+		span.End()
 		if err != nil {
 			l.w.log.Warn("KV transfer failed; the decode group will recompute the prompt", "request", id, "err", err)
 		}
@@ -355,7 +413,8 @@ func (l *leader) Decode(req *tandemv1.DecodeRequest, stream tandemv1.Worker_Deco
 		return err
 	}
 	kvWait := time.Since(recv)
-	lv := &live{out: make(chan engine.Output, params.MaxTokens+1)}
+	l.pastSpan(ctx, "kv_wait", recv, recv.Add(kvWait), telemetry.RequestID(id), attribute.Bool("tandem.kv.loaded", loaded))
+	lv := &live{out: make(chan engine.Output, params.MaxTokens+1), span: trace.SpanContextFromContext(ctx)}
 	ereq := engine.Request{ID: id, Prompt: prompt, Params: params}
 	err = l.add(ctx, id, lv, func(e *engine.Engine) error {
 		err := e.AddPrefilled(ereq, req.GetFirstTokenId(), loaded)
@@ -452,7 +511,7 @@ func (l *leader) Generate(req *tandemv1.WorkerGenerateRequest, stream tandemv1.W
 	if err != nil {
 		return err
 	}
-	lv := &live{out: make(chan engine.Output, params.MaxTokens+1)}
+	lv := &live{out: make(chan engine.Output, params.MaxTokens+1), span: trace.SpanContextFromContext(ctx)}
 	err = l.add(ctx, id, lv, func(e *engine.Engine) error {
 		return e.Add(engine.Request{ID: id, Prompt: prompt, Params: params})
 	})

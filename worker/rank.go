@@ -7,11 +7,13 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/tandemllm/tandem/engine"
 	"github.com/tandemllm/tandem/kvtransfer"
+	"github.com/tandemllm/tandem/metrics"
 	"github.com/tandemllm/tandem/parallel"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 	"github.com/tandemllm/tandem/tracing"
@@ -32,17 +34,18 @@ type rankServer struct {
 	sender   *kvtransfer.Sender
 	receiver *kvtransfer.Receiver // nil on prefill ranks
 	rec      *tracing.Recorder
+	metrics  *metrics.Worker
 	node     string // host name, for traces
 }
 
-func newRankServer(e *engine.Engine, role string, rec *tracing.Recorder, node string) *rankServer {
+func newRankServer(e *engine.Engine, role string, rec *tracing.Recorder, wm *metrics.Worker, node string, dial []grpc.DialOption) *rankServer {
 	m := e.Model()
 	cfg, plan := m.Config(), m.Plan()
 	r := &rankServer{
 		e: e, rank: plan.Rank, tp: plan.TP, kvHeads: cfg.KVHeads, heads: plan.KVHeads(),
 		headDim: cfg.HeadDim, layers: cfg.Layers,
-		sender: kvtransfer.NewSender(kvtransfer.SenderOptions{}),
-		rec:    rec, node: node,
+		sender: kvtransfer.NewSender(kvtransfer.SenderOptions{DialOptions: dial}),
+		rec:    rec, metrics: wm, node: node,
 	}
 	if role != rolePrefill {
 		r.receiver = kvtransfer.NewReceiver(kvtransfer.ReceiverOptions{
@@ -101,6 +104,7 @@ func (r *rankServer) SendKV(ctx context.Context, req *tandemv1.SendKVRequest) (*
 			pushed := time.Now()
 			st, err := r.sender.Push(ctx, src, spec)
 			recordSend(r.rec, spec.RequestID, spec, pushed, st)
+			r.metrics.KVTransfer(metrics.DirectionSend, st.Bytes, time.Since(pushed))
 			mu.Lock()
 			defer mu.Unlock()
 			out.Bytes += st.Bytes
@@ -140,6 +144,7 @@ func (r *rankServer) LoadKV(ctx context.Context, req *tandemv1.LoadKVRequest) (*
 		r.e.WriteKV(l, req.GetBlocks(), tokens, 0, r.heads.Len(), data)
 		bytes += int64(len(data)) * 4
 	}
+	r.metrics.KVTransfer(metrics.DirectionRecv, bytes, time.Since(start))
 	// One record for the whole wait and load: the decode side's share of
 	// the transfer (layer -1: all layers).
 	r.rec.RecordKV(kv.GetRequestId(), &tandemv1.KVTransferTrace{

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tandemllm/tandem/engine"
 	"github.com/tandemllm/tandem/kvtransfer"
+	"github.com/tandemllm/tandem/metrics"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 	"github.com/tandemllm/tandem/tracing"
 )
@@ -18,10 +19,28 @@ import (
 // recorder's slots so that it allocates nothing once they have grown.
 type stepTracer struct {
 	rec     *tracing.Recorder
+	metrics *metrics.Worker
+	gpu     *metrics.GPU // nil without one
 	prevEnd time.Time
+	// The GPU is sampled at most every gpuSampleEvery, not every step:
+	// NVML queries cost more than a small decode step.
+	gpuAt     time.Time
+	gpuSample metrics.GPUSample
 }
 
+// gpuSampleEvery bounds how often step records sample the GPU.
+const gpuSampleEvery = 100 * time.Millisecond
+
 func (t *stepTracer) onStep(r *engine.StepRecord) {
+	t.metrics.Step(r.PrefillTokens, r.DecodeTokens, r.Compute, r.Sample)
+	for _, c := range r.Collectives {
+		t.metrics.Collective(string(c.Kind), int64(c.Bytes), c.Dur)
+	}
+	if t.gpu != nil && r.Start.Sub(t.gpuAt) >= gpuSampleEvery {
+		if s, err := t.gpu.Sample(); err == nil {
+			t.gpuSample, t.gpuAt = s, r.Start
+		}
+	}
 	end := r.Start.Add(r.Schedule + r.Compute + r.Sample)
 	var queue time.Duration
 	if !t.prevEnd.IsZero() && r.Start.After(t.prevEnd) {
@@ -45,6 +64,13 @@ func (t *stepTracer) onStep(r *engine.StepRecord) {
 		for _, c := range r.Collectives {
 			m := tracing.AddCollective(s)
 			m.Kind, m.Bytes, m.DurationNanos, m.OffsetNanos = string(c.Kind), int64(c.Bytes), int64(c.Dur), int64(c.Start.Sub(r.Start))
+		}
+		if t.gpuAt.IsZero() {
+			s.Gpu = nil
+		} else {
+			g := tracing.GPU(s)
+			g.UtilizationPercent, g.MemoryUsedBytes = t.gpuSample.UtilizationPercent, t.gpuSample.MemoryUsedBytes
+			g.PowerWatts, g.SmClockMhz = t.gpuSample.PowerWatts, t.gpuSample.SMClockMHz
 		}
 	})
 }

@@ -7,8 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tandemllm/tandem/compute/cpu"
 	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/metrics"
 	"github.com/tandemllm/tandem/model/preset"
 	"github.com/tandemllm/tandem/tracing"
 )
@@ -32,7 +35,7 @@ func BenchmarkTracingOverhead(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer m.Close()
-	hooks := newStepHooks(b)
+	hooks := newStepHooks()
 	var on, off []float64
 	for b.Loop() {
 		for range 3 {
@@ -49,8 +52,9 @@ func BenchmarkTracingOverhead(b *testing.B) {
 }
 
 // newStepHooks is what a worker runs after every step.
-func newStepHooks(tb testing.TB) func(*engine.StepRecord) {
-	tracer := &stepTracer{rec: tracing.NewRecorder(0)}
+func newStepHooks() func(*engine.StepRecord) {
+	m := metrics.NewWorker(prometheus.NewRegistry(), metrics.WorkerLabels{Model: "llama-160m", Group: "bench", Role: "unified"})
+	tracer := &stepTracer{rec: tracing.NewRecorder(0), metrics: m}
 	return tracer.onStep
 }
 

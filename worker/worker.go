@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -16,7 +17,9 @@ import (
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
 	"github.com/tandemllm/tandem/kvtransfer"
+	"github.com/tandemllm/tandem/metrics"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+	"github.com/tandemllm/tandem/telemetry"
 	"github.com/tandemllm/tandem/tracing"
 )
 
@@ -54,6 +57,14 @@ type Options struct {
 	KVTimeout time.Duration
 	// TraceSteps is the flight recorder's capacity in steps (default 4096).
 	TraceSteps int
+	// Registerer receives the rank's Prometheus metrics (see
+	// docs/metrics.md). Default: a registry of its own, not served.
+	Registerer prometheus.Registerer
+	// GPU, if set, is sampled into the metrics and the step records.
+	GPU *metrics.GPU
+	// Telemetry exports OpenTelemetry spans and carries the W3C trace
+	// context between processes. Default nil: no spans, no propagation.
+	Telemetry *telemetry.Provider
 	// ShutdownTimeout bounds the graceful stop (default 5s).
 	ShutdownTimeout time.Duration
 	// Logger defaults to slog.Default().
@@ -120,6 +131,9 @@ func (o *Options) validate() error {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Registerer == nil {
+		o.Registerer = prometheus.NewRegistry()
+	}
 	return nil
 }
 
@@ -138,7 +152,13 @@ func Run(ctx context.Context, opts Options) error {
 	var l *leader
 	eopts := opts.Engine
 	rec := tracing.NewRecorder(opts.TraceSteps)
-	tracer := &stepTracer{rec: rec}
+	wm := metrics.NewWorker(opts.Registerer, metrics.WorkerLabels{Model: opts.ModelName, Group: opts.Group, Role: opts.Role, Rank: plan.Rank})
+	if opts.GPU != nil {
+		if err := wm.AttachGPU(opts.GPU); err != nil {
+			w.log.Warn("GPU telemetry", "err", err)
+		}
+	}
+	tracer := &stepTracer{rec: rec, metrics: wm, gpu: opts.GPU}
 	user := eopts.OnStep
 	if plan.Rank == 0 {
 		l = newLeader(w, nil)
@@ -160,15 +180,17 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		node = "unknown"
 	}
-	rs := newRankServer(e, opts.Role, rec, node)
+	rs := newRankServer(e, opts.Role, rec, wm, node, opts.Telemetry.DialOptions())
 	defer rs.sender.Close()
-	srv := grpc.NewServer(kvtransfer.ServerOptions()...)
+	srv := grpc.NewServer(append(kvtransfer.ServerOptions(), opts.Telemetry.ServerOptions()...)...)
 	tandemv1.RegisterRankServer(srv, rs)
 	if rs.receiver != nil {
 		tandemv1.RegisterKVTransferServer(srv, rs.receiver)
 	}
 	if l != nil {
-		l.e = e
+		l.e, l.metrics = e, wm
+		l.tracer = opts.Telemetry.Tracer("github.com/tandemllm/tandem/worker")
+		l.spans = opts.Telemetry.Enabled()
 		tandemv1.RegisterWorkerServer(srv, l)
 	}
 	served := make(chan error, 1)
@@ -257,7 +279,7 @@ func dialRanks(ctx context.Context, opts Options, self rankAPI) ([]rankAPI, func
 		}
 	}
 	for _, reg := range g.Ranks[1:] {
-		c, err := grpc.NewClient(reg.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		c, err := grpc.NewClient(reg.Addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts.Telemetry.DialOptions()...)...)
 		if err != nil {
 			closeAll()
 			return nil, nil, fmt.Errorf("worker: rank %d at %s: %w", reg.Rank, reg.Addr, err)

@@ -65,9 +65,20 @@ type testCluster struct {
 	logs   *syncBuffer
 }
 
+// clusterOptions vary a test cluster.
+type clusterOptions struct {
+	// otlp is the OTLP collector every process exports spans to.
+	otlp string
+}
+
 // startCluster starts etcd, a coordinator and the groups' workers, and
 // waits until every group is ready.
-func startCluster(t testing.TB, presetName string, specs []groupSpec, extra ...string) *testCluster {
+func startCluster(t testing.TB, presetName string, specs []groupSpec) *testCluster {
+	t.Helper()
+	return startClusterWith(t, presetName, specs, clusterOptions{})
+}
+
+func startClusterWith(t testing.TB, presetName string, specs []groupSpec, opts clusterOptions) *testCluster {
 	t.Helper()
 	ctx := t.Context()
 	dir, err := preset.Ensure(ctx, presetName, preset.DefaultCacheDir(), preset.Options{})
@@ -85,7 +96,7 @@ func startCluster(t testing.TB, presetName string, specs []groupSpec, extra ...s
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	rc, err := startCoordinator(context.WithoutCancel(ctx), &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: 256}, cli, dir, presetName)
+	rc, err := startCoordinator(context.WithoutCancel(ctx), &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: 256, otlpEndpoint: opts.otlp}, cli, dir, presetName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,9 +110,9 @@ func startCluster(t testing.TB, presetName string, specs []groupSpec, extra ...s
 	})
 	for _, g := range specs {
 		for r := range g.tp {
-			args := append([]string{"worker", "--role", g.role, "--group", g.name, "--tp", fmt.Sprint(g.tp), "--rank", fmt.Sprint(r),
+			args := []string{"worker", "--role", g.role, "--group", g.name, "--tp", fmt.Sprint(g.tp), "--rank", fmt.Sprint(r),
 				"--etcd-endpoints", endpoints, "--model", dir, "--model-name", presetName, "--threads", "1",
-				"--kv-cache-mb", "16", "--max-batch-tokens", "256"}, extra...)
+				"--kv-cache-mb", "16", "--max-batch-tokens", "256", "--otlp-endpoint", opts.otlp}
 			if err := tc.procs.start(fmt.Sprintf("%s/%d", g.name, r), args, tc.logs); err != nil {
 				t.Fatal(err)
 			}

@@ -14,6 +14,10 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/tandemllm/tandem/coordinator"
+	"github.com/tandemllm/tandem/metrics"
+	"github.com/tandemllm/tandem/telemetry"
+	"github.com/tandemllm/tandem/traceui"
+	"github.com/tandemllm/tandem/tracing"
 )
 
 // coordinatorFlags are the flags of `tandem coordinator` (and of the
@@ -21,6 +25,7 @@ import (
 type coordinatorFlags struct {
 	grpcAddr, httpAddr string
 	maxInFlight        int
+	otlpEndpoint       string
 }
 
 func (f *coordinatorFlags) register(cmd *cobra.Command) {
@@ -28,11 +33,13 @@ func (f *coordinatorFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:9090", "listen address of the gRPC API (tandem.v1.Generation)")
 	fl.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:8080", "listen address of the OpenAI-compatible HTTP API")
 	fl.IntVar(&f.maxInFlight, "max-in-flight", 256, "requests admitted at once; more are refused (RESOURCE_EXHAUSTED, HTTP 429)")
+	fl.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OTLP/gRPC collector (host:port) to export OpenTelemetry spans to; empty: no export")
 }
 
 // runningCoordinator is a coordinator serving on its two listeners.
 type runningCoordinator struct {
 	c        *coordinator.Coordinator
+	tel      *telemetry.Provider
 	grpcSrv  *grpc.Server
 	httpSrv  *http.Server
 	grpcAddr string
@@ -54,14 +61,27 @@ func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Cl
 		gl.Close()
 		return nil, fmt.Errorf("--http-addr %q: %w", f.httpAddr, err)
 	}
-	c, err := coordinator.New(ctx, coordinator.Options{Etcd: cli, ModelDir: dir, ModelName: name, MaxInFlight: f.maxInFlight})
+	tel, err := telemetry.Setup(ctx, telemetry.Options{Endpoint: f.otlpEndpoint, ServiceName: "tandem-coordinator"})
+	if err != nil {
+		gl.Close()
+		hl.Close()
+		return nil, fmt.Errorf("--otlp-endpoint %q: %w", f.otlpEndpoint, err)
+	}
+	reg := metrics.NewRegistry()
+	c, err := coordinator.New(ctx, coordinator.Options{
+		Etcd: cli, ModelDir: dir, ModelName: name, MaxInFlight: f.maxInFlight, Registerer: reg, Telemetry: tel,
+	})
 	if err != nil {
 		gl.Close()
 		hl.Close()
 		return nil, err
 	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", metrics.Handler(reg))
+	mux.Handle("/ui/", traceui.Handler(traceui.Options{Source: c, Perfetto: tracing.WritePerfetto}))
+	mux.Handle("/", c.HTTPHandler())
 	rc := &runningCoordinator{
-		c: c, grpcSrv: grpc.NewServer(), httpSrv: &http.Server{Handler: c.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second},
+		c: c, tel: tel, grpcSrv: grpc.NewServer(tel.ServerOptions()...), httpSrv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
 		grpcAddr: gl.Addr().String(), httpAddr: hl.Addr().String(), errs: make(chan error, 2),
 	}
 	c.Register(rc.grpcSrv)
@@ -87,11 +107,13 @@ func (rc *runningCoordinator) stop() {
 		rc.grpcSrv.Stop()
 	}
 	rc.c.Close()
+	_ = rc.tel.Shutdown(ctx)
 }
 
 func (rc *runningCoordinator) printEndpoints(w io.Writer) {
 	fmt.Fprintf(w, "gRPC  %s  (tandem generate --addr %s \"...\")\n", rc.grpcAddr, rc.grpcAddr)
 	fmt.Fprintf(w, "HTTP  http://%s/v1  (OpenAI-compatible: /v1/completions, /v1/chat/completions, /v1/models)\n", rc.httpAddr)
+	fmt.Fprintf(w, "      http://%s/ui/  (recent requests and their cross-node timelines), /metrics\n", rc.httpAddr)
 }
 
 func newCoordinatorCmd() *cobra.Command {

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
+	"net/http"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -134,6 +137,44 @@ func TestClusterTrace(t *testing.T) {
 	if status.Code(err) != codes.NotFound {
 		t.Fatalf("unknown request id: %v, want NOT_FOUND", err)
 	}
+
+	// The same trace on the coordinator's web page, and the request in
+	// its metrics.
+	base := "http://" + tc.coord.httpAddr
+	for path, want := range map[string]int{
+		"/ui/": http.StatusOK, "/ui/requests/" + g.id: http.StatusOK, "/ui/requests/no-such-request": http.StatusNotFound,
+		"/ui/requests/" + g.id + "/perfetto.json": http.StatusOK,
+	} {
+		body, code := httpGet(t, base+path)
+		if code != want {
+			t.Errorf("GET %s: %d, want %d", path, code, want)
+		}
+		if code == http.StatusOK && strings.HasPrefix(path, "/ui/requests/") && !strings.Contains(path, "perfetto") {
+			if n := strings.Count(body, `class="lane"`); n != len(tr.GetRanks()) {
+				t.Errorf("GET %s: %d lanes, want one per rank (%d)", path, n, len(tr.GetRanks()))
+			}
+		}
+	}
+	body, _ := httpGet(t, base+"/metrics")
+	for _, want := range []string{`tandem:time_to_first_token_seconds_count{model_name="tiny"} 1`, `tandem:generation_tokens_total{model_name="tiny"} 24`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("coordinator /metrics lacks %q", want)
+		}
+	}
+}
+
+func httpGet(t *testing.T, url string) (string, int) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b), resp.StatusCode
 }
 
 func laneName(r *tandemv1.RankTrace) string {

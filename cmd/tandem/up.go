@@ -181,7 +181,8 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 			args := []string{"worker", "--role", g.role, "--group", g.name, "--tp", strconv.Itoa(g.tp), "--rank", strconv.Itoa(r),
 				"--etcd-endpoints", endpoints, "--model", dir, "--model-name", name,
 				"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels, "--device", f.backend.device,
-				"--max-batch-tokens", strconv.Itoa(f.engine.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.engine.kvCacheMB)}
+				"--max-batch-tokens", strconv.Itoa(f.engine.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.engine.kvCacheMB),
+				"--otlp-endpoint", f.coord.otlpEndpoint}
 			if err := procs.start(fmt.Sprintf("%s/%d", g.name, r), args, errOut); err != nil {
 				return err
 			}

@@ -4,18 +4,25 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/metrics"
 	"github.com/tandemllm/tandem/nccl"
 	"github.com/tandemllm/tandem/nccl/ring"
+	"github.com/tandemllm/tandem/telemetry"
 	"github.com/tandemllm/tandem/worker"
 )
 
@@ -46,15 +53,17 @@ func (g *groupFlags) validate(joins bool) error {
 
 func newWorkerCmd() *cobra.Command {
 	var (
-		g         groupFlags
-		role      string
-		modelDir  string
-		preset    string
-		modelName string
-		grpcAddr  string
-		advertise string
-		eng       engineFlags
-		be        backendFlags
+		g           groupFlags
+		role        string
+		modelDir    string
+		preset      string
+		modelName   string
+		grpcAddr    string
+		advertise   string
+		metricsAddr string
+		otlp        string
+		eng         engineFlags
+		be          backendFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "worker --role ROLE --tp N --rank R --group G --etcd-endpoints URLS (--model DIR | --preset NAME)",
@@ -105,12 +114,34 @@ continuous-batching scheduler; the other ranks follow its step plans.
 			if err != nil {
 				return fmt.Errorf("--grpc-addr %q: %w", grpcAddr, err)
 			}
+			node, _ := os.Hostname()
+			tel, err := telemetry.Setup(ctx, telemetry.Options{
+				Endpoint: otlp, ServiceName: "tandem-worker",
+				Attributes: []attribute.KeyValue{telemetry.Group(g.group), telemetry.Rank(g.rank), telemetry.Role(role), attribute.String("host.name", node)},
+			})
+			if err != nil {
+				ln.Close()
+				return fmt.Errorf("--otlp-endpoint %q: %w", otlp, err)
+			}
+			defer tel.Shutdown(context.WithoutCancel(ctx))
+			reg := metrics.NewRegistry()
+			stopMetrics, err := serveMetrics(metricsAddr, reg, cmd.ErrOrStderr())
+			if err != nil {
+				ln.Close()
+				return err
+			}
+			defer stopMetrics()
 			opts := eng.options()
 			opts.Comm = comm
-			return worker.Run(ctx, worker.Options{
+			wopts := worker.Options{
 				Role: role, Group: g.group, ModelName: modelName, Model: m, Engine: opts,
-				Listener: ln, AdvertiseAddr: advertise, Etcd: cli,
-			})
+				Listener: ln, AdvertiseAddr: advertise, Etcd: cli, Registerer: reg, Telemetry: tel,
+			}
+			if gpu, err := metrics.OpenGPU(0); err == nil { // absent without an NVIDIA driver
+				defer gpu.Close()
+				wopts.GPU = gpu
+			}
+			return worker.Run(ctx, wopts)
 		},
 	}
 	fl := cmd.Flags()
@@ -121,9 +152,28 @@ continuous-batching scheduler; the other ranks follow its step plans.
 	fl.StringVar(&modelName, "model-name", "", "model id served (default: the preset name or the model directory's base name)")
 	fl.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:0", "listen address of this rank's gRPC server")
 	fl.StringVar(&advertise, "advertise-addr", "", "address other processes dial to reach --grpc-addr (default: the address listened on)")
+	fl.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:0", "listen address of this rank's Prometheus /metrics (empty: none)")
+	fl.StringVar(&otlp, "otlp-endpoint", "", "OTLP/gRPC collector (host:port) to export OpenTelemetry spans to; empty: no export")
 	eng.register(cmd)
 	be.register(fl)
 	return cmd
+}
+
+// serveMetrics serves reg's /metrics on addr until stop; it says where.
+func serveMetrics(addr string, reg *prometheus.Registry, w io.Writer) (stop func(), err error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-addr %q: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", metrics.Handler(reg))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	fmt.Fprintf(w, "metrics at http://%s/metrics\n", ln.Addr())
+	return func() { srv.Close() }, nil
 }
 
 // defaultModelName is the model id a cluster serves a directory under.
