@@ -138,4 +138,3 @@ func isAncestor(spans []otlptest.Span, a, d otlptest.Span) bool {
 	}
 	return false
 }
-
