@@ -230,7 +230,7 @@ func (c *Coordinator) health() *tandemv1.HealthResponse {
 			counts[r] = rg
 		}
 		rg.Total++
-		if g.group.Ready() {
+		if c.routable(g) { // all ranks joined and its load known: requests can go there
 			rg.Ready++
 		}
 	}

@@ -192,7 +192,7 @@ func TestCoordinator(t *testing.T) {
 		g := c.groups["u"]
 		c.mu.Unlock()
 		c.pollGroup(g)
-		if h := c.health(); h.Status != tandemv1.ServingStatus_SERVING_STATUS_NOT_SERVING || h.Groups[0].Ready != 1 {
+		if h := c.health(); h.Status != tandemv1.ServingStatus_SERVING_STATUS_NOT_SERVING || h.Groups[0].Ready != 0 || h.Groups[0].Total != 1 {
 			t.Errorf("health after failed stats %v", h)
 		}
 		wantStatus(generate(validRequest()), codes.Unavailable, `no ready group serves model "tiny"`)

@@ -473,7 +473,7 @@ func TestClusterDecodeWorkerKilled(t *testing.T) {
 					return
 				}
 				g.tokens = append(g.tokens, msg.GetTokenIds()...)
-				if first && len(g.tokens) > 0 {
+				if first && len(g.tokens) > 1 { // the second token comes from the decode group
 					first = false
 					started <- struct{}{}
 				}
@@ -490,7 +490,8 @@ func TestClusterDecodeWorkerKilled(t *testing.T) {
 	// Both decode groups must hold requests for the test to mean anything.
 	for _, g := range []string{"decode-0", "decode-1"} {
 		if st := tc.workerStats(t, g); st.GetRunningRequests() == 0 {
-			t.Fatalf("%s runs no request; routing did not spread the load", g)
+			rs, _ := tandemv1.NewTracesClient(tc.conn).ListRequests(t.Context(), &tandemv1.ListRequestsRequest{})
+			t.Fatalf("%s runs no request (%v); routing did not spread the load: %v", g, st, rs)
 		}
 	}
 	killed := time.Now()
