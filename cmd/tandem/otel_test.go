@@ -42,7 +42,7 @@ func TestClusterOpenTelemetry(t *testing.T) {
 	defer cancel()
 	spans, err := rcv.WaitFor(wctx, func(all []otlptest.Span) bool {
 		tr := inTrace(all)
-		return len(otlptest.ByName(tr, "tandem.request")) == 1 && len(otlptest.ByName(tr, "prefill")) >= 2 &&
+		return len(otlptest.ByName(tr, "tandem.request")) == 1 && len(otlptest.ByName(tr, "prefill")) >= 2 && len(workerRanks(tr)) == 4 &&
 			len(otlptest.ByName(tr, "kv_transfer")) == 1 && len(otlptest.ByName(tr, "kv_wait")) == 1 && len(linkedSteps(all, tr)) >= maxTokens-1
 	})
 	if err != nil {
@@ -64,13 +64,10 @@ func TestClusterOpenTelemetry(t *testing.T) {
 		}
 	}
 	services := map[string]bool{}
-	ranks := map[string]bool{}
 	for _, s := range tr {
 		services[s.Service] = true
-		if s.Service == "tandem-worker" {
-			ranks[s.Resource["tandem.group"]+"/"+s.Resource["tandem.rank"]] = true
-		}
 	}
+	ranks := workerRanks(tr)
 	if !services["tandem-coordinator"] || !services["tandem-worker"] {
 		t.Fatalf("services in the trace: %v", services)
 	}
@@ -96,6 +93,17 @@ func TestClusterOpenTelemetry(t *testing.T) {
 	if !bytes.Equal(coordPrefill.ParentSpanId, req.SpanId) {
 		t.Fatal("the coordinator's prefill span is not a child of tandem.request")
 	}
+}
+
+// workerRanks are the ranks (group/rank) with spans in spans.
+func workerRanks(spans []otlptest.Span) map[string]bool {
+	ranks := map[string]bool{}
+	for _, s := range spans {
+		if s.Service == "tandem-worker" {
+			ranks[s.Resource["tandem.group"]+"/"+s.Resource["tandem.rank"]] = true
+		}
+	}
+	return ranks
 }
 
 // linkedSteps are the step spans (their own traces) linking into tr.
