@@ -134,6 +134,16 @@ func (e *Engine) Follow(ctx context.Context) error {
 		start := time.Now()
 		e.step++
 		e.rec = StepRecord{Step: e.step, Start: start, Seqs: e.rec.Seqs[:0], Collectives: e.rec.Collectives[:0]}
+		// The plan has no request ids; a one-row sequence past position 0
+		// is taken for a decode row (a one-token tail of a prompt chunk
+		// is counted as decode too: rare, and only in the record).
+		for _, q := range e.batch.seqs {
+			if q.QLen == 1 && q.Pos > 0 {
+				e.rec.DecodeTokens++
+			} else {
+				e.rec.PrefillTokens += q.QLen
+			}
+		}
 		if _, err := e.forward(ctx, &e.batch); err != nil {
 			return err
 		}
