@@ -214,7 +214,7 @@ func (c *Coordinator) collectGroup(ctx context.Context, rt *tandemv1.RequestTrac
 		rt.Ranks = append(rt.Ranks, &tandemv1.RankTrace{
 			Node: resp.GetNode(), Group: group, Role: role, Rank: int32(ra.rank), Addr: ra.addr,
 			ClockOffsetNanos: int64(est.Offset), ClockErrorNanos: int64(est.Error),
-			Steps: resp.GetSteps(), KvTransfers: resp.GetKvTransfers(),
+			Steps: resp.GetSteps(), KvTransfers: resp.GetKvTransfers(), PeakRssBytes: resp.GetPeakRssBytes(),
 		})
 	}
 }

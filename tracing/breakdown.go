@@ -204,7 +204,8 @@ type Summary struct {
 	// MsPerToken is SteadyMs over the tokens after the first; TokensPerS
 	// its inverse.
 	MsPerToken, TokensPerS float64
-	// PeakRSSMB is for callers that measured it; Summarize leaves it 0.
+	// PeakRSSMB is the largest peak resident set of the ranks that served
+	// the request (0 when none reported it).
 	PeakRSSMB float64
 }
 
@@ -215,6 +216,9 @@ func Summarize(t *tandemv1.RequestTrace) Summary {
 		PromptLen:  int(t.GetPromptTokens()),
 		TokenizeMs: ms(t.GetTokenizeNanos()),
 		Tokens:     len(toks),
+	}
+	for _, r := range t.GetRanks() {
+		s.PeakRSSMB = max(s.PeakRSSMB, float64(r.GetPeakRssBytes())/(1<<20))
 	}
 	if len(toks) == 0 {
 		return s

@@ -255,7 +255,7 @@ func TestSummarize(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got := Summarize(tt.trace)
 			near := func(a, b float64) bool { return math.Abs(a-b) < 1e-9*math.Max(1, math.Abs(b)) }
-			if got.PromptLen != tt.want.PromptLen || got.Tokens != tt.want.Tokens || got.PeakRSSMB != 0 ||
+			if got.PromptLen != tt.want.PromptLen || got.Tokens != tt.want.Tokens || got.PeakRSSMB != tt.want.PeakRSSMB ||
 				!near(got.TokenizeMs, tt.want.TokenizeMs) || !near(got.TTFTMs, tt.want.TTFTMs) || !near(got.SteadyMs, tt.want.SteadyMs) ||
 				!near(got.MsPerToken, tt.want.MsPerToken) || !near(got.TokensPerS, tt.want.TokensPerS) {
 				t.Fatalf("Summarize =\n %+v\nwant\n %+v", got, tt.want)

@@ -72,6 +72,6 @@
 //
 // Summarize computes the summary row of profiling write-ups (prompt
 // length, tokenize, TTFT, steady time from the first token to the last,
-// ms/token over the tokens after the first, tok/s); PeakRSSMB is for
-// callers that measured it.
+// ms/token over the tokens after the first, tok/s, and the largest peak
+// resident set the serving ranks reported).
 package tracing

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -93,10 +94,20 @@ func (r *rankServer) Steps(_ context.Context, req *tandemv1.StepsRequest) (*tand
 		return nil, status.Error(codes.InvalidArgument, "request_id or steps: one is required")
 	}
 	return &tandemv1.StepsResponse{
-		Node:        r.node,
-		Steps:       r.rec.Steps(req.GetRequestId(), req.GetSteps()),
-		KvTransfers: r.rec.KV(req.GetRequestId()),
+		Node:         r.node,
+		Steps:        r.rec.Steps(req.GetRequestId(), req.GetSteps()),
+		KvTransfers:  r.rec.KV(req.GetRequestId()),
+		PeakRssBytes: peakRSSBytes(),
 	}, nil
+}
+
+// peakRSSBytes is this process's peak resident set size (0 if unknown).
+func peakRSSBytes() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Maxrss * 1024 // Linux reports KiB
 }
 
 func (r *rankServer) Clock(context.Context, *tandemv1.ClockRequest) (*tandemv1.ClockResponse, error) {

@@ -75,6 +75,9 @@ func TestClusterTrace(t *testing.T) {
 		t.Fatal("no KV transfer recorded on the prefill or the decode leader")
 	}
 
+	if sum := tracing.Summarize(tr); sum.PeakRSSMB <= 0 || sum.PromptLen != len(prompt) || sum.Tokens != maxTokens {
+		t.Fatalf("summary %+v", sum)
+	}
 	costs := tracing.Breakdown(tr)
 	if len(costs) != maxTokens {
 		t.Fatalf("%d token costs, want %d", len(costs), maxTokens)

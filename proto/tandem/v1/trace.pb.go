@@ -568,7 +568,9 @@ type RankTrace struct {
 	// Rank 0 records the batch composition; other ranks only the shape.
 	Steps []*StepTrace `protobuf:"bytes,8,rep,name=steps,proto3" json:"steps,omitempty"`
 	// The KV this rank sent (prefill) or loaded (decode) for the request.
-	KvTransfers   []*KVTransferTrace `protobuf:"bytes,9,rep,name=kv_transfers,json=kvTransfers,proto3" json:"kv_transfers,omitempty"`
+	KvTransfers []*KVTransferTrace `protobuf:"bytes,9,rep,name=kv_transfers,json=kvTransfers,proto3" json:"kv_transfers,omitempty"`
+	// The rank's peak resident set size so far, bytes (0 when unknown).
+	PeakRssBytes  int64 `protobuf:"varint,10,opt,name=peak_rss_bytes,json=peakRssBytes,proto3" json:"peak_rss_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -664,6 +666,13 @@ func (x *RankTrace) GetKvTransfers() []*KVTransferTrace {
 		return x.KvTransfers
 	}
 	return nil
+}
+
+func (x *RankTrace) GetPeakRssBytes() int64 {
+	if x != nil {
+		return x.PeakRssBytes
+	}
+	return 0
 }
 
 // StepTrace is one batched step of one rank, from its flight recorder.
@@ -1181,7 +1190,7 @@ const file_tandem_v1_trace_proto_rawDesc = "" +
 	"\n" +
 	"unix_nanos\x18\x03 \x01(\x03R\tunixNanos\x12\x14\n" +
 	"\x05group\x18\x04 \x01(\tR\x05group\x12\x12\n" +
-	"\x04step\x18\x05 \x01(\x04R\x04step\"\xc7\x02\n" +
+	"\x04step\x18\x05 \x01(\x04R\x04step\"\xed\x02\n" +
 	"\tRankTrace\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
 	"\x05group\x18\x02 \x01(\tR\x05group\x12#\n" +
@@ -1191,7 +1200,9 @@ const file_tandem_v1_trace_proto_rawDesc = "" +
 	"\x12clock_offset_nanos\x18\x06 \x01(\x03R\x10clockOffsetNanos\x12*\n" +
 	"\x11clock_error_nanos\x18\a \x01(\x03R\x0fclockErrorNanos\x12*\n" +
 	"\x05steps\x18\b \x03(\v2\x14.tandem.v1.StepTraceR\x05steps\x12=\n" +
-	"\fkv_transfers\x18\t \x03(\v2\x1a.tandem.v1.KVTransferTraceR\vkvTransfers\"\xd6\x03\n" +
+	"\fkv_transfers\x18\t \x03(\v2\x1a.tandem.v1.KVTransferTraceR\vkvTransfers\x12$\n" +
+	"\x0epeak_rss_bytes\x18\n" +
+	" \x01(\x03R\fpeakRssBytes\"\xd6\x03\n" +
 	"\tStepTrace\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\x04R\x04step\x12(\n" +
 	"\x10start_unix_nanos\x18\x02 \x01(\x03R\x0estartUnixNanos\x12%\n" +

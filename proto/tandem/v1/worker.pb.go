@@ -1446,7 +1446,9 @@ type StepsResponse struct {
 	// The records still in the flight recorder, oldest first.
 	Steps []*StepTrace `protobuf:"bytes,2,rep,name=steps,proto3" json:"steps,omitempty"`
 	// The KV transfers of the request on this rank.
-	KvTransfers   []*KVTransferTrace `protobuf:"bytes,3,rep,name=kv_transfers,json=kvTransfers,proto3" json:"kv_transfers,omitempty"`
+	KvTransfers []*KVTransferTrace `protobuf:"bytes,3,rep,name=kv_transfers,json=kvTransfers,proto3" json:"kv_transfers,omitempty"`
+	// The rank's peak resident set size so far, bytes (0 when unknown).
+	PeakRssBytes  int64 `protobuf:"varint,4,opt,name=peak_rss_bytes,json=peakRssBytes,proto3" json:"peak_rss_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1500,6 +1502,13 @@ func (x *StepsResponse) GetKvTransfers() []*KVTransferTrace {
 		return x.KvTransfers
 	}
 	return nil
+}
+
+func (x *StepsResponse) GetPeakRssBytes() int64 {
+	if x != nil {
+		return x.PeakRssBytes
+	}
+	return 0
 }
 
 // ClockRequest asks for the rank's time.
@@ -2023,11 +2032,12 @@ const file_tandem_v1_worker_proto_rawDesc = "" +
 	"\fStepsRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
-	"\x05steps\x18\x02 \x03(\x04R\x05steps\"\x8e\x01\n" +
+	"\x05steps\x18\x02 \x03(\x04R\x05steps\"\xb4\x01\n" +
 	"\rStepsResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12*\n" +
 	"\x05steps\x18\x02 \x03(\v2\x14.tandem.v1.StepTraceR\x05steps\x12=\n" +
-	"\fkv_transfers\x18\x03 \x03(\v2\x1a.tandem.v1.KVTransferTraceR\vkvTransfers\"\x0e\n" +
+	"\fkv_transfers\x18\x03 \x03(\v2\x1a.tandem.v1.KVTransferTraceR\vkvTransfers\x12$\n" +
+	"\x0epeak_rss_bytes\x18\x04 \x01(\x03R\fpeakRssBytes\"\x0e\n" +
 	"\fClockRequest\".\n" +
 	"\rClockResponse\x12\x1d\n" +
 	"\n" +
