@@ -432,14 +432,7 @@ func (l *leader) Decode(req *tandemv1.DecodeRequest, stream tandemv1.Worker_Deco
 	first := true
 	return l.stream(ctx, id, lv, len(prompt), 1, recv, func(o *engine.Output, t *tandemv1.TokenTiming, fin bool, usage *tandemv1.Usage) error {
 		msg := &tandemv1.DecodeResponse{}
-		if o != nil {
-			msg.TokenIds = []int32{o.Token}
-			msg.Timings = []*tandemv1.TokenTiming{t}
-			if lp := tokenLogprobs(o); lp != nil {
-				msg.Logprobs = []*tandemv1.TokenLogprobs{lp}
-			}
-			msg.FinishReason = finishReason(o.FinishReason)
-		}
+		msg.TokenIds, msg.Timings, msg.Logprobs, msg.FinishReason = tokenFields(o, t)
 		if first {
 			msg.RequestId, msg.KvWaitUs, first = id, kvWait.Microseconds(), false
 		}
@@ -521,14 +514,7 @@ func (l *leader) Generate(req *tandemv1.WorkerGenerateRequest, stream tandemv1.W
 	first := true
 	return l.stream(ctx, id, lv, len(prompt), 0, recv, func(o *engine.Output, t *tandemv1.TokenTiming, fin bool, usage *tandemv1.Usage) error {
 		msg := &tandemv1.WorkerGenerateResponse{}
-		if o != nil {
-			msg.TokenIds = []int32{o.Token}
-			msg.Timings = []*tandemv1.TokenTiming{t}
-			if lp := tokenLogprobs(o); lp != nil {
-				msg.Logprobs = []*tandemv1.TokenLogprobs{lp}
-			}
-			msg.FinishReason = finishReason(o.FinishReason)
-		}
+		msg.TokenIds, msg.Timings, msg.Logprobs, msg.FinishReason = tokenFields(o, t)
 		if first {
 			msg.RequestId, first = id, false
 		}
@@ -537,6 +523,16 @@ func (l *leader) Generate(req *tandemv1.WorkerGenerateRequest, stream tandemv1.W
 		}
 		return stream.Send(msg)
 	})
+}
+
+// tokenFields are the fields of a token message that DecodeResponse and
+// WorkerGenerateResponse share.
+func tokenFields(o *engine.Output, t *tandemv1.TokenTiming) ([]int32, []*tandemv1.TokenTiming, []*tandemv1.TokenLogprobs, tandemv1.FinishReason) {
+	var lps []*tandemv1.TokenLogprobs
+	if lp := tokenLogprobs(o); lp != nil {
+		lps = []*tandemv1.TokenLogprobs{lp}
+	}
+	return []int32{o.Token}, []*tandemv1.TokenTiming{t}, lps, finishReason(o.FinishReason)
 }
 
 // stream forwards a request's outputs until it finishes, the client goes

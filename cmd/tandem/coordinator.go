@@ -120,9 +120,7 @@ func newCoordinatorCmd() *cobra.Command {
 	var (
 		f             coordinatorFlags
 		etcdEndpoints string
-		modelDir      string
-		preset        string
-		modelName     string
+		model         servedModel
 	)
 	cmd := &cobra.Command{
 		Use:   "coordinator --etcd-endpoints URLS (--model DIR | --preset NAME)",
@@ -137,12 +135,9 @@ coordinator tokenizes and detokenizes with the model directory's tokenizer.`,
 				return errors.New("--etcd-endpoints is required")
 			}
 			ctx := cmd.Context()
-			dir, err := resolveModelDir(ctx, modelDir, preset)
+			dir, modelName, err := model.resolve(ctx)
 			if err != nil {
 				return err
-			}
-			if modelName == "" {
-				modelName = defaultModelName(dir, preset)
 			}
 			cli, err := dialEtcd(etcdEndpoints)
 			if err != nil {
@@ -166,8 +161,6 @@ coordinator tokenizes and detokenizes with the model directory's tokenizer.`,
 	f.register(cmd)
 	fl := cmd.Flags()
 	fl.StringVar(&etcdEndpoints, "etcd-endpoints", "", "comma-separated etcd client URLs")
-	fl.StringVar(&modelDir, "model", "", "model directory (its config.json and tokenizer.json are used)")
-	fl.StringVar(&preset, "preset", "", "preset model (created in the cache directory on first use)")
-	fl.StringVar(&modelName, "model-name", "", "model id served (default: the preset name or the model directory's base name)")
+	model.register(fl, "model directory (its config.json and tokenizer.json are used)")
 	return cmd
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/attribute"
 
@@ -55,9 +56,7 @@ func newWorkerCmd() *cobra.Command {
 	var (
 		g           groupFlags
 		role        string
-		modelDir    string
-		preset      string
-		modelName   string
+		model       servedModel
 		grpcAddr    string
 		advertise   string
 		metricsAddr string
@@ -93,12 +92,9 @@ continuous-batching scheduler; the other ranks follow its step plans.
 				return errors.New("--etcd-endpoints is required: workers register in etcd")
 			}
 			ctx := cmd.Context()
-			dir, err := resolveModelDir(ctx, modelDir, preset)
+			dir, modelName, err := model.resolve(ctx)
 			if err != nil {
 				return err
-			}
-			if modelName == "" {
-				modelName = defaultModelName(dir, preset)
 			}
 			cli, err := dialEtcd(g.etcdEndpoints)
 			if err != nil {
@@ -147,9 +143,7 @@ continuous-batching scheduler; the other ranks follow its step plans.
 	fl := cmd.Flags()
 	g.register(cmd)
 	fl.StringVar(&role, "role", "", "what the group does: prefill, decode or unified")
-	fl.StringVar(&modelDir, "model", "", "model directory")
-	fl.StringVar(&preset, "preset", "", "preset model (created in the cache directory on first use)")
-	fl.StringVar(&modelName, "model-name", "", "model id served (default: the preset name or the model directory's base name)")
+	model.register(fl, "model directory")
 	fl.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:0", "listen address of this rank's gRPC server")
 	fl.StringVar(&advertise, "advertise-addr", "", "address other processes dial to reach --grpc-addr (default: the address listened on)")
 	fl.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:0", "listen address of this rank's Prometheus /metrics (empty: none)")
@@ -174,6 +168,27 @@ func serveMetrics(addr string, reg *prometheus.Registry, w io.Writer) (stop func
 	go srv.Serve(ln)
 	fmt.Fprintf(w, "metrics at http://%s/metrics\n", ln.Addr())
 	return func() { srv.Close() }, nil
+}
+
+// servedModel are the flags choosing the model a cluster process serves.
+type servedModel struct{ dir, preset, name string }
+
+func (m *servedModel) register(fl *pflag.FlagSet, dirHelp string) {
+	fl.StringVar(&m.dir, "model", "", dirHelp)
+	fl.StringVar(&m.preset, "preset", "", "preset model (created in the cache directory on first use)")
+	fl.StringVar(&m.name, "model-name", "", "model id served (default: the preset name or the model directory's base name)")
+}
+
+// resolve returns the model directory and the id it is served under.
+func (m *servedModel) resolve(ctx context.Context) (dir, name string, err error) {
+	dir, err = resolveModelDir(ctx, m.dir, m.preset)
+	if err != nil {
+		return "", "", err
+	}
+	if name = m.name; name == "" {
+		name = defaultModelName(dir, m.preset)
+	}
+	return dir, name, nil
 }
 
 // defaultModelName is the model id a cluster serves a directory under.
