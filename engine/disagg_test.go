@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -121,5 +122,63 @@ func TestDisaggregationErrors(t *testing.T) {
 	}
 	if free, total := e.KVBlocks(); free != total {
 		t.Fatalf("%d of %d blocks free after aborting the reservation", free, total)
+	}
+}
+
+// TestReadKVWhileLayersRun: KV read as soon as WaitLayer says a layer is
+// done, from another goroutine while the step's later layers run, equals
+// the KV after the step.
+func TestReadKVWhileLayersRun(t *testing.T) {
+	m := testModel(t, "tiny", "f32", "auto")
+	cfg := m.Config()
+	heads := m.attnSpec.KVHeads
+	prompt := testPrompt(37, cfg.VocabSize, 4)
+	type early struct {
+		layers [][]float32
+		err    error
+	}
+	got := make(chan early, 1)
+	var e *Engine
+	e = testEngine(t, m, Options{BeforeForward: func(rec *StepRecord) {
+		blocks, ok := e.Blocks("p")
+		if !ok {
+			got <- early{err: fmt.Errorf("no blocks for the prompt in step %d", rec.Step)}
+			return
+		}
+		step := rec.Step
+		go func() {
+			var out early
+			for l := range cfg.Layers {
+				if err := e.WaitLayer(t.Context(), step, l); err != nil {
+					out.err = err
+					break
+				}
+				buf := make([]float32, 2*len(prompt)*heads*cfg.HeadDim)
+				e.ReadKV(l, blocks, len(prompt), 0, heads, buf)
+				out.layers = append(out.layers, buf)
+			}
+			got <- out
+		}()
+	}})
+	if err := e.Add(Request{ID: "p", Prompt: prompt, Params: greedy(1), HoldKV: true}); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, e)
+	res := <-got
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	h, _ := e.Held("p")
+	for l, early := range res.layers {
+		after := make([]float32, len(early))
+		e.ReadKV(l, h.Blocks, h.Tokens, 0, heads, after)
+		if d := maxAbsDiff(early, after); d != 0 {
+			t.Fatalf("layer %d: KV read during the step differs from after it by %g", l, d)
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := e.WaitLayer(ctx, e.step+5, 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitLayer for a future step with a cancelled context: %v", err)
 	}
 }

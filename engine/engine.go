@@ -48,6 +48,11 @@ type Options struct {
 	// OnStep, if set, is called after every step with its record, which
 	// is only valid during the call.
 	OnStep func(*StepRecord)
+	// BeforeForward, if set, is called on rank 0 once a step is scheduled
+	// (its id and batch composition are in the record), before its
+	// forward pass: the moment to start streaming the KV of prompts the
+	// step completes (see WaitLayer).
+	BeforeForward func(*StepRecord)
 	// Comm connects the ranks of a tensor-parallel group; required when
 	// the model is sharded (TP > 1), ignored otherwise. Every rank must use
 	// the same Options.
@@ -126,6 +131,7 @@ type Engine struct {
 	comm    nccl.Communicator
 	// planWords is the reusable encoding of a step plan (TP > 1).
 	planWords []int32
+	progress  progress
 }
 
 // New makes an engine for m, allocating its KV cache on m's backend.
@@ -162,14 +168,16 @@ func New(m *Model, opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine: allocating KV cache: %w", err)
 	}
-	return &Engine{
+	e := &Engine{
 		m: m, opts: opts, kv: kv,
 		pool:    newBlockPool(int(blocks), opts.BlockSize),
 		scratch: newScratch(m.be, m, opts.MaxBatchTokens, opts.MaxSeqs),
 		byID:    map[string]*sequence{},
 		held:    map[string]HeldKV{},
 		comm:    opts.Comm,
-	}, nil
+	}
+	e.progress.init()
+	return e, nil
 }
 
 // Model is the engine's model.
@@ -282,6 +290,9 @@ func (e *Engine) Step(ctx context.Context) ([]Output, error) {
 	}
 	e.step++
 	e.rec.Step = e.step
+	if e.opts.BeforeForward != nil {
+		e.opts.BeforeForward(&e.rec)
+	}
 	computeStart := time.Now()
 	if e.m.plan.TP > 1 {
 		if err := e.broadcastPlan(ctx, &e.batch); err != nil {

@@ -109,10 +109,12 @@ func (e *Engine) forward(ctx context.Context, b *batch) ([]float32, error) {
 		be.Embed(pos, w.posEmbed, b.positions)
 		be.Add(x, x, pos, t*cfg.Hidden)
 	}
+	e.progress.begin(e.rec.Step)
 	for l := range w.layers {
 		if err := e.layer(ctx, b, l, t); err != nil {
 			return nil, err
 		}
+		e.progress.layerDone(l)
 	}
 	n := len(b.logitRows)
 	if n == 0 {
