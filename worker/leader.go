@@ -33,6 +33,9 @@ type live struct {
 	start time.Time          // first step that scheduled the request
 	done  time.Time          // when its last (or, on prefill, only) output came
 	span  trace.SpanContext  // the request's span here, which step spans link to
+	// send, on a prefill, is where its KV goes; the push starts when the
+	// step computing the prompt's last chunk is scheduled.
+	send *tandemv1.SendKVRequest
 }
 
 // leader is rank 0's side of a group: the scheduler loop and the Worker
@@ -284,7 +287,16 @@ func (l *leader) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 	id := req.GetRequestId()
 	first := params
 	first.MaxTokens = 1
-	lv := &live{out: make(chan engine.Output, 1), span: trace.SpanContextFromContext(ctx)}
+	cfg := l.e.Model().Config()
+	kv := &tandemv1.KVHandle{
+		RequestId: id, Attempt: max(req.GetAttempt(), 1), SourceGroup: l.w.opts.Group,
+		SourceTp: int32(len(l.ranks)), NumTokens: int32(len(req.GetPromptTokenIds())),
+		NumLayers: int32(cfg.Layers), Dtype: tandemv1.DataType_DATA_TYPE_FLOAT32,
+	}
+	lv := &live{
+		out: make(chan engine.Output, 1), span: trace.SpanContextFromContext(ctx),
+		send: &tandemv1.SendKVRequest{Kv: kv, Destination: req.GetDestination()},
+	}
 	err = l.add(ctx, id, lv, func(e *engine.Engine) error {
 		return e.Add(engine.Request{ID: id, Prompt: req.GetPromptTokenIds(), Params: first, HoldKV: true})
 	})
@@ -299,22 +311,18 @@ func (l *leader) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 		}
 		o = got
 	case <-ctx.Done():
+		l.cancelKV(id)
 		l.abort(id)
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 	l.pastSpan(ctx, "queue", recv, lv.start, telemetry.RequestID(id))
 	l.pastSpan(ctx, "prefill", lv.start, lv.done, telemetry.RequestID(id), telemetry.StepAttrs(o.Step, len(req.GetPromptTokenIds()), 0)[0])
-	cfg := l.e.Model().Config()
 	resp := &tandemv1.PrefillResponse{
 		RequestId: id, TokenId: o.Token, Logprobs: tokenLogprobs(&o),
 		Timing:    &tandemv1.TokenTiming{SinceStartUs: lv.done.Sub(recv).Microseconds(), SincePreviousUs: lv.done.Sub(recv).Microseconds(), Step: o.Step},
 		QueueUs:   lv.start.Sub(recv).Microseconds(),
 		ComputeUs: lv.done.Sub(lv.start).Microseconds(),
-		Kv: &tandemv1.KVHandle{
-			RequestId: id, Attempt: max(req.GetAttempt(), 1), SourceGroup: l.w.opts.Group,
-			SourceTp: int32(len(l.ranks)), NumTokens: int32(len(req.GetPromptTokenIds())),
-			NumLayers: int32(cfg.Layers), Dtype: tandemv1.DataType_DATA_TYPE_FLOAT32,
-		},
+		Kv:        kv,
 	}
 	switch {
 	case o.FinishReason == engine.FinishStop:
@@ -323,39 +331,48 @@ func (l *leader) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 		resp.FinishReason = tandemv1.FinishReason_FINISH_REASON_LENGTH
 	}
 	if resp.FinishReason != tandemv1.FinishReason_FINISH_REASON_UNSPECIFIED {
-		l.abort(id) // releases the held KV: nothing follows
-		return resp, nil
+		// Nothing follows: stop the push that began with the step and
+		// release the held KV.
+		l.cancelKV(id)
+		l.abort(id)
 	}
-	l.startSend(trace.SpanContextFromContext(ctx), resp.Kv, req.GetDestination())
 	return resp, nil
+}
+
+// beforeForward starts the KV push of every prefill whose last prompt
+// chunk the step computes: the ranks send each layer as soon as they have
+// computed it, overlapping the rest of the forward pass.
+func (l *leader) beforeForward(rec *engine.StepRecord) {
+	for _, q := range rec.Seqs {
+		lv := l.reqs[q.RequestID]
+		if lv == nil || lv.send == nil || !q.Prefill || !q.Sampled {
+			continue
+		}
+		blocks, ok := l.e.Blocks(q.RequestID)
+		if !ok {
+			continue
+		}
+		send := lv.send
+		lv.send = nil
+		send.Blocks, send.Step = blocks, rec.Step
+		l.startSend(lv.span, send)
+	}
 }
 
 // startSend pushes a held prefill's KV from every rank of the group to
 // the decode group, then releases the blocks. It outlives the Prefill
 // call, which returns at the first token.
-func (l *leader) startSend(parent trace.SpanContext, kv *tandemv1.KVHandle, dest *tandemv1.KVDestination) {
+func (l *leader) startSend(parent trace.SpanContext, send *tandemv1.SendKVRequest) {
+	kv, dest := send.GetKv(), send.GetDestination()
 	id := kv.GetRequestId()
 	ctx, cancel := context.WithTimeout(trace.ContextWithSpanContext(context.Background(), parent), l.w.opts.KVTimeout)
 	l.track(l.sending, id, cancel)
 	go func() {
 		defer cancel()
 		defer l.untrack(l.sending, id)
-		var held engine.HeldKV
-		err := l.do(ctx, func(e *engine.Engine) error {
-			h, ok := e.Held(id)
-			if !ok {
-				return fmt.Errorf("%w: %q holds no KV", engine.ErrNotFound, id)
-			}
-			held = h
-			return nil
-		})
-		if err != nil {
-			return // aborted before the push began
-		}
-		send := &tandemv1.SendKVRequest{Kv: kv, Blocks: held.Blocks, Destination: dest}
 		sctx, span := l.tracer.Start(ctx, "kv_transfer", trace.WithAttributes(telemetry.RequestID(id), telemetry.Group(dest.GetGroup())))
 		var bytes atomic.Int64
-		err = forEachRank(sctx, l.ranks, func(ctx context.Context, r rankAPI) error {
+		err := forEachRank(sctx, l.ranks, func(ctx context.Context, r rankAPI) error {
 			resp, err := r.SendKV(ctx, send)
 			bytes.Add(resp.GetBytes())
 			return err

@@ -55,14 +55,22 @@ func newRankServer(e *engine.Engine, role string, rec *tracing.Recorder, wm *met
 	return r
 }
 
-// engineSource reads a held prefill's KV for kvtransfer.
+// engineSource reads a prefill's KV for kvtransfer, each layer as soon
+// as this rank has computed it in the prefill's last step.
 type engineSource struct {
+	ctx    context.Context
 	r      *rankServer
 	blocks []int32
 	tokens int
+	step   uint64 // 0: the KV is complete
 }
 
 func (s engineSource) ReadLayer(layer int, heads parallel.Range, dst []float32) error {
+	if s.step != 0 {
+		if err := s.r.e.WaitLayer(s.ctx, s.step, layer); err != nil {
+			return fmt.Errorf("worker: waiting for layer %d of step %d: %w", layer, s.step, err)
+		}
+	}
 	local := s.r.heads
 	if heads.From < local.From || heads.To > local.To || heads.Len() <= 0 {
 		return fmt.Errorf("worker: rank %d holds KV heads [%d,%d), not [%d,%d)", s.r.rank, local.From, local.To, heads.From, heads.To)
@@ -84,7 +92,7 @@ func (r *rankServer) SendKV(ctx context.Context, req *tandemv1.SendKVRequest) (*
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	start := time.Now()
-	src := engineSource{r: r, blocks: req.GetBlocks(), tokens: int(kv.GetNumTokens())}
+	src := engineSource{ctx: ctx, r: r, blocks: req.GetBlocks(), tokens: int(kv.GetNumTokens()), step: req.GetStep()}
 	var (
 		mu   sync.Mutex
 		out  tandemv1.SendKVResponse

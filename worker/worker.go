@@ -163,6 +163,9 @@ func Run(ctx context.Context, opts Options) error {
 	if plan.Rank == 0 {
 		l = newLeader(w, nil)
 	}
+	if l != nil {
+		eopts.BeforeForward = l.beforeForward
+	}
 	eopts.OnStep = func(r *engine.StepRecord) {
 		if l != nil {
 			l.onStep(r)

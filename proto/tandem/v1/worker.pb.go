@@ -1603,7 +1603,11 @@ type SendKVRequest struct {
 	// on every rank of the group).
 	Blocks []int32 `protobuf:"varint,2,rep,packed,name=blocks,proto3" json:"blocks,omitempty"`
 	// The decode group.
-	Destination   *KVDestination `protobuf:"bytes,3,opt,name=destination,proto3" json:"destination,omitempty"`
+	Destination *KVDestination `protobuf:"bytes,3,opt,name=destination,proto3" json:"destination,omitempty"`
+	// The step whose forward pass computes the prompt's last chunk: each
+	// layer is sent as soon as the rank has computed it in that step, so
+	// the transfer overlaps the remaining layers. 0: the KV is complete.
+	Step          uint64 `protobuf:"varint,4,opt,name=step,proto3" json:"step,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1657,6 +1661,13 @@ func (x *SendKVRequest) GetDestination() *KVDestination {
 		return x.Destination
 	}
 	return nil
+}
+
+func (x *SendKVRequest) GetStep() uint64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
 }
 
 // SendKVResponse is what the rank's pushes cost.
@@ -2041,11 +2052,12 @@ const file_tandem_v1_worker_proto_rawDesc = "" +
 	"\fClockRequest\".\n" +
 	"\rClockResponse\x12\x1d\n" +
 	"\n" +
-	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\"\x88\x01\n" +
+	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\"\x9c\x01\n" +
 	"\rSendKVRequest\x12#\n" +
 	"\x02kv\x18\x01 \x01(\v2\x13.tandem.v1.KVHandleR\x02kv\x12\x16\n" +
 	"\x06blocks\x18\x02 \x03(\x05R\x06blocks\x12:\n" +
-	"\vdestination\x18\x03 \x01(\v2\x18.tandem.v1.KVDestinationR\vdestination\"a\n" +
+	"\vdestination\x18\x03 \x01(\v2\x18.tandem.v1.KVDestinationR\vdestination\x12\x12\n" +
+	"\x04step\x18\x04 \x01(\x04R\x04step\"a\n" +
 	"\x0eSendKVResponse\x12\x14\n" +
 	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\x12\x1f\n" +
 	"\vduration_us\x18\x02 \x01(\x03R\n" +
