@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -382,11 +383,34 @@ func (l *leader) startSend(parent trace.SpanContext, send *tandemv1.SendKVReques
 			span.SetStatus(otelcodes.Error, err.Error())
 		}
 		span.End()
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
 			l.w.log.Warn("KV transfer failed; the decode group will recompute the prompt", "request", id, "err", err)
+			l.dropAt(dest, id)
 		}
 		l.abort(id) // releases the held blocks
 	}()
+}
+
+// dropAt tells every rank of the decode group to forget the request's KV,
+// which ends their wait for it at once: the group recomputes the prompt
+// instead of waiting out its KV timeout.
+func (l *leader) dropAt(dest *tandemv1.KVDestination, id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, addr := range dest.GetRankAddresses() {
+		wg.Go(func() {
+			cc, err := grpc.NewClient(addr, l.w.opts.dialOptions()...)
+			if err != nil {
+				return
+			}
+			defer cc.Close()
+			if _, err := tandemv1.NewRankClient(cc).DropKV(ctx, &tandemv1.DropKVRequest{RequestId: id}); err != nil {
+				l.w.log.Debug("dropping KV at the decode group", "addr", addr, "err", err)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // forEachRank calls f on every rank at once and joins their errors.

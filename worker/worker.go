@@ -258,6 +258,12 @@ func Run(ctx context.Context, opts Options) error {
 	return runErr
 }
 
+// dialOptions are how a worker dials other workers: plain TCP, with the
+// trace context carried along.
+func (o *Options) dialOptions() []grpc.DialOption {
+	return append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, o.Telemetry.DialOptions()...)
+}
+
 // dialRanks waits for the leader's group to be complete in etcd and
 // connects to every other rank's Rank service.
 func dialRanks(ctx context.Context, opts Options, self rankAPI) ([]rankAPI, func(), error) {
@@ -282,7 +288,7 @@ func dialRanks(ctx context.Context, opts Options, self rankAPI) ([]rankAPI, func
 		}
 	}
 	for _, reg := range g.Ranks[1:] {
-		c, err := grpc.NewClient(reg.Addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts.Telemetry.DialOptions()...)...)
+		c, err := grpc.NewClient(reg.Addr, opts.dialOptions()...)
 		if err != nil {
 			closeAll()
 			return nil, nil, fmt.Errorf("worker: rank %d at %s: %w", reg.Rank, reg.Addr, err)
