@@ -36,7 +36,16 @@ type rankServer struct {
 	rec      *tracing.Recorder
 	metrics  *metrics.Worker
 	node     string // host name, for traces
+
+	// dropped remembers recently dropped requests, so a LoadKV that comes
+	// after its request's KV was given up on fails at once instead of
+	// waiting for KV that will never come.
+	mu      sync.Mutex
+	dropped map[string]time.Time
 }
+
+// droppedTTL is how long a dropped request is remembered.
+const droppedTTL = time.Minute
 
 func newRankServer(e *engine.Engine, role string, rec *tracing.Recorder, wm *metrics.Worker, node string, dial []grpc.DialOption) *rankServer {
 	m := e.Model()
@@ -45,7 +54,7 @@ func newRankServer(e *engine.Engine, role string, rec *tracing.Recorder, wm *met
 		e: e, rank: plan.Rank, tp: plan.TP, kvHeads: cfg.KVHeads, heads: plan.KVHeads(),
 		headDim: cfg.HeadDim, layers: cfg.Layers,
 		sender: kvtransfer.NewSender(kvtransfer.SenderOptions{DialOptions: dial}),
-		rec:    rec, metrics: wm, node: node,
+		rec:    rec, metrics: wm, node: node, dropped: map[string]time.Time{},
 	}
 	if role != rolePrefill {
 		r.receiver = kvtransfer.NewReceiver(kvtransfer.ReceiverOptions{
@@ -138,6 +147,9 @@ func (r *rankServer) LoadKV(ctx context.Context, req *tandemv1.LoadKVRequest) (*
 	if err := checkHandle(kv, int(kv.GetNumTokens()), r.layers); err != nil {
 		return nil, err
 	}
+	if r.wasDropped(kv.GetRequestId()) {
+		return nil, status.Errorf(codes.Unavailable, "rank %d: the KV of %q was dropped", r.rank, kv.GetRequestId())
+	}
 	tokens := int(kv.GetNumTokens())
 	start := time.Now()
 	layers, err := r.receiver.Await(ctx, kvtransfer.Expect{
@@ -164,7 +176,23 @@ func (r *rankServer) LoadKV(ctx context.Context, req *tandemv1.LoadKVRequest) (*
 
 func (r *rankServer) DropKV(_ context.Context, req *tandemv1.DropKVRequest) (*tandemv1.DropKVResponse, error) {
 	if r.receiver != nil {
+		r.mu.Lock()
+		now := time.Now()
+		for id, at := range r.dropped {
+			if now.Sub(at) > droppedTTL {
+				delete(r.dropped, id)
+			}
+		}
+		r.dropped[req.GetRequestId()] = now
+		r.mu.Unlock()
 		r.receiver.Drop(req.GetRequestId())
 	}
 	return &tandemv1.DropKVResponse{}, nil
+}
+
+func (r *rankServer) wasDropped(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	at, ok := r.dropped[id]
+	return ok && time.Since(at) <= droppedTTL
 }

@@ -1,0 +1,180 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tandemllm/tandem/cluster"
+	"github.com/tandemllm/tandem/compute/cpu"
+	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/model/preset"
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+)
+
+// startWorker runs a one-rank group of role in this process on real
+// sockets and returns its address.
+func startWorker(t *testing.T, dir, role, group string, kvTimeout time.Duration) string {
+	t.Helper()
+	be, err := cpu.New(cpu.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := engine.Open(dir, be, engine.Shard{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{Role: role, Group: group, ModelName: "tiny", Model: m, Listener: ln,
+			Engine: engine.Options{KVCacheBytes: 16 << 20}, KVTimeout: kvTimeout})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("%s: %v", group, err)
+		}
+		m.Close()
+		be.Close()
+	})
+	return ln.Addr().String()
+}
+
+// breakingProxy forwards TCP connections to target but cuts each one
+// after limit bytes from the client: small calls pass, KV pushes break.
+func breakingProxy(t *testing.T, target string, limit int64) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go io.Copy(c, u)
+				io.Copy(u, io.LimitReader(c, limit))
+			})
+		}
+	})
+	return ln.Addr().String()
+}
+
+// TestKVTransferFailureRecomputes: when every push of a prefill's KV
+// breaks, the prefill tells the decode group to drop it, and the decode
+// group recomputes the prompt at once (well before its KV timeout) and
+// generates what one engine does alone.
+func TestKVTransferFailureRecomputes(t *testing.T) {
+	dir, err := preset.Ensure(t.Context(), "tiny", preset.DefaultCacheDir(), preset.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const kvTimeout = 30 * time.Second
+	dec := startWorker(t, dir, cluster.RoleDecode, "decode-0", kvTimeout)
+	pre := startWorker(t, dir, cluster.RolePrefill, "prefill-0", kvTimeout)
+	proxy := breakingProxy(t, dec, 32<<10)
+	dial := func(addr string) tandemv1.WorkerClient {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return tandemv1.NewWorkerClient(cc)
+	}
+	prompt := make([]int32, 60)
+	for i := range prompt {
+		prompt[i] = int32(1000 + 37*i)
+	}
+	const maxTokens = 8
+	sp := &tandemv1.SamplingParams{MaxTokens: maxTokens, IgnoreEos: true}
+	start := time.Now()
+	resp, err := dial(pre).Prefill(t.Context(), &tandemv1.PrefillRequest{
+		RequestId: "r", PromptTokenIds: prompt, Sampling: sp, Attempt: 1,
+		Destination: &tandemv1.KVDestination{Group: "decode-0", Tp: 1, RankAddresses: []string{proxy}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := dial(dec).Decode(t.Context(), &tandemv1.DecodeRequest{
+		RequestId: "r", PromptTokenIds: prompt, FirstTokenId: resp.GetTokenId(), Sampling: sp, Kv: resp.GetKv(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []int32{resp.GetTokenId()}
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, msg.GetTokenIds()...)
+	}
+	if took := time.Since(start); took > kvTimeout/3 {
+		t.Fatalf("the request took %v: the decode group waited for KV that was never coming (timeout %v)", took, kvTimeout)
+	}
+	want := aloneGreedy(t, dir, prompt, maxTokens)
+	if !slices.Equal(got, want) {
+		t.Fatalf("tokens %v after recomputing, want %v", got, want)
+	}
+}
+
+// aloneGreedy is what one engine generates for prompt.
+func aloneGreedy(t *testing.T, dir string, prompt []int32, n int) []int32 {
+	t.Helper()
+	be, err := cpu.New(cpu.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	m, err := engine.Open(dir, be, engine.Shard{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	e, err := engine.New(m, engine.Options{KVCacheBytes: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Add(engine.Request{ID: "alone", Prompt: prompt, Params: engine.SamplingParams{MaxTokens: n, IgnoreEOS: true}}); err != nil {
+		t.Fatal(err)
+	}
+	var out []int32
+	for e.HasWork() {
+		outs, err := e.Step(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range outs {
+			out = append(out, o.Token)
+		}
+	}
+	return out
+}
+
