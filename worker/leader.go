@@ -49,7 +49,10 @@ type leader struct {
 	dead  chan struct{} // closed when the loop ends
 	err   error         // why it ended; read after dead is closed
 	reqs  map[string]*live
-	ranks []rankAPI // this group's ranks, by rank; [0] is local
+	// ranks are this group's ranks, by rank ([0] is local). Set before
+	// the loop starts and read only by code the loop runs or calls after
+	// a command went through it.
+	ranks []rankAPI
 
 	metrics *metrics.Worker
 	tracer  trace.Tracer
@@ -291,7 +294,7 @@ func (l *leader) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 	cfg := l.e.Model().Config()
 	kv := &tandemv1.KVHandle{
 		RequestId: id, Attempt: max(req.GetAttempt(), 1), SourceGroup: l.w.opts.Group,
-		SourceTp: int32(len(l.ranks)), NumTokens: int32(len(req.GetPromptTokenIds())),
+		SourceTp: int32(l.e.Model().Plan().TP), NumTokens: int32(len(req.GetPromptTokenIds())),
 		NumLayers: int32(cfg.Layers), Dtype: tandemv1.DataType_DATA_TYPE_FLOAT32,
 	}
 	lv := &live{
@@ -622,7 +625,7 @@ func (l *leader) Abort(_ context.Context, req *tandemv1.AbortRequest) (*tandemv1
 
 func (l *leader) Stats(ctx context.Context, _ *tandemv1.StatsRequest) (*tandemv1.StatsResponse, error) {
 	resp := &tandemv1.StatsResponse{
-		Group: l.w.opts.Group, Role: roleEnum(l.w.opts.Role), Tp: int32(len(l.ranks)), Model: l.w.opts.ModelName,
+		Group: l.w.opts.Group, Role: roleEnum(l.w.opts.Role), Tp: int32(l.e.Model().Plan().TP), Model: l.w.opts.ModelName,
 		KvBlockSize: int32(l.e.BlockSize()),
 	}
 	err := l.do(ctx, func(e *engine.Engine) error {
