@@ -177,4 +177,3 @@ func aloneGreedy(t *testing.T, dir string, prompt []int32, n int) []int32 {
 	}
 	return out
 }
-

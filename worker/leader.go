@@ -43,12 +43,12 @@ type live struct {
 // service.
 type leader struct {
 	tandemv1.UnimplementedWorkerServer
-	w     *Worker
-	e     *engine.Engine
-	cmds  chan func()
-	dead  chan struct{} // closed when the loop ends
-	err   error         // why it ended; read after dead is closed
-	reqs  map[string]*live
+	w    *Worker
+	e    *engine.Engine
+	cmds chan func()
+	dead chan struct{} // closed when the loop ends
+	err  error         // why it ended; read after dead is closed
+	reqs map[string]*live
 	// ranks are this group's ranks, by rank ([0] is local). Set before
 	// the loop starts and read only by code the loop runs or calls after
 	// a command went through it.

@@ -5,6 +5,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/tandemllm/tandem/kvtransfer"
 	"github.com/tandemllm/tandem/metrics"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+	"github.com/tandemllm/tandem/telemetry"
 	"github.com/tandemllm/tandem/tracing"
 )
 
@@ -27,6 +29,12 @@ type stepTracer struct {
 	// NVML queries cost more than a small decode step.
 	gpuAt     time.Time
 	gpuSample metrics.GPUSample
+	// followerSpans, set on ranks other than 0 when spans are exported,
+	// records each step as a span of this rank (rank 0's step spans, which
+	// also link the requests, come from the leader).
+	followerSpans trace.Tracer
+	group         string
+	rank          int
 }
 
 // gpuSampleEvery bounds how often step records sample the GPU.
@@ -36,6 +44,11 @@ func (t *stepTracer) onStep(r *engine.StepRecord) {
 	t.metrics.Step(r.PrefillTokens, r.DecodeTokens, r.Compute, r.Sample)
 	for _, c := range r.Collectives {
 		t.metrics.Collective(string(c.Kind), int64(c.Bytes), c.Dur)
+	}
+	if t.followerSpans != nil {
+		span := telemetry.StepSpan(context.Background(), t.followerSpans, r.Start, nil, telemetry.StepAttrs(r.Step, r.PrefillTokens, r.DecodeTokens)...)
+		span.SetAttributes(telemetry.Group(t.group), telemetry.Rank(t.rank))
+		span.End(trace.WithTimestamp(r.Start.Add(r.Schedule + r.Compute + r.Sample)))
 	}
 	if t.gpu != nil && r.Start.Sub(t.gpuAt) >= gpuSampleEvery {
 		if s, err := t.gpu.Sample(); err == nil {

@@ -158,7 +158,10 @@ func Run(ctx context.Context, opts Options) error {
 			w.log.Warn("GPU telemetry", "err", err)
 		}
 	}
-	tracer := &stepTracer{rec: rec, metrics: wm, gpu: opts.GPU}
+	tracer := &stepTracer{rec: rec, metrics: wm, gpu: opts.GPU, group: opts.Group, rank: plan.Rank}
+	if plan.Rank != 0 && opts.Telemetry.Enabled() {
+		tracer.followerSpans = opts.Telemetry.Tracer("github.com/tandemllm/tandem/worker")
+	}
 	user := eopts.OnStep
 	if plan.Rank == 0 {
 		l = newLeader(w, nil)

@@ -43,7 +43,8 @@ func TestClusterOpenTelemetry(t *testing.T) {
 	spans, err := rcv.WaitFor(wctx, func(all []otlptest.Span) bool {
 		tr := inTrace(all)
 		return len(otlptest.ByName(tr, "tandem.request")) == 1 && len(otlptest.ByName(tr, "prefill")) >= 2 && len(workerRanks(tr)) == 4 &&
-			len(otlptest.ByName(tr, "kv_transfer")) == 1 && len(otlptest.ByName(tr, "kv_wait")) == 1 && len(linkedSteps(all, tr)) >= maxTokens-1
+			len(otlptest.ByName(tr, "kv_transfer")) == 1 && len(otlptest.ByName(tr, "kv_wait")) == 1 && len(linkedSteps(all, tr)) >= maxTokens-1 &&
+			followerSteps(all) > 0 // every rank records its steps as spans; rank 0's link the requests
 	})
 	if err != nil {
 		t.Fatalf("spans of the request did not all arrive: %v", err)
@@ -93,6 +94,17 @@ func TestClusterOpenTelemetry(t *testing.T) {
 	if !bytes.Equal(coordPrefill.ParentSpanId, req.SpanId) {
 		t.Fatal("the coordinator's prefill span is not a child of tandem.request")
 	}
+}
+
+// followerSteps counts the step spans of ranks other than 0.
+func followerSteps(spans []otlptest.Span) int {
+	n := 0
+	for _, s := range otlptest.ByName(spans, "step") {
+		if s.Resource["tandem.rank"] != "0" {
+			n++
+		}
+	}
+	return n
 }
 
 // workerRanks are the ranks (group/rank) with spans in spans.
