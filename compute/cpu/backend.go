@@ -35,6 +35,7 @@ type Backend struct {
 	pool    *pool
 	scratch []workerScratch // one per worker, indexed by worker id
 	xpad    []float32       // MatMul's padded copy of x
+	packBuf [][]float32     // MatMul's packed weight panels, one per worker
 
 	// Per-op task values live here so that dispatching an op allocates nothing.
 	mm   matmulTask

@@ -27,6 +27,19 @@ type (
 	tileBF16Func func(x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 )
 
+// A gemmF32Func computes dst[i*ldd+j] = Σ_{k<kn} x[i*ldx+k]·p[k*panelRows+j]
+// for i < mb (fixed per function) and j < panelRows, or adds the sums to
+// dst when add ≠ 0. p is a packed panel: panelRows weight rows transposed
+// so that each step's weights are contiguous (see packPanelF32). kn is a
+// multiple of kernels.kStep.
+type gemmF32Func func(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
+
+// panelRows is the number of weight rows of one packed panel.
+const panelRows = 32
+
+// maxGemmM bounds the activation rows of one gemm kernel call.
+const maxGemmM = 12
+
 // accumFunc adds Σ_{j<n} p[j]·v[j*ldv : j*ldv+d] to dst[0:d]. Assembly
 // versions handle d rounded down to a multiple of kernels.dStep.
 type accumFunc func(dst, p, v *float32, ldv, n, d int)
@@ -40,6 +53,12 @@ type kernels struct {
 	f32   [maxTileM + 1]tileF32Func
 	bf16  [maxTileM + 1]tileBF16Func
 	accum accumFunc
+	// The packed prefill path (see packedMatMul), nil where there is none:
+	// gemmF32[mb] for mb ≤ gemmM, and packF32, which sets dst[k*panelRows+j]
+	// = w[j*ldw+k] for j < 16 and k < kn rounded down to 16.
+	gemmM   int
+	gemmF32 [maxGemmM + 1]gemmF32Func
+	packF32 func(dst, w *float32, ldw, kn int)
 	// siluMul and gelu are vector forms of the SiLUMul and GELU loops for
 	// n rounded down to a multiple of lanes; nil in the Go set.
 	siluMul func(dst, gate, up *float32, n int)

@@ -22,6 +22,11 @@ type matmulTask struct {
 	chunkRows int
 	kc        int // inner-dimension pass (see kcMax, decodeXBudget)
 	ldx       int // row stride of x (see padStride)
+	// The packed path (see runPacked): k0 is w.cols rounded down to a
+	// multiple of 16, pack a buffer of chunkRows·k0 per worker.
+	packed bool
+	k0     int
+	pack   [][]float32
 }
 
 // MatMul: dst[m, w.Rows] = x[m, w.Cols] · wᵀ.
@@ -49,6 +54,24 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 		}
 		t.x = xp
 	}
+	if t.usePacked() {
+		t.packed = true
+		t.k0 = wm.cols / 16 * 16
+		rows := max(panelRows, packBudget/(4*t.k0)/panelRows*panelRows)
+		per := (wm.rows + chunksPerThread*b.threads - 1) / (chunksPerThread * b.threads)
+		rows = min(rows, (per+panelRows-1)/panelRows*panelRows)
+		t.chunkRows = rows
+		if len(b.packBuf) < b.threads {
+			b.packBuf = make([][]float32, b.threads)
+		}
+		for w := range b.threads {
+			grow(&b.packBuf[w], rows*t.k0)
+		}
+		t.pack = b.packBuf
+		b.pool.run(t, (wm.rows+rows-1)/rows)
+		t.dst, t.x, t.pack = nil, nil, nil
+		return
+	}
 	// Decode chunks only need their current weight tile cached; prefill
 	// chunks are reread by every m-tile, so they are sized to stay in L2.
 	rows := wm.rows
@@ -65,7 +88,68 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 	t.dst, t.x = nil, nil
 }
 
-func (t *matmulTask) run(c, _ int) {
+// usePacked reports whether MatMul takes the packed path: prefill-sized m
+// with F32 weights and kernels that have it.
+func (t *matmulTask) usePacked() bool {
+	k := t.k
+	return k.packF32 != nil && t.w.dtype == compute.F32 && t.w.rows >= panelRows &&
+		t.w.cols >= 16 && (t.m+k.maxM-1)/k.maxM > decodeTiles
+}
+
+// packBudget is the packed weight bytes of one chunk of the packed path,
+// kept in L2 while every activation row streams past it.
+const packBudget = 256 << 10
+
+// runPacked computes chunk c on the packed path: it packs the chunk's
+// weights into panels of panelRows rows transposed (each step's weights
+// contiguous), then multiplies every group of up to gemmM activation rows
+// by each panel with outer products. Each loaded weight vector is used by
+// the whole group and each activation by 32 outputs, and no dot product
+// needs a horizontal reduction; the dot-product tile kernels reread the
+// F32 weights from L2 for every 6 rows. Rows past the last whole panel
+// and inputs past k0 take the tile kernels and Go.
+func (t *matmulTask) runPacked(c, w int) {
+	n, kn, k0, m := t.w.rows, t.w.cols, t.k0, t.m
+	r0 := c * t.chunkRows
+	r1 := min(r0+t.chunkRows, n)
+	panels := (r1 - r0) / panelRows
+	buf, wf := t.pack[w], t.w.f32
+	for p := range panels {
+		r := r0 + p*panelRows
+		pp := buf[p*panelRows*k0:]
+		t.k.packF32(&pp[0], &wf[r*kn], kn, k0)
+		t.k.packF32(&pp[16], &wf[(r+16)*kn], kn, k0)
+	}
+	tiles := (m + t.k.gemmM - 1) / t.k.gemmM
+	for ti := range tiles {
+		i0, i1 := ti*m/tiles, (ti+1)*m/tiles
+		g := t.k.gemmF32[i1-i0]
+		for p := range panels {
+			r := r0 + p*panelRows
+			g(&t.x[i0*t.ldx], t.ldx, &buf[p*panelRows*k0], k0, &t.dst[i0*n+r], n, 0)
+		}
+	}
+	if pr := r0 + panels*panelRows; k0 < kn {
+		for i := range m {
+			xi := t.x[i*t.ldx+k0 : i*t.ldx+kn]
+			for j := r0; j < pr; j++ {
+				t.dst[i*n+j] += dotF32(xi, wf[j*kn+k0:])
+			}
+		}
+	}
+	if rr := r0 + panels*panelRows; rr < r1 {
+		tiles := (m + t.k.maxM - 1) / t.k.maxM
+		for ti := range tiles {
+			t.blockK(ti*m/tiles, (ti+1)*m/tiles, rr, r1, 0, kn, prefillAhead)
+		}
+	}
+}
+
+func (t *matmulTask) run(c, w int) {
+	if t.packed {
+		t.runPacked(c, w)
+		return
+	}
 	n := t.w.rows
 	r0 := c * t.chunkRows
 	r1 := min(r0+t.chunkRows, n)

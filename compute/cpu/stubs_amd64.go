@@ -64,6 +64,71 @@ func tileF32AVX512M6(x *float32, ldx int, w *float32, ldw int, kn int, dst *floa
 //go:noescape
 func tileBF16AVX512M6(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
+// gemmF32AVX512M1 multiplies 1 activation rows by a packed panel of 32 weight rows with AVX512 (see gemmF32Func).
+//
+//go:noescape
+func gemmF32AVX512M1(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
+
+// gemmF32AVX512M2 multiplies 2 activation rows by a packed panel of 32 weight rows with AVX512 (see gemmF32Func).
+//
+//go:noescape
+func gemmF32AVX512M2(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
+
+// gemmF32AVX512M3 multiplies 3 activation rows by a packed panel of 32 weight rows with AVX512 (see gemmF32Func).
+//
+//go:noescape
+func gemmF32AVX512M3(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
+
+// gemmF32AVX512M4 multiplies 4 activation rows by a packed panel of 32 weight rows with AVX512 (see gemmF32Func).
+//
+//go:noescape
+func gemmF32AVX512M4(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
+
+// gemmF32AVX512M5 multiplies 5 activation rows by a packed panel of 32 weight rows with AVX512 (see gemmF32Func).
+//
+//go:noescape
+func gemmF32AVX512M5(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
+
+// gemmF32AVX512M6 multiplies 6 activation rows by a packed panel of 32 weight rows with AVX512 (see gemmF32Func).
+//
+//go:noescape
+func gemmF32AVX512M6(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
+
+// gemmF32AVX512M7 multiplies 7 activation rows by a packed panel of 32 weight rows with AVX512 (see gemmF32Func).
+//
+//go:noescape
+func gemmF32AVX512M7(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
+
+// gemmF32AVX512M8 multiplies 8 activation rows by a packed panel of 32 weight rows with AVX512 (see gemmF32Func).
+//
+//go:noescape
+func gemmF32AVX512M8(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
+
+// gemmF32AVX512M9 multiplies 9 activation rows by a packed panel of 32 weight rows with AVX512 (see gemmF32Func).
+//
+//go:noescape
+func gemmF32AVX512M9(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
+
+// gemmF32AVX512M10 multiplies 10 activation rows by a packed panel of 32 weight rows with AVX512 (see gemmF32Func).
+//
+//go:noescape
+func gemmF32AVX512M10(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
+
+// gemmF32AVX512M11 multiplies 11 activation rows by a packed panel of 32 weight rows with AVX512 (see gemmF32Func).
+//
+//go:noescape
+func gemmF32AVX512M11(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
+
+// gemmF32AVX512M12 multiplies 12 activation rows by a packed panel of 32 weight rows with AVX512 (see gemmF32Func).
+//
+//go:noescape
+func gemmF32AVX512M12(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
+
+// packF32AVX512 packs 16 weight rows into half of a gemm panel (see gemmF32Func).
+//
+//go:noescape
+func packF32AVX512(dst *float32, w *float32, ldw int, kn int)
+
 // accumAVX512 is the AVX512 accumFunc.
 //
 //go:noescape
