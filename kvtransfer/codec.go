@@ -64,7 +64,17 @@ type chunkHeader struct {
 
 func newOutChunk(h chunkHeader, k, v []byte) *outChunk {
 	o := &outChunk{seq: h.seq, k: k, v: v}
-	b := make([]byte, 0, 80+len(h.requestID))
+	b := h.appendFields(make([]byte, 0, 80+len(h.requestID)))
+	b = protowire.AppendTag(b, 14, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(len(k)+len(v)))
+	o.hdr = b
+	t := protowire.AppendTag(o.tail[:0], 15, protowire.Fixed32Type)
+	protowire.AppendFixed32(t, h.crc)
+	return o
+}
+
+// appendFields appends KVChunk fields 1-13 of h (all but payload and CRC).
+func (h *chunkHeader) appendFields(b []byte) []byte {
 	b = protowire.AppendTag(b, 1, protowire.BytesType)
 	b = protowire.AppendString(b, h.requestID)
 	for _, f := range []struct {
@@ -94,13 +104,7 @@ func newOutChunk(h chunkHeader, k, v []byte) *outChunk {
 		shape = protowire.AppendVarint(shape, uint64(int64(d)))
 	}
 	b = protowire.AppendTag(b, 13, protowire.BytesType)
-	b = protowire.AppendBytes(b, shape)
-	b = protowire.AppendTag(b, 14, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(len(k)+len(v)))
-	o.hdr = b
-	t := protowire.AppendTag(o.tail[:0], 15, protowire.Fixed32Type)
-	protowire.AppendFixed32(t, h.crc)
-	return o
+	return protowire.AppendBytes(b, shape)
 }
 
 // marshal returns the chunk's wire form without copying the payload. gRPC

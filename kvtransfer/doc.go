@@ -1,6 +1,7 @@
 // Package kvtransfer moves a request's KV cache from the ranks of a prefill
-// group to the ranks of a decode group over the KVTransfer gRPC service
-// (proto/tandem/v1/worker.proto).
+// group to the ranks of a decode group, over a raw TCP data plane that shares
+// the decode rank's gRPC port, or over the KVTransfer gRPC service
+// (proto/tandem/v1/worker.proto) where the raw one is not served.
 //
 // # Roles
 //
@@ -8,15 +9,16 @@
 // rank it feeds (parallel.KVTransfers says which KV heads go where). Push
 // reads the rank's KV one layer at a time from a [Source] and streams it
 // while later layers may still be computing. Every decode rank serves a
-// [Receiver] (register it with tandemv1.RegisterKVTransferServer on a server
-// built with [ServerOptions]); the decode path calls [Receiver.Await] to
-// collect the assembled KV once every source rank's share has arrived and
-// verified.
+// [Receiver]: register it with tandemv1.RegisterKVTransferServer on a server
+// built with [ServerOptions], split the server's listener with [Mux], serve
+// gRPC on one side and [Receiver.ServeRaw] on the other. The decode path
+// calls [Receiver.Await] to collect the assembled KV once every source rank's
+// share has arrived and verified.
 //
 // # Chunks
 //
-// One Push is one gRPC client stream of KVChunk messages, one stream per
-// (request, attempt, prefill rank, decode rank). A chunk is a block of token
+// One Push sends one stream of KVChunk messages (raw frames or a gRPC client
+// stream), one stream per (request, attempt, prefill rank, decode rank). A chunk is a block of token
 // positions of one layer for all the heads the stream carries, keys then
 // values, little-endian float32, with a CRC-32C of the payload. A chunk never
 // spans layers: the sender reads and ships layers as prefill finishes them,
@@ -32,7 +34,7 @@
 //
 // # Acks
 //
-// The receiver answers a stream when the sender closes it. KVAck.complete is
+// The receiver answers a stream when the sender ends it. KVAck.complete is
 // true only when chunks 0..chunk_count-1 each arrived once, were framed for
 // this rank, this request's current attempt and heads this rank holds, and
 // matched their checksum: the KV of that (request, source rank) is then in
@@ -43,7 +45,8 @@
 //
 // # Retries and attempts
 //
-// A broken stream or an incomplete ack makes Push resend the whole stream
+// A broken stream (a connection that fails, including one whose peer dies
+// mid-stream) or an incomplete ack makes Push resend the whole stream
 // with the same attempt number, up to SenderOptions.MaxAttempts streams. The
 // receiver lets the newer stream from the same (request, attempt, source rank)
 // replace the older one; the data is identical, so nothing verified is lost.
@@ -53,13 +56,49 @@
 // number, which makes receivers discard everything buffered for lower ones)
 // or recomputes the prefill on the decode group.
 //
+// # Raw TCP
+//
+// gRPC costs several times raw TCP's CPU per byte (16 KiB HTTP/2 frames, a
+// copy into and out of its buffers), so Push sends over a plain TCP
+// connection by default. [Mux] tells the two apart by a connection's first
+// bytes: a Sender opens with a 32-byte hello that starts "TANDEMKV1\n"
+// (anything else, such as the HTTP/2 client preface, goes to gRPC), and the
+// receiver answers "TANDEMKV1\n". All integers below are little-endian.
+//
+// A stream is a sequence of frames: a u32 header length, a u32 payload
+// length, the header (a protobuf KVChunk with every field but payload,
+// crc32c included) and the payload. A frame with both lengths 0 ends the
+// stream; the receiver answers with a u32 length and a protobuf KVAck, with
+// the meaning and checks described above. The connection then carries the
+// next stream; a Sender keeps a few idle connections per address and drops a
+// connection on any error. A frame whose lengths are out of bounds, or whose
+// header does not parse, makes the receiver hang up.
+//
+// The sender writes each chunk with one writev of its frame header and views
+// of the layer data. The receiver reads a payload of whole rows of float32
+// (all the heads it holds) straight into the request's layer buffer and
+// checksums it as it lands; a bad checksum fails the chunk and the retry
+// rewrites the region. Other payloads (some of its heads, bfloat16) go
+// through a scratch buffer, as over gRPC. While a chunk is read into place
+// the request's buffers are pinned: Await does not hand them out and no
+// other chunk is written to that request until the read ends.
+//
+// Push's ctx bounds a raw stream: its deadline is the connection's, and the
+// connection is closed when ctx ends. The receiver gives a frame that has
+// begun a minute to arrive. When a destination answers the hello with
+// anything else (a receiver served by gRPC alone), Push sends that stream,
+// and that address's streams for a minute, over gRPC, without counting an
+// attempt; SenderOptions.DisableRaw always sends over gRPC. Interceptors
+// and other SenderOptions.DialOptions apply to gRPC streams only.
+//
 // # Performance
 //
-// The sender marshals chunks itself, pointing gRPC at the layer data instead
-// of copying it into a protobuf message, and the receiver decodes KVChunk into
-// one reused payload buffer (the codec installed by [ServerOptions]; without
-// it the standard protobuf codec is used and is merely slower). Flow-control
-// windows and socket buffers are raised on both ends so one stream can fill a
-// fast link. BenchmarkKVTransfer compares the result with raw TCP on the same
-// machine.
+// Over gRPC the sender marshals chunks itself, pointing gRPC at the layer
+// data instead of copying it into a protobuf message, and the receiver
+// decodes KVChunk into one reused payload buffer (the codec installed by
+// [ServerOptions]; without it the standard protobuf codec is used and is
+// merely slower). Flow-control windows and socket buffers are raised on both
+// ends so one stream can fill a fast link; raw connections use 4 MiB socket
+// buffers. BenchmarkKVTransfer compares both transports with raw TCP on the
+// same machine.
 package kvtransfer

@@ -60,7 +60,8 @@ func (s *synth) ReadLayer(layer int, heads parallel.Range, dst []float32) error 
 	return nil
 }
 
-// serve starts a Receiver behind a gRPC server on a real loopback port.
+// serve starts a Receiver on a real loopback port, gRPC and the raw data
+// plane sharing it through Mux, as a worker serves it.
 func serve(t testing.TB, opts ReceiverOptions, extra ...grpc.ServerOption) (*Receiver, string) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -70,8 +71,16 @@ func serve(t testing.TB, opts ReceiverOptions, extra ...grpc.ServerOption) (*Rec
 	r := NewReceiver(opts)
 	srv := grpc.NewServer(append(ServerOptions(), extra...)...)
 	tandemv1.RegisterKVTransferServer(srv, r)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
+	grpcLis, rawLis := Mux(lis)
+	go func() { _ = srv.Serve(grpcLis) }()
+	rawDone := make(chan error, 1)
+	go func() { rawDone <- r.ServeRaw(rawLis) }()
+	t.Cleanup(func() {
+		srv.Stop() // closes grpcLis, so lis and rawLis too
+		if err := <-rawDone; err != nil {
+			t.Errorf("ServeRaw: %v", err)
+		}
+	})
 	return r, lis.Addr().String()
 }
 
@@ -102,99 +111,115 @@ func testCtx(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-// TestPlans moves a request between groups of every TP pairing: each decode
-// rank gets exactly its heads, bit for bit.
+// transports are the ways a Sender can push: the raw TCP data plane (the
+// default) and gRPC.
+var transports = []struct {
+	name string
+	opts SenderOptions
+}{
+	{"raw", SenderOptions{}},
+	{"grpc", SenderOptions{DisableRaw: true}},
+}
+
+// TestPlans moves a request between groups of every TP pairing, over each
+// transport: each decode rank gets exactly its heads, bit for bit.
 func TestPlans(t *testing.T) {
+	for _, tr := range transports {
+		for _, kv := range []int{8, 2} {
+			for i, pd := range [][2]int{{1, 1}, {2, 2}, {2, 4}, {1, 8}, {4, 1}, {2, 8}, {8, 2}} {
+				t.Run(fmt.Sprintf("%s/kv%d/p%d-d%d", tr.name, kv, pd[0], pd[1]), func(t *testing.T) {
+					testPlan(t, tr.opts, kv, pd[0], pd[1], i%2 == 0)
+				})
+			}
+		}
+	}
+}
+
+// testPlan moves one request from a prefill group of TP p to a decode group
+// of TP d; awaitFirst calls Await before the pushes, else after.
+func testPlan(t *testing.T, opts SenderOptions, kv, p, d int, awaitFirst bool) {
 	const layers, tokens, hd = 3, 37, 8
-	for _, kv := range []int{8, 2} {
-		for i, pd := range [][2]int{{1, 1}, {2, 2}, {2, 4}, {1, 8}, {4, 1}, {2, 8}, {8, 2}} {
-			p, d := pd[0], pd[1]
-			t.Run(fmt.Sprintf("kv%d/p%d-d%d", kv, p, d), func(t *testing.T) {
-				t.Parallel()
-				ctx := testCtx(t, 10*time.Second)
-				trs, err := parallel.KVTransfers(kv, p, d)
-				if err != nil {
-					t.Fatal(err)
-				}
-				n := max(p, d)
-				g := parallel.Geometry{Heads: n * kv, KVHeads: kv, HeadDim: hd, Intermediate: n, Vocab: n}
-				recv := make([]*Receiver, d)
-				addrs := make([]string, d)
-				heads := make([]parallel.Range, d)
-				for rank := range d {
-					plan, err := parallel.New(g, d, rank)
-					if err != nil {
-						t.Fatal(err)
-					}
-					heads[rank] = plan.KVHeads()
-					recv[rank], addrs[rank] = serve(t, ReceiverOptions{Rank: rank, Heads: heads[rank], HeadDim: hd, Layers: layers, MaxTokens: 64})
-				}
-				senders := make([]*Sender, p)
-				for rank := range p {
-					senders[rank] = newSender(t, SenderOptions{})
-				}
-				id := fmt.Sprintf("req-%d-%d-%d", kv, p, d)
-				e := Expect{RequestID: id, Attempt: 1, Tokens: tokens, SourceTP: p, KVHeads: kv, DestTP: d}
-				type result struct {
-					rank int
-					kv   [][]float32
-					err  error
-				}
-				results := make(chan result, d)
-				await := func() {
-					for rank := range d {
-						go func() {
-							got, err := recv[rank].Await(ctx, e)
-							results <- result{rank, got, err}
-						}()
-					}
-				}
-				awaitFirst := i%2 == 0 // alternate Await before and after the pushes
-				if awaitFirst {
-					await()
-				}
-				var wg sync.WaitGroup
-				errs := make(chan error, len(trs))
-				for _, tr := range trs {
-					wg.Go(func() {
-						spec := SendSpec{
-							RequestID: id, Attempt: 1, SourceRank: tr.From, DestRank: tr.To, DestAddr: addrs[tr.To],
-							Layers: layers, Tokens: tokens, Heads: tr.Heads, HeadDim: hd,
-							MaxChunkBytes: 700, // several chunks per layer, a short last one
-						}
-						st, err := senders[tr.From].Push(ctx, &synth{tokens: tokens, hd: hd}, spec)
-						if err == nil && st.Bytes != int64(layers*2*tokens*tr.Heads.Len()*hd*4) {
-							err = fmt.Errorf("stats say %d bytes", st.Bytes)
-						}
-						if err == nil && (len(st.PerLayer) != layers || st.Retries != 0) {
-							err = fmt.Errorf("stats %+v", st)
-						}
-						errs <- err
-					})
-				}
-				wg.Wait()
-				close(errs)
-				for err := range errs {
-					if err != nil {
-						t.Fatal(err)
-					}
-				}
-				if !awaitFirst {
-					await()
-				}
-				for range d {
-					res := <-results
-					if res.err != nil {
-						t.Fatal(res.err)
-					}
-					checkKV(t, res.kv, layers, tokens, heads[res.rank], hd)
-				}
-				for rank := range d {
-					if n := recv[rank].Pending(); n != 0 {
-						t.Errorf("rank %d: %d pending after Await", rank, n)
-					}
-				}
-			})
+	t.Parallel()
+	ctx := testCtx(t, 10*time.Second)
+	trs, err := parallel.KVTransfers(kv, p, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := max(p, d)
+	g := parallel.Geometry{Heads: n * kv, KVHeads: kv, HeadDim: hd, Intermediate: n, Vocab: n}
+	recv := make([]*Receiver, d)
+	addrs := make([]string, d)
+	heads := make([]parallel.Range, d)
+	for rank := range d {
+		plan, err := parallel.New(g, d, rank)
+		if err != nil {
+			t.Fatal(err)
+		}
+		heads[rank] = plan.KVHeads()
+		recv[rank], addrs[rank] = serve(t, ReceiverOptions{Rank: rank, Heads: heads[rank], HeadDim: hd, Layers: layers, MaxTokens: 64})
+	}
+	senders := make([]*Sender, p)
+	for rank := range p {
+		senders[rank] = newSender(t, opts)
+	}
+	id := fmt.Sprintf("req-%d-%d-%d", kv, p, d)
+	e := Expect{RequestID: id, Attempt: 1, Tokens: tokens, SourceTP: p, KVHeads: kv, DestTP: d}
+	type result struct {
+		rank int
+		kv   [][]float32
+		err  error
+	}
+	results := make(chan result, d)
+	await := func() {
+		for rank := range d {
+			go func() {
+				got, err := recv[rank].Await(ctx, e)
+				results <- result{rank, got, err}
+			}()
+		}
+	}
+	if awaitFirst {
+		await()
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(trs))
+	for _, tr := range trs {
+		wg.Go(func() {
+			spec := SendSpec{
+				RequestID: id, Attempt: 1, SourceRank: tr.From, DestRank: tr.To, DestAddr: addrs[tr.To],
+				Layers: layers, Tokens: tokens, Heads: tr.Heads, HeadDim: hd,
+				MaxChunkBytes: 700, // several chunks per layer, a short last one
+			}
+			st, err := senders[tr.From].Push(ctx, &synth{tokens: tokens, hd: hd}, spec)
+			if err == nil && st.Bytes != int64(layers*2*tokens*tr.Heads.Len()*hd*4) {
+				err = fmt.Errorf("stats say %d bytes", st.Bytes)
+			}
+			if err == nil && (len(st.PerLayer) != layers || st.Retries != 0) {
+				err = fmt.Errorf("stats %+v", st)
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !awaitFirst {
+		await()
+	}
+	for range d {
+		res := <-results
+		if res.err != nil {
+			t.Fatal(res.err)
+		}
+		checkKV(t, res.kv, layers, tokens, heads[res.rank], hd)
+	}
+	for rank := range d {
+		if n := recv[rank].Pending(); n != 0 {
+			t.Errorf("rank %d: %d pending after Await", rank, n)
 		}
 	}
 }
@@ -261,76 +286,6 @@ func (s *flakyStream) RecvMsg(m any) error {
 		s.f.mu.Unlock()
 	}
 	return err
-}
-
-func TestCorruptChunkIsRetried(t *testing.T) {
-	ctx := testCtx(t, 10*time.Second)
-	r, addr := tinyReceiver(t)
-	f := &flaky{}
-	s := newSender(t, SenderOptions{DialOptions: []grpc.DialOption{grpc.WithStreamInterceptor(f.intercept)}})
-	src := &synth{tokens: tiny.tokens, hd: tiny.hd}
-	st, err := s.Push(ctx, src, tinySpec("c", 1, addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Retries != 1 {
-		t.Errorf("%d retries, want 1", st.Retries)
-	}
-	if len(f.acks) != 2 {
-		t.Fatalf("%d acks, want 2", len(f.acks))
-	}
-	if a := f.acks[0]; a.Complete || len(a.FailedChunks) != 1 || a.FailedChunks[0] != 2 || len(a.MissingChunks) != 0 || !strings.Contains(a.ErrorMessage, "crc32c") {
-		t.Errorf("first ack %v, want chunk 2 failed on its checksum", a)
-	}
-	if a := f.acks[1]; !a.Complete || len(a.FailedChunks)+len(a.MissingChunks) != 0 {
-		t.Errorf("second ack %v, want complete", a)
-	}
-	if fmt.Sprint(src.calls) != "[0 1 2]" {
-		t.Errorf("source read layers %v, want each once in order", src.calls)
-	}
-	got, err := r.Await(ctx, tinyExpect("c", 1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkKV(t, got, tiny.layers, tiny.tokens, tiny.heads, tiny.hd)
-}
-
-// corruptServerStream flips a payload bit of every chunk it receives.
-type corruptServerStream struct{ grpc.ServerStream }
-
-func (s corruptServerStream) RecvMsg(m any) error {
-	err := s.ServerStream.RecvMsg(m)
-	if c, ok := m.(*tandemv1.KVChunk); ok && err == nil && len(c.Payload) > 0 {
-		c.Payload[len(c.Payload)/2] ^= 1
-	}
-	return err
-}
-
-func TestAlwaysCorruptFails(t *testing.T) {
-	ctx := testCtx(t, 10*time.Second)
-	var streams int
-	var mu sync.Mutex
-	_, addr := tinyReceiver(t, grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		mu.Lock()
-		streams++
-		mu.Unlock()
-		return h(srv, corruptServerStream{ss})
-	}))
-	s := newSender(t, SenderOptions{MaxAttempts: 4})
-	st, err := s.Push(ctx, &synth{tokens: tiny.tokens, hd: tiny.hd}, tinySpec("bad", 1, addr))
-	if !errors.Is(err, ErrTransferFailed) {
-		t.Fatalf("err %v, want ErrTransferFailed", err)
-	}
-	for _, want := range []string{`"bad"`, "rank 0 -> 0", "crc32c"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q does not say %s", err, want)
-		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if streams != 4 || st.Retries != 3 {
-		t.Errorf("%d streams, %d retries; want 4, 3", streams, st.Retries)
-	}
 }
 
 func TestAwaitTimesOutNamingMissingSources(t *testing.T) {

@@ -34,8 +34,9 @@ type ReceiverOptions struct {
 	TTL time.Duration
 }
 
-// Receiver serves tandemv1.KVTransferServer on a decode rank and assembles
-// what arrives. Register it on a server built with ServerOptions.
+// Receiver serves tandemv1.KVTransferServer and the raw data plane
+// ([Receiver.ServeRaw]) on a decode rank and assembles what arrives. Register
+// it on a server built with ServerOptions.
 type Receiver struct {
 	tandemv1.UnimplementedKVTransferServer
 	opts ReceiverOptions
@@ -60,6 +61,10 @@ type request struct {
 	sources map[int]*source
 	waiters int
 	notify  chan struct{} // closed and replaced when a stream completes or the request dies
+	// pinned counts chunks being read from the network straight into
+	// layers (0 or 1); idle (on mu) is broadcast when it drops to 0.
+	pinned int
+	idle   sync.Cond
 }
 
 // source is what one prefill rank's latest stream has delivered.
@@ -115,6 +120,7 @@ func (req *request) kill(why string) {
 		req.dead = why
 		req.layers = nil
 		close(req.notify)
+		req.idle.Broadcast()
 	}
 }
 
@@ -138,6 +144,7 @@ func (r *Receiver) lookup(id string, attempt uint32) (*request, error) {
 		sources: make(map[int]*source),
 		notify:  make(chan struct{}),
 	}
+	req.idle.L = &req.mu
 	req.timer = time.AfterFunc(r.opts.TTL, func() { r.expire(req) })
 	r.reqs[id] = req
 	return req, nil
@@ -198,7 +205,16 @@ func (r *Receiver) Push(ps tandemv1.KVTransfer_PushServer) error {
 
 // chunk checks one chunk and writes it into the request's layer buffers.
 func (r *Receiver) chunk(st *stream, m *tandemv1.KVChunk) {
-	st.bytes += int64(len(m.Payload))
+	r.begin(st, m, len(m.Payload))
+	if err := r.place(st, m); err != nil {
+		r.reject(st, m.Seq, err)
+	}
+}
+
+// begin counts a chunk of n payload bytes and, for the stream's first chunk,
+// takes the stream's identity from it.
+func (r *Receiver) begin(st *stream, m *tandemv1.KVChunk, n int) {
+	st.bytes += int64(n)
 	if st.count == 0 && st.why == "" {
 		st.id, st.attempt, st.src, st.count = m.RequestId, m.Attempt, int(m.SourceRank), m.ChunkCount
 		if st.count == 0 || int64(st.count) > int64(r.maxChunks()) {
@@ -208,89 +224,183 @@ func (r *Receiver) chunk(st *stream, m *tandemv1.KVChunk) {
 			st.arrived = make([]uint64, (st.count+63)/64)
 		}
 	}
-	if err := r.place(st, m); err != nil {
-		if m.Seq < st.count {
-			st.arrived[m.Seq/64] |= 1 << (m.Seq % 64)
-		}
-		st.failed = append(st.failed, m.Seq)
-		if st.why == "" {
-			st.why = fmt.Sprintf("chunk %d: %v", m.Seq, err)
-		}
+}
+
+// reject records chunk seq as failed for the ack.
+func (r *Receiver) reject(st *stream, seq uint32, err error) {
+	if seq < st.count {
+		st.arrived[seq/64] |= 1 << (seq % 64)
 	}
+	st.failed = append(st.failed, seq)
+	if st.why == "" {
+		st.why = fmt.Sprintf("chunk %d: %v", seq, err)
+	}
+}
+
+// placement is where a validated chunk goes.
+type placement struct {
+	layer         int
+	heads, tokens parallel.Range
+	dtype         tandemv1.DataType
+	size          int // bytes per element
 }
 
 // place validates m and copies it into place; an error rejects the chunk.
 func (r *Receiver) place(st *stream, m *tandemv1.KVChunk) error {
-	switch {
-	case st.count == 0:
-		return errors.New(st.why)
-	case m.RequestId != st.id || m.Attempt != st.attempt || int(m.SourceRank) != st.src || m.ChunkCount != st.count:
-		return fmt.Errorf("framing differs from the stream's first chunk (request %q attempt %d source %d count %d)",
-			st.id, st.attempt, st.src, st.count)
-	case m.Seq >= st.count:
-		return fmt.Errorf("seq out of range [0,%d)", st.count)
-	case st.arrived[m.Seq/64]&(1<<(m.Seq%64)) != 0:
-		return errors.New("duplicate seq")
-	case int(m.DestRank) != r.opts.Rank:
-		return fmt.Errorf("dest_rank %d, this is rank %d", m.DestRank, r.opts.Rank)
-	}
-	st.arrived[m.Seq/64] |= 1 << (m.Seq % 64)
-	if st.req == nil {
-		if err := r.register(st); err != nil {
-			return err
-		}
-	}
-	layer := int(m.Layer)
-	heads := parallel.Range{From: int(m.HeadStart), To: int(m.HeadEnd)}
-	tokens := parallel.Range{From: int(m.TokenStart), To: int(m.TokenEnd)}
-	size := 4
-	switch {
-	case layer < 0 || layer >= r.opts.Layers:
-		return fmt.Errorf("layer %d out of range [0,%d)", layer, r.opts.Layers)
-	case heads.Len() <= 0 || heads.From < r.opts.Heads.From || heads.To > r.opts.Heads.To:
-		return fmt.Errorf("heads [%d,%d) not within this rank's [%d,%d)", heads.From, heads.To, r.opts.Heads.From, r.opts.Heads.To)
-	case tokens.Len() <= 0 || tokens.From < 0 || tokens.To > r.opts.MaxTokens:
-		return fmt.Errorf("tokens [%d,%d) out of range [0,%d]", tokens.From, tokens.To, r.opts.MaxTokens)
-	case len(m.Shape) != 4 || m.Shape[0] != 2 || int(m.Shape[1]) != tokens.Len() || int(m.Shape[2]) != heads.Len() || int(m.Shape[3]) != r.opts.HeadDim:
-		return fmt.Errorf("shape %v, want [2 %d %d %d]", m.Shape, tokens.Len(), heads.Len(), r.opts.HeadDim)
-	case m.Dtype == tandemv1.DataType_DATA_TYPE_BFLOAT16:
-		size = 2
-	case m.Dtype != tandemv1.DataType_DATA_TYPE_FLOAT32:
-		return fmt.Errorf("dtype %v not supported", m.Dtype)
-	}
-	if want := 2 * tokens.Len() * heads.Len() * r.opts.HeadDim * size; len(m.Payload) != want {
-		return fmt.Errorf("payload %d bytes, shape says %d", len(m.Payload), want)
+	pl, err := r.validate(st, m, len(m.Payload))
+	if err != nil {
+		return err
 	}
 	if crc := crc32.Checksum(m.Payload, castagnoli); crc != m.Crc32C {
 		return fmt.Errorf("crc32c %08x, chunk says %08x", crc, m.Crc32C)
 	}
+	return r.copyIn(st, pl, m.Payload)
+}
 
+// validate checks everything about chunk m but its payload's checksum, n
+// being the payload's length, and registers the stream on its first valid
+// chunk.
+func (r *Receiver) validate(st *stream, m *tandemv1.KVChunk, n int) (placement, error) {
+	switch {
+	case st.count == 0:
+		return placement{}, errors.New(st.why)
+	case m.RequestId != st.id || m.Attempt != st.attempt || int(m.SourceRank) != st.src || m.ChunkCount != st.count:
+		return placement{}, fmt.Errorf("framing differs from the stream's first chunk (request %q attempt %d source %d count %d)",
+			st.id, st.attempt, st.src, st.count)
+	case m.Seq >= st.count:
+		return placement{}, fmt.Errorf("seq out of range [0,%d)", st.count)
+	case st.arrived[m.Seq/64]&(1<<(m.Seq%64)) != 0:
+		return placement{}, errors.New("duplicate seq")
+	case int(m.DestRank) != r.opts.Rank:
+		return placement{}, fmt.Errorf("dest_rank %d, this is rank %d", m.DestRank, r.opts.Rank)
+	}
+	st.arrived[m.Seq/64] |= 1 << (m.Seq % 64)
+	if st.req == nil {
+		if err := r.register(st); err != nil {
+			return placement{}, err
+		}
+	}
+	pl := placement{
+		layer:  int(m.Layer),
+		heads:  parallel.Range{From: int(m.HeadStart), To: int(m.HeadEnd)},
+		tokens: parallel.Range{From: int(m.TokenStart), To: int(m.TokenEnd)},
+		dtype:  m.Dtype,
+		size:   4,
+	}
+	layer, heads, tokens := pl.layer, pl.heads, pl.tokens
+	switch {
+	case layer < 0 || layer >= r.opts.Layers:
+		return pl, fmt.Errorf("layer %d out of range [0,%d)", layer, r.opts.Layers)
+	case heads.Len() <= 0 || heads.From < r.opts.Heads.From || heads.To > r.opts.Heads.To:
+		return pl, fmt.Errorf("heads [%d,%d) not within this rank's [%d,%d)", heads.From, heads.To, r.opts.Heads.From, r.opts.Heads.To)
+	case tokens.Len() <= 0 || tokens.From < 0 || tokens.To > r.opts.MaxTokens:
+		return pl, fmt.Errorf("tokens [%d,%d) out of range [0,%d]", tokens.From, tokens.To, r.opts.MaxTokens)
+	case len(m.Shape) != 4 || m.Shape[0] != 2 || int(m.Shape[1]) != tokens.Len() || int(m.Shape[2]) != heads.Len() || int(m.Shape[3]) != r.opts.HeadDim:
+		return pl, fmt.Errorf("shape %v, want [2 %d %d %d]", m.Shape, tokens.Len(), heads.Len(), r.opts.HeadDim)
+	case m.Dtype == tandemv1.DataType_DATA_TYPE_BFLOAT16:
+		pl.size = 2
+	case m.Dtype != tandemv1.DataType_DATA_TYPE_FLOAT32:
+		return pl, fmt.Errorf("dtype %v not supported", m.Dtype)
+	}
+	if want := 2 * tokens.Len() * heads.Len() * r.opts.HeadDim * pl.size; n != want {
+		return pl, fmt.Errorf("payload %d bytes, shape says %d", n, want)
+	}
+	return pl, nil
+}
+
+// writable waits until no chunk is being read into req's buffers (see pin)
+// and checks that st may still write to req. req.mu must be held.
+func (r *Receiver) writable(st *stream) error {
 	req := st.req
-	req.mu.Lock()
-	defer req.mu.Unlock()
+	for req.pinned > 0 && req.dead == "" {
+		req.idle.Wait()
+	}
 	if req.dead != "" {
 		return fmt.Errorf("request %s", req.dead)
 	}
-	s := req.sources[st.src]
-	if s.gen != st.gen {
-		return errors.New("superseded by a newer stream from the same source rank")
+	if req.sources[st.src].gen != st.gen {
+		return errSuperseded
 	}
-	buf, c := r.buffer(req, layer, tokens.To)
+	return nil
+}
+
+var errSuperseded = errors.New("superseded by a newer stream from the same source rank")
+
+// copyIn writes a verified payload into the request's layer buffer.
+func (r *Receiver) copyIn(st *stream, pl placement, payload []byte) error {
+	req := st.req
+	req.mu.Lock()
+	defer req.mu.Unlock()
+	if err := r.writable(st); err != nil {
+		return err
+	}
+	heads, tokens, size := pl.heads, pl.tokens, pl.size
+	buf, c := r.buffer(req, pl.layer, tokens.To)
 	// Copy token rows: a chunk's row is its heads, a buffer row all of ours.
 	crow := heads.Len() * r.opts.HeadDim
 	off := (heads.From - r.opts.Heads.From) * r.opts.HeadDim
 	for kv := range 2 {
-		src := m.Payload[kv*tokens.Len()*crow*size:]
+		src := payload[kv*tokens.Len()*crow*size:]
 		dst := buf[kv*c*r.row+tokens.From*r.row:]
 		if crow == r.row { // whole rows: one contiguous copy
-			decode(m.Dtype, dst[:tokens.Len()*crow], src)
+			decode(pl.dtype, dst[:tokens.Len()*crow], src)
 			continue
 		}
 		for t := range tokens.Len() {
-			decode(m.Dtype, dst[t*r.row+off:t*r.row+off+crow], src[t*crow*size:])
+			decode(pl.dtype, dst[t*r.row+off:t*r.row+off+crow], src[t*crow*size:])
 		}
 	}
-	s.rects[layer] = append(s.rects[layer], rect{heads, tokens})
+	req.sources[st.src].rects[pl.layer] = append(req.sources[st.src].rects[pl.layer], rect{heads, tokens})
+	return nil
+}
+
+// direct reports whether a chunk can be read from the network straight into
+// the layer buffer: float32 on a little-endian machine, and whole buffer
+// rows (all of this rank's heads), so keys and values are one contiguous
+// region each.
+func (r *Receiver) direct(pl placement) bool {
+	return pl.dtype == tandemv1.DataType_DATA_TYPE_FLOAT32 && littleEndian() && pl.heads == r.opts.Heads
+}
+
+// pin returns the byte views of the layer buffer that a direct chunk's keys
+// and values go to, and keeps the buffer from being grown or handed out by
+// Await until unpin. One chunk at a time is pinned per request (others
+// wait), so a chunk of a superseded stream can never land on top of what a
+// newer stream has verified.
+func (r *Receiver) pin(st *stream, pl placement) (k, v []byte, err error) {
+	req := st.req
+	req.mu.Lock()
+	defer req.mu.Unlock()
+	if err := r.writable(st); err != nil {
+		return nil, nil, err
+	}
+	buf, c := r.buffer(req, pl.layer, pl.tokens.To)
+	req.pinned++
+	from, to := pl.tokens.From*r.row, pl.tokens.To*r.row
+	return floatBytes(buf[from:to]), floatBytes(buf[c*r.row+from : c*r.row+to]), nil
+}
+
+// unpin ends what pin began. When cause is nil (the payload arrived and
+// matched its checksum) the chunk counts as written, if st still may write.
+func (r *Receiver) unpin(st *stream, pl placement, cause error) error {
+	req := st.req
+	req.mu.Lock()
+	defer req.mu.Unlock()
+	req.pinned--
+	if req.pinned == 0 {
+		req.idle.Broadcast()
+		if req.dead == "" { // wake Awaits waiting for the pin to go
+			close(req.notify)
+			req.notify = make(chan struct{})
+		}
+	}
+	if cause != nil {
+		return cause
+	}
+	if err := r.writable(st); err != nil {
+		return err
+	}
+	req.sources[st.src].rects[pl.layer] = append(req.sources[st.src].rects[pl.layer], rect{pl.heads, pl.tokens})
 	return nil
 }
 
@@ -365,7 +475,7 @@ func (r *Receiver) finish(st *stream) *tandemv1.KVAck {
 	case req.dead != "":
 		ack.ErrorMessage = "request " + req.dead
 	case s.gen != st.gen:
-		ack.ErrorMessage = "superseded by a newer stream from the same source rank"
+		ack.ErrorMessage = errSuperseded.Error()
 	default:
 		s.complete = true
 		ack.Complete = true
@@ -423,8 +533,11 @@ func (r *Receiver) Await(ctx context.Context, e Expect) ([][]float32, error) {
 			return fail("%s", req.dead)
 		}
 		missing := r.missing(req, trs, e.Tokens)
-		if missing == "" {
+		if missing == "" && req.pinned == 0 {
 			break
+		}
+		if missing == "" { // a late chunk is still being read into a layer
+			missing = "a chunk still being written"
 		}
 		ch := req.notify
 		req.mu.Unlock()

@@ -56,19 +56,28 @@ type SenderOptions struct {
 	// (default 3).
 	MaxAttempts int
 	// DialOptions are added after the sender's own (insecure credentials,
-	// large flow-control windows and socket buffers).
+	// large flow-control windows and socket buffers). They apply to gRPC
+	// streams only, not to the raw data plane.
 	DialOptions []grpc.DialOption
+	// DisableRaw sends every stream over gRPC, never over the raw TCP data
+	// plane.
+	DisableRaw bool
 }
 
-// Sender pushes KV over gRPC. It caches one *grpc.ClientConn per destination
+// Sender pushes KV over the raw TCP data plane, or over gRPC where a
+// destination does not speak it (see "Raw TCP" in the package doc). It keeps
+// a few idle raw connections and one *grpc.ClientConn per destination
 // address. It is safe for concurrent use.
 type Sender struct {
 	opts  SenderOptions
 	codec codec
 
-	mu     sync.Mutex
-	conns  map[string]*grpc.ClientConn
-	closed bool
+	mu      sync.Mutex
+	conns   map[string]*grpc.ClientConn
+	rawIdle map[string][]*rawConn
+	rawBusy map[*rawConn]struct{}
+	refused map[string]time.Time // addresses that refused the raw hello, until when
+	closed  bool
 	// free holds layer buffers of finished pushes for reuse: zeroing fresh
 	// ones costs as much as a copy of the KV.
 	free      [][]float32
@@ -93,7 +102,8 @@ func (s *Sender) take(n int) []float32 {
 }
 
 // recycle keeps a push's layer buffers. Only call it once the receiver has
-// acked the push's only stream: gRPC may write from them until then.
+// acked the push's last stream and no gRPC stream of it failed: gRPC may
+// write from them until then.
 func (s *Sender) recycle(bufs [][]float32) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -111,7 +121,10 @@ func NewSender(opts SenderOptions) *Sender {
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = 3
 	}
-	return &Sender{opts: opts, codec: newCodec(), conns: make(map[string]*grpc.ClientConn)}
+	return &Sender{
+		opts: opts, codec: newCodec(), conns: make(map[string]*grpc.ClientConn),
+		rawIdle: make(map[string][]*rawConn), rawBusy: make(map[*rawConn]struct{}), refused: make(map[string]time.Time),
+	}
 }
 
 // Close closes every cached connection; pushes in flight fail.
@@ -124,6 +137,13 @@ func (s *Sender) Close() error {
 		errs = append(errs, cc.Close())
 		delete(s.conns, addr)
 	}
+	for addr, idle := range s.rawIdle {
+		closeAll(idle)
+		delete(s.rawIdle, addr)
+	}
+	for rc := range s.rawBusy { // their pushes fail; putRaw forgets them
+		rc.c.Close()
+	}
 	return errors.Join(errs...)
 }
 
@@ -131,7 +151,7 @@ func (s *Sender) conn(addr string) (*grpc.ClientConn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, errors.New("kvtransfer: sender closed")
+		return nil, errSenderClosed
 	}
 	if cc := s.conns[addr]; cc != nil {
 		return cc, nil
@@ -162,10 +182,26 @@ type push struct {
 	crcs          []uint32    // by seq, computed on first send
 	stats         Stats
 	sourceFailure error
+	grpcFailed    bool // a gRPC stream failed: it may still write from layers
+}
+
+// read makes sure layer l has been read from the source.
+func (p *push) read(s *Sender, l int) error {
+	if p.layers[l] != nil {
+		return nil
+	}
+	buf := s.take(2 * p.spec.Tokens * p.row)
+	if err := p.src.ReadLayer(l, p.spec.Heads, buf); err != nil {
+		p.sourceFailure = fmt.Errorf("reading layer %d: %w", l, err)
+		return p.sourceFailure
+	}
+	p.layers[l] = buf
+	return nil
 }
 
 // Push streams every layer of spec from src to the destination and waits for
-// the KVAck. An ack with complete=false or a broken stream is retried (the
+// the KVAck, over the raw TCP data plane unless the destination refuses its
+// hello or SenderOptions.DisableRaw is set, then over gRPC. An ack with complete=false or a broken stream is retried (the
 // whole stream, same attempt number: the receiver replaces a partial stream
 // from the same source rank) up to MaxAttempts; then it returns an error
 // wrapping ErrTransferFailed naming the request, ranks and the last cause.
@@ -191,10 +227,6 @@ func (s *Sender) Push(ctx context.Context, src Source, spec SendSpec) (Stats, er
 		return fail(nil, 0, fmt.Errorf("invalid spec: %d layers, %d tokens, heads [%d,%d), head_dim %d",
 			spec.Layers, spec.Tokens, spec.Heads.From, spec.Heads.To, spec.HeadDim))
 	}
-	cc, err := s.conn(spec.DestAddr)
-	if err != nil {
-		return fail(nil, 0, err)
-	}
 	p := &push{spec: spec, src: src, row: spec.Heads.Len() * spec.HeadDim}
 	p.perChunk = max(1, spec.MaxChunkBytes/(2*4*p.row))
 	p.chunksPerLyr = (spec.Tokens + p.perChunk - 1) / p.perChunk
@@ -204,21 +236,41 @@ func (s *Sender) Push(ctx context.Context, src Source, spec SendSpec) (Stats, er
 	for l := range p.stats.PerLayer {
 		p.stats.PerLayer[l].Layer = l
 	}
-	client := tandemv1.NewKVTransferClient(cc)
-	var last error
+	var (
+		client tandemv1.KVTransferClient
+		last   error
+	)
+	raw := !s.opts.DisableRaw && !s.rawRefused(spec.DestAddr)
 	for try := range s.opts.MaxAttempts {
 		if try > 0 {
 			p.stats.Retries++
 		}
-		last = s.stream(ctx, client, p)
+		if raw {
+			last = s.rawStream(ctx, p)
+			if errors.Is(last, errRawRefused) { // an older receiver: gRPC, in this try
+				s.refuseRaw(spec.DestAddr)
+				raw = false
+			}
+		}
+		if !raw {
+			if client == nil {
+				cc, err := s.conn(spec.DestAddr)
+				if err != nil {
+					return fail(p, try+1, err)
+				}
+				client = tandemv1.NewKVTransferClient(cc)
+			}
+			last = s.stream(ctx, client, p)
+			p.grpcFailed = p.grpcFailed || last != nil
+		}
 		if last == nil {
-			if try == 0 { // a failed stream's frames might still be in gRPC's queue
+			if !p.grpcFailed { // a failed gRPC stream's frames might still be in gRPC's queue
 				s.recycle(p.layers)
 			}
 			p.stats.Duration = time.Since(start)
 			return p.stats, nil
 		}
-		if p.sourceFailure != nil || ctx.Err() != nil {
+		if p.sourceFailure != nil || ctx.Err() != nil || errors.Is(last, errSenderClosed) {
 			return fail(p, try+1, last)
 		}
 	}
@@ -238,13 +290,8 @@ func (s *Sender) stream(ctx context.Context, client tandemv1.KVTransferClient, p
 	seq := uint32(0)
 	for l := range sp.Layers {
 		t0 := time.Now()
-		if p.layers[l] == nil {
-			buf := s.take(2 * sp.Tokens * p.row)
-			if err := p.src.ReadLayer(l, sp.Heads, buf); err != nil {
-				p.sourceFailure = fmt.Errorf("reading layer %d: %w", l, err)
-				return p.sourceFailure
-			}
-			p.layers[l] = buf
+		if err := p.read(s, l); err != nil {
+			return err
 		}
 		data := p.layers[l]
 		vOff := sp.Tokens * p.row
@@ -280,11 +327,7 @@ func (s *Sender) stream(ctx context.Context, client tandemv1.KVTransferClient, p
 	if err != nil {
 		return err
 	}
-	if !ack.GetComplete() {
-		return fmt.Errorf("receiver acked incomplete: %s (failed chunks %s, missing chunks %s)",
-			ack.GetErrorMessage(), seqs(ack.GetFailedChunks()), seqs(ack.GetMissingChunks()))
-	}
-	return nil
+	return checkAck(ack)
 }
 
 // seqs formats chunk numbers for an error, eliding long lists.
