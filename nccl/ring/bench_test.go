@@ -13,7 +13,7 @@ import (
 )
 
 // loopbackPair is one tuned TCP connection on loopback, both ends.
-func loopbackPair(b *testing.B) (*net.TCPConn, *net.TCPConn) {
+func loopbackPair(b testing.TB) (*net.TCPConn, *net.TCPConn) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -39,38 +39,79 @@ func loopbackPair(b *testing.B) (*net.TCPConn, *net.TCPConn) {
 	return d.(*net.TCPConn), a.(*net.TCPConn)
 }
 
-// rawLoopback measures the machine's own limits in this run: the
-// throughput of one TCP stream on loopback (GB/s, median of 5 runs of
-// 256 MiB in 4 MiB writes) and the round-trip time of a 32-byte ping-pong
-// (median of 5 means over 500 round trips).
-func rawLoopback(b *testing.B) (gbps float64, rtt time.Duration) {
+// rawLimits are the machine's own limits, measured in the same run as
+// the allreduces they are compared with.
+type rawLimits struct {
+	single float64       // GB/s of one TCP stream on loopback
+	bidir  float64       // GB/s each way of two streams at once, one each way
+	rtt    time.Duration // round trip of a 32-byte ping-pong
+}
+
+// stream sends total bytes from w to r in 4 MiB writes, read in 4 MiB
+// reads, and returns how long it took.
+func stream(w, r *net.TCPConn, total int) (time.Duration, error) {
+	const chunk = 4 << 20
+	src, dst := make([]byte, chunk), make([]byte, chunk)
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		for range total / chunk {
+			if _, err := w.Write(src); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	var rerr error
+	for range total / chunk {
+		if _, rerr = io.ReadFull(r, dst); rerr != nil {
+			w.Close() // releases the writer
+			break
+		}
+	}
+	if err := <-done; rerr == nil {
+		rerr = err
+	}
+	return time.Since(start), rerr
+}
+
+// rawLoopback measures the machine's own limits in this run, each the
+// median of 5 runs: the throughput of one TCP stream on loopback (256 MiB
+// in 4 MiB writes); the throughput each way of one connection carrying
+// 256 MiB each way at once, as the two ranks of a ring of 2 do (each core
+// then both sends one stream and receives the other, where a single
+// stream has a core for each end); and the round-trip time of a 32-byte
+// ping-pong (mean over 500 round trips).
+func rawLoopback(b *testing.B) rawLimits {
 	w, r := loopbackPair(b)
 	defer w.Close()
 	defer r.Close()
-	const chunk, total = 4 << 20, 256 << 20
-	src, dst := make([]byte, chunk), make([]byte, chunk)
-	var rates []float64
+	const total = 256 << 20
+	var single, bidir []float64
 	for range 5 {
-		start := time.Now()
-		done := make(chan error, 1)
-		go func() {
-			for range total / chunk {
-				if _, err := w.Write(src); err != nil {
-					done <- err
-					return
-				}
+		d, err := stream(w, r, total)
+		if err != nil {
+			b.Fatal(err)
+		}
+		single = append(single, total/d.Seconds()/1e9)
+	}
+	for range 5 {
+		var d [2]time.Duration
+		errs := onAll(2, func(i int) (err error) {
+			if i == 0 {
+				d[i], err = stream(w, r, total)
+			} else {
+				d[i], err = stream(r, w, total)
 			}
-			done <- nil
-		}()
-		for range total / chunk {
-			if _, err := io.ReadFull(r, dst); err != nil {
+			return err
+		})
+		for _, err := range errs {
+			if err != nil {
 				b.Fatal(err)
 			}
 		}
-		if err := <-done; err != nil {
-			b.Fatal(err)
-		}
-		rates = append(rates, total/time.Since(start).Seconds()/1e9)
+		bidir = append(bidir, total/max(d[0], d[1]).Seconds()/1e9)
 	}
 	var rtts []time.Duration
 	ping := make([]byte, headerBytes)
@@ -102,18 +143,22 @@ func rawLoopback(b *testing.B) (gbps float64, rtt time.Duration) {
 	if err := <-echo; err != nil {
 		b.Fatal(err)
 	}
-	slices.Sort(rates)
+	slices.Sort(single)
+	slices.Sort(bidir)
 	slices.Sort(rtts)
-	return rates[2], rtts[2]
+	return rawLimits{single: single[2], bidir: bidir[2], rtt: rtts[2]}
 }
 
 // BenchmarkAllReduce reports bus bandwidth as nccl-tests computes it
 // (algbw = bytes/time, busbw = algbw·2(n-1)/n) next to the raw loopback
-// stream measured in the same run, and the time of small allreduces in
-// loopback round trips.
+// throughput measured in the same run, one stream (%raw) and each way of
+// two streams at once (%rawbidir: what a ring of 2 on loopback can hope
+// for, both ranks sending and receiving at once on the same cores), and
+// the time of small allreduces in loopback round trips.
 func BenchmarkAllReduce(b *testing.B) {
-	raw, rtt := rawLoopback(b)
-	b.Logf("raw loopback: one stream %.2f GB/s, round trip %v", raw, rtt)
+	lim := rawLoopback(b)
+	raw, bidir, rtt := lim.single, lim.bidir, lim.rtt
+	b.Logf("raw loopback: one stream %.2f GB/s, two at once %.2f GB/s each way, round trip %v", raw, bidir, rtt)
 	for _, n := range []int{2, 4, 8} {
 		for size := 4 << 10; size <= 64<<20; size *= 4 {
 			b.Run(fmt.Sprintf("n=%d/%s", n, byteSize(size)), func(b *testing.B) {
@@ -143,6 +188,8 @@ func BenchmarkAllReduce(b *testing.B) {
 				b.ReportMetric(bus, "busGB/s")
 				b.ReportMetric(raw, "rawGB/s")
 				b.ReportMetric(100*bus/raw, "%raw")
+				b.ReportMetric(bidir, "rawbidirGB/s")
+				b.ReportMetric(100*bus/bidir, "%rawbidir")
 				b.ReportMetric(per/rtt.Seconds(), "RTTs")
 			})
 		}
