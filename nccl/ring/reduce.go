@@ -16,9 +16,9 @@ func u16s(b []byte) []uint16 {
 	return unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/2)
 }
 
-// addF32 does dst += src. Unrolled by four: the loop is memory bound and
-// fewer branches keep loads flowing.
-func addF32(dst, src []float32) {
+// addF32Generic does dst += src. Unrolled by four: fewer branches keep
+// loads flowing.
+func addF32Generic(dst, src []float32) {
 	src = src[:len(dst)]
 	i := 0
 	for ; i+4 <= len(dst); i += 4 {
