@@ -200,7 +200,13 @@ func Run(ctx context.Context, opts Options) error {
 		tandemv1.RegisterWorkerServer(srv, l)
 	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(opts.Listener) }()
+	if rs.receiver != nil { // gRPC and the raw KV data plane share the port
+		grpcLis, rawLis := kvtransfer.Mux(opts.Listener)
+		go func() { served <- srv.Serve(grpcLis) }() // stopping srv closes both
+		go func() { _ = rs.receiver.ServeRaw(rawLis) }()
+	} else {
+		go func() { served <- srv.Serve(opts.Listener) }()
+	}
 	defer func() {
 		stopped := make(chan struct{})
 		go func() { srv.GracefulStop(); close(stopped) }()
