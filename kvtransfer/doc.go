@@ -75,7 +75,8 @@
 // header does not parse, makes the receiver hang up.
 //
 // The sender writes each chunk with one writev of its frame header and views
-// of the layer data. The receiver reads a payload of whole rows of float32
+// of the layer data, while a second goroutine reads layers from the Source
+// and checksums chunks two ahead. The receiver reads a payload of whole rows of float32
 // (all the heads it holds) straight into the request's layer buffer and
 // checksums it as it lands; a bad checksum fails the chunk and the retry
 // rewrites the region. Other payloads (some of its heads, bfloat16) go

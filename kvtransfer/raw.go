@@ -398,18 +398,92 @@ func (s *Sender) rawStream(ctx context.Context, p *push) (err error) {
 		s.putRaw(rc, clean)
 	}()
 
+	// A second goroutine reads layers from the source and checksums and
+	// frames chunks a few ahead of the writes, so that copying and
+	// checksumming overlap the kernel's copies.
+	prepCtx, cancel := context.WithCancel(ctx)
+	chunks := make(chan rawChunkOut, 2)
+	go p.prepare(prepCtx, s, chunks)
+	bufs := make(net.Buffers, 0, 4)
+	var (
+		werr  error
+		ended bool
+	)
+	for o := range chunks {
+		if werr != nil {
+			continue // drain: prepare must be done with p before rawStream returns
+		}
+		bufs = append(bufs[:0], o.hdr, o.k, o.v)
+		if o.end {
+			bufs = append(bufs, make([]byte, rawPrefixBytes)) // end of stream
+		}
+		if _, werr = bufs.WriteTo(rc.c); werr != nil {
+			cancel()
+			continue
+		}
+		ended = o.end
+		n := int64(len(o.k) + len(o.v))
+		p.stats.Bytes += n
+		p.stats.PerLayer[o.layer].Bytes += n
+		if o.layerDone {
+			p.stats.PerLayer[o.layer].Duration += time.Since(o.start)
+		}
+	}
+	cancel()
+	switch {
+	case werr != nil:
+		return werr
+	case p.prepErr != nil:
+		return p.prepErr
+	case !ended:
+		return fmt.Errorf("stream cut short: %w", context.Cause(ctx))
+	}
+	var size [4]byte
+	if _, err := io.ReadFull(rc.c, size[:]); err != nil {
+		return fmt.Errorf("reading the ack: %w", err)
+	}
+	ln := binary.LittleEndian.Uint32(size[:])
+	if ln > maxRawAck {
+		return fmt.Errorf("ack of %d bytes", ln)
+	}
+	b := make([]byte, ln)
+	if _, err := io.ReadFull(rc.c, b); err != nil {
+		return fmt.Errorf("reading the ack: %w", err)
+	}
+	var ack tandemv1.KVAck
+	if err := proto.Unmarshal(b, &ack); err != nil {
+		return fmt.Errorf("decoding the ack: %w", err)
+	}
+	return checkAck(&ack)
+}
+
+// rawChunkOut is a chunk framed for the raw data plane, ready to write.
+type rawChunkOut struct {
+	hdr, k, v []byte // frame prefix and header; the payload, views of the layer
+	layer     int
+	start     time.Time // when reading its layer began
+	layerDone bool      // the layer's last chunk
+	end       bool      // the stream's last chunk
+}
+
+// prepare reads each layer from the source (once per push), checksums and
+// frames its chunks, last token block first (see "Chunks" in the package
+// doc), and sends them on out, which it closes when done, when a layer
+// cannot be read (p.prepErr says why) or when ctx ends.
+func (p *push) prepare(ctx context.Context, s *Sender, out chan<- rawChunkOut) {
+	defer close(out)
+	p.prepErr = nil
 	sp := p.spec
 	count := uint32(sp.Layers * p.chunksPerLyr)
 	seq := uint32(0)
-	bufs := make(net.Buffers, 0, 4)
 	for l := range sp.Layers {
-		t0 := time.Now()
+		start := time.Now()
 		if err := p.read(s, l); err != nil {
-			return err
+			p.prepErr = err
+			return
 		}
 		data := p.layers[l]
 		vOff := sp.Tokens * p.row
-		// Last token block first: see "Chunks" in the package doc.
 		for c := p.chunksPerLyr - 1; c >= 0; c-- {
 			from, to := c*p.perChunk, min((c+1)*p.perChunk, sp.Tokens)
 			k := encodeFloats(data[from*p.row : to*p.row])
@@ -429,39 +503,18 @@ func (s *Sender) rawStream(ctx context.Context, p *push) (err error) {
 			hdr = protowire.AppendFixed32(hdr, h.crc)
 			binary.LittleEndian.PutUint32(hdr, uint32(len(hdr)-rawPrefixBytes))
 			binary.LittleEndian.PutUint32(hdr[4:], uint32(len(k)+len(v)))
-			bufs = append(bufs[:0], hdr, k, v)
-			if l == sp.Layers-1 && c == 0 {
-				bufs = append(bufs, make([]byte, rawPrefixBytes)) // end of stream
+			o := rawChunkOut{
+				hdr: hdr, k: k, v: v, layer: l, start: start,
+				layerDone: c == 0, end: c == 0 && l == sp.Layers-1,
 			}
-			// One writev per chunk, right after its checksum: the kernel
-			// copies the payload while it is still in cache.
-			if _, err := bufs.WriteTo(rc.c); err != nil {
-				return err
+			select {
+			case out <- o:
+			case <-ctx.Done():
+				return
 			}
-			n := int64(len(k) + len(v))
-			p.stats.Bytes += n
-			p.stats.PerLayer[l].Bytes += n
 			seq++
 		}
-		p.stats.PerLayer[l].Duration += time.Since(t0)
 	}
-	var size [4]byte
-	if _, err := io.ReadFull(rc.c, size[:]); err != nil {
-		return fmt.Errorf("reading the ack: %w", err)
-	}
-	ln := binary.LittleEndian.Uint32(size[:])
-	if ln > maxRawAck {
-		return fmt.Errorf("ack of %d bytes", ln)
-	}
-	b := make([]byte, ln)
-	if _, err := io.ReadFull(rc.c, b); err != nil {
-		return fmt.Errorf("reading the ack: %w", err)
-	}
-	var ack tandemv1.KVAck
-	if err := proto.Unmarshal(b, &ack); err != nil {
-		return fmt.Errorf("decoding the ack: %w", err)
-	}
-	return checkAck(&ack)
 }
 
 // errIncompleteAck is wrapped by the error for an ack with complete=false.

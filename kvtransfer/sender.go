@@ -182,7 +182,8 @@ type push struct {
 	crcs          []uint32    // by seq, computed on first send
 	stats         Stats
 	sourceFailure error
-	grpcFailed    bool // a gRPC stream failed: it may still write from layers
+	grpcFailed    bool  // a gRPC stream failed: it may still write from layers
+	prepErr       error // why prepare stopped early, if it did
 }
 
 // read makes sure layer l has been read from the source.
