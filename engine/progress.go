@@ -41,9 +41,11 @@ func (p *progress) layerDone(layer int) {
 func (e *Engine) WaitLayer(ctx context.Context, step uint64, layer int) error {
 	p := &e.progress
 	stop := context.AfterFunc(ctx, func() {
-		p.mu.Lock() // so the broadcast cannot fall between a check and the Wait
-		p.mu.Unlock()
+		// Under the lock, so the wake-up cannot fall between a waiter's
+		// check of ctx and its Wait.
+		p.mu.Lock()
 		p.cond.Broadcast()
+		p.mu.Unlock()
 	})
 	defer stop()
 	p.mu.Lock()
