@@ -34,7 +34,7 @@ const (
 // it; any coordinator of a cluster answers the same.
 //
 // Errors are gRPC statuses: INVALID_ARGUMENT for a bad request (the message
-// names the field), NOT_FOUND for an unknown model, RESOURCE_EXHAUSTED when
+// names the field; an unknown model is one too, naming `model`), RESOURCE_EXHAUSTED when
 // the cluster cannot admit more work, UNAVAILABLE when no group can serve
 // the model, DEADLINE_EXCEEDED and CANCELLED as usual.
 type GenerationClient interface {
@@ -104,7 +104,7 @@ func (c *generationClient) Health(ctx context.Context, in *HealthRequest, opts .
 // it; any coordinator of a cluster answers the same.
 //
 // Errors are gRPC statuses: INVALID_ARGUMENT for a bad request (the message
-// names the field), NOT_FOUND for an unknown model, RESOURCE_EXHAUSTED when
+// names the field; an unknown model is one too, naming `model`), RESOURCE_EXHAUSTED when
 // the cluster cannot admit more work, UNAVAILABLE when no group can serve
 // the model, DEADLINE_EXCEEDED and CANCELLED as usual.
 type GenerationServer interface {
