@@ -29,20 +29,20 @@ type cublas struct {
 	statusString func(s int32) string              // nil before cuBLAS 11.4
 }
 
-func (c *cublas) symbols() []symbol {
-	return []symbol{
-		{"cublasCreate_v2", &c.create},
-		{"cublasDestroy_v2", &c.destroy},
-		{"cublasSetStream_v2", &c.setStream},
-		{"cublasGetVersion_v2", &c.getVersion},
-		{"cublasGemmEx", &c.gemmEx},
+func (c *cublas) symbols() map[string]any {
+	return map[string]any{
+		"cublasCreate_v2":     &c.create,
+		"cublasDestroy_v2":    &c.destroy,
+		"cublasSetStream_v2":  &c.setStream,
+		"cublasGetVersion_v2": &c.getVersion,
+		"cublasGemmEx":        &c.gemmEx,
 	}
 }
 
-func (c *cublas) optional() []symbol {
-	return []symbol{
-		{"cublasSetWorkspace_v2", &c.setWorkspace},
-		{"cublasGetStatusString", &c.statusString},
+func (c *cublas) optional() map[string]any {
+	return map[string]any{
+		"cublasSetWorkspace_v2": &c.setWorkspace,
+		"cublasGetStatusString": &c.statusString,
 	}
 }
 

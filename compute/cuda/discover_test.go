@@ -2,41 +2,16 @@ package cuda
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tandemllm/tandem/internal/dynlib"
+	"github.com/tandemllm/tandem/internal/dynlib/dynlibtest"
 )
 
-func touch(t *testing.T, root string, paths ...string) {
-	t.Helper()
-	for _, p := range paths {
-		full := filepath.Join(root, p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte("not a library"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func envOf(m map[string]string) func(string) string {
-	return func(k string) string { return m[k] }
-}
-
-func found(root string, cs []Candidate) []string {
-	var out []string
-	for _, c := range cs {
-		if c.Found {
-			out = append(out, c.Source+" "+strings.TrimPrefix(c.Path, root))
-		}
-	}
-	return out
-}
-
 func TestCandidates(t *testing.T) {
-	ma := multiarch()
+	ma := dynlib.Multiarch()
 	tests := []struct {
 		name  string
 		cands func(func(string) string, string) []Candidate
@@ -116,9 +91,8 @@ func TestCandidates(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			root := t.TempDir()
-			touch(t, root, tc.files...)
-			got := found(root, tc.cands(envOf(tc.env), root))
+			root := dynlibtest.Tree(t, tc.files...)
+			got := dynlibtest.Found(root, tc.cands(dynlibtest.Env(tc.env), root))
 			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
 				t.Errorf("found:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(tc.want, "\n  "))
 			}
@@ -129,31 +103,21 @@ func TestCandidates(t *testing.T) {
 // Misses stay in the list, one per directory with every soname, so the
 // error can say where it looked.
 func TestCandidatesKeepMisses(t *testing.T) {
-	root := t.TempDir()
-	var misses []string
-	for _, c := range CublasCandidates(envOf(map[string]string{"HOME": "/home/u"}), root) {
-		if !c.Found {
-			misses = append(misses, strings.TrimPrefix(c.Path, root))
-		}
-	}
+	root := dynlibtest.Tree(t)
+	misses := dynlibtest.Missed(root, CublasCandidates(dynlibtest.Env(map[string]string{"HOME": "/home/u"}), root))
 	for _, want := range []string{
-		"/home/u/.local/lib/python3*/site-packages/nvidia/cublas/lib/libcublas.so.{13,12,11}",
-		"/usr/local/cuda/lib64/libcublas.so.{13,12,11}",
-		"/usr/lib/" + multiarch() + "/libcublas.so.{13,12,11}",
+		"pip /home/u/.local/lib/python3*/site-packages/nvidia/cublas/lib/libcublas.so.{13,12,11}",
+		"cuda /usr/local/cuda/lib64/libcublas.so.{13,12,11}",
+		"system /usr/lib/" + dynlib.Multiarch() + "/libcublas.so.{13,12,11}",
 	} {
-		found := false
-		for _, m := range misses {
-			found = found || m == want
-		}
-		if !found {
+		if !slices.Contains(misses, want) {
 			t.Errorf("misses lack %s:\n  %s", want, strings.Join(misses, "\n  "))
 		}
 	}
 }
 
 func TestLoadLibrariesErrors(t *testing.T) {
-	root := t.TempDir()
-	touch(t, root, "/usr/local/cuda/compat/libcuda.so.1") // exists but is no library
+	root := dynlibtest.Tree(t, "/usr/local/cuda/compat/libcuda.so.1") // exists but is no library
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -172,33 +136,21 @@ func TestLoadLibrariesErrors(t *testing.T) {
 				"no CUDA driver was found",
 				"libcuda.so.1 (loader): ",
 				root + "/usr/local/cuda/compat/libcuda.so.1 (cuda): ",
-				root + "/usr/lib/" + multiarch() + "/libcuda.so.1 (system): not found",
+				root + "/usr/lib/" + dynlib.Multiarch() + "/libcuda.so.1 (system): not found",
 			},
 			not: []string{"(cuda): not found", "cuBLAS"},
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ls, err := loadLibraries(envOf(tc.env), root)
+			ls, err := loadLibraries(dynlibtest.Env(tc.env), root)
 			if err == nil {
 				if strings.HasPrefix(ls.drvPath, root) || tc.env[EnvDriver] != "" {
 					t.Fatal("loadLibraries succeeded on a fake tree")
 				}
 				t.Skipf("a real CUDA driver is installed here (%s)", ls.drvPath)
 			}
-			if !errors.Is(err, ErrNoCUDA) {
-				t.Errorf("err = %v, want ErrNoCUDA", err)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error lacks %q:\n%v", w, err)
-				}
-			}
-			for _, w := range tc.not {
-				if strings.Contains(err.Error(), w) {
-					t.Errorf("error has %q:\n%v", w, err)
-				}
-			}
+			dynlibtest.ErrorHas(t, err, ErrNoCUDA, tc.want, tc.not)
 		})
 	}
 }
@@ -218,16 +170,12 @@ func TestNewWithoutCUDA(t *testing.T) {
 	if strings.Contains(err.Error(), "cuBLAS") || strings.Contains(err.Error(), "NVRTC") {
 		t.Skipf("a driver is here, another library is not: %v", err)
 	}
-	for _, w := range []string{
+	dynlibtest.ErrorHas(t, err, ErrNoCUDA, []string{
 		"no CUDA driver was found",
 		"libcuda.so.1 (loader): ",
-		"/usr/lib/" + multiarch() + "/libcuda.so.1 (system)",
+		"/usr/lib/" + dynlib.Multiarch() + "/libcuda.so.1 (system)",
 		"/usr/local/cuda/compat/libcuda.so.1 (cuda)",
 		"set " + EnvDriver,
-	} {
-		if !strings.Contains(err.Error(), w) {
-			t.Errorf("error lacks %q", w)
-		}
-	}
+	}, nil)
 	t.Logf("as a user sees it:\n%v", err)
 }

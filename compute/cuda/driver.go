@@ -2,10 +2,9 @@ package cuda
 
 import (
 	"fmt"
-	"strings"
 	"unsafe"
 
-	"github.com/ebitengine/purego"
+	"github.com/tandemllm/tandem/internal/dynlib"
 )
 
 // CUresult values this package tells apart.
@@ -81,78 +80,49 @@ type driver struct {
 	getErrorName      func(r int32, s **byte) int32
 }
 
-// symbol pairs a C name with the Go function variable it binds.
-type symbol struct {
-	name string
-	fn   any
-}
-
-func (d *driver) symbols() []symbol {
-	return []symbol{
-		{"cuInit", &d.init},
-		{"cuDriverGetVersion", &d.driverGetVersion},
-		{"cuDeviceGetCount", &d.deviceGetCount},
-		{"cuDeviceGet", &d.deviceGet},
-		{"cuDeviceGetName", &d.deviceGetName},
-		{"cuDeviceGetAttribute", &d.deviceGetAttr},
-		{"cuDeviceTotalMem_v2", &d.deviceTotalMem},
-		{"cuDevicePrimaryCtxRetain", &d.primaryCtxRetain},
-		{"cuDevicePrimaryCtxRelease_v2", &d.primaryCtxRelease},
-		{"cuCtxSetCurrent", &d.ctxSetCurrent},
-		{"cuMemAlloc_v2", &d.memAlloc},
-		{"cuMemFree_v2", &d.memFree},
-		{"cuMemAllocHost_v2", &d.memAllocHost},
-		{"cuMemFreeHost", &d.memFreeHost},
-		{"cuMemsetD8Async", &d.memsetD8Async},
-		{"cuMemcpyHtoDAsync_v2", &d.memcpyHtoDAsync},
-		{"cuMemcpyDtoHAsync_v2", &d.memcpyDtoHAsync},
-		{"cuMemcpyDtoDAsync_v2", &d.memcpyDtoDAsync},
-		{"cuStreamCreate", &d.streamCreate},
-		{"cuStreamDestroy_v2", &d.streamDestroy},
-		{"cuStreamSynchronize", &d.streamSynchronize},
-		{"cuStreamQuery", &d.streamQuery},
-		{"cuEventCreate", &d.eventCreate},
-		{"cuEventDestroy_v2", &d.eventDestroy},
-		{"cuEventRecord", &d.eventRecord},
-		{"cuEventSynchronize", &d.eventSynchronize},
-		{"cuEventElapsedTime", &d.eventElapsedTime},
-		{"cuModuleLoadData", &d.moduleLoadData},
-		{"cuModuleUnload", &d.moduleUnload},
-		{"cuModuleGetFunction", &d.moduleGetFunction},
-		{"cuFuncSetAttribute", &d.funcSetAttribute},
-		{"cuLaunchKernel", &d.launchKernel},
-		{"cuStreamBeginCapture_v2", &d.streamBeginCap},
-		{"cuStreamEndCapture", &d.streamEndCap},
-		{"cuGraphInstantiateWithFlags", &d.graphInstantiate},
-		{"cuGraphLaunch", &d.graphLaunch},
-		{"cuGraphExecDestroy", &d.graphExecDestroy},
-		{"cuGraphDestroy", &d.graphDestroy},
-		{"cuGetErrorString", &d.getErrorString},
-		{"cuGetErrorName", &d.getErrorName},
+func (d *driver) symbols() map[string]any {
+	return map[string]any{
+		"cuInit":                       &d.init,
+		"cuDriverGetVersion":           &d.driverGetVersion,
+		"cuDeviceGetCount":             &d.deviceGetCount,
+		"cuDeviceGet":                  &d.deviceGet,
+		"cuDeviceGetName":              &d.deviceGetName,
+		"cuDeviceGetAttribute":         &d.deviceGetAttr,
+		"cuDeviceTotalMem_v2":          &d.deviceTotalMem,
+		"cuDevicePrimaryCtxRetain":     &d.primaryCtxRetain,
+		"cuDevicePrimaryCtxRelease_v2": &d.primaryCtxRelease,
+		"cuCtxSetCurrent":              &d.ctxSetCurrent,
+		"cuMemAlloc_v2":                &d.memAlloc,
+		"cuMemFree_v2":                 &d.memFree,
+		"cuMemAllocHost_v2":            &d.memAllocHost,
+		"cuMemFreeHost":                &d.memFreeHost,
+		"cuMemsetD8Async":              &d.memsetD8Async,
+		"cuMemcpyHtoDAsync_v2":         &d.memcpyHtoDAsync,
+		"cuMemcpyDtoHAsync_v2":         &d.memcpyDtoHAsync,
+		"cuMemcpyDtoDAsync_v2":         &d.memcpyDtoDAsync,
+		"cuStreamCreate":               &d.streamCreate,
+		"cuStreamDestroy_v2":           &d.streamDestroy,
+		"cuStreamSynchronize":          &d.streamSynchronize,
+		"cuStreamQuery":                &d.streamQuery,
+		"cuEventCreate":                &d.eventCreate,
+		"cuEventDestroy_v2":            &d.eventDestroy,
+		"cuEventRecord":                &d.eventRecord,
+		"cuEventSynchronize":           &d.eventSynchronize,
+		"cuEventElapsedTime":           &d.eventElapsedTime,
+		"cuModuleLoadData":             &d.moduleLoadData,
+		"cuModuleUnload":               &d.moduleUnload,
+		"cuModuleGetFunction":          &d.moduleGetFunction,
+		"cuFuncSetAttribute":           &d.funcSetAttribute,
+		"cuLaunchKernel":               &d.launchKernel,
+		"cuStreamBeginCapture_v2":      &d.streamBeginCap,
+		"cuStreamEndCapture":           &d.streamEndCap,
+		"cuGraphInstantiateWithFlags":  &d.graphInstantiate,
+		"cuGraphLaunch":                &d.graphLaunch,
+		"cuGraphExecDestroy":           &d.graphExecDestroy,
+		"cuGraphDestroy":               &d.graphDestroy,
+		"cuGetErrorString":             &d.getErrorString,
+		"cuGetErrorName":               &d.getErrorName,
 	}
-}
-
-// bindAll resolves every symbol before registering any, so a library that
-// lacks one fails with the full list of what is missing instead of a
-// purego panic.
-func bindAll(h uintptr, syms []symbol) error {
-	var missing []string
-	addrs := make([]uintptr, len(syms))
-	for i, s := range syms {
-		p, err := purego.Dlsym(h, s.name)
-		if err != nil || p == 0 {
-			missing = append(missing, s.name)
-			continue
-		}
-		addrs[i] = p
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("missing symbols %s", strings.Join(missing, ", "))
-	}
-	for i, s := range syms {
-		purego.RegisterFunc(s.fn, addrs[i])
-	}
-	return nil
 }
 
 // check turns a CUresult into an error.
@@ -163,24 +133,15 @@ func (d *driver) check(fn string, r int32) error {
 	e := &Error{Func: fn, Code: r}
 	var name, text *byte
 	if d.getErrorName(r, &name) == cuSuccess && name != nil {
-		e.Text = cString(name)
+		e.Text = dynlib.CString(name)
 	}
 	if d.getErrorString(r, &text) == cuSuccess && text != nil {
 		if e.Text != "" {
 			e.Text += ": "
 		}
-		e.Text += cString(text)
+		e.Text += dynlib.CString(text)
 	}
 	return e
-}
-
-// cString copies a NUL-terminated C string the library owns.
-func cString(p *byte) string {
-	var b []byte
-	for q := p; *q != 0; q = (*byte)(unsafe.Add(unsafe.Pointer(q), 1)) {
-		b = append(b, *q)
-	}
-	return string(b)
 }
 
 // device is one opened GPU: its primary context (the one the CUDA runtime
@@ -228,7 +189,7 @@ func (d *driver) openDevice(ordinal int) (*device, error) {
 	if err := d.check("cuDeviceGetName", d.deviceGetName(&name[0], int32(len(name)), dv.dev)); err != nil {
 		return nil, err
 	}
-	dv.name = cString(&name[0])
+	dv.name = dynlib.CString(&name[0])
 	for _, a := range []struct {
 		attr int32
 		dst  *int

@@ -280,15 +280,6 @@ func TestLinearGemm(t *testing.T) {
 	}
 }
 
-func TestSoPattern(t *testing.T) {
-	if got := soPattern(libNVRTC.sonames); got != "libnvrtc.so.{13,12,11.2}" {
-		t.Errorf("got %s", got)
-	}
-	if got := soPattern(libDriver.sonames); got != "libcuda.so.1" {
-		t.Errorf("got %s", got)
-	}
-}
-
 func TestCStrings(t *testing.T) {
 	buf, ptrs := cStrings([]string{"--gpu-architecture=sm_90", "", "-lineinfo"})
 	if len(ptrs) != 3 {

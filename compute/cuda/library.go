@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/ebitengine/purego"
+
+	"github.com/tandemllm/tandem/internal/dynlib"
 )
 
 // libraries are the three loaded libraries. They are never unloaded:
@@ -29,59 +31,35 @@ func loadLibraries(getenv func(string) string, root string) (*libraries, error) 
 		root = "/"
 	}
 	ls := &libraries{drv: &driver{}, blas: &cublas{}, rtc: &nvrtc{}}
-	h, path, err := openFirst(libDriver, DriverCandidates(getenv, root))
-	if err != nil {
+	var err error
+	if ls.drvPath, err = load(libDriver, getenv, root, ls.drv.symbols(), nil); err != nil {
 		return nil, err
 	}
-	if err := bindAll(h, ls.drv.symbols()); err != nil {
-		return nil, fmt.Errorf("%w: CUDA driver %s is too old or not a driver: %w", ErrNoCUDA, path, err)
-	}
-	ls.drvPath = path
-	if h, path, err = openFirst(libCublas, CublasCandidates(getenv, root)); err != nil {
+	if ls.blasPath, err = load(libCublas, getenv, root, ls.blas.symbols(), ls.blas.optional()); err != nil {
 		return nil, err
 	}
-	if err := bindAll(h, ls.blas.symbols()); err != nil {
-		return nil, fmt.Errorf("%w: cuBLAS %s: %w", ErrNoCUDA, path, err)
-	}
-	bindOptional(h, ls.blas.optional())
-	ls.blasPath = path
-	if h, path, err = openFirst(libNVRTC, NVRTCCandidates(getenv, root)); err != nil {
+	if ls.rtPath, err = load(libNVRTC, getenv, root, ls.rtc.symbols(), ls.rtc.optional()); err != nil {
 		return nil, err
 	}
-	if err := bindAll(h, ls.rtc.symbols()); err != nil {
-		return nil, fmt.Errorf("%w: NVRTC %s: %w", ErrNoCUDA, path, err)
-	}
-	bindOptional(h, ls.rtc.optional())
-	ls.rtPath = path
 	return ls, nil
 }
 
-func bindOptional(h uintptr, syms []symbol) {
-	for _, s := range syms {
-		if p, err := purego.Dlsym(h, s.name); err == nil && p != 0 {
-			purego.RegisterFunc(s.fn, p)
-		}
+// load opens the first candidate for l that works, binds its symbols and
+// returns its path.
+func load(l lib, getenv func(string) string, root string, required, optional map[string]any) (string, error) {
+	// RTLD_GLOBAL so that a library opened from a wheel directory
+	// satisfies the others' dependencies on it by soname.
+	h, path, err := dynlib.Open(candidates(l, getenv, root), purego.RTLD_NOW|purego.RTLD_GLOBAL)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s; %v", ErrNoCUDA, notFound(l), err)
 	}
-}
-
-// openFirst dlopens the first candidate that works, or says what it tried.
-func openFirst(l lib, cands []Candidate) (uintptr, string, error) {
-	var tried []string
-	for _, c := range cands {
-		if !c.Found {
-			tried = append(tried, fmt.Sprintf("%s (%s): not found", c.Path, c.Source))
-			continue
+	if err := dynlib.Bind(h, required, optional); err != nil {
+		if l.env == EnvDriver {
+			return "", fmt.Errorf("%w: CUDA driver %s is too old or not a driver: %w", ErrNoCUDA, path, err)
 		}
-		// RTLD_GLOBAL so that a library opened from a wheel directory
-		// satisfies the others' dependencies on it by soname.
-		h, err := purego.Dlopen(c.Path, purego.RTLD_NOW|purego.RTLD_GLOBAL)
-		if err != nil {
-			tried = append(tried, fmt.Sprintf("%s (%s): %v", c.Path, c.Source, err))
-			continue
-		}
-		return h, c.Path, nil
+		return "", fmt.Errorf("%w: %s %s: %w", ErrNoCUDA, l.what, path, err)
 	}
-	return 0, "", fmt.Errorf("%w: %s; tried:\n  %s", ErrNoCUDA, notFound(l), strings.Join(tried, "\n  "))
+	return path, nil
 }
 
 // notFound is the first line of the error for a library not found.

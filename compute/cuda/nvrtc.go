@@ -28,26 +28,26 @@ type nvrtc struct {
 	archs          func(dst *int32) int32 // nil before 11.2
 }
 
-func (v *nvrtc) symbols() []symbol {
-	return []symbol{
-		{"nvrtcVersion", &v.version},
-		{"nvrtcCreateProgram", &v.createProgram},
-		{"nvrtcCompileProgram", &v.compileProgram},
-		{"nvrtcDestroyProgram", &v.destroyProgram},
-		{"nvrtcGetProgramLogSize", &v.logSize},
-		{"nvrtcGetProgramLog", &v.log},
-		{"nvrtcGetCUBINSize", &v.cubinSize},
-		{"nvrtcGetCUBIN", &v.cubin},
-		{"nvrtcGetPTXSize", &v.ptxSize},
-		{"nvrtcGetPTX", &v.ptx},
-		{"nvrtcGetErrorString", &v.errorString},
+func (v *nvrtc) symbols() map[string]any {
+	return map[string]any{
+		"nvrtcVersion":           &v.version,
+		"nvrtcCreateProgram":     &v.createProgram,
+		"nvrtcCompileProgram":    &v.compileProgram,
+		"nvrtcDestroyProgram":    &v.destroyProgram,
+		"nvrtcGetProgramLogSize": &v.logSize,
+		"nvrtcGetProgramLog":     &v.log,
+		"nvrtcGetCUBINSize":      &v.cubinSize,
+		"nvrtcGetCUBIN":          &v.cubin,
+		"nvrtcGetPTXSize":        &v.ptxSize,
+		"nvrtcGetPTX":            &v.ptx,
+		"nvrtcGetErrorString":    &v.errorString,
 	}
 }
 
-func (v *nvrtc) optional() []symbol {
-	return []symbol{
-		{"nvrtcGetNumSupportedArchs", &v.numArchs},
-		{"nvrtcGetSupportedArchs", &v.archs},
+func (v *nvrtc) optional() map[string]any {
+	return map[string]any{
+		"nvrtcGetNumSupportedArchs": &v.numArchs,
+		"nvrtcGetSupportedArchs":    &v.archs,
 	}
 }
 

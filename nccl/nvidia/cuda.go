@@ -2,10 +2,11 @@ package nvidia
 
 import (
 	"fmt"
-	"strings"
 	"unsafe"
 
 	"github.com/ebitengine/purego"
+
+	"github.com/tandemllm/tandem/internal/dynlib"
 )
 
 // CUresult values this package tells apart.
@@ -39,41 +40,24 @@ func loadDriver(path string) (*driver, error) {
 		return nil, err
 	}
 	d := &driver{}
-	syms := []struct {
-		name string
-		fn   any
-	}{
-		{"cuInit", &d.init},
-		{"cuDeviceGetCount", &d.deviceGetCount},
-		{"cuDeviceGet", &d.deviceGet},
-		{"cuDevicePrimaryCtxRetain", &d.primaryCtxRetain},
-		// The _v2 names are the ABI every driver since CUDA 11 exports
-		// under the plain names' headers; the plain symbols are the
-		// legacy 32-bit-size variants.
-		{"cuDevicePrimaryCtxRelease_v2", &d.primaryCtxRelease},
-		{"cuCtxSetCurrent", &d.ctxSetCurrent},
-		{"cuStreamQuery", &d.streamQuery},
-		{"cuMemAlloc_v2", &d.memAlloc},
-		{"cuMemFree_v2", &d.memFree},
-		{"cuMemcpyHtoD_v2", &d.memcpyHtoD},
-		{"cuMemcpyDtoH_v2", &d.memcpyDtoH},
-		{"cuGetErrorString", &d.getErrorString},
-	}
-	var missing []string
-	addrs := make([]uintptr, len(syms))
-	for i, s := range syms {
-		p, err := purego.Dlsym(h, s.name)
-		if err != nil || p == 0 {
-			missing = append(missing, s.name)
-			continue
-		}
-		addrs[i] = p
-	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("missing symbols %s", strings.Join(missing, ", "))
-	}
-	for i, s := range syms {
-		purego.RegisterFunc(s.fn, addrs[i])
+	// The _v2 names are the ABI every driver since CUDA 11 exports under
+	// the plain names' headers; the plain symbols are the legacy
+	// 32-bit-size variants.
+	if err := dynlib.Bind(h, map[string]any{
+		"cuInit":                       &d.init,
+		"cuDeviceGetCount":             &d.deviceGetCount,
+		"cuDeviceGet":                  &d.deviceGet,
+		"cuDevicePrimaryCtxRetain":     &d.primaryCtxRetain,
+		"cuDevicePrimaryCtxRelease_v2": &d.primaryCtxRelease,
+		"cuCtxSetCurrent":              &d.ctxSetCurrent,
+		"cuStreamQuery":                &d.streamQuery,
+		"cuMemAlloc_v2":                &d.memAlloc,
+		"cuMemFree_v2":                 &d.memFree,
+		"cuMemcpyHtoD_v2":              &d.memcpyHtoD,
+		"cuMemcpyDtoH_v2":              &d.memcpyDtoH,
+		"cuGetErrorString":             &d.getErrorString,
+	}, nil); err != nil {
+		return nil, err
 	}
 	return d, nil
 }
@@ -86,18 +70,9 @@ func (d *driver) check(fn string, r int32) error {
 	e := &CUDAError{Func: fn, Code: r}
 	var s *byte
 	if d.getErrorString(r, &s) == cudaSuccess && s != nil {
-		e.Text = cString(s)
+		e.Text = dynlib.CString(s)
 	}
 	return e
-}
-
-// cString copies a NUL-terminated C string the driver owns.
-func cString(p *byte) string {
-	var b []byte
-	for q := p; *q != 0; q = (*byte)(unsafe.Add(unsafe.Pointer(q), 1)) {
-		b = append(b, *q)
-	}
-	return string(b)
 }
 
 // primaryContext retains device ordinal's primary context, the one the

@@ -2,42 +2,15 @@ package nvidia
 
 import (
 	"errors"
-	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/tandemllm/tandem/internal/dynlib"
+	"github.com/tandemllm/tandem/internal/dynlib/dynlibtest"
 	"github.com/tandemllm/tandem/nccl"
 )
-
-// touch creates the files of a fake tree under root.
-func touch(t *testing.T, root string, paths ...string) {
-	t.Helper()
-	for _, p := range paths {
-		full := filepath.Join(root, p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte("not a library"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func envOf(m map[string]string) func(string) string {
-	return func(k string) string { return m[k] }
-}
-
-// found returns the found candidates as (source, path relative to root).
-func found(root string, cs []Candidate) []string {
-	var out []string
-	for _, c := range cs {
-		if c.Found {
-			out = append(out, c.Source+" "+strings.TrimPrefix(c.Path, root))
-		}
-	}
-	return out
-}
 
 func TestCandidates(t *testing.T) {
 	const lib = "nvidia/nccl/lib/libnccl.so.2"
@@ -81,7 +54,7 @@ func TestCandidates(t *testing.T) {
 				"pip /usr/lib/python3/dist-packages/" + lib,
 				"conda /conda/lib/libnccl.so.2",
 				"cuda /usr/local/cuda/lib64/libnccl.so.2",
-				"system /usr/lib/" + multiarch() + "/libnccl.so.2",
+				"system /usr/lib/" + dynlib.Multiarch() + "/libnccl.so.2",
 			},
 		},
 		{
@@ -102,9 +75,8 @@ func TestCandidates(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			root := t.TempDir()
-			touch(t, root, tc.files...)
-			got := found(root, Candidates(envOf(tc.env), root))
+			root := dynlibtest.Tree(t, tc.files...)
+			got := dynlibtest.Found(root, Candidates(dynlibtest.Env(tc.env), root))
 			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
 				t.Errorf("found:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(tc.want, "\n  "))
 			}
@@ -114,37 +86,21 @@ func TestCandidates(t *testing.T) {
 
 // Unfound candidates stay in the list so the error can name them.
 func TestCandidatesKeepMisses(t *testing.T) {
-	root := t.TempDir()
-	cs := Candidates(envOf(map[string]string{"HOME": "/home/u"}), root)
-	var misses []string
-	for _, c := range cs {
-		if !c.Found {
-			misses = append(misses, strings.TrimPrefix(c.Path, root))
-		}
-	}
+	root := dynlibtest.Tree(t)
+	misses := dynlibtest.Missed(root, Candidates(dynlibtest.Env(map[string]string{"HOME": "/home/u"}), root))
 	for _, want := range []string{
-		"/home/u/.local/lib/python3*/site-packages/nvidia/nccl/lib/libnccl.so.2",
-		"/usr/lib/python3*/dist-packages/nvidia/nccl/lib/libnccl.so.2",
-		"/usr/local/cuda/lib64/libnccl.so.2",
+		"pip /home/u/.local/lib/python3*/site-packages/nvidia/nccl/lib/libnccl.so.2",
+		"pip /usr/lib/python3*/dist-packages/nvidia/nccl/lib/libnccl.so.2",
+		"cuda /usr/local/cuda/lib64/libnccl.so.2",
 	} {
-		if !contains(misses, want) {
+		if !slices.Contains(misses, want) {
 			t.Errorf("misses lack %s", want)
 		}
 	}
 }
 
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
 func TestLoadErrorsNamePathsTried(t *testing.T) {
-	root := t.TempDir()
-	touch(t, root, "/usr/local/cuda/lib64/libnccl.so.2") // exists, but is not a library
+	root := dynlibtest.Tree(t, "/usr/local/cuda/lib64/libnccl.so.2") // exists, but is not a library
 	tests := []struct {
 		name string
 		opts LoadOptions
@@ -153,7 +109,7 @@ func TestLoadErrorsNamePathsTried(t *testing.T) {
 	}{
 		{
 			name: "override that does not exist",
-			opts: LoadOptions{Root: root, Getenv: envOf(map[string]string{EnvLibrary: "/nope/libnccl.so.2"})},
+			opts: LoadOptions{Root: root, Getenv: dynlibtest.Env(map[string]string{EnvLibrary: "/nope/libnccl.so.2"})},
 			want: []string{root + "/nope/libnccl.so.2 (env): not found", EnvLibrary},
 			not:  []string{"(loader)"},
 		},
@@ -164,10 +120,10 @@ func TestLoadErrorsNamePathsTried(t *testing.T) {
 		},
 		{
 			name: "search: every place named, dlopen's reason for a bad file",
-			opts: LoadOptions{Root: root, Getenv: envOf(map[string]string{"HOME": "/home/u"})},
+			opts: LoadOptions{Root: root, Getenv: dynlibtest.Env(map[string]string{"HOME": "/home/u"})},
 			want: []string{
 				root + "/usr/local/cuda/lib64/libnccl.so.2 (cuda): ",
-				root + "/usr/lib/" + multiarch() + "/libnccl.so.2 (system): not found",
+				root + "/usr/lib/" + dynlib.Multiarch() + "/libnccl.so.2 (system): not found",
 				root + "/home/u/.local/lib/python3*/site-packages/nvidia/nccl/lib/libnccl.so.2 (pip): not found",
 			},
 			not: []string{"(cuda): not found"},
@@ -182,19 +138,7 @@ func TestLoadErrorsNamePathsTried(t *testing.T) {
 				}
 				t.Fatal("Load succeeded on a tree without NCCL")
 			}
-			if !errors.Is(err, nccl.ErrUnavailable) {
-				t.Errorf("err = %v, want ErrUnavailable", err)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error lacks %q:\n%v", w, err)
-				}
-			}
-			for _, w := range tc.not {
-				if strings.Contains(err.Error(), w) {
-					t.Errorf("error has %q:\n%v", w, err)
-				}
-			}
+			dynlibtest.ErrorHas(t, err, nccl.ErrUnavailable, tc.want, tc.not)
 		})
 	}
 }
@@ -213,16 +157,12 @@ func TestLoadHere(t *testing.T) {
 	if strings.Contains(err.Error(), "CUDA driver") {
 		t.Skipf("NCCL found, CUDA driver not: %v", err)
 	}
-	for _, w := range []string{
+	dynlibtest.ErrorHas(t, err, nccl.ErrUnavailable, []string{
 		"libnccl.so.2 (loader): ",
 		"/usr/local/cuda/lib64/libnccl.so.2 (cuda)",
-		"/usr/lib/" + multiarch() + "/libnccl.so.2 (system)",
+		"/usr/lib/" + dynlib.Multiarch() + "/libnccl.so.2 (system)",
 		"/usr/local/lib/python3*/site-packages/nvidia/nccl/lib/libnccl.so.2 (pip)",
 		"set " + EnvLibrary,
-	} {
-		if !strings.Contains(err.Error(), w) {
-			t.Errorf("error lacks %q", w)
-		}
-	}
+	}, nil)
 	t.Logf("as a user sees it:\n%v", err)
 }

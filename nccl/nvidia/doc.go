@@ -53,10 +53,11 @@
 //
 // # Imports
 //
-// This package imports only the standard library, purego and
-// tandem/nccl. It must never import compute/cuda, engine, worker or any
-// other Tandem package: the engine picks a Communicator, not the other way
-// round. The handful of driver calls here (context, stream query, and in
-// tests memory) stay minimal on purpose; compute/cuda owns the full driver
+// This package imports only the standard library, purego, tandem/nccl
+// and internal/dynlib (the library search it shares with compute/cuda).
+// It must never import compute/cuda, engine, worker or any other Tandem
+// package: the engine picks a Communicator, not the other way round. The
+// handful of driver calls here (context, stream query, and in tests
+// memory) stay minimal on purpose; compute/cuda owns the full driver
 // binding.
 package nvidia

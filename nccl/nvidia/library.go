@@ -3,10 +3,10 @@ package nvidia
 import (
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/ebitengine/purego"
 
+	"github.com/tandemllm/tandem/internal/dynlib"
 	"github.com/tandemllm/tandem/nccl"
 )
 
@@ -72,13 +72,13 @@ func Load(opts LoadOptions) (*Library, error) {
 	if root == "" {
 		root = "/"
 	}
-	cands := []Candidate{{Path: opts.Path, Source: "option", Found: fileExists(opts.Path)}}
+	cands := []Candidate{dynlib.File("", opts.Path, "option")}
 	if opts.Path == "" {
 		cands = Candidates(getenv, root)
 	}
-	handle, path, err := openFirst(cands)
+	handle, path, err := dynlib.Open(cands, purego.RTLD_NOW|purego.RTLD_LOCAL)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: libnccl not found (set %s to its path); %v", nccl.ErrUnavailable, EnvLibrary, err)
 	}
 	l := &Library{path: path}
 	if err := l.bind(handle); err != nil {
@@ -105,86 +105,29 @@ func Load(opts LoadOptions) (*Library, error) {
 	return l, nil
 }
 
-// openFirst dlopens the first candidate that works.
-func openFirst(cands []Candidate) (uintptr, string, error) {
-	var tried []string
-	for _, c := range cands {
-		if !c.Found {
-			tried = append(tried, fmt.Sprintf("%s (%s): not found", c.Path, c.Source))
-			continue
-		}
-		h, err := purego.Dlopen(c.Path, purego.RTLD_NOW|purego.RTLD_LOCAL)
-		if err != nil {
-			tried = append(tried, fmt.Sprintf("%s (%s): %v", c.Path, c.Source, err))
-			continue
-		}
-		return h, c.Path, nil
-	}
-	return 0, "", fmt.Errorf("%w: libnccl not found (set %s to its path); tried:\n  %s",
-		nccl.ErrUnavailable, EnvLibrary, strings.Join(tried, "\n  "))
-}
-
-func fileExists(p string) bool {
-	if p == "" {
-		return false
-	}
-	_, err := os.Stat(p)
-	return err == nil
-}
-
-// bind resolves every symbol before registering any, so a library that
-// lacks one fails with the full list of what is missing instead of a
-// purego panic.
+// bind binds every NCCL function this package calls; those of newer
+// versions only, when the library has them.
 func (l *Library) bind(h uintptr) error {
 	a := &l.api
-	required := []struct {
-		name string
-		fn   any
-	}{
-		{"ncclGetVersion", &a.getVersion},
-		{"ncclGetUniqueId", &a.getUniqueID},
-		{"ncclCommInitRank", &a.commInitRank},
-		{"ncclAllReduce", &a.allReduce},
-		{"ncclAllGather", &a.allGather},
-		{"ncclBroadcast", &a.broadcast},
-		{"ncclSend", &a.send},
-		{"ncclRecv", &a.recv},
-		{"ncclGroupStart", &a.groupStart},
-		{"ncclGroupEnd", &a.groupEnd},
-		{"ncclCommAbort", &a.commAbort},
-		{"ncclCommDestroy", &a.commDestroy},
-		{"ncclCommGetAsyncError", &a.commGetAsyncErr},
-		{"ncclGetErrorString", &a.getErrorString},
-	}
-	optional := []struct {
-		name string
-		fn   any
-	}{
-		{"ncclCommInitRankConfig", &a.commInitRankCfg},
-		{"ncclGetLastError", &a.getLastError},
-	}
-	var missing []string
-	addrs := make([]uintptr, len(required))
-	for i, s := range required {
-		p, err := purego.Dlsym(h, s.name)
-		if err != nil || p == 0 {
-			missing = append(missing, s.name)
-			continue
-		}
-		addrs[i] = p
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("missing symbols %s", strings.Join(missing, ", "))
-	}
-	for i, s := range required {
-		purego.RegisterFunc(s.fn, addrs[i])
-	}
-	for _, s := range optional {
-		if p, err := purego.Dlsym(h, s.name); err == nil && p != 0 {
-			purego.RegisterFunc(s.fn, p)
-		}
-	}
-	return nil
+	return dynlib.Bind(h, map[string]any{
+		"ncclGetVersion":        &a.getVersion,
+		"ncclGetUniqueId":       &a.getUniqueID,
+		"ncclCommInitRank":      &a.commInitRank,
+		"ncclAllReduce":         &a.allReduce,
+		"ncclAllGather":         &a.allGather,
+		"ncclBroadcast":         &a.broadcast,
+		"ncclSend":              &a.send,
+		"ncclRecv":              &a.recv,
+		"ncclGroupStart":        &a.groupStart,
+		"ncclGroupEnd":          &a.groupEnd,
+		"ncclCommAbort":         &a.commAbort,
+		"ncclCommDestroy":       &a.commDestroy,
+		"ncclCommGetAsyncError": &a.commGetAsyncErr,
+		"ncclGetErrorString":    &a.getErrorString,
+	}, map[string]any{
+		"ncclCommInitRankConfig": &a.commInitRankCfg,
+		"ncclGetLastError":       &a.getLastError,
+	})
 }
 
 // Path is the file (or soname) the library was loaded from.

@@ -1,0 +1,13 @@
+// Package dynlib finds, opens and binds the shared libraries that
+// nccl/nvidia and compute/cuda load at run time with
+// github.com/ebitengine/purego (so the binary builds with CGO_ENABLED=0).
+//
+// It holds only what those searches share: the pieces a candidate list
+// is built from (File, Loader, Glob, PipDirs, Multiarch), every path
+// taken under a root that is "/" in production and a fake tree in tests;
+// Open, which dlopens the first candidate found and otherwise names every
+// candidate with its reason; and Bind and CString for the bound
+// functions. Which sonames to look for, and which places apply to which
+// library, stay with the callers. The package keeps no state; package
+// dynlibtest builds the fake trees for tests.
+package dynlib
