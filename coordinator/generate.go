@@ -88,11 +88,18 @@ func (c *Coordinator) generate(ctx context.Context, req *tandemv1.GenerateReques
 		t := time.AfterFunc(time.Until(arrival.Add(p.timeout)), func() { cancel(errTimeout) })
 		defer t.Stop()
 	}
+	// A group leaving the cluster ends the requests it serves at once,
+	// whatever its connection says. A prefill group serves a request only
+	// until it answered: its leaving later must not end the decode.
+	leaves := map[*groupState]func() bool{}
 	for _, g := range rt.groups() {
-		// A group leaving the cluster ends its requests at once, whatever
-		// its connection says.
-		defer context.AfterFunc(g.ctx, func() { cancel(context.Cause(g.ctx)) })()
+		leaves[g] = context.AfterFunc(g.ctx, func() { cancel(context.Cause(g.ctx)) })
 	}
+	defer func() {
+		for _, stop := range leaves {
+			stop()
+		}
+	}()
 	// Workers leave stop strings to the coordinator (they do not
 	// detokenize), so they do not get them.
 	toWorker := proto.CloneOf(p.sampling)
@@ -100,8 +107,9 @@ func (c *Coordinator) generate(ctx context.Context, req *tandemv1.GenerateReques
 	r := &request{
 		c: c, p: p, sampling: toWorker, arrival: arrival, last: arrival,
 		client: ctx, ctx: runCtx, cancel: cancel, send: send,
-		text:  newTextStream(c.model.tok, p.sampling.Stop),
-		trace: rec,
+		text:   newTextStream(c.model.tok, p.sampling.Stop),
+		trace:  rec,
+		leaves: leaves,
 	}
 	defer r.abortPending("request ended")
 	if rt.unified != nil {
@@ -189,7 +197,8 @@ type request struct {
 	send     func(*tandemv1.GenerateResponse) error
 	text     *textStream
 	trace    *traceRecord
-	tokens   int32 // tokens sent to the client
+	leaves   map[*groupState]func() bool // stops a group's leaving from ending the request
+	tokens   int32                       // tokens sent to the client
 	// pending are the groups that may still hold the request; they are
 	// aborted when it ends before they report its end.
 	pending []*groupState
@@ -215,7 +224,7 @@ func (r *request) runDisaggregated(rt route) error {
 	pctx, pspan := r.c.tracer.Start(r.ctx, "prefill", trace.WithAttributes(telemetry.Group(pre.name)))
 	resp, err := pre.client.Prefill(pctx, &tandemv1.PrefillRequest{
 		RequestId: r.p.id, PromptTokenIds: r.p.prompt, Sampling: r.sampling,
-		Destination: dec.destination(), Attempt: 1,
+		Destination: rt.destination, Attempt: 1,
 	})
 	r.c.answered(rt.prefillSent)
 	spanError(pspan, err)
@@ -224,6 +233,9 @@ func (r *request) runDisaggregated(rt route) error {
 		return r.fail(pre, err)
 	}
 	r.done(pre)
+	// The prefill group has answered; if its KV does not arrive, the
+	// decode group recomputes the prompt.
+	r.leaves[pre]()
 	var lps []*tandemv1.TokenLogprobs
 	if resp.Logprobs != nil {
 		lps = append(lps, resp.Logprobs)

@@ -154,7 +154,8 @@ func (g *groupState) leader() cluster.Registration {
 	return g.group.Ranks[0]
 }
 
-// destination names g as the receiver of a prefill's KV.
+// destination names g as the receiver of a prefill's KV. Called with the
+// coordinator's lock held.
 func (g *groupState) destination() *tandemv1.KVDestination {
 	d := &tandemv1.KVDestination{Group: g.name, Tp: int32(g.group.TP)}
 	for _, r := range g.group.Ranks {
@@ -168,6 +169,9 @@ func (g *groupState) destination() *tandemv1.KVDestination {
 type route struct {
 	prefill, decode, unified *groupState
 	prefillSent              *sent
+	// destination is the decode group as the prefill's KV receiver, read
+	// under the coordinator's lock (membership updates rewrite it).
+	destination *tandemv1.KVDestination
 }
 
 // groups lists the groups of a route, for aborts.
@@ -213,7 +217,7 @@ func (c *Coordinator) pickRoute(promptLen int) (route, error) {
 		ps := &sent{at: now, tokens: int64(promptLen)}
 		p.sent = append(p.sent, ps)
 		d.sent = append(d.sent, &sent{at: now, blocks: blocksFor(int64(promptLen)+1, d.blockSize())})
-		return route{prefill: p, decode: d, prefillSent: ps}, nil
+		return route{prefill: p, decode: d, prefillSent: ps, destination: d.destination()}, nil
 	case len(uni) > 0:
 		u := uni[pickUnified(loads(uni))]
 		u.sent = append(u.sent, &sent{at: now, blocks: blocksFor(int64(promptLen)+1, u.blockSize())})
