@@ -55,6 +55,7 @@ type leader struct {
 	ranks []rankAPI
 
 	metrics *metrics.Worker
+	load    atomic.Pointer[groupLoad]
 	tracer  trace.Tracer
 	spans   bool // spans are exported: worth building step spans and links
 
@@ -120,15 +121,18 @@ func (l *leader) pastSpan(ctx context.Context, name string, from, to time.Time, 
 func (l *leader) run(ctx context.Context) error {
 	defer close(l.dead)
 	for {
+		l.publishLoad()
 		if !l.e.HasWork() {
 			select {
 			case f := <-l.cmds:
 				f()
 			case <-ctx.Done():
-				l.err = ctx.Err()
-				l.failAll()
-				return nil
 			}
+		}
+		if ctx.Err() != nil {
+			l.err = ctx.Err()
+			l.failAll()
+			return nil
 		}
 		for drained := false; !drained; {
 			select {
@@ -141,7 +145,9 @@ func (l *leader) run(ctx context.Context) error {
 		if !l.e.HasWork() {
 			continue
 		}
-		outs, err := l.e.Step(ctx)
+		// A step runs to its end even when ctx ends meanwhile, so the
+		// other ranks, in the same step, are not left mid-collective.
+		outs, err := l.e.Step(context.WithoutCancel(ctx))
 		if err != nil {
 			l.err = fmt.Errorf("%w: group %s step failed: %v", errGroupDown, l.w.opts.Group, err)
 			l.failAll()
@@ -161,6 +167,18 @@ func (l *leader) run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// groupLoad is the group's load as Stats reports it, published by the
+// loop so Stats need not wait for a long step to end.
+type groupLoad struct {
+	free, total, running, waiting, pendingPrefill int
+}
+
+func (l *leader) publishLoad() {
+	free, total := l.e.KVBlocks()
+	ld := l.e.Load()
+	l.load.Store(&groupLoad{free: free, total: total, running: ld.Running, waiting: ld.Waiting, pendingPrefill: ld.PendingPrefillTokens})
 }
 
 func (l *leader) failAll() {
@@ -204,23 +222,32 @@ func (l *leader) add(ctx context.Context, id string, lv *live, add func(e *engin
 }
 
 // abort ends a request on the loop; it survives the caller's context.
+// While the request's KV is being moved (pushed from a prefill, loaded
+// into a decode's reserved blocks), the move is stopped instead and its
+// goroutine releases the blocks once no rank touches them any more.
 func (l *leader) abort(id string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	aborted := false
 	_ = l.do(ctx, func(e *engine.Engine) error {
-		aborted = e.Abort(id) == nil
 		if lv := l.reqs[id]; lv != nil {
 			delete(l.reqs, id)
 			lv.err = status.Error(codes.Aborted, "request aborted")
 			close(lv.out)
 		}
+		if l.cancelKV(id) {
+			aborted = true
+			return nil
+		}
+		aborted = e.Abort(id) == nil
 		return nil
 	})
 	return aborted
 }
 
-// cancelKV stops any KV push or wait of a request.
+// cancelKV stops any KV push or wait of a request and reports whether
+// there was one. It does not block: stopping a wait calls the ranks on
+// another goroutine.
 func (l *leader) cancelKV(id string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -228,7 +255,6 @@ func (l *leader) cancelKV(id string) bool {
 	for _, m := range []map[string]context.CancelFunc{l.sending, l.loading} {
 		if c, ok := m[id]; ok {
 			c()
-			delete(m, id)
 			found = true
 		}
 	}
@@ -315,7 +341,6 @@ func (l *leader) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 		}
 		o = got
 	case <-ctx.Done():
-		l.cancelKV(id)
 		l.abort(id)
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
@@ -335,12 +360,18 @@ func (l *leader) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 		resp.FinishReason = tandemv1.FinishReason_FINISH_REASON_LENGTH
 	}
 	if resp.FinishReason != tandemv1.FinishReason_FINISH_REASON_UNSPECIFIED {
-		// Nothing follows: stop the push that began with the step and
-		// release the held KV.
-		l.cancelKV(id)
+		// Nothing follows: stop the push that began with the step; the
+		// held KV is released once it has stopped.
 		l.abort(id)
 	}
 	return resp, nil
+}
+
+// outputs bounds what a request can emit, for its channel: max_tokens,
+// which the engine checks against the context length later, so a huge
+// value is capped here first.
+func (l *leader) outputs(p engine.SamplingParams) int {
+	return min(p.MaxTokens, l.e.Model().Config().MaxPositions) + 1
 }
 
 // beforeForward starts the KV push of every prefill whose last prompt
@@ -373,7 +404,6 @@ func (l *leader) startSend(parent trace.SpanContext, send *tandemv1.SendKVReques
 	l.track(l.sending, id, cancel)
 	go func() {
 		defer cancel()
-		defer l.untrack(l.sending, id)
 		sctx, span := l.tracer.Start(ctx, "kv_transfer", trace.WithAttributes(telemetry.RequestID(id), telemetry.Group(dest.GetGroup())))
 		var bytes atomic.Int64
 		err := forEachRank(sctx, l.ranks, func(ctx context.Context, r rankAPI) error {
@@ -386,11 +416,14 @@ func (l *leader) startSend(parent trace.SpanContext, send *tandemv1.SendKVReques
 			span.SetStatus(otelcodes.Error, err.Error())
 		}
 		span.End()
-		if err != nil && ctx.Err() == nil {
+		// A push stopped by an abort needs nothing more; one that failed
+		// or ran out of time leaves the decode group waiting.
+		if err != nil && !errors.Is(ctx.Err(), context.Canceled) {
 			l.w.log.Warn("KV transfer failed; the decode group will recompute the prompt", "request", id, "err", err)
 			l.dropAt(dest, id)
 		}
-		l.abort(id) // releases the held blocks
+		l.untrack(l.sending, id)
+		l.abort(id) // releases the held blocks, now that no rank reads them
 	}()
 }
 
@@ -458,7 +491,7 @@ func (l *leader) Decode(req *tandemv1.DecodeRequest, stream tandemv1.Worker_Deco
 	}
 	kvWait := time.Since(recv)
 	l.pastSpan(ctx, "kv_wait", recv, recv.Add(kvWait), telemetry.RequestID(id), attribute.Bool("tandem.kv.loaded", loaded))
-	lv := &live{out: make(chan engine.Output, params.MaxTokens+1), span: trace.SpanContextFromContext(ctx)}
+	lv := &live{out: make(chan engine.Output, l.outputs(params)), span: trace.SpanContextFromContext(ctx)}
 	ereq := engine.Request{ID: id, Prompt: prompt, Params: params}
 	err = l.add(ctx, id, lv, func(e *engine.Engine) error {
 		err := e.AddPrefilled(ereq, req.GetFirstTokenId(), loaded)
@@ -504,10 +537,16 @@ func (l *leader) receiveKV(ctx context.Context, id string, kv *tandemv1.KVHandle
 	case err != nil:
 		return false, admitErr(err)
 	}
-	lctx, cancel := context.WithTimeout(ctx, l.w.opts.KVTimeout)
+	// The loads are not cancelled with the caller: a rank cut off in the
+	// middle of writing would write into blocks released meanwhile.
+	// DropKV wakes their waits instead, and the blocks are released only
+	// once every rank has returned.
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.w.opts.KVTimeout)
 	defer cancel()
-	l.track(l.loading, id, cancel)
+	wake := sync.OnceFunc(func() { go l.dropKV(id) })
+	l.track(l.loading, id, wake)
 	defer l.untrack(l.loading, id)
+	defer context.AfterFunc(ctx, wake)()
 	load := &tandemv1.LoadKVRequest{Kv: kv, Blocks: held.Blocks}
 	err = forEachRank(lctx, l.ranks, func(ctx context.Context, r rankAPI) error {
 		_, err := r.LoadKV(ctx, load)
@@ -548,7 +587,7 @@ func (l *leader) Generate(req *tandemv1.WorkerGenerateRequest, stream tandemv1.W
 	if err != nil {
 		return err
 	}
-	lv := &live{out: make(chan engine.Output, params.MaxTokens+1), span: trace.SpanContextFromContext(ctx)}
+	lv := &live{out: make(chan engine.Output, l.outputs(params)), span: trace.SpanContextFromContext(ctx)}
 	err = l.add(ctx, id, lv, func(e *engine.Engine) error {
 		return e.Add(engine.Request{ID: id, Prompt: prompt, Params: params})
 	})
@@ -614,32 +653,21 @@ func (l *leader) Abort(_ context.Context, req *tandemv1.AbortRequest) (*tandemv1
 	if id == "" {
 		return nil, status.Error(codes.InvalidArgument, "request_id: required")
 	}
-	kv := l.cancelKV(id)
 	aborted := l.abort(id)
 	l.dropKV(id)
-	if aborted || kv {
+	if aborted {
 		l.w.log.Debug("aborted", "request", id, "reason", req.GetReason())
 	}
-	return &tandemv1.AbortResponse{Aborted: aborted || kv}, nil
+	return &tandemv1.AbortResponse{Aborted: aborted}, nil
 }
 
-func (l *leader) Stats(ctx context.Context, _ *tandemv1.StatsRequest) (*tandemv1.StatsResponse, error) {
-	resp := &tandemv1.StatsResponse{
+func (l *leader) Stats(context.Context, *tandemv1.StatsRequest) (*tandemv1.StatsResponse, error) {
+	ld := l.load.Load() // published before the server starts
+	return &tandemv1.StatsResponse{
 		Group: l.w.opts.Group, Role: roleEnum(l.w.opts.Role), Tp: int32(l.e.Model().Plan().TP), Model: l.w.opts.ModelName,
-		KvBlockSize: int32(l.e.BlockSize()),
-	}
-	err := l.do(ctx, func(e *engine.Engine) error {
-		free, total := e.KVBlocks()
-		ld := e.Load()
-		resp.KvBlocksFree, resp.KvBlocksTotal = int32(free), int32(total)
-		resp.RunningRequests, resp.WaitingRequests = int32(ld.Running), int32(ld.Waiting)
-		resp.PendingPrefillTokens = int64(ld.PendingPrefillTokens)
-		return nil
-	})
-	if err != nil {
-		return nil, statusOf(err)
-	}
-	return resp, nil
+		KvBlockSize: int32(l.e.BlockSize()), KvBlocksFree: int32(ld.free), KvBlocksTotal: int32(ld.total),
+		RunningRequests: int32(ld.running), WaitingRequests: int32(ld.waiting), PendingPrefillTokens: int64(ld.pendingPrefill),
+	}, nil
 }
 
 func roleEnum(role string) tandemv1.Role {

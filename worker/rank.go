@@ -152,6 +152,14 @@ func (r *rankServer) LoadKV(ctx context.Context, req *tandemv1.LoadKVRequest) (*
 	}
 	tokens := int(kv.GetNumTokens())
 	start := time.Now()
+	// Stop waiting a little before the caller's deadline, so that KV that
+	// arrives in time is written before the caller gives up and releases
+	// the blocks.
+	if d, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d.Add(-min(time.Second, time.Until(d)/10)))
+		defer cancel()
+	}
 	layers, err := r.receiver.Await(ctx, kvtransfer.Expect{
 		RequestID: kv.GetRequestId(), Attempt: kv.GetAttempt(), Tokens: tokens,
 		SourceTP: int(kv.GetSourceTp()), KVHeads: r.kvHeads, DestTP: r.tp,

@@ -195,6 +195,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if l != nil {
 		l.e, l.metrics = e, wm
+		l.publishLoad()
 		l.tracer = opts.Telemetry.Tracer("github.com/tandemllm/tandem/worker")
 		l.spans = opts.Telemetry.Enabled()
 		tandemv1.RegisterWorkerServer(srv, l)
