@@ -152,9 +152,11 @@ type Backend interface {
 	// cache's KV heads [headFrom, headTo), into host memory laid out
 	// [2][len(slots)][headTo-headFrom][HeadDim] (keys, then values), as
 	// float32. KVLoad is the reverse. Unlike the other ops they are
-	// synchronous and may run on another goroutine while ops run, as long
-	// as no op touches those slots: KV transfer moves a finished prefill's
-	// (or a not yet scheduled decode's) blocks while the group steps on.
+	// synchronous, see the effect of every op issued before them, and may
+	// run on another goroutine while ops run, as long as no op still to
+	// come writes those slots of that layer: KV transfer reads a prefill's
+	// layers as soon as they are computed (while later layers run) and
+	// loads a decode's blocks before its first step.
 	KVRead(c KVCache, layer int, slots []int32, headFrom, headTo int, dst []float32)
 	KVLoad(c KVCache, layer int, slots []int32, headFrom, headTo int, src []float32)
 }

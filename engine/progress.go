@@ -7,10 +7,10 @@ import (
 
 // progress publishes how far this rank's forward pass has come, so that
 // another goroutine can read a layer's KV as soon as it is written (a
-// prefill streaming its KV while later layers still run). Layers count
-// as done when the backend has finished them: the CPU backend runs ops
-// synchronously; an asynchronous backend must synchronise before a layer
-// is marked.
+// prefill streaming its KV while later layers still run). A layer counts
+// as done once its ops are issued: Backend.KVRead sees the effect of
+// every op issued before it (the CPU backend runs ops synchronously; the
+// CUDA backend orders its copy after them with an event).
 type progress struct {
 	mu     sync.Mutex
 	cond   sync.Cond

@@ -215,9 +215,9 @@ func (b *Backend) KVLoad(c compute.KVCache, layer int, slots []int32, h0, h1 int
 }
 
 // kvCopy runs on the KV side's own stream, launch memory and buffers, so
-// it may overlap ops on another goroutine (the interface allows it as
-// long as no op touches these slots). It is synchronous: host memory is
-// read or written before it returns.
+// it may overlap ops on another goroutine. It first waits for the ops
+// already issued (so a layer the engine marked done is written), and is
+// synchronous: host memory is read or written before it returns.
 func (b *Backend) kvCopy(kc *kvCache, layer int, slots []int32, h0, h1 int, host []float32, load bool) {
 	s := kc.spec
 	heads := h1 - h0
@@ -249,6 +249,13 @@ func (b *Backend) kvCopyLocked(kc *kvCache, layer int, slots []int32, h0, heads 
 	}
 	bp, err := b.grow(&b.kv.buf, 4*len(host), st)
 	if err != nil {
+		return err
+	}
+	// Order the copy after every op issued so far on the ops' stream.
+	if err := d.check("cuEventRecord", d.eventRecord(b.kv.ready, b.stream)); err != nil {
+		return err
+	}
+	if err := d.check("cuStreamWaitEvent", d.streamWaitEvent(st, b.kv.ready, 0)); err != nil {
 		return err
 	}
 	// Pageable host memory: each copy returns once the driver has staged

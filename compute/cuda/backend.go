@@ -65,9 +65,14 @@ type Backend struct {
 type kvSide struct {
 	mu     sync.Mutex
 	stream uintptr
-	args   argPack
-	slots  scratch
-	buf    scratch
+	// ready is recorded on the ops' stream before each copy, and the KV
+	// stream waits for it: a layer's KV written by ops already issued is
+	// in place before it is read (the engine streams a prefill's KV layer
+	// by layer while later layers run).
+	ready uintptr
+	args  argPack
+	slots scratch
+	buf   scratch
 }
 
 // CompileInfo says how the kernels were obtained at start-up.
@@ -113,6 +118,10 @@ func (b *Backend) start(opts Options) error {
 		return err
 	}
 	if err := d.check("cuStreamCreate", d.streamCreate(&b.kv.stream, nonBlocking)); err != nil {
+		return err
+	}
+	const disableTiming = 2
+	if err := d.check("cuEventCreate", d.eventCreate(&b.kv.ready, disableTiming)); err != nil {
 		return err
 	}
 	bl := b.libs.blas
@@ -269,6 +278,9 @@ func (b *Backend) Close() error {
 		b.stage.free(d)
 		for _, p := range b.allocs {
 			d.memFree(p)
+		}
+		if b.kv.ready != 0 {
+			d.eventDestroy(b.kv.ready)
 		}
 		for _, s := range []uintptr{b.stream, b.kv.stream} {
 			if s != 0 {

@@ -65,6 +65,7 @@ type driver struct {
 	eventRecord       func(e, stream uintptr) int32
 	eventSynchronize  func(e uintptr) int32
 	eventElapsedTime  func(ms *float32, start, end uintptr) int32
+	streamWaitEvent   func(s, e uintptr, flags uint32) int32
 	moduleLoadData    func(m *uintptr, image unsafe.Pointer) int32
 	moduleUnload      func(m uintptr) int32
 	moduleGetFunction func(f *uintptr, m uintptr, name string) int32
@@ -109,6 +110,7 @@ func (d *driver) symbols() map[string]any {
 		"cuEventRecord":                &d.eventRecord,
 		"cuEventSynchronize":           &d.eventSynchronize,
 		"cuEventElapsedTime":           &d.eventElapsedTime,
+		"cuStreamWaitEvent":            &d.streamWaitEvent,
 		"cuModuleLoadData":             &d.moduleLoadData,
 		"cuModuleUnload":               &d.moduleUnload,
 		"cuModuleGetFunction":          &d.moduleGetFunction,
