@@ -72,6 +72,7 @@ func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Cl
 		Etcd: cli, ModelDir: dir, ModelName: name, MaxInFlight: f.maxInFlight, Registerer: reg, Telemetry: tel,
 	})
 	if err != nil {
+		_ = tel.Shutdown(ctx)
 		gl.Close()
 		hl.Close()
 		return nil, err
@@ -94,20 +95,26 @@ func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Cl
 	return rc, nil
 }
 
-// stop ends both servers, giving streams in flight a moment to finish.
+// stop ends both servers, giving calls in flight a few seconds each to
+// finish, then closing what is left (open SSE streams included).
 func (rc *runningCoordinator) stop() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = rc.httpSrv.Shutdown(ctx)
+	const grace = 3 * time.Second
+	hctx, hcancel := context.WithTimeout(context.Background(), grace)
+	defer hcancel()
+	if rc.httpSrv.Shutdown(hctx) != nil {
+		_ = rc.httpSrv.Close()
+	}
 	done := make(chan struct{})
 	go func() { rc.grpcSrv.GracefulStop(); close(done) }()
 	select {
 	case <-done:
-	case <-ctx.Done():
+	case <-time.After(grace):
 		rc.grpcSrv.Stop()
 	}
 	rc.c.Close()
-	_ = rc.tel.Shutdown(ctx)
+	tctx, tcancel := context.WithTimeout(context.Background(), grace)
+	defer tcancel()
+	_ = rc.tel.Shutdown(tctx)
 }
 
 func (rc *runningCoordinator) printEndpoints(w io.Writer) {

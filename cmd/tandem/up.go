@@ -243,6 +243,9 @@ func waitGroupsReady(ctx context.Context, cli *clientv3.Client, specs []groupSpe
 		case exit := <-procs.exited:
 			return fmt.Errorf("worker %s exited before its group was ready: %v", exit.name, exit.err)
 		case <-ctx.Done():
+			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return ctx.Err() // interrupted
+			}
 			return fmt.Errorf("groups not ready after %v: %s", timeout, strings.Join(missing, ", "))
 		}
 	}
