@@ -189,6 +189,10 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		}
 	}
 	if err := waitGroupsReady(ctx, cli, specs, f.readyTimeout, procs, errOut); err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(errOut, "stopping ...")
+			return nil // interrupted before the cluster was up
+		}
 		return err
 	}
 	fmt.Fprintf(out, "tandem is up: model %s, %d groups, %d worker processes, etcd %s\n", name, len(specs), ranks, endpoints)
