@@ -102,7 +102,8 @@ func benchmarkKVTransfer(b *testing.B, over string, opts SenderOptions) {
 		id := fmt.Sprintf("bench-%d", i)
 		done := make(chan error, 1)
 		go func() {
-			_, err := r.Await(ctx, Expect{RequestID: id, Attempt: 1, Tokens: tokens, SourceTP: 1, KVHeads: kvHeads, DestTP: 1})
+			got, err := r.Await(ctx, Expect{RequestID: id, Attempt: 1, Tokens: tokens, SourceTP: 1, KVHeads: kvHeads, DestTP: 1})
+			r.Recycle(got) // as a worker does once the KV is in its cache
 			done <- err
 		}()
 		st, err := s.Push(ctx, src, SendSpec{

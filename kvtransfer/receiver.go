@@ -45,7 +45,17 @@ type Receiver struct {
 	mu   sync.Mutex
 	reqs map[string]*request
 	gen  uint64 // last stream generation handed out
+
+	// free holds layer buffers given back with Recycle, so that a busy
+	// decode rank does not allocate, zero and page in a prompt's worth of
+	// KV for every request; at most freeLimit floats are kept.
+	freeMu sync.Mutex
+	free   [][]float32
+	freeN  int
 }
+
+// freeLimit bounds the floats Recycle keeps (256 MiB).
+const freeLimit = 64 << 20
 
 // request is the KV buffered for one request (one attempt of it).
 type request struct {
@@ -90,6 +100,36 @@ func NewReceiver(opts ReceiverOptions) *Receiver {
 		opts.TTL = 2 * time.Minute
 	}
 	return &Receiver{opts: opts, row: opts.Heads.Len() * opts.HeadDim, reqs: make(map[string]*request)}
+}
+
+// alloc returns a buffer of n floats, a recycled one when one is large
+// enough. Its contents are undefined: Await returns a layer only once
+// every position in it was written by a verified chunk.
+func (r *Receiver) alloc(n int) []float32 {
+	r.freeMu.Lock()
+	defer r.freeMu.Unlock()
+	for i, b := range r.free {
+		if cap(b) >= n {
+			r.free = append(r.free[:i], r.free[i+1:]...)
+			r.freeN -= cap(b)
+			return b[:n]
+		}
+	}
+	return make([]float32, n)
+}
+
+// Recycle gives back the layers an Await returned, once the caller has
+// copied them out; they must not be used afterwards.
+func (r *Receiver) Recycle(layers [][]float32) {
+	r.freeMu.Lock()
+	defer r.freeMu.Unlock()
+	for _, b := range layers {
+		if b == nil || r.freeN+cap(b) > freeLimit {
+			continue
+		}
+		r.free = append(r.free, b[:cap(b)])
+		r.freeN += cap(b)
+	}
 }
 
 // Pending is the number of requests with buffered KV (or an Await waiting).
@@ -440,7 +480,7 @@ func (r *Receiver) buffer(req *request, l, end int) ([]float32, int) {
 	// Senders send each layer's last token block first, so this happens
 	// once per layer; for other orders grow geometrically.
 	n := max(req.hint, min(2*c, r.opts.MaxTokens))
-	buf := make([]float32, 2*n*r.row)
+	buf := r.alloc(2 * n * r.row)
 	if old := req.layers[l]; c > 0 {
 		copy(buf, old[:c*r.row])
 		copy(buf[n*r.row:], old[c*r.row:])
@@ -566,7 +606,7 @@ func (r *Receiver) Await(ctx context.Context, e Expect) ([][]float32, error) {
 		if c := req.caps[l]; c != e.Tokens { // values start at c*row: move them up
 			copy(buf[n:2*n], buf[c*r.row:c*r.row+n])
 		}
-		out[l] = buf[: 2*n : 2*n]
+		out[l] = buf[:2*n] // full capacity kept, for Recycle
 	}
 	req.waiters--
 	// Dead before unlocking: no late stream may write into what we return.

@@ -172,6 +172,7 @@ func (r *rankServer) LoadKV(ctx context.Context, req *tandemv1.LoadKVRequest) (*
 		r.e.WriteKV(l, req.GetBlocks(), tokens, 0, r.heads.Len(), data)
 		bytes += int64(len(data)) * 4
 	}
+	r.receiver.Recycle(layers)
 	r.metrics.KVTransfer(metrics.DirectionRecv, bytes, time.Since(start))
 	// One record for the whole wait and load: the decode side's share of
 	// the transfer (layer -1: all layers).
