@@ -102,4 +102,17 @@
 // ends so one stream can fill a fast link; raw connections use 4 MiB socket
 // buffers. BenchmarkKVTransfer compares both transports with raw TCP on the
 // same machine.
+//
+// # Memory
+//
+// A request's layer buffers are sized once per layer (senders send a
+// layer's last tokens first). Layers an Await returned come back with
+// [Receiver.Recycle] once the caller has copied them into its cache, and
+// serve later requests, so a busy rank does not allocate, zero and page in
+// a prompt's KV for every request. Everything buffered and not yet claimed
+// is bounded by ReceiverOptions.MaxBufferedBytes: a chunk that would pass
+// it is rejected, so a peer cannot make the receiver allocate without
+// limit. A request claimed by Await or dropped is remembered for the TTL,
+// and late or retried streams for it are refused rather than buffered
+// again.
 package kvtransfer

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"hash/crc32"
 	"io"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tandemllm/tandem/parallel"
@@ -32,6 +34,11 @@ type ReceiverOptions struct {
 	// before it is dropped (default 2 minutes). A request with an Await
 	// waiting on it is kept.
 	TTL time.Duration
+	// MaxBufferedBytes bounds the KV buffered for all requests not yet
+	// claimed; a chunk that would need more is rejected (default 4 GiB).
+	// A peer cannot make the receiver allocate without limit by sending
+	// small chunks of far-off positions.
+	MaxBufferedBytes int64
 }
 
 // Receiver serves tandemv1.KVTransferServer and the raw data plane
@@ -45,6 +52,9 @@ type Receiver struct {
 	mu   sync.Mutex
 	reqs map[string]*request
 	gen  uint64 // last stream generation handed out
+	// ended remembers, for a TTL, requests claimed by Await or dropped:
+	// a late or retried stream must not buffer their KV again.
+	ended map[string]endedReq
 
 	// free holds layer buffers given back with Recycle, so that a busy
 	// decode rank does not allocate, zero and page in a prompt's worth of
@@ -52,6 +62,28 @@ type Receiver struct {
 	freeMu sync.Mutex
 	free   [][]float32
 	freeN  int
+
+	// buffered counts the floats held in live requests' layer buffers,
+	// against MaxBufferedBytes.
+	buffered atomic.Int64
+}
+
+// endedReq is a request that is over, up to which attempt.
+type endedReq struct {
+	attempt uint32
+	at      time.Time
+}
+
+// end notes that id is over up to attempt (r.mu held), forgetting old
+// notes.
+func (r *Receiver) end(id string, attempt uint32) {
+	now := time.Now()
+	for k, e := range r.ended {
+		if now.Sub(e.at) > r.opts.TTL {
+			delete(r.ended, k)
+		}
+	}
+	r.ended[id] = endedReq{attempt: max(attempt, r.ended[id].attempt), at: now}
 }
 
 // freeLimit bounds the floats Recycle keeps (256 MiB).
@@ -67,6 +99,7 @@ type request struct {
 	dead    string      // why the request is gone (claimed, dropped, superseded, expired); "" while live
 	hint    int         // tokens to size new layer buffers for
 	layers  [][]float32 // by layer, [2][caps[l]][heads][HeadDim]
+	held    *atomic.Int64 // the receiver's count of buffered floats
 	caps    []int
 	sources map[int]*source
 	waiters int
@@ -99,7 +132,10 @@ func NewReceiver(opts ReceiverOptions) *Receiver {
 	if opts.TTL <= 0 {
 		opts.TTL = 2 * time.Minute
 	}
-	return &Receiver{opts: opts, row: opts.Heads.Len() * opts.HeadDim, reqs: make(map[string]*request)}
+	if opts.MaxBufferedBytes <= 0 {
+		opts.MaxBufferedBytes = 4 << 30
+	}
+	return &Receiver{opts: opts, row: opts.Heads.Len() * opts.HeadDim, reqs: make(map[string]*request), ended: make(map[string]endedReq)}
 }
 
 // alloc returns a buffer of n floats, a recycled one when one is large
@@ -144,6 +180,7 @@ func (r *Receiver) Pending() int {
 func (r *Receiver) Drop(requestID string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.end(requestID, math.MaxUint32)
 	if req := r.reqs[requestID]; req != nil {
 		delete(r.reqs, requestID)
 		req.kill("dropped")
@@ -158,16 +195,28 @@ func (req *request) kill(why string) {
 	defer req.mu.Unlock()
 	if req.dead == "" {
 		req.dead = why
-		req.layers = nil
+		req.release()
 		close(req.notify)
 		req.idle.Broadcast()
 	}
+}
+
+// release stops counting req's layer buffers as buffered and forgets
+// them (req.mu held).
+func (req *request) release() {
+	for _, b := range req.layers {
+		req.held.Add(-int64(len(b)))
+	}
+	req.layers = nil
 }
 
 // lookup returns the live request for (id, attempt), creating it, or
 // replacing one of a lower attempt. It fails if a higher attempt is buffered.
 // r.mu must be held.
 func (r *Receiver) lookup(id string, attempt uint32) (*request, error) {
+	if e, ok := r.ended[id]; ok && attempt <= e.attempt && time.Since(e.at) <= r.opts.TTL {
+		return nil, fmt.Errorf("attempt %d of %q is over (its KV was claimed or dropped)", attempt, id)
+	}
 	if req := r.reqs[id]; req != nil {
 		switch {
 		case req.attempt == attempt:
@@ -183,6 +232,7 @@ func (r *Receiver) lookup(id string, attempt uint32) (*request, error) {
 		caps:    make([]int, r.opts.Layers),
 		sources: make(map[int]*source),
 		notify:  make(chan struct{}),
+		held:    &r.buffered,
 	}
 	req.idle.L = &req.mu
 	req.timer = time.AfterFunc(r.opts.TTL, func() { r.expire(req) })
@@ -375,7 +425,10 @@ func (r *Receiver) copyIn(st *stream, pl placement, payload []byte) error {
 		return err
 	}
 	heads, tokens, size := pl.heads, pl.tokens, pl.size
-	buf, c := r.buffer(req, pl.layer, tokens.To)
+	buf, c, err := r.buffer(req, pl.layer, tokens.To)
+	if err != nil {
+		return err
+	}
 	// Copy token rows: a chunk's row is its heads, a buffer row all of ours.
 	crow := heads.Len() * r.opts.HeadDim
 	off := (heads.From - r.opts.Heads.From) * r.opts.HeadDim
@@ -414,7 +467,10 @@ func (r *Receiver) pin(st *stream, pl placement) (k, v []byte, err error) {
 	if err := r.writable(st); err != nil {
 		return nil, nil, err
 	}
-	buf, c := r.buffer(req, pl.layer, pl.tokens.To)
+	buf, c, err := r.buffer(req, pl.layer, pl.tokens.To)
+	if err != nil {
+		return nil, nil, err
+	}
 	req.pinned++
 	from, to := pl.tokens.From*r.row, pl.tokens.To*r.row
 	return floatBytes(buf[from:to]), floatBytes(buf[c*r.row+from : c*r.row+to]), nil
@@ -470,23 +526,29 @@ func (r *Receiver) register(st *stream) error {
 }
 
 // buffer returns layer l's buffer and its token capacity, grown to hold
-// tokens [0,end). req.mu must be held.
-func (r *Receiver) buffer(req *request, l, end int) ([]float32, int) {
-	req.hint = max(req.hint, end)
+// tokens [0,end), or an error when growing it would pass the receiver's
+// budget. req.mu must be held.
+func (r *Receiver) buffer(req *request, l, end int) ([]float32, int, error) {
 	c := req.caps[l]
 	if end <= c {
-		return req.layers[l], c
+		return req.layers[l], c, nil
 	}
 	// Senders send each layer's last token block first, so this happens
 	// once per layer; for other orders grow geometrically.
-	n := max(req.hint, min(2*c, r.opts.MaxTokens))
+	n := max(req.hint, end, min(2*c, r.opts.MaxTokens))
+	grow := int64(2*n*r.row - len(req.layers[l]))
+	if 4*(r.buffered.Load()+grow) > r.opts.MaxBufferedBytes {
+		return nil, 0, fmt.Errorf("buffering %d more bytes would pass the receiver's limit of %d", 4*grow, r.opts.MaxBufferedBytes)
+	}
+	req.hint = max(req.hint, end)
 	buf := r.alloc(2 * n * r.row)
 	if old := req.layers[l]; c > 0 {
 		copy(buf, old[:c*r.row])
 		copy(buf[n*r.row:], old[c*r.row:])
 	}
+	r.buffered.Add(grow)
 	req.layers[l], req.caps[l] = buf, n
-	return buf, n
+	return buf, n, nil
 }
 
 // finish builds the ack for a stream that the sender closed.
@@ -611,7 +673,7 @@ func (r *Receiver) Await(ctx context.Context, e Expect) ([][]float32, error) {
 	req.waiters--
 	// Dead before unlocking: no late stream may write into what we return.
 	req.dead = "claimed by Await"
-	req.layers = nil
+	req.release()
 	close(req.notify)
 	req.mu.Unlock()
 
@@ -619,6 +681,7 @@ func (r *Receiver) Await(ctx context.Context, e Expect) ([][]float32, error) {
 	if r.reqs[req.id] == req {
 		delete(r.reqs, req.id)
 	}
+	r.end(req.id, req.attempt)
 	req.timer.Stop()
 	r.mu.Unlock()
 	return out, nil
