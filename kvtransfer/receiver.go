@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"hash/crc32"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -96,9 +96,9 @@ type request struct {
 	timer   *time.Timer
 
 	mu      sync.Mutex
-	dead    string      // why the request is gone (claimed, dropped, superseded, expired); "" while live
-	hint    int         // tokens to size new layer buffers for
-	layers  [][]float32 // by layer, [2][caps[l]][heads][HeadDim]
+	dead    string        // why the request is gone (claimed, dropped, superseded, expired); "" while live
+	hint    int           // tokens to size new layer buffers for
+	layers  [][]float32   // by layer, [2][caps[l]][heads][HeadDim]
 	held    *atomic.Int64 // the receiver's count of buffered floats
 	caps    []int
 	sources map[int]*source
