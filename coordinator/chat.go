@@ -53,7 +53,11 @@ func (t chatTemplate) render(msgs []chatMessage) string {
 	}
 	b.WriteString(t.bos)
 	for _, m := range msgs {
-		b.WriteString("<|start_header_id|>" + m.Role + "<|end_header_id|>\n\n" + m.Content + "<|eot_id|>")
+		role := m.Role
+		if role == "developer" { // OpenAI's newer name for system instructions
+			role = "system"
+		}
+		b.WriteString("<|start_header_id|>" + role + "<|end_header_id|>\n\n" + m.Content + "<|eot_id|>")
 	}
 	b.WriteString("<|start_header_id|>assistant<|end_header_id|>\n\n")
 	return b.String()

@@ -53,8 +53,10 @@
 // POST /v1/completions and /v1/chat/completions accept OpenAI's
 // parameters: model, prompt (a string, token ids, or a one-element array
 // of either) or messages, max_tokens (chat also max_completion_tokens),
-// temperature (default 1), top_p (default 1), seed, stop (a string or an
-// array), n (only 1), stream with stream_options.include_usage, and
+// temperature (default 1), top_p (default 1; 0 keeps only the most likely
+// token, as OpenAI reads it), seed, stop (a string or an array of at most
+// 16 strings of at most 512 bytes), n (only 1), stream with
+// stream_options.include_usage (stream_options without stream is a 400), and
 // logprobs (completions: an integer of top alternatives; chat: a boolean
 // with top_logprobs). vLLM's extensions top_k (-1 for all), ignore_eos
 // and stop_token_ids are accepted too. max_tokens defaults to 16 for
@@ -62,7 +64,8 @@
 // Parameters Tandem cannot honour (echo, suffix, best_of above 1,
 // non-zero penalties, logit_bias, tools, response formats other than
 // text) are refused with 400, never silently dropped; unknown ones are
-// ignored, as OpenAI's API does. Streams are server-sent events
+// ignored, as OpenAI's API does. Bodies are limited to 8 MiB. finish_reason
+// is one of OpenAI's values: a request aborted by a worker reports "stop". Streams are server-sent events
 // ("data: {...}\n\n", ending with "data: [DONE]\n\n"); their headers go
 // out with the first output, so a failure before it still gets an HTTP
 // status. Errors are OpenAI's JSON ({"error": {"message", "type",

@@ -19,7 +19,7 @@ import (
 )
 
 // maxBodyBytes bounds an OpenAI request body.
-const maxBodyBytes = 32 << 20
+const maxBodyBytes = 8 << 20
 
 // HTTPHandler serves the OpenAI-compatible API (/v1/completions,
 // /v1/chat/completions, /v1/models) and /healthz. A request whose client
@@ -400,9 +400,9 @@ func finishReason(r tandemv1.FinishReason) *string {
 	case tandemv1.FinishReason_FINISH_REASON_LENGTH:
 		s = "length"
 	case tandemv1.FinishReason_FINISH_REASON_ABORT:
-		s = "abort"
+		s = "stop" // OpenAI's set has no "abort"; strict clients reject others
 	case tandemv1.FinishReason_FINISH_REASON_TIMEOUT:
-		s = "timeout"
+		s = "length"
 	case tandemv1.FinishReason_FINISH_REASON_ERROR:
 		s = "error"
 	default:

@@ -247,7 +247,10 @@ func (c *commonRequest) convert() (*openAIRequest, *apiError) {
 		gen:    &tandemv1.GenerateRequest{Model: c.Model, Sampling: s},
 		stream: c.Stream,
 	}
-	if c.Stream && c.StreamOptions != nil {
+	if c.StreamOptions != nil {
+		if !c.Stream {
+			return nil, invalid("stream_options", "stream_options is only allowed when stream is true")
+		}
 		out.includeUsage = c.StreamOptions.IncludeUsage
 	}
 	switch {
@@ -265,6 +268,11 @@ func (c *commonRequest) convert() (*openAIRequest, *apiError) {
 	}
 	if c.TopP != nil {
 		s.TopP = *c.TopP
+		if s.TopP == 0 {
+			// OpenAI reads top_p 0 as "only the most likely token"; to the
+			// engine 0 means "keep all", so ask for the smallest nucleus.
+			s.TopP = math.SmallestNonzeroFloat64
+		}
 	}
 	if c.TopK != nil {
 		switch k := *c.TopK; {

@@ -57,9 +57,9 @@ func TestParseOpenAIRequest(t *testing.T) {
 				t.Errorf("got %v", r.gen)
 			}
 		}},
-		{"include_usage needs stream", false, `{"prompt":"x","stream_options":{"include_usage":true}}`, func(t *testing.T, r *openAIRequest) {
-			if r.includeUsage {
-				t.Error("include_usage without stream")
+		{"top_p 0 is the smallest nucleus", false, `{"prompt":"x","top_p":0}`, func(t *testing.T, r *openAIRequest) {
+			if s := r.gen.GetSampling(); s.TopP <= 0 || s.TopP >= 1e-300 {
+				t.Errorf("top_p 0 became %v, want the smallest positive value", s.TopP)
 			}
 		}},
 		{"chat defaults", true, `{"model":"m","messages":[{"role":"system","content":"s"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},{"role":"assistant","content":null}]}`,
@@ -113,6 +113,7 @@ func TestParseOpenAIRequestErrors(t *testing.T) {
 		{"max_tokens fraction", false, `{"prompt":"x","max_tokens":1.5}`, 400, "max_tokens", "max_tokens: expected an integer in range, got number 1.5"},
 		{"stream type", true, `{` + msgs + `,"stream":"yes"}`, 400, "stream", "expected a boolean"},
 		{"n", false, `{"prompt":"x","n":2}`, 400, "n", "n: only 1 choice per request is supported, got 2"},
+		{"stream_options without stream", false, `{"prompt":"x","stream_options":{"include_usage":true}}`, 400, "stream_options", "stream_options: stream_options is only allowed when stream is true"},
 		{"max_tokens zero", false, `{"prompt":"x","max_tokens":0}`, 400, "max_tokens", "must be in [1, 2147483647], got 0"},
 		{"max_completion_tokens huge", true, `{` + msgs + `,"max_completion_tokens":3000000000}`, 400, "max_completion_tokens", "got 3000000000"},
 		{"top_k", false, `{"prompt":"x","top_k":-2}`, 400, "top_k", "must be -1 (all)"},
@@ -335,7 +336,7 @@ func TestResponses(t *testing.T) {
 	t.Run("finish reasons", func(t *testing.T) {
 		for r, want := range map[tandemv1.FinishReason]string{
 			tandemv1.FinishReason_FINISH_REASON_STOP: "stop", tandemv1.FinishReason_FINISH_REASON_LENGTH: "length",
-			tandemv1.FinishReason_FINISH_REASON_ABORT: "abort", tandemv1.FinishReason_FINISH_REASON_TIMEOUT: "timeout",
+			tandemv1.FinishReason_FINISH_REASON_ABORT: "stop", tandemv1.FinishReason_FINISH_REASON_TIMEOUT: "length",
 		} {
 			if got := finishReason(r); got == nil || *got != want {
 				t.Errorf("%v: %v, want %s", r, got, want)

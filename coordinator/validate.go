@@ -119,9 +119,16 @@ func (m *modelInfo) checkSampling(s *tandemv1.SamplingParams) error {
 	case s.TopLogprobs < 0 || s.TopLogprobs > maxTopLogprobs:
 		return badField("sampling.top_logprobs", "must be in [0, %d], got %d", maxTopLogprobs, s.TopLogprobs)
 	}
+	// Every token is checked against every stop string: bound the work.
+	if len(s.Stop) > maxStops {
+		return badField("sampling.stop", "at most %d stop strings, got %d", maxStops, len(s.Stop))
+	}
 	for i, stop := range s.Stop {
-		if stop == "" {
+		switch {
+		case stop == "":
 			return badField("sampling.stop["+strconv.Itoa(i)+"]", "must not be empty")
+		case len(stop) > maxStopBytes:
+			return badField("sampling.stop["+strconv.Itoa(i)+"]", "at most %d bytes, got %d", maxStopBytes, len(stop))
 		}
 	}
 	for i, id := range s.StopTokenIds {
@@ -131,6 +138,12 @@ func (m *modelInfo) checkSampling(s *tandemv1.SamplingParams) error {
 	}
 	return nil
 }
+
+// Limits on stop strings, which cost work on every token.
+const (
+	maxStops     = 16
+	maxStopBytes = 512
+)
 
 func (m *modelInfo) validID(id int32) bool { return id >= 0 && int(id) < m.vocab }
 

@@ -60,6 +60,8 @@ func TestPrepareRejects(t *testing.T) {
 		{"top_logprobs 21", func(r *tandemv1.GenerateRequest) { r.Sampling.TopLogprobs = 21 }, "sampling.top_logprobs", "must be in [0, 20], got 21"},
 		{"top_logprobs negative", func(r *tandemv1.GenerateRequest) { r.Sampling.TopLogprobs = -1 }, "sampling.top_logprobs", "got -1"},
 		{"empty stop", func(r *tandemv1.GenerateRequest) { r.Sampling.Stop = []string{"a", ""} }, "sampling.stop[1]", "must not be empty"},
+		{"too many stops", func(r *tandemv1.GenerateRequest) { r.Sampling.Stop = strings.Split(strings.Repeat("x,", 17), ",")[:17] }, "sampling.stop", "at most 16 stop strings, got 17"},
+		{"long stop", func(r *tandemv1.GenerateRequest) { r.Sampling.Stop = []string{strings.Repeat("y", 513)} }, "sampling.stop[0]", "at most 512 bytes, got 513"},
 		{"stop token past vocab", func(r *tandemv1.GenerateRequest) { r.Sampling.StopTokenIds = []int32{60000} }, "sampling.stop_token_ids[0]", "token id 60000"},
 		{"prompt plus max_tokens too long", func(r *tandemv1.GenerateRequest) { r.Prompt, r.Sampling.MaxTokens = ids(2000), 49 },
 			"prompt", "2000 tokens plus max_tokens 49 exceed the model's context length of 2048 tokens"},
