@@ -22,6 +22,12 @@ func TestChatTemplate(t *testing.T) {
 		{"llama3 without BOS token", chatTemplate{llama3: true},
 			"<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"},
 	}
+	t.Run("developer is system", func(t *testing.T) {
+		got := chatTemplate{llama3: true}.render([]chatMessage{{"developer", "Be brief."}})
+		if want := "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"; got != want {
+			t.Errorf("render =\n%q\nwant\n%q", got, want)
+		}
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			in := msgs
