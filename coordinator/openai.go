@@ -570,7 +570,14 @@ func (s sseWriter) start() {
 	s.w.WriteHeader(http.StatusOK)
 }
 
+// sseWriteTimeout bounds one event's write: a client that stays connected
+// but stops reading would otherwise hold its request (and its KV) forever.
+const sseWriteTimeout = 30 * time.Second
+
 func (s sseWriter) event(v any) error {
+	// Not every ResponseWriter supports deadlines (httptest's recorder does
+	// not); where it cannot, the write goes on without one.
+	_ = s.rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
 	if err := writeSSE(s.w, v); err != nil {
 		return err
 	}
@@ -578,8 +585,11 @@ func (s sseWriter) event(v any) error {
 }
 
 func (s sseWriter) done() {
+	_ = s.rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
 	io.WriteString(s.w, sseDone)
 	s.rc.Flush()
+	// The connection may serve another request: no deadline left behind.
+	_ = s.rc.SetWriteDeadline(time.Time{})
 }
 
 // sseDone ends an OpenAI event stream.
