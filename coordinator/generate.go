@@ -410,7 +410,21 @@ func (r *request) fail(g *groupState, err error) error {
 		return r.finish(&tandemv1.GenerateResponse{}, tandemv1.FinishReason_FINISH_REASON_ERROR,
 			fmt.Sprintf("group %q: %s: %s", g.name, st.Code(), st.Message()))
 	}
-	return status.Errorf(st.Code(), "group %q: %s", g.name, st.Message())
+	return status.Errorf(workerCode(st.Code()), "group %q: %s", g.name, st.Message())
+}
+
+// workerCode is the code a client gets for a worker's error: the worker's
+// own for what the client can act on (a bad request, a full group), and
+// otherwise UNAVAILABLE or INTERNAL: a worker's NOT_FOUND or CANCELLED
+// says nothing about the client's request.
+func workerCode(c codes.Code) codes.Code {
+	switch c {
+	case codes.InvalidArgument, codes.ResourceExhausted, codes.Unavailable, codes.DeadlineExceeded:
+		return c
+	case codes.Canceled, codes.Aborted:
+		return codes.Unavailable
+	}
+	return codes.Internal
 }
 
 // ended ends a request whose worker calls were cancelled: by its timeout
