@@ -137,3 +137,16 @@ func TestRequestEnds(t *testing.T) {
 		})
 	}
 }
+
+func TestWorkerCode(t *testing.T) {
+	for in, want := range map[codes.Code]codes.Code{
+		codes.InvalidArgument: codes.InvalidArgument, codes.ResourceExhausted: codes.ResourceExhausted,
+		codes.Unavailable: codes.Unavailable, codes.DeadlineExceeded: codes.DeadlineExceeded,
+		codes.Canceled: codes.Unavailable, codes.Aborted: codes.Unavailable,
+		codes.NotFound: codes.Internal, codes.AlreadyExists: codes.Internal, codes.FailedPrecondition: codes.Internal,
+	} {
+		if got := workerCode(in); got != want {
+			t.Errorf("worker %v: client gets %v, want %v", in, got, want)
+		}
+	}
+}

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/codes"
-
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
@@ -50,18 +48,5 @@ func TestTraceRecordSummary(t *testing.T) {
 	snap := r.snapshot()
 	if len(snap.GetTokens()) != 4 || snap.GetTokens()[3].GetStep() != 4 || snap.GetEndUnixNanos() == 0 {
 		t.Fatalf("snapshot %v", snap)
-	}
-}
-
-func TestWorkerCode(t *testing.T) {
-	for in, want := range map[codes.Code]codes.Code{
-		codes.InvalidArgument: codes.InvalidArgument, codes.ResourceExhausted: codes.ResourceExhausted,
-		codes.Unavailable: codes.Unavailable, codes.DeadlineExceeded: codes.DeadlineExceeded,
-		codes.Canceled: codes.Unavailable, codes.Aborted: codes.Unavailable,
-		codes.NotFound: codes.Internal, codes.AlreadyExists: codes.Internal, codes.FailedPrecondition: codes.Internal,
-	} {
-		if got := workerCode(in); got != want {
-			t.Errorf("worker %v: client gets %v, want %v", in, got, want)
-		}
 	}
 }
