@@ -150,6 +150,9 @@ func (r *Receiver) serveRaw(c net.Conn) {
 	for {
 		st := &stream{}
 		for {
+			// A sender keeps an unused connection for rawIdle at most: one
+			// silent for longer is gone, and so is its goroutine here.
+			_ = c.SetReadDeadline(time.Now().Add(2 * rawIdle))
 			if _, err := io.ReadFull(br, prefix[:]); err != nil {
 				return
 			}
@@ -175,7 +178,6 @@ func (r *Receiver) serveRaw(c net.Conn) {
 			if scratch, err = r.rawChunk(st, &m, br, int(n), scratch); err != nil {
 				return
 			}
-			_ = c.SetReadDeadline(time.Time{})
 		}
 		ack, err := proto.Marshal(r.finish(st))
 		if err != nil {
