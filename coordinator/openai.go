@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -277,7 +278,8 @@ type responder struct {
 	model      string
 	created    int64
 	id         string
-	textOffset int // completions' logprobs.text_offset so far
+	textOffset int    // completions' logprobs.text_offset so far
+	partial    []byte // bytes of a character split across tokens, not yet counted
 }
 
 func (rs *responder) noteID(m *tandemv1.GenerateResponse) {
@@ -411,6 +413,29 @@ func finishReason(r tandemv1.FinishReason) *string {
 	return &s
 }
 
+// advance moves the completions text offset past a token, counting the
+// characters its bytes complete: a character split across tokens counts
+// once, where it ends, as it does in the text.
+func (rs *responder) advance(c *tandemv1.Logprob) {
+	b := c.GetTokenBytes()
+	if len(b) == 0 {
+		b = []byte(c.GetText())
+	}
+	rs.partial = append(rs.partial, b...)
+	n := len(rs.partial)
+	// Hold back the start of a character whose bytes have not all come.
+	for i := n - 1; i >= 0 && i >= n-utf8.UTFMax; i-- {
+		if utf8.RuneStart(rs.partial[i]) {
+			if !utf8.FullRune(rs.partial[i:]) {
+				n = i
+			}
+			break
+		}
+	}
+	rs.textOffset += utf8.RuneCount(rs.partial[:n])
+	rs.partial = append(rs.partial[:0], rs.partial[n:]...)
+}
+
 // logprobs renders log-probabilities in the endpoint's format, or nil
 // (JSON null) when the request did not ask for them.
 func (rs *responder) logprobs(lps []*tandemv1.TokenLogprobs) any {
@@ -436,7 +461,7 @@ func (rs *responder) logprobs(lps []*tandemv1.TokenLogprobs) any {
 		out.TokenLogprobs = append(out.TokenLogprobs, finiteLogprob(c.GetLogprob()))
 		out.TopLogprobs = append(out.TopLogprobs, lp.GetTop())
 		out.TextOffset = append(out.TextOffset, rs.textOffset)
-		rs.textOffset += len([]rune(c.GetText()))
+		rs.advance(c)
 	}
 	return out
 }

@@ -347,3 +347,19 @@ func TestResponses(t *testing.T) {
 		}
 	})
 }
+
+// TestTextOffsetSplitCharacter: a character split across tokens counts
+// once in the completions text offsets, where its last byte comes.
+func TestTextOffsetSplitCharacter(t *testing.T) {
+	rs := &responder{}
+	var offsets []int
+	for _, b := range []string{"caf", "\xc3", "\xa9 ", "\xe2\x98", "\x83 done"} {
+		offsets = append(offsets, rs.textOffset)
+		rs.advance(&tandemv1.Logprob{TokenBytes: []byte(b), Text: "\ufffd"})
+	}
+	offsets = append(offsets, rs.textOffset)
+	// "café ☃ done": c a f é ␠ ☃ ␠ d o n e
+	if want := []int{0, 3, 3, 5, 5, 11}; !slices.Equal(offsets, want) {
+		t.Fatalf("offsets %v, want %v", offsets, want)
+	}
+}
