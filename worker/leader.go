@@ -55,7 +55,8 @@ type leader struct {
 	ranks []rankAPI
 
 	metrics *metrics.Worker
-	load    atomic.Pointer[groupLoad]
+	loadMu  sync.Mutex
+	load    groupLoad
 	tracer  trace.Tracer
 	spans   bool // spans are exported: worth building step spans and links
 
@@ -71,8 +72,8 @@ func newLeader(w *Worker, e *engine.Engine) *leader {
 	}
 }
 
-// onStep notes when each request was first scheduled (its queue wait),
-// updates the group's load metrics and, when spans are exported, records
+// onStep notes when each request was first scheduled (its queue wait)
+// and, when spans are exported, records
 // the step as a span linked to every request it served.
 func (l *leader) onStep(rec *engine.StepRecord) {
 	var links []trace.Link
@@ -88,10 +89,6 @@ func (l *leader) onStep(rec *engine.StepRecord) {
 			links = append(links, telemetry.LinkTo(lv.span))
 		}
 	}
-	ld := l.e.Load()
-	free, total := l.e.KVBlocks()
-	l.metrics.Requests(ld.Running, ld.Waiting)
-	l.metrics.KVCache(free, total)
 	if !l.spans {
 		return
 	}
@@ -175,10 +172,16 @@ type groupLoad struct {
 	free, total, running, waiting, pendingPrefill int
 }
 
+// publishLoad runs on the loop once per turn (so once per step): it
+// updates the load Stats reports and the group's load metrics.
 func (l *leader) publishLoad() {
 	free, total := l.e.KVBlocks()
 	ld := l.e.Load()
-	l.load.Store(&groupLoad{free: free, total: total, running: ld.Running, waiting: ld.Waiting, pendingPrefill: ld.PendingPrefillTokens})
+	l.loadMu.Lock()
+	l.load = groupLoad{free: free, total: total, running: ld.Running, waiting: ld.Waiting, pendingPrefill: ld.PendingPrefillTokens}
+	l.loadMu.Unlock()
+	l.metrics.Requests(ld.Running, ld.Waiting)
+	l.metrics.KVCache(free, total)
 }
 
 func (l *leader) failAll() {
@@ -662,7 +665,9 @@ func (l *leader) Abort(_ context.Context, req *tandemv1.AbortRequest) (*tandemv1
 }
 
 func (l *leader) Stats(context.Context, *tandemv1.StatsRequest) (*tandemv1.StatsResponse, error) {
-	ld := l.load.Load() // published before the server starts
+	l.loadMu.Lock()
+	ld := l.load // published before the server starts
+	l.loadMu.Unlock()
 	return &tandemv1.StatsResponse{
 		Group: l.w.opts.Group, Role: roleEnum(l.w.opts.Role), Tp: int32(l.e.Model().Plan().TP), Model: l.w.opts.ModelName,
 		KvBlockSize: int32(l.e.BlockSize()), KvBlocksFree: int32(ld.free), KvBlocksTotal: int32(ld.total),

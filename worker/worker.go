@@ -219,8 +219,7 @@ func Run(ctx context.Context, opts Options) error {
 	}()
 
 	if opts.Etcd != nil {
-		free, total := e.KVBlocks()
-		_ = free
+		_, total := e.KVBlocks()
 		reg, err := cluster.Register(ctx, opts.Etcd, cluster.Registration{
 			Role: opts.Role, Group: opts.Group, Rank: plan.Rank, TP: plan.TP, Addr: opts.AdvertiseAddr,
 			Model: opts.ModelName, KVBlocks: total, KVBlockSize: e.BlockSize(),
