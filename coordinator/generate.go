@@ -123,12 +123,8 @@ func (c *Coordinator) finished(span trace.Span, rec *traceRecord) {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	n := len(rec.tokens)
-	var tpot time.Duration
-	if n > 1 {
-		tpot = time.Duration(rec.tokens[n-1].GetUnixNanos()-rec.tokens[0].GetUnixNanos()) / time.Duration(n-1)
-	}
 	reason := finishName(rec.finish)
-	c.metrics.RequestFinished(rec.end.Sub(rec.arrival), rec.prompt, n, reason, tpot)
+	c.metrics.RequestFinished(rec.end.Sub(rec.arrival), rec.prompt, n, reason, rec.tpot())
 	span.SetAttributes(telemetry.UsageAttrs(rec.prompt, n)...)
 	span.SetAttributes(telemetry.FinishReasons(reason))
 }

@@ -70,14 +70,21 @@ func (t *traceRecord) summary() *tandemv1.RequestSummary {
 			s.Groups = append(s.Groups, g)
 		}
 	}
-	if n := len(t.tokens); n > 0 {
-		first, last := t.tokens[0].GetUnixNanos(), t.tokens[n-1].GetUnixNanos()
-		s.TtftMs = float64(first-t.arrival.UnixNano()) / 1e6
-		if n > 1 {
-			s.TpotMs = float64(last-first) / 1e6 / float64(n-1)
-		}
+	if len(t.tokens) > 0 {
+		s.TtftMs = float64(t.tokens[0].GetUnixNanos()-t.arrival.UnixNano()) / 1e6
+		s.TpotMs = float64(t.tpot()) / 1e6
 	}
 	return s
+}
+
+// tpot is the mean time per output token after the first (0 with fewer
+// than two tokens). t.mu must be held.
+func (t *traceRecord) tpot() time.Duration {
+	n := len(t.tokens)
+	if n < 2 {
+		return 0
+	}
+	return time.Duration(t.tokens[n-1].GetUnixNanos()-t.tokens[0].GetUnixNanos()) / time.Duration(n-1)
 }
 
 func (t *traceRecord) snapshot() *tandemv1.RequestTrace {
