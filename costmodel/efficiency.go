@@ -23,6 +23,10 @@ type Efficiency struct {
 	LayerOverhead float64 `json:"layer_overhead"`
 	// SamplePerLogit is the host's sampling time per logit of a sampled row.
 	SamplePerLogit float64 `json:"sample_per_logit"`
+	// RequestOverhead is the coordinator's share of a request's latency:
+	// half of it before the request reaches a group, half between a
+	// group's step and the client seeing its token.
+	RequestOverhead float64 `json:"request_overhead"`
 }
 
 func (e Efficiency) validate() error {
@@ -35,7 +39,7 @@ func (e Efficiency) validate() error {
 			return fmt.Errorf("efficiency %s = %g: want a positive factor of at most 10", f.name, f.v)
 		}
 	}
-	if e.StepOverhead < 0 || e.LayerOverhead < 0 || e.SamplePerLogit < 0 {
+	if e.StepOverhead < 0 || e.LayerOverhead < 0 || e.SamplePerLogit < 0 || e.RequestOverhead < 0 {
 		return fmt.Errorf("efficiency: overheads must not be negative")
 	}
 	return nil

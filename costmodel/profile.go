@@ -16,6 +16,8 @@ var (
 	ErrUnknownHardware = errors.New("unknown hardware profile")
 	// ErrUnknownLink is wrapped when a link profile name is not known.
 	ErrUnknownLink = errors.New("unknown link profile")
+	// ErrDoesNotFit is wrapped when a model shard does not fit a device.
+	ErrDoesNotFit = errors.New("does not fit")
 )
 
 // Device kinds.

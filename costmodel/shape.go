@@ -16,6 +16,10 @@ type Shape struct {
 	Arch model.Arch
 	// Geometry as config.json gives it.
 	Layers, Hidden, Heads, KVHeads, HeadDim, Intermediate, Vocab int
+	// MaxPositions is the longest context; TiedEmbeddings: the LM head is
+	// the token embedding.
+	MaxPositions   int
+	TiedEmbeddings bool
 	// Element sizes in bytes.
 	WeightBytes, KVBytes, ActivationBytes int
 }
@@ -35,6 +39,7 @@ func NewShape(name string, c *model.Config, kind string, dt DTypes) (Shape, erro
 	s := Shape{
 		Name: name, Arch: c.Arch, Layers: c.Layers, Hidden: c.Hidden, Heads: c.Heads, KVHeads: c.KVHeads,
 		HeadDim: c.HeadDim, Intermediate: c.Intermediate, Vocab: c.VocabSize,
+		MaxPositions: c.MaxPositions, TiedEmbeddings: c.TieEmbeddings,
 		WeightBytes: dt.Weight, KVBytes: dt.KV, ActivationBytes: dt.Activation,
 	}
 	if s.WeightBytes == 0 {
@@ -129,12 +134,12 @@ func (s Shape) WeightBytesPerRank(tp int) (int64, error) {
 // ResidentBytesPerRank is what one rank keeps in device memory besides
 // its KV cache: its weight shard plus the full token embedding when it
 // is a separate matrix (every rank looks tokens up in the whole table).
-func (s Shape) ResidentBytesPerRank(tp int, tied bool) (int64, error) {
+func (s Shape) ResidentBytesPerRank(tp int) (int64, error) {
 	w, err := s.WeightBytesPerRank(tp)
 	if err != nil {
 		return 0, err
 	}
-	if !tied {
+	if !s.TiedEmbeddings {
 		w += int64(s.Vocab * s.Hidden * s.WeightBytes)
 	}
 	return w, nil

@@ -163,3 +163,26 @@ func (m *Model) RingAllReduce(g Group, bytes float64) float64 {
 func (m *Model) TreeAllReduce(g Group, bytes float64) float64 {
 	return m.coll.TreeAllReduce(Span{N: g.TP, Nodes: max(1, g.Nodes)}, bytes)
 }
+
+// KVCacheBytesPerRank is the KV cache budget of one rank of a TP-tp
+// group: the profile's fixed budget (the CPU worker's --kv-cache-mb),
+// or the device memory share left after the rank's weights.
+func (m *Model) KVCacheBytesPerRank(tp int) (float64, error) {
+	if m.HW.KVCacheBytes > 0 {
+		return m.HW.KVCacheBytes, nil
+	}
+	resident, err := m.Shape.ResidentBytesPerRank(tp)
+	if err != nil {
+		return 0, err
+	}
+	util := m.HW.MemoryUtilization
+	if util <= 0 {
+		util = 0.9
+	}
+	left := m.HW.MemoryBytes*util - float64(resident)
+	if left <= 0 {
+		return 0, fmt.Errorf("%w: %s's weights take %.1f GB per rank at TP %d, more than %.0f%% of %s's %.0f GB",
+			ErrDoesNotFit, m.Shape.Name, float64(resident)/1e9, tp, util*100, m.HW.Name, m.HW.MemoryBytes/1e9)
+	}
+	return left, nil
+}
