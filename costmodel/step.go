@@ -12,6 +12,9 @@ type Model struct {
 	Intra, Inter Link
 	Eff          Efficiency
 	coll         collectives
+	// host is the host link's bandwidth (0: the host is the device).
+	host   float64
+	shares map[int]rankShare
 }
 
 // New returns the cost model of shape on hw, with link between nodes
@@ -40,8 +43,15 @@ func New(shape Shape, hw Hardware, link Link, eff *Efficiency) (*Model, error) {
 	if err := e.validate(); err != nil {
 		return nil, err
 	}
-	m := &Model{Shape: shape, HW: hw, Intra: intra, Inter: link, Eff: e}
+	m := &Model{Shape: shape, HW: hw, Intra: intra, Inter: link, Eff: e, shares: map[int]rankShare{}}
 	m.coll = collectives{hw: hw, intra: intra, inter: link, eff: e}
+	if hw.HostLink != "" {
+		hl, err := LinkByName(hw.HostLink)
+		if err != nil {
+			return nil, fmt.Errorf("hardware %s: host_link: %w", hw.Name, err)
+		}
+		m.host = hl.Bandwidth
+	}
 	return m, nil
 }
 
@@ -98,7 +108,7 @@ func (c StepCost) Total() float64 {
 
 // Step prices one step of group g over batch.
 func (m *Model) Step(g Group, batch []Rows) (StepCost, error) {
-	r, err := m.Shape.share(g.TP)
+	r, err := m.share(g.TP)
 	if err != nil {
 		return StepCost{}, err
 	}
@@ -128,10 +138,8 @@ func (m *Model) Step(g Group, batch []Rows) (StepCost, error) {
 		head := float64(r.vocab * s.Hidden)
 		c.LMHead = max(head*float64(s.WeightBytes)/bw, 2*float64(c.Sampled)*head/peak)
 		c.Sampling = logits * e.SamplePerLogit
-		if m.HW.HostLink != "" {
-			if hl, err := LinkByName(m.HW.HostLink); err == nil {
-				c.Sampling += logits * 4 / hl.Bandwidth
-			}
+		if m.host > 0 {
+			c.Sampling += logits * 4 / m.host
 		}
 	}
 	c.Overhead = e.StepOverhead + L*e.LayerOverhead
@@ -185,4 +193,17 @@ func (m *Model) KVCacheBytesPerRank(tp int) (float64, error) {
 			ErrDoesNotFit, m.Shape.Name, float64(resident)/1e9, tp, util*100, m.HW.Name, m.HW.MemoryBytes/1e9)
 	}
 	return left, nil
+}
+
+// share is the rank share of TP tp, computed once per degree. A Model is
+// not safe for concurrent use.
+func (m *Model) share(tp int) (rankShare, error) {
+	if r, ok := m.shares[tp]; ok {
+		return r, nil
+	}
+	r, err := m.Shape.share(tp)
+	if err == nil {
+		m.shares[tp] = r
+	}
+	return r, err
 }
