@@ -72,7 +72,7 @@ func TestPlanJSON(t *testing.T) {
 	}
 	var j struct {
 		Model       string
-		GPUs        int `json:"gpus"`
+		GPUs        int                `json:"gpus"`
 		SLO         map[string]float64 `json:"goodput_slo_ms"`
 		Deployments []struct {
 			Rank       int
