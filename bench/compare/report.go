@@ -73,16 +73,16 @@ type CostSummary struct {
 // Difference is one metric of one configuration minus the baseline's
 // (the first configuration), with its interval.
 type Difference struct {
-	Config   string  `json:"configuration"`
-	Baseline string  `json:"baseline"`
-	Metric   string  `json:"metric"`
-	Base     Num `json:"baseline_value"`
-	Value    Num `json:"value"`
-	Diff     Num `json:"difference"`
-	Lo       Num `json:"ci_low"`
-	Hi       Num `json:"ci_high"`
-	Level    Num `json:"ci_level"`
-	Verdict  string  `json:"verdict"`
+	Config   string `json:"configuration"`
+	Baseline string `json:"baseline"`
+	Metric   string `json:"metric"`
+	Base     Num    `json:"baseline_value"`
+	Value    Num    `json:"value"`
+	Diff     Num    `json:"difference"`
+	Lo       Num    `json:"ci_low"`
+	Hi       Num    `json:"ci_high"`
+	Level    Num    `json:"ci_level"`
+	Verdict  string `json:"verdict"`
 }
 
 // Num is a figure that JSON writes as null when it is not a number
@@ -155,7 +155,7 @@ var metrics = []metric{
 
 // minRounds is the fewest rounds a run-level figure (one value a round)
 // needs for an interval.
-const minRounds = 3
+const minRounds = 2
 
 // rounds gathers a metric's values by round.
 func (m metric) rounds(samples []*Sample) stats.Rounds {
@@ -260,15 +260,29 @@ func differences(a, b *Side, i int) []Difference {
 		d := Difference{Config: b.Name, Baseline: a.Name, Metric: p.m.key, Level: Num(level),
 			Base: Num(p.m.stat(p.ra.Pool())), Value: Num(p.m.stat(p.rb.Pool()))}
 		d.Diff = d.Value - d.Base
+		var (
+			iv  stats.Interval
+			err error
+		)
 		switch {
-		case p.m.runLevel && (len(p.ra) < minRounds || len(p.rb) < minRounds):
+		case p.m.runLevel && (len(p.ra) < minRounds || len(p.ra) != len(p.rb)):
 			d.Lo, d.Hi = Num(math.NaN()), Num(math.NaN())
 			d.Verdict = fmt.Sprintf("%s (needs --rounds >= %d)", NotDistinguishable, minRounds)
-		default:
-			iv, err := stats.Bootstrap{Level: level, Seed: uint64(k + 1)}.Diff(p.ra, p.rb, p.m.stat)
-			if err != nil {
-				continue
+		case p.m.runLevel:
+			// One value a round: a t interval of the rounds' paired
+			// differences (a bootstrap over a few values is overconfident).
+			diffs := make([]float64, len(p.ra))
+			for r := range diffs {
+				diffs[r] = p.m.stat(p.rb[r]) - p.m.stat(p.ra[r])
 			}
+			iv, err = stats.TInterval(diffs, level)
+		default:
+			iv, err = stats.Bootstrap{Level: level, Seed: uint64(k + 1)}.Diff(p.ra, p.rb, p.m.stat)
+		}
+		if err != nil {
+			continue
+		}
+		if d.Verdict == "" {
 			d.Lo, d.Hi = Num(iv.Lo), Num(iv.Hi)
 			switch {
 			case !iv.Distinguishable():
@@ -318,7 +332,7 @@ func (r *Report) WriteTable(w io.Writer) {
 		if len(p.Differences) == 0 {
 			continue
 		}
-		fmt.Fprintf(w, "differences from %s (intervals: 95%% for all the differences of a pair, Bonferroni):\n", p.Differences[0].Baseline)
+		fmt.Fprintf(w, "differences from %s (intervals: 95%% for all the differences of a pair together, Bonferroni; bootstrap over rounds and requests, t over rounds for output tok/s):\n", p.Differences[0].Baseline)
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		for _, d := range p.Differences {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t[%s, %s]\t%s\n", d.Config, title(d.Metric), signed(d.Diff), signed(d.Lo), signed(d.Hi), d.Verdict)
