@@ -169,9 +169,8 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 	// The cluster saw no request.
-	conn := listRequests(t, cl.GRPC)
-	if conn != 0 {
-		t.Fatalf("bad input sent %d requests", conn)
+	if n := localtest.Requests(t, cl.GRPC); n != 0 {
+		t.Fatalf("bad input sent %d requests", n)
 	}
 }
 

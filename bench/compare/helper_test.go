@@ -4,12 +4,6 @@ import (
 	"context"
 	"strings"
 	"sync"
-	"testing"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
-	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
 // cancelWriter cancels once a write holding after (and a request done)
@@ -27,19 +21,4 @@ func (w *cancelWriter) Write(p []byte) (int, error) {
 		w.cancel()
 	}
 	return len(p), nil
-}
-
-// listRequests is the number of requests the coordinator at addr saw.
-func listRequests(t *testing.T, addr string) int {
-	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	resp, err := tandemv1.NewTracesClient(conn).ListRequests(t.Context(), &tandemv1.ListRequestsRequest{Limit: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(resp.GetRequests())
 }

@@ -396,26 +396,21 @@ func row(name string, cs []*ConfigPoint, f func(*ConfigPoint) string) []string {
 	return out
 }
 
-func num(n Num) string {
+func num(n Num) string { return format(n, "") }
+
+func signed(n Num) string { return format(n, "+") }
+
+// format writes n with three decimals (none from 1000 up), "-" for no
+// value; flag "+" signs it.
+func format(n Num, flag string) string {
 	v := float64(n)
 	switch {
 	case math.IsNaN(v):
 		return "-"
 	case math.Abs(v) >= 1000:
-		return fmt.Sprintf("%.0f", v)
+		return fmt.Sprintf("%"+flag+".0f", v)
 	}
-	return fmt.Sprintf("%.3f", v)
-}
-
-func signed(n Num) string {
-	v := float64(n)
-	if math.IsNaN(v) {
-		return "-"
-	}
-	if math.Abs(v) >= 1000 {
-		return fmt.Sprintf("%+.0f", v)
-	}
-	return fmt.Sprintf("%+.3f", v)
+	return fmt.Sprintf("%"+flag+".3f", v)
 }
 
 // save writes the report JSON and the charts.
