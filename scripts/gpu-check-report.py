@@ -199,6 +199,8 @@ def environment(logs, res):
     for name in ("cuda-tests", "nccl-tests", "engine-bench", "gen-llama-160m", "gen-llama-1b", "up"):
         for line in step_log(logs, name).splitlines():
             line = line.strip()
+            if "/libfake" in line:  # the NCCL tests' fake library, not the GPU's
+                continue
             if line.startswith("compute backend:") or re.search(r"\b(NCCL \S+ from |: driver .*cuBLAS)", line):
                 libs.add(re.sub(r"^\S+_test\.go:\d+: ", "", line))
     res["libraries"] = sorted(libs)
@@ -216,10 +218,10 @@ def summary(res):
     w = out.append
     w(f"tandem GPU check ({res['mode']}): {res['gpu'] or 'no GPU seen'}")
     w("")
-    w(f"{'step':<16}{'status':<9}{'s':>7}  note")
+    w(f"{'step':<16}{'status':<14}{'s':>6}  note")
     for s in res["steps"]:
-        status = {"no-cuda": "no CUDA here", "ok": "ok"}.get(s["status"], s["status"])
-        w(f"{s['step']:<16}{status:<9}{s['seconds']:>7.1f}  {s['note'][:110]}")
+        status = {"no-cuda": "no CUDA here"}.get(s["status"], s["status"])
+        w(f"{s['step']:<16}{status:<14}{s['seconds']:>6.1f}  {s['note'][:110]}")
     for name, t in res["tests"].items():
         if any(t.values()):
             w(f"  {name}: {len(t['pass'])} pass, {len(t['fail'])} fail {t['fail'] or ''}, {len(t['skip'])} skip")
@@ -227,7 +229,7 @@ def summary(res):
         w("")
         w("libraries opened:")
         for line in res["libraries"]:
-            w(f"  {line[:200]}")
+            w(f"  {line[:300]}")
     w("")
     w("correctness: greedy tokens equal up to the first near-tie; max |Δ logprob| over the reference's top-20")
     w(f"{'model':<11}{'compared':<42}{'equal':>7}{'first diff':>24}{'max|Δ|':>10}{'limit':>9}  verdict")
