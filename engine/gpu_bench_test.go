@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/tandemllm/tandem/compute/cuda"
@@ -27,7 +28,8 @@ var gpuBenchModel = flag.String("engine.model", "", "model directory for the GPU
 func openGPUBenchModel(b *testing.B) (*Model, *cuda.Backend, string) {
 	be, err := cuda.New(cuda.Options{})
 	if errors.Is(err, cuda.ErrNoCUDA) {
-		b.Skipf("no CUDA here: %v", firstLine(err))
+		first, _, _ := strings.Cut(err.Error(), "\n")
+		b.Skipf("no CUDA here: %s", first)
 	}
 	if err != nil {
 		b.Fatal(err)
@@ -51,16 +53,6 @@ func openGPUBenchModel(b *testing.B) (*Model, *cuda.Backend, string) {
 		be.Close()
 	})
 	return m, be, filepath.Base(dir)
-}
-
-func firstLine(err error) string {
-	s := err.Error()
-	for i, r := range s {
-		if r == '\n' {
-			return s[:i]
-		}
-	}
-	return s
 }
 
 // BenchmarkGPUDecode: decode tokens/s at batch 1, 8 and 32, and MBU
