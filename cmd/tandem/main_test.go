@@ -11,9 +11,10 @@ import (
 
 // TestMain lets the test binary act as the tandem binary when it is
 // re-executed as a worker process (tandem up and tandem generate --local
-// --tp N start their workers with os.Executable()).
+// --tp N start their workers with os.Executable()) or as a cluster
+// (tandem bench compare starts tandem up with os.Executable()).
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == "worker" {
+	if len(os.Args) > 1 && (os.Args[1] == "worker" || os.Args[1] == "up") {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		cmd := newRootCmd()
