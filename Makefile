@@ -7,7 +7,7 @@ STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCHTIME     ?= 3x
 BIN           := .bin/tandem
 
-.PHONY: all build test vet lint bench fuzz generate verify-generate proto verify-proto chart-test chart-e2e image clean
+.PHONY: all build test vet lint bench fuzz generate verify-generate proto verify-proto chart-test chart-e2e image gpu-check-prep clean
 
 all: build
 
@@ -125,6 +125,12 @@ verify-proto: $(PROTO_TOOLS)
 	  diff -u -N --label "proto/$${f#./} (in tree)" --label "proto/$${f#./} (generated)" "$$f" "$$tmp/$$f" || stale=1; \
 	done && \
 	if [ $$stale = 1 ]; then echo "verify-proto: the generated code in proto/ is stale (diff above): run make proto and commit it"; exit 1; fi
+
+# gpu-check-prep: everything one device call needs for the GPU check,
+# under .bin/gpu (stripped, gzipped tandem and test binaries, CPU
+# references); docs/benchmarking.md, "GPU check".
+gpu-check-prep:
+	scripts/gpu-check --prep
 
 clean:
 	rm -rf .bin

@@ -180,7 +180,7 @@ func runWorker(cmd *cobra.Command, f *workerFlags) error {
 		return err
 	}
 	defer cli.Close()
-	m, comm, closeAll, err := openShard(ctx, dir, &f.g, &f.be)
+	m, comm, closeAll, err := openShard(ctx, dir, &f.g, &f.be, cmd.ErrOrStderr())
 	if err != nil {
 		return err
 	}
@@ -328,8 +328,9 @@ func joinGroup(ctx context.Context, g *groupFlags) (nccl.Communicator, error) {
 }
 
 // openShard joins the group (when TP > 1) and loads this rank's shard of
-// the model; closeAll releases everything in reverse order.
-func openShard(ctx context.Context, dir string, g *groupFlags, bf *backendFlags) (*engine.Model, nccl.Communicator, func(), error) {
+// the model; closeAll releases everything in reverse order. The backend
+// says on w which one started.
+func openShard(ctx context.Context, dir string, g *groupFlags, bf *backendFlags, w io.Writer) (*engine.Model, nccl.Communicator, func(), error) {
 	var closers []func()
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -349,7 +350,7 @@ func openShard(ctx context.Context, dir string, g *groupFlags, bf *backendFlags)
 		closers = append(closers, func() { c.Close() })
 		comm = c
 	}
-	be, err := bf.open()
+	be, err := bf.open(w)
 	if err != nil {
 		return fail(err)
 	}
