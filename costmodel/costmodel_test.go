@@ -346,6 +346,9 @@ func TestKVTransfer(t *testing.T) {
 	if b != 2*49152 { // 16 decode ranks hold 8 heads twice over
 		t.Errorf("KV bytes per token 2→16: %d, want %d (each replica receives its head)", b, 2*49152)
 	}
+	// Loading: the busiest decode rank writes its heads at memory speed;
+	// 1 → 4 gives each decode rank 2 of the 8 heads.
+	near(t, "KV load 1→4", m.KVLoad(1, 4, 2048), 100663296/4/14.8e9)
 	// Overlap: only what outlasts the last step shows, at least one layer's share.
 	near(t, "hidden transfer", m.VisibleTransfer(0.012, 0.120), 0.001)
 	near(t, "visible transfer", m.VisibleTransfer(0.240, 0.120), 0.240-0.120+0.010)

@@ -33,13 +33,12 @@ type request struct {
 	done        bool
 	// Disaggregated serving: the groups, the prefill's held blocks and
 	// transfer, the decode reservation.
-	pre, dec           *group
-	preSeq             *seq
-	xferStart          float64
-	xferDone           float64 // −1 until the prefill's last chunk is done
-	called, haveBlocks bool
-	reserved           int
-	parts              tokenParts
+	pre, dec  *group
+	preSeq    *seq
+	xferStart float64
+	xferDone  float64 // −1 until the prefill's last chunk is done
+	reserved  int
+	parts     tokenParts
 }
 
 // group is one TP group: its scheduler and the step in flight.
@@ -70,6 +69,7 @@ const (
 	evStepEnd
 	evDecodeCall
 	evTransferDone
+	evKVReady // a decode group has loaded a request's KV
 )
 
 type event struct {
@@ -232,6 +232,8 @@ func (s *sim) handle(ev event) {
 		s.decodeCall(ev.r)
 	case evTransferDone:
 		s.transferDone(ev.r)
+	case evKVReady:
+		s.addPrefilled(ev.r)
 	}
 }
 
@@ -347,8 +349,10 @@ func (s *sim) startStep(g *group) {
 	}
 	s.steps++
 	g.busy, g.cur, g.cost, g.start, g.updated = true, steps, c, s.now, s.now
-	g.work = c.Compute() + c.Sampling
-	g.fixed = c.Communication() + c.Overhead
+	// Sampling runs on rank 0 alone while the other ranks wait, so it
+	// does not share the device with them.
+	g.work = c.Compute()
+	g.fixed = c.Communication() + c.Overhead + c.Sampling
 	s.setBusy(g, g.tp)
 	s.reschedule(g)
 }
@@ -361,7 +365,7 @@ func (s *sim) endStep(g *group) {
 	for _, st := range g.cur {
 		sq := st.s
 		sq.computed += st.n
-		sq.r.parts.add(g, st, dur)
+		sq.r.parts.add(g, s.cost.Eff, s.cost.HW.Shared, dur)
 		if !st.sample {
 			continue
 		}
@@ -394,7 +398,6 @@ func (s *sim) emit(g *group, sq *seq) {
 		return
 	}
 	r.xferDone = s.now + s.cost.VisibleTransfer(total, s.now-r.xferStart)
-	r.parts.kv += r.xferDone - s.now
 	s.push(event{t: r.xferDone, kind: evTransferDone, r: r})
 	if r.Output == 1 {
 		s.complete(r)
@@ -408,7 +411,6 @@ func (s *sim) emit(g *group, sq *seq) {
 func (s *sim) decodeCall(r *request) {
 	g := r.dec
 	g.promised -= g.e.blocksFor(r.Input)
-	r.called = true
 	need := g.e.blocksFor(r.Input)
 	if need > g.e.free {
 		sq := &seq{r: r, tokens: r.Input + 1, generated: 1, maxTokens: r.Output}
@@ -417,29 +419,27 @@ func (s *sim) decodeCall(r *request) {
 		return
 	}
 	g.e.free -= need
-	r.reserved, r.haveBlocks = need, true
-	if s.now >= r.xferDone && r.xferDone >= 0 {
-		s.addPrefilled(r)
-	}
+	r.reserved = need
+	// Every decode rank waits for its share, then writes it into the
+	// reserved blocks (Rank.LoadKV); the traces count that span as the
+	// KV transfer of the first decoded token.
+	ready := max(s.now, r.xferDone) + s.cost.KVLoad(r.pre.tp, g.tp, r.Input) + s.hop
+	r.parts.kv += ready - s.now
+	s.push(event{t: ready, kind: evKVReady, r: r})
 }
 
-// transferDone releases the prefill's held blocks and, if the decode
-// group reserved its share, lets the request decode.
+// transferDone releases the prefill's held blocks.
 func (s *sim) transferDone(r *request) {
 	pre := r.pre
 	pre.e.free += r.preSeq.blocks
 	r.preSeq.blocks = 0
 	s.kick(pre)
-	if r.called && r.haveBlocks {
-		s.addPrefilled(r)
-	}
 }
 
 // addPrefilled is engine.AddPrefilled with reserved blocks: the prompt is
 // computed, the first token is next.
 func (s *sim) addPrefilled(r *request) {
 	g := r.dec
-	r.haveBlocks = false
 	sq := &seq{r: r, tokens: r.Input + 1, computed: r.Input, generated: 1, maxTokens: r.Output, blocks: r.reserved}
 	g.e.running = append(g.e.running, sq)
 	s.kick(g)
