@@ -31,6 +31,7 @@ var params = []param{
 	{name: "collective_latency", field: func(e *costmodel.Efficiency) *float64 { return &e.CollectiveLatency }, lo: 0.05, hi: 5000},
 	{name: "collective_bandwidth", field: func(e *costmodel.Efficiency) *float64 { return &e.CollectiveBandwidth }, lo: 0.01, hi: 100},
 	{name: "collective_skew", field: func(e *costmodel.Efficiency) *float64 { return &e.CollectiveSkew }, lo: 0, hi: 0.95, linear: true},
+	{name: "background_load", field: func(e *costmodel.Efficiency) *float64 { return &e.BackgroundLoad }, lo: 0, hi: 40, linear: true},
 	{name: "transfer", field: func(e *costmodel.Efficiency) *float64 { return &e.Transfer }, lo: 0.01, hi: 100},
 	{name: "request_overhead", field: func(e *costmodel.Efficiency) *float64 { return &e.RequestOverhead }, lo: 1e-5, hi: 1},
 }

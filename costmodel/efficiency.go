@@ -19,6 +19,11 @@ type Efficiency struct {
 	// scheduler ran later: it moves time from compute to allreduce in the
 	// per-token split (TP n waits skew·(n−1)/n) without changing the total.
 	CollectiveSkew float64 `json:"collective_skew"`
+	// BackgroundLoad is, on a shared device, the runnable threads of
+	// other work competing for its cores: while k ranks of T threads are
+	// busy, each computes at T/(k·T + BackgroundLoad) of the device's
+	// speed (fair scheduling). Zero: the machine to ourselves.
+	BackgroundLoad float64 `json:"background_load"`
 	// Transfer is the share of link bandwidth the KV transfer reaches.
 	Transfer float64 `json:"transfer"`
 	// StepOverhead is the fixed cost of a step (scheduling, plan
@@ -43,6 +48,9 @@ func (e Efficiency) validate() error {
 		if !(f.v > 0) || f.v > 1e4 {
 			return fmt.Errorf("efficiency %s = %g: want a positive factor of at most 10000", f.name, f.v)
 		}
+	}
+	if e.BackgroundLoad < 0 || e.BackgroundLoad > 1e4 {
+		return fmt.Errorf("efficiency background_load = %g: want 0 to 10000 threads", e.BackgroundLoad)
 	}
 	if e.CollectiveSkew < 0 || e.CollectiveSkew >= 1 {
 		return fmt.Errorf("efficiency collective_skew = %g: want 0 <= skew < 1", e.CollectiveSkew)

@@ -51,6 +51,9 @@ type Hardware struct {
 	// Shared: every rank on a node shares the one device (CPU processes
 	// sharing cores), so busy ranks slow each other down.
 	Shared bool `json:"shared,omitempty"`
+	// ThreadsPerRank is how many threads each rank computes with on a
+	// shared device (the CPU worker's --threads; default 1).
+	ThreadsPerRank int `json:"threads_per_rank,omitempty"`
 	// IntraNodeLink joins the devices of a node; empty means the link
 	// given to the planner (CPU ranks are processes joined by --link).
 	IntraNodeLink string `json:"intra_node_link,omitempty"`

@@ -285,12 +285,14 @@ func (s *sim) kick(g *group) {
 }
 
 // rate is how fast a group's device work proceeds: 1, or on a shared
-// device the group's share of the node's busy ranks.
+// device a rank's fair share of the cores among the node's busy ranks
+// (T threads each) and the background load: T/(k·T + background).
 func (s *sim) rate(g *group) float64 {
 	if !s.cost.HW.Shared {
 		return 1
 	}
-	return 1 / float64(max(1, s.nodeBusy[g.node]))
+	t := float64(max(1, s.cost.HW.ThreadsPerRank))
+	return t / (float64(max(1, s.nodeBusy[g.node]))*t + s.cost.Eff.BackgroundLoad)
 }
 
 // advance brings a busy group's progress up to now.
