@@ -157,27 +157,6 @@ func TestTBF(t *testing.T) {
 	}
 }
 
-// state is what a network could leave behind: named namespaces and links.
-func state(t testing.TB) []string {
-	t.Helper()
-	var s []string
-	for _, argv := range [][]string{{"ip", "netns", "list"}, {"ip", "-o", "link", "show"}} {
-		out, err := exec.Command(argv[0], argv[1:]...).Output()
-		if err != nil {
-			t.Fatalf("%v: %v", argv, err)
-		}
-		for _, line := range strings.Split(string(out), "\n") {
-			if f := strings.Fields(line); len(f) > 1 && argv[1] == "-o" {
-				s = append(s, "link "+strings.SplitN(strings.TrimSuffix(f[1], ":"), "@", 2)[0])
-			} else if len(f) > 0 && argv[1] == "netns" {
-				s = append(s, "netns "+f[0])
-			}
-		}
-	}
-	slices.Sort(s)
-	return s
-}
-
 // ofPrefix keeps the entries of state named with prefix.
 func ofPrefix(s []string, prefix string) []string {
 	var out []string
@@ -189,21 +168,7 @@ func ofPrefix(s []string, prefix string) []string {
 	return out
 }
 
-// waitGone waits until nothing named with prefix is left.
-func waitGone(t *testing.T, prefix string, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		left := ofPrefix(state(t), prefix)
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("left after %v: %v", within, left)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+var state = netshapetest.State
 
 func newNetwork(t *testing.T, opts netshape.Options) *netshape.Network {
 	t.Helper()
@@ -387,16 +352,13 @@ func TestReaperAfterKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	owner.Wait()
-	waitGone(t, prefix, 30*time.Second)
+	netshapetest.WaitState(t, before, 30*time.Second)
 	deadline := time.Now().Add(10 * time.Second)
 	for alive(sleeper) {
 		if time.Now().After(deadline) {
 			t.Fatalf("process %d inside the namespace outlived the reaper", sleeper)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-	if after := state(t); !slices.Equal(before, after) {
-		t.Fatalf("before: %v\nafter: %v", before, after)
 	}
 }
 

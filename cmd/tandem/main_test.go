@@ -5,15 +5,17 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"testing"
 )
 
 // TestMain lets the test binary act as the tandem binary when it is
 // re-executed as a worker process (tandem up and tandem generate --local
-// --tp N start their workers with os.Executable()).
+// --tp N start their workers with os.Executable()), as the reaper of a
+// --link network, or as `tandem up` itself (a test that kills it).
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == "worker" {
+	if len(os.Args) > 1 && slices.Contains([]string{"worker", "link-reaper", "up"}, os.Args[1]) {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		cmd := newRootCmd()

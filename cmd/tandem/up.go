@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,6 +21,7 @@ import (
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
 	"github.com/tandemllm/tandem/model"
+	"github.com/tandemllm/tandem/netshape"
 )
 
 // upFlags are the flags of `tandem up`.
@@ -36,6 +38,7 @@ type upFlags struct {
 	unifiedGroups int
 	readyTimeout  time.Duration
 	dataDir       string
+	link          string
 	engine        engineFlags
 	backend       backendFlags
 }
@@ -94,7 +97,10 @@ coordinator (gRPC and OpenAI-compatible HTTP APIs) in this process, and one
 worker process per rank. The default is disaggregated serving on the CPU with
 one prefill group of TP 2 and one decode group of TP 2, running the "tiny"
 preset (created in the cache directory on first use). --mode unified --tp N
-runs colocated groups instead. Ctrl-C or SIGTERM stops every process.`,
+runs colocated groups instead. Ctrl-C or SIGTERM stops every process.
+--link PROFILE puts each worker process in its own network namespace,
+linked through a bridge shaped to the profile (eth-25g, ib-400g, ...), so
+allreduces and KV transfers cross a link with a real bandwidth limit.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd, &f) },
 	}
@@ -111,6 +117,7 @@ runs colocated groups instead. Ctrl-C or SIGTERM stops every process.`,
 	fl.IntVar(&f.unifiedGroups, "groups", 1, "number of unified groups (--mode unified)")
 	fl.DurationVar(&f.readyTimeout, "ready-timeout", 5*time.Minute, "how long to wait for every group to be ready")
 	fl.StringVar(&f.dataDir, "data-dir", "", "etcd data directory (default: a temporary directory, removed on exit)")
+	fl.StringVar(&f.link, "link", "", linkHelp)
 	f.engine.register(cmd)
 	f.backend.register(fl)
 	return cmd
@@ -122,6 +129,12 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	specs, err := f.groups()
 	if err != nil {
 		return err
+	}
+	var link netshape.Profile
+	if f.link != "" {
+		if link, err = checkLink(f.link); err != nil {
+			return err
+		}
 	}
 	presetName := f.preset
 	if f.modelDir != "" {
@@ -155,8 +168,17 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		}
 		defer os.RemoveAll(etcdDir)
 	}
+	var nw *netshape.Network
+	var etcdOpts cluster.EmbeddedOptions
+	if f.link != "" {
+		if nw, err = startLink(ctx, link, ranks, errOut); err != nil {
+			return err
+		}
+		defer nw.Close()
+		etcdOpts.ClientAddr = nw.HostAddr() + ":0" // the workers reach it over their links
+	}
 	fmt.Fprintln(errOut, "starting etcd ...")
-	etcd, err := cluster.StartEmbedded(ctx, etcdDir, cluster.EmbeddedOptions{})
+	etcd, err := cluster.StartEmbedded(ctx, etcdDir, etcdOpts)
 	if err != nil {
 		return err
 	}
@@ -176,6 +198,7 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 
 	procs := &children{}
 	defer procs.stop(errOut)
+	node := 0
 	for _, g := range specs {
 		for r := range g.tp {
 			args := []string{"worker", "--role", g.role, "--group", g.name, "--tp", strconv.Itoa(g.tp), "--rank", strconv.Itoa(r),
@@ -183,7 +206,13 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 				"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels, "--device", f.backend.device,
 				"--max-batch-tokens", strconv.Itoa(f.engine.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.engine.kvCacheMB),
 				"--otlp-endpoint", f.coord.otlpEndpoint}
-			if err := procs.start(fmt.Sprintf("%s/%d", g.name, r), args, errOut); err != nil {
+			var wrap []string
+			if nw != nil {
+				args = append(args, linkedWorkerArgs(nw, node)...)
+				wrap = nw.Command(node)
+			}
+			node++
+			if err := procs.startIn(wrap, fmt.Sprintf("%s/%d", g.name, r), args, errOut); err != nil {
 				return err
 			}
 		}
@@ -271,6 +300,13 @@ type childExit struct {
 // start runs `tandem ARGS`; the child gets SIGTERM if this process dies,
 // so none outlives it.
 func (c *children) start(name string, args []string, stderr io.Writer) error {
+	return c.startIn(nil, name, args, stderr)
+}
+
+// startIn is start with `tandem ARGS` run through wrap, a command line
+// that execs what follows it in place (`ip netns exec NS`), so the child
+// keeps its parent-death signal.
+func (c *children) startIn(wrap []string, name string, args []string, stderr io.Writer) error {
 	if c.exited == nil {
 		c.exited = make(chan childExit, 64)
 	}
@@ -278,7 +314,8 @@ func (c *children) start(name string, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	p := exec.Command(self, args...)
+	argv := append(append(slices.Clone(wrap), self), args...)
+	p := exec.Command(argv[0], argv[1:]...)
 	p.Stdout, p.Stderr = stderr, stderr
 	p.SysProcAttr = childAttr()
 	if err := p.Start(); err != nil {
