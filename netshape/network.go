@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -59,8 +58,10 @@ type Options struct {
 	// it should call Reap with them. Without one, a network whose process
 	// was killed is removed by the next New or Sweep.
 	Reaper []string
-	// ReaperStderr receives the reaper's output (default: discarded).
-	ReaperStderr io.Writer
+	// ReaperStderr receives the reaper's output (default: none). It is a
+	// file, not any writer: the reaper outlives this process, and a pipe
+	// to a goroutine of it would break when it dies.
+	ReaperStderr *os.File
 	// LockDir holds a lock file per live network (default
 	// DefaultLockDir).
 	LockDir string

@@ -188,7 +188,7 @@ func sweep(ctx context.Context, run runner, dir string) error {
 
 // startReaper starts argv with the prefix and lock directory appended and
 // a pipe on its stdin whose write end only this process holds.
-func (n *Network) startReaper(argv []string, stderr io.Writer) error {
+func (n *Network) startReaper(argv []string, stderr *os.File) error {
 	if len(argv) == 0 {
 		return nil
 	}
@@ -198,7 +198,10 @@ func (n *Network) startReaper(argv []string, stderr io.Writer) error {
 	}
 	defer r.Close()
 	cmd := exec.Command(argv[0], append(slices.Clone(argv[1:]), n.prefix, n.lockDir)...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = r, stderr, stderr
+	cmd.Stdin = r
+	if stderr != nil {
+		cmd.Stdout, cmd.Stderr = stderr, stderr
+	}
 	// Its own process group, so that a Ctrl-C meant for this process
 	// does not stop it first.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

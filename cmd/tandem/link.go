@@ -40,7 +40,7 @@ func startLink(ctx context.Context, p netshape.Profile, nodes int, w io.Writer) 
 		return nil, err
 	}
 	fmt.Fprintf(w, "building the %s link ...\n", p.Name)
-	nw, err := netshape.New(ctx, netshape.Options{Nodes: nodes, Profile: p, Reaper: []string{self, "link-reaper"}, ReaperStderr: w})
+	nw, err := netshape.New(ctx, netshape.Options{Nodes: nodes, Profile: p, Reaper: []string{self, "link-reaper"}, ReaperStderr: os.Stderr})
 	if err != nil {
 		return nil, fmt.Errorf("--link %s: %w", p.Name, err)
 	}

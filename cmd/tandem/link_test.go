@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -373,4 +375,41 @@ func TestUpLinkKVTransfer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestGenerateLocalLink: `generate --local --tp 2 --link` gives the same
+// tokens as without the link, says what it built, and leaves nothing;
+// --link without a local group is refused.
+func TestGenerateLocalLink(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	if _, _, err := runTandemStreams(t, "generate", "--local", "--preset", "tiny", "--link", "eth-25g", "Hello"); err == nil || !strings.Contains(err.Error(), "--link needs --local --tp 2") {
+		t.Errorf("--link with --tp 1: %v", err)
+	}
+	netshapetest.Require(t)
+	before := netshapetest.State(t)
+	args := []string{"generate", "--local", "--preset", "tiny", "--json", "--tp", "2", "--threads", "1", "--max-tokens", "6", "Hello there"}
+	plain, _, err := runTandemStreams(t, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	linked, errOut, err := runTandemStreams(t, append(args, "--link", "eth-25g")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(errOut, "link eth-25g: 2 network namespaces") {
+		t.Errorf("no word of the link:\n%q", errOut)
+	}
+	var a, b generateResult
+	if err := errors.Join(json.Unmarshal([]byte(plain), &a), json.Unmarshal([]byte(linked), &b)); err != nil {
+		t.Fatal(err)
+	}
+	if len(a.TokenIDs) != 6 || !slices.Equal(a.TokenIDs, b.TokenIDs) {
+		t.Errorf("tokens %v over the link, %v without", b.TokenIDs, a.TokenIDs)
+	}
+	if kids := childProcesses(t); len(kids) > 0 {
+		t.Fatalf("processes left behind: %v", kids)
+	}
+	netshapetest.WaitState(t, before, 0)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/tandemllm/tandem/model"
 	"github.com/tandemllm/tandem/model/preset"
 	"github.com/tandemllm/tandem/model/tokenizer"
+	"github.com/tandemllm/tandem/netshape"
 )
 
 // resolveModelDir returns the model directory of --model or --preset.
@@ -62,6 +64,12 @@ func runLocalGenerate(cmd *cobra.Command, f *generateFlags, prompt string) error
 	if err != nil {
 		return err
 	}
+	var link netshape.Profile
+	if f.link != "" {
+		if link, err = checkLink(f.link); err != nil {
+			return err
+		}
+	}
 	dir, err := resolveModelDir(ctx, f.modelDir, f.preset)
 	if err != nil {
 		return err
@@ -86,7 +94,7 @@ func runLocalGenerate(cmd *cobra.Command, f *generateFlags, prompt string) error
 			// The ranks share this machine's cores.
 			f.backend.threads = max(1, runtime.NumCPU()/g.tp)
 		}
-		stop, err := startLocalGroup(ctx, &g, dir, f)
+		stop, err := startLocalGroup(ctx, &g, dir, f, link, cmd.ErrOrStderr())
 		if err != nil {
 			return err
 		}
@@ -163,17 +171,36 @@ func logprobJSON(tok *tokenizer.Tokenizer, lp engine.TokenLogprob, top []engine.
 }
 
 // startLocalGroup runs the other ranks of a local TP group: an embedded
-// etcd for their rendezvous, and one `tandem worker` process per rank.
-// stop ends the workers (after rank 0's Shutdown they exit by themselves)
-// and the etcd server.
-func startLocalGroup(ctx context.Context, g *groupFlags, dir string, f *generateFlags) (stop func(), err error) {
+// etcd for their rendezvous, and one `tandem worker` process per rank;
+// with --link, each rank in a namespace of a network shaped to link (rank
+// 0 by making its collective listener there). stop ends the workers
+// (after rank 0's Shutdown they exit by themselves), the etcd server and
+// the network.
+func startLocalGroup(ctx context.Context, g *groupFlags, dir string, f *generateFlags, link netshape.Profile, w io.Writer) (stop func(), err error) {
+	var nw *netshape.Network
+	var etcdOpts cluster.EmbeddedOptions
+	if f.link != "" {
+		if nw, err = startLink(ctx, link, g.tp, w); err != nil {
+			return nil, err
+		}
+		etcdOpts.ClientAddr = nw.HostAddr() + ":0"
+		g.listen = nw.Node(0).Addr + ":0"
+		g.listenIn = func(f func() error) error { return nw.Do(0, f) }
+	}
+	closeLink := func() {
+		if nw != nil {
+			nw.Close()
+		}
+	}
 	etcdDir, err := os.MkdirTemp("", "tandem-etcd-")
 	if err != nil {
+		closeLink()
 		return nil, err
 	}
-	etcd, err := cluster.StartEmbedded(ctx, etcdDir, cluster.EmbeddedOptions{})
+	etcd, err := cluster.StartEmbedded(ctx, etcdDir, etcdOpts)
 	if err != nil {
 		os.RemoveAll(etcdDir)
+		closeLink()
 		return nil, err
 	}
 	g.etcdEndpoints = strings.Join(etcd.Endpoints(), ",")
@@ -181,6 +208,7 @@ func startLocalGroup(ctx context.Context, g *groupFlags, dir string, f *generate
 	if err != nil {
 		etcd.Close()
 		os.RemoveAll(etcdDir)
+		closeLink()
 		return nil, err
 	}
 	var procs []*exec.Cmd
@@ -197,12 +225,17 @@ func startLocalGroup(ctx context.Context, g *groupFlags, dir string, f *generate
 		}
 		etcd.Close()
 		os.RemoveAll(etcdDir)
+		closeLink()
 	}
 	for r := 1; r < g.tp; r++ {
-		p := exec.Command(self, "worker", "--role", cluster.RoleUnified, "--tp", strconv.Itoa(g.tp), "--rank", strconv.Itoa(r),
+		argv := []string{self, "worker", "--role", cluster.RoleUnified, "--tp", strconv.Itoa(g.tp), "--rank", strconv.Itoa(r),
 			"--group", g.group, "--etcd-endpoints", g.etcdEndpoints, "--model", dir,
 			"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels,
-			"--max-batch-tokens", strconv.Itoa(f.engine.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.engine.kvCacheMB))
+			"--max-batch-tokens", strconv.Itoa(f.engine.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.engine.kvCacheMB)}
+		if nw != nil {
+			argv = nw.Command(r, append(argv, linkedWorkerArgs(nw, r)...)...)
+		}
+		p := exec.Command(argv[0], argv[1:]...)
 		p.Stderr = os.Stderr
 		if err := p.Start(); err != nil {
 			stop()
