@@ -329,16 +329,6 @@ func startOwner(t *testing.T, how, lockDir string) (*exec.Cmd, string, int) {
 	return cmd, f[1], pid
 }
 
-func alive(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(stat)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return len(f) > 0 && f[0] != "Z"
-}
-
 // TestReaperAfterKill kills the owner of a network with SIGKILL: its
 // reaper must stop the process left inside and remove the network.
 func TestReaperAfterKill(t *testing.T) {
@@ -353,13 +343,7 @@ func TestReaperAfterKill(t *testing.T) {
 	}
 	owner.Wait()
 	netshapetest.WaitState(t, before, 30*time.Second)
-	deadline := time.Now().Add(10 * time.Second)
-	for alive(sleeper) {
-		if time.Now().After(deadline) {
-			t.Fatalf("process %d inside the namespace outlived the reaper", sleeper)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	netshapetest.WaitExited(t, 10*time.Second, sleeper) // the process inside the namespace
 }
 
 // TestSweep: a network whose owner was killed with no reaper is removed by
@@ -378,7 +362,7 @@ func TestSweep(t *testing.T) {
 	if got := ofPrefix(state(t), dead); len(got) != 0 {
 		t.Fatalf("New did not sweep the dead network: %v", got)
 	}
-	if alive(sleeper) {
+	if netshapetest.Running(sleeper) {
 		t.Errorf("process %d inside the dead network survived the sweep", sleeper)
 	}
 	if err := netshape.Sweep(t.Context(), dir); err != nil {

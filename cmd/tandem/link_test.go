@@ -111,6 +111,13 @@ func TestUpLink(t *testing.T) {
 	if err := u.stop(); err != nil {
 		t.Fatal(err)
 	}
+	nothingLeft(t, before)
+}
+
+// nothingLeft checks that no child process of this test is left, and
+// that the machine's namespaces and links are as they were before.
+func nothingLeft(t *testing.T, before []string) {
+	t.Helper()
 	if kids := childProcesses(t); len(kids) > 0 {
 		t.Fatalf("processes left behind: %v", kids)
 	}
@@ -165,10 +172,7 @@ func TestUpLinkFailedStart(t *testing.T) {
 	if !strings.Contains(logs.String(), "link nvlink:") {
 		t.Fatalf("the network was not built before the failure (%v):\n%s", err, logs.String())
 	}
-	if kids := childProcesses(t); len(kids) > 0 {
-		t.Fatalf("processes left behind: %v", kids)
-	}
-	netshapetest.WaitState(t, before, 0)
+	nothingLeft(t, before)
 }
 
 // TestUpLinkInterrupted: Ctrl-C while the workers are still starting
@@ -207,10 +211,7 @@ func TestUpLinkInterrupted(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("tandem up did not stop within 30 s of the interrupt")
 	}
-	if kids := childProcesses(t); len(kids) > 0 {
-		t.Fatalf("processes left behind: %v", kids)
-	}
-	netshapetest.WaitState(t, before, 0)
+	nothingLeft(t, before)
 }
 
 // TestUpLinkKilled kills `tandem up --link` with SIGKILL: its workers
@@ -254,15 +255,7 @@ func TestUpLinkKilled(t *testing.T) {
 	}
 	up.Wait()
 	netshapetest.WaitState(t, before, 30*time.Second)
-	deadline := time.Now().Add(15 * time.Second)
-	for _, pid := range append(pids, reaper...) {
-		for running(pid) {
-			if time.Now().After(deadline) {
-				t.Fatalf("process %d outlived the killed tandem up", pid)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	netshapetest.WaitExited(t, 15*time.Second, append(pids, reaper...)...)
 }
 
 // processesWith lists the living processes whose command line holds arg.
@@ -279,23 +272,11 @@ func processesWith(t *testing.T, arg string) []int {
 			continue
 		}
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if slices.Contains(strings.Split(string(cmdline), "\x00"), arg) && running(pid) {
+		if slices.Contains(strings.Split(string(cmdline), "\x00"), arg) && netshapetest.Running(pid) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
-}
-
-// running reports whether pid is a process that has not exited (a zombie
-// waiting to be reaped has).
-func running(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(stat)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return len(f) > 0 && f[0] != "Z"
 }
 
 // TestUpLinkKVTransfer sends a 2048-token prompt through prefill TP-1 →
@@ -408,8 +389,5 @@ func TestGenerateLocalLink(t *testing.T) {
 	if len(a.TokenIDs) != 6 || !slices.Equal(a.TokenIDs, b.TokenIDs) {
 		t.Errorf("tokens %v over the link, %v without", b.TokenIDs, a.TokenIDs)
 	}
-	if kids := childProcesses(t); len(kids) > 0 {
-		t.Fatalf("processes left behind: %v", kids)
-	}
-	netshapetest.WaitState(t, before, 0)
+	nothingLeft(t, before)
 }

@@ -3,6 +3,7 @@
 package netshapetest
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"slices"
@@ -71,5 +72,32 @@ func WaitState(t testing.TB, want []string, within time.Duration) {
 			t.Fatalf("after %v: %v\nwant (as before): %v", within, got, want)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Running reports whether pid is a process that has not exited (a zombie
+// waiting for its parent has).
+func Running(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(stat)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) > 0 && f[0] != "Z"
+}
+
+// WaitExited waits until none of pids runs, and fails t if one still does
+// after the time given.
+func WaitExited(t testing.TB, within time.Duration, pids ...int) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for _, pid := range pids {
+		for Running(pid) {
+			if time.Now().After(deadline) {
+				t.Fatalf("process %d still runs after %v", pid, within)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }
