@@ -20,6 +20,8 @@ model replica, and records every token's compute, collective and KV-transfer cos
 		newTraceCmd(),
 		newModelCmd(),
 		newTokenizeCmd(),
+		newBenchCmd(),
+		newPlanCmd(),
 		newLinkReaperCmd(),
 	)
 	return root

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestBenchCommand runs `tandem bench` as a user types it against a
+// running cluster: vLLM-style --goodput pairs after one flag, a sweep,
+// saved results.
+func TestBenchCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	tc := startCluster(t, "tiny", []groupSpec{{name: "unified-0", role: "unified", tp: 1}})
+	dir := t.TempDir()
+	var out, errs bytes.Buffer
+	cmd := newRootCmd()
+	cmd.SetOut(&out)
+	cmd.SetErr(&errs)
+	cmd.SetArgs([]string{"bench", "--addr", tc.coord.grpcAddr, "--num-prompts", "6", "--random-input-len", "16",
+		"--random-output-len", "4", "--max-concurrency", "1,2", "--save-result", "--result-dir", dir,
+		"--result-filename", "r.json", "--goodput", "ttft:60000", "tpot:60000", "e2el:60000"})
+	if err := cmd.ExecuteContext(t.Context()); err != nil {
+		t.Fatalf("tandem bench: %v\n%s", err, errs.String())
+	}
+	for _, name := range []string{"r-infqps-concurrency1.json", "r-infqps-concurrency2.json"} {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r map[string]any
+		if err := json.Unmarshal(data, &r); err != nil {
+			t.Fatal(err)
+		}
+		if r["completed"] != 6.0 || r["request_goodput"] != r["request_throughput"] || r["backend"] != "tandem" {
+			t.Fatalf("%s: completed %v, goodput %v vs throughput %v", name, r["completed"], r["request_goodput"], r["request_throughput"])
+		}
+	}
+	if !strings.Contains(out.String(), "Request goodput (req/s):") {
+		t.Fatalf("report:\n%s", out.String())
+	}
+	cmd = newRootCmd()
+	cmd.SetOut(&out)
+	cmd.SetErr(&errs)
+	cmd.SetArgs([]string{"bench", "--addr", tc.coord.grpcAddr, "stray"})
+	if err := cmd.ExecuteContext(t.Context()); err == nil || !strings.Contains(err.Error(), "stray") {
+		t.Fatalf("a stray argument: %v", err)
+	}
+}
+
+// TestBenchCompareCommand runs `tandem bench compare --tp 1,2` as typed:
+// two local clusters, each `tandem up` run from this binary, started and
+// stopped in turn.
+func TestBenchCompareCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts clusters")
+	}
+	dir := t.TempDir()
+	var out, errs bytes.Buffer
+	cmd := newRootCmd()
+	cmd.SetOut(&out)
+	cmd.SetErr(&errs)
+	cmd.SetArgs([]string{"bench", "compare", "--tp", "1,2", "--num-prompts", "4", "--random-input-len", "16",
+		"--random-output-len", "4", "--max-concurrency", "2", "--result-dir", dir, "--result-filename", "c.json", "--disable-tqdm"})
+	if err := cmd.ExecuteContext(t.Context()); err != nil {
+		t.Fatalf("tandem bench compare: %v\n%s", err, errs.String())
+	}
+	if !strings.Contains(out.String(), "unified-tp2") || !strings.Contains(out.String(), "allreduce B/tok") {
+		t.Fatalf("table:\n%s", out.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "c.json")); err != nil {
+		t.Fatal(err)
+	}
+	if kids := childProcesses(t); len(kids) > 0 {
+		t.Fatalf("processes left behind: %v", kids)
+	}
+}
