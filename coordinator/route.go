@@ -301,12 +301,13 @@ func (c *Coordinator) sync(ctx context.Context, groups []cluster.Group) {
 		st := &groupState{name: g.Name, group: g}
 		addr := st.leader().Addr
 		old := c.groups[g.Name]
-		if old != nil && old.addr == addr && old.group.Role == g.Role && old.group.Model == g.Model && old.group.TP == g.TP {
+		if old != nil && old.addr == addr && old.group.Role == g.Role && old.group.Model == g.Model && old.group.TP == g.TP &&
+			old.group.Incarnation == g.Incarnation {
 			old.group = g
 			continue
 		}
 		if old != nil {
-			old.leave(fmt.Errorf("group %q re-registered with another leader", g.Name))
+			old.leave(fmt.Errorf("group %q re-registered with another leader or incarnation", g.Name))
 		}
 		st.addr = addr
 		st.ctx, st.leave = context.WithCancelCause(ctx)

@@ -233,3 +233,23 @@ func TestAdmit(t *testing.T) {
 		t.Errorf("after release: %v", err)
 	}
 }
+
+// A group restarted by its supervisor at the same addresses (fixed
+// ports) is a new incarnation: requests on the old one end, and the new
+// one gets a state of its own.
+func TestSyncReplacesRestartedGroup(t *testing.T) {
+	c := routeTestCoordinator(t, group("a", cluster.RoleUnified, 1, "m"))
+	old := c.groups["a"]
+	restarted := group("a", cluster.RoleUnified, 1, "m")
+	restarted.Incarnation = 1
+	for i := range restarted.Ranks {
+		restarted.Ranks[i].Incarnation = 1
+	}
+	c.sync(context.Background(), []cluster.Group{restarted})
+	if old.ctx.Err() == nil || !strings.Contains(context.Cause(old.ctx).Error(), "incarnation") {
+		t.Errorf("the old incarnation's context: %v", context.Cause(old.ctx))
+	}
+	if now := c.groups["a"]; now == old || now.group.Incarnation != 1 || now.client == nil {
+		t.Errorf("state after the restart: %+v", now)
+	}
+}

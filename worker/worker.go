@@ -36,6 +36,9 @@ type Options struct {
 	Role string
 	// Group names the rank's group; ModelName is the model id it serves.
 	Group, ModelName string
+	// Incarnation is the group's start count, given by its supervisor
+	// (cluster.Member.Incarnation); registered with the rank.
+	Incarnation int
 	// Model is this rank's shard, loaded; Engine configures the engine Run
 	// makes for it (Comm is required when the model is sharded).
 	Model  *engine.Model
@@ -220,9 +223,9 @@ func Run(ctx context.Context, opts Options) error {
 
 	if opts.Etcd != nil {
 		_, total := e.KVBlocks()
-		reg, err := cluster.Register(ctx, opts.Etcd, cluster.Registration{
+		reg, err := register(ctx, opts.Etcd, cluster.Registration{
 			Role: opts.Role, Group: opts.Group, Rank: plan.Rank, TP: plan.TP, Addr: opts.AdvertiseAddr,
-			Model: opts.ModelName, KVBlocks: total, KVBlockSize: e.BlockSize(),
+			Model: opts.ModelName, KVBlocks: total, KVBlockSize: e.BlockSize(), Incarnation: opts.Incarnation,
 		}, opts.LeaseTTL)
 		if err != nil {
 			return fmt.Errorf("worker: registering rank %d of %s: %w", plan.Rank, opts.Group, err)
@@ -265,6 +268,28 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 	return runErr
+}
+
+// register registers the rank. A rank still held is retried until a
+// lease TTL and a second have passed: that is a dead predecessor's entry
+// (a rank restarted without its supervisor clearing etcd, as under
+// Kubernetes) waiting for its lease to expire; a rank still held after
+// that is held by a live process.
+func register(ctx context.Context, cli *clientv3.Client, r cluster.Registration, ttl time.Duration) (*cluster.Registered, error) {
+	deadline := time.Now().Add(ttl + time.Second)
+	for {
+		reg, err := cluster.Register(ctx, cli, r, ttl)
+		if !errors.Is(err, cluster.ErrRankTaken) || time.Now().After(deadline) {
+			return reg, err
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		}
+	}
 }
 
 // dialOptions are how a worker dials other workers: plain TCP, with the

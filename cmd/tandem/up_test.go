@@ -88,11 +88,17 @@ func TestUp(t *testing.T) {
 // childProcesses lists this process's living children (Linux /proc).
 func childProcesses(t *testing.T) []string {
 	t.Helper()
+	return childrenOf(t, os.Getpid())
+}
+
+// childrenOf lists pid's living children as "PID (comm)" (Linux /proc;
+// zombies are not living).
+func childrenOf(t *testing.T, pid int) []string {
+	t.Helper()
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		t.Skip("no /proc to look for children in")
 	}
-	self := os.Getpid()
 	var kids []string
 	for _, e := range entries {
 		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
@@ -106,7 +112,7 @@ func childProcesses(t *testing.T) []string {
 			continue
 		}
 		f := strings.Fields(s[i+1:])
-		if len(f) >= 2 && f[1] == strconv.Itoa(self) && f[0] != "Z" {
+		if len(f) >= 2 && f[1] == strconv.Itoa(pid) && f[0] != "Z" {
 			kids = append(kids, e.Name()+" "+s[:i+1])
 		}
 	}

@@ -30,6 +30,7 @@ import (
 // groupFlags place a process in a tensor-parallel group.
 type groupFlags struct {
 	tp, rank      int
+	incarnation   int
 	group         string
 	etcdEndpoints string
 	listen        string
@@ -44,6 +45,8 @@ func (g *groupFlags) validate(joins bool) error {
 		return fmt.Errorf("--tp %d: must be >= 1", g.tp)
 	case g.rank < 0 || g.rank >= g.tp:
 		return fmt.Errorf("--rank %d: must be in 0..%d for --tp %d", g.rank, g.tp-1, g.tp)
+	case g.incarnation < 0:
+		return fmt.Errorf("--incarnation %d: must be >= 0", g.incarnation)
 	case joins && g.tp > 1 && g.group == "":
 		return errors.New("--group is required with --tp > 1")
 	case joins && g.tp > 1 && g.etcdEndpoints == "":
@@ -130,7 +133,7 @@ continuous-batching scheduler; the other ranks follow its step plans.
 			opts := eng.options()
 			opts.Comm = comm
 			wopts := worker.Options{
-				Role: role, Group: g.group, ModelName: modelName, Model: m, Engine: opts,
+				Role: role, Group: g.group, Incarnation: g.incarnation, ModelName: modelName, Model: m, Engine: opts,
 				Listener: ln, AdvertiseAddr: advertise, Etcd: cli, Registerer: reg, Telemetry: tel,
 			}
 			if gpu, err := metrics.OpenGPU(0); err == nil { // absent without an NVIDIA driver
@@ -212,6 +215,7 @@ func (g *groupFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&g.tp, "tp", 1, "tensor-parallel degree of the group")
 	fl.IntVar(&g.rank, "rank", 0, "this process's rank in the group")
 	fl.StringVar(&g.group, "group", "", "group name, shared by all its ranks")
+	fl.IntVar(&g.incarnation, "incarnation", 0, "the group's start count, raised by its supervisor at each restart: ranks meet only ranks of the same incarnation")
 	fl.StringVar(&g.etcdEndpoints, "etcd-endpoints", "", "comma-separated etcd client URLs")
 	fl.StringVar(&g.listen, "listen", "127.0.0.1:0", "address of this rank's collective endpoint")
 	fl.DurationVar(&g.joinTimeout, "join-timeout", time.Minute, "how long to wait for the group's other ranks")
@@ -247,12 +251,14 @@ func joinGroup(ctx context.Context, g *groupFlags) (nccl.Communicator, error) {
 	}
 	jctx, cancel := context.WithTimeout(ctx, g.joinTimeout)
 	defer cancel()
-	addrs, err := cluster.Rendezvous(jctx, cli, cluster.Member{Group: g.group, Size: g.tp, Rank: g.rank, Value: ln.Addr()})
+	addrs, err := cluster.Rendezvous(jctx, cli, cluster.Member{Group: g.group, Size: g.tp, Rank: g.rank, Value: ln.Addr(), Incarnation: g.incarnation})
 	if err != nil {
 		ln.Close()
 		return nil, err
 	}
-	return ring.Connect(jctx, ln, g.rank, addrs, ring.Options{})
+	// The incarnation is part of the ring's group id, so a rank of a dead
+	// incarnation that still dials is refused at the handshake.
+	return ring.Connect(jctx, ln, g.rank, addrs, ring.Options{Group: fmt.Sprintf("%s#%d", g.group, g.incarnation)})
 }
 
 // openShard joins the group (when TP > 1) and loads this rank's shard of
