@@ -17,13 +17,6 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
-// Roles of a worker group.
-const (
-	RolePrefill = "prefill"
-	RoleDecode  = "decode"
-	RoleUnified = "unified"
-)
-
 // ErrRankTaken is wrapped when a (group, rank) is already registered.
 var ErrRankTaken = errors.New("cluster: rank already registered")
 
@@ -40,14 +33,14 @@ func memberKey(group string, rank int) string {
 
 // Registration is one worker rank's entry in etcd.
 type Registration struct {
-	Role        string `json:"role"`          // RolePrefill, RoleDecode or RoleUnified
+	Role        Role   `json:"role"`          // RolePrefill, RoleDecode or RoleUnified
 	Group       string `json:"group"`         // group name, no '/'
 	Rank        int    `json:"rank"`          // this rank, in [0, TP)
 	TP          int    `json:"tp"`            // the group's rank count
 	Addr        string `json:"addr"`          // host:port of this rank's gRPC server (Worker on rank 0, KVTransfer and internal services on all)
 	Model       string `json:"model"`         // model id served
 	KVBlocks    int    `json:"kv_blocks"`     // KV cache blocks in the pool
-	KVBlockSize int    `json:"kv_block_size"` // token slots per block
+	KVBlockSize int    `json:"kv_block_size"` // token slots per block, at least 1
 	// Incarnation is the group's start count (see Member.Incarnation):
 	// the ranks of one running group all carry the same.
 	Incarnation int `json:"incarnation,omitempty"`
@@ -59,7 +52,7 @@ func (r Registration) Validate() error {
 		return fmt.Errorf("cluster: registration field %s: %s", field, fmt.Sprintf(format, args...))
 	}
 	switch {
-	case r.Role != RolePrefill && r.Role != RoleDecode && r.Role != RoleUnified:
+	case !r.Role.Valid():
 		return bad("role", "unknown role %q (want %s, %s or %s)", r.Role, RolePrefill, RoleDecode, RoleUnified)
 	case r.Group == "" || strings.Contains(r.Group, "/"):
 		// The group is one path element of the etcd key.
@@ -74,8 +67,8 @@ func (r Registration) Validate() error {
 		return bad("model", "empty")
 	case r.KVBlocks < 0:
 		return bad("kv_blocks", "negative (%d)", r.KVBlocks)
-	case r.KVBlockSize < 0:
-		return bad("kv_block_size", "negative (%d)", r.KVBlockSize)
+	case r.KVBlockSize < 1:
+		return bad("kv_block_size", "%d (want at least 1)", r.KVBlockSize)
 	case r.Incarnation < 0:
 		return bad("incarnation", "negative (%d)", r.Incarnation)
 	}
@@ -199,8 +192,9 @@ func leaseGone(err error) bool {
 
 // Group is one worker group as seen in etcd.
 type Group struct {
-	Name, Role, Model string
-	TP                int
+	Name, Model string
+	Role        Role
+	TP          int
 	// Incarnation is the reference rank's (see buildGroups); ranks of
 	// another incarnation (a dead predecessor's leftovers) read as missing.
 	Incarnation int

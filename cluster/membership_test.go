@@ -88,6 +88,7 @@ func TestRegistrationValidate(t *testing.T) {
 		{"model", func(r *Registration) { r.Model = "" }},
 		{"kv_blocks", func(r *Registration) { r.KVBlocks = -1 }},
 		{"kv_block_size", func(r *Registration) { r.KVBlockSize = -1 }},
+		{"kv_block_size", func(r *Registration) { r.KVBlockSize = 0 }},
 		{"incarnation", func(r *Registration) { r.Incarnation = -1 }},
 	} {
 		r := reg("g", 1, 2)

@@ -30,7 +30,7 @@ func TestRegisterWaitsOutADeadPredecessor(t *testing.T) {
 		t.Cleanup(func() { cli.Close() })
 		return cli
 	}
-	r := cluster.Registration{Role: cluster.RoleDecode, Group: "g", TP: 1, Addr: "127.0.0.1:1", Model: "m"}
+	r := cluster.Registration{Role: cluster.RoleDecode, Group: "g", TP: 1, Addr: "127.0.0.1:1", Model: "m", KVBlockSize: 16}
 	const ttl = time.Second
 	for _, tc := range []struct {
 		name string

@@ -132,7 +132,7 @@ func runLocalGenerate(cmd *cobra.Command, f *generateFlags, prompt string) error
 				res.Logprobs = append(res.Logprobs, logprobJSON(tok, *o.Logprob, o.TopLogprobs))
 			}
 			if o.FinishReason != "" {
-				res.FinishReason = o.FinishReason
+				res.FinishReason = string(o.FinishReason)
 			}
 			if !f.jsonOut {
 				fmt.Fprint(out, o.Text)
@@ -190,7 +190,7 @@ func startLocalGroup(ctx context.Context, g *groupFlags, dir string, f *generate
 	sup, err := supervisor.Start(ctx, supervisor.Options{CrashLoopLimit: -1, StopTimeout: 5 * time.Second, Logger: quiet}, supervisor.Group{
 		Name: g.group, Ranks: ranks,
 		Args: func(rank, _ int) []string {
-			return []string{"worker", "--role", cluster.RoleUnified, "--tp", strconv.Itoa(g.tp), "--rank", strconv.Itoa(rank),
+			return []string{"worker", "--role", string(cluster.RoleUnified), "--tp", strconv.Itoa(g.tp), "--rank", strconv.Itoa(rank),
 				"--group", g.group, "--etcd-endpoints", g.etcdEndpoints, "--model", dir,
 				"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels,
 				"--max-batch-tokens", strconv.Itoa(f.engine.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.engine.kvCacheMB)}

@@ -69,8 +69,9 @@ func (f *restartFlags) options(cli *clientv3.Client, out io.Writer) supervisor.O
 
 // groupSpec is one worker group `tandem up` starts.
 type groupSpec struct {
-	name, role string
-	tp         int
+	name string
+	role cluster.Role
+	tp   int
 }
 
 // supervised is the group as its supervisor runs it: rank r of
@@ -81,14 +82,14 @@ func (g groupSpec) supervised(common []string) supervisor.Group {
 		ranks[r] = r
 	}
 	return supervisor.Group{Name: g.name, Ranks: ranks, Args: func(rank, inc int) []string {
-		return append([]string{"worker", "--role", g.role, "--group", g.name, "--tp", strconv.Itoa(g.tp),
+		return append([]string{"worker", "--role", string(g.role), "--group", g.name, "--tp", strconv.Itoa(g.tp),
 			"--rank", strconv.Itoa(rank), "--incarnation", strconv.Itoa(inc)}, common...)
 	}}
 }
 
 func (f *upFlags) groups() ([]groupSpec, error) {
 	var gs []groupSpec
-	add := func(role string, n, tp int, nFlag, tpFlag string) error {
+	add := func(role cluster.Role, n, tp int, nFlag, tpFlag string) error {
 		if n < 0 {
 			return fmt.Errorf("%s %d: must be >= 0", nFlag, n)
 		}

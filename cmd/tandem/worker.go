@@ -58,7 +58,7 @@ func (g *groupFlags) validate(joins bool) error {
 func newWorkerCmd() *cobra.Command {
 	var (
 		g           groupFlags
-		role        string
+		roleFlag    string
 		model       servedModel
 		grpcAddr    string
 		advertise   string
@@ -86,10 +86,9 @@ continuous-batching scheduler; the other ranks follow its step plans.
 			if err := g.validate(true); err != nil {
 				return err
 			}
-			switch role {
-			case cluster.RolePrefill, cluster.RoleDecode, cluster.RoleUnified:
-			default:
-				return fmt.Errorf("--role %q: must be prefill, decode or unified", role)
+			role, err := cluster.ParseRole(roleFlag)
+			if err != nil {
+				return fmt.Errorf("--role: %w", err)
 			}
 			if g.etcdEndpoints == "" {
 				return errors.New("--etcd-endpoints is required: workers register in etcd")
@@ -116,7 +115,7 @@ continuous-batching scheduler; the other ranks follow its step plans.
 			node, _ := os.Hostname()
 			tel, err := telemetry.Setup(ctx, telemetry.Options{
 				Endpoint: otlp, ServiceName: "tandem-worker",
-				Attributes: []attribute.KeyValue{telemetry.Group(g.group), telemetry.Rank(g.rank), telemetry.Role(role), attribute.String("host.name", node)},
+				Attributes: []attribute.KeyValue{telemetry.Group(g.group), telemetry.Rank(g.rank), telemetry.Role(string(role)), attribute.String("host.name", node)},
 			})
 			if err != nil {
 				ln.Close()
@@ -145,7 +144,7 @@ continuous-batching scheduler; the other ranks follow its step plans.
 	}
 	fl := cmd.Flags()
 	g.register(cmd)
-	fl.StringVar(&role, "role", "", "what the group does: prefill, decode or unified")
+	fl.StringVar(&roleFlag, "role", "", "what the group does: prefill, decode or unified")
 	model.register(fl, "model directory")
 	fl.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:0", "listen address of this rank's gRPC server")
 	fl.StringVar(&advertise, "advertise-addr", "", "address other processes dial to reach --grpc-addr (default: the address listened on)")

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
 
 	"github.com/tandemllm/tandem/cluster"
 )
@@ -32,7 +33,15 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 2 && os.Args[1] == "supervise" {
 		os.Exit(superviseChild(os.Args[2]))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if code == 0 {
+		// Every test stops its supervisor: nothing may be left running.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // fakeRank behaves as MODE says:
@@ -61,7 +70,7 @@ func fakeRank(mode string, args []string) int {
 		rank, _ := strconv.Atoi(args[2])
 		inc, _ := strconv.Atoi(args[3])
 		r, err := cluster.Register(ctx, cli, cluster.Registration{Role: cluster.RoleDecode, Group: args[1], Rank: rank, TP: 2,
-			Addr: "127.0.0.1:1", Model: "m", Incarnation: inc}, time.Second)
+			Addr: "127.0.0.1:1", Model: "m", KVBlockSize: 16, Incarnation: inc}, time.Second)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 2
