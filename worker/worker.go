@@ -66,6 +66,10 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// OnReady, if set, is called once the rank can take part in serving:
+	// a follower once it is registered, rank 0 once every rank of its
+	// group is registered and connected (a readiness probe's signal).
+	OnReady func()
 }
 
 // Worker is a running rank.
@@ -241,6 +245,7 @@ func Run(ctx context.Context, opts Options) error {
 	w.log.Info("worker serving", "role", opts.Role, "addr", opts.AdvertiseAddr, "tp", plan.TP)
 
 	if l == nil {
+		w.ready()
 		err := e.Follow(ctx)
 		if errors.Is(err, engine.ErrShutdown) || ctx.Err() != nil {
 			return nil
@@ -253,6 +258,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer closeRanks()
 	l.ranks = ranks
+	w.ready()
 	runErr := l.run(ctx)
 	if plan.TP > 1 && runErr == nil {
 		sctx, scancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
@@ -284,6 +290,12 @@ func register(ctx context.Context, cli *clientv3.Client, r cluster.Registration,
 			t.Stop()
 			return nil, err
 		}
+	}
+}
+
+func (w *Worker) ready() {
+	if w.opts.OnReady != nil {
+		w.opts.OnReady()
 	}
 }
 

@@ -95,7 +95,7 @@ func runLocalGenerate(cmd *cobra.Command, f *generateFlags, prompt string) error
 	}
 	opts := f.engine.options()
 	opts.Detokenizer = detokenizer{tok}
-	m, comm, closeAll, err := openShard(ctx, dir, &g, &f.backend)
+	m, comm, closeAll, err := openShard(ctx, dir, &g, &f.backend, cmd.ErrOrStderr())
 	if err != nil {
 		return err
 	}

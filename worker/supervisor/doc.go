@@ -1,7 +1,9 @@
 // Package supervisor runs the rank processes of worker groups on one
 // machine and keeps each group alive as one unit. `tandem up` runs every
-// group of its cluster through it, and `tandem generate --local --tp N`
-// the ranks that follow its in-process rank 0.
+// group of its cluster through it, `tandem generate --local --tp N` the
+// ranks that follow its in-process rank 0, and `tandem worker
+// --local-ranks N` the ranks of a pod (with restarts off: Kubernetes
+// restarts the pod).
 //
 // A group's ranks live and die together, as a LeaderWorkerSet's pods do:
 // when any rank exits, or (with etcd) any rank's registration lapses while
