@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tandemllm/tandem/netshape"
+	"github.com/tandemllm/tandem/worker/supervisor"
 )
 
 // linkHelp is the help of --link on the commands that take it.
@@ -50,11 +51,25 @@ func startLink(ctx context.Context, p netshape.Profile, nodes int, w io.Writer) 
 	return nw, nil
 }
 
-// linkedWorkerArgs are the flags that make a worker in node i of nw
-// listen on the node's address (ring, gRPC, metrics).
-func linkedWorkerArgs(nw *netshape.Network, i int) []string {
-	a := nw.Node(i).Addr + ":0"
-	return []string{"--listen", a, "--grpc-addr", a, "--metrics-addr", a}
+// inLink makes the supervisor run each rank r of g in node first+r of
+// nw, listening on the node's address (ring, gRPC, metrics): the binary
+// becomes the namespace wrapper (`ip netns exec NS`), which execs tandem
+// in place, so the rank keeps the supervisor's parent-death signal and
+// process group.
+func inLink(nw *netshape.Network, opts *supervisor.Options, g *supervisor.Group, first int) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	opts.Binary = nw.Command(0)[0]
+	args := g.Args
+	g.Args = func(rank, inc int) []string {
+		i := first + rank
+		a := nw.Node(i).Addr + ":0"
+		tandem := append([]string{self}, args(rank, inc)...)
+		return nw.Command(i, append(tandem, "--listen", a, "--grpc-addr", a, "--metrics-addr", a)...)[1:]
+	}
+	return nil
 }
 
 func newLinkReaperCmd() *cobra.Command {

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -21,6 +21,7 @@ import (
 	"github.com/tandemllm/tandem/model/preset"
 	"github.com/tandemllm/tandem/model/tokenizer"
 	"github.com/tandemllm/tandem/netshape"
+	"github.com/tandemllm/tandem/worker/supervisor"
 )
 
 // resolveModelDir returns the model directory of --model or --preset.
@@ -139,7 +140,7 @@ func runLocalGenerate(cmd *cobra.Command, f *generateFlags, prompt string) error
 				res.Logprobs = append(res.Logprobs, logprobJSON(tok, *o.Logprob, o.TopLogprobs))
 			}
 			if o.FinishReason != "" {
-				res.FinishReason = o.FinishReason
+				res.FinishReason = string(o.FinishReason)
 			}
 			if !f.jsonOut {
 				fmt.Fprint(out, o.Text)
@@ -171,26 +172,25 @@ func logprobJSON(tok *tokenizer.Tokenizer, lp engine.TokenLogprob, top []engine.
 }
 
 // startLocalGroup runs the other ranks of a local TP group: an embedded
-// etcd for their rendezvous, and one `tandem worker` process per rank;
-// with --link, each rank in a namespace of a network shaped to link (rank
-// 0 by making its collective listener there). stop ends the workers
-// (after rank 0's Shutdown they exit by themselves), the etcd server and
-// the network.
+// etcd for their rendezvous, and one `tandem worker` process per rank
+// under a supervisor that does not restart them (a rank's death fails the
+// generation through the collectives) and whose ranks die with this
+// process; with --link, each rank in a namespace of a network shaped to
+// link (rank 0 by making its collective listener there). stop ends the
+// workers (after rank 0's Shutdown they exit by themselves), the etcd
+// server and the network.
 func startLocalGroup(ctx context.Context, g *groupFlags, dir string, f *generateFlags, link netshape.Profile, w io.Writer) (stop func(), err error) {
 	var nw *netshape.Network
 	var etcdOpts cluster.EmbeddedOptions
+	closeLink := func() {}
 	if f.link != "" {
 		if nw, err = startLink(ctx, link, g.tp, w); err != nil {
 			return nil, err
 		}
+		closeLink = func() { nw.Close() }
 		etcdOpts.ClientAddr = nw.HostAddr() + ":0"
 		g.listen = nw.Node(0).Addr + ":0"
 		g.listenIn = func(f func() error) error { return nw.Do(0, f) }
-	}
-	closeLink := func() {
-		if nw != nil {
-			nw.Close()
-		}
 	}
 	etcdDir, err := os.MkdirTemp("", "tandem-etcd-")
 	if err != nil {
@@ -204,44 +204,40 @@ func startLocalGroup(ctx context.Context, g *groupFlags, dir string, f *generate
 		return nil, err
 	}
 	g.etcdEndpoints = strings.Join(etcd.Endpoints(), ",")
-	self, err := os.Executable()
+	ranks := make([]int, 0, g.tp-1)
+	for r := 1; r < g.tp; r++ {
+		ranks = append(ranks, r)
+	}
+	// The generation reports a rank's death; only the supervisor's warnings
+	// (a rank that would not stop) are worth showing here.
+	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	opts := supervisor.Options{CrashLoopLimit: -1, StopTimeout: 5 * time.Second, Logger: quiet}
+	group := supervisor.Group{
+		Name: g.group, Ranks: ranks,
+		Args: func(rank, _ int) []string {
+			return []string{"worker", "--role", string(cluster.RoleUnified), "--tp", strconv.Itoa(g.tp), "--rank", strconv.Itoa(rank),
+				"--group", g.group, "--etcd-endpoints", g.etcdEndpoints, "--model", dir,
+				"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels,
+				"--max-batch-tokens", strconv.Itoa(f.engine.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.engine.kvCacheMB)}
+		},
+	}
+	if nw != nil {
+		err = inLink(nw, &opts, &group, 0) // rank r in node r; rank 0 is this process
+	}
+	var sup *supervisor.Supervisor
+	if err == nil {
+		sup, err = supervisor.Start(ctx, opts, group)
+	}
 	if err != nil {
 		etcd.Close()
 		os.RemoveAll(etcdDir)
 		closeLink()
 		return nil, err
 	}
-	var procs []*exec.Cmd
-	stop = func() {
-		for _, p := range procs {
-			done := make(chan struct{})
-			go func() { p.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				p.Process.Kill()
-				<-done
-			}
-		}
+	return func() {
+		sup.Stop()
 		etcd.Close()
 		os.RemoveAll(etcdDir)
 		closeLink()
-	}
-	for r := 1; r < g.tp; r++ {
-		argv := []string{self, "worker", "--role", cluster.RoleUnified, "--tp", strconv.Itoa(g.tp), "--rank", strconv.Itoa(r),
-			"--group", g.group, "--etcd-endpoints", g.etcdEndpoints, "--model", dir,
-			"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels,
-			"--max-batch-tokens", strconv.Itoa(f.engine.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.engine.kvCacheMB)}
-		if nw != nil {
-			argv = nw.Command(r, append(argv, linkedWorkerArgs(nw, r)...)...)
-		}
-		p := exec.Command(argv[0], argv[1:]...)
-		p.Stderr = os.Stderr
-		if err := p.Start(); err != nil {
-			stop()
-			return nil, fmt.Errorf("starting rank %d: %w", r, err)
-		}
-		procs = append(procs, p)
-	}
-	return stop, nil
+	}, nil
 }
