@@ -21,6 +21,8 @@ model replica, and records every token's compute, collective and KV-transfer cos
 		newModelCmd(),
 		newTokenizeCmd(),
 		newBenchCmd(),
+		newPlanCmd(),
+		newLinkReaperCmd(),
 	)
 	return root
 }
