@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
 	"github.com/tandemllm/tandem/kvtransfer"
 	"github.com/tandemllm/tandem/metrics"
@@ -47,7 +48,7 @@ type rankServer struct {
 // droppedTTL is how long a dropped request is remembered.
 const droppedTTL = time.Minute
 
-func newRankServer(e *engine.Engine, role string, rec *tracing.Recorder, wm *metrics.Worker, node string, dial []grpc.DialOption) *rankServer {
+func newRankServer(e *engine.Engine, role cluster.Role, rec *tracing.Recorder, wm *metrics.Worker, node string, dial []grpc.DialOption) *rankServer {
 	m := e.Model()
 	cfg, plan := m.Config(), m.Plan()
 	r := &rankServer{
@@ -56,7 +57,7 @@ func newRankServer(e *engine.Engine, role string, rec *tracing.Recorder, wm *met
 		sender: kvtransfer.NewSender(kvtransfer.SenderOptions{DialOptions: dial}),
 		rec:    rec, metrics: wm, node: node, dropped: map[string]time.Time{},
 	}
-	if role != rolePrefill {
+	if role != cluster.RolePrefill {
 		r.receiver = kvtransfer.NewReceiver(kvtransfer.ReceiverOptions{
 			Rank: r.rank, Heads: r.heads, HeadDim: r.headDim, Layers: r.layers, MaxTokens: cfg.MaxPositions,
 		})

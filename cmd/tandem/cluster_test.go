@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,6 +31,7 @@ import (
 	"github.com/tandemllm/tandem/model/preset"
 	"github.com/tandemllm/tandem/model/tokenizer"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+	"github.com/tandemllm/tandem/worker/supervisor"
 )
 
 // The end-to-end tests run what `tandem up` runs: a real embedded etcd, the
@@ -58,7 +61,7 @@ type testCluster struct {
 	name   string
 	cli    *clientv3.Client
 	coord  *runningCoordinator
-	procs  *children
+	sup    *supervisor.Supervisor
 	specs  []groupSpec
 	conn   *grpc.ClientConn // to the coordinator's gRPC server
 	client tandemv1.GenerationClient
@@ -69,6 +72,9 @@ type testCluster struct {
 type clusterOptions struct {
 	// otlp is the OTLP collector every process exports spans to.
 	otlp string
+	// restart has groups restarted as `tandem up` does (with restart's
+	// backoff); without it the first death of a rank leaves its group down.
+	restart *restartFlags
 }
 
 // startCluster starts etcd, a coordinator and the groups' workers, and
@@ -101,24 +107,31 @@ func startClusterWith(t testing.TB, presetName string, specs []groupSpec, opts c
 		t.Fatal(err)
 	}
 	t.Cleanup(rc.stop)
-	tc := &testCluster{dir: dir, name: presetName, cli: cli, coord: rc, procs: &children{}, specs: specs, logs: &syncBuffer{}}
+	tc := &testCluster{dir: dir, name: presetName, cli: cli, coord: rc, specs: specs, logs: &syncBuffer{}}
+	common := []string{"--etcd-endpoints", endpoints, "--model", dir, "--model-name", presetName, "--threads", "1",
+		"--kv-cache-mb", "16", "--max-batch-tokens", "256", "--otlp-endpoint", opts.otlp}
+	groups := make([]supervisor.Group, len(specs))
+	for i, g := range specs {
+		groups[i] = g.supervised(common)
+	}
+	restart := opts.restart
+	if restart == nil {
+		restart = &restartFlags{limit: -1}
+	}
+	sopts := restart.options(cli, tc.logs)
+	sopts.Logger = slog.New(slog.NewTextHandler(tc.logs, nil))
+	sup, err := supervisor.Start(ctx, sopts, groups...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.sup = sup
 	t.Cleanup(func() {
-		tc.procs.stop(io.Discard)
+		sup.Stop()
 		if t.Failed() {
 			t.Logf("worker logs:\n%s", tc.logs.String())
 		}
 	})
-	for _, g := range specs {
-		for r := range g.tp {
-			args := []string{"worker", "--role", g.role, "--group", g.name, "--tp", fmt.Sprint(g.tp), "--rank", fmt.Sprint(r),
-				"--etcd-endpoints", endpoints, "--model", dir, "--model-name", presetName, "--threads", "1",
-				"--kv-cache-mb", "16", "--max-batch-tokens", "256", "--otlp-endpoint", opts.otlp}
-			if err := tc.procs.start(fmt.Sprintf("%s/%d", g.name, r), args, tc.logs); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := waitGroupsReady(ctx, cli, specs, 2*time.Minute, tc.procs, io.Discard); err != nil {
+	if err := waitGroupsReady(ctx, cli, specs, 2*time.Minute, sup, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	// The coordinator routes once it has seen every group ready and
@@ -495,9 +508,7 @@ func TestClusterDecodeWorkerKilled(t *testing.T) {
 		}
 	}
 	killed := time.Now()
-	if err := tc.procs.kill("decode-0/1"); err != nil {
-		t.Fatal(err)
-	}
+	tc.kill(t, "decode-0", 1)
 	var unavailable, finished int
 	for range n {
 		o := <-results
@@ -527,13 +538,19 @@ func TestClusterDecodeWorkerKilled(t *testing.T) {
 	}
 }
 
-// kill ends one worker at once (SIGKILL), as a crash would.
-func (c *children) kill(name string) error {
-	i := slices.Index(c.names, name)
-	if i < 0 {
-		return fmt.Errorf("no worker %s", name)
+// kill ends one rank's process at once (SIGKILL), as a crash would, and
+// returns its pid.
+func (tc *testCluster) kill(t testing.TB, group string, rank int) int {
+	t.Helper()
+	st, ok := tc.sup.Status(group)
+	if i := slices.Index(st.Ranks, rank); ok && i >= 0 && i < len(st.PIDs) {
+		if err := syscall.Kill(st.PIDs[i], syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		return st.PIDs[i]
 	}
-	return c.procs[i].Process.Kill()
+	t.Fatalf("%s rank %d is not running: %+v", group, rank, st)
+	return 0
 }
 
 // TestOpenAIClientStreamsSameTokens drives /v1/chat/completions with the
