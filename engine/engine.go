@@ -136,10 +136,10 @@ type sequence struct {
 	hashes     []blockhash.Hash
 	registered int
 	sampler    *sampler
-	stream    TextStream
-	text      strings.Builder
-	emitted   int // bytes of text already returned
-	lpScratch []int32
+	stream     TextStream
+	text       strings.Builder
+	emitted    int // bytes of text already returned
+	lpScratch  []int32
 }
 
 // Engine runs one model on one backend with continuous batching: every
