@@ -298,6 +298,7 @@ func TestChartRejectsBadValues(t *testing.T) {
 			if !strings.Contains(err.Error(), want) {
 				t.Fatalf("error does not name %q:\n%v", want, err)
 			}
+			t.Logf("refused: %v", err)
 		})
 	}
 }
