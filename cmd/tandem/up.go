@@ -20,6 +20,7 @@ import (
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
 	"github.com/tandemllm/tandem/model"
+	"github.com/tandemllm/tandem/netshape"
 	"github.com/tandemllm/tandem/worker/supervisor"
 )
 
@@ -37,6 +38,7 @@ type upFlags struct {
 	unifiedGroups int
 	readyTimeout  time.Duration
 	dataDir       string
+	link          string
 	engine        engineFlags
 	backend       backendFlags
 	restart       restartFlags
@@ -137,7 +139,10 @@ one prefill group of TP 2 and one decode group of TP 2, running the "tiny"
 preset (created in the cache directory on first use). --mode unified --tp N
 runs colocated groups instead. A group whose rank dies is restarted as a
 whole, with backoff, until it crashes --crash-loop-limit times in a row.
-Ctrl-C or SIGTERM stops every process.`,
+Ctrl-C or SIGTERM stops every process. --link PROFILE puts each worker
+process in its own network namespace, linked through a bridge shaped to
+the profile (eth-25g, ib-400g, ...), so allreduces and KV transfers cross
+a link with a real bandwidth limit.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd, &f) },
 	}
@@ -154,6 +159,7 @@ Ctrl-C or SIGTERM stops every process.`,
 	fl.IntVar(&f.unifiedGroups, "groups", 1, "number of unified groups (--mode unified)")
 	fl.DurationVar(&f.readyTimeout, "ready-timeout", 5*time.Minute, "how long to wait for every group to be ready")
 	fl.StringVar(&f.dataDir, "data-dir", "", "etcd data directory (default: a temporary directory, removed on exit)")
+	fl.StringVar(&f.link, "link", "", linkHelp)
 	f.engine.register(cmd)
 	f.backend.register(fl)
 	f.restart.register(fl)
@@ -166,6 +172,12 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	specs, err := f.groups()
 	if err != nil {
 		return err
+	}
+	var link netshape.Profile
+	if f.link != "" {
+		if link, err = checkLink(f.link); err != nil {
+			return err
+		}
 	}
 	presetName := f.preset
 	if f.modelDir != "" {
@@ -199,8 +211,17 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		}
 		defer os.RemoveAll(etcdDir)
 	}
+	var nw *netshape.Network
+	var etcdOpts cluster.EmbeddedOptions
+	if f.link != "" {
+		if nw, err = startLink(ctx, link, ranks, errOut); err != nil {
+			return err
+		}
+		defer nw.Close()
+		etcdOpts.ClientAddr = nw.HostAddr() + ":0" // the workers reach it over their links
+	}
 	fmt.Fprintln(errOut, "starting etcd ...")
-	etcd, err := cluster.StartEmbedded(ctx, etcdDir, cluster.EmbeddedOptions{})
+	etcd, err := cluster.StartEmbedded(ctx, etcdDir, etcdOpts)
 	if err != nil {
 		return err
 	}
@@ -223,10 +244,18 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		"--max-batch-tokens", strconv.Itoa(f.engine.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.engine.kvCacheMB),
 		"--otlp-endpoint", f.coord.otlpEndpoint}
 	groups := make([]supervisor.Group, len(specs))
+	opts := f.restart.options(cli, errOut)
+	node := 0 // each rank of each group has a node of the --link network
 	for i, g := range specs {
 		groups[i] = g.supervised(common)
+		if nw != nil {
+			if err := inLink(nw, &opts, &groups[i], node); err != nil {
+				return err
+			}
+			node += g.tp
+		}
 	}
-	sup, err := supervisor.Start(ctx, f.restart.options(cli, errOut), groups...)
+	sup, err := supervisor.Start(ctx, opts, groups...)
 	if err != nil {
 		return err
 	}

@@ -38,6 +38,9 @@ type groupFlags struct {
 	etcdEndpoints string
 	listen        string
 	joinTimeout   time.Duration
+	// listenIn, when set, makes the collective's listener through it (in
+	// another network namespace: --link).
+	listenIn func(func() error) error
 }
 
 // validate checks the flags; a process that joins a group itself
@@ -322,7 +325,16 @@ func joinGroup(ctx context.Context, g *groupFlags) (nccl.Communicator, error) {
 		return nil, err
 	}
 	defer cli.Close()
-	ln, err := ring.Listen(g.listen)
+	var ln *ring.Listener
+	listen := func() (err error) {
+		ln, err = ring.Listen(g.listen)
+		return err
+	}
+	if g.listenIn != nil {
+		err = g.listenIn(listen)
+	} else {
+		err = listen()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("--listen %q: %w", g.listen, err)
 	}
