@@ -241,8 +241,8 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 
 	common := []string{"--etcd-endpoints", endpoints, "--model", dir, "--model-name", name,
 		"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels, "--device", f.backend.device,
-		"--max-batch-tokens", strconv.Itoa(f.engine.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.engine.kvCacheMB),
 		"--otlp-endpoint", f.coord.otlpEndpoint}
+	common = append(common, f.engine.args()...)
 	groups := make([]supervisor.Group, len(specs))
 	opts := f.restart.options(cli, errOut)
 	node := 0 // each rank of each group has a node of the --link network
