@@ -92,7 +92,7 @@ func TestSamplerGreedyLimits(t *testing.T) {
 		{Temperature: 1, TopP: 1e-9, MaxTokens: 1, Seed: &seed},
 		{Temperature: 1e-4, MaxTokens: 1, Seed: &seed},
 	} {
-		if got := newSampler(p).sample(logits); got != want {
+		if got := newSampler(p).sample(logits, 0); got != want {
 			t.Errorf("%+v: sampled %d, want the argmax %d", p, got, want)
 		}
 	}
@@ -125,8 +125,8 @@ func TestSamplerDistribution(t *testing.T) {
 			}
 			const n = 200000
 			counts := make([]int, len(logits))
-			for range n {
-				counts[s.sample(logits)]++
+			for pos := range n {
+				counts[s.sample(logits, pos)]++
 			}
 			for i := range want {
 				want[i] /= sum
@@ -145,7 +145,7 @@ func TestSamplerSeedReproducible(t *testing.T) {
 		s := newSampler(SamplingParams{Temperature: 1, MaxTokens: 1, Seed: &seed})
 		out := make([]int32, 50)
 		for i := range out {
-			out[i] = s.sample(logits)
+			out[i] = s.sample(logits, i)
 		}
 		return out
 	}
