@@ -129,6 +129,11 @@ func (s *sampler) sample(logits []float32, pos int) int32 {
 	if k := s.p.TopK; k > 0 && k < len(s.idx) {
 		selectTop(s.idx, logits, k)
 		s.idx = s.idx[:k]
+		// Back in token order: quickselect's order depends on the exact
+		// logits, and a rank whose logits differ in the last bits (another
+		// TP degree, a recomputed prompt) must walk the candidates in the
+		// same order to draw the same token.
+		slices.Sort(s.idx)
 	}
 	// Softmax over the candidates at the given temperature.
 	invT := float32(1 / s.p.Temperature)

@@ -229,3 +229,33 @@ func TestTakeTextStopStrings(t *testing.T) {
 		})
 	}
 }
+
+// TestSamplerTopKOrderIsCanonical: logits that differ only in their last
+// bits (another TP degree, a recomputed prompt) draw the same tokens:
+// the top-k candidates are walked in token order, not in the order
+// quickselect happened to leave them.
+func TestSamplerTopKOrderIsCanonical(t *testing.T) {
+	const vocab, k = 4000, 50
+	rng := rand.New(rand.NewPCG(1, 2))
+	a, b := make([]float32, vocab), make([]float32, vocab)
+	for i := range a {
+		a[i] = -5 // well below the top k, which are therefore the same set
+		if i%(vocab/k) == 0 {
+			a[i] = 1 + float32(rng.IntN(4))/4 // ties, broken differently below
+		}
+		b[i] = a[i] + float32(rng.Float64()-0.5)*1e-5
+	}
+	seed := uint64(5)
+	p := SamplingParams{Temperature: 1, TopK: k, MaxTokens: 1, Seed: &seed}
+	sa, sb := newSampler(p), newSampler(p)
+	differ := 0
+	const n = 2000
+	for pos := range n {
+		if sa.sample(a, pos) != sb.sample(b, pos) {
+			differ++
+		}
+	}
+	if differ > n/100 {
+		t.Fatalf("%d of %d draws differ between logits equal to 1e-5", differ, n)
+	}
+}

@@ -46,6 +46,7 @@ func coordinatorFamilies() []family {
 		{"tandem:generation_tokens_total", dto.MetricType_COUNTER, l},
 		{"tandem:request_success_total", dto.MetricType_COUNTER, []string{"finished_reason", "model_name"}},
 		{"tandem:request_rejected_total", dto.MetricType_COUNTER, []string{"model_name", "reason"}},
+		{"tandem:request_migrations_total", dto.MetricType_COUNTER, []string{"model_name", "reason"}},
 	}
 }
 
@@ -290,6 +291,8 @@ func TestCoordinatorLifecycle(t *testing.T) {
 	c.RequestFinished(80*time.Millisecond, 12, 3, FinishLength, 15*time.Millisecond)
 	c.RequestStarted(2 * time.Millisecond)
 	c.RequestFinished(time.Second, 5, 1, "content_filter", 0) // one token: no TPOT
+	c.Migrated(MigrationUnavailable)
+	c.Migrated(MigrationUnavailable)
 	if w, r := testutil.ToFloat64(c.waiting), testutil.ToFloat64(c.running); w != 0 || r != 0 {
 		t.Fatalf("waiting %v running %v, want 0 and 0", w, r)
 	}
@@ -327,9 +330,15 @@ tandem:request_rejected_total{model_name="tiny",reason="duplicate"} 0
 tandem:request_rejected_total{model_name="tiny",reason="invalid"} 0
 tandem:request_rejected_total{model_name="tiny",reason="queue_full"} 1
 tandem:request_rejected_total{model_name="tiny",reason="unavailable"} 0
+# HELP tandem:request_migrations_total Requests moved to other groups after a group failed them, by reason.
+# TYPE tandem:request_migrations_total counter
+tandem:request_migrations_total{model_name="tiny",reason="aborted"} 0
+tandem:request_migrations_total{model_name="tiny",reason="group_left"} 0
+tandem:request_migrations_total{model_name="tiny",reason="stream_ended"} 0
+tandem:request_migrations_total{model_name="tiny",reason="unavailable"} 2
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"tandem:request_success_total", "tandem:request_rejected_total"); err != nil {
+		"tandem:request_success_total", "tandem:request_rejected_total", "tandem:request_migrations_total"); err != nil {
 		t.Error(err)
 	}
 }
