@@ -292,10 +292,22 @@ func (c *Coordinator) answered(s *sent) {
 	c.mu.Unlock()
 }
 
-// watch keeps c.groups in step with the cluster's membership.
+// watch keeps c.groups in step with the cluster's membership. While etcd
+// does not answer, the view is frozen: the groups known stay routable as
+// long as their Stats answer.
 func (c *Coordinator) watch(ctx context.Context) {
+	available := true
 	for {
 		changed := c.members.Changed()
+		if ok, why := c.members.Available(); ok != available {
+			available = ok
+			c.metrics.EtcdAvailable(ok)
+			if ok {
+				c.log.Info("etcd answers again; following the cluster's membership")
+			} else {
+				c.log.Warn("etcd does not answer; serving the groups known, membership frozen until it returns", "err", why)
+			}
+		}
 		c.sync(ctx, c.members.Groups())
 		select {
 		case <-ctx.Done():

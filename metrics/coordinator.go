@@ -43,6 +43,7 @@ const (
 // RequestFinished. Keeping to that keeps the gauges exact.
 type Coordinator struct {
 	waiting, running prometheus.Gauge
+	etcd             prometheus.Gauge
 
 	queue, ttft, itl, tpot, e2e prometheus.Observer
 	reqPrompt, reqGen           prometheus.Observer
@@ -126,6 +127,7 @@ func NewCoordinator(reg prometheus.Registerer, model string) *Coordinator {
 
 	waiting := gauge("tandem:num_requests_waiting", "Requests admitted by the coordinator and not yet started.")
 	running := gauge("tandem:num_requests_running", "Requests started and not yet finished, cluster-wide.")
+	etcd := gauge("tandem:etcd_available", "1 while etcd answers the coordinator; 0 while it does not (the groups known stay as they were).")
 	queue := hist("tandem:request_queue_time_seconds", "Time from a request's arrival to its start.", requestLatencyBuckets())
 	ttft := hist("tandem:time_to_first_token_seconds", "Time from a request's arrival to its first token.", ttftBuckets())
 	itl := hist("tandem:inter_token_latency_seconds", "Time between consecutive tokens of a request.", tokenLatencyBuckets())
@@ -149,12 +151,13 @@ func NewCoordinator(reg prometheus.Registerer, model string) *Coordinator {
 		Help: "Requests moved to other groups after a group failed them, by reason.",
 	}, []string{"model_name", "reason"})
 
-	reg.MustRegister(waiting, running, queue, ttft, itl, tpot, e2e, reqPrompt, reqGen,
+	reg.MustRegister(waiting, running, etcd, queue, ttft, itl, tpot, e2e, reqPrompt, reqGen,
 		promptTokens, genTokens, success, rejected, migrated)
 
 	m := &Coordinator{
 		waiting:      waiting.WithLabelValues(model),
 		running:      running.WithLabelValues(model),
+		etcd:         etcd.WithLabelValues(model),
 		queue:        queue.WithLabelValues(model),
 		ttft:         ttft.WithLabelValues(model),
 		itl:          itl.WithLabelValues(model),
@@ -176,6 +179,7 @@ func NewCoordinator(reg prometheus.Registerer, model string) *Coordinator {
 	for _, r := range [...]string{RejectInvalid, RejectDuplicate, RejectQueueFull, RejectUnavailable, RejectCanceled, RejectDeadline} {
 		m.reject[rejectIndex(r)] = m.rejected.WithLabelValues(r)
 	}
+	m.etcd.Set(1)
 	for _, r := range [...]string{MigrationUnavailable, MigrationGroupLeft, MigrationStreamEnded, MigrationAborted} {
 		m.migrated.WithLabelValues(r)
 	}
@@ -238,3 +242,6 @@ func (m *Coordinator) RequestFinished(e2e time.Duration, promptTokens, completio
 // Migrated counts a request moved to other groups; reason is one of the
 // Migration* constants. Migrations are rare, so the lookup is no cost.
 func (m *Coordinator) Migrated(reason string) { m.migrated.WithLabelValues(reason).Inc() }
+
+// EtcdAvailable sets tandem:etcd_available.
+func (m *Coordinator) EtcdAvailable(ok bool) { m.etcd.Set(boolValue(ok)) }

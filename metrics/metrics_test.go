@@ -35,6 +35,7 @@ func coordinatorFamilies() []family {
 	return []family{
 		{"tandem:num_requests_waiting", dto.MetricType_GAUGE, l},
 		{"tandem:num_requests_running", dto.MetricType_GAUGE, l},
+		{"tandem:etcd_available", dto.MetricType_GAUGE, l},
 		{"tandem:request_queue_time_seconds", dto.MetricType_HISTOGRAM, l},
 		{"tandem:time_to_first_token_seconds", dto.MetricType_HISTOGRAM, l},
 		{"tandem:inter_token_latency_seconds", dto.MetricType_HISTOGRAM, l},
@@ -58,6 +59,7 @@ func workerFamilies() []family {
 		{"tandem:num_requests_waiting", dto.MetricType_GAUGE, l},
 		{"tandem:kv_cache_usage_perc", dto.MetricType_GAUGE, l},
 		{"tandem:kv_cache_free_blocks", dto.MetricType_GAUGE, l},
+		{"tandem:etcd_available", dto.MetricType_GAUGE, l},
 		{"tandem:iteration_tokens_total", dto.MetricType_HISTOGRAM, l},
 		{"tandem:step_compute_seconds", dto.MetricType_HISTOGRAM, l},
 		{"tandem:step_sample_seconds", dto.MetricType_HISTOGRAM, l},

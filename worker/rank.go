@@ -47,7 +47,10 @@ type rankServer struct {
 // droppedTTL is how long a dropped request is remembered.
 const droppedTTL = time.Minute
 
-func newRankServer(e *engine.Engine, role string, rec *tracing.Recorder, wm *metrics.Worker, node string, dial []grpc.DialOption) *rankServer {
+// newRankServer makes the rank's Rank service. KV pushed to it that no
+// Decode claims within kvTimeout (its coordinator died between the
+// prefill and the decode) is dropped.
+func newRankServer(e *engine.Engine, role string, rec *tracing.Recorder, wm *metrics.Worker, node string, dial []grpc.DialOption, kvTimeout time.Duration) *rankServer {
 	m := e.Model()
 	cfg, plan := m.Config(), m.Plan()
 	r := &rankServer{
@@ -58,7 +61,7 @@ func newRankServer(e *engine.Engine, role string, rec *tracing.Recorder, wm *met
 	}
 	if role != rolePrefill {
 		r.receiver = kvtransfer.NewReceiver(kvtransfer.ReceiverOptions{
-			Rank: r.rank, Heads: r.heads, HeadDim: r.headDim, Layers: r.layers, MaxTokens: cfg.MaxPositions,
+			Rank: r.rank, Heads: r.heads, HeadDim: r.headDim, Layers: r.layers, MaxTokens: cfg.MaxPositions, TTL: kvTimeout,
 		})
 	}
 	return r

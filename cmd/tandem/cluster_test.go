@@ -54,9 +54,12 @@ func (b *syncBuffer) String() string {
 }
 
 type testCluster struct {
-	dir    string
-	name   string
-	cli    *clientv3.Client
+	dir       string
+	name      string
+	etcd      *cluster.Embedded
+	etcdDir   string
+	endpoints string // every etcd member's client URL, comma-separated
+	cli       *clientv3.Client
 	coord  *runningCoordinator
 	procs  *children
 	specs  []groupSpec
@@ -69,6 +72,12 @@ type testCluster struct {
 type clusterOptions struct {
 	// otlp is the OTLP collector every process exports spans to.
 	otlp string
+	// etcdMembers is the embedded etcd's member count (default 1).
+	etcdMembers int
+	// coordinatorProcess runs the coordinator as a process of its own
+	// (`tandem coordinator`), which a test can kill, instead of in the
+	// test's process.
+	coordinatorProcess bool
 }
 
 // startCluster starts etcd, a coordinator and the groups' workers, and
@@ -85,33 +94,40 @@ func startClusterWith(t testing.TB, presetName string, specs []groupSpec, opts c
 	if err != nil {
 		t.Fatal(err)
 	}
-	etcd, err := cluster.StartEmbedded(ctx, t.TempDir(), cluster.EmbeddedOptions{})
+	etcdDir := t.TempDir()
+	etcd, err := cluster.StartEmbedded(ctx, etcdDir, cluster.EmbeddedOptions{Members: opts.etcdMembers})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(etcd.Close)
-	endpoints := etcd.Endpoints()[0]
-	cli, err := dialEtcd(endpoints)
+	tc := &testCluster{dir: dir, name: presetName, etcd: etcd, etcdDir: etcdDir, endpoints: strings.Join(etcd.Endpoints(), ","), procs: &children{}, specs: specs, logs: &syncBuffer{}}
+	t.Cleanup(func() { tc.etcd.Close() }) // the etcd a test restarted too
+	cli, err := dialEtcd(tc.endpoints)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	rc, err := startCoordinator(context.WithoutCancel(ctx), &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: 256, migrationLimit: 3, migrationTimeout: 30 * time.Second, otlpEndpoint: opts.otlp}, cli, dir, presetName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(rc.stop)
-	tc := &testCluster{dir: dir, name: presetName, cli: cli, coord: rc, procs: &children{}, specs: specs, logs: &syncBuffer{}}
+	tc.cli = cli
 	t.Cleanup(func() {
 		tc.procs.stop(io.Discard)
 		if t.Failed() {
 			t.Logf("worker logs:\n%s", tc.logs.String())
 		}
 	})
+	var grpcAddr string
+	if opts.coordinatorProcess {
+		grpcAddr = tc.startCoordinatorProcess(t, "coordinator")
+	} else {
+		rc, err := startCoordinator(context.WithoutCancel(ctx), &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: 256, migrationLimit: 3, migrationTimeout: 30 * time.Second, otlpEndpoint: opts.otlp}, cli, dir, presetName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(rc.stop)
+		tc.coord, grpcAddr = rc, rc.grpcAddr
+	}
 	for _, g := range specs {
 		for r := range g.tp {
 			args := []string{"worker", "--role", g.role, "--group", g.name, "--tp", fmt.Sprint(g.tp), "--rank", fmt.Sprint(r),
-				"--etcd-endpoints", endpoints, "--model", dir, "--model-name", presetName, "--threads", "1",
+				"--etcd-endpoints", tc.endpoints, "--model", dir, "--model-name", presetName, "--threads", "1",
 				"--kv-cache-mb", "16", "--max-batch-tokens", "256", "--otlp-endpoint", opts.otlp}
 			if err := tc.procs.start(fmt.Sprintf("%s/%d", g.name, r), args, tc.logs); err != nil {
 				t.Fatal(err)
@@ -123,15 +139,21 @@ func startClusterWith(t testing.TB, presetName string, specs []groupSpec, opts c
 	}
 	// The coordinator routes once it has seen every group ready and
 	// polled its load: wait for Health to say so.
-	conn, err := grpc.NewClient(rc.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	tc.connect(t, grpcAddr)
+	tc.waitServing(t, len(specs))
+	return tc
+}
+
+// connect points the cluster's client at the coordinator at addr.
+func (tc *testCluster) connect(t testing.TB, addr string) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	tc.conn = conn
 	tc.client = tandemv1.NewGenerationClient(conn)
-	tc.waitServing(t, len(specs))
-	return tc
 }
 
 // waitServing waits until the coordinator reports n ready groups.

@@ -13,7 +13,7 @@ import (
 // re-executed as a worker process (tandem up and tandem generate --local
 // --tp N start their workers with os.Executable()).
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == "worker" {
+	if len(os.Args) > 1 && (os.Args[1] == "worker" || os.Args[1] == "coordinator") {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		cmd := newRootCmd()

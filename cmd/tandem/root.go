@@ -20,6 +20,7 @@ model replica, and records every token's compute, collective and KV-transfer cos
 		newTraceCmd(),
 		newModelCmd(),
 		newTokenizeCmd(),
+		newBenchCmd(),
 	)
 	return root
 }

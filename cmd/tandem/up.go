@@ -36,6 +36,7 @@ type upFlags struct {
 	unifiedGroups int
 	readyTimeout  time.Duration
 	dataDir       string
+	etcdMembers   int
 	engine        engineFlags
 	backend       backendFlags
 }
@@ -111,6 +112,7 @@ runs colocated groups instead. Ctrl-C or SIGTERM stops every process.`,
 	fl.IntVar(&f.unifiedGroups, "groups", 1, "number of unified groups (--mode unified)")
 	fl.DurationVar(&f.readyTimeout, "ready-timeout", 5*time.Minute, "how long to wait for every group to be ready")
 	fl.StringVar(&f.dataDir, "data-dir", "", "etcd data directory (default: a temporary directory, removed on exit)")
+	fl.IntVar(&f.etcdMembers, "etcd-members", 1, "embedded etcd members; with 3 or more, losing one interrupts nothing (every process gets all their endpoints)")
 	f.engine.register(cmd)
 	f.backend.register(fl)
 	return cmd
@@ -122,6 +124,9 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	specs, err := f.groups()
 	if err != nil {
 		return err
+	}
+	if f.etcdMembers < 1 {
+		return fmt.Errorf("--etcd-members %d: must be >= 1", f.etcdMembers)
 	}
 	presetName := f.preset
 	if f.modelDir != "" {
@@ -156,7 +161,7 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		defer os.RemoveAll(etcdDir)
 	}
 	fmt.Fprintln(errOut, "starting etcd ...")
-	etcd, err := cluster.StartEmbedded(ctx, etcdDir, cluster.EmbeddedOptions{})
+	etcd, err := cluster.StartEmbedded(ctx, etcdDir, cluster.EmbeddedOptions{Members: f.etcdMembers})
 	if err != nil {
 		return err
 	}

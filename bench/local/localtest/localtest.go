@@ -1,0 +1,79 @@
+// Package localtest helps the end-to-end tests of the bench packages: it
+// builds the tandem binary once per test process and finds processes a
+// test left running.
+//
+// It is for tests only; it imports nothing of Tandem's.
+package localtest
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+var (
+	once     sync.Once
+	binary   string
+	buildErr string
+)
+
+// Binary returns the path of a tandem binary built from this checkout
+// (once per test process, into a directory removed by Cleanup).
+func Binary(tb testing.TB) string {
+	tb.Helper()
+	once.Do(func() {
+		dir, err := os.MkdirTemp("", "tandem-bench-bin-")
+		if err != nil {
+			buildErr = err.Error()
+			return
+		}
+		binary = filepath.Join(dir, "tandem")
+		gobin, err := exec.LookPath("go")
+		if err != nil {
+			buildErr = "the go command is needed to build tandem: " + err.Error()
+			return
+		}
+		out, err := exec.Command(gobin, "build", "-o", binary, "github.com/tandemllm/tandem/cmd/tandem").CombinedOutput()
+		if err != nil {
+			buildErr = err.Error() + "\n" + string(out)
+		}
+	})
+	if buildErr != "" {
+		tb.Fatalf("building tandem: %s", buildErr)
+	}
+	return binary
+}
+
+// Cleanup removes the built binary; call it from TestMain after m.Run.
+func Cleanup() {
+	if binary != "" {
+		os.RemoveAll(filepath.Dir(binary))
+	}
+}
+
+// Leftovers lists the living processes running exe (Linux /proc), as
+// "PID CMDLINE". Tests check it is empty after stopping their clusters.
+func Leftovers(tb testing.TB, exe string) []string {
+	tb.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		tb.Skip("no /proc to look for processes in")
+	}
+	var out []string
+	for _, e := range entries {
+		path, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err != nil || strings.TrimSuffix(path, " (deleted)") != exe {
+			continue
+		}
+		stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && strings.HasPrefix(strings.TrimSpace(string(stat[i+1:])), "Z") {
+			continue // a zombie has exited
+		}
+		cmd, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		out = append(out, e.Name()+" "+strings.ReplaceAll(string(cmd), "\x00", " "))
+	}
+	return out
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/tandemllm/tandem/bench/serve"
+)
+
+func newBenchCmd() *cobra.Command {
+	c := serve.Config{Workload: serve.DefaultWorkload()}
+	cmd := &cobra.Command{
+		Use:   "bench (--addr HOST:PORT | --base-url URL) [flags]",
+		Short: "Load-test a Tandem cluster or any OpenAI-compatible server, as vllm bench serve does",
+		Long: `Send a workload (random prompts of exact token lengths, ShareGPT, or a JSONL
+file) to a Tandem coordinator over gRPC (--addr) or to any OpenAI-compatible
+server over HTTP (--base-url, --endpoint), at a Poisson or gamma request rate
+under a concurrency limit, and report TTFT, TPOT, ITL and end-to-end latency,
+throughput and goodput with vllm bench serve's names. Comma lists in
+--request-rate or --max-concurrency sweep the points in turn. --save-result
+writes vLLM's result JSON (plus request_ids, which join each sample to its
+server trace); --plot DIR draws latency CDFs, ITL by token position and
+throughput against P99 latency.
+
+--goodput takes KEY:MS pairs as vLLM does: --goodput ttft:500 tpot:50 e2el:5000.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := goodputArgs(cmd.Flags(), &c.Goodput, args); err != nil {
+				return err
+			}
+			_, err := serve.Run(cmd.Context(), c, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			return err
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&c.Addr, "addr", "", "a Tandem coordinator's gRPC address")
+	fl.StringVar(&c.BaseURL, "base-url", "", "an OpenAI-compatible server's root URL, such as http://127.0.0.1:8000")
+	fl.StringVar(&c.Endpoint, "endpoint", "", "with --base-url: /v1/completions (default) or /v1/chat/completions")
+	fl.StringVar(&c.Model, "model", "", "the served model requests name (default: the first the server lists)")
+	fl.StringVar(&c.Tokenizer, "tokenizer", "", "the served model's tokenizer: a preset name, a model directory or a tokenizer.json (default: the served model, when it is a preset)")
+	workloadFlags(fl, &c.Workload)
+	fl.BoolVar(&c.SaveResult, "save-result", false, "write each run's result JSON (vLLM's keys)")
+	fl.BoolVar(&c.SaveDetailed, "save-detailed", false, "also keep the generated texts in the result JSON")
+	fl.StringVar(&c.ResultDir, "result-dir", "", "directory for result JSON (default: the working directory)")
+	fl.StringVar(&c.ResultFilename, "result-filename", "", "result file name (default: LABEL-RATEqps[-concurrencyN]-MODEL-DATE.json)")
+	fl.StringVar(&c.Label, "label", "", "label of the results (default: the backend)")
+	fl.StringVar(&c.Plot, "plot", "", "directory to write the charts to (PNG and SVG)")
+	fl.BoolVar(&c.DisableProgress, "disable-tqdm", false, "no progress bar")
+	cmd.AddCommand(newBenchCompareCmd())
+	return cmd
+}
+
+// workloadFlags registers the workload flags `bench` and `bench compare`
+// share, with vllm bench serve's names.
+func workloadFlags(fl *pflag.FlagSet, w *serve.Workload) {
+	fl.StringVar(&w.DatasetName, "dataset-name", w.DatasetName, "random, sharegpt or jsonl")
+	fl.StringVar(&w.DatasetPath, "dataset-path", "", "the dataset file (sharegpt: a JSON array of conversations; jsonl: {\"prompt\", \"output_tokens\"} a line)")
+	fl.IntVar(&w.NumPrompts, "num-prompts", w.NumPrompts, "number of requests")
+	fl.IntVar(&w.RandomInputLen, "random-input-len", w.RandomInputLen, "random dataset: prompt tokens")
+	fl.IntVar(&w.RandomOutputLen, "random-output-len", w.RandomOutputLen, "random dataset: output tokens")
+	fl.Float64Var(&w.RandomRangeRatio, "random-range-ratio", w.RandomRangeRatio, "random dataset: lengths uniform in [len·(1−r), len·(1+r)]")
+	fl.IntVar(&w.ShareGPTOutputLen, "sharegpt-output-len", 0, "sharegpt: output tokens of every request (default: the reply's length)")
+	fl.IntVar(&w.JSONLOutputLen, "jsonl-output-len", 0, "jsonl: output tokens of every request (default: each line's output_tokens, else 256)")
+	fl.Uint64Var(&w.Seed, "seed", w.Seed, "seed of the prompts and arrival times")
+	fl.BoolVar(&w.IgnoreEOS, "ignore-eos", false, "generate every asked token (always on for the random dataset)")
+	fl.IntVar(&w.NumWarmups, "num-warmups", 0, "requests sent before the measured run")
+	fl.StringVar(&w.RequestRate, "request-rate", w.RequestRate, "requests per second, or inf for all at once; a comma list sweeps")
+	fl.Float64Var(&w.Burstiness, "burstiness", w.Burstiness, "gamma shape of the arrival gaps (1: Poisson; lower: burstier)")
+	fl.StringVar(&w.MaxConcurrency, "max-concurrency", "", "most requests in flight (default: no limit); a comma list sweeps")
+	fl.StringVar(&w.MetricPercentiles, "metric-percentiles", w.MetricPercentiles, "percentiles reported, each in (0, 100)")
+	fl.StringVar(&w.PercentileMetrics, "percentile-metrics", w.PercentileMetrics, "metrics reported: ttft, tpot, itl, e2el")
+	fl.StringSliceVar(&w.Goodput, "goodput", nil, "SLOs for goodput as KEY:MS (ttft, tpot, e2el); several may follow the flag")
+}
+
+// goodputArgs takes the positional arguments after --goodput as more
+// KEY:MS pairs (vLLM's --goodput takes several); any other positional
+// argument is an error.
+func goodputArgs(fl *pflag.FlagSet, goodput *[]string, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	if !fl.Changed("goodput") {
+		return fmt.Errorf("unexpected arguments %q", strings.Join(args, " "))
+	}
+	*goodput = append(*goodput, args...)
+	return nil
+}

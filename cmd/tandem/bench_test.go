@@ -1,0 +1,54 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestBenchCommand runs `tandem bench` as a user types it against a
+// running cluster: vLLM-style --goodput pairs after one flag, a sweep,
+// saved results.
+func TestBenchCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	tc := startCluster(t, "tiny", []groupSpec{{name: "unified-0", role: "unified", tp: 1}})
+	dir := t.TempDir()
+	var out, errs bytes.Buffer
+	cmd := newRootCmd()
+	cmd.SetOut(&out)
+	cmd.SetErr(&errs)
+	cmd.SetArgs([]string{"bench", "--addr", tc.coord.grpcAddr, "--num-prompts", "6", "--random-input-len", "16",
+		"--random-output-len", "4", "--max-concurrency", "1,2", "--save-result", "--result-dir", dir,
+		"--result-filename", "r.json", "--goodput", "ttft:60000", "tpot:60000", "e2el:60000"})
+	if err := cmd.ExecuteContext(t.Context()); err != nil {
+		t.Fatalf("tandem bench: %v\n%s", err, errs.String())
+	}
+	for _, name := range []string{"r-infqps-concurrency1.json", "r-infqps-concurrency2.json"} {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r map[string]any
+		if err := json.Unmarshal(data, &r); err != nil {
+			t.Fatal(err)
+		}
+		if r["completed"] != 6.0 || r["request_goodput"] != r["request_throughput"] || r["backend"] != "tandem" {
+			t.Fatalf("%s: completed %v, goodput %v vs throughput %v", name, r["completed"], r["request_goodput"], r["request_throughput"])
+		}
+	}
+	if !strings.Contains(out.String(), "Request goodput (req/s):") {
+		t.Fatalf("report:\n%s", out.String())
+	}
+	cmd = newRootCmd()
+	cmd.SetOut(&out)
+	cmd.SetErr(&errs)
+	cmd.SetArgs([]string{"bench", "--addr", tc.coord.grpcAddr, "stray"})
+	if err := cmd.ExecuteContext(t.Context()); err == nil || !strings.Contains(err.Error(), "stray") {
+		t.Fatalf("a stray argument: %v", err)
+	}
+}

@@ -1,0 +1,297 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tandemllm/tandem/cluster"
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+)
+
+// Faults of the coordinator and of etcd, with real processes: a killed
+// coordinator strands no KV and a new one serves at once; etcd losing a
+// member, or going away altogether, fails no request.
+
+// lineWatch passes what a process writes on to w and reports the first
+// line with a given first field.
+type lineWatch struct {
+	w     io.Writer
+	field string
+	found chan string
+
+	mu   sync.Mutex
+	line []byte
+	done bool
+}
+
+func (l *lineWatch) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, b := range p {
+		if b != '\n' {
+			l.line = append(l.line, b)
+			continue
+		}
+		if f := strings.Fields(string(l.line)); !l.done && len(f) >= 2 && f[0] == l.field {
+			l.done = true
+			l.found <- f[1]
+		}
+		l.line = l.line[:0]
+	}
+	return l.w.Write(p)
+}
+
+// startCoordinatorProcess starts `tandem coordinator` on free ports and
+// returns its gRPC address once it serves.
+func (tc *testCluster) startCoordinatorProcess(t testing.TB, name string) string {
+	t.Helper()
+	lw := &lineWatch{w: tc.logs, field: "gRPC", found: make(chan string, 1)}
+	args := []string{"coordinator", "--etcd-endpoints", tc.endpoints, "--model", tc.dir, "--model-name", tc.name,
+		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}
+	if err := tc.procs.start(name, args, lw); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case addr := <-lw.found:
+		return addr
+	case exit := <-tc.procs.exited:
+		t.Fatalf("%s exited: %v", exit.name, exit.err)
+	case <-time.After(time.Minute):
+		t.Fatal("the coordinator printed no gRPC address")
+	}
+	return ""
+}
+
+// load runs n requests, at most conc at once, and returns their errors.
+// started is closed when half have completed.
+func (tc *testCluster) load(ctx context.Context, n, conc, maxTokens int, half chan<- struct{}) []error {
+	errs := make([]error, n)
+	sem := make(chan struct{}, conc)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	done := 0
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			prompt := []int32{int32(10 + i%500), 20, int32(30 + i%7)}
+			g, err := tc.generate(ctx, prompt, greedyParams(maxTokens))
+			if err == nil && (len(g.tokens) != maxTokens || g.finish != tandemv1.FinishReason_FINISH_REASON_LENGTH) {
+				err = fmt.Errorf("%d tokens, finish %v", len(g.tokens), g.finish)
+			}
+			errs[i] = err
+			mu.Lock()
+			if done++; done == n/2 && half != nil {
+				close(half)
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// failed lists the errors of errs that are not nil.
+func failed(errs []error) []string {
+	var out []string
+	for i, err := range errs {
+		if err != nil {
+			out = append(out, fmt.Sprintf("request %d: %v", i, err))
+		}
+	}
+	return out
+}
+
+// waitKVFree waits until every group's leader reports its whole KV pool
+// free and no request running or waiting, and returns how long that took.
+func (tc *testCluster) waitKVFree(t *testing.T, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	leaders := map[string]tandemv1.WorkerClient{}
+	for _, g := range tc.specs {
+		leaders[g.name] = tc.leader(t, g.name)
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var busy []string
+		for name, l := range leaders {
+			st, err := l.Stats(t.Context(), &tandemv1.StatsRequest{})
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if st.GetKvBlocksFree() != st.GetKvBlocksTotal() || st.GetRunningRequests() != 0 || st.GetWaitingRequests() != 0 {
+				busy = append(busy, fmt.Sprintf("%s: %d of %d blocks free, %d running, %d waiting", name,
+					st.GetKvBlocksFree(), st.GetKvBlocksTotal(), st.GetRunningRequests(), st.GetWaitingRequests()))
+			}
+		}
+		if len(busy) == 0 {
+			return time.Since(start)
+		}
+		if time.Since(start) > within {
+			t.Fatalf("KV still held %v after the coordinator died: %s", within, strings.Join(busy, "; "))
+		}
+		<-tick.C
+	}
+}
+
+// TestCoordinatorKilledStrandsNoKV: kill -9 of the coordinator while it
+// streams requests through every group: each group aborts the requests
+// whose coordinator is gone and frees every KV block within the KV
+// timeout; a new coordinator started on the same etcd serves at once.
+func TestCoordinatorKilledStrandsNoKV(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	tc := startClusterWith(t, "tiny", []groupSpec{
+		{name: "prefill-0", role: cluster.RolePrefill, tp: 2},
+		{name: "decode-0", role: cluster.RoleDecode, tp: 2},
+		{name: "decode-1", role: cluster.RoleDecode, tp: 1},
+	}, clusterOptions{coordinatorProcess: true})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	// Long prompts and outputs, so that the kill finds prompts in
+	// prefill, KV in transit and requests decoding.
+	prompts := make([][]int32, 24)
+	for i := range prompts {
+		prompts[i] = make([]int32, 50+40*i)
+		for j := range prompts[i] {
+			prompts[i][j] = int32((i*131 + j*17) % 50000)
+		}
+	}
+	results, progressed := tc.startStreams(ctx, prompts, greedyParams(500), 2)
+	waitProgress(t, progressed, len(prompts)/2)
+	held := 0
+	for _, g := range []string{"decode-0", "decode-1"} {
+		st := tc.workerStats(t, g)
+		held += int(st.GetKvBlocksTotal() - st.GetKvBlocksFree())
+	}
+	if held == 0 {
+		t.Fatal("no decode group holds KV: the kill would test nothing")
+	}
+	if err := tc.procs.kill("coordinator"); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range results() {
+		if r.err == nil {
+			t.Fatal("a request finished although its coordinator was killed")
+		}
+	}
+	// Within the workers' KV timeout (30 s, the bound on a push no decode
+	// claims) and well within it in practice: the streams' end aborts.
+	took := tc.waitKVFree(t, 35*time.Second)
+	t.Logf("every KV block free %v after the coordinator's streams broke", took)
+
+	restarted := time.Now()
+	tc.connect(t, tc.startCoordinatorProcess(t, "coordinator-2"))
+	g, err := tc.generate(t.Context(), []int32{1, 2, 3}, greedyParams(8))
+	if err != nil || len(g.tokens) != 8 {
+		t.Fatalf("first request to the new coordinator: %d tokens, %v", len(g.tokens), err)
+	}
+	t.Logf("the new coordinator answered its first request %v after its start", time.Since(restarted))
+	tc.waitKVFree(t, 10*time.Second)
+}
+
+// TestEtcdMemberLossUnderLoad: of three etcd members the leader is
+// stopped while requests stream; every process has all three endpoints,
+// and no request fails.
+func TestEtcdMemberLossUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	tc := startClusterWith(t, "tiny", disaggregated(1, 2), clusterOptions{etcdMembers: 3})
+	half := make(chan struct{})
+	errs := make(chan []error, 1)
+	go func() { errs <- tc.load(t.Context(), 200, 16, 24, half) }()
+	<-half
+	leader := tc.etcd.Leader()
+	if err := tc.etcd.StopMember(leader); err != nil {
+		t.Fatal(err)
+	}
+	if f := failed(<-errs); len(f) > 0 {
+		t.Fatalf("%d requests failed after etcd member %d stopped:\n%s", len(f), leader, strings.Join(f, "\n"))
+	}
+	// Registrations and the coordinator's view are whole, and requests go on.
+	if err := waitGroupsReady(t.Context(), tc.cli, tc.specs, 30*time.Second, tc.procs, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	tc.waitServing(t, len(tc.specs))
+	if f := failed(tc.load(t.Context(), 20, 8, 8, nil)); len(f) > 0 {
+		t.Fatalf("after the member loss: %s", strings.Join(f, "\n"))
+	}
+}
+
+// TestEtcdOutageKeepsServing: etcd stopped altogether, for longer than
+// the workers' leases: the coordinator serves the groups it knows (and
+// says etcd is away), no worker leaves, no request fails; once etcd is
+// back on the same data, registrations are renewed and serving goes on.
+func TestEtcdOutageKeepsServing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	tc := startCluster(t, "tiny", disaggregated(1, 2))
+	u, err := url.Parse(tc.etcd.Endpoints()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := make(chan struct{})
+	errs := make(chan []error, 1)
+	go func() { errs <- tc.load(t.Context(), 120, 8, 24, half) }()
+	<-half
+	tc.etcd.Close()
+	// Every worker notices (its lease renewals go unanswered), which takes
+	// up to two thirds of its 5 s lease; the coordinator within a second.
+	workers := 0
+	for _, g := range tc.specs {
+		workers += g.tp
+	}
+	tc.waitLog(t, "etcd does not answer; serving on", workers, time.Minute)
+	tc.waitLog(t, "etcd does not answer; serving the groups known", 1, time.Minute)
+	if f := failed(<-errs); len(f) > 0 {
+		t.Fatalf("%d requests failed while etcd was away:\n%s", len(f), strings.Join(f, "\n"))
+	}
+	// Well past the 5 s leases, the groups still serve.
+	if f := failed(tc.load(t.Context(), 40, 8, 24, nil)); len(f) > 0 {
+		t.Fatalf("later in the outage: %s", strings.Join(f, "\n"))
+	}
+	select {
+	case exit := <-tc.procs.exited:
+		t.Fatalf("worker %s exited during the outage: %v", exit.name, exit.err)
+	default:
+	}
+
+	e, err := cluster.StartEmbedded(t.Context(), tc.etcdDir, cluster.EmbeddedOptions{ClientAddr: u.Host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.etcd = e
+	tc.waitLog(t, "etcd answers again; the rank's registration is kept alive", workers, time.Minute)
+	tc.waitLog(t, "etcd answers again; following the cluster's membership", 1, time.Minute)
+	if err := waitGroupsReady(t.Context(), tc.cli, tc.specs, 30*time.Second, tc.procs, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if f := failed(tc.load(t.Context(), 20, 8, 8, nil)); len(f) > 0 {
+		t.Fatalf("after etcd came back: %s", strings.Join(f, "\n"))
+	}
+}
+
+// waitLog waits until the processes' logs hold n lines containing s.
+func (tc *testCluster) waitLog(t *testing.T, s string, n int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for bytes.Count([]byte(tc.logs.String()), []byte(s)) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d log lines with %q after %v, want %d", bytes.Count([]byte(tc.logs.String()), []byte(s)), s, within, n)
+		}
+		<-tick.C
+	}
+}
