@@ -7,23 +7,59 @@ STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCHTIME     ?= 3x
 BIN           := .bin/tandem
 
-.PHONY: all build test vet lint bench fuzz generate verify-generate proto verify-proto clean
+.PHONY: all build test vet lint bench fuzz generate verify-generate proto verify-proto chart-test chart-e2e image gpu-check-prep clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/tandem
 
-# test: vet, staticcheck, then every test (fuzz seeds included).
-test: vet lint verify-proto
+# test: vet, staticcheck, the chart's tests, then every test (fuzz seeds
+# included).
+test: vet lint verify-proto chart-test
 	$(GO) test -count=1 -timeout 10m ./...
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
-	$(GO) vet ./...
+	$(GO) vet -tags chart ./...
 
 lint:
-	$(GO) run $(STATICCHECK) ./...
+	$(GO) run $(STATICCHECK) -tags chart ./...
+
+# chart-test: the Helm chart (deploy/helm/tandem) linted and rendered with
+# Helm's Go SDK over its ci/ values files, every object decoded strictly
+# into its API type and every tandem container's arguments parsed by the
+# binary's own command tree; bad values files must fail the schema. The
+# tests carry the build tag chart so the other tests build without Helm.
+chart-test:
+	$(GO) test -tags chart -count=1 -run '^TestChart' ./cmd/tandem/
+
+# chart-e2e: the same releases server-side-applied (dry run, strict field
+# validation) to a real kube-apiserver, built once from the k8s.io/kubernetes
+# version pinned in hack/kube-apiserver/go.mod into .bin/, on the embedded
+# etcd, with prometheus-operator's ServiceMonitor CRD (from its module).
+KUBE_VERSION   := $(shell sed -n 's/^require k8s.io\/kubernetes //p' hack/kube-apiserver/go.mod)
+KUBE_APISERVER := .bin/kube-apiserver-$(KUBE_VERSION)
+PROMETHEUS_OPERATOR_VERSION := v0.90.1
+$(KUBE_APISERVER): hack/kube-apiserver/go.mod hack/kube-apiserver/go.sum
+	@echo "building kube-apiserver $(KUBE_VERSION) (several minutes the first time)"
+	cd hack/kube-apiserver && $(GO) build -trimpath -o $(CURDIR)/$@ k8s.io/kubernetes/cmd/kube-apiserver
+chart-e2e: $(KUBE_APISERVER)
+	@dir=$$(cd / && $(GO) mod download -json github.com/prometheus-operator/prometheus-operator@$(PROMETHEUS_OPERATOR_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p') && \
+	test -n "$$dir" && \
+	TANDEM_REQUIRE_KUBE_APISERVER=1 TANDEM_KUBE_APISERVER=$(CURDIR)/$(KUBE_APISERVER) \
+	TANDEM_SERVICEMONITOR_CRD=$$dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml \
+	$(GO) test -tags chart -count=1 -v -run '^TestChartAppliesToAPIServer$$' ./cmd/tandem/
+
+# image: the CPU and GPU (CUDA) images from deploy/container/Dockerfile,
+# with docker or podman.
+IMAGE     ?= tandem
+IMAGE_TAG ?= dev
+CONTAINER ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+image:
+	@test -n "$(CONTAINER)" || { echo "make image needs docker or podman"; exit 1; }
+	$(CONTAINER) build -f deploy/container/Dockerfile --target cpu -t $(IMAGE):$(IMAGE_TAG) .
+	$(CONTAINER) build -f deploy/container/Dockerfile --target cuda -t $(IMAGE):$(IMAGE_TAG)-cuda .
 
 # bench: every performance figure, each printed next to the limit it is
 # held against and measured in the same run: kernels and engine (memory
@@ -89,6 +125,12 @@ verify-proto: $(PROTO_TOOLS)
 	  diff -u -N --label "proto/$${f#./} (in tree)" --label "proto/$${f#./} (generated)" "$$f" "$$tmp/$$f" || stale=1; \
 	done && \
 	if [ $$stale = 1 ]; then echo "verify-proto: the generated code in proto/ is stale (diff above): run make proto and commit it"; exit 1; fi
+
+# gpu-check-prep: everything one device call needs for the GPU check,
+# under .bin/gpu (stripped, gzipped tandem and test binaries, CPU
+# references); docs/benchmarking.md, "GPU check".
+gpu-check-prep:
+	scripts/gpu-check --prep
 
 clean:
 	rm -rf .bin

@@ -235,3 +235,21 @@ func PyFloat(f float64) string {
 	}
 	return s
 }
+
+// Merge joins runs of one workload and load point (rounds) into one run:
+// outputs and queue times in order, durations summed, so throughputs are
+// totals over the total time.
+func Merge(runs ...*Run) *Run {
+	if len(runs) == 0 {
+		return nil
+	}
+	m := &Run{Options: runs[0].Options, Began: runs[0].Began}
+	m.Workload = nil
+	for _, r := range runs {
+		m.Workload = append(m.Workload, r.Workload...)
+		m.Outputs = append(m.Outputs, r.Outputs...)
+		m.QueueTimes = append(m.QueueTimes, r.QueueTimes...)
+		m.Duration += r.Duration
+	}
+	return m
+}

@@ -12,5 +12,9 @@
 // group, reports when a group is ready (all ranks present and consistent),
 // and tolerates malformed entries by counting their rank as missing.
 //
-// It imports nothing of Tandem's; the worker and coordinator use it.
+// Role is the one typed definition of a group's role; Role.Proto puts it
+// on the wire.
+//
+// It imports only proto (for Role.Proto) of Tandem's; the worker and
+// coordinator use it.
 package cluster

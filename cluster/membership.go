@@ -17,13 +17,6 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
-// Roles of a worker group.
-const (
-	RolePrefill = "prefill"
-	RoleDecode  = "decode"
-	RoleUnified = "unified"
-)
-
 // ErrRankTaken is wrapped when a (group, rank) is already registered.
 var ErrRankTaken = errors.New("cluster: rank already registered")
 
@@ -40,14 +33,17 @@ func memberKey(group string, rank int) string {
 
 // Registration is one worker rank's entry in etcd.
 type Registration struct {
-	Role        string `json:"role"`          // RolePrefill, RoleDecode or RoleUnified
+	Role        Role   `json:"role"`          // RolePrefill, RoleDecode or RoleUnified
 	Group       string `json:"group"`         // group name, no '/'
 	Rank        int    `json:"rank"`          // this rank, in [0, TP)
 	TP          int    `json:"tp"`            // the group's rank count
 	Addr        string `json:"addr"`          // host:port of this rank's gRPC server (Worker on rank 0, KVTransfer and internal services on all)
 	Model       string `json:"model"`         // model id served
 	KVBlocks    int    `json:"kv_blocks"`     // KV cache blocks in the pool
-	KVBlockSize int    `json:"kv_block_size"` // token slots per block
+	KVBlockSize int    `json:"kv_block_size"` // token slots per block, at least 1
+	// Incarnation is the group's start count (see Member.Incarnation):
+	// the ranks of one running group all carry the same.
+	Incarnation int `json:"incarnation,omitempty"`
 }
 
 // Validate reports the first bad field by its JSON name.
@@ -56,7 +52,7 @@ func (r Registration) Validate() error {
 		return fmt.Errorf("cluster: registration field %s: %s", field, fmt.Sprintf(format, args...))
 	}
 	switch {
-	case r.Role != RolePrefill && r.Role != RoleDecode && r.Role != RoleUnified:
+	case !r.Role.Valid():
 		return bad("role", "unknown role %q (want %s, %s or %s)", r.Role, RolePrefill, RoleDecode, RoleUnified)
 	case r.Group == "" || strings.Contains(r.Group, "/"):
 		// The group is one path element of the etcd key.
@@ -71,8 +67,10 @@ func (r Registration) Validate() error {
 		return bad("model", "empty")
 	case r.KVBlocks < 0:
 		return bad("kv_blocks", "negative (%d)", r.KVBlocks)
-	case r.KVBlockSize < 0:
-		return bad("kv_block_size", "negative (%d)", r.KVBlockSize)
+	case r.KVBlockSize < 1:
+		return bad("kv_block_size", "%d (want at least 1)", r.KVBlockSize)
+	case r.Incarnation < 0:
+		return bad("incarnation", "negative (%d)", r.Incarnation)
 	}
 	return nil
 }
@@ -321,40 +319,50 @@ func (r *Registered) Close(ctx context.Context) error {
 			return
 		}
 		_, err := r.cli.Revoke(ctx, r.Lease())
-		// A lease that is already gone (expired, revoked elsewhere) has
-		// nothing left to revoke.
-		var coded interface{ Code() codes.Code }
-		if errors.As(err, &coded) && coded.Code() == codes.NotFound {
-			err = nil
-		}
-		if err != nil {
+		if err != nil && !leaseGone(err) {
 			r.closeErr = fmt.Errorf("cluster: revoking lease %x: %w", int64(r.Lease()), err)
 		}
 	})
 	return r.closeErr
 }
 
+// leaseGone reports whether a Revoke failed because the lease is already
+// gone (expired, or revoked elsewhere): nothing is left to revoke.
+func leaseGone(err error) bool {
+	var coded interface{ Code() codes.Code }
+	return errors.As(err, &coded) && coded.Code() == codes.NotFound
+}
+
 // Group is one worker group as seen in etcd.
 type Group struct {
-	Name, Role, Model string
-	TP                int
+	Name, Model string
+	Role        Role
+	TP          int
+	// Incarnation is the reference rank's (see buildGroups); ranks of
+	// another incarnation (a dead predecessor's leftovers) read as missing.
+	Incarnation int
 	// Ranks holds the registrations present, indexed by rank (len TP); a
 	// missing rank is the zero Registration (Addr "").
 	Ranks []Registration
 }
 
-// Ready reports whether every rank 0..TP-1 is registered with a role, TP
-// and model consistent with the group's.
+// Ready reports whether every rank 0..TP-1 is registered with a role, TP,
+// model and incarnation consistent with the group's.
 func (g Group) Ready() bool {
 	if g.TP < 1 || len(g.Ranks) != g.TP {
 		return false
 	}
 	for i, r := range g.Ranks {
-		if r.Addr == "" || r.Rank != i || r.Role != g.Role || r.TP != g.TP || r.Model != g.Model {
+		if r.Addr == "" || r.Rank != i || !g.consistent(r) {
 			return false
 		}
 	}
 	return true
+}
+
+// consistent reports whether r belongs with the group's reference rank.
+func (g Group) consistent(r Registration) bool {
+	return r.Role == g.Role && r.TP == g.TP && r.Model == g.Model && r.Incarnation == g.Incarnation
 }
 
 // Missing lists the ranks not registered.
@@ -369,8 +377,8 @@ func (g Group) Missing() []int {
 }
 
 // buildGroups turns the raw entries under membersPrefix into groups. Bad
-// entries (unparsable, invalid, key and body disagreeing, or role/tp/model
-// disagreeing with the reference rank) are left out, so their rank reads
+// entries (unparsable, invalid, key and body disagreeing, or
+// role/tp/model/incarnation disagreeing with the reference rank) are left out, so their rank reads
 // as missing and the group as not ready, instead of failing the view.
 func buildGroups(entries map[string][]byte) []Group {
 	valid := map[string]map[int]Registration{}
@@ -399,10 +407,10 @@ func buildGroups(entries map[string][]byte) []Group {
 		// stands in so a partial group still shows its shape.
 		if len(regs) > 0 {
 			ref := regs[slices.Min(slices.Collect(maps.Keys(regs)))]
-			g.Role, g.Model, g.TP = ref.Role, ref.Model, ref.TP
+			g.Role, g.Model, g.TP, g.Incarnation = ref.Role, ref.Model, ref.TP, ref.Incarnation
 			g.Ranks = make([]Registration, g.TP)
 			for rank, r := range regs {
-				if rank < g.TP && r.Role == g.Role && r.TP == g.TP && r.Model == g.Model {
+				if rank < g.TP && g.consistent(r) {
 					g.Ranks[rank] = r
 				}
 			}

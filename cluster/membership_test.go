@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -87,6 +88,8 @@ func TestRegistrationValidate(t *testing.T) {
 		{"model", func(r *Registration) { r.Model = "" }},
 		{"kv_blocks", func(r *Registration) { r.KVBlocks = -1 }},
 		{"kv_block_size", func(r *Registration) { r.KVBlockSize = -1 }},
+		{"kv_block_size", func(r *Registration) { r.KVBlockSize = 0 }},
+		{"incarnation", func(r *Registration) { r.Incarnation = -1 }},
 	} {
 		r := reg("g", 1, 2)
 		tc.edit(&r)
@@ -293,4 +296,40 @@ func TestMembershipResumesAfterCompaction(t *testing.T) {
 	waitFor(t, m, "reload after compaction", func(gs map[string]Group) bool { return gs["c"].Ready() })
 	register(t, cli, reg("d", 0, 1), 0)
 	waitFor(t, m, "watch resumed", func(gs map[string]Group) bool { return gs["d"].Ready() })
+}
+
+// A rank left over from a group's earlier incarnation does not complete
+// the new one: the group is ready only when every rank is of one
+// incarnation.
+func TestGroupReadyNeedsOneIncarnation(t *testing.T) {
+	at := func(rank, inc int) Registration {
+		r := reg("g", rank, 2)
+		r.Incarnation = inc
+		return r
+	}
+	for _, tc := range []struct {
+		name    string
+		ranks   []Registration
+		ready   bool
+		missing []int
+	}{
+		{"same", []Registration{at(0, 3), at(1, 3)}, true, nil},
+		{"stale rank 1", []Registration{at(0, 4), at(1, 3)}, false, []int{1}},
+		{"stale rank 0", []Registration{at(0, 3), at(1, 4)}, false, []int{1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			entries := map[string][]byte{}
+			for _, r := range tc.ranks {
+				b, err := json.Marshal(r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				entries[memberKey(r.Group, r.Rank)] = b
+			}
+			gs := buildGroups(entries)
+			if len(gs) != 1 || gs[0].Ready() != tc.ready || !slices.Equal(gs[0].Missing(), tc.missing) {
+				t.Fatalf("groups %+v: want ready %v, missing %v", gs, tc.ready, tc.missing)
+			}
+		})
+	}
 }

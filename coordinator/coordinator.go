@@ -243,7 +243,7 @@ func (c *Coordinator) health() *tandemv1.HealthResponse {
 	roles := []tandemv1.Role{tandemv1.Role_ROLE_PREFILL, tandemv1.Role_ROLE_DECODE, tandemv1.Role_ROLE_UNIFIED}
 	counts := make(map[tandemv1.Role]*tandemv1.RoleGroups)
 	for _, g := range c.groups {
-		r := roleOf(g.group.Role)
+		r := g.group.Role.Proto()
 		rg := counts[r]
 		if rg == nil {
 			rg = &tandemv1.RoleGroups{Role: r}
@@ -264,16 +264,4 @@ func (c *Coordinator) health() *tandemv1.HealthResponse {
 		resp.Status, resp.Message = tandemv1.ServingStatus_SERVING_STATUS_NOT_SERVING, err.Error()
 	}
 	return resp
-}
-
-func roleOf(role string) tandemv1.Role {
-	switch role {
-	case cluster.RolePrefill:
-		return tandemv1.Role_ROLE_PREFILL
-	case cluster.RoleDecode:
-		return tandemv1.Role_ROLE_DECODE
-	case cluster.RoleUnified:
-		return tandemv1.Role_ROLE_UNIFIED
-	}
-	return tandemv1.Role_ROLE_UNSPECIFIED
 }

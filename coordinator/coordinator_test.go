@@ -152,13 +152,15 @@ func TestCoordinator(t *testing.T) {
 		if r.StatusCode != 405 {
 			t.Errorf("GET /v1/completions: %d", r.StatusCode)
 		}
-		r, err = http.Get(web.URL + "/healthz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.Body.Close()
-		if r.StatusCode != 503 {
-			t.Errorf("/healthz: %d", r.StatusCode)
+		for path, want := range map[string]int{"/readyz": 503, "/healthz": 503, "/livez": 200} {
+			r, err = http.Get(web.URL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Body.Close()
+			if r.StatusCode != want {
+				t.Errorf("%s with no group: %d, want %d", path, r.StatusCode, want)
+			}
 		}
 	})
 

@@ -94,8 +94,11 @@
 // status. Errors are OpenAI's JSON ({"error": {"message", "type",
 // "param", "code"}}): 400 for bad input, 404 for unknown routes, 429 when
 // the coordinator is full, 503 when no group can serve. GET /v1/models
-// lists the model and GET /healthz answers 200 when the cluster can serve
-// it and 503 otherwise.
+// lists the model. GET /readyz (also served as /healthz) answers 200 when
+// the cluster can serve the model and 503 otherwise, with the ready and
+// registered groups of each role; GET /livez answers 200 while the
+// process serves HTTP. They are the readiness and liveness probes of the
+// Helm chart.
 //
 // # Chat template
 //

@@ -116,19 +116,13 @@ func (c *Coordinator) finished(span trace.Span, rec *traceRecord) {
 	span.SetAttributes(telemetry.FinishReasons(reason))
 }
 
-// finishName is a finish reason as metrics and OpenAI name it.
+// finishName is a finish reason as the metrics label it: its wire name,
+// which the metrics package's Finish* labels spell the same way.
 func finishName(r tandemv1.FinishReason) string {
-	switch r {
-	case tandemv1.FinishReason_FINISH_REASON_STOP:
-		return metrics.FinishStop
-	case tandemv1.FinishReason_FINISH_REASON_LENGTH:
-		return metrics.FinishLength
-	case tandemv1.FinishReason_FINISH_REASON_ABORT:
-		return metrics.FinishAbort
-	case tandemv1.FinishReason_FINISH_REASON_TIMEOUT:
-		return metrics.FinishTimeout
+	if r == tandemv1.FinishReason_FINISH_REASON_UNSPECIFIED {
+		return metrics.FinishError
 	}
-	return metrics.FinishError
+	return r.Name()
 }
 
 // rejectReason names why admission refused a request.

@@ -23,14 +23,21 @@ import (
 const maxBodyBytes = 8 << 20
 
 // HTTPHandler serves the OpenAI-compatible API (/v1/completions,
-// /v1/chat/completions, /v1/models) and /healthz. A request whose client
-// disconnects is cancelled on the workers, as a cancelled gRPC call is.
+// /v1/chat/completions, /v1/models) and the probes: /readyz (and its
+// older name /healthz) answers 200 only when the cluster can serve the
+// model, /livez whenever this process serves HTTP. A request whose
+// client disconnects is cancelled on the workers, as a cancelled gRPC
+// call is.
 func (c *Coordinator) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/completions", c.serveCompletions)
 	mux.HandleFunc("/v1/chat/completions", c.serveChat)
 	mux.HandleFunc("/v1/models", c.serveModels)
+	mux.HandleFunc("/readyz", c.serveHealth)
 	mux.HandleFunc("/healthz", c.serveHealth)
+	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{status: http.StatusNotFound, typ: "invalid_request_error",
 			message: fmt.Sprintf("unknown route %s %s", r.Method, r.URL.Path)})
@@ -203,7 +210,7 @@ func (c *Coordinator) serveHealth(w http.ResponseWriter, _ *http.Request) {
 		Groups  []roleJSON `json:"groups"`
 	}{Status: "serving", Message: h.Message, Groups: []roleJSON{}}
 	for _, g := range h.Groups {
-		body.Groups = append(body.Groups, roleJSON{strings.ToLower(strings.TrimPrefix(g.Role.String(), "ROLE_")), g.Ready, g.Total})
+		body.Groups = append(body.Groups, roleJSON{g.Role.Name(), g.Ready, g.Total})
 	}
 	code := http.StatusOK
 	if h.Status != tandemv1.ServingStatus_SERVING_STATUS_SERVING {

@@ -21,10 +21,6 @@ import (
 // time is not routed to until it does.
 const statsTimeout = 2 * time.Second
 
-// defaultBlockSize is the KV block size assumed for a group that has
-// reported none, only to estimate the blocks a request will take.
-const defaultBlockSize = 16
-
 // groupState is the coordinator's view of one registered group. Fields
 // below the line are guarded by Coordinator.mu.
 type groupState struct {
@@ -136,10 +132,9 @@ func (g *groupState) blockSize() int64 {
 	if g.stats != nil && g.stats.KvBlockSize > 0 {
 		return int64(g.stats.KvBlockSize)
 	}
-	if r := g.leader(); r.KVBlockSize > 0 {
-		return int64(r.KVBlockSize)
-	}
-	return defaultBlockSize
+	// A valid registration has a block size; a missing rank 0 (size 0)
+	// makes the group unroutable, so this is never used then.
+	return int64(max(g.leader().KVBlockSize, 1))
 }
 
 func (g *groupState) load() load {
@@ -274,7 +269,7 @@ func (c *Coordinator) servableLocked() error {
 
 // unservableLocked describes why no group can take the model's requests.
 func (c *Coordinator) unservableLocked() error {
-	ready := map[string]int{}
+	ready := map[cluster.Role]int{}
 	for _, g := range c.groups {
 		if c.routable(g) {
 			ready[g.group.Role]++
@@ -329,12 +324,13 @@ func (c *Coordinator) sync(ctx context.Context, groups []cluster.Group) {
 		st := &groupState{name: g.Name, group: g}
 		addr := st.leader().Addr
 		old := c.groups[g.Name]
-		if old != nil && old.addr == addr && old.group.Role == g.Role && old.group.Model == g.Model && old.group.TP == g.TP {
+		if old != nil && old.addr == addr && old.group.Role == g.Role && old.group.Model == g.Model && old.group.TP == g.TP &&
+			old.group.Incarnation == g.Incarnation {
 			old.group = g
 			continue
 		}
 		if old != nil {
-			old.leave(fmt.Errorf("group %q re-registered with another leader", g.Name))
+			old.leave(fmt.Errorf("group %q re-registered with another leader or incarnation", g.Name))
 		}
 		st.addr = addr
 		st.ctx, st.leave = context.WithCancelCause(ctx)

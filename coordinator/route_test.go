@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tandemllm/tandem/cluster"
+	"github.com/tandemllm/tandem/metrics"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
@@ -100,7 +102,7 @@ func routeTestCoordinator(t *testing.T, groups ...cluster.Group) *Coordinator {
 	return c
 }
 
-func group(name, role string, tp int, model string) cluster.Group {
+func group(name string, role cluster.Role, tp int, model string) cluster.Group {
 	g := cluster.Group{Name: name, Role: role, Model: model, TP: tp}
 	for r := range tp {
 		g.Ranks = append(g.Ranks, cluster.Registration{Role: role, Group: name, Rank: r, TP: tp,
@@ -245,5 +247,37 @@ func TestAdmit(t *testing.T) {
 	release()
 	if _, err := c.admit("a"); err != nil {
 		t.Errorf("after release: %v", err)
+	}
+}
+
+// A group restarted by its supervisor at the same addresses (fixed
+// ports) is a new incarnation: requests on the old one end, and the new
+// one gets a state of its own.
+func TestSyncReplacesRestartedGroup(t *testing.T) {
+	c := routeTestCoordinator(t, group("a", cluster.RoleUnified, 1, "m"))
+	old := c.groups["a"]
+	restarted := group("a", cluster.RoleUnified, 1, "m")
+	restarted.Incarnation = 1
+	for i := range restarted.Ranks {
+		restarted.Ranks[i].Incarnation = 1
+	}
+	c.sync(context.Background(), []cluster.Group{restarted})
+	if old.ctx.Err() == nil || !strings.Contains(context.Cause(old.ctx).Error(), "incarnation") {
+		t.Errorf("the old incarnation's context: %v", context.Cause(old.ctx))
+	}
+	if now := c.groups["a"]; now == old || now.group.Incarnation != 1 || now.client == nil {
+		t.Errorf("state after the restart: %+v", now)
+	}
+}
+
+// Every finish reason on the wire is counted under one of the metrics'
+// finished_reason labels.
+func TestFinishNameIsAMetricLabel(t *testing.T) {
+	labels := []string{metrics.FinishStop, metrics.FinishLength, metrics.FinishAbort, metrics.FinishTimeout, metrics.FinishError}
+	for v := range tandemv1.FinishReason_name {
+		r := tandemv1.FinishReason(v)
+		if name := finishName(r); !slices.Contains(labels, name) {
+			t.Errorf("finishName(%v) = %q, not one of %v", r, name, labels)
+		}
 	}
 }

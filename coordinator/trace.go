@@ -217,7 +217,7 @@ func (c *Coordinator) GetTrace(ctx context.Context, id string) (*tandemv1.Reques
 				for r, reg := range g.group.Ranks {
 					ranks = append(ranks, rankAddr{rank: r, addr: reg.Addr})
 				}
-				role = roleOf(g.group.Role)
+				role = g.group.Role.Proto()
 			}
 			c.mu.Unlock()
 			if g == nil {

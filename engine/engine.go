@@ -23,19 +23,29 @@ var (
 	ErrDuplicateID = fmt.Errorf("%w: duplicate request id", ErrInvalidRequest)
 )
 
+// FinishReason says why a request's generation ended ("" while it runs).
+// The worker turns it into the wire's tandemv1.FinishReason, in one place.
+type FinishReason string
+
 // Finish reasons, as OpenAI's API names them.
 const (
-	FinishStop   = "stop"   // an end-of-sequence token, stop token or stop string
-	FinishLength = "length" // MaxTokens reached
-	FinishAbort  = "abort"  // aborted by the caller
+	FinishStop   FinishReason = "stop"   // an end-of-sequence token, stop token or stop string
+	FinishLength FinishReason = "length" // MaxTokens reached
+	FinishAbort  FinishReason = "abort"  // aborted by the caller
 )
+
+// DefaultBlockSize is the KV block size Options.BlockSize defaults to, in
+// token slots (vLLM's default --block-size). Workers register their
+// engine's block size, so nothing else assumes it.
+const DefaultBlockSize = 16
 
 // Options configure an Engine. Zero fields take the documented defaults.
 type Options struct {
 	// KVCacheBytes is the memory budget of the paged KV cache (default
 	// 512 MiB, capped at what MaxSeqs full-length sequences need).
 	KVCacheBytes int64
-	// BlockSize is the number of token slots per KV block (default 16).
+	// BlockSize is the number of token slots per KV block (default
+	// DefaultBlockSize).
 	BlockSize int
 	// MaxBatchTokens bounds the rows of one step; it is also the prefill
 	// chunk size (default 512).
@@ -93,7 +103,7 @@ type Output struct {
 	Logprob     *TokenLogprob
 	TopLogprobs []TokenLogprob
 	// FinishReason is set on the last output of a request.
-	FinishReason string
+	FinishReason FinishReason
 	// Step is the id of the step that produced the token (StepRecord.Step).
 	Step uint64
 }
@@ -141,7 +151,7 @@ func New(m *Model, opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("engine: a TP-%d shard of rank %d needs a communicator of that size and rank", tp, m.plan.Rank)
 	}
 	if opts.BlockSize <= 0 {
-		opts.BlockSize = 16
+		opts.BlockSize = DefaultBlockSize
 	}
 	if opts.MaxBatchTokens <= 0 {
 		opts.MaxBatchTokens = 512

@@ -97,7 +97,7 @@ func WritePerfetto(w io.Writer, t *tandemv1.RequestTrace) error {
 		tid := nextTid
 		nextTid++
 		ev = append(ev,
-			meta("thread_name", pid, tid, map[string]any{"name": fmt.Sprintf("%s/rank %d (%s)", r.GetGroup(), r.GetRank(), roleName(r.GetRole()))}),
+			meta("thread_name", pid, tid, map[string]any{"name": fmt.Sprintf("%s/rank %d (%s)", r.GetGroup(), r.GetRank(), r.GetRole().Name())}),
 			meta("thread_sort_index", pid, tid, map[string]any{"sort_index": tid}))
 		off := r.GetClockOffsetNanos()
 		for _, s := range r.GetSteps() {

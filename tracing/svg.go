@@ -339,13 +339,13 @@ func (l *svgLayout) writeBackgrounds(b *bytes.Buffer, t *tandemv1.RequestTrace) 
 
 // svgLaneLabel is "node · group/rank N (role)".
 func svgLaneLabel(r *tandemv1.RankTrace) string {
-	return fmt.Sprintf("%s · %s/rank %d (%s)", svgNodeName(r.GetNode()), r.GetGroup(), r.GetRank(), svgRoleName(r.GetRole()))
+	return fmt.Sprintf("%s · %s/rank %d (%s)", svgNodeName(r.GetNode()), r.GetGroup(), r.GetRank(), r.GetRole().Name())
 }
 
 func (l *svgLayout) writeLane(b *bytes.Buffer, ln svgLane) {
 	r, y := ln.rank, ln.y
 	fmt.Fprintf(b, `<g class="lane" data-node="%s" data-group="%s" data-rank="%d" data-role="%s">`+"\n",
-		svgEsc(r.GetNode()), svgEsc(r.GetGroup()), r.GetRank(), svgEsc(svgRoleName(r.GetRole())))
+		svgEsc(r.GetNode()), svgEsc(r.GetGroup()), r.GetRank(), svgEsc(r.GetRole().Name()))
 	fmt.Fprintf(b, `<text class="lane-label" x="16" y="%s">%s</text>`, svgNum(y+15), svgEsc(svgLaneLabel(r)))
 	fmt.Fprintf(b, `<text class="lane-clock" x="16" y="%s" fill="%s">clock %s ms ± %s µs</text>`+"\n",
 		svgNum(y+28), svgColorSubtle, svgEsc(svgSignedMS(r.GetClockOffsetNanos())), svgEsc(svgUS(r.GetClockErrorNanos())))
@@ -436,11 +436,6 @@ func svgRoleOrder(r tandemv1.Role) int {
 		return 2
 	}
 	return 3
-}
-
-// svgRoleName is "prefill", "decode", "unified" or "unspecified".
-func svgRoleName(r tandemv1.Role) string {
-	return strings.ToLower(strings.TrimPrefix(r.String(), "ROLE_"))
 }
 
 func svgNodeName(n string) string {

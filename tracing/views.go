@@ -256,12 +256,6 @@ func label(node, group string, rank int32) string {
 	return fmt.Sprintf("%s/%s/%d", node, group, rank)
 }
 
-// roleName is a role without the enum's prefix: "prefill", "decode",
-// "unified".
-func roleName(r tandemv1.Role) string {
-	return strings.ToLower(strings.TrimPrefix(r.String(), "ROLE_"))
-}
-
 // formatBytes writes a byte count with a binary unit: 512B, 3.1MiB.
 func formatBytes(n int64) string {
 	const unit = 1024

@@ -232,7 +232,7 @@ func TestWritePerfetto(t *testing.T) {
 			// it, holding its steps.
 			var wantKV, wantCollectives int
 			for _, r := range tr.Ranks {
-				name := fmt.Sprintf("%s/rank %d (%s)", r.Group, r.Rank, roleName(r.Role))
+				name := fmt.Sprintf("%s/rank %d (%s)", r.Group, r.Rank, r.Role.Name())
 				var found []thread
 				for k, names := range threads {
 					if len(names) != 1 {

@@ -57,7 +57,8 @@ func statusOf(err error) error {
 	return status.Error(codes.Internal, err.Error())
 }
 
-func finishReason(r string) tandemv1.FinishReason {
+// finishReason is the engine's finish reason on the wire.
+func finishReason(r engine.FinishReason) tandemv1.FinishReason {
 	switch r {
 	case engine.FinishStop:
 		return tandemv1.FinishReason_FINISH_REASON_STOP

@@ -22,7 +22,7 @@ import (
 
 // startWorker runs a one-rank group of role in this process on real
 // sockets and returns its address.
-func startWorker(t *testing.T, dir, role, group string, kvTimeout time.Duration) string {
+func startWorker(t *testing.T, dir string, role cluster.Role, group string, kvTimeout time.Duration) string {
 	t.Helper()
 	be, err := cpu.New(cpu.Options{Threads: 1})
 	if err != nil {

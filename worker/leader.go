@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
 	"github.com/tandemllm/tandem/metrics"
 	"github.com/tandemllm/tandem/nccl"
@@ -276,7 +277,7 @@ func (l *leader) untrack(m map[string]context.CancelFunc, id string) {
 	l.mu.Unlock()
 }
 
-func (l *leader) requireRole(role string) error {
+func (l *leader) requireRole(role cluster.Role) error {
 	if l.w.opts.Role != role {
 		return status.Errorf(codes.FailedPrecondition, "group %s has role %s, not %s", l.w.opts.Group, l.w.opts.Role, role)
 	}
@@ -304,7 +305,7 @@ func admitErr(err error) error {
 
 func (l *leader) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*tandemv1.PrefillResponse, error) {
 	recv := time.Now()
-	if err := l.requireRole(rolePrefill); err != nil {
+	if err := l.requireRole(cluster.RolePrefill); err != nil {
 		return nil, err
 	}
 	if err := checkRequest(req.GetRequestId(), req.GetPromptTokenIds()); err != nil {
@@ -470,7 +471,7 @@ func forEachRank(ctx context.Context, ranks []rankAPI, f func(context.Context, r
 func (l *leader) Decode(req *tandemv1.DecodeRequest, stream tandemv1.Worker_DecodeServer) error {
 	recv := time.Now()
 	ctx := stream.Context()
-	if err := l.requireRole(roleDecode); err != nil {
+	if err := l.requireRole(cluster.RoleDecode); err != nil {
 		return err
 	}
 	id, prompt := req.GetRequestId(), req.GetPromptTokenIds()
@@ -581,8 +582,8 @@ func (l *leader) Generate(req *tandemv1.WorkerGenerateRequest, stream tandemv1.W
 	ctx := stream.Context()
 	// A decode group runs whole requests too: the coordinator moves a
 	// request there, prompt recomputed, when no prefill group can take it.
-	if l.w.opts.Role == rolePrefill {
-		return l.requireRole(roleUnified)
+	if l.w.opts.Role == cluster.RolePrefill {
+		return l.requireRole(cluster.RoleUnified)
 	}
 	id, prompt := req.GetRequestId(), req.GetPromptTokenIds()
 	if err := checkRequest(id, prompt); err != nil {
@@ -671,20 +672,8 @@ func (l *leader) Stats(context.Context, *tandemv1.StatsRequest) (*tandemv1.Stats
 	ld := l.load // published before the server starts
 	l.loadMu.Unlock()
 	return &tandemv1.StatsResponse{
-		Group: l.w.opts.Group, Role: roleEnum(l.w.opts.Role), Tp: int32(l.e.Model().Plan().TP), Model: l.w.opts.ModelName,
+		Group: l.w.opts.Group, Role: l.w.opts.Role.Proto(), Tp: int32(l.e.Model().Plan().TP), Model: l.w.opts.ModelName,
 		KvBlockSize: int32(l.e.BlockSize()), KvBlocksFree: int32(ld.free), KvBlocksTotal: int32(ld.total),
 		RunningRequests: int32(ld.running), WaitingRequests: int32(ld.waiting), PendingPrefillTokens: int64(ld.pendingPrefill),
 	}, nil
-}
-
-func roleEnum(role string) tandemv1.Role {
-	switch role {
-	case rolePrefill:
-		return tandemv1.Role_ROLE_PREFILL
-	case roleDecode:
-		return tandemv1.Role_ROLE_DECODE
-	case roleUnified:
-		return tandemv1.Role_ROLE_UNIFIED
-	}
-	return tandemv1.Role_ROLE_UNSPECIFIED
 }

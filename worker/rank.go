@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
 	"github.com/tandemllm/tandem/kvtransfer"
 	"github.com/tandemllm/tandem/metrics"
@@ -50,7 +51,7 @@ const droppedTTL = time.Minute
 // newRankServer makes the rank's Rank service. KV pushed to it that no
 // Decode claims within kvTimeout (its coordinator died between the
 // prefill and the decode) is dropped.
-func newRankServer(e *engine.Engine, role string, rec *tracing.Recorder, wm *metrics.Worker, node string, dial []grpc.DialOption, kvTimeout time.Duration) *rankServer {
+func newRankServer(e *engine.Engine, role cluster.Role, rec *tracing.Recorder, wm *metrics.Worker, node string, dial []grpc.DialOption, kvTimeout time.Duration) *rankServer {
 	m := e.Model()
 	cfg, plan := m.Config(), m.Plan()
 	r := &rankServer{
@@ -59,7 +60,7 @@ func newRankServer(e *engine.Engine, role string, rec *tracing.Recorder, wm *met
 		sender: kvtransfer.NewSender(kvtransfer.SenderOptions{DialOptions: dial}),
 		rec:    rec, metrics: wm, node: node, dropped: map[string]time.Time{},
 	}
-	if role != rolePrefill {
+	if role != cluster.RolePrefill {
 		r.receiver = kvtransfer.NewReceiver(kvtransfer.ReceiverOptions{
 			Rank: r.rank, Heads: r.heads, HeadDim: r.headDim, Layers: r.layers, MaxTokens: cfg.MaxPositions, TTL: kvTimeout,
 		})

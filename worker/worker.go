@@ -24,19 +24,16 @@ import (
 	"github.com/tandemllm/tandem/tracing"
 )
 
-const (
-	rolePrefill = cluster.RolePrefill
-	roleDecode  = cluster.RoleDecode
-	roleUnified = cluster.RoleUnified
-)
-
 // Options configure a worker rank. Zero fields take the documented
 // defaults.
 type Options struct {
-	// Role is cluster.RolePrefill, RoleDecode or RoleUnified.
-	Role string
+	// Role is what the group does.
+	Role cluster.Role
 	// Group names the rank's group; ModelName is the model id it serves.
 	Group, ModelName string
+	// Incarnation is the group's start count, given by its supervisor
+	// (cluster.Member.Incarnation); registered with the rank.
+	Incarnation int
 	// Model is this rank's shard, loaded; Engine configures the engine Run
 	// makes for it (Comm is required when the model is sharded).
 	Model  *engine.Model
@@ -72,6 +69,10 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// OnReady, if set, is called once the rank can take part in serving:
+	// a follower once it is registered, rank 0 once every rank of its
+	// group is registered and connected (a readiness probe's signal).
+	OnReady func()
 }
 
 // Worker is a running rank.
@@ -105,7 +106,7 @@ func (r remoteRank) DropKV(ctx context.Context, req *tandemv1.DropKVRequest) (*t
 
 func (o *Options) validate() error {
 	switch {
-	case o.Role != rolePrefill && o.Role != roleDecode && o.Role != roleUnified:
+	case !o.Role.Valid():
 		return fmt.Errorf("worker: role %q: must be prefill, decode or unified", o.Role)
 	case o.Group == "":
 		return errors.New("worker: group name is required")
@@ -155,7 +156,7 @@ func Run(ctx context.Context, opts Options) error {
 	var l *leader
 	eopts := opts.Engine
 	rec := tracing.NewRecorder(opts.TraceSteps)
-	wm := metrics.NewWorker(opts.Registerer, metrics.WorkerLabels{Model: opts.ModelName, Group: opts.Group, Role: opts.Role, Rank: plan.Rank})
+	wm := metrics.NewWorker(opts.Registerer, metrics.WorkerLabels{Model: opts.ModelName, Group: opts.Group, Role: string(opts.Role), Rank: plan.Rank})
 	if opts.GPU != nil {
 		if err := wm.AttachGPU(opts.GPU); err != nil {
 			w.log.Warn("GPU telemetry", "err", err)
@@ -223,9 +224,9 @@ func Run(ctx context.Context, opts Options) error {
 
 	if opts.Etcd != nil {
 		_, total := e.KVBlocks()
-		reg, err := cluster.Register(ctx, opts.Etcd, cluster.Registration{
+		reg, err := register(ctx, opts.Etcd, cluster.Registration{
 			Role: opts.Role, Group: opts.Group, Rank: plan.Rank, TP: plan.TP, Addr: opts.AdvertiseAddr,
-			Model: opts.ModelName, KVBlocks: total, KVBlockSize: e.BlockSize(),
+			Model: opts.ModelName, KVBlocks: total, KVBlockSize: e.BlockSize(), Incarnation: opts.Incarnation,
 		}, opts.LeaseTTL)
 		if err != nil {
 			return fmt.Errorf("worker: registering rank %d of %s: %w", plan.Rank, opts.Group, err)
@@ -240,6 +241,7 @@ func Run(ctx context.Context, opts Options) error {
 	w.log.Info("worker serving", "role", opts.Role, "addr", opts.AdvertiseAddr, "tp", plan.TP)
 
 	if l == nil {
+		w.ready()
 		err := e.Follow(ctx)
 		if errors.Is(err, engine.ErrShutdown) || ctx.Err() != nil {
 			return nil
@@ -252,6 +254,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer closeRanks()
 	l.ranks = ranks
+	w.ready()
 	runErr := l.run(ctx)
 	if plan.TP > 1 && runErr == nil {
 		sctx, scancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
@@ -296,6 +299,35 @@ func (w *Worker) watchRegistration(ctx context.Context, reg *cluster.Registered,
 				w.log.Warn("etcd does not answer; serving on, registered as before", "err", why)
 			}
 		}
+	}
+}
+
+// register registers the rank. A rank still held is retried for two
+// lease TTLs and two seconds (etcd expires leases a little late, and
+// never under 1.5 s): that is a dead predecessor's entry (a rank
+// restarted without its supervisor clearing etcd, as under Kubernetes)
+// waiting for its lease to expire; a rank still held after that is held
+// by a live process.
+func register(ctx context.Context, cli *clientv3.Client, r cluster.Registration, ttl time.Duration) (*cluster.Registered, error) {
+	deadline := time.Now().Add(2*ttl + 2*time.Second)
+	for {
+		reg, err := cluster.Register(ctx, cli, r, ttl)
+		if !errors.Is(err, cluster.ErrRankTaken) || time.Now().After(deadline) {
+			return reg, err
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		}
+	}
+}
+
+func (w *Worker) ready() {
+	if w.opts.OnReady != nil {
+		w.opts.OnReady()
 	}
 }
 

@@ -12,13 +12,9 @@ import (
 	"strings"
 	"testing"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/tandemllm/tandem/bench"
 	"github.com/tandemllm/tandem/bench/local"
 	"github.com/tandemllm/tandem/bench/local/localtest"
-	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
 // startCluster runs `tandem up` (unified TP-2 on tiny) as a user would
@@ -49,21 +45,6 @@ func baseConfig(addr string) Config {
 	c.NumPrompts, c.RandomInputLen, c.RandomOutputLen, c.Seed = 12, 24, 6, 3
 	c.MetricPercentiles = "50,90,95,99,99.9"
 	return c
-}
-
-// requestCount is the number of requests the coordinator has seen.
-func requestCount(t *testing.T, addr string) int {
-	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	resp, err := tandemv1.NewTracesClient(conn).ListRequests(t.Context(), &tandemv1.ListRequestsRequest{Limit: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(resp.GetRequests())
 }
 
 func TestAgainstCluster(t *testing.T) {
@@ -200,7 +181,7 @@ func testBadInput(t *testing.T, c *local.Cluster) {
 		{"malformed dataset", func(c *Config) { c.DatasetName, c.DatasetPath = "jsonl", bad }, "line 2"},
 		{"unknown tokenizer", func(c *Config) { c.Tokenizer = "no-such-model" }, "--tokenizer"},
 	}
-	before := requestCount(t, c.GRPC)
+	before := localtest.Requests(t, c.GRPC)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := baseConfig(c.GRPC)
@@ -211,7 +192,7 @@ func testBadInput(t *testing.T, c *local.Cluster) {
 			}
 		})
 	}
-	if after := requestCount(t, c.GRPC); after != before {
+	if after := localtest.Requests(t, c.GRPC); after != before {
 		t.Fatalf("bad input sent %d requests to the cluster", after-before)
 	}
 }

@@ -130,3 +130,25 @@ func TestBootstrapRounds(t *testing.T) {
 		t.Fatalf("a shift in one round of two: %+v, want not distinguishable", iv)
 	}
 }
+
+// The quantiles are the textbook table's (and scipy.stats.t.ppf's).
+func TestTQuantile(t *testing.T) {
+	for _, tt := range []struct{ p, df, want float64 }{
+		{0.975, 1, 12.7062}, {0.975, 2, 4.3027}, {0.975, 10, 2.2281}, {0.995, 4, 4.6041}, {0.975, 1000, 1.9623},
+	} {
+		if got := tQuantile(tt.p, tt.df); math.Abs(got-tt.want) > 1e-3 {
+			t.Errorf("t quantile %v with %v df = %v, want %v", tt.p, tt.df, got, tt.want)
+		}
+	}
+	iv, err := TInterval([]float64{1, 2, 3}, 0.95)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// mean 2, sd 1, half-width 4.3027/sqrt(3).
+	if math.Abs(iv.Lo-(2-4.3027/math.Sqrt(3))) > 1e-3 || math.Abs(iv.Hi-(2+4.3027/math.Sqrt(3))) > 1e-3 {
+		t.Fatalf("TInterval(1, 2, 3) = %+v", iv)
+	}
+	if _, err := TInterval([]float64{1}, 0.95); err == nil {
+		t.Fatal("one value gave an interval")
+	}
+}

@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
+	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -26,12 +28,22 @@ func (b *backendFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&b.kernels, "kernels", "auto", "CPU kernels: auto, avx512, avx2 or go")
 }
 
-func (b *backendFlags) open() (compute.Backend, error) {
+// open starts the chosen backend. For --device cuda and auto it writes
+// one line to w saying which backend started and, for the GPU, which
+// driver, cuBLAS and NVRTC files it opened.
+func (b *backendFlags) open(w io.Writer) (compute.Backend, error) {
 	switch b.device {
 	case "cpu":
 	case "cuda", "auto":
 		be, err := cuda.New(cuda.Options{Device: b.gpu})
 		if err == nil {
+			libs, ci := be.Libraries(), be.Compile()
+			how := "compiled"
+			if ci.Cached {
+				how = "cached"
+			}
+			fmt.Fprintf(w, "compute backend: %s; driver %s, cuBLAS %s, NVRTC %s %s; kernels %s (%s)\n",
+				be.Name(), libs.Driver, libs.Cublas, ci.NVRTC, libs.NVRTC, ci.Target, how)
 			return be, nil
 		}
 		// auto falls back only when CUDA is absent; a GPU that is there
@@ -40,6 +52,8 @@ func (b *backendFlags) open() (compute.Backend, error) {
 		if b.device == "cuda" || !errors.Is(err, cuda.ErrNoCUDA) {
 			return nil, fmt.Errorf("--device %s: %w", b.device, err)
 		}
+		first, _, _ := strings.Cut(err.Error(), "\n")
+		fmt.Fprintf(w, "compute backend: cpu (--device auto: %s)\n", strings.TrimSuffix(first, "; tried:"))
 	default:
 		return nil, fmt.Errorf("--device %q: want cpu, cuda or auto", b.device)
 	}

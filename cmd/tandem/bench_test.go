@@ -52,3 +52,31 @@ func TestBenchCommand(t *testing.T) {
 		t.Fatalf("a stray argument: %v", err)
 	}
 }
+
+// TestBenchCompareCommand runs `tandem bench compare --tp 1,2` as typed:
+// two local clusters, each `tandem up` run from this binary, started and
+// stopped in turn.
+func TestBenchCompareCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts clusters")
+	}
+	dir := t.TempDir()
+	var out, errs bytes.Buffer
+	cmd := newRootCmd()
+	cmd.SetOut(&out)
+	cmd.SetErr(&errs)
+	cmd.SetArgs([]string{"bench", "compare", "--tp", "1,2", "--num-prompts", "4", "--random-input-len", "16",
+		"--random-output-len", "4", "--max-concurrency", "2", "--result-dir", dir, "--result-filename", "c.json", "--disable-tqdm"})
+	if err := cmd.ExecuteContext(t.Context()); err != nil {
+		t.Fatalf("tandem bench compare: %v\n%s", err, errs.String())
+	}
+	if !strings.Contains(out.String(), "unified-tp2") || !strings.Contains(out.String(), "allreduce B/tok") {
+		t.Fatalf("table:\n%s", out.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "c.json")); err != nil {
+		t.Fatal(err)
+	}
+	if kids := childProcesses(t); len(kids) > 0 {
+		t.Fatalf("processes left behind: %v", kids)
+	}
+}

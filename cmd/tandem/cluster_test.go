@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,6 +31,7 @@ import (
 	"github.com/tandemllm/tandem/model/preset"
 	"github.com/tandemllm/tandem/model/tokenizer"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+	"github.com/tandemllm/tandem/worker/supervisor"
 )
 
 // The end-to-end tests run what `tandem up` runs: a real embedded etcd, the
@@ -60,18 +63,22 @@ type testCluster struct {
 	etcdDir   string
 	endpoints string // every etcd member's client URL, comma-separated
 	cli       *clientv3.Client
-	coord  *runningCoordinator
-	procs  *children
-	specs  []groupSpec
-	conn   *grpc.ClientConn // to the coordinator's gRPC server
-	client tandemv1.GenerationClient
-	logs   *syncBuffer
+	coord     *runningCoordinator // nil when the coordinator runs as a process
+	coordProc *process            // the coordinator's process, when it is one
+	sup       *supervisor.Supervisor
+	specs     []groupSpec
+	conn      *grpc.ClientConn // to the coordinator's gRPC server
+	client    tandemv1.GenerationClient
+	logs      *syncBuffer
 }
 
 // clusterOptions vary a test cluster.
 type clusterOptions struct {
 	// otlp is the OTLP collector every process exports spans to.
 	otlp string
+	// restart has groups restarted as `tandem up` does (with restart's
+	// backoff); without it the first death of a rank leaves its group down.
+	restart *restartFlags
 	// etcdMembers is the embedded etcd's member count (default 1).
 	etcdMembers int
 	// coordinatorProcess runs the coordinator as a process of its own
@@ -99,7 +106,7 @@ func startClusterWith(t testing.TB, presetName string, specs []groupSpec, opts c
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := &testCluster{dir: dir, name: presetName, etcd: etcd, etcdDir: etcdDir, endpoints: strings.Join(etcd.Endpoints(), ","), procs: &children{}, specs: specs, logs: &syncBuffer{}}
+	tc := &testCluster{dir: dir, name: presetName, etcd: etcd, etcdDir: etcdDir, endpoints: strings.Join(etcd.Endpoints(), ","), specs: specs, logs: &syncBuffer{}}
 	t.Cleanup(func() { tc.etcd.Close() }) // the etcd a test restarted too
 	cli, err := dialEtcd(tc.endpoints)
 	if err != nil {
@@ -107,34 +114,42 @@ func startClusterWith(t testing.TB, presetName string, specs []groupSpec, opts c
 	}
 	t.Cleanup(func() { cli.Close() })
 	tc.cli = cli
-	t.Cleanup(func() {
-		tc.procs.stop(io.Discard)
-		if t.Failed() {
-			t.Logf("worker logs:\n%s", tc.logs.String())
-		}
-	})
 	var grpcAddr string
 	if opts.coordinatorProcess {
-		grpcAddr = tc.startCoordinatorProcess(t, "coordinator")
+		tc.coordProc, grpcAddr = tc.startCoordinatorProcess(t)
 	} else {
-		rc, err := startCoordinator(context.WithoutCancel(ctx), &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: 256, migrationLimit: 3, migrationTimeout: 30 * time.Second, otlpEndpoint: opts.otlp}, cli, dir, presetName)
+		rc, err := startCoordinator(context.WithoutCancel(ctx), &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: 256,
+			migrationLimit: 3, migrationTimeout: 30 * time.Second, otlpEndpoint: opts.otlp}, cli, dir, presetName)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(rc.stop)
 		tc.coord, grpcAddr = rc, rc.grpcAddr
 	}
-	for _, g := range specs {
-		for r := range g.tp {
-			args := []string{"worker", "--role", g.role, "--group", g.name, "--tp", fmt.Sprint(g.tp), "--rank", fmt.Sprint(r),
-				"--etcd-endpoints", tc.endpoints, "--model", dir, "--model-name", presetName, "--threads", "1",
-				"--kv-cache-mb", "16", "--max-batch-tokens", "256", "--otlp-endpoint", opts.otlp}
-			if err := tc.procs.start(fmt.Sprintf("%s/%d", g.name, r), args, tc.logs); err != nil {
-				t.Fatal(err)
-			}
-		}
+	common := []string{"--etcd-endpoints", tc.endpoints, "--model", dir, "--model-name", presetName, "--threads", "1",
+		"--kv-cache-mb", "16", "--max-batch-tokens", "256", "--otlp-endpoint", opts.otlp}
+	groups := make([]supervisor.Group, len(specs))
+	for i, g := range specs {
+		groups[i] = g.supervised(common)
 	}
-	if err := waitGroupsReady(ctx, cli, specs, 2*time.Minute, tc.procs, io.Discard); err != nil {
+	restart := opts.restart
+	if restart == nil {
+		restart = &restartFlags{limit: -1}
+	}
+	sopts := restart.options(cli, tc.logs)
+	sopts.Logger = slog.New(slog.NewTextHandler(tc.logs, nil))
+	sup, err := supervisor.Start(ctx, sopts, groups...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.sup = sup
+	t.Cleanup(func() {
+		sup.Stop()
+		if t.Failed() {
+			t.Logf("worker logs:\n%s", tc.logs.String())
+		}
+	})
+	if err := waitGroupsReady(ctx, cli, specs, 2*time.Minute, sup, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	// The coordinator routes once it has seen every group ready and
@@ -458,13 +473,19 @@ func TestClusterCancelFreesBlocks(t *testing.T) {
 	tc.waitAllBlocksFree(t, "prefill-0")
 }
 
-// kill ends one worker at once (SIGKILL), as a crash would.
-func (c *children) kill(name string) error {
-	i := slices.Index(c.names, name)
-	if i < 0 {
-		return fmt.Errorf("no worker %s", name)
+// kill ends one rank's process at once (SIGKILL), as a crash would, and
+// returns its pid.
+func (tc *testCluster) kill(t testing.TB, group string, rank int) int {
+	t.Helper()
+	st, ok := tc.sup.Status(group)
+	if i := slices.Index(st.Ranks, rank); ok && i >= 0 && i < len(st.PIDs) {
+		if err := syscall.Kill(st.PIDs[i], syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		return st.PIDs[i]
 	}
-	return c.procs[i].Process.Kill()
+	t.Fatalf("%s rank %d is not running: %+v", group, rank, st)
+	return 0
 }
 
 // TestOpenAIClientStreamsSameTokens drives /v1/chat/completions with the

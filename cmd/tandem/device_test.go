@@ -29,21 +29,25 @@ func TestDeviceFlag(t *testing.T) {
 		name    string
 		device  string
 		wantErr []string // substrings of the error; none: success
+		stderr  string   // the backend's line, "" for none
 	}{
 		{name: "cuda without a driver", device: "cuda", wantErr: []string{"--device cuda", "no CUDA driver was found", "libcuda.so.1", cuda.EnvDriver}},
-		{name: "auto falls back to cpu", device: "auto"},
+		{name: "auto falls back to cpu", device: "auto", stderr: "compute backend: cpu (--device auto: cuda: CUDA not available: no CUDA driver was found (libcuda.so.1;"},
 		{name: "cpu", device: "cpu"},
 		{name: "unknown device", device: "tpu", wantErr: []string{`--device "tpu"`, "cpu, cuda or auto"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			out, _, err := runTandemStreams(t, "generate", "--local", "--preset", "tiny", "--max-tokens", "2", "--device", tc.device, "x")
+			out, errOut, err := runTandemStreams(t, "generate", "--local", "--preset", "tiny", "--max-tokens", "2", "--device", tc.device, "x")
 			if len(tc.wantErr) == 0 {
 				if err != nil {
 					t.Fatalf("--device %s: %v", tc.device, err)
 				}
 				if out == "" {
 					t.Errorf("--device %s printed nothing", tc.device)
+				}
+				if line := strings.Contains(errOut, "compute backend:"); line != (tc.stderr != "") || !strings.Contains(errOut, tc.stderr) {
+					t.Errorf("--device %s: stderr\n%s\nwant the backend's line %q", tc.device, errOut, tc.stderr)
 				}
 				return
 			}

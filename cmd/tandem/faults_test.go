@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -48,25 +50,54 @@ func (l *lineWatch) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// startCoordinatorProcess starts `tandem coordinator` on free ports and
-// returns its gRPC address once it serves.
-func (tc *testCluster) startCoordinatorProcess(t testing.TB, name string) string {
+// process is a tandem subcommand a test runs and may kill; it dies with
+// the test's process, and is killed when the test ends.
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+func startProcess(t testing.TB, args []string, out io.Writer) *process {
 	t.Helper()
-	lw := &lineWatch{w: tc.logs, field: "gRPC", found: make(chan string, 1)}
-	args := []string{"coordinator", "--etcd-endpoints", tc.endpoints, "--model", tc.dir, "--model-name", tc.name,
-		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}
-	if err := tc.procs.start(name, args, lw); err != nil {
+	self, err := os.Executable()
+	if err != nil {
 		t.Fatal(err)
 	}
+	cmd := exec.Command(self, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = diesWithParent()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+	})
+	return p
+}
+
+// startCoordinatorProcess starts `tandem coordinator` on free ports and
+// returns it and its gRPC address once it serves.
+func (tc *testCluster) startCoordinatorProcess(t testing.TB) (*process, string) {
+	t.Helper()
+	lw := &lineWatch{w: tc.logs, field: "gRPC", found: make(chan string, 1)}
+	p := startProcess(t, []string{"coordinator", "--etcd-endpoints", tc.endpoints, "--model", tc.dir, "--model-name", tc.name,
+		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, lw)
 	select {
 	case addr := <-lw.found:
-		return addr
-	case exit := <-tc.procs.exited:
-		t.Fatalf("%s exited: %v", exit.name, exit.err)
+		return p, addr
+	case <-p.done:
+		t.Fatalf("the coordinator exited: %v", p.err)
 	case <-time.After(time.Minute):
 		t.Fatal("the coordinator printed no gRPC address")
 	}
-	return ""
+	return nil, ""
 }
 
 // load runs n requests, at most conc at once, and returns their errors.
@@ -155,6 +186,7 @@ func TestCoordinatorKilledStrandsNoKV(t *testing.T) {
 		{name: "decode-0", role: cluster.RoleDecode, tp: 2},
 		{name: "decode-1", role: cluster.RoleDecode, tp: 1},
 	}, clusterOptions{coordinatorProcess: true})
+	coord := tc.coordProc
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	// Long prompts and outputs, so that the kill finds prompts in
@@ -176,7 +208,7 @@ func TestCoordinatorKilledStrandsNoKV(t *testing.T) {
 	if held == 0 {
 		t.Fatal("no decode group holds KV: the kill would test nothing")
 	}
-	if err := tc.procs.kill("coordinator"); err != nil {
+	if err := coord.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range results() {
@@ -190,7 +222,8 @@ func TestCoordinatorKilledStrandsNoKV(t *testing.T) {
 	t.Logf("every KV block free %v after the coordinator's streams broke", took)
 
 	restarted := time.Now()
-	tc.connect(t, tc.startCoordinatorProcess(t, "coordinator-2"))
+	_, addr := tc.startCoordinatorProcess(t)
+	tc.connect(t, addr)
 	g, err := tc.generate(t.Context(), []int32{1, 2, 3}, greedyParams(8))
 	if err != nil || len(g.tokens) != 8 {
 		t.Fatalf("first request to the new coordinator: %d tokens, %v", len(g.tokens), err)
@@ -219,7 +252,7 @@ func TestEtcdMemberLossUnderLoad(t *testing.T) {
 		t.Fatalf("%d requests failed after etcd member %d stopped:\n%s", len(f), leader, strings.Join(f, "\n"))
 	}
 	// Registrations and the coordinator's view are whole, and requests go on.
-	if err := waitGroupsReady(t.Context(), tc.cli, tc.specs, 30*time.Second, tc.procs, io.Discard); err != nil {
+	if err := waitGroupsReady(t.Context(), tc.cli, tc.specs, 30*time.Second, tc.sup, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	tc.waitServing(t, len(tc.specs))
@@ -262,8 +295,8 @@ func TestEtcdOutageKeepsServing(t *testing.T) {
 		t.Fatalf("later in the outage: %s", strings.Join(f, "\n"))
 	}
 	select {
-	case exit := <-tc.procs.exited:
-		t.Fatalf("worker %s exited during the outage: %v", exit.name, exit.err)
+	case f := <-tc.sup.Down():
+		t.Fatalf("group %s went down during the outage: %v", f.Group, f.Err)
 	default:
 	}
 
@@ -274,7 +307,7 @@ func TestEtcdOutageKeepsServing(t *testing.T) {
 	tc.etcd = e
 	tc.waitLog(t, "etcd answers again; the rank's registration is kept alive", workers, time.Minute)
 	tc.waitLog(t, "etcd answers again; following the cluster's membership", 1, time.Minute)
-	if err := waitGroupsReady(t.Context(), tc.cli, tc.specs, 30*time.Second, tc.procs, io.Discard); err != nil {
+	if err := waitGroupsReady(t.Context(), tc.cli, tc.specs, 30*time.Second, tc.sup, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	if f := failed(tc.load(t.Context(), 20, 8, 8, nil)); len(f) > 0 {

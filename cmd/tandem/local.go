@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -19,6 +19,7 @@ import (
 	"github.com/tandemllm/tandem/model"
 	"github.com/tandemllm/tandem/model/preset"
 	"github.com/tandemllm/tandem/model/tokenizer"
+	"github.com/tandemllm/tandem/worker/supervisor"
 )
 
 // resolveModelDir returns the model directory of --model or --preset.
@@ -94,7 +95,7 @@ func runLocalGenerate(cmd *cobra.Command, f *generateFlags, prompt string) error
 	}
 	opts := f.engine.options()
 	opts.Detokenizer = detokenizer{tok}
-	m, comm, closeAll, err := openShard(ctx, dir, &g, &f.backend)
+	m, comm, closeAll, err := openShard(ctx, dir, &g, &f.backend, cmd.ErrOrStderr())
 	if err != nil {
 		return err
 	}
@@ -131,7 +132,7 @@ func runLocalGenerate(cmd *cobra.Command, f *generateFlags, prompt string) error
 				res.Logprobs = append(res.Logprobs, logprobJSON(tok, *o.Logprob, o.TopLogprobs))
 			}
 			if o.FinishReason != "" {
-				res.FinishReason = o.FinishReason
+				res.FinishReason = string(o.FinishReason)
 			}
 			if !f.jsonOut {
 				fmt.Fprint(out, o.Text)
@@ -163,9 +164,11 @@ func logprobJSON(tok *tokenizer.Tokenizer, lp engine.TokenLogprob, top []engine.
 }
 
 // startLocalGroup runs the other ranks of a local TP group: an embedded
-// etcd for their rendezvous, and one `tandem worker` process per rank.
-// stop ends the workers (after rank 0's Shutdown they exit by themselves)
-// and the etcd server.
+// etcd for their rendezvous, and one `tandem worker` process per rank
+// under a supervisor that does not restart them (a rank's death fails the
+// generation through the collectives) and whose ranks die with this
+// process. stop ends the workers (after rank 0's Shutdown they exit by
+// themselves) and the etcd server.
 func startLocalGroup(ctx context.Context, g *groupFlags, dir string, f *generateFlags) (stop func(), err error) {
 	etcdDir, err := os.MkdirTemp("", "tandem-etcd-")
 	if err != nil {
@@ -177,38 +180,30 @@ func startLocalGroup(ctx context.Context, g *groupFlags, dir string, f *generate
 		return nil, err
 	}
 	g.etcdEndpoints = strings.Join(etcd.Endpoints(), ",")
-	self, err := os.Executable()
+	ranks := make([]int, 0, g.tp-1)
+	for r := 1; r < g.tp; r++ {
+		ranks = append(ranks, r)
+	}
+	// The generation reports a rank's death; only the supervisor's warnings
+	// (a rank that would not stop) are worth showing here.
+	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	sup, err := supervisor.Start(ctx, supervisor.Options{CrashLoopLimit: -1, StopTimeout: 5 * time.Second, Logger: quiet}, supervisor.Group{
+		Name: g.group, Ranks: ranks,
+		Args: func(rank, _ int) []string {
+			return []string{"worker", "--role", string(cluster.RoleUnified), "--tp", strconv.Itoa(g.tp), "--rank", strconv.Itoa(rank),
+				"--group", g.group, "--etcd-endpoints", g.etcdEndpoints, "--model", dir,
+				"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels,
+				"--max-batch-tokens", strconv.Itoa(f.engine.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.engine.kvCacheMB)}
+		},
+	})
 	if err != nil {
 		etcd.Close()
 		os.RemoveAll(etcdDir)
 		return nil, err
 	}
-	var procs []*exec.Cmd
-	stop = func() {
-		for _, p := range procs {
-			done := make(chan struct{})
-			go func() { p.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				p.Process.Kill()
-				<-done
-			}
-		}
+	return func() {
+		sup.Stop()
 		etcd.Close()
 		os.RemoveAll(etcdDir)
-	}
-	for r := 1; r < g.tp; r++ {
-		p := exec.Command(self, "worker", "--role", cluster.RoleUnified, "--tp", strconv.Itoa(g.tp), "--rank", strconv.Itoa(r),
-			"--group", g.group, "--etcd-endpoints", g.etcdEndpoints, "--model", dir,
-			"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels,
-			"--max-batch-tokens", strconv.Itoa(f.engine.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.engine.kvCacheMB))
-		p.Stderr = os.Stderr
-		if err := p.Start(); err != nil {
-			stop()
-			return nil, fmt.Errorf("starting rank %d: %w", r, err)
-		}
-		procs = append(procs, p)
-	}
-	return stop, nil
+	}, nil
 }

@@ -224,9 +224,7 @@ func TestMigrationDecodeRankKilled(t *testing.T) {
 					t.Fatalf("%s runs no request (%v): the kill would test nothing", g, st)
 				}
 			}
-			if err := tc.procs.kill("decode-0/1"); err != nil {
-				t.Fatal(err)
-			}
+			tc.kill(t, "decode-0", 1)
 			got := results()
 			checkStreams(t, tinyTokenizer(t, tc.dir), prompts, got, want)
 			var ids []string
@@ -305,9 +303,7 @@ func TestMigrationPrefillLeaderKilled(t *testing.T) {
 			want := localRun(t, tc.dir, [][]int32{prompt}, engine.SamplingParams{MaxTokens: maxTokens, IgnoreEOS: true})
 			results, _ := tc.startStreams(t.Context(), [][]int32{prompt}, &tandemv1.SamplingParams{MaxTokens: maxTokens, IgnoreEos: true, Logprobs: true}, 0)
 			tc.waitPrefilling(t, "prefill-0")
-			if err := tc.procs.kill("prefill-0/0"); err != nil {
-				t.Fatal(err)
-			}
+			tc.kill(t, "prefill-0", 0)
 			got := results()
 			checkStreams(t, tinyTokenizer(t, tc.dir), [][]int32{prompt}, got, want)
 			ms := tc.migrations(t, []string{got[0].id})[got[0].id]

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -50,6 +51,7 @@ func newModelInitCmd() *cobra.Command {
 		name, out, dtype string
 		seed             uint64
 		shardMB          int64
+		existOK          bool
 	)
 	cmd := &cobra.Command{
 		Use:   "init --preset NAME --out DIR",
@@ -78,6 +80,15 @@ func newModelInitCmd() *cobra.Command {
 				}
 				opts.DType = dt
 			}
+			if existOK {
+				// Write renames a complete directory into place, so a
+				// config.json there means an earlier run finished (an
+				// init container run again in the same pod).
+				if _, err := os.Stat(filepath.Join(out, "config.json")); err == nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s already holds a model; left as it is\n", out)
+					return nil
+				}
+			}
 			if err := preset.Write(cmd.Context(), name, out, opts); err != nil {
 				return err
 			}
@@ -95,6 +106,7 @@ func newModelInitCmd() *cobra.Command {
 	f.StringVar(&dtype, "dtype", "", "weight dtype: f32, bf16 or f16 (default: the preset's)")
 	f.Uint64Var(&seed, "seed", 0, "random seed; the same preset, dtype and seed give the same bytes")
 	f.Int64Var(&shardMB, "max-shard-mb", 0, "split weights into shards of at most this many MiB (0: one file)")
+	f.BoolVar(&existOK, "exist-ok", false, "succeed without writing when --out already holds a model directory (for init containers, which may run again)")
 	return cmd
 }
 

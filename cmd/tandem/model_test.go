@@ -33,6 +33,8 @@ func TestModelCommands(t *testing.T) {
 		{"init", []string{"model", "init", "--preset", "tiny", "--out", dir, "--dtype", "bf16", "--seed", "5"}, []string{"wrote preset tiny to " + dir}, ""},
 		{"inspect", []string{"model", "inspect", dir}, []string{"model_type llama", "kv heads 8", "20 tensors in 1 file(s) (BF16×20)", "6.9M parameters", "weights match config.json"}, ""},
 		{"init over existing", []string{"model", "init", "--preset", "tiny", "--out", dir}, nil, "already exists"},
+		{"init over existing, exist-ok", []string{"model", "init", "--preset", "tiny", "--out", dir, "--exist-ok"}, []string{dir + " already holds a model"}, ""},
+		{"exist-ok over a directory without a model", []string{"model", "init", "--preset", "tiny", "--out", filepath.Dir(dir), "--exist-ok"}, nil, "already exists"},
 		{"bad dtype", []string{"model", "init", "--preset", "tiny", "--out", dir + "2", "--dtype", "q4"}, nil, `--dtype: unsupported weight dtype "q4"`},
 		{"bad preset", []string{"model", "init", "--preset", "huge", "--out", dir + "2"}, nil, `--preset: unknown preset "huge"`},
 		{"no preset", []string{"model", "init", "--out", dir + "2"}, nil, "--preset is required"},

@@ -21,6 +21,7 @@ model replica, and records every token's compute, collective and KV-transfer cos
 		newModelCmd(),
 		newTokenizeCmd(),
 		newBenchCmd(),
+		newPlanCmd(),
 	)
 	return root
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -85,30 +84,5 @@ func TestUp(t *testing.T) {
 	}
 }
 
-// childProcesses lists this process's living children (Linux /proc).
-func childProcesses(t *testing.T) []string {
-	t.Helper()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Skip("no /proc to look for children in")
-	}
-	self := os.Getpid()
-	var kids []string
-	for _, e := range entries {
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
-		s := string(stat)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) >= 2 && f[1] == strconv.Itoa(self) && f[0] != "Z" {
-			kids = append(kids, e.Name()+" "+s[:i+1])
-		}
-	}
-	return kids
-}
+// childProcesses lists this process's living children.
+func childProcesses(t *testing.T) []int { return childrenOf(t, os.Getpid()) }

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
 	"github.com/tandemllm/tandem/metrics"
+	"github.com/tandemllm/tandem/model"
 	"github.com/tandemllm/tandem/nccl"
 	"github.com/tandemllm/tandem/nccl/ring"
 	"github.com/tandemllm/tandem/telemetry"
@@ -30,6 +33,7 @@ import (
 // groupFlags place a process in a tensor-parallel group.
 type groupFlags struct {
 	tp, rank      int
+	incarnation   int
 	group         string
 	etcdEndpoints string
 	listen        string
@@ -44,6 +48,8 @@ func (g *groupFlags) validate(joins bool) error {
 		return fmt.Errorf("--tp %d: must be >= 1", g.tp)
 	case g.rank < 0 || g.rank >= g.tp:
 		return fmt.Errorf("--rank %d: must be in 0..%d for --tp %d", g.rank, g.tp-1, g.tp)
+	case g.incarnation < 0:
+		return fmt.Errorf("--incarnation %d: must be >= 0", g.incarnation)
 	case joins && g.tp > 1 && g.group == "":
 		return errors.New("--group is required with --tp > 1")
 	case joins && g.tp > 1 && g.etcdEndpoints == "":
@@ -53,17 +59,7 @@ func (g *groupFlags) validate(joins bool) error {
 }
 
 func newWorkerCmd() *cobra.Command {
-	var (
-		g           groupFlags
-		role        string
-		model       servedModel
-		grpcAddr    string
-		advertise   string
-		metricsAddr string
-		otlp        string
-		eng         engineFlags
-		be          backendFlags
-	)
+	var f workerFlags
 	cmd := &cobra.Command{
 		Use:   "worker --role ROLE --tp N --rank R --group G --etcd-endpoints URLS (--model DIR | --preset NAME)",
 		Short: "Run one rank of a worker group (prefill, decode or unified)",
@@ -77,84 +73,163 @@ coordinator can route to the group once all its ranks are there.
 Rank 0 leads: it serves the Worker API to the coordinator and runs the
 continuous-batching scheduler; the other ranks follow its step plans.
 --role prefill computes prompts and sends their KV cache to decode groups;
---role decode continues them; --role unified does both (colocated serving).`,
+--role decode continues them; --role unified does both (colocated serving).
+
+--local-ranks N runs N ranks of the group as child processes of this one (a
+pod holding a group, or one node of a group spanning nodes): ranks
+--node-rank×N … --node-rank×N+N−1, rank i of them on GPU --gpu+i and on the
+ports of --grpc-addr, --metrics-addr and --listen plus i. When one of them
+exits the others are stopped and this process exits, so the group restarts
+as one unit.
+
+--metrics-addr also serves the probes: /livez answers 200 while the process
+runs, /readyz 200 once the rank has joined its group (rank 0: once the
+whole group has).`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := g.validate(true); err != nil {
-				return err
-			}
-			switch role {
-			case cluster.RolePrefill, cluster.RoleDecode, cluster.RoleUnified:
-			default:
-				return fmt.Errorf("--role %q: must be prefill, decode or unified", role)
-			}
-			if g.etcdEndpoints == "" {
-				return errors.New("--etcd-endpoints is required: workers register in etcd")
-			}
-			ctx := cmd.Context()
-			dir, modelName, err := model.resolve(ctx)
-			if err != nil {
-				return err
-			}
-			cli, err := dialEtcd(g.etcdEndpoints)
-			if err != nil {
-				return err
-			}
-			defer cli.Close()
-			m, comm, closeAll, err := openShard(ctx, dir, &g, &be)
-			if err != nil {
-				return err
-			}
-			defer closeAll()
-			ln, err := net.Listen("tcp", grpcAddr)
-			if err != nil {
-				return fmt.Errorf("--grpc-addr %q: %w", grpcAddr, err)
-			}
-			node, _ := os.Hostname()
-			tel, err := telemetry.Setup(ctx, telemetry.Options{
-				Endpoint: otlp, ServiceName: "tandem-worker",
-				Attributes: []attribute.KeyValue{telemetry.Group(g.group), telemetry.Rank(g.rank), telemetry.Role(role), attribute.String("host.name", node)},
-			})
-			if err != nil {
-				ln.Close()
-				return fmt.Errorf("--otlp-endpoint %q: %w", otlp, err)
-			}
-			defer tel.Shutdown(context.WithoutCancel(ctx))
-			reg := metrics.NewRegistry()
-			stopMetrics, err := serveMetrics(metricsAddr, reg, cmd.ErrOrStderr())
-			if err != nil {
-				ln.Close()
-				return err
-			}
-			defer stopMetrics()
-			opts := eng.options()
-			opts.Comm = comm
-			wopts := worker.Options{
-				Role: role, Group: g.group, ModelName: modelName, Model: m, Engine: opts,
-				Listener: ln, AdvertiseAddr: advertise, Etcd: cli, Registerer: reg, Telemetry: tel,
-			}
-			if gpu, err := metrics.OpenGPU(0); err == nil { // absent without an NVIDIA driver
-				defer gpu.Close()
-				wopts.GPU = gpu
-			}
-			return worker.Run(ctx, wopts)
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return runWorker(cmd, &f) },
 	}
-	fl := cmd.Flags()
-	g.register(cmd)
-	fl.StringVar(&role, "role", "", "what the group does: prefill, decode or unified")
-	model.register(fl, "model directory")
-	fl.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:0", "listen address of this rank's gRPC server")
-	fl.StringVar(&advertise, "advertise-addr", "", "address other processes dial to reach --grpc-addr (default: the address listened on)")
-	fl.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:0", "listen address of this rank's Prometheus /metrics (empty: none)")
-	fl.StringVar(&otlp, "otlp-endpoint", "", "OTLP/gRPC collector (host:port) to export OpenTelemetry spans to; empty: no export")
-	eng.register(cmd)
-	be.register(fl)
+	f.register(cmd)
 	return cmd
 }
 
-// serveMetrics serves reg's /metrics on addr until stop; it says where.
-func serveMetrics(addr string, reg *prometheus.Registry, w io.Writer) (stop func(), err error) {
+// workerFlags are the flags of `tandem worker`.
+type workerFlags struct {
+	g           groupFlags
+	roleFlag    string
+	role        cluster.Role // parsed from roleFlag
+	model       servedModel
+	grpcAddr    string
+	advertise   string
+	metricsAddr string
+	otlp        string
+	localRanks  int
+	nodeRank    int
+	eng         engineFlags
+	be          backendFlags
+}
+
+func (f *workerFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	f.g.register(cmd)
+	fl.StringVar(&f.roleFlag, "role", "", "what the group does: prefill, decode or unified")
+	f.model.register(fl, "model directory")
+	fl.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:0", "listen address of this rank's gRPC server")
+	fl.StringVar(&f.advertise, "advertise-addr", "", "address other processes dial to reach --grpc-addr (default: the address listened on); its host is also advertised for a --listen on all interfaces")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:0", "listen address of this rank's Prometheus /metrics and its /livez and /readyz probes (empty: none)")
+	fl.StringVar(&f.otlp, "otlp-endpoint", "", "OTLP/gRPC collector (host:port) to export OpenTelemetry spans to; empty: no export")
+	fl.IntVar(&f.localRanks, "local-ranks", 1, "ranks of the group this process runs, as child processes (one per GPU of a node)")
+	fl.IntVar(&f.nodeRank, "node-rank", 0, "index of this node among the nodes of a group spanning nodes: its ranks start at --node-rank × --local-ranks")
+	f.eng.register(cmd)
+	f.be.register(fl)
+}
+
+// validate checks the flags and sets g.rank to this process's first rank.
+func (f *workerFlags) validate() error {
+	role, err := cluster.ParseRole(f.roleFlag)
+	if err != nil {
+		return fmt.Errorf("--role: %w", err)
+	}
+	f.role = role
+	if f.g.etcdEndpoints == "" {
+		return errors.New("--etcd-endpoints is required: workers register in etcd")
+	}
+	switch {
+	case f.localRanks < 1:
+		return fmt.Errorf("--local-ranks %d: must be >= 1", f.localRanks)
+	case f.nodeRank < 0:
+		return fmt.Errorf("--node-rank %d: must be >= 0", f.nodeRank)
+	case (f.localRanks > 1 || f.nodeRank > 0) && f.g.rank != 0:
+		return fmt.Errorf("--rank %d: with --local-ranks or --node-rank the ranks follow from them; leave --rank out", f.g.rank)
+	case f.g.tp >= 1 && (f.nodeRank+1)*f.localRanks > f.g.tp:
+		return fmt.Errorf("--node-rank %d with --local-ranks %d: ranks %d..%d are outside a group of --tp %d",
+			f.nodeRank, f.localRanks, f.nodeRank*f.localRanks, (f.nodeRank+1)*f.localRanks-1, f.g.tp)
+	}
+	f.g.rank += f.nodeRank * f.localRanks
+	if f.be.threads == 0 { // the ranks share the cores this process may use (GOMAXPROCS follows a container's CPU limit)
+		f.be.threads = max(1, runtime.GOMAXPROCS(0)/f.localRanks)
+	}
+	return f.g.validate(true)
+}
+
+func runWorker(cmd *cobra.Command, f *workerFlags) error {
+	if err := f.validate(); err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	dir, modelName, err := f.model.resolve(ctx)
+	if err != nil {
+		return err
+	}
+	// A TP degree the model cannot be split by is a configuration error
+	// every rank would hit after waiting for its group: say so at once.
+	if err := checkShardable(dir, f.g.tp); err != nil {
+		slog.Error("this model cannot be split over the group's ranks", "tp", f.g.tp, "model", dir, "err", err)
+		return fmt.Errorf("--tp %d: %w", f.g.tp, err)
+	}
+	if f.localRanks > 1 {
+		return runLocalRanks(ctx, cmd, f, dir, modelName)
+	}
+	if f.g.listen, err = ringAdvertised(f.g.listen, f.advertise); err != nil {
+		return err
+	}
+	reg := metrics.NewRegistry()
+	probes := &rankProbes{group: f.g.group, rank: f.g.rank, tp: f.g.tp}
+	stopMetrics, err := serveMetrics(f.metricsAddr, reg, probes, cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	cli, err := dialEtcd(f.g.etcdEndpoints)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	m, comm, closeAll, err := openShard(ctx, dir, &f.g, &f.be, cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	ln, err := net.Listen("tcp", f.grpcAddr)
+	if err != nil {
+		return fmt.Errorf("--grpc-addr %q: %w", f.grpcAddr, err)
+	}
+	node, _ := os.Hostname()
+	tel, err := telemetry.Setup(ctx, telemetry.Options{
+		Endpoint: f.otlp, ServiceName: "tandem-worker",
+		Attributes: []attribute.KeyValue{telemetry.Group(f.g.group), telemetry.Rank(f.g.rank), telemetry.Role(string(f.role)), attribute.String("host.name", node)},
+	})
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("--otlp-endpoint %q: %w", f.otlp, err)
+	}
+	defer tel.Shutdown(context.WithoutCancel(ctx))
+	opts := f.eng.options()
+	opts.Comm = comm
+	wopts := worker.Options{
+		Role: f.role, Group: f.g.group, Incarnation: f.g.incarnation, ModelName: modelName, Model: m, Engine: opts,
+		Listener: ln, AdvertiseAddr: f.advertise, Etcd: cli, Registerer: reg, Telemetry: tel,
+		OnReady: probes.setReady,
+	}
+	if gpu, err := metrics.OpenGPU(f.be.gpu); err == nil { // absent without an NVIDIA driver
+		defer gpu.Close()
+		wopts.GPU = gpu
+	}
+	return worker.Run(ctx, wopts)
+}
+
+// checkShardable reports whether the model in dir splits over tp ranks.
+func checkShardable(dir string, tp int) error {
+	cfg, err := model.LoadConfig(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return err
+	}
+	_, err = engine.ShardPlan(cfg, engine.Shard{TP: tp})
+	return err
+}
+
+// serveMetrics serves reg's /metrics and the probes on addr until stop;
+// it says where.
+func serveMetrics(addr string, reg *prometheus.Registry, probes *rankProbes, w io.Writer) (stop func(), err error) {
 	if addr == "" {
 		return func() {}, nil
 	}
@@ -164,6 +239,7 @@ func serveMetrics(addr string, reg *prometheus.Registry, w io.Writer) (stop func
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metrics.Handler(reg))
+	probes.register(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	fmt.Fprintf(w, "metrics at http://%s/metrics\n", ln.Addr())
@@ -212,6 +288,7 @@ func (g *groupFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&g.tp, "tp", 1, "tensor-parallel degree of the group")
 	fl.IntVar(&g.rank, "rank", 0, "this process's rank in the group")
 	fl.StringVar(&g.group, "group", "", "group name, shared by all its ranks")
+	fl.IntVar(&g.incarnation, "incarnation", 0, "the group's start count, raised by its supervisor at each restart: ranks meet only ranks of the same incarnation")
 	fl.StringVar(&g.etcdEndpoints, "etcd-endpoints", "", "comma-separated etcd client URLs")
 	fl.StringVar(&g.listen, "listen", "127.0.0.1:0", "address of this rank's collective endpoint")
 	fl.DurationVar(&g.joinTimeout, "join-timeout", time.Minute, "how long to wait for the group's other ranks")
@@ -234,7 +311,11 @@ func (f *engineFlags) options() engine.Options {
 }
 
 // joinGroup connects this rank to its group's ring through an etcd
-// rendezvous.
+// rendezvous. The rank's entry lives on a lease kept alive only while it
+// joins and revoked once its ring is connected (every rank that dials it
+// has read it by then), so a restarted group finds no stale address even
+// where its incarnation stays 0 (a Kubernetes restart): a rank that dies
+// while joining leaves its entry for a lease TTL at most.
 func joinGroup(ctx context.Context, g *groupFlags) (nccl.Communicator, error) {
 	cli, err := dialEtcd(g.etcdEndpoints)
 	if err != nil {
@@ -247,17 +328,35 @@ func joinGroup(ctx context.Context, g *groupFlags) (nccl.Communicator, error) {
 	}
 	jctx, cancel := context.WithTimeout(ctx, g.joinTimeout)
 	defer cancel()
-	addrs, err := cluster.Rendezvous(jctx, cli, cluster.Member{Group: g.group, Size: g.tp, Rank: g.rank, Value: ln.Addr()})
+	lease, err := cli.Grant(jctx, int64(cluster.DefaultMemberTTL/time.Second))
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("a lease for the rendezvous of %s: %w", g.group, err)
+	}
+	defer func() {
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer rcancel()
+		_, _ = cli.Revoke(rctx, lease.ID) // failing that, it expires
+	}()
+	if _, err := cli.KeepAlive(jctx, lease.ID); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("keeping the rendezvous lease of %s: %w", g.group, err)
+	}
+	addrs, err := cluster.Rendezvous(jctx, cli, cluster.Member{Group: g.group, Size: g.tp, Rank: g.rank, Value: ln.Addr(),
+		Incarnation: g.incarnation, Lease: lease.ID})
 	if err != nil {
 		ln.Close()
 		return nil, err
 	}
-	return ring.Connect(jctx, ln, g.rank, addrs, ring.Options{})
+	// The incarnation is part of the ring's group id, so a rank of a dead
+	// incarnation that still dials is refused at the handshake.
+	return ring.Connect(jctx, ln, g.rank, addrs, ring.Options{Group: fmt.Sprintf("%s#%d", g.group, g.incarnation)})
 }
 
 // openShard joins the group (when TP > 1) and loads this rank's shard of
-// the model; closeAll releases everything in reverse order.
-func openShard(ctx context.Context, dir string, g *groupFlags, bf *backendFlags) (*engine.Model, nccl.Communicator, func(), error) {
+// the model; closeAll releases everything in reverse order. The backend
+// says on w which one started.
+func openShard(ctx context.Context, dir string, g *groupFlags, bf *backendFlags, w io.Writer) (*engine.Model, nccl.Communicator, func(), error) {
 	var closers []func()
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -277,7 +376,7 @@ func openShard(ctx context.Context, dir string, g *groupFlags, bf *backendFlags)
 		closers = append(closers, func() { c.Close() })
 		comm = c
 	}
-	be, err := bf.open()
+	be, err := bf.open(w)
 	if err != nil {
 		return fail(err)
 	}

@@ -221,6 +221,17 @@ func (b *Backend) Name() string { return b.name }
 // Compile says how the kernels were obtained.
 func (b *Backend) Compile() CompileInfo { return b.compile }
 
+// Libraries are the files a Backend opened: for a library the dynamic
+// loader found by soname, the file it mapped.
+type Libraries struct {
+	Driver, Cublas, NVRTC string
+}
+
+// Libraries says which files the backend opened.
+func (b *Backend) Libraries() Libraries {
+	return Libraries{Driver: b.libs.drvPath, Cublas: b.libs.blasPath, NVRTC: b.libs.rtPath}
+}
+
 // Err is the first failure of an op, or nil.
 func (b *Backend) Err() error {
 	b.errMu.Lock()

@@ -9,45 +9,38 @@ import (
 // Environment variables that override the search for one library. When
 // one is set it is the only candidate for that library: an operator who
 // names a file must get that file or an error, never another copy picked
-// up silently.
+// up silently. EnvLibDir names directories searched first for all three.
 const (
-	EnvDriver = "TANDEM_CUDA_LIBRARY"
+	EnvDriver = dynlib.EnvDriver
 	EnvCublas = "TANDEM_CUBLAS_LIBRARY"
 	EnvNVRTC  = "TANDEM_NVRTC_LIBRARY"
+	EnvLibDir = dynlib.EnvLibDir
 )
 
-// lib describes how to find one of the three libraries.
+// lib describes how to find cuBLAS or NVRTC; the driver's search is
+// dynlib.DriverCandidates, shared with nccl/nvidia.
 type lib struct {
 	what    string   // "CUDA driver", "cuBLAS", "NVRTC"
 	env     string   // override variable
 	sonames []string // most preferred first
-	pipDirs []string // under site-packages; none for the driver
-	cudaDir string   // directory under a CUDA installation
+	pipDirs []string // under site-packages
 }
 
 // The sonames are those whose ABI this package binds: the driver keeps
 // libcuda.so.1 forever; cuBLAS and NVRTC change soname with the major
-// CUDA version, and 11.2 was NVRTC's first soname with a minor part.
+// CUDA version, and 11.2 was NVRTC's first soname with a minor part. The
+// CUDA 13 wheels put both under nvidia/cu13/lib.
 var (
-	libDriver = lib{
-		what: "CUDA driver", env: EnvDriver,
-		sonames: []string{"libcuda.so.1"},
-		// The driver ships with the kernel module, never in a wheel;
-		// the toolkit's lib64 holds only a stub, but compat/ holds the
-		// forward-compatibility driver of datacenter installs.
-		cudaDir: "compat",
-	}
+	libDriver = lib{what: "CUDA driver", env: EnvDriver, sonames: []string{dynlib.DriverSoname}}
 	libCublas = lib{
 		what: "cuBLAS", env: EnvCublas,
 		sonames: []string{"libcublas.so.13", "libcublas.so.12", "libcublas.so.11"},
 		pipDirs: []string{"nvidia/cublas/lib", "nvidia/cu13/lib"},
-		cudaDir: "lib64",
 	}
 	libNVRTC = lib{
 		what: "NVRTC", env: EnvNVRTC,
 		sonames: []string{"libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2"},
 		pipDirs: []string{"nvidia/cuda_nvrtc/lib", "nvidia/cu13/lib"},
-		cudaDir: "lib64",
 	}
 )
 
@@ -74,21 +67,15 @@ func NVRTCCandidates(getenv func(string) string, root string) []Candidate {
 }
 
 func candidates(l lib, getenv func(string) string, root string) []Candidate {
+	if l.env == EnvDriver {
+		return dynlib.DriverCandidates(getenv, root)
+	}
 	if p := getenv(l.env); p != "" {
 		return []Candidate{dynlib.File(root, p, "env")}
 	}
-	out := append(dynlib.Loader(l.sonames...), dynlib.Glob(root, "pip", dynlib.PipDirs(getenv, l.pipDirs...), l.sonames...)...)
-	var cudaHomes []string
-	for _, v := range []string{"CUDA_HOME", "CUDA_PATH"} {
-		if h := getenv(v); h != "" && h != "/usr/local/cuda" {
-			cudaHomes = append(cudaHomes, filepath.Join(h, l.cudaDir))
-		}
-	}
-	cudaHomes = append(cudaHomes, filepath.Join("/usr/local/cuda", l.cudaDir))
-	out = append(out, dynlib.Glob(root, "cuda", cudaHomes, l.sonames...)...)
+	out := append(dynlib.LibDirs(getenv, root, l.sonames...), dynlib.Loader(l.sonames...)...)
+	out = append(out, dynlib.Glob(root, "pip", dynlib.PipDirs(getenv, l.pipDirs...), l.sonames...)...)
+	out = append(out, dynlib.Glob(root, "cuda", dynlib.CUDAHomes(getenv, "lib64"), l.sonames...)...)
 	sys := []string{filepath.Join("/usr/lib", dynlib.Multiarch()), "/usr/lib64"}
-	if l.env == EnvDriver {
-		sys = append(sys, "/usr/lib/wsl/lib") // WSL2 maps the Windows driver here
-	}
 	return append(out, dynlib.Glob(root, "system", sys, l.sonames...)...)
 }

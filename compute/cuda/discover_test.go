@@ -82,6 +82,37 @@ func TestCandidates(t *testing.T) {
 			},
 		},
 		{
+			// The lent GPU machines' image: the driver mounted under
+			// /usr/local/nvidia, the CUDA 13 wheels in a virtual
+			// environment that nothing activates for tandem.
+			name: "GPU image: driver under /usr/local/nvidia, cuBLAS from the torch venv's cu13 wheel",
+			cands: func(getenv func(string) string, root string) []Candidate {
+				return append(DriverCandidates(getenv, root), CublasCandidates(getenv, root)...)
+			},
+			env: map[string]string{"HOME": "/root"},
+			files: []string{
+				"/usr/local/nvidia/lib64/libcuda.so.1",
+				"/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib/libcublas.so.13",
+				"/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib/libcublasLt.so.13",
+			},
+			want: []string{
+				"loader libcuda.so.1", "nvidia /usr/local/nvidia/lib64/libcuda.so.1",
+				"loader libcublas.so.13", "loader libcublas.so.12", "loader libcublas.so.11",
+				"pip /opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib/libcublas.so.13",
+			},
+		},
+		{
+			name:  "GPU image: NVRTC from the cu13 wheel; TANDEM_CUDA_LIB_DIR searched before the loader",
+			cands: NVRTCCandidates,
+			env:   map[string]string{EnvLibDir: "/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib"},
+			files: []string{"/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib/libnvrtc.so.13"},
+			want: []string{
+				"libdir /opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib/libnvrtc.so.13",
+				"loader libnvrtc.so.13", "loader libnvrtc.so.12", "loader libnvrtc.so.11.2",
+				"pip /opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib/libnvrtc.so.13",
+			},
+		},
+		{
 			name:  "nvrtc: env override",
 			cands: NVRTCCandidates,
 			env:   map[string]string{EnvNVRTC: "/x/libnvrtc.so.12"},

@@ -10,24 +10,30 @@
 //
 // DriverCandidates, CublasCandidates and NVRTCCandidates list the search,
 // a pure function of the environment and the file system; New opens the
-// first candidate of each that works. Where one cannot be found or opened,
-// or the driver sees no GPU, the error wraps ErrNoCUDA and names every
-// candidate with the reason it failed ("no CUDA driver was found ...";
-// the driver is looked for first, since without it the others do not
-// matter). For each library, in order:
+// first candidate of each that works, and Libraries says which files it
+// opened (the tandem command logs them when the backend starts). Where
+// one cannot be found or opened, or the driver sees no GPU, the error
+// wraps ErrNoCUDA and names every candidate with the reason it failed
+// ("no CUDA driver was found ..."; the driver is looked for first, since
+// without it the others do not matter). For each library, in order:
 //
 //  1. $TANDEM_CUDA_LIBRARY, $TANDEM_CUBLAS_LIBRARY or $TANDEM_NVRTC_LIBRARY:
 //     when set, the only candidate for that library.
-//  2. The dynamic loader's own search for each soname: libcuda.so.1;
+//  2. The directories of $TANDEM_CUDA_LIB_DIR (':'-separated), in order.
+//  3. The dynamic loader's own search for each soname: libcuda.so.1;
 //     libcublas.so.13, .12, .11; libnvrtc.so.13, .12, .11.2.
-//  3. cuBLAS and NVRTC only: pip wheels (nvidia-cublas-cu12,
+//  4. The driver only: /usr/local/nvidia/lib64 and /usr/local/nvidia/lib,
+//     where GPU containers mount the host's driver.
+//  5. cuBLAS and NVRTC only: pip wheels (nvidia-cublas-cu12,
 //     nvidia-cuda-nvrtc-cu12, and the CUDA 13 wheels' nvidia/cu13/lib)
 //     under site-packages and dist-packages of $VIRTUAL_ENV, $CONDA_PREFIX,
-//     ~/.local, ~/.pyenv, /usr/local/lib, /usr/lib and /opt/conda.
-//  4. $CUDA_HOME, $CUDA_PATH and /usr/local/cuda: lib64 for cuBLAS and
+//     ~/.local, ~/.pyenv, /usr/local/lib, /usr/lib, /opt/conda and the
+//     virtual environments of images under /opt (/opt/venv, /opt/*/venv,
+//     /opt/*/.venv).
+//  6. $CUDA_HOME, $CUDA_PATH and /usr/local/cuda: lib64 for cuBLAS and
 //     NVRTC, compat/ for the driver (never lib64/stubs, whose libcuda
 //     only fails).
-//  5. /usr/lib/<multiarch>, /usr/lib64, and for the driver WSL's
+//  7. /usr/lib/<multiarch>, /usr/lib64, and for the driver WSL's
 //     /usr/lib/wsl/lib.
 //
 // # Kernels

@@ -29,6 +29,8 @@ func pair(t *testing.T) (*cuda.Backend, *cpu.Backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	libs, ci := g.Libraries(), g.Compile()
+	t.Logf("%s: driver %s, cuBLAS %s, NVRTC %s %s (%s, cached %t)", g.Name(), libs.Driver, libs.Cublas, ci.NVRTC, libs.NVRTC, ci.Target, ci.Cached)
 	t.Cleanup(func() {
 		if err := g.Close(); err != nil {
 			t.Error(err)
@@ -376,5 +378,27 @@ func TestGPUGreedyTinyModel(t *testing.T) {
 	want, got := run(c), run(g)
 	if !slices.Equal(got, want) {
 		t.Errorf("greedy tokens differ:\n gpu %v\n cpu %v", got, want)
+	}
+}
+
+// The ceilings the benchmarks are held against, within what any GPU of
+// this decade reaches: a copy between 100 GB/s and 20 TB/s, a BF16
+// product between 1 and 5000 TFLOP/s.
+func TestGPUMeasureCeilings(t *testing.T) {
+	g, _ := pair(t)
+	bw, err := g.MeasureCopyBandwidth(256 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flops, err := g.MeasureMatMulFLOPS(4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("device copy %.0f GB/s (read + write), BF16 MatMul 4096³ %.1f TFLOP/s", bw/1e9, flops/1e12)
+	if bw < 100e9 || bw > 20e12 {
+		t.Errorf("copy bandwidth %.3g B/s is not plausible", bw)
+	}
+	if flops < 1e12 || flops > 5e15 {
+		t.Errorf("BF16 MatMul rate %.3g FLOP/s is not plausible", flops)
 	}
 }

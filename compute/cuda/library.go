@@ -65,10 +65,10 @@ func load(l lib, getenv func(string) string, root string, required, optional map
 // notFound is the first line of the error for a library not found.
 func notFound(l lib) string {
 	if l.env == EnvDriver {
-		return fmt.Sprintf("no CUDA driver was found (%s; is this a machine with an NVIDIA GPU and its driver? set %s to the driver's path)", l.sonames[0], l.env)
+		return fmt.Sprintf("no CUDA driver was found (%s; is this a machine with an NVIDIA GPU and its driver? set %s to the driver's path, or %s to its directory)", l.sonames[0], l.env, EnvLibDir)
 	}
-	return fmt.Sprintf("%s was not found (%s; pip install nvidia-%s-cu12, or set %s to its path)",
-		l.what, strings.Join(l.sonames, ", "), pipName(l), l.env)
+	return fmt.Sprintf("%s was not found (%s; pip install nvidia-%s-cu12, or set %s to its path, or %s to its directory)",
+		l.what, strings.Join(l.sonames, ", "), pipName(l), l.env, EnvLibDir)
 }
 
 func pipName(l lib) string {

@@ -84,7 +84,10 @@ func soPattern(sonames []string) string {
 // without running Python, as glob patterns (python3*), active
 // environments first ($VIRTUAL_ENV, $CONDA_PREFIX): that is the one the
 // user means. Then come ~/.local, ~/.pyenv (when $HOME is set),
-// /usr/local/lib, /usr/lib and /opt/conda/lib.
+// /usr/local/lib, /usr/lib, /opt/conda/lib, and the virtual environments
+// images keep under /opt (/opt/venv, /opt/*/venv, /opt/*/.venv, such as
+// a GPU image's /opt/torch/.venv), which nothing activates for a
+// process that is not Python.
 func PipDirs(getenv func(string) string, wheelDirs ...string) []string {
 	var prefixes []string // directories holding python3.X/
 	if v := getenv("VIRTUAL_ENV"); v != "" {
@@ -96,7 +99,8 @@ func PipDirs(getenv func(string) string, wheelDirs ...string) []string {
 	if h := getenv("HOME"); h != "" {
 		prefixes = append(prefixes, filepath.Join(h, ".local/lib"), filepath.Join(h, ".pyenv/versions/*/lib"))
 	}
-	prefixes = append(prefixes, "/usr/local/lib", "/usr/lib", "/opt/conda/lib")
+	prefixes = append(prefixes, "/usr/local/lib", "/usr/lib", "/opt/conda/lib",
+		"/opt/venv/lib", "/opt/*/venv/lib", "/opt/*/.venv/lib")
 	var out []string
 	for _, p := range prefixes {
 		for _, pkgs := range []string{"site-packages", "dist-packages"} {
@@ -118,10 +122,11 @@ func Multiarch() string {
 }
 
 // Open dlopens the first found candidate that opens, with flags
-// (purego.RTLD_*), and returns its handle and path. When none does, the
-// error lists every candidate after "tried:", one a line as
-// "path (source): reason"; the caller wraps it with its sentinel and
-// advice.
+// (purego.RTLD_*), and returns its handle and path: for a soname the
+// dynamic loader found, the file it mapped (Mapped), so logs name the
+// file. When none opens, the error lists every candidate after "tried:",
+// one a line as "path (source): reason"; the caller wraps it with its
+// sentinel and advice.
 func Open(cands []Candidate, flags int) (uintptr, string, error) {
 	var tried []string
 	for _, c := range cands {
@@ -134,9 +139,40 @@ func Open(cands []Candidate, flags int) (uintptr, string, error) {
 			tried = append(tried, fmt.Sprintf("%s (%s): %v", c.Path, c.Source, err))
 			continue
 		}
+		if !strings.Contains(c.Path, "/") {
+			return h, Mapped(c.Path), nil
+		}
 		return h, c.Path, nil
 	}
 	return 0, "", fmt.Errorf("tried:\n  %s", strings.Join(tried, "\n  "))
+}
+
+// Mapped is the file this process has mapped for soname (e.g.
+// "libcuda.so.1" → "/usr/local/nvidia/lib64/libcuda.so.580.95.05"), read
+// from /proc/self/maps: the first mapped file whose name starts with the
+// soname's stem ("libcuda.so."). Where none is mapped, or the maps cannot
+// be read, it returns soname unchanged.
+func Mapped(soname string) string {
+	i := strings.Index(soname, ".so")
+	if i < 0 {
+		return soname
+	}
+	stem := soname[:i+3]
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		return soname
+	}
+	for line := range strings.Lines(string(maps)) {
+		j := strings.IndexByte(line, '/')
+		if j < 0 {
+			continue
+		}
+		p := strings.TrimSpace(line[j:])
+		if b := filepath.Base(p); b == stem || strings.HasPrefix(b, stem+".") {
+			return p
+		}
+	}
+	return soname
 }
 
 // Bind registers the symbols of h into the function variables they map to

@@ -1,6 +1,7 @@
 package dynlib_test
 
 import (
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -77,6 +78,59 @@ func TestCandidateSearch(t *testing.T) {
 				"pip /usr/lib/python3/dist-packages/w/libx.so.1",
 			},
 		},
+		{
+			name:  "pip: images' virtual environments under /opt, which nothing activates",
+			files: []string{"/opt/torch/.venv/lib/python3.12/site-packages/w/libx.so.1", "/opt/venv/lib/python3.11/site-packages/w/libx.so.1", "/opt/app/venv/lib/python3.10/dist-packages/w/libx.so.1"},
+			search: func(root string) []dynlib.Candidate {
+				return dynlib.Glob(root, "pip", dynlib.PipDirs(dynlibtest.Env(nil), "w"), "libx.so.1")
+			},
+			found: []string{
+				"pip /opt/venv/lib/python3.11/site-packages/w/libx.so.1",
+				"pip /opt/app/venv/lib/python3.10/dist-packages/w/libx.so.1",
+				"pip /opt/torch/.venv/lib/python3.12/site-packages/w/libx.so.1",
+			},
+		},
+		{
+			name:  "libdir: each directory of TANDEM_CUDA_LIB_DIR in its order, empty entries ignored",
+			files: []string{"/b/libx.so.1", "/a/libx.so.1"},
+			search: func(root string) []dynlib.Candidate {
+				return dynlib.LibDirs(dynlibtest.Env(map[string]string{dynlib.EnvLibDir: "/b::/c:/a"}), root, "libx.so.1")
+			},
+			found:  []string{"libdir /b/libx.so.1", "libdir /a/libx.so.1"},
+			missed: []string{"libdir /c/libx.so.1"},
+		},
+		{
+			name:   "libdir: unset, no candidates",
+			files:  []string{"/a/libx.so.1"},
+			search: func(root string) []dynlib.Candidate { return dynlib.LibDirs(dynlibtest.Env(nil), root, "libx.so.1") },
+			missed: []string{},
+		},
+		{
+			name: "driver: libdir, loader, the container's /usr/local/nvidia, compat, system; never a wheel or a stub",
+			files: []string{
+				"/drv/libcuda.so.1", "/usr/local/nvidia/lib64/libcuda.so.1", "/usr/local/nvidia/lib/libcuda.so.1",
+				"/opt/cuda-13/compat/libcuda.so.1", "/usr/local/cuda/compat/libcuda.so.1", ma + "/libcuda.so.1", "/usr/lib/wsl/lib/libcuda.so.1",
+				"/usr/local/cuda/lib64/stubs/libcuda.so.1", "/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib/libcuda.so.1",
+			},
+			search: func(root string) []dynlib.Candidate {
+				return dynlib.DriverCandidates(dynlibtest.Env(map[string]string{dynlib.EnvLibDir: "/drv", "CUDA_HOME": "/opt/cuda-13", "CUDA_PATH": "/usr/local/cuda"}), root)
+			},
+			found: []string{
+				"libdir /drv/libcuda.so.1", "loader libcuda.so.1",
+				"nvidia /usr/local/nvidia/lib64/libcuda.so.1", "nvidia /usr/local/nvidia/lib/libcuda.so.1",
+				"cuda /opt/cuda-13/compat/libcuda.so.1", "cuda /usr/local/cuda/compat/libcuda.so.1",
+				"system " + ma + "/libcuda.so.1", "system /usr/lib/wsl/lib/libcuda.so.1",
+			},
+			missed: []string{"system /usr/lib64/libcuda.so.1"},
+		},
+		{
+			name:  "driver: TANDEM_CUDA_LIBRARY is the only candidate",
+			files: []string{"/usr/local/nvidia/lib64/libcuda.so.1"},
+			search: func(root string) []dynlib.Candidate {
+				return dynlib.DriverCandidates(dynlibtest.Env(map[string]string{dynlib.EnvDriver: "/x/libcuda.so.1", dynlib.EnvLibDir: "/usr/local/nvidia/lib64"}), root)
+			},
+			missed: []string{"env /x/libcuda.so.1"},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -122,8 +176,9 @@ func TestOpenLibrary(t *testing.T) {
 				if err != nil {
 					t.Skipf("no %s here: %v", libc, err)
 				}
-				if path != tc.path || h == 0 {
-					t.Errorf("opened %q (handle %#x), want %q", path, h, tc.path)
+				// A soname the loader found is reported as the file mapped.
+				if !strings.HasPrefix(path, "/") || !strings.HasPrefix(filepath.Base(path), "libc.so") || h == 0 {
+					t.Errorf("opened %q (handle %#x), want the file mapped for %q", path, h, tc.path)
 				}
 				return
 			}
@@ -171,6 +226,25 @@ func TestCString(t *testing.T) {
 	for _, s := range []string{"", "a", "CUDA_ERROR_NO_DEVICE"} {
 		if got := dynlib.CString(&append([]byte(s), 0, 'x')[0]); got != s {
 			t.Errorf("CString(%q) = %q", s, got)
+		}
+	}
+}
+
+func TestMapped(t *testing.T) {
+	if _, err := purego.Dlopen(libc, purego.RTLD_NOW|purego.RTLD_LOCAL); err != nil {
+		t.Skipf("no %s here: %v", libc, err)
+	}
+	for _, tc := range []struct{ soname, wantBase string }{
+		{libc, "libc.so"},          // mapped: a path whose name starts so
+		{"libdynlibtest.so.1", ""}, // not mapped: unchanged
+		{"notalibrary", ""},        // no .so: unchanged
+	} {
+		got := dynlib.Mapped(tc.soname)
+		switch {
+		case tc.wantBase == "" && got != tc.soname:
+			t.Errorf("Mapped(%q) = %q, want it unchanged", tc.soname, got)
+		case tc.wantBase != "" && (!strings.HasPrefix(got, "/") || !strings.HasPrefix(filepath.Base(got), tc.wantBase)):
+			t.Errorf("Mapped(%q) = %q, want an absolute path to %s*", tc.soname, got, tc.wantBase)
 		}
 	}
 }

@@ -34,10 +34,12 @@ type driver struct {
 	getErrorString    func(r int32, s **byte) int32
 }
 
-func loadDriver(path string) (*driver, error) {
-	h, err := purego.Dlopen(path, purego.RTLD_NOW|purego.RTLD_LOCAL)
+// loadDriver opens the first of cands that works and binds it; it
+// returns the file opened.
+func loadDriver(cands []dynlib.Candidate) (*driver, string, error) {
+	h, path, err := dynlib.Open(cands, purego.RTLD_NOW|purego.RTLD_LOCAL)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	d := &driver{}
 	// The _v2 names are the ABI every driver since CUDA 11 exports under
@@ -57,9 +59,9 @@ func loadDriver(path string) (*driver, error) {
 		"cuMemcpyDtoH_v2":              &d.memcpyDtoH,
 		"cuGetErrorString":             &d.getErrorString,
 	}, nil); err != nil {
-		return nil, err
+		return nil, "", fmt.Errorf("%s: %w", path, err)
 	}
-	return d, nil
+	return d, path, nil
 }
 
 // check turns a CUresult into an error.

@@ -14,7 +14,7 @@ const EnvLibrary = "TANDEM_NCCL_LIBRARY"
 const soname = "libnccl.so.2"
 
 // Candidate is one place Load looks for libnccl. Its Source is "option",
-// "env", "loader", "pip", "conda", "cuda" or "system".
+// "env", "libdir", "loader", "pip", "conda", "cuda" or "system".
 type Candidate = dynlib.Candidate
 
 // Candidates lists where libnccl is looked for, in order, given the
@@ -27,7 +27,8 @@ func Candidates(getenv func(string) string, root string) []Candidate {
 	// cu12 wheels use nvidia/nccl/lib; the CUDA 13 wheels may group
 	// their libraries under nvidia/cu13/lib instead.
 	pip := dynlib.PipDirs(getenv, "nvidia/nccl/lib", "nvidia/cu13/lib")
-	out := append(dynlib.Loader(soname), dynlib.Glob(root, "pip", pip, soname)...)
+	out := append(dynlib.LibDirs(getenv, root, soname), dynlib.Loader(soname)...)
+	out = append(out, dynlib.Glob(root, "pip", pip, soname)...)
 	if c := getenv("CONDA_PREFIX"); c != "" {
 		out = append(out, dynlib.File(root, filepath.Join(c, "lib", soname), "conda"))
 	}

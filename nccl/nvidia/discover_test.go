@@ -68,6 +68,18 @@ func TestCandidates(t *testing.T) {
 			},
 		},
 		{
+			// The lent GPU machines' image: nvidia-nccl-cu13 in a
+			// virtual environment nothing activates for tandem.
+			name:  "GPU image: the torch venv's wheel; TANDEM_CUDA_LIB_DIR before the loader",
+			env:   map[string]string{dynlib.EnvLibDir: "/nccl"},
+			files: []string{"/nccl/libnccl.so.2", "/opt/torch/.venv/lib/python3.12/site-packages/" + lib},
+			want: []string{
+				"libdir /nccl/libnccl.so.2",
+				"loader libnccl.so.2",
+				"pip /opt/torch/.venv/lib/python3.12/site-packages/" + lib,
+			},
+		},
+		{
 			name:  "HOME unset: no user directories searched",
 			files: []string{"/home/u/.local/lib/python3.11/site-packages/" + lib},
 			want:  []string{"loader libnccl.so.2"},

@@ -25,21 +25,29 @@
 //  1. $TANDEM_NCCL_LIBRARY, a file path. When set, it is the only
 //     candidate: an operator who names a library must get that one or an
 //     error, never a different NCCL picked up silently.
-//  2. libnccl.so.2 through the dynamic loader's own search
+//  2. The directories of $TANDEM_CUDA_LIB_DIR (':'-separated), in order.
+//  3. libnccl.so.2 through the dynamic loader's own search
 //     (LD_LIBRARY_PATH, the ld.so cache, the default directories).
-//  3. The pip wheels nvidia-nccl-cu12 / nvidia-nccl-cu13:
+//  4. The pip wheels nvidia-nccl-cu12 / nvidia-nccl-cu13:
 //     site-packages/nvidia/nccl/lib/libnccl.so.2 (and nvidia/cu13/lib) in
 //     the active environments first ($VIRTUAL_ENV, $CONDA_PREFIX), then
 //     ~/.local/lib/python3*, ~/.pyenv/versions/*/lib/python3*,
-//     /usr/local/lib/python3*, /usr/lib/python3* and /opt/conda, each with
+//     /usr/local/lib/python3*, /usr/lib/python3*, /opt/conda and the
+//     virtual environments of images under /opt (/opt/venv, /opt/*/venv,
+//     /opt/*/.venv, such as a GPU image's /opt/torch/.venv), each with
 //     site-packages and Debian's dist-packages.
-//  4. $CONDA_PREFIX/lib/libnccl.so.2 (conda's nccl package).
-//  5. /usr/local/cuda/lib64/libnccl.so.2 and the multiarch system directory
+//  5. $CONDA_PREFIX/lib/libnccl.so.2 (conda's nccl package).
+//  6. /usr/local/cuda/lib64/libnccl.so.2 and the multiarch system directory
 //     (/usr/lib/x86_64-linux-gnu or /usr/lib/aarch64-linux-gnu).
 //
-// The CUDA driver is always opened as libcuda.so.1 through the dynamic
-// loader (LoadOptions.CUDADriver overrides it): the driver is installed
-// with the kernel module, never with Python packages.
+// The CUDA driver (libcuda.so.1) is found by the search compute/cuda uses
+// too, internal/dynlib's DriverCandidates: $TANDEM_CUDA_LIBRARY alone when
+// set, else $TANDEM_CUDA_LIB_DIR, the dynamic loader, /usr/local/nvidia
+// (where GPU containers mount the host's driver), the CUDA installations'
+// compat/ and the system directories; never a Python wheel, since the
+// driver is installed with the kernel module. LoadOptions.CUDADriver
+// overrides it. Library.Path and Library.DriverPath say which files were
+// opened.
 //
 // # Streams and waiting
 //

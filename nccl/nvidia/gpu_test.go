@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -59,7 +60,7 @@ func newGPUGroup(tb testing.TB, opts LoadOptions) *gpuGroup {
 		g.close()
 		tb.Fatal(err)
 	}
-	tb.Logf("NCCL %s from %s, %d GPUs", VersionString(l.Version()), l.Path(), n)
+	tb.Logf("NCCL %s from %s, CUDA driver %s, %d GPUs", VersionString(l.Version()), l.Path(), l.DriverPath(), n)
 	return g
 }
 
@@ -133,6 +134,36 @@ func TestGPUHarnessOnFake(t *testing.T) {
 	g := newGPUGroup(t, LoadOptions{Path: f.nccl, CUDADriver: f.cuda})
 	defer g.close()
 	checkCollectives(t, g)
+}
+
+// The benchmark's harness against the fake library, one rank: every
+// collective runs, and the bus bandwidth follows nccl-tests' factors.
+func TestGPUBenchHarnessOnFake(t *testing.T) {
+	f := buildFake(t)
+	g := newGPUGroup(t, LoadOptions{Path: f.nccl, CUDADriver: f.cuda})
+	defer g.close()
+	for _, op := range benchOps {
+		per, err := timeCollective(g, op, 64<<10, 3, func() {})
+		if err != nil || per <= 0 {
+			t.Errorf("%s: %v per call, err %v", op.name, per, err)
+		}
+	}
+	tests := []struct {
+		op           string
+		n            int
+		algbw, busbw float64
+	}{
+		{"allreduce", 1, 1, 0}, {"allreduce", 8, 1, 1.75},
+		{"allgather", 1, 1, 0}, {"allgather", 4, 1, 0.75},
+		{"broadcast", 1, 1, 1}, {"broadcast", 8, 1, 1},
+	}
+	for _, tc := range tests {
+		i := slices.IndexFunc(benchOps, func(o benchOp) bool { return o.name == tc.op })
+		alg, bus := busBandwidth(benchOps[i], 1e9, tc.n, time.Second)
+		if alg != tc.algbw || math.Abs(bus-tc.busbw) > 1e-12 {
+			t.Errorf("%s on %d ranks: algbw %g busbw %g, want %g %g", tc.op, tc.n, alg, bus, tc.algbw, tc.busbw)
+		}
+	}
 }
 
 func checkCollectives(t *testing.T, g *gpuGroup) {
@@ -285,45 +316,89 @@ func checkCollectives(t *testing.T, g *gpuGroup) {
 	}
 }
 
-// BenchmarkGPUAllReduce prints allreduce bus bandwidth per message size,
-// nccl-tests' busbw: algbw × 2(n-1)/n, the bytes each link carries.
-func BenchmarkGPUAllReduce(b *testing.B) {
+// benchOps are the collectives BenchmarkGPUCollectives times, with
+// nccl-tests' bus bandwidth factor for n ranks (busbw = algbw × bus(n),
+// the bytes each link carries) and one call on buffers of count float32
+// per rank (allgather: count in all, count/n from each rank).
+type benchOp struct {
+	name string
+	bus  func(n float64) float64
+	call func(ctx context.Context, c *Comm, send, recv uintptr, count, n int) error
+}
+
+var benchOps = []benchOp{
+	{"allreduce", func(n float64) float64 { return 2 * (n - 1) / n }, func(ctx context.Context, c *Comm, _, recv uintptr, count, _ int) error {
+		return c.AllReduce(ctx, nccl.Device(recv, count, nccl.F32))
+	}},
+	{"allgather", func(n float64) float64 { return (n - 1) / n }, func(ctx context.Context, c *Comm, send, recv uintptr, count, n int) error {
+		return c.AllGather(ctx, nccl.Device(send, count/n, nccl.F32), nccl.Device(recv, count, nccl.F32))
+	}},
+	{"broadcast", func(float64) float64 { return 1 }, func(ctx context.Context, c *Comm, _, recv uintptr, count, _ int) error {
+		return c.Broadcast(ctx, nccl.Device(recv, count, nccl.F32), 0)
+	}},
+}
+
+// BenchmarkGPUCollectives prints each collective's algorithm and bus
+// bandwidth per message size on every GPU of the machine, as nccl-tests
+// defines them (algbw = bytes / time; on one GPU allreduce and allgather
+// carry nothing over a link, so their busbw is 0, and broadcast's is a
+// local copy). Each call waits for its stream, as the engine's calls do,
+// so small sizes show the per-call latency.
+func BenchmarkGPUCollectives(b *testing.B) {
 	g := newGPUGroup(b, LoadOptions{})
 	defer g.close()
-	n := len(g.comms)
-	for _, size := range []int{64 << 10, 1 << 20, 16 << 20, 128 << 20} {
-		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
-			count := size / 4
-			bufs := make([]uintptr, n)
-			for r, c := range g.comms {
-				d, free, err := upload(c, make([]byte, size))
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer free()
-				bufs[r] = d
-			}
-			b.SetBytes(int64(size))
-			b.ResetTimer()
-			err := g.each(func(rank int, c *Comm) error {
-				for range b.N {
-					if err := c.AllReduce(context.Background(), nccl.Device(bufs[rank], count, nccl.F32)); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-			b.StopTimer()
-			if err != nil {
-				b.Fatal(err)
-			}
-			per := b.Elapsed().Seconds() / float64(b.N)
-			algbw := float64(size) / per / 1e9
-			busbw := algbw * 2 * float64(n-1) / float64(n)
-			b.ReportMetric(algbw, "algbw_GB/s")
-			b.ReportMetric(busbw, "busbw_GB/s")
-			b.Logf("allreduce f32 %d bytes on %d GPUs: %.1f µs, algbw %.2f GB/s, busbw %.2f GB/s (busbw is 0 on one GPU: nothing crosses a link)",
-				size, n, per*1e6, algbw, busbw)
-		})
+	for _, op := range benchOps {
+		for _, size := range []int{64 << 10, 1 << 20, 16 << 20, 128 << 20} {
+			b.Run(fmt.Sprintf("%s/%dKiB", op.name, size>>10), func(b *testing.B) { benchCollective(b, g, op, size) })
+		}
 	}
+}
+
+// benchCollective times op on size bytes per rank (size a multiple of
+// 4 × ranks) and reports algbw_GB/s and busbw_GB/s.
+func benchCollective(b *testing.B, g *gpuGroup, op benchOp, size int) {
+	b.SetBytes(int64(size))
+	per, err := timeCollective(g, op, size, b.N, b.ResetTimer)
+	if err != nil {
+		b.Fatal(err)
+	}
+	algbw, busbw := busBandwidth(op, size, len(g.comms), per)
+	b.ReportMetric(algbw, "algbw_GB/s")
+	b.ReportMetric(busbw, "busbw_GB/s")
+	b.Logf("%s f32 %d bytes on %d GPUs: %.1f µs, algbw %.2f GB/s, busbw %.2f GB/s", op.name, size, len(g.comms), per.Seconds()*1e6, algbw, busbw)
+}
+
+// timeCollective runs op iters times on every rank at once and returns
+// the time per call; start is called once the buffers are ready.
+func timeCollective(g *gpuGroup, op benchOp, size, iters int, start func()) (time.Duration, error) {
+	n, count := len(g.comms), size/4
+	send, recv := make([]uintptr, n), make([]uintptr, n)
+	for r, c := range g.comms {
+		for _, p := range []*uintptr{&send[r], &recv[r]} {
+			d, free, err := upload(c, make([]byte, size))
+			if err != nil {
+				return 0, err
+			}
+			defer free()
+			*p = d
+		}
+	}
+	start()
+	t0 := time.Now()
+	err := g.each(func(rank int, c *Comm) error {
+		for range iters {
+			if err := op.call(context.Background(), c, send[rank], recv[rank], count, n); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return time.Since(t0) / time.Duration(max(iters, 1)), err
+}
+
+// busBandwidth is nccl-tests' algbw and busbw in GB/s for one call of op
+// on size bytes across n ranks taking per.
+func busBandwidth(op benchOp, size, n int, per time.Duration) (algbw, busbw float64) {
+	algbw = float64(size) / per.Seconds() / 1e9
+	return algbw, algbw * op.bus(float64(n))
 }

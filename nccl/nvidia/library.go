@@ -16,8 +16,9 @@ type LoadOptions struct {
 	// Path, when set, is the only libnccl tried (it wins over
 	// $TANDEM_NCCL_LIBRARY too).
 	Path string
-	// CUDADriver is the CUDA driver library; default "libcuda.so.1"
-	// through the dynamic loader.
+	// CUDADriver, when set, is the only CUDA driver library tried;
+	// default: the search compute/cuda uses too
+	// (dynlib.DriverCandidates).
 	CUDADriver string
 	// Getenv and Root feed Candidates; defaults os.Getenv and "/".
 	Getenv func(string) string
@@ -34,6 +35,7 @@ const minVersion = 21000
 // unmapping code under them would crash the process.
 type Library struct {
 	path    string
+	drvPath string
 	version int
 	api     ncclAPI
 	cu      *driver
@@ -93,15 +95,15 @@ func Load(opts LoadOptions) (*Library, error) {
 	if l.version < minVersion {
 		return nil, fmt.Errorf("%w: %s is NCCL %s, need 2.10 or newer", nccl.ErrUnavailable, path, VersionString(int(v)))
 	}
-	drv := opts.CUDADriver
-	if drv == "" {
-		drv = "libcuda.so.1"
+	drv := []Candidate{dynlib.File("", opts.CUDADriver, "option")}
+	if opts.CUDADriver == "" {
+		drv = dynlib.DriverCandidates(getenv, root)
 	}
-	cu, err := loadDriver(drv)
+	cu, drvPath, err := loadDriver(drv)
 	if err != nil {
-		return nil, fmt.Errorf("%w: CUDA driver %s: %w", nccl.ErrUnavailable, drv, err)
+		return nil, fmt.Errorf("%w: CUDA driver not loaded (set %s to its path); %w", nccl.ErrUnavailable, dynlib.EnvDriver, err)
 	}
-	l.cu = cu
+	l.cu, l.drvPath = cu, drvPath
 	return l, nil
 }
 
@@ -130,8 +132,11 @@ func (l *Library) bind(h uintptr) error {
 	})
 }
 
-// Path is the file (or soname) the library was loaded from.
+// Path is the file the library was loaded from.
 func (l *Library) Path() string { return l.path }
+
+// DriverPath is the file the CUDA driver was loaded from.
+func (l *Library) DriverPath() string { return l.drvPath }
 
 // Version is NCCL's version code, major*10000 + minor*100 + patch.
 func (l *Library) Version() int { return l.version }

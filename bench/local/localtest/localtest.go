@@ -2,7 +2,8 @@
 // builds the tandem binary once per test process and finds processes a
 // test left running.
 //
-// It is for tests only; it imports nothing of Tandem's.
+// It is for tests only; it imports the generated proto package alone of
+// Tandem's.
 package localtest
 
 import (
@@ -12,6 +13,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
 var (
@@ -76,4 +82,20 @@ func Leftovers(tb testing.TB, exe string) []string {
 		out = append(out, e.Name()+" "+strings.ReplaceAll(string(cmd), "\x00", " "))
 	}
 	return out
+}
+
+// Requests is the number of requests the coordinator at addr remembers
+// (at most 1000): tests check that bad input sent none.
+func Requests(tb testing.TB, addr string) int {
+	tb.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close()
+	resp, err := tandemv1.NewTracesClient(conn).ListRequests(tb.Context(), &tandemv1.ListRequestsRequest{Limit: 1000})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return len(resp.GetRequests())
 }

@@ -1,0 +1,210 @@
+package compare
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tandemllm/tandem/bench/local"
+	"github.com/tandemllm/tandem/bench/local/localtest"
+	"github.com/tandemllm/tandem/bench/serve"
+	"github.com/tandemllm/tandem/model/preset"
+)
+
+func smallConfig(t *testing.T) Config {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts clusters")
+	}
+	c := Config{Workload: serve.DefaultWorkload(), Executable: localtest.Binary(t), DisableProgress: true,
+		ResultDir: t.TempDir(), ResultFilename: "report.json"}
+	c.NumPrompts, c.RandomInputLen, c.RandomOutputLen, c.MaxConcurrency, c.Seed = 6, 32, 6, "2", 1
+	t.Cleanup(func() {
+		if left := localtest.Leftovers(t, c.Executable); len(left) > 0 {
+			t.Errorf("processes left: %v", left)
+		}
+	})
+	return c
+}
+
+// TestTP2AgainstTP8 compares TP-2 and TP-8 on tiny, unified and
+// disaggregated: the allreduce bytes per token and the KV bytes per
+// prompt token measured from the traces equal their analytic values,
+// computed here from the preset's shape, and TP-8's allreduce bytes are
+// above TP-2's.
+func TestTP2AgainstTP8(t *testing.T) {
+	c := smallConfig(t)
+	c.TPs, c.Modes, c.Plot = "2,8", "unified,disaggregated", filepath.Join(c.ResultDir, "plots")
+	var out, errs bytes.Buffer
+	rep, err := Run(t.Context(), c, &out, &errs)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errs.String())
+	}
+	p, _ := preset.Get("tiny")
+	m, _ := p.Config()
+	allreduce := func(tp int) float64 { return float64(tp * 2 * m.Layers * m.Hidden * 4) }
+	kv := float64(m.Layers * m.KVHeads * m.HeadDim * 2 * 4)
+	want := map[string]struct {
+		tp   int
+		disa bool
+	}{"unified-tp2": {2, false}, "unified-tp8": {8, false}, "disagg-tp2": {2, true}, "disagg-tp8": {8, true}}
+	pt := rep.Points[0]
+	if len(pt.Configs) != 4 {
+		t.Fatalf("%d configurations", len(pt.Configs))
+	}
+	for _, cp := range pt.Configs {
+		w := want[cp.Name]
+		cs := cp.Cost
+		if cs.Traced != c.NumPrompts || cs.Incomplete != 0 {
+			t.Fatalf("%s: %d of %d requests traced, %d incomplete", cp.Name, cs.Traced, c.NumPrompts, cs.Incomplete)
+		}
+		if math.Abs(float64(cs.AllreduceBytes)-allreduce(w.tp)) > 1e-6 || float64(cs.AnalyticAllreduce) != allreduce(w.tp) {
+			t.Errorf("%s: allreduce %v B/token measured, %v analytic; want %v", cp.Name, cs.AllreduceBytes, cs.AnalyticAllreduce, allreduce(w.tp))
+		}
+		if w.disa && (math.Abs(float64(cs.KVBytes)-kv) > 1e-6 || float64(cs.AnalyticKV) != kv) {
+			t.Errorf("%s: KV %v B/prompt token measured, %v analytic; want %v", cp.Name, cs.KVBytes, cs.AnalyticKV, kv)
+		}
+		if !w.disa && !math.IsNaN(float64(cs.KVBytes)) {
+			t.Errorf("%s: KV %v B/prompt token in unified serving", cp.Name, cs.KVBytes)
+		}
+		if cs.Compute <= 0 || (w.tp > 1 && cs.Allreduce <= 0) {
+			t.Errorf("%s: compute %v, allreduce %v ms/token", cp.Name, cs.Compute, cs.Allreduce)
+		}
+	}
+	if pt.Configs[1].Cost.AllreduceBytes <= pt.Configs[0].Cost.AllreduceBytes {
+		t.Errorf("TP-8 allreduce bytes %v not above TP-2's %v", pt.Configs[1].Cost.AllreduceBytes, pt.Configs[0].Cost.AllreduceBytes)
+	}
+	for _, d := range pt.Differences {
+		if d.Metric == "allreduce_bytes_per_token" && strings.HasSuffix(d.Config, "tp8") && d.Verdict != d.Config+" higher" {
+			t.Errorf("%s allreduce bytes: %+v", d.Config, d)
+		}
+	}
+	data, err := os.ReadFile(filepath.Join(c.ResultDir, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var js map[string]any
+	if err := json.Unmarshal(data, &js); err != nil {
+		t.Fatalf("report JSON: %v", err)
+	}
+	if !strings.Contains(out.String(), "allreduce B/tok") || !strings.Contains(out.String(), "disagg-tp8") {
+		t.Fatalf("table:\n%s", out.String())
+	}
+	for _, f := range []string{"latency_cdf_infqps-concurrency2.png", "itl_by_position_infqps-concurrency2.svg", "throughput_vs_p99.png"} {
+		if _, err := os.Stat(filepath.Join(c.Plot, f)); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestSelfComparison: one deployment compared with itself, in
+// interleaved rounds, gives no verdict on any figure.
+func TestSelfComparison(t *testing.T) {
+	c := smallConfig(t)
+	cl, err := local.Start(t.Context(), local.Options{Executable: c.Executable,
+		Args: []string{"--preset", "tiny", "--mode", "unified", "--tp", "2", "--threads", "1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Stop()
+	c.Targets = []string{"a=" + cl.GRPC, "b=" + cl.GRPC}
+	c.Rounds, c.NumPrompts = 3, 12
+	var out bytes.Buffer
+	rep, err := Run(t.Context(), c, &out, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, d := range rep.Points[0].Differences {
+		n++
+		if !strings.HasPrefix(d.Verdict, NotDistinguishable) {
+			t.Errorf("%s: %+v, a configuration against itself", d.Metric, d)
+		}
+	}
+	if n < 10 {
+		t.Fatalf("%d differences reported:\n%s", n, out.String())
+	}
+}
+
+// TestBadInput: each mistake is reported, naming the flag or file,
+// before any cluster starts or any request is sent.
+func TestBadInput(t *testing.T) {
+	c := smallConfig(t)
+	cl, err := local.Start(t.Context(), local.Options{Executable: c.Executable,
+		Args: []string{"--preset", "tiny", "--mode", "unified", "--tp", "1", "--threads", "1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Stop()
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"TP that does not split tiny", func(c *Config) { c.TPs = "2,3" }, "TP 3"},
+		{"unknown mode", func(c *Config) { c.TPs, c.Modes = "2", "unified,colocated" }, "--modes"},
+		{"one configuration", func(c *Config) { c.TPs = "2" }, "two or more"},
+		{"zero rounds", func(c *Config) { c.TPs, c.Rounds = "2,4", -1 }, "--rounds"},
+		{"bad target", func(c *Config) { c.Targets = []string{"x=" + cl.GRPC, "nameless"} }, "--target"},
+		{"unreachable target", func(c *Config) { c.Targets = []string{"x=" + cl.GRPC, "y=127.0.0.1:1"} }, "--target y"},
+		{"config key", func(c *Config) { c.TPs, c.ConfigFiles = "2", []string{"testdata/bad-key.yaml"} }, "testdata/bad-key.yaml"},
+		{"missing config", func(c *Config) { c.TPs, c.ConfigFiles = "2", []string{"testdata/none.yaml"} }, "--config"},
+		{"zero rate", func(c *Config) { c.TPs, c.RequestRate = "2,4", "0" }, "--request-rate"},
+		{"bad percentile", func(c *Config) { c.TPs, c.MetricPercentiles = "2,4", "101" }, "--metric-percentiles"},
+		{"bad goodput", func(c *Config) { c.TPs, c.Goodput = "2,4", []string{"itl:5"} }, "--goodput"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := c
+			tt.edit(&cfg)
+			_, err := Run(t.Context(), cfg, &bytes.Buffer{}, &bytes.Buffer{})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want one naming %q", err, tt.want)
+			}
+		})
+	}
+	// The cluster saw no request.
+	if n := localtest.Requests(t, cl.GRPC); n != 0 {
+		t.Fatalf("bad input sent %d requests", n)
+	}
+}
+
+// TestStopOnEveryPath: an interrupted comparison and one whose second
+// cluster cannot start both stop every process they started.
+func TestStopOnEveryPath(t *testing.T) {
+	c := smallConfig(t)
+	c.ConfigFiles = []string{"testdata/unified-tp2.yaml"}
+	t.Run("failed start", func(t *testing.T) {
+		bad := filepath.Join(t.TempDir(), "bad.yaml")
+		if err := os.WriteFile(bad, []byte("name: broken\nmode: unified\ntp: 1\nargs: [\"--ready-timeout\", \"1ms\"]\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg := c
+		cfg.ConfigFiles = append(cfg.ConfigFiles, bad)
+		_, err := Run(t.Context(), cfg, &bytes.Buffer{}, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), "broken") {
+			t.Fatalf("error %v, want the broken configuration named", err)
+		}
+		if left := localtest.Leftovers(t, c.Executable); len(left) > 0 {
+			t.Fatalf("processes left after a failed start: %v", left)
+		}
+	})
+	t.Run("interrupted", func(t *testing.T) {
+		cfg := c
+		cfg.TPs, cfg.NumPrompts, cfg.RequestRate, cfg.DisableProgress = "1", 400, "10", false
+		ctx, cancel := context.WithCancel(t.Context())
+		w := &cancelWriter{cancel: cancel, after: "requests"}
+		_, err := Run(ctx, cfg, &bytes.Buffer{}, w)
+		if err == nil || ctx.Err() == nil {
+			t.Fatalf("interrupted comparison: %v", err)
+		}
+		if left := localtest.Leftovers(t, c.Executable); len(left) > 0 {
+			t.Fatalf("processes left after an interrupt: %v", left)
+		}
+	})
+}

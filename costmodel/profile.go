@@ -1,0 +1,167 @@
+package costmodel
+
+import (
+	"embed"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Errors callers branch on.
+var (
+	// ErrUnknownHardware is wrapped when a hardware profile name is not known.
+	ErrUnknownHardware = errors.New("unknown hardware profile")
+	// ErrUnknownLink is wrapped when a link profile name is not known.
+	ErrUnknownLink = errors.New("unknown link profile")
+	// ErrDoesNotFit is wrapped when a model shard does not fit a device.
+	ErrDoesNotFit = errors.New("does not fit")
+)
+
+// Device kinds.
+const (
+	KindGPU = "gpu"
+	KindCPU = "cpu"
+)
+
+// Link classes: the first three pick NCCL's per-hop costs, tcp Tandem's
+// TCP ring.
+const (
+	ClassNVLink = "nvlink"
+	ClassPCI    = "pci"
+	ClassNet    = "net"
+	ClassTCP    = "tcp"
+)
+
+// Hardware is one accelerator, or for a CPU one machine whose cores all
+// its ranks share. Units are bytes, bytes per second, FLOP/s and seconds.
+type Hardware struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	Kind        string `json:"kind"`
+	// MemoryBytes is the device memory; MemoryBandwidth its peak read rate.
+	MemoryBytes     float64 `json:"memory_bytes"`
+	MemoryBandwidth float64 `json:"memory_bandwidth"`
+	// PeakFLOPS is dense peak compute in the dtype weights are multiplied in.
+	PeakFLOPS float64 `json:"peak_flops"`
+	// GPUsPerNode is the devices of one node (1 for a CPU machine).
+	GPUsPerNode int `json:"gpus_per_node"`
+	// Shared: every rank on a node shares the one device (CPU processes
+	// sharing cores), so busy ranks slow each other down.
+	Shared bool `json:"shared,omitempty"`
+	// IntraNodeLink joins the devices of a node; empty means the link
+	// given to the planner (CPU ranks are processes joined by --link).
+	IntraNodeLink string `json:"intra_node_link,omitempty"`
+	// HostLink carries the logits from the device to the host sampler.
+	HostLink string `json:"host_link,omitempty"`
+	// NetworkBandwidth and NetworkLatency bound what one process pushes
+	// through the kernel's TCP stack (CPU profiles).
+	NetworkBandwidth float64 `json:"network_bandwidth,omitempty"`
+	NetworkLatency   float64 `json:"network_latency,omitempty"`
+	// KVCacheBytes is each rank's KV cache budget when fixed (the CPU
+	// worker's --kv-cache-mb); zero derives it from memory.
+	KVCacheBytes float64 `json:"kv_cache_bytes,omitempty"`
+	// MemoryUtilization is the share of memory for weights and KV cache.
+	MemoryUtilization float64 `json:"memory_utilization,omitempty"`
+	// Efficiency holds the profile's uncalibrated priors.
+	Efficiency Efficiency `json:"efficiency"`
+}
+
+// Link joins ranks or groups. Bandwidth is per device and direction
+// (zero: unlimited), Latency one way per hop.
+type Link struct {
+	Name        string  `json:"name"`
+	Description string  `json:"description"`
+	Class       string  `json:"class"`
+	Bandwidth   float64 `json:"bandwidth"`
+	Latency     float64 `json:"latency"`
+}
+
+//go:embed data/*.yaml
+var data embed.FS
+
+// Hardwares returns the hardware profiles, in file order.
+func Hardwares() []Hardware {
+	var hs []Hardware
+	mustLoad("data/hardware.yaml", &hs)
+	return hs
+}
+
+// Links returns the link profiles, in file order.
+func Links() []Link {
+	var ls []Link
+	mustLoad("data/links.yaml", &ls)
+	return ls
+}
+
+// mustLoad decodes an embedded profile file; the files are checked by
+// the package's tests, so a failure here is a build defect.
+func mustLoad(name string, v any) {
+	b, err := data.ReadFile(name)
+	if err == nil {
+		err = yaml.UnmarshalStrict(b, v)
+	}
+	if err != nil {
+		panic(fmt.Sprintf("costmodel: embedded %s: %v", name, err))
+	}
+}
+
+// HardwareByName returns the named hardware profile (case-insensitive).
+func HardwareByName(name string) (Hardware, error) {
+	hs := Hardwares()
+	for _, h := range hs {
+		if strings.EqualFold(h.Name, name) {
+			return h, nil
+		}
+	}
+	names := make([]string, len(hs))
+	for i, h := range hs {
+		names[i] = h.Name
+	}
+	return Hardware{}, fmt.Errorf("%w %q (known: %s)", ErrUnknownHardware, name, strings.Join(names, ", "))
+}
+
+// LinkByName returns the named link profile (case-insensitive).
+func LinkByName(name string) (Link, error) {
+	ls := Links()
+	for _, l := range ls {
+		if strings.EqualFold(l.Name, name) {
+			return l, nil
+		}
+	}
+	names := make([]string, len(ls))
+	for i, l := range ls {
+		names[i] = l.Name
+	}
+	return Link{}, fmt.Errorf("%w %q (known: %s)", ErrUnknownLink, name, strings.Join(names, ", "))
+}
+
+// validate checks what the arithmetic divides by.
+func (h Hardware) validate() error {
+	switch {
+	case h.Kind != KindGPU && h.Kind != KindCPU:
+		return fmt.Errorf("hardware %s: kind %q is neither gpu nor cpu", h.Name, h.Kind)
+	case h.MemoryBandwidth <= 0 || h.PeakFLOPS <= 0 || h.MemoryBytes <= 0:
+		return fmt.Errorf("hardware %s: memory, bandwidth and peak FLOP/s must be positive", h.Name)
+	case h.GPUsPerNode < 1:
+		return fmt.Errorf("hardware %s: gpus_per_node %d must be at least 1", h.Name, h.GPUsPerNode)
+	case h.Kind == KindCPU && h.NetworkBandwidth <= 0:
+		return fmt.Errorf("hardware %s: a CPU profile needs network_bandwidth", h.Name)
+	}
+	return h.Efficiency.validate()
+}
+
+func (l Link) validate() error {
+	if !slices.Contains([]string{ClassNVLink, ClassPCI, ClassNet, ClassTCP}, l.Class) {
+		return fmt.Errorf("link %s: class %q is not nvlink, pci, net or tcp", l.Name, l.Class)
+	}
+	if l.Bandwidth < 0 || l.Latency < 0 {
+		return fmt.Errorf("link %s: bandwidth and latency must not be negative", l.Name)
+	}
+	if l.Bandwidth == 0 && l.Class != ClassTCP {
+		return fmt.Errorf("link %s: only a tcp link may leave bandwidth unlimited", l.Name)
+	}
+	return nil
+}

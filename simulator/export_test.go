@@ -1,0 +1,58 @@
+package simulator
+
+// TestSched exposes the scheduler mirror to the external tests that
+// check it against the real engine.
+type TestSched struct {
+	e    sched
+	byID map[string]*seq
+	r    request
+}
+
+// StepRow is one sequence's part of a scheduled step.
+type StepRow struct {
+	ID          string
+	Pos, Tokens int
+	Sampled     bool
+}
+
+func NewTestSched(maxBatch, maxSeqs, blockSize, blocks int) *TestSched {
+	o := EngineOptions{MaxBatchTokens: maxBatch, MaxSeqs: maxSeqs, BlockSize: blockSize}
+	o.defaults()
+	return &TestSched{e: sched{opts: o, free: blocks, total: blocks}, byID: map[string]*seq{}}
+}
+
+func (t *TestSched) Add(id string, prompt, maxTokens int) {
+	s := &seq{r: &t.r, tokens: prompt, maxTokens: maxTokens}
+	t.byID[id] = s
+	t.e.waiting = append(t.e.waiting, s)
+}
+
+// Step schedules and completes one step, as the engine's Step does.
+func (t *TestSched) Step() []StepRow {
+	var out []StepRow
+	for _, st := range t.e.schedule() {
+		var id string
+		for k, v := range t.byID {
+			if v == st.s {
+				id = k
+			}
+		}
+		out = append(out, StepRow{ID: id, Pos: st.s.computed, Tokens: st.n, Sampled: st.sample})
+		st.s.computed += st.n
+		if st.sample {
+			st.s.tokens++
+			st.s.generated++
+			if st.s.generated >= st.s.maxTokens {
+				t.e.finish(st.s)
+			}
+		}
+	}
+	return out
+}
+
+func (t *TestSched) HasWork() bool { return t.e.hasWork() }
+
+func (t *TestSched) FreeBlocks() int { return t.e.free }
+
+// Preemptions counts the preemptions so far.
+func (t *TestSched) Preemptions() int { return t.r.preemptions }

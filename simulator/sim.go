@@ -1,0 +1,509 @@
+package simulator
+
+import (
+	"container/heap"
+	"errors"
+	"fmt"
+
+	"github.com/tandemllm/tandem/costmodel"
+)
+
+// Options configure one simulation. Zero fields take documented defaults.
+type Options struct {
+	// Cost prices every step and KV transfer (required).
+	Cost       *costmodel.Model
+	Deployment Deployment
+	Engine     EngineOptions
+	Workload   Workload
+	SLO        SLO
+	// KVCacheBytes is each rank's KV cache budget (default: the cost
+	// model's, from the hardware profile).
+	KVCacheBytes float64
+}
+
+// request is one request's life in the simulation.
+type request struct {
+	Request
+	idx         int
+	arrival     float64   // the client's scheduled send time
+	sent        float64   // when it was sent (after the concurrency bound)
+	tokens      []float64 // the client's receive time of each output token
+	preemptions int
+	failed      bool
+	done        bool
+	// Disaggregated serving: the groups, the prefill's held blocks and
+	// transfer, the decode reservation.
+	pre, dec           *group
+	preSeq             *seq
+	xferStart          float64
+	xferDone           float64 // −1 until the prefill's last chunk is done
+	called, haveBlocks bool
+	reserved           int
+	parts              tokenParts
+}
+
+// group is one TP group: its scheduler and the step in flight.
+type group struct {
+	idx     int
+	role    string
+	tp      int
+	node    int
+	span    costmodel.Group
+	e       sched
+	busy    bool
+	cur     []scheduled
+	cost    costmodel.StepCost
+	start   float64
+	work    float64 // shared device work left, in seconds at full speed
+	fixed   float64 // unshared time left (collectives, overhead)
+	updated float64
+	version int
+	// Requests routed here but not yet arrived, as the coordinator counts them.
+	inbound, inboundTokens, promised int
+}
+
+type eventKind int
+
+const (
+	evArrival eventKind = iota
+	evReach             // a request reaches its (first) group
+	evStepEnd
+	evDecodeCall
+	evTransferDone
+)
+
+type event struct {
+	t       float64
+	n       int // insertion order: ties run first in, first out
+	kind    eventKind
+	g       *group
+	r       *request
+	version int
+}
+
+type queue []event
+
+func (q queue) Len() int { return len(q) }
+func (q queue) Less(i, j int) bool {
+	if q[i].t != q[j].t {
+		return q[i].t < q[j].t
+	}
+	return q[i].n < q[j].n
+}
+func (q queue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *queue) Push(x any)   { *q = append(*q, x.(event)) }
+func (q *queue) Pop() any {
+	old := *q
+	x := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return x
+}
+
+// sim is one run's state.
+type sim struct {
+	opts       Options
+	cost       *costmodel.Model
+	hop        float64 // coordinator ↔ group, one way
+	now        float64
+	q          queue
+	n          int
+	groups     []*group
+	byRole     map[string][]*group
+	nodeBusy   []int // busy ranks per node (shared devices)
+	reqs       []*request
+	backlog    []*request // waiting for the concurrency bound
+	inFlight   int
+	steps      int
+	stepErr    error
+	lastFinish float64
+}
+
+// Run simulates opts.Workload on opts.Deployment.
+func Run(opts Options) (*Result, error) {
+	if opts.Cost == nil {
+		return nil, errors.New("simulator: no cost model")
+	}
+	if err := opts.Deployment.validate(); err != nil {
+		return nil, err
+	}
+	opts.Engine.defaults()
+	s := &sim{opts: opts, cost: opts.Cost, hop: opts.Cost.Eff.RequestOverhead / 2, byRole: map[string][]*group{}}
+	if err := s.place(); err != nil {
+		return nil, err
+	}
+	reqs, at, err := opts.Workload.requests()
+	if err != nil {
+		return nil, err
+	}
+	for i, r := range reqs {
+		req := &request{Request: r, idx: i, arrival: at[i], xferDone: -1}
+		s.reqs = append(s.reqs, req)
+		s.push(event{t: at[i], kind: evArrival, r: req})
+	}
+	for s.q.Len() > 0 {
+		ev := heap.Pop(&s.q).(event)
+		s.now = ev.t
+		s.handle(ev)
+		if s.stepErr != nil {
+			return nil, s.stepErr
+		}
+	}
+	for _, r := range s.reqs {
+		if !r.done && !r.failed {
+			return nil, fmt.Errorf("simulator: request %d never finished (%d of %d tokens): a scheduling rule is mirrored wrongly", r.idx, len(r.tokens), r.Output)
+		}
+	}
+	return s.result(), nil
+}
+
+func (s *sim) push(ev event) {
+	ev.n = s.n
+	s.n++
+	heap.Push(&s.q, ev)
+}
+
+// place makes the groups, sizes their KV pools and puts them on nodes:
+// groups fill nodes in order, prefill (or unified) groups first, one
+// device per rank; on a shared device (CPU) every rank of a node shares it.
+func (s *sim) place() error {
+	d, m := s.opts.Deployment, s.cost
+	pools := []struct {
+		role string
+		p    Pool
+	}{{roleUnified, d.Unified}}
+	if d.Mode == ModeDisaggregated {
+		pools = []struct {
+			role string
+			p    Pool
+		}{{rolePrefill, d.Prefill}, {roleDecode, d.Decode}}
+	}
+	device := 0
+	perNode := m.HW.GPUsPerNode
+	for _, pl := range pools {
+		kvBytes := s.opts.KVCacheBytes
+		if kvBytes <= 0 {
+			var err error
+			if kvBytes, err = m.KVCacheBytesPerRank(pl.p.TP); err != nil {
+				return err
+			}
+		}
+		perToken, err := m.Shape.KVBytesPerTokenPerRank(pl.p.TP)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrInvalidDeployment, d, err)
+		}
+		eo := s.opts.Engine
+		blocks := int(kvBytes / float64(perToken*int64(eo.BlockSize)))
+		if full := (m.Shape.MaxPositions + eo.BlockSize - 1) / eo.BlockSize; full > 0 {
+			blocks = min(blocks, full*eo.MaxSeqs)
+		}
+		if blocks < 1 {
+			return fmt.Errorf("%w: a rank's KV cache of %.0f bytes holds no block", costmodel.ErrDoesNotFit, kvBytes)
+		}
+		for range pl.p.Groups {
+			g := &group{idx: len(s.groups), role: pl.role, tp: pl.p.TP, span: m.GroupOf(pl.p.TP)}
+			g.e = sched{opts: eo, free: blocks, total: blocks}
+			if !m.HW.Shared {
+				g.node = device / perNode
+				device += pl.p.TP
+			}
+			s.groups = append(s.groups, g)
+			s.byRole[pl.role] = append(s.byRole[pl.role], g)
+			s.nodeBusy = append(s.nodeBusy, 0)
+		}
+	}
+	return nil
+}
+
+func (s *sim) handle(ev event) {
+	switch ev.kind {
+	case evArrival:
+		if max := s.opts.Workload.MaxConcurrency; max > 0 && s.inFlight >= max {
+			s.backlog = append(s.backlog, ev.r)
+			return
+		}
+		s.send(ev.r)
+	case evReach:
+		s.reach(ev.r)
+	case evStepEnd:
+		if ev.version == ev.g.version && ev.g.busy {
+			s.endStep(ev.g)
+		}
+	case evDecodeCall:
+		s.decodeCall(ev.r)
+	case evTransferDone:
+		s.transferDone(ev.r)
+	}
+}
+
+// send routes a request, as the coordinator does, and lets it reach its
+// group a hop later.
+func (s *sim) send(r *request) {
+	s.inFlight++
+	r.sent = s.now
+	if s.opts.Deployment.Mode == ModeUnified {
+		r.pre = pickUnified(s.byRole[roleUnified])
+	} else {
+		r.pre = pickPrefill(s.byRole[rolePrefill])
+		r.dec = pickDecode(s.byRole[roleDecode])
+		r.dec.promised += r.pre.e.blocksFor(r.Input)
+	}
+	r.pre.inbound++
+	r.pre.inboundTokens += r.Input
+	s.push(event{t: s.now + s.hop, kind: evReach, r: r})
+}
+
+// reach queues a request on its first group; a request that can never
+// fit its KV cache fails as the engine refuses it.
+func (s *sim) reach(r *request) {
+	g := r.pre
+	g.inbound--
+	g.inboundTokens -= r.Input
+	out := r.Output
+	if g.role == rolePrefill {
+		out = 1
+	}
+	if g.e.blocksFor(r.Input+out) > g.e.total || (r.dec != nil && r.dec.e.blocksFor(r.Input+r.Output) > r.dec.e.total) {
+		r.failed = true
+		s.complete(r)
+		return
+	}
+	sq := &seq{r: r, tokens: r.Input, maxTokens: out, hold: g.role == rolePrefill}
+	if g.role == rolePrefill {
+		r.preSeq = sq
+	}
+	g.e.waiting = append(g.e.waiting, sq)
+	s.kick(g)
+}
+
+// kick starts a step on an idle group that has work.
+func (s *sim) kick(g *group) {
+	if !g.busy && g.e.hasWork() {
+		s.startStep(g)
+	}
+}
+
+// rate is how fast a group's device work proceeds: 1, or on a shared
+// device the group's share of the node's busy ranks.
+func (s *sim) rate(g *group) float64 {
+	if !s.cost.HW.Shared {
+		return 1
+	}
+	return 1 / float64(max(1, s.nodeBusy[g.node]))
+}
+
+// advance brings a busy group's progress up to now.
+func (s *sim) advance(g *group) {
+	dt := s.now - g.updated
+	g.updated = s.now
+	if r := s.rate(g); g.work > 0 {
+		used := min(dt, g.work/r)
+		g.work -= used * r
+		dt -= used
+	}
+	g.fixed = max(0, g.fixed-dt)
+}
+
+// reschedule posts g's step end from its progress and current rate.
+func (s *sim) reschedule(g *group) {
+	g.version++
+	s.push(event{t: s.now + g.work/s.rate(g) + g.fixed, kind: evStepEnd, g: g, version: g.version})
+}
+
+// setBusy changes the busy ranks of g's node; on a shared device every
+// busy group there changes speed.
+func (s *sim) setBusy(g *group, delta int) {
+	if !s.cost.HW.Shared {
+		return
+	}
+	var others []*group
+	for _, o := range s.groups {
+		if o != g && o.busy && o.node == g.node {
+			s.advance(o)
+			others = append(others, o)
+		}
+	}
+	s.nodeBusy[g.node] += delta
+	for _, o := range others {
+		s.reschedule(o)
+	}
+}
+
+func (s *sim) startStep(g *group) {
+	steps := g.e.schedule()
+	if len(steps) == 0 {
+		return
+	}
+	rows := make([]costmodel.Rows, len(steps))
+	for i, st := range steps {
+		rows[i] = costmodel.Rows{Pos: st.s.computed, Rows: st.n, Sample: st.sample}
+		if st.sample && g.role == rolePrefill {
+			st.s.r.xferStart = s.now
+		}
+	}
+	c, err := s.cost.Step(g.span, rows)
+	if err != nil {
+		s.stepErr = fmt.Errorf("simulator: step of %s group %d: %w", g.role, g.idx, err)
+		return
+	}
+	s.steps++
+	g.busy, g.cur, g.cost, g.start, g.updated = true, steps, c, s.now, s.now
+	g.work = c.Compute() + c.Sampling
+	g.fixed = c.Communication() + c.Overhead
+	s.setBusy(g, g.tp)
+	s.reschedule(g)
+}
+
+func (s *sim) endStep(g *group) {
+	s.advance(g)
+	g.busy = false
+	s.setBusy(g, -g.tp)
+	dur := s.now - g.start
+	for _, st := range g.cur {
+		sq := st.s
+		sq.computed += st.n
+		sq.r.parts.add(g, st, dur)
+		if !st.sample {
+			continue
+		}
+		sq.tokens++
+		sq.generated++
+		s.emit(g, sq)
+		if sq.generated >= sq.maxTokens {
+			g.e.finish(sq)
+		}
+	}
+	g.cur = nil
+	s.kick(g)
+}
+
+// emit delivers a sampled token to the client, and on a prefill group
+// starts the request's way to its decode group.
+func (s *sim) emit(g *group, sq *seq) {
+	r := sq.r
+	r.tokens = append(r.tokens, s.now+s.hop)
+	r.parts.tokens++
+	if g.role != rolePrefill {
+		if len(r.tokens) >= r.Output {
+			s.complete(r)
+		}
+		return
+	}
+	total, err := s.cost.KVTransfer(g.tp, r.dec.tp, r.Input, g.node != r.dec.node)
+	if err != nil {
+		s.stepErr = err
+		return
+	}
+	r.xferDone = s.now + s.cost.VisibleTransfer(total, s.now-r.xferStart)
+	r.parts.kv += r.xferDone - s.now
+	s.push(event{t: r.xferDone, kind: evTransferDone, r: r})
+	if r.Output == 1 {
+		s.complete(r)
+		return
+	}
+	s.push(event{t: s.now + 2*s.hop, kind: evDecodeCall, r: r})
+}
+
+// decodeCall is Worker.Decode on the decode leader: reserve blocks for
+// the prompt, wait for its KV, or recompute when no blocks are free.
+func (s *sim) decodeCall(r *request) {
+	g := r.dec
+	g.promised -= g.e.blocksFor(r.Input)
+	r.called = true
+	need := g.e.blocksFor(r.Input)
+	if need > g.e.free {
+		sq := &seq{r: r, tokens: r.Input + 1, generated: 1, maxTokens: r.Output}
+		g.e.waiting = append(g.e.waiting, sq)
+		s.kick(g)
+		return
+	}
+	g.e.free -= need
+	r.reserved, r.haveBlocks = need, true
+	if s.now >= r.xferDone && r.xferDone >= 0 {
+		s.addPrefilled(r)
+	}
+}
+
+// transferDone releases the prefill's held blocks and, if the decode
+// group reserved its share, lets the request decode.
+func (s *sim) transferDone(r *request) {
+	pre := r.pre
+	pre.e.free += r.preSeq.blocks
+	r.preSeq.blocks = 0
+	s.kick(pre)
+	if r.called && r.haveBlocks {
+		s.addPrefilled(r)
+	}
+}
+
+// addPrefilled is engine.AddPrefilled with reserved blocks: the prompt is
+// computed, the first token is next.
+func (s *sim) addPrefilled(r *request) {
+	g := r.dec
+	r.haveBlocks = false
+	sq := &seq{r: r, tokens: r.Input + 1, computed: r.Input, generated: 1, maxTokens: r.Output, blocks: r.reserved}
+	g.e.running = append(g.e.running, sq)
+	s.kick(g)
+}
+
+// complete ends a request for the client and lets the next one in.
+func (s *sim) complete(r *request) {
+	r.done = !r.failed
+	s.inFlight--
+	s.lastFinish = max(s.lastFinish, s.now+s.hop)
+	if len(s.backlog) > 0 {
+		next := s.backlog[0]
+		s.backlog = s.backlog[1:]
+		s.send(next)
+	}
+}
+
+// pickUnified is the coordinator's: fewest running and waiting, then most
+// free KV blocks, then the first.
+func pickUnified(gs []*group) *group {
+	return pick(gs, func(a, b *group) bool {
+		la, lb := a.load(), b.load()
+		if la != lb {
+			return la < lb
+		}
+		return a.e.free > b.e.free
+	})
+}
+
+// pickPrefill: fewest pending prompt tokens, then fewest running and waiting.
+func pickPrefill(gs []*group) *group {
+	return pick(gs, func(a, b *group) bool {
+		pa, pb := a.e.pendingPrefill()+a.inboundTokens, b.e.pendingPrefill()+b.inboundTokens
+		if pa != pb {
+			return pa < pb
+		}
+		return a.load() < b.load()
+	})
+}
+
+// pickDecode: most free KV blocks (less those promised to requests on
+// their way), then fewest running, then fewest waiting.
+func pickDecode(gs []*group) *group {
+	return pick(gs, func(a, b *group) bool {
+		fa, fb := a.e.free-a.promised, b.e.free-b.promised
+		if fa != fb {
+			return fa > fb
+		}
+		if len(a.e.running) != len(b.e.running) {
+			return len(a.e.running) < len(b.e.running)
+		}
+		return len(a.e.waiting) < len(b.e.waiting)
+	})
+}
+
+func (g *group) load() int { return len(g.e.running) + len(g.e.waiting) + g.inbound }
+
+// pick returns the first group no other beats.
+func pick(gs []*group, better func(a, b *group) bool) *group {
+	best := gs[0]
+	for _, g := range gs[1:] {
+		if better(g, best) {
+			best = g
+		}
+	}
+	return best
+}

@@ -1,0 +1,106 @@
+package simulator
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+)
+
+// ErrInvalidWorkload is wrapped by every workload validation error.
+var ErrInvalidWorkload = errors.New("invalid workload")
+
+// Request is one request of a workload: its prompt and output lengths in
+// tokens (the output is generated to its end, as with --ignore-eos).
+type Request struct {
+	Input, Output int
+}
+
+// Workload is what the simulated clients send, as `vllm bench serve`
+// sends it.
+type Workload struct {
+	// Requests, if set, are sent in order; otherwise NumPrompts requests
+	// are drawn from InputLen, OutputLen and RangeRatio: each length
+	// uniform on [len·(1−r), len·(1+r)], as vLLM's random dataset.
+	Requests            []Request
+	NumPrompts          int
+	InputLen, OutputLen int
+	RangeRatio          float64
+	// RequestRate is the mean arrival rate in requests per second; zero
+	// or +Inf sends every request at once. Burstiness is the gamma shape
+	// of the gaps (default 1: Poisson).
+	RequestRate, Burstiness float64
+	// MaxConcurrency bounds the requests in flight (0: no bound).
+	MaxConcurrency int
+	// Seed makes the lengths and arrivals reproducible.
+	Seed uint64
+}
+
+// requests returns the workload's requests and their arrival times.
+func (w Workload) requests() ([]Request, []float64, error) {
+	rng := rand.New(rand.NewPCG(w.Seed, 0x74616e64656d)) // "tandem"
+	reqs := w.Requests
+	if len(reqs) == 0 {
+		if w.NumPrompts <= 0 || w.InputLen <= 0 || w.OutputLen <= 0 {
+			return nil, nil, fmt.Errorf("%w: want positive num prompts, input and output lengths (got %d, %d, %d)",
+				ErrInvalidWorkload, w.NumPrompts, w.InputLen, w.OutputLen)
+		}
+		if w.RangeRatio < 0 || w.RangeRatio >= 1 {
+			return nil, nil, fmt.Errorf("%w: range ratio %g outside [0, 1)", ErrInvalidWorkload, w.RangeRatio)
+		}
+		reqs = make([]Request, w.NumPrompts)
+		for i := range reqs {
+			reqs[i] = Request{Input: draw(rng, w.InputLen, w.RangeRatio), Output: draw(rng, w.OutputLen, w.RangeRatio)}
+		}
+	}
+	for i, r := range reqs {
+		if r.Input < 1 || r.Output < 1 {
+			return nil, nil, fmt.Errorf("%w: request %d has %d prompt and %d output tokens", ErrInvalidWorkload, i, r.Input, r.Output)
+		}
+	}
+	if w.RequestRate < 0 || math.IsNaN(w.RequestRate) || w.Burstiness < 0 || w.MaxConcurrency < 0 {
+		return nil, nil, fmt.Errorf("%w: negative request rate, burstiness or max concurrency", ErrInvalidWorkload)
+	}
+	at := make([]float64, len(reqs))
+	if w.RequestRate > 0 && !math.IsInf(w.RequestRate, 1) {
+		shape := w.Burstiness
+		if shape == 0 {
+			shape = 1
+		}
+		t := 0.0
+		for i := range at {
+			at[i] = t
+			t += gamma(rng, shape) / (w.RequestRate * shape)
+		}
+	}
+	return reqs, at, nil
+}
+
+// draw is vLLM's random length: uniform on the integers of
+// [⌊n(1−r)⌋, ⌊n(1+r)⌋], at least 1.
+func draw(rng *rand.Rand, n int, r float64) int {
+	lo, hi := int(float64(n)*(1-r)), int(float64(n)*(1+r))
+	return max(1, lo+rng.IntN(hi-lo+1))
+}
+
+// gamma draws a Gamma(shape, 1) variate (Marsaglia and Tsang, 2000;
+// shapes below 1 by the boost x·U^(1/shape)).
+func gamma(rng *rand.Rand, shape float64) float64 {
+	if shape < 1 {
+		return gamma(rng, shape+1) * math.Pow(rng.Float64(), 1/shape)
+	}
+	d := shape - 1.0/3
+	c := 1 / math.Sqrt(9*d)
+	for {
+		x := rng.NormFloat64()
+		v := 1 + c*x
+		if v <= 0 {
+			continue
+		}
+		v = v * v * v
+		u := rng.Float64()
+		if math.Log(u) < 0.5*x*x+d-d*v+d*math.Log(v) {
+			return d * v
+		}
+	}
+}
