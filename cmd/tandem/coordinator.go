@@ -58,8 +58,8 @@ func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Cl
 		return nil, fmt.Errorf("--max-in-flight %d: must be >= 1", f.maxInFlight)
 	case f.migrationLimit < 0:
 		return nil, fmt.Errorf("--migration-limit %d: must be >= 0", f.migrationLimit)
-	case f.migrationTimeout <= 0:
-		return nil, fmt.Errorf("--migration-timeout %v: must be > 0", f.migrationTimeout)
+	case f.migrationTimeout < 0:
+		return nil, fmt.Errorf("--migration-timeout %v: must be >= 0 (0: the default, 30s)", f.migrationTimeout)
 	}
 	migrations := f.migrationLimit
 	if migrations == 0 {
