@@ -64,17 +64,21 @@ image:
 # bench: every performance figure, each printed next to the limit it is
 # held against and measured in the same run: kernels and engine (memory
 # bandwidth, peak FMA FLOP/s), collectives and KV transfer (raw loopback
-# TCP), coordinator overhead (1 ms) and tracing cost (2%).
-BENCH_PKGS := ./compute/cpu/ ./engine/ ./nccl/ring/ ./kvtransfer/ ./tracing/ ./worker/ ./cmd/tandem/
+# TCP), coordinator overhead (1 ms), tracing cost (2%) and the --link
+# profiles (their rates; needs root and iproute2).
+BENCH_PKGS := ./compute/cpu/ ./engine/ ./nccl/ring/ ./kvtransfer/ ./tracing/ ./worker/ ./cmd/tandem/ ./netshape/
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) $(BENCH_PKGS)
 
-# fuzz: a short run of every fuzz target (FUZZTIME each).
+# fuzz: a short run of every fuzz target (FUZZTIME each). New interesting
+# inputs are minimized for FUZZMINIMIZETIME at most, so that the targets
+# whose inputs cost a network exchange spend their time fuzzing.
 FUZZTIME ?= 30s
+FUZZMINIMIZETIME ?= 5s
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
-	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg || exit 1; \
 	  done; \
 	done
 

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -27,9 +26,9 @@ type EmbeddedOptions struct {
 	// Members is the number of etcd members (default 1). With 3 or more,
 	// losing one leaves a quorum: the cluster goes on serving.
 	Members int
-	// ClientAddr is the client listen address of a single member (default
-	// 127.0.0.1:0, a free port). With several members each gets a free
-	// port of 127.0.0.1 and ClientAddr must be empty.
+	// ClientAddr is the client listen address (default 127.0.0.1:0, a
+	// free port). With several members its port must be 0: each member
+	// gets a free port of its host.
 	ClientAddr string
 	// StartTimeout bounds the wait for the cluster to be ready (default 30s).
 	StartTimeout time.Duration
@@ -46,11 +45,17 @@ func StartEmbedded(ctx context.Context, dir string, opts EmbeddedOptions) (*Embe
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = 30 * time.Second
 	}
+	if opts.ClientAddr == "" {
+		opts.ClientAddr = "127.0.0.1:0"
+	}
+	host, port, err := net.SplitHostPort(opts.ClientAddr)
 	switch {
+	case err != nil:
+		return nil, fmt.Errorf("cluster: etcd client address %q: %w", opts.ClientAddr, err)
 	case opts.Members < 1:
 		return nil, fmt.Errorf("cluster: %d etcd members: want at least 1", opts.Members)
-	case opts.Members > 1 && opts.ClientAddr != "":
-		return nil, errors.New("cluster: a client address can be given for a single etcd member only")
+	case opts.Members > 1 && port != "0":
+		return nil, fmt.Errorf("cluster: etcd client address %q: several members need port 0 (each takes a free port of %s)", opts.ClientAddr, host)
 	}
 	cfgs, err := memberConfigs(dir, opts)
 	if err != nil {
@@ -90,18 +95,17 @@ func StartEmbedded(ctx context.Context, dir string, opts EmbeddedOptions) (*Embe
 // picked (bound and released) first.
 func memberConfigs(dir string, opts EmbeddedOptions) ([]*embed.Config, error) {
 	n := opts.Members
-	clientAddr := opts.ClientAddr
-	if clientAddr == "" {
-		clientAddr = "127.0.0.1:0"
-	}
 	peers := []string{"127.0.0.1:0"}
-	clients := []string{clientAddr}
+	clients := []string{opts.ClientAddr}
 	if n > 1 {
-		ports, err := freePorts(2 * n)
-		if err != nil {
+		host, _, _ := net.SplitHostPort(opts.ClientAddr)
+		var err error
+		if peers, err = freePorts("127.0.0.1", n); err != nil {
 			return nil, fmt.Errorf("cluster: picking ports for %d etcd members: %w", n, err)
 		}
-		peers, clients = ports[:n], ports[n:]
+		if clients, err = freePorts(host, n); err != nil {
+			return nil, fmt.Errorf("cluster: picking ports for %d etcd members: %w", n, err)
+		}
 	}
 	var initial []string
 	var cfgs []*embed.Config
@@ -132,9 +136,9 @@ func memberConfigs(dir string, opts EmbeddedOptions) ([]*embed.Config, error) {
 	return cfgs, nil
 }
 
-// freePorts returns n distinct free 127.0.0.1 addresses: bound together,
+// freePorts returns n distinct free addresses of host: bound together,
 // then released for the members to take.
-func freePorts(n int) ([]string, error) {
+func freePorts(host string, n int) ([]string, error) {
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {
@@ -143,7 +147,7 @@ func freePorts(n int) ([]string, error) {
 	}()
 	var out []string
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 		if err != nil {
 			return nil, err
 		}

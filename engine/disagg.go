@@ -97,15 +97,16 @@ func (e *Engine) AddPrefilled(req Request, first int32, reserved bool) error {
 
 // ReadKV copies layer's keys and values at h's first tokens positions,
 // for the rank's local KV heads [headFrom, headTo), into dst laid out
-// [2][tokens][heads][HeadDim]. It may run beside Step or Follow (see the
-// package comment on disaggregation) and on any rank.
-func (e *Engine) ReadKV(layer int, blocks []int32, tokens, headFrom, headTo int, dst []float32) {
+// [2][tokens][heads][HeadDim] as little-endian elements of the cache's
+// dtype (KVCacheDType). It may run beside Step or Follow (see the package
+// comment on disaggregation) and on any rank.
+func (e *Engine) ReadKV(layer int, blocks []int32, tokens, headFrom, headTo int, dst []byte) {
 	e.m.be.KVRead(e.kv, layer, e.kvSlots(blocks, tokens), headFrom, headTo, dst)
 }
 
 // WriteKV is ReadKV's reverse: it loads KV that arrived from a prefill
 // group into reserved blocks.
-func (e *Engine) WriteKV(layer int, blocks []int32, tokens, headFrom, headTo int, src []float32) {
+func (e *Engine) WriteKV(layer int, blocks []int32, tokens, headFrom, headTo int, src []byte) {
 	e.m.be.KVLoad(e.kv, layer, e.kvSlots(blocks, tokens), headFrom, headTo, src)
 }
 

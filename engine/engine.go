@@ -47,6 +47,11 @@ type Options struct {
 	// BlockSize is the number of token slots per KV block (default
 	// DefaultBlockSize).
 	BlockSize int
+	// KVCacheDType is the element type of the KV cache (default
+	// KVAuto: what the backend suits to the model's weights, see
+	// compute.Backend.AutoKVDType). Every rank of a group must use the
+	// same.
+	KVCacheDType KVCacheDType
 	// MaxBatchTokens bounds the rows of one step; it is also the prefill
 	// chunk size (default 512).
 	MaxBatchTokens int
@@ -163,18 +168,23 @@ func New(m *Model, opts Options) (*Engine, error) {
 	if opts.KVCacheBytes <= 0 {
 		opts.KVCacheBytes = 512 << 20
 	}
-	kvHeads := m.attnSpec.KVHeads
-	perBlock := int64(2 * cfg.Layers * kvHeads * cfg.HeadDim * 4 * opts.BlockSize)
+	kvDType, err := opts.KVCacheDType.resolve(m)
+	if err != nil {
+		return nil, err
+	}
+	spec := compute.KVSpec{
+		Layers: cfg.Layers, BlockSize: opts.BlockSize,
+		KVHeads: m.attnSpec.KVHeads, HeadDim: cfg.HeadDim, DType: kvDType,
+	}
+	perBlock := int64(cfg.Layers * spec.Bytes() * opts.BlockSize)
 	blocks := opts.KVCacheBytes / perBlock
 	fullSeq := int64((cfg.MaxPositions + opts.BlockSize - 1) / opts.BlockSize)
 	blocks = min(blocks, fullSeq*int64(opts.MaxSeqs))
 	if blocks < 1 {
 		return nil, fmt.Errorf("engine: KV cache budget of %d bytes holds no block of %d bytes", opts.KVCacheBytes, perBlock)
 	}
-	kv, err := m.be.NewKVCache(compute.KVSpec{
-		Layers: cfg.Layers, NumBlocks: int(blocks), BlockSize: opts.BlockSize,
-		KVHeads: kvHeads, HeadDim: cfg.HeadDim,
-	})
+	spec.NumBlocks = int(blocks)
+	kv, err := m.be.NewKVCache(spec)
 	if err != nil {
 		return nil, fmt.Errorf("engine: allocating KV cache: %w", err)
 	}
@@ -195,6 +205,15 @@ func (e *Engine) Model() *Model { return e.m }
 
 // KVBlocks returns the free and total KV cache blocks.
 func (e *Engine) KVBlocks() (free, total int) { return e.pool.Free(), e.pool.total }
+
+// KVCacheDType is the element type of the KV cache, resolved: KVFP32 or
+// KVBF16, never KVAuto.
+func (e *Engine) KVCacheDType() KVCacheDType {
+	if e.kv.DType() == compute.BF16 {
+		return KVBF16
+	}
+	return KVFP32
+}
 
 // BlockSize is the number of token slots per KV block.
 func (e *Engine) BlockSize() int { return e.opts.BlockSize }

@@ -70,6 +70,7 @@ func workerFamilies() []family {
 		{"tandem:kv_transfer_seconds_total", dto.MetricType_COUNTER, plus("direction")},
 		{"tandem:kv_transfer_bytes_total", dto.MetricType_COUNTER, plus("direction")},
 		{"tandem:kv_transfers_total", dto.MetricType_COUNTER, plus("direction")},
+		{"tandem:kv_transfer_prompt_tokens_total", dto.MetricType_COUNTER, plus("direction")},
 		{"tandem:gpu_utilization_perc", dto.MetricType_GAUGE, plus("gpu")},
 		{"tandem:gpu_memory_used_bytes", dto.MetricType_GAUGE, plus("gpu")},
 		{"tandem:gpu_power_watts", dto.MetricType_GAUGE, plus("gpu")},

@@ -102,8 +102,9 @@ type Worker struct {
 	prefill, decode     prometheus.Counter
 	compute, sampleTime prometheus.Observer
 
-	coll [numOps]flow
-	kv   [2]flow // DirectionSend, DirectionRecv
+	coll     [numOps]flow
+	kv       [2]flow               // DirectionSend, DirectionRecv
+	kvTokens [2]prometheus.Counter // prompt tokens whose KV those moved
 }
 
 // NewWorker creates a rank's metrics and registers them on reg. It panics
@@ -135,9 +136,11 @@ func NewWorker(reg prometheus.Registerer, labels WorkerLabels) *Worker {
 	kvSec := counter("tandem:kv_transfer_seconds_total", "Time spent moving KV cache between groups, by direction.", "direction")
 	kvBytes := counter("tandem:kv_transfer_bytes_total", "KV-cache bytes moved between groups, by direction.", "direction")
 	kvCount := counter("tandem:kv_transfers_total", "KV-cache transfers (one request's share of this rank), by direction.", "direction")
+	kvTokens := counter("tandem:kv_transfer_prompt_tokens_total",
+		"Prompt tokens of the requests whose KV this rank moved, by direction; kv_transfer_bytes_total over it is the KV bytes moved per prompt token.", "direction")
 
 	reg.MustRegister(running, waiting, kvUsage, kvFree, etcd, iterTokens, compute, sample, stepTokens,
-		collSec, collBytes, collCalls, kvSec, kvBytes, kvCount)
+		collSec, collBytes, collCalls, kvSec, kvBytes, kvCount, kvTokens)
 
 	lv := labels.values()
 	with := func(extra string) []string { return append(lv[:len(lv):len(lv)], extra) }
@@ -168,6 +171,7 @@ func NewWorker(reg prometheus.Registerer, labels WorkerLabels) *Worker {
 			bytes:   kvBytes.WithLabelValues(with(dir)...),
 			count:   kvCount.WithLabelValues(with(dir)...),
 		}
+		m.kvTokens[i] = kvTokens.WithLabelValues(with(dir)...)
 	}
 	m.etcd.Set(1)
 	return m
@@ -228,5 +232,16 @@ func (m *Worker) KVTransfer(direction string, bytes int64, d time.Duration) {
 		m.kv[0].add(bytes, d)
 	case DirectionRecv:
 		m.kv[1].add(bytes, d)
+	}
+}
+
+// KVTransferTokens counts the prompt tokens of a request whose KV this rank
+// moved in direction (once per request, however many pushes carried it).
+func (m *Worker) KVTransferTokens(direction string, tokens int) {
+	switch direction {
+	case DirectionSend:
+		m.kvTokens[0].Add(float64(tokens))
+	case DirectionRecv:
+		m.kvTokens[1].Add(float64(tokens))
 	}
 }

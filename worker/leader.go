@@ -325,7 +325,7 @@ func (l *leader) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 	kv := &tandemv1.KVHandle{
 		RequestId: id, Attempt: max(req.GetAttempt(), 1), SourceGroup: l.w.opts.Group,
 		SourceTp: int32(l.e.Model().Plan().TP), NumTokens: int32(len(req.GetPromptTokenIds())),
-		NumLayers: int32(cfg.Layers), Dtype: tandemv1.DataType_DATA_TYPE_FLOAT32,
+		NumLayers: int32(cfg.Layers), Dtype: kvWireDType(l.e.KVCacheDType()),
 	}
 	lv := &live{
 		out: make(chan engine.Output, 1), span: trace.SpanContextFromContext(ctx),

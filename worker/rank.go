@@ -32,6 +32,7 @@ type rankServer struct {
 	heads    parallel.Range // global KV heads this rank holds
 	headDim  int
 	layers   int
+	dtype    tandemv1.DataType // the engine's KV cache dtype, as chunks carry it
 	sender   *kvtransfer.Sender
 	receiver *kvtransfer.Receiver // nil on prefill ranks
 	rec      *tracing.Recorder
@@ -56,13 +57,14 @@ func newRankServer(e *engine.Engine, role cluster.Role, rec *tracing.Recorder, w
 	cfg, plan := m.Config(), m.Plan()
 	r := &rankServer{
 		e: e, rank: plan.Rank, tp: plan.TP, kvHeads: cfg.KVHeads, heads: plan.KVHeads(),
-		headDim: cfg.HeadDim, layers: cfg.Layers,
+		headDim: cfg.HeadDim, layers: cfg.Layers, dtype: kvWireDType(e.KVCacheDType()),
 		sender: kvtransfer.NewSender(kvtransfer.SenderOptions{DialOptions: dial}),
 		rec:    rec, metrics: wm, node: node, dropped: map[string]time.Time{},
 	}
 	if role != cluster.RolePrefill {
 		r.receiver = kvtransfer.NewReceiver(kvtransfer.ReceiverOptions{
 			Rank: r.rank, Heads: r.heads, HeadDim: r.headDim, Layers: r.layers, MaxTokens: cfg.MaxPositions, TTL: kvTimeout,
+			DType: r.dtype,
 		})
 	}
 	return r
@@ -78,7 +80,7 @@ type engineSource struct {
 	step   uint64 // 0: the KV is complete
 }
 
-func (s engineSource) ReadLayer(layer int, heads parallel.Range, dst []float32) error {
+func (s engineSource) ReadLayer(layer int, heads parallel.Range, dst []byte) error {
 	if s.step != 0 {
 		if err := s.r.e.WaitLayer(s.ctx, s.step, layer); err != nil {
 			return fmt.Errorf("worker: waiting for layer %d of step %d: %w", layer, s.step, err)
@@ -119,7 +121,7 @@ func (r *rankServer) SendKV(ctx context.Context, req *tandemv1.SendKVRequest) (*
 		spec := kvtransfer.SendSpec{
 			RequestID: kv.GetRequestId(), Attempt: kv.GetAttempt(),
 			SourceRank: r.rank, DestRank: t.To, DestAddr: dest.GetRankAddresses()[t.To],
-			Layers: r.layers, Tokens: src.tokens, Heads: t.Heads, HeadDim: r.headDim,
+			Layers: r.layers, Tokens: src.tokens, Heads: t.Heads, HeadDim: r.headDim, DType: r.dtype,
 		}
 		wg.Go(func() {
 			pushed := time.Now()
@@ -139,6 +141,7 @@ func (r *rankServer) SendKV(ctx context.Context, req *tandemv1.SendKVRequest) (*
 	if err := errors.Join(errs...); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "rank %d: %v", r.rank, err)
 	}
+	r.metrics.KVTransferTokens(metrics.DirectionSend, src.tokens)
 	out.DurationUs = time.Since(start).Microseconds()
 	return &out, nil
 }
@@ -171,13 +174,16 @@ func (r *rankServer) LoadKV(ctx context.Context, req *tandemv1.LoadKVRequest) (*
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "rank %d: %v", r.rank, err)
 	}
+	// Bytes as they crossed the wire, in the sender's dtype: the layers
+	// are in ours, converted on receipt when the two differ.
 	var bytes int64
 	for l, data := range layers {
 		r.e.WriteKV(l, req.GetBlocks(), tokens, 0, r.heads.Len(), data)
-		bytes += int64(len(data)) * 4
+		bytes += int64(len(data)) / int64(wireSize(r.dtype)) * int64(wireSize(kv.GetDtype()))
 	}
 	r.receiver.Recycle(layers)
 	r.metrics.KVTransfer(metrics.DirectionRecv, bytes, time.Since(start))
+	r.metrics.KVTransferTokens(metrics.DirectionRecv, tokens)
 	// One record for the whole wait and load: the decode side's share of
 	// the transfer (layer -1: all layers).
 	r.rec.RecordKV(kv.GetRequestId(), &tandemv1.KVTransferTrace{

@@ -20,6 +20,7 @@ import (
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
 	"github.com/tandemllm/tandem/model"
+	"github.com/tandemllm/tandem/netshape"
 	"github.com/tandemllm/tandem/worker/supervisor"
 )
 
@@ -38,6 +39,7 @@ type upFlags struct {
 	readyTimeout  time.Duration
 	dataDir       string
 	etcdMembers   int
+	link          string
 	engine        engineFlags
 	backend       backendFlags
 	restart       restartFlags
@@ -138,7 +140,10 @@ one prefill group of TP 2 and one decode group of TP 2, running the "tiny"
 preset (created in the cache directory on first use). --mode unified --tp N
 runs colocated groups instead. A group whose rank dies is restarted as a
 whole, with backoff, until it crashes --crash-loop-limit times in a row.
-Ctrl-C or SIGTERM stops every process.`,
+Ctrl-C or SIGTERM stops every process. --link PROFILE puts each worker
+process in its own network namespace, linked through a bridge shaped to
+the profile (eth-25g, ib-400g, ...), so allreduces and KV transfers cross
+a link with a real bandwidth limit.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd, &f) },
 	}
@@ -156,6 +161,7 @@ Ctrl-C or SIGTERM stops every process.`,
 	fl.DurationVar(&f.readyTimeout, "ready-timeout", 5*time.Minute, "how long to wait for every group to be ready")
 	fl.StringVar(&f.dataDir, "data-dir", "", "etcd data directory (default: a temporary directory, removed on exit)")
 	fl.IntVar(&f.etcdMembers, "etcd-members", 1, "embedded etcd members; with 3 or more, losing one interrupts nothing (every process gets all their endpoints)")
+	fl.StringVar(&f.link, "link", "", linkHelp)
 	f.engine.register(cmd)
 	f.backend.register(fl)
 	f.restart.register(fl)
@@ -171,6 +177,12 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	}
 	if f.etcdMembers < 1 {
 		return fmt.Errorf("--etcd-members %d: must be >= 1", f.etcdMembers)
+	}
+	var link netshape.Profile
+	if f.link != "" {
+		if link, err = checkLink(f.link); err != nil {
+			return err
+		}
 	}
 	presetName := f.preset
 	if f.modelDir != "" {
@@ -204,8 +216,18 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		}
 		defer os.RemoveAll(etcdDir)
 	}
+	var nw *netshape.Network
+	var etcdOpts cluster.EmbeddedOptions
+	if f.link != "" {
+		if nw, err = startLink(ctx, link, ranks, errOut); err != nil {
+			return err
+		}
+		defer nw.Close()
+		etcdOpts.ClientAddr = nw.HostAddr() + ":0" // the workers reach it over their links
+	}
 	fmt.Fprintln(errOut, "starting etcd ...")
-	etcd, err := cluster.StartEmbedded(ctx, etcdDir, cluster.EmbeddedOptions{Members: f.etcdMembers})
+	etcdOpts.Members = f.etcdMembers
+	etcd, err := cluster.StartEmbedded(ctx, etcdDir, etcdOpts)
 	if err != nil {
 		return err
 	}
@@ -225,13 +247,21 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 
 	common := []string{"--etcd-endpoints", endpoints, "--model", dir, "--model-name", name,
 		"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels, "--device", f.backend.device,
-		"--max-batch-tokens", strconv.Itoa(f.engine.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.engine.kvCacheMB),
 		"--otlp-endpoint", f.coord.otlpEndpoint}
+	common = append(common, f.engine.args()...)
 	groups := make([]supervisor.Group, len(specs))
+	opts := f.restart.options(cli, errOut)
+	node := 0 // each rank of each group has a node of the --link network
 	for i, g := range specs {
 		groups[i] = g.supervised(common)
+		if nw != nil {
+			if err := inLink(nw, &opts, &groups[i], node); err != nil {
+				return err
+			}
+			node += g.tp
+		}
 	}
-	sup, err := supervisor.Start(ctx, f.restart.options(cli, errOut), groups...)
+	sup, err := supervisor.Start(ctx, opts, groups...)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,6 +39,9 @@ type groupFlags struct {
 	etcdEndpoints string
 	listen        string
 	joinTimeout   time.Duration
+	// listenIn, when set, makes the collective's listener through it (in
+	// another network namespace: --link).
+	listenIn func(func() error) error
 }
 
 // validate checks the flags; a process that joins a group itself
@@ -298,16 +302,41 @@ func (g *groupFlags) register(cmd *cobra.Command) {
 type engineFlags struct {
 	maxBatchTokens int
 	kvCacheMB      int
+	kvCacheDType   kvDTypeFlag
 }
 
 func (f *engineFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.IntVar(&f.maxBatchTokens, "max-batch-tokens", 512, "rows per step, also the prefill chunk size")
 	fl.IntVar(&f.kvCacheMB, "kv-cache-mb", 512, "KV cache memory budget in MiB")
+	f.kvCacheDType = kvDTypeFlag(engine.KVAuto)
+	fl.Var(&f.kvCacheDType, "kv-cache-dtype", "KV cache element type: auto (the weights' dtype on the CPU, f16 weights giving fp32; bf16 on CUDA), fp32 or bf16")
 }
 
 func (f *engineFlags) options() engine.Options {
-	return engine.Options{MaxBatchTokens: f.maxBatchTokens, KVCacheBytes: int64(f.kvCacheMB) << 20}
+	return engine.Options{MaxBatchTokens: f.maxBatchTokens, KVCacheBytes: int64(f.kvCacheMB) << 20,
+		KVCacheDType: engine.KVCacheDType(f.kvCacheDType)}
+}
+
+// args are the flags that give a child `tandem worker` these options.
+func (f *engineFlags) args() []string {
+	return []string{"--max-batch-tokens", strconv.Itoa(f.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.kvCacheMB),
+		"--kv-cache-dtype", f.kvCacheDType.String()}
+}
+
+// kvDTypeFlag is --kv-cache-dtype: a bad value is refused when the flag is
+// parsed, with the flag's name.
+type kvDTypeFlag engine.KVCacheDType
+
+func (v *kvDTypeFlag) String() string { return string(*v) }
+func (v *kvDTypeFlag) Type() string   { return "auto|fp32|bf16" }
+func (v *kvDTypeFlag) Set(s string) error {
+	d, err := engine.ParseKVCacheDType(s)
+	if err != nil {
+		return errors.New("want auto, fp32 or bf16")
+	}
+	*v = kvDTypeFlag(d)
+	return nil
 }
 
 // joinGroup connects this rank to its group's ring through an etcd
@@ -322,7 +351,16 @@ func joinGroup(ctx context.Context, g *groupFlags) (nccl.Communicator, error) {
 		return nil, err
 	}
 	defer cli.Close()
-	ln, err := ring.Listen(g.listen)
+	var ln *ring.Listener
+	listen := func() (err error) {
+		ln, err = ring.Listen(g.listen)
+		return err
+	}
+	if g.listenIn != nil {
+		err = g.listenIn(listen)
+	} else {
+		err = listen()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("--listen %q: %w", g.listen, err)
 	}
