@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -163,5 +164,20 @@ func TestEmbeddedMemberLoss(t *testing.T) {
 	}
 	if g, _ := m.Group("g"); !g.Ready() {
 		t.Fatal("the membership lost the group")
+	}
+}
+
+func TestStartEmbeddedRejects(t *testing.T) {
+	for _, tc := range []struct {
+		opts EmbeddedOptions
+		want string
+	}{
+		{EmbeddedOptions{Members: -1}, "-1 etcd members"},
+		{EmbeddedOptions{Members: 3, ClientAddr: "127.0.0.1:2379"}, "several members need port 0"},
+		{EmbeddedOptions{ClientAddr: "nonsense"}, `etcd client address "nonsense"`},
+	} {
+		if _, err := StartEmbedded(t.Context(), t.TempDir(), tc.opts); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want an error with %q", tc.opts, err, tc.want)
+		}
 	}
 }
