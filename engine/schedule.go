@@ -133,7 +133,7 @@ func (e *Engine) sampleAll(logits []float32, steps []scheduled) []Output {
 
 func (e *Engine) sampleOne(s *sequence, logits []float32) Output {
 	p := &s.req.Params
-	tok := s.sampler.sample(logits)
+	tok := s.sampler.sample(logits, len(s.tokens))
 	out := Output{RequestID: s.req.ID, Index: s.generated, Token: tok, Step: e.rec.Step}
 	if p.Logprobs || p.TopLogprobs > 0 {
 		chosen, top := logprobs(logits, tok, p.TopLogprobs, s.lpScratch)

@@ -96,6 +96,7 @@ type Worker struct {
 
 	running, waiting prometheus.Gauge
 	kvUsage, kvFree  prometheus.Gauge
+	etcd             prometheus.Gauge
 
 	iterTokens          prometheus.Observer
 	prefill, decode     prometheus.Counter
@@ -128,6 +129,7 @@ func NewWorker(reg prometheus.Registerer, labels WorkerLabels) *Worker {
 	waiting := gauge("tandem:num_requests_waiting", "Requests waiting for the group's scheduler (set by rank 0).")
 	kvUsage := gauge("tandem:kv_cache_usage_perc", "KV-cache usage: used blocks over all blocks; 1 means 100 percent.")
 	kvFree := gauge("tandem:kv_cache_free_blocks", "Free KV-cache blocks.")
+	etcd := gauge("tandem:etcd_available", "1 while etcd answers this rank's lease renewals; 0 while it does not (the rank serves on, registered as before).")
 	iterTokens := hist("tandem:iteration_tokens_total", "Tokens (prefill and decode rows) per engine step.", iterationTokenBuckets())
 	compute := hist("tandem:step_compute_seconds", "Forward-pass time of an engine step, collectives included.", stepBuckets())
 	sample := hist("tandem:step_sample_seconds", "Sampling time of an engine step.", stepBuckets())
@@ -148,7 +150,7 @@ func NewWorker(reg prometheus.Registerer, labels WorkerLabels) *Worker {
 	prefixRate := gauge("tandem:prefix_cache_hit_rate", "Prefix-cache hits over queries since the group started, in tokens; 0 before any query (set by rank 0).")
 	prefixBlocks := gauge("tandem:prefix_cache_blocks", "KV blocks in the prefix cache, in use or not (set by rank 0).")
 
-	reg.MustRegister(running, waiting, kvUsage, kvFree, iterTokens, compute, sample, stepTokens,
+	reg.MustRegister(running, waiting, kvUsage, kvFree, etcd, iterTokens, compute, sample, stepTokens,
 		collSec, collBytes, collCalls, kvSec, kvBytes, kvCount, kvTokens, prefixQ, prefixH, prefixRate, prefixBlocks)
 
 	lv := labels.values()
@@ -160,6 +162,7 @@ func NewWorker(reg prometheus.Registerer, labels WorkerLabels) *Worker {
 		waiting:    waiting.WithLabelValues(lv...),
 		kvUsage:    kvUsage.WithLabelValues(lv...),
 		kvFree:     kvFree.WithLabelValues(lv...),
+		etcd:       etcd.WithLabelValues(lv...),
 		iterTokens: iterTokens.WithLabelValues(lv...),
 		compute:    compute.WithLabelValues(lv...),
 		sampleTime: sample.WithLabelValues(lv...),
@@ -186,7 +189,18 @@ func NewWorker(reg prometheus.Registerer, labels WorkerLabels) *Worker {
 		}
 		m.kvTokens[i] = kvTokens.WithLabelValues(with(dir)...)
 	}
+	m.etcd.Set(1)
 	return m
+}
+
+// EtcdAvailable sets tandem:etcd_available.
+func (m *Worker) EtcdAvailable(ok bool) { m.etcd.Set(boolValue(ok)) }
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Step records one engine step: its prefill and decode rows, its forward

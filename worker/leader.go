@@ -593,8 +593,10 @@ func (l *leader) dropKV(id string) {
 func (l *leader) Generate(req *tandemv1.WorkerGenerateRequest, stream tandemv1.Worker_GenerateServer) error {
 	recv := time.Now()
 	ctx := stream.Context()
-	if err := l.requireRole(cluster.RoleUnified); err != nil {
-		return err
+	// A decode group runs whole requests too: the coordinator moves a
+	// request there, prompt recomputed, when no prefill group can take it.
+	if l.w.opts.Role == cluster.RolePrefill {
+		return l.requireRole(cluster.RoleUnified)
 	}
 	id, prompt := req.GetRequestId(), req.GetPromptTokenIds()
 	if err := checkRequest(id, prompt); err != nil {

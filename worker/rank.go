@@ -49,7 +49,10 @@ type rankServer struct {
 // droppedTTL is how long a dropped request is remembered.
 const droppedTTL = time.Minute
 
-func newRankServer(e *engine.Engine, role cluster.Role, rec *tracing.Recorder, wm *metrics.Worker, node string, dial []grpc.DialOption) *rankServer {
+// newRankServer makes the rank's Rank service. KV pushed to it that no
+// Decode claims within kvTimeout (its coordinator died between the
+// prefill and the decode) is dropped.
+func newRankServer(e *engine.Engine, role cluster.Role, rec *tracing.Recorder, wm *metrics.Worker, node string, dial []grpc.DialOption, kvTimeout time.Duration) *rankServer {
 	m := e.Model()
 	cfg, plan := m.Config(), m.Plan()
 	r := &rankServer{
@@ -60,7 +63,7 @@ func newRankServer(e *engine.Engine, role cluster.Role, rec *tracing.Recorder, w
 	}
 	if role != cluster.RolePrefill {
 		r.receiver = kvtransfer.NewReceiver(kvtransfer.ReceiverOptions{
-			Rank: r.rank, Heads: r.heads, HeadDim: r.headDim, Layers: r.layers, MaxTokens: cfg.MaxPositions,
+			Rank: r.rank, Heads: r.heads, HeadDim: r.headDim, Layers: r.layers, MaxTokens: cfg.MaxPositions, TTL: kvTimeout,
 			DType: r.dtype,
 		})
 	}

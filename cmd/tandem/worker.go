@@ -280,7 +280,7 @@ func defaultModelName(dir, preset string) string {
 }
 
 func dialEtcd(endpoints string) (*clientv3.Client, error) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(endpoints, ","), DialTimeout: 10 * time.Second})
+	cli, err := cluster.Dial(strings.Split(endpoints, ","))
 	if err != nil {
 		return nil, fmt.Errorf("--etcd-endpoints %q: %w", endpoints, err)
 	}

@@ -55,7 +55,9 @@ type WorkerClient interface {
 	// the group recomputes the prompt itself.
 	Decode(ctx context.Context, in *DecodeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DecodeResponse], error)
 	// Generate runs a whole request on a unified group (prefill and decode
-	// in the same group) and streams all its tokens.
+	// in the same group) and streams all its tokens. A decode group takes it
+	// too: the coordinator's fallback when no prefill group can compute the
+	// prompt of a request it moves (the decode group recomputes it).
 	Generate(ctx context.Context, in *WorkerGenerateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WorkerGenerateResponse], error)
 	// Abort ends a request wherever it is in this group (queued, prefilling,
 	// waiting for KV, decoding) and frees its KV blocks. It is idempotent.
@@ -189,7 +191,9 @@ type WorkerServer interface {
 	// the group recomputes the prompt itself.
 	Decode(*DecodeRequest, grpc.ServerStreamingServer[DecodeResponse]) error
 	// Generate runs a whole request on a unified group (prefill and decode
-	// in the same group) and streams all its tokens.
+	// in the same group) and streams all its tokens. A decode group takes it
+	// too: the coordinator's fallback when no prefill group can compute the
+	// prompt of a request it moves (the decode group recomputes it).
 	Generate(*WorkerGenerateRequest, grpc.ServerStreamingServer[WorkerGenerateResponse]) error
 	// Abort ends a request wherever it is in this group (queued, prefilling,
 	// waiting for KV, decoding) and frees its KV blocks. It is idempotent.
