@@ -57,7 +57,7 @@ func (c *Coordinator) generate(ctx context.Context, req *tandemv1.GenerateReques
 		return spanError(span, err)
 	}
 	defer release()
-	rt, err := c.pickRoute(len(p.prompt), nil, false)
+	rt, err := c.pickRoute(p.prompt, nil, false)
 	if err != nil {
 		c.metrics.Rejected(metrics.RejectUnavailable)
 		return spanError(span, err)
