@@ -68,7 +68,7 @@
 // Within each role the groups are scored by the prefix of the prompt they
 // already hold in their prefix caches and by their load together
 // (RoutingOptions, flags --prefix-score-weight, --load-score-weight and
-// --group-queue-limit):
+// --group-max-requests):
 //
 //	score = PrefixWeight · cached/prompt − LoadWeight · busy
 //
@@ -83,9 +83,9 @@
 // requests over the most of any candidate. The highest score wins (the
 // defaults, 2 and 1, let a group holding the whole prompt win over an
 // idle one unless it is the busiest by far). A group at its load limit,
-// QueueLimit waiting requests or (decode and unified) fewer free KV blocks
-// than the request needs beyond those it holds, is skipped while another
-// is not. Equal scores go to the least loaded by the role's own order
+// MaxRequests requests in flight or (decode and unified) fewer free KV
+// blocks than the request needs beyond those it holds, is skipped while
+// another is not. Equal scores go to the least loaded by the role's own order
 // (prefill: fewest pending tokens, then fewest requests; decode: most
 // free blocks, then fewest running, then fewest waiting; unified: fewest
 // requests, then most free blocks), then to the first by name. A decode

@@ -42,12 +42,23 @@ type groupState struct {
 }
 
 // sent is one request this coordinator routed to a group. It adjusts the
-// group's load until a poll that started after it answers.
+// group's load until the group's Stats count it: until a poll that
+// started after the group confirmed it (answered the prefill, or sent the
+// first tokens) answers, or the request's attempt ended. A poll that
+// merely started after it was sent may have been under way before the
+// request reached the group.
 type sent struct {
-	at       time.Time
-	tokens   int64 // prompt tokens given to a prefill group
-	blocks   int64 // KV blocks the request will take on a decode or unified group
-	answered bool  // the prefill has answered: its tokens are no longer pending
+	at        time.Time // when it was sent, then when it was confirmed
+	tokens    int64     // prompt tokens given to a prefill group
+	blocks    int64     // KV blocks the request will take on a decode or unified group
+	answered  bool      // the prefill has answered: its tokens are no longer pending
+	confirmed bool      // the group has answered: its Stats count it from then on
+	ended     bool      // the attempt is over
+}
+
+// counted reports whether Stats polled from polled on count s.
+func (s *sent) counted(polled time.Time) bool {
+	return s.ended || s.confirmed && s.at.Before(polled)
 }
 
 // load is a group's routing input: its last polled Stats adjusted by what
@@ -77,7 +88,7 @@ func estimate(st *tandemv1.StatsResponse, polled time.Time, sents []*sent, regis
 		l.freeBlocks = registeredBlocks
 	}
 	for _, s := range sents {
-		if s.at.Before(polled) {
+		if s.counted(polled) {
 			continue
 		}
 		l.waiting++
@@ -168,7 +179,8 @@ func (g *groupState) destination(skip int) *tandemv1.KVDestination {
 // migration a decode group that recomputes the prompt).
 type route struct {
 	prefill, decode, whole *groupState
-	prefillSent            *sent
+	// What the route added to its groups' loads (see sent).
+	prefillSent, decodeSent, wholeSent *sent
 	// destination is the decode group as the prefill's KV receiver, read
 	// under the coordinator's lock (membership updates rewrite it).
 	destination *tandemv1.KVDestination
@@ -231,16 +243,18 @@ func (c *Coordinator) pickRoute(prompt []int32, exclude map[*groupState]bool, re
 	}
 	whole := func(cd candidate) route {
 		g := cd.g
-		g.sent = append(g.sent, &sent{at: now, blocks: blocksFor(n+1, g.blockSize()) - int64(cd.cached)/g.blockSize()})
-		return route{whole: g}
+		s := &sent{at: now, blocks: blocksFor(n+1, g.blockSize()) - int64(cd.cached)/g.blockSize()}
+		g.sent = append(g.sent, s)
+		return route{whole: g, wholeSent: s}
 	}
 	switch {
 	case len(pre) > 0 && len(dec) > 0:
 		p, d := pick(pre, rolePrefill), pick(dec, roleDecode)
 		ps := &sent{at: now, tokens: n - int64(p.cached)}
 		p.g.sent = append(p.g.sent, ps)
-		d.g.sent = append(d.g.sent, &sent{at: now, blocks: blocksFor(n+1, d.g.blockSize()) - int64(d.cached)/d.g.blockSize()})
-		return route{prefill: p.g, decode: d.g, prefillSent: ps, destination: d.g.destination(d.cached)}, nil
+		ds := &sent{at: now, blocks: blocksFor(n+1, d.g.blockSize()) - int64(d.cached)/d.g.blockSize()}
+		d.g.sent = append(d.g.sent, ds)
+		return route{prefill: p.g, decode: d.g, prefillSent: ps, decodeSent: ds, destination: d.g.destination(d.cached)}, nil
 	case len(uni) > 0:
 		return whole(pick(uni, roleUnified)), nil
 	case recompute && len(dec) > 0:
@@ -305,7 +319,28 @@ func (c *Coordinator) unservableLocked() error {
 func (c *Coordinator) answered(s *sent) {
 	c.mu.Lock()
 	s.answered = true
+	s.at, s.confirmed = time.Now(), true
 	c.mu.Unlock()
+}
+
+// running notes that the group has answered a request with its first
+// tokens: a poll that starts from now on counts it.
+func (c *Coordinator) running(s *sent) {
+	c.mu.Lock()
+	s.at, s.confirmed = time.Now(), true
+	c.mu.Unlock()
+}
+
+// ended notes that the attempt a route was for is over: its groups' loads
+// no longer include it, however far it got.
+func (c *Coordinator) ended(rt route) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range []*sent{rt.prefillSent, rt.decodeSent, rt.wholeSent} {
+		if s != nil {
+			s.ended = true
+		}
+	}
 }
 
 // watch keeps c.groups in step with the cluster's membership. While etcd
@@ -452,5 +487,5 @@ func (c *Coordinator) pollGroup(g *groupState) {
 	}
 	g.failing = false
 	g.stats, g.polled = st, start
-	g.sent = slices.DeleteFunc(g.sent, func(s *sent) bool { return s.at.Before(start) })
+	g.sent = slices.DeleteFunc(g.sent, func(s *sent) bool { return s.counted(start) })
 }

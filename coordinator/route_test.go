@@ -30,10 +30,13 @@ func TestEstimate(t *testing.T) {
 		want  load
 	}{
 		{"stats alone", st, nil, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 2}},
-		{"sent before the poll is in the stats", st, []*sent{{at: before, tokens: 50, blocks: 4}}, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 2}},
-		{"sent since the poll", st, []*sent{{at: after, tokens: 50, blocks: 4}, {at: poll, tokens: 7, blocks: 1}},
+		{"confirmed before the poll: in the stats", st, []*sent{{at: before, tokens: 50, blocks: 4, confirmed: true}}, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 2}},
+		{"sent before the poll, unconfirmed: maybe not in the stats", st, []*sent{{at: before, tokens: 50, blocks: 4}},
+			load{pendingTokens: 1050, freeBlocks: 96, running: 3, waiting: 3}},
+		{"ended: in the stats or gone", st, []*sent{{at: after, tokens: 50, blocks: 4, ended: true}}, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 2}},
+		{"sent since the poll", st, []*sent{{at: after, tokens: 50, blocks: 4}, {at: poll, tokens: 7, blocks: 1, confirmed: true}},
 			load{pendingTokens: 1057, freeBlocks: 95, running: 3, waiting: 4}},
-		{"answered prefill no longer pending", st, []*sent{{at: after, tokens: 50, answered: true}}, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 3}},
+		{"answered prefill no longer pending", st, []*sent{{at: after, tokens: 50, answered: true, confirmed: true}}, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 3}},
 		{"never polled: registered blocks", nil, []*sent{{at: before, tokens: 5, blocks: 2}}, load{pendingTokens: 5, freeBlocks: 62, waiting: 1}},
 	}
 	for _, tt := range tests {

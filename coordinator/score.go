@@ -12,11 +12,13 @@ type RoutingOptions struct {
 	// LoadWeight scores a group's load (0..1, see choose). Default 1.
 	// Negative: 0 (routing by prefix alone, load breaking ties).
 	LoadWeight float64
-	// QueueLimit is the waiting requests at which a group counts as at
-	// its load limit and is skipped while some group is not (as is one
-	// without the free KV blocks the request needs). Default 16;
-	// negative: no limit on waiting requests.
-	QueueLimit int
+	// MaxRequests is the requests in flight on a group (running and
+	// waiting, as last polled plus those routed to it since) at which it
+	// counts as at its load limit and is skipped while some group is not,
+	// as is one without the free KV blocks the request needs. Default 256
+	// (vLLM's max-num-seqs: a group queues beyond it anyway); negative: no
+	// limit on requests.
+	MaxRequests int
 }
 
 func (o *RoutingOptions) defaults() {
@@ -32,8 +34,8 @@ func (o *RoutingOptions) defaults() {
 	case o.LoadWeight < 0:
 		o.LoadWeight = 0
 	}
-	if o.QueueLimit == 0 {
-		o.QueueLimit = 16
+	if o.MaxRequests == 0 {
+		o.MaxRequests = 256
 	}
 }
 
@@ -68,9 +70,9 @@ type candidate struct {
 // groups the prompt tokens waiting to be computed, over the most any
 // candidate has; for decode groups the share of KV blocks in use; for
 // unified groups the running and waiting requests, over the most any
-// candidate has. Groups at their load limit (QueueLimit waiting
-// requests, or fewer free KV blocks than the request needs on a decode or
-// unified group) are skipped unless all are. Equal scores go to the
+// candidate has. Groups at their load limit (MaxRequests in flight, or
+// fewer free KV blocks than the request needs on a decode or unified
+// group) are skipped unless all are. Equal scores go to the
 // least loaded by the role's own order (pickPrefill, pickDecode,
 // pickUnified), then to the first.
 func (o RoutingOptions) choose(cs []candidate, n int64, r role) candidate {
@@ -118,7 +120,7 @@ func (o RoutingOptions) choose(cs []candidate, n int64, r role) candidate {
 // atLimit reports whether c cannot take a request of n prompt tokens
 // without queueing beyond the limit.
 func (o RoutingOptions) atLimit(c candidate, n int64, r role) bool {
-	if o.QueueLimit > 0 && c.load.waiting >= int64(o.QueueLimit) {
+	if o.MaxRequests > 0 && c.load.running+c.load.waiting >= int64(o.MaxRequests) {
 		return true
 	}
 	if r == rolePrefill {

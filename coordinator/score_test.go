@@ -30,15 +30,17 @@ func TestChoose(t *testing.T) {
 	}{
 		{"no prefix anywhere: least loaded", def, roleUnified, []candidate{cand("a", 0, busy(4, 0, 50)), cand("b", 0, busy(1, 0, 50))}, 100, "b"},
 		{"the prefix holder, a little busier", def, roleUnified, []candidate{cand("a", 0, busy(1, 0, 90)), cand("b", 96, busy(2, 0, 80))}, 100, "b"},
-		{"load weight alone: prefix ignored", RoutingOptions{PrefixWeight: -1, LoadWeight: 1, QueueLimit: 16}, roleUnified,
+		{"load weight alone: prefix ignored", RoutingOptions{PrefixWeight: -1, LoadWeight: 1, MaxRequests: 256}, roleUnified,
 			[]candidate{cand("a", 0, busy(1, 0, 90)), cand("b", 96, busy(2, 0, 80))}, 100, "a"},
-		{"much busier prefix holder loses", RoutingOptions{PrefixWeight: 1, LoadWeight: 3, QueueLimit: 16}, roleUnified,
+		{"much busier prefix holder loses", RoutingOptions{PrefixWeight: 1, LoadWeight: 3, MaxRequests: 256}, roleUnified,
 			[]candidate{cand("a", 0, busy(0, 0, 90)), cand("b", 64, busy(8, 0, 80))}, 100, "a"},
 		{"longer prefix wins at equal load", def, rolePrefill, []candidate{cand("a", 32, idle), cand("b", 64, idle), cand("c", 16, idle)}, 100, "b"},
-		{"group at its queue limit skipped", def, roleUnified, []candidate{cand("a", 96, busy(4, 16, 50)), cand("b", 0, busy(4, 3, 50))}, 100, "b"},
+		{"group at its request limit skipped", RoutingOptions{PrefixWeight: 2, LoadWeight: 1, MaxRequests: 8}, roleUnified,
+			[]candidate{cand("a", 96, busy(4, 4, 50)), cand("b", 0, busy(4, 3, 50))}, 100, "b"},
 		{"group without the blocks skipped", def, roleDecode, []candidate{cand("a", 0, load{freeBlocks: 3, totalBlocks: 100}), cand("b", 0, load{freeBlocks: 8, totalBlocks: 100})}, 100, "b"},
 		{"cached blocks need no room", def, roleDecode, []candidate{cand("a", 96, load{freeBlocks: 2, totalBlocks: 100}), cand("b", 0, load{freeBlocks: 8, totalBlocks: 100})}, 100, "a"},
-		{"all at their limit: still the best", def, roleUnified, []candidate{cand("a", 0, busy(1, 20, 50)), cand("b", 64, busy(1, 30, 50))}, 100, "b"},
+		{"all at their limit: still the best", RoutingOptions{PrefixWeight: 2, LoadWeight: 1, MaxRequests: 8}, roleUnified,
+			[]candidate{cand("a", 0, busy(1, 20, 50)), cand("b", 64, busy(1, 30, 50))}, 100, "b"},
 		{"equal scores: the role's own order", def, rolePrefill, []candidate{cand("a", 0, busy(2, 0, 50)), cand("b", 0, busy(2, 0, 50)), cand("c", 0, load{running: 1, totalBlocks: 100, pendingTokens: 200})}, 100, "c"},
 		{"decode: fuller cache is busier", def, roleDecode, []candidate{cand("a", 0, load{freeBlocks: 30, totalBlocks: 100}), cand("b", 0, load{freeBlocks: 60, totalBlocks: 100})}, 100, "b"},
 	}
@@ -53,8 +55,8 @@ func TestChoose(t *testing.T) {
 
 func TestRoutingDefaults(t *testing.T) {
 	for _, c := range []struct{ in, want RoutingOptions }{
-		{RoutingOptions{}, RoutingOptions{PrefixWeight: 2, LoadWeight: 1, QueueLimit: 16}},
-		{RoutingOptions{PrefixWeight: -1, LoadWeight: 0.5, QueueLimit: -1}, RoutingOptions{PrefixWeight: 0, LoadWeight: 0.5, QueueLimit: -1}},
+		{RoutingOptions{}, RoutingOptions{PrefixWeight: 2, LoadWeight: 1, MaxRequests: 256}},
+		{RoutingOptions{PrefixWeight: -1, LoadWeight: 0.5, MaxRequests: -1}, RoutingOptions{PrefixWeight: 0, LoadWeight: 0.5, MaxRequests: -1}},
 	} {
 		got := c.in
 		got.defaults()

@@ -30,7 +30,7 @@ type coordinatorFlags struct {
 	otlpEndpoint       string
 	prefixWeight       float64
 	loadWeight         float64
-	queueLimit         int
+	maxRequests        int
 }
 
 func (f *coordinatorFlags) register(cmd *cobra.Command) {
@@ -43,7 +43,7 @@ func (f *coordinatorFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OTLP/gRPC collector (host:port) to export OpenTelemetry spans to; empty: no export")
 	fl.Float64Var(&f.prefixWeight, "prefix-score-weight", 2, "routing: weight of the share of a prompt a group holds in its prefix cache (0: route by load alone)")
 	fl.Float64Var(&f.loadWeight, "load-score-weight", 1, "routing: weight of a group's load, 0..1 (0: route by cached prefix alone, load breaking ties)")
-	fl.IntVar(&f.queueLimit, "group-queue-limit", 16, "routing: waiting requests at which a group is skipped while another is below it (0: no limit)")
+	fl.IntVar(&f.maxRequests, "group-max-requests", 256, "routing: requests in flight on a group (running and waiting) at which it is skipped while another is below (0: no limit)")
 }
 
 // routing is the coordinator's routing options from the flags (whose 0
@@ -55,11 +55,11 @@ func (f *coordinatorFlags) routing() coordinator.RoutingOptions {
 		}
 		return v
 	}
-	limit := f.queueLimit
+	limit := f.maxRequests
 	if limit == 0 {
 		limit = -1
 	}
-	return coordinator.RoutingOptions{PrefixWeight: off(f.prefixWeight), LoadWeight: off(f.loadWeight), QueueLimit: limit}
+	return coordinator.RoutingOptions{PrefixWeight: off(f.prefixWeight), LoadWeight: off(f.loadWeight), MaxRequests: limit}
 }
 
 // runningCoordinator is a coordinator serving on its two listeners.
@@ -84,8 +84,8 @@ func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Cl
 		return nil, fmt.Errorf("--migration-timeout %v: must be >= 0 (0: the default, 30s)", f.migrationTimeout)
 	case f.prefixWeight < 0 || f.loadWeight < 0:
 		return nil, fmt.Errorf("--prefix-score-weight %g and --load-score-weight %g: must be >= 0", f.prefixWeight, f.loadWeight)
-	case f.queueLimit < 0:
-		return nil, fmt.Errorf("--group-queue-limit %d: must be >= 0 (0: no limit)", f.queueLimit)
+	case f.maxRequests < 0:
+		return nil, fmt.Errorf("--group-max-requests %d: must be >= 0 (0: no limit)", f.maxRequests)
 	}
 	migrations := f.migrationLimit
 	if migrations == 0 {
