@@ -64,8 +64,11 @@ func (m *monitor) judge(start, end time.Time, kills []time.Time) (coordDown, ser
 			coordDown = true
 		}
 	}
+	// The last look before the end stands for the moment it failed (a
+	// request can start and fail between two looks).
 	j := sort.Search(len(m.log), func(i int) bool { return m.log[i].at.After(end) }) - 1
 	if j >= 0 {
+		coordDown = coordDown || !m.log[j].up
 		servableAtEnd = m.log[j].servable
 	}
 	return coordDown, servableAtEnd
