@@ -51,6 +51,9 @@ type Options struct {
 	RestartBackoff  time.Duration
 	CrashLoopWindow time.Duration
 	CrashLoopLimit  int
+	// EtcdMembers is the size of the embedded etcd (default 3: one can
+	// be lost, once per run, leaving a quorum).
+	EtcdMembers int
 	// KVCacheMB is each rank's KV budget (default 64); MaxInFlight the
 	// coordinator's admission bound (default 256).
 	KVCacheMB, MaxInFlight int
@@ -101,6 +104,7 @@ func (o *Options) defaults() error {
 	defDur(&o.RestartBackoff, 200*time.Millisecond)
 	defDur(&o.CrashLoopWindow, 5*time.Second)
 	def(&o.CrashLoopLimit, 20)
+	def(&o.EtcdMembers, 3)
 	def(&o.KVCacheMB, 64)
 	def(&o.MaxInFlight, 256)
 	defDur(&o.ReadyTimeout, 3*time.Minute)
@@ -196,6 +200,8 @@ func (s *system) schedule(ctx context.Context, r *Report, probe bench.Target, lo
 	rng := rand.New(rand.NewPCG(s.opts.Seed, 0x6368616f73))
 	kinds := append([]Kind(nil), s.opts.Kinds...)
 	rng.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
+	etcdLost := false
+	next := 0
 	for i := 0; i < s.opts.Faults; i++ {
 		gap := s.opts.Gap + time.Duration(rng.Int64N(int64(s.opts.Gap)/2+1))
 		t := time.NewTimer(gap)
@@ -206,7 +212,14 @@ func (s *system) schedule(ctx context.Context, r *Report, probe bench.Target, lo
 			return res
 		case <-t.C:
 		}
-		k := kinds[i%len(kinds)]
+		k := kinds[next%len(kinds)]
+		next++
+		// Losing a second member would lose the quorum: etcd goes once.
+		if k == KillEtcdMember && (etcdLost || s.opts.EtcdMembers < 3) {
+			k = kinds[next%len(kinds)]
+			next++
+		}
+		etcdLost = etcdLost || k == KillEtcdMember
 		began := time.Now()
 		in, err := s.inject(k, rng)
 		f := FaultRecord{Kind: k, Target: in.target, At: began}

@@ -18,7 +18,7 @@ import (
 // with these flags (see the Makefile).
 var (
 	requests = flag.Int("chaos.requests", 200, "requests of the load")
-	faults   = flag.Int("chaos.faults", 7, "faults to inject")
+	faults   = flag.Int("chaos.faults", 8, "faults to inject")
 	rate     = flag.Float64("chaos.rate", 5, "requests per second")
 	report   = flag.String("chaos.report", "", "write the report as JSON to this file")
 	logFile  = flag.String("chaos.log", "", "write every process's output to this file (default: shown only when the test fails)")

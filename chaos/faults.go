@@ -22,6 +22,7 @@ const (
 	KillRank          Kind = "kill-rank"
 	KillPrefillLeader Kind = "kill-prefill-leader"
 	KillCoordinator   Kind = "kill-coordinator"
+	KillEtcdMember    Kind = "kill-etcd-member"
 	KVCorrupt         Kind = "kv-corrupt"
 	KVDrop            Kind = "kv-drop"
 	KVDelay           Kind = "kv-delay"
@@ -31,7 +32,7 @@ const (
 // AllKinds lists every kind of fault, in the order a schedule cycles
 // through them.
 func AllKinds() []Kind {
-	return []Kind{KillRank, KVCorrupt, KillCoordinator, KVDrop, KillPrefillLeader, KVDelay, PauseRank}
+	return []Kind{KillRank, KVCorrupt, KillCoordinator, KVDrop, KillPrefillLeader, KVDelay, PauseRank, KillEtcdMember}
 }
 
 // kvFrames is how many KV frames a kv-* fault damages.
@@ -81,6 +82,13 @@ func (s *system) inject(k Kind, rng *rand.Rand) (injected, error) {
 	case KillCoordinator:
 		in, err := signal(s.coord, "coordinator", 0, syscall.SIGKILL)
 		return in.injected, err
+	case KillEtcdMember:
+		// The leader: its loss is the one that makes the others elect.
+		i := max(s.etcd.Leader(), 0)
+		if err := s.etcd.StopMember(i); err != nil {
+			return injected{}, err
+		}
+		return injected{target: fmt.Sprintf("etcd member %d of %d (the leader)", i, s.etcd.Members())}, nil
 	case KVCorrupt, KVDrop, KVDelay:
 		kind := map[Kind]kvFault{KVCorrupt: kvCorrupt, KVDrop: kvDrop, KVDelay: kvDelay}[k]
 		hit := s.faults.arm(kind, kvFrames)

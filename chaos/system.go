@@ -74,11 +74,11 @@ func startSystem(ctx context.Context, o *Options) (s *system, err error) {
 			s.stop()
 		}
 	}()
-	if s.etcd, err = cluster.StartEmbedded(ctx, o.Dir, cluster.EmbeddedOptions{}); err != nil {
+	if s.etcd, err = cluster.StartEmbedded(ctx, o.Dir, cluster.EmbeddedOptions{Members: o.EtcdMembers}); err != nil {
 		return s, err
 	}
 	endpoints := strings.Join(s.etcd.Endpoints(), ",")
-	if s.cli, err = clientv3.New(clientv3.Config{Endpoints: s.etcd.Endpoints(), DialTimeout: 5 * time.Second}); err != nil {
+	if s.cli, err = cluster.Dial(s.etcd.Endpoints()); err != nil {
 		return s, err
 	}
 	if err := s.startCoordinator(ctx, endpoints); err != nil {
