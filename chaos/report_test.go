@@ -71,15 +71,13 @@ func TestClassify(t *testing.T) {
 // recovered from, the others counted.
 func TestSummarize(t *testing.T) {
 	r := newReport()
-	for _, f := range []FaultRecord{
+	r.Faults = []FaultRecord{
 		{Kind: KillRank, RecoverySeconds: 3, Recovered: true},
 		{Kind: KillRank, RecoverySeconds: 1, Recovered: true},
 		{Kind: KillRank, RecoverySeconds: 2, Recovered: true},
 		{Kind: KillRank, RecoverySeconds: 120, Recovered: false},
 		{Kind: KVDrop, RecoverySeconds: 0.5, Recovered: true},
 		{Kind: KVDrop, RecoverySeconds: 1.5, Recovered: true},
-	} {
-		r.Faults = append(r.Faults, f)
 	}
 	r.summarize()
 	if got := r.Recovery[KillRank]; got != (RecoveryStats{N: 4, NotRecovered: 1, P50Seconds: 2, MaxSeconds: 3}) {
