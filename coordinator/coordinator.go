@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,6 +38,14 @@ type Options struct {
 	// once; beyond it requests get RESOURCE_EXHAUSTED (HTTP 429) at once.
 	// Default 256.
 	MaxInFlight int
+	// MigrationLimit bounds how many times one request moves to other
+	// groups after a group failed it (see migrate.go); beyond it the
+	// request fails with UNAVAILABLE. Default 3; negative: never.
+	MigrationLimit int
+	// MigrationTimeout bounds the time a request spends looking for
+	// healthy groups after its first failure, all its migrations
+	// together. Default 30s.
+	MigrationTimeout time.Duration
 	// StatsInterval is how often every ready group's Stats are polled for
 	// routing. Default 200ms.
 	StatsInterval time.Duration
@@ -65,6 +74,7 @@ type Coordinator struct {
 	created time.Time
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
+	closing atomic.Bool // Close has begun: requests no longer migrate
 
 	metrics *metrics.Coordinator
 	tracer  trace.Tracer
@@ -93,6 +103,15 @@ func New(ctx context.Context, opts Options) (*Coordinator, error) {
 	}
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = 256
+	}
+	switch {
+	case opts.MigrationLimit == 0:
+		opts.MigrationLimit = 3
+	case opts.MigrationLimit < 0:
+		opts.MigrationLimit = 0
+	}
+	if opts.MigrationTimeout <= 0 {
+		opts.MigrationTimeout = 30 * time.Second
 	}
 	if opts.StatsInterval <= 0 {
 		opts.StatsInterval = 200 * time.Millisecond
@@ -170,6 +189,7 @@ func (c *Coordinator) Register(s *grpc.Server) {
 func (c *Coordinator) Close() {
 	// Groups are left first, so running requests end with this cause
 	// rather than a bare cancellation.
+	c.closing.Store(true)
 	c.mu.Lock()
 	for _, g := range c.groups {
 		g.leave(errors.New("coordinator closed"))

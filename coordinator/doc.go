@@ -21,14 +21,37 @@
 // The token completing the stop string is the last token returned.
 // It also fills the text and bytes of log-probability entries.
 //
-// A request ends early when the client cancels (or its deadline passes),
-// when GenerateRequest.timeout passes (FINISH_REASON_TIMEOUT with the
-// tokens so far), or when its group fails: a worker stream that breaks
-// with UNAVAILABLE, or a group that leaves the cluster, ends the request
-// with UNAVAILABLE naming the group. Other worker errors are passed on
+// A request ends early when the client cancels (or its deadline passes)
+// or when GenerateRequest.timeout passes (FINISH_REASON_TIMEOUT with the
+// tokens so far). Whatever the end, every group that may still hold the
+// request is sent Worker.Abort on a fresh context.
+//
+// # Migration
+//
+// When a group fails a request (a worker call or stream fails with
+// UNAVAILABLE, CANCELLED or ABORTED, a stream ends without a finish
+// reason, or the group leaves the cluster; a prefill group counts until
+// the decode group's first message, since its KV may still be on the
+// way), the request moves: it runs again on other groups with its prompt
+// followed by the tokens the client already has and max_tokens less
+// those, and the client's stream goes on with no token repeated or
+// missing. Workers draw each token from the request's seed and the
+// token's position (the coordinator draws a seed for a request that has
+// none), so greedy and seeded requests produce the text an uninterrupted
+// run would; the coordinator's detokenizer, stop strings, logprobs and
+// usage simply continue. The new groups are a prefill and a decode group,
+// else a unified group, else a decode group alone recomputing the prompt
+// (Worker.Generate), never one that failed the request; the failed group
+// takes no new request until its Stats answer again. A request moves at
+// most Options.MigrationLimit times (default 3), and looks for healthy
+// groups for at most Options.MigrationTimeout after its first failure;
+// then it ends with UNAVAILABLE naming the group. Each attempt has its
+// own id on the workers (request id, then "#migration1", ...), so a group
+// still holding an earlier attempt cannot confuse the two. Each move is a
+// "migration" span, a count in tandem:request_migrations_total by reason,
+// and an entry in the request's trace. Other worker errors are passed on
 // with their code before any token was sent, and as FINISH_REASON_ERROR
-// after. Whatever the end, every group that may still hold the request is
-// sent Worker.Abort on a fresh context.
+// after.
 //
 // # Routing
 //

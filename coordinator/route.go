@@ -159,11 +159,12 @@ func (g *groupState) destination() *tandemv1.KVDestination {
 	return d
 }
 
-// route is where one request runs: prefill and decode groups, or a
-// unified group.
+// route is where one attempt of a request runs: prefill and decode
+// groups, or one group for the whole request (a unified group, or after a
+// migration a decode group that recomputes the prompt).
 type route struct {
-	prefill, decode, unified *groupState
-	prefillSent              *sent
+	prefill, decode, whole *groupState
+	prefillSent            *sent
 	// destination is the decode group as the prefill's KV receiver, read
 	// under the coordinator's lock (membership updates rewrite it).
 	destination *tandemv1.KVDestination
@@ -171,22 +172,33 @@ type route struct {
 
 // groups lists the groups of a route, for aborts.
 func (r route) groups() []*groupState {
-	if r.unified != nil {
-		return []*groupState{r.unified}
+	if r.whole != nil {
+		return []*groupState{r.whole}
 	}
 	return []*groupState{r.prefill, r.decode}
 }
 
-// pickRoute chooses the groups for a request of promptLen tokens and
-// counts it in their load. Disaggregated serving is preferred when both a
-// prefill and a decode group are ready.
-func (c *Coordinator) pickRoute(promptLen int) (route, error) {
+// names are the route's prefill and decode group names, for traces; the
+// group running the whole request counts as the decode group.
+func (r route) names() (prefill, decode string) {
+	if r.whole != nil {
+		return "", r.whole.name
+	}
+	return r.prefill.name, r.decode.name
+}
+
+// pickRoute chooses the groups for a request of promptLen tokens, none of
+// them in exclude, and counts it in their load. Disaggregated serving is
+// preferred when both a prefill and a decode group are ready, then a
+// unified group; with recompute (a migrated request), a decode group alone
+// runs the whole request when no prefill group is ready.
+func (c *Coordinator) pickRoute(promptLen int, exclude map[*groupState]bool, recompute bool) (route, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var pre, dec, uni []*groupState
 	for _, name := range slices.Sorted(maps.Keys(c.groups)) {
 		g := c.groups[name]
-		if !c.routable(g) {
+		if !c.routable(g) || exclude[g] {
 			continue
 		}
 		switch g.group.Role {
@@ -206,6 +218,10 @@ func (c *Coordinator) pickRoute(promptLen int) (route, error) {
 		}
 		return ls
 	}
+	whole := func(g *groupState) route {
+		g.sent = append(g.sent, &sent{at: now, blocks: blocksFor(int64(promptLen)+1, g.blockSize())})
+		return route{whole: g}
+	}
 	switch {
 	case len(pre) > 0 && len(dec) > 0:
 		p, d := pre[pickPrefill(loads(pre))], dec[pickDecode(loads(dec))]
@@ -214,9 +230,9 @@ func (c *Coordinator) pickRoute(promptLen int) (route, error) {
 		d.sent = append(d.sent, &sent{at: now, blocks: blocksFor(int64(promptLen)+1, d.blockSize())})
 		return route{prefill: p, decode: d, prefillSent: ps, destination: d.destination()}, nil
 	case len(uni) > 0:
-		u := uni[pickUnified(loads(uni))]
-		u.sent = append(u.sent, &sent{at: now, blocks: blocksFor(int64(promptLen)+1, u.blockSize())})
-		return route{unified: u}, nil
+		return whole(uni[pickUnified(loads(uni))]), nil
+	case recompute && len(dec) > 0:
+		return whole(dec[pickDecode(loads(dec))]), nil
 	}
 	return route{}, status.Error(codes.Unavailable, c.unservableLocked().Error())
 }
@@ -271,10 +287,22 @@ func (c *Coordinator) answered(s *sent) {
 	c.mu.Unlock()
 }
 
-// watch keeps c.groups in step with the cluster's membership.
+// watch keeps c.groups in step with the cluster's membership. While etcd
+// does not answer, the view is frozen: the groups known stay routable as
+// long as their Stats answer.
 func (c *Coordinator) watch(ctx context.Context) {
+	available := true
 	for {
 		changed := c.members.Changed()
+		if ok, why := c.members.Available(); ok != available {
+			available = ok
+			c.metrics.EtcdAvailable(ok)
+			if ok {
+				c.log.Info("etcd answers again; following the cluster's membership")
+			} else {
+				c.log.Warn("etcd does not answer; serving the groups known, membership frozen until it returns", "err", why)
+			}
+		}
 		c.sync(ctx, c.members.Groups())
 		select {
 		case <-ctx.Done():

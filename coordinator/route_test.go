@@ -115,22 +115,36 @@ func TestPickRoute(t *testing.T) {
 	notReady := group("p-broken", cluster.RolePrefill, 2, "m")
 	notReady.Ranks[1] = cluster.Registration{}
 	tests := []struct {
-		name   string
-		groups []cluster.Group
-		want   string // "prefill>decode", "unified" or an error substring
+		name      string
+		groups    []cluster.Group
+		want      string   // "prefill>decode", "unified" or an error substring
+		exclude   []string // groups that failed the request
+		recompute bool     // a migration: a decode group may run it all
 	}{
-		{"disaggregated preferred", []cluster.Group{group("p", cluster.RolePrefill, 1, "m"), group("d", cluster.RoleDecode, 2, "m"), group("u", cluster.RoleUnified, 1, "m")}, "p>d"},
-		{"unified only", []cluster.Group{group("u", cluster.RoleUnified, 1, "m")}, "u"},
-		{"prefill without decode falls back to unified", []cluster.Group{group("p", cluster.RolePrefill, 1, "m"), group("u", cluster.RoleUnified, 1, "m")}, "u"},
-		{"nothing ready", []cluster.Group{group("p", cluster.RolePrefill, 1, "m")}, `no ready group serves model "m" (ready groups: 1 prefill, 0 decode, 0 unified)`},
-		{"no groups", nil, `no ready group serves model "m"`},
-		{"not ready skipped", []cluster.Group{notReady, group("p", cluster.RolePrefill, 1, "m"), group("d", cluster.RoleDecode, 1, "m")}, "p>d"},
-		{"other model skipped", []cluster.Group{group("u1", cluster.RoleUnified, 1, "other"), group("u2", cluster.RoleUnified, 1, "/models/m")}, "u2"},
+		{name: "disaggregated preferred", groups: []cluster.Group{group("p", cluster.RolePrefill, 1, "m"), group("d", cluster.RoleDecode, 2, "m"), group("u", cluster.RoleUnified, 1, "m")}, want: "p>d"},
+		{name: "unified only", groups: []cluster.Group{group("u", cluster.RoleUnified, 1, "m")}, want: "u"},
+		{name: "prefill without decode falls back to unified", groups: []cluster.Group{group("p", cluster.RolePrefill, 1, "m"), group("u", cluster.RoleUnified, 1, "m")}, want: "u"},
+		{name: "nothing ready", groups: []cluster.Group{group("p", cluster.RolePrefill, 1, "m")}, want: `no ready group serves model "m" (ready groups: 1 prefill, 0 decode, 0 unified)`},
+		{name: "no groups", want: `no ready group serves model "m"`},
+		{name: "not ready skipped", groups: []cluster.Group{notReady, group("p", cluster.RolePrefill, 1, "m"), group("d", cluster.RoleDecode, 1, "m")}, want: "p>d"},
+		{name: "other model skipped", groups: []cluster.Group{group("u1", cluster.RoleUnified, 1, "other"), group("u2", cluster.RoleUnified, 1, "/models/m")}, want: "u2"},
+		{name: "failed groups skipped", groups: []cluster.Group{group("p1", cluster.RolePrefill, 1, "m"), group("p2", cluster.RolePrefill, 1, "m"),
+			group("d1", cluster.RoleDecode, 1, "m"), group("d2", cluster.RoleDecode, 1, "m")}, exclude: []string{"p1", "d1"}, want: "p2>d2"},
+		{name: "decode alone serves no new request", groups: []cluster.Group{group("p", cluster.RolePrefill, 1, "m"), group("d", cluster.RoleDecode, 1, "m")},
+			exclude: []string{"p"}, want: "ready groups: 1 prefill, 1 decode"},
+		{name: "decode alone recomputes a migrated request", groups: []cluster.Group{group("p", cluster.RolePrefill, 1, "m"), group("d", cluster.RoleDecode, 1, "m")},
+			exclude: []string{"p"}, recompute: true, want: "d"},
+		{name: "unified before decode recompute", groups: []cluster.Group{group("d", cluster.RoleDecode, 1, "m"), group("u", cluster.RoleUnified, 1, "m")},
+			recompute: true, want: "u"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := routeTestCoordinator(t, tt.groups...)
-			rt, err := c.pickRoute(10)
+			exclude := map[*groupState]bool{}
+			for _, name := range tt.exclude {
+				exclude[c.groups[name]] = true
+			}
+			rt, err := c.pickRoute(10, exclude, tt.recompute)
 			var got string
 			switch {
 			case err != nil:
@@ -138,8 +152,8 @@ func TestPickRoute(t *testing.T) {
 					t.Errorf("code = %v, want Unavailable", status.Code(err))
 				}
 				got = status.Convert(err).Message()
-			case rt.unified != nil:
-				got = rt.unified.name
+			case rt.whole != nil:
+				got = rt.whole.name
 			default:
 				got = rt.prefill.name + ">" + rt.decode.name
 			}
@@ -165,7 +179,7 @@ func TestPickRouteCountsWhatItSent(t *testing.T) {
 	var got []string
 	var sents []*sent
 	for range 3 {
-		rt, err := c.pickRoute(159)
+		rt, err := c.pickRoute(159, nil, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,7 +192,7 @@ func TestPickRouteCountsWhatItSent(t *testing.T) {
 	// Answered prefills no longer count: p1 has none pending, p2 259.
 	c.answered(sents[0])
 	c.answered(sents[2])
-	rt, err := c.pickRoute(1)
+	rt, err := c.pickRoute(1, nil, false)
 	if err != nil {
 		t.Fatal(err)
 	}

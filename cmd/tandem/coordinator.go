@@ -25,6 +25,8 @@ import (
 type coordinatorFlags struct {
 	grpcAddr, httpAddr string
 	maxInFlight        int
+	migrationLimit     int
+	migrationTimeout   time.Duration
 	otlpEndpoint       string
 }
 
@@ -33,6 +35,8 @@ func (f *coordinatorFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:9090", "listen address of the gRPC API (tandem.v1.Generation)")
 	fl.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:8080", "listen address of the OpenAI-compatible HTTP API")
 	fl.IntVar(&f.maxInFlight, "max-in-flight", 256, "requests admitted at once; more are refused (RESOURCE_EXHAUSTED, HTTP 429)")
+	fl.IntVar(&f.migrationLimit, "migration-limit", 3, "times a request may move to other groups after a group failed it (0: never)")
+	fl.DurationVar(&f.migrationTimeout, "migration-timeout", 30*time.Second, "how long a request whose group failed may look for healthy groups, all its migrations together")
 	fl.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OTLP/gRPC collector (host:port) to export OpenTelemetry spans to; empty: no export")
 }
 
@@ -49,8 +53,17 @@ type runningCoordinator struct {
 
 // startCoordinator listens on both addresses and serves until stop.
 func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Client, dir, name string) (*runningCoordinator, error) {
-	if f.maxInFlight < 1 {
+	switch {
+	case f.maxInFlight < 1:
 		return nil, fmt.Errorf("--max-in-flight %d: must be >= 1", f.maxInFlight)
+	case f.migrationLimit < 0:
+		return nil, fmt.Errorf("--migration-limit %d: must be >= 0", f.migrationLimit)
+	case f.migrationTimeout < 0:
+		return nil, fmt.Errorf("--migration-timeout %v: must be >= 0 (0: the default, 30s)", f.migrationTimeout)
+	}
+	migrations := f.migrationLimit
+	if migrations == 0 {
+		migrations = -1 // Options' zero is the default
 	}
 	gl, err := net.Listen("tcp", f.grpcAddr)
 	if err != nil {
@@ -70,6 +83,7 @@ func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Cl
 	reg := metrics.NewRegistry()
 	c, err := coordinator.New(ctx, coordinator.Options{
 		Etcd: cli, ModelDir: dir, ModelName: name, MaxInFlight: f.maxInFlight, Registerer: reg, Telemetry: tel,
+		MigrationLimit: migrations, MigrationTimeout: f.migrationTimeout,
 	})
 	if err != nil {
 		_ = tel.Shutdown(ctx)

@@ -18,13 +18,13 @@ import (
 )
 
 // TestUp runs `tandem up` as a user does (here with unified TP-2 groups
-// and free ports), sends a request to the endpoint it prints, then stops
+// and a three-member etcd, and with disaggregated groups; free ports), sends a request to the endpoint it prints, then stops
 // it as Ctrl-C would: it returns only after every worker process exited.
 func TestUp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts worker processes")
 	}
-	for _, mode := range [][]string{{"--mode", "unified", "--tp", "2"}, {"--prefill-tp", "1", "--decode-tp", "2"}} {
+	for _, mode := range [][]string{{"--mode", "unified", "--tp", "2", "--etcd-members", "3"}, {"--prefill-tp", "1", "--decode-tp", "2"}} {
 		t.Run(strings.Join(mode, " "), func(t *testing.T) {
 			u := startUp(t, append([]string{"--preset", "tiny", "--threads", "1"}, mode...)...)
 			u.generateHello(t)
