@@ -17,13 +17,6 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
-// Roles of a worker group.
-const (
-	RolePrefill = "prefill"
-	RoleDecode  = "decode"
-	RoleUnified = "unified"
-)
-
 // ErrRankTaken is wrapped when a (group, rank) is already registered.
 var ErrRankTaken = errors.New("cluster: rank already registered")
 
@@ -40,14 +33,17 @@ func memberKey(group string, rank int) string {
 
 // Registration is one worker rank's entry in etcd.
 type Registration struct {
-	Role        string `json:"role"`          // RolePrefill, RoleDecode or RoleUnified
+	Role        Role   `json:"role"`          // RolePrefill, RoleDecode or RoleUnified
 	Group       string `json:"group"`         // group name, no '/'
 	Rank        int    `json:"rank"`          // this rank, in [0, TP)
 	TP          int    `json:"tp"`            // the group's rank count
 	Addr        string `json:"addr"`          // host:port of this rank's gRPC server (Worker on rank 0, KVTransfer and internal services on all)
 	Model       string `json:"model"`         // model id served
 	KVBlocks    int    `json:"kv_blocks"`     // KV cache blocks in the pool
-	KVBlockSize int    `json:"kv_block_size"` // token slots per block
+	KVBlockSize int    `json:"kv_block_size"` // token slots per block, at least 1
+	// Incarnation is the group's start count (see Member.Incarnation):
+	// the ranks of one running group all carry the same.
+	Incarnation int `json:"incarnation,omitempty"`
 }
 
 // Validate reports the first bad field by its JSON name.
@@ -56,7 +52,7 @@ func (r Registration) Validate() error {
 		return fmt.Errorf("cluster: registration field %s: %s", field, fmt.Sprintf(format, args...))
 	}
 	switch {
-	case r.Role != RolePrefill && r.Role != RoleDecode && r.Role != RoleUnified:
+	case !r.Role.Valid():
 		return bad("role", "unknown role %q (want %s, %s or %s)", r.Role, RolePrefill, RoleDecode, RoleUnified)
 	case r.Group == "" || strings.Contains(r.Group, "/"):
 		// The group is one path element of the etcd key.
@@ -71,19 +67,30 @@ func (r Registration) Validate() error {
 		return bad("model", "empty")
 	case r.KVBlocks < 0:
 		return bad("kv_blocks", "negative (%d)", r.KVBlocks)
-	case r.KVBlockSize < 0:
-		return bad("kv_block_size", "negative (%d)", r.KVBlockSize)
+	case r.KVBlockSize < 1:
+		return bad("kv_block_size", "%d (want at least 1)", r.KVBlockSize)
+	case r.Incarnation < 0:
+		return bad("incarnation", "negative (%d)", r.Incarnation)
 	}
 	return nil
 }
 
 // Registered is a live registration; it keeps its lease alive until
-// Close or until the lease is lost.
+// Close, through etcd outages, and ends (Lost) only when the rank is gone
+// for good.
 type Registered struct {
-	cli   *clientv3.Client
-	lease clientv3.LeaseID
-	stop  context.CancelFunc
-	lost  chan struct{}
+	cli  *clientv3.Client
+	key  string
+	val  string
+	ttl  int64 // seconds
+	stop context.CancelFunc
+	lost chan struct{}
+
+	mu        sync.Mutex
+	lease     clientv3.LeaseID
+	available bool
+	why       error         // why etcd is unavailable
+	changed   chan struct{} // closed and replaced when available changes
 
 	closeOnce sync.Once
 	closeErr  error
@@ -95,6 +102,15 @@ type Registered struct {
 // alive in the background. A (group, rank) already present returns an
 // error wrapping ErrRankTaken. The keepalive outlives ctx, which bounds
 // only the registration itself.
+//
+// The registration holds its rank until Close. When etcd cannot be
+// reached it is not given up: the worker serves on (Available reports
+// false meanwhile), and once etcd answers again the lease is kept alive
+// again, or, if the entry went away meanwhile (its lease expired during
+// the outage or while the worker was stopped, or was revoked), the entry
+// is put back under a new lease. Lost is closed only when another
+// registration took the rank meanwhile, when the client is closed, and
+// after Close.
 func Register(ctx context.Context, cli *clientv3.Client, r Registration, ttl time.Duration) (*Registered, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
@@ -109,44 +125,164 @@ func Register(ctx context.Context, cli *clientv3.Client, r Registration, ttl tim
 	if err != nil {
 		return nil, fmt.Errorf("cluster: encoding registration: %w", err)
 	}
-	// etcd leases count whole seconds; round up so the TTL is never
-	// shorter than asked.
-	secs := int64((ttl + time.Second - 1) / time.Second)
-	grant, err := cli.Grant(ctx, secs)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: lease for %s rank %d: %w", r.Group, r.Rank, err)
+	reg := &Registered{
+		cli: cli, key: memberKey(r.Group, r.Rank), val: string(val),
+		// etcd leases count whole seconds; round up so the TTL is never
+		// shorter than asked.
+		ttl:  int64((ttl + time.Second - 1) / time.Second),
+		lost: make(chan struct{}), available: true, changed: make(chan struct{}),
 	}
-	key := memberKey(r.Group, r.Rank)
-	// Put only if absent, so two processes cannot both believe they hold
-	// the same rank.
-	txn, err := cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(val), clientv3.WithLease(grant.ID))).
-		Commit()
+	lease, err := reg.put(ctx)
 	if err != nil {
-		revokeQuietly(cli, grant.ID)
 		return nil, fmt.Errorf("cluster: registering %s rank %d: %w", r.Group, r.Rank, err)
 	}
-	if !txn.Succeeded {
-		revokeQuietly(cli, grant.ID)
-		return nil, fmt.Errorf("%w: group %s rank %d", ErrRankTaken, r.Group, r.Rank)
-	}
+	reg.lease = lease
 	kctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	ka, err := cli.KeepAlive(kctx, grant.ID)
-	if err != nil {
-		stop()
-		revokeQuietly(cli, grant.ID)
-		return nil, fmt.Errorf("cluster: keepalive for %s rank %d: %w", r.Group, r.Rank, err)
-	}
-	reg := &Registered{cli: cli, lease: grant.ID, stop: stop, lost: make(chan struct{})}
-	go func() {
-		// The client closes ka when the lease expires, is revoked, cannot
-		// be renewed before its deadline, or kctx ends.
-		for range ka {
-		}
-		close(reg.lost)
-	}()
+	reg.stop = stop
+	go reg.keep(kctx)
 	return reg, nil
+}
+
+// put grants a lease and puts the entry under it if the key is absent, so
+// that two processes cannot both believe they hold the same rank.
+func (r *Registered) put(ctx context.Context) (clientv3.LeaseID, error) {
+	grant, err := r.cli.Grant(ctx, r.ttl)
+	if err != nil {
+		return 0, fmt.Errorf("lease: %w", err)
+	}
+	txn, err := r.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(r.key), "=", 0)).
+		Then(clientv3.OpPut(r.key, r.val, clientv3.WithLease(grant.ID))).
+		Commit()
+	if err != nil {
+		revokeQuietly(r.cli, grant.ID)
+		return 0, err
+	}
+	if !txn.Succeeded {
+		revokeQuietly(r.cli, grant.ID)
+		return 0, ErrRankTaken
+	}
+	return grant.ID, nil
+}
+
+// keep keeps the lease alive until ctx ends or the rank is gone for good.
+func (r *Registered) keep(ctx context.Context) {
+	defer close(r.lost)
+	for ctx.Err() == nil {
+		r.keepAlive(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		// The keepalive channel closed: the lease is gone (revoked,
+		// expired) or could not be renewed before its deadline.
+		if !r.recover(ctx) {
+			return
+		}
+	}
+}
+
+// keepAlive keeps the lease alive until its keepalive stream closes,
+// marking etcd unavailable while renewals go unanswered.
+func (r *Registered) keepAlive(ctx context.Context) {
+	kctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ka, err := r.cli.KeepAlive(kctx, r.Lease())
+	if err != nil {
+		r.setAvailable(false, err)
+		return
+	}
+	ttl := time.Duration(r.ttl) * time.Second
+	check := time.NewTicker(ttl / 3)
+	defer check.Stop()
+	last := time.Now()
+	for {
+		select {
+		case _, ok := <-ka:
+			if !ok {
+				return
+			}
+			last = time.Now()
+			r.setAvailable(true, nil)
+		case <-check.C:
+			// The client renews every ttl/3; two missed answers mean
+			// etcd is out of reach.
+			if since := time.Since(last); since > 2*ttl/3 {
+				r.setAvailable(false, fmt.Errorf("no lease renewal answered for %v", since.Round(time.Millisecond)))
+			}
+		}
+	}
+}
+
+// recoverTimeout bounds one call of recover's to etcd.
+const recoverTimeout = 2 * time.Second
+
+// recover restores the registration after its keepalive ended: once
+// etcd answers, it keeps the old lease alive if that survived (etcd
+// extends leases when it elects a leader), or puts the entry back under a
+// new lease if it is gone (expired during an outage or while the worker
+// was stopped, or revoked). It returns false when another registration
+// has taken the rank meanwhile, or the client was closed.
+func (r *Registered) recover(ctx context.Context) bool {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		if r.cli.Ctx().Err() != nil {
+			return false // the worker closed its client: nothing can renew
+		}
+		cctx, cancel := context.WithTimeout(ctx, recoverTimeout)
+		ttl, err := r.cli.TimeToLive(cctx, r.Lease())
+		if err == nil && ttl.TTL > 0 {
+			cancel()
+			return true
+		}
+		if err == nil {
+			var lease clientv3.LeaseID
+			lease, err = r.put(cctx)
+			if err == nil {
+				r.mu.Lock()
+				r.lease = lease
+				r.mu.Unlock()
+			}
+		}
+		cancel()
+		switch {
+		case err == nil:
+			return true
+		case errors.Is(err, ErrRankTaken):
+			r.setAvailable(true, nil)
+			return false
+		}
+		r.setAvailable(false, err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+	return false
+}
+
+func (r *Registered) setAvailable(ok bool, why error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ok {
+		why = nil
+	}
+	r.why = why
+	if r.available != ok {
+		r.available = ok
+		close(r.changed)
+		r.changed = make(chan struct{})
+	}
+}
+
+// Available reports whether etcd answers the registration's renewals,
+// and if not, why; Changed is closed at the next change.
+func (r *Registered) Available() (ok bool, why error, changed <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.available, r.why, r.changed
 }
 
 // revokeQuietly undoes a grant on an error path; the lease expires anyway
@@ -157,12 +293,17 @@ func revokeQuietly(cli *clientv3.Client, id clientv3.LeaseID) {
 	_, _ = cli.Revoke(ctx, id)
 }
 
-// Lease is the lease the entry is attached to; other keys of the worker
-// (rendezvous entries) can share it.
-func (r *Registered) Lease() clientv3.LeaseID { return r.lease }
+// Lease is the lease the entry is attached to now (a new one after the
+// entry was put back following an etcd outage); other keys of the worker
+// can share it.
+func (r *Registered) Lease() clientv3.LeaseID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lease
+}
 
-// Lost is closed when the lease can no longer be kept alive (etcd gone,
-// lease revoked or expired), and after Close.
+// Lost is closed when the rank is gone for good: another registration
+// took it, or the client was closed; and after Close.
 func (r *Registered) Lost() <-chan struct{} { return r.lost }
 
 // Close revokes the lease, so the entry disappears at once rather than
@@ -177,41 +318,51 @@ func (r *Registered) Close(ctx context.Context) error {
 			r.closeErr = errors.New("cluster: client closed before Close; the entry stays until its lease expires")
 			return
 		}
-		_, err := r.cli.Revoke(ctx, r.lease)
-		// A lease that is already gone (expired, revoked elsewhere) has
-		// nothing left to revoke.
-		var coded interface{ Code() codes.Code }
-		if errors.As(err, &coded) && coded.Code() == codes.NotFound {
-			err = nil
-		}
-		if err != nil {
-			r.closeErr = fmt.Errorf("cluster: revoking lease %x: %w", int64(r.lease), err)
+		_, err := r.cli.Revoke(ctx, r.Lease())
+		if err != nil && !leaseGone(err) {
+			r.closeErr = fmt.Errorf("cluster: revoking lease %x: %w", int64(r.Lease()), err)
 		}
 	})
 	return r.closeErr
 }
 
+// leaseGone reports whether a Revoke failed because the lease is already
+// gone (expired, or revoked elsewhere): nothing is left to revoke.
+func leaseGone(err error) bool {
+	var coded interface{ Code() codes.Code }
+	return errors.As(err, &coded) && coded.Code() == codes.NotFound
+}
+
 // Group is one worker group as seen in etcd.
 type Group struct {
-	Name, Role, Model string
-	TP                int
+	Name, Model string
+	Role        Role
+	TP          int
+	// Incarnation is the reference rank's (see buildGroups); ranks of
+	// another incarnation (a dead predecessor's leftovers) read as missing.
+	Incarnation int
 	// Ranks holds the registrations present, indexed by rank (len TP); a
 	// missing rank is the zero Registration (Addr "").
 	Ranks []Registration
 }
 
-// Ready reports whether every rank 0..TP-1 is registered with a role, TP
-// and model consistent with the group's.
+// Ready reports whether every rank 0..TP-1 is registered with a role, TP,
+// model and incarnation consistent with the group's.
 func (g Group) Ready() bool {
 	if g.TP < 1 || len(g.Ranks) != g.TP {
 		return false
 	}
 	for i, r := range g.Ranks {
-		if r.Addr == "" || r.Rank != i || r.Role != g.Role || r.TP != g.TP || r.Model != g.Model {
+		if r.Addr == "" || r.Rank != i || !g.consistent(r) {
 			return false
 		}
 	}
 	return true
+}
+
+// consistent reports whether r belongs with the group's reference rank.
+func (g Group) consistent(r Registration) bool {
+	return r.Role == g.Role && r.TP == g.TP && r.Model == g.Model && r.Incarnation == g.Incarnation
 }
 
 // Missing lists the ranks not registered.
@@ -226,8 +377,8 @@ func (g Group) Missing() []int {
 }
 
 // buildGroups turns the raw entries under membersPrefix into groups. Bad
-// entries (unparsable, invalid, key and body disagreeing, or role/tp/model
-// disagreeing with the reference rank) are left out, so their rank reads
+// entries (unparsable, invalid, key and body disagreeing, or
+// role/tp/model/incarnation disagreeing with the reference rank) are left out, so their rank reads
 // as missing and the group as not ready, instead of failing the view.
 func buildGroups(entries map[string][]byte) []Group {
 	valid := map[string]map[int]Registration{}
@@ -256,10 +407,10 @@ func buildGroups(entries map[string][]byte) []Group {
 		// stands in so a partial group still shows its shape.
 		if len(regs) > 0 {
 			ref := regs[slices.Min(slices.Collect(maps.Keys(regs)))]
-			g.Role, g.Model, g.TP = ref.Role, ref.Model, ref.TP
+			g.Role, g.Model, g.TP, g.Incarnation = ref.Role, ref.Model, ref.TP, ref.Incarnation
 			g.Ranks = make([]Registration, g.TP)
 			for rank, r := range regs {
-				if rank < g.TP && r.Role == g.Role && r.TP == g.TP && r.Model == g.Model {
+				if rank < g.TP && g.consistent(r) {
 					g.Ranks[rank] = r
 				}
 			}
@@ -280,7 +431,20 @@ type Membership struct {
 	entries map[string][]byte // key → value under membersPrefix
 	changed chan struct{}     // closed and replaced at each change
 	stopped bool              // the watch has ended; the view is frozen
+	// available is whether etcd answered the last probe; while it does
+	// not, the view is frozen as it was.
+	available   bool
+	why         error
+	cancelWatch context.CancelFunc // ends the current watch, for a reload
 }
+
+// probeInterval is how often a Membership checks that etcd answers; a
+// watch alone does not tell (the client resumes it silently), and the
+// view must be known to be frozen.
+const probeInterval = time.Second
+
+// probeTimeout bounds one probe and one reload.
+const probeTimeout = 2 * time.Second
 
 // WatchMembership loads every registration under KeyPrefix+"members/" and
 // keeps watching, from the revision after the load so no event is missed,
@@ -293,14 +457,85 @@ func WatchMembership(ctx context.Context, cli *clientv3.Client) (*Membership, er
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	m := &Membership{
-		cli:     cli,
-		cancel:  cancel,
-		done:    make(chan struct{}),
-		entries: entries,
-		changed: make(chan struct{}),
+		cli:       cli,
+		cancel:    cancel,
+		done:      make(chan struct{}),
+		entries:   entries,
+		changed:   make(chan struct{}),
+		available: true,
 	}
-	go m.run(wctx, rev)
+	m.start(wctx, rev)
 	return m, nil
+}
+
+// start runs the watch from rev and the probe until ctx ends, then
+// freezes the view and closes done.
+func (m *Membership) start(ctx context.Context, rev int64) {
+	probed := make(chan struct{})
+	go func() {
+		defer close(probed)
+		m.probe(ctx)
+	}()
+	go func() {
+		m.run(ctx, rev)
+		<-probed
+		m.mu.Lock()
+		m.stopped = true
+		close(m.changed)
+		m.mu.Unlock()
+		close(m.done)
+	}()
+}
+
+// probe checks every probeInterval that etcd answers. When it stops, the
+// view is frozen (groups stay as they were) and the watch is ended, so
+// that the state is read afresh once etcd answers again.
+func (m *Membership) probe(ctx context.Context) {
+	t := time.NewTicker(probeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		_, err := m.cli.Get(pctx, membersPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			m.mu.Lock()
+			if m.cancelWatch != nil {
+				m.cancelWatch()
+			}
+			m.mu.Unlock()
+		}
+		m.setAvailable(err == nil, err)
+	}
+}
+
+func (m *Membership) setAvailable(ok bool, why error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ok {
+		why = nil
+	}
+	m.why = why
+	if m.available != ok {
+		m.available = ok
+		m.signalLocked()
+	}
+}
+
+// Available reports whether etcd answered the last check (every second)
+// and if not, why. While it does not, the view is frozen: the groups are
+// those seen last. Changed is closed when this changes too.
+func (m *Membership) Available() (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.available, m.why
 }
 
 func loadMembers(ctx context.Context, cli *clientv3.Client) (map[string][]byte, int64, error) {
@@ -316,23 +551,19 @@ func loadMembers(ctx context.Context, cli *clientv3.Client) (map[string][]byte, 
 }
 
 func (m *Membership) run(ctx context.Context, rev int64) {
-	defer func() {
-		m.mu.Lock()
-		m.stopped = true
-		close(m.changed)
-		m.mu.Unlock()
-		close(m.done)
-	}()
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
 		m.watch(ctx, rev)
 		// The watch ended while ctx is live (compaction, lost leader,
-		// closed channel): reload the whole state, since events in the
-		// gap are gone, and resume from there.
+		// closed channel, etcd out of reach): reload the whole state,
+		// since events in the gap are gone, and resume from there.
 		for ctx.Err() == nil {
-			entries, r, err := loadMembers(ctx, m.cli)
+			lctx, cancel := context.WithTimeout(ctx, probeTimeout)
+			entries, r, err := loadMembers(lctx, m.cli)
+			cancel()
 			if err == nil {
 				m.replace(entries)
+				m.setAvailable(true, nil)
 				rev, backoff = r, 50*time.Millisecond
 				break
 			}
@@ -351,6 +582,9 @@ func (m *Membership) run(ctx context.Context, rev int64) {
 func (m *Membership) watch(ctx context.Context, rev int64) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	m.mu.Lock()
+	m.cancelWatch = cancel
+	m.mu.Unlock()
 	// WithRequireLeader ends the watch when the member loses its leader,
 	// instead of silently receiving nothing.
 	wch := m.cli.Watch(clientv3.WithRequireLeader(wctx), membersPrefix,

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -87,6 +88,8 @@ func TestRegistrationValidate(t *testing.T) {
 		{"model", func(r *Registration) { r.Model = "" }},
 		{"kv_blocks", func(r *Registration) { r.KVBlocks = -1 }},
 		{"kv_block_size", func(r *Registration) { r.KVBlockSize = -1 }},
+		{"kv_block_size", func(r *Registration) { r.KVBlockSize = 0 }},
+		{"incarnation", func(r *Registration) { r.Incarnation = -1 }},
 	} {
 		r := reg("g", 1, 2)
 		tc.edit(&r)
@@ -160,47 +163,54 @@ func TestMembershipLifecycle(t *testing.T) {
 func TestMembershipLeaseLost(t *testing.T) {
 	cli := startEtcd(t)
 	m := watch(t, cli)
-	for _, tc := range []struct {
-		name string
-		// kill ends the registration without Close.
-		kill func(ctx context.Context, t *testing.T, own *clientv3.Client, r *Registered)
-	}{
-		// A worker that crashes stops its keepalive; the lease expires.
-		{"expired", func(ctx context.Context, t *testing.T, own *clientv3.Client, r *Registered) { own.Close() }},
-		{"revoked", func(ctx context.Context, t *testing.T, own *clientv3.Client, r *Registered) {
-			if _, err := cli.Revoke(ctx, r.Lease()); err != nil {
-				t.Fatal(err)
-			}
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
-			defer cancel()
-			own, err := clientv3.New(clientv3.Config{Endpoints: cli.Endpoints(), DialTimeout: 5 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { own.Close() }) // after the registration's Close
-			r := register(t, own, reg(tc.name, 0, 1), time.Second)
-			waitFor(t, m, "registration", func(gs map[string]Group) bool { return gs[tc.name].Ready() })
-			tc.kill(ctx, t, own, r)
-			select {
-			case <-r.Lost():
-			case <-ctx.Done():
-				t.Fatal("Lost not closed")
-			}
-			waitFor(t, m, "group gone", func(gs map[string]Group) bool {
-				_, ok := gs[tc.name]
-				return !ok
-			})
-			if tc.name == "revoked" {
-				// Closing a registration whose lease is already gone is not an error.
-				if err := r.Close(ctx); err != nil {
-					t.Fatalf("Close after revoke: %v", err)
-				}
-			}
-		})
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	own, err := Dial(cli.Endpoints())
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { own.Close() }) // after the registration's Close
+
+	// A revoked lease takes the entry away, and the registration, which
+	// holds the rank until Close, puts it back under a new lease.
+	r := register(t, own, reg("revoked", 0, 1), time.Second)
+	waitFor(t, m, "registration", func(gs map[string]Group) bool { return gs["revoked"].Ready() })
+	old := r.Lease()
+	if _, err := cli.Revoke(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, m, "group gone", func(gs map[string]Group) bool { _, ok := gs["revoked"]; return !ok })
+	waitFor(t, m, "group back", func(gs map[string]Group) bool { return gs["revoked"].Ready() })
+	if resp, err := cli.Get(ctx, memberKey("revoked", 0)); err != nil || len(resp.Kvs) != 1 || clientv3.LeaseID(resp.Kvs[0].Lease) == old {
+		t.Errorf("entry %v %v: want it back under a new lease", resp, err)
+	}
+
+	// Another registration taking the rank meanwhile ends this one: the
+	// entry is someone else's before the old lease goes.
+	r2 := register(t, own, reg("taken", 0, 1), time.Second)
+	if _, err := cli.Put(ctx, memberKey("taken", 0), `{"role":"decode","group":"taken","rank":0,"tp":1,"addr":"127.0.0.1:1","model":"m"}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Revoke(ctx, r2.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-r2.Lost():
+	case <-ctx.Done():
+		t.Fatal("Lost not closed when another process took the rank")
+	}
+
+	// A worker that crashes (its client gone) stops its keepalive; the
+	// lease expires and the group leaves.
+	r3 := register(t, own, reg("expired", 0, 1), time.Second)
+	waitFor(t, m, "registration", func(gs map[string]Group) bool { return gs["expired"].Ready() })
+	own.Close()
+	select {
+	case <-r3.Lost():
+	case <-ctx.Done():
+		t.Fatal("Lost not closed")
+	}
+	waitFor(t, m, "group gone", func(gs map[string]Group) bool { _, ok := gs["expired"]; return !ok })
 }
 
 func TestWaitReadyNamesMissingRanks(t *testing.T) {
@@ -280,10 +290,46 @@ func TestMembershipResumesAfterCompaction(t *testing.T) {
 	}
 	register(t, cli, reg("c", 0, 1), 0)
 	wctx, wcancel := context.WithCancel(context.Background())
-	m := &Membership{cli: cli, cancel: wcancel, done: make(chan struct{}), entries: map[string][]byte{}, changed: make(chan struct{})}
-	go m.run(wctx, 1)
+	m := &Membership{cli: cli, cancel: wcancel, done: make(chan struct{}), entries: map[string][]byte{}, changed: make(chan struct{}), available: true}
+	m.start(wctx, 1)
 	t.Cleanup(m.Close)
 	waitFor(t, m, "reload after compaction", func(gs map[string]Group) bool { return gs["c"].Ready() })
 	register(t, cli, reg("d", 0, 1), 0)
 	waitFor(t, m, "watch resumed", func(gs map[string]Group) bool { return gs["d"].Ready() })
+}
+
+// A rank left over from a group's earlier incarnation does not complete
+// the new one: the group is ready only when every rank is of one
+// incarnation.
+func TestGroupReadyNeedsOneIncarnation(t *testing.T) {
+	at := func(rank, inc int) Registration {
+		r := reg("g", rank, 2)
+		r.Incarnation = inc
+		return r
+	}
+	for _, tc := range []struct {
+		name    string
+		ranks   []Registration
+		ready   bool
+		missing []int
+	}{
+		{"same", []Registration{at(0, 3), at(1, 3)}, true, nil},
+		{"stale rank 1", []Registration{at(0, 4), at(1, 3)}, false, []int{1}},
+		{"stale rank 0", []Registration{at(0, 3), at(1, 4)}, false, []int{1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			entries := map[string][]byte{}
+			for _, r := range tc.ranks {
+				b, err := json.Marshal(r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				entries[memberKey(r.Group, r.Rank)] = b
+			}
+			gs := buildGroups(entries)
+			if len(gs) != 1 || gs[0].Ready() != tc.ready || !slices.Equal(gs[0].Missing(), tc.missing) {
+				t.Fatalf("groups %+v: want ready %v, missing %v", gs, tc.ready, tc.missing)
+			}
+		})
+	}
 }

@@ -23,6 +23,11 @@ type Member struct {
 	// Group names the group; Size is its rank count; Rank is this rank.
 	Group      string
 	Size, Rank int
+	// Incarnation counts the group's (re)starts: its supervisor raises it
+	// each time it starts the group's ranks anew, and ranks meet only
+	// ranks of their own incarnation, so a restarted group never reads
+	// the addresses its dead predecessor published.
+	Incarnation int
 	// Value is what the other ranks need: rank 0's NCCL unique id, or
 	// this rank's collective listen address.
 	Value string
@@ -35,6 +40,12 @@ func rendezvousPrefix(group string) string {
 	return path.Join(KeyPrefix, "rendezvous", group) + "/"
 }
 
+// incarnationPrefix holds the entries of one incarnation of a group:
+// rendezvousPrefix(group) + "<incarnation>/".
+func incarnationPrefix(group string, incarnation int) string {
+	return rendezvousPrefix(group) + strconv.Itoa(incarnation) + "/"
+}
+
 // Rendezvous publishes m and waits until all m.Size ranks of the group
 // have published, returning their values in rank order. When ctx ends
 // first, the error names the ranks that never arrived.
@@ -45,7 +56,10 @@ func Rendezvous(ctx context.Context, cli *clientv3.Client, m Member) ([]string, 
 	if m.Group == "" || strings.Contains(m.Group, "/") {
 		return nil, fmt.Errorf("cluster: invalid group name %q", m.Group)
 	}
-	prefix := rendezvousPrefix(m.Group)
+	if m.Incarnation < 0 {
+		return nil, fmt.Errorf("cluster: negative incarnation %d of group %s", m.Incarnation, m.Group)
+	}
+	prefix := incarnationPrefix(m.Group, m.Incarnation)
 	var opts []clientv3.OpOption
 	if m.Lease != 0 {
 		opts = append(opts, clientv3.WithLease(m.Lease))
@@ -56,9 +70,9 @@ func Rendezvous(ctx context.Context, cli *clientv3.Client, m Member) ([]string, 
 	values := make([]string, m.Size)
 	have := make([]bool, m.Size)
 	record := func(key, val []byte) error {
-		r, err := strconv.Atoi(strings.TrimPrefix(string(key), prefix))
-		if err != nil || r < 0 || r >= m.Size {
-			return fmt.Errorf("cluster: group %s has rank key %q outside a group of %d (ranks disagree on the group size?)", m.Group, key, m.Size)
+		r, err := rendezvousRank(key, prefix, m.Size)
+		if err != nil {
+			return fmt.Errorf("cluster: group %s: %w", m.Group, err)
 		}
 		values[r], have[r] = string(val), true
 		return nil
@@ -98,6 +112,17 @@ func Rendezvous(ctx context.Context, cli *clientv3.Client, m Member) ([]string, 
 	return values, nil
 }
 
+// rendezvousRank parses the rank of a rendezvous key read back from etcd
+// under prefix, for a group of size ranks.
+func rendezvousRank(key []byte, prefix string, size int) (int, error) {
+	rest, ok := strings.CutPrefix(string(key), prefix)
+	r, err := strconv.Atoi(rest)
+	if !ok || err != nil || r < 0 || r >= size || strconv.Itoa(r) != rest {
+		return 0, fmt.Errorf("rank key %q outside a group of %d (ranks disagree on the group size?)", key, size)
+	}
+	return r, nil
+}
+
 func allTrue(b []bool) bool { return !slices.Contains(b, false) }
 
 func missing(m Member, have []bool, cause error) error {
@@ -111,8 +136,34 @@ func missing(m Member, have []bool, cause error) error {
 		ErrIncomplete, m.Group, m.Size-len(ranks), m.Size, strings.Join(ranks, ", "), cause)
 }
 
-// Reset deletes a group's rendezvous entries, so the group can form again.
-func Reset(ctx context.Context, cli *clientv3.Client, group string) error {
-	_, err := cli.Delete(ctx, rendezvousPrefix(group), clientv3.WithPrefix())
-	return err
+// Forget removes what a group's past incarnations left in etcd: its
+// ranks' registrations, whose leases it revokes (so whatever else hangs on
+// them goes too), and every rendezvous entry. A supervisor calls it once
+// every rank of an incarnation has exited and before it starts the next,
+// so the new ranks neither wait for a dead rank's lease to expire before
+// they can register nor leave the old entries behind.
+func Forget(ctx context.Context, cli *clientv3.Client, group string) error {
+	if group == "" || strings.Contains(group, "/") {
+		return fmt.Errorf("cluster: invalid group name %q", group)
+	}
+	prefix := membersPrefix + group + "/"
+	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("cluster: reading group %s: %w", group, err)
+	}
+	leases := map[clientv3.LeaseID]bool{}
+	for _, kv := range resp.Kvs {
+		if id := clientv3.LeaseID(kv.Lease); id != 0 && !leases[id] {
+			leases[id] = true
+			if _, err := cli.Revoke(ctx, id); err != nil && !leaseGone(err) {
+				return fmt.Errorf("cluster: revoking the lease of a rank of %s: %w", group, err)
+			}
+		}
+	}
+	for _, p := range []string{prefix, rendezvousPrefix(group)} {
+		if _, err := cli.Delete(ctx, p, clientv3.WithPrefix()); err != nil {
+			return fmt.Errorf("cluster: deleting %s: %w", p, err)
+		}
+	}
+	return nil
 }

@@ -210,7 +210,7 @@ func (c *Coordinator) serveHealth(w http.ResponseWriter, _ *http.Request) {
 		Groups  []roleJSON `json:"groups"`
 	}{Status: "serving", Message: h.Message, Groups: []roleJSON{}}
 	for _, g := range h.Groups {
-		body.Groups = append(body.Groups, roleJSON{strings.ToLower(strings.TrimPrefix(g.Role.String(), "ROLE_")), g.Ready, g.Total})
+		body.Groups = append(body.Groups, roleJSON{g.Role.Name(), g.Ready, g.Total})
 	}
 	code := http.StatusOK
 	if h.Status != tandemv1.ServingStatus_SERVING_STATUS_SERVING {

@@ -124,7 +124,7 @@ func TestIncrementalDecodeEqualsPrefill(t *testing.T) {
 type result struct {
 	tokens   []int32
 	logprobs []float32
-	finish   string
+	finish   FinishReason
 }
 
 // run drives e until every request finished and collects their outputs.

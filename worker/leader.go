@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
 	"github.com/tandemllm/tandem/metrics"
 	"github.com/tandemllm/tandem/nccl"
@@ -55,6 +56,7 @@ type leader struct {
 	ranks []rankAPI
 
 	metrics *metrics.Worker
+	events  *kvEvents
 	loadMu  sync.Mutex
 	load    groupLoad
 	tracer  trace.Tracer
@@ -170,18 +172,23 @@ func (l *leader) run(ctx context.Context) error {
 // loop so Stats need not wait for a long step to end.
 type groupLoad struct {
 	free, total, running, waiting, pendingPrefill int
+	prefix                                        engine.PrefixStats
 }
 
 // publishLoad runs on the loop once per turn (so once per step): it
-// updates the load Stats reports and the group's load metrics.
+// updates the load Stats reports and the group's load metrics, and
+// publishes the prefix cache's events.
 func (l *leader) publishLoad() {
 	free, total := l.e.KVBlocks()
 	ld := l.e.Load()
+	ps := l.e.PrefixStats()
 	l.loadMu.Lock()
-	l.load = groupLoad{free: free, total: total, running: ld.Running, waiting: ld.Waiting, pendingPrefill: ld.PendingPrefillTokens}
+	l.load = groupLoad{free: free, total: total, running: ld.Running, waiting: ld.Waiting, pendingPrefill: ld.PendingPrefillTokens, prefix: ps}
 	l.loadMu.Unlock()
 	l.metrics.Requests(ld.Running, ld.Waiting)
 	l.metrics.KVCache(free, total)
+	l.metrics.PrefixCache(ps.Queries, ps.Hits, ps.CachedBlocks)
+	l.events.publish(l.e.TakeKVEvents())
 }
 
 func (l *leader) failAll() {
@@ -276,7 +283,7 @@ func (l *leader) untrack(m map[string]context.CancelFunc, id string) {
 	l.mu.Unlock()
 }
 
-func (l *leader) requireRole(role string) error {
+func (l *leader) requireRole(role cluster.Role) error {
 	if l.w.opts.Role != role {
 		return status.Errorf(codes.FailedPrecondition, "group %s has role %s, not %s", l.w.opts.Group, l.w.opts.Role, role)
 	}
@@ -304,7 +311,7 @@ func admitErr(err error) error {
 
 func (l *leader) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*tandemv1.PrefillResponse, error) {
 	recv := time.Now()
-	if err := l.requireRole(rolePrefill); err != nil {
+	if err := l.requireRole(cluster.RolePrefill); err != nil {
 		return nil, err
 	}
 	if err := checkRequest(req.GetRequestId(), req.GetPromptTokenIds()); err != nil {
@@ -312,6 +319,9 @@ func (l *leader) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 	}
 	if err := checkDestination(req.GetDestination()); err != nil {
 		return nil, err
+	}
+	if skip := req.GetDestination().GetSkipTokens(); skip < 0 || int(skip) >= len(req.GetPromptTokenIds()) {
+		return nil, status.Errorf(codes.InvalidArgument, "destination.skip_tokens %d: must be in [0, %d), the prompt's length", skip, len(req.GetPromptTokenIds()))
 	}
 	params, err := samplingParams(req.GetSampling())
 	if err != nil {
@@ -324,7 +334,8 @@ func (l *leader) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 	kv := &tandemv1.KVHandle{
 		RequestId: id, Attempt: max(req.GetAttempt(), 1), SourceGroup: l.w.opts.Group,
 		SourceTp: int32(l.e.Model().Plan().TP), NumTokens: int32(len(req.GetPromptTokenIds())),
-		NumLayers: int32(cfg.Layers), Dtype: tandemv1.DataType_DATA_TYPE_FLOAT32,
+		NumLayers: int32(cfg.Layers), Dtype: kvWireDType(l.e.KVCacheDType()),
+		SkipTokens: req.GetDestination().GetSkipTokens(),
 	}
 	lv := &live{
 		out: make(chan engine.Output, 1), span: trace.SpanContextFromContext(ctx),
@@ -470,7 +481,7 @@ func forEachRank(ctx context.Context, ranks []rankAPI, f func(context.Context, r
 func (l *leader) Decode(req *tandemv1.DecodeRequest, stream tandemv1.Worker_DecodeServer) error {
 	recv := time.Now()
 	ctx := stream.Context()
-	if err := l.requireRole(roleDecode); err != nil {
+	if err := l.requireRole(cluster.RoleDecode); err != nil {
 		return err
 	}
 	id, prompt := req.GetRequestId(), req.GetPromptTokenIds()
@@ -488,7 +499,7 @@ func (l *leader) Decode(req *tandemv1.DecodeRequest, stream tandemv1.Worker_Deco
 	if params.MaxTokens < 2 {
 		return status.Errorf(codes.InvalidArgument, "sampling.max_tokens %d: a decode needs at least 2 (the first token came from prefill)", params.MaxTokens)
 	}
-	loaded, err := l.receiveKV(ctx, id, req.GetKv())
+	loaded, err := l.receiveKV(ctx, id, prompt, req.GetKv())
 	if err != nil {
 		return err
 	}
@@ -524,17 +535,20 @@ func (l *leader) Decode(req *tandemv1.DecodeRequest, stream tandemv1.Worker_Deco
 }
 
 // receiveKV reserves blocks for a request's KV and has every rank load its
-// share as it arrives. It reports false (recompute the prompt) when the
-// pool has no room or the transfer failed; errors are for the caller.
-func (l *leader) receiveKV(ctx context.Context, id string, kv *tandemv1.KVHandle) (bool, error) {
+// share as it arrives; the first kv.skip_tokens positions come from the
+// prefix cache. It reports false (recompute the prompt, from whatever
+// prefix is cached) when the pool has no room, the prefix to skip was
+// evicted or the transfer failed; errors are for the caller.
+func (l *leader) receiveKV(ctx context.Context, id string, prompt []int32, kv *tandemv1.KVHandle) (bool, error) {
 	var held engine.HeldKV
 	err := l.do(ctx, func(e *engine.Engine) error {
-		h, err := e.Reserve(id, int(kv.GetNumTokens()))
+		h, err := e.Reserve(id, prompt, int(kv.GetSkipTokens()))
 		held = h
 		return err
 	})
 	switch {
-	case errors.Is(err, engine.ErrOutOfBlocks):
+	case errors.Is(err, engine.ErrOutOfBlocks), errors.Is(err, engine.ErrPrefixEvicted):
+		l.w.log.Debug("not loading KV; recomputing the prompt", "request", id, "err", err)
 		l.dropKV(id)
 		return false, nil
 	case err != nil:
@@ -579,8 +593,10 @@ func (l *leader) dropKV(id string) {
 func (l *leader) Generate(req *tandemv1.WorkerGenerateRequest, stream tandemv1.Worker_GenerateServer) error {
 	recv := time.Now()
 	ctx := stream.Context()
-	if err := l.requireRole(roleUnified); err != nil {
-		return err
+	// A decode group runs whole requests too: the coordinator moves a
+	// request there, prompt recomputed, when no prefill group can take it.
+	if l.w.opts.Role == cluster.RolePrefill {
+		return l.requireRole(cluster.RoleUnified)
 	}
 	id, prompt := req.GetRequestId(), req.GetPromptTokenIds()
 	if err := checkRequest(id, prompt); err != nil {
@@ -669,20 +685,10 @@ func (l *leader) Stats(context.Context, *tandemv1.StatsRequest) (*tandemv1.Stats
 	ld := l.load // published before the server starts
 	l.loadMu.Unlock()
 	return &tandemv1.StatsResponse{
-		Group: l.w.opts.Group, Role: roleEnum(l.w.opts.Role), Tp: int32(l.e.Model().Plan().TP), Model: l.w.opts.ModelName,
+		Group: l.w.opts.Group, Role: l.w.opts.Role.Proto(), Tp: int32(l.e.Model().Plan().TP), Model: l.w.opts.ModelName,
 		KvBlockSize: int32(l.e.BlockSize()), KvBlocksFree: int32(ld.free), KvBlocksTotal: int32(ld.total),
 		RunningRequests: int32(ld.running), WaitingRequests: int32(ld.waiting), PendingPrefillTokens: int64(ld.pendingPrefill),
+		PrefixCaching: !l.w.opts.Engine.DisablePrefixCaching, KvBlocksCached: int32(ld.prefix.CachedBlocks),
+		PrefixCacheQueries: ld.prefix.Queries, PrefixCacheHits: ld.prefix.Hits,
 	}, nil
-}
-
-func roleEnum(role string) tandemv1.Role {
-	switch role {
-	case rolePrefill:
-		return tandemv1.Role_ROLE_PREFILL
-	case roleDecode:
-		return tandemv1.Role_ROLE_DECODE
-	case roleUnified:
-		return tandemv1.Role_ROLE_UNIFIED
-	}
-	return tandemv1.Role_ROLE_UNSPECIFIED
 }

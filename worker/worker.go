@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
@@ -23,19 +24,16 @@ import (
 	"github.com/tandemllm/tandem/tracing"
 )
 
-const (
-	rolePrefill = cluster.RolePrefill
-	roleDecode  = cluster.RoleDecode
-	roleUnified = cluster.RoleUnified
-)
-
 // Options configure a worker rank. Zero fields take the documented
 // defaults.
 type Options struct {
-	// Role is cluster.RolePrefill, RoleDecode or RoleUnified.
-	Role string
+	// Role is what the group does.
+	Role cluster.Role
 	// Group names the rank's group; ModelName is the model id it serves.
 	Group, ModelName string
+	// Incarnation is the group's start count, given by its supervisor
+	// (cluster.Member.Incarnation); registered with the rank.
+	Incarnation int
 	// Model is this rank's shard, loaded; Engine configures the engine Run
 	// makes for it (Comm is required when the model is sharded).
 	Model  *engine.Model
@@ -53,7 +51,9 @@ type Options struct {
 	// rank stays visible.
 	LeaseTTL time.Duration
 	// KVTimeout bounds a KV transfer: a decode waits this long for its KV
-	// before recomputing the prompt (default 30s).
+	// before recomputing the prompt, a prefill holds a prompt's KV this
+	// long at most while pushing it, and KV pushed to this rank that no
+	// decode claims within it is dropped (default 30s).
 	KVTimeout time.Duration
 	// TraceSteps is the flight recorder's capacity in steps (default 4096).
 	TraceSteps int
@@ -106,7 +106,7 @@ func (r remoteRank) DropKV(ctx context.Context, req *tandemv1.DropKVRequest) (*t
 
 func (o *Options) validate() error {
 	switch {
-	case o.Role != rolePrefill && o.Role != roleDecode && o.Role != roleUnified:
+	case !o.Role.Valid():
 		return fmt.Errorf("worker: role %q: must be prefill, decode or unified", o.Role)
 	case o.Group == "":
 		return errors.New("worker: group name is required")
@@ -155,8 +155,11 @@ func Run(ctx context.Context, opts Options) error {
 
 	var l *leader
 	eopts := opts.Engine
+	if eopts.ModelID == "" {
+		eopts.ModelID = opts.ModelName // what the coordinator hashes prompts with
+	}
 	rec := tracing.NewRecorder(opts.TraceSteps)
-	wm := metrics.NewWorker(opts.Registerer, metrics.WorkerLabels{Model: opts.ModelName, Group: opts.Group, Role: opts.Role, Rank: plan.Rank})
+	wm := metrics.NewWorker(opts.Registerer, metrics.WorkerLabels{Model: opts.ModelName, Group: opts.Group, Role: string(opts.Role), Rank: plan.Rank})
 	if opts.GPU != nil {
 		if err := wm.AttachGPU(opts.GPU); err != nil {
 			w.log.Warn("GPU telemetry", "err", err)
@@ -190,15 +193,16 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		node = "unknown"
 	}
-	rs := newRankServer(e, opts.Role, rec, wm, node, opts.Telemetry.DialOptions())
+	rs := newRankServer(e, opts.Role, rec, wm, node, opts.Telemetry.DialOptions(), opts.KVTimeout)
 	defer rs.sender.Close()
-	srv := grpc.NewServer(append(kvtransfer.ServerOptions(), opts.Telemetry.ServerOptions()...)...)
+	srv := grpc.NewServer(append(append(kvtransfer.ServerOptions(), serverKeepalive...), opts.Telemetry.ServerOptions()...)...)
 	tandemv1.RegisterRankServer(srv, rs)
 	if rs.receiver != nil {
 		tandemv1.RegisterKVTransferServer(srv, rs.receiver)
 	}
 	if l != nil {
 		l.e, l.metrics = e, wm
+		l.events = newKVEvents(opts.Group, e.BlockSize())
 		l.publishLoad()
 		l.tracer = opts.Telemetry.Tracer("github.com/tandemllm/tandem/worker")
 		l.spans = opts.Telemetry.Enabled()
@@ -224,9 +228,9 @@ func Run(ctx context.Context, opts Options) error {
 
 	if opts.Etcd != nil {
 		_, total := e.KVBlocks()
-		reg, err := cluster.Register(ctx, opts.Etcd, cluster.Registration{
+		reg, err := register(ctx, opts.Etcd, cluster.Registration{
 			Role: opts.Role, Group: opts.Group, Rank: plan.Rank, TP: plan.TP, Addr: opts.AdvertiseAddr,
-			Model: opts.ModelName, KVBlocks: total, KVBlockSize: e.BlockSize(),
+			Model: opts.ModelName, KVBlocks: total, KVBlockSize: e.BlockSize(), Incarnation: opts.Incarnation,
 		}, opts.LeaseTTL)
 		if err != nil {
 			return fmt.Errorf("worker: registering rank %d of %s: %w", plan.Rank, opts.Group, err)
@@ -236,14 +240,7 @@ func Run(ctx context.Context, opts Options) error {
 			defer rcancel()
 			_ = reg.Close(rctx)
 		}()
-		go func() {
-			select {
-			case <-reg.Lost():
-				w.log.Error("lost the registration lease; stopping")
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
+		go w.watchRegistration(ctx, reg, wm, cancel)
 	}
 	w.log.Info("worker serving", "role", opts.Role, "addr", opts.AdvertiseAddr, "tp", plan.TP)
 
@@ -271,6 +268,65 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 	return runErr
+}
+
+// serverKeepalive has the rank ping a client (the coordinator, another
+// group's leader) that has sent nothing for 10 s and drop the connection
+// when the ping is not answered within 5 s: the calls of a caller that
+// vanished without closing its connections (a host lost, a network cut)
+// are cancelled, so their requests are aborted and their KV freed, within
+// 15 s. A caller killed outright closes its connections at once.
+var serverKeepalive = []grpc.ServerOption{
+	grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
+}
+
+// watchRegistration follows the rank's registration: while etcd does not
+// answer, the rank serves on (a warning, tandem:etcd_available 0); it
+// stops only when another process holds its rank.
+func (w *Worker) watchRegistration(ctx context.Context, reg *cluster.Registered, wm *metrics.Worker, stop context.CancelFunc) {
+	for {
+		ok, _, changed := reg.Available()
+		wm.EtcdAvailable(ok)
+		select {
+		case <-ctx.Done():
+			return
+		case <-reg.Lost():
+			if ctx.Err() == nil {
+				w.log.Error("another process holds this rank's registration; stopping")
+				stop()
+			}
+			return
+		case <-changed:
+			if now, why, _ := reg.Available(); now {
+				w.log.Info("etcd answers again; the rank's registration is kept alive")
+			} else {
+				w.log.Warn("etcd does not answer; serving on, registered as before", "err", why)
+			}
+		}
+	}
+}
+
+// register registers the rank. A rank still held is retried for two
+// lease TTLs and two seconds (etcd expires leases a little late, and
+// never under 1.5 s): that is a dead predecessor's entry (a rank
+// restarted without its supervisor clearing etcd, as under Kubernetes)
+// waiting for its lease to expire; a rank still held after that is held
+// by a live process.
+func register(ctx context.Context, cli *clientv3.Client, r cluster.Registration, ttl time.Duration) (*cluster.Registered, error) {
+	deadline := time.Now().Add(2*ttl + 2*time.Second)
+	for {
+		reg, err := cluster.Register(ctx, cli, r, ttl)
+		if !errors.Is(err, cluster.ErrRankTaken) || time.Now().After(deadline) {
+			return reg, err
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		}
+	}
 }
 
 func (w *Worker) ready() {

@@ -16,18 +16,23 @@ import (
 // defaults (percentiles default to 50,90,95,99 and every latency metric
 // is reported).
 type Workload struct {
-	DatasetName, DatasetPath             string
-	NumPrompts                           int
-	RandomInputLen, RandomOutputLen      int
-	RandomRangeRatio                     float64
-	ShareGPTOutputLen, JSONLOutputLen    int
-	Seed                                 uint64
-	IgnoreEOS                            bool
-	NumWarmups                           int
-	RequestRate, MaxConcurrency          string // comma lists: a sweep
-	Burstiness                           float64
-	MetricPercentiles, PercentileMetrics string
-	Goodput                              []string // KEY:MS pairs
+	DatasetName       string   `json:"dataset_name"`
+	DatasetPath       string   `json:"dataset_path,omitempty"`
+	NumPrompts        int      `json:"num_prompts"`
+	RandomInputLen    int      `json:"random_input_len"`
+	RandomOutputLen   int      `json:"random_output_len"`
+	RandomRangeRatio  float64  `json:"random_range_ratio"`
+	ShareGPTOutputLen int      `json:"sharegpt_output_len,omitempty"`
+	JSONLOutputLen    int      `json:"jsonl_output_len,omitempty"`
+	Seed              uint64   `json:"seed"`
+	IgnoreEOS         bool     `json:"ignore_eos"`
+	NumWarmups        int      `json:"num_warmups"`
+	RequestRate       string   `json:"request_rate"`              // comma list: a sweep
+	MaxConcurrency    string   `json:"max_concurrency,omitempty"` // comma list: a sweep
+	Burstiness        float64  `json:"burstiness"`
+	MetricPercentiles string   `json:"metric_percentiles"`
+	PercentileMetrics string   `json:"percentile_metrics"`
+	Goodput           []string `json:"goodput,omitempty"` // KEY:MS pairs
 }
 
 // DefaultWorkload is the flags' defaults.

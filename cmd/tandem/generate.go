@@ -34,6 +34,7 @@ type generateFlags struct {
 	jsonOut     bool
 	addSpecial  bool
 	tp          int
+	link        string
 	backend     backendFlags
 	engine      engineFlags
 }
@@ -54,6 +55,8 @@ object instead.`,
 			switch {
 			case f.local && cmd.Flags().Changed("addr"):
 				return errors.New("--local and --addr are exclusive")
+			case f.link != "" && (!f.local || f.tp < 2):
+				return errors.New("--link needs --local --tp 2 or more: it links the ranks of a local group")
 			case f.local:
 				return runLocalGenerate(cmd, &f, args[0])
 			}
@@ -78,6 +81,7 @@ object instead.`,
 	fl.BoolVar(&f.jsonOut, "json", false, "print one JSON object instead of streaming text and a table")
 	fl.BoolVar(&f.addSpecial, "add-special-tokens", true, "let the tokenizer add its special tokens (e.g. BOS)")
 	fl.IntVar(&f.tp, "tp", 1, "tensor-parallel degree: rank 0 runs here, the other ranks as worker processes")
+	fl.StringVar(&f.link, "link", "", "with --local --tp N: "+linkHelp+"; rank 0's collective sockets are made in its namespace")
 	f.backend.register(fl)
 	f.engine.register(cmd)
 	return cmd

@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -19,6 +20,8 @@ import (
 	"github.com/tandemllm/tandem/model"
 	"github.com/tandemllm/tandem/model/preset"
 	"github.com/tandemllm/tandem/model/tokenizer"
+	"github.com/tandemllm/tandem/netshape"
+	"github.com/tandemllm/tandem/worker/supervisor"
 )
 
 // resolveModelDir returns the model directory of --model or --preset.
@@ -62,6 +65,12 @@ func runLocalGenerate(cmd *cobra.Command, f *generateFlags, prompt string) error
 	if err != nil {
 		return err
 	}
+	var link netshape.Profile
+	if f.link != "" {
+		if link, err = checkLink(f.link); err != nil {
+			return err
+		}
+	}
 	dir, err := resolveModelDir(ctx, f.modelDir, f.preset)
 	if err != nil {
 		return err
@@ -86,7 +95,7 @@ func runLocalGenerate(cmd *cobra.Command, f *generateFlags, prompt string) error
 			// The ranks share this machine's cores.
 			f.backend.threads = max(1, runtime.NumCPU()/g.tp)
 		}
-		stop, err := startLocalGroup(ctx, &g, dir, f)
+		stop, err := startLocalGroup(ctx, &g, dir, f, link, cmd.ErrOrStderr())
 		if err != nil {
 			return err
 		}
@@ -131,7 +140,7 @@ func runLocalGenerate(cmd *cobra.Command, f *generateFlags, prompt string) error
 				res.Logprobs = append(res.Logprobs, logprobJSON(tok, *o.Logprob, o.TopLogprobs))
 			}
 			if o.FinishReason != "" {
-				res.FinishReason = o.FinishReason
+				res.FinishReason = string(o.FinishReason)
 			}
 			if !f.jsonOut {
 				fmt.Fprint(out, o.Text)
@@ -163,52 +172,72 @@ func logprobJSON(tok *tokenizer.Tokenizer, lp engine.TokenLogprob, top []engine.
 }
 
 // startLocalGroup runs the other ranks of a local TP group: an embedded
-// etcd for their rendezvous, and one `tandem worker` process per rank.
-// stop ends the workers (after rank 0's Shutdown they exit by themselves)
-// and the etcd server.
-func startLocalGroup(ctx context.Context, g *groupFlags, dir string, f *generateFlags) (stop func(), err error) {
+// etcd for their rendezvous, and one `tandem worker` process per rank
+// under a supervisor that does not restart them (a rank's death fails the
+// generation through the collectives) and whose ranks die with this
+// process; with --link, each rank in a namespace of a network shaped to
+// link (rank 0 by making its collective listener there). stop ends the
+// workers (after rank 0's Shutdown they exit by themselves), the etcd
+// server and the network.
+func startLocalGroup(ctx context.Context, g *groupFlags, dir string, f *generateFlags, link netshape.Profile, w io.Writer) (stop func(), err error) {
+	var nw *netshape.Network
+	var etcdOpts cluster.EmbeddedOptions
+	closeLink := func() {}
+	if f.link != "" {
+		if nw, err = startLink(ctx, link, g.tp, w); err != nil {
+			return nil, err
+		}
+		closeLink = func() { nw.Close() }
+		etcdOpts.ClientAddr = nw.HostAddr() + ":0"
+		g.listen = nw.Node(0).Addr + ":0"
+		g.listenIn = func(f func() error) error { return nw.Do(0, f) }
+	}
 	etcdDir, err := os.MkdirTemp("", "tandem-etcd-")
 	if err != nil {
+		closeLink()
 		return nil, err
 	}
-	etcd, err := cluster.StartEmbedded(ctx, etcdDir, cluster.EmbeddedOptions{})
+	etcd, err := cluster.StartEmbedded(ctx, etcdDir, etcdOpts)
 	if err != nil {
 		os.RemoveAll(etcdDir)
+		closeLink()
 		return nil, err
 	}
 	g.etcdEndpoints = strings.Join(etcd.Endpoints(), ",")
-	self, err := os.Executable()
+	ranks := make([]int, 0, g.tp-1)
+	for r := 1; r < g.tp; r++ {
+		ranks = append(ranks, r)
+	}
+	// The generation reports a rank's death; only the supervisor's warnings
+	// (a rank that would not stop) are worth showing here.
+	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	opts := supervisor.Options{CrashLoopLimit: -1, StopTimeout: 5 * time.Second, Logger: quiet}
+	group := supervisor.Group{
+		Name: g.group, Ranks: ranks,
+		Args: func(rank, _ int) []string {
+			args := []string{"worker", "--role", string(cluster.RoleUnified), "--tp", strconv.Itoa(g.tp), "--rank", strconv.Itoa(rank),
+				"--group", g.group, "--etcd-endpoints", g.etcdEndpoints, "--model", dir,
+				"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels}
+			return append(args, f.engine.args()...)
+		},
+	}
+	if nw != nil {
+		err = inLink(nw, &opts, &group, 0) // rank r in node r; rank 0 is this process
+	}
+	var sup *supervisor.Supervisor
+	if err == nil {
+		sup, err = supervisor.Start(ctx, opts, group)
+	}
 	if err != nil {
 		etcd.Close()
 		os.RemoveAll(etcdDir)
+		closeLink()
 		return nil, err
 	}
-	var procs []*exec.Cmd
-	stop = func() {
-		for _, p := range procs {
-			done := make(chan struct{})
-			go func() { p.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				p.Process.Kill()
-				<-done
-			}
-		}
+	return func() {
+		sup.Stop()
 		etcd.Close()
 		os.RemoveAll(etcdDir)
-	}
-	for r := 1; r < g.tp; r++ {
-		p := exec.Command(self, "worker", "--role", cluster.RoleUnified, "--tp", strconv.Itoa(g.tp), "--rank", strconv.Itoa(r),
-			"--group", g.group, "--etcd-endpoints", g.etcdEndpoints, "--model", dir,
-			"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels,
-			"--max-batch-tokens", strconv.Itoa(f.engine.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.engine.kvCacheMB))
-		p.Stderr = os.Stderr
-		if err := p.Start(); err != nil {
-			stop()
-			return nil, fmt.Errorf("starting rank %d: %w", r, err)
-		}
-		procs = append(procs, p)
-	}
-	return stop, nil
+		closeLink()
+	}, nil
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/tandemllm/tandem/cluster"
+	"github.com/tandemllm/tandem/worker/supervisor"
 )
 
 // rankProbes are a worker rank's /livez and /readyz.
@@ -63,41 +63,47 @@ func ringAdvertised(listen, advertise string) (string, error) {
 }
 
 // runLocalRanks runs ranks g.rank … g.rank+localRanks−1 of the group as
-// child `tandem worker` processes, each on its own GPU and ports, until
-// ctx ends or one of them exits: then it stops the others and returns, so
-// that whatever restarts this process (Kubernetes, for a pod) restarts the
-// group's ranks together. A process holding every rank of its group first
-// clears the group's rendezvous, so ranks restarted together never meet
-// the addresses of the ranks they replace.
+// child `tandem worker` processes, each on its own GPU and ports, under a
+// supervisor that does not restart them, until ctx ends or one of them
+// exits: then it stops the others and returns, so that whatever restarts
+// this process (Kubernetes, for a pod) restarts the group's ranks
+// together. A process holding every rank of its group also has the
+// supervisor clear the group's leftovers in etcd first (the dead ranks'
+// registrations and rendezvous entries), and fail the group when a rank's
+// registration lapses while it runs.
 func runLocalRanks(ctx context.Context, cmd *cobra.Command, f *workerFlags, dir, modelName string) error {
-	errOut := cmd.ErrOrStderr()
+	opts := supervisor.Options{Output: cmd.ErrOrStderr(), CrashLoopLimit: -1}
 	if f.localRanks == f.g.tp {
 		cli, err := dialEtcd(f.g.etcdEndpoints)
 		if err != nil {
 			return err
 		}
-		err = cluster.Reset(ctx, cli, f.g.group)
-		cli.Close()
-		if err != nil {
-			return fmt.Errorf("clearing the rendezvous of group %s: %w", f.g.group, err)
-		}
+		defer cli.Close()
+		opts.Etcd = cli
 	}
-	procs := &children{}
-	defer procs.stop(errOut)
-	for i := range f.localRanks {
+	ranks := make([]int, f.localRanks)
+	argv := make([][]string, f.localRanks)
+	for i := range ranks {
+		ranks[i] = f.g.rank + i
 		args, err := f.rankArgs(cmd.Flags(), i, dir, modelName)
 		if err != nil {
 			return err
 		}
-		if err := procs.start(fmt.Sprintf("%s/%d", f.g.group, f.g.rank+i), args, errOut); err != nil {
-			return err
-		}
+		argv[i] = args
 	}
+	// Restarts are off: every rank runs its first incarnation only.
+	sup, err := supervisor.Start(ctx, opts, supervisor.Group{Name: f.g.group, Ranks: ranks, Args: func(rank, _ int) []string {
+		return argv[rank-f.g.rank]
+	}})
+	if err != nil {
+		return err
+	}
+	defer sup.Stop()
 	select {
 	case <-ctx.Done():
 		return nil
-	case exit := <-procs.exited:
-		return fmt.Errorf("rank %s exited (%v): stopping this process's other ranks so the group restarts as one", exit.name, exit.err)
+	case d := <-sup.Down():
+		return fmt.Errorf("%w; stopping this process's other ranks so the group restarts as one", d.Err)
 	}
 }
 

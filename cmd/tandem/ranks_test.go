@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -135,7 +136,7 @@ func freePorts(t *testing.T, n int) int {
 }
 
 // waitHTTP waits until GET url answers want, or the deadline passes.
-func waitHTTP(ctx context.Context, t *testing.T, url string, want int, exited <-chan childExit) {
+func waitHTTP(ctx context.Context, t *testing.T, url string, want int, exited <-chan error) {
 	t.Helper()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
@@ -153,8 +154,8 @@ func waitHTTP(ctx context.Context, t *testing.T, url string, want int, exited <-
 		}
 		select {
 		case <-tick.C:
-		case e := <-exited:
-			t.Fatalf("%s exited while waiting for %s: %v", e.name, url, e.err)
+		case err := <-exited:
+			t.Fatalf("the worker exited while waiting for %s: %v", url, err)
 		case <-ctx.Done():
 			t.Fatalf("%s never answered %d (last: %s)", url, want, last)
 		}
@@ -198,28 +199,33 @@ func TestWorkerLocalRanks(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := freePorts(t, 2)
-	procs := &children{}
-	defer procs.stop(io.Discard)
 	logs := &syncBuffer{}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker := exec.Command(self, "worker", "--role", "unified", "--group", "u-0", "--tp", "2", "--local-ranks", "2",
+		"--etcd-endpoints", endpoints, "--model", dir, "--model-name", "tiny", "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", base),
+		"--threads", "2", "--kv-cache-mb", "16")
+	worker.Stdout, worker.Stderr = logs, logs
+	if err := worker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- worker.Wait() }()
 	defer func() {
+		_ = worker.Process.Kill()
 		if t.Failed() {
 			t.Logf("worker logs:\n%s", logs)
 		}
 	}()
-	err = procs.start("u-0", []string{"worker", "--role", "unified", "--group", "u-0", "--tp", "2", "--local-ranks", "2",
-		"--etcd-endpoints", endpoints, "--model", dir, "--model-name", "tiny", "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", base),
-		"--threads", "2", "--kv-cache-mb", "16"}, logs)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for i := range 2 {
-		waitHTTP(ctx, t, fmt.Sprintf("http://127.0.0.1:%d/readyz", base+i), http.StatusOK, procs.exited)
-		waitHTTP(ctx, t, fmt.Sprintf("http://127.0.0.1:%d/livez", base+i), http.StatusOK, procs.exited)
+		waitHTTP(ctx, t, fmt.Sprintf("http://127.0.0.1:%d/readyz", base+i), http.StatusOK, exited)
+		waitHTTP(ctx, t, fmt.Sprintf("http://127.0.0.1:%d/livez", base+i), http.StatusOK, exited)
 	}
-	waitHTTP(ctx, t, "http://"+rc.httpAddr+"/readyz", http.StatusOK, procs.exited)
+	waitHTTP(ctx, t, "http://"+rc.httpAddr+"/readyz", http.StatusOK, exited)
 
-	parent := procs.procs[0].Process.Pid
-	ranks := childrenOf(t, parent)
+	ranks := childrenOf(t, worker.Process.Pid)
 	if len(ranks) != 2 {
 		t.Fatalf("the parent runs %d rank processes, want 2", len(ranks))
 	}
@@ -227,8 +233,8 @@ func TestWorkerLocalRanks(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case e := <-procs.exited:
-		if e.err == nil {
+	case err := <-exited:
+		if err == nil {
 			t.Fatal("the parent exited cleanly after a rank was killed: the pod would not restart")
 		}
 	case <-ctx.Done():

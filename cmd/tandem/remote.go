@@ -74,7 +74,7 @@ func runRemoteGenerate(cmd *cobra.Command, f *generateFlags, prompt string) erro
 			res.Logprobs = append(res.Logprobs, remoteLogprob(lp))
 		}
 		if fr := msg.GetFinishReason(); fr != tandemv1.FinishReason_FINISH_REASON_UNSPECIFIED {
-			res.FinishReason = finishName(fr)
+			res.FinishReason = fr.Name()
 			if fr == tandemv1.FinishReason_FINISH_REASON_ERROR {
 				return fmt.Errorf("request %s failed: %s", res.RequestID, msg.GetErrorMessage())
 			}
@@ -111,18 +111,4 @@ func remoteLogprob(lp *tandemv1.TokenLogprobs) tokenLogprobJS {
 		j.TopLogprobs = append(j.TopLogprobs, tokenLogprobJS{Token: t.GetTokenId(), Text: t.GetText(), Logprob: t.GetLogprob()})
 	}
 	return j
-}
-
-func finishName(fr tandemv1.FinishReason) string {
-	switch fr {
-	case tandemv1.FinishReason_FINISH_REASON_STOP:
-		return "stop"
-	case tandemv1.FinishReason_FINISH_REASON_LENGTH:
-		return "length"
-	case tandemv1.FinishReason_FINISH_REASON_ABORT:
-		return "abort"
-	case tandemv1.FinishReason_FINISH_REASON_TIMEOUT:
-		return "timeout"
-	}
-	return "error"
 }

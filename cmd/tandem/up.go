@@ -5,21 +5,23 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
 	"github.com/tandemllm/tandem/model"
+	"github.com/tandemllm/tandem/netshape"
+	"github.com/tandemllm/tandem/worker/supervisor"
 )
 
 // upFlags are the flags of `tandem up`.
@@ -36,19 +38,61 @@ type upFlags struct {
 	unifiedGroups int
 	readyTimeout  time.Duration
 	dataDir       string
+	etcdMembers   int
+	link          string
 	engine        engineFlags
 	backend       backendFlags
+	restart       restartFlags
+}
+
+// restartFlags set how `tandem up` restarts a group whose rank died.
+type restartFlags struct {
+	backoff, maxBackoff, window time.Duration
+	limit                       int
+}
+
+func (f *restartFlags) register(fl *pflag.FlagSet) {
+	fl.DurationVar(&f.backoff, "restart-backoff", 500*time.Millisecond, "delay before restarting a group whose rank died; doubles with each quick crash in a row")
+	fl.DurationVar(&f.maxBackoff, "restart-max-backoff", 30*time.Second, "longest delay before a restart")
+	fl.DurationVar(&f.window, "crash-loop-window", 30*time.Second, "a group that dies within this long of its start crashed quickly; one that ran longer resets the count and the backoff")
+	fl.IntVar(&f.limit, "crash-loop-limit", 5, "quick crashes in a row after which a group is left down (negative: never restart)")
+}
+
+// options are the supervisor's options for these flags.
+func (f *restartFlags) options(cli *clientv3.Client, out io.Writer) supervisor.Options {
+	limit := f.limit
+	if limit == 0 {
+		limit = -1 // no quick crash allowed: the first death leaves the group down
+	}
+	return supervisor.Options{
+		Output: out, Etcd: cli, Backoff: f.backoff, MaxBackoff: f.maxBackoff,
+		CrashLoopWindow: f.window, CrashLoopLimit: limit,
+	}
 }
 
 // groupSpec is one worker group `tandem up` starts.
 type groupSpec struct {
-	name, role string
-	tp         int
+	name string
+	role cluster.Role
+	tp   int
+}
+
+// supervised is the group as its supervisor runs it: rank r of
+// incarnation i runs `tandem worker` with the group's flags and common.
+func (g groupSpec) supervised(common []string) supervisor.Group {
+	ranks := make([]int, g.tp)
+	for r := range ranks {
+		ranks[r] = r
+	}
+	return supervisor.Group{Name: g.name, Ranks: ranks, Args: func(rank, inc int) []string {
+		return append([]string{"worker", "--role", string(g.role), "--group", g.name, "--tp", strconv.Itoa(g.tp),
+			"--rank", strconv.Itoa(rank), "--incarnation", strconv.Itoa(inc)}, common...)
+	}}
 }
 
 func (f *upFlags) groups() ([]groupSpec, error) {
 	var gs []groupSpec
-	add := func(role string, n, tp int, nFlag, tpFlag string) error {
+	add := func(role cluster.Role, n, tp int, nFlag, tpFlag string) error {
 		if n < 0 {
 			return fmt.Errorf("%s %d: must be >= 0", nFlag, n)
 		}
@@ -94,7 +138,12 @@ coordinator (gRPC and OpenAI-compatible HTTP APIs) in this process, and one
 worker process per rank. The default is disaggregated serving on the CPU with
 one prefill group of TP 2 and one decode group of TP 2, running the "tiny"
 preset (created in the cache directory on first use). --mode unified --tp N
-runs colocated groups instead. Ctrl-C or SIGTERM stops every process.`,
+runs colocated groups instead. A group whose rank dies is restarted as a
+whole, with backoff, until it crashes --crash-loop-limit times in a row.
+Ctrl-C or SIGTERM stops every process. --link PROFILE puts each worker
+process in its own network namespace, linked through a bridge shaped to
+the profile (eth-25g, ib-400g, ...), so allreduces and KV transfers cross
+a link with a real bandwidth limit.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd, &f) },
 	}
@@ -111,8 +160,11 @@ runs colocated groups instead. Ctrl-C or SIGTERM stops every process.`,
 	fl.IntVar(&f.unifiedGroups, "groups", 1, "number of unified groups (--mode unified)")
 	fl.DurationVar(&f.readyTimeout, "ready-timeout", 5*time.Minute, "how long to wait for every group to be ready")
 	fl.StringVar(&f.dataDir, "data-dir", "", "etcd data directory (default: a temporary directory, removed on exit)")
+	fl.IntVar(&f.etcdMembers, "etcd-members", 1, "embedded etcd members; with 3 or more, losing one interrupts nothing (every process gets all their endpoints)")
+	fl.StringVar(&f.link, "link", "", linkHelp)
 	f.engine.register(cmd)
 	f.backend.register(fl)
+	f.restart.register(fl)
 	return cmd
 }
 
@@ -122,6 +174,15 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	specs, err := f.groups()
 	if err != nil {
 		return err
+	}
+	if f.etcdMembers < 1 {
+		return fmt.Errorf("--etcd-members %d: must be >= 1", f.etcdMembers)
+	}
+	var link netshape.Profile
+	if f.link != "" {
+		if link, err = checkLink(f.link); err != nil {
+			return err
+		}
 	}
 	presetName := f.preset
 	if f.modelDir != "" {
@@ -155,8 +216,18 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		}
 		defer os.RemoveAll(etcdDir)
 	}
+	var nw *netshape.Network
+	var etcdOpts cluster.EmbeddedOptions
+	if f.link != "" {
+		if nw, err = startLink(ctx, link, ranks, errOut); err != nil {
+			return err
+		}
+		defer nw.Close()
+		etcdOpts.ClientAddr = nw.HostAddr() + ":0" // the workers reach it over their links
+	}
 	fmt.Fprintln(errOut, "starting etcd ...")
-	etcd, err := cluster.StartEmbedded(ctx, etcdDir, cluster.EmbeddedOptions{})
+	etcdOpts.Members = f.etcdMembers
+	etcd, err := cluster.StartEmbedded(ctx, etcdDir, etcdOpts)
 	if err != nil {
 		return err
 	}
@@ -174,21 +245,28 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	}
 	defer rc.stop()
 
-	procs := &children{}
-	defer procs.stop(errOut)
-	for _, g := range specs {
-		for r := range g.tp {
-			args := []string{"worker", "--role", g.role, "--group", g.name, "--tp", strconv.Itoa(g.tp), "--rank", strconv.Itoa(r),
-				"--etcd-endpoints", endpoints, "--model", dir, "--model-name", name,
-				"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels, "--device", f.backend.device,
-				"--max-batch-tokens", strconv.Itoa(f.engine.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.engine.kvCacheMB),
-				"--otlp-endpoint", f.coord.otlpEndpoint}
-			if err := procs.start(fmt.Sprintf("%s/%d", g.name, r), args, errOut); err != nil {
+	common := []string{"--etcd-endpoints", endpoints, "--model", dir, "--model-name", name,
+		"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels, "--device", f.backend.device,
+		"--otlp-endpoint", f.coord.otlpEndpoint}
+	common = append(common, f.engine.args()...)
+	groups := make([]supervisor.Group, len(specs))
+	opts := f.restart.options(cli, errOut)
+	node := 0 // each rank of each group has a node of the --link network
+	for i, g := range specs {
+		groups[i] = g.supervised(common)
+		if nw != nil {
+			if err := inLink(nw, &opts, &groups[i], node); err != nil {
 				return err
 			}
+			node += g.tp
 		}
 	}
-	if err := waitGroupsReady(ctx, cli, specs, f.readyTimeout, procs, errOut); err != nil {
+	sup, err := supervisor.Start(ctx, opts, groups...)
+	if err != nil {
+		return err
+	}
+	defer sup.Stop()
+	if err := waitGroupsReady(ctx, cli, specs, f.readyTimeout, sup, errOut); err != nil {
 		if ctx.Err() != nil {
 			fmt.Fprintln(errOut, "stopping ...")
 			return nil // interrupted before the cluster was up
@@ -198,20 +276,26 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	fmt.Fprintf(out, "tandem is up: model %s, %d groups, %d worker processes, etcd %s\n", name, len(specs), ranks, endpoints)
 	rc.printEndpoints(out)
 	fmt.Fprintln(out, "Ctrl-C stops the cluster.")
-	select {
-	case <-ctx.Done():
-		fmt.Fprintln(errOut, "stopping ...")
-		return nil
-	case err := <-rc.errs:
-		return err
-	case exit := <-procs.exited:
-		return fmt.Errorf("worker %s exited: %v", exit.name, exit.err)
+	for down := 0; ; {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(errOut, "stopping ...")
+			return nil
+		case err := <-rc.errs:
+			return err
+		case d := <-sup.Down():
+			slog.Error("worker group left down; the others go on serving", "group", d.Group, "err", d.Err)
+			if down++; down == len(specs) {
+				return errors.New("every worker group is down")
+			}
+		}
 	}
 }
 
 // waitGroupsReady waits until every group has all its ranks registered,
-// printing progress as they come; a worker exiting meanwhile is an error.
-func waitGroupsReady(ctx context.Context, cli *clientv3.Client, specs []groupSpec, timeout time.Duration, procs *children, w io.Writer) error {
+// printing progress as they come; a group left down meanwhile (it crashed
+// too often) is an error.
+func waitGroupsReady(ctx context.Context, cli *clientv3.Client, specs []groupSpec, timeout time.Duration, sup *supervisor.Supervisor, w io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	m, err := cluster.WatchMembership(ctx, cli)
@@ -244,73 +328,13 @@ func waitGroupsReady(ctx context.Context, cli *clientv3.Client, specs []groupSpe
 		}
 		select {
 		case <-changed:
-		case exit := <-procs.exited:
-			return fmt.Errorf("worker %s exited before its group was ready: %v", exit.name, exit.err)
+		case d := <-sup.Down():
+			return fmt.Errorf("group %s is down before it was ready: %w", d.Group, d.Err)
 		case <-ctx.Done():
 			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return ctx.Err() // interrupted
 			}
 			return fmt.Errorf("groups not ready after %v: %s", timeout, strings.Join(missing, ", "))
-		}
-	}
-}
-
-// children are the worker processes of `tandem up`.
-type children struct {
-	procs  []*exec.Cmd
-	names  []string
-	exited chan childExit
-	waits  []chan struct{}
-}
-
-type childExit struct {
-	name string
-	err  error
-}
-
-// start runs `tandem ARGS`; the child gets SIGTERM if this process dies,
-// so none outlives it.
-func (c *children) start(name string, args []string, stderr io.Writer) error {
-	if c.exited == nil {
-		c.exited = make(chan childExit, 64)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	p := exec.Command(self, args...)
-	p.Stdout, p.Stderr = stderr, stderr
-	p.SysProcAttr = childAttr()
-	if err := p.Start(); err != nil {
-		return fmt.Errorf("starting worker %s: %w", name, err)
-	}
-	done := make(chan struct{})
-	c.procs, c.names, c.waits = append(c.procs, p), append(c.names, name), append(c.waits, done)
-	go func() {
-		err := p.Wait()
-		close(done)
-		select {
-		case c.exited <- childExit{name, err}:
-		default:
-		}
-	}()
-	return nil
-}
-
-// stop sends SIGTERM to every child, waits for them (10 s), then kills
-// what is left.
-func (c *children) stop(w io.Writer) {
-	for _, p := range c.procs {
-		_ = p.Process.Signal(syscall.SIGTERM)
-	}
-	deadline := time.After(10 * time.Second)
-	for i, done := range c.waits {
-		select {
-		case <-done:
-		case <-deadline:
-			fmt.Fprintf(w, "worker %s did not stop; killing it\n", c.names[i])
-			_ = c.procs[i].Process.Kill()
-			<-done
 		}
 	}
 }

@@ -3,9 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,71 +18,118 @@ import (
 )
 
 // TestUp runs `tandem up` as a user does (here with unified TP-2 groups
-// and free ports), sends a request to the endpoint it prints, then stops
+// and a three-member etcd, and with disaggregated groups; free ports), sends a request to the endpoint it prints, then stops
 // it as Ctrl-C would: it returns only after every worker process exited.
 func TestUp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts worker processes")
 	}
-	for _, mode := range [][]string{{"--mode", "unified", "--tp", "2"}, {"--prefill-tp", "1", "--decode-tp", "2"}} {
+	for _, mode := range [][]string{{"--mode", "unified", "--tp", "2", "--etcd-members", "3"}, {"--prefill-tp", "1", "--decode-tp", "2"}} {
 		t.Run(strings.Join(mode, " "), func(t *testing.T) {
-			ctx, cancel := context.WithCancel(t.Context())
-			defer cancel()
-			out, w := io.Pipe()
-			cmd := newRootCmd()
-			cmd.SetOut(w)
-			cmd.SetErr(io.Discard)
-			cmd.SetArgs(append([]string{"up", "--preset", "tiny", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--threads", "1"}, mode...))
-			done := make(chan error, 1)
-			go func() {
-				done <- cmd.ExecuteContext(ctx)
-				w.Close()
-			}()
-			addr := make(chan string, 1)
-			go func() {
-				sc := bufio.NewScanner(out)
-				for sc.Scan() {
-					if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == "gRPC" {
-						addr <- f[1]
-					}
-				}
-			}()
-			var grpcAddr string
-			select {
-			case grpcAddr = <-addr:
-			case err := <-done:
-				t.Fatalf("tandem up ended before serving: %v", err)
-			case <-time.After(2 * time.Minute):
-				t.Fatal("tandem up printed no gRPC endpoint")
-			}
-			conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			stream, err := tandemv1.NewGenerationClient(conn).Generate(ctx, &tandemv1.GenerateRequest{
-				Prompt: &tandemv1.GenerateRequest_Text{Text: "Hello"}, Sampling: greedyParams(5),
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			g, err := collectStream(stream)
-			if err != nil || len(g.tokens) != 5 {
-				t.Fatalf("request through tandem up: %d tokens, %v", len(g.tokens), err)
-			}
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Fatalf("tandem up: %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Fatal("tandem up did not stop within 30 s of the interrupt")
+			u := startUp(t, append([]string{"--preset", "tiny", "--threads", "1"}, mode...)...)
+			u.generateHello(t)
+			if err := u.stop(); err != nil {
+				t.Fatalf("tandem up: %v", err)
 			}
 			if kids := childProcesses(t); len(kids) > 0 {
 				t.Fatalf("processes left behind: %v", kids)
 			}
 		})
+	}
+}
+
+// upRun is `tandem up` running in this process; its workers are this test
+// binary (see TestMain).
+type upRun struct {
+	grpcAddr string
+	stdout   []string // the lines up to the gRPC endpoint's
+	logs     *syncBuffer
+	cancel   context.CancelFunc
+	done     chan error
+	once     sync.Once
+	err      error
+}
+
+// startUp runs `tandem up ARGS` on free ports and waits until it prints
+// its gRPC endpoint; the test's end stops it, as Ctrl-C would.
+func startUp(t *testing.T, args ...string) *upRun {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	out, w := io.Pipe()
+	u := &upRun{logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	cmd := newRootCmd()
+	cmd.SetOut(w)
+	cmd.SetErr(u.logs)
+	cmd.SetArgs(append([]string{"up", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, args...))
+	go func() {
+		u.done <- cmd.ExecuteContext(ctx)
+		w.Close()
+	}()
+	lines := make(chan []string, 1)
+	go func() {
+		var seen []string
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			seen = append(seen, sc.Text())
+			if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == "gRPC" {
+				lines <- seen
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		if err := u.stop(); err != nil || t.Failed() {
+			t.Logf("tandem up: %v; its log:\n%s", err, u.logs.String())
+		}
+	})
+	select {
+	case u.stdout = <-lines:
+		u.grpcAddr = strings.Fields(u.stdout[len(u.stdout)-1])[1]
+	case err := <-u.done:
+		u.done <- err
+		t.Fatalf("tandem up ended before serving: %v\n%s", err, u.logs.String())
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("tandem up printed no gRPC endpoint\n%s", u.logs.String())
+	}
+	return u
+}
+
+// stop interrupts tandem up and returns what it returned; it fails if
+// up takes more than 30 s to stop.
+func (u *upRun) stop() error {
+	u.once.Do(func() {
+		u.cancel()
+		select {
+		case u.err = <-u.done:
+		case <-time.After(30 * time.Second):
+			u.err = errors.New("tandem up did not stop within 30 s of the interrupt")
+		}
+	})
+	return u.err
+}
+
+// client dials the cluster's coordinator.
+func (u *upRun) client(t *testing.T) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(u.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// generateHello sends one short request and expects its 5 tokens.
+func (u *upRun) generateHello(t *testing.T) {
+	t.Helper()
+	stream, err := tandemv1.NewGenerationClient(u.client(t)).Generate(t.Context(), &tandemv1.GenerateRequest{
+		Prompt: &tandemv1.GenerateRequest_Text{Text: "Hello"}, Sampling: greedyParams(5),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := collectStream(stream)
+	if err != nil || len(g.tokens) != 5 {
+		t.Fatalf("request through tandem up: %d tokens, %v", len(g.tokens), err)
 	}
 }
 

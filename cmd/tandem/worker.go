@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,10 +34,14 @@ import (
 // groupFlags place a process in a tensor-parallel group.
 type groupFlags struct {
 	tp, rank      int
+	incarnation   int
 	group         string
 	etcdEndpoints string
 	listen        string
 	joinTimeout   time.Duration
+	// listenIn, when set, makes the collective's listener through it (in
+	// another network namespace: --link).
+	listenIn func(func() error) error
 }
 
 // validate checks the flags; a process that joins a group itself
@@ -47,6 +52,8 @@ func (g *groupFlags) validate(joins bool) error {
 		return fmt.Errorf("--tp %d: must be >= 1", g.tp)
 	case g.rank < 0 || g.rank >= g.tp:
 		return fmt.Errorf("--rank %d: must be in 0..%d for --tp %d", g.rank, g.tp-1, g.tp)
+	case g.incarnation < 0:
+		return fmt.Errorf("--incarnation %d: must be >= 0", g.incarnation)
 	case joins && g.tp > 1 && g.group == "":
 		return errors.New("--group is required with --tp > 1")
 	case joins && g.tp > 1 && g.etcdEndpoints == "":
@@ -92,7 +99,8 @@ whole group has).`,
 // workerFlags are the flags of `tandem worker`.
 type workerFlags struct {
 	g           groupFlags
-	role        string
+	roleFlag    string
+	role        cluster.Role // parsed from roleFlag
 	model       servedModel
 	grpcAddr    string
 	advertise   string
@@ -107,7 +115,7 @@ type workerFlags struct {
 func (f *workerFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	f.g.register(cmd)
-	fl.StringVar(&f.role, "role", "", "what the group does: prefill, decode or unified")
+	fl.StringVar(&f.roleFlag, "role", "", "what the group does: prefill, decode or unified")
 	f.model.register(fl, "model directory")
 	fl.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:0", "listen address of this rank's gRPC server")
 	fl.StringVar(&f.advertise, "advertise-addr", "", "address other processes dial to reach --grpc-addr (default: the address listened on); its host is also advertised for a --listen on all interfaces")
@@ -121,11 +129,11 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 
 // validate checks the flags and sets g.rank to this process's first rank.
 func (f *workerFlags) validate() error {
-	switch f.role {
-	case cluster.RolePrefill, cluster.RoleDecode, cluster.RoleUnified:
-	default:
-		return fmt.Errorf("--role %q: must be prefill, decode or unified", f.role)
+	role, err := cluster.ParseRole(f.roleFlag)
+	if err != nil {
+		return fmt.Errorf("--role: %w", err)
 	}
+	f.role = role
 	if f.g.etcdEndpoints == "" {
 		return errors.New("--etcd-endpoints is required: workers register in etcd")
 	}
@@ -192,7 +200,7 @@ func runWorker(cmd *cobra.Command, f *workerFlags) error {
 	node, _ := os.Hostname()
 	tel, err := telemetry.Setup(ctx, telemetry.Options{
 		Endpoint: f.otlp, ServiceName: "tandem-worker",
-		Attributes: []attribute.KeyValue{telemetry.Group(f.g.group), telemetry.Rank(f.g.rank), telemetry.Role(f.role), attribute.String("host.name", node)},
+		Attributes: []attribute.KeyValue{telemetry.Group(f.g.group), telemetry.Rank(f.g.rank), telemetry.Role(string(f.role)), attribute.String("host.name", node)},
 	})
 	if err != nil {
 		ln.Close()
@@ -202,7 +210,7 @@ func runWorker(cmd *cobra.Command, f *workerFlags) error {
 	opts := f.eng.options()
 	opts.Comm = comm
 	wopts := worker.Options{
-		Role: f.role, Group: f.g.group, ModelName: modelName, Model: m, Engine: opts,
+		Role: f.role, Group: f.g.group, Incarnation: f.g.incarnation, ModelName: modelName, Model: m, Engine: opts,
 		Listener: ln, AdvertiseAddr: f.advertise, Etcd: cli, Registerer: reg, Telemetry: tel,
 		OnReady: probes.setReady,
 	}
@@ -272,7 +280,7 @@ func defaultModelName(dir, preset string) string {
 }
 
 func dialEtcd(endpoints string) (*clientv3.Client, error) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(endpoints, ","), DialTimeout: 10 * time.Second})
+	cli, err := cluster.Dial(strings.Split(endpoints, ","))
 	if err != nil {
 		return nil, fmt.Errorf("--etcd-endpoints %q: %w", endpoints, err)
 	}
@@ -284,6 +292,7 @@ func (g *groupFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&g.tp, "tp", 1, "tensor-parallel degree of the group")
 	fl.IntVar(&g.rank, "rank", 0, "this process's rank in the group")
 	fl.StringVar(&g.group, "group", "", "group name, shared by all its ranks")
+	fl.IntVar(&g.incarnation, "incarnation", 0, "the group's start count, raised by its supervisor at each restart: ranks meet only ranks of the same incarnation")
 	fl.StringVar(&g.etcdEndpoints, "etcd-endpoints", "", "comma-separated etcd client URLs")
 	fl.StringVar(&g.listen, "listen", "127.0.0.1:0", "address of this rank's collective endpoint")
 	fl.DurationVar(&g.joinTimeout, "join-timeout", time.Minute, "how long to wait for the group's other ranks")
@@ -293,38 +302,99 @@ func (g *groupFlags) register(cmd *cobra.Command) {
 type engineFlags struct {
 	maxBatchTokens int
 	kvCacheMB      int
+	kvCacheDType   kvDTypeFlag
+	noPrefixCache  bool
 }
 
 func (f *engineFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.IntVar(&f.maxBatchTokens, "max-batch-tokens", 512, "rows per step, also the prefill chunk size")
 	fl.IntVar(&f.kvCacheMB, "kv-cache-mb", 512, "KV cache memory budget in MiB")
+	f.kvCacheDType = kvDTypeFlag(engine.KVAuto)
+	fl.Var(&f.kvCacheDType, "kv-cache-dtype", "KV cache element type: auto (the weights' dtype on the CPU, f16 weights giving fp32; bf16 on CUDA), fp32 or bf16")
+	fl.BoolVar(&f.noPrefixCache, "no-prefix-caching", false, "turn the prefix cache off: compute every prompt from scratch and keep no KV block after its request")
 }
 
 func (f *engineFlags) options() engine.Options {
-	return engine.Options{MaxBatchTokens: f.maxBatchTokens, KVCacheBytes: int64(f.kvCacheMB) << 20}
+	return engine.Options{MaxBatchTokens: f.maxBatchTokens, KVCacheBytes: int64(f.kvCacheMB) << 20,
+		KVCacheDType: engine.KVCacheDType(f.kvCacheDType), DisablePrefixCaching: f.noPrefixCache}
+}
+
+// args are the flags that give a child `tandem worker` these options.
+func (f *engineFlags) args() []string {
+	args := []string{"--max-batch-tokens", strconv.Itoa(f.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.kvCacheMB),
+		"--kv-cache-dtype", f.kvCacheDType.String()}
+	if f.noPrefixCache {
+		args = append(args, "--no-prefix-caching")
+	}
+	return args
+}
+
+// kvDTypeFlag is --kv-cache-dtype: a bad value is refused when the flag is
+// parsed, with the flag's name.
+type kvDTypeFlag engine.KVCacheDType
+
+func (v *kvDTypeFlag) String() string { return string(*v) }
+func (v *kvDTypeFlag) Type() string   { return "auto|fp32|bf16" }
+func (v *kvDTypeFlag) Set(s string) error {
+	d, err := engine.ParseKVCacheDType(s)
+	if err != nil {
+		return errors.New("want auto, fp32 or bf16")
+	}
+	*v = kvDTypeFlag(d)
+	return nil
 }
 
 // joinGroup connects this rank to its group's ring through an etcd
-// rendezvous.
+// rendezvous. The rank's entry lives on a lease kept alive only while it
+// joins and revoked once its ring is connected (every rank that dials it
+// has read it by then), so a restarted group finds no stale address even
+// where its incarnation stays 0 (a Kubernetes restart): a rank that dies
+// while joining leaves its entry for a lease TTL at most.
 func joinGroup(ctx context.Context, g *groupFlags) (nccl.Communicator, error) {
 	cli, err := dialEtcd(g.etcdEndpoints)
 	if err != nil {
 		return nil, err
 	}
 	defer cli.Close()
-	ln, err := ring.Listen(g.listen)
+	var ln *ring.Listener
+	listen := func() (err error) {
+		ln, err = ring.Listen(g.listen)
+		return err
+	}
+	if g.listenIn != nil {
+		err = g.listenIn(listen)
+	} else {
+		err = listen()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("--listen %q: %w", g.listen, err)
 	}
 	jctx, cancel := context.WithTimeout(ctx, g.joinTimeout)
 	defer cancel()
-	addrs, err := cluster.Rendezvous(jctx, cli, cluster.Member{Group: g.group, Size: g.tp, Rank: g.rank, Value: ln.Addr()})
+	lease, err := cli.Grant(jctx, int64(cluster.DefaultMemberTTL/time.Second))
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("a lease for the rendezvous of %s: %w", g.group, err)
+	}
+	defer func() {
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer rcancel()
+		_, _ = cli.Revoke(rctx, lease.ID) // failing that, it expires
+	}()
+	if _, err := cli.KeepAlive(jctx, lease.ID); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("keeping the rendezvous lease of %s: %w", g.group, err)
+	}
+	addrs, err := cluster.Rendezvous(jctx, cli, cluster.Member{Group: g.group, Size: g.tp, Rank: g.rank, Value: ln.Addr(),
+		Incarnation: g.incarnation, Lease: lease.ID})
 	if err != nil {
 		ln.Close()
 		return nil, err
 	}
-	return ring.Connect(jctx, ln, g.rank, addrs, ring.Options{})
+	// The incarnation is part of the ring's group id, so a rank of a dead
+	// incarnation that still dials is refused at the handshake.
+	return ring.Connect(jctx, ln, g.rank, addrs, ring.Options{Group: fmt.Sprintf("%s#%d", g.group, g.incarnation)})
 }
 
 // openShard joins the group (when TP > 1) and loads this rank's shard of
