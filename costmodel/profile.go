@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/tandemllm/tandem/netshape"
 )
 
 // Errors callers branch on.
@@ -80,6 +82,9 @@ type Link struct {
 	Class       string  `json:"class"`
 	Bandwidth   float64 `json:"bandwidth"`
 	Latency     float64 `json:"latency"`
+	// Netshape: bandwidth and latency are netshape's profile of the same
+	// name, the figures `tandem up --link` shapes the link to.
+	Netshape bool `json:"netshape,omitempty"`
 }
 
 //go:embed data/*.yaml
@@ -96,6 +101,16 @@ func Hardwares() []Hardware {
 func Links() []Link {
 	var ls []Link
 	mustLoad("data/links.yaml", &ls)
+	for i, l := range ls {
+		if !l.Netshape {
+			continue
+		}
+		p, err := netshape.Lookup(l.Name)
+		if err != nil {
+			panic(fmt.Sprintf("costmodel: link %s: %v", l.Name, err))
+		}
+		ls[i].Bandwidth, ls[i].Latency = p.BytesPerSecond(), p.Latency.Seconds()
+	}
 	return ls
 }
 

@@ -243,10 +243,10 @@ func (s *sim) send(r *request) {
 	s.inFlight++
 	r.sent = s.now
 	if s.opts.Deployment.Mode == ModeUnified {
-		r.pre = pickUnified(s.byRole[roleUnified])
+		r.pre = pickUnified(open(s.byRole[roleUnified], r.Input, true))
 	} else {
-		r.pre = pickPrefill(s.byRole[rolePrefill])
-		r.dec = pickDecode(s.byRole[roleDecode])
+		r.pre = pickPrefill(open(s.byRole[rolePrefill], r.Input, false))
+		r.dec = pickDecode(open(s.byRole[roleDecode], r.Input, true))
 		r.dec.promised += r.pre.e.blocksFor(r.Input)
 	}
 	r.pre.inbound++
@@ -459,8 +459,9 @@ func (s *sim) complete(r *request) {
 	}
 }
 
-// pickUnified is the coordinator's: fewest running and waiting, then most
-// free KV blocks, then the first.
+// pickUnified is the coordinator's for prompts no group holds a prefix
+// of (its score then ranks by load alone): fewest running and waiting,
+// then most free KV blocks, then the first.
 func pickUnified(gs []*group) *group {
 	return pick(gs, func(a, b *group) bool {
 		la, lb := a.load(), b.load()
@@ -498,6 +499,28 @@ func pickDecode(gs []*group) *group {
 }
 
 func (g *group) load() int { return len(g.e.running) + len(g.e.waiting) + g.inbound }
+
+// maxRequests is the coordinator's --group-max-requests default: a group
+// with this many requests in flight is skipped while another is not.
+const maxRequests = 256
+
+// open are the groups the coordinator does not skip as at their limit
+// (coordinator/score.go): too many requests in flight or, for a group
+// that will hold the request's KV, too few free blocks for the prompt
+// and one token; all of them when every one is.
+func open(gs []*group, prompt int, holdsKV bool) []*group {
+	var out []*group
+	for _, g := range gs {
+		if g.load() >= maxRequests || holdsKV && g.e.free-g.promised < g.e.blocksFor(prompt+1) {
+			continue
+		}
+		out = append(out, g)
+	}
+	if len(out) == 0 {
+		return gs
+	}
+	return out
+}
 
 // pick returns the first group no other beats.
 func pick(gs []*group, better func(a, b *group) bool) *group {
