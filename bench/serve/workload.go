@@ -16,28 +16,28 @@ import (
 // defaults (percentiles default to 50,90,95,99 and every latency metric
 // is reported).
 type Workload struct {
-	DatasetName      string  `json:"dataset_name"`
-	DatasetPath      string  `json:"dataset_path,omitempty"`
-	NumPrompts       int     `json:"num_prompts"`
-	RandomInputLen   int     `json:"random_input_len"`
-	RandomOutputLen  int     `json:"random_output_len"`
-	RandomRangeRatio float64 `json:"random_range_ratio"`
+	DatasetName       string   `json:"dataset_name"`
+	DatasetPath       string   `json:"dataset_path,omitempty"`
+	NumPrompts        int      `json:"num_prompts"`
+	RandomInputLen    int      `json:"random_input_len"`
+	RandomOutputLen   int      `json:"random_output_len"`
+	RandomRangeRatio  float64  `json:"random_range_ratio"`
+	ShareGPTOutputLen int      `json:"sharegpt_output_len,omitempty"`
+	JSONLOutputLen    int      `json:"jsonl_output_len,omitempty"`
+	Seed              uint64   `json:"seed"`
+	IgnoreEOS         bool     `json:"ignore_eos"`
+	NumWarmups        int      `json:"num_warmups"`
+	RequestRate       string   `json:"request_rate"`              // comma list: a sweep
+	MaxConcurrency    string   `json:"max_concurrency,omitempty"` // comma list: a sweep
+	Burstiness        float64  `json:"burstiness"`
+	MetricPercentiles string   `json:"metric_percentiles"`
+	PercentileMetrics string   `json:"percentile_metrics"`
+	Goodput           []string `json:"goodput,omitempty"` // KEY:MS pairs
 	// The prefix_repetition dataset's shape (vllm bench serve's names).
-	PrefixRepetitionPrefixLen   int      `json:"prefix_repetition_prefix_len,omitempty"`
-	PrefixRepetitionSuffixLen   int      `json:"prefix_repetition_suffix_len,omitempty"`
-	PrefixRepetitionNumPrefixes int      `json:"prefix_repetition_num_prefixes,omitempty"`
-	PrefixRepetitionOutputLen   int      `json:"prefix_repetition_output_len,omitempty"`
-	ShareGPTOutputLen           int      `json:"sharegpt_output_len,omitempty"`
-	JSONLOutputLen              int      `json:"jsonl_output_len,omitempty"`
-	Seed                        uint64   `json:"seed"`
-	IgnoreEOS                   bool     `json:"ignore_eos"`
-	NumWarmups                  int      `json:"num_warmups"`
-	RequestRate                 string   `json:"request_rate"`              // comma list: a sweep
-	MaxConcurrency              string   `json:"max_concurrency,omitempty"` // comma list: a sweep
-	Burstiness                  float64  `json:"burstiness"`
-	MetricPercentiles           string   `json:"metric_percentiles"`
-	PercentileMetrics           string   `json:"percentile_metrics"`
-	Goodput                     []string `json:"goodput,omitempty"` // KEY:MS pairs
+	PrefixRepetitionPrefixLen   int `json:"prefix_repetition_prefix_len,omitempty"`
+	PrefixRepetitionSuffixLen   int `json:"prefix_repetition_suffix_len,omitempty"`
+	PrefixRepetitionNumPrefixes int `json:"prefix_repetition_num_prefixes,omitempty"`
+	PrefixRepetitionOutputLen   int `json:"prefix_repetition_output_len,omitempty"`
 }
 
 // DefaultWorkload is the flags' defaults.
