@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -85,6 +86,16 @@ type clusterOptions struct {
 	// (`tandem coordinator`), which a test can kill, instead of in the
 	// test's process.
 	coordinatorProcess bool
+	// maxInFlight and queueTimeout are the coordinator's --max-in-flight
+	// (default 256) and --queue-timeout (default none).
+	maxInFlight  int
+	queueTimeout time.Duration
+}
+
+// coordinatorFlags are the flags of the cluster's coordinator.
+func (o clusterOptions) coordinatorFlags() *coordinatorFlags {
+	return &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: cmp.Or(o.maxInFlight, 256),
+		queueTimeout: o.queueTimeout, migrationLimit: 3, migrationTimeout: 30 * time.Second, otlpEndpoint: o.otlp}
 }
 
 // startCluster starts etcd, a coordinator and the groups' workers, and
@@ -116,10 +127,9 @@ func startClusterWith(t testing.TB, presetName string, specs []groupSpec, opts c
 	tc.cli = cli
 	var grpcAddr string
 	if opts.coordinatorProcess {
-		tc.coordProc, grpcAddr = tc.startCoordinatorProcess(t)
+		tc.coordProc, grpcAddr = tc.startCoordinatorProcess(t, opts.coordinatorFlags())
 	} else {
-		rc, err := startCoordinator(context.WithoutCancel(ctx), &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: 256,
-			migrationLimit: 3, migrationTimeout: 30 * time.Second, otlpEndpoint: opts.otlp}, cli, dir, presetName)
+		rc, err := startCoordinator(context.WithoutCancel(ctx), opts.coordinatorFlags(), cli, dir, presetName)
 		if err != nil {
 			t.Fatal(err)
 		}

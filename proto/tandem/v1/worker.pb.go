@@ -14,6 +14,7 @@ package tandemv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -97,7 +98,11 @@ type PrefillRequest struct {
 	Destination *KVDestination `protobuf:"bytes,4,opt,name=destination,proto3" json:"destination,omitempty"`
 	// The transfer attempt, from 1; a retried prefill of the same request
 	// uses the next number so its KV chunks cannot mix with an earlier try's.
-	Attempt       uint32 `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Attempt uint32 `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// How long the request may wait in the group's queue, from the call's
+	// receipt, before its first step; unset: no limit. Past it the group
+	// drops the request and answers RESOURCE_EXHAUSTED.
+	QueueTimeout  *durationpb.Duration `protobuf:"bytes,6,opt,name=queue_timeout,json=queueTimeout,proto3" json:"queue_timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -165,6 +170,13 @@ func (x *PrefillRequest) GetAttempt() uint32 {
 		return x.Attempt
 	}
 	return 0
+}
+
+func (x *PrefillRequest) GetQueueTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.QueueTimeout
+	}
+	return nil
 }
 
 // KVDestination names the decode group that will continue a request and
@@ -676,7 +688,11 @@ type WorkerGenerateRequest struct {
 	// The prompt, already tokenized; not empty.
 	PromptTokenIds []int32 `protobuf:"varint,2,rep,packed,name=prompt_token_ids,json=promptTokenIds,proto3" json:"prompt_token_ids,omitempty"`
 	// Sampling parameters of the request.
-	Sampling      *SamplingParams `protobuf:"bytes,3,opt,name=sampling,proto3" json:"sampling,omitempty"`
+	Sampling *SamplingParams `protobuf:"bytes,3,opt,name=sampling,proto3" json:"sampling,omitempty"`
+	// How long the request may wait in the group's queue, from the call's
+	// receipt, before its first step; unset: no limit. Past it the group
+	// drops the request and ends the stream with RESOURCE_EXHAUSTED.
+	QueueTimeout  *durationpb.Duration `protobuf:"bytes,4,opt,name=queue_timeout,json=queueTimeout,proto3" json:"queue_timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -728,6 +744,13 @@ func (x *WorkerGenerateRequest) GetPromptTokenIds() []int32 {
 func (x *WorkerGenerateRequest) GetSampling() *SamplingParams {
 	if x != nil {
 		return x.Sampling
+	}
+	return nil
+}
+
+func (x *WorkerGenerateRequest) GetQueueTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.QueueTimeout
 	}
 	return nil
 }
@@ -1922,14 +1945,15 @@ var File_tandem_v1_worker_proto protoreflect.FileDescriptor
 
 const file_tandem_v1_worker_proto_rawDesc = "" +
 	"\n" +
-	"\x16tandem/v1/worker.proto\x12\ttandem.v1\x1a\x16tandem/v1/common.proto\x1a\x15tandem/v1/trace.proto\"\xe6\x01\n" +
+	"\x16tandem/v1/worker.proto\x12\ttandem.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x16tandem/v1/common.proto\x1a\x15tandem/v1/trace.proto\"\xa6\x02\n" +
 	"\x0ePrefillRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12(\n" +
 	"\x10prompt_token_ids\x18\x02 \x03(\x05R\x0epromptTokenIds\x125\n" +
 	"\bsampling\x18\x03 \x01(\v2\x19.tandem.v1.SamplingParamsR\bsampling\x12:\n" +
 	"\vdestination\x18\x04 \x01(\v2\x18.tandem.v1.KVDestinationR\vdestination\x12\x18\n" +
-	"\aattempt\x18\x05 \x01(\rR\aattempt\"\\\n" +
+	"\aattempt\x18\x05 \x01(\rR\aattempt\x12>\n" +
+	"\rqueue_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\fqueueTimeout\"\\\n" +
 	"\rKVDestination\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x0e\n" +
 	"\x02tp\x18\x02 \x01(\x05R\x02tp\x12%\n" +
@@ -1975,12 +1999,13 @@ const file_tandem_v1_worker_proto_rawDesc = "" +
 	"\x05usage\x18\a \x01(\v2\x10.tandem.v1.UsageR\x05usage\x12#\n" +
 	"\rerror_message\x18\b \x01(\tR\ferrorMessage\x12\x1c\n" +
 	"\n" +
-	"kv_wait_us\x18\t \x01(\x03R\bkvWaitUs\"\x97\x01\n" +
+	"kv_wait_us\x18\t \x01(\x03R\bkvWaitUs\"\xd7\x01\n" +
 	"\x15WorkerGenerateRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12(\n" +
 	"\x10prompt_token_ids\x18\x02 \x03(\x05R\x0epromptTokenIds\x125\n" +
-	"\bsampling\x18\x03 \x01(\v2\x19.tandem.v1.SamplingParamsR\bsampling\"\xdb\x02\n" +
+	"\bsampling\x18\x03 \x01(\v2\x19.tandem.v1.SamplingParamsR\bsampling\x12>\n" +
+	"\rqueue_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\fqueueTimeout\"\xdb\x02\n" +
 	"\x16WorkerGenerateResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1b\n" +
@@ -2134,67 +2159,70 @@ var file_tandem_v1_worker_proto_goTypes = []any{
 	(*DropKVRequest)(nil),          // 23: tandem.v1.DropKVRequest
 	(*DropKVResponse)(nil),         // 24: tandem.v1.DropKVResponse
 	(*SamplingParams)(nil),         // 25: tandem.v1.SamplingParams
-	(*TokenLogprobs)(nil),          // 26: tandem.v1.TokenLogprobs
-	(*TokenTiming)(nil),            // 27: tandem.v1.TokenTiming
-	(FinishReason)(0),              // 28: tandem.v1.FinishReason
-	(*Usage)(nil),                  // 29: tandem.v1.Usage
-	(Role)(0),                      // 30: tandem.v1.Role
-	(*StepTrace)(nil),              // 31: tandem.v1.StepTrace
-	(*KVTransferTrace)(nil),        // 32: tandem.v1.KVTransferTrace
+	(*durationpb.Duration)(nil),    // 26: google.protobuf.Duration
+	(*TokenLogprobs)(nil),          // 27: tandem.v1.TokenLogprobs
+	(*TokenTiming)(nil),            // 28: tandem.v1.TokenTiming
+	(FinishReason)(0),              // 29: tandem.v1.FinishReason
+	(*Usage)(nil),                  // 30: tandem.v1.Usage
+	(Role)(0),                      // 31: tandem.v1.Role
+	(*StepTrace)(nil),              // 32: tandem.v1.StepTrace
+	(*KVTransferTrace)(nil),        // 33: tandem.v1.KVTransferTrace
 }
 var file_tandem_v1_worker_proto_depIdxs = []int32{
 	25, // 0: tandem.v1.PrefillRequest.sampling:type_name -> tandem.v1.SamplingParams
 	2,  // 1: tandem.v1.PrefillRequest.destination:type_name -> tandem.v1.KVDestination
-	26, // 2: tandem.v1.PrefillResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
-	27, // 3: tandem.v1.PrefillResponse.timing:type_name -> tandem.v1.TokenTiming
-	4,  // 4: tandem.v1.PrefillResponse.kv:type_name -> tandem.v1.KVHandle
-	28, // 5: tandem.v1.PrefillResponse.finish_reason:type_name -> tandem.v1.FinishReason
-	0,  // 6: tandem.v1.KVHandle.dtype:type_name -> tandem.v1.DataType
-	25, // 7: tandem.v1.DecodeRequest.sampling:type_name -> tandem.v1.SamplingParams
-	4,  // 8: tandem.v1.DecodeRequest.kv:type_name -> tandem.v1.KVHandle
-	27, // 9: tandem.v1.DecodeResponse.timings:type_name -> tandem.v1.TokenTiming
-	26, // 10: tandem.v1.DecodeResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
-	28, // 11: tandem.v1.DecodeResponse.finish_reason:type_name -> tandem.v1.FinishReason
-	29, // 12: tandem.v1.DecodeResponse.usage:type_name -> tandem.v1.Usage
-	25, // 13: tandem.v1.WorkerGenerateRequest.sampling:type_name -> tandem.v1.SamplingParams
-	27, // 14: tandem.v1.WorkerGenerateResponse.timings:type_name -> tandem.v1.TokenTiming
-	26, // 15: tandem.v1.WorkerGenerateResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
-	28, // 16: tandem.v1.WorkerGenerateResponse.finish_reason:type_name -> tandem.v1.FinishReason
-	29, // 17: tandem.v1.WorkerGenerateResponse.usage:type_name -> tandem.v1.Usage
-	30, // 18: tandem.v1.StatsResponse.role:type_name -> tandem.v1.Role
-	0,  // 19: tandem.v1.KVChunk.dtype:type_name -> tandem.v1.DataType
-	31, // 20: tandem.v1.StepsResponse.steps:type_name -> tandem.v1.StepTrace
-	32, // 21: tandem.v1.StepsResponse.kv_transfers:type_name -> tandem.v1.KVTransferTrace
-	4,  // 22: tandem.v1.SendKVRequest.kv:type_name -> tandem.v1.KVHandle
-	2,  // 23: tandem.v1.SendKVRequest.destination:type_name -> tandem.v1.KVDestination
-	4,  // 24: tandem.v1.LoadKVRequest.kv:type_name -> tandem.v1.KVHandle
-	1,  // 25: tandem.v1.Worker.Prefill:input_type -> tandem.v1.PrefillRequest
-	5,  // 26: tandem.v1.Worker.Decode:input_type -> tandem.v1.DecodeRequest
-	7,  // 27: tandem.v1.Worker.Generate:input_type -> tandem.v1.WorkerGenerateRequest
-	9,  // 28: tandem.v1.Worker.Abort:input_type -> tandem.v1.AbortRequest
-	11, // 29: tandem.v1.Worker.Stats:input_type -> tandem.v1.StatsRequest
-	13, // 30: tandem.v1.KVTransfer.Push:input_type -> tandem.v1.KVChunk
-	19, // 31: tandem.v1.Rank.SendKV:input_type -> tandem.v1.SendKVRequest
-	21, // 32: tandem.v1.Rank.LoadKV:input_type -> tandem.v1.LoadKVRequest
-	23, // 33: tandem.v1.Rank.DropKV:input_type -> tandem.v1.DropKVRequest
-	15, // 34: tandem.v1.Rank.Steps:input_type -> tandem.v1.StepsRequest
-	17, // 35: tandem.v1.Rank.Clock:input_type -> tandem.v1.ClockRequest
-	3,  // 36: tandem.v1.Worker.Prefill:output_type -> tandem.v1.PrefillResponse
-	6,  // 37: tandem.v1.Worker.Decode:output_type -> tandem.v1.DecodeResponse
-	8,  // 38: tandem.v1.Worker.Generate:output_type -> tandem.v1.WorkerGenerateResponse
-	10, // 39: tandem.v1.Worker.Abort:output_type -> tandem.v1.AbortResponse
-	12, // 40: tandem.v1.Worker.Stats:output_type -> tandem.v1.StatsResponse
-	14, // 41: tandem.v1.KVTransfer.Push:output_type -> tandem.v1.KVAck
-	20, // 42: tandem.v1.Rank.SendKV:output_type -> tandem.v1.SendKVResponse
-	22, // 43: tandem.v1.Rank.LoadKV:output_type -> tandem.v1.LoadKVResponse
-	24, // 44: tandem.v1.Rank.DropKV:output_type -> tandem.v1.DropKVResponse
-	16, // 45: tandem.v1.Rank.Steps:output_type -> tandem.v1.StepsResponse
-	18, // 46: tandem.v1.Rank.Clock:output_type -> tandem.v1.ClockResponse
-	36, // [36:47] is the sub-list for method output_type
-	25, // [25:36] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	26, // 2: tandem.v1.PrefillRequest.queue_timeout:type_name -> google.protobuf.Duration
+	27, // 3: tandem.v1.PrefillResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
+	28, // 4: tandem.v1.PrefillResponse.timing:type_name -> tandem.v1.TokenTiming
+	4,  // 5: tandem.v1.PrefillResponse.kv:type_name -> tandem.v1.KVHandle
+	29, // 6: tandem.v1.PrefillResponse.finish_reason:type_name -> tandem.v1.FinishReason
+	0,  // 7: tandem.v1.KVHandle.dtype:type_name -> tandem.v1.DataType
+	25, // 8: tandem.v1.DecodeRequest.sampling:type_name -> tandem.v1.SamplingParams
+	4,  // 9: tandem.v1.DecodeRequest.kv:type_name -> tandem.v1.KVHandle
+	28, // 10: tandem.v1.DecodeResponse.timings:type_name -> tandem.v1.TokenTiming
+	27, // 11: tandem.v1.DecodeResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
+	29, // 12: tandem.v1.DecodeResponse.finish_reason:type_name -> tandem.v1.FinishReason
+	30, // 13: tandem.v1.DecodeResponse.usage:type_name -> tandem.v1.Usage
+	25, // 14: tandem.v1.WorkerGenerateRequest.sampling:type_name -> tandem.v1.SamplingParams
+	26, // 15: tandem.v1.WorkerGenerateRequest.queue_timeout:type_name -> google.protobuf.Duration
+	28, // 16: tandem.v1.WorkerGenerateResponse.timings:type_name -> tandem.v1.TokenTiming
+	27, // 17: tandem.v1.WorkerGenerateResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
+	29, // 18: tandem.v1.WorkerGenerateResponse.finish_reason:type_name -> tandem.v1.FinishReason
+	30, // 19: tandem.v1.WorkerGenerateResponse.usage:type_name -> tandem.v1.Usage
+	31, // 20: tandem.v1.StatsResponse.role:type_name -> tandem.v1.Role
+	0,  // 21: tandem.v1.KVChunk.dtype:type_name -> tandem.v1.DataType
+	32, // 22: tandem.v1.StepsResponse.steps:type_name -> tandem.v1.StepTrace
+	33, // 23: tandem.v1.StepsResponse.kv_transfers:type_name -> tandem.v1.KVTransferTrace
+	4,  // 24: tandem.v1.SendKVRequest.kv:type_name -> tandem.v1.KVHandle
+	2,  // 25: tandem.v1.SendKVRequest.destination:type_name -> tandem.v1.KVDestination
+	4,  // 26: tandem.v1.LoadKVRequest.kv:type_name -> tandem.v1.KVHandle
+	1,  // 27: tandem.v1.Worker.Prefill:input_type -> tandem.v1.PrefillRequest
+	5,  // 28: tandem.v1.Worker.Decode:input_type -> tandem.v1.DecodeRequest
+	7,  // 29: tandem.v1.Worker.Generate:input_type -> tandem.v1.WorkerGenerateRequest
+	9,  // 30: tandem.v1.Worker.Abort:input_type -> tandem.v1.AbortRequest
+	11, // 31: tandem.v1.Worker.Stats:input_type -> tandem.v1.StatsRequest
+	13, // 32: tandem.v1.KVTransfer.Push:input_type -> tandem.v1.KVChunk
+	19, // 33: tandem.v1.Rank.SendKV:input_type -> tandem.v1.SendKVRequest
+	21, // 34: tandem.v1.Rank.LoadKV:input_type -> tandem.v1.LoadKVRequest
+	23, // 35: tandem.v1.Rank.DropKV:input_type -> tandem.v1.DropKVRequest
+	15, // 36: tandem.v1.Rank.Steps:input_type -> tandem.v1.StepsRequest
+	17, // 37: tandem.v1.Rank.Clock:input_type -> tandem.v1.ClockRequest
+	3,  // 38: tandem.v1.Worker.Prefill:output_type -> tandem.v1.PrefillResponse
+	6,  // 39: tandem.v1.Worker.Decode:output_type -> tandem.v1.DecodeResponse
+	8,  // 40: tandem.v1.Worker.Generate:output_type -> tandem.v1.WorkerGenerateResponse
+	10, // 41: tandem.v1.Worker.Abort:output_type -> tandem.v1.AbortResponse
+	12, // 42: tandem.v1.Worker.Stats:output_type -> tandem.v1.StatsResponse
+	14, // 43: tandem.v1.KVTransfer.Push:output_type -> tandem.v1.KVAck
+	20, // 44: tandem.v1.Rank.SendKV:output_type -> tandem.v1.SendKVResponse
+	22, // 45: tandem.v1.Rank.LoadKV:output_type -> tandem.v1.LoadKVResponse
+	24, // 46: tandem.v1.Rank.DropKV:output_type -> tandem.v1.DropKVResponse
+	16, // 47: tandem.v1.Rank.Steps:output_type -> tandem.v1.StepsResponse
+	18, // 48: tandem.v1.Rank.Clock:output_type -> tandem.v1.ClockResponse
+	38, // [38:49] is the sub-list for method output_type
+	27, // [27:38] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_worker_proto_init() }
