@@ -15,7 +15,7 @@ func waitAvailable(t *testing.T, r *Registered, m *Membership, want bool) {
 	t.Helper()
 	deadline := time.After(30 * time.Second)
 	for {
-		ok, _, changed := r.Available()
+		ok, changed, _ := r.Available()
 		mok, _ := m.Available()
 		if ok == want && mok == want {
 			return
@@ -93,7 +93,7 @@ func waitAvailableFor(t *testing.T, r *Registered, d time.Duration) {
 	t.Helper()
 	end := time.After(d)
 	for {
-		ok, _, changed := r.Available()
+		ok, changed, _ := r.Available()
 		if ok {
 			t.Fatal("etcd came back by itself")
 		}

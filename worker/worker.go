@@ -281,7 +281,7 @@ var serverKeepalive = []grpc.ServerOption{
 // stops only when another process holds its rank.
 func (w *Worker) watchRegistration(ctx context.Context, reg *cluster.Registered, wm *metrics.Worker, stop context.CancelFunc) {
 	for {
-		ok, _, changed := reg.Available()
+		ok, changed, _ := reg.Available()
 		wm.EtcdAvailable(ok)
 		select {
 		case <-ctx.Done():
@@ -293,7 +293,7 @@ func (w *Worker) watchRegistration(ctx context.Context, reg *cluster.Registered,
 			}
 			return
 		case <-changed:
-			if now, why, _ := reg.Available(); now {
+			if now, _, why := reg.Available(); now {
 				w.log.Info("etcd answers again; the rank's registration is kept alive")
 			} else {
 				w.log.Warn("etcd does not answer; serving on, registered as before", "err", why)
