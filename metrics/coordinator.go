@@ -206,6 +206,10 @@ func (m *Coordinator) RequestStarted(queue time.Duration) {
 // allocation the first time).
 func (m *Coordinator) Rejected(reason string) {
 	m.waiting.Dec()
+	m.countRejected(reason)
+}
+
+func (m *Coordinator) countRejected(reason string) {
 	if i := rejectIndex(reason); i >= 0 {
 		m.reject[i].Inc()
 		return
@@ -217,11 +221,7 @@ func (m *Coordinator) Rejected(reason string) {
 // token (RejectOverloaded): it counts as rejected, not finished.
 func (m *Coordinator) Refused(reason string) {
 	m.running.Dec()
-	if i := rejectIndex(reason); i >= 0 {
-		m.reject[i].Inc()
-		return
-	}
-	m.rejected.WithLabelValues(reason).Inc()
+	m.countRejected(reason)
 }
 
 // FirstToken records a request's time to first token, from its arrival.

@@ -199,7 +199,7 @@ func TestCoordinatorKilledStrandsNoKV(t *testing.T) {
 			prompts[i][j] = int32((i*131 + j*17) % 50000)
 		}
 	}
-	results, progressed := tc.startStreams(ctx, prompts, greedyParams(1800), 2)
+	results, progressed := tc.startStreams(ctx, prompts, func(int) *tandemv1.SamplingParams { return greedyParams(1800) }, 2)
 	waitProgress(t, progressed, len(prompts))
 	held := 0
 	for _, g := range []string{"decode-0", "decode-1"} {
