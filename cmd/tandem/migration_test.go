@@ -207,17 +207,34 @@ func checkStreams(t *testing.T, prompts [][]int32, got []streamed, want []expect
 }
 
 // migrations returns each request's migrations from the coordinator's
-// traces.
+// traces, and logs the longest the client waited for a token across one:
+// the time from the last token before it to the first after.
 func (tc *testCluster) migrations(t *testing.T, ids []string) map[string][]*tandemv1.Migration {
 	t.Helper()
 	traces := tandemv1.NewTracesClient(tc.conn)
 	out := map[string][]*tandemv1.Migration{}
+	var stall, find time.Duration
 	for _, id := range ids {
 		resp, err := traces.GetTrace(t.Context(), &tandemv1.GetTraceRequest{RequestId: id})
 		if err != nil {
 			t.Fatal(err)
 		}
-		out[id] = resp.GetTrace().GetMigrations()
+		tr := resp.GetTrace()
+		out[id] = tr.GetMigrations()
+		toks := tr.GetTokens()
+		for _, m := range tr.GetMigrations() {
+			find = max(find, time.Duration(m.GetResumedUnixNanos()-m.GetUnixNanos()))
+			if k := int(m.GetTokensBefore()); k < len(toks) {
+				before := tr.GetArrivalUnixNanos()
+				if k > 0 {
+					before = toks[k-1].GetUnixNanos()
+				}
+				stall = max(stall, time.Duration(toks[k].GetUnixNanos()-before))
+			}
+		}
+	}
+	if find > 0 {
+		t.Logf("migrations: at most %v from a failure to the new groups' call, %v between the tokens either side", find, stall)
 	}
 	return out
 }
