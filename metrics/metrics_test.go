@@ -48,6 +48,7 @@ func coordinatorFamilies() []family {
 		{"tandem:request_success_total", dto.MetricType_COUNTER, []string{"finished_reason", "model_name"}},
 		{"tandem:request_rejected_total", dto.MetricType_COUNTER, []string{"model_name", "reason"}},
 		{"tandem:request_migrations_total", dto.MetricType_COUNTER, []string{"model_name", "reason"}},
+		{"tandem:routed_prefix_tokens_total", dto.MetricType_COUNTER, l},
 	}
 }
 
@@ -71,6 +72,10 @@ func workerFamilies() []family {
 		{"tandem:kv_transfer_bytes_total", dto.MetricType_COUNTER, plus("direction")},
 		{"tandem:kv_transfers_total", dto.MetricType_COUNTER, plus("direction")},
 		{"tandem:kv_transfer_prompt_tokens_total", dto.MetricType_COUNTER, plus("direction")},
+		{"tandem:prefix_cache_queries_total", dto.MetricType_COUNTER, l},
+		{"tandem:prefix_cache_hits_total", dto.MetricType_COUNTER, l},
+		{"tandem:prefix_cache_hit_rate", dto.MetricType_GAUGE, l},
+		{"tandem:prefix_cache_blocks", dto.MetricType_GAUGE, l},
 		{"tandem:gpu_utilization_perc", dto.MetricType_GAUGE, plus("gpu")},
 		{"tandem:gpu_memory_used_bytes", dto.MetricType_GAUGE, plus("gpu")},
 		{"tandem:gpu_power_watts", dto.MetricType_GAUGE, plus("gpu")},

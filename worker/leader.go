@@ -60,6 +60,7 @@ type leader struct {
 	ranks []rankAPI
 
 	metrics *metrics.Worker
+	events  *kvEvents
 	loadMu  sync.Mutex
 	load    groupLoad
 	tracer  trace.Tracer
@@ -203,18 +204,23 @@ func queueDeadline(recv time.Time, d *durationpb.Duration) (time.Time, error) {
 // loop so Stats need not wait for a long step to end.
 type groupLoad struct {
 	free, total, running, waiting, pendingPrefill int
+	prefix                                        engine.PrefixStats
 }
 
 // publishLoad runs on the loop once per turn (so once per step): it
-// updates the load Stats reports and the group's load metrics.
+// updates the load Stats reports and the group's load metrics, and
+// publishes the prefix cache's events.
 func (l *leader) publishLoad() {
 	free, total := l.e.KVBlocks()
 	ld := l.e.Load()
+	ps := l.e.PrefixStats()
 	l.loadMu.Lock()
-	l.load = groupLoad{free: free, total: total, running: ld.Running, waiting: ld.Waiting, pendingPrefill: ld.PendingPrefillTokens}
+	l.load = groupLoad{free: free, total: total, running: ld.Running, waiting: ld.Waiting, pendingPrefill: ld.PendingPrefillTokens, prefix: ps}
 	l.loadMu.Unlock()
 	l.metrics.Requests(ld.Running, ld.Waiting)
 	l.metrics.KVCache(free, total)
+	l.metrics.PrefixCache(ps.Queries, ps.Hits, ps.CachedBlocks)
+	l.events.publish(l.e.TakeKVEvents())
 }
 
 func (l *leader) failAll() {
@@ -346,6 +352,9 @@ func (l *leader) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 	if err := checkDestination(req.GetDestination()); err != nil {
 		return nil, err
 	}
+	if skip := req.GetDestination().GetSkipTokens(); skip < 0 || int(skip) >= len(req.GetPromptTokenIds()) {
+		return nil, status.Errorf(codes.InvalidArgument, "destination.skip_tokens %d: must be in [0, %d), the prompt's length", skip, len(req.GetPromptTokenIds()))
+	}
 	params, err := samplingParams(req.GetSampling())
 	if err != nil {
 		return nil, err
@@ -358,6 +367,7 @@ func (l *leader) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 		RequestId: id, Attempt: max(req.GetAttempt(), 1), SourceGroup: l.w.opts.Group,
 		SourceTp: int32(l.e.Model().Plan().TP), NumTokens: int32(len(req.GetPromptTokenIds())),
 		NumLayers: int32(cfg.Layers), Dtype: kvWireDType(l.e.KVCacheDType()),
+		SkipTokens: req.GetDestination().GetSkipTokens(),
 	}
 	queueBy, err := queueDeadline(recv, req.GetQueueTimeout())
 	if err != nil {
@@ -525,7 +535,7 @@ func (l *leader) Decode(req *tandemv1.DecodeRequest, stream tandemv1.Worker_Deco
 	if params.MaxTokens < 2 {
 		return status.Errorf(codes.InvalidArgument, "sampling.max_tokens %d: a decode needs at least 2 (the first token came from prefill)", params.MaxTokens)
 	}
-	loaded, err := l.receiveKV(ctx, id, req.GetKv())
+	loaded, err := l.receiveKV(ctx, id, prompt, req.GetKv())
 	if err != nil {
 		return err
 	}
@@ -561,17 +571,20 @@ func (l *leader) Decode(req *tandemv1.DecodeRequest, stream tandemv1.Worker_Deco
 }
 
 // receiveKV reserves blocks for a request's KV and has every rank load its
-// share as it arrives. It reports false (recompute the prompt) when the
-// pool has no room or the transfer failed; errors are for the caller.
-func (l *leader) receiveKV(ctx context.Context, id string, kv *tandemv1.KVHandle) (bool, error) {
+// share as it arrives; the first kv.skip_tokens positions come from the
+// prefix cache. It reports false (recompute the prompt, from whatever
+// prefix is cached) when the pool has no room, the prefix to skip was
+// evicted or the transfer failed; errors are for the caller.
+func (l *leader) receiveKV(ctx context.Context, id string, prompt []int32, kv *tandemv1.KVHandle) (bool, error) {
 	var held engine.HeldKV
 	err := l.do(ctx, func(e *engine.Engine) error {
-		h, err := e.Reserve(id, int(kv.GetNumTokens()))
+		h, err := e.Reserve(id, prompt, int(kv.GetSkipTokens()))
 		held = h
 		return err
 	})
 	switch {
-	case errors.Is(err, engine.ErrOutOfBlocks):
+	case errors.Is(err, engine.ErrOutOfBlocks), errors.Is(err, engine.ErrPrefixEvicted):
+		l.w.log.Debug("not loading KV; recomputing the prompt", "request", id, "err", err)
 		l.dropKV(id)
 		return false, nil
 	case err != nil:
@@ -715,5 +728,7 @@ func (l *leader) Stats(context.Context, *tandemv1.StatsRequest) (*tandemv1.Stats
 		Group: l.w.opts.Group, Role: l.w.opts.Role.Proto(), Tp: int32(l.e.Model().Plan().TP), Model: l.w.opts.ModelName,
 		KvBlockSize: int32(l.e.BlockSize()), KvBlocksFree: int32(ld.free), KvBlocksTotal: int32(ld.total),
 		RunningRequests: int32(ld.running), WaitingRequests: int32(ld.waiting), PendingPrefillTokens: int64(ld.pendingPrefill),
+		PrefixCaching: !l.w.opts.Engine.DisablePrefixCaching, KvBlocksCached: int32(ld.prefix.CachedBlocks),
+		PrefixCacheQueries: ld.prefix.Queries, PrefixCacheHits: ld.prefix.Hits,
 	}, nil
 }

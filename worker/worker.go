@@ -155,6 +155,9 @@ func Run(ctx context.Context, opts Options) error {
 
 	var l *leader
 	eopts := opts.Engine
+	if eopts.ModelID == "" {
+		eopts.ModelID = opts.ModelName // what the coordinator hashes prompts with
+	}
 	rec := tracing.NewRecorder(opts.TraceSteps)
 	wm := metrics.NewWorker(opts.Registerer, metrics.WorkerLabels{Model: opts.ModelName, Group: opts.Group, Role: string(opts.Role), Rank: plan.Rank})
 	if opts.GPU != nil {
@@ -199,6 +202,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if l != nil {
 		l.e, l.metrics = e, wm
+		l.events = newKVEvents(opts.Group, e.BlockSize())
 		l.publishLoad()
 		l.tracer = opts.Telemetry.Tracer("github.com/tandemllm/tandem/worker")
 		l.spans = opts.Telemetry.Enabled()

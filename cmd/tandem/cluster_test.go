@@ -90,12 +90,22 @@ type clusterOptions struct {
 	// (default 256) and --queue-timeout (default none).
 	maxInFlight  int
 	queueTimeout time.Duration
+	// workerArgs are added to every worker's flags (a repeated flag's
+	// last value wins).
+	workerArgs []string
+	// coordinator, if set, changes the coordinator's flags.
+	coordinator func(*coordinatorFlags)
 }
 
 // coordinatorFlags are the flags of the cluster's coordinator.
 func (o clusterOptions) coordinatorFlags() *coordinatorFlags {
-	return &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: cmp.Or(o.maxInFlight, 256),
-		queueTimeout: o.queueTimeout, migrationLimit: 3, migrationTimeout: 30 * time.Second, otlpEndpoint: o.otlp}
+	cf := &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: cmp.Or(o.maxInFlight, 256),
+		queueTimeout: o.queueTimeout, migrationLimit: 3, migrationTimeout: 30 * time.Second, otlpEndpoint: o.otlp,
+		prefixWeight: 2, loadWeight: 1, maxRequests: 256}
+	if o.coordinator != nil {
+		o.coordinator(cf)
+	}
+	return cf
 }
 
 // startCluster starts etcd, a coordinator and the groups' workers, and
@@ -138,6 +148,7 @@ func startClusterWith(t testing.TB, presetName string, specs []groupSpec, opts c
 	}
 	common := []string{"--etcd-endpoints", tc.endpoints, "--model", dir, "--model-name", presetName, "--threads", "1",
 		"--kv-cache-mb", "16", "--max-batch-tokens", "256", "--otlp-endpoint", opts.otlp}
+	common = append(common, opts.workerArgs...)
 	groups := make([]supervisor.Group, len(specs))
 	for i, g := range specs {
 		groups[i] = g.supervised(common)
