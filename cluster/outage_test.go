@@ -53,7 +53,11 @@ func TestRegistrationOutlivesEtcdOutage(t *testing.T) {
 	m := watch(t, cli)
 	waitFor(t, m, "registration", func(gs map[string]Group) bool { return gs["g"].Ready() })
 
-	e.Close()
+	// A crash: a graceful stop would first let leases expire while it
+	// waits for clients to leave.
+	if err := e.StopMember(0); err != nil {
+		t.Fatal(err)
+	}
 	waitAvailable(t, r, m, false)
 	// Past the lease's TTL, the view and the registration are the same.
 	waitAvailableFor(t, r, 3*time.Second)
