@@ -49,6 +49,12 @@ type Options struct {
 	// StatsInterval is how often every ready group's Stats are polled for
 	// routing. Default 200ms.
 	StatsInterval time.Duration
+	// Routing weighs how much of a prompt a group holds in its prefix
+	// cache against its load (see "Routing" in the package doc).
+	Routing RoutingOptions
+	// DialOptions are added after the coordinator's own when it dials
+	// workers (interceptors, for instance).
+	DialOptions []grpc.DialOption
 	// Logger receives the coordinator's logs. Default slog.Default().
 	Logger *slog.Logger
 	// TraceHistory is how many recent requests are kept for traces
@@ -86,6 +92,7 @@ type Coordinator struct {
 	inflight map[string]struct{}
 	groups   map[string]*groupState
 	conns    map[string]*grpc.ClientConn // by worker address, shared by groups
+	index    *prefixIndex
 }
 
 // New loads the model's tokenizer and config.json, starts watching the
@@ -116,6 +123,7 @@ func New(ctx context.Context, opts Options) (*Coordinator, error) {
 	if opts.StatsInterval <= 0 {
 		opts.StatsInterval = 200 * time.Millisecond
 	}
+	opts.Routing.defaults()
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -150,6 +158,7 @@ func New(ctx context.Context, opts Options) (*Coordinator, error) {
 		clocks:   make(map[string]tracing.ClockEstimate),
 		groups:   make(map[string]*groupState),
 		conns:    make(map[string]*grpc.ClientConn),
+		index:    newPrefixIndex(),
 	}
 	c.sync(bg, members.Groups())
 	c.wg.Go(func() { c.watch(bg) })

@@ -57,7 +57,7 @@ func (c *Coordinator) generate(ctx context.Context, req *tandemv1.GenerateReques
 		return spanError(span, err)
 	}
 	defer release()
-	rt, err := c.pickRoute(len(p.prompt), nil, false)
+	rt, err := c.pickRoute(p.prompt, nil, false)
 	if err != nil {
 		c.metrics.Rejected(metrics.RejectUnavailable)
 		return spanError(span, err)
@@ -202,13 +202,14 @@ func (r *request) run(rt route) error {
 func (r *request) runAttempt(n int, rt route) error {
 	a := r.newAttempt(n, rt)
 	defer a.stopLeaves()
+	defer r.c.ended(rt)
 	if rt.whole != nil {
-		return r.runWhole(a, rt.whole)
+		return r.runWhole(a, rt.whole, rt.wholeSent)
 	}
 	return r.runDisaggregated(a, rt)
 }
 
-func (r *request) runWhole(a *attempt, g *groupState) error {
+func (r *request) runWhole(a *attempt, g *groupState, s *sent) error {
 	a.pending = []*groupState{g}
 	ctx, span := r.c.tracer.Start(a.ctx, "generate", trace.WithAttributes(telemetry.Group(g.name)))
 	defer span.End()
@@ -218,7 +219,14 @@ func (r *request) runWhole(a *attempt, g *groupState) error {
 	if err != nil {
 		return r.fail(a, g, err)
 	}
-	return relay(r, a, g, stream.Recv)
+	running := sync.OnceFunc(func() { r.c.running(s) })
+	return relay(r, a, g, func() (*tandemv1.WorkerGenerateResponse, error) {
+		m, err := stream.Recv()
+		if err == nil {
+			running()
+		}
+		return m, err
+	})
 }
 
 func (r *request) runDisaggregated(a *attempt, rt route) error {
@@ -266,7 +274,10 @@ func (r *request) runDisaggregated(a *attempt, rt route) error {
 	// way from the prefill group, which must not leave meanwhile: the
 	// decode group would wait out its KV timeout. After it, the prefill
 	// group has no part in the request any more.
-	prefillDone := sync.OnceFunc(func() { a.stopLeave(pre) })
+	prefillDone := sync.OnceFunc(func() {
+		a.stopLeave(pre)
+		r.c.running(rt.decodeSent)
+	})
 	return relay(r, a, dec, func() (*tandemv1.DecodeResponse, error) {
 		m, err := stream.Recv()
 		if err == nil {

@@ -148,7 +148,7 @@ func (r *request) migrate(f *groupFailure, next int) (route, error) {
 		// Every token was out; only the finish message was lost.
 		return route{}, r.finish(&tandemv1.GenerateResponse{}, tandemv1.FinishReason_FINISH_REASON_LENGTH, "")
 	}
-	rt, err := c.migrationRoute(r.ctx, len(r.p.prompt)+len(r.output), r.failed, r.firstFailure.Add(c.opts.MigrationTimeout))
+	rt, err := c.migrationRoute(r.ctx, append(slices.Clip(r.p.prompt), r.output...), r.failed, r.firstFailure.Add(c.opts.MigrationTimeout))
 	if err != nil {
 		if r.ctx.Err() != nil {
 			return route{}, r.ended()
@@ -174,15 +174,15 @@ func (r *request) migrate(f *groupFailure, next int) (route, error) {
 	return rt, nil
 }
 
-// migrationRoute picks groups for a migrated request of promptLen tokens,
+// migrationRoute picks groups for a migrated request whose prompt is now prompt,
 // none of them in failed: a prefill and a decode group, else a unified
 // group, else a decode group that recomputes the prompt. When none is
 // ready it looks again until deadline or ctx ends.
-func (c *Coordinator) migrationRoute(ctx context.Context, promptLen int, failed map[*groupState]bool, deadline time.Time) (route, error) {
+func (c *Coordinator) migrationRoute(ctx context.Context, prompt []int32, failed map[*groupState]bool, deadline time.Time) (route, error) {
 	t := time.NewTicker(migrationPoll)
 	defer t.Stop()
 	for {
-		rt, err := c.pickRoute(promptLen, failed, true)
+		rt, err := c.pickRoute(prompt, failed, true)
 		if err == nil {
 			return rt, nil
 		}

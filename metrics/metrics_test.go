@@ -48,6 +48,7 @@ func coordinatorFamilies() []family {
 		{"tandem:request_success_total", dto.MetricType_COUNTER, []string{"finished_reason", "model_name"}},
 		{"tandem:request_rejected_total", dto.MetricType_COUNTER, []string{"model_name", "reason"}},
 		{"tandem:request_migrations_total", dto.MetricType_COUNTER, []string{"model_name", "reason"}},
+		{"tandem:routed_prefix_tokens_total", dto.MetricType_COUNTER, l},
 	}
 }
 

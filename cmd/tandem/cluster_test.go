@@ -85,6 +85,11 @@ type clusterOptions struct {
 	// (`tandem coordinator`), which a test can kill, instead of in the
 	// test's process.
 	coordinatorProcess bool
+	// workerArgs are added to every worker's flags (a repeated flag's
+	// last value wins).
+	workerArgs []string
+	// coordinator, if set, changes the in-process coordinator's flags.
+	coordinator func(*coordinatorFlags)
 }
 
 // startCluster starts etcd, a coordinator and the groups' workers, and
@@ -118,8 +123,12 @@ func startClusterWith(t testing.TB, presetName string, specs []groupSpec, opts c
 	if opts.coordinatorProcess {
 		tc.coordProc, grpcAddr = tc.startCoordinatorProcess(t)
 	} else {
-		rc, err := startCoordinator(context.WithoutCancel(ctx), &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: 256,
-			migrationLimit: 3, migrationTimeout: 30 * time.Second, otlpEndpoint: opts.otlp}, cli, dir, presetName)
+		cf := &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: 256,
+			migrationLimit: 3, migrationTimeout: 30 * time.Second, otlpEndpoint: opts.otlp, prefixWeight: 2, loadWeight: 1, maxRequests: 256}
+		if opts.coordinator != nil {
+			opts.coordinator(cf)
+		}
+		rc, err := startCoordinator(context.WithoutCancel(ctx), cf, cli, dir, presetName)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,6 +137,7 @@ func startClusterWith(t testing.TB, presetName string, specs []groupSpec, opts c
 	}
 	common := []string{"--etcd-endpoints", tc.endpoints, "--model", dir, "--model-name", presetName, "--threads", "1",
 		"--kv-cache-mb", "16", "--max-batch-tokens", "256", "--otlp-endpoint", opts.otlp}
+	common = append(common, opts.workerArgs...)
 	groups := make([]supervisor.Group, len(specs))
 	for i, g := range specs {
 		groups[i] = g.supervised(common)
