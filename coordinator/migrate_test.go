@@ -51,7 +51,7 @@ func TestMigrate(t *testing.T) {
 			c.opts.MigrationLimit, c.opts.MigrationTimeout = 2, 100*time.Millisecond
 			c.metrics = metrics.NewCoordinator(prometheus.NewRegistry(), "m")
 			c.tracer = (*telemetry.Provider)(nil).Tracer("test")
-			c.closing.Store(tt.closing)
+			c.closing = tt.closing
 			r, sent := testRequest(t, m, &tandemv1.SamplingParams{MaxTokens: int32(tt.maxTokens)})
 			r.c = c
 			r.trace.id = "req"
