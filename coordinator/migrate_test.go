@@ -104,13 +104,16 @@ func TestMigrate(t *testing.T) {
 				telemetry.MigrationReasonKey: attribute.StringValue(metrics.MigrationUnavailable), telemetry.MigrationFromKey: attribute.StringValue("d1"),
 				telemetry.MigrationTokensKey: attribute.IntValue(tt.tokens), telemetry.MigrationAttemptKey: attribute.IntValue(2),
 			}
+			if span == nil {
+				t.Fatal("no migration span")
+			}
 			for _, kv := range span.Attributes() {
 				if v, ok := want[kv.Key]; ok && v == kv.Value {
 					delete(want, kv.Key)
 				}
 			}
-			if span == nil || len(want) > 0 {
-				t.Errorf("migration span %v lacks %v", span, want)
+			if len(want) > 0 {
+				t.Errorf("migration span %v lacks %v", span.Attributes(), want)
 			}
 			ms := r.trace.snapshot().GetMigrations()
 			if len(ms) != 1 || ms[0].FromGroup != "d1" || ms[0].DecodeGroup != dec || ms[0].TokensBefore != int32(tt.tokens) ||
