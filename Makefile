@@ -7,7 +7,7 @@ STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCHTIME     ?= 3x
 BIN           := .bin/tandem
 
-.PHONY: all build test vet lint bench fuzz generate verify-generate proto verify-proto chart-test chart-e2e image gpu-check-prep clean
+.PHONY: all build test vet lint bench fuzz chaos generate verify-generate proto verify-proto chart-test chart-e2e image gpu-check-prep clean
 
 all: build
 
@@ -70,6 +70,21 @@ image:
 BENCH_PKGS := ./compute/cpu/ ./engine/ ./nccl/ring/ ./kvtransfer/ ./tracing/ ./worker/ ./cmd/tandem/ ./netshape/
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) $(BENCH_PKGS)
+
+# chaos: the long run of the chaos suite (package chaos): a cluster of
+# real processes under CHAOS_REQUESTS requests at CHAOS_RATE per second
+# while CHAOS_FAULTS faults run one after another; it prints the report
+# (requests completed, failed by reason, hung, lost; KV blocks at the end;
+# time to recover per fault kind) and writes it as JSON to .bin/chaos/,
+# with every process's output. `make test` runs a short one.
+CHAOS_REQUESTS ?= 2000
+CHAOS_FAULTS   ?= 24
+CHAOS_RATE     ?= 8
+chaos:
+	@mkdir -p .bin/chaos
+	$(GO) test -count=1 -timeout 60m -run '^TestChaos$$' -v ./chaos -args \
+	  -chaos.requests $(CHAOS_REQUESTS) -chaos.faults $(CHAOS_FAULTS) -chaos.rate $(CHAOS_RATE) \
+	  -chaos.report $(CURDIR)/.bin/chaos/report.json -chaos.log $(CURDIR)/.bin/chaos/processes.log
 
 # fuzz: a short run of every fuzz target (FUZZTIME each). New interesting
 # inputs are minimized for FUZZMINIMIZETIME at most, so that the targets

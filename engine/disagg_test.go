@@ -58,14 +58,14 @@ func TestDisaggregatedEqualsUnified(t *testing.T) {
 					t.Fatalf("%s: held %+v, %v; want %d tokens", id, h, ok, len(p))
 				}
 				if loaded {
-					r, err := decode.Reserve(id, len(p))
+					r, err := decode.Reserve(id, p, 0)
 					if err != nil {
 						t.Fatal(err)
 					}
 					buf := make([]byte, 2*len(p)*heads*cfg.HeadDim*kvSize(prefill))
 					for l := range cfg.Layers {
-						prefill.ReadKV(l, h.Blocks, h.Tokens, 0, heads, buf)
-						decode.WriteKV(l, r.Blocks, r.Tokens, 0, heads, buf)
+						prefill.ReadKV(l, h.Blocks, 0, h.Tokens, 0, heads, buf)
+						decode.WriteKV(l, r.Blocks, 0, r.Tokens, 0, heads, buf)
 					}
 				}
 				if err := prefill.Release(id); err != nil {
@@ -107,7 +107,7 @@ func TestDisaggregationErrors(t *testing.T) {
 	m := testModel(t, "tiny", "f32", "auto")
 	e := testEngine(t, m, Options{})
 	p := testPrompt(4, m.Config().VocabSize, 3)
-	if _, err := e.Reserve("x", 4); err != nil {
+	if _, err := e.Reserve("x", p, 0); err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {
@@ -115,12 +115,15 @@ func TestDisaggregationErrors(t *testing.T) {
 		err  error
 		want error
 	}{
-		{"reserve twice", func() error { _, err := e.Reserve("x", 4); return err }(), ErrInvalidRequest},
+		{"reserve twice", func() error { _, err := e.Reserve("x", p, 0); return err }(), ErrInvalidRequest},
 		{"add over reserved id", e.Add(Request{ID: "x", Prompt: p, Params: greedy(2)}), ErrInvalidRequest},
 		{"prefilled without reservation", e.AddPrefilled(Request{ID: "y", Prompt: p, Params: greedy(2)}, 1, true), ErrInvalidRequest},
 		{"prefilled with one token left", e.AddPrefilled(Request{ID: "z", Prompt: p, Params: greedy(1)}, 1, false), ErrInvalidParams},
 		{"release unknown", e.Release("nope"), ErrNotFound},
-		{"reserve too much", func() error { _, err := e.Reserve("big", 1<<30); return err }(), ErrInvalidRequest},
+		{"reserve too much", func() error { _, err := e.Reserve("big", make([]int32, 1<<20), 0); return err }(), ErrInvalidRequest},
+		{"skip a partial block", func() error { _, err := e.Reserve("s", testPrompt(40, 100, 1), 8); return err }(), ErrInvalidRequest},
+		{"skip the last token's block", func() error { _, err := e.Reserve("s", testPrompt(32, 100, 1), 32); return err }(), ErrInvalidRequest},
+		{"skip what is not cached", func() error { _, err := e.Reserve("s", testPrompt(40, 100, 1), 16); return err }(), ErrPrefixEvicted},
 	}
 	for _, c := range cases {
 		if !errors.Is(c.err, c.want) {
@@ -164,7 +167,7 @@ func TestReadKVWhileLayersRun(t *testing.T) {
 					break
 				}
 				buf := make([]byte, 2*len(prompt)*heads*cfg.HeadDim*kvSize(e))
-				e.ReadKV(l, blocks, len(prompt), 0, heads, buf)
+				e.ReadKV(l, blocks, 0, len(prompt), 0, heads, buf)
 				out.layers = append(out.layers, buf)
 			}
 			got <- out
@@ -181,7 +184,7 @@ func TestReadKVWhileLayersRun(t *testing.T) {
 	h, _ := e.Held("p")
 	for l, early := range res.layers {
 		after := make([]byte, len(early))
-		e.ReadKV(l, h.Blocks, h.Tokens, 0, heads, after)
+		e.ReadKV(l, h.Blocks, 0, h.Tokens, 0, heads, after)
 		if !bytes.Equal(early, after) {
 			t.Fatalf("layer %d: KV read during the step differs from after it", l)
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tandemllm/tandem/blockhash"
 	"github.com/tandemllm/tandem/compute"
 	"github.com/tandemllm/tandem/nccl"
 )
@@ -47,6 +48,15 @@ type Options struct {
 	// BlockSize is the number of token slots per KV block (default
 	// DefaultBlockSize).
 	BlockSize int
+	// DisablePrefixCaching turns the prefix cache off (vLLM's
+	// --no-enable-prefix-caching): every prompt is computed from scratch
+	// and no block outlives its sequence. Default: on.
+	DisablePrefixCaching bool
+	// ModelID is the model's identity in the prefix cache's block hashes
+	// (see package blockhash): a router hashing prompts to find which group
+	// holds them must use the same (the worker passes the model name it
+	// serves and registers).
+	ModelID string
 	// KVCacheDType is the element type of the KV cache (default
 	// KVAuto: what the backend suits to the model's weights, see
 	// compute.Backend.AutoKVDType). Every rank of a group must use the
@@ -120,11 +130,16 @@ type sequence struct {
 	generated int
 	computed  int // tokens whose keys and values are in the cache
 	blocks    []int32
-	sampler   *sampler
-	stream    TextStream
-	text      strings.Builder
-	emitted   int // bytes of text already returned
-	lpScratch []int32
+	// hashes name the sequence's full blocks, as far as they have been
+	// needed; registered counts the leading blocks already offered to the
+	// prefix cache.
+	hashes     []blockhash.Hash
+	registered int
+	sampler    *sampler
+	stream     TextStream
+	text       strings.Builder
+	emitted    int // bytes of text already returned
+	lpScratch  []int32
 }
 
 // Engine runs one model on one backend with continuous batching: every
@@ -147,6 +162,7 @@ type Engine struct {
 	// planWords is the reusable encoding of a step plan (TP > 1).
 	planWords []int32
 	progress  progress
+	prefix    PrefixStats
 }
 
 // New makes an engine for m, allocating its KV cache on m's backend.
@@ -190,7 +206,7 @@ func New(m *Model, opts Options) (*Engine, error) {
 	}
 	e := &Engine{
 		m: m, opts: opts, kv: kv,
-		pool:    newBlockPool(int(blocks), opts.BlockSize),
+		pool:    newBlockPool(int(blocks), opts.BlockSize, !opts.DisablePrefixCaching),
 		scratch: newScratch(m.be, m, opts.MaxBatchTokens, opts.MaxSeqs),
 		byID:    map[string]*sequence{},
 		held:    map[string]HeldKV{},
@@ -203,7 +219,9 @@ func New(m *Model, opts Options) (*Engine, error) {
 // Model is the engine's model.
 func (e *Engine) Model() *Model { return e.m }
 
-// KVBlocks returns the free and total KV cache blocks.
+// KVBlocks returns the free and total KV cache blocks; free blocks
+// include those of the prefix cache nobody uses, which are evicted when
+// needed.
 func (e *Engine) KVBlocks() (free, total int) { return e.pool.Free(), e.pool.total }
 
 // KVCacheDType is the element type of the KV cache, resolved: KVFP32 or

@@ -66,7 +66,7 @@
 // gRPC costs several times raw TCP's CPU per byte (16 KiB HTTP/2 frames, a
 // copy into and out of its buffers), so Push sends over a plain TCP
 // connection by default. [Mux] tells the two apart by a connection's first
-// bytes: a Sender opens with a 32-byte hello that starts "TANDEMKV1\n"
+// bytes: a Sender opens with a 42-byte hello ([RawHello]) that starts "TANDEMKV1\n"
 // (anything else, such as the HTTP/2 client preface, goes to gRPC), and the
 // receiver answers "TANDEMKV1\n". All integers below are little-endian.
 //

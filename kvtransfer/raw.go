@@ -54,6 +54,15 @@ const (
 	rawRefusedFor = time.Minute
 )
 
+// RawHello is what a Sender writes first on a raw connection, and
+// RawPrefixBytes the length of each frame's prefix (a u32 header length
+// and a u32 payload length; see "Raw TCP" in the package doc): what a
+// proxy on the data plane (the chaos suite's) needs to find the frames.
+const (
+	RawHello       = rawHello
+	RawPrefixBytes = rawPrefixBytes
+)
+
 var (
 	// errRawRefused: the address does not speak the raw protocol.
 	errRawRefused   = errors.New("raw hello refused")

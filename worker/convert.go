@@ -99,6 +99,8 @@ func checkHandle(kv *tandemv1.KVHandle, prompt, layers int) error {
 		return status.Errorf(codes.InvalidArgument, "kv.num_tokens %d: the prompt has %d tokens", kv.GetNumTokens(), prompt)
 	case kv.GetNumLayers() != int32(layers):
 		return status.Errorf(codes.InvalidArgument, "kv.num_layers %d: the model has %d layers", kv.GetNumLayers(), layers)
+	case kv.GetSkipTokens() < 0 || kv.GetSkipTokens() >= kv.GetNumTokens():
+		return status.Errorf(codes.InvalidArgument, "kv.skip_tokens %d: must be in [0, %d), the prompt's length", kv.GetSkipTokens(), kv.GetNumTokens())
 	case kv.GetSourceTp() < 1:
 		return status.Errorf(codes.InvalidArgument, "kv.source_tp %d: must be >= 1", kv.GetSourceTp())
 	case kv.GetDtype() != tandemv1.DataType_DATA_TYPE_FLOAT32 && kv.GetDtype() != tandemv1.DataType_DATA_TYPE_BFLOAT16:
