@@ -36,7 +36,7 @@
 // the real one by the profile's figure, and that is stated, not hidden.
 //
 // Cleanup: every name carries the owner's prefix, locked (flock) in
-// Options.LockDir for the network's lifetime; the kernel drops the lock
+// LockDir for the network's lifetime; the kernel drops the lock
 // when the owner dies, however it dies. Close stops what still runs in
 // the namespaces and removes the namespaces, veths (their qdiscs go with
 // them) and the bridge. If the owner dies first, its reaper

@@ -74,15 +74,15 @@ func inLink(nw *netshape.Network, opts *supervisor.Options, g *supervisor.Group,
 
 func newLinkReaperCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:    "link-reaper PREFIX LOCK-DIR",
+		Use:    "link-reaper PREFIX",
 		Short:  "Remove a --link network once the process that built it is gone (started by tandem up)",
 		Hidden: true,
-		Args:   cobra.ExactArgs(2),
+		Args:   cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Ctrl-C and SIGTERM are for the owner; this process acts when
 			// the owner's end of its stdin closes, however the owner ends.
 			signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-			return netshape.Reap(context.Background(), cmd.InOrStdin(), args[0], args[1])
+			return netshape.Reap(context.Background(), cmd.InOrStdin(), args[0])
 		},
 	}
 }
