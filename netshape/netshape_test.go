@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -184,7 +183,6 @@ func newNetwork(t *testing.T, opts netshape.Options) *netshape.Network {
 // this namespace as it found it.
 func TestNetwork(t *testing.T) {
 	netshapetest.Require(t)
-	before := state(t)
 	nw := newNetwork(t, netshape.Options{Nodes: 3, Profile: mustLookup("eth-25g")})
 	nodes := nw.Nodes()
 	if len(ofPrefix(state(t), nw.Prefix())) != 1+2*len(nodes) { // bridge, and per node a namespace and a veth end
@@ -238,9 +236,7 @@ func TestNetwork(t *testing.T) {
 	if err := nw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if after := state(t); !slices.Equal(before, after) {
-		t.Fatalf("before Close: %v\nafter: %v", before, after)
-	}
+	netshapetest.WaitGone(t, os.Getpid(), 0)
 }
 
 func acceptAll(ln net.Listener) {
@@ -278,7 +274,6 @@ func TestFailedNewLeavesNothing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := state(t)
 			opts := netshape.Options{Nodes: 3, Profile: mustLookup("eth-25g")}
 			netshape.FailWhen(&opts, tt.words...)
 			nw, err := netshape.New(t.Context(), opts)
@@ -289,9 +284,7 @@ func TestFailedNewLeavesNothing(t *testing.T) {
 			if !strings.Contains(err.Error(), "injected failure") {
 				t.Fatalf("error %v is not the injected one", err)
 			}
-			if after := state(t); !slices.Equal(before, after) {
-				t.Fatalf("before: %v\nafter the failed New: %v", before, after)
-			}
+			netshapetest.WaitGone(t, os.Getpid(), 0)
 			if locks, _ := filepath.Glob(filepath.Join(netshape.LockDir, fmt.Sprintf("tdm%d?.lock", os.Getpid()))); len(locks) > 0 {
 				t.Fatalf("lock files left: %v", locks)
 			}
@@ -328,7 +321,6 @@ func startOwner(t *testing.T, how string) (*exec.Cmd, string, int) {
 // reaper must stop the process left inside and remove the network.
 func TestReaperAfterKill(t *testing.T) {
 	netshapetest.Require(t)
-	before := state(t)
 	owner, prefix, sleeper := startOwner(t, "reaper")
 	if got := ofPrefix(state(t), prefix); len(got) != 5 {
 		t.Fatalf("the owner's network: %v", got)
@@ -337,7 +329,7 @@ func TestReaperAfterKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	owner.Wait()
-	netshapetest.WaitState(t, before, 30*time.Second)
+	netshapetest.WaitGone(t, owner.Process.Pid, 30*time.Second)
 	netshapetest.WaitExited(t, 10*time.Second, sleeper) // the process inside the namespace
 }
 
@@ -345,7 +337,6 @@ func TestReaperAfterKill(t *testing.T) {
 // the next New (or Sweep), while a live one is left alone.
 func TestSweep(t *testing.T) {
 	netshapetest.Require(t)
-	before := state(t)
 	owner, dead, sleeper := startOwner(t, "none")
 	owner.Process.Kill()
 	owner.Wait()
@@ -366,9 +357,7 @@ func TestSweep(t *testing.T) {
 		t.Fatalf("Sweep touched a live network: %v", got)
 	}
 	live.Close()
-	if after := state(t); !slices.Equal(before, after) {
-		t.Fatalf("before: %v\nafter: %v", before, after)
-	}
+	netshapetest.WaitGone(t, os.Getpid(), 0)
 }
 
 // stream sends total bytes from node `from` to node `to` over one TCP

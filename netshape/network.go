@@ -278,15 +278,11 @@ func (n *Network) shape(ctx context.Context) error {
 	return nil
 }
 
-// tbf is a token bucket for rate bits/s: a burst of 100 µs at the rate
-// (at least 256 KiB, four of the largest GSO packets, which must fit
-// whole) and a queue of 2 ms (at least 4 MiB), about what a switch port
-// buffers.
+// tbf is a token bucket for rate bits/s (burst: Profile.Burst) with a
+// queue of 2 ms (at least 4 MiB), about what a switch port buffers.
 func tbf(rate int64) []string {
-	bytesPerSec := float64(rate) / 8
-	burst := max(256<<10, int64(bytesPerSec*100e-6))
-	limit := max(4<<20, int64(bytesPerSec*2e-3))
-	return []string{"tbf", "rate", strconv.FormatInt(rate, 10) + "bit", "burst", strconv.FormatInt(burst, 10), "limit", strconv.FormatInt(limit, 10)}
+	limit := max(4<<20, int64(float64(rate)/8*2e-3))
+	return []string{"tbf", "rate", strconv.FormatInt(rate, 10) + "bit", "burst", strconv.FormatInt(burst(rate), 10), "limit", strconv.FormatInt(limit, 10)}
 }
 
 func usec(d time.Duration) string { return strconv.FormatInt(d.Microseconds(), 10) + "us" }

@@ -1,5 +1,6 @@
 // Package netshapetest holds the test helpers of netshape: tests that
-// build networks call Require first, and compare State before and after.
+// build networks call Require first, and check with Owned and WaitGone
+// that what they built is gone.
 package netshapetest
 
 import (
@@ -7,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -57,19 +59,35 @@ func State(t testing.TB) []string {
 	return s
 }
 
-// WaitState waits until State equals want, and fails t if it does not
-// within the time given (a namespace's processes may take a moment to
-// go after their owner was killed).
-func WaitState(t testing.TB, want []string, within time.Duration) {
+// Owned lists the entries of State that belong to networks process pid
+// built (named "tdm", pid, a letter, ...): other processes' networks come
+// and go meanwhile, so tests look at their own.
+func Owned(t testing.TB, pid int) []string {
+	t.Helper()
+	var mine []string
+	for _, e := range State(t) {
+		name := strings.Fields(e)[1]
+		digits := strings.TrimLeft(strings.TrimPrefix(name, "tdm"), "0123456789")
+		if strings.HasPrefix(name, "tdm") && name[3:len(name)-len(digits)] == strconv.Itoa(pid) && digits != "" && digits[0] >= 'a' && digits[0] <= 'z' {
+			mine = append(mine, e)
+		}
+	}
+	return mine
+}
+
+// WaitGone waits until process pid owns no namespace or link, and fails t
+// if some are left after the time given (a namespace's processes may
+// take a moment to go after their owner was killed).
+func WaitGone(t testing.TB, pid int, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		got := State(t)
-		if slices.Equal(got, want) {
+		left := Owned(t, pid)
+		if len(left) == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v\nwant (as before): %v", within, got, want)
+			t.Fatalf("left behind after %v: %v", within, left)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
