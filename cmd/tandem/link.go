@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -70,6 +71,19 @@ func inLink(nw *netshape.Network, opts *supervisor.Options, g *supervisor.Group,
 		return nw.Command(i, append(tandem, "--listen", a, "--grpc-addr", a, "--metrics-addr", a)...)[1:]
 	}
 	return nil
+}
+
+// warnLoopback says when the workers, each in its namespace, cannot reach
+// the OTLP collector: a loopback address is their own namespace's.
+func warnLoopback(w io.Writer, bridge, otlp string) {
+	host, _, err := net.SplitHostPort(otlp)
+	if err != nil {
+		return
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		fmt.Fprintf(w, "warning: --otlp-endpoint %s is a loopback address, which the workers in their namespaces do not reach: "+
+			"have the collector listen on %s (the bridge) to get their spans\n", otlp, bridge)
+	}
 }
 
 func newLinkReaperCmd() *cobra.Command {

@@ -83,6 +83,27 @@ func TestUpLinkRefused(t *testing.T) {
 	}
 }
 
+func TestWarnLoopback(t *testing.T) {
+	tests := []struct {
+		otlp string
+		warn bool
+	}{
+		{"127.0.0.1:4317", true},
+		{"localhost:4317", true},
+		{"[::1]:4317", true},
+		{"10.213.7.1:4317", false},
+		{"collector:4317", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		var buf strings.Builder
+		warnLoopback(&buf, "10.213.7.1", tt.otlp)
+		if got := strings.Contains(buf.String(), "10.213.7.1 (the bridge)"); got != tt.warn {
+			t.Errorf("--otlp-endpoint %q: warned %v (%q), want %v", tt.otlp, got, buf.String(), tt.warn)
+		}
+	}
+}
+
 // TestUpLink runs `tandem up --link eth-25g`: each worker runs alone in a
 // namespace, etcd listens on the bridge, a request is served, and Ctrl-C
 // leaves no namespace, link or process behind.
