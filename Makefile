@@ -7,7 +7,7 @@ STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCHTIME     ?= 3x
 BIN           := .bin/tandem
 
-.PHONY: all build test vet lint bench fuzz generate verify-generate proto verify-proto chart-test chart-e2e image gpu-check-prep clean
+.PHONY: all build test vet lint bench fuzz chaos generate verify-generate proto verify-proto chart-test chart-e2e image gpu-check-prep clean
 
 all: build
 
@@ -21,18 +21,19 @@ test: vet lint verify-proto chart-test
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
-	$(GO) vet -tags chart ./...
+	$(GO) vet ./...
 
 lint:
-	$(GO) run $(STATICCHECK) -tags chart ./...
+	$(GO) run $(STATICCHECK) ./...
 
 # chart-test: the Helm chart (deploy/helm/tandem) linted and rendered with
 # Helm's Go SDK over its ci/ values files, every object decoded strictly
 # into its API type and every tandem container's arguments parsed by the
-# binary's own command tree; bad values files must fail the schema. The
-# tests carry the build tag chart so the other tests build without Helm.
+# binary's own command tree; bad values files must fail the schema. They
+# are tests of cmd/tandem (chart*_test.go), so go test ./cmd/tandem runs
+# them too: a flag renamed in the binary fails there at once.
 chart-test:
-	$(GO) test -tags chart -count=1 -run '^TestChart' ./cmd/tandem/
+	$(GO) test -count=1 -run '^TestChart' ./cmd/tandem/
 
 # chart-e2e: the same releases server-side-applied (dry run, strict field
 # validation) to a real kube-apiserver, built once from the k8s.io/kubernetes
@@ -49,7 +50,7 @@ chart-e2e: $(KUBE_APISERVER)
 	test -n "$$dir" && \
 	TANDEM_REQUIRE_KUBE_APISERVER=1 TANDEM_KUBE_APISERVER=$(CURDIR)/$(KUBE_APISERVER) \
 	TANDEM_SERVICEMONITOR_CRD=$$dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml \
-	$(GO) test -tags chart -count=1 -v -run '^TestChartAppliesToAPIServer$$' ./cmd/tandem/
+	$(GO) test -count=1 -v -run '^TestChartAppliesToAPIServer$$' ./cmd/tandem/
 
 # image: the CPU and GPU (CUDA) images from deploy/container/Dockerfile,
 # with docker or podman.
@@ -70,12 +71,30 @@ BENCH_PKGS := ./compute/cpu/ ./engine/ ./nccl/ring/ ./kvtransfer/ ./tracing/ ./w
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) $(BENCH_PKGS)
 
-# fuzz: a short run of every fuzz target (FUZZTIME each).
+# chaos: the long run of the chaos suite (package chaos): a cluster of
+# real processes under CHAOS_REQUESTS requests at CHAOS_RATE per second
+# while CHAOS_FAULTS faults run one after another; it prints the report
+# (requests completed, failed by reason, hung, lost; KV blocks at the end;
+# time to recover per fault kind) and writes it as JSON to .bin/chaos/,
+# with every process's output. `make test` runs a short one.
+CHAOS_REQUESTS ?= 2000
+CHAOS_FAULTS   ?= 24
+CHAOS_RATE     ?= 8
+chaos:
+	@mkdir -p .bin/chaos
+	$(GO) test -count=1 -timeout 60m -run '^TestChaos$$' -v ./chaos -args \
+	  -chaos.requests $(CHAOS_REQUESTS) -chaos.faults $(CHAOS_FAULTS) -chaos.rate $(CHAOS_RATE) \
+	  -chaos.report $(CURDIR)/.bin/chaos/report.json -chaos.log $(CURDIR)/.bin/chaos/processes.log
+
+# fuzz: a short run of every fuzz target (FUZZTIME each). New interesting
+# inputs are minimized for FUZZMINIMIZETIME at most, so that the targets
+# whose inputs cost a network exchange spend their time fuzzing.
 FUZZTIME ?= 30s
+FUZZMINIMIZETIME ?= 5s
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
-	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg || exit 1; \
 	  done; \
 	done
 

@@ -1,5 +1,7 @@
 // Package cluster keeps Tandem's shared state in etcd: an embedded etcd
-// server for `tandem up` and tests (a real server, not a stand-in), and
+// cluster of one or more members for `tandem up` and tests (a real
+// server, not a stand-in), the client every process dials it with (Dial:
+// all endpoints, quick failover and reconnection), and
 // the rendezvous through which the ranks of a group find each other
 // (rank → collective address or NCCL unique id, under a lease, with a
 // deadline that names the missing ranks).
@@ -11,6 +13,11 @@
 // coordinator's WatchMembership keeps a live, watch-driven view of every
 // group, reports when a group is ready (all ranks present and consistent),
 // and tolerates malformed entries by counting their rank as missing.
+//
+// etcd going away stops nothing: a registration keeps its rank through
+// the outage (and puts its entry back under a new lease if the old one
+// expired meanwhile), a membership keeps its last view; both report
+// whether etcd answers (Available) so their owners can say so.
 //
 // Role is the one typed definition of a group's role; Role.Proto puts it
 // on the wire.

@@ -3,75 +3,214 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
-// Embedded is an etcd server running in this process.
+// Embedded is an etcd cluster of one or more members running in this
+// process.
 type Embedded struct {
-	etcd *embed.Etcd
+	mu      sync.Mutex
+	members []*embed.Etcd // nil once stopped
+	clients []string      // each member's client URL, stopped or not
 }
 
 // EmbeddedOptions configure StartEmbedded. Zero fields take the defaults.
 type EmbeddedOptions struct {
+	// Members is the number of etcd members (default 1). With 3 or more,
+	// losing one leaves a quorum: the cluster goes on serving.
+	Members int
 	// ClientAddr is the client listen address (default 127.0.0.1:0, a
-	// free port).
+	// free port). With several members its port must be 0: each member
+	// gets a free port of its host.
 	ClientAddr string
-	// StartTimeout bounds the wait for the server to be ready (default 30s).
+	// StartTimeout bounds the wait for the cluster to be ready (default 30s).
 	StartTimeout time.Duration
 }
 
-// StartEmbedded starts a single-member etcd server keeping its data in
-// dir, and waits until it serves.
+// StartEmbedded starts an etcd cluster of opts.Members members keeping
+// their data in dir (member i in dir/member-i when there are several),
+// and waits until it serves. A single member restarted on the same dir
+// and ClientAddr finds its data and leases again.
 func StartEmbedded(ctx context.Context, dir string, opts EmbeddedOptions) (*Embedded, error) {
-	if opts.ClientAddr == "" {
-		opts.ClientAddr = "127.0.0.1:0"
+	if opts.Members == 0 {
+		opts.Members = 1
 	}
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = 30 * time.Second
 	}
-	cfg := embed.NewConfig()
-	cfg.Dir = dir
-	// etcd logs expected shutdown noise at error level; failures to start
-	// are returned instead.
-	cfg.LogLevel = "panic"
-	client, err := url.Parse("http://" + opts.ClientAddr)
-	if err != nil {
+	if opts.ClientAddr == "" {
+		opts.ClientAddr = "127.0.0.1:0"
+	}
+	host, port, err := net.SplitHostPort(opts.ClientAddr)
+	switch {
+	case err != nil:
 		return nil, fmt.Errorf("cluster: etcd client address %q: %w", opts.ClientAddr, err)
+	case opts.Members < 1:
+		return nil, fmt.Errorf("cluster: %d etcd members: want at least 1", opts.Members)
+	case opts.Members > 1 && port != "0":
+		return nil, fmt.Errorf("cluster: etcd client address %q: several members need port 0 (each takes a free port of %s)", opts.ClientAddr, host)
 	}
-	peer, _ := url.Parse("http://127.0.0.1:0")
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
-	cfg.InitialCluster = cfg.Name + "=" + peer.String()
-	e, err := embed.StartEtcd(cfg)
+	cfgs, err := memberConfigs(dir, opts)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: starting embedded etcd: %w", err)
+		return nil, err
 	}
-	select {
-	case <-e.Server.ReadyNotify():
-		return &Embedded{etcd: e}, nil
-	case err := <-e.Err():
-		e.Close()
-		return nil, fmt.Errorf("cluster: embedded etcd: %w", err)
-	case <-time.After(opts.StartTimeout):
-		e.Close()
-		return nil, fmt.Errorf("cluster: embedded etcd not ready after %v", opts.StartTimeout)
-	case <-ctx.Done():
-		e.Close()
-		return nil, ctx.Err()
+	e := &Embedded{}
+	for _, cfg := range cfgs {
+		m, err := embed.StartEtcd(cfg)
+		if err != nil {
+			e.Close()
+			return nil, fmt.Errorf("cluster: starting embedded etcd member %s: %w", cfg.Name, err)
+		}
+		e.members = append(e.members, m)
+		e.clients = append(e.clients, "http://"+m.Clients[0].Addr().String())
 	}
+	timeout := time.NewTimer(opts.StartTimeout)
+	defer timeout.Stop()
+	for _, m := range e.members {
+		select {
+		case <-m.Server.ReadyNotify():
+		case err := <-m.Err():
+			e.Close()
+			return nil, fmt.Errorf("cluster: embedded etcd: %w", err)
+		case <-timeout.C:
+			e.Close()
+			return nil, fmt.Errorf("cluster: embedded etcd not ready after %v", opts.StartTimeout)
+		case <-ctx.Done():
+			e.Close()
+			return nil, ctx.Err()
+		}
+	}
+	return e, nil
 }
 
-// Endpoints are the client URLs to dial.
-func (e *Embedded) Endpoints() []string {
+// memberConfigs makes each member's configuration. Several members must
+// know each other's peer URLs before they start, so their ports are
+// picked (bound and released) first.
+func memberConfigs(dir string, opts EmbeddedOptions) ([]*embed.Config, error) {
+	n := opts.Members
+	peers := []string{"127.0.0.1:0"}
+	clients := []string{opts.ClientAddr}
+	if n > 1 {
+		host, _, _ := net.SplitHostPort(opts.ClientAddr)
+		var err error
+		if peers, err = freePorts("127.0.0.1", n); err != nil {
+			return nil, fmt.Errorf("cluster: picking ports for %d etcd members: %w", n, err)
+		}
+		if clients, err = freePorts(host, n); err != nil {
+			return nil, fmt.Errorf("cluster: picking ports for %d etcd members: %w", n, err)
+		}
+	}
+	var initial []string
+	var cfgs []*embed.Config
+	for i := range n {
+		cfg := embed.NewConfig()
+		cfg.Dir = dir
+		if n > 1 {
+			cfg.Name = fmt.Sprintf("member-%d", i)
+			cfg.Dir = filepath.Join(dir, cfg.Name)
+		}
+		// etcd logs expected shutdown noise at error level; failures to
+		// start are returned instead.
+		cfg.LogLevel = "panic"
+		client, err := url.Parse("http://" + clients[i])
+		if err != nil {
+			return nil, fmt.Errorf("cluster: etcd client address %q: %w", clients[i], err)
+		}
+		peer, _ := url.Parse("http://" + peers[i])
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
+		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
+		initial = append(initial, cfg.Name+"="+peer.String())
+		cfgs = append(cfgs, cfg)
+	}
+	for _, cfg := range cfgs {
+		cfg.InitialCluster = strings.Join(initial, ",")
+		cfg.InitialClusterToken = "tandem"
+	}
+	return cfgs, nil
+}
+
+// freePorts returns n distinct free addresses of host: bound together,
+// then released for the members to take.
+func freePorts(host string, n int) ([]string, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
 	var out []string
-	for _, l := range e.etcd.Clients {
-		out = append(out, "http://"+l.Addr().String())
+	for range n {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().String())
 	}
-	return out
+	return out, nil
 }
 
-// Close stops the server.
-func (e *Embedded) Close() { e.etcd.Close() }
+// Endpoints are the client URLs of every member, stopped ones included
+// (clients skip those that do not answer).
+func (e *Embedded) Endpoints() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.clients...)
+}
+
+// Members is the number of members the cluster started with.
+func (e *Embedded) Members() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.members)
+}
+
+// Leader is the index of the member that leads now, or -1 when the
+// running members know of none.
+func (e *Embedded) Leader() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i, m := range e.members {
+		if m != nil && m.Server.Leader() == m.Server.MemberID() {
+			return i
+		}
+	}
+	return -1
+}
+
+// StopMember stops member i at once, as a crash would (no leadership
+// handed over), and releases its ports. The others go on while they keep
+// a quorum.
+func (e *Embedded) StopMember(i int) error {
+	e.mu.Lock()
+	if i < 0 || i >= len(e.members) || e.members[i] == nil {
+		e.mu.Unlock()
+		return fmt.Errorf("cluster: no running etcd member %d", i)
+	}
+	m := e.members[i]
+	e.members[i] = nil
+	e.mu.Unlock()
+	m.Server.HardStop()
+	m.Close()
+	return nil
+}
+
+// Close stops every member still running.
+func (e *Embedded) Close() {
+	e.mu.Lock()
+	ms := e.members
+	e.members = make([]*embed.Etcd, len(ms))
+	e.mu.Unlock()
+	for _, m := range ms {
+		if m != nil {
+			m.Close()
+		}
+	}
+}

@@ -76,12 +76,21 @@ func (r Registration) Validate() error {
 }
 
 // Registered is a live registration; it keeps its lease alive until
-// Close or until the lease is lost.
+// Close, through etcd outages, and ends (Lost) only when the rank is gone
+// for good.
 type Registered struct {
-	cli   *clientv3.Client
-	lease clientv3.LeaseID
-	stop  context.CancelFunc
-	lost  chan struct{}
+	cli  *clientv3.Client
+	key  string
+	val  string
+	ttl  int64 // seconds
+	stop context.CancelFunc
+	lost chan struct{}
+
+	mu        sync.Mutex
+	lease     clientv3.LeaseID
+	available bool
+	why       error         // why etcd is unavailable
+	changed   chan struct{} // closed and replaced when available changes
 
 	closeOnce sync.Once
 	closeErr  error
@@ -93,6 +102,15 @@ type Registered struct {
 // alive in the background. A (group, rank) already present returns an
 // error wrapping ErrRankTaken. The keepalive outlives ctx, which bounds
 // only the registration itself.
+//
+// The registration holds its rank until Close. When etcd cannot be
+// reached it is not given up: the worker serves on (Available reports
+// false meanwhile), and once etcd answers again the lease is kept alive
+// again, or, if the entry went away meanwhile (its lease expired during
+// the outage or while the worker was stopped, or was revoked), the entry
+// is put back under a new lease. Lost is closed only when another
+// registration took the rank meanwhile, when the client is closed, and
+// after Close.
 func Register(ctx context.Context, cli *clientv3.Client, r Registration, ttl time.Duration) (*Registered, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
@@ -107,44 +125,164 @@ func Register(ctx context.Context, cli *clientv3.Client, r Registration, ttl tim
 	if err != nil {
 		return nil, fmt.Errorf("cluster: encoding registration: %w", err)
 	}
-	// etcd leases count whole seconds; round up so the TTL is never
-	// shorter than asked.
-	secs := int64((ttl + time.Second - 1) / time.Second)
-	grant, err := cli.Grant(ctx, secs)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: lease for %s rank %d: %w", r.Group, r.Rank, err)
+	reg := &Registered{
+		cli: cli, key: memberKey(r.Group, r.Rank), val: string(val),
+		// etcd leases count whole seconds; round up so the TTL is never
+		// shorter than asked.
+		ttl:  int64((ttl + time.Second - 1) / time.Second),
+		lost: make(chan struct{}), available: true, changed: make(chan struct{}),
 	}
-	key := memberKey(r.Group, r.Rank)
-	// Put only if absent, so two processes cannot both believe they hold
-	// the same rank.
-	txn, err := cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(val), clientv3.WithLease(grant.ID))).
-		Commit()
+	lease, err := reg.put(ctx)
 	if err != nil {
-		revokeQuietly(cli, grant.ID)
 		return nil, fmt.Errorf("cluster: registering %s rank %d: %w", r.Group, r.Rank, err)
 	}
-	if !txn.Succeeded {
-		revokeQuietly(cli, grant.ID)
-		return nil, fmt.Errorf("%w: group %s rank %d", ErrRankTaken, r.Group, r.Rank)
-	}
+	reg.lease = lease
 	kctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	ka, err := cli.KeepAlive(kctx, grant.ID)
-	if err != nil {
-		stop()
-		revokeQuietly(cli, grant.ID)
-		return nil, fmt.Errorf("cluster: keepalive for %s rank %d: %w", r.Group, r.Rank, err)
-	}
-	reg := &Registered{cli: cli, lease: grant.ID, stop: stop, lost: make(chan struct{})}
-	go func() {
-		// The client closes ka when the lease expires, is revoked, cannot
-		// be renewed before its deadline, or kctx ends.
-		for range ka {
-		}
-		close(reg.lost)
-	}()
+	reg.stop = stop
+	go reg.keep(kctx)
 	return reg, nil
+}
+
+// put grants a lease and puts the entry under it if the key is absent, so
+// that two processes cannot both believe they hold the same rank.
+func (r *Registered) put(ctx context.Context) (clientv3.LeaseID, error) {
+	grant, err := r.cli.Grant(ctx, r.ttl)
+	if err != nil {
+		return 0, fmt.Errorf("lease: %w", err)
+	}
+	txn, err := r.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(r.key), "=", 0)).
+		Then(clientv3.OpPut(r.key, r.val, clientv3.WithLease(grant.ID))).
+		Commit()
+	if err != nil {
+		revokeQuietly(r.cli, grant.ID)
+		return 0, err
+	}
+	if !txn.Succeeded {
+		revokeQuietly(r.cli, grant.ID)
+		return 0, ErrRankTaken
+	}
+	return grant.ID, nil
+}
+
+// keep keeps the lease alive until ctx ends or the rank is gone for good.
+func (r *Registered) keep(ctx context.Context) {
+	defer close(r.lost)
+	for ctx.Err() == nil {
+		r.keepAlive(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		// The keepalive channel closed: the lease is gone (revoked,
+		// expired) or could not be renewed before its deadline.
+		if !r.recover(ctx) {
+			return
+		}
+	}
+}
+
+// keepAlive keeps the lease alive until its keepalive stream closes,
+// marking etcd unavailable while renewals go unanswered.
+func (r *Registered) keepAlive(ctx context.Context) {
+	kctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ka, err := r.cli.KeepAlive(kctx, r.Lease())
+	if err != nil {
+		r.setAvailable(false, err)
+		return
+	}
+	ttl := time.Duration(r.ttl) * time.Second
+	check := time.NewTicker(ttl / 3)
+	defer check.Stop()
+	last := time.Now()
+	for {
+		select {
+		case _, ok := <-ka:
+			if !ok {
+				return
+			}
+			last = time.Now()
+			r.setAvailable(true, nil)
+		case <-check.C:
+			// The client renews every ttl/3; two missed answers mean
+			// etcd is out of reach.
+			if since := time.Since(last); since > 2*ttl/3 {
+				r.setAvailable(false, fmt.Errorf("no lease renewal answered for %v", since.Round(time.Millisecond)))
+			}
+		}
+	}
+}
+
+// recoverTimeout bounds one call of recover's to etcd.
+const recoverTimeout = 2 * time.Second
+
+// recover restores the registration after its keepalive ended: once
+// etcd answers, it keeps the old lease alive if that survived (etcd
+// extends leases when it elects a leader), or puts the entry back under a
+// new lease if it is gone (expired during an outage or while the worker
+// was stopped, or revoked). It returns false when another registration
+// has taken the rank meanwhile, or the client was closed.
+func (r *Registered) recover(ctx context.Context) bool {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		if r.cli.Ctx().Err() != nil {
+			return false // the worker closed its client: nothing can renew
+		}
+		cctx, cancel := context.WithTimeout(ctx, recoverTimeout)
+		ttl, err := r.cli.TimeToLive(cctx, r.Lease())
+		if err == nil && ttl.TTL > 0 {
+			cancel()
+			return true
+		}
+		if err == nil {
+			var lease clientv3.LeaseID
+			lease, err = r.put(cctx)
+			if err == nil {
+				r.mu.Lock()
+				r.lease = lease
+				r.mu.Unlock()
+			}
+		}
+		cancel()
+		switch {
+		case err == nil:
+			return true
+		case errors.Is(err, ErrRankTaken):
+			r.setAvailable(true, nil)
+			return false
+		}
+		r.setAvailable(false, err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+	return false
+}
+
+func (r *Registered) setAvailable(ok bool, why error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ok {
+		why = nil
+	}
+	r.why = why
+	if r.available != ok {
+		r.available = ok
+		close(r.changed)
+		r.changed = make(chan struct{})
+	}
+}
+
+// Available reports whether etcd answers the registration's renewals,
+// and if not, why; changed is closed at the next change.
+func (r *Registered) Available() (ok bool, changed <-chan struct{}, why error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.available, r.changed, r.why
 }
 
 // revokeQuietly undoes a grant on an error path; the lease expires anyway
@@ -155,12 +293,17 @@ func revokeQuietly(cli *clientv3.Client, id clientv3.LeaseID) {
 	_, _ = cli.Revoke(ctx, id)
 }
 
-// Lease is the lease the entry is attached to; other keys of the worker
-// (rendezvous entries) can share it.
-func (r *Registered) Lease() clientv3.LeaseID { return r.lease }
+// Lease is the lease the entry is attached to now (a new one after the
+// entry was put back following an etcd outage); other keys of the worker
+// can share it.
+func (r *Registered) Lease() clientv3.LeaseID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lease
+}
 
-// Lost is closed when the lease can no longer be kept alive (etcd gone,
-// lease revoked or expired), and after Close.
+// Lost is closed when the rank is gone for good: another registration
+// took it, or the client was closed; and after Close.
 func (r *Registered) Lost() <-chan struct{} { return r.lost }
 
 // Close revokes the lease, so the entry disappears at once rather than
@@ -175,9 +318,9 @@ func (r *Registered) Close(ctx context.Context) error {
 			r.closeErr = errors.New("cluster: client closed before Close; the entry stays until its lease expires")
 			return
 		}
-		_, err := r.cli.Revoke(ctx, r.lease)
+		_, err := r.cli.Revoke(ctx, r.Lease())
 		if err != nil && !leaseGone(err) {
-			r.closeErr = fmt.Errorf("cluster: revoking lease %x: %w", int64(r.lease), err)
+			r.closeErr = fmt.Errorf("cluster: revoking lease %x: %w", int64(r.Lease()), err)
 		}
 	})
 	return r.closeErr
@@ -288,7 +431,20 @@ type Membership struct {
 	entries map[string][]byte // key → value under membersPrefix
 	changed chan struct{}     // closed and replaced at each change
 	stopped bool              // the watch has ended; the view is frozen
+	// available is whether etcd answered the last probe; while it does
+	// not, the view is frozen as it was.
+	available   bool
+	why         error
+	cancelWatch context.CancelFunc // ends the current watch, for a reload
 }
+
+// probeInterval is how often a Membership checks that etcd answers; a
+// watch alone does not tell (the client resumes it silently), and the
+// view must be known to be frozen.
+const probeInterval = time.Second
+
+// probeTimeout bounds one probe and one reload.
+const probeTimeout = 2 * time.Second
 
 // WatchMembership loads every registration under KeyPrefix+"members/" and
 // keeps watching, from the revision after the load so no event is missed,
@@ -301,14 +457,85 @@ func WatchMembership(ctx context.Context, cli *clientv3.Client) (*Membership, er
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	m := &Membership{
-		cli:     cli,
-		cancel:  cancel,
-		done:    make(chan struct{}),
-		entries: entries,
-		changed: make(chan struct{}),
+		cli:       cli,
+		cancel:    cancel,
+		done:      make(chan struct{}),
+		entries:   entries,
+		changed:   make(chan struct{}),
+		available: true,
 	}
-	go m.run(wctx, rev)
+	m.start(wctx, rev)
 	return m, nil
+}
+
+// start runs the watch from rev and the probe until ctx ends, then
+// freezes the view and closes done.
+func (m *Membership) start(ctx context.Context, rev int64) {
+	probed := make(chan struct{})
+	go func() {
+		defer close(probed)
+		m.probe(ctx)
+	}()
+	go func() {
+		m.run(ctx, rev)
+		<-probed
+		m.mu.Lock()
+		m.stopped = true
+		close(m.changed)
+		m.mu.Unlock()
+		close(m.done)
+	}()
+}
+
+// probe checks every probeInterval that etcd answers. When it stops, the
+// view is frozen (groups stay as they were) and the watch is ended, so
+// that the state is read afresh once etcd answers again.
+func (m *Membership) probe(ctx context.Context) {
+	t := time.NewTicker(probeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		_, err := m.cli.Get(pctx, membersPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			m.mu.Lock()
+			if m.cancelWatch != nil {
+				m.cancelWatch()
+			}
+			m.mu.Unlock()
+		}
+		m.setAvailable(err == nil, err)
+	}
+}
+
+func (m *Membership) setAvailable(ok bool, why error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ok {
+		why = nil
+	}
+	m.why = why
+	if m.available != ok {
+		m.available = ok
+		m.signalLocked()
+	}
+}
+
+// Available reports whether etcd answered the last check (every second)
+// and if not, why. While it does not, the view is frozen: the groups are
+// those seen last. Changed is closed when this changes too.
+func (m *Membership) Available() (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.available, m.why
 }
 
 func loadMembers(ctx context.Context, cli *clientv3.Client) (map[string][]byte, int64, error) {
@@ -324,23 +551,19 @@ func loadMembers(ctx context.Context, cli *clientv3.Client) (map[string][]byte, 
 }
 
 func (m *Membership) run(ctx context.Context, rev int64) {
-	defer func() {
-		m.mu.Lock()
-		m.stopped = true
-		close(m.changed)
-		m.mu.Unlock()
-		close(m.done)
-	}()
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
 		m.watch(ctx, rev)
 		// The watch ended while ctx is live (compaction, lost leader,
-		// closed channel): reload the whole state, since events in the
-		// gap are gone, and resume from there.
+		// closed channel, etcd out of reach): reload the whole state,
+		// since events in the gap are gone, and resume from there.
 		for ctx.Err() == nil {
-			entries, r, err := loadMembers(ctx, m.cli)
+			lctx, cancel := context.WithTimeout(ctx, probeTimeout)
+			entries, r, err := loadMembers(lctx, m.cli)
+			cancel()
 			if err == nil {
 				m.replace(entries)
+				m.setAvailable(true, nil)
 				rev, backoff = r, 50*time.Millisecond
 				break
 			}
@@ -359,6 +582,9 @@ func (m *Membership) run(ctx context.Context, rev int64) {
 func (m *Membership) watch(ctx context.Context, rev int64) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	m.mu.Lock()
+	m.cancelWatch = cancel
+	m.mu.Unlock()
 	// WithRequireLeader ends the watch when the member loses its leader,
 	// instead of silently receiving nothing.
 	wch := m.cli.Watch(clientv3.WithRequireLeader(wctx), membersPrefix,

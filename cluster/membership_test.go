@@ -163,47 +163,54 @@ func TestMembershipLifecycle(t *testing.T) {
 func TestMembershipLeaseLost(t *testing.T) {
 	cli := startEtcd(t)
 	m := watch(t, cli)
-	for _, tc := range []struct {
-		name string
-		// kill ends the registration without Close.
-		kill func(ctx context.Context, t *testing.T, own *clientv3.Client, r *Registered)
-	}{
-		// A worker that crashes stops its keepalive; the lease expires.
-		{"expired", func(ctx context.Context, t *testing.T, own *clientv3.Client, r *Registered) { own.Close() }},
-		{"revoked", func(ctx context.Context, t *testing.T, own *clientv3.Client, r *Registered) {
-			if _, err := cli.Revoke(ctx, r.Lease()); err != nil {
-				t.Fatal(err)
-			}
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
-			defer cancel()
-			own, err := clientv3.New(clientv3.Config{Endpoints: cli.Endpoints(), DialTimeout: 5 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { own.Close() }) // after the registration's Close
-			r := register(t, own, reg(tc.name, 0, 1), time.Second)
-			waitFor(t, m, "registration", func(gs map[string]Group) bool { return gs[tc.name].Ready() })
-			tc.kill(ctx, t, own, r)
-			select {
-			case <-r.Lost():
-			case <-ctx.Done():
-				t.Fatal("Lost not closed")
-			}
-			waitFor(t, m, "group gone", func(gs map[string]Group) bool {
-				_, ok := gs[tc.name]
-				return !ok
-			})
-			if tc.name == "revoked" {
-				// Closing a registration whose lease is already gone is not an error.
-				if err := r.Close(ctx); err != nil {
-					t.Fatalf("Close after revoke: %v", err)
-				}
-			}
-		})
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	own, err := Dial(cli.Endpoints())
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { own.Close() }) // after the registration's Close
+
+	// A revoked lease takes the entry away, and the registration, which
+	// holds the rank until Close, puts it back under a new lease.
+	r := register(t, own, reg("revoked", 0, 1), time.Second)
+	waitFor(t, m, "registration", func(gs map[string]Group) bool { return gs["revoked"].Ready() })
+	old := r.Lease()
+	if _, err := cli.Revoke(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, m, "group gone", func(gs map[string]Group) bool { _, ok := gs["revoked"]; return !ok })
+	waitFor(t, m, "group back", func(gs map[string]Group) bool { return gs["revoked"].Ready() })
+	if resp, err := cli.Get(ctx, memberKey("revoked", 0)); err != nil || len(resp.Kvs) != 1 || clientv3.LeaseID(resp.Kvs[0].Lease) == old {
+		t.Errorf("entry %v %v: want it back under a new lease", resp, err)
+	}
+
+	// Another registration taking the rank meanwhile ends this one: the
+	// entry is someone else's before the old lease goes.
+	r2 := register(t, own, reg("taken", 0, 1), time.Second)
+	if _, err := cli.Put(ctx, memberKey("taken", 0), `{"role":"decode","group":"taken","rank":0,"tp":1,"addr":"127.0.0.1:1","model":"m"}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Revoke(ctx, r2.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-r2.Lost():
+	case <-ctx.Done():
+		t.Fatal("Lost not closed when another process took the rank")
+	}
+
+	// A worker that crashes (its client gone) stops its keepalive; the
+	// lease expires and the group leaves.
+	r3 := register(t, own, reg("expired", 0, 1), time.Second)
+	waitFor(t, m, "registration", func(gs map[string]Group) bool { return gs["expired"].Ready() })
+	own.Close()
+	select {
+	case <-r3.Lost():
+	case <-ctx.Done():
+		t.Fatal("Lost not closed")
+	}
+	waitFor(t, m, "group gone", func(gs map[string]Group) bool { _, ok := gs["expired"]; return !ok })
 }
 
 func TestWaitReadyNamesMissingRanks(t *testing.T) {
@@ -283,8 +290,8 @@ func TestMembershipResumesAfterCompaction(t *testing.T) {
 	}
 	register(t, cli, reg("c", 0, 1), 0)
 	wctx, wcancel := context.WithCancel(context.Background())
-	m := &Membership{cli: cli, cancel: wcancel, done: make(chan struct{}), entries: map[string][]byte{}, changed: make(chan struct{})}
-	go m.run(wctx, 1)
+	m := &Membership{cli: cli, cancel: wcancel, done: make(chan struct{}), entries: map[string][]byte{}, changed: make(chan struct{}), available: true}
+	m.start(wctx, 1)
 	t.Cleanup(m.Close)
 	waitFor(t, m, "reload after compaction", func(gs map[string]Group) bool { return gs["c"].Ready() })
 	register(t, cli, reg("d", 0, 1), 0)

@@ -8,7 +8,8 @@ import (
 // DType is the element type of a weight matrix held by a backend.
 type DType uint8
 
-// Weight element types. Activations are always float32.
+// Element types of weight matrices and of the KV cache. Activations are
+// always float32.
 const (
 	F32 DType = iota
 	BF16
@@ -54,20 +55,30 @@ type Buf interface {
 }
 
 // KVCache is paged key/value storage for every layer: NumBlocks blocks of
-// BlockSize token slots, each slot holding KVHeads×HeadDim keys and values.
-// Slot s lives in block s/BlockSize at offset s%BlockSize.
+// BlockSize token slots, each slot holding KVHeads×HeadDim keys and values
+// of DType. Slot s lives in block s/BlockSize at offset s%BlockSize.
 type KVCache interface {
 	Layers() int
 	NumBlocks() int
 	BlockSize() int
 	KVHeads() int
 	HeadDim() int
+	DType() DType
 }
 
 // KVSpec sizes a KVCache.
 type KVSpec struct {
 	Layers, NumBlocks, BlockSize, KVHeads, HeadDim int
+	// DType is the element type of the stored keys and values: F32 (the
+	// zero value) or BF16, which halves the cache and what attention reads
+	// (keys and values are rounded to nearest-even when written and widened
+	// exactly when read; scores and sums stay float32). A backend refuses
+	// others with ErrUnsupported.
+	DType DType
 }
+
+// Bytes is the size of one slot's keys and values of one layer, in bytes.
+func (s KVSpec) Bytes() int { return 2 * s.KVHeads * s.HeadDim * s.DType.Size() }
 
 // AttnSeq describes one sequence's rows in a batched attention call.
 // Query rows [QRow, QRow+QLen) belong to positions [Pos, Pos+QLen); each
@@ -137,7 +148,11 @@ type Backend interface {
 	// GELU (tanh approximation, as GPT-2's gelu_new) over n values, in place.
 	GELU(x Buf, n int)
 
-	// NewKVCache allocates paged KV storage (float32 on the CPU backend).
+	// AutoKVDType is the KV cache dtype that suits this backend for a model
+	// whose weights are of the given dtype: what a KV cache dtype of
+	// "auto" means.
+	AutoKVDType(weights DType) DType
+	// NewKVCache allocates paged KV storage of spec.DType.
 	NewKVCache(spec KVSpec) (KVCache, error)
 	// KVWrite stores m rows of keys and values (each KVHeads×HeadDim) of
 	// one layer at the given slots.
@@ -151,12 +166,13 @@ type Backend interface {
 	// KVRead copies the keys and values of one layer at slots, for the
 	// cache's KV heads [headFrom, headTo), into host memory laid out
 	// [2][len(slots)][headTo-headFrom][HeadDim] (keys, then values), as
-	// float32. KVLoad is the reverse. Unlike the other ops they are
+	// little-endian elements of the cache's DType (len(dst) is that many
+	// elements times DType.Size()). KVLoad is the reverse. Unlike the other ops they are
 	// synchronous, see the effect of every op issued before them, and may
 	// run on another goroutine while ops run, as long as no op still to
 	// come writes those slots of that layer: KV transfer reads a prefill's
 	// layers as soon as they are computed (while later layers run) and
 	// loads a decode's blocks before its first step.
-	KVRead(c KVCache, layer int, slots []int32, headFrom, headTo int, dst []float32)
-	KVLoad(c KVCache, layer int, slots []int32, headFrom, headTo int, src []float32)
+	KVRead(c KVCache, layer int, slots []int32, headFrom, headTo int, dst []byte)
+	KVLoad(c KVCache, layer int, slots []int32, headFrom, headTo int, src []byte)
 }

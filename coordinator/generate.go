@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mathrand "math/rand/v2"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tandemllm/tandem/metrics"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
@@ -56,7 +58,7 @@ func (c *Coordinator) generate(ctx context.Context, req *tandemv1.GenerateReques
 		return spanError(span, err)
 	}
 	defer release()
-	rt, err := c.pickRoute(len(p.prompt))
+	rt, err := c.pickRoute(p.prompt, nil, false)
 	if err != nil {
 		c.metrics.Rejected(metrics.RejectUnavailable)
 		return spanError(span, err)
@@ -66,16 +68,17 @@ func (c *Coordinator) generate(ctx context.Context, req *tandemv1.GenerateReques
 	_, queue := c.tracer.Start(ctx, "queue", trace.WithTimestamp(arrival))
 	queue.End(trace.WithTimestamp(routed))
 	rec := &traceRecord{id: p.id, model: c.model.name, arrival: arrival, tokenize: p.tokenize, prompt: len(p.prompt)}
-	if rt.unified != nil {
-		rec.decode = rt.unified.name
-	} else {
-		rec.prefill, rec.decode = rt.prefill.name, rt.decode.name
-	}
+	rec.prefill, rec.decode = rt.names()
 	c.history.add(rec)
 	// A request that ends without its finish message (an error, a
 	// cancelled client) is closed here; finish closes it first otherwise.
+	refused := false // a group refused it before any token
 	defer func() {
 		rec.close(tandemv1.FinishReason_FINISH_REASON_ERROR)
+		if refused {
+			c.metrics.Refused(metrics.RejectOverloaded)
+			return
+		}
 		c.finished(span, rec)
 	}()
 	if err := send(&tandemv1.GenerateResponse{RequestId: p.id, PromptTokenIds: p.prompt, TokenizeUs: p.tokenize.Microseconds()}); err != nil {
@@ -88,34 +91,26 @@ func (c *Coordinator) generate(ctx context.Context, req *tandemv1.GenerateReques
 		t := time.AfterFunc(time.Until(arrival.Add(p.timeout)), func() { cancel(errTimeout) })
 		defer t.Stop()
 	}
-	// A group leaving the cluster ends the requests it serves at once,
-	// whatever its connection says. A prefill group serves a request only
-	// until it answered: its leaving later must not end the decode.
-	leaves := map[*groupState]func() bool{}
-	for _, g := range rt.groups() {
-		leaves[g] = context.AfterFunc(g.ctx, func() { cancel(context.Cause(g.ctx)) })
-	}
-	defer func() {
-		for _, stop := range leaves {
-			stop()
-		}
-	}()
 	// Workers leave stop strings to the coordinator (they do not
-	// detokenize), so they do not get them.
+	// detokenize), so they do not get them. Every attempt of a request
+	// samples with one seed (drawn here when the client gave none), so a
+	// request that moves to other groups goes on as it would have.
 	toWorker := proto.CloneOf(p.sampling)
 	toWorker.Stop = nil
+	if toWorker.Seed == nil {
+		seed := mathrand.Uint64()
+		toWorker.Seed = &seed
+	}
 	r := &request{
 		c: c, p: p, sampling: toWorker, arrival: arrival, last: arrival,
 		client: ctx, ctx: runCtx, cancel: cancel, send: send,
-		text:   newTextStream(c.model.tok, p.sampling.Stop),
-		trace:  rec,
-		leaves: leaves,
+		text:  newTextStream(c.model.tok, p.sampling.Stop),
+		trace: rec,
 	}
 	defer r.abortPending("request ended")
-	if rt.unified != nil {
-		return spanError(span, r.runUnified(rt.unified))
-	}
-	return spanError(span, r.runDisaggregated(rt))
+	err = r.run(rt)
+	refused = status.Code(err) == codes.ResourceExhausted && len(r.output) == 0
+	return spanError(span, err)
 }
 
 // finished records a request's end in the metrics and its span.
@@ -178,54 +173,93 @@ func (c *Coordinator) admit(id string) (release func(), err error) {
 type request struct {
 	c        *Coordinator
 	p        *prepared
-	sampling *tandemv1.SamplingParams // what workers get
+	sampling *tandemv1.SamplingParams // what workers get, for the whole request
 	arrival  time.Time
 	last     time.Time // when the previous token reached the coordinator
 	client   context.Context
-	ctx      context.Context // the worker calls': ends with client, timeout or group
+	ctx      context.Context // the worker calls': ends with client, timeout or the request's end
 	cancel   context.CancelCauseFunc
 	send     func(*tandemv1.GenerateResponse) error
 	text     *textStream
 	trace    *traceRecord
-	leaves   map[*groupState]func() bool // stops a group's leaving from ending the request
-	tokens   int32                       // tokens sent to the client
-	// pending are the groups that may still hold the request; they are
-	// aborted when it ends before they report its end.
-	pending []*groupState
+	output   []int32  // tokens sent to the client, in order
+	att      *attempt // the attempt running
+	// Migration state (see migrate.go).
+	migrations   int
+	firstFailure time.Time
+	failed       map[*groupState]bool // groups that failed the request: not tried again
 }
 
-func (r *request) runUnified(g *groupState) error {
-	r.pending = []*groupState{g}
-	ctx, span := r.c.tracer.Start(r.ctx, "generate", trace.WithAttributes(telemetry.Group(g.name)))
+// run runs the request on rt and, each time a group fails it, on other
+// groups, until it ends.
+func (r *request) run(rt route) error {
+	for n := 1; ; n++ {
+		err := r.runAttempt(n, rt)
+		var f *groupFailure
+		if !errors.As(err, &f) {
+			return err
+		}
+		if rt, err = r.migrate(f, n+1); err != nil {
+			return err
+		}
+	}
+}
+
+// runAttempt runs attempt n of the request on rt. A group failing it is
+// returned as a *groupFailure.
+func (r *request) runAttempt(n int, rt route) error {
+	a := r.newAttempt(n, rt)
+	defer a.stopLeaves()
+	defer r.c.ended(rt)
+	if q := r.c.opts.QueueTimeout; q > 0 && n == 1 {
+		left := q - time.Since(r.arrival)
+		if left <= 0 {
+			return status.Errorf(codes.ResourceExhausted, "the request waited %v, past the coordinator's --queue-timeout, before reaching a group; retry later", q)
+		}
+		a.queueTimeout = durationpb.New(left)
+	}
+	if rt.whole != nil {
+		return r.runWhole(a, rt.whole, rt.wholeSent)
+	}
+	return r.runDisaggregated(a, rt)
+}
+
+func (r *request) runWhole(a *attempt, g *groupState, s *sent) error {
+	a.pending = []*groupState{g}
+	ctx, span := r.c.tracer.Start(a.ctx, "generate", trace.WithAttributes(telemetry.Group(g.name)))
 	defer span.End()
 	stream, err := g.client.Generate(ctx, &tandemv1.WorkerGenerateRequest{
-		RequestId: r.p.id, PromptTokenIds: r.p.prompt, Sampling: r.sampling,
+		RequestId: a.id, PromptTokenIds: a.prompt, Sampling: a.sampling, QueueTimeout: a.queueTimeout,
 	})
 	if err != nil {
-		return r.fail(g, err)
+		return r.fail(a, g, err)
 	}
-	return relay(r, g, stream.Recv)
+	running := sync.OnceFunc(func() { r.c.running(s) })
+	return relay(r, a, g, func() (*tandemv1.WorkerGenerateResponse, error) {
+		m, err := stream.Recv()
+		if err == nil {
+			running()
+		}
+		return m, err
+	})
 }
 
-func (r *request) runDisaggregated(rt route) error {
+func (r *request) runDisaggregated(a *attempt, rt route) error {
 	pre, dec := rt.prefill, rt.decode
 	// The decode group may hold KV as soon as the prefill starts.
-	r.pending = []*groupState{pre, dec}
-	pctx, pspan := r.c.tracer.Start(r.ctx, "prefill", trace.WithAttributes(telemetry.Group(pre.name)))
+	a.pending = []*groupState{pre, dec}
+	pctx, pspan := r.c.tracer.Start(a.ctx, "prefill", trace.WithAttributes(telemetry.Group(pre.name)))
 	resp, err := pre.client.Prefill(pctx, &tandemv1.PrefillRequest{
-		RequestId: r.p.id, PromptTokenIds: r.p.prompt, Sampling: r.sampling,
-		Destination: rt.destination, Attempt: 1,
+		RequestId: a.id, PromptTokenIds: a.prompt, Sampling: a.sampling,
+		Destination: rt.destination, Attempt: uint32(a.n), QueueTimeout: a.queueTimeout,
 	})
 	r.c.answered(rt.prefillSent)
 	spanError(pspan, err)
 	pspan.End()
 	if err != nil {
-		return r.fail(pre, err)
+		return r.fail(a, pre, err)
 	}
-	r.done(pre)
-	// The prefill group has answered; if its KV does not arrive, the
-	// decode group recomputes the prompt.
-	r.leaves[pre]()
+	a.done(pre)
 	var lps []*tandemv1.TokenLogprobs
 	if resp.Logprobs != nil {
 		lps = append(lps, resp.Logprobs)
@@ -242,16 +276,30 @@ func (r *request) runDisaggregated(rt route) error {
 	if err := r.emit(msg); err != nil {
 		return err
 	}
-	dctx, dspan := r.c.tracer.Start(r.ctx, "decode", trace.WithAttributes(telemetry.Group(dec.name)))
+	dctx, dspan := r.c.tracer.Start(a.ctx, "decode", trace.WithAttributes(telemetry.Group(dec.name)))
 	defer dspan.End()
 	stream, err := dec.client.Decode(dctx, &tandemv1.DecodeRequest{
-		RequestId: r.p.id, PromptTokenIds: r.p.prompt, FirstTokenId: resp.TokenId,
-		Sampling: r.sampling, Kv: resp.Kv,
+		RequestId: a.id, PromptTokenIds: a.prompt, FirstTokenId: resp.TokenId,
+		Sampling: a.sampling, Kv: resp.Kv,
 	})
 	if err != nil {
-		return r.fail(dec, err)
+		return r.fail(a, dec, err)
 	}
-	return relay(r, dec, stream.Recv)
+	// Until the decode group's first message its KV may still be on its
+	// way from the prefill group, which must not leave meanwhile: the
+	// decode group would wait out its KV timeout. After it, the prefill
+	// group has no part in the request any more.
+	prefillDone := sync.OnceFunc(func() {
+		a.stopLeave(pre)
+		r.c.running(rt.decodeSent)
+	})
+	return relay(r, a, dec, func() (*tandemv1.DecodeResponse, error) {
+		m, err := stream.Recv()
+		if err == nil {
+			prefillDone()
+		}
+		return m, err
+	})
 }
 
 // workerMessage is what DecodeResponse and WorkerGenerateResponse share.
@@ -264,17 +312,17 @@ type workerMessage interface {
 }
 
 // relay passes a worker's token stream on to the client until the request
-// ends.
-func relay[M workerMessage](r *request, g *groupState, recv func() (M, error)) error {
+// ends or g fails it.
+func relay[M workerMessage](r *request, a *attempt, g *groupState, recv func() (M, error)) error {
 	for {
 		m, err := recv()
 		if err != nil {
-			return r.fail(g, err)
+			return r.fail(a, g, err)
 		}
 		msg, stopped := r.batch(g, m.GetTokenIds(), m.GetLogprobs(), m.GetTimings())
 		fin := m.GetFinishReason()
 		if fin != tandemv1.FinishReason_FINISH_REASON_UNSPECIFIED {
-			r.done(g)
+			a.done(g)
 		}
 		switch {
 		case stopped:
@@ -299,7 +347,7 @@ func (r *request) batch(g *groupState, ids []int32, lps []*tandemv1.TokenLogprob
 			step = timings[i].GetStep()
 		}
 		r.trace.token(id, now, g.name, step)
-		if r.tokens == 0 {
+		if len(r.output) == 0 {
 			r.c.metrics.FirstToken(now.Sub(r.arrival))
 		} else {
 			r.c.metrics.Token(now.Sub(r.last))
@@ -315,7 +363,7 @@ func (r *request) batch(g *groupState, ids []int32, lps []*tandemv1.TokenLogprob
 		if r.p.sampling.Logprobs && i < len(lps) {
 			msg.Logprobs = append(msg.Logprobs, r.c.model.fillLogprobs(lps[i]))
 		}
-		r.tokens++
+		r.output = append(r.output, id)
 		if stop {
 			return msg, true
 		}
@@ -346,57 +394,64 @@ func (r *request) finish(msg *tandemv1.GenerateResponse, reason tandemv1.FinishR
 	msg.RequestId = r.p.id
 	msg.FinishReason = reason
 	msg.ErrorMessage = errMsg
-	msg.Usage = &tandemv1.Usage{PromptTokens: int32(len(r.p.prompt)), CompletionTokens: r.tokens}
+	msg.Usage = &tandemv1.Usage{PromptTokens: int32(len(r.p.prompt)), CompletionTokens: int32(len(r.output))}
 	return r.send(msg)
 }
 
-// done notes that g reported the request's end (or, for a prefill group,
-// handed it on), so it need not be aborted.
-func (r *request) done(g *groupState) {
-	for i, p := range r.pending {
-		if p == g {
-			r.pending = append(r.pending[:i], r.pending[i+1:]...)
-			return
-		}
-	}
-}
-
-// abortPending aborts the request on every group that may still hold it,
-// on a fresh context since the request's own has usually ended.
+// abortPending aborts the request on every group of its attempt that may
+// still hold it, on a fresh context since the request's own has usually
+// ended.
 func (r *request) abortPending(reason string) {
-	if len(r.pending) == 0 {
+	a := r.att
+	if a == nil || len(a.pending) == 0 {
 		return
 	}
 	r.cancel(errors.New("request ended"))
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.client), abortTimeout)
+	r.c.abort(context.WithoutCancel(r.client), a.id, a.pending, reason)
+	a.pending = nil
+}
+
+// abort calls Worker.Abort for request id on groups, at once, and waits
+// for them (abortTimeout at most).
+func (c *Coordinator) abort(ctx context.Context, id string, groups []*groupState, reason string) {
+	ctx, cancel := context.WithTimeout(ctx, abortTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
-	for _, g := range r.pending {
+	for _, g := range groups {
 		wg.Go(func() {
-			if _, err := g.client.Abort(ctx, &tandemv1.AbortRequest{RequestId: r.p.id, Reason: reason}); err != nil {
-				r.c.log.Debug("abort failed", "request", r.p.id, "group", g.name, "err", err)
+			if _, err := g.client.Abort(ctx, &tandemv1.AbortRequest{RequestId: id, Reason: reason}); err != nil {
+				c.log.Debug("abort failed", "request", id, "group", g.name, "err", err)
 			}
 		})
 	}
 	wg.Wait()
-	r.pending = nil
 }
 
-// fail ends the request after a worker call on g returned err.
-func (r *request) fail(g *groupState, err error) error {
+// fail handles a worker call on g of attempt a that returned err: the
+// request ends when it was over anyway (client gone, timeout); a group
+// that failed it is returned as a *groupFailure, for a migration; other
+// errors end the request.
+func (r *request) fail(a *attempt, g *groupState, err error) error {
 	if r.ctx.Err() != nil {
 		return r.ended()
 	}
+	var left *groupLeft
+	if errors.As(context.Cause(a.ctx), &left) {
+		return &groupFailure{g: left.g, reason: metrics.MigrationGroupLeft, err: left.cause}
+	}
 	if errors.Is(err, io.EOF) {
-		err = status.Error(codes.Internal, "the worker ended the stream without a finish reason")
+		return &groupFailure{g: g, reason: metrics.MigrationStreamEnded, err: errors.New("the worker ended the stream without a finish reason")}
 	}
 	st := status.Convert(err)
-	switch {
-	case st.Code() == codes.Unavailable:
-		// The worker process is gone (or unreachable): the client learns
-		// at once, whatever was already sent.
-		return status.Errorf(codes.Unavailable, "group %q is unavailable: %s", g.name, st.Message())
-	case r.tokens > 0:
+	switch st.Code() {
+	case codes.Unavailable:
+		// The worker process is gone (or unreachable), or its group's
+		// step failed.
+		return &groupFailure{g: g, reason: metrics.MigrationUnavailable, err: err}
+	case codes.Canceled, codes.Aborted:
+		return &groupFailure{g: g, reason: metrics.MigrationAborted, err: err}
+	}
+	if len(r.output) > 0 {
 		return r.finish(&tandemv1.GenerateResponse{}, tandemv1.FinishReason_FINISH_REASON_ERROR,
 			fmt.Sprintf("group %q: %s: %s", g.name, st.Code(), st.Message()))
 	}
@@ -418,8 +473,7 @@ func workerCode(c codes.Code) codes.Code {
 }
 
 // ended ends a request whose worker calls were cancelled: by its timeout
-// (a normal end with the tokens so far), by the client, or by its group
-// leaving the cluster.
+// (a normal end with the tokens so far) or by the client.
 func (r *request) ended() error {
 	cause := context.Cause(r.ctx)
 	switch {

@@ -85,28 +85,32 @@ func TestRequestFinishReleasesHeldText(t *testing.T) {
 
 func TestRequestEnds(t *testing.T) {
 	m := tinyModel(t)
-	g := &groupState{name: "d"}
 	tests := []struct {
 		name    string
 		tokens  bool
-		cancel  func(r *request, clientCancel context.CancelFunc)
+		cancel  func(r *request, g *groupState, clientCancel context.CancelFunc)
 		err     error
+		migrate string // the failure moves the request, for this reason
 		code    codes.Code
 		msg     string
 		finish  tandemv1.FinishReason
 		lastMsg string
 	}{
-		{name: "worker died", err: status.Error(codes.Unavailable, "connection refused"), code: codes.Unavailable, msg: `group "d" is unavailable: connection refused`},
-		{name: "worker died after tokens", tokens: true, err: status.Error(codes.Unavailable, "eof"), code: codes.Unavailable, msg: `group "d" is unavailable`},
+		{name: "worker died", err: status.Error(codes.Unavailable, "connection refused"), migrate: metrics.MigrationUnavailable},
+		{name: "worker died after tokens", tokens: true, err: status.Error(codes.Unavailable, "eof"), migrate: metrics.MigrationUnavailable},
+		{name: "worker aborted it", tokens: true, err: status.Error(codes.Aborted, "request aborted"), migrate: metrics.MigrationAborted},
 		{name: "worker refused", err: status.Error(codes.ResourceExhausted, "queue full"), code: codes.ResourceExhausted, msg: `group "d": queue full`},
 		{name: "worker failed after tokens", tokens: true, err: status.Error(codes.Internal, "boom"),
 			finish: tandemv1.FinishReason_FINISH_REASON_ERROR, lastMsg: `group "d": Internal: boom`},
-		{name: "stream ended early", err: io.EOF, code: codes.Internal, msg: "without a finish reason"},
-		{name: "timeout", tokens: true, cancel: func(r *request, _ context.CancelFunc) { r.cancel(errTimeout) }, err: status.Error(codes.Canceled, "x"),
+		{name: "stream ended early", err: io.EOF, migrate: metrics.MigrationStreamEnded},
+		{name: "timeout", tokens: true, cancel: func(r *request, _ *groupState, _ context.CancelFunc) { r.cancel(errTimeout) }, err: status.Error(codes.Canceled, "x"),
 			finish: tandemv1.FinishReason_FINISH_REASON_TIMEOUT},
-		{name: "client cancelled", cancel: func(r *request, cc context.CancelFunc) { cc(); r.cancel(context.Canceled) }, err: status.Error(codes.Canceled, "x"), code: codes.Canceled},
-		{name: "group left", cancel: func(r *request, _ context.CancelFunc) { r.cancel(errors.New(`group "d" left the cluster`)) }, err: status.Error(codes.Canceled, "x"),
-			code: codes.Unavailable, msg: `group "d" left the cluster`},
+		{name: "client cancelled", cancel: func(r *request, _ *groupState, cc context.CancelFunc) { cc(); r.cancel(context.Canceled) }, err: status.Error(codes.Canceled, "x"), code: codes.Canceled},
+		{name: "group left", cancel: func(r *request, g *groupState, _ context.CancelFunc) {
+			g.leave(errors.New(`group "d" left the cluster`))
+			<-r.att.ctx.Done() // the worker call returns once the attempt has ended
+		},
+			err: status.Error(codes.Canceled, "x"), migrate: metrics.MigrationGroupLeft},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,14 +118,22 @@ func TestRequestEnds(t *testing.T) {
 			client, clientCancel := context.WithCancel(t.Context())
 			defer clientCancel()
 			r.client = client
+			g := testGroupState(t, "d")
+			a := r.newAttempt(1, route{whole: g})
 			if tt.tokens {
 				r.batch(testGroup, m.tok.Encode("Hi", false), nil, nil)
 			}
 			if tt.cancel != nil {
-				tt.cancel(r, clientCancel)
+				tt.cancel(r, g, clientCancel)
 			}
-			err := r.fail(g, tt.err)
-			if tt.finish != tandemv1.FinishReason_FINISH_REASON_UNSPECIFIED {
+			err := r.fail(a, g, tt.err)
+			var f *groupFailure
+			switch {
+			case tt.migrate != "":
+				if !errors.As(err, &f) || f.reason != tt.migrate || f.g != g {
+					t.Fatalf("err %v, want a failure of group d for migration (%s)", err, tt.migrate)
+				}
+			case tt.finish != tandemv1.FinishReason_FINISH_REASON_UNSPECIFIED:
 				if err != nil || len(*sent) != 1 {
 					t.Fatalf("err %v, sent %v", err, *sent)
 				}
@@ -129,13 +141,20 @@ func TestRequestEnds(t *testing.T) {
 				if last.FinishReason != tt.finish || last.ErrorMessage != tt.lastMsg || last.Text != "" || last.RequestId != "req" {
 					t.Errorf("last message %v", last)
 				}
-				return
-			}
-			if status.Code(err) != tt.code || !strings.Contains(status.Convert(err).Message(), tt.msg) || len(*sent) != 0 {
+			case status.Code(err) != tt.code || !strings.Contains(status.Convert(err).Message(), tt.msg) || len(*sent) != 0:
 				t.Errorf("err %v, sent %v; want %v %q", err, *sent, tt.code, tt.msg)
 			}
 		})
 	}
+}
+
+// testGroupState is a group that stays in the cluster until the test ends
+// or it is made to leave.
+func testGroupState(t *testing.T, name string) *groupState {
+	g := &groupState{name: name}
+	g.ctx, g.leave = context.WithCancelCause(t.Context())
+	t.Cleanup(func() { g.leave(nil) })
+	return g
 }
 
 func TestWorkerCode(t *testing.T) {

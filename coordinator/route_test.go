@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/metrics"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
@@ -28,10 +30,13 @@ func TestEstimate(t *testing.T) {
 		want  load
 	}{
 		{"stats alone", st, nil, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 2}},
-		{"sent before the poll is in the stats", st, []*sent{{at: before, tokens: 50, blocks: 4}}, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 2}},
-		{"sent since the poll", st, []*sent{{at: after, tokens: 50, blocks: 4}, {at: poll, tokens: 7, blocks: 1}},
+		{"confirmed before the poll: in the stats", st, []*sent{{at: before, tokens: 50, blocks: 4, confirmed: true}}, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 2}},
+		{"sent before the poll, unconfirmed: maybe not in the stats", st, []*sent{{at: before, tokens: 50, blocks: 4}},
+			load{pendingTokens: 1050, freeBlocks: 96, running: 3, waiting: 3}},
+		{"ended: in the stats or gone", st, []*sent{{at: after, tokens: 50, blocks: 4, ended: true}}, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 2}},
+		{"sent since the poll", st, []*sent{{at: after, tokens: 50, blocks: 4}, {at: poll, tokens: 7, blocks: 1, confirmed: true}},
 			load{pendingTokens: 1057, freeBlocks: 95, running: 3, waiting: 4}},
-		{"answered prefill no longer pending", st, []*sent{{at: after, tokens: 50, answered: true}}, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 3}},
+		{"answered prefill no longer pending", st, []*sent{{at: after, tokens: 50, answered: true, confirmed: true}}, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 3}},
 		{"never polled: registered blocks", nil, []*sent{{at: before, tokens: 5, blocks: 2}}, load{pendingTokens: 5, freeBlocks: 62, waiting: 1}},
 	}
 	for _, tt := range tests {
@@ -85,20 +90,25 @@ func TestPick(t *testing.T) {
 // them; no worker is contacted (clients connect lazily).
 func routeTestCoordinator(t *testing.T, groups ...cluster.Group) *Coordinator {
 	t.Helper()
+	opts := Options{MaxInFlight: 2}
+	opts.Routing.defaults()
 	c := &Coordinator{
-		opts:     Options{MaxInFlight: 2},
+		opts:     opts,
 		log:      slog.New(slog.DiscardHandler),
 		model:    &modelInfo{name: "m"},
 		inflight: map[string]struct{}{},
 		groups:   map[string]*groupState{},
 		conns:    map[string]*grpc.ClientConn{},
+		index:    newPrefixIndex(),
+		metrics:  metrics.NewCoordinator(prometheus.NewRegistry(), "m"),
 	}
 	t.Cleanup(func() {
+		c.wg.Wait() // the groups' KV event followers, which find no worker here, end with t.Context()
 		for _, cc := range c.conns {
 			cc.Close()
 		}
 	})
-	c.sync(context.Background(), groups)
+	c.sync(t.Context(), groups)
 	return c
 }
 
@@ -115,22 +125,36 @@ func TestPickRoute(t *testing.T) {
 	notReady := group("p-broken", cluster.RolePrefill, 2, "m")
 	notReady.Ranks[1] = cluster.Registration{}
 	tests := []struct {
-		name   string
-		groups []cluster.Group
-		want   string // "prefill>decode", "unified" or an error substring
+		name      string
+		groups    []cluster.Group
+		want      string   // "prefill>decode", "unified" or an error substring
+		exclude   []string // groups that failed the request
+		recompute bool     // a migration: a decode group may run it all
 	}{
-		{"disaggregated preferred", []cluster.Group{group("p", cluster.RolePrefill, 1, "m"), group("d", cluster.RoleDecode, 2, "m"), group("u", cluster.RoleUnified, 1, "m")}, "p>d"},
-		{"unified only", []cluster.Group{group("u", cluster.RoleUnified, 1, "m")}, "u"},
-		{"prefill without decode falls back to unified", []cluster.Group{group("p", cluster.RolePrefill, 1, "m"), group("u", cluster.RoleUnified, 1, "m")}, "u"},
-		{"nothing ready", []cluster.Group{group("p", cluster.RolePrefill, 1, "m")}, `no ready group serves model "m" (ready groups: 1 prefill, 0 decode, 0 unified)`},
-		{"no groups", nil, `no ready group serves model "m"`},
-		{"not ready skipped", []cluster.Group{notReady, group("p", cluster.RolePrefill, 1, "m"), group("d", cluster.RoleDecode, 1, "m")}, "p>d"},
-		{"other model skipped", []cluster.Group{group("u1", cluster.RoleUnified, 1, "other"), group("u2", cluster.RoleUnified, 1, "/models/m")}, "u2"},
+		{name: "disaggregated preferred", groups: []cluster.Group{group("p", cluster.RolePrefill, 1, "m"), group("d", cluster.RoleDecode, 2, "m"), group("u", cluster.RoleUnified, 1, "m")}, want: "p>d"},
+		{name: "unified only", groups: []cluster.Group{group("u", cluster.RoleUnified, 1, "m")}, want: "u"},
+		{name: "prefill without decode falls back to unified", groups: []cluster.Group{group("p", cluster.RolePrefill, 1, "m"), group("u", cluster.RoleUnified, 1, "m")}, want: "u"},
+		{name: "nothing ready", groups: []cluster.Group{group("p", cluster.RolePrefill, 1, "m")}, want: `no ready group serves model "m" (ready groups: 1 prefill, 0 decode, 0 unified)`},
+		{name: "no groups", want: `no ready group serves model "m"`},
+		{name: "not ready skipped", groups: []cluster.Group{notReady, group("p", cluster.RolePrefill, 1, "m"), group("d", cluster.RoleDecode, 1, "m")}, want: "p>d"},
+		{name: "other model skipped", groups: []cluster.Group{group("u1", cluster.RoleUnified, 1, "other"), group("u2", cluster.RoleUnified, 1, "/models/m")}, want: "u2"},
+		{name: "failed groups skipped", groups: []cluster.Group{group("p1", cluster.RolePrefill, 1, "m"), group("p2", cluster.RolePrefill, 1, "m"),
+			group("d1", cluster.RoleDecode, 1, "m"), group("d2", cluster.RoleDecode, 1, "m")}, exclude: []string{"p1", "d1"}, want: "p2>d2"},
+		{name: "decode alone serves no new request", groups: []cluster.Group{group("p", cluster.RolePrefill, 1, "m"), group("d", cluster.RoleDecode, 1, "m")},
+			exclude: []string{"p"}, want: "ready groups: 1 prefill, 1 decode"},
+		{name: "decode alone recomputes a migrated request", groups: []cluster.Group{group("p", cluster.RolePrefill, 1, "m"), group("d", cluster.RoleDecode, 1, "m")},
+			exclude: []string{"p"}, recompute: true, want: "d"},
+		{name: "unified before decode recompute", groups: []cluster.Group{group("d", cluster.RoleDecode, 1, "m"), group("u", cluster.RoleUnified, 1, "m")},
+			recompute: true, want: "u"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := routeTestCoordinator(t, tt.groups...)
-			rt, err := c.pickRoute(10)
+			exclude := map[*groupState]bool{}
+			for _, name := range tt.exclude {
+				exclude[c.groups[name]] = true
+			}
+			rt, err := c.pickRoute(make([]int32, 10), exclude, tt.recompute)
 			var got string
 			switch {
 			case err != nil:
@@ -138,8 +162,8 @@ func TestPickRoute(t *testing.T) {
 					t.Errorf("code = %v, want Unavailable", status.Code(err))
 				}
 				got = status.Convert(err).Message()
-			case rt.unified != nil:
-				got = rt.unified.name
+			case rt.whole != nil:
+				got = rt.whole.name
 			default:
 				got = rt.prefill.name + ">" + rt.decode.name
 			}
@@ -165,7 +189,7 @@ func TestPickRouteCountsWhatItSent(t *testing.T) {
 	var got []string
 	var sents []*sent
 	for range 3 {
-		rt, err := c.pickRoute(159)
+		rt, err := c.pickRoute(make([]int32, 159), nil, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,7 +202,7 @@ func TestPickRouteCountsWhatItSent(t *testing.T) {
 	// Answered prefills no longer count: p1 has none pending, p2 259.
 	c.answered(sents[0])
 	c.answered(sents[2])
-	rt, err := c.pickRoute(1)
+	rt, err := c.pickRoute(make([]int32, 1), nil, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,8 +213,8 @@ func TestPickRouteCountsWhatItSent(t *testing.T) {
 
 func TestDestination(t *testing.T) {
 	c := routeTestCoordinator(t, group("d", cluster.RoleDecode, 3, "m"))
-	d := c.groups["d"].destination()
-	if d.Group != "d" || d.Tp != 3 || strings.Join(d.RankAddresses, ",") != "d:0,d:1,d:2" {
+	d := c.groups["d"].destination(32)
+	if d.Group != "d" || d.Tp != 3 || strings.Join(d.RankAddresses, ",") != "d:0,d:1,d:2" || d.SkipTokens != 32 {
 		t.Errorf("destination = %v", d)
 	}
 }
@@ -200,7 +224,7 @@ func TestSyncReplacesMovedLeaderAndDropsLeftGroups(t *testing.T) {
 	a, b := c.groups["a"], c.groups["b"]
 	moved := group("a", cluster.RoleUnified, 1, "m")
 	moved.Ranks[0].Addr = "elsewhere:1"
-	c.sync(context.Background(), []cluster.Group{moved})
+	c.sync(t.Context(), []cluster.Group{moved})
 	if a.ctx.Err() == nil || !strings.Contains(context.Cause(a.ctx).Error(), "another leader") {
 		t.Errorf("moved group's context: %v", context.Cause(a.ctx))
 	}
@@ -247,7 +271,7 @@ func TestSyncReplacesRestartedGroup(t *testing.T) {
 	for i := range restarted.Ranks {
 		restarted.Ranks[i].Incarnation = 1
 	}
-	c.sync(context.Background(), []cluster.Group{restarted})
+	c.sync(t.Context(), []cluster.Group{restarted})
 	if old.ctx.Err() == nil || !strings.Contains(context.Cause(old.ctx).Error(), "incarnation") {
 		t.Errorf("the old incarnation's context: %v", context.Cause(old.ctx))
 	}

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -41,6 +42,15 @@ type traceRecord struct {
 	end      time.Time
 	prefill  string
 	decode   string
+	// migrations are the request's moves to other groups, in order.
+	migrations []*tandemv1.Migration
+}
+
+// migrated notes a move of the request to other groups.
+func (t *traceRecord) migrated(m *tandemv1.Migration) {
+	t.mu.Lock()
+	t.migrations = append(t.migrations, m)
+	t.mu.Unlock()
 }
 
 func (t *traceRecord) token(id int32, at time.Time, group string, step uint64) {
@@ -65,11 +75,14 @@ func (t *traceRecord) summary() *tandemv1.RequestSummary {
 		RequestId: t.id, ArrivalUnixNanos: t.arrival.UnixNano(), PromptTokens: int32(t.prompt),
 		CompletionTokens: int32(len(t.tokens)), FinishReason: t.finish,
 	}
-	for _, g := range []string{t.prefill, t.decode} {
-		if g != "" {
-			s.Groups = append(s.Groups, g)
+	for _, a := range t.attempts() {
+		for _, g := range []string{a.prefill, a.decode} {
+			if g != "" && !slices.Contains(s.Groups, g) {
+				s.Groups = append(s.Groups, g)
+			}
 		}
 	}
+	s.Migrations = int32(len(t.migrations))
 	if len(t.tokens) > 0 {
 		s.TtftMs = float64(t.tokens[0].GetUnixNanos()-t.arrival.UnixNano()) / 1e6
 		s.TpotMs = float64(t.tpot()) / 1e6
@@ -97,12 +110,31 @@ func (t *traceRecord) snapshot() *tandemv1.RequestTrace {
 	for _, tok := range t.tokens {
 		rt.Tokens = append(rt.Tokens, proto.CloneOf(tok))
 	}
+	for _, m := range t.migrations {
+		rt.Migrations = append(rt.Migrations, proto.CloneOf(m))
+	}
 	if !t.end.IsZero() {
 		rt.EndUnixNanos = t.end.UnixNano()
 	} else {
 		rt.EndUnixNanos = time.Now().UnixNano()
 	}
 	return rt
+}
+
+// attemptGroups are the groups of one attempt of a request and the id
+// they know it by.
+type attemptGroups struct {
+	prefill, decode, workerID string
+}
+
+// attempts lists the request's attempts: the first route, then each
+// migration's. t.mu must be held.
+func (t *traceRecord) attempts() []attemptGroups {
+	out := []attemptGroups{{t.prefill, t.decode, t.id}}
+	for _, m := range t.migrations {
+		out = append(out, attemptGroups{m.GetPrefillGroup(), m.GetDecodeGroup(), m.GetWorkerRequestId()})
+	}
+	return out
 }
 
 // history is a bounded FIFO of recent requests' trace records.
@@ -167,28 +199,35 @@ func (c *Coordinator) GetTrace(ctx context.Context, id string) (*tandemv1.Reques
 		return nil, status.Errorf(codes.NotFound, "request_id: no recent request %q (the coordinator keeps the last %d)", id, c.opts.TraceHistory)
 	}
 	rt := rec.snapshot()
-	for _, name := range []string{rt.PrefillGroup, rt.DecodeGroup} {
-		if name == "" {
-			continue
-		}
-		c.mu.Lock()
-		g := c.groups[name]
-		var (
-			ranks []rankAddr
-			role  tandemv1.Role
-		)
-		if g != nil {
-			for r, reg := range g.group.Ranks {
-				ranks = append(ranks, rankAddr{rank: r, addr: reg.Addr})
+	rec.mu.Lock()
+	attempts := rec.attempts()
+	rec.mu.Unlock()
+	for _, a := range attempts {
+		for _, name := range []string{a.prefill, a.decode} {
+			if name == "" {
+				continue
 			}
-			role = g.group.Role.Proto()
+			c.mu.Lock()
+			g := c.groups[name]
+			var (
+				ranks []rankAddr
+				role  tandemv1.Role
+			)
+			if g != nil {
+				for r, reg := range g.group.Ranks {
+					ranks = append(ranks, rankAddr{rank: r, addr: reg.Addr})
+				}
+				role = g.group.Role.Proto()
+			}
+			c.mu.Unlock()
+			if g == nil {
+				if miss := name + ": the group left the cluster"; !slices.Contains(rt.MissingRanks, miss) {
+					rt.MissingRanks = append(rt.MissingRanks, miss)
+				}
+				continue
+			}
+			c.collectGroup(ctx, rt, name, role, ranks, a.workerID)
 		}
-		c.mu.Unlock()
-		if g == nil {
-			rt.MissingRanks = append(rt.MissingRanks, name+": the group left the cluster")
-			continue
-		}
-		c.collectGroup(ctx, rt, name, role, ranks)
 	}
 	return rt, nil
 }
@@ -198,16 +237,19 @@ type rankAddr struct {
 	addr string
 }
 
-// collectGroup asks rank 0 for the steps that held the request, then the
-// other ranks for the same steps, and adds a RankTrace per rank.
-func (c *Coordinator) collectGroup(ctx context.Context, rt *tandemv1.RequestTrace, group string, role tandemv1.Role, ranks []rankAddr) {
+// collectGroup asks rank 0 for the steps that held the request (known
+// there as workerID), then the other ranks for the same steps, and adds
+// a RankTrace per rank, or adds to the rank's trace when an earlier
+// attempt ran on the group too. Steps name the request by its own id,
+// whichever attempt they served.
+func (c *Coordinator) collectGroup(ctx context.Context, rt *tandemv1.RequestTrace, group string, role tandemv1.Role, ranks []rankAddr, workerID string) {
 	var ids []uint64
 	for _, ra := range ranks {
 		if ra.addr == "" {
 			rt.MissingRanks = append(rt.MissingRanks, fmt.Sprintf("%s/%d: not registered", group, ra.rank))
 			continue
 		}
-		req := &tandemv1.StepsRequest{RequestId: rt.RequestId, Steps: ids}
+		req := &tandemv1.StepsRequest{RequestId: workerID, Steps: ids}
 		resp, est, err := c.rankSteps(ctx, ra.addr, req)
 		if err != nil {
 			rt.MissingRanks = append(rt.MissingRanks, fmt.Sprintf("%s/%d: %v", group, ra.rank, err))
@@ -218,12 +260,49 @@ func (c *Coordinator) collectGroup(ctx context.Context, rt *tandemv1.RequestTrac
 				ids = append(ids, s.GetStep())
 			}
 		}
-		rt.Ranks = append(rt.Ranks, &tandemv1.RankTrace{
+		renameSeqs(resp.GetSteps(), workerID, rt.RequestId)
+		addRankTrace(rt, &tandemv1.RankTrace{
 			Node: resp.GetNode(), Group: group, Role: role, Rank: int32(ra.rank), Addr: ra.addr,
 			ClockOffsetNanos: int64(est.Offset), ClockErrorNanos: int64(est.Error),
 			Steps: resp.GetSteps(), KvTransfers: resp.GetKvTransfers(), PeakRssBytes: resp.GetPeakRssBytes(),
 		})
 	}
+}
+
+// renameSeqs names the request by its own id in steps that know it as
+// one of its attempts.
+func renameSeqs(steps []*tandemv1.StepTrace, from, to string) {
+	if from == to {
+		return
+	}
+	for _, s := range steps {
+		for _, q := range s.GetSeqs() {
+			if q.GetRequestId() == from {
+				q.RequestId = to
+			}
+		}
+	}
+}
+
+// addRankTrace adds lane to rt, merged into the lane of the same rank
+// when an earlier attempt ran on its group.
+func addRankTrace(rt *tandemv1.RequestTrace, lane *tandemv1.RankTrace) {
+	i := slices.IndexFunc(rt.Ranks, func(r *tandemv1.RankTrace) bool {
+		return r.GetGroup() == lane.GetGroup() && r.GetRank() == lane.GetRank() && r.GetAddr() == lane.GetAddr()
+	})
+	if i < 0 {
+		rt.Ranks = append(rt.Ranks, lane)
+		return
+	}
+	old := rt.Ranks[i]
+	for _, s := range lane.GetSteps() {
+		if !slices.ContainsFunc(old.Steps, func(o *tandemv1.StepTrace) bool { return o.GetStep() == s.GetStep() }) {
+			old.Steps = append(old.Steps, s)
+		}
+	}
+	slices.SortFunc(old.Steps, func(a, b *tandemv1.StepTrace) int { return cmp.Compare(a.GetStep(), b.GetStep()) })
+	old.KvTransfers = append(old.KvTransfers, lane.GetKvTransfers()...)
+	old.PeakRssBytes = max(old.PeakRssBytes, lane.GetPeakRssBytes())
 }
 
 // rankSteps fetches a rank's records and its clock estimate.

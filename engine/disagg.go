@@ -1,19 +1,32 @@
 package engine
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrPrefixEvicted is returned by Reserve when the prefix it was told to
+// keep from the prefix cache is no longer all there: the caller recomputes
+// instead of loading the rest.
+var ErrPrefixEvicted = errors.New("engine: the cached prefix to keep is no longer in the prefix cache")
 
 // Disaggregated serving splits a request between two groups: a prefill
 // group computes the prompt's KV cache and the first token and keeps the
 // KV (Request.HoldKV) until it has been sent; a decode group reserves
 // blocks for the incoming KV (Reserve), loads it (WriteKV) and continues
-// from the first token (AddPrefilled). Blocks held either way are outside
-// every step, so ReadKV and WriteKV may run beside Step and Follow.
+// from the first token (AddPrefilled). A decode group whose prefix cache
+// already holds the prompt's first blocks keeps them (Reserve's skip) and
+// loads only the rest. Blocks held either way are outside every step, so
+// ReadKV and WriteKV may run beside Step and Follow.
 
 // HeldKV is the KV cache of a request that is no longer running: the
-// blocks and the token positions they cover.
+// blocks and the token positions they cover. After Reserve, Skip leading
+// positions are already there (from the prefix cache) and [Skip, Tokens)
+// are to be loaded.
 type HeldKV struct {
 	Blocks []int32
 	Tokens int
+	Skip   int
 }
 
 // Held returns the KV a finished HoldKV request (or a Reserve) keeps.
@@ -34,21 +47,43 @@ func (e *Engine) Release(id string) error {
 	return nil
 }
 
-// Reserve sets aside blocks for tokens positions of a request whose KV
-// will arrive from elsewhere. It fails with ErrOutOfBlocks rather than
-// preempting running sequences.
-func (e *Engine) Reserve(id string, tokens int) (HeldKV, error) {
+// Reserve sets aside blocks for the KV of prompt, a request whose KV
+// will arrive from elsewhere. Its first skip positions (whole blocks, and
+// short of the last token's block) are taken from the prefix cache and
+// will not arrive: when they are no longer all cached it fails with
+// ErrPrefixEvicted. It fails with ErrOutOfBlocks rather than preempting
+// running sequences.
+func (e *Engine) Reserve(id string, prompt []int32, skip int) (HeldKV, error) {
 	if _, ok := e.held[id]; ok || e.byID[id] != nil {
 		return HeldKV{}, fmt.Errorf("%w: %q is already in use", ErrDuplicateID, id)
 	}
+	tokens, bs := len(prompt), e.opts.BlockSize
 	if tokens <= 0 || tokens > e.m.cfg.MaxPositions {
 		return HeldKV{}, fmt.Errorf("%w: cannot reserve KV for %d tokens", ErrInvalidRequest, tokens)
 	}
-	blocks, err := e.pool.grow(nil, tokens)
+	if skip < 0 || skip%bs != 0 || skip > (tokens-1)/bs*bs {
+		return HeldKV{}, fmt.Errorf("%w: cannot keep %d cached tokens of a %d-token prompt in blocks of %d", ErrInvalidRequest, skip, tokens, bs)
+	}
+	var blocks []int32
+	if skip > 0 {
+		blocks = e.cachedPrefix(&sequence{tokens: prompt}, skip/bs)
+		if len(blocks)*bs < skip {
+			return HeldKV{}, fmt.Errorf("%w: %d of %d tokens cached", ErrPrefixEvicted, len(blocks)*bs, skip)
+		}
+		for _, b := range blocks {
+			e.pool.take(b)
+		}
+	}
+	blocks, err := e.pool.grow(blocks, tokens)
 	if err != nil {
+		e.pool.release(blocks)
 		return HeldKV{}, err
 	}
-	h := HeldKV{Blocks: blocks, Tokens: tokens}
+	if e.pool.caching {
+		e.prefix.Queries += int64(tokens)
+		e.prefix.Hits += int64(skip)
+	}
+	h := HeldKV{Blocks: blocks, Tokens: tokens, Skip: skip}
 	e.held[id] = h
 	return h, nil
 }
@@ -83,6 +118,7 @@ func (e *Engine) AddPrefilled(req Request, first int32, reserved bool) error {
 		}
 		delete(e.held, req.ID)
 		s.blocks, s.computed = h.Blocks, h.Tokens
+		e.registerFull(s)
 		e.byID[req.ID] = s
 		e.running = append(e.running, s)
 		return nil
@@ -95,20 +131,21 @@ func (e *Engine) AddPrefilled(req Request, first int32, reserved bool) error {
 	return nil
 }
 
-// ReadKV copies layer's keys and values at h's first tokens positions,
-// for the rank's local KV heads [headFrom, headTo), into dst laid out
-// [2][tokens][heads][HeadDim]. It may run beside Step or Follow (see the
-// package comment on disaggregation) and on any rank.
-func (e *Engine) ReadKV(layer int, blocks []int32, tokens, headFrom, headTo int, dst []float32) {
-	e.m.be.KVRead(e.kv, layer, e.kvSlots(blocks, tokens), headFrom, headTo, dst)
+// ReadKV copies layer's keys and values at token positions [from, to)
+// of the block table blocks, for the rank's local KV heads [headFrom,
+// headTo), into dst laid out [2][to-from][heads][HeadDim] as little-endian
+// elements of the cache's dtype (KVCacheDType). It may run beside Step or
+// Follow (see the package comment on disaggregation) and on any rank.
+func (e *Engine) ReadKV(layer int, blocks []int32, from, to, headFrom, headTo int, dst []byte) {
+	e.m.be.KVRead(e.kv, layer, e.kvSlots(blocks, from, to), headFrom, headTo, dst)
 }
 
 // WriteKV is ReadKV's reverse: it loads KV that arrived from a prefill
 // group into reserved blocks.
-func (e *Engine) WriteKV(layer int, blocks []int32, tokens, headFrom, headTo int, src []float32) {
-	e.m.be.KVLoad(e.kv, layer, e.kvSlots(blocks, tokens), headFrom, headTo, src)
+func (e *Engine) WriteKV(layer int, blocks []int32, from, to, headFrom, headTo int, src []byte) {
+	e.m.be.KVLoad(e.kv, layer, e.kvSlots(blocks, from, to), headFrom, headTo, src)
 }
 
-func (e *Engine) kvSlots(blocks []int32, tokens int) []int32 {
-	return e.pool.slots(make([]int32, 0, tokens), blocks, 0, tokens)
+func (e *Engine) kvSlots(blocks []int32, from, to int) []int32 {
+	return e.pool.slots(make([]int32, 0, to-from), blocks, from, to)
 }

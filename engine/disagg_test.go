@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,69 +12,78 @@ import (
 // decode engine that loads it (or recomputes the prompt) and continues
 // from the first token together produce what one engine produces alone.
 func TestDisaggregatedEqualsUnified(t *testing.T) {
+	type tc struct {
+		name   string
+		loaded bool
+		kv     KVCacheDType
+	}
+	var cases []tc
 	for _, name := range []string{"tiny", "gqa-tiny", "gpt2-124m"} {
-		for _, loaded := range []bool{true, false} {
-			t.Run(fmt.Sprintf("%s/loaded=%v", name, loaded), func(t *testing.T) {
-				m := testModel(t, name, "f32", "auto")
-				cfg := m.Config()
-				params := greedy(12)
-				params.Logprobs = true
-				prompts := map[string][]int32{"a": testPrompt(5, cfg.VocabSize, 1), "b": testPrompt(40, cfg.VocabSize, 2)}
+		cases = append(cases, tc{name, true, KVFP32}, tc{name, false, KVFP32})
+	}
+	cases = append(cases, tc{"gqa-tiny", true, KVBF16})
+	for _, c := range cases {
+		name, loaded := c.name, c.loaded
+		t.Run(fmt.Sprintf("%s/loaded=%v/%s", name, loaded, c.kv), func(t *testing.T) {
+			m := testModel(t, name, "f32", "auto")
+			cfg := m.Config()
+			params := greedy(12)
+			params.Logprobs = true
+			prompts := map[string][]int32{"a": testPrompt(5, cfg.VocabSize, 1), "b": testPrompt(40, cfg.VocabSize, 2)}
 
-				alone := testEngine(t, m, Options{})
-				for id, p := range prompts {
-					if err := alone.Add(Request{ID: id, Prompt: p, Params: params}); err != nil {
-						t.Fatal(err)
-					}
+			alone := testEngine(t, m, Options{KVCacheDType: c.kv})
+			for id, p := range prompts {
+				if err := alone.Add(Request{ID: id, Prompt: p, Params: params}); err != nil {
+					t.Fatal(err)
 				}
-				want := run(t, alone)
+			}
+			want := run(t, alone)
 
-				prefill := testEngine(t, m, Options{})
-				decode := testEngine(t, m, Options{BlockSize: 8}) // other block ids and size than the sender's
-				free0, _ := prefill.KVBlocks()
-				first := map[string]*result{}
-				for id, p := range prompts {
-					one := params
-					one.MaxTokens = 1
-					if err := prefill.Add(Request{ID: id, Prompt: p, Params: one, HoldKV: true}); err != nil {
+			prefill := testEngine(t, m, Options{KVCacheDType: c.kv})
+			decode := testEngine(t, m, Options{BlockSize: 8, KVCacheDType: c.kv}) // other block ids and size than the sender's
+			free0, _ := prefill.KVBlocks()
+			first := map[string]*result{}
+			for id, p := range prompts {
+				one := params
+				one.MaxTokens = 1
+				if err := prefill.Add(Request{ID: id, Prompt: p, Params: one, HoldKV: true}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			collect(first, drain(t, prefill))
+			heads := m.attnSpec.KVHeads
+			for id, p := range prompts {
+				h, ok := prefill.Held(id)
+				if !ok || h.Tokens != len(p) {
+					t.Fatalf("%s: held %+v, %v; want %d tokens", id, h, ok, len(p))
+				}
+				if loaded {
+					r, err := decode.Reserve(id, p, 0)
+					if err != nil {
 						t.Fatal(err)
 					}
-				}
-				collect(first, drain(t, prefill))
-				heads := m.attnSpec.KVHeads
-				for id, p := range prompts {
-					h, ok := prefill.Held(id)
-					if !ok || h.Tokens != len(p) {
-						t.Fatalf("%s: held %+v, %v; want %d tokens", id, h, ok, len(p))
-					}
-					if loaded {
-						r, err := decode.Reserve(id, len(p))
-						if err != nil {
-							t.Fatal(err)
-						}
-						buf := make([]float32, 2*len(p)*heads*cfg.HeadDim)
-						for l := range cfg.Layers {
-							prefill.ReadKV(l, h.Blocks, h.Tokens, 0, heads, buf)
-							decode.WriteKV(l, r.Blocks, r.Tokens, 0, heads, buf)
-						}
-					}
-					if err := prefill.Release(id); err != nil {
-						t.Fatal(err)
-					}
-					if err := decode.AddPrefilled(Request{ID: id, Prompt: p, Params: params}, first[id].tokens[0], loaded); err != nil {
-						t.Fatal(err)
+					buf := make([]byte, 2*len(p)*heads*cfg.HeadDim*kvSize(prefill))
+					for l := range cfg.Layers {
+						prefill.ReadKV(l, h.Blocks, 0, h.Tokens, 0, heads, buf)
+						decode.WriteKV(l, r.Blocks, 0, r.Tokens, 0, heads, buf)
 					}
 				}
-				if free, _ := prefill.KVBlocks(); free != free0 {
-					t.Fatalf("prefill engine has %d free blocks after Release, want %d", free, free0)
+				if err := prefill.Release(id); err != nil {
+					t.Fatal(err)
 				}
-				got := first
-				collect(got, drain(t, decode))
-				for id := range prompts {
-					sameResult(t, id, got[id], want[id], reorderTol)
+				if err := decode.AddPrefilled(Request{ID: id, Prompt: p, Params: params}, first[id].tokens[0], loaded); err != nil {
+					t.Fatal(err)
 				}
-			})
-		}
+			}
+			if free, _ := prefill.KVBlocks(); free != free0 {
+				t.Fatalf("prefill engine has %d free blocks after Release, want %d", free, free0)
+			}
+			got := first
+			collect(got, drain(t, decode))
+			for id := range prompts {
+				sameResult(t, id, got[id], want[id], reorderTol)
+			}
+		})
 	}
 }
 
@@ -97,7 +107,7 @@ func TestDisaggregationErrors(t *testing.T) {
 	m := testModel(t, "tiny", "f32", "auto")
 	e := testEngine(t, m, Options{})
 	p := testPrompt(4, m.Config().VocabSize, 3)
-	if _, err := e.Reserve("x", 4); err != nil {
+	if _, err := e.Reserve("x", p, 0); err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {
@@ -105,12 +115,15 @@ func TestDisaggregationErrors(t *testing.T) {
 		err  error
 		want error
 	}{
-		{"reserve twice", func() error { _, err := e.Reserve("x", 4); return err }(), ErrInvalidRequest},
+		{"reserve twice", func() error { _, err := e.Reserve("x", p, 0); return err }(), ErrInvalidRequest},
 		{"add over reserved id", e.Add(Request{ID: "x", Prompt: p, Params: greedy(2)}), ErrInvalidRequest},
 		{"prefilled without reservation", e.AddPrefilled(Request{ID: "y", Prompt: p, Params: greedy(2)}, 1, true), ErrInvalidRequest},
 		{"prefilled with one token left", e.AddPrefilled(Request{ID: "z", Prompt: p, Params: greedy(1)}, 1, false), ErrInvalidParams},
 		{"release unknown", e.Release("nope"), ErrNotFound},
-		{"reserve too much", func() error { _, err := e.Reserve("big", 1<<30); return err }(), ErrInvalidRequest},
+		{"reserve too much", func() error { _, err := e.Reserve("big", make([]int32, 1<<20), 0); return err }(), ErrInvalidRequest},
+		{"skip a partial block", func() error { _, err := e.Reserve("s", testPrompt(40, 100, 1), 8); return err }(), ErrInvalidRequest},
+		{"skip the last token's block", func() error { _, err := e.Reserve("s", testPrompt(32, 100, 1), 32); return err }(), ErrInvalidRequest},
+		{"skip what is not cached", func() error { _, err := e.Reserve("s", testPrompt(40, 100, 1), 16); return err }(), ErrPrefixEvicted},
 	}
 	for _, c := range cases {
 		if !errors.Is(c.err, c.want) {
@@ -134,7 +147,7 @@ func TestReadKVWhileLayersRun(t *testing.T) {
 	heads := m.attnSpec.KVHeads
 	prompt := testPrompt(37, cfg.VocabSize, 4)
 	type early struct {
-		layers [][]float32
+		layers [][]byte
 		err    error
 	}
 	got := make(chan early, 1)
@@ -153,8 +166,8 @@ func TestReadKVWhileLayersRun(t *testing.T) {
 					out.err = err
 					break
 				}
-				buf := make([]float32, 2*len(prompt)*heads*cfg.HeadDim)
-				e.ReadKV(l, blocks, len(prompt), 0, heads, buf)
+				buf := make([]byte, 2*len(prompt)*heads*cfg.HeadDim*kvSize(e))
+				e.ReadKV(l, blocks, 0, len(prompt), 0, heads, buf)
 				out.layers = append(out.layers, buf)
 			}
 			got <- out
@@ -170,10 +183,10 @@ func TestReadKVWhileLayersRun(t *testing.T) {
 	}
 	h, _ := e.Held("p")
 	for l, early := range res.layers {
-		after := make([]float32, len(early))
-		e.ReadKV(l, h.Blocks, h.Tokens, 0, heads, after)
-		if d := maxAbsDiff(early, after); d != 0 {
-			t.Fatalf("layer %d: KV read during the step differs from after it by %g", l, d)
+		after := make([]byte, len(early))
+		e.ReadKV(l, h.Blocks, 0, h.Tokens, 0, heads, after)
+		if !bytes.Equal(early, after) {
+			t.Fatalf("layer %d: KV read during the step differs from after it", l)
 		}
 	}
 	ctx, cancel := context.WithCancel(t.Context())
@@ -182,3 +195,6 @@ func TestReadKVWhileLayersRun(t *testing.T) {
 		t.Fatalf("WaitLayer for a future step with a cancelled context: %v", err)
 	}
 }
+
+// kvSize is the bytes of one element of e's KV cache.
+func kvSize(e *Engine) int { return e.kv.DType().Size() }

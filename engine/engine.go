@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tandemllm/tandem/blockhash"
 	"github.com/tandemllm/tandem/compute"
 	"github.com/tandemllm/tandem/nccl"
 )
@@ -47,6 +48,20 @@ type Options struct {
 	// BlockSize is the number of token slots per KV block (default
 	// DefaultBlockSize).
 	BlockSize int
+	// DisablePrefixCaching turns the prefix cache off (vLLM's
+	// --no-enable-prefix-caching): every prompt is computed from scratch
+	// and no block outlives its sequence. Default: on.
+	DisablePrefixCaching bool
+	// ModelID is the model's identity in the prefix cache's block hashes
+	// (see package blockhash): a router hashing prompts to find which group
+	// holds them must use the same (the worker passes the model name it
+	// serves and registers).
+	ModelID string
+	// KVCacheDType is the element type of the KV cache (default
+	// KVAuto: what the backend suits to the model's weights, see
+	// compute.Backend.AutoKVDType). Every rank of a group must use the
+	// same.
+	KVCacheDType KVCacheDType
 	// MaxBatchTokens bounds the rows of one step; it is also the prefill
 	// chunk size (default 512).
 	MaxBatchTokens int
@@ -115,11 +130,16 @@ type sequence struct {
 	generated int
 	computed  int // tokens whose keys and values are in the cache
 	blocks    []int32
-	sampler   *sampler
-	stream    TextStream
-	text      strings.Builder
-	emitted   int // bytes of text already returned
-	lpScratch []int32
+	// hashes name the sequence's full blocks, as far as they have been
+	// needed; registered counts the leading blocks already offered to the
+	// prefix cache.
+	hashes     []blockhash.Hash
+	registered int
+	sampler    *sampler
+	stream     TextStream
+	text       strings.Builder
+	emitted    int // bytes of text already returned
+	lpScratch  []int32
 }
 
 // Engine runs one model on one backend with continuous batching: every
@@ -142,6 +162,7 @@ type Engine struct {
 	// planWords is the reusable encoding of a step plan (TP > 1).
 	planWords []int32
 	progress  progress
+	prefix    PrefixStats
 }
 
 // New makes an engine for m, allocating its KV cache on m's backend.
@@ -163,24 +184,29 @@ func New(m *Model, opts Options) (*Engine, error) {
 	if opts.KVCacheBytes <= 0 {
 		opts.KVCacheBytes = 512 << 20
 	}
-	kvHeads := m.attnSpec.KVHeads
-	perBlock := int64(2 * cfg.Layers * kvHeads * cfg.HeadDim * 4 * opts.BlockSize)
+	kvDType, err := opts.KVCacheDType.resolve(m)
+	if err != nil {
+		return nil, err
+	}
+	spec := compute.KVSpec{
+		Layers: cfg.Layers, BlockSize: opts.BlockSize,
+		KVHeads: m.attnSpec.KVHeads, HeadDim: cfg.HeadDim, DType: kvDType,
+	}
+	perBlock := int64(cfg.Layers * spec.Bytes() * opts.BlockSize)
 	blocks := opts.KVCacheBytes / perBlock
 	fullSeq := int64((cfg.MaxPositions + opts.BlockSize - 1) / opts.BlockSize)
 	blocks = min(blocks, fullSeq*int64(opts.MaxSeqs))
 	if blocks < 1 {
 		return nil, fmt.Errorf("engine: KV cache budget of %d bytes holds no block of %d bytes", opts.KVCacheBytes, perBlock)
 	}
-	kv, err := m.be.NewKVCache(compute.KVSpec{
-		Layers: cfg.Layers, NumBlocks: int(blocks), BlockSize: opts.BlockSize,
-		KVHeads: kvHeads, HeadDim: cfg.HeadDim,
-	})
+	spec.NumBlocks = int(blocks)
+	kv, err := m.be.NewKVCache(spec)
 	if err != nil {
 		return nil, fmt.Errorf("engine: allocating KV cache: %w", err)
 	}
 	e := &Engine{
 		m: m, opts: opts, kv: kv,
-		pool:    newBlockPool(int(blocks), opts.BlockSize),
+		pool:    newBlockPool(int(blocks), opts.BlockSize, !opts.DisablePrefixCaching),
 		scratch: newScratch(m.be, m, opts.MaxBatchTokens, opts.MaxSeqs),
 		byID:    map[string]*sequence{},
 		held:    map[string]HeldKV{},
@@ -193,8 +219,19 @@ func New(m *Model, opts Options) (*Engine, error) {
 // Model is the engine's model.
 func (e *Engine) Model() *Model { return e.m }
 
-// KVBlocks returns the free and total KV cache blocks.
+// KVBlocks returns the free and total KV cache blocks; free blocks
+// include those of the prefix cache nobody uses, which are evicted when
+// needed.
 func (e *Engine) KVBlocks() (free, total int) { return e.pool.Free(), e.pool.total }
+
+// KVCacheDType is the element type of the KV cache, resolved: KVFP32 or
+// KVBF16, never KVAuto.
+func (e *Engine) KVCacheDType() KVCacheDType {
+	if e.kv.DType() == compute.BF16 {
+		return KVBF16
+	}
+	return KVFP32
+}
 
 // BlockSize is the number of token slots per KV block.
 func (e *Engine) BlockSize() int { return e.opts.BlockSize }

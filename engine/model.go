@@ -28,7 +28,11 @@ type Model struct {
 	w        weights
 	invFreq  []float32
 	attnSpec compute.AttnSpec
-	eos      []int32
+	// wdtype is the dtype of the weights as stored (of the first matrix
+	// loaded), whatever the backend converted them to.
+	wdtype  compute.DType
+	wloaded bool
+	eos     []int32
 	// keep holds host memory the backend may reference (transposed or
 	// converted weights) and closer the files it maps.
 	keep   [][]byte
@@ -40,6 +44,10 @@ func (m *Model) Config() *model.Config { return m.cfg }
 
 // Plan is the model's tensor-parallel plan (TP 1 when not sharded).
 func (m *Model) Plan() *parallel.Plan { return m.plan }
+
+// WeightDType is the dtype of the model's weights in its files (that of
+// its first matrix, the token embedding).
+func (m *Model) WeightDType() compute.DType { return m.wdtype }
 
 // Backend is the backend the model runs on.
 func (m *Model) Backend() compute.Backend { return m.be }
@@ -185,6 +193,9 @@ func (l *loader) matT(name string, rows, cols parallel.Range) compute.Mat {
 }
 
 func (l *loader) loadMat(name string, dt compute.DType, rows, cols int, data []byte) compute.Mat {
+	if !l.m.wloaded {
+		l.m.wdtype, l.m.wloaded = dt, true
+	}
 	m, err := l.m.be.LoadMat(dt, rows, cols, data)
 	if err != nil {
 		l.err = fmt.Errorf("%s: loading %s: %w", l.src.Where(name), name, err)

@@ -71,9 +71,17 @@ type TokenLogprob struct {
 
 // sampler chooses tokens for one sequence. It reuses its buffers, so
 // sampling allocates nothing after the first token.
+//
+// The random draw for a token is a function of the seed and the token's
+// position in the sequence only, not of the draws before it: a request
+// resumed elsewhere from its prompt and the tokens it already produced
+// (a migration, a preemption's recompute) samples exactly what it would
+// have sampled without the interruption.
 type sampler struct {
 	p     SamplingParams
-	rng   *rand.Rand
+	seed  uint64
+	pcg   rand.PCG
+	rng   *rand.Rand // draws from pcg, reseeded per position
 	idx   []int32
 	cands []candidate
 }
@@ -88,11 +96,29 @@ func newSampler(p SamplingParams) *sampler {
 	if p.Seed != nil {
 		seed = *p.Seed
 	}
-	return &sampler{p: p, rng: rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))}
+	s := &sampler{p: p, seed: seed}
+	s.rng = rand.New(&s.pcg)
+	return s
 }
 
-// sample picks the next token from logits (one row of the vocabulary).
-func (s *sampler) sample(logits []float32) int32 {
+// uniform is the draw in [0, 1) for the token at position pos.
+func (s *sampler) uniform(pos int) float64 {
+	s.pcg.Seed(s.seed, mix64(uint64(pos)))
+	return s.rng.Float64()
+}
+
+// mix64 is SplitMix64's finaliser: neighbouring positions get unrelated
+// PCG streams.
+func mix64(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+// sample picks the token at position pos of the sequence (prompt
+// included) from logits, one row of the vocabulary.
+func (s *sampler) sample(logits []float32, pos int) int32 {
 	if s.p.Temperature == 0 {
 		return argmax(logits)
 	}
@@ -103,6 +129,11 @@ func (s *sampler) sample(logits []float32) int32 {
 	if k := s.p.TopK; k > 0 && k < len(s.idx) {
 		selectTop(s.idx, logits, k)
 		s.idx = s.idx[:k]
+		// Back in token order: quickselect's order depends on the exact
+		// logits, and a rank whose logits differ in the last bits (another
+		// TP degree, a recomputed prompt) must walk the candidates in the
+		// same order to draw the same token.
+		slices.Sort(s.idx)
 	}
 	// Softmax over the candidates at the given temperature.
 	invT := float32(1 / s.p.Temperature)
@@ -120,7 +151,7 @@ func (s *sampler) sample(logits []float32) int32 {
 	if tp := s.p.TopP; tp > 0 && tp < 1 {
 		sum = s.nucleus(sum, tp)
 	}
-	r := s.rng.Float64() * sum
+	r := s.uniform(pos) * sum
 	for _, c := range s.cands {
 		r -= float64(c.prob)
 		if r < 0 {

@@ -92,7 +92,7 @@ func TestSamplerGreedyLimits(t *testing.T) {
 		{Temperature: 1, TopP: 1e-9, MaxTokens: 1, Seed: &seed},
 		{Temperature: 1e-4, MaxTokens: 1, Seed: &seed},
 	} {
-		if got := newSampler(p).sample(logits); got != want {
+		if got := newSampler(p).sample(logits, 0); got != want {
 			t.Errorf("%+v: sampled %d, want the argmax %d", p, got, want)
 		}
 	}
@@ -125,8 +125,8 @@ func TestSamplerDistribution(t *testing.T) {
 			}
 			const n = 200000
 			counts := make([]int, len(logits))
-			for range n {
-				counts[s.sample(logits)]++
+			for pos := range n {
+				counts[s.sample(logits, pos)]++
 			}
 			for i := range want {
 				want[i] /= sum
@@ -145,7 +145,7 @@ func TestSamplerSeedReproducible(t *testing.T) {
 		s := newSampler(SamplingParams{Temperature: 1, MaxTokens: 1, Seed: &seed})
 		out := make([]int32, 50)
 		for i := range out {
-			out[i] = s.sample(logits)
+			out[i] = s.sample(logits, i)
 		}
 		return out
 	}
@@ -227,5 +227,35 @@ func TestTakeTextStopStrings(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSamplerTopKOrderIsCanonical: logits that differ only in their last
+// bits (another TP degree, a recomputed prompt) draw the same tokens:
+// the top-k candidates are walked in token order, not in the order
+// quickselect happened to leave them.
+func TestSamplerTopKOrderIsCanonical(t *testing.T) {
+	const vocab, k = 4000, 50
+	rng := rand.New(rand.NewPCG(1, 2))
+	a, b := make([]float32, vocab), make([]float32, vocab)
+	for i := range a {
+		a[i] = -5 // well below the top k, which are therefore the same set
+		if i%(vocab/k) == 0 {
+			a[i] = 1 + float32(rng.IntN(4))/4 // ties, broken differently below
+		}
+		b[i] = a[i] + float32(rng.Float64()-0.5)*1e-5
+	}
+	seed := uint64(5)
+	p := SamplingParams{Temperature: 1, TopK: k, MaxTokens: 1, Seed: &seed}
+	sa, sb := newSampler(p), newSampler(p)
+	differ := 0
+	const n = 2000
+	for pos := range n {
+		if sa.sample(a, pos) != sb.sample(b, pos) {
+			differ++
+		}
+	}
+	if differ > n/100 {
+		t.Fatalf("%d of %d draws differ between logits equal to 1e-5", differ, n)
 	}
 }

@@ -54,8 +54,10 @@ func (e *Engine) schedule() []scheduled {
 	}
 	for len(e.waiting) > 0 && budget > 0 && len(out) < e.opts.MaxSeqs {
 		s := e.waiting[0]
+		e.admitPrefix(s)
 		n := min(len(s.tokens)-s.computed, budget)
 		if !e.reserve(s, n) {
+			e.unadmit(s)
 			break
 		}
 		e.waiting = e.waiting[1:]
@@ -74,10 +76,12 @@ func (e *Engine) reserve(s *sequence, n int) bool {
 }
 
 // preempt frees s's blocks and puts it at the head of the waiting queue.
+// Its full blocks stay in the prefix cache, so its recomputation may
+// start from them.
 func (e *Engine) preempt(s *sequence) {
 	e.pool.release(s.blocks)
 	s.blocks = nil
-	s.computed = 0
+	s.computed, s.registered = 0, 0
 	e.running = slices.DeleteFunc(e.running, func(x *sequence) bool { return x == s })
 	e.waiting = slices.Insert(e.waiting, 0, s)
 }
@@ -116,6 +120,7 @@ func (e *Engine) sampleAll(logits []float32, steps []scheduled) []Output {
 	for _, st := range steps {
 		s := st.s
 		s.computed += st.n
+		e.registerFull(s)
 		if !st.sample {
 			continue
 		}
@@ -128,7 +133,7 @@ func (e *Engine) sampleAll(logits []float32, steps []scheduled) []Output {
 
 func (e *Engine) sampleOne(s *sequence, logits []float32) Output {
 	p := &s.req.Params
-	tok := s.sampler.sample(logits)
+	tok := s.sampler.sample(logits, len(s.tokens))
 	out := Output{RequestID: s.req.ID, Index: s.generated, Token: tok, Step: e.rec.Step}
 	if p.Logprobs || p.TopLogprobs > 0 {
 		chosen, top := logprobs(logits, tok, p.TopLogprobs, s.lpScratch)

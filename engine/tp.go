@@ -67,6 +67,67 @@ func decodePlan(b *batch, header, body []int32) error {
 	return nil
 }
 
+// readPlan decodes a step plan into e.batch and checks it against this
+// rank's limits, so that a corrupt plan is an error, never a read or
+// write out of range.
+func (e *Engine) readPlan(header, body []int32) error {
+	if err := decodePlan(&e.batch, header, body); err != nil {
+		return err
+	}
+	return e.checkPlan(&e.batch)
+}
+
+// checkPlan checks every index a forward pass takes from the plan: token
+// ids against the vocabulary, positions against the context, KV slots
+// and block ids against the pool, query and logit rows against the batch.
+func (e *Engine) checkPlan(b *batch) error {
+	cfg, rows := e.m.cfg, len(b.tokens)
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("engine: corrupt step plan: "+format, args...)
+	}
+	switch {
+	case rows == 0:
+		return bad("no rows (rank 0 plans no empty step)")
+	case rows > e.scratch.maxRows:
+		return fmt.Errorf("engine: step plan of %d rows exceeds this rank's MaxBatchTokens %d", rows, e.scratch.maxRows)
+	case len(b.seqs) > e.opts.MaxSeqs || len(b.logitRows) > e.opts.MaxSeqs:
+		return fmt.Errorf("engine: step plan of %d sequences and %d logit rows exceeds this rank's MaxSeqs %d", len(b.seqs), len(b.logitRows), e.opts.MaxSeqs)
+	}
+	slots := int64(e.pool.total) * int64(e.opts.BlockSize)
+	for i := range rows {
+		switch t, p, s := b.tokens[i], b.positions[i], b.slots[i]; {
+		case t < 0 || int(t) >= cfg.VocabSize:
+			return bad("row %d: token %d outside a vocabulary of %d", i, t, cfg.VocabSize)
+		case p < 0 || int(p) >= cfg.MaxPositions:
+			return bad("row %d: position %d outside a context of %d", i, p, cfg.MaxPositions)
+		case s < 0 || int64(s) >= slots:
+			return bad("row %d: KV slot %d outside a pool of %d", i, s, slots)
+		}
+	}
+	for i, q := range b.seqs {
+		end := int64(q.Pos) + int64(q.QLen)
+		switch {
+		case q.QRow < 0 || q.QLen < 1 || q.QRow+q.QLen > rows:
+			return bad("sequence %d: rows %d+%d outside a batch of %d", i, q.QRow, q.QLen, rows)
+		case q.Pos < 0 || end > int64(cfg.MaxPositions):
+			return bad("sequence %d: positions %d+%d outside a context of %d", i, q.Pos, q.QLen, cfg.MaxPositions)
+		case int64(len(q.Blocks))*int64(e.opts.BlockSize) < end:
+			return bad("sequence %d: %d blocks for %d positions", i, len(q.Blocks), end)
+		}
+		for _, blk := range q.Blocks {
+			if blk < 0 || int(blk) >= e.pool.total {
+				return bad("sequence %d: block %d outside a pool of %d", i, blk, e.pool.total)
+			}
+		}
+	}
+	for _, r := range b.logitRows {
+		if r < 0 || int(r) >= rows {
+			return bad("logit row %d outside a batch of %d", r, rows)
+		}
+	}
+	return nil
+}
+
 // int32s views words as a collective buffer (the bytes travel unchanged).
 func int32s(words []int32) nccl.Buffer {
 	return nccl.Float32s(unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(words))), len(words)))
@@ -125,11 +186,8 @@ func (e *Engine) Follow(ctx context.Context) error {
 		if err := e.comm.Broadcast(ctx, int32s(body), 0); err != nil {
 			return fmt.Errorf("engine: receiving step plan: %w", err)
 		}
-		if err := decodePlan(&e.batch, header, body); err != nil {
+		if err := e.readPlan(header, body); err != nil {
 			return err
-		}
-		if len(e.batch.tokens) > e.scratch.maxRows || len(e.batch.logitRows) > e.opts.MaxSeqs {
-			return fmt.Errorf("engine: step plan of %d rows exceeds this rank's MaxBatchTokens %d", len(e.batch.tokens), e.scratch.maxRows)
 		}
 		start := time.Now()
 		e.step++

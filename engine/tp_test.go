@@ -114,31 +114,64 @@ func startGroup(tb testing.TB, ctx context.Context, name, dtype string, tp int, 
 // runTP runs reqs on a TP-tp group and returns rank 0's results.
 func runTP(t *testing.T, name string, tp int, reqs []Request) map[string]*result {
 	t.Helper()
+	res, _ := runTPWaves(t, name, tp, Options{}, [][]Request{reqs})
+	return res
+}
+
+// runTPWaves runs each wave of requests on a TP-tp group once the wave
+// before it has finished, and returns rank 0's results and prefix stats.
+func runTPWaves(t *testing.T, name string, tp int, opts Options, waves [][]Request) (map[string]*result, PrefixStats) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	g := startGroup(t, ctx, name, "f32", tp, Options{MaxBatchTokens: 64, MaxSeqs: 16, KVCacheBytes: 16 << 20})
+	opts.MaxBatchTokens, opts.MaxSeqs, opts.KVCacheBytes = 64, 16, 16<<20
+	g := startGroup(t, ctx, name, "f32", tp, opts)
 	defer g.close()
 	e := g.leader
-	for _, q := range reqs {
-		if err := e.Add(q); err != nil {
-			t.Fatal(err)
-		}
-	}
 	res := map[string]*result{}
-	for e.HasWork() {
-		outs, err := e.Step(ctx)
-		if err != nil {
-			t.Fatal(err)
+	for _, reqs := range waves {
+		for _, q := range reqs {
+			if err := e.Add(q); err != nil {
+				t.Fatal(err)
+			}
 		}
-		collect(res, outs)
+		for e.HasWork() {
+			outs, err := e.Step(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			collect(res, outs)
+		}
 	}
+	st := e.PrefixStats()
 	if err := e.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := g.wait(); err != nil {
 		t.Fatal(err)
 	}
-	return res
+	return res, st
+}
+
+// TestTensorParallelPrefixCache: under TP 2 and 4 requests that start
+// from a prefix cached by an earlier one (rank 0 decides, every rank
+// follows its block tables) produce what TP 1 computes from scratch.
+func TestTensorParallelPrefixCache(t *testing.T) {
+	prefix := testPrompt(40, 50257, 9)
+	waves := [][]Request{
+		{{ID: "a", Prompt: withPrefix(prefix, 5, 50257, 1), Params: greedy(6)}},
+		{{ID: "b", Prompt: withPrefix(prefix, 9, 50257, 2), Params: greedy(6)}, {ID: "c", Prompt: withPrefix(prefix, 3, 50257, 3), Params: greedy(6)}},
+	}
+	want, _ := runTPWaves(t, "gqa-tiny", 1, Options{DisablePrefixCaching: true}, waves)
+	for _, tp := range []int{2, 4} {
+		got, st := runTPWaves(t, "gqa-tiny", tp, Options{}, waves)
+		if st.Hits != 2*32 {
+			t.Errorf("TP-%d: %d prompt tokens hit the cache, want 64", tp, st.Hits)
+		}
+		for id := range want {
+			sameResult(t, fmt.Sprintf("TP-%d %s", tp, id), got[id], want[id], tpTol)
+		}
+	}
 }
 
 // TestTensorParallelMatchesTP1: greedy tokens of TP 1, 2, 4 and 8 are

@@ -12,13 +12,14 @@ import (
 	"time"
 
 	"github.com/tandemllm/tandem/parallel"
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
 // preread is a Source whose layers are ready in memory, as a finished
 // prefill's KV cache is: ReadLayer is one copy.
-type preread [][]float32
+type preread [][]byte
 
-func (p preread) ReadLayer(layer int, _ parallel.Range, dst []float32) error {
+func (p preread) ReadLayer(layer int, _ parallel.Range, dst []byte) error {
 	copy(dst, p[layer])
 	return nil
 }
@@ -70,10 +71,11 @@ func cpuTime() time.Duration {
 }
 
 // BenchmarkKVTransfer pushes a 2048-token prompt of llama-160m's shape
-// (12 layers, 8 KV heads, head_dim 64, float32: 8 MiB a layer, 96 MiB a
-// request) from one Sender to one Receiver over loopback, through the raw
-// TCP data plane (the default) and through gRPC, and compares the rate with
-// raw loopback TCP measured in the same run.
+// (12 layers, 8 KV heads, head_dim 64: in float32 8 MiB a layer, 96 MiB a
+// request; half that in bfloat16) from one Sender to one Receiver of the
+// same dtype over loopback, through the raw TCP data plane (the default) and
+// through gRPC, and compares the rate with raw loopback TCP measured in the
+// same run. ms/transfer is one request's whole KV, pushed and assembled.
 func BenchmarkKVTransfer(b *testing.B) {
 	for _, tc := range []struct {
 		name, over string
@@ -82,22 +84,29 @@ func BenchmarkKVTransfer(b *testing.B) {
 		{"raw", "the raw data plane", SenderOptions{}},
 		{"grpc", "gRPC", SenderOptions{DisableRaw: true}},
 	} {
-		b.Run(tc.name, func(b *testing.B) { benchmarkKVTransfer(b, tc.over, tc.opts) })
+		for _, dt := range []tandemv1.DataType{tandemv1.DataType_DATA_TYPE_FLOAT32, tandemv1.DataType_DATA_TYPE_BFLOAT16} {
+			name := map[tandemv1.DataType]string{tandemv1.DataType_DATA_TYPE_FLOAT32: "fp32", tandemv1.DataType_DATA_TYPE_BFLOAT16: "bf16"}[dt]
+			b.Run(tc.name+"/"+name, func(b *testing.B) { benchmarkKVTransfer(b, tc.over, tc.opts, dt) })
+		}
 	}
 }
 
-func benchmarkKVTransfer(b *testing.B, over string, opts SenderOptions) {
+func benchmarkKVTransfer(b *testing.B, over string, opts SenderOptions, dt tandemv1.DataType) {
 	const layers, tokens, kvHeads, hd = 12, 2048, 8, 64
 	heads := parallel.Range{From: 0, To: kvHeads}
 	src := make(preread, layers)
 	for l := range src {
-		src[l] = make([]float32, 2*tokens*kvHeads*hd)
-		fill(src[l], l, tokens, heads, hd)
+		f := make([]float32, 2*tokens*kvHeads*hd)
+		fill(f, l, tokens, heads, hd)
+		src[l] = le32(f)
+		if dt == tandemv1.DataType_DATA_TYPE_BFLOAT16 {
+			src[l] = le16(f)
+		}
 	}
-	r, addr := serve(b, ReceiverOptions{Rank: 0, Heads: heads, HeadDim: hd, Layers: layers, MaxTokens: tokens})
+	r, addr := serve(b, ReceiverOptions{Rank: 0, Heads: heads, HeadDim: hd, Layers: layers, MaxTokens: tokens, DType: dt})
 	s := newSender(b, opts)
 	ctx := context.Background()
-	bytesPerReq := int64(layers * 2 * tokens * kvHeads * hd * 4)
+	bytesPerReq := int64(layers * 2 * tokens * kvHeads * hd * elemSize(dt))
 	transfer := func(i int) {
 		id := fmt.Sprintf("bench-%d", i)
 		done := make(chan error, 1)
@@ -108,7 +117,7 @@ func benchmarkKVTransfer(b *testing.B, over string, opts SenderOptions) {
 		}()
 		st, err := s.Push(ctx, src, SendSpec{
 			RequestID: id, Attempt: 1, DestAddr: addr,
-			Layers: layers, Tokens: tokens, Heads: heads, HeadDim: hd,
+			Layers: layers, Tokens: tokens, Heads: heads, HeadDim: hd, DType: dt,
 		})
 		if err != nil {
 			b.Fatal(err)
@@ -139,6 +148,7 @@ func benchmarkKVTransfer(b *testing.B, over string, opts SenderOptions) {
 	b.ReportMetric(rate/1e6, "MB/s")
 	b.ReportMetric(100*rate/raw, "%_of_raw_tcp")
 	b.ReportMetric(cpuPerGB, "cpu-s/GB")
-	b.Logf("kvtransfer: %.0f MB/s over %s vs %.0f MB/s raw TCP loopback (%.0f%%); CPU %.2f vs %.2f s/GB",
-		rate/1e6, over, raw/1e6, 100*rate/raw, cpuPerGB, rawCPU)
+	b.ReportMetric(elapsed.Seconds()*1e3/float64(b.N), "ms/transfer")
+	b.Logf("kvtransfer: %.0f MB/s (%.1f ms a %d-token prompt, %d MiB) over %s vs %.0f MB/s raw TCP loopback (%.0f%%); CPU %.2f vs %.2f s/GB",
+		rate/1e6, elapsed.Seconds()*1e3/float64(b.N), tokens, bytesPerReq>>20, over, raw/1e6, 100*rate/raw, cpuPerGB, rawCPU)
 }

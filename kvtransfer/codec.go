@@ -59,6 +59,7 @@ type chunkHeader struct {
 	layer                int
 	heads, tokens        [2]int
 	shape                [4]int
+	dtype                tandemv1.DataType
 	crc                  uint32
 }
 
@@ -91,7 +92,7 @@ func (h *chunkHeader) appendFields(b []byte) []byte {
 		{9, uint64(int64(h.heads[1]))},
 		{10, uint64(int64(h.tokens[0]))},
 		{11, uint64(int64(h.tokens[1]))},
-		{12, uint64(tandemv1.DataType_DATA_TYPE_FLOAT32)},
+		{12, uint64(h.dtype)},
 	} {
 		if f.v != 0 { // proto3 leaves zero scalars out
 			b = protowire.AppendTag(b, f.num, protowire.VarintType)

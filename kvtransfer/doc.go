@@ -20,7 +20,12 @@
 // One Push sends one stream of KVChunk messages (raw frames or a gRPC client
 // stream), one stream per (request, attempt, prefill rank, decode rank). A chunk is a block of token
 // positions of one layer for all the heads the stream carries, keys then
-// values, little-endian float32, with a CRC-32C of the payload. A chunk never
+// values, little-endian elements of the sending cache's dtype (float32 or
+// bfloat16, named in the chunk), with a CRC-32C of the payload. A receiver
+// assembles its own cache's dtype ([ReceiverOptions].DType): chunks of the
+// other are converted once, as they are written into place (bfloat16
+// widened exactly, float32 rounded to nearest even), so a bf16 prefill group
+// ships half the bytes to an fp32 decode group. A chunk never
 // spans layers: the sender reads and ships layers as prefill finishes them,
 // the receiver can write a chunk straight into that layer's buffer with one
 // bounds check, and a damaged chunk costs one block of one layer, not a
@@ -61,7 +66,7 @@
 // gRPC costs several times raw TCP's CPU per byte (16 KiB HTTP/2 frames, a
 // copy into and out of its buffers), so Push sends over a plain TCP
 // connection by default. [Mux] tells the two apart by a connection's first
-// bytes: a Sender opens with a 32-byte hello that starts "TANDEMKV1\n"
+// bytes: a Sender opens with a 42-byte hello ([RawHello]) that starts "TANDEMKV1\n"
 // (anything else, such as the HTTP/2 client preface, goes to gRPC), and the
 // receiver answers "TANDEMKV1\n". All integers below are little-endian.
 //
@@ -76,11 +81,11 @@
 //
 // The sender writes each chunk with one writev of its frame header and views
 // of the layer data, while a second goroutine reads layers from the Source
-// and checksums chunks two ahead. The receiver reads a payload of whole rows of float32
-// (all the heads it holds) straight into the request's layer buffer and
-// checksums it as it lands; a bad checksum fails the chunk and the retry
-// rewrites the region. Other payloads (some of its heads, bfloat16) go
-// through a scratch buffer, as over gRPC. While a chunk is read into place
+// and checksums chunks two ahead. The receiver reads a payload of whole rows in
+// its own dtype (all the heads it holds) straight into the request's layer
+// buffer and checksums it as it lands; a bad checksum fails the chunk and the
+// retry rewrites the region. Other payloads (some of its heads, the other
+// dtype) go through a scratch buffer, as over gRPC. While a chunk is read into place
 // the request's buffers are pinned: Await does not hand them out and no
 // other chunk is written to that request until the read ends.
 //

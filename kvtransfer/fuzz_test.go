@@ -2,9 +2,13 @@ package kvtransfer
 
 import (
 	"bytes"
+	"context"
+	"encoding/binary"
 	"io"
 	"net"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -81,4 +85,110 @@ func FuzzServeRaw(f *testing.F) {
 			t.Fatal("the raw receiver did not return after its input ended")
 		}
 	})
+}
+
+// FuzzRawReplies: whatever a decode rank's port answers a raw push with
+// (its reply to the hello, the ack's length and bytes), the sender ends
+// the push with an error or a complete ack, never a panic or a hang.
+func FuzzRawReplies(f *testing.F) {
+	ack := func(a *tandemv1.KVAck) []byte {
+		b, err := proto.Marshal(a)
+		if err != nil {
+			f.Fatal(err)
+		}
+		out := binary.LittleEndian.AppendUint32([]byte(rawReply), uint32(len(b)))
+		return append(out, b...)
+	}
+	f.Add(ack(&tandemv1.KVAck{RequestId: "r", Complete: true}))
+	f.Add(ack(&tandemv1.KVAck{RequestId: "r", FailedChunks: []uint32{0}, ErrorMessage: "crc"}))
+	f.Add([]byte(rawReply + "\xff\xff\xff\xff"))
+	f.Add([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+	a := newAnswerer(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = a.push(data)
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the push did not end within 10 s of the receiver's answer")
+		}
+	})
+}
+
+// answerer is a port that reads a raw hello and answers what it is told
+// to every connection, then half-closes and reads until the sender is
+// done. One serves a whole fuzz run: the TIME_WAIT sockets its
+// half-closes leave then all sit on its one port instead of using up the
+// ephemeral ports (the senders' sockets close second and leave none).
+type answerer struct {
+	ln   net.Listener
+	mu   sync.Mutex
+	data []byte
+}
+
+func newAnswerer(tb testing.TB) *answerer {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	a := &answerer{ln: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			a.mu.Lock()
+			data := a.data
+			a.mu.Unlock()
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				hello := make([]byte, len(rawHello))
+				_, _ = io.ReadFull(c, hello)
+				_, _ = c.Write(data)
+				_ = c.(*net.TCPConn).CloseWrite()
+				_, _ = io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	tb.Cleanup(func() { ln.Close() })
+	return a
+}
+
+// push pushes a small request to the answerer, which answers data, and
+// returns the push's error.
+func (a *answerer) push(data []byte) error {
+	a.mu.Lock()
+	a.data = data
+	a.mu.Unlock()
+	s := NewSender(SenderOptions{MaxAttempts: 1})
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := s.Push(ctx, &synth{tokens: 2, hd: 4}, SendSpec{RequestID: "r", Attempt: 1, DestAddr: a.ln.Addr().String(),
+		Layers: 2, Tokens: 2, Heads: parallel.Range{From: 0, To: 2}, HeadDim: 4})
+	return err
+}
+
+// The harness means something: a complete ack ends the push well, an
+// incomplete one with the receiver's reasons.
+func TestAnswererHarness(t *testing.T) {
+	ack := func(a *tandemv1.KVAck) []byte {
+		b, err := proto.Marshal(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append(binary.LittleEndian.AppendUint32([]byte(rawReply), uint32(len(b))), b...)
+	}
+	a := newAnswerer(t)
+	if err := a.push(ack(&tandemv1.KVAck{RequestId: "r", Complete: true})); err != nil {
+		t.Fatalf("a complete ack: %v", err)
+	}
+	if err := a.push(ack(&tandemv1.KVAck{RequestId: "r", ErrorMessage: "bad crc"})); err == nil || !strings.Contains(err.Error(), "bad crc") {
+		t.Fatalf("an incomplete ack: %v, want its reason", err)
+	}
 }

@@ -8,11 +8,12 @@ import (
 	"math"
 	"strconv"
 	"strings"
-	"unsafe"
 
 	"google.golang.org/grpc"
 
+	"github.com/tandemllm/tandem/internal/half"
 	"github.com/tandemllm/tandem/parallel"
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
 var (
@@ -23,11 +24,11 @@ var (
 )
 
 // Source is how a prefill rank reads its KV: it is called once per layer, in
-// order, and must fill dst (len 2*Tokens*heads*HeadDim) with keys then values
-// of the given global head range (a subrange of what the rank holds), laid out
-// [2][Tokens][heads][HeadDim].
+// order, and must fill dst (2*Tokens*heads*HeadDim elements of the push's
+// DType, little-endian) with keys then values of the given global head range
+// (a subrange of what the rank holds), laid out [2][Tokens][heads][HeadDim].
 type Source interface {
-	ReadLayer(layer int, heads parallel.Range, dst []float32) error
+	ReadLayer(layer int, heads parallel.Range, dst []byte) error
 }
 
 const (
@@ -75,49 +76,35 @@ func ServerOptions() []grpc.ServerOption {
 // castagnoli is the CRC-32C table (hardware-accelerated on amd64 and arm64).
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// littleEndian reports whether float32s can be reinterpreted as wire bytes.
-func littleEndian() bool {
-	x := uint16(1)
-	return *(*byte)(unsafe.Pointer(&x)) == 1
+// elemSize is the bytes of one element of a KV dtype, 0 for one this
+// package does not carry.
+func elemSize(dt tandemv1.DataType) int {
+	switch dt {
+	case tandemv1.DataType_DATA_TYPE_FLOAT32:
+		return 4
+	case tandemv1.DataType_DATA_TYPE_BFLOAT16:
+		return 2
+	}
+	return 0
 }
 
-// floatBytes views f as bytes in memory order. On little-endian machines
-// (every platform Tandem runs on) that is the wire order, which saves a
-// conversion pass over every chunk.
-func floatBytes(f []float32) []byte {
-	if len(f) == 0 {
-		return nil
-	}
-	return unsafe.Slice((*byte)(unsafe.Pointer(&f[0])), 4*len(f))
-}
-
-// encodeFloats returns f as little-endian bytes, a view of f when possible.
-func encodeFloats(f []float32) []byte {
-	if littleEndian() {
-		return floatBytes(f)
-	}
-	b := make([]byte, 4*len(f))
-	for i, v := range f {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
-	}
-	return b
-}
-
-// decodeFloat32 fills dst from little-endian float32 bytes (len 4*len(dst)).
-func decodeFloat32(dst []float32, src []byte) {
-	if littleEndian() {
-		copy(floatBytes(dst), src)
-		return
-	}
-	for i := range dst {
-		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
-	}
-}
-
-// decodeBFloat16 fills dst from little-endian bfloat16 bytes (len 2*len(dst)).
-func decodeBFloat16(dst []float32, src []byte) {
-	for i := range dst {
-		dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(src[2*i:])) << 16)
+// convert writes the little-endian elements of src (of dtype from) into dst
+// as dtype to: a copy when the two agree, otherwise bfloat16 widened exactly
+// to float32, or float32 rounded to the nearest bfloat16 (ties to even). dst
+// holds exactly the elements src does.
+func convert(dst []byte, to tandemv1.DataType, src []byte, from tandemv1.DataType) {
+	switch {
+	case to == from:
+		copy(dst, src)
+	case to == tandemv1.DataType_DATA_TYPE_FLOAT32: // from bfloat16
+		for i := range len(dst) / 4 {
+			binary.LittleEndian.PutUint32(dst[4*i:], uint32(binary.LittleEndian.Uint16(src[2*i:]))<<16)
+		}
+	default: // float32 to bfloat16
+		for i := range len(dst) / 2 {
+			f := math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
+			binary.LittleEndian.PutUint16(dst[2*i:], half.BF16FromFloat32(f))
+		}
 	}
 }
 

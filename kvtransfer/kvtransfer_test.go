@@ -3,9 +3,11 @@ package kvtransfer
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math"
 	"net"
 	"strings"
 	"sync"
@@ -17,6 +19,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tandemllm/tandem/internal/half"
 	"github.com/tandemllm/tandem/parallel"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
@@ -49,15 +52,35 @@ type synth struct {
 	calls      []int
 }
 
-func (s *synth) ReadLayer(layer int, heads parallel.Range, dst []float32) error {
+func (s *synth) ReadLayer(layer int, heads parallel.Range, dst []byte) error {
 	s.mu.Lock()
 	s.calls = append(s.calls, layer)
 	s.mu.Unlock()
-	if len(dst) != 2*s.tokens*heads.Len()*s.hd {
-		return fmt.Errorf("dst has %d floats", len(dst))
+	if len(dst) != 4*2*s.tokens*heads.Len()*s.hd {
+		return fmt.Errorf("dst has %d bytes", len(dst))
 	}
-	fill(dst, layer, s.tokens, heads, s.hd)
+	f := make([]float32, len(dst)/4)
+	fill(f, layer, s.tokens, heads, s.hd)
+	copy(dst, le32(f))
 	return nil
+}
+
+// le32 is f as little-endian bytes.
+func le32(f []float32) []byte {
+	b := make([]byte, 4*len(f))
+	for i, v := range f {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+	}
+	return b
+}
+
+// le16 is f rounded to bfloat16, as little-endian bytes.
+func le16(f []float32) []byte {
+	b := make([]byte, 2*len(f))
+	for i, v := range f {
+		binary.LittleEndian.PutUint16(b[2*i:], half.BF16FromFloat32(v))
+	}
+	return b
 }
 
 // serve starts a Receiver on a real loopback port, gRPC and the raw data
@@ -91,7 +114,7 @@ func newSender(t testing.TB, opts SenderOptions) *Sender {
 }
 
 // checkKV compares what Await returned with val.
-func checkKV(t *testing.T, got [][]float32, layers, tokens int, heads parallel.Range, hd int) {
+func checkKV(t *testing.T, got [][]byte, layers, tokens int, heads parallel.Range, hd int) {
 	t.Helper()
 	if len(got) != layers {
 		t.Fatalf("%d layers, want %d", len(got), layers)
@@ -99,7 +122,7 @@ func checkKV(t *testing.T, got [][]float32, layers, tokens int, heads parallel.R
 	want := make([]float32, 2*tokens*heads.Len()*hd)
 	for l := range layers {
 		fill(want, l, tokens, heads, hd)
-		if !bytes.Equal(floatBytes(got[l]), floatBytes(want)) {
+		if !bytes.Equal(got[l], le32(want)) {
 			t.Fatalf("layer %d differs (len %d, want %d)", l, len(got[l]), len(want))
 		}
 	}
@@ -166,7 +189,7 @@ func testPlan(t *testing.T, opts SenderOptions, kv, p, d int, awaitFirst bool) {
 	e := Expect{RequestID: id, Attempt: 1, Tokens: tokens, SourceTP: p, KVHeads: kv, DestTP: d}
 	type result struct {
 		rank int
-		kv   [][]float32
+		kv   [][]byte
 		err  error
 	}
 	results := make(chan result, d)
@@ -410,8 +433,8 @@ func rawChunk(id string, seq, count uint32, dest, from, to int) *tandemv1.KVChun
 	fill(full, 0, tiny.tokens, tiny.heads, tiny.hd)
 	row := tiny.heads.Len() * tiny.hd
 	var payload []byte
-	payload = append(payload, floatBytes(full[from*row:to*row])...)
-	payload = append(payload, floatBytes(full[(tiny.tokens+from)*row:(tiny.tokens+to)*row])...)
+	payload = append(payload, le32(full[from*row:to*row])...)
+	payload = append(payload, le32(full[(tiny.tokens+from)*row:(tiny.tokens+to)*row])...)
 	return &tandemv1.KVChunk{
 		RequestId: id, Attempt: 1, Seq: seq, ChunkCount: count, DestRank: int32(dest),
 		HeadStart: 0, HeadEnd: 8, TokenStart: int32(from), TokenEnd: int32(to),
@@ -550,7 +573,7 @@ func TestForwardOrderAndBFloat16(t *testing.T) {
 			want[kv*tiny.tokens*row+i] = []float32{0.5, 1}[(kv*row+i)%2]
 		}
 	}
-	if !bytes.Equal(floatBytes(got[0]), floatBytes(want)) {
+	if !bytes.Equal(got[0], le32(want)) {
 		t.Fatal("assembled KV differs")
 	}
 }
@@ -561,7 +584,7 @@ func TestCodecRoundTrip(t *testing.T) {
 	k, v := []byte{1, 2, 3, 4}, []byte{5, 6, 7, 8}
 	h := chunkHeader{
 		requestID: "rt", attempt: 7, seq: 3, count: 9, sourceRank: 1, destRank: 2, layer: 5,
-		heads: [2]int{4, 5}, tokens: [2]int{0, 1}, shape: [4]int{2, 1, 1, 1}, crc: 0xdeadbeef,
+		heads: [2]int{4, 5}, tokens: [2]int{0, 1}, shape: [4]int{2, 1, 1, 1}, dtype: tandemv1.DataType_DATA_TYPE_FLOAT32, crc: 0xdeadbeef,
 	}
 	wire := newOutChunk(h, k, v).marshal().Materialize()
 	var m tandemv1.KVChunk

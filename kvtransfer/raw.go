@@ -53,6 +53,15 @@ const (
 	rawRefusedFor = time.Minute
 )
 
+// RawHello is what a Sender writes first on a raw connection, and
+// RawPrefixBytes the length of each frame's prefix (a u32 header length
+// and a u32 payload length; see "Raw TCP" in the package doc): what a
+// proxy on the data plane (the chaos suite's) needs to find the frames.
+const (
+	RawHello       = rawHello
+	RawPrefixBytes = rawPrefixBytes
+)
+
 var (
 	// errRawRefused: the address does not speak the raw protocol.
 	errRawRefused   = errors.New("raw hello refused")
@@ -485,21 +494,9 @@ func (p *push) prepare(ctx context.Context, s *Sender, out chan<- rawChunkOut) {
 			return
 		}
 		data := p.layers[l]
-		vOff := sp.Tokens * p.row
 		for c := p.chunksPerLyr - 1; c >= 0; c-- {
 			from, to := c*p.perChunk, min((c+1)*p.perChunk, sp.Tokens)
-			k := encodeFloats(data[from*p.row : to*p.row])
-			v := encodeFloats(data[vOff+from*p.row : vOff+to*p.row])
-			if p.crcs[seq] == 0 {
-				p.crcs[seq] = crc32.Update(crc32.Checksum(k, castagnoli), castagnoli, v)
-			}
-			h := chunkHeader{
-				requestID: sp.RequestID, attempt: sp.Attempt, seq: seq, count: count,
-				sourceRank: sp.SourceRank, destRank: sp.DestRank, layer: l,
-				heads: [2]int{sp.Heads.From, sp.Heads.To}, tokens: [2]int{from, to},
-				shape: [4]int{2, to - from, sp.Heads.Len(), sp.HeadDim},
-				crc:   p.crcs[seq],
-			}
+			k, v, h := p.chunk(data, seq, count, l, from, to)
 			hdr := h.appendFields(make([]byte, rawPrefixBytes, rawPrefixBytes+96+len(sp.RequestID)))
 			hdr = protowire.AppendTag(hdr, 15, protowire.Fixed32Type)
 			hdr = protowire.AppendFixed32(hdr, h.crc)

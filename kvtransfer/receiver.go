@@ -34,6 +34,11 @@ type ReceiverOptions struct {
 	// before it is dropped (default 2 minutes). A request with an Await
 	// waiting on it is kept.
 	TTL time.Duration
+	// DType is the element type of the layers Await returns (the decode
+	// cache's): DATA_TYPE_FLOAT32 (the default) or DATA_TYPE_BFLOAT16.
+	// Chunks of the other are converted once, as they are written into
+	// place.
+	DType tandemv1.DataType
 	// MaxBufferedBytes bounds the KV buffered for all requests not yet
 	// claimed; a chunk that would need more is rejected (default 4 GiB).
 	// A peer cannot make the receiver allocate without limit by sending
@@ -47,7 +52,8 @@ type ReceiverOptions struct {
 type Receiver struct {
 	tandemv1.UnimplementedKVTransferServer
 	opts ReceiverOptions
-	row  int // floats per token of a layer buffer: Heads.Len()*HeadDim
+	row  int // bytes per token of a layer buffer: Heads.Len()*HeadDim elements of DType
+	es   int // bytes per element of DType
 
 	mu   sync.Mutex
 	reqs map[string]*request
@@ -58,12 +64,12 @@ type Receiver struct {
 
 	// free holds layer buffers given back with Recycle, so that a busy
 	// decode rank does not allocate, zero and page in a prompt's worth of
-	// KV for every request; at most freeLimit floats are kept.
+	// KV for every request; at most freeLimit bytes are kept.
 	freeMu sync.Mutex
-	free   [][]float32
+	free   [][]byte
 	freeN  int
 
-	// buffered counts the floats held in live requests' layer buffers,
+	// buffered counts the bytes held in live requests' layer buffers,
 	// against MaxBufferedBytes.
 	buffered atomic.Int64
 }
@@ -86,8 +92,8 @@ func (r *Receiver) end(id string, attempt uint32) {
 	r.ended[id] = endedReq{attempt: max(attempt, r.ended[id].attempt), at: now}
 }
 
-// freeLimit bounds the floats Recycle keeps (256 MiB).
-const freeLimit = 64 << 20
+// freeLimit bounds the bytes Recycle keeps.
+const freeLimit = 256 << 20
 
 // request is the KV buffered for one request (one attempt of it).
 type request struct {
@@ -98,8 +104,8 @@ type request struct {
 	mu      sync.Mutex
 	dead    string        // why the request is gone (claimed, dropped, superseded, expired); "" while live
 	hint    int           // tokens to size new layer buffers for
-	layers  [][]float32   // by layer, [2][caps[l]][heads][HeadDim]
-	held    *atomic.Int64 // the receiver's count of buffered floats
+	layers  [][]byte      // by layer, [2][caps[l]][heads][HeadDim] elements of the receiver's DType
+	held    *atomic.Int64 // the receiver's count of buffered bytes
 	caps    []int
 	sources map[int]*source
 	waiters int
@@ -135,13 +141,20 @@ func NewReceiver(opts ReceiverOptions) *Receiver {
 	if opts.MaxBufferedBytes <= 0 {
 		opts.MaxBufferedBytes = 4 << 30
 	}
-	return &Receiver{opts: opts, row: opts.Heads.Len() * opts.HeadDim, reqs: make(map[string]*request), ended: make(map[string]endedReq)}
+	if opts.DType == tandemv1.DataType_DATA_TYPE_UNSPECIFIED {
+		opts.DType = tandemv1.DataType_DATA_TYPE_FLOAT32
+	}
+	es := elemSize(opts.DType)
+	if es == 0 {
+		panic(fmt.Sprintf("kvtransfer: NewReceiver: dtype %v", opts.DType))
+	}
+	return &Receiver{opts: opts, es: es, row: opts.Heads.Len() * opts.HeadDim * es, reqs: make(map[string]*request), ended: make(map[string]endedReq)}
 }
 
-// alloc returns a buffer of n floats, a recycled one when one is large
+// alloc returns a buffer of n bytes, a recycled one when one is large
 // enough. Its contents are undefined: Await returns a layer only once
 // every position in it was written by a verified chunk.
-func (r *Receiver) alloc(n int) []float32 {
+func (r *Receiver) alloc(n int) []byte {
 	r.freeMu.Lock()
 	defer r.freeMu.Unlock()
 	for i, b := range r.free {
@@ -151,12 +164,12 @@ func (r *Receiver) alloc(n int) []float32 {
 			return b[:n]
 		}
 	}
-	return make([]float32, n)
+	return make([]byte, n)
 }
 
 // Recycle gives back the layers an Await returned, once the caller has
 // copied them out; they must not be used afterwards.
-func (r *Receiver) Recycle(layers [][]float32) {
+func (r *Receiver) Recycle(layers [][]byte) {
 	r.freeMu.Lock()
 	defer r.freeMu.Unlock()
 	for _, b := range layers {
@@ -228,7 +241,7 @@ func (r *Receiver) lookup(id string, attempt uint32) (*request, error) {
 	}
 	req := &request{
 		id: id, attempt: attempt,
-		layers:  make([][]float32, r.opts.Layers),
+		layers:  make([][]byte, r.opts.Layers),
 		caps:    make([]int, r.opts.Layers),
 		sources: make(map[int]*source),
 		notify:  make(chan struct{}),
@@ -332,7 +345,7 @@ type placement struct {
 	layer         int
 	heads, tokens parallel.Range
 	dtype         tandemv1.DataType
-	size          int // bytes per element
+	size          int // bytes per element of dtype
 }
 
 // place validates m and copies it into place; an error rejects the chunk.
@@ -375,7 +388,7 @@ func (r *Receiver) validate(st *stream, m *tandemv1.KVChunk, n int) (placement, 
 		heads:  parallel.Range{From: int(m.HeadStart), To: int(m.HeadEnd)},
 		tokens: parallel.Range{From: int(m.TokenStart), To: int(m.TokenEnd)},
 		dtype:  m.Dtype,
-		size:   4,
+		size:   elemSize(m.Dtype),
 	}
 	layer, heads, tokens := pl.layer, pl.heads, pl.tokens
 	switch {
@@ -387,9 +400,7 @@ func (r *Receiver) validate(st *stream, m *tandemv1.KVChunk, n int) (placement, 
 		return pl, fmt.Errorf("tokens [%d,%d) out of range [0,%d]", tokens.From, tokens.To, r.opts.MaxTokens)
 	case len(m.Shape) != 4 || m.Shape[0] != 2 || int(m.Shape[1]) != tokens.Len() || int(m.Shape[2]) != heads.Len() || int(m.Shape[3]) != r.opts.HeadDim:
 		return pl, fmt.Errorf("shape %v, want [2 %d %d %d]", m.Shape, tokens.Len(), heads.Len(), r.opts.HeadDim)
-	case m.Dtype == tandemv1.DataType_DATA_TYPE_BFLOAT16:
-		pl.size = 2
-	case m.Dtype != tandemv1.DataType_DATA_TYPE_FLOAT32:
+	case pl.size == 0:
 		return pl, fmt.Errorf("dtype %v not supported", m.Dtype)
 	}
 	if want := 2 * tokens.Len() * heads.Len() * r.opts.HeadDim * pl.size; n != want {
@@ -429,18 +440,19 @@ func (r *Receiver) copyIn(st *stream, pl placement, payload []byte) error {
 	if err != nil {
 		return err
 	}
-	// Copy token rows: a chunk's row is its heads, a buffer row all of ours.
+	// Copy token rows: a chunk's row is its heads, a buffer row all of
+	// ours; crow elements, in the chunk's dtype and then in ours.
 	crow := heads.Len() * r.opts.HeadDim
-	off := (heads.From - r.opts.Heads.From) * r.opts.HeadDim
+	off := (heads.From - r.opts.Heads.From) * r.opts.HeadDim * r.es
 	for kv := range 2 {
 		src := payload[kv*tokens.Len()*crow*size:]
 		dst := buf[kv*c*r.row+tokens.From*r.row:]
-		if crow == r.row { // whole rows: one contiguous copy
-			decode(pl.dtype, dst[:tokens.Len()*crow], src)
+		if crow*r.es == r.row { // whole rows: one contiguous run
+			convert(dst[:tokens.Len()*r.row], r.opts.DType, src[:tokens.Len()*crow*size], pl.dtype)
 			continue
 		}
 		for t := range tokens.Len() {
-			decode(pl.dtype, dst[t*r.row+off:t*r.row+off+crow], src[t*crow*size:])
+			convert(dst[t*r.row+off:t*r.row+off+crow*r.es], r.opts.DType, src[t*crow*size:(t+1)*crow*size], pl.dtype)
 		}
 	}
 	req.sources[st.src].rects[pl.layer] = append(req.sources[st.src].rects[pl.layer], rect{heads, tokens})
@@ -448,11 +460,11 @@ func (r *Receiver) copyIn(st *stream, pl placement, payload []byte) error {
 }
 
 // direct reports whether a chunk can be read from the network straight into
-// the layer buffer: float32 on a little-endian machine, and whole buffer
-// rows (all of this rank's heads), so keys and values are one contiguous
-// region each.
+// the layer buffer: of the receiver's dtype (nothing to convert), and whole
+// buffer rows (all of this rank's heads), so keys and values are one
+// contiguous region each.
 func (r *Receiver) direct(pl placement) bool {
-	return pl.dtype == tandemv1.DataType_DATA_TYPE_FLOAT32 && littleEndian() && pl.heads == r.opts.Heads
+	return pl.dtype == r.opts.DType && pl.heads == r.opts.Heads
 }
 
 // pin returns the byte views of the layer buffer that a direct chunk's keys
@@ -473,7 +485,7 @@ func (r *Receiver) pin(st *stream, pl placement) (k, v []byte, err error) {
 	}
 	req.pinned++
 	from, to := pl.tokens.From*r.row, pl.tokens.To*r.row
-	return floatBytes(buf[from:to]), floatBytes(buf[c*r.row+from : c*r.row+to]), nil
+	return buf[from:to], buf[c*r.row+from : c*r.row+to], nil
 }
 
 // unpin ends what pin began. When cause is nil (the payload arrived and
@@ -500,14 +512,6 @@ func (r *Receiver) unpin(st *stream, pl placement, cause error) error {
 	return nil
 }
 
-func decode(dt tandemv1.DataType, dst []float32, src []byte) {
-	if dt == tandemv1.DataType_DATA_TYPE_BFLOAT16 {
-		decodeBFloat16(dst, src)
-	} else {
-		decodeFloat32(dst, src)
-	}
-}
-
 // register attaches st to its request as the stream now filling its source
 // rank's share, replacing any earlier stream from that rank.
 func (r *Receiver) register(st *stream) error {
@@ -528,7 +532,7 @@ func (r *Receiver) register(st *stream) error {
 // buffer returns layer l's buffer and its token capacity, grown to hold
 // tokens [0,end), or an error when growing it would pass the receiver's
 // budget. req.mu must be held.
-func (r *Receiver) buffer(req *request, l, end int) ([]float32, int, error) {
+func (r *Receiver) buffer(req *request, l, end int) ([]byte, int, error) {
 	c := req.caps[l]
 	if end <= c {
 		return req.layers[l], c, nil
@@ -537,8 +541,8 @@ func (r *Receiver) buffer(req *request, l, end int) ([]float32, int, error) {
 	// once per layer; for other orders grow geometrically.
 	n := max(req.hint, end, min(2*c, r.opts.MaxTokens))
 	grow := int64(2*n*r.row - len(req.layers[l]))
-	if 4*(r.buffered.Load()+grow) > r.opts.MaxBufferedBytes {
-		return nil, 0, fmt.Errorf("buffering %d more bytes would pass the receiver's limit of %d", 4*grow, r.opts.MaxBufferedBytes)
+	if r.buffered.Load()+grow > r.opts.MaxBufferedBytes {
+		return nil, 0, fmt.Errorf("buffering %d more bytes would pass the receiver's limit of %d", grow, r.opts.MaxBufferedBytes)
 	}
 	req.hint = max(req.hint, end)
 	buf := r.alloc(2 * n * r.row)
@@ -601,13 +605,14 @@ type Expect struct {
 // verified, through complete streams, for all layers and tokens of e (from
 // the source ranks parallel.KVTransfers(e.KVHeads, e.SourceTP, e.DestTP)
 // assigns to this rank), then returns the assembled KV and forgets it. KV is
-// returned as one []float32 per layer laid out [2][Tokens][heads][HeadDim].
+// returned as one []byte per layer laid out [2][Tokens][heads][HeadDim], little-endian
+// elements of ReceiverOptions.DType.
 // Await may be called before, during or after the pushes; one Await claims a
 // request. When ctx ends first, or the request is dropped or superseded by a
 // later attempt, the error wraps ErrIncomplete and says which source ranks
 // and layers are missing.
-func (r *Receiver) Await(ctx context.Context, e Expect) ([][]float32, error) {
-	fail := func(format string, args ...any) ([][]float32, error) {
+func (r *Receiver) Await(ctx context.Context, e Expect) ([][]byte, error) {
+	fail := func(format string, args ...any) ([][]byte, error) {
 		return nil, fmt.Errorf("%w: request %q attempt %d on rank %d: %s",
 			ErrIncomplete, e.RequestID, e.Attempt, r.opts.Rank, fmt.Sprintf(format, args...))
 	}
@@ -662,7 +667,7 @@ func (r *Receiver) Await(ctx context.Context, e Expect) ([][]float32, error) {
 		}
 		req.mu.Lock()
 	}
-	out := make([][]float32, r.opts.Layers)
+	out := make([][]byte, r.opts.Layers)
 	n := e.Tokens * r.row
 	for l, buf := range req.layers {
 		if c := req.caps[l]; c != e.Tokens { // values start at c*row: move them up

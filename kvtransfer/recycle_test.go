@@ -1,12 +1,15 @@
 package kvtransfer
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/tandemllm/tandem/internal/half"
 	"github.com/tandemllm/tandem/parallel"
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
 // shifted is a Source whose values differ from request to request.
@@ -15,11 +18,13 @@ type shifted struct {
 	shift      float32
 }
 
-func (s shifted) ReadLayer(layer int, heads parallel.Range, dst []float32) error {
-	fill(dst, layer, s.tokens, heads, s.hd)
-	for i := range dst {
-		dst[i] += s.shift
+func (s shifted) ReadLayer(layer int, heads parallel.Range, dst []byte) error {
+	f := make([]float32, len(dst)/4)
+	fill(f, layer, s.tokens, heads, s.hd)
+	for i := range f {
+		f[i] += s.shift
 	}
+	copy(dst, le32(f))
 	return nil
 }
 
@@ -34,7 +39,7 @@ func TestRecycledBuffersCarryNothingOver(t *testing.T) {
 			ctx := testCtx(t, 10*time.Second)
 			r, addr := serve(t, ReceiverOptions{Rank: 0, Heads: heads, HeadDim: hd, Layers: layers, MaxTokens: 64})
 			s := newSender(t, tr.opts)
-			recycled := map[*float32]bool{}
+			recycled := map[*byte]bool{}
 			for i, tokens := range []int{40, 23, 40} {
 				id := fmt.Sprint("r", i)
 				src := shifted{tokens: tokens, hd: hd, shift: float32(1000 * (i + 1))}
@@ -46,16 +51,14 @@ func TestRecycledBuffersCarryNothingOver(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				want := make([]float32, 2*tokens*heads.Len()*hd)
+				want := make([]byte, 4*2*tokens*heads.Len()*hd)
 				reused := 0
 				for l := range layers {
 					if err := src.ReadLayer(l, heads, want); err != nil {
 						t.Fatal(err)
 					}
-					for j := range want {
-						if got[l][j] != want[j] {
-							t.Fatalf("request %d layer %d value %d: %g, want %g", i, l, j, got[l][j], want[j])
-						}
+					if j := firstDiff(got[l], want); j >= 0 {
+						t.Fatalf("request %d layer %d differs from byte %d on", i, l, j)
 					}
 					if recycled[&got[l][0]] {
 						reused++
@@ -137,4 +140,93 @@ func TestLateStreamsDoNotRebuffer(t *testing.T) {
 	if n := r.Pending(); n != 1 { // only attempt 2 of "claimed", a new transfer
 		t.Errorf("%d requests buffered, want 1", n)
 	}
+}
+
+// firstDiff is the first index where a and b differ, -1 if none.
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	if len(a) != len(b) {
+		return min(len(a), len(b))
+	}
+	return -1
+}
+
+// TestDTypeConversion: the sender ships its cache's dtype and the receiver
+// assembles its own, converting once on receipt (bfloat16 widened exactly,
+// float32 rounded to nearest even), over both transports, with several
+// source ranks writing parts of each row.
+func TestDTypeConversion(t *testing.T) {
+	const layers, hd, tokens = 2, 8, 29
+	f32, bf16 := tandemv1.DataType_DATA_TYPE_FLOAT32, tandemv1.DataType_DATA_TYPE_BFLOAT16
+	heads := parallel.Range{From: 0, To: 4}
+	for _, tr := range transports {
+		for _, c := range []struct{ send, recv tandemv1.DataType }{{f32, bf16}, {bf16, f32}, {bf16, bf16}, {f32, f32}} {
+			t.Run(fmt.Sprintf("%s/%v-to-%v", tr.name, c.send, c.recv), func(t *testing.T) {
+				ctx := testCtx(t, 10*time.Second)
+				r, addr := serve(t, ReceiverOptions{Rank: 0, Heads: heads, HeadDim: hd, Layers: layers, MaxTokens: 64, DType: c.recv})
+				s := newSender(t, tr.opts)
+				// Two source ranks (TP 2 → TP 1) with two heads each.
+				for src := range 2 {
+					sub := parallel.Range{From: 2 * src, To: 2*src + 2}
+					spec := SendSpec{RequestID: "c", Attempt: 1, SourceRank: src, DestAddr: addr, Layers: layers,
+						Tokens: tokens, Heads: sub, HeadDim: hd, DType: c.send, MaxChunkBytes: 300}
+					st, err := s.Push(ctx, typed{tokens: tokens, hd: hd, dt: c.send}, spec)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if want := int64(layers * 2 * tokens * sub.Len() * hd * elemSize(c.send)); st.Bytes != want {
+						t.Fatalf("pushed %d bytes, want %d", st.Bytes, want)
+					}
+				}
+				got, err := r.Await(ctx, Expect{RequestID: "c", Attempt: 1, Tokens: tokens, SourceTP: 2, KVHeads: 4, DestTP: 1})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for l := range layers {
+					f := make([]float32, 2*tokens*heads.Len()*hd)
+					fill(f, l, tokens, heads, hd)
+					if c.send == bf16 { // what the sender's cache held
+						f = widen(le16(f))
+					}
+					want := le32(f)
+					if c.recv == bf16 {
+						want = le16(f)
+					}
+					if j := firstDiff(got[l], want); j >= 0 {
+						t.Fatalf("layer %d differs from byte %d on", l, j)
+					}
+				}
+			})
+		}
+	}
+}
+
+// typed is a Source of val in a given dtype.
+type typed struct {
+	tokens, hd int
+	dt         tandemv1.DataType
+}
+
+func (s typed) ReadLayer(layer int, heads parallel.Range, dst []byte) error {
+	f := make([]float32, 2*s.tokens*heads.Len()*s.hd)
+	fill(f, layer, s.tokens, heads, s.hd)
+	if s.dt == tandemv1.DataType_DATA_TYPE_BFLOAT16 {
+		copy(dst, le16(f))
+	} else {
+		copy(dst, le32(f))
+	}
+	return nil
+}
+
+// widen reads little-endian bfloat16s.
+func widen(b []byte) []float32 {
+	f := make([]float32, len(b)/2)
+	for i := range f {
+		f[i] = half.BF16ToFloat32(binary.LittleEndian.Uint16(b[2*i:]))
+	}
+	return f
 }

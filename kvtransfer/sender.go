@@ -30,6 +30,10 @@ type SendSpec struct {
 	// Heads are the global KV heads to send (from parallel.KVTransfers).
 	Heads   parallel.Range
 	HeadDim int
+	// DType is the element type the Source gives and the chunks carry:
+	// the sending cache's (DATA_TYPE_FLOAT32, the default, or
+	// DATA_TYPE_BFLOAT16). The receiver converts to its own, if it differs.
+	DType tandemv1.DataType
 	// MaxChunkBytes is the payload bytes per chunk; default 1 MiB, at most
 	// 8 MiB. A chunk holds at least one token and never spans layers.
 	MaxChunkBytes int
@@ -80,7 +84,7 @@ type Sender struct {
 	closed  bool
 	// free holds layer buffers of finished pushes for reuse: zeroing fresh
 	// ones costs as much as a copy of the KV.
-	free      [][]float32
+	free      [][]byte
 	freeBytes int
 }
 
@@ -88,29 +92,29 @@ type Sender struct {
 // prompt of a 1B-class model.
 const maxFreeBytes = 256 << 20
 
-func (s *Sender) take(n int) []float32 {
+func (s *Sender) take(n int) []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, b := range s.free {
 		if cap(b) >= n {
 			s.free = slices.Delete(s.free, i, i+1)
-			s.freeBytes -= 4 * cap(b)
+			s.freeBytes -= cap(b)
 			return b[:n]
 		}
 	}
-	return make([]float32, n)
+	return make([]byte, n)
 }
 
 // recycle keeps a push's layer buffers. Only call it once the receiver has
 // acked the push's last stream and no gRPC stream of it failed: gRPC may
 // write from them until then.
-func (s *Sender) recycle(bufs [][]float32) {
+func (s *Sender) recycle(bufs [][]byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, b := range bufs {
-		if b != nil && s.freeBytes+4*cap(b) <= maxFreeBytes {
+		if b != nil && s.freeBytes+cap(b) <= maxFreeBytes {
 			s.free = append(s.free, b)
-			s.freeBytes += 4 * cap(b)
+			s.freeBytes += cap(b)
 		}
 	}
 }
@@ -175,11 +179,11 @@ func (s *Sender) conn(addr string) (*grpc.ClientConn, error) {
 type push struct {
 	spec          SendSpec
 	src           Source
-	row           int // floats per token: heads*HeadDim
+	row           int // bytes per token: heads*HeadDim elements
 	perChunk      int // tokens per chunk
 	chunksPerLyr  int
-	layers        [][]float32 // what src gave, kept for retries
-	crcs          []uint32    // by seq, computed on first send
+	layers        [][]byte // what src gave, kept for retries
+	crcs          []uint32 // by seq, computed on first send
 	stats         Stats
 	sourceFailure error
 	grpcFailed    bool  // a gRPC stream failed: it may still write from layers
@@ -223,15 +227,19 @@ func (s *Sender) Push(ctx context.Context, src Source, spec SendSpec) (Stats, er
 	if spec.MaxChunkBytes <= 0 {
 		spec.MaxChunkBytes = defaultChunkBytes
 	}
-	spec.MaxChunkBytes = min(spec.MaxChunkBytes, maxChunkBytes)
-	if spec.RequestID == "" || spec.Layers <= 0 || spec.Tokens <= 0 || spec.Heads.Len() <= 0 || spec.Heads.From < 0 || spec.HeadDim <= 0 {
-		return fail(nil, 0, fmt.Errorf("invalid spec: %d layers, %d tokens, heads [%d,%d), head_dim %d",
-			spec.Layers, spec.Tokens, spec.Heads.From, spec.Heads.To, spec.HeadDim))
+	if spec.DType == tandemv1.DataType_DATA_TYPE_UNSPECIFIED {
+		spec.DType = tandemv1.DataType_DATA_TYPE_FLOAT32
 	}
-	p := &push{spec: spec, src: src, row: spec.Heads.Len() * spec.HeadDim}
-	p.perChunk = max(1, spec.MaxChunkBytes/(2*4*p.row))
+	spec.MaxChunkBytes = min(spec.MaxChunkBytes, maxChunkBytes)
+	es := elemSize(spec.DType)
+	if spec.RequestID == "" || spec.Layers <= 0 || spec.Tokens <= 0 || spec.Heads.Len() <= 0 || spec.Heads.From < 0 || spec.HeadDim <= 0 || es == 0 {
+		return fail(nil, 0, fmt.Errorf("invalid spec: %d layers, %d tokens, heads [%d,%d), head_dim %d, dtype %v",
+			spec.Layers, spec.Tokens, spec.Heads.From, spec.Heads.To, spec.HeadDim, spec.DType))
+	}
+	p := &push{spec: spec, src: src, row: spec.Heads.Len() * spec.HeadDim * es}
+	p.perChunk = max(1, spec.MaxChunkBytes/(2*p.row))
 	p.chunksPerLyr = (spec.Tokens + p.perChunk - 1) / p.perChunk
-	p.layers = make([][]float32, spec.Layers)
+	p.layers = make([][]byte, spec.Layers)
 	p.crcs = make([]uint32, spec.Layers*p.chunksPerLyr)
 	p.stats.PerLayer = make([]LayerStat, spec.Layers)
 	for l := range p.stats.PerLayer {
@@ -295,22 +303,11 @@ func (s *Sender) stream(ctx context.Context, client tandemv1.KVTransferClient, p
 			return err
 		}
 		data := p.layers[l]
-		vOff := sp.Tokens * p.row
 		// Last token block first: see "Chunks" in the package doc.
 		for c := p.chunksPerLyr - 1; c >= 0; c-- {
 			from, to := c*p.perChunk, min((c+1)*p.perChunk, sp.Tokens)
-			k := encodeFloats(data[from*p.row : to*p.row])
-			v := encodeFloats(data[vOff+from*p.row : vOff+to*p.row])
-			if p.crcs[seq] == 0 {
-				p.crcs[seq] = crc32.Update(crc32.Checksum(k, castagnoli), castagnoli, v)
-			}
-			o := newOutChunk(chunkHeader{
-				requestID: sp.RequestID, attempt: sp.Attempt, seq: seq, count: count,
-				sourceRank: sp.SourceRank, destRank: sp.DestRank, layer: l,
-				heads: [2]int{sp.Heads.From, sp.Heads.To}, tokens: [2]int{from, to},
-				shape: [4]int{2, to - from, sp.Heads.Len(), sp.HeadDim},
-				crc:   p.crcs[seq],
-			}, k, v)
+			k, v, h := p.chunk(data, seq, count, l, from, to)
+			o := newOutChunk(h, k, v)
 			if err := stream.SendMsg(o); err != nil {
 				if errors.Is(err, io.EOF) { // the server ended the stream; its status says why
 					_, err = stream.CloseAndRecv()
@@ -329,6 +326,24 @@ func (s *Sender) stream(ctx context.Context, client tandemv1.KVTransferClient, p
 		return err
 	}
 	return checkAck(ack)
+}
+
+// chunk returns the keys and values of tokens [from, to) of layer l's data,
+// views of it, and their header, checksummed once per push.
+func (p *push) chunk(data []byte, seq, count uint32, l, from, to int) (k, v []byte, h chunkHeader) {
+	sp := p.spec
+	vOff := sp.Tokens * p.row
+	k, v = data[from*p.row:to*p.row], data[vOff+from*p.row:vOff+to*p.row]
+	if p.crcs[seq] == 0 {
+		p.crcs[seq] = crc32.Update(crc32.Checksum(k, castagnoli), castagnoli, v)
+	}
+	return k, v, chunkHeader{
+		requestID: sp.RequestID, attempt: sp.Attempt, seq: seq, count: count,
+		sourceRank: sp.SourceRank, destRank: sp.DestRank, layer: l,
+		heads: [2]int{sp.Heads.From, sp.Heads.To}, tokens: [2]int{from, to},
+		shape: [4]int{2, to - from, sp.Heads.Len(), sp.HeadDim},
+		dtype: sp.DType, crc: p.crcs[seq],
+	}
 }
 
 // seqs formats chunk numbers for an error, eliding long lists.

@@ -24,16 +24,27 @@ const (
 	RejectUnavailable = "unavailable" // no ready group could take it
 	RejectCanceled    = "canceled"    // the client went away before it started
 	RejectDeadline    = "deadline"    // its deadline passed before it started
+	RejectOverloaded  = "overloaded"  // started, but its group refused it before any token (--queue-timeout passed, no room)
+)
+
+// Migration reasons, the reason label of tandem:request_migrations_total:
+// why a group failed a request that then moved to other groups.
+const (
+	MigrationUnavailable = "unavailable"  // a worker call failed UNAVAILABLE: the process is gone or its group is down
+	MigrationGroupLeft   = "group_left"   // the group left the cluster (its lease expired)
+	MigrationStreamEnded = "stream_ended" // a worker stream ended without a finish reason
+	MigrationAborted     = "aborted"      // the worker ended the request itself (CANCELLED, ABORTED)
 )
 
 // Coordinator holds the request-level metrics the coordinator exports.
 //
 // A request moves through the gauges like this: RequestArrived counts it
 // waiting; then exactly one of Rejected (it never started) or
-// RequestStarted (it is running); after RequestStarted exactly one
-// RequestFinished. Keeping to that keeps the gauges exact.
+// RequestStarted (it is running); after RequestStarted exactly one of
+// RequestFinished or Refused (its group refused it before any token). Keeping to that keeps the gauges exact.
 type Coordinator struct {
 	waiting, running prometheus.Gauge
+	etcd             prometheus.Gauge
 
 	queue, ttft, itl, tpot, e2e prometheus.Observer
 	reqPrompt, reqGen           prometheus.Observer
@@ -44,6 +55,11 @@ type Coordinator struct {
 	finished [numFinish]prometheus.Counter
 	rejected *prometheus.CounterVec
 	reject   [numReject]prometheus.Counter
+	migrated *prometheus.CounterVec
+
+	resyncs     *prometheus.CounterVec
+	indexBlocks *prometheus.GaugeVec
+	routedHits  prometheus.Counter
 }
 
 const (
@@ -78,6 +94,7 @@ const (
 	rejectUnavailable
 	rejectCanceled
 	rejectDeadline
+	rejectOverloaded
 	numReject
 )
 
@@ -95,6 +112,8 @@ func rejectIndex(reason string) int {
 		return rejectCanceled
 	case RejectDeadline:
 		return rejectDeadline
+	case RejectOverloaded:
+		return rejectOverloaded
 	}
 	return -1
 }
@@ -116,6 +135,7 @@ func NewCoordinator(reg prometheus.Registerer, model string) *Coordinator {
 
 	waiting := gauge("tandem:num_requests_waiting", "Requests admitted by the coordinator and not yet started.")
 	running := gauge("tandem:num_requests_running", "Requests started and not yet finished, cluster-wide.")
+	etcd := gauge("tandem:etcd_available", "1 while etcd answers the coordinator; 0 while it does not (the groups known stay as they were).")
 	queue := hist("tandem:request_queue_time_seconds", "Time from a request's arrival to its start.", requestLatencyBuckets())
 	ttft := hist("tandem:time_to_first_token_seconds", "Time from a request's arrival to its first token.", ttftBuckets())
 	itl := hist("tandem:inter_token_latency_seconds", "Time between consecutive tokens of a request.", tokenLatencyBuckets())
@@ -134,12 +154,29 @@ func NewCoordinator(reg prometheus.Registerer, model string) *Coordinator {
 		Help: "Requests refused before they started, by reason.",
 	}, []string{"model_name", "reason"})
 
-	reg.MustRegister(waiting, running, queue, ttft, itl, tpot, e2e, reqPrompt, reqGen,
-		promptTokens, genTokens, success, rejected)
+	migrated := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tandem:request_migrations_total",
+		Help: "Requests moved to other groups after a group failed them, by reason.",
+	}, []string{"model_name", "reason"})
+
+	resyncs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tandem:kv_events_resyncs_total",
+		Help: "Full resynchronisations of a group's prefix index, after a gap in its KV events or a broken event stream, by group.",
+	}, []string{"model_name", "group"})
+	indexBlocks := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tandem:kv_index_blocks",
+		Help: "KV blocks the coordinator's prefix index believes each group holds in its prefix cache.",
+	}, []string{"model_name", "group"})
+	routedHits := counter("tandem:routed_prefix_tokens_total",
+		"Prompt tokens the chosen groups held in their prefix caches when requests were routed, as the prefix index saw them.")
+
+	reg.MustRegister(waiting, running, etcd, queue, ttft, itl, tpot, e2e, reqPrompt, reqGen,
+		promptTokens, genTokens, success, rejected, migrated, resyncs, indexBlocks, routedHits)
 
 	m := &Coordinator{
 		waiting:      waiting.WithLabelValues(model),
 		running:      running.WithLabelValues(model),
+		etcd:         etcd.WithLabelValues(model),
 		queue:        queue.WithLabelValues(model),
 		ttft:         ttft.WithLabelValues(model),
 		itl:          itl.WithLabelValues(model),
@@ -151,14 +188,22 @@ func NewCoordinator(reg prometheus.Registerer, model string) *Coordinator {
 		genTokens:    genTokens.WithLabelValues(model),
 		success:      success.MustCurryWith(prometheus.Labels{"model_name": model}),
 		rejected:     rejected.MustCurryWith(prometheus.Labels{"model_name": model}),
+		migrated:     migrated.MustCurryWith(prometheus.Labels{"model_name": model}),
+		resyncs:      resyncs.MustCurryWith(prometheus.Labels{"model_name": model}),
+		indexBlocks:  indexBlocks.MustCurryWith(prometheus.Labels{"model_name": model}),
+		routedHits:   routedHits.WithLabelValues(model),
 	}
 	// Resolve the known reasons now: no lookup on the finish path, and
 	// their series exist at 0 from the start, so rate() sees the first one.
 	for _, r := range [...]string{FinishStop, FinishLength, FinishAbort, FinishTimeout, FinishError} {
 		m.finished[finishIndex(r)] = m.success.WithLabelValues(r)
 	}
-	for _, r := range [...]string{RejectInvalid, RejectDuplicate, RejectQueueFull, RejectUnavailable, RejectCanceled, RejectDeadline} {
+	for _, r := range [...]string{RejectInvalid, RejectDuplicate, RejectQueueFull, RejectUnavailable, RejectCanceled, RejectDeadline, RejectOverloaded} {
 		m.reject[rejectIndex(r)] = m.rejected.WithLabelValues(r)
+	}
+	m.etcd.Set(1)
+	for _, r := range [...]string{MigrationUnavailable, MigrationGroupLeft, MigrationStreamEnded, MigrationAborted} {
+		m.migrated.WithLabelValues(r)
 	}
 	return m
 }
@@ -179,11 +224,22 @@ func (m *Coordinator) RequestStarted(queue time.Duration) {
 // allocation the first time).
 func (m *Coordinator) Rejected(reason string) {
 	m.waiting.Dec()
+	m.countRejected(reason)
+}
+
+func (m *Coordinator) countRejected(reason string) {
 	if i := rejectIndex(reason); i >= 0 {
 		m.reject[i].Inc()
 		return
 	}
 	m.rejected.WithLabelValues(reason).Inc()
+}
+
+// Refused ends a running request that its group refused before any
+// token (RejectOverloaded): it counts as rejected, not finished.
+func (m *Coordinator) Refused(reason string) {
+	m.running.Dec()
+	m.countRejected(reason)
 }
 
 // FirstToken records a request's time to first token, from its arrival.
@@ -215,3 +271,35 @@ func (m *Coordinator) RequestFinished(e2e time.Duration, promptTokens, completio
 	}
 	m.success.WithLabelValues(finishReason).Inc()
 }
+
+// Migrated counts a request moved to other groups; reason is one of the
+// Migration* constants. Migrations are rare, so the lookup is no cost.
+func (m *Coordinator) Migrated(reason string) { m.migrated.WithLabelValues(reason).Inc() }
+
+// EtcdAvailable sets tandem:etcd_available.
+func (m *Coordinator) EtcdAvailable(ok bool) { m.etcd.Set(boolValue(ok)) }
+
+// KVResync counts a full resynchronisation of group's prefix index.
+func (m *Coordinator) KVResync(group string) { m.resyncs.WithLabelValues(group).Inc() }
+
+// KVIndexGroup makes group's index series exist (at 0), so rate() sees
+// its first resync; call it when the group appears.
+func (m *Coordinator) KVIndexGroup(group string) {
+	m.resyncs.WithLabelValues(group)
+	m.indexBlocks.WithLabelValues(group).Set(0)
+}
+
+// KVIndexBlocks sets the blocks the prefix index holds for group.
+func (m *Coordinator) KVIndexBlocks(group string, blocks int) {
+	m.indexBlocks.WithLabelValues(group).Set(float64(blocks))
+}
+
+// KVIndexForget drops group's series when it leaves.
+func (m *Coordinator) KVIndexForget(group string) {
+	m.indexBlocks.DeleteLabelValues(group)
+	m.resyncs.DeleteLabelValues(group)
+}
+
+// RoutedPrefix counts the prompt tokens the group a request was routed to
+// held in its prefix cache.
+func (m *Coordinator) RoutedPrefix(tokens int) { m.routedHits.Add(float64(tokens)) }

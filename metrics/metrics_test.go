@@ -35,6 +35,7 @@ func coordinatorFamilies() []family {
 	return []family{
 		{"tandem:num_requests_waiting", dto.MetricType_GAUGE, l},
 		{"tandem:num_requests_running", dto.MetricType_GAUGE, l},
+		{"tandem:etcd_available", dto.MetricType_GAUGE, l},
 		{"tandem:request_queue_time_seconds", dto.MetricType_HISTOGRAM, l},
 		{"tandem:time_to_first_token_seconds", dto.MetricType_HISTOGRAM, l},
 		{"tandem:inter_token_latency_seconds", dto.MetricType_HISTOGRAM, l},
@@ -46,6 +47,8 @@ func coordinatorFamilies() []family {
 		{"tandem:generation_tokens_total", dto.MetricType_COUNTER, l},
 		{"tandem:request_success_total", dto.MetricType_COUNTER, []string{"finished_reason", "model_name"}},
 		{"tandem:request_rejected_total", dto.MetricType_COUNTER, []string{"model_name", "reason"}},
+		{"tandem:request_migrations_total", dto.MetricType_COUNTER, []string{"model_name", "reason"}},
+		{"tandem:routed_prefix_tokens_total", dto.MetricType_COUNTER, l},
 	}
 }
 
@@ -57,6 +60,7 @@ func workerFamilies() []family {
 		{"tandem:num_requests_waiting", dto.MetricType_GAUGE, l},
 		{"tandem:kv_cache_usage_perc", dto.MetricType_GAUGE, l},
 		{"tandem:kv_cache_free_blocks", dto.MetricType_GAUGE, l},
+		{"tandem:etcd_available", dto.MetricType_GAUGE, l},
 		{"tandem:iteration_tokens_total", dto.MetricType_HISTOGRAM, l},
 		{"tandem:step_compute_seconds", dto.MetricType_HISTOGRAM, l},
 		{"tandem:step_sample_seconds", dto.MetricType_HISTOGRAM, l},
@@ -67,6 +71,11 @@ func workerFamilies() []family {
 		{"tandem:kv_transfer_seconds_total", dto.MetricType_COUNTER, plus("direction")},
 		{"tandem:kv_transfer_bytes_total", dto.MetricType_COUNTER, plus("direction")},
 		{"tandem:kv_transfers_total", dto.MetricType_COUNTER, plus("direction")},
+		{"tandem:kv_transfer_prompt_tokens_total", dto.MetricType_COUNTER, plus("direction")},
+		{"tandem:prefix_cache_queries_total", dto.MetricType_COUNTER, l},
+		{"tandem:prefix_cache_hits_total", dto.MetricType_COUNTER, l},
+		{"tandem:prefix_cache_hit_rate", dto.MetricType_GAUGE, l},
+		{"tandem:prefix_cache_blocks", dto.MetricType_GAUGE, l},
 		{"tandem:gpu_utilization_perc", dto.MetricType_GAUGE, plus("gpu")},
 		{"tandem:gpu_memory_used_bytes", dto.MetricType_GAUGE, plus("gpu")},
 		{"tandem:gpu_power_watts", dto.MetricType_GAUGE, plus("gpu")},
@@ -290,6 +299,11 @@ func TestCoordinatorLifecycle(t *testing.T) {
 	c.RequestFinished(80*time.Millisecond, 12, 3, FinishLength, 15*time.Millisecond)
 	c.RequestStarted(2 * time.Millisecond)
 	c.RequestFinished(time.Second, 5, 1, "content_filter", 0) // one token: no TPOT
+	c.Migrated(MigrationUnavailable)
+	c.Migrated(MigrationUnavailable)
+	c.RequestArrived()
+	c.RequestStarted(time.Millisecond)
+	c.Refused(RejectOverloaded)
 	if w, r := testutil.ToFloat64(c.waiting), testutil.ToFloat64(c.running); w != 0 || r != 0 {
 		t.Fatalf("waiting %v running %v, want 0 and 0", w, r)
 	}
@@ -325,11 +339,18 @@ tandem:request_rejected_total{model_name="tiny",reason="canceled"} 0
 tandem:request_rejected_total{model_name="tiny",reason="deadline"} 0
 tandem:request_rejected_total{model_name="tiny",reason="duplicate"} 0
 tandem:request_rejected_total{model_name="tiny",reason="invalid"} 0
+tandem:request_rejected_total{model_name="tiny",reason="overloaded"} 1
 tandem:request_rejected_total{model_name="tiny",reason="queue_full"} 1
 tandem:request_rejected_total{model_name="tiny",reason="unavailable"} 0
+# HELP tandem:request_migrations_total Requests moved to other groups after a group failed them, by reason.
+# TYPE tandem:request_migrations_total counter
+tandem:request_migrations_total{model_name="tiny",reason="aborted"} 0
+tandem:request_migrations_total{model_name="tiny",reason="group_left"} 0
+tandem:request_migrations_total{model_name="tiny",reason="stream_ended"} 0
+tandem:request_migrations_total{model_name="tiny",reason="unavailable"} 2
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"tandem:request_success_total", "tandem:request_rejected_total"); err != nil {
+		"tandem:request_success_total", "tandem:request_rejected_total", "tandem:request_migrations_total"); err != nil {
 		t.Error(err)
 	}
 }

@@ -96,13 +96,19 @@ type Worker struct {
 
 	running, waiting prometheus.Gauge
 	kvUsage, kvFree  prometheus.Gauge
+	etcd             prometheus.Gauge
 
 	iterTokens          prometheus.Observer
 	prefill, decode     prometheus.Counter
 	compute, sampleTime prometheus.Observer
 
-	coll [numOps]flow
-	kv   [2]flow // DirectionSend, DirectionRecv
+	prefixQueries, prefixHits prometheus.Counter
+	prefixRate, prefixBlocks  prometheus.Gauge
+	lastQueries, lastHits     int64 // the totals PrefixCache was last given
+
+	coll     [numOps]flow
+	kv       [2]flow               // DirectionSend, DirectionRecv
+	kvTokens [2]prometheus.Counter // prompt tokens whose KV those moved
 }
 
 // NewWorker creates a rank's metrics and registers them on reg. It panics
@@ -123,6 +129,7 @@ func NewWorker(reg prometheus.Registerer, labels WorkerLabels) *Worker {
 	waiting := gauge("tandem:num_requests_waiting", "Requests waiting for the group's scheduler (set by rank 0).")
 	kvUsage := gauge("tandem:kv_cache_usage_perc", "KV-cache usage: used blocks over all blocks; 1 means 100 percent.")
 	kvFree := gauge("tandem:kv_cache_free_blocks", "Free KV-cache blocks.")
+	etcd := gauge("tandem:etcd_available", "1 while etcd answers this rank's lease renewals; 0 while it does not (the rank serves on, registered as before).")
 	iterTokens := hist("tandem:iteration_tokens_total", "Tokens (prefill and decode rows) per engine step.", iterationTokenBuckets())
 	compute := hist("tandem:step_compute_seconds", "Forward-pass time of an engine step, collectives included.", stepBuckets())
 	sample := hist("tandem:step_sample_seconds", "Sampling time of an engine step.", stepBuckets())
@@ -133,9 +140,18 @@ func NewWorker(reg prometheus.Registerer, labels WorkerLabels) *Worker {
 	kvSec := counter("tandem:kv_transfer_seconds_total", "Time spent moving KV cache between groups, by direction.", "direction")
 	kvBytes := counter("tandem:kv_transfer_bytes_total", "KV-cache bytes moved between groups, by direction.", "direction")
 	kvCount := counter("tandem:kv_transfers_total", "KV-cache transfers (one request's share of this rank), by direction.", "direction")
+	kvTokens := counter("tandem:kv_transfer_prompt_tokens_total",
+		"Prompt tokens of the requests whose KV this rank moved, by direction; kv_transfer_bytes_total over it is the KV bytes moved per prompt token.", "direction")
 
-	reg.MustRegister(running, waiting, kvUsage, kvFree, iterTokens, compute, sample, stepTokens,
-		collSec, collBytes, collCalls, kvSec, kvBytes, kvCount)
+	prefixQ := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem:prefix_cache_queries_total",
+		Help: "Prompt tokens looked up in the group's prefix cache (set by rank 0)."}, names)
+	prefixH := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem:prefix_cache_hits_total",
+		Help: "Prompt tokens found in the group's prefix cache, not computed (set by rank 0)."}, names)
+	prefixRate := gauge("tandem:prefix_cache_hit_rate", "Prefix-cache hits over queries since the group started, in tokens; 0 before any query (set by rank 0).")
+	prefixBlocks := gauge("tandem:prefix_cache_blocks", "KV blocks in the prefix cache, in use or not (set by rank 0).")
+
+	reg.MustRegister(running, waiting, kvUsage, kvFree, etcd, iterTokens, compute, sample, stepTokens,
+		collSec, collBytes, collCalls, kvSec, kvBytes, kvCount, kvTokens, prefixQ, prefixH, prefixRate, prefixBlocks)
 
 	lv := labels.values()
 	with := func(extra string) []string { return append(lv[:len(lv):len(lv)], extra) }
@@ -146,11 +162,17 @@ func NewWorker(reg prometheus.Registerer, labels WorkerLabels) *Worker {
 		waiting:    waiting.WithLabelValues(lv...),
 		kvUsage:    kvUsage.WithLabelValues(lv...),
 		kvFree:     kvFree.WithLabelValues(lv...),
+		etcd:       etcd.WithLabelValues(lv...),
 		iterTokens: iterTokens.WithLabelValues(lv...),
 		compute:    compute.WithLabelValues(lv...),
 		sampleTime: sample.WithLabelValues(lv...),
 		prefill:    stepTokens.WithLabelValues(with("prefill")...),
 		decode:     stepTokens.WithLabelValues(with("decode")...),
+
+		prefixQueries: prefixQ.WithLabelValues(lv...),
+		prefixHits:    prefixH.WithLabelValues(lv...),
+		prefixRate:    prefixRate.WithLabelValues(lv...),
+		prefixBlocks:  prefixBlocks.WithLabelValues(lv...),
 	}
 	for i, op := range [numOps]string{OpAllReduce, OpAllGather, OpBroadcast, OpSend, OpRecv, OpBarrier, OpOther} {
 		m.coll[i] = flow{
@@ -165,8 +187,20 @@ func NewWorker(reg prometheus.Registerer, labels WorkerLabels) *Worker {
 			bytes:   kvBytes.WithLabelValues(with(dir)...),
 			count:   kvCount.WithLabelValues(with(dir)...),
 		}
+		m.kvTokens[i] = kvTokens.WithLabelValues(with(dir)...)
 	}
+	m.etcd.Set(1)
 	return m
+}
+
+// EtcdAvailable sets tandem:etcd_available.
+func (m *Worker) EtcdAvailable(ok bool) { m.etcd.Set(boolValue(ok)) }
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Step records one engine step: its prefill and decode rows, its forward
@@ -215,4 +249,32 @@ func (m *Worker) KVTransfer(direction string, bytes int64, d time.Duration) {
 	case DirectionRecv:
 		m.kv[1].add(bytes, d)
 	}
+}
+
+// KVTransferTokens counts the prompt tokens of a request whose KV this rank
+// moved in direction (once per request, however many pushes carried it).
+func (m *Worker) KVTransferTokens(direction string, tokens int) {
+	switch direction {
+	case DirectionSend:
+		m.kvTokens[0].Add(float64(tokens))
+	case DirectionRecv:
+		m.kvTokens[1].Add(float64(tokens))
+	}
+}
+
+// PrefixCache publishes the group's prefix-cache counters: queries and
+// hits are its totals so far, in prompt tokens (rank 0 calls it, with the
+// engine's running totals), blocks the blocks it holds.
+func (m *Worker) PrefixCache(queries, hits int64, blocks int) {
+	if d := queries - m.lastQueries; d > 0 {
+		m.prefixQueries.Add(float64(d))
+	}
+	if d := hits - m.lastHits; d > 0 {
+		m.prefixHits.Add(float64(d))
+	}
+	m.lastQueries, m.lastHits = queries, hits
+	if queries > 0 {
+		m.prefixRate.Set(float64(hits) / float64(queries))
+	}
+	m.prefixBlocks.Set(float64(blocks))
 }

@@ -50,6 +50,10 @@ const (
 	KVLayersKey          = attribute.Key("tandem.kv.layers")
 	AllreduceCountKey    = attribute.Key("tandem.allreduce.count")
 	AllreduceBytesKey    = attribute.Key("tandem.allreduce.bytes")
+	MigrationReasonKey   = attribute.Key("tandem.migration.reason")
+	MigrationFromKey     = attribute.Key("tandem.migration.from_group")
+	MigrationTokensKey   = attribute.Key("tandem.migration.tokens_before")
+	MigrationAttemptKey  = attribute.Key("tandem.migration.attempt")
 )
 
 // Operation is gen_ai.operation.name (OperationTextCompletion, OperationChat).
@@ -134,4 +138,14 @@ func KVAttrs(bytes int64, layers int) []attribute.KeyValue {
 // many and their total payload bytes.
 func AllreduceAttrs(count int, bytes int64) []attribute.KeyValue {
 	return []attribute.KeyValue{AllreduceCountKey.Int(count), AllreduceBytesKey.Int64(bytes)}
+}
+
+// MigrationAttrs describe a request's move to other groups: why, the group
+// that failed it, the output tokens already sent, and the attempt it
+// starts (2 for the first migration).
+func MigrationAttrs(reason, from string, tokensBefore, attempt int) []attribute.KeyValue {
+	return []attribute.KeyValue{
+		MigrationReasonKey.String(reason), MigrationFromKey.String(from),
+		MigrationTokensKey.Int(tokensBefore), MigrationAttemptKey.Int(attempt),
+	}
 }

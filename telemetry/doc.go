@@ -14,7 +14,8 @@
 //
 // # Spans
 //
-// A request is one trace: its spans (queue, prefill, KV transfer, decode)
+// A request is one trace: its spans (queue, prefill, KV transfer, decode,
+// and a migration span each time it moves to other groups)
 // and the gRPC client and server spans that join the processes. A batched
 // engine step serves many requests at once, so it is not a child of any:
 // StepSpan makes it the root of its own trace with a link (LinkTo) to each
@@ -57,6 +58,10 @@
 //	tandem.kv.layers            int     layers in the KV transfer (KVAttrs)
 //	tandem.allreduce.count      int     allreduces in the span (AllreduceAttrs)
 //	tandem.allreduce.bytes      int     their total payload bytes (AllreduceAttrs)
+//	tandem.migration.reason     string  why a request moved to other groups (MigrationAttrs)
+//	tandem.migration.from_group string  the group that failed it (MigrationAttrs)
+//	tandem.migration.tokens_before int  output tokens already sent (MigrationAttrs)
+//	tandem.migration.attempt    int     the attempt the move starts, from 2 (MigrationAttrs)
 //
 // Package otlptest is an OTLP/gRPC receiver for tests of all this.
 package telemetry

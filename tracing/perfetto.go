@@ -37,7 +37,7 @@ const (
 
 // WritePerfetto writes the trace as Chrome trace event JSON: the
 // coordinator as a process (the request, tokenizing, an instant per token
-// received), one process per node, one thread per rank with its steps
+// received, a span per migration to other groups), one process per node, one thread per rank with its steps
 // (collectives nested in them), and one thread per rank and KV peer with
 // its KV transfers, which overlap the rank's steps and so cannot share
 // its thread. Times are coordinator time in µs after the arrival.
@@ -61,6 +61,12 @@ func WritePerfetto(w io.Writer, t *tandemv1.RequestTrace) error {
 			"tokens": len(t.GetTokens()), "finish_reason": t.GetFinishReason().String(),
 		}),
 		complete("tokenize", "coordinator", coordinatorPid, coordinatorTid, arrival, arrival+t.GetTokenizeNanos(), nil),
+	}
+	for i, m := range t.GetMigrations() {
+		ev = append(ev, complete(fmt.Sprintf("migration %d", i+1), "migration", coordinatorPid, coordinatorTid, m.GetUnixNanos(), m.GetResumedUnixNanos(), map[string]any{
+			"reason": m.GetReason(), "from_group": m.GetFromGroup(), "error": m.GetErrorMessage(), "tokens_before": m.GetTokensBefore(),
+			"prefill_group": m.GetPrefillGroup(), "decode_group": m.GetDecodeGroup(), "worker_request_id": m.GetWorkerRequestId(),
+		}))
 	}
 	for i, c := range Breakdown(t) { // one cost per token, in order
 		tok := t.GetTokens()[i]

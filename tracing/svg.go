@@ -41,6 +41,7 @@ const (
 	svgColorCollective = "#1f2937"
 	svgColorKV         = "#e15759"
 	svgColorToken      = "#f28e2b"
+	svgColorMigration  = "#edc948"
 	svgColorLaneA      = "#f7f7f9"
 	svgColorLaneB      = "#eef0f4"
 	svgColorGrid       = "#d5d8de"
@@ -49,7 +50,8 @@ const (
 )
 
 // WriteSVG writes t as an SVG swimlane timeline in the coordinator's
-// clock: a coordinator lane with a tick per received token, then one lane
+// clock: a coordinator lane with a tick per received token (and a band
+// per migration to other groups), then one lane
 // per rank, grouped by node, holding the rank's steps (coloured by
 // prefill, decode or mixed batch), their collectives and the KV transfers
 // the rank recorded. Every rect carries a <title> with its details so that
@@ -238,6 +240,9 @@ func (l *svgLayout) writeHeader(b *bytes.Buffer, t *tandemv1.RequestTrace) {
 		{svgColorKV, "KV transfer"},
 		{svgColorToken, "token received"},
 	}
+	if len(t.GetMigrations()) > 0 {
+		legend = append(legend, struct{ color, label string }{svgColorMigration, "migration"})
+	}
 	x := 6.0
 	for _, e := range legend {
 		fmt.Fprintf(b, `<rect class="legend" x="%s" y="26" width="10" height="10" fill="%s"><title>%s</title></rect>`,
@@ -285,6 +290,14 @@ func (l *svgLayout) writeCoordinator(b *bytes.Buffer, t *tandemv1.RequestTrace) 
 		fmt.Fprintf(b, `<rect class="arrival" x="%s" y="%s" width="2" height="%d" fill="%s"><title>%s</title></rect>`+"\n",
 			svgNum(l.x(a)-1), svgNum(y+2), svgCoordHeight-4, svgColorText,
 			svgEsc(fmt.Sprintf("arrival\ntokenize %s ms\n%d prompt tokens", svgMS(t.GetTokenizeNanos()), t.GetPromptTokens())))
+	}
+	for i, m := range t.GetMigrations() {
+		from, to := m.GetUnixNanos(), max(m.GetUnixNanos(), m.GetResumedUnixNanos())
+		title := fmt.Sprintf("migration %d at +%s ms: %s failed the request after %d tokens\n%s: %s\nresumed on %s %s after %s ms",
+			i+1, svgMS(from-l.origin), m.GetFromGroup(), m.GetTokensBefore(), m.GetReason(), m.GetErrorMessage(),
+			m.GetPrefillGroup(), m.GetDecodeGroup(), svgMS(to-from))
+		fmt.Fprintf(b, `<rect class="migration" x="%s" y="%s" width="%s" height="%d" fill="%s"><title>%s</title></rect>`+"\n",
+			svgNum(l.x(from)-1), svgNum(y+2), svgNum(max(2, l.width(to-from))), svgCoordHeight-4, svgColorMigration, svgEsc(title))
 	}
 	prev := t.GetArrivalUnixNanos()
 	for _, tok := range t.GetTokens() {

@@ -34,6 +34,7 @@ func WriteTable(w io.Writer, t *tandemv1.RequestTrace) error {
 		errs = append(errs, fmt.Sprintf("%s ±%v", rankLabel(r), time.Duration(r.GetClockErrorNanos())))
 	}
 	fmt.Fprintf(&b, "clock error: %s\n", strings.Join(errs, ", "))
+	writeMigrations(&b, t)
 	if m := t.GetMissingRanks(); len(m) > 0 {
 		fmt.Fprintf(&b, "missing: %s\n", strings.Join(m, "; "))
 	}
@@ -41,6 +42,23 @@ func WriteTable(w io.Writer, t *tandemv1.RequestTrace) error {
 		return fmt.Errorf("tracing: write table: %w", err)
 	}
 	return nil
+}
+
+// writeMigrations writes a line per move of the request to other groups:
+// when (ms after the arrival), which group failed it and why, after how
+// many tokens, where it went and how long finding it took.
+func writeMigrations(w io.Writer, t *tandemv1.RequestTrace) {
+	for i, m := range t.GetMigrations() {
+		to := m.GetDecodeGroup()
+		if p := m.GetPrefillGroup(); p != "" {
+			to = p + " > " + to
+		} else {
+			to += " (recomputing the prompt)"
+		}
+		fmt.Fprintf(w, "migration %d at %.2f ms: %s failed the request after %d tokens (%s: %s); resumed on %s after %.2f ms as %s\n",
+			i+1, ms(time.Duration(m.GetUnixNanos()-t.GetArrivalUnixNanos())), m.GetFromGroup(), m.GetTokensBefore(),
+			m.GetReason(), m.GetErrorMessage(), to, ms(time.Duration(m.GetResumedUnixNanos()-m.GetUnixNanos())), m.GetWorkerRequestId())
+	}
 }
 
 // writeSummary writes the summary row in `tandem generate`'s format.
@@ -54,13 +72,14 @@ func writeSummary(w io.Writer, s Summary) {
 
 // Timeline characters.
 const (
-	markPrefill  = '#'
-	markDecode   = '='
-	markMixed    = '+'
-	markKV       = '~'
-	markIdle     = '.'
-	markTokenize = 'T'
-	markToken    = '^'
+	markPrefill   = '#'
+	markDecode    = '='
+	markMixed     = '+'
+	markKV        = '~'
+	markIdle      = '.'
+	markTokenize  = 'T'
+	markToken     = '^'
+	markMigration = 'M' // a group failed the request, until other groups took it
 )
 
 // WriteTimeline writes a text timeline of a trace, width columns wide
@@ -95,6 +114,9 @@ func WriteTimeline(w io.Writer, t *tandemv1.RequestTrace, width int) error {
 	for _, tok := range t.GetTokens() {
 		lines[0][col(tok.GetUnixNanos())] = markToken
 	}
+	for _, m := range t.GetMigrations() {
+		fill(lines[0], m.GetUnixNanos(), m.GetResumedUnixNanos(), markMigration)
+	}
 	for _, r := range ranks {
 		line := bytes.Repeat([]byte{markIdle}, width)
 		off := r.GetClockOffsetNanos()
@@ -122,8 +144,8 @@ func WriteTimeline(w io.Writer, t *tandemv1.RequestTrace, width int) error {
 		fmt.Fprintf(&b, "%-*s |%s|\n", pad, l, lines[i])
 	}
 	writeScale(&b, pad, width, span)
-	fmt.Fprintf(&b, "%c prefill step  %c decode step  %c mixed step  %c KV transfer  %c idle  %c tokenize  %c token received\n",
-		markPrefill, markDecode, markMixed, markKV, markIdle, markTokenize, markToken)
+	fmt.Fprintf(&b, "%c prefill step  %c decode step  %c mixed step  %c KV transfer  %c idle  %c tokenize  %c token received  %c migration\n",
+		markPrefill, markDecode, markMixed, markKV, markIdle, markTokenize, markToken, markMigration)
 	if m := t.GetMissingRanks(); len(m) > 0 {
 		fmt.Fprintf(&b, "missing: %s\n", strings.Join(m, "; "))
 	}

@@ -291,3 +291,57 @@ func TestFormatBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestViewsShowMigrations: a request that moved to other groups shows
+// each move in the table, the timeline and the Perfetto export.
+func TestViewsShowMigrations(t *testing.T) {
+	tr := disaggFixture()
+	tr.Migrations = []*tandemv1.Migration{{
+		UnixNanos: tr.ArrivalUnixNanos + 6_000_000, ResumedUnixNanos: tr.ArrivalUnixNanos + 7_500_000,
+		Reason: "unavailable", FromGroup: "decode-1", ErrorMessage: "group is down", TokensBefore: 3,
+		PrefillGroup: "prefill-0", DecodeGroup: "decode-0", WorkerRequestId: tr.RequestId + "#migration1",
+	}}
+	want := "migration 1 at 6.00 ms: decode-1 failed the request after 3 tokens (unavailable: group is down); resumed on prefill-0 > decode-0 after 1.50 ms as " + tr.RequestId + "#migration1"
+	var table, timeline, perfetto, svg bytes.Buffer
+	if err := WriteSVG(&svg, tr); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(svg.String(), `class="migration"`) || !strings.Contains(svg.String(), "decode-1 failed the request after 3 tokens") {
+		t.Errorf("SVG has no migration:\n%s", svg.String())
+	}
+	if err := WriteTable(&table, tr); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteTimeline(&timeline, tr, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := WritePerfetto(&perfetto, tr); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(table.String(), want) {
+		t.Errorf("table lacks %q:\n%s", want, table.String())
+	}
+	coordLine := strings.SplitN(timeline.String(), "\n", 3)[1]
+	if !strings.HasPrefix(coordLine, "coordinator") || !strings.Contains(coordLine, "M") {
+		t.Errorf("coordinator line %q has no migration mark", coordLine)
+	}
+	var doc struct {
+		TraceEvents []struct {
+			Name string
+			Dur  float64
+			Args map[string]any
+		}
+	}
+	if err := json.Unmarshal(perfetto.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range doc.TraceEvents {
+		if e.Name == "migration 1" {
+			found = e.Dur == 1500 && e.Args["from_group"] == "decode-1" && e.Args["reason"] == "unavailable"
+		}
+	}
+	if !found {
+		t.Errorf("Perfetto export has no 1.5 ms migration event from decode-1:\n%s", perfetto.String())
+	}
+}

@@ -99,10 +99,12 @@ func checkHandle(kv *tandemv1.KVHandle, prompt, layers int) error {
 		return status.Errorf(codes.InvalidArgument, "kv.num_tokens %d: the prompt has %d tokens", kv.GetNumTokens(), prompt)
 	case kv.GetNumLayers() != int32(layers):
 		return status.Errorf(codes.InvalidArgument, "kv.num_layers %d: the model has %d layers", kv.GetNumLayers(), layers)
+	case kv.GetSkipTokens() < 0 || kv.GetSkipTokens() >= kv.GetNumTokens():
+		return status.Errorf(codes.InvalidArgument, "kv.skip_tokens %d: must be in [0, %d), the prompt's length", kv.GetSkipTokens(), kv.GetNumTokens())
 	case kv.GetSourceTp() < 1:
 		return status.Errorf(codes.InvalidArgument, "kv.source_tp %d: must be >= 1", kv.GetSourceTp())
-	case kv.GetDtype() != tandemv1.DataType_DATA_TYPE_FLOAT32:
-		return status.Errorf(codes.InvalidArgument, "kv.dtype %v: only DATA_TYPE_FLOAT32 is supported", kv.GetDtype())
+	case kv.GetDtype() != tandemv1.DataType_DATA_TYPE_FLOAT32 && kv.GetDtype() != tandemv1.DataType_DATA_TYPE_BFLOAT16:
+		return status.Errorf(codes.InvalidArgument, "kv.dtype %v: DATA_TYPE_FLOAT32 or DATA_TYPE_BFLOAT16", kv.GetDtype())
 	}
 	return nil
 }
@@ -122,4 +124,20 @@ func checkDestination(d *tandemv1.KVDestination) error {
 		}
 	}
 	return nil
+}
+
+// kvWireDType is a KV cache dtype as KV chunks and handles carry it.
+func kvWireDType(d engine.KVCacheDType) tandemv1.DataType {
+	if d == engine.KVBF16 {
+		return tandemv1.DataType_DATA_TYPE_BFLOAT16
+	}
+	return tandemv1.DataType_DATA_TYPE_FLOAT32
+}
+
+// wireSize is the bytes of one element of a KV dtype on the wire.
+func wireSize(d tandemv1.DataType) int {
+	if d == tandemv1.DataType_DATA_TYPE_BFLOAT16 {
+		return 2
+	}
+	return 4
 }

@@ -24,6 +24,14 @@ import (
 // sockets and returns its address.
 func startWorker(t *testing.T, dir string, role cluster.Role, group string, kvTimeout time.Duration) string {
 	t.Helper()
+	return startWorkerWith(t, dir, Options{Role: role, Group: group, ModelName: "tiny",
+		Engine: engine.Options{KVCacheBytes: 16 << 20}, KVTimeout: kvTimeout})
+}
+
+// startWorkerWith runs a one-rank group with opts (Model and Listener
+// filled in here) in this process on real sockets and returns its address.
+func startWorkerWith(t *testing.T, dir string, opts Options) string {
+	t.Helper()
 	be, err := cpu.New(cpu.Options{Threads: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -38,14 +46,12 @@ func startWorker(t *testing.T, dir string, role cluster.Role, group string, kvTi
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Role: role, Group: group, ModelName: "tiny", Model: m, Listener: ln,
-			Engine: engine.Options{KVCacheBytes: 16 << 20}, KVTimeout: kvTimeout})
-	}()
+	opts.Model, opts.Listener = m, ln
+	go func() { done <- Run(ctx, opts) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
-			t.Errorf("%s: %v", group, err)
+			t.Errorf("%s: %v", opts.Group, err)
 		}
 		m.Close()
 		be.Close()

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
@@ -34,6 +35,9 @@ type live struct {
 	err   error              // why out was closed early, if it was
 	start time.Time          // first step that scheduled the request
 	done  time.Time          // when its last (or, on prefill, only) output came
+	// queueBy is when the request, not yet scheduled, is dropped with
+	// RESOURCE_EXHAUSTED; zero: never.
+	queueBy time.Time
 	span  trace.SpanContext  // the request's span here, which step spans link to
 	// send, on a prefill, is where its KV goes; the push starts when the
 	// step computing the prompt's last chunk is scheduled.
@@ -56,6 +60,7 @@ type leader struct {
 	ranks []rankAPI
 
 	metrics *metrics.Worker
+	events  *kvEvents
 	loadMu  sync.Mutex
 	load    groupLoad
 	tracer  trace.Tracer
@@ -140,6 +145,7 @@ func (l *leader) run(ctx context.Context) error {
 				drained = true
 			}
 		}
+		l.expireQueued(time.Now())
 		if !l.e.HasWork() {
 			continue
 		}
@@ -167,22 +173,54 @@ func (l *leader) run(ctx context.Context) error {
 	}
 }
 
+// expireQueued drops the requests still waiting for their first step
+// past their queue deadline: their callers get RESOURCE_EXHAUSTED, as for
+// a request the group cannot take. It runs on the loop before every step.
+func (l *leader) expireQueued(now time.Time) {
+	for id, lv := range l.reqs {
+		if lv.queueBy.IsZero() || !lv.start.IsZero() || now.Before(lv.queueBy) {
+			continue
+		}
+		delete(l.reqs, id)
+		lv.err = status.Errorf(codes.ResourceExhausted, "group %s is overloaded: the request waited past its queue timeout for its first step", l.w.opts.Group)
+		close(lv.out)
+		_ = l.e.Abort(id)
+	}
+}
+
+// queueDeadline is when a request received at recv is dropped if it is
+// still queued (zero when d is unset).
+func queueDeadline(recv time.Time, d *durationpb.Duration) (time.Time, error) {
+	if d == nil {
+		return time.Time{}, nil
+	}
+	if err := d.CheckValid(); err != nil || d.AsDuration() <= 0 {
+		return time.Time{}, status.Errorf(codes.InvalidArgument, "queue_timeout %v: must be a positive duration", d.AsDuration())
+	}
+	return recv.Add(d.AsDuration()), nil
+}
+
 // groupLoad is the group's load as Stats reports it, published by the
 // loop so Stats need not wait for a long step to end.
 type groupLoad struct {
 	free, total, running, waiting, pendingPrefill int
+	prefix                                        engine.PrefixStats
 }
 
 // publishLoad runs on the loop once per turn (so once per step): it
-// updates the load Stats reports and the group's load metrics.
+// updates the load Stats reports and the group's load metrics, and
+// publishes the prefix cache's events.
 func (l *leader) publishLoad() {
 	free, total := l.e.KVBlocks()
 	ld := l.e.Load()
+	ps := l.e.PrefixStats()
 	l.loadMu.Lock()
-	l.load = groupLoad{free: free, total: total, running: ld.Running, waiting: ld.Waiting, pendingPrefill: ld.PendingPrefillTokens}
+	l.load = groupLoad{free: free, total: total, running: ld.Running, waiting: ld.Waiting, pendingPrefill: ld.PendingPrefillTokens, prefix: ps}
 	l.loadMu.Unlock()
 	l.metrics.Requests(ld.Running, ld.Waiting)
 	l.metrics.KVCache(free, total)
+	l.metrics.PrefixCache(ps.Queries, ps.Hits, ps.CachedBlocks)
+	l.events.publish(l.e.TakeKVEvents())
 }
 
 func (l *leader) failAll() {
@@ -314,6 +352,9 @@ func (l *leader) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 	if err := checkDestination(req.GetDestination()); err != nil {
 		return nil, err
 	}
+	if skip := req.GetDestination().GetSkipTokens(); skip < 0 || int(skip) >= len(req.GetPromptTokenIds()) {
+		return nil, status.Errorf(codes.InvalidArgument, "destination.skip_tokens %d: must be in [0, %d), the prompt's length", skip, len(req.GetPromptTokenIds()))
+	}
 	params, err := samplingParams(req.GetSampling())
 	if err != nil {
 		return nil, err
@@ -325,10 +366,15 @@ func (l *leader) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 	kv := &tandemv1.KVHandle{
 		RequestId: id, Attempt: max(req.GetAttempt(), 1), SourceGroup: l.w.opts.Group,
 		SourceTp: int32(l.e.Model().Plan().TP), NumTokens: int32(len(req.GetPromptTokenIds())),
-		NumLayers: int32(cfg.Layers), Dtype: tandemv1.DataType_DATA_TYPE_FLOAT32,
+		NumLayers: int32(cfg.Layers), Dtype: kvWireDType(l.e.KVCacheDType()),
+		SkipTokens: req.GetDestination().GetSkipTokens(),
+	}
+	queueBy, err := queueDeadline(recv, req.GetQueueTimeout())
+	if err != nil {
+		return nil, err
 	}
 	lv := &live{
-		out: make(chan engine.Output, 1), span: trace.SpanContextFromContext(ctx),
+		out: make(chan engine.Output, 1), span: trace.SpanContextFromContext(ctx), queueBy: queueBy,
 		send: &tandemv1.SendKVRequest{Kv: kv, Destination: req.GetDestination()},
 	}
 	err = l.add(ctx, id, lv, func(e *engine.Engine) error {
@@ -489,7 +535,7 @@ func (l *leader) Decode(req *tandemv1.DecodeRequest, stream tandemv1.Worker_Deco
 	if params.MaxTokens < 2 {
 		return status.Errorf(codes.InvalidArgument, "sampling.max_tokens %d: a decode needs at least 2 (the first token came from prefill)", params.MaxTokens)
 	}
-	loaded, err := l.receiveKV(ctx, id, req.GetKv())
+	loaded, err := l.receiveKV(ctx, id, prompt, req.GetKv())
 	if err != nil {
 		return err
 	}
@@ -525,17 +571,20 @@ func (l *leader) Decode(req *tandemv1.DecodeRequest, stream tandemv1.Worker_Deco
 }
 
 // receiveKV reserves blocks for a request's KV and has every rank load its
-// share as it arrives. It reports false (recompute the prompt) when the
-// pool has no room or the transfer failed; errors are for the caller.
-func (l *leader) receiveKV(ctx context.Context, id string, kv *tandemv1.KVHandle) (bool, error) {
+// share as it arrives; the first kv.skip_tokens positions come from the
+// prefix cache. It reports false (recompute the prompt, from whatever
+// prefix is cached) when the pool has no room, the prefix to skip was
+// evicted or the transfer failed; errors are for the caller.
+func (l *leader) receiveKV(ctx context.Context, id string, prompt []int32, kv *tandemv1.KVHandle) (bool, error) {
 	var held engine.HeldKV
 	err := l.do(ctx, func(e *engine.Engine) error {
-		h, err := e.Reserve(id, int(kv.GetNumTokens()))
+		h, err := e.Reserve(id, prompt, int(kv.GetSkipTokens()))
 		held = h
 		return err
 	})
 	switch {
-	case errors.Is(err, engine.ErrOutOfBlocks):
+	case errors.Is(err, engine.ErrOutOfBlocks), errors.Is(err, engine.ErrPrefixEvicted):
+		l.w.log.Debug("not loading KV; recomputing the prompt", "request", id, "err", err)
 		l.dropKV(id)
 		return false, nil
 	case err != nil:
@@ -580,8 +629,10 @@ func (l *leader) dropKV(id string) {
 func (l *leader) Generate(req *tandemv1.WorkerGenerateRequest, stream tandemv1.Worker_GenerateServer) error {
 	recv := time.Now()
 	ctx := stream.Context()
-	if err := l.requireRole(cluster.RoleUnified); err != nil {
-		return err
+	// A decode group runs whole requests too: the coordinator moves a
+	// request there, prompt recomputed, when no prefill group can take it.
+	if l.w.opts.Role == cluster.RolePrefill {
+		return l.requireRole(cluster.RoleUnified)
 	}
 	id, prompt := req.GetRequestId(), req.GetPromptTokenIds()
 	if err := checkRequest(id, prompt); err != nil {
@@ -591,7 +642,11 @@ func (l *leader) Generate(req *tandemv1.WorkerGenerateRequest, stream tandemv1.W
 	if err != nil {
 		return err
 	}
-	lv := &live{out: make(chan engine.Output, l.outputs(params)), span: trace.SpanContextFromContext(ctx)}
+	queueBy, err := queueDeadline(recv, req.GetQueueTimeout())
+	if err != nil {
+		return err
+	}
+	lv := &live{out: make(chan engine.Output, l.outputs(params)), span: trace.SpanContextFromContext(ctx), queueBy: queueBy}
 	err = l.add(ctx, id, lv, func(e *engine.Engine) error {
 		return e.Add(engine.Request{ID: id, Prompt: prompt, Params: params})
 	})
@@ -673,5 +728,7 @@ func (l *leader) Stats(context.Context, *tandemv1.StatsRequest) (*tandemv1.Stats
 		Group: l.w.opts.Group, Role: l.w.opts.Role.Proto(), Tp: int32(l.e.Model().Plan().TP), Model: l.w.opts.ModelName,
 		KvBlockSize: int32(l.e.BlockSize()), KvBlocksFree: int32(ld.free), KvBlocksTotal: int32(ld.total),
 		RunningRequests: int32(ld.running), WaitingRequests: int32(ld.waiting), PendingPrefillTokens: int64(ld.pendingPrefill),
+		PrefixCaching: !l.w.opts.Engine.DisablePrefixCaching, KvBlocksCached: int32(ld.prefix.CachedBlocks),
+		PrefixCacheQueries: ld.prefix.Queries, PrefixCacheHits: ld.prefix.Hits,
 	}, nil
 }

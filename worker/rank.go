@@ -32,6 +32,7 @@ type rankServer struct {
 	heads    parallel.Range // global KV heads this rank holds
 	headDim  int
 	layers   int
+	dtype    tandemv1.DataType // the engine's KV cache dtype, as chunks carry it
 	sender   *kvtransfer.Sender
 	receiver *kvtransfer.Receiver // nil on prefill ranks
 	rec      *tracing.Recorder
@@ -48,34 +49,39 @@ type rankServer struct {
 // droppedTTL is how long a dropped request is remembered.
 const droppedTTL = time.Minute
 
-func newRankServer(e *engine.Engine, role cluster.Role, rec *tracing.Recorder, wm *metrics.Worker, node string, dial []grpc.DialOption) *rankServer {
+// newRankServer makes the rank's Rank service. KV pushed to it that no
+// Decode claims within kvTimeout (its coordinator died between the
+// prefill and the decode) is dropped.
+func newRankServer(e *engine.Engine, role cluster.Role, rec *tracing.Recorder, wm *metrics.Worker, node string, dial []grpc.DialOption, kvTimeout time.Duration) *rankServer {
 	m := e.Model()
 	cfg, plan := m.Config(), m.Plan()
 	r := &rankServer{
 		e: e, rank: plan.Rank, tp: plan.TP, kvHeads: cfg.KVHeads, heads: plan.KVHeads(),
-		headDim: cfg.HeadDim, layers: cfg.Layers,
+		headDim: cfg.HeadDim, layers: cfg.Layers, dtype: kvWireDType(e.KVCacheDType()),
 		sender: kvtransfer.NewSender(kvtransfer.SenderOptions{DialOptions: dial}),
 		rec:    rec, metrics: wm, node: node, dropped: map[string]time.Time{},
 	}
 	if role != cluster.RolePrefill {
 		r.receiver = kvtransfer.NewReceiver(kvtransfer.ReceiverOptions{
-			Rank: r.rank, Heads: r.heads, HeadDim: r.headDim, Layers: r.layers, MaxTokens: cfg.MaxPositions,
+			Rank: r.rank, Heads: r.heads, HeadDim: r.headDim, Layers: r.layers, MaxTokens: cfg.MaxPositions, TTL: kvTimeout,
+			DType: r.dtype,
 		})
 	}
 	return r
 }
 
 // engineSource reads a prefill's KV for kvtransfer, each layer as soon
-// as this rank has computed it in the prefill's last step.
+// as this rank has computed it in the prefill's last step: positions
+// [from, to) of the prompt.
 type engineSource struct {
-	ctx    context.Context
-	r      *rankServer
-	blocks []int32
-	tokens int
-	step   uint64 // 0: the KV is complete
+	ctx      context.Context
+	r        *rankServer
+	blocks   []int32
+	from, to int
+	step     uint64 // 0: the KV is complete
 }
 
-func (s engineSource) ReadLayer(layer int, heads parallel.Range, dst []float32) error {
+func (s engineSource) ReadLayer(layer int, heads parallel.Range, dst []byte) error {
 	if s.step != 0 {
 		if err := s.r.e.WaitLayer(s.ctx, s.step, layer); err != nil {
 			return fmt.Errorf("worker: waiting for layer %d of step %d: %w", layer, s.step, err)
@@ -85,7 +91,7 @@ func (s engineSource) ReadLayer(layer int, heads parallel.Range, dst []float32) 
 	if heads.From < local.From || heads.To > local.To || heads.Len() <= 0 {
 		return fmt.Errorf("worker: rank %d holds KV heads [%d,%d), not [%d,%d)", s.r.rank, local.From, local.To, heads.From, heads.To)
 	}
-	s.r.e.ReadKV(layer, s.blocks, s.tokens, heads.From-local.From, heads.To-local.From, dst)
+	s.r.e.ReadKV(layer, s.blocks, s.from, s.to, heads.From-local.From, heads.To-local.From, dst)
 	return nil
 }
 
@@ -102,7 +108,7 @@ func (r *rankServer) SendKV(ctx context.Context, req *tandemv1.SendKVRequest) (*
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	start := time.Now()
-	src := engineSource{ctx: ctx, r: r, blocks: req.GetBlocks(), tokens: int(kv.GetNumTokens()), step: req.GetStep()}
+	src := engineSource{ctx: ctx, r: r, blocks: req.GetBlocks(), from: int(kv.GetSkipTokens()), to: int(kv.GetNumTokens()), step: req.GetStep()}
 	var (
 		mu   sync.Mutex
 		out  tandemv1.SendKVResponse
@@ -116,7 +122,7 @@ func (r *rankServer) SendKV(ctx context.Context, req *tandemv1.SendKVRequest) (*
 		spec := kvtransfer.SendSpec{
 			RequestID: kv.GetRequestId(), Attempt: kv.GetAttempt(),
 			SourceRank: r.rank, DestRank: t.To, DestAddr: dest.GetRankAddresses()[t.To],
-			Layers: r.layers, Tokens: src.tokens, Heads: t.Heads, HeadDim: r.headDim,
+			Layers: r.layers, Tokens: src.to - src.from, Heads: t.Heads, HeadDim: r.headDim, DType: r.dtype,
 		}
 		wg.Go(func() {
 			pushed := time.Now()
@@ -136,6 +142,7 @@ func (r *rankServer) SendKV(ctx context.Context, req *tandemv1.SendKVRequest) (*
 	if err := errors.Join(errs...); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "rank %d: %v", r.rank, err)
 	}
+	r.metrics.KVTransferTokens(metrics.DirectionSend, src.to)
 	out.DurationUs = time.Since(start).Microseconds()
 	return &out, nil
 }
@@ -151,7 +158,7 @@ func (r *rankServer) LoadKV(ctx context.Context, req *tandemv1.LoadKVRequest) (*
 	if r.wasDropped(kv.GetRequestId()) {
 		return nil, status.Errorf(codes.Unavailable, "rank %d: the KV of %q was dropped", r.rank, kv.GetRequestId())
 	}
-	tokens := int(kv.GetNumTokens())
+	tokens, skip := int(kv.GetNumTokens()), int(kv.GetSkipTokens())
 	start := time.Now()
 	// Stop waiting a little before the caller's deadline, so that KV that
 	// arrives in time is written before the caller gives up and releases
@@ -162,19 +169,22 @@ func (r *rankServer) LoadKV(ctx context.Context, req *tandemv1.LoadKVRequest) (*
 		defer cancel()
 	}
 	layers, err := r.receiver.Await(ctx, kvtransfer.Expect{
-		RequestID: kv.GetRequestId(), Attempt: kv.GetAttempt(), Tokens: tokens,
+		RequestID: kv.GetRequestId(), Attempt: kv.GetAttempt(), Tokens: tokens - skip,
 		SourceTP: int(kv.GetSourceTp()), KVHeads: r.kvHeads, DestTP: r.tp,
 	})
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "rank %d: %v", r.rank, err)
 	}
+	// Bytes as they crossed the wire, in the sender's dtype: the layers
+	// are in ours, converted on receipt when the two differ.
 	var bytes int64
 	for l, data := range layers {
-		r.e.WriteKV(l, req.GetBlocks(), tokens, 0, r.heads.Len(), data)
-		bytes += int64(len(data)) * 4
+		r.e.WriteKV(l, req.GetBlocks(), skip, tokens, 0, r.heads.Len(), data)
+		bytes += int64(len(data)) / int64(wireSize(r.dtype)) * int64(wireSize(kv.GetDtype()))
 	}
 	r.receiver.Recycle(layers)
 	r.metrics.KVTransfer(metrics.DirectionRecv, bytes, time.Since(start))
+	r.metrics.KVTransferTokens(metrics.DirectionRecv, tokens)
 	// One record for the whole wait and load: the decode side's share of
 	// the transfer (layer -1: all layers).
 	r.rec.RecordKV(kv.GetRequestId(), &tandemv1.KVTransferTrace{

@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
@@ -50,7 +51,9 @@ type Options struct {
 	// rank stays visible.
 	LeaseTTL time.Duration
 	// KVTimeout bounds a KV transfer: a decode waits this long for its KV
-	// before recomputing the prompt (default 30s).
+	// before recomputing the prompt, a prefill holds a prompt's KV this
+	// long at most while pushing it, and KV pushed to this rank that no
+	// decode claims within it is dropped (default 30s).
 	KVTimeout time.Duration
 	// TraceSteps is the flight recorder's capacity in steps (default 4096).
 	TraceSteps int
@@ -152,6 +155,9 @@ func Run(ctx context.Context, opts Options) error {
 
 	var l *leader
 	eopts := opts.Engine
+	if eopts.ModelID == "" {
+		eopts.ModelID = opts.ModelName // what the coordinator hashes prompts with
+	}
 	rec := tracing.NewRecorder(opts.TraceSteps)
 	wm := metrics.NewWorker(opts.Registerer, metrics.WorkerLabels{Model: opts.ModelName, Group: opts.Group, Role: string(opts.Role), Rank: plan.Rank})
 	if opts.GPU != nil {
@@ -187,15 +193,16 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		node = "unknown"
 	}
-	rs := newRankServer(e, opts.Role, rec, wm, node, opts.Telemetry.DialOptions())
+	rs := newRankServer(e, opts.Role, rec, wm, node, opts.Telemetry.DialOptions(), opts.KVTimeout)
 	defer rs.sender.Close()
-	srv := grpc.NewServer(append(kvtransfer.ServerOptions(), opts.Telemetry.ServerOptions()...)...)
+	srv := grpc.NewServer(append(append(kvtransfer.ServerOptions(), serverKeepalive...), opts.Telemetry.ServerOptions()...)...)
 	tandemv1.RegisterRankServer(srv, rs)
 	if rs.receiver != nil {
 		tandemv1.RegisterKVTransferServer(srv, rs.receiver)
 	}
 	if l != nil {
 		l.e, l.metrics = e, wm
+		l.events = newKVEvents(opts.Group, e.BlockSize())
 		l.publishLoad()
 		l.tracer = opts.Telemetry.Tracer("github.com/tandemllm/tandem/worker")
 		l.spans = opts.Telemetry.Enabled()
@@ -233,14 +240,7 @@ func Run(ctx context.Context, opts Options) error {
 			defer rcancel()
 			_ = reg.Close(rctx)
 		}()
-		go func() {
-			select {
-			case <-reg.Lost():
-				w.log.Error("lost the registration lease; stopping")
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
+		go w.watchRegistration(ctx, reg, wm, cancel)
 	}
 	w.log.Info("worker serving", "role", opts.Role, "addr", opts.AdvertiseAddr, "tp", plan.TP)
 
@@ -268,6 +268,42 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 	return runErr
+}
+
+// serverKeepalive has the rank ping a client (the coordinator, another
+// group's leader) that has sent nothing for 10 s and drop the connection
+// when the ping is not answered within 5 s: the calls of a caller that
+// vanished without closing its connections (a host lost, a network cut)
+// are cancelled, so their requests are aborted and their KV freed, within
+// 15 s. A caller killed outright closes its connections at once.
+var serverKeepalive = []grpc.ServerOption{
+	grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
+}
+
+// watchRegistration follows the rank's registration: while etcd does not
+// answer, the rank serves on (a warning, tandem:etcd_available 0); it
+// stops only when another process holds its rank.
+func (w *Worker) watchRegistration(ctx context.Context, reg *cluster.Registered, wm *metrics.Worker, stop context.CancelFunc) {
+	for {
+		ok, changed, _ := reg.Available()
+		wm.EtcdAvailable(ok)
+		select {
+		case <-ctx.Done():
+			return
+		case <-reg.Lost():
+			if ctx.Err() == nil {
+				w.log.Error("another process holds this rank's registration; stopping")
+				stop()
+			}
+			return
+		case <-changed:
+			if now, _, why := reg.Available(); now {
+				w.log.Info("etcd answers again; the rank's registration is kept alive")
+			} else {
+				w.log.Warn("etcd does not answer; serving on, registered as before", "err", why)
+			}
+		}
+	}
 }
 
 // register registers the rank. A rank still held is retried for two

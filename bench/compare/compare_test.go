@@ -95,7 +95,7 @@ func TestTP2AgainstTP8(t *testing.T) {
 	if !strings.Contains(out.String(), "allreduce B/tok") || !strings.Contains(out.String(), "disagg-tp8") {
 		t.Fatalf("table:\n%s", out.String())
 	}
-	for _, f := range []string{"latency_cdf_infqps-concurrency2.png", "itl_by_position_infqps-concurrency2.svg", "throughput_vs_p99.png"} {
+	for _, f := range []string{"latency_cdf_infqps-concurrency2.png", "itl_by_position_infqps-concurrency2.svg", "throughput_vs_p99.png", "cost_split.svg"} {
 		if _, err := os.Stat(filepath.Join(c.Plot, f)); err != nil {
 			t.Error(err)
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tandemllm/tandem/bench"
+	"github.com/tandemllm/tandem/bench/plot"
 	"github.com/tandemllm/tandem/bench/serve"
 	"github.com/tandemllm/tandem/bench/stats"
 )
@@ -496,5 +497,33 @@ func (r *Report) Plots(dir string) ([]string, error) {
 	if err != nil {
 		return files, err
 	}
-	return append(files, pf.PNG, pf.SVG), nil
+	files = append(files, pf.PNG, pf.SVG)
+	sf, err := plot.Stacks(dir, "cost_split", r.costStacks())
+	if err != nil {
+		return files, err
+	}
+	return append(files, sf.PNG, sf.SVG), nil
+}
+
+// costStacks is the per-token cost split of each configuration, one
+// panel per load point (a negative "other", clock error, drawn as 0).
+func (r *Report) costStacks() []plot.Stack {
+	var out []plot.Stack
+	for _, p := range r.Points {
+		st := plot.Stack{Title: "Cost per output token, " + p.Load, YLabel: "ms per output token"}
+		parts := []plot.Part{{Label: "queue"}, {Label: "compute"}, {Label: "allreduce"}, {Label: "KV transfer"}, {Label: "sampling"}, {Label: "other"}}
+		for _, c := range p.Configs {
+			st.Categories = append(st.Categories, c.Name)
+			for i, v := range []Num{c.Cost.Queue, c.Cost.Compute, c.Cost.Allreduce, c.Cost.KVTransfer, c.Cost.Sampling, c.Cost.Other} {
+				f := float64(v)
+				if math.IsNaN(f) || f < 0 {
+					f = 0
+				}
+				parts[i].Values = append(parts[i].Values, f)
+			}
+		}
+		st.Parts = parts
+		out = append(out, st)
+	}
+	return out
 }

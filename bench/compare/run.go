@@ -134,6 +134,14 @@ func (c *Config) prepare(ctx context.Context, cfgs []Configuration) ([]*Side, fu
 		}
 		c.Executable = exe
 	}
+	for _, s := range sides {
+		if s.Addr == "" {
+			if _, err := os.Stat(c.Executable); err != nil {
+				return nil, closeAll, fmt.Errorf("the tandem binary for local clusters: %w", err)
+			}
+			break
+		}
+	}
 	return sides, closeAll, nil
 }
 

@@ -32,6 +32,9 @@ type Panel struct {
 	Series                []Series
 }
 
+// cdfPoints bounds the points drawn of one CDF line.
+const cdfPoints = 300
+
 // Files are the paths a figure was written to.
 type Files struct{ PNG, SVG string }
 
@@ -48,9 +51,15 @@ func CDFs(dir, name string, panels []Panel) (Files, error) {
 			}
 			v := slices.Clone(s.Values)
 			slices.Sort(v)
-			xys := make(plotter.XYs, len(v))
-			for k, x := range v {
-				xys[k] = plotter.XY{X: x, Y: float64(k+1) / float64(len(v))}
+			// At most cdfPoints points a line: the chart looks the same and
+			// the SVG stays small.
+			step := max(1, len(v)/cdfPoints)
+			var xys plotter.XYs
+			for k := 0; k < len(v); k += step {
+				xys = append(xys, plotter.XY{X: v[k], Y: float64(k+1) / float64(len(v))})
+			}
+			if last := len(v) - 1; last%step != 0 {
+				xys = append(xys, plotter.XY{X: v[last], Y: 1})
 			}
 			if err := addLine(p, i, s.Label, xys, false); err != nil {
 				return Files{}, err

@@ -55,3 +55,24 @@ func TestFigures(t *testing.T) {
 		t.Fatal("mismatched X and Y drew a figure")
 	}
 }
+
+func TestStacks(t *testing.T) {
+	dir := t.TempDir()
+	f, err := Stacks(dir, "split", []Stack{{Title: "c1", YLabel: "ms", Categories: []string{"tp2", "tp8"},
+		Parts: []Part{{Label: "compute", Values: []float64{3, 2}}, {Label: "allreduce", Values: []float64{1, 4}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svg, err := os.ReadFile(f.SVG)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"compute", "allreduce", "tp8"} {
+		if !strings.Contains(string(svg), want) {
+			t.Errorf("%s lacks %q", f.SVG, want)
+		}
+	}
+	if _, err := Stacks(dir, "bad", []Stack{{Categories: []string{"a"}, Parts: []Part{{Label: "x", Values: []float64{1, 2}}}}}); err == nil {
+		t.Fatal("values for missing categories drew a figure")
+	}
+}

@@ -1,5 +1,3 @@
-//go:build chart
-
 package main
 
 import (
@@ -280,7 +278,7 @@ func checkWorker(t *testing.T, r *renderedChart, p pod, owner string, c *corev1.
 	if v["multiNode"] == true {
 		k = tp / int(v["nodesPerGroup"].(float64))
 	}
-	if f.role != p.role || f.g.tp != tp || f.localRanks != k || f.be.device != v["device"] {
+	if string(f.role) != p.role || f.g.tp != tp || f.localRanks != k || f.be.device != v["device"] {
 		t.Errorf("%s: worker --role %s --tp %d --local-ranks %d --device %s; values say %s tp %d, %d ranks a pod, device %v",
 			owner, f.role, f.g.tp, f.localRanks, f.be.device, p.role, tp, k, v["device"])
 	}

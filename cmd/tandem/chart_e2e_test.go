@@ -1,4 +1,4 @@
-//go:build chart
+//go:build linux
 
 package main
 
@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -141,7 +142,7 @@ func installCRD(ctx context.Context, t *testing.T, dyn dynamic.Interface, doc []
 	if _, err := crds.Create(ctx, obj, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("CRD %s: %v", obj.GetName(), err)
 	}
-	waitFor(ctx, t, "CRD "+obj.GetName()+" established", func() bool {
+	pollUntil(ctx, t, "CRD "+obj.GetName()+" established", func() bool {
 		got, err := crds.Get(ctx, obj.GetName(), metav1.GetOptions{})
 		if err != nil {
 			return false
@@ -156,8 +157,8 @@ func installCRD(ctx context.Context, t *testing.T, dyn dynamic.Interface, doc []
 	})
 }
 
-// waitFor polls cond until it holds or ctx ends.
-func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
+// pollUntil polls cond until it holds or ctx ends.
+func pollUntil(ctx context.Context, t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -209,7 +210,7 @@ func startAPIServer(ctx context.Context, t *testing.T, bin string) *rest.Config 
 		"--enable-priority-and-fairness=false", "--v=0")
 	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.SysProcAttr = childAttr() // SIGTERM if this test process dies
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // gone if this test process dies
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +230,7 @@ func startAPIServer(ctx context.Context, t *testing.T, bin string) *rest.Config 
 		t.Fatal(err)
 	}
 	start := time.Now()
-	waitFor(ctx, t, "kube-apiserver /readyz", func() bool {
+	pollUntil(ctx, t, "kube-apiserver /readyz", func() bool {
 		select {
 		case err := <-exited:
 			t.Fatalf("kube-apiserver exited: %v\n%s", err, logs)

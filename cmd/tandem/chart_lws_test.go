@@ -1,5 +1,3 @@
-//go:build chart
-
 package main
 
 import (

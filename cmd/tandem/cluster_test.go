@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -57,15 +58,19 @@ func (b *syncBuffer) String() string {
 }
 
 type testCluster struct {
-	dir    string
-	name   string
-	cli    *clientv3.Client
-	coord  *runningCoordinator
-	sup    *supervisor.Supervisor
-	specs  []groupSpec
-	conn   *grpc.ClientConn // to the coordinator's gRPC server
-	client tandemv1.GenerationClient
-	logs   *syncBuffer
+	dir       string
+	name      string
+	etcd      *cluster.Embedded
+	etcdDir   string
+	endpoints string // every etcd member's client URL, comma-separated
+	cli       *clientv3.Client
+	coord     *runningCoordinator // nil when the coordinator runs as a process
+	coordProc *process            // the coordinator's process, when it is one
+	sup       *supervisor.Supervisor
+	specs     []groupSpec
+	conn      *grpc.ClientConn // to the coordinator's gRPC server
+	client    tandemv1.GenerationClient
+	logs      *syncBuffer
 }
 
 // clusterOptions vary a test cluster.
@@ -75,6 +80,32 @@ type clusterOptions struct {
 	// restart has groups restarted as `tandem up` does (with restart's
 	// backoff); without it the first death of a rank leaves its group down.
 	restart *restartFlags
+	// etcdMembers is the embedded etcd's member count (default 1).
+	etcdMembers int
+	// coordinatorProcess runs the coordinator as a process of its own
+	// (`tandem coordinator`), which a test can kill, instead of in the
+	// test's process.
+	coordinatorProcess bool
+	// maxInFlight and queueTimeout are the coordinator's --max-in-flight
+	// (default 256) and --queue-timeout (default none).
+	maxInFlight  int
+	queueTimeout time.Duration
+	// workerArgs are added to every worker's flags (a repeated flag's
+	// last value wins).
+	workerArgs []string
+	// coordinator, if set, changes the coordinator's flags.
+	coordinator func(*coordinatorFlags)
+}
+
+// coordinatorFlags are the flags of the cluster's coordinator.
+func (o clusterOptions) coordinatorFlags() *coordinatorFlags {
+	cf := &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: cmp.Or(o.maxInFlight, 256),
+		queueTimeout: o.queueTimeout, migrationLimit: 3, migrationTimeout: 30 * time.Second, otlpEndpoint: o.otlp,
+		prefixWeight: 2, loadWeight: 1, maxRequests: 256}
+	if o.coordinator != nil {
+		o.coordinator(cf)
+	}
+	return cf
 }
 
 // startCluster starts etcd, a coordinator and the groups' workers, and
@@ -91,25 +122,33 @@ func startClusterWith(t testing.TB, presetName string, specs []groupSpec, opts c
 	if err != nil {
 		t.Fatal(err)
 	}
-	etcd, err := cluster.StartEmbedded(ctx, t.TempDir(), cluster.EmbeddedOptions{})
+	etcdDir := t.TempDir()
+	etcd, err := cluster.StartEmbedded(ctx, etcdDir, cluster.EmbeddedOptions{Members: opts.etcdMembers})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(etcd.Close)
-	endpoints := etcd.Endpoints()[0]
-	cli, err := dialEtcd(endpoints)
+	tc := &testCluster{dir: dir, name: presetName, etcd: etcd, etcdDir: etcdDir, endpoints: strings.Join(etcd.Endpoints(), ","), specs: specs, logs: &syncBuffer{}}
+	t.Cleanup(func() { tc.etcd.Close() }) // the etcd a test restarted too
+	cli, err := dialEtcd(tc.endpoints)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	rc, err := startCoordinator(context.WithoutCancel(ctx), &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: 256, otlpEndpoint: opts.otlp}, cli, dir, presetName)
-	if err != nil {
-		t.Fatal(err)
+	tc.cli = cli
+	var grpcAddr string
+	if opts.coordinatorProcess {
+		tc.coordProc, grpcAddr = tc.startCoordinatorProcess(t, opts.coordinatorFlags())
+	} else {
+		rc, err := startCoordinator(context.WithoutCancel(ctx), opts.coordinatorFlags(), cli, dir, presetName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(rc.stop)
+		tc.coord, grpcAddr = rc, rc.grpcAddr
 	}
-	t.Cleanup(rc.stop)
-	tc := &testCluster{dir: dir, name: presetName, cli: cli, coord: rc, specs: specs, logs: &syncBuffer{}}
-	common := []string{"--etcd-endpoints", endpoints, "--model", dir, "--model-name", presetName, "--threads", "1",
+	common := []string{"--etcd-endpoints", tc.endpoints, "--model", dir, "--model-name", presetName, "--threads", "1",
 		"--kv-cache-mb", "16", "--max-batch-tokens", "256", "--otlp-endpoint", opts.otlp}
+	common = append(common, opts.workerArgs...)
 	groups := make([]supervisor.Group, len(specs))
 	for i, g := range specs {
 		groups[i] = g.supervised(common)
@@ -136,15 +175,21 @@ func startClusterWith(t testing.TB, presetName string, specs []groupSpec, opts c
 	}
 	// The coordinator routes once it has seen every group ready and
 	// polled its load: wait for Health to say so.
-	conn, err := grpc.NewClient(rc.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	tc.connect(t, grpcAddr)
+	tc.waitServing(t, len(specs))
+	return tc
+}
+
+// connect points the cluster's client at the coordinator at addr.
+func (tc *testCluster) connect(t testing.TB, addr string) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	tc.conn = conn
 	tc.client = tandemv1.NewGenerationClient(conn)
-	tc.waitServing(t, len(specs))
-	return tc
 }
 
 // waitServing waits until the coordinator reports n ready groups.
@@ -363,6 +408,16 @@ func TestClusterConcurrentRequests(t *testing.T) {
 // workerStats asks a group's leader for its load.
 func (tc *testCluster) workerStats(t testing.TB, group string) *tandemv1.StatsResponse {
 	t.Helper()
+	st, err := tc.leader(t, group).Stats(t.Context(), &tandemv1.StatsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// leader connects to a ready group's rank 0, until the test ends.
+func (tc *testCluster) leader(t testing.TB, group string) tandemv1.WorkerClient {
+	t.Helper()
 	m, err := cluster.WatchMembership(t.Context(), tc.cli)
 	if err != nil {
 		t.Fatal(err)
@@ -376,12 +431,8 @@ func (tc *testCluster) workerStats(t testing.TB, group string) *tandemv1.StatsRe
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	st, err := tandemv1.NewWorkerClient(conn).Stats(t.Context(), &tandemv1.StatsRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st
+	t.Cleanup(func() { conn.Close() })
+	return tandemv1.NewWorkerClient(conn)
 }
 
 // waitAllBlocksFree waits until every block of group's KV pool is free.
@@ -441,101 +492,6 @@ func TestClusterCancelFreesBlocks(t *testing.T) {
 	}
 	tc.waitAllBlocksFree(t, "decode-0")
 	tc.waitAllBlocksFree(t, "prefill-0")
-}
-
-// TestClusterDecodeWorkerKilled: killing a rank of one decode group ends
-// that group's requests with UNAVAILABLE within 10 s; the other group's
-// requests finish and new requests go to it only.
-func TestClusterDecodeWorkerKilled(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts worker processes")
-	}
-	specs := []groupSpec{
-		{name: "prefill-0", role: cluster.RolePrefill, tp: 1},
-		{name: "decode-0", role: cluster.RoleDecode, tp: 2},
-		{name: "decode-1", role: cluster.RoleDecode, tp: 2},
-	}
-	tc := startCluster(t, "tiny", specs)
-	const n = 8
-	type outcome struct {
-		g   generated
-		err error
-		at  time.Time
-	}
-	results := make(chan outcome, n)
-	started := make(chan struct{}, n)
-	for i := range n {
-		go func() {
-			stream, err := tc.client.Generate(t.Context(), &tandemv1.GenerateRequest{
-				Prompt:   &tandemv1.GenerateRequest_TokenIds{TokenIds: &tandemv1.TokenIds{Ids: []int32{int32(i + 1), 2, 3}}},
-				Sampling: greedyParams(300),
-			})
-			if err != nil {
-				results <- outcome{err: err, at: time.Now()}
-				return
-			}
-			var g generated
-			first := true
-			for {
-				msg, err := stream.Recv()
-				if err != nil {
-					if errors.Is(err, io.EOF) {
-						err = nil
-					}
-					results <- outcome{g: g, err: err, at: time.Now()}
-					return
-				}
-				g.tokens = append(g.tokens, msg.GetTokenIds()...)
-				if first && len(g.tokens) > 1 { // the second token comes from the decode group
-					first = false
-					started <- struct{}{}
-				}
-			}
-		}()
-	}
-	for range n {
-		select {
-		case <-started:
-		case <-time.After(time.Minute):
-			t.Fatal("requests did not start decoding")
-		}
-	}
-	// Both decode groups must hold requests for the test to mean anything.
-	for _, g := range []string{"decode-0", "decode-1"} {
-		if st := tc.workerStats(t, g); st.GetRunningRequests() == 0 {
-			rs, _ := tandemv1.NewTracesClient(tc.conn).ListRequests(t.Context(), &tandemv1.ListRequestsRequest{})
-			t.Fatalf("%s runs no request (%v); routing did not spread the load: %v", g, st, rs)
-		}
-	}
-	killed := time.Now()
-	tc.kill(t, "decode-0", 1)
-	var unavailable, finished int
-	for range n {
-		o := <-results
-		switch {
-		case o.err == nil && len(o.g.tokens) == 300:
-			finished++
-		case status.Code(o.err) == codes.Unavailable:
-			unavailable++
-			if d := o.at.Sub(killed); d > 10*time.Second {
-				t.Errorf("UNAVAILABLE came %v after the kill", d)
-			}
-		default:
-			t.Errorf("request ended with %v after %d tokens", o.err, len(o.g.tokens))
-		}
-	}
-	if unavailable == 0 || finished == 0 {
-		t.Fatalf("%d requests UNAVAILABLE, %d finished: want some of each", unavailable, finished)
-	}
-	tc.waitServing(t, 2)
-	for i := range 4 {
-		if _, err := tc.generate(t.Context(), []int32{int32(i + 5), 6}, greedyParams(4)); err != nil {
-			t.Fatalf("request after the group left: %v", err)
-		}
-	}
-	if st := tc.workerStats(t, "decode-1"); st.GetKvBlocksFree() != st.GetKvBlocksTotal() {
-		t.Fatalf("decode-1 holds %d blocks after every request ended", st.GetKvBlocksTotal()-st.GetKvBlocksFree())
-	}
 }
 
 // kill ends one rank's process at once (SIGKILL), as a crash would, and

@@ -215,10 +215,10 @@ func startLocalGroup(ctx context.Context, g *groupFlags, dir string, f *generate
 	group := supervisor.Group{
 		Name: g.group, Ranks: ranks,
 		Args: func(rank, _ int) []string {
-			return []string{"worker", "--role", string(cluster.RoleUnified), "--tp", strconv.Itoa(g.tp), "--rank", strconv.Itoa(rank),
+			args := []string{"worker", "--role", string(cluster.RoleUnified), "--tp", strconv.Itoa(g.tp), "--rank", strconv.Itoa(rank),
 				"--group", g.group, "--etcd-endpoints", g.etcdEndpoints, "--model", dir,
-				"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels,
-				"--max-batch-tokens", strconv.Itoa(f.engine.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.engine.kvCacheMB)}
+				"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels}
+			return append(args, f.engine.args()...)
 		},
 	}
 	if nw != nil {

@@ -38,6 +38,7 @@ type upFlags struct {
 	unifiedGroups int
 	readyTimeout  time.Duration
 	dataDir       string
+	etcdMembers   int
 	link          string
 	engine        engineFlags
 	backend       backendFlags
@@ -159,6 +160,7 @@ a link with a real bandwidth limit.`,
 	fl.IntVar(&f.unifiedGroups, "groups", 1, "number of unified groups (--mode unified)")
 	fl.DurationVar(&f.readyTimeout, "ready-timeout", 5*time.Minute, "how long to wait for every group to be ready")
 	fl.StringVar(&f.dataDir, "data-dir", "", "etcd data directory (default: a temporary directory, removed on exit)")
+	fl.IntVar(&f.etcdMembers, "etcd-members", 1, "embedded etcd members; with 3 or more, losing one interrupts nothing (every process gets all their endpoints)")
 	fl.StringVar(&f.link, "link", "", linkHelp)
 	f.engine.register(cmd)
 	f.backend.register(fl)
@@ -172,6 +174,9 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	specs, err := f.groups()
 	if err != nil {
 		return err
+	}
+	if f.etcdMembers < 1 {
+		return fmt.Errorf("--etcd-members %d: must be >= 1", f.etcdMembers)
 	}
 	var link netshape.Profile
 	if f.link != "" {
@@ -222,6 +227,7 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		warnLoopback(errOut, nw.HostAddr(), f.coord.otlpEndpoint)
 	}
 	fmt.Fprintln(errOut, "starting etcd ...")
+	etcdOpts.Members = f.etcdMembers
 	etcd, err := cluster.StartEmbedded(ctx, etcdDir, etcdOpts)
 	if err != nil {
 		return err
@@ -242,8 +248,8 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 
 	common := []string{"--etcd-endpoints", endpoints, "--model", dir, "--model-name", name,
 		"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels, "--device", f.backend.device,
-		"--max-batch-tokens", strconv.Itoa(f.engine.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.engine.kvCacheMB),
 		"--otlp-endpoint", f.coord.otlpEndpoint}
+	common = append(common, f.engine.args()...)
 	groups := make([]supervisor.Group, len(specs))
 	opts := f.restart.options(cli, errOut)
 	node := 0 // each rank of each group has a node of the --link network

@@ -14,17 +14,18 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/tandemllm/tandem/internal/proctest"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
 // TestUp runs `tandem up` as a user does (here with unified TP-2 groups
-// and free ports), sends a request to the endpoint it prints, then stops
+// and a three-member etcd, and with disaggregated groups; free ports), sends a request to the endpoint it prints, then stops
 // it as Ctrl-C would: it returns only after every worker process exited.
 func TestUp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts worker processes")
 	}
-	for _, mode := range [][]string{{"--mode", "unified", "--tp", "2"}, {"--prefill-tp", "1", "--decode-tp", "2"}} {
+	for _, mode := range [][]string{{"--mode", "unified", "--tp", "2", "--etcd-members", "3"}, {"--prefill-tp", "1", "--decode-tp", "2"}} {
 		t.Run(strings.Join(mode, " "), func(t *testing.T) {
 			u := startUp(t, append([]string{"--preset", "tiny", "--threads", "1"}, mode...)...)
 			u.generateHello(t)
@@ -134,4 +135,4 @@ func (u *upRun) generateHello(t *testing.T) {
 }
 
 // childProcesses lists this process's living children.
-func childProcesses(t *testing.T) []int { return childrenOf(t, os.Getpid()) }
+func childProcesses(t *testing.T) []int { return proctest.Children(t, os.Getpid()) }

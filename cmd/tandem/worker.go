@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -279,7 +280,7 @@ func defaultModelName(dir, preset string) string {
 }
 
 func dialEtcd(endpoints string) (*clientv3.Client, error) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(endpoints, ","), DialTimeout: 10 * time.Second})
+	cli, err := cluster.Dial(strings.Split(endpoints, ","))
 	if err != nil {
 		return nil, fmt.Errorf("--etcd-endpoints %q: %w", endpoints, err)
 	}
@@ -301,16 +302,47 @@ func (g *groupFlags) register(cmd *cobra.Command) {
 type engineFlags struct {
 	maxBatchTokens int
 	kvCacheMB      int
+	kvCacheDType   kvDTypeFlag
+	noPrefixCache  bool
 }
 
 func (f *engineFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.IntVar(&f.maxBatchTokens, "max-batch-tokens", 512, "rows per step, also the prefill chunk size")
 	fl.IntVar(&f.kvCacheMB, "kv-cache-mb", 512, "KV cache memory budget in MiB")
+	f.kvCacheDType = kvDTypeFlag(engine.KVAuto)
+	fl.Var(&f.kvCacheDType, "kv-cache-dtype", "KV cache element type: auto (the weights' dtype on the CPU, f16 weights giving fp32; bf16 on CUDA), fp32 or bf16")
+	fl.BoolVar(&f.noPrefixCache, "no-prefix-caching", false, "turn the prefix cache off: compute every prompt from scratch and keep no KV block after its request")
 }
 
 func (f *engineFlags) options() engine.Options {
-	return engine.Options{MaxBatchTokens: f.maxBatchTokens, KVCacheBytes: int64(f.kvCacheMB) << 20}
+	return engine.Options{MaxBatchTokens: f.maxBatchTokens, KVCacheBytes: int64(f.kvCacheMB) << 20,
+		KVCacheDType: engine.KVCacheDType(f.kvCacheDType), DisablePrefixCaching: f.noPrefixCache}
+}
+
+// args are the flags that give a child `tandem worker` these options.
+func (f *engineFlags) args() []string {
+	args := []string{"--max-batch-tokens", strconv.Itoa(f.maxBatchTokens), "--kv-cache-mb", strconv.Itoa(f.kvCacheMB),
+		"--kv-cache-dtype", f.kvCacheDType.String()}
+	if f.noPrefixCache {
+		args = append(args, "--no-prefix-caching")
+	}
+	return args
+}
+
+// kvDTypeFlag is --kv-cache-dtype: a bad value is refused when the flag is
+// parsed, with the flag's name.
+type kvDTypeFlag engine.KVCacheDType
+
+func (v *kvDTypeFlag) String() string { return string(*v) }
+func (v *kvDTypeFlag) Type() string   { return "auto|fp32|bf16" }
+func (v *kvDTypeFlag) Set(s string) error {
+	d, err := engine.ParseKVCacheDType(s)
+	if err != nil {
+		return errors.New("want auto, fp32 or bf16")
+	}
+	*v = kvDTypeFlag(d)
+	return nil
 }
 
 // joinGroup connects this rank to its group's ring through an etcd

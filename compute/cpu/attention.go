@@ -1,17 +1,22 @@
 package cpu
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
+	"unsafe"
 
 	"github.com/tandemllm/tandem/compute"
+	"github.com/tandemllm/tandem/internal/half"
 )
 
-// kvCache stores keys and values as [layer][block][kvHead][slot][headDim]
-// float32, so one head's keys of one block are a contiguous matrix.
+// kvCache stores keys and values as [layer][block][kvHead][slot][headDim],
+// so one head's keys of one block are a contiguous matrix: float32 in k and
+// v, or bfloat16 bit patterns in kb and vb (the other pair is nil).
 type kvCache struct {
 	spec        compute.KVSpec
 	k, v        []float32
+	kb, vb      []uint16
 	headStride  int // BlockSize·HeadDim
 	blockStride int // KVHeads·headStride
 	layerStride int // NumBlocks·blockStride
@@ -22,11 +27,29 @@ func (c *kvCache) NumBlocks() int { return c.spec.NumBlocks }
 func (c *kvCache) BlockSize() int { return c.spec.BlockSize }
 func (c *kvCache) KVHeads() int   { return c.spec.KVHeads }
 func (c *kvCache) HeadDim() int   { return c.spec.HeadDim }
+func (c *kvCache) DType() compute.DType {
+	return c.spec.DType
+}
 
-// NewKVCache allocates a zeroed float32 cache.
+// AutoKVDType is BF16 for BF16 weights and F32 otherwise. F16 weights are
+// widened to F32 at load (see LoadMat), so their model runs in F32 and its
+// KV stays F32 as well: F16 has a bfloat16's size but three more mantissa
+// bits, and rounding an F16 model's KV to bf16 would lose precision that
+// model never lost. BF16 can still be asked for explicitly.
+func (b *Backend) AutoKVDType(weights compute.DType) compute.DType {
+	if weights == compute.BF16 {
+		return compute.BF16
+	}
+	return compute.F32
+}
+
+// NewKVCache allocates a zeroed F32 or BF16 cache.
 func (b *Backend) NewKVCache(s compute.KVSpec) (compute.KVCache, error) {
 	if s.Layers <= 0 || s.NumBlocks <= 0 || s.BlockSize <= 0 || s.KVHeads <= 0 || s.HeadDim <= 0 {
 		return nil, fmt.Errorf("cpu: invalid KV cache spec %+v", s)
+	}
+	if s.DType != compute.F32 && s.DType != compute.BF16 {
+		return nil, fmt.Errorf("%w: KV cache dtype %v (F32 or BF16)", compute.ErrUnsupported, s.DType)
 	}
 	c := &kvCache{spec: s, headStride: s.BlockSize * s.HeadDim}
 	c.blockStride = s.KVHeads * c.headStride
@@ -35,7 +58,11 @@ func (b *Backend) NewKVCache(s compute.KVSpec) (compute.KVCache, error) {
 	if n/s.Layers != c.layerStride {
 		return nil, fmt.Errorf("cpu: KV cache spec %+v overflows", s)
 	}
-	c.k, c.v = make([]float32, n), make([]float32, n)
+	if s.DType == compute.BF16 {
+		c.kb, c.vb = make([]uint16, n), make([]uint16, n)
+	} else {
+		c.k, c.v = make([]float32, n), make([]float32, n)
+	}
 	return c, nil
 }
 
@@ -60,9 +87,23 @@ func (b *Backend) KVWrite(c compute.KVCache, layer int, k, v compute.Buf, slots 
 		}
 		off := base + int(slot)/s.BlockSize*kc.blockStride + int(slot)%s.BlockSize*s.HeadDim
 		for h := range s.KVHeads {
-			copy(kc.k[off+h*kc.headStride:][:s.HeadDim], ks[i*w+h*s.HeadDim:])
-			copy(kc.v[off+h*kc.headStride:][:s.HeadDim], vs[i*w+h*s.HeadDim:])
+			c, src := off+h*kc.headStride, i*w+h*s.HeadDim
+			if kc.kb != nil {
+				toBF16(kc.kb[c:c+s.HeadDim], ks[src:])
+				toBF16(kc.vb[c:c+s.HeadDim], vs[src:])
+				continue
+			}
+			copy(kc.k[c:c+s.HeadDim], ks[src:])
+			copy(kc.v[c:c+s.HeadDim], vs[src:])
 		}
+	}
+}
+
+// toBF16 rounds src[:len(dst)] to bfloat16, nearest-even.
+func toBF16(dst []uint16, src []float32) {
+	src = src[:len(dst)]
+	for i, f := range src {
+		dst[i] = half.BF16FromFloat32(f)
 	}
 }
 
@@ -185,7 +226,11 @@ func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, r0, r1, j0, j
 		n := min(span, last-k0+1)
 		for b := 0; b < n; b += bs {
 			boff := base + int(s.Blocks[(k0+b)/bs])*t.c.blockStride
-			dotBlockF32(t.k, mb, qt, hd, t.c.k[boff:boff+bs*hd], hd, hd, scores[b:], span, min(bs, n-b), false, 0)
+			if t.c.kb != nil {
+				dotBlockBF16(t.k, mb, qt, hd, t.c.kb[boff:boff+bs*hd], hd, hd, scores[b:], span, min(bs, n-b), false, 0)
+			} else {
+				dotBlockF32(t.k, mb, qt, hd, t.c.k[boff:boff+bs*hd], hd, hd, scores[b:], span, min(bs, n-b), false, 0)
+			}
 		}
 		for i := range mb {
 			ni := min(n, s.Pos+r0+i/hg-k0+1)
@@ -205,7 +250,12 @@ func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, r0, r1, j0, j
 			}
 			for b := 0; b < ni; b += bs {
 				boff := base + int(s.Blocks[(k0+b)/bs])*t.c.blockStride
-				accumRows(t.k, a, sc[b:min(b+bs, ni)], t.c.v[boff:boff+bs*hd], hd)
+				p := sc[b:min(b+bs, ni)]
+				if t.c.vb != nil {
+					accumRowsBF16(t.k, a, p, t.c.vb[boff:boff+bs*hd], hd)
+				} else {
+					accumRows(t.k, a, p, t.c.v[boff:boff+bs*hd], hd)
+				}
 			}
 		}
 	}
@@ -227,6 +277,19 @@ func accumRows(k *kernels, dst, p, v []float32, ldv int) {
 	}
 	if d0 < len(dst) {
 		axpyRows(dst[d0:], p, v[d0:], ldv)
+	}
+}
+
+// accumRowsBF16 is accumRows over bfloat16 values, widened in registers.
+func accumRowsBF16(k *kernels, dst, p []float32, v []uint16, ldv int) {
+	d0 := len(dst) / k.dStep * k.dStep
+	if d0 > 0 && k.accumBF16 != nil {
+		k.accumBF16(&dst[0], &p[0], &v[0], ldv, len(p), d0)
+	} else {
+		d0 = 0
+	}
+	if d0 < len(dst) {
+		axpyRowsBF16(dst[d0:], p, v[d0:], ldv)
 	}
 }
 
@@ -264,23 +327,25 @@ func maxF32(x []float32) float32 {
 }
 
 // KVRead copies keys then values of heads [h0, h1) at slots into dst.
-func (b *Backend) KVRead(c compute.KVCache, layer int, slots []int32, h0, h1 int, dst []float32) {
+func (b *Backend) KVRead(c compute.KVCache, layer int, slots []int32, h0, h1 int, dst []byte) {
 	kvCopy(kvOf(c), layer, slots, h0, h1, dst, false)
 }
 
 // KVLoad stores keys then values of heads [h0, h1) at slots from src.
-func (b *Backend) KVLoad(c compute.KVCache, layer int, slots []int32, h0, h1 int, src []float32) {
+func (b *Backend) KVLoad(c compute.KVCache, layer int, slots []int32, h0, h1 int, src []byte) {
 	kvCopy(kvOf(c), layer, slots, h0, h1, src, true)
 }
 
-// kvCopy moves one layer's [2][slots][heads][HeadDim] between host and
-// cache; load selects the direction.
-func kvCopy(kc *kvCache, layer int, slots []int32, h0, h1 int, host []float32, load bool) {
+// kvCopy moves one layer's [2][slots][heads][HeadDim] between host bytes
+// (little-endian elements of the cache's dtype) and the cache; load
+// selects the direction.
+func kvCopy(kc *kvCache, layer int, slots []int32, h0, h1 int, host []byte, load bool) {
 	s := kc.spec
 	d := s.HeadDim
 	heads := h1 - h0
-	if h0 < 0 || h1 > s.KVHeads || heads <= 0 || len(host) != 2*len(slots)*heads*d {
-		panic(fmt.Sprintf("cpu: KV copy of heads [%d,%d) for %d slots into %d values does not fit cache %+v", h0, h1, len(slots), len(host), s))
+	es := s.DType.Size()
+	if h0 < 0 || h1 > s.KVHeads || heads <= 0 || len(host) != 2*len(slots)*heads*d*es {
+		panic(fmt.Sprintf("cpu: KV copy of heads [%d,%d) for %d slots into %d bytes does not fit cache %+v", h0, h1, len(slots), len(host), s))
 	}
 	half := len(slots) * heads * d
 	base := layer * kc.layerStride
@@ -292,13 +357,61 @@ func kvCopy(kc *kvCache, layer int, slots []int32, h0, h1 int, host []float32, l
 		for h := h0; h < h1; h++ {
 			c := off + h*kc.headStride
 			row := (i*heads + h - h0) * d
-			if load {
-				copy(kc.k[c:c+d], host[row:row+d])
-				copy(kc.v[c:c+d], host[half+row:half+row+d])
+			kh, vh := host[row*es:(row+d)*es], host[(half+row)*es:(half+row+d)*es]
+			if kc.kb != nil {
+				copyU16(kc.kb[c:c+d], kh, load)
+				copyU16(kc.vb[c:c+d], vh, load)
 			} else {
-				copy(host[row:row+d], kc.k[c:c+d])
-				copy(host[half+row:half+row+d], kc.v[c:c+d])
+				copyF32(kc.k[c:c+d], kh, load)
+				copyF32(kc.v[c:c+d], vh, load)
 			}
 		}
 	}
+}
+
+// copyF32 copies between cache values and their little-endian bytes:
+// into x when load, out of it otherwise.
+func copyF32(x []float32, b []byte, load bool) {
+	if littleEndian() { // the machine's order is the wire's: one copy
+		xb := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), 4*len(x))
+		if load {
+			copy(xb, b)
+		} else {
+			copy(b, xb)
+		}
+		return
+	}
+	for i := range x {
+		if load {
+			x[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		} else {
+			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x[i]))
+		}
+	}
+}
+
+// copyU16 is copyF32 for bfloat16 bit patterns.
+func copyU16(x []uint16, b []byte, load bool) {
+	if littleEndian() {
+		xb := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), 2*len(x))
+		if load {
+			copy(xb, b)
+		} else {
+			copy(b, xb)
+		}
+		return
+	}
+	for i := range x {
+		if load {
+			x[i] = binary.LittleEndian.Uint16(b[2*i:])
+		} else {
+			binary.LittleEndian.PutUint16(b[2*i:], x[i])
+		}
+	}
+}
+
+// littleEndian reports whether the machine stores numbers little-endian.
+func littleEndian() bool {
+	x := uint16(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 1
 }

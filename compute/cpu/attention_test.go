@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -29,15 +30,21 @@ func TestAttention(t *testing.T) {
 		{4, 1, 128, 16, []struct{ pos, qlen int }{{40, 70}}},
 	}
 	eachBackend(t, func(t *testing.T, b *Backend) {
-		for _, c := range cases {
-			t.Run(fmt.Sprintf("h%d_kv%d_d%d_bs%d", c.heads, c.kvHeads, c.hd, c.bs), func(t *testing.T) {
-				runAttnCase(t, b, c)
-			})
+		for _, dt := range []compute.DType{compute.F32, compute.BF16} {
+			for _, c := range cases {
+				t.Run(fmt.Sprintf("%v/h%d_kv%d_d%d_bs%d", dt, c.heads, c.kvHeads, c.hd, c.bs), func(t *testing.T) {
+					runAttnCase(t, b, c, dt)
+				})
+			}
 		}
 	})
 }
 
-func runAttnCase(t *testing.T, b *Backend, c attnCase) {
+// runAttnCase checks attention over a cache of dtype dt against a float64
+// reference. A BF16 cache rounds what it stores, so the reference is given
+// the keys and values rounded the same way: what is checked is that they
+// are stored rounded to nearest and read back exactly.
+func runAttnCase(t *testing.T, b *Backend, c attnCase, dt compute.DType) {
 	r := rand.New(rand.NewPCG(11, uint64(c.heads*1000+c.hd)))
 	kvw, qw := c.kvHeads*c.hd, c.heads*c.hd
 	total := 0
@@ -47,7 +54,7 @@ func runAttnCase(t *testing.T, b *Backend, c attnCase) {
 	// Blocks are handed out in a shuffled order, so tables are not contiguous.
 	numBlocks := total + 3
 	perm := r.Perm(numBlocks)
-	spec := compute.KVSpec{Layers: 2, NumBlocks: numBlocks, BlockSize: c.bs, KVHeads: c.kvHeads, HeadDim: c.hd}
+	spec := compute.KVSpec{Layers: 2, NumBlocks: numBlocks, BlockSize: c.bs, KVHeads: c.kvHeads, HeadDim: c.hd, DType: dt}
 	cache, err := b.NewKVCache(spec)
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +76,10 @@ func runAttnCase(t *testing.T, b *Backend, c attnCase) {
 		k, v := randVec(r, n*kvw), randVec(r, n*kvw)
 		for i := range k {
 			k[i] *= 2 // sharpen the softmax
+		}
+		if dt == compute.BF16 {
+			_, k = encode(dt, k)
+			_, v = encode(dt, v)
 		}
 		slotOf := func(p int) int32 { return as.Blocks[p/c.bs]*int32(c.bs) + int32(p%c.bs) }
 		// The cached prefix is written first, the query rows' own keys in
@@ -134,4 +145,57 @@ func refAttention(q, keys, vals []float32, n, off, kvw int, scale float64) []flo
 		out[d] /= sum
 	}
 	return out
+}
+
+// TestKVReadLoad: KVRead returns what KVWrite stored, as little-endian
+// elements of the cache's dtype, for any head range; KVLoad into another
+// cache of the same dtype reproduces it.
+func TestKVReadLoad(t *testing.T) {
+	b, err := New(Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for _, dt := range []compute.DType{compute.F32, compute.BF16} {
+		t.Run(dt.String(), func(t *testing.T) {
+			r := rand.New(rand.NewPCG(3, 4))
+			spec := compute.KVSpec{Layers: 2, NumBlocks: 5, BlockSize: 3, KVHeads: 3, HeadDim: 6, DType: dt}
+			src, err := b.NewKVCache(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			slots := []int32{7, 0, 13, 2}
+			w := spec.KVHeads * spec.HeadDim
+			k, v := randVec(r, len(slots)*w), randVec(r, len(slots)*w)
+			b.KVWrite(src, 1, bufOf(b, k), bufOf(b, v), slots)
+			_, kx := encode(dt, k)
+			_, vx := encode(dt, v)
+			const h0, h1 = 1, 3
+			n := len(slots) * (h1 - h0) * spec.HeadDim
+			got := make([]byte, 2*n*dt.Size())
+			b.KVRead(src, 1, slots, h0, h1, got)
+			var want []float32
+			for _, x := range [][]float32{kx, vx} {
+				for i := range slots {
+					want = append(want, x[i*w+h0*spec.HeadDim:i*w+h1*spec.HeadDim]...)
+				}
+			}
+			if wb, _ := encode(dt, want); string(wb) != string(got) {
+				t.Fatalf("KVRead of heads [%d,%d) differs from what was written", h0, h1)
+			}
+			dst, err := b.NewKVCache(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.KVLoad(dst, 0, slots, h0, h1, got)
+			again := make([]byte, len(got))
+			b.KVRead(dst, 0, slots, h0, h1, again)
+			if string(again) != string(got) {
+				t.Fatal("KVLoad then KVRead does not round-trip")
+			}
+		})
+	}
+	if _, err := b.NewKVCache(compute.KVSpec{Layers: 1, NumBlocks: 1, BlockSize: 1, KVHeads: 1, HeadDim: 1, DType: compute.F16}); !errors.Is(err, compute.ErrUnsupported) {
+		t.Fatalf("F16 KV cache: err = %v, want ErrUnsupported", err)
+	}
 }

@@ -44,6 +44,10 @@ const maxGemmM = 12
 // versions handle d rounded down to a multiple of kernels.dStep.
 type accumFunc func(dst, p, v *float32, ldv, n, d int)
 
+// accumBF16Func is accumFunc over bfloat16 values (a BF16 KV cache's),
+// widened in registers.
+type accumBF16Func func(dst, p *float32, v *uint16, ldv, n, d int)
+
 // kernels is one implementation of the inner loops.
 type kernels struct {
 	name  string
@@ -53,6 +57,8 @@ type kernels struct {
 	f32   [maxTileM + 1]tileF32Func
 	bf16  [maxTileM + 1]tileBF16Func
 	accum accumFunc
+	// accumBF16 is accum for bfloat16 v; nil in the Go set.
+	accumBF16 accumBF16Func
 	// The packed prefill path (see packedMatMul), nil where there is none:
 	// gemmF32[mb] for mb ≤ gemmM, and packF32, which sets dst[k*panelRows+j]
 	// = w[j*ldw+k] for j < 16 and k < kn rounded down to 16.
@@ -219,4 +225,14 @@ func expf(x float32) float32 {
 	p = p*r + 5.0000001201e-1
 	y := p*r*r + r + 1
 	return y * math.Float32frombits(uint32(int32(n)+127)<<23)
+}
+
+// axpyRowsBF16 is axpyRows over bfloat16 values.
+func axpyRowsBF16(dst, p []float32, v []uint16, ldv int) {
+	for j, pj := range p {
+		vj := v[j*ldv : j*ldv+len(dst)]
+		for i := range dst {
+			dst[i] += pj * half.BF16ToFloat32(vj[i])
+		}
+	}
 }

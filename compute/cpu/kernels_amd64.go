@@ -18,7 +18,7 @@ func archKernels() []*kernels {
 
 func avx512Kernels() *kernels {
 	return &kernels{
-		name: "avx512", maxM: 6, kStep: 16, dStep: 16, accum: accumAVX512,
+		name: "avx512", maxM: 6, kStep: 16, dStep: 16, accum: accumAVX512, accumBF16: accumBF16AVX512,
 		f32:   [maxTileM + 1]tileF32Func{nil, tileF32AVX512M1, tileF32AVX512M2, tileF32AVX512M3, tileF32AVX512M4, tileF32AVX512M5, tileF32AVX512M6},
 		bf16:  [maxTileM + 1]tileBF16Func{nil, tileBF16AVX512M1, tileBF16AVX512M2, tileBF16AVX512M3, tileBF16AVX512M4, tileBF16AVX512M5, tileBF16AVX512M6},
 		gemmM: 12, packF32: packF32AVX512,
@@ -31,7 +31,7 @@ func avx512Kernels() *kernels {
 
 func avx2Kernels() *kernels {
 	return &kernels{
-		name: "avx2", maxM: 2, kStep: 8, dStep: 8, accum: accumAVX2,
+		name: "avx2", maxM: 2, kStep: 8, dStep: 8, accum: accumAVX2, accumBF16: accumBF16AVX2,
 		f32:  [maxTileM + 1]tileF32Func{nil, tileF32AVX2M1, tileF32AVX2M2},
 		bf16: [maxTileM + 1]tileBF16Func{nil, tileBF16AVX2M1, tileBF16AVX2M2},
 		read: readAVX2, fma: fmaAVX2, lanes: 8, siluMul: siluMulAVX2, gelu: geluAVX2, expSum: expSumAVX2,

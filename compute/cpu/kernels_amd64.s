@@ -4597,6 +4597,92 @@ accumAVX512_w1_done:
 	VZEROUPPER
 	RET
 
+// func accumBF16AVX512(dst *float32, p *float32, v *uint16, ldv int, n int, d int)
+// Requires: AVX, AVX512F
+TEXT ·accumBF16AVX512(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), AX
+	MOVQ p+8(FP), CX
+	MOVQ v+16(FP), DX
+	MOVQ ldv+24(FP), BX
+	SHLQ $0x01, BX
+	MOVQ n+32(FP), SI
+	MOVQ d+40(FP), DI
+	ANDQ $-16, DI
+	SHLQ $0x02, DI
+	LEAQ (AX)(DI*1), DI
+
+accumBF16AVX512_w4:
+	MOVQ    DI, R8
+	SUBQ    AX, R8
+	CMPQ    R8, $+256
+	JL      accumBF16AVX512_w4_done
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+	MOVQ    DX, R8
+	XORQ    R9, R9
+
+accumBF16AVX512_w4_j:
+	CMPQ         R9, SI
+	JGE          accumBF16AVX512_w4_store
+	VBROADCASTSS (CX)(R9*4), Z4
+	VPMOVZXWD    (R8), Z5
+	VPSLLD       $0x10, Z5, Z5
+	VFMADD231PS  Z5, Z4, Z0
+	VPMOVZXWD    32(R8), Z5
+	VPSLLD       $0x10, Z5, Z5
+	VFMADD231PS  Z5, Z4, Z1
+	VPMOVZXWD    64(R8), Z5
+	VPSLLD       $0x10, Z5, Z5
+	VFMADD231PS  Z5, Z4, Z2
+	VPMOVZXWD    96(R8), Z5
+	VPSLLD       $0x10, Z5, Z5
+	VFMADD231PS  Z5, Z4, Z3
+	ADDQ         BX, R8
+	INCQ         R9
+	JMP          accumBF16AVX512_w4_j
+
+accumBF16AVX512_w4_store:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	VMOVUPS Z2, 128(AX)
+	VMOVUPS Z3, 192(AX)
+	ADDQ    $+256, AX
+	ADDQ    $+128, DX
+	JMP     accumBF16AVX512_w4
+
+accumBF16AVX512_w4_done:
+accumBF16AVX512_w1:
+	MOVQ    DI, R8
+	SUBQ    AX, R8
+	CMPQ    R8, $+64
+	JL      accumBF16AVX512_w1_done
+	VMOVUPS (AX), Z0
+	MOVQ    DX, R8
+	XORQ    R9, R9
+
+accumBF16AVX512_w1_j:
+	CMPQ         R9, SI
+	JGE          accumBF16AVX512_w1_store
+	VBROADCASTSS (CX)(R9*4), Z1
+	VPMOVZXWD    (R8), Z2
+	VPSLLD       $0x10, Z2, Z2
+	VFMADD231PS  Z2, Z1, Z0
+	ADDQ         BX, R8
+	INCQ         R9
+	JMP          accumBF16AVX512_w1_j
+
+accumBF16AVX512_w1_store:
+	VMOVUPS Z0, (AX)
+	ADDQ    $+64, AX
+	ADDQ    $+32, DX
+	JMP     accumBF16AVX512_w1
+
+accumBF16AVX512_w1_done:
+	VZEROUPPER
+	RET
+
 // func siluMulAVX512(dst *float32, gate *float32, up *float32, n int)
 // Requires: AVX, AVX512DQ, AVX512F
 TEXT ·siluMulAVX512(SB), NOSPLIT, $0-32
@@ -6106,6 +6192,92 @@ accumAVX2_w1_store:
 	JMP     accumAVX2_w1
 
 accumAVX2_w1_done:
+	VZEROUPPER
+	RET
+
+// func accumBF16AVX2(dst *float32, p *float32, v *uint16, ldv int, n int, d int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·accumBF16AVX2(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), AX
+	MOVQ p+8(FP), CX
+	MOVQ v+16(FP), DX
+	MOVQ ldv+24(FP), BX
+	SHLQ $0x01, BX
+	MOVQ n+32(FP), SI
+	MOVQ d+40(FP), DI
+	ANDQ $-8, DI
+	SHLQ $0x02, DI
+	LEAQ (AX)(DI*1), DI
+
+accumBF16AVX2_w4:
+	MOVQ    DI, R8
+	SUBQ    AX, R8
+	CMPQ    R8, $+128
+	JL      accumBF16AVX2_w4_done
+	VMOVUPS (AX), Y0
+	VMOVUPS 32(AX), Y1
+	VMOVUPS 64(AX), Y2
+	VMOVUPS 96(AX), Y3
+	MOVQ    DX, R8
+	XORQ    R9, R9
+
+accumBF16AVX2_w4_j:
+	CMPQ         R9, SI
+	JGE          accumBF16AVX2_w4_store
+	VBROADCASTSS (CX)(R9*4), Y4
+	VPMOVZXWD    (R8), Y5
+	VPSLLD       $0x10, Y5, Y5
+	VFMADD231PS  Y5, Y4, Y0
+	VPMOVZXWD    16(R8), Y5
+	VPSLLD       $0x10, Y5, Y5
+	VFMADD231PS  Y5, Y4, Y1
+	VPMOVZXWD    32(R8), Y5
+	VPSLLD       $0x10, Y5, Y5
+	VFMADD231PS  Y5, Y4, Y2
+	VPMOVZXWD    48(R8), Y5
+	VPSLLD       $0x10, Y5, Y5
+	VFMADD231PS  Y5, Y4, Y3
+	ADDQ         BX, R8
+	INCQ         R9
+	JMP          accumBF16AVX2_w4_j
+
+accumBF16AVX2_w4_store:
+	VMOVUPS Y0, (AX)
+	VMOVUPS Y1, 32(AX)
+	VMOVUPS Y2, 64(AX)
+	VMOVUPS Y3, 96(AX)
+	ADDQ    $+128, AX
+	ADDQ    $+64, DX
+	JMP     accumBF16AVX2_w4
+
+accumBF16AVX2_w4_done:
+accumBF16AVX2_w1:
+	MOVQ    DI, R8
+	SUBQ    AX, R8
+	CMPQ    R8, $+32
+	JL      accumBF16AVX2_w1_done
+	VMOVUPS (AX), Y0
+	MOVQ    DX, R8
+	XORQ    R9, R9
+
+accumBF16AVX2_w1_j:
+	CMPQ         R9, SI
+	JGE          accumBF16AVX2_w1_store
+	VBROADCASTSS (CX)(R9*4), Y1
+	VPMOVZXWD    (R8), Y2
+	VPSLLD       $0x10, Y2, Y2
+	VFMADD231PS  Y2, Y1, Y0
+	ADDQ         BX, R8
+	INCQ         R9
+	JMP          accumBF16AVX2_w1_j
+
+accumBF16AVX2_w1_store:
+	VMOVUPS Y0, (AX)
+	ADDQ    $+32, AX
+	ADDQ    $+16, DX
+	JMP     accumBF16AVX2_w1
+
+accumBF16AVX2_w1_done:
 	VZEROUPPER
 	RET
 

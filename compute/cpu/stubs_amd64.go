@@ -134,6 +134,11 @@ func packF32AVX512(dst *float32, w *float32, ldw int, kn int)
 //go:noescape
 func accumAVX512(dst *float32, p *float32, v *float32, ldv int, n int, d int)
 
+// accumBF16AVX512 is the AVX512 accumBF16Func.
+//
+//go:noescape
+func accumBF16AVX512(dst *float32, p *float32, v *uint16, ldv int, n int, d int)
+
 // siluMulAVX512 is the AVX512 vector form of the Go loop (see sigmoidMul in the generator).
 //
 //go:noescape
@@ -181,6 +186,11 @@ func tileBF16AVX2M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float3
 //
 //go:noescape
 func accumAVX2(dst *float32, p *float32, v *float32, ldv int, n int, d int)
+
+// accumBF16AVX2 is the AVX2 accumBF16Func.
+//
+//go:noescape
+func accumBF16AVX2(dst *float32, p *float32, v *uint16, ldv int, n int, d int)
 
 // siluMulAVX2 is the AVX2 vector form of the Go loop (see sigmoidMul in the generator).
 //

@@ -7,8 +7,9 @@ import (
 	"github.com/tandemllm/tandem/compute"
 )
 
-// kvCache holds keys and values of every layer as float32, laid out
-// [layer][block][kvHead][slot][headDim] like the CPU backend's.
+// kvCache holds keys and values of every layer as float32 or bfloat16
+// (spec.DType), laid out [layer][block][kvHead][slot][headDim] like the
+// CPU backend's.
 type kvCache struct {
 	spec        compute.KVSpec
 	k, v        uintptr
@@ -20,6 +21,18 @@ func (c *kvCache) NumBlocks() int { return c.spec.NumBlocks }
 func (c *kvCache) BlockSize() int { return c.spec.BlockSize }
 func (c *kvCache) KVHeads() int   { return c.spec.KVHeads }
 func (c *kvCache) HeadDim() int   { return c.spec.HeadDim }
+func (c *kvCache) DType() compute.DType {
+	return c.spec.DType
+}
+
+// kernel is k's form for the cache's dtype: its *_bf16 twin, which the
+// launch table lists right after it, for a BF16 cache.
+func (c *kvCache) kernel(k kernel) kernel {
+	if c.spec.DType == compute.BF16 {
+		return k + 1
+	}
+	return k
+}
 
 func (c *kvCache) slots() int { return c.spec.NumBlocks * c.spec.BlockSize }
 
@@ -31,10 +44,17 @@ func kvOf(c compute.KVCache) *kvCache {
 	return kc
 }
 
-// NewKVCache allocates a zeroed float32 cache.
+// AutoKVDType is BF16 whatever the weights: the attention kernels are
+// bound by reading the cache, which BF16 halves, and accumulate in fp32.
+func (b *Backend) AutoKVDType(compute.DType) compute.DType { return compute.BF16 }
+
+// NewKVCache allocates a zeroed F32 or BF16 cache.
 func (b *Backend) NewKVCache(s compute.KVSpec) (compute.KVCache, error) {
 	if s.Layers <= 0 || s.NumBlocks <= 0 || s.BlockSize <= 0 || s.KVHeads <= 0 || s.HeadDim <= 0 {
 		return nil, fmt.Errorf("cuda: invalid KV cache spec %+v", s)
+	}
+	if s.DType != compute.F32 && s.DType != compute.BF16 {
+		return nil, fmt.Errorf("%w: KV cache dtype %v (F32 or BF16)", compute.ErrUnsupported, s.DType)
 	}
 	if s.HeadDim > maxHeadDim {
 		return nil, fmt.Errorf("%w: head dimension %d (the attention kernels take at most %d)", compute.ErrUnsupported, s.HeadDim, maxHeadDim)
@@ -52,11 +72,12 @@ func (b *Backend) NewKVCache(s compute.KVSpec) (compute.KVCache, error) {
 	c := &kvCache{spec: s, layerStride: per}
 	var err error
 	d := b.libs.drv
+	bytes := total * int64(s.DType.Size())
 	for _, p := range []*uintptr{&c.k, &c.v} {
-		if *p, err = b.malloc(int(4 * total)); err != nil {
+		if *p, err = b.malloc(int(bytes)); err != nil {
 			return nil, err
 		}
-		if err = d.check("cuMemsetD8Async", d.memsetD8Async(*p, 0, uint(4*total), b.stream)); err != nil {
+		if err = d.check("cuMemsetD8Async", d.memsetD8Async(*p, 0, uint(bytes), b.stream)); err != nil {
 			return nil, err
 		}
 	}
@@ -92,7 +113,7 @@ func (b *Backend) KVWrite(c compute.KVCache, layer int, k, v compute.Buf, slots 
 		b.fail(err)
 		return
 	}
-	b.launch(kKVWrite, rows(len(slots)), 128, 0, ptrArg(kc.k), ptrArg(kc.v), ptrArg(kb.ptr), ptrArg(vb.ptr), ptrArg(p),
+	b.launch(kc.kernel(kKVWrite), rows(len(slots)), 128, 0, ptrArg(kc.k), ptrArg(kc.v), ptrArg(kb.ptr), ptrArg(vb.ptr), ptrArg(p),
 		i32Arg(len(slots)), i32Arg(s.KVHeads), i32Arg(s.HeadDim), i32Arg(s.BlockSize), i64Arg(int64(layer)*kc.layerStride))
 }
 
@@ -182,7 +203,7 @@ func (b *Backend) Attention(dst, q compute.Buf, c compute.KVCache, layer int, se
 	lo := i64Arg(int64(layer) * kc.layerStride)
 	hd := spec.HeadDim
 	if !p.decode {
-		b.launch(kAttnPrefill, [3]int{items, spec.Heads, 1}, prefillThreads, prefillShared(hd),
+		b.launch(kc.kernel(kAttnPrefill), [3]int{items, spec.Heads, 1}, prefillThreads, prefillShared(hd),
 			ptrArg(db.ptr), ptrArg(qb.ptr), ptrArg(kc.k), ptrArg(kc.v), ptrArg(sp), ptrArg(bp), ptrArg(wp),
 			i32Arg(spec.Heads), i32Arg(spec.KVHeads), i32Arg(hd), i32Arg(s.BlockSize), lo, f32Arg(spec.Scale))
 		return
@@ -195,7 +216,7 @@ func (b *Backend) Attention(dst, q compute.Buf, c compute.KVCache, layer int, se
 			return
 		}
 	}
-	b.launch(kAttnDecode, [3]int{items, spec.Heads, p.splits}, decodeThreads, 0,
+	b.launch(kc.kernel(kAttnDecode), [3]int{items, spec.Heads, p.splits}, decodeThreads, 0,
 		ptrArg(db.ptr), ptrArg(part), ptrArg(qb.ptr), ptrArg(kc.k), ptrArg(kc.v), ptrArg(sp), ptrArg(bp), ptrArg(wp),
 		i32Arg(spec.Heads), i32Arg(spec.KVHeads), i32Arg(hd), i32Arg(s.BlockSize), lo, f32Arg(spec.Scale), i32Arg(p.splits))
 	if p.splits > 1 {
@@ -204,13 +225,14 @@ func (b *Backend) Attention(dst, q compute.Buf, c compute.KVCache, layer int, se
 	}
 }
 
-// KVRead copies keys then values of heads [h0, h1) at slots into dst.
-func (b *Backend) KVRead(c compute.KVCache, layer int, slots []int32, h0, h1 int, dst []float32) {
+// KVRead copies keys then values of heads [h0, h1) at slots into dst, in
+// the cache's dtype (the GPU's byte order is little-endian, as the host's).
+func (b *Backend) KVRead(c compute.KVCache, layer int, slots []int32, h0, h1 int, dst []byte) {
 	b.kvCopy(kvOf(c), layer, slots, h0, h1, dst, false)
 }
 
 // KVLoad stores keys then values of heads [h0, h1) at slots from src.
-func (b *Backend) KVLoad(c compute.KVCache, layer int, slots []int32, h0, h1 int, src []float32) {
+func (b *Backend) KVLoad(c compute.KVCache, layer int, slots []int32, h0, h1 int, src []byte) {
 	b.kvCopy(kvOf(c), layer, slots, h0, h1, src, true)
 }
 
@@ -218,11 +240,11 @@ func (b *Backend) KVLoad(c compute.KVCache, layer int, slots []int32, h0, h1 int
 // it may overlap ops on another goroutine. It first waits for the ops
 // already issued (so a layer the engine marked done is written), and is
 // synchronous: host memory is read or written before it returns.
-func (b *Backend) kvCopy(kc *kvCache, layer int, slots []int32, h0, h1 int, host []float32, load bool) {
+func (b *Backend) kvCopy(kc *kvCache, layer int, slots []int32, h0, h1 int, host []byte, load bool) {
 	s := kc.spec
 	heads := h1 - h0
-	if h0 < 0 || h1 > s.KVHeads || heads <= 0 || len(host) != 2*len(slots)*heads*s.HeadDim || layer < 0 || layer >= s.Layers {
-		panic(fmt.Sprintf("cuda: KV copy of layer %d heads [%d,%d) for %d slots into %d values does not fit cache %+v", layer, h0, h1, len(slots), len(host), s))
+	if h0 < 0 || h1 > s.KVHeads || heads <= 0 || len(host) != 2*len(slots)*heads*s.HeadDim*s.DType.Size() || layer < 0 || layer >= s.Layers {
+		panic(fmt.Sprintf("cuda: KV copy of layer %d heads [%d,%d) for %d slots into %d bytes does not fit cache %+v", layer, h0, h1, len(slots), len(host), s))
 	}
 	checkSlots("KV copy", kc, slots)
 	if len(slots) == 0 {
@@ -241,13 +263,13 @@ func (b *Backend) kvCopy(kc *kvCache, layer int, slots []int32, h0, h1 int, host
 	}
 }
 
-func (b *Backend) kvCopyLocked(kc *kvCache, layer int, slots []int32, h0, heads int, host []float32, load bool) error {
+func (b *Backend) kvCopyLocked(kc *kvCache, layer int, slots []int32, h0, heads int, host []byte, load bool) error {
 	s, d, st := kc.spec, b.libs.drv, b.kv.stream
 	sp, err := b.grow(&b.kv.slots, 4*len(slots), st)
 	if err != nil {
 		return err
 	}
-	bp, err := b.grow(&b.kv.buf, 4*len(host), st)
+	bp, err := b.grow(&b.kv.buf, len(host), st)
 	if err != nil {
 		return err
 	}
@@ -264,14 +286,14 @@ func (b *Backend) kvCopyLocked(kc *kvCache, layer int, slots []int32, h0, heads 
 		return err
 	}
 	if load {
-		if err := d.check("cuMemcpyHtoDAsync_v2", d.memcpyHtoDAsync(bp, unsafe.Pointer(&host[0]), uint(4*len(host)), st)); err != nil {
+		if err := d.check("cuMemcpyHtoDAsync_v2", d.memcpyHtoDAsync(bp, unsafe.Pointer(&host[0]), uint(len(host)), st)); err != nil {
 			return err
 		}
 	}
-	k, first, second := kKVPack, bp, kc.k
+	k, first, second := kc.kernel(kKVPack), bp, kc.k
 	third := kc.v
 	if load {
-		k, first, second, third = kKVUnpack, kc.k, kc.v, bp
+		k, first, second, third = kc.kernel(kKVUnpack), kc.k, kc.v, bp
 	}
 	err = b.launchOn(st, b.kv.args, k, rows(len(slots)), 128, 0, ptrArg(first), ptrArg(second), ptrArg(third), ptrArg(sp),
 		i32Arg(len(slots)), i32Arg(h0), i32Arg(heads), i32Arg(s.KVHeads), i32Arg(s.HeadDim), i32Arg(s.BlockSize), i64Arg(int64(layer)*kc.layerStride))
@@ -279,7 +301,7 @@ func (b *Backend) kvCopyLocked(kc *kvCache, layer int, slots []int32, h0, heads 
 		return err
 	}
 	if !load {
-		if err := d.check("cuMemcpyDtoHAsync_v2", d.memcpyDtoHAsync(unsafe.Pointer(&host[0]), bp, uint(4*len(host)), st)); err != nil {
+		if err := d.check("cuMemcpyDtoHAsync_v2", d.memcpyDtoHAsync(unsafe.Pointer(&host[0]), bp, uint(len(host)), st)); err != nil {
 			return err
 		}
 	}

@@ -70,6 +70,13 @@
 // 16-bit weights multiply activations narrowed to the same type, with fp32
 // accumulation; F32 weights stay fp32 unless Options.TF32.
 //
+// The KV cache is F32 or BF16 (KVSpec.DType; AutoKVDType is BF16): the KV
+// write, pack/unpack and both attention kernels are templates over the
+// cache's element type with an extern "C" form for each (*_bf16 for BF16,
+// next to the F32 one in the launch table). BF16 keys and values are
+// rounded to nearest even when written and widened when read; scores,
+// softmax and accumulators stay fp32.
+//
 // # Streams and errors
 //
 // Ops are enqueued on one stream and return at once; their small host
@@ -91,11 +98,12 @@
 // launch table against the sources (names and parameter types), the
 // kernelParams packing, the GEMM row-major/column-major mapping, the
 // compile target choice, the module cache key and files, and the
-// attention plan (decode/prefill, split counts). `tandem ... --device
+// attention plan (decode/prefill, split counts), and that each BF16 KV
+// kernel sits right after its F32 twin with the same parameters. `tandem ... --device
 // cuda` fails there with the clear error; --device auto runs on the CPU.
 //
 // Not verified here, and written to be checked on a GPU: that NVRTC
-// compiles the sources, that the purego signatures match the libraries at
+// compiles the sources (the BF16 KV templates included), that the purego signatures match the libraries at
 // run time, and the numbers. gpu_test.go compares every op with
 // compute/cpu on random inputs (tolerances stated there: 1e-5 relative
 // for elementwise ops, 1e-4 for norms, attention and F32 GEMMs, 2e-2·√K

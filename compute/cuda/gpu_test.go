@@ -216,7 +216,11 @@ func TestGPUMatMulAndEmbed(t *testing.T) {
 func TestGPUAttention(t *testing.T) {
 	g, c := pair(t)
 	r := rand.New(rand.NewPCG(5, 6))
-	for _, geo := range []struct{ heads, kvHeads, hd, bs int }{{4, 4, 64, 16}, {8, 2, 128, 16}, {4, 1, 256, 32}, {6, 3, 80, 8}} {
+	for _, geo := range []struct {
+		heads, kvHeads, hd, bs int
+		dt                     compute.DType
+	}{{4, 4, 64, 16, compute.F32}, {8, 2, 128, 16, compute.F32}, {4, 1, 256, 32, compute.F32}, {6, 3, 80, 8, compute.F32},
+		{4, 4, 64, 16, compute.BF16}, {6, 3, 80, 8, compute.BF16}} {
 		for _, lens := range [][][2]int{
 			{{0, 1}},                     // first decode token
 			{{37, 1}, {2, 1}, {300, 1}},  // decode batch
@@ -224,14 +228,14 @@ func TestGPUAttention(t *testing.T) {
 			{{0, 40}},                    // prefill
 			{{0, 33}, {20, 5}, {100, 1}}, // prefill, chunked prefill, decode mixed
 		} {
-			name := fmt.Sprintf("h%d-kv%d-d%d-bs%d/%v", geo.heads, geo.kvHeads, geo.hd, geo.bs, lens)
+			name := fmt.Sprintf("%v/h%d-kv%d-d%d-bs%d/%v", geo.dt, geo.heads, geo.kvHeads, geo.hd, geo.bs, lens)
 			t.Run(name, func(t *testing.T) {
 				spec := compute.AttnSpec{Heads: geo.heads, KVHeads: geo.kvHeads, HeadDim: geo.hd, Scale: float32(1 / math.Sqrt(float64(geo.hd)))}
 				blocksNeeded := 0
 				for _, l := range lens {
 					blocksNeeded += (l[0] + l[1] + geo.bs - 1) / geo.bs
 				}
-				kvs := compute.KVSpec{Layers: 2, NumBlocks: blocksNeeded + 3, BlockSize: geo.bs, KVHeads: geo.kvHeads, HeadDim: geo.hd}
+				kvs := compute.KVSpec{Layers: 2, NumBlocks: blocksNeeded + 3, BlockSize: geo.bs, KVHeads: geo.kvHeads, HeadDim: geo.hd, DType: geo.dt}
 				gc, err := g.NewKVCache(kvs)
 				if err != nil {
 					t.Fatal(err)
@@ -279,18 +283,18 @@ func TestGPUAttention(t *testing.T) {
 				if geo.kvHeads > 1 {
 					h0 = 1
 				}
-				n := 2 * len(slots) * (h1 - h0) * geo.hd
-				gr, cr := make([]float32, n), make([]float32, n)
+				n := 2 * len(slots) * (h1 - h0) * geo.hd * geo.dt.Size()
+				gr, cr := make([]byte, n), make([]byte, n)
 				g.KVRead(gc, layer, slots, h0, h1, gr)
 				c.KVRead(cc, layer, slots, h0, h1, cr)
 				if !slices.Equal(gr, cr) {
 					t.Error("KVRead differs from the CPU backend's")
 				}
-				for i := range gr {
-					gr[i] = -gr[i]
+				for i := geo.dt.Size() - 1; i < len(gr); i += geo.dt.Size() {
+					gr[i] ^= 0x80 // flip the sign of every element (little-endian: the last byte holds it)
 				}
 				g.KVLoad(gc, 0, slots, h0, h1, gr)
-				back := make([]float32, n)
+				back := make([]byte, n)
 				g.KVRead(gc, 0, slots, h0, h1, back)
 				if !slices.Equal(back, gr) {
 					t.Error("KVLoad then KVRead does not round-trip")

@@ -52,11 +52,16 @@ const (
 	kLayerNorm
 	kRoPE
 	kKVWrite
+	kKVWriteBF16
 	kKVPack
+	kKVPackBF16
 	kKVUnpack
+	kKVUnpackBF16
 	kAttnDecode
+	kAttnDecodeBF16
 	kAttnCombine
 	kAttnPrefill
+	kAttnPrefillBF16
 	kArgmax
 	kSample
 	numKernels
@@ -74,28 +79,33 @@ type kernelSpec struct {
 func kernelTable() [numKernels]kernelSpec {
 	const p, i, l, f = argPtr, argI32, argI64, argF32
 	return [numKernels]kernelSpec{
-		kEmbedF32:    {"embed_f32", []argKind{p, p, p, i, i}},
-		kEmbedBF16:   {"embed_bf16", []argKind{p, p, p, i, i}},
-		kEmbedF16:    {"embed_f16", []argKind{p, p, p, i, i}},
-		kGatherRows:  {"gather_rows", []argKind{p, p, p, i, i}},
-		kAddBias:     {"add_bias", []argKind{p, p, i, i}},
-		kAdd:         {"add_f32", []argKind{p, p, p, i}},
-		kSiLUMul:     {"silu_mul", []argKind{p, p, p, i}},
-		kGELU:        {"gelu_tanh", []argKind{p, i}},
-		kToBF16:      {"to_bf16", []argKind{p, p, i}},
-		kToF16:       {"to_f16", []argKind{p, p, i}},
-		kRMSNorm:     {"rms_norm", []argKind{p, p, p, i, i, f}},
-		kAddRMSNorm:  {"add_rms_norm", []argKind{p, p, p, p, i, i, f}},
-		kLayerNorm:   {"layer_norm", []argKind{p, p, p, p, i, i, f}},
-		kRoPE:        {"rope", []argKind{p, p, p, i, i, i}},
-		kKVWrite:     {"kv_write", []argKind{p, p, p, p, p, i, i, i, i, l}},
-		kKVPack:      {"kv_pack", []argKind{p, p, p, p, i, i, i, i, i, i, l}},
-		kKVUnpack:    {"kv_unpack", []argKind{p, p, p, p, i, i, i, i, i, i, l}},
-		kAttnDecode:  {"attn_decode", []argKind{p, p, p, p, p, p, p, p, i, i, i, i, l, f, i}},
-		kAttnCombine: {"attn_combine", []argKind{p, p, p, p, i, i, i}},
-		kAttnPrefill: {"attn_prefill", []argKind{p, p, p, p, p, p, p, i, i, i, i, l, f}},
-		kArgmax:      {"argmax_rows", []argKind{p, p, i, i}},
-		kSample:      {"sample_rows", []argKind{p, p, p, p, i, i}},
+		kEmbedF32:        {"embed_f32", []argKind{p, p, p, i, i}},
+		kEmbedBF16:       {"embed_bf16", []argKind{p, p, p, i, i}},
+		kEmbedF16:        {"embed_f16", []argKind{p, p, p, i, i}},
+		kGatherRows:      {"gather_rows", []argKind{p, p, p, i, i}},
+		kAddBias:         {"add_bias", []argKind{p, p, i, i}},
+		kAdd:             {"add_f32", []argKind{p, p, p, i}},
+		kSiLUMul:         {"silu_mul", []argKind{p, p, p, i}},
+		kGELU:            {"gelu_tanh", []argKind{p, i}},
+		kToBF16:          {"to_bf16", []argKind{p, p, i}},
+		kToF16:           {"to_f16", []argKind{p, p, i}},
+		kRMSNorm:         {"rms_norm", []argKind{p, p, p, i, i, f}},
+		kAddRMSNorm:      {"add_rms_norm", []argKind{p, p, p, p, i, i, f}},
+		kLayerNorm:       {"layer_norm", []argKind{p, p, p, p, i, i, f}},
+		kRoPE:            {"rope", []argKind{p, p, p, i, i, i}},
+		kKVWrite:         {"kv_write", []argKind{p, p, p, p, p, i, i, i, i, l}},
+		kKVWriteBF16:     {"kv_write_bf16", []argKind{p, p, p, p, p, i, i, i, i, l}},
+		kKVPack:          {"kv_pack", []argKind{p, p, p, p, i, i, i, i, i, i, l}},
+		kKVPackBF16:      {"kv_pack_bf16", []argKind{p, p, p, p, i, i, i, i, i, i, l}},
+		kKVUnpack:        {"kv_unpack", []argKind{p, p, p, p, i, i, i, i, i, i, l}},
+		kKVUnpackBF16:    {"kv_unpack_bf16", []argKind{p, p, p, p, i, i, i, i, i, i, l}},
+		kAttnDecode:      {"attn_decode", []argKind{p, p, p, p, p, p, p, p, i, i, i, i, l, f, i}},
+		kAttnDecodeBF16:  {"attn_decode_bf16", []argKind{p, p, p, p, p, p, p, p, i, i, i, i, l, f, i}},
+		kAttnCombine:     {"attn_combine", []argKind{p, p, p, p, i, i, i}},
+		kAttnPrefill:     {"attn_prefill", []argKind{p, p, p, p, p, p, p, i, i, i, i, l, f}},
+		kAttnPrefillBF16: {"attn_prefill_bf16", []argKind{p, p, p, p, p, p, p, i, i, i, i, l, f}},
+		kArgmax:          {"argmax_rows", []argKind{p, p, i, i}},
+		kSample:          {"sample_rows", []argKind{p, p, p, p, i, i}},
 	}
 }
 

@@ -86,6 +86,20 @@ func TestLaunchTableMatchesSources(t *testing.T) {
 	}
 }
 
+// A kernel with a bf16-cache form has it next in the launch table, which
+// kvCache.kernel relies on.
+func TestBF16Twins(t *testing.T) {
+	table := kernelTable()
+	for _, k := range []kernel{kKVWrite, kKVPack, kKVUnpack, kAttnDecode, kAttnPrefill} {
+		if got, want := table[k+1].name, table[k].name+"_bf16"; got != want {
+			t.Errorf("after %s the table has %s, want %s", table[k].name, got, want)
+		}
+		if !slices.Equal(table[k+1].params, table[k].params) {
+			t.Errorf("%s and its bf16 form take different parameters", table[k].name)
+		}
+	}
+}
+
 // NVRTC compiles with no headers: the sources must include none.
 func TestSourcesAreSelfContained(t *testing.T) {
 	src, err := kernelSource()

@@ -4,13 +4,16 @@
 // sequence's keys 0..p. Query head h reads KV head h/(heads/kv_heads).
 //
 // Scores, the running maximum, the softmax sum and the accumulators are
-// all fp32; exp is the accurate expf, never the fast-math intrinsic.
+// all fp32; exp is the accurate expf, never the fast-math intrinsic. Each
+// kernel has an fp32-cache and a bf16-cache form (T is float or u16; see
+// kv_ld), which differ only in how a key or value element is loaded.
 
 #define MAX_HD 256
 #define HD_PER_LANE (MAX_HD / 32)
 
-__device__ __forceinline__ const float* kv_row(const float* c, const int* bt, int k, int kvh, int kv_heads,
-                                               int hd, int bs, i64 layer_off) {
+template <typename T>
+__device__ __forceinline__ const T* kv_row(const T* c, const int* bt, int k, int kvh, int kv_heads,
+                                           int hd, int bs, i64 layer_off) {
     i64 head_stride = (i64)bs * hd;
     return c + layer_off + (i64)bt[k / bs] * kv_heads * head_stride + kvh * head_stride + (i64)(k % bs) * hd;
 }
@@ -25,9 +28,10 @@ __device__ __forceinline__ const float* kv_row(const float* c, const int* bt, in
 // head dimension so loads coalesce. The warps merge in shared memory; with
 // one split the block writes the output, otherwise (max, sum, acc[hd]) to
 // part for attn_combine.
-extern "C" __global__ void attn_decode(float* out, float* part, const float* q, const float* kc, const float* vc,
-                                       const int* seqs, const int* blocks, const int* work, int heads,
-                                       int kv_heads, int hd, int bs, i64 layer_off, float scale, int splits) {
+template <typename T>
+__device__ __forceinline__ void attn_decode_t(float* out, float* part, const float* q, const T* kc, const T* vc,
+                                              const int* seqs, const int* blocks, const int* work, int heads,
+                                              int kv_heads, int hd, int bs, i64 layer_off, float scale, int splits) {
     __shared__ float s_acc[DEC_WARPS][MAX_HD];
     __shared__ float s_m[DEC_WARPS], s_l[DEC_WARPS];
     int item = blockIdx.x, h = blockIdx.y, sp = blockIdx.z;
@@ -50,13 +54,13 @@ extern "C" __global__ void attn_decode(float* out, float* part, const float* q, 
     }
     float m = NEG_INF, l = 0.f;
     for (int k = k0 + w; k < k1; k += DEC_WARPS) {
-        const float* kr = kv_row(kc, bt, k, kvh, kv_heads, hd, bs, layer_off);
-        const float* vr = kv_row(vc, bt, k, kvh, kv_heads, hd, bs, layer_off);
+        const T* kr = kv_row(kc, bt, k, kvh, kv_heads, hd, bs, layer_off);
+        const T* vr = kv_row(vc, bt, k, kvh, kv_heads, hd, bs, layer_off);
         float s = 0.f;
 #pragma unroll
         for (int t = 0; t < HD_PER_LANE; t++) {
             int d = lane + 32 * t;
-            if (d < hd) s += qv[t] * kr[d];
+            if (d < hd) s += qv[t] * kv_ld(kr, d);
         }
         s = warp_sum(s);
         float mn = fmaxf(m, s);
@@ -67,7 +71,7 @@ extern "C" __global__ void attn_decode(float* out, float* part, const float* q, 
 #pragma unroll
         for (int t = 0; t < HD_PER_LANE; t++) {
             int d = lane + 32 * t;
-            if (d < hd) acc[t] = acc[t] * corr + p * vr[d];
+            if (d < hd) acc[t] = acc[t] * corr + p * kv_ld(vr, d);
         }
     }
     if (lane == 0) {
@@ -110,6 +114,18 @@ extern "C" __global__ void attn_decode(float* out, float* part, const float* q, 
     }
 }
 
+extern "C" __global__ void attn_decode(float* out, float* part, const float* q, const float* kc, const float* vc,
+                                       const int* seqs, const int* blocks, const int* work, int heads,
+                                       int kv_heads, int hd, int bs, i64 layer_off, float scale, int splits) {
+    attn_decode_t(out, part, q, kc, vc, seqs, blocks, work, heads, kv_heads, hd, bs, layer_off, scale, splits);
+}
+
+extern "C" __global__ void attn_decode_bf16(float* out, float* part, const float* q, const u16* kc, const u16* vc,
+                                            const int* seqs, const int* blocks, const int* work, int heads,
+                                            int kv_heads, int hd, int bs, i64 layer_off, float scale, int splits) {
+    attn_decode_t(out, part, q, kc, vc, seqs, blocks, work, heads, kv_heads, hd, bs, layer_off, scale, splits);
+}
+
 // attn_combine merges the splits of attn_decode: one block per (query
 // row, head). Split 0 always holds key 0, so M is finite.
 extern "C" __global__ void attn_combine(float* out, const float* part, const int* seqs, const int* work,
@@ -149,9 +165,10 @@ extern "C" __global__ void attn_combine(float* out, const float* part, const int
 // the head dimension. Dynamic shared memory: PF_BQ·hd queries,
 // PF_BK·(hd+1) keys (padded so lanes reading different keys hit different
 // banks) and PF_BK·hd values.
-extern "C" __global__ void attn_prefill(float* out, const float* q, const float* kc, const float* vc,
-                                        const int* seqs, const int* blocks, const int* work, int heads,
-                                        int kv_heads, int hd, int bs, i64 layer_off, float scale) {
+template <typename T>
+__device__ __forceinline__ void attn_prefill_t(float* out, const float* q, const T* kc, const T* vc,
+                                               const int* seqs, const int* blocks, const int* work, int heads,
+                                               int kv_heads, int hd, int bs, i64 layer_off, float scale) {
     extern __shared__ float smem[];
     float* qs = smem;
     float* ks = qs + PF_BQ * hd;
@@ -184,8 +201,8 @@ extern "C" __global__ void attn_prefill(float* out, const float* q, const float*
             int j = e / hd, d = e % hd, k = k0 + j;
             float kv = 0.f, vv = 0.f;
             if (k <= last) {
-                kv = kv_row(kc, bt, k, kvh, kv_heads, hd, bs, layer_off)[d];
-                vv = kv_row(vc, bt, k, kvh, kv_heads, hd, bs, layer_off)[d];
+                kv = kv_ld(kv_row(kc, bt, k, kvh, kv_heads, hd, bs, layer_off), d);
+                vv = kv_ld(kv_row(vc, bt, k, kvh, kv_heads, hd, bs, layer_off), d);
             }
             ks[j * (hd + 1) + d] = kv;
             vs[j * hd + d] = vv;
@@ -236,4 +253,16 @@ extern "C" __global__ void attn_prefill(float* out, const float* q, const float*
             if (d < hd) o[d] = acc[i][t] / l[i];
         }
     }
+}
+
+extern "C" __global__ void attn_prefill(float* out, const float* q, const float* kc, const float* vc,
+                                        const int* seqs, const int* blocks, const int* work, int heads,
+                                        int kv_heads, int hd, int bs, i64 layer_off, float scale) {
+    attn_prefill_t(out, q, kc, vc, seqs, blocks, work, heads, kv_heads, hd, bs, layer_off, scale);
+}
+
+extern "C" __global__ void attn_prefill_bf16(float* out, const float* q, const u16* kc, const u16* vc,
+                                             const int* seqs, const int* blocks, const int* work, int heads,
+                                             int kv_heads, int hd, int bs, i64 layer_off, float scale) {
+    attn_prefill_t(out, q, kc, vc, seqs, blocks, work, heads, kv_heads, hd, bs, layer_off, scale);
 }

@@ -225,8 +225,11 @@ type RequestSummary struct {
 	TpotMs float64 `protobuf:"fixed64,6,opt,name=tpot_ms,json=tpotMs,proto3" json:"tpot_ms,omitempty"`
 	// How it ended; unspecified while it runs.
 	FinishReason FinishReason `protobuf:"varint,7,opt,name=finish_reason,json=finishReason,proto3,enum=tandem.v1.FinishReason" json:"finish_reason,omitempty"`
-	// The groups that served it (prefill then decode, or the unified one).
-	Groups        []string `protobuf:"bytes,8,rep,name=groups,proto3" json:"groups,omitempty"`
+	// The groups that served it (prefill then decode, or the unified one),
+	// those of each migration after them.
+	Groups []string `protobuf:"bytes,8,rep,name=groups,proto3" json:"groups,omitempty"`
+	// How many times it moved to other groups after a group failed it.
+	Migrations    int32 `protobuf:"varint,9,opt,name=migrations,proto3" json:"migrations,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -317,6 +320,13 @@ func (x *RequestSummary) GetGroups() []string {
 	return nil
 }
 
+func (x *RequestSummary) GetMigrations() int32 {
+	if x != nil {
+		return x.Migrations
+	}
+	return 0
+}
+
 // RequestTrace is one request's cross-node trace. Times are Unix
 // nanoseconds in the coordinator's clock unless a field says otherwise.
 type RequestTrace struct {
@@ -345,7 +355,11 @@ type RequestTrace struct {
 	Ranks []*RankTrace `protobuf:"bytes,11,rep,name=ranks,proto3" json:"ranks,omitempty"`
 	// Ranks that could not be asked (gone, or the call failed), as
 	// "group/rank: why".
-	MissingRanks  []string `protobuf:"bytes,12,rep,name=missing_ranks,json=missingRanks,proto3" json:"missing_ranks,omitempty"`
+	MissingRanks []string `protobuf:"bytes,12,rep,name=missing_ranks,json=missingRanks,proto3" json:"missing_ranks,omitempty"`
+	// Each time a group failed the request and the coordinator moved it to
+	// other groups, in order. The groups above ran it first; the ranks list
+	// those of every attempt.
+	Migrations    []*Migration `protobuf:"bytes,13,rep,name=migrations,proto3" json:"migrations,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -464,6 +478,141 @@ func (x *RequestTrace) GetMissingRanks() []string {
 	return nil
 }
 
+func (x *RequestTrace) GetMigrations() []*Migration {
+	if x != nil {
+		return x.Migrations
+	}
+	return nil
+}
+
+// Migration is one move of a request to other groups after a group failed
+// it (a rank died, its collective broke, its stream broke): the new groups
+// run the prompt followed by the tokens the client already had, and the
+// client's stream goes on from there.
+type Migration struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the coordinator saw the failure, Unix nanoseconds.
+	UnixNanos int64 `protobuf:"varint,1,opt,name=unix_nanos,json=unixNanos,proto3" json:"unix_nanos,omitempty"`
+	// Why the request moved: "unavailable" (a worker call failed with
+	// UNAVAILABLE: the process is gone or its group is down), "group_left"
+	// (the group left the cluster), "stream_ended" (a worker stream ended
+	// without a finish reason).
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The group that failed the request.
+	FromGroup string `protobuf:"bytes,3,opt,name=from_group,json=fromGroup,proto3" json:"from_group,omitempty"`
+	// What the failed call reported.
+	ErrorMessage string `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	// Output tokens the client already had; the new groups continue after
+	// them.
+	TokensBefore int32 `protobuf:"varint,5,opt,name=tokens_before,json=tokensBefore,proto3" json:"tokens_before,omitempty"`
+	// The prefill group the request moved to; empty when one group runs it
+	// all (a unified group, or a decode group recomputing the prompt).
+	PrefillGroup string `protobuf:"bytes,6,opt,name=prefill_group,json=prefillGroup,proto3" json:"prefill_group,omitempty"`
+	// The decode group the request moved to, or the one group running it all.
+	DecodeGroup string `protobuf:"bytes,7,opt,name=decode_group,json=decodeGroup,proto3" json:"decode_group,omitempty"`
+	// The id the new groups know the request by (their step records carry
+	// it); each attempt has its own, so a group that still holds an earlier
+	// attempt cannot confuse the two.
+	WorkerRequestId string `protobuf:"bytes,8,opt,name=worker_request_id,json=workerRequestId,proto3" json:"worker_request_id,omitempty"`
+	// When the new groups had been found and called, Unix nanoseconds.
+	ResumedUnixNanos int64 `protobuf:"varint,9,opt,name=resumed_unix_nanos,json=resumedUnixNanos,proto3" json:"resumed_unix_nanos,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Migration) Reset() {
+	*x = Migration{}
+	mi := &file_tandem_v1_trace_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Migration) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Migration) ProtoMessage() {}
+
+func (x *Migration) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_trace_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Migration.ProtoReflect.Descriptor instead.
+func (*Migration) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Migration) GetUnixNanos() int64 {
+	if x != nil {
+		return x.UnixNanos
+	}
+	return 0
+}
+
+func (x *Migration) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Migration) GetFromGroup() string {
+	if x != nil {
+		return x.FromGroup
+	}
+	return ""
+}
+
+func (x *Migration) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+func (x *Migration) GetTokensBefore() int32 {
+	if x != nil {
+		return x.TokensBefore
+	}
+	return 0
+}
+
+func (x *Migration) GetPrefillGroup() string {
+	if x != nil {
+		return x.PrefillGroup
+	}
+	return ""
+}
+
+func (x *Migration) GetDecodeGroup() string {
+	if x != nil {
+		return x.DecodeGroup
+	}
+	return ""
+}
+
+func (x *Migration) GetWorkerRequestId() string {
+	if x != nil {
+		return x.WorkerRequestId
+	}
+	return ""
+}
+
+func (x *Migration) GetResumedUnixNanos() int64 {
+	if x != nil {
+		return x.ResumedUnixNanos
+	}
+	return 0
+}
+
 // TokenTrace is one output token as the coordinator received it.
 type TokenTrace struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -483,7 +632,7 @@ type TokenTrace struct {
 
 func (x *TokenTrace) Reset() {
 	*x = TokenTrace{}
-	mi := &file_tandem_v1_trace_proto_msgTypes[6]
+	mi := &file_tandem_v1_trace_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +644,7 @@ func (x *TokenTrace) String() string {
 func (*TokenTrace) ProtoMessage() {}
 
 func (x *TokenTrace) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_trace_proto_msgTypes[6]
+	mi := &file_tandem_v1_trace_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +657,7 @@ func (x *TokenTrace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenTrace.ProtoReflect.Descriptor instead.
 func (*TokenTrace) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{6}
+	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TokenTrace) GetIndex() int32 {
@@ -577,7 +726,7 @@ type RankTrace struct {
 
 func (x *RankTrace) Reset() {
 	*x = RankTrace{}
-	mi := &file_tandem_v1_trace_proto_msgTypes[7]
+	mi := &file_tandem_v1_trace_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +738,7 @@ func (x *RankTrace) String() string {
 func (*RankTrace) ProtoMessage() {}
 
 func (x *RankTrace) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_trace_proto_msgTypes[7]
+	mi := &file_tandem_v1_trace_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +751,7 @@ func (x *RankTrace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankTrace.ProtoReflect.Descriptor instead.
 func (*RankTrace) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{7}
+	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RankTrace) GetNode() string {
@@ -711,7 +860,7 @@ type StepTrace struct {
 
 func (x *StepTrace) Reset() {
 	*x = StepTrace{}
-	mi := &file_tandem_v1_trace_proto_msgTypes[8]
+	mi := &file_tandem_v1_trace_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +872,7 @@ func (x *StepTrace) String() string {
 func (*StepTrace) ProtoMessage() {}
 
 func (x *StepTrace) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_trace_proto_msgTypes[8]
+	mi := &file_tandem_v1_trace_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +885,7 @@ func (x *StepTrace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepTrace.ProtoReflect.Descriptor instead.
 func (*StepTrace) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{8}
+	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StepTrace) GetStep() uint64 {
@@ -842,7 +991,7 @@ type StepSeq struct {
 
 func (x *StepSeq) Reset() {
 	*x = StepSeq{}
-	mi := &file_tandem_v1_trace_proto_msgTypes[9]
+	mi := &file_tandem_v1_trace_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +1003,7 @@ func (x *StepSeq) String() string {
 func (*StepSeq) ProtoMessage() {}
 
 func (x *StepSeq) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_trace_proto_msgTypes[9]
+	mi := &file_tandem_v1_trace_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +1016,7 @@ func (x *StepSeq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepSeq.ProtoReflect.Descriptor instead.
 func (*StepSeq) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{9}
+	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StepSeq) GetRequestId() string {
@@ -922,7 +1071,7 @@ type CollectiveTrace struct {
 
 func (x *CollectiveTrace) Reset() {
 	*x = CollectiveTrace{}
-	mi := &file_tandem_v1_trace_proto_msgTypes[10]
+	mi := &file_tandem_v1_trace_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1083,7 @@ func (x *CollectiveTrace) String() string {
 func (*CollectiveTrace) ProtoMessage() {}
 
 func (x *CollectiveTrace) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_trace_proto_msgTypes[10]
+	mi := &file_tandem_v1_trace_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1096,7 @@ func (x *CollectiveTrace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectiveTrace.ProtoReflect.Descriptor instead.
 func (*CollectiveTrace) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{10}
+	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CollectiveTrace) GetKind() string {
@@ -1001,7 +1150,7 @@ type KVTransferTrace struct {
 
 func (x *KVTransferTrace) Reset() {
 	*x = KVTransferTrace{}
-	mi := &file_tandem_v1_trace_proto_msgTypes[11]
+	mi := &file_tandem_v1_trace_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1162,7 @@ func (x *KVTransferTrace) String() string {
 func (*KVTransferTrace) ProtoMessage() {}
 
 func (x *KVTransferTrace) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_trace_proto_msgTypes[11]
+	mi := &file_tandem_v1_trace_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1175,7 @@ func (x *KVTransferTrace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVTransferTrace.ProtoReflect.Descriptor instead.
 func (*KVTransferTrace) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{11}
+	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *KVTransferTrace) GetLayer() int32 {
@@ -1088,7 +1237,7 @@ type GPUCounters struct {
 
 func (x *GPUCounters) Reset() {
 	*x = GPUCounters{}
-	mi := &file_tandem_v1_trace_proto_msgTypes[12]
+	mi := &file_tandem_v1_trace_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1100,7 +1249,7 @@ func (x *GPUCounters) String() string {
 func (*GPUCounters) ProtoMessage() {}
 
 func (x *GPUCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_trace_proto_msgTypes[12]
+	mi := &file_tandem_v1_trace_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1113,7 +1262,7 @@ func (x *GPUCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GPUCounters.ProtoReflect.Descriptor instead.
 func (*GPUCounters) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{12}
+	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GPUCounters) GetUtilizationPercent() float32 {
@@ -1157,7 +1306,7 @@ const file_tandem_v1_trace_proto_rawDesc = "" +
 	"\x13ListRequestsRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\"M\n" +
 	"\x14ListRequestsResponse\x125\n" +
-	"\brequests\x18\x01 \x03(\v2\x19.tandem.v1.RequestSummaryR\brequests\"\xb7\x02\n" +
+	"\brequests\x18\x01 \x03(\v2\x19.tandem.v1.RequestSummaryR\brequests\"\xd7\x02\n" +
 	"\x0eRequestSummary\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12,\n" +
@@ -1167,7 +1316,10 @@ const file_tandem_v1_trace_proto_rawDesc = "" +
 	"\attft_ms\x18\x05 \x01(\x01R\x06ttftMs\x12\x17\n" +
 	"\atpot_ms\x18\x06 \x01(\x01R\x06tpotMs\x12<\n" +
 	"\rfinish_reason\x18\a \x01(\x0e2\x17.tandem.v1.FinishReasonR\ffinishReason\x12\x16\n" +
-	"\x06groups\x18\b \x03(\tR\x06groups\"\xe9\x03\n" +
+	"\x06groups\x18\b \x03(\tR\x06groups\x12\x1e\n" +
+	"\n" +
+	"migrations\x18\t \x01(\x05R\n" +
+	"migrations\"\x9f\x04\n" +
 	"\fRequestTrace\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
@@ -1182,7 +1334,22 @@ const file_tandem_v1_trace_proto_rawDesc = "" +
 	"\fdecode_group\x18\n" +
 	" \x01(\tR\vdecodeGroup\x12*\n" +
 	"\x05ranks\x18\v \x03(\v2\x14.tandem.v1.RankTraceR\x05ranks\x12#\n" +
-	"\rmissing_ranks\x18\f \x03(\tR\fmissingRanks\"\x86\x01\n" +
+	"\rmissing_ranks\x18\f \x03(\tR\fmissingRanks\x124\n" +
+	"\n" +
+	"migrations\x18\r \x03(\v2\x14.tandem.v1.MigrationR\n" +
+	"migrations\"\xcd\x02\n" +
+	"\tMigration\x12\x1d\n" +
+	"\n" +
+	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"from_group\x18\x03 \x01(\tR\tfromGroup\x12#\n" +
+	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\x12#\n" +
+	"\rtokens_before\x18\x05 \x01(\x05R\ftokensBefore\x12#\n" +
+	"\rprefill_group\x18\x06 \x01(\tR\fprefillGroup\x12!\n" +
+	"\fdecode_group\x18\a \x01(\tR\vdecodeGroup\x12*\n" +
+	"\x11worker_request_id\x18\b \x01(\tR\x0fworkerRequestId\x12,\n" +
+	"\x12resumed_unix_nanos\x18\t \x01(\x03R\x10resumedUnixNanos\"\x86\x01\n" +
 	"\n" +
 	"TokenTrace\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x19\n" +
@@ -1262,7 +1429,7 @@ func file_tandem_v1_trace_proto_rawDescGZIP() []byte {
 	return file_tandem_v1_trace_proto_rawDescData
 }
 
-var file_tandem_v1_trace_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_tandem_v1_trace_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_tandem_v1_trace_proto_goTypes = []any{
 	(*GetTraceRequest)(nil),      // 0: tandem.v1.GetTraceRequest
 	(*GetTraceResponse)(nil),     // 1: tandem.v1.GetTraceResponse
@@ -1270,38 +1437,40 @@ var file_tandem_v1_trace_proto_goTypes = []any{
 	(*ListRequestsResponse)(nil), // 3: tandem.v1.ListRequestsResponse
 	(*RequestSummary)(nil),       // 4: tandem.v1.RequestSummary
 	(*RequestTrace)(nil),         // 5: tandem.v1.RequestTrace
-	(*TokenTrace)(nil),           // 6: tandem.v1.TokenTrace
-	(*RankTrace)(nil),            // 7: tandem.v1.RankTrace
-	(*StepTrace)(nil),            // 8: tandem.v1.StepTrace
-	(*StepSeq)(nil),              // 9: tandem.v1.StepSeq
-	(*CollectiveTrace)(nil),      // 10: tandem.v1.CollectiveTrace
-	(*KVTransferTrace)(nil),      // 11: tandem.v1.KVTransferTrace
-	(*GPUCounters)(nil),          // 12: tandem.v1.GPUCounters
-	(FinishReason)(0),            // 13: tandem.v1.FinishReason
-	(Role)(0),                    // 14: tandem.v1.Role
+	(*Migration)(nil),            // 6: tandem.v1.Migration
+	(*TokenTrace)(nil),           // 7: tandem.v1.TokenTrace
+	(*RankTrace)(nil),            // 8: tandem.v1.RankTrace
+	(*StepTrace)(nil),            // 9: tandem.v1.StepTrace
+	(*StepSeq)(nil),              // 10: tandem.v1.StepSeq
+	(*CollectiveTrace)(nil),      // 11: tandem.v1.CollectiveTrace
+	(*KVTransferTrace)(nil),      // 12: tandem.v1.KVTransferTrace
+	(*GPUCounters)(nil),          // 13: tandem.v1.GPUCounters
+	(FinishReason)(0),            // 14: tandem.v1.FinishReason
+	(Role)(0),                    // 15: tandem.v1.Role
 }
 var file_tandem_v1_trace_proto_depIdxs = []int32{
 	5,  // 0: tandem.v1.GetTraceResponse.trace:type_name -> tandem.v1.RequestTrace
 	4,  // 1: tandem.v1.ListRequestsResponse.requests:type_name -> tandem.v1.RequestSummary
-	13, // 2: tandem.v1.RequestSummary.finish_reason:type_name -> tandem.v1.FinishReason
-	6,  // 3: tandem.v1.RequestTrace.tokens:type_name -> tandem.v1.TokenTrace
-	13, // 4: tandem.v1.RequestTrace.finish_reason:type_name -> tandem.v1.FinishReason
-	7,  // 5: tandem.v1.RequestTrace.ranks:type_name -> tandem.v1.RankTrace
-	14, // 6: tandem.v1.RankTrace.role:type_name -> tandem.v1.Role
-	8,  // 7: tandem.v1.RankTrace.steps:type_name -> tandem.v1.StepTrace
-	11, // 8: tandem.v1.RankTrace.kv_transfers:type_name -> tandem.v1.KVTransferTrace
-	9,  // 9: tandem.v1.StepTrace.seqs:type_name -> tandem.v1.StepSeq
-	10, // 10: tandem.v1.StepTrace.collectives:type_name -> tandem.v1.CollectiveTrace
-	12, // 11: tandem.v1.StepTrace.gpu:type_name -> tandem.v1.GPUCounters
-	0,  // 12: tandem.v1.Traces.GetTrace:input_type -> tandem.v1.GetTraceRequest
-	2,  // 13: tandem.v1.Traces.ListRequests:input_type -> tandem.v1.ListRequestsRequest
-	1,  // 14: tandem.v1.Traces.GetTrace:output_type -> tandem.v1.GetTraceResponse
-	3,  // 15: tandem.v1.Traces.ListRequests:output_type -> tandem.v1.ListRequestsResponse
-	14, // [14:16] is the sub-list for method output_type
-	12, // [12:14] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	14, // 2: tandem.v1.RequestSummary.finish_reason:type_name -> tandem.v1.FinishReason
+	7,  // 3: tandem.v1.RequestTrace.tokens:type_name -> tandem.v1.TokenTrace
+	14, // 4: tandem.v1.RequestTrace.finish_reason:type_name -> tandem.v1.FinishReason
+	8,  // 5: tandem.v1.RequestTrace.ranks:type_name -> tandem.v1.RankTrace
+	6,  // 6: tandem.v1.RequestTrace.migrations:type_name -> tandem.v1.Migration
+	15, // 7: tandem.v1.RankTrace.role:type_name -> tandem.v1.Role
+	9,  // 8: tandem.v1.RankTrace.steps:type_name -> tandem.v1.StepTrace
+	12, // 9: tandem.v1.RankTrace.kv_transfers:type_name -> tandem.v1.KVTransferTrace
+	10, // 10: tandem.v1.StepTrace.seqs:type_name -> tandem.v1.StepSeq
+	11, // 11: tandem.v1.StepTrace.collectives:type_name -> tandem.v1.CollectiveTrace
+	13, // 12: tandem.v1.StepTrace.gpu:type_name -> tandem.v1.GPUCounters
+	0,  // 13: tandem.v1.Traces.GetTrace:input_type -> tandem.v1.GetTraceRequest
+	2,  // 14: tandem.v1.Traces.ListRequests:input_type -> tandem.v1.ListRequestsRequest
+	1,  // 15: tandem.v1.Traces.GetTrace:output_type -> tandem.v1.GetTraceResponse
+	3,  // 16: tandem.v1.Traces.ListRequests:output_type -> tandem.v1.ListRequestsResponse
+	15, // [15:17] is the sub-list for method output_type
+	13, // [13:15] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_trace_proto_init() }
@@ -1316,7 +1485,7 @@ func file_tandem_v1_trace_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_trace_proto_rawDesc), len(file_tandem_v1_trace_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -14,6 +14,7 @@ package tandemv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -25,6 +26,59 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// KVEventKind says what happened to the blocks of a KVEvent.
+type KVEventKind int32
+
+const (
+	// Not set; never sent.
+	KVEventKind_KV_EVENT_KIND_UNSPECIFIED KVEventKind = 0
+	// The blocks entered the prefix cache (vLLM's BlockStored).
+	KVEventKind_KV_EVENT_KIND_STORED KVEventKind = 1
+	// The blocks were evicted from it (vLLM's BlockRemoved).
+	KVEventKind_KV_EVENT_KIND_REMOVED KVEventKind = 2
+)
+
+// Enum value maps for KVEventKind.
+var (
+	KVEventKind_name = map[int32]string{
+		0: "KV_EVENT_KIND_UNSPECIFIED",
+		1: "KV_EVENT_KIND_STORED",
+		2: "KV_EVENT_KIND_REMOVED",
+	}
+	KVEventKind_value = map[string]int32{
+		"KV_EVENT_KIND_UNSPECIFIED": 0,
+		"KV_EVENT_KIND_STORED":      1,
+		"KV_EVENT_KIND_REMOVED":     2,
+	}
+)
+
+func (x KVEventKind) Enum() *KVEventKind {
+	p := new(KVEventKind)
+	*p = x
+	return p
+}
+
+func (x KVEventKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (KVEventKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_tandem_v1_worker_proto_enumTypes[0].Descriptor()
+}
+
+func (KVEventKind) Type() protoreflect.EnumType {
+	return &file_tandem_v1_worker_proto_enumTypes[0]
+}
+
+func (x KVEventKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use KVEventKind.Descriptor instead.
+func (KVEventKind) EnumDescriptor() ([]byte, []int) {
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{0}
+}
 
 // DataType is the element type of KV cache data.
 type DataType int32
@@ -67,11 +121,11 @@ func (x DataType) String() string {
 }
 
 func (DataType) Descriptor() protoreflect.EnumDescriptor {
-	return file_tandem_v1_worker_proto_enumTypes[0].Descriptor()
+	return file_tandem_v1_worker_proto_enumTypes[1].Descriptor()
 }
 
 func (DataType) Type() protoreflect.EnumType {
-	return &file_tandem_v1_worker_proto_enumTypes[0]
+	return &file_tandem_v1_worker_proto_enumTypes[1]
 }
 
 func (x DataType) Number() protoreflect.EnumNumber {
@@ -80,7 +134,7 @@ func (x DataType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DataType.Descriptor instead.
 func (DataType) EnumDescriptor() ([]byte, []int) {
-	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{0}
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{1}
 }
 
 // PrefillRequest asks a prefill group to compute a prompt.
@@ -97,7 +151,11 @@ type PrefillRequest struct {
 	Destination *KVDestination `protobuf:"bytes,4,opt,name=destination,proto3" json:"destination,omitempty"`
 	// The transfer attempt, from 1; a retried prefill of the same request
 	// uses the next number so its KV chunks cannot mix with an earlier try's.
-	Attempt       uint32 `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Attempt uint32 `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// How long the request may wait in the group's queue, from the call's
+	// receipt, before its first step; unset: no limit. Past it the group
+	// drops the request and answers RESOURCE_EXHAUSTED.
+	QueueTimeout  *durationpb.Duration `protobuf:"bytes,6,opt,name=queue_timeout,json=queueTimeout,proto3" json:"queue_timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -167,6 +225,13 @@ func (x *PrefillRequest) GetAttempt() uint32 {
 	return 0
 }
 
+func (x *PrefillRequest) GetQueueTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.QueueTimeout
+	}
+	return nil
+}
+
 // KVDestination names the decode group that will continue a request and
 // where each of its ranks receives KV.
 type KVDestination struct {
@@ -178,6 +243,12 @@ type KVDestination struct {
 	// The KVTransfer address (host:port) of each decode rank, indexed by
 	// rank; exactly tp entries.
 	RankAddresses []string `protobuf:"bytes,3,rep,name=rank_addresses,json=rankAddresses,proto3" json:"rank_addresses,omitempty"`
+	// The prompt positions [0, skip_tokens) the decode group already holds
+	// in its prefix cache, as the coordinator's index believes: they are not
+	// sent. A multiple of the decode group's block size, and short of the
+	// block holding the prompt's last token; 0 sends the whole prompt. If the
+	// decode group no longer holds them, it recomputes the prompt.
+	SkipTokens    int32 `protobuf:"varint,4,opt,name=skip_tokens,json=skipTokens,proto3" json:"skip_tokens,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -231,6 +302,13 @@ func (x *KVDestination) GetRankAddresses() []string {
 		return x.RankAddresses
 	}
 	return nil
+}
+
+func (x *KVDestination) GetSkipTokens() int32 {
+	if x != nil {
+		return x.SkipTokens
+	}
+	return 0
 }
 
 // PrefillResponse carries a prompt's first token and describes its KV.
@@ -370,12 +448,19 @@ type KVHandle struct {
 	SourceGroup string `protobuf:"bytes,3,opt,name=source_group,json=sourceGroup,proto3" json:"source_group,omitempty"`
 	// The prefill group's tensor-parallel degree.
 	SourceTp int32 `protobuf:"varint,4,opt,name=source_tp,json=sourceTp,proto3" json:"source_tp,omitempty"`
-	// Token positions covered: [0, num_tokens), the whole prompt.
+	// The prompt's length: positions [skip_tokens, num_tokens) are sent.
 	NumTokens int32 `protobuf:"varint,5,opt,name=num_tokens,json=numTokens,proto3" json:"num_tokens,omitempty"`
 	// Transformer layers covered: [0, num_layers), all of the model's.
 	NumLayers int32 `protobuf:"varint,6,opt,name=num_layers,json=numLayers,proto3" json:"num_layers,omitempty"`
-	// The element type of the keys and values sent.
-	Dtype         DataType `protobuf:"varint,7,opt,name=dtype,proto3,enum=tandem.v1.DataType" json:"dtype,omitempty"`
+	// The element type of the keys and values sent (the prefill group's KV
+	// cache dtype: DATA_TYPE_FLOAT32 or DATA_TYPE_BFLOAT16); a decode group
+	// whose cache has the other converts them as they arrive.
+	Dtype DataType `protobuf:"varint,7,opt,name=dtype,proto3,enum=tandem.v1.DataType" json:"dtype,omitempty"`
+	// Leading prompt positions not sent (KVDestination.skip_tokens): the
+	// decode group keeps them from its prefix cache. KV chunks number the
+	// positions sent from 0, so chunk token t is prompt position
+	// skip_tokens + t.
+	SkipTokens    int32 `protobuf:"varint,8,opt,name=skip_tokens,json=skipTokens,proto3" json:"skip_tokens,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -457,6 +542,13 @@ func (x *KVHandle) GetDtype() DataType {
 		return x.Dtype
 	}
 	return DataType_DATA_TYPE_UNSPECIFIED
+}
+
+func (x *KVHandle) GetSkipTokens() int32 {
+	if x != nil {
+		return x.SkipTokens
+	}
+	return 0
 }
 
 // DecodeRequest admits a prefilled request into a decode group.
@@ -676,7 +768,11 @@ type WorkerGenerateRequest struct {
 	// The prompt, already tokenized; not empty.
 	PromptTokenIds []int32 `protobuf:"varint,2,rep,packed,name=prompt_token_ids,json=promptTokenIds,proto3" json:"prompt_token_ids,omitempty"`
 	// Sampling parameters of the request.
-	Sampling      *SamplingParams `protobuf:"bytes,3,opt,name=sampling,proto3" json:"sampling,omitempty"`
+	Sampling *SamplingParams `protobuf:"bytes,3,opt,name=sampling,proto3" json:"sampling,omitempty"`
+	// How long the request may wait in the group's queue, from the call's
+	// receipt, before its first step; unset: no limit. Past it the group
+	// drops the request and ends the stream with RESOURCE_EXHAUSTED.
+	QueueTimeout  *durationpb.Duration `protobuf:"bytes,4,opt,name=queue_timeout,json=queueTimeout,proto3" json:"queue_timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -728,6 +824,13 @@ func (x *WorkerGenerateRequest) GetPromptTokenIds() []int32 {
 func (x *WorkerGenerateRequest) GetSampling() *SamplingParams {
 	if x != nil {
 		return x.Sampling
+	}
+	return nil
+}
+
+func (x *WorkerGenerateRequest) GetQueueTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.QueueTimeout
 	}
 	return nil
 }
@@ -1007,8 +1110,18 @@ type StatsResponse struct {
 	// Prompt tokens accepted but not yet computed, over all queued and
 	// partly prefilled requests.
 	PendingPrefillTokens int64 `protobuf:"varint,10,opt,name=pending_prefill_tokens,json=pendingPrefillTokens,proto3" json:"pending_prefill_tokens,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Whether the group keeps a prefix cache (off with --no-prefix-caching).
+	PrefixCaching bool `protobuf:"varint,11,opt,name=prefix_caching,json=prefixCaching,proto3" json:"prefix_caching,omitempty"`
+	// KV blocks in the prefix cache, in use or not; those not in use count
+	// among kv_blocks_free too (they are evicted when blocks are needed).
+	KvBlocksCached int32 `protobuf:"varint,12,opt,name=kv_blocks_cached,json=kvBlocksCached,proto3" json:"kv_blocks_cached,omitempty"`
+	// Prompt tokens looked up in the prefix cache, and those found (vLLM's
+	// prefix_cache_queries and prefix_cache_hits), since the group started.
+	PrefixCacheQueries int64 `protobuf:"varint,13,opt,name=prefix_cache_queries,json=prefixCacheQueries,proto3" json:"prefix_cache_queries,omitempty"`
+	// See prefix_cache_queries.
+	PrefixCacheHits int64 `protobuf:"varint,14,opt,name=prefix_cache_hits,json=prefixCacheHits,proto3" json:"prefix_cache_hits,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StatsResponse) Reset() {
@@ -1111,6 +1224,224 @@ func (x *StatsResponse) GetPendingPrefillTokens() int64 {
 	return 0
 }
 
+func (x *StatsResponse) GetPrefixCaching() bool {
+	if x != nil {
+		return x.PrefixCaching
+	}
+	return false
+}
+
+func (x *StatsResponse) GetKvBlocksCached() int32 {
+	if x != nil {
+		return x.KvBlocksCached
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetPrefixCacheQueries() int64 {
+	if x != nil {
+		return x.PrefixCacheQueries
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetPrefixCacheHits() int64 {
+	if x != nil {
+		return x.PrefixCacheHits
+	}
+	return 0
+}
+
+// KVEventsRequest subscribes to a group's prefix-cache events.
+type KVEventsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KVEventsRequest) Reset() {
+	*x = KVEventsRequest{}
+	mi := &file_tandem_v1_worker_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KVEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KVEventsRequest) ProtoMessage() {}
+
+func (x *KVEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_worker_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KVEventsRequest.ProtoReflect.Descriptor instead.
+func (*KVEventsRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{12}
+}
+
+// KVEventsResponse is one batch of a group's prefix-cache events: those
+// since its previous batch, in the order they happened.
+type KVEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The batch's number: the group numbers every batch it makes from 1, so
+	// one that is not one more than the last a subscriber saw means batches
+	// were lost. A snapshot carries the number of the last batch it
+	// includes.
+	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The batch is the whole cache (one KV_EVENT_KIND_STORED event of every
+	// cached block's hash): it replaces whatever the subscriber knew.
+	Snapshot bool `protobuf:"varint,2,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	// The events.
+	Events []*KVEvent `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
+	// When the batch was made, on the group leader's clock.
+	UnixNanos int64 `protobuf:"varint,4,opt,name=unix_nanos,json=unixNanos,proto3" json:"unix_nanos,omitempty"`
+	// The group's name.
+	Group string `protobuf:"bytes,5,opt,name=group,proto3" json:"group,omitempty"`
+	// Token positions per KV block, which the hashes are over.
+	BlockSize     int32 `protobuf:"varint,6,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KVEventsResponse) Reset() {
+	*x = KVEventsResponse{}
+	mi := &file_tandem_v1_worker_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KVEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KVEventsResponse) ProtoMessage() {}
+
+func (x *KVEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_worker_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KVEventsResponse.ProtoReflect.Descriptor instead.
+func (*KVEventsResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *KVEventsResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *KVEventsResponse) GetSnapshot() bool {
+	if x != nil {
+		return x.Snapshot
+	}
+	return false
+}
+
+func (x *KVEventsResponse) GetEvents() []*KVEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *KVEventsResponse) GetUnixNanos() int64 {
+	if x != nil {
+		return x.UnixNanos
+	}
+	return 0
+}
+
+func (x *KVEventsResponse) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *KVEventsResponse) GetBlockSize() int32 {
+	if x != nil {
+		return x.BlockSize
+	}
+	return 0
+}
+
+// KVEvent is one change to a group's prefix cache.
+type KVEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What happened.
+	Kind KVEventKind `protobuf:"varint,1,opt,name=kind,proto3,enum=tandem.v1.KVEventKind" json:"kind,omitempty"`
+	// The blocks' content hashes (package blockhash: chained over each
+	// block's tokens and its parent's hash, from the model's name), in the
+	// order they were stored or evicted.
+	BlockHashes   []uint64 `protobuf:"fixed64,2,rep,packed,name=block_hashes,json=blockHashes,proto3" json:"block_hashes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KVEvent) Reset() {
+	*x = KVEvent{}
+	mi := &file_tandem_v1_worker_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KVEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KVEvent) ProtoMessage() {}
+
+func (x *KVEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_worker_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KVEvent.ProtoReflect.Descriptor instead.
+func (*KVEvent) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *KVEvent) GetKind() KVEventKind {
+	if x != nil {
+		return x.Kind
+	}
+	return KVEventKind_KV_EVENT_KIND_UNSPECIFIED
+}
+
+func (x *KVEvent) GetBlockHashes() []uint64 {
+	if x != nil {
+		return x.BlockHashes
+	}
+	return nil
+}
+
 // KVChunk is a piece of one layer's keys and values for a range of KV heads
 // and token positions. The payload holds the keys then the values, each
 // laid out [token][head][head_dim], row-major, little-endian.
@@ -1158,7 +1489,7 @@ type KVChunk struct {
 
 func (x *KVChunk) Reset() {
 	*x = KVChunk{}
-	mi := &file_tandem_v1_worker_proto_msgTypes[12]
+	mi := &file_tandem_v1_worker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1501,7 @@ func (x *KVChunk) String() string {
 func (*KVChunk) ProtoMessage() {}
 
 func (x *KVChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_worker_proto_msgTypes[12]
+	mi := &file_tandem_v1_worker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1514,7 @@ func (x *KVChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVChunk.ProtoReflect.Descriptor instead.
 func (*KVChunk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{12}
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *KVChunk) GetRequestId() string {
@@ -1313,7 +1644,7 @@ type KVAck struct {
 
 func (x *KVAck) Reset() {
 	*x = KVAck{}
-	mi := &file_tandem_v1_worker_proto_msgTypes[13]
+	mi := &file_tandem_v1_worker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1325,7 +1656,7 @@ func (x *KVAck) String() string {
 func (*KVAck) ProtoMessage() {}
 
 func (x *KVAck) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_worker_proto_msgTypes[13]
+	mi := &file_tandem_v1_worker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1338,7 +1669,7 @@ func (x *KVAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVAck.ProtoReflect.Descriptor instead.
 func (*KVAck) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{13}
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *KVAck) GetRequestId() string {
@@ -1396,7 +1727,7 @@ type StepsRequest struct {
 
 func (x *StepsRequest) Reset() {
 	*x = StepsRequest{}
-	mi := &file_tandem_v1_worker_proto_msgTypes[14]
+	mi := &file_tandem_v1_worker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1408,7 +1739,7 @@ func (x *StepsRequest) String() string {
 func (*StepsRequest) ProtoMessage() {}
 
 func (x *StepsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_worker_proto_msgTypes[14]
+	mi := &file_tandem_v1_worker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1421,7 +1752,7 @@ func (x *StepsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepsRequest.ProtoReflect.Descriptor instead.
 func (*StepsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{14}
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StepsRequest) GetRequestId() string {
@@ -1455,7 +1786,7 @@ type StepsResponse struct {
 
 func (x *StepsResponse) Reset() {
 	*x = StepsResponse{}
-	mi := &file_tandem_v1_worker_proto_msgTypes[15]
+	mi := &file_tandem_v1_worker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1467,7 +1798,7 @@ func (x *StepsResponse) String() string {
 func (*StepsResponse) ProtoMessage() {}
 
 func (x *StepsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_worker_proto_msgTypes[15]
+	mi := &file_tandem_v1_worker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1480,7 +1811,7 @@ func (x *StepsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepsResponse.ProtoReflect.Descriptor instead.
 func (*StepsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{15}
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StepsResponse) GetNode() string {
@@ -1520,7 +1851,7 @@ type ClockRequest struct {
 
 func (x *ClockRequest) Reset() {
 	*x = ClockRequest{}
-	mi := &file_tandem_v1_worker_proto_msgTypes[16]
+	mi := &file_tandem_v1_worker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1532,7 +1863,7 @@ func (x *ClockRequest) String() string {
 func (*ClockRequest) ProtoMessage() {}
 
 func (x *ClockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_worker_proto_msgTypes[16]
+	mi := &file_tandem_v1_worker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1545,7 +1876,7 @@ func (x *ClockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClockRequest.ProtoReflect.Descriptor instead.
 func (*ClockRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{16}
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{19}
 }
 
 // ClockResponse is the rank's time when it answered.
@@ -1559,7 +1890,7 @@ type ClockResponse struct {
 
 func (x *ClockResponse) Reset() {
 	*x = ClockResponse{}
-	mi := &file_tandem_v1_worker_proto_msgTypes[17]
+	mi := &file_tandem_v1_worker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1571,7 +1902,7 @@ func (x *ClockResponse) String() string {
 func (*ClockResponse) ProtoMessage() {}
 
 func (x *ClockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_worker_proto_msgTypes[17]
+	mi := &file_tandem_v1_worker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1584,7 +1915,7 @@ func (x *ClockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClockResponse.ProtoReflect.Descriptor instead.
 func (*ClockResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{17}
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ClockResponse) GetUnixNanos() int64 {
@@ -1614,7 +1945,7 @@ type SendKVRequest struct {
 
 func (x *SendKVRequest) Reset() {
 	*x = SendKVRequest{}
-	mi := &file_tandem_v1_worker_proto_msgTypes[18]
+	mi := &file_tandem_v1_worker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1626,7 +1957,7 @@ func (x *SendKVRequest) String() string {
 func (*SendKVRequest) ProtoMessage() {}
 
 func (x *SendKVRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_worker_proto_msgTypes[18]
+	mi := &file_tandem_v1_worker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1639,7 +1970,7 @@ func (x *SendKVRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendKVRequest.ProtoReflect.Descriptor instead.
 func (*SendKVRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{18}
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SendKVRequest) GetKv() *KVHandle {
@@ -1685,7 +2016,7 @@ type SendKVResponse struct {
 
 func (x *SendKVResponse) Reset() {
 	*x = SendKVResponse{}
-	mi := &file_tandem_v1_worker_proto_msgTypes[19]
+	mi := &file_tandem_v1_worker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1697,7 +2028,7 @@ func (x *SendKVResponse) String() string {
 func (*SendKVResponse) ProtoMessage() {}
 
 func (x *SendKVResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_worker_proto_msgTypes[19]
+	mi := &file_tandem_v1_worker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1710,7 +2041,7 @@ func (x *SendKVResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendKVResponse.ProtoReflect.Descriptor instead.
 func (*SendKVResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{19}
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SendKVResponse) GetBytes() int64 {
@@ -1747,7 +2078,7 @@ type LoadKVRequest struct {
 
 func (x *LoadKVRequest) Reset() {
 	*x = LoadKVRequest{}
-	mi := &file_tandem_v1_worker_proto_msgTypes[20]
+	mi := &file_tandem_v1_worker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1759,7 +2090,7 @@ func (x *LoadKVRequest) String() string {
 func (*LoadKVRequest) ProtoMessage() {}
 
 func (x *LoadKVRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_worker_proto_msgTypes[20]
+	mi := &file_tandem_v1_worker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1772,7 +2103,7 @@ func (x *LoadKVRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadKVRequest.ProtoReflect.Descriptor instead.
 func (*LoadKVRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{20}
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *LoadKVRequest) GetKv() *KVHandle {
@@ -1800,7 +2131,7 @@ type LoadKVResponse struct {
 
 func (x *LoadKVResponse) Reset() {
 	*x = LoadKVResponse{}
-	mi := &file_tandem_v1_worker_proto_msgTypes[21]
+	mi := &file_tandem_v1_worker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +2143,7 @@ func (x *LoadKVResponse) String() string {
 func (*LoadKVResponse) ProtoMessage() {}
 
 func (x *LoadKVResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_worker_proto_msgTypes[21]
+	mi := &file_tandem_v1_worker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +2156,7 @@ func (x *LoadKVResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadKVResponse.ProtoReflect.Descriptor instead.
 func (*LoadKVResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{21}
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LoadKVResponse) GetBytes() int64 {
@@ -1846,7 +2177,7 @@ type DropKVRequest struct {
 
 func (x *DropKVRequest) Reset() {
 	*x = DropKVRequest{}
-	mi := &file_tandem_v1_worker_proto_msgTypes[22]
+	mi := &file_tandem_v1_worker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1858,7 +2189,7 @@ func (x *DropKVRequest) String() string {
 func (*DropKVRequest) ProtoMessage() {}
 
 func (x *DropKVRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_worker_proto_msgTypes[22]
+	mi := &file_tandem_v1_worker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1871,7 +2202,7 @@ func (x *DropKVRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropKVRequest.ProtoReflect.Descriptor instead.
 func (*DropKVRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{22}
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DropKVRequest) GetRequestId() string {
@@ -1890,7 +2221,7 @@ type DropKVResponse struct {
 
 func (x *DropKVResponse) Reset() {
 	*x = DropKVResponse{}
-	mi := &file_tandem_v1_worker_proto_msgTypes[23]
+	mi := &file_tandem_v1_worker_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1902,7 +2233,7 @@ func (x *DropKVResponse) String() string {
 func (*DropKVResponse) ProtoMessage() {}
 
 func (x *DropKVResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_worker_proto_msgTypes[23]
+	mi := &file_tandem_v1_worker_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1915,25 +2246,28 @@ func (x *DropKVResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropKVResponse.ProtoReflect.Descriptor instead.
 func (*DropKVResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{23}
+	return file_tandem_v1_worker_proto_rawDescGZIP(), []int{26}
 }
 
 var File_tandem_v1_worker_proto protoreflect.FileDescriptor
 
 const file_tandem_v1_worker_proto_rawDesc = "" +
 	"\n" +
-	"\x16tandem/v1/worker.proto\x12\ttandem.v1\x1a\x16tandem/v1/common.proto\x1a\x15tandem/v1/trace.proto\"\xe6\x01\n" +
+	"\x16tandem/v1/worker.proto\x12\ttandem.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x16tandem/v1/common.proto\x1a\x15tandem/v1/trace.proto\"\xa6\x02\n" +
 	"\x0ePrefillRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12(\n" +
 	"\x10prompt_token_ids\x18\x02 \x03(\x05R\x0epromptTokenIds\x125\n" +
 	"\bsampling\x18\x03 \x01(\v2\x19.tandem.v1.SamplingParamsR\bsampling\x12:\n" +
 	"\vdestination\x18\x04 \x01(\v2\x18.tandem.v1.KVDestinationR\vdestination\x12\x18\n" +
-	"\aattempt\x18\x05 \x01(\rR\aattempt\"\\\n" +
+	"\aattempt\x18\x05 \x01(\rR\aattempt\x12>\n" +
+	"\rqueue_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\fqueueTimeout\"}\n" +
 	"\rKVDestination\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x0e\n" +
 	"\x02tp\x18\x02 \x01(\x05R\x02tp\x12%\n" +
-	"\x0erank_addresses\x18\x03 \x03(\tR\rrankAddresses\"\xe2\x02\n" +
+	"\x0erank_addresses\x18\x03 \x03(\tR\rrankAddresses\x12\x1f\n" +
+	"\vskip_tokens\x18\x04 \x01(\x05R\n" +
+	"skipTokens\"\xe2\x02\n" +
 	"\x0fPrefillResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x19\n" +
@@ -1945,7 +2279,7 @@ const file_tandem_v1_worker_proto_rawDesc = "" +
 	"\n" +
 	"compute_us\x18\a \x01(\x03R\tcomputeUs\x12#\n" +
 	"\x02kv\x18\b \x01(\v2\x13.tandem.v1.KVHandleR\x02kv\x12<\n" +
-	"\rfinish_reason\x18\t \x01(\x0e2\x17.tandem.v1.FinishReasonR\ffinishReason\"\xec\x01\n" +
+	"\rfinish_reason\x18\t \x01(\x0e2\x17.tandem.v1.FinishReasonR\ffinishReason\"\x8d\x02\n" +
 	"\bKVHandle\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x18\n" +
@@ -1956,7 +2290,9 @@ const file_tandem_v1_worker_proto_rawDesc = "" +
 	"num_tokens\x18\x05 \x01(\x05R\tnumTokens\x12\x1d\n" +
 	"\n" +
 	"num_layers\x18\x06 \x01(\x05R\tnumLayers\x12)\n" +
-	"\x05dtype\x18\a \x01(\x0e2\x13.tandem.v1.DataTypeR\x05dtype\"\xda\x01\n" +
+	"\x05dtype\x18\a \x01(\x0e2\x13.tandem.v1.DataTypeR\x05dtype\x12\x1f\n" +
+	"\vskip_tokens\x18\b \x01(\x05R\n" +
+	"skipTokens\"\xda\x01\n" +
 	"\rDecodeRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12(\n" +
@@ -1975,12 +2311,13 @@ const file_tandem_v1_worker_proto_rawDesc = "" +
 	"\x05usage\x18\a \x01(\v2\x10.tandem.v1.UsageR\x05usage\x12#\n" +
 	"\rerror_message\x18\b \x01(\tR\ferrorMessage\x12\x1c\n" +
 	"\n" +
-	"kv_wait_us\x18\t \x01(\x03R\bkvWaitUs\"\x97\x01\n" +
+	"kv_wait_us\x18\t \x01(\x03R\bkvWaitUs\"\xd7\x01\n" +
 	"\x15WorkerGenerateRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12(\n" +
 	"\x10prompt_token_ids\x18\x02 \x03(\x05R\x0epromptTokenIds\x125\n" +
-	"\bsampling\x18\x03 \x01(\v2\x19.tandem.v1.SamplingParamsR\bsampling\"\xdb\x02\n" +
+	"\bsampling\x18\x03 \x01(\v2\x19.tandem.v1.SamplingParamsR\bsampling\x12>\n" +
+	"\rqueue_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\fqueueTimeout\"\xdb\x02\n" +
 	"\x16WorkerGenerateResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1b\n" +
@@ -1997,7 +2334,7 @@ const file_tandem_v1_worker_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\")\n" +
 	"\rAbortResponse\x12\x18\n" +
 	"\aaborted\x18\x01 \x01(\bR\aaborted\"\x0e\n" +
-	"\fStatsRequest\"\xee\x02\n" +
+	"\fStatsRequest\"\x9d\x04\n" +
 	"\rStatsResponse\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12#\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x0f.tandem.v1.RoleR\x04role\x12\x0e\n" +
@@ -2009,7 +2346,24 @@ const file_tandem_v1_worker_proto_rawDesc = "" +
 	"\x10running_requests\x18\b \x01(\x05R\x0frunningRequests\x12)\n" +
 	"\x10waiting_requests\x18\t \x01(\x05R\x0fwaitingRequests\x124\n" +
 	"\x16pending_prefill_tokens\x18\n" +
-	" \x01(\x03R\x14pendingPrefillTokens\"\xb4\x03\n" +
+	" \x01(\x03R\x14pendingPrefillTokens\x12%\n" +
+	"\x0eprefix_caching\x18\v \x01(\bR\rprefixCaching\x12(\n" +
+	"\x10kv_blocks_cached\x18\f \x01(\x05R\x0ekvBlocksCached\x120\n" +
+	"\x14prefix_cache_queries\x18\r \x01(\x03R\x12prefixCacheQueries\x12*\n" +
+	"\x11prefix_cache_hits\x18\x0e \x01(\x03R\x0fprefixCacheHits\"\x11\n" +
+	"\x0fKVEventsRequest\"\xc0\x01\n" +
+	"\x10KVEventsResponse\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1a\n" +
+	"\bsnapshot\x18\x02 \x01(\bR\bsnapshot\x12*\n" +
+	"\x06events\x18\x03 \x03(\v2\x12.tandem.v1.KVEventR\x06events\x12\x1d\n" +
+	"\n" +
+	"unix_nanos\x18\x04 \x01(\x03R\tunixNanos\x12\x14\n" +
+	"\x05group\x18\x05 \x01(\tR\x05group\x12\x1d\n" +
+	"\n" +
+	"block_size\x18\x06 \x01(\x05R\tblockSize\"X\n" +
+	"\aKVEvent\x12*\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x16.tandem.v1.KVEventKindR\x04kind\x12!\n" +
+	"\fblock_hashes\x18\x02 \x03(\x06R\vblockHashes\"\xb4\x03\n" +
 	"\aKVChunk\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x18\n" +
@@ -2071,18 +2425,23 @@ const file_tandem_v1_worker_proto_rawDesc = "" +
 	"\rDropKVRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\"\x10\n" +
-	"\x0eDropKVResponse*k\n" +
+	"\x0eDropKVResponse*a\n" +
+	"\vKVEventKind\x12\x1d\n" +
+	"\x19KV_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14KV_EVENT_KIND_STORED\x10\x01\x12\x19\n" +
+	"\x15KV_EVENT_KIND_REMOVED\x10\x02*k\n" +
 	"\bDataType\x12\x19\n" +
 	"\x15DATA_TYPE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11DATA_TYPE_FLOAT32\x10\x01\x12\x15\n" +
 	"\x11DATA_TYPE_FLOAT16\x10\x02\x12\x16\n" +
-	"\x12DATA_TYPE_BFLOAT16\x10\x032\xd6\x02\n" +
+	"\x12DATA_TYPE_BFLOAT16\x10\x032\x9d\x03\n" +
 	"\x06Worker\x12@\n" +
 	"\aPrefill\x12\x19.tandem.v1.PrefillRequest\x1a\x1a.tandem.v1.PrefillResponse\x12?\n" +
 	"\x06Decode\x12\x18.tandem.v1.DecodeRequest\x1a\x19.tandem.v1.DecodeResponse0\x01\x12Q\n" +
 	"\bGenerate\x12 .tandem.v1.WorkerGenerateRequest\x1a!.tandem.v1.WorkerGenerateResponse0\x01\x12:\n" +
 	"\x05Abort\x12\x17.tandem.v1.AbortRequest\x1a\x18.tandem.v1.AbortResponse\x12:\n" +
-	"\x05Stats\x12\x17.tandem.v1.StatsRequest\x1a\x18.tandem.v1.StatsResponse2<\n" +
+	"\x05Stats\x12\x17.tandem.v1.StatsRequest\x1a\x18.tandem.v1.StatsResponse\x12E\n" +
+	"\bKVEvents\x12\x1a.tandem.v1.KVEventsRequest\x1a\x1b.tandem.v1.KVEventsResponse0\x012<\n" +
 	"\n" +
 	"KVTransfer\x12.\n" +
 	"\x04Push\x12\x12.tandem.v1.KVChunk\x1a\x10.tandem.v1.KVAck(\x012\xbb\x02\n" +
@@ -2105,96 +2464,107 @@ func file_tandem_v1_worker_proto_rawDescGZIP() []byte {
 	return file_tandem_v1_worker_proto_rawDescData
 }
 
-var file_tandem_v1_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tandem_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_tandem_v1_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_tandem_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_tandem_v1_worker_proto_goTypes = []any{
-	(DataType)(0),                  // 0: tandem.v1.DataType
-	(*PrefillRequest)(nil),         // 1: tandem.v1.PrefillRequest
-	(*KVDestination)(nil),          // 2: tandem.v1.KVDestination
-	(*PrefillResponse)(nil),        // 3: tandem.v1.PrefillResponse
-	(*KVHandle)(nil),               // 4: tandem.v1.KVHandle
-	(*DecodeRequest)(nil),          // 5: tandem.v1.DecodeRequest
-	(*DecodeResponse)(nil),         // 6: tandem.v1.DecodeResponse
-	(*WorkerGenerateRequest)(nil),  // 7: tandem.v1.WorkerGenerateRequest
-	(*WorkerGenerateResponse)(nil), // 8: tandem.v1.WorkerGenerateResponse
-	(*AbortRequest)(nil),           // 9: tandem.v1.AbortRequest
-	(*AbortResponse)(nil),          // 10: tandem.v1.AbortResponse
-	(*StatsRequest)(nil),           // 11: tandem.v1.StatsRequest
-	(*StatsResponse)(nil),          // 12: tandem.v1.StatsResponse
-	(*KVChunk)(nil),                // 13: tandem.v1.KVChunk
-	(*KVAck)(nil),                  // 14: tandem.v1.KVAck
-	(*StepsRequest)(nil),           // 15: tandem.v1.StepsRequest
-	(*StepsResponse)(nil),          // 16: tandem.v1.StepsResponse
-	(*ClockRequest)(nil),           // 17: tandem.v1.ClockRequest
-	(*ClockResponse)(nil),          // 18: tandem.v1.ClockResponse
-	(*SendKVRequest)(nil),          // 19: tandem.v1.SendKVRequest
-	(*SendKVResponse)(nil),         // 20: tandem.v1.SendKVResponse
-	(*LoadKVRequest)(nil),          // 21: tandem.v1.LoadKVRequest
-	(*LoadKVResponse)(nil),         // 22: tandem.v1.LoadKVResponse
-	(*DropKVRequest)(nil),          // 23: tandem.v1.DropKVRequest
-	(*DropKVResponse)(nil),         // 24: tandem.v1.DropKVResponse
-	(*SamplingParams)(nil),         // 25: tandem.v1.SamplingParams
-	(*TokenLogprobs)(nil),          // 26: tandem.v1.TokenLogprobs
-	(*TokenTiming)(nil),            // 27: tandem.v1.TokenTiming
-	(FinishReason)(0),              // 28: tandem.v1.FinishReason
-	(*Usage)(nil),                  // 29: tandem.v1.Usage
-	(Role)(0),                      // 30: tandem.v1.Role
-	(*StepTrace)(nil),              // 31: tandem.v1.StepTrace
-	(*KVTransferTrace)(nil),        // 32: tandem.v1.KVTransferTrace
+	(KVEventKind)(0),               // 0: tandem.v1.KVEventKind
+	(DataType)(0),                  // 1: tandem.v1.DataType
+	(*PrefillRequest)(nil),         // 2: tandem.v1.PrefillRequest
+	(*KVDestination)(nil),          // 3: tandem.v1.KVDestination
+	(*PrefillResponse)(nil),        // 4: tandem.v1.PrefillResponse
+	(*KVHandle)(nil),               // 5: tandem.v1.KVHandle
+	(*DecodeRequest)(nil),          // 6: tandem.v1.DecodeRequest
+	(*DecodeResponse)(nil),         // 7: tandem.v1.DecodeResponse
+	(*WorkerGenerateRequest)(nil),  // 8: tandem.v1.WorkerGenerateRequest
+	(*WorkerGenerateResponse)(nil), // 9: tandem.v1.WorkerGenerateResponse
+	(*AbortRequest)(nil),           // 10: tandem.v1.AbortRequest
+	(*AbortResponse)(nil),          // 11: tandem.v1.AbortResponse
+	(*StatsRequest)(nil),           // 12: tandem.v1.StatsRequest
+	(*StatsResponse)(nil),          // 13: tandem.v1.StatsResponse
+	(*KVEventsRequest)(nil),        // 14: tandem.v1.KVEventsRequest
+	(*KVEventsResponse)(nil),       // 15: tandem.v1.KVEventsResponse
+	(*KVEvent)(nil),                // 16: tandem.v1.KVEvent
+	(*KVChunk)(nil),                // 17: tandem.v1.KVChunk
+	(*KVAck)(nil),                  // 18: tandem.v1.KVAck
+	(*StepsRequest)(nil),           // 19: tandem.v1.StepsRequest
+	(*StepsResponse)(nil),          // 20: tandem.v1.StepsResponse
+	(*ClockRequest)(nil),           // 21: tandem.v1.ClockRequest
+	(*ClockResponse)(nil),          // 22: tandem.v1.ClockResponse
+	(*SendKVRequest)(nil),          // 23: tandem.v1.SendKVRequest
+	(*SendKVResponse)(nil),         // 24: tandem.v1.SendKVResponse
+	(*LoadKVRequest)(nil),          // 25: tandem.v1.LoadKVRequest
+	(*LoadKVResponse)(nil),         // 26: tandem.v1.LoadKVResponse
+	(*DropKVRequest)(nil),          // 27: tandem.v1.DropKVRequest
+	(*DropKVResponse)(nil),         // 28: tandem.v1.DropKVResponse
+	(*SamplingParams)(nil),         // 29: tandem.v1.SamplingParams
+	(*durationpb.Duration)(nil),    // 30: google.protobuf.Duration
+	(*TokenLogprobs)(nil),          // 31: tandem.v1.TokenLogprobs
+	(*TokenTiming)(nil),            // 32: tandem.v1.TokenTiming
+	(FinishReason)(0),              // 33: tandem.v1.FinishReason
+	(*Usage)(nil),                  // 34: tandem.v1.Usage
+	(Role)(0),                      // 35: tandem.v1.Role
+	(*StepTrace)(nil),              // 36: tandem.v1.StepTrace
+	(*KVTransferTrace)(nil),        // 37: tandem.v1.KVTransferTrace
 }
 var file_tandem_v1_worker_proto_depIdxs = []int32{
-	25, // 0: tandem.v1.PrefillRequest.sampling:type_name -> tandem.v1.SamplingParams
-	2,  // 1: tandem.v1.PrefillRequest.destination:type_name -> tandem.v1.KVDestination
-	26, // 2: tandem.v1.PrefillResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
-	27, // 3: tandem.v1.PrefillResponse.timing:type_name -> tandem.v1.TokenTiming
-	4,  // 4: tandem.v1.PrefillResponse.kv:type_name -> tandem.v1.KVHandle
-	28, // 5: tandem.v1.PrefillResponse.finish_reason:type_name -> tandem.v1.FinishReason
-	0,  // 6: tandem.v1.KVHandle.dtype:type_name -> tandem.v1.DataType
-	25, // 7: tandem.v1.DecodeRequest.sampling:type_name -> tandem.v1.SamplingParams
-	4,  // 8: tandem.v1.DecodeRequest.kv:type_name -> tandem.v1.KVHandle
-	27, // 9: tandem.v1.DecodeResponse.timings:type_name -> tandem.v1.TokenTiming
-	26, // 10: tandem.v1.DecodeResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
-	28, // 11: tandem.v1.DecodeResponse.finish_reason:type_name -> tandem.v1.FinishReason
-	29, // 12: tandem.v1.DecodeResponse.usage:type_name -> tandem.v1.Usage
-	25, // 13: tandem.v1.WorkerGenerateRequest.sampling:type_name -> tandem.v1.SamplingParams
-	27, // 14: tandem.v1.WorkerGenerateResponse.timings:type_name -> tandem.v1.TokenTiming
-	26, // 15: tandem.v1.WorkerGenerateResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
-	28, // 16: tandem.v1.WorkerGenerateResponse.finish_reason:type_name -> tandem.v1.FinishReason
-	29, // 17: tandem.v1.WorkerGenerateResponse.usage:type_name -> tandem.v1.Usage
-	30, // 18: tandem.v1.StatsResponse.role:type_name -> tandem.v1.Role
-	0,  // 19: tandem.v1.KVChunk.dtype:type_name -> tandem.v1.DataType
-	31, // 20: tandem.v1.StepsResponse.steps:type_name -> tandem.v1.StepTrace
-	32, // 21: tandem.v1.StepsResponse.kv_transfers:type_name -> tandem.v1.KVTransferTrace
-	4,  // 22: tandem.v1.SendKVRequest.kv:type_name -> tandem.v1.KVHandle
-	2,  // 23: tandem.v1.SendKVRequest.destination:type_name -> tandem.v1.KVDestination
-	4,  // 24: tandem.v1.LoadKVRequest.kv:type_name -> tandem.v1.KVHandle
-	1,  // 25: tandem.v1.Worker.Prefill:input_type -> tandem.v1.PrefillRequest
-	5,  // 26: tandem.v1.Worker.Decode:input_type -> tandem.v1.DecodeRequest
-	7,  // 27: tandem.v1.Worker.Generate:input_type -> tandem.v1.WorkerGenerateRequest
-	9,  // 28: tandem.v1.Worker.Abort:input_type -> tandem.v1.AbortRequest
-	11, // 29: tandem.v1.Worker.Stats:input_type -> tandem.v1.StatsRequest
-	13, // 30: tandem.v1.KVTransfer.Push:input_type -> tandem.v1.KVChunk
-	19, // 31: tandem.v1.Rank.SendKV:input_type -> tandem.v1.SendKVRequest
-	21, // 32: tandem.v1.Rank.LoadKV:input_type -> tandem.v1.LoadKVRequest
-	23, // 33: tandem.v1.Rank.DropKV:input_type -> tandem.v1.DropKVRequest
-	15, // 34: tandem.v1.Rank.Steps:input_type -> tandem.v1.StepsRequest
-	17, // 35: tandem.v1.Rank.Clock:input_type -> tandem.v1.ClockRequest
-	3,  // 36: tandem.v1.Worker.Prefill:output_type -> tandem.v1.PrefillResponse
-	6,  // 37: tandem.v1.Worker.Decode:output_type -> tandem.v1.DecodeResponse
-	8,  // 38: tandem.v1.Worker.Generate:output_type -> tandem.v1.WorkerGenerateResponse
-	10, // 39: tandem.v1.Worker.Abort:output_type -> tandem.v1.AbortResponse
-	12, // 40: tandem.v1.Worker.Stats:output_type -> tandem.v1.StatsResponse
-	14, // 41: tandem.v1.KVTransfer.Push:output_type -> tandem.v1.KVAck
-	20, // 42: tandem.v1.Rank.SendKV:output_type -> tandem.v1.SendKVResponse
-	22, // 43: tandem.v1.Rank.LoadKV:output_type -> tandem.v1.LoadKVResponse
-	24, // 44: tandem.v1.Rank.DropKV:output_type -> tandem.v1.DropKVResponse
-	16, // 45: tandem.v1.Rank.Steps:output_type -> tandem.v1.StepsResponse
-	18, // 46: tandem.v1.Rank.Clock:output_type -> tandem.v1.ClockResponse
-	36, // [36:47] is the sub-list for method output_type
-	25, // [25:36] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	29, // 0: tandem.v1.PrefillRequest.sampling:type_name -> tandem.v1.SamplingParams
+	3,  // 1: tandem.v1.PrefillRequest.destination:type_name -> tandem.v1.KVDestination
+	30, // 2: tandem.v1.PrefillRequest.queue_timeout:type_name -> google.protobuf.Duration
+	31, // 3: tandem.v1.PrefillResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
+	32, // 4: tandem.v1.PrefillResponse.timing:type_name -> tandem.v1.TokenTiming
+	5,  // 5: tandem.v1.PrefillResponse.kv:type_name -> tandem.v1.KVHandle
+	33, // 6: tandem.v1.PrefillResponse.finish_reason:type_name -> tandem.v1.FinishReason
+	1,  // 7: tandem.v1.KVHandle.dtype:type_name -> tandem.v1.DataType
+	29, // 8: tandem.v1.DecodeRequest.sampling:type_name -> tandem.v1.SamplingParams
+	5,  // 9: tandem.v1.DecodeRequest.kv:type_name -> tandem.v1.KVHandle
+	32, // 10: tandem.v1.DecodeResponse.timings:type_name -> tandem.v1.TokenTiming
+	31, // 11: tandem.v1.DecodeResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
+	33, // 12: tandem.v1.DecodeResponse.finish_reason:type_name -> tandem.v1.FinishReason
+	34, // 13: tandem.v1.DecodeResponse.usage:type_name -> tandem.v1.Usage
+	29, // 14: tandem.v1.WorkerGenerateRequest.sampling:type_name -> tandem.v1.SamplingParams
+	30, // 15: tandem.v1.WorkerGenerateRequest.queue_timeout:type_name -> google.protobuf.Duration
+	32, // 16: tandem.v1.WorkerGenerateResponse.timings:type_name -> tandem.v1.TokenTiming
+	31, // 17: tandem.v1.WorkerGenerateResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
+	33, // 18: tandem.v1.WorkerGenerateResponse.finish_reason:type_name -> tandem.v1.FinishReason
+	34, // 19: tandem.v1.WorkerGenerateResponse.usage:type_name -> tandem.v1.Usage
+	35, // 20: tandem.v1.StatsResponse.role:type_name -> tandem.v1.Role
+	16, // 21: tandem.v1.KVEventsResponse.events:type_name -> tandem.v1.KVEvent
+	0,  // 22: tandem.v1.KVEvent.kind:type_name -> tandem.v1.KVEventKind
+	1,  // 23: tandem.v1.KVChunk.dtype:type_name -> tandem.v1.DataType
+	36, // 24: tandem.v1.StepsResponse.steps:type_name -> tandem.v1.StepTrace
+	37, // 25: tandem.v1.StepsResponse.kv_transfers:type_name -> tandem.v1.KVTransferTrace
+	5,  // 26: tandem.v1.SendKVRequest.kv:type_name -> tandem.v1.KVHandle
+	3,  // 27: tandem.v1.SendKVRequest.destination:type_name -> tandem.v1.KVDestination
+	5,  // 28: tandem.v1.LoadKVRequest.kv:type_name -> tandem.v1.KVHandle
+	2,  // 29: tandem.v1.Worker.Prefill:input_type -> tandem.v1.PrefillRequest
+	6,  // 30: tandem.v1.Worker.Decode:input_type -> tandem.v1.DecodeRequest
+	8,  // 31: tandem.v1.Worker.Generate:input_type -> tandem.v1.WorkerGenerateRequest
+	10, // 32: tandem.v1.Worker.Abort:input_type -> tandem.v1.AbortRequest
+	12, // 33: tandem.v1.Worker.Stats:input_type -> tandem.v1.StatsRequest
+	14, // 34: tandem.v1.Worker.KVEvents:input_type -> tandem.v1.KVEventsRequest
+	17, // 35: tandem.v1.KVTransfer.Push:input_type -> tandem.v1.KVChunk
+	23, // 36: tandem.v1.Rank.SendKV:input_type -> tandem.v1.SendKVRequest
+	25, // 37: tandem.v1.Rank.LoadKV:input_type -> tandem.v1.LoadKVRequest
+	27, // 38: tandem.v1.Rank.DropKV:input_type -> tandem.v1.DropKVRequest
+	19, // 39: tandem.v1.Rank.Steps:input_type -> tandem.v1.StepsRequest
+	21, // 40: tandem.v1.Rank.Clock:input_type -> tandem.v1.ClockRequest
+	4,  // 41: tandem.v1.Worker.Prefill:output_type -> tandem.v1.PrefillResponse
+	7,  // 42: tandem.v1.Worker.Decode:output_type -> tandem.v1.DecodeResponse
+	9,  // 43: tandem.v1.Worker.Generate:output_type -> tandem.v1.WorkerGenerateResponse
+	11, // 44: tandem.v1.Worker.Abort:output_type -> tandem.v1.AbortResponse
+	13, // 45: tandem.v1.Worker.Stats:output_type -> tandem.v1.StatsResponse
+	15, // 46: tandem.v1.Worker.KVEvents:output_type -> tandem.v1.KVEventsResponse
+	18, // 47: tandem.v1.KVTransfer.Push:output_type -> tandem.v1.KVAck
+	24, // 48: tandem.v1.Rank.SendKV:output_type -> tandem.v1.SendKVResponse
+	26, // 49: tandem.v1.Rank.LoadKV:output_type -> tandem.v1.LoadKVResponse
+	28, // 50: tandem.v1.Rank.DropKV:output_type -> tandem.v1.DropKVResponse
+	20, // 51: tandem.v1.Rank.Steps:output_type -> tandem.v1.StepsResponse
+	22, // 52: tandem.v1.Rank.Clock:output_type -> tandem.v1.ClockResponse
+	41, // [41:53] is the sub-list for method output_type
+	29, // [29:41] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_worker_proto_init() }
@@ -2209,8 +2579,8 @@ func file_tandem_v1_worker_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_worker_proto_rawDesc), len(file_tandem_v1_worker_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   24,
+			NumEnums:      2,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -29,6 +29,7 @@ const (
 	Worker_Generate_FullMethodName = "/tandem.v1.Worker/Generate"
 	Worker_Abort_FullMethodName    = "/tandem.v1.Worker/Abort"
 	Worker_Stats_FullMethodName    = "/tandem.v1.Worker/Stats"
+	Worker_KVEvents_FullMethodName = "/tandem.v1.Worker/KVEvents"
 )
 
 // WorkerClient is the client API for Worker service.
@@ -54,13 +55,22 @@ type WorkerClient interface {
 	// the group recomputes the prompt itself.
 	Decode(ctx context.Context, in *DecodeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DecodeResponse], error)
 	// Generate runs a whole request on a unified group (prefill and decode
-	// in the same group) and streams all its tokens.
+	// in the same group) and streams all its tokens. A decode group takes it
+	// too: the coordinator's fallback when no prefill group can compute the
+	// prompt of a request it moves (the decode group recomputes it).
 	Generate(ctx context.Context, in *WorkerGenerateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WorkerGenerateResponse], error)
 	// Abort ends a request wherever it is in this group (queued, prefilling,
 	// waiting for KV, decoding) and frees its KV blocks. It is idempotent.
 	Abort(ctx context.Context, in *AbortRequest, opts ...grpc.CallOption) (*AbortResponse, error)
 	// Stats reports the group's load: the coordinator's routing inputs.
 	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
+	// KVEvents streams the group's prefix-cache events: the hashes of the
+	// KV blocks it stores and evicts (package blockhash), in order, in
+	// batches numbered by seq. The first batch is a snapshot of the whole
+	// cache; a subscriber that sees a batch whose seq is not one more than
+	// the last (the group dropped batches it could not send in time) starts
+	// over with a new call, whose snapshot resynchronises it.
+	KVEvents(ctx context.Context, in *KVEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[KVEventsResponse], error)
 }
 
 type workerClient struct {
@@ -139,6 +149,25 @@ func (c *workerClient) Stats(ctx context.Context, in *StatsRequest, opts ...grpc
 	return out, nil
 }
 
+func (c *workerClient) KVEvents(ctx context.Context, in *KVEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[KVEventsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Worker_ServiceDesc.Streams[2], Worker_KVEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[KVEventsRequest, KVEventsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Worker_KVEventsClient = grpc.ServerStreamingClient[KVEventsResponse]
+
 // WorkerServer is the server API for Worker service.
 // All implementations must embed UnimplementedWorkerServer
 // for forward compatibility.
@@ -162,13 +191,22 @@ type WorkerServer interface {
 	// the group recomputes the prompt itself.
 	Decode(*DecodeRequest, grpc.ServerStreamingServer[DecodeResponse]) error
 	// Generate runs a whole request on a unified group (prefill and decode
-	// in the same group) and streams all its tokens.
+	// in the same group) and streams all its tokens. A decode group takes it
+	// too: the coordinator's fallback when no prefill group can compute the
+	// prompt of a request it moves (the decode group recomputes it).
 	Generate(*WorkerGenerateRequest, grpc.ServerStreamingServer[WorkerGenerateResponse]) error
 	// Abort ends a request wherever it is in this group (queued, prefilling,
 	// waiting for KV, decoding) and frees its KV blocks. It is idempotent.
 	Abort(context.Context, *AbortRequest) (*AbortResponse, error)
 	// Stats reports the group's load: the coordinator's routing inputs.
 	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
+	// KVEvents streams the group's prefix-cache events: the hashes of the
+	// KV blocks it stores and evicts (package blockhash), in order, in
+	// batches numbered by seq. The first batch is a snapshot of the whole
+	// cache; a subscriber that sees a batch whose seq is not one more than
+	// the last (the group dropped batches it could not send in time) starts
+	// over with a new call, whose snapshot resynchronises it.
+	KVEvents(*KVEventsRequest, grpc.ServerStreamingServer[KVEventsResponse]) error
 	mustEmbedUnimplementedWorkerServer()
 }
 
@@ -193,6 +231,9 @@ func (UnimplementedWorkerServer) Abort(context.Context, *AbortRequest) (*AbortRe
 }
 func (UnimplementedWorkerServer) Stats(context.Context, *StatsRequest) (*StatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stats not implemented")
+}
+func (UnimplementedWorkerServer) KVEvents(*KVEventsRequest, grpc.ServerStreamingServer[KVEventsResponse]) error {
+	return status.Error(codes.Unimplemented, "method KVEvents not implemented")
 }
 func (UnimplementedWorkerServer) mustEmbedUnimplementedWorkerServer() {}
 func (UnimplementedWorkerServer) testEmbeddedByValue()                {}
@@ -291,6 +332,17 @@ func _Worker_Stats_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Worker_KVEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(KVEventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(WorkerServer).KVEvents(m, &grpc.GenericServerStream[KVEventsRequest, KVEventsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Worker_KVEventsServer = grpc.ServerStreamingServer[KVEventsResponse]
+
 // Worker_ServiceDesc is the grpc.ServiceDesc for Worker service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -320,6 +372,11 @@ var Worker_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Generate",
 			Handler:       _Worker_Generate_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "KVEvents",
+			Handler:       _Worker_KVEvents_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -49,7 +49,8 @@ func main() {
 			}
 			pack(is)
 		}
-		accum(is)
+		accum(is, false)
+		accum(is, true)
 		sigmoidMul(is, false)
 		sigmoidMul(is, true)
 		expSum(is)
@@ -444,19 +445,28 @@ func pack(is isa) {
 	RET()
 }
 
-// accum generates accum<ISA>: dst[0:d] += Σ_{j<n} p[j]·v[j*ldv : j*ldv+d]
-// for d rounded down to a multiple of the vector width. Four vectors of dst
-// are accumulated at a time so four FMA chains are in flight.
-func accum(is isa) {
-	name := "accum" + is.name
-	TEXT(name, NOSPLIT, "func(dst, p, v *float32, ldv, n, d int)")
+// accum generates accum<ISA> (accumBF16<ISA> with bf16): dst[0:d] +=
+// Σ_{j<n} p[j]·v[j*ldv : j*ldv+d] for d rounded down to a multiple of the
+// vector width. Four vectors of dst are accumulated at a time so four FMA
+// chains are in flight. BF16 values are widened in registers as the tile
+// kernels widen weights.
+func accum(is isa, bf16 bool) {
+	name, vtype, vscale := "accum"+is.name, "*float32", 4
+	if bf16 {
+		name, vtype, vscale = "accumBF16"+is.name, "*uint16", 2
+	}
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(dst, p *float32, v %s, ldv, n, d int)", vtype))
 	Pragma("noescape")
-	Doc(name + " is the " + is.name + " accumFunc.")
+	if bf16 {
+		Doc(name + " is the " + is.name + " accumBF16Func.")
+	} else {
+		Doc(name + " is the " + is.name + " accumFunc.")
+	}
 	dst := Load(Param("dst"), GP64())
 	p := Load(Param("p"), GP64())
 	v := Load(Param("v"), GP64())
 	ldv := Load(Param("ldv"), GP64())
-	SHLQ(U8(2), ldv)
+	SHLQ(U8(log2(vscale)), ldv)
 	n := Load(Param("n"), GP64())
 	d := Load(Param("d"), GP64())
 	ANDQ(I32(^(is.lanes - 1)), d)
@@ -464,6 +474,7 @@ func accum(is isa) {
 	end := GP64()
 	LEAQ(Mem{Base: dst, Index: d, Scale: 1}, end)
 	bytes := 4 * is.lanes
+	vbytes := vscale * is.lanes
 
 	for _, width := range []int{4, 1} {
 		loop := fmt.Sprintf("%s_w%d", name, width)
@@ -488,7 +499,15 @@ func accum(is isa) {
 		pj := is.vec()
 		VBROADCASTSS(Mem{Base: p, Index: j, Scale: 4}, pj)
 		for c := range acc {
-			VFMADD231PS(Mem{Base: vp, Disp: c * bytes}, pj, acc[c])
+			src := Mem{Base: vp, Disp: c * vbytes}
+			if bf16 {
+				w := is.vec()
+				VPMOVZXWD(src, w)
+				VPSLLD(U8(16), w, w)
+				VFMADD231PS(w, pj, acc[c])
+			} else {
+				VFMADD231PS(src, pj, acc[c])
+			}
 		}
 		ADDQ(ldv, vp)
 		INCQ(j)
@@ -498,7 +517,7 @@ func accum(is isa) {
 			VMOVUPS(acc[c], Mem{Base: dst, Disp: c * bytes})
 		}
 		ADDQ(I32(width*bytes), dst)
-		ADDQ(I32(width*bytes), v)
+		ADDQ(I32(width*vbytes), v)
 		JMP(LabelRef(loop))
 		Label(loop + "_done")
 	}

@@ -1,0 +1,94 @@
+package chaos
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandemllm/tandem/bench"
+	"github.com/tandemllm/tandem/bench/dataset"
+)
+
+// Each request lands in exactly one class, and a failure is excused only
+// by what the monitor saw (or a coordinator kill) while it ran.
+func TestClassify(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	// The coordinator answers and serves, is down 1000-1200 ms, serves
+	// without a ready decode group 2000-2300 ms.
+	m := &monitor{}
+	for ms := 0; ms <= 3000; ms += 100 {
+		up := ms < 1000 || ms >= 1200
+		m.log = append(m.log, sample{at: at(ms), up: up, servable: up && (ms < 2000 || ms >= 2300)})
+	}
+	type req struct {
+		out        bench.Output
+		start, end int // ms
+		hung, sent bool
+	}
+	ok := bench.Output{Success: true, OutputTokens: 4}
+	unavailable := bench.Output{Code: "UNAVAILABLE", Error: "group left"}
+	reqs := []req{
+		{ok, 0, 500, false, true}, // completed
+		{bench.Output{Success: true, OutputTokens: 3}, 0, 500, false, true}, // short without an error: lost
+		{bench.Output{Code: noOutput}, 0, 500, false, true},                 // no token, no error: lost
+		{bench.Output{Code: "DEADLINE_EXCEEDED"}, 0, 60000, true, true},     // hung
+		{unavailable, 900, 1100, false, true},                               // coordinator down under it
+		{unavailable, 1150, 1160, false, true},                              // between two looks, both down
+		{unavailable, 2100, 2150, false, true},                              // no ready group at its end
+		{unavailable, 2500, 2600, false, true},                              // all was well: counts against the goal
+		{unavailable, 400, 450, false, true},                                // a coordinator kill at 420 ms
+		{ok, 0, 0, false, false},                                            // never sent
+	}
+	run := &bench.Run{Options: bench.Options{IDPrefix: "r"}}
+	target := newRecordingTarget(nil, time.Minute)
+	for i, q := range reqs {
+		run.Workload = append(run.Workload, dataset.Request{OutputLen: 4})
+		q.out.RequestID = "r" + strconv.Itoa(i)
+		run.Outputs = append(run.Outputs, q.out)
+		if q.sent {
+			target.outcomes["r"+strconv.Itoa(i)] = outcome{start: at(q.start), end: at(q.end), hung: q.hung}
+		}
+	}
+	r := newReport()
+	r.Faults = []FaultRecord{{Kind: KillCoordinator, At: at(420)}}
+	classify(r, run, target, m)
+	if r.Requests != 10 || r.Completed != 1 || r.Lost != 3 || r.Hung != 1 || r.Failed["UNAVAILABLE"] != 5 || r.Failed["DEADLINE_EXCEEDED"] != 0 {
+		t.Fatalf("classes: %+v", r)
+	}
+	if r.FailedExcused[excuseCoordinator] != 3 || r.FailedExcused[excuseNoGroup] != 1 || r.FailedWhileHealthy != 1 ||
+		len(r.FailureSamples) != 1 || !strings.HasPrefix(r.FailureSamples[0], "r7: ") {
+		t.Fatalf("excuses: %+v, samples %q", r.FailedExcused, r.FailureSamples)
+	}
+	down, unservable := m.outages()
+	if down != 200*time.Millisecond || unservable != 300*time.Millisecond {
+		t.Fatalf("outages: down %v, unservable %v", down, unservable)
+	}
+}
+
+// Recovery times are summarized per kind: P50 and max over the faults
+// recovered from, the others counted.
+func TestSummarize(t *testing.T) {
+	r := newReport()
+	r.Faults = []FaultRecord{
+		{Kind: KillRank, RecoverySeconds: 3, Recovered: true},
+		{Kind: KillRank, RecoverySeconds: 1, Recovered: true},
+		{Kind: KillRank, RecoverySeconds: 2, Recovered: true},
+		{Kind: KillRank, RecoverySeconds: 120, Recovered: false},
+		{Kind: KVDrop, RecoverySeconds: 0.5, Recovered: true},
+		{Kind: KVDrop, RecoverySeconds: 1.5, Recovered: true},
+	}
+	r.summarize()
+	if got := r.Recovery[KillRank]; got != (RecoveryStats{N: 4, NotRecovered: 1, P50Seconds: 2, MaxSeconds: 3}) {
+		t.Errorf("kill-rank: %+v", got)
+	}
+	if got := r.Recovery[KVDrop]; got != (RecoveryStats{N: 2, P50Seconds: 1, MaxSeconds: 1.5}) {
+		t.Errorf("kv-drop: %+v", got)
+	}
+	var out strings.Builder
+	r.Print(&out)
+	if !strings.Contains(out.String(), "kill-rank") || !strings.Contains(out.String(), "faults: 6") {
+		t.Errorf("report:\n%s", out.String())
+	}
+}

@@ -1,0 +1,140 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tandemllm/tandem/cluster"
+	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/model/preset"
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+)
+
+// TestKVDTypesAcrossGroups: a prefill group and a decode group with any
+// pair of KV cache dtypes serve a request (the decode side converts once,
+// on receipt) and generate what one fp32 engine does, and a bf16 prefill
+// group moves half the KV bytes per prompt token an fp32 one does, by both
+// groups' transfer metrics.
+func TestKVDTypesAcrossGroups(t *testing.T) {
+	dir, err := preset.Ensure(t.Context(), "tiny", preset.DefaultCacheDir(), preset.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := make([]int32, 60)
+	for i := range prompt {
+		prompt[i] = int32(1000 + 37*i)
+	}
+	const maxTokens = 6
+	want := aloneGreedy(t, dir, prompt, maxTokens)
+	perToken := map[string]float64{}
+	for _, c := range []struct{ pre, dec engine.KVCacheDType }{
+		{engine.KVFP32, engine.KVFP32}, {engine.KVBF16, engine.KVBF16}, {engine.KVBF16, engine.KVFP32}, {engine.KVFP32, engine.KVBF16},
+	} {
+		t.Run(fmt.Sprintf("%s-to-%s", c.pre, c.dec), func(t *testing.T) {
+			regs := map[string]*prometheus.Registry{"prefill": prometheus.NewRegistry(), "decode": prometheus.NewRegistry()}
+			start := func(role cluster.Role, kv engine.KVCacheDType) string {
+				return startWorkerWith(t, dir, Options{Role: role, Group: string(role) + "-0", ModelName: "tiny",
+					Engine: engine.Options{KVCacheBytes: 16 << 20, KVCacheDType: kv}, KVTimeout: 30 * time.Second,
+					Registerer: regs[string(role)]})
+			}
+			dec, pre := start(cluster.RoleDecode, c.dec), start(cluster.RolePrefill, c.pre)
+			got := disaggregated(t, pre, dec, "r", prompt, maxTokens)
+			// tiny's greedy margins are wide: both dtypes keep every token.
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("tokens %v, want %v (fp32 alone)", got, want)
+			}
+			for _, side := range []struct{ role, dir string }{{"prefill", "send"}, {"decode", "recv"}} {
+				bytes := counter(t, regs[side.role], "tandem:kv_transfer_bytes_total", side.dir)
+				tokens := counter(t, regs[side.role], "tandem:kv_transfer_prompt_tokens_total", side.dir)
+				if tokens != float64(len(prompt)) {
+					t.Fatalf("%s: %v prompt tokens moved, want %d", side.role, tokens, len(prompt))
+				}
+				perToken[fmt.Sprint(c.pre, side.dir)] = bytes / tokens
+			}
+		})
+	}
+	for _, dir := range []string{"send", "recv"} {
+		fp32, bf16 := perToken[fmt.Sprint(engine.KVFP32, dir)], perToken[fmt.Sprint(engine.KVBF16, dir)]
+		t.Logf("%s: %.0f KV bytes per prompt token with an fp32 prefill cache, %.0f with bf16", dir, fp32, bf16)
+		if fp32 == 0 || bf16 != fp32/2 {
+			t.Errorf("%s: %v bytes per prompt token with bf16, want half of fp32's %v", dir, bf16, fp32)
+		}
+	}
+}
+
+// disaggregated runs a request through a prefill worker and a decode
+// worker (one rank each) and returns its tokens.
+func disaggregated(t *testing.T, pre, dec, id string, prompt []int32, maxTokens int) []int32 {
+	t.Helper()
+	dial := func(addr string) tandemv1.WorkerClient {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return tandemv1.NewWorkerClient(cc)
+	}
+	sp := &tandemv1.SamplingParams{MaxTokens: int32(maxTokens), IgnoreEos: true}
+	resp, err := dial(pre).Prefill(t.Context(), &tandemv1.PrefillRequest{
+		RequestId: id, PromptTokenIds: prompt, Sampling: sp, Attempt: 1,
+		Destination: &tandemv1.KVDestination{Group: "decode-0", Tp: 1, RankAddresses: []string{dec}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := dial(dec).Decode(t.Context(), &tandemv1.DecodeRequest{
+		RequestId: id, PromptTokenIds: prompt, FirstTokenId: resp.GetTokenId(), Sampling: sp, Kv: resp.GetKv(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []int32{resp.GetTokenId()}
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return got
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, msg.GetTokenIds()...)
+	}
+}
+
+// counter reads a worker counter with the given direction label.
+func counter(t *testing.T, reg *prometheus.Registry, name, direction string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if label(m, "direction") == direction {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no %s{direction=%q}", name, direction)
+	return 0
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
