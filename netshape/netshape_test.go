@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemllm/tandem/internal/proctest"
 	"github.com/tandemllm/tandem/netshape"
 	"github.com/tandemllm/tandem/netshape/netshapetest"
 )
@@ -347,7 +348,7 @@ func TestSweep(t *testing.T) {
 	if got := ofPrefix(state(t), dead); len(got) != 0 {
 		t.Fatalf("New did not sweep the dead network: %v", got)
 	}
-	if netshapetest.Running(sleeper) {
+	if !proctest.Exited(sleeper) {
 		t.Errorf("process %d inside the dead network survived the sweep", sleeper)
 	}
 	if err := netshape.Sweep(t.Context()); err != nil {

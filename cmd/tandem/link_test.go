@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemllm/tandem/internal/proctest"
 	"github.com/tandemllm/tandem/netshape"
 	"github.com/tandemllm/tandem/netshape/netshapetest"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
@@ -293,7 +294,7 @@ func processesWith(t *testing.T, args ...string) []int {
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		words := strings.Split(string(cmdline), "\x00")
 		has := func(a string) bool { return slices.Contains(words, a) }
-		if !slices.ContainsFunc(args, func(a string) bool { return !has(a) }) && netshapetest.Running(pid) {
+		if !slices.ContainsFunc(args, func(a string) bool { return !has(a) }) && !proctest.Exited(pid) {
 			pids = append(pids, pid)
 		}
 	}

@@ -4,7 +4,6 @@
 package netshapetest
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"slices"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemllm/tandem/internal/proctest"
 	"github.com/tandemllm/tandem/netshape"
 )
 
@@ -60,19 +60,58 @@ func State(t testing.TB) []string {
 }
 
 // Owned lists the entries of State that belong to networks process pid
-// built (named "tdm", pid, a letter, ...): other processes' networks come
-// and go meanwhile, so tests look at their own.
+// built: other processes' networks come and go meanwhile, so tests look
+// at their own.
 func Owned(t testing.TB, pid int) []string {
 	t.Helper()
 	var mine []string
 	for _, e := range State(t) {
-		name := strings.Fields(e)[1]
-		digits := strings.TrimLeft(strings.TrimPrefix(name, "tdm"), "0123456789")
-		if strings.HasPrefix(name, "tdm") && name[3:len(name)-len(digits)] == strconv.Itoa(pid) && digits != "" && digits[0] >= 'a' && digits[0] <= 'z' {
+		if owner, ok := ownerPid(e); ok && owner == pid {
 			mine = append(mine, e)
 		}
 	}
 	return mine
+}
+
+// ownerPid is the process id in the name of a State entry ("tdm", pid, a
+// letter, ...).
+func ownerPid(entry string) (int, bool) {
+	name := strings.Fields(entry)[1]
+	rest, ok := strings.CutPrefix(name, "tdm")
+	if !ok {
+		return 0, false
+	}
+	after := strings.TrimLeft(rest, "0123456789")
+	if len(after) == len(rest) || after == "" || after[0] < 'a' || after[0] > 'z' {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(rest[:len(rest)-len(after)])
+	return pid, err == nil
+}
+
+// WaitNoLeftovers waits until nothing is left of the networks built since
+// before was taken whose owner has exited (a network of a live process,
+// another test's or another user's, is not a leftover), and fails t if
+// something is after the time given. It is for tests whose networks are
+// built by processes they start, whose ids they do not know.
+func WaitNoLeftovers(t testing.TB, before []string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		var left []string
+		for _, e := range State(t) {
+			if pid, ok := ownerPid(e); ok && !slices.Contains(before, e) && proctest.Exited(pid) {
+				left = append(left, e)
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("left behind after %v by processes that exited: %v", within, left)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // WaitGone waits until process pid owns no namespace or link, and fails t
@@ -93,25 +132,13 @@ func WaitGone(t testing.TB, pid int, within time.Duration) {
 	}
 }
 
-// Running reports whether pid is a process that has not exited (a zombie
-// waiting for its parent has).
-func Running(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(stat)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return len(f) > 0 && f[0] != "Z"
-}
-
 // WaitExited waits until none of pids runs, and fails t if one still does
 // after the time given.
 func WaitExited(t testing.TB, within time.Duration, pids ...int) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for _, pid := range pids {
-		for Running(pid) {
+		for !proctest.Exited(pid) {
 			if time.Now().After(deadline) {
 				t.Fatalf("process %d still runs after %v", pid, within)
 			}
