@@ -38,7 +38,7 @@ type live struct {
 	// queueBy is when the request, not yet scheduled, is dropped with
 	// RESOURCE_EXHAUSTED; zero: never.
 	queueBy time.Time
-	span  trace.SpanContext  // the request's span here, which step spans link to
+	span    trace.SpanContext // the request's span here, which step spans link to
 	// send, on a prefill, is where its KV goes; the push starts when the
 	// step computing the prompt's last chunk is scheduled.
 	send *tandemv1.SendKVRequest

@@ -210,7 +210,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	served := make(chan error, 1)
 	if rs.receiver != nil { // gRPC and the raw KV data plane share the port
-		grpcLis, rawLis := kvtransfer.Mux(opts.Listener)
+		grpcLis, rawLis := kvtransfer.Mux(opts.Listener, kvtransfer.MuxOptions{Logger: w.log})
 		go func() { served <- srv.Serve(grpcLis) }() // stopping srv closes both
 		go func() { _ = rs.receiver.ServeRaw(rawLis) }()
 	} else {
