@@ -46,7 +46,7 @@ func TestKVDTypesAcrossGroups(t *testing.T) {
 					Registerer: regs[string(role)]})
 			}
 			dec, pre := start(cluster.RoleDecode, c.dec), start(cluster.RolePrefill, c.pre)
-			got := disaggregated(t, pre, dec, "r", prompt, maxTokens)
+			got := disaggregated(t, pre, dec, dec, "r", prompt, maxTokens)
 			// tiny's greedy margins are wide: both dtypes keep every token.
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Fatalf("tokens %v, want %v (fp32 alone)", got, want)
@@ -71,8 +71,9 @@ func TestKVDTypesAcrossGroups(t *testing.T) {
 }
 
 // disaggregated runs a request through a prefill worker and a decode
-// worker (one rank each) and returns its tokens.
-func disaggregated(t *testing.T, pre, dec, id string, prompt []int32, maxTokens int) []int32 {
+// worker (one rank each, its KV sent to kvAddr: the decode worker's, or a
+// proxy in front of it) and returns its tokens.
+func disaggregated(t *testing.T, pre, dec, kvAddr, id string, prompt []int32, maxTokens int) []int32 {
 	t.Helper()
 	dial := func(addr string) tandemv1.WorkerClient {
 		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -85,7 +86,7 @@ func disaggregated(t *testing.T, pre, dec, id string, prompt []int32, maxTokens 
 	sp := &tandemv1.SamplingParams{MaxTokens: int32(maxTokens), IgnoreEos: true}
 	resp, err := dial(pre).Prefill(t.Context(), &tandemv1.PrefillRequest{
 		RequestId: id, PromptTokenIds: prompt, Sampling: sp, Attempt: 1,
-		Destination: &tandemv1.KVDestination{Group: "decode-0", Tp: 1, RankAddresses: []string{dec}},
+		Destination: &tandemv1.KVDestination{Group: "decode-0", Tp: 1, RankAddresses: []string{kvAddr}},
 	})
 	if err != nil {
 		t.Fatal(err)
