@@ -38,6 +38,11 @@ type Options struct {
 	// once; beyond it requests get RESOURCE_EXHAUSTED (HTTP 429) at once.
 	// Default 256.
 	MaxInFlight int
+	// QueueTimeout bounds how long an admitted request may wait, from its
+	// arrival, before a group schedules its first step; past it the group
+	// drops it and the client gets RESOURCE_EXHAUSTED (HTTP 429), as for a
+	// full coordinator. Default 0: no limit.
+	QueueTimeout time.Duration
 	// MigrationLimit bounds how many times one request moves to other
 	// groups after a group failed it (see migrate.go); beyond it the
 	// request fails with UNAVAILABLE. Default 3; negative: never.

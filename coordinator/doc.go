@@ -8,7 +8,11 @@
 // Both APIs take one path. A request is validated (errors are
 // INVALID_ARGUMENT, or HTTP 400, and name the field), its text prompt is
 // tokenized, and it is admitted if fewer than Options.MaxInFlight are
-// (else RESOURCE_EXHAUSTED / HTTP 429 at once). An unknown model is
+// (else RESOURCE_EXHAUSTED / HTTP 429 at once). With Options.QueueTimeout,
+// the first group it goes to drops it, RESOURCE_EXHAUSTED / HTTP 429 too,
+// if it is still queued there that long after its arrival (the group
+// checks before every step), so that under overload requests are refused
+// rather than left to wait. An unknown model is
 // INVALID_ARGUMENT naming `model`, not NOT_FOUND, so that every bad field
 // gets the same code. The first message of the stream carries the
 // request id as soon as the request is admitted and routed.

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 	"github.com/tandemllm/tandem/telemetry"
@@ -43,6 +44,9 @@ type attempt struct {
 	pending  []*groupState
 	prompt   []int32                  // the prompt, then the tokens output before the attempt
 	sampling *tandemv1.SamplingParams // max_tokens less those tokens
+	// queueTimeout is what is left of the request's queue timeout, for
+	// the first group's call of the first attempt; nil: no limit.
+	queueTimeout *durationpb.Duration
 }
 
 // groupLeft is the cause that ends an attempt whose group left.

@@ -24,6 +24,7 @@ const (
 	RejectUnavailable = "unavailable" // no ready group could take it
 	RejectCanceled    = "canceled"    // the client went away before it started
 	RejectDeadline    = "deadline"    // its deadline passed before it started
+	RejectOverloaded  = "overloaded"  // started, but its group refused it before any token (--queue-timeout passed, no room)
 )
 
 // Migration reasons, the reason label of tandem:request_migrations_total:
@@ -39,8 +40,8 @@ const (
 //
 // A request moves through the gauges like this: RequestArrived counts it
 // waiting; then exactly one of Rejected (it never started) or
-// RequestStarted (it is running); after RequestStarted exactly one
-// RequestFinished. Keeping to that keeps the gauges exact.
+// RequestStarted (it is running); after RequestStarted exactly one of
+// RequestFinished or Refused (its group refused it before any token). Keeping to that keeps the gauges exact.
 type Coordinator struct {
 	waiting, running prometheus.Gauge
 	etcd             prometheus.Gauge
@@ -93,6 +94,7 @@ const (
 	rejectUnavailable
 	rejectCanceled
 	rejectDeadline
+	rejectOverloaded
 	numReject
 )
 
@@ -110,6 +112,8 @@ func rejectIndex(reason string) int {
 		return rejectCanceled
 	case RejectDeadline:
 		return rejectDeadline
+	case RejectOverloaded:
+		return rejectOverloaded
 	}
 	return -1
 }
@@ -194,7 +198,7 @@ func NewCoordinator(reg prometheus.Registerer, model string) *Coordinator {
 	for _, r := range [...]string{FinishStop, FinishLength, FinishAbort, FinishTimeout, FinishError} {
 		m.finished[finishIndex(r)] = m.success.WithLabelValues(r)
 	}
-	for _, r := range [...]string{RejectInvalid, RejectDuplicate, RejectQueueFull, RejectUnavailable, RejectCanceled, RejectDeadline} {
+	for _, r := range [...]string{RejectInvalid, RejectDuplicate, RejectQueueFull, RejectUnavailable, RejectCanceled, RejectDeadline, RejectOverloaded} {
 		m.reject[rejectIndex(r)] = m.rejected.WithLabelValues(r)
 	}
 	m.etcd.Set(1)
@@ -220,11 +224,22 @@ func (m *Coordinator) RequestStarted(queue time.Duration) {
 // allocation the first time).
 func (m *Coordinator) Rejected(reason string) {
 	m.waiting.Dec()
+	m.countRejected(reason)
+}
+
+func (m *Coordinator) countRejected(reason string) {
 	if i := rejectIndex(reason); i >= 0 {
 		m.reject[i].Inc()
 		return
 	}
 	m.rejected.WithLabelValues(reason).Inc()
+}
+
+// Refused ends a running request that its group refused before any
+// token (RejectOverloaded): it counts as rejected, not finished.
+func (m *Coordinator) Refused(reason string) {
+	m.running.Dec()
+	m.countRejected(reason)
 }
 
 // FirstToken records a request's time to first token, from its arrival.

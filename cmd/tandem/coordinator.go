@@ -25,6 +25,7 @@ import (
 type coordinatorFlags struct {
 	grpcAddr, httpAddr string
 	maxInFlight        int
+	queueTimeout       time.Duration
 	migrationLimit     int
 	migrationTimeout   time.Duration
 	otlpEndpoint       string
@@ -38,6 +39,7 @@ func (f *coordinatorFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:9090", "listen address of the gRPC API (tandem.v1.Generation)")
 	fl.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:8080", "listen address of the OpenAI-compatible HTTP API")
 	fl.IntVar(&f.maxInFlight, "max-in-flight", 256, "requests admitted at once; more are refused (RESOURCE_EXHAUSTED, HTTP 429)")
+	fl.DurationVar(&f.queueTimeout, "queue-timeout", 0, "how long an admitted request may wait for a group to schedule it; past it, RESOURCE_EXHAUSTED (HTTP 429) (0: no limit)")
 	fl.IntVar(&f.migrationLimit, "migration-limit", 3, "times a request may move to other groups after a group failed it (0: never)")
 	fl.DurationVar(&f.migrationTimeout, "migration-timeout", 30*time.Second, "how long a request whose group failed may look for healthy groups, all its migrations together")
 	fl.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OTLP/gRPC collector (host:port) to export OpenTelemetry spans to; empty: no export")
@@ -78,6 +80,8 @@ func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Cl
 	switch {
 	case f.maxInFlight < 1:
 		return nil, fmt.Errorf("--max-in-flight %d: must be >= 1", f.maxInFlight)
+	case f.queueTimeout < 0:
+		return nil, fmt.Errorf("--queue-timeout %v: must be >= 0 (0: no limit)", f.queueTimeout)
 	case f.migrationLimit < 0:
 		return nil, fmt.Errorf("--migration-limit %d: must be >= 0", f.migrationLimit)
 	case f.migrationTimeout < 0:
@@ -109,7 +113,7 @@ func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Cl
 	reg := metrics.NewRegistry()
 	c, err := coordinator.New(ctx, coordinator.Options{
 		Etcd: cli, ModelDir: dir, ModelName: name, MaxInFlight: f.maxInFlight, Registerer: reg, Telemetry: tel,
-		MigrationLimit: migrations, MigrationTimeout: f.migrationTimeout, Routing: f.routing(),
+		MigrationLimit: migrations, MigrationTimeout: f.migrationTimeout, QueueTimeout: f.queueTimeout, Routing: f.routing(),
 	})
 	if err != nil {
 		_ = tel.Shutdown(ctx)
