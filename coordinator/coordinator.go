@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +37,11 @@ type Options struct {
 	// once; beyond it requests get RESOURCE_EXHAUSTED (HTTP 429) at once.
 	// Default 256.
 	MaxInFlight int
+	// QueueTimeout bounds how long an admitted request may wait, from its
+	// arrival, before a group schedules its first step; past it the group
+	// drops it and the client gets RESOURCE_EXHAUSTED (HTTP 429), as for a
+	// full coordinator. Default 0: no limit.
+	QueueTimeout time.Duration
 	// MigrationLimit bounds how many times one request moves to other
 	// groups after a group failed it (see migrate.go); beyond it the
 	// request fails with UNAVAILABLE. Default 3; negative: never.
@@ -49,6 +53,12 @@ type Options struct {
 	// StatsInterval is how often every ready group's Stats are polled for
 	// routing. Default 200ms.
 	StatsInterval time.Duration
+	// Routing weighs how much of a prompt a group holds in its prefix
+	// cache against its load (see "Routing" in the package doc).
+	Routing RoutingOptions
+	// DialOptions are added after the coordinator's own when it dials
+	// workers (interceptors, for instance).
+	DialOptions []grpc.DialOption
 	// Logger receives the coordinator's logs. Default slog.Default().
 	Logger *slog.Logger
 	// TraceHistory is how many recent requests are kept for traces
@@ -74,7 +84,6 @@ type Coordinator struct {
 	created time.Time
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
-	closing atomic.Bool // Close has begun: requests no longer migrate
 
 	metrics *metrics.Coordinator
 	tracer  trace.Tracer
@@ -83,9 +92,11 @@ type Coordinator struct {
 	clocks  map[string]tracing.ClockEstimate // by rank address
 
 	mu       sync.Mutex
+	closing  bool // Close has begun: requests no longer migrate
 	inflight map[string]struct{}
 	groups   map[string]*groupState
 	conns    map[string]*grpc.ClientConn // by worker address, shared by groups
+	index    *prefixIndex
 }
 
 // New loads the model's tokenizer and config.json, starts watching the
@@ -116,6 +127,7 @@ func New(ctx context.Context, opts Options) (*Coordinator, error) {
 	if opts.StatsInterval <= 0 {
 		opts.StatsInterval = 200 * time.Millisecond
 	}
+	opts.Routing.defaults()
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -150,6 +162,7 @@ func New(ctx context.Context, opts Options) (*Coordinator, error) {
 		clocks:   make(map[string]tracing.ClockEstimate),
 		groups:   make(map[string]*groupState),
 		conns:    make(map[string]*grpc.ClientConn),
+		index:    newPrefixIndex(),
 	}
 	c.sync(bg, members.Groups())
 	c.wg.Go(func() { c.watch(bg) })
@@ -189,8 +202,8 @@ func (c *Coordinator) Register(s *grpc.Server) {
 func (c *Coordinator) Close() {
 	// Groups are left first, so running requests end with this cause
 	// rather than a bare cancellation.
-	c.closing.Store(true)
 	c.mu.Lock()
+	c.closing = true
 	for _, g := range c.groups {
 		g.leave(errors.New("coordinator closed"))
 	}

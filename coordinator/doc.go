@@ -8,7 +8,11 @@
 // Both APIs take one path. A request is validated (errors are
 // INVALID_ARGUMENT, or HTTP 400, and name the field), its text prompt is
 // tokenized, and it is admitted if fewer than Options.MaxInFlight are
-// (else RESOURCE_EXHAUSTED / HTTP 429 at once). An unknown model is
+// (else RESOURCE_EXHAUSTED / HTTP 429 at once). With Options.QueueTimeout,
+// the first group it goes to drops it, RESOURCE_EXHAUSTED / HTTP 429 too,
+// if it is still queued there that long after its arrival (the group
+// checks before every step), so that under overload requests are refused
+// rather than left to wait. An unknown model is
 // INVALID_ARGUMENT naming `model`, not NOT_FOUND, so that every bad field
 // gets the same code. The first message of the stream carries the
 // request id as soon as the request is admitted and routed.
@@ -60,16 +64,49 @@
 // registered model is ModelName, or a path of that base name), and its
 // last Stats call answered. Every ready group's Stats are polled each
 // StatsInterval. When a prefill and a decode group are ready, requests
-// are disaggregated: the prefill group with the fewest pending prompt
-// tokens (its last Stats plus the prompt tokens sent since that poll and
-// not yet answered) computes the prompt and streams its KV to the decode
-// group with the most free KV blocks (its last Stats minus the blocks of
-// requests routed since that poll, counting the prompt and one token;
-// ties to the fewest running requests), which then generates the rest.
-// Otherwise the unified group with the fewest running and waiting
-// requests runs the whole request. Ties between equal groups go to the
-// first by name. Connections are made once per worker address and closed
-// when no group uses the address any more.
+// are disaggregated: a prefill group computes the prompt and streams its
+// KV to a decode group, which then generates the rest. Otherwise a
+// unified group runs the whole request. Connections are made once per
+// worker address and closed when no group uses the address any more.
+//
+// Within each role the groups are scored by the prefix of the prompt they
+// already hold in their prefix caches and by their load together
+// (RoutingOptions, flags --prefix-score-weight, --load-score-weight and
+// --group-max-requests):
+//
+//	score = PrefixWeight · cached/prompt − LoadWeight · busy
+//
+// cached is the leading prompt tokens the group holds in whole blocks of
+// its block size, short of the block holding the last token (which is
+// always computed, or sent), as the prefix index knows; busy is in
+// [0, 1]: for a prefill group its pending prompt tokens (its last Stats
+// plus the uncached prompt tokens sent since that poll and not yet
+// answered) over the most of any candidate; for a decode group the share
+// of its KV blocks in use (its last Stats less the blocks of requests
+// routed since that poll); for a unified group its running and waiting
+// requests over the most of any candidate. The highest score wins (the
+// defaults, 2 and 1, let a group holding the whole prompt win over an
+// idle one unless it is the busiest by far). A group at its load limit,
+// MaxRequests requests in flight or (decode and unified) fewer free KV
+// blocks than the request needs beyond those it holds, is skipped while
+// another is not. Equal scores go to the least loaded by the role's own order
+// (prefill: fewest pending tokens, then fewest requests; decode: most
+// free blocks, then fewest running, then fewest waiting; unified: fewest
+// requests, then most free blocks), then to the first by name. A decode
+// group is told, in KVDestination.skip_tokens, to keep the prefix it
+// holds: the prefill group sends only the rest, and if the decode group
+// has evicted some of it meanwhile it recomputes the prompt.
+//
+// The prefix index follows every group's KV events (Worker.KVEvents): a
+// snapshot of the group's cache when the stream opens, then the hashes of
+// the blocks it stores and evicts, in numbered batches. A batch whose
+// number does not follow the last one means batches were lost: the
+// coordinator forgets what it knew of the group and opens the stream
+// again, whose snapshot resynchronises it (tandem:kv_events_resyncs_total);
+// a stream that breaks is reopened the same way after half a second. The
+// index may lag the caches by a batch or two: a stale entry only sends a
+// request to a group that computes (or receives) more of it than expected,
+// never wrong output, since each group checks its own cache.
 //
 // # OpenAI API
 //

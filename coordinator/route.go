@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/tandemllm/tandem/blockhash"
 	"github.com/tandemllm/tandem/cluster"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
@@ -41,12 +42,23 @@ type groupState struct {
 }
 
 // sent is one request this coordinator routed to a group. It adjusts the
-// group's load until a poll that started after it answers.
+// group's load until the group's Stats count it: until a poll that
+// started after the group confirmed it (answered the prefill, or sent the
+// first tokens) answers, or the request's attempt ended. A poll that
+// merely started after it was sent may have been under way before the
+// request reached the group.
 type sent struct {
-	at       time.Time
-	tokens   int64 // prompt tokens given to a prefill group
-	blocks   int64 // KV blocks the request will take on a decode or unified group
-	answered bool  // the prefill has answered: its tokens are no longer pending
+	at        time.Time // when it was sent, then when it was confirmed
+	tokens    int64     // prompt tokens given to a prefill group
+	blocks    int64     // KV blocks the request will take on a decode or unified group
+	answered  bool      // the prefill has answered: its tokens are no longer pending
+	confirmed bool      // the group has answered: its Stats count it from then on
+	ended     bool      // the attempt is over
+}
+
+// counted reports whether Stats polled from polled on count s.
+func (s *sent) counted(polled time.Time) bool {
+	return s.ended || s.confirmed && s.at.Before(polled)
 }
 
 // load is a group's routing input: its last polled Stats adjusted by what
@@ -54,6 +66,7 @@ type sent struct {
 type load struct {
 	pendingTokens int64 // prompt tokens not yet prefilled
 	freeBlocks    int64
+	totalBlocks   int64 // 0 before the first poll
 	running       int64
 	waiting       int64
 }
@@ -67,6 +80,7 @@ func estimate(st *tandemv1.StatsResponse, polled time.Time, sents []*sent, regis
 		l = load{
 			pendingTokens: st.PendingPrefillTokens,
 			freeBlocks:    int64(st.KvBlocksFree),
+			totalBlocks:   int64(st.KvBlocksTotal),
 			running:       int64(st.RunningRequests),
 			waiting:       int64(st.WaitingRequests),
 		}
@@ -74,7 +88,7 @@ func estimate(st *tandemv1.StatsResponse, polled time.Time, sents []*sent, regis
 		l.freeBlocks = registeredBlocks
 	}
 	for _, s := range sents {
-		if s.at.Before(polled) {
+		if s.counted(polled) {
 			continue
 		}
 		l.waiting++
@@ -149,10 +163,11 @@ func (g *groupState) leader() cluster.Registration {
 	return g.group.Ranks[0]
 }
 
-// destination names g as the receiver of a prefill's KV. Called with the
-// coordinator's lock held.
-func (g *groupState) destination() *tandemv1.KVDestination {
-	d := &tandemv1.KVDestination{Group: g.name, Tp: int32(g.group.TP)}
+// destination names g as the receiver of a prefill's KV, which need not
+// send the first skip prompt positions (g holds them in its prefix
+// cache). Called with the coordinator's lock held.
+func (g *groupState) destination(skip int) *tandemv1.KVDestination {
+	d := &tandemv1.KVDestination{Group: g.name, Tp: int32(g.group.TP), SkipTokens: int32(skip)}
 	for _, r := range g.group.Ranks {
 		d.RankAddresses = append(d.RankAddresses, r.Addr)
 	}
@@ -164,7 +179,8 @@ func (g *groupState) destination() *tandemv1.KVDestination {
 // migration a decode group that recomputes the prompt).
 type route struct {
 	prefill, decode, whole *groupState
-	prefillSent            *sent
+	// What the route added to its groups' loads (see sent).
+	prefillSent, decodeSent, wholeSent *sent
 	// destination is the decode group as the prefill's KV receiver, read
 	// under the coordinator's lock (membership updates rewrite it).
 	destination *tandemv1.KVDestination
@@ -187,12 +203,14 @@ func (r route) names() (prefill, decode string) {
 	return r.prefill.name, r.decode.name
 }
 
-// pickRoute chooses the groups for a request of promptLen tokens, none of
-// them in exclude, and counts it in their load. Disaggregated serving is
+// pickRoute chooses the groups for a request with prompt, none of them in
+// exclude, and counts it in their load. Disaggregated serving is
 // preferred when both a prefill and a decode group are ready, then a
 // unified group; with recompute (a migrated request), a decode group alone
-// runs the whole request when no prefill group is ready.
-func (c *Coordinator) pickRoute(promptLen int, exclude map[*groupState]bool, recompute bool) (route, error) {
+// runs the whole request when no prefill group is ready. Within a role
+// the groups are scored by the prefix of the prompt they hold and their
+// load together (see choose).
+func (c *Coordinator) pickRoute(prompt []int32, exclude map[*groupState]bool, recompute bool) (route, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var pre, dec, uni []*groupState
@@ -211,30 +229,47 @@ func (c *Coordinator) pickRoute(promptLen int, exclude map[*groupState]bool, rec
 		}
 	}
 	now := time.Now()
-	loads := func(gs []*groupState) []load {
-		ls := make([]load, len(gs))
+	n := int64(len(prompt))
+	hashes := map[int][]blockhash.Hash{} // the prompt's chain, per block size
+	pick := func(gs []*groupState, r role) candidate {
+		cs := make([]candidate, len(gs))
 		for i, g := range gs {
-			ls[i] = g.load()
+			cs[i] = candidate{g: g, load: g.load(), cached: c.cachedPrefix(g, prompt, hashes)}
 		}
-		return ls
+		best := c.opts.Routing.choose(cs, n, r)
+		c.log.Debug("routed", "role", r, "group", best.g.name, "cached_tokens", best.cached, "prompt_tokens", n)
+		c.metrics.RoutedPrefix(best.cached)
+		return best
 	}
-	whole := func(g *groupState) route {
-		g.sent = append(g.sent, &sent{at: now, blocks: blocksFor(int64(promptLen)+1, g.blockSize())})
-		return route{whole: g}
+	whole := func(cd candidate) route {
+		g := cd.g
+		s := &sent{at: now, blocks: blocksFor(n+1, g.blockSize()) - int64(cd.cached)/g.blockSize()}
+		g.sent = append(g.sent, s)
+		return route{whole: g, wholeSent: s}
 	}
 	switch {
 	case len(pre) > 0 && len(dec) > 0:
-		p, d := pre[pickPrefill(loads(pre))], dec[pickDecode(loads(dec))]
-		ps := &sent{at: now, tokens: int64(promptLen)}
-		p.sent = append(p.sent, ps)
-		d.sent = append(d.sent, &sent{at: now, blocks: blocksFor(int64(promptLen)+1, d.blockSize())})
-		return route{prefill: p, decode: d, prefillSent: ps, destination: d.destination()}, nil
+		p, d := pick(pre, rolePrefill), pick(dec, roleDecode)
+		ps := &sent{at: now, tokens: n - int64(p.cached)}
+		p.g.sent = append(p.g.sent, ps)
+		ds := &sent{at: now, blocks: blocksFor(n+1, d.g.blockSize()) - int64(d.cached)/d.g.blockSize()}
+		d.g.sent = append(d.g.sent, ds)
+		return route{prefill: p.g, decode: d.g, prefillSent: ps, decodeSent: ds, destination: d.g.destination(d.cached)}, nil
 	case len(uni) > 0:
-		return whole(uni[pickUnified(loads(uni))]), nil
+		return whole(pick(uni, roleUnified)), nil
 	case recompute && len(dec) > 0:
-		return whole(dec[pickDecode(loads(dec))]), nil
+		return whole(pick(dec, roleDecode)), nil
 	}
 	return route{}, status.Error(codes.Unavailable, c.unservableLocked().Error())
+}
+
+// cachedPrefix is how many leading prompt tokens g holds in its prefix
+// cache, as the index knows, in whole blocks and short of the block
+// holding the last token (which a group always computes, and a decode
+// group always receives). Called with c.mu held.
+func (c *Coordinator) cachedPrefix(g *groupState, prompt []int32, hashes map[int][]blockhash.Hash) int {
+	bs := int(g.blockSize())
+	return min(c.index.cached(g, g.group.Model, prompt, hashes), (len(prompt)-1)/bs*bs)
 }
 
 // routable reports whether g may take new requests of this model: all its
@@ -284,7 +319,28 @@ func (c *Coordinator) unservableLocked() error {
 func (c *Coordinator) answered(s *sent) {
 	c.mu.Lock()
 	s.answered = true
+	s.at, s.confirmed = time.Now(), true
 	c.mu.Unlock()
+}
+
+// running notes that the group has answered a request with its first
+// tokens: a poll that starts from now on counts it.
+func (c *Coordinator) running(s *sent) {
+	c.mu.Lock()
+	s.at, s.confirmed = time.Now(), true
+	c.mu.Unlock()
+}
+
+// ended notes that the attempt a route was for is over: its groups' loads
+// no longer include it, however far it got.
+func (c *Coordinator) ended(rt route) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range []*sent{rt.prefillSent, rt.decodeSent, rt.wholeSent} {
+		if s != nil {
+			s.ended = true
+		}
+	}
 }
 
 // watch keeps c.groups in step with the cluster's membership. While etcd
@@ -340,6 +396,7 @@ func (c *Coordinator) sync(ctx context.Context, groups []cluster.Group) {
 				c.log.Warn("cannot connect to group", "group", g.Name, "addr", addr, "err", err)
 			} else {
 				st.client = tandemv1.NewWorkerClient(cc)
+				c.wg.Go(func() { c.followKVEvents(st) })
 			}
 		}
 		c.groups[g.Name] = st
@@ -367,7 +424,8 @@ func (c *Coordinator) sync(ctx context.Context, groups []cluster.Group) {
 // dialOptions are how the coordinator dials workers: plain TCP, with
 // the trace context carried along.
 func (c *Coordinator) dialOptions() []grpc.DialOption {
-	return append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, c.opts.Telemetry.DialOptions()...)
+	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, c.opts.Telemetry.DialOptions()...)
+	return append(opts, c.opts.DialOptions...)
 }
 
 // conn returns the connection to a worker address, dialling it once.
@@ -429,5 +487,5 @@ func (c *Coordinator) pollGroup(g *groupState) {
 	}
 	g.failing = false
 	g.stats, g.polled = st, start
-	g.sent = slices.DeleteFunc(g.sent, func(s *sent) bool { return s.at.Before(start) })
+	g.sent = slices.DeleteFunc(g.sent, func(s *sent) bool { return s.counted(start) })
 }

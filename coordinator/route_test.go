@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/metrics"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
@@ -28,10 +30,13 @@ func TestEstimate(t *testing.T) {
 		want  load
 	}{
 		{"stats alone", st, nil, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 2}},
-		{"sent before the poll is in the stats", st, []*sent{{at: before, tokens: 50, blocks: 4}}, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 2}},
-		{"sent since the poll", st, []*sent{{at: after, tokens: 50, blocks: 4}, {at: poll, tokens: 7, blocks: 1}},
+		{"confirmed before the poll: in the stats", st, []*sent{{at: before, tokens: 50, blocks: 4, confirmed: true}}, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 2}},
+		{"sent before the poll, unconfirmed: maybe not in the stats", st, []*sent{{at: before, tokens: 50, blocks: 4}},
+			load{pendingTokens: 1050, freeBlocks: 96, running: 3, waiting: 3}},
+		{"ended: in the stats or gone", st, []*sent{{at: after, tokens: 50, blocks: 4, ended: true}}, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 2}},
+		{"sent since the poll", st, []*sent{{at: after, tokens: 50, blocks: 4}, {at: poll, tokens: 7, blocks: 1, confirmed: true}},
 			load{pendingTokens: 1057, freeBlocks: 95, running: 3, waiting: 4}},
-		{"answered prefill no longer pending", st, []*sent{{at: after, tokens: 50, answered: true}}, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 3}},
+		{"answered prefill no longer pending", st, []*sent{{at: after, tokens: 50, answered: true, confirmed: true}}, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 3}},
 		{"never polled: registered blocks", nil, []*sent{{at: before, tokens: 5, blocks: 2}}, load{pendingTokens: 5, freeBlocks: 62, waiting: 1}},
 	}
 	for _, tt := range tests {
@@ -85,20 +90,25 @@ func TestPick(t *testing.T) {
 // them; no worker is contacted (clients connect lazily).
 func routeTestCoordinator(t *testing.T, groups ...cluster.Group) *Coordinator {
 	t.Helper()
+	opts := Options{MaxInFlight: 2}
+	opts.Routing.defaults()
 	c := &Coordinator{
-		opts:     Options{MaxInFlight: 2},
+		opts:     opts,
 		log:      slog.New(slog.DiscardHandler),
 		model:    &modelInfo{name: "m"},
 		inflight: map[string]struct{}{},
 		groups:   map[string]*groupState{},
 		conns:    map[string]*grpc.ClientConn{},
+		index:    newPrefixIndex(),
+		metrics:  metrics.NewCoordinator(prometheus.NewRegistry(), "m"),
 	}
 	t.Cleanup(func() {
+		c.wg.Wait() // the groups' KV event followers, which find no worker here, end with t.Context()
 		for _, cc := range c.conns {
 			cc.Close()
 		}
 	})
-	c.sync(context.Background(), groups)
+	c.sync(t.Context(), groups)
 	return c
 }
 
@@ -144,7 +154,7 @@ func TestPickRoute(t *testing.T) {
 			for _, name := range tt.exclude {
 				exclude[c.groups[name]] = true
 			}
-			rt, err := c.pickRoute(10, exclude, tt.recompute)
+			rt, err := c.pickRoute(make([]int32, 10), exclude, tt.recompute)
 			var got string
 			switch {
 			case err != nil:
@@ -179,7 +189,7 @@ func TestPickRouteCountsWhatItSent(t *testing.T) {
 	var got []string
 	var sents []*sent
 	for range 3 {
-		rt, err := c.pickRoute(159, nil, false)
+		rt, err := c.pickRoute(make([]int32, 159), nil, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -192,7 +202,7 @@ func TestPickRouteCountsWhatItSent(t *testing.T) {
 	// Answered prefills no longer count: p1 has none pending, p2 259.
 	c.answered(sents[0])
 	c.answered(sents[2])
-	rt, err := c.pickRoute(1, nil, false)
+	rt, err := c.pickRoute(make([]int32, 1), nil, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,8 +213,8 @@ func TestPickRouteCountsWhatItSent(t *testing.T) {
 
 func TestDestination(t *testing.T) {
 	c := routeTestCoordinator(t, group("d", cluster.RoleDecode, 3, "m"))
-	d := c.groups["d"].destination()
-	if d.Group != "d" || d.Tp != 3 || strings.Join(d.RankAddresses, ",") != "d:0,d:1,d:2" {
+	d := c.groups["d"].destination(32)
+	if d.Group != "d" || d.Tp != 3 || strings.Join(d.RankAddresses, ",") != "d:0,d:1,d:2" || d.SkipTokens != 32 {
 		t.Errorf("destination = %v", d)
 	}
 }
@@ -214,7 +224,7 @@ func TestSyncReplacesMovedLeaderAndDropsLeftGroups(t *testing.T) {
 	a, b := c.groups["a"], c.groups["b"]
 	moved := group("a", cluster.RoleUnified, 1, "m")
 	moved.Ranks[0].Addr = "elsewhere:1"
-	c.sync(context.Background(), []cluster.Group{moved})
+	c.sync(t.Context(), []cluster.Group{moved})
 	if a.ctx.Err() == nil || !strings.Contains(context.Cause(a.ctx).Error(), "another leader") {
 		t.Errorf("moved group's context: %v", context.Cause(a.ctx))
 	}
@@ -261,7 +271,7 @@ func TestSyncReplacesRestartedGroup(t *testing.T) {
 	for i := range restarted.Ranks {
 		restarted.Ranks[i].Incarnation = 1
 	}
-	c.sync(context.Background(), []cluster.Group{restarted})
+	c.sync(t.Context(), []cluster.Group{restarted})
 	if old.ctx.Err() == nil || !strings.Contains(context.Cause(old.ctx).Error(), "incarnation") {
 		t.Errorf("the old incarnation's context: %v", context.Cause(old.ctx))
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tandemllm/tandem/model"
 	"github.com/tandemllm/tandem/model/preset"
+	"github.com/tandemllm/tandem/netshape"
 )
 
 // unit is an efficiency of 1 everywhere and no overheads, so the tests
@@ -59,8 +60,8 @@ func near(t *testing.T, what string, got, want float64) {
 
 func TestProfilesLoadAndValidate(t *testing.T) {
 	hs, ls := Hardwares(), Links()
-	if len(hs) < 4 || len(ls) < 9 {
-		t.Fatalf("%d hardware and %d link profiles, want the four devices and nine links", len(hs), len(ls))
+	if len(hs) < 4 || len(ls) < 10 {
+		t.Fatalf("%d hardware and %d link profiles, want the four devices and ten links", len(hs), len(ls))
 	}
 	for _, h := range hs {
 		if err := h.validate(); err != nil {
@@ -107,6 +108,25 @@ func TestProfileNumbersCiteSources(t *testing.T) {
 	}
 }
 
+// The --link profiles are priced with the figures tandem up shapes them to.
+func TestLinkProfilesAreNetshapes(t *testing.T) {
+	for _, p := range netshape.Profiles() {
+		if !p.Shaped() {
+			continue
+		}
+		l, err := LinkByName(p.Name)
+		if err != nil {
+			t.Fatalf("netshape profile %s has no link profile: %v", p.Name, err)
+		}
+		if l.Bandwidth != p.BytesPerSecond() || l.Latency != p.Latency.Seconds() || l.Class != ClassNet {
+			t.Errorf("%s: %g B/s, %g s, class %s; netshape says %g B/s, %g s", p.Name, l.Bandwidth, l.Latency, l.Class, p.BytesPerSecond(), p.Latency.Seconds())
+		}
+	}
+	if l, _ := LinkByName("eth-25g"); l.Bandwidth != 3.125e9 {
+		t.Errorf("eth-25g: %g B/s, want 25 Gb/s", l.Bandwidth)
+	}
+}
+
 func TestUnknownNamesSayWhatIsKnown(t *testing.T) {
 	_, err := HardwareByName("h100")
 	if !errors.Is(err, ErrUnknownHardware) || !strings.Contains(err.Error(), `"h100"`) || !strings.Contains(err.Error(), "h100-sxm") {
@@ -129,7 +149,7 @@ func TestKVBytesPerTokenOfEachPreset(t *testing.T) {
 		{"gqa-tiny", KindCPU, 2 * 2 * 2 * 16 * 4},    // 512
 		{"gpt2-124m", KindCPU, 2 * 12 * 12 * 64 * 4}, // 73728
 		{"llama-160m", KindCPU, 2 * 12 * 8 * 64 * 4}, // 49152
-		{"llama-1b", KindCPU, 2 * 16 * 8 * 64 * 4},   // 65536: the CPU cache is fp32
+		{"llama-1b", KindCPU, 2 * 16 * 8 * 64 * 2},   // 32768: bf16 weights, so a bf16 cache (--kv-cache-dtype auto)
 		{"llama-1b", KindGPU, 2 * 16 * 8 * 64 * 2},   // 32768: bf16 on GPUs
 		{"llama-160m", KindGPU, 2 * 12 * 8 * 64 * 2}, // 24576
 		{"gpt2-124m", KindGPU, 2 * 12 * 12 * 64 * 2}, // 36864
@@ -232,8 +252,8 @@ func TestTCPAllReduce(t *testing.T) {
 		near(t, tc.name, m.AllReduce(Group{TP: tc.n, Nodes: 1}, tc.bytes), tc.want)
 	}
 	shaped := newModel(t, s, "cpu", "eth-25g", &unit)
-	// eth-25g: 10 µs more latency, bandwidth min(3.125, 1.4) GB/s.
-	near(t, "direct n=2 4KiB over eth-25g", shaped.AllReduce(Group{2, 1}, 4096), 18.5e-6+4096/1.4e9)
+	// eth-25g: netshape's 2 µs more latency, bandwidth min(3.125, 1.4) GB/s.
+	near(t, "direct n=2 4KiB over eth-25g", shaped.AllReduce(Group{2, 1}, 4096), 10.5e-6+4096/1.4e9)
 }
 
 // A decode step at the bandwidth roofline reads every weight of the
@@ -327,18 +347,18 @@ func TestKVTransfer(t *testing.T) {
 	s, _ := presetShape(t, "llama-160m", KindCPU)
 	m := newModel(t, s, "cpu", "eth-25g", &unit)
 	// 2048 tokens × 49,152 B = 100,663,296 B. TP 2 → TP 2: each prefill rank
-	// sends half; over min(25 Gb/s, 1.4 GB/s) with 18.5 µs of latency.
+	// sends half; over min(25 Gb/s, 1.4 GB/s) with 8.5 + 2 µs of latency.
 	got, err := m.KVTransfer(2, 2, 2048, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	near(t, "KV transfer 2→2", got, 18.5e-6+100663296/2/1.4e9)
+	near(t, "KV transfer 2→2", got, 10.5e-6+100663296/2/1.4e9)
 	// TP 1 → TP 4: one sender pushes everything.
 	got, err = m.KVTransfer(1, 4, 2048, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	near(t, "KV transfer 1→4", got, 18.5e-6+100663296/1.4e9)
+	near(t, "KV transfer 1→4", got, 10.5e-6+100663296/1.4e9)
 	b, err := s.KVTransferBytesPerToken(2, 16)
 	if err != nil {
 		t.Fatal(err)
@@ -346,6 +366,9 @@ func TestKVTransfer(t *testing.T) {
 	if b != 2*49152 { // 16 decode ranks hold 8 heads twice over
 		t.Errorf("KV bytes per token 2→16: %d, want %d (each replica receives its head)", b, 2*49152)
 	}
+	// Loading: the busiest decode rank writes its heads at memory speed;
+	// 1 → 4 gives each decode rank 2 of the 8 heads.
+	near(t, "KV load 1→4", m.KVLoad(1, 4, 2048), 100663296/4/14.8e9)
 	// Overlap: only what outlasts the last step shows, at least one layer's share.
 	near(t, "hidden transfer", m.VisibleTransfer(0.012, 0.120), 0.001)
 	near(t, "visible transfer", m.VisibleTransfer(0.240, 0.120), 0.240-0.120+0.010)

@@ -13,8 +13,9 @@
 // plan calibrate`) replaces them with values fitted to measured traces.
 //
 // The package is arithmetic on shapes and profiles. It imports model for
-// config.json shapes and parallel for the shard plan and the p→d KV map,
-// so the numbers it uses come from the same place the engine's do; it
+// config.json shapes, parallel for the shard plan and the p→d KV map, and
+// netshape for the figures of the `--link` profiles, so the numbers it
+// uses come from the same place the engine's and `tandem up`'s do; it
 // must never import the engine, worker, coordinator or a compute or
 // collective backend.
 package costmodel

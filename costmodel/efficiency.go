@@ -14,6 +14,16 @@ type Efficiency struct {
 	CollectiveBandwidth float64 `json:"collective_bandwidth"`
 	// CollectiveLatency scales every collective's latency term.
 	CollectiveLatency float64 `json:"collective_latency"`
+	// CollectiveSkew is, on a shared device, the share of a rank's
+	// stretched compute it spends waiting in collectives for ranks the
+	// scheduler ran later: it moves time from compute to allreduce in the
+	// per-token split (TP n waits skew·(n−1)/n) without changing the total.
+	CollectiveSkew float64 `json:"collective_skew"`
+	// BackgroundLoad is, on a shared device, the runnable threads of
+	// other work competing for its cores: while k ranks of T threads are
+	// busy, each computes at T/(k·T + BackgroundLoad) of the device's
+	// speed (fair scheduling). Zero: the machine to ourselves.
+	BackgroundLoad float64 `json:"background_load"`
 	// Transfer is the share of link bandwidth the KV transfer reaches.
 	Transfer float64 `json:"transfer"`
 	// StepOverhead is the fixed cost of a step (scheduling, plan
@@ -35,12 +45,30 @@ func (e Efficiency) validate() error {
 		v    float64
 	}{{"memory", e.Memory}, {"compute", e.Compute}, {"collective_bandwidth", e.CollectiveBandwidth},
 		{"collective_latency", e.CollectiveLatency}, {"transfer", e.Transfer}} {
-		if f.v <= 0 || f.v > 10 {
-			return fmt.Errorf("efficiency %s = %g: want a positive factor of at most 10", f.name, f.v)
+		if !(f.v > 0) || f.v > 1e4 {
+			return fmt.Errorf("efficiency %s = %g: want a positive factor of at most 10000", f.name, f.v)
 		}
+	}
+	if e.BackgroundLoad < 0 || e.BackgroundLoad > 1e4 {
+		return fmt.Errorf("efficiency background_load = %g: want 0 to 10000 threads", e.BackgroundLoad)
+	}
+	if e.CollectiveSkew < 0 || e.CollectiveSkew >= 1 {
+		return fmt.Errorf("efficiency collective_skew = %g: want 0 <= skew < 1", e.CollectiveSkew)
 	}
 	if e.StepOverhead < 0 || e.LayerOverhead < 0 || e.SamplePerLogit < 0 || e.RequestOverhead < 0 {
 		return fmt.Errorf("efficiency: overheads must not be negative")
 	}
 	return nil
+}
+
+// WithEfficiency is a copy of m priced with e instead (e is validated).
+func (m *Model) WithEfficiency(e Efficiency) (*Model, error) {
+	if err := e.validate(); err != nil {
+		return nil, err
+	}
+	c := *m
+	c.Eff = e
+	c.coll.eff = e
+	c.shares = map[int]rankShare{}
+	return &c, nil
 }

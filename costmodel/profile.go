@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/tandemllm/tandem/netshape"
 )
 
 // Errors callers branch on.
@@ -51,6 +53,9 @@ type Hardware struct {
 	// Shared: every rank on a node shares the one device (CPU processes
 	// sharing cores), so busy ranks slow each other down.
 	Shared bool `json:"shared,omitempty"`
+	// ThreadsPerRank is how many threads each rank computes with on a
+	// shared device (the CPU worker's --threads; default 1).
+	ThreadsPerRank int `json:"threads_per_rank,omitempty"`
 	// IntraNodeLink joins the devices of a node; empty means the link
 	// given to the planner (CPU ranks are processes joined by --link).
 	IntraNodeLink string `json:"intra_node_link,omitempty"`
@@ -77,6 +82,9 @@ type Link struct {
 	Class       string  `json:"class"`
 	Bandwidth   float64 `json:"bandwidth"`
 	Latency     float64 `json:"latency"`
+	// Netshape: bandwidth and latency are netshape's profile of the same
+	// name, the figures `tandem up --link` shapes the link to.
+	Netshape bool `json:"netshape,omitempty"`
 }
 
 //go:embed data/*.yaml
@@ -93,6 +101,16 @@ func Hardwares() []Hardware {
 func Links() []Link {
 	var ls []Link
 	mustLoad("data/links.yaml", &ls)
+	for i, l := range ls {
+		if !l.Netshape {
+			continue
+		}
+		p, err := netshape.Lookup(l.Name)
+		if err != nil {
+			panic(fmt.Sprintf("costmodel: link %s: %v", l.Name, err))
+		}
+		ls[i].Bandwidth, ls[i].Latency = p.BytesPerSecond(), p.Latency.Seconds()
+	}
 	return ls
 }
 

@@ -30,11 +30,14 @@ type DTypes struct {
 	Weight, KV, Activation int
 }
 
-// NewShape takes a model's shape from its config. Defaults: weights in
-// config.json's torch_dtype (2 bytes if it is absent; on a CPU float16
-// is widened to 4 at load, as compute/cpu does); on a CPU the KV cache and
-// the allreduced activations in float32, as the engine keeps them today;
-// on a GPU both in the weights' 16-bit dtype.
+// NewShape takes a model's shape from its config. Defaults, as the engine
+// runs: weights in config.json's torch_dtype (2 bytes if it is absent; on
+// a CPU float16 is widened to 4 at load, as compute/cpu does); the KV
+// cache as --kv-cache-dtype auto keeps it (the weights' dtype on a CPU,
+// bf16 on a GPU); allreduced activations in float32 on a CPU, as the
+// engine reduces them, and in bf16 on a GPU, where the model assumes
+// NCCL reduces them on the device (today's engine stages them through
+// host memory in float32, which it does not price).
 func NewShape(name string, c *model.Config, kind string, dt DTypes) (Shape, error) {
 	s := Shape{
 		Name: name, Arch: c.Arch, Layers: c.Layers, Hidden: c.Hidden, Heads: c.Heads, KVHeads: c.KVHeads,
@@ -53,15 +56,17 @@ func NewShape(name string, c *model.Config, kind string, dt DTypes) (Shape, erro
 			}
 		}
 	}
-	small := 2
-	if kind == KindCPU {
-		small = 4
-	}
 	if s.KVBytes == 0 {
-		s.KVBytes = small
+		s.KVBytes = 2
+		if kind == KindCPU {
+			s.KVBytes = s.WeightBytes
+		}
 	}
 	if s.ActivationBytes == 0 {
-		s.ActivationBytes = small
+		s.ActivationBytes = 2
+		if kind == KindCPU {
+			s.ActivationBytes = 4
+		}
 	}
 	if s.Layers < 1 || s.Hidden < 1 || s.Heads < 1 || s.KVHeads < 1 || s.HeadDim < 1 || s.Vocab < 1 {
 		return Shape{}, fmt.Errorf("%w: model %s has an empty dimension", model.ErrInvalidConfig, name)

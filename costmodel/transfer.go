@@ -56,3 +56,23 @@ func (m *Model) VisibleTransfer(total, lastStep float64) float64 {
 	perLayer := lastStep / L
 	return max(total/L, total-lastStep+perLayer)
 }
+
+// KVLoad is how long the busiest rank of a TP-d decode group takes to
+// write a prompt's KV, received from a TP-p prefill group, into its
+// cache blocks: its bytes at effective memory bandwidth.
+func (m *Model) KVLoad(p, d, tokens int) float64 {
+	ts, err := parallel.KVTransfers(m.Shape.KVHeads, p, d)
+	if err != nil {
+		return 0
+	}
+	in := make([]int, d)
+	for _, t := range ts {
+		in[t.To] += t.Heads.Len()
+	}
+	busiest := 0
+	for _, h := range in {
+		busiest = max(busiest, h)
+	}
+	bytes := float64(2*m.Shape.Layers*m.Shape.HeadDim*m.Shape.KVBytes*busiest) * float64(tokens)
+	return bytes / (m.HW.MemoryBandwidth * m.Eff.Memory)
+}

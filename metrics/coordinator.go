@@ -24,6 +24,7 @@ const (
 	RejectUnavailable = "unavailable" // no ready group could take it
 	RejectCanceled    = "canceled"    // the client went away before it started
 	RejectDeadline    = "deadline"    // its deadline passed before it started
+	RejectOverloaded  = "overloaded"  // started, but its group refused it before any token (--queue-timeout passed, no room)
 )
 
 // Migration reasons, the reason label of tandem:request_migrations_total:
@@ -39,8 +40,8 @@ const (
 //
 // A request moves through the gauges like this: RequestArrived counts it
 // waiting; then exactly one of Rejected (it never started) or
-// RequestStarted (it is running); after RequestStarted exactly one
-// RequestFinished. Keeping to that keeps the gauges exact.
+// RequestStarted (it is running); after RequestStarted exactly one of
+// RequestFinished or Refused (its group refused it before any token). Keeping to that keeps the gauges exact.
 type Coordinator struct {
 	waiting, running prometheus.Gauge
 	etcd             prometheus.Gauge
@@ -55,6 +56,10 @@ type Coordinator struct {
 	rejected *prometheus.CounterVec
 	reject   [numReject]prometheus.Counter
 	migrated *prometheus.CounterVec
+
+	resyncs     *prometheus.CounterVec
+	indexBlocks *prometheus.GaugeVec
+	routedHits  prometheus.Counter
 }
 
 const (
@@ -89,6 +94,7 @@ const (
 	rejectUnavailable
 	rejectCanceled
 	rejectDeadline
+	rejectOverloaded
 	numReject
 )
 
@@ -106,6 +112,8 @@ func rejectIndex(reason string) int {
 		return rejectCanceled
 	case RejectDeadline:
 		return rejectDeadline
+	case RejectOverloaded:
+		return rejectOverloaded
 	}
 	return -1
 }
@@ -151,8 +159,19 @@ func NewCoordinator(reg prometheus.Registerer, model string) *Coordinator {
 		Help: "Requests moved to other groups after a group failed them, by reason.",
 	}, []string{"model_name", "reason"})
 
+	resyncs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tandem:kv_events_resyncs_total",
+		Help: "Full resynchronisations of a group's prefix index, after a gap in its KV events or a broken event stream, by group.",
+	}, []string{"model_name", "group"})
+	indexBlocks := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tandem:kv_index_blocks",
+		Help: "KV blocks the coordinator's prefix index believes each group holds in its prefix cache.",
+	}, []string{"model_name", "group"})
+	routedHits := counter("tandem:routed_prefix_tokens_total",
+		"Prompt tokens the chosen groups held in their prefix caches when requests were routed, as the prefix index saw them.")
+
 	reg.MustRegister(waiting, running, etcd, queue, ttft, itl, tpot, e2e, reqPrompt, reqGen,
-		promptTokens, genTokens, success, rejected, migrated)
+		promptTokens, genTokens, success, rejected, migrated, resyncs, indexBlocks, routedHits)
 
 	m := &Coordinator{
 		waiting:      waiting.WithLabelValues(model),
@@ -170,13 +189,16 @@ func NewCoordinator(reg prometheus.Registerer, model string) *Coordinator {
 		success:      success.MustCurryWith(prometheus.Labels{"model_name": model}),
 		rejected:     rejected.MustCurryWith(prometheus.Labels{"model_name": model}),
 		migrated:     migrated.MustCurryWith(prometheus.Labels{"model_name": model}),
+		resyncs:      resyncs.MustCurryWith(prometheus.Labels{"model_name": model}),
+		indexBlocks:  indexBlocks.MustCurryWith(prometheus.Labels{"model_name": model}),
+		routedHits:   routedHits.WithLabelValues(model),
 	}
 	// Resolve the known reasons now: no lookup on the finish path, and
 	// their series exist at 0 from the start, so rate() sees the first one.
 	for _, r := range [...]string{FinishStop, FinishLength, FinishAbort, FinishTimeout, FinishError} {
 		m.finished[finishIndex(r)] = m.success.WithLabelValues(r)
 	}
-	for _, r := range [...]string{RejectInvalid, RejectDuplicate, RejectQueueFull, RejectUnavailable, RejectCanceled, RejectDeadline} {
+	for _, r := range [...]string{RejectInvalid, RejectDuplicate, RejectQueueFull, RejectUnavailable, RejectCanceled, RejectDeadline, RejectOverloaded} {
 		m.reject[rejectIndex(r)] = m.rejected.WithLabelValues(r)
 	}
 	m.etcd.Set(1)
@@ -202,11 +224,22 @@ func (m *Coordinator) RequestStarted(queue time.Duration) {
 // allocation the first time).
 func (m *Coordinator) Rejected(reason string) {
 	m.waiting.Dec()
+	m.countRejected(reason)
+}
+
+func (m *Coordinator) countRejected(reason string) {
 	if i := rejectIndex(reason); i >= 0 {
 		m.reject[i].Inc()
 		return
 	}
 	m.rejected.WithLabelValues(reason).Inc()
+}
+
+// Refused ends a running request that its group refused before any
+// token (RejectOverloaded): it counts as rejected, not finished.
+func (m *Coordinator) Refused(reason string) {
+	m.running.Dec()
+	m.countRejected(reason)
 }
 
 // FirstToken records a request's time to first token, from its arrival.
@@ -245,3 +278,28 @@ func (m *Coordinator) Migrated(reason string) { m.migrated.WithLabelValues(reaso
 
 // EtcdAvailable sets tandem:etcd_available.
 func (m *Coordinator) EtcdAvailable(ok bool) { m.etcd.Set(boolValue(ok)) }
+
+// KVResync counts a full resynchronisation of group's prefix index.
+func (m *Coordinator) KVResync(group string) { m.resyncs.WithLabelValues(group).Inc() }
+
+// KVIndexGroup makes group's index series exist (at 0), so rate() sees
+// its first resync; call it when the group appears.
+func (m *Coordinator) KVIndexGroup(group string) {
+	m.resyncs.WithLabelValues(group)
+	m.indexBlocks.WithLabelValues(group).Set(0)
+}
+
+// KVIndexBlocks sets the blocks the prefix index holds for group.
+func (m *Coordinator) KVIndexBlocks(group string, blocks int) {
+	m.indexBlocks.WithLabelValues(group).Set(float64(blocks))
+}
+
+// KVIndexForget drops group's series when it leaves.
+func (m *Coordinator) KVIndexForget(group string) {
+	m.indexBlocks.DeleteLabelValues(group)
+	m.resyncs.DeleteLabelValues(group)
+}
+
+// RoutedPrefix counts the prompt tokens the group a request was routed to
+// held in its prefix cache.
+func (m *Coordinator) RoutedPrefix(tokens int) { m.routedHits.Add(float64(tokens)) }

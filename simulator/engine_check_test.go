@@ -57,8 +57,11 @@ func TestSchedulerMirrorsTheEngine(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []simulator.StepRow
+			// A preempted sequence recomputes from its cached blocks in the
+			// engine, from the start in the simulator: the preemption case
+			// runs without the prefix cache.
 			e, err := engine.New(m, engine.Options{MaxBatchTokens: tc.maxBatch, MaxSeqs: tc.maxSeqs, BlockSize: 16,
-				KVCacheBytes: int64(tc.blocks) * blockBytes,
+				KVCacheBytes: int64(tc.blocks) * blockBytes, DisablePrefixCaching: tc.preempts,
 				OnStep: func(r *engine.StepRecord) {
 					for _, s := range r.Seqs {
 						got = append(got, simulator.StepRow{ID: s.RequestID, Pos: s.Pos, Tokens: s.Tokens, Sampled: s.Sampled})
@@ -76,9 +79,11 @@ func TestSchedulerMirrorsTheEngine(t *testing.T) {
 					if a.atStep != step {
 						continue
 					}
+					// Prompts share no prefix, as the random dataset's:
+					// the simulator does not model prefix-cache hits.
 					prompt := make([]int32, a.prompt)
 					for i := range prompt {
-						prompt[i] = int32(100 + i)
+						prompt[i] = int32(100 + 1000*int(a.id[0]-'a') + i)
 					}
 					if err := e.Add(engine.Request{ID: a.id, Prompt: prompt, Params: engine.SamplingParams{MaxTokens: a.maxTk, IgnoreEOS: true}}); err != nil {
 						t.Fatal(err)

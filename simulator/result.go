@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+
+	"github.com/tandemllm/tandem/costmodel"
 )
 
 // SLO is a goodput target, as `vllm bench serve --goodput` takes it:
@@ -69,19 +71,24 @@ type tokenParts struct {
 	tokens                           int
 }
 
-// add counts a step of dur seconds that served st: its allreduce is
-// unshared; its device work, sampling included, stretched with the
-// device's sharing.
-func (p *tokenParts) add(g *group, st scheduled, dur float64) {
+// add counts a step of dur seconds that served st: its allreduce and
+// sampling are unshared; its device work stretched with the device's
+// sharing, and on a shared device the ranks' waits for each
+// other (skew) show in the allreduce, as the traces record them.
+func (p *tokenParts) add(g *group, eff costmodel.Efficiency, shared bool, dur float64) {
 	c := g.cost
 	stretch := 1.0
-	if w := c.Compute() + c.Sampling; w > 0 {
-		stretch = max(1, (dur-c.Communication()-c.Overhead)/w)
+	if w := c.Compute(); w > 0 {
+		stretch = max(1, (dur-c.Communication()-c.Overhead-c.Sampling)/w)
 	}
-	samp := c.Sampling * stretch
-	p.allreduce += c.AllReduce
+	samp := c.Sampling
+	ar := c.AllReduce
+	if shared && g.tp > 1 {
+		ar += eff.CollectiveSkew * float64(g.tp-1) / float64(g.tp) * c.Compute() * stretch
+	}
+	p.allreduce += ar
 	p.sampling += samp
-	p.compute += dur - c.AllReduce - samp
+	p.compute += dur - ar - samp
 }
 
 // Result is what a simulated benchmark reports.

@@ -33,13 +33,12 @@ type request struct {
 	done        bool
 	// Disaggregated serving: the groups, the prefill's held blocks and
 	// transfer, the decode reservation.
-	pre, dec           *group
-	preSeq             *seq
-	xferStart          float64
-	xferDone           float64 // −1 until the prefill's last chunk is done
-	called, haveBlocks bool
-	reserved           int
-	parts              tokenParts
+	pre, dec  *group
+	preSeq    *seq
+	xferStart float64
+	xferDone  float64 // −1 until the prefill's last chunk is done
+	reserved  int
+	parts     tokenParts
 }
 
 // group is one TP group: its scheduler and the step in flight.
@@ -70,6 +69,7 @@ const (
 	evStepEnd
 	evDecodeCall
 	evTransferDone
+	evKVReady // a decode group has loaded a request's KV
 )
 
 type event struct {
@@ -232,6 +232,8 @@ func (s *sim) handle(ev event) {
 		s.decodeCall(ev.r)
 	case evTransferDone:
 		s.transferDone(ev.r)
+	case evKVReady:
+		s.addPrefilled(ev.r)
 	}
 }
 
@@ -241,10 +243,10 @@ func (s *sim) send(r *request) {
 	s.inFlight++
 	r.sent = s.now
 	if s.opts.Deployment.Mode == ModeUnified {
-		r.pre = pickUnified(s.byRole[roleUnified])
+		r.pre = pickUnified(open(s.byRole[roleUnified], r.Input, true))
 	} else {
-		r.pre = pickPrefill(s.byRole[rolePrefill])
-		r.dec = pickDecode(s.byRole[roleDecode])
+		r.pre = pickPrefill(open(s.byRole[rolePrefill], r.Input, false))
+		r.dec = pickDecode(open(s.byRole[roleDecode], r.Input, true))
 		r.dec.promised += r.pre.e.blocksFor(r.Input)
 	}
 	r.pre.inbound++
@@ -283,12 +285,14 @@ func (s *sim) kick(g *group) {
 }
 
 // rate is how fast a group's device work proceeds: 1, or on a shared
-// device the group's share of the node's busy ranks.
+// device a rank's fair share of the cores among the node's busy ranks
+// (T threads each) and the background load: T/(k·T + background).
 func (s *sim) rate(g *group) float64 {
 	if !s.cost.HW.Shared {
 		return 1
 	}
-	return 1 / float64(max(1, s.nodeBusy[g.node]))
+	t := float64(max(1, s.cost.HW.ThreadsPerRank))
+	return t / (float64(max(1, s.nodeBusy[g.node]))*t + s.cost.Eff.BackgroundLoad)
 }
 
 // advance brings a busy group's progress up to now.
@@ -347,8 +351,10 @@ func (s *sim) startStep(g *group) {
 	}
 	s.steps++
 	g.busy, g.cur, g.cost, g.start, g.updated = true, steps, c, s.now, s.now
-	g.work = c.Compute() + c.Sampling
-	g.fixed = c.Communication() + c.Overhead
+	// Sampling runs on rank 0 alone while the other ranks wait, so it
+	// does not share the device with them.
+	g.work = c.Compute()
+	g.fixed = c.Communication() + c.Overhead + c.Sampling
 	s.setBusy(g, g.tp)
 	s.reschedule(g)
 }
@@ -361,7 +367,7 @@ func (s *sim) endStep(g *group) {
 	for _, st := range g.cur {
 		sq := st.s
 		sq.computed += st.n
-		sq.r.parts.add(g, st, dur)
+		sq.r.parts.add(g, s.cost.Eff, s.cost.HW.Shared, dur)
 		if !st.sample {
 			continue
 		}
@@ -394,7 +400,6 @@ func (s *sim) emit(g *group, sq *seq) {
 		return
 	}
 	r.xferDone = s.now + s.cost.VisibleTransfer(total, s.now-r.xferStart)
-	r.parts.kv += r.xferDone - s.now
 	s.push(event{t: r.xferDone, kind: evTransferDone, r: r})
 	if r.Output == 1 {
 		s.complete(r)
@@ -408,7 +413,6 @@ func (s *sim) emit(g *group, sq *seq) {
 func (s *sim) decodeCall(r *request) {
 	g := r.dec
 	g.promised -= g.e.blocksFor(r.Input)
-	r.called = true
 	need := g.e.blocksFor(r.Input)
 	if need > g.e.free {
 		sq := &seq{r: r, tokens: r.Input + 1, generated: 1, maxTokens: r.Output}
@@ -417,29 +421,27 @@ func (s *sim) decodeCall(r *request) {
 		return
 	}
 	g.e.free -= need
-	r.reserved, r.haveBlocks = need, true
-	if s.now >= r.xferDone && r.xferDone >= 0 {
-		s.addPrefilled(r)
-	}
+	r.reserved = need
+	// Every decode rank waits for its share, then writes it into the
+	// reserved blocks (Rank.LoadKV); the traces count that span as the
+	// KV transfer of the first decoded token.
+	ready := max(s.now, r.xferDone) + s.cost.KVLoad(r.pre.tp, g.tp, r.Input) + s.hop
+	r.parts.kv += ready - s.now
+	s.push(event{t: ready, kind: evKVReady, r: r})
 }
 
-// transferDone releases the prefill's held blocks and, if the decode
-// group reserved its share, lets the request decode.
+// transferDone releases the prefill's held blocks.
 func (s *sim) transferDone(r *request) {
 	pre := r.pre
 	pre.e.free += r.preSeq.blocks
 	r.preSeq.blocks = 0
 	s.kick(pre)
-	if r.called && r.haveBlocks {
-		s.addPrefilled(r)
-	}
 }
 
 // addPrefilled is engine.AddPrefilled with reserved blocks: the prompt is
 // computed, the first token is next.
 func (s *sim) addPrefilled(r *request) {
 	g := r.dec
-	r.haveBlocks = false
 	sq := &seq{r: r, tokens: r.Input + 1, computed: r.Input, generated: 1, maxTokens: r.Output, blocks: r.reserved}
 	g.e.running = append(g.e.running, sq)
 	s.kick(g)
@@ -457,8 +459,9 @@ func (s *sim) complete(r *request) {
 	}
 }
 
-// pickUnified is the coordinator's: fewest running and waiting, then most
-// free KV blocks, then the first.
+// pickUnified is the coordinator's for prompts no group holds a prefix
+// of (its score then ranks by load alone): fewest running and waiting,
+// then most free KV blocks, then the first.
 func pickUnified(gs []*group) *group {
 	return pick(gs, func(a, b *group) bool {
 		la, lb := a.load(), b.load()
@@ -496,6 +499,28 @@ func pickDecode(gs []*group) *group {
 }
 
 func (g *group) load() int { return len(g.e.running) + len(g.e.waiting) + g.inbound }
+
+// maxRequests is the coordinator's --group-max-requests default: a group
+// with this many requests in flight is skipped while another is not.
+const maxRequests = 256
+
+// open are the groups the coordinator does not skip as at their limit
+// (coordinator/score.go): too many requests in flight or, for a group
+// that will hold the request's KV, too few free blocks for the prompt
+// and one token; all of them when every one is.
+func open(gs []*group, prompt int, holdsKV bool) []*group {
+	var out []*group
+	for _, g := range gs {
+		if g.load() >= maxRequests || holdsKV && g.e.free-g.promised < g.e.blocksFor(prompt+1) {
+			continue
+		}
+		out = append(out, g)
+	}
+	if len(out) == 0 {
+		return gs
+	}
+	return out
+}
 
 // pick returns the first group no other beats.
 func pick(gs []*group, better func(a, b *group) bool) *group {

@@ -49,7 +49,7 @@ func step(t *testing.T, m *costmodel.Model, tp int, rows ...costmodel.Rows) cost
 
 // onShared is a step's time when its tp ranks share one device.
 func onShared(c costmodel.StepCost, tp int) float64 {
-	return float64(tp)*(c.Compute()+c.Sampling) + c.Communication() + c.Overhead
+	return float64(tp)*c.Compute() + c.Sampling + c.Communication() + c.Overhead
 }
 
 func closeTo(t *testing.T, what string, got, want float64) {
@@ -98,7 +98,7 @@ func TestOneRequestIsTheSingleRequestFormula(t *testing.T) {
 
 // Disaggregated: the first token comes from the prefill group; the
 // second waits for the decode call and for the KV still in flight after
-// the prefill's last step.
+// the prefill's last step, then for the decode ranks to load it.
 func TestOneRequestDisaggregated(t *testing.T) {
 	m := costModel(t, "llama-160m", "cpu", "eth-25g")
 	const in, out = 300, 3
@@ -115,7 +115,7 @@ func TestOneRequestDisaggregated(t *testing.T) {
 		t.Fatal(err)
 	}
 	end := hop + pre
-	ready := max(end+2*hop, end+m.VisibleTransfer(xfer, pre))
+	ready := max(end+2*hop, end+m.VisibleTransfer(xfer, pre)) + m.KVLoad(1, 2, in) + hop
 	d1 := onShared(step(t, m, 2, costmodel.Rows{Pos: in, Rows: 1, Sample: true}), 2)
 	d2 := onShared(step(t, m, 2, costmodel.Rows{Pos: in + 1, Rows: 1, Sample: true}), 2)
 	closeTo(t, "E2E", res.E2EL.Mean, ready+d1+d2+hop)

@@ -210,7 +210,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	served := make(chan error, 1)
 	if rs.receiver != nil { // gRPC and the raw KV data plane share the port
-		grpcLis, rawLis := kvtransfer.Mux(opts.Listener)
+		grpcLis, rawLis := kvtransfer.Mux(opts.Listener, kvtransfer.MuxOptions{Logger: w.log})
 		go func() { served <- srv.Serve(grpcLis) }() // stopping srv closes both
 		go func() { _ = rs.receiver.ServeRaw(rawLis) }()
 	} else {
@@ -285,7 +285,7 @@ var serverKeepalive = []grpc.ServerOption{
 // stops only when another process holds its rank.
 func (w *Worker) watchRegistration(ctx context.Context, reg *cluster.Registered, wm *metrics.Worker, stop context.CancelFunc) {
 	for {
-		ok, _, changed := reg.Available()
+		ok, changed, _ := reg.Available()
 		wm.EtcdAvailable(ok)
 		select {
 		case <-ctx.Done():
@@ -297,7 +297,7 @@ func (w *Worker) watchRegistration(ctx context.Context, reg *cluster.Registered,
 			}
 			return
 		case <-changed:
-			if now, why, _ := reg.Available(); now {
+			if now, _, why := reg.Available(); now {
 				w.log.Info("etcd answers again; the rank's registration is kept alive")
 			} else {
 				w.log.Warn("etcd does not answer; serving on, registered as before", "err", why)

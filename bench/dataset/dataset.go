@@ -76,12 +76,7 @@ func Random(tok Tokenizer, o RandomOptions) ([]Request, error) {
 	}
 	outLo := max(1, int(math.Floor(float64(o.OutputLen)*(1-o.RangeRatio))))
 	outHi := max(1, int(math.Ceil(float64(o.OutputLen)*(1+o.RangeRatio))))
-	var allowed []int32
-	for id := range int32(tok.VocabSize()) {
-		if !tok.IsSpecial(id) {
-			allowed = append(allowed, id)
-		}
-	}
+	allowed := ordinary(tok)
 	if len(allowed) == 0 {
 		return nil, fmt.Errorf("%w: the tokenizer has no ordinary tokens", ErrInvalid)
 	}

@@ -2,6 +2,7 @@ package dataset
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -186,5 +187,66 @@ func TestFileErrors(t *testing.T) {
 				t.Fatalf("error %v, want one containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestPrefixRepetition: prompts come NumPrefixes to a prefix, shuffled,
+// each encoding to exactly its prefix's tokens then its own suffix's, the
+// same options giving the same prompts; bad options name their flag.
+func TestPrefixRepetition(t *testing.T) {
+	tok := gpt2(t)
+	o := PrefixRepetitionOptions{PrefixLen: 48, SuffixLen: 9, OutputLen: 5, NumPrefixes: 3, Num: 20, Seed: 4}
+	reqs, err := PrefixRepetition(tok, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reqs) != 18 {
+		t.Fatalf("%d prompts, want 18 (6 for each of 3 prefixes)", len(reqs))
+	}
+	byPrefix := map[string]int{}
+	var order []string
+	for i, q := range reqs {
+		ids := tok.Encode(q.Prompt, true)
+		if len(ids) != q.PromptLen || q.PromptLen != 57 || q.OutputLen != 5 {
+			t.Fatalf("prompt %d: %d tokens (PromptLen %d, output %d), want 57 and 5", i, len(ids), q.PromptLen, q.OutputLen)
+		}
+		key := fmt.Sprint(ids[:48])
+		byPrefix[key]++
+		order = append(order, key)
+	}
+	if len(byPrefix) != 3 {
+		t.Fatalf("%d distinct prefixes, want 3", len(byPrefix))
+	}
+	for _, n := range byPrefix {
+		if n != 6 {
+			t.Fatalf("prefix counts %v, want 6 each", byPrefix)
+		}
+	}
+	changes := 0
+	for i := 1; i < len(order); i++ {
+		if order[i] != order[i-1] {
+			changes++
+		}
+	}
+	if changes <= 2 {
+		t.Error("prompts come grouped by prefix: not shuffled")
+	}
+	again, err := PrefixRepetition(tok, o)
+	if err != nil || !reflect.DeepEqual(again, reqs) {
+		t.Fatalf("same options, other prompts (err %v)", err)
+	}
+	for _, c := range []struct {
+		o    PrefixRepetitionOptions
+		flag string
+	}{
+		{PrefixRepetitionOptions{SuffixLen: 1, OutputLen: 1, NumPrefixes: 1, Num: 1}, "--prefix-repetition-prefix-len"},
+		{PrefixRepetitionOptions{PrefixLen: 1, OutputLen: 1, NumPrefixes: 1, Num: 1}, "--prefix-repetition-suffix-len"},
+		{PrefixRepetitionOptions{PrefixLen: 1, SuffixLen: 1, NumPrefixes: 1, Num: 1}, "--prefix-repetition-output-len"},
+		{PrefixRepetitionOptions{PrefixLen: 1, SuffixLen: 1, OutputLen: 1, Num: 1}, "--prefix-repetition-num-prefixes"},
+		{PrefixRepetitionOptions{PrefixLen: 1, SuffixLen: 1, OutputLen: 1, NumPrefixes: 4, Num: 3}, "--num-prompts"},
+	} {
+		if _, err := PrefixRepetition(tok, c.o); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.flag) {
+			t.Errorf("%+v: %v, want ErrInvalid naming %s", c.o, err, c.flag)
+		}
 	}
 }

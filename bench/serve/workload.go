@@ -33,12 +33,18 @@ type Workload struct {
 	MetricPercentiles string   `json:"metric_percentiles"`
 	PercentileMetrics string   `json:"percentile_metrics"`
 	Goodput           []string `json:"goodput,omitempty"` // KEY:MS pairs
+	// The prefix_repetition dataset's shape (vllm bench serve's names).
+	PrefixRepetitionPrefixLen   int `json:"prefix_repetition_prefix_len,omitempty"`
+	PrefixRepetitionSuffixLen   int `json:"prefix_repetition_suffix_len,omitempty"`
+	PrefixRepetitionNumPrefixes int `json:"prefix_repetition_num_prefixes,omitempty"`
+	PrefixRepetitionOutputLen   int `json:"prefix_repetition_output_len,omitempty"`
 }
 
 // DefaultWorkload is the flags' defaults.
 func DefaultWorkload() Workload {
 	return Workload{
 		DatasetName: "random", NumPrompts: 1000, RandomInputLen: 1024, RandomOutputLen: 128,
+		PrefixRepetitionPrefixLen: 256, PrefixRepetitionSuffixLen: 256, PrefixRepetitionNumPrefixes: 10, PrefixRepetitionOutputLen: 128,
 		Seed: 0, RequestRate: "inf", Burstiness: 1,
 		MetricPercentiles: "50,90,95,99", PercentileMetrics: strings.Join(bench.Metrics, ","),
 	}
@@ -103,16 +109,16 @@ func (w Workload) Plan() (*Plan, error) {
 		return nil, usage("--num-warmups %d: must be >= 0", w.NumWarmups)
 	}
 	switch w.DatasetName {
-	case "random":
+	case "random", "prefix_repetition":
 		if w.DatasetPath != "" {
-			return nil, usage("--dataset-path %s: the random dataset reads no file (use --dataset-name sharegpt or jsonl)", w.DatasetPath)
+			return nil, usage("--dataset-path %s: the %s dataset reads no file (use --dataset-name sharegpt or jsonl)", w.DatasetPath, w.DatasetName)
 		}
 	case "sharegpt", "jsonl":
 		if w.DatasetPath == "" {
 			return nil, usage("--dataset-name %s needs --dataset-path", w.DatasetName)
 		}
 	default:
-		return nil, usage("--dataset-name %q: must be random, sharegpt or jsonl", w.DatasetName)
+		return nil, usage("--dataset-name %q: must be random, prefix_repetition, sharegpt or jsonl", w.DatasetName)
 	}
 	if p.Settings.Percentiles, err = parseList("--metric-percentiles", w.MetricPercentiles, func(s string) (float64, error) {
 		v, err := strconv.ParseFloat(s, 64)
@@ -185,6 +191,11 @@ func (p *Plan) Requests(tok dataset.Tokenizer) ([]dataset.Request, error) {
 		return dataset.ShareGPT(tok, dataset.FileOptions{Path: p.DatasetPath, Num: p.NumPrompts, OutputLen: p.ShareGPTOutputLen, Seed: p.Seed})
 	case "jsonl":
 		return dataset.JSONL(tok, dataset.FileOptions{Path: p.DatasetPath, Num: p.NumPrompts, OutputLen: p.JSONLOutputLen, Seed: p.Seed})
+	case "prefix_repetition":
+		return dataset.PrefixRepetition(tok, dataset.PrefixRepetitionOptions{
+			PrefixLen: p.PrefixRepetitionPrefixLen, SuffixLen: p.PrefixRepetitionSuffixLen, OutputLen: p.PrefixRepetitionOutputLen,
+			NumPrefixes: p.PrefixRepetitionNumPrefixes, Num: p.NumPrompts, Seed: p.Seed,
+		})
 	}
 	return dataset.Random(tok, dataset.RandomOptions{
 		InputLen: p.RandomInputLen, OutputLen: p.RandomOutputLen, RangeRatio: p.RandomRangeRatio, Num: p.NumPrompts, Seed: p.Seed,
@@ -192,6 +203,9 @@ func (p *Plan) Requests(tok dataset.Tokenizer) ([]dataset.Request, error) {
 }
 
 // IgnoresEOS says whether requests ask for every output token: always
-// for the random dataset (as vllm bench serve does for OpenAI-compatible
-// backends), else when --ignore-eos is set.
-func (p *Plan) IgnoresEOS() bool { return p.IgnoreEOS || p.DatasetName == "random" }
+// for the synthetic datasets, random and prefix_repetition (as vllm bench
+// serve does for OpenAI-compatible backends), else when --ignore-eos is
+// set.
+func (p *Plan) IgnoresEOS() bool {
+	return p.IgnoreEOS || p.DatasetName == "random" || p.DatasetName == "prefix_repetition"
+}

@@ -55,16 +55,20 @@ throughput against P99 latency.
 // workloadFlags registers the workload flags `bench` and `bench compare`
 // share, with vllm bench serve's names.
 func workloadFlags(fl *pflag.FlagSet, w *serve.Workload) {
-	fl.StringVar(&w.DatasetName, "dataset-name", w.DatasetName, "random, sharegpt or jsonl")
+	fl.StringVar(&w.DatasetName, "dataset-name", w.DatasetName, "random, prefix_repetition, sharegpt or jsonl")
 	fl.StringVar(&w.DatasetPath, "dataset-path", "", "the dataset file (sharegpt: a JSON array of conversations; jsonl: {\"prompt\", \"output_tokens\"} a line)")
 	fl.IntVar(&w.NumPrompts, "num-prompts", w.NumPrompts, "number of requests")
 	fl.IntVar(&w.RandomInputLen, "random-input-len", w.RandomInputLen, "random dataset: prompt tokens")
 	fl.IntVar(&w.RandomOutputLen, "random-output-len", w.RandomOutputLen, "random dataset: output tokens")
 	fl.Float64Var(&w.RandomRangeRatio, "random-range-ratio", w.RandomRangeRatio, "random dataset: lengths uniform in [len·(1−r), len·(1+r)]")
+	fl.IntVar(&w.PrefixRepetitionPrefixLen, "prefix-repetition-prefix-len", w.PrefixRepetitionPrefixLen, "prefix_repetition: tokens of each shared prefix")
+	fl.IntVar(&w.PrefixRepetitionSuffixLen, "prefix-repetition-suffix-len", w.PrefixRepetitionSuffixLen, "prefix_repetition: tokens of each prompt's own suffix")
+	fl.IntVar(&w.PrefixRepetitionNumPrefixes, "prefix-repetition-num-prefixes", w.PrefixRepetitionNumPrefixes, "prefix_repetition: distinct prefixes, each shared by num-prompts/this prompts")
+	fl.IntVar(&w.PrefixRepetitionOutputLen, "prefix-repetition-output-len", w.PrefixRepetitionOutputLen, "prefix_repetition: output tokens")
 	fl.IntVar(&w.ShareGPTOutputLen, "sharegpt-output-len", 0, "sharegpt: output tokens of every request (default: the reply's length)")
 	fl.IntVar(&w.JSONLOutputLen, "jsonl-output-len", 0, "jsonl: output tokens of every request (default: each line's output_tokens, else 256)")
 	fl.Uint64Var(&w.Seed, "seed", w.Seed, "seed of the prompts and arrival times")
-	fl.BoolVar(&w.IgnoreEOS, "ignore-eos", false, "generate every asked token (always on for the random dataset)")
+	fl.BoolVar(&w.IgnoreEOS, "ignore-eos", false, "generate every asked token (always on for the random and prefix_repetition datasets)")
 	fl.IntVar(&w.NumWarmups, "num-warmups", 0, "requests sent before the measured run")
 	fl.StringVar(&w.RequestRate, "request-rate", w.RequestRate, "requests per second, or inf for all at once; a comma list sweeps")
 	fl.Float64Var(&w.Burstiness, "burstiness", w.Burstiness, "gamma shape of the arrival gaps (1: Poisson; lower: burstier)")

@@ -29,14 +29,7 @@ func TestBenchCommand(t *testing.T) {
 		t.Fatalf("tandem bench: %v\n%s", err, errs.String())
 	}
 	for _, name := range []string{"r-infqps-concurrency1.json", "r-infqps-concurrency2.json"} {
-		data, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var r map[string]any
-		if err := json.Unmarshal(data, &r); err != nil {
-			t.Fatal(err)
-		}
+		r := readResult(t, filepath.Join(dir, name))
 		if r["completed"] != 6.0 || r["request_goodput"] != r["request_throughput"] || r["backend"] != "tandem" {
 			t.Fatalf("%s: completed %v, goodput %v vs throughput %v", name, r["completed"], r["request_goodput"], r["request_throughput"])
 		}
@@ -79,4 +72,47 @@ func TestBenchCompareCommand(t *testing.T) {
 	if kids := childProcesses(t); len(kids) > 0 {
 		t.Fatalf("processes left behind: %v", kids)
 	}
+}
+
+// TestBenchPrefixRepetition runs `tandem bench --dataset-name
+// prefix_repetition` with vLLM's flags: every prompt after the first of
+// its prefix finds the prefix in the group's cache.
+func TestBenchPrefixRepetition(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	tc := startCluster(t, "tiny", []groupSpec{{name: "unified-0", role: "unified", tp: 1}})
+	dir := t.TempDir()
+	var out, errs bytes.Buffer
+	cmd := newRootCmd()
+	cmd.SetOut(&out)
+	cmd.SetErr(&errs)
+	cmd.SetArgs([]string{"bench", "--addr", tc.coord.grpcAddr, "--dataset-name", "prefix_repetition", "--num-prompts", "6",
+		"--prefix-repetition-prefix-len", "64", "--prefix-repetition-suffix-len", "8", "--prefix-repetition-num-prefixes", "2",
+		"--prefix-repetition-output-len", "2", "--max-concurrency", "1", "--save-result", "--result-dir", dir, "--result-filename", "p.json"})
+	if err := cmd.ExecuteContext(t.Context()); err != nil {
+		t.Fatalf("tandem bench: %v\n%s", err, errs.String())
+	}
+	r := readResult(t, filepath.Join(dir, "p.json"))
+	if r["completed"] != 6.0 || r["dataset_name"] != "prefix_repetition" || r["total_input_tokens"] != 6.0*72 {
+		t.Fatalf("completed %v, dataset %v, input tokens %v", r["completed"], r["dataset_name"], r["total_input_tokens"])
+	}
+	// Two prompts compute their prefix; the four others find its 4 blocks.
+	if hits := tc.workerStats(t, "unified-0").GetPrefixCacheHits(); hits != 4*64 {
+		t.Fatalf("%d prompt tokens from the prefix cache, want 256", hits)
+	}
+}
+
+// readResult reads a saved result JSON.
+func readResult(t *testing.T, path string) map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r map[string]any
+	if err := json.Unmarshal(data, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

@@ -25,9 +25,13 @@ import (
 type coordinatorFlags struct {
 	grpcAddr, httpAddr string
 	maxInFlight        int
+	queueTimeout       time.Duration
 	migrationLimit     int
 	migrationTimeout   time.Duration
 	otlpEndpoint       string
+	prefixWeight       float64
+	loadWeight         float64
+	maxRequests        int
 }
 
 func (f *coordinatorFlags) register(cmd *cobra.Command) {
@@ -35,9 +39,29 @@ func (f *coordinatorFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:9090", "listen address of the gRPC API (tandem.v1.Generation)")
 	fl.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:8080", "listen address of the OpenAI-compatible HTTP API")
 	fl.IntVar(&f.maxInFlight, "max-in-flight", 256, "requests admitted at once; more are refused (RESOURCE_EXHAUSTED, HTTP 429)")
+	fl.DurationVar(&f.queueTimeout, "queue-timeout", 0, "how long an admitted request may wait for a group to schedule it; past it, RESOURCE_EXHAUSTED (HTTP 429) (0: no limit)")
 	fl.IntVar(&f.migrationLimit, "migration-limit", 3, "times a request may move to other groups after a group failed it (0: never)")
 	fl.DurationVar(&f.migrationTimeout, "migration-timeout", 30*time.Second, "how long a request whose group failed may look for healthy groups, all its migrations together")
 	fl.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OTLP/gRPC collector (host:port) to export OpenTelemetry spans to; empty: no export")
+	fl.Float64Var(&f.prefixWeight, "prefix-score-weight", 2, "routing: weight of the share of a prompt a group holds in its prefix cache (0: route by load alone)")
+	fl.Float64Var(&f.loadWeight, "load-score-weight", 1, "routing: weight of a group's load, 0..1 (0: route by cached prefix alone, load breaking ties)")
+	fl.IntVar(&f.maxRequests, "group-max-requests", 256, "routing: requests in flight on a group (running and waiting) at which it is skipped while another is below (0: no limit)")
+}
+
+// routing is the coordinator's routing options from the flags (whose 0
+// means off, where the options' zero means the default).
+func (f *coordinatorFlags) routing() coordinator.RoutingOptions {
+	off := func(v float64) float64 {
+		if v == 0 {
+			return -1
+		}
+		return v
+	}
+	limit := f.maxRequests
+	if limit == 0 {
+		limit = -1
+	}
+	return coordinator.RoutingOptions{PrefixWeight: off(f.prefixWeight), LoadWeight: off(f.loadWeight), MaxRequests: limit}
 }
 
 // runningCoordinator is a coordinator serving on its two listeners.
@@ -56,10 +80,16 @@ func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Cl
 	switch {
 	case f.maxInFlight < 1:
 		return nil, fmt.Errorf("--max-in-flight %d: must be >= 1", f.maxInFlight)
+	case f.queueTimeout < 0:
+		return nil, fmt.Errorf("--queue-timeout %v: must be >= 0 (0: no limit)", f.queueTimeout)
 	case f.migrationLimit < 0:
 		return nil, fmt.Errorf("--migration-limit %d: must be >= 0", f.migrationLimit)
 	case f.migrationTimeout < 0:
 		return nil, fmt.Errorf("--migration-timeout %v: must be >= 0 (0: the default, 30s)", f.migrationTimeout)
+	case f.prefixWeight < 0 || f.loadWeight < 0:
+		return nil, fmt.Errorf("--prefix-score-weight %g and --load-score-weight %g: must be >= 0", f.prefixWeight, f.loadWeight)
+	case f.maxRequests < 0:
+		return nil, fmt.Errorf("--group-max-requests %d: must be >= 0 (0: no limit)", f.maxRequests)
 	}
 	migrations := f.migrationLimit
 	if migrations == 0 {
@@ -83,7 +113,7 @@ func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Cl
 	reg := metrics.NewRegistry()
 	c, err := coordinator.New(ctx, coordinator.Options{
 		Etcd: cli, ModelDir: dir, ModelName: name, MaxInFlight: f.maxInFlight, Registerer: reg, Telemetry: tel,
-		MigrationLimit: migrations, MigrationTimeout: f.migrationTimeout,
+		MigrationLimit: migrations, MigrationTimeout: f.migrationTimeout, QueueTimeout: f.queueTimeout, Routing: f.routing(),
 	})
 	if err != nil {
 		_ = tel.Shutdown(ctx)

@@ -58,6 +58,7 @@ hardware profile's priors unless --calibration gives fitted ones
 			return runPlan(cmd, &f)
 		},
 	}
+	cmd.AddCommand(newPlanCalibrateCmd(), newPlanValidateCmd())
 	fl := cmd.Flags()
 	fl.StringVar(&f.modelDir, "model", "", "model directory (or its config.json): only the shape is read")
 	fl.StringVar(&f.preset, "preset", "", "a preset or public shape instead of --model ("+strings.Join(planner.PublicShapes(), ", ")+", or a tandem model preset)")

@@ -103,3 +103,62 @@ func TestPlanJSON(t *testing.T) {
 		t.Errorf("winner %v, helm values %q", j.Winner, j.HelmValues)
 	}
 }
+
+func TestPlanCalibrateAndValidate(t *testing.T) {
+	const run = "../../calibration/testdata/compare-llama-160m-tp1-2.json"
+	cal := filepath.Join(t.TempDir(), "cal.json")
+	out, err := runTandem(t, "plan", "calibrate", "--from", run, "--out", cal, "--sweeps", "2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"fitted on 4 cases", "compute_ms_per_token", "median_ttft_ms", `"memory":`, "wrote " + cal} {
+		if !strings.Contains(out, want) {
+			t.Errorf("calibrate output lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = runTandem(t, "plan", "validate", "--from", run, "--calibration", cal, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Rows []struct {
+			Case, Metric        string
+			Predicted, Measured float64
+			RelError            float64 `json:"rel_error"`
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, r := range v.Rows {
+		seen[r.Metric] = true
+		if r.Measured > 1 && r.RelError != (r.Predicted-r.Measured)/r.Measured {
+			t.Errorf("%s %s: relative error %g of %g against %g", r.Case, r.Metric, r.RelError, r.Predicted, r.Measured)
+		}
+	}
+	for _, k := range []string{"median_ttft_ms", "median_tpot_ms", "p99_ttft_ms", "output_throughput", "allreduce_ms_per_token"} {
+		if !seen[k] {
+			t.Errorf("validate reports no %s", k)
+		}
+	}
+	// The plan itself takes the calibration.
+	out, err = runTandem(t, planArgs("--preset", "llama-160m", "--hardware", "cpu", "--gpus", "2", "--calibration", cal)...)
+	if err != nil || !strings.Contains(out, "efficiency: calibrated ("+cal+")") {
+		t.Errorf("plan --calibration: %v\n%s", err, out)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"plan", "calibrate"}, "--from is required"},
+		{[]string{"plan", "calibrate", "--from", t.TempDir()}, "no tandem bench compare report"},
+		{[]string{"plan", "calibrate", "--from", run, "--hardware", "tpu"}, `--hardware: unknown hardware profile "tpu"`},
+		{[]string{"plan", "validate", "--from", run, "--calibration", run}, "--calibration: "},
+		{planArgs("--preset", "llama-160m", "--hardware", "h100-sxm", "--gpus", "2", "--calibration", cal), "was fitted on cpu, not --hardware h100-sxm"},
+	} {
+		if _, err := runTandem(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}

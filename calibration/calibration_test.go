@@ -1,0 +1,227 @@
+package calibration
+
+import (
+	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tandemllm/tandem/costmodel"
+	"github.com/tandemllm/tandem/simulator"
+)
+
+const fixture = "testdata/compare-llama-160m-tp1-2.json"
+
+func cpu(t *testing.T) costmodel.Hardware {
+	t.Helper()
+	hw, err := costmodel.HardwareByName("cpu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hw
+}
+
+// A real `tandem bench compare` report (llama-160m, TP 1 and 2, unified
+// and disaggregated, 4 requests of 128 → 16 tokens at concurrency 2)
+// becomes four cases with the deployments its tandem up arguments name.
+func TestLoadCases(t *testing.T) {
+	cases, err := LoadCases(fixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []simulator.Deployment{
+		{Mode: simulator.ModeUnified, Unified: simulator.Pool{Groups: 1, TP: 1}},
+		{Mode: simulator.ModeUnified, Unified: simulator.Pool{Groups: 1, TP: 2}},
+		{Mode: simulator.ModeDisaggregated, Prefill: simulator.Pool{Groups: 1, TP: 1}, Decode: simulator.Pool{Groups: 1, TP: 1}},
+		{Mode: simulator.ModeDisaggregated, Prefill: simulator.Pool{Groups: 1, TP: 2}, Decode: simulator.Pool{Groups: 1, TP: 2}},
+	}
+	if len(cases) != len(want) {
+		t.Fatalf("%d cases, want %d", len(cases), len(want))
+	}
+	for i, c := range cases {
+		if c.Deployment != want[i] || c.Model != "llama-160m" || c.Workload.MaxConcurrency != 2 || len(c.Workload.Requests) != 4 {
+			t.Errorf("case %s: %+v, model %s, concurrency %d, %d requests", c.Name, c.Deployment, c.Model, c.Workload.MaxConcurrency, len(c.Workload.Requests))
+		}
+		if r := c.Workload.Requests[0]; r.Input != 128 || r.Output != 16 {
+			t.Errorf("case %s: first request %+v, want 128 → 16", c.Name, r)
+		}
+		for _, k := range []string{"median_ttft_ms", "median_tpot_ms", "compute_ms_per_token"} {
+			if c.Measured[k] <= 0 {
+				t.Errorf("case %s: measured %s = %g", c.Name, k, c.Measured[k])
+			}
+		}
+	}
+	// A directory is read whole; other JSON files in it are skipped.
+	dir := t.TempDir()
+	b, _ := os.ReadFile(fixture)
+	os.WriteFile(filepath.Join(dir, "a.json"), b, 0o644)
+	os.WriteFile(filepath.Join(dir, "calibration-cpu.json"), []byte(`{"hardware": "cpu"}`), 0o644)
+	if cs, err := LoadCases(dir); err != nil || len(cs) != 4 {
+		t.Errorf("directory: %d cases, %v", len(cs), err)
+	}
+	if _, err := LoadCases(t.TempDir()); err == nil || !strings.Contains(err.Error(), "no tandem bench compare report") {
+		t.Errorf("empty directory: %v", err)
+	}
+}
+
+func TestDeploymentOf(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want simulator.Deployment
+		link string
+		err  string
+	}{
+		{[]string{"--mode", "unified", "--tp", "4", "--groups", "2"}, simulator.Deployment{Mode: "unified", Unified: simulator.Pool{Groups: 2, TP: 4}}, "", ""},
+		{[]string{"--prefill-tp=1", "--decode-tp", "4", "--decode-groups", "2", "--link", "eth-25g"},
+			simulator.Deployment{Mode: "disaggregated", Prefill: simulator.Pool{Groups: 1, TP: 1}, Decode: simulator.Pool{Groups: 2, TP: 4}}, "eth-25g", ""},
+		{[]string{}, simulator.Deployment{Mode: "disaggregated", Prefill: simulator.Pool{Groups: 1, TP: 2}, Decode: simulator.Pool{Groups: 1, TP: 2}}, "", ""},
+		{[]string{"--mode", "colocated"}, simulator.Deployment{}, "", `--mode "colocated"`},
+		{[]string{"--tp", "0"}, simulator.Deployment{}, "", "--tp"},
+	} {
+		d, link, _, err := deploymentOf(tc.args)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%v: error %v, want %q", tc.args, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || d != tc.want || link != tc.link {
+			t.Errorf("%v: %+v %q %v, want %+v %q", tc.args, d, link, err, tc.want, tc.link)
+		}
+	}
+}
+
+// synthetic cases: "measured" figures are the simulator's own under
+// known factors, so a fit from the priors must find them again.
+func synthetic(t *testing.T, truth costmodel.Efficiency) []Case {
+	t.Helper()
+	var cases []Case
+	for _, d := range []simulator.Deployment{
+		{Mode: simulator.ModeUnified, Unified: simulator.Pool{Groups: 1, TP: 1}},
+		{Mode: simulator.ModeUnified, Unified: simulator.Pool{Groups: 1, TP: 2}},
+		{Mode: simulator.ModeDisaggregated, Prefill: simulator.Pool{Groups: 1, TP: 1}, Decode: simulator.Pool{Groups: 1, TP: 2}},
+	} {
+		for _, in := range []int{64, 384} {
+			reqs := make([]simulator.Request, 8)
+			for i := range reqs {
+				reqs[i] = simulator.Request{Input: in + 7*i, Output: 12}
+			}
+			cases = append(cases, Case{Name: d.String(), Model: "llama-160m", Link: "eth-25g", Deployment: d,
+				Workload: simulator.Workload{Requests: reqs, MaxConcurrency: 3}})
+		}
+	}
+	r, err := newReplay(cases, cpu(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range cases {
+		if cases[i].Measured, err = r.predict(i, truth); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cases
+}
+
+func TestFitRecoversKnownFactors(t *testing.T) {
+	hw := cpu(t)
+	truth := hw.Efficiency
+	truth.Memory, truth.Compute, truth.StepOverhead = 0.45, 0.3, 4e-3
+	truth.CollectiveLatency, truth.CollectiveSkew, truth.SamplePerLogit, truth.RequestOverhead = 30, 0.4, 5e-9, 2e-3
+	cases := synthetic(t, truth)
+	cal, err := Fit(context.Background(), cases, hw, FitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range cal.Fit {
+		if f.P90Rel > 0.03 {
+			t.Errorf("%s: %.1f%% of error left at P90 on data the model made itself", f.Component, 100*f.P90Rel)
+		}
+	}
+	got := cal.Efficiency
+	for _, p := range []struct {
+		name       string
+		got, truth float64
+	}{{"memory", got.Memory, truth.Memory}, {"compute", got.Compute, truth.Compute}, {"sample_per_logit", got.SamplePerLogit, truth.SamplePerLogit}} {
+		if math.Abs(p.got/p.truth-1) > 0.1 {
+			t.Errorf("%s fitted to %.4g, truth %.4g", p.name, p.got, p.truth)
+		}
+	}
+	// The priors are worse than the fit on the same data.
+	_, priorErr, err := Validate(cases, hw, hw.Efficiency)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range priorErr {
+		if f.Component == "median_tpot_ms" && f.MedianRel < 0.1 {
+			t.Errorf("the priors predict TPOT within %.1f%%: the synthetic truth is too close to them to test the fit", 100*f.MedianRel)
+		}
+	}
+}
+
+func TestValidateRelativeErrors(t *testing.T) {
+	hw := cpu(t)
+	cases := synthetic(t, hw.Efficiency)[:2]
+	for i := range cases {
+		for k, v := range cases[i].Measured {
+			cases[i].Measured[k] = v * 1.25 // measured a quarter above the prediction
+		}
+	}
+	rows, sum, err := Validate(cases, hw, hw.Efficiency)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) == 0 {
+		t.Fatal("no rows")
+	}
+	for _, r := range rows {
+		if math.IsNaN(r.RelError) {
+			continue
+		}
+		if math.Abs(r.RelError+0.2) > 1e-9 {
+			t.Errorf("%s %s: relative error %g, want −0.2", r.Case, r.Metric, r.RelError)
+		}
+	}
+	for _, f := range sum {
+		if math.Abs(f.MedianRel-0.2) > 1e-9 {
+			t.Errorf("%s: median error %g, want 0.2", f.Component, f.MedianRel)
+		}
+	}
+}
+
+// The fixture's own fit: the search only ever lowers the loss.
+func TestFitOnARealRunLowersTheLoss(t *testing.T) {
+	cases, err := LoadCases(fixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hw := cpu(t)
+	r, err := newReplay(cases, hw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := r.objective(hw.Efficiency)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var losses []float64
+	cal, err := Fit(context.Background(), cases, hw, FitOptions{Sweeps: 2, Progress: func(_ int, l float64) { losses = append(losses, l) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(losses) != 2 || losses[0] > before || losses[1] > losses[0] {
+		t.Errorf("loss %g before, then %v: want it never to rise", before, losses)
+	}
+	if cal.Hardware != "cpu" || len(cal.Fit) < 6 {
+		t.Errorf("calibration for %q with %d fit errors", cal.Hardware, len(cal.Fit))
+	}
+	path := filepath.Join(t.TempDir(), "cal.json")
+	if err := cal.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	back, err := costmodel.LoadCalibration(path)
+	if err != nil || back.Efficiency != cal.Efficiency {
+		t.Errorf("saved and loaded: %+v, %v", back, err)
+	}
+}

@@ -1,0 +1,255 @@
+package calibration
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/tandemllm/tandem/bench/compare"
+	"github.com/tandemllm/tandem/costmodel"
+	"github.com/tandemllm/tandem/planner"
+	"github.com/tandemllm/tandem/simulator"
+)
+
+// ErrNoRuns is returned when a path holds no usable compare report.
+var ErrNoRuns = errors.New("no tandem bench compare report")
+
+// Case is one configuration at one load point of a compare report: what
+// to simulate and what was measured.
+type Case struct {
+	// Name is "configuration @ load point", Source the report file.
+	Name, Source string
+	Deployment   simulator.Deployment
+	Link         string
+	Model        string
+	Engine       simulator.EngineOptions
+	Workload     simulator.Workload
+	// Measured holds the bench's figures under vLLM's result keys
+	// (milliseconds, tokens per second) and the per-token split under
+	// the compare report's keys (compute_ms_per_token, ...).
+	Measured map[string]float64
+}
+
+// result is the part of a bench result (vLLM's keys) a case needs.
+type result struct {
+	InputLens  []int     `json:"input_lens"`
+	OutputLens []int     `json:"output_lens"`
+	Errors     []string  `json:"errors"`
+	StartTimes []float64 `json:"start_times"`
+}
+
+// Metrics compared, under vLLM's result keys.
+var benchKeys = []string{"median_ttft_ms", "mean_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "mean_tpot_ms", "p99_tpot_ms",
+	"median_itl_ms", "mean_e2el_ms", "output_throughput"}
+
+// Parts compared: the compare report's per-token split.
+var partKeys = []string{"compute_ms_per_token", "allreduce_ms_per_token", "kv_transfer_ms_per_token", "sampling_ms_per_token"}
+
+// LoadCases reads every compare report in path (a report file, or a
+// directory of them) into cases.
+func LoadCases(path string) ([]Case, error) {
+	files := []string{path}
+	if st, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if st.IsDir() {
+		files, _ = filepath.Glob(filepath.Join(path, "*.json"))
+		slices.Sort(files)
+	}
+	var out []Case
+	for _, f := range files {
+		cs, err := loadReport(f)
+		if errors.Is(err, ErrNoRuns) && len(files) > 1 {
+			continue // a directory may hold other JSON files
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cs...)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w in %s", ErrNoRuns, path)
+	}
+	return out, nil
+}
+
+func loadReport(file string) ([]Case, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var rep compare.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", file, ErrNoRuns, err)
+	}
+	if len(rep.Configurations) == 0 || len(rep.Points) == 0 {
+		return nil, fmt.Errorf("%s: %w (no configurations or load points)", file, ErrNoRuns)
+	}
+	byName := map[string]compare.Configuration{}
+	for _, c := range rep.Configurations {
+		byName[c.Name] = c
+	}
+	var out []Case
+	for _, p := range rep.Points {
+		for _, cp := range p.Configs {
+			cf, ok := byName[cp.Name]
+			if !ok {
+				return nil, fmt.Errorf("%s: load point %s names configuration %q, which the report does not list", file, p.Load, cp.Name)
+			}
+			c, err := newCase(file, rep, p, cp, cf)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %s: %w", file, cp.Name, err)
+			}
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+func newCase(file string, rep compare.Report, p *compare.Point, cp *compare.ConfigPoint, cf compare.Configuration) (Case, error) {
+	c := Case{Name: cp.Name + " @ " + p.Load, Source: file, Model: cf.Model, Measured: map[string]float64{}}
+	if cf.Addr != "" {
+		return c, fmt.Errorf("a running deployment (%s): its topology is not in the report; calibrate from local clusters", cf.Addr)
+	}
+	var err error
+	if c.Deployment, c.Link, c.Engine, err = deploymentOf(cf.UpArgs); err != nil {
+		return c, err
+	}
+	if c.Link == "" {
+		c.Link = rep.Link
+	}
+	var res result
+	var keys map[string]any
+	if err := json.Unmarshal(cp.Result, &res); err != nil {
+		return c, fmt.Errorf("result: %v", err)
+	}
+	if err := json.Unmarshal(cp.Result, &keys); err != nil {
+		return c, fmt.Errorf("result: %v", err)
+	}
+	if len(res.InputLens) == 0 || len(res.InputLens) != len(res.OutputLens) {
+		return c, errors.New("the result has no per-request input_lens and output_lens: run bench compare with --save-detailed")
+	}
+	for i := range res.InputLens {
+		if i < len(res.Errors) && res.Errors[i] != "" || res.OutputLens[i] < 1 {
+			continue // a failed request: nothing to replay
+		}
+		c.Workload.Requests = append(c.Workload.Requests, simulator.Request{Input: res.InputLens[i], Output: res.OutputLens[i]})
+	}
+	c.Workload.MaxConcurrency = p.MaxConcurrency
+	switch r := p.RequestRate.(type) {
+	case float64:
+		c.Workload.RequestRate = r
+		c.Workload.Burstiness = rep.Workload.Burstiness
+		c.Workload.Seed = rep.Workload.Seed
+	case string:
+		if r != "inf" {
+			return c, fmt.Errorf("request rate %q", r)
+		}
+	}
+	for _, k := range benchKeys {
+		if v, ok := keys[k].(float64); ok {
+			c.Measured[k] = v
+		}
+	}
+	cost := cp.Cost
+	for k, v := range map[string]compare.Num{"compute_ms_per_token": cost.Compute, "allreduce_ms_per_token": cost.Allreduce,
+		"kv_transfer_ms_per_token": cost.KVTransfer, "sampling_ms_per_token": cost.Sampling} {
+		if cost.Traced > 0 && !math.IsNaN(float64(v)) {
+			c.Measured[k] = float64(v)
+		}
+	}
+	return c, nil
+}
+
+// deploymentOf reads a local configuration's `tandem up` arguments.
+func deploymentOf(args []string) (simulator.Deployment, string, simulator.EngineOptions, error) {
+	d := simulator.Deployment{Mode: simulator.ModeDisaggregated, Prefill: simulator.Pool{Groups: 1, TP: 2}, Decode: simulator.Pool{Groups: 1, TP: 2}}
+	unified := simulator.Pool{Groups: 1, TP: 2}
+	var link string
+	var eng simulator.EngineOptions
+	for i := 0; i < len(args); i++ {
+		name, val, inline := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		if !strings.HasPrefix(args[i], "--") {
+			continue
+		}
+		if !inline {
+			if i+1 >= len(args) {
+				break
+			}
+			i++
+			val = args[i]
+		}
+		n, numErr := strconv.Atoi(val)
+		setInt := func(dst *int) error {
+			if numErr != nil || n < 1 {
+				return fmt.Errorf("tandem up --%s %q: want a positive number", name, val)
+			}
+			*dst = n
+			return nil
+		}
+		var err error
+		switch name {
+		case "mode":
+			d.Mode = val
+		case "tp":
+			err = setInt(&unified.TP)
+		case "groups":
+			err = setInt(&unified.Groups)
+		case "prefill-tp":
+			err = setInt(&d.Prefill.TP)
+		case "decode-tp":
+			err = setInt(&d.Decode.TP)
+		case "prefill-groups":
+			err = setInt(&d.Prefill.Groups)
+		case "decode-groups":
+			err = setInt(&d.Decode.Groups)
+		case "link":
+			link = val
+		case "max-batch-tokens":
+			err = setInt(&eng.MaxBatchTokens)
+		case "kv-cache-mb":
+			return d, "", eng, fmt.Errorf("tandem up --kv-cache-mb is not replayed yet")
+		}
+		if err != nil {
+			return d, "", eng, err
+		}
+	}
+	if d.Mode == simulator.ModeUnified {
+		d = simulator.Deployment{Mode: d.Mode, Unified: unified}
+	}
+	if d.Mode != simulator.ModeUnified && d.Mode != simulator.ModeDisaggregated {
+		return d, "", eng, fmt.Errorf("tandem up --mode %q", d.Mode)
+	}
+	return d, link, eng, nil
+}
+
+// model is a case's cost model on hw with eff (nil: the profile's priors).
+func (c Case) model(hw costmodel.Hardware, eff *costmodel.Efficiency) (*costmodel.Model, error) {
+	cfg, name, err := planner.LoadModel("", c.Model)
+	if err != nil {
+		if st, serr := os.Stat(c.Model); serr == nil && st.IsDir() {
+			cfg, name, err = planner.LoadModel(c.Model, "")
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	shape, err := costmodel.NewShape(name, cfg, hw.Kind, costmodel.DTypes{})
+	if err != nil {
+		return nil, err
+	}
+	linkName := c.Link
+	if linkName == "" {
+		linkName = "loopback"
+	}
+	link, err := costmodel.LinkByName(linkName)
+	if err != nil {
+		return nil, err
+	}
+	return costmodel.New(shape, hw, link, eff)
+}
