@@ -5,13 +5,16 @@
 // as `tandem up` child processes (--tp, --modes, --config FILE.yaml) —
 // in interleaved rounds, so that a machine's drift hits all of them.
 //
-// Each round runs every configuration on the first half of the prompts
+// Each round runs every configuration on the first half of its prompts
 // in the order given, then on the second half in the reverse order
 // (A B B A), so that drift linear over a round costs each the same; a
-// local cluster runs on through two blocks of its own in a row. Every
-// configuration gets warm-up requests (AutoWarmups unless told) before
-// its first block and after each start of its cluster, so that no side
-// pays the cold start of a fresh process or connection.
+// local cluster runs on through two blocks of its own in a row. Each
+// round draws its prompts from its own seed (every configuration gets
+// the same ones), so that no prefix cache serves a round from what an
+// earlier one sent. Every configuration gets warm-up requests
+// (AutoWarmups unless told), drawn from yet another seed, before its
+// first block and after each start of its cluster, so that no side pays
+// the cold start of a fresh process or connection.
 //
 // For every configuration and load point it reports the bench results
 // and, joined from each request's server trace by request id, the cost of

@@ -89,19 +89,18 @@ func Run(ctx context.Context, c Config, stdout, stderr io.Writer) (*Report, erro
 	if err != nil {
 		return nil, err
 	}
-	reqs, err := plan.Requests(sides[0].Model.Tokenizer)
-	if err != nil {
+	r := &runner{c: &c, plan: plan, id: serve.RunID()}
+	if err := r.workloads(sides[0].Model.Tokenizer); err != nil {
 		return nil, err
 	}
 	for _, s := range sides {
 		s.settings.TokenizerID = sides[0].Model.ID
 	}
-	r := &runner{c: &c, plan: plan, reqs: reqs, id: serve.RunID()}
 	if !c.DisableProgress {
 		r.progress = stderr
 	}
 	defer r.stopCluster()
-	for _, b := range schedule(len(sides), c.Rounds, len(reqs)) {
+	for _, b := range schedule(len(sides), c.Rounds, len(r.rounds[0])) {
 		s := sides[b.side]
 		if r.progress != nil {
 			fmt.Fprintf(r.progress, "round %d/%d, half %d/%d: %s\n", b.round+1, c.Rounds, b.half+1, b.halves, s.Name)
@@ -161,9 +160,12 @@ func prompts(reqs []dataset.Request, h, n int) []dataset.Request {
 // runs now (kept for the next block when that is the same
 // configuration's).
 type runner struct {
-	c        *Config
-	plan     *serve.Plan
-	reqs     []dataset.Request
+	c    *Config
+	plan *serve.Plan
+	// rounds[r] are round r's prompts, which every configuration gets;
+	// warmup the warm-up prompts.
+	rounds   [][]dataset.Request
+	warmup   []dataset.Request
 	id       string
 	progress io.Writer
 	cluster  *local.Cluster
@@ -223,10 +225,10 @@ func (r *runner) runBlock(ctx context.Context, s *Side, b block) error {
 	if len(s.blocks) == 0 {
 		s.blocks = make([][]*Sample, len(r.plan.Points))
 	}
-	reqs := prompts(r.reqs, b.half, b.halves)
+	reqs := prompts(r.rounds[b.round], b.half, b.halves)
 	for i, pt := range r.plan.Points {
 		o := r.plan.Options(reqs, pt, fmt.Sprintf("%s-%s-r%dh%d-p%d-", r.id, s.Name, b.round, b.half, i), r.progress)
-		o.Warmups = 0
+		o.Warmups, o.Warmup = 0, r.warmup
 		if warmup {
 			o.Warmups = r.warmups(pt)
 		}
@@ -247,6 +249,28 @@ func (r *runner) runBlock(ctx context.Context, s *Side, b block) error {
 			smp = prev
 		}
 		smp.Result = bench.Summarize(smp.Run, s.settings)
+	}
+	return nil
+}
+
+// workloads builds every round's prompts before any load: round r's
+// from seed --seed + r, so that a deployment's prefix cache does not
+// serve a later round what an earlier one sent (both sides of a round
+// get the same prompts); the warm-ups' from the seed of the round after
+// the last, so that they warm no measured prompt's prefix.
+func (r *runner) workloads(tok dataset.Tokenizer) error {
+	for round := range r.c.Rounds + 1 {
+		p := *r.plan
+		p.Seed += uint64(round)
+		reqs, err := p.Requests(tok)
+		if err != nil {
+			return err
+		}
+		if round == r.c.Rounds {
+			r.warmup = reqs
+		} else {
+			r.rounds = append(r.rounds, reqs)
+		}
 	}
 	return nil
 }
