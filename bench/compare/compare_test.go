@@ -109,18 +109,26 @@ func TestTP2AgainstTP8(t *testing.T) {
 	}
 }
 
+// tinyCluster is one running deployment, unified TP-2 on tiny, stopped
+// when the test ends.
+func tinyCluster(t *testing.T, exe string) *local.Cluster {
+	t.Helper()
+	cl, err := local.Start(t.Context(), local.Options{Executable: exe,
+		Args: []string{"--preset", "tiny", "--mode", "unified", "--tp", "2", "--threads", "1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Stop)
+	return cl
+}
+
 // TestSelfComparison: one deployment compared with itself, in
 // interleaved rounds after warm-ups, gives no verdict on any figure,
 // each difference with an interval (TestDetectsDelay shows that the same
 // comparison finds a real difference).
 func TestSelfComparison(t *testing.T) {
 	c := smallConfig(t)
-	cl, err := local.Start(t.Context(), local.Options{Executable: c.Executable,
-		Args: []string{"--preset", "tiny", "--mode", "unified", "--tp", "2", "--threads", "1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Stop()
+	cl := tinyCluster(t, c.Executable)
 	c.Targets = []string{"a=" + cl.GRPC, "b=" + cl.GRPC}
 	c.Rounds, c.NumPrompts = 3, 12
 	var out bytes.Buffer
@@ -157,12 +165,7 @@ func TestSelfComparison(t *testing.T) {
 // split.
 func TestDetectsDelay(t *testing.T) {
 	c := smallConfig(t)
-	cl, err := local.Start(t.Context(), local.Options{Executable: c.Executable,
-		Args: []string{"--preset", "tiny", "--mode", "unified", "--tp", "2", "--threads", "1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Stop()
+	cl := tinyCluster(t, c.Executable)
 	const delay = 500 * time.Millisecond
 	proxy := delayProxy(t, "http://"+cl.HTTP, delay)
 	c.Targets = []string{"direct=http://" + cl.HTTP, "delayed=" + proxy}

@@ -33,7 +33,7 @@ type Side struct {
 	Configuration
 	// Model is the model's shape and tokenizer, for analytic values.
 	Model *serve.Model
-	// Samples[point][round].
+	// Samples[point][round], a round's blocks merged.
 	Samples [][]*Sample
 
 	settings bench.Settings
@@ -42,8 +42,6 @@ type Side struct {
 	// nil where no trace source is known.
 	target bench.Target
 	traces tandemv1.TracesClient
-	// blocks[point][round] are the round's runs and costs so far.
-	blocks [][]*Sample
 	warm   bool // the side's target has had its warm-ups
 }
 
@@ -110,9 +108,6 @@ func Run(ctx context.Context, c Config, stdout, stderr io.Writer) (*Report, erro
 		}
 	}
 	r.stopCluster()
-	for _, s := range sides {
-		s.Samples = s.blocks
-	}
 	rep := NewReport(c, plan, sides)
 	rep.WriteTable(stdout)
 	if err := c.save(rep, stderr); err != nil {
@@ -222,8 +217,8 @@ func (r *runner) runBlock(ctx context.Context, s *Side, b block) error {
 		return err
 	}
 	s.warm = true
-	if len(s.blocks) == 0 {
-		s.blocks = make([][]*Sample, len(r.plan.Points))
+	if len(s.Samples) == 0 {
+		s.Samples = make([][]*Sample, len(r.plan.Points))
 	}
 	reqs := prompts(r.rounds[b.round], b.half, b.halves)
 	for i, pt := range r.plan.Points {
@@ -240,10 +235,10 @@ func (r *runner) runBlock(ctx context.Context, s *Side, b block) error {
 		if s.traces != nil {
 			smp.Costs, smp.Missing = costs(ctx, s.traces, run, s.Model)
 		}
-		if len(s.blocks[i]) <= b.round {
-			s.blocks[i] = append(s.blocks[i], smp)
+		if len(s.Samples[i]) <= b.round {
+			s.Samples[i] = append(s.Samples[i], smp)
 		} else {
-			prev := s.blocks[i][b.round]
+			prev := s.Samples[i][b.round]
 			prev.Run = bench.Merge(prev.Run, run)
 			prev.Costs, prev.Missing = append(prev.Costs, smp.Costs...), prev.Missing+smp.Missing
 			smp = prev
