@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"time"
@@ -18,10 +19,17 @@ import (
 // minutes), and keeps quiet: the etcd client's own logs would repeat
 // every retry of an outage, which Registered and Membership report once.
 func Dial(endpoints []string) (*clientv3.Client, error) {
+	return DialTLS(endpoints, nil)
+}
+
+// DialTLS is Dial over TLS with tlsConfig (mutual TLS against the
+// cluster's CA: package pki); nil dials in plain text.
+func DialTLS(endpoints []string, tlsConfig *tls.Config) (*clientv3.Client, error) {
 	if len(endpoints) == 0 {
 		return nil, errors.New("cluster: no etcd endpoint")
 	}
 	cli, err := clientv3.New(clientv3.Config{
+		TLS:                  tlsConfig,
 		Endpoints:            endpoints,
 		DialTimeout:          10 * time.Second,
 		DialKeepAliveTime:    5 * time.Second,

@@ -42,6 +42,9 @@ type groupFlags struct {
 	// listenIn, when set, makes the collective's listener through it (in
 	// another network namespace: --link).
 	listenIn func(func() error) error
+	// tls, when set, is the mutual TLS of etcd and the ring (loaded from
+	// --internal-*, or made by the process that starts the group).
+	tls *internalTLS
 }
 
 // validate checks the flags; a process that joins a group itself
@@ -110,6 +113,7 @@ type workerFlags struct {
 	nodeRank    int
 	eng         engineFlags
 	be          backendFlags
+	internal    internalFlags
 }
 
 func (f *workerFlags) register(cmd *cobra.Command) {
@@ -125,6 +129,7 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.nodeRank, "node-rank", 0, "index of this node among the nodes of a group spanning nodes: its ranks start at --node-rank × --local-ranks")
 	f.eng.register(cmd)
 	f.be.register(fl)
+	f.internal.register(fl)
 }
 
 // validate checks the flags and sets g.rank to this process's first rank.
@@ -149,6 +154,9 @@ func (f *workerFlags) validate() error {
 			f.nodeRank, f.localRanks, f.nodeRank*f.localRanks, (f.nodeRank+1)*f.localRanks-1, f.g.tp)
 	}
 	f.g.rank += f.nodeRank * f.localRanks
+	if f.g.tls, err = f.internal.load(); err != nil {
+		return err
+	}
 	if f.be.threads == 0 { // the ranks share the cores this process may use (GOMAXPROCS follows a container's CPU limit)
 		f.be.threads = max(1, runtime.GOMAXPROCS(0)/f.localRanks)
 	}
@@ -183,7 +191,7 @@ func runWorker(cmd *cobra.Command, f *workerFlags) error {
 		return err
 	}
 	defer stopMetrics()
-	cli, err := dialEtcd(f.g.etcdEndpoints)
+	cli, err := dialEtcd(f.g.etcdEndpoints, f.g.tls)
 	if err != nil {
 		return err
 	}
@@ -212,7 +220,7 @@ func runWorker(cmd *cobra.Command, f *workerFlags) error {
 	wopts := worker.Options{
 		Role: f.role, Group: f.g.group, Incarnation: f.g.incarnation, ModelName: modelName, Model: m, Engine: opts,
 		Listener: ln, AdvertiseAddr: f.advertise, Etcd: cli, Registerer: reg, Telemetry: tel,
-		OnReady: probes.setReady,
+		OnReady: probes.setReady, ServerTLS: f.g.tls.serverTLS(), ClientTLS: f.g.tls.clientTLS(),
 	}
 	if gpu, err := metrics.OpenGPU(f.be.gpu); err == nil { // absent without an NVIDIA driver
 		defer gpu.Close()
@@ -279,8 +287,9 @@ func defaultModelName(dir, preset string) string {
 	return filepath.Base(filepath.Clean(dir))
 }
 
-func dialEtcd(endpoints string) (*clientv3.Client, error) {
-	cli, err := cluster.Dial(strings.Split(endpoints, ","))
+// dialEtcd dials etcd, with the cluster's mutual TLS when t is set.
+func dialEtcd(endpoints string, t *internalTLS) (*clientv3.Client, error) {
+	cli, err := cluster.DialTLS(strings.Split(endpoints, ","), t.clientTLS())
 	if err != nil {
 		return nil, fmt.Errorf("--etcd-endpoints %q: %w", endpoints, err)
 	}
@@ -352,7 +361,7 @@ func (v *kvDTypeFlag) Set(s string) error {
 // where its incarnation stays 0 (a Kubernetes restart): a rank that dies
 // while joining leaves its entry for a lease TTL at most.
 func joinGroup(ctx context.Context, g *groupFlags) (nccl.Communicator, error) {
-	cli, err := dialEtcd(g.etcdEndpoints)
+	cli, err := dialEtcd(g.etcdEndpoints, g.tls)
 	if err != nil {
 		return nil, err
 	}
@@ -394,7 +403,8 @@ func joinGroup(ctx context.Context, g *groupFlags) (nccl.Communicator, error) {
 	}
 	// The incarnation is part of the ring's group id, so a rank of a dead
 	// incarnation that still dials is refused at the handshake.
-	return ring.Connect(jctx, ln, g.rank, addrs, ring.Options{Group: fmt.Sprintf("%s#%d", g.group, g.incarnation)})
+	return ring.Connect(jctx, ln, g.rank, addrs, ring.Options{Group: fmt.Sprintf("%s#%d", g.group, g.incarnation),
+		ServerTLS: g.tls.serverTLS(), ClientTLS: g.tls.clientTLS()})
 }
 
 // openShard joins the group (when TP > 1) and loads this rank's shard of
