@@ -3,6 +3,8 @@ package cluster
 import (
 	"context"
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -38,7 +40,7 @@ func TestEmbeddedTLS(t *testing.T) {
 	stranger := client(files(other, "worker"))
 	stranger.VerifyPeerCertificate = nil // it would refuse the server first: only etcd decides here
 	for _, members := range []int{1, 3} {
-		t.Run(strings.Repeat("member", 1)+"s="+string(rune('0'+members)), func(t *testing.T) {
+		t.Run(fmt.Sprintf("members=%d", members), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			ef := files(dir, "etcd")
@@ -67,7 +69,13 @@ func TestEmbeddedTLS(t *testing.T) {
 			} {
 				cli, err := DialTLS(e.Endpoints(), cfg)
 				if err != nil {
-					continue // refused at once: as good
+					if !errors.Is(err, ErrTLSRefused) {
+						t.Errorf("%s: %v, want ErrTLSRefused", name, err)
+					}
+					continue // refused at once, saying why
+				}
+				if cfg != nil {
+					t.Errorf("%s: DialTLS did not see the refusal", name)
 				}
 				sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
 				_, err = cli.Get(sctx, "/tandem/test")

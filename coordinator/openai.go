@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -126,7 +128,7 @@ func (c *Coordinator) serveOpenAI(w http.ResponseWriter, r *http.Request, req *o
 		return
 	}
 
-	sse := sseWriter{w: w, rc: http.NewResponseController(w), timeout: c.opts.WriteTimeout}
+	sse := &sseWriter{w: w, rc: http.NewResponseController(w), timeout: c.opts.WriteTimeout, log: c.log}
 	started := false
 	err := c.generate(r.Context(), req.gen, req.fillMaxTokens, func(m *tandemv1.GenerateResponse) error {
 		rs.noteID(m)
@@ -599,9 +601,11 @@ type sseWriter struct {
 	// request, and its KV, until it ends. The write fails, the request is
 	// aborted on its groups and the connection is closed.
 	timeout time.Duration
+	log     *slog.Logger // says so when that happens
+	err     error        // the write that failed; nothing more is written
 }
 
-func (s sseWriter) start() {
+func (s *sseWriter) start() {
 	h := s.w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -610,17 +614,28 @@ func (s sseWriter) start() {
 	s.w.WriteHeader(http.StatusOK)
 }
 
-func (s sseWriter) event(v any) error {
+func (s *sseWriter) event(v any) error {
+	if s.err != nil {
+		return s.err
+	}
 	// Not every ResponseWriter supports deadlines (httptest's recorder does
 	// not); where it cannot, the write goes on without one.
 	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
-	if err := writeSSE(s.w, v); err != nil {
-		return err
+	err := writeSSE(s.w, v)
+	if err == nil {
+		err = s.rc.Flush()
 	}
-	return s.rc.Flush()
+	if errors.Is(err, os.ErrDeadlineExceeded) && s.log != nil {
+		s.log.Warn("a client read nothing for the write timeout; its request is aborted", "write_timeout", s.timeout)
+	}
+	s.err = err
+	return err
 }
 
-func (s sseWriter) done() {
+func (s *sseWriter) done() {
+	if s.err != nil {
+		return
+	}
 	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
 	io.WriteString(s.w, sseDone)
 	s.rc.Flush()

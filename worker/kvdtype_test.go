@@ -71,11 +71,12 @@ func TestKVDTypesAcrossGroups(t *testing.T) {
 }
 
 // disaggregated runs a request through a prefill worker and a decode
-// worker (one rank each) and returns its tokens.
-func disaggregated(t *testing.T, pre, dec, id string, prompt []int32, maxTokens int) []int32 {
+// worker (one rank each) and returns its tokens; opts are added to the
+// connections' options (TLS credentials replace plain TCP).
+func disaggregated(t *testing.T, pre, dec, id string, prompt []int32, maxTokens int, opts ...grpc.DialOption) []int32 {
 	t.Helper()
 	dial := func(addr string) tandemv1.WorkerClient {
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -122,6 +122,7 @@ func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Cl
 		gl.Close()
 		return nil, fmt.Errorf("--http-addr %q: %w", f.httpAddr, err)
 	}
+	hl = sendBufferListener{hl}
 	tel, err := telemetry.Setup(ctx, telemetry.Options{Endpoint: f.otlpEndpoint, ServiceName: "tandem-coordinator"})
 	if err != nil {
 		gl.Close()
@@ -193,6 +194,23 @@ func (rc *runningCoordinator) stop() {
 	tctx, tcancel := context.WithTimeout(context.Background(), grace)
 	defer tcancel()
 	_ = rc.tel.Shutdown(tctx)
+}
+
+// httpSendBuffer is the send buffer of every HTTP connection: room for
+// any token stream, and small enough that a client that stops reading
+// fills it within seconds, so that --write-timeout sees it (a buffer the
+// kernel grows on its own can take megabytes first).
+const httpSendBuffer = 256 << 10
+
+// sendBufferListener gives each accepted TCP connection httpSendBuffer.
+type sendBufferListener struct{ net.Listener }
+
+func (l sendBufferListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(httpSendBuffer)
+	}
+	return c, err
 }
 
 func (rc *runningCoordinator) printEndpoints(w io.Writer) {
