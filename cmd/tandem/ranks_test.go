@@ -222,7 +222,7 @@ func TestWorkerLocalRanks(t *testing.T) {
 	}()
 	for i := range 2 {
 		waitHTTP(ctx, t, fmt.Sprintf("http://127.0.0.1:%d/readyz", base+i), http.StatusOK, exited)
-		waitHTTP(ctx, t, fmt.Sprintf("http://127.0.0.1:%d/livez", base+i), http.StatusOK, exited)
+		waitHTTP(ctx, t, fmt.Sprintf("http://127.0.0.1:%d/healthz", base+i), http.StatusOK, exited)
 	}
 	waitHTTP(ctx, t, "http://"+rc.httpAddr+"/readyz", http.StatusOK, exited)
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,6 +29,7 @@ import (
 
 	"github.com/tandemllm/tandem/apikey"
 	"github.com/tandemllm/tandem/cluster"
+	"github.com/tandemllm/tandem/internal/proctest"
 	"github.com/tandemllm/tandem/kvtransfer"
 	"github.com/tandemllm/tandem/model/preset"
 	"github.com/tandemllm/tandem/parallel"
@@ -484,7 +487,8 @@ func (zeroKV) ReadLayer(int, parallel.Range, []byte) error { return nil }
 
 // TestUpRunsMutualTLSByDefault: `tandem up` with no security flags serves
 // its etcd over https, refuses a client without the cluster's
-// certificate, and removes its throwaway CA when it stops.
+// certificate, listens on loopback alone (every process of it), and
+// removes its throwaway CA when it stops.
 func TestUpRunsMutualTLSByDefault(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts tandem up")
@@ -509,12 +513,79 @@ func TestUpRunsMutualTLSByDefault(t *testing.T) {
 	if g, err := grpcGenerate(t, u.dial(t, clientFlags{}), "", 3); err != nil || len(g.tokens) != 3 {
 		t.Fatalf("%d tokens, %v", len(g.tokens), err)
 	}
+	// Every listener of the whole cluster (up: etcd and the coordinator;
+	// the workers: gRPC, metrics) is on loopback.
+	pids := append([]int{u.pid()}, proctest.Children(t, u.pid())...)
+	listening := listeners(t, pids)
+	if len(listening) < 6 {
+		t.Fatalf("%d listening sockets found (%v); want etcd's two, the coordinator's two and each worker's", len(listening), listening)
+	}
+	t.Logf("tandem up and its workers listen on %v", listening)
+	for _, addr := range listening {
+		if host, _, _ := net.SplitHostPort(addr); host != "127.0.0.1" {
+			t.Errorf("a listener on %s, not loopback (all: %v)", addr, listening)
+		}
+	}
 	_ = u.p.cmd.Process.Signal(os.Interrupt)
 	<-u.p.done
 	after, _ := filepath.Glob(filepath.Join(os.TempDir(), "tandem-pki-*"))
 	if len(after) > len(before) {
 		t.Fatalf("the throwaway CA's directory is left behind: %v (before: %v)", after, before)
 	}
+}
+
+// listeners are the local addresses of the TCP sockets the processes
+// pids listen on, from /proc.
+func listeners(t *testing.T, pids []int) []string {
+	t.Helper()
+	inodes := map[string]bool{}
+	for _, pid := range pids {
+		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			t.Skipf("no /proc: %v", err)
+		}
+		for _, fd := range fds {
+			link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+			if ino, ok := strings.CutPrefix(link, "socket:["); ok && err == nil {
+				inodes[strings.TrimSuffix(ino, "]")] = true
+			}
+		}
+	}
+	var out []string
+	for _, table := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pids[0], table))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 10 || f[3] != "0A" || !inodes[f[9]] { // 0A: LISTEN
+				continue
+			}
+			out = append(out, procAddr(t, f[1]))
+		}
+	}
+	return out
+}
+
+// procAddr decodes /proc/net/tcp's HEXIP:HEXPORT (IPv4 or IPv6, each
+// 32-bit word in host order).
+func procAddr(t *testing.T, s string) string {
+	t.Helper()
+	hexIP, hexPort, _ := strings.Cut(s, ":")
+	raw, err := hex.DecodeString(hexIP)
+	port, perr := strconv.ParseUint(hexPort, 16, 16)
+	if err != nil || perr != nil || len(raw)%4 != 0 {
+		t.Fatalf("/proc/net/tcp address %q", s)
+	}
+	ip := make(net.IP, len(raw))
+	for i := 0; i < len(raw); i += 4 { // little-endian words
+		ip[i], ip[i+1], ip[i+2], ip[i+3] = raw[i+3], raw[i+2], raw[i+1], raw[i]
+	}
+	if v4 := ip.To4(); v4 != nil {
+		ip = v4
+	}
+	return net.JoinHostPort(ip.String(), strconv.Itoa(int(port)))
 }
 
 // peakRSS is a process's peak resident set (VmHWM), in bytes.

@@ -89,9 +89,14 @@ ports of --grpc-addr, --metrics-addr and --listen plus i. When one of them
 exits the others are stopped and this process exits, so the group restarts
 as one unit.
 
---metrics-addr also serves the probes: /livez answers 200 while the process
-runs, /readyz 200 once the rank has joined its group (rank 0: once the
-whole group has).`,
+--metrics-addr also serves the probes: /healthz (and /livez) answers 200
+while the process runs, /readyz 200 once the rank has joined its group (rank
+0: once the whole group has); the gRPC port serves grpc.health.v1.Health,
+NOT_SERVING until then, and server reflection.
+
+--internal-ca, --internal-cert and --internal-key make every connection of
+the rank mutual TLS against the cluster's CA: its gRPC server and KV data
+plane, its ring, etcd (docs/security.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runWorker(cmd, &f) },
 	}
@@ -123,7 +128,7 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	f.model.register(fl, "model directory")
 	fl.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:0", "listen address of this rank's gRPC server")
 	fl.StringVar(&f.advertise, "advertise-addr", "", "address other processes dial to reach --grpc-addr (default: the address listened on); its host is also advertised for a --listen on all interfaces")
-	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:0", "listen address of this rank's Prometheus /metrics and its /livez and /readyz probes (empty: none)")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:0", "listen address of this rank's Prometheus /metrics and its /healthz (/livez) and /readyz probes (empty: none)")
 	fl.StringVar(&f.otlp, "otlp-endpoint", "", "OTLP/gRPC collector (host:port) to export OpenTelemetry spans to; empty: no export")
 	fl.IntVar(&f.localRanks, "local-ranks", 1, "ranks of the group this process runs, as child processes (one per GPU of a node)")
 	fl.IntVar(&f.nodeRank, "node-rank", 0, "index of this node among the nodes of a group spanning nodes: its ranks start at --node-rank × --local-ranks")
@@ -154,9 +159,6 @@ func (f *workerFlags) validate() error {
 			f.nodeRank, f.localRanks, f.nodeRank*f.localRanks, (f.nodeRank+1)*f.localRanks-1, f.g.tp)
 	}
 	f.g.rank += f.nodeRank * f.localRanks
-	if f.g.tls, err = f.internal.load(); err != nil {
-		return err
-	}
 	if f.be.threads == 0 { // the ranks share the cores this process may use (GOMAXPROCS follows a container's CPU limit)
 		f.be.threads = max(1, runtime.GOMAXPROCS(0)/f.localRanks)
 	}
@@ -165,6 +167,10 @@ func (f *workerFlags) validate() error {
 
 func runWorker(cmd *cobra.Command, f *workerFlags) error {
 	if err := f.validate(); err != nil {
+		return err
+	}
+	var err error
+	if f.g.tls, err = f.internal.load(); err != nil {
 		return err
 	}
 	ctx := cmd.Context()
