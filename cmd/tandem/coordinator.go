@@ -236,7 +236,16 @@ func newCoordinatorCmd() *cobra.Command {
 		Long: `Serve the public gRPC API (tandem.v1.Generation) and the OpenAI-compatible
 HTTP API, watch the worker groups registered in etcd, and route every request
 to a prefill group and then a decode group (or to a unified group). The
-coordinator tokenizes and detokenizes with the model directory's tokenizer.`,
+coordinator tokenizes and detokenizes with the model directory's tokenizer.
+
+--api-key and --api-keys-file (re-read on SIGHUP) require
+"Authorization: Bearer KEY" (gRPC: the authorization metadata) on every
+request but the probes and /metrics (--protect-metrics: those too);
+--tls-cert and --tls-key serve both APIs over TLS; --internal-ca,
+--internal-cert and --internal-key make its connections to etcd and the
+workers mutual TLS. Both ports serve grpc.health.v1.Health (gRPC) or
+/healthz and /readyz (HTTP), and the gRPC port server reflection
+(docs/security.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if etcdEndpoints == "" {

@@ -145,7 +145,15 @@ whole, with backoff, until it crashes --crash-loop-limit times in a row.
 Ctrl-C or SIGTERM stops every process. --link PROFILE puts each worker
 process in its own network namespace, linked through a bridge shaped to
 the profile (eth-25g, ib-400g, ...), so allreduces and KV transfers cross
-a link with a real bandwidth limit.`,
+a link with a real bandwidth limit.
+
+Every connection inside the cluster (etcd, worker gRPC, KV transfers, the
+TCP ring) is mutual TLS with a throwaway CA and a certificate per process,
+made in a temporary directory and removed on exit (--internal-tls=false
+turns it off; --internal-ca/-cert/-key use your files). Every port is on
+loopback unless an address flag says otherwise. The public APIs take
+--api-key/--api-keys-file and --tls-cert/--tls-key as "tandem coordinator"
+does (docs/security.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd, &f) },
 	}
