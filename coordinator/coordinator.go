@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -110,7 +109,6 @@ type Coordinator struct {
 	created time.Time
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
-	closing atomic.Bool // Close has begun: requests no longer migrate
 
 	metrics *metrics.Coordinator
 	tracer  trace.Tracer
@@ -122,6 +120,7 @@ type Coordinator struct {
 	healthServing bool // the status last set, under mu
 
 	mu       sync.Mutex
+	closing  bool // Close has begun: requests no longer migrate
 	inflight map[string]struct{}
 	groups   map[string]*groupState
 	conns    map[string]*grpc.ClientConn // by worker address, shared by groups
@@ -249,9 +248,9 @@ func (c *Coordinator) Register(s *grpc.Server) {
 func (c *Coordinator) Close() {
 	// Groups are left first, so running requests end with this cause
 	// rather than a bare cancellation.
-	c.closing.Store(true)
 	c.grpcHealth.Shutdown()
 	c.mu.Lock()
+	c.closing = true
 	for _, g := range c.groups {
 		g.leave(errors.New("coordinator closed"))
 	}

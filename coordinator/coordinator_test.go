@@ -27,16 +27,7 @@ import (
 // none (validation, health, models, errors, membership) end to end.
 func TestCoordinator(t *testing.T) {
 	ctx := t.Context()
-	etcd, err := cluster.StartEmbedded(ctx, t.TempDir(), cluster.EmbeddedOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer etcd.Close()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: etcd.Endpoints(), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := testEtcd(t)
 	// Stats are polled by hand below; the hour keeps the ticker out of it.
 	// A request whose group fails looks for another for a short while.
 	c, err := New(ctx, Options{Etcd: cli, ModelDir: tinyDir(t), StatsInterval: time.Hour, MigrationTimeout: 200 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})

@@ -92,7 +92,7 @@ func TestWorkersOverMutualTLS(t *testing.T) {
 	member := grpc.WithTransportCredentials(credentials.NewTLS(coord))
 	prompt := []int32{5, 6, 7, 8, 9, 10, 11, 12}
 	want := aloneGreedy(t, dir, prompt, 4)
-	if got := disaggregated(t, pre, dec, "tls-1", prompt, 4, member); fmt.Sprint(got) != fmt.Sprint(want) {
+	if got := disaggregated(t, pre, dec, dec, "tls-1", prompt, 4, member); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("over mutual TLS: %v, want %v", got, want)
 	}
 
@@ -140,7 +140,7 @@ func TestWorkersOverMutualTLS(t *testing.T) {
 			}
 		})
 	}
-	if got := disaggregated(t, pre, dec, "tls-2", prompt, 4, member); fmt.Sprint(got) != fmt.Sprint(want) {
+	if got := disaggregated(t, pre, dec, dec, "tls-2", prompt, 4, member); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("after the strangers: %v, want %v", got, want)
 	}
 

@@ -260,24 +260,32 @@ func (tc *testCluster) generate(ctx context.Context, prompt []int32, sp *tandemv
 	return collectStream(stream)
 }
 
-// localGreedy runs the prompts through one in-process engine: the
-// reference the cluster must match token for token.
-func localGreedy(t *testing.T, dir string, prompts [][]int32, maxTokens int) [][]int32 {
+// localEngine is an in-process engine of the model in dir on the CPU,
+// closed when the test ends.
+func localEngine(t *testing.T, dir string, opts engine.Options) *engine.Engine {
 	t.Helper()
 	be, err := cpu.New(cpu.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer be.Close()
+	t.Cleanup(func() { be.Close() })
 	m, err := engine.Open(dir, be, engine.Shard{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
-	e, err := engine.New(m, engine.Options{KVCacheBytes: 16 << 20})
+	t.Cleanup(func() { m.Close() })
+	e, err := engine.New(m, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return e
+}
+
+// localGreedy runs the prompts through one in-process engine: the
+// reference the cluster must match token for token.
+func localGreedy(t *testing.T, dir string, prompts [][]int32, maxTokens int) [][]int32 {
+	t.Helper()
+	e := localEngine(t, dir, engine.Options{KVCacheBytes: 16 << 20})
 	out := make([][]int32, len(prompts))
 	for i, p := range prompts {
 		if err := e.Add(engine.Request{ID: fmt.Sprint(i), Prompt: p, Params: engine.SamplingParams{MaxTokens: maxTokens, IgnoreEOS: true}}); err != nil {

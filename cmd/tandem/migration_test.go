@@ -16,7 +16,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tandemllm/tandem/cluster"
-	"github.com/tandemllm/tandem/compute/cpu"
 	"github.com/tandemllm/tandem/engine"
 	"github.com/tandemllm/tandem/model/tokenizer"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
@@ -29,20 +28,7 @@ import (
 // the uninterrupted reference.
 func localRun(t *testing.T, dir string, prompts [][]int32, params engine.SamplingParams) [][]int32 {
 	t.Helper()
-	be, err := cpu.New(cpu.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer be.Close()
-	m, err := engine.Open(dir, be, engine.Shard{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	e, err := engine.New(m, engine.Options{KVCacheBytes: 64 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := localEngine(t, dir, engine.Options{KVCacheBytes: 64 << 20})
 	out := make([][]int32, len(prompts))
 	for i, p := range prompts {
 		if err := e.Add(engine.Request{ID: fmt.Sprint(i), Prompt: p, Params: params}); err != nil {

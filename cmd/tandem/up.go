@@ -236,6 +236,7 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		}
 		defer nw.Close()
 		etcdOpts.ClientAddr = nw.HostAddr() + ":0" // the workers reach it over their links
+		warnLoopback(errOut, nw.HostAddr(), f.coord.otlpEndpoint)
 	}
 	var (
 		certs *clusterCerts
