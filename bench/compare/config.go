@@ -47,6 +47,10 @@ type Config struct {
 	// WarmupsGiven says that Workload.NumWarmups was given (0 included);
 	// otherwise every load point gets AutoWarmups.
 	WarmupsGiven bool
+	// APIKey, when set, is sent with every call to every configuration
+	// (default: $TANDEM_API_KEY; for URL targets $OPENAI_API_KEY first);
+	// a cluster without keys ignores it.
+	APIKey string
 	// ResultDir/ResultFilename name the report JSON (default
 	// compare-MODEL-DATE.json in the working directory); Plot is the
 	// charts' directory.

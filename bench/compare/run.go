@@ -8,6 +8,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+
+	"github.com/tandemllm/tandem/apikey"
 	"github.com/tandemllm/tandem/bench"
 	"github.com/tandemllm/tandem/bench/dataset"
 	"github.com/tandemllm/tandem/bench/local"
@@ -198,7 +201,7 @@ func (r *runner) ready(ctx context.Context, s *Side) (warmup bool, err error) {
 		return false, err
 	}
 	r.cluster, r.owner = cl, s
-	if r.conn, err = tandem.New(cl.GRPC, ""); err != nil {
+	if r.conn, err = tandem.New(cl.GRPC, "", r.c.dialOptions()...); err != nil {
 		return false, err
 	}
 	served, err := r.conn.Model(ctx)
@@ -328,7 +331,7 @@ func (c *Config) connect(ctx context.Context, s *Side) (func(), error) {
 		}
 	}
 	if s.URL != "" {
-		t, err := openai.New(openai.Options{BaseURL: s.URL, Endpoint: c.Endpoint, APIKey: os.Getenv("OPENAI_API_KEY")})
+		t, err := openai.New(openai.Options{BaseURL: s.URL, Endpoint: c.Endpoint, APIKey: c.apiKey("OPENAI_API_KEY", "TANDEM_API_KEY")})
 		if err != nil {
 			return closeAll, usage("--target %s: %v", s.Name, err)
 		}
@@ -338,7 +341,7 @@ func (c *Config) connect(ctx context.Context, s *Side) (func(), error) {
 			s.settings.Backend = "openai-chat"
 		}
 	} else {
-		t, err := tandem.New(s.Addr, "")
+		t, err := tandem.New(s.Addr, "", c.dialOptions()...)
 		if err != nil {
 			return closeAll, usage("--target %s: %v", s.Name, err)
 		}
@@ -350,7 +353,7 @@ func (c *Config) connect(ctx context.Context, s *Side) (func(), error) {
 		return closeAll, fmt.Errorf("--target %s: target unreachable: %w", s.Name, err)
 	}
 	if s.TraceAddr != "" {
-		t, err := tandem.New(s.TraceAddr, "")
+		t, err := tandem.New(s.TraceAddr, "", c.dialOptions()...)
 		if err != nil {
 			return closeAll, usage("--trace-addr %s: %v", s.Name, err)
 		}
@@ -363,6 +366,28 @@ func (c *Config) connect(ctx context.Context, s *Side) (func(), error) {
 	s.settings.ModelID = served
 	s.Model, err = serve.ResolveModel(c.Tokenizer, served)
 	return closeAll, err
+}
+
+// apiKey is the key to send: APIKey, else the first of the environment
+// variables set.
+func (c *Config) apiKey(env ...string) string {
+	if c.APIKey != "" {
+		return c.APIKey
+	}
+	for _, e := range env {
+		if k := os.Getenv(e); k != "" {
+			return k
+		}
+	}
+	return ""
+}
+
+// dialOptions send the API key, if any, with every gRPC call.
+func (c *Config) dialOptions() []grpc.DialOption {
+	if key := c.apiKey("TANDEM_API_KEY"); key != "" {
+		return []grpc.DialOption{grpc.WithPerRPCCredentials(apikey.PerRPC(key))}
+	}
+	return nil
 }
 
 // checkExecutable finds the tandem binary local clusters run, when
