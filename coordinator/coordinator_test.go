@@ -143,7 +143,7 @@ func TestCoordinator(t *testing.T) {
 		if r.StatusCode != 405 {
 			t.Errorf("GET /v1/completions: %d", r.StatusCode)
 		}
-		for path, want := range map[string]int{"/readyz": 503, "/healthz": 503, "/livez": 200} {
+		for path, want := range map[string]int{"/readyz": 503, "/healthz": 200, "/livez": 200} {
 			r, err = http.Get(web.URL + path)
 			if err != nil {
 				t.Fatal(err)

@@ -131,11 +131,30 @@
 // status. Errors are OpenAI's JSON ({"error": {"message", "type",
 // "param", "code"}}): 400 for bad input, 404 for unknown routes, 429 when
 // the coordinator is full, 503 when no group can serve. GET /v1/models
-// lists the model. GET /readyz (also served as /healthz) answers 200 when
-// the cluster can serve the model and 503 otherwise, with the ready and
-// registered groups of each role; GET /livez answers 200 while the
-// process serves HTTP. They are the readiness and liveness probes of the
-// Helm chart.
+// lists the model. GET /readyz answers 200 when the cluster can serve the
+// model and 503 otherwise, with the ready and registered groups of each
+// role; GET /healthz (and /livez) answers 200 while the process serves
+// HTTP. They are the readiness and liveness probes of the Helm chart. On
+// the gRPC side, Register adds grpc.health.v1.Health, SERVING exactly when
+// /readyz is 200 (for "" and tandem.v1.Generation), and server reflection.
+//
+// # Authentication and limits
+//
+// With Options.APIKeys every request needs a key the set accepts:
+// "Authorization: Bearer KEY" over HTTP (RequireAPIKey wraps the whole
+// HTTP surface: a missing or wrong key gets 401 with an OpenAI error of
+// code invalid_api_key before the body is read) and the metadata
+// "authorization: Bearer KEY" over gRPC (ServerOptions' interceptors:
+// UNAUTHENTICATED). The probes, /metrics and the health services stay open
+// unless ProtectMetrics. Refusals never repeat what the client sent, and
+// are counted in tandem:unauthenticated_requests_total{api}. A request
+// asks for at most MaxModelLen positions (prompt plus max_tokens; a text
+// prompt longer than that many of the tokenizer's longest tokens is
+// refused untokenized), and a client that reads nothing for WriteTimeout
+// is cut off: its request is aborted on its groups, which free its KV at
+// once (an HTTP write fails at its deadline and the connection closes; a
+// gRPC Send cannot be interrupted, so the request is cancelled beneath it
+// and the stream ends with DEADLINE_EXCEEDED when Send returns).
 //
 // # Chat template
 //

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -238,7 +239,7 @@ func TestSSE(t *testing.T) {
 		t.Errorf("event %q, want %q", got, want)
 	}
 	w := httptest.NewRecorder()
-	s := sseWriter{w: w, rc: http.NewResponseController(w)}
+	s := &sseWriter{w: w, rc: http.NewResponseController(w), timeout: time.Minute}
 	s.start()
 	if err := s.event(1); err != nil {
 		t.Fatal(err)

@@ -34,6 +34,9 @@ type Config struct {
 	Link string
 	// Rounds is the number of rounds (default 1).
 	Rounds int
+	// APIKey, when set, is sent with every call to every configuration
+	// (default: $TANDEM_API_KEY); a cluster without keys ignores it.
+	APIKey string
 	// ResultDir/ResultFilename name the report JSON (default
 	// compare-MODEL-DATE.json in the working directory); Plot is the
 	// charts' directory.

@@ -8,6 +8,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+
+	"github.com/tandemllm/tandem/apikey"
 	"github.com/tandemllm/tandem/bench"
 	"github.com/tandemllm/tandem/bench/dataset"
 	"github.com/tandemllm/tandem/bench/local"
@@ -103,7 +106,7 @@ func (c *Config) prepare(ctx context.Context, cfgs []Configuration) ([]*Side, fu
 	for _, cf := range cfgs {
 		s := &Side{Configuration: cf}
 		if cf.Addr != "" {
-			t, err := tandem.New(cf.Addr, "")
+			t, err := tandem.New(cf.Addr, "", c.dialOptions()...)
 			if err != nil {
 				return nil, closeAll, usage("--target %s: %v", cf.Name, err)
 			}
@@ -145,6 +148,18 @@ func (c *Config) prepare(ctx context.Context, cfgs []Configuration) ([]*Side, fu
 	return sides, closeAll, nil
 }
 
+// dialOptions send the API key, if any, with every call.
+func (c *Config) dialOptions() []grpc.DialOption {
+	key := c.APIKey
+	if key == "" {
+		key = os.Getenv("TANDEM_API_KEY")
+	}
+	if key == "" {
+		return nil
+	}
+	return []grpc.DialOption{grpc.WithPerRPCCredentials(apikey.PerRPC(key))}
+}
+
 // runSide runs every load point on one configuration for one round,
 // starting its local cluster first and stopping it on every way out.
 func (c *Config) runSide(ctx context.Context, s *Side, plan *serve.Plan, reqs []dataset.Request, prefix string, progress io.Writer) error {
@@ -161,7 +176,7 @@ func (c *Config) runSide(ctx context.Context, s *Side, plan *serve.Plan, reqs []
 		defer cl.Stop()
 		addr = cl.GRPC
 	}
-	t, err := tandem.New(addr, "")
+	t, err := tandem.New(addr, "", c.dialOptions()...)
 	if err != nil {
 		return err
 	}

@@ -44,6 +44,7 @@ requests; one that holds zero reads "not distinguishable".`,
 	fl.StringVar(&c.Tokenizer, "tokenizer", "", "the targets' tokenizer, when they do not serve a preset")
 	fl.StringVar(&c.Link, "link", "", "local clusters: a link profile each worker's traffic crosses (tandem up --link)")
 	fl.IntVar(&c.Rounds, "rounds", 1, "rounds, the configurations interleaved in each")
+	fl.StringVar(&c.APIKey, "api-key", "", "API key sent to every configuration (default: $TANDEM_API_KEY)")
 	workloadFlags(fl, &c.Workload)
 	fl.StringVar(&c.ResultDir, "result-dir", "", "directory of the report JSON (default: the working directory)")
 	fl.StringVar(&c.ResultFilename, "result-filename", "", "the report JSON's name (default: compare-DATE.json)")

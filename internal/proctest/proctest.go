@@ -7,7 +7,6 @@
 package proctest
 
 import (
-	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -64,6 +63,6 @@ func Children(tb testing.TB, pid int) []int {
 func Require(tb testing.TB) {
 	tb.Helper()
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
-		tb.Skip(fmt.Sprintf("needs /proc: %v", err))
+		tb.Skipf("needs /proc: %v", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,6 +43,9 @@ type Options struct {
 	APIKey string
 	// MaxConns bounds the open connections (0: no bound).
 	MaxConns int
+	// TLS, when set, configures https connections (a CA of one's own);
+	// default: the system's roots.
+	TLS *tls.Config
 }
 
 // Target sends requests to one server.
@@ -66,6 +70,9 @@ func New(o Options) (*Target, error) {
 	o.BaseURL = strings.TrimSuffix(o.BaseURL, "/")
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxConnsPerHost, tr.MaxIdleConnsPerHost = o.MaxConns, max(o.MaxConns, 100)
+	if o.TLS != nil {
+		tr.TLSClientConfig = o.TLS
+	}
 	return &Target{o: o, client: &http.Client{Transport: tr}}, nil
 }
 
