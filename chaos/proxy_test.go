@@ -38,7 +38,7 @@ func TestProxyFaults(t *testing.T) {
 	recv := kvtransfer.NewReceiver(kvtransfer.ReceiverOptions{Rank: 0, Heads: heads, HeadDim: hd, Layers: nLayers, MaxTokens: 64})
 	srv := grpc.NewServer(kvtransfer.ServerOptions()...)
 	tandemv1.RegisterKVTransferServer(srv, recv)
-	grpcLis, rawLis := kvtransfer.Mux(lis)
+	grpcLis, rawLis := kvtransfer.Mux(lis, kvtransfer.MuxOptions{})
 	go func() { _ = srv.Serve(grpcLis) }()
 	rawDone := make(chan error, 1)
 	go func() { rawDone <- recv.ServeRaw(rawLis) }()

@@ -278,11 +278,11 @@ func (r *Registered) setAvailable(ok bool, why error) {
 }
 
 // Available reports whether etcd answers the registration's renewals,
-// and if not, why; Changed is closed at the next change.
-func (r *Registered) Available() (ok bool, why error, changed <-chan struct{}) {
+// and if not, why; changed is closed at the next change.
+func (r *Registered) Available() (ok bool, changed <-chan struct{}, why error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.available, r.why, r.changed
+	return r.available, r.changed, r.why
 }
 
 // revokeQuietly undoes a grant on an error path; the lease expires anyway

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tandemllm/tandem/metrics"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
@@ -71,8 +72,13 @@ func (c *Coordinator) generate(ctx context.Context, req *tandemv1.GenerateReques
 	c.history.add(rec)
 	// A request that ends without its finish message (an error, a
 	// cancelled client) is closed here; finish closes it first otherwise.
+	refused := false // a group refused it before any token
 	defer func() {
 		rec.close(tandemv1.FinishReason_FINISH_REASON_ERROR)
+		if refused {
+			c.metrics.Refused(metrics.RejectOverloaded)
+			return
+		}
 		c.finished(span, rec)
 	}()
 	if err := send(&tandemv1.GenerateResponse{RequestId: p.id, PromptTokenIds: p.prompt, TokenizeUs: p.tokenize.Microseconds()}); err != nil {
@@ -102,7 +108,9 @@ func (c *Coordinator) generate(ctx context.Context, req *tandemv1.GenerateReques
 		trace: rec,
 	}
 	defer r.abortPending("request ended")
-	return spanError(span, r.run(rt))
+	err = r.run(rt)
+	refused = status.Code(err) == codes.ResourceExhausted && len(r.output) == 0
+	return spanError(span, err)
 }
 
 // finished records a request's end in the metrics and its span.
@@ -203,6 +211,13 @@ func (r *request) runAttempt(n int, rt route) error {
 	a := r.newAttempt(n, rt)
 	defer a.stopLeaves()
 	defer r.c.ended(rt)
+	if q := r.c.opts.QueueTimeout; q > 0 && n == 1 {
+		left := q - time.Since(r.arrival)
+		if left <= 0 {
+			return status.Errorf(codes.ResourceExhausted, "the request waited %v, past the coordinator's --queue-timeout, before reaching a group; retry later", q)
+		}
+		a.queueTimeout = durationpb.New(left)
+	}
 	if rt.whole != nil {
 		return r.runWhole(a, rt.whole, rt.wholeSent)
 	}
@@ -214,7 +229,7 @@ func (r *request) runWhole(a *attempt, g *groupState, s *sent) error {
 	ctx, span := r.c.tracer.Start(a.ctx, "generate", trace.WithAttributes(telemetry.Group(g.name)))
 	defer span.End()
 	stream, err := g.client.Generate(ctx, &tandemv1.WorkerGenerateRequest{
-		RequestId: a.id, PromptTokenIds: a.prompt, Sampling: a.sampling,
+		RequestId: a.id, PromptTokenIds: a.prompt, Sampling: a.sampling, QueueTimeout: a.queueTimeout,
 	})
 	if err != nil {
 		return r.fail(a, g, err)
@@ -236,7 +251,7 @@ func (r *request) runDisaggregated(a *attempt, rt route) error {
 	pctx, pspan := r.c.tracer.Start(a.ctx, "prefill", trace.WithAttributes(telemetry.Group(pre.name)))
 	resp, err := pre.client.Prefill(pctx, &tandemv1.PrefillRequest{
 		RequestId: a.id, PromptTokenIds: a.prompt, Sampling: a.sampling,
-		Destination: rt.destination, Attempt: uint32(a.n),
+		Destination: rt.destination, Attempt: uint32(a.n), QueueTimeout: a.queueTimeout,
 	})
 	r.c.answered(rt.prefillSent)
 	spanError(pspan, err)

@@ -6,7 +6,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/model/preset"
 	"github.com/tandemllm/tandem/model/tokenizer"
 )
@@ -48,4 +52,21 @@ func llama3Tokenizer(t testing.TB) *tokenizer.Tokenizer {
 		t.Fatal(err)
 	}
 	return tok
+}
+
+// testEtcd starts a real embedded etcd for the test and returns a client
+// of it; both are closed when the test ends.
+func testEtcd(t *testing.T) *clientv3.Client {
+	t.Helper()
+	etcd, err := cluster.StartEmbedded(t.Context(), t.TempDir(), cluster.EmbeddedOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { etcd.Close() })
+	cli, err := clientv3.New(clientv3.Config{Endpoints: etcd.Endpoints(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
 }

@@ -61,16 +61,7 @@ func (l *lossy) RecvMsg(m any) error {
 // included.
 func TestKVEventsLostAndResynced(t *testing.T) {
 	ctx := t.Context()
-	etcd, err := cluster.StartEmbedded(ctx, t.TempDir(), cluster.EmbeddedOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer etcd.Close()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: etcd.Endpoints(), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := testEtcd(t)
 	dir := tinyDir(t)
 	wc := startTestWorker(t, cli, dir)
 

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 	"github.com/tandemllm/tandem/telemetry"
@@ -43,6 +44,9 @@ type attempt struct {
 	pending  []*groupState
 	prompt   []int32                  // the prompt, then the tokens output before the attempt
 	sampling *tandemv1.SamplingParams // max_tokens less those tokens
+	// queueTimeout is what is left of the request's queue timeout, for
+	// the first group's call of the first attempt; nil: no limit.
+	queueTimeout *durationpb.Duration
 }
 
 // groupLeft is the cause that ends an attempt whose group left.
@@ -129,16 +133,9 @@ func (r *request) migrate(f *groupFailure, next int) (route, error) {
 	}
 	r.failed[f.g] = true
 	c.suspect(f.g, f.err)
-	// The failed attempt's groups drop it in the background: a dead
-	// group's Abort must not hold up the move.
-	if old := r.att; old != nil && len(old.pending) > 0 {
-		ctx := context.WithoutCancel(r.client)
-		c.wg.Go(func() { c.abort(ctx, old.id, old.pending, "request migrated") })
-		old.pending = nil
-	}
 	left := int(r.sampling.GetMaxTokens()) - len(r.output)
 	switch {
-	case c.closing.Load():
+	case !c.abortInBackground(r):
 		return route{}, f.final("the coordinator is closing")
 	case c.opts.MigrationLimit == 0:
 		return route{}, f.final("requests do not migrate (--migration-limit 0)")
@@ -172,6 +169,24 @@ func (r *request) migrate(f *groupFailure, next int) (route, error) {
 	c.log.Info("request migrated", "request", r.p.id, "reason", f.reason, "from", f.g.name,
 		"prefill", pre, "decode", dec, "tokens_before", len(r.output), "attempt", next, "err", f.err)
 	return rt, nil
+}
+
+// abortInBackground has the groups of r's failed attempt drop it in the
+// background, so that a dead group's Abort does not hold up the move. It
+// reports false, and leaves them to the request's end, once Close has
+// begun.
+func (c *Coordinator) abortInBackground(r *request) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return false
+	}
+	if old := r.att; old != nil && len(old.pending) > 0 {
+		ctx, id, groups := context.WithoutCancel(r.client), old.id, old.pending
+		c.wg.Go(func() { c.abort(ctx, id, groups, "request migrated") })
+		old.pending = nil
+	}
+	return true
 }
 
 // migrationRoute picks groups for a migrated request whose prompt is now prompt,

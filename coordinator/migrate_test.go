@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -50,8 +53,9 @@ func TestMigrate(t *testing.T) {
 			t.Cleanup(c.wg.Wait) // the failed group's abort, in the background
 			c.opts.MigrationLimit, c.opts.MigrationTimeout = 2, 100*time.Millisecond
 			c.metrics = metrics.NewCoordinator(prometheus.NewRegistry(), "m")
-			c.tracer = (*telemetry.Provider)(nil).Tracer("test")
-			c.closing.Store(tt.closing)
+			spans := tracetest.NewSpanRecorder()
+			c.tracer = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans)).Tracer("test")
+			c.closing = tt.closing
 			r, sent := testRequest(t, m, &tandemv1.SamplingParams{MaxTokens: int32(tt.maxTokens)})
 			r.c = c
 			r.trace.id = "req"
@@ -89,6 +93,27 @@ func TestMigrate(t *testing.T) {
 			}
 			if !slices.Equal(r.p.prompt, []int32{1, 2, 3}) {
 				t.Errorf("the request's own prompt changed: %v", r.p.prompt)
+			}
+			var span sdktrace.ReadOnlySpan
+			for _, sp := range spans.Ended() {
+				if sp.Name() == "migration" {
+					span = sp
+				}
+			}
+			want := map[attribute.Key]attribute.Value{
+				telemetry.MigrationReasonKey: attribute.StringValue(metrics.MigrationUnavailable), telemetry.MigrationFromKey: attribute.StringValue("d1"),
+				telemetry.MigrationTokensKey: attribute.IntValue(tt.tokens), telemetry.MigrationAttemptKey: attribute.IntValue(2),
+			}
+			if span == nil {
+				t.Fatal("no migration span")
+			}
+			for _, kv := range span.Attributes() {
+				if v, ok := want[kv.Key]; ok && v == kv.Value {
+					delete(want, kv.Key)
+				}
+			}
+			if len(want) > 0 {
+				t.Errorf("migration span %v lacks %v", span.Attributes(), want)
 			}
 			ms := r.trace.snapshot().GetMigrations()
 			if len(ms) != 1 || ms[0].FromGroup != "d1" || ms[0].DecodeGroup != dec || ms[0].TokensBefore != int32(tt.tokens) ||

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -67,12 +68,13 @@ func FuzzServeRaw(f *testing.F) {
 	f.Add(make([]byte, 8)) // an empty stream: the receiver acks
 	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r := NewReceiver(ReceiverOptions{Rank: 0, Heads: parallel.Range{From: 0, To: 2}, HeadDim: 4, Layers: 2, MaxTokens: 64})
+		r := NewReceiver(ReceiverOptions{Rank: 0, Heads: parallel.Range{From: 0, To: 2}, HeadDim: 4, Layers: 2, MaxTokens: 64,
+			Logger: slog.New(slog.DiscardHandler)})
 		server, client := net.Pipe()
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			r.serveRaw(server)
+			_ = r.serveRaw(server)
 			server.Close()
 		}()
 		go io.Copy(io.Discard, client) // replies and acks
@@ -191,4 +193,53 @@ func TestAnswererHarness(t *testing.T) {
 	if err := a.push(ack(&tandemv1.KVAck{RequestId: "r", ErrorMessage: "bad crc"})); err == nil || !strings.Contains(err.Error(), "bad crc") {
 		t.Fatalf("an incomplete ack: %v, want its reason", err)
 	}
+}
+
+// FuzzMuxRoute: whatever a connection to a shared port starts with, Mux
+// hands it to the raw side when it starts with the raw hello's magic, to
+// gRPC when it says anything else, or closes it when it ends before
+// saying which; whoever gets it reads every byte it sent, in order.
+func FuzzMuxRoute(f *testing.F) {
+	f.Add([]byte(rawHello + "rest"))
+	f.Add([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))
+	f.Add([]byte(rawMagic[:4]))
+	f.Add([]byte(rawMagic[:4] + "x"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m := &mux{done: make(chan struct{})}
+		g, r := &muxListener{m: m, ch: make(chan net.Conn, 1)}, &muxListener{m: m, ch: make(chan net.Conn, 1)}
+		server, client := net.Pipe()
+		go func() {
+			_, _ = client.Write(data)
+			client.Close()
+		}()
+		m.route(server, g, r)
+		var got net.Conn
+		side := "closed"
+		select {
+		case got = <-g.ch:
+			side = "grpc"
+		case got = <-r.ch:
+			side = "raw"
+		default:
+		}
+		want := "grpc"
+		switch {
+		case bytes.HasPrefix(data, []byte(rawMagic)):
+			want = "raw"
+		case bytes.HasPrefix([]byte(rawMagic), data):
+			want = "closed"
+		}
+		if side != want {
+			t.Fatalf("%q went to %s, want %s", data, side, want)
+		}
+		if got == nil {
+			return
+		}
+		defer got.Close()
+		read, err := io.ReadAll(got)
+		if err != nil || !bytes.Equal(read, data) {
+			t.Fatalf("%s side read %q (%v), the client sent %q", side, read, err, data)
+		}
+	})
 }

@@ -86,6 +86,11 @@ func le16(f []float32) []byte {
 // serve starts a Receiver on a real loopback port, gRPC and the raw data
 // plane sharing it through Mux, as a worker serves it.
 func serve(t testing.TB, opts ReceiverOptions, extra ...grpc.ServerOption) (*Receiver, string) {
+	return serveMux(t, opts, MuxOptions{}, extra...)
+}
+
+// serveMux is serve with Mux's options.
+func serveMux(t testing.TB, opts ReceiverOptions, mo MuxOptions, extra ...grpc.ServerOption) (*Receiver, string) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -94,7 +99,7 @@ func serve(t testing.TB, opts ReceiverOptions, extra ...grpc.ServerOption) (*Rec
 	r := NewReceiver(opts)
 	srv := grpc.NewServer(append(ServerOptions(), extra...)...)
 	tandemv1.RegisterKVTransferServer(srv, r)
-	grpcLis, rawLis := Mux(lis)
+	grpcLis, rawLis := Mux(lis, mo)
 	go func() { _ = srv.Serve(grpcLis) }()
 	rawDone := make(chan error, 1)
 	go func() { rawDone <- r.ServeRaw(rawLis) }()

@@ -2,7 +2,10 @@ package kvtransfer
 
 import (
 	"bytes"
+	"crypto/tls"
+	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 )
@@ -11,14 +14,36 @@ import (
 // gRPC clients, and Senders, write theirs at once.
 const peekTimeout = 10 * time.Second
 
+// MuxOptions configure Mux. Zero fields take the defaults.
+type MuxOptions struct {
+	// TLS, when set, makes every connection TLS with this server
+	// configuration before anything else: with mutual TLS (package pki) a
+	// peer without a certificate of the cluster's CA is refused at the
+	// handshake, before any of its bytes is parsed, and logged. The gRPC
+	// server then takes connections whose handshake is done: give it
+	// pki.Terminated() credentials. "h2" is added to the protocols offered
+	// by ALPN, as gRPC clients require it (default nil: plain TCP).
+	TLS *tls.Config
+	// Logger receives a warning for each connection refused (default
+	// slog.Default()).
+	Logger *slog.Logger
+}
+
 // Mux splits the connections accepted from ln between a gRPC server and
 // [Receiver.ServeRaw], so one port serves both: a connection whose first
 // bytes are the raw data plane's hello goes to raw, anything else (the
-// HTTP/2 client preface of gRPC) to grpcLis. Each connection's first bytes
-// are read again by whoever accepts it. Closing either listener closes ln
-// and both.
-func Mux(ln net.Listener) (grpcLis, rawLis net.Listener) {
-	m := &mux{ln: ln, done: make(chan struct{})}
+// HTTP/2 client preface of gRPC) to grpcLis. With TLS the first bytes are
+// those inside TLS. Each connection's first bytes are read again by
+// whoever accepts it. Closing either listener closes ln and both.
+func Mux(ln net.Listener, opts MuxOptions) (grpcLis, rawLis net.Listener) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.TLS != nil && !slices.Contains(opts.TLS.NextProtos, "h2") {
+		opts.TLS = opts.TLS.Clone()
+		opts.TLS.NextProtos = append(opts.TLS.NextProtos, "h2")
+	}
+	m := &mux{ln: ln, opts: opts, done: make(chan struct{})}
 	g, r := &muxListener{m: m, ch: make(chan net.Conn)}, &muxListener{m: m, ch: make(chan net.Conn)}
 	go m.serve(g, r)
 	return g, r
@@ -26,6 +51,7 @@ func Mux(ln net.Listener) (grpcLis, rawLis net.Listener) {
 
 type mux struct {
 	ln   net.Listener
+	opts MuxOptions
 	done chan struct{}
 	once sync.Once
 }
@@ -64,8 +90,20 @@ func (m *mux) serve(g, r *muxListener) {
 	}
 }
 
-// route reads just enough of c to tell raw from gRPC and hands it over.
+// route reads just enough of c to tell raw from gRPC and hands it over,
+// after a TLS handshake when there is TLS.
 func (m *mux) route(c net.Conn, g, r *muxListener) {
+	if m.opts.TLS != nil {
+		_ = c.SetDeadline(time.Now().Add(peekTimeout))
+		tc := tls.Server(c, m.opts.TLS)
+		if err := tc.Handshake(); err != nil {
+			m.opts.Logger.Warn("kvtransfer: refused a connection at its TLS handshake", "peer", c.RemoteAddr().String(), "err", err)
+			c.Close()
+			return
+		}
+		_ = c.SetDeadline(time.Time{})
+		c = tc
+	}
 	_ = c.SetReadDeadline(time.Now().Add(peekTimeout))
 	buf := make([]byte, len(rawMagic))
 	n, raw := 0, true

@@ -3,6 +3,7 @@ package kvtransfer
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -69,10 +70,14 @@ var (
 )
 
 // setBuffers raises a TCP connection's socket buffers, looking through
-// Mux's wrapper.
+// Mux's wrapper and TLS.
 func setBuffers(c net.Conn) {
-	if p, ok := c.(*peekConn); ok {
-		c = p.Conn
+	for {
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = w.NetConn()
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetReadBuffer(rawSocketBuffer)
@@ -129,22 +134,31 @@ func (r *Receiver) ServeRaw(ln net.Listener) error {
 				delete(conns, c)
 				mu.Unlock()
 			}()
-			r.serveRaw(c)
+			if err := r.serveRaw(c); err != nil {
+				r.opts.Logger.Warn("kvtransfer: hung up on a raw connection that broke the protocol", "peer", c.RemoteAddr().String(), "err", err)
+			}
 		})
 	}
 }
 
 // serveRaw answers the hello, then receives streams until the connection
-// ends or breaks the protocol.
-func (r *Receiver) serveRaw(c net.Conn) {
+// ends (nil) or breaks the protocol (an error saying how). Every length it
+// reads is checked before anything of that size is allocated: a header's
+// against maxRawHeader, a payload's against maxMessageBytes and then,
+// before it is read, against the size the chunk's shape implies
+// (validate); a payload that fails is discarded as it streams in.
+func (r *Receiver) serveRaw(c net.Conn) error {
 	setBuffers(c)
 	_ = c.SetDeadline(time.Now().Add(rawHandshakeTimeout))
 	hello := make([]byte, len(rawHello))
-	if _, err := io.ReadFull(c, hello); err != nil || string(hello) != rawHello {
-		return
+	if _, err := io.ReadFull(c, hello); err != nil {
+		return nil
+	}
+	if string(hello) != rawHello {
+		return fmt.Errorf("not the raw data plane's hello: %q", hello)
 	}
 	if _, err := io.WriteString(c, rawReply); err != nil {
-		return
+		return nil
 	}
 	_ = c.SetDeadline(time.Time{})
 	// A large payload read with nothing buffered goes straight from the
@@ -163,14 +177,15 @@ func (r *Receiver) serveRaw(c net.Conn) {
 			// silent for longer is gone, and so is its goroutine here.
 			_ = c.SetReadDeadline(time.Now().Add(2 * rawIdle))
 			if _, err := io.ReadFull(br, prefix[:]); err != nil {
-				return
+				return nil
 			}
 			hl, n := binary.LittleEndian.Uint32(prefix[:4]), binary.LittleEndian.Uint32(prefix[4:])
 			if hl == 0 && n == 0 { // end of stream
 				break
 			}
 			if hl == 0 || hl > maxRawHeader || n > maxMessageBytes {
-				return // not a frame: the connection is out of step
+				// Not a frame: the connection is out of step.
+				return fmt.Errorf("frame lengths out of bounds: header %d bytes (1..%d), payload %d bytes (at most %d)", hl, maxRawHeader, n, maxMessageBytes)
 			}
 			_ = c.SetReadDeadline(time.Now().Add(rawFrameTimeout))
 			if cap(hdr) < int(hl) {
@@ -178,23 +193,26 @@ func (r *Receiver) serveRaw(c net.Conn) {
 			}
 			hdr = hdr[:hl]
 			if _, err := io.ReadFull(br, hdr); err != nil {
-				return
+				return nil
 			}
-			if err := unmarshalChunk(mem.BufferSlice{mem.SliceBuffer(hdr)}, &m); err != nil || len(m.Payload) > 0 {
-				return
+			if err := unmarshalChunk(mem.BufferSlice{mem.SliceBuffer(hdr)}, &m); err != nil {
+				return fmt.Errorf("frame header does not parse: %w", err)
+			}
+			if len(m.Payload) > 0 {
+				return errors.New("frame header carries a payload of its own")
 			}
 			var err error
 			if scratch, err = r.rawChunk(st, &m, br, int(n), scratch); err != nil {
-				return
+				return nil // the connection failed
 			}
 		}
 		ack, err := proto.Marshal(r.finish(st))
 		if err != nil {
-			return
+			return fmt.Errorf("encoding an ack: %w", err)
 		}
 		_ = c.SetWriteDeadline(time.Now().Add(rawFrameTimeout))
 		if _, err := c.Write(append(binary.LittleEndian.AppendUint32(nil, uint32(len(ack))), ack...)); err != nil {
-			return
+			return nil
 		}
 		_ = c.SetWriteDeadline(time.Time{})
 	}
@@ -302,6 +320,18 @@ func (s *Sender) rawConn(ctx context.Context, addr string) (*rawConn, error) {
 		deadline = dl
 	}
 	_ = c.SetDeadline(deadline)
+	if s.opts.TLS != nil {
+		// A refused handshake is a failed stream, not a receiver that does
+		// not speak raw: it must not send the stream over gRPC instead.
+		cfg := s.opts.TLS.Clone()
+		cfg.NextProtos = nil
+		tc := tls.Client(c, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("raw TLS handshake with %s: %w", addr, err)
+		}
+		c = tc
+	}
 	reply := make([]byte, len(rawReply))
 	if _, err := io.WriteString(c, rawHello); err != nil {
 		c.Close()

@@ -480,7 +480,7 @@ func TestMuxRoutes(t *testing.T) {
 	r := NewReceiver(ReceiverOptions{Rank: 0, Heads: tiny.heads, HeadDim: tiny.hd, Layers: tiny.layers, MaxTokens: 64})
 	srv := grpc.NewServer(ServerOptions()...)
 	tandemv1.RegisterKVTransferServer(srv, r)
-	g, rw := Mux(lis)
+	g, rw := Mux(lis, MuxOptions{})
 	gl, rl := &countingListener{Listener: g}, &countingListener{Listener: rw}
 	served, rawServed := make(chan error, 1), make(chan error, 1)
 	go func() { served <- srv.Serve(gl) }()

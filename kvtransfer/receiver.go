@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"log/slog"
 	"math"
 	"slices"
 	"strings"
@@ -44,6 +45,10 @@ type ReceiverOptions struct {
 	// A peer cannot make the receiver allocate without limit by sending
 	// small chunks of far-off positions.
 	MaxBufferedBytes int64
+	// Logger receives a warning for each raw connection the receiver hangs
+	// up on because it broke the protocol (a bad hello, a frame length out
+	// of bounds, a header that does not parse); default slog.Default().
+	Logger *slog.Logger
 }
 
 // Receiver serves tandemv1.KVTransferServer and the raw data plane
@@ -140,6 +145,9 @@ func NewReceiver(opts ReceiverOptions) *Receiver {
 	}
 	if opts.MaxBufferedBytes <= 0 {
 		opts.MaxBufferedBytes = 4 << 30
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
 	}
 	if opts.DType == tandemv1.DataType_DATA_TYPE_UNSPECIFIED {
 		opts.DType = tandemv1.DataType_DATA_TYPE_FLOAT32

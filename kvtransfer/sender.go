@@ -2,6 +2,7 @@ package kvtransfer
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tandemllm/tandem/parallel"
@@ -59,10 +61,15 @@ type SenderOptions struct {
 	// MaxAttempts is how many streams a push tries before giving up
 	// (default 3).
 	MaxAttempts int
-	// DialOptions are added after the sender's own (insecure credentials,
-	// large flow-control windows and socket buffers). They apply to gRPC
-	// streams only, not to the raw data plane.
+	// DialOptions are added after the sender's own (transport
+	// credentials, large flow-control windows and socket buffers). They
+	// apply to gRPC streams only, not to the raw data plane.
 	DialOptions []grpc.DialOption
+	// TLS, when set, makes every connection TLS with this client
+	// configuration, raw and gRPC alike (mutual TLS against the cluster's
+	// CA, package pki); a receiver that refuses it fails the push, which
+	// is retried as any failed stream (default nil: plain TCP).
+	TLS *tls.Config
 	// DisableRaw sends every stream over gRPC, never over the raw TCP data
 	// plane.
 	DisableRaw bool
@@ -160,8 +167,12 @@ func (s *Sender) conn(addr string) (*grpc.ClientConn, error) {
 	if cc := s.conns[addr]; cc != nil {
 		return cc, nil
 	}
+	creds := insecure.NewCredentials()
+	if s.opts.TLS != nil {
+		creds = credentials.NewTLS(s.opts.TLS)
+	}
 	opts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithInitialWindowSize(streamWindow),
 		grpc.WithInitialConnWindowSize(connWindow),
 		grpc.WithReadBufferSize(ioBufferSize),

@@ -24,6 +24,7 @@ const (
 	RejectUnavailable = "unavailable" // no ready group could take it
 	RejectCanceled    = "canceled"    // the client went away before it started
 	RejectDeadline    = "deadline"    // its deadline passed before it started
+	RejectOverloaded  = "overloaded"  // started, but its group refused it before any token (--queue-timeout passed, no room)
 )
 
 // Migration reasons, the reason label of tandem:request_migrations_total:
@@ -39,8 +40,8 @@ const (
 //
 // A request moves through the gauges like this: RequestArrived counts it
 // waiting; then exactly one of Rejected (it never started) or
-// RequestStarted (it is running); after RequestStarted exactly one
-// RequestFinished. Keeping to that keeps the gauges exact.
+// RequestStarted (it is running); after RequestStarted exactly one of
+// RequestFinished or Refused (its group refused it before any token). Keeping to that keeps the gauges exact.
 type Coordinator struct {
 	waiting, running prometheus.Gauge
 	etcd             prometheus.Gauge
@@ -56,9 +57,12 @@ type Coordinator struct {
 	reject   [numReject]prometheus.Counter
 	migrated *prometheus.CounterVec
 
-	resyncs     *prometheus.CounterVec
-	indexBlocks *prometheus.GaugeVec
-	routedHits  prometheus.Counter
+	resyncs *prometheus.CounterVec
+	// unauthenticated counts refusals for want of an API key: [0] HTTP,
+	// [1] gRPC. The label is the API, never anything the client sent.
+	unauthenticated [2]prometheus.Counter
+	indexBlocks     *prometheus.GaugeVec
+	routedHits      prometheus.Counter
 }
 
 const (
@@ -93,6 +97,7 @@ const (
 	rejectUnavailable
 	rejectCanceled
 	rejectDeadline
+	rejectOverloaded
 	numReject
 )
 
@@ -110,6 +115,8 @@ func rejectIndex(reason string) int {
 		return rejectCanceled
 	case RejectDeadline:
 		return rejectDeadline
+	case RejectOverloaded:
+		return rejectOverloaded
 	}
 	return -1
 }
@@ -165,9 +172,13 @@ func NewCoordinator(reg prometheus.Registerer, model string) *Coordinator {
 	}, []string{"model_name", "group"})
 	routedHits := counter("tandem:routed_prefix_tokens_total",
 		"Prompt tokens the chosen groups held in their prefix caches when requests were routed, as the prefix index saw them.")
+	unauthenticated := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tandem:unauthenticated_requests_total",
+		Help: "Requests refused for want of a valid API key (HTTP 401, gRPC UNAUTHENTICATED), by API: http or grpc.",
+	}, []string{"model_name", "api"})
 
 	reg.MustRegister(waiting, running, etcd, queue, ttft, itl, tpot, e2e, reqPrompt, reqGen,
-		promptTokens, genTokens, success, rejected, migrated, resyncs, indexBlocks, routedHits)
+		promptTokens, genTokens, success, rejected, migrated, resyncs, indexBlocks, routedHits, unauthenticated)
 
 	m := &Coordinator{
 		waiting:      waiting.WithLabelValues(model),
@@ -188,13 +199,16 @@ func NewCoordinator(reg prometheus.Registerer, model string) *Coordinator {
 		resyncs:      resyncs.MustCurryWith(prometheus.Labels{"model_name": model}),
 		indexBlocks:  indexBlocks.MustCurryWith(prometheus.Labels{"model_name": model}),
 		routedHits:   routedHits.WithLabelValues(model),
+		unauthenticated: [2]prometheus.Counter{
+			unauthenticated.WithLabelValues(model, "http"), unauthenticated.WithLabelValues(model, "grpc"),
+		},
 	}
 	// Resolve the known reasons now: no lookup on the finish path, and
 	// their series exist at 0 from the start, so rate() sees the first one.
 	for _, r := range [...]string{FinishStop, FinishLength, FinishAbort, FinishTimeout, FinishError} {
 		m.finished[finishIndex(r)] = m.success.WithLabelValues(r)
 	}
-	for _, r := range [...]string{RejectInvalid, RejectDuplicate, RejectQueueFull, RejectUnavailable, RejectCanceled, RejectDeadline} {
+	for _, r := range [...]string{RejectInvalid, RejectDuplicate, RejectQueueFull, RejectUnavailable, RejectCanceled, RejectDeadline, RejectOverloaded} {
 		m.reject[rejectIndex(r)] = m.rejected.WithLabelValues(r)
 	}
 	m.etcd.Set(1)
@@ -202,6 +216,16 @@ func NewCoordinator(reg prometheus.Registerer, model string) *Coordinator {
 		m.migrated.WithLabelValues(r)
 	}
 	return m
+}
+
+// Unauthenticated counts a request refused for want of a valid API key
+// on api, "http" or "grpc".
+func (m *Coordinator) Unauthenticated(api string) {
+	if api == "grpc" {
+		m.unauthenticated[1].Inc()
+		return
+	}
+	m.unauthenticated[0].Inc()
 }
 
 // RequestArrived counts a new request as waiting.
@@ -220,11 +244,22 @@ func (m *Coordinator) RequestStarted(queue time.Duration) {
 // allocation the first time).
 func (m *Coordinator) Rejected(reason string) {
 	m.waiting.Dec()
+	m.countRejected(reason)
+}
+
+func (m *Coordinator) countRejected(reason string) {
 	if i := rejectIndex(reason); i >= 0 {
 		m.reject[i].Inc()
 		return
 	}
 	m.rejected.WithLabelValues(reason).Inc()
+}
+
+// Refused ends a running request that its group refused before any
+// token (RejectOverloaded): it counts as rejected, not finished.
+func (m *Coordinator) Refused(reason string) {
+	m.running.Dec()
+	m.countRejected(reason)
 }
 
 // FirstToken records a request's time to first token, from its arrival.

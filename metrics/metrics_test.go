@@ -49,6 +49,7 @@ func coordinatorFamilies() []family {
 		{"tandem:request_rejected_total", dto.MetricType_COUNTER, []string{"model_name", "reason"}},
 		{"tandem:request_migrations_total", dto.MetricType_COUNTER, []string{"model_name", "reason"}},
 		{"tandem:routed_prefix_tokens_total", dto.MetricType_COUNTER, l},
+		{"tandem:unauthenticated_requests_total", dto.MetricType_COUNTER, []string{"api", "model_name"}},
 	}
 }
 
@@ -301,6 +302,9 @@ func TestCoordinatorLifecycle(t *testing.T) {
 	c.RequestFinished(time.Second, 5, 1, "content_filter", 0) // one token: no TPOT
 	c.Migrated(MigrationUnavailable)
 	c.Migrated(MigrationUnavailable)
+	c.RequestArrived()
+	c.RequestStarted(time.Millisecond)
+	c.Refused(RejectOverloaded)
 	if w, r := testutil.ToFloat64(c.waiting), testutil.ToFloat64(c.running); w != 0 || r != 0 {
 		t.Fatalf("waiting %v running %v, want 0 and 0", w, r)
 	}
@@ -336,6 +340,7 @@ tandem:request_rejected_total{model_name="tiny",reason="canceled"} 0
 tandem:request_rejected_total{model_name="tiny",reason="deadline"} 0
 tandem:request_rejected_total{model_name="tiny",reason="duplicate"} 0
 tandem:request_rejected_total{model_name="tiny",reason="invalid"} 0
+tandem:request_rejected_total{model_name="tiny",reason="overloaded"} 1
 tandem:request_rejected_total{model_name="tiny",reason="queue_full"} 1
 tandem:request_rejected_total{model_name="tiny",reason="unavailable"} 0
 # HELP tandem:request_migrations_total Requests moved to other groups after a group failed them, by reason.

@@ -17,7 +17,10 @@
 // sockets a test makes in-process).
 //
 // Rate: tbf on the namespace's end of the veth limits what the node
-// sends, tbf on the bridge's end what it receives. The links' MTU is
+// sends, tbf on the bridge's end what it receives. A token bucket lets
+// a burst (Profile.Burst: 100 µs at the rate, at least 256 KiB) pass at
+// once after an idle spell, which a real port does not; over a transfer
+// of many milliseconds that is a few percent at most. The links' MTU is
 // 65535, the veth maximum, so the emulator's cost per packet stays low;
 // tbf counts bytes, so the rate does not depend on it. A profile faster
 // than the machine can move bytes through veth (on a small VM, tens of
@@ -36,7 +39,7 @@
 // the real one by the profile's figure, and that is stated, not hidden.
 //
 // Cleanup: every name carries the owner's prefix, locked (flock) in
-// Options.LockDir for the network's lifetime; the kernel drops the lock
+// LockDir for the network's lifetime; the kernel drops the lock
 // when the owner dies, however it dies. Close stops what still runs in
 // the namespaces and removes the namespaces, veths (their qdiscs go with
 // them) and the bridge. If the owner dies first, its reaper

@@ -11,13 +11,13 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tandemllm/tandem/internal/proctest"
 	"github.com/tandemllm/tandem/netshape"
 	"github.com/tandemllm/tandem/netshape/netshapetest"
 )
@@ -27,15 +27,14 @@ import (
 // ring ranks inside namespaces.
 const (
 	ownerEnv  = "NETSHAPE_TEST_OWNER"  // "reaper" or "none": build a network, print it, wait
-	reaperEnv = "NETSHAPE_TEST_REAPER" // act as the reaper: args end with prefix and lock dir
+	reaperEnv = "NETSHAPE_TEST_REAPER" // act as the reaper: the last argument is the prefix
 )
 
 func TestMain(m *testing.M) {
 	switch {
 	case os.Getenv(reaperEnv) != "":
 		signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-		args := os.Args[len(os.Args)-2:]
-		if err := netshape.Reap(context.Background(), os.Stdin, args[0], args[1]); err != nil {
+		if err := netshape.Reap(context.Background(), os.Stdin, os.Args[len(os.Args)-1]); err != nil {
 			fmt.Fprintln(os.Stderr, "reaper:", err)
 			os.Exit(1)
 		}
@@ -52,7 +51,7 @@ func TestMain(m *testing.M) {
 // "none"), starts a process inside node 0 that would outlive it, prints
 // "READY prefix pid" and waits to be killed.
 func ownerMain(how string) int {
-	opts := netshape.Options{Nodes: 2, Profile: mustLookup("eth-25g"), LockDir: os.Getenv("NETSHAPE_TEST_LOCKDIR"), ReaperStderr: os.Stderr}
+	opts := netshape.Options{Nodes: 2, Profile: mustLookup("eth-25g"), ReaperStderr: os.Stderr}
 	if how == "reaper" {
 		// The reaper inherits this environment: reaperEnv, checked first,
 		// keeps it from being an owner too.
@@ -172,9 +171,6 @@ var state = netshapetest.State
 
 func newNetwork(t *testing.T, opts netshape.Options) *netshape.Network {
 	t.Helper()
-	if opts.LockDir == "" {
-		opts.LockDir = t.TempDir()
-	}
 	nw, err := netshape.New(t.Context(), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +184,6 @@ func newNetwork(t *testing.T, opts netshape.Options) *netshape.Network {
 // this namespace as it found it.
 func TestNetwork(t *testing.T) {
 	netshapetest.Require(t)
-	before := state(t)
 	nw := newNetwork(t, netshape.Options{Nodes: 3, Profile: mustLookup("eth-25g")})
 	nodes := nw.Nodes()
 	if len(ofPrefix(state(t), nw.Prefix())) != 1+2*len(nodes) { // bridge, and per node a namespace and a veth end
@@ -242,9 +237,7 @@ func TestNetwork(t *testing.T) {
 	if err := nw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if after := state(t); !slices.Equal(before, after) {
-		t.Fatalf("before Close: %v\nafter: %v", before, after)
-	}
+	netshapetest.WaitGone(t, os.Getpid(), 0)
 }
 
 func acceptAll(ln net.Listener) {
@@ -282,9 +275,7 @@ func TestFailedNewLeavesNothing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := state(t)
-			dir := t.TempDir()
-			opts := netshape.Options{Nodes: 3, Profile: mustLookup("eth-25g"), LockDir: dir}
+			opts := netshape.Options{Nodes: 3, Profile: mustLookup("eth-25g")}
 			netshape.FailWhen(&opts, tt.words...)
 			nw, err := netshape.New(t.Context(), opts)
 			if err == nil {
@@ -294,10 +285,8 @@ func TestFailedNewLeavesNothing(t *testing.T) {
 			if !strings.Contains(err.Error(), "injected failure") {
 				t.Fatalf("error %v is not the injected one", err)
 			}
-			if after := state(t); !slices.Equal(before, after) {
-				t.Fatalf("before: %v\nafter the failed New: %v", before, after)
-			}
-			if locks, _ := filepath.Glob(filepath.Join(dir, "tdm*.lock")); len(locks) > 0 {
+			netshapetest.WaitGone(t, os.Getpid(), 0)
+			if locks, _ := filepath.Glob(filepath.Join(netshape.LockDir, fmt.Sprintf("tdm%d?.lock", os.Getpid()))); len(locks) > 0 {
 				t.Fatalf("lock files left: %v", locks)
 			}
 		})
@@ -306,10 +295,10 @@ func TestFailedNewLeavesNothing(t *testing.T) {
 
 // startOwner runs ownerMain in a child process and returns its prefix and
 // the pid of the process it started inside node 0.
-func startOwner(t *testing.T, how, lockDir string) (*exec.Cmd, string, int) {
+func startOwner(t *testing.T, how string) (*exec.Cmd, string, int) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), ownerEnv+"="+how, "NETSHAPE_TEST_LOCKDIR="+lockDir)
+	cmd.Env = append(os.Environ(), ownerEnv+"="+how)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -333,8 +322,7 @@ func startOwner(t *testing.T, how, lockDir string) (*exec.Cmd, string, int) {
 // reaper must stop the process left inside and remove the network.
 func TestReaperAfterKill(t *testing.T) {
 	netshapetest.Require(t)
-	before := state(t)
-	owner, prefix, sleeper := startOwner(t, "reaper", t.TempDir())
+	owner, prefix, sleeper := startOwner(t, "reaper")
 	if got := ofPrefix(state(t), prefix); len(got) != 5 {
 		t.Fatalf("the owner's network: %v", got)
 	}
@@ -342,7 +330,7 @@ func TestReaperAfterKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	owner.Wait()
-	netshapetest.WaitState(t, before, 30*time.Second)
+	netshapetest.WaitGone(t, owner.Process.Pid, 30*time.Second)
 	netshapetest.WaitExited(t, 10*time.Second, sleeper) // the process inside the namespace
 }
 
@@ -350,31 +338,27 @@ func TestReaperAfterKill(t *testing.T) {
 // the next New (or Sweep), while a live one is left alone.
 func TestSweep(t *testing.T) {
 	netshapetest.Require(t)
-	before := state(t)
-	dir := t.TempDir()
-	owner, dead, sleeper := startOwner(t, "none", dir)
+	owner, dead, sleeper := startOwner(t, "none")
 	owner.Process.Kill()
 	owner.Wait()
 	if got := ofPrefix(state(t), dead); len(got) != 5 {
 		t.Fatalf("a killed owner without a reaper should leave its network: %v", got)
 	}
-	live := newNetwork(t, netshape.Options{Nodes: 1, Profile: mustLookup("nvlink"), LockDir: dir})
+	live := newNetwork(t, netshape.Options{Nodes: 1, Profile: mustLookup("nvlink")})
 	if got := ofPrefix(state(t), dead); len(got) != 0 {
 		t.Fatalf("New did not sweep the dead network: %v", got)
 	}
-	if netshapetest.Running(sleeper) {
+	if !proctest.Exited(sleeper) {
 		t.Errorf("process %d inside the dead network survived the sweep", sleeper)
 	}
-	if err := netshape.Sweep(t.Context(), dir); err != nil {
+	if err := netshape.Sweep(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if got := ofPrefix(state(t), live.Prefix()); len(got) != 3 {
 		t.Fatalf("Sweep touched a live network: %v", got)
 	}
 	live.Close()
-	if after := state(t); !slices.Equal(before, after) {
-		t.Fatalf("before: %v\nafter: %v", before, after)
-	}
+	netshapetest.WaitGone(t, os.Getpid(), 0)
 }
 
 // stream sends total bytes from node `from` to node `to` over one TCP
@@ -427,15 +411,18 @@ func stream(t testing.TB, nw *netshape.Network, from, to int, total int) float64
 }
 
 // TestShapedRate: a stream between two nodes of a 2 Gb/s network runs at
-// no more than 2 Gb/s, and not far below; the same stream unshaped runs
-// faster, so the limit is the shaping's doing.
+// no more than 2 Gb/s, and not far below, while a second network of the
+// same process, unshaped, carries the same stream faster: two networks of
+// one process stay apart, and the limit is the shaping's doing.
 func TestShapedRate(t *testing.T) {
 	netshapetest.Require(t)
 	const rate = 2e9
 	shaped := newNetwork(t, netshape.Options{Nodes: 2, Profile: netshape.Profile{Name: "test-2g", Rate: rate}})
-	got := stream(t, shaped, 0, 1, 96<<20)
-	shaped.Close()
 	free := newNetwork(t, netshape.Options{Nodes: 2, Profile: mustLookup("nvlink")})
+	if shaped.Prefix() == free.Prefix() || shaped.HostAddr() == free.HostAddr() {
+		t.Fatalf("two networks share a prefix or subnet: %s %s, %s %s", shaped.Prefix(), shaped.HostAddr(), free.Prefix(), free.HostAddr())
+	}
+	got := stream(t, shaped, 0, 1, 96<<20)
 	unshaped := stream(t, free, 0, 1, 96<<20)
 	t.Logf("shaped to %.1f Gb/s: %.2f Gb/s; unshaped: %.2f Gb/s", rate/1e9, got/1e9, unshaped/1e9)
 	if got > 1.03*rate || got < 0.6*rate {

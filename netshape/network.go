@@ -39,8 +39,11 @@ func Check() error {
 	return nil
 }
 
-// DefaultLockDir holds the lock files when Options.LockDir is empty.
-const DefaultLockDir = "/run/tandem-netshape"
+// LockDir holds a lock file per live network, and the lock of subnet
+// choice. It is one for the whole machine: a lock only says a network is
+// alive to whoever looks in the same place (a sweep looking elsewhere
+// would remove live networks).
+const LockDir = "/run/tandem-netshape"
 
 // maxNodes is how many nodes fit a /24 beside the host's address.
 const maxNodes = 250
@@ -53,19 +56,15 @@ type Options struct {
 	Profile Profile
 	// Reaper, when set, is the command line of a process that removes the
 	// network if this process dies without Close (a kill -9 included):
-	// New starts it with two more arguments, the network's prefix and lock
-	// directory, and a pipe on its stdin that ends when this process does;
-	// it should call Reap with them. Without one, a network whose process
+	// New starts it with one more argument, the network's prefix, and a
+	// pipe on its stdin that ends when this process does;
+	// it should call Reap with it. Without one, a network whose process
 	// was killed is removed by the next New or Sweep.
 	Reaper []string
 	// ReaperStderr receives the reaper's output (default: none). It is a
 	// file, not any writer: the reaper outlives this process, and a pipe
 	// to a goroutine of it would break when it dies.
 	ReaperStderr *os.File
-	// LockDir holds a lock file per live network (default
-	// DefaultLockDir).
-	LockDir string
-
 	// run runs one ip or tc command line (default: runCommand); tests
 	// replace it to fail a chosen step.
 	run runner
@@ -99,7 +98,6 @@ type Node struct {
 type Network struct {
 	profile Profile
 	prefix  string
-	lockDir string
 	host    netip.Addr
 	nodes   []Node
 	run     runner
@@ -126,26 +124,23 @@ func New(ctx context.Context, opts Options) (*Network, error) {
 	if opts.Profile.Rate < 0 || opts.Profile.Latency < 0 {
 		return nil, fmt.Errorf("netshape: profile %q: negative rate or latency", opts.Profile.Name)
 	}
-	if opts.LockDir == "" {
-		opts.LockDir = DefaultLockDir
-	}
 	if opts.run == nil {
 		opts.run = runCommand
 	}
 	if err := Check(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(opts.LockDir, 0o755); err != nil {
+	if err := os.MkdirAll(LockDir, 0o755); err != nil {
 		return nil, fmt.Errorf("netshape: %w", err)
 	}
-	if err := sweep(ctx, opts.run, opts.LockDir); err != nil {
+	if err := sweep(ctx, opts.run); err != nil {
 		return nil, err
 	}
-	prefix, lock, err := claimPrefix(ctx, opts.run, opts.LockDir)
+	prefix, lock, err := claimPrefix(ctx, opts.run)
 	if err != nil {
 		return nil, err
 	}
-	n := &Network{profile: opts.Profile, prefix: prefix, lockDir: opts.LockDir, run: opts.run, lock: lock}
+	n := &Network{profile: opts.Profile, prefix: prefix, run: opts.run, lock: lock}
 	if err := n.startReaper(opts.Reaper, opts.ReaperStderr); err != nil {
 		lock.release()
 		return nil, err
@@ -160,11 +155,11 @@ func New(ctx context.Context, opts Options) (*Network, error) {
 // process's id and a letter, locked for the network's lifetime. A prefix
 // whose lock is free may still name what a dead process with the same id
 // left: that is removed first.
-func claimPrefix(ctx context.Context, run runner, dir string) (string, *fileLock, error) {
+func claimPrefix(ctx context.Context, run runner) (string, *fileLock, error) {
 	pid := strconv.Itoa(os.Getpid())
 	for c := 'a'; c <= 'z'; c++ {
 		prefix := namePrefix + pid + string(c)
-		l, err := lockPath(filepath.Join(dir, prefix+".lock"), false)
+		l, err := lockPath(lockFile(prefix), false)
 		if errors.Is(err, errBusy) {
 			continue
 		}
@@ -212,7 +207,7 @@ const mtu = "65535"
 func (n *Network) makeBridge(ctx context.Context) error {
 	// One process at a time picks a subnet and claims it with the
 	// bridge's address, so that two starts never pick the same.
-	l, err := lockPath(filepath.Join(n.lockDir, "subnets.lock"), true)
+	l, err := lockPath(filepath.Join(LockDir, "subnets.lock"), true)
 	if err != nil {
 		return fmt.Errorf("netshape: %w", err)
 	}
@@ -283,15 +278,11 @@ func (n *Network) shape(ctx context.Context) error {
 	return nil
 }
 
-// tbf is a token bucket for rate bits/s: a burst of 100 µs at the rate
-// (at least 256 KiB, four of the largest GSO packets, which must fit
-// whole) and a queue of 2 ms (at least 4 MiB), about what a switch port
-// buffers.
+// tbf is a token bucket for rate bits/s (burst: Profile.Burst) with a
+// queue of 2 ms (at least 4 MiB), about what a switch port buffers.
 func tbf(rate int64) []string {
-	bytesPerSec := float64(rate) / 8
-	burst := max(256<<10, int64(bytesPerSec*100e-6))
-	limit := max(4<<20, int64(bytesPerSec*2e-3))
-	return []string{"tbf", "rate", strconv.FormatInt(rate, 10) + "bit", "burst", strconv.FormatInt(burst, 10), "limit", strconv.FormatInt(limit, 10)}
+	limit := max(4<<20, int64(float64(rate)/8*2e-3))
+	return []string{"tbf", "rate", strconv.FormatInt(rate, 10) + "bit", "burst", strconv.FormatInt(burst(rate), 10), "limit", strconv.FormatInt(limit, 10)}
 }
 
 func usec(d time.Duration) string { return strconv.FormatInt(d.Microseconds(), 10) + "us" }

@@ -31,6 +31,21 @@ func (p Profile) BytesPerSecond() float64 { return float64(p.Rate) / 8 }
 // Shaped reports whether the profile limits the rate.
 func (p Profile) Shaped() bool { return p.Rate > 0 }
 
+// Burst is how many bytes a shaped link passes at once after it was idle,
+// beyond its rate: the token bucket's size, 100 µs at the rate and at
+// least 256 KiB (four of the largest GSO packets, which must fit whole).
+// A real port has none, so a transfer that starts after an idle spell
+// can beat bytes ÷ rate by up to Burst ÷ rate (100 µs, or 210 µs at 10
+// Gb/s) per idle spell. 0 when not shaped.
+func (p Profile) Burst() int64 {
+	if !p.Shaped() {
+		return 0
+	}
+	return burst(p.Rate)
+}
+
+func burst(rate int64) int64 { return max(256<<10, int64(float64(rate)/8*100e-6)) }
+
 // RateString is Rate for people: "25 Gb/s", or "unshaped".
 func (p Profile) RateString() string {
 	if !p.Shaped() {

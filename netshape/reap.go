@@ -150,16 +150,13 @@ func stopProcesses(ctx context.Context, run runner, ns string) error {
 
 // Sweep removes every network whose owner is gone: its lock is free
 // because the process that held it died (a kill -9 with no reaper, or the
-// reaper killed too). New sweeps before it builds. lockDir "" is
-// DefaultLockDir.
-func Sweep(ctx context.Context, lockDir string) error {
-	if lockDir == "" {
-		lockDir = DefaultLockDir
-	}
-	return sweep(ctx, runCommand, lockDir)
-}
+// reaper killed too). New sweeps before it builds.
+func Sweep(ctx context.Context) error { return sweep(ctx, runCommand) }
 
-func sweep(ctx context.Context, run runner, dir string) error {
+// lockFile is the lock of the network with prefix.
+func lockFile(prefix string) string { return filepath.Join(LockDir, prefix+".lock") }
+
+func sweep(ctx context.Context, run runner) error {
 	all, err := list(ctx, run)
 	if err != nil {
 		return err
@@ -172,7 +169,7 @@ func sweep(ctx context.Context, run runner, dir string) error {
 	}
 	var errs []error
 	for _, p := range prefixes {
-		l, err := lockPath(filepath.Join(dir, p+".lock"), false)
+		l, err := lockPath(lockFile(p), false)
 		if errors.Is(err, errBusy) {
 			continue // its owner lives
 		}
@@ -186,7 +183,7 @@ func sweep(ctx context.Context, run runner, dir string) error {
 	return errors.Join(errs...)
 }
 
-// startReaper starts argv with the prefix and lock directory appended and
+// startReaper starts argv with the prefix appended and
 // a pipe on its stdin whose write end only this process holds.
 func (n *Network) startReaper(argv []string, stderr *os.File) error {
 	if len(argv) == 0 {
@@ -197,7 +194,7 @@ func (n *Network) startReaper(argv []string, stderr *os.File) error {
 		return fmt.Errorf("netshape: reaper: %w", err)
 	}
 	defer r.Close()
-	cmd := exec.Command(argv[0], append(slices.Clone(argv[1:]), n.prefix, n.lockDir)...)
+	cmd := exec.Command(argv[0], append(slices.Clone(argv[1:]), n.prefix)...)
 	cmd.Stdin = r
 	if stderr != nil {
 		cmd.Stdout, cmd.Stderr = stderr, stderr
@@ -247,7 +244,7 @@ func (n *Network) stopReaper(removed bool) error {
 // the network's lock (free once the owner is gone) and removes whatever
 // of the network is left. The caller should ignore SIGINT, SIGTERM and
 // SIGHUP, which are meant for the owner.
-func Reap(ctx context.Context, stdin io.Reader, prefix, lockDir string) error {
+func Reap(ctx context.Context, stdin io.Reader, prefix string) error {
 	if p, ok := owner(prefix); !ok || p != prefix {
 		return fmt.Errorf("netshape: reaper: %q is not a network prefix", prefix)
 	}
@@ -256,7 +253,7 @@ func Reap(ctx context.Context, stdin io.Reader, prefix, lockDir string) error {
 	if string(said) == closedWord {
 		return nil
 	}
-	l, err := lockPath(filepath.Join(lockDir, prefix+".lock"), true)
+	l, err := lockPath(lockFile(prefix), true)
 	if err != nil {
 		return fmt.Errorf("netshape: reaper: %w", err)
 	}

@@ -46,7 +46,7 @@ func TestKVDTypesAcrossGroups(t *testing.T) {
 					Registerer: regs[string(role)]})
 			}
 			dec, pre := start(cluster.RoleDecode, c.dec), start(cluster.RolePrefill, c.pre)
-			got := disaggregated(t, pre, dec, "r", prompt, maxTokens)
+			got := disaggregated(t, pre, dec, dec, "r", prompt, maxTokens)
 			// tiny's greedy margins are wide: both dtypes keep every token.
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Fatalf("tokens %v, want %v (fp32 alone)", got, want)
@@ -70,12 +70,58 @@ func TestKVDTypesAcrossGroups(t *testing.T) {
 	}
 }
 
+// TestStaleSkipRecomputes: a decode group told to keep a prefix it does
+// not hold (the coordinator's index was stale) gets only the rest of the
+// KV, so it recomputes the prompt and still generates the right tokens;
+// one that holds it keeps it and loads the rest.
+func TestStaleSkipRecomputes(t *testing.T) {
+	dir, err := preset.Ensure(t.Context(), "tiny", preset.DefaultCacheDir(), preset.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := make([]int32, 60)
+	for i := range prompt {
+		prompt[i] = int32(2000 + 41*i)
+	}
+	const maxTokens = 6
+	want := aloneGreedy(t, dir, prompt, maxTokens)
+	reg := prometheus.NewRegistry()
+	opts := func(role cluster.Role) Options {
+		o := Options{Role: role, Group: string(role) + "-0", ModelName: "tiny", Engine: engine.Options{KVCacheBytes: 16 << 20}, KVTimeout: 30 * time.Second}
+		if role == cluster.RoleDecode {
+			o.Registerer = reg
+		}
+		return o
+	}
+	dec, pre := startWorkerWith(t, dir, opts(cluster.RoleDecode)), startWorkerWith(t, dir, opts(cluster.RolePrefill))
+	for i, c := range []struct {
+		name   string
+		loaded float64 // prompt tokens whose KV the decode group loaded, cumulative
+	}{{"stale: recomputed", 0}, {"held: the rest loaded", 60}} {
+		got := disaggregatedSkip(t, pre, dec, dec, fmt.Sprint("r", i), prompt, maxTokens, 32)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("%s: tokens %v, want %v", c.name, got, want)
+		}
+		if n := counter(t, reg, "tandem:kv_transfer_prompt_tokens_total", "recv"); n != c.loaded {
+			t.Fatalf("%s: the decode group loaded the KV of %v prompt tokens, want %v", c.name, n, c.loaded)
+		}
+	}
+}
+
 // disaggregated runs a request through a prefill worker and a decode
-// worker (one rank each) and returns its tokens.
-func disaggregated(t *testing.T, pre, dec, id string, prompt []int32, maxTokens int) []int32 {
+// worker (one rank each, its KV sent to kvAddr: the decode worker's, or a
+// proxy in front of it) and returns its tokens; opts are added to the
+// connections' options (TLS credentials replace plain TCP).
+func disaggregated(t *testing.T, pre, dec, kvAddr, id string, prompt []int32, maxTokens int, opts ...grpc.DialOption) []int32 {
+	return disaggregatedSkip(t, pre, dec, kvAddr, id, prompt, maxTokens, 0, opts...)
+}
+
+// disaggregatedSkip is disaggregated with the decode group told it holds
+// the prompt's first skip tokens.
+func disaggregatedSkip(t *testing.T, pre, dec, kvAddr, id string, prompt []int32, maxTokens, skip int, opts ...grpc.DialOption) []int32 {
 	t.Helper()
 	dial := func(addr string) tandemv1.WorkerClient {
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -85,7 +131,7 @@ func disaggregated(t *testing.T, pre, dec, id string, prompt []int32, maxTokens 
 	sp := &tandemv1.SamplingParams{MaxTokens: int32(maxTokens), IgnoreEos: true}
 	resp, err := dial(pre).Prefill(t.Context(), &tandemv1.PrefillRequest{
 		RequestId: id, PromptTokenIds: prompt, Sampling: sp, Attempt: 1,
-		Destination: &tandemv1.KVDestination{Group: "decode-0", Tp: 1, RankAddresses: []string{dec}},
+		Destination: &tandemv1.KVDestination{Group: "decode-0", Tp: 1, RankAddresses: []string{kvAddr}, SkipTokens: int32(skip)},
 	})
 	if err != nil {
 		t.Fatal(err)

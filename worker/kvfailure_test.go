@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net"
 	"slices"
@@ -10,14 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/compute/cpu"
 	"github.com/tandemllm/tandem/engine"
 	"github.com/tandemllm/tandem/model/preset"
-	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
 // startWorker runs a one-rank group of role in this process on real
@@ -103,45 +98,13 @@ func TestKVTransferFailureRecomputes(t *testing.T) {
 	dec := startWorker(t, dir, cluster.RoleDecode, "decode-0", kvTimeout)
 	pre := startWorker(t, dir, cluster.RolePrefill, "prefill-0", kvTimeout)
 	proxy := breakingProxy(t, dec, 32<<10)
-	dial := func(addr string) tandemv1.WorkerClient {
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cc.Close() })
-		return tandemv1.NewWorkerClient(cc)
-	}
+	const maxTokens = 8
 	prompt := make([]int32, 60)
 	for i := range prompt {
 		prompt[i] = int32(1000 + 37*i)
 	}
-	const maxTokens = 8
-	sp := &tandemv1.SamplingParams{MaxTokens: maxTokens, IgnoreEos: true}
 	start := time.Now()
-	resp, err := dial(pre).Prefill(t.Context(), &tandemv1.PrefillRequest{
-		RequestId: "r", PromptTokenIds: prompt, Sampling: sp, Attempt: 1,
-		Destination: &tandemv1.KVDestination{Group: "decode-0", Tp: 1, RankAddresses: []string{proxy}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := dial(dec).Decode(t.Context(), &tandemv1.DecodeRequest{
-		RequestId: "r", PromptTokenIds: prompt, FirstTokenId: resp.GetTokenId(), Sampling: sp, Kv: resp.GetKv(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := []int32{resp.GetTokenId()}
-	for {
-		msg, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, msg.GetTokenIds()...)
-	}
+	got := disaggregated(t, pre, dec, proxy, "r", prompt, maxTokens)
 	if took := time.Since(start); took > kvTimeout/3 {
 		t.Fatalf("the request took %v: the decode group waited for KV that was never coming (timeout %v)", took, kvTimeout)
 	}

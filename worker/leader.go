@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
@@ -34,7 +35,10 @@ type live struct {
 	err   error              // why out was closed early, if it was
 	start time.Time          // first step that scheduled the request
 	done  time.Time          // when its last (or, on prefill, only) output came
-	span  trace.SpanContext  // the request's span here, which step spans link to
+	// queueBy is when the request, not yet scheduled, is dropped with
+	// RESOURCE_EXHAUSTED; zero: never.
+	queueBy time.Time
+	span    trace.SpanContext // the request's span here, which step spans link to
 	// send, on a prefill, is where its KV goes; the push starts when the
 	// step computing the prompt's last chunk is scheduled.
 	send *tandemv1.SendKVRequest
@@ -141,6 +145,7 @@ func (l *leader) run(ctx context.Context) error {
 				drained = true
 			}
 		}
+		l.expireQueued(time.Now())
 		if !l.e.HasWork() {
 			continue
 		}
@@ -166,6 +171,33 @@ func (l *leader) run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// expireQueued drops the requests still waiting for their first step
+// past their queue deadline: their callers get RESOURCE_EXHAUSTED, as for
+// a request the group cannot take. It runs on the loop before every step.
+func (l *leader) expireQueued(now time.Time) {
+	for id, lv := range l.reqs {
+		if lv.queueBy.IsZero() || !lv.start.IsZero() || now.Before(lv.queueBy) {
+			continue
+		}
+		delete(l.reqs, id)
+		lv.err = status.Errorf(codes.ResourceExhausted, "group %s is overloaded: the request waited past its queue timeout for its first step", l.w.opts.Group)
+		close(lv.out)
+		_ = l.e.Abort(id)
+	}
+}
+
+// queueDeadline is when a request received at recv is dropped if it is
+// still queued (zero when d is unset).
+func queueDeadline(recv time.Time, d *durationpb.Duration) (time.Time, error) {
+	if d == nil {
+		return time.Time{}, nil
+	}
+	if err := d.CheckValid(); err != nil || d.AsDuration() <= 0 {
+		return time.Time{}, status.Errorf(codes.InvalidArgument, "queue_timeout %v: must be a positive duration", d.AsDuration())
+	}
+	return recv.Add(d.AsDuration()), nil
 }
 
 // groupLoad is the group's load as Stats reports it, published by the
@@ -337,8 +369,12 @@ func (l *leader) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 		NumLayers: int32(cfg.Layers), Dtype: kvWireDType(l.e.KVCacheDType()),
 		SkipTokens: req.GetDestination().GetSkipTokens(),
 	}
+	queueBy, err := queueDeadline(recv, req.GetQueueTimeout())
+	if err != nil {
+		return nil, err
+	}
 	lv := &live{
-		out: make(chan engine.Output, 1), span: trace.SpanContextFromContext(ctx),
+		out: make(chan engine.Output, 1), span: trace.SpanContextFromContext(ctx), queueBy: queueBy,
 		send: &tandemv1.SendKVRequest{Kv: kv, Destination: req.GetDestination()},
 	}
 	err = l.add(ctx, id, lv, func(e *engine.Engine) error {
@@ -606,7 +642,11 @@ func (l *leader) Generate(req *tandemv1.WorkerGenerateRequest, stream tandemv1.W
 	if err != nil {
 		return err
 	}
-	lv := &live{out: make(chan engine.Output, l.outputs(params)), span: trace.SpanContextFromContext(ctx)}
+	queueBy, err := queueDeadline(recv, req.GetQueueTimeout())
+	if err != nil {
+		return err
+	}
+	lv := &live{out: make(chan engine.Output, l.outputs(params)), span: trace.SpanContextFromContext(ctx), queueBy: queueBy}
 	err = l.add(ctx, id, lv, func(e *engine.Engine) error {
 		return e.Add(engine.Request{ID: id, Prompt: prompt, Params: params})
 	})

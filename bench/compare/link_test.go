@@ -35,5 +35,5 @@ func TestLink(t *testing.T) {
 			t.Fatalf("%s: %+v", cp.Name, cp.Cost)
 		}
 	}
-	netshapetest.WaitState(t, before, 30*time.Second)
+	netshapetest.WaitNoLeftovers(t, before, 30*time.Second)
 }

@@ -29,14 +29,7 @@ func TestBenchCommand(t *testing.T) {
 		t.Fatalf("tandem bench: %v\n%s", err, errs.String())
 	}
 	for _, name := range []string{"r-infqps-concurrency1.json", "r-infqps-concurrency2.json"} {
-		data, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var r map[string]any
-		if err := json.Unmarshal(data, &r); err != nil {
-			t.Fatal(err)
-		}
+		r := readResult(t, filepath.Join(dir, name))
 		if r["completed"] != 6.0 || r["request_goodput"] != r["request_throughput"] || r["backend"] != "tandem" {
 			t.Fatalf("%s: completed %v, goodput %v vs throughput %v", name, r["completed"], r["request_goodput"], r["request_throughput"])
 		}
@@ -100,14 +93,7 @@ func TestBenchPrefixRepetition(t *testing.T) {
 	if err := cmd.ExecuteContext(t.Context()); err != nil {
 		t.Fatalf("tandem bench: %v\n%s", err, errs.String())
 	}
-	data, err := os.ReadFile(filepath.Join(dir, "p.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r map[string]any
-	if err := json.Unmarshal(data, &r); err != nil {
-		t.Fatal(err)
-	}
+	r := readResult(t, filepath.Join(dir, "p.json"))
 	if r["completed"] != 6.0 || r["dataset_name"] != "prefix_repetition" || r["total_input_tokens"] != 6.0*72 {
 		t.Fatalf("completed %v, dataset %v, input tokens %v", r["completed"], r["dataset_name"], r["total_input_tokens"])
 	}
@@ -115,4 +101,18 @@ func TestBenchPrefixRepetition(t *testing.T) {
 	if hits := tc.workerStats(t, "unified-0").GetPrefixCacheHits(); hits != 4*64 {
 		t.Fatalf("%d prompt tokens from the prefix cache, want 256", hits)
 	}
+}
+
+// readResult reads a saved result JSON.
+func readResult(t *testing.T, path string) map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r map[string]any
+	if err := json.Unmarshal(data, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -85,11 +86,26 @@ type clusterOptions struct {
 	// (`tandem coordinator`), which a test can kill, instead of in the
 	// test's process.
 	coordinatorProcess bool
+	// maxInFlight and queueTimeout are the coordinator's --max-in-flight
+	// (default 256) and --queue-timeout (default none).
+	maxInFlight  int
+	queueTimeout time.Duration
 	// workerArgs are added to every worker's flags (a repeated flag's
 	// last value wins).
 	workerArgs []string
-	// coordinator, if set, changes the in-process coordinator's flags.
+	// coordinator, if set, changes the coordinator's flags.
 	coordinator func(*coordinatorFlags)
+}
+
+// coordinatorFlags are the flags of the cluster's coordinator.
+func (o clusterOptions) coordinatorFlags() *coordinatorFlags {
+	cf := &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: cmp.Or(o.maxInFlight, 256),
+		queueTimeout: o.queueTimeout, migrationLimit: 3, migrationTimeout: 30 * time.Second, otlpEndpoint: o.otlp,
+		prefixWeight: 2, loadWeight: 1, maxRequests: 256}
+	if o.coordinator != nil {
+		o.coordinator(cf)
+	}
+	return cf
 }
 
 // startCluster starts etcd, a coordinator and the groups' workers, and
@@ -113,7 +129,7 @@ func startClusterWith(t testing.TB, presetName string, specs []groupSpec, opts c
 	}
 	tc := &testCluster{dir: dir, name: presetName, etcd: etcd, etcdDir: etcdDir, endpoints: strings.Join(etcd.Endpoints(), ","), specs: specs, logs: &syncBuffer{}}
 	t.Cleanup(func() { tc.etcd.Close() }) // the etcd a test restarted too
-	cli, err := dialEtcd(tc.endpoints)
+	cli, err := dialEtcd(tc.endpoints, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,14 +137,9 @@ func startClusterWith(t testing.TB, presetName string, specs []groupSpec, opts c
 	tc.cli = cli
 	var grpcAddr string
 	if opts.coordinatorProcess {
-		tc.coordProc, grpcAddr = tc.startCoordinatorProcess(t)
+		tc.coordProc, grpcAddr = tc.startCoordinatorProcess(t, opts.coordinatorFlags())
 	} else {
-		cf := &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: 256,
-			migrationLimit: 3, migrationTimeout: 30 * time.Second, otlpEndpoint: opts.otlp, prefixWeight: 2, loadWeight: 1, maxRequests: 256}
-		if opts.coordinator != nil {
-			opts.coordinator(cf)
-		}
-		rc, err := startCoordinator(context.WithoutCancel(ctx), cf, cli, dir, presetName)
+		rc, err := startCoordinator(context.WithoutCancel(ctx), opts.coordinatorFlags(), cli, dir, presetName, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -249,24 +260,32 @@ func (tc *testCluster) generate(ctx context.Context, prompt []int32, sp *tandemv
 	return collectStream(stream)
 }
 
-// localGreedy runs the prompts through one in-process engine: the
-// reference the cluster must match token for token.
-func localGreedy(t *testing.T, dir string, prompts [][]int32, maxTokens int) [][]int32 {
+// localEngine is an in-process engine of the model in dir on the CPU,
+// closed when the test ends.
+func localEngine(t *testing.T, dir string, opts engine.Options) *engine.Engine {
 	t.Helper()
 	be, err := cpu.New(cpu.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer be.Close()
+	t.Cleanup(func() { be.Close() })
 	m, err := engine.Open(dir, be, engine.Shard{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
-	e, err := engine.New(m, engine.Options{KVCacheBytes: 16 << 20})
+	t.Cleanup(func() { m.Close() })
+	e, err := engine.New(m, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return e
+}
+
+// localGreedy runs the prompts through one in-process engine: the
+// reference the cluster must match token for token.
+func localGreedy(t *testing.T, dir string, prompts [][]int32, maxTokens int) [][]int32 {
+	t.Helper()
+	e := localEngine(t, dir, engine.Options{KVCacheBytes: 16 << 20})
 	out := make([][]int32, len(prompts))
 	for i, p := range prompts {
 		if err := e.Add(engine.Request{ID: fmt.Sprint(i), Prompt: p, Params: engine.SamplingParams{MaxTokens: maxTokens, IgnoreEOS: true}}); err != nil {

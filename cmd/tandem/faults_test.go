@@ -82,13 +82,14 @@ func startProcess(t testing.TB, args []string, out io.Writer) *process {
 	return p
 }
 
-// startCoordinatorProcess starts `tandem coordinator` on free ports and
-// returns it and its gRPC address once it serves.
-func (tc *testCluster) startCoordinatorProcess(t testing.TB) (*process, string) {
+// startCoordinatorProcess starts `tandem coordinator` with f's flags
+// (on free ports) and returns it and its gRPC address once it serves.
+func (tc *testCluster) startCoordinatorProcess(t testing.TB, f *coordinatorFlags) (*process, string) {
 	t.Helper()
 	lw := &lineWatch{w: tc.logs, field: "gRPC", found: make(chan string, 1)}
 	p := startProcess(t, []string{"coordinator", "--etcd-endpoints", tc.endpoints, "--model", tc.dir, "--model-name", tc.name,
-		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, lw)
+		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--max-in-flight", fmt.Sprint(f.maxInFlight),
+		"--queue-timeout", f.queueTimeout.String(), "--migration-limit", fmt.Sprint(f.migrationLimit)}, lw)
 	select {
 	case addr := <-lw.found:
 		return p, addr
@@ -198,7 +199,7 @@ func TestCoordinatorKilledStrandsNoKV(t *testing.T) {
 			prompts[i][j] = int32((i*131 + j*17) % 50000)
 		}
 	}
-	results, progressed := tc.startStreams(ctx, prompts, greedyParams(1800), 2)
+	results, progressed := tc.startStreams(ctx, prompts, func(int) *tandemv1.SamplingParams { return greedyParams(1800) }, 2)
 	waitProgress(t, progressed, len(prompts))
 	held := 0
 	for _, g := range []string{"decode-0", "decode-1"} {
@@ -225,7 +226,7 @@ func TestCoordinatorKilledStrandsNoKV(t *testing.T) {
 	t.Logf("every KV block of every group free %v after the coordinator was killed", time.Since(killed))
 
 	restarted := time.Now()
-	_, addr := tc.startCoordinatorProcess(t)
+	_, addr := tc.startCoordinatorProcess(t, clusterOptions{}.coordinatorFlags())
 	tc.connect(t, addr)
 	g, err := tc.generate(t.Context(), []int32{1, 2, 3}, greedyParams(8))
 	if err != nil || len(g.tokens) != 8 {
@@ -300,7 +301,9 @@ func TestEtcdOutageKeepsServing(t *testing.T) {
 	go func() { errs <- tc.load(t.Context(), 120, 8, 24, half) }()
 	<-half
 	outage := time.Now()
-	tc.etcd.Close()
+	if err := tc.etcd.StopMember(0); err != nil { // as a crash would
+		t.Fatal(err)
+	}
 	// Every worker notices (its lease renewals go unanswered), which takes
 	// up to two thirds of its 5 s lease; the coordinator within a second.
 	workers := 0

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -72,17 +73,30 @@ func inLink(nw *netshape.Network, opts *supervisor.Options, g *supervisor.Group,
 	return nil
 }
 
+// warnLoopback says when the workers, each in its namespace, cannot reach
+// the OTLP collector: a loopback address is their own namespace's.
+func warnLoopback(w io.Writer, bridge, otlp string) {
+	host, _, err := net.SplitHostPort(otlp)
+	if err != nil {
+		return
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		fmt.Fprintf(w, "warning: --otlp-endpoint %s is a loopback address, which the workers in their namespaces do not reach: "+
+			"have the collector listen on %s (the bridge) to get their spans\n", otlp, bridge)
+	}
+}
+
 func newLinkReaperCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:    "link-reaper PREFIX LOCK-DIR",
+		Use:    "link-reaper PREFIX",
 		Short:  "Remove a --link network once the process that built it is gone (started by tandem up)",
 		Hidden: true,
-		Args:   cobra.ExactArgs(2),
+		Args:   cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Ctrl-C and SIGTERM are for the owner; this process acts when
 			// the owner's end of its stdin closes, however the owner ends.
 			signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-			return netshape.Reap(context.Background(), cmd.InOrStdin(), args[0], args[1])
+			return netshape.Reap(context.Background(), cmd.InOrStdin(), args[0])
 		},
 	}
 }

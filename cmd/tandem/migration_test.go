@@ -11,9 +11,11 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tandemllm/tandem/cluster"
-	"github.com/tandemllm/tandem/compute/cpu"
 	"github.com/tandemllm/tandem/engine"
 	"github.com/tandemllm/tandem/model/tokenizer"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
@@ -26,20 +28,7 @@ import (
 // the uninterrupted reference.
 func localRun(t *testing.T, dir string, prompts [][]int32, params engine.SamplingParams) [][]int32 {
 	t.Helper()
-	be, err := cpu.New(cpu.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer be.Close()
-	m, err := engine.Open(dir, be, engine.Shard{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	e, err := engine.New(m, engine.Options{KVCacheBytes: 64 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := localEngine(t, dir, engine.Options{KVCacheBytes: 64 << 20})
 	out := make([][]int32, len(prompts))
 	for i, p := range prompts {
 		if err := e.Add(engine.Request{ID: fmt.Sprint(i), Prompt: p, Params: params}); err != nil {
@@ -70,7 +59,7 @@ type streamed struct {
 // startStreams starts one Generate per prompt and returns their results
 // (in prompt order, once all have ended) and a channel that gets a value
 // as each stream passes after tokens.
-func (tc *testCluster) startStreams(ctx context.Context, prompts [][]int32, sp *tandemv1.SamplingParams, after int) (results func() []streamed, progressed <-chan struct{}) {
+func (tc *testCluster) startStreams(ctx context.Context, prompts [][]int32, sp func(i int) *tandemv1.SamplingParams, after int) (results func() []streamed, progressed <-chan struct{}) {
 	out := make([]streamed, len(prompts))
 	prog := make(chan struct{}, len(prompts))
 	var wg sync.WaitGroup
@@ -78,7 +67,7 @@ func (tc *testCluster) startStreams(ctx context.Context, prompts [][]int32, sp *
 		wg.Go(func() {
 			r := &out[i]
 			stream, err := tc.client.Generate(ctx, &tandemv1.GenerateRequest{
-				Prompt: &tandemv1.GenerateRequest_TokenIds{TokenIds: &tandemv1.TokenIds{Ids: p}}, Sampling: sp,
+				Prompt: &tandemv1.GenerateRequest_TokenIds{TokenIds: &tandemv1.TokenIds{Ids: p}}, Sampling: sp(i),
 			})
 			if err != nil {
 				r.err = err
@@ -128,48 +117,110 @@ func waitProgress(t *testing.T, progressed <-chan struct{}, n int) {
 	}
 }
 
-// checkStreams: every stream ended normally with want's tokens and their
-// text, one logprob per token and exact usage.
-func checkStreams(t *testing.T, tok *tokenizer.Tokenizer, prompts [][]int32, got []streamed, want [][]int32) {
+// expected is how a stream should end: with tokens, their text and a
+// finish reason.
+type expected struct {
+	tokens []int32
+	text   string
+	finish tandemv1.FinishReason
+}
+
+// expectAll: all of tokens (max_tokens reached) and their text, as the
+// coordinator detokenizes.
+func expectAll(tok *tokenizer.Tokenizer, tokens []int32) expected {
+	return expected{tokens: tokens, text: streamText(tok, tokens), finish: tandemv1.FinishReason_FINISH_REASON_LENGTH}
+}
+
+// expectStop: tokens up to the one completing stop, the text before it.
+func expectStop(tok *tokenizer.Tokenizer, tokens []int32, stop string) expected {
+	for j := range tokens {
+		if text := streamText(tok, tokens[:j+1]); strings.Contains(text, stop) {
+			return expected{tokens: tokens[:j+1], text: text[:strings.Index(text, stop)], finish: tandemv1.FinishReason_FINISH_REASON_STOP}
+		}
+	}
+	panic("stop string not in the text")
+}
+
+// streamText is tokens' text as the coordinator's stream decoder makes it.
+func streamText(tok *tokenizer.Tokenizer, tokens []int32) string {
+	d := tok.NewStreamDecoder(true)
+	var b strings.Builder
+	for _, id := range tokens {
+		piece, _ := d.Add(id)
+		b.WriteString(piece)
+	}
+	b.WriteString(d.Flush())
+	return b.String()
+}
+
+// lateStop is a stop string that first appears three quarters into the
+// text of tokens, well after the first tokens.
+func lateStop(tok *tokenizer.Tokenizer, tokens []int32) string {
+	text := streamText(tok, tokens)
+	for p := len(text) * 3 / 4; p+8 < len(text); p++ {
+		if stop := text[p : p+8]; utf8.ValidString(stop) && !strings.ContainsRune(stop, utf8.RuneError) && strings.Index(text, stop) == p {
+			return stop
+		}
+	}
+	panic("no stop string")
+}
+
+// checkStreams: every stream ended normally as want says, one logprob per
+// token and exact usage.
+func checkStreams(t *testing.T, prompts [][]int32, got []streamed, want []expected) {
 	t.Helper()
 	for i, g := range got {
-		wantText, err := tok.Decode(want[i], true)
-		if err != nil {
-			t.Fatal(err)
-		}
+		w := want[i]
 		switch {
 		case g.err != nil:
 			t.Errorf("request %d failed after %d tokens: %v", i, len(g.tokens), g.err)
-		case !slices.Equal(g.tokens, want[i]):
+		case !slices.Equal(g.tokens, w.tokens):
 			d := 0
-			for d < min(len(g.tokens), len(want[i])) && g.tokens[d] == want[i][d] {
+			for d < min(len(g.tokens), len(w.tokens)) && g.tokens[d] == w.tokens[d] {
 				d++
 			}
-			t.Errorf("request %d: %d tokens, want %d; they differ from token %d: %v, want %v", i, len(g.tokens), len(want[i]), d,
-				g.tokens[d:min(d+5, len(g.tokens))], want[i][d:min(d+5, len(want[i]))])
-		case g.text != wantText:
-			t.Errorf("request %d: text %q\nwant %q", i, g.text, wantText)
-		case g.logprobs != len(want[i]):
-			t.Errorf("request %d: %d logprobs for %d tokens", i, g.logprobs, len(want[i]))
-		case g.finish != tandemv1.FinishReason_FINISH_REASON_LENGTH ||
-			g.usage.GetCompletionTokens() != int32(len(want[i])) || g.usage.GetPromptTokens() != int32(len(prompts[i])):
-			t.Errorf("request %d: finish %v usage %v", i, g.finish, g.usage)
+			t.Errorf("request %d: %d tokens, want %d; they differ from token %d: %v, want %v", i, len(g.tokens), len(w.tokens), d,
+				g.tokens[d:min(d+5, len(g.tokens))], w.tokens[d:min(d+5, len(w.tokens))])
+		case g.text != w.text:
+			t.Errorf("request %d: text %q\nwant %q", i, g.text, w.text)
+		case g.logprobs != len(w.tokens):
+			t.Errorf("request %d: %d logprobs for %d tokens", i, g.logprobs, len(w.tokens))
+		case g.finish != w.finish ||
+			g.usage.GetCompletionTokens() != int32(len(w.tokens)) || g.usage.GetPromptTokens() != int32(len(prompts[i])):
+			t.Errorf("request %d: finish %v usage %v, want %v", i, g.finish, g.usage, w.finish)
 		}
 	}
 }
 
 // migrations returns each request's migrations from the coordinator's
-// traces.
+// traces, and logs the longest the client waited for a token across one:
+// the time from the last token before it to the first after.
 func (tc *testCluster) migrations(t *testing.T, ids []string) map[string][]*tandemv1.Migration {
 	t.Helper()
 	traces := tandemv1.NewTracesClient(tc.conn)
 	out := map[string][]*tandemv1.Migration{}
+	var stall, find time.Duration
 	for _, id := range ids {
 		resp, err := traces.GetTrace(t.Context(), &tandemv1.GetTraceRequest{RequestId: id})
 		if err != nil {
 			t.Fatal(err)
 		}
-		out[id] = resp.GetTrace().GetMigrations()
+		tr := resp.GetTrace()
+		out[id] = tr.GetMigrations()
+		toks := tr.GetTokens()
+		for _, m := range tr.GetMigrations() {
+			find = max(find, time.Duration(m.GetResumedUnixNanos()-m.GetUnixNanos()))
+			if k := int(m.GetTokensBefore()); k < len(toks) {
+				before := tr.GetArrivalUnixNanos()
+				if k > 0 {
+					before = toks[k-1].GetUnixNanos()
+				}
+				stall = max(stall, time.Duration(toks[k].GetUnixNanos()-before))
+			}
+		}
+	}
+	if find > 0 {
+		t.Logf("migrations: at most %v from a failure to the new groups' call, %v between the tokens either side", find, stall)
 	}
 	return out
 }
@@ -197,10 +248,15 @@ func TestMigrationDecodeRankKilled(t *testing.T) {
 		name   string
 		params engine.SamplingParams
 		wire   *tandemv1.SamplingParams
+		stop   bool // each request has a stop string late in its text
 	}{
-		{"greedy", engine.SamplingParams{IgnoreEOS: true}, &tandemv1.SamplingParams{IgnoreEos: true, Logprobs: true}},
-		{"seeded", engine.SamplingParams{Temperature: 0.9, TopK: 50, Seed: &seed, IgnoreEOS: true},
-			&tandemv1.SamplingParams{Temperature: 0.9, TopK: 50, Seed: &seed, IgnoreEos: true, Logprobs: true}},
+		{name: "greedy", params: engine.SamplingParams{IgnoreEOS: true}, wire: &tandemv1.SamplingParams{IgnoreEos: true, Logprobs: true}},
+		{name: "seeded", params: engine.SamplingParams{Temperature: 0.9, TopK: 50, Seed: &seed, IgnoreEOS: true},
+			wire: &tandemv1.SamplingParams{Temperature: 0.9, TopK: 50, Seed: &seed, IgnoreEos: true, Logprobs: true}},
+		// Seeded: greedy text of the tiny preset's random weights soon
+		// repeats itself, so nothing late in it is new.
+		{name: "seeded with stop strings", params: engine.SamplingParams{Temperature: 0.9, TopK: 50, Seed: &seed, IgnoreEOS: true},
+			wire: &tandemv1.SamplingParams{Temperature: 0.9, TopK: 50, Seed: &seed, IgnoreEos: true, Logprobs: true}, stop: true},
 	}
 	const n, maxTokens = 8, 400
 	for _, c := range cases {
@@ -216,8 +272,20 @@ func TestMigrationDecodeRankKilled(t *testing.T) {
 			}
 			c.params.MaxTokens = maxTokens
 			c.wire.MaxTokens = maxTokens
-			want := localRun(t, tc.dir, prompts, c.params)
-			results, progressed := tc.startStreams(t.Context(), prompts, c.wire, 1) // the second token comes from a decode group
+			ref := localRun(t, tc.dir, prompts, c.params)
+			tok := tinyTokenizer(t, tc.dir)
+			want := make([]expected, n)
+			wire := make([]*tandemv1.SamplingParams, n)
+			for i, tokens := range ref {
+				want[i], wire[i] = expectAll(tok, tokens), c.wire
+				if c.stop {
+					stop := lateStop(tok, tokens)
+					want[i], wire[i] = expectStop(tok, tokens, stop), proto.CloneOf(c.wire)
+					wire[i].Stop = []string{stop}
+				}
+			}
+			// The second token comes from a decode group.
+			results, progressed := tc.startStreams(t.Context(), prompts, func(i int) *tandemv1.SamplingParams { return wire[i] }, 1)
 			waitProgress(t, progressed, n)
 			for _, g := range []string{"decode-0", "decode-1"} {
 				if st := tc.workerStats(t, g); st.GetRunningRequests() == 0 {
@@ -226,7 +294,7 @@ func TestMigrationDecodeRankKilled(t *testing.T) {
 			}
 			tc.kill(t, "decode-0", 1)
 			got := results()
-			checkStreams(t, tinyTokenizer(t, tc.dir), prompts, got, want)
+			checkStreams(t, prompts, got, want)
 			var ids []string
 			for _, g := range got {
 				ids = append(ids, g.id)
@@ -300,12 +368,13 @@ func TestMigrationPrefillLeaderKilled(t *testing.T) {
 			for i := range prompt {
 				prompt[i] = int32((i*7919 + 11) % 50000)
 			}
-			want := localRun(t, tc.dir, [][]int32{prompt}, engine.SamplingParams{MaxTokens: maxTokens, IgnoreEOS: true})
-			results, _ := tc.startStreams(t.Context(), [][]int32{prompt}, &tandemv1.SamplingParams{MaxTokens: maxTokens, IgnoreEos: true, Logprobs: true}, 0)
+			ref := localRun(t, tc.dir, [][]int32{prompt}, engine.SamplingParams{MaxTokens: maxTokens, IgnoreEOS: true})
+			sp := &tandemv1.SamplingParams{MaxTokens: maxTokens, IgnoreEos: true, Logprobs: true}
+			results, _ := tc.startStreams(t.Context(), [][]int32{prompt}, func(int) *tandemv1.SamplingParams { return sp }, 0)
 			tc.waitPrefilling(t, "prefill-0")
 			tc.kill(t, "prefill-0", 0)
 			got := results()
-			checkStreams(t, tinyTokenizer(t, tc.dir), [][]int32{prompt}, got, want)
+			checkStreams(t, [][]int32{prompt}, got, []expected{expectAll(tinyTokenizer(t, tc.dir), ref[0])})
 			ms := tc.migrations(t, []string{got[0].id})[got[0].id]
 			if len(ms) != 1 || ms[0].GetFromGroup() != "prefill-0" || ms[0].GetPrefillGroup() != c.moveTo[0] || ms[0].GetDecodeGroup() != c.moveTo[1] || ms[0].GetTokensBefore() != 0 {
 				t.Fatalf("migrations %v, want one from prefill-0 to %v before any token", ms, c.moveTo)

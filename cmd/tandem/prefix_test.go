@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/tandemllm/tandem/cluster"
-	"github.com/tandemllm/tandem/compute/cpu"
 	"github.com/tandemllm/tandem/engine"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
@@ -83,20 +82,7 @@ func (tc *testCluster) generateScored(t *testing.T, prompt []int32, n int) score
 // each prompt alone: the reference.
 func scratch(t *testing.T, dir string, prompts [][]int32, n int) []scored {
 	t.Helper()
-	be, err := cpu.New(cpu.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer be.Close()
-	m, err := engine.Open(dir, be, engine.Shard{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	e, err := engine.New(m, engine.Options{KVCacheBytes: 16 << 20, DisablePrefixCaching: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := localEngine(t, dir, engine.Options{KVCacheBytes: 16 << 20, DisablePrefixCaching: true})
 	out := make([]scored, len(prompts))
 	for i, p := range prompts {
 		err := e.Add(engine.Request{ID: fmt.Sprint(i), Prompt: p, Params: engine.SamplingParams{MaxTokens: n, IgnoreEOS: true, Logprobs: true, TopLogprobs: 5}})

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tandemllm/tandem/cluster"
+	"github.com/tandemllm/tandem/internal/proctest"
 	"github.com/tandemllm/tandem/model/preset"
 )
 
@@ -179,7 +180,7 @@ func TestWorkerLocalRanks(t *testing.T) {
 	}
 	defer etcd.Close()
 	endpoints := etcd.Endpoints()[0]
-	cli, err := dialEtcd(endpoints)
+	cli, err := dialEtcd(endpoints, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +189,7 @@ func TestWorkerLocalRanks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc, err := startCoordinator(context.WithoutCancel(ctx), &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: 8}, cli, dir, "tiny")
+	rc, err := startCoordinator(context.WithoutCancel(ctx), &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: 8}, cli, dir, "tiny", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,11 +222,11 @@ func TestWorkerLocalRanks(t *testing.T) {
 	}()
 	for i := range 2 {
 		waitHTTP(ctx, t, fmt.Sprintf("http://127.0.0.1:%d/readyz", base+i), http.StatusOK, exited)
-		waitHTTP(ctx, t, fmt.Sprintf("http://127.0.0.1:%d/livez", base+i), http.StatusOK, exited)
+		waitHTTP(ctx, t, fmt.Sprintf("http://127.0.0.1:%d/healthz", base+i), http.StatusOK, exited)
 	}
 	waitHTTP(ctx, t, "http://"+rc.httpAddr+"/readyz", http.StatusOK, exited)
 
-	ranks := childrenOf(t, worker.Process.Pid)
+	ranks := proctest.Children(t, worker.Process.Pid)
 	if len(ranks) != 2 {
 		t.Fatalf("the parent runs %d rank processes, want 2", len(ranks))
 	}
@@ -248,32 +249,4 @@ func TestWorkerLocalRanks(t *testing.T) {
 	if !strings.Contains(logs.String(), "stopping this process's other ranks") {
 		t.Errorf("the parent did not say why it stopped")
 	}
-}
-
-// childrenOf lists the pids of pid's living children (Linux /proc).
-func childrenOf(t *testing.T, pid int) []int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Skip("no /proc to look for children in")
-	}
-	var kids []int
-	for _, e := range entries {
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(stat)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) >= 2 && f[1] == strconv.Itoa(pid) && f[0] != "Z" {
-			if k, err := strconv.Atoi(e.Name()); err == nil {
-				kids = append(kids, k)
-			}
-		}
-	}
-	return kids
 }

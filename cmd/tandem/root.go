@@ -22,6 +22,7 @@ model replica, and records every token's compute, collective and KV-transfer cos
 		newTokenizeCmd(),
 		newBenchCmd(),
 		newPlanCmd(),
+		newCertsCmd(),
 		newLinkReaperCmd(),
 	)
 	return root

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tandemllm/tandem/cluster"
+	"github.com/tandemllm/tandem/internal/proctest"
 	"github.com/tandemllm/tandem/worker/supervisor"
 )
 
@@ -45,7 +46,7 @@ func TestGroupRestartsAfterRankKilled(t *testing.T) {
 		t.Fatalf("decode-0 after the kill: %+v", after)
 	}
 	for _, pid := range before.PIDs {
-		if slices.Contains(after.PIDs, pid) || !pidGone(pid) {
+		if slices.Contains(after.PIDs, pid) || !proctest.Exited(pid) {
 			t.Errorf("pid %d of incarnation 0 still runs", pid)
 		}
 	}
@@ -183,7 +184,7 @@ func TestKilledParentLeavesNoProcess(t *testing.T) {
 			case <-time.After(2 * time.Minute):
 				t.Fatal("not ready")
 			}
-			pids := childrenOf(t, cmd.Process.Pid)
+			pids := proctest.Children(t, cmd.Process.Pid)
 			if len(pids) != tc.workers {
 				t.Fatalf("%d worker processes (%v), want %d", len(pids), pids, tc.workers)
 			}
@@ -191,21 +192,10 @@ func TestKilledParentLeavesNoProcess(t *testing.T) {
 				t.Fatal(err)
 			}
 			waitFor(t, 10*time.Second, "the workers to die with their parent", func() bool {
-				return !slices.ContainsFunc(pids, func(pid int) bool { return !pidGone(pid) })
+				return !slices.ContainsFunc(pids, func(pid int) bool { return !proctest.Exited(pid) })
 			})
 		})
 	}
-}
-
-// pidGone reports whether pid no longer runs (absent, or a zombie).
-func pidGone(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	s := string(stat)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return len(f) > 0 && f[0] == "Z"
 }
 
 // waitFor polls cond (every 20 ms) until it holds or d passes.

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/tandemllm/tandem/internal/proctest"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
@@ -134,4 +135,4 @@ func (u *upRun) generateHello(t *testing.T) {
 }
 
 // childProcesses lists this process's living children.
-func childProcesses(t *testing.T) []int { return childrenOf(t, os.Getpid()) }
+func childProcesses(t *testing.T) []int { return proctest.Children(t, os.Getpid()) }

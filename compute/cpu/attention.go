@@ -359,53 +359,45 @@ func kvCopy(kc *kvCache, layer int, slots []int32, h0, h1 int, host []byte, load
 			row := (i*heads + h - h0) * d
 			kh, vh := host[row*es:(row+d)*es], host[(half+row)*es:(half+row+d)*es]
 			if kc.kb != nil {
-				copyU16(kc.kb[c:c+d], kh, load)
-				copyU16(kc.vb[c:c+d], vh, load)
+				copyLE(kc.kb[c:c+d], kh, load)
+				copyLE(kc.vb[c:c+d], vh, load)
 			} else {
-				copyF32(kc.k[c:c+d], kh, load)
-				copyF32(kc.v[c:c+d], vh, load)
+				copyLE(kc.k[c:c+d], kh, load)
+				copyLE(kc.v[c:c+d], vh, load)
 			}
 		}
 	}
 }
 
-// copyF32 copies between cache values and their little-endian bytes:
+// copyLE copies between cache elements and their little-endian bytes:
 // into x when load, out of it otherwise.
-func copyF32(x []float32, b []byte, load bool) {
+func copyLE[T float32 | uint16](x []T, b []byte, load bool) {
 	if littleEndian() { // the machine's order is the wire's: one copy
-		xb := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), 4*len(x))
+		n := len(x) * int(unsafe.Sizeof(T(0)))
+		xb := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), n)
 		if load {
-			copy(xb, b)
+			copy(xb, b[:n])
 		} else {
-			copy(b, xb)
+			copy(b[:n], xb)
 		}
 		return
 	}
-	for i := range x {
-		if load {
-			x[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-		} else {
-			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x[i]))
+	switch xs := any(x).(type) {
+	case []float32:
+		for i := range xs {
+			if load {
+				xs[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+			} else {
+				binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(xs[i]))
+			}
 		}
-	}
-}
-
-// copyU16 is copyF32 for bfloat16 bit patterns.
-func copyU16(x []uint16, b []byte, load bool) {
-	if littleEndian() {
-		xb := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), 2*len(x))
-		if load {
-			copy(xb, b)
-		} else {
-			copy(b, xb)
-		}
-		return
-	}
-	for i := range x {
-		if load {
-			x[i] = binary.LittleEndian.Uint16(b[2*i:])
-		} else {
-			binary.LittleEndian.PutUint16(b[2*i:], x[i])
+	case []uint16:
+		for i := range xs {
+			if load {
+				xs[i] = binary.LittleEndian.Uint16(b[2*i:])
+			} else {
+				binary.LittleEndian.PutUint16(b[2*i:], xs[i])
+			}
 		}
 	}
 }

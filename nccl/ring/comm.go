@@ -117,7 +117,7 @@ func (h header) String() string {
 // peer is the connection to one other rank.
 type peer struct {
 	rank    int
-	conn    *net.TCPConn
+	conn    net.Conn // TCP, or TLS over TCP
 	sendSeq uint64
 	recvSeq uint64
 	got     header // the header last read from this peer
@@ -163,7 +163,7 @@ type Comm struct {
 	intr chan struct{} // signals that an interrupt finished
 }
 
-func newComm(rank, size int, opts Options, conns []*net.TCPConn) *Comm {
+func newComm(rank, size int, opts Options, conns []net.Conn) *Comm {
 	c := &Comm{
 		rank: rank, size: size, opts: opts, peers: make([]*peer, size),
 		quit: make(chan struct{}), intr: make(chan struct{}, 1),
@@ -172,7 +172,6 @@ func newComm(rank, size int, opts Options, conns []*net.TCPConn) *Comm {
 		if conn == nil {
 			continue
 		}
-		tune(conn, opts)
 		p := &peer{rank: r, conn: conn, req: make(chan message), done: make(chan error, 1)}
 		c.peers[r] = p
 		go c.writer(p)
@@ -181,6 +180,7 @@ func newComm(rank, size int, opts Options, conns []*net.TCPConn) *Comm {
 	return c
 }
 
+// tune sets a new connection's socket options, before any TLS.
 func tune(conn *net.TCPConn, opts Options) {
 	// Small messages go out at once; big ones need room in flight.
 	conn.SetNoDelay(true)

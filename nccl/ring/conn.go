@@ -2,11 +2,13 @@ package ring
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -38,6 +40,17 @@ type Options struct {
 	// SocketBuffer is the send and receive buffer size asked of the
 	// kernel for each connection (default 4 MiB; the kernel may cap it).
 	SocketBuffer int
+	// ServerTLS and ClientTLS, when set (both, or neither), make every
+	// connection TLS: the accepting rank's side uses ServerTLS, the
+	// dialling rank's ClientTLS. With mutual TLS (package pki) a peer
+	// whose certificate the configuration refuses is refused during the
+	// TLS handshake, before any byte of the ring's protocol is read
+	// (default nil: plain TCP).
+	ServerTLS, ClientTLS *tls.Config
+	// Logger receives a warning for each connection refused while the
+	// group forms: a stray client, a peer of another group, a TLS
+	// handshake that failed (default slog.Default()).
+	Logger *slog.Logger
 }
 
 func (o *Options) defaults() {
@@ -49,6 +62,9 @@ func (o *Options) defaults() {
 	}
 	if o.SocketBuffer <= 0 {
 		o.SocketBuffer = 4 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
 	}
 }
 
@@ -131,13 +147,16 @@ func Connect(ctx context.Context, ln *Listener, rank int, addrs []string, opts O
 	if rank < 0 || rank >= size {
 		return nil, fmt.Errorf("ring: rank %d outside a group of %d", rank, size)
 	}
+	if (opts.ServerTLS == nil) != (opts.ClientTLS == nil) {
+		return nil, errors.New("ring: Options.ServerTLS and ClientTLS must be set together")
+	}
 	me := hello{version: protoVersion, group: groupID(opts.Group), size: size, rank: rank}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
 	type result struct {
 		rank int
-		conn *net.TCPConn
+		conn net.Conn
 		err  error
 	}
 	results := make(chan result, 2*size)
@@ -159,7 +178,7 @@ func Connect(ctx context.Context, ln *Listener, rank int, addrs []string, opts O
 	var wg sync.WaitGroup
 	for p := range rank {
 		wg.Go(func() {
-			conn, err := dial(ctx, addrs[p], me, p)
+			conn, err := dial(ctx, addrs[p], me, p, opts)
 			deliver(result{p, conn, err})
 		})
 	}
@@ -168,9 +187,12 @@ func Connect(ctx context.Context, ln *Listener, rank int, addrs []string, opts O
 		defer stop()
 		wg.Go(func() {
 			for {
-				p, conn, err := accept(ctx, ln.ln, me)
+				p, conn, err := accept(ctx, ln.ln, me, opts)
 				if err != nil && ctx.Err() != nil {
 					return
+				}
+				if err != nil && p < 0 && !errors.As(err, new(errFatal)) {
+					opts.Logger.Warn("ring: refused a connection", "group", opts.Group, "rank", rank, "err", err)
 				}
 				if !deliver(result{p, conn, err}) {
 					return
@@ -179,7 +201,7 @@ func Connect(ctx context.Context, ln *Listener, rank int, addrs []string, opts O
 		})
 	}
 
-	conns := make([]*net.TCPConn, size)
+	conns := make([]net.Conn, size)
 	var errs []error
 	fatal := false
 	for missing := size - 1; missing > 0 && !fatal && ctx.Err() == nil; {
@@ -234,12 +256,16 @@ func Connect(ctx context.Context, ln *Listener, rank int, addrs []string, opts O
 
 // dial connects to rank p, retrying while it is not listening yet, and
 // checks that the rank answering is p of this group.
-func dial(ctx context.Context, addr string, me hello, p int) (*net.TCPConn, error) {
+func dial(ctx context.Context, addr string, me hello, p int, opts Options) (net.Conn, error) {
 	var d net.Dialer
 	for {
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err == nil {
-			conn := c.(*net.TCPConn)
+			tune(c.(*net.TCPConn), opts)
+			conn := c
+			if opts.ClientTLS != nil {
+				conn = tls.Client(c, opts.ClientTLS)
+			}
 			if err = clientHandshake(ctx, conn, me, p); err != nil {
 				conn.Close()
 				return nil, err
@@ -259,9 +285,16 @@ func dial(ctx context.Context, addr string, me hello, p int) (*net.TCPConn, erro
 	}
 }
 
-func clientHandshake(ctx context.Context, conn *net.TCPConn, me hello, p int) error {
+func clientHandshake(ctx context.Context, conn net.Conn, me hello, p int) error {
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
+	if tc, ok := conn.(*tls.Conn); ok {
+		// A TLS refusal is final: the peer is not of this cluster, or we
+		// are not.
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return errFatal{fmt.Errorf("ring: TLS handshake with rank %d at %s: %w", p, conn.RemoteAddr(), err)}
+		}
+	}
 	var b [helloBytes + 3]byte
 	me.put(b[:])
 	if _, err := conn.Write(b[:helloBytes]); err != nil {
@@ -291,18 +324,28 @@ func clientHandshake(ctx context.Context, conn *net.TCPConn, me hello, p int) er
 // read and an error; a peer of this group that disagrees on the group's
 // size, or claims a rank that should not dial here, makes the error
 // fatal: the group is misconfigured and waiting cannot help.
-func accept(ctx context.Context, ln *net.TCPListener, me hello) (int, *net.TCPConn, error) {
+func accept(ctx context.Context, ln *net.TCPListener, me hello, opts Options) (int, net.Conn, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		ln.SetDeadline(dl)
 	}
-	conn, err := ln.AcceptTCP()
+	tcp, err := ln.AcceptTCP()
 	if err != nil {
 		return -1, nil, fmt.Errorf("ring: accepting peers: %w", err)
 	}
+	tune(tcp, opts)
+	var conn net.Conn = tcp
 	// A stray client that sends nothing must not hold up the group.
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
+	if opts.ServerTLS != nil {
+		tc := tls.Server(tcp, opts.ServerTLS)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			tcp.Close()
+			return -1, nil, fmt.Errorf("ring: TLS handshake from %s: %w", tcp.RemoteAddr(), err)
+		}
+		conn = tc
+	}
 	var b [helloBytes + 3]byte
 	if _, err := io.ReadFull(conn, b[:helloBytes]); err != nil {
 		conn.Close()

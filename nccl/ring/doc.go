@@ -7,12 +7,19 @@
 // ranks shares one TCP connection (a full mesh), dialled by the higher
 // rank and checked by a handshake carrying the group's id, its size and
 // both ranks, so a stray or misconfigured peer is refused with a reason.
+// With Options.ServerTLS and ClientTLS every connection is TLS first
+// (mutual TLS against the cluster's CA, package pki): a peer the TLS
+// configuration refuses is refused at its TLS handshake, before any of
+// its bytes is parsed as the ring's, and logged; a rank refused by the
+// rank it dials gives up at once. The listener is closed once the group
+// is formed, so nothing more can connect.
 //
 // Every call opens with a 32-byte header to each peer it involves
 // (per-pair sequence number, kind, algorithm, element count, dtype,
 // root). All ranks of a collective read every header before any data, so
 // a mismatch is reported by every rank with the same words, naming both
-// sides. Send and Recv exchange headers too: the receiver answers the
+// sides; data is then read into this rank's own buffers, sized by its own
+// call, so a header claiming another shape allocates nothing. Send and Recv exchange headers too: the receiver answers the
 // sender, so both see a mismatch.
 //
 // AllReduce of at most Options.SmallMessageBytes (or of fewer elements

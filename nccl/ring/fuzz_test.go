@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -168,7 +169,7 @@ func (fp *fakePeer) exchange(t *testing.T, data []byte, call uint8, dialer bool)
 	} else {
 		go fp.dial(ln.Addr(), data)
 	}
-	comm, err := Connect(cctx, ln, rank, addrs, Options{PeerTimeout: time.Second, SmallMessageBytes: 64})
+	comm, err := Connect(cctx, ln, rank, addrs, Options{PeerTimeout: time.Second, SmallMessageBytes: 64, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}

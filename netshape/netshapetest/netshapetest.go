@@ -1,16 +1,18 @@
 // Package netshapetest holds the test helpers of netshape: tests that
-// build networks call Require first, and compare State before and after.
+// build networks call Require first, and check with Owned and WaitGone
+// that what they built is gone.
 package netshapetest
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tandemllm/tandem/internal/proctest"
 	"github.com/tandemllm/tandem/netshape"
 )
 
@@ -57,34 +59,77 @@ func State(t testing.TB) []string {
 	return s
 }
 
-// WaitState waits until State equals want, and fails t if it does not
-// within the time given (a namespace's processes may take a moment to
-// go after their owner was killed).
-func WaitState(t testing.TB, want []string, within time.Duration) {
+// Owned lists the entries of State that belong to networks process pid
+// built: other processes' networks come and go meanwhile, so tests look
+// at their own.
+func Owned(t testing.TB, pid int) []string {
+	t.Helper()
+	var mine []string
+	for _, e := range State(t) {
+		if owner, ok := ownerPid(e); ok && owner == pid {
+			mine = append(mine, e)
+		}
+	}
+	return mine
+}
+
+// ownerPid is the process id in the name of a State entry ("tdm", pid, a
+// letter, ...).
+func ownerPid(entry string) (int, bool) {
+	name := strings.Fields(entry)[1]
+	rest, ok := strings.CutPrefix(name, "tdm")
+	if !ok {
+		return 0, false
+	}
+	after := strings.TrimLeft(rest, "0123456789")
+	if len(after) == len(rest) || after == "" || after[0] < 'a' || after[0] > 'z' {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(rest[:len(rest)-len(after)])
+	return pid, err == nil
+}
+
+// WaitNoLeftovers waits until nothing is left of the networks built since
+// before was taken whose owner has exited (a network of a live process,
+// another test's or another user's, is not a leftover), and fails t if
+// something is after the time given. It is for tests whose networks are
+// built by processes they start, whose ids they do not know.
+func WaitNoLeftovers(t testing.TB, before []string, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		got := State(t)
-		if slices.Equal(got, want) {
+		var left []string
+		for _, e := range State(t) {
+			if pid, ok := ownerPid(e); ok && !slices.Contains(before, e) && proctest.Exited(pid) {
+				left = append(left, e)
+			}
+		}
+		if len(left) == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v\nwant (as before): %v", within, got, want)
+			t.Fatalf("left behind after %v by processes that exited: %v", within, left)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-// Running reports whether pid is a process that has not exited (a zombie
-// waiting for its parent has).
-func Running(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
+// WaitGone waits until process pid owns no namespace or link, and fails t
+// if some are left after the time given (a namespace's processes may
+// take a moment to go after their owner was killed).
+func WaitGone(t testing.TB, pid int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		left := Owned(t, pid)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("left behind after %v: %v", within, left)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	s := string(stat)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return len(f) > 0 && f[0] != "Z"
 }
 
 // WaitExited waits until none of pids runs, and fails t if one still does
@@ -93,7 +138,7 @@ func WaitExited(t testing.TB, within time.Duration, pids ...int) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for _, pid := range pids {
-		for Running(pid) {
+		for !proctest.Exited(pid) {
 			if time.Now().After(deadline) {
 				t.Fatalf("process %d still runs after %v", pid, within)
 			}

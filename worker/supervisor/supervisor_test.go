@@ -22,6 +22,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tandemllm/tandem/cluster"
+	"github.com/tandemllm/tandem/internal/proctest"
 )
 
 // The tests run real processes: this test binary re-executed as a rank
@@ -147,18 +148,6 @@ func start(t *testing.T, opts Options, groups ...Group) (*Supervisor, *logBuffer
 	return s, logs
 }
 
-// gone reports whether pid no longer runs: absent from /proc, or a
-// zombie waiting for a parent that is not us.
-func gone(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	s := string(stat)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return len(f) > 0 && f[0] == "Z"
-}
-
 // waitFor polls cond (every 10 ms) until it holds or d passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -188,18 +177,11 @@ func ignoresSIGTERM(pid int) bool {
 	return false
 }
 
-func requireProc(t *testing.T) {
-	t.Helper()
-	if _, err := os.Stat("/proc/self/stat"); err != nil {
-		t.Skip("needs /proc")
-	}
-}
-
 // A rank killed with SIGKILL takes its whole group down; the group comes
 // back as a new incarnation of every rank within its backoff, with the
 // incarnation number passed to each rank's command line.
 func TestRestartsGroupAsUnit(t *testing.T) {
-	requireProc(t)
+	proctest.Require(t)
 	var mu sync.Mutex
 	var calls []string
 	args := func(rank, inc int) []string {
@@ -231,7 +213,7 @@ func TestRestartsGroupAsUnit(t *testing.T) {
 		t.Errorf("restarted %v after the kill, want about the backoff %v", d, backoff)
 	}
 	for _, pid := range st.PIDs {
-		if !gone(pid) || slices.Contains(next.PIDs, pid) {
+		if !proctest.Exited(pid) || slices.Contains(next.PIDs, pid) {
 			t.Errorf("rank pid %d of incarnation 0 still runs", pid)
 		}
 	}
@@ -249,7 +231,7 @@ func TestRestartsGroupAsUnit(t *testing.T) {
 	}
 	s.Stop()
 	for _, pid := range append(next.PIDs, other.PIDs...) {
-		if !gone(pid) {
+		if !proctest.Exited(pid) {
 			t.Errorf("pid %d runs after Stop", pid)
 		}
 	}
@@ -279,7 +261,7 @@ func TestCrashLoopLimit(t *testing.T) {
 // With restarts off, the first death stops the other ranks and leaves
 // the group down.
 func TestNoRestart(t *testing.T) {
-	requireProc(t)
+	proctest.Require(t)
 	s, _ := start(t, Options{CrashLoopLimit: -1}, Group{Name: "g", Ranks: []int{1, 2}, Args: argsOf("serve")})
 	st, _ := s.Status("g")
 	if err := syscall.Kill(st.PIDs[0], syscall.SIGKILL); err != nil {
@@ -293,14 +275,14 @@ func TestNoRestart(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("group not reported down")
 	}
-	if !gone(st.PIDs[1]) {
+	if !proctest.Exited(st.PIDs[1]) {
 		t.Fatal("rank 2 runs on after rank 1 died")
 	}
 }
 
 // A rank that ignores SIGTERM is killed after StopTimeout.
 func TestStopKillsStubbornRank(t *testing.T) {
-	requireProc(t)
+	proctest.Require(t)
 	s, logs := start(t, Options{StopTimeout: 300 * time.Millisecond}, Group{Name: "g", Ranks: seq(2), Args: argsOf("stubborn")})
 	st, _ := s.Status("g")
 	for _, pid := range st.PIDs {
@@ -312,7 +294,7 @@ func TestStopKillsStubbornRank(t *testing.T) {
 		t.Errorf("Stop took %v", d)
 	}
 	for _, pid := range st.PIDs {
-		if !gone(pid) {
+		if !proctest.Exited(pid) {
 			t.Errorf("pid %d runs after Stop", pid)
 		}
 	}
@@ -324,7 +306,7 @@ func TestStopKillsStubbornRank(t *testing.T) {
 // A supervisor killed with SIGKILL leaves no rank behind: the kernel
 // kills them (parent-death signal).
 func TestParentKilledLeavesNoRank(t *testing.T) {
-	requireProc(t)
+	proctest.Require(t)
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -360,7 +342,7 @@ func TestParentKilledLeavesNoRank(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "the ranks to die with their supervisor", func() bool {
 		for _, pid := range pids {
-			if !gone(pid) {
+			if !proctest.Exited(pid) {
 				return false
 			}
 		}
@@ -373,7 +355,7 @@ func TestParentKilledLeavesNoRank(t *testing.T) {
 // the new incarnation registers the same ranks at once (the paused rank's
 // lease would otherwise hold its key) and becomes ready.
 func TestLapsedRegistrationRestartsGroup(t *testing.T) {
-	requireProc(t)
+	proctest.Require(t)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	etcd, err := cluster.StartEmbedded(ctx, t.TempDir(), cluster.EmbeddedOptions{})
@@ -400,7 +382,7 @@ func TestLapsedRegistrationRestartsGroup(t *testing.T) {
 		return next.Incarnation == 1 && next.Ready
 	})
 	for _, pid := range st.PIDs {
-		if !gone(pid) {
+		if !proctest.Exited(pid) {
 			t.Errorf("pid %d of incarnation 0 still runs", pid)
 		}
 	}

@@ -90,6 +90,7 @@ func TestServices(t *testing.T) {
 			{"Generate", false, true},
 			{"Abort", false, false},
 			{"Stats", false, false},
+			{"KVEvents", false, true},
 		}},
 		{tandemv1.File_tandem_v1_worker_proto, "KVTransfer", tandemv1.KVTransfer_ServiceDesc, []method{
 			{"Push", true, false},

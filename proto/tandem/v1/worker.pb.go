@@ -14,6 +14,7 @@ package tandemv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -150,7 +151,11 @@ type PrefillRequest struct {
 	Destination *KVDestination `protobuf:"bytes,4,opt,name=destination,proto3" json:"destination,omitempty"`
 	// The transfer attempt, from 1; a retried prefill of the same request
 	// uses the next number so its KV chunks cannot mix with an earlier try's.
-	Attempt       uint32 `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Attempt uint32 `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// How long the request may wait in the group's queue, from the call's
+	// receipt, before its first step; unset: no limit. Past it the group
+	// drops the request and answers RESOURCE_EXHAUSTED.
+	QueueTimeout  *durationpb.Duration `protobuf:"bytes,6,opt,name=queue_timeout,json=queueTimeout,proto3" json:"queue_timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -218,6 +223,13 @@ func (x *PrefillRequest) GetAttempt() uint32 {
 		return x.Attempt
 	}
 	return 0
+}
+
+func (x *PrefillRequest) GetQueueTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.QueueTimeout
+	}
+	return nil
 }
 
 // KVDestination names the decode group that will continue a request and
@@ -756,7 +768,11 @@ type WorkerGenerateRequest struct {
 	// The prompt, already tokenized; not empty.
 	PromptTokenIds []int32 `protobuf:"varint,2,rep,packed,name=prompt_token_ids,json=promptTokenIds,proto3" json:"prompt_token_ids,omitempty"`
 	// Sampling parameters of the request.
-	Sampling      *SamplingParams `protobuf:"bytes,3,opt,name=sampling,proto3" json:"sampling,omitempty"`
+	Sampling *SamplingParams `protobuf:"bytes,3,opt,name=sampling,proto3" json:"sampling,omitempty"`
+	// How long the request may wait in the group's queue, from the call's
+	// receipt, before its first step; unset: no limit. Past it the group
+	// drops the request and ends the stream with RESOURCE_EXHAUSTED.
+	QueueTimeout  *durationpb.Duration `protobuf:"bytes,4,opt,name=queue_timeout,json=queueTimeout,proto3" json:"queue_timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -808,6 +824,13 @@ func (x *WorkerGenerateRequest) GetPromptTokenIds() []int32 {
 func (x *WorkerGenerateRequest) GetSampling() *SamplingParams {
 	if x != nil {
 		return x.Sampling
+	}
+	return nil
+}
+
+func (x *WorkerGenerateRequest) GetQueueTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.QueueTimeout
 	}
 	return nil
 }
@@ -2230,14 +2253,15 @@ var File_tandem_v1_worker_proto protoreflect.FileDescriptor
 
 const file_tandem_v1_worker_proto_rawDesc = "" +
 	"\n" +
-	"\x16tandem/v1/worker.proto\x12\ttandem.v1\x1a\x16tandem/v1/common.proto\x1a\x15tandem/v1/trace.proto\"\xe6\x01\n" +
+	"\x16tandem/v1/worker.proto\x12\ttandem.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x16tandem/v1/common.proto\x1a\x15tandem/v1/trace.proto\"\xa6\x02\n" +
 	"\x0ePrefillRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12(\n" +
 	"\x10prompt_token_ids\x18\x02 \x03(\x05R\x0epromptTokenIds\x125\n" +
 	"\bsampling\x18\x03 \x01(\v2\x19.tandem.v1.SamplingParamsR\bsampling\x12:\n" +
 	"\vdestination\x18\x04 \x01(\v2\x18.tandem.v1.KVDestinationR\vdestination\x12\x18\n" +
-	"\aattempt\x18\x05 \x01(\rR\aattempt\"}\n" +
+	"\aattempt\x18\x05 \x01(\rR\aattempt\x12>\n" +
+	"\rqueue_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\fqueueTimeout\"}\n" +
 	"\rKVDestination\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x0e\n" +
 	"\x02tp\x18\x02 \x01(\x05R\x02tp\x12%\n" +
@@ -2287,12 +2311,13 @@ const file_tandem_v1_worker_proto_rawDesc = "" +
 	"\x05usage\x18\a \x01(\v2\x10.tandem.v1.UsageR\x05usage\x12#\n" +
 	"\rerror_message\x18\b \x01(\tR\ferrorMessage\x12\x1c\n" +
 	"\n" +
-	"kv_wait_us\x18\t \x01(\x03R\bkvWaitUs\"\x97\x01\n" +
+	"kv_wait_us\x18\t \x01(\x03R\bkvWaitUs\"\xd7\x01\n" +
 	"\x15WorkerGenerateRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12(\n" +
 	"\x10prompt_token_ids\x18\x02 \x03(\x05R\x0epromptTokenIds\x125\n" +
-	"\bsampling\x18\x03 \x01(\v2\x19.tandem.v1.SamplingParamsR\bsampling\"\xdb\x02\n" +
+	"\bsampling\x18\x03 \x01(\v2\x19.tandem.v1.SamplingParamsR\bsampling\x12>\n" +
+	"\rqueue_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\fqueueTimeout\"\xdb\x02\n" +
 	"\x16WorkerGenerateResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1b\n" +
@@ -2472,71 +2497,74 @@ var file_tandem_v1_worker_proto_goTypes = []any{
 	(*DropKVRequest)(nil),          // 27: tandem.v1.DropKVRequest
 	(*DropKVResponse)(nil),         // 28: tandem.v1.DropKVResponse
 	(*SamplingParams)(nil),         // 29: tandem.v1.SamplingParams
-	(*TokenLogprobs)(nil),          // 30: tandem.v1.TokenLogprobs
-	(*TokenTiming)(nil),            // 31: tandem.v1.TokenTiming
-	(FinishReason)(0),              // 32: tandem.v1.FinishReason
-	(*Usage)(nil),                  // 33: tandem.v1.Usage
-	(Role)(0),                      // 34: tandem.v1.Role
-	(*StepTrace)(nil),              // 35: tandem.v1.StepTrace
-	(*KVTransferTrace)(nil),        // 36: tandem.v1.KVTransferTrace
+	(*durationpb.Duration)(nil),    // 30: google.protobuf.Duration
+	(*TokenLogprobs)(nil),          // 31: tandem.v1.TokenLogprobs
+	(*TokenTiming)(nil),            // 32: tandem.v1.TokenTiming
+	(FinishReason)(0),              // 33: tandem.v1.FinishReason
+	(*Usage)(nil),                  // 34: tandem.v1.Usage
+	(Role)(0),                      // 35: tandem.v1.Role
+	(*StepTrace)(nil),              // 36: tandem.v1.StepTrace
+	(*KVTransferTrace)(nil),        // 37: tandem.v1.KVTransferTrace
 }
 var file_tandem_v1_worker_proto_depIdxs = []int32{
 	29, // 0: tandem.v1.PrefillRequest.sampling:type_name -> tandem.v1.SamplingParams
 	3,  // 1: tandem.v1.PrefillRequest.destination:type_name -> tandem.v1.KVDestination
-	30, // 2: tandem.v1.PrefillResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
-	31, // 3: tandem.v1.PrefillResponse.timing:type_name -> tandem.v1.TokenTiming
-	5,  // 4: tandem.v1.PrefillResponse.kv:type_name -> tandem.v1.KVHandle
-	32, // 5: tandem.v1.PrefillResponse.finish_reason:type_name -> tandem.v1.FinishReason
-	1,  // 6: tandem.v1.KVHandle.dtype:type_name -> tandem.v1.DataType
-	29, // 7: tandem.v1.DecodeRequest.sampling:type_name -> tandem.v1.SamplingParams
-	5,  // 8: tandem.v1.DecodeRequest.kv:type_name -> tandem.v1.KVHandle
-	31, // 9: tandem.v1.DecodeResponse.timings:type_name -> tandem.v1.TokenTiming
-	30, // 10: tandem.v1.DecodeResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
-	32, // 11: tandem.v1.DecodeResponse.finish_reason:type_name -> tandem.v1.FinishReason
-	33, // 12: tandem.v1.DecodeResponse.usage:type_name -> tandem.v1.Usage
-	29, // 13: tandem.v1.WorkerGenerateRequest.sampling:type_name -> tandem.v1.SamplingParams
-	31, // 14: tandem.v1.WorkerGenerateResponse.timings:type_name -> tandem.v1.TokenTiming
-	30, // 15: tandem.v1.WorkerGenerateResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
-	32, // 16: tandem.v1.WorkerGenerateResponse.finish_reason:type_name -> tandem.v1.FinishReason
-	33, // 17: tandem.v1.WorkerGenerateResponse.usage:type_name -> tandem.v1.Usage
-	34, // 18: tandem.v1.StatsResponse.role:type_name -> tandem.v1.Role
-	16, // 19: tandem.v1.KVEventsResponse.events:type_name -> tandem.v1.KVEvent
-	0,  // 20: tandem.v1.KVEvent.kind:type_name -> tandem.v1.KVEventKind
-	1,  // 21: tandem.v1.KVChunk.dtype:type_name -> tandem.v1.DataType
-	35, // 22: tandem.v1.StepsResponse.steps:type_name -> tandem.v1.StepTrace
-	36, // 23: tandem.v1.StepsResponse.kv_transfers:type_name -> tandem.v1.KVTransferTrace
-	5,  // 24: tandem.v1.SendKVRequest.kv:type_name -> tandem.v1.KVHandle
-	3,  // 25: tandem.v1.SendKVRequest.destination:type_name -> tandem.v1.KVDestination
-	5,  // 26: tandem.v1.LoadKVRequest.kv:type_name -> tandem.v1.KVHandle
-	2,  // 27: tandem.v1.Worker.Prefill:input_type -> tandem.v1.PrefillRequest
-	6,  // 28: tandem.v1.Worker.Decode:input_type -> tandem.v1.DecodeRequest
-	8,  // 29: tandem.v1.Worker.Generate:input_type -> tandem.v1.WorkerGenerateRequest
-	10, // 30: tandem.v1.Worker.Abort:input_type -> tandem.v1.AbortRequest
-	12, // 31: tandem.v1.Worker.Stats:input_type -> tandem.v1.StatsRequest
-	14, // 32: tandem.v1.Worker.KVEvents:input_type -> tandem.v1.KVEventsRequest
-	17, // 33: tandem.v1.KVTransfer.Push:input_type -> tandem.v1.KVChunk
-	23, // 34: tandem.v1.Rank.SendKV:input_type -> tandem.v1.SendKVRequest
-	25, // 35: tandem.v1.Rank.LoadKV:input_type -> tandem.v1.LoadKVRequest
-	27, // 36: tandem.v1.Rank.DropKV:input_type -> tandem.v1.DropKVRequest
-	19, // 37: tandem.v1.Rank.Steps:input_type -> tandem.v1.StepsRequest
-	21, // 38: tandem.v1.Rank.Clock:input_type -> tandem.v1.ClockRequest
-	4,  // 39: tandem.v1.Worker.Prefill:output_type -> tandem.v1.PrefillResponse
-	7,  // 40: tandem.v1.Worker.Decode:output_type -> tandem.v1.DecodeResponse
-	9,  // 41: tandem.v1.Worker.Generate:output_type -> tandem.v1.WorkerGenerateResponse
-	11, // 42: tandem.v1.Worker.Abort:output_type -> tandem.v1.AbortResponse
-	13, // 43: tandem.v1.Worker.Stats:output_type -> tandem.v1.StatsResponse
-	15, // 44: tandem.v1.Worker.KVEvents:output_type -> tandem.v1.KVEventsResponse
-	18, // 45: tandem.v1.KVTransfer.Push:output_type -> tandem.v1.KVAck
-	24, // 46: tandem.v1.Rank.SendKV:output_type -> tandem.v1.SendKVResponse
-	26, // 47: tandem.v1.Rank.LoadKV:output_type -> tandem.v1.LoadKVResponse
-	28, // 48: tandem.v1.Rank.DropKV:output_type -> tandem.v1.DropKVResponse
-	20, // 49: tandem.v1.Rank.Steps:output_type -> tandem.v1.StepsResponse
-	22, // 50: tandem.v1.Rank.Clock:output_type -> tandem.v1.ClockResponse
-	39, // [39:51] is the sub-list for method output_type
-	27, // [27:39] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	30, // 2: tandem.v1.PrefillRequest.queue_timeout:type_name -> google.protobuf.Duration
+	31, // 3: tandem.v1.PrefillResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
+	32, // 4: tandem.v1.PrefillResponse.timing:type_name -> tandem.v1.TokenTiming
+	5,  // 5: tandem.v1.PrefillResponse.kv:type_name -> tandem.v1.KVHandle
+	33, // 6: tandem.v1.PrefillResponse.finish_reason:type_name -> tandem.v1.FinishReason
+	1,  // 7: tandem.v1.KVHandle.dtype:type_name -> tandem.v1.DataType
+	29, // 8: tandem.v1.DecodeRequest.sampling:type_name -> tandem.v1.SamplingParams
+	5,  // 9: tandem.v1.DecodeRequest.kv:type_name -> tandem.v1.KVHandle
+	32, // 10: tandem.v1.DecodeResponse.timings:type_name -> tandem.v1.TokenTiming
+	31, // 11: tandem.v1.DecodeResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
+	33, // 12: tandem.v1.DecodeResponse.finish_reason:type_name -> tandem.v1.FinishReason
+	34, // 13: tandem.v1.DecodeResponse.usage:type_name -> tandem.v1.Usage
+	29, // 14: tandem.v1.WorkerGenerateRequest.sampling:type_name -> tandem.v1.SamplingParams
+	30, // 15: tandem.v1.WorkerGenerateRequest.queue_timeout:type_name -> google.protobuf.Duration
+	32, // 16: tandem.v1.WorkerGenerateResponse.timings:type_name -> tandem.v1.TokenTiming
+	31, // 17: tandem.v1.WorkerGenerateResponse.logprobs:type_name -> tandem.v1.TokenLogprobs
+	33, // 18: tandem.v1.WorkerGenerateResponse.finish_reason:type_name -> tandem.v1.FinishReason
+	34, // 19: tandem.v1.WorkerGenerateResponse.usage:type_name -> tandem.v1.Usage
+	35, // 20: tandem.v1.StatsResponse.role:type_name -> tandem.v1.Role
+	16, // 21: tandem.v1.KVEventsResponse.events:type_name -> tandem.v1.KVEvent
+	0,  // 22: tandem.v1.KVEvent.kind:type_name -> tandem.v1.KVEventKind
+	1,  // 23: tandem.v1.KVChunk.dtype:type_name -> tandem.v1.DataType
+	36, // 24: tandem.v1.StepsResponse.steps:type_name -> tandem.v1.StepTrace
+	37, // 25: tandem.v1.StepsResponse.kv_transfers:type_name -> tandem.v1.KVTransferTrace
+	5,  // 26: tandem.v1.SendKVRequest.kv:type_name -> tandem.v1.KVHandle
+	3,  // 27: tandem.v1.SendKVRequest.destination:type_name -> tandem.v1.KVDestination
+	5,  // 28: tandem.v1.LoadKVRequest.kv:type_name -> tandem.v1.KVHandle
+	2,  // 29: tandem.v1.Worker.Prefill:input_type -> tandem.v1.PrefillRequest
+	6,  // 30: tandem.v1.Worker.Decode:input_type -> tandem.v1.DecodeRequest
+	8,  // 31: tandem.v1.Worker.Generate:input_type -> tandem.v1.WorkerGenerateRequest
+	10, // 32: tandem.v1.Worker.Abort:input_type -> tandem.v1.AbortRequest
+	12, // 33: tandem.v1.Worker.Stats:input_type -> tandem.v1.StatsRequest
+	14, // 34: tandem.v1.Worker.KVEvents:input_type -> tandem.v1.KVEventsRequest
+	17, // 35: tandem.v1.KVTransfer.Push:input_type -> tandem.v1.KVChunk
+	23, // 36: tandem.v1.Rank.SendKV:input_type -> tandem.v1.SendKVRequest
+	25, // 37: tandem.v1.Rank.LoadKV:input_type -> tandem.v1.LoadKVRequest
+	27, // 38: tandem.v1.Rank.DropKV:input_type -> tandem.v1.DropKVRequest
+	19, // 39: tandem.v1.Rank.Steps:input_type -> tandem.v1.StepsRequest
+	21, // 40: tandem.v1.Rank.Clock:input_type -> tandem.v1.ClockRequest
+	4,  // 41: tandem.v1.Worker.Prefill:output_type -> tandem.v1.PrefillResponse
+	7,  // 42: tandem.v1.Worker.Decode:output_type -> tandem.v1.DecodeResponse
+	9,  // 43: tandem.v1.Worker.Generate:output_type -> tandem.v1.WorkerGenerateResponse
+	11, // 44: tandem.v1.Worker.Abort:output_type -> tandem.v1.AbortResponse
+	13, // 45: tandem.v1.Worker.Stats:output_type -> tandem.v1.StatsResponse
+	15, // 46: tandem.v1.Worker.KVEvents:output_type -> tandem.v1.KVEventsResponse
+	18, // 47: tandem.v1.KVTransfer.Push:output_type -> tandem.v1.KVAck
+	24, // 48: tandem.v1.Rank.SendKV:output_type -> tandem.v1.SendKVResponse
+	26, // 49: tandem.v1.Rank.LoadKV:output_type -> tandem.v1.LoadKVResponse
+	28, // 50: tandem.v1.Rank.DropKV:output_type -> tandem.v1.DropKVResponse
+	20, // 51: tandem.v1.Rank.Steps:output_type -> tandem.v1.StepsResponse
+	22, // 52: tandem.v1.Rank.Clock:output_type -> tandem.v1.ClockResponse
+	41, // [41:53] is the sub-list for method output_type
+	29, // [29:41] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_worker_proto_init() }
