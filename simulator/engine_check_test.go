@@ -2,12 +2,16 @@ package simulator_test
 
 import (
 	"context"
+	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/tandemllm/tandem/compute/cpu"
+	"github.com/tandemllm/tandem/costmodel"
 	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/model"
 	"github.com/tandemllm/tandem/model/preset"
+	"github.com/tandemllm/tandem/model/safetensors"
 	"github.com/tandemllm/tandem/simulator"
 )
 
@@ -30,8 +34,16 @@ func TestSchedulerMirrorsTheEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	cfg := m.Config()
-	blockBytes := int64(2 * cfg.Layers * cfg.KVHeads * cfg.HeadDim * 4 * 16)
+	if simulator.DefaultBlockSize != engine.DefaultBlockSize {
+		t.Fatalf("simulator's block size %d, the engine's %d", simulator.DefaultBlockSize, engine.DefaultBlockSize)
+	}
+	// A block's bytes as the cost model counts them (the engine must
+	// then make exactly tc.blocks of the budget, checked below).
+	perToken, err := shapeOf(t, dir, "auto").KVBytesPerTokenPerRank(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blockBytes := perToken * simulator.DefaultBlockSize
 
 	type add struct {
 		atStep        int
@@ -60,7 +72,7 @@ func TestSchedulerMirrorsTheEngine(t *testing.T) {
 			// A preempted sequence recomputes from its cached blocks in the
 			// engine, from the start in the simulator: the preemption case
 			// runs without the prefix cache.
-			e, err := engine.New(m, engine.Options{MaxBatchTokens: tc.maxBatch, MaxSeqs: tc.maxSeqs, BlockSize: 16,
+			e, err := engine.New(m, engine.Options{MaxBatchTokens: tc.maxBatch, MaxSeqs: tc.maxSeqs,
 				KVCacheBytes: int64(tc.blocks) * blockBytes, DisablePrefixCaching: tc.preempts,
 				OnStep: func(r *engine.StepRecord) {
 					for _, s := range r.Seqs {
@@ -73,7 +85,7 @@ func TestSchedulerMirrorsTheEngine(t *testing.T) {
 			if _, total := e.KVBlocks(); total != tc.blocks {
 				t.Fatalf("engine has %d blocks, want %d", total, tc.blocks)
 			}
-			sim := simulator.NewTestSched(tc.maxBatch, tc.maxSeqs, 16, tc.blocks)
+			sim := simulator.NewTestSched(tc.maxBatch, tc.maxSeqs, e.BlockSize(), tc.blocks)
 			for step := 0; step < 500; step++ {
 				for _, a := range tc.adds {
 					if a.atStep != step {
@@ -110,5 +122,79 @@ func TestSchedulerMirrorsTheEngine(t *testing.T) {
 			}
 			t.Fatal("did not finish in 500 steps")
 		})
+	}
+}
+
+// shapeOf is the cost model's shape of the model in dir on the CPU with
+// a --kv-cache-dtype.
+func shapeOf(t *testing.T, dir, kvDType string) costmodel.Shape {
+	t.Helper()
+	cfg, err := model.LoadConfig(filepath.Join(dir, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := costmodel.KVCacheDTypeBytes(kvDType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := costmodel.NewShape(filepath.Base(dir), cfg, costmodel.KindCPU, costmodel.DTypes{KV: kv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// The simulator's KV cache is the engine's: for every --kv-cache-dtype
+// and weight dtype, the cost model's element size is the one the engine
+// resolves, and a budget gives the simulator as many blocks as the
+// engine makes of it.
+func TestKVCacheMatchesTheEngine(t *testing.T) {
+	be, err := cpu.New(cpu.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	hw, err := costmodel.HardwareByName("cpu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, err := costmodel.LinkByName("loopback")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, wd := range []safetensors.DType{safetensors.F32, safetensors.F16, safetensors.BF16} {
+		dir, err := preset.Ensure(context.Background(), "gqa-tiny", preset.DefaultCacheDir(), preset.Options{DType: wd})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := engine.Open(dir, be, engine.Shard{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"auto", "fp32", "bf16", "float32", "bfloat16"} {
+			kv, err := engine.ParseKVCacheDType(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const budget = 3<<20 + 12345
+			e, err := engine.New(m, engine.Options{KVCacheBytes: budget, MaxSeqs: 4, KVCacheDType: kv})
+			if err != nil {
+				t.Fatal(err)
+			}
+			shape := shapeOf(t, dir, name)
+			want := map[engine.KVCacheDType]int{engine.KVFP32: 4, engine.KVBF16: 2}[e.KVCacheDType()]
+			if shape.KVBytes != want {
+				t.Errorf("%s weights, --kv-cache-dtype %s: cost model uses %d-byte KV, the engine %s", wd, name, shape.KVBytes, e.KVCacheDType())
+			}
+			cost, err := costmodel.New(shape, hw, link, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := simulator.KVBlocks(cost, 1, 4, budget)
+			if _, total := e.KVBlocks(); err != nil || got != total {
+				t.Errorf("%s weights, --kv-cache-dtype %s: simulator has %d blocks (%v), the engine %d", wd, name, got, err, total)
+			}
+		}
+		m.Close()
 	}
 }

@@ -1,5 +1,7 @@
 package simulator
 
+import "github.com/tandemllm/tandem/costmodel"
+
 // TestSched exposes the scheduler mirror to the external tests that
 // check it against the real engine.
 type TestSched struct {
@@ -56,3 +58,11 @@ func (t *TestSched) FreeBlocks() int { return t.e.free }
 
 // Preemptions counts the preemptions so far.
 func (t *TestSched) Preemptions() int { return t.r.preemptions }
+
+// KVBlocks is the KV blocks the simulator gives a TP-tp rank with a
+// cache of kvBytes (engine options at their defaults but for maxSeqs).
+func KVBlocks(m *costmodel.Model, tp, maxSeqs int, kvBytes float64) (int, error) {
+	eo := EngineOptions{MaxSeqs: maxSeqs}
+	eo.defaults()
+	return kvBlocks(m, tp, eo, kvBytes)
+}

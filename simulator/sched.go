@@ -2,6 +2,11 @@ package simulator
 
 import "slices"
 
+// DefaultBlockSize is the engine's KV block size in tokens
+// (engine.DefaultBlockSize; a test holds them equal, as the simulator
+// must not import the engine).
+const DefaultBlockSize = 16
+
 // EngineOptions mirror engine.Options and the worker's flags.
 type EngineOptions struct {
 	// MaxBatchTokens bounds a step's rows and is the prefill chunk
@@ -10,8 +15,12 @@ type EngineOptions struct {
 	// MaxSeqs bounds a step's sequences (default 256, at most
 	// MaxBatchTokens, as the engine clamps it).
 	MaxSeqs int
-	// BlockSize is the KV block size in tokens (default 16).
+	// BlockSize is the KV block size in tokens (default DefaultBlockSize).
 	BlockSize int
+	// Threads is, on a shared device, each rank's compute threads (the
+	// CPU worker's --threads; default as `tandem up` sets it: the
+	// machine's cores split over all the deployment's ranks, at least 1).
+	Threads int
 }
 
 func (o *EngineOptions) defaults() {
@@ -23,7 +32,7 @@ func (o *EngineOptions) defaults() {
 	}
 	o.MaxSeqs = min(o.MaxSeqs, o.MaxBatchTokens)
 	if o.BlockSize <= 0 {
-		o.BlockSize = 16
+		o.BlockSize = DefaultBlockSize
 	}
 }
 

@@ -29,6 +29,8 @@ type planFlags struct {
 	mode                             string
 	tps                              []int
 	maxBatchTokens, kvCacheMB        int
+	threads                          int
+	kvCacheDType                     string
 	calibration                      string
 	top                              int
 	jsonOut                          bool
@@ -79,6 +81,8 @@ hardware profile's priors unless --calibration gives fitted ones
 	fl.IntSliceVar(&f.tps, "tp", nil, "TP degrees to consider (default: every degree the model splits over)")
 	fl.IntVar(&f.maxBatchTokens, "max-batch-tokens", 512, "rows per step and prefill chunk, as the worker's flag")
 	fl.IntVar(&f.kvCacheMB, "kv-cache-mb", 0, "KV cache per rank in MiB (default: the worker's 512 on cpu, memory left after weights on GPUs)")
+	fl.StringVar(&f.kvCacheDType, "kv-cache-dtype", "auto", "KV cache element type, as the worker's flag: auto (bf16 on GPUs; on cpu the weights' dtype, f16 weights giving fp32), fp32 or bf16")
+	fl.IntVar(&f.threads, "threads", 0, "cpu: each rank's threads, as the worker's flag (default as tandem up: the machine's cores over all ranks)")
 	fl.StringVar(&f.calibration, "calibration", "", "efficiency factors fitted by tandem plan calibrate (JSON)")
 	fl.IntVar(&f.top, "top", 10, "deployments shown in the table (0: all)")
 	fl.BoolVar(&f.jsonOut, "json", false, "print one JSON object instead of the table")
@@ -187,7 +191,11 @@ func (f *planFlags) setup() (*planSetup, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--link: %w", err)
 	}
-	shape, err := costmodel.NewShape(name, cfg, hw.Kind, costmodel.DTypes{})
+	kvBytes, err := costmodel.KVCacheDTypeBytes(f.kvCacheDType)
+	if err != nil {
+		return nil, fmt.Errorf("--kv-cache-dtype: %w", err)
+	}
+	shape, err := costmodel.NewShape(name, cfg, hw.Kind, costmodel.DTypes{KV: kvBytes})
 	if err != nil {
 		return nil, err
 	}
@@ -219,14 +227,14 @@ func (f *planFlags) setup() (*planSetup, error) {
 			return nil, fmt.Errorf("--tp %d: want at least 1", tp)
 		}
 	}
-	if f.maxBatchTokens < 1 || f.kvCacheMB < 0 {
-		return nil, fmt.Errorf("--max-batch-tokens must be at least 1 and --kv-cache-mb not negative")
+	if f.maxBatchTokens < 1 || f.kvCacheMB < 0 || f.threads < 0 {
+		return nil, fmt.Errorf("--max-batch-tokens must be at least 1, --kv-cache-mb and --threads not negative")
 	}
 	kv := float64(f.kvCacheMB) * (1 << 20)
 	return &planSetup{
 		cost: cost, calFile: f.calibration, kvBytes: kv, nodes: nodes, linkName: link.Name,
 		opts: planner.Options{Cost: cost, GPUs: f.gpus, Nodes: nodes, Modes: modes, TPs: f.tps,
-			Engine: simulator.EngineOptions{MaxBatchTokens: f.maxBatchTokens}, Workload: wl, SLO: slo, KVCacheBytes: kv},
+			Engine: simulator.EngineOptions{MaxBatchTokens: f.maxBatchTokens, Threads: f.threads}, Workload: wl, SLO: slo, KVCacheBytes: kv},
 	}, nil
 }
 
@@ -298,7 +306,7 @@ func runPlan(cmd *cobra.Command, f *planFlags) error {
 		return err
 	}
 	var values strings.Builder
-	if err := planner.HelmValues(&values, cands[0].Deployment, s.cost, s.opts.Engine, s.kvBytes); err != nil {
+	if err := planner.HelmValues(&values, cands[0].Deployment, s.cost, s.opts.Engine, s.kvBytes, f.kvCacheDType); err != nil {
 		return err
 	}
 	out := cmd.OutOrStdout()

@@ -41,6 +41,8 @@ func TestPlanFlagErrors(t *testing.T) {
 		{"no input len", []string{"plan", "--preset", "tiny", "--hardware", "cpu", "--gpus", "1", "--output-len", "4"}, "--input-len 0"},
 		{"missing calibration", planArgs("--preset", "llama-160m", "--hardware", "cpu", "--gpus", "1", "--calibration", filepath.Join(dir, "cal.json")), "--calibration: open "},
 		{"nothing fits", planArgs("--preset", "llama-3.1-70b", "--hardware", "h100-sxm", "--gpus", "1"), "no deployment fits"},
+		{"bad KV cache dtype", planArgs("--preset", "llama-160m", "--hardware", "cpu", "--gpus", "1", "--kv-cache-dtype", "fp8"), `--kv-cache-dtype: KV cache dtype "fp8": want auto, fp32 or bf16`},
+		{"negative threads", planArgs("--preset", "llama-160m", "--hardware", "cpu", "--gpus", "1", "--threads", "-1"), "--threads not negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := runTandem(t, tc.args...)
