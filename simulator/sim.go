@@ -67,9 +67,9 @@ type group struct {
 type eventKind int
 
 const (
-	evArrival eventKind = iota
-	evReach             // a request reaches its (first) group
-	evWorkDone // a step's device work is done; its collectives and overheads remain
+	evArrival  eventKind = iota
+	evReach              // a request reaches its (first) group
+	evWorkDone           // a step's device work is done; its collectives and overheads remain
 	evStepEnd
 	evDecodeCall
 	evTransferDone
