@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -93,7 +94,8 @@ func TestDeploymentOf(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || up.d != tc.want || up.link != tc.link || up.eng.Threads != tc.threads || up.kvDType != tc.kv {
+		if err != nil || up.d != tc.want || up.link != tc.link || up.eng.Threads != tc.threads || up.kvDType != tc.kv ||
+			up.eng.DisablePrefixCaching != slices.Contains(tc.args, "--no-prefix-caching") {
 			t.Errorf("%v: %+v %v, want %+v %q threads %d kv %q", tc.args, up, err, tc.want, tc.link, tc.threads, tc.kv)
 		}
 	}

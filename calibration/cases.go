@@ -148,6 +148,16 @@ func newCase(file string, rep compare.Report, p *compare.Point, cp *compare.Conf
 		}
 		c.Workload.Requests = append(c.Workload.Requests, simulator.Request{Input: res.InputLens[i], Output: res.OutputLens[i]})
 	}
+	if w := rep.Workload; w.DatasetName == "prefix_repetition" && w.PrefixRepetitionPrefixLen > 0 {
+		// Which prefix each prompt had is not in the result: they are
+		// dealt round-robin, as many prompts each as the bench's.
+		k := max(1, w.PrefixRepetitionNumPrefixes)
+		for i := range c.Workload.Requests {
+			if r := &c.Workload.Requests[i]; r.Input > w.PrefixRepetitionPrefixLen {
+				r.Prefix, r.PrefixLen = 1+i%k, w.PrefixRepetitionPrefixLen
+			}
+		}
+	}
 	c.Workload.MaxConcurrency = p.MaxConcurrency
 	switch r := p.RequestRate.(type) {
 	case float64:
@@ -192,7 +202,8 @@ func deploymentOf(args []string) (upArgs, error) {
 			continue
 		}
 		if name == "no-prefix-caching" {
-			continue // a bool: no hits to replay either way (random prompts)
+			up.eng.DisablePrefixCaching = val != "false"
+			continue
 		}
 		if !inline {
 			if i+1 >= len(args) {

@@ -49,7 +49,9 @@ func TestSchedulerMirrorsTheEngine(t *testing.T) {
 		atStep        int
 		id            string
 		prompt, maxTk int
+		prefix        int // the workload prefix its prompt starts with (0: none)
 	}
+	const prefixLen = 40 // 2 whole blocks and 8 tokens
 	for _, tc := range []struct {
 		name              string
 		maxBatch, maxSeqs int
@@ -58,14 +60,17 @@ func TestSchedulerMirrorsTheEngine(t *testing.T) {
 		preempts          bool
 	}{
 		{"chunked prefill beside decodes", 64, 8, 200, []add{
-			{0, "a", 150, 6}, {0, "b", 20, 10}, {2, "c", 90, 4}, {3, "d", 5, 12},
+			{0, "a", 150, 6, 0}, {0, "b", 20, 10, 0}, {2, "c", 90, 4, 0}, {3, "d", 5, 12, 0},
 		}, false},
 		{"MaxSeqs bounds the batch", 128, 2, 200, []add{
-			{0, "a", 10, 5}, {0, "b", 11, 5}, {0, "c", 12, 5}, {1, "d", 13, 3},
+			{0, "a", 10, 5, 0}, {0, "b", 11, 5, 0}, {0, "c", 12, 5, 0}, {1, "d", 13, 3, 0},
 		}, false},
 		{"preemption when blocks run out", 64, 8, 6, []add{
-			{0, "a", 30, 20}, {0, "b", 30, 20}, {1, "c", 20, 20},
+			{0, "a", 30, 20, 0}, {0, "b", 30, 20, 0}, {1, "c", 20, 20, 0},
 		}, true},
+		{"shared prefixes from the cache", 64, 8, 200, []add{
+			{0, "a", 50, 4, 1}, {2, "b", 60, 3, 1}, {2, "c", 45, 5, 2}, {4, "d", 70, 2, 2}, {5, "e", 41, 3, 1}, {9, "f", 90, 2, 1},
+		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []simulator.StepRow
@@ -85,22 +90,29 @@ func TestSchedulerMirrorsTheEngine(t *testing.T) {
 			if _, total := e.KVBlocks(); total != tc.blocks {
 				t.Fatalf("engine has %d blocks, want %d", total, tc.blocks)
 			}
-			sim := simulator.NewTestSched(tc.maxBatch, tc.maxSeqs, e.BlockSize(), tc.blocks)
+			sim := simulator.NewTestSched(tc.maxBatch, tc.maxSeqs, e.BlockSize(), tc.blocks, tc.preempts)
 			for step := 0; step < 500; step++ {
 				for _, a := range tc.adds {
 					if a.atStep != step {
 						continue
 					}
-					// Prompts share no prefix, as the random dataset's:
-					// the simulator does not model prefix-cache hits.
+					// Each prompt is its own tokens but for its workload
+					// prefix's, which every prompt of that prefix shares.
 					prompt := make([]int32, a.prompt)
 					for i := range prompt {
 						prompt[i] = int32(100 + 1000*int(a.id[0]-'a') + i)
+						if a.prefix > 0 && i < prefixLen {
+							prompt[i] = int32(50000 + 100*a.prefix + i)
+						}
 					}
 					if err := e.Add(engine.Request{ID: a.id, Prompt: prompt, Params: engine.SamplingParams{MaxTokens: a.maxTk, IgnoreEOS: true}}); err != nil {
 						t.Fatal(err)
 					}
-					sim.Add(a.id, a.prompt, a.maxTk)
+					if a.prefix > 0 {
+						sim.Add(a.id, a.prompt, a.maxTk, a.prefix, prefixLen)
+					} else {
+						sim.Add(a.id, a.prompt, a.maxTk, 0, 0)
+					}
 				}
 				got = nil
 				want := sim.Step()
@@ -116,6 +128,10 @@ func TestSchedulerMirrorsTheEngine(t *testing.T) {
 					}
 					if tc.preempts != (sim.Preemptions() > 0) {
 						t.Errorf("%d preemptions, want some: %v", sim.Preemptions(), tc.preempts)
+					}
+					shared := slices.ContainsFunc(tc.adds, func(a add) bool { return a.prefix > 0 })
+					if hits := e.PrefixStats().Hits; int(hits) != sim.PrefixHits() || shared != (hits > 0) {
+						t.Errorf("prompt tokens from the prefix cache: engine %d, simulator %d; want some: %v", hits, sim.PrefixHits(), shared)
 					}
 					return
 				}

@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/costmodel"
@@ -266,10 +267,10 @@ func (s *sim) send(r *request) {
 	s.inFlight++
 	r.sent = s.now
 	if s.opts.Deployment.Mode == ModeUnified {
-		r.pre = pickUnified(open(s.byRole[roleUnified], r.Input, true))
+		r.pre = choose(s.byRole[roleUnified], r, roleUnified)
 	} else {
-		r.pre = pickPrefill(open(s.byRole[rolePrefill], r.Input, false))
-		r.dec = pickDecode(open(s.byRole[roleDecode], r.Input, true))
+		r.pre = choose(s.byRole[rolePrefill], r, rolePrefill)
+		r.dec = pickDecode(open(s.byRole[roleDecode], r, true))
 		r.dec.promised += r.pre.e.blocksFor(r.Input)
 	}
 	r.pre.inbound++
@@ -409,6 +410,7 @@ func (s *sim) endStep(g *group) {
 	for _, st := range g.cur {
 		sq := st.s
 		sq.computed += st.n
+		g.e.register(sq)
 		sq.r.parts.add(g, s.cost.Eff, s.cost.HW.Shared, dur)
 		if !st.sample {
 			continue
@@ -475,8 +477,7 @@ func (s *sim) decodeCall(r *request) {
 // transferDone releases the prefill's held blocks.
 func (s *sim) transferDone(r *request) {
 	pre := r.pre
-	pre.e.free += r.preSeq.blocks
-	r.preSeq.blocks = 0
+	pre.e.release(r.preSeq)
 	s.kick(pre)
 }
 
@@ -501,9 +502,58 @@ func (s *sim) complete(r *request) {
 	}
 }
 
-// pickUnified is the coordinator's for prompts no group holds a prefix
-// of (its score then ranks by load alone): fewest running and waiting,
-// then most free KV blocks, then the first.
+// choose is the coordinator's choice (coordinator/score.go) of a
+// prefill or unified group for r among gs: the highest
+// 2·cached/n − busy, cached being the prompt tokens the group's prefix
+// cache holds and busy its load over the most any open group has
+// (pending prompt tokens on prefill groups, requests on unified ones);
+// equal scores go by the role's own order.
+func choose(gs []*group, r *request, role cluster.Role) *group {
+	cands := open(gs, r, role != rolePrefill)
+	busy := func(g *group) int {
+		if role == rolePrefill {
+			return g.e.pendingPrefill() + g.inboundTokens
+		}
+		return g.load()
+	}
+	most := 0
+	for _, g := range cands {
+		most = max(most, busy(g))
+	}
+	var best []*group
+	bestScore := math.Inf(-1)
+	for _, g := range cands {
+		score := prefixWeight * float64(g.cachedTokens(r)) / float64(r.Input)
+		if most > 0 {
+			score -= float64(busy(g)) / float64(most)
+		}
+		switch {
+		case score > bestScore+1e-9:
+			best, bestScore = []*group{g}, score
+		case score >= bestScore-1e-9:
+			best = append(best, g)
+		}
+	}
+	if role == rolePrefill {
+		return pickPrefill(best)
+	}
+	return pickUnified(best)
+}
+
+// prefixWeight is the coordinator's --prefix-weight default: how much the
+// share of a prompt a group caches counts against its load.
+const prefixWeight = 2
+
+// cachedTokens is the leading tokens of r's prompt g's prefix cache holds.
+func (g *group) cachedTokens(r *request) int {
+	if c := g.e.cached(r.Prefix); c != nil {
+		return c.blocks * g.e.opts.BlockSize
+	}
+	return 0
+}
+
+// pickUnified: fewest running and waiting, then most free KV blocks,
+// then the first.
 func pickUnified(gs []*group) *group {
 	return pick(gs, func(a, b *group) bool {
 		la, lb := a.load(), b.load()
@@ -549,11 +599,12 @@ const maxRequests = 256
 // open are the groups the coordinator does not skip as at their limit
 // (coordinator/score.go): too many requests in flight or, for a group
 // that will hold the request's KV, too few free blocks for the prompt
-// and one token; all of them when every one is.
-func open(gs []*group, prompt int, holdsKV bool) []*group {
+// and one token beyond those it caches; all of them when every one is.
+func open(gs []*group, r *request, holdsKV bool) []*group {
 	var out []*group
 	for _, g := range gs {
-		if g.load() >= maxRequests || holdsKV && g.e.free-g.promised < g.e.blocksFor(prompt+1) {
+		need := g.e.blocksFor(r.Input+1) - g.cachedTokens(r)/g.e.opts.BlockSize
+		if g.load() >= maxRequests || holdsKV && g.e.free-g.promised < need {
 			continue
 		}
 		out = append(out, g)

@@ -72,7 +72,7 @@ func TestOneRequestIsTheSingleRequestFormula(t *testing.T) {
 		m := costModel(t, "llama-160m", tc.hw, tc.link)
 		const in, out = 700, 4 // 700 = chunks of 512 and 188
 		res, err := Run(Options{Cost: m, Deployment: Deployment{Mode: ModeUnified, Unified: Pool{1, tc.tp}},
-			Workload: Workload{Requests: []Request{{in, out}}}})
+			Workload: Workload{Requests: []Request{{Input: in, Output: out}}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,7 +108,7 @@ func TestOneRequestDisaggregated(t *testing.T) {
 	m := costModel(t, "llama-160m", "cpu", "eth-25g")
 	const in, out = 300, 3
 	res, err := Run(Options{Cost: m, Deployment: Deployment{Mode: ModeDisaggregated, Prefill: Pool{1, 1}, Decode: Pool{1, 2}},
-		Workload: Workload{Requests: []Request{{in, out}}}})
+		Workload: Workload{Requests: []Request{{Input: in, Output: out}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestOneRequestDisaggregated(t *testing.T) {
 func TestTPOnSharedCores(t *testing.T) {
 	ttft := func(m *costmodel.Model, tp int) float64 {
 		res, err := Run(Options{Cost: m, Deployment: Deployment{Mode: ModeUnified, Unified: Pool{1, tp}},
-			Workload: Workload{Requests: []Request{{2048, 2}}}})
+			Workload: Workload{Requests: []Request{{Input: 2048, Output: 2}}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -163,7 +163,7 @@ func TestPrefillCompetesWithDecode(t *testing.T) {
 	m := costModel(t, "llama-160m", "cpu", "loopback")
 	// A's 64-token prompt is one step; B's 512 are eight chunks of 64,
 	// computed while A decodes its 40 tokens.
-	reqs := []Request{{64, 40}, {512, 1}}
+	reqs := []Request{{Input: 64, Output: 40}, {Input: 512, Output: 1}}
 	d := Deployment{Mode: ModeDisaggregated, Prefill: Pool{1, 1}, Decode: Pool{1, 1}}
 	run := func(threads int) *Result {
 		res, err := Run(Options{Cost: m, Deployment: d, Engine: EngineOptions{MaxBatchTokens: 64, Threads: threads},
@@ -191,6 +191,35 @@ func TestPrefillCompetesWithDecode(t *testing.T) {
 	if two.ITL.Percentile(100) <= two.ITL.Percentile(0)*1.2 {
 		t.Errorf("A's decode steps beside B's prefill (ITL max %.4g s) are no slower than alone (min %.4g s)",
 			two.ITL.Percentile(100), two.ITL.Percentile(0))
+	}
+}
+
+// Prompts sharing a prefix skip its whole blocks where a prefill or
+// unified group caches it (--no-prefix-caching: never), and the
+// coordinator's routing sends a prefix back to the group holding it.
+func TestPrefixCacheHits(t *testing.T) {
+	m := costModel(t, "llama-160m", "cpu", "loopback")
+	// 200 tokens of prefix are 12 whole blocks: every prompt but the
+	// first of each of the 2 prefixes takes 192 tokens from the cache.
+	w := Workload{NumPrompts: 12, InputLen: 32, OutputLen: 4, PrefixLen: 200, NumPrefixes: 2, MaxConcurrency: 1, Seed: 5}
+	for _, d := range []Deployment{
+		{Mode: ModeUnified, Unified: Pool{2, 1}},
+		{Mode: ModeDisaggregated, Prefill: Pool{2, 1}, Decode: Pool{1, 1}},
+	} {
+		on, err := Run(Options{Cost: m, Deployment: d, Workload: w})
+		if err != nil {
+			t.Fatal(err)
+		}
+		off, err := Run(Options{Cost: m, Deployment: d, Workload: w, Engine: EngineOptions{DisablePrefixCaching: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if on.PrefixCacheHits != 10*192 || off.PrefixCacheHits != 0 {
+			t.Errorf("%s: %d and %d prompt tokens from the cache with and without it, want %d and 0", d, on.PrefixCacheHits, off.PrefixCacheHits, 10*192)
+		}
+		if on.InputTokens != 12*232 || on.TTFT.Median > 0.5*off.TTFT.Median {
+			t.Errorf("%s: %d prompt tokens; median TTFT %.4g s with the cache, %.4g s without", d, on.InputTokens, on.TTFT.Median, off.TTFT.Median)
+		}
 	}
 }
 
@@ -224,7 +253,7 @@ func TestQueueingAndConcurrency(t *testing.T) {
 	d := Deployment{Mode: ModeUnified, Unified: Pool{1, 1}}
 	reqs := make([]Request, 6)
 	for i := range reqs {
-		reqs[i] = Request{128, 8}
+		reqs[i] = Request{Input: 128, Output: 8}
 	}
 	alone, err := Run(Options{Cost: m, Deployment: d, Workload: Workload{Requests: reqs[:1]}})
 	if err != nil {
@@ -319,7 +348,7 @@ func TestPercentileIsNumpys(t *testing.T) {
 
 func TestGoodputCountsRequestsMeetingEverySLO(t *testing.T) {
 	m := costModel(t, "llama-160m", "cpu", "loopback")
-	reqs := []Request{{64, 4}, {64, 4}, {64, 4}, {64, 4}}
+	reqs := []Request{{Input: 64, Output: 4}, {Input: 64, Output: 4}, {Input: 64, Output: 4}, {Input: 64, Output: 4}}
 	opts := Options{Cost: m, Deployment: Deployment{Mode: ModeUnified, Unified: Pool{1, 1}}, Workload: Workload{Requests: reqs}}
 	all, err := Run(opts)
 	if err != nil {
@@ -350,12 +379,12 @@ func TestBadInput(t *testing.T) {
 		opts Options
 		want error
 	}{
-		{"bad mode", Options{Cost: m, Deployment: Deployment{Mode: "colocated"}, Workload: Workload{Requests: []Request{{1, 1}}}}, ErrInvalidDeployment},
-		{"no groups", Options{Cost: m, Deployment: Deployment{Mode: ModeUnified}, Workload: Workload{Requests: []Request{{1, 1}}}}, ErrInvalidDeployment},
-		{"TP 3", Options{Cost: m, Deployment: Deployment{Mode: ModeUnified, Unified: Pool{1, 3}}, Workload: Workload{Requests: []Request{{1, 1}}}}, ErrInvalidDeployment},
+		{"bad mode", Options{Cost: m, Deployment: Deployment{Mode: "colocated"}, Workload: Workload{Requests: []Request{{Input: 1, Output: 1}}}}, ErrInvalidDeployment},
+		{"no groups", Options{Cost: m, Deployment: Deployment{Mode: ModeUnified}, Workload: Workload{Requests: []Request{{Input: 1, Output: 1}}}}, ErrInvalidDeployment},
+		{"TP 3", Options{Cost: m, Deployment: Deployment{Mode: ModeUnified, Unified: Pool{1, 3}}, Workload: Workload{Requests: []Request{{Input: 1, Output: 1}}}}, ErrInvalidDeployment},
 		{"empty workload", Options{Cost: m, Deployment: Deployment{Mode: ModeUnified, Unified: Pool{1, 1}}}, ErrInvalidWorkload},
 		{"negative rate", Options{Cost: m, Deployment: Deployment{Mode: ModeUnified, Unified: Pool{1, 1}},
-			Workload: Workload{Requests: []Request{{1, 1}}, RequestRate: -1}}, ErrInvalidWorkload},
+			Workload: Workload{Requests: []Request{{Input: 1, Output: 1}}, RequestRate: -1}}, ErrInvalidWorkload},
 	} {
 		if _, err := Run(tc.opts); !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
@@ -365,7 +394,7 @@ func TestBadInput(t *testing.T) {
 	big := costModel(t, "llama-1b", "h100-sxm", "ib-400g")
 	big.HW.MemoryBytes = 1e9
 	if _, err := Run(Options{Cost: big, Deployment: Deployment{Mode: ModeUnified, Unified: Pool{1, 1}},
-		Workload: Workload{Requests: []Request{{1, 1}}}}); !errors.Is(err, costmodel.ErrDoesNotFit) {
+		Workload: Workload{Requests: []Request{{Input: 1, Output: 1}}}}); !errors.Is(err, costmodel.ErrDoesNotFit) {
 		t.Errorf("llama-1b on a 1 GB device: %v, want ErrDoesNotFit", err)
 	}
 }
