@@ -23,7 +23,8 @@ var ErrNoRuns = errors.New("no tandem bench compare report")
 // Case is one configuration at one load point of a compare report: what
 // to simulate and what was measured.
 type Case struct {
-	// Name is "configuration @ load point", Source the report file.
+	// Name is "configuration @ load point [--link PROFILE]", Source the
+	// report file.
 	Name, Source string
 	Deployment   simulator.Deployment
 	Link         string
@@ -113,8 +114,8 @@ func loadReport(file string) ([]Case, error) {
 
 func newCase(file string, rep compare.Report, p *compare.Point, cp *compare.ConfigPoint, cf compare.Configuration) (Case, error) {
 	c := Case{Name: cp.Name + " @ " + p.Load, Source: file, Model: cf.Model, Measured: map[string]float64{}}
-	if cf.Addr != "" {
-		return c, fmt.Errorf("a running deployment (%s): its topology is not in the report; calibrate from local clusters", cf.Addr)
+	if cf.Addr != "" || cf.URL != "" {
+		return c, fmt.Errorf("a running deployment (%s%s): its topology is not in the report; calibrate from local clusters", cf.Addr, cf.URL)
 	}
 	var err error
 	if c.Deployment, c.Link, c.Engine, err = deploymentOf(cf.UpArgs); err != nil {
@@ -122,6 +123,9 @@ func newCase(file string, rep compare.Report, p *compare.Point, cp *compare.Conf
 	}
 	if c.Link == "" {
 		c.Link = rep.Link
+	}
+	if c.Link != "" {
+		c.Name += " --link " + c.Link
 	}
 	var res result
 	var keys map[string]any

@@ -124,7 +124,13 @@
 // Parameters Tandem cannot honour (echo, suffix, best_of above 1,
 // non-zero penalties, logit_bias, tools, response formats other than
 // text) are refused with 400, never silently dropped; unknown ones are
-// ignored, as OpenAI's API does. Bodies are limited to 8 MiB. finish_reason
+// ignored, as OpenAI's API does. Bodies are limited to 8 MiB. An
+// X-Request-Id header, as vLLM takes it, is the request's id (checked as
+// GenerateRequest.request_id is: 400 naming the header when too long or
+// not printable, 409 while a request of that id is in flight), so its
+// trace is found by it; every response echoes it, and a request without
+// one gets the id the coordinator made in its X-Request-Id and its
+// "cmpl-"/"chatcmpl-" id. finish_reason
 // is one of OpenAI's values: a request aborted by a worker reports "stop". Streams are server-sent events
 // ("data: {...}\n\n", ending with "data: [DONE]\n\n"); their headers go
 // out with the first output, so a failure before it still gets an HTTP

@@ -98,10 +98,23 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
 	return body, nil
 }
 
+// requestIDHeader carries a client's request id, as vLLM takes it: the
+// request is filed, traced and logged under it (checked as a gRPC
+// request_id is; one in flight already gets 409), and every response
+// echoes it; without one, a response echoes the id the coordinator
+// made once it has made it.
+const requestIDHeader = "X-Request-Id"
+
 // serveOpenAI runs req through the same path as a gRPC Generate call,
 // with the HTTP request's context, and answers in OpenAI's format.
 func (c *Coordinator) serveOpenAI(w http.ResponseWriter, r *http.Request, req *openAIRequest) {
-	rs := &responder{req: req, model: c.model.name, created: time.Now().Unix()}
+	if id := r.Header.Get(requestIDHeader); id != "" {
+		req.gen.RequestId = id
+		if checkRequestID(id) == nil {
+			w.Header().Set(requestIDHeader, id) // errors too, as vLLM does
+		}
+	}
+	rs := &responder{req: req, model: c.model.name, created: time.Now().Unix(), header: w.Header()}
 	if !req.stream {
 		var text strings.Builder
 		var lps []*tandemv1.TokenLogprobs
@@ -236,8 +249,9 @@ func (req *openAIRequest) apiError(err error) *apiError {
 		e.status, e.typ = http.StatusBadRequest, "invalid_request_error"
 	case codes.NotFound:
 		e.status, e.typ = http.StatusNotFound, "invalid_request_error"
-	case codes.AlreadyExists:
-		e.status, e.typ = http.StatusConflict, "invalid_request_error"
+	case codes.AlreadyExists: // only a request id in use
+		e.status, e.typ, e.param = http.StatusConflict, "invalid_request_error", requestIDHeader
+		e.message = requestIDHeader + ": " + strings.TrimPrefix(e.message, "request_id: ")
 	case codes.ResourceExhausted:
 		e.status, e.typ = http.StatusTooManyRequests, "rate_limit_error"
 	case codes.Unavailable:
@@ -275,6 +289,8 @@ func (req *openAIRequest) param(field string) (param, shown string) {
 		}
 	case "max_tokens":
 		param = req.maxTokensParam
+	case "request_id":
+		param = requestIDHeader
 	default:
 		param = name
 	}
@@ -287,14 +303,16 @@ type responder struct {
 	model      string
 	created    int64
 	id         string
-	textOffset int    // completions' logprobs.text_offset so far
-	partial    []byte // bytes of a character split across tokens, not yet counted
+	header     http.Header // the response's, for the request id
+	textOffset int         // completions' logprobs.text_offset so far
+	partial    []byte      // bytes of a character split across tokens, not yet counted
 }
 
 func (rs *responder) noteID(m *tandemv1.GenerateResponse) {
 	if m.RequestId == "" || rs.id != "" {
 		return
 	}
+	rs.header.Set(requestIDHeader, m.RequestId)
 	if rs.req.chat {
 		rs.id = "chatcmpl-" + m.RequestId
 	} else {

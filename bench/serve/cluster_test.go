@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -12,9 +13,13 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/tandemllm/tandem/bench"
 	"github.com/tandemllm/tandem/bench/local"
 	"github.com/tandemllm/tandem/bench/local/localtest"
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
 // startCluster runs `tandem up` (unified TP-2 on tiny) as a user would
@@ -88,6 +93,9 @@ func TestAgainstCluster(t *testing.T) {
 			}
 		}
 	})
+	t.Run("over HTTP, samples join traces", func(t *testing.T) {
+		testHTTPTraces(t, c)
+	})
 	t.Run("saved result against numpy", func(t *testing.T) {
 		testNumpy(t, c)
 	})
@@ -96,16 +104,49 @@ func TestAgainstCluster(t *testing.T) {
 	})
 }
 
+// testHTTPTraces runs the bench against the cluster's OpenAI API: the
+// coordinator files each request under the X-Request-Id the bench sends,
+// so every sample's request_id finds its trace.
+func testHTTPTraces(t *testing.T, c *local.Cluster) {
+	cfg := baseConfig("")
+	cfg.BaseURL, cfg.NumPrompts, cfg.MaxConcurrency = "http://"+c.HTTP, 4, "2"
+	rs, err := Run(t.Context(), cfg, &bytes.Buffer{}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(c.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	traces := tandemv1.NewTracesClient(conn)
+	r := rs[0]
+	if r.Completed != cfg.NumPrompts || r.Backend != "openai" {
+		t.Fatalf("%d of %d completed, backend %s", r.Completed, cfg.NumPrompts, r.Backend)
+	}
+	for i, id := range r.RequestIDs {
+		if !strings.HasPrefix(id, "bench-") {
+			t.Errorf("request %d: request_id %q, not the bench's", i, id)
+			continue
+		}
+		tr, err := traces.GetTrace(t.Context(), &tandemv1.GetTraceRequest{RequestId: id})
+		if err != nil {
+			t.Errorf("request %d: trace of %s: %v", i, id, err)
+			continue
+		}
+		if got := len(tr.GetTrace().GetTokens()); got != cfg.RandomOutputLen {
+			t.Errorf("request %d: trace of %s has %d tokens, want %d", i, id, got, cfg.RandomOutputLen)
+		}
+	}
+}
+
 // testNumpy saves a result with a goodput SLO that part of the requests
 // meet, and recomputes its statistics in Python with numpy from the saved
 // per-request arrays; goodput is recounted here from the same arrays.
 func testNumpy(t *testing.T, c *local.Cluster) {
-	python, err := exec.LookPath("python3")
-	if err == nil {
-		err = exec.Command(python, "-c", "import numpy").Run()
-	}
+	python, err := numpyPython()
 	if err != nil {
-		if os.Getenv("CI") != "" {
+		if os.Getenv("TANDEM_REQUIRE_NUMPY") != "" {
 			t.Fatalf("python3 with numpy is needed (.ci/run installs python3-numpy): %v", err)
 		}
 		t.Skipf("python3 with numpy not found: %v", err)
@@ -214,4 +255,28 @@ func TestCancel(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted run: %v, want context.Canceled", err)
 	}
+}
+
+// numpyPython finds a Python that imports numpy: $TANDEM_PYTHON, then
+// python3 on PATH, then Debian's /usr/bin/python3. The last matters where
+// PATH leads to a pyenv or venv Python without numpy while the system's
+// python3-numpy package is installed (as on CI machines).
+func numpyPython() (string, error) {
+	var tried []string
+	for _, name := range []string{os.Getenv("TANDEM_PYTHON"), "python3", "/usr/bin/python3"} {
+		if name == "" {
+			continue
+		}
+		path, err := exec.LookPath(name)
+		if err != nil {
+			tried = append(tried, fmt.Sprintf("%s: %v", name, err))
+			continue
+		}
+		if err := exec.Command(path, "-c", "import numpy").Run(); err != nil {
+			tried = append(tried, fmt.Sprintf("%s: import numpy: %v", path, err))
+			continue
+		}
+		return path, nil
+	}
+	return "", errors.New(strings.Join(tried, "; "))
 }
