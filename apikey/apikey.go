@@ -3,6 +3,7 @@ package apikey
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -10,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+
+	"google.golang.org/grpc/credentials"
 )
 
 // digest is a key's SHA-256.
@@ -113,3 +116,19 @@ func Bearer(authorization string) (string, bool) {
 	cred = strings.TrimSpace(cred)
 	return cred, cred != ""
 }
+
+// PerRPC returns gRPC call credentials that send key as the metadata
+// "authorization: Bearer KEY" on every call, over TLS or not (as
+// OpenAI-style clients send theirs over plain HTTP when told to).
+func PerRPC(key string) credentials.PerRPCCredentials { return bearerCreds{key} }
+
+type bearerCreds struct{ key string }
+
+func (b bearerCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.key}, nil
+}
+
+func (bearerCreds) RequireTransportSecurity() bool { return false }
+
+// String keeps the key out of anything that prints the credentials.
+func (bearerCreds) String() string { return "Bearer [redacted]" }

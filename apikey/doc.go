@@ -8,5 +8,6 @@
 // returns or formats a key, so a key cannot reach a log, a trace or a
 // metric label through a Set.
 //
-// It imports no Tandem package.
+// PerRPC gives a gRPC client the same credential. It imports no Tandem
+// package.
 package apikey

@@ -38,9 +38,13 @@ type Options struct {
 	Load
 	// IgnoreEOS is sent with every request.
 	IgnoreEOS bool
-	// Warmups is the number of copies of the first request sent (within
+	// Warmups is the number of warm-up requests sent (within
 	// MaxConcurrency) before the measured run; they are not measured.
+	// They are Warmup's requests in turn, or, when Warmup is empty,
+	// copies of the workload's first request (vllm bench serve's
+	// warm-up, which a prefix cache then serves the first request from).
 	Warmups int
+	Warmup  []dataset.Request
 	// Seed draws the arrival times.
 	Seed uint64
 	// IDPrefix starts every request id; request i is IDPrefix + i.
@@ -132,14 +136,18 @@ func Execute(ctx context.Context, t Target, o Options) (*Run, error) {
 	return run, nil
 }
 
-// warmup sends o.Warmups copies of the first request and waits for them.
+// warmup sends o.Warmups warm-up requests and waits for them.
 func warmup(ctx context.Context, t Target, o Options, slots chan struct{}) error {
 	if o.Warmups <= 0 {
 		return nil
 	}
-	q := o.Workload[0]
+	from := o.Warmup
+	if len(from) == 0 {
+		from = o.Workload[:1]
+	}
 	var wg sync.WaitGroup
 	for i := range o.Warmups {
+		q := from[i%len(from)]
 		if slots != nil {
 			select {
 			case slots <- struct{}{}:

@@ -113,8 +113,8 @@ func loadReport(file string) ([]Case, error) {
 
 func newCase(file string, rep compare.Report, p *compare.Point, cp *compare.ConfigPoint, cf compare.Configuration) (Case, error) {
 	c := Case{Name: cp.Name + " @ " + p.Load, Source: file, Model: cf.Model, Measured: map[string]float64{}}
-	if cf.Addr != "" {
-		return c, fmt.Errorf("a running deployment (%s): its topology is not in the report; calibrate from local clusters", cf.Addr)
+	if cf.Addr != "" || cf.URL != "" {
+		return c, fmt.Errorf("a running deployment (%s%s): its topology is not in the report; calibrate from local clusters", cf.Addr, cf.URL)
 	}
 	var err error
 	if c.Deployment, c.Link, c.Engine, err = deploymentOf(cf.UpArgs); err != nil {

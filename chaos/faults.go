@@ -51,6 +51,26 @@ type FaultRecord struct {
 	Error           string  `json:"error,omitempty"`
 }
 
+// window is a span of time; an open one (a fault never recovered from)
+// has a zero end and lasts to the end of the run.
+type window struct{ from, to time.Time }
+
+func (w window) overlaps(start, end time.Time) bool {
+	return !end.Before(w.from) && (w.to.IsZero() || !start.After(w.to))
+}
+
+// outage is the time from the fault until the cluster served again: a
+// request overlapping it may fail because of the fault, even one that
+// began after the kill and failed before any look saw the coordinator
+// down.
+func (f FaultRecord) outage() window {
+	w := window{from: f.At}
+	if f.Recovered {
+		w.to = f.At.Add(time.Duration(f.RecoverySeconds * float64(time.Second)))
+	}
+	return w
+}
+
 // injected is a fault in progress: seen reports once the cluster has
 // noticed it (the group restarted, the frames were hit), so recovery is
 // not measured before it began; undo ends it where it needs ending.

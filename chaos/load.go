@@ -63,10 +63,10 @@ const (
 
 // classify files every request of run into r; the faults must be in r.
 func classify(r *Report, run *bench.Run, t *recordingTarget, m *monitor) {
-	var kills []time.Time
+	var outages []window
 	for _, f := range r.Faults {
 		if f.Kind == KillCoordinator {
-			kills = append(kills, f.At)
+			outages = append(outages, f.outage())
 		}
 	}
 	for i, out := range run.Outputs {
@@ -84,7 +84,7 @@ func classify(r *Report, run *bench.Run, t *recordingTarget, m *monitor) {
 			r.Lost++ // ended without its tokens and without an error
 		default:
 			r.Failed[out.Code]++
-			coordDown, servable := m.judge(o.start, o.end, kills)
+			coordDown, servable := m.judge(o.start, o.end, outages)
 			switch {
 			case coordDown:
 				r.FailedExcused[excuseCoordinator]++

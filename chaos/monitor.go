@@ -47,12 +47,12 @@ func (m *monitor) run(ctx context.Context, every time.Duration) {
 }
 
 // judge says, for a request that ran from start to end, whether the
-// coordinator was down at some moment of it (it did not answer, or it
-// was killed then: kills lists when), and whether the cluster was
+// coordinator was down at some moment of it (it did not answer, or the
+// request overlapped the outage of a coordinator kill), and whether the cluster was
 // servable at its end (the last look before end).
-func (m *monitor) judge(start, end time.Time, kills []time.Time) (coordDown, servableAtEnd bool) {
-	for _, k := range kills {
-		if !k.Before(start) && !k.After(end) {
+func (m *monitor) judge(start, end time.Time, outages []window) (coordDown, servableAtEnd bool) {
+	for _, w := range outages {
+		if w.overlaps(start, end) {
 			coordDown = true
 		}
 	}

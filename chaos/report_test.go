@@ -39,6 +39,7 @@ func TestClassify(t *testing.T) {
 		{unavailable, 2100, 2150, false, true},                              // no ready group at its end
 		{unavailable, 2500, 2600, false, true},                              // all was well: counts against the goal
 		{unavailable, 400, 450, false, true},                                // a coordinator kill at 420 ms
+		{unavailable, 440, 460, false, true},                                // began after the kill, before any look saw it
 		{ok, 0, 0, false, false},                                            // never sent
 	}
 	run := &bench.Run{Options: bench.Options{IDPrefix: "r"}}
@@ -52,12 +53,13 @@ func TestClassify(t *testing.T) {
 		}
 	}
 	r := newReport()
-	r.Faults = []FaultRecord{{Kind: KillCoordinator, At: at(420)}}
+	// The kill at 420 ms was recovered from 50 ms later.
+	r.Faults = []FaultRecord{{Kind: KillCoordinator, At: at(420), Recovered: true, RecoverySeconds: 0.05}}
 	classify(r, run, target, m)
-	if r.Requests != 10 || r.Completed != 1 || r.Lost != 3 || r.Hung != 1 || r.Failed["UNAVAILABLE"] != 5 || r.Failed["DEADLINE_EXCEEDED"] != 0 {
+	if r.Requests != 11 || r.Completed != 1 || r.Lost != 3 || r.Hung != 1 || r.Failed["UNAVAILABLE"] != 6 || r.Failed["DEADLINE_EXCEEDED"] != 0 {
 		t.Fatalf("classes: %+v", r)
 	}
-	if r.FailedExcused[excuseCoordinator] != 3 || r.FailedExcused[excuseNoGroup] != 1 || r.FailedWhileHealthy != 1 ||
+	if r.FailedExcused[excuseCoordinator] != 4 || r.FailedExcused[excuseNoGroup] != 1 || r.FailedWhileHealthy != 1 ||
 		len(r.FailureSamples) != 1 || !strings.HasPrefix(r.FailureSamples[0], "r7: ") {
 		t.Fatalf("excuses: %+v, samples %q", r.FailedExcused, r.FailureSamples)
 	}

@@ -1,8 +1,11 @@
 package cluster
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -18,10 +21,33 @@ import (
 // minutes), and keeps quiet: the etcd client's own logs would repeat
 // every retry of an outage, which Registered and Membership report once.
 func Dial(endpoints []string) (*clientv3.Client, error) {
+	return DialTLS(endpoints, nil)
+}
+
+// ErrTLSRefused is wrapped when an etcd member refuses this process's
+// certificate, or this process the member's: a process of another
+// cluster, or one given the wrong files.
+var ErrTLSRefused = errors.New("cluster: etcd refused the TLS handshake")
+
+// DialTLS is Dial over TLS with tlsConfig (mutual TLS against the
+// cluster's CA: package pki); nil dials in plain text. With TLS it first
+// shakes hands with each member it can reach and fails at once, wrapping
+// ErrTLSRefused, if one refuses: the etcd client would otherwise retry
+// for ever with nothing but a deadline to show for it. Members it cannot
+// reach are left to the client, as in an outage.
+func DialTLS(endpoints []string, tlsConfig *tls.Config) (*clientv3.Client, error) {
 	if len(endpoints) == 0 {
 		return nil, errors.New("cluster: no etcd endpoint")
 	}
+	if tlsConfig != nil {
+		for _, ep := range endpoints {
+			if err := probeTLS(ep, tlsConfig); err != nil {
+				return nil, err
+			}
+		}
+	}
 	cli, err := clientv3.New(clientv3.Config{
+		TLS:                  tlsConfig,
 		Endpoints:            endpoints,
 		DialTimeout:          10 * time.Second,
 		DialKeepAliveTime:    5 * time.Second,
@@ -36,4 +62,36 @@ func Dial(endpoints []string) (*clientv3.Client, error) {
 		return nil, fmt.Errorf("cluster: etcd at %v: %w", endpoints, err)
 	}
 	return cli, nil
+}
+
+// probeTLS shakes hands with the etcd member at endpoint (a URL) and
+// reads for a moment: with TLS 1.3 a server that refuses the client's
+// certificate says so in an alert after the client's side of the
+// handshake is done.
+func probeTLS(endpoint string, cfg *tls.Config) error {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("cluster: etcd endpoint %q: not a URL", endpoint)
+	}
+	if u.Scheme != "https" {
+		return fmt.Errorf("cluster: etcd endpoint %s: TLS needs an https URL", endpoint)
+	}
+	c, err := net.DialTimeout("tcp", u.Host, 3*time.Second)
+	if err != nil {
+		return nil // unreachable: the client's affair, as in an outage
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	tc := tls.Client(c, cfg)
+	if err := tc.Handshake(); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrTLSRefused, endpoint, err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, err := tc.Read(make([]byte, 1)); err != nil {
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			return fmt.Errorf("%w: %s: %v", ErrTLSRefused, endpoint, err)
+		}
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
@@ -32,6 +33,17 @@ type EmbeddedOptions struct {
 	ClientAddr string
 	// StartTimeout bounds the wait for the cluster to be ready (default 30s).
 	StartTimeout time.Duration
+	// TLS, when set, makes the client and peer URLs https with mutual TLS:
+	// a client without a certificate the CA file signed is refused at the
+	// handshake (default nil: plain http).
+	TLS *EmbeddedTLS
+}
+
+// EmbeddedTLS are the PEM files of an embedded etcd's mutual TLS: the CA
+// its clients' and peers' certificates must chain to, and its own
+// certificate (which it also presents to its peers) and key.
+type EmbeddedTLS struct {
+	CA, Cert, Key string
 }
 
 // StartEmbedded starts an etcd cluster of opts.Members members keeping
@@ -69,7 +81,7 @@ func StartEmbedded(ctx context.Context, dir string, opts EmbeddedOptions) (*Embe
 			return nil, fmt.Errorf("cluster: starting embedded etcd member %s: %w", cfg.Name, err)
 		}
 		e.members = append(e.members, m)
-		e.clients = append(e.clients, "http://"+m.Clients[0].Addr().String())
+		e.clients = append(e.clients, cfg.AdvertiseClientUrls[0].Scheme+"://"+m.Clients[0].Addr().String())
 	}
 	timeout := time.NewTimer(opts.StartTimeout)
 	defer timeout.Stop()
@@ -107,6 +119,10 @@ func memberConfigs(dir string, opts EmbeddedOptions) ([]*embed.Config, error) {
 			return nil, fmt.Errorf("cluster: picking ports for %d etcd members: %w", n, err)
 		}
 	}
+	scheme := "http://"
+	if opts.TLS != nil {
+		scheme = "https://"
+	}
 	var initial []string
 	var cfgs []*embed.Config
 	for i := range n {
@@ -119,11 +135,16 @@ func memberConfigs(dir string, opts EmbeddedOptions) ([]*embed.Config, error) {
 		// etcd logs expected shutdown noise at error level; failures to
 		// start are returned instead.
 		cfg.LogLevel = "panic"
-		client, err := url.Parse("http://" + clients[i])
+		client, err := url.Parse(scheme + clients[i])
 		if err != nil {
 			return nil, fmt.Errorf("cluster: etcd client address %q: %w", clients[i], err)
 		}
-		peer, _ := url.Parse("http://" + peers[i])
+		peer, _ := url.Parse(scheme + peers[i])
+		if t := opts.TLS; t != nil {
+			cfg.ClientTLSInfo = transport.TLSInfo{CertFile: t.Cert, KeyFile: t.Key, TrustedCAFile: t.CA, ClientCertAuth: true}
+			cfg.PeerTLSInfo = cfg.ClientTLSInfo
+			cfg.ClientAutoTLS, cfg.PeerAutoTLS = false, false
+		}
 		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
 		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
 		initial = append(initial, cfg.Name+"="+peer.String())

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,11 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tandemllm/tandem/cluster"
@@ -59,6 +65,25 @@ type Options struct {
 	// DialOptions are added after the coordinator's own when it dials
 	// workers (interceptors, for instance).
 	DialOptions []grpc.DialOption
+	// WorkerTLS, when set, makes the connections to workers TLS with this
+	// client configuration (mutual TLS against the cluster's CA: package
+	// pki). Default nil: plain TCP.
+	WorkerTLS *tls.Config
+	// APIKeys, when set, guard the public APIs (see "Authentication" in
+	// the package doc): a request without a key it accepts is refused
+	// with UNAUTHENTICATED / HTTP 401. Default nil: no authentication.
+	APIKeys KeyChecker
+	// ProtectMetrics puts /metrics and the health probes behind the API
+	// keys too. Default false: they stay open for scrapers and probes.
+	ProtectMetrics bool
+	// MaxModelLen caps a request's prompt plus max_tokens, below the
+	// model's context length (vLLM's --max-model-len). Default 0: the
+	// model's context length.
+	MaxModelLen int
+	// WriteTimeout bounds how long one response write to a client may
+	// take: a client that reads nothing for that long is cut off and its
+	// request aborted on its groups, freeing its KV blocks. Default 30s.
+	WriteTimeout time.Duration
 	// Logger receives the coordinator's logs. Default slog.Default().
 	Logger *slog.Logger
 	// TraceHistory is how many recent requests are kept for traces
@@ -90,6 +115,9 @@ type Coordinator struct {
 	history *history
 	clockMu sync.Mutex
 	clocks  map[string]tracing.ClockEstimate // by rank address
+
+	grpcHealth    *health.Server
+	healthServing bool // the status last set, under mu
 
 	mu       sync.Mutex
 	closing  bool // Close has begun: requests no longer migrate
@@ -127,6 +155,9 @@ func New(ctx context.Context, opts Options) (*Coordinator, error) {
 	if opts.StatsInterval <= 0 {
 		opts.StatsInterval = 200 * time.Millisecond
 	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 30 * time.Second
+	}
 	opts.Routing.defaults()
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -141,6 +172,12 @@ func New(ctx context.Context, opts Options) (*Coordinator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
+	if opts.MaxModelLen > 0 {
+		if opts.MaxModelLen > m.maxPositions {
+			return nil, fmt.Errorf("coordinator: max model length %d exceeds the model's context length of %d tokens", opts.MaxModelLen, m.maxPositions)
+		}
+		m.maxPositions = opts.MaxModelLen
+	}
 	// The background work outlives ctx, which bounds only the start.
 	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
 	members, err := watchMembership(ctx, bg, opts.Etcd)
@@ -149,20 +186,24 @@ func New(ctx context.Context, opts Options) (*Coordinator, error) {
 		return nil, fmt.Errorf("coordinator: watching membership: %w", err)
 	}
 	c := &Coordinator{
-		opts:     opts,
-		log:      opts.Logger.With("component", "coordinator"),
-		model:    m,
-		members:  members,
-		created:  time.Now(),
-		stop:     stop,
-		inflight: make(map[string]struct{}),
-		history:  newHistory(opts.TraceHistory),
-		metrics:  metrics.NewCoordinator(opts.Registerer, opts.ModelName),
-		tracer:   opts.Telemetry.Tracer("github.com/tandemllm/tandem/coordinator"),
-		clocks:   make(map[string]tracing.ClockEstimate),
-		groups:   make(map[string]*groupState),
-		conns:    make(map[string]*grpc.ClientConn),
-		index:    newPrefixIndex(),
+		opts:       opts,
+		log:        opts.Logger.With("component", "coordinator"),
+		model:      m,
+		members:    members,
+		created:    time.Now(),
+		stop:       stop,
+		inflight:   make(map[string]struct{}),
+		history:    newHistory(opts.TraceHistory),
+		metrics:    metrics.NewCoordinator(opts.Registerer, opts.ModelName),
+		tracer:     opts.Telemetry.Tracer("github.com/tandemllm/tandem/coordinator"),
+		clocks:     make(map[string]tracing.ClockEstimate),
+		groups:     make(map[string]*groupState),
+		conns:      make(map[string]*grpc.ClientConn),
+		index:      newPrefixIndex(),
+		grpcHealth: health.NewServer(),
+	}
+	for _, name := range []string{"", tandemv1.Generation_ServiceDesc.ServiceName} {
+		c.grpcHealth.SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
 	}
 	c.sync(bg, members.Groups())
 	c.wg.Go(func() { c.watch(bg) })
@@ -191,10 +232,15 @@ func watchMembership(ctx, bg context.Context, cli *clientv3.Client) (*cluster.Me
 	return m, nil
 }
 
-// Register registers the Generation and Traces services on s.
+// Register registers the Generation and Traces services on s, with the
+// standard grpc.health.v1.Health service, SERVING exactly when the model
+// can be served (a ready group of every role it needs), and server
+// reflection. Build s with ServerOptions, which authenticate its calls.
 func (c *Coordinator) Register(s *grpc.Server) {
 	tandemv1.RegisterGenerationServer(s, generationServer{c: c})
 	tandemv1.RegisterTracesServer(s, tracesServer{c: c})
+	healthpb.RegisterHealthServer(s, c.grpcHealth)
+	reflection.Register(s)
 }
 
 // Close stops watching the cluster and polling, and closes the
@@ -202,6 +248,7 @@ func (c *Coordinator) Register(s *grpc.Server) {
 func (c *Coordinator) Close() {
 	// Groups are left first, so running requests end with this cause
 	// rather than a bare cancellation.
+	c.grpcHealth.Shutdown()
 	c.mu.Lock()
 	c.closing = true
 	for _, g := range c.groups {
@@ -228,7 +275,35 @@ type generationServer struct {
 }
 
 func (s generationServer) Generate(req *tandemv1.GenerateRequest, stream grpc.ServerStreamingServer[tandemv1.GenerateResponse]) error {
-	return s.c.generate(stream.Context(), req, false, stream.Send)
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
+	err := s.c.generate(ctx, req, false, s.c.boundWrites(cancel, stream.Send))
+	if errors.Is(context.Cause(ctx), errSlowClient) {
+		return status.Error(codes.DeadlineExceeded, errSlowClient.Error())
+	}
+	return err
+}
+
+// errSlowClient ends a request whose client stopped reading.
+var errSlowClient = errors.New("the client read nothing for the write timeout; the request was aborted")
+
+// boundWrites makes send cancel the request (cancel) when one call takes
+// longer than WriteTimeout. A gRPC Send blocks while the client reads
+// nothing and cannot be interrupted; cancelling the request instead ends
+// its calls to the workers, which free its KV blocks at once, and the
+// stream ends as soon as Send returns.
+func (c *Coordinator) boundWrites(cancel context.CancelCauseFunc, send func(*tandemv1.GenerateResponse) error) func(*tandemv1.GenerateResponse) error {
+	return func(m *tandemv1.GenerateResponse) error {
+		t := time.AfterFunc(c.opts.WriteTimeout, func() {
+			c.log.Warn("a client read nothing for the write timeout; its request is aborted", "write_timeout", c.opts.WriteTimeout)
+			cancel(errSlowClient)
+		})
+		err := send(m)
+		if !t.Stop() {
+			return errSlowClient
+		}
+		return err
+	}
 }
 
 func (s generationServer) ListModels(context.Context, *tandemv1.ListModelsRequest) (*tandemv1.ListModelsResponse, error) {

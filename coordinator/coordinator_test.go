@@ -143,7 +143,7 @@ func TestCoordinator(t *testing.T) {
 		if r.StatusCode != 405 {
 			t.Errorf("GET /v1/completions: %d", r.StatusCode)
 		}
-		for path, want := range map[string]int{"/readyz": 503, "/healthz": 503, "/livez": 200} {
+		for path, want := range map[string]int{"/readyz": 503, "/healthz": 200, "/livez": 200} {
 			r, err = http.Get(web.URL + path)
 			if err != nil {
 				t.Fatal(err)
@@ -152,6 +152,43 @@ func TestCoordinator(t *testing.T) {
 			if r.StatusCode != want {
 				t.Errorf("%s with no group: %d, want %d", path, r.StatusCode, want)
 			}
+		}
+	})
+
+	t.Run("request id header", func(t *testing.T) {
+		send := func(id string) (*http.Response, string) {
+			t.Helper()
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, web.URL+"/v1/completions", strings.NewReader(`{"prompt":"hi","stream":true}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("X-Request-Id", id)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp, string(b)
+		}
+		// No group serves it, and the error still carries the client's id.
+		if resp, body := send("client-7"); resp.StatusCode != 503 || resp.Header.Get("X-Request-Id") != "client-7" {
+			t.Errorf("no group: %d, X-Request-Id %q: %s", resp.StatusCode, resp.Header.Get("X-Request-Id"), body)
+		}
+		// An id in flight is refused, naming the header.
+		release, err := c.admit("client-8")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, body := send("client-8")
+		release()
+		if resp.StatusCode != 409 || !strings.Contains(body, `"param":"X-Request-Id"`) || !strings.Contains(body, `X-Request-Id: a request with id \"client-8\" is in flight`) {
+			t.Errorf("an id in flight: %d %s", resp.StatusCode, body)
+		}
+		// An id too long is refused before anything else, and not echoed.
+		resp, body = send(strings.Repeat("x", 300))
+		if resp.StatusCode != 400 || !strings.Contains(body, `"param":"X-Request-Id"`) || resp.Header.Get("X-Request-Id") != "" {
+			t.Errorf("an id of 300 bytes: %d, X-Request-Id %q: %s", resp.StatusCode, resp.Header.Get("X-Request-Id"), body)
 		}
 	})
 

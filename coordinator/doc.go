@@ -124,18 +124,43 @@
 // Parameters Tandem cannot honour (echo, suffix, best_of above 1,
 // non-zero penalties, logit_bias, tools, response formats other than
 // text) are refused with 400, never silently dropped; unknown ones are
-// ignored, as OpenAI's API does. Bodies are limited to 8 MiB. finish_reason
+// ignored, as OpenAI's API does. Bodies are limited to 8 MiB. An
+// X-Request-Id header, as vLLM takes it, is the request's id (checked as
+// GenerateRequest.request_id is: 400 naming the header when too long or
+// not printable, 409 while a request of that id is in flight), so its
+// trace is found by it; every response echoes it, and a request without
+// one gets the id the coordinator made in its X-Request-Id and its
+// "cmpl-"/"chatcmpl-" id. finish_reason
 // is one of OpenAI's values: a request aborted by a worker reports "stop". Streams are server-sent events
 // ("data: {...}\n\n", ending with "data: [DONE]\n\n"); their headers go
 // out with the first output, so a failure before it still gets an HTTP
 // status. Errors are OpenAI's JSON ({"error": {"message", "type",
 // "param", "code"}}): 400 for bad input, 404 for unknown routes, 429 when
 // the coordinator is full, 503 when no group can serve. GET /v1/models
-// lists the model. GET /readyz (also served as /healthz) answers 200 when
-// the cluster can serve the model and 503 otherwise, with the ready and
-// registered groups of each role; GET /livez answers 200 while the
-// process serves HTTP. They are the readiness and liveness probes of the
-// Helm chart.
+// lists the model. GET /readyz answers 200 when the cluster can serve the
+// model and 503 otherwise, with the ready and registered groups of each
+// role; GET /healthz (and /livez) answers 200 while the process serves
+// HTTP. They are the readiness and liveness probes of the Helm chart. On
+// the gRPC side, Register adds grpc.health.v1.Health, SERVING exactly when
+// /readyz is 200 (for "" and tandem.v1.Generation), and server reflection.
+//
+// # Authentication and limits
+//
+// With Options.APIKeys every request needs a key the set accepts:
+// "Authorization: Bearer KEY" over HTTP (RequireAPIKey wraps the whole
+// HTTP surface: a missing or wrong key gets 401 with an OpenAI error of
+// code invalid_api_key before the body is read) and the metadata
+// "authorization: Bearer KEY" over gRPC (ServerOptions' interceptors:
+// UNAUTHENTICATED). The probes, /metrics and the health services stay open
+// unless ProtectMetrics. Refusals never repeat what the client sent, and
+// are counted in tandem:unauthenticated_requests_total{api}. A request
+// asks for at most MaxModelLen positions (prompt plus max_tokens; a text
+// prompt longer than that many of the tokenizer's longest tokens is
+// refused untokenized), and a client that reads nothing for WriteTimeout
+// is cut off: its request is aborted on its groups, which free its KV at
+// once (an HTTP write fails at its deadline and the connection closes; a
+// gRPC Send cannot be interrupted, so the request is cancelled beneath it
+// and the stream ends with DEADLINE_EXCEEDED when Send returns).
 //
 // # Chat template
 //

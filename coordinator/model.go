@@ -19,7 +19,12 @@ type modelInfo struct {
 	tok          *tokenizer.Tokenizer
 	vocab        int // rows of the embedding table: valid ids are [0, vocab)
 	maxPositions int
-	chat         chatTemplate
+	// maxTokenBytes bounds the bytes of text one token stands for (its
+	// vocabulary string's, which byte-level BPE spells with at least one
+	// byte per byte it decodes to): a text longer than maxPositions of
+	// them cannot fit and is refused before it is tokenized.
+	maxTokenBytes int
+	chat          chatTemplate
 	// byteOf inverts GPT-2's byte-level alphabet (rune → byte); see
 	// tokenBytes.
 	byteOf map[rune]byte
@@ -38,13 +43,20 @@ func loadModel(dir, name string) (*modelInfo, error) {
 }
 
 func newModelInfo(name string, cfg *model.Config, tok *tokenizer.Tokenizer) *modelInfo {
+	longest := 1
+	for id := range int32(tok.VocabSize()) {
+		if t, ok := tok.Token(id); ok {
+			longest = max(longest, len(t))
+		}
+	}
 	return &modelInfo{
-		name:         name,
-		tok:          tok,
-		vocab:        cfg.VocabSize,
-		maxPositions: cfg.MaxPositions,
-		chat:         chatTemplateFor(tok),
-		byteOf:       byteLevelInverse(),
+		name:          name,
+		tok:           tok,
+		vocab:         cfg.VocabSize,
+		maxPositions:  cfg.MaxPositions,
+		maxTokenBytes: 2 * longest, // room for a normalizer that drops characters
+		chat:          chatTemplateFor(tok),
+		byteOf:        byteLevelInverse(),
 	}
 }
 

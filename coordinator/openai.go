@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -23,21 +25,21 @@ import (
 const maxBodyBytes = 8 << 20
 
 // HTTPHandler serves the OpenAI-compatible API (/v1/completions,
-// /v1/chat/completions, /v1/models) and the probes: /readyz (and its
-// older name /healthz) answers 200 only when the cluster can serve the
-// model, /livez whenever this process serves HTTP. A request whose
-// client disconnects is cancelled on the workers, as a cancelled gRPC
-// call is.
+// /v1/chat/completions, /v1/models) and the probes: /readyz answers 200
+// only when the cluster can serve the model, /healthz (and /livez)
+// whenever this process serves HTTP. A request whose client disconnects
+// is cancelled on the workers, as a cancelled gRPC call is.
 func (c *Coordinator) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/completions", c.serveCompletions)
 	mux.HandleFunc("/v1/chat/completions", c.serveChat)
 	mux.HandleFunc("/v1/models", c.serveModels)
 	mux.HandleFunc("/readyz", c.serveHealth)
-	mux.HandleFunc("/healthz", c.serveHealth)
-	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) {
+	live := func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
-	})
+	}
+	mux.HandleFunc("/healthz", live)
+	mux.HandleFunc("/livez", live)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{status: http.StatusNotFound, typ: "invalid_request_error",
 			message: fmt.Sprintf("unknown route %s %s", r.Method, r.URL.Path)})
@@ -96,10 +98,23 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
 	return body, nil
 }
 
+// requestIDHeader carries a client's request id, as vLLM takes it: the
+// request is filed, traced and logged under it (checked as a gRPC
+// request_id is; one in flight already gets 409), and every response
+// echoes it; without one, a response echoes the id the coordinator
+// made once it has made it.
+const requestIDHeader = "X-Request-Id"
+
 // serveOpenAI runs req through the same path as a gRPC Generate call,
 // with the HTTP request's context, and answers in OpenAI's format.
 func (c *Coordinator) serveOpenAI(w http.ResponseWriter, r *http.Request, req *openAIRequest) {
-	rs := &responder{req: req, model: c.model.name, created: time.Now().Unix()}
+	if id := r.Header.Get(requestIDHeader); id != "" {
+		req.gen.RequestId = id
+		if checkRequestID(id) == nil {
+			w.Header().Set(requestIDHeader, id) // errors too, as vLLM does
+		}
+	}
+	rs := &responder{req: req, model: c.model.name, created: time.Now().Unix(), header: w.Header()}
 	if !req.stream {
 		var text strings.Builder
 		var lps []*tandemv1.TokenLogprobs
@@ -126,7 +141,7 @@ func (c *Coordinator) serveOpenAI(w http.ResponseWriter, r *http.Request, req *o
 		return
 	}
 
-	sse := sseWriter{w: w, rc: http.NewResponseController(w)}
+	sse := &sseWriter{w: w, rc: http.NewResponseController(w), timeout: c.opts.WriteTimeout, log: c.log}
 	started := false
 	err := c.generate(r.Context(), req.gen, req.fillMaxTokens, func(m *tandemv1.GenerateResponse) error {
 		rs.noteID(m)
@@ -234,8 +249,9 @@ func (req *openAIRequest) apiError(err error) *apiError {
 		e.status, e.typ = http.StatusBadRequest, "invalid_request_error"
 	case codes.NotFound:
 		e.status, e.typ = http.StatusNotFound, "invalid_request_error"
-	case codes.AlreadyExists:
-		e.status, e.typ = http.StatusConflict, "invalid_request_error"
+	case codes.AlreadyExists: // only a request id in use
+		e.status, e.typ, e.param = http.StatusConflict, "invalid_request_error", requestIDHeader
+		e.message = requestIDHeader + ": " + strings.TrimPrefix(e.message, "request_id: ")
 	case codes.ResourceExhausted:
 		e.status, e.typ = http.StatusTooManyRequests, "rate_limit_error"
 	case codes.Unavailable:
@@ -273,6 +289,8 @@ func (req *openAIRequest) param(field string) (param, shown string) {
 		}
 	case "max_tokens":
 		param = req.maxTokensParam
+	case "request_id":
+		param = requestIDHeader
 	default:
 		param = name
 	}
@@ -285,14 +303,16 @@ type responder struct {
 	model      string
 	created    int64
 	id         string
-	textOffset int    // completions' logprobs.text_offset so far
-	partial    []byte // bytes of a character split across tokens, not yet counted
+	header     http.Header // the response's, for the request id
+	textOffset int         // completions' logprobs.text_offset so far
+	partial    []byte      // bytes of a character split across tokens, not yet counted
 }
 
 func (rs *responder) noteID(m *tandemv1.GenerateResponse) {
 	if m.RequestId == "" || rs.id != "" {
 		return
 	}
+	rs.header.Set(requestIDHeader, m.RequestId)
 	if rs.req.chat {
 		rs.id = "chatcmpl-" + m.RequestId
 	} else {
@@ -557,6 +577,9 @@ func errorBody(e *apiError) any {
 	if e.param != "" {
 		body.Error.Param = &e.param
 	}
+	if e.code != "" {
+		body.Error.Code = &e.code
+	}
 	return body
 }
 
@@ -591,9 +614,16 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 type sseWriter struct {
 	w  http.ResponseWriter
 	rc *http.ResponseController
+	// timeout bounds one event's write (Options.WriteTimeout): a client
+	// that stays connected but stops reading would otherwise hold its
+	// request, and its KV, until it ends. The write fails, the request is
+	// aborted on its groups and the connection is closed.
+	timeout time.Duration
+	log     *slog.Logger // says so when that happens
+	err     error        // the write that failed; nothing more is written
 }
 
-func (s sseWriter) start() {
+func (s *sseWriter) start() {
 	h := s.w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -602,22 +632,29 @@ func (s sseWriter) start() {
 	s.w.WriteHeader(http.StatusOK)
 }
 
-// sseWriteTimeout bounds one event's write: a client that stays connected
-// but stops reading would otherwise hold its request (and its KV) forever.
-const sseWriteTimeout = 30 * time.Second
-
-func (s sseWriter) event(v any) error {
+func (s *sseWriter) event(v any) error {
+	if s.err != nil {
+		return s.err
+	}
 	// Not every ResponseWriter supports deadlines (httptest's recorder does
 	// not); where it cannot, the write goes on without one.
-	_ = s.rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
-	if err := writeSSE(s.w, v); err != nil {
-		return err
+	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
+	err := writeSSE(s.w, v)
+	if err == nil {
+		err = s.rc.Flush()
 	}
-	return s.rc.Flush()
+	if errors.Is(err, os.ErrDeadlineExceeded) && s.log != nil {
+		s.log.Warn("a client read nothing for the write timeout; its request is aborted", "write_timeout", s.timeout)
+	}
+	s.err = err
+	return err
 }
 
-func (s sseWriter) done() {
-	_ = s.rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
+func (s *sseWriter) done() {
+	if s.err != nil {
+		return
+	}
+	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
 	io.WriteString(s.w, sseDone)
 	s.rc.Flush()
 	// The connection may serve another request: no deadline left behind.

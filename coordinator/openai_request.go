@@ -21,6 +21,7 @@ type apiError struct {
 	message string
 	typ     string // "invalid_request_error", "rate_limit_error", "server_error"
 	param   string // the request parameter at fault, if any
+	code    string // OpenAI's error code, if any ("invalid_api_key")
 }
 
 func (e *apiError) Error() string { return e.message }

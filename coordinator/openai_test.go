@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -214,7 +215,8 @@ func TestAPIErrorFromGenerate(t *testing.T) {
 		{"model", chat, badField("model", `unknown model "x"`), 400, "invalid_request_error", "model", `model: unknown model "x"`},
 		{"full", completion, status.Error(codes.ResourceExhausted, "full"), 429, "rate_limit_error", "", "full"},
 		{"unavailable", completion, status.Error(codes.Unavailable, `group "d" is unavailable`), 503, "server_error", "", `group "d"`},
-		{"in use", completion, status.Error(codes.AlreadyExists, "in use"), 409, "invalid_request_error", "", "in use"},
+		{"id in use", completion, status.Error(codes.AlreadyExists, `request_id: a request with id "x" is in flight`), 409, "invalid_request_error", "X-Request-Id", `X-Request-Id: a request with id "x" is in flight`},
+		{"bad id", completion, badField("request_id", "must be at most 256 bytes, got 300"), 400, "invalid_request_error", "X-Request-Id", "X-Request-Id: must be at most 256 bytes"},
 		{"worker rejects", completion, status.Error(codes.InvalidArgument, "bad"), 400, "invalid_request_error", "", "bad"},
 		{"deadline", completion, status.Error(codes.DeadlineExceeded, "late"), 504, "server_error", "", "late"},
 		{"internal", completion, errors.New("boom"), 500, "server_error", "", "boom"},
@@ -238,7 +240,7 @@ func TestSSE(t *testing.T) {
 		t.Errorf("event %q, want %q", got, want)
 	}
 	w := httptest.NewRecorder()
-	s := sseWriter{w: w, rc: http.NewResponseController(w)}
+	s := &sseWriter{w: w, rc: http.NewResponseController(w), timeout: time.Minute}
 	s.start()
 	if err := s.event(1); err != nil {
 		t.Fatal(err)
@@ -275,9 +277,12 @@ func TestResponses(t *testing.T) {
 	last := &tandemv1.GenerateResponse{RequestId: "r1", FinishReason: tandemv1.FinishReason_FINISH_REASON_LENGTH, Usage: &tandemv1.Usage{PromptTokens: 3, CompletionTokens: 2}}
 	newResponder := func(chat, logprobs, usage bool) *responder {
 		req := &openAIRequest{chat: chat, includeUsage: usage, gen: &tandemv1.GenerateRequest{Sampling: &tandemv1.SamplingParams{Logprobs: logprobs}}}
-		rs := &responder{req: req, model: "tiny", created: 42}
+		rs := &responder{req: req, model: "tiny", created: 42, header: http.Header{}}
 		rs.noteID(&tandemv1.GenerateResponse{RequestId: "r1"})
 		rs.noteID(&tandemv1.GenerateResponse{RequestId: "ignored"})
+		if got := rs.header.Get("X-Request-Id"); got != "r1" {
+			t.Errorf("X-Request-Id %q, want the first id noted", got)
+		}
 		return rs
 	}
 

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -419,12 +420,17 @@ func (c *Coordinator) sync(ctx context.Context, groups []cluster.Group) {
 			delete(c.conns, addr)
 		}
 	}
+	c.updateHealthLocked()
 }
 
-// dialOptions are how the coordinator dials workers: plain TCP, with
-// the trace context carried along.
+// dialOptions are how the coordinator dials workers: plain TCP or TLS,
+// with the trace context carried along.
 func (c *Coordinator) dialOptions() []grpc.DialOption {
-	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, c.opts.Telemetry.DialOptions()...)
+	creds := insecure.NewCredentials()
+	if c.opts.WorkerTLS != nil {
+		creds = credentials.NewTLS(c.opts.WorkerTLS)
+	}
+	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, c.opts.Telemetry.DialOptions()...)
 	return append(opts, c.opts.DialOptions...)
 }
 
@@ -480,6 +486,7 @@ func (c *Coordinator) pollGroup(g *groupState) {
 			c.log.Warn("group stats failed; not routing to it until they answer", "group", g.name, "err", err)
 		}
 		g.failing = g.ctx.Err() == nil
+		c.updateHealthLocked()
 		return
 	}
 	if g.failing {
@@ -487,5 +494,6 @@ func (c *Coordinator) pollGroup(g *groupState) {
 	}
 	g.failing = false
 	g.stats, g.polled = st, start
+	defer c.updateHealthLocked()
 	g.sent = slices.DeleteFunc(g.sent, func(s *sent) bool { return s.counted(start) })
 }

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/status"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -93,14 +94,15 @@ func routeTestCoordinator(t *testing.T, groups ...cluster.Group) *Coordinator {
 	opts := Options{MaxInFlight: 2}
 	opts.Routing.defaults()
 	c := &Coordinator{
-		opts:     opts,
-		log:      slog.New(slog.DiscardHandler),
-		model:    &modelInfo{name: "m"},
-		inflight: map[string]struct{}{},
-		groups:   map[string]*groupState{},
-		conns:    map[string]*grpc.ClientConn{},
-		index:    newPrefixIndex(),
-		metrics:  metrics.NewCoordinator(prometheus.NewRegistry(), "m"),
+		opts:       opts,
+		log:        slog.New(slog.DiscardHandler),
+		model:      &modelInfo{name: "m"},
+		inflight:   map[string]struct{}{},
+		groups:     map[string]*groupState{},
+		conns:      map[string]*grpc.ClientConn{},
+		index:      newPrefixIndex(),
+		metrics:    metrics.NewCoordinator(prometheus.NewRegistry(), "m"),
+		grpcHealth: health.NewServer(),
 	}
 	t.Cleanup(func() {
 		c.wg.Wait() // the groups' KV event followers, which find no worker here, end with t.Context()

@@ -51,6 +51,9 @@ func (m *modelInfo) prepare(req *tandemv1.GenerateRequest, fillMaxTokens bool) (
 		if pr.Text == "" {
 			return nil, badField("text", "the prompt must not be empty")
 		}
+		if limit := m.maxPositions * m.maxTokenBytes; len(pr.Text) > limit {
+			return nil, badField("text", "%d bytes cannot fit in the context length of %d tokens (at most %d bytes), not tokenized", len(pr.Text), m.maxPositions, limit)
+		}
 		start := time.Now()
 		p.prompt = m.tok.Encode(pr.Text, req.AddSpecialTokens == nil || *req.AddSpecialTokens)
 		p.tokenize = time.Since(start)

@@ -57,9 +57,12 @@ type Coordinator struct {
 	reject   [numReject]prometheus.Counter
 	migrated *prometheus.CounterVec
 
-	resyncs     *prometheus.CounterVec
-	indexBlocks *prometheus.GaugeVec
-	routedHits  prometheus.Counter
+	resyncs *prometheus.CounterVec
+	// unauthenticated counts refusals for want of an API key: [0] HTTP,
+	// [1] gRPC. The label is the API, never anything the client sent.
+	unauthenticated [2]prometheus.Counter
+	indexBlocks     *prometheus.GaugeVec
+	routedHits      prometheus.Counter
 }
 
 const (
@@ -169,9 +172,13 @@ func NewCoordinator(reg prometheus.Registerer, model string) *Coordinator {
 	}, []string{"model_name", "group"})
 	routedHits := counter("tandem:routed_prefix_tokens_total",
 		"Prompt tokens the chosen groups held in their prefix caches when requests were routed, as the prefix index saw them.")
+	unauthenticated := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tandem:unauthenticated_requests_total",
+		Help: "Requests refused for want of a valid API key (HTTP 401, gRPC UNAUTHENTICATED), by API: http or grpc.",
+	}, []string{"model_name", "api"})
 
 	reg.MustRegister(waiting, running, etcd, queue, ttft, itl, tpot, e2e, reqPrompt, reqGen,
-		promptTokens, genTokens, success, rejected, migrated, resyncs, indexBlocks, routedHits)
+		promptTokens, genTokens, success, rejected, migrated, resyncs, indexBlocks, routedHits, unauthenticated)
 
 	m := &Coordinator{
 		waiting:      waiting.WithLabelValues(model),
@@ -192,6 +199,9 @@ func NewCoordinator(reg prometheus.Registerer, model string) *Coordinator {
 		resyncs:      resyncs.MustCurryWith(prometheus.Labels{"model_name": model}),
 		indexBlocks:  indexBlocks.MustCurryWith(prometheus.Labels{"model_name": model}),
 		routedHits:   routedHits.WithLabelValues(model),
+		unauthenticated: [2]prometheus.Counter{
+			unauthenticated.WithLabelValues(model, "http"), unauthenticated.WithLabelValues(model, "grpc"),
+		},
 	}
 	// Resolve the known reasons now: no lookup on the finish path, and
 	// their series exist at 0 from the start, so rate() sees the first one.
@@ -206,6 +216,16 @@ func NewCoordinator(reg prometheus.Registerer, model string) *Coordinator {
 		m.migrated.WithLabelValues(r)
 	}
 	return m
+}
+
+// Unauthenticated counts a request refused for want of a valid API key
+// on api, "http" or "grpc".
+func (m *Coordinator) Unauthenticated(api string) {
+	if api == "grpc" {
+		m.unauthenticated[1].Inc()
+		return
+	}
+	m.unauthenticated[0].Inc()
 }
 
 // RequestArrived counts a new request as waiting.

@@ -49,6 +49,7 @@ func coordinatorFamilies() []family {
 		{"tandem:request_rejected_total", dto.MetricType_COUNTER, []string{"model_name", "reason"}},
 		{"tandem:request_migrations_total", dto.MetricType_COUNTER, []string{"model_name", "reason"}},
 		{"tandem:routed_prefix_tokens_total", dto.MetricType_COUNTER, l},
+		{"tandem:unauthenticated_requests_total", dto.MetricType_COUNTER, []string{"api", "model_name"}},
 	}
 }
 

@@ -110,17 +110,18 @@ func TestStaleSkipRecomputes(t *testing.T) {
 
 // disaggregated runs a request through a prefill worker and a decode
 // worker (one rank each, its KV sent to kvAddr: the decode worker's, or a
-// proxy in front of it) and returns its tokens.
-func disaggregated(t *testing.T, pre, dec, kvAddr, id string, prompt []int32, maxTokens int) []int32 {
-	return disaggregatedSkip(t, pre, dec, kvAddr, id, prompt, maxTokens, 0)
+// proxy in front of it) and returns its tokens; opts are added to the
+// connections' options (TLS credentials replace plain TCP).
+func disaggregated(t *testing.T, pre, dec, kvAddr, id string, prompt []int32, maxTokens int, opts ...grpc.DialOption) []int32 {
+	return disaggregatedSkip(t, pre, dec, kvAddr, id, prompt, maxTokens, 0, opts...)
 }
 
 // disaggregatedSkip is disaggregated with the decode group told it holds
 // the prompt's first skip tokens.
-func disaggregatedSkip(t *testing.T, pre, dec, kvAddr, id string, prompt []int32, maxTokens, skip int) []int32 {
+func disaggregatedSkip(t *testing.T, pre, dec, kvAddr, id string, prompt []int32, maxTokens, skip int, opts ...grpc.DialOption) []int32 {
 	t.Helper()
 	dial := func(addr string) tandemv1.WorkerClient {
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 		if err != nil {
 			t.Fatal(err)
 		}

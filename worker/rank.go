@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
@@ -52,13 +53,13 @@ const droppedTTL = time.Minute
 // newRankServer makes the rank's Rank service. KV pushed to it that no
 // Decode claims within kvTimeout (its coordinator died between the
 // prefill and the decode) is dropped.
-func newRankServer(e *engine.Engine, role cluster.Role, rec *tracing.Recorder, wm *metrics.Worker, node string, dial []grpc.DialOption, kvTimeout time.Duration) *rankServer {
+func newRankServer(e *engine.Engine, role cluster.Role, rec *tracing.Recorder, wm *metrics.Worker, node string, dial []grpc.DialOption, clientTLS *tls.Config, kvTimeout time.Duration) *rankServer {
 	m := e.Model()
 	cfg, plan := m.Config(), m.Plan()
 	r := &rankServer{
 		e: e, rank: plan.Rank, tp: plan.TP, kvHeads: cfg.KVHeads, heads: plan.KVHeads(),
 		headDim: cfg.HeadDim, layers: cfg.Layers, dtype: kvWireDType(e.KVCacheDType()),
-		sender: kvtransfer.NewSender(kvtransfer.SenderOptions{DialOptions: dial}),
+		sender: kvtransfer.NewSender(kvtransfer.SenderOptions{DialOptions: dial, TLS: clientTLS}),
 		rec:    rec, metrics: wm, node: node, dropped: map[string]time.Time{},
 	}
 	if role != cluster.RolePrefill {

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,7 +13,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/tandemllm/tandem/cluster"
@@ -71,14 +75,23 @@ type Options struct {
 	Logger *slog.Logger
 	// OnReady, if set, is called once the rank can take part in serving:
 	// a follower once it is registered, rank 0 once every rank of its
-	// group is registered and connected (a readiness probe's signal).
+	// group is registered and connected (a readiness probe's signal). The
+	// rank's grpc.health.v1.Health service turns SERVING at the same time.
 	OnReady func()
+	// ServerTLS and ClientTLS, when set (both, or neither), make the rank's
+	// gRPC server, its raw KV data plane and its connections to other
+	// ranks TLS: mutual TLS against the cluster's CA (package pki) refuses
+	// a peer without a certificate of the cluster before any of its bytes
+	// is parsed. Default nil: plain TCP.
+	ServerTLS, ClientTLS *tls.Config
 }
 
 // Worker is a running rank.
 type Worker struct {
-	opts Options
-	log  *slog.Logger
+	opts   Options
+	log    *slog.Logger
+	srv    *grpc.Server
+	health *health.Server
 }
 
 // rankAPI is the Rank service as the leader calls it: in process for
@@ -116,6 +129,8 @@ func (o *Options) validate() error {
 		return errors.New("worker: no listener")
 	case o.Model.Plan().TP > 1 && o.Etcd == nil:
 		return errors.New("worker: a group of more than one rank needs etcd to find its ranks")
+	case (o.ServerTLS == nil) != (o.ClientTLS == nil):
+		return errors.New("worker: ServerTLS and ClientTLS must be set together")
 	}
 	if o.ModelName == "" {
 		o.ModelName = "default"
@@ -193,9 +208,11 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		node = "unknown"
 	}
-	rs := newRankServer(e, opts.Role, rec, wm, node, opts.Telemetry.DialOptions(), opts.KVTimeout)
+	rs := newRankServer(e, opts.Role, rec, wm, node, opts.Telemetry.DialOptions(), opts.ClientTLS, opts.KVTimeout)
 	defer rs.sender.Close()
-	srv := grpc.NewServer(append(append(kvtransfer.ServerOptions(), serverKeepalive...), opts.Telemetry.ServerOptions()...)...)
+	srv := w.newServer(rs.receiver != nil)
+	w.srv = srv
+	defer w.health.Shutdown() // NOT_SERVING before the graceful stop
 	tandemv1.RegisterRankServer(srv, rs)
 	if rs.receiver != nil {
 		tandemv1.RegisterKVTransferServer(srv, rs.receiver)
@@ -208,9 +225,10 @@ func Run(ctx context.Context, opts Options) error {
 		l.spans = opts.Telemetry.Enabled()
 		tandemv1.RegisterWorkerServer(srv, l)
 	}
+	w.setHealth(srv, healthpb.HealthCheckResponse_NOT_SERVING)
 	served := make(chan error, 1)
 	if rs.receiver != nil { // gRPC and the raw KV data plane share the port
-		grpcLis, rawLis := kvtransfer.Mux(opts.Listener, kvtransfer.MuxOptions{Logger: w.log})
+		grpcLis, rawLis := kvtransfer.Mux(opts.Listener, kvtransfer.MuxOptions{TLS: opts.ServerTLS, Logger: w.log})
 		go func() { served <- srv.Serve(grpcLis) }() // stopping srv closes both
 		go func() { _ = rs.receiver.ServeRaw(rawLis) }()
 	} else {
@@ -330,15 +348,20 @@ func register(ctx context.Context, cli *clientv3.Client, r cluster.Registration,
 }
 
 func (w *Worker) ready() {
+	w.setHealth(w.srv, healthpb.HealthCheckResponse_SERVING)
 	if w.opts.OnReady != nil {
 		w.opts.OnReady()
 	}
 }
 
-// dialOptions are how a worker dials other workers: plain TCP, with the
-// trace context carried along.
+// dialOptions are how a worker dials other workers: plain TCP or TLS,
+// with the trace context carried along.
 func (o *Options) dialOptions() []grpc.DialOption {
-	return append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, o.Telemetry.DialOptions()...)
+	creds := insecure.NewCredentials()
+	if o.ClientTLS != nil {
+		creds = credentials.NewTLS(o.ClientTLS)
+	}
+	return append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, o.Telemetry.DialOptions()...)
 }
 
 // dialRanks waits for the leader's group to be complete in etcd and

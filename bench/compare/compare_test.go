@@ -4,12 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/tandemllm/tandem/bench/dataset"
 	"github.com/tandemllm/tandem/bench/local"
 	"github.com/tandemllm/tandem/bench/local/localtest"
 	"github.com/tandemllm/tandem/bench/serve"
@@ -102,16 +109,26 @@ func TestTP2AgainstTP8(t *testing.T) {
 	}
 }
 
-// TestSelfComparison: one deployment compared with itself, in
-// interleaved rounds, gives no verdict on any figure.
-func TestSelfComparison(t *testing.T) {
-	c := smallConfig(t)
-	cl, err := local.Start(t.Context(), local.Options{Executable: c.Executable,
+// tinyCluster is one running deployment, unified TP-2 on tiny, stopped
+// when the test ends.
+func tinyCluster(t *testing.T, exe string) *local.Cluster {
+	t.Helper()
+	cl, err := local.Start(t.Context(), local.Options{Executable: exe,
 		Args: []string{"--preset", "tiny", "--mode", "unified", "--tp", "2", "--threads", "1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Stop()
+	t.Cleanup(cl.Stop)
+	return cl
+}
+
+// TestSelfComparison: one deployment compared with itself, in
+// interleaved rounds after warm-ups, gives no verdict on any figure,
+// each difference with an interval (TestDetectsDelay shows that the same
+// comparison finds a real difference).
+func TestSelfComparison(t *testing.T) {
+	c := smallConfig(t)
+	cl := tinyCluster(t, c.Executable)
 	c.Targets = []string{"a=" + cl.GRPC, "b=" + cl.GRPC}
 	c.Rounds, c.NumPrompts = 3, 12
 	var out bytes.Buffer
@@ -119,15 +136,122 @@ func TestSelfComparison(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	p := rep.Points[0]
+	if p.Warmups != 4 {
+		t.Errorf("%d warm-ups at concurrency 2, want 4", p.Warmups)
+	}
 	n := 0
-	for _, d := range rep.Points[0].Differences {
+	for _, d := range p.Differences {
 		n++
-		if !strings.HasPrefix(d.Verdict, NotDistinguishable) {
+		if d.Verdict != NotDistinguishable || d.Method == "" || !(d.Lo <= d.Diff && d.Diff <= d.Hi) {
 			t.Errorf("%s: %+v, a configuration against itself", d.Metric, d)
 		}
 	}
 	if n < 10 {
 		t.Fatalf("%d differences reported:\n%s", n, out.String())
+	}
+	for _, cp := range p.Configs {
+		if cp.Cost.Traced != c.Rounds*c.NumPrompts {
+			t.Errorf("%s: %d of %d requests traced", cp.Name, cp.Cost.Traced, c.Rounds*c.NumPrompts)
+		}
+	}
+}
+
+// TestDetectsDelay compares a cluster's OpenAI API with the same API
+// behind a proxy that holds every request 500 ms before passing it on,
+// both as --target NAME=URL: the comparison calls the delayed side's TTFT
+// and E2E higher by about the delay, at the size of TestSelfComparison
+// and one round more. Only the side given --trace-addr gets the cost
+// split.
+func TestDetectsDelay(t *testing.T) {
+	c := smallConfig(t)
+	cl := tinyCluster(t, c.Executable)
+	const delay = 500 * time.Millisecond
+	proxy := delayProxy(t, "http://"+cl.HTTP, delay)
+	c.Targets = []string{"direct=http://" + cl.HTTP, "delayed=" + proxy}
+	c.TraceAddrs = []string{"delayed=" + cl.GRPC}
+	c.Rounds, c.NumPrompts = 4, 12
+	var out bytes.Buffer
+	rep, err := Run(t.Context(), c, &out, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := rep.Points[0]
+	found := 0
+	for _, d := range p.Differences {
+		if d.Metric != "mean_ttft_ms" && d.Metric != "mean_e2el_ms" {
+			continue
+		}
+		found++
+		ms := float64(delay.Milliseconds())
+		if d.Verdict != "delayed higher" || float64(d.Diff) < ms/2 || float64(d.Diff) > 3*ms {
+			t.Errorf("%s: %+v; want delayed higher by about %v", d.Metric, d, delay)
+		}
+	}
+	if found != 2 {
+		t.Fatalf("differences %+v\n%s", p.Differences, out.String())
+	}
+	direct, delayed := p.Configs[0], p.Configs[1]
+	if direct.traced || direct.Cost.Traced != 0 || !delayed.traced || delayed.Cost.Traced != c.Rounds*c.NumPrompts {
+		t.Errorf("traced: direct %v (%d), delayed %v (%d of %d)", direct.traced, direct.Cost.Traced, delayed.traced, delayed.Cost.Traced, c.Rounds*c.NumPrompts)
+	}
+}
+
+// delayProxy serves target's API through a reverse proxy that holds
+// each request to /v1/completions for delay before passing it on.
+func delayProxy(t *testing.T, target string, delay time.Duration) string {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.FlushInterval = -1 // stream events as they come
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/completions" {
+			timer := time.NewTimer(delay)
+			select {
+			case <-timer.C:
+			case <-r.Context().Done():
+				timer.Stop()
+				return
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(ts.Close)
+	return ts.URL
+}
+
+// TestSchedule: each round runs the configurations on half the prompts
+// in order, then on the other half in reverse order; a single prompt is
+// not halved, and its rounds alternate the order.
+func TestSchedule(t *testing.T) {
+	str := func(bs []block) string {
+		var out []string
+		for _, b := range bs {
+			out = append(out, fmt.Sprintf("%c%d.%d/%d", 'A'+b.side, b.round, b.half, b.halves))
+		}
+		return strings.Join(out, " ")
+	}
+	for _, tt := range []struct {
+		sides, rounds, prompts int
+		want                   string
+	}{
+		{2, 2, 12, "A0.0/2 B0.0/2 B0.1/2 A0.1/2 A1.0/2 B1.0/2 B1.1/2 A1.1/2"},
+		{3, 1, 5, "A0.0/2 B0.0/2 C0.0/2 C0.1/2 B0.1/2 A0.1/2"},
+		{2, 3, 1, "A0.0/1 B0.0/1 B1.0/1 A1.0/1 A2.0/1 B2.0/1"},
+	} {
+		if got := str(schedule(tt.sides, tt.rounds, tt.prompts)); got != tt.want {
+			t.Errorf("schedule(%d, %d, %d) = %s, want %s", tt.sides, tt.rounds, tt.prompts, got, tt.want)
+		}
+	}
+	reqs := make([]dataset.Request, 5)
+	for i := range reqs {
+		reqs[i].PromptLen = i
+	}
+	if a, b := prompts(reqs, 0, 2), prompts(reqs, 1, 2); len(a) != 2 || len(b) != 3 || a[0].PromptLen != 0 || b[0].PromptLen != 2 {
+		t.Errorf("halves of 5: %v and %v", a, b)
 	}
 }
 
@@ -152,6 +276,15 @@ func TestBadInput(t *testing.T) {
 		{"zero rounds", func(c *Config) { c.TPs, c.Rounds = "2,4", -1 }, "--rounds"},
 		{"bad target", func(c *Config) { c.Targets = []string{"x=" + cl.GRPC, "nameless"} }, "--target"},
 		{"unreachable target", func(c *Config) { c.Targets = []string{"x=" + cl.GRPC, "y=127.0.0.1:1"} }, "--target y"},
+		{"unreachable URL target", func(c *Config) { c.Targets = []string{"x=" + cl.GRPC, "y=http://127.0.0.1:1"} }, "--target y"},
+		{"URL scheme", func(c *Config) { c.Targets = []string{"x=" + cl.GRPC, "y=ftp://" + cl.HTTP} }, "--target y"},
+		{"trace address of a gRPC target", func(c *Config) {
+			c.Targets, c.TraceAddrs = []string{"x=" + cl.GRPC, "y=" + cl.GRPC}, []string{"y=" + cl.GRPC}
+		}, "--trace-addr y"},
+		{"unreachable trace address", func(c *Config) {
+			c.Targets, c.TraceAddrs = []string{"x=" + cl.GRPC, "y=http://" + cl.HTTP}, []string{"y=127.0.0.1:1"}
+		}, "--trace-addr y"},
+		{"endpoint without a URL target", func(c *Config) { c.TPs, c.Endpoint = "2,4", "/v1/chat/completions" }, "--endpoint"},
 		{"config key", func(c *Config) { c.TPs, c.ConfigFiles = "2", []string{"testdata/bad-key.yaml"} }, "testdata/bad-key.yaml"},
 		{"missing config", func(c *Config) { c.TPs, c.ConfigFiles = "2", []string{"testdata/none.yaml"} }, "--config"},
 		{"zero rate", func(c *Config) { c.TPs, c.RequestRate = "2,4", "0" }, "--request-rate"},

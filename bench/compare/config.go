@@ -18,9 +18,18 @@ import (
 // Config is `tandem bench compare`'s flags.
 type Config struct {
 	serve.Workload
-	// Targets are running deployments, NAME=HOST:PORT (a coordinator's
-	// gRPC address).
+	// Targets are running deployments: NAME=HOST:PORT, a Tandem
+	// coordinator's gRPC address, or NAME=URL (http:// or https://), any
+	// OpenAI-compatible server's root, spoken to at Endpoint.
 	Targets []string
+	// Endpoint is the URL targets' API: /v1/completions (default) or
+	// /v1/chat/completions.
+	Endpoint string
+	// TraceAddrs, NAME=HOST:PORT, name the gRPC address of the Tandem
+	// coordinator behind a URL target, whose traces then join its
+	// requests (a gRPC target's traces come from its own address; a URL
+	// target without one gets no cost split).
+	TraceAddrs []string
 	// TPs and Modes (comma lists) make local clusters, one per pair:
 	// unified groups of TP n, or a prefill and a decode group of TP n.
 	TPs, Modes string
@@ -32,8 +41,16 @@ type Config struct {
 	Preset, ModelDir, Tokenizer string
 	// Link, when set, is passed to every local cluster as --link.
 	Link string
-	// Rounds is the number of rounds (default 1).
+	// Rounds is the number of rounds (default 1); timing differences
+	// need stats.MinRounds for an interval.
 	Rounds int
+	// WarmupsGiven says that Workload.NumWarmups was given (0 included);
+	// otherwise every load point gets AutoWarmups.
+	WarmupsGiven bool
+	// APIKey, when set, is sent with every call to every configuration
+	// (default: $TANDEM_API_KEY; for URL targets $OPENAI_API_KEY first);
+	// a cluster without keys ignores it.
+	APIKey string
 	// ResultDir/ResultFilename name the report JSON (default
 	// compare-MODEL-DATE.json in the working directory); Plot is the
 	// charts' directory.
@@ -51,10 +68,15 @@ type Config struct {
 // Configuration is one side of the comparison.
 type Configuration struct {
 	Name string `json:"name"`
-	// Addr is a running deployment's coordinator; UpArgs the `tandem up`
-	// flags of a local cluster.
+	// Addr is a running deployment's coordinator (gRPC), URL an
+	// OpenAI-compatible server's root; UpArgs the `tandem up` flags of a
+	// local cluster.
 	Addr   string   `json:"addr,omitempty"`
+	URL    string   `json:"url,omitempty"`
 	UpArgs []string `json:"up_args,omitempty"`
+	// TraceAddr is the gRPC address the traces of a URL target's
+	// requests are fetched from ("" for none).
+	TraceAddr string `json:"trace_addr,omitempty"`
 	// Groups are the local cluster's groups (role and TP), for checking
 	// the topology before anything starts.
 	Groups []Group `json:"-"`
@@ -96,13 +118,9 @@ func usage(format string, args ...any) error {
 // Configurations are the comparison's sides in the order given: targets,
 // then --tp × --modes, then --config files.
 func (c *Config) Configurations() ([]Configuration, error) {
-	var out []Configuration
-	for _, t := range c.Targets {
-		name, addr, ok := strings.Cut(t, "=")
-		if !ok || name == "" || addr == "" {
-			return nil, usage("--target %q: want NAME=HOST:PORT", t)
-		}
-		out = append(out, Configuration{Name: name, Addr: addr})
+	out, err := c.targets()
+	if err != nil {
+		return nil, err
 	}
 	model, spec := c.modelArgs()
 	if c.TPs != "" || c.Modes != "" {
@@ -139,7 +157,7 @@ func (c *Config) Configurations() ([]Configuration, error) {
 	}
 	if c.Link != "" {
 		for i := range out {
-			if out[i].Addr == "" && !slices.Contains(out[i].UpArgs, "--link") {
+			if out[i].UpArgs != nil && !slices.Contains(out[i].UpArgs, "--link") {
 				out[i].UpArgs = append(out[i].UpArgs, "--link", c.Link)
 			}
 		}
@@ -153,6 +171,40 @@ func (c *Config) Configurations() ([]Configuration, error) {
 			return nil, usage("configuration %q given twice: names must differ", cf.Name)
 		}
 		seen[cf.Name] = true
+	}
+	return out, nil
+}
+
+// targets are the --target configurations, with their --trace-addr.
+func (c *Config) targets() ([]Configuration, error) {
+	var out []Configuration
+	for _, t := range c.Targets {
+		name, addr, ok := strings.Cut(t, "=")
+		if !ok || name == "" || addr == "" {
+			return nil, usage("--target %q: want NAME=HOST:PORT (a Tandem coordinator's gRPC address) or NAME=http://HOST:PORT (an OpenAI-compatible server)", t)
+		}
+		cf := Configuration{Name: name, Addr: addr}
+		if strings.Contains(addr, "://") {
+			if !strings.HasPrefix(addr, "http://") && !strings.HasPrefix(addr, "https://") {
+				return nil, usage("--target %s: URL %q must start with http:// or https://", name, addr)
+			}
+			cf.Addr, cf.URL = "", addr
+		}
+		out = append(out, cf)
+	}
+	for _, t := range c.TraceAddrs {
+		name, addr, ok := strings.Cut(t, "=")
+		i := slices.IndexFunc(out, func(cf Configuration) bool { return cf.Name == name })
+		switch {
+		case !ok || name == "" || addr == "":
+			return nil, usage("--trace-addr %q: want NAME=HOST:PORT", t)
+		case i < 0 || out[i].URL == "":
+			return nil, usage("--trace-addr %s: no --target %s=URL (a gRPC target's traces come from its own address)", name, name)
+		}
+		out[i].TraceAddr = addr
+	}
+	if c.Endpoint != "" && !slices.ContainsFunc(out, func(cf Configuration) bool { return cf.URL != "" }) {
+		return nil, usage("--endpoint %s: applies to --target NAME=URL only", c.Endpoint)
 	}
 	return out, nil
 }

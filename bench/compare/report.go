@@ -2,6 +2,7 @@ package compare
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -32,11 +33,15 @@ type Report struct {
 
 // Point is one load point of the comparison.
 type Point struct {
-	Load           string         `json:"load"`
-	RequestRate    any            `json:"request_rate"`
-	MaxConcurrency int            `json:"max_concurrency,omitempty"`
-	Configs        []*ConfigPoint `json:"configurations"`
-	Differences    []Difference   `json:"differences"`
+	Load           string `json:"load"`
+	RequestRate    any    `json:"request_rate"`
+	MaxConcurrency int    `json:"max_concurrency,omitempty"`
+	// Warmups is the number of warm-up requests each configuration got
+	// at this point before its first block and after each start of its
+	// local cluster.
+	Warmups     int            `json:"num_warmups"`
+	Configs     []*ConfigPoint `json:"configurations"`
+	Differences []Difference   `json:"differences"`
 }
 
 // ConfigPoint is one configuration at one load point, rounds pooled.
@@ -48,8 +53,9 @@ type ConfigPoint struct {
 	// RoundThroughputs is each round's output tokens per second.
 	RoundThroughputs []float64 `json:"round_output_throughputs"`
 	// Cost is the mean per-token cost over the traced requests.
-	Cost CostSummary `json:"cost"`
-	res  *bench.Result
+	Cost   CostSummary `json:"cost"`
+	res    *bench.Result
+	traced bool // its requests were joined to server traces
 }
 
 // CostSummary is the mean of the requests' costs.
@@ -83,7 +89,12 @@ type Difference struct {
 	Lo       Num    `json:"ci_low"`
 	Hi       Num    `json:"ci_high"`
 	Level    Num    `json:"ci_level"`
-	Verdict  string `json:"verdict"`
+	// Method says how the interval was made: "rounds+bootstrap" (the
+	// union of the between-round t interval and the request bootstrap,
+	// stats.Paired), "bootstrap" (a count, from requests alone) or ""
+	// (none: too few rounds).
+	Method  string `json:"ci_method"`
+	Verdict string `json:"verdict"`
 }
 
 // Num is a figure that JSON writes as null when it is not a number
@@ -101,13 +112,16 @@ func (n Num) MarshalJSON() ([]byte, error) {
 // NotDistinguishable is the verdict of an interval holding zero.
 const NotDistinguishable = "not distinguishable"
 
-// metric is one compared quantity: per-request values of a sample, the
-// statistic over them; or, for run-level figures, one value per round.
+// metric is one compared quantity: per-request values of a sample (or,
+// for run-level figures, one value per round) and the statistic over
+// them. A count is a figure the machine's load does not change (bytes
+// per token, fixed by the model and TP degree), so requests alone give
+// its interval; every other figure is a timing.
 type metric struct {
 	key, title string
 	values     func(*Sample) []float64
 	stat       func([]float64) float64
-	runLevel   bool
+	count      bool
 }
 
 func p99(xs []float64) float64 { return stats.Percentile(xs, 99) }
@@ -142,7 +156,7 @@ var metrics = []metric{
 	{key: "mean_itl_ms", title: "mean ITL (ms)", values: resultMs(bench.ITL), stat: stats.Mean},
 	{key: "mean_e2el_ms", title: "mean E2E (ms)", values: resultMs(bench.E2EL), stat: stats.Mean},
 	{key: "p99_e2el_ms", title: "P99 E2E (ms)", values: resultMs(bench.E2EL), stat: p99},
-	{key: "output_throughput", title: "output tok/s", runLevel: true,
+	{key: "output_throughput", title: "output tok/s",
 		values: func(s *Sample) []float64 { return []float64{s.Result.OutputThroughput} }, stat: stats.Mean},
 	{key: "queue_ms_per_token", title: "queue ms/tok", values: costOf(func(c Cost) float64 { return c.Queue }), stat: stats.Mean},
 	{key: "compute_ms_per_token", title: "compute ms/tok", values: costOf(func(c Cost) float64 { return c.Compute }), stat: stats.Mean},
@@ -150,13 +164,9 @@ var metrics = []metric{
 	{key: "kv_transfer_ms_per_token", title: "KV transfer ms/tok", values: costOf(func(c Cost) float64 { return c.KVTransfer }), stat: stats.Mean},
 	{key: "sampling_ms_per_token", title: "sampling ms/tok", values: costOf(func(c Cost) float64 { return c.Sampling }), stat: stats.Mean},
 	{key: "other_ms_per_token", title: "other ms/tok", values: costOf(func(c Cost) float64 { return c.Other }), stat: stats.Mean},
-	{key: "allreduce_bytes_per_token", title: "allreduce B/tok", values: costOf(func(c Cost) float64 { return c.AllreduceBytes }), stat: stats.Mean},
-	{key: "kv_bytes_per_prompt_token", title: "KV B/prompt tok", values: costOf(func(c Cost) float64 { return c.KVBytes }), stat: stats.Mean},
+	{key: "allreduce_bytes_per_token", title: "allreduce B/tok", values: costOf(func(c Cost) float64 { return c.AllreduceBytes }), stat: stats.Mean, count: true},
+	{key: "kv_bytes_per_prompt_token", title: "KV B/prompt tok", values: costOf(func(c Cost) float64 { return c.KVBytes }), stat: stats.Mean, count: true},
 }
-
-// minRounds is the fewest rounds a run-level figure (one value a round)
-// needs for an interval.
-const minRounds = 2
 
 // rounds gathers a metric's values by round.
 func (m metric) rounds(samples []*Sample) stats.Rounds {
@@ -176,12 +186,15 @@ func NewReport(c Config, plan *serve.Plan, sides []*Side) *Report {
 		rep.Configurations = append(rep.Configurations, s.Configuration)
 	}
 	for i, pt := range plan.Points {
-		p := &Point{Load: pt.String(), RequestRate: rateJSON(pt.RequestRate), MaxConcurrency: pt.MaxConcurrency}
+		p := &Point{Load: pt.String(), RequestRate: rateJSON(pt.RequestRate), MaxConcurrency: pt.MaxConcurrency, Warmups: AutoWarmups(pt)}
+		if c.WarmupsGiven {
+			p.Warmups = c.NumWarmups
+		}
 		for _, s := range sides {
-			p.Configs = append(p.Configs, configPoint(s, i, plan.Settings))
+			p.Configs = append(p.Configs, configPoint(s, i))
 		}
 		for _, s := range sides[1:] {
-			p.Differences = append(p.Differences, differences(sides[0], s, i)...)
+			p.Differences = append(p.Differences, differences(sides[0], s, i, c.Rounds)...)
 		}
 		rep.Points = append(rep.Points, p)
 	}
@@ -196,7 +209,7 @@ func rateJSON(r float64) any {
 }
 
 // configPoint pools one side's rounds at point i.
-func configPoint(s *Side, i int, settings bench.Settings) *ConfigPoint {
+func configPoint(s *Side, i int) *ConfigPoint {
 	var runs []*bench.Run
 	cp := &ConfigPoint{Name: s.Name}
 	var all []Cost
@@ -206,9 +219,9 @@ func configPoint(s *Side, i int, settings bench.Settings) *ConfigPoint {
 		all = append(all, smp.Costs...)
 		cp.Cost.Missing += smp.Missing
 	}
-	settings.Label = s.Name
-	cp.res = bench.Summarize(bench.Merge(runs...), settings)
+	cp.res = bench.Summarize(bench.Merge(runs...), s.settings)
 	cp.Cost = summarizeCosts(all, cp.Cost.Missing)
+	cp.traced = s.Traced()
 	return cp
 }
 
@@ -241,8 +254,10 @@ func summarizeCosts(cs []Cost, missing int) CostSummary {
 
 // differences computes b − a for every metric both have at point i,
 // with intervals whose confidence, Bonferroni-shared over the metrics
-// compared, is 95% for the family.
-func differences(a, b *Side, i int) []Difference {
+// compared, is 95% for the family. A timing's interval is stats.Paired's
+// and needs stats.MinRounds rounds; a count's is the request bootstrap's
+// with fewer.
+func differences(a, b *Side, i, rounds int) []Difference {
 	type pair struct {
 		m      metric
 		ra, rb stats.Rounds
@@ -259,40 +274,31 @@ func differences(a, b *Side, i int) []Difference {
 	var out []Difference
 	for k, p := range ps {
 		d := Difference{Config: b.Name, Baseline: a.Name, Metric: p.m.key, Level: Num(level),
-			Base: Num(p.m.stat(p.ra.Pool())), Value: Num(p.m.stat(p.rb.Pool()))}
+			Base: Num(p.m.stat(p.ra.Pool())), Value: Num(p.m.stat(p.rb.Pool())), Lo: Num(math.NaN()), Hi: Num(math.NaN())}
 		d.Diff = d.Value - d.Base
-		var (
-			iv  stats.Interval
-			err error
-		)
+		boot := stats.Bootstrap{Level: level, Seed: uint64(k + 1)}
+		iv, err := boot.Paired(p.ra, p.rb, p.m.stat)
+		d.Method = "rounds+bootstrap"
+		if errors.Is(err, stats.ErrFewRounds) && p.m.count {
+			iv, err = boot.Diff(p.ra, p.rb, p.m.stat)
+			d.Method = "bootstrap"
+		}
 		switch {
-		case p.m.runLevel && (len(p.ra) < minRounds || len(p.ra) != len(p.rb)):
-			d.Lo, d.Hi = Num(math.NaN()), Num(math.NaN())
-			d.Verdict = fmt.Sprintf("%s (needs --rounds >= %d)", NotDistinguishable, minRounds)
-		case p.m.runLevel:
-			// One value a round: a t interval of the rounds' paired
-			// differences (a bootstrap over a few values is overconfident).
-			diffs := make([]float64, len(p.ra))
-			for r := range diffs {
-				diffs[r] = p.m.stat(p.rb[r]) - p.m.stat(p.ra[r])
-			}
-			iv, err = stats.TInterval(diffs, level)
-		default:
-			iv, err = stats.Bootstrap{Level: level, Seed: uint64(k + 1)}.Diff(p.ra, p.rb, p.m.stat)
-		}
-		if err != nil {
+		case errors.Is(err, stats.ErrFewRounds) && rounds < stats.MinRounds:
+			d.Method, d.Verdict = "", fmt.Sprintf("%s (needs --rounds >= %d)", NotDistinguishable, stats.MinRounds)
+		case errors.Is(err, stats.ErrFewRounds):
+			d.Method, d.Verdict = "", fmt.Sprintf("%s (values in fewer than %d rounds on both sides)", NotDistinguishable, stats.MinRounds)
+		case err != nil:
 			continue
+		case !iv.Distinguishable():
+			d.Verdict = NotDistinguishable
+		case iv.Lo > 0:
+			d.Verdict = b.Name + " higher"
+		default:
+			d.Verdict = b.Name + " lower"
 		}
-		if d.Verdict == "" {
+		if d.Method != "" {
 			d.Lo, d.Hi = Num(iv.Lo), Num(iv.Hi)
-			switch {
-			case !iv.Distinguishable():
-				d.Verdict = NotDistinguishable
-			case iv.Lo > 0:
-				d.Verdict = b.Name + " higher"
-			default:
-				d.Verdict = b.Name + " lower"
-			}
 		}
 		out = append(out, d)
 	}
@@ -324,6 +330,9 @@ func (r *Report) WriteTable(w io.Writer) {
 			}
 		}
 		rows = append(rows, row("traced requests", p.Configs, func(c *ConfigPoint) string {
+			if !c.traced {
+				return "-"
+			}
 			return fmt.Sprintf("%d/%d", c.Cost.Traced, c.res.Completed)
 		}))
 		for _, rw := range rows {
@@ -333,7 +342,7 @@ func (r *Report) WriteTable(w io.Writer) {
 		if len(p.Differences) == 0 {
 			continue
 		}
-		fmt.Fprintf(w, "differences from %s (intervals: 95%% for all the differences of a pair together, Bonferroni; bootstrap over rounds and requests, t over rounds for output tok/s):\n", p.Differences[0].Baseline)
+		fmt.Fprintf(w, "differences from %s (intervals: 95%% for all the differences of a pair together, Bonferroni; each the union of a t interval over the rounds' paired differences and a bootstrap over rounds and requests, bytes from requests alone):\n", p.Differences[0].Baseline)
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		for _, d := range p.Differences {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t[%s, %s]\t%s\n", d.Config, title(d.Metric), signed(d.Diff), signed(d.Lo), signed(d.Hi), d.Verdict)

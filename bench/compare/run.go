@@ -8,15 +8,20 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+
+	"github.com/tandemllm/tandem/apikey"
 	"github.com/tandemllm/tandem/bench"
 	"github.com/tandemllm/tandem/bench/dataset"
 	"github.com/tandemllm/tandem/bench/local"
 	"github.com/tandemllm/tandem/bench/serve"
+	"github.com/tandemllm/tandem/bench/target/openai"
 	"github.com/tandemllm/tandem/bench/target/tandem"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
-// Sample is one configuration's run of one load point in one round.
+// Sample is one configuration's run of one load point in one round (its
+// blocks' runs merged).
 type Sample struct {
 	Run    *bench.Run
 	Result *bench.Result
@@ -31,14 +36,40 @@ type Side struct {
 	Configuration
 	// Model is the model's shape and tokenizer, for analytic values.
 	Model *serve.Model
-	// Samples[point][round].
+	// Samples[point][round], a round's blocks merged.
 	Samples [][]*Sample
+
+	settings bench.Settings
+	// target and traces serve a running deployment for the whole
+	// comparison (a local cluster's are made at each start); traces is
+	// nil where no trace source is known.
+	target bench.Target
+	traces tandemv1.TracesClient
+	warm   bool // the side's target has had its warm-ups
+}
+
+// Traced says whether the side's requests are joined to server traces.
+func (s *Side) Traced() bool { return s.URL == "" || s.TraceAddr != "" }
+
+// local says whether the configuration is a cluster compare starts.
+func (cf *Configuration) local() bool { return cf.Addr == "" && cf.URL == "" }
+
+// AutoWarmups is the number of warm-up requests a load point gets when
+// --num-warmups is not given: twice its concurrency limit, or 8 without
+// one, so that every slot has served a request (connections made, pages
+// touched, buffers sized) before the measured run.
+func AutoWarmups(pt bench.Load) int {
+	if pt.MaxConcurrency > 0 {
+		return 2 * pt.MaxConcurrency
+	}
+	return 8
 }
 
 // Run is `tandem bench compare`: it checks every flag, every
 // configuration (targets reached, local topologies split the model) and
-// builds the workload before any load, then runs the rounds, starting
-// and stopping each local cluster in its turn, and reports.
+// builds the workload before any load, then runs the blocks of every
+// round in schedule's order, starting and stopping each local cluster in
+// its turn, and reports.
 func Run(ctx context.Context, c Config, stdout, stderr io.Writer) (*Report, error) {
 	plan, err := c.Plan()
 	if err != nil {
@@ -54,34 +85,32 @@ func Run(ctx context.Context, c Config, stdout, stderr io.Writer) (*Report, erro
 	if err != nil {
 		return nil, err
 	}
-	sides, closeTargets, err := c.prepare(ctx, cfgs)
+	sides, closeTargets, err := c.prepare(ctx, cfgs, plan.Settings)
 	defer closeTargets()
 	if err != nil {
 		return nil, err
 	}
-	reqs, err := plan.Requests(sides[0].Model.Tokenizer)
-	if err != nil {
+	r := &runner{c: &c, plan: plan, id: serve.RunID()}
+	if err := r.workloads(sides[0].Model.Tokenizer); err != nil {
 		return nil, err
 	}
-	plan.Settings.Backend, plan.Settings.TokenizerID = "tandem", sides[0].Model.ID
-	var progress io.Writer
-	if !c.DisableProgress {
-		progress = stderr
+	for _, s := range sides {
+		s.settings.TokenizerID = sides[0].Model.ID
 	}
-	id := serve.RunID()
-	for round := range c.Rounds {
-		// Each round starts one configuration later, so no configuration
-		// always runs first (or last) in a round.
-		for k := range sides {
-			s := sides[(round+k)%len(sides)]
-			if progress != nil {
-				fmt.Fprintf(progress, "round %d/%d: %s\n", round+1, c.Rounds, s.Name)
-			}
-			if err := c.runSide(ctx, s, plan, reqs, fmt.Sprintf("%s-%s-r%d", id, s.Name, round), progress); err != nil {
-				return nil, fmt.Errorf("%s, round %d: %w", s.Name, round+1, err)
-			}
+	if !c.DisableProgress {
+		r.progress = stderr
+	}
+	defer r.stopCluster()
+	for _, b := range schedule(len(sides), c.Rounds, len(r.rounds[0])) {
+		s := sides[b.side]
+		if r.progress != nil {
+			fmt.Fprintf(r.progress, "round %d/%d, half %d/%d: %s\n", b.round+1, c.Rounds, b.half+1, b.halves, s.Name)
+		}
+		if err := r.runBlock(ctx, s, b); err != nil {
+			return nil, fmt.Errorf("%s, round %d: %w", s.Name, b.round+1, err)
 		}
 	}
+	r.stopCluster()
 	rep := NewReport(c, plan, sides)
 	rep.WriteTable(stdout)
 	if err := c.save(rep, stderr); err != nil {
@@ -90,32 +119,183 @@ func Run(ctx context.Context, c Config, stdout, stderr io.Writer) (*Report, erro
 	return rep, nil
 }
 
-// prepare resolves each configuration's model and reaches every target;
-// the returned function closes the targets.
-func (c *Config) prepare(ctx context.Context, cfgs []Configuration) ([]*Side, func(), error) {
-	var targets []*tandem.Target
+// block is one configuration's turn: one of the halves of the
+// workload's prompts (or all of them, with halves 1) in one round.
+type block struct {
+	side, round, half, halves int
+}
+
+// schedule orders the blocks: each round runs every configuration on
+// the first half of the prompts in the order given, then on the second
+// half in the reverse order (A B B A for two), so that drift that is
+// linear over a round costs every configuration the same, and no
+// configuration is always first or last. A single prompt is not halved;
+// its rounds alternate forward and reverse order instead.
+func schedule(sides, rounds, prompts int) []block {
+	halves := 2
+	if prompts < 2 {
+		halves = 1
+	}
+	var out []block
+	for leg := range rounds * halves {
+		for k := range sides {
+			side := k
+			if leg%2 == 1 {
+				side = sides - 1 - k
+			}
+			out = append(out, block{side: side, round: leg / halves, half: leg % halves, halves: halves})
+		}
+	}
+	return out
+}
+
+// prompts are the requests of half h of n halves.
+func prompts(reqs []dataset.Request, h, n int) []dataset.Request {
+	return reqs[h*len(reqs)/n : (h+1)*len(reqs)/n]
+}
+
+// runner runs a comparison's blocks, holding the local cluster that
+// runs now (kept for the next block when that is the same
+// configuration's).
+type runner struct {
+	c    *Config
+	plan *serve.Plan
+	// rounds[r] are round r's prompts, which every configuration gets;
+	// warmup the warm-up prompts.
+	rounds   [][]dataset.Request
+	warmup   []dataset.Request
+	id       string
+	progress io.Writer
+	cluster  *local.Cluster
+	owner    *Side // whose cluster runs
+	conn     *tandem.Target
+}
+
+func (r *runner) stopCluster() {
+	if r.conn != nil {
+		r.conn.Close()
+	}
+	if r.cluster != nil {
+		r.cluster.Stop()
+	}
+	r.cluster, r.owner, r.conn = nil, nil, nil
+}
+
+// ready makes s's target ready to send, starting its local cluster
+// unless it runs already, and says whether it needs warm-ups.
+func (r *runner) ready(ctx context.Context, s *Side) (warmup bool, err error) {
+	if !s.local() {
+		r.stopCluster()
+		return !s.warm, nil
+	}
+	if r.owner == s {
+		return false, nil
+	}
+	r.stopCluster()
+	var logs io.Writer
+	if r.c.Verbose {
+		logs = r.progress
+	}
+	cl, err := local.Start(ctx, local.Options{Executable: r.c.Executable, Args: s.UpArgs, Log: logs})
+	if err != nil {
+		return false, err
+	}
+	r.cluster, r.owner = cl, s
+	if r.conn, err = tandem.New(cl.GRPC, "", r.c.dialOptions()...); err != nil {
+		return false, err
+	}
+	served, err := r.conn.Model(ctx)
+	if err != nil {
+		return false, err
+	}
+	s.target, s.traces, s.settings.ModelID = r.conn, tandemv1.NewTracesClient(r.conn.Conn()), served
+	return true, nil
+}
+
+// runBlock runs every load point of one block on s, with warm-ups first
+// when its cluster is fresh, and files the runs under their round.
+func (r *runner) runBlock(ctx context.Context, s *Side, b block) error {
+	warmup, err := r.ready(ctx, s)
+	if err != nil {
+		return err
+	}
+	s.warm = true
+	if len(s.Samples) == 0 {
+		s.Samples = make([][]*Sample, len(r.plan.Points))
+	}
+	reqs := prompts(r.rounds[b.round], b.half, b.halves)
+	for i, pt := range r.plan.Points {
+		o := r.plan.Options(reqs, pt, fmt.Sprintf("%s-%s-r%dh%d-p%d-", r.id, s.Name, b.round, b.half, i), r.progress)
+		o.Warmups, o.Warmup = 0, r.warmup
+		if warmup {
+			o.Warmups = r.warmups(pt)
+		}
+		run, err := bench.Execute(ctx, s.target, o)
+		if err != nil {
+			return err
+		}
+		smp := &Sample{Run: run}
+		if s.traces != nil {
+			smp.Costs, smp.Missing = costs(ctx, s.traces, run, s.Model)
+		}
+		if len(s.Samples[i]) <= b.round {
+			s.Samples[i] = append(s.Samples[i], smp)
+		} else {
+			prev := s.Samples[i][b.round]
+			prev.Run = bench.Merge(prev.Run, run)
+			prev.Costs, prev.Missing = append(prev.Costs, smp.Costs...), prev.Missing+smp.Missing
+			smp = prev
+		}
+		smp.Result = bench.Summarize(smp.Run, s.settings)
+	}
+	return nil
+}
+
+// workloads builds every round's prompts before any load: round r's
+// from seed --seed + r, so that a deployment's prefix cache does not
+// serve a later round what an earlier one sent (both sides of a round
+// get the same prompts); the warm-ups' from the seed of the round after
+// the last, so that they warm no measured prompt's prefix.
+func (r *runner) workloads(tok dataset.Tokenizer) error {
+	for round := range r.c.Rounds + 1 {
+		p := *r.plan
+		p.Seed += uint64(round)
+		reqs, err := p.Requests(tok)
+		if err != nil {
+			return err
+		}
+		if round == r.c.Rounds {
+			r.warmup = reqs
+		} else {
+			r.rounds = append(r.rounds, reqs)
+		}
+	}
+	return nil
+}
+
+// warmups is the number of warm-up requests at load point pt.
+func (r *runner) warmups(pt bench.Load) int {
+	if r.c.WarmupsGiven {
+		return r.c.NumWarmups
+	}
+	return AutoWarmups(pt)
+}
+
+// prepare resolves each configuration's model and reaches every target
+// (and trace source); the returned function closes them.
+func (c *Config) prepare(ctx context.Context, cfgs []Configuration, settings bench.Settings) ([]*Side, func(), error) {
+	var closers []func()
 	closeAll := func() {
-		for _, t := range targets {
-			t.Close()
+		for _, f := range closers {
+			f()
 		}
 	}
 	var sides []*Side
 	for _, cf := range cfgs {
 		s := &Side{Configuration: cf}
-		if cf.Addr != "" {
-			t, err := tandem.New(cf.Addr, "")
-			if err != nil {
-				return nil, closeAll, usage("--target %s: %v", cf.Name, err)
-			}
-			targets = append(targets, t)
-			served, err := t.Model(ctx)
-			if err != nil {
-				return nil, closeAll, fmt.Errorf("--target %s: target unreachable: %w", cf.Name, err)
-			}
-			if s.Model, err = serve.ResolveModel(c.Tokenizer, served); err != nil {
-				return nil, closeAll, err
-			}
-		} else {
+		s.settings = settings
+		s.settings.Backend, s.settings.Label = "tandem", cf.Name
+		if cf.local() {
 			m, err := serve.ResolveModel(cf.Model, "")
 			if err != nil {
 				return nil, closeAll, fmt.Errorf("configuration %s: %w", cf.Name, err)
@@ -124,65 +304,109 @@ func (c *Config) prepare(ctx context.Context, cfgs []Configuration) ([]*Side, fu
 			if err := checkTopology([]Configuration{cf}, m.Config); err != nil {
 				return nil, closeAll, err
 			}
+			sides = append(sides, s)
+			continue
 		}
-		sides = append(sides, s)
-	}
-	if c.Executable == "" {
-		exe, err := os.Executable()
+		closeTarget, err := c.connect(ctx, s)
+		closers = append(closers, closeTarget)
 		if err != nil {
 			return nil, closeAll, err
 		}
-		c.Executable = exe
+		sides = append(sides, s)
 	}
-	for _, s := range sides {
-		if s.Addr == "" {
-			if _, err := os.Stat(c.Executable); err != nil {
-				return nil, closeAll, fmt.Errorf("the tandem binary for local clusters: %w", err)
-			}
-			break
-		}
+	if err := c.checkExecutable(sides); err != nil {
+		return nil, closeAll, err
 	}
 	return sides, closeAll, nil
 }
 
-// runSide runs every load point on one configuration for one round,
-// starting its local cluster first and stopping it on every way out.
-func (c *Config) runSide(ctx context.Context, s *Side, plan *serve.Plan, reqs []dataset.Request, prefix string, progress io.Writer) error {
-	addr := s.Addr
-	if addr == "" {
-		var logs io.Writer
-		if c.Verbose {
-			logs = progress
+// connect reaches a running deployment's target and trace source,
+// before any load, and resolves its model; the returned function closes
+// what it opened.
+func (c *Config) connect(ctx context.Context, s *Side) (func(), error) {
+	var closers []func()
+	closeAll := func() {
+		for _, f := range closers {
+			f()
 		}
-		cl, err := local.Start(ctx, local.Options{Executable: c.Executable, Args: s.UpArgs, Log: logs})
+	}
+	if s.URL != "" {
+		t, err := openai.New(openai.Options{BaseURL: s.URL, Endpoint: c.Endpoint, APIKey: c.apiKey("OPENAI_API_KEY", "TANDEM_API_KEY")})
+		if err != nil {
+			return closeAll, usage("--target %s: %v", s.Name, err)
+		}
+		closers = append(closers, func() { t.Close() })
+		s.target, s.settings.Backend = t, "openai"
+		if c.Endpoint == openai.ChatCompletions {
+			s.settings.Backend = "openai-chat"
+		}
+	} else {
+		t, err := tandem.New(s.Addr, "", c.dialOptions()...)
+		if err != nil {
+			return closeAll, usage("--target %s: %v", s.Name, err)
+		}
+		closers = append(closers, func() { t.Close() })
+		s.target, s.traces = t, tandemv1.NewTracesClient(t.Conn())
+	}
+	served, err := s.target.Model(ctx)
+	if err != nil {
+		return closeAll, fmt.Errorf("--target %s: target unreachable: %w", s.Name, err)
+	}
+	if s.TraceAddr != "" {
+		t, err := tandem.New(s.TraceAddr, "", c.dialOptions()...)
+		if err != nil {
+			return closeAll, usage("--trace-addr %s: %v", s.Name, err)
+		}
+		closers = append(closers, func() { t.Close() })
+		if _, err := t.Model(ctx); err != nil {
+			return closeAll, fmt.Errorf("--trace-addr %s: unreachable: %w", s.Name, err)
+		}
+		s.traces = tandemv1.NewTracesClient(t.Conn())
+	}
+	s.settings.ModelID = served
+	s.Model, err = serve.ResolveModel(c.Tokenizer, served)
+	return closeAll, err
+}
+
+// apiKey is the key to send: APIKey, else the first of the environment
+// variables set.
+func (c *Config) apiKey(env ...string) string {
+	if c.APIKey != "" {
+		return c.APIKey
+	}
+	for _, e := range env {
+		if k := os.Getenv(e); k != "" {
+			return k
+		}
+	}
+	return ""
+}
+
+// dialOptions send the API key, if any, with every gRPC call.
+func (c *Config) dialOptions() []grpc.DialOption {
+	if key := c.apiKey("TANDEM_API_KEY"); key != "" {
+		return []grpc.DialOption{grpc.WithPerRPCCredentials(apikey.PerRPC(key))}
+	}
+	return nil
+}
+
+// checkExecutable finds the tandem binary local clusters run, when
+// there are any.
+func (c *Config) checkExecutable(sides []*Side) error {
+	if c.Executable == "" {
+		exe, err := os.Executable()
 		if err != nil {
 			return err
 		}
-		defer cl.Stop()
-		addr = cl.GRPC
+		c.Executable = exe
 	}
-	t, err := tandem.New(addr, "")
-	if err != nil {
-		return err
-	}
-	defer t.Close()
-	served, err := t.Model(ctx)
-	if err != nil {
-		return err
-	}
-	settings := plan.Settings
-	settings.ModelID, settings.Label = served, s.Name
-	if len(s.Samples) == 0 {
-		s.Samples = make([][]*Sample, len(plan.Points))
-	}
-	for i, pt := range plan.Points {
-		run, err := bench.Execute(ctx, t, plan.Options(reqs, pt, fmt.Sprintf("%s-p%d-", prefix, i), progress))
-		if err != nil {
-			return err
+	for _, s := range sides {
+		if s.local() {
+			if _, err := os.Stat(c.Executable); err != nil {
+				return fmt.Errorf("the tandem binary for local clusters: %w", err)
+			}
+			break
 		}
-		smp := &Sample{Run: run, Result: bench.Summarize(run, settings)}
-		smp.Costs, smp.Missing = costs(ctx, tandemv1.NewTracesClient(t.Conn()), run, s.Model)
-		s.Samples[i] = append(s.Samples[i], smp)
 	}
 	return nil
 }

@@ -12,9 +12,13 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/tandemllm/tandem/bench"
 	"github.com/tandemllm/tandem/bench/local"
 	"github.com/tandemllm/tandem/bench/local/localtest"
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
 // startCluster runs `tandem up` (unified TP-2 on tiny) as a user would
@@ -88,12 +92,51 @@ func TestAgainstCluster(t *testing.T) {
 			}
 		}
 	})
+	t.Run("over HTTP, samples join traces", func(t *testing.T) {
+		testHTTPTraces(t, c)
+	})
 	t.Run("saved result against numpy", func(t *testing.T) {
 		testNumpy(t, c)
 	})
 	t.Run("bad input sends nothing", func(t *testing.T) {
 		testBadInput(t, c)
 	})
+}
+
+// testHTTPTraces runs the bench against the cluster's OpenAI API: the
+// coordinator files each request under the X-Request-Id the bench sends,
+// so every sample's request_id finds its trace.
+func testHTTPTraces(t *testing.T, c *local.Cluster) {
+	cfg := baseConfig("")
+	cfg.BaseURL, cfg.NumPrompts, cfg.MaxConcurrency = "http://"+c.HTTP, 4, "2"
+	rs, err := Run(t.Context(), cfg, &bytes.Buffer{}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(c.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	traces := tandemv1.NewTracesClient(conn)
+	r := rs[0]
+	if r.Completed != cfg.NumPrompts || r.Backend != "openai" {
+		t.Fatalf("%d of %d completed, backend %s", r.Completed, cfg.NumPrompts, r.Backend)
+	}
+	for i, id := range r.RequestIDs {
+		if !strings.HasPrefix(id, "bench-") {
+			t.Errorf("request %d: request_id %q, not the bench's", i, id)
+			continue
+		}
+		tr, err := traces.GetTrace(t.Context(), &tandemv1.GetTraceRequest{RequestId: id})
+		if err != nil {
+			t.Errorf("request %d: trace of %s: %v", i, id, err)
+			continue
+		}
+		if got := len(tr.GetTrace().GetTokens()); got != cfg.RandomOutputLen {
+			t.Errorf("request %d: trace of %s has %d tokens, want %d", i, id, got, cfg.RandomOutputLen)
+		}
+	}
 }
 
 // testNumpy saves a result with a goodput SLO that part of the requests

@@ -3,6 +3,7 @@ package serve
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -11,10 +12,15 @@ import (
 	"path/filepath"
 	"strings"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/tandemllm/tandem/apikey"
 	"github.com/tandemllm/tandem/bench"
 	"github.com/tandemllm/tandem/bench/dataset"
 	"github.com/tandemllm/tandem/bench/target/openai"
 	"github.com/tandemllm/tandem/bench/target/tandem"
+	"github.com/tandemllm/tandem/pki"
 )
 
 // Config is `tandem bench`'s flags.
@@ -24,6 +30,14 @@ type Config struct {
 	// OpenAI-compatible server's root URL, with Endpoint the API it
 	// speaks. Exactly one of Addr and BaseURL is set.
 	Addr, BaseURL, Endpoint string
+	// APIKey is sent as a bearer token (default: $OPENAI_API_KEY, as
+	// vLLM's bench reads it; for Addr $TANDEM_API_KEY first). TLS
+	// connects to Addr with TLS; CACert is the CA a TLS server's
+	// certificate must chain to (default: the system's roots), for Addr
+	// and for an https BaseURL.
+	APIKey string
+	TLS    bool
+	CACert string
 	// Model names the served model in requests (default: the first the
 	// server lists); Tokenizer where its tokenizer is (see ResolveModel).
 	Model, Tokenizer string
@@ -53,13 +67,24 @@ func (c *Config) Connect(ctx context.Context) (bench.Target, string, func(), err
 		if c.Endpoint != "" && c.Endpoint != openai.Completions {
 			return nil, "", nil, usage("--endpoint %s: applies to --base-url only", c.Endpoint)
 		}
-		g, err := tandem.New(c.Addr, c.Model)
+		dial, err := c.dialOptions()
+		if err != nil {
+			return nil, "", nil, err
+		}
+		g, err := tandem.New(c.Addr, c.Model, dial...)
 		if err != nil {
 			return nil, "", nil, err
 		}
 		t, close = g, func() { g.Close() }
 	case c.BaseURL != "":
-		h, err := openai.New(openai.Options{BaseURL: c.BaseURL, Endpoint: c.Endpoint, Model: c.Model, APIKey: os.Getenv("OPENAI_API_KEY")})
+		var tlsConfig *tls.Config
+		if c.CACert != "" {
+			var err error
+			if tlsConfig, err = pki.ClientRoots(c.CACert, ""); err != nil {
+				return nil, "", nil, usage("--ca-cert: %v", err)
+			}
+		}
+		h, err := openai.New(openai.Options{BaseURL: c.BaseURL, Endpoint: c.Endpoint, Model: c.Model, APIKey: c.apiKey("OPENAI_API_KEY"), TLS: tlsConfig})
 		if err != nil {
 			return nil, "", nil, usage("%v", err)
 		}
@@ -73,6 +98,37 @@ func (c *Config) Connect(ctx context.Context) (bench.Target, string, func(), err
 		return nil, "", nil, fmt.Errorf("target unreachable: %w", err)
 	}
 	return t, served, close, nil
+}
+
+// apiKey is the key to send: APIKey, else the first of the environment
+// variables set.
+func (c *Config) apiKey(env ...string) string {
+	if c.APIKey != "" {
+		return c.APIKey
+	}
+	for _, e := range env {
+		if k := os.Getenv(e); k != "" {
+			return k
+		}
+	}
+	return ""
+}
+
+// dialOptions are how the bench reaches a coordinator: TLS when asked,
+// and the API key on every call.
+func (c *Config) dialOptions() ([]grpc.DialOption, error) {
+	var opts []grpc.DialOption
+	if c.TLS || c.CACert != "" {
+		cfg, err := pki.ClientRoots(c.CACert, "") // the server name is the host of Addr
+		if err != nil {
+			return nil, usage("--ca-cert: %v", err)
+		}
+		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	}
+	if key := c.apiKey("TANDEM_API_KEY", "OPENAI_API_KEY"); key != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(apikey.PerRPC(key)))
+	}
+	return opts, nil
 }
 
 // Backend is the backend name results carry.

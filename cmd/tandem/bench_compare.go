@@ -11,31 +11,43 @@ func newBenchCompareCmd() *cobra.Command {
 	c := compare.Config{Workload: serve.DefaultWorkload()}
 	c.NumPrompts = 100
 	cmd := &cobra.Command{
-		Use:   "compare (--target NAME=HOST:PORT ... | --tp 2,8 [--modes unified,disaggregated] | --config FILE.yaml ...) [flags]",
+		Use:   "compare (--target NAME=HOST:PORT|NAME=URL ... | --tp 2,8 [--modes unified,disaggregated] | --config FILE.yaml ...) [flags]",
 		Short: "Run one workload on two or more configurations and compare them, with the per-token cost split",
 		Long: `Run the same workload (the flags of tandem bench) on two or more
-configurations: running deployments (--target NAME=HOST:PORT, a coordinator's
-gRPC address, repeated) or local clusters this command starts and stops as
-tandem up child processes (--tp 2,8 with --modes unified,disaggregated, or
---config FILE.yaml, repeated, with tandem up's flag names as keys). Rounds
-(--rounds N) interleave the configurations so that drift hits all of them.
+configurations: running deployments (--target NAME=HOST:PORT, a Tandem
+coordinator's gRPC address, or --target NAME=http://HOST:PORT, any
+OpenAI-compatible server; repeated) or local clusters this command starts
+and stops as tandem up child processes (--tp 2,8 with --modes
+unified,disaggregated, or --config FILE.yaml, repeated, with tandem up's
+flag names as keys). Each of the --rounds runs every configuration on half
+the prompts in order, then on the other half in reverse order (A B B A), so
+that drift hits all of them alike; each configuration gets --num-warmups
+requests (default: twice the concurrency) before its first block and after
+each start of its cluster.
 
 For each configuration and load point it reports the bench summary and, from
 every request's server trace, the cost of an output token split into queue,
 compute, allreduce, KV transfer, sampling and other, with the allreduce and
-KV bytes per token next to their analytic values. Every difference from the
-first configuration has a bootstrap confidence interval over rounds and
-requests; one that holds zero reads "not distinguishable".`,
+KV bytes per token next to their analytic values (a URL target's requests
+join the traces of the Tandem coordinator named by --trace-addr NAME=HOST:PORT).
+Every difference from the first configuration has a 95% confidence interval
+that counts both the requests' spread and the rounds' (a t interval over the
+rounds' paired differences); one that holds zero reads "not
+distinguishable". Timing differences need --rounds 3 or more; use 6 or more
+on a shared machine.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := goodputArgs(cmd.Flags(), &c.Goodput, args); err != nil {
 				return err
 			}
+			c.WarmupsGiven = cmd.Flags().Changed("num-warmups")
 			_, err := compare.Run(cmd.Context(), c, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			return err
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringArrayVar(&c.Targets, "target", nil, "a running deployment, NAME=HOST:PORT (its coordinator's gRPC address); repeat for each")
+	fl.StringArrayVar(&c.Targets, "target", nil, "a running deployment: NAME=HOST:PORT (a Tandem coordinator's gRPC address) or NAME=http://HOST:PORT (an OpenAI-compatible server); repeat for each")
+	fl.StringArrayVar(&c.TraceAddrs, "trace-addr", nil, "NAME=HOST:PORT: the gRPC address of the Tandem coordinator behind the URL target NAME, for its cost split; repeat for each")
+	fl.StringVar(&c.Endpoint, "endpoint", "", "URL targets: /v1/completions (default) or /v1/chat/completions")
 	fl.StringVar(&c.TPs, "tp", "", "local clusters: a comma list of TP degrees")
 	fl.StringVar(&c.Modes, "modes", "", "local clusters: unified and/or disaggregated (default unified)")
 	fl.StringArrayVar(&c.ConfigFiles, "config", nil, "a local cluster described in YAML (tandem up's flag names as keys); repeat for each")
@@ -43,8 +55,10 @@ requests; one that holds zero reads "not distinguishable".`,
 	fl.StringVar(&c.ModelDir, "model", "", "the local clusters' model directory (instead of --preset)")
 	fl.StringVar(&c.Tokenizer, "tokenizer", "", "the targets' tokenizer, when they do not serve a preset")
 	fl.StringVar(&c.Link, "link", "", "local clusters: a link profile each worker's traffic crosses (tandem up --link)")
-	fl.IntVar(&c.Rounds, "rounds", 1, "rounds, the configurations interleaved in each")
+	fl.IntVar(&c.Rounds, "rounds", 1, "rounds, the configurations interleaved A B B A in each (timing differences need 3 or more)")
+	fl.StringVar(&c.APIKey, "api-key", "", "API key sent to every configuration (default: $TANDEM_API_KEY; for URL targets $OPENAI_API_KEY first)")
 	workloadFlags(fl, &c.Workload)
+	fl.Lookup("num-warmups").Usage = "requests each configuration gets before its first block and after each start of its cluster (default: twice the concurrency, 8 without a limit)"
 	fl.StringVar(&c.ResultDir, "result-dir", "", "directory of the report JSON (default: the working directory)")
 	fl.StringVar(&c.ResultFilename, "result-filename", "", "the report JSON's name (default: compare-DATE.json)")
 	fl.BoolVar(&c.SaveDetailed, "save-detailed", false, "keep the per-request arrays in the report JSON")

@@ -208,6 +208,7 @@ func checkContainers(t *testing.T, r *renderedChart, p pod, etcdURLs []string, g
 		owner := p.owner + "/" + c.Name
 		if c.Name == "etcd" {
 			maps.Copy(open, etcdPorts(t, owner, args))
+			checkEtcdTLS(t, r, p, owner, &c, args)
 			continue
 		}
 		if len(c.Command) > 0 {
@@ -228,12 +229,15 @@ func checkContainers(t *testing.T, r *renderedChart, p pod, etcdURLs []string, g
 			open["grpc"] = portOf(t, owner, flag(t, cmd, "grpc-addr"))
 			open["http"] = portOf(t, owner, flag(t, cmd, "http-addr"))
 			modelDirs = append(modelDirs, checkModel(t, r, owner, &c, cmd))
-			checkProbes(t, owner, &c, "http", "/readyz", "/livez")
+			checkProbes(t, owner, &c, "http", "/readyz", "/healthz")
+			checkInternalTLS(t, r, p, owner, &c, cmd)
+			checkPublicSecurity(t, r, p, owner, &c, cmd)
 		case "tandem worker":
 			checkEndpoints(t, owner, flag(t, cmd, "etcd-endpoints"), etcdURLs)
 			modelDirs = append(modelDirs, checkModel(t, r, owner, &c, cmd))
 			maps.Copy(open, checkWorker(t, r, p, owner, &c, args, groups))
-			checkProbes(t, owner, &c, "metrics-0", "/readyz", "/livez")
+			checkProbes(t, owner, &c, "metrics-0", "/readyz", "/healthz")
+			checkInternalTLS(t, r, p, owner, &c, cmd)
 		default:
 			t.Errorf("%s: runs tandem %s, which the chart should not", owner, cmd.Name())
 		}
@@ -454,11 +458,15 @@ func checkEtcd(t *testing.T, r *renderedChart) []string {
 			client = int(p.Port)
 		}
 	}
+	scheme := "http"
+	if internalTLSSecret(r) != "" {
+		scheme = "https"
+	}
 	var urls, peers []string
 	for i := range replicas {
 		host := fmt.Sprintf("%s-%d.%s.%s.svc", name, i, svc.Name, chartNamespace)
-		urls = append(urls, fmt.Sprintf("http://%s:%d", host, client))
-		peers = append(peers, fmt.Sprintf("%s-%d=http://%s:2380", name, i, host))
+		urls = append(urls, fmt.Sprintf("%s://%s:%d", scheme, host, client))
+		peers = append(peers, fmt.Sprintf("%s-%d=%s://%s:2380", name, i, scheme, host))
 	}
 	args := strings.Join(sts.Spec.Template.Spec.Containers[0].Args, " ")
 	if !strings.Contains(args, "--initial-cluster="+strings.Join(peers, ",")+" ") {
@@ -508,6 +516,113 @@ func checkPDBs(t *testing.T, r *renderedChart, pods []pod) {
 		}
 		if !covered {
 			t.Errorf("%s: no PodDisruptionBudget covers its pods", p.owner)
+		}
+	}
+}
+
+// internalTLSSecret is the Secret of the release's mutual TLS; "" without.
+func internalTLSSecret(r *renderedChart) string {
+	v := r.values["internalTLS"].(map[string]any)
+	if v["enabled"] != true {
+		return ""
+	}
+	return v["secretName"].(string)
+}
+
+// secretMount returns where c mounts Secret secret of pod p, read-only;
+// "" if it does not.
+func secretMount(p pod, c *corev1.Container, secret string) string {
+	for _, v := range p.template.Spec.Volumes {
+		if v.Secret == nil || v.Secret.SecretName != secret {
+			continue
+		}
+		for _, m := range c.VolumeMounts {
+			if m.Name == v.Name && m.ReadOnly {
+				return m.MountPath
+			}
+		}
+	}
+	return ""
+}
+
+// checkInternalTLS: with internalTLS a tandem process is given the CA,
+// certificate and key of the values' Secret, mounted read-only; without,
+// none.
+func checkInternalTLS(t *testing.T, r *renderedChart, p pod, owner string, c *corev1.Container, cmd *cobra.Command) {
+	t.Helper()
+	secret := internalTLSSecret(r)
+	files := []string{flag(t, cmd, "internal-ca"), flag(t, cmd, "internal-cert"), flag(t, cmd, "internal-key")}
+	if secret == "" {
+		if files[0]+files[1]+files[2] != "" {
+			t.Errorf("%s: internal TLS files %v, but internalTLS is off", owner, files)
+		}
+		return
+	}
+	dir := secretMount(p, c, secret)
+	if dir == "" {
+		t.Fatalf("%s: does not mount Secret %s read-only", owner, secret)
+	}
+	for i, key := range []string{"ca.crt", "tls.crt", "tls.key"} {
+		if files[i] != dir+"/"+key {
+			t.Errorf("%s: internal TLS file %s, want %s/%s (the Secret's %s)", owner, files[i], dir, key, key)
+		}
+	}
+}
+
+// checkEtcdTLS: with internalTLS the bundled etcd serves its client and
+// peer ports with the Secret's certificate and requires client
+// certificates of its CA on both.
+func checkEtcdTLS(t *testing.T, r *renderedChart, p pod, owner string, c *corev1.Container, args []string) {
+	t.Helper()
+	secret := internalTLSSecret(r)
+	if secret == "" {
+		return
+	}
+	dir := secretMount(p, c, secret)
+	if dir == "" {
+		t.Fatalf("%s: does not mount Secret %s read-only", owner, secret)
+	}
+	for _, want := range []string{"--client-cert-auth", "--peer-client-cert-auth",
+		"--trusted-ca-file=" + dir + "/ca.crt", "--cert-file=" + dir + "/tls.crt", "--key-file=" + dir + "/tls.key",
+		"--peer-trusted-ca-file=" + dir + "/ca.crt", "--peer-cert-file=" + dir + "/tls.crt", "--peer-key-file=" + dir + "/tls.key"} {
+		if !slices.Contains(args, want) {
+			t.Errorf("%s: no %s", owner, want)
+		}
+	}
+	for _, a := range args {
+		if strings.Contains(a, "-urls=http://") && !strings.HasPrefix(a, "--listen-metrics-urls=") {
+			t.Errorf("%s: %s in plain text with internalTLS", owner, a)
+		}
+	}
+}
+
+// checkPublicSecurity: the coordinator reads the API keys and the public
+// certificate from the values' Secrets, mounted read-only, and its probes
+// speak HTTPS when its HTTP port does.
+func checkPublicSecurity(t *testing.T, r *renderedChart, p pod, owner string, c *corev1.Container, cmd *cobra.Command) {
+	t.Helper()
+	v := r.values["coordinator"].(map[string]any)
+	keys := v["apiKeys"].(map[string]any)["secretName"].(string)
+	if got := flag(t, cmd, "api-keys-file"); keys == "" && got != "" || keys != "" && (secretMount(p, c, keys) == "" || got != secretMount(p, c, keys)+"/api-keys") {
+		t.Errorf("%s: --api-keys-file %q; the values' Secret %q", owner, got, keys)
+	}
+	if flag(t, cmd, "protect-metrics") != fmt.Sprint(v["protectMetrics"]) {
+		t.Errorf("%s: --protect-metrics %s; values %v", owner, flag(t, cmd, "protect-metrics"), v["protectMetrics"])
+	}
+	certs := v["tls"].(map[string]any)["secretName"].(string)
+	cert, key := flag(t, cmd, "tls-cert"), flag(t, cmd, "tls-key")
+	scheme := corev1.URISchemeHTTP
+	if certs != "" {
+		scheme = corev1.URISchemeHTTPS
+		if dir := secretMount(p, c, certs); dir == "" || cert != dir+"/tls.crt" || key != dir+"/tls.key" {
+			t.Errorf("%s: --tls-cert %q --tls-key %q; the values' Secret %q", owner, cert, key, certs)
+		}
+	} else if cert+key != "" {
+		t.Errorf("%s: --tls-cert %q --tls-key %q without a Secret", owner, cert, key)
+	}
+	for _, pr := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
+		if pr.HTTPGet.Scheme != scheme {
+			t.Errorf("%s: a probe over %s, the port serves %s", owner, pr.HTTPGet.Scheme, scheme)
 		}
 	}
 }

@@ -129,7 +129,7 @@ func startClusterWith(t testing.TB, presetName string, specs []groupSpec, opts c
 	}
 	tc := &testCluster{dir: dir, name: presetName, etcd: etcd, etcdDir: etcdDir, endpoints: strings.Join(etcd.Endpoints(), ","), specs: specs, logs: &syncBuffer{}}
 	t.Cleanup(func() { tc.etcd.Close() }) // the etcd a test restarted too
-	cli, err := dialEtcd(tc.endpoints)
+	cli, err := dialEtcd(tc.endpoints, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func startClusterWith(t testing.TB, presetName string, specs []groupSpec, opts c
 	if opts.coordinatorProcess {
 		tc.coordProc, grpcAddr = tc.startCoordinatorProcess(t, opts.coordinatorFlags())
 	} else {
-		rc, err := startCoordinator(context.WithoutCancel(ctx), opts.coordinatorFlags(), cli, dir, presetName)
+		rc, err := startCoordinator(context.WithoutCancel(ctx), opts.coordinatorFlags(), cli, dir, presetName, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

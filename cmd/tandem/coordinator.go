@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/tandemllm/tandem/coordinator"
 	"github.com/tandemllm/tandem/metrics"
@@ -32,6 +33,9 @@ type coordinatorFlags struct {
 	prefixWeight       float64
 	loadWeight         float64
 	maxRequests        int
+	maxModelLen        int
+	writeTimeout       time.Duration
+	public             publicFlags
 }
 
 func (f *coordinatorFlags) register(cmd *cobra.Command) {
@@ -46,6 +50,9 @@ func (f *coordinatorFlags) register(cmd *cobra.Command) {
 	fl.Float64Var(&f.prefixWeight, "prefix-score-weight", 2, "routing: weight of the share of a prompt a group holds in its prefix cache (0: route by load alone)")
 	fl.Float64Var(&f.loadWeight, "load-score-weight", 1, "routing: weight of a group's load, 0..1 (0: route by cached prefix alone, load breaking ties)")
 	fl.IntVar(&f.maxRequests, "group-max-requests", 256, "routing: requests in flight on a group (running and waiting) at which it is skipped while another is below (0: no limit)")
+	fl.IntVar(&f.maxModelLen, "max-model-len", 0, "longest prompt plus max_tokens a request may ask for, at most the model's context length (0: the model's)")
+	fl.DurationVar(&f.writeTimeout, "write-timeout", 30*time.Second, "a client that reads nothing of its response for this long is cut off and its request aborted, freeing its KV blocks")
+	f.public.register(fl)
 }
 
 // routing is the coordinator's routing options from the flags (whose 0
@@ -72,11 +79,14 @@ type runningCoordinator struct {
 	httpSrv  *http.Server
 	grpcAddr string
 	httpAddr string
+	tls      bool // the public listeners are TLS
 	errs     chan error
+	stopHUP  func()
 }
 
-// startCoordinator listens on both addresses and serves until stop.
-func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Client, dir, name string) (*runningCoordinator, error) {
+// startCoordinator listens on both addresses and serves until stop;
+// internal, when set, is the mutual TLS of its connections to workers.
+func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Client, dir, name string, internal *internalTLS) (*runningCoordinator, error) {
 	switch {
 	case f.maxInFlight < 1:
 		return nil, fmt.Errorf("--max-in-flight %d: must be >= 1", f.maxInFlight)
@@ -90,6 +100,14 @@ func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Cl
 		return nil, fmt.Errorf("--prefix-score-weight %g and --load-score-weight %g: must be >= 0", f.prefixWeight, f.loadWeight)
 	case f.maxRequests < 0:
 		return nil, fmt.Errorf("--group-max-requests %d: must be >= 0 (0: no limit)", f.maxRequests)
+	case f.maxModelLen < 0:
+		return nil, fmt.Errorf("--max-model-len %d: must be >= 0 (0: the model's context length)", f.maxModelLen)
+	case f.writeTimeout < 0:
+		return nil, fmt.Errorf("--write-timeout %v: must be >= 0 (0: the default, 30s)", f.writeTimeout)
+	}
+	keys, public, err := f.public.load()
+	if err != nil {
+		return nil, err
 	}
 	migrations := f.migrationLimit
 	if migrations == 0 {
@@ -104,6 +122,7 @@ func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Cl
 		gl.Close()
 		return nil, fmt.Errorf("--http-addr %q: %w", f.httpAddr, err)
 	}
+	hl = sendBufferListener{hl}
 	tel, err := telemetry.Setup(ctx, telemetry.Options{Endpoint: f.otlpEndpoint, ServiceName: "tandem-coordinator"})
 	if err != nil {
 		gl.Close()
@@ -111,10 +130,15 @@ func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Cl
 		return nil, fmt.Errorf("--otlp-endpoint %q: %w", f.otlpEndpoint, err)
 	}
 	reg := metrics.NewRegistry()
-	c, err := coordinator.New(ctx, coordinator.Options{
+	copts := coordinator.Options{
 		Etcd: cli, ModelDir: dir, ModelName: name, MaxInFlight: f.maxInFlight, Registerer: reg, Telemetry: tel,
 		MigrationLimit: migrations, MigrationTimeout: f.migrationTimeout, QueueTimeout: f.queueTimeout, Routing: f.routing(),
-	})
+		WorkerTLS: internal.clientTLS(), ProtectMetrics: f.public.protectMetrics, MaxModelLen: f.maxModelLen, WriteTimeout: f.writeTimeout,
+	}
+	if keys != nil { // a nil *apikey.Set in the interface would not be nil
+		copts.APIKeys = keys
+	}
+	c, err := coordinator.New(ctx, copts)
 	if err != nil {
 		_ = tel.Shutdown(ctx)
 		gl.Close()
@@ -125,14 +149,24 @@ func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Cl
 	mux.Handle("/metrics", metrics.Handler(reg))
 	mux.Handle("/ui/", traceui.Handler(traceui.Options{Source: c, Perfetto: tracing.WritePerfetto}))
 	mux.Handle("/", c.HTTPHandler())
+	gopts := append(tel.ServerOptions(), c.ServerOptions()...)
+	hsrv := &http.Server{Handler: c.RequireAPIKey(mux), ReadHeaderTimeout: 10 * time.Second}
+	if public != nil {
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(public.ServerConfig())))
+		hsrv.TLSConfig = public.ServerConfig("h2", "http/1.1")
+	}
 	rc := &runningCoordinator{
-		c: c, tel: tel, grpcSrv: grpc.NewServer(tel.ServerOptions()...), httpSrv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
-		grpcAddr: gl.Addr().String(), httpAddr: hl.Addr().String(), errs: make(chan error, 2),
+		c: c, tel: tel, grpcSrv: grpc.NewServer(gopts...), httpSrv: hsrv, tls: public != nil,
+		grpcAddr: gl.Addr().String(), httpAddr: hl.Addr().String(), errs: make(chan error, 2), stopHUP: reloadKeysOnHUP(keys),
 	}
 	c.Register(rc.grpcSrv)
 	go func() { rc.errs <- rc.grpcSrv.Serve(gl) }()
 	go func() {
-		if err := rc.httpSrv.Serve(hl); !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return rc.httpSrv.Serve(hl) }
+		if public != nil {
+			serve = func() error { return rc.httpSrv.ServeTLS(hl, "", "") } // the certificate comes from TLSConfig
+		}
+		if err := serve(); !errors.Is(err, http.ErrServerClosed) {
 			rc.errs <- err
 		}
 	}()
@@ -142,6 +176,7 @@ func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Cl
 // stop ends both servers, giving calls in flight a few seconds each to
 // finish, then closing what is left (open SSE streams included).
 func (rc *runningCoordinator) stop() {
+	rc.stopHUP()
 	const grace = 3 * time.Second
 	hctx, hcancel := context.WithTimeout(context.Background(), grace)
 	defer hcancel()
@@ -161,10 +196,31 @@ func (rc *runningCoordinator) stop() {
 	_ = rc.tel.Shutdown(tctx)
 }
 
+// httpSendBuffer is the send buffer of every HTTP connection: room for
+// any token stream, and small enough that a client that stops reading
+// fills it within seconds, so that --write-timeout sees it (a buffer the
+// kernel grows on its own can take megabytes first).
+const httpSendBuffer = 256 << 10
+
+// sendBufferListener gives each accepted TCP connection httpSendBuffer.
+type sendBufferListener struct{ net.Listener }
+
+func (l sendBufferListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(httpSendBuffer)
+	}
+	return c, err
+}
+
 func (rc *runningCoordinator) printEndpoints(w io.Writer) {
-	fmt.Fprintf(w, "gRPC  %s  (tandem generate --addr %s \"...\")\n", rc.grpcAddr, rc.grpcAddr)
-	fmt.Fprintf(w, "HTTP  http://%s/v1  (OpenAI-compatible: /v1/completions, /v1/chat/completions, /v1/models)\n", rc.httpAddr)
-	fmt.Fprintf(w, "      http://%s/ui/  (recent requests and their cross-node timelines), /metrics\n", rc.httpAddr)
+	scheme, tlsFlag := "http", ""
+	if rc.tls {
+		scheme, tlsFlag = "https", " --tls"
+	}
+	fmt.Fprintf(w, "gRPC  %s  (tandem generate --addr %s%s \"...\")\n", rc.grpcAddr, rc.grpcAddr, tlsFlag)
+	fmt.Fprintf(w, "HTTP  %s://%s/v1  (OpenAI-compatible: /v1/completions, /v1/chat/completions, /v1/models)\n", scheme, rc.httpAddr)
+	fmt.Fprintf(w, "      %s://%s/ui/  (recent requests and their cross-node timelines), /metrics\n", scheme, rc.httpAddr)
 }
 
 func newCoordinatorCmd() *cobra.Command {
@@ -172,6 +228,7 @@ func newCoordinatorCmd() *cobra.Command {
 		f             coordinatorFlags
 		etcdEndpoints string
 		model         servedModel
+		internal      internalFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "coordinator --etcd-endpoints URLS (--model DIR | --preset NAME)",
@@ -179,7 +236,16 @@ func newCoordinatorCmd() *cobra.Command {
 		Long: `Serve the public gRPC API (tandem.v1.Generation) and the OpenAI-compatible
 HTTP API, watch the worker groups registered in etcd, and route every request
 to a prefill group and then a decode group (or to a unified group). The
-coordinator tokenizes and detokenizes with the model directory's tokenizer.`,
+coordinator tokenizes and detokenizes with the model directory's tokenizer.
+
+--api-key and --api-keys-file (re-read on SIGHUP) require
+"Authorization: Bearer KEY" (gRPC: the authorization metadata) on every
+request but the probes and /metrics (--protect-metrics: those too);
+--tls-cert and --tls-key serve both APIs over TLS; --internal-ca,
+--internal-cert and --internal-key make its connections to etcd and the
+workers mutual TLS. Both ports serve grpc.health.v1.Health (gRPC) or
+/healthz and /readyz (HTTP), and the gRPC port server reflection
+(docs/security.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if etcdEndpoints == "" {
@@ -190,12 +256,16 @@ coordinator tokenizes and detokenizes with the model directory's tokenizer.`,
 			if err != nil {
 				return err
 			}
-			cli, err := dialEtcd(etcdEndpoints)
+			itls, err := internal.load()
+			if err != nil {
+				return err
+			}
+			cli, err := dialEtcd(etcdEndpoints, itls)
 			if err != nil {
 				return err
 			}
 			defer cli.Close()
-			rc, err := startCoordinator(ctx, &f, cli, dir, modelName)
+			rc, err := startCoordinator(ctx, &f, cli, dir, modelName, itls)
 			if err != nil {
 				return err
 			}
@@ -213,5 +283,6 @@ coordinator tokenizes and detokenizes with the model directory's tokenizer.`,
 	fl := cmd.Flags()
 	fl.StringVar(&etcdEndpoints, "etcd-endpoints", "", "comma-separated etcd client URLs")
 	model.register(fl, "model directory (its config.json and tokenizer.json are used)")
+	internal.register(fl)
 	return cmd
 }

@@ -18,7 +18,7 @@ import (
 // generateFlags are the flags of `tandem generate`.
 type generateFlags struct {
 	local       bool
-	addr        string
+	client      clientFlags
 	modelName   string
 	timeout     time.Duration
 	modelDir    string
@@ -53,8 +53,8 @@ object instead.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
-			case f.local && cmd.Flags().Changed("addr"):
-				return errors.New("--local and --addr are exclusive")
+			case f.local && (cmd.Flags().Changed("addr") || cmd.Flags().Changed("tls") || cmd.Flags().Changed("ca-cert") || cmd.Flags().Changed("api-key")):
+				return errors.New("--local and --addr (--tls, --ca-cert, --api-key) are exclusive")
 			case f.link != "" && (!f.local || f.tp < 2):
 				return errors.New("--link needs --local --tp 2 or more: it links the ranks of a local group")
 			case f.local:
@@ -65,7 +65,7 @@ object instead.`,
 	}
 	fl := cmd.Flags()
 	fl.BoolVar(&f.local, "local", false, "run the engine in this process")
-	fl.StringVar(&f.addr, "addr", "127.0.0.1:9090", "the coordinator's gRPC address (without --local)")
+	f.client.register(fl, "127.0.0.1:9090")
 	fl.StringVar(&f.modelName, "model-name", "", "model id to ask the cluster for (without --local; empty: its only model)")
 	fl.DurationVar(&f.timeout, "timeout", 5*time.Minute, "give up on the request after this long (without --local)")
 	fl.StringVar(&f.modelDir, "model", "", "model directory (config.json, tokenizer.json, *.safetensors)")

@@ -114,7 +114,7 @@ func TestUpLink(t *testing.T) {
 	}
 	netshapetest.Require(t)
 	u := startUp(t, "--link", "eth-25g", "--preset", "tiny", "--mode", "unified", "--tp", "2", "--threads", "1")
-	if up := strings.Join(u.stdout, "\n"); !strings.Contains(up, "etcd http://10.213.") {
+	if up := strings.Join(u.stdout, "\n"); !strings.Contains(up, "etcd https://10.213.") {
 		t.Errorf("etcd is not on the bridge:\n%s", up)
 	}
 	if !strings.Contains(u.logs.String(), "shaped to 25 Gb/s each way") {

@@ -14,7 +14,7 @@ import (
 	"github.com/tandemllm/tandem/worker/supervisor"
 )
 
-// rankProbes are a worker rank's /livez and /readyz.
+// rankProbes are a worker rank's /healthz (and /livez) and /readyz.
 type rankProbes struct {
 	group    string
 	rank, tp int
@@ -23,13 +23,15 @@ type rankProbes struct {
 
 func (p *rankProbes) setReady() { p.ready.Store(true) }
 
-// register adds the probes to mux: /livez answers 200 while the process
-// serves HTTP; /readyz 200 once the rank has joined its group (rank 0:
-// once its whole group has), 503 before.
+// register adds the probes to mux: /healthz (and /livez) answers 200
+// while the process serves HTTP; /readyz 200 once the rank has joined its
+// group (rank 0: once its whole group has), 503 before.
 func (p *rankProbes) register(mux *http.ServeMux) {
-	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) {
+	live := func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "alive")
-	})
+	}
+	mux.HandleFunc("/healthz", live)
+	mux.HandleFunc("/livez", live)
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !p.ready.Load() {
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -74,7 +76,7 @@ func ringAdvertised(listen, advertise string) (string, error) {
 func runLocalRanks(ctx context.Context, cmd *cobra.Command, f *workerFlags, dir, modelName string) error {
 	opts := supervisor.Options{Output: cmd.ErrOrStderr(), CrashLoopLimit: -1}
 	if f.localRanks == f.g.tp {
-		cli, err := dialEtcd(f.g.etcdEndpoints)
+		cli, err := dialEtcd(f.g.etcdEndpoints, f.g.tls)
 		if err != nil {
 			return err
 		}

@@ -180,7 +180,7 @@ func TestWorkerLocalRanks(t *testing.T) {
 	}
 	defer etcd.Close()
 	endpoints := etcd.Endpoints()[0]
-	cli, err := dialEtcd(endpoints)
+	cli, err := dialEtcd(endpoints, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestWorkerLocalRanks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc, err := startCoordinator(context.WithoutCancel(ctx), &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: 8}, cli, dir, "tiny")
+	rc, err := startCoordinator(context.WithoutCancel(ctx), &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: 8}, cli, dir, "tiny", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func TestWorkerLocalRanks(t *testing.T) {
 	}()
 	for i := range 2 {
 		waitHTTP(ctx, t, fmt.Sprintf("http://127.0.0.1:%d/readyz", base+i), http.StatusOK, exited)
-		waitHTTP(ctx, t, fmt.Sprintf("http://127.0.0.1:%d/livez", base+i), http.StatusOK, exited)
+		waitHTTP(ctx, t, fmt.Sprintf("http://127.0.0.1:%d/healthz", base+i), http.StatusOK, exited)
 	}
 	waitHTTP(ctx, t, "http://"+rc.httpAddr+"/readyz", http.StatusOK, exited)
 

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
@@ -26,9 +24,9 @@ func runRemoteGenerate(cmd *cobra.Command, f *generateFlags, prompt string) erro
 	if err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := f.client.dial()
 	if err != nil {
-		return fmt.Errorf("--addr %q: %w", f.addr, err)
+		return err
 	}
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
@@ -45,7 +43,7 @@ func runRemoteGenerate(cmd *cobra.Command, f *generateFlags, prompt string) erro
 	start := time.Now()
 	stream, err := tandemv1.NewGenerationClient(conn).Generate(ctx, req)
 	if err != nil {
-		return remoteError(f.addr, err)
+		return remoteError(f.client.addr, err)
 	}
 	out := cmd.OutOrStdout()
 	res := &generateResult{Model: f.modelName}
@@ -56,7 +54,7 @@ func runRemoteGenerate(cmd *cobra.Command, f *generateFlags, prompt string) erro
 			break
 		}
 		if err != nil {
-			return remoteError(f.addr, err)
+			return remoteError(f.client.addr, err)
 		}
 		if msg.GetRequestId() != "" {
 			res.RequestID = msg.GetRequestId()

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 	"github.com/tandemllm/tandem/tracing"
@@ -27,11 +25,12 @@ coordinator's clock with each rank's clock error bound.`,
 	return cmd
 }
 
-// fetchTrace asks the coordinator at addr for one request's trace.
-func fetchTrace(ctx context.Context, addr, id string) (*tandemv1.RequestTrace, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// fetchTrace asks the coordinator at c's address for one request's trace.
+func fetchTrace(ctx context.Context, c *clientFlags, id string) (*tandemv1.RequestTrace, error) {
+	addr := c.addr
+	conn, err := c.dial()
 	if err != nil {
-		return nil, fmt.Errorf("--addr %q: %w", addr, err)
+		return nil, err
 	}
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -45,7 +44,7 @@ func fetchTrace(ctx context.Context, addr, id string) (*tandemv1.RequestTrace, e
 
 func newTraceShowCmd() *cobra.Command {
 	var (
-		addr  string
+		addr  clientFlags
 		width int
 	)
 	cmd := &cobra.Command{
@@ -56,7 +55,7 @@ func newTraceShowCmd() *cobra.Command {
 			if width < 20 {
 				return fmt.Errorf("--width %d: must be >= 20", width)
 			}
-			t, err := fetchTrace(cmd.Context(), addr, args[0])
+			t, err := fetchTrace(cmd.Context(), &addr, args[0])
 			if err != nil {
 				return err
 			}
@@ -74,13 +73,16 @@ func newTraceShowCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:9090", "the coordinator's gRPC address")
+	addr.register(cmd.Flags(), "127.0.0.1:9090")
 	cmd.Flags().IntVar(&width, "width", 100, "timeline width in characters")
 	return cmd
 }
 
 func newTraceExportCmd() *cobra.Command {
-	var addr, format, out string
+	var (
+		addr        clientFlags
+		format, out string
+	)
 	cmd := &cobra.Command{
 		Use:   "export REQUEST_ID -o FILE",
 		Short: "Write a request's trace as Chrome trace event JSON (opens in ui.perfetto.dev)",
@@ -92,7 +94,7 @@ func newTraceExportCmd() *cobra.Command {
 			if out == "" {
 				return errors.New("-o FILE is required (- for stdout)")
 			}
-			t, err := fetchTrace(cmd.Context(), addr, args[0])
+			t, err := fetchTrace(cmd.Context(), &addr, args[0])
 			if err != nil {
 				return err
 			}
@@ -114,7 +116,7 @@ func newTraceExportCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:9090", "the coordinator's gRPC address")
+	addr.register(cmd.Flags(), "127.0.0.1:9090")
 	cmd.Flags().StringVar(&format, "format", "perfetto", "output format: perfetto (Chrome trace event JSON)")
 	cmd.Flags().StringVarP(&out, "output", "o", "", "output file (- for stdout)")
 	return cmd

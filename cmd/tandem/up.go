@@ -39,6 +39,8 @@ type upFlags struct {
 	readyTimeout  time.Duration
 	dataDir       string
 	etcdMembers   int
+	internalTLS   bool
+	internal      internalFlags
 	link          string
 	engine        engineFlags
 	backend       backendFlags
@@ -143,7 +145,15 @@ whole, with backoff, until it crashes --crash-loop-limit times in a row.
 Ctrl-C or SIGTERM stops every process. --link PROFILE puts each worker
 process in its own network namespace, linked through a bridge shaped to
 the profile (eth-25g, ib-400g, ...), so allreduces and KV transfers cross
-a link with a real bandwidth limit.`,
+a link with a real bandwidth limit.
+
+Every connection inside the cluster (etcd, worker gRPC, KV transfers, the
+TCP ring) is mutual TLS with a throwaway CA and a certificate per process,
+made in a temporary directory and removed on exit (--internal-tls=false
+turns it off; --internal-ca/-cert/-key use your files). Every port is on
+loopback unless an address flag says otherwise. The public APIs take
+--api-key/--api-keys-file and --tls-cert/--tls-key as "tandem coordinator"
+does (docs/security.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd, &f) },
 	}
@@ -161,6 +171,8 @@ a link with a real bandwidth limit.`,
 	fl.DurationVar(&f.readyTimeout, "ready-timeout", 5*time.Minute, "how long to wait for every group to be ready")
 	fl.StringVar(&f.dataDir, "data-dir", "", "etcd data directory (default: a temporary directory, removed on exit)")
 	fl.IntVar(&f.etcdMembers, "etcd-members", 1, "embedded etcd members; with 3 or more, losing one interrupts nothing (every process gets all their endpoints)")
+	fl.BoolVar(&f.internalTLS, "internal-tls", true, "mutual TLS on every connection inside the cluster (worker gRPC, KV, ring, etcd), with a throwaway CA and a certificate per process made in a temporary directory, or the files of --internal-ca/-cert/-key (false: plain TCP, to compare)")
+	f.internal.register(fl)
 	fl.StringVar(&f.link, "link", "", linkHelp)
 	f.engine.register(cmd)
 	f.backend.register(fl)
@@ -226,6 +238,31 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		etcdOpts.ClientAddr = nw.HostAddr() + ":0" // the workers reach it over their links
 		warnLoopback(errOut, nw.HostAddr(), f.coord.otlpEndpoint)
 	}
+	var (
+		certs *clusterCerts
+		itls  *internalTLS // the coordinator's
+	)
+	switch {
+	case !f.internalTLS && f.internal.ca+f.internal.cert+f.internal.key != "":
+		return errInternalTLSOff
+	case f.internalTLS:
+		if certs, err = newClusterCerts(&f.internal); err != nil {
+			return err
+		}
+		defer certs.close()
+		ef, err := certs.issue("etcd")
+		if err != nil {
+			return err
+		}
+		etcdOpts.TLS = &cluster.EmbeddedTLS{CA: ef.ca, Cert: ef.cert, Key: ef.key}
+		cf, err := certs.issue("coordinator")
+		if err != nil {
+			return err
+		}
+		if itls, err = cf.load(); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintln(errOut, "starting etcd ...")
 	etcdOpts.Members = f.etcdMembers
 	etcd, err := cluster.StartEmbedded(ctx, etcdDir, etcdOpts)
@@ -234,13 +271,13 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	}
 	defer etcd.Close()
 	endpoints := strings.Join(etcd.Endpoints(), ",")
-	cli, err := dialEtcd(endpoints)
+	cli, err := dialEtcd(endpoints, itls)
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
 
-	rc, err := startCoordinator(ctx, &f.coord, cli, dir, name)
+	rc, err := startCoordinator(ctx, &f.coord, cli, dir, name, itls)
 	if err != nil {
 		return err
 	}
@@ -255,6 +292,11 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	node := 0 // each rank of each group has a node of the --link network
 	for i, g := range specs {
 		groups[i] = g.supervised(common)
+		if certs != nil {
+			if err := certs.withCerts(&groups[i]); err != nil {
+				return err
+			}
+		}
 		if nw != nil {
 			if err := inLink(nw, &opts, &groups[i], node); err != nil {
 				return err

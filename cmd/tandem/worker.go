@@ -42,6 +42,9 @@ type groupFlags struct {
 	// listenIn, when set, makes the collective's listener through it (in
 	// another network namespace: --link).
 	listenIn func(func() error) error
+	// tls, when set, is the mutual TLS of etcd and the ring (loaded from
+	// --internal-*, or made by the process that starts the group).
+	tls *internalTLS
 }
 
 // validate checks the flags; a process that joins a group itself
@@ -86,9 +89,14 @@ ports of --grpc-addr, --metrics-addr and --listen plus i. When one of them
 exits the others are stopped and this process exits, so the group restarts
 as one unit.
 
---metrics-addr also serves the probes: /livez answers 200 while the process
-runs, /readyz 200 once the rank has joined its group (rank 0: once the
-whole group has).`,
+--metrics-addr also serves the probes: /healthz (and /livez) answers 200
+while the process runs, /readyz 200 once the rank has joined its group (rank
+0: once the whole group has); the gRPC port serves grpc.health.v1.Health,
+NOT_SERVING until then, and server reflection.
+
+--internal-ca, --internal-cert and --internal-key make every connection of
+the rank mutual TLS against the cluster's CA: its gRPC server and KV data
+plane, its ring, etcd (docs/security.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runWorker(cmd, &f) },
 	}
@@ -110,6 +118,7 @@ type workerFlags struct {
 	nodeRank    int
 	eng         engineFlags
 	be          backendFlags
+	internal    internalFlags
 }
 
 func (f *workerFlags) register(cmd *cobra.Command) {
@@ -119,12 +128,13 @@ func (f *workerFlags) register(cmd *cobra.Command) {
 	f.model.register(fl, "model directory")
 	fl.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:0", "listen address of this rank's gRPC server")
 	fl.StringVar(&f.advertise, "advertise-addr", "", "address other processes dial to reach --grpc-addr (default: the address listened on); its host is also advertised for a --listen on all interfaces")
-	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:0", "listen address of this rank's Prometheus /metrics and its /livez and /readyz probes (empty: none)")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:0", "listen address of this rank's Prometheus /metrics and its /healthz (/livez) and /readyz probes (empty: none)")
 	fl.StringVar(&f.otlp, "otlp-endpoint", "", "OTLP/gRPC collector (host:port) to export OpenTelemetry spans to; empty: no export")
 	fl.IntVar(&f.localRanks, "local-ranks", 1, "ranks of the group this process runs, as child processes (one per GPU of a node)")
 	fl.IntVar(&f.nodeRank, "node-rank", 0, "index of this node among the nodes of a group spanning nodes: its ranks start at --node-rank × --local-ranks")
 	f.eng.register(cmd)
 	f.be.register(fl)
+	f.internal.register(fl)
 }
 
 // validate checks the flags and sets g.rank to this process's first rank.
@@ -159,6 +169,10 @@ func runWorker(cmd *cobra.Command, f *workerFlags) error {
 	if err := f.validate(); err != nil {
 		return err
 	}
+	var err error
+	if f.g.tls, err = f.internal.load(); err != nil {
+		return err
+	}
 	ctx := cmd.Context()
 	dir, modelName, err := f.model.resolve(ctx)
 	if err != nil {
@@ -183,7 +197,7 @@ func runWorker(cmd *cobra.Command, f *workerFlags) error {
 		return err
 	}
 	defer stopMetrics()
-	cli, err := dialEtcd(f.g.etcdEndpoints)
+	cli, err := dialEtcd(f.g.etcdEndpoints, f.g.tls)
 	if err != nil {
 		return err
 	}
@@ -212,7 +226,7 @@ func runWorker(cmd *cobra.Command, f *workerFlags) error {
 	wopts := worker.Options{
 		Role: f.role, Group: f.g.group, Incarnation: f.g.incarnation, ModelName: modelName, Model: m, Engine: opts,
 		Listener: ln, AdvertiseAddr: f.advertise, Etcd: cli, Registerer: reg, Telemetry: tel,
-		OnReady: probes.setReady,
+		OnReady: probes.setReady, ServerTLS: f.g.tls.serverTLS(), ClientTLS: f.g.tls.clientTLS(),
 	}
 	if gpu, err := metrics.OpenGPU(f.be.gpu); err == nil { // absent without an NVIDIA driver
 		defer gpu.Close()
@@ -279,8 +293,9 @@ func defaultModelName(dir, preset string) string {
 	return filepath.Base(filepath.Clean(dir))
 }
 
-func dialEtcd(endpoints string) (*clientv3.Client, error) {
-	cli, err := cluster.Dial(strings.Split(endpoints, ","))
+// dialEtcd dials etcd, with the cluster's mutual TLS when t is set.
+func dialEtcd(endpoints string, t *internalTLS) (*clientv3.Client, error) {
+	cli, err := cluster.DialTLS(strings.Split(endpoints, ","), t.clientTLS())
 	if err != nil {
 		return nil, fmt.Errorf("--etcd-endpoints %q: %w", endpoints, err)
 	}
@@ -352,7 +367,7 @@ func (v *kvDTypeFlag) Set(s string) error {
 // where its incarnation stays 0 (a Kubernetes restart): a rank that dies
 // while joining leaves its entry for a lease TTL at most.
 func joinGroup(ctx context.Context, g *groupFlags) (nccl.Communicator, error) {
-	cli, err := dialEtcd(g.etcdEndpoints)
+	cli, err := dialEtcd(g.etcdEndpoints, g.tls)
 	if err != nil {
 		return nil, err
 	}
@@ -394,7 +409,8 @@ func joinGroup(ctx context.Context, g *groupFlags) (nccl.Communicator, error) {
 	}
 	// The incarnation is part of the ring's group id, so a rank of a dead
 	// incarnation that still dials is refused at the handshake.
-	return ring.Connect(jctx, ln, g.rank, addrs, ring.Options{Group: fmt.Sprintf("%s#%d", g.group, g.incarnation)})
+	return ring.Connect(jctx, ln, g.rank, addrs, ring.Options{Group: fmt.Sprintf("%s#%d", g.group, g.incarnation),
+		ServerTLS: g.tls.serverTLS(), ClientTLS: g.tls.clientTLS()})
 }
 
 // openShard joins the group (when TP > 1) and loads this rank's shard of

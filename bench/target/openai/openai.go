@@ -3,7 +3,10 @@
 // server-sent events. It measures as vllm bench serve's request functions
 // do: time to the first chunk carrying choices, the gap before each
 // later such chunk, and the token counts of the usage chunk that
-// stream_options.include_usage asks for.
+// stream_options.include_usage asks for. Every request carries the
+// bench's request id in an X-Request-Id header; a server that echoes it
+// (vLLM, Tandem) has filed the request under it, so the output keeps
+// it, and otherwise takes the id the server's chunks carry.
 //
 // It imports bench only; never any other package of Tandem.
 package openai
@@ -12,6 +15,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,6 +46,9 @@ type Options struct {
 	APIKey string
 	// MaxConns bounds the open connections (0: no bound).
 	MaxConns int
+	// TLS, when set, configures https connections (a CA of one's own);
+	// default: the system's roots.
+	TLS *tls.Config
 }
 
 // Target sends requests to one server.
@@ -66,6 +73,9 @@ func New(o Options) (*Target, error) {
 	o.BaseURL = strings.TrimSuffix(o.BaseURL, "/")
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxConnsPerHost, tr.MaxIdleConnsPerHost = o.MaxConns, max(o.MaxConns, 100)
+	if o.TLS != nil {
+		tr.TLSClientConfig = o.TLS
+	}
 	return &Target{o: o, client: &http.Client{Transport: tr}}, nil
 }
 
@@ -175,11 +185,15 @@ func (t *Target) Send(ctx context.Context, r bench.Request) bench.Output {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return failed(out, fmt.Sprintf("HTTP %d", resp.StatusCode), strings.TrimSpace(resp.Status+": "+string(msg)))
 	}
-	return t.read(resp.Body, out)
+	// A server that files the request under the X-Request-Id sent echoes
+	// it (vLLM, Tandem): the id then joins the server's logs and traces.
+	// Others are known by the id their responses carry.
+	return t.read(resp.Body, out, resp.Header.Get("X-Request-Id") == r.ID)
 }
 
-// read consumes the event stream.
-func (t *Target) read(body io.Reader, out bench.Output) bench.Output {
+// read consumes the event stream; keepID keeps the request's own id
+// instead of the one the chunks carry.
+func (t *Target) read(body io.Reader, out bench.Output, keepID bool) bench.Output {
 	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 	last := out.Start
@@ -200,7 +214,7 @@ func (t *Target) read(body io.Reader, out bench.Output) bench.Output {
 		if err := json.Unmarshal(data, &c); err != nil {
 			return failed(out, "BAD_STREAM", fmt.Sprintf("event %q: %v", data, err))
 		}
-		if c.ID != "" && out.RequestID != c.ID {
+		if c.ID != "" && !keepID {
 			out.RequestID = c.ID
 		}
 		if len(c.Choices) > 0 {

@@ -36,9 +36,11 @@ type Target struct {
 var _ bench.Target = (*Target)(nil)
 
 // New connects (lazily) to the coordinator's gRPC address; model is the
-// model requests name ("" for the cluster's only model).
-func New(addr, model string) (*Target, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// model requests name ("" for the cluster's only model). dial is added to
+// the connection's options: TLS credentials replace plain TCP, per-call
+// credentials carry an API key.
+func New(addr, model string, dial ...grpc.DialOption) (*Target, error) {
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, dial...)...)
 	if err != nil {
 		return nil, fmt.Errorf("--addr %q: %w", addr, err)
 	}

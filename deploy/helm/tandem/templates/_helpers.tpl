@@ -62,13 +62,18 @@ process is given (each member through the headless Service). */}}
 {{- printf "%s-etcd-peers" (include "tandem.fullname" .) }}
 {{- end }}
 
+{{/* http, or https with internalTLS. */}}
+{{- define "tandem.etcdScheme" -}}
+{{- if .Values.internalTLS.enabled }}https{{ else }}http{{ end }}
+{{- end }}
+
 {{- define "tandem.etcdEndpoints" -}}
 {{- if .Values.etcd.external.endpoints }}
 {{- join "," .Values.etcd.external.endpoints }}
 {{- else }}
 {{- $urls := list }}
 {{- range $i := until (int .Values.etcd.replicas) }}
-{{- $urls = append $urls (printf "http://%s-%d.%s.%s.svc:2379" (include "tandem.etcdName" $) $i (include "tandem.etcdPeers" $) $.Release.Namespace) }}
+{{- $urls = append $urls (printf "%s://%s-%d.%s.%s.svc:2379" (include "tandem.etcdScheme" $) (include "tandem.etcdName" $) $i (include "tandem.etcdPeers" $) $.Release.Namespace) }}
 {{- end }}
 {{- join "," $urls }}
 {{- end }}
@@ -149,12 +154,42 @@ CUDA kernels, presets) and the temporary directory. */}}
 - name: cache
   emptyDir: {}
 {{ include "tandem.modelVolume" . }}
+{{- include "tandem.internalTLSVolume" . }}
 {{- end }}
 
 {{- define "tandem.commonMounts" -}}
 - {name: tmp, mountPath: /tmp}
 - {name: cache, mountPath: /cache}
 - {name: model, mountPath: /model, readOnly: true}
+{{- include "tandem.internalTLSMount" . }}
+{{- end }}
+
+{{/* Mutual TLS inside the release: the Secret's volume, its mount, and
+the flags of a tandem process. */}}
+{{- define "tandem.internalTLSDir" -}}/etc/tandem/internal-tls{{- end }}
+
+{{- define "tandem.internalTLSVolume" -}}
+{{- if .Values.internalTLS.enabled }}
+- name: internal-tls
+  secret:
+    secretName: {{ .Values.internalTLS.secretName }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+
+{{- define "tandem.internalTLSMount" -}}
+{{- if .Values.internalTLS.enabled }}
+- {name: internal-tls, mountPath: {{ include "tandem.internalTLSDir" . }}, readOnly: true}
+{{- end }}
+{{- end }}
+
+{{- define "tandem.internalTLSArgs" -}}
+{{- if .Values.internalTLS.enabled }}
+{{- $d := include "tandem.internalTLSDir" . }}
+- --internal-ca={{ $d }}/ca.crt
+- --internal-cert={{ $d }}/tls.crt
+- --internal-key={{ $d }}/tls.key
+{{- end }}
 {{- end }}
 
 {{/* Scheduling and security of a pod: (dict "root" $ "spec" $componentValues). */}}

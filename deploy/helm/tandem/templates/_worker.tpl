@@ -48,6 +48,7 @@ spec:
         - --metrics-addr=0.0.0.0:{{ $p.metrics }}
         - --max-batch-tokens={{ $v.maxBatchTokens }}
         - --kv-cache-mb={{ $v.kvCacheMB }}
+        {{- include "tandem.internalTLSArgs" $root | nindent 8 }}
         {{- with $root.Values.otel.endpoint }}
         - --otlp-endpoint={{ . }}
         {{- end }}
@@ -91,11 +92,11 @@ spec:
       # The probes ask the pod's first rank: rank 0 of a group is ready only
       # when every rank of its group has joined.
       startupProbe:
-        httpGet: {path: /livez, port: metrics-0}
+        httpGet: {path: /healthz, port: metrics-0}
         periodSeconds: 5
         failureThreshold: 60
       livenessProbe:
-        httpGet: {path: /livez, port: metrics-0}
+        httpGet: {path: /healthz, port: metrics-0}
         periodSeconds: 10
         failureThreshold: 3
       readinessProbe:

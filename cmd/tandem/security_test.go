@@ -1,0 +1,925 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemllm/tandem/apikey"
+	"github.com/tandemllm/tandem/cluster"
+	"github.com/tandemllm/tandem/internal/proctest"
+	"github.com/tandemllm/tandem/kvtransfer"
+	"github.com/tandemllm/tandem/model/preset"
+	"github.com/tandemllm/tandem/parallel"
+	"github.com/tandemllm/tandem/pki"
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+)
+
+// upProcess is `tandem up` running as a process of its own, as a user
+// runs it; its workers are this test binary too (see TestMain).
+type upProcess struct {
+	p    *process
+	out  *syncBuffer
+	grpc string // the gRPC endpoint
+	http string // the HTTP API's root, such as https://127.0.0.1:8080
+	etcd string // the etcd endpoints, comma-separated
+}
+
+// startUpProcess runs `tandem up ARGS` (tiny preset, free ports) and
+// waits until the cluster is up. The test's end interrupts it as Ctrl-C
+// would and waits for it to exit.
+func startUpProcess(t *testing.T, args ...string) *upProcess {
+	t.Helper()
+	u := &upProcess{out: &syncBuffer{}}
+	ready := &lineWatch{w: u.out, field: "Ctrl-C", found: make(chan string, 1)}
+	u.p = startProcess(t, append([]string{"up", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+		"--preset", "tiny", "--threads", "1", "--kv-cache-mb", "16"}, args...), ready)
+	t.Cleanup(func() { // before startProcess's kill: a clean stop removes the run's files
+		_ = u.p.cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-u.p.done:
+		case <-time.After(30 * time.Second):
+			t.Errorf("tandem up did not stop within 30 s of the interrupt")
+		}
+		if t.Failed() {
+			t.Logf("tandem up's output:\n%s", u.out.String())
+		}
+	})
+	select {
+	case <-ready.found:
+	case <-u.p.done:
+		t.Fatalf("tandem up exited: %v\n%s", u.p.err, u.out.String())
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("tandem up was not up after 3 minutes\n%s", u.out.String())
+	}
+	for _, line := range strings.Split(u.out.String(), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 2 && f[0] == "gRPC":
+			u.grpc = f[1]
+		case len(f) >= 2 && f[0] == "HTTP":
+			u.http = strings.TrimSuffix(f[1], "/v1")
+		case strings.HasPrefix(line, "tandem is up:"):
+			u.etcd = f[len(f)-1]
+		}
+	}
+	return u
+}
+
+// pid is tandem up's process id.
+func (u *upProcess) pid() int { return u.p.cmd.Process.Pid }
+
+// dial connects to the coordinator's gRPC API as a client with these
+// flags would.
+func (u *upProcess) dial(t *testing.T, c clientFlags) *grpc.ClientConn {
+	t.Helper()
+	c.addr = u.grpc
+	conn, err := c.dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// post sends body to the HTTP API's path with key as bearer token ("":
+// none) and returns the status and body.
+func post(t *testing.T, hc *http.Client, url, key string, body io.Reader) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+// openAIError decodes an OpenAI error body.
+func openAIError(t *testing.T, b []byte) (code, typ, param, msg string) {
+	t.Helper()
+	var e struct {
+		Error struct {
+			Message string  `json:"message"`
+			Type    string  `json:"type"`
+			Param   *string `json:"param"`
+			Code    *string `json:"code"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(b, &e); err != nil {
+		t.Fatalf("not an OpenAI error body: %q: %v", b, err)
+	}
+	if e.Error.Code != nil {
+		code = *e.Error.Code
+	}
+	if e.Error.Param != nil {
+		param = *e.Error.Param
+	}
+	return code, e.Error.Type, param, e.Error.Message
+}
+
+// grpcGenerate runs one short request over conn with key as its API key
+// ("": none).
+func grpcGenerate(t *testing.T, conn *grpc.ClientConn, key string, n int) (generated, error) {
+	t.Helper()
+	var opts []grpc.CallOption
+	if key != "" {
+		opts = append(opts, grpc.PerRPCCredentials(apikey.PerRPC(key)))
+	}
+	stream, err := tandemv1.NewGenerationClient(conn).Generate(t.Context(), &tandemv1.GenerateRequest{
+		Prompt: &tandemv1.GenerateRequest_Text{Text: "Hello"}, Sampling: greedyParams(n)}, opts...)
+	if err != nil {
+		return generated{}, err
+	}
+	return collectStream(stream)
+}
+
+// TestPublicAPISecurity runs `tandem up` with API keys (one given as a
+// flag, one in a keys file), plain and with TLS on the public listeners,
+// and checks as clients see it: no key or a wrong key gets 401 with an
+// OpenAI error (UNAUTHENTICATED over gRPC) before anything is generated;
+// the right keys get 200 and tokens; the probes, /metrics and gRPC health
+// stay open; a keys file edited and SIGHUP'd takes effect without a
+// restart; with TLS the clients check the certificate, and `tandem
+// generate --ca-cert` with TANDEM_API_KEY gets tokens; no key ever shows
+// in the process's output or in /metrics.
+func TestPublicAPISecurity(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts tandem up")
+	}
+	certs := t.TempDir()
+	if _, err := pki.Init(certs, []string{"server"}, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(certs, pki.CACertFile)
+	const flagKey, fileKey1, fileKey2 = "flag-key-5b0f3c", "file-key-one-7d21", "file-key-two-93ae"
+	for _, withTLS := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", withTLS), func(t *testing.T) {
+			keysFile := filepath.Join(t.TempDir(), "keys")
+			if err := os.WriteFile(keysFile, []byte("# the team's keys\n"+fileKey1+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{"--mode", "unified", "--tp", "1", "--api-key", flagKey, "--api-keys-file", keysFile}
+			client := clientFlags{}
+			hc := &http.Client{Timeout: time.Minute}
+			if withTLS {
+				args = append(args, "--tls-cert", filepath.Join(certs, "server.crt"), "--tls-key", filepath.Join(certs, "server.key"))
+				client.caCert = caFile
+				cfg, err := pki.ClientRoots(caFile, "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				hc.Transport = &http.Transport{TLSClientConfig: cfg}
+			}
+			u := startUpProcess(t, args...)
+			if withTLS != strings.HasPrefix(u.http, "https://") {
+				t.Fatalf("HTTP endpoint %s with TLS %v", u.http, withTLS)
+			}
+			completions := u.http + "/v1/completions"
+			body := func() io.Reader {
+				return strings.NewReader(`{"prompt": "Hello", "max_tokens": 4, "ignore_eos": true}`)
+			}
+
+			if withTLS {
+				// A client that does not know the CA refuses the server.
+				_, err := (&http.Client{Timeout: time.Minute}).Get(u.http + "/healthz")
+				if err == nil || !strings.Contains(err.Error(), "certificate") {
+					t.Fatalf("a client without the CA: %v, want a certificate error", err)
+				}
+				conn := u.dial(t, clientFlags{tls: true}) // the system's roots
+				if _, err := grpcGenerate(t, conn, flagKey, 1); err == nil || !strings.Contains(err.Error(), "certificate") {
+					t.Fatalf("a gRPC client without the CA: %v, want a certificate error", err)
+				}
+			}
+
+			for _, tc := range []struct {
+				name, key string
+				want      int
+			}{{"no key", "", 401}, {"wrong key", "not-a-key", 401}, {"a prefix of the flag's key", flagKey[:5], 401},
+				{"the flag's key", flagKey, 200}, {"the file's key", fileKey1, 200}} {
+				code, b := post(t, hc, completions, tc.key, body())
+				if code != tc.want {
+					t.Fatalf("%s: HTTP %d %s, want %d", tc.name, code, b, tc.want)
+				}
+				if code == 401 {
+					if ecode, typ, _, _ := openAIError(t, b); ecode != "invalid_api_key" || typ != "invalid_request_error" {
+						t.Fatalf("%s: error %s", tc.name, b)
+					}
+					continue
+				}
+				var resp struct {
+					Choices []struct{ Text string } `json:"choices"`
+				}
+				if err := json.Unmarshal(b, &resp); err != nil || len(resp.Choices) != 1 || resp.Choices[0].Text == "" {
+					t.Fatalf("%s: %s (%v), want generated text", tc.name, b, err)
+				}
+			}
+			for _, path := range []string{"/healthz", "/livez", "/readyz", "/metrics"} {
+				resp, err := hc.Get(u.http + path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Fatalf("%s without a key: %d, want 200 (open without --protect-metrics)", path, resp.StatusCode)
+				}
+			}
+			if resp, err := hc.Get(u.http + "/v1/models"); err != nil || resp.StatusCode != 401 {
+				t.Fatalf("/v1/models without a key: %v %v, want 401", resp, err)
+			}
+
+			conn := u.dial(t, client)
+			for _, tc := range []struct {
+				name, key string
+				want      codes.Code
+			}{{"no key", "", codes.Unauthenticated}, {"wrong key", "not-a-key", codes.Unauthenticated}, {"the flag's key", flagKey, codes.OK}} {
+				g, err := grpcGenerate(t, conn, tc.key, 4)
+				if status.Code(err) != tc.want || tc.want == codes.OK && len(g.tokens) != 4 {
+					t.Fatalf("gRPC, %s: %d tokens, %v; want %v", tc.name, len(g.tokens), err, tc.want)
+				}
+			}
+			if h, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+				t.Fatalf("gRPC health without a key: %v, %v; want SERVING", h.GetStatus(), err)
+			}
+
+			// The keys file edited, then SIGHUP: the new key works, the
+			// removed one no longer does, the flag's stays.
+			if err := os.WriteFile(keysFile, []byte(fileKey2+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := syscall.Kill(u.pid(), syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				code, _ := post(t, hc, completions, fileKey2, body())
+				if code == 200 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the new key is refused 30 s after SIGHUP (%d)", code)
+				}
+				time.Sleep(20 * time.Millisecond) // waiting for the reload, which has no event a client can see
+			}
+			if code, b := post(t, hc, completions, fileKey1, body()); code != 401 {
+				t.Fatalf("a key removed from the file: %d %s, want 401", code, b)
+			}
+			if code, b := post(t, hc, completions, flagKey, body()); code != 200 {
+				t.Fatalf("the flag's key after the reload: %d %s", code, b)
+			}
+
+			// The CLI, with the key from the environment.
+			t.Setenv("TANDEM_API_KEY", fileKey2)
+			genArgs := []string{"generate", "--addr", u.grpc, "--max-tokens", "3", "--json", "Hello"}
+			if withTLS {
+				genArgs = append(genArgs, "--ca-cert", caFile)
+			}
+			out, err := runTandem(t, genArgs...)
+			if err != nil || !strings.Contains(out, `"request_id"`) {
+				t.Fatalf("tandem generate: %v\n%s", err, out)
+			}
+			t.Setenv("TANDEM_API_KEY", "")
+			if _, err := runTandem(t, genArgs...); err == nil || !strings.Contains(err.Error(), "API key") {
+				t.Fatalf("tandem generate without a key: %v, want the refusal", err)
+			}
+
+			resp, err := hc.Get(u.http + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			scrape, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(scrape), `tandem:unauthenticated_requests_total{api="http",model_name="tiny"}`) {
+				t.Fatalf("/metrics has no count of refused requests")
+			}
+			for _, key := range []string{flagKey, fileKey1, fileKey2} {
+				if strings.Contains(string(scrape), key) {
+					t.Fatalf("/metrics shows the key %q", key)
+				}
+				// The flag's key is in tandem up's argument list, which
+				// its output never repeats.
+				if strings.Contains(u.out.String(), key) {
+					t.Fatalf("tandem up's output shows the key %q", key)
+				}
+			}
+		})
+	}
+}
+
+// identityOf is the client configuration of certificate name of the CA in
+// dir, as a process of that cluster holds it.
+func identityOf(t *testing.T, dir, name string) *tls.Config {
+	t.Helper()
+	f := internalFlags{ca: filepath.Join(dir, pki.CACertFile), cert: filepath.Join(dir, name+".crt"), key: filepath.Join(dir, name+".key")}
+	it, err := f.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return it.client
+}
+
+// TestInternalMutualTLS runs `tandem up` (prefill TP-2, decode TP-2) with
+// the cluster's certificates given, and attacks it from outside: etcd, an
+// internal gRPC call to every rank and a KV push to every decode rank,
+// each without a certificate and with one another CA signed, are refused
+// (logged by the ranks), and a worker process holding another CA's
+// certificate cannot register; the cluster serves throughout. (The ring's
+// listeners close once a group has formed; a ring peer without the
+// cluster's certificate is refused at its handshake while a group forms:
+// nccl/ring's TLS tests.)
+func TestInternalMutualTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts tandem up")
+	}
+	ca, other := t.TempDir(), t.TempDir()
+	for _, d := range []string{ca, other} {
+		if _, err := pki.Init(d, []string{"node", "test"}, nil, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u := startUpProcess(t, "--internal-ca", filepath.Join(ca, pki.CACertFile),
+		"--internal-cert", filepath.Join(ca, "node.crt"), "--internal-key", filepath.Join(ca, "node.key"))
+	if !strings.HasPrefix(u.etcd, "https://") {
+		t.Fatalf("etcd at %s, want https", u.etcd)
+	}
+	member := identityOf(t, ca, "test")
+	cli, err := dialEtcd(u.etcd, &internalTLS{client: member})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	members, err := cluster.WatchMembership(t.Context(), cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups := members.Groups()
+	members.Close()
+	var ranks, decodeRanks []string
+	for _, g := range groups {
+		for _, r := range g.Ranks {
+			ranks = append(ranks, r.Addr)
+			if g.Role == cluster.RoleDecode {
+				decodeRanks = append(decodeRanks, r.Addr)
+			}
+		}
+	}
+	if len(ranks) != 4 || len(decodeRanks) != 2 {
+		t.Fatalf("ranks %v (decode %v), want 4 (2)", ranks, decodeRanks)
+	}
+	serves := func() {
+		t.Helper()
+		g, err := grpcGenerate(t, u.dial(t, clientFlags{}), "", 6)
+		if err != nil || len(g.tokens) != 6 {
+			t.Fatalf("the cluster does not serve: %d tokens, %v", len(g.tokens), err)
+		}
+	}
+	serves()
+
+	stranger := identityOf(t, other, "test")
+	stranger.VerifyPeerCertificate = nil // it would refuse the cluster first: only the cluster decides here
+	for _, tc := range []struct {
+		name string
+		cfg  *tls.Config // nil: plain TCP
+	}{{"plain TCP", nil}, {"no certificate", &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}}, {"another CA", stranger}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ecli, err := dialEtcd(u.etcd, &internalTLS{client: tc.cfg})
+			if err == nil {
+				ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+				_, err = ecli.Get(ctx, "/tandem/", clientv3.WithPrefix())
+				cancel()
+				ecli.Close()
+			}
+			if err == nil {
+				t.Fatal("etcd answered")
+			}
+			creds := insecure.NewCredentials()
+			if tc.cfg != nil {
+				creds = credentials.NewTLS(tc.cfg)
+			}
+			for _, addr := range ranks {
+				conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+				_, err = tandemv1.NewRankClient(conn).Clock(ctx, &tandemv1.ClockRequest{})
+				cancel()
+				conn.Close()
+				if err == nil {
+					t.Fatalf("Rank.Clock at %s answered", addr)
+				}
+			}
+			s := kvtransfer.NewSender(kvtransfer.SenderOptions{MaxAttempts: 1, TLS: tc.cfg})
+			defer s.Close()
+			for i, addr := range decodeRanks {
+				ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+				_, err := s.Push(ctx, zeroKV{}, kvtransfer.SendSpec{RequestID: "intruder", Attempt: 1, DestRank: i, DestAddr: addr,
+					Layers: 2, Tokens: 4, Heads: parallel.Range{From: 0, To: 4}, HeadDim: 32})
+				cancel()
+				if err == nil {
+					t.Fatalf("a KV push to %s succeeded", addr)
+				}
+			}
+			serves()
+		})
+	}
+	if n := strings.Count(u.out.String(), "refused a connection at its TLS handshake"); n < 2*len(decodeRanks) {
+		t.Fatalf("the decode ranks logged %d refused connections, want at least %d", n, 2*len(decodeRanks))
+	}
+
+	// A worker of another cluster: refused by etcd, it never registers.
+	out := &syncBuffer{}
+	intruder := startProcess(t, []string{"worker", "--role", "unified", "--group", "intruder", "--tp", "1", "--etcd-endpoints", u.etcd,
+		"--preset", "tiny", "--threads", "1", "--kv-cache-mb", "16", "--internal-ca", filepath.Join(other, pki.CACertFile),
+		"--internal-cert", filepath.Join(other, "node.crt"), "--internal-key", filepath.Join(other, "node.key")}, out)
+	select {
+	case <-intruder.done:
+		if intruder.err == nil || !strings.Contains(out.String(), "etcd refused the TLS handshake") {
+			t.Fatalf("a worker of another CA: %v, want it to say etcd refused it:\n%s", intruder.err, out)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("a worker of another CA still runs after 2 minutes:\n%s", out)
+	}
+	resp, err := cli.Get(t.Context(), "/tandem/members/intruder/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil || resp.Count != 0 {
+		t.Fatalf("the intruder's registrations: %v, %v; want none", resp, err)
+	}
+	serves()
+}
+
+// zeroKV is a kvtransfer.Source of zeros.
+type zeroKV struct{}
+
+func (zeroKV) ReadLayer(int, parallel.Range, []byte) error { return nil }
+
+// TestUpRunsMutualTLSByDefault: `tandem up` with no security flags serves
+// its etcd over https, refuses a client without the cluster's
+// certificate, listens on loopback alone (every process of it), and
+// removes its throwaway CA when it stops.
+func TestUpRunsMutualTLSByDefault(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts tandem up")
+	}
+	before, _ := filepath.Glob(filepath.Join(os.TempDir(), "tandem-pki-*"))
+	u := startUpProcess(t, "--mode", "unified", "--tp", "1")
+	if !strings.HasPrefix(u.etcd, "https://") {
+		t.Fatalf("etcd at %s, want https", u.etcd)
+	}
+	for _, cfg := range []*tls.Config{nil, {InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}} {
+		cli, err := dialEtcd(u.etcd, &internalTLS{client: cfg})
+		if err == nil {
+			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+			_, err = cli.Get(ctx, "/tandem/", clientv3.WithPrefix())
+			cancel()
+			cli.Close()
+		}
+		if err == nil {
+			t.Fatalf("etcd answered a client without a certificate (TLS %v)", cfg != nil)
+		}
+	}
+	if g, err := grpcGenerate(t, u.dial(t, clientFlags{}), "", 3); err != nil || len(g.tokens) != 3 {
+		t.Fatalf("%d tokens, %v", len(g.tokens), err)
+	}
+	// Every listener of the whole cluster (up: etcd and the coordinator;
+	// the workers: gRPC, metrics) is on loopback.
+	pids := append([]int{u.pid()}, proctest.Children(t, u.pid())...)
+	listening := listeners(t, pids)
+	if len(listening) < 6 {
+		t.Fatalf("%d listening sockets found (%v); want etcd's two, the coordinator's two and each worker's", len(listening), listening)
+	}
+	t.Logf("tandem up and its workers listen on %v", listening)
+	for _, addr := range listening {
+		if host, _, _ := net.SplitHostPort(addr); host != "127.0.0.1" {
+			t.Errorf("a listener on %s, not loopback (all: %v)", addr, listening)
+		}
+	}
+	_ = u.p.cmd.Process.Signal(os.Interrupt)
+	<-u.p.done
+	after, _ := filepath.Glob(filepath.Join(os.TempDir(), "tandem-pki-*"))
+	if len(after) > len(before) {
+		t.Fatalf("the throwaway CA's directory is left behind: %v (before: %v)", after, before)
+	}
+}
+
+// listeners are the local addresses of the TCP sockets the processes
+// pids listen on, from /proc.
+func listeners(t *testing.T, pids []int) []string {
+	t.Helper()
+	inodes := map[string]bool{}
+	for _, pid := range pids {
+		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			t.Skipf("no /proc: %v", err)
+		}
+		for _, fd := range fds {
+			link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+			if ino, ok := strings.CutPrefix(link, "socket:["); ok && err == nil {
+				inodes[strings.TrimSuffix(ino, "]")] = true
+			}
+		}
+	}
+	var out []string
+	for _, table := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pids[0], table))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 10 || f[3] != "0A" || !inodes[f[9]] { // 0A: LISTEN
+				continue
+			}
+			out = append(out, procAddr(t, f[1]))
+		}
+	}
+	return out
+}
+
+// procAddr decodes /proc/net/tcp's HEXIP:HEXPORT (IPv4 or IPv6, each
+// 32-bit word in host order).
+func procAddr(t *testing.T, s string) string {
+	t.Helper()
+	hexIP, hexPort, _ := strings.Cut(s, ":")
+	raw, err := hex.DecodeString(hexIP)
+	port, perr := strconv.ParseUint(hexPort, 16, 16)
+	if err != nil || perr != nil || len(raw)%4 != 0 {
+		t.Fatalf("/proc/net/tcp address %q", s)
+	}
+	ip := make(net.IP, len(raw))
+	for i := 0; i < len(raw); i += 4 { // little-endian words
+		ip[i], ip[i+1], ip[i+2], ip[i+3] = raw[i+3], raw[i+2], raw[i+1], raw[i]
+	}
+	if v4 := ip.To4(); v4 != nil {
+		ip = v4
+	}
+	return net.JoinHostPort(ip.String(), strconv.Itoa(int(port)))
+}
+
+// peakRSS is a process's peak resident set (VmHWM), in bytes.
+func peakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" {
+			var kb int64
+			fmt.Sscan(f[1], &kb)
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmHWM in /proc/%d/status", pid)
+	return 0
+}
+
+// zeros reads as many zero bytes as asked.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// TestHostileInput sends `tandem up` (--max-model-len 1536, its
+// coordinator in the up process) what a careless or hostile client might:
+// a 100 MB body, a prompt past --max-model-len (as token ids, and as text
+// too long to be worth tokenizing), max_tokens of 10^9, and n, stop and
+// logprobs past their caps. Each gets a clear 400/413 (INVALID_ARGUMENT
+// over gRPC) naming the parameter, the coordinator's peak memory grows by
+// nothing near 100 MB, and a request running meanwhile finishes
+// untouched.
+func TestHostileInput(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts tandem up")
+	}
+	u := startUpProcess(t, "--mode", "unified", "--tp", "1", "--max-model-len", "1536")
+	const bgTokens = 300
+	bg := make(chan error, 1)
+	conn := u.dial(t, clientFlags{})
+	go func() {
+		g, err := grpcGenerate(t, conn, "", bgTokens)
+		if err == nil && len(g.tokens) != bgTokens {
+			err = fmt.Errorf("%d tokens, want %d", len(g.tokens), bgTokens)
+		}
+		bg <- err
+	}()
+	hc := &http.Client{Timeout: 2 * time.Minute}
+	completions := u.http + "/v1/completions"
+	before := peakRSS(t, u.pid())
+	ids := make([]string, 1600)
+	for i := range ids {
+		ids[i] = fmt.Sprint(100 + i%1000)
+	}
+	stops := make([]string, 17)
+	for i := range stops {
+		stops[i] = fmt.Sprintf("%q", fmt.Sprint("stop", i))
+	}
+	for _, tc := range []struct {
+		name   string
+		body   io.Reader
+		size   int64 // Content-Length, when the body is a stream
+		status int
+		param  string // the parameter the error names
+		msg    string // in its message
+	}{
+		{"100 MB body", io.LimitReader(zeros{}, 100<<20), 100 << 20, 413, "", "exceeds"},
+		{"prompt past --max-model-len", strings.NewReader(`{"prompt": [` + strings.Join(ids, ",") + `], "max_tokens": 4}`), 0, 400, "prompt", "1536 tokens"},
+		{"text past --max-model-len, not tokenized", strings.NewReader(`{"prompt": "` + strings.Repeat("word ", 200_000) + `"}`), 0, 400, "prompt", "not tokenized"},
+		{"max_tokens 10^9", strings.NewReader(`{"prompt": "Hello", "max_tokens": 1000000000}`), 0, 400, "prompt", "exceed"},
+		{"n 5", strings.NewReader(`{"prompt": "Hello", "n": 5}`), 0, 400, "n", "only 1"},
+		{"17 stop strings", strings.NewReader(`{"prompt": "Hello", "stop": [` + strings.Join(stops, ",") + `]}`), 0, 400, "stop", "at most 16"},
+		{"logprobs 21", strings.NewReader(`{"prompt": "Hello", "logprobs": 21}`), 0, 400, "logprobs", "[0, 20]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, completions, tc.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.size > 0 {
+				req.ContentLength = tc.size
+			}
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			_, typ, param, msg := openAIError(t, b)
+			if resp.StatusCode != tc.status || typ != "invalid_request_error" || param != tc.param || !strings.Contains(msg, tc.msg) {
+				t.Fatalf("HTTP %d %s; want %d naming %q with %q", resp.StatusCode, b, tc.status, tc.param, tc.msg)
+			}
+		})
+	}
+	_, err := grpcGenerateWith(t, conn, &tandemv1.SamplingParams{MaxTokens: 1_000_000_000})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "max_tokens") {
+		t.Fatalf("gRPC max_tokens 10^9: %v, want INVALID_ARGUMENT naming max_tokens", err)
+	}
+	if grew := peakRSS(t, u.pid()) - before; grew > 48<<20 {
+		t.Fatalf("the coordinator's peak memory grew by %d MB", grew>>20)
+	}
+	if err := <-bg; err != nil {
+		t.Fatalf("the request running meanwhile: %v", err)
+	}
+}
+
+// grpcGenerateWith runs one request of prompt "Hello" with sampling sp.
+func grpcGenerateWith(t *testing.T, conn *grpc.ClientConn, sp *tandemv1.SamplingParams) (generated, error) {
+	t.Helper()
+	stream, err := tandemv1.NewGenerationClient(conn).Generate(t.Context(), &tandemv1.GenerateRequest{
+		Prompt: &tandemv1.GenerateRequest_Text{Text: "Hello"}, Sampling: sp})
+	if err != nil {
+		return generated{}, err
+	}
+	return collectStream(stream)
+}
+
+// TestSlowClientIsCut: a client that streams a long completion and stops
+// reading, over HTTP (SSE) and over gRPC, is cut off once a write has
+// waited --write-timeout: its request is aborted on the group, whose KV
+// blocks are all free again while the client still holds its connection,
+// and what the client gets never ends normally.
+func TestSlowClientIsCut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts tandem up")
+	}
+	ca := t.TempDir()
+	if _, err := pki.Init(ca, []string{"node", "test"}, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	u := startUpProcess(t, "--mode", "unified", "--tp", "1", "--write-timeout", "1s", "--internal-ca", filepath.Join(ca, pki.CACertFile),
+		"--internal-cert", filepath.Join(ca, "node.crt"), "--internal-key", filepath.Join(ca, "node.key"))
+	cli, err := dialEtcd(u.etcd, &internalTLS{client: identityOf(t, ca, "test")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	members, err := cluster.WatchMembership(t.Context(), cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups := members.Groups()
+	members.Close()
+	if len(groups) != 1 {
+		t.Fatalf("groups %v, want one", groups)
+	}
+	wc, err := grpc.NewClient(groups[0].Ranks[0].Addr, grpc.WithTransportCredentials(credentials.NewTLS(identityOf(t, ca, "test"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wc.Close()
+	worker := tandemv1.NewWorkerClient(wc)
+	stats := func() *tandemv1.StatsResponse {
+		st, err := worker.Stats(t.Context(), &tandemv1.StatsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	// held waits until the group runs the request, then until it has let
+	// it go with every KV block (the client still connected).
+	held := func() {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for st := stats(); st.GetRunningRequests() == 0; st = stats() {
+			if time.Now().After(deadline) {
+				t.Fatal("the request never ran")
+			}
+			time.Sleep(5 * time.Millisecond) // polling the group's stats, which push nothing
+		}
+		for st := stats(); st.GetRunningRequests() != 0 || st.GetKvBlocksFree() != st.GetKvBlocksTotal(); st = stats() {
+			if time.Now().After(deadline) {
+				t.Fatalf("a minute on, the group still holds the request: %v", st)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	const maxTokens = 2000
+
+	t.Run("http", func(t *testing.T) {
+		// A receive buffer of a few KB that the client never reads.
+		d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+			return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		}}
+		host := strings.TrimPrefix(u.http, "http://")
+		conn, err := d.DialContext(t.Context(), "tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		body := fmt.Sprintf(`{"prompt": "Hello", "max_tokens": %d, "ignore_eos": true, "logprobs": 20, "stream": true}`, maxTokens)
+		fmt.Fprintf(conn, "POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", host, len(body), body)
+		held()
+		// The client reads at last: what was sent, then the end of the
+		// connection, never the stream's last events.
+		_ = conn.SetReadDeadline(time.Now().Add(time.Minute))
+		got, _ := io.ReadAll(conn)
+		if strings.Contains(string(got), `"finish_reason":"length"`) || !strings.Contains(string(got), "200 OK") {
+			t.Fatalf("the cut stream (%d bytes, %d events) ends normally or never began", len(got), strings.Count(string(got), "data: "))
+		}
+	})
+	t.Run("grpc", func(t *testing.T) {
+		// Windows of 64 KB, never opened further: the client reads nothing.
+		conn, err := grpc.NewClient(u.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		stream, err := tandemv1.NewGenerationClient(conn).Generate(t.Context(), &tandemv1.GenerateRequest{
+			Prompt: &tandemv1.GenerateRequest_Text{Text: "Hello"}, Sampling: &tandemv1.SamplingParams{MaxTokens: maxTokens, IgnoreEos: true, Logprobs: true, TopLogprobs: 20}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		held()
+		g, err := collectStream(stream)
+		if status.Code(err) != codes.DeadlineExceeded || g.finish == tandemv1.FinishReason_FINISH_REASON_LENGTH {
+			t.Fatalf("the cut stream: %d tokens, finish %v, %v; want DEADLINE_EXCEEDED before its end", len(g.tokens), g.finish, err)
+		}
+	})
+	if n := strings.Count(u.out.String(), "read nothing for the write timeout"); n != 2 {
+		t.Fatalf("the coordinator logged %d cuts, want 2", n)
+	}
+}
+
+// TestCoordinatorHealthAndReflection runs `tandem coordinator` and a
+// worker as processes: grpcurl-style discovery lists the coordinator's
+// services by reflection, and its grpc.health.v1.Health says NOT_SERVING
+// (HTTP /readyz 503, /healthz 200) until a group is ready, SERVING once it
+// is, and NOT_SERVING again when the group dies.
+func TestCoordinatorHealthAndReflection(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	dir, err := preset.Ensure(t.Context(), "tiny", preset.DefaultCacheDir(), preset.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	etcd, err := cluster.StartEmbedded(t.Context(), t.TempDir(), cluster.EmbeddedOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer etcd.Close()
+	endpoints := strings.Join(etcd.Endpoints(), ",")
+	out := &syncBuffer{}
+	lw := &lineWatch{w: out, field: "HTTP", found: make(chan string, 1)}
+	coord := startProcess(t, []string{"coordinator", "--etcd-endpoints", endpoints, "--model", dir, "--model-name", "tiny",
+		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, lw)
+	var httpURL string
+	select {
+	case httpURL = <-lw.found:
+	case <-coord.done:
+		t.Fatalf("the coordinator exited: %v\n%s", coord.err, out)
+	case <-time.After(time.Minute):
+		t.Fatalf("the coordinator printed no endpoints\n%s", out)
+	}
+	httpURL = strings.TrimSuffix(httpURL, "/v1")
+	var grpcAddr string
+	for _, line := range strings.Split(out.String(), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "gRPC" {
+			grpcAddr = f[1]
+		}
+	}
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	services := reflectionList(t, conn)
+	for _, want := range []string{"tandem.v1.Generation", "tandem.v1.Traces", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
+		if !slices.Contains(services, want) {
+			t.Fatalf("reflection lists %v, without %s", services, want)
+		}
+	}
+	probe := func(path string) int {
+		resp, err := http.Get(httpURL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	watch, err := healthpb.NewHealthClient(conn).Watch(t.Context(), &healthpb.HealthCheckRequest{Service: "tandem.v1.Generation"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func(want healthpb.HealthCheckResponse_ServingStatus) {
+		t.Helper()
+		for {
+			r, err := watch.Recv()
+			if err != nil {
+				t.Fatalf("waiting for %v: %v", want, err)
+			}
+			if r.GetStatus() == want {
+				return
+			}
+		}
+	}
+	next(healthpb.HealthCheckResponse_NOT_SERVING)
+	if r, h := probe("/readyz"), probe("/healthz"); r != 503 || h != 200 {
+		t.Fatalf("without groups: /readyz %d, /healthz %d; want 503, 200", r, h)
+	}
+	worker := startProcess(t, []string{"worker", "--role", "unified", "--group", "u-0", "--tp", "1", "--etcd-endpoints", endpoints,
+		"--model", dir, "--model-name", "tiny", "--threads", "1", "--kv-cache-mb", "16"}, out)
+	next(healthpb.HealthCheckResponse_SERVING)
+	if r := probe("/readyz"); r != 200 {
+		t.Fatalf("with a ready group: /readyz %d", r)
+	}
+	_ = worker.cmd.Process.Kill() // its lease expires: the group leaves
+	next(healthpb.HealthCheckResponse_NOT_SERVING)
+}
+
+// reflectionList lists a server's services as grpcurl list does.
+func reflectionList(t *testing.T, conn *grpc.ClientConn) []string {
+	t.Helper()
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.CloseSend()
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		names = append(names, s.GetName())
+	}
+	return names
+}
