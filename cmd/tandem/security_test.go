@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -184,7 +185,8 @@ func TestPublicAPISecurity(t *testing.T) {
 		t.Skip("starts tandem up")
 	}
 	certs := t.TempDir()
-	if _, err := pki.Init(certs, []string{"server"}, nil, 0); err != nil {
+	ca, err := pki.Init(certs, []string{"server"}, nil, 0)
+	if err != nil {
 		t.Fatal(err)
 	}
 	caFile := filepath.Join(certs, pki.CACertFile)
@@ -287,16 +289,9 @@ func TestPublicAPISecurity(t *testing.T) {
 			if err := syscall.Kill(u.pid(), syscall.SIGHUP); err != nil {
 				t.Fatal(err)
 			}
-			deadline := time.Now().Add(30 * time.Second)
-			for {
-				code, _ := post(t, hc, completions, fileKey2, body())
-				if code == 200 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("the new key is refused 30 s after SIGHUP (%d)", code)
-				}
-				time.Sleep(20 * time.Millisecond) // waiting for the reload, which has no event a client can see
+			u.out.waitFor(t, "API keys reloaded", 30*time.Second)
+			if code, b := post(t, hc, completions, fileKey2, body()); code != 200 {
+				t.Fatalf("the key added to the file, after SIGHUP: %d %s", code, b)
 			}
 			if code, b := post(t, hc, completions, fileKey1, body()); code != 401 {
 				t.Fatalf("a key removed from the file: %d %s, want 401", code, b)
@@ -358,8 +353,51 @@ func TestPublicAPISecurity(t *testing.T) {
 					t.Fatalf("tandem up's output shows the key %q", key)
 				}
 			}
+			if withTLS {
+				checkCertRenewal(t, ca, certs, u)
+			}
 		})
 	}
+}
+
+// checkCertRenewal renews the public listeners' certificate in dir as a
+// cert-manager Secret is renewed (new files renamed over the old) and
+// waits until both listeners present it to new connections, without a
+// restart.
+func checkCertRenewal(t *testing.T, ca *pki.CA, dir string, u *upProcess) {
+	t.Helper()
+	roots, err := pki.ClientRoots(filepath.Join(dir, pki.CACertFile), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots.NextProtos = []string{"h2"} // what gRPC needs; the HTTP listener speaks it too
+	served := func(addr string) *big.Int {
+		c, err := tls.Dial("tcp", addr, roots)
+		if err != nil {
+			t.Fatalf("TLS to %s: %v", addr, err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber
+	}
+	httpAddr := strings.TrimPrefix(u.http, "https://")
+	old := served(httpAddr)
+	cert, key, err := ca.Issue("server", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{"server.key": key, "server.crt": cert} {
+		tmp := filepath.Join(dir, name+".new")
+		if err := os.WriteFile(tmp, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The listeners look at the files at most once a second, at a
+	// handshake: only new handshakes can tell.
+	waitFor(t, 30*time.Second, "the renewed certificate on the HTTP listener", func() bool { return served(httpAddr).Cmp(old) != 0 })
+	waitFor(t, 30*time.Second, "the renewed certificate on the gRPC listener", func() bool { return served(u.grpc).Cmp(old) != 0 })
 }
 
 // identityOf is the client configuration of certificate name of the CA in
@@ -652,8 +690,8 @@ func (zeros) Read(p []byte) (int, error) {
 // coordinator in the up process) what a careless or hostile client might:
 // a 100 MB body, a prompt past --max-model-len (as token ids, and as text
 // too long to be worth tokenizing), max_tokens of 10^9, and n, stop and
-// logprobs past their caps. Each gets a clear 400/413 (INVALID_ARGUMENT
-// over gRPC) naming the parameter, the coordinator's peak memory grows by
+// logprobs past their caps, over HTTP and over gRPC. Each gets a clear
+// 400/413 (INVALID_ARGUMENT over gRPC) naming the parameter, the coordinator's peak memory grows by
 // nothing near 100 MB, and a request running meanwhile finishes
 // untouched.
 func TestHostileInput(t *testing.T) {
@@ -718,9 +756,33 @@ func TestHostileInput(t *testing.T) {
 			}
 		})
 	}
-	_, err := grpcGenerateWith(t, conn, &tandemv1.SamplingParams{MaxTokens: 1_000_000_000})
-	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "max_tokens") {
-		t.Fatalf("gRPC max_tokens 10^9: %v, want INVALID_ARGUMENT naming max_tokens", err)
+	longIDs := make([]int32, 1600)
+	for i := range longIDs {
+		longIDs[i] = int32(100 + i%1000)
+	}
+	hello := &tandemv1.GenerateRequest_Text{Text: "Hello"}
+	for _, tc := range []struct {
+		name   string
+		prompt *tandemv1.GenerateRequest_TokenIds // nil: "Hello"
+		sp     *tandemv1.SamplingParams
+		want   string // in the INVALID_ARGUMENT message
+	}{
+		{"max_tokens 10^9", nil, &tandemv1.SamplingParams{MaxTokens: 1_000_000_000}, "max_tokens"},
+		{"prompt past --max-model-len", &tandemv1.GenerateRequest_TokenIds{TokenIds: &tandemv1.TokenIds{Ids: longIDs}}, &tandemv1.SamplingParams{MaxTokens: 4}, "1536"},
+		{"17 stop strings", nil, &tandemv1.SamplingParams{MaxTokens: 4, Stop: make([]string, 17)}, "stop"},
+		{"top_logprobs 21", nil, &tandemv1.SamplingParams{MaxTokens: 4, Logprobs: true, TopLogprobs: 21}, "logprobs"},
+	} {
+		req := &tandemv1.GenerateRequest{Prompt: hello, Sampling: tc.sp}
+		if tc.prompt != nil {
+			req.Prompt = tc.prompt
+		}
+		stream, err := tandemv1.NewGenerationClient(conn).Generate(t.Context(), req)
+		if err == nil {
+			_, err = collectStream(stream)
+		}
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("gRPC, %s: %v, want INVALID_ARGUMENT naming %q", tc.name, err, tc.want)
+		}
 	}
 	if grew := peakRSS(t, u.pid()) - before; grew > 48<<20 {
 		t.Fatalf("the coordinator's peak memory grew by %d MB", grew>>20)
@@ -728,17 +790,6 @@ func TestHostileInput(t *testing.T) {
 	if err := <-bg; err != nil {
 		t.Fatalf("the request running meanwhile: %v", err)
 	}
-}
-
-// grpcGenerateWith runs one request of prompt "Hello" with sampling sp.
-func grpcGenerateWith(t *testing.T, conn *grpc.ClientConn, sp *tandemv1.SamplingParams) (generated, error) {
-	t.Helper()
-	stream, err := tandemv1.NewGenerationClient(conn).Generate(t.Context(), &tandemv1.GenerateRequest{
-		Prompt: &tandemv1.GenerateRequest_Text{Text: "Hello"}, Sampling: sp})
-	if err != nil {
-		return generated{}, err
-	}
-	return collectStream(stream)
 }
 
 // TestSlowClientIsCut: a client that streams a long completion and stops
