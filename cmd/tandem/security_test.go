@@ -885,11 +885,14 @@ func TestSlowClientIsCut(t *testing.T) {
 	}
 }
 
-// TestCoordinatorHealthAndReflection runs `tandem coordinator` and a
-// worker as processes: grpcurl-style discovery lists the coordinator's
-// services by reflection, and its grpc.health.v1.Health says NOT_SERVING
-// (HTTP /readyz 503, /healthz 200) until a group is ready, SERVING once it
-// is, and NOT_SERVING again when the group dies.
+// TestCoordinatorHealthAndReflection runs `tandem coordinator` and the
+// two ranks of a TP-2 group as processes: grpcurl-style discovery lists
+// the coordinator's services by reflection, and its grpc.health.v1.Health
+// says NOT_SERVING (HTTP /readyz 503, /healthz 200) until the group is
+// ready, SERVING once it is, and NOT_SERVING again when the group dies.
+// Rank 0 alone is live (/healthz 200) and not ready (/readyz 503) until
+// its group forms; then each rank's gRPC port lists its services by
+// reflection and its health service says SERVING.
 func TestCoordinatorHealthAndReflection(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts worker processes")
@@ -962,14 +965,71 @@ func TestCoordinatorHealthAndReflection(t *testing.T) {
 	if r, h := probe("/readyz"), probe("/healthz"); r != 503 || h != 200 {
 		t.Fatalf("without groups: /readyz %d, /healthz %d; want 503, 200", r, h)
 	}
-	worker := startProcess(t, []string{"worker", "--role", "unified", "--group", "u-0", "--tp", "1", "--etcd-endpoints", endpoints,
-		"--model", dir, "--model-name", "tiny", "--threads", "1", "--kv-cache-mb", "16"}, out)
+	// A TP-2 group whose rank 1 is not there yet: rank 0 is alive
+	// (/healthz) and not ready (/readyz), and the coordinator waits.
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	worker := func(rank int, extra ...string) *process {
+		return startProcess(t, append([]string{"worker", "--role", "unified", "--group", "u-0", "--tp", "2", "--rank", strconv.Itoa(rank),
+			"--etcd-endpoints", endpoints, "--model", dir, "--model-name", "tiny", "--threads", "1", "--kv-cache-mb", "16"}, extra...), out)
+	}
+	port := freePorts(t, 1)
+	rank0 := fmt.Sprintf("http://127.0.0.1:%d", port)
+	w0 := worker(0, "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", port))
+	waitHTTP(ctx, t, rank0+"/healthz", http.StatusOK, nil)
+	if resp, err := http.Get(rank0 + "/readyz"); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("rank 0 alone: /readyz %v %v, want 503", resp, err)
+	}
+	if r := probe("/readyz"); r != 503 {
+		t.Fatalf("with a group half up: coordinator /readyz %d", r)
+	}
+	worker(1)
 	next(healthpb.HealthCheckResponse_SERVING)
 	if r := probe("/readyz"); r != 200 {
 		t.Fatalf("with a ready group: /readyz %d", r)
 	}
-	_ = worker.cmd.Process.Kill() // its lease expires: the group leaves
+	waitHTTP(ctx, t, rank0+"/readyz", http.StatusOK, nil)
+	// Each rank's own gRPC port: reflection and health, as grpcurl and a
+	// kubelet gRPC probe see them.
+	checkRanksDiscoverable(t, etcd.Endpoints())
+	_ = w0.cmd.Process.Kill() // its lease expires: the group leaves
 	next(healthpb.HealthCheckResponse_NOT_SERVING)
+}
+
+// checkRanksDiscoverable lists each registered rank's services by
+// reflection and checks its health service says SERVING.
+func checkRanksDiscoverable(t *testing.T, endpoints []string) {
+	t.Helper()
+	cli, err := cluster.Dial(endpoints)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	members, err := cluster.WatchMembership(t.Context(), cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups := members.Groups()
+	members.Close()
+	if len(groups) != 1 || len(groups[0].Ranks) != 2 {
+		t.Fatalf("groups %+v, want one of 2 ranks", groups)
+	}
+	for _, r := range groups[0].Ranks {
+		conn, err := grpc.NewClient(r.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		services := reflectionList(t, conn)
+		for _, want := range []string{"tandem.v1.Rank", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
+			if !slices.Contains(services, want) {
+				t.Fatalf("rank at %s lists %v by reflection, without %s", r.Addr, services, want)
+			}
+		}
+		if h, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("rank at %s: health %v, %v; want SERVING", r.Addr, h.GetStatus(), err)
+		}
+	}
 }
 
 // reflectionList lists a server's services as grpcurl list does.
