@@ -190,7 +190,7 @@ func TestPublicAPISecurity(t *testing.T) {
 		t.Fatal(err)
 	}
 	caFile := filepath.Join(certs, pki.CACertFile)
-	const flagKey, fileKey1, fileKey2 = "flag-key-5b0f3c", "file-key-one-7d21", "file-key-two-93ae"
+	const flagKey, fileKey1, fileKey2, wrongKey = "flag-key-5b0f3c", "file-key-one-7d21", "file-key-two-93ae", "wrong-key-c4d2"
 	for _, withTLS := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tls=%v", withTLS), func(t *testing.T) {
 			keysFile := filepath.Join(t.TempDir(), "keys")
@@ -234,7 +234,7 @@ func TestPublicAPISecurity(t *testing.T) {
 			for _, tc := range []struct {
 				name, key string
 				want      int
-			}{{"no key", "", 401}, {"wrong key", "not-a-key", 401}, {"a prefix of the flag's key", flagKey[:5], 401},
+			}{{"no key", "", 401}, {"wrong key", wrongKey, 401}, {"a prefix of the flag's key", flagKey[:5], 401},
 				{"the flag's key", flagKey, 200}, {"the file's key", fileKey1, 200}} {
 				code, b := post(t, hc, completions, tc.key, body())
 				if code != tc.want {
@@ -271,7 +271,7 @@ func TestPublicAPISecurity(t *testing.T) {
 			for _, tc := range []struct {
 				name, key string
 				want      codes.Code
-			}{{"no key", "", codes.Unauthenticated}, {"wrong key", "not-a-key", codes.Unauthenticated}, {"the flag's key", flagKey, codes.OK}} {
+			}{{"no key", "", codes.Unauthenticated}, {"wrong key", wrongKey, codes.Unauthenticated}, {"the flag's key", flagKey, codes.OK}} {
 				g, err := grpcGenerate(t, conn, tc.key, 4)
 				if status.Code(err) != tc.want || tc.want == codes.OK && len(g.tokens) != 4 {
 					t.Fatalf("gRPC, %s: %d tokens, %v; want %v", tc.name, len(g.tokens), err, tc.want)
@@ -340,7 +340,7 @@ func TestPublicAPISecurity(t *testing.T) {
 				}
 				traces = append(traces, b...)
 			}
-			for _, key := range []string{flagKey, fileKey1, fileKey2} {
+			for _, key := range []string{flagKey, fileKey1, fileKey2, wrongKey} {
 				if strings.Contains(string(scrape), key) {
 					t.Fatalf("/metrics shows the key %q", key)
 				}
@@ -430,14 +430,19 @@ func startSecuredUp(t *testing.T, args ...string) *securedUp {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	su.cli = cli
+	su.cli, su.groups = cli, groupsIn(t, cli)
+	return su
+}
+
+// groupsIn are the groups registered in etcd now.
+func groupsIn(t *testing.T, cli *clientv3.Client) []cluster.Group {
+	t.Helper()
 	members, err := cluster.WatchMembership(t.Context(), cli)
 	if err != nil {
 		t.Fatal(err)
 	}
-	su.groups = members.Groups()
-	members.Close()
-	return su
+	defer members.Close()
+	return members.Groups()
 }
 
 // TestInternalMutualTLS runs `tandem up` (prefill TP-2, decode TP-2) with
@@ -1005,12 +1010,7 @@ func checkRanksDiscoverable(t *testing.T, endpoints []string) {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	members, err := cluster.WatchMembership(t.Context(), cli)
-	if err != nil {
-		t.Fatal(err)
-	}
-	groups := members.Groups()
-	members.Close()
+	groups := groupsIn(t, cli)
 	if len(groups) != 1 || len(groups[0].Ranks) != 2 {
 		t.Fatalf("groups %+v, want one of 2 ranks", groups)
 	}
