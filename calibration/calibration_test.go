@@ -2,6 +2,7 @@ package calibration
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
@@ -64,6 +65,45 @@ func TestLoadCases(t *testing.T) {
 	}
 	if _, err := LoadCases(t.TempDir()); err == nil || !strings.Contains(err.Error(), "no tandem bench compare report") {
 		t.Errorf("empty directory: %v", err)
+	}
+}
+
+// A prefix_repetition run replays with its prompts' prefixes: dealt
+// round-robin over the dataset's prefixes, new ones each round.
+func TestLoadCasesWithPrefixes(t *testing.T) {
+	b, err := os.ReadFile(fixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep map[string]any
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	w := rep["workload"].(map[string]any)
+	w["dataset_name"], w["prefix_repetition_prefix_len"], w["prefix_repetition_num_prefixes"] = "prefix_repetition", 100, 2
+	rep["rounds"] = 2
+	file := filepath.Join(t.TempDir(), "prefix.json")
+	if b, err = json.Marshal(rep); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases, err := LoadCases(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		var got []int
+		for _, r := range c.Workload.Requests {
+			if r.PrefixLen != 100 {
+				t.Errorf("case %s: request %+v, want a 100-token prefix", c.Name, r)
+			}
+			got = append(got, r.Prefix)
+		}
+		if !slices.Equal(got, []int{1, 2, 3, 4}) {
+			t.Errorf("case %s: prefixes %v, want 1, 2 in the first round and 3, 4 in the second", c.Name, got)
+		}
 	}
 }
 

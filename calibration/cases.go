@@ -150,11 +150,14 @@ func newCase(file string, rep compare.Report, p *compare.Point, cp *compare.Conf
 	}
 	if w := rep.Workload; w.DatasetName == "prefix_repetition" && w.PrefixRepetitionPrefixLen > 0 {
 		// Which prefix each prompt had is not in the result: they are
-		// dealt round-robin, as many prompts each as the bench's.
+		// dealt round-robin, as many prompts each as the bench's, and
+		// each round has prefixes of its own (its prompts are drawn
+		// from its own seed).
 		k := max(1, w.PrefixRepetitionNumPrefixes)
+		perRound := max(1, len(c.Workload.Requests)/max(1, rep.Rounds))
 		for i := range c.Workload.Requests {
 			if r := &c.Workload.Requests[i]; r.Input > w.PrefixRepetitionPrefixLen {
-				r.Prefix, r.PrefixLen = 1+i%k, w.PrefixRepetitionPrefixLen
+				r.Prefix, r.PrefixLen = 1+i%k+k*(i/perRound), w.PrefixRepetitionPrefixLen
 			}
 		}
 	}
