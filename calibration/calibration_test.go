@@ -208,6 +208,23 @@ func TestFitRecoversKnownFactors(t *testing.T) {
 	}
 }
 
+// A background load measured while the runs ran is kept, not searched:
+// the other factors are fitted around it.
+func TestFitKeepsAGivenBackgroundLoad(t *testing.T) {
+	hw := cpu(t)
+	truth := hw.Efficiency
+	truth.Memory, truth.Compute, truth.BackgroundLoad = 0.45, 0.3, 1.5
+	cases := synthetic(t, truth)
+	bg := 1.5
+	cal, err := Fit(context.Background(), cases, hw, FitOptions{Sweeps: 3, BackgroundLoad: &bg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cal.Efficiency; got.BackgroundLoad != 1.5 || math.Abs(got.Compute/truth.Compute-1) > 0.1 {
+		t.Errorf("background load %g (given 1.5), compute %.4g (truth %.4g)", got.BackgroundLoad, got.Compute, truth.Compute)
+	}
+}
+
 func TestValidateRelativeErrors(t *testing.T) {
 	hw := cpu(t)
 	cases := synthetic(t, hw.Efficiency)[:2]

@@ -16,6 +16,7 @@ import (
 func newPlanCalibrateCmd() *cobra.Command {
 	var from, hardware, out string
 	var sweeps int
+	var background float64
 	cmd := &cobra.Command{
 		Use:   "calibrate --from RESULT_DIR [--hardware cpu] [--out FILE]",
 		Short: "Fit the cost model's efficiency factors to tandem bench compare runs",
@@ -42,8 +43,15 @@ tandem plan --calibration and tandem plan validate.`,
 			}
 			errw := cmd.ErrOrStderr()
 			fmt.Fprintf(errw, "calibrate: %d cases from %s\n", len(cases), from)
-			cal, err := calibration.Fit(cmd.Context(), cases, hw, calibration.FitOptions{Sweeps: sweeps,
-				Progress: func(s int, obj float64) { fmt.Fprintf(errw, "calibrate: sweep %d, loss %.4g\n", s, obj) }})
+			fo := calibration.FitOptions{Sweeps: sweeps,
+				Progress: func(s int, obj float64) { fmt.Fprintf(errw, "calibrate: sweep %d, loss %.4g\n", s, obj) }}
+			if cmd.Flags().Changed("background-load") {
+				if !(background >= 0) {
+					return fmt.Errorf("--background-load %g: want 0 or more threads", background)
+				}
+				fo.BackgroundLoad = &background
+			}
+			cal, err := calibration.Fit(cmd.Context(), cases, hw, fo)
 			if err != nil {
 				return err
 			}
@@ -66,12 +74,16 @@ tandem plan --calibration and tandem plan validate.`,
 	fl.StringVar(&hardware, "hardware", "cpu", "the hardware profile the runs were measured on")
 	fl.StringVar(&out, "out", "", "where to write the calibration (default: RESULT_DIR/calibration-HARDWARE.json)")
 	fl.IntVar(&sweeps, "sweeps", 8, "passes of the search over all the factors")
+	fl.Float64Var(&background, "background-load", 0, backgroundLoadHelp+" (default: fitted)")
 	return cmd
 }
+
+const backgroundLoadHelp = "shared CPU: other work's runnable threads while the runs ran, each weighted by its CPU share against the clusters' (a nice-0 thread counts 1024/9548 = 0.107 against clusters at nice -10)"
 
 func newPlanValidateCmd() *cobra.Command {
 	var from, hardware, calFile string
 	var jsonOut bool
+	var background float64
 	cmd := &cobra.Command{
 		Use:   "validate --from RESULT_DIR [--calibration FILE]",
 		Short: "Predict the configurations of a tandem bench compare run and show predicted against measured",
@@ -96,6 +108,12 @@ the per-token split. Validate on a run the calibration did not see.`,
 					return fmt.Errorf("--calibration %s was fitted on %s, not --hardware %s", calFile, cal.Hardware, hw.Name)
 				}
 				eff = cal.Efficiency
+			}
+			if cmd.Flags().Changed("background-load") {
+				if !(background >= 0) {
+					return fmt.Errorf("--background-load %g: want 0 or more threads", background)
+				}
+				eff.BackgroundLoad = background
 			}
 			rows, sum, err := calibration.Validate(cases, hw, eff)
 			if err != nil {
@@ -124,6 +142,7 @@ the per-token split. Validate on a run the calibration did not see.`,
 	fl.StringVar(&hardware, "hardware", "cpu", "the hardware profile the runs were measured on")
 	fl.StringVar(&calFile, "calibration", "", "efficiency factors from tandem plan calibrate (default: the profile's priors)")
 	fl.BoolVar(&jsonOut, "json", false, "print one JSON object")
+	fl.Float64Var(&background, "background-load", 0, backgroundLoadHelp+" (default: the calibration's)")
 	return cmd
 }
 

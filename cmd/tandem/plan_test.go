@@ -174,6 +174,8 @@ func TestPlanCalibrateAndValidate(t *testing.T) {
 		{[]string{"plan", "calibrate", "--from", t.TempDir()}, "no tandem bench compare report"},
 		{[]string{"plan", "calibrate", "--from", run, "--hardware", "tpu"}, `--hardware: unknown hardware profile "tpu"`},
 		{[]string{"plan", "validate", "--from", run, "--calibration", run}, "--calibration: "},
+		{[]string{"plan", "validate", "--from", run, "--background-load", "-1"}, "--background-load -1: want 0 or more"},
+		{[]string{"plan", "calibrate", "--from", run, "--background-load", "NaN"}, "--background-load NaN: want 0 or more"},
 		{planArgs("--preset", "llama-160m", "--hardware", "h100-sxm", "--gpus", "2", "--calibration", cal), "was fitted on cpu, not --hardware h100-sxm"},
 	} {
 		if _, err := runTandem(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
