@@ -31,6 +31,10 @@ type Case struct {
 	Model        string
 	// KVCacheDType is the workers' --kv-cache-dtype (empty: auto).
 	KVCacheDType string
+	// BackgroundLoad, if set, is the shared device's background load
+	// measured while this case's run ran; it replaces the efficiency
+	// factors' own when the case is predicted.
+	BackgroundLoad *float64
 	Engine       simulator.EngineOptions
 	Workload     simulator.Workload
 	// Measured holds the bench's figures under vLLM's result keys

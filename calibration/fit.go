@@ -44,7 +44,7 @@ type FitOptions struct {
 	Progress func(sweep int, objective float64)
 	// BackgroundLoad, if set, fixes the shared device's background load
 	// (other work's runnable threads, as measured while the runs ran)
-	// instead of searching it.
+	// instead of searching it; so does every case having its own.
 	BackgroundLoad *float64
 }
 
@@ -64,6 +64,7 @@ func Fit(ctx context.Context, cases []Case, hw costmodel.Hardware, opts FitOptio
 		opts.Sweeps = 8
 	}
 	base := hw.Efficiency
+	fixedBackground := opts.BackgroundLoad != nil || !slices.ContainsFunc(cases, func(c Case) bool { return c.BackgroundLoad == nil })
 	if opts.BackgroundLoad != nil {
 		base.BackgroundLoad = *opts.BackgroundLoad
 	}
@@ -78,7 +79,7 @@ func Fit(ctx context.Context, cases []Case, hw costmodel.Hardware, opts FitOptio
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			if params[i].name == "background_load" && opts.BackgroundLoad != nil {
+			if params[i].name == "background_load" && fixedBackground {
 				continue
 			}
 			dir := make([]float64, len(params))
