@@ -381,6 +381,7 @@ func (c *Coordinator) sync(ctx context.Context, groups []cluster.Group) {
 		st := &groupState{name: g.Name, group: g}
 		addr := st.leader().Addr
 		old := c.groups[g.Name]
+		c.logReadiness(old, g)
 		if old != nil && old.addr == addr && old.group.Role == g.Role && old.group.Model == g.Model && old.group.TP == g.TP &&
 			old.group.Incarnation == g.Incarnation {
 			old.group = g
@@ -401,7 +402,6 @@ func (c *Coordinator) sync(ctx context.Context, groups []cluster.Group) {
 			}
 		}
 		c.groups[g.Name] = st
-		c.log.Info("group registered", "group", g.Name, "role", g.Role, "model", g.Model, "tp", g.TP, "ready", g.Ready())
 	}
 	for name, g := range c.groups {
 		if !seen[name] {
@@ -421,6 +421,20 @@ func (c *Coordinator) sync(ctx context.Context, groups []cluster.Group) {
 		}
 	}
 	c.updateHealthLocked()
+}
+
+// logReadiness logs a group's readiness when it changes from what the
+// coordinator knew (old, nil for a group first seen): ready, or no longer
+// ready (naming the missing ranks). Ranks joining one by one, or leaving
+// one by one on a stop, are not news until the group is whole or broken.
+func (c *Coordinator) logReadiness(old *groupState, g cluster.Group) {
+	was := old != nil && old.group.Ready()
+	switch now := g.Ready(); {
+	case now && (!was || old.group.Incarnation != g.Incarnation):
+		c.log.Info("group ready", "group", g.Name, "role", g.Role, "model", g.Model, "tp", g.TP, "incarnation", g.Incarnation)
+	case !now && was:
+		c.log.Info("group not ready", "group", g.Name, "missing_ranks", g.Missing())
+	}
 }
 
 // dialOptions are how the coordinator dials workers: plain TCP or TLS,
