@@ -264,6 +264,9 @@ workers mutual TLS. Both ports serve grpc.health.v1.Health (gRPC) or
 			if etcdEndpoints == "" {
 				return errors.New("--etcd-endpoints is required")
 			}
+			if err := f.validate(); err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			dir, modelName, err := model.resolve(ctx)
 			if err != nil {
