@@ -3,6 +3,7 @@
 // zombie (exited, not yet reaped by a parent that is not the test) counts
 // as exited. Require skips a test where /proc is missing.
 //
-// It is for tests only: no package but a test imports it. It imports
+// It is for tests only: only tests and test helpers (netshapetest)
+// import it. It imports
 // nothing of Tandem's, so that any package's tests can use it.
 package proctest
