@@ -4,6 +4,6 @@
 // as exited. Require skips a test where /proc is missing.
 //
 // It is for tests only: only tests and test helpers (netshapetest)
-// import it. It imports
-// nothing of Tandem's, so that any package's tests can use it.
+// import it. It imports nothing of Tandem's, so that any package's tests
+// can use it.
 package proctest
