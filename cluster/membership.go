@@ -507,11 +507,14 @@ func (m *Membership) start(ctx context.Context, rev int64) {
 }
 
 // probe checks every probeInterval that etcd answers. When it stops, the
-// view is frozen (groups stay as they were) and the watch is ended, so
-// that the state is read afresh once etcd answers again.
+// watch is ended, so that the state is read afresh once etcd answers
+// again; after missesUnavailable probes in a row without an answer, the
+// view is marked frozen (groups stay as they were). One missed probe is
+// what a leader election under load costs (a member lost), not an outage.
 func (m *Membership) probe(ctx context.Context) {
 	t := time.NewTicker(probeInterval)
 	defer t.Stop()
+	misses := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -530,10 +533,18 @@ func (m *Membership) probe(ctx context.Context) {
 				m.cancelWatch()
 			}
 			m.mu.Unlock()
+			if misses++; misses < missesUnavailable {
+				continue
+			}
 		}
+		misses = 0
 		m.setAvailable(err == nil, err)
 	}
 }
+
+// missesUnavailable is how many probes in a row etcd must leave
+// unanswered to be unavailable, as for a registration's renewals.
+const missesUnavailable = 2
 
 func (m *Membership) setAvailable(ok bool, why error) {
 	m.mu.Lock()
@@ -548,8 +559,8 @@ func (m *Membership) setAvailable(ok bool, why error) {
 	}
 }
 
-// Available reports whether etcd answered the last check (every second)
-// and if not, why. While it does not, the view is frozen: the groups are
+// Available reports whether etcd answered one of the last two checks
+// (one a second) and if not, why. While it does not, the view is frozen: the groups are
 // those seen last. Changed is closed when this changes too.
 func (m *Membership) Available() (bool, error) {
 	m.mu.Lock()

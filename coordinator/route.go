@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -278,6 +279,36 @@ func (c *Coordinator) cachedPrefix(g *groupState, prompt []int32, hashes map[int
 // Called with c.mu held.
 func (c *Coordinator) routable(g *groupState) bool {
 	return g.client != nil && !g.failing && g.group.Ready() && c.model.serves(g.group.Model)
+}
+
+// WaitRoutable waits until the coordinator routes to every group named
+// (registered whole, connected, its Stats not failing), or ctx ends; the
+// error then names the groups it does not route to. A process that
+// starts a cluster says it is up only then: a membership watch of its
+// own may see the groups ready a moment before the coordinator's does.
+func (c *Coordinator) WaitRoutable(ctx context.Context, groups ...string) error {
+	for {
+		c.mu.Lock()
+		var missing []string
+		for _, name := range groups {
+			if g := c.groups[name]; g == nil || !c.routable(g) {
+				missing = append(missing, name)
+			}
+		}
+		if c.routingMoved == nil {
+			c.routingMoved = make(chan struct{})
+		}
+		moved := c.routingMoved
+		c.mu.Unlock()
+		if len(missing) == 0 {
+			return nil
+		}
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return fmt.Errorf("coordinator: not routing to %s: %w", strings.Join(missing, ", "), context.Cause(ctx))
+		}
+	}
 }
 
 // servableLocked returns nil when the model can be served now, otherwise

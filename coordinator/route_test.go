@@ -362,3 +362,27 @@ func (l *groupLog) lines() []string {
 	defer l.mu.Unlock()
 	return slices.Clone(l.all)
 }
+
+// WaitRoutable returns once every group named is routable, and at its
+// deadline names those that are not.
+func TestWaitRoutable(t *testing.T) {
+	half := group("a", cluster.RoleDecode, 2, "m")
+	half.Ranks = half.Ranks[:1]
+	c := routeTestCoordinator(t, group("b", cluster.RolePrefill, 1, "m"), half)
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if err := c.WaitRoutable(ctx, "a", "b", "gone"); err == nil || !strings.Contains(err.Error(), "not routing to a, gone") {
+		t.Fatalf("WaitRoutable before the groups are whole: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.WaitRoutable(t.Context(), "a", "b") }()
+	c.sync(t.Context(), []cluster.Group{group("b", cluster.RolePrefill, 1, "m"), group("a", cluster.RoleDecode, 2, "m")})
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("WaitRoutable did not return once the groups were routable")
+	}
+}

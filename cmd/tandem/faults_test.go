@@ -33,9 +33,12 @@ type lineWatch struct {
 	done bool
 }
 
+// Write passes p on, then looks for the line: whoever is told the line
+// came finds everything before it written.
 func (l *lineWatch) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	n, err := l.w.Write(p)
 	for _, b := range p {
 		if b != '\n' {
 			l.line = append(l.line, b)
@@ -47,7 +50,7 @@ func (l *lineWatch) Write(p []byte) (int, error) {
 		}
 		l.line = l.line[:0]
 	}
-	return l.w.Write(p)
+	return n, err
 }
 
 // process is a tandem subcommand a test runs and may kill; it dies with

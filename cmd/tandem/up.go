@@ -242,7 +242,7 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		return err
 	}
 	defer sup.Stop()
-	if err := waitGroupsReady(ctx, env.cli, plan.specs, f.readyTimeout, sup, errOut); err != nil {
+	if err := waitUp(ctx, env.cli, plan.specs, f.readyTimeout, sup, rc, errOut); err != nil {
 		if ctx.Err() != nil {
 			fmt.Fprintln(errOut, "stopping ...")
 			return nil // interrupted before the cluster was up
@@ -433,6 +433,21 @@ func serveUp(ctx context.Context, rc *runningCoordinator, sup *supervisor.Superv
 			}
 		}
 	}
+}
+
+// waitUp waits until every group is ready (waitGroupsReady) and the
+// coordinator routes to each, within timeout.
+func waitUp(ctx context.Context, cli *clientv3.Client, specs []groupSpec, timeout time.Duration, sup *supervisor.Supervisor, rc *runningCoordinator, w io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := waitGroupsReady(ctx, cli, specs, timeout, sup, w); err != nil {
+		return err
+	}
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.name
+	}
+	return rc.c.WaitRoutable(ctx, names...)
 }
 
 // waitGroupsReady waits until every group has all its ranks registered,
