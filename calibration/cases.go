@@ -23,7 +23,8 @@ var ErrNoRuns = errors.New("no tandem bench compare report")
 // Case is one configuration at one load point of a compare report: what
 // to simulate and what was measured.
 type Case struct {
-	// Name is "configuration @ load point", Source the report file.
+	// Name is "configuration @ load point [--link PROFILE]", Source the
+	// report file.
 	Name, Source string
 	Deployment   simulator.Deployment
 	Link         string
@@ -122,6 +123,9 @@ func newCase(file string, rep compare.Report, p *compare.Point, cp *compare.Conf
 	}
 	if c.Link == "" {
 		c.Link = rep.Link
+	}
+	if c.Link != "" {
+		c.Name += " --link " + c.Link
 	}
 	var res result
 	var keys map[string]any

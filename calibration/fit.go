@@ -116,7 +116,7 @@ func fromVector(base costmodel.Efficiency, x []float64) costmodel.Efficiency {
 		if !p.linear {
 			v = math.Exp(v)
 		}
-		*p.field(&base) = v
+		*p.field(&base) = min(max(v, p.lo), p.hi) // rounding may step out
 	}
 	return base
 }

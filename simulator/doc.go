@@ -16,7 +16,8 @@
 // throughput, throughput per GPU and goodput under SLOs, under
 // `vllm bench serve`'s key names. A run is deterministic for a seed.
 //
-// It imports costmodel (and parallel through it); it must never import
-// the engine, worker, coordinator or any backend: it mirrors their rules
-// and is checked against them by tests and by `tandem plan validate`.
+// It imports costmodel (and parallel through it) and bench for the
+// arrival schedule; it must never import the engine, worker, coordinator
+// or any backend: it mirrors their rules and is checked against them by
+// tests and by `tandem plan validate`.
 package simulator

@@ -5,6 +5,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/tandemllm/tandem/bench"
 	"github.com/tandemllm/tandem/costmodel"
 	"github.com/tandemllm/tandem/model/preset"
 )
@@ -193,22 +194,44 @@ func TestPreemptionFinishesEverything(t *testing.T) {
 	}
 }
 
+// Arrivals are the bench's for the same seed: Poisson at the mean rate,
+// gamma-bursty when asked.
 func TestPoissonArrivals(t *testing.T) {
 	w := Workload{NumPrompts: 4000, InputLen: 10, OutputLen: 10, RequestRate: 50, Seed: 7}
 	_, at, err := w.requests()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if mean := at[len(at)-1] / float64(len(at)-1); math.Abs(mean-0.02) > 0.001 {
-		t.Errorf("mean gap %.4g s at 50 req/s, want 0.02 ± 5%%", mean)
+	if mean := at[len(at)-1] / float64(len(at)); math.Abs(mean-0.02) > 1e-9 {
+		t.Errorf("mean gap %.6g s at 50 req/s, want 0.02 (the bench scales the last arrival to n/rate)", mean)
+	}
+	for i, d := range bench.Arrivals(len(at), 50, 1, 7) {
+		if at[i] != d.Seconds() {
+			t.Fatalf("arrival %d at %g s, the bench sends it at %g s", i, at[i], d.Seconds())
+		}
+	}
+	gaps := func(at []float64) (cv float64) {
+		var sum, ss float64
+		n := float64(len(at) - 1)
+		for i := 1; i < len(at); i++ {
+			sum += at[i] - at[i-1]
+		}
+		m := sum / n
+		for i := 1; i < len(at); i++ {
+			ss += (at[i] - at[i-1] - m) * (at[i] - at[i-1] - m)
+		}
+		return math.Sqrt(ss/n) / m
+	}
+	if cv := gaps(at); math.Abs(cv-1) > 0.1 {
+		t.Errorf("Poisson gaps have a coefficient of variation %.3g, want 1", cv)
 	}
 	w.Burstiness = 0.25
 	_, bursty, err := w.requests()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if mean := bursty[len(bursty)-1] / float64(len(bursty)-1); math.Abs(mean-0.02) > 0.002 {
-		t.Errorf("mean gap with burstiness 0.25: %.4g s, want 0.02 ± 10%%", mean)
+	if cv := gaps(bursty); math.Abs(cv-2) > 0.2 { // gamma shape k: cv = 1/√k
+		t.Errorf("burstiness 0.25 gives a coefficient of variation %.3g, want 2", cv)
 	}
 }
 

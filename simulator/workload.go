@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+
+	"github.com/tandemllm/tandem/bench"
 )
 
 // ErrInvalidWorkload is wrapped by every workload validation error.
@@ -28,7 +30,8 @@ type Workload struct {
 	RangeRatio          float64
 	// RequestRate is the mean arrival rate in requests per second; zero
 	// or +Inf sends every request at once. Burstiness is the gamma shape
-	// of the gaps (default 1: Poisson).
+	// of the gaps (default 1: Poisson). The times are bench.Arrivals', so
+	// a seed gives the schedule `tandem bench --seed` sends.
 	RequestRate, Burstiness float64
 	// MaxConcurrency bounds the requests in flight (0: no bound).
 	MaxConcurrency int
@@ -67,10 +70,10 @@ func (w Workload) requests() ([]Request, []float64, error) {
 		if shape == 0 {
 			shape = 1
 		}
-		t := 0.0
-		for i := range at {
-			at[i] = t
-			t += gamma(rng, shape) / (w.RequestRate * shape)
+		// The bench's own arrival times: the same seed sends the same
+		// schedule in the simulation as in `tandem bench`.
+		for i, d := range bench.Arrivals(len(reqs), w.RequestRate, shape, w.Seed) {
+			at[i] = d.Seconds()
 		}
 	}
 	return reqs, at, nil
@@ -81,26 +84,4 @@ func (w Workload) requests() ([]Request, []float64, error) {
 func draw(rng *rand.Rand, n int, r float64) int {
 	lo, hi := int(float64(n)*(1-r)), int(float64(n)*(1+r))
 	return max(1, lo+rng.IntN(hi-lo+1))
-}
-
-// gamma draws a Gamma(shape, 1) variate (Marsaglia and Tsang, 2000;
-// shapes below 1 by the boost x·U^(1/shape)).
-func gamma(rng *rand.Rand, shape float64) float64 {
-	if shape < 1 {
-		return gamma(rng, shape+1) * math.Pow(rng.Float64(), 1/shape)
-	}
-	d := shape - 1.0/3
-	c := 1 / math.Sqrt(9*d)
-	for {
-		x := rng.NormFloat64()
-		v := 1 + c*x
-		if v <= 0 {
-			continue
-		}
-		v = v * v * v
-		u := rng.Float64()
-		if math.Log(u) < 0.5*x*x+d-d*v+d*math.Log(v) {
-			return d * v
-		}
-	}
 }

@@ -33,16 +33,9 @@ tandem plan --calibration and tandem plan validate.`,
   tandem plan calibrate --from runs/a --out cpu-calibration.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if from == "" {
-				return fmt.Errorf("--from is required: a tandem bench compare result directory or report")
-			}
-			hw, err := costmodel.HardwareByName(hardware)
+			hw, cases, err := loadRuns(from, hardware)
 			if err != nil {
-				return fmt.Errorf("--hardware: %w", err)
-			}
-			cases, err := calibration.LoadCases(from)
-			if err != nil {
-				return fmt.Errorf("--from %s: %w", from, err)
+				return err
 			}
 			if out == "" {
 				out = filepath.Join(dirOf(from), "calibration-"+hw.Name+".json")
@@ -89,12 +82,9 @@ measured with its relative error: TTFT, TPOT, ITL, E2E, output throughput and
 the per-token split. Validate on a run the calibration did not see.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if from == "" {
-				return fmt.Errorf("--from is required: a tandem bench compare result directory or report")
-			}
-			hw, err := costmodel.HardwareByName(hardware)
+			hw, cases, err := loadRuns(from, hardware)
 			if err != nil {
-				return fmt.Errorf("--hardware: %w", err)
+				return err
 			}
 			eff := hw.Efficiency
 			if calFile != "" {
@@ -106,10 +96,6 @@ the per-token split. Validate on a run the calibration did not see.`,
 					return fmt.Errorf("--calibration %s was fitted on %s, not --hardware %s", calFile, cal.Hardware, hw.Name)
 				}
 				eff = cal.Efficiency
-			}
-			cases, err := calibration.LoadCases(from)
-			if err != nil {
-				return fmt.Errorf("--from %s: %w", from, err)
 			}
 			rows, sum, err := calibration.Validate(cases, hw, eff)
 			if err != nil {
@@ -139,6 +125,22 @@ the per-token split. Validate on a run the calibration did not see.`,
 	fl.StringVar(&calFile, "calibration", "", "efficiency factors from tandem plan calibrate (default: the profile's priors)")
 	fl.BoolVar(&jsonOut, "json", false, "print one JSON object")
 	return cmd
+}
+
+// loadRuns checks --from and --hardware and reads the runs' cases.
+func loadRuns(from, hardware string) (costmodel.Hardware, []calibration.Case, error) {
+	if from == "" {
+		return costmodel.Hardware{}, nil, fmt.Errorf("--from is required: a tandem bench compare result directory or report")
+	}
+	hw, err := costmodel.HardwareByName(hardware)
+	if err != nil {
+		return hw, nil, fmt.Errorf("--hardware: %w", err)
+	}
+	cases, err := calibration.LoadCases(from)
+	if err != nil {
+		return hw, nil, fmt.Errorf("--from %s: %w", from, err)
+	}
+	return hw, cases, nil
 }
 
 // dirOf is path when it is a directory, else its directory.
