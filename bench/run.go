@@ -36,8 +36,9 @@ type Options struct {
 	// Workload is the requests, sent in order.
 	Workload []dataset.Request
 	Load
-	// IgnoreEOS is sent with every request.
+	// IgnoreEOS and Sampling are sent with every request.
 	IgnoreEOS bool
+	Sampling  Sampling
 	// Warmups is the number of warm-up requests sent (within
 	// MaxConcurrency) before the measured run; they are not measured.
 	// They are Warmup's requests in turn, or, when Warmup is empty,
@@ -116,7 +117,7 @@ func Execute(ctx context.Context, t Target, o Options) (*Run, error) {
 			}
 		}
 		run.QueueTimes[i] = time.Since(arrived)
-		req := Request{ID: o.IDPrefix + strconv.Itoa(i), Prompt: q.Prompt, PromptLen: q.PromptLen, MaxTokens: q.OutputLen, IgnoreEOS: o.IgnoreEOS}
+		req := Request{ID: o.IDPrefix + strconv.Itoa(i), Prompt: q.Prompt, PromptLen: q.PromptLen, MaxTokens: q.OutputLen, IgnoreEOS: o.IgnoreEOS, Sampling: o.Sampling}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -160,7 +161,7 @@ func warmup(ctx context.Context, t Target, o Options, slots chan struct{}) error
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			t.Send(ctx, Request{ID: o.IDPrefix + "warmup-" + strconv.Itoa(i), Prompt: q.Prompt, PromptLen: q.PromptLen, MaxTokens: q.OutputLen, IgnoreEOS: o.IgnoreEOS})
+			t.Send(ctx, Request{ID: o.IDPrefix + "warmup-" + strconv.Itoa(i), Prompt: q.Prompt, PromptLen: q.PromptLen, MaxTokens: q.OutputLen, IgnoreEOS: o.IgnoreEOS, Sampling: o.Sampling})
 			if slots != nil {
 				<-slots
 			}

@@ -95,7 +95,7 @@ func (c *Config) Connect(ctx context.Context) (bench.Target, string, func(), err
 	served, err := t.Model(ctx)
 	if err != nil {
 		close()
-		return nil, "", nil, fmt.Errorf("target unreachable: %w", err)
+		return nil, "", nil, err // names the flag, and says unreachable when it is
 	}
 	return t, served, close, nil
 }

@@ -1,0 +1,12 @@
+// Package openai is a bench.Target for any OpenAI-compatible server:
+// /v1/completions or /v1/chat/completions with "stream": true, read as
+// server-sent events. It measures as vllm bench serve's request functions
+// do: time to the first chunk carrying choices, the gap before each
+// later such chunk, and the token counts of the usage chunk that
+// stream_options.include_usage asks for. Every request carries the
+// bench's request id in an X-Request-Id header; a server that echoes it
+// (vLLM, Tandem) has filed the request under it, so the output keeps
+// it, and otherwise takes the id the server's chunks carry.
+//
+// It imports bench only; never any other package of Tandem.
+package openai
