@@ -37,7 +37,9 @@ func streamServer(t *testing.T, body string) *Target {
 	return tg
 }
 
-func tok(s string) string { return `data: {"id":"c","choices":[{"index":0,"text":"` + s + `"}]}` + "\n\n" }
+func tok(s string) string {
+	return `data: {"id":"c","choices":[{"index":0,"text":"` + s + `"}]}` + "\n\n"
+}
 
 const done = "data: [DONE]\n\n"
 
