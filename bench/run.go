@@ -70,9 +70,14 @@ type Run struct {
 	QueueTimes []time.Duration
 }
 
+// NotSent is the error code of a request an interrupted run never sent.
+const NotSent = "NOT_SENT"
+
 // Execute sends the workload to t and waits for every request. When ctx
-// ends it stops sending, cancels the requests in flight and returns
-// ctx's error.
+// ends it stops sending, cancels the requests in flight (which fail with
+// the target's cancellation code) and returns the partial run, its
+// unsent requests failed with code NotSent, with ctx's error; it returns
+// no run when ctx ends during the warm-up.
 func Execute(ctx context.Context, t Target, o Options) (*Run, error) {
 	if len(o.Workload) == 0 {
 		return nil, fmt.Errorf("bench: empty workload")
@@ -95,6 +100,7 @@ func Execute(ctx context.Context, t Target, o Options) (*Run, error) {
 	run.Began = time.Now()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	sent := 0
 	for i, q := range o.Workload {
 		if wait := time.Until(run.Began.Add(arrivals[i])); wait > 0 {
 			timer.Reset(wait)
@@ -119,6 +125,7 @@ func Execute(ctx context.Context, t Target, o Options) (*Run, error) {
 		run.QueueTimes[i] = time.Since(arrived)
 		req := Request{ID: o.IDPrefix + strconv.Itoa(i), Prompt: q.Prompt, PromptLen: q.PromptLen, MaxTokens: q.OutputLen, IgnoreEOS: o.IgnoreEOS, Sampling: o.Sampling}
 		wg.Add(1)
+		sent++
 		go func() {
 			defer wg.Done()
 			out := t.Send(ctx, req)
@@ -131,10 +138,10 @@ func Execute(ctx context.Context, t Target, o Options) (*Run, error) {
 	}
 	wg.Wait()
 	run.Duration = time.Since(run.Began)
-	if err := ctx.Err(); err != nil {
-		return nil, err
+	for i := sent; i < len(o.Workload); i++ {
+		run.Outputs[i] = Output{RequestID: o.IDPrefix + strconv.Itoa(i), Code: NotSent, Error: "not sent: the run was interrupted"}
 	}
-	return run, nil
+	return run, ctx.Err()
 }
 
 // warmup sends o.Warmups warm-up requests and waits for them.
