@@ -8,5 +8,13 @@
 // (vLLM, Tandem) has filed the request under it, so the output keeps
 // it, and otherwise takes the id the server's chunks carry.
 //
+// The stream is read as the event-stream format defines it (LF, CRLF or
+// CR line ends; data fields joined across lines; comments and other
+// fields skipped). A request succeeds when it streamed output and ended
+// with [DONE] or a finish reason; an "error" event, a chunk holding an
+// error object (OpenAI's {"error": {...}} or older vLLM's top-level
+// {"object": "error"}) or finish_reason "error" fails it, whatever it
+// streamed before, with code STREAM_ERROR and the server's code or type.
+//
 // It imports bench only; never any other package of Tandem.
 package openai
