@@ -229,3 +229,17 @@ func FuzzGoodput(f *testing.F) {
 		}
 	})
 }
+
+// TestResolveModelFlag: a model spec that is none of preset, directory
+// or tokenizer.json is refused naming the flag that gave it.
+func TestResolveModelFlag(t *testing.T) {
+	for _, flag := range []string{"--tokenizer", "--preset", "--model"} {
+		_, err := ResolveModelFlag(flag, "nosuch", "")
+		if !errors.Is(err, ErrUsage) || !strings.HasPrefix(strings.TrimPrefix(err.Error(), "bad flag: "), flag+` "nosuch"`) {
+			t.Errorf("%s nosuch: %v", flag, err)
+		}
+	}
+	if m, err := ResolveModelFlag("--preset", "tiny", ""); err != nil || m.Config == nil || m.ID != "tiny" {
+		t.Fatalf("--preset tiny: %v", err)
+	}
+}
