@@ -2,9 +2,11 @@ package serve
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"math"
+	"net"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -12,7 +14,11 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
 	"github.com/tandemllm/tandem/bench"
+	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
 // plainConfig is a small workload against an OpenAI-compatible server.
@@ -241,5 +247,45 @@ func TestResolveModelFlag(t *testing.T) {
 	}
 	if m, err := ResolveModelFlag("--preset", "tiny", ""); err != nil || m.Config == nil || m.ID != "tiny" {
 		t.Fatalf("--preset tiny: %v", err)
+	}
+}
+
+// modelsServer is a Generation server over a real socket that records
+// the metadata of each ListModels call.
+type modelsServer struct {
+	tandemv1.UnimplementedGenerationServer
+	md chan metadata.MD
+}
+
+func (s *modelsServer) ListModels(ctx context.Context, _ *tandemv1.ListModelsRequest) (*tandemv1.ListModelsResponse, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	s.md <- md
+	return &tandemv1.ListModelsResponse{Models: []*tandemv1.Model{{Id: "tiny"}}}, nil
+}
+
+// TestGRPCKeyAndHeaders: an --addr target gets $TANDEM_API_KEY (before
+// $OPENAI_API_KEY) as its bearer token and the --header pairs as
+// metadata, on every call.
+func TestGRPCKeyAndHeaders(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &modelsServer{md: make(chan metadata.MD, 1)}
+	srv := grpc.NewServer()
+	tandemv1.RegisterGenerationServer(srv, s)
+	go srv.Serve(lis)
+	defer srv.Stop()
+	t.Setenv("TANDEM_API_KEY", "tk")
+	t.Setenv("OPENAI_API_KEY", "ok")
+	c := Config{Addr: lis.Addr().String(), Headers: []string{"X-Team=infra"}}
+	_, served, closeTarget, err := c.Connect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeTarget()
+	md := <-s.md
+	if served != "tiny" || strings.Join(md.Get("authorization"), "") != "Bearer tk" || strings.Join(md.Get("x-team"), "") != "infra" {
+		t.Fatalf("served %q, metadata %v", served, md)
 	}
 }
