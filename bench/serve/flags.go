@@ -31,16 +31,16 @@ func backendNames() string {
 }
 
 // checked is what the Config's flags say beyond the workload: the
-// backend and endpoint, the request headers, the result metadata and the
-// sampling parameters.
+// backend and endpoint, the request headers and the sampling parameters.
 type checked struct {
 	backend, endpoint string
 	headers           [][2]string
 	sampling          bench.Sampling
 }
 
-// check checks the flags that are not the workload's; settings are the
-// plan's, whose result keys no --metadata key may take.
+// check checks the flags that are not the workload's and returns them
+// with the --metadata pairs; settings are the plan's, whose result keys
+// no --metadata key may take.
 func (c *Config) check(settings bench.Settings) (*checked, [][2]string, error) {
 	var k checked
 	var err error

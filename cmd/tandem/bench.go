@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -14,7 +16,8 @@ import (
 func newBenchCmd() *cobra.Command {
 	c := serve.Config{Workload: serve.DefaultWorkload()}
 	var temperature, topP float64
-	var topK int
+	var topK, port int
+	var host string
 	cmd := &cobra.Command{
 		Use:   "bench (--addr HOST:PORT | --base-url URL) [flags]",
 		Short: "Load-test a Tandem cluster or any OpenAI-compatible server, as vllm bench serve does",
@@ -48,6 +51,13 @@ marked "interrupted".`,
 			if fl.NArg() > 0 {
 				return fmt.Errorf("unexpected arguments %q", strings.Join(fl.Args(), " "))
 			}
+			if fl.Changed("host") || fl.Changed("port") {
+				// vllm bench serve's other way to name the server.
+				if c.BaseURL != "" || c.Addr != "" {
+					return fmt.Errorf("--host/--port name the server as --base-url does: give one")
+				}
+				c.BaseURL = "http://" + net.JoinHostPort(host, strconv.Itoa(port))
+			}
 			if fl.Changed("temperature") {
 				c.Temperature = &temperature
 			}
@@ -64,6 +74,8 @@ marked "interrupted".`,
 	fl := cmd.Flags()
 	fl.StringVar(&c.Addr, "addr", "", "a Tandem coordinator's gRPC address")
 	fl.StringVar(&c.BaseURL, "base-url", "", "an OpenAI-compatible server's root URL, such as http://127.0.0.1:8000 (its API base, http://127.0.0.1:8000/v1, is taken too)")
+	fl.StringVar(&host, "host", "127.0.0.1", "with --port, instead of --base-url: the server is http://HOST:PORT")
+	fl.IntVar(&port, "port", 8000, "with --host, instead of --base-url: the server is http://HOST:PORT")
 	fl.StringVar(&c.Endpoint, "endpoint", "", "with --base-url: /v1/completions (default) or /v1/chat/completions")
 	fl.StringVar(&c.Backend, "backend", "", "vllm bench serve's backend: openai or vllm (/v1/completions), openai-chat (/v1/chat/completions); tandem for --addr")
 	fl.StringArrayVar(&c.Headers, "header", nil, "KEY=VALUE headers sent with every request (gRPC metadata with --addr); several may follow the flag")

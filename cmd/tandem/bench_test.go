@@ -154,6 +154,8 @@ func TestBenchFlagErrors(t *testing.T) {
 		{[]string{"bench", "--addr", "127.0.0.1:1", "stray"}, "stray"},
 		{[]string{"bench", "--addr", "127.0.0.1:1", "--top-k", "-5"}, "--top-k -5"},
 		{[]string{"bench", "--base-url", "http://127.0.0.1:1", "--backend", "sglang"}, "--backend"},
+		{[]string{"bench", "--addr", "127.0.0.1:1", "--port", "8001"}, "--host/--port"},
+		{[]string{"bench", "--host", "127.0.0.1", "--port", "1"}, "--base-url http://127.0.0.1:1: unreachable"},
 	} {
 		cmd := newRootCmd()
 		cmd.SetOut(&bytes.Buffer{})
