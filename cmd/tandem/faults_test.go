@@ -33,13 +33,13 @@ type lineWatch struct {
 	done bool
 }
 
-// Write passes p on, then looks for the line: whoever is told the line
-// came finds everything before it written.
 func (l *lineWatch) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	// Through to w first: whoever the line wakes reads w with it (and
+	// with the lines written together with it).
 	n, err := l.w.Write(p)
-	for _, b := range p {
+	for _, b := range p[:n] {
 		if b != '\n' {
 			l.line = append(l.line, b)
 			continue
