@@ -84,7 +84,7 @@ type kernels struct {
 	// and at least lanes; nil in the Go set.
 	max func(x *float32, n int) float32
 	// For the machine measurements: read streams n bytes from p (n rounded
-	// down to 8 vectors), fma runs iters×fmaChains independent FMAs of
+	// down to 512) as four streams, fma runs iters×fmaChains independent FMAs of
 	// lanes float32 lanes. Nil in the Go set.
 	read  func(p *byte, n int)
 	fma   func(iters int)

@@ -7111,29 +7111,43 @@ maxAVX512_done:
 	VZEROUPPER
 	RET
 
-// func readAVX512(p *byte, n int)
-// Requires: AVX, AVX512F
-TEXT ·readAVX512(SB), NOSPLIT, $0-16
+// func read4AVX512(p *byte, n int, ahead int)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·read4AVX512(SB), NOSPLIT, $0-24
 	MOVQ p+0(FP), AX
 	MOVQ n+8(FP), CX
-	ANDQ $-512, CX
-	LEAQ (AX)(CX*1), CX
+	MOVQ ahead+16(FP), DX
+	SHRQ $0x02, CX
+	ANDQ $-128, CX
+	LEAQ (CX)(CX*2), BX
+	MOVQ CX, SI
+	SHRQ $0x07, SI
+	JZ   read4AVX512_done
+	LEAQ (AX)(DX*1), DX
 
-readAVX512_loop:
-	CMPQ    AX, CX
-	JGE     readAVX512_done
-	VMOVUPS (AX), Z0
-	VMOVUPS 64(AX), Z0
-	VMOVUPS 128(AX), Z0
-	VMOVUPS 192(AX), Z0
-	VMOVUPS 256(AX), Z0
-	VMOVUPS 320(AX), Z0
-	VMOVUPS 384(AX), Z0
-	VMOVUPS 448(AX), Z0
-	ADDQ    $+512, AX
-	JMP     readAVX512_loop
+read4AVX512_loop:
+	VMOVUPS    (AX), Z0
+	VMOVUPS    64(AX), Z0
+	VMOVUPS    (AX)(CX*1), Z0
+	VMOVUPS    64(AX)(CX*1), Z0
+	VMOVUPS    (AX)(CX*2), Z0
+	VMOVUPS    64(AX)(CX*2), Z0
+	VMOVUPS    (AX)(BX*1), Z0
+	VMOVUPS    64(AX)(BX*1), Z0
+	PREFETCHT0 (DX)
+	PREFETCHT0 64(DX)
+	PREFETCHT0 (DX)(CX*1)
+	PREFETCHT0 64(DX)(CX*1)
+	PREFETCHT0 (DX)(CX*2)
+	PREFETCHT0 64(DX)(CX*2)
+	PREFETCHT0 (DX)(BX*1)
+	PREFETCHT0 64(DX)(BX*1)
+	ADDQ       $0x80, AX
+	ADDQ       $0x80, DX
+	DECQ       SI
+	JNZ        read4AVX512_loop
 
-readAVX512_done:
+read4AVX512_done:
 	VZEROUPPER
 	RET
 
@@ -8749,29 +8763,51 @@ maxAVX2_done:
 	VZEROUPPER
 	RET
 
-// func readAVX2(p *byte, n int)
-// Requires: AVX
-TEXT ·readAVX2(SB), NOSPLIT, $0-16
+// func read4AVX2(p *byte, n int, ahead int)
+// Requires: AVX, MMX+
+TEXT ·read4AVX2(SB), NOSPLIT, $0-24
 	MOVQ p+0(FP), AX
 	MOVQ n+8(FP), CX
-	ANDQ $-256, CX
-	LEAQ (AX)(CX*1), CX
+	MOVQ ahead+16(FP), DX
+	SHRQ $0x02, CX
+	ANDQ $-128, CX
+	LEAQ (CX)(CX*2), BX
+	MOVQ CX, SI
+	SHRQ $0x07, SI
+	JZ   read4AVX2_done
+	LEAQ (AX)(DX*1), DX
 
-readAVX2_loop:
-	CMPQ    AX, CX
-	JGE     readAVX2_done
-	VMOVUPS (AX), Y0
-	VMOVUPS 32(AX), Y0
-	VMOVUPS 64(AX), Y0
-	VMOVUPS 96(AX), Y0
-	VMOVUPS 128(AX), Y0
-	VMOVUPS 160(AX), Y0
-	VMOVUPS 192(AX), Y0
-	VMOVUPS 224(AX), Y0
-	ADDQ    $+256, AX
-	JMP     readAVX2_loop
+read4AVX2_loop:
+	VMOVUPS    (AX), Y0
+	VMOVUPS    32(AX), Y0
+	VMOVUPS    64(AX), Y0
+	VMOVUPS    96(AX), Y0
+	VMOVUPS    (AX)(CX*1), Y0
+	VMOVUPS    32(AX)(CX*1), Y0
+	VMOVUPS    64(AX)(CX*1), Y0
+	VMOVUPS    96(AX)(CX*1), Y0
+	VMOVUPS    (AX)(CX*2), Y0
+	VMOVUPS    32(AX)(CX*2), Y0
+	VMOVUPS    64(AX)(CX*2), Y0
+	VMOVUPS    96(AX)(CX*2), Y0
+	VMOVUPS    (AX)(BX*1), Y0
+	VMOVUPS    32(AX)(BX*1), Y0
+	VMOVUPS    64(AX)(BX*1), Y0
+	VMOVUPS    96(AX)(BX*1), Y0
+	PREFETCHT0 (DX)
+	PREFETCHT0 64(DX)
+	PREFETCHT0 (DX)(CX*1)
+	PREFETCHT0 64(DX)(CX*1)
+	PREFETCHT0 (DX)(CX*2)
+	PREFETCHT0 64(DX)(CX*2)
+	PREFETCHT0 (DX)(BX*1)
+	PREFETCHT0 64(DX)(BX*1)
+	ADDQ       $0x80, AX
+	ADDQ       $0x80, DX
+	DECQ       SI
+	JNZ        read4AVX2_loop
 
-readAVX2_done:
+read4AVX2_done:
 	VZEROUPPER
 	RET
 
