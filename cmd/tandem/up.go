@@ -54,10 +54,10 @@ type restartFlags struct {
 }
 
 func (f *restartFlags) register(fl *pflag.FlagSet) {
-	fl.DurationVar(&f.backoff, "restart-backoff", 500*time.Millisecond, "delay before restarting a group whose rank died; doubles with each quick crash in a row")
-	fl.DurationVar(&f.maxBackoff, "restart-max-backoff", 30*time.Second, "longest delay before a restart")
-	fl.DurationVar(&f.window, "crash-loop-window", 30*time.Second, "a group that dies within this long of its start crashed quickly; one that ran longer resets the count and the backoff")
-	fl.IntVar(&f.limit, "crash-loop-limit", 5, "quick crashes in a row after which a group is left down (at least 1)")
+	fl.DurationVar(&f.backoff, "restart-backoff", supervisor.DefaultBackoff, "delay before restarting a group whose rank died; doubles with each quick crash in a row")
+	fl.DurationVar(&f.maxBackoff, "restart-max-backoff", supervisor.DefaultMaxBackoff, "longest delay before a restart")
+	fl.DurationVar(&f.window, "crash-loop-window", supervisor.DefaultCrashLoopWindow, "a group that dies within this long of its start crashed quickly; one that ran longer resets the count and the backoff")
+	fl.IntVar(&f.limit, "crash-loop-limit", supervisor.DefaultCrashLoopLimit, "quick crashes in a row after which a group is left down (at least 1)")
 }
 
 // options are the supervisor's options for these flags (a negative
@@ -198,13 +198,13 @@ func (f *upFlags) validate() error {
 func (f *restartFlags) validate() error {
 	switch {
 	case f.backoff < 0:
-		return fmt.Errorf("--restart-backoff %v: must be >= 0 (0: the default, 500ms)", f.backoff)
+		return fmt.Errorf("--restart-backoff %v: must be >= 0 (0: the default, %v)", f.backoff, supervisor.DefaultBackoff)
 	case f.maxBackoff < 0:
-		return fmt.Errorf("--restart-max-backoff %v: must be >= 0 (0: the default, 30s)", f.maxBackoff)
+		return fmt.Errorf("--restart-max-backoff %v: must be >= 0 (0: the default, %v)", f.maxBackoff, supervisor.DefaultMaxBackoff)
 	case f.maxBackoff > 0 && f.maxBackoff < f.backoff:
 		return fmt.Errorf("--restart-max-backoff %v: must be >= --restart-backoff %v", f.maxBackoff, f.backoff)
 	case f.window < 0:
-		return fmt.Errorf("--crash-loop-window %v: must be >= 0 (0: the default, 30s)", f.window)
+		return fmt.Errorf("--crash-loop-window %v: must be >= 0 (0: the default, %v)", f.window, supervisor.DefaultCrashLoopWindow)
 	case f.limit < 1:
 		return fmt.Errorf("--crash-loop-limit %d: must be >= 1", f.limit)
 	}
