@@ -180,7 +180,7 @@ func TestWorkerLocalRanks(t *testing.T) {
 	}
 	defer etcd.Close()
 	endpoints := etcd.Endpoints()[0]
-	cli, err := dialEtcd(endpoints, nil)
+	cli, err := dialEtcd(endpoints, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

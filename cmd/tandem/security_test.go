@@ -376,7 +376,7 @@ func TestInternalMutualTLS(t *testing.T) {
 		t.Fatalf("etcd at %s, want https", u.etcd)
 	}
 	member := identityOf(t, ca, "test")
-	cli, err := dialEtcd(u.etcd, &internalTLS{client: member})
+	cli, err := dialEtcd(u.etcd, "", &internalTLS{client: member})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,7 +415,7 @@ func TestInternalMutualTLS(t *testing.T) {
 		cfg  *tls.Config // nil: plain TCP
 	}{{"plain TCP", nil}, {"no certificate", &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}}, {"another CA", stranger}} {
 		t.Run(tc.name, func(t *testing.T) {
-			ecli, err := dialEtcd(u.etcd, &internalTLS{client: tc.cfg})
+			ecli, err := dialEtcd(u.etcd, "", &internalTLS{client: tc.cfg})
 			if err == nil {
 				ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 				_, err = ecli.Get(ctx, "/tandem/", clientv3.WithPrefix())
@@ -499,7 +499,7 @@ func TestUpRunsMutualTLSByDefault(t *testing.T) {
 		t.Fatalf("etcd at %s, want https", u.etcd)
 	}
 	for _, cfg := range []*tls.Config{nil, {InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}} {
-		cli, err := dialEtcd(u.etcd, &internalTLS{client: cfg})
+		cli, err := dialEtcd(u.etcd, "", &internalTLS{client: cfg})
 		if err == nil {
 			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 			_, err = cli.Get(ctx, "/tandem/", clientv3.WithPrefix())
@@ -722,7 +722,7 @@ func TestSlowClientIsCut(t *testing.T) {
 	}
 	u := startUpProcess(t, "--mode", "unified", "--tp", "1", "--write-timeout", "1s", "--internal-ca", filepath.Join(ca, pki.CACertFile),
 		"--internal-cert", filepath.Join(ca, "node.crt"), "--internal-key", filepath.Join(ca, "node.key"))
-	cli, err := dialEtcd(u.etcd, &internalTLS{client: identityOf(t, ca, "test")})
+	cli, err := dialEtcd(u.etcd, "", &internalTLS{client: identityOf(t, ca, "test")})
 	if err != nil {
 		t.Fatal(err)
 	}

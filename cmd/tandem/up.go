@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/internal/cpuquota"
 	"github.com/tandemllm/tandem/model"
 	"github.com/tandemllm/tandem/netshape"
 	"github.com/tandemllm/tandem/worker/supervisor"
@@ -217,7 +217,7 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		ranks += g.tp
 	}
 	if f.backend.threads == 0 {
-		f.backend.threads = max(1, runtime.NumCPU()/ranks) // the ranks share this machine's cores
+		f.backend.threads = max(1, cpuquota.CPUs()/ranks) // the ranks share the cores this process may use
 	}
 	name := defaultModelName(dir, presetName)
 
@@ -271,7 +271,7 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	}
 	defer etcd.Close()
 	endpoints := strings.Join(etcd.Endpoints(), ",")
-	cli, err := dialEtcd(endpoints, itls)
+	cli, err := dialEtcd(endpoints, "", itls)
 	if err != nil {
 		return err
 	}
