@@ -48,9 +48,9 @@ func newModelPresetsCmd() *cobra.Command {
 
 func newModelInitCmd() *cobra.Command {
 	var (
-		name, out, dtype string
-		seed             uint64
-		shardMB          int64
+		name, out, dtype   string
+		seed               uint64
+		shardMB            int64
 		existOK, noWeights bool
 	)
 	cmd := &cobra.Command{
