@@ -55,6 +55,7 @@ type object struct {
 
 // renderedChart is a release rendered from one values file.
 type renderedChart struct {
+	release string         // the release's name
 	values  map[string]any // the values after defaults and overrides
 	objects []object
 	notes   string
@@ -132,8 +133,13 @@ func readValues(t *testing.T, file string) map[string]any {
 // renderValues renders the chart with vals as `helm template` does
 // (schema validation included) and returns the manifests by template.
 func renderValues(ch *chartv2.Chart, vals map[string]any) (common.Values, map[string]string, error) {
+	return renderRelease(ch, vals, chartRelease)
+}
+
+// renderRelease is renderValues for a release of another name.
+func renderRelease(ch *chartv2.Chart, vals map[string]any, release string) (common.Values, map[string]string, error) {
 	top, err := chartutil.ToRenderValues(ch, vals,
-		common.ReleaseOptions{Name: chartRelease, Namespace: chartNamespace, IsInstall: true}, common.DefaultCapabilities)
+		common.ReleaseOptions{Name: release, Namespace: chartNamespace, IsInstall: true}, common.DefaultCapabilities)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -146,8 +152,14 @@ func renderValues(ch *chartv2.Chart, vals map[string]any) (common.Values, map[st
 // duplicate key or a kind the test does not know fails.
 func renderChart(t *testing.T, valuesFile string) *renderedChart {
 	t.Helper()
+	return renderChartAs(t, valuesFile, chartRelease)
+}
+
+// renderChartAs is renderChart for a release of another name.
+func renderChartAs(t *testing.T, valuesFile, release string) *renderedChart {
+	t.Helper()
 	ch := loadChart(t)
-	top, files, err := renderValues(ch, readValues(t, valuesFile))
+	top, files, err := renderRelease(ch, readValues(t, valuesFile), release)
 	if err != nil {
 		t.Fatalf("rendering with %s: %v", valuesFile, err)
 	}
@@ -155,7 +167,7 @@ func renderChart(t *testing.T, valuesFile string) *renderedChart {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &renderedChart{values: vals.AsMap()}
+	r := &renderedChart{release: release, values: vals.AsMap()}
 	names := slices.Sorted(func(yield func(string) bool) {
 		for name := range files {
 			if !yield(name) {
