@@ -358,7 +358,7 @@ func TestChartDefaultsAreTandemUp(t *testing.T) {
 		cmd := command(t, o.name, c.Args)
 		tp, _ := strconv.Atoi(flag(t, cmd, "tp"))
 		got[role] = [2]int{int(deref(sts.Spec.Replicas, 1)), tp}
-		for _, name := range []string{"device", "max-batch-tokens", "kv-cache-mb", "model-name"} {
+		for _, name := range []string{"device", "max-batch-tokens", "kv-cache-mb", "kv-cache-dtype", "no-prefix-caching", "model-name"} {
 			wantV := ""
 			if name == "model-name" {
 				wantV = def("preset") // up serves the preset under its name
@@ -381,7 +381,9 @@ func TestChartDefaultsAreTandemUp(t *testing.T) {
 			t.Errorf("coordinator --%s %s; tandem up listens on port %s", name, flag(t, cmd, name), wantPort)
 		}
 	}
-	if flag(t, cmd, "max-in-flight") != def("max-in-flight") {
-		t.Errorf("coordinator --max-in-flight %s; tandem up's default is %s", flag(t, cmd, "max-in-flight"), def("max-in-flight"))
+	for _, name := range []string{"max-in-flight", "queue-timeout", "migration-limit"} {
+		if flag(t, cmd, name) != def(name) {
+			t.Errorf("coordinator --%s %s; tandem up's default is %s", name, flag(t, cmd, name), def(name))
+		}
 	}
 }
