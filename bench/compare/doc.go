@@ -28,6 +28,7 @@
 // reads "not distinguishable".
 //
 // It imports bench and its sub-packages, tracing (the per-token
-// breakdown), parallel (the analytic KV map), model and proto; never the
+// breakdown), parallel (the analytic KV map), model, pki (the CA of
+// configurations serving TLS) and proto; never the
 // coordinator, worker or engine.
 package compare

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -16,32 +15,18 @@ import (
 	"time"
 
 	"github.com/tandemllm/tandem/nccl"
-	"github.com/tandemllm/tandem/pki"
+	"github.com/tandemllm/tandem/pki/pkitest"
 )
 
 // tlsOptions are the ring options of a process holding certificate name
 // of a CA made in dir.
 func tlsOptions(t testing.TB, dir, name string) Options {
 	t.Helper()
-	src, err := pki.Load(pki.Files{CA: filepath.Join(dir, pki.CACertFile), Cert: filepath.Join(dir, name+".crt"), Key: filepath.Join(dir, name+".key")}, pki.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := src.ClientConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return Options{ServerTLS: src.ServerConfig(), ClientTLS: client}
+	server, client := pkitest.Configs(t, dir, name)
+	return Options{ServerTLS: server, ClientTLS: client}
 }
 
-func newCA(t testing.TB) string {
-	t.Helper()
-	dir := t.TempDir()
-	if _, err := pki.Init(dir, []string{"a", "b", "c"}, nil, 0); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
+func newCA(t testing.TB) string { return pkitest.NewCA(t, "a", "b", "c") }
 
 // syncBuffer is a log destination written from several goroutines.
 type syncBuffer struct {
@@ -100,19 +85,7 @@ func TestTLSRefusesStrangers(t *testing.T) {
 		}
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		go func() {
-			tc := tls.Client(c, cfg)
-			// The handshake completes on the client's side; the refusal
-			// comes as an alert on the first read. A rank's hello that
-			// got through would be answered with rank 0's hello instead.
-			b := greeting(1)
-			_, _ = tc.Write(b)
-			if _, err := io.ReadFull(tc, b[:helloBytes]); err != nil && !errors.Is(err, io.EOF) && !strings.Contains(err.Error(), "timeout") {
-				refused <- name
-				return
-			}
-			refused <- name + ": not refused"
-		}()
+		go func() { refused <- strangerRefused(name, tls.Client(c, cfg)) }()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -130,6 +103,20 @@ func TestTLSRefusesStrangers(t *testing.T) {
 	if n := strings.Count(logs.String(), "TLS handshake from"); n != 2 {
 		t.Fatalf("%d refused handshakes logged, want 2:\n%s", n, logs.String())
 	}
+}
+
+// strangerRefused says hello as rank 1 over tc and returns name if rank
+// 0 refused it, name + ": not refused" otherwise. The handshake
+// completes on the client's side; the refusal comes as an alert on the
+// first read. A rank's hello that got through would be answered with
+// rank 0's hello instead.
+func strangerRefused(name string, tc *tls.Conn) string {
+	b := greeting(1)
+	_, _ = tc.Write(b)
+	if _, err := io.ReadFull(tc, b[:helloBytes]); err != nil && !errors.Is(err, io.EOF) && !strings.Contains(err.Error(), "timeout") {
+		return name
+	}
+	return name + ": not refused"
 }
 
 // A rank whose certificate another CA signed cannot join: its dial is
