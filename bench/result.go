@@ -158,6 +158,12 @@ func Summarize(run *Run, s Settings) *Result {
 		for i, v := range r.Samples[m] {
 			ms[i] = v * 1000
 		}
+		if len(ms) == 0 {
+			// No sample (every request failed, or none had two tokens):
+			// statistics of 0, as vllm bench serve's np.mean(values or 0)
+			// gives, not NaN, which JSON lacks and readers choke on.
+			ms = []float64{0}
+		}
 		r.Stats[m] = stats.Summarize(ms, s.Percentiles)
 	}
 	return r
