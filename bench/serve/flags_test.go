@@ -136,6 +136,7 @@ func TestVLLMReaders(t *testing.T) {
 	cfg.Backend, cfg.Metadata, cfg.RequestIDPrefix = "vllm", []string{"tp=2", "note = a b=c"}, "job7-"
 	cfg.Headers, cfg.Temperature, cfg.TopK = []string{"X-Team=infra"}, ptr(0.0), ptr(-1)
 	cfg.AppendResult, cfg.ResultDir, cfg.ResultFilename, cfg.MaxConcurrency = true, dir, "all.jsonl", "1,2"
+	cfg.RequestRate = "1000" // a Python float in the result, 1000.0
 	rs, err := Run(t.Context(), cfg, &bytes.Buffer{}, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
