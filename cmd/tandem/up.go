@@ -45,6 +45,7 @@ type upFlags struct {
 	engine        engineFlags
 	backend       backendFlags
 	restart       restartFlags
+	checkOnly     bool
 }
 
 // restartFlags set how `tandem up` restarts a group whose rank died.
@@ -177,6 +178,8 @@ does (docs/security.md).`,
 	f.engine.register(cmd)
 	f.backend.register(fl)
 	f.restart.register(fl)
+	fl.BoolVar(&f.checkOnly, "check", false, "check the flags, the link and the model's split, then exit without starting anything")
+	_ = fl.MarkHidden("check") // for tandem bench compare, before it starts any cluster
 	return cmd
 }
 
@@ -195,6 +198,9 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		if link, err = checkLink(f.link); err != nil {
 			return err
 		}
+	}
+	if f.checkOnly {
+		return f.check(specs)
 	}
 	presetName := f.preset
 	if f.modelDir != "" {
