@@ -301,7 +301,9 @@ func TestBadInput(t *testing.T) {
 		{"zero rate", func(c *Config) { c.TPs, c.RequestRate = "2,4", "0" }, "--request-rate"},
 		{"bad percentile", func(c *Config) { c.TPs, c.MetricPercentiles = "2,4", "101" }, "--metric-percentiles"},
 		{"bad goodput", func(c *Config) { c.TPs, c.Goodput = "2,4", []string{"itl:5"} }, "--goodput"},
-		{"negative groups in a config", func(c *Config) { c.TPs, c.ConfigFiles = "2", []string{writeConfig(t, "name: x\nmode: unified\ngroups: -1\n")} }, "groups"},
+		{"negative groups in a config", func(c *Config) {
+			c.TPs, c.ConfigFiles = "2", []string{writeConfig(t, "name: x\nmode: unified\ngroups: -1\n")}
+		}, "groups"},
 		{"unknown tandem up flag in a config's args", func(c *Config) {
 			c.TPs, c.ConfigFiles = "2", []string{writeConfig(t, "name: x\nmode: unified\nargs: [--no-such-flag]\n")}
 		}, "no-such-flag"},

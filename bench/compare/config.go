@@ -405,8 +405,8 @@ var ownedFlags = []string{"--grpc-addr", "--http-addr"}
 // pool is one role's groups in a --config file: the keys of its count
 // and of its TP degree.
 type pool struct {
-	nKey string
-	n    *int
+	nKey  string
+	n     *int
 	tpKey string
 	tp    *int
 	role  string
