@@ -1,8 +1,13 @@
 package compare
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -111,5 +116,53 @@ func TestCacheDType(t *testing.T) {
 	}
 	if b := fmt.Sprint(KVElementBytes("fp32"), KVElementBytes("bf16"), KVElementBytes(UnknownDType)); b != "4 2 NaN" {
 		t.Errorf("element bytes %s", b)
+	}
+}
+
+// TestReadOldReport: a report saved before the workload took vLLM's
+// key names (and before configurations named their KV cache dtype) is
+// read and saved again with snake_case keys, the dtype resolved, null
+// figures read back as no figure; its charts are drawn.
+func TestReadOldReport(t *testing.T) {
+	dir := t.TempDir()
+	c := Config{ResultDir: dir, ResultFilename: "new.json", Plot: filepath.Join(dir, "plots")}
+	rep, err := Resave(c, "testdata/old-report.json", &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Workload.NumPrompts != 32 || rep.Workload.MaxConcurrency != "1,4,16" || rep.Workload.Seed != 1 {
+		t.Errorf("workload %+v", rep.Workload)
+	}
+	for _, cf := range rep.Configurations {
+		if cf.KVCacheDType != "fp32" {
+			t.Errorf("%s: KV cache dtype %q, want fp32 (llama-160m's float32 weights)", cf.Name, cf.KVCacheDType)
+		}
+	}
+	if kv := rep.Points[0].Configs[0].Cost.KVBytes; !math.IsNaN(float64(kv)) {
+		t.Errorf("unified KV bytes %v, want none", kv)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "new.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var js struct {
+		Workload       map[string]any   `json:"workload"`
+		Configurations []map[string]any `json:"configurations"`
+	}
+	if err := json.Unmarshal(data, &js); err != nil {
+		t.Fatal(err)
+	}
+	for k := range js.Workload {
+		if k != strings.ToLower(k) {
+			t.Errorf("workload key %q", k)
+		}
+	}
+	if js.Workload["num_prompts"] != 32.0 || js.Configurations[0]["kv_cache_dtype"] != "fp32" {
+		t.Errorf("saved %s", data)
+	}
+	for _, f := range []string{"throughput_vs_p99.svg", "cost_split.png"} {
+		if _, err := os.Stat(filepath.Join(c.Plot, f)); err != nil {
+			t.Error(err)
+		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 func newBenchCompareCmd() *cobra.Command {
 	c := compare.Config{Workload: serve.DefaultWorkload()}
 	c.NumPrompts = 100
+	var report string
 	cmd := &cobra.Command{
 		Use:   "compare (--target NAME=HOST:PORT|NAME=URL ... | --tp 2,8 [--modes unified,disaggregated] | --config FILE.yaml ...) [flags]",
 		Short: "Run one workload on two or more configurations and compare them, with the per-token cost split",
@@ -53,6 +54,10 @@ report of the blocks that finished, marked "partial".`,
 				return err
 			}
 			c.WarmupsGiven = cmd.Flags().Changed("num-warmups")
+			if report != "" {
+				_, err := compare.Resave(c, report, cmd.ErrOrStderr())
+				return err
+			}
 			_, err := compare.Run(cmd.Context(), c, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			return err
 		},
@@ -81,6 +86,7 @@ report of the blocks that finished, marked "partial".`,
 	fl.StringVar(&c.Plot, "plot", "", "directory to write the overlaid charts to (PNG and SVG)")
 	fl.BoolVar(&c.DisableProgress, "disable-tqdm", false, "no progress")
 	fl.BoolVar(&c.Verbose, "verbose", false, "show the local clusters' output")
+	fl.StringVar(&report, "report", "", "run nothing: read this saved report (an earlier version's too), save it again in this version's keys (--result-dir, --result-filename; default its name in the working directory) and, with --plot, draw the charts its figures allow (throughput against P99, cost split)")
 	return cmd
 }
 
