@@ -5,45 +5,29 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/tandemllm/tandem/pki"
+	"github.com/tandemllm/tandem/pki/pkitest"
 )
 
 // An embedded etcd with mutual TLS serves a client holding a certificate
 // of its CA, and refuses one without a certificate or with one another CA
 // signed, on one member and on several.
 func TestEmbeddedTLS(t *testing.T) {
-	dir, other := t.TempDir(), t.TempDir()
-	for _, d := range []string{dir, other} {
-		if _, err := pki.Init(d, []string{"etcd", "worker"}, nil, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	files := func(d, name string) pki.Files {
-		return pki.Files{CA: filepath.Join(d, pki.CACertFile), Cert: filepath.Join(d, name+".crt"), Key: filepath.Join(d, name+".key")}
-	}
-	client := func(f pki.Files) *tls.Config {
-		src, err := pki.Load(f, pki.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := src.ClientConfig()
-		if err != nil {
-			t.Fatal(err)
-		}
+	dir, other := pkitest.NewCA(t, "etcd", "worker"), pkitest.NewCA(t, "worker")
+	client := func(d, name string) *tls.Config {
+		_, c := pkitest.Configs(t, d, name)
 		return c
 	}
-	stranger := client(files(other, "worker"))
+	stranger := client(other, "worker")
 	stranger.VerifyPeerCertificate = nil // it would refuse the server first: only etcd decides here
 	for _, members := range []int{1, 3} {
 		t.Run(fmt.Sprintf("members=%d", members), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			ef := files(dir, "etcd")
+			ef := pkitest.Files(dir, "etcd")
 			e, err := StartEmbedded(ctx, t.TempDir(), EmbeddedOptions{Members: members, TLS: &EmbeddedTLS{CA: ef.CA, Cert: ef.Cert, Key: ef.Key}})
 			if err != nil {
 				t.Fatal(err)
@@ -54,7 +38,7 @@ func TestEmbeddedTLS(t *testing.T) {
 					t.Fatalf("endpoint %s is not https", ep)
 				}
 			}
-			member, err := DialTLS(e.Endpoints(), client(files(dir, "worker")))
+			member, err := DialTLS(e.Endpoints(), client(dir, "worker"))
 			if err != nil {
 				t.Fatal(err)
 			}

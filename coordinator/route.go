@@ -232,7 +232,7 @@ func (c *Coordinator) pickRoute(prompt []int32, exclude map[*groupState]bool, re
 	now := time.Now()
 	n := int64(len(prompt))
 	hashes := map[int][]blockhash.Hash{} // the prompt's chain, per block size
-	pick := func(gs []*groupState, r role) candidate {
+	pick := func(gs []*groupState, r cluster.Role) candidate {
 		cs := make([]candidate, len(gs))
 		for i, g := range gs {
 			cs[i] = candidate{g: g, load: g.load(), cached: c.cachedPrefix(g, prompt, hashes)}
@@ -250,16 +250,16 @@ func (c *Coordinator) pickRoute(prompt []int32, exclude map[*groupState]bool, re
 	}
 	switch {
 	case len(pre) > 0 && len(dec) > 0:
-		p, d := pick(pre, rolePrefill), pick(dec, roleDecode)
+		p, d := pick(pre, cluster.RolePrefill), pick(dec, cluster.RoleDecode)
 		ps := &sent{at: now, tokens: n - int64(p.cached)}
 		p.g.sent = append(p.g.sent, ps)
 		ds := &sent{at: now, blocks: blocksFor(n+1, d.g.blockSize()) - int64(d.cached)/d.g.blockSize()}
 		d.g.sent = append(d.g.sent, ds)
 		return route{prefill: p.g, decode: d.g, prefillSent: ps, decodeSent: ds, destination: d.g.destination(d.cached)}, nil
 	case len(uni) > 0:
-		return whole(pick(uni, roleUnified)), nil
+		return whole(pick(uni, cluster.RoleUnified)), nil
 	case recompute && len(dec) > 0:
-		return whole(pick(dec, roleDecode)), nil
+		return whole(pick(dec, cluster.RoleDecode)), nil
 	}
 	return route{}, status.Error(codes.Unavailable, c.unservableLocked().Error())
 }

@@ -1,6 +1,10 @@
 package coordinator
 
-import "math"
+import (
+	"math"
+
+	"github.com/tandemllm/tandem/cluster"
+)
 
 // RoutingOptions weigh, within one role, how much of a prompt a group
 // already holds in its prefix cache against how busy it is. The zero
@@ -39,19 +43,6 @@ func (o *RoutingOptions) defaults() {
 	}
 }
 
-// role is what a group is chosen for.
-type role int
-
-const (
-	rolePrefill role = iota
-	roleDecode
-	roleUnified
-)
-
-func (r role) String() string {
-	return [...]string{"prefill", "decode", "unified"}[r]
-}
-
 // candidate is a group as routing sees it: its load, and the prompt
 // tokens it holds in its prefix cache.
 type candidate struct {
@@ -75,7 +66,7 @@ type candidate struct {
 // group) are skipped unless all are. Equal scores go to the
 // least loaded by the role's own order (pickPrefill, pickDecode,
 // pickUnified), then to the first.
-func (o RoutingOptions) choose(cs []candidate, n int64, r role) candidate {
+func (o RoutingOptions) choose(cs []candidate, n int64, r cluster.Role) candidate {
 	open := make([]candidate, 0, len(cs))
 	for _, c := range cs {
 		if !o.atLimit(c, n, r) {
@@ -92,14 +83,20 @@ func (o RoutingOptions) choose(cs []candidate, n int64, r role) candidate {
 	}
 	busy := func(l load) float64 {
 		switch r {
-		case rolePrefill:
+		case cluster.RolePrefill:
 			return ratio(l.pendingTokens, maxPending)
-		case roleDecode:
+		case cluster.RoleDecode:
 			return ratio(l.totalBlocks-l.freeBlocks, l.totalBlocks)
 		}
 		return ratio(l.running+l.waiting, maxQueued)
 	}
-	tie := [...]func([]load) int{rolePrefill: pickPrefill, roleDecode: pickDecode, roleUnified: pickUnified}[r]
+	tie := pickUnified
+	switch r {
+	case cluster.RolePrefill:
+		tie = pickPrefill
+	case cluster.RoleDecode:
+		tie = pickDecode
+	}
 	best, bestScore := []candidate(nil), math.Inf(-1)
 	for _, c := range open {
 		score := o.PrefixWeight*ratio(int64(c.cached), n) - o.LoadWeight*busy(c.load)
@@ -119,11 +116,11 @@ func (o RoutingOptions) choose(cs []candidate, n int64, r role) candidate {
 
 // atLimit reports whether c cannot take a request of n prompt tokens
 // without queueing beyond the limit.
-func (o RoutingOptions) atLimit(c candidate, n int64, r role) bool {
+func (o RoutingOptions) atLimit(c candidate, n int64, r cluster.Role) bool {
 	if o.MaxRequests > 0 && c.load.running+c.load.waiting >= int64(o.MaxRequests) {
 		return true
 	}
-	if r == rolePrefill {
+	if r == cluster.RolePrefill {
 		return false
 	}
 	bs := c.g.blockSize()

@@ -23,26 +23,26 @@ func TestChoose(t *testing.T) {
 	tests := []struct {
 		name string
 		opts RoutingOptions
-		role role
+		role cluster.Role
 		cs   []candidate
 		n    int64
 		want string
 	}{
-		{"no prefix anywhere: least loaded", def, roleUnified, []candidate{cand("a", 0, busy(4, 0, 50)), cand("b", 0, busy(1, 0, 50))}, 100, "b"},
-		{"the prefix holder, a little busier", def, roleUnified, []candidate{cand("a", 0, busy(1, 0, 90)), cand("b", 96, busy(2, 0, 80))}, 100, "b"},
-		{"load weight alone: prefix ignored", RoutingOptions{PrefixWeight: -1, LoadWeight: 1, MaxRequests: 256}, roleUnified,
+		{"no prefix anywhere: least loaded", def, cluster.RoleUnified, []candidate{cand("a", 0, busy(4, 0, 50)), cand("b", 0, busy(1, 0, 50))}, 100, "b"},
+		{"the prefix holder, a little busier", def, cluster.RoleUnified, []candidate{cand("a", 0, busy(1, 0, 90)), cand("b", 96, busy(2, 0, 80))}, 100, "b"},
+		{"load weight alone: prefix ignored", RoutingOptions{PrefixWeight: -1, LoadWeight: 1, MaxRequests: 256}, cluster.RoleUnified,
 			[]candidate{cand("a", 0, busy(1, 0, 90)), cand("b", 96, busy(2, 0, 80))}, 100, "a"},
-		{"much busier prefix holder loses", RoutingOptions{PrefixWeight: 1, LoadWeight: 3, MaxRequests: 256}, roleUnified,
+		{"much busier prefix holder loses", RoutingOptions{PrefixWeight: 1, LoadWeight: 3, MaxRequests: 256}, cluster.RoleUnified,
 			[]candidate{cand("a", 0, busy(0, 0, 90)), cand("b", 64, busy(8, 0, 80))}, 100, "a"},
-		{"longer prefix wins at equal load", def, rolePrefill, []candidate{cand("a", 32, idle), cand("b", 64, idle), cand("c", 16, idle)}, 100, "b"},
-		{"group at its request limit skipped", RoutingOptions{PrefixWeight: 2, LoadWeight: 1, MaxRequests: 8}, roleUnified,
+		{"longer prefix wins at equal load", def, cluster.RolePrefill, []candidate{cand("a", 32, idle), cand("b", 64, idle), cand("c", 16, idle)}, 100, "b"},
+		{"group at its request limit skipped", RoutingOptions{PrefixWeight: 2, LoadWeight: 1, MaxRequests: 8}, cluster.RoleUnified,
 			[]candidate{cand("a", 96, busy(4, 4, 50)), cand("b", 0, busy(4, 3, 50))}, 100, "b"},
-		{"group without the blocks skipped", def, roleDecode, []candidate{cand("a", 0, load{freeBlocks: 3, totalBlocks: 100}), cand("b", 0, load{freeBlocks: 8, totalBlocks: 100})}, 100, "b"},
-		{"cached blocks need no room", def, roleDecode, []candidate{cand("a", 96, load{freeBlocks: 2, totalBlocks: 100}), cand("b", 0, load{freeBlocks: 8, totalBlocks: 100})}, 100, "a"},
-		{"all at their limit: still the best", RoutingOptions{PrefixWeight: 2, LoadWeight: 1, MaxRequests: 8}, roleUnified,
+		{"group without the blocks skipped", def, cluster.RoleDecode, []candidate{cand("a", 0, load{freeBlocks: 3, totalBlocks: 100}), cand("b", 0, load{freeBlocks: 8, totalBlocks: 100})}, 100, "b"},
+		{"cached blocks need no room", def, cluster.RoleDecode, []candidate{cand("a", 96, load{freeBlocks: 2, totalBlocks: 100}), cand("b", 0, load{freeBlocks: 8, totalBlocks: 100})}, 100, "a"},
+		{"all at their limit: still the best", RoutingOptions{PrefixWeight: 2, LoadWeight: 1, MaxRequests: 8}, cluster.RoleUnified,
 			[]candidate{cand("a", 0, busy(1, 20, 50)), cand("b", 64, busy(1, 30, 50))}, 100, "b"},
-		{"equal scores: the role's own order", def, rolePrefill, []candidate{cand("a", 0, busy(2, 0, 50)), cand("b", 0, busy(2, 0, 50)), cand("c", 0, load{running: 1, totalBlocks: 100, pendingTokens: 200})}, 100, "c"},
-		{"decode: fuller cache is busier", def, roleDecode, []candidate{cand("a", 0, load{freeBlocks: 30, totalBlocks: 100}), cand("b", 0, load{freeBlocks: 60, totalBlocks: 100})}, 100, "b"},
+		{"equal scores: the role's own order", def, cluster.RolePrefill, []candidate{cand("a", 0, busy(2, 0, 50)), cand("b", 0, busy(2, 0, 50)), cand("c", 0, load{running: 1, totalBlocks: 100, pendingTokens: 200})}, 100, "c"},
+		{"decode: fuller cache is busier", def, cluster.RoleDecode, []candidate{cand("a", 0, load{freeBlocks: 30, totalBlocks: 100}), cand("b", 0, load{freeBlocks: 60, totalBlocks: 100})}, 100, "b"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

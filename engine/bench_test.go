@@ -3,18 +3,96 @@ package engine
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/tandemllm/tandem/compute"
 	"github.com/tandemllm/tandem/compute/cpu"
+	"github.com/tandemllm/tandem/model/preset"
 )
 
-// The limits are measured right after each benchmark, on the same
-// (shared, noisy) machine, so the ratio compares like with like: the
-// memory read bandwidth decode is held against, the peak FMA rate prefill
-// is.
+// Every figure is held against a limit measured in the same run. On the
+// CPU the limits are probed between the timed steps (cpu.Probe), so that
+// on a shared machine, whose free bandwidth and FLOP rate move within
+// seconds, the figure and its limit are averages over the same stretch
+// of time.
 
-var benchModels = []string{"llama-160m", "gpt2-124m"}
+// benchLimits are the limits a benchmark's figures are held against.
+type benchLimits interface {
+	// between runs after each timed step (timer stopped); probes measure
+	// here. step is how long that step took.
+	between(step time.Duration)
+	// bandwidth is the memory read bandwidth in bytes/s, peak the FLOP/s.
+	bandwidth() float64
+	peak() float64
+}
+
+// fixedLimits are limits measured once (the GPU's).
+type fixedLimits struct{ bw, flops float64 }
+
+func (fixedLimits) between(time.Duration) {}
+func (l fixedLimits) bandwidth() float64  { return l.bw }
+func (l fixedLimits) peak() float64       { return l.flops }
+
+// probeLimits probe the CPU after every step: a pass over 256 MiB for the
+// bandwidth, FMA loops for a quarter of the step's time (at least 10 ms)
+// for the peak, as asked. Each limit is the sum of work over the sum of
+// time of its probes.
+type probeLimits struct {
+	p            *cpu.Probe
+	bw, fl       bool
+	bytes, flops float64
+	bwT, flT     time.Duration
+}
+
+func newProbeLimits(threads int, bw, flops bool) *probeLimits {
+	return &probeLimits{p: cpu.NewProbe(threads), bw: bw, fl: flops}
+}
+
+func (l *probeLimits) between(step time.Duration) {
+	if l.bw {
+		n, d := l.p.Bandwidth()
+		l.bytes += float64(n)
+		l.bwT += d
+	}
+	if l.fl {
+		n, d := l.p.FLOPs(max(10*time.Millisecond, step/4))
+		l.flops += n
+		l.flT += d
+	}
+}
+
+func (l *probeLimits) bandwidth() float64 { return l.bytes / l.bwT.Seconds() }
+func (l *probeLimits) peak() float64      { return l.flops / l.flT.Seconds() }
+
+// benchModel loads a preset of dtype on a fresh CPU backend of threads
+// threads (0: every core).
+func benchModel(b *testing.B, name, dtype string, threads int) *Model {
+	b.Helper()
+	dt, err := preset.ParseDType(dtype)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir, err := preset.Ensure(context.Background(), name, preset.DefaultCacheDir(), preset.Options{DType: dt})
+	if err != nil {
+		b.Fatal(err)
+	}
+	be, err := cpu.New(cpu.Options{Threads: threads})
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := Open(dir, be, Shard{})
+	if err != nil {
+		be.Close()
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		m.Close()
+		be.Close()
+	})
+	return m
+}
 
 // weightBytes is what one decode step must read: every matrix once (the
 // embedding only for its LM-head use when tied).
@@ -36,6 +114,13 @@ func matmulFLOPs(m *Model) float64 {
 	return n
 }
 
+// attnFLOPs is attention's own work (q·k and p·v) for one query row that
+// attends to ctx positions.
+func attnFLOPs(m *Model, ctx float64) float64 {
+	s := m.attnSpec
+	return 2 * 2 * float64(s.Heads*s.HeadDim) * ctx * float64(len(m.w.layers))
+}
+
 // matrices are the per-layer weight matrices of m.
 func matrices(m *Model) []compute.Mat {
 	var out []compute.Mat
@@ -48,39 +133,62 @@ func matrices(m *Model) []compute.Mat {
 	return out
 }
 
-// BenchmarkDecode times decode steps at batch 1 and 8 and reports the
-// weight bytes streamed per second against the measured memory bandwidth.
+// benchThreads are the thread counts the CPU benchmarks run at: one, and
+// every core.
+func benchThreads() []int {
+	if n := runtime.NumCPU(); n > 1 {
+		return []int{1, n}
+	}
+	return []int{1}
+}
+
+// BenchmarkDecode times decode steps of every preset model and weight
+// dtype at batch 1, 8 and 32 on one thread and on every core
+// (BenchmarkDecode/MODEL/DTYPE/batch-B/threads-T). %bw is the weight bytes
+// streamed per second against the memory bandwidth probed in the same
+// run (the MBU); %roof holds the step time against the roofline: the
+// weights and the KV read once at that bandwidth, or the FLOPs at the
+// probed peak, whichever takes longer.
 func BenchmarkDecode(b *testing.B) {
-	for _, name := range benchModels {
-		for _, dt := range []string{"f32", "bf16"} {
-			for _, batch := range []int{1, 8} {
-				b.Run(fmt.Sprintf("%s/%s/batch-%d", name, dt, batch), func(b *testing.B) {
-					benchDecode(b, testModel(b, name, dt, "auto"), batch, 256<<20, cpuBandwidth)
-				})
+	for _, name := range []string{"gpt2-124m", "llama-160m", "llama-1b"} {
+		for _, dt := range []string{"f32", "bf16", "f16"} {
+			for _, batch := range []int{1, 8, 32} {
+				for _, threads := range benchThreads() {
+					b.Run(fmt.Sprintf("%s/%s/batch-%d/threads-%d", name, dt, batch, threads), func(b *testing.B) {
+						benchDecode(b, benchModel(b, name, dt, threads), batch, newProbeLimits(threads, true, batch > 1))
+					})
+				}
 			}
 		}
 	}
 }
 
-// cpuBandwidth and cpuPeak are the host's limits, measured when called.
-func cpuBandwidth() float64 { return cpu.MeasureMemoryBandwidth(0) }
-func cpuPeak() float64      { return cpu.MeasurePeakFLOPS(0) }
+// decodePrompt and decodeTokens shape the decode benchmarks: prompts of
+// 32 tokens, then up to 512 generated, so the KV read per step grows
+// from 32 to 544 positions.
+const (
+	decodePrompt = 32
+	decodeTokens = 512
+)
 
-// benchDecode times decode steps of batch sequences (prompts of 32
-// tokens, then up to 512 generated) with a KV cache of kvBytes, and
-// reports tokens/s and the weight bytes streamed per second against the
-// memory bandwidth bandwidth returns (%bw: the model bandwidth
-// utilisation, MBU, counting weights only).
-func benchDecode(b *testing.B, m *Model, batch int, kvBytes int64, bandwidth func() float64) {
+// benchDecode times decode steps of batch sequences (prompts of
+// decodePrompt tokens, then up to decodeTokens generated) and reports
+// tokens/s, the weight bytes streamed per second against the bandwidth
+// (%bw: the model bandwidth utilisation, MBU, counting weights only), and
+// %roof, the roofline's time (weights and KV at the bandwidth, or the
+// FLOPs at the peak, whichever is longer) over the measured time.
+func benchDecode(b *testing.B, m *Model, batch int, lim benchLimits) {
 	ctx := context.Background()
-	const promptLen = 32
+	maxTokens := min(m.cfg.MaxPositions-decodePrompt, decodeTokens)
+	kvPerPos := float64(len(m.w.layers)) * float64(2*m.attnSpec.KVHeads*m.attnSpec.HeadDim*4)
 	// The whole batch is prefilled in one step, so every timed step
-	// decodes.
-	e, err := New(m, Options{KVCacheBytes: kvBytes, MaxBatchTokens: max(512, batch*promptLen)})
+	// decodes. The cache holds every sequence at full length.
+	e, err := New(m, Options{KVCacheBytes: int64(float64(batch*(decodePrompt+maxTokens+DefaultBlockSize)) * kvPerPos),
+		MaxBatchTokens: max(512, batch*decodePrompt), MaxSeqs: batch, DisablePrefixCaching: true})
 	if err != nil {
 		b.Fatal(err)
 	}
-	maxTokens := min(m.cfg.MaxPositions-promptLen, 512)
+	kvPerPos = float64(len(m.w.layers)) * float64(compute.KVSpec{KVHeads: e.kv.KVHeads(), HeadDim: e.kv.HeadDim(), DType: e.kv.DType()}.Bytes())
 	refill := func() {
 		for e.HasWork() {
 			for id := range e.byID {
@@ -88,7 +196,7 @@ func benchDecode(b *testing.B, m *Model, batch int, kvBytes int64, bandwidth fun
 			}
 		}
 		for i := range batch {
-			r := Request{ID: fmt.Sprint(i), Prompt: testPrompt(promptLen, m.cfg.VocabSize, i), Params: SamplingParams{MaxTokens: maxTokens, IgnoreEOS: true}}
+			r := Request{ID: fmt.Sprint(i), Prompt: testPrompt(decodePrompt, m.cfg.VocabSize, i), Params: SamplingParams{MaxTokens: maxTokens, IgnoreEOS: true}}
 			if err := e.Add(r); err != nil {
 				b.Fatal(err)
 			}
@@ -98,68 +206,106 @@ func benchDecode(b *testing.B, m *Model, batch int, kvBytes int64, bandwidth fun
 		}
 	}
 	refill()
-	left := maxTokens - 1
+	left, pos := maxTokens-1, decodePrompt
+	var busy time.Duration
+	var kvBytes, attn float64
 	b.ResetTimer()
 	for range b.N {
 		if left == 0 {
 			b.StopTimer()
 			refill()
-			left = maxTokens - 1
+			left, pos = maxTokens-1, decodePrompt
 			b.StartTimer()
 		}
+		start := time.Now()
 		if _, err := e.Step(ctx); err != nil {
 			b.Fatal(err)
 		}
+		d := time.Since(start)
+		busy += d
+		pos++ // this step's row attends to pos positions
+		kvBytes += float64(batch*pos) * kvPerPos
+		attn += float64(batch) * attnFLOPs(m, float64(pos))
 		left--
+		b.StopTimer()
+		lim.between(d)
+		b.StartTimer()
 	}
 	b.StopTimer()
-	bw := bandwidth()
-	stepsPerS := float64(b.N) / b.Elapsed().Seconds()
-	achieved := weightBytes(m) * stepsPerS
-	b.ReportMetric(stepsPerS*float64(batch), "tok/s")
-	b.ReportMetric(achieved/1e9, "weightGB/s")
+	bw, steps := lim.bandwidth(), float64(b.N)
+	sec := busy.Seconds()
+	wb := weightBytes(m)
+	b.ReportMetric(steps*float64(batch)/sec, "tok/s")
+	b.ReportMetric(wb*steps/sec/1e9, "weightGB/s")
 	b.ReportMetric(bw/1e9, "bwGB/s")
-	b.ReportMetric(100*achieved/bw, "%bw")
+	b.ReportMetric(100*wb*steps/sec/bw, "%bw")
+	if pk := lim.peak(); batch > 1 && pk > 0 {
+		// matmulFLOPs leaves the LM head out (prefill computes one logit
+		// row); decode computes logits for every row.
+		head := 2 * float64(m.w.lmHead.Rows()*m.w.lmHead.Cols())
+		flops := steps*float64(batch)*(matmulFLOPs(m)+head) + attn
+		roof := max((wb*steps+kvBytes)/bw, flops/pk)
+		b.ReportMetric(pk/1e9, "peakGFLOP/s")
+		b.ReportMetric(kvBytes/steps/1e6, "kvMB/step")
+		b.ReportMetric(100*roof/sec, "%roof")
+	}
 }
 
-// BenchmarkPrefill times a 512-token prefill and reports the
-// matrix-multiply FLOP/s against the measured peak FMA rate.
+// BenchmarkPrefill times 512- and 2048-token prefills (gpt2-124m only
+// 512: its positions end at 1024) on every core and reports the
+// matrix-multiply FLOP/s against the peak FMA rate probed in the same run
+// (%peak), and the same counting attention's own products too (%peakall).
 func BenchmarkPrefill(b *testing.B) {
-	for _, name := range benchModels {
-		for _, dt := range []string{"f32", "bf16"} {
-			b.Run(fmt.Sprintf("%s/%s/512", name, dt), func(b *testing.B) {
-				benchPrefill(b, testModel(b, name, dt, "auto"), 512, cpuPeak)
-			})
+	for _, name := range []string{"llama-160m", "gpt2-124m"} {
+		for _, dt := range []string{"f32", "bf16", "f16"} {
+			for _, n := range []int{512, 2048} {
+				if name == "gpt2-124m" && n > 512 {
+					continue
+				}
+				b.Run(fmt.Sprintf("%s/%s/%d", name, dt, n), func(b *testing.B) {
+					benchPrefill(b, benchModel(b, name, dt, 0), n, newProbeLimits(0, false, true))
+				})
+			}
 		}
 	}
 }
 
 // benchPrefill times the prefill of one n-token prompt in one step and
-// reports tokens/s and the matrix-multiply FLOP/s (weights only:
-// attention's own products are left out) against the rate peak returns.
-func benchPrefill(b *testing.B, m *Model, n int, peak func() float64) {
-	// 128 KiB of KV a token is more than any preset needs.
-	e, err := New(m, Options{MaxBatchTokens: n, KVCacheBytes: max(256<<20, int64(n)<<17)})
+// reports tokens/s and the matrix-multiply FLOP/s (weights only, %peak;
+// with attention's q·k and p·v over the causal half, %peakall) against
+// the rate lim gives.
+func benchPrefill(b *testing.B, m *Model, n int, lim benchLimits) {
+	// 128 KiB of KV a token is more than any preset needs. The same prompt
+	// runs every time, so the prefix cache is off: each step computes it all.
+	e, err := New(m, Options{MaxBatchTokens: n, KVCacheBytes: max(256<<20, int64(n)<<17), DisablePrefixCaching: true})
 	if err != nil {
 		b.Fatal(err)
 	}
 	prompt := testPrompt(n, m.cfg.VocabSize, 0)
+	var busy time.Duration
 	b.ResetTimer()
 	for i := range b.N {
-		id := fmt.Sprint(i)
-		if err := e.Add(Request{ID: id, Prompt: prompt, Params: SamplingParams{MaxTokens: 1}}); err != nil {
+		start := time.Now()
+		if err := e.Add(Request{ID: fmt.Sprint(i), Prompt: prompt, Params: SamplingParams{MaxTokens: 1}}); err != nil {
 			b.Fatal(err)
 		}
 		if _, err := e.Step(context.Background()); err != nil {
 			b.Fatal(err)
 		}
+		d := time.Since(start)
+		busy += d
+		b.StopTimer()
+		lim.between(d)
+		b.StartTimer()
 	}
 	b.StopTimer()
-	pk := peak()
-	tokPerS := float64(b.N*n) / b.Elapsed().Seconds()
+	pk := lim.peak()
+	tokPerS := float64(b.N*n) / busy.Seconds()
 	flops := matmulFLOPs(m) * tokPerS
+	all := flops + attnFLOPs(m, float64(n+1)/2)*tokPerS // a row attends to (n+1)/2 positions on average
 	b.ReportMetric(tokPerS, "tok/s")
 	b.ReportMetric(flops/1e9, "GFLOP/s")
 	b.ReportMetric(pk/1e9, "peakGFLOP/s")
 	b.ReportMetric(100*flops/pk, "%peak")
+	b.ReportMetric(100*all/pk, "%peakall")
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tandemllm/tandem/compute/cuda"
 	"github.com/tandemllm/tandem/model/preset"
@@ -66,7 +67,7 @@ func BenchmarkGPUDecode(b *testing.B) {
 	b.Logf("device copy bandwidth %.0f GB/s (read + write)", bw/1e9)
 	for _, batch := range []int{1, 8, 32} {
 		b.Run(fmt.Sprintf("%s/batch-%d", name, batch), func(b *testing.B) {
-			benchDecode(b, m, batch, 2<<30, func() float64 { return bw })
+			benchDecode(b, m, batch, fixedLimits{bw: bw})
 		})
 	}
 }
@@ -81,7 +82,7 @@ func BenchmarkGPUPrefill(b *testing.B) {
 	}
 	b.Logf("BF16 MatMul 8192³ %.1f TFLOP/s", peak/1e12)
 	b.Run(fmt.Sprintf("%s/2048", name), func(b *testing.B) {
-		benchPrefill(b, m, 2048, func() float64 { return peak })
+		benchPrefill(b, m, 2048, fixedLimits{flops: peak})
 	})
 }
 
@@ -89,12 +90,23 @@ func BenchmarkGPUPrefill(b *testing.B) {
 // batch of 32 runs, and each figure comes with its limit.
 func TestBenchHarnessOnCPU(t *testing.T) {
 	m := testModel(t, "tiny", "f32", "auto")
-	res := testing.Benchmark(func(b *testing.B) { benchDecode(b, m, 32, 64<<20, func() float64 { return 1e9 }) })
+	res := testing.Benchmark(func(b *testing.B) { benchDecode(b, m, 32, fixedLimits{bw: 1e9}) })
 	if res.N == 0 || res.Extra["tok/s"] <= 0 || res.Extra["bwGB/s"] != 1 || res.Extra["%bw"] <= 0 {
 		t.Errorf("decode: N %d, figures %v; want a run, tok/s and %%bw against 1 GB/s", res.N, res.Extra)
 	}
-	res = testing.Benchmark(func(b *testing.B) { benchPrefill(b, m, 64, func() float64 { return 1e12 }) })
+	res = testing.Benchmark(func(b *testing.B) { benchPrefill(b, m, 64, fixedLimits{flops: 1e12}) })
 	if res.N == 0 || res.Extra["tok/s"] <= 0 || res.Extra["peakGFLOP/s"] != 1000 || res.Extra["%peak"] <= 0 {
 		t.Errorf("prefill: N %d, figures %v; want a run, tok/s and %%peak against 1000 GFLOP/s", res.N, res.Extra)
+	}
+	res = testing.Benchmark(func(b *testing.B) { benchDecode(b, m, 8, fixedLimits{bw: 1e9, flops: 1e12}) })
+	if res.N == 0 || res.Extra["peakGFLOP/s"] != 1000 || res.Extra["%roof"] <= 0 || res.Extra["kvMB/step"] <= 0 {
+		t.Errorf("decode at batch 8: N %d, figures %v; want %%roof against 1 GB/s and 1000 GFLOP/s", res.N, res.Extra)
+	}
+	// The CPU's probes sum what each one measured.
+	lim := newProbeLimits(1, true, true)
+	lim.between(time.Millisecond)
+	lim.between(time.Millisecond)
+	if bw, pk := lim.bandwidth(), lim.peak(); !(bw > 1e7 && bw < 1e13 && pk > 1e7 && pk < 1e14) {
+		t.Errorf("probed bandwidth %g B/s, peak %g FLOP/s: implausible", bw, pk)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tandemllm/tandem/pki"
+	"github.com/tandemllm/tandem/pki/pkitest"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
@@ -45,25 +45,11 @@ type identity struct{ server, client *tls.Config }
 
 func newIdentity(t testing.TB, dir, name string) identity {
 	t.Helper()
-	src, err := pki.Load(pki.Files{CA: filepath.Join(dir, pki.CACertFile), Cert: filepath.Join(dir, name+".crt"), Key: filepath.Join(dir, name+".key")}, pki.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := src.ClientConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return identity{src.ServerConfig(), client}
+	server, client := pkitest.Configs(t, dir, name)
+	return identity{server, client}
 }
 
-func newCA(t testing.TB) string {
-	t.Helper()
-	dir := t.TempDir()
-	if _, err := pki.Init(dir, []string{"decode", "prefill"}, nil, 0); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
+func newCA(t testing.TB) string { return pkitest.NewCA(t, "decode", "prefill") }
 
 // tlsReceiver serves the tiny receiver behind mutual TLS, logging to logs.
 func tlsReceiver(t *testing.T, id identity, logs io.Writer) (*Receiver, string) {

@@ -139,6 +139,9 @@ def correctness(logs, ref_dir, res):
             ("tandem cuda vs HF fp32 (greedy)", hf32, cuda, kind, False),
             ("tandem cpu vs HF fp32 (forced)", forced32, cpu, "f32", True),
         ]
+        if model == "llama-160m":
+            kv32 = tandem_run(load_json(os.path.join(logs, f"gen-{model}.cuda-kvfp32.json")))
+            pairs.append(("tandem cuda bf16 KV vs cuda fp32 KV", kv32, cuda, "bf16", False))
         if model == "llama-1b":
             pairs.append(("tandem up P1->D1 vs tandem cpu", cpu, tandem_run(load_json(os.path.join(logs, "up-generate.json"))), kind, False))
         for label, a, b, k, forced in pairs:

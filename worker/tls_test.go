@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -25,7 +24,7 @@ import (
 	"github.com/tandemllm/tandem/kvtransfer"
 	"github.com/tandemllm/tandem/model/preset"
 	"github.com/tandemllm/tandem/parallel"
-	"github.com/tandemllm/tandem/pki"
+	"github.com/tandemllm/tandem/pki/pkitest"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
@@ -47,21 +46,6 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// identity is a process's TLS configurations from certificate name of the
-// CA in dir.
-func identity(t *testing.T, dir, name string) (server, client *tls.Config) {
-	t.Helper()
-	src, err := pki.Load(pki.Files{CA: filepath.Join(dir, pki.CACertFile), Cert: filepath.Join(dir, name+".crt"), Key: filepath.Join(dir, name+".key")}, pki.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err = src.ClientConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return src.ServerConfig(), client
-}
-
 // TestWorkersOverMutualTLS: a prefill and a decode worker whose gRPC,
 // raw KV data plane and connections to each other are mutual TLS serve a
 // disaggregated request as plain ones do; an internal call and a KV push
@@ -73,22 +57,17 @@ func TestWorkersOverMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, other := t.TempDir(), t.TempDir()
-	for _, d := range []string{ca, other} {
-		if _, err := pki.Init(d, []string{"prefill", "decode", "coordinator"}, nil, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ca, other := pkitest.NewCA(t, "prefill", "decode", "coordinator"), pkitest.NewCA(t, "coordinator")
 	var logs syncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	start := func(role cluster.Role) string {
-		server, client := identity(t, ca, string(role))
+		server, client := pkitest.Configs(t, ca, string(role))
 		return startWorkerWith(t, dir, Options{Role: role, Group: string(role) + "-0", ModelName: "tiny",
 			Engine: engine.Options{KVCacheBytes: 16 << 20}, KVTimeout: 30 * time.Second, Logger: log,
 			ServerTLS: server, ClientTLS: client})
 	}
 	dec, pre := start(cluster.RoleDecode), start(cluster.RolePrefill)
-	_, coord := identity(t, ca, "coordinator")
+	_, coord := pkitest.Configs(t, ca, "coordinator")
 	member := grpc.WithTransportCredentials(credentials.NewTLS(coord))
 	prompt := []int32{5, 6, 7, 8, 9, 10, 11, 12}
 	want := aloneGreedy(t, dir, prompt, 4)
@@ -96,7 +75,7 @@ func TestWorkersOverMutualTLS(t *testing.T) {
 		t.Fatalf("over mutual TLS: %v, want %v", got, want)
 	}
 
-	_, stranger := identity(t, other, "coordinator")
+	_, stranger := pkitest.Configs(t, other, "coordinator")
 	stranger.VerifyPeerCertificate = nil // it would refuse the worker first: only the worker decides here
 	noCert := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}
 	for _, tc := range []struct {

@@ -26,6 +26,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tandemllm/tandem/apikey"
 	"github.com/tandemllm/tandem/cluster"
@@ -34,7 +35,9 @@ import (
 	"github.com/tandemllm/tandem/model/preset"
 	"github.com/tandemllm/tandem/parallel"
 	"github.com/tandemllm/tandem/pki"
+	"github.com/tandemllm/tandem/pki/pkitest"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
+	"github.com/tandemllm/tandem/telemetry/otlptest"
 )
 
 // upProcess is `tandem up` running as a process of its own, as a user
@@ -175,7 +178,7 @@ func grpcGenerate(t *testing.T, conn *grpc.ClientConn, key string, n int) (gener
 // stay open; a keys file edited and SIGHUP'd takes effect without a
 // restart; with TLS the clients check the certificate, and `tandem
 // generate --ca-cert` with TANDEM_API_KEY gets tokens; no key ever shows
-// in the process's output or in /metrics.
+// in the process's output, in /metrics or in a span it exports.
 func TestPublicAPISecurity(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts tandem up")
@@ -192,7 +195,8 @@ func TestPublicAPISecurity(t *testing.T) {
 			if err := os.WriteFile(keysFile, []byte("# the team's keys\n"+fileKey1+"\n"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			args := []string{"--mode", "unified", "--tp", "1", "--api-key", flagKey, "--api-keys-file", keysFile}
+			rcv := otlptest.Start(t)
+			args := []string{"--mode", "unified", "--tp", "1", "--api-key", flagKey, "--api-keys-file", keysFile, "--otlp-endpoint", rcv.Addr()}
 			client := clientFlags{}
 			hc := &http.Client{Timeout: time.Minute}
 			if withTLS {
@@ -325,9 +329,28 @@ func TestPublicAPISecurity(t *testing.T) {
 			if !strings.Contains(string(scrape), `tandem:unauthenticated_requests_total{api="http",model_name="tiny"}`) {
 				t.Fatalf("/metrics has no count of refused requests")
 			}
+			// The spans of the requests served and refused (refused ones
+			// get a server span of their call), every attribute and event.
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			spans, err := rcv.WaitFor(ctx, func(all []otlptest.Span) bool { return len(otlptest.ByName(all, "tandem.request")) >= 5 })
+			if err != nil {
+				t.Fatalf("the requests' spans: %v", err)
+			}
+			var traces []byte
+			for _, sp := range spans {
+				b, err := proto.Marshal(sp.Span)
+				if err != nil {
+					t.Fatal(err)
+				}
+				traces = append(traces, b...)
+			}
 			for _, key := range []string{flagKey, fileKey1, fileKey2} {
 				if strings.Contains(string(scrape), key) {
 					t.Fatalf("/metrics shows the key %q", key)
+				}
+				if strings.Contains(string(traces), key) {
+					t.Fatalf("a span holds the key %q", key)
 				}
 				// The flag's key is in tandem up's argument list, which
 				// its output never repeats.
@@ -343,12 +366,40 @@ func TestPublicAPISecurity(t *testing.T) {
 // dir, as a process of that cluster holds it.
 func identityOf(t *testing.T, dir, name string) *tls.Config {
 	t.Helper()
-	f := internalFlags{ca: filepath.Join(dir, pki.CACertFile), cert: filepath.Join(dir, name+".crt"), key: filepath.Join(dir, name+".key")}
-	it, err := f.load()
+	_, client := pkitest.Configs(t, dir, name)
+	return client
+}
+
+// securedUp is `tandem up` given the certificates of a CA the test made
+// (every process holds its "node" certificate), and what the test, holding
+// its "test" certificate, reads as a member: etcd and the groups.
+type securedUp struct {
+	*upProcess
+	ca     string
+	member *tls.Config
+	cli    *clientv3.Client
+	groups []cluster.Group
+}
+
+func startSecuredUp(t *testing.T, args ...string) *securedUp {
+	t.Helper()
+	ca := pkitest.NewCA(t, "node", "test")
+	f := pkitest.Files(ca, "node")
+	u := startUpProcess(t, append([]string{"--internal-ca", f.CA, "--internal-cert", f.Cert, "--internal-key", f.Key}, args...)...)
+	su := &securedUp{upProcess: u, ca: ca, member: identityOf(t, ca, "test")}
+	cli, err := dialEtcd(u.etcd, &internalTLS{client: su.member})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return it.client
+	t.Cleanup(func() { cli.Close() })
+	su.cli = cli
+	members, err := cluster.WatchMembership(t.Context(), cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	su.groups = members.Groups()
+	members.Close()
+	return su
 }
 
 // TestInternalMutualTLS runs `tandem up` (prefill TP-2, decode TP-2) with
@@ -364,29 +415,12 @@ func TestInternalMutualTLS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts tandem up")
 	}
-	ca, other := t.TempDir(), t.TempDir()
-	for _, d := range []string{ca, other} {
-		if _, err := pki.Init(d, []string{"node", "test"}, nil, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	u := startUpProcess(t, "--internal-ca", filepath.Join(ca, pki.CACertFile),
-		"--internal-cert", filepath.Join(ca, "node.crt"), "--internal-key", filepath.Join(ca, "node.key"))
+	su := startSecuredUp(t)
+	u, cli, groups := su.upProcess, su.cli, su.groups
+	other := pkitest.NewCA(t, "node", "test")
 	if !strings.HasPrefix(u.etcd, "https://") {
 		t.Fatalf("etcd at %s, want https", u.etcd)
 	}
-	member := identityOf(t, ca, "test")
-	cli, err := dialEtcd(u.etcd, &internalTLS{client: member})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	members, err := cluster.WatchMembership(t.Context(), cli)
-	if err != nil {
-		t.Fatal(err)
-	}
-	groups := members.Groups()
-	members.Close()
 	var ranks, decodeRanks []string
 	for _, g := range groups {
 		for _, r := range g.Ranks {
@@ -716,23 +750,8 @@ func TestSlowClientIsCut(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts tandem up")
 	}
-	ca := t.TempDir()
-	if _, err := pki.Init(ca, []string{"node", "test"}, nil, 0); err != nil {
-		t.Fatal(err)
-	}
-	u := startUpProcess(t, "--mode", "unified", "--tp", "1", "--write-timeout", "1s", "--internal-ca", filepath.Join(ca, pki.CACertFile),
-		"--internal-cert", filepath.Join(ca, "node.crt"), "--internal-key", filepath.Join(ca, "node.key"))
-	cli, err := dialEtcd(u.etcd, &internalTLS{client: identityOf(t, ca, "test")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	members, err := cluster.WatchMembership(t.Context(), cli)
-	if err != nil {
-		t.Fatal(err)
-	}
-	groups := members.Groups()
-	members.Close()
+	su := startSecuredUp(t, "--mode", "unified", "--tp", "1", "--write-timeout", "1s")
+	u, ca, groups := su.upProcess, su.ca, su.groups
 	if len(groups) != 1 {
 		t.Fatalf("groups %v, want one", groups)
 	}

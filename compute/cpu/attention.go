@@ -227,7 +227,7 @@ func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, r0, r1, j0, j
 		for b := 0; b < n; b += bs {
 			boff := base + int(s.Blocks[(k0+b)/bs])*t.c.blockStride
 			if t.c.kb != nil {
-				dotBlockBF16(t.k, mb, qt, hd, t.c.kb[boff:boff+bs*hd], hd, hd, scores[b:], span, min(bs, n-b), false, 0)
+				dotBlock16(t.k, compute.BF16, mb, qt, hd, t.c.kb[boff:boff+bs*hd], hd, hd, scores[b:], span, min(bs, n-b), false, 0)
 			} else {
 				dotBlockF32(t.k, mb, qt, hd, t.c.k[boff:boff+bs*hd], hd, hd, scores[b:], span, min(bs, n-b), false, 0)
 			}

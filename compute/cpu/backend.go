@@ -70,21 +70,23 @@ func (b *Backend) Close() error {
 	return nil
 }
 
-// mat is a weight matrix: F32 data in f32, BF16 data in bf16 (bit patterns).
+// mat is a weight matrix: F32 data in f32, BF16 or F16 data in u16 (bit
+// patterns, of dtype).
 type mat struct {
 	rows, cols int
 	dtype      compute.DType
 	f32        []float32
-	bf16       []uint16
+	u16        []uint16
 }
 
 func (m *mat) Rows() int            { return m.rows }
 func (m *mat) Cols() int            { return m.cols }
 func (m *mat) DType() compute.DType { return m.dtype }
 
-// LoadMat makes a matrix over data. F32 and BF16 data are reinterpreted in
-// place (no copy) when suitably aligned, and copied otherwise; F16 data is
-// converted to F32 here, once, so the returned matrix reports DType F32.
+// LoadMat makes a matrix over data. F32, BF16 and F16 data are
+// reinterpreted in place (no copy) when suitably aligned, and copied
+// otherwise. Kernel sets without F16 kernels (the Go set) convert F16
+// data to F32 here, once; the matrix then reports DType F32.
 func (b *Backend) LoadMat(dtype compute.DType, rows, cols int, data []byte) (compute.Mat, error) {
 	if rows <= 0 || cols <= 0 {
 		return nil, fmt.Errorf("%w: shape [%d, %d]", ErrBadMatrix, rows, cols)
@@ -109,17 +111,21 @@ func (b *Backend) LoadMat(dtype compute.DType, rows, cols int, data []byte) (com
 		} else {
 			m.f32 = unsafe.Slice((*float32)(p), n)
 		}
+	case compute.F16:
+		if b.k.f16[1] == nil {
+			m.dtype = compute.F32
+			m.f32 = make([]float32, n)
+			half.F16ToFloat32s(m.f32, data)
+			break
+		}
+		fallthrough
 	case compute.BF16:
 		if uintptr(p)%2 != 0 {
-			m.bf16 = make([]uint16, n)
-			copy(unsafe.Slice((*byte)(unsafe.Pointer(&m.bf16[0])), len(data)), data)
+			m.u16 = make([]uint16, n)
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(&m.u16[0])), len(data)), data)
 		} else {
-			m.bf16 = unsafe.Slice((*uint16)(p), n)
+			m.u16 = unsafe.Slice((*uint16)(p), n)
 		}
-	case compute.F16:
-		m.dtype = compute.F32
-		m.f32 = make([]float32, n)
-		half.F16ToFloat32s(m.f32, data)
 	}
 	return m, nil
 }

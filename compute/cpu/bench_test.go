@@ -37,15 +37,15 @@ func benchMats(b *testing.B, be *Backend, dt compute.DType, n, k int) []compute.
 	return mats
 }
 
-// BenchmarkGEMV measures decode-sized MatMul (m ≤ 8 rows) at llama-160m
+// BenchmarkGEMV measures decode-sized MatMul (m ≤ 32 rows) at llama-160m
 // shapes, reporting weight bytes streamed per second, the fraction of the
 // measured memory bandwidth and the time of one MatMul. One iteration is a
 // sweep over 256 MiB of copies of the matrix, so even -benchtime 3x
 // streams from memory and is timed over hundreds of calls.
 func BenchmarkGEMV(b *testing.B) {
 	shapes := []struct{ n, k int }{{1024, 1024}, {512, 1024}, {2048, 1024}, {1024, 2048}}
-	for _, dt := range []compute.DType{compute.F32, compute.BF16} {
-		for _, m := range []int{1, 8} {
+	for _, dt := range []compute.DType{compute.F32, compute.BF16, compute.F16} {
+		for _, m := range []int{1, 8, 32} {
 			for _, s := range shapes {
 				b.Run(fmt.Sprintf("%v/m%d/n%d_k%d", dt, m, s.n, s.k), func(b *testing.B) {
 					be := benchBackend(b)
@@ -81,7 +81,7 @@ func BenchmarkGEMM(b *testing.B) {
 		{512, 768, 768}, {512, 2304, 768}, {512, 3072, 768}, // gpt2
 		{16, 50257, 1024}, {64, 50257, 1024}, // LM head
 	}
-	for _, dt := range []compute.DType{compute.F32, compute.BF16} {
+	for _, dt := range []compute.DType{compute.F32, compute.BF16, compute.F16} {
 		for _, s := range shapes {
 			b.Run(fmt.Sprintf("%v/m%d/n%d_k%d", dt, s.m, s.n, s.k), func(b *testing.B) {
 				be := benchBackend(b)

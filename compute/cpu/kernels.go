@@ -23,8 +23,10 @@ const maxTileM = 8
 // Assembly versions only handle kn rounded down to a multiple of
 // kernels.kStep; callers add the rest (see dotBlock).
 type (
-	tileF32Func  func(x *float32, ldx int, w *float32, ldw, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
-	tileBF16Func func(x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+	tileF32Func func(x *float32, ldx int, w *float32, ldw, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+	// tile16Func takes 16-bit weights, BF16 or F16 (one function per type),
+	// widened to float32 in registers.
+	tile16Func func(x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 )
 
 // A gemmF32Func computes dst[i*ldd+j] = Σ_{k<kn} x[i*ldx+k]·p[k*panelRows+j]
@@ -55,16 +57,22 @@ type kernels struct {
 	kStep int
 	dStep int
 	f32   [maxTileM + 1]tileF32Func
-	bf16  [maxTileM + 1]tileBF16Func
+	bf16  [maxTileM + 1]tile16Func
+	// f16 holds F16 tile kernels, nil in sets without them (there F16
+	// weights are widened once when loaded).
+	f16   [maxTileM + 1]tile16Func
 	accum accumFunc
 	// accumBF16 is accum for bfloat16 v; nil in the Go set.
 	accumBF16 accumBF16Func
-	// The packed prefill path (see packedMatMul), nil where there is none:
+	// The packed prefill path (see runPacked), nil where there is none:
 	// gemmF32[mb] for mb ≤ gemmM, and packF32, which sets dst[k*panelRows+j]
-	// = w[j*ldw+k] for j < 16 and k < kn rounded down to 16.
-	gemmM   int
-	gemmF32 [maxGemmM + 1]gemmF32Func
-	packF32 func(dst, w *float32, ldw, kn int)
+	// = w[j*ldw+k] for j < 16 and k < kn rounded down to 16; packBF16 and
+	// packF16 do the same from 16-bit weights, widening them as they go.
+	gemmM    int
+	gemmF32  [maxGemmM + 1]gemmF32Func
+	packF32  func(dst, w *float32, ldw, kn int)
+	packBF16 func(dst *float32, w *uint16, ldw, kn int)
+	packF16  func(dst *float32, w *uint16, ldw, kn int)
 	// siluMul and gelu are vector forms of the SiLUMul and GELU loops for
 	// n rounded down to a multiple of lanes; nil in the Go set.
 	siluMul func(dst, gate, up *float32, n int)
@@ -110,7 +118,7 @@ func goKernels() *kernels {
 			goTileF32(mb, x, ldx, w, ldw, kn, dst, ldd, add != 0)
 		}
 		k.bf16[mb] = func(x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int, _ uintptr, _ int, add int) {
-			goTileBF16(mb, x, ldx, w, ldw, kn, dst, ldd, add != 0)
+			goTile16(mb, dotBF16, x, ldx, w, ldw, kn, dst, ldd, add != 0)
 		}
 	}
 	return k
@@ -132,14 +140,14 @@ func goTileF32(mb int, x *float32, ldx int, w *float32, ldw, kn int, dst *float3
 	}
 }
 
-func goTileBF16(mb int, x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int, add bool) {
+func goTile16(mb int, dot func([]float32, []uint16) float32, x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int, add bool) {
 	xs := unsafe.Slice(x, (mb-1)*ldx+kn)
 	ws := unsafe.Slice(w, (tileRows-1)*ldw+kn)
 	ds := unsafe.Slice(dst, (mb-1)*ldd+tileRows)
 	for i := range mb {
 		xi := xs[i*ldx : i*ldx+kn]
 		for r := range tileRows {
-			v := dotBF16(xi, ws[r*ldw:r*ldw+kn])
+			v := dot(xi, ws[r*ldw:r*ldw+kn])
 			if add {
 				v += ds[i*ldd+r]
 			}
@@ -166,18 +174,23 @@ func dotF32(a, b []float32) float32 {
 }
 
 // dotBF16 is Σ a[i]·bf16(b[i]) with four partial sums.
-func dotBF16(a []float32, b []uint16) float32 {
+func dotBF16(a []float32, b []uint16) float32 { return dotWiden(a, b, half.BF16ToFloat32) }
+
+// dotF16 is Σ a[i]·f16(b[i]) with four partial sums.
+func dotF16(a []float32, b []uint16) float32 { return dotWiden(a, b, half.F16ToFloat32) }
+
+func dotWiden(a []float32, b []uint16, widen func(uint16) float32) float32 {
 	b = b[:len(a)]
 	var s0, s1, s2, s3 float32
 	i := 0
 	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * half.BF16ToFloat32(b[i])
-		s1 += a[i+1] * half.BF16ToFloat32(b[i+1])
-		s2 += a[i+2] * half.BF16ToFloat32(b[i+2])
-		s3 += a[i+3] * half.BF16ToFloat32(b[i+3])
+		s0 += a[i] * widen(b[i])
+		s1 += a[i+1] * widen(b[i+1])
+		s2 += a[i+2] * widen(b[i+2])
+		s3 += a[i+3] * widen(b[i+3])
 	}
 	for ; i < len(a); i++ {
-		s0 += a[i] * half.BF16ToFloat32(b[i])
+		s0 += a[i] * widen(b[i])
 	}
 	return (s0 + s1) + (s2 + s3)
 }

@@ -7,10 +7,11 @@ import xcpu "golang.org/x/sys/cpu"
 // archKernels lists the assembly kernel sets the CPU supports, widest first.
 func archKernels() []*kernels {
 	var sets []*kernels
-	if xcpu.X86.HasAVX512F && xcpu.X86.HasAVX512BW && xcpu.X86.HasAVX512VL && xcpu.X86.HasAVX512DQ {
+	// Every AVX-512 and AVX2 CPU made has F16C; it is checked all the same.
+	if xcpu.X86.HasAVX512F && xcpu.X86.HasAVX512BW && xcpu.X86.HasAVX512VL && xcpu.X86.HasAVX512DQ && xcpu.X86.HasF16C {
 		sets = append(sets, avx512Kernels())
 	}
-	if xcpu.X86.HasAVX2 && xcpu.X86.HasFMA {
+	if xcpu.X86.HasAVX2 && xcpu.X86.HasFMA && xcpu.X86.HasF16C {
 		sets = append(sets, avx2Kernels())
 	}
 	return sets
@@ -20,8 +21,9 @@ func avx512Kernels() *kernels {
 	return &kernels{
 		name: "avx512", maxM: 6, kStep: 16, dStep: 16, accum: accumAVX512, accumBF16: accumBF16AVX512,
 		f32:   [maxTileM + 1]tileF32Func{nil, tileF32AVX512M1, tileF32AVX512M2, tileF32AVX512M3, tileF32AVX512M4, tileF32AVX512M5, tileF32AVX512M6},
-		bf16:  [maxTileM + 1]tileBF16Func{nil, tileBF16AVX512M1, tileBF16AVX512M2, tileBF16AVX512M3, tileBF16AVX512M4, tileBF16AVX512M5, tileBF16AVX512M6},
-		gemmM: 12, packF32: packF32AVX512,
+		bf16:  [maxTileM + 1]tile16Func{nil, tileBF16AVX512M1, tileBF16AVX512M2, tileBF16AVX512M3, tileBF16AVX512M4, tileBF16AVX512M5, tileBF16AVX512M6},
+		f16:   [maxTileM + 1]tile16Func{nil, tileF16AVX512M1, tileF16AVX512M2, tileF16AVX512M3, tileF16AVX512M4, tileF16AVX512M5, tileF16AVX512M6},
+		gemmM: 12, packF32: packF32AVX512, packBF16: packBF16AVX512, packF16: packF16AVX512,
 		gemmF32: [maxGemmM + 1]gemmF32Func{nil, gemmF32AVX512M1, gemmF32AVX512M2, gemmF32AVX512M3, gemmF32AVX512M4,
 			gemmF32AVX512M5, gemmF32AVX512M6, gemmF32AVX512M7, gemmF32AVX512M8, gemmF32AVX512M9, gemmF32AVX512M10,
 			gemmF32AVX512M11, gemmF32AVX512M12},
@@ -33,7 +35,8 @@ func avx2Kernels() *kernels {
 	return &kernels{
 		name: "avx2", maxM: 2, kStep: 8, dStep: 8, accum: accumAVX2, accumBF16: accumBF16AVX2,
 		f32:  [maxTileM + 1]tileF32Func{nil, tileF32AVX2M1, tileF32AVX2M2},
-		bf16: [maxTileM + 1]tileBF16Func{nil, tileBF16AVX2M1, tileBF16AVX2M2},
+		bf16: [maxTileM + 1]tile16Func{nil, tileBF16AVX2M1, tileBF16AVX2M2},
+		f16:  [maxTileM + 1]tile16Func{nil, tileF16AVX2M1, tileF16AVX2M2},
 		read: readAVX2, fma: fmaAVX2, lanes: 8, siluMul: siluMulAVX2, gelu: geluAVX2, expSum: expSumAVX2,
 	}
 }

@@ -89,11 +89,50 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 }
 
 // usePacked reports whether MatMul takes the packed path: prefill-sized m
-// with F32 weights and kernels that have it.
+// with kernels that pack weights of this dtype.
 func (t *matmulTask) usePacked() bool {
 	k := t.k
-	return k.packF32 != nil && t.w.dtype == compute.F32 && t.w.rows >= panelRows &&
+	return k.hasPack(t.w.dtype) && t.w.rows >= panelRows &&
 		t.w.cols >= 16 && (t.m+k.maxM-1)/k.maxM > decodeTiles
+}
+
+// hasPack reports whether k packs weights of dtype dt.
+func (k *kernels) hasPack(dt compute.DType) bool {
+	switch dt {
+	case compute.F32:
+		return k.packF32 != nil
+	case compute.BF16:
+		return k.packBF16 != nil
+	case compute.F16:
+		return k.packF16 != nil
+	}
+	return false
+}
+
+// pack16 packs weight rows [r, r+16) of w, inputs [0, kn rounded down to
+// 16), into half of a panel at dst (see kernels.packF32).
+func (k *kernels) pack16(dst *float32, w *mat, r int) {
+	kn := w.cols
+	switch w.dtype {
+	case compute.F32:
+		k.packF32(dst, &w.f32[r*kn], kn, kn)
+	case compute.BF16:
+		k.packBF16(dst, &w.u16[r*kn], kn, kn)
+	case compute.F16:
+		k.packF16(dst, &w.u16[r*kn], kn, kn)
+	}
+}
+
+// dotRow is Σ_i x[i]·w[j, k0+i] in float32, whatever w's dtype.
+func (w *mat) dotRow(x []float32, j, k0 int) float32 {
+	off := j*w.cols + k0
+	switch w.dtype {
+	case compute.BF16:
+		return dotBF16(x, w.u16[off:])
+	case compute.F16:
+		return dotF16(x, w.u16[off:])
+	}
+	return dotF32(x, w.f32[off:])
 }
 
 // packBudget is the packed weight bytes of one chunk of the packed path,
@@ -113,12 +152,12 @@ func (t *matmulTask) runPacked(c, w int) {
 	r0 := c * t.chunkRows
 	r1 := min(r0+t.chunkRows, n)
 	panels := (r1 - r0) / panelRows
-	buf, wf := t.pack[w], t.w.f32
+	buf := t.pack[w]
 	for p := range panels {
 		r := r0 + p*panelRows
 		pp := buf[p*panelRows*k0:]
-		t.k.packF32(&pp[0], &wf[r*kn], kn, k0)
-		t.k.packF32(&pp[16], &wf[(r+16)*kn], kn, k0)
+		t.k.pack16(&pp[0], t.w, r)
+		t.k.pack16(&pp[16], t.w, r+16)
 	}
 	tiles := (m + t.k.gemmM - 1) / t.k.gemmM
 	for ti := range tiles {
@@ -133,7 +172,7 @@ func (t *matmulTask) runPacked(c, w int) {
 		for i := range m {
 			xi := t.x[i*t.ldx+k0 : i*t.ldx+kn]
 			for j := r0; j < pr; j++ {
-				t.dst[i*n+j] += dotF32(xi, wf[j*kn+k0:])
+				t.dst[i*n+j] += t.w.dotRow(xi, j, k0)
 			}
 		}
 	}
@@ -221,10 +260,10 @@ func (t *matmulTask) blockK(i0, i1, r0, r1, k0, k1, ahead int) {
 	x := t.x[i0*t.ldx+k0 : (i1-1)*t.ldx+kn]
 	dst := t.dst[i0*n:]
 	add := k0 > 0
-	if t.w.dtype == compute.BF16 {
-		dotBlockBF16(t.k, i1-i0, x, t.ldx, t.w.bf16[r0*kn+k0:r1*kn], kn, k1-k0, dst[r0:], n, r1-r0, add, ahead)
-	} else {
+	if t.w.dtype == compute.F32 {
 		dotBlockF32(t.k, i1-i0, x, t.ldx, t.w.f32[r0*kn+k0:r1*kn], kn, k1-k0, dst[r0:], n, r1-r0, add, ahead)
+	} else {
+		dotBlock16(t.k, t.w.dtype, i1-i0, x, t.ldx, t.w.u16[r0*kn+k0:r1*kn], kn, k1-k0, dst[r0:], n, r1-r0, add, ahead)
 	}
 }
 
@@ -281,10 +320,13 @@ func dotBlockF32(k *kernels, mb int, x []float32, ldx int, w []float32, ldw, kn 
 	}
 }
 
-// dotBlockBF16 is dotBlockF32 for BF16 weights.
-func dotBlockBF16(k *kernels, mb int, x []float32, ldx int, w []uint16, ldw, kn int, dst []float32, ldd, nr int, add bool, ahead int) {
+// dotBlock16 is dotBlockF32 for 16-bit weights of dtype dt (BF16 or F16).
+func dotBlock16(k *kernels, dt compute.DType, mb int, x []float32, ldx int, w []uint16, ldw, kn int, dst []float32, ldd, nr int, add bool, ahead int) {
 	k0 := kn / k.kStep * k.kStep
-	kern := k.bf16[mb]
+	kern, dot := k.bf16[mb], dotBF16
+	if dt == compute.F16 {
+		kern, dot = k.f16[mb], dotF16
+	}
 	addFlag := 0
 	if add {
 		addFlag = 1
@@ -300,14 +342,14 @@ func dotBlockBF16(k *kernels, mb int, x []float32, ldx int, w []uint16, ldw, kn 
 			for i := range mb {
 				xi := x[i*ldx+k0 : i*ldx+kn]
 				for j := r; j < r+tileRows; j++ {
-					dst[i*ldd+j] += dotBF16(xi, w[j*ldw+k0:])
+					dst[i*ldd+j] += dot(xi, w[j*ldw+k0:])
 				}
 			}
 		}
 	}
 	for ; r < nr; r++ {
 		for i := range mb {
-			v := dotBF16(x[i*ldx:i*ldx+kn], w[r*ldw:])
+			v := dot(x[i*ldx:i*ldx+kn], w[r*ldw:])
 			if add {
 				v += dst[i*ldd+r]
 			}

@@ -90,44 +90,143 @@ func TestLoadMat(t *testing.T) {
 	}
 }
 
-// TestLoadMatZeroCopy checks that aligned F32 and BF16 data is used in
-// place, misaligned data is copied, and F16 becomes F32.
+// TestLoadMatZeroCopy checks that aligned data is used in place and
+// misaligned data copied, and that F16 becomes F32 only for kernel sets
+// without F16 kernels (the Go set).
 func TestLoadMatZeroCopy(t *testing.T) {
-	b, err := New(Options{Threads: 1, Kernels: "go"})
+	for _, k := range kernelSets() {
+		t.Run(k.name, func(t *testing.T) {
+			b, err := New(Options{Threads: 1, Kernels: k.name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			f16 := k.f16[1] != nil
+			f16Type := compute.F32
+			if f16 {
+				f16Type = compute.F16
+			}
+			backing := make([]byte, 4*8+1)
+			tests := []struct {
+				dt       compute.DType
+				data     []byte
+				inPlace  bool
+				reported compute.DType
+			}{
+				{compute.F32, backing[:32], true, compute.F32},
+				{compute.F32, backing[1:33], false, compute.F32},
+				{compute.BF16, backing[:16], true, compute.BF16},
+				{compute.BF16, backing[1:17], false, compute.BF16},
+				{compute.F16, backing[:16], f16, f16Type},
+				{compute.F16, backing[1:17], false, f16Type},
+			}
+			for _, tt := range tests {
+				m, err := b.LoadMat(tt.dt, 2, len(tt.data)/tt.dt.Size()/2, tt.data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				mm := m.(*mat)
+				var p unsafe.Pointer
+				if mm.f32 != nil {
+					p = unsafe.Pointer(&mm.f32[0])
+				} else {
+					p = unsafe.Pointer(&mm.u16[0])
+				}
+				if inPlace := p == unsafe.Pointer(&tt.data[0]); inPlace != tt.inPlace {
+					t.Errorf("%v at %p: in place = %v, want %v", tt.dt, &tt.data[0], inPlace, tt.inPlace)
+				}
+				if m.DType() != tt.reported {
+					t.Errorf("%v: DType() = %v, want %v", tt.dt, m.DType(), tt.reported)
+				}
+			}
+		})
+	}
+}
+
+// TestMatMul16Widened checks the 16-bit weight paths (tile kernels and
+// the packed path, which widen in registers) against the same kernel set
+// on the weights widened to F32 first: widening is exact and the order of
+// additions is the same, so the results must be equal bit for bit. The
+// shapes have batch 1, 3, 8 and 33 (decode, a tile remainder, two decode
+// tiles, the packed path), inputs that are not a multiple of the vector
+// width, and rows that leave part of a panel.
+func TestMatMul16Widened(t *testing.T) {
+	shapes := []struct{ m, n, k int }{
+		{1, 37, 33}, {3, 64, 100}, {8, 45, 1031}, {33, 70, 96}, {33, 129, 200}, {64, 96, 48},
+	}
+	eachBackend(t, func(t *testing.T, b *Backend) {
+		r := rand.New(rand.NewPCG(7, 8))
+		for _, dt := range []compute.DType{compute.BF16, compute.F16} {
+			for _, s := range shapes {
+				t.Run(fmt.Sprintf("%v/m%d_n%d_k%d", dt, s.m, s.n, s.k), func(t *testing.T) {
+					raw, widened := encode(dt, randVec(r, s.n*s.k))
+					raw32, _ := encode(compute.F32, widened)
+					w16, err := b.LoadMat(dt, s.n, s.k, raw)
+					if err != nil {
+						t.Fatal(err)
+					}
+					w32, err := b.LoadMat(compute.F32, s.n, s.k, raw32)
+					if err != nil {
+						t.Fatal(err)
+					}
+					x := bufOf(b, randVec(r, s.m*s.k))
+					d16, d32 := b.Alloc(s.m*s.n), b.Alloc(s.m*s.n)
+					b.MatMul(d16, x, w16, s.m)
+					b.MatMul(d32, x, w32, s.m)
+					g16, g32 := readAll(b, d16), readAll(b, d32)
+					for i := range g16 {
+						if math.Float32bits(g16[i]) != math.Float32bits(g32[i]) {
+							t.Fatalf("dst[%d,%d] = %v from %v weights, %v from the same widened to F32",
+								i/s.n, i%s.n, g16[i], dt, g32[i])
+						}
+					}
+				})
+			}
+		}
+	})
+}
+
+// TestMatMulPathsAgree checks every kernel set against the Go kernels on
+// the same data (odd shapes; batch 1, 3, 8 and 33), within the
+// association-order tolerance of TestMatMul.
+func TestMatMulPathsAgree(t *testing.T) {
+	ref, err := New(Options{Threads: 1, Kernels: "go"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
-	backing := make([]byte, 4*8+1)
-	tests := []struct {
-		dt       compute.DType
-		data     []byte
-		inPlace  bool
-		reported compute.DType
-	}{
-		{compute.F32, backing[:32], true, compute.F32},
-		{compute.F32, backing[1:33], false, compute.F32},
-		{compute.BF16, backing[:16], true, compute.BF16},
-		{compute.BF16, backing[1:17], false, compute.BF16},
-		{compute.F16, backing[:16], false, compute.F32},
+	defer ref.Close()
+	shapes := []struct{ m, n, k int }{{1, 67, 129}, {3, 33, 47}, {8, 130, 1041}, {33, 97, 272}}
+	eachBackend(t, func(t *testing.T, b *Backend) {
+		r := rand.New(rand.NewPCG(9, 10))
+		for _, dt := range []compute.DType{compute.F32, compute.BF16, compute.F16} {
+			for _, s := range shapes {
+				t.Run(fmt.Sprintf("%v/m%d_n%d_k%d", dt, s.m, s.n, s.k), func(t *testing.T) {
+					raw, w := encode(dt, randVec(r, s.n*s.k))
+					xv := randVec(r, s.m*s.k)
+					got := matMulOn(t, b, dt, s.m, s.n, s.k, raw, xv)
+					want := matMulOn(t, ref, dt, s.m, s.n, s.k, raw, xv)
+					for i := range got {
+						var scale float64
+						for k := range s.k {
+							scale += math.Abs(float64(xv[i/s.n*s.k+k]) * float64(w[i%s.n*s.k+k]))
+						}
+						if !closeTo(got[i], float64(want[i]), scale, matTol) {
+							t.Fatalf("dst[%d,%d] = %v, the Go kernels give %v", i/s.n, i%s.n, got[i], want[i])
+						}
+					}
+				})
+			}
+		}
+	})
+}
+
+func matMulOn(t *testing.T, b *Backend, dt compute.DType, m, n, k int, raw []byte, x []float32) []float32 {
+	t.Helper()
+	w, err := b.LoadMat(dt, n, k, raw)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		m, err := b.LoadMat(tt.dt, 2, len(tt.data)/tt.dt.Size()/2, tt.data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		mm := m.(*mat)
-		var p unsafe.Pointer
-		if mm.f32 != nil {
-			p = unsafe.Pointer(&mm.f32[0])
-		} else {
-			p = unsafe.Pointer(&mm.bf16[0])
-		}
-		if inPlace := p == unsafe.Pointer(&tt.data[0]); inPlace != tt.inPlace {
-			t.Errorf("%v at %p: in place = %v, want %v", tt.dt, &tt.data[0], inPlace, tt.inPlace)
-		}
-		if m.DType() != tt.reported {
-			t.Errorf("%v: DType() = %v, want %v", tt.dt, m.DType(), tt.reported)
-		}
-	}
+	dst := b.Alloc(m * n)
+	b.MatMul(dst, bufOf(b, x), w, m)
+	return readAll(b, dst)
 }

@@ -21,25 +21,12 @@ const bandwidthBytes = 256 << 20
 // the bound a memory-bound decode step (weights streamed once) can reach.
 // It takes about a quarter of a second.
 func MeasureMemoryBandwidth(threads int) float64 {
-	if threads <= 0 {
-		threads = runtime.NumCPU()
-	}
-	words := make([]uint64, bandwidthBytes/8)
-	for i := range words {
-		words[i] = uint64(i)
-	}
-	buf := unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), bandwidthBytes)
-	read := kernelSets()[0].read
-	if read == nil {
-		read = goRead
-	}
-	part := bandwidthBytes / threads &^ 4095
+	p := NewProbe(threads)
 	best := 0.0
 	for range 3 {
-		d := onAllThreads(threads, func(t int) { read(&buf[t*part], part) })
-		best = max(best, float64(part*threads)/d.Seconds())
+		n, d := p.Bandwidth()
+		best = max(best, float64(n)/d.Seconds())
 	}
-	runtime.KeepAlive(words)
 	return best
 }
 
@@ -51,30 +38,83 @@ func MeasureMemoryBandwidth(threads int) float64 {
 // measures a scalar Go multiply-add loop instead. This is the bound a
 // compute-bound GEMM (prefill) can reach.
 func MeasurePeakFLOPS(threads int) float64 {
+	p := NewProbe(threads)
+	best := 0.0
+	for range 2 {
+		n, d := p.FLOPs(100 * time.Millisecond)
+		best = max(best, n/d.Seconds())
+	}
+	return best
+}
+
+// A Probe measures the machine's limits in short passes, so that a
+// benchmark can interleave them with the work it times: on a machine
+// shared with other work, the bandwidth and FLOP rate available move
+// within seconds, and a limit measured once before or after the timed
+// work is compared with different conditions. Summing the probes' bytes
+// (or FLOPs) and times over the same stretch as the work gives a limit
+// and a figure measured under the same load. A Probe holds a 256 MiB
+// buffer; it is not safe for concurrent use.
+type Probe struct {
+	threads      int
+	words        []uint64
+	read         func(p *byte, n int)
+	fma          func(iters int)
+	flopsPerIter float64
+	iters        int // FMA loop iterations of about 10 ms, once calibrated
+}
+
+// NewProbe makes a probe that runs on threads goroutines (default
+// runtime.NumCPU() when threads ≤ 0), each locked to an OS thread, with
+// the widest kernel set available. It writes its buffer once, so that
+// its pages are real memory (about 0.1 s).
+func NewProbe(threads int) *Probe {
 	if threads <= 0 {
 		threads = runtime.NumCPU()
 	}
 	k := kernelSets()[0]
-	fma, flopsPerIter := k.fma, float64(fmaChains*k.lanes*2)
-	if fma == nil {
-		fma, flopsPerIter = goFMA, 2*fmaChains
+	p := &Probe{threads: threads, words: make([]uint64, bandwidthBytes/8), read: k.read, fma: k.fma,
+		flopsPerIter: float64(fmaChains * k.lanes * 2)}
+	if p.read == nil {
+		p.read = goRead
 	}
-	// Calibrate to about 0.1 s per run.
-	iters := 1 << 16
-	for {
-		d := onAllThreads(threads, func(int) { fma(iters) })
-		if d > 10*time.Millisecond || iters > 1<<28 {
-			iters = int(float64(iters) * float64(100*time.Millisecond) / float64(max(d, time.Microsecond)))
-			break
+	if p.fma == nil {
+		p.fma, p.flopsPerIter = goFMA, 2*fmaChains
+	}
+	for i := range p.words {
+		p.words[i] = uint64(i)
+	}
+	return p
+}
+
+// Bandwidth reads the probe's 256 MiB once, each thread its share (see
+// MeasureMemoryBandwidth), and returns the bytes read and the time from
+// the threads' common start to the last one's finish.
+func (p *Probe) Bandwidth() (int64, time.Duration) {
+	buf := unsafe.Slice((*byte)(unsafe.Pointer(&p.words[0])), bandwidthBytes)
+	part := bandwidthBytes / p.threads &^ 4095
+	d := onAllThreads(p.threads, func(t int) { p.read(&buf[t*part], part) })
+	return int64(part * p.threads), d
+}
+
+// FLOPs runs independent FMA chains on every thread for about d (see
+// MeasurePeakFLOPS) and returns the FLOPs done and the time they took.
+func (p *Probe) FLOPs(d time.Duration) (float64, time.Duration) {
+	if p.iters == 0 {
+		// Calibrate to about 10 ms.
+		iters := 1 << 12
+		for {
+			t := onAllThreads(p.threads, func(int) { p.fma(iters) })
+			if t > 2*time.Millisecond || iters > 1<<28 {
+				p.iters = max(1, int(float64(iters)*float64(10*time.Millisecond)/float64(t)))
+				break
+			}
+			iters *= 4
 		}
-		iters *= 8
 	}
-	best := 0.0
-	for range 2 {
-		d := onAllThreads(threads, func(int) { fma(iters) })
-		best = max(best, float64(iters)*flopsPerIter*float64(threads)/d.Seconds())
-	}
-	return best
+	iters := max(1, int(float64(p.iters)*float64(d)/float64(10*time.Millisecond)))
+	t := onAllThreads(p.threads, func(int) { p.fma(iters) })
+	return float64(iters) * p.flopsPerIter * float64(p.threads), t
 }
 
 // onAllThreads runs f(0..threads-1) on as many goroutines, each locked to

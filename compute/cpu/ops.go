@@ -126,9 +126,15 @@ func (b *Backend) Embed(dst compute.Buf, w compute.Mat, ids []int32) {
 
 func embedRow(dst []float32, w *mat, id int32) {
 	off := int(id) * w.cols
-	if w.dtype == compute.BF16 {
-		for j, h := range w.bf16[off : off+w.cols] {
+	switch w.dtype {
+	case compute.BF16:
+		for j, h := range w.u16[off : off+w.cols] {
 			dst[j] = half.BF16ToFloat32(h)
+		}
+		return
+	case compute.F16:
+		for j, h := range w.u16[off : off+w.cols] {
+			dst[j] = half.F16ToFloat32(h)
 		}
 		return
 	}

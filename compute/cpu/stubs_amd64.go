@@ -14,6 +14,11 @@ func tileF32AVX512M1(x *float32, ldx int, w *float32, ldw int, kn int, dst *floa
 //go:noescape
 func tileBF16AVX512M1(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
+// tileF16AVX512M1 computes a 1×4 tile of dot products with AVX512 (see tileF32Func).
+//
+//go:noescape
+func tileF16AVX512M1(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+
 // tileF32AVX512M2 computes a 2×4 tile of dot products with AVX512 (see tileF32Func).
 //
 //go:noescape
@@ -23,6 +28,11 @@ func tileF32AVX512M2(x *float32, ldx int, w *float32, ldw int, kn int, dst *floa
 //
 //go:noescape
 func tileBF16AVX512M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+
+// tileF16AVX512M2 computes a 2×4 tile of dot products with AVX512 (see tileF32Func).
+//
+//go:noescape
+func tileF16AVX512M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
 // tileF32AVX512M3 computes a 3×4 tile of dot products with AVX512 (see tileF32Func).
 //
@@ -34,6 +44,11 @@ func tileF32AVX512M3(x *float32, ldx int, w *float32, ldw int, kn int, dst *floa
 //go:noescape
 func tileBF16AVX512M3(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
+// tileF16AVX512M3 computes a 3×4 tile of dot products with AVX512 (see tileF32Func).
+//
+//go:noescape
+func tileF16AVX512M3(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+
 // tileF32AVX512M4 computes a 4×4 tile of dot products with AVX512 (see tileF32Func).
 //
 //go:noescape
@@ -43,6 +58,11 @@ func tileF32AVX512M4(x *float32, ldx int, w *float32, ldw int, kn int, dst *floa
 //
 //go:noescape
 func tileBF16AVX512M4(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+
+// tileF16AVX512M4 computes a 4×4 tile of dot products with AVX512 (see tileF32Func).
+//
+//go:noescape
+func tileF16AVX512M4(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
 // tileF32AVX512M5 computes a 5×4 tile of dot products with AVX512 (see tileF32Func).
 //
@@ -54,6 +74,11 @@ func tileF32AVX512M5(x *float32, ldx int, w *float32, ldw int, kn int, dst *floa
 //go:noescape
 func tileBF16AVX512M5(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
+// tileF16AVX512M5 computes a 5×4 tile of dot products with AVX512 (see tileF32Func).
+//
+//go:noescape
+func tileF16AVX512M5(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+
 // tileF32AVX512M6 computes a 6×4 tile of dot products with AVX512 (see tileF32Func).
 //
 //go:noescape
@@ -63,6 +88,11 @@ func tileF32AVX512M6(x *float32, ldx int, w *float32, ldw int, kn int, dst *floa
 //
 //go:noescape
 func tileBF16AVX512M6(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+
+// tileF16AVX512M6 computes a 6×4 tile of dot products with AVX512 (see tileF32Func).
+//
+//go:noescape
+func tileF16AVX512M6(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
 // gemmF32AVX512M1 multiplies 1 activation rows by a packed panel of 32 weight rows with AVX512 (see gemmF32Func).
 //
@@ -129,6 +159,16 @@ func gemmF32AVX512M12(x *float32, ldx int, p *float32, kn int, dst *float32, ldd
 //go:noescape
 func packF32AVX512(dst *float32, w *float32, ldw int, kn int)
 
+// packBF16AVX512 packs 16 weight rows into half of a gemm panel (see gemmF32Func).
+//
+//go:noescape
+func packBF16AVX512(dst *float32, w *uint16, ldw int, kn int)
+
+// packF16AVX512 packs 16 weight rows into half of a gemm panel (see gemmF32Func).
+//
+//go:noescape
+func packF16AVX512(dst *float32, w *uint16, ldw int, kn int)
+
 // accumAVX512 is the AVX512 accumFunc.
 //
 //go:noescape
@@ -172,6 +212,11 @@ func tileF32AVX2M1(x *float32, ldx int, w *float32, ldw int, kn int, dst *float3
 //go:noescape
 func tileBF16AVX2M1(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
+// tileF16AVX2M1 computes a 1×4 tile of dot products with AVX2 (see tileF32Func).
+//
+//go:noescape
+func tileF16AVX2M1(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+
 // tileF32AVX2M2 computes a 2×4 tile of dot products with AVX2 (see tileF32Func).
 //
 //go:noescape
@@ -181,6 +226,11 @@ func tileF32AVX2M2(x *float32, ldx int, w *float32, ldw int, kn int, dst *float3
 //
 //go:noescape
 func tileBF16AVX2M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+
+// tileF16AVX2M2 computes a 2×4 tile of dot products with AVX2 (see tileF32Func).
+//
+//go:noescape
+func tileF16AVX2M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
 // accumAVX2 is the AVX2 accumFunc.
 //

@@ -45,6 +45,11 @@ type rawLimits struct {
 	single float64       // GB/s of one TCP stream on loopback
 	bidir  float64       // GB/s each way of two streams at once, one each way
 	rtt    time.Duration // round trip of a 32-byte ping-pong
+	// ring[n] is the GB/s of each link of a ring of n raw streams all
+	// running at once (rank r streaming to rank r+1): what the links of a
+	// ring allreduce can carry on this machine, with nothing added or
+	// copied beyond the kernel's work. busbw is what each link carries.
+	ring map[int]float64
 }
 
 // stream sends total bytes from w to r in 4 MiB writes, read in 4 MiB
@@ -146,19 +151,53 @@ func rawLoopback(b *testing.B) rawLimits {
 	slices.Sort(single)
 	slices.Sort(bidir)
 	slices.Sort(rtts)
-	return rawLimits{single: single[2], bidir: bidir[2], rtt: rtts[2]}
+	lim := rawLimits{single: single[2], bidir: bidir[2], rtt: rtts[2], ring: map[int]float64{}}
+	for _, n := range []int{2, 4, 8} {
+		lim.ring[n] = rawRing(b, n)
+	}
+	return lim
+}
+
+// rawRing is the throughput of each link of a ring of n raw loopback
+// streams running at once, 64 MiB a link, the median of 3 runs.
+func rawRing(b *testing.B, n int) float64 {
+	w, r := make([]*net.TCPConn, n), make([]*net.TCPConn, n)
+	for i := range n {
+		w[i], r[i] = loopbackPair(b)
+		defer w[i].Close()
+		defer r[i].Close()
+	}
+	const total = 64 << 20
+	var rates []float64
+	for range 3 {
+		d := make([]time.Duration, n)
+		errs := onAll(n, func(i int) (err error) {
+			d[i], err = stream(w[i], r[i], total)
+			return err
+		})
+		for _, err := range errs {
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		rates = append(rates, total/slices.Max(d).Seconds()/1e9)
+	}
+	slices.Sort(rates)
+	return rates[1]
 }
 
 // BenchmarkAllReduce reports bus bandwidth as nccl-tests computes it
 // (algbw = bytes/time, busbw = algbw·2(n-1)/n) next to the raw loopback
-// throughput measured in the same run, one stream (%raw) and each way of
-// two streams at once (%rawbidir: what a ring of 2 on loopback can hope
-// for, both ranks sending and receiving at once on the same cores), and
+// throughput measured in the same run: one stream (%raw); each way of
+// two streams at once (%rawbidir); and each link of a ring of n raw
+// streams running at once (%rawring: what the links of a ring of n can
+// carry on this machine's cores when nothing is added or copied), and
 // the time of small allreduces in loopback round trips.
 func BenchmarkAllReduce(b *testing.B) {
 	lim := rawLoopback(b)
 	raw, bidir, rtt := lim.single, lim.bidir, lim.rtt
-	b.Logf("raw loopback: one stream %.2f GB/s, two at once %.2f GB/s each way, round trip %v", raw, bidir, rtt)
+	b.Logf("raw loopback: one stream %.2f GB/s, two at once %.2f GB/s each way, round trip %v; rings of raw streams, per link: %.2f (2), %.2f (4), %.2f (8) GB/s",
+		raw, bidir, rtt, lim.ring[2], lim.ring[4], lim.ring[8])
 	for _, n := range []int{2, 4, 8} {
 		for size := 4 << 10; size <= 64<<20; size *= 4 {
 			b.Run(fmt.Sprintf("n=%d/%s", n, byteSize(size)), func(b *testing.B) {
@@ -169,6 +208,8 @@ func BenchmarkAllReduce(b *testing.B) {
 				b.ReportMetric(100*bus/raw, "%raw")
 				b.ReportMetric(bidir, "rawbidirGB/s")
 				b.ReportMetric(100*bus/bidir, "%rawbidir")
+				b.ReportMetric(lim.ring[n], "rawringGB/s")
+				b.ReportMetric(100*bus/lim.ring[n], "%rawring")
 				b.ReportMetric(per/rtt.Seconds(), "RTTs")
 			})
 		}

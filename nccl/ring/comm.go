@@ -133,7 +133,14 @@ type peer struct {
 	out     [headerBytes]byte // header of the pending asynchronous message
 }
 
-type message struct{ hdr, data []byte }
+// message is a header and data to write, or a stream: segments written in
+// order until the channel is closed, each acknowledged on acks once
+// written (see allReduceRing).
+type message struct {
+	hdr, data []byte
+	stream    <-chan []byte
+	acks      chan<- struct{}
+}
 
 func (p *peer) buf(n int) []byte {
 	if cap(p.scratch) < n {
@@ -194,9 +201,21 @@ func (c *Comm) writer(p *peer) {
 	for {
 		select {
 		case m := <-p.req:
-			_, err := p.conn.Write(m.hdr)
-			if err == nil && len(m.data) > 0 {
-				_, err = p.conn.Write(m.data)
+			var err error
+			if m.stream != nil {
+				// After a failure the rest is drained unsent, so the
+				// queueing side never blocks.
+				for seg := range m.stream {
+					if err == nil {
+						_, err = p.conn.Write(seg)
+					}
+					m.acks <- struct{}{}
+				}
+			} else {
+				_, err = p.conn.Write(m.hdr)
+				if err == nil && len(m.data) > 0 {
+					_, err = p.conn.Write(m.data)
+				}
 			}
 			p.done <- err
 		case <-c.quit:
@@ -364,8 +383,19 @@ func (c *Comm) post(p *peer, h header, data []byte) error {
 
 // postRaw hands bytes to p's writer.
 func (c *Comm) postRaw(p *peer, hdr, data []byte) error {
+	return c.postMessage(p, message{hdr: hdr, data: data})
+}
+
+// postStream hands p's writer a stream of segments: it writes them in
+// order until the caller closes segs, and sends on acks after each (acks
+// must have room for every segment); wait collects the result.
+func (c *Comm) postStream(p *peer, segs <-chan []byte, acks chan<- struct{}) error {
+	return c.postMessage(p, message{stream: segs, acks: acks})
+}
+
+func (c *Comm) postMessage(p *peer, m message) error {
 	select {
-	case p.req <- message{hdr, data}:
+	case p.req <- m:
 		p.pending = true
 		return nil
 	case <-c.quit:

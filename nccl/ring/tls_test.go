@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -16,32 +15,18 @@ import (
 	"time"
 
 	"github.com/tandemllm/tandem/nccl"
-	"github.com/tandemllm/tandem/pki"
+	"github.com/tandemllm/tandem/pki/pkitest"
 )
 
 // tlsOptions are the ring options of a process holding certificate name
 // of a CA made in dir.
 func tlsOptions(t testing.TB, dir, name string) Options {
 	t.Helper()
-	src, err := pki.Load(pki.Files{CA: filepath.Join(dir, pki.CACertFile), Cert: filepath.Join(dir, name+".crt"), Key: filepath.Join(dir, name+".key")}, pki.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := src.ClientConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return Options{ServerTLS: src.ServerConfig(), ClientTLS: client}
+	server, client := pkitest.Configs(t, dir, name)
+	return Options{ServerTLS: server, ClientTLS: client}
 }
 
-func newCA(t testing.TB) string {
-	t.Helper()
-	dir := t.TempDir()
-	if _, err := pki.Init(dir, []string{"a", "b", "c"}, nil, 0); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
+func newCA(t testing.TB) string { return pkitest.NewCA(t, "a", "b", "c") }
 
 // syncBuffer is a log destination written from several goroutines.
 type syncBuffer struct {

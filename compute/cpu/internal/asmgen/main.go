@@ -36,18 +36,52 @@ func log2(n int) int {
 	return l
 }
 
+// wkind is an element type of weights: float32 loaded as is, or a 16-bit
+// type widened to float32 in registers as it is loaded.
+type wkind struct {
+	name   string // F32, BF16, F16
+	gotype string // the Go pointer type of the weights
+	size   int    // bytes per element
+}
+
+var (
+	wF32  = wkind{"F32", "*float32", 4}
+	wBF16 = wkind{"BF16", "*uint16", 2}
+	wF16  = wkind{"F16", "*uint16", 2}
+	// wkinds are every weight type the tile and pack kernels take.
+	wkinds = []wkind{wF32, wBF16, wF16}
+)
+
+// loadW loads one vector of weights at src into dst as float32: BF16 is
+// zero-extended to 32 bits and shifted left 16 (exact), F16 converted by
+// VCVTPH2PS (F16C, exact).
+func loadW(k wkind, src Mem, dst reg.VecVirtual) {
+	switch k {
+	case wBF16:
+		VPMOVZXWD(src, dst)
+		VPSLLD(U8(16), dst, dst)
+	case wF16:
+		VCVTPH2PS(src, dst)
+	default:
+		VMOVUPS(src, dst)
+	}
+}
+
 func main() {
 	ConstraintExpr("amd64")
 	for _, is := range isas {
 		for m := 1; m <= is.maxM; m++ {
-			tile(is, false, m)
-			tile(is, true, m)
+			for _, k := range wkinds {
+				tile(is, k, m)
+			}
 		}
 		if is.lanes == 16 {
 			for m := 1; m <= gemmMaxM; m++ {
 				gemm(is, m)
 			}
-			pack(is)
+			for _, k := range wkinds {
+				pack(is, k)
+			}
 		}
 		accum(is, false)
 		accum(is, true)
@@ -77,10 +111,9 @@ func rowAddr(i int, base, base4, ld, ld3 reg.Register) Mem {
 	return Mem{Base: base, Index: ld, Scale: uint8(i)}
 }
 
-// tile generates tile{F32,BF16}<ISA>M<m>: dst[i*ldd+r] = Σ_k x[i*ldx+k]·w[r*ldw+k]
+// tile generates tile{F32,BF16,F16}<ISA>M<m>: dst[i*ldd+r] = Σ_k x[i*ldx+k]·w[r*ldw+k]
 // for i < m, r < 4, k < kn rounded down to a multiple of the vector width.
-// Weights in BF16 are widened in registers: zero-extend to 32 bits, shift
-// left 16. Each of the 4·m dot products keeps its own vector accumulator,
+// Weights in BF16 and F16 are widened in registers (see loadW). Each of the 4·m dot products keeps its own vector accumulator,
 // reduced horizontally once at the end.
 //
 // Every iteration also prefetches one cache line of each of four streams
@@ -90,11 +123,8 @@ func rowAddr(i int, base, base4, ld, ld3 reg.Register) Mem {
 // only halfway through), so those misses overlap this tile's FMAs.
 // Rows are addressed from a few moving pointers with the strides as index
 // registers, so even a 6-row tile fits in the general registers.
-func tile(is isa, bf16 bool, m int) {
-	dt, wtype, wscale := "F32", "*float32", 4
-	if bf16 {
-		dt, wtype, wscale = "BF16", "*uint16", 2
-	}
+func tile(is isa, k wkind, m int) {
+	dt, wtype, wscale := k.name, k.gotype, k.size
 	name := fmt.Sprintf("tile%s%sM%d", dt, is.name, m)
 	TEXT(name, NOSPLIT, fmt.Sprintf("func(x *float32, ldx int, w %s, ldw, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)", wtype))
 	Pragma("noescape")
@@ -142,13 +172,7 @@ func tile(is isa, bf16 bool, m int) {
 		wv := make([]reg.VecVirtual, tileRows)
 		for r := range wv {
 			wv[r] = is.vec()
-			src := rowAddr(r, wb, nil, ldw, ldw3).Offset(u * step)
-			if bf16 {
-				VPMOVZXWD(src, wv[r])
-				VPSLLD(U8(16), wv[r], wv[r])
-			} else {
-				VMOVUPS(src, wv[r])
-			}
+			loadW(k, rowAddr(r, wb, nil, ldw, ldw3).Offset(u*step), wv[r])
 		}
 		for i := range m {
 			xv := is.vec()
@@ -367,19 +391,21 @@ func gemm(is isa, m int) {
 	RET()
 }
 
-// pack generates packF32<ISA>(dst, w *float32, ldw, kn int): dst[k*32+j] =
-// w[j*ldw+k] for j < 16, k < kn rounded down to 16 — half of a packed
-// panel (see gemm). Each 16×16 block is transposed in registers: two
-// rounds of in-lane unpacks, two of 128-bit lane shuffles.
-func pack(is isa) {
-	name := "packF32" + is.name
-	TEXT(name, NOSPLIT, "func(dst, w *float32, ldw, kn int)")
+// pack generates pack{F32,BF16,F16}<ISA>(dst *float32, w *T, ldw, kn int):
+// dst[k*32+j] = w[j*ldw+k] as float32 for j < 16, k < kn rounded down to
+// 16 — half of a packed panel (see gemm). 16-bit weights are widened as
+// they are loaded (see loadW), so the gemm kernels only ever see float32.
+// Each 16×16 block is transposed in registers: two rounds of in-lane
+// unpacks, two of 128-bit lane shuffles.
+func pack(is isa, k wkind) {
+	name := "pack" + k.name + is.name
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(dst *float32, w %s, ldw, kn int)", k.gotype))
 	Pragma("noescape")
 	Doc(name + " packs 16 weight rows into half of a gemm panel (see gemmF32Func).")
 	dst := Load(Param("dst"), GP64())
 	bases := []reg.Register{Load(Param("w"), GP64())}
 	ldw := Load(Param("ldw"), GP64())
-	SHLQ(U8(2), ldw)
+	SHLQ(U8(log2(k.size)), ldw)
 	ldw3 := GP64()
 	LEAQ(Mem{Base: ldw, Index: ldw, Scale: 2}, ldw3)
 	for b := 4; b < 16; b += 4 {
@@ -394,7 +420,7 @@ func pack(is isa) {
 	r := make([]reg.VecVirtual, 16)
 	for i := range r {
 		r[i] = is.vec()
-		VMOVUPS(rowAt(i, bases, ldw, ldw3), r[i])
+		loadW(k, rowAt(i, bases, ldw, ldw3), r[i])
 	}
 	// t[2i], t[2i+1]: rows 2i and 2i+1 interleaved, per 128-bit lane.
 	t := make([]reg.VecVirtual, 16)
@@ -436,7 +462,7 @@ func pack(is isa) {
 	}
 	ADDQ(U32(16*4*panelWidth), dst)
 	for _, b := range bases {
-		ADDQ(U8(64), b)
+		ADDQ(U8(16*k.size), b)
 	}
 	DECQ(iters)
 	JNZ(LabelRef(name + "_loop"))
