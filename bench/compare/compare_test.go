@@ -298,6 +298,8 @@ func TestBadInput(t *testing.T) {
 		{"endpoint without a URL target", func(c *Config) { c.TPs, c.Endpoint = "2,4", "/v1/chat/completions" }, "--endpoint"},
 		{"config key", func(c *Config) { c.TPs, c.ConfigFiles = "2", []string{"testdata/bad-key.yaml"} }, "testdata/bad-key.yaml"},
 		{"missing config", func(c *Config) { c.TPs, c.ConfigFiles = "2", []string{"testdata/none.yaml"} }, "--config"},
+		{"TLS without --ca-cert", func(c *Config) { c.TPs, c.ConfigFiles = "2", []string{"testdata/tls.yaml"} }, "--ca-cert"},
+		{"missing --ca-cert", func(c *Config) { c.TPs, c.CACert = "2,4", "testdata/none.crt" }, "--ca-cert"},
 		{"zero rate", func(c *Config) { c.TPs, c.RequestRate = "2,4", "0" }, "--request-rate"},
 		{"bad percentile", func(c *Config) { c.TPs, c.MetricPercentiles = "2,4", "101" }, "--metric-percentiles"},
 		{"bad goodput", func(c *Config) { c.TPs, c.Goodput = "2,4", []string{"itl:5"} }, "--goodput"},

@@ -1,6 +1,7 @@
 package compare
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"maps"
@@ -66,6 +67,11 @@ type Config struct {
 	// (default: $TANDEM_API_KEY; for URL targets $OPENAI_API_KEY first);
 	// a cluster without keys ignores it.
 	APIKey string
+	// CACert is the PEM CA that the certificates of the configurations
+	// serving TLS chain to: local clusters given --tls-cert (in their
+	// args) and https URL targets (default for these: the system's
+	// roots). A gRPC target is always reached in plain text.
+	CACert string
 	// ResultDir/ResultFilename name the report JSON (default
 	// compare-MODEL-DATE.json in the working directory); Plot is the
 	// charts' directory.
@@ -78,6 +84,8 @@ type Config struct {
 	// DisableProgress turns progress off; Verbose copies the clusters'
 	// output to stderr.
 	DisableProgress, Verbose bool
+
+	clientTLS *tls.Config // from CACert, made by Run
 }
 
 // Configuration is one side of the comparison.

@@ -40,6 +40,6 @@
 //
 // It imports bench and its sub-packages, tracing (the per-token
 // breakdown), parallel (the analytic KV map), model, netshape (link
-// profiles and the root they need) and proto; never the coordinator,
-// worker or engine.
+// profiles and the root they need), pki (the CA of configurations
+// serving TLS) and proto; never the coordinator, worker or engine.
 package compare

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/tandemllm/tandem/apikey"
 	"github.com/tandemllm/tandem/bench"
@@ -21,6 +22,7 @@ import (
 	"github.com/tandemllm/tandem/bench/serve"
 	"github.com/tandemllm/tandem/bench/target/openai"
 	"github.com/tandemllm/tandem/bench/target/tandem"
+	"github.com/tandemllm/tandem/pki"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
@@ -92,6 +94,11 @@ func Run(ctx context.Context, c Config, stdout, stderr io.Writer) (*Report, erro
 	cfgs, err := c.Configurations()
 	if err != nil {
 		return nil, err
+	}
+	if c.CACert != "" {
+		if c.clientTLS, err = pki.ClientRoots(c.CACert, ""); err != nil {
+			return nil, usage("--ca-cert: %v", err)
+		}
 	}
 	sides, closeTargets, err := c.prepare(ctx, cfgs, plan.Settings)
 	defer closeTargets()
@@ -225,12 +232,16 @@ func (r *runner) ready(ctx context.Context, s *Side) (warmup bool, err error) {
 	if r.c.Verbose {
 		logs = r.progress
 	}
-	cl, err := local.Start(ctx, local.Options{Executable: r.c.Executable, Args: s.UpArgs, Log: logs})
+	cl, err := local.Start(ctx, local.Options{Executable: r.c.Executable, Args: s.UpArgs, Log: logs, ClientTLS: r.c.clientTLS})
 	if err != nil {
 		return false, err
 	}
 	r.cluster, r.owner = cl, s
-	if r.conn, err = tandem.New(cl.GRPC, "", r.c.dialOptions()...); err != nil {
+	dial := r.c.dialOptions()
+	if cl.TLS {
+		dial = append(dial, grpc.WithTransportCredentials(credentials.NewTLS(r.c.clientTLS)))
+	}
+	if r.conn, err = tandem.New(cl.GRPC, "", dial...); err != nil {
 		return false, err
 	}
 	served, err := r.conn.Model(ctx)
@@ -338,6 +349,9 @@ func (c *Config) prepare(ctx context.Context, cfgs []Configuration, settings ben
 			if err := checkTopology([]Configuration{cf}, m.Config); err != nil {
 				return nil, closeAll, err
 			}
+			if c.clientTLS == nil && servesTLS(cf.UpArgs) {
+				return nil, closeAll, usage("configuration %s serves TLS (--tls-cert): give --ca-cert, the CA its certificate chains to", cf.Name)
+			}
 			s.KVCacheDType = cacheDType(cf.UpArgs, m.Config)
 			sides = append(sides, s)
 			continue
@@ -356,6 +370,18 @@ func (c *Config) prepare(ctx context.Context, cfgs []Configuration, settings ben
 	return sides, closeAll, nil
 }
 
+// servesTLS says whether `tandem up ARGS` serves its public listeners
+// over TLS.
+func servesTLS(args []string) bool {
+	for _, a := range args {
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "--") && (name == "tls-cert" || name == "ssl-certfile") {
+			return true
+		}
+	}
+	return false
+}
+
 // connect reaches a running deployment's target and trace source,
 // before any load, and resolves its model; the returned function closes
 // what it opened.
@@ -367,7 +393,7 @@ func (c *Config) connect(ctx context.Context, s *Side) (func(), error) {
 		}
 	}
 	if s.URL != "" {
-		t, err := openai.New(openai.Options{BaseURL: s.URL, Endpoint: c.Endpoint, APIKey: c.apiKey("OPENAI_API_KEY", "TANDEM_API_KEY")})
+		t, err := openai.New(openai.Options{BaseURL: s.URL, Endpoint: c.Endpoint, APIKey: c.apiKey("OPENAI_API_KEY", "TANDEM_API_KEY"), TLS: c.clientTLS})
 		if err != nil {
 			return closeAll, usage("--target %s: %v", s.Name, err)
 		}

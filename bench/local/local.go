@@ -3,6 +3,7 @@ package local
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
@@ -30,12 +32,19 @@ type Options struct {
 	ReadyTimeout time.Duration
 	// Log, when set, receives the cluster's output as it comes.
 	Log io.Writer
+	// ClientTLS is how a client reaches a cluster that serves TLS on its
+	// public listeners (Args with --tls-cert): the CA its certificate
+	// chains to. Such a cluster does not start without it.
+	ClientTLS *tls.Config
 }
 
 // Cluster is a running `tandem up`.
 type Cluster struct {
 	// GRPC is the coordinator's gRPC address; HTTP its HTTP address.
 	GRPC, HTTP string
+	// TLS says that both are served over TLS (Options.ClientTLS reaches
+	// them).
+	TLS bool
 
 	cmd      *exec.Cmd
 	exited   chan struct{}
@@ -87,7 +96,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	}()
 	ctx, cancel := context.WithTimeout(ctx, o.ReadyTimeout)
 	defer cancel()
-	if err := c.waitReady(ctx, addrs); err != nil {
+	if err := c.waitReady(ctx, addrs, o.ClientTLS); err != nil {
 		c.Stop()
 		return nil, fmt.Errorf("tandem %s: %w\n%s", strings.Join(o.Args, " "), err, c.out.String())
 	}
@@ -95,7 +104,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 }
 
 // readStdout copies the child's output and picks the endpoints it prints
-// ("gRPC  ADDR  ..." and "HTTP  http://ADDR/v1  ...").
+// ("gRPC  ADDR  ..." and "HTTP  http(s)://ADDR/v1  ...").
 func (c *Cluster) readStdout(r io.Reader, logs io.Writer, addrs chan<- [2]string) {
 	sc := bufio.NewScanner(r)
 	var grpcAddr string
@@ -107,7 +116,7 @@ func (c *Cluster) readStdout(r io.Reader, logs io.Writer, addrs chan<- [2]string
 		case len(f) >= 2 && f[0] == "gRPC":
 			grpcAddr = f[1]
 		case len(f) >= 2 && f[0] == "HTTP" && grpcAddr != "":
-			addrs <- [2]string{grpcAddr, strings.TrimSuffix(strings.TrimPrefix(f[1], "http://"), "/v1")}
+			addrs <- [2]string{grpcAddr, strings.TrimSuffix(f[1], "/v1")}
 		}
 	}
 	_, _ = io.Copy(io.Discard, r)
@@ -115,16 +124,29 @@ func (c *Cluster) readStdout(r io.Reader, logs io.Writer, addrs chan<- [2]string
 
 // waitReady waits for the endpoints, then for Health to report every
 // registered group ready.
-func (c *Cluster) waitReady(ctx context.Context, addrs <-chan [2]string) error {
+func (c *Cluster) waitReady(ctx context.Context, addrs <-chan [2]string, clientTLS *tls.Config) error {
 	select {
 	case a := <-addrs:
-		c.GRPC, c.HTTP = a[0], a[1]
+		var plain bool
+		c.GRPC = a[0]
+		c.HTTP, plain = strings.CutPrefix(a[1], "http://")
+		c.HTTP, c.TLS = strings.CutPrefix(c.HTTP, "https://")
+		if !plain && !c.TLS {
+			return fmt.Errorf("its HTTP endpoint %q is neither http:// nor https://", a[1])
+		}
 	case <-c.exited:
 		return fmt.Errorf("%w before serving: %v", ErrExited, c.waitErr)
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	conn, err := grpc.NewClient(c.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if c.TLS {
+		if clientTLS == nil {
+			return errors.New("it serves TLS (--tls-cert), and no CA to check its certificate against was given")
+		}
+		creds = credentials.NewTLS(clientTLS)
+	}
+	conn, err := grpc.NewClient(c.GRPC, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return err
 	}

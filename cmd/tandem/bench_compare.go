@@ -78,6 +78,7 @@ report of the blocks that finished, marked "partial".`,
 	fl.BoolVar(&c.Pairwise, "pairwise", false, "compare every pair of configurations instead of each with the baseline")
 	fl.IntVar(&c.Rounds, "rounds", 1, "rounds, the configurations interleaved A B B A in each (timing differences need 3 or more)")
 	fl.StringVar(&c.APIKey, "api-key", "", "API key sent to every configuration (default: $TANDEM_API_KEY; for URL targets $OPENAI_API_KEY first)")
+	fl.StringVar(&c.CACert, "ca-cert", "", "PEM CA certificate of the configurations serving TLS: local clusters given --tls-cert in their args, https URL targets (default for these: the system's roots)")
 	workloadFlags(fl, &c.Workload)
 	fl.Lookup("num-warmups").Usage = "requests each configuration gets before its first block and after each start of its cluster (default: twice the concurrency, 8 without a limit)"
 	fl.StringVar(&c.ResultDir, "result-dir", "", "directory of the report JSON (default: the working directory)")

@@ -36,7 +36,10 @@ type lineWatch struct {
 func (l *lineWatch) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, b := range p {
+	// Through to w first: whoever the line wakes reads w with it (and
+	// with the lines written together with it).
+	n, err := l.w.Write(p)
+	for _, b := range p[:n] {
 		if b != '\n' {
 			l.line = append(l.line, b)
 			continue
@@ -47,7 +50,7 @@ func (l *lineWatch) Write(p []byte) (int, error) {
 		}
 		l.line = l.line[:0]
 	}
-	return l.w.Write(p)
+	return n, err
 }
 
 // process is a tandem subcommand a test runs and may kill; it dies with

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -184,11 +185,12 @@ func TestPublicAPISecurity(t *testing.T) {
 		t.Skip("starts tandem up")
 	}
 	certs := t.TempDir()
-	if _, err := pki.Init(certs, []string{"server"}, nil, 0); err != nil {
+	ca, err := pki.Init(certs, []string{"server"}, nil, 0)
+	if err != nil {
 		t.Fatal(err)
 	}
 	caFile := filepath.Join(certs, pki.CACertFile)
-	const flagKey, fileKey1, fileKey2 = "flag-key-5b0f3c", "file-key-one-7d21", "file-key-two-93ae"
+	const flagKey, fileKey1, fileKey2, wrongKey = "flag-key-5b0f3c", "file-key-one-7d21", "file-key-two-93ae", "wrong-key-c4d2"
 	for _, withTLS := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tls=%v", withTLS), func(t *testing.T) {
 			keysFile := filepath.Join(t.TempDir(), "keys")
@@ -232,7 +234,7 @@ func TestPublicAPISecurity(t *testing.T) {
 			for _, tc := range []struct {
 				name, key string
 				want      int
-			}{{"no key", "", 401}, {"wrong key", "not-a-key", 401}, {"a prefix of the flag's key", flagKey[:5], 401},
+			}{{"no key", "", 401}, {"wrong key", wrongKey, 401}, {"a prefix of the flag's key", flagKey[:5], 401},
 				{"the flag's key", flagKey, 200}, {"the file's key", fileKey1, 200}} {
 				code, b := post(t, hc, completions, tc.key, body())
 				if code != tc.want {
@@ -269,7 +271,7 @@ func TestPublicAPISecurity(t *testing.T) {
 			for _, tc := range []struct {
 				name, key string
 				want      codes.Code
-			}{{"no key", "", codes.Unauthenticated}, {"wrong key", "not-a-key", codes.Unauthenticated}, {"the flag's key", flagKey, codes.OK}} {
+			}{{"no key", "", codes.Unauthenticated}, {"wrong key", wrongKey, codes.Unauthenticated}, {"the flag's key", flagKey, codes.OK}} {
 				g, err := grpcGenerate(t, conn, tc.key, 4)
 				if status.Code(err) != tc.want || tc.want == codes.OK && len(g.tokens) != 4 {
 					t.Fatalf("gRPC, %s: %d tokens, %v; want %v", tc.name, len(g.tokens), err, tc.want)
@@ -287,16 +289,9 @@ func TestPublicAPISecurity(t *testing.T) {
 			if err := syscall.Kill(u.pid(), syscall.SIGHUP); err != nil {
 				t.Fatal(err)
 			}
-			deadline := time.Now().Add(30 * time.Second)
-			for {
-				code, _ := post(t, hc, completions, fileKey2, body())
-				if code == 200 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("the new key is refused 30 s after SIGHUP (%d)", code)
-				}
-				time.Sleep(20 * time.Millisecond) // waiting for the reload, which has no event a client can see
+			u.out.waitFor(t, "API keys reloaded", 30*time.Second)
+			if code, b := post(t, hc, completions, fileKey2, body()); code != 200 {
+				t.Fatalf("the key added to the file, after SIGHUP: %d %s", code, b)
 			}
 			if code, b := post(t, hc, completions, fileKey1, body()); code != 401 {
 				t.Fatalf("a key removed from the file: %d %s, want 401", code, b)
@@ -345,7 +340,7 @@ func TestPublicAPISecurity(t *testing.T) {
 				}
 				traces = append(traces, b...)
 			}
-			for _, key := range []string{flagKey, fileKey1, fileKey2} {
+			for _, key := range []string{flagKey, fileKey1, fileKey2, wrongKey} {
 				if strings.Contains(string(scrape), key) {
 					t.Fatalf("/metrics shows the key %q", key)
 				}
@@ -358,8 +353,51 @@ func TestPublicAPISecurity(t *testing.T) {
 					t.Fatalf("tandem up's output shows the key %q", key)
 				}
 			}
+			if withTLS {
+				checkCertRenewal(t, ca, certs, u)
+			}
 		})
 	}
+}
+
+// checkCertRenewal renews the public listeners' certificate in dir as a
+// cert-manager Secret is renewed (new files renamed over the old) and
+// waits until both listeners present it to new connections, without a
+// restart.
+func checkCertRenewal(t *testing.T, ca *pki.CA, dir string, u *upProcess) {
+	t.Helper()
+	roots, err := pki.ClientRoots(filepath.Join(dir, pki.CACertFile), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots.NextProtos = []string{"h2"} // what gRPC needs; the HTTP listener speaks it too
+	served := func(addr string) *big.Int {
+		c, err := tls.Dial("tcp", addr, roots)
+		if err != nil {
+			t.Fatalf("TLS to %s: %v", addr, err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber
+	}
+	httpAddr := strings.TrimPrefix(u.http, "https://")
+	old := served(httpAddr)
+	cert, key, err := ca.Issue("server", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{"server.key": key, "server.crt": cert} {
+		tmp := filepath.Join(dir, name+".new")
+		if err := os.WriteFile(tmp, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The listeners look at the files at most once a second, at a
+	// handshake: only new handshakes can tell.
+	waitFor(t, 30*time.Second, "the renewed certificate on the HTTP listener", func() bool { return served(httpAddr).Cmp(old) != 0 })
+	waitFor(t, 30*time.Second, "the renewed certificate on the gRPC listener", func() bool { return served(u.grpc).Cmp(old) != 0 })
 }
 
 // identityOf is the client configuration of certificate name of the CA in
@@ -392,14 +430,19 @@ func startSecuredUp(t *testing.T, args ...string) *securedUp {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	su.cli = cli
+	su.cli, su.groups = cli, groupsIn(t, cli)
+	return su
+}
+
+// groupsIn are the groups registered in etcd now.
+func groupsIn(t *testing.T, cli *clientv3.Client) []cluster.Group {
+	t.Helper()
 	members, err := cluster.WatchMembership(t.Context(), cli)
 	if err != nil {
 		t.Fatal(err)
 	}
-	su.groups = members.Groups()
-	members.Close()
-	return su
+	defer members.Close()
+	return members.Groups()
 }
 
 // TestInternalMutualTLS runs `tandem up` (prefill TP-2, decode TP-2) with
@@ -652,8 +695,8 @@ func (zeros) Read(p []byte) (int, error) {
 // coordinator in the up process) what a careless or hostile client might:
 // a 100 MB body, a prompt past --max-model-len (as token ids, and as text
 // too long to be worth tokenizing), max_tokens of 10^9, and n, stop and
-// logprobs past their caps. Each gets a clear 400/413 (INVALID_ARGUMENT
-// over gRPC) naming the parameter, the coordinator's peak memory grows by
+// logprobs past their caps, over HTTP and over gRPC. Each gets a clear
+// 400/413 (INVALID_ARGUMENT over gRPC) naming the parameter, the coordinator's peak memory grows by
 // nothing near 100 MB, and a request running meanwhile finishes
 // untouched.
 func TestHostileInput(t *testing.T) {
@@ -718,9 +761,33 @@ func TestHostileInput(t *testing.T) {
 			}
 		})
 	}
-	_, err := grpcGenerateWith(t, conn, &tandemv1.SamplingParams{MaxTokens: 1_000_000_000})
-	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "max_tokens") {
-		t.Fatalf("gRPC max_tokens 10^9: %v, want INVALID_ARGUMENT naming max_tokens", err)
+	longIDs := make([]int32, 1600)
+	for i := range longIDs {
+		longIDs[i] = int32(100 + i%1000)
+	}
+	hello := &tandemv1.GenerateRequest_Text{Text: "Hello"}
+	for _, tc := range []struct {
+		name   string
+		prompt *tandemv1.GenerateRequest_TokenIds // nil: "Hello"
+		sp     *tandemv1.SamplingParams
+		want   string // in the INVALID_ARGUMENT message
+	}{
+		{"max_tokens 10^9", nil, &tandemv1.SamplingParams{MaxTokens: 1_000_000_000}, "max_tokens"},
+		{"prompt past --max-model-len", &tandemv1.GenerateRequest_TokenIds{TokenIds: &tandemv1.TokenIds{Ids: longIDs}}, &tandemv1.SamplingParams{MaxTokens: 4}, "1536"},
+		{"17 stop strings", nil, &tandemv1.SamplingParams{MaxTokens: 4, Stop: make([]string, 17)}, "stop"},
+		{"top_logprobs 21", nil, &tandemv1.SamplingParams{MaxTokens: 4, Logprobs: true, TopLogprobs: 21}, "logprobs"},
+	} {
+		req := &tandemv1.GenerateRequest{Prompt: hello, Sampling: tc.sp}
+		if tc.prompt != nil {
+			req.Prompt = tc.prompt
+		}
+		stream, err := tandemv1.NewGenerationClient(conn).Generate(t.Context(), req)
+		if err == nil {
+			_, err = collectStream(stream)
+		}
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("gRPC, %s: %v, want INVALID_ARGUMENT naming %q", tc.name, err, tc.want)
+		}
 	}
 	if grew := peakRSS(t, u.pid()) - before; grew > 48<<20 {
 		t.Fatalf("the coordinator's peak memory grew by %d MB", grew>>20)
@@ -728,17 +795,6 @@ func TestHostileInput(t *testing.T) {
 	if err := <-bg; err != nil {
 		t.Fatalf("the request running meanwhile: %v", err)
 	}
-}
-
-// grpcGenerateWith runs one request of prompt "Hello" with sampling sp.
-func grpcGenerateWith(t *testing.T, conn *grpc.ClientConn, sp *tandemv1.SamplingParams) (generated, error) {
-	t.Helper()
-	stream, err := tandemv1.NewGenerationClient(conn).Generate(t.Context(), &tandemv1.GenerateRequest{
-		Prompt: &tandemv1.GenerateRequest_Text{Text: "Hello"}, Sampling: sp})
-	if err != nil {
-		return generated{}, err
-	}
-	return collectStream(stream)
 }
 
 // TestSlowClientIsCut: a client that streams a long completion and stops
@@ -834,11 +890,14 @@ func TestSlowClientIsCut(t *testing.T) {
 	}
 }
 
-// TestCoordinatorHealthAndReflection runs `tandem coordinator` and a
-// worker as processes: grpcurl-style discovery lists the coordinator's
-// services by reflection, and its grpc.health.v1.Health says NOT_SERVING
-// (HTTP /readyz 503, /healthz 200) until a group is ready, SERVING once it
-// is, and NOT_SERVING again when the group dies.
+// TestCoordinatorHealthAndReflection runs `tandem coordinator` and the
+// two ranks of a TP-2 group as processes: grpcurl-style discovery lists
+// the coordinator's services by reflection, and its grpc.health.v1.Health
+// says NOT_SERVING (HTTP /readyz 503, /healthz 200) until the group is
+// ready, SERVING once it is, and NOT_SERVING again when the group dies.
+// Rank 0 alone is live (/healthz 200) and not ready (/readyz 503) until
+// its group forms; then each rank's gRPC port lists its services by
+// reflection and its health service says SERVING.
 func TestCoordinatorHealthAndReflection(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts worker processes")
@@ -911,14 +970,66 @@ func TestCoordinatorHealthAndReflection(t *testing.T) {
 	if r, h := probe("/readyz"), probe("/healthz"); r != 503 || h != 200 {
 		t.Fatalf("without groups: /readyz %d, /healthz %d; want 503, 200", r, h)
 	}
-	worker := startProcess(t, []string{"worker", "--role", "unified", "--group", "u-0", "--tp", "1", "--etcd-endpoints", endpoints,
-		"--model", dir, "--model-name", "tiny", "--threads", "1", "--kv-cache-mb", "16"}, out)
+	// A TP-2 group whose rank 1 is not there yet: rank 0 is alive
+	// (/healthz) and not ready (/readyz), and the coordinator waits.
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	worker := func(rank int, extra ...string) *process {
+		return startProcess(t, append([]string{"worker", "--role", "unified", "--group", "u-0", "--tp", "2", "--rank", strconv.Itoa(rank),
+			"--etcd-endpoints", endpoints, "--model", dir, "--model-name", "tiny", "--threads", "1", "--kv-cache-mb", "16"}, extra...), out)
+	}
+	port := freePorts(t, 1)
+	rank0 := fmt.Sprintf("http://127.0.0.1:%d", port)
+	w0 := worker(0, "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", port))
+	waitHTTP(ctx, t, rank0+"/healthz", http.StatusOK, nil)
+	if resp, err := http.Get(rank0 + "/readyz"); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("rank 0 alone: /readyz %v %v, want 503", resp, err)
+	}
+	if r := probe("/readyz"); r != 503 {
+		t.Fatalf("with a group half up: coordinator /readyz %d", r)
+	}
+	worker(1)
 	next(healthpb.HealthCheckResponse_SERVING)
 	if r := probe("/readyz"); r != 200 {
 		t.Fatalf("with a ready group: /readyz %d", r)
 	}
-	_ = worker.cmd.Process.Kill() // its lease expires: the group leaves
+	waitHTTP(ctx, t, rank0+"/readyz", http.StatusOK, nil)
+	// Each rank's own gRPC port: reflection and health, as grpcurl and a
+	// kubelet gRPC probe see them.
+	checkRanksDiscoverable(t, etcd.Endpoints())
+	_ = w0.cmd.Process.Kill() // its lease expires: the group leaves
 	next(healthpb.HealthCheckResponse_NOT_SERVING)
+}
+
+// checkRanksDiscoverable lists each registered rank's services by
+// reflection and checks its health service says SERVING.
+func checkRanksDiscoverable(t *testing.T, endpoints []string) {
+	t.Helper()
+	cli, err := cluster.Dial(endpoints)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	groups := groupsIn(t, cli)
+	if len(groups) != 1 || len(groups[0].Ranks) != 2 {
+		t.Fatalf("groups %+v, want one of 2 ranks", groups)
+	}
+	for _, r := range groups[0].Ranks {
+		conn, err := grpc.NewClient(r.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		services := reflectionList(t, conn)
+		for _, want := range []string{"tandem.v1.Rank", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
+			if !slices.Contains(services, want) {
+				t.Fatalf("rank at %s lists %v by reflection, without %s", r.Addr, services, want)
+			}
+		}
+		if h, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("rank at %s: health %v, %v; want SERVING", r.Addr, h.GetStatus(), err)
+		}
+	}
 }
 
 // reflectionList lists a server's services as grpcurl list does.

@@ -3,8 +3,11 @@ package ring
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -13,20 +16,38 @@ import (
 	"time"
 
 	"github.com/tandemllm/tandem/nccl"
+	"github.com/tandemllm/tandem/pki"
+	"github.com/tandemllm/tandem/pki/pkitest"
 )
 
 // childEnv makes the test binary act as one rank of a group of separate
-// processes: "rank/size".
-const childEnv = "TANDEM_RING_TEST_RANK"
+// processes: "rank/size". With caEnv set too ("DIR NAME"), the rank holds
+// certificate NAME of the CA in DIR and the group is mutual TLS.
+const (
+	childEnv = "TANDEM_RING_TEST_RANK"
+	caEnv    = "TANDEM_RING_TEST_CA"
+)
 
 // childMain is a rank process: it prints its address, reads everyone's
 // from stdin, forms the group and runs allreduces until one fails, then
-// reports the error on stdout.
+// reports the error on stdout. It logs to stderr.
 func childMain() int {
 	var rank, size int
 	if _, err := fmt.Sscanf(os.Getenv(childEnv), "%d/%d", &rank, &size); err != nil {
 		fmt.Println("FATAL", err)
 		return 1
+	}
+	var opts Options
+	if ca := strings.Fields(os.Getenv(caEnv)); len(ca) == 2 {
+		src, err := pki.Load(pkitest.Files(ca[0], ca[1]), pki.Options{})
+		if err == nil {
+			opts.ServerTLS = src.ServerConfig()
+			opts.ClientTLS, err = src.ClientConfig()
+		}
+		if err != nil {
+			fmt.Println("FATAL", err)
+			return 1
+		}
 	}
 	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
@@ -41,7 +62,7 @@ func childMain() int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := Connect(ctx, ln, rank, strings.Fields(line), Options{})
+	c, err := Connect(ctx, ln, rank, strings.Fields(line), opts)
 	if err != nil {
 		fmt.Println("FATAL", err)
 		return 1
@@ -64,21 +85,28 @@ type line struct {
 	text string
 }
 
-// TestKilledProcess runs each rank as its own process, SIGKILLs one in
-// the middle of a stream of allreduces and expects every other rank to
-// fail with ErrPeerLost within 2 seconds.
-func TestKilledProcess(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts processes")
-	}
-	const n, victim = 4, 2
-	lines := make(chan line, 64)
-	cmds := make([]*exec.Cmd, n)
-	stdins := make([]interface{ Write([]byte) (int, error) }, n)
+// rankProcs are the ranks of one group, each a process running
+// childMain, killed when the test ends.
+type rankProcs struct {
+	cmds    []*exec.Cmd
+	stdins  []io.Writer
+	stderrs []*syncBuffer
+	lines   chan line
+	timeout *time.Timer
+}
+
+// startRanks starts n rank processes with env added to their
+// environment; the whole exchange with them must end within 20 s.
+func startRanks(t *testing.T, n int, env ...string) *rankProcs {
+	t.Helper()
+	p := &rankProcs{cmds: make([]*exec.Cmd, n), stdins: make([]io.Writer, n), stderrs: make([]*syncBuffer, n),
+		lines: make(chan line, 64), timeout: time.NewTimer(20 * time.Second)}
+	t.Cleanup(func() { p.timeout.Stop() })
 	for r := range n {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d/%d", childEnv, r, n))
-		cmd.Stderr = os.Stderr
+		cmd.Env = append(append(os.Environ(), fmt.Sprintf("%s=%d/%d", childEnv, r, n)), env...)
+		p.stderrs[r] = &syncBuffer{}
+		cmd.Stderr = io.MultiWriter(os.Stderr, p.stderrs[r])
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -90,49 +118,74 @@ func TestKilledProcess(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		cmds[r], stdins[r] = cmd, stdin
+		p.cmds[r], p.stdins[r] = cmd, stdin
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 		go func() {
 			sc := bufio.NewScanner(stdout)
 			for sc.Scan() {
-				lines <- line{r, sc.Text()}
+				p.lines <- line{r, sc.Text()}
 			}
 		}()
 	}
-	timeout := time.NewTimer(20 * time.Second)
-	defer timeout.Stop()
-	next := func(what string) line {
-		t.Helper()
-		select {
-		case l := <-lines:
-			if strings.HasPrefix(l.text, "FATAL") {
-				t.Fatalf("rank %d: %s", l.rank, l.text)
-			}
-			return l
-		case <-timeout.C:
-			t.Fatalf("timed out waiting for %s", what)
+	return p
+}
+
+// next is the next line a rank printed; a FATAL one fails the test.
+func (p *rankProcs) next(t *testing.T, what string) line {
+	t.Helper()
+	select {
+	case l := <-p.lines:
+		if strings.HasPrefix(l.text, "FATAL") {
+			t.Fatalf("rank %d: %s", l.rank, l.text)
 		}
-		return line{}
+		return l
+	case <-p.timeout.C:
+		t.Fatalf("timed out waiting for %s", what)
 	}
-	addrs := make([]string, n)
-	for range n {
-		l := next("addresses")
+	return line{}
+}
+
+// addrs are the ranks' listening addresses, as they print them.
+func (p *rankProcs) addrs(t *testing.T) []string {
+	t.Helper()
+	addrs := make([]string, len(p.cmds))
+	for range p.cmds {
+		l := p.next(t, "addresses")
 		addrs[l.rank] = strings.TrimPrefix(l.text, "ADDR ")
 	}
-	for _, w := range stdins {
+	return addrs
+}
+
+// form gives every rank the group's addresses and waits until each runs
+// allreduces.
+func (p *rankProcs) form(t *testing.T, addrs []string) {
+	t.Helper()
+	for _, w := range p.stdins {
 		fmt.Fprintln(w, strings.Join(addrs, " "))
 	}
-	for range n {
-		if l := next("the ranks to run"); l.text != "RUNNING" {
+	for range p.cmds {
+		if l := p.next(t, "the ranks to run"); l.text != "RUNNING" {
 			t.Fatalf("rank %d: %s", l.rank, l.text)
 		}
 	}
-	if err := cmds[victim].Process.Signal(syscall.SIGKILL); err != nil {
+}
+
+// TestKilledProcess runs each rank as its own process, SIGKILLs one in
+// the middle of a stream of allreduces and expects every other rank to
+// fail with ErrPeerLost within 2 seconds.
+func TestKilledProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	const n, victim = 4, 2
+	p := startRanks(t, n)
+	p.form(t, p.addrs(t))
+	if err := p.cmds[victim].Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	killed := time.Now()
 	for range n - 1 {
-		l := next("the survivors' errors")
+		l := p.next(t, "the survivors' errors")
 		took := time.Since(killed)
 		if !strings.HasPrefix(l.text, "ERR true ") {
 			t.Errorf("rank %d: %s; want ErrPeerLost", l.rank, l.text)
@@ -142,11 +195,46 @@ func TestKilledProcess(t *testing.T) {
 		}
 		t.Logf("rank %d after %v: %s", l.rank, took.Round(time.Millisecond), strings.TrimPrefix(l.text, "ERR true "))
 	}
-	for r, cmd := range cmds {
+	for r, cmd := range p.cmds {
 		if r != victim {
 			if err := cmd.Wait(); err != nil {
 				t.Errorf("rank %d exited: %v", r, err)
 			}
 		}
+	}
+}
+
+// TestTLSProcessesRefuseStrangers: ranks that are processes of their own
+// and form a group over mutual TLS refuse, at the TLS handshake, a
+// connection without a certificate and one whose certificate another CA
+// signed, both made to rank 0 while the group forms; each refusal is
+// logged, and the group forms and runs its allreduces.
+func TestTLSProcessesRefuseStrangers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	dir, other := newCA(t), pkitest.NewCA(t, "b")
+	p := startRanks(t, 2, caEnv+"="+dir+" a") // one certificate for both ranks, as tandem certs init makes by default
+	addrs := p.addrs(t)
+	_, stranger := pkitest.Configs(t, other, "b")
+	stranger.VerifyPeerCertificate = nil // only rank 0 decides
+	refused := make(chan string, 2)
+	for name, cfg := range map[string]*tls.Config{"no certificate": {InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}, "another CA": stranger} {
+		c, err := net.Dial("tcp", addrs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+		go func() { refused <- strangerRefused(name, tls.Client(c, cfg)) }()
+	}
+	p.form(t, addrs)
+	for range 2 {
+		if got := <-refused; strings.Contains(got, "not refused") {
+			t.Fatal(got)
+		}
+	}
+	if n := strings.Count(p.stderrs[0].String(), "TLS handshake from"); n != 2 {
+		t.Fatalf("rank 0 logged %d refused handshakes, want 2:\n%s", n, p.stderrs[0].String())
 	}
 }

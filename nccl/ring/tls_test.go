@@ -85,19 +85,7 @@ func TestTLSRefusesStrangers(t *testing.T) {
 		}
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		go func() {
-			tc := tls.Client(c, cfg)
-			// The handshake completes on the client's side; the refusal
-			// comes as an alert on the first read. A rank's hello that
-			// got through would be answered with rank 0's hello instead.
-			b := greeting(1)
-			_, _ = tc.Write(b)
-			if _, err := io.ReadFull(tc, b[:helloBytes]); err != nil && !errors.Is(err, io.EOF) && !strings.Contains(err.Error(), "timeout") {
-				refused <- name
-				return
-			}
-			refused <- name + ": not refused"
-		}()
+		go func() { refused <- strangerRefused(name, tls.Client(c, cfg)) }()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -115,6 +103,20 @@ func TestTLSRefusesStrangers(t *testing.T) {
 	if n := strings.Count(logs.String(), "TLS handshake from"); n != 2 {
 		t.Fatalf("%d refused handshakes logged, want 2:\n%s", n, logs.String())
 	}
+}
+
+// strangerRefused says hello as rank 1 over tc and returns name if rank
+// 0 refused it, name + ": not refused" otherwise. The handshake
+// completes on the client's side; the refusal comes as an alert on the
+// first read. A rank's hello that got through would be answered with
+// rank 0's hello instead.
+func strangerRefused(name string, tc *tls.Conn) string {
+	b := greeting(1)
+	_, _ = tc.Write(b)
+	if _, err := io.ReadFull(tc, b[:helloBytes]); err != nil && !errors.Is(err, io.EOF) && !strings.Contains(err.Error(), "timeout") {
+		return name
+	}
+	return name + ": not refused"
 }
 
 // A rank whose certificate another CA signed cannot join: its dial is
