@@ -2,6 +2,9 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -12,6 +15,9 @@ import (
 
 func newBenchCmd() *cobra.Command {
 	c := serve.Config{Workload: serve.DefaultWorkload()}
+	var temperature, topP float64
+	var topK, port int
+	var host string
 	cmd := &cobra.Command{
 		Use:   "bench (--addr HOST:PORT | --base-url URL) [flags]",
 		Short: "Load-test a Tandem cluster or any OpenAI-compatible server, as vllm bench serve does",
@@ -25,10 +31,41 @@ writes vLLM's result JSON (plus request_ids, which join each sample to its
 server trace); --plot DIR draws latency CDFs, ITL by token position and
 throughput against P99 latency.
 
---goodput takes KEY:MS pairs as vLLM does: --goodput ttft:500 tpot:50 e2el:5000.`,
+--goodput, --metadata and --header take several pairs after one flag, as
+vLLM's do: --goodput ttft:500 tpot:50 e2el:5000, --metadata tp=2 run=a.
+
+Every request failing exits non-zero (after the report and the saved
+result), as does an interrupt (Ctrl-C), which saves the partial result
+marked "interrupted".`,
+		// Flags are parsed here, so that pairs after --goodput, --metadata
+		// and --header go to the flag they follow, as argparse's nargs do.
+		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := goodputArgs(cmd.Flags(), &c.Goodput, args); err != nil {
+			fl := cmd.Flags()
+			if err := fl.Parse(spreadPairs(args, "--goodput", "--metadata", "--header")); err != nil {
 				return err
+			}
+			if help, _ := fl.GetBool("help"); help {
+				return cmd.Help()
+			}
+			if fl.NArg() > 0 {
+				return fmt.Errorf("unexpected arguments %q", strings.Join(fl.Args(), " "))
+			}
+			if fl.Changed("host") || fl.Changed("port") {
+				// vllm bench serve's other way to name the server.
+				if c.BaseURL != "" || c.Addr != "" {
+					return fmt.Errorf("--host/--port name the server as --base-url does: give one")
+				}
+				c.BaseURL = "http://" + net.JoinHostPort(host, strconv.Itoa(port))
+			}
+			if fl.Changed("temperature") {
+				c.Temperature = &temperature
+			}
+			if fl.Changed("top-p") {
+				c.TopP = &topP
+			}
+			if fl.Changed("top-k") {
+				c.TopK = &topK
 			}
 			_, err := serve.Run(cmd.Context(), c, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			return err
@@ -36,9 +73,18 @@ throughput against P99 latency.
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&c.Addr, "addr", "", "a Tandem coordinator's gRPC address")
-	fl.StringVar(&c.BaseURL, "base-url", "", "an OpenAI-compatible server's root URL, such as http://127.0.0.1:8000")
+	fl.StringVar(&c.BaseURL, "base-url", "", "an OpenAI-compatible server's root URL, such as http://127.0.0.1:8000 (its API base, http://127.0.0.1:8000/v1, is taken too)")
+	fl.StringVar(&host, "host", "127.0.0.1", "with --port, instead of --base-url: the server is http://HOST:PORT")
+	fl.IntVar(&port, "port", 8000, "with --host, instead of --base-url: the server is http://HOST:PORT")
 	fl.StringVar(&c.Endpoint, "endpoint", "", "with --base-url: /v1/completions (default) or /v1/chat/completions")
-	fl.StringVar(&c.APIKey, "api-key", "", "API key sent as a bearer token (default: $TANDEM_API_KEY for --addr, then $OPENAI_API_KEY)")
+	fl.StringVar(&c.Backend, "backend", "", "vllm bench serve's backend: openai or vllm (/v1/completions), openai-chat (/v1/chat/completions); tandem for --addr")
+	fl.StringArrayVar(&c.Headers, "header", nil, "KEY=VALUE headers sent with every request (gRPC metadata with --addr); several may follow the flag")
+	fl.StringArrayVar(&c.Metadata, "metadata", nil, "KEY=VALUE pairs stored in the result JSON; several may follow the flag")
+	fl.StringVar(&c.RequestIDPrefix, "request-id-prefix", "", "prefix of the request ids (default: bench-XXXXXXXX-; a sweep adds the point's index)")
+	fl.Float64Var(&temperature, "temperature", 0, "sampling temperature sent with every request (default: the server's)")
+	fl.Float64Var(&topP, "top-p", 1, "top-p sent with every request (default: the server's)")
+	fl.IntVar(&topK, "top-k", -1, "top-k sent with every request, -1 for all (default: the server's)")
+	fl.StringVar(&c.APIKey, "api-key", "", "API key sent as a bearer token (default: $TANDEM_API_KEY then $OPENAI_API_KEY for --addr; $OPENAI_API_KEY then $TANDEM_API_KEY for --base-url)")
 	fl.BoolVar(&c.TLS, "tls", false, "with --addr: connect with TLS (an https --base-url always does)")
 	fl.StringVar(&c.CACert, "ca-cert", "", "PEM CA certificate the server's certificate must chain to (default: the system's roots; implies --tls)")
 	fl.StringVar(&c.Model, "model", "", "the served model requests name (default: the first the server lists)")
@@ -46,6 +92,7 @@ throughput against P99 latency.
 	workloadFlags(fl, &c.Workload)
 	fl.BoolVar(&c.SaveResult, "save-result", false, "write each run's result JSON (vLLM's keys)")
 	fl.BoolVar(&c.SaveDetailed, "save-detailed", false, "also keep the generated texts in the result JSON")
+	fl.BoolVar(&c.AppendResult, "append-result", false, "append each result as a line to the result file (a sweep's points to one --result-filename)")
 	fl.StringVar(&c.ResultDir, "result-dir", "", "directory for result JSON (default: the working directory)")
 	fl.StringVar(&c.ResultFilename, "result-filename", "", "result file name (default: LABEL-RATEqps[-concurrencyN]-MODEL-DATE.json)")
 	fl.StringVar(&c.Label, "label", "", "label of the results (default: the backend)")
@@ -79,6 +126,44 @@ func workloadFlags(fl *pflag.FlagSet, w *serve.Workload) {
 	fl.StringVar(&w.MetricPercentiles, "metric-percentiles", w.MetricPercentiles, "percentiles reported, each in (0, 100)")
 	fl.StringVar(&w.PercentileMetrics, "percentile-metrics", w.PercentileMetrics, "metrics reported: ttft, tpot, itl, e2el")
 	fl.StringSliceVar(&w.Goodput, "goodput", nil, "SLOs for goodput as KEY:MS (ttft, tpot, e2el); several may follow the flag")
+}
+
+// spreadPairs rewrites "--flag a b c" as "--flag a --flag b --flag c"
+// for the flags named, which take several values as argparse's nargs
+// do: the values run until the next argument starting with "-". A flag
+// left without a value stays bare, for the parser to refuse.
+func spreadPairs(args []string, flags ...string) []string {
+	var out []string
+	cur, values := "", 0
+	end := func() {
+		if cur != "" && values == 0 {
+			out = append(out, cur)
+		}
+		cur, values = "", 0
+	}
+	for i, a := range args {
+		switch {
+		case a == "--":
+			end()
+			return append(out, args[i:]...)
+		case strings.HasPrefix(a, "-"):
+			end()
+			if name, _, inline := strings.Cut(a, "="); slices.Contains(flags, name) {
+				cur = name
+				if inline {
+					out, values = append(out, a), 1
+				}
+				continue
+			}
+			out = append(out, a)
+		case cur != "":
+			out, values = append(out, cur, a), values+1
+		default:
+			out = append(out, a)
+		}
+	}
+	end()
+	return out
 }
 
 // goodputArgs takes the positional arguments after --goodput as more
