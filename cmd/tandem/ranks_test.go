@@ -51,6 +51,9 @@ func TestWorkerRankFlags(t *testing.T) {
 		{[]string{"--tp", "4", "--local-ranks", "2", "--node-rank", "2"}, "ranks 4..5 are outside a group of --tp 4"},
 		{[]string{"--tp", "2", "--local-ranks", "2", "--listen", "0.0.0.0:7300"}, ""},
 		{[]string{"--tp", "2", "--listen", "0.0.0.0:7300"}, "give --advertise-addr"},
+		{[]string{"--tp", "2", "--kv-cache-mb", "0"}, "--kv-cache-mb 0: must be >= 1"},
+		{[]string{"--tp", "2", "--max-batch-tokens", "-1"}, "--max-batch-tokens -1: must be >= 1"},
+		{[]string{"--tp", "2", "--join-timeout", "0s"}, "--join-timeout 0s: must be > 0"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -61,6 +61,8 @@ func (g *groupFlags) validate(joins bool) error {
 		return errors.New("--group is required with --tp > 1")
 	case joins && g.tp > 1 && g.etcdEndpoints == "":
 		return errors.New("--etcd-endpoints is required with --tp > 1")
+	case g.joinTimeout <= 0:
+		return fmt.Errorf("--join-timeout %v: must be > 0", g.joinTimeout)
 	}
 	return nil
 }
@@ -157,6 +159,9 @@ func (f *workerFlags) validate() error {
 	case f.g.tp >= 1 && (f.nodeRank+1)*f.localRanks > f.g.tp:
 		return fmt.Errorf("--node-rank %d with --local-ranks %d: ranks %d..%d are outside a group of --tp %d",
 			f.nodeRank, f.localRanks, f.nodeRank*f.localRanks, (f.nodeRank+1)*f.localRanks-1, f.g.tp)
+	}
+	if err := f.eng.validate(); err != nil {
+		return err
 	}
 	f.g.rank += f.nodeRank * f.localRanks
 	if f.be.threads == 0 { // the ranks share the cores this process may use (GOMAXPROCS follows a container's CPU limit)
@@ -328,6 +333,17 @@ func (f *engineFlags) register(cmd *cobra.Command) {
 	f.kvCacheDType = kvDTypeFlag(engine.KVAuto)
 	fl.Var(&f.kvCacheDType, "kv-cache-dtype", "KV cache element type: auto (the weights' dtype on the CPU, f16 weights giving fp32; bf16 on CUDA), fp32 or bf16")
 	fl.BoolVar(&f.noPrefixCache, "no-prefix-caching", false, "turn the prefix cache off: compute every prompt from scratch and keep no KV block after its request")
+}
+
+// validate checks the flags; each error names its flag.
+func (f *engineFlags) validate() error {
+	switch {
+	case f.maxBatchTokens < 1:
+		return fmt.Errorf("--max-batch-tokens %d: must be >= 1", f.maxBatchTokens)
+	case f.kvCacheMB < 1:
+		return fmt.Errorf("--kv-cache-mb %d: must be >= 1", f.kvCacheMB)
+	}
+	return nil
 }
 
 func (f *engineFlags) options() engine.Options {

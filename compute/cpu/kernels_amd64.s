@@ -7075,6 +7075,42 @@ DATA expSumAVX512_one<>+56(SB)/4, $0x3f800000
 DATA expSumAVX512_one<>+60(SB)/4, $0x3f800000
 GLOBL expSumAVX512_one<>(SB), RODATA|NOPTR, $64
 
+// func maxAVX512(x *float32, n int) float32
+// Requires: AVX, AVX512F, AVX512VL, SSE
+TEXT ·maxAVX512(SB), NOSPLIT, $0-20
+	MOVQ    x+0(FP), AX
+	MOVQ    n+8(FP), CX
+	SHRQ    $0x04, CX
+	VMOVUPS (AX), Z0
+	VMOVAPS Z0, Z1
+	ADDQ    $0x40, AX
+	DECQ    CX
+	JZ      maxAVX512_done
+
+maxAVX512_loop:
+	VMAXPS (AX), Z0, Z0
+	ADDQ   $0x40, AX
+	DECQ   CX
+	JZ     maxAVX512_done
+	VMAXPS (AX), Z1, Z1
+	ADDQ   $0x40, AX
+	DECQ   CX
+	JNZ    maxAVX512_loop
+
+maxAVX512_done:
+	VMAXPS        Z1, Z0, Z0
+	VEXTRACTF64X4 $0x01, Z0, Y1
+	VMAXPS        Y1, Y0, Y1
+	VEXTRACTF32X4 $0x01, Y1, X0
+	VMAXPS        X0, X1, X1
+	VMOVHLPS      X1, X1, X0
+	VMAXPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VMAXSS        X0, X1, X1
+	MOVSS         X1, ret+16(FP)
+	VZEROUPPER
+	RET
+
 // func readAVX512(p *byte, n int)
 // Requires: AVX, AVX512F
 TEXT ·readAVX512(SB), NOSPLIT, $0-16
@@ -8678,6 +8714,40 @@ DATA expSumAVX2_bias<>+20(SB)/4, $0x0000007f
 DATA expSumAVX2_bias<>+24(SB)/4, $0x0000007f
 DATA expSumAVX2_bias<>+28(SB)/4, $0x0000007f
 GLOBL expSumAVX2_bias<>(SB), RODATA|NOPTR, $32
+
+// func maxAVX2(x *float32, n int) float32
+// Requires: AVX, SSE
+TEXT ·maxAVX2(SB), NOSPLIT, $0-20
+	MOVQ    x+0(FP), AX
+	MOVQ    n+8(FP), CX
+	SHRQ    $0x03, CX
+	VMOVUPS (AX), Y0
+	VMOVAPS Y0, Y1
+	ADDQ    $0x20, AX
+	DECQ    CX
+	JZ      maxAVX2_done
+
+maxAVX2_loop:
+	VMAXPS (AX), Y0, Y0
+	ADDQ   $0x20, AX
+	DECQ   CX
+	JZ     maxAVX2_done
+	VMAXPS (AX), Y1, Y1
+	ADDQ   $0x20, AX
+	DECQ   CX
+	JNZ    maxAVX2_loop
+
+maxAVX2_done:
+	VMAXPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VMAXPS       X1, X0, X0
+	VMOVHLPS     X0, X0, X1
+	VMAXPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VMAXSS       X1, X0, X0
+	MOVSS        X0, ret+16(FP)
+	VZEROUPPER
+	RET
 
 // func readAVX2(p *byte, n int)
 // Requires: AVX

@@ -194,6 +194,11 @@ func geluAVX512(x *float32, n int)
 //go:noescape
 func expSumAVX512(x *float32, n int, shift float32) float32
 
+// maxAVX512 is the largest of x[:n], n rounded down to the vector width (see maxLoop in the generator).
+//
+//go:noescape
+func maxAVX512(x *float32, n int) float32
+
 // readAVX512 streams n bytes from p into registers.
 //
 //go:noescape
@@ -256,6 +261,11 @@ func geluAVX2(x *float32, n int)
 //
 //go:noescape
 func expSumAVX2(x *float32, n int, shift float32) float32
+
+// maxAVX2 is the largest of x[:n], n rounded down to the vector width (see maxLoop in the generator).
+//
+//go:noescape
+func maxAVX2(x *float32, n int) float32
 
 // readAVX2 streams n bytes from p into registers.
 //

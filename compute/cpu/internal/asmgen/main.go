@@ -88,6 +88,7 @@ func main() {
 		sigmoidMul(is, false)
 		sigmoidMul(is, true)
 		expSum(is)
+		maxLoop(is)
 		readBytes(is)
 		fmaLoop(is)
 	}
@@ -547,6 +548,58 @@ func accum(is isa, bf16 bool) {
 		JMP(LabelRef(loop))
 		Label(loop + "_done")
 	}
+	VZEROUPPER()
+	RET()
+}
+
+// maxLoop generates max<ISA>(x *float32, n int) float32: the largest of
+// x[i] for i < n rounded down to the vector width (n ≥ the width), in two
+// independent running maxima — the softmax's first pass over the scores.
+func maxLoop(is isa) {
+	name := "max" + is.name
+	TEXT(name, NOSPLIT, "func(x *float32, n int) float32")
+	Pragma("noescape")
+	Doc(name + " is the largest of x[:n], n rounded down to the vector width (see maxLoop in the generator).")
+	x := Load(Param("x"), GP64())
+	n := Load(Param("n"), GP64())
+	SHRQ(U8(log2(is.lanes)), n)
+	m0, m1 := is.vec(), is.vec()
+	VMOVUPS(Mem{Base: x}, m0)
+	VMOVAPS(m0, m1)
+	ADDQ(U8(4*is.lanes), x)
+	DECQ(n)
+	JZ(LabelRef(name + "_done"))
+	Label(name + "_loop")
+	VMAXPS(Mem{Base: x}, m0, m0)
+	ADDQ(U8(4*is.lanes), x)
+	DECQ(n)
+	JZ(LabelRef(name + "_done"))
+	VMAXPS(Mem{Base: x}, m1, m1)
+	ADDQ(U8(4*is.lanes), x)
+	DECQ(n)
+	JNZ(LabelRef(name + "_loop"))
+	Label(name + "_done")
+	VMAXPS(m1, m0, m0)
+	var y reg.VecVirtual
+	if is.lanes == 16 {
+		y = YMM()
+		VEXTRACTF64X4(U8(1), m0, y)
+		VMAXPS(y, m0.AsY(), y)
+	} else {
+		y = m0
+	}
+	xh, xs := XMM(), XMM()
+	if is.lanes == 16 {
+		VEXTRACTF32X4(U8(1), y, xh)
+	} else {
+		VEXTRACTF128(U8(1), y, xh)
+	}
+	VMAXPS(xh, y.AsX(), xs)
+	VMOVHLPS(xs, xs, xh)
+	VMAXPS(xh, xs, xs)
+	VMOVSHDUP(xs, xh)
+	VMAXSS(xh, xs, xs)
+	Store(xs, ReturnIndex(0))
 	VZEROUPPER()
 	RET()
 }
