@@ -227,7 +227,7 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	ctx := cmd.Context()
 	out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
 	plan, err := f.plan(ctx, errOut)
-	if err != nil {
+	if err != nil || f.checkOnly {
 		return err
 	}
 	env, err := f.startEnv(ctx, plan, errOut)
@@ -275,7 +275,7 @@ func (f *upFlags) plan(ctx context.Context, errOut io.Writer) (upPlan, error) {
 		}
 	}
 	if f.checkOnly {
-		return f.check(specs)
+		return p, f.check(p.specs)
 	}
 	presetName := f.preset
 	if f.modelDir != "" {
