@@ -110,6 +110,12 @@ func TestAllFailed(t *testing.T) {
 	if r["failed"] != 3.0 || r["completed"] != 0.0 || !strings.Contains(out.String(), "Failed requests:") {
 		t.Fatalf("saved failed %v, completed %v; report:\n%s", r["failed"], r["completed"], out.String())
 	}
+	// Statistics of no sample are 0, as vLLM writes them, never null.
+	for _, k := range []string{"mean_ttft_ms", "p99_itl_ms", "std_e2el_ms", "median_tpot_ms"} {
+		if r[k] != 0.0 {
+			t.Errorf("%s = %v, want 0", k, r[k])
+		}
+	}
 }
 
 // TestVLLMReaders: results saved with vllm bench serve's flags
@@ -130,6 +136,7 @@ func TestVLLMReaders(t *testing.T) {
 	cfg.Backend, cfg.Metadata, cfg.RequestIDPrefix = "vllm", []string{"tp=2", "note = a b=c"}, "job7-"
 	cfg.Headers, cfg.Temperature, cfg.TopK = []string{"X-Team=infra"}, ptr(0.0), ptr(-1)
 	cfg.AppendResult, cfg.ResultDir, cfg.ResultFilename, cfg.MaxConcurrency = true, dir, "all.jsonl", "1,2"
+	cfg.RequestRate = "1000" // a Python float in the result, 1000.0
 	rs, err := Run(t.Context(), cfg, &bytes.Buffer{}, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)

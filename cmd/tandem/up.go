@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/internal/cpuquota"
 	"github.com/tandemllm/tandem/model"
 	"github.com/tandemllm/tandem/netshape"
 	"github.com/tandemllm/tandem/worker/supervisor"
@@ -296,7 +296,7 @@ func (f *upFlags) plan(ctx context.Context, errOut io.Writer) (upPlan, error) {
 		p.ranks += g.tp
 	}
 	if f.backend.threads == 0 {
-		f.backend.threads = max(1, runtime.NumCPU()/p.ranks) // the ranks share this machine's cores
+		f.backend.threads = max(1, cpuquota.CPUs()/p.ranks) // the ranks share the cores this process may use
 	}
 	p.name = defaultModelName(p.dir, presetName)
 	return p, nil
@@ -356,7 +356,7 @@ func (f *upFlags) startEnv(ctx context.Context, plan upPlan, errOut io.Writer) (
 	}
 	env.closers = append(env.closers, etcd.Close)
 	env.endpoints = strings.Join(etcd.Endpoints(), ",")
-	if env.cli, err = dialEtcd(env.endpoints, env.itls); err != nil {
+	if env.cli, err = dialEtcd(env.endpoints, "", env.itls); err != nil {
 		return env, err
 	}
 	env.closers = append(env.closers, func() { env.cli.Close() })
