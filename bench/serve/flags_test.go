@@ -67,6 +67,7 @@ func TestFlagErrors(t *testing.T) {
 		{"top-k", func(c *Config) { c.TopK = ptr(-2) }, "--top-k"},
 		{"request id prefix", func(c *Config) { c.RequestIDPrefix = "a\tb" }, "--request-id-prefix"},
 		{"unknown model", func(c *Config) { c.Model = "nosuch" }, `--model "nosuch"`},
+		{"URL as --addr", func(c *Config) { c.Addr, c.BaseURL = c.BaseURL, "" }, "an http(s) URL goes in --base-url"},
 		{"wrong base path", func(c *Config) { c.BaseURL += "/api" }, "give the server's root"},
 		{"over the context", func(c *Config) {
 			c.Tokenizer, c.NumPrompts, c.RandomInputLen, c.RandomOutputLen = "gpt2-124m", 1, 1000, 100

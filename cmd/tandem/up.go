@@ -45,6 +45,7 @@ type upFlags struct {
 	engine        engineFlags
 	backend       backendFlags
 	restart       restartFlags
+	checkOnly     bool
 }
 
 // restartFlags set how `tandem up` restarts a group whose rank died.
@@ -174,6 +175,8 @@ does (docs/security.md).`,
 	f.engine.register(cmd)
 	f.backend.register(fl)
 	f.restart.register(fl)
+	fl.BoolVar(&f.checkOnly, "check", false, "check the flags, the link and the model's split, then exit without starting anything")
+	_ = fl.MarkHidden("check") // for tandem bench compare, before it starts any cluster
 	return cmd
 }
 
@@ -224,7 +227,7 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	ctx := cmd.Context()
 	out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
 	plan, err := f.plan(ctx, errOut)
-	if err != nil {
+	if err != nil || f.checkOnly {
 		return err
 	}
 	env, err := f.startEnv(ctx, plan, errOut)
@@ -270,6 +273,9 @@ func (f *upFlags) plan(ctx context.Context, errOut io.Writer) (upPlan, error) {
 		if p.link, err = checkLink(f.link); err != nil {
 			return p, err
 		}
+	}
+	if f.checkOnly {
+		return p, f.check(p.specs)
 	}
 	presetName := f.preset
 	if f.modelDir != "" {
