@@ -39,7 +39,7 @@ type Report struct {
 	// Recovery the time to recover per kind.
 	FaultsScheduled int                    `json:"faults_scheduled"`
 	Faults          []FaultRecord          `json:"faults"`
-	Recovery map[Kind]RecoveryStats `json:"recovery"`
+	Recovery        map[Kind]RecoveryStats `json:"recovery"`
 	// KVBlocks is every group's KV pool at the end; AllBlocksFree whether
 	// every block of every group was free again, nothing running.
 	KVBlocks      []GroupBlocks `json:"kv_blocks"`
