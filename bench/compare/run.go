@@ -412,7 +412,7 @@ func (c *Config) connect(ctx context.Context, s *Side) (func(), error) {
 	}
 	served, err := s.target.Model(ctx)
 	if err != nil {
-		return closeAll, fmt.Errorf("--target %s: target unreachable: %w", s.Name, err)
+		return closeAll, fmt.Errorf("--target %s: %w", s.Name, err)
 	}
 	if s.TraceAddr != "" {
 		t, err := tandem.New(s.TraceAddr, "", c.dialOptions()...)
