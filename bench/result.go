@@ -158,6 +158,12 @@ func Summarize(run *Run, s Settings) *Result {
 		for i, v := range r.Samples[m] {
 			ms[i] = v * 1000
 		}
+		if len(ms) == 0 {
+			// No sample (every request failed, or none had two tokens):
+			// statistics of 0, as vllm bench serve's np.mean(values or 0)
+			// gives, not NaN, which JSON lacks and readers choke on.
+			ms = []float64{0}
+		}
 		r.Stats[m] = stats.Summarize(ms, s.Percentiles)
 	}
 	return r
@@ -270,9 +276,15 @@ func ResultKeys(s Settings) []string {
 
 // fields are the result's keys and values in order.
 func (r *Result) fields() []field {
-	var rate any = r.Load.RequestRate
+	// Rates and burstiness are Python floats in vLLM's results (4.0, not
+	// 4), so readers that format or type-check them see what they expect.
+	var rate any = json.Number(PyFloat(r.Load.RequestRate))
 	if math.IsInf(r.Load.RequestRate, 1) {
 		rate = "inf"
+	}
+	var burstiness any = json.Number(PyFloat(r.Load.Burstiness))
+	if math.IsInf(r.Load.Burstiness, 0) || math.IsNaN(r.Load.Burstiness) {
+		burstiness = nil
 	}
 	var conc any
 	if r.Load.MaxConcurrency > 0 {
@@ -286,7 +298,7 @@ func (r *Result) fields() []field {
 		fs = append(fs, field{kv[0], kv[1]})
 	}
 	fs = append(fs, []field{
-		{"request_rate", rate}, {"burstiness", r.Load.Burstiness}, {"max_concurrency", conc},
+		{"request_rate", rate}, {"burstiness", burstiness}, {"max_concurrency", conc},
 		{"duration", r.Duration}, {"completed", r.Completed}, {"failed", r.Failed},
 		{"total_input_tokens", r.TotalInput}, {"total_output_tokens", r.TotalOutput},
 		{"request_throughput", r.RequestThroughput}, {"request_goodput", r.RequestGoodput},

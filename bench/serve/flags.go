@@ -79,6 +79,9 @@ func (c *Config) check(settings bench.Settings) (*checked, [][2]string, error) {
 // vllm: /v1/completions; openai-chat: /v1/chat/completions), --endpoint
 // alone names the backend, and the two must agree.
 func (c *Config) resolveBackend() (string, string, error) {
+	if strings.Contains(c.Addr, "://") {
+		return "", "", usage("--addr %s: a coordinator's gRPC HOST:PORT; an http(s) URL goes in --base-url", c.Addr)
+	}
 	if c.Addr != "" {
 		if c.Endpoint != "" && c.Endpoint != openai.Completions {
 			return "", "", usage("--endpoint %s: applies to --base-url only", c.Endpoint)

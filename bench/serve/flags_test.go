@@ -67,6 +67,7 @@ func TestFlagErrors(t *testing.T) {
 		{"top-k", func(c *Config) { c.TopK = ptr(-2) }, "--top-k"},
 		{"request id prefix", func(c *Config) { c.RequestIDPrefix = "a\tb" }, "--request-id-prefix"},
 		{"unknown model", func(c *Config) { c.Model = "nosuch" }, `--model "nosuch"`},
+		{"URL as --addr", func(c *Config) { c.Addr, c.BaseURL = c.BaseURL, "" }, "an http(s) URL goes in --base-url"},
 		{"wrong base path", func(c *Config) { c.BaseURL += "/api" }, "give the server's root"},
 		{"over the context", func(c *Config) {
 			c.Tokenizer, c.NumPrompts, c.RandomInputLen, c.RandomOutputLen = "gpt2-124m", 1, 1000, 100
@@ -110,6 +111,12 @@ func TestAllFailed(t *testing.T) {
 	if r["failed"] != 3.0 || r["completed"] != 0.0 || !strings.Contains(out.String(), "Failed requests:") {
 		t.Fatalf("saved failed %v, completed %v; report:\n%s", r["failed"], r["completed"], out.String())
 	}
+	// Statistics of no sample are 0, as vLLM writes them, never null.
+	for _, k := range []string{"mean_ttft_ms", "p99_itl_ms", "std_e2el_ms", "median_tpot_ms"} {
+		if r[k] != 0.0 {
+			t.Errorf("%s = %v, want 0", k, r[k])
+		}
+	}
 }
 
 // TestVLLMReaders: results saved with vllm bench serve's flags
@@ -130,6 +137,7 @@ func TestVLLMReaders(t *testing.T) {
 	cfg.Backend, cfg.Metadata, cfg.RequestIDPrefix = "vllm", []string{"tp=2", "note = a b=c"}, "job7-"
 	cfg.Headers, cfg.Temperature, cfg.TopK = []string{"X-Team=infra"}, ptr(0.0), ptr(-1)
 	cfg.AppendResult, cfg.ResultDir, cfg.ResultFilename, cfg.MaxConcurrency = true, dir, "all.jsonl", "1,2"
+	cfg.RequestRate = "1000" // a Python float in the result, 1000.0
 	rs, err := Run(t.Context(), cfg, &bytes.Buffer{}, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)

@@ -15,9 +15,7 @@ import (
 
 func newBenchCmd() *cobra.Command {
 	c := serve.Config{Workload: serve.DefaultWorkload()}
-	var temperature, topP float64
-	var topK, port int
-	var host string
+	var v vllmFlags
 	cmd := &cobra.Command{
 		Use:   "bench (--addr HOST:PORT | --base-url URL) [flags]",
 		Short: "Load-test a Tandem cluster or any OpenAI-compatible server, as vllm bench serve does",
@@ -51,21 +49,8 @@ marked "interrupted".`,
 			if fl.NArg() > 0 {
 				return fmt.Errorf("unexpected arguments %q", strings.Join(fl.Args(), " "))
 			}
-			if fl.Changed("host") || fl.Changed("port") {
-				// vllm bench serve's other way to name the server.
-				if c.BaseURL != "" || c.Addr != "" {
-					return fmt.Errorf("--host/--port name the server as --base-url does: give one")
-				}
-				c.BaseURL = "http://" + net.JoinHostPort(host, strconv.Itoa(port))
-			}
-			if fl.Changed("temperature") {
-				c.Temperature = &temperature
-			}
-			if fl.Changed("top-p") {
-				c.TopP = &topP
-			}
-			if fl.Changed("top-k") {
-				c.TopK = &topK
+			if err := v.apply(fl, &c); err != nil {
+				return err
 			}
 			_, err := serve.Run(cmd.Context(), c, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			return err
@@ -74,22 +59,24 @@ marked "interrupted".`,
 	fl := cmd.Flags()
 	fl.StringVar(&c.Addr, "addr", "", "a Tandem coordinator's gRPC address")
 	fl.StringVar(&c.BaseURL, "base-url", "", "an OpenAI-compatible server's root URL, such as http://127.0.0.1:8000 (its API base, http://127.0.0.1:8000/v1, is taken too)")
-	fl.StringVar(&host, "host", "127.0.0.1", "with --port, instead of --base-url: the server is http://HOST:PORT")
-	fl.IntVar(&port, "port", 8000, "with --host, instead of --base-url: the server is http://HOST:PORT")
+	fl.StringVar(&v.host, "host", "127.0.0.1", "with --port, instead of --base-url: the server is http://HOST:PORT")
+	fl.IntVar(&v.port, "port", 8000, "with --host, instead of --base-url: the server is http://HOST:PORT")
 	fl.StringVar(&c.Endpoint, "endpoint", "", "with --base-url: /v1/completions (default) or /v1/chat/completions")
 	fl.StringVar(&c.Backend, "backend", "", "vllm bench serve's backend: openai or vllm (/v1/completions), openai-chat (/v1/chat/completions); tandem for --addr")
 	fl.StringArrayVar(&c.Headers, "header", nil, "KEY=VALUE headers sent with every request (gRPC metadata with --addr); several may follow the flag")
 	fl.StringArrayVar(&c.Metadata, "metadata", nil, "KEY=VALUE pairs stored in the result JSON; several may follow the flag")
 	fl.StringVar(&c.RequestIDPrefix, "request-id-prefix", "", "prefix of the request ids (default: bench-XXXXXXXX-; a sweep adds the point's index)")
-	fl.Float64Var(&temperature, "temperature", 0, "sampling temperature sent with every request (default: the server's)")
-	fl.Float64Var(&topP, "top-p", 1, "top-p sent with every request (default: the server's)")
-	fl.IntVar(&topK, "top-k", -1, "top-k sent with every request, -1 for all (default: the server's)")
+	fl.Float64Var(&v.temperature, "temperature", 0, "sampling temperature sent with every request (default: the server's)")
+	fl.Float64Var(&v.topP, "top-p", 1, "top-p sent with every request (default: the server's)")
+	fl.IntVar(&v.topK, "top-k", -1, "top-k sent with every request, -1 for all (default: the server's)")
 	fl.StringVar(&c.APIKey, "api-key", "", "API key sent as a bearer token (default: $TANDEM_API_KEY then $OPENAI_API_KEY for --addr; $OPENAI_API_KEY then $TANDEM_API_KEY for --base-url)")
 	fl.BoolVar(&c.TLS, "tls", false, "with --addr: connect with TLS (an https --base-url always does)")
 	fl.StringVar(&c.CACert, "ca-cert", "", "PEM CA certificate the server's certificate must chain to (default: the system's roots; implies --tls)")
 	fl.StringVar(&c.Model, "model", "", "the served model requests name (default: the first the server lists)")
 	fl.StringVar(&c.Tokenizer, "tokenizer", "", "the served model's tokenizer: a preset name, a model directory or a tokenizer.json (default: the served model, when it is a preset)")
 	workloadFlags(fl, &c.Workload)
+	fl.IntVar(&v.inputLen, "input-len", 0, "the random dataset's prompt tokens (sets --random-input-len)")
+	fl.IntVar(&v.outputLen, "output-len", 0, "every dataset's output tokens (sets --random-output-len, --sharegpt-output-len, --jsonl-output-len, --prefix-repetition-output-len)")
 	fl.BoolVar(&c.SaveResult, "save-result", false, "write each run's result JSON (vLLM's keys)")
 	fl.BoolVar(&c.SaveDetailed, "save-detailed", false, "also keep the generated texts in the result JSON")
 	fl.BoolVar(&c.AppendResult, "append-result", false, "append each result as a line to the result file (a sweep's points to one --result-filename)")
@@ -126,6 +113,49 @@ func workloadFlags(fl *pflag.FlagSet, w *serve.Workload) {
 	fl.StringVar(&w.MetricPercentiles, "metric-percentiles", w.MetricPercentiles, "percentiles reported, each in (0, 100)")
 	fl.StringVar(&w.PercentileMetrics, "percentile-metrics", w.PercentileMetrics, "metrics reported: ttft, tpot, itl, e2el")
 	fl.StringSliceVar(&w.Goodput, "goodput", nil, "SLOs for goodput as KEY:MS (ttft, tpot, e2el); several may follow the flag")
+}
+
+// vllmFlags are vllm bench serve's flags that set Config fields only
+// when given: --host/--port (the server, as --base-url), --input-len and
+// --output-len (the datasets' lengths), and the sampling parameters.
+type vllmFlags struct {
+	host                            string
+	port, inputLen, outputLen, topK int
+	temperature, topP               float64
+}
+
+// apply sets in c what the flags given say.
+func (v *vllmFlags) apply(fl *pflag.FlagSet, c *serve.Config) error {
+	if fl.Changed("host") || fl.Changed("port") {
+		// vllm bench serve's other way to name the server.
+		if c.BaseURL != "" || c.Addr != "" {
+			return fmt.Errorf("--host/--port name the server as --base-url does: give one")
+		}
+		c.BaseURL = "http://" + net.JoinHostPort(v.host, strconv.Itoa(v.port))
+	}
+	// vllm bench serve's general lengths: --input-len is the random
+	// dataset's, --output-len every dataset's.
+	for name, n := range map[string]int{"input-len": v.inputLen, "output-len": v.outputLen} {
+		if fl.Changed(name) && n < 1 {
+			return fmt.Errorf("%w: --%s %d: must be >= 1", serve.ErrUsage, name, n)
+		}
+	}
+	if fl.Changed("input-len") {
+		c.RandomInputLen = v.inputLen
+	}
+	if fl.Changed("output-len") {
+		c.RandomOutputLen, c.ShareGPTOutputLen, c.JSONLOutputLen, c.PrefixRepetitionOutputLen = v.outputLen, v.outputLen, v.outputLen, v.outputLen
+	}
+	if fl.Changed("temperature") {
+		c.Temperature = &v.temperature
+	}
+	if fl.Changed("top-p") {
+		c.TopP = &v.topP
+	}
+	if fl.Changed("top-k") {
+		c.TopK = &v.topK
+	}
+	return nil
 }
 
 // spreadPairs rewrites "--flag a b c" as "--flag a --flag b --flag c"

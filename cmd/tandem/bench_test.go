@@ -155,6 +155,7 @@ func TestBenchFlagErrors(t *testing.T) {
 		{[]string{"bench", "--addr", "127.0.0.1:1", "--top-k", "-5"}, "--top-k -5"},
 		{[]string{"bench", "--base-url", "http://127.0.0.1:1", "--backend", "sglang"}, "--backend"},
 		{[]string{"bench", "--addr", "127.0.0.1:1", "--port", "8001"}, "--host/--port"},
+		{[]string{"bench", "--addr", "127.0.0.1:1", "--dataset-name", "jsonl", "--dataset-path", "x", "--output-len", "-1"}, "--output-len -1"},
 		{[]string{"bench", "--host", "127.0.0.1", "--port", "1"}, "--base-url http://127.0.0.1:1: unreachable"},
 	} {
 		cmd := newRootCmd()

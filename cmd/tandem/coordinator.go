@@ -240,6 +240,7 @@ func newCoordinatorCmd() *cobra.Command {
 	var (
 		f             coordinatorFlags
 		etcdEndpoints string
+		etcdPrefix    string
 		model         servedModel
 		internal      internalFlags
 	)
@@ -276,7 +277,7 @@ workers mutual TLS. Both ports serve grpc.health.v1.Health (gRPC) or
 			if err != nil {
 				return err
 			}
-			cli, err := dialEtcd(etcdEndpoints, itls)
+			cli, err := dialEtcd(etcdEndpoints, etcdPrefix, itls)
 			if err != nil {
 				return err
 			}
@@ -298,6 +299,7 @@ workers mutual TLS. Both ports serve grpc.health.v1.Health (gRPC) or
 	f.register(cmd)
 	fl := cmd.Flags()
 	fl.StringVar(&etcdEndpoints, "etcd-endpoints", "", "comma-separated etcd client URLs")
+	fl.StringVar(&etcdPrefix, "etcd-prefix", "", etcdPrefixHelp)
 	model.register(fl, "model directory (its config.json and tokenizer.json are used)")
 	internal.register(fl)
 	return cmd

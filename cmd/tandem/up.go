@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/internal/cpuquota"
 	"github.com/tandemllm/tandem/model"
 	"github.com/tandemllm/tandem/netshape"
 	"github.com/tandemllm/tandem/worker/supervisor"
@@ -45,6 +45,7 @@ type upFlags struct {
 	engine        engineFlags
 	backend       backendFlags
 	restart       restartFlags
+	checkOnly     bool
 }
 
 // restartFlags set how `tandem up` restarts a group whose rank died.
@@ -54,10 +55,10 @@ type restartFlags struct {
 }
 
 func (f *restartFlags) register(fl *pflag.FlagSet) {
-	fl.DurationVar(&f.backoff, "restart-backoff", 500*time.Millisecond, "delay before restarting a group whose rank died; doubles with each quick crash in a row")
-	fl.DurationVar(&f.maxBackoff, "restart-max-backoff", 30*time.Second, "longest delay before a restart")
-	fl.DurationVar(&f.window, "crash-loop-window", 30*time.Second, "a group that dies within this long of its start crashed quickly; one that ran longer resets the count and the backoff")
-	fl.IntVar(&f.limit, "crash-loop-limit", 5, "quick crashes in a row after which a group is left down (at least 1)")
+	fl.DurationVar(&f.backoff, "restart-backoff", supervisor.DefaultBackoff, "delay before restarting a group whose rank died; doubles with each quick crash in a row")
+	fl.DurationVar(&f.maxBackoff, "restart-max-backoff", supervisor.DefaultMaxBackoff, "longest delay before a restart")
+	fl.DurationVar(&f.window, "crash-loop-window", supervisor.DefaultCrashLoopWindow, "a group that dies within this long of its start crashed quickly; one that ran longer resets the count and the backoff")
+	fl.IntVar(&f.limit, "crash-loop-limit", supervisor.DefaultCrashLoopLimit, "quick crashes in a row after which a group is left down (at least 1)")
 }
 
 // options are the supervisor's options for these flags (a negative
@@ -167,13 +168,15 @@ does (docs/security.md).`,
 	fl.IntVar(&f.unifiedGroups, "groups", 1, "number of unified groups (--mode unified)")
 	fl.DurationVar(&f.readyTimeout, "ready-timeout", 5*time.Minute, "how long to wait for every group to be ready")
 	fl.StringVar(&f.dataDir, "data-dir", "", "etcd data directory (default: a temporary directory, removed on exit)")
-	fl.IntVar(&f.etcdMembers, "etcd-members", 1, "embedded etcd members; with 3 or more, losing one interrupts nothing (every process gets all their endpoints)")
+	fl.IntVar(&f.etcdMembers, "etcd-members", 1, "embedded etcd members, an odd number; with 3 or more, losing one interrupts nothing (every process gets all their endpoints)")
 	fl.BoolVar(&f.internalTLS, "internal-tls", true, "mutual TLS on every connection inside the cluster (worker gRPC, KV, ring, etcd), with a throwaway CA and a certificate per process made in a temporary directory, or the files of --internal-ca/-cert/-key (false: plain TCP, to compare)")
 	f.internal.register(fl)
 	fl.StringVar(&f.link, "link", "", linkHelp)
 	f.engine.register(cmd)
 	f.backend.register(fl)
 	f.restart.register(fl)
+	fl.BoolVar(&f.checkOnly, "check", false, "check the flags, the link and the model's split, then exit without starting anything")
+	_ = fl.MarkHidden("check") // for tandem bench compare, before it starts any cluster
 	return cmd
 }
 
@@ -198,13 +201,13 @@ func (f *upFlags) validate() error {
 func (f *restartFlags) validate() error {
 	switch {
 	case f.backoff < 0:
-		return fmt.Errorf("--restart-backoff %v: must be >= 0 (0: the default, 500ms)", f.backoff)
+		return fmt.Errorf("--restart-backoff %v: must be >= 0 (0: the default, %v)", f.backoff, supervisor.DefaultBackoff)
 	case f.maxBackoff < 0:
-		return fmt.Errorf("--restart-max-backoff %v: must be >= 0 (0: the default, 30s)", f.maxBackoff)
+		return fmt.Errorf("--restart-max-backoff %v: must be >= 0 (0: the default, %v)", f.maxBackoff, supervisor.DefaultMaxBackoff)
 	case f.maxBackoff > 0 && f.maxBackoff < f.backoff:
 		return fmt.Errorf("--restart-max-backoff %v: must be >= --restart-backoff %v", f.maxBackoff, f.backoff)
 	case f.window < 0:
-		return fmt.Errorf("--crash-loop-window %v: must be >= 0 (0: the default, 30s)", f.window)
+		return fmt.Errorf("--crash-loop-window %v: must be >= 0 (0: the default, %v)", f.window, supervisor.DefaultCrashLoopWindow)
 	case f.limit < 1:
 		return fmt.Errorf("--crash-loop-limit %d: must be >= 1", f.limit)
 	}
@@ -224,7 +227,7 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	ctx := cmd.Context()
 	out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
 	plan, err := f.plan(ctx, errOut)
-	if err != nil {
+	if err != nil || f.checkOnly {
 		return err
 	}
 	env, err := f.startEnv(ctx, plan, errOut)
@@ -271,6 +274,9 @@ func (f *upFlags) plan(ctx context.Context, errOut io.Writer) (upPlan, error) {
 			return p, err
 		}
 	}
+	if f.checkOnly {
+		return p, f.check(p.specs)
+	}
 	presetName := f.preset
 	if f.modelDir != "" {
 		presetName = ""
@@ -290,7 +296,7 @@ func (f *upFlags) plan(ctx context.Context, errOut io.Writer) (upPlan, error) {
 		p.ranks += g.tp
 	}
 	if f.backend.threads == 0 {
-		f.backend.threads = max(1, runtime.NumCPU()/p.ranks) // the ranks share this machine's cores
+		f.backend.threads = max(1, cpuquota.CPUs()/p.ranks) // the ranks share the cores this process may use
 	}
 	p.name = defaultModelName(p.dir, presetName)
 	return p, nil
@@ -350,7 +356,7 @@ func (f *upFlags) startEnv(ctx context.Context, plan upPlan, errOut io.Writer) (
 	}
 	env.closers = append(env.closers, etcd.Close)
 	env.endpoints = strings.Join(etcd.Endpoints(), ",")
-	if env.cli, err = dialEtcd(env.endpoints, env.itls); err != nil {
+	if env.cli, err = dialEtcd(env.endpoints, "", env.itls); err != nil {
 		return env, err
 	}
 	env.closers = append(env.closers, func() { env.cli.Close() })

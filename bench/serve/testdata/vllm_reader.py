@@ -36,8 +36,10 @@ for n, line in enumerate(lines):
             bad.append(f"result {n}: {k} is {type(r[k]).__name__}")
     if not re.fullmatch(r"\d{8}-\d{6}", r.get("date", "")):
         bad.append(f"result {n}: date {r.get('date')!r}")
-    if r.get("request_rate") != "inf" and isinstance(r.get("request_rate"), str):
-        bad.append(f"result {n}: request_rate {r['request_rate']!r}")
+    if r.get("request_rate") != "inf" and not isinstance(r.get("request_rate"), float):
+        bad.append(f"result {n}: request_rate {r.get('request_rate')!r}, want \"inf\" or a float")
+    if not isinstance(r.get("burstiness"), float):
+        bad.append(f"result {n}: burstiness {r.get('burstiness')!r}, want a float")
     if r.get("backend") != backend or r.get("endpoint_type") != backend:
         bad.append(f"result {n}: backend {r.get('backend')!r}, want {backend!r}")
     order = list(r)
