@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -68,27 +69,34 @@ func TestLoadCases(t *testing.T) {
 
 func TestDeploymentOf(t *testing.T) {
 	for _, tc := range []struct {
-		args []string
-		want simulator.Deployment
-		link string
-		err  string
+		args    []string
+		want    simulator.Deployment
+		link    string
+		threads int
+		kv      string
+		err     string
 	}{
-		{[]string{"--mode", "unified", "--tp", "4", "--groups", "2"}, simulator.Deployment{Mode: "unified", Unified: simulator.Pool{Groups: 2, TP: 4}}, "", ""},
+		{[]string{"--mode", "unified", "--tp", "4", "--groups", "2"}, simulator.Deployment{Mode: "unified", Unified: simulator.Pool{Groups: 2, TP: 4}}, "", 0, "", ""},
 		{[]string{"--prefill-tp=1", "--decode-tp", "4", "--decode-groups", "2", "--link", "eth-25g"},
-			simulator.Deployment{Mode: "disaggregated", Prefill: simulator.Pool{Groups: 1, TP: 1}, Decode: simulator.Pool{Groups: 2, TP: 4}}, "eth-25g", ""},
-		{[]string{}, simulator.Deployment{Mode: "disaggregated", Prefill: simulator.Pool{Groups: 1, TP: 2}, Decode: simulator.Pool{Groups: 1, TP: 2}}, "", ""},
-		{[]string{"--mode", "colocated"}, simulator.Deployment{}, "", `--mode "colocated"`},
-		{[]string{"--tp", "0"}, simulator.Deployment{}, "", "--tp"},
+			simulator.Deployment{Mode: "disaggregated", Prefill: simulator.Pool{Groups: 1, TP: 1}, Decode: simulator.Pool{Groups: 2, TP: 4}}, "eth-25g", 0, "", ""},
+		{[]string{}, simulator.Deployment{Mode: "disaggregated", Prefill: simulator.Pool{Groups: 1, TP: 2}, Decode: simulator.Pool{Groups: 1, TP: 2}}, "", 0, "", ""},
+		{[]string{"--mode", "unified", "--tp", "1", "--threads", "2", "--kv-cache-dtype", "bf16", "--no-prefix-caching"},
+			simulator.Deployment{Mode: "unified", Unified: simulator.Pool{Groups: 1, TP: 1}}, "", 2, "bf16", ""},
+		{[]string{"--mode", "colocated"}, simulator.Deployment{}, "", 0, "", `--mode "colocated"`},
+		{[]string{"--tp", "0"}, simulator.Deployment{}, "", 0, "", "--tp"},
+		{[]string{"--threads", "x"}, simulator.Deployment{}, "", 0, "", "--threads"},
+		{[]string{"--kv-cache-dtype", "fp8"}, simulator.Deployment{}, "", 0, "", `--kv-cache-dtype: KV cache dtype "fp8"`},
 	} {
-		d, link, _, err := deploymentOf(tc.args)
+		up, err := deploymentOf(tc.args)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%v: error %v, want %q", tc.args, err, tc.err)
 			}
 			continue
 		}
-		if err != nil || d != tc.want || link != tc.link {
-			t.Errorf("%v: %+v %q %v, want %+v %q", tc.args, d, link, err, tc.want, tc.link)
+		if err != nil || up.d != tc.want || up.link != tc.link || up.eng.Threads != tc.threads || up.kvDType != tc.kv ||
+			up.eng.DisablePrefixCaching != slices.Contains(tc.args, "--no-prefix-caching") {
+			t.Errorf("%v: %+v %v, want %+v %q threads %d kv %q", tc.args, up, err, tc.want, tc.link, tc.threads, tc.kv)
 		}
 	}
 }

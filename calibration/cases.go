@@ -29,6 +29,8 @@ type Case struct {
 	Deployment   simulator.Deployment
 	Link         string
 	Model        string
+	// KVCacheDType is the workers' --kv-cache-dtype (empty: auto).
+	KVCacheDType string
 	Engine       simulator.EngineOptions
 	Workload     simulator.Workload
 	// Measured holds the bench's figures under vLLM's result keys
@@ -118,9 +120,11 @@ func newCase(file string, rep compare.Report, p *compare.Point, cp *compare.Conf
 		return c, fmt.Errorf("a running deployment (%s%s): its topology is not in the report; calibrate from local clusters", cf.Addr, cf.URL)
 	}
 	var err error
-	if c.Deployment, c.Link, c.Engine, err = deploymentOf(cf.UpArgs); err != nil {
+	var up upArgs
+	if up, err = deploymentOf(cf.UpArgs); err != nil {
 		return c, err
 	}
+	c.Deployment, c.Link, c.Engine, c.KVCacheDType = up.d, up.link, up.eng, up.kvDType
 	if c.Link == "" {
 		c.Link = rep.Link
 	}
@@ -143,6 +147,16 @@ func newCase(file string, rep compare.Report, p *compare.Point, cp *compare.Conf
 			continue // a failed request: nothing to replay
 		}
 		c.Workload.Requests = append(c.Workload.Requests, simulator.Request{Input: res.InputLens[i], Output: res.OutputLens[i]})
+	}
+	if w := rep.Workload; w.DatasetName == "prefix_repetition" && w.PrefixRepetitionPrefixLen > 0 {
+		// Which prefix each prompt had is not in the result: they are
+		// dealt round-robin, as many prompts each as the bench's.
+		k := max(1, w.PrefixRepetitionNumPrefixes)
+		for i := range c.Workload.Requests {
+			if r := &c.Workload.Requests[i]; r.Input > w.PrefixRepetitionPrefixLen {
+				r.Prefix, r.PrefixLen = 1+i%k, w.PrefixRepetitionPrefixLen
+			}
+		}
 	}
 	c.Workload.MaxConcurrency = p.MaxConcurrency
 	switch r := p.RequestRate.(type) {
@@ -170,15 +184,25 @@ func newCase(file string, rep compare.Report, p *compare.Point, cp *compare.Conf
 	return c, nil
 }
 
+// upArgs is what a case replays of a configuration's `tandem up` flags.
+type upArgs struct {
+	d             simulator.Deployment
+	link, kvDType string
+	eng           simulator.EngineOptions
+}
+
 // deploymentOf reads a local configuration's `tandem up` arguments.
-func deploymentOf(args []string) (simulator.Deployment, string, simulator.EngineOptions, error) {
+func deploymentOf(args []string) (upArgs, error) {
+	var up upArgs
 	d := simulator.Deployment{Mode: simulator.ModeDisaggregated, Prefill: simulator.Pool{Groups: 1, TP: 2}, Decode: simulator.Pool{Groups: 1, TP: 2}}
 	unified := simulator.Pool{Groups: 1, TP: 2}
-	var link string
-	var eng simulator.EngineOptions
 	for i := 0; i < len(args); i++ {
 		name, val, inline := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
 		if !strings.HasPrefix(args[i], "--") {
+			continue
+		}
+		if name == "no-prefix-caching" {
+			up.eng.DisablePrefixCaching = val != "false"
 			continue
 		}
 		if !inline {
@@ -213,23 +237,31 @@ func deploymentOf(args []string) (simulator.Deployment, string, simulator.Engine
 		case "decode-groups":
 			err = setInt(&d.Decode.Groups)
 		case "link":
-			link = val
+			up.link = val
 		case "max-batch-tokens":
-			err = setInt(&eng.MaxBatchTokens)
+			err = setInt(&up.eng.MaxBatchTokens)
+		case "threads":
+			err = setInt(&up.eng.Threads)
+		case "kv-cache-dtype":
+			if _, err = costmodel.KVCacheDTypeBytes(val); err != nil {
+				err = fmt.Errorf("tandem up --kv-cache-dtype: %w", err)
+			}
+			up.kvDType = val
 		case "kv-cache-mb":
-			return d, "", eng, fmt.Errorf("tandem up --kv-cache-mb is not replayed yet")
+			return up, fmt.Errorf("tandem up --kv-cache-mb is not replayed yet")
 		}
 		if err != nil {
-			return d, "", eng, err
+			return up, err
 		}
 	}
 	if d.Mode == simulator.ModeUnified {
 		d = simulator.Deployment{Mode: d.Mode, Unified: unified}
 	}
 	if d.Mode != simulator.ModeUnified && d.Mode != simulator.ModeDisaggregated {
-		return d, "", eng, fmt.Errorf("tandem up --mode %q", d.Mode)
+		return up, fmt.Errorf("tandem up --mode %q", d.Mode)
 	}
-	return d, link, eng, nil
+	up.d = d
+	return up, nil
 }
 
 // model is a case's cost model on hw with eff (nil: the profile's priors).
@@ -243,7 +275,11 @@ func (c Case) model(hw costmodel.Hardware, eff *costmodel.Efficiency) (*costmode
 			return nil, err
 		}
 	}
-	shape, err := costmodel.NewShape(name, cfg, hw.Kind, costmodel.DTypes{})
+	kv, err := costmodel.KVCacheDTypeBytes(c.KVCacheDType)
+	if err != nil {
+		return nil, err
+	}
+	shape, err := costmodel.NewShape(name, cfg, hw.Kind, costmodel.DTypes{KV: kv})
 	if err != nil {
 		return nil, err
 	}

@@ -386,3 +386,80 @@ func llama8B(t *testing.T) *model.Config {
 	}
 	return c
 }
+
+// On a shared device runnable threads share its cores fairly: a rank
+// of T threads while N run gets T·min(1, cores/N)/cores of the device.
+func TestSharedRate(t *testing.T) {
+	s, _ := presetShape(t, "llama-160m", KindCPU)
+	m := newModel(t, s, "cpu", "loopback", &unit) // 2 cores
+	bg := unit
+	bg.BackgroundLoad = 2
+	busy := newModel(t, s, "cpu", "loopback", &bg)
+	for _, tc := range []struct {
+		name             string
+		m                *Model
+		threads, running int
+		want             float64
+	}{
+		{"one rank on both cores", m, 2, 2, 1},
+		{"one single-thread rank alone", m, 1, 1, 0.5},
+		{"TP-2, one thread each", m, 1, 2, 0.5},
+		{"TP-4, one thread each", m, 1, 4, 0.25},
+		{"two 2-thread ranks", m, 2, 4, 0.5},
+		{"more threads than cores, alone", m, 8, 8, 1},
+		{"busy count below own threads", m, 2, 0, 1},
+		{"2 threads beside 2 of background", busy, 2, 2, 0.5},
+		{"1 thread beside 2 of background", busy, 1, 1, 1.0 / 3},
+	} {
+		near(t, tc.name, tc.m.SharedRate(tc.threads, tc.running), tc.want)
+	}
+	h := newModel(t, s, "h100-sxm", "ib-400g", &unit)
+	near(t, "unshared device", h.SharedRate(1, 64), 1)
+	for ranks, want := range map[int]int{1: 2, 2: 1, 3: 1, 8: 1} {
+		if got := m.ThreadsPerRank(ranks); got != want {
+			t.Errorf("%d ranks on 2 cores: %d threads each, want %d (tandem up's rule)", ranks, got, want)
+		}
+	}
+}
+
+// --kv-cache-dtype sets the KV element size: the cache per token, what a
+// disaggregated prompt moves and what decode attention reads all follow.
+func TestKVCacheDType(t *testing.T) {
+	_, c := presetShape(t, "llama-160m", KindCPU)
+	for _, tc := range []struct {
+		name string
+		kind string
+		want int
+	}{
+		{"auto", KindCPU, 4}, {"", KindCPU, 4}, {"auto", KindGPU, 2},
+		{"fp32", KindGPU, 4}, {"float32", KindCPU, 4}, {"BF16", KindCPU, 2}, {"bfloat16", KindGPU, 2},
+	} {
+		kv, err := KVCacheDTypeBytes(tc.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := NewShape("llama-160m", c, tc.kind, DTypes{KV: kv})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.KVBytes != tc.want || s.KVBytesPerToken() != int64(2*12*8*64*tc.want) {
+			t.Errorf("--kv-cache-dtype %q on %s: %d-byte elements, %d bytes per token", tc.name, tc.kind, s.KVBytes, s.KVBytesPerToken())
+		}
+	}
+	if _, err := KVCacheDTypeBytes("fp8"); err == nil || !strings.Contains(err.Error(), `"fp8"`) {
+		t.Errorf("fp8: %v, want an error naming it", err)
+	}
+	fp32, _ := NewShape("llama-160m", c, KindCPU, DTypes{KV: 4})
+	bf16, _ := NewShape("llama-160m", c, KindCPU, DTypes{KV: 2})
+	m32, m16 := newModel(t, fp32, "cpu", "eth-25g", &unit), newModel(t, bf16, "cpu", "eth-25g", &unit)
+	// A decode row at position 4000 reads 4002 tokens of KV: 196.7 MB in
+	// fp32 at 14.8 GB/s, half of it in bf16.
+	row := []Rows{{Pos: 4000, Rows: 1, Sample: true}}
+	c32, _ := m32.Step(Group{1, 1}, row)
+	c16, _ := m16.Step(Group{1, 1}, row)
+	near(t, "fp32 decode attention", c32.Attention, 4002*49152/14.8e9)
+	near(t, "bf16 decode attention", c16.Attention, 4002*24576/14.8e9)
+	x32, _ := m32.KVTransfer(1, 1, 2048, false)
+	x16, _ := m16.KVTransfer(1, 1, 2048, false)
+	near(t, "bf16 transfer", x16-10.5e-6, (x32-10.5e-6)/2)
+}

@@ -20,9 +20,10 @@ type Efficiency struct {
 	// per-token split (TP n waits skew·(n−1)/n) without changing the total.
 	CollectiveSkew float64 `json:"collective_skew"`
 	// BackgroundLoad is, on a shared device, the runnable threads of
-	// other work competing for its cores: while k ranks of T threads are
-	// busy, each computes at T/(k·T + BackgroundLoad) of the device's
-	// speed (fair scheduling). Zero: the machine to ourselves.
+	// other work competing for its cores: while our busy ranks run B
+	// threads, a rank of T threads computes at T·min(1, C/(B +
+	// BackgroundLoad))/C of the C-core device's speed (fair scheduling;
+	// see SharedRate). Zero: the machine to ourselves.
 	BackgroundLoad float64 `json:"background_load"`
 	// Transfer is the share of link bandwidth the KV transfer reaches.
 	Transfer float64 `json:"transfer"`

@@ -53,9 +53,11 @@ type Hardware struct {
 	// Shared: every rank on a node shares the one device (CPU processes
 	// sharing cores), so busy ranks slow each other down.
 	Shared bool `json:"shared,omitempty"`
-	// ThreadsPerRank is how many threads each rank computes with on a
-	// shared device (the CPU worker's --threads; default 1).
-	ThreadsPerRank int `json:"threads_per_rank,omitempty"`
+	// Cores is, on a shared device, how many threads run at once (a CPU
+	// machine's cores). MemoryBandwidth and PeakFLOPS are all of them
+	// together: a rank computing with T threads while N threads are
+	// runnable on the machine gets T·min(1, Cores/N)/Cores of its speed.
+	Cores int `json:"cores,omitempty"`
 	// IntraNodeLink joins the devices of a node; empty means the link
 	// given to the planner (CPU ranks are processes joined by --link).
 	IntraNodeLink string `json:"intra_node_link,omitempty"`
@@ -167,6 +169,8 @@ func (h Hardware) validate() error {
 		return fmt.Errorf("hardware %s: gpus_per_node %d must be at least 1", h.Name, h.GPUsPerNode)
 	case h.Kind == KindCPU && h.NetworkBandwidth <= 0:
 		return fmt.Errorf("hardware %s: a CPU profile needs network_bandwidth", h.Name)
+	case h.Shared && h.Cores < 1:
+		return fmt.Errorf("hardware %s: a shared device needs its cores (at least 1)", h.Name)
 	}
 	return h.Efficiency.validate()
 }

@@ -30,6 +30,21 @@ type DTypes struct {
 	Weight, KV, Activation int
 }
 
+// KVCacheDTypeBytes is the element size of a `--kv-cache-dtype` value as
+// the engine reads it: 0 for auto (NewShape then picks what the engine
+// would), 4 for fp32, 2 for bf16.
+func KVCacheDTypeBytes(name string) (int, error) {
+	switch strings.ToLower(name) {
+	case "", "auto":
+		return 0, nil
+	case "fp32", "float32", "f32":
+		return 4, nil
+	case "bf16", "bfloat16":
+		return 2, nil
+	}
+	return 0, fmt.Errorf("KV cache dtype %q: want auto, fp32 or bf16", name)
+}
+
 // NewShape takes a model's shape from its config. Defaults, as the engine
 // runs: weights in config.json's torch_dtype (2 bytes if it is absent; on
 // a CPU float16 is widened to 4 at load, as compute/cpu does); the KV

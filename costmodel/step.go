@@ -207,3 +207,27 @@ func (m *Model) share(tp int) (rankShare, error) {
 	}
 	return r, err
 }
+
+// SharedRate is the share of a shared device's speed (its profile's
+// bandwidth and peak, all cores together) that a rank computing with
+// threads threads gets while busyThreads threads, its own included, are
+// computing on the device: the runnable threads, other work's
+// (Efficiency.BackgroundLoad) added, share the cores fairly, each
+// getting min(1, cores/runnable) of one. On an unshared device it is 1.
+func (m *Model) SharedRate(threads, busyThreads int) float64 {
+	if !m.HW.Shared {
+		return 1
+	}
+	c := float64(m.HW.Cores)
+	runnable := float64(max(busyThreads, threads)) + m.Eff.BackgroundLoad
+	return float64(threads) * min(1, c/runnable) / c
+}
+
+// ThreadsPerRank is the --threads `tandem up` gives each of ranks worker
+// processes sharing a machine: its cores split evenly, at least one each.
+func (m *Model) ThreadsPerRank(ranks int) int {
+	if !m.HW.Shared {
+		return 1
+	}
+	return max(1, m.HW.Cores/max(1, ranks))
+}

@@ -130,7 +130,7 @@ func TestHelmValues(t *testing.T) {
 	m := cost(t, "Llama-3.1-70B", "h100-sxm", "ib-400g")
 	var b strings.Builder
 	d := simulator.Deployment{Mode: simulator.ModeDisaggregated, Prefill: simulator.Pool{Groups: 2, TP: 4}, Decode: simulator.Pool{Groups: 1, TP: 16}}
-	if err := HelmValues(&b, d, m, simulator.EngineOptions{}, 0); err != nil {
+	if err := HelmValues(&b, d, m, simulator.EngineOptions{}, 0, "auto"); err != nil {
 		t.Fatal(err)
 	}
 	out := b.String()
@@ -140,15 +140,16 @@ func TestHelmValues(t *testing.T) {
 			t.Errorf("values lack %q:\n%s", want, out)
 		}
 	}
-	if strings.Contains(out, "unified:") {
+	if strings.Contains(out, "unified:") || strings.Contains(out, "kvCacheDtype") || strings.Contains(out, "enablePrefixCaching") {
 		t.Errorf("disaggregated values carry a unified block:\n%s", out)
 	}
 	cpu := cost(t, "llama-160m", "cpu", "loopback")
 	b.Reset()
-	if err := HelmValues(&b, simulator.Deployment{Mode: simulator.ModeUnified, Unified: simulator.Pool{Groups: 1, TP: 2}}, cpu, simulator.EngineOptions{}, 0); err != nil {
+	if err := HelmValues(&b, simulator.Deployment{Mode: simulator.ModeUnified, Unified: simulator.Pool{Groups: 1, TP: 2}}, cpu, simulator.EngineOptions{DisablePrefixCaching: true}, 0, "BF16"); err != nil {
 		t.Fatal(err)
 	}
-	if out := b.String(); !strings.Contains(out, "device: cpu\n") || !strings.Contains(out, "kvCacheMB: 512\n") || strings.Contains(out, "nvidia.com/gpu") {
+	if out := b.String(); !strings.Contains(out, "device: cpu\n") || !strings.Contains(out, "kvCacheMB: 512\n") || strings.Contains(out, "nvidia.com/gpu") ||
+		!strings.Contains(out, "  kvCacheDtype: bf16\n") || !strings.Contains(out, "  enablePrefixCaching: false\n") {
 		t.Errorf("cpu values:\n%s", out)
 	}
 }

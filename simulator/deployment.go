@@ -3,6 +3,8 @@ package simulator
 import (
 	"errors"
 	"fmt"
+
+	"github.com/tandemllm/tandem/cluster"
 )
 
 // Serving modes, as `tandem up --mode` names them.
@@ -11,11 +13,11 @@ const (
 	ModeDisaggregated = "disaggregated"
 )
 
-// Group roles.
+// Group roles, as the workers register them.
 const (
-	rolePrefill = "prefill"
-	roleDecode  = "decode"
-	roleUnified = "unified"
+	rolePrefill = cluster.RolePrefill
+	roleDecode  = cluster.RoleDecode
+	roleUnified = cluster.RoleUnified
 )
 
 // ErrInvalidDeployment is wrapped by every deployment validation error.

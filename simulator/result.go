@@ -108,6 +108,9 @@ type Result struct {
 	Steps, Preemptions      int
 	Parts                   Parts
 	InputTokens, OutputToks int
+	// PrefixCacheHits is the prompt tokens taken from prefix caches
+	// (the workers' prefix_cache_hits).
+	PrefixCacheHits int `json:"prefix_cache_hits"`
 }
 
 func (s *sim) result() *Result {
@@ -146,6 +149,9 @@ func (s *sim) result() *Result {
 		parts.KVTransfer += p.kv / n
 		parts.Queue += max(0, last/n-(p.compute+p.allreduce+p.sampling+p.kv)/n)
 	}
+	for _, g := range s.groups {
+		res.PrefixCacheHits += g.e.hits
+	}
 	res.TTFT, res.TPOT, res.ITL, res.E2EL = newDist(ttft), newDist(tpot), newDist(itl), newDist(e2el)
 	if n := float64(res.Completed); n > 0 {
 		res.Parts = Parts{parts.Compute / n, parts.Allreduce / n, parts.Sampling / n, parts.KVTransfer / n, parts.Queue / n}
@@ -175,6 +181,7 @@ func (r *Result) Metrics(percentiles []float64) map[string]float64 {
 		"output_throughput":      r.OutputThroughput,
 		"total_token_throughput": r.TotalThroughput,
 		"duration":               r.Duration,
+		"prefix_cache_hits":      float64(r.PrefixCacheHits),
 	}
 	for _, d := range []struct {
 		name string

@@ -2,6 +2,11 @@ package simulator
 
 import "slices"
 
+// DefaultBlockSize is the engine's KV block size in tokens
+// (engine.DefaultBlockSize; a test holds them equal, as the simulator
+// must not import the engine).
+const DefaultBlockSize = 16
+
 // EngineOptions mirror engine.Options and the worker's flags.
 type EngineOptions struct {
 	// MaxBatchTokens bounds a step's rows and is the prefill chunk
@@ -10,8 +15,15 @@ type EngineOptions struct {
 	// MaxSeqs bounds a step's sequences (default 256, at most
 	// MaxBatchTokens, as the engine clamps it).
 	MaxSeqs int
-	// BlockSize is the KV block size in tokens (default 16).
+	// BlockSize is the KV block size in tokens (default DefaultBlockSize).
 	BlockSize int
+	// Threads is, on a shared device, each rank's compute threads (the
+	// CPU worker's --threads; default as `tandem up` sets it: the
+	// machine's cores split over all the deployment's ranks, at least 1).
+	Threads int
+	// DisablePrefixCaching is the worker's --no-prefix-caching: requests
+	// sharing a prefix compute it every time.
+	DisablePrefixCaching bool
 }
 
 func (o *EngineOptions) defaults() {
@@ -23,18 +35,26 @@ func (o *EngineOptions) defaults() {
 	}
 	o.MaxSeqs = min(o.MaxSeqs, o.MaxBatchTokens)
 	if o.BlockSize <= 0 {
-		o.BlockSize = 16
+		o.BlockSize = DefaultBlockSize
 	}
 }
 
 // seq is the engine's sequence: tokens known (prompt, then generated),
-// computed (in the KV cache), generated, and the blocks it holds.
+// computed (in the KV cache), generated, and the blocks it holds: its
+// own, and those of its workload prefix it shares through the cache.
 type seq struct {
 	r                           *request
 	tokens, computed, generated int
 	maxTokens                   int
-	blocks                      int
+	blocks, shared              int
 	hold                        bool // keep the blocks at the end (prefill of a disaggregated request)
+}
+
+// cachedPrefix is a workload prefix in a group's prefix cache: its whole
+// blocks, and the sequences using them (none: the blocks count as free,
+// and are evicted when the pool needs them).
+type cachedPrefix struct {
+	id, blocks, refs int
 }
 
 // scheduled is one sequence's rows in a step.
@@ -49,13 +69,18 @@ type sched struct {
 	opts             EngineOptions
 	waiting, running []*seq
 	free, total      int
+	// cache holds the workload prefixes computed here, oldest first.
+	cache []*cachedPrefix
+	// hits counts the prompt tokens taken from the cache.
+	hits int
 }
 
 func (e *sched) blocksFor(n int) int { return (n + e.opts.BlockSize - 1) / e.opts.BlockSize }
 
-// reserve grows s's blocks to cover n more rows, as engine.reserve.
+// reserve grows s's blocks to cover n more rows, as engine.reserve:
+// free blocks first, then cached prefixes nobody uses, oldest first.
 func (e *sched) reserve(s *seq, n int) bool {
-	need := e.blocksFor(s.computed+n) - s.blocks
+	need := e.blocksFor(s.computed+n) - s.blocks - s.shared
 	if need <= 0 {
 		return true
 	}
@@ -64,13 +89,109 @@ func (e *sched) reserve(s *seq, n int) bool {
 	}
 	e.free -= need
 	s.blocks += need
+	e.evict()
 	return true
+}
+
+// evict forgets the oldest unused cached prefixes whose blocks the free
+// pool has handed out: free blocks count cached ones, so when fewer are
+// free than unused prefixes hold, those blocks were reused.
+func (e *sched) evict() {
+	unused := 0
+	for _, c := range e.cache {
+		if c.refs == 0 {
+			unused += c.blocks
+		}
+	}
+	for i := 0; i < len(e.cache) && unused > e.free; {
+		if c := e.cache[i]; c.refs == 0 {
+			unused -= c.blocks
+			e.cache = slices.Delete(e.cache, i, i+1)
+			continue
+		}
+		i++
+	}
+}
+
+// cached returns the group's entry for a workload prefix, or nil.
+func (e *sched) cached(id int) *cachedPrefix {
+	if id == 0 || e.opts.DisablePrefixCaching {
+		return nil
+	}
+	for _, c := range e.cache {
+		if c.id == id {
+			return c
+		}
+	}
+	return nil
+}
+
+// admit starts a sequence holding nothing from its workload prefix's
+// cached blocks, leaving at least its last token to compute, as
+// engine.admitPrefix.
+func (e *sched) admit(s *seq) {
+	if s.blocks != 0 || s.shared != 0 || s.computed != 0 {
+		return
+	}
+	c := e.cached(s.r.Prefix)
+	if c == nil {
+		return
+	}
+	n := min(c.blocks, (s.tokens-1)/e.opts.BlockSize)
+	if n < c.blocks {
+		return // a prompt no longer than its prefix: not in the workloads
+	}
+	if c.refs == 0 {
+		e.free -= n
+	}
+	c.refs++
+	s.shared, s.computed = n, n*e.opts.BlockSize
+	e.hits += s.computed
+}
+
+// unadmit undoes admit for a sequence that could not be scheduled.
+func (e *sched) unadmit(s *seq) {
+	e.hits -= s.computed
+	e.releaseShared(s)
+	s.computed = 0
+}
+
+// register puts s's workload prefix in the cache once s has computed
+// its whole blocks, as engine.registerFull; s then shares them.
+func (e *sched) register(s *seq) {
+	id, n := s.r.Prefix, s.r.PrefixLen/e.opts.BlockSize
+	if id == 0 || n == 0 || e.opts.DisablePrefixCaching || s.shared != 0 || s.computed < n*e.opts.BlockSize || e.cached(id) != nil {
+		return
+	}
+	e.cache = append(e.cache, &cachedPrefix{id: id, blocks: n, refs: 1})
+	s.blocks -= n
+	s.shared = n
+}
+
+// release returns s's blocks: its own to the free pool, its shared
+// prefix's when no other sequence uses them (they stay cached).
+func (e *sched) release(s *seq) {
+	e.free += s.blocks
+	s.blocks = 0
+	e.releaseShared(s)
+}
+
+func (e *sched) releaseShared(s *seq) {
+	if s.shared == 0 {
+		return
+	}
+	if c := e.cached(s.r.Prefix); c != nil {
+		if c.refs--; c.refs == 0 {
+			e.free += c.blocks
+		}
+	}
+	s.shared = 0
 }
 
 // preempt frees s's blocks and puts it first in the waiting queue.
 func (e *sched) preempt(s *seq) {
-	e.free += s.blocks
-	s.blocks, s.computed = 0, 0
+	e.release(s)
+	s.computed = 0
 	e.running = slices.DeleteFunc(e.running, func(x *seq) bool { return x == s })
 	e.waiting = slices.Insert(e.waiting, 0, s)
 	s.r.preemptions++
@@ -113,8 +234,10 @@ func (e *sched) schedule() []scheduled {
 	}
 	for len(e.waiting) > 0 && budget > 0 && len(out) < e.opts.MaxSeqs {
 		s := e.waiting[0]
+		e.admit(s)
 		n := min(s.tokens-s.computed, budget)
 		if !e.reserve(s, n) {
+			e.unadmit(s)
 			break
 		}
 		e.waiting = e.waiting[1:]
@@ -128,8 +251,7 @@ func (e *sched) schedule() []scheduled {
 // for a KV transfer (then the caller releases them later).
 func (e *sched) finish(s *seq) {
 	if !s.hold {
-		e.free += s.blocks
-		s.blocks = 0
+		e.release(s)
 	}
 	e.running = slices.DeleteFunc(e.running, func(x *seq) bool { return x == s })
 }

@@ -4,7 +4,9 @@ import (
 	"container/heap"
 	"errors"
 	"fmt"
+	"math"
 
+	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/costmodel"
 )
 
@@ -44,7 +46,7 @@ type request struct {
 // group is one TP group: its scheduler and the step in flight.
 type group struct {
 	idx     int
-	role    string
+	role    cluster.Role
 	tp      int
 	node    int
 	span    costmodel.Group
@@ -53,7 +55,9 @@ type group struct {
 	cur     []scheduled
 	cost    costmodel.StepCost
 	start   float64
-	work    float64 // shared device work left, in seconds at full speed
+	threads int     // each rank's compute threads (shared devices)
+	working bool    // in the step's device work, competing for the cores
+	work    float64 // device work left, in seconds at the whole device's speed
 	fixed   float64 // unshared time left (collectives, overhead)
 	updated float64
 	version int
@@ -64,8 +68,9 @@ type group struct {
 type eventKind int
 
 const (
-	evArrival eventKind = iota
-	evReach             // a request reaches its (first) group
+	evArrival  eventKind = iota
+	evReach              // a request reaches its (first) group
+	evWorkDone           // a step's device work is done; its collectives and overheads remain
 	evStepEnd
 	evDecodeCall
 	evTransferDone
@@ -108,8 +113,8 @@ type sim struct {
 	q          queue
 	n          int
 	groups     []*group
-	byRole     map[string][]*group
-	nodeBusy   []int // busy ranks per node (shared devices)
+	byRole     map[cluster.Role][]*group
+	nodeBusy   []int // threads computing per node (shared devices)
 	reqs       []*request
 	backlog    []*request // waiting for the concurrency bound
 	inFlight   int
@@ -127,7 +132,7 @@ func Run(opts Options) (*Result, error) {
 		return nil, err
 	}
 	opts.Engine.defaults()
-	s := &sim{opts: opts, cost: opts.Cost, hop: opts.Cost.Eff.RequestOverhead / 2, byRole: map[string][]*group{}}
+	s := &sim{opts: opts, cost: opts.Cost, hop: opts.Cost.Eff.RequestOverhead / 2, byRole: map[cluster.Role][]*group{}}
 	if err := s.place(); err != nil {
 		return nil, err
 	}
@@ -168,17 +173,21 @@ func (s *sim) push(ev event) {
 func (s *sim) place() error {
 	d, m := s.opts.Deployment, s.cost
 	pools := []struct {
-		role string
+		role cluster.Role
 		p    Pool
 	}{{roleUnified, d.Unified}}
 	if d.Mode == ModeDisaggregated {
 		pools = []struct {
-			role string
+			role cluster.Role
 			p    Pool
 		}{{rolePrefill, d.Prefill}, {roleDecode, d.Decode}}
 	}
 	device := 0
 	perNode := m.HW.GPUsPerNode
+	threads := s.opts.Engine.Threads
+	if threads <= 0 {
+		threads = m.ThreadsPerRank(d.GPUs())
+	}
 	for _, pl := range pools {
 		kvBytes := s.opts.KVCacheBytes
 		if kvBytes <= 0 {
@@ -187,20 +196,13 @@ func (s *sim) place() error {
 				return err
 			}
 		}
-		perToken, err := m.Shape.KVBytesPerTokenPerRank(pl.p.TP)
-		if err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrInvalidDeployment, d, err)
-		}
 		eo := s.opts.Engine
-		blocks := int(kvBytes / float64(perToken*int64(eo.BlockSize)))
-		if full := (m.Shape.MaxPositions + eo.BlockSize - 1) / eo.BlockSize; full > 0 {
-			blocks = min(blocks, full*eo.MaxSeqs)
-		}
-		if blocks < 1 {
-			return fmt.Errorf("%w: a rank's KV cache of %.0f bytes holds no block", costmodel.ErrDoesNotFit, kvBytes)
+		blocks, err := kvBlocks(m, pl.p.TP, eo, kvBytes)
+		if err != nil {
+			return fmt.Errorf("%s: %w", d, err)
 		}
 		for range pl.p.Groups {
-			g := &group{idx: len(s.groups), role: pl.role, tp: pl.p.TP, span: m.GroupOf(pl.p.TP)}
+			g := &group{idx: len(s.groups), role: pl.role, tp: pl.p.TP, span: m.GroupOf(pl.p.TP), threads: threads}
 			g.e = sched{opts: eo, free: blocks, total: blocks}
 			if !m.HW.Shared {
 				g.node = device / perNode
@@ -214,6 +216,24 @@ func (s *sim) place() error {
 	return nil
 }
 
+// kvBlocks is the KV blocks of a TP-tp rank with a cache of kvBytes, as
+// engine.New sizes its pool: whole blocks of the cache's element type,
+// at most enough for MaxSeqs sequences of the longest context.
+func kvBlocks(m *costmodel.Model, tp int, eo EngineOptions, kvBytes float64) (int, error) {
+	perToken, err := m.Shape.KVBytesPerTokenPerRank(tp)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrInvalidDeployment, err)
+	}
+	blocks := int(kvBytes / float64(perToken*int64(eo.BlockSize)))
+	if full := (m.Shape.MaxPositions + eo.BlockSize - 1) / eo.BlockSize; full > 0 {
+		blocks = min(blocks, full*eo.MaxSeqs)
+	}
+	if blocks < 1 {
+		return 0, fmt.Errorf("%w: a rank's KV cache of %.0f bytes holds no block", costmodel.ErrDoesNotFit, kvBytes)
+	}
+	return blocks, nil
+}
+
 func (s *sim) handle(ev event) {
 	switch ev.kind {
 	case evArrival:
@@ -224,8 +244,12 @@ func (s *sim) handle(ev event) {
 		s.send(ev.r)
 	case evReach:
 		s.reach(ev.r)
+	case evWorkDone:
+		if ev.version == ev.g.version && ev.g.working {
+			s.workDone(ev.g)
+		}
 	case evStepEnd:
-		if ev.version == ev.g.version && ev.g.busy {
+		if ev.version == ev.g.version && ev.g.busy && !ev.g.working {
 			s.endStep(ev.g)
 		}
 	case evDecodeCall:
@@ -243,10 +267,10 @@ func (s *sim) send(r *request) {
 	s.inFlight++
 	r.sent = s.now
 	if s.opts.Deployment.Mode == ModeUnified {
-		r.pre = pickUnified(open(s.byRole[roleUnified], r.Input, true))
+		r.pre = choose(s.byRole[roleUnified], r, roleUnified)
 	} else {
-		r.pre = pickPrefill(open(s.byRole[rolePrefill], r.Input, false))
-		r.dec = pickDecode(open(s.byRole[roleDecode], r.Input, true))
+		r.pre = choose(s.byRole[rolePrefill], r, rolePrefill)
+		r.dec = pickDecode(open(s.byRole[roleDecode], r, true))
 		r.dec.promised += r.pre.e.blocksFor(r.Input)
 	}
 	r.pre.inbound++
@@ -285,46 +309,55 @@ func (s *sim) kick(g *group) {
 }
 
 // rate is how fast a group's device work proceeds: 1, or on a shared
-// device a rank's fair share of the cores among the node's busy ranks
-// (T threads each) and the background load: T/(k·T + background).
+// device its ranks' fair share of the cores among the threads computing
+// there (costmodel.Model.SharedRate).
 func (s *sim) rate(g *group) float64 {
 	if !s.cost.HW.Shared {
 		return 1
 	}
-	t := float64(max(1, s.cost.HW.ThreadsPerRank))
-	return t / (float64(max(1, s.nodeBusy[g.node]))*t + s.cost.Eff.BackgroundLoad)
+	return s.cost.SharedRate(g.threads, s.nodeBusy[g.node])
 }
 
 // advance brings a busy group's progress up to now.
 func (s *sim) advance(g *group) {
 	dt := s.now - g.updated
 	g.updated = s.now
-	if r := s.rate(g); g.work > 0 {
-		used := min(dt, g.work/r)
-		g.work -= used * r
-		dt -= used
+	if g.working {
+		g.work = max(0, g.work-dt*s.rate(g))
+		return
 	}
 	g.fixed = max(0, g.fixed-dt)
 }
 
-// reschedule posts g's step end from its progress and current rate.
+// reschedule posts the end of g's device work, or of its step, from its
+// progress and current rate.
 func (s *sim) reschedule(g *group) {
 	g.version++
-	s.push(event{t: s.now + g.work/s.rate(g) + g.fixed, kind: evStepEnd, g: g, version: g.version})
+	if g.working {
+		s.push(event{t: s.now + g.work/s.rate(g), kind: evWorkDone, g: g, version: g.version})
+		return
+	}
+	s.push(event{t: s.now + g.fixed, kind: evStepEnd, g: g, version: g.version})
 }
 
-// setBusy changes the busy ranks of g's node; on a shared device every
-// busy group there changes speed.
-func (s *sim) setBusy(g *group, delta int) {
+// setWorking moves g into or out of its device work; on a shared device
+// every group computing beside it changes speed. Ranks waiting in a
+// collective or for the step's sampling do not compete for the cores.
+func (s *sim) setWorking(g *group, on bool) {
+	g.working = on
 	if !s.cost.HW.Shared {
 		return
 	}
 	var others []*group
 	for _, o := range s.groups {
-		if o != g && o.busy && o.node == g.node {
+		if o != g && o.working && o.node == g.node {
 			s.advance(o)
 			others = append(others, o)
 		}
+	}
+	delta := g.tp * g.threads
+	if !on {
+		delta = -delta
 	}
 	s.nodeBusy[g.node] += delta
 	for _, o := range others {
@@ -355,18 +388,29 @@ func (s *sim) startStep(g *group) {
 	// does not share the device with them.
 	g.work = c.Compute()
 	g.fixed = c.Communication() + c.Overhead + c.Sampling
-	s.setBusy(g, g.tp)
+	if g.work > 0 {
+		s.setWorking(g, true)
+	}
+	s.reschedule(g)
+}
+
+// workDone ends g's device work: its ranks stop competing for the cores
+// while the step's collectives and overheads run out.
+func (s *sim) workDone(g *group) {
+	s.advance(g)
+	g.work = 0
+	s.setWorking(g, false)
 	s.reschedule(g)
 }
 
 func (s *sim) endStep(g *group) {
 	s.advance(g)
 	g.busy = false
-	s.setBusy(g, -g.tp)
 	dur := s.now - g.start
 	for _, st := range g.cur {
 		sq := st.s
 		sq.computed += st.n
+		g.e.register(sq)
 		sq.r.parts.add(g, s.cost.Eff, s.cost.HW.Shared, dur)
 		if !st.sample {
 			continue
@@ -433,8 +477,7 @@ func (s *sim) decodeCall(r *request) {
 // transferDone releases the prefill's held blocks.
 func (s *sim) transferDone(r *request) {
 	pre := r.pre
-	pre.e.free += r.preSeq.blocks
-	r.preSeq.blocks = 0
+	pre.e.release(r.preSeq)
 	s.kick(pre)
 }
 
@@ -459,9 +502,58 @@ func (s *sim) complete(r *request) {
 	}
 }
 
-// pickUnified is the coordinator's for prompts no group holds a prefix
-// of (its score then ranks by load alone): fewest running and waiting,
-// then most free KV blocks, then the first.
+// choose is the coordinator's choice (coordinator/score.go) of a
+// prefill or unified group for r among gs: the highest
+// 2·cached/n − busy, cached being the prompt tokens the group's prefix
+// cache holds and busy its load over the most any open group has
+// (pending prompt tokens on prefill groups, requests on unified ones);
+// equal scores go by the role's own order.
+func choose(gs []*group, r *request, role cluster.Role) *group {
+	cands := open(gs, r, role != rolePrefill)
+	busy := func(g *group) int {
+		if role == rolePrefill {
+			return g.e.pendingPrefill() + g.inboundTokens
+		}
+		return g.load()
+	}
+	most := 0
+	for _, g := range cands {
+		most = max(most, busy(g))
+	}
+	var best []*group
+	bestScore := math.Inf(-1)
+	for _, g := range cands {
+		score := prefixWeight * float64(g.cachedTokens(r)) / float64(r.Input)
+		if most > 0 {
+			score -= float64(busy(g)) / float64(most)
+		}
+		switch {
+		case score > bestScore+1e-9:
+			best, bestScore = []*group{g}, score
+		case score >= bestScore-1e-9:
+			best = append(best, g)
+		}
+	}
+	if role == rolePrefill {
+		return pickPrefill(best)
+	}
+	return pickUnified(best)
+}
+
+// prefixWeight is the coordinator's --prefix-weight default: how much the
+// share of a prompt a group caches counts against its load.
+const prefixWeight = 2
+
+// cachedTokens is the leading tokens of r's prompt g's prefix cache holds.
+func (g *group) cachedTokens(r *request) int {
+	if c := g.e.cached(r.Prefix); c != nil {
+		return c.blocks * g.e.opts.BlockSize
+	}
+	return 0
+}
+
+// pickUnified: fewest running and waiting, then most free KV blocks,
+// then the first.
 func pickUnified(gs []*group) *group {
 	return pick(gs, func(a, b *group) bool {
 		la, lb := a.load(), b.load()
@@ -507,11 +599,12 @@ const maxRequests = 256
 // open are the groups the coordinator does not skip as at their limit
 // (coordinator/score.go): too many requests in flight or, for a group
 // that will hold the request's KV, too few free blocks for the prompt
-// and one token; all of them when every one is.
-func open(gs []*group, prompt int, holdsKV bool) []*group {
+// and one token beyond those it caches; all of them when every one is.
+func open(gs []*group, r *request, holdsKV bool) []*group {
 	var out []*group
 	for _, g := range gs {
-		if g.load() >= maxRequests || holdsKV && g.e.free-g.promised < g.e.blocksFor(prompt+1) {
+		need := g.e.blocksFor(r.Input+1) - g.cachedTokens(r)/g.e.opts.BlockSize
+		if g.load() >= maxRequests || holdsKV && g.e.free-g.promised < need {
 			continue
 		}
 		out = append(out, g)

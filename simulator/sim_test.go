@@ -48,9 +48,10 @@ func step(t *testing.T, m *costmodel.Model, tp int, rows ...costmodel.Rows) cost
 	return c
 }
 
-// onShared is a step's time when its tp ranks share one device.
-func onShared(c costmodel.StepCost, tp int) float64 {
-	return float64(tp)*c.Compute() + c.Sampling + c.Communication() + c.Overhead
+// onShared is a step's time when its ranks compute at rate of the
+// shared device's speed.
+func onShared(c costmodel.StepCost, rate float64) float64 {
+	return c.Compute()/rate + c.Sampling + c.Communication() + c.Overhead
 }
 
 func closeTo(t *testing.T, what string, got, want float64) {
@@ -71,14 +72,17 @@ func TestOneRequestIsTheSingleRequestFormula(t *testing.T) {
 		m := costModel(t, "llama-160m", tc.hw, tc.link)
 		const in, out = 700, 4 // 700 = chunks of 512 and 188
 		res, err := Run(Options{Cost: m, Deployment: Deployment{Mode: ModeUnified, Unified: Pool{1, tc.tp}},
-			Workload: Workload{Requests: []Request{{in, out}}}})
+			Workload: Workload{Requests: []Request{{Input: in, Output: out}}}})
 		if err != nil {
 			t.Fatal(err)
 		}
+		// On the 2-core CPU, tandem up gives a TP-1 rank both cores and
+		// TP-2 and TP-4 ranks one each: every rank then gets 1/tp of the
+		// machine, so the group computes no faster than one rank would.
 		shared := m.HW.Shared
 		dur := func(c costmodel.StepCost) float64 {
 			if shared {
-				return onShared(c, tc.tp)
+				return onShared(c, 1/float64(tc.tp))
 			}
 			return c.Total()
 		}
@@ -104,12 +108,15 @@ func TestOneRequestDisaggregated(t *testing.T) {
 	m := costModel(t, "llama-160m", "cpu", "eth-25g")
 	const in, out = 300, 3
 	res, err := Run(Options{Cost: m, Deployment: Deployment{Mode: ModeDisaggregated, Prefill: Pool{1, 1}, Decode: Pool{1, 2}},
-		Workload: Workload{Requests: []Request{{in, out}}}})
+		Workload: Workload{Requests: []Request{{Input: in, Output: out}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	hop := m.Eff.RequestOverhead / 2
-	pre := onShared(step(t, m, 1, costmodel.Rows{Pos: 0, Rows: in, Sample: true}), 1)
+	// Three ranks on 2 cores: tandem up gives each one thread, so the
+	// prefill rank computes alone at half the machine's speed, and each
+	// decode rank, its two threads filling the cores, at half as well.
+	pre := onShared(step(t, m, 1, costmodel.Rows{Pos: 0, Rows: in, Sample: true}), 0.5)
 	closeTo(t, "TTFT", res.TTFT.Mean, hop+pre+hop)
 	xfer, err := m.KVTransfer(1, 2, in, false)
 	if err != nil {
@@ -117,11 +124,102 @@ func TestOneRequestDisaggregated(t *testing.T) {
 	}
 	end := hop + pre
 	ready := max(end+2*hop, end+m.VisibleTransfer(xfer, pre)) + m.KVLoad(1, 2, in) + hop
-	d1 := onShared(step(t, m, 2, costmodel.Rows{Pos: in, Rows: 1, Sample: true}), 2)
-	d2 := onShared(step(t, m, 2, costmodel.Rows{Pos: in + 1, Rows: 1, Sample: true}), 2)
+	d1 := onShared(step(t, m, 2, costmodel.Rows{Pos: in, Rows: 1, Sample: true}), 0.5)
+	d2 := onShared(step(t, m, 2, costmodel.Rows{Pos: in + 1, Rows: 1, Sample: true}), 0.5)
 	closeTo(t, "E2E", res.E2EL.Mean, ready+d1+d2+hop)
 	if res.Parts.KVTransfer <= 0 {
 		t.Errorf("KV transfer part %g, want positive", res.Parts.KVTransfer)
+	}
+}
+
+// On one 2-core machine TP cannot speed compute up: a TP-n group's
+// ranks share the same cores. On GPUs, where each rank owns a device, it
+// does.
+func TestTPOnSharedCores(t *testing.T) {
+	ttft := func(m *costmodel.Model, tp int) float64 {
+		res, err := Run(Options{Cost: m, Deployment: Deployment{Mode: ModeUnified, Unified: Pool{1, tp}},
+			Workload: Workload{Requests: []Request{{Input: 2048, Output: 2}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.TTFT.Mean
+	}
+	cpu, gpu := costModel(t, "llama-160m", "cpu", "loopback"), costModel(t, "llama-1b", "h100-sxm", "ib-400g")
+	for _, tp := range []int{2, 4} {
+		if a, b := ttft(cpu, tp/2), ttft(cpu, tp); b < a {
+			t.Errorf("cpu: TP %d's TTFT %.4g s is below TP %d's %.4g s on the same 2 cores", tp, b, tp/2, a)
+		}
+		if a, b := ttft(gpu, tp/2), ttft(gpu, tp); b >= a {
+			t.Errorf("h100: TP %d's TTFT %.4g s is not below TP %d's %.4g s", tp, b, tp/2, a)
+		}
+	}
+}
+
+// A disaggregated prefill competes with the decode beside it only when
+// their threads outnumber the cores: with tandem up's one thread per
+// rank on 2 cores each computes at half speed whether or not the other
+// is busy; given both cores each, they slow each other down.
+func TestPrefillCompetesWithDecode(t *testing.T) {
+	m := costModel(t, "llama-160m", "cpu", "loopback")
+	// A's 64-token prompt is one step; B's 512 are eight chunks of 64,
+	// computed while A decodes its 40 tokens.
+	reqs := []Request{{Input: 64, Output: 40}, {Input: 512, Output: 1}}
+	d := Deployment{Mode: ModeDisaggregated, Prefill: Pool{1, 1}, Decode: Pool{1, 1}}
+	run := func(threads int) *Result {
+		res, err := Run(Options{Cost: m, Deployment: d, Engine: EngineOptions{MaxBatchTokens: 64, Threads: threads},
+			Workload: Workload{Requests: reqs}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	hop := m.Eff.RequestOverhead / 2
+	prefillB := func(rate float64) float64 { // hop, A's step, B's chunks, hop
+		sum := 2*hop + onShared(step(t, m, 1, costmodel.Rows{Pos: 0, Rows: 64, Sample: true}), rate)
+		for pos := 0; pos < 512; pos += 64 {
+			sum += onShared(step(t, m, 1, costmodel.Rows{Pos: pos, Rows: 64, Sample: pos+64 == 512}), rate)
+		}
+		return sum
+	}
+	one := run(0) // tandem up's default: 2 ranks, 1 thread each
+	closeTo(t, "B's TTFT, one thread per rank", one.TTFT.Percentile(100), prefillB(0.5))
+	two := run(2) // both cores each: full speed alone, half beside the decode
+	if got := two.TTFT.Percentile(100); got <= prefillB(1)*1.05 || got >= prefillB(0.5) {
+		t.Errorf("B's TTFT with 2 threads per rank %.4g s, want above %.4g s (alone) and below %.4g s (always shared)",
+			got, prefillB(1), prefillB(0.5))
+	}
+	if two.ITL.Percentile(100) <= two.ITL.Percentile(0)*1.2 {
+		t.Errorf("A's decode steps beside B's prefill (ITL max %.4g s) are no slower than alone (min %.4g s)",
+			two.ITL.Percentile(100), two.ITL.Percentile(0))
+	}
+}
+
+// Prompts sharing a prefix skip its whole blocks where a prefill or
+// unified group caches it (--no-prefix-caching: never), and the
+// coordinator's routing sends a prefix back to the group holding it.
+func TestPrefixCacheHits(t *testing.T) {
+	m := costModel(t, "llama-160m", "cpu", "loopback")
+	// 200 tokens of prefix are 12 whole blocks: every prompt but the
+	// first of each of the 2 prefixes takes 192 tokens from the cache.
+	w := Workload{NumPrompts: 12, InputLen: 32, OutputLen: 4, PrefixLen: 200, NumPrefixes: 2, MaxConcurrency: 1, Seed: 5}
+	for _, d := range []Deployment{
+		{Mode: ModeUnified, Unified: Pool{2, 1}},
+		{Mode: ModeDisaggregated, Prefill: Pool{2, 1}, Decode: Pool{1, 1}},
+	} {
+		on, err := Run(Options{Cost: m, Deployment: d, Workload: w})
+		if err != nil {
+			t.Fatal(err)
+		}
+		off, err := Run(Options{Cost: m, Deployment: d, Workload: w, Engine: EngineOptions{DisablePrefixCaching: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if on.PrefixCacheHits != 10*192 || off.PrefixCacheHits != 0 {
+			t.Errorf("%s: %d and %d prompt tokens from the cache with and without it, want %d and 0", d, on.PrefixCacheHits, off.PrefixCacheHits, 10*192)
+		}
+		if on.InputTokens != 12*232 || on.TTFT.Median > 0.5*off.TTFT.Median {
+			t.Errorf("%s: %d prompt tokens; median TTFT %.4g s with the cache, %.4g s without", d, on.InputTokens, on.TTFT.Median, off.TTFT.Median)
+		}
 	}
 }
 
@@ -155,7 +253,7 @@ func TestQueueingAndConcurrency(t *testing.T) {
 	d := Deployment{Mode: ModeUnified, Unified: Pool{1, 1}}
 	reqs := make([]Request, 6)
 	for i := range reqs {
-		reqs[i] = Request{128, 8}
+		reqs[i] = Request{Input: 128, Output: 8}
 	}
 	alone, err := Run(Options{Cost: m, Deployment: d, Workload: Workload{Requests: reqs[:1]}})
 	if err != nil {
@@ -250,7 +348,7 @@ func TestPercentileIsNumpys(t *testing.T) {
 
 func TestGoodputCountsRequestsMeetingEverySLO(t *testing.T) {
 	m := costModel(t, "llama-160m", "cpu", "loopback")
-	reqs := []Request{{64, 4}, {64, 4}, {64, 4}, {64, 4}}
+	reqs := []Request{{Input: 64, Output: 4}, {Input: 64, Output: 4}, {Input: 64, Output: 4}, {Input: 64, Output: 4}}
 	opts := Options{Cost: m, Deployment: Deployment{Mode: ModeUnified, Unified: Pool{1, 1}}, Workload: Workload{Requests: reqs}}
 	all, err := Run(opts)
 	if err != nil {
@@ -281,12 +379,12 @@ func TestBadInput(t *testing.T) {
 		opts Options
 		want error
 	}{
-		{"bad mode", Options{Cost: m, Deployment: Deployment{Mode: "colocated"}, Workload: Workload{Requests: []Request{{1, 1}}}}, ErrInvalidDeployment},
-		{"no groups", Options{Cost: m, Deployment: Deployment{Mode: ModeUnified}, Workload: Workload{Requests: []Request{{1, 1}}}}, ErrInvalidDeployment},
-		{"TP 3", Options{Cost: m, Deployment: Deployment{Mode: ModeUnified, Unified: Pool{1, 3}}, Workload: Workload{Requests: []Request{{1, 1}}}}, ErrInvalidDeployment},
+		{"bad mode", Options{Cost: m, Deployment: Deployment{Mode: "colocated"}, Workload: Workload{Requests: []Request{{Input: 1, Output: 1}}}}, ErrInvalidDeployment},
+		{"no groups", Options{Cost: m, Deployment: Deployment{Mode: ModeUnified}, Workload: Workload{Requests: []Request{{Input: 1, Output: 1}}}}, ErrInvalidDeployment},
+		{"TP 3", Options{Cost: m, Deployment: Deployment{Mode: ModeUnified, Unified: Pool{1, 3}}, Workload: Workload{Requests: []Request{{Input: 1, Output: 1}}}}, ErrInvalidDeployment},
 		{"empty workload", Options{Cost: m, Deployment: Deployment{Mode: ModeUnified, Unified: Pool{1, 1}}}, ErrInvalidWorkload},
 		{"negative rate", Options{Cost: m, Deployment: Deployment{Mode: ModeUnified, Unified: Pool{1, 1}},
-			Workload: Workload{Requests: []Request{{1, 1}}, RequestRate: -1}}, ErrInvalidWorkload},
+			Workload: Workload{Requests: []Request{{Input: 1, Output: 1}}, RequestRate: -1}}, ErrInvalidWorkload},
 	} {
 		if _, err := Run(tc.opts); !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
@@ -296,7 +394,7 @@ func TestBadInput(t *testing.T) {
 	big := costModel(t, "llama-1b", "h100-sxm", "ib-400g")
 	big.HW.MemoryBytes = 1e9
 	if _, err := Run(Options{Cost: big, Deployment: Deployment{Mode: ModeUnified, Unified: Pool{1, 1}},
-		Workload: Workload{Requests: []Request{{1, 1}}}}); !errors.Is(err, costmodel.ErrDoesNotFit) {
+		Workload: Workload{Requests: []Request{{Input: 1, Output: 1}}}}); !errors.Is(err, costmodel.ErrDoesNotFit) {
 		t.Errorf("llama-1b on a 1 GB device: %v, want ErrDoesNotFit", err)
 	}
 }

@@ -13,9 +13,12 @@ import (
 var ErrInvalidWorkload = errors.New("invalid workload")
 
 // Request is one request of a workload: its prompt and output lengths in
-// tokens (the output is generated to its end, as with --ignore-eos).
+// tokens (the output is generated to its end, as with --ignore-eos), and
+// the shared prefix its prompt starts with: Prefix names it (0: none),
+// PrefixLen is its tokens, counted in Input.
 type Request struct {
-	Input, Output int
+	Input, Output     int
+	Prefix, PrefixLen int
 }
 
 // Workload is what the simulated clients send, as `vllm bench serve`
@@ -28,6 +31,12 @@ type Workload struct {
 	NumPrompts          int
 	InputLen, OutputLen int
 	RangeRatio          float64
+	// PrefixLen is, when positive, a shared prefix every drawn prompt
+	// starts with before its InputLen tokens of its own, one of
+	// NumPrefixes (default 1) used by as many prompts each, in a shuffled
+	// order: vLLM's --random-prefix-len, or the prefix_repetition
+	// dataset with InputLen as its suffix.
+	PrefixLen, NumPrefixes int
 	// RequestRate is the mean arrival rate in requests per second; zero
 	// or +Inf sends every request at once. Burstiness is the gamma shape
 	// of the gaps (default 1: Poisson). The times are bench.Arrivals', so
@@ -51,14 +60,26 @@ func (w Workload) requests() ([]Request, []float64, error) {
 		if w.RangeRatio < 0 || w.RangeRatio >= 1 {
 			return nil, nil, fmt.Errorf("%w: range ratio %g outside [0, 1)", ErrInvalidWorkload, w.RangeRatio)
 		}
+		if w.PrefixLen < 0 || w.NumPrefixes < 0 {
+			return nil, nil, fmt.Errorf("%w: negative prefix length %d or number of prefixes %d", ErrInvalidWorkload, w.PrefixLen, w.NumPrefixes)
+		}
 		reqs = make([]Request, w.NumPrompts)
 		for i := range reqs {
 			reqs[i] = Request{Input: draw(rng, w.InputLen, w.RangeRatio), Output: draw(rng, w.OutputLen, w.RangeRatio)}
 		}
+		if w.PrefixLen > 0 {
+			k := max(1, w.NumPrefixes)
+			for i := range reqs {
+				reqs[i].Input += w.PrefixLen
+				reqs[i].Prefix, reqs[i].PrefixLen = 1+i%k, w.PrefixLen
+			}
+			rng.Shuffle(len(reqs), func(i, j int) { reqs[i], reqs[j] = reqs[j], reqs[i] })
+		}
 	}
 	for i, r := range reqs {
-		if r.Input < 1 || r.Output < 1 {
-			return nil, nil, fmt.Errorf("%w: request %d has %d prompt and %d output tokens", ErrInvalidWorkload, i, r.Input, r.Output)
+		if r.Input < 1 || r.Output < 1 || r.PrefixLen < 0 || r.PrefixLen >= r.Input || (r.Prefix == 0) != (r.PrefixLen == 0) {
+			return nil, nil, fmt.Errorf("%w: request %d has %d prompt tokens (a prefix %d of %d) and %d output tokens",
+				ErrInvalidWorkload, i, r.Input, r.Prefix, r.PrefixLen, r.Output)
 		}
 	}
 	if w.RequestRate < 0 || math.IsNaN(w.RequestRate) || w.Burstiness < 0 || w.MaxConcurrency < 0 {

@@ -29,6 +29,9 @@ type planFlags struct {
 	mode                             string
 	tps                              []int
 	maxBatchTokens, kvCacheMB        int
+	threads, prefixLen, numPrefixes  int
+	noPrefixCaching                  bool
+	kvCacheDType                     string
 	calibration                      string
 	top                              int
 	jsonOut                          bool
@@ -79,6 +82,11 @@ hardware profile's priors unless --calibration gives fitted ones
 	fl.IntSliceVar(&f.tps, "tp", nil, "TP degrees to consider (default: every degree the model splits over)")
 	fl.IntVar(&f.maxBatchTokens, "max-batch-tokens", 512, "rows per step and prefill chunk, as the worker's flag")
 	fl.IntVar(&f.kvCacheMB, "kv-cache-mb", 0, "KV cache per rank in MiB (default: the worker's 512 on cpu, memory left after weights on GPUs)")
+	fl.StringVar(&f.kvCacheDType, "kv-cache-dtype", "auto", "KV cache element type, as the worker's flag: auto (bf16 on GPUs; on cpu the weights' dtype, f16 weights giving fp32), fp32 or bf16")
+	fl.IntVar(&f.prefixLen, "prefix-len", 0, "tokens of a shared prefix before each prompt's --input-len, as vllm bench serve's --random-prefix-len (prefix caching then skips it where a group holds it)")
+	fl.IntVar(&f.numPrefixes, "num-prefixes", 1, "distinct shared prefixes, each used by as many prompts (with --prefix-len; as --prefix-repetition-num-prefixes)")
+	fl.BoolVar(&f.noPrefixCaching, "no-prefix-caching", false, "the workers' flag: every prompt computes its prefix")
+	fl.IntVar(&f.threads, "threads", 0, "cpu: each rank's threads, as the worker's flag (default as tandem up: the machine's cores over all ranks)")
 	fl.StringVar(&f.calibration, "calibration", "", "efficiency factors fitted by tandem plan calibrate (JSON)")
 	fl.IntVar(&f.top, "top", 10, "deployments shown in the table (0: all)")
 	fl.BoolVar(&f.jsonOut, "json", false, "print one JSON object instead of the table")
@@ -187,7 +195,11 @@ func (f *planFlags) setup() (*planSetup, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--link: %w", err)
 	}
-	shape, err := costmodel.NewShape(name, cfg, hw.Kind, costmodel.DTypes{})
+	kvBytes, err := costmodel.KVCacheDTypeBytes(f.kvCacheDType)
+	if err != nil {
+		return nil, fmt.Errorf("--kv-cache-dtype: %w", err)
+	}
+	shape, err := costmodel.NewShape(name, cfg, hw.Kind, costmodel.DTypes{KV: kvBytes})
 	if err != nil {
 		return nil, err
 	}
@@ -219,14 +231,14 @@ func (f *planFlags) setup() (*planSetup, error) {
 			return nil, fmt.Errorf("--tp %d: want at least 1", tp)
 		}
 	}
-	if f.maxBatchTokens < 1 || f.kvCacheMB < 0 {
-		return nil, fmt.Errorf("--max-batch-tokens must be at least 1 and --kv-cache-mb not negative")
+	if f.maxBatchTokens < 1 || f.kvCacheMB < 0 || f.threads < 0 {
+		return nil, fmt.Errorf("--max-batch-tokens must be at least 1, --kv-cache-mb and --threads not negative")
 	}
 	kv := float64(f.kvCacheMB) * (1 << 20)
 	return &planSetup{
 		cost: cost, calFile: f.calibration, kvBytes: kv, nodes: nodes, linkName: link.Name,
 		opts: planner.Options{Cost: cost, GPUs: f.gpus, Nodes: nodes, Modes: modes, TPs: f.tps,
-			Engine: simulator.EngineOptions{MaxBatchTokens: f.maxBatchTokens}, Workload: wl, SLO: slo, KVCacheBytes: kv},
+			Engine: simulator.EngineOptions{MaxBatchTokens: f.maxBatchTokens, Threads: f.threads, DisablePrefixCaching: f.noPrefixCaching}, Workload: wl, SLO: slo, KVCacheBytes: kv},
 	}, nil
 }
 
@@ -270,10 +282,15 @@ func (f *planFlags) workload() (simulator.Workload, simulator.SLO, error) {
 		return wl, simulator.SLO{}, fmt.Errorf("--burstiness %g: want a positive number", f.burst)
 	case f.maxConcurrency < 0:
 		return wl, simulator.SLO{}, fmt.Errorf("--max-concurrency %d: want 0 (no bound) or more", f.maxConcurrency)
+	case f.prefixLen < 0:
+		return wl, simulator.SLO{}, fmt.Errorf("--prefix-len %d: want 0 (no shared prefix) or more tokens", f.prefixLen)
+	case f.numPrefixes < 1 || f.numPrefixes > f.numPrompts:
+		return wl, simulator.SLO{}, fmt.Errorf("--num-prefixes %d: want 1 to --num-prompts (%d)", f.numPrefixes, f.numPrompts)
 	}
 	slo, err := parseGoodput(f.goodput)
 	wl = simulator.Workload{NumPrompts: f.numPrompts, InputLen: f.inputLen, OutputLen: f.outputLen, RangeRatio: f.rangeRatio,
-		RequestRate: f.requestRate, Burstiness: f.burst, MaxConcurrency: f.maxConcurrency, Seed: f.seed}
+		RequestRate: f.requestRate, Burstiness: f.burst, MaxConcurrency: f.maxConcurrency, Seed: f.seed,
+		PrefixLen: f.prefixLen, NumPrefixes: f.numPrefixes}
 	return wl, slo, err
 }
 
@@ -298,7 +315,7 @@ func runPlan(cmd *cobra.Command, f *planFlags) error {
 		return err
 	}
 	var values strings.Builder
-	if err := planner.HelmValues(&values, cands[0].Deployment, s.cost, s.opts.Engine, s.kvBytes); err != nil {
+	if err := planner.HelmValues(&values, cands[0].Deployment, s.cost, s.opts.Engine, s.kvBytes, f.kvCacheDType); err != nil {
 		return err
 	}
 	out := cmd.OutOrStdout()
@@ -320,7 +337,14 @@ func (s *planSetup) describe() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s on up to %d × %s (%d node(s); %s within, %s between), ", m.Shape.Name, o.GPUs, m.HW.Name, s.nodes, m.Intra.Name, s.linkName)
 	w := o.Workload
-	fmt.Fprintf(&b, "%d requests of %d→%d tokens", w.NumPrompts, w.InputLen, w.OutputLen)
+	fmt.Fprintf(&b, "%d requests of %d→%d tokens", w.NumPrompts, w.PrefixLen+w.InputLen, w.OutputLen)
+	if w.PrefixLen > 0 {
+		fmt.Fprintf(&b, " (%d of them one of %d shared prefixes", w.PrefixLen, w.NumPrefixes)
+		if o.Engine.DisablePrefixCaching {
+			b.WriteString(", no prefix caching")
+		}
+		b.WriteString(")")
+	}
 	if !math.IsInf(w.RequestRate, 1) {
 		fmt.Fprintf(&b, " at %g req/s", w.RequestRate)
 	}
@@ -407,7 +431,7 @@ func writePlanJSON(w io.Writer, s *planSetup, cands []planner.Candidate, values 
 		Model: m.Shape.Name, Hardware: m.HW, Intra: m.Intra, Link: m.Inter, GPUs: o.GPUs, Nodes: s.nodes,
 		Workload: map[string]any{"num_prompts": wl.NumPrompts, "input_len": wl.InputLen, "output_len": wl.OutputLen,
 			"random_range_ratio": wl.RangeRatio, "request_rate": rate, "burstiness": wl.Burstiness,
-			"max_concurrency": wl.MaxConcurrency, "seed": wl.Seed},
+			"max_concurrency": wl.MaxConcurrency, "seed": wl.Seed, "prefix_len": wl.PrefixLen, "num_prefixes": wl.NumPrefixes},
 		SLO:        map[string]float64{},
 		Efficiency: m.Eff, Calibration: s.calFile, Winner: cands[0].Deployment, HelmValues: values,
 	}

@@ -41,6 +41,10 @@ func TestPlanFlagErrors(t *testing.T) {
 		{"no input len", []string{"plan", "--preset", "tiny", "--hardware", "cpu", "--gpus", "1", "--output-len", "4"}, "--input-len 0"},
 		{"missing calibration", planArgs("--preset", "llama-160m", "--hardware", "cpu", "--gpus", "1", "--calibration", filepath.Join(dir, "cal.json")), "--calibration: open "},
 		{"nothing fits", planArgs("--preset", "llama-3.1-70b", "--hardware", "h100-sxm", "--gpus", "1"), "no deployment fits"},
+		{"bad KV cache dtype", planArgs("--preset", "llama-160m", "--hardware", "cpu", "--gpus", "1", "--kv-cache-dtype", "fp8"), `--kv-cache-dtype: KV cache dtype "fp8": want auto, fp32 or bf16`},
+		{"negative prefix", planArgs("--preset", "llama-160m", "--hardware", "cpu", "--gpus", "1", "--prefix-len", "-4"), "--prefix-len -4"},
+		{"too many prefixes", planArgs("--preset", "llama-160m", "--hardware", "cpu", "--gpus", "1", "--prefix-len", "64", "--num-prefixes", "41"), "--num-prefixes 41: want 1 to --num-prompts (40)"},
+		{"negative threads", planArgs("--preset", "llama-160m", "--hardware", "cpu", "--gpus", "1", "--threads", "-1"), "--threads not negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := runTandem(t, tc.args...)
@@ -101,6 +105,21 @@ func TestPlanJSON(t *testing.T) {
 	}
 	if j.Winner.Mode != j.Deployments[0].Deployment.Mode || !strings.Contains(j.HelmValues, "device: cpu") {
 		t.Errorf("winner %v, helm values %q", j.Winner, j.HelmValues)
+	}
+	// A shared prefix: every deployment takes its whole blocks from the
+	// cache but for each group's first prompt of it.
+	out, err = runTandem(t, planArgs("--preset", "llama-160m", "--hardware", "cpu", "--gpus", "2", "--json", "--prefix-len", "100")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Deployments = nil
+	if err := json.Unmarshal([]byte(out), &j); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range j.Deployments {
+		if hits := d.Metrics["prefix_cache_hits"]; hits < 38*96 || hits > 39*96 {
+			t.Errorf("deployment %d: %g prompt tokens from the prefix cache, want 38 or 39 × 96", d.Rank, hits)
+		}
 	}
 }
 

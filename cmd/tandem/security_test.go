@@ -425,7 +425,7 @@ func startSecuredUp(t *testing.T, args ...string) *securedUp {
 	f := pkitest.Files(ca, "node")
 	u := startUpProcess(t, append([]string{"--internal-ca", f.CA, "--internal-cert", f.Cert, "--internal-key", f.Key}, args...)...)
 	su := &securedUp{upProcess: u, ca: ca, member: identityOf(t, ca, "test")}
-	cli, err := dialEtcd(u.etcd, &internalTLS{client: su.member})
+	cli, err := dialEtcd(u.etcd, "", &internalTLS{client: su.member})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -492,7 +492,7 @@ func TestInternalMutualTLS(t *testing.T) {
 		cfg  *tls.Config // nil: plain TCP
 	}{{"plain TCP", nil}, {"no certificate", &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}}, {"another CA", stranger}} {
 		t.Run(tc.name, func(t *testing.T) {
-			ecli, err := dialEtcd(u.etcd, &internalTLS{client: tc.cfg})
+			ecli, err := dialEtcd(u.etcd, "", &internalTLS{client: tc.cfg})
 			if err == nil {
 				ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 				_, err = ecli.Get(ctx, "/tandem/", clientv3.WithPrefix())
@@ -576,7 +576,7 @@ func TestUpRunsMutualTLSByDefault(t *testing.T) {
 		t.Fatalf("etcd at %s, want https", u.etcd)
 	}
 	for _, cfg := range []*tls.Config{nil, {InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}} {
-		cli, err := dialEtcd(u.etcd, &internalTLS{client: cfg})
+		cli, err := dialEtcd(u.etcd, "", &internalTLS{client: cfg})
 		if err == nil {
 			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 			_, err = cli.Get(ctx, "/tandem/", clientv3.WithPrefix())
