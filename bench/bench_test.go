@@ -1,8 +1,12 @@
 package bench
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,5 +133,56 @@ func TestSummarize(t *testing.T) {
 	}
 	if got := r.FileName(); got != "tandem-infqps-concurrency2-m-"+t0.Format("20060102-150405")+".json" {
 		t.Errorf("file name %q", got)
+	}
+}
+
+// gate is a Target whose requests from the index open on end only
+// when their context ends; the ones before succeed at once. started
+// receives each request's id as it is sent.
+type gate struct {
+	open    int
+	started chan string
+}
+
+func (g *gate) Model(context.Context) (string, error) { return "m", nil }
+
+func (g *gate) Send(ctx context.Context, r Request) Output {
+	g.started <- r.ID
+	var i int
+	fmt.Sscanf(r.ID[strings.LastIndexByte(r.ID, '-')+1:], "%d", &i)
+	if i < g.open {
+		return Output{Success: true, RequestID: r.ID, Start: time.Now(), OutputTokens: 1}
+	}
+	<-ctx.Done()
+	return Output{RequestID: r.ID, Start: time.Now(), Code: "CANCELLED", Error: ctx.Err().Error()}
+}
+
+// TestExecuteInterrupted: a run cancelled midway stops sending, returns
+// what it measured with its error, and marks the requests it never sent.
+func TestExecuteInterrupted(t *testing.T) {
+	g := &gate{open: 2, started: make(chan string, 10)}
+	ctx, cancel := context.WithCancel(t.Context())
+	w := make([]dataset.Request, 10)
+	done := make(chan struct{})
+	var run *Run
+	var err error
+	go func() {
+		defer close(done)
+		run, err = Execute(ctx, g, Options{Workload: w, Load: Load{RequestRate: math.Inf(1), MaxConcurrency: 1}, IDPrefix: "x-"})
+	}()
+	for range 3 {
+		<-g.started // 0 and 1 done, 2 waiting on the context
+	}
+	cancel()
+	<-done
+	if !errors.Is(err, context.Canceled) || run == nil {
+		t.Fatalf("run %v, error %v; want the partial run and context.Canceled", run, err)
+	}
+	if len(g.started) != 0 {
+		t.Fatalf("%d more requests sent after the cancel", len(g.started))
+	}
+	r := Summarize(run, Settings{Percentiles: []float64{50}, PercentileMetrics: Metrics})
+	if r.Completed != 2 || r.ErrorsByCode["CANCELLED"] != 1 || r.ErrorsByCode[NotSent] != 7 || r.RequestIDs[9] != "x-9" {
+		t.Fatalf("completed %d, by code %v, ids %v", r.Completed, r.ErrorsByCode, r.RequestIDs)
 	}
 }

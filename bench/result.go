@@ -38,6 +38,10 @@ type Settings struct {
 	Goodput map[string]float64
 	// Descriptive fields copied into the result.
 	Backend, Label, ModelID, TokenizerID, DatasetName string
+	// Metadata are KEY=VALUE pairs (--metadata) written as top-level keys
+	// of the result, after num_prompts, as vllm bench serve writes them;
+	// none may be one of the result's own keys (ResultKeys).
+	Metadata [][2]string
 	// Detailed keeps the generated texts in the result.
 	Detailed bool
 }
@@ -45,8 +49,12 @@ type Settings struct {
 // Result is one run's results: vllm bench serve's result JSON, key for
 // key (MarshalJSON), plus request_ids and errors_by_code.
 type Result struct {
-	Date                                   string
-	Backend, Label, ModelID, TokenizerID   string
+	Date                                 string
+	Backend, Label, ModelID, TokenizerID string
+	Metadata                             [][2]string
+	// Interrupted marks the partial result of a run stopped before its
+	// end (its unsent requests failed with code NotSent).
+	Interrupted                            bool
 	DatasetName                            string
 	NumPrompts                             int
 	Load                                   Load
@@ -88,7 +96,7 @@ type Result struct {
 func Summarize(run *Run, s Settings) *Result {
 	n := len(run.Outputs)
 	r := &Result{
-		Date: run.Began.Format("20060102-150405"), Backend: s.Backend, Label: s.Label, ModelID: s.ModelID,
+		Date: run.Began.Format("20060102-150405"), Backend: s.Backend, Label: s.Label, ModelID: s.ModelID, Metadata: s.Metadata,
 		TokenizerID: s.TokenizerID, DatasetName: s.DatasetName, NumPrompts: n, Load: run.Load, Seed: run.Seed,
 		Duration: run.Duration.Seconds(), Goodput: s.Goodput, Percentiles: s.Percentiles,
 		InputLens: make([]int, n), OutputLens: make([]int, n), TTFTs: make([]float64, n), Latencies: make([]float64, n),
@@ -149,6 +157,12 @@ func Summarize(run *Run, s Settings) *Result {
 		ms := make([]float64, len(r.Samples[m]))
 		for i, v := range r.Samples[m] {
 			ms[i] = v * 1000
+		}
+		if len(ms) == 0 {
+			// No sample (every request failed, or none had two tokens):
+			// statistics of 0, as vllm bench serve's np.mean(values or 0)
+			// gives, not NaN, which JSON lacks and readers choke on.
+			ms = []float64{0}
 		}
 		r.Stats[m] = stats.Summarize(ms, s.Percentiles)
 	}
@@ -239,13 +253,38 @@ type field struct {
 	val any
 }
 
-// MarshalJSON writes vllm bench serve's keys in its order, then the
-// statistics (mean_ttft_ms, median_ttft_ms, std_ttft_ms, p99_ttft_ms, …)
-// and Tandem's additions.
+// MarshalJSON writes vllm bench serve's keys in its order (the
+// metadata after num_prompts), then the statistics (mean_ttft_ms,
+// median_ttft_ms, std_ttft_ms, p99_ttft_ms, …) and Tandem's additions.
 func (r *Result) MarshalJSON() ([]byte, error) {
-	var rate any = r.Load.RequestRate
+	return marshalObject(r.fields())
+}
+
+// ResultKeys are the keys a result summarized with s has, besides its
+// metadata.
+func ResultKeys(s Settings) []string {
+	r := &Result{Percentiles: s.Percentiles, Stats: map[string]stats.Summary{}, GeneratedTexts: []string{}}
+	for _, m := range s.PercentileMetrics {
+		r.Stats[m] = stats.Summary{Percentiles: make([]float64, len(s.Percentiles))}
+	}
+	var keys []string
+	for _, f := range r.fields() {
+		keys = append(keys, f.key)
+	}
+	return keys
+}
+
+// fields are the result's keys and values in order.
+func (r *Result) fields() []field {
+	// Rates and burstiness are Python floats in vLLM's results (4.0, not
+	// 4), so readers that format or type-check them see what they expect.
+	var rate any = json.Number(PyFloat(r.Load.RequestRate))
 	if math.IsInf(r.Load.RequestRate, 1) {
 		rate = "inf"
+	}
+	var burstiness any = json.Number(PyFloat(r.Load.Burstiness))
+	if math.IsInf(r.Load.Burstiness, 0) || math.IsNaN(r.Load.Burstiness) {
+		burstiness = nil
 	}
 	var conc any
 	if r.Load.MaxConcurrency > 0 {
@@ -254,19 +293,27 @@ func (r *Result) MarshalJSON() ([]byte, error) {
 	fs := []field{
 		{"date", r.Date}, {"endpoint_type", r.Backend}, {"backend", r.Backend}, {"label", nilIfEmpty(r.Label)},
 		{"model_id", r.ModelID}, {"tokenizer_id", r.TokenizerID}, {"num_prompts", r.NumPrompts},
-		{"request_rate", rate}, {"burstiness", r.Load.Burstiness}, {"max_concurrency", conc},
+	}
+	for _, kv := range r.Metadata {
+		fs = append(fs, field{kv[0], kv[1]})
+	}
+	fs = append(fs, []field{
+		{"request_rate", rate}, {"burstiness", burstiness}, {"max_concurrency", conc},
 		{"duration", r.Duration}, {"completed", r.Completed}, {"failed", r.Failed},
 		{"total_input_tokens", r.TotalInput}, {"total_output_tokens", r.TotalOutput},
 		{"request_throughput", r.RequestThroughput}, {"request_goodput", r.RequestGoodput},
 		{"output_throughput", r.OutputThroughput}, {"total_token_throughput", r.TotalTokenThroughput},
 		{"input_lens", r.InputLens}, {"output_lens", r.OutputLens}, {"ttfts", r.TTFTs}, {"itls", r.ITLs},
 		{"latencies", r.Latencies}, {"start_times", r.StartTimes}, {"queue_times", r.QueueTimes},
-	}
+	}...)
 	if r.GeneratedTexts != nil {
 		fs = append(fs, field{"generated_texts", r.GeneratedTexts})
 	}
+	// rtfx (the inverse real-time factor of speech benchmarks) is 0 for
+	// text, as vllm bench serve writes it.
 	fs = append(fs, field{"errors", r.Errors},
-		field{"max_output_tokens_per_s", r.MaxOutputTokensPerS}, field{"max_concurrent_requests", r.MaxConcurrentRequests})
+		field{"max_output_tokens_per_s", r.MaxOutputTokensPerS}, field{"max_concurrent_requests", r.MaxConcurrentRequests},
+		field{"rtfx", 0.0})
 	for _, m := range Metrics {
 		s, ok := r.Stats[m]
 		if !ok {
@@ -279,8 +326,8 @@ func (r *Result) MarshalJSON() ([]byte, error) {
 	}
 	fs = append(fs, field{"request_ids", r.RequestIDs}, field{"error_codes", r.ErrorCodes},
 		field{"errors_by_code", r.ErrorsByCode}, field{"dataset_name", r.DatasetName}, field{"seed", r.Seed},
-		field{"goodput_slo_ms", r.Goodput})
-	return marshalObject(fs)
+		field{"goodput_slo_ms", r.Goodput}, field{"interrupted", r.Interrupted})
+	return fs
 }
 
 func nilIfEmpty(s string) any {

@@ -36,8 +36,9 @@ type Options struct {
 	// Workload is the requests, sent in order.
 	Workload []dataset.Request
 	Load
-	// IgnoreEOS is sent with every request.
+	// IgnoreEOS and Sampling are sent with every request.
 	IgnoreEOS bool
+	Sampling  Sampling
 	// Warmups is the number of warm-up requests sent (within
 	// MaxConcurrency) before the measured run; they are not measured.
 	// They are Warmup's requests in turn, or, when Warmup is empty,
@@ -69,9 +70,14 @@ type Run struct {
 	QueueTimes []time.Duration
 }
 
+// NotSent is the error code of a request an interrupted run never sent.
+const NotSent = "NOT_SENT"
+
 // Execute sends the workload to t and waits for every request. When ctx
-// ends it stops sending, cancels the requests in flight and returns
-// ctx's error.
+// ends it stops sending, cancels the requests in flight (which fail with
+// the target's cancellation code) and returns the partial run, its
+// unsent requests failed with code NotSent, with ctx's error; it returns
+// no run when ctx ends during the warm-up.
 func Execute(ctx context.Context, t Target, o Options) (*Run, error) {
 	if len(o.Workload) == 0 {
 		return nil, fmt.Errorf("bench: empty workload")
@@ -94,6 +100,7 @@ func Execute(ctx context.Context, t Target, o Options) (*Run, error) {
 	run.Began = time.Now()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	sent := 0
 	for i, q := range o.Workload {
 		if wait := time.Until(run.Began.Add(arrivals[i])); wait > 0 {
 			timer.Reset(wait)
@@ -116,8 +123,9 @@ func Execute(ctx context.Context, t Target, o Options) (*Run, error) {
 			}
 		}
 		run.QueueTimes[i] = time.Since(arrived)
-		req := Request{ID: o.IDPrefix + strconv.Itoa(i), Prompt: q.Prompt, PromptLen: q.PromptLen, MaxTokens: q.OutputLen, IgnoreEOS: o.IgnoreEOS}
+		req := Request{ID: o.IDPrefix + strconv.Itoa(i), Prompt: q.Prompt, PromptLen: q.PromptLen, MaxTokens: q.OutputLen, IgnoreEOS: o.IgnoreEOS, Sampling: o.Sampling}
 		wg.Add(1)
+		sent++
 		go func() {
 			defer wg.Done()
 			out := t.Send(ctx, req)
@@ -130,10 +138,10 @@ func Execute(ctx context.Context, t Target, o Options) (*Run, error) {
 	}
 	wg.Wait()
 	run.Duration = time.Since(run.Began)
-	if err := ctx.Err(); err != nil {
-		return nil, err
+	for i := sent; i < len(o.Workload); i++ {
+		run.Outputs[i] = Output{RequestID: o.IDPrefix + strconv.Itoa(i), Code: NotSent, Error: "not sent: the run was interrupted"}
 	}
-	return run, nil
+	return run, ctx.Err()
 }
 
 // warmup sends o.Warmups warm-up requests and waits for them.
@@ -160,7 +168,7 @@ func warmup(ctx context.Context, t Target, o Options, slots chan struct{}) error
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			t.Send(ctx, Request{ID: o.IDPrefix + "warmup-" + strconv.Itoa(i), Prompt: q.Prompt, PromptLen: q.PromptLen, MaxTokens: q.OutputLen, IgnoreEOS: o.IgnoreEOS})
+			t.Send(ctx, Request{ID: o.IDPrefix + "warmup-" + strconv.Itoa(i), Prompt: q.Prompt, PromptLen: q.PromptLen, MaxTokens: q.OutputLen, IgnoreEOS: o.IgnoreEOS, Sampling: o.Sampling})
 			if slots != nil {
 				<-slots
 			}

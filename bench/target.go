@@ -2,8 +2,24 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"time"
 )
+
+// Errors a Target's Model wraps, so that callers word them rightly: the
+// server could not be reached, or it answered but does not serve the
+// asked model.
+var (
+	ErrUnreachable  = errors.New("unreachable")
+	ErrUnknownModel = errors.New("model not served")
+)
+
+// Sampling holds the sampling parameters sent with every request
+// (--temperature, --top-p, --top-k); a nil field is left to the server.
+type Sampling struct {
+	Temperature, TopP *float64
+	TopK              *int
+}
 
 // Request is one request of a load test.
 type Request struct {
@@ -19,6 +35,7 @@ type Request struct {
 	// IgnoreEOS asks the server to generate MaxTokens tokens whatever it
 	// samples.
 	IgnoreEOS bool
+	Sampling
 }
 
 // Output is what a Target measured of one request, as vllm bench serve's

@@ -13,6 +13,7 @@ import (
 	"github.com/tandemllm/tandem/bench/dataset"
 	"github.com/tandemllm/tandem/bench/target/tandem"
 	"github.com/tandemllm/tandem/model/tokenizer"
+	"github.com/tandemllm/tandem/worker/supervisor"
 )
 
 // Options configure Run. Zero fields take the documented defaults.
@@ -46,8 +47,8 @@ type Options struct {
 	// fault (default 2 min).
 	RecoveryTimeout time.Duration
 	// RestartBackoff, CrashLoopWindow and CrashLoopLimit are the groups'
-	// supervision (default 200ms, 5s and 20: a fault every few seconds
-	// is not a crash loop).
+	// supervision (default: worker/supervisor's, as `tandem up` ships
+	// them, so the run shows what a user's cluster does).
 	RestartBackoff  time.Duration
 	CrashLoopWindow time.Duration
 	CrashLoopLimit  int
@@ -59,7 +60,8 @@ type Options struct {
 	KVCacheMB, MaxInFlight int
 	// ReadyTimeout bounds the cluster's start (default 3 min).
 	ReadyTimeout time.Duration
-	// Seed makes the prompts, arrivals and faults reproducible.
+	// Seed makes the prompts, arrivals and faults (their kinds, order
+	// and targets) reproducible; the report carries it, to replay a run.
 	Seed uint64
 	// Progress receives a line per fault and per phase (default none);
 	// Log every process's output and the supervisors' logs (default
@@ -101,9 +103,9 @@ func (o *Options) defaults() error {
 	}
 	defDur(&o.Gap, time.Second)
 	defDur(&o.RecoveryTimeout, 2*time.Minute)
-	defDur(&o.RestartBackoff, 200*time.Millisecond)
-	defDur(&o.CrashLoopWindow, 5*time.Second)
-	def(&o.CrashLoopLimit, 20)
+	defDur(&o.RestartBackoff, supervisor.DefaultBackoff)
+	defDur(&o.CrashLoopWindow, supervisor.DefaultCrashLoopWindow)
+	def(&o.CrashLoopLimit, supervisor.DefaultCrashLoopLimit)
 	def(&o.EtcdMembers, 3)
 	def(&o.KVCacheMB, 64)
 	def(&o.MaxInFlight, 256)
@@ -152,7 +154,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	go func() { defer close(monDone); mon.run(mctx, 100*time.Millisecond) }()
 	defer func() { stopMonitor(); <-monDone }()
 
-	fmt.Fprintf(o.Progress, "chaos: %d requests at %.0f/s, %d faults\n", o.Requests, o.RequestRate, o.Faults)
+	fmt.Fprintf(o.Progress, "chaos: %d requests at %.0f/s, %d faults, seed %d\n", o.Requests, o.RequestRate, o.Faults, o.Seed)
 	loaded := make(chan loadResult, 1)
 	go func() {
 		run, err := bench.Execute(ctx, rec, bench.Options{Workload: workload, Load: bench.Load{RequestRate: o.RequestRate, MaxConcurrency: o.MaxConcurrency},
@@ -160,6 +162,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		loaded <- loadResult{run, err}
 	}()
 	r := newReport()
+	r.Seed, r.FaultsScheduled = o.Seed, o.Faults
+	r.Supervision = Supervision{BackoffSeconds: o.RestartBackoff.Seconds(), CrashLoopWindowSeconds: o.CrashLoopWindow.Seconds(), CrashLoopLimit: o.CrashLoopLimit}
 	res := sys.schedule(ctx, r, target, loaded)
 	if res.err != nil {
 		return nil, fmt.Errorf("chaos: the load: %w", res.err)
@@ -184,6 +188,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			t.Stop()
 		}
 	}
+	r.judge()
 	return r, nil
 }
 

@@ -94,3 +94,38 @@ func TestSummarize(t *testing.T) {
 		t.Errorf("report:\n%s", out.String())
 	}
 }
+
+// A run that misses several goals names every one of them, with how it
+// missed, and one that meets them all names none.
+func TestJudgeListsEveryMissedGoal(t *testing.T) {
+	r := newReport()
+	r.FaultsScheduled = 3
+	r.Hung, r.Lost, r.FailedWhileHealthy = 1, 2, 0
+	r.Faults = []FaultRecord{{Kind: KillRank, Target: "decode-0/1", Recovered: true}, {Kind: PauseRank, Target: "prefill-1/0", Error: "group not ready after 2m"}}
+	r.KVBlocks = []GroupBlocks{{Group: "decode-0", Answered: true, Free: 10, Total: 12, Running: 1}, {Group: "decode-1"}}
+	r.judge()
+	want := []string{
+		"no request hung: 1 hung",
+		"no request lost: 2 lost",
+		"every KV block free at the end: decode-0 10 of 12 free, 1 running, 0 waiting; decode-1 (no answer)",
+		"every fault recovered from: #2 pause-rank prefill-1/0: group not ready after 2m",
+		"every fault scheduled ran before the load ended: 2 of 3 ran",
+	}
+	if got := r.FailedGoals(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("missed goals:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	var out strings.Builder
+	r.Print(&out)
+	for _, w := range want {
+		if !strings.Contains(out.String(), "MISSED  "+w) {
+			t.Errorf("the printed report lacks %q:\n%s", w, out.String())
+		}
+	}
+
+	ok := newReport()
+	ok.AllBlocksFree = true
+	ok.judge()
+	if got := ok.FailedGoals(); len(got) != 0 || len(ok.Goals) != 6 {
+		t.Fatalf("a run meeting every goal: missed %v of %d goals", got, len(ok.Goals))
+	}
+}

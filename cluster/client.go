@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/namespace"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -62,6 +64,38 @@ func DialTLS(endpoints []string, tlsConfig *tls.Config) (*clientv3.Client, error
 		return nil, fmt.Errorf("cluster: etcd at %v: %w", endpoints, err)
 	}
 	return cli, nil
+}
+
+// ErrBadPrefix is wrapped when a key prefix cannot root a cluster's keys.
+var ErrBadPrefix = errors.New("cluster: bad etcd key prefix")
+
+// CheckPrefix reports whether prefix can root a cluster's keys: empty
+// (none), or a path that starts with "/", does not end with one and holds
+// no space or control character, such as "/serving/tandem-a".
+func CheckPrefix(prefix string) error {
+	switch {
+	case prefix == "":
+		return nil
+	case !strings.HasPrefix(prefix, "/") || strings.HasSuffix(prefix, "/"):
+		return fmt.Errorf("%w %q: want a path such as /NAMESPACE/RELEASE, starting with / and not ending with one", ErrBadPrefix, prefix)
+	case strings.IndexFunc(prefix, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0:
+		return fmt.Errorf("%w %q: spaces and control characters are not allowed", ErrBadPrefix, prefix)
+	}
+	return nil
+}
+
+// Namespace roots every key cli reads, writes, watches and leases under
+// prefix (checked by CheckPrefix; empty leaves cli as it is), so clusters
+// given different prefixes share one etcd without seeing each other's
+// members or rendezvous. Call it once, before cli is used.
+func Namespace(cli *clientv3.Client, prefix string) error {
+	if err := CheckPrefix(prefix); err != nil || prefix == "" {
+		return err
+	}
+	cli.KV = namespace.NewKV(cli.KV, prefix)
+	cli.Watcher = namespace.NewWatcher(cli.Watcher, prefix)
+	cli.Lease = namespace.NewLease(cli.Lease, prefix)
+	return nil
 }
 
 // probeTLS shakes hands with the etcd member at endpoint (a URL) and

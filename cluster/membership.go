@@ -20,6 +20,10 @@ import (
 // ErrRankTaken is wrapped when a (group, rank) is already registered.
 var ErrRankTaken = errors.New("cluster: rank already registered")
 
+// ErrClientClosed is why a registration ended when its etcd client was
+// closed under it (Registered.Err): nothing can renew its lease.
+var ErrClientClosed = errors.New("cluster: etcd client closed")
+
 // DefaultMemberTTL is the lease TTL Register uses when given 0: a crashed
 // worker disappears from the membership this long after its last
 // keepalive.
@@ -85,6 +89,7 @@ type Registered struct {
 	ttl  int64 // seconds
 	stop context.CancelFunc
 	lost chan struct{}
+	err  error // why lost closed; written before it closes
 
 	mu        sync.Mutex
 	lease     clientv3.LeaseID
@@ -175,7 +180,8 @@ func (r *Registered) keep(ctx context.Context) {
 		}
 		// The keepalive channel closed: the lease is gone (revoked,
 		// expired) or could not be renewed before its deadline.
-		if !r.recover(ctx) {
+		if err := r.recover(ctx); err != nil {
+			r.err = err
 			return
 		}
 	}
@@ -220,19 +226,20 @@ const recoverTimeout = 2 * time.Second
 // etcd answers, it keeps the old lease alive if that survived (etcd
 // extends leases when it elects a leader), or puts the entry back under a
 // new lease if it is gone (expired during an outage or while the worker
-// was stopped, or revoked). It returns false when another registration
-// has taken the rank meanwhile, or the client was closed.
-func (r *Registered) recover(ctx context.Context) bool {
+// was stopped, or revoked). It returns ErrRankTaken when another
+// registration has taken the rank meanwhile, ErrClientClosed when the
+// client was closed, and nil otherwise (ctx ended: Close).
+func (r *Registered) recover(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		if r.cli.Ctx().Err() != nil {
-			return false // the worker closed its client: nothing can renew
+			return ErrClientClosed // nothing can renew
 		}
 		cctx, cancel := context.WithTimeout(ctx, recoverTimeout)
 		ttl, err := r.cli.TimeToLive(cctx, r.Lease())
 		if err == nil && ttl.TTL > 0 {
 			cancel()
-			return true
+			return nil
 		}
 		if err == nil {
 			var lease clientv3.LeaseID
@@ -246,10 +253,10 @@ func (r *Registered) recover(ctx context.Context) bool {
 		cancel()
 		switch {
 		case err == nil:
-			return true
+			return nil
 		case errors.Is(err, ErrRankTaken):
 			r.setAvailable(true, nil)
-			return false
+			return ErrRankTaken
 		}
 		r.setAvailable(false, err)
 		t := time.NewTimer(backoff)
@@ -260,7 +267,7 @@ func (r *Registered) recover(ctx context.Context) bool {
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
-	return false
+	return nil
 }
 
 func (r *Registered) setAvailable(ok bool, why error) {
@@ -303,8 +310,20 @@ func (r *Registered) Lease() clientv3.LeaseID {
 }
 
 // Lost is closed when the rank is gone for good: another registration
-// took it, or the client was closed; and after Close.
+// took it, or the client was closed; and after Close. Err says which.
 func (r *Registered) Lost() <-chan struct{} { return r.lost }
+
+// Err is why Lost closed: ErrRankTaken (another process registered the
+// rank), ErrClientClosed, or nil when Close ended the registration (a
+// normal stop) or Lost is still open.
+func (r *Registered) Err() error {
+	select {
+	case <-r.lost:
+		return r.err
+	default:
+		return nil
+	}
+}
 
 // Close revokes the lease, so the entry disappears at once rather than
 // after the TTL, and stops the keepalive. Idempotent; later calls return
@@ -488,11 +507,14 @@ func (m *Membership) start(ctx context.Context, rev int64) {
 }
 
 // probe checks every probeInterval that etcd answers. When it stops, the
-// view is frozen (groups stay as they were) and the watch is ended, so
-// that the state is read afresh once etcd answers again.
+// watch is ended, so that the state is read afresh once etcd answers
+// again; after missesUnavailable probes in a row without an answer, the
+// view is marked frozen (groups stay as they were). One missed probe is
+// what a leader election under load costs (a member lost), not an outage.
 func (m *Membership) probe(ctx context.Context) {
 	t := time.NewTicker(probeInterval)
 	defer t.Stop()
+	misses := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -511,10 +533,18 @@ func (m *Membership) probe(ctx context.Context) {
 				m.cancelWatch()
 			}
 			m.mu.Unlock()
+			if misses++; misses < missesUnavailable {
+				continue
+			}
 		}
+		misses = 0
 		m.setAvailable(err == nil, err)
 	}
 }
+
+// missesUnavailable is how many probes in a row etcd must leave
+// unanswered to be unavailable, as for a registration's renewals.
+const missesUnavailable = 2
 
 func (m *Membership) setAvailable(ok bool, why error) {
 	m.mu.Lock()
@@ -529,8 +559,8 @@ func (m *Membership) setAvailable(ok bool, why error) {
 	}
 }
 
-// Available reports whether etcd answered the last check (every second)
-// and if not, why. While it does not, the view is frozen: the groups are
+// Available reports whether etcd answered one of the last two checks
+// (one a second) and if not, why. While it does not, the view is frozen: the groups are
 // those seen last. Changed is closed when this changes too.
 func (m *Membership) Available() (bool, error) {
 	m.mu.Lock()

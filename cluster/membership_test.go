@@ -133,6 +133,9 @@ func TestMembershipLifecycle(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 	<-r1.Lost()
+	if err := r1.Err(); err != nil {
+		t.Fatalf("Err after Close: %v, want nil (a normal stop)", err)
+	}
 	waitFor(t, m, "rank 1 gone", func(gs map[string]Group) bool {
 		g := gs["g"]
 		return !g.Ready() && slices.Equal(g.Missing(), []int{1})
@@ -199,6 +202,9 @@ func TestMembershipLeaseLost(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("Lost not closed when another process took the rank")
 	}
+	if err := r2.Err(); !errors.Is(err, ErrRankTaken) {
+		t.Fatalf("Err when another process took the rank: %v, want ErrRankTaken", err)
+	}
 
 	// A worker that crashes (its client gone) stops its keepalive; the
 	// lease expires and the group leaves.
@@ -209,6 +215,9 @@ func TestMembershipLeaseLost(t *testing.T) {
 	case <-r3.Lost():
 	case <-ctx.Done():
 		t.Fatal("Lost not closed")
+	}
+	if err := r3.Err(); !errors.Is(err, ErrClientClosed) {
+		t.Fatalf("Err when the client closed: %v, want ErrClientClosed", err)
 	}
 	waitFor(t, m, "group gone", func(gs map[string]Group) bool { _, ok := gs["expired"]; return !ok })
 }

@@ -124,6 +124,10 @@ func (c *Coordinator) authorize(ctx context.Context, method string) error {
 // can be served now. Called with c.mu held, whenever a group's
 // routability may have changed.
 func (c *Coordinator) updateHealthLocked() {
+	if c.routingMoved != nil {
+		close(c.routingMoved)
+		c.routingMoved = nil // WaitRoutable makes the next
+	}
 	serving := c.servableLocked() == nil
 	if serving == c.healthServing {
 		return

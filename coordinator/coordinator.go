@@ -117,7 +117,8 @@ type Coordinator struct {
 	clocks  map[string]tracing.ClockEstimate // by rank address
 
 	grpcHealth    *health.Server
-	healthServing bool // the status last set, under mu
+	healthServing bool          // the status last set, under mu
+	routingMoved  chan struct{} // closed and replaced when routability may have changed, under mu
 
 	mu       sync.Mutex
 	closing  bool // Close has begun: requests no longer migrate

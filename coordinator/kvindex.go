@@ -22,8 +22,28 @@ var errKVGap = errors.New("gap in KV events")
 // reopened): a wrong answer routes a request to a group that then
 // computes more of its prompt than expected, never to wrong output.
 type prefixIndex struct {
-	mu     sync.Mutex
-	groups map[*groupState]*groupBlocks // by group state: a group re-registered with another leader starts afresh
+	mu      sync.Mutex
+	groups  map[*groupState]*groupBlocks // by group state: a group re-registered with another leader starts afresh
+	changed chan struct{}                // closed at the next apply or forget, when someone waits (changes)
+}
+
+// changes returns a channel closed at the index's next change, which
+// comes from the groups' event streams: what tests wait on.
+func (x *prefixIndex) changes() <-chan struct{} {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.changed == nil {
+		x.changed = make(chan struct{})
+	}
+	return x.changed
+}
+
+// signalLocked wakes those waiting for a change. Called with x.mu held.
+func (x *prefixIndex) signalLocked() {
+	if x.changed != nil {
+		close(x.changed)
+		x.changed = nil
+	}
 }
 
 // groupBlocks is one group's cached blocks as last known.
@@ -45,6 +65,7 @@ func newPrefixIndex() *prefixIndex {
 func (x *prefixIndex) apply(gs *groupState, b *tandemv1.KVEventsResponse) (int, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	defer x.signalLocked()
 	group := gs.name
 	g := x.groups[gs]
 	if g == nil || b.GetSnapshot() {
@@ -79,6 +100,7 @@ func (x *prefixIndex) apply(gs *groupState, b *tandemv1.KVEventsResponse) (int, 
 func (x *prefixIndex) forget(g *groupState) {
 	x.mu.Lock()
 	delete(x.groups, g)
+	x.signalLocked()
 	x.mu.Unlock()
 }
 

@@ -73,7 +73,7 @@ func TestKVEventsLostAndResynced(t *testing.T) {
 	}
 	defer c.Close()
 
-	waitFor(t, "the first snapshot", func() bool { return c.synced("u") })
+	waitIndex(t, c, "the first snapshot", func() bool { return c.synced("u") })
 	if n := resyncs(t, reg, "u"); n != 0 {
 		t.Fatalf("%v resyncs before any loss", n)
 	}
@@ -83,9 +83,9 @@ func TestKVEventsLostAndResynced(t *testing.T) {
 	for i, p := range prompts {
 		generateOn(t, wc, p, i)
 	}
-	waitFor(t, "a resync after the lost batch", func() bool { return resyncs(t, reg, "u") == 1 && c.synced("u") })
+	waitIndex(t, c, "a resync after the lost batch", func() bool { return resyncs(t, reg, "u") == 1 && c.synced("u") })
 	for i, p := range prompts {
-		waitFor(t, fmt.Sprint("the index to hold prompt ", i), func() bool { return c.cachedTokens("u", p) == 48 })
+		waitIndex(t, c, fmt.Sprint("the index to hold prompt ", i), func() bool { return c.cachedTokens("u", p) == 48 })
 	}
 	if n := c.indexBlocks("u"); n != 6 {
 		t.Fatalf("the index holds %d blocks of the group, want 6", n)
@@ -177,17 +177,22 @@ func generateOn(t *testing.T, wc tandemv1.WorkerClient, prompt []int32, i int) {
 	}
 }
 
-// waitFor checks cond every 10 ms until it holds, failing the test after
-// ten seconds: the coordinator's index changes on its own goroutines,
-// with no event a test could wait on.
-func waitFor(t *testing.T, what string, cond func() bool) {
+// waitIndex waits until cond holds, checking it at each change of c's
+// prefix index (which comes from the groups' event streams, on the
+// coordinator's goroutines), and fails the test after ten seconds.
+func waitIndex(t *testing.T, c *Coordinator, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
+	deadline := time.After(10 * time.Second)
+	for {
+		changed := c.index.changes() // before the check, so no change is missed
+		if cond() {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline:
 			t.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -280,6 +281,36 @@ func (c *Coordinator) routable(g *groupState) bool {
 	return g.client != nil && !g.failing && g.group.Ready() && c.model.serves(g.group.Model)
 }
 
+// WaitRoutable waits until the coordinator routes to every group named
+// (registered whole, connected, its Stats not failing), or ctx ends; the
+// error then names the groups it does not route to. A process that
+// starts a cluster says it is up only then: a membership watch of its
+// own may see the groups ready a moment before the coordinator's does.
+func (c *Coordinator) WaitRoutable(ctx context.Context, groups ...string) error {
+	for {
+		c.mu.Lock()
+		var missing []string
+		for _, name := range groups {
+			if g := c.groups[name]; g == nil || !c.routable(g) {
+				missing = append(missing, name)
+			}
+		}
+		if c.routingMoved == nil {
+			c.routingMoved = make(chan struct{})
+		}
+		moved := c.routingMoved
+		c.mu.Unlock()
+		if len(missing) == 0 {
+			return nil
+		}
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return fmt.Errorf("coordinator: not routing to %s: %w", strings.Join(missing, ", "), context.Cause(ctx))
+		}
+	}
+}
+
 // servableLocked returns nil when the model can be served now, otherwise
 // an error saying why. Called with c.mu held.
 func (c *Coordinator) servableLocked() error {
@@ -381,6 +412,7 @@ func (c *Coordinator) sync(ctx context.Context, groups []cluster.Group) {
 		st := &groupState{name: g.Name, group: g}
 		addr := st.leader().Addr
 		old := c.groups[g.Name]
+		c.logReadiness(old, g)
 		if old != nil && old.addr == addr && old.group.Role == g.Role && old.group.Model == g.Model && old.group.TP == g.TP &&
 			old.group.Incarnation == g.Incarnation {
 			old.group = g
@@ -401,7 +433,6 @@ func (c *Coordinator) sync(ctx context.Context, groups []cluster.Group) {
 			}
 		}
 		c.groups[g.Name] = st
-		c.log.Info("group registered", "group", g.Name, "role", g.Role, "model", g.Model, "tp", g.TP, "ready", g.Ready())
 	}
 	for name, g := range c.groups {
 		if !seen[name] {
@@ -421,6 +452,20 @@ func (c *Coordinator) sync(ctx context.Context, groups []cluster.Group) {
 		}
 	}
 	c.updateHealthLocked()
+}
+
+// logReadiness logs a group's readiness when it changes from what the
+// coordinator knew (old, nil for a group first seen): ready, or no longer
+// ready (naming the missing ranks). Ranks joining one by one, or leaving
+// one by one on a stop, are not news until the group is whole or broken.
+func (c *Coordinator) logReadiness(old *groupState, g cluster.Group) {
+	was := old != nil && old.group.Ready()
+	switch now := g.Ready(); {
+	case now && (!was || old.group.Incarnation != g.Incarnation):
+		c.log.Info("group ready", "group", g.Name, "role", g.Role, "model", g.Model, "tp", g.TP, "incarnation", g.Incarnation)
+	case !now && was:
+		c.log.Info("group not ready", "group", g.Name, "missing_ranks", g.Missing())
+	}
 }
 
 // dialOptions are how the coordinator dials workers: plain TCP or TLS,

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -291,5 +292,97 @@ func TestFinishNameIsAMetricLabel(t *testing.T) {
 		if name := finishName(r); !slices.Contains(labels, name) {
 			t.Errorf("finishName(%v) = %q, not one of %v", r, name, labels)
 		}
+	}
+}
+
+// The coordinator logs a group's readiness as it changes, and only then:
+// a group forming rank by rank is quiet until whole, and one whose ranks
+// leave (a stop) is said to be not ready, then gone, never "registered".
+func TestSyncLogsReadinessChanges(t *testing.T) {
+	whole := group("a", cluster.RoleDecode, 2, "m")
+	noLeader := group("a", cluster.RoleDecode, 2, "m")
+	noLeader.Ranks[0] = cluster.Registration{}
+	noFollower := group("a", cluster.RoleDecode, 2, "m")
+	noFollower.Ranks = noFollower.Ranks[:1]
+	next := group("a", cluster.RoleDecode, 2, "m")
+	next.Incarnation = 1
+	for i := range next.Ranks {
+		next.Ranks[i].Incarnation = 1
+	}
+	c := routeTestCoordinator(t)
+	var logs groupLog
+	c.log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey || a.Key == slog.LevelKey {
+			return slog.Attr{}
+		}
+		return a
+	}}))
+	for _, step := range []struct {
+		name   string
+		groups []cluster.Group
+		want   string // the lines logged, "" for none
+	}{
+		{"follower first", []cluster.Group{noLeader}, ""},
+		{"whole", []cluster.Group{whole}, `msg="group ready" group=a role=decode model=m tp=2 incarnation=0`},
+		{"unchanged", []cluster.Group{whole}, ""},
+		{"follower leaves", []cluster.Group{noFollower}, `msg="group not ready" group=a missing_ranks=[1]`},
+		{"leader leaves", nil, `msg="group left" group=a`},
+		{"leader back", []cluster.Group{noFollower}, ""},
+		{"whole again", []cluster.Group{whole}, `msg="group ready" group=a role=decode model=m tp=2 incarnation=0`},
+		{"restarted whole", []cluster.Group{next}, `msg="group ready" group=a role=decode model=m tp=2 incarnation=1`},
+	} {
+		before := len(logs.lines())
+		c.sync(t.Context(), step.groups)
+		if got := strings.Join(logs.lines()[before:], "\n"); got != step.want {
+			t.Errorf("%s: logged %q, want %q", step.name, got, step.want)
+		}
+	}
+}
+
+// groupLog keeps the lines logged about groups (the KV event followers,
+// which find no worker here, log from their own goroutines too).
+type groupLog struct {
+	mu  sync.Mutex
+	all []string
+}
+
+func (l *groupLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for line := range strings.Lines(string(p)) {
+		if strings.HasPrefix(line, `msg="group `) {
+			l.all = append(l.all, strings.TrimSpace(line))
+		}
+	}
+	return len(p), nil
+}
+
+func (l *groupLog) lines() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.all)
+}
+
+// WaitRoutable returns once every group named is routable, and at its
+// deadline names those that are not.
+func TestWaitRoutable(t *testing.T) {
+	half := group("a", cluster.RoleDecode, 2, "m")
+	half.Ranks = half.Ranks[:1]
+	c := routeTestCoordinator(t, group("b", cluster.RolePrefill, 1, "m"), half)
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if err := c.WaitRoutable(ctx, "a", "b", "gone"); err == nil || !strings.Contains(err.Error(), "not routing to a, gone") {
+		t.Fatalf("WaitRoutable before the groups are whole: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.WaitRoutable(t.Context(), "a", "b") }()
+	c.sync(t.Context(), []cluster.Group{group("b", cluster.RolePrefill, 1, "m"), group("a", cluster.RoleDecode, 2, "m")})
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("WaitRoutable did not return once the groups were routable")
 	}
 }

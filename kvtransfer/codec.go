@@ -131,82 +131,103 @@ func unmarshalChunk(data mem.BufferSlice, m *tandemv1.KVChunk) error {
 	m.Reset()
 	r := data.Reader()
 	defer r.Close()
-	varint := func() (uint64, error) {
-		v, err := binary.ReadUvarint(r)
-		if err != nil {
-			return 0, fmt.Errorf("%w: %v", errMalformed, err)
-		}
-		return v, nil
-	}
-	length := func() (int, error) {
-		n, err := varint()
-		if err == nil && n > uint64(r.Remaining()) {
-			err = fmt.Errorf("%w: field length %d past the end", errMalformed, n)
-		}
-		return int(n), err
-	}
+	w := wireReader{r}
 	for r.Remaining() > 0 {
-		tag, err := varint()
+		tag, err := w.varint()
 		if err != nil {
 			return err
 		}
 		num, typ := protowire.DecodeTag(tag)
-		switch {
-		case typ == protowire.VarintType && num >= 2 && num <= 13:
-			v, err := varint()
-			if err != nil {
-				return err
-			}
-			setVarint(m, num, v, &shape)
-		case typ == protowire.BytesType && num == 1:
-			n, err := length()
-			if err != nil {
-				return err
-			}
-			s := make([]byte, n)
-			if _, err := io.ReadFull(r, s); err != nil {
-				return fmt.Errorf("%w: %v", errMalformed, err)
-			}
-			m.RequestId = string(s)
-		case typ == protowire.BytesType && num == 13: // packed shape
-			n, err := length()
-			if err != nil {
-				return err
-			}
-			for end := r.Remaining() - n; r.Remaining() > end; {
-				v, err := varint()
-				if err != nil {
-					return err
-				}
-				shape = append(shape, int32(v))
-			}
-		case typ == protowire.BytesType && num == 14:
-			n, err := length()
-			if err != nil {
-				return err
-			}
-			if cap(payload) < n {
-				payload = make([]byte, n)
-			}
-			payload = payload[:n]
-			if _, err := io.ReadFull(r, payload); err != nil {
-				return fmt.Errorf("%w: %v", errMalformed, err)
-			}
-		case typ == protowire.Fixed32Type:
-			var b [4]byte
-			if _, err := io.ReadFull(r, b[:]); err != nil {
-				return fmt.Errorf("%w: %v", errMalformed, err)
-			}
-			if num == 15 {
-				m.Crc32C = binary.LittleEndian.Uint32(b[:])
-			}
-		default:
-			if err := skip(r, typ, varint, length); err != nil {
-				return err
-			}
+		if err := w.field(m, num, typ, &payload, &shape); err != nil {
+			return err
 		}
 	}
 	m.Payload, m.Shape = payload, shape
+	return nil
+}
+
+// wireReader reads protobuf wire format; every error wraps errMalformed.
+type wireReader struct{ r *mem.Reader }
+
+func (w wireReader) varint() (uint64, error) {
+	v, err := binary.ReadUvarint(w.r)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	return v, nil
+}
+
+// length reads a length-delimited field's length, which must not pass
+// the end of the data.
+func (w wireReader) length() (int, error) {
+	n, err := w.varint()
+	if err == nil && n > uint64(w.r.Remaining()) {
+		err = fmt.Errorf("%w: field length %d past the end", errMalformed, n)
+	}
+	return int(n), err
+}
+
+func (w wireReader) full(b []byte) error {
+	if _, err := io.ReadFull(w.r, b); err != nil {
+		return fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	return nil
+}
+
+// field decodes field num of wire type typ into m: the request id, the
+// payload (into *payload's storage), the shape packed or not (appended
+// to *shape), the checksum, the other numbers; anything else is skipped.
+func (w wireReader) field(m *tandemv1.KVChunk, num protowire.Number, typ protowire.Type, payload *[]byte, shape *[]int32) error {
+	switch {
+	case typ == protowire.VarintType && num >= 2 && num <= 13:
+		v, err := w.varint()
+		if err != nil {
+			return err
+		}
+		setVarint(m, num, v, shape)
+	case typ == protowire.BytesType && num == 1:
+		n, err := w.length()
+		if err != nil {
+			return err
+		}
+		s := make([]byte, n)
+		if err := w.full(s); err != nil {
+			return err
+		}
+		m.RequestId = string(s)
+	case typ == protowire.BytesType && num == 13: // packed shape
+		n, err := w.length()
+		if err != nil {
+			return err
+		}
+		for end := w.r.Remaining() - n; w.r.Remaining() > end; {
+			v, err := w.varint()
+			if err != nil {
+				return err
+			}
+			*shape = append(*shape, int32(v))
+		}
+	case typ == protowire.BytesType && num == 14:
+		n, err := w.length()
+		if err != nil {
+			return err
+		}
+		if cap(*payload) < n {
+			*payload = make([]byte, n)
+		}
+		*payload = (*payload)[:n]
+		return w.full(*payload)
+	case typ == protowire.Fixed32Type:
+		var b [4]byte
+		if err := w.full(b[:]); err != nil {
+			return err
+		}
+		if num == 15 {
+			m.Crc32C = binary.LittleEndian.Uint32(b[:])
+		}
+	default:
+		return w.skip(typ)
+	}
 	return nil
 }
 
@@ -240,11 +261,11 @@ func setVarint(m *tandemv1.KVChunk, num protowire.Number, v uint64, shape *[]int
 }
 
 // skip consumes a field of an unknown (or unexpectedly typed) number.
-func skip(r *mem.Reader, typ protowire.Type, varint func() (uint64, error), length func() (int, error)) error {
+func (w wireReader) skip(typ protowire.Type) error {
 	var n int
 	switch typ {
 	case protowire.VarintType:
-		_, err := varint()
+		_, err := w.varint()
 		return err
 	case protowire.Fixed32Type:
 		n = 4
@@ -252,13 +273,13 @@ func skip(r *mem.Reader, typ protowire.Type, varint func() (uint64, error), leng
 		n = 8
 	case protowire.BytesType:
 		var err error
-		if n, err = length(); err != nil {
+		if n, err = w.length(); err != nil {
 			return err
 		}
 	default: // groups are not valid in proto3
 		return fmt.Errorf("%w: wire type %d", errMalformed, typ)
 	}
-	if d, err := r.Discard(n); err != nil || d != n {
+	if d, err := w.r.Discard(n); err != nil || d != n {
 		return fmt.Errorf("%w: truncated field", errMalformed)
 	}
 	return nil

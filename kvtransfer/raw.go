@@ -149,62 +149,16 @@ func (r *Receiver) ServeRaw(ln net.Listener) error {
 // (validate); a payload that fails is discarded as it streams in.
 func (r *Receiver) serveRaw(c net.Conn) error {
 	setBuffers(c)
-	_ = c.SetDeadline(time.Now().Add(rawHandshakeTimeout))
-	hello := make([]byte, len(rawHello))
-	if _, err := io.ReadFull(c, hello); err != nil {
-		return nil
+	if ok, err := rawHandshake(c); !ok {
+		return err
 	}
-	if string(hello) != rawHello {
-		return fmt.Errorf("not the raw data plane's hello: %q", hello)
-	}
-	if _, err := io.WriteString(c, rawReply); err != nil {
-		return nil
-	}
-	_ = c.SetDeadline(time.Time{})
 	// A large payload read with nothing buffered goes straight from the
 	// socket into the layer buffer; the buffer serves headers.
-	br := bufio.NewReaderSize(c, 64<<10)
-	var (
-		m       tandemv1.KVChunk
-		prefix  [rawPrefixBytes]byte
-		hdr     []byte
-		scratch []byte
-	)
+	rs := &rawServe{r: r, c: c, br: bufio.NewReaderSize(c, 64<<10)}
 	for {
 		st := &stream{}
-		for {
-			// A sender keeps an unused connection for rawIdle at most: one
-			// silent for longer is gone, and so is its goroutine here.
-			_ = c.SetReadDeadline(time.Now().Add(2 * rawIdle))
-			if _, err := io.ReadFull(br, prefix[:]); err != nil {
-				return nil
-			}
-			hl, n := binary.LittleEndian.Uint32(prefix[:4]), binary.LittleEndian.Uint32(prefix[4:])
-			if hl == 0 && n == 0 { // end of stream
-				break
-			}
-			if hl == 0 || hl > maxRawHeader || n > maxMessageBytes {
-				// Not a frame: the connection is out of step.
-				return fmt.Errorf("frame lengths out of bounds: header %d bytes (1..%d), payload %d bytes (at most %d)", hl, maxRawHeader, n, maxMessageBytes)
-			}
-			_ = c.SetReadDeadline(time.Now().Add(rawFrameTimeout))
-			if cap(hdr) < int(hl) {
-				hdr = make([]byte, hl)
-			}
-			hdr = hdr[:hl]
-			if _, err := io.ReadFull(br, hdr); err != nil {
-				return nil
-			}
-			if err := unmarshalChunk(mem.BufferSlice{mem.SliceBuffer(hdr)}, &m); err != nil {
-				return fmt.Errorf("frame header does not parse: %w", err)
-			}
-			if len(m.Payload) > 0 {
-				return errors.New("frame header carries a payload of its own")
-			}
-			var err error
-			if scratch, err = r.rawChunk(st, &m, br, int(n), scratch); err != nil {
-				return nil // the connection failed
-			}
+		if ok, err := rs.frames(st); !ok {
+			return err
 		}
 		ack, err := proto.Marshal(r.finish(st))
 		if err != nil {
@@ -215,6 +169,76 @@ func (r *Receiver) serveRaw(c net.Conn) error {
 			return nil
 		}
 		_ = c.SetWriteDeadline(time.Time{})
+	}
+}
+
+// rawHandshake reads the sender's hello and answers it, within
+// rawHandshakeTimeout. ok is false when the connection ended (err nil)
+// or is not the raw data plane's (err says so).
+func rawHandshake(c net.Conn) (ok bool, err error) {
+	_ = c.SetDeadline(time.Now().Add(rawHandshakeTimeout))
+	hello := make([]byte, len(rawHello))
+	if _, err := io.ReadFull(c, hello); err != nil {
+		return false, nil
+	}
+	if string(hello) != rawHello {
+		return false, fmt.Errorf("not the raw data plane's hello: %q", hello)
+	}
+	if _, err := io.WriteString(c, rawReply); err != nil {
+		return false, nil
+	}
+	_ = c.SetDeadline(time.Time{})
+	return true, nil
+}
+
+// rawServe is one raw connection's receiving side, with the buffers its
+// frames reuse.
+type rawServe struct {
+	r       *Receiver
+	c       net.Conn
+	br      *bufio.Reader
+	m       tandemv1.KVChunk
+	prefix  [rawPrefixBytes]byte
+	hdr     []byte
+	scratch []byte
+}
+
+// frames receives one stream's frames into st, up to its end of stream
+// (ok). ok is false when the connection ended (err nil) or broke the
+// protocol (err says how).
+func (rs *rawServe) frames(st *stream) (ok bool, err error) {
+	for {
+		// A sender keeps an unused connection for rawIdle at most: one
+		// silent for longer is gone, and so is its goroutine here.
+		_ = rs.c.SetReadDeadline(time.Now().Add(2 * rawIdle))
+		if _, err := io.ReadFull(rs.br, rs.prefix[:]); err != nil {
+			return false, nil
+		}
+		hl, n := binary.LittleEndian.Uint32(rs.prefix[:4]), binary.LittleEndian.Uint32(rs.prefix[4:])
+		if hl == 0 && n == 0 { // end of stream
+			return true, nil
+		}
+		if hl == 0 || hl > maxRawHeader || n > maxMessageBytes {
+			// Not a frame: the connection is out of step.
+			return false, fmt.Errorf("frame lengths out of bounds: header %d bytes (1..%d), payload %d bytes (at most %d)", hl, maxRawHeader, n, maxMessageBytes)
+		}
+		_ = rs.c.SetReadDeadline(time.Now().Add(rawFrameTimeout))
+		if cap(rs.hdr) < int(hl) {
+			rs.hdr = make([]byte, hl)
+		}
+		rs.hdr = rs.hdr[:hl]
+		if _, err := io.ReadFull(rs.br, rs.hdr); err != nil {
+			return false, nil
+		}
+		if err := unmarshalChunk(mem.BufferSlice{mem.SliceBuffer(rs.hdr)}, &rs.m); err != nil {
+			return false, fmt.Errorf("frame header does not parse: %w", err)
+		}
+		if len(rs.m.Payload) > 0 {
+			return false, errors.New("frame header carries a payload of its own")
+		}
+		if rs.scratch, err = rs.r.rawChunk(st, &rs.m, rs.br, int(n), rs.scratch); err != nil {
+			return false, nil // the connection failed
+		}
 	}
 }
 
@@ -286,6 +310,27 @@ type rawConn struct {
 // rawConn returns an idle connection to addr or dials one; errRawRefused
 // when addr answers the hello with anything else.
 func (s *Sender) rawConn(ctx context.Context, addr string) (*rawConn, error) {
+	if rc, err := s.idleRawConn(addr); rc != nil || err != nil {
+		return rc, err
+	}
+	c, err := s.dialRaw(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	rc := &rawConn{addr: addr, c: c}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		c.Close()
+		return nil, errSenderClosed
+	}
+	s.rawBusy[rc] = struct{}{}
+	return rc, nil
+}
+
+// idleRawConn takes a connection to addr from the idle ones, closing
+// those idle too long; nil when there is none.
+func (s *Sender) idleRawConn(addr string) (*rawConn, error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -308,7 +353,14 @@ func (s *Sender) rawConn(ctx context.Context, addr string) (*rawConn, error) {
 	delete(s.rawIdle, addr)
 	s.mu.Unlock()
 	closeAll(stale)
+	return nil, nil
+}
 
+// dialRaw dials addr and, within rawHandshakeTimeout (or ctx's deadline,
+// if sooner), does the TLS handshake when the sender has TLS and the raw
+// data plane's hello. A receiver that answers the hello otherwise is
+// errRawRefused.
+func (s *Sender) dialRaw(ctx context.Context, addr string) (net.Conn, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -345,15 +397,7 @@ func (s *Sender) rawConn(ctx context.Context, addr string) (*rawConn, error) {
 		return nil, fmt.Errorf("%w (%q): %v", errRawRefused, reply, err)
 	}
 	_ = c.SetDeadline(time.Time{})
-	rc := &rawConn{addr: addr, c: c}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		c.Close()
-		return nil, errSenderClosed
-	}
-	s.rawBusy[rc] = struct{}{}
-	return rc, nil
+	return c, nil
 }
 
 func isTimeout(err error) bool {
@@ -445,20 +489,35 @@ func (s *Sender) rawStream(ctx context.Context, p *push) (err error) {
 	prepCtx, cancel := context.WithCancel(ctx)
 	chunks := make(chan rawChunkOut, 2)
 	go p.prepare(prepCtx, s, chunks)
+	ended, werr := p.writeChunks(rc.c, chunks, cancel)
+	cancel()
+	switch {
+	case werr != nil:
+		return werr
+	case p.prepErr != nil:
+		return p.prepErr
+	case !ended:
+		return fmt.Errorf("stream cut short: %w", context.Cause(ctx))
+	}
+	return readRawAck(rc.c)
+}
+
+// writeChunks writes the chunks prepared, counting their bytes in the
+// push's stats, until chunks is closed; after a failed write it cancels
+// the preparation and drains what is left (prepare must be done with p
+// before the stream returns). ended reports whether the end of stream
+// was written.
+func (p *push) writeChunks(c net.Conn, chunks <-chan rawChunkOut, cancel context.CancelFunc) (ended bool, werr error) {
 	bufs := make(net.Buffers, 0, 4)
-	var (
-		werr  error
-		ended bool
-	)
 	for o := range chunks {
 		if werr != nil {
-			continue // drain: prepare must be done with p before rawStream returns
+			continue // drain
 		}
 		bufs = append(bufs[:0], o.hdr, o.k, o.v)
 		if o.end {
 			bufs = append(bufs, make([]byte, rawPrefixBytes)) // end of stream
 		}
-		if _, werr = bufs.WriteTo(rc.c); werr != nil {
+		if _, werr = bufs.WriteTo(c); werr != nil {
 			cancel()
 			continue
 		}
@@ -470,17 +529,14 @@ func (s *Sender) rawStream(ctx context.Context, p *push) (err error) {
 			p.stats.PerLayer[o.layer].Duration += time.Since(o.start)
 		}
 	}
-	cancel()
-	switch {
-	case werr != nil:
-		return werr
-	case p.prepErr != nil:
-		return p.prepErr
-	case !ended:
-		return fmt.Errorf("stream cut short: %w", context.Cause(ctx))
-	}
+	return ended, werr
+}
+
+// readRawAck reads the receiver's ack of a stream (a length, then a
+// KVAck) and checks it.
+func readRawAck(c net.Conn) error {
 	var size [4]byte
-	if _, err := io.ReadFull(rc.c, size[:]); err != nil {
+	if _, err := io.ReadFull(c, size[:]); err != nil {
 		return fmt.Errorf("reading the ack: %w", err)
 	}
 	ln := binary.LittleEndian.Uint32(size[:])
@@ -488,7 +544,7 @@ func (s *Sender) rawStream(ctx context.Context, p *push) (err error) {
 		return fmt.Errorf("ack of %d bytes", ln)
 	}
 	b := make([]byte, ln)
-	if _, err := io.ReadFull(rc.c, b); err != nil {
+	if _, err := io.ReadFull(c, b); err != nil {
 		return fmt.Errorf("reading the ack: %w", err)
 	}
 	var ack tandemv1.KVAck

@@ -140,16 +140,16 @@ func TestHelmValues(t *testing.T) {
 			t.Errorf("values lack %q:\n%s", want, out)
 		}
 	}
-	if strings.Contains(out, "unified:") || strings.Contains(out, "extraArgs") {
+	if strings.Contains(out, "unified:") || strings.Contains(out, "kvCacheDtype") || strings.Contains(out, "enablePrefixCaching") {
 		t.Errorf("disaggregated values carry a unified block:\n%s", out)
 	}
 	cpu := cost(t, "llama-160m", "cpu", "loopback")
 	b.Reset()
-	if err := HelmValues(&b, simulator.Deployment{Mode: simulator.ModeUnified, Unified: simulator.Pool{Groups: 1, TP: 2}}, cpu, simulator.EngineOptions{}, 0, "BF16"); err != nil {
+	if err := HelmValues(&b, simulator.Deployment{Mode: simulator.ModeUnified, Unified: simulator.Pool{Groups: 1, TP: 2}}, cpu, simulator.EngineOptions{DisablePrefixCaching: true}, 0, "BF16"); err != nil {
 		t.Fatal(err)
 	}
 	if out := b.String(); !strings.Contains(out, "device: cpu\n") || !strings.Contains(out, "kvCacheMB: 512\n") || strings.Contains(out, "nvidia.com/gpu") ||
-		!strings.Contains(out, `  extraArgs: ["--kv-cache-dtype", "bf16"]`+"\n") {
+		!strings.Contains(out, "  kvCacheDtype: bf16\n") || !strings.Contains(out, "  enablePrefixCaching: false\n") {
 		t.Errorf("cpu values:\n%s", out)
 	}
 }

@@ -37,8 +37,9 @@ func ms(s float64) float64 { return s * 1e3 }
 
 // HelmValues writes a deployment as values for deploy/helm/tandem: the
 // mode and, for each role used, its groups, tp, device, the worker's
-// batch and KV-cache settings the plan assumed (a --kv-cache-dtype other
-// than auto among the extra arguments), and GPUs per pod. A group larger
+// batch and KV-cache settings the plan assumed (kvCacheDtype other than
+// auto, enablePrefixCaching: false for --no-prefix-caching), and GPUs per
+// pod. A group larger
 // than a node spans whole nodes as a LeaderWorkerSet.
 func HelmValues(w io.Writer, d simulator.Deployment, m *costmodel.Model, eng simulator.EngineOptions, kvCacheBytes float64, kvCacheDType string) error {
 	device := "cuda"
@@ -75,7 +76,10 @@ func HelmValues(w io.Writer, d simulator.Deployment, m *costmodel.Model, eng sim
 		}
 		fmt.Fprintf(&b, "  maxBatchTokens: %d\n  kvCacheMB: %d\n", maxBatch, int64(math.Floor(kv/(1<<20))))
 		if kvCacheDType != "" && !strings.EqualFold(kvCacheDType, "auto") {
-			fmt.Fprintf(&b, "  extraArgs: [\"--kv-cache-dtype\", %q]\n", strings.ToLower(kvCacheDType))
+			fmt.Fprintf(&b, "  kvCacheDtype: %s\n", strings.ToLower(kvCacheDType))
+		}
+		if eng.DisablePrefixCaching {
+			fmt.Fprintf(&b, "  enablePrefixCaching: false\n")
 		}
 		if device == "cuda" {
 			fmt.Fprintf(&b, "  resources:\n    limits:\n      nvidia.com/gpu: %d\n", r.p.TP/g.Nodes)

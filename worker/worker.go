@@ -92,6 +92,12 @@ type Worker struct {
 	log    *slog.Logger
 	srv    *grpc.Server
 	health *health.Server
+
+	// Built by Run's first step.
+	engine  *engine.Engine
+	leader  *leader // rank 0 only
+	rank    *rankServer
+	metrics *metrics.Worker
 }
 
 // rankAPI is the Rank service as the leader calls it: in process for
@@ -163,12 +169,34 @@ func Run(ctx context.Context, opts Options) error {
 	if err := opts.validate(); err != nil {
 		return err
 	}
-	plan := opts.Model.Plan()
-	w := &Worker{opts: opts, log: opts.Logger.With("group", opts.Group, "rank", plan.Rank)}
+	w := &Worker{opts: opts, log: opts.Logger.With("group", opts.Group, "rank", opts.Model.Plan().Rank)}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	var l *leader
+	if err := w.build(); err != nil {
+		return err
+	}
+	defer w.rank.sender.Close()
+	defer w.serve()()
+	if opts.Etcd != nil {
+		leave, err := w.join(ctx, cancel)
+		if err != nil {
+			return err
+		}
+		defer leave()
+	}
+	w.log.Info("worker serving", "role", opts.Role, "addr", opts.AdvertiseAddr, "tp", opts.Model.Plan().TP)
+	if w.leader == nil {
+		return w.follow(ctx)
+	}
+	return w.lead(ctx)
+}
+
+// build makes the rank's engine with its step hooks (flight recorder,
+// metrics, and on rank 0 the leader's), its Rank service and, on rank 0,
+// its leader.
+func (w *Worker) build() error {
+	opts, plan := &w.opts, w.opts.Model.Plan()
 	eopts := opts.Engine
 	if eopts.ModelID == "" {
 		eopts.ModelID = opts.ModelName // what the coordinator hashes prompts with
@@ -184,13 +212,12 @@ func Run(ctx context.Context, opts Options) error {
 	if plan.Rank != 0 && opts.Telemetry.Enabled() {
 		tracer.followerSpans = opts.Telemetry.Tracer("github.com/tandemllm/tandem/worker")
 	}
-	user := eopts.OnStep
+	var l *leader
 	if plan.Rank == 0 {
 		l = newLeader(w, nil)
-	}
-	if l != nil {
 		eopts.BeforeForward = l.beforeForward
 	}
+	user := eopts.OnStep
 	eopts.OnStep = func(r *engine.StepRecord) {
 		if l != nil {
 			l.onStep(r)
@@ -208,80 +235,110 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		node = "unknown"
 	}
-	rs := newRankServer(e, opts.Role, rec, wm, node, opts.Telemetry.DialOptions(), opts.ClientTLS, opts.KVTimeout)
-	defer rs.sender.Close()
-	srv := w.newServer(rs.receiver != nil)
-	w.srv = srv
-	defer w.health.Shutdown() // NOT_SERVING before the graceful stop
-	tandemv1.RegisterRankServer(srv, rs)
-	if rs.receiver != nil {
-		tandemv1.RegisterKVTransferServer(srv, rs.receiver)
-	}
+	w.engine, w.metrics = e, wm
+	w.rank = newRankServer(e, opts.Role, rec, wm, node, opts.Telemetry.DialOptions(), opts.ClientTLS, opts.KVTimeout)
 	if l != nil {
 		l.e, l.metrics = e, wm
 		l.events = newKVEvents(opts.Group, e.BlockSize())
 		l.publishLoad()
 		l.tracer = opts.Telemetry.Tracer("github.com/tandemllm/tandem/worker")
 		l.spans = opts.Telemetry.Enabled()
-		tandemv1.RegisterWorkerServer(srv, l)
+		w.leader = l
+	}
+	return nil
+}
+
+// serve starts the rank's gRPC server (NOT_SERVING until ready) and, on
+// a rank that receives KV, the raw KV data plane on the same port. The
+// function it returns turns the health service NOT_SERVING, then stops
+// the server gracefully, or at once after ShutdownTimeout.
+func (w *Worker) serve() (stop func()) {
+	rs := w.rank
+	srv := w.newServer(rs.receiver != nil)
+	w.srv = srv
+	tandemv1.RegisterRankServer(srv, rs)
+	if rs.receiver != nil {
+		tandemv1.RegisterKVTransferServer(srv, rs.receiver)
+	}
+	if w.leader != nil {
+		tandemv1.RegisterWorkerServer(srv, w.leader)
 	}
 	w.setHealth(srv, healthpb.HealthCheckResponse_NOT_SERVING)
-	served := make(chan error, 1)
 	if rs.receiver != nil { // gRPC and the raw KV data plane share the port
-		grpcLis, rawLis := kvtransfer.Mux(opts.Listener, kvtransfer.MuxOptions{TLS: opts.ServerTLS, Logger: w.log})
-		go func() { served <- srv.Serve(grpcLis) }() // stopping srv closes both
+		grpcLis, rawLis := kvtransfer.Mux(w.opts.Listener, kvtransfer.MuxOptions{TLS: w.opts.ServerTLS, Logger: w.log})
+		go func() { _ = srv.Serve(grpcLis) }() // stopping srv closes both
 		go func() { _ = rs.receiver.ServeRaw(rawLis) }()
 	} else {
-		go func() { served <- srv.Serve(opts.Listener) }()
+		go func() { _ = srv.Serve(w.opts.Listener) }()
 	}
-	defer func() {
+	return func() {
+		w.health.Shutdown()
 		stopped := make(chan struct{})
 		go func() { srv.GracefulStop(); close(stopped) }()
 		select {
 		case <-stopped:
-		case <-time.After(opts.ShutdownTimeout):
+		case <-time.After(w.opts.ShutdownTimeout):
 			srv.Stop()
 		}
+	}
+}
+
+// join registers the rank under a lease and follows the registration
+// (watchRegistration, which calls stop if the rank is taken). leave
+// stops following first, so that a normal stop is not taken for a lost
+// rank, then revokes the lease.
+func (w *Worker) join(ctx context.Context, stop context.CancelFunc) (leave func(), err error) {
+	opts, plan := &w.opts, w.opts.Model.Plan()
+	_, total := w.engine.KVBlocks()
+	reg, err := register(ctx, opts.Etcd, cluster.Registration{
+		Role: opts.Role, Group: opts.Group, Rank: plan.Rank, TP: plan.TP, Addr: opts.AdvertiseAddr,
+		Model: opts.ModelName, KVBlocks: total, KVBlockSize: w.engine.BlockSize(), Incarnation: opts.Incarnation,
+	}, opts.LeaseTTL)
+	if err != nil {
+		return nil, fmt.Errorf("worker: registering rank %d of %s: %w", plan.Rank, opts.Group, err)
+	}
+	wctx, unwatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		w.watchRegistration(wctx, reg, stop)
 	}()
+	return func() {
+		unwatch()
+		<-watched
+		rctx, rcancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
+		defer rcancel()
+		_ = reg.Close(rctx)
+	}, nil
+}
 
-	if opts.Etcd != nil {
-		_, total := e.KVBlocks()
-		reg, err := register(ctx, opts.Etcd, cluster.Registration{
-			Role: opts.Role, Group: opts.Group, Rank: plan.Rank, TP: plan.TP, Addr: opts.AdvertiseAddr,
-			Model: opts.ModelName, KVBlocks: total, KVBlockSize: e.BlockSize(), Incarnation: opts.Incarnation,
-		}, opts.LeaseTTL)
-		if err != nil {
-			return fmt.Errorf("worker: registering rank %d of %s: %w", plan.Rank, opts.Group, err)
-		}
-		defer func() {
-			rctx, rcancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
-			defer rcancel()
-			_ = reg.Close(rctx)
-		}()
-		go w.watchRegistration(ctx, reg, wm, cancel)
+// follow runs a rank other than 0 until the leader ends the group or ctx
+// ends; either is a clean stop.
+func (w *Worker) follow(ctx context.Context) error {
+	w.ready()
+	err := w.engine.Follow(ctx)
+	if errors.Is(err, engine.ErrShutdown) || ctx.Err() != nil {
+		return nil
 	}
-	w.log.Info("worker serving", "role", opts.Role, "addr", opts.AdvertiseAddr, "tp", plan.TP)
+	return fmt.Errorf("worker: rank %d of group %s: %w", w.opts.Model.Plan().Rank, w.opts.Group, err)
+}
 
-	if l == nil {
-		w.ready()
-		err := e.Follow(ctx)
-		if errors.Is(err, engine.ErrShutdown) || ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("worker: rank %d of group %s: %w", plan.Rank, opts.Group, err)
-	}
-	ranks, closeRanks, err := dialRanks(ctx, opts, rs)
+// lead runs rank 0: it connects to the group's other ranks, runs the
+// scheduler until ctx ends or the group fails, and on a clean stop tells
+// the other ranks to finish.
+func (w *Worker) lead(ctx context.Context) error {
+	ranks, closeRanks, err := dialRanks(ctx, w.opts, w.rank)
 	if err != nil {
 		return err
 	}
 	defer closeRanks()
-	l.ranks = ranks
+	w.leader.ranks = ranks
 	w.ready()
-	runErr := l.run(ctx)
-	if plan.TP > 1 && runErr == nil {
-		sctx, scancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
+	runErr := w.leader.run(ctx)
+	if w.opts.Model.Plan().TP > 1 && runErr == nil {
+		sctx, scancel := context.WithTimeout(context.Background(), w.opts.ShutdownTimeout)
 		defer scancel()
-		if err := e.Shutdown(sctx); err != nil {
+		if err := w.engine.Shutdown(sctx); err != nil {
 			w.log.Warn("telling the other ranks to stop", "err", err)
 		}
 	}
@@ -298,19 +355,26 @@ var serverKeepalive = []grpc.ServerOption{
 	grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 }
 
-// watchRegistration follows the rank's registration: while etcd does not
-// answer, the rank serves on (a warning, tandem:etcd_available 0); it
-// stops only when another process holds its rank.
-func (w *Worker) watchRegistration(ctx context.Context, reg *cluster.Registered, wm *metrics.Worker, stop context.CancelFunc) {
+// watchRegistration follows the rank's registration until ctx ends:
+// while etcd does not answer, the rank serves on (a warning,
+// tandem:etcd_available 0); it stops the rank only when the registration
+// ended under it (another process holds its rank, or its etcd client
+// was closed), never for its own Close.
+func (w *Worker) watchRegistration(ctx context.Context, reg *cluster.Registered, stop context.CancelFunc) {
 	for {
 		ok, changed, _ := reg.Available()
-		wm.EtcdAvailable(ok)
+		w.metrics.EtcdAvailable(ok)
 		select {
 		case <-ctx.Done():
 			return
 		case <-reg.Lost():
-			if ctx.Err() == nil {
+			switch err := reg.Err(); {
+			case ctx.Err() != nil || err == nil: // a normal stop
+			case errors.Is(err, cluster.ErrRankTaken):
 				w.log.Error("another process holds this rank's registration; stopping")
+				stop()
+			default:
+				w.log.Error("the rank's registration ended; stopping", "err", err)
 				stop()
 			}
 			return

@@ -55,7 +55,12 @@ func TestTP2AgainstTP8(t *testing.T) {
 	p, _ := preset.Get("tiny")
 	m, _ := p.Config()
 	allreduce := func(tp int) float64 { return float64(tp * 2 * m.Layers * m.Hidden * 4) }
-	kv := float64(m.Layers * m.KVHeads * m.HeadDim * 2 * 4)
+	kv := float64(m.Layers * m.KVHeads * m.HeadDim * 2 * 4) // tiny's weights are float32: an fp32 cache
+	for _, cf := range rep.Configurations {
+		if cf.KVCacheDType != "fp32" {
+			t.Errorf("%s: KV cache dtype %q, want fp32", cf.Name, cf.KVCacheDType)
+		}
+	}
 	want := map[string]struct {
 		tp   int
 		disa bool
@@ -130,7 +135,7 @@ func TestSelfComparison(t *testing.T) {
 	c := smallConfig(t)
 	cl := tinyCluster(t, c.Executable)
 	c.Targets = []string{"a=" + cl.GRPC, "b=" + cl.GRPC}
-	c.Rounds, c.NumPrompts = 3, 12
+	c.Rounds, c.NumPrompts, c.Baseline = 3, 12, "b"
 	var out bytes.Buffer
 	rep, err := Run(t.Context(), c, &out, &bytes.Buffer{})
 	if err != nil {
@@ -143,6 +148,12 @@ func TestSelfComparison(t *testing.T) {
 	n := 0
 	for _, d := range p.Differences {
 		n++
+		if d.Baseline != "b" || d.Config != "a" {
+			t.Errorf("%s: %s − %s, want a − b (--baseline b)", d.Metric, d.Config, d.Baseline)
+		}
+		if strings.HasPrefix(d.Metric, "p99_") && strings.HasPrefix(d.Verdict, NotEnoughSamples) {
+			continue // 36 requests a side
+		}
 		if d.Verdict != NotDistinguishable || d.Method == "" || !(d.Lo <= d.Diff && d.Diff <= d.Hi) {
 			t.Errorf("%s: %+v, a configuration against itself", d.Metric, d)
 		}
@@ -292,20 +303,83 @@ func TestBadInput(t *testing.T) {
 		{"zero rate", func(c *Config) { c.TPs, c.RequestRate = "2,4", "0" }, "--request-rate"},
 		{"bad percentile", func(c *Config) { c.TPs, c.MetricPercentiles = "2,4", "101" }, "--metric-percentiles"},
 		{"bad goodput", func(c *Config) { c.TPs, c.Goodput = "2,4", []string{"itl:5"} }, "--goodput"},
+		{"negative groups in a config", func(c *Config) {
+			c.TPs, c.ConfigFiles = "2", []string{writeConfig(t, "name: x\nmode: unified\ngroups: -1\n")}
+		}, "groups"},
+		{"unknown tandem up flag in a config's args", func(c *Config) {
+			c.TPs, c.ConfigFiles = "2", []string{writeConfig(t, "name: x\nmode: unified\nargs: [--no-such-flag]\n")}
+		}, "no-such-flag"},
+		{"bad KV cache dtype in a config's args", func(c *Config) {
+			c.TPs, c.ConfigFiles = "2", []string{writeConfig(t, "name: x\nmode: unified\nargs: [--kv-cache-dtype, fp8]\n")}
+		}, "kv-cache-dtype"},
+		{"bad --kv-cache-dtype", func(c *Config) { c.TPs, c.KVCacheDType = "2,4", "fp8" }, "--kv-cache-dtype"},
+		{"unknown link", func(c *Config) { c.TPs, c.Link = "2,4", "eth-1t" }, "--link"},
+		{"target port", func(c *Config) { c.TPs, c.Targets = "2", []string{"y=127.0.0.1:99999"} }, "--target y"},
+		{"target without a port", func(c *Config) { c.TPs, c.Targets = "2", []string{"y=localhost"} }, "--target y"},
+		{"unknown baseline", func(c *Config) { c.TPs, c.Baseline = "2,4", "tp3" }, "--baseline"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := c
+			cfg.DisableProgress = false
 			tt.edit(&cfg)
-			_, err := Run(t.Context(), cfg, &bytes.Buffer{}, &bytes.Buffer{})
+			var errs bytes.Buffer
+			_, err := Run(t.Context(), cfg, &bytes.Buffer{}, &errs)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error %v, want one naming %q", err, tt.want)
+			}
+			if strings.Contains(errs.String(), "round 1/") {
+				t.Fatalf("a block began before the error:\n%s", errs.String())
 			}
 		})
 	}
 	// The cluster saw no request.
 	if n := localtest.Requests(t, cl.GRPC); n != 0 {
 		t.Fatalf("bad input sent %d requests", n)
+	}
+}
+
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "cluster.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestKVCacheDType compares disaggregated TP-1 clusters with an fp32
+// and a bf16 KV cache (--config kv-cache-dtype): each configuration
+// names its cache dtype, and its KV bytes per prompt token, measured and
+// analytic, are layers × KV heads × head dim × 2 × that dtype's bytes.
+func TestKVCacheDType(t *testing.T) {
+	c := smallConfig(t)
+	c.TPs, c.Modes, c.NumPrompts = "1", "disaggregated", 4
+	c.ConfigFiles = []string{writeConfig(t, "name: disagg-tp1-bf16\nprefill-tp: 1\ndecode-tp: 1\nkv-cache-dtype: bf16\n")}
+	var out bytes.Buffer
+	rep, err := Run(t.Context(), c, &out, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := preset.Get("tiny")
+	m, _ := p.Config()
+	want := map[string]struct {
+		dtype string
+		bytes float64
+	}{"disagg-tp1": {"fp32", 4}, "disagg-tp1-bf16": {"bf16", 2}}
+	for _, cf := range rep.Configurations {
+		if cf.KVCacheDType != want[cf.Name].dtype {
+			t.Errorf("%s: KV cache dtype %q, want %s", cf.Name, cf.KVCacheDType, want[cf.Name].dtype)
+		}
+	}
+	for _, cp := range rep.Points[0].Configs {
+		kv := float64(m.Layers*m.KVHeads*m.HeadDim*2) * want[cp.Name].bytes
+		if cp.Cost.Traced != c.NumPrompts || float64(cp.Cost.KVBytes) != kv || float64(cp.Cost.AnalyticKV) != kv {
+			t.Errorf("%s: KV %v B/prompt token measured, %v analytic; want %v", cp.Name, cp.Cost.KVBytes, cp.Cost.AnalyticKV, kv)
+		}
+	}
+	if !strings.Contains(out.String(), "KV cache dtype") || !strings.Contains(out.String(), "bf16") {
+		t.Errorf("table without the cache dtypes:\n%s", out.String())
 	}
 }
 

@@ -2,6 +2,7 @@ package compare
 
 import (
 	"math"
+	"strings"
 
 	"github.com/tandemllm/tandem/model"
 	"github.com/tandemllm/tandem/parallel"
@@ -11,12 +12,66 @@ import (
 
 // ActivationBytes is the size of one activation element the collectives
 // move: the engine all-reduces float32 rows whatever the weights' dtype.
-// KVBytes is the size of one KV cache element moved between groups
-// (float32, as the cache holds it).
-const (
-	ActivationBytes = 4
-	KVBytes         = 4
-)
+const ActivationBytes = 4
+
+// UnknownDType is a configuration's KV cache dtype when neither its
+// flags nor its model tell it.
+const UnknownDType = "unknown"
+
+// KVElementBytes is the size of one KV cache element of dtype d, as
+// the cache holds it and KV transfer moves it: 4 for fp32, 2 for bf16,
+// NaN when unknown.
+func KVElementBytes(d string) float64 {
+	switch d {
+	case "fp32":
+		return 4
+	case "bf16":
+		return 2
+	}
+	return math.NaN()
+}
+
+// cacheDType is the KV cache dtype of a local cluster started with the
+// tandem up flags args serving m: --kv-cache-dtype's when fp32 or bf16;
+// for auto (the default) what the engine picks, bf16 on --device cuda
+// and on the CPU the weights' dtype (bf16 weights give a bf16 cache,
+// float32 and float16 ones an fp32 cache); unknown with --device auto,
+// which picks when it starts, or weights of no stated dtype.
+func cacheDType(args []string, m *model.Config) string {
+	if d := kvDTypes[strings.ToLower(lastFlag(args, "--kv-cache-dtype", "auto"))]; d == "fp32" || d == "bf16" {
+		return d
+	}
+	switch lastFlag(args, "--device", "cpu") {
+	case "cuda":
+		return "bf16"
+	case "cpu":
+		if m == nil {
+			return UnknownDType
+		}
+		switch strings.ToLower(m.TorchDType) {
+		case "bfloat16":
+			return "bf16"
+		case "float32", "float16":
+			return "fp32"
+		}
+	}
+	return UnknownDType
+}
+
+// lastFlag is the value of the last --name in args (--name V or
+// --name=V), def when there is none: the one pflag keeps.
+func lastFlag(args []string, name, def string) string {
+	v := def
+	for i, a := range args {
+		switch {
+		case a == name && i+1 < len(args):
+			v = args[i+1]
+		case strings.HasPrefix(a, name+"="):
+			v = a[len(name)+1:]
+		}
+	}
+	return v
+}
 
 // Cost is one request's cost, from its server trace.
 type Cost struct {
@@ -32,19 +87,21 @@ type Cost struct {
 	// on each of a group's TP ranks (none at TP 1).
 	AllreduceBytes, AnalyticAllreduce float64
 	// KVBytes is the KV the prefill ranks sent per prompt token;
-	// AnalyticKV is layers × head dim × 2 (K and V) × 4 bytes × the KV
-	// heads the decode ranks need (each of the model's KV heads once,
-	// more when the decode group replicates them). NaN when no KV moved
-	// (unified serving).
+	// AnalyticKV is layers × head dim × 2 (K and V) × the cache dtype's
+	// element bytes × the KV heads the decode ranks need (each of the
+	// model's KV heads once, more when the decode group replicates
+	// them). NaN when no KV moved (unified serving), and AnalyticKV when
+	// the cache dtype is unknown.
 	KVBytes, AnalyticKV float64
 	// Complete is false when some rank of the request's groups could not
 	// be asked for its records.
 	Complete bool
 }
 
-// RequestCost computes a request's cost from its trace and the model's
-// shape (nil: no analytic values).
-func RequestCost(t *tandemv1.RequestTrace, m *model.Config) Cost {
+// RequestCost computes a request's cost from its trace, the model's
+// shape (nil: no analytic values) and the size of its KV cache's
+// elements (KVElementBytes; NaN: no analytic KV).
+func RequestCost(t *tandemv1.RequestTrace, m *model.Config, kvElem float64) Cost {
 	c := Cost{RequestID: t.GetRequestId(), OutputTokens: len(t.GetTokens()), PromptTokens: int(t.GetPromptTokens()),
 		Complete: len(t.GetMissingRanks()) == 0, KVBytes: math.NaN(), AnalyticKV: math.NaN(),
 		AnalyticAllreduce: math.NaN()}
@@ -87,7 +144,7 @@ func RequestCost(t *tandemv1.RequestTrace, m *model.Config) Cost {
 		}
 		c.KVBytes = sent / float64(c.PromptTokens)
 		if m != nil {
-			c.AnalyticKV = analyticKV(m, len(lanes[pg]), len(lanes[t.GetDecodeGroup()]))
+			c.AnalyticKV = analyticKV(m, len(lanes[pg]), len(lanes[t.GetDecodeGroup()]), kvElem)
 		}
 	}
 	return c
@@ -140,8 +197,8 @@ func groupAllreduce(id string, lanes []*tandemv1.RankTrace) (bytes, rows float64
 }
 
 // analyticKV is the KV bytes per prompt token a prefill group of TP p
-// sends to a decode group of TP d.
-func analyticKV(m *model.Config, p, d int) float64 {
+// sends to a decode group of TP d, of elem bytes an element.
+func analyticKV(m *model.Config, p, d int, elem float64) float64 {
 	ts, err := parallel.KVTransfers(m.KVHeads, max(p, 1), max(d, 1))
 	if err != nil {
 		return math.NaN()
@@ -150,7 +207,7 @@ func analyticKV(m *model.Config, p, d int) float64 {
 	for _, t := range ts {
 		heads += t.Heads.To - t.Heads.From
 	}
-	return float64(m.Layers*heads*m.HeadDim*2) * KVBytes
+	return float64(m.Layers*heads*m.HeadDim*2) * elem
 }
 
 func ms[T ~int64](d T) float64 { return float64(d) / 1e6 }

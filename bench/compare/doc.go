@@ -22,13 +22,24 @@
 // sampling and other, with the bytes moved per token next to their
 // analytic values for the model and TP degree (a URL target's traces come
 // from the coordinator --trace-addr names; without one it has no split).
-// Every difference from the first configuration carries an interval from
-// stats.Bootstrap.Paired (the rounds' spread and the requests'), and
-// needs stats.MinRounds rounds for a timing; an interval that holds zero
+// The analytic KV bytes use each configuration's KV cache dtype, from
+// its tandem up flags and its model's weights (cacheDType).
+// Every difference from the baseline (the first configuration, or
+// Config.Baseline; every pair with Config.Pairwise) carries an interval
+// from stats.Bootstrap.Paired (the rounds' spread and the requests'), and
+// needs stats.MinRounds rounds for a timing, and a percentile
+// stats.PercentileSamples values a side; an interval that holds zero
 // reads "not distinguishable".
 //
+// Every flag, --config file (parseUpFile) and local configuration's
+// tandem up flags (`tandem up --check`, run before anything starts) is
+// checked before any cluster starts. An interrupt or a failed block
+// stops the cluster that runs and still saves the report of the blocks
+// that finished, marked partial. ReadReport reads reports of earlier
+// versions too.
+//
 // It imports bench and its sub-packages, tracing (the per-token
-// breakdown), parallel (the analytic KV map), model, pki (the CA of
-// configurations serving TLS) and proto; never the
-// coordinator, worker or engine.
+// breakdown), parallel (the analytic KV map), model, netshape (link
+// profiles and the root they need), pki (the CA of configurations
+// serving TLS) and proto; never the coordinator, worker or engine.
 package compare

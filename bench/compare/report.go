@@ -19,16 +19,26 @@ import (
 
 // Report is a comparison's results, written as one JSON.
 type Report struct {
-	Date           string          `json:"date"`
-	Rounds         int             `json:"rounds"`
-	Workload       serve.Workload  `json:"workload"`
-	Link           string          `json:"link,omitempty"`
+	Date     string         `json:"date"`
+	Rounds   int            `json:"rounds"`
+	Workload serve.Workload `json:"workload"`
+	Link     string         `json:"link,omitempty"`
+	// Partial says the comparison stopped early (StoppedBy says why: an
+	// interrupt or an error) after BlocksRun blocks; its figures are
+	// those of the blocks that finished, and its differences use only
+	// the CompleteRounds rounds every configuration finished.
+	Partial        bool            `json:"partial,omitempty"`
+	StoppedBy      string          `json:"stopped_by,omitempty"`
+	BlocksRun      string          `json:"blocks_run,omitempty"`
+	CompleteRounds int             `json:"complete_rounds"`
 	Configurations []Configuration `json:"configurations"`
+	// Baseline is the configuration the others are compared with, or
+	// "" when every pair is (--pairwise).
+	Baseline string `json:"baseline,omitempty"`
 	// ConfidenceLevel is each interval's level: 95% shared by the
 	// differences of one configuration pair at one load point (Bonferroni).
 	ConfidenceLevel float64  `json:"family_confidence_level"`
 	Points          []*Point `json:"points"`
-	sides           []*Side
 }
 
 // Point is one load point of the comparison.
@@ -77,8 +87,8 @@ type CostSummary struct {
 	AnalyticKV        Num `json:"analytic_kv_bytes_per_prompt_token"`
 }
 
-// Difference is one metric of one configuration minus the baseline's
-// (the first configuration), with its interval.
+// Difference is one metric of one configuration minus another's (the
+// baseline's, or the pair's first with --pairwise), with its interval.
 type Difference struct {
 	Config   string `json:"configuration"`
 	Baseline string `json:"baseline"`
@@ -95,6 +105,9 @@ type Difference struct {
 	// (none: too few rounds).
 	Method  string `json:"ci_method"`
 	Verdict string `json:"verdict"`
+	// Samples is the fewer of the two sides' values the difference
+	// rests on (requests; rounds for a run-level figure).
+	Samples int `json:"samples"`
 }
 
 // Num is a figure that JSON writes as null when it is not a number
@@ -109,8 +122,13 @@ func (n Num) MarshalJSON() ([]byte, error) {
 	return json.Marshal(float64(n))
 }
 
-// NotDistinguishable is the verdict of an interval holding zero.
-const NotDistinguishable = "not distinguishable"
+// NotDistinguishable is the verdict of an interval holding zero;
+// NotEnoughSamples that of a percentile with fewer samples a side than
+// stats.PercentileSamples asks, whatever its interval.
+const (
+	NotDistinguishable = "not distinguishable"
+	NotEnoughSamples   = "not enough samples"
+)
 
 // metric is one compared quantity: per-request values of a sample (or,
 // for run-level figures, one value per round) and the statistic over
@@ -122,6 +140,8 @@ type metric struct {
 	values     func(*Sample) []float64
 	stat       func([]float64) float64
 	count      bool
+	// pct is the percentile stat computes (0: not a percentile).
+	pct float64
 }
 
 func p99(xs []float64) float64 { return stats.Percentile(xs, 99) }
@@ -150,12 +170,12 @@ func costOf(f func(Cost) float64) func(*Sample) []float64 {
 
 var metrics = []metric{
 	{key: "mean_ttft_ms", title: "mean TTFT (ms)", values: resultMs(bench.TTFT), stat: stats.Mean},
-	{key: "p99_ttft_ms", title: "P99 TTFT (ms)", values: resultMs(bench.TTFT), stat: p99},
+	{key: "p99_ttft_ms", title: "P99 TTFT (ms)", values: resultMs(bench.TTFT), stat: p99, pct: 99},
 	{key: "mean_tpot_ms", title: "mean TPOT (ms)", values: resultMs(bench.TPOT), stat: stats.Mean},
-	{key: "p99_tpot_ms", title: "P99 TPOT (ms)", values: resultMs(bench.TPOT), stat: p99},
+	{key: "p99_tpot_ms", title: "P99 TPOT (ms)", values: resultMs(bench.TPOT), stat: p99, pct: 99},
 	{key: "mean_itl_ms", title: "mean ITL (ms)", values: resultMs(bench.ITL), stat: stats.Mean},
 	{key: "mean_e2el_ms", title: "mean E2E (ms)", values: resultMs(bench.E2EL), stat: stats.Mean},
-	{key: "p99_e2el_ms", title: "P99 E2E (ms)", values: resultMs(bench.E2EL), stat: p99},
+	{key: "p99_e2el_ms", title: "P99 E2E (ms)", values: resultMs(bench.E2EL), stat: p99, pct: 99},
 	{key: "output_throughput", title: "output tok/s",
 		values: func(s *Sample) []float64 { return []float64{s.Result.OutputThroughput} }, stat: stats.Mean},
 	{key: "queue_ms_per_token", title: "queue ms/tok", values: costOf(func(c Cost) float64 { return c.Queue }), stat: stats.Mean},
@@ -178,12 +198,18 @@ func (m metric) rounds(samples []*Sample) stats.Rounds {
 }
 
 // NewReport pools each configuration's rounds and computes the
-// differences from the first configuration.
-func NewReport(c Config, plan *serve.Plan, sides []*Side) *Report {
+// differences: from the baseline (--baseline, default the first
+// configuration), or between every pair with --pairwise, over the first
+// complete rounds (those every configuration finished).
+func NewReport(c Config, plan *serve.Plan, sides []*Side, complete int) *Report {
 	rep := &Report{Date: time.Now().Format("20060102-150405"), Rounds: c.Rounds, Workload: plan.Workload, Link: c.Link,
-		ConfidenceLevel: 0.95, sides: sides}
+		ConfidenceLevel: 0.95, CompleteRounds: complete}
 	for _, s := range sides {
 		rep.Configurations = append(rep.Configurations, s.Configuration)
+	}
+	pairs := comparisons(c, sides)
+	if !c.Pairwise {
+		rep.Baseline = pairs[0][0].Name
 	}
 	for i, pt := range plan.Points {
 		p := &Point{Load: pt.String(), RequestRate: rateJSON(pt.RequestRate), MaxConcurrency: pt.MaxConcurrency, Warmups: AutoWarmups(pt)}
@@ -191,14 +217,50 @@ func NewReport(c Config, plan *serve.Plan, sides []*Side) *Report {
 			p.Warmups = c.NumWarmups
 		}
 		for _, s := range sides {
-			p.Configs = append(p.Configs, configPoint(s, i))
+			if len(s.samples(i)) > 0 {
+				p.Configs = append(p.Configs, configPoint(s, i))
+			}
 		}
-		for _, s := range sides[1:] {
-			p.Differences = append(p.Differences, differences(sides[0], s, i, c.Rounds)...)
+		for _, pr := range pairs {
+			p.Differences = append(p.Differences, differences(pr[0], pr[1], i, complete)...)
 		}
 		rep.Points = append(rep.Points, p)
 	}
 	return rep
+}
+
+// comparisons are the pairs (A, B) whose differences B − A the report
+// gives.
+func comparisons(c Config, sides []*Side) [][2]*Side {
+	var out [][2]*Side
+	if c.Pairwise {
+		for i := range sides {
+			for _, b := range sides[i+1:] {
+				out = append(out, [2]*Side{sides[i], b})
+			}
+		}
+		return out
+	}
+	base := sides[0]
+	for _, s := range sides {
+		if s.Name == c.Baseline {
+			base = s
+		}
+	}
+	for _, s := range sides {
+		if s != base {
+			out = append(out, [2]*Side{base, s})
+		}
+	}
+	return out
+}
+
+// samples are s's rounds at point i (none when it never ran there).
+func (s *Side) samples(i int) []*Sample {
+	if i >= len(s.Samples) {
+		return nil
+	}
+	return s.Samples[i]
 }
 
 func rateJSON(r float64) any {
@@ -213,7 +275,7 @@ func configPoint(s *Side, i int) *ConfigPoint {
 	var runs []*bench.Run
 	cp := &ConfigPoint{Name: s.Name}
 	var all []Cost
-	for _, smp := range s.Samples[i] {
+	for _, smp := range s.samples(i) {
 		runs = append(runs, smp.Run)
 		cp.RoundThroughputs = append(cp.RoundThroughputs, smp.Result.OutputThroughput)
 		all = append(all, smp.Costs...)
@@ -252,19 +314,22 @@ func summarizeCosts(cs []Cost, missing int) CostSummary {
 	return s
 }
 
-// differences computes b − a for every metric both have at point i,
-// with intervals whose confidence, Bonferroni-shared over the metrics
-// compared, is 95% for the family. A timing's interval is stats.Paired's
-// and needs stats.MinRounds rounds; a count's is the request bootstrap's
-// with fewer.
-func differences(a, b *Side, i, rounds int) []Difference {
+// differences computes b − a for every metric both have at point i
+// over the first complete rounds, with intervals whose confidence,
+// Bonferroni-shared over the metrics compared, is 95% for the family. A
+// timing's interval is stats.Paired's and needs stats.MinRounds rounds;
+// a count's is the request bootstrap's with fewer. A percentile's
+// verdict needs stats.PercentileSamples values on each side.
+func differences(a, b *Side, i, complete int) []Difference {
 	type pair struct {
 		m      metric
 		ra, rb stats.Rounds
 	}
+	sa, sb := a.samples(i), b.samples(i)
+	sa, sb = sa[:min(len(sa), complete)], sb[:min(len(sb), complete)]
 	var ps []pair
 	for _, m := range metrics {
-		ra, rb := m.rounds(a.Samples[i]), m.rounds(b.Samples[i])
+		ra, rb := m.rounds(sa), m.rounds(sb)
 		if len(ra.Pool()) == 0 || len(rb.Pool()) == 0 {
 			continue
 		}
@@ -274,7 +339,8 @@ func differences(a, b *Side, i, rounds int) []Difference {
 	var out []Difference
 	for k, p := range ps {
 		d := Difference{Config: b.Name, Baseline: a.Name, Metric: p.m.key, Level: Num(level),
-			Base: Num(p.m.stat(p.ra.Pool())), Value: Num(p.m.stat(p.rb.Pool())), Lo: Num(math.NaN()), Hi: Num(math.NaN())}
+			Base: Num(p.m.stat(p.ra.Pool())), Value: Num(p.m.stat(p.rb.Pool())), Lo: Num(math.NaN()), Hi: Num(math.NaN()),
+			Samples: min(len(p.ra.Pool()), len(p.rb.Pool()))}
 		d.Diff = d.Value - d.Base
 		boot := stats.Bootstrap{Level: level, Seed: uint64(k + 1)}
 		iv, err := boot.Paired(p.ra, p.rb, p.m.stat)
@@ -284,12 +350,14 @@ func differences(a, b *Side, i, rounds int) []Difference {
 			d.Method = "bootstrap"
 		}
 		switch {
-		case errors.Is(err, stats.ErrFewRounds) && rounds < stats.MinRounds:
+		case errors.Is(err, stats.ErrFewRounds) && complete < stats.MinRounds:
 			d.Method, d.Verdict = "", fmt.Sprintf("%s (needs --rounds >= %d)", NotDistinguishable, stats.MinRounds)
 		case errors.Is(err, stats.ErrFewRounds):
 			d.Method, d.Verdict = "", fmt.Sprintf("%s (values in fewer than %d rounds on both sides)", NotDistinguishable, stats.MinRounds)
 		case err != nil:
 			continue
+		case p.m.pct > 0 && d.Samples < stats.PercentileSamples(p.m.pct):
+			d.Verdict = fmt.Sprintf("%s (P%g needs %d a side, has %d)", NotEnoughSamples, p.m.pct, stats.PercentileSamples(p.m.pct), d.Samples)
 		case !iv.Distinguishable():
 			d.Verdict = NotDistinguishable
 		case iv.Lo > 0:
@@ -306,8 +374,16 @@ func differences(a, b *Side, i, rounds int) []Difference {
 }
 
 // WriteTable prints, per load point, every configuration's figures side
-// by side, then each difference from the first with its interval.
+// by side, then each difference with its interval.
 func (r *Report) WriteTable(w io.Writer) {
+	if r.Partial {
+		fmt.Fprintf(w, "PARTIAL: stopped after %s blocks (%s); differences over the %d round(s) every configuration finished\n",
+			r.BlocksRun, r.StoppedBy, r.CompleteRounds)
+	}
+	dtypes := map[string]string{}
+	for _, cf := range r.Configurations {
+		dtypes[cf.Name] = cf.KVCacheDType
+	}
 	for _, p := range r.Points {
 		fmt.Fprintf(w, "\n=== %s: %d round(s) ===\n", p.Load, r.Rounds)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -326,7 +402,8 @@ func (r *Report) WriteTable(w io.Writer) {
 				rows = append(rows, row("  analytic", p.Configs, func(c *ConfigPoint) string { return num(c.Cost.AnalyticAllreduce) }))
 			}
 			if m.key == "kv_bytes_per_prompt_token" {
-				rows = append(rows, row("  analytic", p.Configs, func(c *ConfigPoint) string { return num(c.Cost.AnalyticKV) }))
+				rows = append(rows, row("  analytic", p.Configs, func(c *ConfigPoint) string { return num(c.Cost.AnalyticKV) }),
+					row("KV cache dtype", p.Configs, func(c *ConfigPoint) string { return dtypes[c.Name] }))
 			}
 		}
 		rows = append(rows, row("traced requests", p.Configs, func(c *ConfigPoint) string {
@@ -342,10 +419,15 @@ func (r *Report) WriteTable(w io.Writer) {
 		if len(p.Differences) == 0 {
 			continue
 		}
-		fmt.Fprintf(w, "differences from %s (intervals: 95%% for all the differences of a pair together, Bonferroni; each the union of a t interval over the rounds' paired differences and a bootstrap over rounds and requests, bytes from requests alone):\n", p.Differences[0].Baseline)
+		against := "against " + r.Baseline
+		if r.Baseline == "" {
+			against = "every pair"
+		}
+		fmt.Fprintf(w, "differences B − A, %s (intervals: 95%% for all the differences of a pair together, Bonferroni; each the union of a t interval over the rounds' paired differences and a bootstrap over rounds and requests, bytes from requests alone; P99 needs %d requests a side):\n",
+			against, stats.PercentileSamples(99))
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		for _, d := range p.Differences {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t[%s, %s]\t%s\n", d.Config, title(d.Metric), signed(d.Diff), signed(d.Lo), signed(d.Hi), d.Verdict)
+			fmt.Fprintf(tw, "  %s − %s\t%s\t%s\t[%s, %s]\t%s\n", d.Config, d.Baseline, title(d.Metric), signed(d.Diff), signed(d.Lo), signed(d.Hi), d.Verdict)
 		}
 		tw.Flush()
 	}
@@ -480,10 +562,14 @@ func compactResult(r *bench.Result, detailed bool) (json.RawMessage, error) {
 func (r *Report) Plots(dir string) ([]string, error) {
 	var files []string
 	var pareto []serve.Series
-	for k, s := range r.sides {
-		ser := serve.Series{Label: s.Name}
+	for _, cf := range r.Configurations {
+		ser := serve.Series{Label: cf.Name}
 		for _, p := range r.Points {
-			ser.Results = append(ser.Results, p.Configs[k].res)
+			for _, c := range p.Configs {
+				if c.Name == cf.Name {
+					ser.Results = append(ser.Results, c.res)
+				}
+			}
 		}
 		pareto = append(pareto, ser)
 	}

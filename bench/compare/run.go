@@ -2,9 +2,12 @@ package compare
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -69,10 +72,14 @@ func AutoWarmups(pt bench.Load) int {
 }
 
 // Run is `tandem bench compare`: it checks every flag, every
-// configuration (targets reached, local topologies split the model) and
-// builds the workload before any load, then runs the blocks of every
+// configuration (local ones by `tandem up --check`, targets reached,
+// local topologies split the model) and builds the workload before any
+// cluster starts or any load is sent, then runs the blocks of every
 // round in schedule's order, starting and stopping each local cluster in
-// its turn, and reports.
+// its turn, and reports. When ctx ends (Ctrl-C, SIGTERM) or a block
+// fails, it stops the cluster that runs and, if any block finished,
+// still writes the report of what was measured, marked partial, and
+// returns it with the error.
 func Run(ctx context.Context, c Config, stdout, stderr io.Writer) (*Report, error) {
 	plan, err := c.Plan()
 	if err != nil {
@@ -109,20 +116,41 @@ func Run(ctx context.Context, c Config, stdout, stderr io.Writer) (*Report, erro
 		r.progress = stderr
 	}
 	defer r.stopCluster()
-	for _, b := range schedule(len(sides), c.Rounds, len(r.rounds[0])) {
+	blocks := schedule(len(sides), c.Rounds, len(r.rounds[0]))
+	var runErr error
+	ran, complete := 0, 0
+	for k, b := range blocks {
 		s := sides[b.side]
 		if r.progress != nil {
 			fmt.Fprintf(r.progress, "round %d/%d, half %d/%d: %s\n", b.round+1, c.Rounds, b.half+1, b.halves, s.Name)
 		}
 		if err := r.runBlock(ctx, s, b); err != nil {
-			return nil, fmt.Errorf("%s, round %d: %w", s.Name, b.round+1, err)
+			runErr = fmt.Errorf("%s, round %d: %w", s.Name, b.round+1, err)
+			break
+		}
+		ran++
+		if k == len(blocks)-1 || blocks[k+1].round != b.round {
+			complete = b.round + 1
 		}
 	}
 	r.stopCluster()
-	rep := NewReport(c, plan, sides)
+	if runErr != nil && ran == 0 {
+		return nil, runErr
+	}
+	rep := NewReport(c, plan, sides, complete)
+	if runErr != nil {
+		rep.Partial, rep.StoppedBy = true, runErr.Error()
+		if ctx.Err() != nil {
+			rep.StoppedBy = "interrupted in " + runErr.Error()
+		}
+		rep.BlocksRun = fmt.Sprintf("%d of %d", ran, len(blocks))
+	}
 	rep.WriteTable(stdout)
 	if err := c.save(rep, stderr); err != nil {
-		return rep, err
+		return rep, errors.Join(runErr, err)
+	}
+	if runErr != nil {
+		return rep, fmt.Errorf("%w (partial report saved: %d of %d blocks)", runErr, ran, len(blocks))
 	}
 	return rep, nil
 }
@@ -248,7 +276,7 @@ func (r *runner) runBlock(ctx context.Context, s *Side, b block) error {
 		}
 		smp := &Sample{Run: run}
 		if s.traces != nil {
-			smp.Costs, smp.Missing = costs(ctx, s.traces, run, s.Model)
+			smp.Costs, smp.Missing = costs(ctx, s.traces, run, s.Model, KVElementBytes(s.KVCacheDType))
 		}
 		if len(s.Samples[i]) <= b.round {
 			s.Samples[i] = append(s.Samples[i], smp)
@@ -293,14 +321,19 @@ func (r *runner) warmups(pt bench.Load) int {
 	return AutoWarmups(pt)
 }
 
-// prepare resolves each configuration's model and reaches every target
-// (and trace source); the returned function closes them.
+// prepare checks every local configuration's flags with `tandem up
+// --check`, then reaches every target (and trace source) and resolves
+// each configuration's model and KV cache dtype, all before any cluster
+// starts; the returned function closes what it opened.
 func (c *Config) prepare(ctx context.Context, cfgs []Configuration, settings bench.Settings) ([]*Side, func(), error) {
 	var closers []func()
 	closeAll := func() {
 		for _, f := range closers {
 			f()
 		}
+	}
+	if err := c.checkLocal(ctx, cfgs); err != nil {
+		return nil, closeAll, err
 	}
 	var sides []*Side
 	for _, cf := range cfgs {
@@ -319,6 +352,7 @@ func (c *Config) prepare(ctx context.Context, cfgs []Configuration, settings ben
 			if c.clientTLS == nil && servesTLS(cf.UpArgs) {
 				return nil, closeAll, usage("configuration %s serves TLS (--tls-cert): give --ca-cert, the CA its certificate chains to", cf.Name)
 			}
+			s.KVCacheDType = cacheDType(cf.UpArgs, m.Config)
 			sides = append(sides, s)
 			continue
 		}
@@ -327,10 +361,11 @@ func (c *Config) prepare(ctx context.Context, cfgs []Configuration, settings ben
 		if err != nil {
 			return nil, closeAll, err
 		}
+		s.KVCacheDType = UnknownDType
+		if c.KVCacheDType == "fp32" || c.KVCacheDType == "bf16" {
+			s.KVCacheDType = c.KVCacheDType
+		}
 		sides = append(sides, s)
-	}
-	if err := c.checkExecutable(sides); err != nil {
-		return nil, closeAll, err
 	}
 	return sides, closeAll, nil
 }
@@ -377,7 +412,7 @@ func (c *Config) connect(ctx context.Context, s *Side) (func(), error) {
 	}
 	served, err := s.target.Model(ctx)
 	if err != nil {
-		return closeAll, fmt.Errorf("--target %s: target unreachable: %w", s.Name, err)
+		return closeAll, fmt.Errorf("--target %s: %w", s.Name, err)
 	}
 	if s.TraceAddr != "" {
 		t, err := tandem.New(s.TraceAddr, "", c.dialOptions()...)
@@ -417,9 +452,13 @@ func (c *Config) dialOptions() []grpc.DialOption {
 	return nil
 }
 
-// checkExecutable finds the tandem binary local clusters run, when
-// there are any.
-func (c *Config) checkExecutable(sides []*Side) error {
+// checkLocal runs `tandem up ARGS --check` for every local
+// configuration: tandem up's own parsing and checks of its flags (the
+// --link profile and the root it needs included), with nothing started.
+func (c *Config) checkLocal(ctx context.Context, cfgs []Configuration) error {
+	if !slices.ContainsFunc(cfgs, func(cf Configuration) bool { return cf.local() }) {
+		return nil
+	}
 	if c.Executable == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -427,13 +466,31 @@ func (c *Config) checkExecutable(sides []*Side) error {
 		}
 		c.Executable = exe
 	}
-	for _, s := range sides {
-		if s.local() {
-			if _, err := os.Stat(c.Executable); err != nil {
-				return fmt.Errorf("the tandem binary for local clusters: %w", err)
-			}
-			break
+	if _, err := os.Stat(c.Executable); err != nil {
+		return fmt.Errorf("the tandem binary for local clusters: %w", err)
+	}
+	for _, cf := range cfgs {
+		if !cf.local() {
+			continue
 		}
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		out, err := exec.CommandContext(cctx, c.Executable, append(append([]string{"up"}, cf.UpArgs...), "--check")...).CombinedOutput()
+		cancel()
+		if err == nil {
+			continue
+		}
+		msg := strings.TrimSpace(string(out))
+		if i := strings.LastIndex(msg, "\n"); i >= 0 {
+			msg = msg[i+1:]
+		}
+		msg = strings.TrimPrefix(msg, "tandem: ")
+		if ctx.Err() != nil || msg == "" {
+			msg = err.Error()
+		}
+		if cf.file != "" {
+			return usage("--config %s: tandem up refuses its flags (%s): %s", cf.file, strings.Join(cf.UpArgs, " "), msg)
+		}
+		return usage("configuration %s: tandem up %s: %s", cf.Name, strings.Join(cf.UpArgs, " "), msg)
 	}
 	return nil
 }
@@ -441,7 +498,7 @@ func (c *Config) checkExecutable(sides []*Side) error {
 // costs fetches the trace of every completed request of run (four at a
 // time) and computes its cost; it returns the costs in workload order
 // and the number of traces not found.
-func costs(ctx context.Context, traces tandemv1.TracesClient, run *bench.Run, m *serve.Model) ([]Cost, int) {
+func costs(ctx context.Context, traces tandemv1.TracesClient, run *bench.Run, m *serve.Model, kvElem float64) ([]Cost, int) {
 	out := make([]*Cost, len(run.Outputs))
 	var (
 		wg      sync.WaitGroup
@@ -463,7 +520,7 @@ func costs(ctx context.Context, traces tandemv1.TracesClient, run *bench.Run, m 
 					mu.Unlock()
 					continue
 				}
-				c := RequestCost(resp.GetTrace(), m.Config)
+				c := RequestCost(resp.GetTrace(), m.Config, kvElem)
 				out[i] = &c
 			}
 		}()

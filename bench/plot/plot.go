@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"image/color"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -41,6 +43,14 @@ type Files struct{ PNG, SVG string }
 // CDFs draws each panel's series as empirical cumulative distributions,
 // side by side, to dir/name.png and dir/name.svg.
 func CDFs(dir, name string, panels []Panel) (Files, error) {
+	ps, err := cdfPlots(panels)
+	if err != nil {
+		return Files{}, err
+	}
+	return write(dir, name, ps)
+}
+
+func cdfPlots(panels []Panel) ([]*plot.Plot, error) {
 	var ps []*plot.Plot
 	for _, pn := range panels {
 		p := newPlot(pn.Title, pn.XLabel, "fraction of samples")
@@ -62,24 +72,33 @@ func CDFs(dir, name string, panels []Panel) (Files, error) {
 				xys = append(xys, plotter.XY{X: v[last], Y: 1})
 			}
 			if err := addLine(p, i, s.Label, xys, false); err != nil {
-				return Files{}, err
+				return nil, err
 			}
 		}
+		pad(p, 0)
 		ps = append(ps, p)
 	}
-	return write(dir, name, ps)
+	return ps, nil
 }
 
 // Curves draws each panel's series as lines through (X, Values) with a
 // mark at every point, to dir/name.png and dir/name.svg.
 func Curves(dir, name string, panels []Panel) (Files, error) {
+	ps, err := curvePlots(panels)
+	if err != nil {
+		return Files{}, err
+	}
+	return write(dir, name, ps)
+}
+
+func curvePlots(panels []Panel) ([]*plot.Plot, error) {
 	var ps []*plot.Plot
 	for _, pn := range panels {
 		p := newPlot(pn.Title, pn.XLabel, pn.YLabel)
 		p.Legend.Top, p.Legend.Left = true, true
 		for i, s := range pn.Series {
 			if len(s.X) != len(s.Values) {
-				return Files{}, fmt.Errorf("plot: %s: %d x values for %d y values", s.Label, len(s.X), len(s.Values))
+				return nil, fmt.Errorf("plot: %s: %d x values for %d y values", s.Label, len(s.X), len(s.Values))
 			}
 			if len(s.X) == 0 {
 				continue
@@ -89,12 +108,55 @@ func Curves(dir, name string, panels []Panel) (Files, error) {
 				xys[k] = plotter.XY{X: s.X[k], Y: s.Values[k]}
 			}
 			if err := addLine(p, i, s.Label, xys, len(xys) < 40); err != nil {
-				return Files{}, err
+				return nil, err
 			}
 		}
+		pad(p, len(pn.Series)) // the legend sits top left
 		ps = append(ps, p)
 	}
-	return write(dir, name, ps)
+	return ps, nil
+}
+
+// Margins of a chart's axes beyond its data, as fractions of the data's
+// span: without them the marks and lines at the extremes are cut in half
+// by the frame. legendRow is the room one legend entry takes above the
+// data when the legend sits on top.
+const (
+	margin    = 0.04
+	legendRow = 0.075
+)
+
+// pad widens p's axes past its data by margin each way, and its Y axis
+// by legendRows entries more on top, so that nothing drawn is trimmed
+// at the frame or hidden under the legend; ticks get plain labels.
+func pad(p *plot.Plot, legendRows int) {
+	for i, ax := range []*plot.Axis{&p.X, &p.Y} {
+		span := ax.Max - ax.Min
+		if span <= 0 {
+			span = math.Max(math.Abs(ax.Max), 1)
+		}
+		ax.Min -= margin * span
+		ax.Max += margin * span
+		if i == 1 {
+			ax.Max += float64(legendRows) * legendRow * span
+		}
+		ax.Tick.Marker = ticks{}
+	}
+}
+
+// ticks are gonum's default ticks labelled with as few digits as their
+// values need ("2250", not "2250.00").
+type ticks struct{}
+
+func (ticks) Ticks(min, max float64) []plot.Tick {
+	ts := plot.DefaultTicks{}.Ticks(min, max)
+	for i, t := range ts {
+		if t.Label != "" {
+			v, _ := strconv.ParseFloat(strconv.FormatFloat(t.Value, 'g', 10, 64), 64)
+			ts[i].Label = strconv.FormatFloat(v, 'f', -1, 64)
+		}
+	}
+	return ts
 }
 
 func newPlot(title, x, y string) *plot.Plot {

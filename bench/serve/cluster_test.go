@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -238,22 +239,46 @@ func testBadInput(t *testing.T, c *local.Cluster) {
 	}
 }
 
-// TestCancel: a run interrupted (Ctrl-C) returns promptly with the
-// context's error and leaves nothing in flight.
+// TestCancel: a run interrupted (Ctrl-C) stops sending at once, saves
+// its partial result marked "interrupted" (the requests never sent
+// failed with NOT_SENT), returns the context's error, and leaves no
+// goroutine of its own running and (startCluster checks) no process.
 func TestCancel(t *testing.T) {
 	c := startCluster(t)
+	before := localtest.Requests(t, c.GRPC)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	cfg := baseConfig(c.GRPC)
 	cfg.NumPrompts, cfg.RandomOutputLen, cfg.RequestRate, cfg.DisableProgress = 200, 64, "20", false
+	cfg.SaveResult, cfg.ResultDir, cfg.ResultFilename = true, t.TempDir(), "partial.json"
 	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
 	var errs syncWriter
 	errs.onWrite = func(s string) {
 		if strings.Contains(s, "requests") && !strings.Contains(s, " 0/") {
 			cancel()
 		}
 	}
-	_, err := Run(ctx, cfg, &bytes.Buffer{}, &errs)
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("interrupted run: %v, want context.Canceled", err)
+	rs, err := Run(ctx, cfg, &bytes.Buffer{}, &errs)
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "partial.json") {
+		t.Fatalf("interrupted run: %v, want context.Canceled naming the saved result", err)
+	}
+	r := readJSON(t, filepath.Join(cfg.ResultDir, "partial.json"))
+	notSent := int(rs[0].ErrorsByCode[bench.NotSent])
+	sent := cfg.NumPrompts - notSent
+	if r["interrupted"] != true || r["num_prompts"] != 200.0 || r["completed"].(float64) < 1 || notSent < 100 {
+		t.Fatalf("saved interrupted %v, num_prompts %v, completed %v, %d not sent; want a partial result of a run stopped early",
+			r["interrupted"], r["num_prompts"], r["completed"], notSent)
+	}
+	// Every request the coordinator saw was one the bench counts as
+	// sent; with no goroutine of the run left (VerifyNone), none can
+	// follow.
+	if got := localtest.Requests(t, c.GRPC) - before; got > sent {
+		t.Fatalf("the coordinator saw %d requests, the bench sent %d", got, sent)
+	}
+	for i, code := range rs[0].ErrorCodes {
+		if code == bench.NotSent && !strings.HasPrefix(rs[0].RequestIDs[i], "bench-") {
+			t.Fatalf("request %d: not sent, id %q", i, rs[0].RequestIDs[i])
+		}
 	}
 }
 

@@ -7,6 +7,8 @@
 //
 // Every flag is checked, the target reached and the dataset built before
 // the first request is sent, and errors name the flag or file at fault.
+// A load point whose every request failed, and a run interrupted, end
+// with an error after their report and result are written.
 //
 // It imports bench and its sub-packages, model, model/preset and
 // model/tokenizer (to read the target's tokenizer and shape); never the

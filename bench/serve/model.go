@@ -26,7 +26,13 @@ type Model struct {
 // tokenizer.json; an empty spec means the served model's name, which
 // must then be a preset (Tandem names a preset's model after it).
 func ResolveModel(spec, served string) (*Model, error) {
-	flag := "--tokenizer"
+	return ResolveModelFlag("--tokenizer", spec, served)
+}
+
+// ResolveModelFlag is ResolveModel for a spec that flag gave (--preset,
+// --model), which its errors name.
+func ResolveModelFlag(flag, spec, served string) (*Model, error) {
+	given := flag
 	if spec == "" {
 		spec, flag = served, "the served model"
 	}
@@ -44,23 +50,23 @@ func ResolveModel(spec, served string) (*Model, error) {
 	st, err := os.Stat(spec)
 	switch {
 	case err != nil && flag == "the served model":
-		return nil, usage("--tokenizer: the target serves %q, which is not a preset: name its tokenizer.json or model directory", served)
+		return nil, usage("%s: the target serves %q, which is not a preset: name its tokenizer.json or model directory", given, served)
 	case err != nil:
-		return nil, usage("--tokenizer %q: not a preset (%s), a model directory or a tokenizer.json", spec, preset.Names())
+		return nil, usage("%s %q: not a preset (%s), a model directory or a tokenizer.json", flag, spec, preset.Names())
 	case st.IsDir():
 		tok, err := tokenizer.Load(filepath.Join(spec, "tokenizer.json"))
 		if err != nil {
-			return nil, usage("--tokenizer %s: %v", spec, err)
+			return nil, usage("%s %s: %v", flag, spec, err)
 		}
 		cfg, err := model.LoadConfig(filepath.Join(spec, "config.json"))
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, usage("--tokenizer %s: %v", spec, err)
+			return nil, usage("%s %s: %v", flag, spec, err)
 		}
 		return &Model{ID: spec, Tokenizer: tok, Config: cfg}, nil
 	}
 	tok, err := tokenizer.Load(spec)
 	if err != nil {
-		return nil, usage("--tokenizer %s: %v", spec, err)
+		return nil, usage("%s %s: %v", flag, spec, err)
 	}
 	return &Model{ID: spec, Tokenizer: tok}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -19,16 +20,27 @@ import (
 // plainServer is a small OpenAI-compatible server that is not Tandem:
 // it streams max_tokens chunks, one word each, gap apart, then a usage
 // chunk, and records every prompt it receives in order; with echo it
-// answers with the request's X-Request-Id, as vLLM does.
+// answers with the request's X-Request-Id, as vLLM does. With key it
+// asks every request for that bearer token. A prompt holding REFUSE is
+// answered 503; one holding FAILMID gets an error event after its
+// second chunk, as a server whose engine fails mid-stream sends it.
 type plainServer struct {
 	gap     time.Duration
 	echo    bool
+	key     string
 	mu      sync.Mutex
 	prompts []string
 	ids     []string
+	headers []http.Header
+	bodies  []map[string]any
 }
 
 func (s *plainServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.key != "" && r.Header.Get("Authorization") != "Bearer "+s.key {
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprint(w, `{"error":{"message":"bad key","type":"invalid_request_error"}}`)
+		return
+	}
 	switch r.URL.Path {
 	case "/v1/models":
 		fmt.Fprint(w, `{"object":"list","data":[{"id":"plain-model","object":"model"}]}`)
@@ -46,7 +58,10 @@ func (s *plainServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		MaxComp   int                        `json:"max_completion_tokens"`
 		Stream    bool                       `json:"stream"`
 	}
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || !req.Stream || req.Model != "plain-model" {
+	data, _ := io.ReadAll(r.Body)
+	var body map[string]any
+	_ = json.Unmarshal(data, &body)
+	if err := json.Unmarshal(data, &req); err != nil || !req.Stream || req.Model != "plain-model" {
 		w.WriteHeader(http.StatusBadRequest)
 		fmt.Fprintf(w, `{"error":{"message":"bad request: %v","type":"invalid_request_error"}}`, err)
 		return
@@ -59,6 +74,8 @@ func (s *plainServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.prompts = append(s.prompts, prompt)
 	s.ids = append(s.ids, r.Header.Get("X-Request-Id"))
+	s.headers = append(s.headers, r.Header.Clone())
+	s.bodies = append(s.bodies, body)
 	s.mu.Unlock()
 	if strings.Contains(prompt, "REFUSE") {
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -71,6 +88,10 @@ func (s *plainServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	fl := w.(http.Flusher)
 	for i := range n {
+		if i == 2 && strings.Contains(prompt, "FAILMID") {
+			fmt.Fprint(w, "data: {\"error\":{\"message\":\"engine died\",\"type\":\"server_error\",\"code\":null}}\n\ndata: [DONE]\n\n")
+			return
+		}
 		time.Sleep(s.gap) // the server's own pace, which the bench measures
 		if chat {
 			fmt.Fprintf(w, "data: {\"id\":\"chatcmpl-x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"w%d \"}}]}\n\n", i)
@@ -176,8 +197,11 @@ func TestFailuresByCode(t *testing.T) {
 	var lines []string
 	for i := range 6 {
 		p := "a fine prompt"
-		if i%3 == 0 {
+		switch i % 3 {
+		case 0:
 			p = "REFUSE this one"
+		case 1:
+			p = "FAILMID this one"
 		}
 		lines = append(lines, fmt.Sprintf(`{"prompt": %q, "output_tokens": 3}`, p))
 	}
@@ -192,10 +216,10 @@ func TestFailuresByCode(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := rs[0]
-	if r.Completed != 4 || r.Failed != 2 || r.ErrorsByCode["HTTP 503"] != 2 || len(r.Samples["ttft"]) != 4 {
+	if r.Completed != 2 || r.Failed != 4 || r.ErrorsByCode["HTTP 503"] != 2 || r.ErrorsByCode["STREAM_ERROR server_error"] != 2 || len(r.Samples["ttft"]) != 2 {
 		t.Fatalf("completed %d, failed %d, by code %v, %d TTFT samples", r.Completed, r.Failed, r.ErrorsByCode, len(r.Samples["ttft"]))
 	}
-	if r.Errors[0] == "" || r.Errors[1] != "" || !strings.Contains(out.String(), "HTTP 503:") {
+	if r.Errors[0] == "" || !strings.Contains(r.Errors[1], "engine died") || r.Errors[2] != "" || !strings.Contains(out.String(), "HTTP 503:") {
 		t.Fatalf("errors %q; report:\n%s", r.Errors, out.String())
 	}
 }

@@ -107,6 +107,10 @@ func (w Workload) Plan() (*Plan, error) {
 		return nil, usage("--num-prompts %d: must be >= 1", w.NumPrompts)
 	case w.NumWarmups < 0:
 		return nil, usage("--num-warmups %d: must be >= 0", w.NumWarmups)
+	case w.ShareGPTOutputLen < 0:
+		return nil, usage("--sharegpt-output-len %d: must be >= 0 (0: each reply's length)", w.ShareGPTOutputLen)
+	case w.JSONLOutputLen < 0:
+		return nil, usage("--jsonl-output-len %d: must be >= 0 (0: each line's output_tokens)", w.JSONLOutputLen)
 	}
 	switch w.DatasetName {
 	case "random", "prefix_repetition":
@@ -158,7 +162,7 @@ func parseGoodput(args []string) (map[string]float64, error) {
 				return nil, usage("--goodput %q: unknown key %q (want ttft, tpot or e2el)", pair, k)
 			}
 			ms, err := strconv.ParseFloat(v, 64)
-			if err != nil || ms < 0 || math.IsInf(ms, 0) {
+			if err != nil || !(ms >= 0) || math.IsInf(ms, 0) { // NaN fails too
 				return nil, usage("--goodput %q: %q is not a number of milliseconds >= 0", pair, v)
 			}
 			slo[k] = ms
@@ -200,6 +204,37 @@ func (p *Plan) Requests(tok dataset.Tokenizer) ([]dataset.Request, error) {
 	return dataset.Random(tok, dataset.RandomOptions{
 		InputLen: p.RandomInputLen, OutputLen: p.RandomOutputLen, RangeRatio: p.RandomRangeRatio, Num: p.NumPrompts, Seed: p.Seed,
 	})
+}
+
+// checkContext checks that every request fits the model's context
+// (prompt and output tokens), when the model's shape is known, naming
+// the flags that set the lengths.
+func (p *Plan) checkContext(reqs []dataset.Request, m *Model) error {
+	if m.Config == nil || m.Config.MaxPositions <= 0 {
+		return nil
+	}
+	limit := m.Config.MaxPositions
+	for i, q := range reqs {
+		if q.PromptLen+q.OutputLen <= limit {
+			continue
+		}
+		return usage("%s: request %d has %d prompt and %d output tokens, over the %d-token context of %s",
+			p.lengthFlags(), i, q.PromptLen, q.OutputLen, limit, m.ID)
+	}
+	return nil
+}
+
+// lengthFlags names the flags that set the requests' lengths.
+func (p *Plan) lengthFlags() string {
+	switch p.DatasetName {
+	case "random":
+		return "--random-input-len and --random-output-len (with --random-range-ratio)"
+	case "prefix_repetition":
+		return "--prefix-repetition-prefix-len, --prefix-repetition-suffix-len and --prefix-repetition-output-len"
+	case "sharegpt":
+		return "--dataset-path " + p.DatasetPath + " (or --sharegpt-output-len)"
+	}
+	return "--dataset-path " + p.DatasetPath + " (or --jsonl-output-len)"
 }
 
 // IgnoresEOS says whether requests ask for every output token: always

@@ -152,3 +152,16 @@ func TestTQuantile(t *testing.T) {
 		t.Fatal("one value gave an interval")
 	}
 }
+
+// TestPercentileSamples: a percentile's verdict needs MinTailSamples
+// samples above it.
+func TestPercentileSamples(t *testing.T) {
+	for _, tt := range []struct {
+		p    float64
+		want int
+	}{{99, 500}, {95, 100}, {90, 50}, {50, 10}, {99.9, 5000}} {
+		if got := PercentileSamples(tt.p); got != tt.want {
+			t.Errorf("PercentileSamples(%v) = %d, want %d", tt.p, got, tt.want)
+		}
+	}
+}

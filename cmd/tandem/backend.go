@@ -11,6 +11,7 @@ import (
 	"github.com/tandemllm/tandem/compute"
 	"github.com/tandemllm/tandem/compute/cpu"
 	"github.com/tandemllm/tandem/compute/cuda"
+	"github.com/tandemllm/tandem/internal/cpuquota"
 )
 
 // backendFlags choose and configure the compute backend.
@@ -24,7 +25,7 @@ type backendFlags struct {
 func (b *backendFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&b.device, "device", "cpu", "compute device: cpu, cuda (an NVIDIA GPU through the CUDA driver, cuBLAS and NVRTC found at run time; fails when there is none), or auto (cuda when a GPU and those libraries are found, else cpu)")
 	fl.IntVar(&b.gpu, "gpu", 0, "CUDA device ordinal for --device cuda or auto")
-	fl.IntVar(&b.threads, "threads", 0, "CPU threads (0: all cores)")
+	fl.IntVar(&b.threads, "threads", 0, "CPU threads (0: every core this process may use: the CPUs it runs on, or its cgroup's CPU limit, a container's, where lower)")
 	fl.StringVar(&b.kernels, "kernels", "auto", "CPU kernels: auto, avx512, avx2 or go")
 }
 
@@ -60,7 +61,11 @@ func (b *backendFlags) open(w io.Writer) (compute.Backend, error) {
 	if b.threads < 0 {
 		return nil, fmt.Errorf("--threads %d: must be >= 0", b.threads)
 	}
-	be, err := cpu.New(cpu.Options{Threads: b.threads, Kernels: b.kernels})
+	threads := b.threads
+	if threads == 0 {
+		threads = cpuquota.CPUs()
+	}
+	be, err := cpu.New(cpu.Options{Threads: threads, Kernels: b.kernels})
 	if err != nil {
 		return nil, fmt.Errorf("--kernels %q: %w", b.kernels, err)
 	}

@@ -121,18 +121,26 @@ func (p pod) expandWith(env map[string]string, s string) string {
 // name, every flag known to it, no stray arguments.
 func command(t *testing.T, owner string, args []string) *cobra.Command {
 	t.Helper()
+	cmd, err := parseCommand(args)
+	if err != nil {
+		t.Fatalf("%s: %v", owner, err)
+	}
+	return cmd
+}
+
+func parseCommand(args []string) (*cobra.Command, error) {
 	root := newRootCmd()
 	cmd, rest, err := root.Find(args)
 	if err != nil || cmd == root {
-		t.Fatalf("%s: %v names no tandem command: %v", owner, args, err)
+		return nil, fmt.Errorf("%v names no tandem command: %v", args, err)
 	}
 	if err := cmd.ParseFlags(rest); err != nil {
-		t.Fatalf("%s: tandem %s does not accept %v: %v", owner, cmd.Name(), args, err)
+		return nil, fmt.Errorf("tandem %s does not accept %v: %w", cmd.Name(), args, err)
 	}
 	if err := cmd.ValidateArgs(cmd.Flags().Args()); err != nil {
-		t.Fatalf("%s: tandem %s: %v", owner, cmd.Name(), err)
+		return nil, fmt.Errorf("tandem %s: %w", cmd.Name(), err)
 	}
-	return cmd
+	return cmd, nil
 }
 
 func flag(t *testing.T, cmd *cobra.Command, name string) string {
@@ -163,8 +171,10 @@ func checkRelease(t *testing.T, r *renderedChart) {
 	groups := map[string][]int{} // group name -> ranks seen
 	for _, p := range pods {
 		checkPodSafety(t, p)
+		checkStorage(t, r, p)
 		opened[p.key()] = checkContainers(t, r, p, etcdURLs, groups)
 	}
+	checkSessionAffinity(t, r)
 	checkGroups(t, r, groups)
 	checkServices(t, r, pods, opened)
 	checkPDBs(t, r, pods)
@@ -200,6 +210,8 @@ func checkContainers(t *testing.T, r *renderedChart, p pod, etcdURLs []string, g
 	t.Helper()
 	open := ports{}
 	var modelDirs, initOut []string
+	var inits []*cobra.Command
+	runs := ""
 	for _, c := range slices.Concat(p.template.Spec.InitContainers, p.template.Spec.Containers) {
 		args := make([]string, len(c.Args))
 		for i, a := range c.Args {
@@ -221,6 +233,7 @@ func checkContainers(t *testing.T, r *renderedChart, p pod, etcdURLs []string, g
 				t.Errorf("%s: model init without --exist-ok fails when the init container runs again", owner)
 			}
 			initOut = append(initOut, flag(t, cmd, "out"))
+			inits = append(inits, cmd)
 			if !mountedAt(&c, flag(t, cmd, "out"), false) {
 				t.Errorf("%s: --out %s is not on a writable volume", owner, flag(t, cmd, "out"))
 			}
@@ -232,12 +245,16 @@ func checkContainers(t *testing.T, r *renderedChart, p pod, etcdURLs []string, g
 			checkProbes(t, owner, &c, "http", "/readyz", "/healthz")
 			checkInternalTLS(t, r, p, owner, &c, cmd)
 			checkPublicSecurity(t, r, p, owner, &c, cmd)
+			checkCoordinatorValues(t, r, owner, cmd)
+			runs = "coordinator"
 		case "tandem worker":
 			checkEndpoints(t, owner, flag(t, cmd, "etcd-endpoints"), etcdURLs)
 			modelDirs = append(modelDirs, checkModel(t, r, owner, &c, cmd))
 			maps.Copy(open, checkWorker(t, r, p, owner, &c, args, groups))
 			checkProbes(t, owner, &c, "metrics-0", "/readyz", "/healthz")
 			checkInternalTLS(t, r, p, owner, &c, cmd)
+			checkWorkerValues(t, r, p, owner, cmd)
+			runs = "worker"
 		default:
 			t.Errorf("%s: runs tandem %s, which the chart should not", owner, cmd.Name())
 		}
@@ -246,6 +263,13 @@ func checkContainers(t *testing.T, r *renderedChart, p pod, etcdURLs []string, g
 	for _, out := range initOut {
 		if !slices.Contains(modelDirs, out) {
 			t.Errorf("%s: the init container writes %s, which no container serves (%v)", p.owner, out, modelDirs)
+		}
+	}
+	for _, init := range inits {
+		// The coordinator only tokenizes: its copy of a preset holds no
+		// weights; a worker's must.
+		if noWeights := flag(t, init, "no-weights") == "true"; noWeights != (runs == "coordinator") {
+			t.Errorf("%s: model init --no-weights=%v in a pod running the %s", p.owner, noWeights, runs)
 		}
 	}
 	return open

@@ -24,7 +24,7 @@ func TestChartTakesPlanValues(t *testing.T) {
 			"--input-len", "1000", "--output-len", "100", "--max-concurrency", "64", "--num-prompts", "128"}},
 		{"CPU", []string{"--preset", "llama-160m", "--hardware", "cpu", "--gpus", "4", "--input-len", "128", "--output-len", "16",
 			"--max-concurrency", "4", "--num-prompts", "16"}},
-		{"CPU with a bf16 KV cache", []string{"--preset", "llama-160m", "--hardware", "cpu", "--gpus", "2", "--input-len", "128", "--output-len", "16",
+		{"CPU with a bf16 KV cache, no prefix cache", []string{"--no-prefix-caching", "--preset", "llama-160m", "--hardware", "cpu", "--gpus", "2", "--input-len", "128", "--output-len", "16",
 			"--max-concurrency", "4", "--num-prompts", "16", "--kv-cache-dtype", "bf16"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

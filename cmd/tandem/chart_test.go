@@ -55,6 +55,7 @@ type object struct {
 
 // renderedChart is a release rendered from one values file.
 type renderedChart struct {
+	release string         // the release's name
 	values  map[string]any // the values after defaults and overrides
 	objects []object
 	notes   string
@@ -132,8 +133,13 @@ func readValues(t *testing.T, file string) map[string]any {
 // renderValues renders the chart with vals as `helm template` does
 // (schema validation included) and returns the manifests by template.
 func renderValues(ch *chartv2.Chart, vals map[string]any) (common.Values, map[string]string, error) {
+	return renderRelease(ch, vals, chartRelease)
+}
+
+// renderRelease is renderValues for a release of another name.
+func renderRelease(ch *chartv2.Chart, vals map[string]any, release string) (common.Values, map[string]string, error) {
 	top, err := chartutil.ToRenderValues(ch, vals,
-		common.ReleaseOptions{Name: chartRelease, Namespace: chartNamespace, IsInstall: true}, common.DefaultCapabilities)
+		common.ReleaseOptions{Name: release, Namespace: chartNamespace, IsInstall: true}, common.DefaultCapabilities)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -146,8 +152,14 @@ func renderValues(ch *chartv2.Chart, vals map[string]any) (common.Values, map[st
 // duplicate key or a kind the test does not know fails.
 func renderChart(t *testing.T, valuesFile string) *renderedChart {
 	t.Helper()
+	return renderChartAs(t, valuesFile, chartRelease)
+}
+
+// renderChartAs is renderChart for a release of another name.
+func renderChartAs(t *testing.T, valuesFile, release string) *renderedChart {
+	t.Helper()
 	ch := loadChart(t)
-	top, files, err := renderValues(ch, readValues(t, valuesFile))
+	top, files, err := renderRelease(ch, readValues(t, valuesFile), release)
 	if err != nil {
 		t.Fatalf("rendering with %s: %v", valuesFile, err)
 	}
@@ -155,7 +167,7 @@ func renderChart(t *testing.T, valuesFile string) *renderedChart {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &renderedChart{values: vals.AsMap()}
+	r := &renderedChart{release: release, values: vals.AsMap()}
 	names := slices.Sorted(func(yield func(string) bool) {
 		for name := range files {
 			if !yield(name) {
@@ -346,7 +358,7 @@ func TestChartDefaultsAreTandemUp(t *testing.T) {
 		cmd := command(t, o.name, c.Args)
 		tp, _ := strconv.Atoi(flag(t, cmd, "tp"))
 		got[role] = [2]int{int(deref(sts.Spec.Replicas, 1)), tp}
-		for _, name := range []string{"device", "max-batch-tokens", "kv-cache-mb", "model-name"} {
+		for _, name := range []string{"device", "max-batch-tokens", "kv-cache-mb", "kv-cache-dtype", "no-prefix-caching", "model-name"} {
 			wantV := ""
 			if name == "model-name" {
 				wantV = def("preset") // up serves the preset under its name
@@ -369,7 +381,9 @@ func TestChartDefaultsAreTandemUp(t *testing.T) {
 			t.Errorf("coordinator --%s %s; tandem up listens on port %s", name, flag(t, cmd, name), wantPort)
 		}
 	}
-	if flag(t, cmd, "max-in-flight") != def("max-in-flight") {
-		t.Errorf("coordinator --max-in-flight %s; tandem up's default is %s", flag(t, cmd, "max-in-flight"), def("max-in-flight"))
+	for _, name := range []string{"max-in-flight", "queue-timeout", "migration-limit"} {
+		if flag(t, cmd, name) != def(name) {
+			t.Errorf("coordinator --%s %s; tandem up's default is %s", name, flag(t, cmd, name), def(name))
+		}
 	}
 }

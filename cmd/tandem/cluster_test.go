@@ -157,7 +157,7 @@ func startClusterWith(t testing.TB, presetName string, specs []groupSpec, opts c
 	}
 	tc := &testCluster{dir: dir, name: presetName, etcd: etcd, etcdDir: etcdDir, endpoints: strings.Join(etcd.Endpoints(), ","), specs: specs, logs: &syncBuffer{}}
 	t.Cleanup(func() { tc.etcd.Close() }) // the etcd a test restarted too
-	cli, err := dialEtcd(tc.endpoints, nil)
+	cli, err := dialEtcd(tc.endpoints, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -55,6 +56,29 @@ func (f *coordinatorFlags) register(cmd *cobra.Command) {
 	f.public.register(fl)
 }
 
+// validate checks the flags; each error names its flag.
+func (f *coordinatorFlags) validate() error {
+	switch {
+	case f.maxInFlight < 1:
+		return fmt.Errorf("--max-in-flight %d: must be >= 1", f.maxInFlight)
+	case f.queueTimeout < 0:
+		return fmt.Errorf("--queue-timeout %v: must be >= 0 (0: no limit)", f.queueTimeout)
+	case f.migrationLimit < 0:
+		return fmt.Errorf("--migration-limit %d: must be >= 0", f.migrationLimit)
+	case f.migrationTimeout < 0:
+		return fmt.Errorf("--migration-timeout %v: must be >= 0 (0: the default, 30s)", f.migrationTimeout)
+	case f.prefixWeight < 0 || f.loadWeight < 0:
+		return fmt.Errorf("--prefix-score-weight %g and --load-score-weight %g: must be >= 0", f.prefixWeight, f.loadWeight)
+	case f.maxRequests < 0:
+		return fmt.Errorf("--group-max-requests %d: must be >= 0 (0: no limit)", f.maxRequests)
+	case f.maxModelLen < 0:
+		return fmt.Errorf("--max-model-len %d: must be >= 0 (0: the model's context length)", f.maxModelLen)
+	case f.writeTimeout < 0:
+		return fmt.Errorf("--write-timeout %v: must be >= 0 (0: the default, 30s)", f.writeTimeout)
+	}
+	return nil
+}
+
 // routing is the coordinator's routing options from the flags (whose 0
 // means off, where the options' zero means the default).
 func (f *coordinatorFlags) routing() coordinator.RoutingOptions {
@@ -73,6 +97,7 @@ func (f *coordinatorFlags) routing() coordinator.RoutingOptions {
 
 // runningCoordinator is a coordinator serving on its two listeners.
 type runningCoordinator struct {
+	stopOnce sync.Once
 	c        *coordinator.Coordinator
 	tel      *telemetry.Provider
 	grpcSrv  *grpc.Server
@@ -87,23 +112,8 @@ type runningCoordinator struct {
 // startCoordinator listens on both addresses and serves until stop;
 // internal, when set, is the mutual TLS of its connections to workers.
 func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Client, dir, name string, internal *internalTLS) (*runningCoordinator, error) {
-	switch {
-	case f.maxInFlight < 1:
-		return nil, fmt.Errorf("--max-in-flight %d: must be >= 1", f.maxInFlight)
-	case f.queueTimeout < 0:
-		return nil, fmt.Errorf("--queue-timeout %v: must be >= 0 (0: no limit)", f.queueTimeout)
-	case f.migrationLimit < 0:
-		return nil, fmt.Errorf("--migration-limit %d: must be >= 0", f.migrationLimit)
-	case f.migrationTimeout < 0:
-		return nil, fmt.Errorf("--migration-timeout %v: must be >= 0 (0: the default, 30s)", f.migrationTimeout)
-	case f.prefixWeight < 0 || f.loadWeight < 0:
-		return nil, fmt.Errorf("--prefix-score-weight %g and --load-score-weight %g: must be >= 0", f.prefixWeight, f.loadWeight)
-	case f.maxRequests < 0:
-		return nil, fmt.Errorf("--group-max-requests %d: must be >= 0 (0: no limit)", f.maxRequests)
-	case f.maxModelLen < 0:
-		return nil, fmt.Errorf("--max-model-len %d: must be >= 0 (0: the model's context length)", f.maxModelLen)
-	case f.writeTimeout < 0:
-		return nil, fmt.Errorf("--write-timeout %v: must be >= 0 (0: the default, 30s)", f.writeTimeout)
+	if err := f.validate(); err != nil {
+		return nil, err
 	}
 	keys, public, err := f.public.load()
 	if err != nil {
@@ -175,7 +185,10 @@ func startCoordinator(ctx context.Context, f *coordinatorFlags, cli *clientv3.Cl
 
 // stop ends both servers, giving calls in flight a few seconds each to
 // finish, then closing what is left (open SSE streams included).
-func (rc *runningCoordinator) stop() {
+// Idempotent.
+func (rc *runningCoordinator) stop() { rc.stopOnce.Do(rc.stopNow) }
+
+func (rc *runningCoordinator) stopNow() {
 	rc.stopHUP()
 	const grace = 3 * time.Second
 	hctx, hcancel := context.WithTimeout(context.Background(), grace)
@@ -227,6 +240,7 @@ func newCoordinatorCmd() *cobra.Command {
 	var (
 		f             coordinatorFlags
 		etcdEndpoints string
+		etcdPrefix    string
 		model         servedModel
 		internal      internalFlags
 	)
@@ -251,6 +265,9 @@ workers mutual TLS. Both ports serve grpc.health.v1.Health (gRPC) or
 			if etcdEndpoints == "" {
 				return errors.New("--etcd-endpoints is required")
 			}
+			if err := f.validate(); err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			dir, modelName, err := model.resolve(ctx)
 			if err != nil {
@@ -260,7 +277,7 @@ workers mutual TLS. Both ports serve grpc.health.v1.Health (gRPC) or
 			if err != nil {
 				return err
 			}
-			cli, err := dialEtcd(etcdEndpoints, itls)
+			cli, err := dialEtcd(etcdEndpoints, etcdPrefix, itls)
 			if err != nil {
 				return err
 			}
@@ -282,6 +299,7 @@ workers mutual TLS. Both ports serve grpc.health.v1.Health (gRPC) or
 	f.register(cmd)
 	fl := cmd.Flags()
 	fl.StringVar(&etcdEndpoints, "etcd-endpoints", "", "comma-separated etcd client URLs")
+	fl.StringVar(&etcdPrefix, "etcd-prefix", "", etcdPrefixHelp)
 	model.register(fl, "model directory (its config.json and tokenizer.json are used)")
 	internal.register(fl)
 	return cmd

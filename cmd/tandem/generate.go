@@ -58,6 +58,9 @@ object instead.`,
 			case f.link != "" && (!f.local || f.tp < 2):
 				return errors.New("--link needs --local --tp 2 or more: it links the ranks of a local group")
 			case f.local:
+				if err := f.engine.validate(); err != nil {
+					return err
+				}
 				return runLocalGenerate(cmd, &f, args[0])
 			}
 			return runRemoteGenerate(cmd, &f, args[0])

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/internal/cpuquota"
 	"github.com/tandemllm/tandem/model"
 	"github.com/tandemllm/tandem/model/preset"
 	"github.com/tandemllm/tandem/model/tokenizer"
@@ -92,8 +92,8 @@ func runLocalGenerate(cmd *cobra.Command, f *generateFlags, prompt string) error
 			return fmt.Errorf("--tp %d: %w", g.tp, err)
 		}
 		if f.backend.threads == 0 {
-			// The ranks share this machine's cores.
-			f.backend.threads = max(1, runtime.NumCPU()/g.tp)
+			// The ranks share the cores this process may use.
+			f.backend.threads = max(1, cpuquota.CPUs()/g.tp)
 		}
 		stop, err := startLocalGroup(ctx, &g, dir, f, link, cmd.ErrOrStderr())
 		if err != nil {

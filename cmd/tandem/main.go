@@ -1,5 +1,3 @@
-// Command tandem is the one binary of Tandem: every role and tool is a
-// subcommand (see `tandem --help`).
 package main
 
 import (

@@ -48,16 +48,17 @@ func newModelPresetsCmd() *cobra.Command {
 
 func newModelInitCmd() *cobra.Command {
 	var (
-		name, out, dtype string
-		seed             uint64
-		shardMB          int64
-		existOK          bool
+		name, out, dtype   string
+		seed               uint64
+		shardMB            int64
+		existOK, noWeights bool
 	)
 	cmd := &cobra.Command{
 		Use:   "init --preset NAME --out DIR",
 		Short: "Write a model directory with seeded random weights",
 		Example: `  tandem model init --preset tiny --out /tmp/tiny
-  tandem model init --preset llama-1b --out ./llama-1b --dtype f16 --seed 3`,
+  tandem model init --preset llama-1b --out ./llama-1b --dtype f16 --seed 3
+  tandem model init --preset llama-1b --out ./coordinator --no-weights`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if name == "" {
@@ -72,7 +73,7 @@ func newModelInitCmd() *cobra.Command {
 			if shardMB < 0 {
 				return fmt.Errorf("--max-shard-mb %d is negative", shardMB)
 			}
-			opts := preset.Options{Seed: seed, Progress: cmd.ErrOrStderr(), MaxShardSize: shardMB << 20}
+			opts := preset.Options{Seed: seed, Progress: cmd.ErrOrStderr(), MaxShardSize: shardMB << 20, NoWeights: noWeights}
 			if dtype != "" {
 				dt, err := preset.ParseDType(dtype)
 				if err != nil {
@@ -96,7 +97,11 @@ func newModelInitCmd() *cobra.Command {
 			if err != nil {
 				abs = out
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote preset %s to %s\n", name, abs)
+			what := "preset"
+			if noWeights {
+				what = "config and tokenizer of preset"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s %s to %s\n", what, name, abs)
 			return nil
 		},
 	}
@@ -106,6 +111,7 @@ func newModelInitCmd() *cobra.Command {
 	f.StringVar(&dtype, "dtype", "", "weight dtype: f32, bf16 or f16 (default: the preset's)")
 	f.Uint64Var(&seed, "seed", 0, "random seed; the same preset, dtype and seed give the same bytes")
 	f.Int64Var(&shardMB, "max-shard-mb", 0, "split weights into shards of at most this many MiB (0: one file)")
+	f.BoolVar(&noWeights, "no-weights", false, "write config.json and the tokenizer only, no weights: what a coordinator reads (it tokenizes, and runs no layer)")
 	f.BoolVar(&existOK, "exist-ok", false, "succeed without writing when --out already holds a model directory (for init containers, which may run again)")
 	return cmd
 }

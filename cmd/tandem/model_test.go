@@ -41,6 +41,8 @@ func TestModelCommands(t *testing.T) {
 		{"no out", []string{"model", "init", "--preset", "tiny"}, nil, "--out is required"},
 		{"bad seed", []string{"model", "init", "--preset", "tiny", "--out", dir + "2", "--seed", "x"}, nil, "--seed"},
 		{"bad shard size", []string{"model", "init", "--preset", "tiny", "--out", dir + "2", "--max-shard-mb", "-1"}, nil, "--max-shard-mb"},
+		{"init without weights", []string{"model", "init", "--preset", "tiny", "--out", dir + "-nw", "--no-weights"}, []string{"wrote config and tokenizer of preset tiny to " + dir + "-nw"}, ""},
+		{"inspect without weights", []string{"model", "inspect", dir + "-nw"}, nil, "no model.safetensors"},
 		{"inspect missing", []string{"model", "inspect", filepath.Join(dir, "none")}, nil, "config.json"},
 	}
 	for _, tt := range tests {

@@ -76,7 +76,7 @@ func ringAdvertised(listen, advertise string) (string, error) {
 func runLocalRanks(ctx context.Context, cmd *cobra.Command, f *workerFlags, dir, modelName string) error {
 	opts := supervisor.Options{Output: cmd.ErrOrStderr(), CrashLoopLimit: -1}
 	if f.localRanks == f.g.tp {
-		cli, err := dialEtcd(f.g.etcdEndpoints, f.g.tls)
+		cli, err := dialEtcd(f.g.etcdEndpoints, f.g.etcdPrefix, f.g.tls)
 		if err != nil {
 			return err
 		}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/internal/proctest"
@@ -51,6 +53,9 @@ func TestWorkerRankFlags(t *testing.T) {
 		{[]string{"--tp", "4", "--local-ranks", "2", "--node-rank", "2"}, "ranks 4..5 are outside a group of --tp 4"},
 		{[]string{"--tp", "2", "--local-ranks", "2", "--listen", "0.0.0.0:7300"}, ""},
 		{[]string{"--tp", "2", "--listen", "0.0.0.0:7300"}, "give --advertise-addr"},
+		{[]string{"--tp", "2", "--kv-cache-mb", "0"}, "--kv-cache-mb 0: must be >= 1"},
+		{[]string{"--tp", "2", "--max-batch-tokens", "-1"}, "--max-batch-tokens -1: must be >= 1"},
+		{[]string{"--tp", "2", "--join-timeout", "0s"}, "--join-timeout 0s: must be > 0"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -164,10 +169,12 @@ func waitHTTP(ctx context.Context, t *testing.T, url string, want int, exited <-
 }
 
 // TestWorkerLocalRanks runs a TP-2 group as one `tandem worker
-// --local-ranks 2` process, as the Helm chart's pods do: both ranks'
-// /readyz turn 200 and the coordinator's /readyz says the cluster serves;
-// a rank killed takes its sibling and the parent down with it, so the
-// pod restarts as one.
+// --local-ranks 2` process, as the Helm chart's pods do, and the
+// coordinator as the chart's does: on a model directory without weights
+// (`model init --no-weights`), both under the release's --etcd-prefix.
+// Both ranks' /readyz turn 200, the coordinator's /readyz says the
+// cluster serves and a completion comes back; a rank killed takes its
+// sibling and the parent down with it, so the pod restarts as one.
 func TestWorkerLocalRanks(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts worker processes")
@@ -180,7 +187,8 @@ func TestWorkerLocalRanks(t *testing.T) {
 	}
 	defer etcd.Close()
 	endpoints := etcd.Endpoints()[0]
-	cli, err := dialEtcd(endpoints, nil)
+	const prefix = "/serving/tandem"
+	cli, err := dialEtcd(endpoints, prefix, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,13 +197,18 @@ func TestWorkerLocalRanks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc, err := startCoordinator(context.WithoutCancel(ctx), &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: 8}, cli, dir, "tiny", nil)
+	coordDir := filepath.Join(t.TempDir(), "tiny")
+	if _, err := runTandem(t, "model", "init", "--preset", "tiny", "--out", coordDir, "--no-weights"); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := startCoordinator(context.WithoutCancel(ctx), &coordinatorFlags{grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0", maxInFlight: 8}, cli, coordDir, "tiny", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rc.stop()
 	// A stale rendezvous entry, as a crashed earlier run of this group
-	// leaves behind: the parent clears it before starting its ranks.
+	// leaves behind (under the prefix: cli roots its keys there): the
+	// parent clears it before starting its ranks.
 	if _, err := cli.Put(ctx, cluster.KeyPrefix+"rendezvous/u-0/1", "127.0.0.1:1"); err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +219,7 @@ func TestWorkerLocalRanks(t *testing.T) {
 		t.Fatal(err)
 	}
 	worker := exec.Command(self, "worker", "--role", "unified", "--group", "u-0", "--tp", "2", "--local-ranks", "2",
-		"--etcd-endpoints", endpoints, "--model", dir, "--model-name", "tiny", "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", base),
+		"--etcd-endpoints", endpoints, "--etcd-prefix", prefix, "--model", dir, "--model-name", "tiny", "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", base),
 		"--threads", "2", "--kv-cache-mb", "16")
 	worker.Stdout, worker.Stderr = logs, logs
 	if err := worker.Start(); err != nil {
@@ -225,6 +238,18 @@ func TestWorkerLocalRanks(t *testing.T) {
 		waitHTTP(ctx, t, fmt.Sprintf("http://127.0.0.1:%d/healthz", base+i), http.StatusOK, exited)
 	}
 	waitHTTP(ctx, t, "http://"+rc.httpAddr+"/readyz", http.StatusOK, exited)
+	resp, err := http.Post("http://"+rc.httpAddr+"/v1/completions", "application/json", strings.NewReader(`{"model":"tiny","prompt":"hello","max_tokens":3}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"choices"`) {
+		t.Fatalf("a completion through the coordinator on a directory without weights: %d %s", resp.StatusCode, body)
+	}
+	if k, err := etcdKeys(ctx, etcd.Endpoints(), "/tandem/"); err != nil || len(k) != 0 {
+		t.Errorf("keys outside the prefix %s: %v %v", prefix, k, err)
+	}
 
 	ranks := proctest.Children(t, worker.Process.Pid)
 	if len(ranks) != 2 {
@@ -249,4 +274,22 @@ func TestWorkerLocalRanks(t *testing.T) {
 	if !strings.Contains(logs.String(), "stopping this process's other ranks") {
 		t.Errorf("the parent did not say why it stopped")
 	}
+}
+
+// etcdKeys lists the keys under prefix, read without any --etcd-prefix.
+func etcdKeys(ctx context.Context, endpoints []string, prefix string) ([]string, error) {
+	cli, err := cluster.Dial(endpoints)
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for _, kv := range resp.Kvs {
+		keys = append(keys, string(kv.Key))
+	}
+	return keys, nil
 }

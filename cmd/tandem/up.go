@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/internal/cpuquota"
 	"github.com/tandemllm/tandem/model"
 	"github.com/tandemllm/tandem/netshape"
 	"github.com/tandemllm/tandem/worker/supervisor"
@@ -45,6 +45,7 @@ type upFlags struct {
 	engine        engineFlags
 	backend       backendFlags
 	restart       restartFlags
+	checkOnly     bool
 }
 
 // restartFlags set how `tandem up` restarts a group whose rank died.
@@ -54,21 +55,18 @@ type restartFlags struct {
 }
 
 func (f *restartFlags) register(fl *pflag.FlagSet) {
-	fl.DurationVar(&f.backoff, "restart-backoff", 500*time.Millisecond, "delay before restarting a group whose rank died; doubles with each quick crash in a row")
-	fl.DurationVar(&f.maxBackoff, "restart-max-backoff", 30*time.Second, "longest delay before a restart")
-	fl.DurationVar(&f.window, "crash-loop-window", 30*time.Second, "a group that dies within this long of its start crashed quickly; one that ran longer resets the count and the backoff")
-	fl.IntVar(&f.limit, "crash-loop-limit", 5, "quick crashes in a row after which a group is left down (negative: never restart)")
+	fl.DurationVar(&f.backoff, "restart-backoff", supervisor.DefaultBackoff, "delay before restarting a group whose rank died; doubles with each quick crash in a row")
+	fl.DurationVar(&f.maxBackoff, "restart-max-backoff", supervisor.DefaultMaxBackoff, "longest delay before a restart")
+	fl.DurationVar(&f.window, "crash-loop-window", supervisor.DefaultCrashLoopWindow, "a group that dies within this long of its start crashed quickly; one that ran longer resets the count and the backoff")
+	fl.IntVar(&f.limit, "crash-loop-limit", supervisor.DefaultCrashLoopLimit, "quick crashes in a row after which a group is left down (at least 1)")
 }
 
-// options are the supervisor's options for these flags.
+// options are the supervisor's options for these flags (a negative
+// limit, which only tests set, turns restarts off).
 func (f *restartFlags) options(cli *clientv3.Client, out io.Writer) supervisor.Options {
-	limit := f.limit
-	if limit == 0 {
-		limit = -1 // no quick crash allowed: the first death leaves the group down
-	}
 	return supervisor.Options{
 		Output: out, Etcd: cli, Backoff: f.backoff, MaxBackoff: f.maxBackoff,
-		CrashLoopWindow: f.window, CrashLoopLimit: limit,
+		CrashLoopWindow: f.window, CrashLoopLimit: f.limit,
 	}
 }
 
@@ -170,169 +168,292 @@ does (docs/security.md).`,
 	fl.IntVar(&f.unifiedGroups, "groups", 1, "number of unified groups (--mode unified)")
 	fl.DurationVar(&f.readyTimeout, "ready-timeout", 5*time.Minute, "how long to wait for every group to be ready")
 	fl.StringVar(&f.dataDir, "data-dir", "", "etcd data directory (default: a temporary directory, removed on exit)")
-	fl.IntVar(&f.etcdMembers, "etcd-members", 1, "embedded etcd members; with 3 or more, losing one interrupts nothing (every process gets all their endpoints)")
+	fl.IntVar(&f.etcdMembers, "etcd-members", 1, "embedded etcd members, an odd number; with 3 or more, losing one interrupts nothing (every process gets all their endpoints)")
 	fl.BoolVar(&f.internalTLS, "internal-tls", true, "mutual TLS on every connection inside the cluster (worker gRPC, KV, ring, etcd), with a throwaway CA and a certificate per process made in a temporary directory, or the files of --internal-ca/-cert/-key (false: plain TCP, to compare)")
 	f.internal.register(fl)
 	fl.StringVar(&f.link, "link", "", linkHelp)
 	f.engine.register(cmd)
 	f.backend.register(fl)
 	f.restart.register(fl)
+	fl.BoolVar(&f.checkOnly, "check", false, "check the flags, the link and the model's split, then exit without starting anything")
+	_ = fl.MarkHidden("check") // for tandem bench compare, before it starts any cluster
 	return cmd
+}
+
+// validate checks every flag before anything starts; each error names
+// its flag.
+func (f *upFlags) validate() error {
+	switch {
+	case f.etcdMembers < 1 || f.etcdMembers%2 == 0:
+		return fmt.Errorf("--etcd-members %d: must be odd and >= 1 (a quorum of 2 members survives no more losses than 1 does, of 4 no more than 3)", f.etcdMembers)
+	case f.readyTimeout <= 0:
+		return fmt.Errorf("--ready-timeout %v: must be > 0", f.readyTimeout)
+	}
+	for _, check := range []func() error{f.coord.validate, f.engine.validate, f.restart.validate} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validate checks the restart flags.
+func (f *restartFlags) validate() error {
+	switch {
+	case f.backoff < 0:
+		return fmt.Errorf("--restart-backoff %v: must be >= 0 (0: the default, %v)", f.backoff, supervisor.DefaultBackoff)
+	case f.maxBackoff < 0:
+		return fmt.Errorf("--restart-max-backoff %v: must be >= 0 (0: the default, %v)", f.maxBackoff, supervisor.DefaultMaxBackoff)
+	case f.maxBackoff > 0 && f.maxBackoff < f.backoff:
+		return fmt.Errorf("--restart-max-backoff %v: must be >= --restart-backoff %v", f.maxBackoff, f.backoff)
+	case f.window < 0:
+		return fmt.Errorf("--crash-loop-window %v: must be >= 0 (0: the default, %v)", f.window, supervisor.DefaultCrashLoopWindow)
+	case f.limit < 1:
+		return fmt.Errorf("--crash-loop-limit %d: must be >= 1", f.limit)
+	}
+	return nil
+}
+
+// upPlan is what `tandem up` starts, from its flags.
+type upPlan struct {
+	specs []groupSpec
+	link  netshape.Profile // when --link is set
+	dir   string           // the model directory
+	name  string           // the model id served
+	ranks int              // worker processes, all groups together
 }
 
 func runUp(cmd *cobra.Command, f *upFlags) error {
 	ctx := cmd.Context()
 	out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
-	specs, err := f.groups()
+	plan, err := f.plan(ctx, errOut)
+	if err != nil || f.checkOnly {
+		return err
+	}
+	env, err := f.startEnv(ctx, plan, errOut)
+	defer env.close()
 	if err != nil {
 		return err
 	}
-	if f.etcdMembers < 1 {
-		return fmt.Errorf("--etcd-members %d: must be >= 1", f.etcdMembers)
-	}
-	var link netshape.Profile
-	if f.link != "" {
-		if link, err = checkLink(f.link); err != nil {
-			return err
-		}
-	}
-	presetName := f.preset
-	if f.modelDir != "" {
-		presetName = ""
-	}
-	fmt.Fprintln(errOut, "preparing the model ...")
-	dir, err := resolveModelDir(ctx, f.modelDir, presetName)
-	if err != nil {
-		return err
-	}
-	cfg, err := model.LoadConfig(filepath.Join(dir, "config.json"))
-	if err != nil {
-		return err
-	}
-	ranks := 0
-	for _, g := range specs {
-		if _, err := engine.ShardPlan(cfg, engine.Shard{TP: g.tp}); err != nil {
-			return fmt.Errorf("%s: TP %d: %w", g.name, g.tp, err)
-		}
-		ranks += g.tp
-	}
-	if f.backend.threads == 0 {
-		f.backend.threads = max(1, runtime.NumCPU()/ranks) // the ranks share this machine's cores
-	}
-	name := defaultModelName(dir, presetName)
-
-	etcdDir := f.dataDir
-	if etcdDir == "" {
-		if etcdDir, err = os.MkdirTemp("", "tandem-etcd-"); err != nil {
-			return err
-		}
-		defer os.RemoveAll(etcdDir)
-	}
-	var nw *netshape.Network
-	var etcdOpts cluster.EmbeddedOptions
-	if f.link != "" {
-		if nw, err = startLink(ctx, link, ranks, errOut); err != nil {
-			return err
-		}
-		defer nw.Close()
-		etcdOpts.ClientAddr = nw.HostAddr() + ":0" // the workers reach it over their links
-		warnLoopback(errOut, nw.HostAddr(), f.coord.otlpEndpoint)
-	}
-	var (
-		certs *clusterCerts
-		itls  *internalTLS // the coordinator's
-	)
-	switch {
-	case !f.internalTLS && f.internal.ca+f.internal.cert+f.internal.key != "":
-		return errInternalTLSOff
-	case f.internalTLS:
-		if certs, err = newClusterCerts(&f.internal); err != nil {
-			return err
-		}
-		defer certs.close()
-		ef, err := certs.issue("etcd")
-		if err != nil {
-			return err
-		}
-		etcdOpts.TLS = &cluster.EmbeddedTLS{CA: ef.ca, Cert: ef.cert, Key: ef.key}
-		cf, err := certs.issue("coordinator")
-		if err != nil {
-			return err
-		}
-		if itls, err = cf.load(); err != nil {
-			return err
-		}
-	}
-	fmt.Fprintln(errOut, "starting etcd ...")
-	etcdOpts.Members = f.etcdMembers
-	etcd, err := cluster.StartEmbedded(ctx, etcdDir, etcdOpts)
-	if err != nil {
-		return err
-	}
-	defer etcd.Close()
-	endpoints := strings.Join(etcd.Endpoints(), ",")
-	cli, err := dialEtcd(endpoints, itls)
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-
-	rc, err := startCoordinator(ctx, &f.coord, cli, dir, name, itls)
+	rc, err := startCoordinator(ctx, &f.coord, env.cli, plan.dir, plan.name, env.itls)
 	if err != nil {
 		return err
 	}
 	defer rc.stop()
-
-	common := []string{"--etcd-endpoints", endpoints, "--model", dir, "--model-name", name,
-		"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels, "--device", f.backend.device,
-		"--otlp-endpoint", f.coord.otlpEndpoint}
-	common = append(common, f.engine.args()...)
-	groups := make([]supervisor.Group, len(specs))
-	opts := f.restart.options(cli, errOut)
-	node := 0 // each rank of each group has a node of the --link network
-	for i, g := range specs {
-		groups[i] = g.supervised(common)
-		if certs != nil {
-			if err := certs.withCerts(&groups[i]); err != nil {
-				return err
-			}
-		}
-		if nw != nil {
-			if err := inLink(nw, &opts, &groups[i], node); err != nil {
-				return err
-			}
-			node += g.tp
-		}
-	}
-	sup, err := supervisor.Start(ctx, opts, groups...)
+	sup, err := f.startGroups(ctx, plan, env, errOut)
 	if err != nil {
 		return err
 	}
 	defer sup.Stop()
-	if err := waitGroupsReady(ctx, cli, specs, f.readyTimeout, sup, errOut); err != nil {
+	if err := waitUp(ctx, env.cli, plan.specs, f.readyTimeout, sup, rc, errOut); err != nil {
 		if ctx.Err() != nil {
 			fmt.Fprintln(errOut, "stopping ...")
 			return nil // interrupted before the cluster was up
 		}
 		return err
 	}
-	fmt.Fprintf(out, "tandem is up: model %s, %d groups, %d worker processes, etcd %s\n", name, len(specs), ranks, endpoints)
+	fmt.Fprintf(out, "tandem is up: model %s, %d groups, %d worker processes, etcd %s\n", plan.name, len(plan.specs), plan.ranks, env.endpoints)
 	rc.printEndpoints(out)
 	fmt.Fprintln(out, "Ctrl-C stops the cluster.")
+	return serveUp(ctx, rc, sup, len(plan.specs), errOut)
+}
+
+// plan checks the flags and the model: the groups to start, each of a TP
+// the model splits over.
+func (f *upFlags) plan(ctx context.Context, errOut io.Writer) (upPlan, error) {
+	var p upPlan
+	var err error
+	if p.specs, err = f.groups(); err != nil {
+		return p, err
+	}
+	if err := f.validate(); err != nil {
+		return p, err
+	}
+	if f.link != "" {
+		if p.link, err = checkLink(f.link); err != nil {
+			return p, err
+		}
+	}
+	if f.checkOnly {
+		return p, f.check(p.specs)
+	}
+	presetName := f.preset
+	if f.modelDir != "" {
+		presetName = ""
+	}
+	fmt.Fprintln(errOut, "preparing the model ...")
+	if p.dir, err = resolveModelDir(ctx, f.modelDir, presetName); err != nil {
+		return p, err
+	}
+	cfg, err := model.LoadConfig(filepath.Join(p.dir, "config.json"))
+	if err != nil {
+		return p, err
+	}
+	for _, g := range p.specs {
+		if _, err := engine.ShardPlan(cfg, engine.Shard{TP: g.tp}); err != nil {
+			return p, fmt.Errorf("%s: TP %d: %w", g.name, g.tp, err)
+		}
+		p.ranks += g.tp
+	}
+	if f.backend.threads == 0 {
+		f.backend.threads = max(1, cpuquota.CPUs()/p.ranks) // the ranks share the cores this process may use
+	}
+	p.name = defaultModelName(p.dir, presetName)
+	return p, nil
+}
+
+// upEnv is what the cluster's processes share: etcd and its client, the
+// --link network, the internal certificates.
+type upEnv struct {
+	endpoints string
+	cli       *clientv3.Client
+	nw        *netshape.Network // with --link
+	certs     *clusterCerts     // with --internal-tls
+	itls      *internalTLS      // the coordinator's
+	closers   []func()
+}
+
+// close releases what startEnv made, in reverse order.
+func (e *upEnv) close() {
+	for i := len(e.closers) - 1; i >= 0; i-- {
+		e.closers[i]()
+	}
+}
+
+// startEnv makes etcd's data directory, the --link network, the
+// certificates and etcd, and dials it. The env's close releases what was
+// made, whether or not startEnv failed.
+func (f *upFlags) startEnv(ctx context.Context, plan upPlan, errOut io.Writer) (*upEnv, error) {
+	env := &upEnv{}
+	etcdDir := f.dataDir
+	if etcdDir == "" {
+		dir, err := os.MkdirTemp("", "tandem-etcd-")
+		if err != nil {
+			return env, err
+		}
+		etcdDir = dir
+		env.closers = append(env.closers, func() { os.RemoveAll(dir) })
+	}
+	var etcdOpts cluster.EmbeddedOptions
+	if f.link != "" {
+		nw, err := startLink(ctx, plan.link, plan.ranks, errOut)
+		if err != nil {
+			return env, err
+		}
+		env.nw = nw
+		env.closers = append(env.closers, func() { nw.Close() })
+		etcdOpts.ClientAddr = nw.HostAddr() + ":0" // the workers reach it over their links
+		warnLoopback(errOut, nw.HostAddr(), f.coord.otlpEndpoint)
+	}
+	if err := f.makeCerts(env, &etcdOpts); err != nil {
+		return env, err
+	}
+	fmt.Fprintln(errOut, "starting etcd ...")
+	etcdOpts.Members = f.etcdMembers
+	etcd, err := cluster.StartEmbedded(ctx, etcdDir, etcdOpts)
+	if err != nil {
+		return env, err
+	}
+	env.closers = append(env.closers, etcd.Close)
+	env.endpoints = strings.Join(etcd.Endpoints(), ",")
+	if env.cli, err = dialEtcd(env.endpoints, "", env.itls); err != nil {
+		return env, err
+	}
+	env.closers = append(env.closers, func() { env.cli.Close() })
+	return env, nil
+}
+
+// makeCerts makes the internal certificates (--internal-tls): etcd's,
+// into etcdOpts, and the coordinator's, into env.
+func (f *upFlags) makeCerts(env *upEnv, etcdOpts *cluster.EmbeddedOptions) error {
+	switch {
+	case !f.internalTLS && f.internal.ca+f.internal.cert+f.internal.key != "":
+		return errInternalTLSOff
+	case !f.internalTLS:
+		return nil
+	}
+	certs, err := newClusterCerts(&f.internal)
+	if err != nil {
+		return err
+	}
+	env.certs = certs
+	env.closers = append(env.closers, certs.close)
+	ef, err := certs.issue("etcd")
+	if err != nil {
+		return err
+	}
+	etcdOpts.TLS = &cluster.EmbeddedTLS{CA: ef.ca, Cert: ef.cert, Key: ef.key}
+	cf, err := certs.issue("coordinator")
+	if err != nil {
+		return err
+	}
+	env.itls, err = cf.load()
+	return err
+}
+
+// startGroups starts every group's ranks under one supervisor: each a
+// `tandem worker` with the flags they share, its certificates and, with
+// --link, its node of the network.
+func (f *upFlags) startGroups(ctx context.Context, plan upPlan, env *upEnv, errOut io.Writer) (*supervisor.Supervisor, error) {
+	common := []string{"--etcd-endpoints", env.endpoints, "--model", plan.dir, "--model-name", plan.name,
+		"--threads", strconv.Itoa(f.backend.threads), "--kernels", f.backend.kernels, "--device", f.backend.device,
+		"--otlp-endpoint", f.coord.otlpEndpoint}
+	common = append(common, f.engine.args()...)
+	groups := make([]supervisor.Group, len(plan.specs))
+	opts := f.restart.options(env.cli, errOut)
+	node := 0 // each rank of each group has a node of the --link network
+	for i, g := range plan.specs {
+		groups[i] = g.supervised(common)
+		if env.certs != nil {
+			if err := env.certs.withCerts(&groups[i]); err != nil {
+				return nil, err
+			}
+		}
+		if env.nw != nil {
+			if err := inLink(env.nw, &opts, &groups[i], node); err != nil {
+				return nil, err
+			}
+			node += g.tp
+		}
+	}
+	return supervisor.Start(ctx, opts, groups...)
+}
+
+// serveUp serves until ctx ends (Ctrl-C, SIGTERM), the coordinator fails
+// or every group is down. On a stop the coordinator stops first, so
+// streams in flight finish on the workers still there and no group is
+// seen leaving; the caller then stops the workers.
+func serveUp(ctx context.Context, rc *runningCoordinator, sup *supervisor.Supervisor, groups int, errOut io.Writer) error {
 	for down := 0; ; {
 		select {
 		case <-ctx.Done():
 			fmt.Fprintln(errOut, "stopping ...")
+			rc.stop()
 			return nil
 		case err := <-rc.errs:
 			return err
 		case d := <-sup.Down():
 			slog.Error("worker group left down; the others go on serving", "group", d.Group, "err", d.Err)
-			if down++; down == len(specs) {
+			if down++; down == groups {
 				return errors.New("every worker group is down")
 			}
 		}
 	}
+}
+
+// waitUp waits until every group is ready (waitGroupsReady) and the
+// coordinator routes to each, within timeout.
+func waitUp(ctx context.Context, cli *clientv3.Client, specs []groupSpec, timeout time.Duration, sup *supervisor.Supervisor, rc *runningCoordinator, w io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := waitGroupsReady(ctx, cli, specs, timeout, sup, w); err != nil {
+		return err
+	}
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.name
+	}
+	return rc.c.WaitRoutable(ctx, names...)
 }
 
 // waitGroupsReady waits until every group has all its ranks registered,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -20,7 +21,8 @@ import (
 
 // TestUp runs `tandem up` as a user does (here with unified TP-2 groups
 // and a three-member etcd, and with disaggregated groups; free ports), sends a request to the endpoint it prints, then stops
-// it as Ctrl-C would: it returns only after every worker process exited.
+// it as Ctrl-C would: it returns only after every worker process exited,
+// and neither a worker nor the coordinator logged an error on the way.
 func TestUp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts worker processes")
@@ -31,6 +33,49 @@ func TestUp(t *testing.T) {
 			u.generateHello(t)
 			if err := u.stop(); err != nil {
 				t.Fatalf("tandem up: %v", err)
+			}
+			if kids := childProcesses(t); len(kids) > 0 {
+				t.Fatalf("processes left behind: %v", kids)
+			}
+			for line := range strings.Lines(u.logs.String()) {
+				if strings.Contains(line, "ERROR") || strings.Contains(line, "ready=false") {
+					t.Fatalf("a clean stop logged %q; the whole log:\n%s", line, u.logs.String())
+				}
+			}
+		})
+	}
+}
+
+// Every bad flag of `tandem up` is refused with an error naming it,
+// before anything starts (no model prepared, no etcd, no process).
+func TestUpFlagErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--etcd-members", "0"}, "--etcd-members 0: must be odd and >= 1"},
+		{[]string{"--etcd-members", "2"}, "--etcd-members 2: must be odd"},
+		{[]string{"--etcd-members", "-3"}, "--etcd-members -3"},
+		{[]string{"--kv-cache-mb", "0"}, "--kv-cache-mb 0: must be >= 1"},
+		{[]string{"--kv-cache-mb", "-512"}, "--kv-cache-mb -512"},
+		{[]string{"--max-batch-tokens", "0"}, "--max-batch-tokens 0"},
+		{[]string{"--restart-backoff", "-1s"}, "--restart-backoff -1s: must be >= 0"},
+		{[]string{"--restart-max-backoff", "-1s"}, "--restart-max-backoff -1s"},
+		{[]string{"--restart-backoff", "2s", "--restart-max-backoff", "1s"}, "--restart-max-backoff 1s: must be >= --restart-backoff 2s"},
+		{[]string{"--crash-loop-window", "-5s"}, "--crash-loop-window -5s"},
+		{[]string{"--crash-loop-limit", "0"}, "--crash-loop-limit 0: must be >= 1"},
+		{[]string{"--crash-loop-limit", "-1"}, "--crash-loop-limit -1"},
+		{[]string{"--ready-timeout", "0s"}, "--ready-timeout 0s: must be > 0"},
+		{[]string{"--max-in-flight", "0"}, "--max-in-flight 0"},
+		{[]string{"--prefill-tp", "0"}, "--prefill-tp 0"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			_, stderr, err := runTandemStreams(t, append([]string{"up", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, tc.args...)...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+			if stderr != "" {
+				t.Fatalf("something started before the refusal:\n%s", stderr)
 			}
 			if kids := childProcesses(t); len(kids) > 0 {
 				t.Fatalf("processes left behind: %v", kids)
@@ -58,6 +103,11 @@ func startUp(t *testing.T, args ...string) *upRun {
 	ctx, cancel := context.WithCancel(t.Context())
 	out, w := io.Pipe()
 	u := &upRun{logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	// The coordinator runs in this process and logs to slog's default:
+	// into the same log as the workers', for the tests to read.
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(u.logs, nil)))
+	t.Cleanup(func() { slog.SetDefault(prev) })
 	cmd := newRootCmd()
 	cmd.SetOut(w)
 	cmd.SetErr(u.logs)

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/internal/cpuquota"
 	"github.com/tandemllm/tandem/metrics"
 	"github.com/tandemllm/tandem/model"
 	"github.com/tandemllm/tandem/nccl"
@@ -37,6 +37,7 @@ type groupFlags struct {
 	incarnation   int
 	group         string
 	etcdEndpoints string
+	etcdPrefix    string
 	listen        string
 	joinTimeout   time.Duration
 	// listenIn, when set, makes the collective's listener through it (in
@@ -61,6 +62,11 @@ func (g *groupFlags) validate(joins bool) error {
 		return errors.New("--group is required with --tp > 1")
 	case joins && g.tp > 1 && g.etcdEndpoints == "":
 		return errors.New("--etcd-endpoints is required with --tp > 1")
+	case g.joinTimeout <= 0:
+		return fmt.Errorf("--join-timeout %v: must be > 0", g.joinTimeout)
+	}
+	if err := cluster.CheckPrefix(g.etcdPrefix); err != nil {
+		return fmt.Errorf("--etcd-prefix: %w", err)
 	}
 	return nil
 }
@@ -158,9 +164,12 @@ func (f *workerFlags) validate() error {
 		return fmt.Errorf("--node-rank %d with --local-ranks %d: ranks %d..%d are outside a group of --tp %d",
 			f.nodeRank, f.localRanks, f.nodeRank*f.localRanks, (f.nodeRank+1)*f.localRanks-1, f.g.tp)
 	}
+	if err := f.eng.validate(); err != nil {
+		return err
+	}
 	f.g.rank += f.nodeRank * f.localRanks
-	if f.be.threads == 0 { // the ranks share the cores this process may use (GOMAXPROCS follows a container's CPU limit)
-		f.be.threads = max(1, runtime.GOMAXPROCS(0)/f.localRanks)
+	if f.be.threads == 0 { // the ranks share the cores this process may use: a container's CPU limit, where lower
+		f.be.threads = max(1, cpuquota.CPUs()/f.localRanks)
 	}
 	return f.g.validate(true)
 }
@@ -197,7 +206,7 @@ func runWorker(cmd *cobra.Command, f *workerFlags) error {
 		return err
 	}
 	defer stopMetrics()
-	cli, err := dialEtcd(f.g.etcdEndpoints, f.g.tls)
+	cli, err := dialEtcd(f.g.etcdEndpoints, f.g.etcdPrefix, f.g.tls)
 	if err != nil {
 		return err
 	}
@@ -293,14 +302,25 @@ func defaultModelName(dir, preset string) string {
 	return filepath.Base(filepath.Clean(dir))
 }
 
-// dialEtcd dials etcd, with the cluster's mutual TLS when t is set.
-func dialEtcd(endpoints string, t *internalTLS) (*clientv3.Client, error) {
+// dialEtcd dials etcd, with the cluster's mutual TLS when t is set, and
+// roots every key under prefix (--etcd-prefix; "" for none).
+func dialEtcd(endpoints, prefix string, t *internalTLS) (*clientv3.Client, error) {
+	if err := cluster.CheckPrefix(prefix); err != nil {
+		return nil, fmt.Errorf("--etcd-prefix: %w", err)
+	}
 	cli, err := cluster.DialTLS(strings.Split(endpoints, ","), t.clientTLS())
 	if err != nil {
 		return nil, fmt.Errorf("--etcd-endpoints %q: %w", endpoints, err)
 	}
+	if err := cluster.Namespace(cli, prefix); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("--etcd-prefix: %w", err)
+	}
 	return cli, nil
 }
+
+// etcdPrefixHelp is the help of --etcd-prefix, the same on every command.
+const etcdPrefixHelp = "root of every key this cluster keeps in etcd (e.g. /NAMESPACE/RELEASE), so clusters sharing one etcd keep apart; every process of a cluster must be given the same (empty: none)"
 
 func (g *groupFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
@@ -309,6 +329,7 @@ func (g *groupFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&g.group, "group", "", "group name, shared by all its ranks")
 	fl.IntVar(&g.incarnation, "incarnation", 0, "the group's start count, raised by its supervisor at each restart: ranks meet only ranks of the same incarnation")
 	fl.StringVar(&g.etcdEndpoints, "etcd-endpoints", "", "comma-separated etcd client URLs")
+	fl.StringVar(&g.etcdPrefix, "etcd-prefix", "", etcdPrefixHelp)
 	fl.StringVar(&g.listen, "listen", "127.0.0.1:0", "address of this rank's collective endpoint")
 	fl.DurationVar(&g.joinTimeout, "join-timeout", time.Minute, "how long to wait for the group's other ranks")
 }
@@ -328,6 +349,17 @@ func (f *engineFlags) register(cmd *cobra.Command) {
 	f.kvCacheDType = kvDTypeFlag(engine.KVAuto)
 	fl.Var(&f.kvCacheDType, "kv-cache-dtype", "KV cache element type: auto (the weights' dtype on the CPU, f16 weights giving fp32; bf16 on CUDA), fp32 or bf16")
 	fl.BoolVar(&f.noPrefixCache, "no-prefix-caching", false, "turn the prefix cache off: compute every prompt from scratch and keep no KV block after its request")
+}
+
+// validate checks the flags; each error names its flag.
+func (f *engineFlags) validate() error {
+	switch {
+	case f.maxBatchTokens < 1:
+		return fmt.Errorf("--max-batch-tokens %d: must be >= 1", f.maxBatchTokens)
+	case f.kvCacheMB < 1:
+		return fmt.Errorf("--kv-cache-mb %d: must be >= 1", f.kvCacheMB)
+	}
+	return nil
 }
 
 func (f *engineFlags) options() engine.Options {
@@ -367,7 +399,7 @@ func (v *kvDTypeFlag) Set(s string) error {
 // where its incarnation stays 0 (a Kubernetes restart): a rank that dies
 // while joining leaves its entry for a lease TTL at most.
 func joinGroup(ctx context.Context, g *groupFlags) (nccl.Communicator, error) {
-	cli, err := dialEtcd(g.etcdEndpoints, g.tls)
+	cli, err := dialEtcd(g.etcdEndpoints, g.etcdPrefix, g.tls)
 	if err != nil {
 		return nil, err
 	}

@@ -125,11 +125,11 @@ func grow(s *[]float32, n int) []float32 {
 }
 
 // attnTask runs one tile of query vectors against one KV head per chunk. A
-// tile is up to maxM query vectors that read the same KV head: pp
-// consecutive positions × hg heads of the head's group, so each key and
-// value block is loaded once for all of them. With GQA (group > 1) a tile
-// holds every head of the group at maxM/group positions; without it, maxM
-// positions of one head.
+// tile is up to maxM query vectors (gemmM on the packed path) that read
+// the same KV head: pp consecutive positions × hg heads of the head's
+// group, so each key and value block is loaded once for all of them. With
+// GQA (group > 1) a tile holds every head of the group at M/group
+// positions; without it, M positions of one head.
 type attnTask struct {
 	k       *kernels
 	dst, q  []float32
@@ -137,15 +137,19 @@ type attnTask struct {
 	layer   int
 	seqs    []compute.AttnSeq
 	spec    compute.AttnSpec
-	group   int   // query heads per KV head
-	hg      int   // query heads per tile
-	headT   int   // tiles across the group's heads: ceil(group/hg)
-	pp      int   // positions per tile
-	firstCh []int // first chunk of each sequence (len(seqs)+1)
+	group   int       // query heads per KV head
+	plans   []seqPlan // per sequence
+	firstCh []int     // first chunk of each sequence (len(seqs)+1)
 	scratch []workerScratch
+	// The packed path's keys and values (see packedKV), and the task that
+	// packs them.
+	pack  []float32
+	packT attnPackTask
 }
 
 // Attention runs causal paged attention of each sequence's query rows.
+// Sequences of packedAttnRows query rows or more, with the outer-product
+// kernels, first have their keys and values packed (see tilePacked).
 func (b *Backend) Attention(dst, q compute.Buf, c compute.KVCache, layer int, seqs []compute.AttnSeq, spec compute.AttnSpec) {
 	kc := kvOf(c)
 	if spec.HeadDim != kc.spec.HeadDim || spec.KVHeads != kc.spec.KVHeads || spec.KVHeads <= 0 || spec.Heads%spec.KVHeads != 0 {
@@ -153,22 +157,39 @@ func (b *Backend) Attention(dst, q compute.Buf, c compute.KVCache, layer int, se
 	}
 	t := &b.attn
 	*t = attnTask{k: b.k, dst: data(dst), q: data(q), c: kc, layer: layer, seqs: seqs, spec: spec,
-		group: spec.Heads / spec.KVHeads, scratch: b.scratch, firstCh: t.firstCh[:0]}
-	t.hg = min(t.group, b.k.maxM)
-	t.headT = (t.group + t.hg - 1) / t.hg
-	t.pp = max(1, b.k.maxM/t.hg)
-	chunks := 0
-	for _, s := range seqs {
+		group: spec.Heads / spec.KVHeads, scratch: b.scratch, firstCh: t.firstCh[:0], plans: t.plans[:0],
+		pack: t.pack, packT: attnPackTask{pairs: t.packT.pairs[:0]}}
+	chunks, packN := 0, 0
+	for si, s := range seqs {
 		if s.Pos+s.QLen > len(s.Blocks)*kc.spec.BlockSize {
 			panic(fmt.Sprintf("cpu: Attention over positions [0, %d) with %d blocks of %d",
 				s.Pos+s.QLen, len(s.Blocks), kc.spec.BlockSize))
 		}
+		p := seqPlan{packed: t.usePacked(s.QLen)}
+		m := b.k.maxM
+		if p.packed {
+			m = b.k.gemmM
+			p.off, p.kp = packN, (s.Pos+s.QLen+panelRows-1)/panelRows*panelRows
+			packN += 2 * spec.KVHeads * p.kp * spec.HeadDim
+			for h := range spec.KVHeads {
+				t.packT.pairs = append(t.packT.pairs, int32(si*spec.KVHeads+h))
+			}
+		}
+		p.hg = min(t.group, m)
+		p.headT = (t.group + p.hg - 1) / p.hg
+		p.pp = max(1, m/p.hg)
+		t.plans = append(t.plans, p)
 		t.firstCh = append(t.firstCh, chunks)
-		chunks += spec.KVHeads * t.headT * ((s.QLen + t.pp - 1) / t.pp)
+		chunks += spec.KVHeads * p.headT * ((s.QLen + p.pp - 1) / p.pp)
 	}
 	t.firstCh = append(t.firstCh, chunks)
+	if packN > 0 {
+		t.pack = grow(&t.pack, packN)
+		t.packT.t = t
+		b.pool.run(&t.packT, len(t.packT.pairs))
+	}
 	b.pool.run(t, chunks)
-	t.dst, t.q, t.seqs = nil, nil, nil
+	t.dst, t.q, t.seqs, t.packT.t = nil, nil, nil, nil
 }
 
 func (t *attnTask) run(c, w int) {
@@ -176,17 +197,22 @@ func (t *attnTask) run(c, w int) {
 	for t.firstCh[si+1] <= c {
 		si++
 	}
-	s := t.seqs[si]
+	s, p := t.seqs[si], &t.plans[si]
 	c -= t.firstCh[si]
 	kvh := c % t.spec.KVHeads
 	c /= t.spec.KVHeads
-	j0 := c % t.headT * t.hg
-	c /= t.headT
+	j0 := c % p.headT * p.hg
+	c /= p.headT
 	// Causal tiles late in the sequence cost the most; they go first so
 	// that the cheap ones even out the threads' ends.
-	posT := (s.QLen + t.pp - 1) / t.pp
-	r0 := (posT - 1 - c) * t.pp
-	t.tile(&t.scratch[w], s, kvh, r0, min(r0+t.pp, s.QLen), j0, min(j0+t.hg, t.group))
+	posT := (s.QLen + p.pp - 1) / p.pp
+	r0 := (posT - 1 - c) * p.pp
+	r1, j1 := min(r0+p.pp, s.QLen), min(j0+p.hg, t.group)
+	if p.packed {
+		t.tilePacked(&t.scratch[w], s, p, kvh, r0, r1, j0, j1)
+		return
+	}
+	t.tile(&t.scratch[w], s, kvh, r0, r1, j0, j1)
 }
 
 // attnSpan is how many keys one online-softmax step covers: several cache
@@ -238,7 +264,7 @@ func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, r0, r1, j0, j
 				continue
 			}
 			sc := scores[i*span : i*span+ni]
-			m := max(mx[i], maxF32(sc))
+			m := max(mx[i], maxF32(t.k, sc))
 			corr := expf(mx[i] - m)
 			sum := expSum(t.k, sc, m)
 			mx[i], l[i] = m, l[i]*corr+sum
@@ -310,11 +336,17 @@ func expSum(k *kernels, x []float32, shift float32) float32 {
 	return sum
 }
 
-// maxF32 is the largest value of x (-Inf when empty), kept in four
-// independent running maxima so the loop is not one dependency chain.
-func maxF32(x []float32) float32 {
+// maxF32 is the largest value of x (-Inf when empty): the kernel for
+// whole vectors, Go for the rest, kept in four independent running maxima
+// so the loop is not one dependency chain.
+func maxF32(k *kernels, x []float32) float32 {
 	inf := float32(math.Inf(-1))
 	m0, m1, m2, m3 := inf, inf, inf, inf
+	if k.max != nil && len(x) >= k.lanes {
+		v := len(x) / k.lanes * k.lanes
+		m0 = k.max(&x[0], v)
+		x = x[v:]
+	}
 	i := 0
 	for ; i+4 <= len(x); i += 4 {
 		m0, m1 = max(m0, x[i]), max(m1, x[i+1])

@@ -28,6 +28,12 @@ func TestAttention(t *testing.T) {
 		{6, 1, 16, 1, mixed},
 		{12, 12, 64, 16, []struct{ pos, qlen int }{{300, 1}}},
 		{4, 1, 128, 16, []struct{ pos, qlen int }{{40, 70}}},
+		// The packed path (24 query rows or more, whole 16-key groups):
+		// beside decode rows, after a cached prefix, GQA, several spans,
+		// tiles that end past the last whole panel.
+		{12, 12, 64, 16, []struct{ pos, qlen int }{{0, 100}, {5, 1}, {0, 24}, {131, 33}}},
+		{8, 2, 64, 32, []struct{ pos, qlen int }{{17, 50}, {0, 23}}},
+		{16, 1, 32, 16, []struct{ pos, qlen int }{{250, 40}}},
 	}
 	eachBackend(t, func(t *testing.T, b *Backend) {
 		for _, dt := range []compute.DType{compute.F32, compute.BF16} {
@@ -197,5 +203,31 @@ func TestKVReadLoad(t *testing.T) {
 	}
 	if _, err := b.NewKVCache(compute.KVSpec{Layers: 1, NumBlocks: 1, BlockSize: 1, KVHeads: 1, HeadDim: 1, DType: compute.F16}); !errors.Is(err, compute.ErrUnsupported) {
 		t.Fatalf("F16 KV cache: err = %v, want ErrUnsupported", err)
+	}
+}
+
+// TestMaxF32 checks the softmax's max against a plain loop at every
+// length around the vector widths, with the largest value at each place.
+func TestMaxF32(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 3))
+	for _, k := range kernelSets() {
+		for n := 0; n <= 70; n++ {
+			x := randVec(r, n)
+			for at := range max(n, 1) {
+				if n > 0 {
+					x[at] = 100 + float32(at)
+				}
+				want := float32(math.Inf(-1))
+				for _, v := range x {
+					want = max(want, v)
+				}
+				if got := maxF32(k, x); got != want {
+					t.Fatalf("%s: max of %d values with the largest at %d = %g, want %g", k.name, n, at, got, want)
+				}
+				if n > 0 {
+					x[at] = -1
+				}
+			}
+		}
 	}
 }

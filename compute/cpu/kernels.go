@@ -80,8 +80,11 @@ type kernels struct {
 	// expSum sets x[i] = e^(x[i]-shift) and returns their sum, for n
 	// rounded down to a multiple of lanes; nil in the Go set.
 	expSum func(x *float32, n int, shift float32) float32
+	// max is the largest of x[:n], n rounded down to a multiple of lanes
+	// and at least lanes; nil in the Go set.
+	max func(x *float32, n int) float32
 	// For the machine measurements: read streams n bytes from p (n rounded
-	// down to 8 vectors), fma runs iters×fmaChains independent FMAs of
+	// down to 512) as four streams, fma runs iters×fmaChains independent FMAs of
 	// lanes float32 lanes. Nil in the Go set.
 	read  func(p *byte, n int)
 	fma   func(iters int)

@@ -17,6 +17,11 @@ func archKernels() []*kernels {
 	return sets
 }
 
+// readAhead is how far ahead of each stream the read probe prefetches:
+// four streams read 25–30% faster than one on this project's VMs, and the
+// distance matters little (2 KiB was a shade the best of 0–8 KiB).
+const readAhead = 2 << 10
+
 func avx512Kernels() *kernels {
 	return &kernels{
 		name: "avx512", maxM: 6, kStep: 16, dStep: 16, accum: accumAVX512, accumBF16: accumBF16AVX512,
@@ -27,7 +32,7 @@ func avx512Kernels() *kernels {
 		gemmF32: [maxGemmM + 1]gemmF32Func{nil, gemmF32AVX512M1, gemmF32AVX512M2, gemmF32AVX512M3, gemmF32AVX512M4,
 			gemmF32AVX512M5, gemmF32AVX512M6, gemmF32AVX512M7, gemmF32AVX512M8, gemmF32AVX512M9, gemmF32AVX512M10,
 			gemmF32AVX512M11, gemmF32AVX512M12},
-		read: readAVX512, fma: fmaAVX512, lanes: 16, siluMul: siluMulAVX512, gelu: geluAVX512, expSum: expSumAVX512,
+		read: func(p *byte, n int) { read4AVX512(p, n, readAhead) }, fma: fmaAVX512, lanes: 16, siluMul: siluMulAVX512, gelu: geluAVX512, expSum: expSumAVX512, max: maxAVX512,
 	}
 }
 
@@ -37,6 +42,6 @@ func avx2Kernels() *kernels {
 		f32:  [maxTileM + 1]tileF32Func{nil, tileF32AVX2M1, tileF32AVX2M2},
 		bf16: [maxTileM + 1]tile16Func{nil, tileBF16AVX2M1, tileBF16AVX2M2},
 		f16:  [maxTileM + 1]tile16Func{nil, tileF16AVX2M1, tileF16AVX2M2},
-		read: readAVX2, fma: fmaAVX2, lanes: 8, siluMul: siluMulAVX2, gelu: geluAVX2, expSum: expSumAVX2,
+		read: func(p *byte, n int) { read4AVX2(p, n, readAhead) }, fma: fmaAVX2, lanes: 8, siluMul: siluMulAVX2, gelu: geluAVX2, expSum: expSumAVX2, max: maxAVX2,
 	}
 }

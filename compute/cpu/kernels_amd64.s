@@ -7075,29 +7075,79 @@ DATA expSumAVX512_one<>+56(SB)/4, $0x3f800000
 DATA expSumAVX512_one<>+60(SB)/4, $0x3f800000
 GLOBL expSumAVX512_one<>(SB), RODATA|NOPTR, $64
 
-// func readAVX512(p *byte, n int)
-// Requires: AVX, AVX512F
-TEXT ·readAVX512(SB), NOSPLIT, $0-16
+// func maxAVX512(x *float32, n int) float32
+// Requires: AVX, AVX512F, AVX512VL, SSE
+TEXT ·maxAVX512(SB), NOSPLIT, $0-20
+	MOVQ    x+0(FP), AX
+	MOVQ    n+8(FP), CX
+	SHRQ    $0x04, CX
+	VMOVUPS (AX), Z0
+	VMOVAPS Z0, Z1
+	ADDQ    $0x40, AX
+	DECQ    CX
+	JZ      maxAVX512_done
+
+maxAVX512_loop:
+	VMAXPS (AX), Z0, Z0
+	ADDQ   $0x40, AX
+	DECQ   CX
+	JZ     maxAVX512_done
+	VMAXPS (AX), Z1, Z1
+	ADDQ   $0x40, AX
+	DECQ   CX
+	JNZ    maxAVX512_loop
+
+maxAVX512_done:
+	VMAXPS        Z1, Z0, Z0
+	VEXTRACTF64X4 $0x01, Z0, Y1
+	VMAXPS        Y1, Y0, Y1
+	VEXTRACTF32X4 $0x01, Y1, X0
+	VMAXPS        X0, X1, X1
+	VMOVHLPS      X1, X1, X0
+	VMAXPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VMAXSS        X0, X1, X1
+	MOVSS         X1, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func read4AVX512(p *byte, n int, ahead int)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·read4AVX512(SB), NOSPLIT, $0-24
 	MOVQ p+0(FP), AX
 	MOVQ n+8(FP), CX
-	ANDQ $-512, CX
-	LEAQ (AX)(CX*1), CX
+	MOVQ ahead+16(FP), DX
+	SHRQ $0x02, CX
+	ANDQ $-128, CX
+	LEAQ (CX)(CX*2), BX
+	MOVQ CX, SI
+	SHRQ $0x07, SI
+	JZ   read4AVX512_done
+	LEAQ (AX)(DX*1), DX
 
-readAVX512_loop:
-	CMPQ    AX, CX
-	JGE     readAVX512_done
-	VMOVUPS (AX), Z0
-	VMOVUPS 64(AX), Z0
-	VMOVUPS 128(AX), Z0
-	VMOVUPS 192(AX), Z0
-	VMOVUPS 256(AX), Z0
-	VMOVUPS 320(AX), Z0
-	VMOVUPS 384(AX), Z0
-	VMOVUPS 448(AX), Z0
-	ADDQ    $+512, AX
-	JMP     readAVX512_loop
+read4AVX512_loop:
+	VMOVUPS    (AX), Z0
+	VMOVUPS    64(AX), Z0
+	VMOVUPS    (AX)(CX*1), Z0
+	VMOVUPS    64(AX)(CX*1), Z0
+	VMOVUPS    (AX)(CX*2), Z0
+	VMOVUPS    64(AX)(CX*2), Z0
+	VMOVUPS    (AX)(BX*1), Z0
+	VMOVUPS    64(AX)(BX*1), Z0
+	PREFETCHT0 (DX)
+	PREFETCHT0 64(DX)
+	PREFETCHT0 (DX)(CX*1)
+	PREFETCHT0 64(DX)(CX*1)
+	PREFETCHT0 (DX)(CX*2)
+	PREFETCHT0 64(DX)(CX*2)
+	PREFETCHT0 (DX)(BX*1)
+	PREFETCHT0 64(DX)(BX*1)
+	ADDQ       $0x80, AX
+	ADDQ       $0x80, DX
+	DECQ       SI
+	JNZ        read4AVX512_loop
 
-readAVX512_done:
+read4AVX512_done:
 	VZEROUPPER
 	RET
 
@@ -8679,29 +8729,85 @@ DATA expSumAVX2_bias<>+24(SB)/4, $0x0000007f
 DATA expSumAVX2_bias<>+28(SB)/4, $0x0000007f
 GLOBL expSumAVX2_bias<>(SB), RODATA|NOPTR, $32
 
-// func readAVX2(p *byte, n int)
-// Requires: AVX
-TEXT ·readAVX2(SB), NOSPLIT, $0-16
+// func maxAVX2(x *float32, n int) float32
+// Requires: AVX, SSE
+TEXT ·maxAVX2(SB), NOSPLIT, $0-20
+	MOVQ    x+0(FP), AX
+	MOVQ    n+8(FP), CX
+	SHRQ    $0x03, CX
+	VMOVUPS (AX), Y0
+	VMOVAPS Y0, Y1
+	ADDQ    $0x20, AX
+	DECQ    CX
+	JZ      maxAVX2_done
+
+maxAVX2_loop:
+	VMAXPS (AX), Y0, Y0
+	ADDQ   $0x20, AX
+	DECQ   CX
+	JZ     maxAVX2_done
+	VMAXPS (AX), Y1, Y1
+	ADDQ   $0x20, AX
+	DECQ   CX
+	JNZ    maxAVX2_loop
+
+maxAVX2_done:
+	VMAXPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VMAXPS       X1, X0, X0
+	VMOVHLPS     X0, X0, X1
+	VMAXPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VMAXSS       X1, X0, X0
+	MOVSS        X0, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func read4AVX2(p *byte, n int, ahead int)
+// Requires: AVX, MMX+
+TEXT ·read4AVX2(SB), NOSPLIT, $0-24
 	MOVQ p+0(FP), AX
 	MOVQ n+8(FP), CX
-	ANDQ $-256, CX
-	LEAQ (AX)(CX*1), CX
+	MOVQ ahead+16(FP), DX
+	SHRQ $0x02, CX
+	ANDQ $-128, CX
+	LEAQ (CX)(CX*2), BX
+	MOVQ CX, SI
+	SHRQ $0x07, SI
+	JZ   read4AVX2_done
+	LEAQ (AX)(DX*1), DX
 
-readAVX2_loop:
-	CMPQ    AX, CX
-	JGE     readAVX2_done
-	VMOVUPS (AX), Y0
-	VMOVUPS 32(AX), Y0
-	VMOVUPS 64(AX), Y0
-	VMOVUPS 96(AX), Y0
-	VMOVUPS 128(AX), Y0
-	VMOVUPS 160(AX), Y0
-	VMOVUPS 192(AX), Y0
-	VMOVUPS 224(AX), Y0
-	ADDQ    $+256, AX
-	JMP     readAVX2_loop
+read4AVX2_loop:
+	VMOVUPS    (AX), Y0
+	VMOVUPS    32(AX), Y0
+	VMOVUPS    64(AX), Y0
+	VMOVUPS    96(AX), Y0
+	VMOVUPS    (AX)(CX*1), Y0
+	VMOVUPS    32(AX)(CX*1), Y0
+	VMOVUPS    64(AX)(CX*1), Y0
+	VMOVUPS    96(AX)(CX*1), Y0
+	VMOVUPS    (AX)(CX*2), Y0
+	VMOVUPS    32(AX)(CX*2), Y0
+	VMOVUPS    64(AX)(CX*2), Y0
+	VMOVUPS    96(AX)(CX*2), Y0
+	VMOVUPS    (AX)(BX*1), Y0
+	VMOVUPS    32(AX)(BX*1), Y0
+	VMOVUPS    64(AX)(BX*1), Y0
+	VMOVUPS    96(AX)(BX*1), Y0
+	PREFETCHT0 (DX)
+	PREFETCHT0 64(DX)
+	PREFETCHT0 (DX)(CX*1)
+	PREFETCHT0 64(DX)(CX*1)
+	PREFETCHT0 (DX)(CX*2)
+	PREFETCHT0 64(DX)(CX*2)
+	PREFETCHT0 (DX)(BX*1)
+	PREFETCHT0 64(DX)(BX*1)
+	ADDQ       $0x80, AX
+	ADDQ       $0x80, DX
+	DECQ       SI
+	JNZ        read4AVX2_loop
 
-readAVX2_done:
+read4AVX2_done:
 	VZEROUPPER
 	RET
 

@@ -58,7 +58,7 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 		t.packed = true
 		t.k0 = wm.cols / 16 * 16
 		rows := max(panelRows, packBudget/(4*t.k0)/panelRows*panelRows)
-		per := (wm.rows + chunksPerThread*b.threads - 1) / (chunksPerThread * b.threads)
+		per := (wm.rows + packedChunksPerThread*b.threads - 1) / (packedChunksPerThread * b.threads)
 		rows = min(rows, (per+panelRows-1)/panelRows*panelRows)
 		t.chunkRows = rows
 		if len(b.packBuf) < b.threads {
@@ -248,6 +248,13 @@ const padStride = 1024
 
 // chunksPerThread is how many MatMul chunks each thread gets, at least.
 const chunksPerThread = 4
+
+// packedChunksPerThread is chunksPerThread for the packed path: a thread
+// that finishes early waits for the other's last chunk, which at 4 chunks
+// each is up to an eighth of a prefill MatMul on 2 threads. Smaller
+// chunks pack no more (each weight row is packed once whatever the
+// chunking) and their panels sit in L2 all the better.
+const packedChunksPerThread = 16
 
 // decodeTiles is the largest number of m-tiles run weight-tile-major.
 const decodeTiles = 2

@@ -14,8 +14,9 @@ const bandwidthBytes = 256 << 20
 // MeasureMemoryBandwidth measures the machine's memory read bandwidth in
 // bytes per second: threads goroutines (default runtime.NumCPU() when
 // threads ≤ 0) each load their share of a 256 MiB buffer into vector
-// registers with the widest kernel set available (plain loads, no
-// arithmetic, no writes), timed from a common start until the last one
+// registers with the widest kernel set available (plain loads as four
+// streams with prefetches, as a decode tile kernel reads four weight rows;
+// no arithmetic, no writes), timed from a common start until the last one
 // finishes; the best of three passes is returned. The buffer is written
 // once first so its pages are real memory, not the shared zero page. This is
 // the bound a memory-bound decode step (weights streamed once) can reach.

@@ -194,10 +194,15 @@ func geluAVX512(x *float32, n int)
 //go:noescape
 func expSumAVX512(x *float32, n int, shift float32) float32
 
-// readAVX512 streams n bytes from p into registers.
+// maxAVX512 is the largest of x[:n], n rounded down to the vector width (see maxLoop in the generator).
 //
 //go:noescape
-func readAVX512(p *byte, n int)
+func maxAVX512(x *float32, n int) float32
+
+// read4AVX512 streams n bytes from p into registers as four streams (see readStreams in the generator).
+//
+//go:noescape
+func read4AVX512(p *byte, n int, ahead int)
 
 // fmaAVX512 runs iters×12 independent 16-lane FMAs.
 func fmaAVX512(iters int)
@@ -257,10 +262,15 @@ func geluAVX2(x *float32, n int)
 //go:noescape
 func expSumAVX2(x *float32, n int, shift float32) float32
 
-// readAVX2 streams n bytes from p into registers.
+// maxAVX2 is the largest of x[:n], n rounded down to the vector width (see maxLoop in the generator).
 //
 //go:noescape
-func readAVX2(p *byte, n int)
+func maxAVX2(x *float32, n int) float32
+
+// read4AVX2 streams n bytes from p into registers as four streams (see readStreams in the generator).
+//
+//go:noescape
+func read4AVX2(p *byte, n int, ahead int)
 
 // fmaAVX2 runs iters×12 independent 8-lane FMAs.
 func fmaAVX2(iters int)

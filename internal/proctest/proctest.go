@@ -1,9 +1,3 @@
-// Package proctest reads Linux's /proc for tests that check which
-// processes run: whether one has exited, which children one has. A
-// zombie (exited, not yet reaped by a parent that is not the test) counts
-// as exited.
-//
-// It is for tests only; it imports nothing of Tandem's.
 package proctest
 
 import (

@@ -39,6 +39,10 @@ type Options struct {
 	MaxShardSize int64
 	// Workers generating weights in parallel; 0 means GOMAXPROCS.
 	Workers int
+	// NoWeights writes config.json and the tokenizer files only: all a
+	// process that tokenizes but runs no layer (the coordinator) reads.
+	// Such a directory is refused by whatever loads weights from it.
+	NoWeights bool
 }
 
 // formatVersion names the weight generator in cache paths, so a change
@@ -107,6 +111,9 @@ func fill(ctx context.Context, p Preset, cfg *model.Config, dir string, files ma
 		if err := os.WriteFile(filepath.Join(dir, fname), data, 0o644); err != nil {
 			return err
 		}
+	}
+	if opts.NoWeights {
+		return nil
 	}
 	var specs []safetensors.Spec
 	kinds := map[string]model.TensorKind{}

@@ -177,6 +177,16 @@ func TestWriteTiny(t *testing.T) {
 	if da["model.safetensors"] == dc["model.safetensors"] {
 		t.Error("different seeds gave identical weights")
 	}
+	// NoWeights: the same small files, byte for byte, and no weights.
+	nw := dirDigest(t, write("nw", Options{Seed: 7, NoWeights: true}))
+	if _, ok := nw["model.safetensors"]; len(nw) != 4 || ok {
+		t.Errorf("NoWeights wrote %v; want the four side files only", nw)
+	}
+	for f, d := range nw {
+		if d != da[f] {
+			t.Errorf("NoWeights: %s differs from the full directory's", f)
+		}
+	}
 
 	cfg, err := model.LoadConfig(filepath.Join(a, "config.json"))
 	if err != nil {
@@ -199,7 +209,7 @@ func TestWriteTiny(t *testing.T) {
 	if err := Write(ctx, "tiny", a, Options{}); !errors.Is(err, ErrExists) {
 		t.Errorf("overwrite: %v", err)
 	}
-	if entries, _ := os.ReadDir(root); len(entries) != 4 {
+	if entries, _ := os.ReadDir(root); len(entries) != 5 {
 		t.Errorf("temporary directories left: %v", entries)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -32,6 +33,7 @@ type fake struct {
 	set                 func(knob, value int32) // fake_set in libfakenccl.so
 	setOld              func(knob, value int32) // fake_set in libfakenccl-old.so
 	contexts            func() int32            // primary contexts retained
+	notifyPending       func(fd int32)          // fake_notify_pending in the driver
 }
 
 func buildFake(t *testing.T) *fake {
@@ -71,7 +73,29 @@ func buildFake(t *testing.T) *fake {
 	bind(f.nccl, "fake_set", &f.set)
 	bind(f.ncclOld, "fake_set", &f.setOld)
 	bind(f.cuda, "fake_contexts", &f.contexts)
+	bind(f.cuda, "fake_notify_pending", &f.notifyPending)
 	return f
+}
+
+// pendingEvent arms the fake driver's event that a call waits on its
+// stream; the function returned waits for it, failing t after within.
+func (f *fake) pendingEvent(t *testing.T) func(within time.Duration) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); w.Close() })
+	f.notifyPending(int32(w.Fd()))
+	return func(within time.Duration) {
+		t.Helper()
+		if err := r.SetReadDeadline(time.Now().Add(within)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Read(make([]byte, 1)); err != nil {
+			t.Fatalf("no call waited on its stream within %v: %v", within, err)
+		}
+	}
 }
 
 func (f *fake) load(t *testing.T, path string) *Library {
@@ -364,9 +388,10 @@ func TestFakeCloseUnblocksCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	buf := devFloats(t, l, []float32{1})
+	waiting := f.pendingEvent(t)
 	done := make(chan error, 1)
 	go func() { done <- c.AllReduce(context.Background(), nccl.Device(buf, 1, nccl.F32)) }()
-	time.Sleep(20 * time.Millisecond) // let the call reach its wait loop
+	waiting(5 * time.Second) // the call polls its stream: Close now meets it blocked
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}

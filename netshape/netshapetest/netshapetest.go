@@ -1,6 +1,3 @@
-// Package netshapetest holds the test helpers of netshape: tests that
-// build networks call Require first, and check with Owned and WaitGone
-// that what they built is gone.
 package netshapetest
 
 import (

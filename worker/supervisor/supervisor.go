@@ -33,6 +33,14 @@ type Group struct {
 	Args func(rank, incarnation int) []string
 }
 
+// The restart policy's defaults, as `tandem up` ships them.
+const (
+	DefaultBackoff         = 500 * time.Millisecond
+	DefaultMaxBackoff      = 30 * time.Second
+	DefaultCrashLoopWindow = 30 * time.Second
+	DefaultCrashLoopLimit  = 5
+)
+
 // Options configure Start. Zero fields take the documented defaults.
 type Options struct {
 	// Binary is the program run for each rank (default: this process's
@@ -52,17 +60,17 @@ type Options struct {
 	// (default 10s).
 	StopTimeout time.Duration
 	// Backoff is the delay before a restart; it doubles with each quick
-	// crash in a row (default 500ms).
+	// crash in a row (default DefaultBackoff).
 	Backoff time.Duration
-	// MaxBackoff caps the delay (default 30s).
+	// MaxBackoff caps the delay (default DefaultMaxBackoff).
 	MaxBackoff time.Duration
 	// CrashLoopWindow: an incarnation that dies within this long of its
 	// start is a quick crash; one that ran longer resets the count and
-	// the backoff (default 30s).
+	// the backoff (default DefaultCrashLoopWindow).
 	CrashLoopWindow time.Duration
 	// CrashLoopLimit is how many quick crashes in a row leave the group
-	// down for good (default 5). Negative: never restart; the first death
-	// leaves the group down.
+	// down for good (default DefaultCrashLoopLimit). Negative: never
+	// restart; the first death leaves the group down.
 	CrashLoopLimit int
 }
 
@@ -84,16 +92,16 @@ func (o *Options) defaults() error {
 		o.StopTimeout = 10 * time.Second
 	}
 	if o.Backoff <= 0 {
-		o.Backoff = 500 * time.Millisecond
+		o.Backoff = DefaultBackoff
 	}
 	if o.MaxBackoff <= 0 {
-		o.MaxBackoff = 30 * time.Second
+		o.MaxBackoff = DefaultMaxBackoff
 	}
 	if o.CrashLoopWindow <= 0 {
-		o.CrashLoopWindow = 30 * time.Second
+		o.CrashLoopWindow = DefaultCrashLoopWindow
 	}
 	if o.CrashLoopLimit == 0 {
-		o.CrashLoopLimit = 5
+		o.CrashLoopLimit = DefaultCrashLoopLimit
 	}
 	return nil
 }

@@ -1,18 +1,6 @@
-// Package openai is a bench.Target for any OpenAI-compatible server:
-// /v1/completions or /v1/chat/completions with "stream": true, read as
-// server-sent events. It measures as vllm bench serve's request functions
-// do: time to the first chunk carrying choices, the gap before each
-// later such chunk, and the token counts of the usage chunk that
-// stream_options.include_usage asks for. Every request carries the
-// bench's request id in an X-Request-Id header; a server that echoes it
-// (vLLM, Tandem) has filed the request under it, so the output keeps
-// it, and otherwise takes the id the server's chunks carry.
-//
-// It imports bench only; never any other package of Tandem.
 package openai
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -44,6 +32,9 @@ type Options struct {
 	Model string
 	// APIKey, when set, is sent as a bearer token.
 	APIKey string
+	// Headers are sent with every request (--header); they override the
+	// API key's Authorization but not the X-Request-Id.
+	Headers map[string]string
 	// MaxConns bounds the open connections (0: no bound).
 	MaxConns int
 	// TLS, when set, configures https connections (a CA of one's own);
@@ -70,7 +61,9 @@ func New(o Options) (*Target, error) {
 	if !strings.HasPrefix(o.BaseURL, "http://") && !strings.HasPrefix(o.BaseURL, "https://") {
 		return nil, fmt.Errorf("--base-url %q: must start with http:// or https://", o.BaseURL)
 	}
-	o.BaseURL = strings.TrimSuffix(o.BaseURL, "/")
+	// The root or the API's base, as OpenAI's clients take it: both
+	// http://host:8000 (vLLM's --base-url) and http://host:8000/v1.
+	o.BaseURL = strings.TrimSuffix(strings.TrimSuffix(o.BaseURL, "/"), "/v1")
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxConnsPerHost, tr.MaxIdleConnsPerHost = o.MaxConns, max(o.MaxConns, 100)
 	if o.TLS != nil {
@@ -95,10 +88,10 @@ func (t *Target) Model(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("--base-url %s: %w", t.o.BaseURL, err)
 	}
-	t.auth(req)
+	t.headers(req)
 	resp, err := t.client.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("--base-url %s: %w", t.o.BaseURL, err)
+		return "", fmt.Errorf("--base-url %s: %w: %v", t.o.BaseURL, bench.ErrUnreachable, err)
 	}
 	defer resp.Body.Close()
 	var list struct {
@@ -106,7 +99,14 @@ func (t *Target) Model(ctx context.Context) (string, error) {
 			ID string `json:"id"`
 		} `json:"data"`
 	}
-	if resp.StatusCode != http.StatusOK {
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		return "", fmt.Errorf("--base-url %s: GET %s/v1/models: %s: give the server's root (http://HOST:PORT) or its API base (http://HOST:PORT/v1)",
+			t.o.BaseURL, t.o.BaseURL, resp.Status)
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return "", fmt.Errorf("--base-url %s: GET /v1/models: %s (give the server's key with --api-key or $OPENAI_API_KEY)", t.o.BaseURL, resp.Status)
+	default:
 		return "", fmt.Errorf("--base-url %s: GET /v1/models: %s", t.o.BaseURL, resp.Status)
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
@@ -119,33 +119,77 @@ func (t *Target) Model(ctx context.Context) (string, error) {
 		t.o.Model = list.Data[0].ID
 		return t.o.Model, nil
 	}
-	for _, m := range list.Data {
+	ids := make([]string, len(list.Data))
+	for i, m := range list.Data {
 		if m.ID == t.o.Model {
 			return t.o.Model, nil
 		}
+		ids[i] = m.ID
 	}
-	return "", fmt.Errorf("--model %q: the server at %s lists %s", t.o.Model, t.o.BaseURL, list.Data[0].ID)
+	return "", fmt.Errorf("--model %q: %w by the server at %s, which lists %s", t.o.Model, bench.ErrUnknownModel, t.o.BaseURL, strings.Join(ids, ", "))
 }
 
-func (t *Target) auth(req *http.Request) {
+// headers sets the API key and the --header headers.
+func (t *Target) headers(req *http.Request) {
 	if t.o.APIKey != "" {
 		req.Header.Set("Authorization", "Bearer "+t.o.APIKey)
 	}
+	for k, v := range t.o.Headers {
+		req.Header.Set(k, v)
+	}
 }
 
-// chunk is one streamed event of either endpoint.
+// chunk is one streamed event of either endpoint: output, usage, or an
+// error (OpenAI's {"error": {...}}, or the top-level error object older
+// vLLM servers send).
 type chunk struct {
 	ID      string `json:"id"`
+	Object  string `json:"object"`
 	Choices []struct {
 		Text  *string `json:"text"`
 		Delta *struct {
 			Content *string `json:"content"`
 		} `json:"delta"`
+		FinishReason *string `json:"finish_reason"`
 	} `json:"choices"`
 	Usage *struct {
 		PromptTokens     int `json:"prompt_tokens"`
 		CompletionTokens int `json:"completion_tokens"`
 	} `json:"usage"`
+	Error *apiError `json:"error"`
+	apiError
+}
+
+// apiError is an OpenAI-style error object; Code is a string or a
+// number, as servers differ.
+type apiError struct {
+	Message string          `json:"message"`
+	Type    string          `json:"type"`
+	Code    json.RawMessage `json:"code"`
+}
+
+// streamErr is the error a chunk carries, nil when none.
+func (c *chunk) streamErr() *apiError {
+	switch {
+	case c.Error != nil:
+		return c.Error
+	case c.Object == "error":
+		return &c.apiError
+	}
+	return nil
+}
+
+// codeName is the error's class for errors_by_code: "STREAM_ERROR" and
+// the server's code, else its type.
+func (e *apiError) codeName() string {
+	code := strings.Trim(string(e.Code), `"`)
+	if code == "" || code == "null" {
+		code = e.Type
+	}
+	if code == "" {
+		return "STREAM_ERROR"
+	}
+	return "STREAM_ERROR " + code
 }
 
 // Send posts one streaming request and reads its events.
@@ -164,6 +208,15 @@ func (t *Target) Send(ctx context.Context, r bench.Request) bench.Output {
 	if r.IgnoreEOS {
 		body["ignore_eos"] = true
 	}
+	if r.Temperature != nil {
+		body["temperature"] = *r.Temperature
+	}
+	if r.TopP != nil {
+		body["top_p"] = *r.TopP
+	}
+	if r.TopK != nil {
+		body["top_k"] = *r.TopK // vLLM's extension
+	}
 	data, err := json.Marshal(body)
 	if err != nil {
 		return failed(out, "REQUEST", err.Error())
@@ -172,9 +225,9 @@ func (t *Target) Send(ctx context.Context, r bench.Request) bench.Output {
 	if err != nil {
 		return failed(out, "REQUEST", err.Error())
 	}
+	t.headers(req)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Request-Id", r.ID)
-	t.auth(req)
 	out.Start = time.Now()
 	resp, err := t.client.Do(req)
 	if err != nil {
@@ -192,27 +245,40 @@ func (t *Target) Send(ctx context.Context, r bench.Request) bench.Output {
 }
 
 // read consumes the event stream; keepID keeps the request's own id
-// instead of the one the chunks carry.
+// instead of the one the chunks carry. A stream succeeds when it carried
+// output and ended with [DONE] or a finish reason, without an error
+// event: a mid-stream error (an "error" event, or a chunk holding an
+// error object) or finish_reason "error" fails the request, whatever it
+// streamed before.
 func (t *Target) read(body io.Reader, out bench.Output, keepID bool) bench.Output {
-	sc := bufio.NewScanner(body)
-	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+	events := newSSEReader(body)
 	last := out.Start
 	chunks := 0
+	ended := false // [DONE] or a finish reason seen
 	var text strings.Builder
-	for sc.Scan() {
-		line := sc.Bytes()
-		data, ok := bytes.CutPrefix(line, []byte("data:"))
-		if !ok {
-			continue // blank separators, comments (":"), event names
+	for {
+		ev, err := events.Next()
+		if errors.Is(err, io.EOF) {
+			break
 		}
-		data = bytes.TrimSpace(data)
+		if err != nil {
+			return failed(out, "CONNECTION", err.Error())
+		}
+		data := bytes.TrimSpace(ev.Data)
 		if string(data) == "[DONE]" {
+			ended = true
 			break
 		}
 		now := time.Now()
+		if ev.Type == "error" {
+			return failed(out, "STREAM_ERROR", fmt.Sprintf("error event after %d chunks: %s", chunks, data))
+		}
 		var c chunk
 		if err := json.Unmarshal(data, &c); err != nil {
-			return failed(out, "BAD_STREAM", fmt.Sprintf("event %q: %v", data, err))
+			return failed(out, "BAD_STREAM", fmt.Sprintf("event %q: %v", truncate(data, 200), err))
+		}
+		if e := c.streamErr(); e != nil {
+			return failed(out, e.codeName(), fmt.Sprintf("error after %d chunks: %s (type %q, code %s)", chunks, e.Message, e.Type, orNull(e.Code)))
 		}
 		if c.ID != "" && !keepID {
 			out.RequestID = c.ID
@@ -232,6 +298,12 @@ func (t *Target) read(body io.Reader, out bench.Output, keepID bool) bench.Outpu
 			case ch.Delta != nil && ch.Delta.Content != nil:
 				text.WriteString(*ch.Delta.Content)
 			}
+			if fr := ch.FinishReason; fr != nil && *fr != "" {
+				if *fr == "error" {
+					return failed(out, "STREAM_ERROR finish_reason", fmt.Sprintf("finish_reason \"error\" after %d chunks", chunks))
+				}
+				ended = true
+			}
 		} else if c.Usage != nil {
 			out.OutputTokens = c.Usage.CompletionTokens
 			if c.Usage.PromptTokens > 0 {
@@ -239,19 +311,33 @@ func (t *Target) read(body io.Reader, out bench.Output, keepID bool) bench.Outpu
 			}
 		}
 	}
-	if err := sc.Err(); err != nil && !errors.Is(err, io.EOF) {
-		return failed(out, "CONNECTION", err.Error())
-	}
 	out.Text = text.String()
 	out.Latency = last.Sub(out.Start)
-	if chunks == 0 {
+	switch {
+	case chunks == 0:
 		return failed(out, "NO_OUTPUT", "never received a chunk with output")
+	case !ended:
+		return failed(out, "INCOMPLETE", fmt.Sprintf("the stream ended after %d chunks without a finish_reason or [DONE]", chunks))
 	}
 	if out.OutputTokens == 0 {
 		out.OutputTokens = chunks // no usage chunk: one token per chunk
 	}
 	out.Success = true
 	return out
+}
+
+func truncate(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}
+
+func orNull(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return "null"
+	}
+	return string(raw)
 }
 
 func failed(out bench.Output, code, msg string) bench.Output {

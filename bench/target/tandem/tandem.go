@@ -1,10 +1,3 @@
-// Package tandem is a bench.Target for a Tandem coordinator's gRPC
-// Generation API: each request streams its tokens, is filed under the
-// bench's request id (so its trace can be fetched by it), and reports the
-// prompt length the coordinator tokenized.
-//
-// It imports bench and the generated proto package; never the
-// coordinator, worker or engine.
 package tandem
 
 import (
@@ -61,7 +54,7 @@ func (t *Target) Model(ctx context.Context) (string, error) {
 	defer cancel()
 	resp, err := t.gen.ListModels(ctx, &tandemv1.ListModelsRequest{}, grpc.WaitForReady(false))
 	if err != nil {
-		return "", fmt.Errorf("--addr %s: %w", t.addr, statusError(err))
+		return "", t.modelsError(err)
 	}
 	ms := resp.GetModels()
 	if len(ms) == 0 {
@@ -76,7 +69,24 @@ func (t *Target) Model(ctx context.Context) (string, error) {
 			return t.model, nil
 		}
 	}
-	return "", fmt.Errorf("--model %q: the cluster at %s serves %s", t.model, t.addr, ms[0].GetId())
+	ids := make([]string, len(ms))
+	for i, m := range ms {
+		ids[i] = m.GetId()
+	}
+	return "", fmt.Errorf("--model %q: %w by the cluster at %s, which serves %s", t.model, bench.ErrUnknownModel, t.addr, strings.Join(ids, ", "))
+}
+
+// modelsError words a failed ListModels: unreachable (nothing answered
+// in time), a refused key, or another status.
+func (t *Target) modelsError(err error) error {
+	s := status.Convert(err)
+	switch s.Code() {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return fmt.Errorf("--addr %s: %w: %s: %s", t.addr, bench.ErrUnreachable, codeName(s.Code()), s.Message())
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return fmt.Errorf("--addr %s: %s: %s (give the cluster's key with --api-key or $TANDEM_API_KEY)", t.addr, codeName(s.Code()), s.Message())
+	}
+	return fmt.Errorf("--addr %s: %s: %s", t.addr, codeName(s.Code()), s.Message())
 }
 
 // Send runs one Generate stream.
@@ -84,13 +94,14 @@ func (t *Target) Send(ctx context.Context, r bench.Request) bench.Output {
 	out := bench.Output{RequestID: r.ID, PromptLen: r.PromptLen, Start: time.Now()}
 	stream, err := t.gen.Generate(ctx, &tandemv1.GenerateRequest{
 		Model: t.model, Prompt: &tandemv1.GenerateRequest_Text{Text: r.Prompt}, RequestId: r.ID,
-		Sampling: &tandemv1.SamplingParams{MaxTokens: int32(r.MaxTokens), IgnoreEos: r.IgnoreEOS},
+		Sampling: sampling(r),
 	})
 	if err != nil {
 		return fail(out, err)
 	}
 	last := out.Start
 	var text []byte
+	finished := false // a message with a finish reason came
 	for {
 		msg, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -117,8 +128,11 @@ func (t *Target) Send(ctx context.Context, r bench.Request) bench.Output {
 			last = now
 		}
 		switch fr := msg.GetFinishReason(); fr {
-		case tandemv1.FinishReason_FINISH_REASON_UNSPECIFIED, tandemv1.FinishReason_FINISH_REASON_STOP, tandemv1.FinishReason_FINISH_REASON_LENGTH:
+		case tandemv1.FinishReason_FINISH_REASON_UNSPECIFIED:
+		case tandemv1.FinishReason_FINISH_REASON_STOP, tandemv1.FinishReason_FINISH_REASON_LENGTH:
+			finished = true
 		default:
+			finished = true
 			out.Code = fr.String()
 			out.Error = fmt.Sprintf("finished with %s: %s", fr, msg.GetErrorMessage())
 		}
@@ -132,22 +146,34 @@ func (t *Target) Send(ctx context.Context, r bench.Request) bench.Output {
 	case out.Code != "":
 	case out.OutputTokens == 0:
 		out.Code, out.Error = "NO_OUTPUT", "the stream ended without a token"
+	case !finished:
+		out.Code, out.Error = "INCOMPLETE", fmt.Sprintf("the stream ended after %d tokens without a finish reason", out.OutputTokens)
 	default:
 		out.Success = true
 	}
 	return out
 }
 
+// sampling is the request's sampling parameters; those not given keep
+// the proto's zero values, the cluster's defaults.
+func sampling(r bench.Request) *tandemv1.SamplingParams {
+	p := &tandemv1.SamplingParams{MaxTokens: int32(r.MaxTokens), IgnoreEos: r.IgnoreEOS}
+	if r.Temperature != nil {
+		p.Temperature = *r.Temperature
+	}
+	if r.TopP != nil {
+		p.TopP = *r.TopP
+	}
+	if r.TopK != nil && *r.TopK > 0 {
+		p.TopK = int32(*r.TopK) // vLLM's -1 (all) is the proto's 0
+	}
+	return p
+}
+
 func fail(out bench.Output, err error) bench.Output {
 	s := status.Convert(err)
 	out.Code, out.Error = codeName(s.Code()), s.Message()
 	return out
-}
-
-// statusError words a gRPC error with its code.
-func statusError(err error) error {
-	s := status.Convert(err)
-	return fmt.Errorf("%s: %s", codeName(s.Code()), s.Message())
 }
 
 // codeName is a status code's canonical name, RESOURCE_EXHAUSTED for

@@ -1,4 +1,3 @@
-// Package dynlibtest helps test library searches over fake file trees.
 package dynlibtest
 
 import (

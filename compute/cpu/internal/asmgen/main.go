@@ -88,7 +88,8 @@ func main() {
 		sigmoidMul(is, false)
 		sigmoidMul(is, true)
 		expSum(is)
-		readBytes(is)
+		maxLoop(is)
+		readStreams(is)
 		fmaLoop(is)
 	}
 	Generate()
@@ -551,31 +552,104 @@ func accum(is isa, bf16 bool) {
 	RET()
 }
 
-// readBytes generates read<ISA>: loads n bytes (rounded down to a multiple
-// of 8 vectors) and discards them, for measuring memory read bandwidth.
-func readBytes(is isa) {
-	name := "read" + is.name
-	TEXT(name, NOSPLIT, "func(p *byte, n int)")
+// maxLoop generates max<ISA>(x *float32, n int) float32: the largest of
+// x[i] for i < n rounded down to the vector width (n ≥ the width), in two
+// independent running maxima — the softmax's first pass over the scores.
+func maxLoop(is isa) {
+	name := "max" + is.name
+	TEXT(name, NOSPLIT, "func(x *float32, n int) float32")
 	Pragma("noescape")
-	Doc(name + " streams n bytes from p into registers.")
+	Doc(name + " is the largest of x[:n], n rounded down to the vector width (see maxLoop in the generator).")
+	x := Load(Param("x"), GP64())
+	n := Load(Param("n"), GP64())
+	SHRQ(U8(log2(is.lanes)), n)
+	m0, m1 := is.vec(), is.vec()
+	VMOVUPS(Mem{Base: x}, m0)
+	VMOVAPS(m0, m1)
+	ADDQ(U8(4*is.lanes), x)
+	DECQ(n)
+	JZ(LabelRef(name + "_done"))
+	Label(name + "_loop")
+	VMAXPS(Mem{Base: x}, m0, m0)
+	ADDQ(U8(4*is.lanes), x)
+	DECQ(n)
+	JZ(LabelRef(name + "_done"))
+	VMAXPS(Mem{Base: x}, m1, m1)
+	ADDQ(U8(4*is.lanes), x)
+	DECQ(n)
+	JNZ(LabelRef(name + "_loop"))
+	Label(name + "_done")
+	VMAXPS(m1, m0, m0)
+	var y reg.VecVirtual
+	if is.lanes == 16 {
+		y = YMM()
+		VEXTRACTF64X4(U8(1), m0, y)
+		VMAXPS(y, m0.AsY(), y)
+	} else {
+		y = m0
+	}
+	xh, xs := XMM(), XMM()
+	if is.lanes == 16 {
+		VEXTRACTF32X4(U8(1), y, xh)
+	} else {
+		VEXTRACTF128(U8(1), y, xh)
+	}
+	VMAXPS(xh, y.AsX(), xs)
+	VMOVHLPS(xs, xs, xh)
+	VMAXPS(xh, xs, xs)
+	VMOVSHDUP(xs, xh)
+	VMAXSS(xh, xs, xs)
+	Store(xs, ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+}
+
+// readStreams generates read4<ISA>(p *byte, n int, ahead int): reads n
+// bytes (rounded down to 4·128) as four streams, one per quarter, 128
+// bytes of each per iteration, prefetching each stream ahead bytes ahead:
+// the access pattern of a decode tile kernel, which reads four weight rows
+// at once and prefetches the next tile. A single sequential stream leaves
+// the memory system less to overlap and can read slower than the kernels
+// it is meant to bound.
+func readStreams(is isa) {
+	name := "read4" + is.name
+	TEXT(name, NOSPLIT, "func(p *byte, n int, ahead int)")
+	Pragma("noescape")
+	Doc(name + " streams n bytes from p into registers as four streams (see readStreams in the generator).")
 	p := Load(Param("p"), GP64())
 	n := Load(Param("n"), GP64())
+	ahead := Load(Param("ahead"), GP64())
+	q := GP64()
+	MOVQ(n, q)
+	SHRQ(U8(2), q)
+	ANDQ(I32(^127), q)
+	q3 := GP64()
+	LEAQ(Mem{Base: q, Index: q, Scale: 2}, q3)
+	iters := GP64()
+	MOVQ(q, iters)
+	SHRQ(U8(7), iters)
+	JZ(LabelRef(name + "_done"))
+	pf := GP64()
+	LEAQ(Mem{Base: p, Index: ahead, Scale: 1}, pf)
 	bytes := 4 * is.lanes
-	ANDQ(I32(^(8*bytes - 1)), n)
-	end := GP64()
-	LEAQ(Mem{Base: p, Index: n, Scale: 1}, end)
-	regs := make([]reg.VecVirtual, 8)
+	regs := make([]reg.VecVirtual, 128/bytes)
 	for i := range regs {
 		regs[i] = is.vec()
 	}
 	Label(name + "_loop")
-	CMPQ(p, end)
-	JGE(LabelRef(name + "_done"))
-	for i, r := range regs {
-		VMOVUPS(Mem{Base: p, Disp: i * bytes}, r)
+	for s := range 4 {
+		for i, r := range regs {
+			VMOVUPS(rowAddr(s, p, nil, q, q3).Offset(i*bytes), r)
+		}
 	}
-	ADDQ(I32(8*bytes), p)
-	JMP(LabelRef(name + "_loop"))
+	for s := range 4 {
+		PREFETCHT0(rowAddr(s, pf, nil, q, q3))
+		PREFETCHT0(rowAddr(s, pf, nil, q, q3).Offset(64))
+	}
+	ADDQ(U8(128), p)
+	ADDQ(U8(128), pf)
+	DECQ(iters)
+	JNZ(LabelRef(name + "_loop"))
 	Label(name + "_done")
 	VZEROUPPER()
 	RET()

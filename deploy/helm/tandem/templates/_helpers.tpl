@@ -79,6 +79,12 @@ process is given (each member through the headless Service). */}}
 {{- end }}
 {{- end }}
 
+{{/* The root of the release's keys in etcd (--etcd-prefix): releases
+sharing one etcd keep apart. */}}
+{{- define "tandem.etcdPrefix" -}}
+{{- .Values.etcd.prefix | default (printf "/%s/%s" .Release.Namespace .Release.Name) }}
+{{- end }}
+
 {{/* The model: its directory inside the /model mount and its served id. */}}
 {{- define "tandem.modelDir" -}}
 {{- if eq .Values.model.source "preset" }}
@@ -102,12 +108,12 @@ process is given (each member through the headless Service). */}}
 {{- end }}
 {{- end }}
 
-{{/* The model volume, read-only in the serving containers. */}}
+{{/* The model volume, read-only in the serving containers; a preset is
+written into the pod's scratch volume (tandem.commonVolumes) instead. */}}
 {{- define "tandem.modelVolume" -}}
+{{- if ne .Values.model.source "preset" }}
 - name: model
-{{- if eq .Values.model.source "preset" }}
-  emptyDir: {}
-{{- else if eq .Values.model.source "pvc" }}
+{{- if eq .Values.model.source "pvc" }}
   persistentVolumeClaim:
     claimName: {{ .Values.model.pvc.claimName }}
     readOnly: true
@@ -117,26 +123,53 @@ process is given (each member through the headless Service). */}}
     type: Directory
 {{- end }}
 {{- end }}
+{{- end }}
 
-{{/* The init container writing the preset model (source: preset). */}}
+{{/* The mount of the model volume at /model: writable for the init
+container ((dict "root" $ "write" true)), else read-only. */}}
+{{- define "tandem.modelMount" -}}
+{{- if eq .root.Values.model.source "preset" }}
+- {name: scratch, mountPath: /model, subPath: model{{ if not .write }}, readOnly: true{{ end }}}
+{{- else }}
+- {name: model, mountPath: /model, readOnly: true}
+{{- end }}
+{{- end }}
+
+{{/* The init container writing the preset model (source: preset):
+(dict "root" $ "weights" BOOL "storage" SIZE). The coordinator only
+tokenizes, so its copy holds config.json and the tokenizer (--no-weights). */}}
 {{- define "tandem.modelInit" -}}
-{{- if eq .Values.model.source "preset" }}
+{{- $root := .root }}
+{{- if eq $root.Values.model.source "preset" }}
 initContainers:
   - name: model-init
-    image: {{ include "tandem.image" (dict "root" .) }}
-    imagePullPolicy: {{ .Values.image.pullPolicy }}
-    args: [model, init, --preset, {{ .Values.model.preset | quote }}, --out, {{ include "tandem.modelDir" . | quote }}, --exist-ok]
+    image: {{ include "tandem.image" (dict "root" $root) }}
+    imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+    args: [model, init, --preset, {{ $root.Values.model.preset | quote }}, --out, {{ include "tandem.modelDir" $root | quote }}, --exist-ok{{ if not .weights }}, --no-weights{{ end }}]
     env:
-      {{- include "tandem.cacheEnv" . | nindent 6 }}
+      {{- include "tandem.cacheEnv" $root | nindent 6 }}
     resources:
-      {{- toYaml .Values.initResources | nindent 6 }}
+      {{- include "tandem.withStorage" (dict "res" $root.Values.initResources "storage" .storage) | nindent 6 }}
     securityContext:
-      {{- toYaml .Values.containerSecurityContext | nindent 6 }}
+      {{- toYaml $root.Values.containerSecurityContext | nindent 6 }}
     volumeMounts:
-      - {name: model, mountPath: /model}
-      - {name: tmp, mountPath: /tmp}
-      - {name: cache, mountPath: /cache}
+      {{- include "tandem.modelMount" (dict "root" $root "write" true) | trim | nindent 6 }}
+      - {name: scratch, mountPath: /tmp, subPath: tmp}
+      - {name: scratch, mountPath: /cache, subPath: cache}
 {{- end }}
+{{- end }}
+
+{{/* A container's resources with an ephemeral-storage request for the
+pod's scratch volume, unless they name one: (dict "res" RESOURCES
+"storage" SIZE). */}}
+{{- define "tandem.withStorage" -}}
+{{- $res := deepCopy (.res | default dict) }}
+{{- $req := $res.requests | default dict }}
+{{- if not (hasKey $req "ephemeral-storage") }}
+{{- $_ := set $req "ephemeral-storage" .storage }}
+{{- end }}
+{{- $_ := set $res "requests" $req }}
+{{- toYaml $res }}
 {{- end }}
 
 {{/* Writable places of a read-only root filesystem: the caches (compiled
@@ -148,19 +181,20 @@ CUDA kernels, presets) and the temporary directory. */}}
   value: /cache/tandem
 {{- end }}
 
+{{/* The pod's volumes: (dict "root" $ "storage" SIZE). One emptyDir of
+SIZE holds /tmp, the cache and a preset model, so its sizeLimit and the
+containers' ephemeral-storage request are one number. */}}
 {{- define "tandem.commonVolumes" -}}
-- name: tmp
-  emptyDir: {}
-- name: cache
-  emptyDir: {}
-{{ include "tandem.modelVolume" . }}
-{{- include "tandem.internalTLSVolume" . }}
+- name: scratch
+  emptyDir: {sizeLimit: {{ .storage }}}
+{{- include "tandem.modelVolume" .root }}
+{{- include "tandem.internalTLSVolume" .root }}
 {{- end }}
 
 {{- define "tandem.commonMounts" -}}
-- {name: tmp, mountPath: /tmp}
-- {name: cache, mountPath: /cache}
-- {name: model, mountPath: /model, readOnly: true}
+- {name: scratch, mountPath: /tmp, subPath: tmp}
+- {name: scratch, mountPath: /cache, subPath: cache}
+{{- include "tandem.modelMount" (dict "root" . "write" false) }}
 {{- include "tandem.internalTLSMount" . }}
 {{- end }}
 

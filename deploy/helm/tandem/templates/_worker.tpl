@@ -13,6 +13,7 @@ group is named after the LWS group index.
 {{- $v := .v }}
 {{- $k := int (include "tandem.localRanks" $v) }}
 {{- $p := $root.Values.workerPorts }}
+{{- $shm := $v.shmSize | default (ternary "8Gi" "" (eq $v.device "cuda")) }}
 metadata:
   labels:
     {{- include "tandem.selectorLabels" $root | nindent 4 }}
@@ -24,7 +25,7 @@ metadata:
 spec:
   {{- include "tandem.podPlacement" (dict "root" $root "spec" $v) | nindent 2 }}
   terminationGracePeriodSeconds: 30
-  {{- include "tandem.modelInit" $root | nindent 2 }}
+  {{- include "tandem.modelInit" (dict "root" $root "weights" true "storage" $v.ephemeralStorage) | nindent 2 }}
   containers:
     - name: worker
       image: {{ include "tandem.image" (dict "root" $root "role" $v) }}
@@ -40,6 +41,7 @@ spec:
         - --listen=0.0.0.0:{{ $p.ring }}
         {{- end }}
         - --etcd-endpoints={{ include "tandem.etcdEndpoints" $root }}
+        - --etcd-prefix={{ include "tandem.etcdPrefix" $root }}
         - --model={{ include "tandem.modelDir" $root }}
         - --model-name={{ include "tandem.modelName" $root }}
         - --device={{ $v.device }}
@@ -48,6 +50,10 @@ spec:
         - --metrics-addr=0.0.0.0:{{ $p.metrics }}
         - --max-batch-tokens={{ $v.maxBatchTokens }}
         - --kv-cache-mb={{ $v.kvCacheMB }}
+        - --kv-cache-dtype={{ $v.kvCacheDtype }}
+        {{- if not $v.enablePrefixCaching }}
+        - --no-prefix-caching
+        {{- end }}
         {{- include "tandem.internalTLSArgs" $root | nindent 8 }}
         {{- with $root.Values.otel.endpoint }}
         - --otlp-endpoint={{ . }}
@@ -104,20 +110,21 @@ spec:
         periodSeconds: 5
         failureThreshold: 2
       resources:
-        {{- include "tandem.workerResources" (dict "role" $role "v" $v "k" $k) | nindent 8 }}
+        {{- include "tandem.withStorage" (dict "res" (include "tandem.workerResources" (dict "role" $role "v" $v "k" $k) | fromYaml) "storage" $v.ephemeralStorage) | nindent 8 }}
       securityContext:
         {{- toYaml $root.Values.containerSecurityContext | nindent 8 }}
       volumeMounts:
         {{- include "tandem.commonMounts" $root | nindent 8 }}
-        {{- if eq $v.device "cuda" }}
+        {{- if $shm }}
         - {name: shm, mountPath: /dev/shm}
         {{- end }}
   volumes:
-    {{- include "tandem.commonVolumes" $root | nindent 4 }}
-    {{- if eq $v.device "cuda" }}
-    # NCCL's shared-memory transport between the pod's ranks.
+    {{- include "tandem.commonVolumes" (dict "root" $root "storage" $v.ephemeralStorage) | nindent 4 }}
+    {{- if $shm }}
+    # /dev/shm: NCCL's shared-memory transport between the pod's ranks
+    # (memory, counted against the pod's).
     - name: shm
-      emptyDir: {medium: Memory, sizeLimit: 8Gi}
+      emptyDir: {medium: Memory, sizeLimit: {{ $shm }}}
     {{- end }}
 {{- end }}
 

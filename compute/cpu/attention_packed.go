@@ -1,0 +1,174 @@
+package cpu
+
+import (
+	"math"
+
+	"github.com/tandemllm/tandem/compute"
+	"github.com/tandemllm/tandem/internal/half"
+)
+
+// packedAttnRows is the fewest query rows of a sequence for which
+// Attention takes the packed path: its keys and values are then packed
+// once per call and read by QLen/gemmM tiles, so the packing (linear in
+// the context) is small next to the products (QLen times the context).
+const packedAttnRows = 24
+
+// seqPlan is how Attention splits one sequence into tiles.
+type seqPlan struct {
+	hg    int // query heads per tile
+	headT int // tiles across the group's heads: ceil(group/hg)
+	pp    int // positions per tile
+	// packed: the sequence's keys and values are packed (see packKV) at
+	// off in attnTask.pack, keys kp positions (a multiple of panelRows).
+	packed  bool
+	off, kp int
+}
+
+// usePacked reports whether a sequence of qlen query rows takes the
+// packed path: prefill-sized, with the outer-product kernels, and a
+// cache whose blocks and heads split into whole 16-key groups and
+// 32-wide value panels.
+func (t *attnTask) usePacked(qlen int) bool {
+	return t.k.gemmM > 0 && qlen >= packedAttnRows && t.spec.HeadDim%panelRows == 0 && t.c.spec.BlockSize%16 == 0
+}
+
+// packedKV is the packed keys and values of one sequence's KV head: kp
+// positions each, keys as panels of panelRows keys transposed
+// ([kp/32][headDim][32], the layout gemmF32 takes as weights) and values
+// as headDim/32 column panels ([headDim/32][kp][32]), both float32.
+func (t *attnTask) packedKV(p *seqPlan, kvh int) (k, v []float32) {
+	n := p.kp * t.spec.HeadDim
+	base := p.off + 2*kvh*n
+	return t.pack[base : base+n], t.pack[base+n : base+2*n]
+}
+
+// attnPackTask packs the keys and values of every (packed sequence, KV
+// head) pair, one pair per chunk, before the tiles run.
+type attnPackTask struct {
+	t     *attnTask
+	pairs []int32 // sequence index · KVHeads + KV head
+}
+
+func (pt *attnPackTask) run(c, _ int) {
+	t := pt.t
+	si, kvh := int(pt.pairs[c])/t.spec.KVHeads, int(pt.pairs[c])%t.spec.KVHeads
+	t.packKV(t.seqs[si], &t.plans[si], kvh)
+}
+
+// packKV fills the packed keys and values of s's KV head kvh (see
+// packedKV) from the cache: keys 16 at a time with the pack kernels
+// (widening BF16), values widened or copied row by row. Positions past
+// the sequence are zero, so they add nothing when their weight is zero.
+func (t *attnTask) packKV(s compute.AttnSeq, p *seqPlan, kvh int) {
+	hd, bs := t.spec.HeadDim, t.c.spec.BlockSize
+	keys := s.Pos + s.QLen
+	kp, vp := t.packedKV(p, kvh)
+	base := t.layer*t.c.layerStride + kvh*t.c.headStride
+	for j0 := 0; j0 < p.kp; j0 += 16 {
+		dst := kp[j0/panelRows*panelRows*hd+j0%panelRows:]
+		if j0 >= keys {
+			for d := range hd {
+				clear(dst[d*panelRows : d*panelRows+16])
+			}
+			continue
+		}
+		off := base + int(s.Blocks[j0/bs])*t.c.blockStride + j0%bs*hd
+		if t.c.kb != nil {
+			t.k.packBF16(&dst[0], &t.c.kb[off], hd, hd)
+		} else {
+			t.k.packF32(&dst[0], &t.c.k[off], hd, hd)
+		}
+	}
+	for j := range p.kp {
+		for c := 0; c < hd; c += panelRows {
+			dst := vp[c*p.kp+j*panelRows : c*p.kp+(j+1)*panelRows]
+			if j >= keys {
+				clear(dst)
+				continue
+			}
+			off := base + int(s.Blocks[j/bs])*t.c.blockStride + j%bs*hd + c
+			if t.c.vb != nil {
+				for i, u := range t.c.vb[off : off+panelRows] {
+					dst[i] = half.BF16ToFloat32(u)
+				}
+			} else {
+				copy(dst, t.c.v[off:off+panelRows])
+			}
+		}
+	}
+}
+
+// tilePacked is tile on the packed path: per span of keys, the scores of
+// the up to gemmM queries are one outer-product GEMM against the packed
+// key panels, and the weighted sum of values another against the value
+// panels, instead of a dot product per query and key (whose horizontal
+// sums cost as much as its products at a head width of 64) and a pass
+// over the values per query.
+func (t *attnTask) tilePacked(ws *workerScratch, s compute.AttnSeq, p *seqPlan, kvh, r0, r1, j0, j1 int) {
+	hd := t.spec.HeadDim
+	hg := j1 - j0
+	mb := (r1 - r0) * hg
+	const span = attnSpan
+	scores := grow(&ws.scores, mb*span)
+	acc := grow(&ws.acc, mb*hd)
+	ml := grow(&ws.ml, 2*mb)
+	qt := grow(&ws.qt, mb*hd)
+	mx, l := ml[:mb], ml[mb:]
+	clear(acc)
+	qw := t.spec.Heads * hd
+	qOff := func(i int) int { return (s.QRow+r0+i/hg)*qw + (kvh*t.group+j0+i%hg)*hd }
+	for i := range mb {
+		mx[i], l[i] = float32(math.Inf(-1)), 0
+		for d, v := range t.q[qOff(i):][:hd] {
+			qt[i*hd+d] = v * t.spec.Scale
+		}
+	}
+	kp, vp := t.packedKV(p, kvh)
+	g := t.k.gemmF32[mb]
+	last := s.Pos + r1 - 1
+	for k0 := 0; k0 <= last; k0 += span {
+		n := min(span, last-k0+1)
+		n16 := (n + 15) / 16 * 16
+		for j := 0; j < n; j += panelRows {
+			g(&qt[0], hd, &kp[(k0+j)*hd], hd, &scores[j], span, 0)
+		}
+		for i := range mb {
+			sc := scores[i*span : i*span+n16]
+			ni := min(n, s.Pos+r0+i/hg-k0+1)
+			if ni <= 0 {
+				clear(sc)
+				continue
+			}
+			// The scores past ni are masked: -Inf for the max, then zero
+			// weights. expSum's kernel takes them as e^-87, which adds
+			// nothing to a sum of at least 1, so it runs on whole vectors.
+			for j := ni; j < n16; j++ {
+				sc[j] = float32(math.Inf(-1))
+			}
+			m := max(mx[i], maxF32(t.k, sc))
+			corr := float32(1)
+			if m > mx[i] {
+				corr = expf(mx[i] - m)
+			}
+			sum := expSum(t.k, sc, m)
+			clear(sc[ni:])
+			mx[i], l[i] = m, l[i]*corr+sum
+			if corr != 1 {
+				a := acc[i*hd : (i+1)*hd]
+				for d := range a {
+					a[d] *= corr
+				}
+			}
+		}
+		for c := 0; c < hd; c += panelRows {
+			g(&scores[0], span, &vp[c*p.kp+k0*panelRows], n16, &acc[c], hd, 1)
+		}
+	}
+	for i := range mb {
+		out := t.dst[qOff(i):][:hd]
+		inv := 1 / l[i]
+		for d, v := range acc[i*hd : (i+1)*hd] {
+			out[d] = v * inv
+		}
+	}
+}
