@@ -35,8 +35,8 @@ type Case struct {
 	// measured while this case's run ran; it replaces the efficiency
 	// factors' own when the case is predicted.
 	BackgroundLoad *float64
-	Engine       simulator.EngineOptions
-	Workload     simulator.Workload
+	Engine         simulator.EngineOptions
+	Workload       simulator.Workload
 	// Measured holds the bench's figures under vLLM's result keys
 	// (milliseconds, tokens per second) and the per-token split under
 	// the compare report's keys (compute_ms_per_token, ...).
