@@ -2,6 +2,7 @@ package calibration
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
@@ -64,6 +65,45 @@ func TestLoadCases(t *testing.T) {
 	}
 	if _, err := LoadCases(t.TempDir()); err == nil || !strings.Contains(err.Error(), "no tandem bench compare report") {
 		t.Errorf("empty directory: %v", err)
+	}
+}
+
+// A prefix_repetition run replays with its prompts' prefixes: dealt
+// round-robin over the dataset's prefixes, new ones each round.
+func TestLoadCasesWithPrefixes(t *testing.T) {
+	b, err := os.ReadFile(fixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep map[string]any
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	w := rep["workload"].(map[string]any)
+	w["dataset_name"], w["prefix_repetition_prefix_len"], w["prefix_repetition_num_prefixes"] = "prefix_repetition", 100, 2
+	rep["rounds"] = 2
+	file := filepath.Join(t.TempDir(), "prefix.json")
+	if b, err = json.Marshal(rep); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases, err := LoadCases(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		var got []int
+		for _, r := range c.Workload.Requests {
+			if r.PrefixLen != 100 {
+				t.Errorf("case %s: request %+v, want a 100-token prefix", c.Name, r)
+			}
+			got = append(got, r.Prefix)
+		}
+		if !slices.Equal(got, []int{1, 2, 3, 4}) {
+			t.Errorf("case %s: prefixes %v, want 1, 2 in the first round and 3, 4 in the second", c.Name, got)
+		}
 	}
 }
 
@@ -165,6 +205,23 @@ func TestFitRecoversKnownFactors(t *testing.T) {
 		if f.Component == "median_tpot_ms" && f.MedianRel < 0.1 {
 			t.Errorf("the priors predict TPOT within %.1f%%: the synthetic truth is too close to them to test the fit", 100*f.MedianRel)
 		}
+	}
+}
+
+// A background load measured while the runs ran is kept, not searched:
+// the other factors are fitted around it.
+func TestFitKeepsAGivenBackgroundLoad(t *testing.T) {
+	hw := cpu(t)
+	truth := hw.Efficiency
+	truth.Memory, truth.Compute, truth.BackgroundLoad = 0.45, 0.3, 1.5
+	cases := synthetic(t, truth)
+	bg := 1.5
+	cal, err := Fit(context.Background(), cases, hw, FitOptions{Sweeps: 3, BackgroundLoad: &bg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cal.Efficiency; got.BackgroundLoad != 1.5 || math.Abs(got.Compute/truth.Compute-1) > 0.1 {
+		t.Errorf("background load %g (given 1.5), compute %.4g (truth %.4g)", got.BackgroundLoad, got.Compute, truth.Compute)
 	}
 }
 

@@ -31,8 +31,12 @@ type Case struct {
 	Model        string
 	// KVCacheDType is the workers' --kv-cache-dtype (empty: auto).
 	KVCacheDType string
-	Engine       simulator.EngineOptions
-	Workload     simulator.Workload
+	// BackgroundLoad, if set, is the shared device's background load
+	// measured while this case's run ran; it replaces the efficiency
+	// factors' own when the case is predicted.
+	BackgroundLoad *float64
+	Engine         simulator.EngineOptions
+	Workload       simulator.Workload
 	// Measured holds the bench's figures under vLLM's result keys
 	// (milliseconds, tokens per second) and the per-token split under
 	// the compare report's keys (compute_ms_per_token, ...).
@@ -150,11 +154,14 @@ func newCase(file string, rep compare.Report, p *compare.Point, cp *compare.Conf
 	}
 	if w := rep.Workload; w.DatasetName == "prefix_repetition" && w.PrefixRepetitionPrefixLen > 0 {
 		// Which prefix each prompt had is not in the result: they are
-		// dealt round-robin, as many prompts each as the bench's.
+		// dealt round-robin, as many prompts each as the bench's, and
+		// each round has prefixes of its own (its prompts are drawn
+		// from its own seed).
 		k := max(1, w.PrefixRepetitionNumPrefixes)
+		perRound := max(1, len(c.Workload.Requests)/max(1, rep.Rounds))
 		for i := range c.Workload.Requests {
 			if r := &c.Workload.Requests[i]; r.Input > w.PrefixRepetitionPrefixLen {
-				r.Prefix, r.PrefixLen = 1+i%k, w.PrefixRepetitionPrefixLen
+				r.Prefix, r.PrefixLen = 1+i%k+k*(i/perRound), w.PrefixRepetitionPrefixLen
 			}
 		}
 	}

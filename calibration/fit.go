@@ -42,6 +42,10 @@ type FitOptions struct {
 	Sweeps int
 	// Progress, if set, is told each sweep's objective.
 	Progress func(sweep int, objective float64)
+	// BackgroundLoad, if set, fixes the shared device's background load
+	// (other work's runnable threads, as measured while the runs ran)
+	// instead of searching it; so does every case having its own.
+	BackgroundLoad *float64
 }
 
 // Fit searches the efficiency factors of hw that make the simulator
@@ -59,8 +63,13 @@ func Fit(ctx context.Context, cases []Case, hw costmodel.Hardware, opts FitOptio
 	if opts.Sweeps <= 0 {
 		opts.Sweeps = 8
 	}
-	x := toVector(hw.Efficiency)
-	score, err := r.objective(fromVector(hw.Efficiency, x))
+	base := hw.Efficiency
+	fixedBackground := opts.BackgroundLoad != nil || !slices.ContainsFunc(cases, func(c Case) bool { return c.BackgroundLoad == nil })
+	if opts.BackgroundLoad != nil {
+		base.BackgroundLoad = *opts.BackgroundLoad
+	}
+	x := toVector(base)
+	score, err := r.objective(fromVector(base, x))
 	if err != nil {
 		return nil, err
 	}
@@ -70,9 +79,12 @@ func Fit(ctx context.Context, cases []Case, hw costmodel.Hardware, opts FitOptio
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
+			if params[i].name == "background_load" && fixedBackground {
+				continue
+			}
 			dir := make([]float64, len(params))
 			dir[i] = 1
-			if x, score, err = r.line(hw.Efficiency, x, dir, score); err != nil {
+			if x, score, err = r.line(base, x, dir, score); err != nil {
 				return nil, err
 			}
 		}
@@ -80,14 +92,14 @@ func Fit(ctx context.Context, cases []Case, hw costmodel.Hardware, opts FitOptio
 		for i := range x {
 			move[i] = x[i] - start[i]
 		}
-		if x, score, err = r.line(hw.Efficiency, x, move, score); err != nil {
+		if x, score, err = r.line(base, x, move, score); err != nil {
 			return nil, err
 		}
 		if opts.Progress != nil {
 			opts.Progress(sweep+1, score)
 		}
 	}
-	best := fromVector(hw.Efficiency, x)
+	best := fromVector(base, x)
 	fit, err := r.errors(best, fitKeys)
 	if err != nil {
 		return nil, err

@@ -31,11 +31,14 @@ func newReplay(cases []Case, hw costmodel.Hardware) (*replay, error) {
 // predict simulates case i with eff and returns its figures under the
 // keys of Case.Measured.
 func (r *replay) predict(i int, eff costmodel.Efficiency) (map[string]float64, error) {
+	c := r.cases[i]
+	if c.BackgroundLoad != nil {
+		eff.BackgroundLoad = *c.BackgroundLoad
+	}
 	m, err := r.models[i].WithEfficiency(eff)
 	if err != nil {
 		return nil, err
 	}
-	c := r.cases[i]
 	res, err := simulator.Run(simulator.Options{Cost: m, Deployment: c.Deployment, Engine: c.Engine, Workload: c.Workload})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.Name, err)

@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/tandemllm/tandem/parallel"
+	"github.com/tandemllm/tandem/pki"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
@@ -76,22 +79,34 @@ func cpuTime() time.Duration {
 // same dtype over loopback, through the raw TCP data plane (the default) and
 // through gRPC, and compares the rate with raw loopback TCP measured in the
 // same run. ms/transfer is one request's whole KV, pushed and assembled.
+// The -tls cases are the same over mutual TLS, as inside a cluster.
 func BenchmarkKVTransfer(b *testing.B) {
+	ca := newCA(b)
 	for _, tc := range []struct {
 		name, over string
 		opts       SenderOptions
+		tls        bool
 	}{
-		{"raw", "the raw data plane", SenderOptions{}},
-		{"grpc", "gRPC", SenderOptions{DisableRaw: true}},
+		{"raw", "the raw data plane", SenderOptions{}, false},
+		{"grpc", "gRPC", SenderOptions{DisableRaw: true}, false},
+		{"raw-tls", "the raw data plane over mutual TLS", SenderOptions{}, true},
+		{"grpc-tls", "gRPC over mutual TLS", SenderOptions{DisableRaw: true}, true},
 	} {
 		for _, dt := range []tandemv1.DataType{tandemv1.DataType_DATA_TYPE_FLOAT32, tandemv1.DataType_DATA_TYPE_BFLOAT16} {
 			name := map[tandemv1.DataType]string{tandemv1.DataType_DATA_TYPE_FLOAT32: "fp32", tandemv1.DataType_DATA_TYPE_BFLOAT16: "bf16"}[dt]
-			b.Run(tc.name+"/"+name, func(b *testing.B) { benchmarkKVTransfer(b, tc.over, tc.opts, dt) })
+			var mo MuxOptions
+			var extra []grpc.ServerOption
+			if tc.tls {
+				tc.opts.TLS = newIdentity(b, ca, "prefill").client
+				mo.TLS = newIdentity(b, ca, "decode").server
+				extra = append(extra, grpc.Creds(pki.Terminated()))
+			}
+			b.Run(tc.name+"/"+name, func(b *testing.B) { benchmarkKVTransfer(b, tc.over, tc.opts, dt, mo, extra...) })
 		}
 	}
 }
 
-func benchmarkKVTransfer(b *testing.B, over string, opts SenderOptions, dt tandemv1.DataType) {
+func benchmarkKVTransfer(b *testing.B, over string, opts SenderOptions, dt tandemv1.DataType, mo MuxOptions, extra ...grpc.ServerOption) {
 	const layers, tokens, kvHeads, hd = 12, 2048, 8, 64
 	heads := parallel.Range{From: 0, To: kvHeads}
 	src := make(preread, layers)
@@ -103,7 +118,7 @@ func benchmarkKVTransfer(b *testing.B, over string, opts SenderOptions, dt tande
 			src[l] = le16(f)
 		}
 	}
-	r, addr := serve(b, ReceiverOptions{Rank: 0, Heads: heads, HeadDim: hd, Layers: layers, MaxTokens: tokens, DType: dt})
+	r, addr := serveMux(b, ReceiverOptions{Rank: 0, Heads: heads, HeadDim: hd, Layers: layers, MaxTokens: tokens, DType: dt}, mo, extra...)
 	s := newSender(b, opts)
 	ctx := context.Background()
 	bytesPerReq := int64(layers * 2 * tokens * kvHeads * hd * elemSize(dt))

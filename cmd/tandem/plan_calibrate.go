@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -16,6 +17,7 @@ import (
 func newPlanCalibrateCmd() *cobra.Command {
 	var from, hardware, out string
 	var sweeps int
+	var background string
 	cmd := &cobra.Command{
 		Use:   "calibrate --from RESULT_DIR [--hardware cpu] [--out FILE]",
 		Short: "Fit the cost model's efficiency factors to tandem bench compare runs",
@@ -42,8 +44,12 @@ tandem plan --calibration and tandem plan validate.`,
 			}
 			errw := cmd.ErrOrStderr()
 			fmt.Fprintf(errw, "calibrate: %d cases from %s\n", len(cases), from)
-			cal, err := calibration.Fit(cmd.Context(), cases, hw, calibration.FitOptions{Sweeps: sweeps,
-				Progress: func(s int, obj float64) { fmt.Fprintf(errw, "calibrate: sweep %d, loss %.4g\n", s, obj) }})
+			fo := calibration.FitOptions{Sweeps: sweeps,
+				Progress: func(s int, obj float64) { fmt.Fprintf(errw, "calibrate: sweep %d, loss %.4g\n", s, obj) }}
+			if fo.BackgroundLoad, err = setBackground(cases, background); err != nil {
+				return err
+			}
+			cal, err := calibration.Fit(cmd.Context(), cases, hw, fo)
 			if err != nil {
 				return err
 			}
@@ -66,12 +72,52 @@ tandem plan --calibration and tandem plan validate.`,
 	fl.StringVar(&hardware, "hardware", "cpu", "the hardware profile the runs were measured on")
 	fl.StringVar(&out, "out", "", "where to write the calibration (default: RESULT_DIR/calibration-HARDWARE.json)")
 	fl.IntVar(&sweeps, "sweeps", 8, "passes of the search over all the factors")
+	fl.StringVar(&background, "background-load", "", backgroundLoadHelp+" (default: fitted)")
 	return cmd
+}
+
+const backgroundLoadHelp = "shared CPU: other work's runnable threads while the runs ran, each weighted by its CPU share against the clusters' (a nice-0 thread counts 1024/9548 = 0.107 against clusters at nice -10): one number, or REPORT.json=N,... per report"
+
+// setBackground reads --background-load: one number for every case
+// (returned), or REPORT=N pairs giving each report's cases their own.
+func setBackground(cases []calibration.Case, spec string) (*float64, error) {
+	if spec == "" {
+		return nil, nil
+	}
+	parse := func(v string) (float64, error) {
+		x, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(x >= 0) || math.IsInf(x, 0) {
+			return 0, fmt.Errorf("--background-load %q: want 0 or more threads", v)
+		}
+		return x, nil
+	}
+	if !strings.Contains(spec, "=") {
+		x, err := parse(spec)
+		return &x, err
+	}
+	for _, kv := range strings.Split(spec, ",") {
+		name, v, _ := strings.Cut(kv, "=")
+		x, err := parse(v)
+		if err != nil {
+			return nil, err
+		}
+		found := false
+		for i := range cases {
+			if filepath.Base(cases[i].Source) == filepath.Base(name) {
+				cases[i].BackgroundLoad, found = &x, true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("--background-load %s: no report of that name in --from", name)
+		}
+	}
+	return nil, nil
 }
 
 func newPlanValidateCmd() *cobra.Command {
 	var from, hardware, calFile string
 	var jsonOut bool
+	var background string
 	cmd := &cobra.Command{
 		Use:   "validate --from RESULT_DIR [--calibration FILE]",
 		Short: "Predict the configurations of a tandem bench compare run and show predicted against measured",
@@ -96,6 +142,13 @@ the per-token split. Validate on a run the calibration did not see.`,
 					return fmt.Errorf("--calibration %s was fitted on %s, not --hardware %s", calFile, cal.Hardware, hw.Name)
 				}
 				eff = cal.Efficiency
+			}
+			all, err := setBackground(cases, background)
+			if err != nil {
+				return err
+			}
+			if all != nil {
+				eff.BackgroundLoad = *all
 			}
 			rows, sum, err := calibration.Validate(cases, hw, eff)
 			if err != nil {
@@ -124,6 +177,7 @@ the per-token split. Validate on a run the calibration did not see.`,
 	fl.StringVar(&hardware, "hardware", "cpu", "the hardware profile the runs were measured on")
 	fl.StringVar(&calFile, "calibration", "", "efficiency factors from tandem plan calibrate (default: the profile's priors)")
 	fl.BoolVar(&jsonOut, "json", false, "print one JSON object")
+	fl.StringVar(&background, "background-load", "", backgroundLoadHelp+" (default: the calibration's)")
 	return cmd
 }
 

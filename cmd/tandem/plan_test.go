@@ -161,6 +161,26 @@ func TestPlanCalibrateAndValidate(t *testing.T) {
 			t.Errorf("validate reports no %s", k)
 		}
 	}
+	// A background load measured while the run ran slows the shared CPU
+	// down: every latency predicted grows.
+	out, err = runTandem(t, "plan", "validate", "--from", run, "--calibration", cal, "--json", "--background-load", filepath.Base(run)+"=4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var busy struct {
+		Rows []struct {
+			Case, Metric string
+			Predicted    float64
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &busy); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range busy.Rows {
+		if r.Metric == "median_ttft_ms" && r.Predicted <= v.Rows[i].Predicted {
+			t.Errorf("%s: TTFT %g ms with 4 background threads, %g ms without", r.Case, r.Predicted, v.Rows[i].Predicted)
+		}
+	}
 	// The plan itself takes the calibration.
 	out, err = runTandem(t, planArgs("--preset", "llama-160m", "--hardware", "cpu", "--gpus", "2", "--calibration", cal)...)
 	if err != nil || !strings.Contains(out, "efficiency: calibrated ("+cal+")") {
@@ -174,6 +194,9 @@ func TestPlanCalibrateAndValidate(t *testing.T) {
 		{[]string{"plan", "calibrate", "--from", t.TempDir()}, "no tandem bench compare report"},
 		{[]string{"plan", "calibrate", "--from", run, "--hardware", "tpu"}, `--hardware: unknown hardware profile "tpu"`},
 		{[]string{"plan", "validate", "--from", run, "--calibration", run}, "--calibration: "},
+		{[]string{"plan", "validate", "--from", run, "--background-load", "-1"}, `--background-load "-1": want 0 or more`},
+		{[]string{"plan", "calibrate", "--from", run, "--background-load", "NaN"}, `--background-load "NaN": want 0 or more`},
+		{[]string{"plan", "validate", "--from", run, "--background-load", "other.json=1"}, "--background-load other.json: no report of that name"},
 		{planArgs("--preset", "llama-160m", "--hardware", "h100-sxm", "--gpus", "2", "--calibration", cal), "was fitted on cpu, not --hardware h100-sxm"},
 	} {
 		if _, err := runTandem(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {

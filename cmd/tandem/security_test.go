@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/big"
 	"net"
 	"net/http"
@@ -570,7 +572,6 @@ func TestUpRunsMutualTLSByDefault(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts tandem up")
 	}
-	before, _ := filepath.Glob(filepath.Join(os.TempDir(), "tandem-pki-*"))
 	u := startUpProcess(t, "--mode", "unified", "--tp", "1")
 	if !strings.HasPrefix(u.etcd, "https://") {
 		t.Fatalf("etcd at %s, want https", u.etcd)
@@ -603,12 +604,45 @@ func TestUpRunsMutualTLSByDefault(t *testing.T) {
 			t.Errorf("a listener on %s, not loopback (all: %v)", addr, listening)
 		}
 	}
+	// The throwaway CA's directory, read off a worker's command line (other
+	// runs of tandem up on this machine make their own next to it).
+	pkiDir := ""
+	for _, pid := range pids[1:] {
+		if ca := flagOf(t, pid, "--internal-ca"); ca != "" {
+			pkiDir = filepath.Dir(ca)
+			break
+		}
+	}
+	if pkiDir == "" {
+		t.Fatalf("no worker of tandem up was given --internal-ca")
+	}
+	if _, err := os.Stat(pkiDir); err != nil {
+		t.Fatalf("the running cluster's CA directory: %v", err)
+	}
 	_ = u.p.cmd.Process.Signal(os.Interrupt)
 	<-u.p.done
-	after, _ := filepath.Glob(filepath.Join(os.TempDir(), "tandem-pki-*"))
-	if len(after) > len(before) {
-		t.Fatalf("the throwaway CA's directory is left behind: %v (before: %v)", after, before)
+	if _, err := os.Stat(pkiDir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the throwaway CA's directory %s is left behind (stat: %v)", pkiDir, err)
 	}
+}
+
+// flagOf is the value given to flag on process pid's command line, or "".
+func flagOf(t *testing.T, pid int, flag string) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		t.Fatalf("command line of %d: %v", pid, err)
+	}
+	args := strings.Split(string(b), "\x00")
+	for i, a := range args {
+		if a == flag && i+1 < len(args) {
+			return args[i+1]
+		}
+		if v, ok := strings.CutPrefix(a, flag+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // listeners are the local addresses of the TCP sockets the processes
@@ -902,35 +936,8 @@ func TestCoordinatorHealthAndReflection(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts worker processes")
 	}
-	dir, err := preset.Ensure(t.Context(), "tiny", preset.DefaultCacheDir(), preset.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	etcd, err := cluster.StartEmbedded(t.Context(), t.TempDir(), cluster.EmbeddedOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer etcd.Close()
-	endpoints := strings.Join(etcd.Endpoints(), ",")
-	out := &syncBuffer{}
-	lw := &lineWatch{w: out, field: "HTTP", found: make(chan string, 1)}
-	coord := startProcess(t, []string{"coordinator", "--etcd-endpoints", endpoints, "--model", dir, "--model-name", "tiny",
-		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, lw)
-	var httpURL string
-	select {
-	case httpURL = <-lw.found:
-	case <-coord.done:
-		t.Fatalf("the coordinator exited: %v\n%s", coord.err, out)
-	case <-time.After(time.Minute):
-		t.Fatalf("the coordinator printed no endpoints\n%s", out)
-	}
-	httpURL = strings.TrimSuffix(httpURL, "/v1")
-	var grpcAddr string
-	for _, line := range strings.Split(out.String(), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "gRPC" {
-			grpcAddr = f[1]
-		}
-	}
+	c := startCoordinatorProcess(t)
+	dir, etcd, endpoints, out, httpURL, grpcAddr := c.model, c.etcd, c.endpoints, c.out, c.http, c.grpc
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -1029,6 +1036,98 @@ func checkRanksDiscoverable(t *testing.T, endpoints []string) {
 		if h, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 			t.Fatalf("rank at %s: health %v, %v; want SERVING", r.Addr, h.GetStatus(), err)
 		}
+	}
+}
+
+// coordinatorProcess is `tandem coordinator` running as a process, with
+// an embedded etcd of its own and the tiny preset as its model.
+type coordinatorProcess struct {
+	model, endpoints string
+	etcd             *cluster.Embedded
+	out              *syncBuffer
+	http, grpc       string // http://HOST:PORT, HOST:PORT
+}
+
+// startCoordinatorProcess starts etcd and `tandem coordinator ARGS` on
+// free ports and waits for its endpoints.
+func startCoordinatorProcess(t *testing.T, args ...string) *coordinatorProcess {
+	t.Helper()
+	dir, err := preset.Ensure(t.Context(), "tiny", preset.DefaultCacheDir(), preset.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	etcd, err := cluster.StartEmbedded(t.Context(), t.TempDir(), cluster.EmbeddedOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(etcd.Close)
+	c := &coordinatorProcess{model: dir, etcd: etcd, endpoints: strings.Join(etcd.Endpoints(), ","), out: &syncBuffer{}}
+	lw := &lineWatch{w: c.out, field: "HTTP", found: make(chan string, 1)}
+	coord := startProcess(t, append([]string{"coordinator", "--etcd-endpoints", c.endpoints, "--model", dir, "--model-name", "tiny",
+		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, args...), lw)
+	select {
+	case c.http = <-lw.found:
+	case <-coord.done:
+		t.Fatalf("the coordinator exited: %v\n%s", coord.err, c.out)
+	case <-time.After(time.Minute):
+		t.Fatalf("the coordinator printed no endpoints\n%s", c.out)
+	}
+	c.http = strings.TrimSuffix(c.http, "/v1")
+	for _, line := range strings.Split(c.out.String(), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "gRPC" {
+			c.grpc = f[1]
+		}
+	}
+	return c
+}
+
+// TestProtectMetrics: with --protect-metrics the probes, /metrics and
+// the gRPC health service need the key like the rest (401 /
+// UNAUTHENTICATED without it), and answer as usual with it.
+func TestProtectMetrics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a coordinator process")
+	}
+	const key = "protect-key-0e71"
+	c := startCoordinatorProcess(t, "--api-key", key, "--protect-metrics")
+	for _, path := range []string{"/healthz", "/livez", "/readyz", "/metrics"} {
+		for _, tc := range []struct {
+			key  string
+			want int
+		}{{"", 401}, {"wrong", 401}, {key, 200}} {
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, c.http+path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.key != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.key)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			want := tc.want
+			if path == "/readyz" && want == 200 {
+				want = 503 // no group yet: the probe itself answers
+			}
+			if resp.StatusCode != want {
+				t.Fatalf("%s with key %q: %d, want %d", path, tc.key, resp.StatusCode, want)
+			}
+		}
+	}
+	conn, err := grpc.NewClient(c.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	health := healthpb.NewHealthClient(conn)
+	if _, err := health.Check(t.Context(), &healthpb.HealthCheckRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("gRPC health without a key: %v, want UNAUTHENTICATED", err)
+	}
+	h, err := health.Check(t.Context(), &healthpb.HealthCheckRequest{}, grpc.PerRPCCredentials(apikey.PerRPC(key)))
+	if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("gRPC health with the key: %v, %v; want NOT_SERVING (no group)", h.GetStatus(), err)
 	}
 }
 
