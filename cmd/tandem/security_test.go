@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/big"
 	"net"
 	"net/http"
@@ -570,7 +572,6 @@ func TestUpRunsMutualTLSByDefault(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts tandem up")
 	}
-	before, _ := filepath.Glob(filepath.Join(os.TempDir(), "tandem-pki-*"))
 	u := startUpProcess(t, "--mode", "unified", "--tp", "1")
 	if !strings.HasPrefix(u.etcd, "https://") {
 		t.Fatalf("etcd at %s, want https", u.etcd)
@@ -603,12 +604,45 @@ func TestUpRunsMutualTLSByDefault(t *testing.T) {
 			t.Errorf("a listener on %s, not loopback (all: %v)", addr, listening)
 		}
 	}
+	// The throwaway CA's directory, read off a worker's command line (other
+	// runs of tandem up on this machine make their own next to it).
+	pkiDir := ""
+	for _, pid := range pids[1:] {
+		if ca := flagOf(t, pid, "--internal-ca"); ca != "" {
+			pkiDir = filepath.Dir(ca)
+			break
+		}
+	}
+	if pkiDir == "" {
+		t.Fatalf("no worker of tandem up was given --internal-ca")
+	}
+	if _, err := os.Stat(pkiDir); err != nil {
+		t.Fatalf("the running cluster's CA directory: %v", err)
+	}
 	_ = u.p.cmd.Process.Signal(os.Interrupt)
 	<-u.p.done
-	after, _ := filepath.Glob(filepath.Join(os.TempDir(), "tandem-pki-*"))
-	if len(after) > len(before) {
-		t.Fatalf("the throwaway CA's directory is left behind: %v (before: %v)", after, before)
+	if _, err := os.Stat(pkiDir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the throwaway CA's directory %s is left behind (stat: %v)", pkiDir, err)
 	}
+}
+
+// flagOf is the value given to flag on process pid's command line, or "".
+func flagOf(t *testing.T, pid int, flag string) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		t.Fatalf("command line of %d: %v", pid, err)
+	}
+	args := strings.Split(string(b), "\x00")
+	for i, a := range args {
+		if a == flag && i+1 < len(args) {
+			return args[i+1]
+		}
+		if v, ok := strings.CutPrefix(a, flag+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // listeners are the local addresses of the TCP sockets the processes
