@@ -22,9 +22,9 @@ TEXT ·tileF32AVX512M1(SB), NOSPLIT, $0-80
 	VXORPS Z2, Z2, Z2
 	VXORPS Z3, Z3, Z3
 	SHRQ   $0x00, R9
-	JZ     tileF32AVX512M1_single
+	JZ     tileF32AVX512M1_p0_single
 
-tileF32AVX512M1_loop:
+tileF32AVX512M1_p0_loop:
 	VMOVUPS     (CX), Z4
 	VMOVUPS     (CX)(DX*1), Z5
 	VMOVUPS     (CX)(DX*2), Z6
@@ -42,9 +42,9 @@ tileF32AVX512M1_loop:
 	ADDQ        $0x40, CX
 	ADDQ        $0x40, AX
 	DECQ        R9
-	JNZ         tileF32AVX512M1_loop
+	JNZ         tileF32AVX512M1_p0_loop
 
-tileF32AVX512M1_single:
+tileF32AVX512M1_p0_single:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
@@ -69,10 +69,10 @@ tileF32AVX512M1_single:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         CX, CX
-	JZ            tileF32AVX512M1_store0
+	JZ            tileF32AVX512M1_p0_store0
 	VADDPS        (AX), X0, X0
 
-tileF32AVX512M1_store0:
+tileF32AVX512M1_p0_store0:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -96,9 +96,9 @@ TEXT ·tileBF16AVX512M1(SB), NOSPLIT, $0-80
 	VXORPS Z3, Z3, Z3
 	MOVQ   R9, R10
 	SHRQ   $0x01, R10
-	JZ     tileBF16AVX512M1_single
+	JZ     tileBF16AVX512M1_p0_single
 
-tileBF16AVX512M1_loop:
+tileBF16AVX512M1_p0_loop:
 	VPMOVZXWD   (CX), Z4
 	VPSLLD      $0x10, Z4, Z4
 	VPMOVZXWD   (CX)(DX*1), Z5
@@ -133,13 +133,13 @@ tileBF16AVX512M1_loop:
 	ADDQ        $0x40, CX
 	ADDQ        $0x80, AX
 	DECQ        R10
-	JNZ         tileBF16AVX512M1_loop
+	JNZ         tileBF16AVX512M1_p0_loop
 
-tileBF16AVX512M1_single:
+tileBF16AVX512M1_p0_single:
 	ANDQ $0x01, R9
-	JZ   tileBF16AVX512M1_reduce
+	JZ   tileBF16AVX512M1_p0_reduce
 
-tileBF16AVX512M1_single_loop:
+tileBF16AVX512M1_p0_single_loop:
 	VPMOVZXWD   (CX), Z4
 	VPSLLD      $0x10, Z4, Z4
 	VPMOVZXWD   (CX)(DX*1), Z5
@@ -156,9 +156,9 @@ tileBF16AVX512M1_single_loop:
 	ADDQ        $0x20, CX
 	ADDQ        $0x40, AX
 	DECQ        R9
-	JNZ         tileBF16AVX512M1_single_loop
+	JNZ         tileBF16AVX512M1_p0_single_loop
 
-tileBF16AVX512M1_reduce:
+tileBF16AVX512M1_p0_reduce:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
@@ -183,10 +183,10 @@ tileBF16AVX512M1_reduce:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         CX, CX
-	JZ            tileBF16AVX512M1_store0
+	JZ            tileBF16AVX512M1_p0_store0
 	VADDPS        (AX), X0, X0
 
-tileBF16AVX512M1_store0:
+tileBF16AVX512M1_p0_store0:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -210,9 +210,9 @@ TEXT ·tileF16AVX512M1(SB), NOSPLIT, $0-80
 	VXORPS Z3, Z3, Z3
 	MOVQ   R9, R10
 	SHRQ   $0x01, R10
-	JZ     tileF16AVX512M1_single
+	JZ     tileF16AVX512M1_p0_single
 
-tileF16AVX512M1_loop:
+tileF16AVX512M1_p0_loop:
 	VCVTPH2PS   (CX), Z4
 	VCVTPH2PS   (CX)(DX*1), Z5
 	VCVTPH2PS   (CX)(DX*2), Z6
@@ -239,13 +239,13 @@ tileF16AVX512M1_loop:
 	ADDQ        $0x40, CX
 	ADDQ        $0x80, AX
 	DECQ        R10
-	JNZ         tileF16AVX512M1_loop
+	JNZ         tileF16AVX512M1_p0_loop
 
-tileF16AVX512M1_single:
+tileF16AVX512M1_p0_single:
 	ANDQ $0x01, R9
-	JZ   tileF16AVX512M1_reduce
+	JZ   tileF16AVX512M1_p0_reduce
 
-tileF16AVX512M1_single_loop:
+tileF16AVX512M1_p0_single_loop:
 	VCVTPH2PS   (CX), Z4
 	VCVTPH2PS   (CX)(DX*1), Z5
 	VCVTPH2PS   (CX)(DX*2), Z6
@@ -258,9 +258,9 @@ tileF16AVX512M1_single_loop:
 	ADDQ        $0x20, CX
 	ADDQ        $0x40, AX
 	DECQ        R9
-	JNZ         tileF16AVX512M1_single_loop
+	JNZ         tileF16AVX512M1_p0_single_loop
 
-tileF16AVX512M1_reduce:
+tileF16AVX512M1_p0_reduce:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
@@ -285,10 +285,10 @@ tileF16AVX512M1_reduce:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         CX, CX
-	JZ            tileF16AVX512M1_store0
+	JZ            tileF16AVX512M1_p0_store0
 	VADDPS        (AX), X0, X0
 
-tileF16AVX512M1_store0:
+tileF16AVX512M1_p0_store0:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -317,9 +317,9 @@ TEXT ·tileF32AVX512M2(SB), NOSPLIT, $0-80
 	VXORPS Z6, Z6, Z6
 	VXORPS Z7, Z7, Z7
 	SHRQ   $0x00, R10
-	JZ     tileF32AVX512M2_single
+	JZ     tileF32AVX512M2_p0_single
 
-tileF32AVX512M2_loop:
+tileF32AVX512M2_p0_loop:
 	VMOVUPS     (DX), Z8
 	VMOVUPS     (DX)(BX*1), Z9
 	VMOVUPS     (DX)(BX*2), Z10
@@ -342,9 +342,9 @@ tileF32AVX512M2_loop:
 	ADDQ        $0x40, DX
 	ADDQ        $0x40, AX
 	DECQ        R10
-	JNZ         tileF32AVX512M2_loop
+	JNZ         tileF32AVX512M2_p0_loop
 
-tileF32AVX512M2_single:
+tileF32AVX512M2_p0_single:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
@@ -369,10 +369,10 @@ tileF32AVX512M2_single:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF32AVX512M2_store0
+	JZ            tileF32AVX512M2_p0_store0
 	VADDPS        (AX), X0, X0
 
-tileF32AVX512M2_store0:
+tileF32AVX512M2_p0_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -395,10 +395,10 @@ tileF32AVX512M2_store0:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF32AVX512M2_store1
+	JZ            tileF32AVX512M2_p0_store1
 	VADDPS        (AX), X0, X0
 
-tileF32AVX512M2_store1:
+tileF32AVX512M2_p0_store1:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -428,9 +428,9 @@ TEXT ·tileBF16AVX512M2(SB), NOSPLIT, $0-80
 	VXORPS Z7, Z7, Z7
 	MOVQ   R10, R11
 	SHRQ   $0x01, R11
-	JZ     tileBF16AVX512M2_single
+	JZ     tileBF16AVX512M2_p0_single
 
-tileBF16AVX512M2_loop:
+tileBF16AVX512M2_p0_loop:
 	VPMOVZXWD   (DX), Z8
 	VPSLLD      $0x10, Z8, Z8
 	VPMOVZXWD   (DX)(BX*1), Z9
@@ -475,13 +475,13 @@ tileBF16AVX512M2_loop:
 	ADDQ        $0x40, DX
 	ADDQ        $0x80, AX
 	DECQ        R11
-	JNZ         tileBF16AVX512M2_loop
+	JNZ         tileBF16AVX512M2_p0_loop
 
-tileBF16AVX512M2_single:
+tileBF16AVX512M2_p0_single:
 	ANDQ $0x01, R10
-	JZ   tileBF16AVX512M2_reduce
+	JZ   tileBF16AVX512M2_p0_reduce
 
-tileBF16AVX512M2_single_loop:
+tileBF16AVX512M2_p0_single_loop:
 	VPMOVZXWD   (DX), Z8
 	VPSLLD      $0x10, Z8, Z8
 	VPMOVZXWD   (DX)(BX*1), Z9
@@ -503,9 +503,9 @@ tileBF16AVX512M2_single_loop:
 	ADDQ        $0x20, DX
 	ADDQ        $0x40, AX
 	DECQ        R10
-	JNZ         tileBF16AVX512M2_single_loop
+	JNZ         tileBF16AVX512M2_p0_single_loop
 
-tileBF16AVX512M2_reduce:
+tileBF16AVX512M2_p0_reduce:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
@@ -530,10 +530,10 @@ tileBF16AVX512M2_reduce:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileBF16AVX512M2_store0
+	JZ            tileBF16AVX512M2_p0_store0
 	VADDPS        (AX), X0, X0
 
-tileBF16AVX512M2_store0:
+tileBF16AVX512M2_p0_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -556,10 +556,10 @@ tileBF16AVX512M2_store0:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileBF16AVX512M2_store1
+	JZ            tileBF16AVX512M2_p0_store1
 	VADDPS        (AX), X0, X0
 
-tileBF16AVX512M2_store1:
+tileBF16AVX512M2_p0_store1:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -589,9 +589,9 @@ TEXT ·tileF16AVX512M2(SB), NOSPLIT, $0-80
 	VXORPS Z7, Z7, Z7
 	MOVQ   R10, R11
 	SHRQ   $0x01, R11
-	JZ     tileF16AVX512M2_single
+	JZ     tileF16AVX512M2_p0_single
 
-tileF16AVX512M2_loop:
+tileF16AVX512M2_p0_loop:
 	VCVTPH2PS   (DX), Z8
 	VCVTPH2PS   (DX)(BX*1), Z9
 	VCVTPH2PS   (DX)(BX*2), Z10
@@ -628,13 +628,13 @@ tileF16AVX512M2_loop:
 	ADDQ        $0x40, DX
 	ADDQ        $0x80, AX
 	DECQ        R11
-	JNZ         tileF16AVX512M2_loop
+	JNZ         tileF16AVX512M2_p0_loop
 
-tileF16AVX512M2_single:
+tileF16AVX512M2_p0_single:
 	ANDQ $0x01, R10
-	JZ   tileF16AVX512M2_reduce
+	JZ   tileF16AVX512M2_p0_reduce
 
-tileF16AVX512M2_single_loop:
+tileF16AVX512M2_p0_single_loop:
 	VCVTPH2PS   (DX), Z8
 	VCVTPH2PS   (DX)(BX*1), Z9
 	VCVTPH2PS   (DX)(BX*2), Z10
@@ -652,9 +652,9 @@ tileF16AVX512M2_single_loop:
 	ADDQ        $0x20, DX
 	ADDQ        $0x40, AX
 	DECQ        R10
-	JNZ         tileF16AVX512M2_single_loop
+	JNZ         tileF16AVX512M2_p0_single_loop
 
-tileF16AVX512M2_reduce:
+tileF16AVX512M2_p0_reduce:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
@@ -679,10 +679,10 @@ tileF16AVX512M2_reduce:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF16AVX512M2_store0
+	JZ            tileF16AVX512M2_p0_store0
 	VADDPS        (AX), X0, X0
 
-tileF16AVX512M2_store0:
+tileF16AVX512M2_p0_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -705,10 +705,10 @@ tileF16AVX512M2_store0:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF16AVX512M2_store1
+	JZ            tileF16AVX512M2_p0_store1
 	VADDPS        (AX), X0, X0
 
-tileF16AVX512M2_store1:
+tileF16AVX512M2_p0_store1:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -741,9 +741,9 @@ TEXT ·tileF32AVX512M3(SB), NOSPLIT, $0-80
 	VXORPS Z10, Z10, Z10
 	VXORPS Z11, Z11, Z11
 	SHRQ   $0x00, R10
-	JZ     tileF32AVX512M3_single
+	JZ     tileF32AVX512M3_p0_single
 
-tileF32AVX512M3_loop:
+tileF32AVX512M3_p0_loop:
 	VMOVUPS     (DX), Z12
 	VMOVUPS     (DX)(BX*1), Z13
 	VMOVUPS     (DX)(BX*2), Z14
@@ -771,9 +771,9 @@ tileF32AVX512M3_loop:
 	ADDQ        $0x40, DX
 	ADDQ        $0x40, AX
 	DECQ        R10
-	JNZ         tileF32AVX512M3_loop
+	JNZ         tileF32AVX512M3_p0_loop
 
-tileF32AVX512M3_single:
+tileF32AVX512M3_p0_single:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
@@ -798,10 +798,10 @@ tileF32AVX512M3_single:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF32AVX512M3_store0
+	JZ            tileF32AVX512M3_p0_store0
 	VADDPS        (AX), X0, X0
 
-tileF32AVX512M3_store0:
+tileF32AVX512M3_p0_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -824,10 +824,10 @@ tileF32AVX512M3_store0:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF32AVX512M3_store1
+	JZ            tileF32AVX512M3_p0_store1
 	VADDPS        (AX), X0, X0
 
-tileF32AVX512M3_store1:
+tileF32AVX512M3_p0_store1:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z8, Y0
@@ -850,10 +850,10 @@ tileF32AVX512M3_store1:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF32AVX512M3_store2
+	JZ            tileF32AVX512M3_p0_store2
 	VADDPS        (AX), X0, X0
 
-tileF32AVX512M3_store2:
+tileF32AVX512M3_p0_store2:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -887,9 +887,9 @@ TEXT ·tileBF16AVX512M3(SB), NOSPLIT, $0-80
 	VXORPS Z11, Z11, Z11
 	MOVQ   R10, R11
 	SHRQ   $0x01, R11
-	JZ     tileBF16AVX512M3_single
+	JZ     tileBF16AVX512M3_p0_single
 
-tileBF16AVX512M3_loop:
+tileBF16AVX512M3_p0_loop:
 	VPMOVZXWD   (DX), Z12
 	VPSLLD      $0x10, Z12, Z12
 	VPMOVZXWD   (DX)(BX*1), Z13
@@ -944,13 +944,13 @@ tileBF16AVX512M3_loop:
 	ADDQ        $0x40, DX
 	ADDQ        $0x80, AX
 	DECQ        R11
-	JNZ         tileBF16AVX512M3_loop
+	JNZ         tileBF16AVX512M3_p0_loop
 
-tileBF16AVX512M3_single:
+tileBF16AVX512M3_p0_single:
 	ANDQ $0x01, R10
-	JZ   tileBF16AVX512M3_reduce
+	JZ   tileBF16AVX512M3_p0_reduce
 
-tileBF16AVX512M3_single_loop:
+tileBF16AVX512M3_p0_single_loop:
 	VPMOVZXWD   (DX), Z12
 	VPSLLD      $0x10, Z12, Z12
 	VPMOVZXWD   (DX)(BX*1), Z13
@@ -977,9 +977,9 @@ tileBF16AVX512M3_single_loop:
 	ADDQ        $0x20, DX
 	ADDQ        $0x40, AX
 	DECQ        R10
-	JNZ         tileBF16AVX512M3_single_loop
+	JNZ         tileBF16AVX512M3_p0_single_loop
 
-tileBF16AVX512M3_reduce:
+tileBF16AVX512M3_p0_reduce:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
@@ -1004,10 +1004,10 @@ tileBF16AVX512M3_reduce:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileBF16AVX512M3_store0
+	JZ            tileBF16AVX512M3_p0_store0
 	VADDPS        (AX), X0, X0
 
-tileBF16AVX512M3_store0:
+tileBF16AVX512M3_p0_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -1030,10 +1030,10 @@ tileBF16AVX512M3_store0:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileBF16AVX512M3_store1
+	JZ            tileBF16AVX512M3_p0_store1
 	VADDPS        (AX), X0, X0
 
-tileBF16AVX512M3_store1:
+tileBF16AVX512M3_p0_store1:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z8, Y0
@@ -1056,10 +1056,10 @@ tileBF16AVX512M3_store1:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileBF16AVX512M3_store2
+	JZ            tileBF16AVX512M3_p0_store2
 	VADDPS        (AX), X0, X0
 
-tileBF16AVX512M3_store2:
+tileBF16AVX512M3_p0_store2:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -1093,9 +1093,9 @@ TEXT ·tileF16AVX512M3(SB), NOSPLIT, $0-80
 	VXORPS Z11, Z11, Z11
 	MOVQ   R10, R11
 	SHRQ   $0x01, R11
-	JZ     tileF16AVX512M3_single
+	JZ     tileF16AVX512M3_p0_single
 
-tileF16AVX512M3_loop:
+tileF16AVX512M3_p0_loop:
 	VCVTPH2PS   (DX), Z12
 	VCVTPH2PS   (DX)(BX*1), Z13
 	VCVTPH2PS   (DX)(BX*2), Z14
@@ -1142,13 +1142,13 @@ tileF16AVX512M3_loop:
 	ADDQ        $0x40, DX
 	ADDQ        $0x80, AX
 	DECQ        R11
-	JNZ         tileF16AVX512M3_loop
+	JNZ         tileF16AVX512M3_p0_loop
 
-tileF16AVX512M3_single:
+tileF16AVX512M3_p0_single:
 	ANDQ $0x01, R10
-	JZ   tileF16AVX512M3_reduce
+	JZ   tileF16AVX512M3_p0_reduce
 
-tileF16AVX512M3_single_loop:
+tileF16AVX512M3_p0_single_loop:
 	VCVTPH2PS   (DX), Z12
 	VCVTPH2PS   (DX)(BX*1), Z13
 	VCVTPH2PS   (DX)(BX*2), Z14
@@ -1171,9 +1171,9 @@ tileF16AVX512M3_single_loop:
 	ADDQ        $0x20, DX
 	ADDQ        $0x40, AX
 	DECQ        R10
-	JNZ         tileF16AVX512M3_single_loop
+	JNZ         tileF16AVX512M3_p0_single_loop
 
-tileF16AVX512M3_reduce:
+tileF16AVX512M3_p0_reduce:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
@@ -1198,10 +1198,10 @@ tileF16AVX512M3_reduce:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF16AVX512M3_store0
+	JZ            tileF16AVX512M3_p0_store0
 	VADDPS        (AX), X0, X0
 
-tileF16AVX512M3_store0:
+tileF16AVX512M3_p0_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -1224,10 +1224,10 @@ tileF16AVX512M3_store0:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF16AVX512M3_store1
+	JZ            tileF16AVX512M3_p0_store1
 	VADDPS        (AX), X0, X0
 
-tileF16AVX512M3_store1:
+tileF16AVX512M3_p0_store1:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z8, Y0
@@ -1250,10 +1250,10 @@ tileF16AVX512M3_store1:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF16AVX512M3_store2
+	JZ            tileF16AVX512M3_p0_store2
 	VADDPS        (AX), X0, X0
 
-tileF16AVX512M3_store2:
+tileF16AVX512M3_p0_store2:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -1291,9 +1291,9 @@ TEXT ·tileF32AVX512M4(SB), NOSPLIT, $0-80
 	VXORPS Z14, Z14, Z14
 	VXORPS Z15, Z15, Z15
 	SHRQ   $0x00, R11
-	JZ     tileF32AVX512M4_single
+	JZ     tileF32AVX512M4_p0_single
 
-tileF32AVX512M4_loop:
+tileF32AVX512M4_p0_loop:
 	VMOVUPS     (BX), Z16
 	VMOVUPS     (BX)(SI*1), Z17
 	VMOVUPS     (BX)(SI*2), Z18
@@ -1326,9 +1326,9 @@ tileF32AVX512M4_loop:
 	ADDQ        $0x40, BX
 	ADDQ        $0x40, AX
 	DECQ        R11
-	JNZ         tileF32AVX512M4_loop
+	JNZ         tileF32AVX512M4_p0_loop
 
-tileF32AVX512M4_single:
+tileF32AVX512M4_p0_single:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
@@ -1353,10 +1353,10 @@ tileF32AVX512M4_single:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF32AVX512M4_store0
+	JZ            tileF32AVX512M4_p0_store0
 	VADDPS        (AX), X0, X0
 
-tileF32AVX512M4_store0:
+tileF32AVX512M4_p0_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -1379,10 +1379,10 @@ tileF32AVX512M4_store0:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF32AVX512M4_store1
+	JZ            tileF32AVX512M4_p0_store1
 	VADDPS        (AX), X0, X0
 
-tileF32AVX512M4_store1:
+tileF32AVX512M4_p0_store1:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z8, Y0
@@ -1405,10 +1405,10 @@ tileF32AVX512M4_store1:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF32AVX512M4_store2
+	JZ            tileF32AVX512M4_p0_store2
 	VADDPS        (AX), X0, X0
 
-tileF32AVX512M4_store2:
+tileF32AVX512M4_p0_store2:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z12, Y0
@@ -1431,10 +1431,10 @@ tileF32AVX512M4_store2:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF32AVX512M4_store3
+	JZ            tileF32AVX512M4_p0_store3
 	VADDPS        (AX), X0, X0
 
-tileF32AVX512M4_store3:
+tileF32AVX512M4_p0_store3:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -1473,9 +1473,9 @@ TEXT ·tileBF16AVX512M4(SB), NOSPLIT, $0-80
 	VXORPS Z15, Z15, Z15
 	MOVQ   R11, R12
 	SHRQ   $0x01, R12
-	JZ     tileBF16AVX512M4_single
+	JZ     tileBF16AVX512M4_p0_single
 
-tileBF16AVX512M4_loop:
+tileBF16AVX512M4_p0_loop:
 	VPMOVZXWD   (BX), Z16
 	VPSLLD      $0x10, Z16, Z16
 	VPMOVZXWD   (BX)(SI*1), Z17
@@ -1540,13 +1540,13 @@ tileBF16AVX512M4_loop:
 	ADDQ        $0x40, BX
 	ADDQ        $0x80, AX
 	DECQ        R12
-	JNZ         tileBF16AVX512M4_loop
+	JNZ         tileBF16AVX512M4_p0_loop
 
-tileBF16AVX512M4_single:
+tileBF16AVX512M4_p0_single:
 	ANDQ $0x01, R11
-	JZ   tileBF16AVX512M4_reduce
+	JZ   tileBF16AVX512M4_p0_reduce
 
-tileBF16AVX512M4_single_loop:
+tileBF16AVX512M4_p0_single_loop:
 	VPMOVZXWD   (BX), Z16
 	VPSLLD      $0x10, Z16, Z16
 	VPMOVZXWD   (BX)(SI*1), Z17
@@ -1578,9 +1578,9 @@ tileBF16AVX512M4_single_loop:
 	ADDQ        $0x20, BX
 	ADDQ        $0x40, AX
 	DECQ        R11
-	JNZ         tileBF16AVX512M4_single_loop
+	JNZ         tileBF16AVX512M4_p0_single_loop
 
-tileBF16AVX512M4_reduce:
+tileBF16AVX512M4_p0_reduce:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
@@ -1605,10 +1605,10 @@ tileBF16AVX512M4_reduce:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileBF16AVX512M4_store0
+	JZ            tileBF16AVX512M4_p0_store0
 	VADDPS        (AX), X0, X0
 
-tileBF16AVX512M4_store0:
+tileBF16AVX512M4_p0_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -1631,10 +1631,10 @@ tileBF16AVX512M4_store0:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileBF16AVX512M4_store1
+	JZ            tileBF16AVX512M4_p0_store1
 	VADDPS        (AX), X0, X0
 
-tileBF16AVX512M4_store1:
+tileBF16AVX512M4_p0_store1:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z8, Y0
@@ -1657,10 +1657,10 @@ tileBF16AVX512M4_store1:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileBF16AVX512M4_store2
+	JZ            tileBF16AVX512M4_p0_store2
 	VADDPS        (AX), X0, X0
 
-tileBF16AVX512M4_store2:
+tileBF16AVX512M4_p0_store2:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z12, Y0
@@ -1683,10 +1683,10 @@ tileBF16AVX512M4_store2:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileBF16AVX512M4_store3
+	JZ            tileBF16AVX512M4_p0_store3
 	VADDPS        (AX), X0, X0
 
-tileBF16AVX512M4_store3:
+tileBF16AVX512M4_p0_store3:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -1725,9 +1725,9 @@ TEXT ·tileF16AVX512M4(SB), NOSPLIT, $0-80
 	VXORPS Z15, Z15, Z15
 	MOVQ   R11, R12
 	SHRQ   $0x01, R12
-	JZ     tileF16AVX512M4_single
+	JZ     tileF16AVX512M4_p0_single
 
-tileF16AVX512M4_loop:
+tileF16AVX512M4_p0_loop:
 	VCVTPH2PS   (BX), Z16
 	VCVTPH2PS   (BX)(SI*1), Z17
 	VCVTPH2PS   (BX)(SI*2), Z18
@@ -1784,13 +1784,13 @@ tileF16AVX512M4_loop:
 	ADDQ        $0x40, BX
 	ADDQ        $0x80, AX
 	DECQ        R12
-	JNZ         tileF16AVX512M4_loop
+	JNZ         tileF16AVX512M4_p0_loop
 
-tileF16AVX512M4_single:
+tileF16AVX512M4_p0_single:
 	ANDQ $0x01, R11
-	JZ   tileF16AVX512M4_reduce
+	JZ   tileF16AVX512M4_p0_reduce
 
-tileF16AVX512M4_single_loop:
+tileF16AVX512M4_p0_single_loop:
 	VCVTPH2PS   (BX), Z16
 	VCVTPH2PS   (BX)(SI*1), Z17
 	VCVTPH2PS   (BX)(SI*2), Z18
@@ -1818,9 +1818,9 @@ tileF16AVX512M4_single_loop:
 	ADDQ        $0x20, BX
 	ADDQ        $0x40, AX
 	DECQ        R11
-	JNZ         tileF16AVX512M4_single_loop
+	JNZ         tileF16AVX512M4_p0_single_loop
 
-tileF16AVX512M4_reduce:
+tileF16AVX512M4_p0_reduce:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
@@ -1845,10 +1845,10 @@ tileF16AVX512M4_reduce:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF16AVX512M4_store0
+	JZ            tileF16AVX512M4_p0_store0
 	VADDPS        (AX), X0, X0
 
-tileF16AVX512M4_store0:
+tileF16AVX512M4_p0_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -1871,10 +1871,10 @@ tileF16AVX512M4_store0:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF16AVX512M4_store1
+	JZ            tileF16AVX512M4_p0_store1
 	VADDPS        (AX), X0, X0
 
-tileF16AVX512M4_store1:
+tileF16AVX512M4_p0_store1:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z8, Y0
@@ -1897,10 +1897,10 @@ tileF16AVX512M4_store1:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF16AVX512M4_store2
+	JZ            tileF16AVX512M4_p0_store2
 	VADDPS        (AX), X0, X0
 
-tileF16AVX512M4_store2:
+tileF16AVX512M4_p0_store2:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z12, Y0
@@ -1923,10 +1923,10 @@ tileF16AVX512M4_store2:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF16AVX512M4_store3
+	JZ            tileF16AVX512M4_p0_store3
 	VADDPS        (AX), X0, X0
 
-tileF16AVX512M4_store3:
+tileF16AVX512M4_p0_store3:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -1969,9 +1969,9 @@ TEXT ·tileF32AVX512M5(SB), NOSPLIT, $0-80
 	VXORPS Z18, Z18, Z18
 	VXORPS Z19, Z19, Z19
 	SHRQ   $0x00, R12
-	JZ     tileF32AVX512M5_single
+	JZ     tileF32AVX512M5_p0_single
 
-tileF32AVX512M5_loop:
+tileF32AVX512M5_p0_loop:
 	VMOVUPS     (SI), Z20
 	VMOVUPS     (SI)(DI*1), Z21
 	VMOVUPS     (SI)(DI*2), Z22
@@ -2010,9 +2010,9 @@ tileF32AVX512M5_loop:
 	ADDQ        $0x40, AX
 	ADDQ        $0x40, BX
 	DECQ        R12
-	JNZ         tileF32AVX512M5_loop
+	JNZ         tileF32AVX512M5_p0_loop
 
-tileF32AVX512M5_single:
+tileF32AVX512M5_p0_single:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
@@ -2037,10 +2037,10 @@ tileF32AVX512M5_single:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF32AVX512M5_store0
+	JZ            tileF32AVX512M5_p0_store0
 	VADDPS        (AX), X0, X0
 
-tileF32AVX512M5_store0:
+tileF32AVX512M5_p0_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -2063,10 +2063,10 @@ tileF32AVX512M5_store0:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF32AVX512M5_store1
+	JZ            tileF32AVX512M5_p0_store1
 	VADDPS        (AX), X0, X0
 
-tileF32AVX512M5_store1:
+tileF32AVX512M5_p0_store1:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z8, Y0
@@ -2089,10 +2089,10 @@ tileF32AVX512M5_store1:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF32AVX512M5_store2
+	JZ            tileF32AVX512M5_p0_store2
 	VADDPS        (AX), X0, X0
 
-tileF32AVX512M5_store2:
+tileF32AVX512M5_p0_store2:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z12, Y0
@@ -2115,10 +2115,10 @@ tileF32AVX512M5_store2:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF32AVX512M5_store3
+	JZ            tileF32AVX512M5_p0_store3
 	VADDPS        (AX), X0, X0
 
-tileF32AVX512M5_store3:
+tileF32AVX512M5_p0_store3:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z16, Y0
@@ -2141,10 +2141,10 @@ tileF32AVX512M5_store3:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF32AVX512M5_store4
+	JZ            tileF32AVX512M5_p0_store4
 	VADDPS        (AX), X0, X0
 
-tileF32AVX512M5_store4:
+tileF32AVX512M5_p0_store4:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -2188,9 +2188,9 @@ TEXT ·tileBF16AVX512M5(SB), NOSPLIT, $0-80
 	VXORPS Z19, Z19, Z19
 	MOVQ   R12, R13
 	SHRQ   $0x01, R13
-	JZ     tileBF16AVX512M5_single
+	JZ     tileBF16AVX512M5_p0_single
 
-tileBF16AVX512M5_loop:
+tileBF16AVX512M5_p0_loop:
 	VPMOVZXWD   (SI), Z20
 	VPSLLD      $0x10, Z20, Z20
 	VPMOVZXWD   (SI)(DI*1), Z21
@@ -2266,13 +2266,13 @@ tileBF16AVX512M5_loop:
 	ADDQ        $0x80, AX
 	ADDQ        $0x80, BX
 	DECQ        R13
-	JNZ         tileBF16AVX512M5_loop
+	JNZ         tileBF16AVX512M5_p0_loop
 
-tileBF16AVX512M5_single:
+tileBF16AVX512M5_p0_single:
 	ANDQ $0x01, R12
-	JZ   tileBF16AVX512M5_reduce
+	JZ   tileBF16AVX512M5_p0_reduce
 
-tileBF16AVX512M5_single_loop:
+tileBF16AVX512M5_p0_single_loop:
 	VPMOVZXWD   (SI), Z20
 	VPSLLD      $0x10, Z20, Z20
 	VPMOVZXWD   (SI)(DI*1), Z21
@@ -2310,9 +2310,9 @@ tileBF16AVX512M5_single_loop:
 	ADDQ        $0x40, AX
 	ADDQ        $0x40, BX
 	DECQ        R12
-	JNZ         tileBF16AVX512M5_single_loop
+	JNZ         tileBF16AVX512M5_p0_single_loop
 
-tileBF16AVX512M5_reduce:
+tileBF16AVX512M5_p0_reduce:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
@@ -2337,10 +2337,10 @@ tileBF16AVX512M5_reduce:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileBF16AVX512M5_store0
+	JZ            tileBF16AVX512M5_p0_store0
 	VADDPS        (AX), X0, X0
 
-tileBF16AVX512M5_store0:
+tileBF16AVX512M5_p0_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -2363,10 +2363,10 @@ tileBF16AVX512M5_store0:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileBF16AVX512M5_store1
+	JZ            tileBF16AVX512M5_p0_store1
 	VADDPS        (AX), X0, X0
 
-tileBF16AVX512M5_store1:
+tileBF16AVX512M5_p0_store1:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z8, Y0
@@ -2389,10 +2389,10 @@ tileBF16AVX512M5_store1:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileBF16AVX512M5_store2
+	JZ            tileBF16AVX512M5_p0_store2
 	VADDPS        (AX), X0, X0
 
-tileBF16AVX512M5_store2:
+tileBF16AVX512M5_p0_store2:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z12, Y0
@@ -2415,10 +2415,10 @@ tileBF16AVX512M5_store2:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileBF16AVX512M5_store3
+	JZ            tileBF16AVX512M5_p0_store3
 	VADDPS        (AX), X0, X0
 
-tileBF16AVX512M5_store3:
+tileBF16AVX512M5_p0_store3:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z16, Y0
@@ -2441,10 +2441,10 @@ tileBF16AVX512M5_store3:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileBF16AVX512M5_store4
+	JZ            tileBF16AVX512M5_p0_store4
 	VADDPS        (AX), X0, X0
 
-tileBF16AVX512M5_store4:
+tileBF16AVX512M5_p0_store4:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -2488,9 +2488,9 @@ TEXT ·tileF16AVX512M5(SB), NOSPLIT, $0-80
 	VXORPS Z19, Z19, Z19
 	MOVQ   R12, R13
 	SHRQ   $0x01, R13
-	JZ     tileF16AVX512M5_single
+	JZ     tileF16AVX512M5_p0_single
 
-tileF16AVX512M5_loop:
+tileF16AVX512M5_p0_loop:
 	VCVTPH2PS   (SI), Z20
 	VCVTPH2PS   (SI)(DI*1), Z21
 	VCVTPH2PS   (SI)(DI*2), Z22
@@ -2558,13 +2558,13 @@ tileF16AVX512M5_loop:
 	ADDQ        $0x80, AX
 	ADDQ        $0x80, BX
 	DECQ        R13
-	JNZ         tileF16AVX512M5_loop
+	JNZ         tileF16AVX512M5_p0_loop
 
-tileF16AVX512M5_single:
+tileF16AVX512M5_p0_single:
 	ANDQ $0x01, R12
-	JZ   tileF16AVX512M5_reduce
+	JZ   tileF16AVX512M5_p0_reduce
 
-tileF16AVX512M5_single_loop:
+tileF16AVX512M5_p0_single_loop:
 	VCVTPH2PS   (SI), Z20
 	VCVTPH2PS   (SI)(DI*1), Z21
 	VCVTPH2PS   (SI)(DI*2), Z22
@@ -2598,9 +2598,9 @@ tileF16AVX512M5_single_loop:
 	ADDQ        $0x40, AX
 	ADDQ        $0x40, BX
 	DECQ        R12
-	JNZ         tileF16AVX512M5_single_loop
+	JNZ         tileF16AVX512M5_p0_single_loop
 
-tileF16AVX512M5_reduce:
+tileF16AVX512M5_p0_reduce:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
@@ -2625,10 +2625,10 @@ tileF16AVX512M5_reduce:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF16AVX512M5_store0
+	JZ            tileF16AVX512M5_p0_store0
 	VADDPS        (AX), X0, X0
 
-tileF16AVX512M5_store0:
+tileF16AVX512M5_p0_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -2651,10 +2651,10 @@ tileF16AVX512M5_store0:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF16AVX512M5_store1
+	JZ            tileF16AVX512M5_p0_store1
 	VADDPS        (AX), X0, X0
 
-tileF16AVX512M5_store1:
+tileF16AVX512M5_p0_store1:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z8, Y0
@@ -2677,10 +2677,10 @@ tileF16AVX512M5_store1:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF16AVX512M5_store2
+	JZ            tileF16AVX512M5_p0_store2
 	VADDPS        (AX), X0, X0
 
-tileF16AVX512M5_store2:
+tileF16AVX512M5_p0_store2:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z12, Y0
@@ -2703,10 +2703,10 @@ tileF16AVX512M5_store2:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF16AVX512M5_store3
+	JZ            tileF16AVX512M5_p0_store3
 	VADDPS        (AX), X0, X0
 
-tileF16AVX512M5_store3:
+tileF16AVX512M5_p0_store3:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z16, Y0
@@ -2729,10 +2729,10 @@ tileF16AVX512M5_store3:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF16AVX512M5_store4
+	JZ            tileF16AVX512M5_p0_store4
 	VADDPS        (AX), X0, X0
 
-tileF16AVX512M5_store4:
+tileF16AVX512M5_p0_store4:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -2779,9 +2779,9 @@ TEXT ·tileF32AVX512M6(SB), NOSPLIT, $0-80
 	VXORPS Z22, Z22, Z22
 	VXORPS Z23, Z23, Z23
 	SHRQ   $0x00, R12
-	JZ     tileF32AVX512M6_single
+	JZ     tileF32AVX512M6_p0_single
 
-tileF32AVX512M6_loop:
+tileF32AVX512M6_p0_loop:
 	VMOVUPS     (SI), Z24
 	VMOVUPS     (SI)(DI*1), Z25
 	VMOVUPS     (SI)(DI*2), Z26
@@ -2825,9 +2825,9 @@ tileF32AVX512M6_loop:
 	ADDQ        $0x40, AX
 	ADDQ        $0x40, BX
 	DECQ        R12
-	JNZ         tileF32AVX512M6_loop
+	JNZ         tileF32AVX512M6_p0_loop
 
-tileF32AVX512M6_single:
+tileF32AVX512M6_p0_single:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
@@ -2852,10 +2852,10 @@ tileF32AVX512M6_single:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF32AVX512M6_store0
+	JZ            tileF32AVX512M6_p0_store0
 	VADDPS        (AX), X0, X0
 
-tileF32AVX512M6_store0:
+tileF32AVX512M6_p0_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -2878,10 +2878,10 @@ tileF32AVX512M6_store0:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF32AVX512M6_store1
+	JZ            tileF32AVX512M6_p0_store1
 	VADDPS        (AX), X0, X0
 
-tileF32AVX512M6_store1:
+tileF32AVX512M6_p0_store1:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z8, Y0
@@ -2904,10 +2904,10 @@ tileF32AVX512M6_store1:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF32AVX512M6_store2
+	JZ            tileF32AVX512M6_p0_store2
 	VADDPS        (AX), X0, X0
 
-tileF32AVX512M6_store2:
+tileF32AVX512M6_p0_store2:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z12, Y0
@@ -2930,10 +2930,10 @@ tileF32AVX512M6_store2:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF32AVX512M6_store3
+	JZ            tileF32AVX512M6_p0_store3
 	VADDPS        (AX), X0, X0
 
-tileF32AVX512M6_store3:
+tileF32AVX512M6_p0_store3:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z16, Y0
@@ -2956,10 +2956,10 @@ tileF32AVX512M6_store3:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF32AVX512M6_store4
+	JZ            tileF32AVX512M6_p0_store4
 	VADDPS        (AX), X0, X0
 
-tileF32AVX512M6_store4:
+tileF32AVX512M6_p0_store4:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z20, Y0
@@ -2982,10 +2982,10 @@ tileF32AVX512M6_store4:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF32AVX512M6_store5
+	JZ            tileF32AVX512M6_p0_store5
 	VADDPS        (AX), X0, X0
 
-tileF32AVX512M6_store5:
+tileF32AVX512M6_p0_store5:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -3033,9 +3033,9 @@ TEXT ·tileBF16AVX512M6(SB), NOSPLIT, $0-80
 	VXORPS Z23, Z23, Z23
 	MOVQ   R12, R13
 	SHRQ   $0x01, R13
-	JZ     tileBF16AVX512M6_single
+	JZ     tileBF16AVX512M6_p0_single
 
-tileBF16AVX512M6_loop:
+tileBF16AVX512M6_p0_loop:
 	VPMOVZXWD   (SI), Z24
 	VPSLLD      $0x10, Z24, Z24
 	VPMOVZXWD   (SI)(DI*1), Z25
@@ -3121,13 +3121,13 @@ tileBF16AVX512M6_loop:
 	ADDQ        $0x80, AX
 	ADDQ        $0x80, BX
 	DECQ        R13
-	JNZ         tileBF16AVX512M6_loop
+	JNZ         tileBF16AVX512M6_p0_loop
 
-tileBF16AVX512M6_single:
+tileBF16AVX512M6_p0_single:
 	ANDQ $0x01, R12
-	JZ   tileBF16AVX512M6_reduce
+	JZ   tileBF16AVX512M6_p0_reduce
 
-tileBF16AVX512M6_single_loop:
+tileBF16AVX512M6_p0_single_loop:
 	VPMOVZXWD   (SI), Z24
 	VPSLLD      $0x10, Z24, Z24
 	VPMOVZXWD   (SI)(DI*1), Z25
@@ -3170,9 +3170,9 @@ tileBF16AVX512M6_single_loop:
 	ADDQ        $0x40, AX
 	ADDQ        $0x40, BX
 	DECQ        R12
-	JNZ         tileBF16AVX512M6_single_loop
+	JNZ         tileBF16AVX512M6_p0_single_loop
 
-tileBF16AVX512M6_reduce:
+tileBF16AVX512M6_p0_reduce:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
@@ -3197,10 +3197,10 @@ tileBF16AVX512M6_reduce:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileBF16AVX512M6_store0
+	JZ            tileBF16AVX512M6_p0_store0
 	VADDPS        (AX), X0, X0
 
-tileBF16AVX512M6_store0:
+tileBF16AVX512M6_p0_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -3223,10 +3223,10 @@ tileBF16AVX512M6_store0:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileBF16AVX512M6_store1
+	JZ            tileBF16AVX512M6_p0_store1
 	VADDPS        (AX), X0, X0
 
-tileBF16AVX512M6_store1:
+tileBF16AVX512M6_p0_store1:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z8, Y0
@@ -3249,10 +3249,10 @@ tileBF16AVX512M6_store1:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileBF16AVX512M6_store2
+	JZ            tileBF16AVX512M6_p0_store2
 	VADDPS        (AX), X0, X0
 
-tileBF16AVX512M6_store2:
+tileBF16AVX512M6_p0_store2:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z12, Y0
@@ -3275,10 +3275,10 @@ tileBF16AVX512M6_store2:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileBF16AVX512M6_store3
+	JZ            tileBF16AVX512M6_p0_store3
 	VADDPS        (AX), X0, X0
 
-tileBF16AVX512M6_store3:
+tileBF16AVX512M6_p0_store3:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z16, Y0
@@ -3301,10 +3301,10 @@ tileBF16AVX512M6_store3:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileBF16AVX512M6_store4
+	JZ            tileBF16AVX512M6_p0_store4
 	VADDPS        (AX), X0, X0
 
-tileBF16AVX512M6_store4:
+tileBF16AVX512M6_p0_store4:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z20, Y0
@@ -3327,10 +3327,10 @@ tileBF16AVX512M6_store4:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileBF16AVX512M6_store5
+	JZ            tileBF16AVX512M6_p0_store5
 	VADDPS        (AX), X0, X0
 
-tileBF16AVX512M6_store5:
+tileBF16AVX512M6_p0_store5:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -3378,9 +3378,9 @@ TEXT ·tileF16AVX512M6(SB), NOSPLIT, $0-80
 	VXORPS Z23, Z23, Z23
 	MOVQ   R12, R13
 	SHRQ   $0x01, R13
-	JZ     tileF16AVX512M6_single
+	JZ     tileF16AVX512M6_p0_single
 
-tileF16AVX512M6_loop:
+tileF16AVX512M6_p0_loop:
 	VCVTPH2PS   (SI), Z24
 	VCVTPH2PS   (SI)(DI*1), Z25
 	VCVTPH2PS   (SI)(DI*2), Z26
@@ -3458,13 +3458,13 @@ tileF16AVX512M6_loop:
 	ADDQ        $0x80, AX
 	ADDQ        $0x80, BX
 	DECQ        R13
-	JNZ         tileF16AVX512M6_loop
+	JNZ         tileF16AVX512M6_p0_loop
 
-tileF16AVX512M6_single:
+tileF16AVX512M6_p0_single:
 	ANDQ $0x01, R12
-	JZ   tileF16AVX512M6_reduce
+	JZ   tileF16AVX512M6_p0_reduce
 
-tileF16AVX512M6_single_loop:
+tileF16AVX512M6_p0_single_loop:
 	VCVTPH2PS   (SI), Z24
 	VCVTPH2PS   (SI)(DI*1), Z25
 	VCVTPH2PS   (SI)(DI*2), Z26
@@ -3503,9 +3503,9 @@ tileF16AVX512M6_single_loop:
 	ADDQ        $0x40, AX
 	ADDQ        $0x40, BX
 	DECQ        R12
-	JNZ         tileF16AVX512M6_single_loop
+	JNZ         tileF16AVX512M6_p0_single_loop
 
-tileF16AVX512M6_reduce:
+tileF16AVX512M6_p0_reduce:
 	MOVQ          dst+40(FP), AX
 	MOVQ          ldd+48(FP), CX
 	SHLQ          $0x02, CX
@@ -3530,10 +3530,10 @@ tileF16AVX512M6_reduce:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF16AVX512M6_store0
+	JZ            tileF16AVX512M6_p0_store0
 	VADDPS        (AX), X0, X0
 
-tileF16AVX512M6_store0:
+tileF16AVX512M6_p0_store0:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z4, Y0
@@ -3556,10 +3556,10 @@ tileF16AVX512M6_store0:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF16AVX512M6_store1
+	JZ            tileF16AVX512M6_p0_store1
 	VADDPS        (AX), X0, X0
 
-tileF16AVX512M6_store1:
+tileF16AVX512M6_p0_store1:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z8, Y0
@@ -3582,10 +3582,10 @@ tileF16AVX512M6_store1:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF16AVX512M6_store2
+	JZ            tileF16AVX512M6_p0_store2
 	VADDPS        (AX), X0, X0
 
-tileF16AVX512M6_store2:
+tileF16AVX512M6_p0_store2:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z12, Y0
@@ -3608,10 +3608,10 @@ tileF16AVX512M6_store2:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF16AVX512M6_store3
+	JZ            tileF16AVX512M6_p0_store3
 	VADDPS        (AX), X0, X0
 
-tileF16AVX512M6_store3:
+tileF16AVX512M6_p0_store3:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z16, Y0
@@ -3634,10 +3634,10 @@ tileF16AVX512M6_store3:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF16AVX512M6_store4
+	JZ            tileF16AVX512M6_p0_store4
 	VADDPS        (AX), X0, X0
 
-tileF16AVX512M6_store4:
+tileF16AVX512M6_p0_store4:
 	VMOVUPS       X0, (AX)
 	ADDQ          CX, AX
 	VEXTRACTF64X4 $0x01, Z20, Y0
@@ -3660,11 +3660,3793 @@ tileF16AVX512M6_store4:
 	VEXTRACTF32X4 $0x01, Y0, X1
 	VADDPS        X1, X0, X0
 	TESTQ         DX, DX
-	JZ            tileF16AVX512M6_store5
+	JZ            tileF16AVX512M6_p0_store5
 	VADDPS        (AX), X0, X0
 
-tileF16AVX512M6_store5:
+tileF16AVX512M6_p0_store5:
 	VMOVUPS X0, (AX)
+	VZEROUPPER
+	RET
+
+// func tileF32AVX512M7(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
+TEXT ·tileF32AVX512M7(SB), NOSPLIT, $0-80
+	MOVQ   x+0(FP), AX
+	MOVQ   ldx+8(FP), CX
+	SHLQ   $0x02, CX
+	LEAQ   (CX)(CX*2), DX
+	LEAQ   (AX)(CX*4), BX
+	MOVQ   w+16(FP), SI
+	MOVQ   ldw+24(FP), DI
+	SHLQ   $0x02, DI
+	LEAQ   (DI)(DI*2), R8
+	MOVQ   pf+56(FP), R9
+	MOVQ   pfs+64(FP), R10
+	LEAQ   (R10)(R10*2), R11
+	MOVQ   kn+32(FP), R12
+	SHRQ   $0x04, R12
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	SHRQ   $0x00, R12
+	JZ     tileF32AVX512M7_p0_single
+
+tileF32AVX512M7_p0_loop:
+	VMOVUPS     (SI), Z14
+	VMOVUPS     (SI)(DI*1), Z15
+	VMOVUPS     (AX), Z16
+	VFMADD231PS Z14, Z16, Z0
+	VFMADD231PS Z15, Z16, Z1
+	VMOVUPS     (AX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z2
+	VFMADD231PS Z15, Z16, Z3
+	VMOVUPS     (AX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z4
+	VFMADD231PS Z15, Z16, Z5
+	VMOVUPS     (AX)(DX*1), Z16
+	VFMADD231PS Z14, Z16, Z6
+	VFMADD231PS Z15, Z16, Z7
+	VMOVUPS     (BX), Z16
+	VFMADD231PS Z14, Z16, Z8
+	VFMADD231PS Z15, Z16, Z9
+	VMOVUPS     (BX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z10
+	VFMADD231PS Z15, Z16, Z11
+	VMOVUPS     (BX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z12
+	VFMADD231PS Z15, Z16, Z13
+	PREFETCHT0  (R9)
+	PREFETCHT0  (R9)(R10*1)
+	ADDQ        $0x40, R9
+	ADDQ        $0x40, SI
+	ADDQ        $0x40, AX
+	ADDQ        $0x40, BX
+	DECQ        R12
+	JNZ         tileF32AVX512M7_p0_loop
+
+tileF32AVX512M7_p0_single:
+	MOVQ          dst+40(FP), AX
+	MOVQ          ldd+48(FP), BX
+	SHLQ          $0x02, BX
+	MOVQ          add+72(FP), SI
+	VEXTRACTF64X4 $0x01, Z0, Y14
+	VADDPS        Y14, Y0, Y14
+	VEXTRACTF64X4 $0x01, Z1, Y15
+	VADDPS        Y15, Y1, Y15
+	VEXTRACTF64X4 $0x01, Z0, Y16
+	VADDPS        Y16, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y16
+	VADDPS        Y16, Y1, Y1
+	VUNPCKLPS     Y15, Y14, Y16
+	VUNPCKHPS     Y15, Y14, Y14
+	VADDPS        Y14, Y16, Y14
+	VUNPCKLPS     Y1, Y0, Y15
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y15, Y0
+	VUNPCKLPD     Y0, Y14, Y1
+	VUNPCKHPD     Y0, Y14, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF32AVX512M7_p0_store0
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M7_p0_store0:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF64X4 $0x01, Z3, Y1
+	VADDPS        Y1, Y3, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y14
+	VADDPS        Y14, Y2, Y2
+	VEXTRACTF64X4 $0x01, Z3, Y14
+	VADDPS        Y14, Y3, Y3
+	VUNPCKLPS     Y1, Y0, Y14
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y14, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF32AVX512M7_p0_store1
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M7_p0_store1:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y0
+	VEXTRACTF64X4 $0x01, Z5, Y1
+	VADDPS        Y1, Y5, Y1
+	VEXTRACTF64X4 $0x01, Z4, Y2
+	VADDPS        Y2, Y4, Y2
+	VEXTRACTF64X4 $0x01, Z5, Y3
+	VADDPS        Y3, Y5, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF32AVX512M7_p0_store2
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M7_p0_store2:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y0
+	VEXTRACTF64X4 $0x01, Z7, Y1
+	VADDPS        Y1, Y7, Y1
+	VEXTRACTF64X4 $0x01, Z6, Y2
+	VADDPS        Y2, Y6, Y2
+	VEXTRACTF64X4 $0x01, Z7, Y3
+	VADDPS        Y3, Y7, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF32AVX512M7_p0_store3
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M7_p0_store3:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z8, Y0
+	VADDPS        Y0, Y8, Y0
+	VEXTRACTF64X4 $0x01, Z9, Y1
+	VADDPS        Y1, Y9, Y1
+	VEXTRACTF64X4 $0x01, Z8, Y2
+	VADDPS        Y2, Y8, Y2
+	VEXTRACTF64X4 $0x01, Z9, Y3
+	VADDPS        Y3, Y9, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF32AVX512M7_p0_store4
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M7_p0_store4:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y0
+	VEXTRACTF64X4 $0x01, Z11, Y1
+	VADDPS        Y1, Y11, Y1
+	VEXTRACTF64X4 $0x01, Z10, Y2
+	VADDPS        Y2, Y10, Y2
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF32AVX512M7_p0_store5
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M7_p0_store5:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF64X4 $0x01, Z13, Y1
+	VADDPS        Y1, Y13, Y1
+	VEXTRACTF64X4 $0x01, Z12, Y2
+	VADDPS        Y2, Y12, Y2
+	VEXTRACTF64X4 $0x01, Z13, Y3
+	VADDPS        Y3, Y13, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF32AVX512M7_p0_store6
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M7_p0_store6:
+	VMOVSD X0, (AX)
+	MOVQ   x+0(FP), AX
+	LEAQ   (AX)(CX*4), BX
+	MOVQ   w+16(FP), SI
+	MOVQ   pf+56(FP), R9
+	MOVQ   kn+32(FP), R12
+	SHRQ   $0x04, R12
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	SHRQ   $0x00, R12
+	JZ     tileF32AVX512M7_p1_single
+
+tileF32AVX512M7_p1_loop:
+	VMOVUPS     (SI)(DI*2), Z14
+	VMOVUPS     (SI)(R8*1), Z15
+	VMOVUPS     (AX), Z16
+	VFMADD231PS Z14, Z16, Z0
+	VFMADD231PS Z15, Z16, Z1
+	VMOVUPS     (AX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z2
+	VFMADD231PS Z15, Z16, Z3
+	VMOVUPS     (AX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z4
+	VFMADD231PS Z15, Z16, Z5
+	VMOVUPS     (AX)(DX*1), Z16
+	VFMADD231PS Z14, Z16, Z6
+	VFMADD231PS Z15, Z16, Z7
+	VMOVUPS     (BX), Z16
+	VFMADD231PS Z14, Z16, Z8
+	VFMADD231PS Z15, Z16, Z9
+	VMOVUPS     (BX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z10
+	VFMADD231PS Z15, Z16, Z11
+	VMOVUPS     (BX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z12
+	VFMADD231PS Z15, Z16, Z13
+	PREFETCHT0  (R9)(R10*2)
+	PREFETCHT0  (R9)(R11*1)
+	ADDQ        $0x40, R9
+	ADDQ        $0x40, SI
+	ADDQ        $0x40, AX
+	ADDQ        $0x40, BX
+	DECQ        R12
+	JNZ         tileF32AVX512M7_p1_loop
+
+tileF32AVX512M7_p1_single:
+	MOVQ          dst+40(FP), AX
+	ADDQ          $0x08, AX
+	MOVQ          ldd+48(FP), CX
+	SHLQ          $0x02, CX
+	MOVQ          add+72(FP), DX
+	VEXTRACTF64X4 $0x01, Z0, Y14
+	VADDPS        Y14, Y0, Y14
+	VEXTRACTF64X4 $0x01, Z1, Y15
+	VADDPS        Y15, Y1, Y15
+	VEXTRACTF64X4 $0x01, Z0, Y16
+	VADDPS        Y16, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y16
+	VADDPS        Y16, Y1, Y1
+	VUNPCKLPS     Y15, Y14, Y16
+	VUNPCKHPS     Y15, Y14, Y14
+	VADDPS        Y14, Y16, Y14
+	VUNPCKLPS     Y1, Y0, Y15
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y15, Y0
+	VUNPCKLPD     Y0, Y14, Y1
+	VUNPCKHPD     Y0, Y14, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M7_p1_store0
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M7_p1_store0:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF64X4 $0x01, Z3, Y1
+	VADDPS        Y1, Y3, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y14
+	VADDPS        Y14, Y2, Y2
+	VEXTRACTF64X4 $0x01, Z3, Y14
+	VADDPS        Y14, Y3, Y3
+	VUNPCKLPS     Y1, Y0, Y14
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y14, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M7_p1_store1
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M7_p1_store1:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y0
+	VEXTRACTF64X4 $0x01, Z5, Y1
+	VADDPS        Y1, Y5, Y1
+	VEXTRACTF64X4 $0x01, Z4, Y2
+	VADDPS        Y2, Y4, Y2
+	VEXTRACTF64X4 $0x01, Z5, Y3
+	VADDPS        Y3, Y5, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M7_p1_store2
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M7_p1_store2:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y0
+	VEXTRACTF64X4 $0x01, Z7, Y1
+	VADDPS        Y1, Y7, Y1
+	VEXTRACTF64X4 $0x01, Z6, Y2
+	VADDPS        Y2, Y6, Y2
+	VEXTRACTF64X4 $0x01, Z7, Y3
+	VADDPS        Y3, Y7, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M7_p1_store3
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M7_p1_store3:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z8, Y0
+	VADDPS        Y0, Y8, Y0
+	VEXTRACTF64X4 $0x01, Z9, Y1
+	VADDPS        Y1, Y9, Y1
+	VEXTRACTF64X4 $0x01, Z8, Y2
+	VADDPS        Y2, Y8, Y2
+	VEXTRACTF64X4 $0x01, Z9, Y3
+	VADDPS        Y3, Y9, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M7_p1_store4
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M7_p1_store4:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y0
+	VEXTRACTF64X4 $0x01, Z11, Y1
+	VADDPS        Y1, Y11, Y1
+	VEXTRACTF64X4 $0x01, Z10, Y2
+	VADDPS        Y2, Y10, Y2
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M7_p1_store5
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M7_p1_store5:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF64X4 $0x01, Z13, Y1
+	VADDPS        Y1, Y13, Y1
+	VEXTRACTF64X4 $0x01, Z12, Y2
+	VADDPS        Y2, Y12, Y2
+	VEXTRACTF64X4 $0x01, Z13, Y3
+	VADDPS        Y3, Y13, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M7_p1_store6
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M7_p1_store6:
+	VMOVSD X0, (AX)
+	VZEROUPPER
+	RET
+
+// func tileBF16AVX512M7(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
+TEXT ·tileBF16AVX512M7(SB), NOSPLIT, $0-80
+	MOVQ   x+0(FP), AX
+	MOVQ   ldx+8(FP), CX
+	SHLQ   $0x02, CX
+	LEAQ   (CX)(CX*2), DX
+	LEAQ   (AX)(CX*4), BX
+	MOVQ   w+16(FP), SI
+	MOVQ   ldw+24(FP), DI
+	SHLQ   $0x01, DI
+	LEAQ   (DI)(DI*2), R8
+	MOVQ   pf+56(FP), R9
+	MOVQ   pfs+64(FP), R10
+	LEAQ   (R10)(R10*2), R11
+	MOVQ   kn+32(FP), R12
+	SHRQ   $0x04, R12
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	MOVQ   R12, R13
+	SHRQ   $0x01, R13
+	JZ     tileBF16AVX512M7_p0_single
+
+tileBF16AVX512M7_p0_loop:
+	VPMOVZXWD   (SI), Z14
+	VPSLLD      $0x10, Z14, Z14
+	VPMOVZXWD   (SI)(DI*1), Z15
+	VPSLLD      $0x10, Z15, Z15
+	VMOVUPS     (AX), Z16
+	VFMADD231PS Z14, Z16, Z0
+	VFMADD231PS Z15, Z16, Z1
+	VMOVUPS     (AX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z2
+	VFMADD231PS Z15, Z16, Z3
+	VMOVUPS     (AX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z4
+	VFMADD231PS Z15, Z16, Z5
+	VMOVUPS     (AX)(DX*1), Z16
+	VFMADD231PS Z14, Z16, Z6
+	VFMADD231PS Z15, Z16, Z7
+	VMOVUPS     (BX), Z16
+	VFMADD231PS Z14, Z16, Z8
+	VFMADD231PS Z15, Z16, Z9
+	VMOVUPS     (BX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z10
+	VFMADD231PS Z15, Z16, Z11
+	VMOVUPS     (BX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z12
+	VFMADD231PS Z15, Z16, Z13
+	VPMOVZXWD   32(SI), Z14
+	VPSLLD      $0x10, Z14, Z14
+	VPMOVZXWD   32(SI)(DI*1), Z15
+	VPSLLD      $0x10, Z15, Z15
+	VMOVUPS     64(AX), Z16
+	VFMADD231PS Z14, Z16, Z0
+	VFMADD231PS Z15, Z16, Z1
+	VMOVUPS     64(AX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z2
+	VFMADD231PS Z15, Z16, Z3
+	VMOVUPS     64(AX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z4
+	VFMADD231PS Z15, Z16, Z5
+	VMOVUPS     64(AX)(DX*1), Z16
+	VFMADD231PS Z14, Z16, Z6
+	VFMADD231PS Z15, Z16, Z7
+	VMOVUPS     64(BX), Z16
+	VFMADD231PS Z14, Z16, Z8
+	VFMADD231PS Z15, Z16, Z9
+	VMOVUPS     64(BX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z10
+	VFMADD231PS Z15, Z16, Z11
+	VMOVUPS     64(BX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z12
+	VFMADD231PS Z15, Z16, Z13
+	PREFETCHT0  (R9)
+	PREFETCHT0  (R9)(R10*1)
+	ADDQ        $0x40, R9
+	ADDQ        $0x40, SI
+	ADDQ        $0x80, AX
+	ADDQ        $0x80, BX
+	DECQ        R13
+	JNZ         tileBF16AVX512M7_p0_loop
+
+tileBF16AVX512M7_p0_single:
+	ANDQ $0x01, R12
+	JZ   tileBF16AVX512M7_p0_reduce
+
+tileBF16AVX512M7_p0_single_loop:
+	VPMOVZXWD   (SI), Z14
+	VPSLLD      $0x10, Z14, Z14
+	VPMOVZXWD   (SI)(DI*1), Z15
+	VPSLLD      $0x10, Z15, Z15
+	VMOVUPS     (AX), Z16
+	VFMADD231PS Z14, Z16, Z0
+	VFMADD231PS Z15, Z16, Z1
+	VMOVUPS     (AX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z2
+	VFMADD231PS Z15, Z16, Z3
+	VMOVUPS     (AX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z4
+	VFMADD231PS Z15, Z16, Z5
+	VMOVUPS     (AX)(DX*1), Z16
+	VFMADD231PS Z14, Z16, Z6
+	VFMADD231PS Z15, Z16, Z7
+	VMOVUPS     (BX), Z16
+	VFMADD231PS Z14, Z16, Z8
+	VFMADD231PS Z15, Z16, Z9
+	VMOVUPS     (BX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z10
+	VFMADD231PS Z15, Z16, Z11
+	VMOVUPS     (BX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z12
+	VFMADD231PS Z15, Z16, Z13
+	ADDQ        $0x20, SI
+	ADDQ        $0x40, AX
+	ADDQ        $0x40, BX
+	DECQ        R12
+	JNZ         tileBF16AVX512M7_p0_single_loop
+
+tileBF16AVX512M7_p0_reduce:
+	MOVQ          dst+40(FP), AX
+	MOVQ          ldd+48(FP), BX
+	SHLQ          $0x02, BX
+	MOVQ          add+72(FP), SI
+	VEXTRACTF64X4 $0x01, Z0, Y14
+	VADDPS        Y14, Y0, Y14
+	VEXTRACTF64X4 $0x01, Z1, Y15
+	VADDPS        Y15, Y1, Y15
+	VEXTRACTF64X4 $0x01, Z0, Y16
+	VADDPS        Y16, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y16
+	VADDPS        Y16, Y1, Y1
+	VUNPCKLPS     Y15, Y14, Y16
+	VUNPCKHPS     Y15, Y14, Y14
+	VADDPS        Y14, Y16, Y14
+	VUNPCKLPS     Y1, Y0, Y15
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y15, Y0
+	VUNPCKLPD     Y0, Y14, Y1
+	VUNPCKHPD     Y0, Y14, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileBF16AVX512M7_p0_store0
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M7_p0_store0:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF64X4 $0x01, Z3, Y1
+	VADDPS        Y1, Y3, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y14
+	VADDPS        Y14, Y2, Y2
+	VEXTRACTF64X4 $0x01, Z3, Y14
+	VADDPS        Y14, Y3, Y3
+	VUNPCKLPS     Y1, Y0, Y14
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y14, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileBF16AVX512M7_p0_store1
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M7_p0_store1:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y0
+	VEXTRACTF64X4 $0x01, Z5, Y1
+	VADDPS        Y1, Y5, Y1
+	VEXTRACTF64X4 $0x01, Z4, Y2
+	VADDPS        Y2, Y4, Y2
+	VEXTRACTF64X4 $0x01, Z5, Y3
+	VADDPS        Y3, Y5, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileBF16AVX512M7_p0_store2
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M7_p0_store2:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y0
+	VEXTRACTF64X4 $0x01, Z7, Y1
+	VADDPS        Y1, Y7, Y1
+	VEXTRACTF64X4 $0x01, Z6, Y2
+	VADDPS        Y2, Y6, Y2
+	VEXTRACTF64X4 $0x01, Z7, Y3
+	VADDPS        Y3, Y7, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileBF16AVX512M7_p0_store3
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M7_p0_store3:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z8, Y0
+	VADDPS        Y0, Y8, Y0
+	VEXTRACTF64X4 $0x01, Z9, Y1
+	VADDPS        Y1, Y9, Y1
+	VEXTRACTF64X4 $0x01, Z8, Y2
+	VADDPS        Y2, Y8, Y2
+	VEXTRACTF64X4 $0x01, Z9, Y3
+	VADDPS        Y3, Y9, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileBF16AVX512M7_p0_store4
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M7_p0_store4:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y0
+	VEXTRACTF64X4 $0x01, Z11, Y1
+	VADDPS        Y1, Y11, Y1
+	VEXTRACTF64X4 $0x01, Z10, Y2
+	VADDPS        Y2, Y10, Y2
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileBF16AVX512M7_p0_store5
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M7_p0_store5:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF64X4 $0x01, Z13, Y1
+	VADDPS        Y1, Y13, Y1
+	VEXTRACTF64X4 $0x01, Z12, Y2
+	VADDPS        Y2, Y12, Y2
+	VEXTRACTF64X4 $0x01, Z13, Y3
+	VADDPS        Y3, Y13, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileBF16AVX512M7_p0_store6
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M7_p0_store6:
+	VMOVSD X0, (AX)
+	MOVQ   x+0(FP), AX
+	LEAQ   (AX)(CX*4), BX
+	MOVQ   w+16(FP), SI
+	MOVQ   pf+56(FP), R9
+	MOVQ   kn+32(FP), R12
+	SHRQ   $0x04, R12
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	MOVQ   R12, R13
+	SHRQ   $0x01, R13
+	JZ     tileBF16AVX512M7_p1_single
+
+tileBF16AVX512M7_p1_loop:
+	VPMOVZXWD   (SI)(DI*2), Z14
+	VPSLLD      $0x10, Z14, Z14
+	VPMOVZXWD   (SI)(R8*1), Z15
+	VPSLLD      $0x10, Z15, Z15
+	VMOVUPS     (AX), Z16
+	VFMADD231PS Z14, Z16, Z0
+	VFMADD231PS Z15, Z16, Z1
+	VMOVUPS     (AX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z2
+	VFMADD231PS Z15, Z16, Z3
+	VMOVUPS     (AX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z4
+	VFMADD231PS Z15, Z16, Z5
+	VMOVUPS     (AX)(DX*1), Z16
+	VFMADD231PS Z14, Z16, Z6
+	VFMADD231PS Z15, Z16, Z7
+	VMOVUPS     (BX), Z16
+	VFMADD231PS Z14, Z16, Z8
+	VFMADD231PS Z15, Z16, Z9
+	VMOVUPS     (BX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z10
+	VFMADD231PS Z15, Z16, Z11
+	VMOVUPS     (BX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z12
+	VFMADD231PS Z15, Z16, Z13
+	VPMOVZXWD   32(SI)(DI*2), Z14
+	VPSLLD      $0x10, Z14, Z14
+	VPMOVZXWD   32(SI)(R8*1), Z15
+	VPSLLD      $0x10, Z15, Z15
+	VMOVUPS     64(AX), Z16
+	VFMADD231PS Z14, Z16, Z0
+	VFMADD231PS Z15, Z16, Z1
+	VMOVUPS     64(AX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z2
+	VFMADD231PS Z15, Z16, Z3
+	VMOVUPS     64(AX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z4
+	VFMADD231PS Z15, Z16, Z5
+	VMOVUPS     64(AX)(DX*1), Z16
+	VFMADD231PS Z14, Z16, Z6
+	VFMADD231PS Z15, Z16, Z7
+	VMOVUPS     64(BX), Z16
+	VFMADD231PS Z14, Z16, Z8
+	VFMADD231PS Z15, Z16, Z9
+	VMOVUPS     64(BX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z10
+	VFMADD231PS Z15, Z16, Z11
+	VMOVUPS     64(BX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z12
+	VFMADD231PS Z15, Z16, Z13
+	PREFETCHT0  (R9)(R10*2)
+	PREFETCHT0  (R9)(R11*1)
+	ADDQ        $0x40, R9
+	ADDQ        $0x40, SI
+	ADDQ        $0x80, AX
+	ADDQ        $0x80, BX
+	DECQ        R13
+	JNZ         tileBF16AVX512M7_p1_loop
+
+tileBF16AVX512M7_p1_single:
+	ANDQ $0x01, R12
+	JZ   tileBF16AVX512M7_p1_reduce
+
+tileBF16AVX512M7_p1_single_loop:
+	VPMOVZXWD   (SI)(DI*2), Z14
+	VPSLLD      $0x10, Z14, Z14
+	VPMOVZXWD   (SI)(R8*1), Z15
+	VPSLLD      $0x10, Z15, Z15
+	VMOVUPS     (AX), Z16
+	VFMADD231PS Z14, Z16, Z0
+	VFMADD231PS Z15, Z16, Z1
+	VMOVUPS     (AX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z2
+	VFMADD231PS Z15, Z16, Z3
+	VMOVUPS     (AX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z4
+	VFMADD231PS Z15, Z16, Z5
+	VMOVUPS     (AX)(DX*1), Z16
+	VFMADD231PS Z14, Z16, Z6
+	VFMADD231PS Z15, Z16, Z7
+	VMOVUPS     (BX), Z16
+	VFMADD231PS Z14, Z16, Z8
+	VFMADD231PS Z15, Z16, Z9
+	VMOVUPS     (BX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z10
+	VFMADD231PS Z15, Z16, Z11
+	VMOVUPS     (BX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z12
+	VFMADD231PS Z15, Z16, Z13
+	ADDQ        $0x20, SI
+	ADDQ        $0x40, AX
+	ADDQ        $0x40, BX
+	DECQ        R12
+	JNZ         tileBF16AVX512M7_p1_single_loop
+
+tileBF16AVX512M7_p1_reduce:
+	MOVQ          dst+40(FP), AX
+	ADDQ          $0x08, AX
+	MOVQ          ldd+48(FP), CX
+	SHLQ          $0x02, CX
+	MOVQ          add+72(FP), DX
+	VEXTRACTF64X4 $0x01, Z0, Y14
+	VADDPS        Y14, Y0, Y14
+	VEXTRACTF64X4 $0x01, Z1, Y15
+	VADDPS        Y15, Y1, Y15
+	VEXTRACTF64X4 $0x01, Z0, Y16
+	VADDPS        Y16, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y16
+	VADDPS        Y16, Y1, Y1
+	VUNPCKLPS     Y15, Y14, Y16
+	VUNPCKHPS     Y15, Y14, Y14
+	VADDPS        Y14, Y16, Y14
+	VUNPCKLPS     Y1, Y0, Y15
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y15, Y0
+	VUNPCKLPD     Y0, Y14, Y1
+	VUNPCKHPD     Y0, Y14, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M7_p1_store0
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M7_p1_store0:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF64X4 $0x01, Z3, Y1
+	VADDPS        Y1, Y3, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y14
+	VADDPS        Y14, Y2, Y2
+	VEXTRACTF64X4 $0x01, Z3, Y14
+	VADDPS        Y14, Y3, Y3
+	VUNPCKLPS     Y1, Y0, Y14
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y14, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M7_p1_store1
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M7_p1_store1:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y0
+	VEXTRACTF64X4 $0x01, Z5, Y1
+	VADDPS        Y1, Y5, Y1
+	VEXTRACTF64X4 $0x01, Z4, Y2
+	VADDPS        Y2, Y4, Y2
+	VEXTRACTF64X4 $0x01, Z5, Y3
+	VADDPS        Y3, Y5, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M7_p1_store2
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M7_p1_store2:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y0
+	VEXTRACTF64X4 $0x01, Z7, Y1
+	VADDPS        Y1, Y7, Y1
+	VEXTRACTF64X4 $0x01, Z6, Y2
+	VADDPS        Y2, Y6, Y2
+	VEXTRACTF64X4 $0x01, Z7, Y3
+	VADDPS        Y3, Y7, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M7_p1_store3
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M7_p1_store3:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z8, Y0
+	VADDPS        Y0, Y8, Y0
+	VEXTRACTF64X4 $0x01, Z9, Y1
+	VADDPS        Y1, Y9, Y1
+	VEXTRACTF64X4 $0x01, Z8, Y2
+	VADDPS        Y2, Y8, Y2
+	VEXTRACTF64X4 $0x01, Z9, Y3
+	VADDPS        Y3, Y9, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M7_p1_store4
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M7_p1_store4:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y0
+	VEXTRACTF64X4 $0x01, Z11, Y1
+	VADDPS        Y1, Y11, Y1
+	VEXTRACTF64X4 $0x01, Z10, Y2
+	VADDPS        Y2, Y10, Y2
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M7_p1_store5
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M7_p1_store5:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF64X4 $0x01, Z13, Y1
+	VADDPS        Y1, Y13, Y1
+	VEXTRACTF64X4 $0x01, Z12, Y2
+	VADDPS        Y2, Y12, Y2
+	VEXTRACTF64X4 $0x01, Z13, Y3
+	VADDPS        Y3, Y13, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M7_p1_store6
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M7_p1_store6:
+	VMOVSD X0, (AX)
+	VZEROUPPER
+	RET
+
+// func tileF16AVX512M7(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
+TEXT ·tileF16AVX512M7(SB), NOSPLIT, $0-80
+	MOVQ   x+0(FP), AX
+	MOVQ   ldx+8(FP), CX
+	SHLQ   $0x02, CX
+	LEAQ   (CX)(CX*2), DX
+	LEAQ   (AX)(CX*4), BX
+	MOVQ   w+16(FP), SI
+	MOVQ   ldw+24(FP), DI
+	SHLQ   $0x01, DI
+	LEAQ   (DI)(DI*2), R8
+	MOVQ   pf+56(FP), R9
+	MOVQ   pfs+64(FP), R10
+	LEAQ   (R10)(R10*2), R11
+	MOVQ   kn+32(FP), R12
+	SHRQ   $0x04, R12
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	MOVQ   R12, R13
+	SHRQ   $0x01, R13
+	JZ     tileF16AVX512M7_p0_single
+
+tileF16AVX512M7_p0_loop:
+	VCVTPH2PS   (SI), Z14
+	VCVTPH2PS   (SI)(DI*1), Z15
+	VMOVUPS     (AX), Z16
+	VFMADD231PS Z14, Z16, Z0
+	VFMADD231PS Z15, Z16, Z1
+	VMOVUPS     (AX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z2
+	VFMADD231PS Z15, Z16, Z3
+	VMOVUPS     (AX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z4
+	VFMADD231PS Z15, Z16, Z5
+	VMOVUPS     (AX)(DX*1), Z16
+	VFMADD231PS Z14, Z16, Z6
+	VFMADD231PS Z15, Z16, Z7
+	VMOVUPS     (BX), Z16
+	VFMADD231PS Z14, Z16, Z8
+	VFMADD231PS Z15, Z16, Z9
+	VMOVUPS     (BX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z10
+	VFMADD231PS Z15, Z16, Z11
+	VMOVUPS     (BX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z12
+	VFMADD231PS Z15, Z16, Z13
+	VCVTPH2PS   32(SI), Z14
+	VCVTPH2PS   32(SI)(DI*1), Z15
+	VMOVUPS     64(AX), Z16
+	VFMADD231PS Z14, Z16, Z0
+	VFMADD231PS Z15, Z16, Z1
+	VMOVUPS     64(AX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z2
+	VFMADD231PS Z15, Z16, Z3
+	VMOVUPS     64(AX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z4
+	VFMADD231PS Z15, Z16, Z5
+	VMOVUPS     64(AX)(DX*1), Z16
+	VFMADD231PS Z14, Z16, Z6
+	VFMADD231PS Z15, Z16, Z7
+	VMOVUPS     64(BX), Z16
+	VFMADD231PS Z14, Z16, Z8
+	VFMADD231PS Z15, Z16, Z9
+	VMOVUPS     64(BX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z10
+	VFMADD231PS Z15, Z16, Z11
+	VMOVUPS     64(BX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z12
+	VFMADD231PS Z15, Z16, Z13
+	PREFETCHT0  (R9)
+	PREFETCHT0  (R9)(R10*1)
+	ADDQ        $0x40, R9
+	ADDQ        $0x40, SI
+	ADDQ        $0x80, AX
+	ADDQ        $0x80, BX
+	DECQ        R13
+	JNZ         tileF16AVX512M7_p0_loop
+
+tileF16AVX512M7_p0_single:
+	ANDQ $0x01, R12
+	JZ   tileF16AVX512M7_p0_reduce
+
+tileF16AVX512M7_p0_single_loop:
+	VCVTPH2PS   (SI), Z14
+	VCVTPH2PS   (SI)(DI*1), Z15
+	VMOVUPS     (AX), Z16
+	VFMADD231PS Z14, Z16, Z0
+	VFMADD231PS Z15, Z16, Z1
+	VMOVUPS     (AX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z2
+	VFMADD231PS Z15, Z16, Z3
+	VMOVUPS     (AX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z4
+	VFMADD231PS Z15, Z16, Z5
+	VMOVUPS     (AX)(DX*1), Z16
+	VFMADD231PS Z14, Z16, Z6
+	VFMADD231PS Z15, Z16, Z7
+	VMOVUPS     (BX), Z16
+	VFMADD231PS Z14, Z16, Z8
+	VFMADD231PS Z15, Z16, Z9
+	VMOVUPS     (BX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z10
+	VFMADD231PS Z15, Z16, Z11
+	VMOVUPS     (BX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z12
+	VFMADD231PS Z15, Z16, Z13
+	ADDQ        $0x20, SI
+	ADDQ        $0x40, AX
+	ADDQ        $0x40, BX
+	DECQ        R12
+	JNZ         tileF16AVX512M7_p0_single_loop
+
+tileF16AVX512M7_p0_reduce:
+	MOVQ          dst+40(FP), AX
+	MOVQ          ldd+48(FP), BX
+	SHLQ          $0x02, BX
+	MOVQ          add+72(FP), SI
+	VEXTRACTF64X4 $0x01, Z0, Y14
+	VADDPS        Y14, Y0, Y14
+	VEXTRACTF64X4 $0x01, Z1, Y15
+	VADDPS        Y15, Y1, Y15
+	VEXTRACTF64X4 $0x01, Z0, Y16
+	VADDPS        Y16, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y16
+	VADDPS        Y16, Y1, Y1
+	VUNPCKLPS     Y15, Y14, Y16
+	VUNPCKHPS     Y15, Y14, Y14
+	VADDPS        Y14, Y16, Y14
+	VUNPCKLPS     Y1, Y0, Y15
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y15, Y0
+	VUNPCKLPD     Y0, Y14, Y1
+	VUNPCKHPD     Y0, Y14, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF16AVX512M7_p0_store0
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M7_p0_store0:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF64X4 $0x01, Z3, Y1
+	VADDPS        Y1, Y3, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y14
+	VADDPS        Y14, Y2, Y2
+	VEXTRACTF64X4 $0x01, Z3, Y14
+	VADDPS        Y14, Y3, Y3
+	VUNPCKLPS     Y1, Y0, Y14
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y14, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF16AVX512M7_p0_store1
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M7_p0_store1:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y0
+	VEXTRACTF64X4 $0x01, Z5, Y1
+	VADDPS        Y1, Y5, Y1
+	VEXTRACTF64X4 $0x01, Z4, Y2
+	VADDPS        Y2, Y4, Y2
+	VEXTRACTF64X4 $0x01, Z5, Y3
+	VADDPS        Y3, Y5, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF16AVX512M7_p0_store2
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M7_p0_store2:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y0
+	VEXTRACTF64X4 $0x01, Z7, Y1
+	VADDPS        Y1, Y7, Y1
+	VEXTRACTF64X4 $0x01, Z6, Y2
+	VADDPS        Y2, Y6, Y2
+	VEXTRACTF64X4 $0x01, Z7, Y3
+	VADDPS        Y3, Y7, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF16AVX512M7_p0_store3
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M7_p0_store3:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z8, Y0
+	VADDPS        Y0, Y8, Y0
+	VEXTRACTF64X4 $0x01, Z9, Y1
+	VADDPS        Y1, Y9, Y1
+	VEXTRACTF64X4 $0x01, Z8, Y2
+	VADDPS        Y2, Y8, Y2
+	VEXTRACTF64X4 $0x01, Z9, Y3
+	VADDPS        Y3, Y9, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF16AVX512M7_p0_store4
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M7_p0_store4:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y0
+	VEXTRACTF64X4 $0x01, Z11, Y1
+	VADDPS        Y1, Y11, Y1
+	VEXTRACTF64X4 $0x01, Z10, Y2
+	VADDPS        Y2, Y10, Y2
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF16AVX512M7_p0_store5
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M7_p0_store5:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF64X4 $0x01, Z13, Y1
+	VADDPS        Y1, Y13, Y1
+	VEXTRACTF64X4 $0x01, Z12, Y2
+	VADDPS        Y2, Y12, Y2
+	VEXTRACTF64X4 $0x01, Z13, Y3
+	VADDPS        Y3, Y13, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF16AVX512M7_p0_store6
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M7_p0_store6:
+	VMOVSD X0, (AX)
+	MOVQ   x+0(FP), AX
+	LEAQ   (AX)(CX*4), BX
+	MOVQ   w+16(FP), SI
+	MOVQ   pf+56(FP), R9
+	MOVQ   kn+32(FP), R12
+	SHRQ   $0x04, R12
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	MOVQ   R12, R13
+	SHRQ   $0x01, R13
+	JZ     tileF16AVX512M7_p1_single
+
+tileF16AVX512M7_p1_loop:
+	VCVTPH2PS   (SI)(DI*2), Z14
+	VCVTPH2PS   (SI)(R8*1), Z15
+	VMOVUPS     (AX), Z16
+	VFMADD231PS Z14, Z16, Z0
+	VFMADD231PS Z15, Z16, Z1
+	VMOVUPS     (AX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z2
+	VFMADD231PS Z15, Z16, Z3
+	VMOVUPS     (AX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z4
+	VFMADD231PS Z15, Z16, Z5
+	VMOVUPS     (AX)(DX*1), Z16
+	VFMADD231PS Z14, Z16, Z6
+	VFMADD231PS Z15, Z16, Z7
+	VMOVUPS     (BX), Z16
+	VFMADD231PS Z14, Z16, Z8
+	VFMADD231PS Z15, Z16, Z9
+	VMOVUPS     (BX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z10
+	VFMADD231PS Z15, Z16, Z11
+	VMOVUPS     (BX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z12
+	VFMADD231PS Z15, Z16, Z13
+	VCVTPH2PS   32(SI)(DI*2), Z14
+	VCVTPH2PS   32(SI)(R8*1), Z15
+	VMOVUPS     64(AX), Z16
+	VFMADD231PS Z14, Z16, Z0
+	VFMADD231PS Z15, Z16, Z1
+	VMOVUPS     64(AX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z2
+	VFMADD231PS Z15, Z16, Z3
+	VMOVUPS     64(AX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z4
+	VFMADD231PS Z15, Z16, Z5
+	VMOVUPS     64(AX)(DX*1), Z16
+	VFMADD231PS Z14, Z16, Z6
+	VFMADD231PS Z15, Z16, Z7
+	VMOVUPS     64(BX), Z16
+	VFMADD231PS Z14, Z16, Z8
+	VFMADD231PS Z15, Z16, Z9
+	VMOVUPS     64(BX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z10
+	VFMADD231PS Z15, Z16, Z11
+	VMOVUPS     64(BX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z12
+	VFMADD231PS Z15, Z16, Z13
+	PREFETCHT0  (R9)(R10*2)
+	PREFETCHT0  (R9)(R11*1)
+	ADDQ        $0x40, R9
+	ADDQ        $0x40, SI
+	ADDQ        $0x80, AX
+	ADDQ        $0x80, BX
+	DECQ        R13
+	JNZ         tileF16AVX512M7_p1_loop
+
+tileF16AVX512M7_p1_single:
+	ANDQ $0x01, R12
+	JZ   tileF16AVX512M7_p1_reduce
+
+tileF16AVX512M7_p1_single_loop:
+	VCVTPH2PS   (SI)(DI*2), Z14
+	VCVTPH2PS   (SI)(R8*1), Z15
+	VMOVUPS     (AX), Z16
+	VFMADD231PS Z14, Z16, Z0
+	VFMADD231PS Z15, Z16, Z1
+	VMOVUPS     (AX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z2
+	VFMADD231PS Z15, Z16, Z3
+	VMOVUPS     (AX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z4
+	VFMADD231PS Z15, Z16, Z5
+	VMOVUPS     (AX)(DX*1), Z16
+	VFMADD231PS Z14, Z16, Z6
+	VFMADD231PS Z15, Z16, Z7
+	VMOVUPS     (BX), Z16
+	VFMADD231PS Z14, Z16, Z8
+	VFMADD231PS Z15, Z16, Z9
+	VMOVUPS     (BX)(CX*1), Z16
+	VFMADD231PS Z14, Z16, Z10
+	VFMADD231PS Z15, Z16, Z11
+	VMOVUPS     (BX)(CX*2), Z16
+	VFMADD231PS Z14, Z16, Z12
+	VFMADD231PS Z15, Z16, Z13
+	ADDQ        $0x20, SI
+	ADDQ        $0x40, AX
+	ADDQ        $0x40, BX
+	DECQ        R12
+	JNZ         tileF16AVX512M7_p1_single_loop
+
+tileF16AVX512M7_p1_reduce:
+	MOVQ          dst+40(FP), AX
+	ADDQ          $0x08, AX
+	MOVQ          ldd+48(FP), CX
+	SHLQ          $0x02, CX
+	MOVQ          add+72(FP), DX
+	VEXTRACTF64X4 $0x01, Z0, Y14
+	VADDPS        Y14, Y0, Y14
+	VEXTRACTF64X4 $0x01, Z1, Y15
+	VADDPS        Y15, Y1, Y15
+	VEXTRACTF64X4 $0x01, Z0, Y16
+	VADDPS        Y16, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y16
+	VADDPS        Y16, Y1, Y1
+	VUNPCKLPS     Y15, Y14, Y16
+	VUNPCKHPS     Y15, Y14, Y14
+	VADDPS        Y14, Y16, Y14
+	VUNPCKLPS     Y1, Y0, Y15
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y15, Y0
+	VUNPCKLPD     Y0, Y14, Y1
+	VUNPCKHPD     Y0, Y14, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF16AVX512M7_p1_store0
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M7_p1_store0:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF64X4 $0x01, Z3, Y1
+	VADDPS        Y1, Y3, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y14
+	VADDPS        Y14, Y2, Y2
+	VEXTRACTF64X4 $0x01, Z3, Y14
+	VADDPS        Y14, Y3, Y3
+	VUNPCKLPS     Y1, Y0, Y14
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y14, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF16AVX512M7_p1_store1
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M7_p1_store1:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y0
+	VEXTRACTF64X4 $0x01, Z5, Y1
+	VADDPS        Y1, Y5, Y1
+	VEXTRACTF64X4 $0x01, Z4, Y2
+	VADDPS        Y2, Y4, Y2
+	VEXTRACTF64X4 $0x01, Z5, Y3
+	VADDPS        Y3, Y5, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF16AVX512M7_p1_store2
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M7_p1_store2:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y0
+	VEXTRACTF64X4 $0x01, Z7, Y1
+	VADDPS        Y1, Y7, Y1
+	VEXTRACTF64X4 $0x01, Z6, Y2
+	VADDPS        Y2, Y6, Y2
+	VEXTRACTF64X4 $0x01, Z7, Y3
+	VADDPS        Y3, Y7, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF16AVX512M7_p1_store3
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M7_p1_store3:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z8, Y0
+	VADDPS        Y0, Y8, Y0
+	VEXTRACTF64X4 $0x01, Z9, Y1
+	VADDPS        Y1, Y9, Y1
+	VEXTRACTF64X4 $0x01, Z8, Y2
+	VADDPS        Y2, Y8, Y2
+	VEXTRACTF64X4 $0x01, Z9, Y3
+	VADDPS        Y3, Y9, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF16AVX512M7_p1_store4
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M7_p1_store4:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y0
+	VEXTRACTF64X4 $0x01, Z11, Y1
+	VADDPS        Y1, Y11, Y1
+	VEXTRACTF64X4 $0x01, Z10, Y2
+	VADDPS        Y2, Y10, Y2
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF16AVX512M7_p1_store5
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M7_p1_store5:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF64X4 $0x01, Z13, Y1
+	VADDPS        Y1, Y13, Y1
+	VEXTRACTF64X4 $0x01, Z12, Y2
+	VADDPS        Y2, Y12, Y2
+	VEXTRACTF64X4 $0x01, Z13, Y3
+	VADDPS        Y3, Y13, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF16AVX512M7_p1_store6
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M7_p1_store6:
+	VMOVSD X0, (AX)
+	VZEROUPPER
+	RET
+
+// func tileF32AVX512M8(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
+TEXT ·tileF32AVX512M8(SB), NOSPLIT, $0-80
+	MOVQ   x+0(FP), AX
+	MOVQ   ldx+8(FP), CX
+	SHLQ   $0x02, CX
+	LEAQ   (CX)(CX*2), DX
+	LEAQ   (AX)(CX*4), BX
+	MOVQ   w+16(FP), SI
+	MOVQ   ldw+24(FP), DI
+	SHLQ   $0x02, DI
+	LEAQ   (DI)(DI*2), R8
+	MOVQ   pf+56(FP), R9
+	MOVQ   pfs+64(FP), R10
+	LEAQ   (R10)(R10*2), R11
+	MOVQ   kn+32(FP), R12
+	SHRQ   $0x04, R12
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	SHRQ   $0x00, R12
+	JZ     tileF32AVX512M8_p0_single
+
+tileF32AVX512M8_p0_loop:
+	VMOVUPS     (SI), Z16
+	VMOVUPS     (SI)(DI*1), Z17
+	VMOVUPS     (AX), Z18
+	VFMADD231PS Z16, Z18, Z0
+	VFMADD231PS Z17, Z18, Z1
+	VMOVUPS     (AX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z2
+	VFMADD231PS Z17, Z18, Z3
+	VMOVUPS     (AX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z4
+	VFMADD231PS Z17, Z18, Z5
+	VMOVUPS     (AX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z6
+	VFMADD231PS Z17, Z18, Z7
+	VMOVUPS     (BX), Z18
+	VFMADD231PS Z16, Z18, Z8
+	VFMADD231PS Z17, Z18, Z9
+	VMOVUPS     (BX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z10
+	VFMADD231PS Z17, Z18, Z11
+	VMOVUPS     (BX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z12
+	VFMADD231PS Z17, Z18, Z13
+	VMOVUPS     (BX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z14
+	VFMADD231PS Z17, Z18, Z15
+	PREFETCHT0  (R9)
+	PREFETCHT0  (R9)(R10*1)
+	ADDQ        $0x40, R9
+	ADDQ        $0x40, SI
+	ADDQ        $0x40, AX
+	ADDQ        $0x40, BX
+	DECQ        R12
+	JNZ         tileF32AVX512M8_p0_loop
+
+tileF32AVX512M8_p0_single:
+	MOVQ          dst+40(FP), AX
+	MOVQ          ldd+48(FP), BX
+	SHLQ          $0x02, BX
+	MOVQ          add+72(FP), SI
+	VEXTRACTF64X4 $0x01, Z0, Y16
+	VADDPS        Y16, Y0, Y16
+	VEXTRACTF64X4 $0x01, Z1, Y17
+	VADDPS        Y17, Y1, Y17
+	VEXTRACTF64X4 $0x01, Z0, Y18
+	VADDPS        Y18, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y18
+	VADDPS        Y18, Y1, Y1
+	VUNPCKLPS     Y17, Y16, Y18
+	VUNPCKHPS     Y17, Y16, Y16
+	VADDPS        Y16, Y18, Y16
+	VUNPCKLPS     Y1, Y0, Y17
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y17, Y0
+	VUNPCKLPD     Y0, Y16, Y1
+	VUNPCKHPD     Y0, Y16, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF32AVX512M8_p0_store0
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M8_p0_store0:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF64X4 $0x01, Z3, Y1
+	VADDPS        Y1, Y3, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y16
+	VADDPS        Y16, Y2, Y2
+	VEXTRACTF64X4 $0x01, Z3, Y16
+	VADDPS        Y16, Y3, Y3
+	VUNPCKLPS     Y1, Y0, Y16
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y16, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF32AVX512M8_p0_store1
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M8_p0_store1:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y0
+	VEXTRACTF64X4 $0x01, Z5, Y1
+	VADDPS        Y1, Y5, Y1
+	VEXTRACTF64X4 $0x01, Z4, Y2
+	VADDPS        Y2, Y4, Y2
+	VEXTRACTF64X4 $0x01, Z5, Y3
+	VADDPS        Y3, Y5, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF32AVX512M8_p0_store2
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M8_p0_store2:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y0
+	VEXTRACTF64X4 $0x01, Z7, Y1
+	VADDPS        Y1, Y7, Y1
+	VEXTRACTF64X4 $0x01, Z6, Y2
+	VADDPS        Y2, Y6, Y2
+	VEXTRACTF64X4 $0x01, Z7, Y3
+	VADDPS        Y3, Y7, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF32AVX512M8_p0_store3
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M8_p0_store3:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z8, Y0
+	VADDPS        Y0, Y8, Y0
+	VEXTRACTF64X4 $0x01, Z9, Y1
+	VADDPS        Y1, Y9, Y1
+	VEXTRACTF64X4 $0x01, Z8, Y2
+	VADDPS        Y2, Y8, Y2
+	VEXTRACTF64X4 $0x01, Z9, Y3
+	VADDPS        Y3, Y9, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF32AVX512M8_p0_store4
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M8_p0_store4:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y0
+	VEXTRACTF64X4 $0x01, Z11, Y1
+	VADDPS        Y1, Y11, Y1
+	VEXTRACTF64X4 $0x01, Z10, Y2
+	VADDPS        Y2, Y10, Y2
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF32AVX512M8_p0_store5
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M8_p0_store5:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF64X4 $0x01, Z13, Y1
+	VADDPS        Y1, Y13, Y1
+	VEXTRACTF64X4 $0x01, Z12, Y2
+	VADDPS        Y2, Y12, Y2
+	VEXTRACTF64X4 $0x01, Z13, Y3
+	VADDPS        Y3, Y13, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF32AVX512M8_p0_store6
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M8_p0_store6:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z14, Y0
+	VADDPS        Y0, Y14, Y0
+	VEXTRACTF64X4 $0x01, Z15, Y1
+	VADDPS        Y1, Y15, Y1
+	VEXTRACTF64X4 $0x01, Z14, Y2
+	VADDPS        Y2, Y14, Y2
+	VEXTRACTF64X4 $0x01, Z15, Y3
+	VADDPS        Y3, Y15, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF32AVX512M8_p0_store7
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M8_p0_store7:
+	VMOVSD X0, (AX)
+	MOVQ   x+0(FP), AX
+	LEAQ   (AX)(CX*4), BX
+	MOVQ   w+16(FP), SI
+	MOVQ   pf+56(FP), R9
+	MOVQ   kn+32(FP), R12
+	SHRQ   $0x04, R12
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	SHRQ   $0x00, R12
+	JZ     tileF32AVX512M8_p1_single
+
+tileF32AVX512M8_p1_loop:
+	VMOVUPS     (SI)(DI*2), Z16
+	VMOVUPS     (SI)(R8*1), Z17
+	VMOVUPS     (AX), Z18
+	VFMADD231PS Z16, Z18, Z0
+	VFMADD231PS Z17, Z18, Z1
+	VMOVUPS     (AX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z2
+	VFMADD231PS Z17, Z18, Z3
+	VMOVUPS     (AX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z4
+	VFMADD231PS Z17, Z18, Z5
+	VMOVUPS     (AX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z6
+	VFMADD231PS Z17, Z18, Z7
+	VMOVUPS     (BX), Z18
+	VFMADD231PS Z16, Z18, Z8
+	VFMADD231PS Z17, Z18, Z9
+	VMOVUPS     (BX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z10
+	VFMADD231PS Z17, Z18, Z11
+	VMOVUPS     (BX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z12
+	VFMADD231PS Z17, Z18, Z13
+	VMOVUPS     (BX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z14
+	VFMADD231PS Z17, Z18, Z15
+	PREFETCHT0  (R9)(R10*2)
+	PREFETCHT0  (R9)(R11*1)
+	ADDQ        $0x40, R9
+	ADDQ        $0x40, SI
+	ADDQ        $0x40, AX
+	ADDQ        $0x40, BX
+	DECQ        R12
+	JNZ         tileF32AVX512M8_p1_loop
+
+tileF32AVX512M8_p1_single:
+	MOVQ          dst+40(FP), AX
+	ADDQ          $0x08, AX
+	MOVQ          ldd+48(FP), CX
+	SHLQ          $0x02, CX
+	MOVQ          add+72(FP), DX
+	VEXTRACTF64X4 $0x01, Z0, Y16
+	VADDPS        Y16, Y0, Y16
+	VEXTRACTF64X4 $0x01, Z1, Y17
+	VADDPS        Y17, Y1, Y17
+	VEXTRACTF64X4 $0x01, Z0, Y18
+	VADDPS        Y18, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y18
+	VADDPS        Y18, Y1, Y1
+	VUNPCKLPS     Y17, Y16, Y18
+	VUNPCKHPS     Y17, Y16, Y16
+	VADDPS        Y16, Y18, Y16
+	VUNPCKLPS     Y1, Y0, Y17
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y17, Y0
+	VUNPCKLPD     Y0, Y16, Y1
+	VUNPCKHPD     Y0, Y16, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M8_p1_store0
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M8_p1_store0:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF64X4 $0x01, Z3, Y1
+	VADDPS        Y1, Y3, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y16
+	VADDPS        Y16, Y2, Y2
+	VEXTRACTF64X4 $0x01, Z3, Y16
+	VADDPS        Y16, Y3, Y3
+	VUNPCKLPS     Y1, Y0, Y16
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y16, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M8_p1_store1
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M8_p1_store1:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y0
+	VEXTRACTF64X4 $0x01, Z5, Y1
+	VADDPS        Y1, Y5, Y1
+	VEXTRACTF64X4 $0x01, Z4, Y2
+	VADDPS        Y2, Y4, Y2
+	VEXTRACTF64X4 $0x01, Z5, Y3
+	VADDPS        Y3, Y5, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M8_p1_store2
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M8_p1_store2:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y0
+	VEXTRACTF64X4 $0x01, Z7, Y1
+	VADDPS        Y1, Y7, Y1
+	VEXTRACTF64X4 $0x01, Z6, Y2
+	VADDPS        Y2, Y6, Y2
+	VEXTRACTF64X4 $0x01, Z7, Y3
+	VADDPS        Y3, Y7, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M8_p1_store3
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M8_p1_store3:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z8, Y0
+	VADDPS        Y0, Y8, Y0
+	VEXTRACTF64X4 $0x01, Z9, Y1
+	VADDPS        Y1, Y9, Y1
+	VEXTRACTF64X4 $0x01, Z8, Y2
+	VADDPS        Y2, Y8, Y2
+	VEXTRACTF64X4 $0x01, Z9, Y3
+	VADDPS        Y3, Y9, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M8_p1_store4
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M8_p1_store4:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y0
+	VEXTRACTF64X4 $0x01, Z11, Y1
+	VADDPS        Y1, Y11, Y1
+	VEXTRACTF64X4 $0x01, Z10, Y2
+	VADDPS        Y2, Y10, Y2
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M8_p1_store5
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M8_p1_store5:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF64X4 $0x01, Z13, Y1
+	VADDPS        Y1, Y13, Y1
+	VEXTRACTF64X4 $0x01, Z12, Y2
+	VADDPS        Y2, Y12, Y2
+	VEXTRACTF64X4 $0x01, Z13, Y3
+	VADDPS        Y3, Y13, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M8_p1_store6
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M8_p1_store6:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z14, Y0
+	VADDPS        Y0, Y14, Y0
+	VEXTRACTF64X4 $0x01, Z15, Y1
+	VADDPS        Y1, Y15, Y1
+	VEXTRACTF64X4 $0x01, Z14, Y2
+	VADDPS        Y2, Y14, Y2
+	VEXTRACTF64X4 $0x01, Z15, Y3
+	VADDPS        Y3, Y15, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF32AVX512M8_p1_store7
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF32AVX512M8_p1_store7:
+	VMOVSD X0, (AX)
+	VZEROUPPER
+	RET
+
+// func tileBF16AVX512M8(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
+TEXT ·tileBF16AVX512M8(SB), NOSPLIT, $0-80
+	MOVQ   x+0(FP), AX
+	MOVQ   ldx+8(FP), CX
+	SHLQ   $0x02, CX
+	LEAQ   (CX)(CX*2), DX
+	LEAQ   (AX)(CX*4), BX
+	MOVQ   w+16(FP), SI
+	MOVQ   ldw+24(FP), DI
+	SHLQ   $0x01, DI
+	LEAQ   (DI)(DI*2), R8
+	MOVQ   pf+56(FP), R9
+	MOVQ   pfs+64(FP), R10
+	LEAQ   (R10)(R10*2), R11
+	MOVQ   kn+32(FP), R12
+	SHRQ   $0x04, R12
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	MOVQ   R12, R13
+	SHRQ   $0x01, R13
+	JZ     tileBF16AVX512M8_p0_single
+
+tileBF16AVX512M8_p0_loop:
+	VPMOVZXWD   (SI), Z16
+	VPSLLD      $0x10, Z16, Z16
+	VPMOVZXWD   (SI)(DI*1), Z17
+	VPSLLD      $0x10, Z17, Z17
+	VMOVUPS     (AX), Z18
+	VFMADD231PS Z16, Z18, Z0
+	VFMADD231PS Z17, Z18, Z1
+	VMOVUPS     (AX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z2
+	VFMADD231PS Z17, Z18, Z3
+	VMOVUPS     (AX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z4
+	VFMADD231PS Z17, Z18, Z5
+	VMOVUPS     (AX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z6
+	VFMADD231PS Z17, Z18, Z7
+	VMOVUPS     (BX), Z18
+	VFMADD231PS Z16, Z18, Z8
+	VFMADD231PS Z17, Z18, Z9
+	VMOVUPS     (BX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z10
+	VFMADD231PS Z17, Z18, Z11
+	VMOVUPS     (BX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z12
+	VFMADD231PS Z17, Z18, Z13
+	VMOVUPS     (BX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z14
+	VFMADD231PS Z17, Z18, Z15
+	VPMOVZXWD   32(SI), Z16
+	VPSLLD      $0x10, Z16, Z16
+	VPMOVZXWD   32(SI)(DI*1), Z17
+	VPSLLD      $0x10, Z17, Z17
+	VMOVUPS     64(AX), Z18
+	VFMADD231PS Z16, Z18, Z0
+	VFMADD231PS Z17, Z18, Z1
+	VMOVUPS     64(AX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z2
+	VFMADD231PS Z17, Z18, Z3
+	VMOVUPS     64(AX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z4
+	VFMADD231PS Z17, Z18, Z5
+	VMOVUPS     64(AX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z6
+	VFMADD231PS Z17, Z18, Z7
+	VMOVUPS     64(BX), Z18
+	VFMADD231PS Z16, Z18, Z8
+	VFMADD231PS Z17, Z18, Z9
+	VMOVUPS     64(BX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z10
+	VFMADD231PS Z17, Z18, Z11
+	VMOVUPS     64(BX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z12
+	VFMADD231PS Z17, Z18, Z13
+	VMOVUPS     64(BX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z14
+	VFMADD231PS Z17, Z18, Z15
+	PREFETCHT0  (R9)
+	PREFETCHT0  (R9)(R10*1)
+	ADDQ        $0x40, R9
+	ADDQ        $0x40, SI
+	ADDQ        $0x80, AX
+	ADDQ        $0x80, BX
+	DECQ        R13
+	JNZ         tileBF16AVX512M8_p0_loop
+
+tileBF16AVX512M8_p0_single:
+	ANDQ $0x01, R12
+	JZ   tileBF16AVX512M8_p0_reduce
+
+tileBF16AVX512M8_p0_single_loop:
+	VPMOVZXWD   (SI), Z16
+	VPSLLD      $0x10, Z16, Z16
+	VPMOVZXWD   (SI)(DI*1), Z17
+	VPSLLD      $0x10, Z17, Z17
+	VMOVUPS     (AX), Z18
+	VFMADD231PS Z16, Z18, Z0
+	VFMADD231PS Z17, Z18, Z1
+	VMOVUPS     (AX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z2
+	VFMADD231PS Z17, Z18, Z3
+	VMOVUPS     (AX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z4
+	VFMADD231PS Z17, Z18, Z5
+	VMOVUPS     (AX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z6
+	VFMADD231PS Z17, Z18, Z7
+	VMOVUPS     (BX), Z18
+	VFMADD231PS Z16, Z18, Z8
+	VFMADD231PS Z17, Z18, Z9
+	VMOVUPS     (BX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z10
+	VFMADD231PS Z17, Z18, Z11
+	VMOVUPS     (BX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z12
+	VFMADD231PS Z17, Z18, Z13
+	VMOVUPS     (BX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z14
+	VFMADD231PS Z17, Z18, Z15
+	ADDQ        $0x20, SI
+	ADDQ        $0x40, AX
+	ADDQ        $0x40, BX
+	DECQ        R12
+	JNZ         tileBF16AVX512M8_p0_single_loop
+
+tileBF16AVX512M8_p0_reduce:
+	MOVQ          dst+40(FP), AX
+	MOVQ          ldd+48(FP), BX
+	SHLQ          $0x02, BX
+	MOVQ          add+72(FP), SI
+	VEXTRACTF64X4 $0x01, Z0, Y16
+	VADDPS        Y16, Y0, Y16
+	VEXTRACTF64X4 $0x01, Z1, Y17
+	VADDPS        Y17, Y1, Y17
+	VEXTRACTF64X4 $0x01, Z0, Y18
+	VADDPS        Y18, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y18
+	VADDPS        Y18, Y1, Y1
+	VUNPCKLPS     Y17, Y16, Y18
+	VUNPCKHPS     Y17, Y16, Y16
+	VADDPS        Y16, Y18, Y16
+	VUNPCKLPS     Y1, Y0, Y17
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y17, Y0
+	VUNPCKLPD     Y0, Y16, Y1
+	VUNPCKHPD     Y0, Y16, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileBF16AVX512M8_p0_store0
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M8_p0_store0:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF64X4 $0x01, Z3, Y1
+	VADDPS        Y1, Y3, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y16
+	VADDPS        Y16, Y2, Y2
+	VEXTRACTF64X4 $0x01, Z3, Y16
+	VADDPS        Y16, Y3, Y3
+	VUNPCKLPS     Y1, Y0, Y16
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y16, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileBF16AVX512M8_p0_store1
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M8_p0_store1:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y0
+	VEXTRACTF64X4 $0x01, Z5, Y1
+	VADDPS        Y1, Y5, Y1
+	VEXTRACTF64X4 $0x01, Z4, Y2
+	VADDPS        Y2, Y4, Y2
+	VEXTRACTF64X4 $0x01, Z5, Y3
+	VADDPS        Y3, Y5, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileBF16AVX512M8_p0_store2
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M8_p0_store2:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y0
+	VEXTRACTF64X4 $0x01, Z7, Y1
+	VADDPS        Y1, Y7, Y1
+	VEXTRACTF64X4 $0x01, Z6, Y2
+	VADDPS        Y2, Y6, Y2
+	VEXTRACTF64X4 $0x01, Z7, Y3
+	VADDPS        Y3, Y7, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileBF16AVX512M8_p0_store3
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M8_p0_store3:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z8, Y0
+	VADDPS        Y0, Y8, Y0
+	VEXTRACTF64X4 $0x01, Z9, Y1
+	VADDPS        Y1, Y9, Y1
+	VEXTRACTF64X4 $0x01, Z8, Y2
+	VADDPS        Y2, Y8, Y2
+	VEXTRACTF64X4 $0x01, Z9, Y3
+	VADDPS        Y3, Y9, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileBF16AVX512M8_p0_store4
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M8_p0_store4:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y0
+	VEXTRACTF64X4 $0x01, Z11, Y1
+	VADDPS        Y1, Y11, Y1
+	VEXTRACTF64X4 $0x01, Z10, Y2
+	VADDPS        Y2, Y10, Y2
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileBF16AVX512M8_p0_store5
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M8_p0_store5:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF64X4 $0x01, Z13, Y1
+	VADDPS        Y1, Y13, Y1
+	VEXTRACTF64X4 $0x01, Z12, Y2
+	VADDPS        Y2, Y12, Y2
+	VEXTRACTF64X4 $0x01, Z13, Y3
+	VADDPS        Y3, Y13, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileBF16AVX512M8_p0_store6
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M8_p0_store6:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z14, Y0
+	VADDPS        Y0, Y14, Y0
+	VEXTRACTF64X4 $0x01, Z15, Y1
+	VADDPS        Y1, Y15, Y1
+	VEXTRACTF64X4 $0x01, Z14, Y2
+	VADDPS        Y2, Y14, Y2
+	VEXTRACTF64X4 $0x01, Z15, Y3
+	VADDPS        Y3, Y15, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileBF16AVX512M8_p0_store7
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M8_p0_store7:
+	VMOVSD X0, (AX)
+	MOVQ   x+0(FP), AX
+	LEAQ   (AX)(CX*4), BX
+	MOVQ   w+16(FP), SI
+	MOVQ   pf+56(FP), R9
+	MOVQ   kn+32(FP), R12
+	SHRQ   $0x04, R12
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	MOVQ   R12, R13
+	SHRQ   $0x01, R13
+	JZ     tileBF16AVX512M8_p1_single
+
+tileBF16AVX512M8_p1_loop:
+	VPMOVZXWD   (SI)(DI*2), Z16
+	VPSLLD      $0x10, Z16, Z16
+	VPMOVZXWD   (SI)(R8*1), Z17
+	VPSLLD      $0x10, Z17, Z17
+	VMOVUPS     (AX), Z18
+	VFMADD231PS Z16, Z18, Z0
+	VFMADD231PS Z17, Z18, Z1
+	VMOVUPS     (AX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z2
+	VFMADD231PS Z17, Z18, Z3
+	VMOVUPS     (AX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z4
+	VFMADD231PS Z17, Z18, Z5
+	VMOVUPS     (AX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z6
+	VFMADD231PS Z17, Z18, Z7
+	VMOVUPS     (BX), Z18
+	VFMADD231PS Z16, Z18, Z8
+	VFMADD231PS Z17, Z18, Z9
+	VMOVUPS     (BX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z10
+	VFMADD231PS Z17, Z18, Z11
+	VMOVUPS     (BX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z12
+	VFMADD231PS Z17, Z18, Z13
+	VMOVUPS     (BX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z14
+	VFMADD231PS Z17, Z18, Z15
+	VPMOVZXWD   32(SI)(DI*2), Z16
+	VPSLLD      $0x10, Z16, Z16
+	VPMOVZXWD   32(SI)(R8*1), Z17
+	VPSLLD      $0x10, Z17, Z17
+	VMOVUPS     64(AX), Z18
+	VFMADD231PS Z16, Z18, Z0
+	VFMADD231PS Z17, Z18, Z1
+	VMOVUPS     64(AX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z2
+	VFMADD231PS Z17, Z18, Z3
+	VMOVUPS     64(AX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z4
+	VFMADD231PS Z17, Z18, Z5
+	VMOVUPS     64(AX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z6
+	VFMADD231PS Z17, Z18, Z7
+	VMOVUPS     64(BX), Z18
+	VFMADD231PS Z16, Z18, Z8
+	VFMADD231PS Z17, Z18, Z9
+	VMOVUPS     64(BX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z10
+	VFMADD231PS Z17, Z18, Z11
+	VMOVUPS     64(BX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z12
+	VFMADD231PS Z17, Z18, Z13
+	VMOVUPS     64(BX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z14
+	VFMADD231PS Z17, Z18, Z15
+	PREFETCHT0  (R9)(R10*2)
+	PREFETCHT0  (R9)(R11*1)
+	ADDQ        $0x40, R9
+	ADDQ        $0x40, SI
+	ADDQ        $0x80, AX
+	ADDQ        $0x80, BX
+	DECQ        R13
+	JNZ         tileBF16AVX512M8_p1_loop
+
+tileBF16AVX512M8_p1_single:
+	ANDQ $0x01, R12
+	JZ   tileBF16AVX512M8_p1_reduce
+
+tileBF16AVX512M8_p1_single_loop:
+	VPMOVZXWD   (SI)(DI*2), Z16
+	VPSLLD      $0x10, Z16, Z16
+	VPMOVZXWD   (SI)(R8*1), Z17
+	VPSLLD      $0x10, Z17, Z17
+	VMOVUPS     (AX), Z18
+	VFMADD231PS Z16, Z18, Z0
+	VFMADD231PS Z17, Z18, Z1
+	VMOVUPS     (AX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z2
+	VFMADD231PS Z17, Z18, Z3
+	VMOVUPS     (AX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z4
+	VFMADD231PS Z17, Z18, Z5
+	VMOVUPS     (AX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z6
+	VFMADD231PS Z17, Z18, Z7
+	VMOVUPS     (BX), Z18
+	VFMADD231PS Z16, Z18, Z8
+	VFMADD231PS Z17, Z18, Z9
+	VMOVUPS     (BX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z10
+	VFMADD231PS Z17, Z18, Z11
+	VMOVUPS     (BX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z12
+	VFMADD231PS Z17, Z18, Z13
+	VMOVUPS     (BX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z14
+	VFMADD231PS Z17, Z18, Z15
+	ADDQ        $0x20, SI
+	ADDQ        $0x40, AX
+	ADDQ        $0x40, BX
+	DECQ        R12
+	JNZ         tileBF16AVX512M8_p1_single_loop
+
+tileBF16AVX512M8_p1_reduce:
+	MOVQ          dst+40(FP), AX
+	ADDQ          $0x08, AX
+	MOVQ          ldd+48(FP), CX
+	SHLQ          $0x02, CX
+	MOVQ          add+72(FP), DX
+	VEXTRACTF64X4 $0x01, Z0, Y16
+	VADDPS        Y16, Y0, Y16
+	VEXTRACTF64X4 $0x01, Z1, Y17
+	VADDPS        Y17, Y1, Y17
+	VEXTRACTF64X4 $0x01, Z0, Y18
+	VADDPS        Y18, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y18
+	VADDPS        Y18, Y1, Y1
+	VUNPCKLPS     Y17, Y16, Y18
+	VUNPCKHPS     Y17, Y16, Y16
+	VADDPS        Y16, Y18, Y16
+	VUNPCKLPS     Y1, Y0, Y17
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y17, Y0
+	VUNPCKLPD     Y0, Y16, Y1
+	VUNPCKHPD     Y0, Y16, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M8_p1_store0
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M8_p1_store0:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF64X4 $0x01, Z3, Y1
+	VADDPS        Y1, Y3, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y16
+	VADDPS        Y16, Y2, Y2
+	VEXTRACTF64X4 $0x01, Z3, Y16
+	VADDPS        Y16, Y3, Y3
+	VUNPCKLPS     Y1, Y0, Y16
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y16, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M8_p1_store1
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M8_p1_store1:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y0
+	VEXTRACTF64X4 $0x01, Z5, Y1
+	VADDPS        Y1, Y5, Y1
+	VEXTRACTF64X4 $0x01, Z4, Y2
+	VADDPS        Y2, Y4, Y2
+	VEXTRACTF64X4 $0x01, Z5, Y3
+	VADDPS        Y3, Y5, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M8_p1_store2
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M8_p1_store2:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y0
+	VEXTRACTF64X4 $0x01, Z7, Y1
+	VADDPS        Y1, Y7, Y1
+	VEXTRACTF64X4 $0x01, Z6, Y2
+	VADDPS        Y2, Y6, Y2
+	VEXTRACTF64X4 $0x01, Z7, Y3
+	VADDPS        Y3, Y7, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M8_p1_store3
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M8_p1_store3:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z8, Y0
+	VADDPS        Y0, Y8, Y0
+	VEXTRACTF64X4 $0x01, Z9, Y1
+	VADDPS        Y1, Y9, Y1
+	VEXTRACTF64X4 $0x01, Z8, Y2
+	VADDPS        Y2, Y8, Y2
+	VEXTRACTF64X4 $0x01, Z9, Y3
+	VADDPS        Y3, Y9, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M8_p1_store4
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M8_p1_store4:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y0
+	VEXTRACTF64X4 $0x01, Z11, Y1
+	VADDPS        Y1, Y11, Y1
+	VEXTRACTF64X4 $0x01, Z10, Y2
+	VADDPS        Y2, Y10, Y2
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M8_p1_store5
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M8_p1_store5:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF64X4 $0x01, Z13, Y1
+	VADDPS        Y1, Y13, Y1
+	VEXTRACTF64X4 $0x01, Z12, Y2
+	VADDPS        Y2, Y12, Y2
+	VEXTRACTF64X4 $0x01, Z13, Y3
+	VADDPS        Y3, Y13, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M8_p1_store6
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M8_p1_store6:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z14, Y0
+	VADDPS        Y0, Y14, Y0
+	VEXTRACTF64X4 $0x01, Z15, Y1
+	VADDPS        Y1, Y15, Y1
+	VEXTRACTF64X4 $0x01, Z14, Y2
+	VADDPS        Y2, Y14, Y2
+	VEXTRACTF64X4 $0x01, Z15, Y3
+	VADDPS        Y3, Y15, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileBF16AVX512M8_p1_store7
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileBF16AVX512M8_p1_store7:
+	VMOVSD X0, (AX)
+	VZEROUPPER
+	RET
+
+// func tileF16AVX512M8(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
+TEXT ·tileF16AVX512M8(SB), NOSPLIT, $0-80
+	MOVQ   x+0(FP), AX
+	MOVQ   ldx+8(FP), CX
+	SHLQ   $0x02, CX
+	LEAQ   (CX)(CX*2), DX
+	LEAQ   (AX)(CX*4), BX
+	MOVQ   w+16(FP), SI
+	MOVQ   ldw+24(FP), DI
+	SHLQ   $0x01, DI
+	LEAQ   (DI)(DI*2), R8
+	MOVQ   pf+56(FP), R9
+	MOVQ   pfs+64(FP), R10
+	LEAQ   (R10)(R10*2), R11
+	MOVQ   kn+32(FP), R12
+	SHRQ   $0x04, R12
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	MOVQ   R12, R13
+	SHRQ   $0x01, R13
+	JZ     tileF16AVX512M8_p0_single
+
+tileF16AVX512M8_p0_loop:
+	VCVTPH2PS   (SI), Z16
+	VCVTPH2PS   (SI)(DI*1), Z17
+	VMOVUPS     (AX), Z18
+	VFMADD231PS Z16, Z18, Z0
+	VFMADD231PS Z17, Z18, Z1
+	VMOVUPS     (AX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z2
+	VFMADD231PS Z17, Z18, Z3
+	VMOVUPS     (AX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z4
+	VFMADD231PS Z17, Z18, Z5
+	VMOVUPS     (AX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z6
+	VFMADD231PS Z17, Z18, Z7
+	VMOVUPS     (BX), Z18
+	VFMADD231PS Z16, Z18, Z8
+	VFMADD231PS Z17, Z18, Z9
+	VMOVUPS     (BX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z10
+	VFMADD231PS Z17, Z18, Z11
+	VMOVUPS     (BX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z12
+	VFMADD231PS Z17, Z18, Z13
+	VMOVUPS     (BX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z14
+	VFMADD231PS Z17, Z18, Z15
+	VCVTPH2PS   32(SI), Z16
+	VCVTPH2PS   32(SI)(DI*1), Z17
+	VMOVUPS     64(AX), Z18
+	VFMADD231PS Z16, Z18, Z0
+	VFMADD231PS Z17, Z18, Z1
+	VMOVUPS     64(AX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z2
+	VFMADD231PS Z17, Z18, Z3
+	VMOVUPS     64(AX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z4
+	VFMADD231PS Z17, Z18, Z5
+	VMOVUPS     64(AX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z6
+	VFMADD231PS Z17, Z18, Z7
+	VMOVUPS     64(BX), Z18
+	VFMADD231PS Z16, Z18, Z8
+	VFMADD231PS Z17, Z18, Z9
+	VMOVUPS     64(BX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z10
+	VFMADD231PS Z17, Z18, Z11
+	VMOVUPS     64(BX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z12
+	VFMADD231PS Z17, Z18, Z13
+	VMOVUPS     64(BX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z14
+	VFMADD231PS Z17, Z18, Z15
+	PREFETCHT0  (R9)
+	PREFETCHT0  (R9)(R10*1)
+	ADDQ        $0x40, R9
+	ADDQ        $0x40, SI
+	ADDQ        $0x80, AX
+	ADDQ        $0x80, BX
+	DECQ        R13
+	JNZ         tileF16AVX512M8_p0_loop
+
+tileF16AVX512M8_p0_single:
+	ANDQ $0x01, R12
+	JZ   tileF16AVX512M8_p0_reduce
+
+tileF16AVX512M8_p0_single_loop:
+	VCVTPH2PS   (SI), Z16
+	VCVTPH2PS   (SI)(DI*1), Z17
+	VMOVUPS     (AX), Z18
+	VFMADD231PS Z16, Z18, Z0
+	VFMADD231PS Z17, Z18, Z1
+	VMOVUPS     (AX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z2
+	VFMADD231PS Z17, Z18, Z3
+	VMOVUPS     (AX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z4
+	VFMADD231PS Z17, Z18, Z5
+	VMOVUPS     (AX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z6
+	VFMADD231PS Z17, Z18, Z7
+	VMOVUPS     (BX), Z18
+	VFMADD231PS Z16, Z18, Z8
+	VFMADD231PS Z17, Z18, Z9
+	VMOVUPS     (BX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z10
+	VFMADD231PS Z17, Z18, Z11
+	VMOVUPS     (BX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z12
+	VFMADD231PS Z17, Z18, Z13
+	VMOVUPS     (BX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z14
+	VFMADD231PS Z17, Z18, Z15
+	ADDQ        $0x20, SI
+	ADDQ        $0x40, AX
+	ADDQ        $0x40, BX
+	DECQ        R12
+	JNZ         tileF16AVX512M8_p0_single_loop
+
+tileF16AVX512M8_p0_reduce:
+	MOVQ          dst+40(FP), AX
+	MOVQ          ldd+48(FP), BX
+	SHLQ          $0x02, BX
+	MOVQ          add+72(FP), SI
+	VEXTRACTF64X4 $0x01, Z0, Y16
+	VADDPS        Y16, Y0, Y16
+	VEXTRACTF64X4 $0x01, Z1, Y17
+	VADDPS        Y17, Y1, Y17
+	VEXTRACTF64X4 $0x01, Z0, Y18
+	VADDPS        Y18, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y18
+	VADDPS        Y18, Y1, Y1
+	VUNPCKLPS     Y17, Y16, Y18
+	VUNPCKHPS     Y17, Y16, Y16
+	VADDPS        Y16, Y18, Y16
+	VUNPCKLPS     Y1, Y0, Y17
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y17, Y0
+	VUNPCKLPD     Y0, Y16, Y1
+	VUNPCKHPD     Y0, Y16, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF16AVX512M8_p0_store0
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M8_p0_store0:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF64X4 $0x01, Z3, Y1
+	VADDPS        Y1, Y3, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y16
+	VADDPS        Y16, Y2, Y2
+	VEXTRACTF64X4 $0x01, Z3, Y16
+	VADDPS        Y16, Y3, Y3
+	VUNPCKLPS     Y1, Y0, Y16
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y16, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF16AVX512M8_p0_store1
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M8_p0_store1:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y0
+	VEXTRACTF64X4 $0x01, Z5, Y1
+	VADDPS        Y1, Y5, Y1
+	VEXTRACTF64X4 $0x01, Z4, Y2
+	VADDPS        Y2, Y4, Y2
+	VEXTRACTF64X4 $0x01, Z5, Y3
+	VADDPS        Y3, Y5, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF16AVX512M8_p0_store2
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M8_p0_store2:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y0
+	VEXTRACTF64X4 $0x01, Z7, Y1
+	VADDPS        Y1, Y7, Y1
+	VEXTRACTF64X4 $0x01, Z6, Y2
+	VADDPS        Y2, Y6, Y2
+	VEXTRACTF64X4 $0x01, Z7, Y3
+	VADDPS        Y3, Y7, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF16AVX512M8_p0_store3
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M8_p0_store3:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z8, Y0
+	VADDPS        Y0, Y8, Y0
+	VEXTRACTF64X4 $0x01, Z9, Y1
+	VADDPS        Y1, Y9, Y1
+	VEXTRACTF64X4 $0x01, Z8, Y2
+	VADDPS        Y2, Y8, Y2
+	VEXTRACTF64X4 $0x01, Z9, Y3
+	VADDPS        Y3, Y9, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF16AVX512M8_p0_store4
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M8_p0_store4:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y0
+	VEXTRACTF64X4 $0x01, Z11, Y1
+	VADDPS        Y1, Y11, Y1
+	VEXTRACTF64X4 $0x01, Z10, Y2
+	VADDPS        Y2, Y10, Y2
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF16AVX512M8_p0_store5
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M8_p0_store5:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF64X4 $0x01, Z13, Y1
+	VADDPS        Y1, Y13, Y1
+	VEXTRACTF64X4 $0x01, Z12, Y2
+	VADDPS        Y2, Y12, Y2
+	VEXTRACTF64X4 $0x01, Z13, Y3
+	VADDPS        Y3, Y13, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF16AVX512M8_p0_store6
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M8_p0_store6:
+	VMOVSD        X0, (AX)
+	ADDQ          BX, AX
+	VEXTRACTF64X4 $0x01, Z14, Y0
+	VADDPS        Y0, Y14, Y0
+	VEXTRACTF64X4 $0x01, Z15, Y1
+	VADDPS        Y1, Y15, Y1
+	VEXTRACTF64X4 $0x01, Z14, Y2
+	VADDPS        Y2, Y14, Y2
+	VEXTRACTF64X4 $0x01, Z15, Y3
+	VADDPS        Y3, Y15, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         SI, SI
+	JZ            tileF16AVX512M8_p0_store7
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M8_p0_store7:
+	VMOVSD X0, (AX)
+	MOVQ   x+0(FP), AX
+	LEAQ   (AX)(CX*4), BX
+	MOVQ   w+16(FP), SI
+	MOVQ   pf+56(FP), R9
+	MOVQ   kn+32(FP), R12
+	SHRQ   $0x04, R12
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	MOVQ   R12, R13
+	SHRQ   $0x01, R13
+	JZ     tileF16AVX512M8_p1_single
+
+tileF16AVX512M8_p1_loop:
+	VCVTPH2PS   (SI)(DI*2), Z16
+	VCVTPH2PS   (SI)(R8*1), Z17
+	VMOVUPS     (AX), Z18
+	VFMADD231PS Z16, Z18, Z0
+	VFMADD231PS Z17, Z18, Z1
+	VMOVUPS     (AX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z2
+	VFMADD231PS Z17, Z18, Z3
+	VMOVUPS     (AX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z4
+	VFMADD231PS Z17, Z18, Z5
+	VMOVUPS     (AX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z6
+	VFMADD231PS Z17, Z18, Z7
+	VMOVUPS     (BX), Z18
+	VFMADD231PS Z16, Z18, Z8
+	VFMADD231PS Z17, Z18, Z9
+	VMOVUPS     (BX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z10
+	VFMADD231PS Z17, Z18, Z11
+	VMOVUPS     (BX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z12
+	VFMADD231PS Z17, Z18, Z13
+	VMOVUPS     (BX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z14
+	VFMADD231PS Z17, Z18, Z15
+	VCVTPH2PS   32(SI)(DI*2), Z16
+	VCVTPH2PS   32(SI)(R8*1), Z17
+	VMOVUPS     64(AX), Z18
+	VFMADD231PS Z16, Z18, Z0
+	VFMADD231PS Z17, Z18, Z1
+	VMOVUPS     64(AX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z2
+	VFMADD231PS Z17, Z18, Z3
+	VMOVUPS     64(AX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z4
+	VFMADD231PS Z17, Z18, Z5
+	VMOVUPS     64(AX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z6
+	VFMADD231PS Z17, Z18, Z7
+	VMOVUPS     64(BX), Z18
+	VFMADD231PS Z16, Z18, Z8
+	VFMADD231PS Z17, Z18, Z9
+	VMOVUPS     64(BX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z10
+	VFMADD231PS Z17, Z18, Z11
+	VMOVUPS     64(BX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z12
+	VFMADD231PS Z17, Z18, Z13
+	VMOVUPS     64(BX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z14
+	VFMADD231PS Z17, Z18, Z15
+	PREFETCHT0  (R9)(R10*2)
+	PREFETCHT0  (R9)(R11*1)
+	ADDQ        $0x40, R9
+	ADDQ        $0x40, SI
+	ADDQ        $0x80, AX
+	ADDQ        $0x80, BX
+	DECQ        R13
+	JNZ         tileF16AVX512M8_p1_loop
+
+tileF16AVX512M8_p1_single:
+	ANDQ $0x01, R12
+	JZ   tileF16AVX512M8_p1_reduce
+
+tileF16AVX512M8_p1_single_loop:
+	VCVTPH2PS   (SI)(DI*2), Z16
+	VCVTPH2PS   (SI)(R8*1), Z17
+	VMOVUPS     (AX), Z18
+	VFMADD231PS Z16, Z18, Z0
+	VFMADD231PS Z17, Z18, Z1
+	VMOVUPS     (AX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z2
+	VFMADD231PS Z17, Z18, Z3
+	VMOVUPS     (AX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z4
+	VFMADD231PS Z17, Z18, Z5
+	VMOVUPS     (AX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z6
+	VFMADD231PS Z17, Z18, Z7
+	VMOVUPS     (BX), Z18
+	VFMADD231PS Z16, Z18, Z8
+	VFMADD231PS Z17, Z18, Z9
+	VMOVUPS     (BX)(CX*1), Z18
+	VFMADD231PS Z16, Z18, Z10
+	VFMADD231PS Z17, Z18, Z11
+	VMOVUPS     (BX)(CX*2), Z18
+	VFMADD231PS Z16, Z18, Z12
+	VFMADD231PS Z17, Z18, Z13
+	VMOVUPS     (BX)(DX*1), Z18
+	VFMADD231PS Z16, Z18, Z14
+	VFMADD231PS Z17, Z18, Z15
+	ADDQ        $0x20, SI
+	ADDQ        $0x40, AX
+	ADDQ        $0x40, BX
+	DECQ        R12
+	JNZ         tileF16AVX512M8_p1_single_loop
+
+tileF16AVX512M8_p1_reduce:
+	MOVQ          dst+40(FP), AX
+	ADDQ          $0x08, AX
+	MOVQ          ldd+48(FP), CX
+	SHLQ          $0x02, CX
+	MOVQ          add+72(FP), DX
+	VEXTRACTF64X4 $0x01, Z0, Y16
+	VADDPS        Y16, Y0, Y16
+	VEXTRACTF64X4 $0x01, Z1, Y17
+	VADDPS        Y17, Y1, Y17
+	VEXTRACTF64X4 $0x01, Z0, Y18
+	VADDPS        Y18, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y18
+	VADDPS        Y18, Y1, Y1
+	VUNPCKLPS     Y17, Y16, Y18
+	VUNPCKHPS     Y17, Y16, Y16
+	VADDPS        Y16, Y18, Y16
+	VUNPCKLPS     Y1, Y0, Y17
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y17, Y0
+	VUNPCKLPD     Y0, Y16, Y1
+	VUNPCKHPD     Y0, Y16, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF16AVX512M8_p1_store0
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M8_p1_store0:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF64X4 $0x01, Z3, Y1
+	VADDPS        Y1, Y3, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y16
+	VADDPS        Y16, Y2, Y2
+	VEXTRACTF64X4 $0x01, Z3, Y16
+	VADDPS        Y16, Y3, Y3
+	VUNPCKLPS     Y1, Y0, Y16
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y16, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF16AVX512M8_p1_store1
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M8_p1_store1:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y0
+	VEXTRACTF64X4 $0x01, Z5, Y1
+	VADDPS        Y1, Y5, Y1
+	VEXTRACTF64X4 $0x01, Z4, Y2
+	VADDPS        Y2, Y4, Y2
+	VEXTRACTF64X4 $0x01, Z5, Y3
+	VADDPS        Y3, Y5, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF16AVX512M8_p1_store2
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M8_p1_store2:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y0
+	VEXTRACTF64X4 $0x01, Z7, Y1
+	VADDPS        Y1, Y7, Y1
+	VEXTRACTF64X4 $0x01, Z6, Y2
+	VADDPS        Y2, Y6, Y2
+	VEXTRACTF64X4 $0x01, Z7, Y3
+	VADDPS        Y3, Y7, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF16AVX512M8_p1_store3
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M8_p1_store3:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z8, Y0
+	VADDPS        Y0, Y8, Y0
+	VEXTRACTF64X4 $0x01, Z9, Y1
+	VADDPS        Y1, Y9, Y1
+	VEXTRACTF64X4 $0x01, Z8, Y2
+	VADDPS        Y2, Y8, Y2
+	VEXTRACTF64X4 $0x01, Z9, Y3
+	VADDPS        Y3, Y9, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF16AVX512M8_p1_store4
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M8_p1_store4:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y0
+	VEXTRACTF64X4 $0x01, Z11, Y1
+	VADDPS        Y1, Y11, Y1
+	VEXTRACTF64X4 $0x01, Z10, Y2
+	VADDPS        Y2, Y10, Y2
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF16AVX512M8_p1_store5
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M8_p1_store5:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF64X4 $0x01, Z13, Y1
+	VADDPS        Y1, Y13, Y1
+	VEXTRACTF64X4 $0x01, Z12, Y2
+	VADDPS        Y2, Y12, Y2
+	VEXTRACTF64X4 $0x01, Z13, Y3
+	VADDPS        Y3, Y13, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF16AVX512M8_p1_store6
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M8_p1_store6:
+	VMOVSD        X0, (AX)
+	ADDQ          CX, AX
+	VEXTRACTF64X4 $0x01, Z14, Y0
+	VADDPS        Y0, Y14, Y0
+	VEXTRACTF64X4 $0x01, Z15, Y1
+	VADDPS        Y1, Y15, Y1
+	VEXTRACTF64X4 $0x01, Z14, Y2
+	VADDPS        Y2, Y14, Y2
+	VEXTRACTF64X4 $0x01, Z15, Y3
+	VADDPS        Y3, Y15, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	TESTQ         DX, DX
+	JZ            tileF16AVX512M8_p1_store7
+	VMOVSD        (AX), X1
+	VADDPS        X1, X0, X0
+
+tileF16AVX512M8_p1_store7:
+	VMOVSD X0, (AX)
 	VZEROUPPER
 	RET
 
@@ -7218,9 +11000,9 @@ TEXT ·tileF32AVX2M1(SB), NOSPLIT, $0-80
 	VXORPS Y3, Y3, Y3
 	MOVQ   R9, R10
 	SHRQ   $0x01, R10
-	JZ     tileF32AVX2M1_single
+	JZ     tileF32AVX2M1_p0_single
 
-tileF32AVX2M1_loop:
+tileF32AVX2M1_p0_loop:
 	VMOVUPS     (CX), Y4
 	VMOVUPS     (CX)(DX*1), Y5
 	VMOVUPS     (CX)(DX*2), Y6
@@ -7247,13 +11029,13 @@ tileF32AVX2M1_loop:
 	ADDQ        $0x40, CX
 	ADDQ        $0x40, AX
 	DECQ        R10
-	JNZ         tileF32AVX2M1_loop
+	JNZ         tileF32AVX2M1_p0_loop
 
-tileF32AVX2M1_single:
+tileF32AVX2M1_p0_single:
 	ANDQ $0x01, R9
-	JZ   tileF32AVX2M1_reduce
+	JZ   tileF32AVX2M1_p0_reduce
 
-tileF32AVX2M1_single_loop:
+tileF32AVX2M1_p0_single_loop:
 	VMOVUPS     (CX), Y4
 	VMOVUPS     (CX)(DX*1), Y5
 	VMOVUPS     (CX)(DX*2), Y6
@@ -7266,9 +11048,9 @@ tileF32AVX2M1_single_loop:
 	ADDQ        $0x20, CX
 	ADDQ        $0x20, AX
 	DECQ        R9
-	JNZ         tileF32AVX2M1_single_loop
+	JNZ         tileF32AVX2M1_p0_single_loop
 
-tileF32AVX2M1_reduce:
+tileF32AVX2M1_p0_reduce:
 	MOVQ         dst+40(FP), AX
 	MOVQ         ldd+48(FP), CX
 	SHLQ         $0x02, CX
@@ -7285,10 +11067,10 @@ tileF32AVX2M1_reduce:
 	VEXTRACTF128 $0x01, Y0, X1
 	VADDPS       X1, X0, X0
 	TESTQ        CX, CX
-	JZ           tileF32AVX2M1_store0
+	JZ           tileF32AVX2M1_p0_store0
 	VADDPS       (AX), X0, X0
 
-tileF32AVX2M1_store0:
+tileF32AVX2M1_p0_store0:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -7312,9 +11094,9 @@ TEXT ·tileBF16AVX2M1(SB), NOSPLIT, $0-80
 	VXORPS Y3, Y3, Y3
 	MOVQ   R9, R10
 	SHRQ   $0x02, R10
-	JZ     tileBF16AVX2M1_single
+	JZ     tileBF16AVX2M1_p0_single
 
-tileBF16AVX2M1_loop:
+tileBF16AVX2M1_p0_loop:
 	VPMOVZXWD   (CX), Y4
 	VPSLLD      $0x10, Y4, Y4
 	VPMOVZXWD   (CX)(DX*1), Y5
@@ -7375,13 +11157,13 @@ tileBF16AVX2M1_loop:
 	ADDQ        $0x40, CX
 	ADDQ        $0x80, AX
 	DECQ        R10
-	JNZ         tileBF16AVX2M1_loop
+	JNZ         tileBF16AVX2M1_p0_loop
 
-tileBF16AVX2M1_single:
+tileBF16AVX2M1_p0_single:
 	ANDQ $0x03, R9
-	JZ   tileBF16AVX2M1_reduce
+	JZ   tileBF16AVX2M1_p0_reduce
 
-tileBF16AVX2M1_single_loop:
+tileBF16AVX2M1_p0_single_loop:
 	VPMOVZXWD   (CX), Y4
 	VPSLLD      $0x10, Y4, Y4
 	VPMOVZXWD   (CX)(DX*1), Y5
@@ -7398,9 +11180,9 @@ tileBF16AVX2M1_single_loop:
 	ADDQ        $0x10, CX
 	ADDQ        $0x20, AX
 	DECQ        R9
-	JNZ         tileBF16AVX2M1_single_loop
+	JNZ         tileBF16AVX2M1_p0_single_loop
 
-tileBF16AVX2M1_reduce:
+tileBF16AVX2M1_p0_reduce:
 	MOVQ         dst+40(FP), AX
 	MOVQ         ldd+48(FP), CX
 	SHLQ         $0x02, CX
@@ -7417,10 +11199,10 @@ tileBF16AVX2M1_reduce:
 	VEXTRACTF128 $0x01, Y0, X1
 	VADDPS       X1, X0, X0
 	TESTQ        CX, CX
-	JZ           tileBF16AVX2M1_store0
+	JZ           tileBF16AVX2M1_p0_store0
 	VADDPS       (AX), X0, X0
 
-tileBF16AVX2M1_store0:
+tileBF16AVX2M1_p0_store0:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -7444,9 +11226,9 @@ TEXT ·tileF16AVX2M1(SB), NOSPLIT, $0-80
 	VXORPS Y3, Y3, Y3
 	MOVQ   R9, R10
 	SHRQ   $0x02, R10
-	JZ     tileF16AVX2M1_single
+	JZ     tileF16AVX2M1_p0_single
 
-tileF16AVX2M1_loop:
+tileF16AVX2M1_p0_loop:
 	VCVTPH2PS   (CX), Y4
 	VCVTPH2PS   (CX)(DX*1), Y5
 	VCVTPH2PS   (CX)(DX*2), Y6
@@ -7491,13 +11273,13 @@ tileF16AVX2M1_loop:
 	ADDQ        $0x40, CX
 	ADDQ        $0x80, AX
 	DECQ        R10
-	JNZ         tileF16AVX2M1_loop
+	JNZ         tileF16AVX2M1_p0_loop
 
-tileF16AVX2M1_single:
+tileF16AVX2M1_p0_single:
 	ANDQ $0x03, R9
-	JZ   tileF16AVX2M1_reduce
+	JZ   tileF16AVX2M1_p0_reduce
 
-tileF16AVX2M1_single_loop:
+tileF16AVX2M1_p0_single_loop:
 	VCVTPH2PS   (CX), Y4
 	VCVTPH2PS   (CX)(DX*1), Y5
 	VCVTPH2PS   (CX)(DX*2), Y6
@@ -7510,9 +11292,9 @@ tileF16AVX2M1_single_loop:
 	ADDQ        $0x10, CX
 	ADDQ        $0x20, AX
 	DECQ        R9
-	JNZ         tileF16AVX2M1_single_loop
+	JNZ         tileF16AVX2M1_p0_single_loop
 
-tileF16AVX2M1_reduce:
+tileF16AVX2M1_p0_reduce:
 	MOVQ         dst+40(FP), AX
 	MOVQ         ldd+48(FP), CX
 	SHLQ         $0x02, CX
@@ -7529,10 +11311,10 @@ tileF16AVX2M1_reduce:
 	VEXTRACTF128 $0x01, Y0, X1
 	VADDPS       X1, X0, X0
 	TESTQ        CX, CX
-	JZ           tileF16AVX2M1_store0
+	JZ           tileF16AVX2M1_p0_store0
 	VADDPS       (AX), X0, X0
 
-tileF16AVX2M1_store0:
+tileF16AVX2M1_p0_store0:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -7562,9 +11344,9 @@ TEXT ·tileF32AVX2M2(SB), NOSPLIT, $0-80
 	VXORPS Y7, Y7, Y7
 	MOVQ   R10, R11
 	SHRQ   $0x01, R11
-	JZ     tileF32AVX2M2_single
+	JZ     tileF32AVX2M2_p0_single
 
-tileF32AVX2M2_loop:
+tileF32AVX2M2_p0_loop:
 	VMOVUPS     (DX), Y8
 	VMOVUPS     (DX)(BX*1), Y9
 	VMOVUPS     (DX)(BX*2), Y10
@@ -7601,13 +11383,13 @@ tileF32AVX2M2_loop:
 	ADDQ        $0x40, DX
 	ADDQ        $0x40, AX
 	DECQ        R11
-	JNZ         tileF32AVX2M2_loop
+	JNZ         tileF32AVX2M2_p0_loop
 
-tileF32AVX2M2_single:
+tileF32AVX2M2_p0_single:
 	ANDQ $0x01, R10
-	JZ   tileF32AVX2M2_reduce
+	JZ   tileF32AVX2M2_p0_reduce
 
-tileF32AVX2M2_single_loop:
+tileF32AVX2M2_p0_single_loop:
 	VMOVUPS     (DX), Y8
 	VMOVUPS     (DX)(BX*1), Y9
 	VMOVUPS     (DX)(BX*2), Y10
@@ -7625,9 +11407,9 @@ tileF32AVX2M2_single_loop:
 	ADDQ        $0x20, DX
 	ADDQ        $0x20, AX
 	DECQ        R10
-	JNZ         tileF32AVX2M2_single_loop
+	JNZ         tileF32AVX2M2_p0_single_loop
 
-tileF32AVX2M2_reduce:
+tileF32AVX2M2_p0_reduce:
 	MOVQ         dst+40(FP), AX
 	MOVQ         ldd+48(FP), CX
 	SHLQ         $0x02, CX
@@ -7644,10 +11426,10 @@ tileF32AVX2M2_reduce:
 	VEXTRACTF128 $0x01, Y0, X1
 	VADDPS       X1, X0, X0
 	TESTQ        DX, DX
-	JZ           tileF32AVX2M2_store0
+	JZ           tileF32AVX2M2_p0_store0
 	VADDPS       (AX), X0, X0
 
-tileF32AVX2M2_store0:
+tileF32AVX2M2_p0_store0:
 	VMOVUPS      X0, (AX)
 	ADDQ         CX, AX
 	VUNPCKLPS    Y5, Y4, Y0
@@ -7662,10 +11444,10 @@ tileF32AVX2M2_store0:
 	VEXTRACTF128 $0x01, Y0, X1
 	VADDPS       X1, X0, X0
 	TESTQ        DX, DX
-	JZ           tileF32AVX2M2_store1
+	JZ           tileF32AVX2M2_p0_store1
 	VADDPS       (AX), X0, X0
 
-tileF32AVX2M2_store1:
+tileF32AVX2M2_p0_store1:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -7695,9 +11477,9 @@ TEXT ·tileBF16AVX2M2(SB), NOSPLIT, $0-80
 	VXORPS Y7, Y7, Y7
 	MOVQ   R10, R11
 	SHRQ   $0x02, R11
-	JZ     tileBF16AVX2M2_single
+	JZ     tileBF16AVX2M2_p0_single
 
-tileBF16AVX2M2_loop:
+tileBF16AVX2M2_p0_loop:
 	VPMOVZXWD   (DX), Y8
 	VPSLLD      $0x10, Y8, Y8
 	VPMOVZXWD   (DX)(BX*1), Y9
@@ -7778,13 +11560,13 @@ tileBF16AVX2M2_loop:
 	ADDQ        $0x40, DX
 	ADDQ        $0x80, AX
 	DECQ        R11
-	JNZ         tileBF16AVX2M2_loop
+	JNZ         tileBF16AVX2M2_p0_loop
 
-tileBF16AVX2M2_single:
+tileBF16AVX2M2_p0_single:
 	ANDQ $0x03, R10
-	JZ   tileBF16AVX2M2_reduce
+	JZ   tileBF16AVX2M2_p0_reduce
 
-tileBF16AVX2M2_single_loop:
+tileBF16AVX2M2_p0_single_loop:
 	VPMOVZXWD   (DX), Y8
 	VPSLLD      $0x10, Y8, Y8
 	VPMOVZXWD   (DX)(BX*1), Y9
@@ -7806,9 +11588,9 @@ tileBF16AVX2M2_single_loop:
 	ADDQ        $0x10, DX
 	ADDQ        $0x20, AX
 	DECQ        R10
-	JNZ         tileBF16AVX2M2_single_loop
+	JNZ         tileBF16AVX2M2_p0_single_loop
 
-tileBF16AVX2M2_reduce:
+tileBF16AVX2M2_p0_reduce:
 	MOVQ         dst+40(FP), AX
 	MOVQ         ldd+48(FP), CX
 	SHLQ         $0x02, CX
@@ -7825,10 +11607,10 @@ tileBF16AVX2M2_reduce:
 	VEXTRACTF128 $0x01, Y0, X1
 	VADDPS       X1, X0, X0
 	TESTQ        DX, DX
-	JZ           tileBF16AVX2M2_store0
+	JZ           tileBF16AVX2M2_p0_store0
 	VADDPS       (AX), X0, X0
 
-tileBF16AVX2M2_store0:
+tileBF16AVX2M2_p0_store0:
 	VMOVUPS      X0, (AX)
 	ADDQ         CX, AX
 	VUNPCKLPS    Y5, Y4, Y0
@@ -7843,10 +11625,10 @@ tileBF16AVX2M2_store0:
 	VEXTRACTF128 $0x01, Y0, X1
 	VADDPS       X1, X0, X0
 	TESTQ        DX, DX
-	JZ           tileBF16AVX2M2_store1
+	JZ           tileBF16AVX2M2_p0_store1
 	VADDPS       (AX), X0, X0
 
-tileBF16AVX2M2_store1:
+tileBF16AVX2M2_p0_store1:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
@@ -7876,9 +11658,9 @@ TEXT ·tileF16AVX2M2(SB), NOSPLIT, $0-80
 	VXORPS Y7, Y7, Y7
 	MOVQ   R10, R11
 	SHRQ   $0x02, R11
-	JZ     tileF16AVX2M2_single
+	JZ     tileF16AVX2M2_p0_single
 
-tileF16AVX2M2_loop:
+tileF16AVX2M2_p0_loop:
 	VCVTPH2PS   (DX), Y8
 	VCVTPH2PS   (DX)(BX*1), Y9
 	VCVTPH2PS   (DX)(BX*2), Y10
@@ -7943,13 +11725,13 @@ tileF16AVX2M2_loop:
 	ADDQ        $0x40, DX
 	ADDQ        $0x80, AX
 	DECQ        R11
-	JNZ         tileF16AVX2M2_loop
+	JNZ         tileF16AVX2M2_p0_loop
 
-tileF16AVX2M2_single:
+tileF16AVX2M2_p0_single:
 	ANDQ $0x03, R10
-	JZ   tileF16AVX2M2_reduce
+	JZ   tileF16AVX2M2_p0_reduce
 
-tileF16AVX2M2_single_loop:
+tileF16AVX2M2_p0_single_loop:
 	VCVTPH2PS   (DX), Y8
 	VCVTPH2PS   (DX)(BX*1), Y9
 	VCVTPH2PS   (DX)(BX*2), Y10
@@ -7967,9 +11749,9 @@ tileF16AVX2M2_single_loop:
 	ADDQ        $0x10, DX
 	ADDQ        $0x20, AX
 	DECQ        R10
-	JNZ         tileF16AVX2M2_single_loop
+	JNZ         tileF16AVX2M2_p0_single_loop
 
-tileF16AVX2M2_reduce:
+tileF16AVX2M2_p0_reduce:
 	MOVQ         dst+40(FP), AX
 	MOVQ         ldd+48(FP), CX
 	SHLQ         $0x02, CX
@@ -7986,10 +11768,10 @@ tileF16AVX2M2_reduce:
 	VEXTRACTF128 $0x01, Y0, X1
 	VADDPS       X1, X0, X0
 	TESTQ        DX, DX
-	JZ           tileF16AVX2M2_store0
+	JZ           tileF16AVX2M2_p0_store0
 	VADDPS       (AX), X0, X0
 
-tileF16AVX2M2_store0:
+tileF16AVX2M2_p0_store0:
 	VMOVUPS      X0, (AX)
 	ADDQ         CX, AX
 	VUNPCKLPS    Y5, Y4, Y0
@@ -8004,10 +11786,10 @@ tileF16AVX2M2_store0:
 	VEXTRACTF128 $0x01, Y0, X1
 	VADDPS       X1, X0, X0
 	TESTQ        DX, DX
-	JZ           tileF16AVX2M2_store1
+	JZ           tileF16AVX2M2_p0_store1
 	VADDPS       (AX), X0, X0
 
-tileF16AVX2M2_store1:
+tileF16AVX2M2_p0_store1:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET

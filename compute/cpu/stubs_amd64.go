@@ -94,6 +94,36 @@ func tileBF16AVX512M6(x *float32, ldx int, w *uint16, ldw int, kn int, dst *floa
 //go:noescape
 func tileF16AVX512M6(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
+// tileF32AVX512M7 computes a 7×4 tile of dot products with AVX512 (see tileF32Func).
+//
+//go:noescape
+func tileF32AVX512M7(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+
+// tileBF16AVX512M7 computes a 7×4 tile of dot products with AVX512 (see tileF32Func).
+//
+//go:noescape
+func tileBF16AVX512M7(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+
+// tileF16AVX512M7 computes a 7×4 tile of dot products with AVX512 (see tileF32Func).
+//
+//go:noescape
+func tileF16AVX512M7(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+
+// tileF32AVX512M8 computes a 8×4 tile of dot products with AVX512 (see tileF32Func).
+//
+//go:noescape
+func tileF32AVX512M8(x *float32, ldx int, w *float32, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+
+// tileBF16AVX512M8 computes a 8×4 tile of dot products with AVX512 (see tileF32Func).
+//
+//go:noescape
+func tileBF16AVX512M8(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+
+// tileF16AVX512M8 computes a 8×4 tile of dot products with AVX512 (see tileF32Func).
+//
+//go:noescape
+func tileF16AVX512M8(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+
 // gemmF32AVX512M1 multiplies 1 activation rows by a packed panel of 32 weight rows with AVX512 (see gemmF32Func).
 //
 //go:noescape

@@ -18,11 +18,13 @@ type isa struct {
 	lanes int // float32 lanes per vector
 	vec   func() reg.VecVirtual
 	maxM  int // activation rows per tile kernel, bounded by the register file
+	// splitM more rows are taken by kernels of two passes (see tile).
+	splitM int
 }
 
 var isas = []isa{
 	// AVX-512: 32 registers hold 4·6 accumulators, 4 weight vectors and x.
-	{name: "AVX512", lanes: 16, vec: ZMM, maxM: 6},
+	{name: "AVX512", lanes: 16, vec: ZMM, maxM: 6, splitM: 2},
 	// AVX2: 16 registers hold 4·2 accumulators, 4 weight vectors and x;
 	// the reduction needs a few more, so 3 rows do not fit.
 	{name: "AVX2", lanes: 8, vec: YMM, maxM: 2},
@@ -70,7 +72,7 @@ func loadW(k wkind, src Mem, dst reg.VecVirtual) {
 func main() {
 	ConstraintExpr("amd64")
 	for _, is := range isas {
-		for m := 1; m <= is.maxM; m++ {
+		for m := 1; m <= is.maxM+is.splitM; m++ {
 			for _, k := range wkinds {
 				tile(is, k, m)
 			}
@@ -157,9 +159,45 @@ func tile(is isa, k wkind, m int) {
 	iters := Load(Param("kn"), GP64())
 	SHRQ(U8(log2(is.lanes)), iters)
 
+	// Up to maxM rows keep all 4·m accumulators in registers. More rows
+	// (decode batches of 7-8) take two passes of two weight rows each, so
+	// every weight is still loaded (and widened) once for all the rows,
+	// where two calls of 4 rows would load it twice.
+	passes := [][]int{{0, 1, 2, 3}}
+	if m > is.maxM {
+		passes = [][]int{{0, 1}, {2, 3}}
+	}
+	for pi, wrows := range passes {
+		if pi > 0 {
+			Load(Param("x"), xb)
+			if m > 4 {
+				LEAQ(Mem{Base: xb, Index: ldx, Scale: 4}, xb4)
+			}
+			Load(Param("w"), wb)
+			Load(Param("pf"), pf)
+			Load(Param("kn"), iters)
+			SHRQ(U8(log2(is.lanes)), iters)
+		}
+		tilePass(is, k, m, fmt.Sprintf("%s_p%d", name, pi), wrows, tileRegs{xb, xb4, ldx, ldx3, wb, ldw, ldw3, pf, pfs, pfs3, iters})
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// tileRegs are the general registers of a tile kernel (see tile).
+type tileRegs struct {
+	xb, xb4, ldx, ldx3, wb, ldw, ldw3, pf, pfs, pfs3, iters reg.Register
+}
+
+// tilePass computes the dot products of m activation rows with weight rows
+// wrows (all 4, or 2 of them) and stores them at dst[i*ldd+r] (labels
+// prefixed by name).
+func tilePass(is isa, k wkind, m int, name string, wrows []int, g tileRegs) {
+	wscale := k.size
+	xb, xb4, ldx, ldx3, wb, ldw, ldw3 := g.xb, g.xb4, g.ldx, g.ldx3, g.wb, g.ldw, g.ldw3
 	acc := make([][]reg.VecVirtual, m)
 	for i := range acc {
-		acc[i] = make([]reg.VecVirtual, tileRows)
+		acc[i] = make([]reg.VecVirtual, len(wrows))
 		for r := range acc[i] {
 			acc[i][r] = is.vec()
 			VXORPS(acc[i][r], acc[i][r], acc[i][r])
@@ -170,15 +208,15 @@ func tile(is isa, k wkind, m int) {
 	unroll := max(1, 64/(is.lanes*wscale))
 	step := is.lanes * wscale
 	body := func(u int) {
-		wv := make([]reg.VecVirtual, tileRows)
-		for r := range wv {
+		wv := make([]reg.VecVirtual, len(wrows))
+		for r, wr := range wrows {
 			wv[r] = is.vec()
-			loadW(k, rowAddr(r, wb, nil, ldw, ldw3).Offset(u*step), wv[r])
+			loadW(k, rowAddr(wr, wb, nil, ldw, ldw3).Offset(u*step), wv[r])
 		}
 		for i := range m {
 			xv := is.vec()
 			VMOVUPS(rowAddr(i, xb, xb4, ldx, ldx3).Offset(u*4*is.lanes), xv)
-			for r := range tileRows {
+			for r := range wrows {
 				VFMADD231PS(wv[r], xv, acc[i][r])
 			}
 		}
@@ -190,6 +228,7 @@ func tile(is isa, k wkind, m int) {
 			ADDQ(U8(u*4*is.lanes), xb4)
 		}
 	}
+	iters := g.iters
 	lines := GP64()
 	MOVQ(iters, lines)
 	SHRQ(U8(log2(unroll)), lines)
@@ -198,10 +237,10 @@ func tile(is isa, k wkind, m int) {
 	for u := range unroll {
 		body(u)
 	}
-	for r := range tileRows {
-		PREFETCHT0(rowAddr(r, pf, nil, pfs, pfs3))
+	for _, wr := range wrows {
+		PREFETCHT0(rowAddr(wr, g.pf, nil, g.pfs, g.pfs3))
 	}
-	ADDQ(U8(64), pf)
+	ADDQ(U8(64), g.pf)
 	advance(unroll)
 	DECQ(lines)
 	JNZ(LabelRef(name + "_loop"))
@@ -218,24 +257,40 @@ func tile(is isa, k wkind, m int) {
 
 	Label(name + "_reduce")
 	dst := Load(Param("dst"), GP64())
+	if wrows[0] > 0 {
+		ADDQ(U8(4*wrows[0]), dst)
+	}
 	ldd := Load(Param("ldd"), GP64())
 	SHLQ(U8(2), ldd)
 	// add ≠ 0 accumulates into dst, for callers that split kn.
 	add := Load(Param("add"), GP64())
 	for i := range m {
-		out := reduce4(is, acc[i])
+		a := acc[i]
+		if len(a) == 2 {
+			// [Σa0, Σa1, Σa0, Σa1]: the low half is stored.
+			a = []reg.VecVirtual{a[0], a[1], a[0], a[1]}
+		}
+		out := reduce4(is, a)
 		skip := fmt.Sprintf("%s_store%d", name, i)
 		TESTQ(add, add)
 		JZ(LabelRef(skip))
-		VADDPS(Mem{Base: dst}, out, out)
+		if len(wrows) == 2 {
+			old := XMM()
+			VMOVSD(Mem{Base: dst}, old)
+			VADDPS(old, out, out)
+		} else {
+			VADDPS(Mem{Base: dst}, out, out)
+		}
 		Label(skip)
-		VMOVUPS(out, Mem{Base: dst})
+		if len(wrows) == 2 {
+			VMOVSD(out, Mem{Base: dst})
+		} else {
+			VMOVUPS(out, Mem{Base: dst})
+		}
 		if i < m-1 {
 			ADDQ(ldd, dst)
 		}
 	}
-	VZEROUPPER()
-	RET()
 }
 
 // reduce4 sums each of four vectors horizontally into one XMM register
