@@ -1,7 +1,6 @@
 package kvtransfer
 
 import (
-	"bytes"
 	"crypto/tls"
 	"encoding/binary"
 	"io"
@@ -9,35 +8,17 @@ import (
 	"net"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tandemllm/tandem/internal/syncbuf"
 	"github.com/tandemllm/tandem/pki"
 	"github.com/tandemllm/tandem/pki/pkitest"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
-
-// syncBuffer is a log destination written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // identity is a process's TLS configurations, from certificate name of a
 // CA made in dir.
@@ -61,7 +42,7 @@ func tlsReceiver(t *testing.T, id identity, logs io.Writer) (*Receiver, string) 
 // KV moves over mutual TLS on both transports, bit for bit.
 func TestTLSPush(t *testing.T) {
 	dir := newCA(t)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	r, addr := tlsReceiver(t, newIdentity(t, dir, "decode"), &logs)
 	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
@@ -90,7 +71,7 @@ func TestTLSPush(t *testing.T) {
 // receiver goes on taking KV from its own cluster.
 func TestTLSRefusesStrangers(t *testing.T) {
 	dir, other := newCA(t), newCA(t)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	r, addr := tlsReceiver(t, newIdentity(t, dir, "decode"), &logs)
 	stranger := newIdentity(t, other, "prefill")
 	// The stranger does not check the receiver: only the receiver decides.
@@ -133,7 +114,7 @@ func TestTLSRefusesStrangers(t *testing.T) {
 // log why, without allocating anything near that, and other connections
 // go on.
 func TestRawFrameOf4GiB(t *testing.T) {
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	r, addr := serve(t, ReceiverOptions{Rank: 0, Heads: tiny.heads, HeadDim: tiny.hd, Layers: tiny.layers, MaxTokens: 64, Logger: log})
 	for _, tc := range []struct {

@@ -13,6 +13,7 @@ import (
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/compute/cpu"
 	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/internal/syncbuf"
 	"github.com/tandemllm/tandem/model/preset"
 	"github.com/tandemllm/tandem/nccl/ring"
 )
@@ -49,7 +50,7 @@ func TestCleanStopLogsNoError(t *testing.T) {
 		}
 		addrs[r] = lns[r].Addr()
 	}
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	led := make(chan struct{})
 	stops := make([]context.CancelFunc, tp)

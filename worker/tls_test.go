@@ -1,14 +1,12 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,30 +19,13 @@ import (
 
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/internal/syncbuf"
 	"github.com/tandemllm/tandem/kvtransfer"
 	"github.com/tandemllm/tandem/model/preset"
 	"github.com/tandemllm/tandem/parallel"
 	"github.com/tandemllm/tandem/pki/pkitest"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
-
-// syncBuffer is a log destination written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestWorkersOverMutualTLS: a prefill and a decode worker whose gRPC,
 // raw KV data plane and connections to each other are mutual TLS serve a
@@ -58,7 +39,7 @@ func TestWorkersOverMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	ca, other := pkitest.NewCA(t, "prefill", "decode", "coordinator"), pkitest.NewCA(t, "coordinator")
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	start := func(role cluster.Role) string {
 		server, client := pkitest.Configs(t, ca, string(role))

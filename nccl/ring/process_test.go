@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemllm/tandem/internal/syncbuf"
 	"github.com/tandemllm/tandem/nccl"
 	"github.com/tandemllm/tandem/pki"
 	"github.com/tandemllm/tandem/pki/pkitest"
@@ -90,7 +91,7 @@ type line struct {
 type rankProcs struct {
 	cmds    []*exec.Cmd
 	stdins  []io.Writer
-	stderrs []*syncBuffer
+	stderrs []*syncbuf.Buffer
 	lines   chan line
 	timeout *time.Timer
 }
@@ -99,13 +100,13 @@ type rankProcs struct {
 // environment; the whole exchange with them must end within 20 s.
 func startRanks(t *testing.T, n int, env ...string) *rankProcs {
 	t.Helper()
-	p := &rankProcs{cmds: make([]*exec.Cmd, n), stdins: make([]io.Writer, n), stderrs: make([]*syncBuffer, n),
+	p := &rankProcs{cmds: make([]*exec.Cmd, n), stdins: make([]io.Writer, n), stderrs: make([]*syncbuf.Buffer, n),
 		lines: make(chan line, 64), timeout: time.NewTimer(20 * time.Second)}
 	t.Cleanup(func() { p.timeout.Stop() })
 	for r := range n {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(append(os.Environ(), fmt.Sprintf("%s=%d/%d", childEnv, r, n)), env...)
-		p.stderrs[r] = &syncBuffer{}
+		p.stderrs[r] = &syncbuf.Buffer{}
 		cmd.Stderr = io.MultiWriter(os.Stderr, p.stderrs[r])
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {

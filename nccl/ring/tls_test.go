@@ -1,7 +1,6 @@
 package ring
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -10,10 +9,10 @@ import (
 	"net"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/tandemllm/tandem/internal/syncbuf"
 	"github.com/tandemllm/tandem/nccl"
 	"github.com/tandemllm/tandem/pki/pkitest"
 )
@@ -27,24 +26,6 @@ func tlsOptions(t testing.TB, dir, name string) Options {
 }
 
 func newCA(t testing.TB) string { return pkitest.NewCA(t, "a", "b", "c") }
-
-// syncBuffer is a log destination written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // A group over mutual TLS computes what one over TCP does.
 func TestTLSGroup(t *testing.T) {
@@ -68,7 +49,7 @@ func TestTLSRefusesStrangers(t *testing.T) {
 	t.Cleanup(func() { leakCheck(t) })
 	dir, other := newCA(t), newCA(t)
 	lns, addrs := listeners(t, 2)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	opts := []Options{tlsOptions(t, dir, "a"), tlsOptions(t, dir, "b")}
 	opts[0].Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	strangerOpts := tlsOptions(t, other, "b")
