@@ -95,8 +95,11 @@ func TestWorkersOverMutualTLS(t *testing.T) {
 			if tc.cfg == nil {
 				return // plain TCP: refused as a TLS handshake, logged below for the others
 			}
-			if got := strings.Count(logs.String(), "refused a connection at its TLS handshake"); got <= before {
-				t.Fatalf("the decode rank did not log the refusals:\n%s", logs.String())
+			// The client may see the refusal before the worker logs it.
+			if text, err := logs.Await(ctx, func(s string) bool {
+				return strings.Count(s, "refused a connection at its TLS handshake") > before
+			}); err != nil {
+				t.Fatalf("the decode rank did not log the refusals: %v\n%s", err, text)
 			}
 		})
 	}
