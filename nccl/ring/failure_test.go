@@ -109,6 +109,32 @@ func TestMismatchReportedOnEveryRank(t *testing.T) {
 	}
 }
 
+// Ranks of a group of 4 whose SmallMessageBytes differ split an
+// allreduce between recursive doubling and the ring. Ranks 0 and 2 read
+// the ring rank's header (rank 0 from it, rank 2 relayed by rank 0) and
+// report the mismatch; rank 3, whose partner at its second step is the
+// ring rank, gets one header where it waits for two, and the ring rank
+// waits for headers that doubling never sends it: both see the others'
+// abort. Nobody hangs.
+func TestThresholdsDisagree(t *testing.T) {
+	t.Cleanup(func() { leakCheck(t) }) // registered first: runs after every Close
+	comms := newGroup(t, 4, func(r int) Options {
+		if r == 1 {
+			return Options{SmallMessageBytes: 1 << 10}
+		}
+		return Options{}
+	})
+	errs := onAll(4, func(r int) error { return comms[r].AllReduce(context.Background(), f32(1024)) })
+	for r, want := range []error{nccl.ErrMismatch, nccl.ErrPeerLost, nccl.ErrMismatch, nccl.ErrPeerLost} {
+		if !errors.Is(errs[r], want) {
+			t.Errorf("rank %d: %v, want %v", r, errs[r], want)
+		}
+		if want == nccl.ErrMismatch && !strings.Contains(errs[r].Error(), "rank 1 called allreduce of 1024 f32 (ring)") {
+			t.Errorf("rank %d: %q does not name the ring rank's call", r, errs[r])
+		}
+	}
+}
+
 func TestPeerLost(t *testing.T) {
 	t.Cleanup(func() { leakCheck(t) }) // registered first: runs after every Close
 	tests := []struct {
