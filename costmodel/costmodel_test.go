@@ -257,7 +257,8 @@ func TestTCPAllReduce(t *testing.T) {
 }
 
 // A decode step at the bandwidth roofline reads every weight of the
-// rank once, the LM head, and the sequence's KV.
+// rank once, the LM head, and the sequence's KV; the CPU profile's kernels
+// stream and compute in turn, so its arithmetic adds to the reads.
 func TestDecodeStepAtTheBandwidthRoofline(t *testing.T) {
 	cpuShape, _ := presetShape(t, "llama-160m", KindCPU)
 	m := newModel(t, cpuShape, "cpu", "loopback", &unit)
@@ -267,11 +268,15 @@ func TestDecodeStepAtTheBandwidthRoofline(t *testing.T) {
 	}
 	// Layers: 12 × (1024·64·(2·16+2·8) + 3·1024·2048) × 4 B = 452,984,832 B;
 	// LM head: 50257 × 1024 × 4 B = 205,852,672 B; KV: (100+1 read +1
-	// written) × 49,152 B = 5,013,504 B. At 14.8 GB/s:
-	near(t, "linear", c.Linear, 452984832/14.8e9)
-	near(t, "LM head", c.LMHead, 205852672/14.8e9)
-	near(t, "attention", c.Attention, 5013504/14.8e9)
-	near(t, "compute", c.Compute(), 663851008/14.8e9) // 44.855 ms
+	// written) × 49,152 B = 5,013,504 B, at 14.8 GB/s; plus 2 FLOPs per
+	// weight and 4 per (query, key) pair and head dimension at 166 GFLOP/s.
+	linear := 452984832/14.8e9 + 2*113246208/166e9
+	head := 205852672/14.8e9 + 2*51463168/166e9
+	attention := 5013504/14.8e9 + 4*101*12*1024/166e9
+	near(t, "linear", c.Linear, linear)
+	near(t, "LM head", c.LMHead, head)
+	near(t, "attention", c.Attention, attention)
+	near(t, "compute", c.Compute(), linear+head+attention) // 46.8 ms
 
 	// Llama-3.1-8B shape, bf16, on one H100 SXM: 7,504,658,432 weights
 	// × 2 B = 15,009,316,864 B at 3.35 TB/s = 4.4804 ms.
@@ -305,10 +310,26 @@ func TestPrefillStepAtTheComputeRoofline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 2 × 512 × 113,246,208 layer weights = 115.96 GFLOP at 166 GFLOP/s.
-	near(t, "linear", c.Linear, 2*512*113246208/166e9)
-	// Attention: 4 × (512·513/2 pairs) × 12 layers × 16·64 = 6.4575 GFLOP.
-	near(t, "attention", c.Attention, 4*131328*12*1024/166e9)
+	// 2 × 512 × 113,246,208 layer weights = 115.96 GFLOP at 166 GFLOP/s,
+	// after reading them at 14.8 GB/s (the CPU profile's serial kernels).
+	near(t, "linear", c.Linear, 2*512*113246208/166e9+452984832/14.8e9)
+	// Attention: 4 × (512·513/2 pairs) × 12 layers × 16·64 = 6.4575 GFLOP,
+	// after 512 × 2 KV rows of 49,152 B.
+	near(t, "attention", c.Attention, 4*131328*12*1024/166e9+1024*49152/14.8e9)
+
+	// On a GPU the roofline is the larger: a 512-token prefill of the 8B
+	// shape's 6,979,321,856 layer weights is compute alone, 2 × 512 FLOPs
+	// per weight at 989 TFLOP/s (7.23 ms; their bf16 read is 4.17 ms).
+	s8, err := NewShape("Llama-3.1-8B", llama8B(t), KindGPU, DTypes{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newModel(t, s8, "h100-sxm", "ib-400g", &unit)
+	c8, err := h.Step(Group{1, 1}, []Rows{{Pos: 0, Rows: 512, Sample: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	near(t, "8B linear", c8.Linear, 2*512*6979321856/989e12)
 }
 
 func TestLargerTPNeverLowersAllReduceBytes(t *testing.T) {
@@ -453,12 +474,14 @@ func TestKVCacheDType(t *testing.T) {
 	bf16, _ := NewShape("llama-160m", c, KindCPU, DTypes{KV: 2})
 	m32, m16 := newModel(t, fp32, "cpu", "eth-25g", &unit), newModel(t, bf16, "cpu", "eth-25g", &unit)
 	// A decode row at position 4000 reads 4002 tokens of KV: 196.7 MB in
-	// fp32 at 14.8 GB/s, half of it in bf16.
+	// fp32 at 14.8 GB/s, half of it in bf16; then (the CPU's serial
+	// kernels) the same 4·4001·12·1024 FLOPs at 166 GFLOP/s in both.
 	row := []Rows{{Pos: 4000, Rows: 1, Sample: true}}
 	c32, _ := m32.Step(Group{1, 1}, row)
 	c16, _ := m16.Step(Group{1, 1}, row)
-	near(t, "fp32 decode attention", c32.Attention, 4002*49152/14.8e9)
-	near(t, "bf16 decode attention", c16.Attention, 4002*24576/14.8e9)
+	flops := 4 * 4001 * 12 * 1024 / 166e9
+	near(t, "fp32 decode attention", c32.Attention, 4002*49152/14.8e9+flops)
+	near(t, "bf16 decode attention", c16.Attention, 4002*24576/14.8e9+flops)
 	x32, _ := m32.KVTransfer(1, 1, 2048, false)
 	x16, _ := m16.KVTransfer(1, 1, 2048, false)
 	near(t, "bf16 transfer", x16-10.5e-6, (x32-10.5e-6)/2)

@@ -53,6 +53,12 @@ type Hardware struct {
 	// Shared: every rank on a node shares the one device (CPU processes
 	// sharing cores), so busy ranks slow each other down.
 	Shared bool `json:"shared,omitempty"`
+	// SerialMemoryCompute: the device's kernels do not overlap streaming
+	// a matrix from memory with the arithmetic on it (the CPU's tile
+	// kernels: at decode batch sizes a step costs about the sum of its
+	// memory and compute times, docs/benchmarking.md), so a product costs
+	// the sum; otherwise the larger of the two (a GPU's roofline).
+	SerialMemoryCompute bool `json:"serial_memory_compute,omitempty"`
 	// Cores is, on a shared device, how many threads run at once (a CPU
 	// machine's cores). MemoryBandwidth and PeakFLOPS are all of them
 	// together: a rank computing with T threads while N threads are

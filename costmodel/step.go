@@ -77,7 +77,8 @@ type Rows struct {
 
 // StepCost is one step of a group, in seconds, as one rank spends it.
 // Linear, Attention and LMHead are rooflines: the larger of bytes read
-// over effective bandwidth and FLOPs over effective peak, for a rank
+// over effective bandwidth and FLOPs over effective peak (their sum on a
+// device with SerialMemoryCompute), for a rank
 // with the device to itself (on a shared device the time stretches with
 // the ranks busy beside it: see Compute).
 type StepCost struct {
@@ -130,13 +131,13 @@ func (m *Model) Step(g Group, batch []Rows) (StepCost, error) {
 	}
 	L, rows := float64(s.Layers), float64(c.Rows)
 	wBytes := L * r.layerWeights * float64(s.WeightBytes)
-	c.Linear = max(wBytes/bw, 2*rows*L*r.layerWeights/peak)
+	c.Linear = m.roofline(wBytes/bw, 2*rows*L*r.layerWeights/peak)
 	attnFLOPs := 4 * pairs * L * float64(r.qHeads*s.HeadDim)
-	c.Attention = max(kvTokens*r.kvPerTokenRnk/bw, attnFLOPs/peak)
+	c.Attention = m.roofline(kvTokens*r.kvPerTokenRnk/bw, attnFLOPs/peak)
 	logits := float64(c.Sampled) * float64(s.Vocab)
 	if c.Sampled > 0 {
 		head := float64(r.vocab * s.Hidden)
-		c.LMHead = max(head*float64(s.WeightBytes)/bw, 2*float64(c.Sampled)*head/peak)
+		c.LMHead = m.roofline(head*float64(s.WeightBytes)/bw, 2*float64(c.Sampled)*head/peak)
 		c.Sampling = logits * e.SamplePerLogit
 		if m.host > 0 {
 			c.Sampling += logits * 4 / m.host
@@ -154,6 +155,14 @@ func (m *Model) Step(g Group, batch []Rows) (StepCost, error) {
 		c.Broadcast = 2 * m.coll.Broadcast(span, float64(4*(3*c.Rows+4*len(batch))))
 	}
 	return c, nil
+}
+
+// roofline is a product's time from its memory and compute times.
+func (m *Model) roofline(memory, compute float64) float64 {
+	if m.HW.SerialMemoryCompute {
+		return memory + compute
+	}
+	return max(memory, compute)
 }
 
 // AllReduce is the time of one allreduce of bytes on group g.
