@@ -15,15 +15,9 @@ import (
 // sums depend on their order: a result that matches doublingSum bit for
 // bit was summed by the recursive-doubling tree.
 func roughInputs(n, count int, seed uint64) [][]float32 {
-	rng := rand.New(rand.NewPCG(seed, 11))
-	out := make([][]float32, n)
-	for r := range out {
-		out[r] = make([]float32, count)
-		for i := range out[r] {
-			out[r][i] = float32(rng.NormFloat64() * math.Exp2(float64(rng.IntN(20)-10)))
-		}
-	}
-	return out
+	return randomInputs(n, count, rand.New(rand.NewPCG(seed, 11)), func(rng *rand.Rand) float32 {
+		return float32(rng.NormFloat64() * math.Exp2(float64(rng.IntN(20)-10)))
+	})
 }
 
 // doublingSum is the recursive-doubling tree summed here in one place:
