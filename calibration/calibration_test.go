@@ -68,9 +68,10 @@ func TestLoadCases(t *testing.T) {
 	}
 }
 
-// A prefix_repetition run replays with its prompts' prefixes: dealt
-// round-robin over the dataset's prefixes, new ones each round.
-func TestLoadCasesWithPrefixes(t *testing.T) {
+// fixtureCases loads the cases of the fixture report after edit has
+// changed its JSON.
+func fixtureCases(t *testing.T, edit func(rep map[string]any)) []Case {
+	t.Helper()
 	b, err := os.ReadFile(fixture)
 	if err != nil {
 		t.Fatal(err)
@@ -79,10 +80,8 @@ func TestLoadCasesWithPrefixes(t *testing.T) {
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
 	}
-	w := rep["workload"].(map[string]any)
-	w["dataset_name"], w["prefix_repetition_prefix_len"], w["prefix_repetition_num_prefixes"] = "prefix_repetition", 100, 2
-	rep["rounds"] = 2
-	file := filepath.Join(t.TempDir(), "prefix.json")
+	edit(rep)
+	file := filepath.Join(t.TempDir(), "report.json")
 	if b, err = json.Marshal(rep); err != nil {
 		t.Fatal(err)
 	}
@@ -93,6 +92,17 @@ func TestLoadCasesWithPrefixes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cases
+}
+
+// A prefix_repetition run replays with its prompts' prefixes: dealt
+// round-robin over the dataset's prefixes, new ones each round.
+func TestLoadCasesWithPrefixes(t *testing.T) {
+	cases := fixtureCases(t, func(rep map[string]any) {
+		w := rep["workload"].(map[string]any)
+		w["dataset_name"], w["prefix_repetition_prefix_len"], w["prefix_repetition_num_prefixes"] = "prefix_repetition", 100, 2
+		rep["rounds"] = 2
+	})
 	for _, c := range cases {
 		var got []int
 		for _, r := range c.Workload.Requests {
@@ -125,31 +135,14 @@ func TestRunBlocks(t *testing.T) {
 			t.Errorf("%s: blocks %v, want %v", c.name, got, c.want)
 		}
 	}
-	b, err := os.ReadFile(fixture)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep map[string]any
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range rep["points"].([]any) {
-		for _, cp := range p.(map[string]any)["configurations"].([]any) {
-			res := cp.(map[string]any)["result"].(map[string]any)
-			res["request_ids"] = []string{"b-r0h0-p0-0", "b-r0h0-p0-1", "b-r0h1-p0-0", "b-r0h1-p0-1"}
+	cases := fixtureCases(t, func(rep map[string]any) {
+		for _, p := range rep["points"].([]any) {
+			for _, cp := range p.(map[string]any)["configurations"].([]any) {
+				res := cp.(map[string]any)["result"].(map[string]any)
+				res["request_ids"] = []string{"b-r0h0-p0-0", "b-r0h0-p0-1", "b-r0h1-p0-0", "b-r0h1-p0-1"}
+			}
 		}
-	}
-	file := filepath.Join(t.TempDir(), "halves.json")
-	if b, err = json.Marshal(rep); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(file, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cases, err := LoadCases(file)
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	for _, c := range cases {
 		var got []int
 		for _, r := range c.Workload.Requests {
