@@ -2,6 +2,7 @@ package costmodel
 
 import (
 	"math"
+	"math/bits"
 )
 
 // NCCL's tuning model (src/graph/tuning.cc, NCCL 2.18-2.19): a collective
@@ -40,7 +41,7 @@ var (
 )
 
 // tcpSmallMessage is nccl/ring's Options.SmallMessageBytes default: an
-// allreduce of at most this many bytes takes the direct exchange.
+// allreduce of at most this many bytes takes recursive doubling.
 const tcpSmallMessage = 64 << 10
 
 // Span is where a collective's ranks sit: N ranks over Nodes nodes.
@@ -179,9 +180,21 @@ func (c collectives) ncclRingOnce(s Span, hops, wire float64) float64 {
 func (c collectives) tcpAllReduce(n int, bytes float64) float64 {
 	alpha, beta := c.tcp()
 	if bytes <= tcpSmallMessage || bytes < float64(4*n) {
-		return alpha + float64(n-1)*bytes/beta
+		return float64(doublingSteps(n)) * (alpha + bytes/beta)
 	}
 	return 2 * float64(n-1) * (alpha + bytes/float64(n)/beta)
+}
+
+// doublingSteps is the whole-buffer exchanges in a row of nccl/ring's
+// recursive doubling over n ranks: log2 p for the largest power of two p
+// <= n, and where n is not one, the extra ranks' fold in and the result's
+// trip back.
+func doublingSteps(n int) int {
+	steps := bits.Len(uint(n)) - 1
+	if n&(n-1) != 0 {
+		steps += 2
+	}
+	return steps
 }
 
 // tcp is the latency and bandwidth of one TCP message between two ranks:

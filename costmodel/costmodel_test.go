@@ -234,7 +234,7 @@ func TestRingAllReduceForNRanks(t *testing.T) {
 	}
 }
 
-// Tandem's TCP ring on CPUs: a direct exchange up to 64 KiB, a ring beyond.
+// Tandem's TCP ring on CPUs: recursive doubling up to 64 KiB, a ring beyond.
 func TestTCPAllReduce(t *testing.T) {
 	s, _ := presetShape(t, "llama-160m", KindCPU)
 	m := newModel(t, s, "cpu", "loopback", &unit)
@@ -245,7 +245,9 @@ func TestTCPAllReduce(t *testing.T) {
 		bytes float64
 		want  float64
 	}{
-		{"direct n=4 16KiB", 4, 16 << 10, 8.5e-6 + 3*16384/1.4e9},  // 43.608 µs
+		{"doubling n=4 16KiB", 4, 16 << 10, 2 * (8.5e-6 + 16384/1.4e9)}, // 40.405 µs
+		{"doubling n=5 16KiB", 5, 16 << 10, 4 * (8.5e-6 + 16384/1.4e9)}, // fold in, 2 steps, result out
+		{"doubling n=8 4KiB", 8, 4 << 10, 3 * (8.5e-6 + 4096/1.4e9)},
 		{"ring n=2 1MiB", 2, 1 << 20, 2 * (8.5e-6 + 524288/1.4e9)}, // 765.98 µs
 		{"ring n=4 1MiB", 4, 1 << 20, 6 * (8.5e-6 + 262144/1.4e9)}, // 1174.5 µs
 	} {
@@ -253,7 +255,7 @@ func TestTCPAllReduce(t *testing.T) {
 	}
 	shaped := newModel(t, s, "cpu", "eth-25g", &unit)
 	// eth-25g: netshape's 2 µs more latency, bandwidth min(3.125, 1.4) GB/s.
-	near(t, "direct n=2 4KiB over eth-25g", shaped.AllReduce(Group{2, 1}, 4096), 10.5e-6+4096/1.4e9)
+	near(t, "doubling n=2 4KiB over eth-25g", shaped.AllReduce(Group{2, 1}, 4096), 10.5e-6+4096/1.4e9)
 }
 
 // A decode step at the bandwidth roofline reads every weight of the

@@ -47,8 +47,8 @@ func (c *Comm) closeConns() {
 }
 
 // AllReduce sums buf across the group, in place. Every rank ends with the
-// same bits. Small buffers take the latency path (one exchange of whole
-// buffers, summed in rank order); large ones the bandwidth-optimal ring.
+// same bits. Small buffers take the latency path (recursive doubling,
+// doubling.go); large ones the bandwidth-optimal ring.
 func (c *Comm) AllReduce(ctx context.Context, buf nccl.Buffer) error {
 	defer c.record(nccl.KindAllReduce, buf.Bytes(), -1, time.Now())
 	if err := checkHost(buf, "allreduce buffer"); err != nil {
@@ -56,77 +56,14 @@ func (c *Comm) AllReduce(ctx context.Context, buf nccl.Buffer) error {
 	}
 	h := header{kind: nccl.KindAllReduce, dtype: buf.DType(), count: uint64(buf.Count()), alg: algRing}
 	if buf.Bytes() <= c.opts.SmallMessageBytes || buf.Count() < c.size {
-		h.alg = algDirect
+		h.alg = algDoubling
 	}
 	return c.run(ctx, nccl.KindAllReduce, func() error {
-		if h.alg == algDirect {
-			return c.allReduceDirect(h, buf)
+		if h.alg == algDoubling {
+			return c.allReduceDoubling(h, buf)
 		}
 		return c.allReduceRing(h, buf)
 	})
-}
-
-// allReduceDirect sends the whole buffer to every peer and sums the n
-// buffers in rank order, so that every rank computes the same bits.
-func (c *Comm) allReduceDirect(h header, buf nccl.Buffer) error {
-	data := buf.Host()
-	if err := c.announce(h, data); err != nil {
-		return err
-	}
-	for _, p := range c.peers {
-		if p != nil {
-			if err := c.read(p, p.buf(len(data))); err != nil {
-				return err
-			}
-		}
-	}
-	if err := c.waitAll(); err != nil { // data is about to change
-		return err
-	}
-	if h.dtype == nccl.BF16 {
-		c.sumBF16(data)
-		return nil
-	}
-	// (v0 + v1) + v2 + …: the first addition commutes exactly, so ranks
-	// 0 and 1 add in place; the others keep their own values aside.
-	src := func(r int) []byte {
-		if r == c.rank {
-			return c.mine
-		}
-		return c.peers[r].scratch[:len(data)]
-	}
-	if c.rank <= 1 {
-		addF32(f32s(data), f32s(c.peers[1-c.rank].scratch[:len(data)]))
-	} else {
-		c.mine = append(c.mine[:0], data...)
-		sumF32(f32s(data), f32s(src(0)), f32s(src(1)))
-	}
-	for r := 2; r < c.size; r++ {
-		addF32(f32s(data), f32s(src(r)))
-	}
-	return nil
-}
-
-// sumBF16 sums every rank's bf16 values in float32, in rank order, and
-// rounds once.
-func (c *Comm) sumBF16(data []byte) {
-	n := len(data) / 2
-	if cap(c.acc) < n {
-		c.acc = make([]float32, n)
-	}
-	acc := c.acc[:n]
-	for r := range c.size {
-		src := data
-		if r != c.rank {
-			src = c.peers[r].scratch[:len(data)]
-		}
-		if r == 0 {
-			widenBF16(acc, u16s(src))
-		} else {
-			accBF16(acc, u16s(src))
-		}
-	}
-	narrowBF16(u16s(data), acc)
 }
 
 // chunk is the byte range of chunk i of n over count elements of size

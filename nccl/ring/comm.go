@@ -32,9 +32,9 @@ const headerBytes = 32
 // Algorithms, on the wire so that ranks configured with different
 // thresholds report a mismatch instead of mixing protocols.
 const (
-	algNone   = 0
-	algDirect = 1 // whole buffers to every peer
-	algRing   = 2 // reduce-scatter + all-gather around the ring
+	algNone     = 0
+	algRing     = 2 // reduce-scatter + all-gather around the ring
+	algDoubling = 3 // recursive doubling (1 was the retired all-to-all exchange)
 )
 
 // header is what a rank announces to a peer for one call.
@@ -105,7 +105,7 @@ func (h header) String() string {
 	case nccl.KindBroadcast:
 		return fmt.Sprintf("broadcast of %d %s from root %d", h.count, h.dtype, h.root)
 	case nccl.KindAllReduce:
-		alg := "direct"
+		alg := "doubling"
 		if h.alg == algRing {
 			alg = "ring"
 		}
@@ -130,7 +130,7 @@ type peer struct {
 	req     chan message
 	done    chan error
 	pending bool
-	out     [headerBytes]byte // header of the pending asynchronous message
+	out     []byte // header(s) of the pending asynchronous message
 }
 
 // message is a header and data to write, or a stream: segments written in
@@ -164,10 +164,14 @@ type Comm struct {
 	closed    atomic.Bool
 	broken    atomic.Pointer[error] // the error that aborted the communicator
 
-	out  []byte        // inline messages: header + data
-	mine []byte        // this rank's data saved by the direct allreduce
-	acc  []float32     // bf16 sums of the direct allreduce
+	out  []byte        // inline messages: header(s) + data
 	intr chan struct{} // signals that an interrupt finished
+
+	// State of the recursive-doubling allreduce (doubling.go).
+	hdrs    []header  // every rank's header of the call, as far as known
+	agree   bool      // every header known so far describes this rank's call
+	members []int     // the ranks whose headers a frame carries
+	acc     []float32 // bf16 partial sums, in float32
 }
 
 func newComm(rank, size int, opts Options, conns []net.Conn) *Comm {
@@ -364,21 +368,36 @@ func (p *peer) next(h header, b []byte) {
 // post writes h followed by data to p: from this goroutine when small,
 // else by p's writer while the caller goes on; wait collects the result.
 func (c *Comm) post(p *peer, h header, data []byte) error {
-	if headerBytes+len(data) <= inlineBytes {
-		n := headerBytes + len(data)
-		if cap(c.out) < n {
-			c.out = make([]byte, n, inlineBytes)
-		}
-		b := c.out[:n]
-		p.next(h, b)
-		copy(b[headerBytes:], data)
-		if _, err := p.conn.Write(b); err != nil {
-			return c.lost(p, err)
-		}
-		return nil
+	hdr := p.header(headerBytes)
+	p.next(h, hdr)
+	return c.postFrame(p, hdr, data)
+}
+
+// header returns p's buffer for the headers of its next frame.
+func (p *peer) header(n int) []byte {
+	if cap(p.out) < n {
+		p.out = make([]byte, n)
 	}
-	p.next(h, p.out[:])
-	return c.postRaw(p, p.out[:], data)
+	return p.out[:n]
+}
+
+// postFrame writes hdr (p's own buffer, see header) followed by data to
+// p, as post does.
+func (c *Comm) postFrame(p *peer, hdr, data []byte) error {
+	n := len(hdr) + len(data)
+	if n > inlineBytes {
+		return c.postRaw(p, hdr, data)
+	}
+	if cap(c.out) < n {
+		c.out = make([]byte, n, inlineBytes)
+	}
+	b := c.out[:n]
+	copy(b, hdr)
+	copy(b[len(hdr):], data)
+	if _, err := p.conn.Write(b); err != nil {
+		return c.lost(p, err)
+	}
+	return nil
 }
 
 // postRaw hands bytes to p's writer.
@@ -473,19 +492,14 @@ func (c *Comm) announce(h header, data []byte) error {
 // check compares every rank's header with rank 0's, so that every rank
 // names the same pair, then the per-pair sequence numbers.
 func (c *Comm) check(h header) error {
-	ref, refRank := h, c.rank
-	if c.rank != 0 {
-		ref, refRank = c.peers[0].got, 0
-	}
-	for r, p := range c.peers {
-		got := h
-		if p != nil {
-			got = p.got
+	err := c.mismatch(func(r int) header {
+		if r == c.rank {
+			return h
 		}
-		if !got.same(ref) {
-			return fmt.Errorf("ring: rank %d: %w: rank %d called %v, rank %d called %v",
-				c.rank, nccl.ErrMismatch, r, got, refRank, ref)
-		}
+		return c.peers[r].got
+	})
+	if err != nil {
+		return err
 	}
 	for _, p := range c.peers {
 		if p != nil {
@@ -494,6 +508,19 @@ func (c *Comm) check(h header) error {
 					c.rank, nccl.ErrMismatch, p.rank, p.got.seq, p.recvSeq)
 			}
 			p.recvSeq++
+		}
+	}
+	return nil
+}
+
+// mismatch compares every rank's header (got) with rank 0's: every rank
+// that knows all the headers names the same pair.
+func (c *Comm) mismatch(got func(r int) header) error {
+	ref := got(0)
+	for r := 1; r < c.size; r++ {
+		if h := got(r); !h.same(ref) {
+			return fmt.Errorf("ring: rank %d: %w: rank %d called %v, rank 0 called %v",
+				c.rank, nccl.ErrMismatch, r, h, ref)
 		}
 	}
 	return nil

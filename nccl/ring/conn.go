@@ -19,8 +19,9 @@ import (
 )
 
 // Options configure a communicator. Zero fields take the defaults; every
-// rank of a group must use the same SmallMessageBytes (a difference is
-// reported as a mismatch at the first allreduce, not silently mixed).
+// rank of a group must use the same SmallMessageBytes (a difference fails
+// the first allreduce it splits, with a mismatch, or on groups of more
+// than two with ErrPeerLost at some ranks; it is never silently mixed).
 type Options struct {
 	// Group names the group; a peer of another group is refused at the
 	// handshake (default "": all unnamed groups match).
@@ -28,8 +29,9 @@ type Options struct {
 	// Recorder, if not nil, receives a record of every call (default none).
 	Recorder nccl.Recorder
 	// SmallMessageBytes is the largest AllReduce that takes the latency
-	// path, every rank sending its whole buffer to every other, instead of
-	// the bandwidth-optimal ring (default 64 KiB).
+	// path, recursive doubling (⌈log2 n⌉ exchanges of the whole buffer,
+	// one more when n is not a power of two), instead of the
+	// bandwidth-optimal ring (default 64 KiB).
 	SmallMessageBytes int
 	// PeerTimeout bounds how long a peer whose host stopped answering
 	// (no FIN, no RST: a dead machine, a cut cable) goes unnoticed: TCP

@@ -19,19 +19,27 @@
 // root). All ranks of a collective read every header before any data, so
 // a mismatch is reported by every rank with the same words, naming both
 // sides; data is then read into this rank's own buffers, sized by its own
-// call, so a header claiming another shape allocates nothing. Send and Recv exchange headers too: the receiver answers the
-// sender, so both see a mismatch.
+// call, so a header claiming another shape allocates nothing. Send and
+// Recv exchange headers too: the receiver answers the sender, so both see
+// a mismatch.
 //
 // AllReduce of at most Options.SmallMessageBytes (or of fewer elements
-// than ranks) takes the latency path: each rank sends its whole buffer to
-// every other, and each sums the n buffers in rank order (bf16 in float32,
-// rounded once), so one exchange suffices and every rank gets the same
-// bits. Larger buffers take the bandwidth-optimal ring: n-1
-// reduce-scatter steps then n-1 all-gather steps, a writer goroutine
-// sending one chunk to the right while the caller receives the next from
-// the left and adds it segment by segment. bf16 partial sums are rounded
-// to bf16 at each ring step, as NCCL does. AllGather and Broadcast send
-// straight to every peer.
+// than ranks) takes the latency path, recursive doubling: ranks beyond
+// the largest power of two p ≤ n first fold their buffers into ranks
+// 0..n-p-1; then log2 p steps, each a swap of whole partial sums with
+// rank XOR 2^k; then the folded ranks get the result. Both partners of a
+// step add the same two partial sums, so every rank gets the same bits,
+// run after run. bf16 is summed in float32 and rounded once. Its frames
+// carry, ahead of the data, the headers of every rank they sum, so every
+// rank still sees every header; after a disagreement the steps go on
+// with headers alone, and every rank on this path reports the mismatch
+// in the same words (a rank that made another kind of call may see the
+// others' abort, ErrPeerLost, first). Larger buffers take the
+// bandwidth-optimal ring: n-1 reduce-scatter steps then n-1 all-gather
+// steps, a writer goroutine sending one chunk to the right while the
+// caller receives the next from the left and adds it segment by segment.
+// bf16 partial sums are rounded to bf16 at each ring step, as NCCL does.
+// AllGather and Broadcast send straight to every peer.
 //
 // Any failure breaks the communicator for good and closes all its
 // connections, so that the failure reaches every rank: a lost peer

@@ -3,6 +3,7 @@ package ring
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -37,6 +38,20 @@ func TestMismatchReportedOnEveryRank(t *testing.T) {
 			}
 			return c.AllReduce(bg, f32(10))
 		}, []string{"rank 2 called allreduce of 10 bf16", "rank 0 called allreduce of 10 f32"}},
+		// Recursive doubling relays the headers: a folded rank's and a
+		// core's mismatch reach every rank in the same words.
+		{"sizes of 5", 5, nil, func(r int, c *Comm) error {
+			if r == 4 {
+				return c.AllReduce(bg, f32(100))
+			}
+			return c.AllReduce(bg, f32(99))
+		}, []string{"rank 4 called allreduce of 100 f32 (doubling)", "rank 0 called allreduce of 99 f32 (doubling)"}},
+		{"dtypes of 8", 8, nil, func(r int, c *Comm) error {
+			if r == 5 {
+				return c.AllReduce(bg, bf16(4096))
+			}
+			return c.AllReduce(bg, f32(4096))
+		}, []string{"rank 5 called allreduce of 4096 bf16", "rank 0 called allreduce of 4096 f32"}},
 		{"kinds", 3, nil, func(r int, c *Comm) error {
 			if r == 0 {
 				return c.Barrier(bg)
@@ -50,10 +65,10 @@ func TestMismatchReportedOnEveryRank(t *testing.T) {
 				return c.AllReduce(bg, f32(1<<20))
 			}
 			return c.AllReduce(bg, f32(16))
-		}, []string{"rank 1 called allreduce of 1048576 f32 (ring)", "rank 0 called allreduce of 16 f32 (direct)"}},
+		}, []string{"rank 1 called allreduce of 1048576 f32 (ring)", "rank 0 called allreduce of 16 f32 (doubling)"}},
 		{"thresholds", 2, func(r int) Options { return Options{SmallMessageBytes: 1 << (10 + 10*r)} },
 			func(r int, c *Comm) error { return c.AllReduce(bg, f32(4096)) },
-			[]string{"rank 1 called allreduce of 4096 f32 (direct)", "rank 0 called allreduce of 4096 f32 (ring)"}},
+			[]string{"rank 1 called allreduce of 4096 f32 (doubling)", "rank 0 called allreduce of 4096 f32 (ring)"}},
 		{"send and recv sizes", 2, nil, func(r int, c *Comm) error {
 			if r == 0 {
 				return c.Send(bg, f32(8), 1)
@@ -94,6 +109,32 @@ func TestMismatchReportedOnEveryRank(t *testing.T) {
 	}
 }
 
+// Ranks of a group of 4 whose SmallMessageBytes differ split an
+// allreduce between recursive doubling and the ring. Ranks 0 and 2 read
+// the ring rank's header (rank 0 from it, rank 2 relayed by rank 0) and
+// report the mismatch; rank 3, whose partner at its second step is the
+// ring rank, gets one header where it waits for two, and the ring rank
+// waits for headers that doubling never sends it: both see the others'
+// abort. Nobody hangs.
+func TestThresholdsDisagree(t *testing.T) {
+	t.Cleanup(func() { leakCheck(t) }) // registered first: runs after every Close
+	comms := newGroup(t, 4, func(r int) Options {
+		if r == 1 {
+			return Options{SmallMessageBytes: 1 << 10}
+		}
+		return Options{}
+	})
+	errs := onAll(4, func(r int) error { return comms[r].AllReduce(context.Background(), f32(1024)) })
+	for r, want := range []error{nccl.ErrMismatch, nccl.ErrPeerLost, nccl.ErrMismatch, nccl.ErrPeerLost} {
+		if !errors.Is(errs[r], want) {
+			t.Errorf("rank %d: %v, want %v", r, errs[r], want)
+		}
+		if want == nccl.ErrMismatch && !strings.Contains(errs[r].Error(), "rank 1 called allreduce of 1024 f32 (ring)") {
+			t.Errorf("rank %d: %q does not name the ring rank's call", r, errs[r])
+		}
+	}
+}
+
 func TestPeerLost(t *testing.T) {
 	t.Cleanup(func() { leakCheck(t) }) // registered first: runs after every Close
 	tests := []struct {
@@ -102,6 +143,8 @@ func TestPeerLost(t *testing.T) {
 		count int // f32 elements of the allreduce the others are in
 	}{
 		{"small", 4, 1024},
+		{"small, a folded rank leaves", 5, 1024},
+		{"small of 8", 8, 4096},
 		{"ring", 4, 1 << 20},
 		{"pair", 2, 4 << 20},
 	}
@@ -148,38 +191,12 @@ func TestContext(t *testing.T) {
 			return ctx, cancel
 		}, context.Canceled},
 	}
+	// The ring, and recursive doubling where rank 0 waits for the rank
+	// folded into it.
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			comms := newGroup(t, 3, nil)
-			ctx, cancel := tt.ctx()
-			defer cancel()
-			done := make(chan error, 1)
-			// Rank 0 waits for ranks that never come.
-			go func() { done <- comms[0].AllReduce(ctx, f32(1<<20)) }()
-			if tt.want == context.Canceled {
-				cancel()
-			}
-			select {
-			case err := <-done:
-				if !errors.Is(err, tt.want) {
-					t.Fatalf("rank 0: %v, want %v", err, tt.want)
-				}
-			case <-time.After(2 * time.Second):
-				t.Fatal("rank 0 ignored its context")
-			}
-			// The others come late to the same call and see rank 0 gone.
-			errs := onAll(3, func(r int) error {
-				if r == 0 {
-					return nil
-				}
-				return comms[r].AllReduce(context.Background(), f32(1<<20))
-			})
-			for r := 1; r < 3; r++ {
-				if !errors.Is(errs[r], nccl.ErrPeerLost) {
-					t.Errorf("rank %d: %v, want ErrPeerLost", r, errs[r])
-				}
-			}
-		})
+		for _, count := range []int{1 << 20, 1000} {
+			t.Run(fmt.Sprintf("%s/%d", tt.name, count), func(t *testing.T) { contextEnds(t, tt.ctx, tt.want, count) })
+		}
 	}
 	t.Run("completed calls keep the group", func(t *testing.T) {
 		comms := newGroup(t, 2, nil)
@@ -190,6 +207,38 @@ func TestContext(t *testing.T) {
 		}
 		noErrors(t, onAll(2, func(r int) error { return comms[r].AllReduce(context.Background(), f32(1<<18)) }))
 	})
+}
+
+// contextEnds: rank 0 of 3 calls an allreduce of count elements alone, so
+// its ctx ends inside the call; the others come late and see it gone.
+func contextEnds(t *testing.T, mkCtx func() (context.Context, context.CancelFunc), want error, count int) {
+	comms := newGroup(t, 3, nil)
+	ctx, cancel := mkCtx()
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- comms[0].AllReduce(ctx, f32(count)) }()
+	if want == context.Canceled {
+		cancel()
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, want) {
+			t.Fatalf("rank 0: %v, want %v", err, want)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("rank 0 ignored its context")
+	}
+	errs := onAll(3, func(r int) error {
+		if r == 0 {
+			return nil
+		}
+		return comms[r].AllReduce(context.Background(), f32(count))
+	})
+	for r := 1; r < 3; r++ {
+		if !errors.Is(errs[r], nccl.ErrPeerLost) {
+			t.Errorf("rank %d: %v, want ErrPeerLost", r, errs[r])
+		}
+	}
 }
 
 func TestCloseUnblocksCall(t *testing.T) {

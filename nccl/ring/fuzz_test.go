@@ -47,7 +47,7 @@ func ringFrames(fromRank int, h header, data []byte) []byte {
 // puts a well-formed handshake before the bytes.
 func FuzzPeerBytes(f *testing.F) {
 	small := make([]byte, 16)
-	allReduce := header{kind: nccl.KindAllReduce, dtype: nccl.F32, alg: algDirect, count: 4}
+	allReduce := header{kind: nccl.KindAllReduce, dtype: nccl.F32, alg: algDoubling, count: 4}
 	f.Add(ringFrames(1, allReduce, small), uint8(0), false, false)
 	f.Add(ringFrames(0, allReduce, small), uint8(0), true, false)
 	f.Add(callFrame(allReduce, small), uint8(0), false, true)
@@ -209,7 +209,7 @@ func TestPeerBytesHarness(t *testing.T) {
 		if dialer {
 			from = 0
 		}
-		data := ringFrames(from, header{kind: nccl.KindAllReduce, dtype: nccl.F32, alg: algDirect, count: 4}, make([]byte, 16))
+		data := ringFrames(from, header{kind: nccl.KindAllReduce, dtype: nccl.F32, alg: algDoubling, count: 4}, make([]byte, 16))
 		// The first call's data read whole, the second call finds the
 		// peer gone (a truncated first call fails itself instead).
 		if err := fp.exchange(t, data, 0, dialer); !errors.Is(err, nccl.ErrPeerLost) || !strings.HasPrefix(err.Error(), "call 2:") {
@@ -219,7 +219,7 @@ func TestPeerBytesHarness(t *testing.T) {
 			t.Fatalf("a call cut short (peer dials: %v): %v, want the call to find the peer gone", !dialer, err)
 		}
 	}
-	bad := ringFrames(1, header{kind: nccl.KindAllReduce, dtype: nccl.F32, alg: algDirect, count: 4}, make([]byte, 16))
+	bad := ringFrames(1, header{kind: nccl.KindAllReduce, dtype: nccl.F32, alg: algDoubling, count: 4}, make([]byte, 16))
 	bad[helloBytes] ^= 0xff // the header's magic
 	if err := fp.exchange(t, bad, 0, false); !errors.Is(err, nccl.ErrMismatch) || !strings.Contains(err.Error(), "corrupt header") {
 		t.Fatalf("a corrupt header: %v, want ErrMismatch naming it", err)

@@ -23,10 +23,12 @@ import (
 
 // childEnv makes the test binary act as one rank of a group of separate
 // processes: "rank/size". With caEnv set too ("DIR NAME"), the rank holds
-// certificate NAME of the CA in DIR and the group is mutual TLS.
+// certificate NAME of the CA in DIR and the group is mutual TLS. countEnv,
+// if set, is the number of f32 elements of its allreduces.
 const (
 	childEnv = "TANDEM_RING_TEST_RANK"
 	caEnv    = "TANDEM_RING_TEST_CA"
+	countEnv = "TANDEM_RING_TEST_COUNT"
 )
 
 // childMain is a rank process: it prints its address, reads everyone's
@@ -69,7 +71,14 @@ func childMain() int {
 		return 1
 	}
 	defer c.Close()
-	buf := make([]float32, 1<<20) // 4 MiB: the ring path, long enough to be hit mid-way
+	count := 1 << 20 // 4 MiB: the ring path, long enough to be hit mid-way
+	if v := os.Getenv(countEnv); v != "" {
+		if _, err := fmt.Sscanf(v, "%d", &count); err != nil {
+			fmt.Println("FATAL", err)
+			return 1
+		}
+	}
+	buf := make([]float32, count)
 	for i := 0; ; i++ {
 		if err := c.AllReduce(context.Background(), nccl.Float32s(buf)); err != nil {
 			fmt.Printf("ERR %v %s\n", errors.Is(err, nccl.ErrPeerLost), strings.ReplaceAll(err.Error(), "\n", " "))
@@ -173,13 +182,27 @@ func (p *rankProcs) form(t *testing.T, addrs []string) {
 
 // TestKilledProcess runs each rank as its own process, SIGKILLs one in
 // the middle of a stream of allreduces and expects every other rank to
-// fail with ErrPeerLost within 2 seconds.
+// fail with ErrPeerLost within 2 seconds: on the ring path, and on the
+// recursive-doubling path, where the victim (rank 0 of 5) has a rank
+// folded into it.
 func TestKilledProcess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	const n, victim = 4, 2
-	p := startRanks(t, n)
+	tests := []struct {
+		name             string
+		n, victim, count int
+	}{
+		{"ring", 4, 2, 1 << 20},
+		{"doubling", 5, 0, 1000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { killRank(t, tt.n, tt.victim, tt.count) })
+	}
+}
+
+func killRank(t *testing.T, n, victim, count int) {
+	p := startRanks(t, n, fmt.Sprintf("%s=%d", countEnv, count))
 	p.form(t, p.addrs(t))
 	if err := p.cmds[victim].Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

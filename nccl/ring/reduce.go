@@ -12,6 +12,11 @@ func f32s(b []byte) []float32 {
 	return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/4)
 }
 
+// bytesF32 is the reverse view: the bytes of float32s, to send them.
+func bytesF32(f []float32) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(f))), 4*len(f))
+}
+
 func u16s(b []byte) []uint16 {
 	return unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/2)
 }
@@ -30,14 +35,6 @@ func addF32Generic(dst, src []float32) {
 	}
 	for ; i < len(dst); i++ {
 		dst[i] += src[i]
-	}
-}
-
-// sumF32 does dst = a + b.
-func sumF32(dst, a, b []float32) {
-	a, b = a[:len(dst)], b[:len(dst)]
-	for i := range dst {
-		dst[i] = a[i] + b[i]
 	}
 }
 

@@ -112,12 +112,18 @@ func noErrors(t *testing.T, errs []error) {
 // every f32 sum of up to 8 ranks is exact and every input is exact in
 // bf16.
 func inputs(n, count int, seed uint64) [][]float32 {
-	rng := rand.New(rand.NewPCG(seed, 7))
+	return randomInputs(n, count, rand.New(rand.NewPCG(seed, 7)), func(rng *rand.Rand) float32 {
+		return float32(rng.IntN(200)-100) / 8
+	})
+}
+
+// randomInputs are n ranks' count values drawn by value.
+func randomInputs(n, count int, rng *rand.Rand, value func(*rand.Rand) float32) [][]float32 {
 	out := make([][]float32, n)
 	for r := range out {
 		out[r] = make([]float32, count)
 		for i := range out[r] {
-			out[r][i] = float32(rng.IntN(200)-100) / 8
+			out[r][i] = value(rng)
 		}
 	}
 	return out

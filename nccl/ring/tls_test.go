@@ -37,7 +37,7 @@ func TestTLSGroup(t *testing.T) {
 		o.SmallMessageBytes = 64
 		return o
 	})
-	for _, count := range []int{4, 1000} { // the direct and the ring path
+	for _, count := range []int{4, 1000} { // recursive doubling (with a folded rank) and the ring
 		checkAllReduce(t, comms, nccl.F32, count)
 	}
 }
@@ -147,7 +147,7 @@ func TestTLSOtherClusterCannotJoin(t *testing.T) {
 // connection closed, and nothing near the claimed size allocated.
 func TestWrongShapeFrame(t *testing.T) {
 	claim := uint64(1) << 40 // 4 TiB of float32
-	data := ringFrames(1, header{kind: nccl.KindAllReduce, dtype: nccl.F32, alg: algDirect, count: claim}, make([]byte, 1024))
+	data := ringFrames(1, header{kind: nccl.KindAllReduce, dtype: nccl.F32, alg: algDoubling, count: claim}, make([]byte, 1024))
 	fp := newFakePeer(t)
 	var before, after runtime.MemStats
 	runtime.GC()
