@@ -107,6 +107,60 @@ func TestLoadCasesWithPrefixes(t *testing.T) {
 	}
 }
 
+// A compare result merges its rounds' (and their halves') runs; the
+// request IDs name each run, and each becomes a block of its own.
+func TestRunBlocks(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		ids  []string
+		n    int
+		want []int
+	}{
+		{"halves", []string{"b-x-r0h0-p0-0", "b-x-r0h0-p0-1", "b-x-r0h1-p0-0", "b-x-r0h1-p0-1", "b-x-r1h0-p0-0"}, 5, []int{0, 0, 1, 1, 2}},
+		{"rounds", []string{"b-x-r0-p0-9", "b-x-r0-p0-10", "b-x-r1-p0-0"}, 3, []int{0, 0, 1}},
+		{"one run", []string{"x-0", "x-1", "x-2"}, 3, []int{0, 0, 0}},
+		{"no IDs", nil, 2, []int{0, 0}},
+	} {
+		if got := runBlocks(c.ids, c.n); !slices.Equal(got, c.want) {
+			t.Errorf("%s: blocks %v, want %v", c.name, got, c.want)
+		}
+	}
+	b, err := os.ReadFile(fixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep map[string]any
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range rep["points"].([]any) {
+		for _, cp := range p.(map[string]any)["configurations"].([]any) {
+			res := cp.(map[string]any)["result"].(map[string]any)
+			res["request_ids"] = []string{"b-r0h0-p0-0", "b-r0h0-p0-1", "b-r0h1-p0-0", "b-r0h1-p0-1"}
+		}
+	}
+	file := filepath.Join(t.TempDir(), "halves.json")
+	if b, err = json.Marshal(rep); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases, err := LoadCases(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		var got []int
+		for _, r := range c.Workload.Requests {
+			got = append(got, r.Block)
+		}
+		if !slices.Equal(got, []int{0, 0, 1, 1}) {
+			t.Errorf("case %s: blocks %v, want 0, 0, 1, 1", c.Name, got)
+		}
+	}
+}
+
 func TestDeploymentOf(t *testing.T) {
 	for _, tc := range []struct {
 		args    []string

@@ -49,6 +49,7 @@ type result struct {
 	OutputLens []int     `json:"output_lens"`
 	Errors     []string  `json:"errors"`
 	StartTimes []float64 `json:"start_times"`
+	RequestIDs []string  `json:"request_ids"`
 }
 
 // Metrics compared, under vLLM's result keys.
@@ -146,11 +147,12 @@ func newCase(file string, rep compare.Report, p *compare.Point, cp *compare.Conf
 	if len(res.InputLens) == 0 || len(res.InputLens) != len(res.OutputLens) {
 		return c, errors.New("the result has no per-request input_lens and output_lens: run bench compare with --save-detailed")
 	}
+	blocks := runBlocks(res.RequestIDs, len(res.InputLens))
 	for i := range res.InputLens {
 		if i < len(res.Errors) && res.Errors[i] != "" || res.OutputLens[i] < 1 {
 			continue // a failed request: nothing to replay
 		}
-		c.Workload.Requests = append(c.Workload.Requests, simulator.Request{Input: res.InputLens[i], Output: res.OutputLens[i]})
+		c.Workload.Requests = append(c.Workload.Requests, simulator.Request{Input: res.InputLens[i], Output: res.OutputLens[i], Block: blocks[i]})
 	}
 	if w := rep.Workload; w.DatasetName == "prefix_repetition" && w.PrefixRepetitionPrefixLen > 0 {
 		// Which prefix each prompt had is not in the result: they are
@@ -189,6 +191,25 @@ func newCase(file string, rep compare.Report, p *compare.Point, cp *compare.Conf
 		}
 	}
 	return c, nil
+}
+
+// runBlocks numbers the bench runs a result merges, for each of its n
+// requests: compare runs every round's halves (older reports: every
+// round) as a run of its own, naming its requests with a prefix of the
+// run's and their number in it (bench.Options.IDPrefix), so a
+// new prefix is a new run. Without IDs the requests are one run.
+func runBlocks(ids []string, n int) []int {
+	out := make([]int, n)
+	if len(ids) != n {
+		return out
+	}
+	for i := 1; i < n; i++ {
+		out[i] = out[i-1]
+		if strings.TrimRight(ids[i], "0123456789") != strings.TrimRight(ids[i-1], "0123456789") {
+			out[i]++
+		}
+	}
+	return out
 }
 
 // upArgs is what a case replays of a configuration's `tandem up` flags.

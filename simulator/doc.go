@@ -14,7 +14,9 @@
 // A workload is Poisson (or gamma-bursty) arrivals at a request rate, or
 // a fixed concurrency, with prompt and output lengths drawn as `vllm
 // bench serve`'s random dataset draws them (optionally after one of a few
-// shared prefixes), or given request by request.
+// shared prefixes), or given request by request, in blocks run one
+// after another from an idle deployment (the runs a merged benchmark
+// result holds).
 // Results are the bench's: TTFT, TPOT, ITL and E2E latency percentiles,
 // throughput, throughput per GPU and goodput under SLOs, under
 // `vllm bench serve`'s key names. A run is deterministic for a seed.

@@ -27,7 +27,7 @@ type Options struct {
 type request struct {
 	Request
 	idx         int
-	arrival     float64   // the client's scheduled send time
+	arrival     float64   // the client's scheduled send time, from its block's start
 	sent        float64   // when it was sent (after the concurrency bound)
 	tokens      []float64 // the client's receive time of each output token
 	preemptions int
@@ -118,6 +118,7 @@ type sim struct {
 	reqs       []*request
 	backlog    []*request // waiting for the concurrency bound
 	inFlight   int
+	next, left int // the first request of the next block; the current block's unfinished
 	steps      int
 	stepErr    error
 	lastFinish float64
@@ -141,10 +142,9 @@ func Run(opts Options) (*Result, error) {
 		return nil, err
 	}
 	for i, r := range reqs {
-		req := &request{Request: r, idx: i, arrival: at[i], xferDone: -1}
-		s.reqs = append(s.reqs, req)
-		s.push(event{t: at[i], kind: evArrival, r: req})
+		s.reqs = append(s.reqs, &request{Request: r, idx: i, arrival: at[i], xferDone: -1})
 	}
+	s.startBlock(0)
 	for s.q.Len() > 0 {
 		ev := heap.Pop(&s.q).(event)
 		s.now = ev.t
@@ -490,7 +490,20 @@ func (s *sim) addPrefilled(r *request) {
 	s.kick(g)
 }
 
-// complete ends a request for the client and lets the next one in.
+// startBlock starts the client's next run, the requests of the next
+// block, at t.
+func (s *sim) startBlock(t float64) {
+	lo := s.next
+	for s.next < len(s.reqs) && s.reqs[s.next].Block == s.reqs[lo].Block {
+		r := s.reqs[s.next]
+		s.push(event{t: t + r.arrival, kind: evArrival, r: r})
+		s.next++
+	}
+	s.left = s.next - lo
+}
+
+// complete ends a request for the client and lets the next one in; the
+// last of a block starts the next block when the client has its token.
 func (s *sim) complete(r *request) {
 	r.done = !r.failed
 	s.inFlight--
@@ -499,6 +512,9 @@ func (s *sim) complete(r *request) {
 		next := s.backlog[0]
 		s.backlog = s.backlog[1:]
 		s.send(next)
+	}
+	if s.left--; s.left == 0 && s.next < len(s.reqs) {
+		s.startBlock(s.lastFinish)
 	}
 }
 

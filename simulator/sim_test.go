@@ -3,6 +3,7 @@ package simulator
 import (
 	"errors"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/tandemllm/tandem/bench"
@@ -274,6 +275,61 @@ func TestQueueingAndConcurrency(t *testing.T) {
 	if burst.Duration >= one.Duration {
 		t.Errorf("batching 6 requests took %.3g s, not less than one at a time (%.3g s)", burst.Duration, one.Duration)
 	}
+}
+
+// A merged benchmark result is several runs one after another: each
+// block starts on an idle deployment with its own concurrency bound and
+// arrival clock, so two blocks of the same requests give every latency
+// twice and take twice as long, while one block of them all keeps the
+// deployment busy from one request to the next and lets only the first
+// ones find it idle.
+func TestBlocksRunOneAfterAnother(t *testing.T) {
+	m := costModel(t, "llama-160m", "cpu", "loopback")
+	d := Deployment{Mode: ModeUnified, Unified: Pool{1, 1}}
+	for _, w := range []Workload{{MaxConcurrency: 2}, {RequestRate: 3, Seed: 5}} {
+		one := make([]Request, 6)
+		for i := range one {
+			one[i] = Request{Input: 256, Output: 12 + 8*(i%2)}
+		}
+		alone, err := Run(Options{Cost: m, Deployment: d, Workload: withRequests(w, one)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		two := append(slices.Clone(one), one...)
+		for i := range one {
+			two[len(one)+i].Block = 1
+		}
+		blocks, err := Run(Options{Cost: m, Deployment: d, Workload: withRequests(w, two)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range []struct {
+			name       string
+			got, alone Dist
+		}{{"TTFT", blocks.TTFT, alone.TTFT}, {"ITL", blocks.ITL, alone.ITL}, {"E2EL", blocks.E2EL, alone.E2EL}} {
+			twice := slices.Sorted(slices.Values(append(slices.Clone(x.alone.Samples), x.alone.Samples...)))
+			if !slices.EqualFunc(x.got.Samples, twice, func(a, b float64) bool { return math.Abs(a-b) < 1e-9 }) {
+				t.Errorf("%+v: two blocks' %s %v, want one block's twice %v", w, x.name, x.got.Samples, twice)
+			}
+		}
+		closeTo(t, "two blocks' duration", blocks.Duration, 2*alone.Duration)
+		merged, err := Run(Options{Cost: m, Deployment: d, Workload: withRequests(w, append(slices.Clone(one), one...))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if math.Abs(merged.TTFT.Mean/blocks.TTFT.Mean-1) < 0.01 {
+			t.Errorf("%+v: one block of 12 has the mean TTFT of two blocks of 6 (%.3g s): the blocks are not replayed", w, merged.TTFT.Mean)
+		}
+	}
+	bad := []Request{{Input: 8, Output: 8, Block: 1}, {Input: 8, Output: 8}}
+	if _, err := Run(Options{Cost: m, Deployment: d, Workload: Workload{Requests: bad}}); !errors.Is(err, ErrInvalidWorkload) {
+		t.Errorf("blocks 1, 0: %v, want ErrInvalidWorkload", err)
+	}
+}
+
+func withRequests(w Workload, reqs []Request) Workload {
+	w.Requests = reqs
+	return w
 }
 
 // A KV cache too small for every sequence at once preempts and still

@@ -15,16 +15,23 @@ var ErrInvalidWorkload = errors.New("invalid workload")
 // Request is one request of a workload: its prompt and output lengths in
 // tokens (the output is generated to its end, as with --ignore-eos), and
 // the shared prefix its prompt starts with: Prefix names it (0: none),
-// PrefixLen is its tokens, counted in Input.
+// PrefixLen is its tokens, counted in Input. Block is the benchmark run
+// the request is sent in (see Workload.Requests).
 type Request struct {
 	Input, Output     int
 	Prefix, PrefixLen int
+	Block             int
 }
 
 // Workload is what the simulated clients send, as `vllm bench serve`
 // sends it.
 type Workload struct {
-	// Requests, if set, are sent in order; otherwise NumPrompts requests
+	// Requests, if set, are sent in order, block by block: a merged
+	// benchmark result (`tandem bench compare` runs each round's halves
+	// as runs of their own) is several runs one after another, each
+	// starting on an idle deployment with its own concurrency bound and
+	// arrival clock, so a block's requests are sent once every request
+	// of the block before has finished. Otherwise NumPrompts requests
 	// are drawn from InputLen, OutputLen and RangeRatio: each length
 	// uniform on [len·(1−r), len·(1+r)], as vLLM's random dataset.
 	Requests            []Request
@@ -48,7 +55,8 @@ type Workload struct {
 	Seed uint64
 }
 
-// requests returns the workload's requests and their arrival times.
+// requests returns the workload's requests and their arrival times,
+// each from the start of its block.
 func (w Workload) requests() ([]Request, []float64, error) {
 	rng := rand.New(rand.NewPCG(w.Seed, 0x74616e64656d)) // "tandem"
 	reqs := w.Requests
@@ -81,6 +89,9 @@ func (w Workload) requests() ([]Request, []float64, error) {
 			return nil, nil, fmt.Errorf("%w: request %d has %d prompt tokens (a prefix %d of %d) and %d output tokens",
 				ErrInvalidWorkload, i, r.Input, r.Prefix, r.PrefixLen, r.Output)
 		}
+		if r.Block < 0 || i > 0 && r.Block < reqs[i-1].Block {
+			return nil, nil, fmt.Errorf("%w: request %d is in block %d: want blocks numbered from 0, in order", ErrInvalidWorkload, i, r.Block)
+		}
 	}
 	if w.RequestRate < 0 || math.IsNaN(w.RequestRate) || w.Burstiness < 0 || w.MaxConcurrency < 0 {
 		return nil, nil, fmt.Errorf("%w: negative request rate, burstiness or max concurrency", ErrInvalidWorkload)
@@ -92,9 +103,17 @@ func (w Workload) requests() ([]Request, []float64, error) {
 			shape = 1
 		}
 		// The bench's own arrival times: the same seed sends the same
-		// schedule in the simulation as in `tandem bench`.
-		for i, d := range bench.Arrivals(len(reqs), w.RequestRate, shape, w.Seed) {
-			at[i] = d.Seconds()
+		// schedule in the simulation as in `tandem bench`, each run (block)
+		// from its own start.
+		for lo := 0; lo < len(reqs); {
+			hi := lo + 1
+			for hi < len(reqs) && reqs[hi].Block == reqs[lo].Block {
+				hi++
+			}
+			for i, d := range bench.Arrivals(hi-lo, w.RequestRate, shape, w.Seed) {
+				at[lo+i] = d.Seconds()
+			}
+			lo = hi
 		}
 	}
 	return reqs, at, nil
