@@ -2,7 +2,7 @@
 # Calibration and validation runs of issue 17 (docs/planning.md), under the bench lock.
 set -u
 T=/tmp/plan-bin/tandem
-OUT=/tmp/planruns
+OUT=${OUT:-/tmp/planruns}
 common="--preset llama-160m --tp 1,2,4 --modes unified,disaggregated --rounds 2 --save-detailed --disable-tqdm"
 run() { # name, extra args
   echo "$(date -u +%T) start $1 load: $(cat /proc/loadavg)" >> $OUT/loadavg.txt
