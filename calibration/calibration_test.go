@@ -154,6 +154,91 @@ func TestRunBlocks(t *testing.T) {
 	}
 }
 
+// Compare restarts a configuration's cluster before each of its blocks
+// but where its A B B A schedule runs it twice in a row; the replay reads
+// which from the request IDs and the configuration's place.
+func TestFreshBlocks(t *testing.T) {
+	ids := func(runs ...string) []string {
+		var out []string
+		for _, r := range runs {
+			out = append(out, "b-x-"+r+"-0", "b-x-"+r+"-1")
+		}
+		return out
+	}
+	halves := ids("r0h0-p0", "r0h1-p0", "r1h0-p0", "r1h1-p0")
+	for _, c := range []struct {
+		name        string
+		ids         []string
+		side, sides int
+		want        []bool
+	}{
+		{"first of 4", halves, 0, 4, []bool{true, true, false, true}},
+		{"second of 4", halves, 1, 4, []bool{true, true, true, true}},
+		{"last of 4", halves, 3, 4, []bool{true, false, true, false}},
+		{"first of 2", halves, 0, 2, []bool{true, true, false, true}},
+		{"last of 2", halves, 1, 2, []bool{true, false, true, false}},
+		{"alone", halves, 0, 1, []bool{true, false, false, false}},
+		{"one prompt a round, first of 2", ids("r0h0-p0", "r1h0-p0", "r2h0-p0"), 0, 2, []bool{true, true, false}},
+		{"one prompt a round, last of 2", ids("r0h0-p0", "r1h0-p0", "r2h0-p0"), 1, 2, []bool{true, false, true}},
+		{"second load point", ids("r0h0-p1", "r0h1-p1"), 1, 4, []bool{false, false}},
+		{"older IDs, 2 configurations", ids("r0-p0", "r1-p0"), 0, 2, []bool{true, true}},
+		{"older IDs, alone", ids("r0-p0", "r1-p0"), 0, 1, []bool{false, false}},
+	} {
+		got := freshBlocks(c.ids, runBlocks(c.ids, len(c.ids)), c.side, c.sides)
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s: fresh %v, want %v", c.name, got, c.want)
+		}
+	}
+
+	// Read from a report: the first request of each block says it.
+	b, err := os.ReadFile(fixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep map[string]any
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range rep["points"].([]any) {
+		for _, cp := range p.(map[string]any)["configurations"].([]any) {
+			name := cp.(map[string]any)["name"].(string)
+			var ids []string
+			for _, r := range []string{"r0h0", "r0h1", "r1h0", "r1h1"} {
+				ids = append(ids, "b-"+name+"-"+r+"-p0-0")
+			}
+			cp.(map[string]any)["result"].(map[string]any)["request_ids"] = ids
+		}
+	}
+	file := filepath.Join(t.TempDir(), "abba.json")
+	if b, err = json.Marshal(rep); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases, err := LoadCases(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]bool{ // the fixture's order: unified-tp1, unified-tp2, disagg-tp1, disagg-tp2
+		"unified-tp1": {true, true, false, true}, "unified-tp2": {true, true, true, true},
+		"disagg-tp1": {true, true, true, true}, "disagg-tp2": {true, false, true, false},
+	}
+	for _, c := range cases {
+		var got []bool
+		for _, r := range c.Workload.Requests {
+			got = append(got, r.Restart)
+		}
+		name, _, _ := strings.Cut(c.Name, " @ ")
+		if !slices.Equal(got, want[name]) {
+			t.Errorf("case %s: restarts %v, want %v", c.Name, got, want[name])
+		}
+	}
+	if len(cases) != len(want) {
+		t.Errorf("%d cases, want %d", len(cases), len(want))
+	}
+}
+
 func TestDeploymentOf(t *testing.T) {
 	for _, tc := range []struct {
 		args    []string

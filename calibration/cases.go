@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -148,11 +149,16 @@ func newCase(file string, rep compare.Report, p *compare.Point, cp *compare.Conf
 		return c, errors.New("the result has no per-request input_lens and output_lens: run bench compare with --save-detailed")
 	}
 	blocks := runBlocks(res.RequestIDs, len(res.InputLens))
+	fresh := freshBlocks(res.RequestIDs, blocks, slices.IndexFunc(rep.Configurations, func(x compare.Configuration) bool { return x.Name == cp.Name }), len(rep.Configurations))
 	for i := range res.InputLens {
 		if i < len(res.Errors) && res.Errors[i] != "" || res.OutputLens[i] < 1 {
 			continue // a failed request: nothing to replay
 		}
-		c.Workload.Requests = append(c.Workload.Requests, simulator.Request{Input: res.InputLens[i], Output: res.OutputLens[i], Block: blocks[i]})
+		r := simulator.Request{Input: res.InputLens[i], Output: res.OutputLens[i], Block: blocks[i]}
+		if n := len(c.Workload.Requests); n == 0 || c.Workload.Requests[n-1].Block != r.Block {
+			r.Restart = fresh[r.Block]
+		}
+		c.Workload.Requests = append(c.Workload.Requests, r)
 	}
 	if w := rep.Workload; w.DatasetName == "prefix_repetition" && w.PrefixRepetitionPrefixLen > 0 {
 		// Which prefix each prompt had is not in the result: they are
@@ -210,6 +216,70 @@ func runBlocks(ids []string, n int) []int {
 		}
 	}
 	return out
+}
+
+// runName is the round, half and load point in a compare run's request
+// ID prefix (compare.runBlock's "RUN-CONFIG-rRhH-pP-").
+var runName = regexp.MustCompile(`-r([0-9]+)h([0-9]+)-p([0-9]+)-$`)
+
+// freshBlocks says, for each of a result's blocks (runBlocks), whether
+// compare started the configuration's cluster afresh before it: it stops
+// one configuration's cluster to start the next one's, and keeps it only
+// where its schedule runs the same configuration twice in a row. Each
+// round runs the configurations over the first half of its prompts in
+// their order, then over the second half in reverse (A B B A), so a
+// block is on a kept cluster when it is the first of its leg (a half of
+// a round; a round where prompts are not halved, the rounds then
+// alternating), the last configuration of the leg before. side is the
+// configuration's place in the report's configurations, sides their
+// number. A load point after the first (pP, P > 0) ran on the cluster
+// the block's earlier points ran on, with the same prompts: never fresh
+// (what those points left cached is not replayed). IDs that name no
+// round and half (older reports, or none): fresh when another
+// configuration may have run in between, that is whenever there are
+// several.
+func freshBlocks(ids []string, blocks []int, side, sides int) []bool {
+	nb := 1
+	if len(blocks) > 0 {
+		nb = blocks[len(blocks)-1] + 1
+	}
+	fresh := make([]bool, nb)
+	type run struct{ round, half, point int }
+	runs := make([]*run, nb)
+	halves := 1
+	for i, id := range ids {
+		if i >= len(blocks) || runs[blocks[i]] != nil {
+			continue
+		}
+		m := runName.FindStringSubmatch(strings.TrimRight(id, "0123456789"))
+		if m == nil {
+			continue
+		}
+		r := &run{}
+		r.round, _ = strconv.Atoi(m[1])
+		r.half, _ = strconv.Atoi(m[2])
+		r.point, _ = strconv.Atoi(m[3])
+		runs[blocks[i]] = r
+		if r.half > 0 {
+			halves = 2
+		}
+	}
+	for b, r := range runs {
+		switch {
+		case r == nil:
+			fresh[b] = sides > 1
+		case r.point > 0:
+			fresh[b] = false
+		default:
+			leg := r.round*halves + r.half
+			pos := side
+			if leg%2 == 1 {
+				pos = sides - 1 - side
+			}
+			fresh[b] = leg == 0 || pos != 0
+		}
+	}
+	return fresh
 }
 
 // upArgs is what a case replays of a configuration's `tandem up` flags.

@@ -16,7 +16,8 @@
 // bench serve`'s random dataset draws them (optionally after one of a few
 // shared prefixes), or given request by request, in blocks run one
 // after another from an idle deployment (the runs a merged benchmark
-// result holds).
+// result holds), each on the deployment the block before left or on one
+// started afresh, its prefix caches empty.
 // Results are the bench's: TTFT, TPOT, ITL and E2E latency percentiles,
 // throughput, throughput per GPU and goodput under SLOs, under
 // `vllm bench serve`'s key names. A run is deterministic for a seed.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/costmodel"
@@ -75,6 +76,7 @@ const (
 	evDecodeCall
 	evTransferDone
 	evKVReady // a decode group has loaded a request's KV
+	evRestart // the deployment starts afresh between blocks
 )
 
 type event struct {
@@ -258,6 +260,8 @@ func (s *sim) handle(ev event) {
 		s.transferDone(ev.r)
 	case evKVReady:
 		s.addPrefilled(ev.r)
+	case evRestart:
+		s.restart()
 	}
 }
 
@@ -491,15 +495,31 @@ func (s *sim) addPrefilled(r *request) {
 }
 
 // startBlock starts the client's next run, the requests of the next
-// block, at t.
+// block, at t, on a deployment started afresh if its first request says
+// so.
 func (s *sim) startBlock(t float64) {
 	lo := s.next
+	if lo < len(s.reqs) && s.reqs[lo].Restart {
+		// An event, first at t, so that the step that ended the block
+		// before has released its sequences.
+		s.push(event{t: t, kind: evRestart})
+	}
 	for s.next < len(s.reqs) && s.reqs[s.next].Block == s.reqs[lo].Block {
 		r := s.reqs[s.next]
 		s.push(event{t: t + r.arrival, kind: evArrival, r: r})
 		s.next++
 	}
 	s.left = s.next - lo
+}
+
+// restart empties every group's prefix cache, as a freshly started
+// worker's is. It runs between blocks, when no sequence holds blocks
+// and the free pool already counts the cached ones; should a sequence
+// still hold its prefix, that prefix stays.
+func (s *sim) restart() {
+	for _, g := range s.groups {
+		g.e.cache = slices.DeleteFunc(g.e.cache, func(c *cachedPrefix) bool { return c.refs == 0 })
+	}
 }
 
 // complete ends a request for the client and lets the next one in; the

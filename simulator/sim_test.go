@@ -224,6 +224,62 @@ func TestPrefixCacheHits(t *testing.T) {
 	}
 }
 
+// A block on a deployment started afresh (Restart) finds an empty
+// prefix cache; one on a deployment kept running finds what the blocks
+// before it cached. Each block sends each of 2 prefixes once, so hits
+// come only from the block before, and a restarted block replays as
+// the first one did.
+func TestRestartEmptiesThePrefixCache(t *testing.T) {
+	m := costModel(t, "llama-160m", "cpu", "loopback")
+	block := func(b int, restart bool) []Request {
+		// 200 tokens of prefix are 12 whole blocks of 16: 192 hit.
+		return []Request{{Input: 232, Output: 4, Prefix: 1, PrefixLen: 200, Block: b, Restart: restart},
+			{Input: 232, Output: 4, Prefix: 2, PrefixLen: 200, Block: b}}
+	}
+	for _, tc := range []struct {
+		name     string
+		d        Deployment
+		restart  bool
+		noCache  bool
+		wantHits int
+	}{
+		{"unified, kept", Deployment{Mode: ModeUnified, Unified: Pool{1, 1}}, false, false, 2 * 192},
+		{"unified, restarted", Deployment{Mode: ModeUnified, Unified: Pool{1, 1}}, true, false, 0},
+		{"unified 2 groups, kept", Deployment{Mode: ModeUnified, Unified: Pool{2, 1}}, false, false, 2 * 192},
+		{"unified 2 groups, restarted", Deployment{Mode: ModeUnified, Unified: Pool{2, 1}}, true, false, 0},
+		{"disaggregated, kept", Deployment{Mode: ModeDisaggregated, Prefill: Pool{1, 1}, Decode: Pool{1, 1}}, false, false, 2 * 192},
+		{"disaggregated, restarted", Deployment{Mode: ModeDisaggregated, Prefill: Pool{1, 1}, Decode: Pool{1, 1}}, true, false, 0},
+		{"unified, kept, no prefix caching", Deployment{Mode: ModeUnified, Unified: Pool{1, 1}}, false, true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := Options{Cost: m, Deployment: tc.d, Engine: EngineOptions{DisablePrefixCaching: tc.noCache}}
+			opts.Workload = Workload{MaxConcurrency: 1, Requests: append(block(0, false), block(1, tc.restart)...)}
+			two, err := Run(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if two.PrefixCacheHits != tc.wantHits {
+				t.Errorf("%d prompt tokens from the cache, want %d", two.PrefixCacheHits, tc.wantHits)
+			}
+			opts.Workload.Requests = block(0, false)
+			one, err := Run(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			twice := slices.Sorted(slices.Values(append(slices.Clone(one.TTFT.Samples), one.TTFT.Samples...)))
+			same := slices.EqualFunc(two.TTFT.Samples, twice, func(a, b float64) bool { return math.Abs(a-b) < 1e-9 })
+			if same != (tc.wantHits == 0) {
+				t.Errorf("TTFTs %v against one block's twice %v: equal %v, want %v (the second block hits: %v)",
+					two.TTFT.Samples, twice, same, tc.wantHits == 0, tc.wantHits != 0)
+			}
+		})
+	}
+	bad := append(block(0, false), Request{Input: 232, Output: 4, Restart: true})
+	if _, err := Run(Options{Cost: m, Deployment: Deployment{Mode: ModeUnified, Unified: Pool{1, 1}}, Workload: Workload{Requests: bad}}); !errors.Is(err, ErrInvalidWorkload) {
+		t.Errorf("a restart in the middle of a block: %v, want ErrInvalidWorkload", err)
+	}
+}
+
 func TestDeterministicForASeed(t *testing.T) {
 	m := costModel(t, "llama-160m", "h100-sxm", "ib-400g")
 	run := func(seed uint64) *Result {

@@ -16,11 +16,15 @@ var ErrInvalidWorkload = errors.New("invalid workload")
 // tokens (the output is generated to its end, as with --ignore-eos), and
 // the shared prefix its prompt starts with: Prefix names it (0: none),
 // PrefixLen is its tokens, counted in Input. Block is the benchmark run
-// the request is sent in (see Workload.Requests).
+// the request is sent in (see Workload.Requests). Restart, on the first
+// request of a block, says the deployment was started afresh before that
+// run: its prefix caches start empty. Without it a block finds what the
+// blocks before it left cached, as a deployment kept running would.
 type Request struct {
 	Input, Output     int
 	Prefix, PrefixLen int
 	Block             int
+	Restart           bool
 }
 
 // Workload is what the simulated clients send, as `vllm bench serve`
@@ -31,7 +35,9 @@ type Workload struct {
 	// as runs of their own) is several runs one after another, each
 	// starting on an idle deployment with its own concurrency bound and
 	// arrival clock, so a block's requests are sent once every request
-	// of the block before has finished. Otherwise NumPrompts requests
+	// of the block before has finished; its prefix caches are what the
+	// blocks before left unless its first request says the deployment
+	// was restarted (Request.Restart). Otherwise NumPrompts requests
 	// are drawn from InputLen, OutputLen and RangeRatio: each length
 	// uniform on [len·(1−r), len·(1+r)], as vLLM's random dataset.
 	Requests            []Request
@@ -91,6 +97,9 @@ func (w Workload) requests() ([]Request, []float64, error) {
 		}
 		if r.Block < 0 || i > 0 && r.Block < reqs[i-1].Block {
 			return nil, nil, fmt.Errorf("%w: request %d is in block %d: want blocks numbered from 0, in order", ErrInvalidWorkload, i, r.Block)
+		}
+		if r.Restart && i > 0 && r.Block == reqs[i-1].Block {
+			return nil, nil, fmt.Errorf("%w: request %d restarts the deployment in the middle of block %d: want Restart on a block's first request only", ErrInvalidWorkload, i, r.Block)
 		}
 	}
 	if w.RequestRate < 0 || math.IsNaN(w.RequestRate) || w.Burstiness < 0 || w.MaxConcurrency < 0 {
