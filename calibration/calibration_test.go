@@ -191,35 +191,18 @@ func TestFreshBlocks(t *testing.T) {
 	}
 
 	// Read from a report: the first request of each block says it.
-	b, err := os.ReadFile(fixture)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep map[string]any
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range rep["points"].([]any) {
-		for _, cp := range p.(map[string]any)["configurations"].([]any) {
-			name := cp.(map[string]any)["name"].(string)
-			var ids []string
-			for _, r := range []string{"r0h0", "r0h1", "r1h0", "r1h1"} {
-				ids = append(ids, "b-"+name+"-"+r+"-p0-0")
+	cases := fixtureCases(t, func(rep map[string]any) {
+		for _, p := range rep["points"].([]any) {
+			for _, cp := range p.(map[string]any)["configurations"].([]any) {
+				name := cp.(map[string]any)["name"].(string)
+				var ids []string
+				for _, r := range []string{"r0h0", "r0h1", "r1h0", "r1h1"} {
+					ids = append(ids, "b-"+name+"-"+r+"-p0-0")
+				}
+				cp.(map[string]any)["result"].(map[string]any)["request_ids"] = ids
 			}
-			cp.(map[string]any)["result"].(map[string]any)["request_ids"] = ids
 		}
-	}
-	file := filepath.Join(t.TempDir(), "abba.json")
-	if b, err = json.Marshal(rep); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(file, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cases, err := LoadCases(file)
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	want := map[string][]bool{ // the fixture's order: unified-tp1, unified-tp2, disagg-tp1, disagg-tp2
 		"unified-tp1": {true, true, false, true}, "unified-tp2": {true, true, true, true},
 		"disagg-tp1": {true, true, true, true}, "disagg-tp2": {true, false, true, false},
