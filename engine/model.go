@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -33,9 +34,9 @@ type Model struct {
 	wdtype  compute.DType
 	wloaded bool
 	eos     []int32
-	// keep holds host memory the backend may reference (transposed or
-	// converted weights) and closer the files it maps.
-	keep   [][]byte
+	// arena holds host memory the backend may reference (transposed or
+	// sliced weights) and closer the files it maps.
+	arena  hostArena
 	closer io.Closer
 }
 
@@ -52,12 +53,14 @@ func (m *Model) WeightDType() compute.DType { return m.wdtype }
 // Backend is the backend the model runs on.
 func (m *Model) Backend() compute.Backend { return m.be }
 
-// Close releases the model's files. The backend stays open.
+// Close releases the model's files and the weights copied to host
+// memory. The backend stays open.
 func (m *Model) Close() error {
+	err := m.arena.release()
 	if m.closer != nil {
-		return m.closer.Close()
+		err = errors.Join(err, m.closer.Close())
 	}
-	return nil
+	return err
 }
 
 // Shard selects a rank's share of a tensor-parallel model. The zero
@@ -105,6 +108,7 @@ func LoadModel(cfg *model.Config, src TensorSource, be compute.Backend, closer i
 		err = fmt.Errorf("engine: architecture %q is not supported", cfg.Arch)
 	}
 	if err != nil {
+		_ = m.arena.release()
 		return nil, err
 	}
 	return m, nil
@@ -163,11 +167,13 @@ func (l *loader) mat(name string, rows, cols parallel.Range) compute.Mat {
 	if cols.From == 0 && cols.To == width {
 		return l.loadMat(name, dt, rows.Len(), cols.Len(), t.Data[rows.From*width*size:rows.To*width*size])
 	}
-	out := make([]byte, rows.Len()*cols.Len()*size)
+	out := l.alloc(rows.Len() * cols.Len() * size)
+	if out == nil {
+		return nil
+	}
 	for r := rows.From; r < rows.To; r++ {
 		copy(out[(r-rows.From)*cols.Len()*size:], t.Data[(r*width+cols.From)*size:(r*width+cols.To)*size])
 	}
-	l.m.keep = append(l.m.keep, out)
 	return l.loadMat(name, dt, rows.Len(), cols.Len(), out)
 }
 
@@ -180,7 +186,10 @@ func (l *loader) matT(name string, rows, cols parallel.Range) compute.Mat {
 	}
 	dt := dtypes[t.DType]
 	size, stride := dt.Size(), t.Shape[1]
-	out := make([]byte, rows.Len()*cols.Len()*size)
+	out := l.alloc(rows.Len() * cols.Len() * size)
+	if out == nil {
+		return nil
+	}
 	i := 0
 	for r := rows.From; r < rows.To; r++ {
 		for c := cols.From; c < cols.To; c++ {
@@ -188,8 +197,18 @@ func (l *loader) matT(name string, rows, cols parallel.Range) compute.Mat {
 			i += size
 		}
 	}
-	l.m.keep = append(l.m.keep, out)
 	return l.loadMat(name, dt, rows.Len(), cols.Len(), out)
+}
+
+// alloc is n bytes of the model's host arena for a copied weight, or nil
+// (and l.err set) when it cannot be had.
+func (l *loader) alloc(n int) []byte {
+	out, err := l.m.arena.alloc(n)
+	if err != nil {
+		l.err = err
+		return nil
+	}
+	return out
 }
 
 func (l *loader) loadMat(name string, dt compute.DType, rows, cols int, data []byte) compute.Mat {
