@@ -274,3 +274,18 @@ func BenchmarkTPDecode(b *testing.B) {
 		})
 	}
 }
+
+// TestTensorParallelGPT2: GPT-2 (Conv1D weights transposed at load, its
+// embedding tied to the output layer, each rank's head a view of its
+// rows in the one copy) gives TP-1's greedy tokens at TP 2.
+func TestTensorParallelGPT2(t *testing.T) {
+	var reqs []Request
+	for i, n := range []int{5, 19} {
+		reqs = append(reqs, Request{ID: fmt.Sprint(i), Prompt: testPrompt(n, 50257, i), Params: greedy(4)})
+	}
+	want := runTP(t, "gpt2-124m", 1, reqs)
+	got := runTP(t, "gpt2-124m", 2, reqs)
+	for _, r := range reqs {
+		sameResult(t, "TP-2 "+r.ID, got[r.ID], want[r.ID], tpTol)
+	}
+}
