@@ -15,10 +15,10 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/internal/grpctest"
 	"github.com/tandemllm/tandem/internal/syncbuf"
 	"github.com/tandemllm/tandem/kvtransfer"
 	"github.com/tandemllm/tandem/model/preset"
@@ -117,7 +117,7 @@ func TestWorkersOverMutualTLS(t *testing.T) {
 		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 			t.Fatalf("%s: health %v, %v; want SERVING", addr, resp.GetStatus(), err)
 		}
-		services := listServices(t, cc)
+		services := grpctest.ListServices(t, cc)
 		for _, want := range []string{"tandem.v1.Rank", "tandem.v1.Worker", "grpc.health.v1.Health"} {
 			if !slices.Contains(services, want) {
 				t.Fatalf("%s lists %v by reflection, without %s", addr, services, want)
@@ -130,29 +130,6 @@ func TestWorkersOverMutualTLS(t *testing.T) {
 type zeroSource struct{}
 
 func (zeroSource) ReadLayer(int, parallel.Range, []byte) error { return nil }
-
-// listServices lists a server's services by reflection, as grpcurl list
-// does.
-func listServices(t *testing.T, cc *grpc.ClientConn) []string {
-	t.Helper()
-	stream, err := reflectionpb.NewServerReflectionClient(cc).ServerReflectionInfo(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stream.CloseSend()
-	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, s := range resp.GetListServicesResponse().GetService() {
-		names = append(names, s.GetName())
-	}
-	return names
-}
 
 // A rank's health service says NOT_SERVING while the rank cannot take
 // part in serving (here: its rank is still held in etcd, so it has not

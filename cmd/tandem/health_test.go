@@ -17,11 +17,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/tandemllm/tandem/apikey"
 	"github.com/tandemllm/tandem/cluster"
+	"github.com/tandemllm/tandem/internal/grpctest"
 	"github.com/tandemllm/tandem/model/preset"
 )
 
@@ -44,7 +44,7 @@ func TestCoordinatorHealthAndReflection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	services := reflectionList(t, conn)
+	services := grpctest.ListServices(t, conn)
 	for _, want := range []string{"tandem.v1.Generation", "tandem.v1.Traces", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
 		if !slices.Contains(services, want) {
 			t.Fatalf("reflection lists %v, without %s", services, want)
@@ -128,7 +128,7 @@ func checkRanksDiscoverable(t *testing.T, endpoints []string) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		services := reflectionList(t, conn)
+		services := grpctest.ListServices(t, conn)
 		for _, want := range []string{"tandem.v1.Rank", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
 			if !slices.Contains(services, want) {
 				t.Fatalf("rank at %s lists %v by reflection, without %s", r.Addr, services, want)
@@ -230,26 +230,4 @@ func TestProtectMetrics(t *testing.T) {
 	if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Fatalf("gRPC health with the key: %v, %v; want NOT_SERVING (no group)", h.GetStatus(), err)
 	}
-}
-
-// reflectionList lists a server's services as grpcurl list does.
-func reflectionList(t *testing.T, conn *grpc.ClientConn) []string {
-	t.Helper()
-	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stream.CloseSend()
-	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, s := range resp.GetListServicesResponse().GetService() {
-		names = append(names, s.GetName())
-	}
-	return names
 }
