@@ -441,8 +441,10 @@ func joinGroup(ctx context.Context, g *groupFlags) (nccl.Communicator, error) {
 	}
 	// The incarnation is part of the ring's group id, so a rank of a dead
 	// incarnation that still dials is refused at the handshake.
+	// Ranks on one host share memory for their allreduces unless
+	// NCCL_SHM_DISABLE=1, NCCL's own switch for its SHM transport.
 	return ring.Connect(jctx, ln, g.rank, addrs, ring.Options{Group: fmt.Sprintf("%s#%d", g.group, g.incarnation),
-		ServerTLS: g.tls.serverTLS(), ClientTLS: g.tls.clientTLS()})
+		ServerTLS: g.tls.serverTLS(), ClientTLS: g.tls.clientTLS(), DisableSharedMemory: os.Getenv("NCCL_SHM_DISABLE") == "1"})
 }
 
 // openShard joins the group (when TP > 1) and loads this rank's shard of

@@ -186,14 +186,25 @@ func rawRing(b *testing.B, n int) float64 {
 	return rates[1]
 }
 
-// BenchmarkAllReduce reports bus bandwidth as nccl-tests computes it
-// (algbw = bytes/time, busbw = algbw·2(n-1)/n) next to the raw loopback
-// throughput measured in the same run: one stream (%raw); each way of
-// two streams at once (%rawbidir); and each link of a ring of n raw
-// streams running at once (%rawring: what the links of a ring of n can
-// carry on this machine's cores when nothing is added or copied), and
-// the time of small allreduces in loopback round trips.
-func BenchmarkAllReduce(b *testing.B) {
+// BenchmarkAllReduce reports bus bandwidth over TCP as nccl-tests
+// computes it (algbw = bytes/time, busbw = algbw·2(n-1)/n) next to the
+// raw loopback throughput measured in the same run: one stream (%raw);
+// each way of two streams at once (%rawbidir); and each link of a ring
+// of n raw streams running at once (%rawring: what the links of a ring of
+// n can carry on this machine's cores when nothing is added or copied),
+// and the time of small allreduces in loopback round trips.
+func BenchmarkAllReduce(b *testing.B) { benchAllReduce(b, false) }
+
+// BenchmarkAllReduceShm is the same through the shared segment that ranks
+// on one host use by default, held against the same TCP limits.
+func BenchmarkAllReduceShm(b *testing.B) {
+	if !shmSupported {
+		b.Skip("no shared memory on this OS")
+	}
+	benchAllReduce(b, true)
+}
+
+func benchAllReduce(b *testing.B, shm bool) {
 	lim := rawLoopback(b)
 	raw, bidir, rtt := lim.single, lim.bidir, lim.rtt
 	b.Logf("raw loopback: one stream %.2f GB/s, two at once %.2f GB/s each way, round trip %v; rings of raw streams, per link: %.2f (2), %.2f (4), %.2f (8) GB/s",
@@ -201,7 +212,7 @@ func BenchmarkAllReduce(b *testing.B) {
 	for _, n := range []int{2, 4, 8} {
 		for size := 4 << 10; size <= 64<<20; size *= 4 {
 			b.Run(fmt.Sprintf("n=%d/%s", n, byteSize(size)), func(b *testing.B) {
-				per := timeAllReduce(b, n, size, nil)
+				per := timeAllReduceOn(b, group(b, n, shm), size)
 				bus := float64(size) / per / 1e9 * 2 * float64(n-1) / float64(n)
 				b.ReportMetric(bus, "busGB/s")
 				b.ReportMetric(raw, "rawGB/s")
@@ -216,10 +227,15 @@ func BenchmarkAllReduce(b *testing.B) {
 	}
 }
 
-// timeAllReduce runs b.N allreduces of size bytes on a group of n made
-// with opts and returns the seconds one took.
+// timeAllReduce runs b.N allreduces of size bytes on a TCP group of n
+// made with opts and returns the seconds one took.
 func timeAllReduce(b *testing.B, n, size int, opts func(r int) Options) float64 {
-	comms := newGroup(b, n, opts)
+	return timeAllReduceOn(b, newGroup(b, n, opts), size)
+}
+
+// timeAllReduceOn runs b.N allreduces of size bytes on comms.
+func timeAllReduceOn(b *testing.B, comms []*Comm, size int) float64 {
+	n := len(comms)
 	bufs := make([][]float32, n)
 	for r := range bufs {
 		bufs[r] = make([]float32, size/4)

@@ -55,11 +55,17 @@ func (c *Comm) AllReduce(ctx context.Context, buf nccl.Buffer) error {
 		return c.refuse(err)
 	}
 	h := header{kind: nccl.KindAllReduce, dtype: buf.DType(), count: uint64(buf.Count()), alg: algRing}
-	if buf.Bytes() <= c.opts.SmallMessageBytes || buf.Count() < c.size {
+	switch {
+	case c.shm != nil:
+		h.alg = algShm
+	case buf.Bytes() <= c.opts.SmallMessageBytes || buf.Count() < c.size:
 		h.alg = algDoubling
 	}
 	return c.run(ctx, nccl.KindAllReduce, func() error {
-		if h.alg == algDoubling {
+		switch h.alg {
+		case algShm:
+			return c.allReduceShm(ctx, h, buf)
+		case algDoubling:
 			return c.allReduceDoubling(h, buf)
 		}
 		return c.allReduceRing(h, buf)

@@ -35,6 +35,7 @@ const (
 	algNone     = 0
 	algRing     = 2 // reduce-scatter + all-gather around the ring
 	algDoubling = 3 // recursive doubling (1 was the retired all-to-all exchange)
+	algShm      = 4 // through the shared segment of ranks on one host (shm.go)
 )
 
 // header is what a rank announces to a peer for one call.
@@ -106,8 +107,11 @@ func (h header) String() string {
 		return fmt.Sprintf("broadcast of %d %s from root %d", h.count, h.dtype, h.root)
 	case nccl.KindAllReduce:
 		alg := "doubling"
-		if h.alg == algRing {
+		switch h.alg {
+		case algRing:
 			alg = "ring"
+		case algShm:
+			alg = "shared memory"
 		}
 		return fmt.Sprintf("allreduce of %d %s (%s)", h.count, h.dtype, alg)
 	}
@@ -172,11 +176,13 @@ type Comm struct {
 	agree   bool      // every header known so far describes this rank's call
 	members []int     // the ranks whose headers a frame carries
 	acc     []float32 // bf16 partial sums, in float32
+
+	shm *shm // the group's shared segment; nil: allreduces over TCP
 }
 
-func newComm(rank, size int, opts Options, conns []net.Conn) *Comm {
+func newComm(rank, size int, opts Options, conns []net.Conn, seg *shm) *Comm {
 	c := &Comm{
-		rank: rank, size: size, opts: opts, peers: make([]*peer, size),
+		rank: rank, size: size, opts: opts, peers: make([]*peer, size), shm: seg,
 		quit: make(chan struct{}), intr: make(chan struct{}, 1),
 	}
 	for r, conn := range conns {
@@ -234,12 +240,19 @@ func (c *Comm) Rank() int { return c.rank }
 // Size is the number of ranks.
 func (c *Comm) Size() int { return c.size }
 
+// SharedMemory reports whether the group's allreduces go through a shared
+// memory segment (every rank on one host) rather than TCP.
+func (c *Comm) SharedMemory() bool { return c.shm != nil }
+
 // Close closes every connection: blocked calls here fail with ErrClosed
 // and the peers' calls with ErrPeerLost. It is safe to call more than once.
 func (c *Comm) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
 		c.fail(nccl.ErrClosed)
+		if c.shm != nil {
+			c.shm.abort(true)
+		}
 		for _, p := range c.peers {
 			if p != nil {
 				p.conn.Close()
@@ -263,6 +276,9 @@ func (c *Comm) fail(err error) error {
 // a call it will never make.
 func (c *Comm) abort(err error) {
 	c.fail(err)
+	if c.shm != nil {
+		c.shm.abort(false)
+	}
 	for _, p := range c.peers {
 		if p != nil {
 			p.conn.Close()

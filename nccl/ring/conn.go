@@ -49,6 +49,12 @@ type Options struct {
 	// TLS handshake, before any byte of the ring's protocol is read
 	// (default nil: plain TCP).
 	ServerTLS, ClientTLS *tls.Config
+	// DisableSharedMemory keeps allreduces on TCP even where every rank
+	// runs on one host. By default such a group sums them through a
+	// shared memory segment, as NCCL's SHM transport does (NCCL_SHM_DISABLE
+	// is the NCCL equivalent); a rank that cannot map the segment (another
+	// host, another PID namespace or user) makes the whole group use TCP.
+	DisableSharedMemory bool
 	// Logger receives a warning for each connection refused while the
 	// group forms: a stray client, a peer of another group, a TLS
 	// handshake that failed (default slog.Default()).
@@ -93,7 +99,7 @@ func (l *Listener) Close() error { return l.ln.Close() }
 
 const (
 	magic        = 0x4d444e54 // "TNDM" on the wire
-	protoVersion = 1
+	protoVersion = 2          // 2: the shared-memory handshake follows the hellos
 	helloBytes   = 24
 )
 
@@ -153,6 +159,7 @@ func Connect(ctx context.Context, ln *Listener, rank int, addrs []string, opts O
 		return nil, errors.New("ring: Options.ServerTLS and ClientTLS must be set together")
 	}
 	me := hello{version: protoVersion, group: groupID(opts.Group), size: size, rank: rank}
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -253,7 +260,16 @@ func Connect(ctx context.Context, ln *Listener, rank int, addrs []string, opts O
 		return nil, fmt.Errorf("ring: rank %d of %d: group not formed, no connection with rank(s) %s: %w",
 			rank, size, strings.Join(missing, ", "), errors.Join(errs...))
 	}
-	return newComm(rank, size, opts, conns), nil
+	seg, err := negotiateShm(parent, rank, conns, opts)
+	if err != nil {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+		return nil, err
+	}
+	return newComm(rank, size, opts, conns, seg), nil
 }
 
 // dial connects to rank p, retrying while it is not listening yet, and

@@ -141,16 +141,21 @@ func TestPeerLost(t *testing.T) {
 		name  string
 		n     int
 		count int // f32 elements of the allreduce the others are in
+		shm   bool
 	}{
-		{"small", 4, 1024},
-		{"small, a folded rank leaves", 5, 1024},
-		{"small of 8", 8, 4096},
-		{"ring", 4, 1 << 20},
-		{"pair", 2, 4 << 20},
+		{"small", 4, 1024, false},
+		{"small, a folded rank leaves", 5, 1024, false},
+		{"small of 8", 8, 4096, false},
+		{"ring", 4, 1 << 20, false},
+		{"pair", 2, 4 << 20, false},
+		{"shm small", 4, 1024, true},
+		{"shm small of 8", 8, 4096, true},
+		{"shm large", 4, 1 << 20, true},
+		{"shm pair", 2, 4 << 20, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			comms := newGroup(t, tt.n, nil)
+			comms := group(t, tt.n, tt.shm)
 			last := tt.n - 1
 			start := time.Now()
 			errs := onAll(tt.n, func(r int) error {
@@ -194,8 +199,12 @@ func TestContext(t *testing.T) {
 	// The ring, and recursive doubling where rank 0 waits for the rank
 	// folded into it.
 	for _, tt := range tests {
-		for _, count := range []int{1 << 20, 1000} {
-			t.Run(fmt.Sprintf("%s/%d", tt.name, count), func(t *testing.T) { contextEnds(t, tt.ctx, tt.want, count) })
+		for _, shm := range []bool{false, true} {
+			for _, count := range []int{1 << 20, 1000} {
+				t.Run(fmt.Sprintf("%s/%s/%d", transport(shm), tt.name, count), func(t *testing.T) {
+					contextEnds(t, tt.ctx, tt.want, count, shm)
+				})
+			}
 		}
 	}
 	t.Run("completed calls keep the group", func(t *testing.T) {
@@ -211,8 +220,8 @@ func TestContext(t *testing.T) {
 
 // contextEnds: rank 0 of 3 calls an allreduce of count elements alone, so
 // its ctx ends inside the call; the others come late and see it gone.
-func contextEnds(t *testing.T, mkCtx func() (context.Context, context.CancelFunc), want error, count int) {
-	comms := newGroup(t, 3, nil)
+func contextEnds(t *testing.T, mkCtx func() (context.Context, context.CancelFunc), want error, count int, shm bool) {
+	comms := group(t, 3, shm)
 	ctx, cancel := mkCtx()
 	defer cancel()
 	done := make(chan error, 1)

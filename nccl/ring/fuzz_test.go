@@ -2,6 +2,7 @@ package ring
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -17,14 +18,19 @@ import (
 
 // greeting is what a well-behaved peer of a 2-rank group says first:
 // its hello and, from the accepting rank 0, the status byte and an empty
-// reason.
+// reason; then its part of the shared-memory handshake, where it wants
+// none: rank 0 offers no segment and says the group keeps to TCP, rank 1
+// declines whatever is offered.
 func greeting(fromRank int) []byte {
-	b := make([]byte, helloBytes, helloBytes+3)
+	b := make([]byte, helloBytes, helloBytes+3+offerBytes+1)
 	hello{version: protoVersion, group: groupID(""), size: 2, rank: fromRank}.put(b)
 	if fromRank == 0 {
 		b = append(b, 1, 0, 0)
+		offer := make([]byte, offerBytes)
+		binary.LittleEndian.PutUint32(offer, shmMagic)
+		return append(append(b, offer...), 0)
 	}
-	return b
+	return append(b, 0)
 }
 
 // callFrame is one call's header and data.
@@ -220,7 +226,7 @@ func TestPeerBytesHarness(t *testing.T) {
 		}
 	}
 	bad := ringFrames(1, header{kind: nccl.KindAllReduce, dtype: nccl.F32, alg: algDoubling, count: 4}, make([]byte, 16))
-	bad[helloBytes] ^= 0xff // the header's magic
+	bad[len(greeting(1))] ^= 0xff // the header's magic
 	if err := fp.exchange(t, bad, 0, false); !errors.Is(err, nccl.ErrMismatch) || !strings.Contains(err.Error(), "corrupt header") {
 		t.Fatalf("a corrupt header: %v, want ErrMismatch naming it", err)
 	}

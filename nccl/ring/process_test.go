@@ -24,11 +24,13 @@ import (
 // childEnv makes the test binary act as one rank of a group of separate
 // processes: "rank/size". With caEnv set too ("DIR NAME"), the rank holds
 // certificate NAME of the CA in DIR and the group is mutual TLS. countEnv,
-// if set, is the number of f32 elements of its allreduces.
+// if set, is the number of f32 elements of its allreduces; with shmEnv
+// set the group may share memory, else it keeps to TCP.
 const (
 	childEnv = "TANDEM_RING_TEST_RANK"
 	caEnv    = "TANDEM_RING_TEST_CA"
 	countEnv = "TANDEM_RING_TEST_COUNT"
+	shmEnv   = "TANDEM_RING_TEST_SHM"
 )
 
 // childMain is a rank process: it prints its address, reads everyone's
@@ -40,7 +42,7 @@ func childMain() int {
 		fmt.Println("FATAL", err)
 		return 1
 	}
-	var opts Options
+	opts := Options{DisableSharedMemory: os.Getenv(shmEnv) == ""}
 	if ca := strings.Fields(os.Getenv(caEnv)); len(ca) == 2 {
 		src, err := pki.Load(pkitest.Files(ca[0], ca[1]), pki.Options{})
 		if err == nil {
@@ -71,6 +73,10 @@ func childMain() int {
 		return 1
 	}
 	defer c.Close()
+	if c.SharedMemory() == opts.DisableSharedMemory {
+		fmt.Println("FATAL shared memory:", c.SharedMemory())
+		return 1
+	}
 	count := 1 << 20 // 4 MiB: the ring path, long enough to be hit mid-way
 	if v := os.Getenv(countEnv); v != "" {
 		if _, err := fmt.Sscanf(v, "%d", &count); err != nil {
@@ -182,9 +188,10 @@ func (p *rankProcs) form(t *testing.T, addrs []string) {
 
 // TestKilledProcess runs each rank as its own process, SIGKILLs one in
 // the middle of a stream of allreduces and expects every other rank to
-// fail with ErrPeerLost within 2 seconds: on the ring path, and on the
+// fail with ErrPeerLost within 2 seconds: on the ring path, on the
 // recursive-doubling path, where the victim (rank 0 of 5) has a rank
-// folded into it.
+// folded into it, and through shared memory, where the victim made the
+// segment (rank 0) or not.
 func TestKilledProcess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
@@ -192,17 +199,29 @@ func TestKilledProcess(t *testing.T) {
 	tests := []struct {
 		name             string
 		n, victim, count int
+		shm              bool
 	}{
-		{"ring", 4, 2, 1 << 20},
-		{"doubling", 5, 0, 1000},
+		{"ring", 4, 2, 1 << 20, false},
+		{"doubling", 5, 0, 1000, false},
+		{"shm", 4, 0, 1 << 20, true},
+		{"shm small", 3, 1, 1000, true},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) { killRank(t, tt.n, tt.victim, tt.count) })
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.shm && !shmSupported {
+				t.Skip("no shared memory on this OS")
+			}
+			killRank(t, tt.n, tt.victim, tt.count, tt.shm)
+		})
 	}
 }
 
-func killRank(t *testing.T, n, victim, count int) {
-	p := startRanks(t, n, fmt.Sprintf("%s=%d", countEnv, count))
+func killRank(t *testing.T, n, victim, count int, shm bool) {
+	env := []string{fmt.Sprintf("%s=%d", countEnv, count)}
+	if shm {
+		env = append(env, shmEnv+"=1")
+	}
+	p := startRanks(t, n, env...)
 	p.form(t, p.addrs(t))
 	if err := p.cmds[victim].Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -48,9 +48,27 @@ func leakCheck(t testing.TB) {
 	}
 }
 
-// newGroup connects n ranks on loopback, each in this process; opts(r)
-// gives rank r's options.
+// newGroup connects n ranks on loopback over TCP, each in this process;
+// opts(r) gives rank r's options.
 func newGroup(t testing.TB, n int, opts func(r int) Options) []*Comm {
+	t.Helper()
+	return formGroup(t, n, opts, false)
+}
+
+// newShmGroup connects n ranks as newGroup does, but with the shared
+// memory segment every rank of one host uses by default.
+func newShmGroup(t testing.TB, n int) []*Comm {
+	t.Helper()
+	comms := formGroup(t, n, nil, true)
+	for r, c := range comms {
+		if n > 1 && !c.SharedMemory() {
+			t.Fatalf("rank %d of %d on one host: no shared memory", r, n)
+		}
+	}
+	return comms
+}
+
+func formGroup(t testing.TB, n int, opts func(r int) Options, shm bool) []*Comm {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -69,6 +87,7 @@ func newGroup(t testing.TB, n int, opts func(r int) Options) []*Comm {
 		if opts != nil {
 			o = opts(r)
 		}
+		o.DisableSharedMemory = o.DisableSharedMemory || !shm
 		var err error
 		comms[r], err = Connect(ctx, lns[r], r, addrs, o)
 		return err
@@ -86,6 +105,15 @@ func newGroup(t testing.TB, n int, opts func(r int) Options) []*Comm {
 		}
 	}
 	return comms
+}
+
+// group connects n ranks over shared memory or TCP.
+func group(t testing.TB, n int, shm bool) []*Comm {
+	t.Helper()
+	if shm {
+		return newShmGroup(t, n)
+	}
+	return newGroup(t, n, nil)
 }
 
 // onAll runs f for ranks 0..n-1 concurrently and returns their errors.
@@ -134,21 +162,32 @@ func TestAllReduce(t *testing.T) {
 	const big = 4 << 20                // elements: 16 MiB of f32, 8 MiB of bf16
 	// Around the 64 KiB threshold (16384 f32, 32768 bf16), uneven
 	// counts, fewer elements than ranks.
-	counts := []int{1, 3, 7, 1000, 16383, 16384, 16385, 32767, 32769, 100003}
-	for n := 1; n <= 8; n++ {
-		comms := newGroup(t, n, nil)
-		for _, dt := range []nccl.DType{nccl.F32, nccl.BF16} {
-			cs := counts
-			if n == 2 || n == 3 || n == 8 {
-				cs = append(cs[:len(cs):len(cs)], big)
-			}
-			for _, count := range cs {
-				t.Run(fmt.Sprintf("n%d/%s/%d", n, dt, count), func(t *testing.T) {
-					checkAllReduce(t, comms, dt, count)
-				})
+	// Shared memory: around its one-barrier limit (256 KiB over n
+	// copies) and its 512 KiB slot (131072 f32, 262144 bf16).
+	counts := []int{1, 3, 7, 1000, 16383, 16384, 16385, 32767, 32769, 100003, 131071, 131072, 131073, 262145}
+	for _, shm := range []bool{false, true} {
+		for n := 1; n <= 8; n++ {
+			comms := group(t, n, shm)
+			for _, dt := range []nccl.DType{nccl.F32, nccl.BF16} {
+				cs := counts
+				if n == 2 || n == 3 || n == 8 {
+					cs = append(cs[:len(cs):len(cs)], big)
+				}
+				for _, count := range cs {
+					t.Run(fmt.Sprintf("%s/n%d/%s/%d", transport(shm), n, dt, count), func(t *testing.T) {
+						checkAllReduce(t, comms, dt, count)
+					})
+				}
 			}
 		}
 	}
+}
+
+func transport(shm bool) string {
+	if shm {
+		return "shm"
+	}
+	return "tcp"
 }
 
 func checkAllReduce(t *testing.T, comms []*Comm, dt nccl.DType, count int) {

@@ -1,0 +1,436 @@
+package ring
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/tandemllm/tandem/nccl"
+)
+
+// Ranks that share a host sum their allreduces through one shared memory
+// segment instead of their sockets, as NCCL's SHM transport does within a
+// node: each rank copies its buffer into its slot, and after a barrier
+// either every rank sums every slot (small buffers, one barrier) or each
+// sums its 1/n of them in place and, after a second barrier, copies the
+// others' sums (two barriers). Each byte is copied twice and read n times
+// in all, with no kernel in between, where the TCP ring moves 2(n-1)/n of
+// the buffer through two kernel copies per hop. The other collectives
+// keep to TCP; the connections also carry the failures: a rank that dies
+// or closes hangs up its sockets, which the ranks waiting in a barrier
+// poll.
+//
+// Layout: a control page (magic, group size and a nonce, the barrier
+// counter, the abort word and each rank's header, per parity), then two
+// parities of n slots of shmSlotBytes. Buffers larger than a slot go in
+// steps of a slot; consecutive steps alternate parities, so a rank may
+// fill its next slot while a slower one still reads the last.
+const (
+	shmMagic     = 0x4d485354 // "TSHM"
+	shmSlotBytes = 512 << 10
+	shmLine      = 64 // one cache line per written word or header
+	offNonce     = 8
+	offBarrier   = 64
+	offSleepers  = 128
+	offAbort     = 192
+	offHeaders   = 256
+	offerBytes   = 40
+	// Answers in the handshake: no segment; a segment; a segment and
+	// every rank a goroutine of the same process.
+	shmNo        = 0
+	shmYes       = 1
+	shmInProcess = 2
+	// shmSmallReads: buffers whose n copies add up to no more than this
+	// take the one-barrier path, every rank summing every slot.
+	shmSmallReads = 256 << 10
+	// shmPoll is how often a rank waiting in a barrier checks its peers'
+	// connections: the longest a dead peer goes unnoticed.
+	shmPoll = 2 * time.Millisecond
+	// shmSpin is how many times a waiting rank looks at the barrier
+	// before sleeping, when every rank can have a core of its own.
+	shmSpin = 1 << 14
+	// shmYields is how many times in-process ranks yield to each other
+	// before sleeping.
+	shmYields = 256
+)
+
+// shmLayout gives the offset of the slots and the segment's size for a
+// group of n.
+func shmLayout(n int) (data, total int) {
+	data = (offHeaders + 2*n*shmLine + 4095) &^ 4095
+	return data, data + 2*n*shmSlotBytes
+}
+
+// shm is one rank's view of the group's segment.
+type shm struct {
+	mem      []byte
+	rank, n  int
+	data     int
+	barriers uint32 // barriers passed, the same count on every rank
+	steps    uint64 // slot-sized steps taken, for the parity
+	spin     int
+	// inProcess: every rank is a goroutine of this process (tests,
+	// benchmarks). A goroutine asleep in a futex keeps its P until the
+	// runtime notices, so such ranks first yield to each other.
+	inProcess bool
+	acc       []float32 // bf16 sums in float32
+
+	// The mapping must outlive any call using it, while Close may come
+	// from another goroutine in the middle of one.
+	mu     sync.Mutex
+	busy   bool
+	closed bool
+}
+
+func newShm(mem []byte, rank, n int, inProcess bool) *shm {
+	s := &shm{mem: mem, rank: rank, n: n, inProcess: inProcess}
+	s.data, _ = shmLayout(n)
+	if n <= runtime.NumCPU() {
+		s.spin = shmSpin
+	}
+	return s
+}
+
+func (s *shm) word(off int) *uint32 { return (*uint32)(unsafe.Pointer(&s.mem[off])) }
+
+func (s *shm) header(parity, r int) []byte {
+	off := offHeaders + (parity*s.n+r)*shmLine
+	return s.mem[off : off+headerBytes]
+}
+
+func (s *shm) slot(parity, r int) []byte {
+	off := s.data + (parity*s.n+r)*shmSlotBytes
+	return s.mem[off : off+shmSlotBytes]
+}
+
+// enter marks a call using the mapping; false once closed.
+func (s *shm) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.busy = !s.closed
+	return s.busy
+}
+
+func (s *shm) exit() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.busy = false
+	if s.closed && s.mem != nil {
+		unmapShm(s.mem)
+		s.mem = nil
+	}
+}
+
+// abort tells the peers waiting in a barrier that this rank is gone; at
+// close the mapping goes too, now or when the call using it returns.
+func (s *shm) abort(closing bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mem == nil {
+		return
+	}
+	atomic.CompareAndSwapUint32(s.word(offAbort), 0, uint32(s.rank+1))
+	futexWake(s.word(offBarrier))
+	if closing {
+		s.closed = true
+		if !s.busy {
+			unmapShm(s.mem)
+			s.mem = nil
+		}
+	}
+}
+
+// allReduceShm sums buf through the segment (see the top of this file).
+func (c *Comm) allReduceShm(ctx context.Context, h header, buf nccl.Buffer) error {
+	s := c.shm
+	if !s.enter() {
+		return fmt.Errorf("ring: rank %d: %w", c.rank, nccl.ErrClosed)
+	}
+	defer s.exit()
+	data, es, n := buf.Host(), h.dtype.Size(), c.size
+	small := len(data) <= shmSlotBytes && len(data)*n <= shmSmallReads
+	for off := 0; off == 0 || off < len(data); off += shmSlotBytes {
+		part := data[off:min(off+shmSlotBytes, len(data))]
+		p := int(s.steps & 1)
+		s.steps++
+		h.put(s.header(p, c.rank))
+		copy(s.slot(p, c.rank), part)
+		if err := c.shmBarrier(ctx); err != nil {
+			return err
+		}
+		if off == 0 {
+			if err := c.mismatch(func(r int) header { hr, _ := parseHeader(s.header(p, r)); return hr }); err != nil {
+				return err
+			}
+		}
+		// A rank that arrived and then left (its ctx ended) counts as
+		// arrived, but no longer looks after its slot.
+		if err := c.shmAborted(); err != nil {
+			return err
+		}
+		count := len(part) / es
+		if small {
+			s.sum(p, h.dtype, part, 0, count, 0)
+			continue
+		}
+		from, to := chunk(c.rank, n, count, es)
+		s.sum(p, h.dtype, s.slot(p, c.rank)[from:to], from/es, to/es, c.rank)
+		if err := c.shmBarrier(ctx); err != nil {
+			return err
+		}
+		if err := c.shmAborted(); err != nil {
+			return err
+		}
+		for r := range n {
+			from, to := chunk(r, n, count, es)
+			copy(part[from:to], s.slot(p, r)[from:to])
+		}
+	}
+	return nil
+}
+
+// sum writes into dst the sum of elements [from, to) of every slot of
+// parity p, starting with slot first and going on in rank order: the
+// order is fixed by the group and the slice, so every rank that computes
+// a sum gets the same bits, run after run. dst may be slot first's own
+// elements.
+func (s *shm) sum(p int, dt nccl.DType, dst []byte, from, to, first int) {
+	es := dt.Size()
+	src := func(r int) []byte { return s.slot(p, r)[from*es : to*es] }
+	if dt == nccl.F32 {
+		d := f32s(dst)
+		copy(dst, src(first))
+		for r := range s.n {
+			if r != first {
+				addF32(d, f32s(src(r)))
+			}
+		}
+		return
+	}
+	if cap(s.acc) < to-from {
+		s.acc = make([]float32, to-from)
+	}
+	acc := s.acc[:to-from]
+	widenBF16(acc, u16s(src(first)))
+	for r := range s.n {
+		if r != first {
+			accBF16(acc, u16s(src(r)))
+		}
+	}
+	narrowBF16(u16s(dst), acc)
+}
+
+// shmBarrier returns once every rank has arrived at the same barrier, or
+// fails when a peer aborted, hung up or is found in another collective,
+// when this rank is closed, or when ctx ends.
+func (c *Comm) shmBarrier(ctx context.Context) error {
+	s := c.shm
+	ctr, sleepers := s.word(offBarrier), s.word(offSleepers)
+	s.barriers++
+	target := s.barriers * uint32(c.size)
+	if atomic.AddUint32(ctr, 1) == target {
+		if atomic.LoadUint32(sleepers) > 0 {
+			futexWake(ctr)
+		}
+		return nil
+	}
+	for i := 0; ; i++ {
+		v := atomic.LoadUint32(ctr)
+		if int32(v-target) >= 0 {
+			return nil
+		}
+		if i < s.spin {
+			continue
+		}
+		if s.inProcess && i < s.spin+shmYields {
+			runtime.Gosched()
+			continue
+		}
+		if err := c.shmCheck(ctx, i%64 == 63); err != nil {
+			return err
+		}
+		// Announced before the last look, so that the last rank to
+		// arrive either is seen here or sees this rank asleep.
+		atomic.AddUint32(sleepers, 1)
+		if v = atomic.LoadUint32(ctr); int32(v-target) < 0 {
+			futexWait(ctr, v, shmPoll)
+		}
+		atomic.AddUint32(sleepers, ^uint32(0))
+	}
+}
+
+// shmAborted reports a peer that gave up on the group.
+func (c *Comm) shmAborted() error {
+	if r := atomic.LoadUint32(c.shm.word(offAbort)); r != 0 && int(r-1) != c.rank {
+		return fmt.Errorf("ring: rank %d: %w: rank %d left the shared-memory allreduce (it failed or was closed)",
+			c.rank, nccl.ErrPeerLost, r-1)
+	}
+	return nil
+}
+
+// shmCheck is a waiting rank's look around: the abort word, its own
+// state, ctx, and now and then every peer's connection.
+func (c *Comm) shmCheck(ctx context.Context, conns bool) error {
+	if err := c.shmAborted(); err != nil {
+		return err
+	}
+	if c.closed.Load() {
+		return fmt.Errorf("ring: rank %d: %w", c.rank, nccl.ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return os.ErrDeadlineExceeded
+	}
+	if !conns {
+		return nil
+	}
+	for _, p := range c.peers {
+		if p == nil {
+			continue
+		}
+		hungUp, readable := connState(p.conn)
+		switch {
+		case hungUp:
+			return c.lost(p, io.EOF)
+		case readable:
+			// Every collective but this one opens with a header on
+			// the sockets, and none is in flight while a barrier waits.
+			return fmt.Errorf("ring: rank %d: %w: rank %d called another collective over TCP while this rank is in a shared-memory allreduce",
+				c.rank, nccl.ErrMismatch, p.rank)
+		}
+	}
+	return nil
+}
+
+// negotiateShm offers the group a segment made by rank 0 once the
+// connections are up. Every rank answers whether it could map it, and
+// rank 0 says whether all could: the group then uses it, or every rank
+// keeps to TCP. nil means TCP.
+func negotiateShm(ctx context.Context, rank int, conns []net.Conn, opts Options) (*shm, error) {
+	n := len(conns)
+	// A peer that dies hangs up; one that hangs is cut off by ctx's
+	// deadline, the one Connect runs under.
+	dl, _ := ctx.Deadline()
+	for _, c := range conns {
+		if c != nil {
+			c.SetDeadline(dl)
+			defer c.SetDeadline(time.Time{})
+		}
+	}
+	want := shmSupported && !opts.DisableSharedMemory
+	_, total := shmLayout(n)
+	var offer [offerBytes]byte
+	binary.LittleEndian.PutUint32(offer[0:], shmMagic)
+	if rank != 0 {
+		if _, err := io.ReadFull(conns[0], offer[:]); err != nil {
+			return nil, fmt.Errorf("ring: rank %d: reading rank 0's shared-memory offer: %w", rank, err)
+		}
+		var mem []byte
+		pid, fd := int(binary.LittleEndian.Uint32(offer[8:])), int(binary.LittleEndian.Uint32(offer[12:]))
+		// Only a segment of this group's size is opened, and only kept
+		// when it holds the nonce offered: the offer may come from a
+		// process of another host whose PID and descriptor mean
+		// something else here.
+		if want && binary.LittleEndian.Uint32(offer[4:]) == 1 && pid > 0 && binary.LittleEndian.Uint64(offer[16:]) == uint64(total) {
+			m, err := openShm(pid, fd, total)
+			switch {
+			case err != nil:
+				opts.Logger.Debug("ring: no shared memory with rank 0", "rank", rank, "err", err)
+			case string(m[offNonce:offNonce+16]) != string(offer[24:40]):
+				unmapShm(m)
+			default:
+				mem = m
+			}
+		}
+		reply := []byte{shmNo}
+		switch {
+		case mem != nil && pid == os.Getpid():
+			reply[0] = shmInProcess
+		case mem != nil:
+			reply[0] = shmYes
+		}
+		verdict := []byte{0}
+		_, err := conns[0].Write(reply)
+		if err == nil {
+			_, err = io.ReadFull(conns[0], verdict)
+		}
+		if err != nil || verdict[0] == shmNo {
+			if mem != nil {
+				unmapShm(mem)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("ring: rank %d: shared-memory handshake with rank 0: %w", rank, err)
+			}
+			return nil, nil
+		}
+		return newShm(mem, rank, n, verdict[0] == shmInProcess), nil
+	}
+
+	var mem []byte
+	if want {
+		m, fd, err := createShm(total)
+		if err != nil {
+			opts.Logger.Debug("ring: no shared memory segment", "err", err)
+		} else {
+			defer closeFD(fd)
+			mem = m
+			binary.LittleEndian.PutUint32(mem[0:], shmMagic)
+			binary.LittleEndian.PutUint32(mem[4:], uint32(n))
+			rand.Read(mem[offNonce : offNonce+16])
+			binary.LittleEndian.PutUint32(offer[4:], 1)
+			binary.LittleEndian.PutUint32(offer[8:], uint32(os.Getpid()))
+			binary.LittleEndian.PutUint32(offer[12:], uint32(fd))
+			binary.LittleEndian.PutUint64(offer[16:], uint64(total))
+			copy(offer[24:40], mem[offNonce:offNonce+16])
+		}
+	}
+	var errs []error
+	for p := 1; p < n; p++ {
+		if _, err := conns[p].Write(offer[:]); err != nil {
+			errs = append(errs, fmt.Errorf("rank %d: %w", p, err))
+		}
+	}
+	all, inProcess := mem != nil, true
+	for p := 1; p < n && len(errs) == 0; p++ {
+		var b [1]byte
+		if _, err := io.ReadFull(conns[p], b[:]); err != nil {
+			errs = append(errs, fmt.Errorf("rank %d: %w", p, err))
+		}
+		all = all && b[0] != shmNo
+		inProcess = inProcess && b[0] == shmInProcess
+	}
+	verdict := []byte{shmNo}
+	switch {
+	case all && len(errs) == 0 && inProcess:
+		verdict[0] = shmInProcess
+	case all && len(errs) == 0:
+		verdict[0] = shmYes
+	}
+	for p := 1; p < n && len(errs) == 0; p++ {
+		if _, err := conns[p].Write(verdict); err != nil {
+			errs = append(errs, fmt.Errorf("rank %d: %w", p, err))
+		}
+	}
+	if len(errs) > 0 || verdict[0] == shmNo {
+		if mem != nil {
+			unmapShm(mem)
+		}
+		if len(errs) > 0 {
+			return nil, fmt.Errorf("ring: rank 0: shared-memory handshake: %w", errors.Join(errs...))
+		}
+		return nil, nil
+	}
+	return newShm(mem, rank, n, inProcess), nil
+}
