@@ -52,6 +52,11 @@ func rankMain() int {
 		return 1
 	}
 	defer c.Close()
+	if c.SharedMemory() {
+		// Ranks of different namespaces stand for different nodes.
+		fmt.Println("FATAL ranks in different network namespaces share memory, bypassing the shaped link")
+		return 1
+	}
 	buf := nccl.Float32s(make([]float32, bytes/4))
 	if err := c.AllReduce(ctx, buf); err != nil {
 		fmt.Println("FATAL", err)

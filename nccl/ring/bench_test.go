@@ -227,6 +227,41 @@ func benchAllReduce(b *testing.B, shm bool) {
 	}
 }
 
+// BenchmarkAllReduceProcs times allreduces between ranks that are
+// processes of their own, as a tensor-parallel group's workers are, over
+// shared memory and over TCP: us/op is the slowest rank's mean time of
+// b.N allreduces after four to warm up.
+func BenchmarkAllReduceProcs(b *testing.B) {
+	for _, shm := range []bool{true, false} {
+		if shm && !shmSupported {
+			continue
+		}
+		for _, n := range []int{2, 4, 8} {
+			for _, size := range []int{4 << 10, 16 << 10, 1 << 20, 16 << 20} {
+				b.Run(fmt.Sprintf("%s/n=%d/%s", transport(shm), n, byteSize(size)), func(b *testing.B) {
+					env := []string{fmt.Sprintf("%s=%d", countEnv, size/4), fmt.Sprintf("%s=%d", itersEnv, b.N)}
+					if shm {
+						env = append(env, shmEnv+"=1")
+					}
+					p := startRanks(b, n, env...)
+					p.form(b, p.addrs(b))
+					var per float64
+					for range n {
+						l := p.next(b, "the ranks' times")
+						var ns float64
+						if _, err := fmt.Sscanf(l.text, "TIME %g", &ns); err != nil {
+							b.Fatalf("rank %d: %s", l.rank, l.text)
+						}
+						per = max(per, ns/1e9)
+					}
+					b.ReportMetric(per*1e6, "us/op")
+					b.ReportMetric(float64(size)/per/1e9*2*float64(n-1)/float64(n), "busGB/s")
+				})
+			}
+		}
+	}
+}
+
 // timeAllReduce runs b.N allreduces of size bytes on a TCP group of n
 // made with opts and returns the seconds one took.
 func timeAllReduce(b *testing.B, n, size int, opts func(r int) Options) float64 {

@@ -1,6 +1,6 @@
 // Package ring implements nccl.Communicator over TCP between processes,
-// for groups without GPUs (and for tests of everything above the
-// collectives).
+// with shared memory for the allreduces of ranks on one host, for groups
+// without GPUs (and for tests of everything above the collectives).
 //
 // Ranks listen first (Listen), publish their address (the rendezvous in
 // package cluster does that through etcd), then Connect: every pair of
@@ -40,6 +40,25 @@
 // caller receives the next from the left and adds it segment by segment.
 // bf16 partial sums are rounded to bf16 at each ring step, as NCCL does.
 // AllGather and Broadcast send straight to every peer.
+//
+// Ranks on one host (rank 0's memfd opens through /proc at every peer,
+// and every rank is in rank 0's network namespace) sum their allreduces
+// through a shared memory segment instead, as NCCL's SHM transport does
+// within a node (shm.go): each rank copies its buffer into its slot;
+// after a barrier (a futex in the segment, spun on first where every rank
+// has a core) every rank sums every slot, or, for buffers whose n copies
+// exceed 256 KiB, each sums its 1/n and after a second barrier copies the
+// others' sums; buffers larger than the 512 KiB slot go slot by slot,
+// alternating two sets of slots. Sums run in a fixed order, so every
+// rank gets the same bits. Rank 0 offers the segment once the
+// connections are up; one rank that cannot map it, or sets
+// Options.DisableSharedMemory, keeps the whole group on TCP. The segment
+// is anonymous memory that lives as long as some rank maps it, so a
+// killed group leaves nothing behind. Its headers are checked after the
+// first barrier, as the sockets' are; a rank waiting in a barrier polls
+// its peers' connections now and then, and fails with ErrPeerLost when
+// one hung up (a killed or closed rank) or with ErrMismatch when one sent
+// bytes (it is in another collective, over TCP).
 //
 // Any failure breaks the communicator for good and closes all its
 // connections, so that the failure reaches every rank: a lost peer

@@ -31,6 +31,9 @@ const (
 	caEnv    = "TANDEM_RING_TEST_CA"
 	countEnv = "TANDEM_RING_TEST_COUNT"
 	shmEnv   = "TANDEM_RING_TEST_SHM"
+	// itersEnv, if set, makes the rank stop after that many allreduces
+	// past the first four and print the mean time of one.
+	itersEnv = "TANDEM_RING_TEST_ITERS"
 )
 
 // childMain is a rank process: it prints its address, reads everyone's
@@ -84,7 +87,15 @@ func childMain() int {
 			return 1
 		}
 	}
+	iters := 0
+	if v := os.Getenv(itersEnv); v != "" {
+		if _, err := fmt.Sscanf(v, "%d", &iters); err != nil {
+			fmt.Println("FATAL", err)
+			return 1
+		}
+	}
 	buf := make([]float32, count)
+	var start time.Time
 	for i := 0; ; i++ {
 		if err := c.AllReduce(context.Background(), nccl.Float32s(buf)); err != nil {
 			fmt.Printf("ERR %v %s\n", errors.Is(err, nccl.ErrPeerLost), strings.ReplaceAll(err.Error(), "\n", " "))
@@ -92,6 +103,11 @@ func childMain() int {
 		}
 		if i == 3 {
 			fmt.Println("RUNNING")
+			start = time.Now()
+		}
+		if iters > 0 && i == 3+iters {
+			fmt.Println("TIME", time.Since(start).Nanoseconds()/int64(iters))
+			return 0
 		}
 	}
 }
@@ -113,7 +129,7 @@ type rankProcs struct {
 
 // startRanks starts n rank processes with env added to their
 // environment; the whole exchange with them must end within 20 s.
-func startRanks(t *testing.T, n int, env ...string) *rankProcs {
+func startRanks(t testing.TB, n int, env ...string) *rankProcs {
 	t.Helper()
 	p := &rankProcs{cmds: make([]*exec.Cmd, n), stdins: make([]io.Writer, n), stderrs: make([]*syncbuf.Buffer, n),
 		lines: make(chan line, 64), timeout: time.NewTimer(20 * time.Second)}
@@ -147,7 +163,7 @@ func startRanks(t *testing.T, n int, env ...string) *rankProcs {
 }
 
 // next is the next line a rank printed; a FATAL one fails the test.
-func (p *rankProcs) next(t *testing.T, what string) line {
+func (p *rankProcs) next(t testing.TB, what string) line {
 	t.Helper()
 	select {
 	case l := <-p.lines:
@@ -162,7 +178,7 @@ func (p *rankProcs) next(t *testing.T, what string) line {
 }
 
 // addrs are the ranks' listening addresses, as they print them.
-func (p *rankProcs) addrs(t *testing.T) []string {
+func (p *rankProcs) addrs(t testing.TB) []string {
 	t.Helper()
 	addrs := make([]string, len(p.cmds))
 	for range p.cmds {
@@ -174,7 +190,7 @@ func (p *rankProcs) addrs(t *testing.T) []string {
 
 // form gives every rank the group's addresses and waits until each runs
 // allreduces.
-func (p *rankProcs) form(t *testing.T, addrs []string) {
+func (p *rankProcs) form(t testing.TB, addrs []string) {
 	t.Helper()
 	for _, w := range p.stdins {
 		fmt.Fprintln(w, strings.Join(addrs, " "))

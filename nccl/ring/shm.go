@@ -44,7 +44,7 @@ const (
 	offSleepers  = 128
 	offAbort     = 192
 	offHeaders   = 256
-	offerBytes   = 40
+	offerBytes   = 48
 	// Answers in the handshake: no segment; a segment; a segment and
 	// every rank a goroutine of the same process.
 	shmNo        = 0
@@ -339,11 +339,12 @@ func negotiateShm(ctx context.Context, rank int, conns []net.Conn, opts Options)
 		}
 		var mem []byte
 		pid, fd := int(binary.LittleEndian.Uint32(offer[8:])), int(binary.LittleEndian.Uint32(offer[12:]))
-		// Only a segment of this group's size is opened, and only kept
-		// when it holds the nonce offered: the offer may come from a
-		// process of another host whose PID and descriptor mean
-		// something else here.
-		if want && binary.LittleEndian.Uint32(offer[4:]) == 1 && pid > 0 && binary.LittleEndian.Uint64(offer[16:]) == uint64(total) {
+		// Only a segment of this group's size, offered from this
+		// network namespace, is opened, and only kept when it holds the
+		// nonce offered: the offer may come from a process of another
+		// host whose PID and descriptor mean something else here.
+		if want && binary.LittleEndian.Uint32(offer[4:]) == 1 && pid > 0 && binary.LittleEndian.Uint64(offer[16:]) == uint64(total) &&
+			binary.LittleEndian.Uint64(offer[40:]) == netNamespace() {
 			m, err := openShm(pid, fd, total)
 			switch {
 			case err != nil:
@@ -394,6 +395,7 @@ func negotiateShm(ctx context.Context, rank int, conns []net.Conn, opts Options)
 			binary.LittleEndian.PutUint32(offer[12:], uint32(fd))
 			binary.LittleEndian.PutUint64(offer[16:], uint64(total))
 			copy(offer[24:40], mem[offNonce:offNonce+16])
+			binary.LittleEndian.PutUint64(offer[40:], netNamespace())
 		}
 	}
 	var errs []error

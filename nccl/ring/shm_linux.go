@@ -57,6 +57,22 @@ func openShm(pid, fd, size int) ([]byte, error) {
 
 func closeFD(fd int) { unix.Close(fd) }
 
+// netNamespace identifies this process's network namespace (0 when it
+// cannot be read). Ranks in different ones stand for different nodes,
+// as under netshape's emulated links, and must not share memory behind
+// the links' backs.
+func netNamespace() uint64 {
+	link, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		return 0
+	}
+	var ino uint64
+	if _, err := fmt.Sscanf(link, "net:[%d]", &ino); err != nil {
+		return 0
+	}
+	return ino
+}
+
 func unmapShm(mem []byte) { unix.Munmap(mem) }
 
 // Futex operations (linux/futex.h), shared between processes: not the
