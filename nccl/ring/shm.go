@@ -76,8 +76,9 @@ type shm struct {
 	mem      []byte
 	rank, n  int
 	data     int
-	barriers uint32 // barriers passed, the same count on every rank
-	steps    uint64 // slot-sized steps taken, for the parity
+	barriers uint32        // barriers reached, the same count on every rank
+	passed   atomic.Uint32 // barriers passed: barriers, or one less inside a wait
+	steps    uint64        // slot-sized steps taken, for the parity
 	spin     int
 	// inProcess: every rank is a goroutine of this process (tests,
 	// benchmarks). A goroutine asleep in a futex keeps its P until the
@@ -102,6 +103,8 @@ func newShm(mem []byte, rank, n int, inProcess bool) *shm {
 }
 
 func (s *shm) word(off int) *uint32 { return (*uint32)(unsafe.Pointer(&s.mem[off])) }
+
+func (s *shm) word64(off int) *uint64 { return (*uint64)(unsafe.Pointer(&s.mem[off])) }
 
 func (s *shm) header(parity, r int) []byte {
 	off := offHeaders + (parity*s.n+r)*shmLine
@@ -139,7 +142,10 @@ func (s *shm) abort(closing bool) {
 	if s.mem == nil {
 		return
 	}
-	atomic.CompareAndSwapUint32(s.word(offAbort), 0, uint32(s.rank+1))
+	// Rank and barriers passed in one word: a peer fails only at the
+	// barriers this rank never passed, so a rank that finished a call and
+	// closed does not fail the peers still finishing the same call.
+	atomic.CompareAndSwapUint64(s.word64(offAbort), 0, uint64(s.rank+1)<<32|uint64(s.passed.Load()))
 	futexWake(s.word(offBarrier))
 	if closing {
 		s.closed = true
@@ -242,11 +248,13 @@ func (c *Comm) shmBarrier(ctx context.Context) error {
 		if atomic.LoadUint32(sleepers) > 0 {
 			futexWake(ctr)
 		}
+		s.passed.Store(s.barriers)
 		return nil
 	}
 	for i := 0; ; i++ {
 		v := atomic.LoadUint32(ctr)
 		if int32(v-target) >= 0 {
+			s.passed.Store(s.barriers)
 			return nil
 		}
 		if i < s.spin {
@@ -269,11 +277,14 @@ func (c *Comm) shmBarrier(ctx context.Context) error {
 	}
 }
 
-// shmAborted reports a peer that gave up on the group.
+// shmAborted reports a peer that gave up on the group before passing
+// the barrier this rank last reached.
 func (c *Comm) shmAborted() error {
-	if r := atomic.LoadUint32(c.shm.word(offAbort)); r != 0 && int(r-1) != c.rank {
+	w := atomic.LoadUint64(c.shm.word64(offAbort))
+	r, passed := int(w>>32)-1, uint32(w)
+	if w != 0 && r != c.rank && int32(c.shm.barriers-passed) > 0 {
 		return fmt.Errorf("ring: rank %d: %w: rank %d left the shared-memory allreduce (it failed or was closed)",
-			c.rank, nccl.ErrPeerLost, r-1)
+			c.rank, nccl.ErrPeerLost, r)
 	}
 	return nil
 }

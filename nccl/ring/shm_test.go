@@ -142,3 +142,33 @@ func TestShmMismatch(t *testing.T) {
 		})
 	}
 }
+
+// A rank that finished a call and closes at once does not fail the peers
+// still finishing the same call: they fail only at a barrier it never
+// passed.
+func TestShmCloseAfterCall(t *testing.T) {
+	if !shmSupported {
+		t.Skip("no shared memory on this OS")
+	}
+	t.Cleanup(func() { leakCheck(t) })
+	for i := range 30 {
+		comms := newShmGroup(t, 3)
+		count := 1000 // one barrier
+		if i%2 == 1 {
+			count = 1 << 18 // two a slot, two slots
+		}
+		errs := onAll(3, func(r int) error {
+			err := comms[r].AllReduce(context.Background(), f32(count))
+			if r == 0 {
+				comms[r].Close()
+			}
+			return err
+		})
+		noErrors(t, errs)
+		for r := 1; r < 3; r++ {
+			if err := comms[r].AllReduce(context.Background(), f32(count)); !errors.Is(err, nccl.ErrPeerLost) {
+				t.Fatalf("round %d, rank %d, the call after rank 0 closed: %v, want ErrPeerLost", i, r, err)
+			}
+		}
+	}
+}
