@@ -70,6 +70,9 @@ func (c collectives) AllReduce(s Span, bytes float64) float64 {
 	if s.N <= 1 {
 		return 0
 	}
+	if c.hw.Kind == KindCPU && c.intra.SharedMemory {
+		return c.shmAllReduce(s.N, bytes)
+	}
 	if c.hw.Kind == KindCPU {
 		return c.tcpAllReduce(s.N, bytes)
 	}
@@ -173,16 +176,41 @@ func (c collectives) ncclRingOnce(s Span, hops, wire float64) float64 {
 	return lat*c.eff.CollectiveLatency + wire/(bus*c.eff.CollectiveBandwidth)
 }
 
-// tcpAllReduce is nccl/ring: up to 64 KiB each rank sends its buffer to
-// every peer at once (one latency, n−1 buffers through its link);
-// beyond, a ring of n−1 reduce-scatter and n−1 all-gather steps, each a
-// latency and a 1/n chunk.
+// tcpAllReduce is nccl/ring over TCP: up to 64 KiB recursive doubling
+// (whole-buffer exchanges in a row, doublingSteps); beyond, a ring of n−1
+// reduce-scatter and n−1 all-gather steps, each a latency and a 1/n
+// chunk.
 func (c collectives) tcpAllReduce(n int, bytes float64) float64 {
 	alpha, beta := c.tcp()
 	if bytes <= tcpSmallMessage || bytes < float64(4*n) {
 		return float64(doublingSteps(n)) * (alpha + bytes/beta)
 	}
 	return 2 * float64(n-1) * (alpha + bytes/float64(n)/beta)
+}
+
+// Constants of nccl/ring's shared-memory allreduce (nccl/ring/shm.go).
+const (
+	shmSlotBytes  = 512 << 10
+	shmSmallReads = 256 << 10
+)
+
+// shmAllReduce is nccl/ring between processes of one machine: the buffer
+// goes in slot-sized steps, each one barrier where the n copies fit 256
+// KiB (every rank sums every slot), else two (each rank sums its 1/n,
+// then copies the others'). Each rank copies its buffer in and the sums
+// out: 2+n+1 buffers of reads and writes a rank on the one-barrier path,
+// 5+1/n on the other. A barrier costs the profile's latency while every
+// rank has a core, and each rank beyond the cores adds as much again (it
+// waits for the scheduler); the bytes move at the ranks' combined rate.
+func (c collectives) shmAllReduce(n int, bytes float64) float64 {
+	ranks := float64(n)
+	steps := max(1, math.Ceil(bytes/shmSlotBytes))
+	barriers, moved := 2*steps, (5+1/ranks)*bytes
+	if bytes <= shmSlotBytes && bytes*ranks <= shmSmallReads {
+		barriers, moved = steps, (3+ranks)*bytes
+	}
+	lat := c.hw.SharedMemoryLatency * max(1, ranks-float64(max(1, c.hw.Cores))+1)
+	return barriers*lat*c.eff.CollectiveLatency + ranks*moved/(c.hw.SharedMemoryBandwidth*c.eff.CollectiveBandwidth)
 }
 
 // doublingSteps is the whole-buffer exchanges in a row of nccl/ring's

@@ -83,7 +83,7 @@ func TestProfilesLoadAndValidate(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	for _, name := range []string{"nvlink", "ib-400g", "ib-200g", "eth-100g", "eth-25g", "pcie5", "loopback"} {
+	for _, name := range []string{"nvlink", "ib-400g", "ib-200g", "eth-100g", "eth-25g", "pcie5", "loopback", "loopback-tcp"} {
 		if _, err := LinkByName(name); err != nil {
 			t.Error(err)
 		}
@@ -237,7 +237,7 @@ func TestRingAllReduceForNRanks(t *testing.T) {
 // Tandem's TCP ring on CPUs: recursive doubling up to 64 KiB, a ring beyond.
 func TestTCPAllReduce(t *testing.T) {
 	s, _ := presetShape(t, "llama-160m", KindCPU)
-	m := newModel(t, s, "cpu", "loopback", &unit)
+	m := newModel(t, s, "cpu", "loopback-tcp", &unit)
 	// α = 8.5 µs, β = 1.4 GB/s.
 	for _, tc := range []struct {
 		name  string
@@ -487,4 +487,32 @@ func TestKVCacheDType(t *testing.T) {
 	x32, _ := m32.KVTransfer(1, 1, 2048, false)
 	x16, _ := m16.KVTransfer(1, 1, 2048, false)
 	near(t, "bf16 transfer", x16-10.5e-6, (x32-10.5e-6)/2)
+}
+
+// Processes of one machine sum their allreduces through nccl/ring's
+// shared memory: one barrier a slot while the n copies fit 256 KiB, else
+// two, and the bytes copied and added at the profile's combined rate.
+func TestSharedMemoryAllReduce(t *testing.T) {
+	s, _ := presetShape(t, "llama-160m", KindCPU)
+	m := newModel(t, s, "cpu", "loopback", &unit)
+	// Barrier 7 µs (once more per rank beyond the 2 cores), 35 GB/s.
+	for _, tc := range []struct {
+		name  string
+		n     int
+		bytes float64
+		want  float64
+	}{
+		{"n=2 4KiB", 2, 4 << 10, 7e-6 + 2*5*4096/35e9},
+		{"n=8 4KiB", 8, 4 << 10, 7*7e-6 + 8*11*4096/35e9},
+		{"n=2 1MiB", 2, 1 << 20, 2*2*7e-6 + 2*5.5*(1<<20)/35e9}, // two slots, two barriers each
+		{"n=4 80KiB", 4, 80 << 10, 2*3*7e-6 + 4*5.25*(80<<10)/35e9}, // 4 copies exceed 256 KiB: two barriers
+		{"n=4 48KiB", 4, 48 << 10, 3*7e-6 + 4*7*(48<<10)/35e9}, // 4 copies fit 256 KiB: one barrier
+	} {
+		near(t, tc.name, m.AllReduce(Group{TP: tc.n, Nodes: tc.n}, tc.bytes), tc.want)
+	}
+	// The same machine with NCCL_SHM_DISABLE=1 pays TCP's round trips.
+	tcp := newModel(t, s, "cpu", "loopback-tcp", &unit)
+	if shm, sock := m.AllReduce(Group{TP: 2, Nodes: 2}, 4096), tcp.AllReduce(Group{TP: 2, Nodes: 2}, 4096); shm >= sock {
+		t.Errorf("4 KiB at n=2: shared memory %.3g s, TCP %.3g s; want shared memory faster", shm, sock)
+	}
 }

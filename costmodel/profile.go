@@ -73,6 +73,13 @@ type Hardware struct {
 	// through the kernel's TCP stack (CPU profiles).
 	NetworkBandwidth float64 `json:"network_bandwidth,omitempty"`
 	NetworkLatency   float64 `json:"network_latency,omitempty"`
+	// SharedMemoryLatency is one barrier of nccl/ring's shared-memory
+	// allreduce between processes that each have a core, and
+	// SharedMemoryBandwidth the rate at which the ranks together copy and
+	// add through the segment (CPU profiles; used over links marked
+	// shared_memory).
+	SharedMemoryLatency   float64 `json:"shared_memory_latency,omitempty"`
+	SharedMemoryBandwidth float64 `json:"shared_memory_bandwidth,omitempty"`
 	// KVCacheBytes is each rank's KV cache budget when fixed (the CPU
 	// worker's --kv-cache-mb); zero derives it from memory.
 	KVCacheBytes float64 `json:"kv_cache_bytes,omitempty"`
@@ -93,6 +100,9 @@ type Link struct {
 	// Netshape: bandwidth and latency are netshape's profile of the same
 	// name, the figures `tandem up --link` shapes the link to.
 	Netshape bool `json:"netshape,omitempty"`
+	// SharedMemory: the link joins processes of one machine, whose
+	// allreduces nccl/ring sums through its shared segment (CPU only).
+	SharedMemory bool `json:"shared_memory,omitempty"`
 }
 
 //go:embed data/*.yaml
@@ -175,6 +185,8 @@ func (h Hardware) validate() error {
 		return fmt.Errorf("hardware %s: gpus_per_node %d must be at least 1", h.Name, h.GPUsPerNode)
 	case h.Kind == KindCPU && h.NetworkBandwidth <= 0:
 		return fmt.Errorf("hardware %s: a CPU profile needs network_bandwidth", h.Name)
+	case h.Kind == KindCPU && (h.SharedMemoryLatency <= 0 || h.SharedMemoryBandwidth <= 0):
+		return fmt.Errorf("hardware %s: a CPU profile needs shared_memory_latency and shared_memory_bandwidth", h.Name)
 	case h.Shared && h.Cores < 1:
 		return fmt.Errorf("hardware %s: a shared device needs its cores (at least 1)", h.Name)
 	}

@@ -62,6 +62,8 @@ const (
 	// shmYields is how many times in-process ranks yield to each other
 	// before sleeping.
 	shmYields = 256
+	// shmNap is how long in-process ranks then sleep between looks.
+	shmNap = 20 * time.Microsecond
 )
 
 // shmLayout gives the offset of the slots and the segment's size for a
@@ -81,8 +83,9 @@ type shm struct {
 	steps    uint64        // slot-sized steps taken, for the parity
 	spin     int
 	// inProcess: every rank is a goroutine of this process (tests,
-	// benchmarks). A goroutine asleep in a futex keeps its P until the
-	// runtime notices, so such ranks first yield to each other.
+	// benchmarks). A goroutine asleep in a futex keeps its P, which the
+	// ranks it waits for may need, until the runtime notices (up to
+	// 10 ms), so such ranks yield to each other, then nap on timers.
 	inProcess bool
 	acc       []float32 // bf16 sums in float32
 
@@ -266,6 +269,10 @@ func (c *Comm) shmBarrier(ctx context.Context) error {
 		}
 		if err := c.shmCheck(ctx, i%64 == 63); err != nil {
 			return err
+		}
+		if s.inProcess {
+			time.Sleep(shmNap) // parks this goroutine, unlike a futex
+			continue
 		}
 		// Announced before the last look, so that the last rank to
 		// arrive either is seen here or sees this rank asleep.
