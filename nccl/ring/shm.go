@@ -59,11 +59,6 @@ const (
 	// shmSpin is how many times a waiting rank looks at the barrier
 	// before sleeping, when every rank can have a core of its own.
 	shmSpin = 1 << 14
-	// shmYields is how many times in-process ranks yield to each other
-	// before sleeping.
-	shmYields = 256
-	// shmNap is how long in-process ranks then sleep between looks.
-	shmNap = 20 * time.Microsecond
 )
 
 // shmLayout gives the offset of the slots and the segment's size for a
@@ -85,7 +80,8 @@ type shm struct {
 	// inProcess: every rank is a goroutine of this process (tests,
 	// benchmarks). A goroutine asleep in a futex keeps its P, which the
 	// ranks it waits for may need, until the runtime notices (up to
-	// 10 ms), so such ranks yield to each other, then nap on timers.
+	// 10 ms), and one asleep on a timer wakes late, so such ranks wait by
+	// yielding to each other.
 	inProcess bool
 	acc       []float32 // bf16 sums in float32
 
@@ -263,16 +259,15 @@ func (c *Comm) shmBarrier(ctx context.Context) error {
 		if i < s.spin {
 			continue
 		}
-		if s.inProcess && i < s.spin+shmYields {
+		if s.inProcess {
+			if err := c.shmCheck(ctx, i%1024 == 1023); err != nil {
+				return err
+			}
 			runtime.Gosched()
 			continue
 		}
 		if err := c.shmCheck(ctx, i%64 == 63); err != nil {
 			return err
-		}
-		if s.inProcess {
-			time.Sleep(shmNap) // parks this goroutine, unlike a futex
-			continue
 		}
 		// Announced before the last look, so that the last rank to
 		// arrive either is seen here or sees this rank asleep.

@@ -3,6 +3,9 @@
 # Binaries: /tmp/shm/ring.test is `go test -c ./nccl/ring` at 18b5e67;
 # /tmp/shm/tp-old.test `go test -c ./engine` at b58c56d (TCP only),
 # /tmp/shm/tp-new.test the same at 18b5e67 (ranks share memory).
+# Its ring-*.txt are kept. Its procs-*.txt came from a binary whose closing
+# rank failed its peers' last call and were replaced by procs.sh's; its
+# tp-*.txt were replaced by tp.sh's (futex against nap as well).
 # Run from the repository root. usage: run.sh OUTDIR ROUNDS
 out=$1; rounds=$2
 mkdir -p "$out"
