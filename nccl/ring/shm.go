@@ -53,8 +53,10 @@ const (
 	// shmSmallReads: buffers whose n copies add up to no more than this
 	// take the one-barrier path, every rank summing every slot.
 	shmSmallReads = 256 << 10
-	// shmPoll is how often a rank waiting in a barrier checks its peers'
-	// connections: the longest a dead peer goes unnoticed.
+	// shmPoll is the longest a rank sleeps in a barrier's futex between
+	// looks; it polls its peers' connections every 64 looks (about 128
+	// ms), the longest a dead peer goes unnoticed (an abort is seen at
+	// the next look).
 	shmPoll = 2 * time.Millisecond
 	// shmSpin is how many times a waiting rank looks at the barrier
 	// before sleeping, when every rank can have a core of its own.

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Calibration and validation runs of issue 17 (docs/planning.md), under the bench lock.
 set -u
-T=/tmp/plan-bin/tandem
+T=${T:-/tmp/plan-bin/tandem}
 OUT=${OUT:-/tmp/planruns}
 common="--preset llama-160m --tp 1,2,4 --modes unified,disaggregated --rounds 2 --save-detailed --disable-tqdm"
 run() { # name, extra args
@@ -16,6 +16,8 @@ cal="--max-concurrency 4 --num-prompts 16 --random-input-len 256 --random-output
 val="--max-concurrency 2 --num-prompts 12 --random-input-len 512 --random-output-len 32 --seed 2"
 run calibration-run $cal
 run validation-run $val
-run calibration-run $cal --link eth-25g
-run validation-run $val --link eth-25g
+if [ -z "${NO_LINK:-}" ]; then
+  run calibration-run $cal --link eth-25g
+  run validation-run $val --link eth-25g
+fi
 echo done >> $OUT/loadavg.txt
