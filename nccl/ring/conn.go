@@ -53,7 +53,8 @@ type Options struct {
 	// runs on one host. By default such a group sums them through a
 	// shared memory segment, as NCCL's SHM transport does (NCCL_SHM_DISABLE
 	// is the NCCL equivalent); a rank that cannot map the segment (another
-	// host, another PID namespace or user) makes the whole group use TCP.
+	// host, another PID or network namespace, another user) makes the
+	// whole group use TCP.
 	DisableSharedMemory bool
 	// Logger receives a warning for each connection refused while the
 	// group forms: a stray client, a peer of another group, a TLS
@@ -147,7 +148,9 @@ func (e errFatal) Unwrap() error { return e.error }
 // rank order. It returns when every connection is up and checked, when a
 // peer's handshake shows the group is misconfigured (another size, a rank
 // claimed twice), or when ctx ends — then the error names the ranks that
-// never connected. ln is closed on return.
+// never connected. Once connected, rank 0 offers the group a shared memory
+// segment for its allreduces (see Options.DisableSharedMemory). ln is
+// closed on return.
 func Connect(ctx context.Context, ln *Listener, rank int, addrs []string, opts Options) (*Comm, error) {
 	defer ln.Close()
 	opts.defaults()

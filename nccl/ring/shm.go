@@ -344,7 +344,7 @@ func negotiateShm(ctx context.Context, rank int, conns []net.Conn, opts Options)
 			defer c.SetDeadline(time.Time{})
 		}
 	}
-	want := shmSupported && !opts.DisableSharedMemory
+	want := shmSupported && !opts.DisableSharedMemory && n > 1
 	_, total := shmLayout(n)
 	var offer [offerBytes]byte
 	binary.LittleEndian.PutUint32(offer[0:], shmMagic)

@@ -14,8 +14,10 @@ run() { # name, extra args
 }
 cal="--max-concurrency 4 --num-prompts 16 --random-input-len 256 --random-output-len 32 --seed 1"
 val="--max-concurrency 2 --num-prompts 12 --random-input-len 512 --random-output-len 32 --seed 2"
-run calibration-run $cal
-run validation-run $val
+if [ -z "${LINK_ONLY:-}" ]; then
+  run calibration-run $cal
+  run validation-run $val
+fi
 if [ -z "${NO_LINK:-}" ]; then
   run calibration-run $cal --link eth-25g
   run validation-run $val --link eth-25g
