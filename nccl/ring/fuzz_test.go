@@ -65,6 +65,9 @@ func FuzzPeerBytes(f *testing.F) {
 	refused := greeting(0)
 	refused[helloBytes], refused[helloBytes+1], refused[helloBytes+2] = 0, 0xff, 0xff // a reason longer than what follows
 	f.Add(refused, uint8(0), true, false)
+	yes := greeting(0)
+	yes[len(yes)-1] = shmYes // a verdict for a segment nobody offered
+	f.Add(yes, uint8(0), true, false)
 	fp := newFakePeer(f)
 	f.Fuzz(func(t *testing.T, data []byte, call uint8, dialer, greet bool) {
 		if greet {

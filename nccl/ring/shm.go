@@ -44,7 +44,7 @@ const (
 	offSleepers  = 128
 	offAbort     = 192
 	offHeaders   = 256
-	offerBytes   = 48
+	offerBytes   = 88 // see offerShm
 	// Answers in the handshake: no segment; a segment; a segment and
 	// every rank a goroutine of the same process.
 	shmNo        = 0
@@ -79,6 +79,7 @@ type shm struct {
 	passed   atomic.Uint32 // barriers passed: barriers, or one less inside a wait
 	steps    uint64        // slot-sized steps taken, for the parity
 	spin     int
+	suspect  int // the peer whose socket had bytes at the last look, or -1
 	// inProcess: every rank is a goroutine of this process (tests,
 	// benchmarks). A goroutine asleep in a futex keeps its P, which the
 	// ranks it waits for may need, until the runtime notices (up to
@@ -146,6 +147,9 @@ func (s *shm) abort(closing bool) {
 	// Rank and barriers passed in one word: a peer fails only at the
 	// barriers this rank never passed, so a rank that finished a call and
 	// closed does not fail the peers still finishing the same call.
+	// A rank closed from another goroutine after arriving at a barrier
+	// but before passing it counts as not having passed: its peers fail
+	// there, erring on the safe side.
 	atomic.CompareAndSwapUint64(s.word64(offAbort), 0, uint64(s.rank+1)<<32|uint64(s.passed.Load()))
 	futexWake(s.word(offBarrier))
 	if closing {
@@ -244,6 +248,7 @@ func (c *Comm) shmBarrier(ctx context.Context) error {
 	s := c.shm
 	ctr, sleepers := s.word(offBarrier), s.word(offSleepers)
 	s.barriers++
+	s.suspect = -1
 	target := s.barriers * uint32(c.size)
 	if atomic.AddUint32(ctr, 1) == target {
 		if atomic.LoadUint32(sleepers) > 0 {
@@ -261,15 +266,23 @@ func (c *Comm) shmBarrier(ctx context.Context) error {
 		if i < s.spin {
 			continue
 		}
+		conns := i%64 == 63
 		if s.inProcess {
-			if err := c.shmCheck(ctx, i%1024 == 1023); err != nil {
-				return err
+			conns = i%1024 == 1023
+		}
+		if err := c.shmCheck(ctx, conns); err != nil {
+			// The last rank may have arrived since the look above, then
+			// finished, closed or gone on to another collective: what
+			// its socket shows is then no failure of this barrier.
+			if int32(atomic.LoadUint32(ctr)-target) >= 0 {
+				s.passed.Store(s.barriers)
+				return nil
 			}
+			return err
+		}
+		if s.inProcess {
 			runtime.Gosched()
 			continue
-		}
-		if err := c.shmCheck(ctx, i%64 == 63); err != nil {
-			return err
 		}
 		// Announced before the last look, so that the last rank to
 		// arrive either is seen here or sees this rank asleep.
@@ -319,6 +332,10 @@ func (c *Comm) shmCheck(ctx context.Context, conns bool) error {
 		switch {
 		case hungUp:
 			return c.lost(p, io.EOF)
+		case readable && c.shm.suspect != p.rank:
+			// A TLS peer that closes sends an alert before its FIN:
+			// bytes twice in a row, with no hang-up, are a mismatch.
+			c.shm.suspect = p.rank
 		case readable:
 			// Every collective but this one opens with a header on
 			// the sockets, and none is in flight while a barrier waits.
@@ -332,85 +349,136 @@ func (c *Comm) shmCheck(ctx context.Context, conns bool) error {
 // negotiateShm offers the group a segment made by rank 0 once the
 // connections are up. Every rank answers whether it could map it, and
 // rank 0 says whether all could: the group then uses it, or every rank
-// keeps to TCP. nil means TCP.
+// keeps to TCP. nil means TCP. ctx's end, deadline or cancellation, cuts
+// the handshake short, as it does the rest of Connect.
 func negotiateShm(ctx context.Context, rank int, conns []net.Conn, opts Options) (*shm, error) {
-	n := len(conns)
-	// A peer that dies hangs up; one that hangs is cut off by ctx's
-	// deadline, the one Connect runs under.
-	dl, _ := ctx.Deadline()
-	for _, c := range conns {
-		if c != nil {
-			c.SetDeadline(dl)
-			defer c.SetDeadline(time.Time{})
+	setDeadlines := func(t time.Time) {
+		for _, c := range conns {
+			if c != nil {
+				c.SetDeadline(t)
+			}
 		}
 	}
-	want := shmSupported && !opts.DisableSharedMemory && n > 1
+	stop := context.AfterFunc(ctx, func() { setDeadlines(time.Unix(1, 0)) })
+	var s *shm
+	var err error
+	if rank == 0 {
+		s, err = offerShm(conns, opts)
+	} else {
+		s, err = answerShm(rank, conns, opts)
+	}
+	if !stop() { // ctx ended: the deadlines are in the past
+		if s != nil {
+			unmapShm(s.mem)
+		}
+		return nil, fmt.Errorf("ring: rank %d: shared-memory handshake: %w", rank, context.Cause(ctx))
+	}
+	setDeadlines(time.Time{})
+	return s, err
+}
+
+// The offer: magic, 1 if a segment is offered, rank 0's PID and the
+// segment's descriptor, its size, the nonce it holds, rank 0's network
+// namespace and the host's boot id.
+const (
+	offerOK     = 4
+	offerPID    = 8
+	offerFD     = 12
+	offerSize   = 16
+	offerNonce  = 24
+	offerNetNS  = 40
+	offerBootID = 48
+	bootIDBytes = 36
+)
+
+// answerShm is a rank's side of the handshake: it maps the segment rank 0
+// offers where it can, says so, and takes rank 0's verdict.
+func answerShm(rank int, conns []net.Conn, opts Options) (*shm, error) {
+	n := len(conns)
+	_, total := shmLayout(n)
+	var offer [offerBytes]byte
+	if _, err := io.ReadFull(conns[0], offer[:]); err != nil {
+		return nil, fmt.Errorf("ring: rank %d: reading rank 0's shared-memory offer: %w", rank, err)
+	}
+	ok := binary.LittleEndian.Uint32(offer[offerOK:])
+	if binary.LittleEndian.Uint32(offer[0:]) != shmMagic || ok > 1 {
+		return nil, fmt.Errorf("ring: rank %d: %w: corrupt shared-memory offer from rank 0", rank, nccl.ErrMismatch)
+	}
+	var mem []byte
+	pid, fd := int(binary.LittleEndian.Uint32(offer[offerPID:])), int(binary.LittleEndian.Uint32(offer[offerFD:]))
+	// Only a segment of this group's size, offered from this host (boot
+	// id) and network namespace, is opened, and only kept when it holds
+	// the nonce offered: PIDs and descriptors of another host mean
+	// something else here.
+	if shmSupported && !opts.DisableSharedMemory && ok == 1 && pid > 0 &&
+		binary.LittleEndian.Uint64(offer[offerSize:]) == uint64(total) &&
+		binary.LittleEndian.Uint64(offer[offerNetNS:]) == netNamespace() &&
+		string(offer[offerBootID:offerBootID+bootIDBytes]) == bootID() {
+		m, err := openShm(pid, fd, total)
+		switch {
+		case err != nil:
+			opts.Logger.Debug("ring: no shared memory with rank 0", "rank", rank, "err", err)
+		case binary.LittleEndian.Uint32(m[0:]) != shmMagic || binary.LittleEndian.Uint32(m[4:]) != uint32(n) ||
+			string(m[offNonce:offNonce+16]) != string(offer[offerNonce:offerNonce+16]):
+			unmapShm(m)
+		default:
+			mem = m
+		}
+	}
+	reply := []byte{shmNo}
+	switch {
+	case mem != nil && pid == os.Getpid():
+		reply[0] = shmInProcess
+	case mem != nil:
+		reply[0] = shmYes
+	}
+	verdict := []byte{shmNo}
+	_, err := conns[0].Write(reply)
+	if err == nil {
+		_, err = io.ReadFull(conns[0], verdict)
+	}
+	switch {
+	case err != nil:
+		err = fmt.Errorf("ring: rank %d: shared-memory handshake with rank 0: %w", rank, err)
+	case verdict[0] != shmNo && verdict[0] != reply[0] && !(verdict[0] == shmYes && reply[0] == shmInProcess):
+		err = fmt.Errorf("ring: rank %d: %w: rank 0's shared-memory verdict %d after this rank answered %d", rank, nccl.ErrMismatch, verdict[0], reply[0])
+	}
+	if err != nil || verdict[0] == shmNo {
+		if mem != nil {
+			unmapShm(mem)
+		}
+		return nil, err
+	}
+	return newShm(mem, rank, n, verdict[0] == shmInProcess), nil
+}
+
+// offerShm is rank 0's side: it makes the segment, offers it to every
+// peer and tells them whether all mapped it.
+func offerShm(conns []net.Conn, opts Options) (*shm, error) {
+	n := len(conns)
 	_, total := shmLayout(n)
 	var offer [offerBytes]byte
 	binary.LittleEndian.PutUint32(offer[0:], shmMagic)
-	if rank != 0 {
-		if _, err := io.ReadFull(conns[0], offer[:]); err != nil {
-			return nil, fmt.Errorf("ring: rank %d: reading rank 0's shared-memory offer: %w", rank, err)
-		}
-		var mem []byte
-		pid, fd := int(binary.LittleEndian.Uint32(offer[8:])), int(binary.LittleEndian.Uint32(offer[12:]))
-		// Only a segment of this group's size, offered from this
-		// network namespace, is opened, and only kept when it holds the
-		// nonce offered: the offer may come from a process of another
-		// host whose PID and descriptor mean something else here.
-		if want && binary.LittleEndian.Uint32(offer[4:]) == 1 && pid > 0 && binary.LittleEndian.Uint64(offer[16:]) == uint64(total) &&
-			binary.LittleEndian.Uint64(offer[40:]) == netNamespace() {
-			m, err := openShm(pid, fd, total)
-			switch {
-			case err != nil:
-				opts.Logger.Debug("ring: no shared memory with rank 0", "rank", rank, "err", err)
-			case string(m[offNonce:offNonce+16]) != string(offer[24:40]):
-				unmapShm(m)
-			default:
-				mem = m
-			}
-		}
-		reply := []byte{shmNo}
-		switch {
-		case mem != nil && pid == os.Getpid():
-			reply[0] = shmInProcess
-		case mem != nil:
-			reply[0] = shmYes
-		}
-		verdict := []byte{0}
-		_, err := conns[0].Write(reply)
-		if err == nil {
-			_, err = io.ReadFull(conns[0], verdict)
-		}
-		if err != nil || verdict[0] == shmNo {
-			if mem != nil {
-				unmapShm(mem)
-			}
-			if err != nil {
-				return nil, fmt.Errorf("ring: rank %d: shared-memory handshake with rank 0: %w", rank, err)
-			}
-			return nil, nil
-		}
-		return newShm(mem, rank, n, verdict[0] == shmInProcess), nil
-	}
-
 	var mem []byte
-	if want {
+	if shmSupported && !opts.DisableSharedMemory && n > 1 {
 		m, fd, err := createShm(total)
 		if err != nil {
 			opts.Logger.Debug("ring: no shared memory segment", "err", err)
 		} else {
+			// Peers open the descriptor through /proc until the verdict;
+			// after it the mappings alone keep the memory.
 			defer closeFD(fd)
 			mem = m
 			binary.LittleEndian.PutUint32(mem[0:], shmMagic)
 			binary.LittleEndian.PutUint32(mem[4:], uint32(n))
 			rand.Read(mem[offNonce : offNonce+16])
-			binary.LittleEndian.PutUint32(offer[4:], 1)
-			binary.LittleEndian.PutUint32(offer[8:], uint32(os.Getpid()))
-			binary.LittleEndian.PutUint32(offer[12:], uint32(fd))
-			binary.LittleEndian.PutUint64(offer[16:], uint64(total))
-			copy(offer[24:40], mem[offNonce:offNonce+16])
-			binary.LittleEndian.PutUint64(offer[40:], netNamespace())
+			binary.LittleEndian.PutUint32(offer[offerOK:], 1)
+			binary.LittleEndian.PutUint32(offer[offerPID:], uint32(os.Getpid()))
+			binary.LittleEndian.PutUint32(offer[offerFD:], uint32(fd))
+			binary.LittleEndian.PutUint64(offer[offerSize:], uint64(total))
+			copy(offer[offerNonce:offerNonce+16], mem[offNonce:offNonce+16])
+			binary.LittleEndian.PutUint64(offer[offerNetNS:], netNamespace())
+			copy(offer[offerBootID:offerBootID+bootIDBytes], bootID())
 		}
 	}
 	var errs []error
@@ -424,6 +492,8 @@ func negotiateShm(ctx context.Context, rank int, conns []net.Conn, opts Options)
 		var b [1]byte
 		if _, err := io.ReadFull(conns[p], b[:]); err != nil {
 			errs = append(errs, fmt.Errorf("rank %d: %w", p, err))
+		} else if b[0] > shmInProcess {
+			errs = append(errs, fmt.Errorf("rank %d: %w: shared-memory answer %d", p, nccl.ErrMismatch, b[0]))
 		}
 		all = all && b[0] != shmNo
 		inProcess = inProcess && b[0] == shmInProcess
@@ -449,5 +519,5 @@ func negotiateShm(ctx context.Context, rank int, conns []net.Conn, opts Options)
 		}
 		return nil, nil
 	}
-	return newShm(mem, rank, n, inProcess), nil
+	return newShm(mem, 0, n, inProcess), nil
 }

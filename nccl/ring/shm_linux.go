@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 	"unsafe"
@@ -40,7 +41,15 @@ func createShm(size int) ([]byte, int, error) {
 // It fails where the two ranks do not share a host, a PID namespace or a
 // user; the caller then keeps to TCP.
 func openShm(pid, fd, size int) ([]byte, error) {
-	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/%d", pid, fd), os.O_RDWR, 0)
+	path := fmt.Sprintf("/proc/%d/fd/%d", pid, fd)
+	// Looked at before it is opened: opening a device or a pipe could
+	// have effects of its own.
+	if st, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() || st.Size() != int64(size) {
+		return nil, fmt.Errorf("%s is not a shared segment of %d bytes", path, size)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -56,6 +65,16 @@ func openShm(pid, fd, size int) ([]byte, error) {
 }
 
 func closeFD(fd int) { unix.Close(fd) }
+
+// bootID identifies this boot of this host ("" when it cannot be read):
+// a PID means a process only on the host that gave it.
+func bootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if s := strings.TrimSpace(string(b)); err == nil && len(s) == bootIDBytes {
+		return s
+	}
+	return ""
+}
 
 // netNamespace identifies this process's network namespace (0 when it
 // cannot be read). Ranks in different ones stand for different nodes,

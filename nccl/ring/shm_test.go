@@ -3,6 +3,9 @@ package ring
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -168,6 +171,95 @@ func TestShmCloseAfterCall(t *testing.T) {
 		for r := 1; r < 3; r++ {
 			if err := comms[r].AllReduce(context.Background(), f32(count)); !errors.Is(err, nccl.ErrPeerLost) {
 				t.Fatalf("round %d, rank %d, the call after rank 0 closed: %v, want ErrPeerLost", i, r, err)
+			}
+		}
+	}
+}
+
+// A rank 0 that says the group shares memory it never offered, or sends
+// a corrupt offer, fails the handshake with a mismatch, not a panic.
+func TestShmHandshakeRefusesNonsense(t *testing.T) {
+	t.Cleanup(func() { leakCheck(t) })
+	fp := newFakePeer(t)
+	yes := greeting(0)
+	yes[len(yes)-1] = shmYes
+	corrupt := greeting(0)
+	corrupt[len(corrupt)-1-offerBytes] ^= 0xff // the offer's magic
+	for name, data := range map[string][]byte{"verdict": yes, "offer": corrupt} {
+		if err := fp.exchange(t, data, 0, true); !errors.Is(err, nccl.ErrMismatch) || !strings.Contains(err.Error(), "shared-memory") {
+			t.Errorf("%s: %v, want a shared-memory handshake mismatch", name, err)
+		}
+	}
+}
+
+// A peer that stalls in the shared-memory handshake cannot hold Connect
+// past a cancellation (ctx without a deadline).
+func TestShmHandshakeCancel(t *testing.T) {
+	t.Cleanup(func() { leakCheck(t) })
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stalled := make(chan net.Conn, 1)
+	go func() {
+		c, err := net.Dial("tcp", ln.Addr())
+		if err != nil {
+			cancel()
+			return
+		}
+		stalled <- c
+		c.Write(greeting(1)[:helloBytes])
+		// Rank 0's status, empty reason and offer: it now waits for an
+		// answer that never comes.
+		io.ReadFull(c, make([]byte, 3+offerBytes))
+		cancel()
+	}()
+	done := make(chan error, 1)
+	go func() {
+		c, err := Connect(ctx, ln, 0, []string{ln.Addr(), "127.0.0.1:1"}, Options{Logger: slog.New(slog.DiscardHandler)})
+		if c != nil {
+			c.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Connect: %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Connect ignored its cancelled ctx during the shared-memory handshake")
+	}
+	(<-stalled).Close()
+}
+
+// Over mutual TLS, a rank that closes while the others wait in a barrier
+// is a lost peer, not a mismatch, though its close_notify alert reaches
+// them before its FIN.
+func TestShmTLSPeerClosed(t *testing.T) {
+	if !shmSupported {
+		t.Skip("no shared memory on this OS")
+	}
+	t.Cleanup(func() { leakCheck(t) })
+	dir := newCA(t)
+	names := []string{"a", "b", "c"}
+	for round := range 5 {
+		comms := formGroup(t, 3, func(r int) Options { return tlsOptions(t, dir, names[r]) }, true)
+		if !comms[0].SharedMemory() {
+			t.Fatal("a TLS group on one host does not share memory")
+		}
+		checkAllReduce(t, comms, nccl.F32, 1000)
+		errs := onAll(3, func(r int) error {
+			if r == 2 {
+				return comms[r].Close()
+			}
+			return comms[r].AllReduce(context.Background(), f32(1000))
+		})
+		for r := range 2 {
+			if !errors.Is(errs[r], nccl.ErrPeerLost) {
+				t.Fatalf("round %d, rank %d: %v, want ErrPeerLost", round, r, errs[r])
 			}
 		}
 	}
