@@ -174,8 +174,16 @@ func (c *Comm) allReduceShm(ctx context.Context, h header, buf nccl.Buffer) erro
 		part := data[off:min(off+shmSlotBytes, len(data))]
 		p := int(s.steps & 1)
 		s.steps++
+		count := len(part) / es
+		from, to := chunk(c.rank, n, count, es) // this rank's 1/n on the two-barrier path
 		h.put(s.header(p, c.rank))
-		copy(s.slot(p, c.rank), part)
+		if small {
+			copy(s.slot(p, c.rank), part)
+		} else {
+			// Only this rank reads its own 1/n: it stays where it is.
+			copy(s.slot(p, c.rank)[:from], part[:from])
+			copy(s.slot(p, c.rank)[to:len(part)], part[to:])
+		}
 		if err := c.shmBarrier(ctx); err != nil {
 			return err
 		}
@@ -189,13 +197,12 @@ func (c *Comm) allReduceShm(ctx context.Context, h header, buf nccl.Buffer) erro
 		if err := c.shmAborted(); err != nil {
 			return err
 		}
-		count := len(part) / es
 		if small {
-			s.sum(p, h.dtype, part, 0, count, 0)
+			s.sum(p, h.dtype, part, 0, count, -1)
 			continue
 		}
-		from, to := chunk(c.rank, n, count, es)
-		s.sum(p, h.dtype, s.slot(p, c.rank)[from:to], from/es, to/es, c.rank)
+		s.sum(p, h.dtype, part[from:to], from/es, to/es, c.rank)
+		copy(s.slot(p, c.rank)[from:to], part[from:to])
 		if err := c.shmBarrier(ctx); err != nil {
 			return err
 		}
@@ -203,24 +210,30 @@ func (c *Comm) allReduceShm(ctx context.Context, h header, buf nccl.Buffer) erro
 			return err
 		}
 		for r := range n {
-			from, to := chunk(r, n, count, es)
-			copy(part[from:to], s.slot(p, r)[from:to])
+			if r != c.rank {
+				from, to := chunk(r, n, count, es)
+				copy(part[from:to], s.slot(p, r)[from:to])
+			}
 		}
 	}
 	return nil
 }
 
-// sum writes into dst the sum of elements [from, to) of every slot of
-// parity p, starting with slot first and going on in rank order: the
-// order is fixed by the group and the slice, so every rank that computes
-// a sum gets the same bits, run after run. dst may be slot first's own
-// elements.
-func (s *shm) sum(p int, dt nccl.DType, dst []byte, from, to, first int) {
+// sum writes into dst the sum of elements [from, to) of every rank's
+// values, starting with rank own's, which dst already holds, or, with own
+// < 0, with slot 0's, and going on in rank order through the slots of
+// parity p: the order is fixed by the group and the slice, so every rank
+// that computes a sum gets the same bits, run after run.
+func (s *shm) sum(p int, dt nccl.DType, dst []byte, from, to, own int) {
 	es := dt.Size()
 	src := func(r int) []byte { return s.slot(p, r)[from*es : to*es] }
+	first := own
+	if own < 0 {
+		first = 0
+		copy(dst, src(0))
+	}
 	if dt == nccl.F32 {
 		d := f32s(dst)
-		copy(dst, src(first))
 		for r := range s.n {
 			if r != first {
 				addF32(d, f32s(src(r)))
@@ -232,7 +245,7 @@ func (s *shm) sum(p int, dt nccl.DType, dst []byte, from, to, first int) {
 		s.acc = make([]float32, to-from)
 	}
 	acc := s.acc[:to-from]
-	widenBF16(acc, u16s(src(first)))
+	widenBF16(acc, u16s(dst))
 	for r := range s.n {
 		if r != first {
 			accBF16(acc, u16s(src(r)))
