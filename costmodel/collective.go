@@ -198,14 +198,14 @@ const (
 // goes in slot-sized steps, each one barrier where the n copies fit 256
 // KiB (every rank sums every slot), else two (each rank sums its 1/n,
 // then copies the others'). Each rank copies its buffer in and the sums
-// out: 2+n+1 buffers of reads and writes a rank on the one-barrier path,
-// 5+1/n on the other. A barrier costs the profile's latency while every
+// out: 2+n+1 buffers of reads and writes a rank on the one-barrier path;
+// 5−1/n on the other, where a rank's own 1/n stays in its buffer. A barrier costs the profile's latency while every
 // rank has a core, and each rank beyond the cores adds as much again (it
 // waits for the scheduler); the bytes move at the ranks' combined rate.
 func (c collectives) shmAllReduce(n int, bytes float64) float64 {
 	ranks := float64(n)
 	steps := max(1, math.Ceil(bytes/shmSlotBytes))
-	barriers, moved := 2*steps, (5+1/ranks)*bytes
+	barriers, moved := 2*steps, (5-1/ranks)*bytes
 	if bytes <= shmSlotBytes && bytes*ranks <= shmSmallReads {
 		barriers, moved = steps, (3+ranks)*bytes
 	}

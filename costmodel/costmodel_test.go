@@ -504,8 +504,8 @@ func TestSharedMemoryAllReduce(t *testing.T) {
 	}{
 		{"n=2 4KiB", 2, 4 << 10, 7e-6 + 2*5*4096/35e9},
 		{"n=8 4KiB", 8, 4 << 10, 7*7e-6 + 8*11*4096/35e9},
-		{"n=2 1MiB", 2, 1 << 20, 2*2*7e-6 + 2*5.5*(1<<20)/35e9},     // two slots, two barriers each
-		{"n=4 80KiB", 4, 80 << 10, 2*3*7e-6 + 4*5.25*(80<<10)/35e9}, // 4 copies exceed 256 KiB: two barriers
+		{"n=2 1MiB", 2, 1 << 20, 2*2*7e-6 + 2*4.5*(1<<20)/35e9},     // two slots, two barriers each
+		{"n=4 80KiB", 4, 80 << 10, 2*3*7e-6 + 4*4.75*(80<<10)/35e9}, // 4 copies exceed 256 KiB: two barriers
 		{"n=4 48KiB", 4, 48 << 10, 3*7e-6 + 4*7*(48<<10)/35e9},      // 4 copies fit 256 KiB: one barrier
 	} {
 		near(t, tc.name, m.AllReduce(Group{TP: tc.n, Nodes: tc.n}, tc.bytes), tc.want)
