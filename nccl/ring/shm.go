@@ -404,6 +404,14 @@ const (
 	bootIDBytes = 36
 )
 
+// bootIDField is the boot id as the offer carries it: zeros where the
+// host does not say (then the nonce alone tells the segment).
+func bootIDField() []byte {
+	b := make([]byte, bootIDBytes)
+	copy(b, bootID())
+	return b
+}
+
 // answerShm is a rank's side of the handshake: it maps the segment rank 0
 // offers where it can, says so, and takes rank 0's verdict.
 func answerShm(rank int, conns []net.Conn, opts Options) (*shm, error) {
@@ -426,7 +434,7 @@ func answerShm(rank int, conns []net.Conn, opts Options) (*shm, error) {
 	if shmSupported && !opts.DisableSharedMemory && ok == 1 && pid > 0 &&
 		binary.LittleEndian.Uint64(offer[offerSize:]) == uint64(total) &&
 		binary.LittleEndian.Uint64(offer[offerNetNS:]) == netNamespace() &&
-		string(offer[offerBootID:offerBootID+bootIDBytes]) == bootID() {
+		string(offer[offerBootID:offerBootID+bootIDBytes]) == string(bootIDField()) {
 		m, err := openShm(pid, fd, total)
 		switch {
 		case err != nil:
@@ -491,7 +499,7 @@ func offerShm(conns []net.Conn, opts Options) (*shm, error) {
 			binary.LittleEndian.PutUint64(offer[offerSize:], uint64(total))
 			copy(offer[offerNonce:offerNonce+16], mem[offNonce:offNonce+16])
 			binary.LittleEndian.PutUint64(offer[offerNetNS:], netNamespace())
-			copy(offer[offerBootID:offerBootID+bootIDBytes], bootID())
+			copy(offer[offerBootID:offerBootID+bootIDBytes], bootIDField())
 		}
 	}
 	var errs []error
