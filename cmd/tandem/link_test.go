@@ -387,8 +387,9 @@ func TestUpLinkKVTransfer(t *testing.T) {
 }
 
 // TestGenerateLocalLink: `generate --local --tp 2 --link` gives the same
-// tokens as without the link, says what it built, and leaves nothing;
-// --link without a local group is refused.
+// tokens as without the link, says what it built and that its
+// allreduces cross the link (without it they share memory), and leaves
+// nothing; --link without a local group is refused.
 func TestGenerateLocalLink(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts worker processes")
@@ -398,9 +399,14 @@ func TestGenerateLocalLink(t *testing.T) {
 	}
 	netshapetest.Require(t)
 	args := []string{"generate", "--local", "--preset", "tiny", "--json", "--tp", "2", "--threads", "1", "--max-tokens", "6", "Hello there"}
-	plain, _, err := runTandemStreams(t, args...)
+	plain, plainErr, err := runTandemStreams(t, args...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Ranks of one host share memory for their allreduces; ranks in
+	// namespaces of their own stand for nodes and keep to the link.
+	if want := "collectives: rank 0 of 2, allreduces through shared memory"; !strings.Contains(plainErr, want) {
+		t.Errorf("without the link, stderr lacks %q:\n%s", want, plainErr)
 	}
 	linked, errOut, err := runTandemStreams(t, append(args, "--link", "eth-25g")...)
 	if err != nil {
@@ -408,6 +414,9 @@ func TestGenerateLocalLink(t *testing.T) {
 	}
 	if !strings.Contains(errOut, "link eth-25g: 2 network namespaces") {
 		t.Errorf("no word of the link:\n%q", errOut)
+	}
+	if want := "collectives: rank 0 of 2, allreduces over TCP"; !strings.Contains(errOut, want) {
+		t.Errorf("over the link, stderr lacks %q:\n%s", want, errOut)
 	}
 	var a, b generateResult
 	if err := errors.Join(json.Unmarshal([]byte(plain), &a), json.Unmarshal([]byte(linked), &b)); err != nil {

@@ -469,6 +469,13 @@ func openShard(ctx context.Context, dir string, g *groupFlags, bf *backendFlags,
 		}
 		closers = append(closers, func() { c.Close() })
 		comm = c
+		// Says which transport the allreduces took, as NCCL_DEBUG=INFO's
+		// "via SHM" does: a TP comparison depends on it.
+		allreduce := "over TCP"
+		if sc, ok := c.(interface{ SharedMemory() bool }); ok && sc.SharedMemory() {
+			allreduce = "through shared memory (NCCL_SHM_DISABLE=1: over TCP)"
+		}
+		fmt.Fprintf(w, "collectives: rank %d of %d, allreduces %s\n", g.rank, g.tp, allreduce)
 	}
 	be, err := bf.open(w)
 	if err != nil {
