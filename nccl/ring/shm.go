@@ -259,21 +259,30 @@ func (s *shm) sum(p int, dt nccl.DType, dst []byte, from, to, own int) {
 // when this rank is closed, or when ctx ends.
 func (c *Comm) shmBarrier(ctx context.Context) error {
 	s := c.shm
-	ctr, sleepers := s.word(offBarrier), s.word(offSleepers)
+	ctr := s.word(offBarrier)
 	s.barriers++
 	s.suspect = -1
 	target := s.barriers * uint32(c.size)
 	if atomic.AddUint32(ctr, 1) == target {
-		if atomic.LoadUint32(sleepers) > 0 {
+		if atomic.LoadUint32(s.word(offSleepers)) > 0 {
 			futexWake(ctr)
 		}
-		s.passed.Store(s.barriers)
-		return nil
+	} else if err := c.shmWait(ctx, ctr, target); err != nil {
+		return err
 	}
+	s.passed.Store(s.barriers)
+	return nil
+}
+
+// shmWait waits until the barrier counter reaches target: spinning while
+// every rank can have a core, then yielding (ranks in one process) or
+// sleeping in the futex, looking around between looks (shmCheck).
+func (c *Comm) shmWait(ctx context.Context, ctr *uint32, target uint32) error {
+	s := c.shm
+	sleepers := s.word(offSleepers)
+	reached := func(v uint32) bool { return int32(v-target) >= 0 }
 	for i := 0; ; i++ {
-		v := atomic.LoadUint32(ctr)
-		if int32(v-target) >= 0 {
-			s.passed.Store(s.barriers)
+		if reached(atomic.LoadUint32(ctr)) {
 			return nil
 		}
 		if i < s.spin {
@@ -287,8 +296,7 @@ func (c *Comm) shmBarrier(ctx context.Context) error {
 			// The last rank may have arrived since the look above, then
 			// finished, closed or gone on to another collective: what
 			// its socket shows is then no failure of this barrier.
-			if int32(atomic.LoadUint32(ctr)-target) >= 0 {
-				s.passed.Store(s.barriers)
+			if reached(atomic.LoadUint32(ctr)) {
 				return nil
 			}
 			return err
@@ -300,7 +308,7 @@ func (c *Comm) shmBarrier(ctx context.Context) error {
 		// Announced before the last look, so that the last rank to
 		// arrive either is seen here or sees this rank asleep.
 		atomic.AddUint32(sleepers, 1)
-		if v = atomic.LoadUint32(ctr); int32(v-target) < 0 {
+		if v := atomic.LoadUint32(ctr); !reached(v) {
 			futexWait(ctr, v, shmPoll)
 		}
 		atomic.AddUint32(sleepers, ^uint32(0))
