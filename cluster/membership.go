@@ -223,8 +223,8 @@ func (r *Registered) keepAlive(ctx context.Context) {
 const recoverTimeout = 2 * time.Second
 
 // recover restores the registration after its keepalive ended: once
-// etcd answers, it keeps the old lease alive if that survived (etcd
-// extends leases when it elects a leader), or puts the entry back under a
+// etcd answers, it renews the old lease if that survived (etcd extends
+// leases when it elects a leader), or puts the entry back under a
 // new lease if it is gone (expired during an outage or while the worker
 // was stopped, or revoked). It returns ErrRankTaken when another
 // registration has taken the rank meanwhile, ErrClientClosed when the
@@ -236,12 +236,17 @@ func (r *Registered) recover(ctx context.Context) error {
 			return ErrClientClosed // nothing can renew
 		}
 		cctx, cancel := context.WithTimeout(ctx, recoverTimeout)
-		ttl, err := r.cli.TimeToLive(cctx, r.Lease())
-		if err == nil && ttl.TTL > 0 {
+		// A renewal rather than TimeToLive tells whether the lease lives:
+		// TimeToLive truncates to whole seconds, so a live lease with
+		// under a second left reads as 0, and an expired one still being
+		// revoked reads the same; a renewal of the latter waits for the
+		// revocation (which deletes the entry) and answers not found.
+		_, err := r.cli.KeepAliveOnce(cctx, r.Lease())
+		if err == nil {
 			cancel()
 			return nil
 		}
-		if err == nil {
+		if leaseGone(err) {
 			var lease clientv3.LeaseID
 			lease, err = r.put(cctx)
 			if err == nil {
@@ -345,8 +350,8 @@ func (r *Registered) Close(ctx context.Context) error {
 	return r.closeErr
 }
 
-// leaseGone reports whether a Revoke failed because the lease is already
-// gone (expired, or revoked elsewhere): nothing is left to revoke.
+// leaseGone reports whether a Revoke or a renewal failed because the
+// lease is already gone (expired, or revoked elsewhere).
 func leaseGone(err error) bool {
 	var coded interface{ Code() codes.Code }
 	return errors.As(err, &coded) && coded.Code() == codes.NotFound

@@ -128,7 +128,9 @@ func TestEmbeddedMemberLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	r := register(t, cli, reg("g", 0, 1), 2*time.Second)
+	// The default TTL, as workers have: a shorter one could run out on a
+	// loaded machine while the two members elect a leader.
+	r := register(t, cli, reg("g", 0, 1), DefaultMemberTTL)
 	m := watch(t, cli)
 	waitFor(t, m, "registration", func(gs map[string]Group) bool { return gs["g"].Ready() })
 
@@ -157,9 +159,10 @@ func TestEmbeddedMemberLoss(t *testing.T) {
 	if _, err := cli.Put(wctx, "/after", "x"); err != nil {
 		t.Fatalf("write after losing a member: %v", err)
 	}
-	ttl, err := cli.TimeToLive(wctx, r.Lease())
-	if err != nil || ttl.TTL <= 0 {
-		t.Fatalf("the registration's lease after losing a member: %v %v", ttl, err)
+	// A renewal proves the lease alive; TimeToLive would read 0 for a
+	// live lease with under a second left.
+	if _, err := cli.KeepAliveOnce(wctx, r.Lease()); err != nil {
+		t.Fatalf("the registration's lease after losing a member: %v", err)
 	}
 	select {
 	case <-r.Lost():
@@ -168,6 +171,46 @@ func TestEmbeddedMemberLoss(t *testing.T) {
 	}
 	if g, _ := m.Group("g"); !g.Ready() {
 		t.Fatal("the membership lost the group")
+	}
+}
+
+// TestRecoverKeepsALeaseAboutToExpire: a keepalive that ended while
+// the lease still lived (etcd answered too late, as when a leader is
+// lost) keeps the lease, even with under a second left, when TimeToLive
+// reads 0; it neither puts the entry anew nor takes its own entry for
+// another registration's.
+func TestRecoverKeepsALeaseAboutToExpire(t *testing.T) {
+	cli := startEtcd(t)
+	r := register(t, cli, reg("g", 0, 1), 2*time.Second)
+	r.stop() // no more renewals: the lease runs down
+	<-r.Lost()
+	lease := r.Lease()
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond) // a lease's remaining time has no event
+	defer tick.Stop()
+	for {
+		ttl, err := cli.TimeToLive(t.Context(), lease)
+		if err != nil || ttl.TTL < 0 {
+			t.Fatalf("the lease ran out before the test saw under a second left: %v %v", ttl, err)
+		}
+		if ttl.TTL == 0 {
+			break
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatal("the lease never came under a second")
+		}
+	}
+	if err := r.recover(t.Context()); err != nil {
+		t.Fatalf("recover: %v", err)
+	}
+	if got := r.Lease(); got != lease {
+		t.Fatalf("recover put the entry under lease %x, want the old %x kept", got, lease)
+	}
+	ttl, err := cli.TimeToLive(t.Context(), lease)
+	if err != nil || ttl.TTL < 1 {
+		t.Fatalf("the lease after recover: TTL %v, %v; want it renewed", ttl.TTL, err)
 	}
 }
 
