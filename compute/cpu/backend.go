@@ -21,9 +21,11 @@ type Options struct {
 	// Default (0): runtime.NumCPU().
 	Threads int
 	// Kernels picks the inner-loop implementation: "auto" (default, the
-	// widest the CPU supports), "go" (pure Go), "avx2" (AVX2+FMA) or
-	// "avx512" (AVX-512F/BW/VL). Asking for a set the CPU lacks is an error
-	// wrapping compute.ErrUnsupported.
+	// widest the CPU supports), "go" (pure Go), "avx2" (AVX2+FMA),
+	// "avx512" (AVX-512F/BW/VL) or "amx" (AVX-512, with BF16 matrix
+	// products of prefill size on the AMX tiles, their activations rounded
+	// to bfloat16; Linux 5.16 or later). Asking for a set the CPU lacks is
+	// an error wrapping compute.ErrUnsupported.
 	Kernels string
 }
 
@@ -36,6 +38,13 @@ type Backend struct {
 	scratch []workerScratch // one per worker, indexed by worker id
 	xpad    []float32       // MatMul's padded copy of x
 	packBuf [][]float32     // MatMul's packed weight panels, one per worker
+	// The AMX path's activations in bfloat16, and per worker its packed
+	// panels, the zero-padded rows of a last, partial panel, and the
+	// output of partial tiles.
+	xbf16   []uint16
+	amxPack [][]uint32
+	amxPad  [][]uint16
+	amxTail [][]float32
 
 	// Per-op task values live here so that dispatching an op allocates nothing.
 	mm   matmulTask

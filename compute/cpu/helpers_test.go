@@ -64,6 +64,20 @@ func encode(dt compute.DType, vals []float32) ([]byte, []float32) {
 // closeTo reports whether got is within tol·scale+tol of want, where scale
 // is the magnitude of the terms that were summed (so cancellation does not
 // make a correct answer look wrong).
+// activations is the activations MatMul multiplies by a dt matrix of n×k
+// on b with m rows: x itself, or x rounded to bfloat16 on the AMX path.
+func activations(b *Backend, dt compute.DType, m, n, k int, x []float32) []float32 {
+	t := matmulTask{k: b.k, w: &mat{rows: n, cols: k, dtype: dt}, m: m}
+	if !t.useAMX() {
+		return x
+	}
+	r := make([]float32, len(x))
+	for i, v := range x {
+		r[i] = half.BF16ToFloat32(half.BF16FromFloat32(v))
+	}
+	return r
+}
+
 func closeTo(got float32, want, scale, tol float64) bool {
 	return math.Abs(float64(got)-want) <= tol*scale+tol
 }

@@ -73,6 +73,12 @@ type kernels struct {
 	packF32  func(dst, w *float32, ldw, kn int)
 	packBF16 func(dst *float32, w *uint16, ldw, kn int)
 	packF16  func(dst *float32, w *uint16, ldw, kn int)
+	// The AMX path for BF16 weights (see amx.go), nil where there is none:
+	// amxBF16 multiplies amxRows activation rows by packed panels with the
+	// AMX tiles, toBF16 rounds activations to bfloat16 for it (n rounded
+	// down to lanes).
+	amxBF16 amxBF16Func
+	toBF16  func(dst *uint16, src *float32, n int)
 	// siluMul and gelu are vector forms of the SiLUMul and GELU loops for
 	// n rounded down to a multiple of lanes; nil in the Go set.
 	siluMul func(dst, gate, up *float32, n int)
@@ -108,10 +114,10 @@ func selectKernels(name string) (*kernels, error) {
 		}
 	}
 	switch name {
-	case "go", "avx2", "avx512":
+	case "go", "avx2", "avx512", "amx":
 		return nil, fmt.Errorf("%w: kernels %q on this CPU", compute.ErrUnsupported, name)
 	}
-	return nil, fmt.Errorf("cpu: unknown kernels %q (want auto, go, avx2 or avx512)", name)
+	return nil, fmt.Errorf("cpu: unknown kernels %q (want auto, go, avx2, avx512 or amx)", name)
 }
 
 func goKernels() *kernels {

@@ -9,7 +9,11 @@ func archKernels() []*kernels {
 	var sets []*kernels
 	// Every AVX-512 and AVX2 CPU made has F16C; it is checked all the same.
 	if xcpu.X86.HasAVX512F && xcpu.X86.HasAVX512BW && xcpu.X86.HasAVX512VL && xcpu.X86.HasAVX512DQ && xcpu.X86.HasF16C {
-		sets = append(sets, avx512Kernels())
+		avx512 := avx512Kernels()
+		if xcpu.X86.HasAMXTile && xcpu.X86.HasAMXBF16 && amxPermitted() {
+			sets = append(sets, amxKernels(avx512))
+		}
+		sets = append(sets, avx512)
 	}
 	if xcpu.X86.HasAVX2 && xcpu.X86.HasFMA && xcpu.X86.HasF16C {
 		sets = append(sets, avx2Kernels())

@@ -27,6 +27,15 @@ type matmulTask struct {
 	packed bool
 	k0     int
 	pack   [][]float32
+	// The AMX path (see amx.go): xb is x rounded to bfloat16, mPad rows
+	// of lda; packU and tail are per worker.
+	amx       bool
+	xb        []uint16
+	lda, mPad int
+	packU     [][]uint32
+	padW      [][]uint16
+	tail      [][]float32
+	roundingX bool // the pass that fills xb, before the products
 }
 
 // MatMul: dst[m, w.Rows] = x[m, w.Cols] · wᵀ.
@@ -40,6 +49,15 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 	if len(t.x) < m*wm.cols || len(t.dst) < m*wm.rows {
 		panic(fmt.Sprintf("cpu: MatMul of %d rows by [%d, %d]: x has %d values, dst %d",
 			m, wm.rows, wm.cols, len(t.x), len(t.dst)))
+	}
+	if t.useAMX() {
+		b.startAMX(t)
+		t.roundingX = true
+		b.pool.run(t, t.mPad/amxRows)
+		t.roundingX = false
+		b.pool.run(t, (wm.rows+t.chunkRows-1)/t.chunkRows)
+		t.dst, t.x, t.xb, t.packU, t.padW, t.tail = nil, nil, nil, nil, nil, nil
+		return
 	}
 	t.ldx = wm.cols
 	if m > 1 && wm.cols%padStride == 0 {
@@ -185,6 +203,14 @@ func (t *matmulTask) runPacked(c, w int) {
 }
 
 func (t *matmulTask) run(c, w int) {
+	switch {
+	case t.roundingX:
+		t.roundRows(c)
+		return
+	case t.amx:
+		t.runAMX(c, w)
+		return
+	}
 	if t.packed {
 		t.runPacked(c, w)
 		return

@@ -21,6 +21,8 @@ func TestMatMul(t *testing.T) {
 		{5, 12, 129}, {6, 40, 48}, {7, 3, 1000}, {8, 64, 1024}, {9, 17, 31}, {13, 100, 256},
 		{8, 37, 2100}, {7, 9, 48}, {7, 5, 1500}, {16, 33, 520}, {15, 8, 64},
 		{33, 70, 96}, {64, 36, 200}, {40, 20, 2100}, {25, 64, 48}, {100, 130, 1030},
+		// Whole AMX tiles and panels, and partial ones of each.
+		{32, 32, 32}, {64, 96, 64}, {65, 100, 96}, {40, 33, 2080},
 	}
 	dtypes := []compute.DType{compute.F32, compute.BF16, compute.F16}
 	eachBackend(t, func(t *testing.T, b *Backend) {
@@ -29,15 +31,16 @@ func TestMatMul(t *testing.T) {
 			for _, dt := range dtypes {
 				t.Run(fmt.Sprintf("%v/m%d_n%d_k%d", dt, s.m, s.n, s.k), func(t *testing.T) {
 					raw, w := encode(dt, randVec(r, s.n*s.k))
-					x := randVec(r, s.m*s.k)
+					xv := randVec(r, s.m*s.k)
 					wm, err := b.LoadMat(dt, s.n, s.k, raw)
 					if err != nil {
 						t.Fatal(err)
 					}
 					// Pre-fill dst with garbage: MatMul must overwrite, not add.
 					dst := bufOf(b, randVec(r, s.m*s.n))
-					b.MatMul(dst, bufOf(b, x), wm, s.m)
+					b.MatMul(dst, bufOf(b, xv), wm, s.m)
 					got := readAll(b, dst)
+					x := activations(b, dt, s.m, s.n, s.k, xv)
 					for i := range s.m {
 						for j := range s.n {
 							var want, scale float64
@@ -153,7 +156,7 @@ func TestLoadMatZeroCopy(t *testing.T) {
 // width, and rows that leave part of a panel.
 func TestMatMul16Widened(t *testing.T) {
 	shapes := []struct{ m, n, k int }{
-		{1, 37, 33}, {3, 64, 100}, {8, 45, 1031}, {33, 70, 96}, {33, 129, 200}, {64, 96, 48},
+		{1, 37, 33}, {3, 64, 100}, {8, 45, 1031}, {33, 70, 96}, {33, 129, 200}, {64, 96, 48}, {64, 96, 64},
 	}
 	eachBackend(t, func(t *testing.T, b *Backend) {
 		r := rand.New(rand.NewPCG(7, 8))
@@ -170,10 +173,28 @@ func TestMatMul16Widened(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					x := bufOf(b, randVec(r, s.m*s.k))
+					xv := randVec(r, s.m*s.k)
 					d16, d32 := b.Alloc(s.m*s.n), b.Alloc(s.m*s.n)
-					b.MatMul(d16, x, w16, s.m)
-					b.MatMul(d32, x, w32, s.m)
+					b.MatMul(d16, bufOf(b, xv), w16, s.m)
+					if xr := activations(b, dt, s.m, s.n, s.k, xv); &xr[0] != &xv[0] {
+						// The AMX path rounds the activations and sums in
+						// its own order: the widened matrix times the
+						// rounded activations agrees to rounding.
+						b.MatMul(d32, bufOf(b, xr), w32, s.m)
+						g16, g32 := readAll(b, d16), readAll(b, d32)
+						for i := range g16 {
+							var scale float64
+							for k := range s.k {
+								scale += math.Abs(float64(xr[i/s.n*s.k+k]) * float64(widened[i%s.n*s.k+k]))
+							}
+							if !closeTo(g16[i], float64(g32[i]), scale, matTol) {
+								t.Fatalf("dst[%d,%d] = %v from %v weights on the AMX path, %v from the same widened to F32",
+									i/s.n, i%s.n, g16[i], dt, g32[i])
+							}
+						}
+						return
+					}
+					b.MatMul(d32, bufOf(b, xv), w32, s.m)
 					g16, g32 := readAll(b, d16), readAll(b, d32)
 					for i := range g16 {
 						if math.Float32bits(g16[i]) != math.Float32bits(g32[i]) {
@@ -196,7 +217,7 @@ func TestMatMulPathsAgree(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ref.Close()
-	shapes := []struct{ m, n, k int }{{1, 67, 129}, {3, 33, 47}, {8, 130, 1041}, {33, 97, 272}}
+	shapes := []struct{ m, n, k int }{{1, 67, 129}, {3, 33, 47}, {8, 130, 1041}, {33, 97, 272}, {33, 97, 288}}
 	eachBackend(t, func(t *testing.T, b *Backend) {
 		r := rand.New(rand.NewPCG(9, 10))
 		for _, dt := range []compute.DType{compute.F32, compute.BF16, compute.F16} {
@@ -205,6 +226,7 @@ func TestMatMulPathsAgree(t *testing.T) {
 					raw, w := encode(dt, randVec(r, s.n*s.k))
 					xv := randVec(r, s.m*s.k)
 					got := matMulOn(t, b, dt, s.m, s.n, s.k, raw, xv)
+					xv = activations(b, dt, s.m, s.n, s.k, xv)
 					want := matMulOn(t, ref, dt, s.m, s.n, s.k, raw, xv)
 					for i := range got {
 						var scale float64

@@ -84,6 +84,7 @@ func main() {
 			for _, k := range wkinds {
 				pack(is, k)
 			}
+			toBF16(is)
 		}
 		accum(is, false)
 		accum(is, true)
@@ -757,6 +758,49 @@ func fmaLoop(is isa) {
 	for _, c := range acc[1:] {
 		VADDPS(c, acc[0], acc[0])
 	}
+	VZEROUPPER()
+	RET()
+}
+
+// toBF16 generates toBF16<ISA>(dst *uint16, src *float32, n int): dst[i] =
+// src[i] rounded to the nearest bfloat16, ties to even, for i < n rounded
+// down to 16, as half.BF16FromFloat32 does (a NaN keeps its upper bits,
+// made quiet). The AMX path feeds its tiles with these.
+func toBF16(is isa) {
+	name := "toBF16" + is.name
+	TEXT(name, NOSPLIT, "func(dst *uint16, src *float32, n int)")
+	Pragma("noescape")
+	Doc(name + " rounds float32s to bfloat16 (see toBF16Func).")
+	dst := Load(Param("dst"), GP64())
+	src := Load(Param("src"), GP64())
+	n := Load(Param("n"), GP64())
+	SHRQ(U8(4), n)
+	JZ(LabelRef(name + "_done"))
+	one := vecConst(name+"_one", is.lanes, 1)
+	bias := vecConst(name+"_bias", is.lanes, 0x7fff)
+	quiet := vecConst(name+"_quiet", is.lanes, 0x40)
+	Label(name + "_loop")
+	v, t, q := is.vec(), is.vec(), is.vec()
+	VMOVDQU32(Mem{Base: src}, v)
+	// v + 0x7fff + (bit 16 of v), shifted down: round to nearest, ties to
+	// the even bfloat16.
+	VPSRLD(U8(16), v, t)
+	VPORD(quiet, t, q)
+	VPANDD(one, t, t)
+	VPADDD(bias, t, t)
+	VPADDD(v, t, t)
+	VPSRLD(U8(16), t, t)
+	nan := K()
+	VCMPPS(U8(3), v, v, nan) // unordered: v is a NaN
+	VPBLENDMD(q, t, nan, t)
+	h := YMM()
+	VPMOVDW(t, h)
+	VMOVDQU(h, Mem{Base: dst})
+	ADDQ(U8(64), src)
+	ADDQ(U8(32), dst)
+	DECQ(n)
+	JNZ(LabelRef(name + "_loop"))
+	Label(name + "_done")
 	VZEROUPPER()
 	RET()
 }

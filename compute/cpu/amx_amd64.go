@@ -1,0 +1,34 @@
+package cpu
+
+import "syscall"
+
+// Linux's arch_prctl request for an extended state component, and AMX's
+// tile data component (arch/x86/include/uapi/asm/prctl.h).
+const (
+	archReqXcompPerm  = 0x1023
+	xfeatureXtiledata = 18
+)
+
+// amxPermitted asks Linux for the AMX tile state, which a process must
+// request before its first tile instruction (Linux 5.16 and later). A
+// kernel without it, or a sandbox refusing the call, leaves the AMX set
+// out. The grant is for the whole process and asking again is harmless.
+func amxPermitted() bool {
+	_, _, errno := syscall.RawSyscall(syscall.SYS_ARCH_PRCTL, archReqXcompPerm, xfeatureXtiledata, 0)
+	return errno == 0
+}
+
+// amxKernels is the AVX-512 set with the AMX path for BF16 weights added.
+func amxKernels(avx512 *kernels) *kernels {
+	k := *avx512
+	k.name = "amx"
+	k.amxBF16 = amxGemmBF16
+	k.toBF16 = toBF16AVX512
+	return &k
+}
+
+// amxGemmBF16 is an amxBF16Func: tiles 0-3 hold a 32×32 block of sums,
+// 4-5 two 16-row activation tiles and 6-7 the panel's two 16-row halves.
+//
+//go:noescape
+func amxGemmBF16(a *uint16, lda int, p *uint32, panels int, ksteps int, c *float32, ldc int)

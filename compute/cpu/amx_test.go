@@ -1,0 +1,53 @@
+package cpu
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/tandemllm/tandem/internal/half"
+)
+
+// TestToBF16 holds every kernel set's toBF16 to half.BF16FromFloat32 on
+// the values where rounding is delicate (ties each way, the largest
+// finite values rounding to infinity, subnormals, NaNs of every kind)
+// and on random bit patterns.
+func TestToBF16(t *testing.T) {
+	bits := []uint32{
+		0, 0x80000000, 0x3f800000, 0x3f808000, 0x3f818000, 0x3f807fff, 0x3f808001,
+		0x7f7fffff, 0xff7fffff, 0x7f7f8000, 0x7f800000, 0xff800000,
+		0x00000001, 0x00008000, 0x00018000, 0x807fffff,
+		0x7f800001, 0x7fc00000, 0xffffffff, 0x7fff8000, 0x7f80ffff,
+	}
+	r := rand.New(rand.NewPCG(11, 12))
+	for range 1 << 16 {
+		bits = append(bits, r.Uint32())
+	}
+	src := make([]float32, len(bits))
+	for i, b := range bits {
+		src[i] = math.Float32frombits(b)
+	}
+	ran := false
+	for _, k := range kernelSets() {
+		if k.toBF16 == nil {
+			continue
+		}
+		ran = true
+		n := len(src) / k.lanes * k.lanes
+		dst := make([]uint16, len(src))
+		k.toBF16(&dst[0], &src[0], len(src))
+		for i := range n {
+			if want := half.BF16FromFloat32(src[i]); dst[i] != want {
+				t.Fatalf("%s: %#08x rounds to %#04x, want %#04x", k.name, bits[i], dst[i], want)
+			}
+		}
+		for i := n; i < len(dst); i++ {
+			if dst[i] != 0 {
+				t.Fatalf("%s: wrote dst[%d] past n rounded down to %d lanes", k.name, i, k.lanes)
+			}
+		}
+	}
+	if !ran {
+		t.Skip("no kernel set here rounds to bfloat16 (no AMX)")
+	}
+}
