@@ -44,6 +44,11 @@ type probeLimits struct {
 	bw, fl       bool
 	bytes, flops float64
 	bwT, flT     time.Duration
+	// tile also probes the AMX tile products' peak (a BF16 model's
+	// prefill on the AMX kernels), as long as the FMA loops.
+	tile      bool
+	tileFlops float64
+	tileT     time.Duration
 }
 
 func newProbeLimits(threads int, bw, flops bool) *probeLimits {
@@ -60,6 +65,11 @@ func (l *probeLimits) between(step time.Duration) {
 		n, d := l.p.FLOPs(max(10*time.Millisecond, step/4))
 		l.flops += n
 		l.flT += d
+	}
+	if l.tile {
+		n, d := l.p.TileFLOPs(max(10*time.Millisecond, step/4))
+		l.tileFlops += n
+		l.tileT += d
 	}
 }
 
@@ -254,7 +264,9 @@ func benchDecode(b *testing.B, m *Model, batch int, lim benchLimits) {
 // BenchmarkPrefill times 512- and 2048-token prefills (gpt2-124m only
 // 512: its positions end at 1024) on every core and reports the
 // matrix-multiply FLOP/s against the peak FMA rate probed in the same run
-// (%peak), and the same counting attention's own products too (%peakall).
+// (%peak), and the same counting attention's own products too (%peakall);
+// a BF16 model on the AMX kernels also against the tile products' peak
+// probed in the same run (%tilepeak).
 func BenchmarkPrefill(b *testing.B) {
 	for _, name := range []string{"llama-160m", "gpt2-124m"} {
 		for _, dt := range []string{"f32", "bf16", "f16"} {
@@ -263,7 +275,10 @@ func BenchmarkPrefill(b *testing.B) {
 					continue
 				}
 				b.Run(fmt.Sprintf("%s/%s/%d", name, dt, n), func(b *testing.B) {
-					benchPrefill(b, benchModel(b, name, dt, 0), n, newProbeLimits(0, false, true))
+					m := benchModel(b, name, dt, 0)
+					lim := newProbeLimits(0, false, true)
+					lim.tile = dt == "bf16" && m.Backend().Name() == "cpu/amx"
+					benchPrefill(b, m, n, lim)
 				})
 			}
 		}
@@ -308,4 +323,9 @@ func benchPrefill(b *testing.B, m *Model, n int, lim benchLimits) {
 	b.ReportMetric(pk/1e9, "peakGFLOP/s")
 	b.ReportMetric(100*flops/pk, "%peak")
 	b.ReportMetric(100*all/pk, "%peakall")
+	if pl, ok := lim.(*probeLimits); ok && pl.tile && pl.tileT > 0 {
+		tp := pl.tileFlops / pl.tileT.Seconds()
+		b.ReportMetric(tp/1e9, "tilepeakGFLOP/s")
+		b.ReportMetric(100*flops/tp, "%tilepeak")
+	}
 }

@@ -24,6 +24,7 @@ func amxKernels(avx512 *kernels) *kernels {
 	k.name = "amx"
 	k.amxBF16 = amxGemmBF16
 	k.toBF16 = toBF16AVX512
+	k.tilePeak = amxPeak
 	return &k
 }
 
@@ -32,3 +33,8 @@ func amxKernels(avx512 *kernels) *kernels {
 //
 //go:noescape
 func amxGemmBF16(a *uint16, lda int, p *uint32, panels int, ksteps int, c *float32, ldc int)
+
+// amxPeak runs iters×4 independent tile products (see Probe.TileFLOPs).
+//
+//go:noescape
+func amxPeak(iters int)

@@ -97,3 +97,23 @@ kstep:
 
 	TILERELEASE
 	RET
+
+// func amxPeak(iters int)
+//
+// iters×4 independent tile products on tiles that LDTILECFG zeroed: the
+// machine's peak for them, with no loads (see Probe.TileFLOPs).
+TEXT ·amxPeak(SB), NOSPLIT, $0-8
+	LEAQ amxTileCfg<>(SB), DI
+	LDTILECFG_DI
+	MOVQ iters+0(FP), R8
+
+peakloop:
+	TDPBF16PS_T0_T4_T6
+	TDPBF16PS_T1_T4_T7
+	TDPBF16PS_T2_T5_T6
+	TDPBF16PS_T3_T5_T7
+	DECQ R8
+	JNZ  peakloop
+
+	TILERELEASE
+	RET

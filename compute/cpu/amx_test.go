@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/tandemllm/tandem/internal/half"
 )
@@ -49,5 +50,24 @@ func TestToBF16(t *testing.T) {
 	}
 	if !ran {
 		t.Skip("no kernel set here rounds to bfloat16 (no AMX)")
+	}
+}
+
+// TestProbeTileFLOPs: the tile-product probe runs where the AMX set does
+// and counts more than the FMA probe on the same threads (a tile product
+// does 16 times the multiply-adds of an AVX-512 FMA, at a sixteenth of
+// the rate or better on every chip with AMX); elsewhere it reports none.
+func TestProbeTileFLOPs(t *testing.T) {
+	p := NewProbe(1)
+	n, d := p.TileFLOPs(5 * time.Millisecond)
+	if kernelSets()[0].tilePeak == nil {
+		if n != 0 || d != 0 {
+			t.Fatalf("no AMX here, yet the tile probe counted %g FLOPs in %v", n, d)
+		}
+		t.Skip("no AMX here")
+	}
+	fn, fd := p.FLOPs(5 * time.Millisecond)
+	if n <= 0 || d <= 0 || n/d.Seconds() <= fn/fd.Seconds() {
+		t.Fatalf("tile products %g FLOPs in %v, FMAs %g in %v", n, d, fn, fd)
 	}
 }

@@ -79,6 +79,9 @@ type kernels struct {
 	// down to lanes).
 	amxBF16 amxBF16Func
 	toBF16  func(dst *uint16, src *float32, n int)
+	// tilePeak runs iters×4 independent 16×16×32 BF16 tile products, for
+	// the machine measurements; nil without AMX.
+	tilePeak func(iters int)
 	// siluMul and gelu are vector forms of the SiLUMul and GELU loops for
 	// n rounded down to a multiple of lanes; nil in the Go set.
 	siluMul func(dst, gate, up *float32, n int)

@@ -48,6 +48,22 @@ func MeasurePeakFLOPS(threads int) float64 {
 	return best
 }
 
+// MeasurePeakTileFLOPS is MeasurePeakFLOPS for the AMX tile products of
+// BF16 (16×16×32 multiply-adds each, 2 FLOPs apiece) where the machine
+// has them and the AMX kernel set is usable, 0 where not. This is the
+// bound the AMX path's BF16 GEMMs can reach.
+func MeasurePeakTileFLOPS(threads int) float64 {
+	p := NewProbe(threads)
+	best := 0.0
+	for range 2 {
+		n, d := p.TileFLOPs(100 * time.Millisecond)
+		if d > 0 {
+			best = max(best, n/d.Seconds())
+		}
+	}
+	return best
+}
+
 // A Probe measures the machine's limits in short passes, so that a
 // benchmark can interleave them with the work it times: on a machine
 // shared with other work, the bandwidth and FLOP rate available move
@@ -57,12 +73,18 @@ func MeasurePeakFLOPS(threads int) float64 {
 // and a figure measured under the same load. A Probe holds a 256 MiB
 // buffer; it is not safe for concurrent use.
 type Probe struct {
-	threads      int
-	words        []uint64
-	read         func(p *byte, n int)
-	fma          func(iters int)
+	threads int
+	words   []uint64
+	read    func(p *byte, n int)
+	fma     loopProbe
+	tile    loopProbe // run is nil without AMX
+}
+
+// loopProbe is a compute loop of a Probe's.
+type loopProbe struct {
+	run          func(iters int)
 	flopsPerIter float64
-	iters        int // FMA loop iterations of about 10 ms, once calibrated
+	iters        int // iterations of about 10 ms, once calibrated
 }
 
 // NewProbe makes a probe that runs on threads goroutines (default
@@ -74,13 +96,14 @@ func NewProbe(threads int) *Probe {
 		threads = runtime.NumCPU()
 	}
 	k := kernelSets()[0]
-	p := &Probe{threads: threads, words: make([]uint64, bandwidthBytes/8), read: k.read, fma: k.fma,
-		flopsPerIter: float64(fmaChains * k.lanes * 2)}
+	p := &Probe{threads: threads, words: make([]uint64, bandwidthBytes/8), read: k.read,
+		fma:  loopProbe{run: k.fma, flopsPerIter: float64(fmaChains * k.lanes * 2)},
+		tile: loopProbe{run: k.tilePeak, flopsPerIter: 4 * 16 * 16 * 32 * 2}}
 	if p.read == nil {
 		p.read = goRead
 	}
-	if p.fma == nil {
-		p.fma, p.flopsPerIter = goFMA, 2*fmaChains
+	if p.fma.run == nil {
+		p.fma = loopProbe{run: goFMA, flopsPerIter: 2 * fmaChains}
 	}
 	for i := range p.words {
 		p.words[i] = uint64(i)
@@ -100,22 +123,34 @@ func (p *Probe) Bandwidth() (int64, time.Duration) {
 
 // FLOPs runs independent FMA chains on every thread for about d (see
 // MeasurePeakFLOPS) and returns the FLOPs done and the time they took.
-func (p *Probe) FLOPs(d time.Duration) (float64, time.Duration) {
-	if p.iters == 0 {
+func (p *Probe) FLOPs(d time.Duration) (float64, time.Duration) { return p.loop(&p.fma, d) }
+
+// TileFLOPs is FLOPs for the AMX tile products (see
+// MeasurePeakTileFLOPS); it returns 0, 0 where there are none.
+func (p *Probe) TileFLOPs(d time.Duration) (float64, time.Duration) {
+	if p.tile.run == nil {
+		return 0, 0
+	}
+	return p.loop(&p.tile, d)
+}
+
+// loop runs l on every thread for about d.
+func (p *Probe) loop(l *loopProbe, d time.Duration) (float64, time.Duration) {
+	if l.iters == 0 {
 		// Calibrate to about 10 ms.
-		iters := 1 << 12
+		iters := 1 << 8
 		for {
-			t := onAllThreads(p.threads, func(int) { p.fma(iters) })
+			t := onAllThreads(p.threads, func(int) { l.run(iters) })
 			if t > 2*time.Millisecond || iters > 1<<28 {
-				p.iters = max(1, int(float64(iters)*float64(10*time.Millisecond)/float64(t)))
+				l.iters = max(1, int(float64(iters)*float64(10*time.Millisecond)/float64(t)))
 				break
 			}
 			iters *= 4
 		}
 	}
-	iters := max(1, int(float64(p.iters)*float64(d)/float64(10*time.Millisecond)))
-	t := onAllThreads(p.threads, func(int) { p.fma(iters) })
-	return float64(iters) * p.flopsPerIter * float64(p.threads), t
+	iters := max(1, int(float64(l.iters)*float64(d)/float64(10*time.Millisecond)))
+	t := onAllThreads(p.threads, func(int) { l.run(iters) })
+	return float64(iters) * l.flopsPerIter * float64(p.threads), t
 }
 
 // onAllThreads runs f(0..threads-1) on as many goroutines, each locked to
