@@ -30,12 +30,14 @@ const amxBudget = 512 << 10
 const amxChunksPerThread = 2
 
 // useAMX reports whether MatMul takes the AMX path: BF16 weights, kernels
-// with AMX, prefill-sized m, and an inner dimension of whole tile steps.
-// The activations are rounded to bfloat16 on this path, as a BF16 model's
-// activations are in PyTorch; the products and sums stay float32.
+// with AMX, more activation rows than the streaming path takes (see
+// useAMXStream; a last tile of fewer than 32 is padded), and an inner
+// dimension of whole tile steps. The activations are rounded to bfloat16
+// on this path, as a BF16 model's activations are in PyTorch; the
+// products and sums stay float32.
 func (t *matmulTask) useAMX() bool {
 	return t.k.amxBF16 != nil && t.w.dtype == compute.BF16 && t.w.cols%amxK == 0 &&
-		t.w.rows >= panelRows && t.m >= amxRows
+		t.w.rows >= panelRows && t.m > amxCols
 }
 
 // startAMX sets t up for the AMX path: the activations rounded to
@@ -46,27 +48,26 @@ func (b *Backend) startAMX(t *matmulTask) {
 	t.amx = true
 	t.lda = kn + amxK
 	t.mPad = (t.m + amxRows - 1) / amxRows * amxRows
-	if len(b.xbf16) < t.mPad*t.lda {
-		b.xbf16 = make([]uint16, t.mPad*t.lda)
-	}
-	t.xb = b.xbf16[:t.mPad*t.lda]
+	t.xb = grow(&b.xbf16, t.mPad*t.lda)
 	clear(t.xb[t.m*t.lda:])
 	rows := max(panelRows, amxBudget/(2*kn)/panelRows*panelRows)
 	per := (n + amxChunksPerThread*b.threads - 1) / (amxChunksPerThread * b.threads)
 	t.chunkRows = min(rows, (per+panelRows-1)/panelRows*panelRows)
+	b.amxBuffers(t, t.chunkRows*kn/2, panelRows*kn, amxRows*t.chunkRows)
+}
+
+// amxBuffers makes each worker's buffers of the AMX paths at least this
+// long: packed panels, zero-padded weight rows, and output.
+func (b *Backend) amxBuffers(t *matmulTask, pack, pad, out int) {
 	if len(b.amxPack) < b.threads {
 		b.amxPack = make([][]uint32, b.threads)
 		b.amxPad = make([][]uint16, b.threads)
 		b.amxTail = make([][]float32, b.threads)
 	}
 	for w := range b.threads {
-		if len(b.amxPack[w]) < t.chunkRows*kn/2 {
-			b.amxPack[w] = make([]uint32, t.chunkRows*kn/2)
-		}
-		if len(b.amxPad[w]) < panelRows*kn {
-			b.amxPad[w] = make([]uint16, panelRows*kn)
-		}
-		grow(&b.amxTail[w], amxRows*t.chunkRows)
+		grow(&b.amxPack[w], pack)
+		grow(&b.amxPad[w], pad)
+		grow(&b.amxTail[w], out)
 	}
 	t.packU, t.padW, t.tail = b.amxPack, b.amxPad, b.amxTail
 }

@@ -23,6 +23,7 @@ func amxKernels(avx512 *kernels) *kernels {
 	k := *avx512
 	k.name = "amx"
 	k.amxBF16 = amxGemmBF16
+	k.amxStream = amxStreamBF16
 	k.toBF16 = toBF16AVX512
 	k.tilePeak = amxPeak
 	return &k
@@ -38,3 +39,9 @@ func amxGemmBF16(a *uint16, lda int, p *uint32, panels int, ksteps int, c *float
 //
 //go:noescape
 func amxPeak(iters int)
+
+// amxStreamBF16 multiplies groups of 64 weight rows, read in place, by up
+// to 16 activation columns (see amx_amd64.s).
+//
+//go:noescape
+func amxStreamBF16(w *uint16, ldw int, b *uint32, ksteps int, c *float32, groups int)

@@ -117,3 +117,94 @@ peakloop:
 
 	TILERELEASE
 	RET
+
+// Weight-streaming forms: weight rows as the A tiles, read in place.
+#define TILELOADD_T6_R8_R9   BYTE $0xC4; BYTE $0x82; BYTE $0x7B; BYTE $0x4B; BYTE $0x34; BYTE $0x08
+#define TILELOADD_T4_BX_DX   BYTE $0xC4; BYTE $0xE2; BYTE $0x7B; BYTE $0x4B; BYTE $0x24; BYTE $0x13
+#define TILELOADD_T7_BX_DX   BYTE $0xC4; BYTE $0xE2; BYTE $0x7B; BYTE $0x4B; BYTE $0x3C; BYTE $0x13
+#define TILELOADD_T4_AX_DX   BYTE $0xC4; BYTE $0xE2; BYTE $0x7B; BYTE $0x4B; BYTE $0x24; BYTE $0x10
+#define TDPBF16PS_T1_T5_T6   BYTE $0xC4; BYTE $0xE2; BYTE $0x4A; BYTE $0x5C; BYTE $0xCD
+#define TDPBF16PS_T2_T7_T6   BYTE $0xC4; BYTE $0xE2; BYTE $0x4A; BYTE $0x5C; BYTE $0xD7
+#define TDPBF16PS_T3_T4_T6   BYTE $0xC4; BYTE $0xE2; BYTE $0x4A; BYTE $0x5C; BYTE $0xDC
+#define TILESTORED_R10_R9_T0 BYTE $0xC4; BYTE $0x82; BYTE $0x7A; BYTE $0x4B; BYTE $0x04; BYTE $0x0A
+#define TILESTORED_R10_R9_T1 BYTE $0xC4; BYTE $0x82; BYTE $0x7A; BYTE $0x4B; BYTE $0x0C; BYTE $0x0A
+#define TILESTORED_R10_R9_T2 BYTE $0xC4; BYTE $0x82; BYTE $0x7A; BYTE $0x4B; BYTE $0x14; BYTE $0x0A
+#define TILESTORED_R10_R9_T3 BYTE $0xC4; BYTE $0x82; BYTE $0x7A; BYTE $0x4B; BYTE $0x1C; BYTE $0x0A
+
+// func amxStreamBF16(w *uint16, ldw int, b *uint32, ksteps int, c *float32, groups int)
+//
+// For each group g of 16 weight rows at w + 16g·ldw bytes (rows ldw bytes
+// apart): c[(16g + r)·16 + i] = Σ_k w[16g + r][k]·x[i][k] for r, i < 16
+// and k < 32·ksteps, where b holds x's bfloat16 pairs 16 columns wide:
+// step s, pair kp, column i at dword (16s + kp)·16 + i. The weights are
+// the A tiles, read in place one 16-row group at a time (16 streams for
+// the prefetchers); the output is transposed.
+TEXT ·amxStreamBF16(SB), NOSPLIT, $0-48
+	LEAQ amxTileCfg<>(SB), DI
+	LDTILECFG_DI
+	MOVQ w+0(FP), R13
+	MOVQ ldw+8(FP), DX
+	MOVQ $64, R9
+	MOVQ c+32(FP), R10
+	MOVQ groups+40(FP), R12
+	MOVQ DX, R14
+	SHLQ $4, R14
+
+group:
+	TILEZERO_T0
+	MOVQ R13, SI
+	MOVQ b+16(FP), R8
+	MOVQ ksteps+24(FP), R11
+
+sstep:
+	// A tile load waits for the product that last read its register, so
+	// loads from memory would go one at a time; prefetches of each row's
+	// line 8 steps ahead keep 16 in flight.
+	MOVQ SI, CX
+	PREFETCHT0 512(CX)
+	ADDQ DX, CX
+	PREFETCHT0 512(CX)
+	ADDQ DX, CX
+	PREFETCHT0 512(CX)
+	ADDQ DX, CX
+	PREFETCHT0 512(CX)
+	ADDQ DX, CX
+	PREFETCHT0 512(CX)
+	ADDQ DX, CX
+	PREFETCHT0 512(CX)
+	ADDQ DX, CX
+	PREFETCHT0 512(CX)
+	ADDQ DX, CX
+	PREFETCHT0 512(CX)
+	ADDQ DX, CX
+	PREFETCHT0 512(CX)
+	ADDQ DX, CX
+	PREFETCHT0 512(CX)
+	ADDQ DX, CX
+	PREFETCHT0 512(CX)
+	ADDQ DX, CX
+	PREFETCHT0 512(CX)
+	ADDQ DX, CX
+	PREFETCHT0 512(CX)
+	ADDQ DX, CX
+	PREFETCHT0 512(CX)
+	ADDQ DX, CX
+	PREFETCHT0 512(CX)
+	ADDQ DX, CX
+	PREFETCHT0 512(CX)
+	TILELOADD_T6_R8_R9
+	TILELOADD_T4_SI_DX
+	TDPBF16PS_T0_T4_T6
+	ADDQ $64, SI
+	ADDQ $1024, R8
+	DECQ R11
+	JNZ  sstep
+
+	TILESTORED_R10_R9_T0
+	ADDQ $1024, R10
+	ADDQ R14, R13
+	DECQ R12
+	JNZ  group
+
+	TILERELEASE
+	RET

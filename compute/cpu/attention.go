@@ -117,9 +117,9 @@ type workerScratch struct {
 }
 
 // grow makes *s at least n long and returns its first n values.
-func grow(s *[]float32, n int) []float32 {
+func grow[T any](s *[]T, n int) []T {
 	if len(*s) < n {
-		*s = make([]float32, n)
+		*s = make([]T, n)
 	}
 	return (*s)[:n]
 }

@@ -45,6 +45,7 @@ type Backend struct {
 	amxPack [][]uint32
 	amxPad  [][]uint16
 	amxTail [][]float32
+	amxB    []uint32 // the streaming AMX path's activations as B tiles
 
 	// Per-op task values live here so that dispatching an op allocates nothing.
 	mm   matmulTask

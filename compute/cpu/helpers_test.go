@@ -65,10 +65,10 @@ func encode(dt compute.DType, vals []float32) ([]byte, []float32) {
 // is the magnitude of the terms that were summed (so cancellation does not
 // make a correct answer look wrong).
 // activations is the activations MatMul multiplies by a dt matrix of n×k
-// on b with m rows: x itself, or x rounded to bfloat16 on the AMX path.
+// on b with m rows: x itself, or x rounded to bfloat16 on the AMX paths.
 func activations(b *Backend, dt compute.DType, m, n, k int, x []float32) []float32 {
 	t := matmulTask{k: b.k, w: &mat{rows: n, cols: k, dtype: dt}, m: m}
-	if !t.useAMX() {
+	if !t.useAMX() && !t.useAMXStream() {
 		return x
 	}
 	r := make([]float32, len(x))

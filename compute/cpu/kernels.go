@@ -77,8 +77,9 @@ type kernels struct {
 	// amxBF16 multiplies amxRows activation rows by packed panels with the
 	// AMX tiles, toBF16 rounds activations to bfloat16 for it (n rounded
 	// down to lanes).
-	amxBF16 amxBF16Func
-	toBF16  func(dst *uint16, src *float32, n int)
+	amxBF16   amxBF16Func
+	amxStream amxStreamFunc
+	toBF16    func(dst *uint16, src *float32, n int)
 	// tilePeak runs iters×4 independent 16×16×32 BF16 tile products, for
 	// the machine measurements; nil without AMX.
 	tilePeak func(iters int)

@@ -36,6 +36,10 @@ type matmulTask struct {
 	padW      [][]uint16
 	tail      [][]float32
 	roundingX bool // the pass that fills xb, before the products
+	// The streaming AMX path (see amx_stream.go): bt is x in the B tiles'
+	// layout.
+	stream bool
+	bt     []uint32
 }
 
 // MatMul: dst[m, w.Rows] = x[m, w.Cols] · wᵀ.
@@ -49,6 +53,12 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 	if len(t.x) < m*wm.cols || len(t.dst) < m*wm.rows {
 		panic(fmt.Sprintf("cpu: MatMul of %d rows by [%d, %d]: x has %d values, dst %d",
 			m, wm.rows, wm.cols, len(t.x), len(t.dst)))
+	}
+	if t.useAMXStream() {
+		b.startAMXStream(t)
+		b.pool.run(t, (wm.rows+t.chunkRows-1)/t.chunkRows)
+		t.dst, t.x, t.bt, t.padW, t.tail = nil, nil, nil, nil, nil
+		return
 	}
 	if t.useAMX() {
 		b.startAMX(t)
@@ -209,6 +219,9 @@ func (t *matmulTask) run(c, w int) {
 		return
 	case t.amx:
 		t.runAMX(c, w)
+		return
+	case t.stream:
+		t.runAMXStream(c, w)
 		return
 	}
 	if t.packed {
