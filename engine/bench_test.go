@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"runtime"
 	"testing"
@@ -76,6 +77,11 @@ func (l *probeLimits) between(step time.Duration) {
 func (l *probeLimits) bandwidth() float64 { return l.bytes / l.bwT.Seconds() }
 func (l *probeLimits) peak() float64      { return l.flops / l.flT.Seconds() }
 
+// benchKernels picks the CPU kernel set of the benchmarks' backends, so
+// that one binary times a set against another (-kernels avx512 against
+// the default, amx where the CPU has it).
+var benchKernels = flag.String("kernels", "auto", "CPU kernel set of the benchmarks: auto, amx, avx512, avx2 or go")
+
 // benchModel loads a preset of dtype on a fresh CPU backend of threads
 // threads (0: every core).
 func benchModel(b *testing.B, name, dtype string, threads int) *Model {
@@ -88,7 +94,7 @@ func benchModel(b *testing.B, name, dtype string, threads int) *Model {
 	if err != nil {
 		b.Fatal(err)
 	}
-	be, err := cpu.New(cpu.Options{Threads: threads})
+	be, err := cpu.New(cpu.Options{Threads: threads, Kernels: *benchKernels})
 	if err != nil {
 		b.Fatal(err)
 	}

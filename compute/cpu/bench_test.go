@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -8,8 +9,12 @@ import (
 	"github.com/tandemllm/tandem/compute"
 )
 
+// benchKernels picks the kernel set of benchBackend's backends, so that
+// one binary times a set against another.
+var benchKernels = flag.String("kernels", "auto", "kernel set of the benchmarks: auto, amx, avx512, avx2 or go")
+
 func benchBackend(b *testing.B) *Backend {
-	be, err := New(Options{})
+	be, err := New(Options{Kernels: *benchKernels})
 	if err != nil {
 		b.Fatal(err)
 	}
