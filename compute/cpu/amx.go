@@ -6,13 +6,13 @@ import (
 	"github.com/tandemllm/tandem/compute"
 )
 
-// An amxBF16Func sets c[i*ldc/4 + 32q + j] = Σ_{k<32·ksteps} a[i*lda/2 + k]·
-// w_q[j][k] for i < amxRows, j < panelRows and each of panels packed
-// panels q, p + q·ksteps·512 uint32s apart. a holds bfloat16 activations
-// with rows lda bytes apart; a panel holds its 32 weight rows' bfloat16
-// pairs laid out as packF32 lays out float32s (see packPairs). The sums
-// are float32, of products exact in float32.
-type amxBF16Func func(a *uint16, lda int, p *uint32, panels, ksteps int, c *float32, ldc int)
+// An amxBF16Func sets c[i*ldc/4 + 32q + j] = Σ_{k<32·ksteps} a[i*lda/2 +
+// k]·w_q[j][k] for i < amxRows, j < panelRows and each of panels packed
+// panels q, pstride bytes apart, or adds the sums to c when add ≠ 0. a
+// holds bfloat16 activations with rows lda bytes apart; a panel holds its
+// 32 weight rows' bfloat16 pairs laid out as packF32 lays out float32s
+// (see packPairs). The products are exact in float32, the sums float32.
+type amxBF16Func func(a *uint16, lda int, p *uint32, pstride, panels, ksteps int, c *float32, ldc, add int)
 
 // amxRows is the activation rows of one amxBF16 call: two 16-row tiles.
 const amxRows = 32
@@ -106,7 +106,7 @@ func (t *matmulTask) runAMX(c, w int) {
 	for i0 := 0; i0 < m; i0 += amxRows {
 		a := &t.xb[i0*t.lda]
 		if i0+amxRows <= m && full > 0 {
-			t.k.amxBF16(a, 2*t.lda, &buf[0], full, kn/amxK, &t.dst[i0*n+r0], 4*n)
+			t.k.amxBF16(a, 2*t.lda, &buf[0], 2*panelRows*kn, full, kn/amxK, &t.dst[i0*n+r0], 4*n, 0)
 			if full == panels {
 				continue
 			}
@@ -117,7 +117,7 @@ func (t *matmulTask) runAMX(c, w int) {
 			p0 = 0
 		}
 		tail := t.tail[w]
-		t.k.amxBF16(a, 2*t.lda, &buf[p0*panelRows*kn/2], panels-p0, kn/amxK, &tail[0], 4*ld)
+		t.k.amxBF16(a, 2*t.lda, &buf[p0*panelRows*kn/2], 2*panelRows*kn, panels-p0, kn/amxK, &tail[0], 4*ld, 0)
 		for i := i0; i < min(i0+amxRows, m); i++ {
 			copy(t.dst[i*n+r0+p0*panelRows:i*n+r1], tail[(i-i0)*ld:])
 		}

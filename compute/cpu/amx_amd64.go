@@ -33,7 +33,7 @@ func amxKernels(avx512 *kernels) *kernels {
 // 4-5 two 16-row activation tiles and 6-7 the panel's two 16-row halves.
 //
 //go:noescape
-func amxGemmBF16(a *uint16, lda int, p *uint32, panels int, ksteps int, c *float32, ldc int)
+func amxGemmBF16(a *uint16, lda int, p *uint32, pstride, panels, ksteps int, c *float32, ldc, add int)
 
 // amxPeak runs iters×4 independent tile products (see Probe.TileFLOPs).
 //

@@ -39,33 +39,58 @@ DATA amxTileCfg<>+48(SB)/8, $0x1010101010101010
 DATA amxTileCfg<>+56(SB)/8, $0
 GLOBL amxTileCfg<>(SB), RODATA|NOPTR, $64
 
-// func amxGemmBF16(a *uint16, lda int, p *uint32, panels int, ksteps int, c *float32, ldc int)
+// TILELOADD tmm0-3, [AX + DX*1 (+ 64)]: a block of sums to add to.
+#define TILELOADD_T0_AX_DX   BYTE $0xC4; BYTE $0xE2; BYTE $0x7B; BYTE $0x4B; BYTE $0x04; BYTE $0x10
+#define TILELOADD_T1_64AX_DX BYTE $0xC4; BYTE $0xE2; BYTE $0x7B; BYTE $0x4B; BYTE $0x4C; BYTE $0x10; BYTE $0x40
+#define TILELOADD_T2_AX_DX   BYTE $0xC4; BYTE $0xE2; BYTE $0x7B; BYTE $0x4B; BYTE $0x14; BYTE $0x10
+#define TILELOADD_T3_64AX_DX BYTE $0xC4; BYTE $0xE2; BYTE $0x7B; BYTE $0x4B; BYTE $0x5C; BYTE $0x10; BYTE $0x40
+
+// func amxGemmBF16(a *uint16, lda int, p *uint32, pstride int, panels int, ksteps int, c *float32, ldc int, add int)
 //
 // For each panel q: c[i][32q+j] = Σ_k a[i][k]·w_q[j][k] for i, j < 32 and
-// k < 32·ksteps, where a's rows are lda bytes apart and panel q, at p +
-// q·ksteps·2048 bytes, holds w_q's pairs of bfloat16 as packF32 lays out
-// float32s: pair kp of row j at dword kp·32 + j. Each step of 32 k loads
-// two 16-row activation tiles and the panel's two halves (16 pairs × 16
-// rows each, rows 128 bytes apart) and makes four tile products.
-TEXT ·amxGemmBF16(SB), NOSPLIT, $0-56
+// k < 32·ksteps (added to c when add ≠ 0), where a's rows are lda bytes
+// apart and panel q, at p + q·pstride bytes, holds w_q's pairs of
+// bfloat16 as packF32 lays out float32s: pair kp of row j at dword kp·32
+// + j. Each step of 32 k loads two 16-row activation tiles and the
+// panel's two halves (16 pairs × 16 rows each, rows 128 bytes apart) and
+// makes four tile products.
+TEXT ·amxGemmBF16(SB), NOSPLIT, $0-72
 	LEAQ amxTileCfg<>(SB), DI
 	LDTILECFG_DI
-	MOVQ p+16(FP), BX
+	MOVQ p+16(FP), R10
 	MOVQ $128, CX
-	MOVQ panels+24(FP), R12
-	MOVQ c+40(FP), R13
+	MOVQ panels+32(FP), R12
+	MOVQ c+48(FP), R13
 
 panel:
+	MOVQ add+64(FP), R9
+	TESTQ R9, R9
+	JNZ  load
 	TILEZERO_T0
 	TILEZERO_T1
 	TILEZERO_T2
 	TILEZERO_T3
+	JMP  sums
+
+load:
+	MOVQ R13, AX
+	MOVQ ldc+56(FP), DX
+	TILELOADD_T0_AX_DX
+	TILELOADD_T1_64AX_DX
+	MOVQ DX, R9
+	SHLQ $4, R9
+	ADDQ R9, AX
+	TILELOADD_T2_AX_DX
+	TILELOADD_T3_64AX_DX
+
+sums:
+	MOVQ R10, BX
 	MOVQ a+0(FP), SI
 	MOVQ lda+8(FP), DX
 	MOVQ DX, DI
 	SHLQ $4, DI
 	ADDQ SI, DI
-	MOVQ ksteps+32(FP), R8
+	MOVQ ksteps+40(FP), R8
 
 kstep:
 	TILELOADD_T4_SI_DX
@@ -83,7 +108,7 @@ kstep:
 	JNZ  kstep
 
 	MOVQ R13, AX
-	MOVQ ldc+48(FP), DX
+	MOVQ ldc+56(FP), DX
 	TILESTORED_AX_DX_T0
 	TILESTORED_64AX_DX_T1
 	MOVQ DX, R9
@@ -92,6 +117,7 @@ kstep:
 	TILESTORED_AX_DX_T2
 	TILESTORED_64AX_DX_T3
 	ADDQ $128, R13
+	ADDQ pstride+24(FP), R10
 	DECQ R12
 	JNZ  panel
 

@@ -114,6 +114,8 @@ type workerScratch struct {
 	acc    []float32
 	ml     []float32
 	qt     []float32 // attention's query tile
+	// The AMX path's query tile and softmax weights in bfloat16.
+	qb, pb []uint16
 }
 
 // grow makes *s at least n long and returns its first n values.
@@ -169,6 +171,9 @@ func (b *Backend) Attention(dst, q compute.Buf, c compute.KVCache, layer int, se
 		m := b.k.maxM
 		if p.packed {
 			m = b.k.gemmM
+			if p.amx = t.useAMX(); p.amx {
+				m = amxRows
+			}
 			p.off, p.kp = packN, (s.Pos+s.QLen+panelRows-1)/panelRows*panelRows
 			packN += 2 * spec.KVHeads * p.kp * spec.HeadDim
 			for h := range spec.KVHeads {
@@ -208,7 +213,11 @@ func (t *attnTask) run(c, w int) {
 	posT := (s.QLen + p.pp - 1) / p.pp
 	r0 := (posT - 1 - c) * p.pp
 	r1, j1 := min(r0+p.pp, s.QLen), min(j0+p.hg, t.group)
-	if p.packed {
+	switch {
+	case p.amx:
+		t.tileAMX(&t.scratch[w], s, p, kvh, r0, r1, j0, j1)
+		return
+	case p.packed:
 		t.tilePacked(&t.scratch[w], s, p, kvh, r0, r1, j0, j1)
 		return
 	}

@@ -22,6 +22,8 @@ type seqPlan struct {
 	// off in attnTask.pack, keys kp positions (a multiple of panelRows).
 	packed  bool
 	off, kp int
+	// amx: the packed path on the AMX tiles (see tileAMX).
+	amx bool
 }
 
 // usePacked reports whether a sequence of qlen query rows takes the
@@ -52,6 +54,10 @@ type attnPackTask struct {
 func (pt *attnPackTask) run(c, _ int) {
 	t := pt.t
 	si, kvh := int(pt.pairs[c])/t.spec.KVHeads, int(pt.pairs[c])%t.spec.KVHeads
+	if t.plans[si].amx {
+		t.packKVAMX(t.seqs[si], &t.plans[si], kvh)
+		return
+	}
 	t.packKV(t.seqs[si], &t.plans[si], kvh)
 }
 
@@ -98,6 +104,33 @@ func (t *attnTask) packKV(s compute.AttnSeq, p *seqPlan, kvh int) {
 	}
 }
 
+// softmaxSpan folds one span of a query's scores into its online
+// softmax: sc holds the span's scores, the first ni of them valid; mx and
+// l are the running maximum and sum, acc the weighted values so far,
+// rescaled here when the maximum grows. On return sc holds the weights
+// e^(score-max), zero past ni.
+func (t *attnTask) softmaxSpan(sc []float32, ni int, mx, l *float32, acc []float32) {
+	// The scores past ni are masked: -Inf for the max, then zero weights.
+	// expSum's kernel takes them as e^-87, which adds nothing to a sum of
+	// at least 1, so it runs on whole vectors.
+	for j := ni; j < len(sc); j++ {
+		sc[j] = float32(math.Inf(-1))
+	}
+	m := max(*mx, maxF32(t.k, sc))
+	corr := float32(1)
+	if m > *mx {
+		corr = expf(*mx - m)
+	}
+	sum := expSum(t.k, sc, m)
+	clear(sc[ni:])
+	*mx, *l = m, *l*corr+sum
+	if corr != 1 {
+		for d := range acc {
+			acc[d] *= corr
+		}
+	}
+}
+
 // tilePacked is tile on the packed path: per span of keys, the scores of
 // the up to gemmM queries are one outer-product GEMM against the packed
 // key panels, and the weighted sum of values another against the value
@@ -139,26 +172,7 @@ func (t *attnTask) tilePacked(ws *workerScratch, s compute.AttnSeq, p *seqPlan, 
 				clear(sc)
 				continue
 			}
-			// The scores past ni are masked: -Inf for the max, then zero
-			// weights. expSum's kernel takes them as e^-87, which adds
-			// nothing to a sum of at least 1, so it runs on whole vectors.
-			for j := ni; j < n16; j++ {
-				sc[j] = float32(math.Inf(-1))
-			}
-			m := max(mx[i], maxF32(t.k, sc))
-			corr := float32(1)
-			if m > mx[i] {
-				corr = expf(mx[i] - m)
-			}
-			sum := expSum(t.k, sc, m)
-			clear(sc[ni:])
-			mx[i], l[i] = m, l[i]*corr+sum
-			if corr != 1 {
-				a := acc[i*hd : (i+1)*hd]
-				for d := range a {
-					a[d] *= corr
-				}
-			}
+			t.softmaxSpan(sc, ni, &mx[i], &l[i], acc[i*hd:(i+1)*hd])
 		}
 		for c := 0; c < hd; c += panelRows {
 			g(&scores[0], span, &vp[c*p.kp+k0*panelRows], n16, &acc[c], hd, 1)
