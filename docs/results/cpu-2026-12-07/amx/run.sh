@@ -5,8 +5,10 @@
 # 8 and 32. Build first, from the repository root:
 #   go test -c -o /tmp/amx/engine.test ./engine
 #   go test -c -o /tmp/amx/cpu.test ./compute/cpu
-# usage (from the repository root): run.sh OUTDIR
+# usage (from the repository root): run.sh OUTDIR [WHAT]
+# WHAT: any of prefill gemm decode (default all three).
 out=$1
+what=${2:-prefill gemm decode}
 mkdir -p "$out"
 bench() { # name kernels dir binary pattern benchtime
 	f=$out/$1-$2.txt
@@ -17,8 +19,8 @@ bench() { # name kernels dir binary pattern benchtime
 }
 for i in 1 2 3 4 5; do
 	for k in amx avx512; do
-		bench prefill $k engine engine.test 'BenchmarkPrefill/.*/bf16/' 3x
-		bench gemm $k compute/cpu cpu.test 'BenchmarkGEMM/BF16/m512/' 10x
-		bench decode $k engine engine.test 'BenchmarkDecode/llama-160m/bf16/batch-(1|8|32)/threads-2$' 20x
+		case $what in *prefill*) bench prefill $k engine engine.test 'BenchmarkPrefill/.*/bf16/' 3x ;; esac
+		case $what in *gemm*) bench gemm $k compute/cpu cpu.test 'BenchmarkGEMM/BF16/m512/' 10x ;; esac
+		case $what in *decode*) bench decode $k engine engine.test 'BenchmarkDecode/llama-160m/bf16/batch-(1|8|32)/threads-2$' 20x ;; esac
 	done
 done
