@@ -32,14 +32,15 @@ func (t *matmulTask) useAMXStream() bool {
 }
 
 // startAMXStream sets t up for the streaming path: x rounded to bfloat16
-// and interleaved into the B tiles' layout (columns past m zero), and the
-// chunking of the weight rows into whole 16-row groups.
+// and interleaved into the B tiles' layout, and the chunking of the
+// weight rows into whole 16-row groups. Columns past m keep whatever an
+// earlier call left: each output column depends on its own B column
+// only, and those past m are not copied out.
 func (b *Backend) startAMXStream(t *matmulTask) {
 	kn, n, m := t.w.cols, t.w.rows, t.m
 	t.stream = true
 	xb := grow(&b.xbf16, m*kn)
 	bt := grow(&b.amxB, kn/2*amxCols)
-	clear(bt)
 	for i := range m {
 		t.k.toBF16(&xb[i*kn], &t.x[i*kn], kn)
 		pairs := unsafe.Slice((*uint32)(unsafe.Pointer(&xb[i*kn])), kn/2)
