@@ -334,6 +334,44 @@ func TestPrefillStepAtTheComputeRoofline(t *testing.T) {
 	near(t, "8B linear", c8.Linear, 2*512*6979321856/989e12)
 }
 
+// BF16 weights on a CPU with AMX are priced at the tile unit's rate;
+// FP32 weights, and a profile or calibration without tile_compute, at
+// the FMA units'.
+func TestBF16ProductsOnTheTiles(t *testing.T) {
+	p, err := preset.Get("llama-160m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := p.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tiles := unit
+	tiles.TileCompute = 0.5
+	for _, tc := range []struct {
+		name   string
+		weight int
+		eff    Efficiency
+		peak   float64
+	}{
+		{"bf16 on the tiles", 2, tiles, 6.4e12 * 0.5},
+		{"f32 on the FMA units", 4, tiles, 166e9},
+		{"bf16 without tile_compute", 2, unit, 166e9},
+	} {
+		s, err := NewShape("llama-160m", c, KindCPU, DTypes{Weight: tc.weight})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := newModel(t, s, "cpu", "loopback", &tc.eff)
+		cost, err := m.Step(Group{1, 1}, []Rows{{Pos: 0, Rows: 512}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 113,246,208 layer weights: 2 × 512 FLOPs each, after reading them.
+		near(t, tc.name+": linear", cost.Linear, 2*512*113246208/tc.peak+float64(113246208*tc.weight)/14.8e9)
+	}
+}
+
 func TestLargerTPNeverLowersAllReduceBytes(t *testing.T) {
 	for _, p := range preset.All() {
 		for _, kind := range []string{KindCPU, KindGPU} {

@@ -10,6 +10,9 @@ type Efficiency struct {
 	Memory float64 `json:"memory"`
 	// Compute is the share of peak FLOP/s reached by the matrix products.
 	Compute float64 `json:"compute"`
+	// TileCompute is Compute for the products on a CPU's matrix unit
+	// (see Hardware.TilePeakFLOPS); 0 prices them as FP32 products.
+	TileCompute float64 `json:"tile_compute,omitempty"`
 	// CollectiveBandwidth scales the link bandwidth collectives reach.
 	CollectiveBandwidth float64 `json:"collective_bandwidth"`
 	// CollectiveLatency scales every collective's latency term.
@@ -49,6 +52,9 @@ func (e Efficiency) validate() error {
 		if !(f.v > 0) || f.v > 1e4 {
 			return fmt.Errorf("efficiency %s = %g: want a positive factor of at most 10000", f.name, f.v)
 		}
+	}
+	if e.TileCompute < 0 || e.TileCompute > 1e4 {
+		return fmt.Errorf("efficiency tile_compute = %g: want 0 (none) or a positive factor of at most 10000", e.TileCompute)
 	}
 	if e.BackgroundLoad < 0 || e.BackgroundLoad > 1e4 {
 		return fmt.Errorf("efficiency background_load = %g: want 0 to 10000 threads", e.BackgroundLoad)

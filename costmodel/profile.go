@@ -48,6 +48,12 @@ type Hardware struct {
 	MemoryBandwidth float64 `json:"memory_bandwidth"`
 	// PeakFLOPS is dense peak compute in the dtype weights are multiplied in.
 	PeakFLOPS float64 `json:"peak_flops"`
+	// TilePeakFLOPS is, on a CPU profile, the peak of BF16 matrix products
+	// on the CPU's matrix unit (Intel AMX tiles), where compute/cpu's amx
+	// kernel set multiplies BF16 weights; 0 where the CPU has none. With
+	// Efficiency.TileCompute it prices 2-byte (BF16) weights' products in
+	// place of PeakFLOPS and Compute.
+	TilePeakFLOPS float64 `json:"tile_peak_flops,omitempty"`
 	// GPUsPerNode is the devices of one node (1 for a CPU machine).
 	GPUsPerNode int `json:"gpus_per_node"`
 	// Shared: every rank on a node shares the one device (CPU processes
@@ -187,6 +193,8 @@ func (h Hardware) validate() error {
 		return fmt.Errorf("hardware %s: a CPU profile needs network_bandwidth", h.Name)
 	case h.Kind == KindCPU && (h.SharedMemoryLatency <= 0 || h.SharedMemoryBandwidth <= 0):
 		return fmt.Errorf("hardware %s: a CPU profile needs shared_memory_latency and shared_memory_bandwidth", h.Name)
+	case h.TilePeakFLOPS < 0 || h.TilePeakFLOPS > 0 && h.Kind != KindCPU:
+		return fmt.Errorf("hardware %s: tile_peak_flops must not be negative, and is for CPU profiles", h.Name)
 	case h.Shared && h.Cores < 1:
 		return fmt.Errorf("hardware %s: a shared device needs its cores (at least 1)", h.Name)
 	}

@@ -114,7 +114,7 @@ func (m *Model) Step(g Group, batch []Rows) (StepCost, error) {
 		return StepCost{}, err
 	}
 	s, e := m.Shape, m.Eff
-	bw, peak := m.HW.MemoryBandwidth*e.Memory, m.HW.PeakFLOPS*e.Compute
+	bw, peak := m.HW.MemoryBandwidth*e.Memory, m.computePeak()
 	var c StepCost
 	var kvTokens, pairs float64
 	for _, b := range batch {
@@ -155,6 +155,17 @@ func (m *Model) Step(g Group, batch []Rows) (StepCost, error) {
 		c.Broadcast = 2 * m.coll.Broadcast(span, float64(4*(3*c.Rows+4*len(batch))))
 	}
 	return c, nil
+}
+
+// computePeak is the FLOP/s a step's matrix products reach: on a CPU
+// with a matrix unit priced (tile_peak_flops and tile_compute), its rate
+// for BF16 weights (2 bytes on a CPU, where F16 is widened to 4); the
+// FMA units' otherwise.
+func (m *Model) computePeak() float64 {
+	if m.HW.Kind == KindCPU && m.HW.TilePeakFLOPS > 0 && m.Eff.TileCompute > 0 && m.Shape.WeightBytes == 2 {
+		return m.HW.TilePeakFLOPS * m.Eff.TileCompute
+	}
+	return m.HW.PeakFLOPS * m.Eff.Compute
 }
 
 // roofline is a product's time from its memory and compute times.
