@@ -23,6 +23,7 @@ import (
 // its own context is still live, releasing its registration as it goes;
 // neither rank may take that release for a lost rank (once: "another
 // process holds this rank's registration"). Both entries leave etcd.
+// Each rank's "worker serving" line names its backend.
 func TestCleanStopLogsNoError(t *testing.T) {
 	dir, err := preset.Ensure(t.Context(), "tiny", preset.DefaultCacheDir(), preset.Options{})
 	if err != nil {
@@ -87,6 +88,10 @@ func TestCleanStopLogsNoError(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "level=ERROR") {
 		t.Fatalf("a clean stop logged an error:\n%s", logs.String())
+	}
+	// Each rank said which backend (and CPU kernel set) it computes on.
+	if n := strings.Count(logs.String(), "msg=\"worker serving\""); n != tp || strings.Count(logs.String(), "backend=cpu/") != tp {
+		t.Errorf("want %d \"worker serving\" lines, each with its backend:\n%s", tp, logs.String())
 	}
 	resp, err := cli.Get(ctx, cluster.KeyPrefix+"members/u/", clientv3.WithPrefix())
 	if err != nil || len(resp.Kvs) != 0 {

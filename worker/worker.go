@@ -185,7 +185,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		defer leave()
 	}
-	w.log.Info("worker serving", "role", opts.Role, "addr", opts.AdvertiseAddr, "tp", opts.Model.Plan().TP)
+	w.log.Info("worker serving", "role", opts.Role, "addr", opts.AdvertiseAddr, "tp", opts.Model.Plan().TP, "backend", opts.Model.Backend().Name())
 	if w.leader == nil {
 		return w.follow(ctx)
 	}
