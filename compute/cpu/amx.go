@@ -8,7 +8,8 @@ import (
 
 // An amxBF16Func sets c[i*ldc/4 + 32q + j] = Σ_{k<32·ksteps} a[i*lda/2 +
 // k]·w_q[j][k] for i < amxRows, j < panelRows and each of panels packed
-// panels q, pstride bytes apart, or adds the sums to c when add ≠ 0. a
+// panels q, pstride bytes apart (panels, ksteps ≥ 1), or adds the sums to
+// c when add ≠ 0. a
 // holds bfloat16 activations with rows lda bytes apart; a panel holds its
 // 32 weight rows' bfloat16 pairs laid out as packF32 lays out float32s
 // (see packPairs). The products are exact in float32, the sums float32.

@@ -1,23 +1,5 @@
 package cpu
 
-import "syscall"
-
-// Linux's arch_prctl request for an extended state component, and AMX's
-// tile data component (arch/x86/include/uapi/asm/prctl.h).
-const (
-	archReqXcompPerm  = 0x1023
-	xfeatureXtiledata = 18
-)
-
-// amxPermitted asks Linux for the AMX tile state, which a process must
-// request before its first tile instruction (Linux 5.16 and later). A
-// kernel without it, or a sandbox refusing the call, leaves the AMX set
-// out. The grant is for the whole process and asking again is harmless.
-func amxPermitted() bool {
-	_, _, errno := syscall.RawSyscall(syscall.SYS_ARCH_PRCTL, archReqXcompPerm, xfeatureXtiledata, 0)
-	return errno == 0
-}
-
 // amxKernels is the AVX-512 set with the AMX path for BF16 weights added.
 func amxKernels(avx512 *kernels) *kernels {
 	k := *avx512
@@ -40,7 +22,7 @@ func amxGemmBF16(a *uint16, lda int, p *uint32, pstride, panels, ksteps int, c *
 //go:noescape
 func amxPeak(iters int)
 
-// amxStreamBF16 multiplies groups of 64 weight rows, read in place, by up
+// amxStreamBF16 multiplies groups of 16 weight rows, read in place, by up
 // to 16 activation columns (see amx_amd64.s).
 //
 //go:noescape

@@ -7,10 +7,11 @@ import (
 )
 
 // An amxStreamFunc sets c[(16g + r)·16 + i] = Σ_{k<32·ksteps} w[(16g + r)·
-// ldw/2 + k]·x[i][k] for r, i < 16 and each of groups groups g of 16
-// weight rows: the weights, bfloat16 rows ldw bytes apart, are read in
-// place as the A tiles; b holds x's bfloat16 pairs, step s, pair kp,
-// column i at b[(16s + kp)·16 + i]. The output is transposed.
+// ldw/2 + k]·x[i][k] for r, i < 16 and each of groups (≥ 1) groups g of
+// 16 weight rows (ksteps ≥ 1): the weights, bfloat16 rows ldw bytes
+// apart, are read in place as the A tiles; b holds x's bfloat16 pairs,
+// step s, pair kp, column i at b[(16s + kp)·16 + i]. The output is
+// transposed.
 type amxStreamFunc func(w *uint16, ldw int, b *uint32, ksteps int, c *float32, groups int)
 
 // amxCols is the most activation rows of the streaming AMX path: the 16

@@ -55,8 +55,9 @@ func TestToBF16(t *testing.T) {
 
 // TestProbeTileFLOPs: the tile-product probe runs where the AMX set does
 // and counts more than the FMA probe on the same threads (a tile product
-// does 16 times the multiply-adds of an AVX-512 FMA, at a sixteenth of
-// the rate or better on every chip with AMX); elsewhere it reports none.
+// is 16·16·32 multiply-adds, 512 times an AVX-512 FMA's 16, issued about
+// once every 16 cycles against two FMAs a cycle: some 16 times the FMA
+// rate on chips with AMX); elsewhere it reports none.
 func TestProbeTileFLOPs(t *testing.T) {
 	p := NewProbe(1)
 	n, d := p.TileFLOPs(5 * time.Millisecond)

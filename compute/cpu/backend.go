@@ -22,9 +22,10 @@ type Options struct {
 	Threads int
 	// Kernels picks the inner-loop implementation: "auto" (default, the
 	// widest the CPU supports), "go" (pure Go), "avx2" (AVX2+FMA),
-	// "avx512" (AVX-512F/BW/VL) or "amx" (AVX-512, with BF16 matrix
-	// products of prefill size on the AMX tiles, their activations rounded
-	// to bfloat16; Linux 5.16 or later). Asking for a set the CPU lacks is
+	// "avx512" (AVX-512F/BW/VL) or "amx" (AVX-512, with BF16 weights'
+	// matrix products of 2 rows or more and prefill attention over a
+	// bfloat16 cache on the AMX tiles, their activations rounded to
+	// bfloat16; Linux 5.16 or later). Asking for a set the CPU lacks is
 	// an error wrapping compute.ErrUnsupported.
 	Kernels string
 }

@@ -61,9 +61,6 @@ func encode(dt compute.DType, vals []float32) ([]byte, []float32) {
 	return out, exact
 }
 
-// closeTo reports whether got is within tol·scale+tol of want, where scale
-// is the magnitude of the terms that were summed (so cancellation does not
-// make a correct answer look wrong).
 // activations is the activations MatMul multiplies by a dt matrix of n×k
 // on b with m rows: x itself, or x rounded to bfloat16 on the AMX paths.
 func activations(b *Backend, dt compute.DType, m, n, k int, x []float32) []float32 {
@@ -78,6 +75,9 @@ func activations(b *Backend, dt compute.DType, m, n, k int, x []float32) []float
 	return r
 }
 
+// closeTo reports whether got is within tol·scale+tol of want, where scale
+// is the magnitude of the terms that were summed (so cancellation does not
+// make a correct answer look wrong).
 func closeTo(got float32, want, scale, tol float64) bool {
 	return math.Abs(float64(got)-want) <= tol*scale+tol
 }

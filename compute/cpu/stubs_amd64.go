@@ -199,7 +199,7 @@ func packBF16AVX512(dst *float32, w *uint16, ldw int, kn int)
 //go:noescape
 func packF16AVX512(dst *float32, w *uint16, ldw int, kn int)
 
-// toBF16AVX512 rounds float32s to bfloat16 (see toBF16Func).
+// toBF16AVX512 rounds float32s to bfloat16 (see kernels.toBF16).
 //
 //go:noescape
 func toBF16AVX512(dst *uint16, src *float32, n int)

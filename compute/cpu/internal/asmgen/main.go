@@ -770,7 +770,7 @@ func toBF16(is isa) {
 	name := "toBF16" + is.name
 	TEXT(name, NOSPLIT, "func(dst *uint16, src *float32, n int)")
 	Pragma("noescape")
-	Doc(name + " rounds float32s to bfloat16 (see toBF16Func).")
+	Doc(name + " rounds float32s to bfloat16 (see kernels.toBF16).")
 	dst := Load(Param("dst"), GP64())
 	src := Load(Param("src"), GP64())
 	n := Load(Param("n"), GP64())
