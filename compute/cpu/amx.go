@@ -9,10 +9,10 @@ import (
 // An amxBF16Func sets c[i*ldc/4 + 32q + j] = Σ_{k<32·ksteps} a[i*lda/2 +
 // k]·w_q[j][k] for i < amxRows, j < panelRows and each of panels packed
 // panels q, pstride bytes apart (panels, ksteps ≥ 1), or adds the sums to
-// c when add ≠ 0. a
-// holds bfloat16 activations with rows lda bytes apart; a panel holds its
-// 32 weight rows' bfloat16 pairs laid out as packF32 lays out float32s
-// (see packPairs). The products are exact in float32, the sums float32.
+// c when add ≠ 0. a holds bfloat16 activations with rows lda bytes
+// apart; a panel holds its 32 weight rows' bfloat16 pairs laid out as
+// packF32 lays out float32s (see packPairs). The products are exact in
+// float32, the sums float32.
 type amxBF16Func func(a *uint16, lda int, p *uint32, pstride, panels, ksteps int, c *float32, ldc, add int)
 
 // amxRows is the activation rows of one amxBF16 call: two 16-row tiles.
@@ -131,7 +131,7 @@ func (t *matmulTask) runAMX(c, w int) {
 // which is the pair-interleaved layout the tile products read. The pack
 // kernel only moves bits.
 func (k *kernels) packPairs(dst []uint32, w []uint16, kn int) {
-	_ = w[panelRows*kn-1]
+	_, _ = w[panelRows*kn-1], dst[panelRows*kn/2-1] // the kernel reads and writes this much
 	for h := range 2 {
 		src := (*float32)(unsafe.Pointer(&w[16*h*kn]))
 		k.packF32((*float32)(unsafe.Pointer(&dst[16*h])), src, kn/2, kn/2)
