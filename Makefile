@@ -64,9 +64,10 @@ image:
 
 # bench: every performance figure, each printed next to the limit it is
 # held against and measured in the same run: kernels and engine (memory
-# bandwidth, peak FMA FLOP/s), collectives and KV transfer (raw loopback
-# TCP), coordinator overhead (1 ms), tracing cost (2%) and the --link
-# profiles (their rates; needs root and iproute2).
+# bandwidth, peak FMA FLOP/s, the AMX tile peak on the amx set),
+# collectives and KV transfer (raw loopback TCP), coordinator overhead
+# (1 ms), tracing cost (2%) and the --link profiles (their rates; needs
+# root and iproute2).
 BENCH_PKGS := ./compute/cpu/ ./engine/ ./nccl/ring/ ./kvtransfer/ ./tracing/ ./worker/ ./cmd/tandem/ ./netshape/
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) $(BENCH_PKGS)
