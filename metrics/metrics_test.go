@@ -17,7 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-var testWorkerLabels = WorkerLabels{Model: "tiny", Group: "prefill-0", Role: "prefill", Rank: 1}
+var testWorkerLabels = WorkerLabels{Model: "tiny", Group: "prefill-0", Role: "prefill", Rank: 1, Backend: "cpu/amx"}
 
 func fullGPURead() (GPUSample, gpuFields, error) {
 	return GPUSample{UtilizationPercent: 87, MemoryUsedBytes: 40 << 30, PowerWatts: 612.5, SMClockMHz: 1980},
@@ -77,6 +77,7 @@ func workerFamilies() []family {
 		{"tandem:prefix_cache_hits_total", dto.MetricType_COUNTER, l},
 		{"tandem:prefix_cache_hit_rate", dto.MetricType_GAUGE, l},
 		{"tandem:prefix_cache_blocks", dto.MetricType_GAUGE, l},
+		{"tandem:worker_info", dto.MetricType_GAUGE, plus("backend")},
 		{"tandem:gpu_utilization_perc", dto.MetricType_GAUGE, plus("gpu")},
 		{"tandem:gpu_memory_used_bytes", dto.MetricType_GAUGE, plus("gpu")},
 		{"tandem:gpu_power_watts", dto.MetricType_GAUGE, plus("gpu")},
@@ -169,6 +170,11 @@ func TestFamilies(t *testing.T) {
 
 func TestLabelValues(t *testing.T) {
 	reg, _ := newWorker(t)
+	info := gather(t, reg)["tandem:worker_info"]
+	if m := info.GetMetric(); len(m) != 1 || m[0].GetGauge().GetValue() != 1 ||
+		!slices.ContainsFunc(m[0].GetLabel(), func(lp *dto.LabelPair) bool { return lp.GetName() == "backend" && lp.GetValue() == "cpu/amx" }) {
+		t.Errorf("tandem:worker_info = %v, want one series of 1 with backend=cpu/amx", m)
+	}
 	mf := gather(t, reg)["tandem:gpu_power_watts"]
 	got := map[string]string{}
 	for _, lp := range mf.GetMetric()[0].GetLabel() {

@@ -13,6 +13,10 @@ type WorkerLabels struct {
 	Group string // group: the worker group's name
 	Role  string // role: "prefill", "decode" or "unified"
 	Rank  int    // rank: the tensor-parallel rank in the group
+	// Backend is the compute backend and kernel set ("cpu/amx",
+	// "cpu/avx512", "cuda", ...): the backend label of
+	// tandem:worker_info only, not of every series.
+	Backend string
 }
 
 func (l WorkerLabels) values() []string {
@@ -150,8 +154,14 @@ func NewWorker(reg prometheus.Registerer, labels WorkerLabels) *Worker {
 	prefixRate := gauge("tandem:prefix_cache_hit_rate", "Prefix-cache hits over queries since the group started, in tokens; 0 before any query (set by rank 0).")
 	prefixBlocks := gauge("tandem:prefix_cache_blocks", "KV blocks in the prefix cache, in use or not (set by rank 0).")
 
+	// An info series, as vLLM's cache_config_info: 1, with what the rank
+	// runs on as a label, for dashboards to join on.
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tandem:worker_info",
+		Help: "1, labelled with the rank's compute backend (backend: cpu/amx, cpu/avx512, cuda, ...)."},
+		append(names[:len(names):len(names)], "backend"))
+
 	reg.MustRegister(running, waiting, kvUsage, kvFree, etcd, iterTokens, compute, sample, stepTokens,
-		collSec, collBytes, collCalls, kvSec, kvBytes, kvCount, kvTokens, prefixQ, prefixH, prefixRate, prefixBlocks)
+		collSec, collBytes, collCalls, kvSec, kvBytes, kvCount, kvTokens, prefixQ, prefixH, prefixRate, prefixBlocks, info)
 
 	lv := labels.values()
 	with := func(extra string) []string { return append(lv[:len(lv):len(lv)], extra) }
@@ -190,6 +200,7 @@ func NewWorker(reg prometheus.Registerer, labels WorkerLabels) *Worker {
 		m.kvTokens[i] = kvTokens.WithLabelValues(with(dir)...)
 	}
 	m.etcd.Set(1)
+	info.WithLabelValues(with(labels.Backend)...).Set(1)
 	return m
 }
 

@@ -202,7 +202,8 @@ func (w *Worker) build() error {
 		eopts.ModelID = opts.ModelName // what the coordinator hashes prompts with
 	}
 	rec := tracing.NewRecorder(opts.TraceSteps)
-	wm := metrics.NewWorker(opts.Registerer, metrics.WorkerLabels{Model: opts.ModelName, Group: opts.Group, Role: string(opts.Role), Rank: plan.Rank})
+	wm := metrics.NewWorker(opts.Registerer, metrics.WorkerLabels{Model: opts.ModelName, Group: opts.Group, Role: string(opts.Role), Rank: plan.Rank,
+		Backend: opts.Model.Backend().Name()})
 	if opts.GPU != nil {
 		if err := wm.AttachGPU(opts.GPU); err != nil {
 			w.log.Warn("GPU telemetry", "err", err)
