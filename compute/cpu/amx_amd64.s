@@ -155,10 +155,10 @@ peakloop:
 // and k < 32·ksteps (ksteps, groups ≥ 1), where b holds x's bfloat16
 // pairs 16 columns wide: step s, pair kp, column i at dword (16s + kp)·16
 // + i. The weights are the A tiles, read in place one 16-row group at a
-// time (16 streams for the hardware prefetchers: software prefetches of
-// each row 128 to 512 bytes ahead measured no faster); the output is
-// transposed. One accumulator: two, taking alternate steps, measured no
-// faster either.
+// time, the next group's rows prefetched into L2 a column a step (3–6%
+// more tokens/s at batch 8 than none; prefetching each row's own next
+// lines into L1 measured no faster); the output is transposed. One
+// accumulator: two, taking alternate steps, measured no faster.
 TEXT ·amxStreamBF16(SB), NOSPLIT, $0-48
 	LEAQ amxTileCfg<>(SB), DI
 	LDTILECFG_DI
@@ -177,6 +177,40 @@ group:
 	MOVQ ksteps+24(FP), R11
 
 sstep:
+	// The next group's same column, into L2, as the tile kernels prefetch
+	// their next tile (prefetches never fault past the matrix's end).
+	LEAQ (SI)(AX*1), CX
+	PREFETCHT1 (CX)
+	ADDQ DX, CX
+	PREFETCHT1 (CX)
+	ADDQ DX, CX
+	PREFETCHT1 (CX)
+	ADDQ DX, CX
+	PREFETCHT1 (CX)
+	ADDQ DX, CX
+	PREFETCHT1 (CX)
+	ADDQ DX, CX
+	PREFETCHT1 (CX)
+	ADDQ DX, CX
+	PREFETCHT1 (CX)
+	ADDQ DX, CX
+	PREFETCHT1 (CX)
+	ADDQ DX, CX
+	PREFETCHT1 (CX)
+	ADDQ DX, CX
+	PREFETCHT1 (CX)
+	ADDQ DX, CX
+	PREFETCHT1 (CX)
+	ADDQ DX, CX
+	PREFETCHT1 (CX)
+	ADDQ DX, CX
+	PREFETCHT1 (CX)
+	ADDQ DX, CX
+	PREFETCHT1 (CX)
+	ADDQ DX, CX
+	PREFETCHT1 (CX)
+	ADDQ DX, CX
+	PREFETCHT1 (CX)
 	TILELOADD_T6_R8_R9
 	TILELOADD_T4_SI_DX
 	TDPBF16PS_T0_T4_T6
