@@ -488,10 +488,22 @@ func pack(is isa, k wkind) {
 		LEAQ(Mem{Base: bases[len(bases)-1], Index: ldw, Scale: 4}, nb)
 		bases = append(bases, nb)
 	}
+	// The next 16 rows (the caller's next half panel), prefetched into L2
+	// a column a step as these are read.
+	next := []reg.Register{GP64()}
+	LEAQ(Mem{Base: bases[3], Index: ldw, Scale: 4}, next[0])
+	for b := 4; b < 16; b += 4 {
+		nb := GP64()
+		LEAQ(Mem{Base: next[len(next)-1], Index: ldw, Scale: 4}, nb)
+		next = append(next, nb)
+	}
 	iters := Load(Param("kn"), GP64())
 	SHRQ(U8(4), iters)
 	JZ(LabelRef(name + "_done"))
 	Label(name + "_loop")
+	for i := range 16 {
+		PREFETCHT1(rowAt(i, next, ldw, ldw3))
+	}
 	r := make([]reg.VecVirtual, 16)
 	for i := range r {
 		r[i] = is.vec()
@@ -536,7 +548,7 @@ func pack(is isa, k wkind) {
 		}
 	}
 	ADDQ(U32(16*4*panelWidth), dst)
-	for _, b := range bases {
+	for _, b := range append(bases, next...) {
 		ADDQ(U8(16*k.size), b)
 	}
 	DECQ(iters)
