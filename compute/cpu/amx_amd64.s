@@ -148,6 +148,9 @@ peakloop:
 #define TILELOADD_T6_R8_R9   BYTE $0xC4; BYTE $0x82; BYTE $0x7B; BYTE $0x4B; BYTE $0x34; BYTE $0x08
 #define TILESTORED_R10_R9_T0 BYTE $0xC4; BYTE $0x82; BYTE $0x7A; BYTE $0x4B; BYTE $0x04; BYTE $0x0A
 
+// Four rows' lines at CX, rows DX bytes apart, into L2; CX moves on.
+#define PREFETCH_4ROWS PREFETCHT1 (CX); ADDQ DX, CX; PREFETCHT1 (CX); ADDQ DX, CX; PREFETCHT1 (CX); ADDQ DX, CX; PREFETCHT1 (CX); ADDQ DX, CX
+
 // func amxStreamBF16(w *uint16, ldw int, b *uint32, ksteps int, c *float32, groups int)
 //
 // For each group g of 16 weight rows at w + 16g·ldw bytes (rows ldw bytes
@@ -180,37 +183,10 @@ sstep:
 	// The next group's same column, into L2, as the tile kernels prefetch
 	// their next tile (prefetches never fault past the matrix's end).
 	LEAQ (SI)(AX*1), CX
-	PREFETCHT1 (CX)
-	ADDQ DX, CX
-	PREFETCHT1 (CX)
-	ADDQ DX, CX
-	PREFETCHT1 (CX)
-	ADDQ DX, CX
-	PREFETCHT1 (CX)
-	ADDQ DX, CX
-	PREFETCHT1 (CX)
-	ADDQ DX, CX
-	PREFETCHT1 (CX)
-	ADDQ DX, CX
-	PREFETCHT1 (CX)
-	ADDQ DX, CX
-	PREFETCHT1 (CX)
-	ADDQ DX, CX
-	PREFETCHT1 (CX)
-	ADDQ DX, CX
-	PREFETCHT1 (CX)
-	ADDQ DX, CX
-	PREFETCHT1 (CX)
-	ADDQ DX, CX
-	PREFETCHT1 (CX)
-	ADDQ DX, CX
-	PREFETCHT1 (CX)
-	ADDQ DX, CX
-	PREFETCHT1 (CX)
-	ADDQ DX, CX
-	PREFETCHT1 (CX)
-	ADDQ DX, CX
-	PREFETCHT1 (CX)
+	PREFETCH_4ROWS
+	PREFETCH_4ROWS
+	PREFETCH_4ROWS
+	PREFETCH_4ROWS
 	TILELOADD_T6_R8_R9
 	TILELOADD_T4_SI_DX
 	TDPBF16PS_T0_T4_T6

@@ -29,29 +29,20 @@ func (t *attnTask) packedKVAMX(p *seqPlan, kvh int) (k, v []uint32) {
 }
 
 // packKVAMX fills the AMX layout of s's KV head kvh from the bfloat16
-// cache: keys 16 at a time with the pack kernel (moving pairs), values a
-// pair of keys at a time. Keys past the sequence in a whole group of 16
-// and values past it are zero, so they add nothing when their weight is
-// zero; stale keys within a last partial group are masked by the softmax.
+// cache: keys 16 at a time with the pack kernel (moving pairs, see
+// packKeys), values a pair of keys at a time. Keys past the sequence in a
+// whole group of 16 and values past it are zero, so they add nothing when
+// their weight is zero; stale keys within a last partial group are
+// masked by the softmax.
 func (t *attnTask) packKVAMX(s compute.AttnSeq, p *seqPlan, kvh int) {
-	hd, bs := t.spec.HeadDim, t.c.spec.BlockSize
+	hd := t.spec.HeadDim
 	keys := s.Pos + s.QLen
-	kp, vp := t.packedKVAMX(p, kvh)
-	base := t.layer*t.c.layerStride + kvh*t.c.headStride
-	for j0 := 0; j0 < p.kp; j0 += 16 {
-		dst := kp[j0/panelRows*panelRows*hd/2+j0%panelRows:]
-		if j0 >= keys {
-			for d := range hd / 2 {
-				clear(dst[d*panelRows : d*panelRows+16])
-			}
-			continue
-		}
-		off := base + int(s.Blocks[j0/bs])*t.c.blockStride + j0%bs*hd
-		t.k.packF32((*float32)(unsafe.Pointer(&dst[0])), (*float32)(unsafe.Pointer(&t.c.kb[off])), hd/2, hd/2)
-	}
+	kf, _ := t.packedKV(p, kvh)
+	t.packKeys(s, p, kvh, kf, true)
+	_, vp := t.packedKVAMX(p, kvh)
 	pairs := p.kp / 2
 	row := func(j int) []uint16 {
-		off := base + int(s.Blocks[j/bs])*t.c.blockStride + j%bs*hd
+		off := t.cacheOff(s, kvh, j)
 		return t.c.vb[off : off+hd]
 	}
 	for kp2 := range pairs {

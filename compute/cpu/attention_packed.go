@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"math"
+	"unsafe"
 
 	"github.com/tandemllm/tandem/compute"
 	"github.com/tandemllm/tandem/internal/half"
@@ -66,25 +67,10 @@ func (pt *attnPackTask) run(c, _ int) {
 // (widening BF16), values widened or copied row by row. Positions past
 // the sequence are zero, so they add nothing when their weight is zero.
 func (t *attnTask) packKV(s compute.AttnSeq, p *seqPlan, kvh int) {
-	hd, bs := t.spec.HeadDim, t.c.spec.BlockSize
+	hd := t.spec.HeadDim
 	keys := s.Pos + s.QLen
 	kp, vp := t.packedKV(p, kvh)
-	base := t.layer*t.c.layerStride + kvh*t.c.headStride
-	for j0 := 0; j0 < p.kp; j0 += 16 {
-		dst := kp[j0/panelRows*panelRows*hd+j0%panelRows:]
-		if j0 >= keys {
-			for d := range hd {
-				clear(dst[d*panelRows : d*panelRows+16])
-			}
-			continue
-		}
-		off := base + int(s.Blocks[j0/bs])*t.c.blockStride + j0%bs*hd
-		if t.c.kb != nil {
-			t.k.packBF16(&dst[0], &t.c.kb[off], hd, hd)
-		} else {
-			t.k.packF32(&dst[0], &t.c.k[off], hd, hd)
-		}
-	}
+	t.packKeys(s, p, kvh, kp, false)
 	for j := range p.kp {
 		for c := 0; c < hd; c += panelRows {
 			dst := vp[c*p.kp+j*panelRows : c*p.kp+(j+1)*panelRows]
@@ -92,7 +78,7 @@ func (t *attnTask) packKV(s compute.AttnSeq, p *seqPlan, kvh int) {
 				clear(dst)
 				continue
 			}
-			off := base + int(s.Blocks[j/bs])*t.c.blockStride + j%bs*hd + c
+			off := t.cacheOff(s, kvh, j) + c
 			if t.c.vb != nil {
 				for i, u := range t.c.vb[off : off+panelRows] {
 					dst[i] = half.BF16ToFloat32(u)
@@ -102,6 +88,44 @@ func (t *attnTask) packKV(s compute.AttnSeq, p *seqPlan, kvh int) {
 			}
 		}
 	}
+}
+
+// packKeys packs s's keys of KV head kvh into dst 16 at a time, as
+// panels of panelRows keys transposed: float32s widened from the cache
+// (hd words a key), or with pairs set, a bfloat16 cache's pairs moved as
+// they are (hd/2 words a key, the AMX layout). Whole groups of 16 past
+// the sequence are zero.
+func (t *attnTask) packKeys(s compute.AttnSeq, p *seqPlan, kvh int, dst []float32, pairs bool) {
+	hd := t.spec.HeadDim
+	words := hd
+	if pairs {
+		words = hd / 2
+	}
+	for j0 := 0; j0 < p.kp; j0 += 16 {
+		d := dst[j0/panelRows*panelRows*words+j0%panelRows:]
+		if j0 >= s.Pos+s.QLen {
+			for w := range words {
+				clear(d[w*panelRows : w*panelRows+16])
+			}
+			continue
+		}
+		off := t.cacheOff(s, kvh, j0)
+		switch {
+		case pairs:
+			t.k.packF32(&d[0], (*float32)(unsafe.Pointer(&t.c.kb[off])), words, words)
+		case t.c.kb != nil:
+			t.k.packBF16(&d[0], &t.c.kb[off], hd, hd)
+		default:
+			t.k.packF32(&d[0], &t.c.k[off], hd, hd)
+		}
+	}
+}
+
+// cacheOff is where position j of s's KV head kvh starts in the cache's
+// key (or value) array.
+func (t *attnTask) cacheOff(s compute.AttnSeq, kvh, j int) int {
+	bs := t.c.spec.BlockSize
+	return t.layer*t.c.layerStride + kvh*t.c.headStride + int(s.Blocks[j/bs])*t.c.blockStride + j%bs*t.spec.HeadDim
 }
 
 // softmaxSpan folds one span of a query's scores into its online

@@ -57,7 +57,7 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 	if t.useAMXStream() {
 		b.startAMXStream(t)
 		b.pool.run(t, (wm.rows+t.chunkRows-1)/t.chunkRows)
-		t.dst, t.x, t.bt, t.padW, t.tail = nil, nil, nil, nil, nil
+		*t = matmulTask{} // drop the references to the caller's buffers
 		return
 	}
 	if t.useAMX() {
@@ -66,7 +66,7 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 		b.pool.run(t, t.mPad/amxRows)
 		t.roundingX = false
 		b.pool.run(t, (wm.rows+t.chunkRows-1)/t.chunkRows)
-		t.dst, t.x, t.xb, t.packU, t.padW, t.tail = nil, nil, nil, nil, nil, nil
+		*t = matmulTask{}
 		return
 	}
 	t.ldx = wm.cols
@@ -97,7 +97,7 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 		}
 		t.pack = b.packBuf
 		b.pool.run(t, (wm.rows+rows-1)/rows)
-		t.dst, t.x, t.pack = nil, nil, nil
+		*t = matmulTask{}
 		return
 	}
 	// Decode chunks only need their current weight tile cached; prefill
@@ -113,7 +113,7 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 	rows = max(tileRows, (rows+tileRows-1)/tileRows*tileRows)
 	t.chunkRows = rows
 	b.pool.run(t, (wm.rows+rows-1)/rows)
-	t.dst, t.x = nil, nil
+	*t = matmulTask{}
 }
 
 // usePacked reports whether MatMul takes the packed path: prefill-sized m

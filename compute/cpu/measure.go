@@ -38,26 +38,20 @@ func MeasureMemoryBandwidth(threads int) float64 {
 // two timed runs of about 0.1 s is returned. Without assembly kernels it
 // measures a scalar Go multiply-add loop instead. This is the bound a
 // compute-bound GEMM (prefill) can reach.
-func MeasurePeakFLOPS(threads int) float64 {
-	p := NewProbe(threads)
-	best := 0.0
-	for range 2 {
-		n, d := p.FLOPs(100 * time.Millisecond)
-		best = max(best, n/d.Seconds())
-	}
-	return best
-}
+func MeasurePeakFLOPS(threads int) float64 { return bestRate(NewProbe(threads).FLOPs) }
 
 // MeasurePeakTileFLOPS is MeasurePeakFLOPS for the AMX tile products of
 // BF16 (16×16×32 multiply-adds each, 2 FLOPs apiece) where the machine
 // has them and the AMX kernel set is usable, 0 where not. This is the
 // bound the AMX path's BF16 GEMMs can reach.
-func MeasurePeakTileFLOPS(threads int) float64 {
-	p := NewProbe(threads)
+func MeasurePeakTileFLOPS(threads int) float64 { return bestRate(NewProbe(threads).TileFLOPs) }
+
+// bestRate is the best of two runs of about 0.1 s of a Probe's compute
+// loop, in FLOP/s; 0 for a loop the machine does not have.
+func bestRate(loop func(time.Duration) (float64, time.Duration)) float64 {
 	best := 0.0
 	for range 2 {
-		n, d := p.TileFLOPs(100 * time.Millisecond)
-		if d > 0 {
+		if n, d := loop(100 * time.Millisecond); d > 0 {
 			best = max(best, n/d.Seconds())
 		}
 	}
