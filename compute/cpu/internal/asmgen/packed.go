@@ -1,0 +1,257 @@
+package main
+
+import (
+	"fmt"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	"github.com/mmcloughlin/avo/reg"
+)
+
+// panelWidth is the number of weight rows (outputs) of one packed panel:
+// two AVX-512 vectors.
+const panelWidth = 32
+
+// gemmMaxM is the most activation rows of one gemm kernel: 2·12
+// accumulators, 2 weight vectors and a broadcast fill 27 of the 32
+// registers.
+const gemmMaxM = 12
+
+// rowAt addresses row i of a matrix whose rows are at bases[i/4] + (i%4)·ld
+// (ld3 = 3·ld).
+func rowAt(i int, bases []reg.Register, ld, ld3 reg.Register) Mem {
+	base := bases[i/4]
+	switch i % 4 {
+	case 0:
+		return Mem{Base: base}
+	case 3:
+		return Mem{Base: base, Index: ld3, Scale: 1}
+	}
+	return Mem{Base: base, Index: ld, Scale: uint8(i % 4)}
+}
+
+// gemm generates gemmF32<ISA>M<m>(x *float32, ldx int, p *float32, kn int,
+// dst *float32, ldd int, add int): dst[i*ldd+j] = Σ_{k<kn} x[i*ldx+k]·p[k*32+j]
+// for i < m, j < 32 (or adds the sums when add ≠ 0), kn a multiple of 4.
+// p is a packed panel of 32 weight rows (see pack): each step loads its two
+// vectors of weights once and multiplies them by m broadcast activations,
+// so a loaded weight is used m times and a loaded activation 32 times,
+// against 6 and 4 in the dot-product tile. The accumulators are whole
+// rows of dst: no horizontal reduction.
+func gemm(is isa, m int) {
+	name := fmt.Sprintf("gemmF32%sM%d", is.name, m)
+	TEXT(name, NOSPLIT, "func(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s multiplies %d activation rows by a packed panel of %d weight rows with %s (see gemmF32Func).", name, m, panelWidth, is.name))
+	bases := []reg.Register{Load(Param("x"), GP64())}
+	var ldx, ldx3 reg.Register
+	if m > 1 {
+		ldx = Load(Param("ldx"), GP64())
+		SHLQ(U8(2), ldx)
+	}
+	if m > 3 {
+		ldx3 = GP64()
+		LEAQ(Mem{Base: ldx, Index: ldx, Scale: 2}, ldx3)
+	}
+	for b := 4; b < m; b += 4 {
+		nb := GP64()
+		LEAQ(Mem{Base: bases[len(bases)-1], Index: ldx, Scale: 4}, nb)
+		bases = append(bases, nb)
+	}
+	p := Load(Param("p"), GP64())
+	iters := Load(Param("kn"), GP64())
+	const unroll = 4
+	SHRQ(U8(log2(unroll)), iters)
+
+	acc := make([][2]reg.VecVirtual, m)
+	for i := range acc {
+		for h := range 2 {
+			acc[i][h] = is.vec()
+			VXORPS(acc[i][h], acc[i][h], acc[i][h])
+		}
+	}
+	step := 4 * panelWidth
+	TESTQ(iters, iters)
+	JZ(LabelRef(name + "_store"))
+	Label(name + "_loop")
+	for u := range unroll {
+		w0, w1 := is.vec(), is.vec()
+		VMOVUPS(Mem{Base: p, Disp: u * step}, w0)
+		VMOVUPS(Mem{Base: p, Disp: u*step + 4*is.lanes}, w1)
+		for i := range m {
+			xv := is.vec()
+			VBROADCASTSS(rowAt(i, bases, ldx, ldx3).Offset(4*u), xv)
+			VFMADD231PS(w0, xv, acc[i][0])
+			VFMADD231PS(w1, xv, acc[i][1])
+		}
+	}
+	ADDQ(U32(unroll*step), p)
+	for _, b := range bases {
+		ADDQ(U8(4*unroll), b)
+	}
+	DECQ(iters)
+	JNZ(LabelRef(name + "_loop"))
+
+	Label(name + "_store")
+	dst := Load(Param("dst"), GP64())
+	ldd := Load(Param("ldd"), GP64())
+	SHLQ(U8(2), ldd)
+	add := Load(Param("add"), GP64())
+	TESTQ(add, add)
+	JZ(LabelRef(name + "_set"))
+	for i := range m {
+		for h := range 2 {
+			VADDPS(Mem{Base: dst, Disp: 4 * is.lanes * h}, acc[i][h], acc[i][h])
+		}
+		if i < m-1 {
+			ADDQ(ldd, dst)
+		}
+	}
+	Load(Param("dst"), dst)
+	Label(name + "_set")
+	for i := range m {
+		for h := range 2 {
+			VMOVUPS(acc[i][h], Mem{Base: dst, Disp: 4 * is.lanes * h})
+		}
+		if i < m-1 {
+			ADDQ(ldd, dst)
+		}
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// pack generates pack{F32,BF16,F16}<ISA>(dst *float32, w *T, ldw, kn int):
+// dst[k*32+j] = w[j*ldw+k] as float32 for j < 16, k < kn rounded down to
+// 16 — half of a packed panel (see gemm). 16-bit weights are widened as
+// they are loaded (see loadW), so the gemm kernels only ever see float32.
+// Each 16×16 block is transposed in registers: two rounds of in-lane
+// unpacks, two of 128-bit lane shuffles.
+func pack(is isa, k wkind) {
+	name := "pack" + k.name + is.name
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(dst *float32, w %s, ldw, kn int)", k.gotype))
+	Pragma("noescape")
+	Doc(name + " packs 16 weight rows into half of a gemm panel (see gemmF32Func).")
+	dst := Load(Param("dst"), GP64())
+	bases := []reg.Register{Load(Param("w"), GP64())}
+	ldw := Load(Param("ldw"), GP64())
+	SHLQ(U8(log2(k.size)), ldw)
+	ldw3 := GP64()
+	LEAQ(Mem{Base: ldw, Index: ldw, Scale: 2}, ldw3)
+	for b := 4; b < 16; b += 4 {
+		nb := GP64()
+		LEAQ(Mem{Base: bases[len(bases)-1], Index: ldw, Scale: 4}, nb)
+		bases = append(bases, nb)
+	}
+	// The next 16 rows (the caller's next half panel), prefetched into L2
+	// a column a step as these are read.
+	next := []reg.Register{GP64()}
+	LEAQ(Mem{Base: bases[3], Index: ldw, Scale: 4}, next[0])
+	for b := 4; b < 16; b += 4 {
+		nb := GP64()
+		LEAQ(Mem{Base: next[len(next)-1], Index: ldw, Scale: 4}, nb)
+		next = append(next, nb)
+	}
+	iters := Load(Param("kn"), GP64())
+	SHRQ(U8(4), iters)
+	JZ(LabelRef(name + "_done"))
+	Label(name + "_loop")
+	for i := range 16 {
+		PREFETCHT1(rowAt(i, next, ldw, ldw3))
+	}
+	r := make([]reg.VecVirtual, 16)
+	for i := range r {
+		r[i] = is.vec()
+		loadW(k, rowAt(i, bases, ldw, ldw3), r[i])
+	}
+	// t[2i], t[2i+1]: rows 2i and 2i+1 interleaved, per 128-bit lane.
+	t := make([]reg.VecVirtual, 16)
+	for i := 0; i < 16; i += 2 {
+		t[i], t[i+1] = is.vec(), is.vec()
+		VUNPCKLPS(r[i+1], r[i], t[i])
+		VUNPCKHPS(r[i+1], r[i], t[i+1])
+	}
+	// u[4g+q]: lane l holds rows 4g..4g+3 at k = 4l+q.
+	u := make([]reg.VecVirtual, 16)
+	for g := range 4 {
+		a, b, c, d := t[4*g], t[4*g+1], t[4*g+2], t[4*g+3]
+		u[4*g], u[4*g+1], u[4*g+2], u[4*g+3] = is.vec(), is.vec(), is.vec(), is.vec()
+		VUNPCKLPD(c, a, u[4*g])
+		VUNPCKHPD(c, a, u[4*g+1])
+		VUNPCKLPD(d, b, u[4*g+2])
+		VUNPCKHPD(d, b, u[4*g+3])
+	}
+	// For each q: gather lane l of the four groups into the row of k = 4l+q.
+	for q := range 4 {
+		lo01, hi01, lo23, hi23 := is.vec(), is.vec(), is.vec(), is.vec()
+		VSHUFF32X4(U8(0x88), u[4+q], u[q], lo01) // [g0.l0, g0.l2, g1.l0, g1.l2]
+		VSHUFF32X4(U8(0xdd), u[4+q], u[q], hi01) // [g0.l1, g0.l3, g1.l1, g1.l3]
+		VSHUFF32X4(U8(0x88), u[12+q], u[8+q], lo23)
+		VSHUFF32X4(U8(0xdd), u[12+q], u[8+q], hi23)
+		for l := range 4 {
+			src, imm := lo01, uint8(0x88)
+			other := lo23
+			if l%2 == 1 {
+				src, other = hi01, hi23
+			}
+			if l >= 2 {
+				imm = 0xdd
+			}
+			o := is.vec()
+			VSHUFF32X4(U8(imm), other, src, o)
+			VMOVUPS(o, Mem{Base: dst, Disp: (4*l + q) * 4 * panelWidth})
+		}
+	}
+	ADDQ(U32(16*4*panelWidth), dst)
+	for _, b := range append(bases, next...) {
+		ADDQ(U8(16*k.size), b)
+	}
+	DECQ(iters)
+	JNZ(LabelRef(name + "_loop"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// toBF16 generates toBF16<ISA>(dst *uint16, src *float32, n int): dst[i] =
+// src[i] rounded to the nearest bfloat16, ties to even, for i < n rounded
+// down to 16, as half.BF16FromFloat32 does (a NaN keeps its upper bits,
+// made quiet). The AMX path feeds its tiles with these.
+func toBF16(is isa) {
+	name := "toBF16" + is.name
+	TEXT(name, NOSPLIT, "func(dst *uint16, src *float32, n int)")
+	Pragma("noescape")
+	Doc(name + " rounds float32s to bfloat16 (see kernels.toBF16).")
+	dst := Load(Param("dst"), GP64())
+	src := Load(Param("src"), GP64())
+	n := Load(Param("n"), GP64())
+	SHRQ(U8(4), n)
+	JZ(LabelRef(name + "_done"))
+	one := vecConst(name+"_one", is.lanes, 1)
+	bias := vecConst(name+"_bias", is.lanes, 0x7fff)
+	quiet := vecConst(name+"_quiet", is.lanes, 0x40)
+	Label(name + "_loop")
+	v, t, q := is.vec(), is.vec(), is.vec()
+	VMOVDQU32(Mem{Base: src}, v)
+	// v + 0x7fff + (bit 16 of v), shifted down: round to nearest, ties to
+	// the even bfloat16.
+	VPSRLD(U8(16), v, t)
+	VPORD(quiet, t, q)
+	VPANDD(one, t, t)
+	VPADDD(bias, t, t)
+	VPADDD(v, t, t)
+	VPSRLD(U8(16), t, t)
+	nan := K()
+	VCMPPS(U8(3), v, v, nan) // unordered: v is a NaN
+	VPBLENDMD(q, t, nan, t)
+	h := YMM()
+	VPMOVDW(t, h)
+	VMOVDQU(h, Mem{Base: dst})
+	ADDQ(U8(64), src)
+	ADDQ(U8(32), dst)
+	DECQ(n)
+	JNZ(LabelRef(name + "_loop"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}

@@ -1,0 +1,264 @@
+package main
+
+import (
+	"fmt"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	"github.com/mmcloughlin/avo/reg"
+)
+
+const tileRows = 4
+
+// rowAddr addresses row i of a matrix whose rows 0-3 are at base with
+// stride ld (ld3 = 3·ld) and rows 4-7 at base4 = base + 4·ld.
+func rowAddr(i int, base, base4, ld, ld3 reg.Register) Mem {
+	if i >= 4 {
+		base, i = base4, i-4
+	}
+	switch i {
+	case 0:
+		return Mem{Base: base}
+	case 3:
+		return Mem{Base: base, Index: ld3, Scale: 1}
+	}
+	return Mem{Base: base, Index: ld, Scale: uint8(i)}
+}
+
+// tile generates tile{F32,BF16,F16}<ISA>M<m>: dst[i*ldd+r] = Σ_k x[i*ldx+k]·w[r*ldw+k]
+// for i < m, r < 4, k < kn rounded down to a multiple of the vector width.
+// Weights in BF16 and F16 are widened in registers (see loadW). Each of the 4·m dot products keeps its own vector accumulator,
+// reduced horizontally once at the end.
+//
+// Every iteration also prefetches one cache line of each of four streams
+// at pf, pf+pfs, pf+2·pfs and pf+3·pfs, advancing 64 bytes: the caller
+// points them at the rows of the weight tile it will need next (each
+// weight row is a short stream that the hardware prefetchers would pick up
+// only halfway through), so those misses overlap this tile's FMAs.
+// AVX-512 kernels of 16-bit weights prefetch into L2 (PREFETCHT1), not
+// L1 (see pfHint).
+// Rows are addressed from a few moving pointers with the strides as index
+// registers, so even a 6-row tile fits in the general registers.
+func tile(is isa, k wkind, m int) {
+	dt, wtype, wscale := k.name, k.gotype, k.size
+	name := fmt.Sprintf("tile%s%sM%d", dt, is.name, m)
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(x *float32, ldx int, w %s, ldw, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)", wtype))
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s computes a %d×%d tile of dot products with %s (see tileF32Func).", name, m, tileRows, is.name))
+
+	xb := Load(Param("x"), GP64())
+	var ldx, ldx3, xb4 reg.Register
+	if m > 1 {
+		ldx = Load(Param("ldx"), GP64())
+		SHLQ(U8(2), ldx)
+	}
+	if m > 3 {
+		ldx3 = GP64()
+		LEAQ(Mem{Base: ldx, Index: ldx, Scale: 2}, ldx3)
+	}
+	if m > 4 {
+		xb4 = GP64()
+		LEAQ(Mem{Base: xb, Index: ldx, Scale: 4}, xb4)
+	}
+	wb := Load(Param("w"), GP64())
+	ldw := Load(Param("ldw"), GP64())
+	SHLQ(U8(wscale/2), ldw)
+	ldw3 := GP64()
+	LEAQ(Mem{Base: ldw, Index: ldw, Scale: 2}, ldw3)
+	pf := Load(Param("pf"), GP64())
+	pfs := Load(Param("pfs"), GP64())
+	pfs3 := GP64()
+	LEAQ(Mem{Base: pfs, Index: pfs, Scale: 2}, pfs3)
+	iters := Load(Param("kn"), GP64())
+	SHRQ(U8(log2(is.lanes)), iters)
+
+	// Up to maxM rows keep all 4·m accumulators in registers. More rows
+	// (decode batches of 7-8) take two passes of two weight rows each, so
+	// every weight is still loaded (and widened) once for all the rows,
+	// where two calls of 4 rows would load it twice.
+	passes := [][]int{{0, 1, 2, 3}}
+	if m > is.maxM {
+		passes = [][]int{{0, 1}, {2, 3}}
+	}
+	for pi, wrows := range passes {
+		if pi > 0 {
+			Load(Param("x"), xb)
+			if m > 4 {
+				LEAQ(Mem{Base: xb, Index: ldx, Scale: 4}, xb4)
+			}
+			Load(Param("w"), wb)
+			Load(Param("pf"), pf)
+			Load(Param("kn"), iters)
+			SHRQ(U8(log2(is.lanes)), iters)
+		}
+		tilePass(is, k, m, fmt.Sprintf("%s_p%d", name, pi), wrows, tileRegs{xb, xb4, ldx, ldx3, wb, ldw, ldw3, pf, pfs, pfs3, iters})
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// pfHint is the prefetch a tile kernel issues for the next weight tile.
+// AVX-512 kernels of 16-bit weights pull it into L2 only: streaming from
+// memory on one core of this project's Xeon VM, 5-15% faster than into
+// L1 at batch 1 to 8 (bf16 m=1, rows of 1024: 12.7 against 11.0 GB/s,
+// the read probe 14.8), while F32 weights streamed the same either way.
+// Why is a guess: a 16-bit tile takes twice the instructions per byte of
+// an F32 one, and a prefetch into L1 holds one of the core's few L1 miss
+// buffers until its line arrives from memory, which the kernel's own L1
+// misses then wait for.
+func pfHint(is isa, k wkind) func(Op) {
+	if is.lanes == 16 && k.size == 2 {
+		return func(m Op) { PREFETCHT1(m) }
+	}
+	return func(m Op) { PREFETCHT0(m) }
+}
+
+// tileRegs are the general registers of a tile kernel (see tile).
+type tileRegs struct {
+	xb, xb4, ldx, ldx3, wb, ldw, ldw3, pf, pfs, pfs3, iters reg.Register
+}
+
+// tilePass computes the dot products of m activation rows with weight rows
+// wrows (all 4, or 2 of them) and stores them at dst[i*ldd+r] (labels
+// prefixed by name).
+func tilePass(is isa, k wkind, m int, name string, wrows []int, g tileRegs) {
+	wscale := k.size
+	xb, xb4, ldx, ldx3, wb, ldw, ldw3 := g.xb, g.xb4, g.ldx, g.ldx3, g.wb, g.ldw, g.ldw3
+	acc := make([][]reg.VecVirtual, m)
+	for i := range acc {
+		acc[i] = make([]reg.VecVirtual, len(wrows))
+		for r := range acc[i] {
+			acc[i][r] = is.vec()
+			VXORPS(acc[i][r], acc[i][r], acc[i][r])
+		}
+	}
+	// One main-loop iteration consumes a 64-byte line of each weight row
+	// and prefetches one line of each next-tile row; single steps finish.
+	unroll := max(1, 64/(is.lanes*wscale))
+	step := is.lanes * wscale
+	body := func(u int) {
+		wv := make([]reg.VecVirtual, len(wrows))
+		for r, wr := range wrows {
+			wv[r] = is.vec()
+			loadW(k, rowAddr(wr, wb, nil, ldw, ldw3).Offset(u*step), wv[r])
+		}
+		for i := range m {
+			xv := is.vec()
+			VMOVUPS(rowAddr(i, xb, xb4, ldx, ldx3).Offset(u*4*is.lanes), xv)
+			for r := range wrows {
+				VFMADD231PS(wv[r], xv, acc[i][r])
+			}
+		}
+	}
+	advance := func(u int) {
+		ADDQ(U8(u*step), wb)
+		ADDQ(U8(u*4*is.lanes), xb)
+		if m > 4 {
+			ADDQ(U8(u*4*is.lanes), xb4)
+		}
+	}
+	iters := g.iters
+	lines := GP64()
+	MOVQ(iters, lines)
+	SHRQ(U8(log2(unroll)), lines)
+	JZ(LabelRef(name + "_single"))
+	Label(name + "_loop")
+	for u := range unroll {
+		body(u)
+	}
+	for _, wr := range wrows {
+		pfHint(is, k)(rowAddr(wr, g.pf, nil, g.pfs, g.pfs3))
+	}
+	ADDQ(U8(64), g.pf)
+	advance(unroll)
+	DECQ(lines)
+	JNZ(LabelRef(name + "_loop"))
+	Label(name + "_single")
+	if unroll > 1 {
+		ANDQ(U8(unroll-1), iters)
+		JZ(LabelRef(name + "_reduce"))
+		Label(name + "_single_loop")
+		body(0)
+		advance(1)
+		DECQ(iters)
+		JNZ(LabelRef(name + "_single_loop"))
+	}
+
+	Label(name + "_reduce")
+	dst := Load(Param("dst"), GP64())
+	if wrows[0] > 0 {
+		ADDQ(U8(4*wrows[0]), dst)
+	}
+	ldd := Load(Param("ldd"), GP64())
+	SHLQ(U8(2), ldd)
+	// add ≠ 0 accumulates into dst, for callers that split kn.
+	add := Load(Param("add"), GP64())
+	for i := range m {
+		a := acc[i]
+		if len(a) == 2 {
+			// [Σa0, Σa1, Σa0, Σa1]: the low half is stored.
+			a = []reg.VecVirtual{a[0], a[1], a[0], a[1]}
+		}
+		out := reduce4(is, a)
+		skip := fmt.Sprintf("%s_store%d", name, i)
+		TESTQ(add, add)
+		JZ(LabelRef(skip))
+		if len(wrows) == 2 {
+			old := XMM()
+			VMOVSD(Mem{Base: dst}, old)
+			VADDPS(old, out, out)
+		} else {
+			VADDPS(Mem{Base: dst}, out, out)
+		}
+		Label(skip)
+		if len(wrows) == 2 {
+			VMOVSD(out, Mem{Base: dst})
+		} else {
+			VMOVUPS(out, Mem{Base: dst})
+		}
+		if i < m-1 {
+			ADDQ(ldd, dst)
+		}
+	}
+}
+
+// reduce4 sums each of four vectors horizontally into one XMM register
+// [Σa0, Σa1, Σa2, Σa3]. It uses only instructions with EVEX forms, so the
+// allocator may place operands in registers 16-31.
+func reduce4(is isa, a []reg.VecVirtual) reg.VecVirtual {
+	y := make([]reg.VecVirtual, 4)
+	for r := range y {
+		if is.lanes == 16 {
+			hi := YMM()
+			VEXTRACTF64X4(U8(1), a[r], hi)
+			y[r] = YMM()
+			VADDPS(hi, a[r].AsY(), y[r])
+		} else {
+			y[r] = a[r]
+		}
+	}
+	// Pairwise interleave and add: after two rounds lane j of each 128-bit
+	// half holds the partial sum of vector j.
+	pair := func(p, q reg.VecVirtual, lo, hi func(...Op)) reg.VecVirtual {
+		t0, t1, s := YMM(), YMM(), YMM()
+		lo(q, p, t0)
+		hi(q, p, t1)
+		VADDPS(t1, t0, s)
+		return s
+	}
+	unpckLPS := func(ops ...Op) { VUNPCKLPS(ops...) }
+	unpckHPS := func(ops ...Op) { VUNPCKHPS(ops...) }
+	unpckLPD := func(ops ...Op) { VUNPCKLPD(ops...) }
+	unpckHPD := func(ops ...Op) { VUNPCKHPD(ops...) }
+	s01 := pair(y[0], y[1], unpckLPS, unpckHPS)
+	s23 := pair(y[2], y[3], unpckLPS, unpckHPS)
+	v := pair(s01, s23, unpckLPD, unpckHPD)
+	hi, out := XMM(), XMM()
+	if is.lanes == 16 {
+		VEXTRACTF32X4(U8(1), v, hi)
+	} else {
+		VEXTRACTF128(U8(1), v, hi)
+	}
+	VADDPS(hi, v.AsX(), out)
+	return out
+}
