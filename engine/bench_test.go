@@ -77,6 +77,20 @@ func (l *probeLimits) between(step time.Duration) {
 func (l *probeLimits) bandwidth() float64 { return l.bytes / l.bwT.Seconds() }
 func (l *probeLimits) peak() float64      { return l.flops / l.flT.Seconds() }
 
+// tilePeak is the tile products' FLOP/s probed, or 0 when not probed.
+func (l *probeLimits) tilePeak() float64 {
+	if !l.tile || l.tileT <= 0 {
+		return 0
+	}
+	return l.tileFlops / l.tileT.Seconds()
+}
+
+// onTiles reports whether m's matrix products of batch rows run on the
+// AMX tiles (a BF16 model on the amx kernels, two rows or more).
+func onTiles(m *Model, batch int) bool {
+	return batch > 1 && m.wdtype == compute.BF16 && m.Backend().Name() == "cpu/amx"
+}
+
 // benchKernels picks the CPU kernel set of the benchmarks' backends, so
 // that one binary times a set against another (-kernels avx512 against
 // the default, amx where the CPU has it).
@@ -164,14 +178,18 @@ func benchThreads() []int {
 // streamed per second against the memory bandwidth probed in the same
 // run (the MBU); %roof holds the step time against the roofline: the
 // weights and the KV read once at that bandwidth, or the FLOPs at the
-// probed peak, whichever takes longer.
+// probed peak (a BF16 model's matrix products on the AMX tiles at the
+// tile products' peak, probed too), whichever takes longer.
 func BenchmarkDecode(b *testing.B) {
 	for _, name := range []string{"gpt2-124m", "llama-160m", "llama-1b"} {
 		for _, dt := range []string{"f32", "bf16", "f16"} {
 			for _, batch := range []int{1, 8, 32} {
 				for _, threads := range benchThreads() {
 					b.Run(fmt.Sprintf("%s/%s/batch-%d/threads-%d", name, dt, batch, threads), func(b *testing.B) {
-						benchDecode(b, benchModel(b, name, dt, threads), batch, newProbeLimits(threads, true, batch > 1))
+						m := benchModel(b, name, dt, threads)
+						lim := newProbeLimits(threads, true, batch > 1)
+						lim.tile = onTiles(m, batch)
+						benchDecode(b, m, batch, lim)
 					})
 				}
 			}
@@ -259,8 +277,14 @@ func benchDecode(b *testing.B, m *Model, batch int, lim benchLimits) {
 		// matmulFLOPs leaves the LM head out (prefill computes one logit
 		// row); decode computes logits for every row.
 		head := 2 * float64(m.w.lmHead.Rows()*m.w.lmHead.Cols())
-		flops := steps*float64(batch)*(matmulFLOPs(m)+head) + attn
-		roof := max((wb*steps+kvBytes)/bw, flops/pk)
+		products := steps * float64(batch) * (matmulFLOPs(m) + head)
+		compute := (products + attn) / pk
+		if pl, ok := lim.(*probeLimits); ok && pl.tilePeak() > 0 {
+			// The matrix products run on the tiles, attention on the FMAs.
+			compute = products/pl.tilePeak() + attn/pk
+			b.ReportMetric(pl.tilePeak()/1e9, "tilepeakGFLOP/s")
+		}
+		roof := max((wb*steps+kvBytes)/bw, compute)
 		b.ReportMetric(pk/1e9, "peakGFLOP/s")
 		b.ReportMetric(kvBytes/steps/1e6, "kvMB/step")
 		b.ReportMetric(100*roof/sec, "%roof")
@@ -283,7 +307,7 @@ func BenchmarkPrefill(b *testing.B) {
 				b.Run(fmt.Sprintf("%s/%s/%d", name, dt, n), func(b *testing.B) {
 					m := benchModel(b, name, dt, 0)
 					lim := newProbeLimits(0, false, true)
-					lim.tile = dt == "bf16" && m.Backend().Name() == "cpu/amx"
+					lim.tile = onTiles(m, n)
 					benchPrefill(b, m, n, lim)
 				})
 			}
@@ -329,8 +353,8 @@ func benchPrefill(b *testing.B, m *Model, n int, lim benchLimits) {
 	b.ReportMetric(pk/1e9, "peakGFLOP/s")
 	b.ReportMetric(100*flops/pk, "%peak")
 	b.ReportMetric(100*all/pk, "%peakall")
-	if pl, ok := lim.(*probeLimits); ok && pl.tile && pl.tileT > 0 {
-		tp := pl.tileFlops / pl.tileT.Seconds()
+	if pl, ok := lim.(*probeLimits); ok && pl.tilePeak() > 0 {
+		tp := pl.tilePeak()
 		b.ReportMetric(tp/1e9, "tilepeakGFLOP/s")
 		b.ReportMetric(100*flops/tp, "%tilepeak")
 	}
