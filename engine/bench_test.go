@@ -131,7 +131,63 @@ func weightBytes(m *Model) float64 {
 	for _, w := range matrices(m) {
 		n += float64(w.Rows() * w.Cols() * w.DType().Size())
 	}
-	return n + float64(m.w.lmHead.Rows()*m.w.lmHead.Cols()*m.w.lmHead.DType().Size())
+	return n + lmHeadBytes(m)
+}
+
+func lmHeadBytes(m *Model) float64 {
+	return float64(m.w.lmHead.Rows() * m.w.lmHead.Cols() * m.w.lmHead.DType().Size())
+}
+
+// benchOps adds every op's time per step to each engine benchmark's
+// figures (the four groups are reported either way).
+var benchOps = flag.Bool("ops", false, "report the time per step of every op of the forward pass")
+
+// projOps are the layers' matrix products.
+var projOps = []Op{OpQProj, OpKProj, OpVProj, OpOProj, OpUpProj, OpGateProj, OpDownProj}
+
+// opTotals sums the op times (Options.OpTimes) of a benchmark's timed
+// steps, to say where a step's time goes: the per-op timers the CPU
+// figures of docs/benchmarking.md are read against.
+type opTotals struct {
+	t     OpTimes
+	steps int
+}
+
+func (o *opTotals) add(r *StepRecord) {
+	for i, d := range r.Ops {
+		o.t[i] += d
+	}
+	o.steps++
+}
+
+// seconds is the total time of ops.
+func (o *opTotals) seconds(ops ...Op) float64 {
+	var d time.Duration
+	for _, op := range ops {
+		d += o.t[op]
+	}
+	return d.Seconds()
+}
+
+// report gives the time per step of the projections, attention, the LM
+// head with the logits' way to the host, and everything else, in ms.
+func (o *opTotals) report(b *testing.B) {
+	if o.steps == 0 {
+		return
+	}
+	ms := func(sec float64) float64 { return 1e3 * sec / float64(o.steps) }
+	proj, attn, head := o.seconds(projOps...), o.seconds(OpAttention), o.seconds(OpLMHead, OpLogits)
+	b.ReportMetric(ms(proj), "proj-ms/step")
+	b.ReportMetric(ms(attn), "attn-ms/step")
+	b.ReportMetric(ms(head), "head-ms/step")
+	b.ReportMetric(ms(o.t.Total().Seconds()-proj-attn-head), "other-ms/step")
+	if *benchOps {
+		for op := range numOps {
+			if d := o.t[op].Seconds(); d > 0 {
+				b.ReportMetric(ms(d), op.String()+"-ms/step")
+			}
+		}
+	}
 }
 
 // matmulFLOPs is the matrix-multiply work per token of prefill (LM head
@@ -218,7 +274,7 @@ func benchDecode(b *testing.B, m *Model, batch int, lim benchLimits) {
 	// The whole batch is prefilled in one step, so every timed step
 	// decodes. The cache holds every sequence at full length.
 	e, err := New(m, Options{KVCacheBytes: int64(float64(batch*(decodePrompt+maxTokens+DefaultBlockSize)) * kvPerPos),
-		MaxBatchTokens: max(512, batch*decodePrompt), MaxSeqs: batch, DisablePrefixCaching: true})
+		MaxBatchTokens: max(512, batch*decodePrompt), MaxSeqs: batch, DisablePrefixCaching: true, OpTimes: true})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -243,6 +299,7 @@ func benchDecode(b *testing.B, m *Model, batch int, lim benchLimits) {
 	left, pos := maxTokens-1, decodePrompt
 	var busy time.Duration
 	var kvBytes, attn float64
+	var ops opTotals
 	b.ResetTimer()
 	for range b.N {
 		if left == 0 {
@@ -257,6 +314,7 @@ func benchDecode(b *testing.B, m *Model, batch int, lim benchLimits) {
 		}
 		d := time.Since(start)
 		busy += d
+		ops.add(&e.rec)
 		pos++ // this step's row attends to pos positions
 		kvBytes += float64(batch*pos) * kvPerPos
 		attn += float64(batch) * attnFLOPs(m, float64(pos))
@@ -273,6 +331,12 @@ func benchDecode(b *testing.B, m *Model, batch int, lim benchLimits) {
 	b.ReportMetric(wb*steps/sec/1e9, "weightGB/s")
 	b.ReportMetric(bw/1e9, "bwGB/s")
 	b.ReportMetric(100*wb*steps/sec/bw, "%bw")
+	if proj := ops.seconds(projOps...); proj > 0 {
+		// The projections' own streaming rate: the MBU of the matrix
+		// kernels, without attention and the small ops between them.
+		b.ReportMetric(100*(wb-lmHeadBytes(m))*steps/proj/bw, "%bwproj")
+	}
+	ops.report(b)
 	if pk := lim.peak(); batch > 1 && pk > 0 {
 		// matmulFLOPs leaves the LM head out (prefill computes one logit
 		// row); decode computes logits for every row.
@@ -322,12 +386,13 @@ func BenchmarkPrefill(b *testing.B) {
 func benchPrefill(b *testing.B, m *Model, n int, lim benchLimits) {
 	// 128 KiB of KV a token is more than any preset needs. The same prompt
 	// runs every time, so the prefix cache is off: each step computes it all.
-	e, err := New(m, Options{MaxBatchTokens: n, KVCacheBytes: max(256<<20, int64(n)<<17), DisablePrefixCaching: true})
+	e, err := New(m, Options{MaxBatchTokens: n, KVCacheBytes: max(256<<20, int64(n)<<17), DisablePrefixCaching: true, OpTimes: true})
 	if err != nil {
 		b.Fatal(err)
 	}
 	prompt := testPrompt(n, m.cfg.VocabSize, 0)
 	var busy time.Duration
+	var ops opTotals
 	b.ResetTimer()
 	for i := range b.N {
 		start := time.Now()
@@ -339,11 +404,13 @@ func benchPrefill(b *testing.B, m *Model, n int, lim benchLimits) {
 		}
 		d := time.Since(start)
 		busy += d
+		ops.add(&e.rec)
 		b.StopTimer()
 		lim.between(d)
 		b.StartTimer()
 	}
 	b.StopTimer()
+	ops.report(b)
 	pk := lim.peak()
 	tokPerS := float64(b.N*n) / busy.Seconds()
 	flops := matmulFLOPs(m) * tokPerS

@@ -73,6 +73,11 @@ type Options struct {
 	// OnStep, if set, is called after every step with its record, which
 	// is only valid during the call.
 	OnStep func(*StepRecord)
+	// OpTimes records each step's time per op of the forward pass in
+	// StepRecord.Ops (default off). It costs a clock read per op; on a
+	// backend that queues its ops (compute/cuda) it also waits for the
+	// queue after each, which slows the step.
+	OpTimes bool
 	// BeforeForward, if set, is called on rank 0 once a step is scheduled
 	// (its id and batch composition are in the record), before its
 	// forward pass: the moment to start streaming the KV of prompts the
@@ -158,6 +163,7 @@ type Engine struct {
 	running []*sequence
 	step    uint64
 	rec     StepRecord
+	clock   opClock
 	comm    nccl.Communicator
 	// planWords is the reusable encoding of a step plan (TP > 1).
 	planWords []int32
@@ -211,6 +217,10 @@ func New(m *Model, opts Options) (*Engine, error) {
 		byID:    map[string]*sequence{},
 		held:    map[string]HeldKV{},
 		comm:    opts.Comm,
+		clock:   opClock{on: opts.OpTimes},
+	}
+	if s, ok := m.be.(syncer); ok && opts.OpTimes {
+		e.clock.sync = s.Sync
 	}
 	e.progress.init()
 	return e, nil

@@ -103,12 +103,15 @@ func (e *Engine) forward(ctx context.Context, b *batch) ([]float32, error) {
 	be, cfg, w := m.be, m.cfg, m.w
 	t := len(b.tokens)
 	x := be.View(s.x, 0, t*cfg.Hidden)
+	clk, ops := &e.clock, &e.rec.Ops
+	clk.start()
 	be.Embed(x, w.embed, b.tokens)
 	if w.posEmbed != nil {
 		pos := be.View(s.pos, 0, t*cfg.Hidden)
 		be.Embed(pos, w.posEmbed, b.positions)
 		be.Add(x, x, pos, t*cfg.Hidden)
 	}
+	clk.lap(ops, OpEmbed)
 	e.progress.begin(e.rec.Step)
 	for l := range w.layers {
 		if err := e.layer(ctx, b, l, t); err != nil {
@@ -123,15 +126,20 @@ func (e *Engine) forward(ctx context.Context, b *batch) ([]float32, error) {
 	in := be.View(s.logitIn, 0, n*cfg.Hidden)
 	be.Gather(in, x, b.logitRows, cfg.Hidden)
 	m.norm(in, in, w.finalNorm, w.finalNormBias, n)
+	clk.lap(ops, OpNorm)
 	vocab := m.plan.Vocab().Len()
 	logits := be.View(s.logits, 0, n*vocab)
 	be.MatMul(logits, in, w.lmHead, n)
+	clk.lap(ops, OpLMHead)
 	out := s.hostLogits[:n*cfg.VocabSize]
 	if m.plan.TP == 1 {
 		be.Read(out, logits, 0)
+		clk.lap(ops, OpLogits)
 		return out, nil
 	}
-	return out, e.gatherLogits(ctx, logits, n, out)
+	err := e.gatherLogits(ctx, logits, n, out)
+	clk.lap(ops, OpLogits)
+	return out, err
 }
 
 // gatherLogits collects every rank's vocabulary shard of n rows of
@@ -205,6 +213,7 @@ func (m *Model) norm(dst, x, w, bias compute.Buf, rows int) {
 func (e *Engine) layer(ctx context.Context, b *batch, l, t int) error {
 	m, s := e.m, e.scratch
 	be, cfg, lw, spec := m.be, m.cfg, &m.w.layers[l], m.attnSpec
+	clk, ops := &e.clock, &e.rec.Ops
 	qw, kvw := spec.Heads*spec.HeadDim, spec.KVHeads*spec.HeadDim
 	inter := m.plan.Intermediate().Len()
 	x := be.View(s.x, 0, t*cfg.Hidden)
@@ -212,54 +221,75 @@ func (e *Engine) layer(ctx context.Context, b *batch, l, t int) error {
 	q, k, v := be.View(s.q, 0, t*qw), be.View(s.k, 0, t*kvw), be.View(s.v, 0, t*kvw)
 
 	m.norm(h, x, lw.attnNorm, lw.attnNormBias, t)
+	clk.lap(ops, OpNorm)
 	m.linear(q, h, lw.q, lw.qBias, t)
+	clk.lap(ops, OpQProj)
 	m.linear(k, h, lw.k, lw.kBias, t)
+	clk.lap(ops, OpKProj)
 	m.linear(v, h, lw.v, lw.vBias, t)
+	clk.lap(ops, OpVProj)
 	if lw.qNorm != nil {
 		eps := float32(cfg.NormEps)
 		be.RMSNorm(q, q, lw.qNorm, t*spec.Heads, cfg.HeadDim, eps)
 		be.RMSNorm(k, k, lw.kNorm, t*spec.KVHeads, cfg.HeadDim, eps)
+		clk.lap(ops, OpNorm)
 	}
 	if m.invFreq != nil {
 		be.RoPE(q, t, spec.Heads, cfg.HeadDim, b.positions, m.invFreq)
 		be.RoPE(k, t, spec.KVHeads, cfg.HeadDim, b.positions, m.invFreq)
+		clk.lap(ops, OpRoPE)
 	}
 	be.KVWrite(e.kv, l, k, v, b.slots)
+	clk.lap(ops, OpKVWrite)
 	attn := be.View(s.attn, 0, t*qw)
 	be.Attention(attn, q, e.kv, l, b.seqs, spec)
+	clk.lap(ops, OpAttention)
 	o := be.View(s.o, 0, t*cfg.Hidden)
-	if err := e.rowParallel(ctx, o, attn, lw.o, lw.oBias, t); err != nil {
+	if err := e.rowParallel(ctx, o, attn, lw.o, lw.oBias, t, OpOProj); err != nil {
 		return err
 	}
 	be.Add(x, x, o, t*cfg.Hidden)
+	clk.lap(ops, OpResidual)
 
 	m.norm(h, x, lw.mlpNorm, lw.mlpNormBias, t)
+	clk.lap(ops, OpNorm)
 	act := be.View(s.up, 0, t*inter)
 	m.linear(act, h, lw.up, lw.upBias, t)
+	clk.lap(ops, OpUpProj)
 	if lw.gate != nil {
 		gate := be.View(s.gate, 0, t*inter)
 		be.MatMul(gate, h, lw.gate, t)
+		clk.lap(ops, OpGateProj)
 		be.SiLUMul(gate, gate, act, t*inter)
 		act = gate
 	} else {
 		be.GELU(act, t*inter)
 	}
-	if err := e.rowParallel(ctx, o, act, lw.down, lw.downBias, t); err != nil {
+	clk.lap(ops, OpActivation)
+	if err := e.rowParallel(ctx, o, act, lw.down, lw.downBias, t, OpDownProj); err != nil {
 		return err
 	}
 	be.Add(x, x, o, t*cfg.Hidden)
+	clk.lap(ops, OpResidual)
 	return nil
 }
 
 // rowParallel is a row-parallel linear layer: each rank's partial
 // product is summed over the group before the replicated bias is added.
-func (e *Engine) rowParallel(ctx context.Context, dst, x compute.Buf, w compute.Mat, bias compute.Buf, rows int) error {
+// The product and the bias are timed as op, the sum as OpAllReduce.
+func (e *Engine) rowParallel(ctx context.Context, dst, x compute.Buf, w compute.Mat, bias compute.Buf, rows int, op Op) error {
+	clk, ops := &e.clock, &e.rec.Ops
 	e.m.be.MatMul(dst, x, w, rows)
+	clk.lap(ops, op)
 	if err := e.allReduce(ctx, dst, rows*e.m.cfg.Hidden); err != nil {
 		return err
 	}
+	if e.m.plan.TP > 1 {
+		clk.lap(ops, OpAllReduce)
+	}
 	if bias != nil {
 		e.m.be.AddBias(dst, bias, rows)
+		clk.lap(ops, op)
 	}
 	return nil
 }

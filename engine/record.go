@@ -29,6 +29,9 @@ type StepRecord struct {
 	// CollectiveTime is their total duration, part of Compute.
 	Collectives    []nccl.Call
 	CollectiveTime time.Duration
+	// Ops is the forward pass's time per op, with Options.OpTimes (zero
+	// without); the all-reduces' share is OpAllReduce.
+	Ops OpTimes
 }
 
 // SeqRecord is one sequence's part of a step.

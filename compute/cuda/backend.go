@@ -333,6 +333,10 @@ func (b *Backend) release(p uintptr) {
 	}
 }
 
+// Sync waits for every op issued so far (engine.Options.OpTimes does,
+// after each op, to time them on the device).
+func (b *Backend) Sync() error { return b.sync() }
+
 // sync waits for the stream; the staging arena is free again afterwards.
 func (b *Backend) sync() error {
 	d := b.libs.drv
