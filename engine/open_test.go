@@ -8,7 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tandemllm/tandem/compute"
 	"github.com/tandemllm/tandem/compute/cpu"
+	"github.com/tandemllm/tandem/model"
 	"github.com/tandemllm/tandem/model/preset"
 	"github.com/tandemllm/tandem/model/safetensors"
 )
@@ -121,4 +123,82 @@ func TestOpenRejectsBadModels(t *testing.T) {
 			t.Fatalf("Open of a truncated file: %v; want an error naming %s", err, path)
 		}
 	})
+}
+
+// closeCounter is an io.Closer that counts its calls.
+type closeCounter struct{ n int }
+
+func (c *closeCounter) Close() error { c.n++; return nil }
+
+// deviceLike is a CPU backend that says its matrices are not computed on
+// in host memory, as a GPU backend's are not.
+type deviceLike struct{ *cpu.Backend }
+
+func (deviceLike) HostResident() bool { return false }
+
+// TestWeightsCopiedForHostBackends: on a backend that computes on host
+// memory the loader copies every weight matrix into its arena and closes
+// the files at once (Model.Close then does not close them again); on any
+// other it uses full-width matrices in place and leaves the files to
+// Model.Close.
+func TestWeightsCopiedForHostBackends(t *testing.T) {
+	dir, err := preset.Ensure(context.Background(), "tiny", preset.DefaultCacheDir(), preset.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := model.LoadConfig(filepath.Join(dir, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []bool{true, false} {
+		set, err := safetensors.OpenDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer set.Close()
+		cb, err := cpu.New(cpu.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cb.Close()
+		var be compute.Backend = cb
+		if !host {
+			be = deviceLike{cb}
+		}
+		closer := &closeCounter{}
+		m, err := LoadModel(cfg, set, be, closer, Shard{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var copied int
+		for _, c := range m.arena.chunks {
+			copied += len(c)
+		}
+		copied -= len(m.arena.free)
+		// Every matrix but the small vectors (norms), which go to the
+		// backend's own buffers either way.
+		var matBytes int
+		for _, w := range append(matrices(m), m.w.embed, m.w.lmHead) {
+			matBytes += w.Rows() * w.Cols() * w.DType().Size()
+		}
+		if host && (copied < matBytes || closer.n != 1) {
+			t.Errorf("host backend: %d bytes copied of %d bytes of matrices, files closed %d times at load; want all copied, closed once", copied, matBytes, closer.n)
+		}
+		if !host && (copied != 0 || closer.n != 0) {
+			t.Errorf("device-like backend: %d bytes copied, files closed %d times at load; want none, none", copied, closer.n)
+		}
+		e := testEngine(t, m, Options{})
+		if err := e.Add(Request{ID: "a", Prompt: testPrompt(5, cfg.VocabSize, 0), Params: greedy(2)}); err != nil {
+			t.Fatal(err)
+		}
+		if got := run(t, e)["a"]; len(got.tokens) != 2 {
+			t.Errorf("host %v: %d tokens, want 2", host, len(got.tokens))
+		}
+		if err := m.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if closer.n != 1 {
+			t.Errorf("host %v: files closed %d times in all, want once", host, closer.n)
+		}
+	}
 }

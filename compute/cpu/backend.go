@@ -90,6 +90,11 @@ type mat struct {
 	u16        []uint16
 }
 
+// HostResident reports that matrices are computed on in host memory, the
+// data LoadMat is given where it can (engine copies weights onto huge
+// pages for such a backend).
+func (b *Backend) HostResident() bool { return true }
+
 func (m *mat) Rows() int            { return m.rows }
 func (m *mat) Cols() int            { return m.cols }
 func (m *mat) DType() compute.DType { return m.dtype }
