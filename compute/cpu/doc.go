@@ -1,7 +1,9 @@
 // Package cpu is the CPU implementation of compute.Backend: weight matrices
-// kept in their on-disk dtype (F32, BF16 and F16 are used in place and
-// 16-bit weights widened in registers; the pure-Go kernels widen F16 to F32
-// once at load), float32 activations, a paged float32 or bfloat16 KV
+// kept in their on-disk dtype (F32, BF16 and F16 are computed on where
+// LoadMat is given them, which the engine makes its own copy on 2 MiB
+// pages (Backend.HostResident), and 16-bit weights are widened in
+// registers; the pure-Go kernels widen F16 to F32 once at load), float32
+// activations, a paged float32 or bfloat16 KV
 // cache, and the kernels of a forward pass run on every core by a
 // persistent worker pool.
 //
