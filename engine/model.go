@@ -7,6 +7,7 @@ import (
 	"math"
 	"path/filepath"
 	"runtime"
+	"sync"
 
 	"github.com/tandemllm/tandem/compute"
 	"github.com/tandemllm/tandem/model"
@@ -175,6 +176,24 @@ func prefault(data []byte) {
 	runtime.KeepAlive(sink) // the loads must happen
 }
 
+// parallelCopy copies src into dst (as long) on every core, in parts of
+// whole huge pages: most of a copy into fresh arena memory is the kernel
+// zeroing the pages as they fault in, which one core does at a few GB/s.
+func parallelCopy(dst, src []byte) {
+	parts := min(runtime.NumCPU(), len(src)/hugePage)
+	if parts <= 1 {
+		copy(dst, src)
+		return
+	}
+	per := (len(src)/parts + hugePage - 1) / hugePage * hugePage
+	var wg sync.WaitGroup
+	for from := 0; from < len(src); from += per {
+		to := min(from+per, len(src))
+		wg.Go(func() { copy(dst[from:to], src[from:to]) })
+	}
+	wg.Wait()
+}
+
 var dtypes = map[safetensors.DType]compute.DType{safetensors.F32: compute.F32, safetensors.BF16: compute.BF16, safetensors.F16: compute.F16}
 
 // all is the whole range of n indices.
@@ -190,8 +209,17 @@ func (l *loader) mat(name string, rows, cols parallel.Range) compute.Mat {
 	}
 	dt := dtypes[t.DType]
 	size, width := dt.Size(), t.Shape[1]
-	if cols.From == 0 && cols.To == width && !l.copyAll {
-		return l.loadMat(name, dt, rows.Len(), cols.Len(), t.Data[rows.From*width*size:rows.To*width*size])
+	if cols.From == 0 && cols.To == width {
+		data := t.Data[rows.From*width*size : rows.To*width*size]
+		if !l.copyAll {
+			return l.loadMat(name, dt, rows.Len(), cols.Len(), data)
+		}
+		out := l.alloc(len(data))
+		if out == nil {
+			return nil
+		}
+		parallelCopy(out, data)
+		return l.loadMat(name, dt, rows.Len(), cols.Len(), out)
 	}
 	out := l.alloc(rows.Len() * cols.Len() * size)
 	if out == nil {
@@ -240,7 +268,7 @@ func (l *loader) tied(name string, vocab, cols parallel.Range) (embed, head comp
 	if out == nil {
 		return nil, nil
 	}
-	copy(out, t.Data)
+	parallelCopy(out, t.Data)
 	dt := dtypes[t.DType]
 	row := cols.Len() * dt.Size()
 	embed = l.loadMat(name, dt, t.Shape[0], cols.Len(), out)
