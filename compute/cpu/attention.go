@@ -66,6 +66,15 @@ func (b *Backend) NewKVCache(s compute.KVSpec) (compute.KVCache, error) {
 	return c, nil
 }
 
+// valuesAhead is how many bytes past a key the value at the same place
+// lies (an address difference between the two arrays, for prefetches).
+func (c *kvCache) valuesAhead() int {
+	if c.kb != nil {
+		return int(uintptr(unsafe.Pointer(&c.vb[0])) - uintptr(unsafe.Pointer(&c.kb[0])))
+	}
+	return int(uintptr(unsafe.Pointer(&c.v[0])) - uintptr(unsafe.Pointer(&c.k[0])))
+}
+
 func kvOf(c compute.KVCache) *kvCache {
 	kc, ok := c.(*kvCache)
 	if !ok {
@@ -257,14 +266,18 @@ func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, r0, r1, j0, j
 	}
 	last := s.Pos + r1 - 1 // last position any query attends to
 	base := t.layer*t.c.layerStride + kvh*t.c.headStride
+	vAhead := t.c.valuesAhead()
 	for k0 := 0; k0 <= last; k0 += span {
 		n := min(span, last-k0+1)
 		for b := 0; b < n; b += bs {
 			boff := base + int(s.Blocks[(k0+b)/bs])*t.c.blockStride
+			// The score kernels prefetch the block's values, which the
+			// weighted sum below reads: a block is one 4 KiB page of a
+			// head, which the hardware prefetchers do not run into.
 			if t.c.kb != nil {
-				dotBlock16(t.k, compute.BF16, mb, qt, hd, t.c.kb[boff:boff+bs*hd], hd, hd, scores[b:], span, min(bs, n-b), false, 0)
+				dotBlock16(t.k, compute.BF16, mb, qt, hd, t.c.kb[boff:boff+bs*hd], hd, hd, scores[b:], span, min(bs, n-b), false, vAhead)
 			} else {
-				dotBlockF32(t.k, mb, qt, hd, t.c.k[boff:boff+bs*hd], hd, hd, scores[b:], span, min(bs, n-b), false, 0)
+				dotBlockF32(t.k, mb, qt, hd, t.c.k[boff:boff+bs*hd], hd, hd, scores[b:], span, min(bs, n-b), false, vAhead)
 			}
 		}
 		for i := range mb {

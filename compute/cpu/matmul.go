@@ -332,8 +332,9 @@ const prefillAhead = 1024
 // dotBlockF32 sets dst[i*ldd+r] = Σ_{k<kn} x[i*ldx+k]·w[r*ldw+k] for i < mb
 // (mb ≤ k.maxM) and r < nr, or adds the sums when add is set, using the
 // tile kernels and Go for the edges. With ahead = 0 the kernels prefetch
-// the next weight tile (see nextTile); otherwise ahead bytes further along
-// the current one.
+// the next weight tile (see nextTile); otherwise the rows ahead bytes
+// from the current tile's (further along them, or, negative or not, rows
+// of another array with the same stride: attention's values).
 func dotBlockF32(k *kernels, mb int, x []float32, ldx int, w []float32, ldw, kn int, dst []float32, ldd, nr int, add bool, ahead int) {
 	k0 := kn / k.kStep * k.kStep
 	kern := k.f32[mb]
@@ -344,7 +345,7 @@ func dotBlockF32(k *kernels, mb int, x []float32, ldx int, w []float32, ldw, kn 
 	r := 0
 	for ; r+tileRows <= nr; r += tileRows {
 		pf, pfs := nextTile(unsafe.Pointer(&w[r*ldw]), ldw*int(unsafe.Sizeof(w[0])))
-		if ahead > 0 {
+		if ahead != 0 {
 			pf = uintptr(unsafe.Pointer(&w[r*ldw])) + uintptr(ahead)
 		}
 		kern(&x[0], ldx, &w[r*ldw], ldw, k0, &dst[r], ldd, pf, pfs, addFlag)
@@ -382,7 +383,7 @@ func dotBlock16(k *kernels, dt compute.DType, mb int, x []float32, ldx int, w []
 	r := 0
 	for ; r+tileRows <= nr; r += tileRows {
 		pf, pfs := nextTile(unsafe.Pointer(&w[r*ldw]), ldw*int(unsafe.Sizeof(w[0])))
-		if ahead > 0 {
+		if ahead != 0 {
 			pf = uintptr(unsafe.Pointer(&w[r*ldw])) + uintptr(ahead)
 		}
 		kern(&x[0], ldx, &w[r*ldw], ldw, k0, &dst[r], ldd, pf, pfs, addFlag)
