@@ -32,6 +32,19 @@ func mapChunk(n int) ([]byte, error) {
 	return c, nil
 }
 
+// dropPages takes the whole pages of a read-only file mapping's b out of
+// the process's page tables; the page cache keeps them, and a later read
+// faults them back in.
+func dropPages(b []byte) {
+	const page = 4096
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	from := int((page - p%page) % page)
+	to := from + (len(b)-from)/page*page
+	if to > from {
+		_ = unix.Madvise(b[from:to], unix.MADV_DONTNEED)
+	}
+}
+
 // unmapChunk unmaps a chunk of mapChunk.
 func unmapChunk(c []byte) error {
 	return unix.MunmapPtr(unsafe.Pointer(unsafe.SliceData(c)), uintptr(len(c)))

@@ -115,25 +115,18 @@ func LoadModel(cfg *model.Config, src TensorSource, be compute.Backend, closer i
 		_ = m.arena.release()
 		return nil, err
 	}
-	if l.copyAll && closer != nil {
-		// Nothing refers to the files' pages any more.
-		m.closer = nil
-		if err := closer.Close(); err != nil {
-			_ = m.arena.release()
-			return nil, fmt.Errorf("engine: unmapping the weight files once copied: %w", err)
-		}
-	}
 	return m, nil
 }
 
 // hostResident is a backend that computes on the host memory LoadMat is
 // given, in place (compute/cpu). For one the loader copies every weight
-// matrix into the model's host arena, on 2 MiB pages, rather than hand it
-// the files' page-cache pages, mostly 4 KiB ones: decode streams weights
-// from memory with fewer page walks (llama-160m bf16 on one thread read
-// them at 81% of the read bandwidth in place, 90% copied;
-// docs/benchmarking.md), at the cost of a copy at load. The files are
-// unmapped once loaded, so the weights are not held twice.
+// matrix the forward pass streams into the model's host arena, on 2 MiB
+// pages, rather than hand it the files' page-cache pages, mostly 4 KiB
+// ones: decode streams weights from memory with fewer page walks
+// (llama-160m bf16 on one thread read them at 81% of the read bandwidth
+// in place, 90% copied; docs/benchmarking.md), at the cost of a copy at
+// load. The token embedding, of which a step reads a row per token, stays
+// in place, shared through the page cache by the ranks of a host.
 type hostResident interface{ HostResident() bool }
 
 // loader reads weights from a source into the backend, remembering the
@@ -142,8 +135,20 @@ type loader struct {
 	m   *Model
 	src TensorSource
 	err error
-	// copyAll copies every matrix into the arena (see hostResident).
+	// copyAll copies every matrix but the embedding into the arena (see
+	// hostResident).
 	copyAll bool
+	// inPlace names the tensors used from the mapping, whose pages stay.
+	inPlace map[string]bool
+}
+
+// copied notes that a tensor's data was copied out of its mapping: unless
+// some matrix uses it in place, its pages leave the process's mapping (the
+// page cache keeps them), so the weights do not count twice in its RSS.
+func (l *loader) copied(name string, t safetensors.Tensor) {
+	if !l.inPlace[name] {
+		dropPages(t.Data)
+	}
 }
 
 func (l *loader) tensor(name string) safetensors.Tensor {
@@ -203,6 +208,20 @@ func all(n int) parallel.Range { return parallel.Range{To: n} }
 // range is used in place unless the loader copies all; a column range is
 // copied.
 func (l *loader) mat(name string, rows, cols parallel.Range) compute.Mat {
+	return l.matFrom(name, rows, cols, !l.copyAll)
+}
+
+// embedding loads a full token (or position) embedding, always in place:
+// a step reads one row per token of it.
+func (l *loader) embedding(name string, rows, cols int) compute.Mat {
+	if l.inPlace == nil {
+		l.inPlace = map[string]bool{}
+	}
+	l.inPlace[name] = true
+	return l.matFrom(name, all(rows), all(cols), true)
+}
+
+func (l *loader) matFrom(name string, rows, cols parallel.Range, inPlace bool) compute.Mat {
 	t := l.tensor(name)
 	if l.err != nil {
 		return nil
@@ -211,7 +230,10 @@ func (l *loader) mat(name string, rows, cols parallel.Range) compute.Mat {
 	size, width := dt.Size(), t.Shape[1]
 	if cols.From == 0 && cols.To == width {
 		data := t.Data[rows.From*width*size : rows.To*width*size]
-		if !l.copyAll {
+		if inPlace {
+			if l.copyAll {
+				prefault(data)
+			}
 			return l.loadMat(name, dt, rows.Len(), cols.Len(), data)
 		}
 		out := l.alloc(len(data))
@@ -219,6 +241,7 @@ func (l *loader) mat(name string, rows, cols parallel.Range) compute.Mat {
 			return nil
 		}
 		parallelCopy(out, data)
+		l.copied(name, t)
 		return l.loadMat(name, dt, rows.Len(), cols.Len(), out)
 	}
 	out := l.alloc(rows.Len() * cols.Len() * size)
@@ -228,6 +251,7 @@ func (l *loader) mat(name string, rows, cols parallel.Range) compute.Mat {
 	for r := rows.From; r < rows.To; r++ {
 		copy(out[(r-rows.From)*cols.Len()*size:], t.Data[(r*width+cols.From)*size:(r*width+cols.To)*size])
 	}
+	l.copied(name, t)
 	return l.loadMat(name, dt, rows.Len(), cols.Len(), out)
 }
 
@@ -251,6 +275,7 @@ func (l *loader) matT(name string, rows, cols parallel.Range) compute.Mat {
 			i += size
 		}
 	}
+	l.copied(name, t)
 	return l.loadMat(name, dt, rows.Len(), cols.Len(), out)
 }
 
@@ -269,6 +294,7 @@ func (l *loader) tied(name string, vocab, cols parallel.Range) (embed, head comp
 		return nil, nil
 	}
 	parallelCopy(out, t.Data)
+	l.copied(name, t)
 	dt := dtypes[t.DType]
 	row := cols.Len() * dt.Size()
 	embed = l.loadMat(name, dt, t.Shape[0], cols.Len(), out)
@@ -335,7 +361,7 @@ func (l *loader) llama() error {
 	w := &l.m.w
 	sh := l.m.shard()
 	h := all(c.Hidden)
-	w.embed = l.mat("model.embed_tokens.weight", all(c.VocabSize), h)
+	w.embed = l.embedding("model.embed_tokens.weight", c.VocabSize, c.Hidden)
 	for i := range c.Layers {
 		p := fmt.Sprintf("model.layers.%d.", i)
 		lw := layerWeights{
@@ -379,10 +405,10 @@ func (l *loader) gpt2() error {
 	if c.TieEmbeddings {
 		w.embed, w.lmHead = l.tied(pre+"wte.weight", sh.vocab, h)
 	} else {
-		w.embed = l.mat(pre+"wte.weight", all(c.VocabSize), h)
+		w.embed = l.embedding(pre+"wte.weight", c.VocabSize, c.Hidden)
 		w.lmHead = l.mat("lm_head.weight", sh.vocab, h)
 	}
-	w.posEmbed = l.mat(pre+"wpe.weight", all(c.MaxPositions), h)
+	w.posEmbed = l.embedding(pre+"wpe.weight", c.MaxPositions, c.Hidden)
 	for i := range c.Layers {
 		p := fmt.Sprintf("%sh.%d.", pre, i)
 		lw := layerWeights{

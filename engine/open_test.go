@@ -137,10 +137,9 @@ type deviceLike struct{ *cpu.Backend }
 func (deviceLike) HostResident() bool { return false }
 
 // TestWeightsCopiedForHostBackends: on a backend that computes on host
-// memory the loader copies every weight matrix into its arena and closes
-// the files at once (Model.Close then does not close them again); on any
-// other it uses full-width matrices in place and leaves the files to
-// Model.Close.
+// memory the loader copies every weight matrix but the token embedding
+// into its arena; on any other it uses full-width matrices in place. Both
+// leave the files to Model.Close.
 func TestWeightsCopiedForHostBackends(t *testing.T) {
 	dir, err := preset.Ensure(context.Background(), "tiny", preset.DefaultCacheDir(), preset.Options{})
 	if err != nil {
@@ -175,17 +174,21 @@ func TestWeightsCopiedForHostBackends(t *testing.T) {
 			copied += len(c)
 		}
 		copied -= len(m.arena.free)
-		// Every matrix but the small vectors (norms), which go to the
-		// backend's own buffers either way.
+		// The projections and the LM head; the embedding and the small
+		// vectors (norms, which go to the backend's own buffers either
+		// way) are not copied.
 		var matBytes int
-		for _, w := range append(matrices(m), m.w.embed, m.w.lmHead) {
+		for _, w := range append(matrices(m), m.w.lmHead) {
 			matBytes += w.Rows() * w.Cols() * w.DType().Size()
 		}
-		if host && (copied < matBytes || closer.n != 1) {
-			t.Errorf("host backend: %d bytes copied of %d bytes of matrices, files closed %d times at load; want all copied, closed once", copied, matBytes, closer.n)
+		if host && (copied < matBytes || copied >= matBytes+m.w.embed.Rows()*m.w.embed.Cols()*4) {
+			t.Errorf("host backend: %d bytes copied, want the %d bytes of the matrices and not the embedding", copied, matBytes)
 		}
-		if !host && (copied != 0 || closer.n != 0) {
-			t.Errorf("device-like backend: %d bytes copied, files closed %d times at load; want none, none", copied, closer.n)
+		if !host && copied != 0 {
+			t.Errorf("device-like backend: %d bytes copied, want none", copied)
+		}
+		if closer.n != 0 {
+			t.Errorf("host %v: files closed %d times at load", host, closer.n)
 		}
 		e := testEngine(t, m, Options{})
 		if err := e.Add(Request{ID: "a", Prompt: testPrompt(5, cfg.VocabSize, 0), Params: greedy(2)}); err != nil {
