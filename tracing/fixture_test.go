@@ -47,6 +47,8 @@ func (f fxStep) trace(rank int32, offset int64) *tandemv1.StepTrace {
 		PrefillTokens:  f.prefill,
 		DecodeTokens:   f.decode,
 		FreeBlocks:     500 - int32(f.id),
+		// As a worker collecting detailed traces records them.
+		Ops: []*tandemv1.OpTime{{Op: "q_proj", Nanos: f.comp * us / 8}, {Op: "attention", Nanos: f.comp * us / 4}},
 	}
 	if rank == 0 {
 		s.Seqs = f.seqs

@@ -164,6 +164,9 @@ func (p *perfetto) step(pid, tid int, r *tandemv1.RankTrace, s *tandemv1.StepTra
 	if n := len(s.GetSeqs()); n > 0 {
 		args["seqs"] = n
 	}
+	for _, o := range s.GetOps() {
+		args["op_"+o.GetOp()+"_ms"] = ms(o.GetNanos())
+	}
 	if g := s.GetGpu(); g != nil {
 		args["gpu_utilization_percent"] = g.GetUtilizationPercent()
 		args["gpu_memory_used_bytes"] = g.GetMemoryUsedBytes()

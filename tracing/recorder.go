@@ -54,9 +54,9 @@ func NewRecorder(capacity int) *Recorder {
 }
 
 // Record calls fill with the next slot under the recorder's lock. The
-// slot is a *tandemv1.StepTrace reset to zero, with zero-length Seqs and
-// Collectives that keep their capacity (and the messages beyond their
-// length: AddSeq and AddCollective reuse them), and with Gpu, if an
+// slot is a *tandemv1.StepTrace reset to zero, with zero-length Seqs,
+// Collectives and Ops that keep their capacity (and the messages beyond
+// their length: AddSeq, AddCollective and AddOp reuse them), and with Gpu, if an
 // earlier record set it, pointing at zeroed counters to fill in place
 // (set it to nil for a step without counters). fill must not keep the
 // pointer or anything reachable from it.
@@ -80,9 +80,9 @@ func (r *Recorder) Record(fill func(s *tandemv1.StepTrace)) {
 // resetStep zeroes s but keeps its slices' backing arrays and its GPU
 // counters, the parts that would otherwise be allocated again each step.
 func resetStep(s *tandemv1.StepTrace) {
-	seqs, colls, gpu := s.Seqs[:0], s.Collectives[:0], s.Gpu
+	seqs, colls, ops, gpu := s.Seqs[:0], s.Collectives[:0], s.Ops[:0], s.Gpu
 	s.Reset()
-	s.Seqs, s.Collectives = seqs, colls
+	s.Seqs, s.Collectives, s.Ops = seqs, colls, ops
 	if gpu != nil {
 		gpu.Reset()
 		s.Gpu = gpu
@@ -91,41 +91,39 @@ func resetStep(s *tandemv1.StepTrace) {
 
 // AddSeq appends a zeroed StepSeq to s and returns it, reusing the message
 // an earlier record left beyond the slice's length when there is one.
-func AddSeq(s *tandemv1.StepTrace) *tandemv1.StepSeq {
-	n := len(s.Seqs)
-	if n < cap(s.Seqs) {
-		s.Seqs = s.Seqs[:n+1]
-		if q := s.Seqs[n]; q != nil {
-			q.Reset()
-			return q
-		}
-		q := new(tandemv1.StepSeq)
-		s.Seqs[n] = q
-		return q
-	}
-	q := new(tandemv1.StepSeq)
-	s.Seqs = append(s.Seqs, q)
-	return q
-}
+func AddSeq(s *tandemv1.StepTrace) *tandemv1.StepSeq { return addSlot(&s.Seqs) }
 
 // AddCollective appends a zeroed CollectiveTrace to s and returns it,
 // reusing the message an earlier record left beyond the slice's length
 // when there is one.
 func AddCollective(s *tandemv1.StepTrace) *tandemv1.CollectiveTrace {
-	n := len(s.Collectives)
-	if n < cap(s.Collectives) {
-		s.Collectives = s.Collectives[:n+1]
-		if c := s.Collectives[n]; c != nil {
-			c.Reset()
-			return c
+	return addSlot(&s.Collectives)
+}
+
+// AddOp appends a zeroed OpTime to s and returns it, reusing the message
+// an earlier record left beyond the slice's length when there is one.
+func AddOp(s *tandemv1.StepTrace) *tandemv1.OpTime { return addSlot(&s.Ops) }
+
+// addSlot appends a zeroed message to *list: the one an earlier record
+// left beyond its length, reset, or a new one.
+func addSlot[T any, P interface {
+	*T
+	Reset()
+}](list *[]P) P {
+	n := len(*list)
+	if n < cap(*list) {
+		*list = (*list)[:n+1]
+		if m := (*list)[n]; m != nil {
+			m.Reset()
+			return m
 		}
-		c := new(tandemv1.CollectiveTrace)
-		s.Collectives[n] = c
-		return c
+		m := P(new(T))
+		(*list)[n] = m
+		return m
 	}
-	c := new(tandemv1.CollectiveTrace)
-	s.Collectives = append(s.Collectives, c)
-	return c
+	m := P(new(T))
+	*list = append(*list, m)
+	return m
 }
 
 // GPU returns s's GPU counters to fill in place, allocating them only

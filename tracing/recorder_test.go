@@ -19,7 +19,8 @@ var batchIDs = func() []string {
 }()
 
 // fillTypical records a decode step of 8 sequences with 24 collectives
-// (a 12-layer model's two allreduces per layer), as a rank 0 would.
+// (a 12-layer model's two allreduces per layer) and op times, as a rank 0
+// collecting detailed traces would.
 func fillTypical(step uint64) func(s *tandemv1.StepTrace) {
 	return func(s *tandemv1.StepTrace) {
 		s.Step = step
@@ -34,6 +35,10 @@ func fillTypical(step uint64) func(s *tandemv1.StepTrace) {
 		for i := range 24 {
 			c := AddCollective(s)
 			c.Kind, c.Bytes, c.DurationNanos, c.OffsetNanos = "allreduce", 8*768*2, 3, int64(i)*8
+		}
+		for i, op := range []string{"norm", "q_proj", "attention", "lm_head"} {
+			o := AddOp(s)
+			o.Op, o.Nanos = op, int64(i+1)*10
 		}
 		g := GPU(s)
 		g.UtilizationPercent, g.MemoryUsedBytes = 90, 1<<30
@@ -142,11 +147,15 @@ func TestRecordResetsReusedSlot(t *testing.T) {
 		q.RequestId, q.Prefill, q.Tokens = "a", true, 9
 		AddSeq(s).RequestId = "b"
 		AddCollective(s).Bytes = 10
+		AddOp(s).Nanos = 7
 		GPU(s).PowerWatts = 300
 	})
 	r.Record(func(s *tandemv1.StepTrace) {
-		if s.GetStep() != 0 || s.GetComputeNanos() != 0 || len(s.GetSeqs()) != 0 || len(s.GetCollectives()) != 0 {
+		if s.GetStep() != 0 || s.GetComputeNanos() != 0 || len(s.GetSeqs()) != 0 || len(s.GetCollectives()) != 0 || len(s.GetOps()) != 0 {
 			t.Errorf("slot not reset: %v", s)
+		}
+		if o := AddOp(s); o.GetNanos() != 0 || o.GetOp() != "" {
+			t.Errorf("reused op not zeroed: %v", o)
 		}
 		if s.GetGpu().GetPowerWatts() != 0 {
 			t.Errorf("GPU counters not zeroed: %v", s.GetGpu())

@@ -216,6 +216,12 @@ func TestWritePerfetto(t *testing.T) {
 						}
 					case e.Name == "prefill" || e.Name == "decode" || e.Name == "mixed":
 						steps[thread{e.Pid, e.Tid}]++
+						// The step's op times, in ms, a quarter and an
+						// eighth of its compute time in every fixture.
+						q, a := e.Args["op_q_proj_ms"], e.Args["op_attention_ms"]
+						if qf, ok := q.(float64); !ok || qf <= 0 || a != 2*qf {
+							t.Errorf("step event %v: op_q_proj_ms %v, op_attention_ms %v", e.Args["step"], q, a)
+						}
 					case e.Name == "allreduce" || e.Name == "broadcast" || e.Name == "allgather":
 						collectives++
 					}

@@ -79,6 +79,12 @@ func (t *stepTracer) onStep(r *engine.StepRecord) {
 			m := tracing.AddCollective(s)
 			m.Kind, m.Bytes, m.DurationNanos, m.OffsetNanos = string(c.Kind), int64(c.Bytes), int64(c.Dur), int64(c.Start.Sub(r.Start))
 		}
+		for op, d := range r.Ops {
+			if d > 0 {
+				m := tracing.AddOp(s)
+				m.Op, m.Nanos = engine.Op(op).String(), int64(d)
+			}
+		}
 		if t.gpuAt.IsZero() {
 			s.Gpu = nil
 		} else {

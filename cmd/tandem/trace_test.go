@@ -22,12 +22,13 @@ import (
 
 // TestClusterTrace: a request through prefill TP-2 → decode TP-2 has a
 // trace with one decode step per output token, every rank of both groups,
-// and per-token costs that add up to the inter-token latency.
+// per-token costs that add up to the inter-token latency, and (the workers
+// collecting detailed traces) every step's time per op.
 func TestClusterTrace(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts worker processes")
 	}
-	tc := startCluster(t, "tiny", disaggregated(2, 2))
+	tc := startClusterWith(t, "tiny", disaggregated(2, 2), clusterOptions{workerArgs: []string{"--collect-detailed-traces", "model"}})
 	const maxTokens = 24
 	prompt := testPrompts(t, tc.dir)[2]
 	g, err := tc.generate(t.Context(), prompt, greedyParams(maxTokens))
@@ -70,6 +71,20 @@ func TestClusterTrace(t *testing.T) {
 	}
 	if a, b := len(lanes["decode-0/0"].GetSteps()), len(lanes["decode-0/1"].GetSteps()); a != b {
 		t.Fatalf("decode rank 0 recorded %d steps, rank 1 %d", a, b)
+	}
+	for name, r := range lanes {
+		for _, s := range r.GetSteps() {
+			ops := map[string]int64{}
+			var sum int64
+			for _, o := range s.GetOps() {
+				ops[o.GetOp()] = o.GetNanos()
+				sum += o.GetNanos()
+			}
+			if ops["attention"] <= 0 || ops["q_proj"] <= 0 || ops["all_reduce"] <= 0 || sum > s.GetComputeNanos() {
+				t.Fatalf("%s step %d: ops %v (sum %d ns) against compute %d ns; want attention, q_proj and all_reduce within it",
+					name, s.GetStep(), ops, sum, s.GetComputeNanos())
+			}
+		}
 	}
 	if len(lanes["prefill-0/0"].GetKvTransfers()) == 0 || len(lanes["decode-0/0"].GetKvTransfers()) == 0 {
 		t.Fatal("no KV transfer recorded on the prefill or the decode leader")

@@ -68,6 +68,8 @@ func TestUpFlagErrors(t *testing.T) {
 		{[]string{"--ready-timeout", "0s"}, "--ready-timeout 0s: must be > 0"},
 		{[]string{"--max-in-flight", "0"}, "--max-in-flight 0"},
 		{[]string{"--prefill-tp", "0"}, "--prefill-tp 0"},
+		{[]string{"--collect-detailed-traces", "layers"}, `--collect-detailed-traces "layers": want a comma-separated list of model, worker and all`},
+		{[]string{"--collect-detailed-traces", "model,"}, `--collect-detailed-traces "model,"`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			_, stderr, err := runTandemStreams(t, append([]string{"up", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, tc.args...)...)

@@ -340,6 +340,7 @@ type engineFlags struct {
 	kvCacheMB      int
 	kvCacheDType   kvDTypeFlag
 	noPrefixCache  bool
+	detailed       string // --collect-detailed-traces
 }
 
 func (f *engineFlags) register(cmd *cobra.Command) {
@@ -349,6 +350,7 @@ func (f *engineFlags) register(cmd *cobra.Command) {
 	f.kvCacheDType = kvDTypeFlag(engine.KVAuto)
 	fl.Var(&f.kvCacheDType, "kv-cache-dtype", "KV cache element type: auto (the weights' dtype on the CPU, f16 weights giving fp32; bf16 on CUDA), fp32 or bf16")
 	fl.BoolVar(&f.noPrefixCache, "no-prefix-caching", false, "turn the prefix cache off: compute every prompt from scratch and keep no KV block after its request")
+	fl.StringVar(&f.detailed, "collect-detailed-traces", "", "comma-separated: model (every step's trace gets the forward pass's time per op: q_proj, attention, lm_head, ...; a clock read per op, and on a GPU a wait for the queue after each, which slows the step), worker (the step records kept anyway), all")
 }
 
 // validate checks the flags; each error names its flag.
@@ -359,12 +361,30 @@ func (f *engineFlags) validate() error {
 	case f.kvCacheMB < 1:
 		return fmt.Errorf("--kv-cache-mb %d: must be >= 1", f.kvCacheMB)
 	}
+	if f.detailed != "" {
+		for m := range strings.SplitSeq(f.detailed, ",") {
+			if m != "model" && m != "worker" && m != "all" {
+				return fmt.Errorf("--collect-detailed-traces %q: want a comma-separated list of model, worker and all", f.detailed)
+			}
+		}
+	}
 	return nil
+}
+
+// opTimes reports whether --collect-detailed-traces asks for the model's
+// per-op times.
+func (f *engineFlags) opTimes() bool {
+	for m := range strings.SplitSeq(f.detailed, ",") {
+		if m == "model" || m == "all" {
+			return true
+		}
+	}
+	return false
 }
 
 func (f *engineFlags) options() engine.Options {
 	return engine.Options{MaxBatchTokens: f.maxBatchTokens, KVCacheBytes: int64(f.kvCacheMB) << 20,
-		KVCacheDType: engine.KVCacheDType(f.kvCacheDType), DisablePrefixCaching: f.noPrefixCache}
+		KVCacheDType: engine.KVCacheDType(f.kvCacheDType), DisablePrefixCaching: f.noPrefixCache, OpTimes: f.opTimes()}
 }
 
 // args are the flags that give a child `tandem worker` these options.
@@ -373,6 +393,9 @@ func (f *engineFlags) args() []string {
 		"--kv-cache-dtype", f.kvCacheDType.String()}
 	if f.noPrefixCache {
 		args = append(args, "--no-prefix-caching")
+	}
+	if f.detailed != "" {
+		args = append(args, "--collect-detailed-traces", f.detailed)
 	}
 	return args
 }

@@ -853,7 +853,11 @@ type StepTrace struct {
 	// Free KV blocks after the step.
 	FreeBlocks int32 `protobuf:"varint,11,opt,name=free_blocks,json=freeBlocks,proto3" json:"free_blocks,omitempty"`
 	// GPU counters sampled at the step, when the rank has a GPU.
-	Gpu           *GPUCounters `protobuf:"bytes,12,opt,name=gpu,proto3" json:"gpu,omitempty"`
+	Gpu *GPUCounters `protobuf:"bytes,12,opt,name=gpu,proto3" json:"gpu,omitempty"`
+	// The forward pass's time per op, summed over the layers, in the
+	// engine's order, when the worker collects detailed traces
+	// (--collect-detailed-traces model); empty otherwise.
+	Ops           []*OpTime `protobuf:"bytes,13,rep,name=ops,proto3" json:"ops,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -972,6 +976,70 @@ func (x *StepTrace) GetGpu() *GPUCounters {
 	return nil
 }
 
+func (x *StepTrace) GetOps() []*OpTime {
+	if x != nil {
+		return x.Ops
+	}
+	return nil
+}
+
+// OpTime is one op's share of a step's forward pass.
+type OpTime struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The op: embed, norm, q_proj, k_proj, v_proj, rope, kv_write,
+	// attention, o_proj, all_reduce, residual, up_proj, gate_proj, act,
+	// down_proj, lm_head or logits.
+	Op string `protobuf:"bytes,1,opt,name=op,proto3" json:"op,omitempty"`
+	// Nanoseconds.
+	Nanos         int64 `protobuf:"varint,2,opt,name=nanos,proto3" json:"nanos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpTime) Reset() {
+	*x = OpTime{}
+	mi := &file_tandem_v1_trace_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpTime) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpTime) ProtoMessage() {}
+
+func (x *OpTime) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_trace_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpTime.ProtoReflect.Descriptor instead.
+func (*OpTime) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *OpTime) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *OpTime) GetNanos() int64 {
+	if x != nil {
+		return x.Nanos
+	}
+	return 0
+}
+
 // StepSeq is one sequence's part of a step.
 type StepSeq struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -991,7 +1059,7 @@ type StepSeq struct {
 
 func (x *StepSeq) Reset() {
 	*x = StepSeq{}
-	mi := &file_tandem_v1_trace_proto_msgTypes[10]
+	mi := &file_tandem_v1_trace_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1003,7 +1071,7 @@ func (x *StepSeq) String() string {
 func (*StepSeq) ProtoMessage() {}
 
 func (x *StepSeq) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_trace_proto_msgTypes[10]
+	mi := &file_tandem_v1_trace_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1016,7 +1084,7 @@ func (x *StepSeq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepSeq.ProtoReflect.Descriptor instead.
 func (*StepSeq) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{10}
+	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StepSeq) GetRequestId() string {
@@ -1071,7 +1139,7 @@ type CollectiveTrace struct {
 
 func (x *CollectiveTrace) Reset() {
 	*x = CollectiveTrace{}
-	mi := &file_tandem_v1_trace_proto_msgTypes[11]
+	mi := &file_tandem_v1_trace_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1083,7 +1151,7 @@ func (x *CollectiveTrace) String() string {
 func (*CollectiveTrace) ProtoMessage() {}
 
 func (x *CollectiveTrace) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_trace_proto_msgTypes[11]
+	mi := &file_tandem_v1_trace_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1096,7 +1164,7 @@ func (x *CollectiveTrace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectiveTrace.ProtoReflect.Descriptor instead.
 func (*CollectiveTrace) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{11}
+	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CollectiveTrace) GetKind() string {
@@ -1150,7 +1218,7 @@ type KVTransferTrace struct {
 
 func (x *KVTransferTrace) Reset() {
 	*x = KVTransferTrace{}
-	mi := &file_tandem_v1_trace_proto_msgTypes[12]
+	mi := &file_tandem_v1_trace_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1162,7 +1230,7 @@ func (x *KVTransferTrace) String() string {
 func (*KVTransferTrace) ProtoMessage() {}
 
 func (x *KVTransferTrace) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_trace_proto_msgTypes[12]
+	mi := &file_tandem_v1_trace_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1175,7 +1243,7 @@ func (x *KVTransferTrace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVTransferTrace.ProtoReflect.Descriptor instead.
 func (*KVTransferTrace) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{12}
+	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *KVTransferTrace) GetLayer() int32 {
@@ -1237,7 +1305,7 @@ type GPUCounters struct {
 
 func (x *GPUCounters) Reset() {
 	*x = GPUCounters{}
-	mi := &file_tandem_v1_trace_proto_msgTypes[13]
+	mi := &file_tandem_v1_trace_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1249,7 +1317,7 @@ func (x *GPUCounters) String() string {
 func (*GPUCounters) ProtoMessage() {}
 
 func (x *GPUCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_trace_proto_msgTypes[13]
+	mi := &file_tandem_v1_trace_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1262,7 +1330,7 @@ func (x *GPUCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GPUCounters.ProtoReflect.Descriptor instead.
 func (*GPUCounters) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{13}
+	return file_tandem_v1_trace_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GPUCounters) GetUtilizationPercent() float32 {
@@ -1369,7 +1437,7 @@ const file_tandem_v1_trace_proto_rawDesc = "" +
 	"\x05steps\x18\b \x03(\v2\x14.tandem.v1.StepTraceR\x05steps\x12=\n" +
 	"\fkv_transfers\x18\t \x03(\v2\x1a.tandem.v1.KVTransferTraceR\vkvTransfers\x12$\n" +
 	"\x0epeak_rss_bytes\x18\n" +
-	" \x01(\x03R\fpeakRssBytes\"\xd6\x03\n" +
+	" \x01(\x03R\fpeakRssBytes\"\xfb\x03\n" +
 	"\tStepTrace\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\x04R\x04step\x12(\n" +
 	"\x10start_unix_nanos\x18\x02 \x01(\x03R\x0estartUnixNanos\x12%\n" +
@@ -1385,7 +1453,11 @@ const file_tandem_v1_trace_proto_rawDesc = "" +
 	" \x03(\v2\x1a.tandem.v1.CollectiveTraceR\vcollectives\x12\x1f\n" +
 	"\vfree_blocks\x18\v \x01(\x05R\n" +
 	"freeBlocks\x12(\n" +
-	"\x03gpu\x18\f \x01(\v2\x16.tandem.v1.GPUCountersR\x03gpu\"\x90\x01\n" +
+	"\x03gpu\x18\f \x01(\v2\x16.tandem.v1.GPUCountersR\x03gpu\x12#\n" +
+	"\x03ops\x18\r \x03(\v2\x11.tandem.v1.OpTimeR\x03ops\".\n" +
+	"\x06OpTime\x12\x0e\n" +
+	"\x02op\x18\x01 \x01(\tR\x02op\x12\x14\n" +
+	"\x05nanos\x18\x02 \x01(\x03R\x05nanos\"\x90\x01\n" +
 	"\aStepSeq\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1a\n" +
@@ -1429,7 +1501,7 @@ func file_tandem_v1_trace_proto_rawDescGZIP() []byte {
 	return file_tandem_v1_trace_proto_rawDescData
 }
 
-var file_tandem_v1_trace_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_tandem_v1_trace_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_tandem_v1_trace_proto_goTypes = []any{
 	(*GetTraceRequest)(nil),      // 0: tandem.v1.GetTraceRequest
 	(*GetTraceResponse)(nil),     // 1: tandem.v1.GetTraceResponse
@@ -1441,36 +1513,38 @@ var file_tandem_v1_trace_proto_goTypes = []any{
 	(*TokenTrace)(nil),           // 7: tandem.v1.TokenTrace
 	(*RankTrace)(nil),            // 8: tandem.v1.RankTrace
 	(*StepTrace)(nil),            // 9: tandem.v1.StepTrace
-	(*StepSeq)(nil),              // 10: tandem.v1.StepSeq
-	(*CollectiveTrace)(nil),      // 11: tandem.v1.CollectiveTrace
-	(*KVTransferTrace)(nil),      // 12: tandem.v1.KVTransferTrace
-	(*GPUCounters)(nil),          // 13: tandem.v1.GPUCounters
-	(FinishReason)(0),            // 14: tandem.v1.FinishReason
-	(Role)(0),                    // 15: tandem.v1.Role
+	(*OpTime)(nil),               // 10: tandem.v1.OpTime
+	(*StepSeq)(nil),              // 11: tandem.v1.StepSeq
+	(*CollectiveTrace)(nil),      // 12: tandem.v1.CollectiveTrace
+	(*KVTransferTrace)(nil),      // 13: tandem.v1.KVTransferTrace
+	(*GPUCounters)(nil),          // 14: tandem.v1.GPUCounters
+	(FinishReason)(0),            // 15: tandem.v1.FinishReason
+	(Role)(0),                    // 16: tandem.v1.Role
 }
 var file_tandem_v1_trace_proto_depIdxs = []int32{
 	5,  // 0: tandem.v1.GetTraceResponse.trace:type_name -> tandem.v1.RequestTrace
 	4,  // 1: tandem.v1.ListRequestsResponse.requests:type_name -> tandem.v1.RequestSummary
-	14, // 2: tandem.v1.RequestSummary.finish_reason:type_name -> tandem.v1.FinishReason
+	15, // 2: tandem.v1.RequestSummary.finish_reason:type_name -> tandem.v1.FinishReason
 	7,  // 3: tandem.v1.RequestTrace.tokens:type_name -> tandem.v1.TokenTrace
-	14, // 4: tandem.v1.RequestTrace.finish_reason:type_name -> tandem.v1.FinishReason
+	15, // 4: tandem.v1.RequestTrace.finish_reason:type_name -> tandem.v1.FinishReason
 	8,  // 5: tandem.v1.RequestTrace.ranks:type_name -> tandem.v1.RankTrace
 	6,  // 6: tandem.v1.RequestTrace.migrations:type_name -> tandem.v1.Migration
-	15, // 7: tandem.v1.RankTrace.role:type_name -> tandem.v1.Role
+	16, // 7: tandem.v1.RankTrace.role:type_name -> tandem.v1.Role
 	9,  // 8: tandem.v1.RankTrace.steps:type_name -> tandem.v1.StepTrace
-	12, // 9: tandem.v1.RankTrace.kv_transfers:type_name -> tandem.v1.KVTransferTrace
-	10, // 10: tandem.v1.StepTrace.seqs:type_name -> tandem.v1.StepSeq
-	11, // 11: tandem.v1.StepTrace.collectives:type_name -> tandem.v1.CollectiveTrace
-	13, // 12: tandem.v1.StepTrace.gpu:type_name -> tandem.v1.GPUCounters
-	0,  // 13: tandem.v1.Traces.GetTrace:input_type -> tandem.v1.GetTraceRequest
-	2,  // 14: tandem.v1.Traces.ListRequests:input_type -> tandem.v1.ListRequestsRequest
-	1,  // 15: tandem.v1.Traces.GetTrace:output_type -> tandem.v1.GetTraceResponse
-	3,  // 16: tandem.v1.Traces.ListRequests:output_type -> tandem.v1.ListRequestsResponse
-	15, // [15:17] is the sub-list for method output_type
-	13, // [13:15] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	13, // 9: tandem.v1.RankTrace.kv_transfers:type_name -> tandem.v1.KVTransferTrace
+	11, // 10: tandem.v1.StepTrace.seqs:type_name -> tandem.v1.StepSeq
+	12, // 11: tandem.v1.StepTrace.collectives:type_name -> tandem.v1.CollectiveTrace
+	14, // 12: tandem.v1.StepTrace.gpu:type_name -> tandem.v1.GPUCounters
+	10, // 13: tandem.v1.StepTrace.ops:type_name -> tandem.v1.OpTime
+	0,  // 14: tandem.v1.Traces.GetTrace:input_type -> tandem.v1.GetTraceRequest
+	2,  // 15: tandem.v1.Traces.ListRequests:input_type -> tandem.v1.ListRequestsRequest
+	1,  // 16: tandem.v1.Traces.GetTrace:output_type -> tandem.v1.GetTraceResponse
+	3,  // 17: tandem.v1.Traces.ListRequests:output_type -> tandem.v1.ListRequestsResponse
+	16, // [16:18] is the sub-list for method output_type
+	14, // [14:16] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_trace_proto_init() }
@@ -1485,7 +1559,7 @@ func file_tandem_v1_trace_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_trace_proto_rawDesc), len(file_tandem_v1_trace_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
