@@ -393,6 +393,13 @@ func svgStepTitle(s *tandemv1.StepTrace, kind string, since int64) string {
 	}
 	fmt.Fprintf(&t, "collectives: %d · %s · %s ms\n", len(s.GetCollectives()), svgByteSize(cbytes), svgMS(cnanos))
 	fmt.Fprintf(&t, "free KV blocks %d", s.GetFreeBlocks())
+	for i, o := range s.GetOps() {
+		sep := " · "
+		if i == 0 {
+			sep = "\nops: "
+		}
+		fmt.Fprintf(&t, "%s%s %s ms", sep, o.GetOp(), svgMS(o.GetNanos()))
+	}
 	if g := s.GetGpu(); g != nil {
 		fmt.Fprintf(&t, "\nGPU %.0f%% · %s · %.0f W · %d MHz",
 			g.GetUtilizationPercent(), svgByteSize(g.GetMemoryUsedBytes()), g.GetPowerWatts(), g.GetSmClockMhz())

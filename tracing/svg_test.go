@@ -117,6 +117,7 @@ func svgFixtureRank(node, group string, role tandemv1.Role, rank int32, offset, 
 		if rank == 0 {
 			s.Seqs = []*tandemv1.StepSeq{{RequestId: "req-<1>", Tokens: s.PrefillTokens + s.DecodeTokens, Prefill: role == tandemv1.Role_ROLE_PREFILL, Sampled: true}}
 			s.Gpu = &tandemv1.GPUCounters{UtilizationPercent: 87, MemoryUsedBytes: 3 << 30, PowerWatts: 410, SmClockMhz: 1980}
+			s.Ops = []*tandemv1.OpTime{{Op: "q_proj", Nanos: 380_000}, {Op: "attention", Nanos: 750_000}}
 		}
 		r.Steps = append(r.Steps, s)
 	}
@@ -277,6 +278,7 @@ func TestWriteSVGStepDetails(t *testing.T) {
 		"start +1.00 ms", // offset applied: rank time + 1.5 ms = arrival + 1 ms
 		"queue 0.02 ms · schedule 0.05 ms · compute 3.00 ms · sample 0.10 ms",
 		"collectives: 2 · 128.0 KiB · 0.35 ms", "GPU 87%",
+		"ops: q_proj 0.38 ms · attention 0.75 ms",
 	} {
 		if !strings.Contains(title, want) {
 			t.Errorf("step title lacks %q:\n%s", want, title)
