@@ -142,6 +142,15 @@ func lmHeadBytes(m *Model) float64 {
 // figures (the four groups are reported either way).
 var benchOps = flag.Bool("ops", false, "report the time per step of every op of the forward pass")
 
+// benchOpTimes is whether a benchmark times the ops of m's steps: always
+// on a backend that runs them as they are issued; on one that queues them
+// (compute/cuda) only with -ops, as each op's time there waits for the
+// queue, which would slow the very steps being measured.
+func benchOpTimes(m *Model) bool {
+	_, queues := m.be.(syncer)
+	return !queues || *benchOps
+}
+
 // projOps are the layers' matrix products.
 var projOps = []Op{OpQProj, OpKProj, OpVProj, OpOProj, OpUpProj, OpGateProj, OpDownProj}
 
@@ -274,7 +283,7 @@ func benchDecode(b *testing.B, m *Model, batch int, lim benchLimits) {
 	// The whole batch is prefilled in one step, so every timed step
 	// decodes. The cache holds every sequence at full length.
 	e, err := New(m, Options{KVCacheBytes: int64(float64(batch*(decodePrompt+maxTokens+DefaultBlockSize)) * kvPerPos),
-		MaxBatchTokens: max(512, batch*decodePrompt), MaxSeqs: batch, DisablePrefixCaching: true, OpTimes: true})
+		MaxBatchTokens: max(512, batch*decodePrompt), MaxSeqs: batch, DisablePrefixCaching: true, OpTimes: benchOpTimes(m)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -386,7 +395,7 @@ func BenchmarkPrefill(b *testing.B) {
 func benchPrefill(b *testing.B, m *Model, n int, lim benchLimits) {
 	// 128 KiB of KV a token is more than any preset needs. The same prompt
 	// runs every time, so the prefix cache is off: each step computes it all.
-	e, err := New(m, Options{MaxBatchTokens: n, KVCacheBytes: max(256<<20, int64(n)<<17), DisablePrefixCaching: true, OpTimes: true})
+	e, err := New(m, Options{MaxBatchTokens: n, KVCacheBytes: max(256<<20, int64(n)<<17), DisablePrefixCaching: true, OpTimes: benchOpTimes(m)})
 	if err != nil {
 		b.Fatal(err)
 	}

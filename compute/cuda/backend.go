@@ -335,7 +335,17 @@ func (b *Backend) release(p uintptr) {
 
 // Sync waits for every op issued so far (engine.Options.OpTimes does,
 // after each op, to time them on the device).
-func (b *Backend) Sync() error { return b.sync() }
+func (b *Backend) Sync() error {
+	defer b.leave()
+	if !b.enter() {
+		return b.Err()
+	}
+	if err := b.sync(); err != nil {
+		b.fail(err)
+		return err
+	}
+	return nil
+}
 
 // sync waits for the stream; the staging arena is free again afterwards.
 func (b *Backend) sync() error {
