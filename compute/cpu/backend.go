@@ -38,6 +38,7 @@ type Backend struct {
 	pool    *pool
 	scratch []workerScratch // one per worker, indexed by worker id
 	xpad    []float32       // MatMul's padded copy of x
+	xPanels []float32       // the transposed path's activations as packed panels
 	packBuf [][]float32     // MatMul's packed weight panels, one per worker
 	// The AMX path's activations in bfloat16, and per worker its packed
 	// panels, the zero-padded rows of a last, partial panel, and the

@@ -27,6 +27,11 @@ type matmulTask struct {
 	packed bool
 	k0     int
 	pack   [][]float32
+	// The transposed path (see runTransposed): x packed into xPanels
+	// panels of panelRows rows.
+	transposed bool
+	xp         []float32
+	xPanels    int
 	// The AMX path (see amx.go): xb is x rounded to bfloat16, mPad rows
 	// of lda; packU and tail are per worker.
 	amx       bool
@@ -81,6 +86,12 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 			copy(xp[i*t.ldx:i*t.ldx+wm.cols], t.x[i*wm.cols:])
 		}
 		t.x = xp
+	}
+	if t.usePacked() && wm.dtype == compute.F32 && m <= transposedMaxM {
+		b.startTransposed(t)
+		b.pool.run(t, (wm.rows+t.chunkRows-1)/t.chunkRows)
+		*t = matmulTask{}
+		return
 	}
 	if t.usePacked() {
 		t.packed = true
@@ -212,8 +223,79 @@ func (t *matmulTask) runPacked(c, w int) {
 	}
 }
 
+// transposedMaxM is the most activation rows of an F32 MatMul that takes
+// the transposed path rather than the packed one (decode batches): with
+// so few rows per weight, packing the weights took a quarter of the
+// packed path's time and its products ran at ~60% of the FMA peak (38% in
+// all at 32 rows); transposed, llama-160m's and gpt2-124m's F32 batch-32
+// decode ran 25% and 10% faster (docs/benchmarking.md). 16-bit weights
+// keep the packed path, which widens them while packing: widened in a
+// pass of their own for the transposed path they ran 4-8% slower.
+const transposedMaxM = 72
+
+// startTransposed packs x into panels for runTransposed: panel p holds
+// rows [32p, 32p+32) of x (zero past m) transposed, as the packed path's
+// weight panels are, and sets the chunking over weight rows.
+func (b *Backend) startTransposed(t *matmulTask) {
+	m, kn := t.m, t.w.cols
+	t.transposed = true
+	t.k0 = kn / 16 * 16
+	t.xPanels = (m + panelRows - 1) / panelRows
+	// The pack kernels read 16 whole rows: x padded with zero rows.
+	rows := t.xPanels * panelRows
+	xz := grow(&b.xpad, rows*t.ldx)
+	if &xz[0] != &t.x[0] {
+		copy(xz, t.x[:m*t.ldx])
+	}
+	clear(xz[m*t.ldx : rows*t.ldx])
+	t.x = xz
+	t.xp = grow(&b.xPanels, t.xPanels*panelRows*t.k0)
+	for p := range t.xPanels {
+		for h := 0; h < panelRows; h += 16 {
+			t.k.packF32(&t.xp[p*panelRows*t.k0+h], &t.x[(p*panelRows+h)*t.ldx], t.ldx, t.k0)
+		}
+	}
+	per := (t.w.rows + chunksPerThread*b.threads - 1) / (chunksPerThread * b.threads)
+	t.chunkRows = max(t.k.gemmM, (per+t.k.gemmM-1)/t.k.gemmM*t.k.gemmM)
+}
+
+// runTransposed computes chunk c of weight rows as the transposed product
+// dstᵀ = w·xᵀ: groups of gemmM weight rows are the gemm kernel's broadcast
+// operand, read in place, and x's packed panels its vector operand, so no
+// weight is packed; each gemmM×32 block of dstᵀ is transposed into dst.
+func (t *matmulTask) runTransposed(c int) {
+	n, kn, k0, m := t.w.rows, t.w.cols, t.k0, t.m
+	r0 := c * t.chunkRows
+	r1 := min(r0+t.chunkRows, n)
+	var blk [maxGemmM * panelRows]float32
+	for r := r0; r < r1; r += t.k.gemmM {
+		mb := min(t.k.gemmM, r1-r)
+		g := t.k.gemmF32[mb]
+		for p := range t.xPanels {
+			g(&t.w.f32[r*kn], kn, &t.xp[p*panelRows*k0], k0, &blk[0], panelRows, 0)
+			for j := range min(panelRows, m-p*panelRows) {
+				row := t.dst[(p*panelRows+j)*n+r:][:mb]
+				for wr := range row {
+					row[wr] = blk[wr*panelRows+j]
+				}
+			}
+		}
+	}
+	if k0 < kn {
+		for i := range m {
+			xi := t.x[i*t.ldx+k0 : i*t.ldx+kn]
+			for j := r0; j < r1; j++ {
+				t.dst[i*n+j] += t.w.dotRow(xi, j, k0)
+			}
+		}
+	}
+}
+
 func (t *matmulTask) run(c, w int) {
 	switch {
+	case t.transposed:
+		t.runTransposed(c)
+		return
 	case t.roundingX:
 		t.roundRows(c)
 		return

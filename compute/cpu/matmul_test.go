@@ -22,7 +22,7 @@ func TestMatMul(t *testing.T) {
 		{8, 37, 2100}, {7, 9, 48}, {7, 5, 1500}, {16, 33, 520}, {15, 8, 64},
 		{33, 70, 96}, {64, 36, 200}, {40, 20, 2100}, {25, 64, 48}, {100, 130, 1030},
 		// Whole AMX tiles and panels, and partial ones of each.
-		{32, 32, 32}, {64, 96, 64}, {65, 100, 96}, {40, 33, 2080},
+		{32, 32, 32}, {64, 96, 64}, {65, 100, 96}, {40, 33, 2080}, {24, 50, 1024}, {72, 37, 2048}, {73, 40, 100},
 	}
 	dtypes := []compute.DType{compute.F32, compute.BF16, compute.F16}
 	eachBackend(t, func(t *testing.T, b *Backend) {
@@ -151,12 +151,14 @@ func TestLoadMatZeroCopy(t *testing.T) {
 // the packed path, which widen in registers) against the same kernel set
 // on the weights widened to F32 first: widening is exact and the order of
 // additions is the same, so the results must be equal bit for bit. The
-// shapes have batch 1, 3, 8 and 33 (decode, a tile remainder, two decode
+// shapes have batch 1, 3, 8 and 80 (decode, a tile remainder, two decode
 // tiles, the packed path), inputs that are not a multiple of the vector
-// width, and rows that leave part of a panel.
+// width, and rows that leave part of a panel. (F32 batches of 13 to
+// transposedMaxM rows take the transposed path, which 16-bit weights do
+// not: there the sums' order differs in the rows past the last panel.)
 func TestMatMul16Widened(t *testing.T) {
 	shapes := []struct{ m, n, k int }{
-		{1, 37, 33}, {3, 64, 100}, {8, 45, 1031}, {33, 70, 96}, {33, 129, 200}, {64, 96, 48}, {64, 96, 64},
+		{1, 37, 33}, {3, 64, 100}, {8, 45, 1031}, {80, 70, 96}, {80, 129, 200}, {80, 96, 48}, {80, 96, 64},
 	}
 	eachBackend(t, func(t *testing.T, b *Backend) {
 		r := rand.New(rand.NewPCG(7, 8))
