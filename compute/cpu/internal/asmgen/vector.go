@@ -117,28 +117,33 @@ func maxLoop(is isa) {
 	JNZ(LabelRef(name + "_loop"))
 	Label(name + "_done")
 	VMAXPS(m1, m0, m0)
-	var y reg.VecVirtual
+	Store(horizontal(is, m0, VMAXPS, VMAXSS), ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+}
+
+// horizontal folds the lanes of v into lane 0 of the result with op
+// (VADDPS, VMAXPS) and its scalar form (VADDSS, VMAXSS): the upper half
+// onto the lower one until one lane is left.
+func horizontal(is isa, v reg.VecVirtual, op, scalar func(...Op)) reg.VecVirtual {
+	y := v
 	if is.lanes == 16 {
 		y = YMM()
-		VEXTRACTF64X4(U8(1), m0, y)
-		VMAXPS(y, m0.AsY(), y)
-	} else {
-		y = m0
+		VEXTRACTF64X4(U8(1), v, y)
+		op(y, v.AsY(), y)
 	}
 	xh, xs := XMM(), XMM()
 	if is.lanes == 16 {
 		VEXTRACTF32X4(U8(1), y, xh)
 	} else {
-		VEXTRACTF128(U8(1), y, xh)
+		VEXTRACTF128(U8(1), y, xh) // VEX: AVX2 machines lack EVEX
 	}
-	VMAXPS(xh, y.AsX(), xs)
+	op(xh, y.AsX(), xs)
 	VMOVHLPS(xs, xs, xh)
-	VMAXPS(xh, xs, xs)
+	op(xh, xs, xs)
 	VMOVSHDUP(xs, xh)
-	VMAXSS(xh, xs, xs)
-	Store(xs, ReturnIndex(0))
-	VZEROUPPER()
-	RET()
+	scalar(xh, xs, xs)
+	return xs
 }
 
 // vecConst defines a read-only vector of lanes copies of the float32 f.
@@ -303,27 +308,7 @@ func expSum(is isa) {
 	DECQ(n)
 	JNZ(LabelRef(name + "_loop"))
 	Label(name + "_done")
-	// Horizontal sum.
-	var y reg.VecVirtual
-	if is.lanes == 16 {
-		y = YMM()
-		VEXTRACTF64X4(U8(1), sum, y)
-		VADDPS(y, sum.AsY(), y)
-	} else {
-		y = sum
-	}
-	xh, xs := XMM(), XMM()
-	if is.lanes == 16 {
-		VEXTRACTF32X4(U8(1), y, xh)
-	} else {
-		VEXTRACTF128(U8(1), y, xh) // VEX: AVX2 machines lack EVEX
-	}
-	VADDPS(xh, y.AsX(), xs)
-	VMOVHLPS(xs, xs, xh)
-	VADDPS(xh, xs, xs)
-	VMOVSHDUP(xs, xh)
-	VADDSS(xh, xs, xs)
-	Store(xs, ReturnIndex(0))
+	Store(horizontal(is, sum, VADDPS, VADDSS), ReturnIndex(0))
 	VZEROUPPER()
 	RET()
 }
