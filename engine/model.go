@@ -165,9 +165,6 @@ func (l *loader) tensor(name string) safetensors.Tensor {
 		l.err = fmt.Errorf("%s: %s has dtype %s; supported weight dtypes are F32, BF16 and F16", l.src.Where(name), name, t.DType)
 		return safetensors.Tensor{}
 	}
-	if !l.copyAll { // a copy reads every page anyway
-		prefault(t.Data)
-	}
 	return t
 }
 
@@ -231,9 +228,9 @@ func (l *loader) matFrom(name string, rows, cols parallel.Range, inPlace bool) c
 	if cols.From == 0 && cols.To == width {
 		data := t.Data[rows.From*width*size : rows.To*width*size]
 		if inPlace {
-			if l.copyAll {
-				prefault(data)
-			}
+			// Copies read their pages anyway; data used in place is
+			// read once now.
+			prefault(data)
 			return l.loadMat(name, dt, rows.Len(), cols.Len(), data)
 		}
 		out := l.alloc(len(data))
