@@ -3,8 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 
+	"github.com/tandemllm/tandem/internal/scratch"
 	"github.com/tandemllm/tandem/pki"
 	"github.com/tandemllm/tandem/worker/supervisor"
 )
@@ -14,10 +14,13 @@ import (
 // throwaway CA made in a directory of its own, removed by close; or, when
 // the user gave --internal-*, those files for every process.
 type clusterCerts struct {
-	dir   string // the throwaway CA's directory; "" with given files
+	dir   *scratch.Dir // the throwaway CA's directory; nil with given files
 	ca    *pki.CA
 	given internalFlags
 }
+
+// pkiScratch prefixes the throwaway CAs' directories.
+const pkiScratch = "tandem-pki-"
 
 // newClusterCerts makes a throwaway CA, or takes the files of f when
 // they are given.
@@ -28,13 +31,13 @@ func newClusterCerts(f *internalFlags) (*clusterCerts, error) {
 		}
 		return &clusterCerts{given: *f}, nil
 	}
-	dir, err := os.MkdirTemp("", "tandem-pki-")
+	dir, err := scratch.New(pkiScratch, scratch.Options{})
 	if err != nil {
 		return nil, err
 	}
-	ca, err := pki.Init(dir, nil, nil, 0)
+	ca, err := pki.Init(dir.Path(), nil, nil, 0)
 	if err != nil {
-		os.RemoveAll(dir)
+		dir.Close()
 		return nil, err
 	}
 	return &clusterCerts{dir: dir, ca: ca}, nil
@@ -45,7 +48,7 @@ func (c *clusterCerts) issue(name string) (internalFlags, error) {
 	if c.ca == nil {
 		return c.given, nil
 	}
-	files, err := c.ca.IssueFiles(c.dir, name, nil, 0)
+	files, err := c.ca.IssueFiles(c.dir.Path(), name, nil, 0)
 	if err != nil {
 		return internalFlags{}, fmt.Errorf("a certificate for %s: %w", name, err)
 	}
@@ -54,8 +57,8 @@ func (c *clusterCerts) issue(name string) (internalFlags, error) {
 
 // close removes the throwaway CA and its certificates.
 func (c *clusterCerts) close() {
-	if c != nil && c.dir != "" {
-		os.RemoveAll(c.dir)
+	if c != nil && c.dir != nil {
+		c.dir.Close()
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
 	"github.com/tandemllm/tandem/internal/cpuquota"
+	"github.com/tandemllm/tandem/internal/scratch"
 	"github.com/tandemllm/tandem/model"
 	"github.com/tandemllm/tandem/model/preset"
 	"github.com/tandemllm/tandem/model/tokenizer"
@@ -192,14 +193,14 @@ func startLocalGroup(ctx context.Context, g *groupFlags, dir string, f *generate
 		g.listen = nw.Node(0).Addr + ":0"
 		g.listenIn = func(f func() error) error { return nw.Do(0, f) }
 	}
-	etcdDir, err := os.MkdirTemp("", "tandem-etcd-")
+	etcdDir, err := scratch.New(etcdScratch, scratch.Options{})
 	if err != nil {
 		closeLink()
 		return nil, err
 	}
-	etcd, err := cluster.StartEmbedded(ctx, etcdDir, etcdOpts)
+	etcd, err := cluster.StartEmbedded(ctx, etcdDir.Path(), etcdOpts)
 	if err != nil {
-		os.RemoveAll(etcdDir)
+		etcdDir.Close()
 		closeLink()
 		return nil, err
 	}
@@ -230,14 +231,14 @@ func startLocalGroup(ctx context.Context, g *groupFlags, dir string, f *generate
 	}
 	if err != nil {
 		etcd.Close()
-		os.RemoveAll(etcdDir)
+		etcdDir.Close()
 		closeLink()
 		return nil, err
 	}
 	return func() {
 		sup.Stop()
 		etcd.Close()
-		os.RemoveAll(etcdDir)
+		etcdDir.Close()
 		closeLink()
 	}, nil
 }

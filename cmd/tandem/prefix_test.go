@@ -78,9 +78,9 @@ func (tc *testCluster) generateScored(t *testing.T, prompt []int32, n int) score
 	}
 }
 
-// scratch is what one in-process engine with no prefix cache gives for
+// fromScratch is what one in-process engine with no prefix cache gives for
 // each prompt alone: the reference.
-func scratch(t *testing.T, dir string, prompts [][]int32, n int) []scored {
+func fromScratch(t *testing.T, dir string, prompts [][]int32, n int) []scored {
 	t.Helper()
 	e := localEngine(t, dir, engine.Options{KVCacheBytes: 16 << 20, DisablePrefixCaching: true})
 	out := make([]scored, len(prompts))
@@ -194,7 +194,7 @@ func TestClusterPrefixCacheMatchesScratch(t *testing.T) {
 				}
 				tc := startCluster(t, "tiny", specs)
 				prompts := sharedPrompts(tp, 9, 23, 40)
-				want := scratch(t, tc.dir, prompts, maxTokens)
+				want := fromScratch(t, tc.dir, prompts, maxTokens)
 				computing := specs[0].name // the group that computes prompts
 				sameScored(t, "first", tc.generateScored(t, prompts[0], maxTokens), want[0])
 				groups := []string{computing}
@@ -232,7 +232,7 @@ func TestClusterPrefixEvicted(t *testing.T) {
 		clusterOptions{workerArgs: []string{"--kv-cache-mb", "1"}}) // tiny: 32 KiB a block of 16 tokens
 	victim := sharedPrompts(1, 120)[0] // 200 tokens: 12 full blocks
 	others := [][]int32{sharedPrompts(2, 120)[0], sharedPrompts(3, 120)[0], sharedPrompts(4, 120)[0]}
-	want := scratch(t, tc.dir, [][]int32{victim}, maxTokens)[0]
+	want := fromScratch(t, tc.dir, [][]int32{victim}, maxTokens)[0]
 	sameScored(t, "first", tc.generateScored(t, victim, maxTokens), want)
 	if st := tc.workerStats(t, "unified-0"); st.GetKvBlocksCached() < 12 || st.GetKvBlocksTotal() != 32 {
 		t.Fatalf("%d of %d blocks cached after the first request, want 12 of 32", st.GetKvBlocksCached(), st.GetKvBlocksTotal())

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/internal/proctest"
+	"github.com/tandemllm/tandem/internal/scratch"
 	"github.com/tandemllm/tandem/worker/supervisor"
 )
 
@@ -122,7 +123,8 @@ func TestGroupCrashLoopStaysDown(t *testing.T) {
 
 // TestKilledParentLeavesNoProcess: `tandem up` and `tandem generate
 // --local --tp 2` killed with SIGKILL leave none of their worker
-// processes running.
+// processes running, and nothing in TMPDIR that the next start would not
+// remove (etcd's data directory, about 128 MB, is there).
 func TestKilledParentLeavesNoProcess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts worker processes")
@@ -146,7 +148,9 @@ func TestKilledParentLeavesNoProcess(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			tmp := t.TempDir()
 			cmd := exec.Command(self, tc.args...)
+			cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 			out, err := cmd.StdoutPipe()
 			if err != nil {
 				t.Fatal(err)
@@ -194,6 +198,14 @@ func TestKilledParentLeavesNoProcess(t *testing.T) {
 			waitFor(t, 10*time.Second, "the workers to die with their parent", func() bool {
 				return !slices.ContainsFunc(pids, func(pid int) bool { return !proctest.Exited(pid) })
 			})
+			_ = cmd.Wait() // its files, and so its locks, are closed once it is gone
+			stale := scratch.Reap(tmp, "tandem-")
+			if !slices.ContainsFunc(stale, func(dir string) bool { return strings.Contains(dir, etcdScratch) }) {
+				t.Errorf("no etcd directory left by the killed process to reap (reaped %v)", stale)
+			}
+			if left, _ := os.ReadDir(tmp); len(left) != 0 {
+				t.Errorf("left in TMPDIR, which a later start would not remove: %v", left)
+			}
 		})
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/tandemllm/tandem/cluster"
 	"github.com/tandemllm/tandem/engine"
 	"github.com/tandemllm/tandem/internal/cpuquota"
+	"github.com/tandemllm/tandem/internal/scratch"
 	"github.com/tandemllm/tandem/model"
 	"github.com/tandemllm/tandem/netshape"
 	"github.com/tandemllm/tandem/worker/supervisor"
@@ -167,7 +167,7 @@ does (docs/security.md).`,
 	fl.IntVar(&f.decodeGroups, "decode-groups", 1, "number of decode groups")
 	fl.IntVar(&f.unifiedGroups, "groups", 1, "number of unified groups (--mode unified)")
 	fl.DurationVar(&f.readyTimeout, "ready-timeout", 5*time.Minute, "how long to wait for every group to be ready")
-	fl.StringVar(&f.dataDir, "data-dir", "", "etcd data directory (default: a temporary directory, removed on exit)")
+	fl.StringVar(&f.dataDir, "data-dir", "", "etcd data directory (default: a temporary directory, removed on exit, or by the next start if this process is killed)")
 	fl.IntVar(&f.etcdMembers, "etcd-members", 1, "embedded etcd members, an odd number; with 3 or more, losing one interrupts nothing (every process gets all their endpoints)")
 	fl.BoolVar(&f.internalTLS, "internal-tls", true, "mutual TLS on every connection inside the cluster (worker gRPC, KV, ring, etcd), with a throwaway CA and a certificate per process made in a temporary directory, or the files of --internal-ca/-cert/-key (false: plain TCP, to compare)")
 	f.internal.register(fl)
@@ -302,6 +302,11 @@ func (f *upFlags) plan(ctx context.Context, errOut io.Writer) (upPlan, error) {
 	return p, nil
 }
 
+// etcdScratch prefixes the embedded etcd's data directories (tandem up
+// without --data-dir, generate --local): each start removes those that
+// killed processes left, about 128 MB each.
+const etcdScratch = "tandem-etcd-"
+
 // upEnv is what the cluster's processes share: etcd and its client, the
 // --link network, the internal certificates.
 type upEnv struct {
@@ -327,12 +332,12 @@ func (f *upFlags) startEnv(ctx context.Context, plan upPlan, errOut io.Writer) (
 	env := &upEnv{}
 	etcdDir := f.dataDir
 	if etcdDir == "" {
-		dir, err := os.MkdirTemp("", "tandem-etcd-")
+		dir, err := scratch.New(etcdScratch, scratch.Options{})
 		if err != nil {
 			return env, err
 		}
-		etcdDir = dir
-		env.closers = append(env.closers, func() { os.RemoveAll(dir) })
+		etcdDir = dir.Path()
+		env.closers = append(env.closers, func() { dir.Close() })
 	}
 	var etcdOpts cluster.EmbeddedOptions
 	if f.link != "" {

@@ -11,11 +11,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/tandemllm/tandem/internal/scratch"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
 var (
 	once     sync.Once
+	binDir   *scratch.Dir // removed by Cleanup, or by a later test process if this one is killed
 	binary   string
 	buildErr string
 )
@@ -25,12 +27,13 @@ var (
 func Binary(tb testing.TB) string {
 	tb.Helper()
 	once.Do(func() {
-		dir, err := os.MkdirTemp("", "tandem-bench-bin-")
+		dir, err := scratch.New("tandem-bench-bin-", scratch.Options{})
 		if err != nil {
 			buildErr = err.Error()
 			return
 		}
-		binary = filepath.Join(dir, "tandem")
+		binDir = dir
+		binary = filepath.Join(dir.Path(), "tandem")
 		gobin, err := exec.LookPath("go")
 		if err != nil {
 			buildErr = "the go command is needed to build tandem: " + err.Error()
@@ -49,8 +52,8 @@ func Binary(tb testing.TB) string {
 
 // Cleanup removes the built binary; call it from TestMain after m.Run.
 func Cleanup() {
-	if binary != "" {
-		os.RemoveAll(filepath.Dir(binary))
+	if binDir != nil {
+		binDir.Close()
 	}
 }
 
