@@ -118,7 +118,6 @@ func toBF16(dst []uint16, src []float32) {
 
 // workerScratch is per-worker memory, grown on first use and then reused.
 type workerScratch struct {
-	rope   []float32
 	scores []float32
 	acc    []float32
 	ml     []float32
@@ -259,10 +258,7 @@ func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, r0, r1, j0, j
 	qOff := func(i int) int { return (s.QRow+r0+i/hg)*qw + (kvh*t.group+j0+i%hg)*hd }
 	for i := range mb {
 		mx[i], l[i] = float32(math.Inf(-1)), 0
-		src := t.q[qOff(i):][:hd]
-		for d, v := range src {
-			qt[i*hd+d] = v * t.spec.Scale
-		}
+		scaleF32(t.k, qt[i*hd:(i+1)*hd], t.q[qOff(i):][:hd], t.spec.Scale)
 	}
 	last := s.Pos + r1 - 1 // last position any query attends to
 	base := t.layer*t.c.layerStride + kvh*t.c.headStride
@@ -292,9 +288,7 @@ func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, r0, r1, j0, j
 			mx[i], l[i] = m, l[i]*corr+sum
 			a := acc[i*hd : (i+1)*hd]
 			if corr != 1 {
-				for d := range a {
-					a[d] *= corr
-				}
+				scaleF32(t.k, a, a, corr)
 			}
 			for b := 0; b < ni; b += bs {
 				boff := base + int(s.Blocks[(k0+b)/bs])*t.c.blockStride
@@ -308,11 +302,7 @@ func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, r0, r1, j0, j
 		}
 	}
 	for i := range mb {
-		out := t.dst[qOff(i):][:hd]
-		inv := 1 / l[i]
-		for d, v := range acc[i*hd : (i+1)*hd] {
-			out[d] = v * inv
-		}
+		scaleF32(t.k, t.dst[qOff(i):][:hd], acc[i*hd:(i+1)*hd], 1/l[i])
 	}
 }
 

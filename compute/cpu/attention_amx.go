@@ -90,9 +90,7 @@ func (t *attnTask) tileAMX(ws *workerScratch, s compute.AttnSeq, p *seqPlan, kvh
 	qOff := func(i int) int { return (s.QRow+r0+i/hg)*qw + (kvh*t.group+j0+i%hg)*hd }
 	for i := range mb {
 		mx[i], l[i] = float32(math.Inf(-1)), 0
-		for d, v := range t.q[qOff(i):][:hd] {
-			qt[d] = v * t.spec.Scale
-		}
+		scaleF32(t.k, qt[:hd], t.q[qOff(i):][:hd], t.spec.Scale)
 		t.k.toBF16(&qb[i*lq], &qt[0], hd)
 	}
 	kp, vp := t.packedKVAMX(p, kvh)
@@ -114,10 +112,6 @@ func (t *attnTask) tileAMX(ws *workerScratch, s compute.AttnSeq, p *seqPlan, kvh
 		t.k.amxBF16(&pb[0], 2*lp, &vp[k0*panelRows/2], 2*p.kp*panelRows, hd/panelRows, n32/amxK, &acc[0], 4*hd, 1)
 	}
 	for i := range mb {
-		out := t.dst[qOff(i):][:hd]
-		inv := 1 / l[i]
-		for d, v := range acc[i*hd : (i+1)*hd] {
-			out[d] = v * inv
-		}
+		scaleF32(t.k, t.dst[qOff(i):][:hd], acc[i*hd:(i+1)*hd], 1/l[i])
 	}
 }

@@ -149,9 +149,7 @@ func (t *attnTask) softmaxSpan(sc []float32, ni int, mx, l *float32, acc []float
 	clear(sc[ni:])
 	*mx, *l = m, *l*corr+sum
 	if corr != 1 {
-		for d := range acc {
-			acc[d] *= corr
-		}
+		scaleF32(t.k, acc, acc, corr)
 	}
 }
 
@@ -176,9 +174,7 @@ func (t *attnTask) tilePacked(ws *workerScratch, s compute.AttnSeq, p *seqPlan, 
 	qOff := func(i int) int { return (s.QRow+r0+i/hg)*qw + (kvh*t.group+j0+i%hg)*hd }
 	for i := range mb {
 		mx[i], l[i] = float32(math.Inf(-1)), 0
-		for d, v := range t.q[qOff(i):][:hd] {
-			qt[i*hd+d] = v * t.spec.Scale
-		}
+		scaleF32(t.k, qt[i*hd:(i+1)*hd], t.q[qOff(i):][:hd], t.spec.Scale)
 	}
 	kp, vp := t.packedKV(p, kvh)
 	g := t.k.gemmF32[mb]
@@ -203,10 +199,6 @@ func (t *attnTask) tilePacked(ws *workerScratch, s compute.AttnSeq, p *seqPlan, 
 		}
 	}
 	for i := range mb {
-		out := t.dst[qOff(i):][:hd]
-		inv := 1 / l[i]
-		for d, v := range acc[i*hd : (i+1)*hd] {
-			out[d] = v * inv
-		}
+		scaleF32(t.k, t.dst[qOff(i):][:hd], acc[i*hd:(i+1)*hd], 1/l[i])
 	}
 }

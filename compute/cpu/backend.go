@@ -48,6 +48,7 @@ type Backend struct {
 	amxPad  [][]uint16
 	amxTail [][]float32
 	amxB    []uint32 // the streaming AMX path's activations as B tiles
+	rope    ropeTable
 
 	// Per-op task values live here so that dispatching an op allocates nothing.
 	mm   matmulTask

@@ -11049,6 +11049,144 @@ maxAVX512_done:
 	VZEROUPPER
 	RET
 
+// func scaleAVX512(dst *float32, src *float32, n int, s float32)
+// Requires: AVX, AVX512F, SSE
+TEXT ·scaleAVX512(SB), NOSPLIT, $0-28
+	MOVQ         dst+0(FP), AX
+	MOVQ         src+8(FP), CX
+	MOVQ         n+16(FP), DX
+	MOVSS        s+24(FP), X0
+	VBROADCASTSS X0, Z0
+	SHRQ         $0x04, DX
+	JZ           scaleAVX512_done
+	XORQ         BX, BX
+
+scaleAVX512_loop:
+	VMULPS  (CX)(BX*1), Z0, Z1
+	VMOVUPS Z1, (AX)(BX*1)
+	ADDQ    $0x40, BX
+	DECQ    DX
+	JNZ     scaleAVX512_loop
+
+scaleAVX512_done:
+	VZEROUPPER
+	RET
+
+// func addAVX512(dst *float32, a *float32, b *float32, n int)
+// Requires: AVX, AVX512F
+TEXT ·addAVX512(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), AX
+	MOVQ a+8(FP), CX
+	MOVQ b+16(FP), DX
+	MOVQ n+24(FP), BX
+	SHRQ $0x04, BX
+	JZ   addAVX512_done
+	XORQ SI, SI
+
+addAVX512_loop:
+	VMOVUPS (CX)(SI*1), Z0
+	VADDPS  (DX)(SI*1), Z0, Z0
+	VMOVUPS Z0, (AX)(SI*1)
+	ADDQ    $0x40, SI
+	DECQ    BX
+	JNZ     addAVX512_loop
+
+addAVX512_done:
+	VZEROUPPER
+	RET
+
+// func sumSquaresAVX512(x *float32, n int) float32
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL, SSE
+TEXT ·sumSquaresAVX512(SB), NOSPLIT, $0-20
+	MOVQ   x+0(FP), AX
+	MOVQ   n+8(FP), CX
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	SHRQ   $0x04, CX
+	JZ     sumSquaresAVX512_done
+
+sumSquaresAVX512_loop:
+	VMOVUPS     (AX), Z2
+	VFMADD231PS Z2, Z2, Z0
+	ADDQ        $0x40, AX
+	DECQ        CX
+	JZ          sumSquaresAVX512_done
+	VMOVUPS     (AX), Z2
+	VFMADD231PS Z2, Z2, Z1
+	ADDQ        $0x40, AX
+	DECQ        CX
+	JNZ         sumSquaresAVX512_loop
+
+sumSquaresAVX512_done:
+	VADDPS        Z1, Z0, Z0
+	VEXTRACTF64X4 $0x01, Z0, Y1
+	VADDPS        Y1, Y0, Y1
+	VEXTRACTF32X4 $0x01, Y1, X0
+	VADDPS        X0, X1, X1
+	VMOVHLPS      X1, X1, X0
+	VADDPS        X0, X1, X1
+	VMOVSHDUP     X1, X0
+	VADDSS        X0, X1, X1
+	MOVSS         X1, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func scaleMulAVX512(dst *float32, x *float32, w *float32, n int, s float32)
+// Requires: AVX, AVX512F, SSE
+TEXT ·scaleMulAVX512(SB), NOSPLIT, $0-36
+	MOVQ         dst+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         w+16(FP), DX
+	MOVQ         n+24(FP), BX
+	MOVSS        s+32(FP), X0
+	VBROADCASTSS X0, Z0
+	SHRQ         $0x04, BX
+	JZ           scaleMulAVX512_done
+	XORQ         SI, SI
+
+scaleMulAVX512_loop:
+	VMULPS  (CX)(SI*1), Z0, Z1
+	VMULPS  (DX)(SI*1), Z1, Z1
+	VMOVUPS Z1, (AX)(SI*1)
+	ADDQ    $0x40, SI
+	DECQ    BX
+	JNZ     scaleMulAVX512_loop
+
+scaleMulAVX512_done:
+	VZEROUPPER
+	RET
+
+// func rotateAVX512(lo *float32, hi *float32, cos *float32, sin *float32, n int)
+// Requires: AVX, AVX512F
+TEXT ·rotateAVX512(SB), NOSPLIT, $0-40
+	MOVQ lo+0(FP), AX
+	MOVQ hi+8(FP), CX
+	MOVQ cos+16(FP), DX
+	MOVQ sin+24(FP), BX
+	MOVQ n+32(FP), SI
+	SHRQ $0x04, SI
+	JZ   rotateAVX512_done
+	XORQ DI, DI
+
+rotateAVX512_loop:
+	VMOVUPS     (AX)(DI*1), Z0
+	VMOVUPS     (CX)(DI*1), Z1
+	VMOVUPS     (DX)(DI*1), Z2
+	VMOVUPS     (BX)(DI*1), Z3
+	VMULPS      Z3, Z1, Z4
+	VMULPS      Z3, Z0, Z3
+	VFMSUB231PS Z2, Z0, Z4
+	VFMADD231PS Z2, Z1, Z3
+	VMOVUPS     Z4, (AX)(DI*1)
+	VMOVUPS     Z3, (CX)(DI*1)
+	ADDQ        $0x40, DI
+	DECQ        SI
+	JNZ         rotateAVX512_loop
+
+rotateAVX512_done:
+	VZEROUPPER
+	RET
+
 // func read4AVX512(p *byte, n int, ahead int)
 // Requires: AVX, AVX512F, MMX+
 TEXT ·read4AVX512(SB), NOSPLIT, $0-24
@@ -12698,6 +12836,142 @@ maxAVX2_done:
 	VMOVSHDUP    X0, X1
 	VMAXSS       X1, X0, X0
 	MOVSS        X0, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func scaleAVX2(dst *float32, src *float32, n int, s float32)
+// Requires: AVX, AVX2, SSE
+TEXT ·scaleAVX2(SB), NOSPLIT, $0-28
+	MOVQ         dst+0(FP), AX
+	MOVQ         src+8(FP), CX
+	MOVQ         n+16(FP), DX
+	MOVSS        s+24(FP), X0
+	VBROADCASTSS X0, Y0
+	SHRQ         $0x03, DX
+	JZ           scaleAVX2_done
+	XORQ         BX, BX
+
+scaleAVX2_loop:
+	VMULPS  (CX)(BX*1), Y0, Y1
+	VMOVUPS Y1, (AX)(BX*1)
+	ADDQ    $0x20, BX
+	DECQ    DX
+	JNZ     scaleAVX2_loop
+
+scaleAVX2_done:
+	VZEROUPPER
+	RET
+
+// func addAVX2(dst *float32, a *float32, b *float32, n int)
+// Requires: AVX
+TEXT ·addAVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), AX
+	MOVQ a+8(FP), CX
+	MOVQ b+16(FP), DX
+	MOVQ n+24(FP), BX
+	SHRQ $0x03, BX
+	JZ   addAVX2_done
+	XORQ SI, SI
+
+addAVX2_loop:
+	VMOVUPS (CX)(SI*1), Y0
+	VADDPS  (DX)(SI*1), Y0, Y0
+	VMOVUPS Y0, (AX)(SI*1)
+	ADDQ    $0x20, SI
+	DECQ    BX
+	JNZ     addAVX2_loop
+
+addAVX2_done:
+	VZEROUPPER
+	RET
+
+// func sumSquaresAVX2(x *float32, n int) float32
+// Requires: AVX, FMA3, SSE
+TEXT ·sumSquaresAVX2(SB), NOSPLIT, $0-20
+	MOVQ   x+0(FP), AX
+	MOVQ   n+8(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	SHRQ   $0x03, CX
+	JZ     sumSquaresAVX2_done
+
+sumSquaresAVX2_loop:
+	VMOVUPS     (AX), Y2
+	VFMADD231PS Y2, Y2, Y0
+	ADDQ        $0x20, AX
+	DECQ        CX
+	JZ          sumSquaresAVX2_done
+	VMOVUPS     (AX), Y2
+	VFMADD231PS Y2, Y2, Y1
+	ADDQ        $0x20, AX
+	DECQ        CX
+	JNZ         sumSquaresAVX2_loop
+
+sumSquaresAVX2_done:
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	MOVSS        X0, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func scaleMulAVX2(dst *float32, x *float32, w *float32, n int, s float32)
+// Requires: AVX, AVX2, SSE
+TEXT ·scaleMulAVX2(SB), NOSPLIT, $0-36
+	MOVQ         dst+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         w+16(FP), DX
+	MOVQ         n+24(FP), BX
+	MOVSS        s+32(FP), X0
+	VBROADCASTSS X0, Y0
+	SHRQ         $0x03, BX
+	JZ           scaleMulAVX2_done
+	XORQ         SI, SI
+
+scaleMulAVX2_loop:
+	VMULPS  (CX)(SI*1), Y0, Y1
+	VMULPS  (DX)(SI*1), Y1, Y1
+	VMOVUPS Y1, (AX)(SI*1)
+	ADDQ    $0x20, SI
+	DECQ    BX
+	JNZ     scaleMulAVX2_loop
+
+scaleMulAVX2_done:
+	VZEROUPPER
+	RET
+
+// func rotateAVX2(lo *float32, hi *float32, cos *float32, sin *float32, n int)
+// Requires: AVX, FMA3
+TEXT ·rotateAVX2(SB), NOSPLIT, $0-40
+	MOVQ lo+0(FP), AX
+	MOVQ hi+8(FP), CX
+	MOVQ cos+16(FP), DX
+	MOVQ sin+24(FP), BX
+	MOVQ n+32(FP), SI
+	SHRQ $0x03, SI
+	JZ   rotateAVX2_done
+	XORQ DI, DI
+
+rotateAVX2_loop:
+	VMOVUPS     (AX)(DI*1), Y0
+	VMOVUPS     (CX)(DI*1), Y1
+	VMOVUPS     (DX)(DI*1), Y2
+	VMOVUPS     (BX)(DI*1), Y3
+	VMULPS      Y3, Y1, Y4
+	VMULPS      Y3, Y0, Y3
+	VFMSUB231PS Y2, Y0, Y4
+	VFMADD231PS Y2, Y1, Y3
+	VMOVUPS     Y4, (AX)(DI*1)
+	VMOVUPS     Y3, (CX)(DI*1)
+	ADDQ        $0x20, DI
+	DECQ        SI
+	JNZ         rotateAVX2_loop
+
+rotateAVX2_done:
 	VZEROUPPER
 	RET
 

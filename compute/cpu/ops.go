@@ -3,6 +3,7 @@ package cpu
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/tandemllm/tandem/compute"
 	"github.com/tandemllm/tandem/internal/half"
@@ -38,6 +39,8 @@ type rowsTask struct {
 	ids           []int32
 	heads, hd     int
 	invFreq       []float32
+	table         []float32 // RoPE's cosines and sines, hd per row (see ropeTable)
+	fillTable     bool      // computed by this call
 	rows, perTask int
 	scratch       []workerScratch
 	k             *kernels
@@ -69,15 +72,10 @@ func (t *rowsTask) run(c, w int) {
 	case opAddBias:
 		for i := lo; i < hi; i++ {
 			row := t.dst[i*n : (i+1)*n]
-			for j, v := range t.bias[:n] {
-				row[j] += v
-			}
+			addF32(t.k, row, row, t.bias[:n])
 		}
 	case opAdd:
-		a, b := t.a[lo:hi], t.b[lo:hi]
-		for j := range t.dst[lo:hi] {
-			t.dst[lo+j] = a[j] + b[j]
-		}
+		addF32(t.k, t.dst[lo:hi], t.a[lo:hi], t.b[lo:hi])
 	case opSiLUMul:
 		if f := t.k.siluMul; f != nil && hi-lo >= t.k.lanes {
 			v := (hi - lo) / t.k.lanes * t.k.lanes
@@ -99,16 +97,19 @@ func (t *rowsTask) run(c, w int) {
 		}
 	case opRMSNorm:
 		for i := lo; i < hi; i++ {
-			rmsNormRow(t.dst[i*n:(i+1)*n], t.a[i*n:(i+1)*n], t.w[:n], t.eps)
+			rmsNormRow(t.k, t.dst[i*n:(i+1)*n], t.a[i*n:(i+1)*n], t.w[:n], t.eps)
 		}
 	case opLayerNorm:
 		for i := lo; i < hi; i++ {
 			layerNormRow(t.dst[i*n:(i+1)*n], t.a[i*n:(i+1)*n], t.w[:n], t.bias[:n], t.eps)
 		}
 	case opRoPE:
-		cs := grow(&t.scratch[w].rope, t.hd)
 		for i := lo; i < hi; i++ {
-			ropeRow(t.dst[i*n:(i+1)*n], t.heads, t.hd, t.ids[i], t.invFreq, cs)
+			cs := t.table[i*t.hd : (i+1)*t.hd]
+			if t.fillTable {
+				ropeAngles(cs, t.ids[i], t.invFreq)
+			}
+			ropeRow(t.k, t.dst[i*n:(i+1)*n], t.heads, t.hd, cs)
 		}
 	}
 }
@@ -186,7 +187,33 @@ func (b *Backend) RoPE(x compute.Buf, m, heads, headDim int, pos []int32, invFre
 		panic(fmt.Sprintf("cpu: RoPE headDim %d with %d frequencies and %d positions for %d rows",
 			headDim, len(invFreq), len(pos), m))
 	}
-	b.runRows(rowsTask{op: opRoPE, dst: data(x), heads: heads, hd: headDim, ids: pos, invFreq: invFreq}, m, heads*headDim)
+	fill := b.rope.reset(pos[:m], invFreq[:headDim/2], headDim)
+	b.runRows(rowsTask{op: opRoPE, dst: data(x), heads: heads, hd: headDim, ids: pos, invFreq: invFreq,
+		table: b.rope.cs, fillTable: fill}, m, heads*headDim)
+}
+
+// ropeTable holds the cosines and sines of the positions RoPE last
+// rotated. Every layer of a step rotates the same positions, queries and
+// keys alike, so the angles are computed once a step rather than twice a
+// layer (math.Sincos took as long as the rotations).
+type ropeTable struct {
+	pos     []int32
+	invFreq []float32
+	hd      int
+	cs      []float32 // hd per position: headDim/2 cosines, then the sines
+}
+
+// reset makes the table hold pos's angles and reports whether the caller
+// must compute them (they are not those of the last call).
+func (r *ropeTable) reset(pos []int32, invFreq []float32, hd int) bool {
+	if r.hd == hd && slices.Equal(r.pos, pos) && slices.Equal(r.invFreq, invFreq) {
+		return false
+	}
+	r.pos = append(r.pos[:0], pos...)
+	r.invFreq = append(r.invFreq[:0], invFreq...)
+	r.hd = hd
+	grow(&r.cs, len(pos)*hd)
+	return true
 }
 
 // gelu is GPT-2's tanh GELU, ½x(1+tanh u) with u = √(2/π)(x+0.044715x³),
@@ -197,15 +224,12 @@ func gelu(x float32) float32 {
 	return x / (1 + expf(-2*u))
 }
 
-func rmsNormRow(dst, x, w []float32, eps float32) {
-	var ss float64
-	for _, v := range x {
-		ss += float64(v) * float64(v)
-	}
-	r := float32(1 / math.Sqrt(ss/float64(len(x))+float64(eps)))
-	for j, v := range x {
-		dst[j] = v * r * w[j]
-	}
+// rmsNormRow sets dst = x/√(mean(x²)+eps)·w, the variance in float32 as
+// Hugging Face's LlamaRMSNorm computes it.
+func rmsNormRow(k *kernels, dst, x, w []float32, eps float32) {
+	variance := sumSquaresF32(k, x) / float32(len(x))
+	r := float32(1 / math.Sqrt(float64(variance+eps)))
+	scaleMulF32(k, dst, x, w, r)
 }
 
 func layerNormRow(dst, x, w, bias []float32, eps float32) {
@@ -226,23 +250,24 @@ func layerNormRow(dst, x, w, bias []float32, eps float32) {
 	}
 }
 
-// ropeRow rotates the heads of one row at position pos. cs holds hd values
-// of scratch: the cosines, then the sines, computed once per row. The angle
-// is the float32 product pos·invFreq, as Hugging Face computes it.
-func ropeRow(x []float32, heads, hd int, pos int32, invFreq, cs []float32) {
-	half := hd / 2
-	cos, sin := cs[:half], cs[half:hd]
+// ropeAngles sets cs to the cosines, then the sines, of position pos's
+// angles. The angle is the float32 product pos·invFreq, as Hugging Face
+// computes it.
+func ropeAngles(cs []float32, pos int32, invFreq []float32) {
+	half := len(cs) / 2
 	for j := range half {
 		s, c := math.Sincos(float64(float32(pos) * invFreq[j]))
-		cos[j], sin[j] = float32(c), float32(s)
+		cs[j], cs[half+j] = float32(c), float32(s)
 	}
+}
+
+// ropeRow rotates the heads of one row by the angles in cs (see
+// ropeAngles).
+func ropeRow(k *kernels, x []float32, heads, hd int, cs []float32) {
+	half := hd / 2
+	cos, sin := cs[:half], cs[half:hd]
 	for h := range heads {
 		v := x[h*hd : (h+1)*hd]
-		lo, hi := v[:half], v[half:hd]
-		for j := range half {
-			a, b := lo[j], hi[j]
-			lo[j] = a*cos[j] - b*sin[j]
-			hi[j] = b*cos[j] + a*sin[j]
-		}
+		rotateF32(k, v[:half], v[half:hd], cos, sin)
 	}
 }

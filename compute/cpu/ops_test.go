@@ -140,13 +140,15 @@ func TestNorms(t *testing.T) {
 	})
 }
 
+// TestRoPE checks RoPE against float64 rotations, each shape in three
+// calls: new positions, the same ones again (the backend reuses its
+// angles) and the same with one changed (it must not).
 func TestRoPE(t *testing.T) {
 	shapes := []struct{ m, heads, hd int }{{1, 1, 2}, {3, 2, 8}, {5, 12, 64}, {40, 4, 128}, {70, 8, 64}}
 	eachBackend(t, func(t *testing.T, b *Backend) {
 		r := rand.New(rand.NewPCG(7, 8))
 		for _, s := range shapes {
 			w := s.heads * s.hd
-			x := randVec(r, s.m*w)
 			pos := make([]int32, s.m)
 			for i := range pos {
 				pos[i] = int32(r.IntN(4096))
@@ -155,24 +157,30 @@ func TestRoPE(t *testing.T) {
 			for j := range inv {
 				inv[j] = float32(math.Pow(10000, -2*float64(j)/float64(s.hd)))
 			}
-			xb := bufOf(b, x)
-			b.RoPE(xb, s.m, s.heads, s.hd, pos, inv)
-			want := make([]float64, len(x))
-			for i := range s.m {
-				for h := range s.heads {
-					o := i*w + h*s.hd
-					for j := range s.hd / 2 {
-						sn, cs := math.Sincos(float64(float32(pos[i]) * inv[j]))
-						a, c := float64(x[o+j]), float64(x[o+j+s.hd/2])
-						want[o+j] = a*cs - c*sn
-						want[o+j+s.hd/2] = c*cs + a*sn
+			for call := range 3 {
+				if call == 2 {
+					pos[s.m-1]++
+				}
+				x := randVec(r, s.m*w)
+				xb := bufOf(b, x)
+				b.RoPE(xb, s.m, s.heads, s.hd, pos, inv)
+				want := make([]float64, len(x))
+				for i := range s.m {
+					for h := range s.heads {
+						o := i*w + h*s.hd
+						for j := range s.hd / 2 {
+							sn, cs := math.Sincos(float64(float32(pos[i]) * inv[j]))
+							a, c := float64(x[o+j]), float64(x[o+j+s.hd/2])
+							want[o+j] = a*cs - c*sn
+							want[o+j+s.hd/2] = c*cs + a*sn
+						}
 					}
 				}
-			}
-			got := readAll(b, xb)
-			for i, wv := range want {
-				if math.Abs(float64(got[i])-wv) > 1e-6*(1+math.Abs(wv)) {
-					t.Fatalf("RoPE %+v: [%d] = %v, want %v", s, i, got[i], wv)
+				got := readAll(b, xb)
+				for i, wv := range want {
+					if math.Abs(float64(got[i])-wv) > 1e-6*(1+math.Abs(wv)) {
+						t.Fatalf("RoPE %+v, call %d: [%d] = %v, want %v", s, call, i, got[i], wv)
+					}
 				}
 			}
 		}

@@ -234,6 +234,31 @@ func expSumAVX512(x *float32, n int, shift float32) float32
 //go:noescape
 func maxAVX512(x *float32, n int) float32
 
+// scaleAVX512 sets dst[i] = src[i]·s for n rounded down to the vector width (see scale in the generator).
+//
+//go:noescape
+func scaleAVX512(dst *float32, src *float32, n int, s float32)
+
+// addAVX512 sets dst[i] = a[i] + b[i] for n rounded down to the vector width.
+//
+//go:noescape
+func addAVX512(dst *float32, a *float32, b *float32, n int)
+
+// sumSquaresAVX512 is the sum of x[i]² for n rounded down to the vector width.
+//
+//go:noescape
+func sumSquaresAVX512(x *float32, n int) float32
+
+// scaleMulAVX512 sets dst[i] = (x[i]·s)·w[i] for n rounded down to the vector width.
+//
+//go:noescape
+func scaleMulAVX512(dst *float32, x *float32, w *float32, n int, s float32)
+
+// rotateAVX512 rotates the pairs (lo[i], hi[i]) by the angles of cos[i], sin[i] for n rounded down to the vector width.
+//
+//go:noescape
+func rotateAVX512(lo *float32, hi *float32, cos *float32, sin *float32, n int)
+
 // read4AVX512 streams n bytes from p into registers as four streams (see readStreams in the generator).
 //
 //go:noescape
@@ -301,6 +326,31 @@ func expSumAVX2(x *float32, n int, shift float32) float32
 //
 //go:noescape
 func maxAVX2(x *float32, n int) float32
+
+// scaleAVX2 sets dst[i] = src[i]·s for n rounded down to the vector width (see scale in the generator).
+//
+//go:noescape
+func scaleAVX2(dst *float32, src *float32, n int, s float32)
+
+// addAVX2 sets dst[i] = a[i] + b[i] for n rounded down to the vector width.
+//
+//go:noescape
+func addAVX2(dst *float32, a *float32, b *float32, n int)
+
+// sumSquaresAVX2 is the sum of x[i]² for n rounded down to the vector width.
+//
+//go:noescape
+func sumSquaresAVX2(x *float32, n int) float32
+
+// scaleMulAVX2 sets dst[i] = (x[i]·s)·w[i] for n rounded down to the vector width.
+//
+//go:noescape
+func scaleMulAVX2(dst *float32, x *float32, w *float32, n int, s float32)
+
+// rotateAVX2 rotates the pairs (lo[i], hi[i]) by the angles of cos[i], sin[i] for n rounded down to the vector width.
+//
+//go:noescape
+func rotateAVX2(lo *float32, hi *float32, cos *float32, sin *float32, n int)
 
 // read4AVX2 streams n bytes from p into registers as four streams (see readStreams in the generator).
 //

@@ -89,6 +89,11 @@ func main() {
 		sigmoidMul(is, true)
 		expSum(is)
 		maxLoop(is)
+		scale(is)
+		add(is)
+		sumSquares(is)
+		scaleMul(is)
+		rotate(is)
 		readStreams(is)
 		fmaLoop(is)
 	}
