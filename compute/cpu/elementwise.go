@@ -36,19 +36,20 @@ func addF32(k *kernels, dst, a, b []float32) {
 	}
 }
 
-// sumSquaresF32 is Σ x[i]², accumulated in float32 as Hugging Face's
-// RMSNorm computes its variance (Go's part in float64).
-func sumSquaresF32(k *kernels, x []float32) float32 {
-	var sum float32
-	if v := vecPart(k, k.sumSquares != nil, len(x)); v > 0 {
-		sum = k.sumSquares(&x[0], v)
+// momentsF32 is Σ (x[i]−c) and Σ (x[i]−c)², accumulated in float32 as
+// Hugging Face's norms compute them (Go's part in float64).
+func momentsF32(k *kernels, x []float32, c float32) (s, ss float32) {
+	if v := vecPart(k, k.moments != nil, len(x)); v > 0 {
+		s, ss = k.moments(&x[0], v, c)
 		x = x[v:]
 	}
-	var rest float64
+	var rs, rss float64
 	for _, v := range x {
-		rest += float64(v) * float64(v)
+		d := float64(v - c)
+		rs += d
+		rss += d * d
 	}
-	return sum + float32(rest)
+	return s + float32(rs), ss + float32(rss)
 }
 
 // scaleMulF32 sets dst[i] = (x[i]·s)·w[i].
@@ -75,5 +76,17 @@ func rotateF32(k *kernels, lo, hi, cos, sin []float32) {
 		a, b := lo[j], hi[j]
 		lo[j] = a*cos[j] - b*sin[j]
 		hi[j] = b*cos[j] + a*sin[j]
+	}
+}
+
+// layerNormApplyF32 sets dst[i] = ((x[i]−mean)·r)·w[i] + b[i].
+func layerNormApplyF32(k *kernels, dst, x, w, b []float32, mean, r float32) {
+	x, w, b = x[:len(dst)], w[:len(dst)], b[:len(dst)]
+	if v := vecPart(k, k.layerNormApply != nil, len(dst)); v > 0 {
+		k.layerNormApply(&dst[0], &x[0], &w[0], &b[0], v, mean, r)
+		dst, x, w, b = dst[v:], x[v:], w[v:], b[v:]
+	}
+	for i := range dst {
+		dst[i] = (x[i]-mean)*r*w[i] + b[i]
 	}
 }

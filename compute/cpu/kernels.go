@@ -94,14 +94,16 @@ type kernels struct {
 	// and at least lanes; nil in the Go set.
 	max func(x *float32, n int) float32
 	// Elementwise loops for n rounded down to a multiple of lanes (see the
-	// wrappers in ops.go), nil in the Go set: scale sets dst = src·s, add
-	// dst = a + b, sumSquares is Σ x², scaleMul sets dst = (x·s)·w, and
+	// wrappers in elementwise.go), nil in the Go set: scale sets dst =
+	// src·s, add dst = a + b, moments is Σ (x−c) and Σ (x−c)², scaleMul
+	// sets dst = (x·s)·w, layerNormApply dst = ((x−mean)·r)·w + b, and
 	// rotate turns the pairs (lo, hi) by the angles of (cos, sin).
-	scale      func(dst, src *float32, n int, s float32)
-	add        func(dst, a, b *float32, n int)
-	sumSquares func(x *float32, n int) float32
-	scaleMul   func(dst, x, w *float32, n int, s float32)
-	rotate     func(lo, hi, cos, sin *float32, n int)
+	scale          func(dst, src *float32, n int, s float32)
+	add            func(dst, a, b *float32, n int)
+	moments        func(x *float32, n int, c float32) (s, ss float32)
+	scaleMul       func(dst, x, w *float32, n int, s float32)
+	layerNormApply func(dst, x, w, b *float32, n int, mean, r float32)
+	rotate         func(lo, hi, cos, sin *float32, n int)
 	// For the machine measurements: read streams n bytes from p (n rounded
 	// down to 512) as four streams, fma runs iters×fmaChains independent FMAs of
 	// lanes float32 lanes. Nil in the Go set.

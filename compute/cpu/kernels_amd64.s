@@ -11095,39 +11095,57 @@ addAVX512_done:
 	VZEROUPPER
 	RET
 
-// func sumSquaresAVX512(x *float32, n int) float32
+// func momentsAVX512(x *float32, n int, c float32) (s float32, ss float32)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, SSE
-TEXT ·sumSquaresAVX512(SB), NOSPLIT, $0-20
-	MOVQ   x+0(FP), AX
-	MOVQ   n+8(FP), CX
-	VXORPS Z0, Z0, Z0
-	VXORPS Z1, Z1, Z1
-	SHRQ   $0x04, CX
-	JZ     sumSquaresAVX512_done
+TEXT ·momentsAVX512(SB), NOSPLIT, $0-32
+	MOVQ         x+0(FP), AX
+	MOVQ         n+8(FP), CX
+	MOVSS        c+16(FP), X0
+	VBROADCASTSS X0, Z0
+	VXORPS       Z1, Z1, Z1
+	VXORPS       Z2, Z2, Z2
+	VXORPS       Z3, Z3, Z3
+	VXORPS       Z4, Z4, Z4
+	SHRQ         $0x04, CX
+	JZ           momentsAVX512_done
 
-sumSquaresAVX512_loop:
-	VMOVUPS     (AX), Z2
-	VFMADD231PS Z2, Z2, Z0
+momentsAVX512_loop:
+	VMOVUPS     (AX), Z5
+	VSUBPS      Z0, Z5, Z5
+	VADDPS      Z5, Z1, Z1
+	VFMADD231PS Z5, Z5, Z2
 	ADDQ        $0x40, AX
 	DECQ        CX
-	JZ          sumSquaresAVX512_done
-	VMOVUPS     (AX), Z2
-	VFMADD231PS Z2, Z2, Z1
+	JZ          momentsAVX512_done
+	VMOVUPS     (AX), Z5
+	VSUBPS      Z0, Z5, Z5
+	VADDPS      Z5, Z3, Z3
+	VFMADD231PS Z5, Z5, Z4
 	ADDQ        $0x40, AX
 	DECQ        CX
-	JNZ         sumSquaresAVX512_loop
+	JNZ         momentsAVX512_loop
 
-sumSquaresAVX512_done:
-	VADDPS        Z1, Z0, Z0
-	VEXTRACTF64X4 $0x01, Z0, Y1
-	VADDPS        Y1, Y0, Y1
-	VEXTRACTF32X4 $0x01, Y1, X0
-	VADDPS        X0, X1, X1
-	VMOVHLPS      X1, X1, X0
-	VADDPS        X0, X1, X1
-	VMOVSHDUP     X1, X0
-	VADDSS        X0, X1, X1
-	MOVSS         X1, ret+16(FP)
+momentsAVX512_done:
+	VADDPS        Z3, Z1, Z1
+	VADDPS        Z4, Z2, Z2
+	VEXTRACTF64X4 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	MOVSS         X0, s+24(FP)
+	VEXTRACTF64X4 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	MOVSS         X0, ss+28(FP)
 	VZEROUPPER
 	RET
 
@@ -11153,6 +11171,37 @@ scaleMulAVX512_loop:
 	JNZ     scaleMulAVX512_loop
 
 scaleMulAVX512_done:
+	VZEROUPPER
+	RET
+
+// func layerNormApplyAVX512(dst *float32, x *float32, w *float32, b *float32, n int, mean float32, r float32)
+// Requires: AVX, AVX512F, SSE
+TEXT ·layerNormApplyAVX512(SB), NOSPLIT, $0-48
+	MOVQ         dst+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         w+16(FP), DX
+	MOVQ         b+24(FP), BX
+	MOVQ         n+32(FP), SI
+	MOVSS        mean+40(FP), X0
+	VBROADCASTSS X0, Z0
+	MOVSS        r+44(FP), X1
+	VBROADCASTSS X1, Z1
+	SHRQ         $0x04, SI
+	JZ           layerNormApplyAVX512_done
+	XORQ         DI, DI
+
+layerNormApplyAVX512_loop:
+	VMOVUPS     (CX)(DI*1), Z2
+	VSUBPS      Z0, Z2, Z2
+	VMULPS      Z1, Z2, Z2
+	VMOVUPS     (BX)(DI*1), Z3
+	VFMADD132PS (DX)(DI*1), Z3, Z2
+	VMOVUPS     Z2, (AX)(DI*1)
+	ADDQ        $0x40, DI
+	DECQ        SI
+	JNZ         layerNormApplyAVX512_loop
+
+layerNormApplyAVX512_done:
 	VZEROUPPER
 	RET
 
@@ -12885,37 +12934,53 @@ addAVX2_done:
 	VZEROUPPER
 	RET
 
-// func sumSquaresAVX2(x *float32, n int) float32
-// Requires: AVX, FMA3, SSE
-TEXT ·sumSquaresAVX2(SB), NOSPLIT, $0-20
-	MOVQ   x+0(FP), AX
-	MOVQ   n+8(FP), CX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	SHRQ   $0x03, CX
-	JZ     sumSquaresAVX2_done
+// func momentsAVX2(x *float32, n int, c float32) (s float32, ss float32)
+// Requires: AVX, AVX2, FMA3, SSE
+TEXT ·momentsAVX2(SB), NOSPLIT, $0-32
+	MOVQ         x+0(FP), AX
+	MOVQ         n+8(FP), CX
+	MOVSS        c+16(FP), X0
+	VBROADCASTSS X0, Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	SHRQ         $0x03, CX
+	JZ           momentsAVX2_done
 
-sumSquaresAVX2_loop:
-	VMOVUPS     (AX), Y2
-	VFMADD231PS Y2, Y2, Y0
+momentsAVX2_loop:
+	VMOVUPS     (AX), Y5
+	VSUBPS      Y0, Y5, Y5
+	VADDPS      Y5, Y1, Y1
+	VFMADD231PS Y5, Y5, Y2
 	ADDQ        $0x20, AX
 	DECQ        CX
-	JZ          sumSquaresAVX2_done
-	VMOVUPS     (AX), Y2
-	VFMADD231PS Y2, Y2, Y1
+	JZ          momentsAVX2_done
+	VMOVUPS     (AX), Y5
+	VSUBPS      Y0, Y5, Y5
+	VADDPS      Y5, Y3, Y3
+	VFMADD231PS Y5, Y5, Y4
 	ADDQ        $0x20, AX
 	DECQ        CX
-	JNZ         sumSquaresAVX2_loop
+	JNZ         momentsAVX2_loop
 
-sumSquaresAVX2_done:
-	VADDPS       Y1, Y0, Y0
-	VEXTRACTF128 $0x01, Y0, X1
-	VADDPS       X1, X0, X0
-	VMOVHLPS     X0, X0, X1
-	VADDPS       X1, X0, X0
-	VMOVSHDUP    X0, X1
-	VADDSS       X1, X0, X0
-	MOVSS        X0, ret+16(FP)
+momentsAVX2_done:
+	VADDPS       Y3, Y1, Y1
+	VADDPS       Y4, Y2, Y2
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X1
+	VMOVHLPS     X1, X1, X0
+	VADDPS       X0, X1, X1
+	VMOVSHDUP    X1, X0
+	VADDSS       X0, X1, X1
+	MOVSS        X1, s+24(FP)
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X1
+	VMOVHLPS     X1, X1, X0
+	VADDPS       X0, X1, X1
+	VMOVSHDUP    X1, X0
+	VADDSS       X0, X1, X1
+	MOVSS        X1, ss+28(FP)
 	VZEROUPPER
 	RET
 
@@ -12941,6 +13006,37 @@ scaleMulAVX2_loop:
 	JNZ     scaleMulAVX2_loop
 
 scaleMulAVX2_done:
+	VZEROUPPER
+	RET
+
+// func layerNormApplyAVX2(dst *float32, x *float32, w *float32, b *float32, n int, mean float32, r float32)
+// Requires: AVX, AVX2, FMA3, SSE
+TEXT ·layerNormApplyAVX2(SB), NOSPLIT, $0-48
+	MOVQ         dst+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         w+16(FP), DX
+	MOVQ         b+24(FP), BX
+	MOVQ         n+32(FP), SI
+	MOVSS        mean+40(FP), X0
+	VBROADCASTSS X0, Y0
+	MOVSS        r+44(FP), X1
+	VBROADCASTSS X1, Y1
+	SHRQ         $0x03, SI
+	JZ           layerNormApplyAVX2_done
+	XORQ         DI, DI
+
+layerNormApplyAVX2_loop:
+	VMOVUPS     (CX)(DI*1), Y2
+	VSUBPS      Y0, Y2, Y2
+	VMULPS      Y1, Y2, Y2
+	VMOVUPS     (BX)(DI*1), Y3
+	VFMADD132PS (DX)(DI*1), Y3, Y2
+	VMOVUPS     Y2, (AX)(DI*1)
+	ADDQ        $0x20, DI
+	DECQ        SI
+	JNZ         layerNormApplyAVX2_loop
+
+layerNormApplyAVX2_done:
 	VZEROUPPER
 	RET
 

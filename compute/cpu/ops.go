@@ -101,7 +101,7 @@ func (t *rowsTask) run(c, w int) {
 		}
 	case opLayerNorm:
 		for i := lo; i < hi; i++ {
-			layerNormRow(t.dst[i*n:(i+1)*n], t.a[i*n:(i+1)*n], t.w[:n], t.bias[:n], t.eps)
+			layerNormRow(t.k, t.dst[i*n:(i+1)*n], t.a[i*n:(i+1)*n], t.w[:n], t.bias[:n], t.eps)
 		}
 	case opRoPE:
 		for i := lo; i < hi; i++ {
@@ -227,27 +227,24 @@ func gelu(x float32) float32 {
 // rmsNormRow sets dst = x/√(mean(x²)+eps)·w, the variance in float32 as
 // Hugging Face's LlamaRMSNorm computes it.
 func rmsNormRow(k *kernels, dst, x, w []float32, eps float32) {
-	variance := sumSquaresF32(k, x) / float32(len(x))
+	_, ss := momentsF32(k, x, 0)
+	variance := ss / float32(len(x))
 	r := float32(1 / math.Sqrt(float64(variance+eps)))
 	scaleMulF32(k, dst, x, w, r)
 }
 
-func layerNormRow(dst, x, w, bias []float32, eps float32) {
-	var s float64
-	for _, v := range x {
-		s += float64(v)
-	}
-	mean := s / float64(len(x))
-	var ss float64
-	for _, v := range x {
-		d := float64(v) - mean
-		ss += d * d
-	}
-	r := float32(1 / math.Sqrt(ss/float64(len(x))+float64(eps)))
-	mf := float32(mean)
-	for j, v := range x {
-		dst[j] = (v-mf)*r*w[j] + bias[j]
-	}
+// layerNormRow sets dst = (x−mean)/√(var(x)+eps)·w + bias in two passes
+// over x: its sum, then its moments about that mean (the second pass's
+// Σ (x−mean) corrects the mean's rounding).
+func layerNormRow(k *kernels, dst, x, w, bias []float32, eps float32) {
+	n := float32(len(x))
+	s, _ := momentsF32(k, x, 0)
+	mean := s / n
+	s, ss := momentsF32(k, x, mean)
+	d := s / n
+	variance := max(ss/n-d*d, 0)
+	r := float32(1 / math.Sqrt(float64(variance+eps)))
+	layerNormApplyF32(k, dst, x, w, bias, mean+d, r)
 }
 
 // ropeAngles sets cs to the cosines, then the sines, of position pos's

@@ -244,15 +244,20 @@ func scaleAVX512(dst *float32, src *float32, n int, s float32)
 //go:noescape
 func addAVX512(dst *float32, a *float32, b *float32, n int)
 
-// sumSquaresAVX512 is the sum of x[i]² for n rounded down to the vector width.
+// momentsAVX512 is Σ (x[i]−c) and Σ (x[i]−c)² for n rounded down to the vector width (see moments in the generator).
 //
 //go:noescape
-func sumSquaresAVX512(x *float32, n int) float32
+func momentsAVX512(x *float32, n int, c float32) (s float32, ss float32)
 
 // scaleMulAVX512 sets dst[i] = (x[i]·s)·w[i] for n rounded down to the vector width.
 //
 //go:noescape
 func scaleMulAVX512(dst *float32, x *float32, w *float32, n int, s float32)
+
+// layerNormApplyAVX512 sets dst[i] = ((x[i]−mean)·r)·w[i] + b[i] for n rounded down to the vector width.
+//
+//go:noescape
+func layerNormApplyAVX512(dst *float32, x *float32, w *float32, b *float32, n int, mean float32, r float32)
 
 // rotateAVX512 rotates the pairs (lo[i], hi[i]) by the angles of cos[i], sin[i] for n rounded down to the vector width.
 //
@@ -337,15 +342,20 @@ func scaleAVX2(dst *float32, src *float32, n int, s float32)
 //go:noescape
 func addAVX2(dst *float32, a *float32, b *float32, n int)
 
-// sumSquaresAVX2 is the sum of x[i]² for n rounded down to the vector width.
+// momentsAVX2 is Σ (x[i]−c) and Σ (x[i]−c)² for n rounded down to the vector width (see moments in the generator).
 //
 //go:noescape
-func sumSquaresAVX2(x *float32, n int) float32
+func momentsAVX2(x *float32, n int, c float32) (s float32, ss float32)
 
 // scaleMulAVX2 sets dst[i] = (x[i]·s)·w[i] for n rounded down to the vector width.
 //
 //go:noescape
 func scaleMulAVX2(dst *float32, x *float32, w *float32, n int, s float32)
+
+// layerNormApplyAVX2 sets dst[i] = ((x[i]−mean)·r)·w[i] + b[i] for n rounded down to the vector width.
+//
+//go:noescape
+func layerNormApplyAVX2(dst *float32, x *float32, w *float32, b *float32, n int, mean float32, r float32)
 
 // rotateAVX2 rotates the pairs (lo[i], hi[i]) by the angles of cos[i], sin[i] for n rounded down to the vector width.
 //

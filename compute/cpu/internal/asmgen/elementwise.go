@@ -76,34 +76,45 @@ func add(is isa) {
 	RET()
 }
 
-// sumSquares generates sumSquares<ISA>(x *float32, n int) float32: Σ x[i]²
-// in two independent accumulators — RMSNorm's first pass.
-func sumSquares(is isa) {
-	name := "sumSquares" + is.name
-	TEXT(name, NOSPLIT, "func(x *float32, n int) float32")
+// moments generates moments<ISA>(x *float32, n int, c float32) (s, ss
+// float32): Σ (x[i]−c) and Σ (x[i]−c)², each in two independent
+// accumulators — the norms' one pass over a row (c = 0 for RMSNorm; for
+// LayerNorm a value of the row, so the variance ss/n − (s/n)² is taken
+// from data shifted near its mean).
+func moments(is isa) {
+	name := "moments" + is.name
+	TEXT(name, NOSPLIT, "func(x *float32, n int, c float32) (s, ss float32)")
 	Pragma("noescape")
-	Doc(name + " is the sum of x[i]² for n rounded down to the vector width.")
+	Doc(name + " is Σ (x[i]−c) and Σ (x[i]−c)² for n rounded down to the vector width (see moments in the generator).")
 	x, n := Load(Param("x"), GP64()), Load(Param("n"), GP64())
-	s0, s1 := is.vec(), is.vec()
-	VXORPS(s0, s0, s0)
-	VXORPS(s1, s1, s1)
+	c := broadcastParam(is, "c")
+	var sum, sq [2]reg.VecVirtual
+	for h := range 2 {
+		sum[h], sq[h] = is.vec(), is.vec()
+		VXORPS(sum[h], sum[h], sum[h])
+		VXORPS(sq[h], sq[h], sq[h])
+	}
 	SHRQ(U8(log2(is.lanes)), n)
 	JZ(LabelRef(name + "_done"))
 	Label(name + "_loop")
-	v := is.vec()
-	VMOVUPS(Mem{Base: x}, v)
-	VFMADD231PS(v, v, s0)
-	ADDQ(U8(4*is.lanes), x)
-	DECQ(n)
-	JZ(LabelRef(name + "_done"))
-	VMOVUPS(Mem{Base: x}, v)
-	VFMADD231PS(v, v, s1)
-	ADDQ(U8(4*is.lanes), x)
-	DECQ(n)
+	for h := range 2 {
+		v := is.vec()
+		VMOVUPS(Mem{Base: x}, v)
+		VSUBPS(c, v, v)
+		VADDPS(v, sum[h], sum[h])
+		VFMADD231PS(v, v, sq[h])
+		ADDQ(U8(4*is.lanes), x)
+		DECQ(n)
+		if h == 0 {
+			JZ(LabelRef(name + "_done"))
+		}
+	}
 	JNZ(LabelRef(name + "_loop"))
 	Label(name + "_done")
-	VADDPS(s1, s0, s0)
-	Store(horizontal(is, s0, VADDPS, VADDSS), ReturnIndex(0))
+	VADDPS(sum[1], sum[0], sum[0])
+	VADDPS(sq[1], sq[0], sq[0])
+	Store(horizontal(is, sum[0], VADDPS, VADDSS), ReturnIndex(0))
+	Store(horizontal(is, sq[0], VADDPS, VADDSS), ReturnIndex(1))
 	VZEROUPPER()
 	RET()
 }
@@ -122,6 +133,30 @@ func scaleMul(is isa) {
 		v := is.vec()
 		VMULPS(at(x, i), s, v)
 		VMULPS(at(w, i), v, v)
+		VMOVUPS(v, at(dst, i))
+	})
+	VZEROUPPER()
+	RET()
+}
+
+// layerNormApply generates layerNormApply<ISA>(dst, x, w, b *float32,
+// n int, mean, r float32): dst[i] = ((x[i]−mean)·r)·w[i] + b[i] —
+// LayerNorm's second pass.
+func layerNormApply(is isa) {
+	name := "layerNormApply" + is.name
+	TEXT(name, NOSPLIT, "func(dst, x, w, b *float32, n int, mean, r float32)")
+	Pragma("noescape")
+	Doc(name + " sets dst[i] = ((x[i]−mean)·r)·w[i] + b[i] for n rounded down to the vector width.")
+	dst, x, w, b := Load(Param("dst"), GP64()), Load(Param("x"), GP64()), Load(Param("w"), GP64()), Load(Param("b"), GP64())
+	n := Load(Param("n"), GP64())
+	mean, r := broadcastParam(is, "mean"), broadcastParam(is, "r")
+	loopOver(is, name, n, func(i reg.Register) {
+		v, bv := is.vec(), is.vec()
+		VMOVUPS(at(x, i), v)
+		VSUBPS(mean, v, v)
+		VMULPS(r, v, v)
+		VMOVUPS(at(b, i), bv)
+		VFMADD132PS(at(w, i), bv, v) // v·w + b
 		VMOVUPS(v, at(dst, i))
 	})
 	VZEROUPPER()
