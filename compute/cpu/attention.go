@@ -282,9 +282,10 @@ func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, r0, r1, j0, j
 				continue
 			}
 			sc := scores[i*span : i*span+ni]
-			m := max(mx[i], maxF32(t.k, sc))
+			row := t.k.vectorRow(scores[i*span:(i+1)*span], ni)
+			m := max(mx[i], maxF32(t.k, row))
 			corr := expf(mx[i] - m)
-			sum := expSum(t.k, sc, m)
+			sum := expSum(t.k, row, m)
 			mx[i], l[i] = m, l[i]*corr+sum
 			a := acc[i*hd : (i+1)*hd]
 			if corr != 1 {
@@ -304,6 +305,26 @@ func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, r0, r1, j0, j
 	for i := range mb {
 		scaleF32(t.k, t.dst[qOff(i):][:hd], acc[i*hd:(i+1)*hd], 1/l[i])
 	}
+}
+
+// vectorRow returns the first ni scores of row, extended with -Inf to a
+// whole number of vectors where row has room, so that the max and exp
+// kernels take it without a scalar tail (decode's few dozen positions
+// spent a tenth of attention there). The padding's weights come out as
+// e^-87 (the kernel's clamp), nothing next to the row's largest weight of
+// 1, and are never read as weights.
+func (k *kernels) vectorRow(row []float32, ni int) []float32 {
+	if k.expSum == nil || ni%k.lanes == 0 {
+		return row[:ni]
+	}
+	n := (ni + k.lanes - 1) / k.lanes * k.lanes
+	if n > len(row) {
+		return row[:ni]
+	}
+	for j := ni; j < n; j++ {
+		row[j] = float32(math.Inf(-1))
+	}
+	return row[:n]
 }
 
 // accumRows adds Σ_j p[j]·v[j*ldv : j*ldv+len(dst)] to dst, using the
