@@ -6,7 +6,6 @@ func amxKernels(avx512 *kernels) *kernels {
 	k.name = "amx"
 	k.amxBF16 = amxGemmBF16
 	k.amxStream = amxStreamBF16
-	k.toBF16 = toBF16AVX512
 	k.tilePeak = amxPeak
 	return &k
 }

@@ -49,7 +49,7 @@ func TestToBF16(t *testing.T) {
 		}
 	}
 	if !ran {
-		t.Skip("no kernel set here rounds to bfloat16 (no AMX)")
+		t.Skip("no kernel set here rounds to bfloat16 (no AVX-512)")
 	}
 }
 

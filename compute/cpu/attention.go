@@ -83,34 +83,67 @@ func kvOf(c compute.KVCache) *kvCache {
 	return kc
 }
 
-// KVWrite stores m rows of keys and values of one layer at slots.
+// KVWrite stores m rows of keys and values of one layer at slots, in
+// chunks of rows on the pool when there are enough values (a prefill's
+// rows: the copies and the first touches of fresh blocks' pages run on
+// every thread).
 func (b *Backend) KVWrite(c compute.KVCache, layer int, k, v compute.Buf, slots []int32) {
 	kc := kvOf(c)
 	s := kc.spec
-	ks, vs := data(k), data(v)
-	w := s.KVHeads * s.HeadDim
-	base := layer * kc.layerStride
-	for i, slot := range slots {
+	for _, slot := range slots {
 		if slot < 0 || int(slot) >= s.NumBlocks*s.BlockSize {
 			panic(fmt.Sprintf("cpu: KVWrite slot %d out of range [0, %d)", slot, s.NumBlocks*s.BlockSize))
 		}
-		off := base + int(slot)/s.BlockSize*kc.blockStride + int(slot)%s.BlockSize*s.HeadDim
+	}
+	t := &b.kvw
+	*t = kvWriteTask{k: b.k, c: kc, base: layer * kc.layerStride, ks: data(k), vs: data(v), slots: slots, per: len(slots)}
+	if rows := len(slots); rows > 1 && rows*s.KVHeads*s.HeadDim >= parallelMin {
+		t.per = (rows + 4*b.threads - 1) / (4 * b.threads)
+	}
+	if t.per > 0 {
+		b.pool.run(t, (len(slots)+t.per-1)/t.per)
+	}
+	*t = kvWriteTask{}
+}
+
+// kvWriteTask writes rows [c·per, (c+1)·per) of a KVWrite per chunk.
+type kvWriteTask struct {
+	k      *kernels
+	c      *kvCache
+	base   int
+	ks, vs []float32
+	slots  []int32
+	per    int
+}
+
+func (t *kvWriteTask) run(c, _ int) {
+	kc, s := t.c, t.c.spec
+	w := s.KVHeads * s.HeadDim
+	lo := c * t.per
+	for i := lo; i < min(lo+t.per, len(t.slots)); i++ {
+		slot := int(t.slots[i])
+		off := t.base + slot/s.BlockSize*kc.blockStride + slot%s.BlockSize*s.HeadDim
 		for h := range s.KVHeads {
 			c, src := off+h*kc.headStride, i*w+h*s.HeadDim
 			if kc.kb != nil {
-				toBF16(kc.kb[c:c+s.HeadDim], ks[src:])
-				toBF16(kc.vb[c:c+s.HeadDim], vs[src:])
+				t.k.roundBF16(kc.kb[c:c+s.HeadDim], t.ks[src:])
+				t.k.roundBF16(kc.vb[c:c+s.HeadDim], t.vs[src:])
 				continue
 			}
-			copy(kc.k[c:c+s.HeadDim], ks[src:])
-			copy(kc.v[c:c+s.HeadDim], vs[src:])
+			copy(kc.k[c:c+s.HeadDim], t.ks[src:])
+			copy(kc.v[c:c+s.HeadDim], t.vs[src:])
 		}
 	}
 }
 
-// toBF16 rounds src[:len(dst)] to bfloat16, nearest-even.
-func toBF16(dst []uint16, src []float32) {
+// roundBF16 rounds src[:len(dst)] to bfloat16, nearest-even: the kernel
+// for whole vectors, Go for the rest.
+func (k *kernels) roundBF16(dst []uint16, src []float32) {
 	src = src[:len(dst)]
+	if v := vecPart(k, k.toBF16 != nil, len(dst)); v > 0 {
+		k.toBF16(&dst[0], &src[0], v)
+		dst, src = dst[v:], src[v:]
+	}
 	for i, f := range src {
 		dst[i] = half.BF16FromFloat32(f)
 	}

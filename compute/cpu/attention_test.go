@@ -184,53 +184,79 @@ func refAttention(q, keys, vals []float32, n, off, kvw int, scale float64) []flo
 // TestKVReadLoad: KVRead returns what KVWrite stored, as little-endian
 // elements of the cache's dtype, for any head range; KVLoad into another
 // cache of the same dtype reproduces it.
+// TestKVReadLoad writes rows into a cache and reads them back, on every
+// kernel set: a few rows of an odd head width (Go's rounding tails) and
+// 300 rows of 8 heads of 64 at scattered slots (written in chunks on the
+// pool, rounded by the vector kernel).
 func TestKVReadLoad(t *testing.T) {
+	shapes := []struct {
+		name  string
+		spec  compute.KVSpec
+		slots []int32
+	}{
+		{"small", compute.KVSpec{Layers: 2, NumBlocks: 5, BlockSize: 3, KVHeads: 3, HeadDim: 6}, []int32{7, 0, 13, 2}},
+		{"prefill", compute.KVSpec{Layers: 2, NumBlocks: 40, BlockSize: 16, KVHeads: 8, HeadDim: 64}, nil},
+	}
+	for _, p := range rand.New(rand.NewPCG(5, 6)).Perm(640)[:300] {
+		shapes[1].slots = append(shapes[1].slots, int32(p))
+	}
+	eachBackend(t, func(t *testing.T, b *Backend) {
+		for _, sh := range shapes {
+			for _, dt := range []compute.DType{compute.F32, compute.BF16} {
+				t.Run(sh.name+"/"+dt.String(), func(t *testing.T) {
+					checkKVRoundTrip(t, b, sh.spec, dt, sh.slots)
+				})
+			}
+		}
+	})
 	b, err := New(Options{Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	for _, dt := range []compute.DType{compute.F32, compute.BF16} {
-		t.Run(dt.String(), func(t *testing.T) {
-			r := rand.New(rand.NewPCG(3, 4))
-			spec := compute.KVSpec{Layers: 2, NumBlocks: 5, BlockSize: 3, KVHeads: 3, HeadDim: 6, DType: dt}
-			src, err := b.NewKVCache(spec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			slots := []int32{7, 0, 13, 2}
-			w := spec.KVHeads * spec.HeadDim
-			k, v := randVec(r, len(slots)*w), randVec(r, len(slots)*w)
-			b.KVWrite(src, 1, bufOf(b, k), bufOf(b, v), slots)
-			_, kx := encode(dt, k)
-			_, vx := encode(dt, v)
-			const h0, h1 = 1, 3
-			n := len(slots) * (h1 - h0) * spec.HeadDim
-			got := make([]byte, 2*n*dt.Size())
-			b.KVRead(src, 1, slots, h0, h1, got)
-			var want []float32
-			for _, x := range [][]float32{kx, vx} {
-				for i := range slots {
-					want = append(want, x[i*w+h0*spec.HeadDim:i*w+h1*spec.HeadDim]...)
-				}
-			}
-			if wb, _ := encode(dt, want); string(wb) != string(got) {
-				t.Fatalf("KVRead of heads [%d,%d) differs from what was written", h0, h1)
-			}
-			dst, err := b.NewKVCache(spec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b.KVLoad(dst, 0, slots, h0, h1, got)
-			again := make([]byte, len(got))
-			b.KVRead(dst, 0, slots, h0, h1, again)
-			if string(again) != string(got) {
-				t.Fatal("KVLoad then KVRead does not round-trip")
-			}
-		})
-	}
 	if _, err := b.NewKVCache(compute.KVSpec{Layers: 1, NumBlocks: 1, BlockSize: 1, KVHeads: 1, HeadDim: 1, DType: compute.F16}); !errors.Is(err, compute.ErrUnsupported) {
 		t.Fatalf("F16 KV cache: err = %v, want ErrUnsupported", err)
+	}
+}
+
+// checkKVRoundTrip writes random keys and values at slots of layer 1,
+// reads heads [1, 3) back as they were written (rounded to dt), and loads
+// them into another cache and reads them again.
+func checkKVRoundTrip(t *testing.T, b *Backend, spec compute.KVSpec, dt compute.DType, slots []int32) {
+	t.Helper()
+	spec.DType = dt
+	r := rand.New(rand.NewPCG(3, 4))
+	src, err := b.NewKVCache(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := spec.KVHeads * spec.HeadDim
+	k, v := randVec(r, len(slots)*w), randVec(r, len(slots)*w)
+	b.KVWrite(src, 1, bufOf(b, k), bufOf(b, v), slots)
+	_, kx := encode(dt, k)
+	_, vx := encode(dt, v)
+	const h0, h1 = 1, 3
+	n := len(slots) * (h1 - h0) * spec.HeadDim
+	got := make([]byte, 2*n*dt.Size())
+	b.KVRead(src, 1, slots, h0, h1, got)
+	var want []float32
+	for _, x := range [][]float32{kx, vx} {
+		for i := range slots {
+			want = append(want, x[i*w+h0*spec.HeadDim:i*w+h1*spec.HeadDim]...)
+		}
+	}
+	if wb, _ := encode(dt, want); string(wb) != string(got) {
+		t.Fatalf("KVRead of heads [%d,%d) differs from what was written", h0, h1)
+	}
+	dst, err := b.NewKVCache(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.KVLoad(dst, 0, slots, h0, h1, got)
+	again := make([]byte, len(got))
+	b.KVRead(dst, 0, slots, h0, h1, again)
+	if string(again) != string(got) {
+		t.Fatal("KVLoad then KVRead does not round-trip")
 	}
 }
 

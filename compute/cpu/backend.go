@@ -54,6 +54,7 @@ type Backend struct {
 	mm   matmulTask
 	attn attnTask
 	rows rowsTask
+	kvw  kvWriteTask
 }
 
 // New starts a backend and its worker pool; Close stops it.

@@ -75,11 +75,13 @@ type kernels struct {
 	packF16  func(dst *float32, w *uint16, ldw, kn int)
 	// The AMX path for BF16 weights (see amx.go), nil where there is none:
 	// amxBF16 multiplies amxRows activation rows by packed panels with the
-	// AMX tiles, toBF16 rounds activations to bfloat16 for it (n rounded
-	// down to lanes).
+	// AMX tiles.
 	amxBF16   amxBF16Func
 	amxStream amxStreamFunc
-	toBF16    func(dst *uint16, src *float32, n int)
+	// toBF16 rounds n values (rounded down to lanes) to bfloat16,
+	// nearest-even: activations for the AMX path, keys and values for a
+	// BF16 KV cache. Nil where there is no AVX-512.
+	toBF16 func(dst *uint16, src *float32, n int)
 	// tilePeak runs iters×4 independent 16×16×32 BF16 tile products, for
 	// the machine measurements; nil without AMX.
 	tilePeak func(iters int)
