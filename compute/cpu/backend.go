@@ -173,6 +173,12 @@ func (b *Backend) Read(dst []float32, x compute.Buf, off int) {
 	copy(dst, data(x)[off:off+len(dst)])
 }
 
+// HostView returns n values of x from off in place: the buffer's own
+// memory, valid while x is.
+func (b *Backend) HostView(x compute.Buf, off, n int) []float32 {
+	return data(x)[off : off+n : off+n]
+}
+
 // data is the float32 slice of a Buf made by a CPU backend; a Buf of
 // another backend is a programming error.
 func data(x compute.Buf) []float32 {

@@ -246,4 +246,11 @@ func TestViewWriteRead(t *testing.T) {
 	if tail[0] != 7 || tail[1] != 8 {
 		t.Fatalf("Read through view = %v", tail)
 	}
+	// HostView is the same values in place: later writes show through,
+	// and it cannot be appended into its neighbours.
+	hv := b.HostView(v, 1, 2)
+	b.Write(v, 2, []float32{9})
+	if len(hv) != 2 || cap(hv) != 2 || hv[0] != 7 || hv[1] != 9 {
+		t.Fatalf("HostView after a write = %v (cap %d), want [7 9] (cap 2)", hv, cap(hv))
+	}
 }
