@@ -42,7 +42,6 @@ type rowsTask struct {
 	table         []float32 // RoPE's cosines and sines, hd per row (see ropeTable)
 	fillTable     bool      // computed by this call
 	rows, perTask int
-	scratch       []workerScratch
 	k             *kernels
 }
 
@@ -50,7 +49,7 @@ type rowsTask struct {
 func (b *Backend) runRows(op rowsTask, rows, n int) {
 	t := &b.rows
 	*t = op
-	t.rows, t.n, t.scratch, t.k = rows, n, b.scratch, b.k
+	t.rows, t.n, t.k = rows, n, b.k
 	chunks := 1
 	if rows*n >= parallelMin && rows > 1 {
 		chunks = min(rows, 4*b.threads, maxChunks)
@@ -60,7 +59,7 @@ func (b *Backend) runRows(op rowsTask, rows, n int) {
 	*t = rowsTask{}
 }
 
-func (t *rowsTask) run(c, w int) {
+func (t *rowsTask) run(c, _ int) {
 	lo := c * t.perTask
 	hi := min(lo+t.perTask, t.rows)
 	n := t.n
