@@ -272,9 +272,9 @@ const attnSpan = 128
 
 // tile computes query rows [r0, r1) of s × query heads [j0, j1) of KV head
 // kvh's group. It goes span by span with an online softmax: per query a
-// running maximum mx, a running sum l of exp(score-mx), and the accumulator
-// of exp(score-mx)·v. Queries are copied, pre-scaled, into one contiguous
-// tile so the score kernel sees a uniform stride.
+// reference maximum mx (see onlineRef), a running sum l of exp(score-mx),
+// and the accumulator of exp(score-mx)·v. Queries are copied, pre-scaled,
+// into one contiguous tile so the score kernel sees a uniform stride.
 func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, r0, r1, j0, j1 int) {
 	hd, bs := t.spec.HeadDim, t.c.spec.BlockSize
 	hg := j1 - j0
@@ -316,14 +316,13 @@ func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, r0, r1, j0, j
 			}
 			sc := scores[i*span : i*span+ni]
 			row := t.k.vectorRow(scores[i*span:(i+1)*span], ni)
-			m := max(mx[i], maxF32(t.k, row))
-			corr := expf(mx[i] - m)
-			sum := expSum(t.k, row, m)
-			mx[i], l[i] = m, l[i]*corr+sum
+			ref, corr := onlineRef(mx[i], maxF32(t.k, row))
+			sum := expSum(t.k, row, ref)
 			a := acc[i*hd : (i+1)*hd]
-			if corr != 1 {
+			if corr != 1 && l[i] > 0 {
 				scaleF32(t.k, a, a, corr)
 			}
+			mx[i], l[i] = ref, l[i]*corr+sum
 			for b := 0; b < ni; b += bs {
 				boff := base + int(s.Blocks[(k0+b)/bs])*t.c.blockStride
 				p := sc[b:min(b+bs, ni)]
@@ -344,8 +343,8 @@ func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, r0, r1, j0, j
 // whole number of vectors where row has room, so that the max and exp
 // kernels take it without a scalar tail (decode's few dozen positions
 // spent a tenth of attention there). The padding's weights come out as
-// e^-87 (the kernel's clamp), nothing next to the row's largest weight of
-// 1, and are never read as weights.
+// e^-87 (the kernel's clamp), nothing next to a query's sum of at least 1
+// (see rescaleMargin), and are never read as weights.
 func (k *kernels) vectorRow(row []float32, ni int) []float32 {
 	if k.expSum == nil || ni%k.lanes == 0 {
 		return row[:ni]

@@ -130,9 +130,9 @@ func (t *attnTask) cacheOff(s compute.AttnSeq, kvh, j int) int {
 
 // softmaxSpan folds one span of a query's scores into its online
 // softmax: sc holds the span's scores, the first ni of them valid; mx and
-// l are the running maximum and sum, acc the weighted values so far,
-// rescaled here when the maximum grows. On return sc holds the weights
-// e^(score-max), zero past ni.
+// l are the running reference maximum and sum, acc the weighted values so
+// far, rescaled here when the reference moves (see onlineRef). On return
+// sc holds the weights e^(score-ref), zero past ni.
 func (t *attnTask) softmaxSpan(sc []float32, ni int, mx, l *float32, acc []float32) {
 	// The scores past ni are masked: -Inf for the max, then zero weights.
 	// expSum's kernel takes them as e^-87, which adds nothing to a sum of
@@ -140,17 +140,32 @@ func (t *attnTask) softmaxSpan(sc []float32, ni int, mx, l *float32, acc []float
 	for j := ni; j < len(sc); j++ {
 		sc[j] = float32(math.Inf(-1))
 	}
-	m := max(*mx, maxF32(t.k, sc))
-	corr := float32(1)
-	if m > *mx {
-		corr = expf(*mx - m)
-	}
-	sum := expSum(t.k, sc, m)
+	ref, corr := onlineRef(*mx, maxF32(t.k, sc))
+	sum := expSum(t.k, sc, ref)
 	clear(sc[ni:])
-	*mx, *l = m, *l*corr+sum
-	if corr != 1 {
+	if corr != 1 && *l > 0 {
 		scaleF32(t.k, acc, acc, corr)
 	}
+	*mx, *l = ref, *l*corr+sum
+}
+
+// rescaleMargin is how far a span's largest score may exceed the online
+// softmax's reference maximum before the sums so far are rescaled to a new
+// one: the weights e^(score−ref) stay below e^8 ≈ 2981, far inside
+// float32's (and bfloat16's) range, and the rescaling (an exp and a pass
+// over the accumulator) comes with large jumps only, not whenever the
+// maximum grows (the lazy rescaling of FlashAttention-4). A query's sum
+// stays at least 1: the span that sets a reference holds a weight of 1.
+const rescaleMargin = 8
+
+// onlineRef returns the reference maximum for a span whose largest score
+// is spanMax, given the reference so far (−∞ before the first span), and
+// the factor by which the sums so far are to be multiplied (1: kept).
+func onlineRef(ref, spanMax float32) (float32, float32) {
+	if spanMax <= ref+rescaleMargin {
+		return ref, 1
+	}
+	return spanMax, expf(ref - spanMax)
 }
 
 // tilePacked is tile on the packed path: per span of keys, the scores of

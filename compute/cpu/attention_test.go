@@ -18,23 +18,31 @@ const attnTol = 2e-5
 type attnCase struct {
 	heads, kvHeads, hd, bs int
 	seqs                   []struct{ pos, qlen int }
+	// ramp grows the keys with their position (×(1+p/16)), so each span's
+	// largest score exceeds the ones before by far more than rescaleMargin
+	// and the online softmax rescales its sums.
+	ramp bool
 }
 
 func TestAttention(t *testing.T) {
 	mixed := []struct{ pos, qlen int }{{0, 7}, {37, 1}, {16, 20}, {3, 1}, {0, 1}}
 	cases := []attnCase{
-		{4, 4, 8, 4, mixed},
-		{4, 2, 64, 16, mixed},
-		{8, 2, 20, 5, mixed},
-		{6, 1, 16, 1, mixed},
-		{12, 12, 64, 16, []struct{ pos, qlen int }{{300, 1}}},
-		{4, 1, 128, 16, []struct{ pos, qlen int }{{40, 70}}},
+		{4, 4, 8, 4, mixed, false},
+		{4, 2, 64, 16, mixed, false},
+		{8, 2, 20, 5, mixed, false},
+		{6, 1, 16, 1, mixed, false},
+		{12, 12, 64, 16, []struct{ pos, qlen int }{{300, 1}}, false},
+		{4, 1, 128, 16, []struct{ pos, qlen int }{{40, 70}}, false},
 		// The packed path (24 query rows or more, whole 16-key groups):
 		// beside decode rows, after a cached prefix, GQA, several spans,
 		// tiles that end past the last whole panel.
-		{12, 12, 64, 16, []struct{ pos, qlen int }{{0, 100}, {5, 1}, {0, 24}, {131, 33}}},
-		{8, 2, 64, 32, []struct{ pos, qlen int }{{17, 50}, {0, 23}}},
-		{16, 1, 32, 16, []struct{ pos, qlen int }{{250, 40}}},
+		{12, 12, 64, 16, []struct{ pos, qlen int }{{0, 100}, {5, 1}, {0, 24}, {131, 33}}, false},
+		{8, 2, 64, 32, []struct{ pos, qlen int }{{17, 50}, {0, 23}}, false},
+		{16, 1, 32, 16, []struct{ pos, qlen int }{{250, 40}}, false},
+		// Scores growing along the sequence: decode rows and the packed
+		// path over several spans.
+		{12, 4, 64, 16, []struct{ pos, qlen int }{{300, 1}, {200, 1}}, true},
+		{8, 2, 64, 16, []struct{ pos, qlen int }{{0, 300}}, true},
 	}
 	eachBackend(t, func(t *testing.T, b *Backend) {
 		for _, dt := range []compute.DType{compute.F32, compute.BF16} {
@@ -83,6 +91,9 @@ func runAttnCase(t *testing.T, b *Backend, c attnCase, dt compute.DType) {
 		k, v := randVec(r, n*kvw), randVec(r, n*kvw)
 		for i := range k {
 			k[i] *= 2 // sharpen the softmax
+			if c.ramp {
+				k[i] *= 1 + float32(i/kvw)/16
+			}
 		}
 		if dt == compute.BF16 {
 			_, k = encode(dt, k)

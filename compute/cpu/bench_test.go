@@ -191,31 +191,38 @@ func TestMeasurements(t *testing.T) {
 	}
 }
 
-// BenchmarkAttentionPrefill is causal attention of a 512-token prompt in
-// one layer (16 query heads, 8 KV heads of 64, llama-160m's geometry),
+// BenchmarkAttentionPrefill is causal attention of a 512- and a 2048-token
+// prompt in one layer (16 query heads, 8 KV heads of 64, llama-160m's
+// geometry) over an F32 and a BF16 cache (the AMX path where there is one),
 // reported as GFLOP/s of q·k and p·v over the causal half.
 func BenchmarkAttentionPrefill(b *testing.B) {
-	const heads, kvHeads, hd, bs, n = 16, 8, 64, 16, 512
-	be := benchBackend(b)
-	c, err := be.NewKVCache(compute.KVSpec{Layers: 1, NumBlocks: n / bs, BlockSize: bs, KVHeads: kvHeads, HeadDim: hd})
-	if err != nil {
-		b.Fatal(err)
+	const heads, kvHeads, hd, bs = 16, 8, 64, 16
+	for _, n := range []int{512, 2048} {
+		for _, dt := range []compute.DType{compute.F32, compute.BF16} {
+			b.Run(fmt.Sprintf("%d/%v", n, dt), func(b *testing.B) {
+				be := benchBackend(b)
+				c, err := be.NewKVCache(compute.KVSpec{Layers: 1, NumBlocks: n / bs, BlockSize: bs, KVHeads: kvHeads, HeadDim: hd, DType: dt})
+				if err != nil {
+					b.Fatal(err)
+				}
+				r := rand.New(rand.NewPCG(6, 6))
+				seq := compute.AttnSeq{QRow: 0, QLen: n, Pos: 0}
+				slots := make([]int32, n)
+				for i := range n / bs {
+					seq.Blocks = append(seq.Blocks, int32(i))
+				}
+				for i := range slots {
+					slots[i] = int32(i)
+				}
+				be.KVWrite(c, 0, bufOf(be, randVec(r, n*kvHeads*hd)), bufOf(be, randVec(r, n*kvHeads*hd)), slots)
+				q, dst := bufOf(be, randVec(r, n*heads*hd)), be.Alloc(n*heads*hd)
+				spec := compute.AttnSpec{Heads: heads, KVHeads: kvHeads, HeadDim: hd, Scale: 0.125}
+				for b.Loop() {
+					be.Attention(dst, q, c, 0, []compute.AttnSeq{seq}, spec)
+				}
+				flops := 2 * 2 * float64(heads*hd) * float64(n*(n+1)/2)
+				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
 	}
-	r := rand.New(rand.NewPCG(6, 6))
-	seq := compute.AttnSeq{QRow: 0, QLen: n, Pos: 0}
-	slots := make([]int32, n)
-	for i := range n / bs {
-		seq.Blocks = append(seq.Blocks, int32(i))
-	}
-	for i := range slots {
-		slots[i] = int32(i)
-	}
-	be.KVWrite(c, 0, bufOf(be, randVec(r, n*kvHeads*hd)), bufOf(be, randVec(r, n*kvHeads*hd)), slots)
-	q, dst := bufOf(be, randVec(r, n*heads*hd)), be.Alloc(n*heads*hd)
-	spec := compute.AttnSpec{Heads: heads, KVHeads: kvHeads, HeadDim: hd, Scale: 0.125}
-	for b.Loop() {
-		be.Attention(dst, q, c, 0, []compute.AttnSeq{seq}, spec)
-	}
-	flops := 2 * 2 * float64(heads*hd) * float64(n*(n+1)/2)
-	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }
