@@ -88,6 +88,7 @@ func (t *attnTask) tileAMX(ws *workerScratch, s compute.AttnSeq, p *seqPlan, kvh
 	clear(pb[mb*lp:])
 	qw := t.spec.Heads * hd
 	qOff := func(i int) int { return (s.QRow+r0+i/hg)*qw + (kvh*t.group+j0+i%hg)*hd }
+	t.prefetchRows(mb, qOff)
 	for i := range mb {
 		mx[i], l[i] = float32(math.Inf(-1)), 0
 		scaleF32(t.k, qt[:hd], t.q[qOff(i):][:hd], t.spec.Scale)

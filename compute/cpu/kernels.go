@@ -106,6 +106,8 @@ type kernels struct {
 	scaleMul       func(dst, x, w *float32, n int, s float32)
 	layerNormApply func(dst, x, w, b *float32, n int, mean, r float32)
 	rotate         func(lo, hi, cos, sin *float32, n int)
+	// prefetch prefetches the lines of n bytes at p; nil in the Go set.
+	prefetch func(p *float32, n int)
 	// For the machine measurements: read streams n bytes from p (n rounded
 	// down to 512) as four streams, fma runs iters×fmaChains independent FMAs of
 	// lanes float32 lanes. Nil in the Go set.

@@ -37,7 +37,7 @@ func avx512Kernels() *kernels {
 			gemmF32AVX512M5, gemmF32AVX512M6, gemmF32AVX512M7, gemmF32AVX512M8, gemmF32AVX512M9, gemmF32AVX512M10,
 			gemmF32AVX512M11, gemmF32AVX512M12},
 		read: func(p *byte, n int) { read4AVX512(p, n, readAhead) }, fma: fmaAVX512, lanes: 16, siluMul: siluMulAVX512, gelu: geluAVX512, expSum: expSumAVX512, max: maxAVX512,
-		scale: scaleAVX512, add: addAVX512, moments: momentsAVX512, scaleMul: scaleMulAVX512, layerNormApply: layerNormApplyAVX512, rotate: rotateAVX512,
+		scale: scaleAVX512, add: addAVX512, moments: momentsAVX512, scaleMul: scaleMulAVX512, layerNormApply: layerNormApplyAVX512, rotate: rotateAVX512, prefetch: prefetchAVX512,
 	}
 }
 
@@ -48,6 +48,6 @@ func avx2Kernels() *kernels {
 		bf16: [maxTileM + 1]tile16Func{nil, tileBF16AVX2M1, tileBF16AVX2M2},
 		f16:  [maxTileM + 1]tile16Func{nil, tileF16AVX2M1, tileF16AVX2M2},
 		read: func(p *byte, n int) { read4AVX2(p, n, readAhead) }, fma: fmaAVX2, lanes: 8, siluMul: siluMulAVX2, gelu: geluAVX2, expSum: expSumAVX2, max: maxAVX2,
-		scale: scaleAVX2, add: addAVX2, moments: momentsAVX2, scaleMul: scaleMulAVX2, layerNormApply: layerNormApplyAVX2, rotate: rotateAVX2,
+		scale: scaleAVX2, add: addAVX2, moments: momentsAVX2, scaleMul: scaleMulAVX2, layerNormApply: layerNormApplyAVX2, rotate: rotateAVX2, prefetch: prefetchAVX2,
 	}
 }

@@ -11236,6 +11236,20 @@ rotateAVX512_done:
 	VZEROUPPER
 	RET
 
+// func prefetchAVX512(p *float32, n int)
+// Requires: MMX+
+TEXT ·prefetchAVX512(SB), NOSPLIT, $0-16
+	MOVQ p+0(FP), AX
+	MOVQ n+8(FP), CX
+	LEAQ (AX)(CX*1), CX
+
+prefetchAVX512_loop:
+	PREFETCHT0 (AX)
+	ADDQ       $0x40, AX
+	CMPQ       AX, CX
+	JB         prefetchAVX512_loop
+	RET
+
 // func read4AVX512(p *byte, n int, ahead int)
 // Requires: AVX, AVX512F, MMX+
 TEXT ·read4AVX512(SB), NOSPLIT, $0-24
@@ -13069,6 +13083,20 @@ rotateAVX2_loop:
 
 rotateAVX2_done:
 	VZEROUPPER
+	RET
+
+// func prefetchAVX2(p *float32, n int)
+// Requires: MMX+
+TEXT ·prefetchAVX2(SB), NOSPLIT, $0-16
+	MOVQ p+0(FP), AX
+	MOVQ n+8(FP), CX
+	LEAQ (AX)(CX*1), CX
+
+prefetchAVX2_loop:
+	PREFETCHT0 (AX)
+	ADDQ       $0x40, AX
+	CMPQ       AX, CX
+	JB         prefetchAVX2_loop
 	RET
 
 // func read4AVX2(p *byte, n int, ahead int)

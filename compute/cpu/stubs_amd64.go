@@ -264,6 +264,11 @@ func layerNormApplyAVX512(dst *float32, x *float32, w *float32, b *float32, n in
 //go:noescape
 func rotateAVX512(lo *float32, hi *float32, cos *float32, sin *float32, n int)
 
+// prefetchAVX512 prefetches the lines of the n bytes at p.
+//
+//go:noescape
+func prefetchAVX512(p *float32, n int)
+
 // read4AVX512 streams n bytes from p into registers as four streams (see readStreams in the generator).
 //
 //go:noescape
@@ -361,6 +366,11 @@ func layerNormApplyAVX2(dst *float32, x *float32, w *float32, b *float32, n int,
 //
 //go:noescape
 func rotateAVX2(lo *float32, hi *float32, cos *float32, sin *float32, n int)
+
+// prefetchAVX2 prefetches the lines of the n bytes at p.
+//
+//go:noescape
+func prefetchAVX2(p *float32, n int)
 
 // read4AVX2 streams n bytes from p into registers as four streams (see readStreams in the generator).
 //

@@ -190,3 +190,23 @@ func rotate(is isa) {
 	VZEROUPPER()
 	RET()
 }
+
+// prefetch generates prefetch<ISA>(p *float32, n int): a PREFETCHT0 of
+// each 64-byte line of the n bytes at p (n ≥ 1). Attention's tiles fetch
+// their query rows, a few hundred bytes every 4 KiB or more, this way
+// first, so the misses overlap instead of following each other.
+func prefetch(is isa) {
+	name := "prefetch" + is.name
+	TEXT(name, NOSPLIT, "func(p *float32, n int)")
+	Pragma("noescape")
+	Doc(name + " prefetches the lines of the n bytes at p.")
+	p, n := Load(Param("p"), GP64()), Load(Param("n"), GP64())
+	end := GP64()
+	LEAQ(Mem{Base: p, Index: n, Scale: 1}, end)
+	Label(name + "_loop")
+	PREFETCHT0(Mem{Base: p})
+	ADDQ(U8(64), p)
+	CMPQ(p, end)
+	JB(LabelRef(name + "_loop"))
+	RET()
+}

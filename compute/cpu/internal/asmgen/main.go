@@ -95,6 +95,7 @@ func main() {
 		scaleMul(is)
 		layerNormApply(is)
 		rotate(is)
+		prefetch(is)
 		readStreams(is)
 		fmaLoop(is)
 	}
