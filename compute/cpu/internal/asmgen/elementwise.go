@@ -78,9 +78,8 @@ func add(is isa) {
 
 // moments generates moments<ISA>(x *float32, n int, c float32) (s, ss
 // float32): Σ (x[i]−c) and Σ (x[i]−c)², each in two independent
-// accumulators — the norms' one pass over a row (c = 0 for RMSNorm; for
-// LayerNorm a value of the row, so the variance ss/n − (s/n)² is taken
-// from data shifted near its mean).
+// accumulators — the norms' passes over a row (RMSNorm one with c = 0;
+// LayerNorm one for the mean, then one about it).
 func moments(is isa) {
 	name := "moments" + is.name
 	TEXT(name, NOSPLIT, "func(x *float32, n int, c float32) (s, ss float32)")
