@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -52,7 +51,6 @@ func TestMigrate(t *testing.T) {
 			c := routeTestCoordinator(t, groups...)
 			t.Cleanup(c.wg.Wait) // the failed group's abort, in the background
 			c.opts.MigrationLimit, c.opts.MigrationTimeout = 2, 100*time.Millisecond
-			c.metrics = metrics.NewCoordinator(prometheus.NewRegistry(), "m")
 			spans := tracetest.NewSpanRecorder()
 			c.tracer = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans)).Tracer("test")
 			c.closing = tt.closing
