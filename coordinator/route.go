@@ -35,12 +35,13 @@ type groupState struct {
 	ctx   context.Context
 	leave context.CancelCauseFunc
 
-	group   cluster.Group
-	stats   *tandemv1.StatsResponse // last polled; nil before the first poll
-	polled  time.Time               // when the call that got stats started
-	polling bool
-	failing bool // the last Stats call failed: not routed to
-	sent    []*sent
+	group    cluster.Group
+	stats    *tandemv1.StatsResponse // last polled; nil before the first poll
+	polled   time.Time               // when the call that got stats started
+	answered time.Time               // when it answered
+	polling  bool
+	failing  bool // the last Stats call failed: not routed to
+	sent     []*sent
 }
 
 // sent is one request this coordinator routed to a group. It adjusts the
@@ -55,12 +56,29 @@ type sent struct {
 	blocks    int64     // KV blocks the request will take on a decode or unified group
 	answered  bool      // the prefill has answered: its tokens are no longer pending
 	confirmed bool      // the group has answered: its Stats count it from then on
+	streaming bool      // confirmed by its first tokens: the group runs it until it ends
 	ended     bool      // the attempt is over
+	endedAt   time.Time
 }
 
 // counted reports whether Stats polled from polled on count s.
 func (s *sent) counted(polled time.Time) bool {
 	return s.ended || s.confirmed && s.at.Before(polled)
+}
+
+// overcounted reports whether the Stats of the call from polled to
+// answered count s as running although it has ended since: the group ran
+// it through the whole call. Without this, a request that ended just
+// after a poll kept its group a request busier until the next poll
+// answered (up to StatsInterval later).
+func (s *sent) overcounted(polled, answered time.Time) bool {
+	return s.ended && s.streaming && s.at.Before(polled) && s.endedAt.After(answered)
+}
+
+// endedSince reports whether s ended at t or later: a poll that started
+// at t may still count it, so it is kept until the next one.
+func (s *sent) endedSince(t time.Time) bool {
+	return s.ended && !s.endedAt.Before(t)
 }
 
 // load is a group's routing input: its last polled Stats adjusted by what
@@ -74,9 +92,10 @@ type load struct {
 }
 
 // estimate combines a group's last polled stats (nil before the first
-// poll, when the free blocks registered are used) with the requests sent
-// since the poll started.
-func estimate(st *tandemv1.StatsResponse, polled time.Time, sents []*sent, registeredBlocks int64) load {
+// poll, when the free blocks registered are used; the call ran from polled
+// to answered) with the requests sent since the poll started and those
+// that have ended since it answered.
+func estimate(st *tandemv1.StatsResponse, polled, answered time.Time, sents []*sent, registeredBlocks int64) load {
 	var l load
 	if st != nil {
 		l = load{
@@ -91,6 +110,9 @@ func estimate(st *tandemv1.StatsResponse, polled time.Time, sents []*sent, regis
 	}
 	for _, s := range sents {
 		if s.counted(polled) {
+			if s.overcounted(polled, answered) {
+				l.running = max(l.running-1, 0)
+			}
 			continue
 		}
 		l.waiting++
@@ -154,7 +176,7 @@ func (g *groupState) blockSize() int64 {
 }
 
 func (g *groupState) load() load {
-	return estimate(g.stats, g.polled, g.sent, int64(g.leader().KVBlocks))
+	return estimate(g.stats, g.polled, g.answered, g.sent, int64(g.leader().KVBlocks))
 }
 
 // leader is rank 0's registration (zero while rank 0 is missing).
@@ -359,7 +381,7 @@ func (c *Coordinator) answered(s *sent) {
 // tokens: a poll that starts from now on counts it.
 func (c *Coordinator) running(s *sent) {
 	c.mu.Lock()
-	s.at, s.confirmed = time.Now(), true
+	s.at, s.confirmed, s.streaming = time.Now(), true, true
 	c.mu.Unlock()
 }
 
@@ -368,9 +390,10 @@ func (c *Coordinator) running(s *sent) {
 func (c *Coordinator) ended(rt route) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	now := time.Now()
 	for _, s := range []*sent{rt.prefillSent, rt.decodeSent, rt.wholeSent} {
-		if s != nil {
-			s.ended = true
+		if s != nil && !s.ended {
+			s.ended, s.endedAt = true, now
 		}
 	}
 }
@@ -538,7 +561,7 @@ func (c *Coordinator) pollGroup(g *groupState) {
 		c.log.Info("group stats answer again", "group", g.name)
 	}
 	g.failing = false
-	g.stats, g.polled = st, start
+	g.stats, g.polled, g.answered = st, start, time.Now()
 	defer c.updateHealthLocked()
-	g.sent = slices.DeleteFunc(g.sent, func(s *sent) bool { return s.counted(start) })
+	g.sent = slices.DeleteFunc(g.sent, func(s *sent) bool { return s.counted(start) && !s.endedSince(start) })
 }

@@ -40,14 +40,27 @@ func TestEstimate(t *testing.T) {
 			load{pendingTokens: 1057, freeBlocks: 95, running: 3, waiting: 4}},
 		{"answered prefill no longer pending", st, []*sent{{at: after, tokens: 50, answered: true, confirmed: true}}, load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 3}},
 		{"never polled: registered blocks", nil, []*sent{{at: before, tokens: 5, blocks: 2}}, load{pendingTokens: 5, freeBlocks: 62, waiting: 1}},
+		// The poll ran from poll to poll+0.5 ms.
+		{"running through the poll, ended after it answered: no longer running", st,
+			[]*sent{{at: before, blocks: 4, confirmed: true, streaming: true, ended: true, endedAt: after}},
+			load{pendingTokens: 1000, freeBlocks: 100, running: 2, waiting: 2}},
+		{"ended while the poll ran: maybe counted, kept", st,
+			[]*sent{{at: before, blocks: 4, confirmed: true, streaming: true, ended: true, endedAt: poll}},
+			load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 2}},
+		{"a prefill answered before the poll, ended after: not running there", st,
+			[]*sent{{at: before, tokens: 50, answered: true, confirmed: true, ended: true, endedAt: after}},
+			load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 2}},
+		{"confirmed after the poll started, ended after: not in the stats", st,
+			[]*sent{{at: after, blocks: 4, confirmed: true, streaming: true, ended: true, endedAt: after.Add(time.Millisecond)}},
+			load{pendingTokens: 1000, freeBlocks: 100, running: 3, waiting: 2}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			polled := poll
+			polled, answered := poll, poll.Add(time.Millisecond/2)
 			if tt.st == nil {
-				polled = time.Time{}
+				polled, answered = time.Time{}, time.Time{}
 			}
-			if got := estimate(tt.st, polled, tt.sents, 64); got != tt.want {
+			if got := estimate(tt.st, polled, answered, tt.sents, 64); got != tt.want {
 				t.Errorf("estimate = %+v, want %+v", got, tt.want)
 			}
 		})
@@ -56,7 +69,7 @@ func TestEstimate(t *testing.T) {
 
 func TestPick(t *testing.T) {
 	stats := func(pending int64, free, running, waiting int32) load {
-		return estimate(&tandemv1.StatsResponse{PendingPrefillTokens: pending, KvBlocksFree: free, RunningRequests: running, WaitingRequests: waiting}, time.Time{}, nil, 0)
+		return estimate(&tandemv1.StatsResponse{PendingPrefillTokens: pending, KvBlocksFree: free, RunningRequests: running, WaitingRequests: waiting}, time.Time{}, time.Time{}, nil, 0)
 	}
 	tests := []struct {
 		name                     string
