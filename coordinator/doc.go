@@ -63,7 +63,9 @@
 // only when all its ranks have joined, it serves the model (its
 // registered model is ModelName, or a path of that base name), and its
 // last Stats call answered. Every ready group's Stats are polled each
-// StatsInterval. When a prefill and a decode group are ready, requests
+// StatsInterval; a group's load is its last Stats adjusted by the requests
+// routed to it since that call started and those that ended since it
+// answered. When a prefill and a decode group are ready, requests
 // are disaggregated: a prefill group computes the prompt and streams its
 // KV to a decode group, which then generates the rest. Otherwise a
 // unified group runs the whole request. Connections are made once per
