@@ -115,6 +115,7 @@ func LoadModel(cfg *model.Config, src TensorSource, be compute.Backend, closer i
 		_ = m.arena.release()
 		return nil, err
 	}
+	l.dropCopied()
 	return m, nil
 }
 
@@ -138,16 +139,30 @@ type loader struct {
 	// copyAll copies every matrix but the embedding into the arena (see
 	// hostResident).
 	copyAll bool
-	// inPlace names the tensors used from the mapping, whose pages stay.
+	// inPlace names the tensors used from the mapping, whose pages stay;
+	// copied holds the data of those copied out of it (see dropCopied).
 	inPlace map[string]bool
+	copied  map[string][]byte
 }
 
-// copied notes that a tensor's data was copied out of its mapping: unless
-// some matrix uses it in place, its pages leave the process's mapping (the
-// page cache keeps them), so the weights do not count twice in its RSS.
-func (l *loader) copied(name string, t safetensors.Tensor) {
-	if !l.inPlace[name] {
-		dropPages(t.Data)
+// copiedFrom notes that a tensor's data was copied out of its mapping.
+func (l *loader) copiedFrom(name string, t safetensors.Tensor) {
+	if l.copied == nil {
+		l.copied = map[string][]byte{}
+	}
+	l.copied[name] = t.Data
+}
+
+// dropCopied takes the pages of every copied tensor that no matrix uses in
+// place out of the process's mapping (the page cache keeps them), once
+// loading is done, so the weights do not count twice in its RSS; a tensor
+// copied in parts (gpt2's fused c_attn, a TP shard's columns) is dropped
+// once, after its last part.
+func (l *loader) dropCopied() {
+	for name, data := range l.copied {
+		if !l.inPlace[name] {
+			dropPages(data)
+		}
 	}
 }
 
@@ -238,7 +253,7 @@ func (l *loader) matFrom(name string, rows, cols parallel.Range, inPlace bool) c
 			return nil
 		}
 		parallelCopy(out, data)
-		l.copied(name, t)
+		l.copiedFrom(name, t)
 		return l.loadMat(name, dt, rows.Len(), cols.Len(), out)
 	}
 	out := l.alloc(rows.Len() * cols.Len() * size)
@@ -248,7 +263,7 @@ func (l *loader) matFrom(name string, rows, cols parallel.Range, inPlace bool) c
 	for r := rows.From; r < rows.To; r++ {
 		copy(out[(r-rows.From)*cols.Len()*size:], t.Data[(r*width+cols.From)*size:(r*width+cols.To)*size])
 	}
-	l.copied(name, t)
+	l.copiedFrom(name, t)
 	return l.loadMat(name, dt, rows.Len(), cols.Len(), out)
 }
 
@@ -272,7 +287,7 @@ func (l *loader) matT(name string, rows, cols parallel.Range) compute.Mat {
 			i += size
 		}
 	}
-	l.copied(name, t)
+	l.copiedFrom(name, t)
 	return l.loadMat(name, dt, rows.Len(), cols.Len(), out)
 }
 
@@ -291,7 +306,7 @@ func (l *loader) tied(name string, vocab, cols parallel.Range) (embed, head comp
 		return nil, nil
 	}
 	parallelCopy(out, t.Data)
-	l.copied(name, t)
+	l.copiedFrom(name, t)
 	dt := dtypes[t.DType]
 	row := cols.Len() * dt.Size()
 	embed = l.loadMat(name, dt, t.Shape[0], cols.Len(), out)
