@@ -42,11 +42,15 @@ func (b *Backend) startAMXStream(t *matmulTask) {
 	t.stream = true
 	xb := grow(&b.xbf16, m*kn)
 	bt := grow(&b.amxB, kn/2*amxCols)
-	for i := range m {
-		t.k.toBF16(&xb[i*kn], &t.x[i*kn], kn)
-		pairs := unsafe.Slice((*uint32)(unsafe.Pointer(&xb[i*kn])), kn/2)
-		for p, v := range pairs {
-			bt[p*amxCols+i] = v
+	t.k.toBF16(&xb[0], &t.x[0], m*kn)
+	pairs := unsafe.Slice((*uint32)(unsafe.Pointer(&xb[0])), m*kn/2)
+	// Pair by pair, so that each line of bt is written whole: row by row,
+	// every store touched a line of its own, and at 3072 inputs (96 KiB of
+	// bt, past L1) the stores missed.
+	for p := range kn / 2 {
+		col := bt[p*amxCols : p*amxCols+m]
+		for i := range col {
+			col[i] = pairs[i*kn/2+p]
 		}
 	}
 	t.bt = bt
