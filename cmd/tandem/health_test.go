@@ -110,7 +110,7 @@ func TestCoordinatorHealthAndReflection(t *testing.T) {
 }
 
 // checkRanksDiscoverable lists each registered rank's services by
-// reflection and checks its health service says SERVING.
+// reflection and waits for its health service to say SERVING.
 func checkRanksDiscoverable(t *testing.T, endpoints []string) {
 	t.Helper()
 	cli, err := cluster.Dial(endpoints)
@@ -134,8 +134,23 @@ func checkRanksDiscoverable(t *testing.T, endpoints []string) {
 				t.Fatalf("rank at %s lists %v by reflection, without %s", r.Addr, services, want)
 			}
 		}
-		if h, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-			t.Fatalf("rank at %s: health %v, %v; want SERVING", r.Addr, h.GetStatus(), err)
+		// A follower turns SERVING a moment after it registers (see
+		// worker.Options.OnReady), so rank 0 can be ready first: wait for
+		// it, within the test's deadline.
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		watch, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			h, err := watch.Recv()
+			if err != nil {
+				t.Fatalf("rank at %s: health %v, %v; want SERVING", r.Addr, h.GetStatus(), err)
+			}
+			if h.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+				break
+			}
 		}
 	}
 }
