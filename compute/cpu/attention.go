@@ -315,14 +315,8 @@ func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, r0, r1, j0, j
 				continue
 			}
 			sc := scores[i*span : i*span+ni]
-			row := t.k.vectorRow(scores[i*span:(i+1)*span], ni)
-			ref, corr := onlineRef(mx[i], maxF32(t.k, row))
-			sum := expSum(t.k, row, ref)
 			a := acc[i*hd : (i+1)*hd]
-			if corr != 1 && l[i] > 0 {
-				scaleF32(t.k, a, a, corr)
-			}
-			mx[i], l[i] = ref, l[i]*corr+sum
+			t.softmaxSpan(t.k.vectorRow(scores[i*span:(i+1)*span], ni), ni, &mx[i], &l[i], a)
 			for b := 0; b < ni; b += bs {
 				boff := base + int(s.Blocks[(k0+b)/bs])*t.c.blockStride
 				p := sc[b:min(b+bs, ni)]
@@ -339,24 +333,16 @@ func (t *attnTask) tile(ws *workerScratch, s compute.AttnSeq, kvh, r0, r1, j0, j
 	}
 }
 
-// vectorRow returns the first ni scores of row, extended with -Inf to a
-// whole number of vectors where row has room, so that the max and exp
-// kernels take it without a scalar tail (decode's few dozen positions
-// spent a tenth of attention there). The padding's weights come out as
-// e^-87 (the kernel's clamp), nothing next to a query's sum of at least 1
-// (see rescaleMargin), and are never read as weights.
+// vectorRow returns row's first ni scores, extended towards a whole number of
+// vectors as far as row has room, so that the max and exp kernels take it
+// without a scalar tail (decode's few dozen positions spent a tenth of
+// attention there); softmaxSpan masks the extension.
 func (k *kernels) vectorRow(row []float32, ni int) []float32 {
-	if k.expSum == nil || ni%k.lanes == 0 {
+	if k.expSum == nil {
 		return row[:ni]
 	}
 	n := (ni + k.lanes - 1) / k.lanes * k.lanes
-	if n > len(row) {
-		return row[:ni]
-	}
-	for j := ni; j < n; j++ {
-		row[j] = float32(math.Inf(-1))
-	}
-	return row[:n]
+	return row[:min(n, len(row))]
 }
 
 // accumRows adds Σ_j p[j]·v[j*ldv : j*ldv+len(dst)] to dst, using the

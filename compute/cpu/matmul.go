@@ -75,8 +75,9 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 		return
 	}
 	t.ldx = wm.cols
-	transposed := t.usePacked() && wm.dtype == compute.F32 && m <= transposedMaxM
-	packed := t.usePacked() && !transposed
+	packed := t.usePacked()
+	transposed := packed && wm.dtype == compute.F32 && m <= transposedMaxM
+	packed = packed && !transposed
 	if m > 1 && wm.cols%padStride == 0 && !packed {
 		// Rows a multiple of 4 KiB apart fall in the same L1 set: with the
 		// weight rows (also 4 KiB apart) they overflow its 12 ways and the
