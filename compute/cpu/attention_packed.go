@@ -140,8 +140,17 @@ func (t *attnTask) softmaxSpan(sc []float32, ni int, mx, l *float32, acc []float
 	for j := ni; j < len(sc); j++ {
 		sc[j] = float32(math.Inf(-1))
 	}
-	ref, corr := onlineRef(*mx, maxF32(t.k, sc))
-	sum := expSum(t.k, sc, ref)
+	var ref, corr, sum float32
+	if t.k.softmax != nil && len(sc) >= t.k.lanes && len(sc)%t.k.lanes == 0 {
+		ref, sum = t.k.softmax(&sc[0], len(sc), *mx, rescaleMargin)
+		corr = 1
+		if ref != *mx {
+			corr = expf(*mx - ref)
+		}
+	} else {
+		ref, corr = onlineRef(*mx, maxF32(t.k, sc))
+		sum = expSum(t.k, sc, ref)
+	}
 	clear(sc[ni:])
 	if corr != 1 && *l > 0 {
 		scaleF32(t.k, acc, acc, corr)

@@ -296,3 +296,45 @@ func TestMaxF32(t *testing.T) {
 		}
 	}
 }
+
+// TestSoftmaxKernel checks the one-call online-softmax step of each kernel
+// set against the max and exp steps it replaces (onlineRef, maxF32,
+// expSum): the same reference, and the weights and their sum within
+// float32 rounding, whether the reference stays (a span within the
+// margin), moves (a larger span, the first span's −∞) or the span is all
+// but masked.
+func TestSoftmaxKernel(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	inf := float32(math.Inf(-1))
+	for _, k := range kernelSets() {
+		if k.softmax == nil {
+			continue
+		}
+		for _, n := range []int{k.lanes, 2 * k.lanes, 3 * k.lanes, attnSpan} {
+			for _, ref := range []float32{inf, -10, -3, 2.5, 40} {
+				for _, masked := range []int{0, n - 1} {
+					x := randVec(r, n)
+					x[r.IntN(n)] = 4
+					for j := n - masked; j < n; j++ {
+						x[j] = inf
+					}
+					want := append([]float32(nil), x...)
+					wantRef, _ := onlineRef(ref, maxF32(k, want))
+					wantSum := expSum(k, want, wantRef)
+					gotRef, gotSum := k.softmax(&x[0], n, ref, rescaleMargin)
+					if gotRef != wantRef {
+						t.Fatalf("%s n=%d ref=%g masked=%d: reference %g, want %g", k.name, n, ref, masked, gotRef, wantRef)
+					}
+					if d := math.Abs(float64(gotSum - wantSum)); d > 1e-6*float64(wantSum) {
+						t.Fatalf("%s n=%d ref=%g masked=%d: sum %g, want %g", k.name, n, ref, masked, gotSum, wantSum)
+					}
+					for j := range x {
+						if x[j] != want[j] {
+							t.Fatalf("%s n=%d ref=%g masked=%d: weight %d = %g, want %g", k.name, n, ref, masked, j, x[j], want[j])
+						}
+					}
+				}
+			}
+		}
+	}
+}

@@ -95,6 +95,11 @@ type kernels struct {
 	// max is the largest of x[:n], n rounded down to a multiple of lanes
 	// and at least lanes; nil in the Go set.
 	max func(x *float32, n int) float32
+	// softmax is one online-softmax step over x[:n], n a multiple of
+	// lanes and at least lanes: the largest of x becomes the reference if
+	// it exceeds ref by more than margin, then x[i] = e^(x[i]-reference);
+	// it returns the reference and the sum. nil in the Go set.
+	softmax func(x *float32, n int, ref, margin float32) (float32, float32)
 	// Elementwise loops for n rounded down to a multiple of lanes (see the
 	// wrappers in elementwise.go), nil in the Go set: scale sets dst =
 	// src·s, add dst = a + b, moments is Σ (x−c) and Σ (x−c)², scaleMul

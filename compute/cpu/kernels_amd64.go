@@ -36,7 +36,7 @@ func avx512Kernels() *kernels {
 		gemmF32: [maxGemmM + 1]gemmF32Func{nil, gemmF32AVX512M1, gemmF32AVX512M2, gemmF32AVX512M3, gemmF32AVX512M4,
 			gemmF32AVX512M5, gemmF32AVX512M6, gemmF32AVX512M7, gemmF32AVX512M8, gemmF32AVX512M9, gemmF32AVX512M10,
 			gemmF32AVX512M11, gemmF32AVX512M12},
-		read: func(p *byte, n int) { read4AVX512(p, n, readAhead) }, fma: fmaAVX512, lanes: 16, siluMul: siluMulAVX512, gelu: geluAVX512, expSum: expSumAVX512, max: maxAVX512,
+		read: func(p *byte, n int) { read4AVX512(p, n, readAhead) }, fma: fmaAVX512, lanes: 16, siluMul: siluMulAVX512, gelu: geluAVX512, expSum: expSumAVX512, max: maxAVX512, softmax: softmaxSpanAVX512,
 		scale: scaleAVX512, add: addAVX512, moments: momentsAVX512, scaleMul: scaleMulAVX512, layerNormApply: layerNormApplyAVX512, rotate: rotateAVX512, prefetch: prefetchAVX512,
 	}
 }
@@ -47,7 +47,7 @@ func avx2Kernels() *kernels {
 		f32:  [maxTileM + 1]tileF32Func{nil, tileF32AVX2M1, tileF32AVX2M2},
 		bf16: [maxTileM + 1]tile16Func{nil, tileBF16AVX2M1, tileBF16AVX2M2},
 		f16:  [maxTileM + 1]tile16Func{nil, tileF16AVX2M1, tileF16AVX2M2},
-		read: func(p *byte, n int) { read4AVX2(p, n, readAhead) }, fma: fmaAVX2, lanes: 8, siluMul: siluMulAVX2, gelu: geluAVX2, expSum: expSumAVX2, max: maxAVX2,
+		read: func(p *byte, n int) { read4AVX2(p, n, readAhead) }, fma: fmaAVX2, lanes: 8, siluMul: siluMulAVX2, gelu: geluAVX2, expSum: expSumAVX2, max: maxAVX2, softmax: softmaxSpanAVX2,
 		scale: scaleAVX2, add: addAVX2, moments: momentsAVX2, scaleMul: scaleMulAVX2, layerNormApply: layerNormApplyAVX2, rotate: rotateAVX2, prefetch: prefetchAVX2,
 	}
 }

@@ -10758,7 +10758,7 @@ TEXT ·expSumAVX512(SB), NOSPLIT, $0-28
 	SHRQ         $0x04, CX
 	JZ           expSumAVX512_done
 
-expSumAVX512_loop:
+expSumAVX512_exp:
 	VMOVUPS      (AX), Z2
 	VSUBPS       Z0, Z2, Z2
 	VMAXPS       expSumAVX512_lo<>+0(SB), Z2, Z2
@@ -10782,7 +10782,7 @@ expSumAVX512_loop:
 	VADDPS       Z4, Z1, Z1
 	ADDQ         $0x40, AX
 	DECQ         CX
-	JNZ          expSumAVX512_loop
+	JNZ          expSumAVX512_exp
 
 expSumAVX512_done:
 	VEXTRACTF64X4 $0x01, Z1, Y0
@@ -11013,6 +11013,305 @@ DATA expSumAVX512_one<>+56(SB)/4, $0x3f800000
 DATA expSumAVX512_one<>+60(SB)/4, $0x3f800000
 GLOBL expSumAVX512_one<>(SB), RODATA|NOPTR, $64
 
+// func softmaxSpanAVX512(x *float32, n int, ref float32, margin float32) (float32, float32)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL, SSE
+TEXT ·softmaxSpanAVX512(SB), NOSPLIT, $0-32
+	MOVQ    x+0(FP), AX
+	MOVQ    n+8(FP), CX
+	MOVSS   ref+16(FP), X0
+	MOVSS   margin+20(FP), X1
+	SHRQ    $0x04, CX
+	MOVQ    AX, DX
+	MOVQ    CX, BX
+	VMOVUPS (DX), Z2
+	VMOVAPS Z2, Z3
+	ADDQ    $0x40, DX
+	DECQ    BX
+	JZ      softmaxSpanAVX512_max_done
+
+softmaxSpanAVX512_max:
+	VMAXPS (DX), Z2, Z2
+	ADDQ   $0x40, DX
+	DECQ   BX
+	JZ     softmaxSpanAVX512_max_done
+	VMAXPS (DX), Z3, Z3
+	ADDQ   $0x40, DX
+	DECQ   BX
+	JNZ    softmaxSpanAVX512_max
+
+softmaxSpanAVX512_max_done:
+	VMAXPS        Z3, Z2, Z2
+	VEXTRACTF64X4 $0x01, Z2, Y3
+	VMAXPS        Y3, Y2, Y3
+	VEXTRACTF32X4 $0x01, Y3, X2
+	VMAXPS        X2, X3, X3
+	VMOVHLPS      X3, X3, X2
+	VMAXPS        X2, X3, X3
+	VMOVSHDUP     X3, X2
+	VMAXSS        X2, X3, X3
+	VADDSS        X0, X1, X1
+	VUCOMISS      X1, X3
+	JBE           softmaxSpanAVX512_keep
+	VMOVAPS       X3, X0
+
+softmaxSpanAVX512_keep:
+	VBROADCASTSS X0, Z1
+	VXORPS       Z2, Z2, Z2
+
+softmaxSpanAVX512_exp:
+	VMOVUPS       (AX), Z3
+	VSUBPS        Z1, Z3, Z3
+	VMAXPS        softmaxSpanAVX512_lo<>+0(SB), Z3, Z3
+	VMINPS        softmaxSpanAVX512_hi<>+0(SB), Z3, Z3
+	VMULPS        softmaxSpanAVX512_log2e<>+0(SB), Z3, Z4
+	VRNDSCALEPS   $0x00, Z4, Z4
+	VMOVAPS       Z3, Z3
+	VFNMADD231PS  softmaxSpanAVX512_ln2hi<>+0(SB), Z4, Z3
+	VFNMADD231PS  softmaxSpanAVX512_ln2lo<>+0(SB), Z4, Z3
+	VMOVUPS       softmaxSpanAVX512_p0<>+0(SB), Z5
+	VFMADD213PS   softmaxSpanAVX512_p1<>+0(SB), Z3, Z5
+	VFMADD213PS   softmaxSpanAVX512_p2<>+0(SB), Z3, Z5
+	VFMADD213PS   softmaxSpanAVX512_p3<>+0(SB), Z3, Z5
+	VFMADD213PS   softmaxSpanAVX512_p4<>+0(SB), Z3, Z5
+	VFMADD213PS   softmaxSpanAVX512_p5<>+0(SB), Z3, Z5
+	VMULPS        Z3, Z3, Z6
+	VFMADD213PS   Z3, Z6, Z5
+	VADDPS        softmaxSpanAVX512_one<>+0(SB), Z5, Z5
+	VSCALEFPS     Z4, Z5, Z5
+	VMOVUPS       Z5, (AX)
+	VADDPS        Z5, Z2, Z2
+	ADDQ          $0x40, AX
+	DECQ          CX
+	JNZ           softmaxSpanAVX512_exp
+	VEXTRACTF64X4 $0x01, Z2, Y1
+	VADDPS        Y1, Y2, Y1
+	VEXTRACTF32X4 $0x01, Y1, X2
+	VADDPS        X2, X1, X1
+	VMOVHLPS      X1, X1, X2
+	VADDPS        X2, X1, X1
+	VMOVSHDUP     X1, X2
+	VADDSS        X2, X1, X1
+	VZEROUPPER
+	MOVSS         X0, ret+24(FP)
+	MOVSS         X1, ret1+28(FP)
+	RET
+
+DATA softmaxSpanAVX512_lo<>+0(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX512_lo<>+4(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX512_lo<>+8(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX512_lo<>+12(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX512_lo<>+16(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX512_lo<>+20(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX512_lo<>+24(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX512_lo<>+28(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX512_lo<>+32(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX512_lo<>+36(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX512_lo<>+40(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX512_lo<>+44(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX512_lo<>+48(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX512_lo<>+52(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX512_lo<>+56(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX512_lo<>+60(SB)/4, $0xc2ae0000
+GLOBL softmaxSpanAVX512_lo<>(SB), RODATA|NOPTR, $64
+
+DATA softmaxSpanAVX512_hi<>+0(SB)/4, $0x42b00000
+DATA softmaxSpanAVX512_hi<>+4(SB)/4, $0x42b00000
+DATA softmaxSpanAVX512_hi<>+8(SB)/4, $0x42b00000
+DATA softmaxSpanAVX512_hi<>+12(SB)/4, $0x42b00000
+DATA softmaxSpanAVX512_hi<>+16(SB)/4, $0x42b00000
+DATA softmaxSpanAVX512_hi<>+20(SB)/4, $0x42b00000
+DATA softmaxSpanAVX512_hi<>+24(SB)/4, $0x42b00000
+DATA softmaxSpanAVX512_hi<>+28(SB)/4, $0x42b00000
+DATA softmaxSpanAVX512_hi<>+32(SB)/4, $0x42b00000
+DATA softmaxSpanAVX512_hi<>+36(SB)/4, $0x42b00000
+DATA softmaxSpanAVX512_hi<>+40(SB)/4, $0x42b00000
+DATA softmaxSpanAVX512_hi<>+44(SB)/4, $0x42b00000
+DATA softmaxSpanAVX512_hi<>+48(SB)/4, $0x42b00000
+DATA softmaxSpanAVX512_hi<>+52(SB)/4, $0x42b00000
+DATA softmaxSpanAVX512_hi<>+56(SB)/4, $0x42b00000
+DATA softmaxSpanAVX512_hi<>+60(SB)/4, $0x42b00000
+GLOBL softmaxSpanAVX512_hi<>(SB), RODATA|NOPTR, $64
+
+DATA softmaxSpanAVX512_log2e<>+0(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX512_log2e<>+4(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX512_log2e<>+8(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX512_log2e<>+12(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX512_log2e<>+16(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX512_log2e<>+20(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX512_log2e<>+24(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX512_log2e<>+28(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX512_log2e<>+32(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX512_log2e<>+36(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX512_log2e<>+40(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX512_log2e<>+44(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX512_log2e<>+48(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX512_log2e<>+52(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX512_log2e<>+56(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX512_log2e<>+60(SB)/4, $0x3fb8aa3b
+GLOBL softmaxSpanAVX512_log2e<>(SB), RODATA|NOPTR, $64
+
+DATA softmaxSpanAVX512_ln2hi<>+0(SB)/4, $0x3f318000
+DATA softmaxSpanAVX512_ln2hi<>+4(SB)/4, $0x3f318000
+DATA softmaxSpanAVX512_ln2hi<>+8(SB)/4, $0x3f318000
+DATA softmaxSpanAVX512_ln2hi<>+12(SB)/4, $0x3f318000
+DATA softmaxSpanAVX512_ln2hi<>+16(SB)/4, $0x3f318000
+DATA softmaxSpanAVX512_ln2hi<>+20(SB)/4, $0x3f318000
+DATA softmaxSpanAVX512_ln2hi<>+24(SB)/4, $0x3f318000
+DATA softmaxSpanAVX512_ln2hi<>+28(SB)/4, $0x3f318000
+DATA softmaxSpanAVX512_ln2hi<>+32(SB)/4, $0x3f318000
+DATA softmaxSpanAVX512_ln2hi<>+36(SB)/4, $0x3f318000
+DATA softmaxSpanAVX512_ln2hi<>+40(SB)/4, $0x3f318000
+DATA softmaxSpanAVX512_ln2hi<>+44(SB)/4, $0x3f318000
+DATA softmaxSpanAVX512_ln2hi<>+48(SB)/4, $0x3f318000
+DATA softmaxSpanAVX512_ln2hi<>+52(SB)/4, $0x3f318000
+DATA softmaxSpanAVX512_ln2hi<>+56(SB)/4, $0x3f318000
+DATA softmaxSpanAVX512_ln2hi<>+60(SB)/4, $0x3f318000
+GLOBL softmaxSpanAVX512_ln2hi<>(SB), RODATA|NOPTR, $64
+
+DATA softmaxSpanAVX512_ln2lo<>+0(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX512_ln2lo<>+4(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX512_ln2lo<>+8(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX512_ln2lo<>+12(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX512_ln2lo<>+16(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX512_ln2lo<>+20(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX512_ln2lo<>+24(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX512_ln2lo<>+28(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX512_ln2lo<>+32(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX512_ln2lo<>+36(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX512_ln2lo<>+40(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX512_ln2lo<>+44(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX512_ln2lo<>+48(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX512_ln2lo<>+52(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX512_ln2lo<>+56(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX512_ln2lo<>+60(SB)/4, $0xb95e8083
+GLOBL softmaxSpanAVX512_ln2lo<>(SB), RODATA|NOPTR, $64
+
+DATA softmaxSpanAVX512_p0<>+0(SB)/4, $0x39506967
+DATA softmaxSpanAVX512_p0<>+4(SB)/4, $0x39506967
+DATA softmaxSpanAVX512_p0<>+8(SB)/4, $0x39506967
+DATA softmaxSpanAVX512_p0<>+12(SB)/4, $0x39506967
+DATA softmaxSpanAVX512_p0<>+16(SB)/4, $0x39506967
+DATA softmaxSpanAVX512_p0<>+20(SB)/4, $0x39506967
+DATA softmaxSpanAVX512_p0<>+24(SB)/4, $0x39506967
+DATA softmaxSpanAVX512_p0<>+28(SB)/4, $0x39506967
+DATA softmaxSpanAVX512_p0<>+32(SB)/4, $0x39506967
+DATA softmaxSpanAVX512_p0<>+36(SB)/4, $0x39506967
+DATA softmaxSpanAVX512_p0<>+40(SB)/4, $0x39506967
+DATA softmaxSpanAVX512_p0<>+44(SB)/4, $0x39506967
+DATA softmaxSpanAVX512_p0<>+48(SB)/4, $0x39506967
+DATA softmaxSpanAVX512_p0<>+52(SB)/4, $0x39506967
+DATA softmaxSpanAVX512_p0<>+56(SB)/4, $0x39506967
+DATA softmaxSpanAVX512_p0<>+60(SB)/4, $0x39506967
+GLOBL softmaxSpanAVX512_p0<>(SB), RODATA|NOPTR, $64
+
+DATA softmaxSpanAVX512_p1<>+0(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX512_p1<>+4(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX512_p1<>+8(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX512_p1<>+12(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX512_p1<>+16(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX512_p1<>+20(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX512_p1<>+24(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX512_p1<>+28(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX512_p1<>+32(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX512_p1<>+36(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX512_p1<>+40(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX512_p1<>+44(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX512_p1<>+48(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX512_p1<>+52(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX512_p1<>+56(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX512_p1<>+60(SB)/4, $0x3ab743ce
+GLOBL softmaxSpanAVX512_p1<>(SB), RODATA|NOPTR, $64
+
+DATA softmaxSpanAVX512_p2<>+0(SB)/4, $0x3c088908
+DATA softmaxSpanAVX512_p2<>+4(SB)/4, $0x3c088908
+DATA softmaxSpanAVX512_p2<>+8(SB)/4, $0x3c088908
+DATA softmaxSpanAVX512_p2<>+12(SB)/4, $0x3c088908
+DATA softmaxSpanAVX512_p2<>+16(SB)/4, $0x3c088908
+DATA softmaxSpanAVX512_p2<>+20(SB)/4, $0x3c088908
+DATA softmaxSpanAVX512_p2<>+24(SB)/4, $0x3c088908
+DATA softmaxSpanAVX512_p2<>+28(SB)/4, $0x3c088908
+DATA softmaxSpanAVX512_p2<>+32(SB)/4, $0x3c088908
+DATA softmaxSpanAVX512_p2<>+36(SB)/4, $0x3c088908
+DATA softmaxSpanAVX512_p2<>+40(SB)/4, $0x3c088908
+DATA softmaxSpanAVX512_p2<>+44(SB)/4, $0x3c088908
+DATA softmaxSpanAVX512_p2<>+48(SB)/4, $0x3c088908
+DATA softmaxSpanAVX512_p2<>+52(SB)/4, $0x3c088908
+DATA softmaxSpanAVX512_p2<>+56(SB)/4, $0x3c088908
+DATA softmaxSpanAVX512_p2<>+60(SB)/4, $0x3c088908
+GLOBL softmaxSpanAVX512_p2<>(SB), RODATA|NOPTR, $64
+
+DATA softmaxSpanAVX512_p3<>+0(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX512_p3<>+4(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX512_p3<>+8(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX512_p3<>+12(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX512_p3<>+16(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX512_p3<>+20(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX512_p3<>+24(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX512_p3<>+28(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX512_p3<>+32(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX512_p3<>+36(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX512_p3<>+40(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX512_p3<>+44(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX512_p3<>+48(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX512_p3<>+52(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX512_p3<>+56(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX512_p3<>+60(SB)/4, $0x3d2aa9c1
+GLOBL softmaxSpanAVX512_p3<>(SB), RODATA|NOPTR, $64
+
+DATA softmaxSpanAVX512_p4<>+0(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX512_p4<>+4(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX512_p4<>+8(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX512_p4<>+12(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX512_p4<>+16(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX512_p4<>+20(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX512_p4<>+24(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX512_p4<>+28(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX512_p4<>+32(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX512_p4<>+36(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX512_p4<>+40(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX512_p4<>+44(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX512_p4<>+48(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX512_p4<>+52(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX512_p4<>+56(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX512_p4<>+60(SB)/4, $0x3e2aaaaa
+GLOBL softmaxSpanAVX512_p4<>(SB), RODATA|NOPTR, $64
+
+DATA softmaxSpanAVX512_p5<>+0(SB)/4, $0x3f000000
+DATA softmaxSpanAVX512_p5<>+4(SB)/4, $0x3f000000
+DATA softmaxSpanAVX512_p5<>+8(SB)/4, $0x3f000000
+DATA softmaxSpanAVX512_p5<>+12(SB)/4, $0x3f000000
+DATA softmaxSpanAVX512_p5<>+16(SB)/4, $0x3f000000
+DATA softmaxSpanAVX512_p5<>+20(SB)/4, $0x3f000000
+DATA softmaxSpanAVX512_p5<>+24(SB)/4, $0x3f000000
+DATA softmaxSpanAVX512_p5<>+28(SB)/4, $0x3f000000
+DATA softmaxSpanAVX512_p5<>+32(SB)/4, $0x3f000000
+DATA softmaxSpanAVX512_p5<>+36(SB)/4, $0x3f000000
+DATA softmaxSpanAVX512_p5<>+40(SB)/4, $0x3f000000
+DATA softmaxSpanAVX512_p5<>+44(SB)/4, $0x3f000000
+DATA softmaxSpanAVX512_p5<>+48(SB)/4, $0x3f000000
+DATA softmaxSpanAVX512_p5<>+52(SB)/4, $0x3f000000
+DATA softmaxSpanAVX512_p5<>+56(SB)/4, $0x3f000000
+DATA softmaxSpanAVX512_p5<>+60(SB)/4, $0x3f000000
+GLOBL softmaxSpanAVX512_p5<>(SB), RODATA|NOPTR, $64
+
+DATA softmaxSpanAVX512_one<>+0(SB)/4, $0x3f800000
+DATA softmaxSpanAVX512_one<>+4(SB)/4, $0x3f800000
+DATA softmaxSpanAVX512_one<>+8(SB)/4, $0x3f800000
+DATA softmaxSpanAVX512_one<>+12(SB)/4, $0x3f800000
+DATA softmaxSpanAVX512_one<>+16(SB)/4, $0x3f800000
+DATA softmaxSpanAVX512_one<>+20(SB)/4, $0x3f800000
+DATA softmaxSpanAVX512_one<>+24(SB)/4, $0x3f800000
+DATA softmaxSpanAVX512_one<>+28(SB)/4, $0x3f800000
+DATA softmaxSpanAVX512_one<>+32(SB)/4, $0x3f800000
+DATA softmaxSpanAVX512_one<>+36(SB)/4, $0x3f800000
+DATA softmaxSpanAVX512_one<>+40(SB)/4, $0x3f800000
+DATA softmaxSpanAVX512_one<>+44(SB)/4, $0x3f800000
+DATA softmaxSpanAVX512_one<>+48(SB)/4, $0x3f800000
+DATA softmaxSpanAVX512_one<>+52(SB)/4, $0x3f800000
+DATA softmaxSpanAVX512_one<>+56(SB)/4, $0x3f800000
+DATA softmaxSpanAVX512_one<>+60(SB)/4, $0x3f800000
+GLOBL softmaxSpanAVX512_one<>(SB), RODATA|NOPTR, $64
+
 // func maxAVX512(x *float32, n int) float32
 // Requires: AVX, AVX512F, AVX512VL, SSE
 TEXT ·maxAVX512(SB), NOSPLIT, $0-20
@@ -11023,19 +11322,19 @@ TEXT ·maxAVX512(SB), NOSPLIT, $0-20
 	VMOVAPS Z0, Z1
 	ADDQ    $0x40, AX
 	DECQ    CX
-	JZ      maxAVX512_done
+	JZ      maxAVX512_max_done
 
-maxAVX512_loop:
+maxAVX512_max:
 	VMAXPS (AX), Z0, Z0
 	ADDQ   $0x40, AX
 	DECQ   CX
-	JZ     maxAVX512_done
+	JZ     maxAVX512_max_done
 	VMAXPS (AX), Z1, Z1
 	ADDQ   $0x40, AX
 	DECQ   CX
-	JNZ    maxAVX512_loop
+	JNZ    maxAVX512_max
 
-maxAVX512_done:
+maxAVX512_max_done:
 	VMAXPS        Z1, Z0, Z0
 	VEXTRACTF64X4 $0x01, Z0, Y1
 	VMAXPS        Y1, Y0, Y1
@@ -12698,7 +12997,7 @@ TEXT ·expSumAVX2(SB), NOSPLIT, $0-28
 	SHRQ         $0x03, CX
 	JZ           expSumAVX2_done
 
-expSumAVX2_loop:
+expSumAVX2_exp:
 	VMOVUPS      (AX), Y2
 	VSUBPS       Y0, Y2, Y2
 	VMAXPS       expSumAVX2_lo<>+0(SB), Y2, Y2
@@ -12725,7 +13024,7 @@ expSumAVX2_loop:
 	VADDPS       Y4, Y1, Y1
 	ADDQ         $0x20, AX
 	DECQ         CX
-	JNZ          expSumAVX2_loop
+	JNZ          expSumAVX2_exp
 
 expSumAVX2_done:
 	VEXTRACTF128 $0x01, Y1, X0
@@ -12868,6 +13167,218 @@ DATA expSumAVX2_bias<>+24(SB)/4, $0x0000007f
 DATA expSumAVX2_bias<>+28(SB)/4, $0x0000007f
 GLOBL expSumAVX2_bias<>(SB), RODATA|NOPTR, $32
 
+// func softmaxSpanAVX2(x *float32, n int, ref float32, margin float32) (float32, float32)
+// Requires: AVX, AVX2, FMA3, SSE
+TEXT ·softmaxSpanAVX2(SB), NOSPLIT, $0-32
+	MOVQ    x+0(FP), AX
+	MOVQ    n+8(FP), CX
+	MOVSS   ref+16(FP), X0
+	MOVSS   margin+20(FP), X1
+	SHRQ    $0x03, CX
+	MOVQ    AX, DX
+	MOVQ    CX, BX
+	VMOVUPS (DX), Y2
+	VMOVAPS Y2, Y3
+	ADDQ    $0x20, DX
+	DECQ    BX
+	JZ      softmaxSpanAVX2_max_done
+
+softmaxSpanAVX2_max:
+	VMAXPS (DX), Y2, Y2
+	ADDQ   $0x20, DX
+	DECQ   BX
+	JZ     softmaxSpanAVX2_max_done
+	VMAXPS (DX), Y3, Y3
+	ADDQ   $0x20, DX
+	DECQ   BX
+	JNZ    softmaxSpanAVX2_max
+
+softmaxSpanAVX2_max_done:
+	VMAXPS       Y3, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X3
+	VMAXPS       X3, X2, X2
+	VMOVHLPS     X2, X2, X3
+	VMAXPS       X3, X2, X2
+	VMOVSHDUP    X2, X3
+	VMAXSS       X3, X2, X2
+	VADDSS       X0, X1, X1
+	VUCOMISS     X1, X2
+	JBE          softmaxSpanAVX2_keep
+	VMOVAPS      X2, X0
+
+softmaxSpanAVX2_keep:
+	VBROADCASTSS X0, Y1
+	VXORPS       Y2, Y2, Y2
+
+softmaxSpanAVX2_exp:
+	VMOVUPS      (AX), Y3
+	VSUBPS       Y1, Y3, Y3
+	VMAXPS       softmaxSpanAVX2_lo<>+0(SB), Y3, Y3
+	VMINPS       softmaxSpanAVX2_hi<>+0(SB), Y3, Y3
+	VMULPS       softmaxSpanAVX2_log2e<>+0(SB), Y3, Y4
+	VROUNDPS     $0x00, Y4, Y4
+	VMOVAPS      Y3, Y3
+	VFNMADD231PS softmaxSpanAVX2_ln2hi<>+0(SB), Y4, Y3
+	VFNMADD231PS softmaxSpanAVX2_ln2lo<>+0(SB), Y4, Y3
+	VMOVUPS      softmaxSpanAVX2_p0<>+0(SB), Y5
+	VFMADD213PS  softmaxSpanAVX2_p1<>+0(SB), Y3, Y5
+	VFMADD213PS  softmaxSpanAVX2_p2<>+0(SB), Y3, Y5
+	VFMADD213PS  softmaxSpanAVX2_p3<>+0(SB), Y3, Y5
+	VFMADD213PS  softmaxSpanAVX2_p4<>+0(SB), Y3, Y5
+	VFMADD213PS  softmaxSpanAVX2_p5<>+0(SB), Y3, Y5
+	VMULPS       Y3, Y3, Y6
+	VFMADD213PS  Y3, Y6, Y5
+	VADDPS       softmaxSpanAVX2_one<>+0(SB), Y5, Y5
+	VCVTPS2DQ    Y4, Y4
+	VPADDD       softmaxSpanAVX2_bias<>+0(SB), Y4, Y4
+	VPSLLD       $0x17, Y4, Y4
+	VMULPS       Y4, Y5, Y5
+	VMOVUPS      Y5, (AX)
+	VADDPS       Y5, Y2, Y2
+	ADDQ         $0x20, AX
+	DECQ         CX
+	JNZ          softmaxSpanAVX2_exp
+	VEXTRACTF128 $0x01, Y2, X1
+	VADDPS       X1, X2, X2
+	VMOVHLPS     X2, X2, X1
+	VADDPS       X1, X2, X2
+	VMOVSHDUP    X2, X1
+	VADDSS       X1, X2, X2
+	VZEROUPPER
+	MOVSS        X0, ret+24(FP)
+	MOVSS        X2, ret1+28(FP)
+	RET
+
+DATA softmaxSpanAVX2_lo<>+0(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX2_lo<>+4(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX2_lo<>+8(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX2_lo<>+12(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX2_lo<>+16(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX2_lo<>+20(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX2_lo<>+24(SB)/4, $0xc2ae0000
+DATA softmaxSpanAVX2_lo<>+28(SB)/4, $0xc2ae0000
+GLOBL softmaxSpanAVX2_lo<>(SB), RODATA|NOPTR, $32
+
+DATA softmaxSpanAVX2_hi<>+0(SB)/4, $0x42b00000
+DATA softmaxSpanAVX2_hi<>+4(SB)/4, $0x42b00000
+DATA softmaxSpanAVX2_hi<>+8(SB)/4, $0x42b00000
+DATA softmaxSpanAVX2_hi<>+12(SB)/4, $0x42b00000
+DATA softmaxSpanAVX2_hi<>+16(SB)/4, $0x42b00000
+DATA softmaxSpanAVX2_hi<>+20(SB)/4, $0x42b00000
+DATA softmaxSpanAVX2_hi<>+24(SB)/4, $0x42b00000
+DATA softmaxSpanAVX2_hi<>+28(SB)/4, $0x42b00000
+GLOBL softmaxSpanAVX2_hi<>(SB), RODATA|NOPTR, $32
+
+DATA softmaxSpanAVX2_log2e<>+0(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX2_log2e<>+4(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX2_log2e<>+8(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX2_log2e<>+12(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX2_log2e<>+16(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX2_log2e<>+20(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX2_log2e<>+24(SB)/4, $0x3fb8aa3b
+DATA softmaxSpanAVX2_log2e<>+28(SB)/4, $0x3fb8aa3b
+GLOBL softmaxSpanAVX2_log2e<>(SB), RODATA|NOPTR, $32
+
+DATA softmaxSpanAVX2_ln2hi<>+0(SB)/4, $0x3f318000
+DATA softmaxSpanAVX2_ln2hi<>+4(SB)/4, $0x3f318000
+DATA softmaxSpanAVX2_ln2hi<>+8(SB)/4, $0x3f318000
+DATA softmaxSpanAVX2_ln2hi<>+12(SB)/4, $0x3f318000
+DATA softmaxSpanAVX2_ln2hi<>+16(SB)/4, $0x3f318000
+DATA softmaxSpanAVX2_ln2hi<>+20(SB)/4, $0x3f318000
+DATA softmaxSpanAVX2_ln2hi<>+24(SB)/4, $0x3f318000
+DATA softmaxSpanAVX2_ln2hi<>+28(SB)/4, $0x3f318000
+GLOBL softmaxSpanAVX2_ln2hi<>(SB), RODATA|NOPTR, $32
+
+DATA softmaxSpanAVX2_ln2lo<>+0(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX2_ln2lo<>+4(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX2_ln2lo<>+8(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX2_ln2lo<>+12(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX2_ln2lo<>+16(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX2_ln2lo<>+20(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX2_ln2lo<>+24(SB)/4, $0xb95e8083
+DATA softmaxSpanAVX2_ln2lo<>+28(SB)/4, $0xb95e8083
+GLOBL softmaxSpanAVX2_ln2lo<>(SB), RODATA|NOPTR, $32
+
+DATA softmaxSpanAVX2_p0<>+0(SB)/4, $0x39506967
+DATA softmaxSpanAVX2_p0<>+4(SB)/4, $0x39506967
+DATA softmaxSpanAVX2_p0<>+8(SB)/4, $0x39506967
+DATA softmaxSpanAVX2_p0<>+12(SB)/4, $0x39506967
+DATA softmaxSpanAVX2_p0<>+16(SB)/4, $0x39506967
+DATA softmaxSpanAVX2_p0<>+20(SB)/4, $0x39506967
+DATA softmaxSpanAVX2_p0<>+24(SB)/4, $0x39506967
+DATA softmaxSpanAVX2_p0<>+28(SB)/4, $0x39506967
+GLOBL softmaxSpanAVX2_p0<>(SB), RODATA|NOPTR, $32
+
+DATA softmaxSpanAVX2_p1<>+0(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX2_p1<>+4(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX2_p1<>+8(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX2_p1<>+12(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX2_p1<>+16(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX2_p1<>+20(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX2_p1<>+24(SB)/4, $0x3ab743ce
+DATA softmaxSpanAVX2_p1<>+28(SB)/4, $0x3ab743ce
+GLOBL softmaxSpanAVX2_p1<>(SB), RODATA|NOPTR, $32
+
+DATA softmaxSpanAVX2_p2<>+0(SB)/4, $0x3c088908
+DATA softmaxSpanAVX2_p2<>+4(SB)/4, $0x3c088908
+DATA softmaxSpanAVX2_p2<>+8(SB)/4, $0x3c088908
+DATA softmaxSpanAVX2_p2<>+12(SB)/4, $0x3c088908
+DATA softmaxSpanAVX2_p2<>+16(SB)/4, $0x3c088908
+DATA softmaxSpanAVX2_p2<>+20(SB)/4, $0x3c088908
+DATA softmaxSpanAVX2_p2<>+24(SB)/4, $0x3c088908
+DATA softmaxSpanAVX2_p2<>+28(SB)/4, $0x3c088908
+GLOBL softmaxSpanAVX2_p2<>(SB), RODATA|NOPTR, $32
+
+DATA softmaxSpanAVX2_p3<>+0(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX2_p3<>+4(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX2_p3<>+8(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX2_p3<>+12(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX2_p3<>+16(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX2_p3<>+20(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX2_p3<>+24(SB)/4, $0x3d2aa9c1
+DATA softmaxSpanAVX2_p3<>+28(SB)/4, $0x3d2aa9c1
+GLOBL softmaxSpanAVX2_p3<>(SB), RODATA|NOPTR, $32
+
+DATA softmaxSpanAVX2_p4<>+0(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX2_p4<>+4(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX2_p4<>+8(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX2_p4<>+12(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX2_p4<>+16(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX2_p4<>+20(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX2_p4<>+24(SB)/4, $0x3e2aaaaa
+DATA softmaxSpanAVX2_p4<>+28(SB)/4, $0x3e2aaaaa
+GLOBL softmaxSpanAVX2_p4<>(SB), RODATA|NOPTR, $32
+
+DATA softmaxSpanAVX2_p5<>+0(SB)/4, $0x3f000000
+DATA softmaxSpanAVX2_p5<>+4(SB)/4, $0x3f000000
+DATA softmaxSpanAVX2_p5<>+8(SB)/4, $0x3f000000
+DATA softmaxSpanAVX2_p5<>+12(SB)/4, $0x3f000000
+DATA softmaxSpanAVX2_p5<>+16(SB)/4, $0x3f000000
+DATA softmaxSpanAVX2_p5<>+20(SB)/4, $0x3f000000
+DATA softmaxSpanAVX2_p5<>+24(SB)/4, $0x3f000000
+DATA softmaxSpanAVX2_p5<>+28(SB)/4, $0x3f000000
+GLOBL softmaxSpanAVX2_p5<>(SB), RODATA|NOPTR, $32
+
+DATA softmaxSpanAVX2_one<>+0(SB)/4, $0x3f800000
+DATA softmaxSpanAVX2_one<>+4(SB)/4, $0x3f800000
+DATA softmaxSpanAVX2_one<>+8(SB)/4, $0x3f800000
+DATA softmaxSpanAVX2_one<>+12(SB)/4, $0x3f800000
+DATA softmaxSpanAVX2_one<>+16(SB)/4, $0x3f800000
+DATA softmaxSpanAVX2_one<>+20(SB)/4, $0x3f800000
+DATA softmaxSpanAVX2_one<>+24(SB)/4, $0x3f800000
+DATA softmaxSpanAVX2_one<>+28(SB)/4, $0x3f800000
+GLOBL softmaxSpanAVX2_one<>(SB), RODATA|NOPTR, $32
+
+DATA softmaxSpanAVX2_bias<>+0(SB)/4, $0x0000007f
+DATA softmaxSpanAVX2_bias<>+4(SB)/4, $0x0000007f
+DATA softmaxSpanAVX2_bias<>+8(SB)/4, $0x0000007f
+DATA softmaxSpanAVX2_bias<>+12(SB)/4, $0x0000007f
+DATA softmaxSpanAVX2_bias<>+16(SB)/4, $0x0000007f
+DATA softmaxSpanAVX2_bias<>+20(SB)/4, $0x0000007f
+DATA softmaxSpanAVX2_bias<>+24(SB)/4, $0x0000007f
+DATA softmaxSpanAVX2_bias<>+28(SB)/4, $0x0000007f
+GLOBL softmaxSpanAVX2_bias<>(SB), RODATA|NOPTR, $32
+
 // func maxAVX2(x *float32, n int) float32
 // Requires: AVX, SSE
 TEXT ·maxAVX2(SB), NOSPLIT, $0-20
@@ -12878,19 +13389,19 @@ TEXT ·maxAVX2(SB), NOSPLIT, $0-20
 	VMOVAPS Y0, Y1
 	ADDQ    $0x20, AX
 	DECQ    CX
-	JZ      maxAVX2_done
+	JZ      maxAVX2_max_done
 
-maxAVX2_loop:
+maxAVX2_max:
 	VMAXPS (AX), Y0, Y0
 	ADDQ   $0x20, AX
 	DECQ   CX
-	JZ     maxAVX2_done
+	JZ     maxAVX2_max_done
 	VMAXPS (AX), Y1, Y1
 	ADDQ   $0x20, AX
 	DECQ   CX
-	JNZ    maxAVX2_loop
+	JNZ    maxAVX2_max
 
-maxAVX2_done:
+maxAVX2_max_done:
 	VMAXPS       Y1, Y0, Y0
 	VEXTRACTF128 $0x01, Y0, X1
 	VMAXPS       X1, X0, X0

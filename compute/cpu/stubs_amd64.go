@@ -229,6 +229,11 @@ func geluAVX512(x *float32, n int)
 //go:noescape
 func expSumAVX512(x *float32, n int, shift float32) float32
 
+// softmaxSpanAVX512 is the AVX512 online-softmax step over one span of scores (see softmaxSpan in the generator).
+//
+//go:noescape
+func softmaxSpanAVX512(x *float32, n int, ref float32, margin float32) (float32, float32)
+
 // maxAVX512 is the largest of x[:n], n rounded down to the vector width (see maxLoop in the generator).
 //
 //go:noescape
@@ -331,6 +336,11 @@ func geluAVX2(x *float32, n int)
 //
 //go:noescape
 func expSumAVX2(x *float32, n int, shift float32) float32
+
+// softmaxSpanAVX2 is the AVX2 online-softmax step over one span of scores (see softmaxSpan in the generator).
+//
+//go:noescape
+func softmaxSpanAVX2(x *float32, n int, ref float32, margin float32) (float32, float32)
 
 // maxAVX2 is the largest of x[:n], n rounded down to the vector width (see maxLoop in the generator).
 //

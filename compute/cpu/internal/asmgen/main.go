@@ -88,6 +88,7 @@ func main() {
 		sigmoidMul(is, false)
 		sigmoidMul(is, true)
 		expSum(is)
+		softmaxSpan(is)
 		maxLoop(is)
 		scale(is)
 		add(is)

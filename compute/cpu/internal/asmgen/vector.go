@@ -100,26 +100,32 @@ func maxLoop(is isa) {
 	x := Load(Param("x"), GP64())
 	n := Load(Param("n"), GP64())
 	SHRQ(U8(log2(is.lanes)), n)
+	Store(horizontal(is, maxPass(is, name, x, n), VMAXPS, VMAXSS), ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+}
+
+// maxPass emits the loop of maxLoop over n ≥ 1 vectors at x, moving x and
+// n, and returns the vector of lane maxima.
+func maxPass(is isa, name string, x, n reg.Register) reg.VecVirtual {
 	m0, m1 := is.vec(), is.vec()
 	VMOVUPS(Mem{Base: x}, m0)
 	VMOVAPS(m0, m1)
 	ADDQ(U8(4*is.lanes), x)
 	DECQ(n)
-	JZ(LabelRef(name + "_done"))
-	Label(name + "_loop")
+	JZ(LabelRef(name + "_max_done"))
+	Label(name + "_max")
 	VMAXPS(Mem{Base: x}, m0, m0)
 	ADDQ(U8(4*is.lanes), x)
 	DECQ(n)
-	JZ(LabelRef(name + "_done"))
+	JZ(LabelRef(name + "_max_done"))
 	VMAXPS(Mem{Base: x}, m1, m1)
 	ADDQ(U8(4*is.lanes), x)
 	DECQ(n)
-	JNZ(LabelRef(name + "_loop"))
-	Label(name + "_done")
+	JNZ(LabelRef(name + "_max"))
+	Label(name + "_max_done")
 	VMAXPS(m1, m0, m0)
-	Store(horizontal(is, m0, VMAXPS, VMAXSS), ReturnIndex(0))
-	VZEROUPPER()
-	RET()
+	return m0
 }
 
 // horizontal folds the lanes of v into lane 0 of the result with op
@@ -279,6 +285,52 @@ func (e *expConsts) exp(t reg.VecVirtual) reg.VecVirtual {
 	return p
 }
 
+// softmaxSpan generates softmaxSpan<ISA>(x *float32, n int, ref, margin
+// float32) (float32, float32), one online-softmax step over a span of
+// scores in one call (see softmaxSpan in attention.go): the largest of
+// x[:n] (n a multiple of the vector width, at least one vector), the
+// reference maximum moved to it only if it exceeds ref by more than
+// margin, then x[i] = e^(x[i]-reference) and their sum. It returns the
+// reference and the sum. The Go steps between a max pass and an exp pass
+// cost a third as much as the exponentials in prefill attention.
+func softmaxSpan(is isa) {
+	name := "softmaxSpan" + is.name
+	TEXT(name, NOSPLIT, "func(x *float32, n int, ref, margin float32) (float32, float32)")
+	Pragma("noescape")
+	Doc(name + " is the " + is.name + " online-softmax step over one span of scores (see softmaxSpan in the generator).")
+	e := newExpConsts(is, name)
+	x := Load(Param("x"), GP64())
+	n := Load(Param("n"), GP64())
+	// The float parameters are loaded, and the results stored, with SSE
+	// moves only while the vector registers' upper halves are clean:
+	// between the AVX-512 loops such a move made the call four times
+	// slower.
+	ref, thr := XMM(), XMM()
+	Load(Param("ref"), ref)
+	Load(Param("margin"), thr)
+	SHRQ(U8(log2(is.lanes)), n)
+	p, cnt := GP64(), GP64()
+	MOVQ(x, p)
+	MOVQ(n, cnt)
+	mx := horizontal(is, maxPass(is, name, p, cnt), VMAXPS, VMAXSS)
+	VADDSS(ref, thr, thr)
+	// The reference moves only when the span's maximum is above ref+margin
+	// (not for a NaN maximum).
+	VUCOMISS(thr, mx)
+	JBE(LabelRef(name + "_keep"))
+	VMOVAPS(mx, ref)
+	Label(name + "_keep")
+	refv, sum := is.vec(), is.vec()
+	VBROADCASTSS(ref, refv)
+	VXORPS(sum, sum, sum)
+	expPass(is, e, name, x, n, refv, sum)
+	total := horizontal(is, sum, VADDPS, VADDSS)
+	VZEROUPPER()
+	Store(ref, ReturnIndex(0))
+	Store(total, ReturnIndex(1))
+	RET()
+}
+
 // expSum generates expSum<ISA>(x *float32, n int, shift float32) float32:
 // x[i] = e^(x[i]-shift) for i < n rounded down to the vector width, and
 // the sum of those values — the softmax step of attention.
@@ -297,7 +349,18 @@ func expSum(is isa) {
 	VXORPS(sum, sum, sum)
 	SHRQ(U8(log2(is.lanes)), n)
 	JZ(LabelRef(name + "_done"))
-	Label(name + "_loop")
+	expPass(is, e, name, x, n, shv, sum)
+	Label(name + "_done")
+	Store(horizontal(is, sum, VADDPS, VADDSS), ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+}
+
+// expPass emits the loop of expSum over n ≥ 1 vectors at x, moving x and
+// n: x[i] = e^(x[i]-shift) with shift broadcast in shv, each added to the
+// lane sums in sum.
+func expPass(is isa, e *expConsts, name string, x, n reg.Register, shv, sum reg.VecVirtual) {
+	Label(name + "_exp")
 	t := is.vec()
 	VMOVUPS(Mem{Base: x}, t)
 	VSUBPS(shv, t, t)
@@ -306,9 +369,5 @@ func expSum(is isa) {
 	VADDPS(p, sum, sum)
 	ADDQ(U8(4*is.lanes), x)
 	DECQ(n)
-	JNZ(LabelRef(name + "_loop"))
-	Label(name + "_done")
-	Store(horizontal(is, sum, VADDPS, VADDSS), ReturnIndex(0))
-	VZEROUPPER()
-	RET()
+	JNZ(LabelRef(name + "_exp"))
 }
