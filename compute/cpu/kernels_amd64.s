@@ -10793,8 +10793,8 @@ expSumAVX512_done:
 	VADDPS        X1, X0, X0
 	VMOVSHDUP     X0, X1
 	VADDSS        X1, X0, X0
-	MOVSS         X0, ret+24(FP)
 	VZEROUPPER
+	MOVSS         X0, ret+24(FP)
 	RET
 
 DATA expSumAVX512_lo<>+0(SB)/4, $0xc2ae0000
@@ -11344,18 +11344,17 @@ maxAVX512_max_done:
 	VMAXPS        X0, X1, X1
 	VMOVSHDUP     X1, X0
 	VMAXSS        X0, X1, X1
-	MOVSS         X1, ret+16(FP)
 	VZEROUPPER
+	MOVSS         X1, ret+16(FP)
 	RET
 
 // func scaleAVX512(dst *float32, src *float32, n int, s float32)
-// Requires: AVX, AVX512F, SSE
+// Requires: AVX, AVX512F
 TEXT ·scaleAVX512(SB), NOSPLIT, $0-28
 	MOVQ         dst+0(FP), AX
 	MOVQ         src+8(FP), CX
 	MOVQ         n+16(FP), DX
-	MOVSS        s+24(FP), X0
-	VBROADCASTSS X0, Z0
+	VBROADCASTSS s+24(FP), Z0
 	SHRQ         $0x04, DX
 	JZ           scaleAVX512_done
 	XORQ         BX, BX
@@ -11399,8 +11398,7 @@ addAVX512_done:
 TEXT ·momentsAVX512(SB), NOSPLIT, $0-32
 	MOVQ         x+0(FP), AX
 	MOVQ         n+8(FP), CX
-	MOVSS        c+16(FP), X0
-	VBROADCASTSS X0, Z0
+	VBROADCASTSS c+16(FP), Z0
 	VXORPS       Z1, Z1, Z1
 	VXORPS       Z2, Z2, Z2
 	VXORPS       Z3, Z3, Z3
@@ -11435,28 +11433,27 @@ momentsAVX512_done:
 	VADDPS        X1, X0, X0
 	VMOVSHDUP     X0, X1
 	VADDSS        X1, X0, X0
-	MOVSS         X0, s+24(FP)
-	VEXTRACTF64X4 $0x01, Z2, Y0
-	VADDPS        Y0, Y2, Y0
-	VEXTRACTF32X4 $0x01, Y0, X1
-	VADDPS        X1, X0, X0
-	VMOVHLPS      X0, X0, X1
-	VADDPS        X1, X0, X0
-	VMOVSHDUP     X0, X1
-	VADDSS        X1, X0, X0
-	MOVSS         X0, ss+28(FP)
+	VEXTRACTF64X4 $0x01, Z2, Y1
+	VADDPS        Y1, Y2, Y1
+	VEXTRACTF32X4 $0x01, Y1, X2
+	VADDPS        X2, X1, X1
+	VMOVHLPS      X1, X1, X2
+	VADDPS        X2, X1, X1
+	VMOVSHDUP     X1, X2
+	VADDSS        X2, X1, X1
 	VZEROUPPER
+	MOVSS         X0, s+24(FP)
+	MOVSS         X1, ss+28(FP)
 	RET
 
 // func scaleMulAVX512(dst *float32, x *float32, w *float32, n int, s float32)
-// Requires: AVX, AVX512F, SSE
+// Requires: AVX, AVX512F
 TEXT ·scaleMulAVX512(SB), NOSPLIT, $0-36
 	MOVQ         dst+0(FP), AX
 	MOVQ         x+8(FP), CX
 	MOVQ         w+16(FP), DX
 	MOVQ         n+24(FP), BX
-	MOVSS        s+32(FP), X0
-	VBROADCASTSS X0, Z0
+	VBROADCASTSS s+32(FP), Z0
 	SHRQ         $0x04, BX
 	JZ           scaleMulAVX512_done
 	XORQ         SI, SI
@@ -11474,17 +11471,15 @@ scaleMulAVX512_done:
 	RET
 
 // func layerNormApplyAVX512(dst *float32, x *float32, w *float32, b *float32, n int, mean float32, r float32)
-// Requires: AVX, AVX512F, SSE
+// Requires: AVX, AVX512F
 TEXT ·layerNormApplyAVX512(SB), NOSPLIT, $0-48
 	MOVQ         dst+0(FP), AX
 	MOVQ         x+8(FP), CX
 	MOVQ         w+16(FP), DX
 	MOVQ         b+24(FP), BX
 	MOVQ         n+32(FP), SI
-	MOVSS        mean+40(FP), X0
-	VBROADCASTSS X0, Z0
-	MOVSS        r+44(FP), X1
-	VBROADCASTSS X1, Z1
+	VBROADCASTSS mean+40(FP), Z0
+	VBROADCASTSS r+44(FP), Z1
 	SHRQ         $0x04, SI
 	JZ           layerNormApplyAVX512_done
 	XORQ         DI, DI
@@ -13033,8 +13028,8 @@ expSumAVX2_done:
 	VADDPS       X0, X1, X1
 	VMOVSHDUP    X1, X0
 	VADDSS       X0, X1, X1
-	MOVSS        X1, ret+24(FP)
 	VZEROUPPER
+	MOVSS        X1, ret+24(FP)
 	RET
 
 DATA expSumAVX2_lo<>+0(SB)/4, $0xc2ae0000
@@ -13409,18 +13404,17 @@ maxAVX2_max_done:
 	VMAXPS       X1, X0, X0
 	VMOVSHDUP    X0, X1
 	VMAXSS       X1, X0, X0
-	MOVSS        X0, ret+16(FP)
 	VZEROUPPER
+	MOVSS        X0, ret+16(FP)
 	RET
 
 // func scaleAVX2(dst *float32, src *float32, n int, s float32)
-// Requires: AVX, AVX2, SSE
+// Requires: AVX
 TEXT ·scaleAVX2(SB), NOSPLIT, $0-28
 	MOVQ         dst+0(FP), AX
 	MOVQ         src+8(FP), CX
 	MOVQ         n+16(FP), DX
-	MOVSS        s+24(FP), X0
-	VBROADCASTSS X0, Y0
+	VBROADCASTSS s+24(FP), Y0
 	SHRQ         $0x03, DX
 	JZ           scaleAVX2_done
 	XORQ         BX, BX
@@ -13460,12 +13454,11 @@ addAVX2_done:
 	RET
 
 // func momentsAVX2(x *float32, n int, c float32) (s float32, ss float32)
-// Requires: AVX, AVX2, FMA3, SSE
+// Requires: AVX, FMA3, SSE
 TEXT ·momentsAVX2(SB), NOSPLIT, $0-32
 	MOVQ         x+0(FP), AX
 	MOVQ         n+8(FP), CX
-	MOVSS        c+16(FP), X0
-	VBROADCASTSS X0, Y0
+	VBROADCASTSS c+16(FP), Y0
 	VXORPS       Y1, Y1, Y1
 	VXORPS       Y2, Y2, Y2
 	VXORPS       Y3, Y3, Y3
@@ -13498,26 +13491,25 @@ momentsAVX2_done:
 	VADDPS       X0, X1, X1
 	VMOVSHDUP    X1, X0
 	VADDSS       X0, X1, X1
-	MOVSS        X1, s+24(FP)
 	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X0, X2, X1
-	VMOVHLPS     X1, X1, X0
-	VADDPS       X0, X1, X1
-	VMOVSHDUP    X1, X0
-	VADDSS       X0, X1, X1
-	MOVSS        X1, ss+28(FP)
+	VADDPS       X0, X2, X2
+	VMOVHLPS     X2, X2, X0
+	VADDPS       X0, X2, X2
+	VMOVSHDUP    X2, X0
+	VADDSS       X0, X2, X2
 	VZEROUPPER
+	MOVSS        X1, s+24(FP)
+	MOVSS        X2, ss+28(FP)
 	RET
 
 // func scaleMulAVX2(dst *float32, x *float32, w *float32, n int, s float32)
-// Requires: AVX, AVX2, SSE
+// Requires: AVX
 TEXT ·scaleMulAVX2(SB), NOSPLIT, $0-36
 	MOVQ         dst+0(FP), AX
 	MOVQ         x+8(FP), CX
 	MOVQ         w+16(FP), DX
 	MOVQ         n+24(FP), BX
-	MOVSS        s+32(FP), X0
-	VBROADCASTSS X0, Y0
+	VBROADCASTSS s+32(FP), Y0
 	SHRQ         $0x03, BX
 	JZ           scaleMulAVX2_done
 	XORQ         SI, SI
@@ -13535,17 +13527,15 @@ scaleMulAVX2_done:
 	RET
 
 // func layerNormApplyAVX2(dst *float32, x *float32, w *float32, b *float32, n int, mean float32, r float32)
-// Requires: AVX, AVX2, FMA3, SSE
+// Requires: AVX, FMA3
 TEXT ·layerNormApplyAVX2(SB), NOSPLIT, $0-48
 	MOVQ         dst+0(FP), AX
 	MOVQ         x+8(FP), CX
 	MOVQ         w+16(FP), DX
 	MOVQ         b+24(FP), BX
 	MOVQ         n+32(FP), SI
-	MOVSS        mean+40(FP), X0
-	VBROADCASTSS X0, Y0
-	MOVSS        r+44(FP), X1
-	VBROADCASTSS X1, Y1
+	VBROADCASTSS mean+40(FP), Y0
+	VBROADCASTSS r+44(FP), Y1
 	SHRQ         $0x03, SI
 	JZ           layerNormApplyAVX2_done
 	XORQ         DI, DI

@@ -29,10 +29,12 @@ func loopOver(is isa, name string, n reg.Register, body func(i reg.Register)) {
 // broadcastParam loads the float32 parameter name into every lane of a
 // new vector.
 func broadcastParam(is isa, name string) reg.VecVirtual {
-	x := XMM()
-	Load(Param(name), x)
+	b, err := Param(name).Resolve()
+	if err != nil {
+		panic(err)
+	}
 	v := is.vec()
-	VBROADCASTSS(x, v)
+	VBROADCASTSS(b.Addr, v)
 	return v
 }
 
@@ -112,9 +114,10 @@ func moments(is isa) {
 	Label(name + "_done")
 	VADDPS(sum[1], sum[0], sum[0])
 	VADDPS(sq[1], sq[0], sq[0])
-	Store(horizontal(is, sum[0], VADDPS, VADDSS), ReturnIndex(0))
-	Store(horizontal(is, sq[0], VADDPS, VADDSS), ReturnIndex(1))
+	s1, s2 := horizontal(is, sum[0], VADDPS, VADDSS), horizontal(is, sq[0], VADDPS, VADDSS)
 	VZEROUPPER()
+	Store(s1, ReturnIndex(0))
+	Store(s2, ReturnIndex(1))
 	RET()
 }
 

@@ -9,7 +9,12 @@ import (
 	"github.com/mmcloughlin/avo/reg"
 )
 
-// isa is one vector instruction set the kernels are generated for.
+// isa is one vector instruction set the kernels are generated for. Its
+// kernels move float parameters and results with the SSE moves that avo's
+// Load and Store emit only while the vector registers' upper halves are
+// clean (before the first 256- or 512-bit instruction, after VZEROUPPER):
+// on this project's Xeon an SSE move between AVX-512 loops made a softmax
+// step four times slower.
 type isa struct {
 	name  string
 	lanes int // float32 lanes per vector

@@ -100,8 +100,9 @@ func maxLoop(is isa) {
 	x := Load(Param("x"), GP64())
 	n := Load(Param("n"), GP64())
 	SHRQ(U8(log2(is.lanes)), n)
-	Store(horizontal(is, maxPass(is, name, x, n), VMAXPS, VMAXSS), ReturnIndex(0))
+	m := horizontal(is, maxPass(is, name, x, n), VMAXPS, VMAXSS)
 	VZEROUPPER()
+	Store(m, ReturnIndex(0))
 	RET()
 }
 
@@ -301,10 +302,7 @@ func softmaxSpan(is isa) {
 	e := newExpConsts(is, name)
 	x := Load(Param("x"), GP64())
 	n := Load(Param("n"), GP64())
-	// The float parameters are loaded, and the results stored, with SSE
-	// moves only while the vector registers' upper halves are clean:
-	// between the AVX-512 loops such a move made the call four times
-	// slower.
+	// Floats in and out while the upper halves are clean (see isa).
 	ref, thr := XMM(), XMM()
 	Load(Param("ref"), ref)
 	Load(Param("margin"), thr)
@@ -351,8 +349,9 @@ func expSum(is isa) {
 	JZ(LabelRef(name + "_done"))
 	expPass(is, e, name, x, n, shv, sum)
 	Label(name + "_done")
-	Store(horizontal(is, sum, VADDPS, VADDSS), ReturnIndex(0))
+	total := horizontal(is, sum, VADDPS, VADDSS)
 	VZEROUPPER()
+	Store(total, ReturnIndex(0))
 	RET()
 }
 
