@@ -2,12 +2,16 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -69,37 +73,88 @@ func StartEmbedded(ctx context.Context, dir string, opts EmbeddedOptions) (*Embe
 	case opts.Members > 1 && port != "0":
 		return nil, fmt.Errorf("cluster: etcd client address %q: several members need port 0 (each takes a free port of %s)", opts.ClientAddr, host)
 	}
-	cfgs, err := memberConfigs(dir, opts)
-	if err != nil {
-		return nil, err
+	// Several members' ports are picked before etcd binds them, so
+	// another process can take one in between: the start is tried again
+	// on other ports, without the data directories the failed try made.
+	var fresh []string
+	if opts.Members > 1 {
+		for i := range opts.Members {
+			d := memberDir(dir, i, opts.Members)
+			if _, err := os.Stat(d); errors.Is(err, fs.ErrNotExist) {
+				fresh = append(fresh, d)
+			}
+		}
 	}
+	for try := 1; ; try++ {
+		cfgs, err := memberConfigs(dir, opts)
+		if err != nil {
+			return nil, err
+		}
+		e, err := startMembers(ctx, cfgs, opts.StartTimeout)
+		if err == nil || opts.Members == 1 || try == portTries || !errors.Is(err, syscall.EADDRINUSE) {
+			return e, err
+		}
+		for _, d := range fresh {
+			if err := os.RemoveAll(d); err != nil {
+				return nil, fmt.Errorf("cluster: removing %s after a failed etcd start: %w", d, err)
+			}
+		}
+	}
+}
+
+// portTries is how many times StartEmbedded picks ports for several
+// members when one was taken before etcd could bind it.
+const portTries = 3
+
+// startMembers starts one etcd member per configuration and waits until
+// every one is ready. On failure every member it started is stopped.
+func startMembers(ctx context.Context, cfgs []*embed.Config, timeout time.Duration) (*Embedded, error) {
 	e := &Embedded{}
 	for _, cfg := range cfgs {
 		m, err := embed.StartEtcd(cfg)
 		if err != nil {
-			e.Close()
+			e.abort()
 			return nil, fmt.Errorf("cluster: starting embedded etcd member %s: %w", cfg.Name, err)
 		}
 		e.members = append(e.members, m)
 		e.clients = append(e.clients, cfg.AdvertiseClientUrls[0].Scheme+"://"+m.Clients[0].Addr().String())
 	}
-	timeout := time.NewTimer(opts.StartTimeout)
-	defer timeout.Stop()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
 	for _, m := range e.members {
 		select {
 		case <-m.Server.ReadyNotify():
 		case err := <-m.Err():
-			e.Close()
+			e.abort()
 			return nil, fmt.Errorf("cluster: embedded etcd: %w", err)
-		case <-timeout.C:
-			e.Close()
-			return nil, fmt.Errorf("cluster: embedded etcd not ready after %v", opts.StartTimeout)
+		case <-deadline.C:
+			e.abort()
+			return nil, fmt.Errorf("cluster: embedded etcd not ready after %v", timeout)
 		case <-ctx.Done():
-			e.Close()
+			e.abort()
 			return nil, ctx.Err()
 		}
 	}
 	return e, nil
+}
+
+// abort stops members that may never have become ready. etcd's Close
+// waits for a member's client servers, which start once the member is
+// ready or stopping; a member short of a quorum (its peers failed to
+// start) is neither, and Close hung. A hard stop first makes it stopping.
+func (e *Embedded) abort() {
+	for _, m := range e.members {
+		m.Server.HardStop()
+	}
+	e.Close()
+}
+
+// memberDir is where member i of n keeps its data.
+func memberDir(dir string, i, n int) string {
+	if n == 1 {
+		return dir
+	}
+	return filepath.Join(dir, fmt.Sprintf("member-%d", i))
 }
 
 // memberConfigs makes each member's configuration. Several members must
@@ -127,10 +182,9 @@ func memberConfigs(dir string, opts EmbeddedOptions) ([]*embed.Config, error) {
 	var cfgs []*embed.Config
 	for i := range n {
 		cfg := embed.NewConfig()
-		cfg.Dir = dir
+		cfg.Dir = memberDir(dir, i, n)
 		if n > 1 {
-			cfg.Name = fmt.Sprintf("member-%d", i)
-			cfg.Dir = filepath.Join(dir, cfg.Name)
+			cfg.Name = filepath.Base(cfg.Dir)
 		}
 		// etcd logs expected shutdown noise at error level; failures to
 		// start are returned instead.
