@@ -119,10 +119,10 @@ type kvWriteTask struct {
 func (t *kvWriteTask) run(c, _ int) {
 	kc, s := t.c, t.c.spec
 	w := s.KVHeads * s.HeadDim
-	lo := c * t.per
-	for i := lo; i < min(lo+t.per, len(t.slots)); i++ {
-		slot := int(t.slots[i])
-		off := t.base + slot/s.BlockSize*kc.blockStride + slot%s.BlockSize*s.HeadDim
+	lo, hi := c*t.per, min((c+1)*t.per, len(t.slots))
+	t.prefetchRows(lo, hi)
+	for i := lo; i < hi; i++ {
+		off := t.slotOff(i)
 		for h := range s.KVHeads {
 			c, src := off+h*kc.headStride, i*w+h*s.HeadDim
 			if kc.kb != nil {
@@ -132,6 +132,38 @@ func (t *kvWriteTask) run(c, _ int) {
 			}
 			copy(kc.k[c:c+s.HeadDim], t.ks[src:])
 			copy(kc.v[c:c+s.HeadDim], t.vs[src:])
+		}
+	}
+}
+
+// slotOff is where row i's slot starts in the cache's key (or value)
+// array, at KV head 0.
+func (t *kvWriteTask) slotOff(i int) int {
+	s := t.c.spec
+	slot := int(t.slots[i])
+	return t.base + slot/s.BlockSize*t.c.blockStride + slot%s.BlockSize*s.HeadDim
+}
+
+// prefetchRows fetches the cache lines rows [lo, hi) are written to
+// before any is written: a decode step's slots were last touched a step
+// ago and come from memory, a few hundred lines a layer at batch 8, and
+// written one after another their misses did not overlap.
+func (t *kvWriteTask) prefetchRows(lo, hi int) {
+	kc, s := t.c, t.c.spec
+	if t.k.prefetch == nil {
+		return
+	}
+	for i := lo; i < hi; i++ {
+		off := t.slotOff(i)
+		for h := range s.KVHeads {
+			c := off + h*kc.headStride
+			if kc.kb != nil {
+				t.k.prefetch((*float32)(unsafe.Pointer(&kc.kb[c])), 2*s.HeadDim)
+				t.k.prefetch((*float32)(unsafe.Pointer(&kc.vb[c])), 2*s.HeadDim)
+				continue
+			}
+			t.k.prefetch(&kc.k[c], 4*s.HeadDim)
+			t.k.prefetch(&kc.v[c], 4*s.HeadDim)
 		}
 	}
 }
