@@ -140,17 +140,16 @@ func (t *attnTask) softmaxSpan(sc []float32, ni int, mx, l *float32, acc []float
 	for j := ni; j < len(sc); j++ {
 		sc[j] = float32(math.Inf(-1))
 	}
-	var ref, corr, sum float32
+	var ref, sum float32
 	if t.k.softmax != nil && len(sc) >= t.k.lanes && len(sc)%t.k.lanes == 0 {
 		ref, sum = t.k.softmax(&sc[0], len(sc), *mx, rescaleMargin)
-		corr = 1
-		if ref != *mx {
-			corr = expf(*mx - ref)
-		}
 	} else {
-		ref, corr = onlineRef(*mx, maxF32(t.k, sc))
+		ref, _ = onlineRef(*mx, maxF32(t.k, sc))
 		sum = expSum(t.k, sc, ref)
 	}
+	// The kernel moves the reference by onlineRef's rule, so onlineRef
+	// gives the factor for the sums so far either way.
+	_, corr := onlineRef(*mx, ref)
 	clear(sc[ni:])
 	if corr != 1 && *l > 0 {
 		scaleF32(t.k, acc, acc, corr)
