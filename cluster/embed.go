@@ -141,12 +141,12 @@ func startMembers(ctx context.Context, cfgs []*embed.Config, timeout time.Durati
 // abort stops members that may never have become ready. etcd's Close
 // waits for a member's client servers, which start once the member is
 // ready or stopping; a member short of a quorum (its peers failed to
-// start) is neither, and Close hung. A hard stop first makes it stopping.
+// start) is neither, and Close hung. StopMember's hard stop makes it
+// stopping first.
 func (e *Embedded) abort() {
-	for _, m := range e.members {
-		m.Server.HardStop()
+	for i := range e.members {
+		_ = e.StopMember(i) // every member here is running: no error
 	}
-	e.Close()
 }
 
 // memberDir is where member i of n keeps its data.
