@@ -29,6 +29,15 @@ type (
 	tile16Func func(x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 )
 
+// A gemvBandsFunc computes dst[j+q·band] = Σ_{k<kn} x[k]·w[(j+q·band)·ldw+k]
+// for j < count and q < tileRows: one activation row against four bands
+// of weight rows, the weights read as four long sequential streams (see
+// runBands). Assembly only; kn is a multiple of kernels.kStep.
+type (
+	gemvBandsF32Func func(x *float32, w *float32, ldw, kn, band, count int, dst *float32)
+	gemvBands16Func  func(x *float32, w *uint16, ldw, kn, band, count int, dst *float32)
+)
+
 // A gemmF32Func computes dst[i*ldd+j] = Σ_{k<kn} x[i*ldx+k]·p[k*panelRows+j]
 // for i < mb (fixed per function) and j < panelRows, or adds the sums to
 // dst when add ≠ 0. p is a packed panel: panelRows weight rows transposed
@@ -60,8 +69,13 @@ type kernels struct {
 	bf16  [maxTileM + 1]tile16Func
 	// f16 holds F16 tile kernels, nil in sets without them (there F16
 	// weights are widened once when loaded).
-	f16   [maxTileM + 1]tile16Func
-	accum accumFunc
+	f16 [maxTileM + 1]tile16Func
+	// bandsF32, bandsBF16 and bandsF16 are the one-row kernels of decode
+	// (see runBands), nil in the Go set.
+	bandsF32  gemvBandsF32Func
+	bandsBF16 gemvBands16Func
+	bandsF16  gemvBands16Func
+	accum     accumFunc
 	// accumBF16 is accum for bfloat16 v; nil in the Go set.
 	accumBF16 accumBF16Func
 	// The packed prefill path (see runPacked), nil where there is none:

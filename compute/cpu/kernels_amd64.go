@@ -29,9 +29,10 @@ const readAhead = 2 << 10
 func avx512Kernels() *kernels {
 	return &kernels{
 		name: "avx512", maxM: 8, kStep: 16, dStep: 16, accum: accumAVX512, accumBF16: accumBF16AVX512,
-		f32:   [maxTileM + 1]tileF32Func{nil, tileF32AVX512M1, tileF32AVX512M2, tileF32AVX512M3, tileF32AVX512M4, tileF32AVX512M5, tileF32AVX512M6, tileF32AVX512M7, tileF32AVX512M8},
-		bf16:  [maxTileM + 1]tile16Func{nil, tileBF16AVX512M1, tileBF16AVX512M2, tileBF16AVX512M3, tileBF16AVX512M4, tileBF16AVX512M5, tileBF16AVX512M6, tileBF16AVX512M7, tileBF16AVX512M8},
-		f16:   [maxTileM + 1]tile16Func{nil, tileF16AVX512M1, tileF16AVX512M2, tileF16AVX512M3, tileF16AVX512M4, tileF16AVX512M5, tileF16AVX512M6, tileF16AVX512M7, tileF16AVX512M8},
+		f32:      [maxTileM + 1]tileF32Func{nil, tileF32AVX512M1, tileF32AVX512M2, tileF32AVX512M3, tileF32AVX512M4, tileF32AVX512M5, tileF32AVX512M6, tileF32AVX512M7, tileF32AVX512M8},
+		bf16:     [maxTileM + 1]tile16Func{nil, tileBF16AVX512M1, tileBF16AVX512M2, tileBF16AVX512M3, tileBF16AVX512M4, tileBF16AVX512M5, tileBF16AVX512M6, tileBF16AVX512M7, tileBF16AVX512M8},
+		f16:      [maxTileM + 1]tile16Func{nil, tileF16AVX512M1, tileF16AVX512M2, tileF16AVX512M3, tileF16AVX512M4, tileF16AVX512M5, tileF16AVX512M6, tileF16AVX512M7, tileF16AVX512M8},
+		bandsF32: gemvBandsF32AVX512, bandsBF16: gemvBandsBF16AVX512, bandsF16: gemvBandsF16AVX512,
 		gemmM: 12, toBF16: toBF16AVX512, packF32: packF32AVX512, packBF16: packBF16AVX512, packF16: packF16AVX512,
 		gemmF32: [maxGemmM + 1]gemmF32Func{nil, gemmF32AVX512M1, gemmF32AVX512M2, gemmF32AVX512M3, gemmF32AVX512M4,
 			gemmF32AVX512M5, gemmF32AVX512M6, gemmF32AVX512M7, gemmF32AVX512M8, gemmF32AVX512M9, gemmF32AVX512M10,
@@ -44,9 +45,10 @@ func avx512Kernels() *kernels {
 func avx2Kernels() *kernels {
 	return &kernels{
 		name: "avx2", maxM: 2, kStep: 8, dStep: 8, accum: accumAVX2, accumBF16: accumBF16AVX2,
-		f32:  [maxTileM + 1]tileF32Func{nil, tileF32AVX2M1, tileF32AVX2M2},
-		bf16: [maxTileM + 1]tile16Func{nil, tileBF16AVX2M1, tileBF16AVX2M2},
-		f16:  [maxTileM + 1]tile16Func{nil, tileF16AVX2M1, tileF16AVX2M2},
+		f32:      [maxTileM + 1]tileF32Func{nil, tileF32AVX2M1, tileF32AVX2M2},
+		bf16:     [maxTileM + 1]tile16Func{nil, tileBF16AVX2M1, tileBF16AVX2M2},
+		f16:      [maxTileM + 1]tile16Func{nil, tileF16AVX2M1, tileF16AVX2M2},
+		bandsF32: gemvBandsF32AVX2, bandsBF16: gemvBandsBF16AVX2, bandsF16: gemvBandsF16AVX2,
 		read: func(p *byte, n int) { read4AVX2(p, n, readAhead) }, fma: fmaAVX2, lanes: 8, siluMul: siluMulAVX2, gelu: geluAVX2, expSum: expSumAVX2, max: maxAVX2, softmax: softmaxSpanAVX2,
 		scale: scaleAVX2, add: addAVX2, moments: momentsAVX2, scaleMul: scaleMulAVX2, layerNormApply: layerNormApplyAVX2, rotate: rotateAVX2, prefetch: prefetchAVX2,
 	}

@@ -7450,6 +7450,241 @@ tileF16AVX512M8_p1_store7:
 	VZEROUPPER
 	RET
 
+// func gemvBandsF32AVX512(x *float32, w *float32, ldw int, kn int, band int, count int, dst *float32)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL
+TEXT ·gemvBandsF32AVX512(SB), NOSPLIT, $0-56
+	MOVQ  x+0(FP), AX
+	MOVQ  w+8(FP), CX
+	MOVQ  ldw+16(FP), DX
+	SHLQ  $0x02, DX
+	MOVQ  band+32(FP), BX
+	IMULQ DX, BX
+	LEAQ  (BX)(BX*2), SI
+	MOVQ  band+32(FP), DI
+	SHLQ  $0x02, DI
+	LEAQ  (DI)(DI*2), R8
+	MOVQ  dst+48(FP), R9
+	MOVQ  count+40(FP), R10
+	TESTQ R10, R10
+	JZ    gemvBandsF32AVX512_done
+
+gemvBandsF32AVX512_row:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	MOVQ   CX, R11
+	MOVQ   AX, R12
+	MOVQ   kn+24(FP), R13
+	SHRQ   $0x04, R13
+	JZ     gemvBandsF32AVX512_reduce
+
+gemvBandsF32AVX512_loop:
+	VMOVUPS     (R12), Z4
+	VMOVUPS     (R11), Z5
+	VFMADD231PS Z5, Z4, Z0
+	VMOVUPS     (R11)(BX*1), Z5
+	VFMADD231PS Z5, Z4, Z1
+	VMOVUPS     (R11)(BX*2), Z5
+	VFMADD231PS Z5, Z4, Z2
+	VMOVUPS     (R11)(SI*1), Z5
+	VFMADD231PS Z5, Z4, Z3
+	ADDQ        $0x40, R11
+	ADDQ        $0x40, R12
+	DECQ        R13
+	JNZ         gemvBandsF32AVX512_loop
+
+gemvBandsF32AVX512_reduce:
+	VEXTRACTF64X4 $0x01, Z0, Y4
+	VADDPS        Y4, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y4
+	VADDPS        Y4, Y1, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y4
+	VADDPS        Y4, Y2, Y2
+	VEXTRACTF64X4 $0x01, Z3, Y4
+	VADDPS        Y4, Y3, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R9)
+	VEXTRACTPS    $0x01, X0, (R9)(DI*1)
+	VEXTRACTPS    $0x02, X0, (R9)(DI*2)
+	VEXTRACTPS    $0x03, X0, (R9)(R8*1)
+	ADDQ          DX, CX
+	ADDQ          $0x04, R9
+	DECQ          R10
+	JNZ           gemvBandsF32AVX512_row
+
+gemvBandsF32AVX512_done:
+	VZEROUPPER
+	RET
+
+// func gemvBandsBF16AVX512(x *float32, w *uint16, ldw int, kn int, band int, count int, dst *float32)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL
+TEXT ·gemvBandsBF16AVX512(SB), NOSPLIT, $0-56
+	MOVQ  x+0(FP), AX
+	MOVQ  w+8(FP), CX
+	MOVQ  ldw+16(FP), DX
+	SHLQ  $0x01, DX
+	MOVQ  band+32(FP), BX
+	IMULQ DX, BX
+	LEAQ  (BX)(BX*2), SI
+	MOVQ  band+32(FP), DI
+	SHLQ  $0x02, DI
+	LEAQ  (DI)(DI*2), R8
+	MOVQ  dst+48(FP), R9
+	MOVQ  count+40(FP), R10
+	TESTQ R10, R10
+	JZ    gemvBandsBF16AVX512_done
+
+gemvBandsBF16AVX512_row:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	MOVQ   CX, R11
+	MOVQ   AX, R12
+	MOVQ   kn+24(FP), R13
+	SHRQ   $0x04, R13
+	JZ     gemvBandsBF16AVX512_reduce
+
+gemvBandsBF16AVX512_loop:
+	VMOVUPS     (R12), Z4
+	VPMOVZXWD   (R11), Z5
+	VPSLLD      $0x10, Z5, Z5
+	VFMADD231PS Z5, Z4, Z0
+	VPMOVZXWD   (R11)(BX*1), Z5
+	VPSLLD      $0x10, Z5, Z5
+	VFMADD231PS Z5, Z4, Z1
+	VPMOVZXWD   (R11)(BX*2), Z5
+	VPSLLD      $0x10, Z5, Z5
+	VFMADD231PS Z5, Z4, Z2
+	VPMOVZXWD   (R11)(SI*1), Z5
+	VPSLLD      $0x10, Z5, Z5
+	VFMADD231PS Z5, Z4, Z3
+	ADDQ        $0x20, R11
+	ADDQ        $0x40, R12
+	DECQ        R13
+	JNZ         gemvBandsBF16AVX512_loop
+
+gemvBandsBF16AVX512_reduce:
+	VEXTRACTF64X4 $0x01, Z0, Y4
+	VADDPS        Y4, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y4
+	VADDPS        Y4, Y1, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y4
+	VADDPS        Y4, Y2, Y2
+	VEXTRACTF64X4 $0x01, Z3, Y4
+	VADDPS        Y4, Y3, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R9)
+	VEXTRACTPS    $0x01, X0, (R9)(DI*1)
+	VEXTRACTPS    $0x02, X0, (R9)(DI*2)
+	VEXTRACTPS    $0x03, X0, (R9)(R8*1)
+	ADDQ          DX, CX
+	ADDQ          $0x04, R9
+	DECQ          R10
+	JNZ           gemvBandsBF16AVX512_row
+
+gemvBandsBF16AVX512_done:
+	VZEROUPPER
+	RET
+
+// func gemvBandsF16AVX512(x *float32, w *uint16, ldw int, kn int, band int, count int, dst *float32)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL
+TEXT ·gemvBandsF16AVX512(SB), NOSPLIT, $0-56
+	MOVQ  x+0(FP), AX
+	MOVQ  w+8(FP), CX
+	MOVQ  ldw+16(FP), DX
+	SHLQ  $0x01, DX
+	MOVQ  band+32(FP), BX
+	IMULQ DX, BX
+	LEAQ  (BX)(BX*2), SI
+	MOVQ  band+32(FP), DI
+	SHLQ  $0x02, DI
+	LEAQ  (DI)(DI*2), R8
+	MOVQ  dst+48(FP), R9
+	MOVQ  count+40(FP), R10
+	TESTQ R10, R10
+	JZ    gemvBandsF16AVX512_done
+
+gemvBandsF16AVX512_row:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	MOVQ   CX, R11
+	MOVQ   AX, R12
+	MOVQ   kn+24(FP), R13
+	SHRQ   $0x04, R13
+	JZ     gemvBandsF16AVX512_reduce
+
+gemvBandsF16AVX512_loop:
+	VMOVUPS     (R12), Z4
+	VCVTPH2PS   (R11), Z5
+	VFMADD231PS Z5, Z4, Z0
+	VCVTPH2PS   (R11)(BX*1), Z5
+	VFMADD231PS Z5, Z4, Z1
+	VCVTPH2PS   (R11)(BX*2), Z5
+	VFMADD231PS Z5, Z4, Z2
+	VCVTPH2PS   (R11)(SI*1), Z5
+	VFMADD231PS Z5, Z4, Z3
+	ADDQ        $0x20, R11
+	ADDQ        $0x40, R12
+	DECQ        R13
+	JNZ         gemvBandsF16AVX512_loop
+
+gemvBandsF16AVX512_reduce:
+	VEXTRACTF64X4 $0x01, Z0, Y4
+	VADDPS        Y4, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y4
+	VADDPS        Y4, Y1, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y4
+	VADDPS        Y4, Y2, Y2
+	VEXTRACTF64X4 $0x01, Z3, Y4
+	VADDPS        Y4, Y3, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R9)
+	VEXTRACTPS    $0x01, X0, (R9)(DI*1)
+	VEXTRACTPS    $0x02, X0, (R9)(DI*2)
+	VEXTRACTPS    $0x03, X0, (R9)(R8*1)
+	ADDQ          DX, CX
+	ADDQ          $0x04, R9
+	DECQ          R10
+	JNZ           gemvBandsF16AVX512_row
+
+gemvBandsF16AVX512_done:
+	VZEROUPPER
+	RET
+
 // func gemmF32AVX512M1(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
 // Requires: AVX, AVX512DQ, AVX512F
 TEXT ·gemmF32AVX512M1(SB), NOSPLIT, $0-56
@@ -12442,6 +12677,217 @@ tileF16AVX2M2_p0_store0:
 
 tileF16AVX2M2_p0_store1:
 	VMOVUPS X0, (AX)
+	VZEROUPPER
+	RET
+
+// func gemvBandsF32AVX2(x *float32, w *float32, ldw int, kn int, band int, count int, dst *float32)
+// Requires: AVX, FMA3
+TEXT ·gemvBandsF32AVX2(SB), NOSPLIT, $0-56
+	MOVQ  x+0(FP), AX
+	MOVQ  w+8(FP), CX
+	MOVQ  ldw+16(FP), DX
+	SHLQ  $0x02, DX
+	MOVQ  band+32(FP), BX
+	IMULQ DX, BX
+	LEAQ  (BX)(BX*2), SI
+	MOVQ  band+32(FP), DI
+	SHLQ  $0x02, DI
+	LEAQ  (DI)(DI*2), R8
+	MOVQ  dst+48(FP), R9
+	MOVQ  count+40(FP), R10
+	TESTQ R10, R10
+	JZ    gemvBandsF32AVX2_done
+
+gemvBandsF32AVX2_row:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   CX, R11
+	MOVQ   AX, R12
+	MOVQ   kn+24(FP), R13
+	SHRQ   $0x03, R13
+	JZ     gemvBandsF32AVX2_reduce
+
+gemvBandsF32AVX2_loop:
+	VMOVUPS     (R12), Y4
+	VMOVUPS     (R11), Y5
+	VFMADD231PS Y5, Y4, Y0
+	VMOVUPS     (R11)(BX*1), Y5
+	VFMADD231PS Y5, Y4, Y1
+	VMOVUPS     (R11)(BX*2), Y5
+	VFMADD231PS Y5, Y4, Y2
+	VMOVUPS     (R11)(SI*1), Y5
+	VFMADD231PS Y5, Y4, Y3
+	ADDQ        $0x20, R11
+	ADDQ        $0x20, R12
+	DECQ        R13
+	JNZ         gemvBandsF32AVX2_loop
+
+gemvBandsF32AVX2_reduce:
+	VUNPCKLPS    Y1, Y0, Y4
+	VUNPCKHPS    Y1, Y0, Y0
+	VADDPS       Y0, Y4, Y0
+	VUNPCKLPS    Y3, Y2, Y1
+	VUNPCKHPS    Y3, Y2, Y2
+	VADDPS       Y2, Y1, Y1
+	VUNPCKLPD    Y1, Y0, Y2
+	VUNPCKHPD    Y1, Y0, Y0
+	VADDPS       Y0, Y2, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (R9)
+	VEXTRACTPS   $0x01, X0, (R9)(DI*1)
+	VEXTRACTPS   $0x02, X0, (R9)(DI*2)
+	VEXTRACTPS   $0x03, X0, (R9)(R8*1)
+	ADDQ         DX, CX
+	ADDQ         $0x04, R9
+	DECQ         R10
+	JNZ          gemvBandsF32AVX2_row
+
+gemvBandsF32AVX2_done:
+	VZEROUPPER
+	RET
+
+// func gemvBandsBF16AVX2(x *float32, w *uint16, ldw int, kn int, band int, count int, dst *float32)
+// Requires: AVX, AVX2, FMA3
+TEXT ·gemvBandsBF16AVX2(SB), NOSPLIT, $0-56
+	MOVQ  x+0(FP), AX
+	MOVQ  w+8(FP), CX
+	MOVQ  ldw+16(FP), DX
+	SHLQ  $0x01, DX
+	MOVQ  band+32(FP), BX
+	IMULQ DX, BX
+	LEAQ  (BX)(BX*2), SI
+	MOVQ  band+32(FP), DI
+	SHLQ  $0x02, DI
+	LEAQ  (DI)(DI*2), R8
+	MOVQ  dst+48(FP), R9
+	MOVQ  count+40(FP), R10
+	TESTQ R10, R10
+	JZ    gemvBandsBF16AVX2_done
+
+gemvBandsBF16AVX2_row:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   CX, R11
+	MOVQ   AX, R12
+	MOVQ   kn+24(FP), R13
+	SHRQ   $0x03, R13
+	JZ     gemvBandsBF16AVX2_reduce
+
+gemvBandsBF16AVX2_loop:
+	VMOVUPS     (R12), Y4
+	VPMOVZXWD   (R11), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y5, Y4, Y0
+	VPMOVZXWD   (R11)(BX*1), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y5, Y4, Y1
+	VPMOVZXWD   (R11)(BX*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y5, Y4, Y2
+	VPMOVZXWD   (R11)(SI*1), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y5, Y4, Y3
+	ADDQ        $0x10, R11
+	ADDQ        $0x20, R12
+	DECQ        R13
+	JNZ         gemvBandsBF16AVX2_loop
+
+gemvBandsBF16AVX2_reduce:
+	VUNPCKLPS    Y1, Y0, Y4
+	VUNPCKHPS    Y1, Y0, Y0
+	VADDPS       Y0, Y4, Y0
+	VUNPCKLPS    Y3, Y2, Y1
+	VUNPCKHPS    Y3, Y2, Y2
+	VADDPS       Y2, Y1, Y1
+	VUNPCKLPD    Y1, Y0, Y2
+	VUNPCKHPD    Y1, Y0, Y0
+	VADDPS       Y0, Y2, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (R9)
+	VEXTRACTPS   $0x01, X0, (R9)(DI*1)
+	VEXTRACTPS   $0x02, X0, (R9)(DI*2)
+	VEXTRACTPS   $0x03, X0, (R9)(R8*1)
+	ADDQ         DX, CX
+	ADDQ         $0x04, R9
+	DECQ         R10
+	JNZ          gemvBandsBF16AVX2_row
+
+gemvBandsBF16AVX2_done:
+	VZEROUPPER
+	RET
+
+// func gemvBandsF16AVX2(x *float32, w *uint16, ldw int, kn int, band int, count int, dst *float32)
+// Requires: AVX, F16C, FMA3
+TEXT ·gemvBandsF16AVX2(SB), NOSPLIT, $0-56
+	MOVQ  x+0(FP), AX
+	MOVQ  w+8(FP), CX
+	MOVQ  ldw+16(FP), DX
+	SHLQ  $0x01, DX
+	MOVQ  band+32(FP), BX
+	IMULQ DX, BX
+	LEAQ  (BX)(BX*2), SI
+	MOVQ  band+32(FP), DI
+	SHLQ  $0x02, DI
+	LEAQ  (DI)(DI*2), R8
+	MOVQ  dst+48(FP), R9
+	MOVQ  count+40(FP), R10
+	TESTQ R10, R10
+	JZ    gemvBandsF16AVX2_done
+
+gemvBandsF16AVX2_row:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   CX, R11
+	MOVQ   AX, R12
+	MOVQ   kn+24(FP), R13
+	SHRQ   $0x03, R13
+	JZ     gemvBandsF16AVX2_reduce
+
+gemvBandsF16AVX2_loop:
+	VMOVUPS     (R12), Y4
+	VCVTPH2PS   (R11), Y5
+	VFMADD231PS Y5, Y4, Y0
+	VCVTPH2PS   (R11)(BX*1), Y5
+	VFMADD231PS Y5, Y4, Y1
+	VCVTPH2PS   (R11)(BX*2), Y5
+	VFMADD231PS Y5, Y4, Y2
+	VCVTPH2PS   (R11)(SI*1), Y5
+	VFMADD231PS Y5, Y4, Y3
+	ADDQ        $0x10, R11
+	ADDQ        $0x20, R12
+	DECQ        R13
+	JNZ         gemvBandsF16AVX2_loop
+
+gemvBandsF16AVX2_reduce:
+	VUNPCKLPS    Y1, Y0, Y4
+	VUNPCKHPS    Y1, Y0, Y0
+	VADDPS       Y0, Y4, Y0
+	VUNPCKLPS    Y3, Y2, Y1
+	VUNPCKHPS    Y3, Y2, Y2
+	VADDPS       Y2, Y1, Y1
+	VUNPCKLPD    Y1, Y0, Y2
+	VUNPCKHPD    Y1, Y0, Y0
+	VADDPS       Y0, Y2, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VMOVSS       X0, (R9)
+	VEXTRACTPS   $0x01, X0, (R9)(DI*1)
+	VEXTRACTPS   $0x02, X0, (R9)(DI*2)
+	VEXTRACTPS   $0x03, X0, (R9)(R8*1)
+	ADDQ         DX, CX
+	ADDQ         $0x04, R9
+	DECQ         R10
+	JNZ          gemvBandsF16AVX2_row
+
+gemvBandsF16AVX2_done:
 	VZEROUPPER
 	RET
 

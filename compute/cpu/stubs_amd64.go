@@ -124,6 +124,21 @@ func tileBF16AVX512M8(x *float32, ldx int, w *uint16, ldw int, kn int, dst *floa
 //go:noescape
 func tileF16AVX512M8(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
+// gemvBandsF32AVX512 computes the dot products of x with four bands of weight rows with AVX512 (see gemvBandsFunc).
+//
+//go:noescape
+func gemvBandsF32AVX512(x *float32, w *float32, ldw int, kn int, band int, count int, dst *float32)
+
+// gemvBandsBF16AVX512 computes the dot products of x with four bands of weight rows with AVX512 (see gemvBandsFunc).
+//
+//go:noescape
+func gemvBandsBF16AVX512(x *float32, w *uint16, ldw int, kn int, band int, count int, dst *float32)
+
+// gemvBandsF16AVX512 computes the dot products of x with four bands of weight rows with AVX512 (see gemvBandsFunc).
+//
+//go:noescape
+func gemvBandsF16AVX512(x *float32, w *uint16, ldw int, kn int, band int, count int, dst *float32)
+
 // gemmF32AVX512M1 multiplies 1 activation rows by a packed panel of 32 weight rows with AVX512 (see gemmF32Func).
 //
 //go:noescape
@@ -311,6 +326,21 @@ func tileBF16AVX2M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float3
 //
 //go:noescape
 func tileF16AVX2M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
+
+// gemvBandsF32AVX2 computes the dot products of x with four bands of weight rows with AVX2 (see gemvBandsFunc).
+//
+//go:noescape
+func gemvBandsF32AVX2(x *float32, w *float32, ldw int, kn int, band int, count int, dst *float32)
+
+// gemvBandsBF16AVX2 computes the dot products of x with four bands of weight rows with AVX2 (see gemvBandsFunc).
+//
+//go:noescape
+func gemvBandsBF16AVX2(x *float32, w *uint16, ldw int, kn int, band int, count int, dst *float32)
+
+// gemvBandsF16AVX2 computes the dot products of x with four bands of weight rows with AVX2 (see gemvBandsFunc).
+//
+//go:noescape
+func gemvBandsF16AVX2(x *float32, w *uint16, ldw int, kn int, band int, count int, dst *float32)
 
 // accumAVX2 is the AVX2 accumFunc.
 //

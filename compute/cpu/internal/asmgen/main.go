@@ -79,6 +79,9 @@ func main() {
 				tile(is, k, m)
 			}
 		}
+		for _, k := range wkinds {
+			gemvBands(is, k)
+		}
 		if is.lanes == 16 {
 			for m := 1; m <= gemmMaxM; m++ {
 				gemm(is, m)

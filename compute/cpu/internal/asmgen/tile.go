@@ -262,3 +262,75 @@ func reduce4(is isa, a []reg.VecVirtual) reg.VecVirtual {
 	VADDPS(hi, v.AsX(), out)
 	return out
 }
+
+// gemvBands generates gemvBands{F32,BF16,F16}<ISA>(x *float32, w, ldw, kn,
+// band, count int, dst *float32): for j < count and q < 4, dst[j+q·band] =
+// Σ_k x[k]·w[(j+q·band)·ldw+k], k < kn rounded down to the vector width.
+// It is the tile kernel of one activation row with the loop over weight
+// rows inside: each step takes one row from each of four bands of rows,
+// so the weights are read as four long sequential streams, the pattern
+// the read probe measures, and no prefetches are issued (the hardware
+// prefetchers follow such streams).
+func gemvBands(is isa, k wkind) {
+	name := fmt.Sprintf("gemvBands%s%s", k.name, is.name)
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(x *float32, w %s, ldw, kn, band, count int, dst *float32)", k.gotype))
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s computes the dot products of x with four bands of weight rows with %s (see gemvBandsFunc).", name, is.name))
+
+	x := Load(Param("x"), GP64())
+	wrow := Load(Param("w"), GP64())
+	ldw := Load(Param("ldw"), GP64())
+	SHLQ(U8(log2(k.size)), ldw)
+	bs := Load(Param("band"), GP64())
+	IMULQ(ldw, bs)
+	bs3 := GP64()
+	LEAQ(Mem{Base: bs, Index: bs, Scale: 2}, bs3)
+	db := Load(Param("band"), GP64())
+	SHLQ(U8(2), db)
+	db3 := GP64()
+	LEAQ(Mem{Base: db, Index: db, Scale: 2}, db3)
+	dst := Load(Param("dst"), GP64())
+	count := Load(Param("count"), GP64())
+	TESTQ(count, count)
+	JZ(LabelRef(name + "_done"))
+
+	Label(name + "_row")
+	acc := make([]reg.VecVirtual, tileRows)
+	for q := range acc {
+		acc[q] = is.vec()
+		VXORPS(acc[q], acc[q], acc[q])
+	}
+	wb, xb := GP64(), GP64()
+	MOVQ(wrow, wb)
+	MOVQ(x, xb)
+	iters := Load(Param("kn"), GP64())
+	SHRQ(U8(log2(is.lanes)), iters)
+	JZ(LabelRef(name + "_reduce"))
+	Label(name + "_loop")
+	xv := is.vec()
+	VMOVUPS(Mem{Base: xb}, xv)
+	for q := range tileRows {
+		wv := is.vec()
+		loadW(k, rowAddr(q, wb, nil, bs, bs3), wv)
+		VFMADD231PS(wv, xv, acc[q])
+	}
+	ADDQ(U8(is.lanes*k.size), wb)
+	ADDQ(U8(4*is.lanes), xb)
+	DECQ(iters)
+	JNZ(LabelRef(name + "_loop"))
+
+	Label(name + "_reduce")
+	out := reduce4(is, acc)
+	VMOVSS(out, Mem{Base: dst})
+	VEXTRACTPS(U8(1), out, Mem{Base: dst, Index: db, Scale: 1})
+	VEXTRACTPS(U8(2), out, Mem{Base: dst, Index: db, Scale: 2})
+	VEXTRACTPS(U8(3), out, Mem{Base: dst, Index: db3, Scale: 1})
+	ADDQ(ldw, wrow)
+	ADDQ(U8(4), dst)
+	DECQ(count)
+	JNZ(LabelRef(name + "_row"))
+
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
