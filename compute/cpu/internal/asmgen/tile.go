@@ -295,32 +295,56 @@ func gemvBands(is isa, k wkind) {
 	JZ(LabelRef(name + "_done"))
 
 	Label(name + "_row")
-	acc := make([]reg.VecVirtual, tileRows)
+	// Steps of two vectors of each row into two accumulators per row, then
+	// a last single vector: the same order of additions for every weight type,
+	// so a 16-bit matrix gives the bits of its widened F32 copy.
+	const unroll = 2
+	acc := make([][]reg.VecVirtual, tileRows)
 	for q := range acc {
-		acc[q] = is.vec()
-		VXORPS(acc[q], acc[q], acc[q])
+		acc[q] = make([]reg.VecVirtual, unroll)
+		for u := range acc[q] {
+			acc[q][u] = is.vec()
+			VXORPS(acc[q][u], acc[q][u], acc[q][u])
+		}
 	}
 	wb, xb := GP64(), GP64()
 	MOVQ(wrow, wb)
 	MOVQ(x, xb)
 	iters := Load(Param("kn"), GP64())
 	SHRQ(U8(log2(is.lanes)), iters)
-	JZ(LabelRef(name + "_reduce"))
-	Label(name + "_loop")
-	xv := is.vec()
-	VMOVUPS(Mem{Base: xb}, xv)
-	for q := range tileRows {
-		wv := is.vec()
-		loadW(k, rowAddr(q, wb, nil, bs, bs3), wv)
-		VFMADD231PS(wv, xv, acc[q])
+	step := func(u int) {
+		xv := is.vec()
+		VMOVUPS(Mem{Base: xb}.Offset(4*is.lanes*u), xv)
+		for q := range tileRows {
+			wv := is.vec()
+			loadW(k, rowAddr(q, wb, nil, bs, bs3).Offset(is.lanes*k.size*u), wv)
+			VFMADD231PS(wv, xv, acc[q][u])
+		}
 	}
-	ADDQ(U8(is.lanes*k.size), wb)
-	ADDQ(U8(4*is.lanes), xb)
-	DECQ(iters)
+	pairs := GP64()
+	MOVQ(iters, pairs)
+	SHRQ(U8(1), pairs)
+	JZ(LabelRef(name + "_single"))
+	Label(name + "_loop")
+	for u := range unroll {
+		step(u)
+	}
+	ADDQ(U8(unroll*is.lanes*k.size), wb)
+	ADDQ(U8(unroll*4*is.lanes), xb)
+	DECQ(pairs)
 	JNZ(LabelRef(name + "_loop"))
+	Label(name + "_single")
+	ANDQ(U8(1), iters)
+	JZ(LabelRef(name + "_sum"))
+	step(0)
 
-	Label(name + "_reduce")
-	out := reduce4(is, acc)
+	Label(name + "_sum")
+	sums := make([]reg.VecVirtual, tileRows)
+	for q := range acc {
+		sums[q] = acc[q][0]
+		VADDPS(acc[q][1], acc[q][0], sums[q])
+	}
+	out := reduce4(is, sums)
 	VMOVSS(out, Mem{Base: dst})
 	VEXTRACTPS(U8(1), out, Mem{Base: dst, Index: db, Scale: 1})
 	VEXTRACTPS(U8(2), out, Mem{Base: dst, Index: db, Scale: 2})
