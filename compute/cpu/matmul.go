@@ -125,8 +125,13 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 		t.kc = kcFor(wm.cols, t.k.kStep, kcMax)
 		rows = l2Budget / (t.kc * wm.dtype.Size())
 	}
-	// A few chunks per thread, so uneven progress evens out.
-	rows = min(rows, (wm.rows+chunksPerThread*b.threads-1)/(chunksPerThread*b.threads))
+	// A few chunks per thread, so uneven progress evens out; one each on
+	// the bands path, whose streams are the longer for it.
+	per := chunksPerThread
+	if t.useBands() {
+		per = 1
+	}
+	rows = min(rows, (wm.rows+per*b.threads-1)/(per*b.threads))
 	rows = max(tileRows, (rows+tileRows-1)/tileRows*tileRows)
 	t.chunkRows = rows
 	b.pool.run(t, (wm.rows+rows-1)/rows)
@@ -327,7 +332,8 @@ func (t *matmulTask) run(c, w int) {
 		// Several activation rows of long inputs are split into passes
 		// (see decodeXBudget), each streaming its slice of every row.
 		kn := t.w.cols
-		if t.m == 1 && t.kc >= kn && t.runBands(r0, r1) {
+		if t.useBands() {
+			t.runBands(r0, r1)
 			return
 		}
 		for k0 := 0; k0 < kn; k0 += t.kc {
@@ -352,25 +358,38 @@ func (t *matmulTask) run(c, w int) {
 	}
 }
 
-// runBands computes weight rows [r0, r1) for a single activation row with
-// the bands kernel, and reports false where the kernel set has none. The
-// rows are taken as four bands of a quarter each, one row of each band a
-// step, so the weights stream from memory as four long sequential reads,
-// as in the read probe, not as the tile kernels' four rows of a few KiB
-// each with the next tile prefetched. On the project's 2-core AMD EPYC VM
-// (C loops over 256 MiB, one thread) the tile pattern read 31–33 GB/s,
-// the bands 38–42 and the probe 41–43; through Go a call per tile lost a
-// further sixth, which one call per chunk saves.
-func (t *matmulTask) runBands(r0, r1 int) bool {
+// useBands reports whether a decode MatMul takes the bands kernels
+// (runBands): one activation row, the whole inner dimension in one pass,
+// and a kernel set that has them.
+func (t *matmulTask) useBands() bool {
+	if t.m != 1 || t.kc < t.w.cols {
+		return false
+	}
+	switch t.w.dtype {
+	case compute.F32:
+		return t.k.bandsF32 != nil
+	case compute.BF16:
+		return t.k.bandsBF16 != nil
+	}
+	return t.k.bandsF16 != nil
+}
+
+// runBands computes weight rows [r0, r1) for the single activation row
+// with the bands kernel. The rows are taken as four bands of a quarter
+// each, one row of each band a step, so the weights stream from memory as
+// four long sequential reads, as in the read probe, not as the tile
+// kernels' four rows of a few KiB each with the next tile prefetched. On
+// the project's 2-core AMD EPYC VM (C loops over 256 MiB, one thread) the
+// tile pattern read 31–33 GB/s, the bands 38–42 and the probe 41–43;
+// through Go a call per tile lost a further sixth, which one call per
+// chunk saves. With one chunk per thread (see MatMul) the bands are the
+// longest: 2–3 points more of the probe for 16-bit weights than four.
+func (t *matmulTask) runBands(r0, r1 int) {
 	kn := t.w.cols
 	band := (r1 - r0) / tileRows
 	k0 := kn / t.k.kStep * t.k.kStep
 	x, dst := t.x[:kn], t.dst
-	switch t.w.dtype {
-	case compute.F32:
-		if t.k.bandsF32 == nil {
-			return false
-		}
+	if t.w.dtype == compute.F32 {
 		w := t.w.f32
 		if band > 0 {
 			t.k.bandsF32(&x[0], &w[r0*kn], kn, k0, band, band, &dst[r0])
@@ -380,13 +399,10 @@ func (t *matmulTask) runBands(r0, r1 int) bool {
 				dst[r] += dotF32(x[k0:], w[r*kn+k0:])
 			}
 		}
-	default:
+	} else {
 		kern, dot := t.k.bandsBF16, dotBF16
 		if t.w.dtype == compute.F16 {
 			kern, dot = t.k.bandsF16, dotF16
-		}
-		if kern == nil {
-			return false
 		}
 		w := t.w.u16
 		if band > 0 {
@@ -401,7 +417,6 @@ func (t *matmulTask) runBands(r0, r1 int) bool {
 	if r := r0 + tileRows*band; r < r1 {
 		t.blockK(0, 1, r, r1, 0, kn, 0)
 	}
-	return true
 }
 
 // kcMax bounds the inner dimension of one prefill pass: an activation tile
