@@ -29,7 +29,7 @@ type (
 	tile16Func func(x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 )
 
-// A gemvBandsFunc computes dst[j+q·band] = Σ_{k<kn} x[k]·w[(j+q·band)·ldw+k]
+// The gemvBands kernels compute dst[j+q·band] = Σ_{k<kn} x[k]·w[(j+q·band)·ldw+k]
 // for j < count and q < tileRows: one activation row against four bands
 // of weight rows, the weights read as four long sequential streams (see
 // runBands). Assembly only; kn is a multiple of kernels.kStep.

@@ -124,17 +124,17 @@ func tileBF16AVX512M8(x *float32, ldx int, w *uint16, ldw int, kn int, dst *floa
 //go:noescape
 func tileF16AVX512M8(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
-// gemvBandsF32AVX512 computes the dot products of x with four bands of weight rows with AVX512 (see gemvBandsFunc).
+// gemvBandsF32AVX512 computes the dot products of x with four bands of weight rows with AVX512 (see gemvBandsF32Func).
 //
 //go:noescape
 func gemvBandsF32AVX512(x *float32, w *float32, ldw int, kn int, band int, count int, dst *float32)
 
-// gemvBandsBF16AVX512 computes the dot products of x with four bands of weight rows with AVX512 (see gemvBandsFunc).
+// gemvBandsBF16AVX512 computes the dot products of x with four bands of weight rows with AVX512 (see gemvBandsF32Func).
 //
 //go:noescape
 func gemvBandsBF16AVX512(x *float32, w *uint16, ldw int, kn int, band int, count int, dst *float32)
 
-// gemvBandsF16AVX512 computes the dot products of x with four bands of weight rows with AVX512 (see gemvBandsFunc).
+// gemvBandsF16AVX512 computes the dot products of x with four bands of weight rows with AVX512 (see gemvBandsF32Func).
 //
 //go:noescape
 func gemvBandsF16AVX512(x *float32, w *uint16, ldw int, kn int, band int, count int, dst *float32)
@@ -327,17 +327,17 @@ func tileBF16AVX2M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float3
 //go:noescape
 func tileF16AVX2M2(x *float32, ldx int, w *uint16, ldw int, kn int, dst *float32, ldd int, pf uintptr, pfs int, add int)
 
-// gemvBandsF32AVX2 computes the dot products of x with four bands of weight rows with AVX2 (see gemvBandsFunc).
+// gemvBandsF32AVX2 computes the dot products of x with four bands of weight rows with AVX2 (see gemvBandsF32Func).
 //
 //go:noescape
 func gemvBandsF32AVX2(x *float32, w *float32, ldw int, kn int, band int, count int, dst *float32)
 
-// gemvBandsBF16AVX2 computes the dot products of x with four bands of weight rows with AVX2 (see gemvBandsFunc).
+// gemvBandsBF16AVX2 computes the dot products of x with four bands of weight rows with AVX2 (see gemvBandsF32Func).
 //
 //go:noescape
 func gemvBandsBF16AVX2(x *float32, w *uint16, ldw int, kn int, band int, count int, dst *float32)
 
-// gemvBandsF16AVX2 computes the dot products of x with four bands of weight rows with AVX2 (see gemvBandsFunc).
+// gemvBandsF16AVX2 computes the dot products of x with four bands of weight rows with AVX2 (see gemvBandsF32Func).
 //
 //go:noescape
 func gemvBandsF16AVX2(x *float32, w *uint16, ldw int, kn int, band int, count int, dst *float32)

@@ -275,7 +275,7 @@ func gemvBands(is isa, k wkind) {
 	name := fmt.Sprintf("gemvBands%s%s", k.name, is.name)
 	TEXT(name, NOSPLIT, fmt.Sprintf("func(x *float32, w %s, ldw, kn, band, count int, dst *float32)", k.gotype))
 	Pragma("noescape")
-	Doc(fmt.Sprintf("%s computes the dot products of x with four bands of weight rows with %s (see gemvBandsFunc).", name, is.name))
+	Doc(fmt.Sprintf("%s computes the dot products of x with four bands of weight rows with %s (see gemvBandsF32Func).", name, is.name))
 
 	x := Load(Param("x"), GP64())
 	wrow := Load(Param("w"), GP64())
