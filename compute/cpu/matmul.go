@@ -359,10 +359,11 @@ func (t *matmulTask) run(c, w int) {
 }
 
 // useBands reports whether a decode MatMul takes the bands kernels
-// (runBands): one activation row, the whole inner dimension in one pass,
-// and a kernel set that has them.
+// (runBands): one activation row and a kernel set that has them. Rows of
+// any length go in one pass: past decodeXBudget the row of activations
+// is read from L2, one load for four weight loads.
 func (t *matmulTask) useBands() bool {
-	if t.m != 1 || t.kc < t.w.cols {
+	if t.m != 1 {
 		return false
 	}
 	switch t.w.dtype {

@@ -25,8 +25,9 @@ func TestMatMul(t *testing.T) {
 		{32, 32, 32}, {64, 96, 64}, {65, 100, 96}, {40, 33, 2080}, {24, 50, 1024}, {72, 37, 2048}, {73, 40, 100},
 		// The packed path on rows a multiple of 4 KiB long, read in place.
 		{80, 40, 1024}, {90, 70, 2048},
-		// One row by bands of rows (runBands) with rows and inputs past them.
-		{1, 203, 97}, {1, 300, 2048},
+		// One row by bands of rows (runBands) with rows and inputs past them,
+		// and inputs past decodeXBudget.
+		{1, 203, 97}, {1, 300, 2048}, {1, 40, 9000},
 	}
 	dtypes := []compute.DType{compute.F32, compute.BF16, compute.F16}
 	eachBackend(t, func(t *testing.T, b *Backend) {
