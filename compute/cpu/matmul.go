@@ -389,31 +389,19 @@ func (t *matmulTask) runBands(r0, r1 int) {
 	kn := t.w.cols
 	band := (r1 - r0) / tileRows
 	k0 := kn / t.k.kStep * t.k.kStep
-	x, dst := t.x[:kn], t.dst
-	if t.w.dtype == compute.F32 {
-		w := t.w.f32
-		if band > 0 {
-			t.k.bandsF32(&x[0], &w[r0*kn], kn, k0, band, band, &dst[r0])
-		}
-		if k0 < kn {
-			for r := r0; r < r0+tileRows*band; r++ {
-				dst[r] += dotF32(x[k0:], w[r*kn+k0:])
-			}
-		}
-	} else {
-		kern, dot := t.k.bandsBF16, dotBF16
-		if t.w.dtype == compute.F16 {
-			kern, dot = t.k.bandsF16, dotF16
-		}
-		w := t.w.u16
-		if band > 0 {
-			kern(&x[0], &w[r0*kn], kn, k0, band, band, &dst[r0])
-		}
-		if k0 < kn {
-			for r := r0; r < r0+tileRows*band; r++ {
-				dst[r] += dot(x[k0:], w[r*kn+k0:])
-			}
-		}
+	x, dst := &t.x[0], &t.dst[r0]
+	switch t.w.dtype {
+	case compute.F32:
+		t.k.bandsF32(x, &t.w.f32[r0*kn], kn, k0, band, band, dst)
+	case compute.BF16:
+		t.k.bandsBF16(x, &t.w.u16[r0*kn], kn, k0, band, band, dst)
+	default:
+		t.k.bandsF16(x, &t.w.u16[r0*kn], kn, k0, band, band, dst)
+	}
+	// The inputs past the last whole vector, then the rows past the last
+	// whole band, as the tile path does them.
+	if k0 < kn {
+		t.blockK(0, 1, r0, r0+tileRows*band, k0, kn, 0)
 	}
 	if r := r0 + tileRows*band; r < r1 {
 		t.blockK(0, 1, r, r1, 0, kn, 0)
