@@ -60,6 +60,11 @@ type Config struct {
 	// Rounds is the number of rounds (default 1); timing differences
 	// need stats.MinRounds for an interval.
 	Rounds int
+	// Confidence is the family-wise level of the intervals of one pair
+	// of configurations at one load point, shared over its metrics by
+	// Bonferroni (default DefaultConfidence): the chance that none of
+	// them names a winner where there is none.
+	Confidence float64
 	// WarmupsGiven says that Workload.NumWarmups was given (0 included);
 	// otherwise every load point gets AutoWarmups.
 	WarmupsGiven bool

@@ -35,8 +35,9 @@ type Report struct {
 	// Baseline is the configuration the others are compared with, or
 	// "" when every pair is (--pairwise).
 	Baseline string `json:"baseline,omitempty"`
-	// ConfidenceLevel is each interval's level: 95% shared by the
-	// differences of one configuration pair at one load point (Bonferroni).
+	// ConfidenceLevel is the family-wise level (--confidence, default
+	// 95%) shared by the differences of one configuration pair at one
+	// load point (Bonferroni); each interval's own is in its ci_level.
 	ConfidenceLevel float64  `json:"family_confidence_level"`
 	Points          []*Point `json:"points"`
 }
@@ -130,6 +131,10 @@ const (
 	NotEnoughSamples   = "not enough samples"
 )
 
+// DefaultConfidence is Config.Confidence's default: one pair's metrics at
+// one load point all hold their true differences 95% of the time.
+const DefaultConfidence = 0.95
+
 // metric is one compared quantity: per-request values of a sample (or,
 // for run-level figures, one value per round) and the statistic over
 // them. A count is a figure the machine's load does not change (bytes
@@ -203,7 +208,10 @@ func (m metric) rounds(samples []*Sample) stats.Rounds {
 // complete rounds (those every configuration finished).
 func NewReport(c Config, plan *serve.Plan, sides []*Side, complete int) *Report {
 	rep := &Report{Date: time.Now().Format("20060102-150405"), Rounds: c.Rounds, Workload: plan.Workload, Link: c.Link,
-		ConfidenceLevel: 0.95, CompleteRounds: complete}
+		ConfidenceLevel: c.Confidence, CompleteRounds: complete}
+	if rep.ConfidenceLevel == 0 {
+		rep.ConfidenceLevel = DefaultConfidence
+	}
 	for _, s := range sides {
 		rep.Configurations = append(rep.Configurations, s.Configuration)
 	}
@@ -222,7 +230,7 @@ func NewReport(c Config, plan *serve.Plan, sides []*Side, complete int) *Report 
 			}
 		}
 		for _, pr := range pairs {
-			p.Differences = append(p.Differences, differences(pr[0], pr[1], i, complete)...)
+			p.Differences = append(p.Differences, differences(pr[0], pr[1], i, complete, rep.ConfidenceLevel)...)
 		}
 		rep.Points = append(rep.Points, p)
 	}
@@ -316,11 +324,11 @@ func summarizeCosts(cs []Cost, missing int) CostSummary {
 
 // differences computes b − a for every metric both have at point i
 // over the first complete rounds, with intervals whose confidence,
-// Bonferroni-shared over the metrics compared, is 95% for the family. A
+// Bonferroni-shared over the metrics compared, is family for all. A
 // timing's interval is stats.Paired's and needs stats.MinRounds rounds;
 // a count's is the request bootstrap's with fewer. A percentile's
 // verdict needs stats.PercentileSamples values on each side.
-func differences(a, b *Side, i, complete int) []Difference {
+func differences(a, b *Side, i, complete int, family float64) []Difference {
 	type pair struct {
 		m      metric
 		ra, rb stats.Rounds
@@ -335,7 +343,7 @@ func differences(a, b *Side, i, complete int) []Difference {
 		}
 		ps = append(ps, pair{m, ra, rb})
 	}
-	level := 1 - 0.05/float64(len(ps))
+	level := 1 - (1-family)/float64(len(ps))
 	var out []Difference
 	for k, p := range ps {
 		d := Difference{Config: b.Name, Baseline: a.Name, Metric: p.m.key, Level: Num(level),

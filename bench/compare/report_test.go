@@ -53,7 +53,7 @@ func TestPercentileVerdict(t *testing.T) {
 	} {
 		a, b := side("a", ttfts(rng, 3, tt.n, 0)), side("b", ttfts(rng, 3, tt.n, 0.05))
 		got := map[string]Difference{}
-		for _, d := range differences(a, b, 0, 3) {
+		for _, d := range differences(a, b, 0, 3, DefaultConfidence) {
 			got[d.Metric] = d
 		}
 		if d := got["p99_ttft_ms"]; d.Verdict != tt.p99 || d.Samples != 3*tt.n || !(d.Lo > 0) {

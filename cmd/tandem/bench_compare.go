@@ -77,6 +77,7 @@ report of the blocks that finished, marked "partial".`,
 	fl.StringVar(&c.Baseline, "baseline", "", "the configuration the others are compared with (default: the first)")
 	fl.BoolVar(&c.Pairwise, "pairwise", false, "compare every pair of configurations instead of each with the baseline")
 	fl.IntVar(&c.Rounds, "rounds", 1, "rounds, the configurations interleaved A B B A in each (timing differences need 3 or more)")
+	fl.Float64Var(&c.Confidence, "confidence", compare.DefaultConfidence, "family-wise confidence of each configuration pair's differences at a load point, shared over its metrics (Bonferroni)")
 	fl.StringVar(&c.APIKey, "api-key", "", "API key sent to every configuration (default: $TANDEM_API_KEY; for URL targets $OPENAI_API_KEY first)")
 	fl.StringVar(&c.CACert, "ca-cert", "", "PEM CA certificate of the configurations serving TLS: local clusters given --tls-cert in their args, https URL targets (default for these: the system's roots)")
 	workloadFlags(fl, &c.Workload)
