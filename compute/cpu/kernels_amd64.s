@@ -7560,7 +7560,7 @@ gemvBandsF32AVX512_done:
 	RET
 
 // func gemvBandsBF16AVX512(x *float32, w *uint16, ldw int, kn int, band int, count int, dst *float32)
-// Requires: AVX, AVX512DQ, AVX512F, AVX512VL
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
 TEXT ·gemvBandsBF16AVX512(SB), NOSPLIT, $0-56
 	MOVQ  x+0(FP), AX
 	MOVQ  w+8(FP), CX
@@ -7621,6 +7621,10 @@ gemvBandsBF16AVX512_loop:
 	VPMOVZXWD   32(R11)(SI*1), Z9
 	VPSLLD      $0x10, Z9, Z9
 	VFMADD231PS Z9, Z8, Z7
+	PREFETCHT0  1536(R11)
+	PREFETCHT0  1536(R11)(BX*1)
+	PREFETCHT0  1536(R11)(BX*2)
+	PREFETCHT0  1536(R11)(SI*1)
 	ADDQ        $0x40, R11
 	ADDQ        $0x80, R12
 	DECQ        R14
@@ -7681,7 +7685,7 @@ gemvBandsBF16AVX512_done:
 	RET
 
 // func gemvBandsF16AVX512(x *float32, w *uint16, ldw int, kn int, band int, count int, dst *float32)
-// Requires: AVX, AVX512DQ, AVX512F, AVX512VL
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
 TEXT ·gemvBandsF16AVX512(SB), NOSPLIT, $0-56
 	MOVQ  x+0(FP), AX
 	MOVQ  w+8(FP), CX
@@ -7734,6 +7738,10 @@ gemvBandsF16AVX512_loop:
 	VFMADD231PS Z9, Z8, Z5
 	VCVTPH2PS   32(R11)(SI*1), Z9
 	VFMADD231PS Z9, Z8, Z7
+	PREFETCHT0  1536(R11)
+	PREFETCHT0  1536(R11)(BX*1)
+	PREFETCHT0  1536(R11)(BX*2)
+	PREFETCHT0  1536(R11)(SI*1)
 	ADDQ        $0x40, R11
 	ADDQ        $0x80, R12
 	DECQ        R14
