@@ -139,15 +139,22 @@ func BenchmarkDispatch(b *testing.B) {
 // sequences over an F32 and a BF16 cache: 4 sequences of 512 cached
 // positions (12 heads of 64), and 8 of 40 with llama-160m's 16 query
 // heads on 8 KV heads (the engine's decode benchmark's first steps, where
-// each tile's fixed costs weigh most); GB/s counts the cache bytes read.
+// each tile's fixed costs weigh most), both from the caches; and 8
+// sequences of 512 over 8 layers (gpt2-124m's heads), 200 MiB of F32 KV
+// that streams from memory as a decode step's does, its %bw against the
+// read bandwidth measured beside it. GB/s counts the cache bytes read.
 func BenchmarkAttentionDecode(b *testing.B) {
 	const hd, bs = 64, 16
-	for _, sh := range []struct{ batch, ctx, heads, kvHeads int }{{4, 512, 12, 12}, {8, 40, 16, 8}} {
+	for _, sh := range []struct{ batch, ctx, heads, kvHeads, layers int }{{4, 512, 12, 12, 1}, {8, 40, 16, 8, 1}, {8, 512, 12, 12, 8}} {
 		for _, dt := range []compute.DType{compute.F32, compute.BF16} {
-			b.Run(fmt.Sprintf("batch-%d/ctx-%d/%v", sh.batch, sh.ctx, dt), func(b *testing.B) {
+			name := fmt.Sprintf("batch-%d/ctx-%d/%v", sh.batch, sh.ctx, dt)
+			if sh.layers > 1 {
+				name = fmt.Sprintf("batch-%d/ctx-%d/layers-%d/%v", sh.batch, sh.ctx, sh.layers, dt)
+			}
+			b.Run(name, func(b *testing.B) {
 				be := benchBackend(b)
 				blocks := (sh.ctx + bs - 1) / bs
-				c, err := be.NewKVCache(compute.KVSpec{Layers: 1, NumBlocks: sh.batch * blocks, BlockSize: bs, KVHeads: sh.kvHeads, HeadDim: hd, DType: dt})
+				c, err := be.NewKVCache(compute.KVSpec{Layers: sh.layers, NumBlocks: sh.batch * blocks, BlockSize: bs, KVHeads: sh.kvHeads, HeadDim: hd, DType: dt})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -158,7 +165,10 @@ func BenchmarkAttentionDecode(b *testing.B) {
 					slots[i] = int32(i)
 				}
 				kv := len(slots) * sh.kvHeads * hd
-				be.KVWrite(c, 0, bufOf(be, randVec(r, kv)), bufOf(be, randVec(r, kv)), slots)
+				k, v := bufOf(be, randVec(r, kv)), bufOf(be, randVec(r, kv))
+				for l := range sh.layers {
+					be.KVWrite(c, l, k, v, slots)
+				}
 				var seqs []compute.AttnSeq
 				for s := range sh.batch {
 					as := compute.AttnSeq{QRow: s, QLen: 1, Pos: sh.ctx - 1}
@@ -169,11 +179,22 @@ func BenchmarkAttentionDecode(b *testing.B) {
 				}
 				q, dst := bufOf(be, randVec(r, sh.batch*sh.heads*hd)), be.Alloc(sh.batch*sh.heads*hd)
 				spec := compute.AttnSpec{Heads: sh.heads, KVHeads: sh.kvHeads, HeadDim: hd, Scale: 0.125}
-				for b.Loop() {
-					be.Attention(dst, q, c, 0, seqs, spec)
+				var bw float64
+				if sh.layers > 1 {
+					bw = MeasureMemoryBandwidth(be.Threads())
 				}
-				b.ReportMetric(float64(2*sh.batch*sh.kvHeads*sh.ctx*hd*dt.Size())*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
-				b.ReportMetric(b.Elapsed().Seconds()/float64(b.N)*1e6, "µs/call")
+				b.ResetTimer()
+				for b.Loop() {
+					for l := range sh.layers {
+						be.Attention(dst, q, c, l, seqs, spec)
+					}
+				}
+				gbs := float64(2*sh.layers*sh.batch*sh.kvHeads*sh.ctx*hd*dt.Size()) * float64(b.N) / b.Elapsed().Seconds()
+				b.ReportMetric(gbs/1e9, "GB/s")
+				if bw > 0 {
+					b.ReportMetric(100*gbs/bw, "%bw")
+				}
+				b.ReportMetric(b.Elapsed().Seconds()/float64(b.N*sh.layers)*1e6, "µs/call")
 			})
 		}
 	}
