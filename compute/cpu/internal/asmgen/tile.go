@@ -267,9 +267,9 @@ func reduce4(is isa, a []reg.VecVirtual) reg.VecVirtual {
 // 16-bit weights prefetches each band's stream into L1 (0: none). One
 // thread of the project's AMD EPYC VM, engine decode at batch 1 (three
 // alternated rounds; bf16 and f16; gpt2-124m, llama-160m, llama-1b) read
-// the weights at 82.1–87.4% of the probe without it, at 85.0–91.3% with
-// 1536 bytes (24 lines) ahead: 1024 gained nothing, 2048 a point less
-// than 1536, 3072 and more lost up to 8 points. F32 weights, read at
+// the weights at 82.1–87.4% of the probe without it, at 87.1–91.3% with
+// 1536 bytes (24 lines) ahead: 1024 gained nothing, 2048 up to a point
+// less than 1536, 3072 and more lost up to 8 points. F32 weights, read at
 // 95% or more without, were not tried with it. A guess at why 16-bit
 // weights need it: a line of them takes twice the instructions of an F32
 // one, so the out-of-order window holds half the lines in flight.
