@@ -323,8 +323,8 @@ func summarizeCosts(cs []Cost, missing int) CostSummary {
 }
 
 // differences computes b − a for every metric both have at point i
-// over the first complete rounds, with intervals whose confidence,
-// Bonferroni-shared over the metrics compared, is family for all. A
+// over the first complete rounds, with intervals that all hold together
+// with confidence family (Bonferroni over the metrics compared). A
 // timing's interval is stats.Paired's and needs stats.MinRounds rounds;
 // a count's is the request bootstrap's with fewer. A percentile's
 // verdict needs stats.PercentileSamples values on each side.

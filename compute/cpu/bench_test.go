@@ -183,7 +183,6 @@ func BenchmarkAttentionDecode(b *testing.B) {
 				if sh.layers > 1 {
 					bw = MeasureMemoryBandwidth(be.Threads())
 				}
-				b.ResetTimer()
 				for b.Loop() {
 					for l := range sh.layers {
 						be.Attention(dst, q, c, l, seqs, spec)
