@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -14,11 +13,7 @@ func main() {
 	err := newRootCmd().ExecuteContext(ctx)
 	stop()
 	if err != nil {
-		// Stopped by a signal while it waited on something: the signal
-		// was the point, its context error is no news.
-		if ctx.Err() == nil || !errors.Is(err, context.Canceled) {
-			fmt.Fprintln(os.Stderr, "tandem:", err)
-		}
+		fmt.Fprintln(os.Stderr, "tandem:", err)
 		os.Exit(1)
 	}
 }

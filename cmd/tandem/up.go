@@ -153,7 +153,15 @@ loopback unless an address flag says otherwise. The public APIs take
 --api-key/--api-keys-file and --tls-cert/--tls-key as "tandem coordinator"
 does (docs/security.md).`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd, &f) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			err := runUp(cmd, &f)
+			if cmd.Context().Err() != nil && errors.Is(err, context.Canceled) {
+				// Ctrl-C before the cluster was up: stopped as asked, as
+				// after it (everything it started is gone by now).
+				return nil
+			}
+			return err
+		},
 	}
 	f.coord.register(cmd)
 	fl := cmd.Flags()

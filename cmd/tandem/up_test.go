@@ -46,6 +46,59 @@ func TestUp(t *testing.T) {
 	}
 }
 
+// TestUpInterruptedWhileStarting: Ctrl-C at each stage of tandem up's
+// start (etcd starting; workers joining their groups) stops it without an
+// error, prints no "context canceled" (its own or a worker's: the
+// interrupt is what the user asked for) and leaves no process.
+func TestUpInterruptedWhileStarting(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	for _, at := range []string{"starting etcd", "groups ready: 0/"} {
+		t.Run(at, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			errR, errW := io.Pipe()
+			cmd := newRootCmd()
+			cmd.SetOut(io.Discard)
+			cmd.SetErr(errW)
+			cmd.SetArgs([]string{"up", "--preset", "tiny", "--threads", "1", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"})
+			done := make(chan error, 1)
+			go func() {
+				done <- cmd.ExecuteContext(ctx)
+				errW.Close()
+			}()
+			var logs strings.Builder
+			read := make(chan struct{})
+			go func() {
+				defer close(read)
+				sc := bufio.NewScanner(errR)
+				for sc.Scan() {
+					logs.WriteString(sc.Text() + "\n")
+					if strings.HasPrefix(sc.Text(), at) {
+						cancel()
+					}
+				}
+			}()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("tandem up interrupted at %q: %v", at, err)
+				}
+			case <-time.After(time.Minute):
+				t.Fatalf("tandem up did not stop within a minute of the interrupt")
+			}
+			<-read
+			if strings.Contains(logs.String(), "context canceled") {
+				t.Fatalf("an interrupted start printed its context error:\n%s", logs.String())
+			}
+			if kids := childProcesses(t); len(kids) > 0 {
+				t.Fatalf("processes left behind: %v", kids)
+			}
+		})
+	}
+}
+
 // Every bad flag of `tandem up` is refused with an error naming it,
 // before anything starts (no model prepared, no etcd, no process).
 func TestUpFlagErrors(t *testing.T) {
