@@ -205,16 +205,7 @@ func TestUpLinkInterrupted(t *testing.T) {
 	netshapetest.Require(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	errR, errW := io.Pipe()
-	cmd := newRootCmd()
-	cmd.SetOut(io.Discard)
-	cmd.SetErr(errW)
-	cmd.SetArgs([]string{"up", "--link", "eth-10g", "--preset", "tiny", "--threads", "1", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"})
-	done := make(chan error, 1)
-	go func() {
-		done <- cmd.ExecuteContext(ctx)
-		errW.Close()
-	}()
+	errR, done := upInBackground(ctx, "--link", "eth-10g")
 	sc := bufio.NewScanner(errR)
 	for sc.Scan() {
 		if strings.HasPrefix(sc.Text(), "groups ready: 0/") {

@@ -58,16 +58,7 @@ func TestUpInterruptedWhileStarting(t *testing.T) {
 		t.Run(at, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
-			errR, errW := io.Pipe()
-			cmd := newRootCmd()
-			cmd.SetOut(io.Discard)
-			cmd.SetErr(errW)
-			cmd.SetArgs([]string{"up", "--preset", "tiny", "--threads", "1", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"})
-			done := make(chan error, 1)
-			go func() {
-				done <- cmd.ExecuteContext(ctx)
-				errW.Close()
-			}()
+			errR, done := upInBackground(ctx)
 			var logs strings.Builder
 			read := make(chan struct{})
 			go func() {
@@ -97,6 +88,23 @@ func TestUpInterruptedWhileStarting(t *testing.T) {
 			}
 		})
 	}
+}
+
+// upInBackground runs `tandem up` of tiny (one thread a rank, free
+// ports, and extra flags) in this process until ctx ends; its stderr comes
+// through the returned reader, ExecuteContext's error through done.
+func upInBackground(ctx context.Context, extra ...string) (stderr io.Reader, done <-chan error) {
+	errR, errW := io.Pipe()
+	cmd := newRootCmd()
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(errW)
+	cmd.SetArgs(append([]string{"up", "--preset", "tiny", "--threads", "1", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, extra...))
+	ch := make(chan error, 1)
+	go func() {
+		ch <- cmd.ExecuteContext(ctx)
+		errW.Close()
+	}()
+	return errR, ch
 }
 
 // Every bad flag of `tandem up` is refused with an error naming it,
