@@ -212,8 +212,17 @@ func TestDetectsDelay(t *testing.T) {
 		t.Fatalf("differences %+v\n%s", p.Differences, out.String())
 	}
 	direct, delayed := p.Configs[0], p.Configs[1]
-	if direct.traced || direct.Cost.Traced != 0 || !delayed.traced || delayed.Cost.Traced != c.Rounds*c.NumPrompts {
-		t.Errorf("traced: direct %v (%d), delayed %v (%d of %d)", direct.traced, direct.Cost.Traced, delayed.traced, delayed.Cost.Traced, c.Rounds*c.NumPrompts)
+	if direct.res.Failed != 0 {
+		t.Errorf("direct: %d requests failed: %v", direct.res.Failed, direct.res.ErrorsByCode)
+	}
+	// On a loaded machine the test's own proxy now and then cuts a stream
+	// (its upstream read ends on a closed connection; the direct side,
+	// the same cluster without it, loses none): every request that
+	// completed must have its trace.
+	if direct.traced || direct.Cost.Traced != 0 || !delayed.traced || delayed.Cost.Traced != delayed.res.Completed ||
+		delayed.Cost.Missing != 0 || delayed.res.Completed < c.Rounds*c.NumPrompts*3/4 {
+		t.Errorf("traced: direct %v (%d), delayed %v (%d of %d completed, %d missing; %d failed: %v)", direct.traced, direct.Cost.Traced,
+			delayed.traced, delayed.Cost.Traced, delayed.res.Completed, delayed.Cost.Missing, delayed.res.Failed, delayed.res.ErrorsByCode)
 	}
 }
 
