@@ -93,6 +93,14 @@ type Config struct {
 	clientTLS *tls.Config // from CACert, made by Run
 }
 
+// confidence is Confidence, or DefaultConfidence where it is unset.
+func (c Config) confidence() float64 {
+	if c.Confidence == 0 {
+		return DefaultConfidence
+	}
+	return c.Confidence
+}
+
 // Configuration is one side of the comparison.
 type Configuration struct {
 	Name string `json:"name"`

@@ -208,10 +208,7 @@ func (m metric) rounds(samples []*Sample) stats.Rounds {
 // complete rounds (those every configuration finished).
 func NewReport(c Config, plan *serve.Plan, sides []*Side, complete int) *Report {
 	rep := &Report{Date: time.Now().Format("20060102-150405"), Rounds: c.Rounds, Workload: plan.Workload, Link: c.Link,
-		ConfidenceLevel: c.Confidence, CompleteRounds: complete}
-	if rep.ConfidenceLevel == 0 {
-		rep.ConfidenceLevel = DefaultConfidence
-	}
+		ConfidenceLevel: c.confidence(), CompleteRounds: complete}
 	for _, s := range sides {
 		rep.Configurations = append(rep.Configurations, s.Configuration)
 	}

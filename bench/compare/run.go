@@ -91,11 +91,8 @@ func Run(ctx context.Context, c Config, stdout, stderr io.Writer) (*Report, erro
 	if c.Rounds < 1 {
 		return nil, usage("--rounds %d: must be >= 1", c.Rounds)
 	}
-	if c.Confidence == 0 {
-		c.Confidence = DefaultConfidence
-	}
-	if !(c.Confidence > 0 && c.Confidence < 1) {
-		return nil, usage("--confidence %g: must be above 0 and below 1", c.Confidence)
+	if cf := c.confidence(); !(cf > 0 && cf < 1) {
+		return nil, usage("--confidence %g: must be above 0 and below 1", cf)
 	}
 	cfgs, err := c.Configurations()
 	if err != nil {
