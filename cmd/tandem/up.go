@@ -155,10 +155,8 @@ does (docs/security.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			err := runUp(cmd, &f)
-			if cmd.Context().Err() != nil && errors.Is(err, context.Canceled) {
-				// Ctrl-C before the cluster was up: stopped as asked, as
-				// after it (everything it started is gone by now).
-				return nil
+			if stoppedAsAsked(cmd.Context(), err) {
+				return nil // Ctrl-C before the cluster was up; all it started is gone
 			}
 			return err
 		},

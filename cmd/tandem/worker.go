@@ -213,10 +213,8 @@ func runWorker(cmd *cobra.Command, f *workerFlags) error {
 	defer cli.Close()
 	m, comm, closeAll, err := openShard(ctx, dir, &f.g, &f.be, cmd.ErrOrStderr())
 	if err != nil {
-		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-			// Stopped by a signal before its group formed (its supervisor
-			// stopping, or Ctrl-C during tandem up's start): as asked.
-			return nil
+		if stoppedAsAsked(ctx, err) {
+			return nil // its supervisor stopping before the group formed
 		}
 		return err
 	}
