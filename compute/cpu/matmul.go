@@ -359,52 +359,77 @@ func (t *matmulTask) run(c, w int) {
 }
 
 // useBands reports whether a decode MatMul takes the bands kernels
-// (runBands): one activation row and a kernel set that has them. Rows of
-// any length go in one pass: past decodeXBudget the row of activations
-// is read from L2, one load for four weight loads.
+// (runBands): one activation row, or batchBandsM, and a kernel set that has
+// them. Rows of any length go in one pass: past decodeXBudget the rows of
+// activations are read from L2.
 func (t *matmulTask) useBands() bool {
-	if t.m != 1 {
-		return false
+	switch {
+	case t.m == 1:
+		switch t.w.dtype {
+		case compute.F32:
+			return t.k.bandsF32 != nil
+		case compute.BF16:
+			return t.k.bandsBF16 != nil
+		}
+		return t.k.bandsF16 != nil
+	case t.m == batchBandsM:
+		switch t.w.dtype {
+		case compute.F32:
+			return t.k.rowBandsF32 != nil
+		case compute.BF16:
+			return t.k.rowBandsBF16 != nil
+		}
+		return t.k.rowBandsF16 != nil
 	}
-	switch t.w.dtype {
-	case compute.F32:
-		return t.k.bandsF32 != nil
-	case compute.BF16:
-		return t.k.bandsBF16 != nil
-	}
-	return t.k.bandsF16 != nil
+	return false
 }
 
-// runBands computes weight rows [r0, r1) for the single activation row
-// with the bands kernel. The rows are taken as four bands of a quarter
-// each, one row of each band a step, so the weights stream from memory as
-// four long sequential reads, as in the read probe, not as the tile
-// kernels' four rows of a few KiB each with the next tile prefetched. On
-// the project's 2-core AMD EPYC VM (C loops over 256 MiB, one thread) the
-// tile pattern read 31–33 GB/s, the bands 38–42 and the probe 41–43;
-// through Go a call per tile lost a further sixth, which one call per
-// chunk saves. With one chunk per thread (see MatMul) the bands are the
-// longest: 2–3 points more of the probe for 16-bit weights than four.
+// runBands computes weight rows [r0, r1) with the bands kernels. The rows
+// are taken as bands (four for one activation row, batchBands for
+// batchBandsM), one row of each band a step, so the weights stream from
+// memory as a few long sequential reads, as in the read probe, not as the
+// tile kernels' four rows of a few KiB each with the next tile
+// prefetched. On the project's 2-core AMD EPYC VM (C loops over 256 MiB,
+// one thread) the tile pattern read 31–33 GB/s, the bands 38–42 and the
+// probe 41–43; through Go a call per tile lost a further sixth, which one
+// call per chunk saves. With one chunk per thread (see MatMul) the bands
+// are the longest: 2–3 points more of the probe for 16-bit weights than
+// four.
 func (t *matmulTask) runBands(r0, r1 int) {
-	kn := t.w.cols
-	band := (r1 - r0) / tileRows
+	n, kn, m := t.w.rows, t.w.cols, t.m
+	nb := tileRows
+	if m > 1 {
+		nb = batchBands
+	}
+	// The rows past the bands take the tile kernels, whose leftovers past
+	// a whole tile take Go: the bands leave a whole number of tiles.
+	band := (r1 - r0) / nb / tileRows * tileRows
+	if m == 1 {
+		band = (r1 - r0) / nb
+	}
 	k0 := kn / t.k.kStep * t.k.kStep
 	x, dst := &t.x[0], &t.dst[r0]
-	switch t.w.dtype {
-	case compute.F32:
+	switch {
+	case m > 1 && t.w.dtype == compute.F32:
+		t.k.rowBandsF32(x, t.ldx, &t.w.f32[r0*kn], kn, k0, band, band, dst, n)
+	case m > 1 && t.w.dtype == compute.BF16:
+		t.k.rowBandsBF16(x, t.ldx, &t.w.u16[r0*kn], kn, k0, band, band, dst, n)
+	case m > 1:
+		t.k.rowBandsF16(x, t.ldx, &t.w.u16[r0*kn], kn, k0, band, band, dst, n)
+	case t.w.dtype == compute.F32:
 		t.k.bandsF32(x, &t.w.f32[r0*kn], kn, k0, band, band, dst)
-	case compute.BF16:
+	case t.w.dtype == compute.BF16:
 		t.k.bandsBF16(x, &t.w.u16[r0*kn], kn, k0, band, band, dst)
 	default:
 		t.k.bandsF16(x, &t.w.u16[r0*kn], kn, k0, band, band, dst)
 	}
 	// The inputs past the last whole vector, then the rows past the last
 	// whole band, as the tile path does them.
-	if k0 < kn {
-		t.blockK(0, 1, r0, r0+tileRows*band, k0, kn, 0)
+	if k0 < kn && band > 0 {
+		t.blockK(0, m, r0, r0+nb*band, k0, kn, 0)
 	}
-	if r := r0 + tileRows*band; r < r1 {
-		t.blockK(0, 1, r, r1, 0, kn, 0)
+	if r := r0 + nb*band; r < r1 {
+		t.blockK(0, m, r, r1, 0, kn, 0)
 	}
 }
 

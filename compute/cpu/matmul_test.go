@@ -28,6 +28,9 @@ func TestMatMul(t *testing.T) {
 		// One row by bands of rows (runBands) with rows and inputs past them,
 		// and inputs past decodeXBudget.
 		{1, 203, 97}, {1, 300, 2048}, {1, 40, 9000},
+		// Batch 8 by bands (a band of rows each, or none), with rows past
+		// the bands and inputs past the vectors.
+		{8, 9, 31}, {8, 24, 16}, {8, 203, 97}, {8, 300, 2048}, {8, 40, 9000},
 	}
 	dtypes := []compute.DType{compute.F32, compute.BF16, compute.F16}
 	eachBackend(t, func(t *testing.T, b *Backend) {
@@ -163,7 +166,7 @@ func TestLoadMatZeroCopy(t *testing.T) {
 // not: there the sums' order differs in the rows past the last panel.)
 func TestMatMul16Widened(t *testing.T) {
 	shapes := []struct{ m, n, k int }{
-		{1, 37, 33}, {3, 64, 100}, {8, 45, 1031}, {80, 70, 96}, {80, 129, 200}, {80, 96, 48}, {80, 96, 64},
+		{1, 37, 33}, {3, 64, 100}, {8, 45, 1031}, {8, 203, 48}, {80, 70, 96}, {80, 129, 200}, {80, 96, 48}, {80, 96, 64},
 	}
 	eachBackend(t, func(t *testing.T, b *Backend) {
 		r := rand.New(rand.NewPCG(7, 8))

@@ -139,6 +139,21 @@ func gemvBandsBF16AVX512(x *float32, w *uint16, ldw int, kn int, band int, count
 //go:noescape
 func gemvBandsF16AVX512(x *float32, w *uint16, ldw int, kn int, band int, count int, dst *float32)
 
+// gemvBandsF32AVX512M8 computes the dot products of 8 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsF32AVX512M8(x *float32, ldx int, w *float32, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsBF16AVX512M8 computes the dot products of 8 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsBF16AVX512M8(x *float32, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsF16AVX512M8 computes the dot products of 8 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsF16AVX512M8(x *float32, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
 // gemmF32AVX512M1 multiplies 1 activation rows by a packed panel of 32 weight rows with AVX512 (see gemmF32Func).
 //
 //go:noescape
