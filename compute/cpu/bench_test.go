@@ -50,7 +50,7 @@ func benchMats(b *testing.B, be *Backend, dt compute.DType, n, k int) []compute.
 func BenchmarkGEMV(b *testing.B) {
 	shapes := []struct{ n, k int }{{1024, 1024}, {512, 1024}, {2048, 1024}, {1024, 2048}}
 	for _, dt := range []compute.DType{compute.F32, compute.BF16, compute.F16} {
-		for _, m := range []int{1, 8, 32} {
+		for _, m := range []int{1, 4, 8, 32} {
 			for _, s := range shapes {
 				b.Run(fmt.Sprintf("%v/m%d/n%d_k%d", dt, m, s.n, s.k), func(b *testing.B) {
 					be := benchBackend(b)

@@ -39,20 +39,16 @@ type (
 )
 
 // The gemvBandsRows kernels are the gemvBands kernels of a decode batch:
-// dst[i·ldd+j+q·band] = Σ_{k<kn} x[i·ldx+k]·w[(j+q·band)·ldw+k] for i <
-// batchBandsM, j < count and q < batchBands (see runBands).
+// dst[i·ldd+j+q·band] = Σ_{k<kn} x[i·ldx+k]·w[(j+q·band)·ldw+k] for i < mb
+// (fixed per function), j < count and q < batchBands (see runBands).
 type (
 	gemvBandsRowsF32Func func(x *float32, ldx int, w *float32, ldw, kn, band, count int, dst *float32, ldd int)
 	gemvBandsRows16Func  func(x *float32, ldx int, w *uint16, ldw, kn, band, count int, dst *float32, ldd int)
 )
 
-// batchBandsM is the activation rows of the gemvBandsRows kernels, and
-// batchBands their bands: 8·3 accumulators fill the AVX-512 registers
-// beside the weights and x.
-const (
-	batchBandsM = 8
-	batchBands  = 3
-)
+// batchBands is the bands of the gemvBandsRows kernels: 8·3 accumulators
+// fill the AVX-512 registers beside the weights and x.
+const batchBands = 3
 
 // A gemmF32Func computes dst[i*ldd+j] = Σ_{k<kn} x[i*ldx+k]·p[k*panelRows+j]
 // for i < mb (fixed per function) and j < panelRows, or adds the sums to
@@ -91,11 +87,12 @@ type kernels struct {
 	bandsF32  gemvBandsF32Func
 	bandsBF16 gemvBands16Func
 	bandsF16  gemvBands16Func
-	// rowBandsF32, rowBandsBF16 and rowBandsF16 are the batchBandsM-row
-	// kernels of decode (see runBands), nil where there are none.
-	rowBandsF32  gemvBandsRowsF32Func
-	rowBandsBF16 gemvBandsRows16Func
-	rowBandsF16  gemvBandsRows16Func
+	// rowBandsF32[mb], rowBandsBF16[mb] and rowBandsF16[mb] are the
+	// kernels of decode batches of 2 to maxM rows (see runBands), nil
+	// where there are none.
+	rowBandsF32  [maxTileM + 1]gemvBandsRowsF32Func
+	rowBandsBF16 [maxTileM + 1]gemvBandsRows16Func
+	rowBandsF16  [maxTileM + 1]gemvBandsRows16Func
 	accum        accumFunc
 	// accumBF16 is accum for bfloat16 v; nil in the Go set.
 	accumBF16 accumBF16Func

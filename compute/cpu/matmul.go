@@ -359,8 +359,9 @@ func (t *matmulTask) run(c, w int) {
 }
 
 // useBands reports whether a decode MatMul takes the bands kernels
-// (runBands): one activation row, or batchBandsM, and a kernel set that has
-// them. Rows of any length go in one pass: past decodeXBudget the rows of
+// (runBands): a kernel set that has them for this many activation rows,
+// and rows of activations that fit decodeXBudget unless the weights are
+// F32. Rows of any length go in one pass: past decodeXBudget the rows of
 // activations are read from L2.
 func (t *matmulTask) useBands() bool {
 	switch {
@@ -372,21 +373,28 @@ func (t *matmulTask) useBands() bool {
 			return t.k.bandsBF16 != nil
 		}
 		return t.k.bandsF16 != nil
-	case t.m == batchBandsM:
-		switch t.w.dtype {
-		case compute.F32:
-			return t.k.rowBandsF32 != nil
-		case compute.BF16:
-			return t.k.rowBandsBF16 != nil
-		}
-		return t.k.rowBandsF16 != nil
+	case t.m > maxTileM:
+		return false
+	case t.w.dtype != compute.F32 && t.m*t.w.cols*4 > decodeXBudget:
+		// Activations past L1 are read from L2, m loads for each weight
+		// vector: for 16-bit weights, twice the bytes per weight byte of
+		// F32's. llama-1b's BF16 and F16 batch-8 decode (rows of 2048 and
+		// 5632) ran 5–7% slower so than on the tile kernels, which split
+		// the rows to keep the activations in L1; F32's 14% faster.
+		return false
 	}
-	return false
+	switch t.w.dtype {
+	case compute.F32:
+		return t.k.rowBandsF32[t.m] != nil
+	case compute.BF16:
+		return t.k.rowBandsBF16[t.m] != nil
+	}
+	return t.k.rowBandsF16[t.m] != nil
 }
 
 // runBands computes weight rows [r0, r1) with the bands kernels. The rows
 // are taken as bands (four for one activation row, batchBands for
-// batchBandsM), one row of each band a step, so the weights stream from
+// a batch), one row of each band a step, so the weights stream from
 // memory as a few long sequential reads, as in the read probe, not as the
 // tile kernels' four rows of a few KiB each with the next tile
 // prefetched. On the project's 2-core AMD EPYC VM (C loops over 256 MiB,
@@ -411,11 +419,11 @@ func (t *matmulTask) runBands(r0, r1 int) {
 	x, dst := &t.x[0], &t.dst[r0]
 	switch {
 	case m > 1 && t.w.dtype == compute.F32:
-		t.k.rowBandsF32(x, t.ldx, &t.w.f32[r0*kn], kn, k0, band, band, dst, n)
+		t.k.rowBandsF32[m](x, t.ldx, &t.w.f32[r0*kn], kn, k0, band, band, dst, n)
 	case m > 1 && t.w.dtype == compute.BF16:
-		t.k.rowBandsBF16(x, t.ldx, &t.w.u16[r0*kn], kn, k0, band, band, dst, n)
+		t.k.rowBandsBF16[m](x, t.ldx, &t.w.u16[r0*kn], kn, k0, band, band, dst, n)
 	case m > 1:
-		t.k.rowBandsF16(x, t.ldx, &t.w.u16[r0*kn], kn, k0, band, band, dst, n)
+		t.k.rowBandsF16[m](x, t.ldx, &t.w.u16[r0*kn], kn, k0, band, band, dst, n)
 	case t.w.dtype == compute.F32:
 		t.k.bandsF32(x, &t.w.f32[r0*kn], kn, k0, band, band, dst)
 	case t.w.dtype == compute.BF16:

@@ -159,14 +159,17 @@ func TestLoadMatZeroCopy(t *testing.T) {
 // the packed path, which widen in registers) against the same kernel set
 // on the weights widened to F32 first: widening is exact and the order of
 // additions is the same, so the results must be equal bit for bit. The
-// shapes have batch 1, 3, 8 and 80 (decode, a tile remainder, two decode
-// tiles, the packed path), inputs that are not a multiple of the vector
-// width, and rows that leave part of a panel. (F32 batches of 13 to
-// transposedMaxM rows take the transposed path, which 16-bit weights do
-// not: there the sums' order differs in the rows past the last panel.)
+// shapes have batch 1, 3, 8 and 80 (decode by bands, with rows past them
+// on the tile kernels, and the packed path), inputs that are not a
+// multiple of the vector width, and rows that leave part of a panel. (F32
+// batches of 13 to transposedMaxM rows take the transposed path, which
+// 16-bit weights do not: there the sums' order differs in the rows past
+// the last panel; and decode batches whose activations overflow
+// decodeXBudget take the bands with F32 weights, the tile kernels with
+// 16-bit ones.)
 func TestMatMul16Widened(t *testing.T) {
 	shapes := []struct{ m, n, k int }{
-		{1, 37, 33}, {3, 64, 100}, {8, 45, 1031}, {8, 203, 48}, {80, 70, 96}, {80, 129, 200}, {80, 96, 48}, {80, 96, 64},
+		{1, 37, 33}, {3, 64, 100}, {8, 45, 1000}, {8, 203, 48}, {80, 70, 96}, {80, 129, 200}, {80, 96, 48}, {80, 96, 64},
 	}
 	eachBackend(t, func(t *testing.T, b *Backend) {
 		r := rand.New(rand.NewPCG(7, 8))

@@ -139,6 +139,96 @@ func gemvBandsBF16AVX512(x *float32, w *uint16, ldw int, kn int, band int, count
 //go:noescape
 func gemvBandsF16AVX512(x *float32, w *uint16, ldw int, kn int, band int, count int, dst *float32)
 
+// gemvBandsF32AVX512M2 computes the dot products of 2 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsF32AVX512M2(x *float32, ldx int, w *float32, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsBF16AVX512M2 computes the dot products of 2 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsBF16AVX512M2(x *float32, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsF16AVX512M2 computes the dot products of 2 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsF16AVX512M2(x *float32, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsF32AVX512M3 computes the dot products of 3 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsF32AVX512M3(x *float32, ldx int, w *float32, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsBF16AVX512M3 computes the dot products of 3 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsBF16AVX512M3(x *float32, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsF16AVX512M3 computes the dot products of 3 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsF16AVX512M3(x *float32, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsF32AVX512M4 computes the dot products of 4 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsF32AVX512M4(x *float32, ldx int, w *float32, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsBF16AVX512M4 computes the dot products of 4 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsBF16AVX512M4(x *float32, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsF16AVX512M4 computes the dot products of 4 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsF16AVX512M4(x *float32, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsF32AVX512M5 computes the dot products of 5 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsF32AVX512M5(x *float32, ldx int, w *float32, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsBF16AVX512M5 computes the dot products of 5 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsBF16AVX512M5(x *float32, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsF16AVX512M5 computes the dot products of 5 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsF16AVX512M5(x *float32, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsF32AVX512M6 computes the dot products of 6 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsF32AVX512M6(x *float32, ldx int, w *float32, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsBF16AVX512M6 computes the dot products of 6 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsBF16AVX512M6(x *float32, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsF16AVX512M6 computes the dot products of 6 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsF16AVX512M6(x *float32, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsF32AVX512M7 computes the dot products of 7 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsF32AVX512M7(x *float32, ldx int, w *float32, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsBF16AVX512M7 computes the dot products of 7 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsBF16AVX512M7(x *float32, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsF16AVX512M7 computes the dot products of 7 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsF16AVX512M7(x *float32, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
 // gemvBandsF32AVX512M8 computes the dot products of 8 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
 //
 //go:noescape

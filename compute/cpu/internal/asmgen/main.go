@@ -83,8 +83,10 @@ func main() {
 			gemvBands(is, k)
 		}
 		if is.lanes == 16 {
-			for _, k := range wkinds {
-				gemvBandsRows(is, k, 8, 3)
+			for m := 2; m <= is.maxM+is.splitM; m++ {
+				for _, k := range wkinds {
+					gemvBandsRows(is, k, m, 3)
+				}
 			}
 			for m := 1; m <= gemmMaxM; m++ {
 				gemm(is, m)

@@ -398,8 +398,11 @@ func gemvBandsRows(is isa, k wkind, m, nb int) {
 
 	ldx := Load(Param("ldx"), GP64())
 	SHLQ(U8(2), ldx)
-	ldx3 := GP64()
-	LEAQ(Mem{Base: ldx, Index: ldx, Scale: 2}, ldx3)
+	var ldx3 reg.Register
+	if m > 3 {
+		ldx3 = GP64()
+		LEAQ(Mem{Base: ldx, Index: ldx, Scale: 2}, ldx3)
+	}
 	wrow := Load(Param("w"), GP64())
 	bs := Load(Param("band"), GP64())
 	ldw := Load(Param("ldw"), GP64())
@@ -419,10 +422,14 @@ func gemvBandsRows(is isa, k wkind, m, nb int) {
 			VXORPS(acc[i][q], acc[i][q], acc[i][q])
 		}
 	}
-	wb, xb, xb4 := GP64(), GP64(), GP64()
+	wb, xb := GP64(), GP64()
 	MOVQ(wrow, wb)
 	Load(Param("x"), xb)
-	LEAQ(Mem{Base: xb, Index: ldx, Scale: 4}, xb4)
+	var xb4 reg.Register
+	if m > 4 {
+		xb4 = GP64()
+		LEAQ(Mem{Base: xb, Index: ldx, Scale: 4}, xb4)
+	}
 	// Band q's row is q·bs bytes past band 0's (q < 3: an index scale).
 	bandAddr := func(q int) Mem {
 		if q == 0 {
@@ -451,7 +458,9 @@ func gemvBandsRows(is isa, k wkind, m, nb int) {
 	advance := func(u int) {
 		ADDQ(U8(u*step), wb)
 		ADDQ(U8(u*4*is.lanes), xb)
-		ADDQ(U8(u*4*is.lanes), xb4)
+		if m > 4 {
+			ADDQ(U8(u*4*is.lanes), xb4)
+		}
 	}
 	lines := Load(Param("kn"), GP64())
 	SHRQ(U8(log2(is.lanes*unroll)), lines)
