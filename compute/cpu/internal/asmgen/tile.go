@@ -524,9 +524,10 @@ func gemvBandsRows(is isa, k wkind, m, nb int) {
 // rowBandsPrefetch is how far ahead, in bytes, a gemvBandsRows kernel
 // prefetches each band's stream into L1. Without it the 8-row kernels
 // streamed weights slower than the tile kernels they replace (2 threads
-// of the project's AMD EPYC VM, 1024×1024 matrices from memory: F32 16–21
-// GB/s against 21–27), though in L2 they multiply a third faster: a line
-// takes 8 rows' FMAs, so the out-of-order window holds few lines in
-// flight. 1024 and 2048 bytes ahead measured alike in the engine's batch-8
-// decode, 3072 a little slower; into L2 (PREFETCHT1) no better.
+// of the project's AMD EPYC VM, F32 matrices of 1024 rows from memory:
+// 16–22 GB/s against 24–30 in most runs), though in L2 they multiply a
+// third faster: a line takes 8 rows' FMAs, so the out-of-order window
+// holds few lines in flight. 1024 and 2048 bytes ahead measured alike in
+// the engine's batch-8 decode, 3072 a little slower; into L2
+// (PREFETCHT1) no better.
 const rowBandsPrefetch = 2048
