@@ -32,10 +32,11 @@ func (c *kvCache) DType() compute.DType {
 }
 
 // AutoKVDType is BF16 for BF16 weights and F32 otherwise. F16 weights are
-// widened to F32 at load (see LoadMat), so their model runs in F32 and its
-// KV stays F32 as well: F16 has a bfloat16's size but three more mantissa
-// bits, and rounding an F16 model's KV to bf16 would lose precision that
-// model never lost. BF16 can still be asked for explicitly.
+// widened to F32 as they are used (in registers, or at load in the Go set;
+// see LoadMat), so their model computes in F32 and its KV stays F32 as
+// well: F16 has a bfloat16's size but three more mantissa bits, and
+// rounding an F16 model's KV to bf16 would lose precision that model never
+// lost. BF16 can still be asked for explicitly.
 func (b *Backend) AutoKVDType(weights compute.DType) compute.DType {
 	if weights == compute.BF16 {
 		return compute.BF16
