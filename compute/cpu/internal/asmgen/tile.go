@@ -97,6 +97,34 @@ func tile(is isa, k wkind, m int) {
 	RET()
 }
 
+// rowsStep emits one vector step of the dot products of activation rows
+// with weight rows: the weight vectors at w loaded (and widened) once,
+// each activation row's vector at xrow(i) loaded once, acc[i][r] += x_i·w_r.
+func rowsStep(is isa, k wkind, w []Mem, xrow func(i int) Mem, acc [][]reg.VecVirtual) {
+	wv := make([]reg.VecVirtual, len(w))
+	for r := range w {
+		wv[r] = is.vec()
+		loadW(k, w[r], wv[r])
+	}
+	for i := range acc {
+		xv := is.vec()
+		VMOVUPS(xrow(i), xv)
+		for r := range wv {
+			VFMADD231PS(wv[r], xv, acc[i][r])
+		}
+	}
+}
+
+// advanceRows moves a kernel's weight pointer wb on by wbytes and its
+// activation row pointers (xb, and xb4 for rows 4-7 where m > 4) by xbytes.
+func advanceRows(m, wbytes, xbytes int, wb, xb, xb4 reg.Register) {
+	ADDQ(U8(wbytes), wb)
+	ADDQ(U8(xbytes), xb)
+	if m > 4 {
+		ADDQ(U8(xbytes), xb4)
+	}
+}
+
 // pfHint is the prefetch a tile kernel issues for the next weight tile.
 // AVX-512 kernels of 16-bit weights pull it into L2 only: streaming from
 // memory on one core of this project's Xeon VM, 5-15% faster than into
@@ -137,26 +165,13 @@ func tilePass(is isa, k wkind, m int, name string, wrows []int, g tileRegs) {
 	unroll := max(1, 64/(is.lanes*wscale))
 	step := is.lanes * wscale
 	body := func(u int) {
-		wv := make([]reg.VecVirtual, len(wrows))
+		w := make([]Mem, len(wrows))
 		for r, wr := range wrows {
-			wv[r] = is.vec()
-			loadW(k, rowAddr(wr, wb, nil, ldw, ldw3).Offset(u*step), wv[r])
+			w[r] = rowAddr(wr, wb, nil, ldw, ldw3).Offset(u * step)
 		}
-		for i := range m {
-			xv := is.vec()
-			VMOVUPS(rowAddr(i, xb, xb4, ldx, ldx3).Offset(u*4*is.lanes), xv)
-			for r := range wrows {
-				VFMADD231PS(wv[r], xv, acc[i][r])
-			}
-		}
+		rowsStep(is, k, w, func(i int) Mem { return rowAddr(i, xb, xb4, ldx, ldx3).Offset(u * 4 * is.lanes) }, acc)
 	}
-	advance := func(u int) {
-		ADDQ(U8(u*step), wb)
-		ADDQ(U8(u*4*is.lanes), xb)
-		if m > 4 {
-			ADDQ(U8(u*4*is.lanes), xb4)
-		}
-	}
+	advance := func(u int) { advanceRows(m, u*step, u*4*is.lanes, wb, xb, xb4) }
 	iters := g.iters
 	lines := GP64()
 	MOVQ(iters, lines)
@@ -442,26 +457,13 @@ func gemvBandsRows(is isa, k wkind, m, nb int) {
 	unroll := max(1, 64/(is.lanes*k.size))
 	step := is.lanes * k.size
 	body := func(u int) {
-		wv := make([]reg.VecVirtual, nb)
-		for q := range wv {
-			wv[q] = is.vec()
-			loadW(k, bandAddr(q).Offset(u*step), wv[q])
+		w := make([]Mem, nb)
+		for q := range w {
+			w[q] = bandAddr(q).Offset(u * step)
 		}
-		for i := range m {
-			xv := is.vec()
-			VMOVUPS(rowAddr(i, xb, xb4, ldx, ldx3).Offset(u*4*is.lanes), xv)
-			for q := range nb {
-				VFMADD231PS(wv[q], xv, acc[i][q])
-			}
-		}
+		rowsStep(is, k, w, func(i int) Mem { return rowAddr(i, xb, xb4, ldx, ldx3).Offset(u * 4 * is.lanes) }, acc)
 	}
-	advance := func(u int) {
-		ADDQ(U8(u*step), wb)
-		ADDQ(U8(u*4*is.lanes), xb)
-		if m > 4 {
-			ADDQ(U8(u*4*is.lanes), xb4)
-		}
-	}
+	advance := func(u int) { advanceRows(m, u*step, u*4*is.lanes, wb, xb, xb4) }
 	lines := Load(Param("kn"), GP64())
 	SHRQ(U8(log2(is.lanes*unroll)), lines)
 	JZ(LabelRef(name + "_single"))
