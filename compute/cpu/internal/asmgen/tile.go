@@ -97,6 +97,19 @@ func tile(is isa, k wkind, m int) {
 	RET()
 }
 
+// zeroAcc makes rows×cols vector accumulators, zeroed.
+func zeroAcc(is isa, rows, cols int) [][]reg.VecVirtual {
+	acc := make([][]reg.VecVirtual, rows)
+	for i := range acc {
+		acc[i] = make([]reg.VecVirtual, cols)
+		for j := range acc[i] {
+			acc[i][j] = is.vec()
+			VXORPS(acc[i][j], acc[i][j], acc[i][j])
+		}
+	}
+	return acc
+}
+
 // rowsStep emits one vector step of the dot products of activation rows
 // with weight rows: the weight vectors at w loaded (and widened) once,
 // each activation row's vector at xrow(i) loaded once, acc[i][r] += x_i·w_r.
@@ -165,14 +178,7 @@ type tileRegs struct {
 func tilePass(is isa, k wkind, m int, name string, wrows []int, g tileRegs) {
 	wscale := k.size
 	xb, xb4, ldx, ldx3, wb, ldw, ldw3 := g.xb, g.xb4, g.ldx, g.ldx3, g.wb, g.ldw, g.ldw3
-	acc := make([][]reg.VecVirtual, m)
-	for i := range acc {
-		acc[i] = make([]reg.VecVirtual, len(wrows))
-		for r := range acc[i] {
-			acc[i][r] = is.vec()
-			VXORPS(acc[i][r], acc[i][r], acc[i][r])
-		}
-	}
+	acc := zeroAcc(is, m, len(wrows))
 	// One main-loop iteration consumes a 64-byte line of each weight row
 	// and prefetches one line of each next-tile row; single steps finish.
 	unroll := max(1, 64/(is.lanes*wscale))
@@ -338,14 +344,7 @@ func gemvBands(is isa, k wkind) {
 	// a last single vector: the same order of additions for every weight type,
 	// so a 16-bit matrix gives the bits of its widened F32 copy.
 	const unroll = 2
-	acc := make([][]reg.VecVirtual, tileRows)
-	for q := range acc {
-		acc[q] = make([]reg.VecVirtual, unroll)
-		for u := range acc[q] {
-			acc[q][u] = is.vec()
-			VXORPS(acc[q][u], acc[q][u], acc[q][u])
-		}
-	}
+	acc := zeroAcc(is, tileRows, unroll)
 	wb, xb := GP64(), GP64()
 	MOVQ(wrow, wb)
 	MOVQ(x, xb)
@@ -436,14 +435,7 @@ func gemvBandsRows(is isa, k wkind, m, nb int) {
 	JZ(LabelRef(name + "_done"))
 
 	Label(name + "_row")
-	acc := make([][]reg.VecVirtual, m)
-	for i := range acc {
-		acc[i] = make([]reg.VecVirtual, nb)
-		for q := range acc[i] {
-			acc[i][q] = is.vec()
-			VXORPS(acc[i][q], acc[i][q], acc[i][q])
-		}
-	}
+	acc := zeroAcc(is, m, nb)
 	wb, xb := GP64(), GP64()
 	MOVQ(wrow, wb)
 	Load(Param("x"), xb)
