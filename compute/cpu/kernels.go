@@ -41,6 +41,7 @@ type (
 // The gemvBandsRows kernels are the gemvBands kernels of a decode batch:
 // dst[i·ldd+j+q·band] = Σ_{k<kn} x[i·ldx+k]·w[(j+q·band)·ldw+k] for i < mb
 // (fixed per function), j < count and q < batchBands (see runBands).
+// Assembly only; kn is a multiple of kernels.kStep.
 type (
 	gemvBandsRowsF32Func func(x *float32, ldx int, w *float32, ldw, kn, band, count int, dst *float32, ldd int)
 	gemvBandsRows16Func  func(x *float32, ldx int, w *uint16, ldw, kn, band, count int, dst *float32, ldd int)
