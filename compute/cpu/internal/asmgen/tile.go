@@ -406,10 +406,11 @@ func gemvBands(is isa, k wkind) {
 // ldx int, w, ldw, kn, band, count int, dst *float32, ldd int): for i < m,
 // j < count and q < nb, dst[i·ldd+j+q·band] = Σ_k x[i·ldx+k]·w[(j+q·band)·ldw+k],
 // k < kn rounded down to the vector width. It is gemvBands for a decode
-// batch: each step takes one row from each of nb bands and multiplies it
-// by all m activation rows, which stay in L1, so the weights are read once,
-// as nb long sequential streams, where the tile kernels read four short
-// rows at a time and prefetch the next four. Each dot product keeps one
+// batch: each step takes one row from each of nb (≤ 3: an index scale)
+// bands and multiplies it by all m activation rows, which stay in cache
+// (L1 for rows that fit decodeXBudget), so the weights are read once, as
+// nb long sequential streams, where the tile kernels read four short rows
+// at a time and prefetch the next four. Each dot product keeps one
 // accumulator, as in the tile kernels.
 func gemvBandsRows(is isa, k wkind, m, nb int) {
 	name := fmt.Sprintf("gemvBands%s%sM%d", k.name, is.name, m)
