@@ -47,8 +47,9 @@ type (
 	gemvBandsRows16Func  func(x *float32, ldx int, w *uint16, ldw, kn, band, count int, dst *float32, ldd int)
 )
 
-// batchBands is the bands of the gemvBandsRows kernels: 8·3 accumulators
-// fill the AVX-512 registers beside the weights and x.
+// batchBands is the bands of the gemvBandsRows kernels (the generator's
+// batchBands): 8·3 accumulators fill the AVX-512 registers beside the
+// weights and x.
 const batchBands = 3
 
 // A gemmF32Func computes dst[i*ldd+j] = Σ_{k<kn} x[i*ldx+k]·p[k*panelRows+j]

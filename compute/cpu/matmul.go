@@ -409,11 +409,12 @@ func (t *matmulTask) runBands(r0, r1 int) {
 	if m > 1 {
 		nb = batchBands
 	}
-	// The rows past the bands take the tile kernels, whose leftovers past
-	// a whole tile take Go: the bands leave a whole number of tiles.
-	band := (r1 - r0) / nb / tileRows * tileRows
-	if m == 1 {
-		band = (r1 - r0) / nb
+	band := (r1 - r0) / nb
+	if nb != tileRows {
+		// The rows past the bands take the tile kernels, whose leftovers
+		// past a whole tile take Go: the bands leave a whole number of
+		// tiles (four bands of a chunk's rows, a multiple of four, do).
+		band = band / tileRows * tileRows
 	}
 	k0 := kn / t.k.kStep * t.k.kStep
 	x, dst := &t.x[0], &t.dst[r0]

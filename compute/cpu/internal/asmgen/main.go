@@ -85,7 +85,7 @@ func main() {
 		if is.lanes == 16 {
 			for m := 2; m <= is.maxM+is.splitM; m++ {
 				for _, k := range wkinds {
-					gemvBandsRows(is, k, m, 3)
+					gemvBandsRows(is, k, m, batchBands)
 				}
 			}
 			for m := 1; m <= gemmMaxM; m++ {

@@ -517,6 +517,10 @@ func gemvBandsRows(is isa, k wkind, m, nb int) {
 	RET()
 }
 
+// batchBands is the bands of the gemvBandsRows kernels (cpu.batchBands):
+// at 8 rows, 24 accumulators beside the weights and x.
+const batchBands = 3
+
 // rowBandsPrefetch is how far ahead, in bytes, a gemvBandsRows kernel
 // prefetches each band's stream into L1. Without it the 8-row kernels
 // streamed weights slower than the tile kernels they replace (2 threads
