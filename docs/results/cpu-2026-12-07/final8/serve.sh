@@ -5,7 +5,8 @@
 # 4c43bc1 (this session: prefill attention one KV head at a time, the
 # softmax in one kernel call, SSE moves kept out, KVWrite prefetching).
 # 3 rounds at concurrency 1, 8, 32 (6, 24, 64 prompts of 128 tokens, 32
-# out), as ../late/serve.sh. usage: serve.sh OUTDIR
+# out), as ../late/serve.sh (ROUNDS sets another number of rounds).
+# usage: serve.sh OUTDIR
 OLD=${OLD:-/tmp/s8/tandem-old}; NEW=${NEW:-/tmp/s8/tandem-new}; D=$1; mkdir -p "$D"
 M=${M:-/tmp/s8/llama-160m-f32}
 [ -d "$M" ] || $NEW model init --preset llama-160m --out "$M" || exit 1
@@ -21,7 +22,7 @@ for p in 19691 19791; do
   for i in $(seq 600); do curl -sf http://127.0.0.1:$p/readyz >/dev/null && break; sleep 0.5; done
   curl -sf http://127.0.0.1:$p/readyz >/dev/null || { echo "not ready: $p"; exit 1; }
 done
-for r in 1 2 3; do
+for r in $(seq "${ROUNDS:-3}"); do
   for dep in old:19690 new:19790; do
     name=${dep%:*}; port=${dep#*:}
     echo "# round $r $name $(date -u +%H:%M:%S) $(cat /proc/loadavg)"
