@@ -9,20 +9,29 @@ import (
 	"github.com/tandemllm/tandem/internal/half"
 )
 
-// TestToBF16 holds every kernel set's toBF16 to half.BF16FromFloat32 on
-// the values where rounding is delicate (ties each way, the largest
-// finite values rounding to infinity, subnormals, NaNs of every kind)
-// and on random bit patterns.
-func TestToBF16(t *testing.T) {
+// TestTo16 holds every kernel set's toBF16 and toF16 to
+// half.BF16FromFloat32 and half.F16FromFloat32 on the values where
+// rounding is delicate (ties each way, the largest finite values rounding
+// to infinity, subnormals, NaNs of every kind) and on random bit
+// patterns.
+func TestTo16(t *testing.T) {
 	bits := []uint32{
 		0, 0x80000000, 0x3f800000, 0x3f808000, 0x3f818000, 0x3f807fff, 0x3f808001,
 		0x7f7fffff, 0xff7fffff, 0x7f7f8000, 0x7f800000, 0xff800000,
 		0x00000001, 0x00008000, 0x00018000, 0x807fffff,
 		0x7f800001, 0x7fc00000, 0xffffffff, 0x7fff8000, 0x7f80ffff,
+		// F16's edges: 65504 and the ties around it, the smallest normal
+		// and subnormal halves and the ties below them.
+		0x477fe000, 0x477ff000, 0x477fefff, 0xc77ff000, 0x38800000, 0x33800000,
+		0x33000000, 0x33000001, 0x32ffffff, 0x33c00000, 0x387fc000, 0x3f801000, 0x3f803000,
 	}
 	r := rand.New(rand.NewPCG(11, 12))
 	for range 1 << 16 {
 		bits = append(bits, r.Uint32())
+	}
+	// Values a KV cache holds: a few units either way.
+	for range 1 << 12 {
+		bits = append(bits, math.Float32bits(float32(r.NormFloat64()*4)))
 	}
 	src := make([]float32, len(bits))
 	for i, b := range bits {
@@ -30,26 +39,32 @@ func TestToBF16(t *testing.T) {
 	}
 	ran := false
 	for _, k := range kernelSets() {
-		if k.toBF16 == nil {
-			continue
-		}
-		ran = true
-		n := len(src) / k.lanes * k.lanes
-		dst := make([]uint16, len(src))
-		k.toBF16(&dst[0], &src[0], len(src))
-		for i := range n {
-			if want := half.BF16FromFloat32(src[i]); dst[i] != want {
-				t.Fatalf("%s: %#08x rounds to %#04x, want %#04x", k.name, bits[i], dst[i], want)
+		for _, c := range []struct {
+			name  string
+			kern  func(dst *uint16, src *float32, n int)
+			round func(float32) uint16
+		}{{"toBF16", k.toBF16, half.BF16FromFloat32}, {"toF16", k.toF16, half.F16FromFloat32}} {
+			if c.kern == nil {
+				continue
 			}
-		}
-		for i := n; i < len(dst); i++ {
-			if dst[i] != 0 {
-				t.Fatalf("%s: wrote dst[%d] past n rounded down to %d lanes", k.name, i, k.lanes)
+			ran = true
+			n := len(src) / k.lanes * k.lanes
+			dst := make([]uint16, len(src))
+			c.kern(&dst[0], &src[0], len(src))
+			for i := range n {
+				if want := c.round(src[i]); dst[i] != want {
+					t.Fatalf("%s %s: %#08x rounds to %#04x, want %#04x", k.name, c.name, bits[i], dst[i], want)
+				}
+			}
+			for i := n; i < len(dst); i++ {
+				if dst[i] != 0 {
+					t.Fatalf("%s %s: wrote dst[%d] past n rounded down to %d lanes", k.name, c.name, i, k.lanes)
+				}
 			}
 		}
 	}
 	if !ran {
-		t.Skip("no kernel set here rounds to bfloat16 (no AVX-512)")
+		t.Skip("no kernel set here rounds to 16 bits (no AVX-512)")
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 // them (the rounding a BF16 attention kernel on a GPU makes too); scores,
 // the softmax and the sums stay float32.
 func (t *attnTask) useAMX() bool {
-	return t.k.amxBF16 != nil && t.c.kb != nil && t.spec.HeadDim%amxK == 0
+	return t.k.amxBF16 != nil && t.c.spec.DType == compute.BF16 && t.spec.HeadDim%amxK == 0
 }
 
 // packedKVAMX views the packed keys and values of s's KV head kvh (see

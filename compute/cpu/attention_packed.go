@@ -64,7 +64,7 @@ func (pt *attnPackTask) run(c, _ int) {
 
 // packKV fills the packed keys and values of s's KV head kvh (see
 // packedKV) from the cache: keys 16 at a time with the pack kernels
-// (widening BF16), values widened or copied row by row. Positions past
+// (widening 16-bit keys), values widened or copied row by row. Positions past
 // the sequence are zero, so they add nothing when their weight is zero.
 func (t *attnTask) packKV(s compute.AttnSeq, p *seqPlan, kvh int) {
 	hd := t.spec.HeadDim
@@ -79,11 +79,16 @@ func (t *attnTask) packKV(s compute.AttnSeq, p *seqPlan, kvh int) {
 				continue
 			}
 			off := t.cacheOff(s, kvh, j) + c
-			if t.c.vb != nil {
+			switch {
+			case t.c.spec.DType == compute.F16:
+				for i, u := range t.c.vb[off : off+panelRows] {
+					dst[i] = half.F16ToFloat32(u)
+				}
+			case t.c.vb != nil:
 				for i, u := range t.c.vb[off : off+panelRows] {
 					dst[i] = half.BF16ToFloat32(u)
 				}
-			} else {
+			default:
 				copy(dst, t.c.v[off:off+panelRows])
 			}
 		}
@@ -113,6 +118,8 @@ func (t *attnTask) packKeys(s compute.AttnSeq, p *seqPlan, kvh int, dst []float3
 		switch {
 		case pairs:
 			t.k.packF32(&d[0], (*float32)(unsafe.Pointer(&t.c.kb[off])), words, words)
+		case t.c.spec.DType == compute.F16:
+			t.k.packF16(&d[0], &t.c.kb[off], hd, hd)
 		case t.c.kb != nil:
 			t.k.packBF16(&d[0], &t.c.kb[off], hd, hd)
 		default:

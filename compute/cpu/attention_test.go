@@ -45,7 +45,7 @@ func TestAttention(t *testing.T) {
 		{8, 2, 64, 16, []struct{ pos, qlen int }{{0, 300}}, true},
 	}
 	eachBackend(t, func(t *testing.T, b *Backend) {
-		for _, dt := range []compute.DType{compute.F32, compute.BF16} {
+		for _, dt := range []compute.DType{compute.F32, compute.BF16, compute.F16} {
 			for _, c := range cases {
 				t.Run(fmt.Sprintf("%v/h%d_kv%d_d%d_bs%d", dt, c.heads, c.kvHeads, c.hd, c.bs), func(t *testing.T) {
 					runAttnCase(t, b, c, dt)
@@ -56,7 +56,7 @@ func TestAttention(t *testing.T) {
 }
 
 // runAttnCase checks attention over a cache of dtype dt against a float64
-// reference. A BF16 cache rounds what it stores, so the reference is given
+// reference. A 16-bit cache rounds what it stores, so the reference is given
 // the keys and values rounded the same way: what is checked is that they
 // are stored rounded to nearest and read back exactly.
 func runAttnCase(t *testing.T, b *Backend, c attnCase, dt compute.DType) {
@@ -95,7 +95,7 @@ func runAttnCase(t *testing.T, b *Backend, c attnCase, dt compute.DType) {
 				k[i] *= 1 + float32(i/kvw)/16
 			}
 		}
-		if dt == compute.BF16 {
+		if dt != compute.F32 {
 			_, k = encode(dt, k)
 			_, v = encode(dt, v)
 		}
@@ -213,7 +213,7 @@ func TestKVReadLoad(t *testing.T) {
 	}
 	eachBackend(t, func(t *testing.T, b *Backend) {
 		for _, sh := range shapes {
-			for _, dt := range []compute.DType{compute.F32, compute.BF16} {
+			for _, dt := range []compute.DType{compute.F32, compute.BF16, compute.F16} {
 				t.Run(sh.name+"/"+dt.String(), func(t *testing.T) {
 					checkKVRoundTrip(t, b, sh.spec, dt, sh.slots)
 				})
@@ -225,8 +225,8 @@ func TestKVReadLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	if _, err := b.NewKVCache(compute.KVSpec{Layers: 1, NumBlocks: 1, BlockSize: 1, KVHeads: 1, HeadDim: 1, DType: compute.F16}); !errors.Is(err, compute.ErrUnsupported) {
-		t.Fatalf("F16 KV cache: err = %v, want ErrUnsupported", err)
+	if _, err := b.NewKVCache(compute.KVSpec{Layers: 1, NumBlocks: 1, BlockSize: 1, KVHeads: 1, HeadDim: 1, DType: compute.F16 + 1}); !errors.Is(err, compute.ErrUnsupported) {
+		t.Fatalf("KV cache of an unknown dtype: err = %v, want ErrUnsupported", err)
 	}
 }
 

@@ -131,7 +131,7 @@ func (b *Backend) LoadMat(dtype compute.DType, rows, cols int, data []byte) (com
 			m.f32 = unsafe.Slice((*float32)(p), n)
 		}
 	case compute.F16:
-		if b.k.f16[1] == nil {
+		if b.k.widenF16 {
 			m.dtype = compute.F32
 			m.f32 = make([]float32, n)
 			half.F16ToFloat32s(m.f32, data)

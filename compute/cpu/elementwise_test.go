@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/tandemllm/tandem/compute"
 )
 
 // TestElementwiseKernelsMatchGo runs every wrapper of elementwise.go with
@@ -74,13 +76,13 @@ func TestElementwiseKernelsMatchGo(t *testing.T) {
 					close(fmt.Sprintf("rotate lo[%d]", i), float64(glo[i]), float64(wlo[i]), 4)
 					close(fmt.Sprintf("rotate hi[%d]", i), float64(ghi[i]), float64(whi[i]), 4)
 				}
-				if k.toBF16 != nil {
+				for _, dt := range []compute.DType{compute.BF16, compute.F16} {
 					got, want := make([]uint16, n), make([]uint16, n)
-					k.roundBF16(got, x)
-					ref.roundBF16(want, x)
+					k.round16(dt, got, x)
+					ref.round16(dt, want, x)
 					for i := range want {
 						if got[i] != want[i] {
-							t.Fatalf("roundBF16[%d] = %#04x, the Go set's %#04x", i, got[i], want[i])
+							t.Fatalf("round16 to %v [%d] = %#04x, the Go set's %#04x", dt, i, got[i], want[i])
 						}
 					}
 				}

@@ -69,9 +69,9 @@ const maxGemmM = 12
 // versions handle d rounded down to a multiple of kernels.dStep.
 type accumFunc func(dst, p, v *float32, ldv, n, d int)
 
-// accumBF16Func is accumFunc over bfloat16 values (a BF16 KV cache's),
-// widened in registers.
-type accumBF16Func func(dst, p *float32, v *uint16, ldv, n, d int)
+// accum16Func is accumFunc over 16-bit values (a BF16 or F16 KV cache's,
+// one function per type), widened in registers.
+type accum16Func func(dst, p *float32, v *uint16, ldv, n, d int)
 
 // kernels is one implementation of the inner loops.
 type kernels struct {
@@ -81,9 +81,11 @@ type kernels struct {
 	dStep int
 	f32   [maxTileM + 1]tileF32Func
 	bf16  [maxTileM + 1]tile16Func
-	// f16 holds F16 tile kernels, nil in sets without them (there F16
-	// weights are widened once when loaded).
-	f16 [maxTileM + 1]tile16Func
+	f16   [maxTileM + 1]tile16Func
+	// widenF16 has LoadMat widen F16 weights to F32 once (the Go set,
+	// whose F16 tiles convert every weight in Go as they read it: they
+	// serve an F16 KV cache).
+	widenF16 bool
 	// bandsF32, bandsBF16 and bandsF16 are the one-row kernels of decode
 	// (see runBands), nil in the Go set.
 	bandsF32  gemvBandsF32Func
@@ -96,8 +98,10 @@ type kernels struct {
 	rowBandsBF16 [maxTileM + 1]gemvBandsRows16Func
 	rowBandsF16  [maxTileM + 1]gemvBandsRows16Func
 	accum        accumFunc
-	// accumBF16 is accum for bfloat16 v; nil in the Go set.
-	accumBF16 accumBF16Func
+	// accumBF16 and accumF16 are accum for bfloat16 and IEEE half v; nil
+	// in the Go set.
+	accumBF16 accum16Func
+	accumF16  accum16Func
 	// The packed prefill path (see runPacked), nil where there is none:
 	// gemmF32[mb] for mb ≤ gemmM, and packF32, which sets dst[k*panelRows+j]
 	// = w[j*ldw+k] for j < 16 and k < kn rounded down to 16; packBF16 and
@@ -116,6 +120,10 @@ type kernels struct {
 	// nearest-even: activations for the AMX path, keys and values for a
 	// BF16 KV cache. Nil where there is no AVX-512.
 	toBF16 func(dst *uint16, src *float32, n int)
+	// toF16 rounds n values (rounded down to lanes) to IEEE halves,
+	// nearest-even: keys and values for an F16 KV cache. Nil where there
+	// is no AVX-512.
+	toF16 func(dst *uint16, src *float32, n int)
 	// tilePeak runs iters×4 independent 16×16×32 BF16 tile products, for
 	// the machine measurements; nil without AMX.
 	tilePeak func(iters int)
@@ -179,13 +187,16 @@ func selectKernels(name string) (*kernels, error) {
 }
 
 func goKernels() *kernels {
-	k := &kernels{name: "go", maxM: 4, kStep: 1, dStep: 1, accum: goAccum}
+	k := &kernels{name: "go", maxM: 4, kStep: 1, dStep: 1, accum: goAccum, widenF16: true}
 	for mb := 1; mb <= k.maxM; mb++ {
 		k.f32[mb] = func(x *float32, ldx int, w *float32, ldw, kn int, dst *float32, ldd int, _ uintptr, _ int, add int) {
 			goTileF32(mb, x, ldx, w, ldw, kn, dst, ldd, add != 0)
 		}
 		k.bf16[mb] = func(x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int, _ uintptr, _ int, add int) {
 			goTile16(mb, dotBF16, x, ldx, w, ldw, kn, dst, ldd, add != 0)
+		}
+		k.f16[mb] = func(x *float32, ldx int, w *uint16, ldw, kn int, dst *float32, ldd int, _ uintptr, _ int, add int) {
+			goTile16(mb, dotF16, x, ldx, w, ldw, kn, dst, ldd, add != 0)
 		}
 	}
 	return k
@@ -307,12 +318,12 @@ func expf(x float32) float32 {
 	return y * math.Float32frombits(uint32(int32(n)+127)<<23)
 }
 
-// axpyRowsBF16 is axpyRows over bfloat16 values.
-func axpyRowsBF16(dst, p []float32, v []uint16, ldv int) {
+// axpyRows16 is axpyRows over 16-bit values, widened by widen.
+func axpyRows16(dst, p []float32, v []uint16, ldv int, widen func(uint16) float32) {
 	for j, pj := range p {
 		vj := v[j*ldv : j*ldv+len(dst)]
 		for i := range dst {
-			dst[i] += pj * half.BF16ToFloat32(vj[i])
+			dst[i] += pj * widen(vj[i])
 		}
 	}
 }

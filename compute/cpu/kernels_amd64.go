@@ -28,7 +28,7 @@ const readAhead = 2 << 10
 
 func avx512Kernels() *kernels {
 	return &kernels{
-		name: "avx512", maxM: 8, kStep: 16, dStep: 16, accum: accumAVX512, accumBF16: accumBF16AVX512,
+		name: "avx512", maxM: 8, kStep: 16, dStep: 16, accum: accumAVX512, accumBF16: accumBF16AVX512, accumF16: accumF16AVX512,
 		f32:      [maxTileM + 1]tileF32Func{nil, tileF32AVX512M1, tileF32AVX512M2, tileF32AVX512M3, tileF32AVX512M4, tileF32AVX512M5, tileF32AVX512M6, tileF32AVX512M7, tileF32AVX512M8},
 		bf16:     [maxTileM + 1]tile16Func{nil, tileBF16AVX512M1, tileBF16AVX512M2, tileBF16AVX512M3, tileBF16AVX512M4, tileBF16AVX512M5, tileBF16AVX512M6, tileBF16AVX512M7, tileBF16AVX512M8},
 		f16:      [maxTileM + 1]tile16Func{nil, tileF16AVX512M1, tileF16AVX512M2, tileF16AVX512M3, tileF16AVX512M4, tileF16AVX512M5, tileF16AVX512M6, tileF16AVX512M7, tileF16AVX512M8},
@@ -36,7 +36,7 @@ func avx512Kernels() *kernels {
 		rowBandsF32:  [maxTileM + 1]gemvBandsRowsF32Func{nil, nil, gemvBandsF32AVX512M2, gemvBandsF32AVX512M3, gemvBandsF32AVX512M4, gemvBandsF32AVX512M5, gemvBandsF32AVX512M6, gemvBandsF32AVX512M7, gemvBandsF32AVX512M8},
 		rowBandsBF16: [maxTileM + 1]gemvBandsRows16Func{nil, nil, gemvBandsBF16AVX512M2, gemvBandsBF16AVX512M3, gemvBandsBF16AVX512M4, gemvBandsBF16AVX512M5, gemvBandsBF16AVX512M6, gemvBandsBF16AVX512M7, gemvBandsBF16AVX512M8},
 		rowBandsF16:  [maxTileM + 1]gemvBandsRows16Func{nil, nil, gemvBandsF16AVX512M2, gemvBandsF16AVX512M3, gemvBandsF16AVX512M4, gemvBandsF16AVX512M5, gemvBandsF16AVX512M6, gemvBandsF16AVX512M7, gemvBandsF16AVX512M8},
-		gemmM:        12, toBF16: toBF16AVX512, packF32: packF32AVX512, packBF16: packBF16AVX512, packF16: packF16AVX512,
+		gemmM:        12, toBF16: toBF16AVX512, toF16: toF16AVX512, packF32: packF32AVX512, packBF16: packBF16AVX512, packF16: packF16AVX512,
 		gemmF32: [maxGemmM + 1]gemmF32Func{nil, gemmF32AVX512M1, gemmF32AVX512M2, gemmF32AVX512M3, gemmF32AVX512M4,
 			gemmF32AVX512M5, gemmF32AVX512M6, gemmF32AVX512M7, gemmF32AVX512M8, gemmF32AVX512M9, gemmF32AVX512M10,
 			gemmF32AVX512M11, gemmF32AVX512M12},
@@ -47,7 +47,7 @@ func avx512Kernels() *kernels {
 
 func avx2Kernels() *kernels {
 	return &kernels{
-		name: "avx2", maxM: 2, kStep: 8, dStep: 8, accum: accumAVX2, accumBF16: accumBF16AVX2,
+		name: "avx2", maxM: 2, kStep: 8, dStep: 8, accum: accumAVX2, accumBF16: accumBF16AVX2, accumF16: accumF16AVX2,
 		f32:      [maxTileM + 1]tileF32Func{nil, tileF32AVX2M1, tileF32AVX2M2},
 		bf16:     [maxTileM + 1]tile16Func{nil, tileBF16AVX2M1, tileBF16AVX2M2},
 		f16:      [maxTileM + 1]tile16Func{nil, tileF16AVX2M1, tileF16AVX2M2},

@@ -15498,6 +15498,28 @@ DATA toBF16AVX512_quiet<>+56(SB)/4, $0x00000040
 DATA toBF16AVX512_quiet<>+60(SB)/4, $0x00000040
 GLOBL toBF16AVX512_quiet<>(SB), RODATA|NOPTR, $64
 
+// func toF16AVX512(dst *uint16, src *float32, n int)
+// Requires: AVX, AVX512F
+TEXT ·toF16AVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), AX
+	MOVQ src+8(FP), CX
+	MOVQ n+16(FP), DX
+	SHRQ $0x04, DX
+	JZ   toF16AVX512_done
+
+toF16AVX512_loop:
+	VMOVUPS   (CX), Z0
+	VCVTPS2PH $0x00, Z0, Y0
+	VMOVDQU   Y0, (AX)
+	ADDQ      $0x40, CX
+	ADDQ      $0x20, AX
+	DECQ      DX
+	JNZ       toF16AVX512_loop
+
+toF16AVX512_done:
+	VZEROUPPER
+	RET
+
 // func accumAVX512(dst *float32, p *float32, v *float32, ldv int, n int, d int)
 // Requires: AVX, AVX512F
 TEXT ·accumAVX512(SB), NOSPLIT, $0-48
@@ -15657,6 +15679,87 @@ accumBF16AVX512_w1_store:
 	JMP     accumBF16AVX512_w1
 
 accumBF16AVX512_w1_done:
+	VZEROUPPER
+	RET
+
+// func accumF16AVX512(dst *float32, p *float32, v *uint16, ldv int, n int, d int)
+// Requires: AVX, AVX512F
+TEXT ·accumF16AVX512(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), AX
+	MOVQ p+8(FP), CX
+	MOVQ v+16(FP), DX
+	MOVQ ldv+24(FP), BX
+	SHLQ $0x01, BX
+	MOVQ n+32(FP), SI
+	MOVQ d+40(FP), DI
+	ANDQ $-16, DI
+	SHLQ $0x02, DI
+	LEAQ (AX)(DI*1), DI
+
+accumF16AVX512_w4:
+	MOVQ    DI, R8
+	SUBQ    AX, R8
+	CMPQ    R8, $+256
+	JL      accumF16AVX512_w4_done
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+	MOVQ    DX, R8
+	XORQ    R9, R9
+
+accumF16AVX512_w4_j:
+	CMPQ         R9, SI
+	JGE          accumF16AVX512_w4_store
+	VBROADCASTSS (CX)(R9*4), Z4
+	VCVTPH2PS    (R8), Z5
+	VFMADD231PS  Z5, Z4, Z0
+	VCVTPH2PS    32(R8), Z5
+	VFMADD231PS  Z5, Z4, Z1
+	VCVTPH2PS    64(R8), Z5
+	VFMADD231PS  Z5, Z4, Z2
+	VCVTPH2PS    96(R8), Z5
+	VFMADD231PS  Z5, Z4, Z3
+	ADDQ         BX, R8
+	INCQ         R9
+	JMP          accumF16AVX512_w4_j
+
+accumF16AVX512_w4_store:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	VMOVUPS Z2, 128(AX)
+	VMOVUPS Z3, 192(AX)
+	ADDQ    $+256, AX
+	ADDQ    $+128, DX
+	JMP     accumF16AVX512_w4
+
+accumF16AVX512_w4_done:
+accumF16AVX512_w1:
+	MOVQ    DI, R8
+	SUBQ    AX, R8
+	CMPQ    R8, $+64
+	JL      accumF16AVX512_w1_done
+	VMOVUPS (AX), Z0
+	MOVQ    DX, R8
+	XORQ    R9, R9
+
+accumF16AVX512_w1_j:
+	CMPQ         R9, SI
+	JGE          accumF16AVX512_w1_store
+	VBROADCASTSS (CX)(R9*4), Z1
+	VCVTPH2PS    (R8), Z2
+	VFMADD231PS  Z2, Z1, Z0
+	ADDQ         BX, R8
+	INCQ         R9
+	JMP          accumF16AVX512_w1_j
+
+accumF16AVX512_w1_store:
+	VMOVUPS Z0, (AX)
+	ADDQ    $+64, AX
+	ADDQ    $+32, DX
+	JMP     accumF16AVX512_w1
+
+accumF16AVX512_w1_done:
 	VZEROUPPER
 	RET
 
@@ -18388,6 +18491,87 @@ accumBF16AVX2_w1_store:
 	JMP     accumBF16AVX2_w1
 
 accumBF16AVX2_w1_done:
+	VZEROUPPER
+	RET
+
+// func accumF16AVX2(dst *float32, p *float32, v *uint16, ldv int, n int, d int)
+// Requires: AVX, F16C, FMA3
+TEXT ·accumF16AVX2(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), AX
+	MOVQ p+8(FP), CX
+	MOVQ v+16(FP), DX
+	MOVQ ldv+24(FP), BX
+	SHLQ $0x01, BX
+	MOVQ n+32(FP), SI
+	MOVQ d+40(FP), DI
+	ANDQ $-8, DI
+	SHLQ $0x02, DI
+	LEAQ (AX)(DI*1), DI
+
+accumF16AVX2_w4:
+	MOVQ    DI, R8
+	SUBQ    AX, R8
+	CMPQ    R8, $+128
+	JL      accumF16AVX2_w4_done
+	VMOVUPS (AX), Y0
+	VMOVUPS 32(AX), Y1
+	VMOVUPS 64(AX), Y2
+	VMOVUPS 96(AX), Y3
+	MOVQ    DX, R8
+	XORQ    R9, R9
+
+accumF16AVX2_w4_j:
+	CMPQ         R9, SI
+	JGE          accumF16AVX2_w4_store
+	VBROADCASTSS (CX)(R9*4), Y4
+	VCVTPH2PS    (R8), Y5
+	VFMADD231PS  Y5, Y4, Y0
+	VCVTPH2PS    16(R8), Y5
+	VFMADD231PS  Y5, Y4, Y1
+	VCVTPH2PS    32(R8), Y5
+	VFMADD231PS  Y5, Y4, Y2
+	VCVTPH2PS    48(R8), Y5
+	VFMADD231PS  Y5, Y4, Y3
+	ADDQ         BX, R8
+	INCQ         R9
+	JMP          accumF16AVX2_w4_j
+
+accumF16AVX2_w4_store:
+	VMOVUPS Y0, (AX)
+	VMOVUPS Y1, 32(AX)
+	VMOVUPS Y2, 64(AX)
+	VMOVUPS Y3, 96(AX)
+	ADDQ    $+128, AX
+	ADDQ    $+64, DX
+	JMP     accumF16AVX2_w4
+
+accumF16AVX2_w4_done:
+accumF16AVX2_w1:
+	MOVQ    DI, R8
+	SUBQ    AX, R8
+	CMPQ    R8, $+32
+	JL      accumF16AVX2_w1_done
+	VMOVUPS (AX), Y0
+	MOVQ    DX, R8
+	XORQ    R9, R9
+
+accumF16AVX2_w1_j:
+	CMPQ         R9, SI
+	JGE          accumF16AVX2_w1_store
+	VBROADCASTSS (CX)(R9*4), Y1
+	VCVTPH2PS    (R8), Y2
+	VFMADD231PS  Y2, Y1, Y0
+	ADDQ         BX, R8
+	INCQ         R9
+	JMP          accumF16AVX2_w1_j
+
+accumF16AVX2_w1_store:
+	VMOVUPS Y0, (AX)
+	ADDQ    $+32, AX
+	ADDQ    $+16, DX
+	JMP     accumF16AVX2_w1
+
+accumF16AVX2_w1_done:
 	VZEROUPPER
 	RET
 

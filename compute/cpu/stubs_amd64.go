@@ -324,15 +324,25 @@ func packF16AVX512(dst *float32, w *uint16, ldw int, kn int)
 //go:noescape
 func toBF16AVX512(dst *uint16, src *float32, n int)
 
+// toF16AVX512 rounds float32s to IEEE halves (see kernels.toF16).
+//
+//go:noescape
+func toF16AVX512(dst *uint16, src *float32, n int)
+
 // accumAVX512 is the AVX512 accumFunc.
 //
 //go:noescape
 func accumAVX512(dst *float32, p *float32, v *float32, ldv int, n int, d int)
 
-// accumBF16AVX512 is the AVX512 accumBF16Func.
+// accumBF16AVX512 is the AVX512 accum16Func (values in BF16).
 //
 //go:noescape
 func accumBF16AVX512(dst *float32, p *float32, v *uint16, ldv int, n int, d int)
+
+// accumF16AVX512 is the AVX512 accum16Func (values in F16).
+//
+//go:noescape
+func accumF16AVX512(dst *float32, p *float32, v *uint16, ldv int, n int, d int)
 
 // siluMulAVX512 is the AVX512 vector form of the Go loop (see sigmoidMul in the generator).
 //
@@ -452,10 +462,15 @@ func gemvBandsF16AVX2(x *float32, w *uint16, ldw int, kn int, band int, count in
 //go:noescape
 func accumAVX2(dst *float32, p *float32, v *float32, ldv int, n int, d int)
 
-// accumBF16AVX2 is the AVX2 accumBF16Func.
+// accumBF16AVX2 is the AVX2 accum16Func (values in BF16).
 //
 //go:noescape
 func accumBF16AVX2(dst *float32, p *float32, v *uint16, ldv int, n int, d int)
+
+// accumF16AVX2 is the AVX2 accum16Func (values in F16).
+//
+//go:noescape
+func accumF16AVX2(dst *float32, p *float32, v *uint16, ldv int, n int, d int)
 
 // siluMulAVX2 is the AVX2 vector form of the Go loop (see sigmoidMul in the generator).
 //

@@ -95,9 +95,11 @@ func main() {
 				pack(is, k)
 			}
 			toBF16(is)
+			toF16(is)
 		}
-		accum(is, false)
-		accum(is, true)
+		for _, k := range wkinds {
+			accum(is, k)
+		}
 		sigmoidMul(is, false)
 		sigmoidMul(is, true)
 		expSum(is)

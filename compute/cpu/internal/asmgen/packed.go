@@ -255,3 +255,32 @@ func toBF16(is isa) {
 	VZEROUPPER()
 	RET()
 }
+
+// toF16 generates toF16<ISA>(dst *uint16, src *float32, n int): dst[i] =
+// src[i] rounded to the nearest IEEE half, ties to even (VCVTPS2PH with
+// its rounding in the instruction, whatever MXCSR says), for i < n
+// rounded down to 16, as half.F16FromFloat32 does. An F16 KV cache stores
+// these.
+func toF16(is isa) {
+	name := "toF16" + is.name
+	TEXT(name, NOSPLIT, "func(dst *uint16, src *float32, n int)")
+	Pragma("noescape")
+	Doc(name + " rounds float32s to IEEE halves (see kernels.toF16).")
+	dst := Load(Param("dst"), GP64())
+	src := Load(Param("src"), GP64())
+	n := Load(Param("n"), GP64())
+	SHRQ(U8(4), n)
+	JZ(LabelRef(name + "_done"))
+	Label(name + "_loop")
+	v, h := is.vec(), YMM()
+	VMOVUPS(Mem{Base: src}, v)
+	VCVTPS2PH(U8(0), v, h)
+	VMOVDQU(h, Mem{Base: dst})
+	ADDQ(U8(64), src)
+	ADDQ(U8(32), dst)
+	DECQ(n)
+	JNZ(LabelRef(name + "_loop"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}

@@ -9,28 +9,24 @@ import (
 	"github.com/mmcloughlin/avo/reg"
 )
 
-// accum generates accum<ISA> (accumBF16<ISA> with bf16): dst[0:d] +=
-// Σ_{j<n} p[j]·v[j*ldv : j*ldv+d] for d rounded down to a multiple of the
-// vector width. Four vectors of dst are accumulated at a time so four FMA
-// chains are in flight. BF16 values are widened in registers as the tile
-// kernels widen weights.
-func accum(is isa, bf16 bool) {
-	name, vtype, vscale := "accum"+is.name, "*float32", 4
-	if bf16 {
-		name, vtype, vscale = "accumBF16"+is.name, "*uint16", 2
+// accum generates accum<ISA> (accumBF16<ISA>, accumF16<ISA> for 16-bit
+// values): dst[0:d] += Σ_{j<n} p[j]·v[j*ldv : j*ldv+d] for d rounded down
+// to a multiple of the vector width. Four vectors of dst are accumulated
+// at a time so four FMA chains are in flight. 16-bit values (a 16-bit KV
+// cache's) are widened in registers as the tile kernels widen weights.
+func accum(is isa, k wkind) {
+	name, doc := "accum"+is.name, "accumFunc"
+	if k != wF32 {
+		name, doc = "accum"+k.name+is.name, "accum16Func (values in "+k.name+")"
 	}
-	TEXT(name, NOSPLIT, fmt.Sprintf("func(dst, p *float32, v %s, ldv, n, d int)", vtype))
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(dst, p *float32, v %s, ldv, n, d int)", k.gotype))
 	Pragma("noescape")
-	if bf16 {
-		Doc(name + " is the " + is.name + " accumBF16Func.")
-	} else {
-		Doc(name + " is the " + is.name + " accumFunc.")
-	}
+	Doc(name + " is the " + is.name + " " + doc + ".")
 	dst := Load(Param("dst"), GP64())
 	p := Load(Param("p"), GP64())
 	v := Load(Param("v"), GP64())
 	ldv := Load(Param("ldv"), GP64())
-	SHLQ(U8(log2(vscale)), ldv)
+	SHLQ(U8(log2(k.size)), ldv)
 	n := Load(Param("n"), GP64())
 	d := Load(Param("d"), GP64())
 	ANDQ(I32(^(is.lanes - 1)), d)
@@ -38,7 +34,7 @@ func accum(is isa, bf16 bool) {
 	end := GP64()
 	LEAQ(Mem{Base: dst, Index: d, Scale: 1}, end)
 	bytes := 4 * is.lanes
-	vbytes := vscale * is.lanes
+	vbytes := k.size * is.lanes
 
 	for _, width := range []int{4, 1} {
 		loop := fmt.Sprintf("%s_w%d", name, width)
@@ -64,14 +60,13 @@ func accum(is isa, bf16 bool) {
 		VBROADCASTSS(Mem{Base: p, Index: j, Scale: 4}, pj)
 		for c := range acc {
 			src := Mem{Base: vp, Disp: c * vbytes}
-			if bf16 {
-				w := is.vec()
-				VPMOVZXWD(src, w)
-				VPSLLD(U8(16), w, w)
-				VFMADD231PS(w, pj, acc[c])
-			} else {
+			if k == wF32 {
 				VFMADD231PS(src, pj, acc[c])
+				continue
 			}
+			w := is.vec()
+			loadW(k, src, w)
+			VFMADD231PS(w, pj, acc[c])
 		}
 		ADDQ(ldv, vp)
 		INCQ(j)
