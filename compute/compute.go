@@ -70,10 +70,10 @@ type KVCache interface {
 type KVSpec struct {
 	Layers, NumBlocks, BlockSize, KVHeads, HeadDim int
 	// DType is the element type of the stored keys and values: F32 (the
-	// zero value) or BF16, which halves the cache and what attention reads
-	// (keys and values are rounded to nearest-even when written and widened
-	// exactly when read; scores and sums stay float32). A backend refuses
-	// others with ErrUnsupported.
+	// zero value), BF16 or F16, which halve the cache and what attention
+	// reads (keys and values are rounded to nearest-even when written and
+	// widened exactly when read; scores and sums stay float32). A backend
+	// refuses one it does not keep with ErrUnsupported (CUDA: F16).
 	DType DType
 }
 

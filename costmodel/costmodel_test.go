@@ -494,6 +494,7 @@ func TestKVCacheDType(t *testing.T) {
 	}{
 		{"auto", KindCPU, 4}, {"", KindCPU, 4}, {"auto", KindGPU, 2},
 		{"fp32", KindGPU, 4}, {"float32", KindCPU, 4}, {"BF16", KindCPU, 2}, {"bfloat16", KindGPU, 2},
+		{"fp16", KindCPU, 2}, {"float16", KindGPU, 2},
 	} {
 		kv, err := KVCacheDTypeBytes(tc.name)
 		if err != nil {
@@ -509,6 +510,13 @@ func TestKVCacheDType(t *testing.T) {
 	}
 	if _, err := KVCacheDTypeBytes("fp8"); err == nil || !strings.Contains(err.Error(), `"fp8"`) {
 		t.Errorf("fp8: %v, want an error naming it", err)
+	}
+	// An F16 model on a CPU keeps its weights and, by auto, its KV in 16
+	// bits, as compute/cpu does.
+	h := *c
+	h.TorchDType = "float16"
+	if s, err := NewShape("llama-160m", &h, KindCPU, DTypes{}); err != nil || s.WeightBytes != 2 || s.KVBytes != 2 {
+		t.Errorf("float16 on a CPU: %d-byte weights, %d-byte KV (%v), want 2 and 2", s.WeightBytes, s.KVBytes, err)
 	}
 	fp32, _ := NewShape("llama-160m", c, KindCPU, DTypes{KV: 4})
 	bf16, _ := NewShape("llama-160m", c, KindCPU, DTypes{KV: 2})

@@ -32,22 +32,23 @@ type DTypes struct {
 
 // KVCacheDTypeBytes is the element size of a `--kv-cache-dtype` value as
 // the engine reads it: 0 for auto (NewShape then picks what the engine
-// would), 4 for fp32, 2 for bf16.
+// would), 4 for fp32, 2 for bf16 and fp16.
 func KVCacheDTypeBytes(name string) (int, error) {
 	switch strings.ToLower(name) {
 	case "", "auto":
 		return 0, nil
 	case "fp32", "float32", "f32":
 		return 4, nil
-	case "bf16", "bfloat16":
+	case "bf16", "bfloat16", "fp16", "float16", "f16", "half":
 		return 2, nil
 	}
-	return 0, fmt.Errorf("KV cache dtype %q: want auto, fp32 or bf16", name)
+	return 0, fmt.Errorf("KV cache dtype %q: want auto, fp32, bf16 or fp16", name)
 }
 
 // NewShape takes a model's shape from its config. Defaults, as the engine
-// runs: weights in config.json's torch_dtype (2 bytes if it is absent; on
-// a CPU float16 is widened to 4 at load, as compute/cpu does); the KV
+// runs: weights in config.json's torch_dtype (2 bytes if it is absent;
+// float16 stays 2 on a CPU too, as compute/cpu's AVX2 and AVX-512 kernels
+// keep it, only its generic Go kernels widening it to 4 at load); the KV
 // cache as --kv-cache-dtype auto keeps it (the weights' dtype on a CPU,
 // bf16 on a GPU); allreduced activations in float32 on a CPU, as the
 // engine reduces them, and in bf16 on a GPU, where the model assumes
@@ -62,13 +63,8 @@ func NewShape(name string, c *model.Config, kind string, dt DTypes) (Shape, erro
 	}
 	if s.WeightBytes == 0 {
 		s.WeightBytes = 2
-		switch strings.ToLower(c.TorchDType) {
-		case "float32":
+		if strings.EqualFold(c.TorchDType, "float32") {
 			s.WeightBytes = 4
-		case "float16":
-			if kind == KindCPU {
-				s.WeightBytes = 4
-			}
 		}
 	}
 	if s.KVBytes == 0 {

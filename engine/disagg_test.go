@@ -21,7 +21,7 @@ func TestDisaggregatedEqualsUnified(t *testing.T) {
 	for _, name := range []string{"tiny", "gqa-tiny", "gpt2-124m"} {
 		cases = append(cases, tc{name, true, KVFP32}, tc{name, false, KVFP32})
 	}
-	cases = append(cases, tc{"gqa-tiny", true, KVBF16})
+	cases = append(cases, tc{"gqa-tiny", true, KVBF16}, tc{"gqa-tiny", true, KVFP16})
 	for _, c := range cases {
 		name, loaded := c.name, c.loaded
 		t.Run(fmt.Sprintf("%s/loaded=%v/%s", name, loaded, c.kv), func(t *testing.T) {

@@ -234,14 +234,9 @@ func (e *Engine) Model() *Model { return e.m }
 // needed.
 func (e *Engine) KVBlocks() (free, total int) { return e.pool.Free(), e.pool.total }
 
-// KVCacheDType is the element type of the KV cache, resolved: KVFP32 or
-// KVBF16, never KVAuto.
-func (e *Engine) KVCacheDType() KVCacheDType {
-	if e.kv.DType() == compute.BF16 {
-		return KVBF16
-	}
-	return KVFP32
-}
+// KVCacheDType is the element type of the KV cache, resolved: KVFP32,
+// KVBF16 or KVFP16, never KVAuto.
+func (e *Engine) KVCacheDType() KVCacheDType { return kvCacheDTypeOf(e.kv.DType()) }
 
 // BlockSize is the number of token slots per KV block.
 func (e *Engine) BlockSize() int { return e.opts.BlockSize }

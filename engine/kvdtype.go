@@ -11,17 +11,18 @@ import (
 type KVCacheDType string
 
 // The KV cache dtypes. KVAuto (also the empty value) is what the backend
-// suits to the model's weights: on the CPU the weights' dtype (BF16
-// weights give a BF16 cache; F32 and F16 weights, which the CPU backend
-// runs in F32, an F32 one), on CUDA BF16.
+// suits to the model's weights: on the CPU the weights' dtype (as vLLM's
+// auto is the model's), on CUDA BF16.
 const (
 	KVAuto KVCacheDType = "auto"
 	KVFP32 KVCacheDType = "fp32"
 	KVBF16 KVCacheDType = "bf16"
+	KVFP16 KVCacheDType = "fp16"
 )
 
-// ParseKVCacheDType reads a `--kv-cache-dtype` value: auto, fp32 or bf16
-// (float32 and bfloat16 are accepted as their long names).
+// ParseKVCacheDType reads a `--kv-cache-dtype` value: auto, fp32, bf16 or
+// fp16 (float32, bfloat16, float16 and half are accepted as their long
+// names).
 func ParseKVCacheDType(s string) (KVCacheDType, error) {
 	switch strings.ToLower(s) {
 	case "", "auto":
@@ -30,8 +31,10 @@ func ParseKVCacheDType(s string) (KVCacheDType, error) {
 		return KVFP32, nil
 	case "bf16", "bfloat16":
 		return KVBF16, nil
+	case "fp16", "float16", "f16", "half":
+		return KVFP16, nil
 	}
-	return "", fmt.Errorf("engine: KV cache dtype %q: want auto, fp32 or bf16", s)
+	return "", fmt.Errorf("engine: KV cache dtype %q: want auto, fp32, bf16 or fp16", s)
 }
 
 // resolve is the compute dtype d means for m.
@@ -43,6 +46,19 @@ func (d KVCacheDType) resolve(m *Model) (compute.DType, error) {
 		return compute.F32, nil
 	case KVBF16:
 		return compute.BF16, nil
+	case KVFP16:
+		return compute.F16, nil
 	}
-	return 0, fmt.Errorf("engine: KV cache dtype %q: want auto, fp32 or bf16", string(d))
+	return 0, fmt.Errorf("engine: KV cache dtype %q: want auto, fp32, bf16 or fp16", string(d))
+}
+
+// kvCacheDTypeOf names a cache's compute dtype as --kv-cache-dtype does.
+func kvCacheDTypeOf(d compute.DType) KVCacheDType {
+	switch d {
+	case compute.BF16:
+		return KVBF16
+	case compute.F16:
+		return KVFP16
+	}
+	return KVFP32
 }

@@ -20,12 +20,12 @@
 // One Push sends one stream of KVChunk messages (raw frames or a gRPC client
 // stream), one stream per (request, attempt, prefill rank, decode rank). A chunk is a block of token
 // positions of one layer for all the heads the stream carries, keys then
-// values, little-endian elements of the sending cache's dtype (float32 or
-// bfloat16, named in the chunk), with a CRC-32C of the payload. A receiver
-// assembles its own cache's dtype ([ReceiverOptions].DType): chunks of the
-// other are converted once, as they are written into place (bfloat16
-// widened exactly, float32 rounded to nearest even), so a bf16 prefill group
-// ships half the bytes to an fp32 decode group. A chunk never
+// values, little-endian elements of the sending cache's dtype (float32,
+// bfloat16 or float16, named in the chunk), with a CRC-32C of the payload.
+// A receiver assembles its own cache's dtype ([ReceiverOptions].DType):
+// chunks of another are converted once, as they are written into place (a
+// 16-bit type widened exactly, float32 rounded to nearest even), so a bf16
+// prefill group ships half the bytes to an fp32 decode group. A chunk never
 // spans layers: the sender reads and ships layers as prefill finishes them,
 // the receiver can write a chunk straight into that layer's buffer with one
 // bounds check, and a damaged chunk costs one block of one layer, not a

@@ -82,30 +82,58 @@ func elemSize(dt tandemv1.DataType) int {
 	switch dt {
 	case tandemv1.DataType_DATA_TYPE_FLOAT32:
 		return 4
-	case tandemv1.DataType_DATA_TYPE_BFLOAT16:
+	case tandemv1.DataType_DATA_TYPE_BFLOAT16, tandemv1.DataType_DATA_TYPE_FLOAT16:
 		return 2
 	}
 	return 0
 }
 
 // convert writes the little-endian elements of src (of dtype from) into dst
-// as dtype to: a copy when the two agree, otherwise bfloat16 widened exactly
-// to float32, or float32 rounded to the nearest bfloat16 (ties to even). dst
-// holds exactly the elements src does.
+// as dtype to: a copy when the two agree, otherwise through float32, a
+// 16-bit type widened exactly and float32 rounded to the nearest 16-bit
+// value (ties to even). dst holds exactly the elements src does.
 func convert(dst []byte, to tandemv1.DataType, src []byte, from tandemv1.DataType) {
+	const f32, bf16 = tandemv1.DataType_DATA_TYPE_FLOAT32, tandemv1.DataType_DATA_TYPE_BFLOAT16
 	switch {
 	case to == from:
 		copy(dst, src)
-	case to == tandemv1.DataType_DATA_TYPE_FLOAT32: // from bfloat16
+	case from == bf16 && to == f32: // the common pair, without a call an element
 		for i := range len(dst) / 4 {
 			binary.LittleEndian.PutUint32(dst[4*i:], uint32(binary.LittleEndian.Uint16(src[2*i:]))<<16)
 		}
-	default: // float32 to bfloat16
+	case from == f32 && to == bf16:
 		for i := range len(dst) / 2 {
 			f := math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
 			binary.LittleEndian.PutUint16(dst[2*i:], half.BF16FromFloat32(f))
 		}
+	default:
+		get, put := elemGetter(from), elemPutter(to)
+		for i := range len(src) / elemSize(from) {
+			put(dst, i, get(src, i))
+		}
 	}
+}
+
+// elemGetter reads element i of little-endian elements of dt as float32.
+func elemGetter(dt tandemv1.DataType) func(b []byte, i int) float32 {
+	switch dt {
+	case tandemv1.DataType_DATA_TYPE_BFLOAT16:
+		return func(b []byte, i int) float32 { return half.BF16ToFloat32(binary.LittleEndian.Uint16(b[2*i:])) }
+	case tandemv1.DataType_DATA_TYPE_FLOAT16:
+		return func(b []byte, i int) float32 { return half.F16ToFloat32(binary.LittleEndian.Uint16(b[2*i:])) }
+	}
+	return func(b []byte, i int) float32 { return math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:])) }
+}
+
+// elemPutter writes f as element i of little-endian elements of dt.
+func elemPutter(dt tandemv1.DataType) func(b []byte, i int, f float32) {
+	switch dt {
+	case tandemv1.DataType_DATA_TYPE_BFLOAT16:
+		return func(b []byte, i int, f float32) { binary.LittleEndian.PutUint16(b[2*i:], half.BF16FromFloat32(f)) }
+	case tandemv1.DataType_DATA_TYPE_FLOAT16:
+		return func(b []byte, i int, f float32) { binary.LittleEndian.PutUint16(b[2*i:], half.F16FromFloat32(f)) }
+	}
+	return func(b []byte, i int, f float32) { binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(f)) }
 }
 
 // spans formats sorted ints as ranges: "0-3,7".

@@ -506,7 +506,7 @@ func TestBadChunks(t *testing.T) {
 		{"heads", "heads", func(c *tandemv1.KVChunk) { c.HeadStart, c.HeadEnd = 4, 12 }},
 		{"tokens", "tokens", func(c *tandemv1.KVChunk) { c.TokenStart, c.TokenEnd = 62, 66 }},
 		{"layer", "layer", func(c *tandemv1.KVChunk) { c.Layer = 3 }},
-		{"dtype", "dtype", func(c *tandemv1.KVChunk) { c.Dtype = tandemv1.DataType_DATA_TYPE_FLOAT16 }},
+		{"dtype", "dtype", func(c *tandemv1.KVChunk) { c.Dtype = tandemv1.DataType(99) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := rawChunk("bad-"+tc.name, 0, 2, 0, 0, 4)

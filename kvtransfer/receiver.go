@@ -36,9 +36,9 @@ type ReceiverOptions struct {
 	// waiting on it is kept.
 	TTL time.Duration
 	// DType is the element type of the layers Await returns (the decode
-	// cache's): DATA_TYPE_FLOAT32 (the default) or DATA_TYPE_BFLOAT16.
-	// Chunks of the other are converted once, as they are written into
-	// place.
+	// cache's): DATA_TYPE_FLOAT32 (the default), DATA_TYPE_BFLOAT16 or
+	// DATA_TYPE_FLOAT16. Chunks of another are converted once, as they
+	// are written into place.
 	DType tandemv1.DataType
 	// MaxBufferedBytes bounds the KV buffered for all requests not yet
 	// claimed; a chunk that would need more is rejected (default 4 GiB).

@@ -156,15 +156,19 @@ func firstDiff(a, b []byte) int {
 }
 
 // TestDTypeConversion: the sender ships its cache's dtype and the receiver
-// assembles its own, converting once on receipt (bfloat16 widened exactly,
-// float32 rounded to nearest even), over both transports, with several
-// source ranks writing parts of each row.
+// assembles its own, converting once on receipt (16-bit types widened
+// exactly, float32 rounded to nearest even), over both transports, with
+// several source ranks writing parts of each row.
 func TestDTypeConversion(t *testing.T) {
 	const layers, hd, tokens = 2, 8, 29
-	f32, bf16 := tandemv1.DataType_DATA_TYPE_FLOAT32, tandemv1.DataType_DATA_TYPE_BFLOAT16
+	f32, bf16, f16 := tandemv1.DataType_DATA_TYPE_FLOAT32, tandemv1.DataType_DATA_TYPE_BFLOAT16, tandemv1.DataType_DATA_TYPE_FLOAT16
 	heads := parallel.Range{From: 0, To: 4}
+	pairs := []struct{ send, recv tandemv1.DataType }{
+		{f32, bf16}, {bf16, f32}, {bf16, bf16}, {f32, f32},
+		{f32, f16}, {f16, f32}, {f16, f16}, {bf16, f16}, {f16, bf16},
+	}
 	for _, tr := range transports {
-		for _, c := range []struct{ send, recv tandemv1.DataType }{{f32, bf16}, {bf16, f32}, {bf16, bf16}, {f32, f32}} {
+		for _, c := range pairs {
 			t.Run(fmt.Sprintf("%s/%v-to-%v", tr.name, c.send, c.recv), func(t *testing.T) {
 				ctx := testCtx(t, 10*time.Second)
 				r, addr := serve(t, ReceiverOptions{Rank: 0, Heads: heads, HeadDim: hd, Layers: layers, MaxTokens: 64, DType: c.recv})
@@ -189,13 +193,7 @@ func TestDTypeConversion(t *testing.T) {
 				for l := range layers {
 					f := make([]float32, 2*tokens*heads.Len()*hd)
 					fill(f, l, tokens, heads, hd)
-					if c.send == bf16 { // what the sender's cache held
-						f = widen(le16(f))
-					}
-					want := le32(f)
-					if c.recv == bf16 {
-						want = le16(f)
-					}
+					want := encodeAs(c.recv, held(c.send, f))
 					if j := firstDiff(got[l], want); j >= 0 {
 						t.Fatalf("layer %d differs from byte %d on", l, j)
 					}
@@ -214,19 +212,37 @@ type typed struct {
 func (s typed) ReadLayer(layer int, heads parallel.Range, dst []byte) error {
 	f := make([]float32, 2*s.tokens*heads.Len()*s.hd)
 	fill(f, layer, s.tokens, heads, s.hd)
-	if s.dt == tandemv1.DataType_DATA_TYPE_BFLOAT16 {
-		copy(dst, le16(f))
-	} else {
-		copy(dst, le32(f))
-	}
+	copy(dst, encodeAs(s.dt, f))
 	return nil
 }
 
-// widen reads little-endian bfloat16s.
-func widen(b []byte) []float32 {
-	f := make([]float32, len(b)/2)
-	for i := range f {
-		f[i] = half.BF16ToFloat32(binary.LittleEndian.Uint16(b[2*i:]))
+// encodeAs is f as little-endian elements of dt, rounded to nearest even
+// for a 16-bit dt.
+func encodeAs(dt tandemv1.DataType, f []float32) []byte {
+	switch dt {
+	case tandemv1.DataType_DATA_TYPE_BFLOAT16:
+		return le16(f)
+	case tandemv1.DataType_DATA_TYPE_FLOAT16:
+		b := make([]byte, 2*len(f))
+		for i, v := range f {
+			binary.LittleEndian.PutUint16(b[2*i:], half.F16FromFloat32(v))
+		}
+		return b
 	}
-	return f
+	return le32(f)
+}
+
+// held is f as a cache of dt holds it: rounded to a 16-bit dt and back.
+func held(dt tandemv1.DataType, f []float32) []float32 {
+	out := make([]float32, len(f))
+	for i, v := range f {
+		switch dt {
+		case tandemv1.DataType_DATA_TYPE_BFLOAT16:
+			v = half.BF16ToFloat32(half.BF16FromFloat32(v))
+		case tandemv1.DataType_DATA_TYPE_FLOAT16:
+			v = half.F16ToFloat32(half.F16FromFloat32(v))
+		}
+		out[i] = v
+	}
+	return out
 }

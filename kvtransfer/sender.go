@@ -33,8 +33,9 @@ type SendSpec struct {
 	Heads   parallel.Range
 	HeadDim int
 	// DType is the element type the Source gives and the chunks carry:
-	// the sending cache's (DATA_TYPE_FLOAT32, the default, or
-	// DATA_TYPE_BFLOAT16). The receiver converts to its own, if it differs.
+	// the sending cache's (DATA_TYPE_FLOAT32, the default,
+	// DATA_TYPE_BFLOAT16 or DATA_TYPE_FLOAT16). The receiver converts to
+	// its own, if it differs.
 	DType tandemv1.DataType
 	// MaxChunkBytes is the payload bytes per chunk; default 1 MiB, at most
 	// 8 MiB. A chunk holds at least one token and never spans layers.

@@ -103,8 +103,8 @@ func checkHandle(kv *tandemv1.KVHandle, prompt, layers int) error {
 		return status.Errorf(codes.InvalidArgument, "kv.skip_tokens %d: must be in [0, %d), the prompt's length", kv.GetSkipTokens(), kv.GetNumTokens())
 	case kv.GetSourceTp() < 1:
 		return status.Errorf(codes.InvalidArgument, "kv.source_tp %d: must be >= 1", kv.GetSourceTp())
-	case kv.GetDtype() != tandemv1.DataType_DATA_TYPE_FLOAT32 && kv.GetDtype() != tandemv1.DataType_DATA_TYPE_BFLOAT16:
-		return status.Errorf(codes.InvalidArgument, "kv.dtype %v: DATA_TYPE_FLOAT32 or DATA_TYPE_BFLOAT16", kv.GetDtype())
+	case wireSize(kv.GetDtype()) == 0:
+		return status.Errorf(codes.InvalidArgument, "kv.dtype %v: DATA_TYPE_FLOAT32, DATA_TYPE_BFLOAT16 or DATA_TYPE_FLOAT16", kv.GetDtype())
 	}
 	return nil
 }
@@ -128,16 +128,23 @@ func checkDestination(d *tandemv1.KVDestination) error {
 
 // kvWireDType is a KV cache dtype as KV chunks and handles carry it.
 func kvWireDType(d engine.KVCacheDType) tandemv1.DataType {
-	if d == engine.KVBF16 {
+	switch d {
+	case engine.KVBF16:
 		return tandemv1.DataType_DATA_TYPE_BFLOAT16
+	case engine.KVFP16:
+		return tandemv1.DataType_DATA_TYPE_FLOAT16
 	}
 	return tandemv1.DataType_DATA_TYPE_FLOAT32
 }
 
-// wireSize is the bytes of one element of a KV dtype on the wire.
+// wireSize is the bytes of one element of a KV dtype on the wire, 0 for
+// a dtype KV does not travel in.
 func wireSize(d tandemv1.DataType) int {
-	if d == tandemv1.DataType_DATA_TYPE_BFLOAT16 {
+	switch d {
+	case tandemv1.DataType_DATA_TYPE_FLOAT32:
+		return 4
+	case tandemv1.DataType_DATA_TYPE_BFLOAT16, tandemv1.DataType_DATA_TYPE_FLOAT16:
 		return 2
 	}
-	return 4
+	return 0
 }

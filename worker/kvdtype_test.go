@@ -20,9 +20,9 @@ import (
 
 // TestKVDTypesAcrossGroups: a prefill group and a decode group with any
 // pair of KV cache dtypes serve a request (the decode side converts once,
-// on receipt) and generate what one fp32 engine does, and a bf16 prefill
-// group moves half the KV bytes per prompt token an fp32 one does, by both
-// groups' transfer metrics.
+// on receipt) and generate what one fp32 engine does, and a bf16 or fp16
+// prefill group moves half the KV bytes per prompt token an fp32 one does,
+// by both groups' transfer metrics.
 func TestKVDTypesAcrossGroups(t *testing.T) {
 	dir, err := preset.Ensure(t.Context(), "tiny", preset.DefaultCacheDir(), preset.Options{})
 	if err != nil {
@@ -37,6 +37,7 @@ func TestKVDTypesAcrossGroups(t *testing.T) {
 	perToken := map[string]float64{}
 	for _, c := range []struct{ pre, dec engine.KVCacheDType }{
 		{engine.KVFP32, engine.KVFP32}, {engine.KVBF16, engine.KVBF16}, {engine.KVBF16, engine.KVFP32}, {engine.KVFP32, engine.KVBF16},
+		{engine.KVFP16, engine.KVBF16}, {engine.KVFP32, engine.KVFP16},
 	} {
 		t.Run(fmt.Sprintf("%s-to-%s", c.pre, c.dec), func(t *testing.T) {
 			regs := map[string]*prometheus.Registry{"prefill": prometheus.NewRegistry(), "decode": prometheus.NewRegistry()}
@@ -62,10 +63,13 @@ func TestKVDTypesAcrossGroups(t *testing.T) {
 		})
 	}
 	for _, dir := range []string{"send", "recv"} {
-		fp32, bf16 := perToken[fmt.Sprint(engine.KVFP32, dir)], perToken[fmt.Sprint(engine.KVBF16, dir)]
-		t.Logf("%s: %.0f KV bytes per prompt token with an fp32 prefill cache, %.0f with bf16", dir, fp32, bf16)
-		if fp32 == 0 || bf16 != fp32/2 {
-			t.Errorf("%s: %v bytes per prompt token with bf16, want half of fp32's %v", dir, bf16, fp32)
+		fp32 := perToken[fmt.Sprint(engine.KVFP32, dir)]
+		for _, half := range []engine.KVCacheDType{engine.KVBF16, engine.KVFP16} {
+			got := perToken[fmt.Sprint(half, dir)]
+			t.Logf("%s: %.0f KV bytes per prompt token with an fp32 prefill cache, %.0f with %s", dir, fp32, got, half)
+			if fp32 == 0 || got != fp32/2 {
+				t.Errorf("%s: %v bytes per prompt token with %s, want half of fp32's %v", dir, got, half, fp32)
+			}
 		}
 	}
 }

@@ -268,7 +268,7 @@ func (c *Config) checkFlags() error {
 	if c.KVCacheDType != "" {
 		d, ok := kvDTypes[strings.ToLower(c.KVCacheDType)]
 		if !ok {
-			return usage("--kv-cache-dtype %q: must be auto, fp32 or bf16", c.KVCacheDType)
+			return usage("--kv-cache-dtype %q: must be auto, fp32, bf16 or fp16", c.KVCacheDType)
 		}
 		c.KVCacheDType = d
 	}
@@ -396,7 +396,7 @@ func parseUpFile(path string, data []byte, model []string, spec string) (Configu
 	if f.KVCacheDType != "" {
 		d, ok := kvDTypes[strings.ToLower(f.KVCacheDType)]
 		if !ok {
-			return Configuration{}, bad("kv-cache-dtype", "%q: must be auto, fp32 or bf16", f.KVCacheDType)
+			return Configuration{}, bad("kv-cache-dtype", "%q: must be auto, fp32, bf16 or fp16", f.KVCacheDType)
 		}
 		cf.UpArgs = append(cf.UpArgs, "--kv-cache-dtype", d)
 	}
@@ -479,7 +479,8 @@ func other(mode string) string {
 
 // kvDTypes are the --kv-cache-dtype values tandem up takes, by the
 // name they resolve to.
-var kvDTypes = map[string]string{"auto": "auto", "fp32": "fp32", "float32": "fp32", "f32": "fp32", "bf16": "bf16", "bfloat16": "bf16"}
+var kvDTypes = map[string]string{"auto": "auto", "fp32": "fp32", "float32": "fp32", "f32": "fp32", "bf16": "bf16", "bfloat16": "bf16",
+	"fp16": "fp16", "float16": "fp16", "f16": "fp16", "half": "fp16"}
 
 // checkName refuses a configuration name that would not read well in
 // request ids, file names and tables.

@@ -19,26 +19,25 @@ const ActivationBytes = 4
 const UnknownDType = "unknown"
 
 // KVElementBytes is the size of one KV cache element of dtype d, as
-// the cache holds it and KV transfer moves it: 4 for fp32, 2 for bf16,
-// NaN when unknown.
+// the cache holds it and KV transfer moves it: 4 for fp32, 2 for bf16
+// and fp16, NaN when unknown.
 func KVElementBytes(d string) float64 {
 	switch d {
 	case "fp32":
 		return 4
-	case "bf16":
+	case "bf16", "fp16":
 		return 2
 	}
 	return math.NaN()
 }
 
 // cacheDType is the KV cache dtype of a local cluster started with the
-// tandem up flags args serving m: --kv-cache-dtype's when fp32 or bf16;
-// for auto (the default) what the engine picks, bf16 on --device cuda
-// and on the CPU the weights' dtype (bf16 weights give a bf16 cache,
-// float32 and float16 ones an fp32 cache); unknown with --device auto,
-// which picks when it starts, or weights of no stated dtype.
+// tandem up flags args serving m: --kv-cache-dtype's unless auto; for
+// auto (the default) what the engine picks, bf16 on --device cuda and on
+// the CPU the weights' dtype; unknown with --device auto, which picks
+// when it starts, or weights of no stated dtype.
 func cacheDType(args []string, m *model.Config) string {
-	if d := kvDTypes[strings.ToLower(lastFlag(args, "--kv-cache-dtype", "auto"))]; d == "fp32" || d == "bf16" {
+	if d := kvDTypes[strings.ToLower(lastFlag(args, "--kv-cache-dtype", "auto"))]; d != "" && d != "auto" {
 		return d
 	}
 	switch lastFlag(args, "--device", "cpu") {
@@ -51,7 +50,9 @@ func cacheDType(args []string, m *model.Config) string {
 		switch strings.ToLower(m.TorchDType) {
 		case "bfloat16":
 			return "bf16"
-		case "float32", "float16":
+		case "float16":
+			return "fp16"
+		case "float32":
 			return "fp32"
 		}
 	}

@@ -95,7 +95,7 @@ func TestComparisons(t *testing.T) {
 // TestCacheDType: the KV cache dtype a local cluster runs with, from
 // its tandem up flags and its weights.
 func TestCacheDType(t *testing.T) {
-	f32, bf16 := &model.Config{TorchDType: "float32"}, &model.Config{TorchDType: "bfloat16"}
+	f32, bf16, f16 := &model.Config{TorchDType: "float32"}, &model.Config{TorchDType: "bfloat16"}, &model.Config{TorchDType: "float16"}
 	for _, tt := range []struct {
 		args []string
 		m    *model.Config
@@ -103,6 +103,9 @@ func TestCacheDType(t *testing.T) {
 	}{
 		{nil, f32, "fp32"},
 		{nil, bf16, "bf16"},
+		{nil, f16, "fp16"},
+		{[]string{"--kv-cache-dtype", "half"}, f32, "fp16"},
+		{[]string{"--kv-cache-dtype", "fp32"}, f16, "fp32"},
 		{[]string{"--kv-cache-dtype", "bf16"}, f32, "bf16"},
 		{[]string{"--kv-cache-dtype=fp32"}, bf16, "fp32"},
 		{[]string{"--kv-cache-dtype", "bf16", "--kv-cache-dtype", "auto"}, f32, "fp32"},
@@ -114,7 +117,7 @@ func TestCacheDType(t *testing.T) {
 			t.Errorf("%v, weights %s: %s, want %s", tt.args, tt.m.TorchDType, got, tt.want)
 		}
 	}
-	if b := fmt.Sprint(KVElementBytes("fp32"), KVElementBytes("bf16"), KVElementBytes(UnknownDType)); b != "4 2 NaN" {
+	if b := fmt.Sprint(KVElementBytes("fp32"), KVElementBytes("bf16"), KVElementBytes("fp16"), KVElementBytes(UnknownDType)); b != "4 2 2 NaN" {
 		t.Errorf("element bytes %s", b)
 	}
 }

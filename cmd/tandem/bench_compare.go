@@ -73,7 +73,7 @@ report of the blocks that finished, marked "partial".`,
 	fl.StringVar(&c.ModelDir, "model", "", "the local clusters' model directory (instead of --preset)")
 	fl.StringVar(&c.Tokenizer, "tokenizer", "", "the targets' tokenizer, when they do not serve a preset")
 	fl.StringVar(&c.Link, "link", "", "local clusters: a link profile each worker's traffic crosses (tandem up --link)")
-	fl.StringVar(&c.KVCacheDType, "kv-cache-dtype", "", "local clusters: their KV cache dtype, auto, fp32 or bf16 (tandem up --kv-cache-dtype); targets: the one they run, for the analytic KV bytes (default: unknown)")
+	fl.StringVar(&c.KVCacheDType, "kv-cache-dtype", "", "local clusters: their KV cache dtype, auto, fp32, bf16 or fp16 (tandem up --kv-cache-dtype); targets: the one they run, for the analytic KV bytes (default: unknown)")
 	fl.StringVar(&c.Baseline, "baseline", "", "the configuration the others are compared with (default: the first)")
 	fl.BoolVar(&c.Pairwise, "pairwise", false, "compare every pair of configurations instead of each with the baseline")
 	fl.IntVar(&c.Rounds, "rounds", 1, "rounds, the configurations interleaved A B B A in each (timing differences need 3 or more)")

@@ -82,7 +82,7 @@ hardware profile's priors unless --calibration gives fitted ones
 	fl.IntSliceVar(&f.tps, "tp", nil, "TP degrees to consider (default: every degree the model splits over)")
 	fl.IntVar(&f.maxBatchTokens, "max-batch-tokens", 512, "rows per step and prefill chunk, as the worker's flag")
 	fl.IntVar(&f.kvCacheMB, "kv-cache-mb", 0, "KV cache per rank in MiB (default: the worker's 512 on cpu, memory left after weights on GPUs)")
-	fl.StringVar(&f.kvCacheDType, "kv-cache-dtype", "auto", "KV cache element type, as the worker's flag: auto (bf16 on GPUs; on cpu the weights' dtype, f16 weights giving fp32), fp32 or bf16")
+	fl.StringVar(&f.kvCacheDType, "kv-cache-dtype", "auto", "KV cache element type, as the worker's flag: auto (bf16 on GPUs; on cpu the weights' dtype), fp32, bf16 or fp16")
 	fl.IntVar(&f.prefixLen, "prefix-len", 0, "tokens of a shared prefix before each prompt's --input-len, as vllm bench serve's --random-prefix-len (prefix caching then skips it where a group holds it)")
 	fl.IntVar(&f.numPrefixes, "num-prefixes", 1, "distinct shared prefixes, each used by as many prompts (with --prefix-len; as --prefix-repetition-num-prefixes)")
 	fl.BoolVar(&f.noPrefixCaching, "no-prefix-caching", false, "the workers' flag: every prompt computes its prefix")

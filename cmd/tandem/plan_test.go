@@ -41,7 +41,7 @@ func TestPlanFlagErrors(t *testing.T) {
 		{"no input len", []string{"plan", "--preset", "tiny", "--hardware", "cpu", "--gpus", "1", "--output-len", "4"}, "--input-len 0"},
 		{"missing calibration", planArgs("--preset", "llama-160m", "--hardware", "cpu", "--gpus", "1", "--calibration", filepath.Join(dir, "cal.json")), "--calibration: open "},
 		{"nothing fits", planArgs("--preset", "llama-3.1-70b", "--hardware", "h100-sxm", "--gpus", "1"), "no deployment fits"},
-		{"bad KV cache dtype", planArgs("--preset", "llama-160m", "--hardware", "cpu", "--gpus", "1", "--kv-cache-dtype", "fp8"), `--kv-cache-dtype: KV cache dtype "fp8": want auto, fp32 or bf16`},
+		{"bad KV cache dtype", planArgs("--preset", "llama-160m", "--hardware", "cpu", "--gpus", "1", "--kv-cache-dtype", "fp8"), `--kv-cache-dtype: KV cache dtype "fp8": want auto, fp32, bf16 or fp16`},
 		{"negative prefix", planArgs("--preset", "llama-160m", "--hardware", "cpu", "--gpus", "1", "--prefix-len", "-4"), "--prefix-len -4"},
 		{"too many prefixes", planArgs("--preset", "llama-160m", "--hardware", "cpu", "--gpus", "1", "--prefix-len", "64", "--num-prefixes", "41"), "--num-prefixes 41: want 1 to --num-prompts (40)"},
 		{"negative threads", planArgs("--preset", "llama-160m", "--hardware", "cpu", "--gpus", "1", "--threads", "-1"), "--threads not negative"},

@@ -351,7 +351,7 @@ func (f *engineFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.maxBatchTokens, "max-batch-tokens", 512, "rows per step, also the prefill chunk size")
 	fl.IntVar(&f.kvCacheMB, "kv-cache-mb", 512, "KV cache memory budget in MiB")
 	f.kvCacheDType = kvDTypeFlag(engine.KVAuto)
-	fl.Var(&f.kvCacheDType, "kv-cache-dtype", "KV cache element type: auto (the weights' dtype on the CPU, f16 weights giving fp32; bf16 on CUDA), fp32 or bf16")
+	fl.Var(&f.kvCacheDType, "kv-cache-dtype", "KV cache element type: auto (the weights' dtype on the CPU, as vLLM's auto; bf16 on CUDA), fp32, bf16 or fp16 (CPU only)")
 	fl.BoolVar(&f.noPrefixCache, "no-prefix-caching", false, "turn the prefix cache off: compute every prompt from scratch and keep no KV block after its request")
 	fl.StringVar(&f.detailed, "collect-detailed-traces", "", "comma-separated: model (every step's trace gets the forward pass's time per op: q_proj, attention, lm_head, ...; a clock read per op, and on a GPU a wait for the queue after each, which slows the step), worker (the step records kept anyway), all")
 }
@@ -408,11 +408,11 @@ func (f *engineFlags) args() []string {
 type kvDTypeFlag engine.KVCacheDType
 
 func (v *kvDTypeFlag) String() string { return string(*v) }
-func (v *kvDTypeFlag) Type() string   { return "auto|fp32|bf16" }
+func (v *kvDTypeFlag) Type() string   { return "auto|fp32|bf16|fp16" }
 func (v *kvDTypeFlag) Set(s string) error {
 	d, err := engine.ParseKVCacheDType(s)
 	if err != nil {
-		return errors.New("want auto, fp32 or bf16")
+		return errors.New("want auto, fp32, bf16 or fp16")
 	}
 	*v = kvDTypeFlag(d)
 	return nil

@@ -3,7 +3,7 @@
 // LoadMat is given them, which the engine makes its own copy on 2 MiB
 // pages (Backend.HostResident), and 16-bit weights are widened in
 // registers; the pure-Go kernels widen F16 to F32 once at load), float32
-// activations, a paged float32 or bfloat16 KV
+// activations, a paged float32, bfloat16 or IEEE half KV
 // cache, and the kernels of a forward pass run on every core by a
 // persistent worker pool.
 //

@@ -453,8 +453,8 @@ type KVHandle struct {
 	// Transformer layers covered: [0, num_layers), all of the model's.
 	NumLayers int32 `protobuf:"varint,6,opt,name=num_layers,json=numLayers,proto3" json:"num_layers,omitempty"`
 	// The element type of the keys and values sent (the prefill group's KV
-	// cache dtype: DATA_TYPE_FLOAT32 or DATA_TYPE_BFLOAT16); a decode group
-	// whose cache has the other converts them as they arrive.
+	// cache dtype: DATA_TYPE_FLOAT32, DATA_TYPE_BFLOAT16 or DATA_TYPE_FLOAT16); a decode group
+	// whose cache has another converts them as they arrive.
 	Dtype DataType `protobuf:"varint,7,opt,name=dtype,proto3,enum=tandem.v1.DataType" json:"dtype,omitempty"`
 	// Leading prompt positions not sent (KVDestination.skip_tokens): the
 	// decode group keeps them from its prefix cache. KV chunks number the
