@@ -187,7 +187,7 @@ func TestKVCacheMatchesTheEngine(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, name := range []string{"auto", "fp32", "bf16", "float32", "bfloat16"} {
+		for _, name := range []string{"auto", "fp32", "bf16", "fp16", "float32", "bfloat16", "float16"} {
 			kv, err := engine.ParseKVCacheDType(name)
 			if err != nil {
 				t.Fatal(err)
@@ -198,7 +198,7 @@ func TestKVCacheMatchesTheEngine(t *testing.T) {
 				t.Fatal(err)
 			}
 			shape := shapeOf(t, dir, name)
-			want := map[engine.KVCacheDType]int{engine.KVFP32: 4, engine.KVBF16: 2}[e.KVCacheDType()]
+			want := map[engine.KVCacheDType]int{engine.KVFP32: 4, engine.KVBF16: 2, engine.KVFP16: 2}[e.KVCacheDType()]
 			if shape.KVBytes != want {
 				t.Errorf("%s weights, --kv-cache-dtype %s: cost model uses %d-byte KV, the engine %s", wd, name, shape.KVBytes, e.KVCacheDType())
 			}
