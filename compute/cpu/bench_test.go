@@ -141,12 +141,14 @@ func BenchmarkDispatch(b *testing.B) {
 // heads on 8 KV heads (the engine's decode benchmark's first steps, where
 // each tile's fixed costs weigh most), both from the caches; and 8
 // sequences of 512 over 8 layers (gpt2-124m's heads), 200 MiB of F32 KV
-// that streams from memory as a decode step's does, its %bw against the
-// read bandwidth measured beside it. GB/s counts the cache bytes read.
+// that streams from memory as a decode step's does, and 8 of 64 over 48
+// layers with llama-160m's heads (48 MiB in BF16), the short contexts of
+// the engine's decode benchmark from memory, both with %bw against the
+// read bandwidth measured beside them. GB/s counts the cache bytes read.
 func BenchmarkAttentionDecode(b *testing.B) {
 	const hd, bs = 64, 16
-	for _, sh := range []struct{ batch, ctx, heads, kvHeads, layers int }{{4, 512, 12, 12, 1}, {8, 40, 16, 8, 1}, {8, 512, 12, 12, 8}} {
-		for _, dt := range []compute.DType{compute.F32, compute.BF16} {
+	for _, sh := range []struct{ batch, ctx, heads, kvHeads, layers int }{{4, 512, 12, 12, 1}, {8, 40, 16, 8, 1}, {8, 512, 12, 12, 8}, {8, 64, 16, 8, 48}} {
+		for _, dt := range []compute.DType{compute.F32, compute.BF16, compute.F16} {
 			name := fmt.Sprintf("batch-%d/ctx-%d/%v", sh.batch, sh.ctx, dt)
 			if sh.layers > 1 {
 				name = fmt.Sprintf("batch-%d/ctx-%d/layers-%d/%v", sh.batch, sh.ctx, sh.layers, dt)
