@@ -136,7 +136,7 @@ func BenchmarkDispatch(b *testing.B) {
 }
 
 // BenchmarkAttentionDecode is one decode step of attention for a batch of
-// sequences over an F32 and a BF16 cache: 4 sequences of 512 cached
+// sequences over an F32, a BF16 and an F16 cache: 4 sequences of 512 cached
 // positions (12 heads of 64), and 8 of 40 with llama-160m's 16 query
 // heads on 8 KV heads (the engine's decode benchmark's first steps, where
 // each tile's fixed costs weigh most), both from the caches; and 8
