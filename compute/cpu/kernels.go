@@ -59,6 +59,10 @@ const batchBands = 3
 // multiple of kernels.kStep.
 type gemmF32Func func(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
 
+// gemmBF16Func is gemmF32Func with bfloat16 rows x, widened in registers:
+// BF16 weights as the broadcast operand of the transposed path.
+type gemmBF16Func func(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
+
 // panelRows is the number of weight rows of one packed panel.
 const panelRows = 32
 
@@ -108,6 +112,7 @@ type kernels struct {
 	// packF16 do the same from 16-bit weights, widening them as they go.
 	gemmM    int
 	gemmF32  [maxGemmM + 1]gemmF32Func
+	gemmBF16 [maxGemmM + 1]gemmBF16Func
 	packF32  func(dst, w *float32, ldw, kn int)
 	packBF16 func(dst *float32, w *uint16, ldw, kn int)
 	packF16  func(dst *float32, w *uint16, ldw, kn int)

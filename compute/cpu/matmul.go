@@ -76,7 +76,7 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 	}
 	t.ldx = wm.cols
 	packed := t.usePacked()
-	transposed := packed && wm.dtype == compute.F32 && m <= transposedMaxM
+	transposed := packed && m <= transposedMaxM && (wm.dtype == compute.F32 || wm.dtype == compute.BF16 && t.k.gemmBF16[1] != nil)
 	packed = packed && !transposed
 	if m > 1 && wm.cols%padStride == 0 && !packed {
 		// Rows a multiple of 4 KiB apart fall in the same L1 set: with the
@@ -239,9 +239,11 @@ func (t *matmulTask) runPacked(c, w int) {
 // so few rows per weight, packing the weights took a quarter of the
 // packed path's time and its products ran at ~60% of the FMA peak (38% in
 // all at 32 rows); transposed, llama-160m's and gpt2-124m's F32 batch-32
-// decode ran 25% and 10% faster (docs/benchmarking.md). 16-bit weights
-// keep the packed path, which widens them while packing: widened in a
-// pass of their own for the transposed path they ran 4-8% slower.
+// decode ran 25% and 10% faster (docs/benchmarking.md). BF16 weights take
+// it too, widened in registers by gemmBF16 (llama-1b's batch-32 decode
+// 19% faster, llama-160m's 6%). F16 weights keep the packed path, which
+// widens them while packing: VCVTPH2PS has no broadcast form, and
+// widened in a pass of their own they ran 4-8% slower.
 const transposedMaxM = 72
 
 // startTransposed packs x into panels for runTransposed: panel p holds
@@ -281,9 +283,12 @@ func (t *matmulTask) runTransposed(c int) {
 	var blk [maxGemmM * panelRows]float32
 	for r := r0; r < r1; r += t.k.gemmM {
 		mb := min(t.k.gemmM, r1-r)
-		g := t.k.gemmF32[mb]
 		for p := range t.xPanels {
-			g(&t.w.f32[r*kn], kn, &t.xp[p*panelRows*k0], k0, &blk[0], panelRows, 0)
+			if t.w.dtype == compute.BF16 {
+				t.k.gemmBF16[mb](&t.w.u16[r*kn], kn, &t.xp[p*panelRows*k0], k0, &blk[0], panelRows, 0)
+			} else {
+				t.k.gemmF32[mb](&t.w.f32[r*kn], kn, &t.xp[p*panelRows*k0], k0, &blk[0], panelRows, 0)
+			}
 			for j := range min(panelRows, m-p*panelRows) {
 				row := t.dst[(p*panelRows+j)*n+r:][:mb]
 				for wr := range row {

@@ -88,8 +88,10 @@ func main() {
 					gemvBandsRows(is, k, m, batchBands)
 				}
 			}
-			for m := 1; m <= gemmMaxM; m++ {
-				gemm(is, m)
+			for _, k := range []wkind{wF32, wBF16} {
+				for m := 1; m <= gemmMaxM; m++ {
+					gemm(is, k, m)
+				}
 			}
 			for _, k := range wkinds {
 				pack(is, k)

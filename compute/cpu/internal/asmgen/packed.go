@@ -38,16 +38,23 @@ func rowAt(i int, bases []reg.Register, ld, ld3 reg.Register) Mem {
 // so a loaded weight is used m times and a loaded activation 32 times,
 // against 6 and 4 in the dot-product tile. The accumulators are whole
 // rows of dst: no horizontal reduction.
-func gemm(is isa, m int) {
-	name := fmt.Sprintf("gemmF32%sM%d", is.name, m)
-	TEXT(name, NOSPLIT, "func(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)")
+//
+// With k = wBF16 it generates gemmBF16<ISA>M<m>, whose broadcast operand
+// x is bfloat16 rows (16-bit weights on the transposed path, see
+// runTransposed): each pair of them is broadcast as one 32-bit word, the
+// first shifted into a float32's upper half and the second masked in
+// place, two integer operations for four FMAs instead of a pass that
+// packs the weights.
+func gemm(is isa, k wkind, m int) {
+	name := fmt.Sprintf("gemm%s%sM%d", k.name, is.name, m)
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(x %s, ldx int, p *float32, kn int, dst *float32, ldd int, add int)", k.gotype))
 	Pragma("noescape")
-	Doc(fmt.Sprintf("%s multiplies %d activation rows by a packed panel of %d weight rows with %s (see gemmF32Func).", name, m, panelWidth, is.name))
+	Doc(fmt.Sprintf("%s multiplies %d %s rows by a packed panel of %d rows with %s (see gemm%sFunc).", name, m, k.name, panelWidth, is.name, k.name))
 	bases := []reg.Register{Load(Param("x"), GP64())}
 	var ldx, ldx3 reg.Register
 	if m > 1 {
 		ldx = Load(Param("ldx"), GP64())
-		SHLQ(U8(2), ldx)
+		SHLQ(U8(log2(k.size)), ldx)
 	}
 	if m > 3 {
 		ldx3 = GP64()
@@ -70,24 +77,50 @@ func gemm(is isa, m int) {
 			VXORPS(acc[i][h], acc[i][h], acc[i][h])
 		}
 	}
+	var hiMask Mem
+	if k == wBF16 {
+		hiMask = vecConst(name+"_hi", is.lanes, 0xffff0000)
+	}
 	step := 4 * panelWidth
 	TESTQ(iters, iters)
 	JZ(LabelRef(name + "_store"))
 	Label(name + "_loop")
-	for u := range unroll {
+	loadPanel := func(u int) (reg.VecVirtual, reg.VecVirtual) {
 		w0, w1 := is.vec(), is.vec()
 		VMOVUPS(Mem{Base: p, Disp: u * step}, w0)
 		VMOVUPS(Mem{Base: p, Disp: u*step + 4*is.lanes}, w1)
-		for i := range m {
-			xv := is.vec()
-			VBROADCASTSS(rowAt(i, bases, ldx, ldx3).Offset(4*u), xv)
-			VFMADD231PS(w0, xv, acc[i][0])
-			VFMADD231PS(w1, xv, acc[i][1])
+		return w0, w1
+	}
+	fma := func(w0, w1, xv reg.VecVirtual, i int) {
+		VFMADD231PS(w0, xv, acc[i][0])
+		VFMADD231PS(w1, xv, acc[i][1])
+	}
+	if k == wBF16 {
+		for u := 0; u < unroll; u += 2 {
+			a0, a1 := loadPanel(u)
+			b0, b1 := loadPanel(u + 1)
+			for i := range m {
+				pair, lo := is.vec(), is.vec()
+				VPBROADCASTD(rowAt(i, bases, ldx, ldx3).Offset(2*u), pair)
+				VPSLLD(U8(16), pair, lo)
+				fma(a0, a1, lo, i)
+				VPANDD(hiMask, pair, pair)
+				fma(b0, b1, pair, i)
+			}
+		}
+	} else {
+		for u := range unroll {
+			w0, w1 := loadPanel(u)
+			for i := range m {
+				xv := is.vec()
+				VBROADCASTSS(rowAt(i, bases, ldx, ldx3).Offset(4*u), xv)
+				fma(w0, w1, xv, i)
+			}
 		}
 	}
 	ADDQ(U32(unroll*step), p)
 	for _, b := range bases {
-		ADDQ(U8(4*unroll), b)
+		ADDQ(U8(k.size*unroll), b)
 	}
 	DECQ(iters)
 	JNZ(LabelRef(name + "_loop"))
