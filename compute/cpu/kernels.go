@@ -113,9 +113,12 @@ type kernels struct {
 	gemmM    int
 	gemmF32  [maxGemmM + 1]gemmF32Func
 	gemmBF16 [maxGemmM + 1]gemmBF16Func
-	packF32  func(dst, w *float32, ldw, kn int)
-	packBF16 func(dst *float32, w *uint16, ldw, kn int)
-	packF16  func(dst *float32, w *uint16, ldw, kn int)
+	// transposedBF16Min is the least bytes of a BF16 matrix whose decode
+	// batches take the transposed path with gemmBF16 (see transposedBF16).
+	transposedBF16Min int
+	packF32           func(dst, w *float32, ldw, kn int)
+	packBF16          func(dst *float32, w *uint16, ldw, kn int)
+	packF16           func(dst *float32, w *uint16, ldw, kn int)
 	// The AMX path for BF16 weights (see amx.go), nil where there is none:
 	// amxBF16 multiplies amxRows activation rows by packed panels with the
 	// AMX tiles.

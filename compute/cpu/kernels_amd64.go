@@ -43,7 +43,8 @@ func avx512Kernels() *kernels {
 		gemmBF16: [maxGemmM + 1]gemmBF16Func{nil, gemmBF16AVX512M1, gemmBF16AVX512M2, gemmBF16AVX512M3, gemmBF16AVX512M4,
 			gemmBF16AVX512M5, gemmBF16AVX512M6, gemmBF16AVX512M7, gemmBF16AVX512M8, gemmBF16AVX512M9, gemmBF16AVX512M10,
 			gemmBF16AVX512M11, gemmBF16AVX512M12},
-		read: func(p *byte, n int) { read4AVX512(p, n, readAhead) }, fma: fmaAVX512, lanes: 16, siluMul: siluMulAVX512, gelu: geluAVX512, expSum: expSumAVX512, max: maxAVX512, softmax: softmaxSpanAVX512,
+		transposedBF16Min: transposedBF16MinBytes,
+		read:              func(p *byte, n int) { read4AVX512(p, n, readAhead) }, fma: fmaAVX512, lanes: 16, siluMul: siluMulAVX512, gelu: geluAVX512, expSum: expSumAVX512, max: maxAVX512, softmax: softmaxSpanAVX512,
 		scale: scaleAVX512, add: addAVX512, moments: momentsAVX512, scaleMul: scaleMulAVX512, layerNormApply: layerNormApplyAVX512, rotate: rotateAVX512, prefetch: prefetchAVX512,
 	}
 }

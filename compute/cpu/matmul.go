@@ -76,7 +76,7 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 	}
 	t.ldx = wm.cols
 	packed := t.usePacked()
-	transposed := packed && m <= transposedMaxM && (wm.dtype == compute.F32 || wm.dtype == compute.BF16 && t.k.gemmBF16[1] != nil)
+	transposed := packed && m <= transposedMaxM && (wm.dtype == compute.F32 || t.transposedBF16())
 	packed = packed && !transposed
 	if m > 1 && wm.cols%padStride == 0 && !packed {
 		// Rows a multiple of 4 KiB apart fall in the same L1 set: with the
@@ -239,12 +239,27 @@ func (t *matmulTask) runPacked(c, w int) {
 // so few rows per weight, packing the weights took a quarter of the
 // packed path's time and its products ran at ~60% of the FMA peak (38% in
 // all at 32 rows); transposed, llama-160m's and gpt2-124m's F32 batch-32
-// decode ran 25% and 10% faster (docs/benchmarking.md). BF16 weights take
-// it too, widened in registers by gemmBF16 (llama-1b's batch-32 decode
-// 19% faster, llama-160m's 6%). F16 weights keep the packed path, which
+// decode ran 25% and 10% faster (docs/benchmarking.md). Large BF16
+// matrices take it too (see transposedBF16), widened in registers by
+// gemmBF16. F16 weights keep the packed path, which
 // widens them while packing: VCVTPH2PS has no broadcast form, and
 // widened in a pass of their own they ran 4-8% slower.
 const transposedMaxM = 72
+
+// transposedBF16MinBytes is the least weight bytes of a BF16 matrix that
+// takes the transposed path (kernels.transposedBF16Min). Past it (llama-1b's matrices, every LM head)
+// the packed path, packing from memory, ran 15–30% slower than gemmBF16 at
+// batch 32; below it packing costs little and the packed kernel, which
+// widens nothing as it multiplies, ran up to a third faster (the project's
+// 2-core AMD EPYC VM, docs/benchmarking.md).
+const transposedBF16MinBytes = 8 << 20
+
+// transposedBF16 reports whether a BF16 MatMul takes the transposed path
+// (see transposedMaxM): a kernel set with gemmBF16 and a matrix of at
+// least its transposedBF16Min bytes.
+func (t *matmulTask) transposedBF16() bool {
+	return t.w.dtype == compute.BF16 && t.k.gemmBF16[1] != nil && 2*t.w.rows*t.w.cols >= t.k.transposedBF16Min
+}
 
 // startTransposed packs x into panels for runTransposed: panel p holds
 // rows [32p, 32p+32) of x (zero past m) transposed, as the packed path's

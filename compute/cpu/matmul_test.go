@@ -34,37 +34,39 @@ func TestMatMul(t *testing.T) {
 	}
 	dtypes := []compute.DType{compute.F32, compute.BF16, compute.F16}
 	eachBackend(t, func(t *testing.T, b *Backend) {
-		r := rand.New(rand.NewPCG(1, 2))
-		for _, s := range shapes {
-			for _, dt := range dtypes {
-				t.Run(fmt.Sprintf("%v/m%d_n%d_k%d", dt, s.m, s.n, s.k), func(t *testing.T) {
-					raw, w := encode(dt, randVec(r, s.n*s.k))
-					xv := randVec(r, s.m*s.k)
-					wm, err := b.LoadMat(dt, s.n, s.k, raw)
-					if err != nil {
-						t.Fatal(err)
-					}
-					// Pre-fill dst with garbage: MatMul must overwrite, not add.
-					dst := bufOf(b, randVec(r, s.m*s.n))
-					b.MatMul(dst, bufOf(b, xv), wm, s.m)
-					got := readAll(b, dst)
-					x := activations(b, dt, s.m, s.n, s.k, xv)
-					for i := range s.m {
-						for j := range s.n {
-							var want, scale float64
-							for k := range s.k {
-								p := float64(x[i*s.k+k]) * float64(w[j*s.k+k])
-								want += p
-								scale += math.Abs(p)
-							}
-							if g := got[i*s.n+j]; !closeTo(g, want, scale, matTol) {
-								t.Fatalf("dst[%d,%d] = %v, want %v", i, j, g, want)
+		withSmallBF16Transposed(t, b, func(t *testing.T) {
+			r := rand.New(rand.NewPCG(1, 2))
+			for _, s := range shapes {
+				for _, dt := range dtypes {
+					t.Run(fmt.Sprintf("%v/m%d_n%d_k%d", dt, s.m, s.n, s.k), func(t *testing.T) {
+						raw, w := encode(dt, randVec(r, s.n*s.k))
+						xv := randVec(r, s.m*s.k)
+						wm, err := b.LoadMat(dt, s.n, s.k, raw)
+						if err != nil {
+							t.Fatal(err)
+						}
+						// Pre-fill dst with garbage: MatMul must overwrite, not add.
+						dst := bufOf(b, randVec(r, s.m*s.n))
+						b.MatMul(dst, bufOf(b, xv), wm, s.m)
+						got := readAll(b, dst)
+						x := activations(b, dt, s.m, s.n, s.k, xv)
+						for i := range s.m {
+							for j := range s.n {
+								var want, scale float64
+								for k := range s.k {
+									p := float64(x[i*s.k+k]) * float64(w[j*s.k+k])
+									want += p
+									scale += math.Abs(p)
+								}
+								if g := got[i*s.n+j]; !closeTo(g, want, scale, matTol) {
+									t.Fatalf("dst[%d,%d] = %v, want %v", i, j, g, want)
+								}
 							}
 						}
-					}
-				})
+					})
+				}
 			}
-		}
+		})
 	})
 }
 
@@ -162,9 +164,11 @@ func TestLoadMatZeroCopy(t *testing.T) {
 // shapes have batch 1, 3, 8, 32, 40 and 80 (decode by bands, with rows
 // past them on the tile kernels, the transposed path and the packed
 // path), inputs that are not a multiple of the vector width, and rows
-// that leave part of a panel. (F16 weights take the packed path where F32
-// and BF16 take the transposed one, and there the sums' order differs in
-// the rows past the last panel, so those batches are BF16's alone; and
+// that leave part of a panel, each on a BF16 transposed path too (see
+// withSmallBF16Transposed). (F16 weights, and BF16 ones below
+// transposedBF16Min, take the packed path where F32 takes the transposed
+// one, and there the sums' order differs in the rows past the last panel,
+// so those batches are the BF16 transposed path's alone; and
 // decode batches whose activations overflow decodeXBudget take the bands
 // with F32 weights, the tile kernels with 16-bit ones.)
 func TestMatMul16Widened(t *testing.T) {
@@ -173,55 +177,59 @@ func TestMatMul16Widened(t *testing.T) {
 		{32, 70, 96}, {40, 37, 200},
 	}
 	eachBackend(t, func(t *testing.T, b *Backend) {
-		r := rand.New(rand.NewPCG(7, 8))
-		for _, dt := range []compute.DType{compute.BF16, compute.F16} {
-			for _, s := range shapes {
-				t.Run(fmt.Sprintf("%v/m%d_n%d_k%d", dt, s.m, s.n, s.k), func(t *testing.T) {
-					if f32 := (&matmulTask{k: b.k, w: &mat{rows: s.n, cols: s.k, dtype: compute.F32}, m: s.m}); dt == compute.F16 && f32.usePacked() && s.m <= transposedMaxM {
-						t.Skip("F32 takes the transposed path here, F16 the packed one")
-					}
-					raw, widened := encode(dt, randVec(r, s.n*s.k))
-					raw32, _ := encode(compute.F32, widened)
-					w16, err := b.LoadMat(dt, s.n, s.k, raw)
-					if err != nil {
-						t.Fatal(err)
-					}
-					w32, err := b.LoadMat(compute.F32, s.n, s.k, raw32)
-					if err != nil {
-						t.Fatal(err)
-					}
-					xv := randVec(r, s.m*s.k)
-					d16, d32 := b.Alloc(s.m*s.n), b.Alloc(s.m*s.n)
-					b.MatMul(d16, bufOf(b, xv), w16, s.m)
-					if xr := activations(b, dt, s.m, s.n, s.k, xv); &xr[0] != &xv[0] {
-						// The AMX path rounds the activations and sums in
-						// its own order: the widened matrix times the
-						// rounded activations agrees to rounding.
-						b.MatMul(d32, bufOf(b, xr), w32, s.m)
+		withSmallBF16Transposed(t, b, func(t *testing.T) {
+			r := rand.New(rand.NewPCG(7, 8))
+			for _, dt := range []compute.DType{compute.BF16, compute.F16} {
+				for _, s := range shapes {
+					t.Run(fmt.Sprintf("%v/m%d_n%d_k%d", dt, s.m, s.n, s.k), func(t *testing.T) {
+						f32 := &matmulTask{k: b.k, w: &mat{rows: s.n, cols: s.k, dtype: compute.F32}, m: s.m}
+						t16 := &matmulTask{k: b.k, w: &mat{rows: s.n, cols: s.k, dtype: dt}, m: s.m}
+						if f32.usePacked() && s.m <= transposedMaxM && !t16.transposedBF16() {
+							t.Skipf("F32 takes the transposed path here, %v the packed one", dt)
+						}
+						raw, widened := encode(dt, randVec(r, s.n*s.k))
+						raw32, _ := encode(compute.F32, widened)
+						w16, err := b.LoadMat(dt, s.n, s.k, raw)
+						if err != nil {
+							t.Fatal(err)
+						}
+						w32, err := b.LoadMat(compute.F32, s.n, s.k, raw32)
+						if err != nil {
+							t.Fatal(err)
+						}
+						xv := randVec(r, s.m*s.k)
+						d16, d32 := b.Alloc(s.m*s.n), b.Alloc(s.m*s.n)
+						b.MatMul(d16, bufOf(b, xv), w16, s.m)
+						if xr := activations(b, dt, s.m, s.n, s.k, xv); &xr[0] != &xv[0] {
+							// The AMX path rounds the activations and sums in
+							// its own order: the widened matrix times the
+							// rounded activations agrees to rounding.
+							b.MatMul(d32, bufOf(b, xr), w32, s.m)
+							g16, g32 := readAll(b, d16), readAll(b, d32)
+							for i := range g16 {
+								var scale float64
+								for k := range s.k {
+									scale += math.Abs(float64(xr[i/s.n*s.k+k]) * float64(widened[i%s.n*s.k+k]))
+								}
+								if !closeTo(g16[i], float64(g32[i]), scale, matTol) {
+									t.Fatalf("dst[%d,%d] = %v from %v weights on the AMX path, %v from the same widened to F32",
+										i/s.n, i%s.n, g16[i], dt, g32[i])
+								}
+							}
+							return
+						}
+						b.MatMul(d32, bufOf(b, xv), w32, s.m)
 						g16, g32 := readAll(b, d16), readAll(b, d32)
 						for i := range g16 {
-							var scale float64
-							for k := range s.k {
-								scale += math.Abs(float64(xr[i/s.n*s.k+k]) * float64(widened[i%s.n*s.k+k]))
-							}
-							if !closeTo(g16[i], float64(g32[i]), scale, matTol) {
-								t.Fatalf("dst[%d,%d] = %v from %v weights on the AMX path, %v from the same widened to F32",
+							if math.Float32bits(g16[i]) != math.Float32bits(g32[i]) {
+								t.Fatalf("dst[%d,%d] = %v from %v weights, %v from the same widened to F32",
 									i/s.n, i%s.n, g16[i], dt, g32[i])
 							}
 						}
-						return
-					}
-					b.MatMul(d32, bufOf(b, xv), w32, s.m)
-					g16, g32 := readAll(b, d16), readAll(b, d32)
-					for i := range g16 {
-						if math.Float32bits(g16[i]) != math.Float32bits(g32[i]) {
-							t.Fatalf("dst[%d,%d] = %v from %v weights, %v from the same widened to F32",
-								i/s.n, i%s.n, g16[i], dt, g32[i])
-						}
-					}
-				})
+					})
+				}
 			}
-		}
+		})
 	})
 }
 
@@ -236,27 +244,29 @@ func TestMatMulPathsAgree(t *testing.T) {
 	defer ref.Close()
 	shapes := []struct{ m, n, k int }{{1, 67, 129}, {3, 33, 47}, {8, 130, 1041}, {8, 130, 1000}, {33, 97, 272}, {33, 97, 288}}
 	eachBackend(t, func(t *testing.T, b *Backend) {
-		r := rand.New(rand.NewPCG(9, 10))
-		for _, dt := range []compute.DType{compute.F32, compute.BF16, compute.F16} {
-			for _, s := range shapes {
-				t.Run(fmt.Sprintf("%v/m%d_n%d_k%d", dt, s.m, s.n, s.k), func(t *testing.T) {
-					raw, w := encode(dt, randVec(r, s.n*s.k))
-					xv := randVec(r, s.m*s.k)
-					got := matMulOn(t, b, dt, s.m, s.n, s.k, raw, xv)
-					xv = activations(b, dt, s.m, s.n, s.k, xv)
-					want := matMulOn(t, ref, dt, s.m, s.n, s.k, raw, xv)
-					for i := range got {
-						var scale float64
-						for k := range s.k {
-							scale += math.Abs(float64(xv[i/s.n*s.k+k]) * float64(w[i%s.n*s.k+k]))
+		withSmallBF16Transposed(t, b, func(t *testing.T) {
+			r := rand.New(rand.NewPCG(9, 10))
+			for _, dt := range []compute.DType{compute.F32, compute.BF16, compute.F16} {
+				for _, s := range shapes {
+					t.Run(fmt.Sprintf("%v/m%d_n%d_k%d", dt, s.m, s.n, s.k), func(t *testing.T) {
+						raw, w := encode(dt, randVec(r, s.n*s.k))
+						xv := randVec(r, s.m*s.k)
+						got := matMulOn(t, b, dt, s.m, s.n, s.k, raw, xv)
+						xv = activations(b, dt, s.m, s.n, s.k, xv)
+						want := matMulOn(t, ref, dt, s.m, s.n, s.k, raw, xv)
+						for i := range got {
+							var scale float64
+							for k := range s.k {
+								scale += math.Abs(float64(xv[i/s.n*s.k+k]) * float64(w[i%s.n*s.k+k]))
+							}
+							if !closeTo(got[i], float64(want[i]), scale, matTol) {
+								t.Fatalf("dst[%d,%d] = %v, the Go kernels give %v", i/s.n, i%s.n, got[i], want[i])
+							}
 						}
-						if !closeTo(got[i], float64(want[i]), scale, matTol) {
-							t.Fatalf("dst[%d,%d] = %v, the Go kernels give %v", i/s.n, i%s.n, got[i], want[i])
-						}
-					}
-				})
+					})
+				}
 			}
-		}
+		})
 	})
 }
 
