@@ -241,17 +241,18 @@ func (t *matmulTask) runPacked(c, w int) {
 // all at 32 rows); transposed, llama-160m's and gpt2-124m's F32 batch-32
 // decode ran 25% and 10% faster (docs/benchmarking.md). Large BF16
 // matrices take it too (see transposedBF16), widened in registers by
-// gemmBF16. F16 weights keep the packed path, which
-// widens them while packing: VCVTPH2PS has no broadcast form, and
-// widened in a pass of their own they ran 4-8% slower.
+// gemmBF16. F16 weights keep the packed path, which widens them while
+// packing: VCVTPH2PS has no broadcast form, and widened in a pass of
+// their own they ran 4-8% slower.
 const transposedMaxM = 72
 
 // transposedBF16MinBytes is the least weight bytes of a BF16 matrix that
-// takes the transposed path (kernels.transposedBF16Min). Past it (llama-1b's matrices, every LM head)
-// the packed path, packing from memory, ran 15–30% slower than gemmBF16 at
-// batch 32; below it packing costs little and the packed kernel, which
-// widens nothing as it multiplies, ran up to a third faster (the project's
-// 2-core AMD EPYC VM, docs/benchmarking.md).
+// takes the transposed path (kernels.transposedBF16Min). Past it
+// (llama-1b's matrices, every LM head) the packed path, packing from
+// memory, ran 15–30% slower than gemmBF16 at batch 32; below it packing
+// costs little and the packed kernel, which widens nothing as it
+// multiplies, ran up to a third faster (the project's 2-core AMD EPYC VM,
+// docs/benchmarking.md).
 const transposedBF16MinBytes = 8 << 20
 
 // transposedBF16 reports whether a BF16 MatMul takes the transposed path
