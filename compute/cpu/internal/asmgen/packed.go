@@ -246,40 +246,20 @@ func pack(is isa, k wkind) {
 	RET()
 }
 
-// toBF16 generates toBF16<ISA>(dst *uint16, src *float32, n int): dst[i] =
-// src[i] rounded to the nearest bfloat16, ties to even, for i < n rounded
-// down to 16, as half.BF16FromFloat32 does (a NaN keeps its upper bits,
-// made quiet). The AMX path feeds its tiles with these.
-func toBF16(is isa) {
-	name := "toBF16" + is.name
+// to16 generates name(dst *uint16, src *float32, n int), a loop over n
+// rounded down to 16 float32s: round loads the 16 at src and returns them
+// rounded to 16 bits in a YMM register, which the loop stores at dst.
+func to16(name, doc string, round func(src Mem) reg.VecVirtual) {
 	TEXT(name, NOSPLIT, "func(dst *uint16, src *float32, n int)")
 	Pragma("noescape")
-	Doc(name + " rounds float32s to bfloat16 (see kernels.toBF16).")
+	Doc(doc)
 	dst := Load(Param("dst"), GP64())
 	src := Load(Param("src"), GP64())
 	n := Load(Param("n"), GP64())
 	SHRQ(U8(4), n)
 	JZ(LabelRef(name + "_done"))
-	one := vecConst(name+"_one", is.lanes, 1)
-	bias := vecConst(name+"_bias", is.lanes, 0x7fff)
-	quiet := vecConst(name+"_quiet", is.lanes, 0x40)
 	Label(name + "_loop")
-	v, t, q := is.vec(), is.vec(), is.vec()
-	VMOVDQU32(Mem{Base: src}, v)
-	// v + 0x7fff + (bit 16 of v), shifted down: round to nearest, ties to
-	// the even bfloat16.
-	VPSRLD(U8(16), v, t)
-	VPORD(quiet, t, q)
-	VPANDD(one, t, t)
-	VPADDD(bias, t, t)
-	VPADDD(v, t, t)
-	VPSRLD(U8(16), t, t)
-	nan := K()
-	VCMPPS(U8(3), v, v, nan) // unordered: v is a NaN
-	VPBLENDMD(q, t, nan, t)
-	h := YMM()
-	VPMOVDW(t, h)
-	VMOVDQU(h, Mem{Base: dst})
+	VMOVDQU(round(Mem{Base: src}), Mem{Base: dst})
 	ADDQ(U8(64), src)
 	ADDQ(U8(32), dst)
 	DECQ(n)
@@ -289,6 +269,35 @@ func toBF16(is isa) {
 	RET()
 }
 
+// toBF16 generates toBF16<ISA>(dst *uint16, src *float32, n int): dst[i] =
+// src[i] rounded to the nearest bfloat16, ties to even, for i < n rounded
+// down to 16, as half.BF16FromFloat32 does (a NaN keeps its upper bits,
+// made quiet). The AMX path feeds its tiles with these.
+func toBF16(is isa) {
+	name := "toBF16" + is.name
+	to16(name, name+" rounds float32s to bfloat16 (see kernels.toBF16).", func(src Mem) reg.VecVirtual {
+		one := vecConst(name+"_one", is.lanes, 1)
+		bias := vecConst(name+"_bias", is.lanes, 0x7fff)
+		quiet := vecConst(name+"_quiet", is.lanes, 0x40)
+		v, t, q := is.vec(), is.vec(), is.vec()
+		VMOVDQU32(src, v)
+		// v + 0x7fff + (bit 16 of v), shifted down: round to nearest, ties
+		// to the even bfloat16.
+		VPSRLD(U8(16), v, t)
+		VPORD(quiet, t, q)
+		VPANDD(one, t, t)
+		VPADDD(bias, t, t)
+		VPADDD(v, t, t)
+		VPSRLD(U8(16), t, t)
+		nan := K()
+		VCMPPS(U8(3), v, v, nan) // unordered: v is a NaN
+		VPBLENDMD(q, t, nan, t)
+		h := YMM()
+		VPMOVDW(t, h)
+		return h
+	})
+}
+
 // toF16 generates toF16<ISA>(dst *uint16, src *float32, n int): dst[i] =
 // src[i] rounded to the nearest IEEE half, ties to even (VCVTPS2PH with
 // its rounding in the instruction, whatever MXCSR says), for i < n
@@ -296,24 +305,10 @@ func toBF16(is isa) {
 // these.
 func toF16(is isa) {
 	name := "toF16" + is.name
-	TEXT(name, NOSPLIT, "func(dst *uint16, src *float32, n int)")
-	Pragma("noescape")
-	Doc(name + " rounds float32s to IEEE halves (see kernels.toF16).")
-	dst := Load(Param("dst"), GP64())
-	src := Load(Param("src"), GP64())
-	n := Load(Param("n"), GP64())
-	SHRQ(U8(4), n)
-	JZ(LabelRef(name + "_done"))
-	Label(name + "_loop")
-	v, h := is.vec(), YMM()
-	VMOVUPS(Mem{Base: src}, v)
-	VCVTPS2PH(U8(0), v, h)
-	VMOVDQU(h, Mem{Base: dst})
-	ADDQ(U8(64), src)
-	ADDQ(U8(32), dst)
-	DECQ(n)
-	JNZ(LabelRef(name + "_loop"))
-	Label(name + "_done")
-	VZEROUPPER()
-	RET()
+	to16(name, name+" rounds float32s to IEEE halves (see kernels.toF16).", func(src Mem) reg.VecVirtual {
+		v, h := is.vec(), YMM()
+		VMOVUPS(src, v)
+		VCVTPS2PH(U8(0), v, h)
+		return h
+	})
 }
