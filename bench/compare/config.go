@@ -48,7 +48,7 @@ type Config struct {
 	// Link, when set, is passed to every local cluster as --link (a
 	// --config file's own link wins).
 	Link string
-	// KVCacheDType (auto, fp32 or bf16), when set, is passed to every
+	// KVCacheDType (auto, fp32, bf16 or fp16), when set, is passed to every
 	// local cluster as --kv-cache-dtype (a --config file's own wins), and
 	// says which cache dtype the --target deployments run, for their
 	// analytic KV bytes (unknown otherwise).
@@ -119,7 +119,7 @@ type Configuration struct {
 	// Model is where a local cluster's model comes from: a preset name
 	// or a model directory.
 	Model string `json:"model,omitempty"`
-	// KVCacheDType is the KV cache dtype it runs with (fp32 or bf16),
+	// KVCacheDType is the KV cache dtype it runs with (fp32, bf16 or fp16),
 	// from its tandem up flags and model, or what --kv-cache-dtype says
 	// of a target; "unknown" when neither tells (then it has no analytic
 	// KV bytes).
