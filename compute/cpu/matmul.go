@@ -400,7 +400,7 @@ func (t *matmulTask) useBands() bool {
 		// Activations past L1 are read from L2, m loads for each weight
 		// vector: for 16-bit weights, twice the bytes per weight byte of
 		// F32's. llama-1b's BF16 and F16 batch-8 decode (rows of 2048 and
-		// 8192) ran 5–7% slower so than on the tile kernels, which split
+		// 8192) ran 5–7% slower on them than on the tile kernels, which split
 		// the rows to keep the activations in L1; F32's 14% faster.
 		return false
 	}

@@ -392,14 +392,7 @@ func gemvBands(is isa, k wkind) {
 	VEXTRACTPS(U8(1), out, Mem{Base: dst, Index: db, Scale: 1})
 	VEXTRACTPS(U8(2), out, Mem{Base: dst, Index: db, Scale: 2})
 	VEXTRACTPS(U8(3), out, Mem{Base: dst, Index: db3, Scale: 1})
-	ADDQ(ldw, wrow)
-	ADDQ(U8(4), dst)
-	DECQ(count)
-	JNZ(LabelRef(name + "_row"))
-
-	Label(name + "_done")
-	VZEROUPPER()
-	RET()
+	nextRow(name, ldw, wrow, dst, count)
 }
 
 // gemvBandsRows generates gemvBands{F32,BF16,F16}<ISA>M<m>(x *float32,
@@ -507,7 +500,14 @@ func gemvBandsRows(is isa, k wkind, m, nb int) {
 	}
 	Load(Param("ldw"), wb)
 	SHLQ(U8(log2(k.size)), wb)
-	ADDQ(wb, wrow)
+	nextRow(name, wb, wrow, dst, count)
+}
+
+// nextRow ends a bands kernel's loop over rows: every band's next row
+// (wrow advanced by the row bytes in ldw), the next output, another turn
+// while count rows are left, then the return.
+func nextRow(name string, ldw, wrow, dst, count reg.Register) {
+	ADDQ(ldw, wrow)
 	ADDQ(U8(4), dst)
 	DECQ(count)
 	JNZ(LabelRef(name + "_row"))
