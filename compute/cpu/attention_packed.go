@@ -232,7 +232,7 @@ func (t *attnTask) tilePacked(ws *workerScratch, s compute.AttnSeq, p *seqPlan, 
 		n := min(span, last-k0+1)
 		n16 := (n + 15) / 16 * 16
 		for j := 0; j < n; j += panelRows {
-			g(&qt[0], hd, &kp[(k0+j)*hd], hd, &scores[j], span, 0)
+			g(&qt[0], hd, &kp[(k0+j)*hd], hd, &scores[j], span, 0, (*byte)(unsafe.Pointer(&qt[0])))
 		}
 		for i := range mb {
 			sc := scores[i*span : i*span+n16]
@@ -244,7 +244,7 @@ func (t *attnTask) tilePacked(ws *workerScratch, s compute.AttnSeq, p *seqPlan, 
 			t.softmaxSpan(sc, ni, &mx[i], &l[i], acc[i*hd:(i+1)*hd])
 		}
 		for c := 0; c < hd; c += panelRows {
-			g(&scores[0], span, &vp[c*p.kp+k0*panelRows], n16, &acc[c], hd, 1)
+			g(&scores[0], span, &vp[c*p.kp+k0*panelRows], n16, &acc[c], hd, 1, (*byte)(unsafe.Pointer(&scores[0])))
 		}
 	}
 	for i := range mb {

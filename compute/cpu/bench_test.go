@@ -48,7 +48,7 @@ func benchMats(b *testing.B, be *Backend, dt compute.DType, n, k int) []compute.
 // sweep over 256 MiB of copies of the matrix, so even -benchtime 3x
 // streams from memory and is timed over hundreds of calls.
 func BenchmarkGEMV(b *testing.B) {
-	shapes := []struct{ n, k int }{{1024, 1024}, {512, 1024}, {2048, 1024}, {1024, 2048}}
+	shapes := []struct{ n, k int }{{1024, 1024}, {512, 1024}, {2048, 1024}, {1024, 2048}, {768, 768}, {3072, 768}, {768, 3072}}
 	for _, dt := range []compute.DType{compute.F32, compute.BF16, compute.F16} {
 		for _, m := range []int{1, 4, 8, 32} {
 			for _, s := range shapes {
@@ -86,6 +86,7 @@ func BenchmarkGEMM(b *testing.B) {
 		{512, 1024, 1024}, {512, 512, 1024}, {512, 2048, 1024}, // llama-160m
 		{512, 768, 768}, {512, 2304, 768}, {512, 3072, 768}, // gpt2
 		{16, 50257, 1024}, {64, 50257, 1024}, // LM head
+		{32, 2304, 768}, {32, 768, 768}, {32, 3072, 768}, {32, 768, 3072}, {32, 50257, 768},
 	}
 	for _, dt := range []compute.DType{compute.F32, compute.BF16, compute.F16} {
 		for _, s := range shapes {

@@ -56,12 +56,14 @@ const batchBands = 3
 // for i < mb (fixed per function) and j < panelRows, or adds the sums to
 // dst when add ≠ 0. p is a packed panel: panelRows weight rows transposed
 // so that each step's weights are contiguous (see packPanelF32). kn is a
-// multiple of kernels.kStep.
-type gemmF32Func func(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
+// multiple of kernels.kStep. Meanwhile it prefetches into L2 as many bytes
+// as x's mb rows hold from next on: the transposed path's next weight rows
+// (see runTransposed); callers with nothing to fetch pass x.
+type gemmF32Func func(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
 
 // gemmBF16Func is gemmF32Func with bfloat16 rows x, widened in registers:
 // BF16 weights as the broadcast operand of the transposed path.
-type gemmBF16Func func(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
+type gemmBF16Func func(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
 
 // panelRows is the number of weight rows of one packed panel.
 const panelRows = 32

@@ -12919,19 +12919,21 @@ gemvBandsF16AVX512M8_done:
 	VZEROUPPER
 	RET
 
-// func gemmF32AVX512M1(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmF32AVX512M1(SB), NOSPLIT, $0-56
+// func gemmF32AVX512M1(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmF32AVX512M1(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   p+16(FP), CX
-	MOVQ   kn+24(FP), DX
-	SHRQ   $0x02, DX
+	MOVQ   next+56(FP), DX
+	MOVQ   kn+24(FP), BX
+	SHRQ   $0x02, BX
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
-	TESTQ  DX, DX
+	TESTQ  BX, BX
 	JZ     gemmF32AVX512M1_store
 
 gemmF32AVX512M1_loop:
+	PREFETCHT1   (DX)
 	VMOVUPS      (CX), Z2
 	VMOVUPS      64(CX), Z3
 	VBROADCASTSS (AX), Z4
@@ -12953,8 +12955,9 @@ gemmF32AVX512M1_loop:
 	VFMADD231PS  Z2, Z4, Z0
 	VFMADD231PS  Z3, Z4, Z1
 	ADDQ         $0x00000200, CX
+	ADDQ         $0x00000010, DX
 	ADDQ         $0x10, AX
-	DECQ         DX
+	DECQ         BX
 	JNZ          gemmF32AVX512M1_loop
 
 gemmF32AVX512M1_store:
@@ -12974,23 +12977,25 @@ gemmF32AVX512M1_set:
 	VZEROUPPER
 	RET
 
-// func gemmF32AVX512M2(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmF32AVX512M2(SB), NOSPLIT, $0-56
+// func gemmF32AVX512M2(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmF32AVX512M2(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
 	MOVQ   p+16(FP), DX
-	MOVQ   kn+24(FP), BX
-	SHRQ   $0x02, BX
+	MOVQ   next+56(FP), BX
+	MOVQ   kn+24(FP), SI
+	SHRQ   $0x02, SI
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
 	VXORPS Z3, Z3, Z3
-	TESTQ  BX, BX
+	TESTQ  SI, SI
 	JZ     gemmF32AVX512M2_store
 
 gemmF32AVX512M2_loop:
+	PREFETCHT1   (BX)
 	VMOVUPS      (DX), Z4
 	VMOVUPS      64(DX), Z5
 	VBROADCASTSS (AX), Z6
@@ -13024,8 +13029,9 @@ gemmF32AVX512M2_loop:
 	VFMADD231PS  Z4, Z6, Z2
 	VFMADD231PS  Z5, Z6, Z3
 	ADDQ         $0x00000200, DX
+	ADDQ         $0x00000020, BX
 	ADDQ         $0x10, AX
-	DECQ         BX
+	DECQ         SI
 	JNZ          gemmF32AVX512M2_loop
 
 gemmF32AVX512M2_store:
@@ -13051,25 +13057,27 @@ gemmF32AVX512M2_set:
 	VZEROUPPER
 	RET
 
-// func gemmF32AVX512M3(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmF32AVX512M3(SB), NOSPLIT, $0-56
+// func gemmF32AVX512M3(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmF32AVX512M3(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
 	MOVQ   p+16(FP), DX
-	MOVQ   kn+24(FP), BX
-	SHRQ   $0x02, BX
+	MOVQ   next+56(FP), BX
+	MOVQ   kn+24(FP), SI
+	SHRQ   $0x02, SI
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
 	VXORPS Z3, Z3, Z3
 	VXORPS Z4, Z4, Z4
 	VXORPS Z5, Z5, Z5
-	TESTQ  BX, BX
+	TESTQ  SI, SI
 	JZ     gemmF32AVX512M3_store
 
 gemmF32AVX512M3_loop:
+	PREFETCHT1   (BX)
 	VMOVUPS      (DX), Z6
 	VMOVUPS      64(DX), Z7
 	VBROADCASTSS (AX), Z8
@@ -13115,8 +13123,9 @@ gemmF32AVX512M3_loop:
 	VFMADD231PS  Z6, Z8, Z4
 	VFMADD231PS  Z7, Z8, Z5
 	ADDQ         $0x00000200, DX
+	ADDQ         $0x00000030, BX
 	ADDQ         $0x10, AX
-	DECQ         BX
+	DECQ         SI
 	JNZ          gemmF32AVX512M3_loop
 
 gemmF32AVX512M3_store:
@@ -13148,16 +13157,17 @@ gemmF32AVX512M3_set:
 	VZEROUPPER
 	RET
 
-// func gemmF32AVX512M4(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmF32AVX512M4(SB), NOSPLIT, $0-56
+// func gemmF32AVX512M4(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmF32AVX512M4(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
 	LEAQ   (CX)(CX*2), DX
 	MOVQ   p+16(FP), BX
-	MOVQ   kn+24(FP), SI
-	SHRQ   $0x02, SI
+	MOVQ   next+56(FP), SI
+	MOVQ   kn+24(FP), DI
+	SHRQ   $0x02, DI
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -13166,10 +13176,11 @@ TEXT ·gemmF32AVX512M4(SB), NOSPLIT, $0-56
 	VXORPS Z5, Z5, Z5
 	VXORPS Z6, Z6, Z6
 	VXORPS Z7, Z7, Z7
-	TESTQ  SI, SI
+	TESTQ  DI, DI
 	JZ     gemmF32AVX512M4_store
 
 gemmF32AVX512M4_loop:
+	PREFETCHT1   (SI)
 	VMOVUPS      (BX), Z8
 	VMOVUPS      64(BX), Z9
 	VBROADCASTSS (AX), Z10
@@ -13227,8 +13238,9 @@ gemmF32AVX512M4_loop:
 	VFMADD231PS  Z8, Z10, Z6
 	VFMADD231PS  Z9, Z10, Z7
 	ADDQ         $0x00000200, BX
+	ADDQ         $0x00000040, SI
 	ADDQ         $0x10, AX
-	DECQ         SI
+	DECQ         DI
 	JNZ          gemmF32AVX512M4_loop
 
 gemmF32AVX512M4_store:
@@ -13266,17 +13278,18 @@ gemmF32AVX512M4_set:
 	VZEROUPPER
 	RET
 
-// func gemmF32AVX512M5(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmF32AVX512M5(SB), NOSPLIT, $0-56
+// func gemmF32AVX512M5(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmF32AVX512M5(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
 	LEAQ   (CX)(CX*2), DX
 	LEAQ   (AX)(CX*4), BX
 	MOVQ   p+16(FP), SI
-	MOVQ   kn+24(FP), DI
-	SHRQ   $0x02, DI
+	MOVQ   next+56(FP), DI
+	MOVQ   kn+24(FP), R8
+	SHRQ   $0x02, R8
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -13287,10 +13300,12 @@ TEXT ·gemmF32AVX512M5(SB), NOSPLIT, $0-56
 	VXORPS Z7, Z7, Z7
 	VXORPS Z8, Z8, Z8
 	VXORPS Z9, Z9, Z9
-	TESTQ  DI, DI
+	TESTQ  R8, R8
 	JZ     gemmF32AVX512M5_store
 
 gemmF32AVX512M5_loop:
+	PREFETCHT1   (DI)
+	PREFETCHT1   64(DI)
 	VMOVUPS      (SI), Z10
 	VMOVUPS      64(SI), Z11
 	VBROADCASTSS (AX), Z12
@@ -13360,9 +13375,10 @@ gemmF32AVX512M5_loop:
 	VFMADD231PS  Z10, Z12, Z8
 	VFMADD231PS  Z11, Z12, Z9
 	ADDQ         $0x00000200, SI
+	ADDQ         $0x00000050, DI
 	ADDQ         $0x10, AX
 	ADDQ         $0x10, BX
-	DECQ         DI
+	DECQ         R8
 	JNZ          gemmF32AVX512M5_loop
 
 gemmF32AVX512M5_store:
@@ -13406,17 +13422,18 @@ gemmF32AVX512M5_set:
 	VZEROUPPER
 	RET
 
-// func gemmF32AVX512M6(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmF32AVX512M6(SB), NOSPLIT, $0-56
+// func gemmF32AVX512M6(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmF32AVX512M6(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
 	LEAQ   (CX)(CX*2), DX
 	LEAQ   (AX)(CX*4), BX
 	MOVQ   p+16(FP), SI
-	MOVQ   kn+24(FP), DI
-	SHRQ   $0x02, DI
+	MOVQ   next+56(FP), DI
+	MOVQ   kn+24(FP), R8
+	SHRQ   $0x02, R8
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -13429,10 +13446,12 @@ TEXT ·gemmF32AVX512M6(SB), NOSPLIT, $0-56
 	VXORPS Z9, Z9, Z9
 	VXORPS Z10, Z10, Z10
 	VXORPS Z11, Z11, Z11
-	TESTQ  DI, DI
+	TESTQ  R8, R8
 	JZ     gemmF32AVX512M6_store
 
 gemmF32AVX512M6_loop:
+	PREFETCHT1   (DI)
+	PREFETCHT1   64(DI)
 	VMOVUPS      (SI), Z12
 	VMOVUPS      64(SI), Z13
 	VBROADCASTSS (AX), Z14
@@ -13514,9 +13533,10 @@ gemmF32AVX512M6_loop:
 	VFMADD231PS  Z12, Z14, Z10
 	VFMADD231PS  Z13, Z14, Z11
 	ADDQ         $0x00000200, SI
+	ADDQ         $0x00000060, DI
 	ADDQ         $0x10, AX
 	ADDQ         $0x10, BX
-	DECQ         DI
+	DECQ         R8
 	JNZ          gemmF32AVX512M6_loop
 
 gemmF32AVX512M6_store:
@@ -13566,17 +13586,18 @@ gemmF32AVX512M6_set:
 	VZEROUPPER
 	RET
 
-// func gemmF32AVX512M7(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmF32AVX512M7(SB), NOSPLIT, $0-56
+// func gemmF32AVX512M7(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmF32AVX512M7(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
 	LEAQ   (CX)(CX*2), DX
 	LEAQ   (AX)(CX*4), BX
 	MOVQ   p+16(FP), SI
-	MOVQ   kn+24(FP), DI
-	SHRQ   $0x02, DI
+	MOVQ   next+56(FP), DI
+	MOVQ   kn+24(FP), R8
+	SHRQ   $0x02, R8
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -13591,10 +13612,12 @@ TEXT ·gemmF32AVX512M7(SB), NOSPLIT, $0-56
 	VXORPS Z11, Z11, Z11
 	VXORPS Z12, Z12, Z12
 	VXORPS Z13, Z13, Z13
-	TESTQ  DI, DI
+	TESTQ  R8, R8
 	JZ     gemmF32AVX512M7_store
 
 gemmF32AVX512M7_loop:
+	PREFETCHT1   (DI)
+	PREFETCHT1   64(DI)
 	VMOVUPS      (SI), Z14
 	VMOVUPS      64(SI), Z15
 	VBROADCASTSS (AX), Z16
@@ -13688,9 +13711,10 @@ gemmF32AVX512M7_loop:
 	VFMADD231PS  Z14, Z16, Z12
 	VFMADD231PS  Z15, Z16, Z13
 	ADDQ         $0x00000200, SI
+	ADDQ         $0x00000070, DI
 	ADDQ         $0x10, AX
 	ADDQ         $0x10, BX
-	DECQ         DI
+	DECQ         R8
 	JNZ          gemmF32AVX512M7_loop
 
 gemmF32AVX512M7_store:
@@ -13746,17 +13770,18 @@ gemmF32AVX512M7_set:
 	VZEROUPPER
 	RET
 
-// func gemmF32AVX512M8(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmF32AVX512M8(SB), NOSPLIT, $0-56
+// func gemmF32AVX512M8(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmF32AVX512M8(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
 	LEAQ   (CX)(CX*2), DX
 	LEAQ   (AX)(CX*4), BX
 	MOVQ   p+16(FP), SI
-	MOVQ   kn+24(FP), DI
-	SHRQ   $0x02, DI
+	MOVQ   next+56(FP), DI
+	MOVQ   kn+24(FP), R8
+	SHRQ   $0x02, R8
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -13773,10 +13798,12 @@ TEXT ·gemmF32AVX512M8(SB), NOSPLIT, $0-56
 	VXORPS Z13, Z13, Z13
 	VXORPS Z14, Z14, Z14
 	VXORPS Z15, Z15, Z15
-	TESTQ  DI, DI
+	TESTQ  R8, R8
 	JZ     gemmF32AVX512M8_store
 
 gemmF32AVX512M8_loop:
+	PREFETCHT1   (DI)
+	PREFETCHT1   64(DI)
 	VMOVUPS      (SI), Z16
 	VMOVUPS      64(SI), Z17
 	VBROADCASTSS (AX), Z18
@@ -13882,9 +13909,10 @@ gemmF32AVX512M8_loop:
 	VFMADD231PS  Z16, Z18, Z14
 	VFMADD231PS  Z17, Z18, Z15
 	ADDQ         $0x00000200, SI
+	ADDQ         $0x00000080, DI
 	ADDQ         $0x10, AX
 	ADDQ         $0x10, BX
-	DECQ         DI
+	DECQ         R8
 	JNZ          gemmF32AVX512M8_loop
 
 gemmF32AVX512M8_store:
@@ -13946,9 +13974,9 @@ gemmF32AVX512M8_set:
 	VZEROUPPER
 	RET
 
-// func gemmF32AVX512M9(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmF32AVX512M9(SB), NOSPLIT, $0-56
+// func gemmF32AVX512M9(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmF32AVX512M9(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -13956,8 +13984,9 @@ TEXT ·gemmF32AVX512M9(SB), NOSPLIT, $0-56
 	LEAQ   (AX)(CX*4), BX
 	LEAQ   (BX)(CX*4), SI
 	MOVQ   p+16(FP), DI
-	MOVQ   kn+24(FP), R8
-	SHRQ   $0x02, R8
+	MOVQ   next+56(FP), R8
+	MOVQ   kn+24(FP), R9
+	SHRQ   $0x02, R9
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -13976,10 +14005,13 @@ TEXT ·gemmF32AVX512M9(SB), NOSPLIT, $0-56
 	VXORPS Z15, Z15, Z15
 	VXORPS Z16, Z16, Z16
 	VXORPS Z17, Z17, Z17
-	TESTQ  R8, R8
+	TESTQ  R9, R9
 	JZ     gemmF32AVX512M9_store
 
 gemmF32AVX512M9_loop:
+	PREFETCHT1   (R8)
+	PREFETCHT1   64(R8)
+	PREFETCHT1   128(R8)
 	VMOVUPS      (DI), Z18
 	VMOVUPS      64(DI), Z19
 	VBROADCASTSS (AX), Z20
@@ -14097,10 +14129,11 @@ gemmF32AVX512M9_loop:
 	VFMADD231PS  Z18, Z20, Z16
 	VFMADD231PS  Z19, Z20, Z17
 	ADDQ         $0x00000200, DI
+	ADDQ         $0x00000090, R8
 	ADDQ         $0x10, AX
 	ADDQ         $0x10, BX
 	ADDQ         $0x10, SI
-	DECQ         R8
+	DECQ         R9
 	JNZ          gemmF32AVX512M9_loop
 
 gemmF32AVX512M9_store:
@@ -14168,9 +14201,9 @@ gemmF32AVX512M9_set:
 	VZEROUPPER
 	RET
 
-// func gemmF32AVX512M10(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmF32AVX512M10(SB), NOSPLIT, $0-56
+// func gemmF32AVX512M10(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmF32AVX512M10(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -14178,8 +14211,9 @@ TEXT ·gemmF32AVX512M10(SB), NOSPLIT, $0-56
 	LEAQ   (AX)(CX*4), BX
 	LEAQ   (BX)(CX*4), SI
 	MOVQ   p+16(FP), DI
-	MOVQ   kn+24(FP), R8
-	SHRQ   $0x02, R8
+	MOVQ   next+56(FP), R8
+	MOVQ   kn+24(FP), R9
+	SHRQ   $0x02, R9
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -14200,10 +14234,13 @@ TEXT ·gemmF32AVX512M10(SB), NOSPLIT, $0-56
 	VXORPS Z17, Z17, Z17
 	VXORPS Z18, Z18, Z18
 	VXORPS Z19, Z19, Z19
-	TESTQ  R8, R8
+	TESTQ  R9, R9
 	JZ     gemmF32AVX512M10_store
 
 gemmF32AVX512M10_loop:
+	PREFETCHT1   (R8)
+	PREFETCHT1   64(R8)
+	PREFETCHT1   128(R8)
 	VMOVUPS      (DI), Z20
 	VMOVUPS      64(DI), Z21
 	VBROADCASTSS (AX), Z22
@@ -14333,10 +14370,11 @@ gemmF32AVX512M10_loop:
 	VFMADD231PS  Z20, Z22, Z18
 	VFMADD231PS  Z21, Z22, Z19
 	ADDQ         $0x00000200, DI
+	ADDQ         $0x000000a0, R8
 	ADDQ         $0x10, AX
 	ADDQ         $0x10, BX
 	ADDQ         $0x10, SI
-	DECQ         R8
+	DECQ         R9
 	JNZ          gemmF32AVX512M10_loop
 
 gemmF32AVX512M10_store:
@@ -14410,9 +14448,9 @@ gemmF32AVX512M10_set:
 	VZEROUPPER
 	RET
 
-// func gemmF32AVX512M11(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmF32AVX512M11(SB), NOSPLIT, $0-56
+// func gemmF32AVX512M11(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmF32AVX512M11(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -14420,8 +14458,9 @@ TEXT ·gemmF32AVX512M11(SB), NOSPLIT, $0-56
 	LEAQ   (AX)(CX*4), BX
 	LEAQ   (BX)(CX*4), SI
 	MOVQ   p+16(FP), DI
-	MOVQ   kn+24(FP), R8
-	SHRQ   $0x02, R8
+	MOVQ   next+56(FP), R8
+	MOVQ   kn+24(FP), R9
+	SHRQ   $0x02, R9
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -14444,10 +14483,13 @@ TEXT ·gemmF32AVX512M11(SB), NOSPLIT, $0-56
 	VXORPS Z19, Z19, Z19
 	VXORPS Z20, Z20, Z20
 	VXORPS Z21, Z21, Z21
-	TESTQ  R8, R8
+	TESTQ  R9, R9
 	JZ     gemmF32AVX512M11_store
 
 gemmF32AVX512M11_loop:
+	PREFETCHT1   (R8)
+	PREFETCHT1   64(R8)
+	PREFETCHT1   128(R8)
 	VMOVUPS      (DI), Z22
 	VMOVUPS      64(DI), Z23
 	VBROADCASTSS (AX), Z24
@@ -14589,10 +14631,11 @@ gemmF32AVX512M11_loop:
 	VFMADD231PS  Z22, Z24, Z20
 	VFMADD231PS  Z23, Z24, Z21
 	ADDQ         $0x00000200, DI
+	ADDQ         $0x000000b0, R8
 	ADDQ         $0x10, AX
 	ADDQ         $0x10, BX
 	ADDQ         $0x10, SI
-	DECQ         R8
+	DECQ         R9
 	JNZ          gemmF32AVX512M11_loop
 
 gemmF32AVX512M11_store:
@@ -14672,9 +14715,9 @@ gemmF32AVX512M11_set:
 	VZEROUPPER
 	RET
 
-// func gemmF32AVX512M12(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmF32AVX512M12(SB), NOSPLIT, $0-56
+// func gemmF32AVX512M12(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmF32AVX512M12(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x02, CX
@@ -14682,8 +14725,9 @@ TEXT ·gemmF32AVX512M12(SB), NOSPLIT, $0-56
 	LEAQ   (AX)(CX*4), BX
 	LEAQ   (BX)(CX*4), SI
 	MOVQ   p+16(FP), DI
-	MOVQ   kn+24(FP), R8
-	SHRQ   $0x02, R8
+	MOVQ   next+56(FP), R8
+	MOVQ   kn+24(FP), R9
+	SHRQ   $0x02, R9
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -14708,10 +14752,13 @@ TEXT ·gemmF32AVX512M12(SB), NOSPLIT, $0-56
 	VXORPS Z21, Z21, Z21
 	VXORPS Z22, Z22, Z22
 	VXORPS Z23, Z23, Z23
-	TESTQ  R8, R8
+	TESTQ  R9, R9
 	JZ     gemmF32AVX512M12_store
 
 gemmF32AVX512M12_loop:
+	PREFETCHT1   (R8)
+	PREFETCHT1   64(R8)
+	PREFETCHT1   128(R8)
 	VMOVUPS      (DI), Z24
 	VMOVUPS      64(DI), Z25
 	VBROADCASTSS (AX), Z26
@@ -14865,10 +14912,11 @@ gemmF32AVX512M12_loop:
 	VFMADD231PS  Z24, Z26, Z22
 	VFMADD231PS  Z25, Z26, Z23
 	ADDQ         $0x00000200, DI
+	ADDQ         $0x000000c0, R8
 	ADDQ         $0x10, AX
 	ADDQ         $0x10, BX
 	ADDQ         $0x10, SI
-	DECQ         R8
+	DECQ         R9
 	JNZ          gemmF32AVX512M12_loop
 
 gemmF32AVX512M12_store:
@@ -14954,19 +15002,21 @@ gemmF32AVX512M12_set:
 	VZEROUPPER
 	RET
 
-// func gemmBF16AVX512M1(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmBF16AVX512M1(SB), NOSPLIT, $0-56
+// func gemmBF16AVX512M1(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmBF16AVX512M1(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   p+16(FP), CX
-	MOVQ   kn+24(FP), DX
-	SHRQ   $0x02, DX
+	MOVQ   next+56(FP), DX
+	MOVQ   kn+24(FP), BX
+	SHRQ   $0x02, BX
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
-	TESTQ  DX, DX
+	TESTQ  BX, BX
 	JZ     gemmBF16AVX512M1_store
 
 gemmBF16AVX512M1_loop:
+	PREFETCHT1   (DX)
 	VMOVUPS      (CX), Z2
 	VMOVUPS      64(CX), Z3
 	VMOVUPS      128(CX), Z4
@@ -14990,8 +15040,9 @@ gemmBF16AVX512M1_loop:
 	VFMADD231PS  Z4, Z6, Z0
 	VFMADD231PS  Z5, Z6, Z1
 	ADDQ         $0x00000200, CX
+	ADDQ         $0x00000008, DX
 	ADDQ         $0x08, AX
-	DECQ         DX
+	DECQ         BX
 	JNZ          gemmBF16AVX512M1_loop
 
 gemmBF16AVX512M1_store:
@@ -15029,23 +15080,25 @@ DATA gemmBF16AVX512M1_hi<>+56(SB)/4, $0xffff0000
 DATA gemmBF16AVX512M1_hi<>+60(SB)/4, $0xffff0000
 GLOBL gemmBF16AVX512M1_hi<>(SB), RODATA|NOPTR, $64
 
-// func gemmBF16AVX512M2(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmBF16AVX512M2(SB), NOSPLIT, $0-56
+// func gemmBF16AVX512M2(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmBF16AVX512M2(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x01, CX
 	MOVQ   p+16(FP), DX
-	MOVQ   kn+24(FP), BX
-	SHRQ   $0x02, BX
+	MOVQ   next+56(FP), BX
+	MOVQ   kn+24(FP), SI
+	SHRQ   $0x02, SI
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
 	VXORPS Z3, Z3, Z3
-	TESTQ  BX, BX
+	TESTQ  SI, SI
 	JZ     gemmBF16AVX512M2_store
 
 gemmBF16AVX512M2_loop:
+	PREFETCHT1   (BX)
 	VMOVUPS      (DX), Z4
 	VMOVUPS      64(DX), Z5
 	VMOVUPS      128(DX), Z6
@@ -15083,8 +15136,9 @@ gemmBF16AVX512M2_loop:
 	VFMADD231PS  Z6, Z8, Z2
 	VFMADD231PS  Z7, Z8, Z3
 	ADDQ         $0x00000200, DX
+	ADDQ         $0x00000010, BX
 	ADDQ         $0x08, AX
-	DECQ         BX
+	DECQ         SI
 	JNZ          gemmBF16AVX512M2_loop
 
 gemmBF16AVX512M2_store:
@@ -15128,25 +15182,27 @@ DATA gemmBF16AVX512M2_hi<>+56(SB)/4, $0xffff0000
 DATA gemmBF16AVX512M2_hi<>+60(SB)/4, $0xffff0000
 GLOBL gemmBF16AVX512M2_hi<>(SB), RODATA|NOPTR, $64
 
-// func gemmBF16AVX512M3(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmBF16AVX512M3(SB), NOSPLIT, $0-56
+// func gemmBF16AVX512M3(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmBF16AVX512M3(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x01, CX
 	MOVQ   p+16(FP), DX
-	MOVQ   kn+24(FP), BX
-	SHRQ   $0x02, BX
+	MOVQ   next+56(FP), BX
+	MOVQ   kn+24(FP), SI
+	SHRQ   $0x02, SI
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
 	VXORPS Z3, Z3, Z3
 	VXORPS Z4, Z4, Z4
 	VXORPS Z5, Z5, Z5
-	TESTQ  BX, BX
+	TESTQ  SI, SI
 	JZ     gemmBF16AVX512M3_store
 
 gemmBF16AVX512M3_loop:
+	PREFETCHT1   (BX)
 	VMOVUPS      (DX), Z6
 	VMOVUPS      64(DX), Z7
 	VMOVUPS      128(DX), Z8
@@ -15198,8 +15254,9 @@ gemmBF16AVX512M3_loop:
 	VFMADD231PS  Z8, Z10, Z4
 	VFMADD231PS  Z9, Z10, Z5
 	ADDQ         $0x00000200, DX
+	ADDQ         $0x00000018, BX
 	ADDQ         $0x08, AX
-	DECQ         BX
+	DECQ         SI
 	JNZ          gemmBF16AVX512M3_loop
 
 gemmBF16AVX512M3_store:
@@ -15249,16 +15306,17 @@ DATA gemmBF16AVX512M3_hi<>+56(SB)/4, $0xffff0000
 DATA gemmBF16AVX512M3_hi<>+60(SB)/4, $0xffff0000
 GLOBL gemmBF16AVX512M3_hi<>(SB), RODATA|NOPTR, $64
 
-// func gemmBF16AVX512M4(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmBF16AVX512M4(SB), NOSPLIT, $0-56
+// func gemmBF16AVX512M4(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmBF16AVX512M4(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x01, CX
 	LEAQ   (CX)(CX*2), DX
 	MOVQ   p+16(FP), BX
-	MOVQ   kn+24(FP), SI
-	SHRQ   $0x02, SI
+	MOVQ   next+56(FP), SI
+	MOVQ   kn+24(FP), DI
+	SHRQ   $0x02, DI
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -15267,10 +15325,11 @@ TEXT ·gemmBF16AVX512M4(SB), NOSPLIT, $0-56
 	VXORPS Z5, Z5, Z5
 	VXORPS Z6, Z6, Z6
 	VXORPS Z7, Z7, Z7
-	TESTQ  SI, SI
+	TESTQ  DI, DI
 	JZ     gemmBF16AVX512M4_store
 
 gemmBF16AVX512M4_loop:
+	PREFETCHT1   (SI)
 	VMOVUPS      (BX), Z8
 	VMOVUPS      64(BX), Z9
 	VMOVUPS      128(BX), Z10
@@ -15336,8 +15395,9 @@ gemmBF16AVX512M4_loop:
 	VFMADD231PS  Z10, Z12, Z6
 	VFMADD231PS  Z11, Z12, Z7
 	ADDQ         $0x00000200, BX
+	ADDQ         $0x00000020, SI
 	ADDQ         $0x08, AX
-	DECQ         SI
+	DECQ         DI
 	JNZ          gemmBF16AVX512M4_loop
 
 gemmBF16AVX512M4_store:
@@ -15393,17 +15453,18 @@ DATA gemmBF16AVX512M4_hi<>+56(SB)/4, $0xffff0000
 DATA gemmBF16AVX512M4_hi<>+60(SB)/4, $0xffff0000
 GLOBL gemmBF16AVX512M4_hi<>(SB), RODATA|NOPTR, $64
 
-// func gemmBF16AVX512M5(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmBF16AVX512M5(SB), NOSPLIT, $0-56
+// func gemmBF16AVX512M5(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmBF16AVX512M5(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x01, CX
 	LEAQ   (CX)(CX*2), DX
 	LEAQ   (AX)(CX*4), BX
 	MOVQ   p+16(FP), SI
-	MOVQ   kn+24(FP), DI
-	SHRQ   $0x02, DI
+	MOVQ   next+56(FP), DI
+	MOVQ   kn+24(FP), R8
+	SHRQ   $0x02, R8
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -15414,10 +15475,11 @@ TEXT ·gemmBF16AVX512M5(SB), NOSPLIT, $0-56
 	VXORPS Z7, Z7, Z7
 	VXORPS Z8, Z8, Z8
 	VXORPS Z9, Z9, Z9
-	TESTQ  DI, DI
+	TESTQ  R8, R8
 	JZ     gemmBF16AVX512M5_store
 
 gemmBF16AVX512M5_loop:
+	PREFETCHT1   (DI)
 	VMOVUPS      (SI), Z10
 	VMOVUPS      64(SI), Z11
 	VMOVUPS      128(SI), Z12
@@ -15497,9 +15559,10 @@ gemmBF16AVX512M5_loop:
 	VFMADD231PS  Z12, Z14, Z8
 	VFMADD231PS  Z13, Z14, Z9
 	ADDQ         $0x00000200, SI
+	ADDQ         $0x00000028, DI
 	ADDQ         $0x08, AX
 	ADDQ         $0x08, BX
-	DECQ         DI
+	DECQ         R8
 	JNZ          gemmBF16AVX512M5_loop
 
 gemmBF16AVX512M5_store:
@@ -15561,17 +15624,18 @@ DATA gemmBF16AVX512M5_hi<>+56(SB)/4, $0xffff0000
 DATA gemmBF16AVX512M5_hi<>+60(SB)/4, $0xffff0000
 GLOBL gemmBF16AVX512M5_hi<>(SB), RODATA|NOPTR, $64
 
-// func gemmBF16AVX512M6(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmBF16AVX512M6(SB), NOSPLIT, $0-56
+// func gemmBF16AVX512M6(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmBF16AVX512M6(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x01, CX
 	LEAQ   (CX)(CX*2), DX
 	LEAQ   (AX)(CX*4), BX
 	MOVQ   p+16(FP), SI
-	MOVQ   kn+24(FP), DI
-	SHRQ   $0x02, DI
+	MOVQ   next+56(FP), DI
+	MOVQ   kn+24(FP), R8
+	SHRQ   $0x02, R8
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -15584,10 +15648,11 @@ TEXT ·gemmBF16AVX512M6(SB), NOSPLIT, $0-56
 	VXORPS Z9, Z9, Z9
 	VXORPS Z10, Z10, Z10
 	VXORPS Z11, Z11, Z11
-	TESTQ  DI, DI
+	TESTQ  R8, R8
 	JZ     gemmBF16AVX512M6_store
 
 gemmBF16AVX512M6_loop:
+	PREFETCHT1   (DI)
 	VMOVUPS      (SI), Z12
 	VMOVUPS      64(SI), Z13
 	VMOVUPS      128(SI), Z14
@@ -15681,9 +15746,10 @@ gemmBF16AVX512M6_loop:
 	VFMADD231PS  Z14, Z16, Z10
 	VFMADD231PS  Z15, Z16, Z11
 	ADDQ         $0x00000200, SI
+	ADDQ         $0x00000030, DI
 	ADDQ         $0x08, AX
 	ADDQ         $0x08, BX
-	DECQ         DI
+	DECQ         R8
 	JNZ          gemmBF16AVX512M6_loop
 
 gemmBF16AVX512M6_store:
@@ -15751,17 +15817,18 @@ DATA gemmBF16AVX512M6_hi<>+56(SB)/4, $0xffff0000
 DATA gemmBF16AVX512M6_hi<>+60(SB)/4, $0xffff0000
 GLOBL gemmBF16AVX512M6_hi<>(SB), RODATA|NOPTR, $64
 
-// func gemmBF16AVX512M7(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmBF16AVX512M7(SB), NOSPLIT, $0-56
+// func gemmBF16AVX512M7(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmBF16AVX512M7(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x01, CX
 	LEAQ   (CX)(CX*2), DX
 	LEAQ   (AX)(CX*4), BX
 	MOVQ   p+16(FP), SI
-	MOVQ   kn+24(FP), DI
-	SHRQ   $0x02, DI
+	MOVQ   next+56(FP), DI
+	MOVQ   kn+24(FP), R8
+	SHRQ   $0x02, R8
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -15776,10 +15843,11 @@ TEXT ·gemmBF16AVX512M7(SB), NOSPLIT, $0-56
 	VXORPS Z11, Z11, Z11
 	VXORPS Z12, Z12, Z12
 	VXORPS Z13, Z13, Z13
-	TESTQ  DI, DI
+	TESTQ  R8, R8
 	JZ     gemmBF16AVX512M7_store
 
 gemmBF16AVX512M7_loop:
+	PREFETCHT1   (DI)
 	VMOVUPS      (SI), Z14
 	VMOVUPS      64(SI), Z15
 	VMOVUPS      128(SI), Z16
@@ -15887,9 +15955,10 @@ gemmBF16AVX512M7_loop:
 	VFMADD231PS  Z16, Z18, Z12
 	VFMADD231PS  Z17, Z18, Z13
 	ADDQ         $0x00000200, SI
+	ADDQ         $0x00000038, DI
 	ADDQ         $0x08, AX
 	ADDQ         $0x08, BX
-	DECQ         DI
+	DECQ         R8
 	JNZ          gemmBF16AVX512M7_loop
 
 gemmBF16AVX512M7_store:
@@ -15963,17 +16032,18 @@ DATA gemmBF16AVX512M7_hi<>+56(SB)/4, $0xffff0000
 DATA gemmBF16AVX512M7_hi<>+60(SB)/4, $0xffff0000
 GLOBL gemmBF16AVX512M7_hi<>(SB), RODATA|NOPTR, $64
 
-// func gemmBF16AVX512M8(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmBF16AVX512M8(SB), NOSPLIT, $0-56
+// func gemmBF16AVX512M8(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmBF16AVX512M8(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x01, CX
 	LEAQ   (CX)(CX*2), DX
 	LEAQ   (AX)(CX*4), BX
 	MOVQ   p+16(FP), SI
-	MOVQ   kn+24(FP), DI
-	SHRQ   $0x02, DI
+	MOVQ   next+56(FP), DI
+	MOVQ   kn+24(FP), R8
+	SHRQ   $0x02, R8
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -15990,10 +16060,11 @@ TEXT ·gemmBF16AVX512M8(SB), NOSPLIT, $0-56
 	VXORPS Z13, Z13, Z13
 	VXORPS Z14, Z14, Z14
 	VXORPS Z15, Z15, Z15
-	TESTQ  DI, DI
+	TESTQ  R8, R8
 	JZ     gemmBF16AVX512M8_store
 
 gemmBF16AVX512M8_loop:
+	PREFETCHT1   (DI)
 	VMOVUPS      (SI), Z16
 	VMOVUPS      64(SI), Z17
 	VMOVUPS      128(SI), Z18
@@ -16115,9 +16186,10 @@ gemmBF16AVX512M8_loop:
 	VFMADD231PS  Z18, Z20, Z14
 	VFMADD231PS  Z19, Z20, Z15
 	ADDQ         $0x00000200, SI
+	ADDQ         $0x00000040, DI
 	ADDQ         $0x08, AX
 	ADDQ         $0x08, BX
-	DECQ         DI
+	DECQ         R8
 	JNZ          gemmBF16AVX512M8_loop
 
 gemmBF16AVX512M8_store:
@@ -16197,9 +16269,9 @@ DATA gemmBF16AVX512M8_hi<>+56(SB)/4, $0xffff0000
 DATA gemmBF16AVX512M8_hi<>+60(SB)/4, $0xffff0000
 GLOBL gemmBF16AVX512M8_hi<>(SB), RODATA|NOPTR, $64
 
-// func gemmBF16AVX512M9(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmBF16AVX512M9(SB), NOSPLIT, $0-56
+// func gemmBF16AVX512M9(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmBF16AVX512M9(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x01, CX
@@ -16207,8 +16279,9 @@ TEXT ·gemmBF16AVX512M9(SB), NOSPLIT, $0-56
 	LEAQ   (AX)(CX*4), BX
 	LEAQ   (BX)(CX*4), SI
 	MOVQ   p+16(FP), DI
-	MOVQ   kn+24(FP), R8
-	SHRQ   $0x02, R8
+	MOVQ   next+56(FP), R8
+	MOVQ   kn+24(FP), R9
+	SHRQ   $0x02, R9
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -16227,10 +16300,12 @@ TEXT ·gemmBF16AVX512M9(SB), NOSPLIT, $0-56
 	VXORPS Z15, Z15, Z15
 	VXORPS Z16, Z16, Z16
 	VXORPS Z17, Z17, Z17
-	TESTQ  R8, R8
+	TESTQ  R9, R9
 	JZ     gemmBF16AVX512M9_store
 
 gemmBF16AVX512M9_loop:
+	PREFETCHT1   (R8)
+	PREFETCHT1   64(R8)
 	VMOVUPS      (DI), Z18
 	VMOVUPS      64(DI), Z19
 	VMOVUPS      128(DI), Z20
@@ -16366,10 +16441,11 @@ gemmBF16AVX512M9_loop:
 	VFMADD231PS  Z20, Z22, Z16
 	VFMADD231PS  Z21, Z22, Z17
 	ADDQ         $0x00000200, DI
+	ADDQ         $0x00000048, R8
 	ADDQ         $0x08, AX
 	ADDQ         $0x08, BX
 	ADDQ         $0x08, SI
-	DECQ         R8
+	DECQ         R9
 	JNZ          gemmBF16AVX512M9_loop
 
 gemmBF16AVX512M9_store:
@@ -16455,9 +16531,9 @@ DATA gemmBF16AVX512M9_hi<>+56(SB)/4, $0xffff0000
 DATA gemmBF16AVX512M9_hi<>+60(SB)/4, $0xffff0000
 GLOBL gemmBF16AVX512M9_hi<>(SB), RODATA|NOPTR, $64
 
-// func gemmBF16AVX512M10(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmBF16AVX512M10(SB), NOSPLIT, $0-56
+// func gemmBF16AVX512M10(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmBF16AVX512M10(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x01, CX
@@ -16465,8 +16541,9 @@ TEXT ·gemmBF16AVX512M10(SB), NOSPLIT, $0-56
 	LEAQ   (AX)(CX*4), BX
 	LEAQ   (BX)(CX*4), SI
 	MOVQ   p+16(FP), DI
-	MOVQ   kn+24(FP), R8
-	SHRQ   $0x02, R8
+	MOVQ   next+56(FP), R8
+	MOVQ   kn+24(FP), R9
+	SHRQ   $0x02, R9
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -16487,10 +16564,12 @@ TEXT ·gemmBF16AVX512M10(SB), NOSPLIT, $0-56
 	VXORPS Z17, Z17, Z17
 	VXORPS Z18, Z18, Z18
 	VXORPS Z19, Z19, Z19
-	TESTQ  R8, R8
+	TESTQ  R9, R9
 	JZ     gemmBF16AVX512M10_store
 
 gemmBF16AVX512M10_loop:
+	PREFETCHT1   (R8)
+	PREFETCHT1   64(R8)
 	VMOVUPS      (DI), Z20
 	VMOVUPS      64(DI), Z21
 	VMOVUPS      128(DI), Z22
@@ -16640,10 +16719,11 @@ gemmBF16AVX512M10_loop:
 	VFMADD231PS  Z22, Z24, Z18
 	VFMADD231PS  Z23, Z24, Z19
 	ADDQ         $0x00000200, DI
+	ADDQ         $0x00000050, R8
 	ADDQ         $0x08, AX
 	ADDQ         $0x08, BX
 	ADDQ         $0x08, SI
-	DECQ         R8
+	DECQ         R9
 	JNZ          gemmBF16AVX512M10_loop
 
 gemmBF16AVX512M10_store:
@@ -16735,9 +16815,9 @@ DATA gemmBF16AVX512M10_hi<>+56(SB)/4, $0xffff0000
 DATA gemmBF16AVX512M10_hi<>+60(SB)/4, $0xffff0000
 GLOBL gemmBF16AVX512M10_hi<>(SB), RODATA|NOPTR, $64
 
-// func gemmBF16AVX512M11(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmBF16AVX512M11(SB), NOSPLIT, $0-56
+// func gemmBF16AVX512M11(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmBF16AVX512M11(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x01, CX
@@ -16745,8 +16825,9 @@ TEXT ·gemmBF16AVX512M11(SB), NOSPLIT, $0-56
 	LEAQ   (AX)(CX*4), BX
 	LEAQ   (BX)(CX*4), SI
 	MOVQ   p+16(FP), DI
-	MOVQ   kn+24(FP), R8
-	SHRQ   $0x02, R8
+	MOVQ   next+56(FP), R8
+	MOVQ   kn+24(FP), R9
+	SHRQ   $0x02, R9
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -16769,10 +16850,12 @@ TEXT ·gemmBF16AVX512M11(SB), NOSPLIT, $0-56
 	VXORPS Z19, Z19, Z19
 	VXORPS Z20, Z20, Z20
 	VXORPS Z21, Z21, Z21
-	TESTQ  R8, R8
+	TESTQ  R9, R9
 	JZ     gemmBF16AVX512M11_store
 
 gemmBF16AVX512M11_loop:
+	PREFETCHT1   (R8)
+	PREFETCHT1   64(R8)
 	VMOVUPS      (DI), Z22
 	VMOVUPS      64(DI), Z23
 	VMOVUPS      128(DI), Z24
@@ -16936,10 +17019,11 @@ gemmBF16AVX512M11_loop:
 	VFMADD231PS  Z24, Z26, Z20
 	VFMADD231PS  Z25, Z26, Z21
 	ADDQ         $0x00000200, DI
+	ADDQ         $0x00000058, R8
 	ADDQ         $0x08, AX
 	ADDQ         $0x08, BX
 	ADDQ         $0x08, SI
-	DECQ         R8
+	DECQ         R9
 	JNZ          gemmBF16AVX512M11_loop
 
 gemmBF16AVX512M11_store:
@@ -17037,9 +17121,9 @@ DATA gemmBF16AVX512M11_hi<>+56(SB)/4, $0xffff0000
 DATA gemmBF16AVX512M11_hi<>+60(SB)/4, $0xffff0000
 GLOBL gemmBF16AVX512M11_hi<>(SB), RODATA|NOPTR, $64
 
-// func gemmBF16AVX512M12(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int)
-// Requires: AVX, AVX512DQ, AVX512F
-TEXT ·gemmBF16AVX512M12(SB), NOSPLIT, $0-56
+// func gemmBF16AVX512M12(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·gemmBF16AVX512M12(SB), NOSPLIT, $0-64
 	MOVQ   x+0(FP), AX
 	MOVQ   ldx+8(FP), CX
 	SHLQ   $0x01, CX
@@ -17047,8 +17131,9 @@ TEXT ·gemmBF16AVX512M12(SB), NOSPLIT, $0-56
 	LEAQ   (AX)(CX*4), BX
 	LEAQ   (BX)(CX*4), SI
 	MOVQ   p+16(FP), DI
-	MOVQ   kn+24(FP), R8
-	SHRQ   $0x02, R8
+	MOVQ   next+56(FP), R8
+	MOVQ   kn+24(FP), R9
+	SHRQ   $0x02, R9
 	VXORPS Z0, Z0, Z0
 	VXORPS Z1, Z1, Z1
 	VXORPS Z2, Z2, Z2
@@ -17073,10 +17158,12 @@ TEXT ·gemmBF16AVX512M12(SB), NOSPLIT, $0-56
 	VXORPS Z21, Z21, Z21
 	VXORPS Z22, Z22, Z22
 	VXORPS Z23, Z23, Z23
-	TESTQ  R8, R8
+	TESTQ  R9, R9
 	JZ     gemmBF16AVX512M12_store
 
 gemmBF16AVX512M12_loop:
+	PREFETCHT1   (R8)
+	PREFETCHT1   64(R8)
 	VMOVUPS      (DI), Z24
 	VMOVUPS      64(DI), Z25
 	VMOVUPS      128(DI), Z26
@@ -17254,10 +17341,11 @@ gemmBF16AVX512M12_loop:
 	VFMADD231PS  Z26, Z28, Z22
 	VFMADD231PS  Z27, Z28, Z23
 	ADDQ         $0x00000200, DI
+	ADDQ         $0x00000060, R8
 	ADDQ         $0x08, AX
 	ADDQ         $0x08, BX
 	ADDQ         $0x08, SI
-	DECQ         R8
+	DECQ         R9
 	JNZ          gemmBF16AVX512M12_loop
 
 gemmBF16AVX512M12_store:

@@ -31,8 +31,10 @@ func rowAt(i int, bases []reg.Register, ld, ld3 reg.Register) Mem {
 }
 
 // gemm generates gemmF32<ISA>M<m>(x *float32, ldx int, p *float32, kn int,
-// dst *float32, ldd int, add int): dst[i*ldd+j] = Σ_{k<kn} x[i*ldx+k]·p[k*32+j]
-// for i < m, j < 32 (or adds the sums when add ≠ 0), kn a multiple of 4.
+// dst *float32, ldd int, add int, next *byte): dst[i*ldd+j] = Σ_{k<kn}
+// x[i*ldx+k]·p[k*32+j] for i < m, j < 32 (or adds the sums when add ≠ 0),
+// kn a multiple of 4, while it prefetches into L2 the m·kn elements of x's
+// type from next on, the transposed path's next group of weight rows.
 // p is a packed panel of 32 weight rows (see pack): each step loads its two
 // vectors of weights once and multiplies them by m broadcast activations,
 // so a loaded weight is used m times and a loaded activation 32 times,
@@ -47,7 +49,7 @@ func rowAt(i int, bases []reg.Register, ld, ld3 reg.Register) Mem {
 // packs the weights.
 func gemm(is isa, k wkind, m int) {
 	name := fmt.Sprintf("gemm%s%sM%d", k.name, is.name, m)
-	TEXT(name, NOSPLIT, fmt.Sprintf("func(x %s, ldx int, p *float32, kn int, dst *float32, ldd int, add int)", k.gotype))
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(x %s, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)", k.gotype))
 	Pragma("noescape")
 	Doc(fmt.Sprintf("%s multiplies %d %s rows by a packed panel of %d rows with %s (see gemm%sFunc).", name, m, k.name, panelWidth, is.name, k.name))
 	bases := []reg.Register{Load(Param("x"), GP64())}
@@ -66,8 +68,11 @@ func gemm(is isa, k wkind, m int) {
 		bases = append(bases, nb)
 	}
 	p := Load(Param("p"), GP64())
+	next := Load(Param("next"), GP64())
 	iters := Load(Param("kn"), GP64())
 	const unroll = 4
+	// next advances by as many bytes a step as x's m rows take.
+	nextStep := m * unroll * k.size
 	SHRQ(U8(log2(unroll)), iters)
 
 	acc := make([][2]reg.VecVirtual, m)
@@ -85,6 +90,9 @@ func gemm(is isa, k wkind, m int) {
 	TESTQ(iters, iters)
 	JZ(LabelRef(name + "_store"))
 	Label(name + "_loop")
+	for d := 0; d < nextStep; d += 64 {
+		PREFETCHT1(Mem{Base: next, Disp: d})
+	}
 	loadPanel := func(u int) (reg.VecVirtual, reg.VecVirtual) {
 		w0, w1 := is.vec(), is.vec()
 		VMOVUPS(Mem{Base: p, Disp: u * step}, w0)
@@ -119,6 +127,7 @@ func gemm(is isa, k wkind, m int) {
 		}
 	}
 	ADDQ(U32(unroll*step), p)
+	ADDQ(U32(nextStep), next)
 	for _, b := range bases {
 		ADDQ(U8(k.size*unroll), b)
 	}
