@@ -82,7 +82,7 @@ func encode(dt compute.DType, vals []float32) ([]byte, []float32) {
 // on b with m rows: x itself, or x rounded to bfloat16 on the AMX paths.
 func activations(b *Backend, dt compute.DType, m, n, k int, x []float32) []float32 {
 	t := matmulTask{k: b.k, w: &mat{rows: n, cols: k, dtype: dt}, m: m}
-	if !t.useAMX() && !t.useAMXStream() {
+	if !t.useAMX() && !t.useAMXStream() && !t.usePairs() {
 		return x
 	}
 	r := make([]float32, len(x))

@@ -45,6 +45,9 @@ type (
 type (
 	gemvBandsRowsF32Func func(x *float32, ldx int, w *float32, ldw, kn, band, count int, dst *float32, ldd int)
 	gemvBandsRows16Func  func(x *float32, ldx int, w *uint16, ldw, kn, band, count int, dst *float32, ldd int)
+	// gemvBandsRowsPairsFunc takes x rounded to bfloat16 and multiplies
+	// pairs with VDPBF16PS (see rowBandsBF16Pairs); kn is a multiple of 32.
+	gemvBandsRowsPairsFunc func(x *uint16, ldx int, w *uint16, ldw, kn, band, count int, dst *float32, ldd int)
 )
 
 // batchBands is the bands of the gemvBandsRows kernels (the generator's
@@ -103,6 +106,11 @@ type kernels struct {
 	rowBandsF32  [maxTileM + 1]gemvBandsRowsF32Func
 	rowBandsBF16 [maxTileM + 1]gemvBandsRows16Func
 	rowBandsF16  [maxTileM + 1]gemvBandsRows16Func
+	// rowBandsBF16Pairs[mb] replaces rowBandsBF16[mb] where the CPU has
+	// AVX512_BF16: the activations rounded to bfloat16, as on the AMX
+	// path, so each instruction makes 32 products where an FMA makes 16
+	// and no weight is widened (see usePairs).
+	rowBandsBF16Pairs [maxTileM + 1]gemvBandsRowsPairsFunc
 	accum        accumFunc
 	// accumBF16 and accumF16 are accum for bfloat16 and IEEE half v; nil
 	// in the Go set.
@@ -190,10 +198,10 @@ func selectKernels(name string) (*kernels, error) {
 		}
 	}
 	switch name {
-	case "go", "avx2", "avx512", "amx":
+	case "go", "avx2", "avx512", "avx512bf16", "amx":
 		return nil, fmt.Errorf("%w: kernels %q on this CPU", compute.ErrUnsupported, name)
 	}
-	return nil, fmt.Errorf("cpu: unknown kernels %q (want auto, go, avx2, avx512 or amx)", name)
+	return nil, fmt.Errorf("cpu: unknown kernels %q (want auto, go, avx2, avx512, avx512bf16 or amx)", name)
 }
 
 func goKernels() *kernels {

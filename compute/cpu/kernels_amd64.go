@@ -10,8 +10,15 @@ func archKernels() []*kernels {
 	// Every AVX-512 and AVX2 CPU made has F16C; it is checked all the same.
 	if xcpu.X86.HasAVX512F && xcpu.X86.HasAVX512BW && xcpu.X86.HasAVX512VL && xcpu.X86.HasAVX512DQ && xcpu.X86.HasF16C {
 		avx512 := avx512Kernels()
+		widest := avx512
+		if xcpu.X86.HasAVX512BF16 {
+			widest = bf16PairsKernels(avx512)
+		}
 		if xcpu.X86.HasAMXTile && xcpu.X86.HasAMXBF16 && amxPermitted() {
-			sets = append(sets, amxKernels(avx512))
+			sets = append(sets, amxKernels(widest))
+		}
+		if widest != avx512 {
+			sets = append(sets, widest)
 		}
 		sets = append(sets, avx512)
 	}
@@ -47,6 +54,16 @@ func avx512Kernels() *kernels {
 		read:              func(p *byte, n int) { read4AVX512(p, n, readAhead) }, fma: fmaAVX512, lanes: 16, siluMul: siluMulAVX512, gelu: geluAVX512, expSum: expSumAVX512, max: maxAVX512, softmax: softmaxSpanAVX512,
 		scale: scaleAVX512, add: addAVX512, moments: momentsAVX512, scaleMul: scaleMulAVX512, layerNormApply: layerNormApplyAVX512, rotate: rotateAVX512, prefetch: prefetchAVX512,
 	}
+}
+
+// bf16PairsKernels is the AVX-512 set with the AVX512_BF16 kernels of
+// BF16 decode batches added (see rowBandsBF16Pairs).
+func bf16PairsKernels(avx512 *kernels) *kernels {
+	k := *avx512
+	k.name = "avx512bf16"
+	k.rowBandsBF16Pairs = [maxTileM + 1]gemvBandsRowsPairsFunc{nil, nil, gemvBandsBF16PairsAVX512M2, gemvBandsBF16PairsAVX512M3, gemvBandsBF16PairsAVX512M4,
+		gemvBandsBF16PairsAVX512M5, gemvBandsBF16PairsAVX512M6, gemvBandsBF16PairsAVX512M7, gemvBandsBF16PairsAVX512M8}
+	return &k
 }
 
 func avx2Kernels() *kernels {

@@ -8204,6 +8204,158 @@ gemvBandsF16AVX512M2_done:
 	VZEROUPPER
 	RET
 
+// func gemvBandsBF16PairsAVX512M2(x *uint16, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, MMX+
+TEXT ·gemvBandsBF16PairsAVX512M2(SB), NOSPLIT, $0-72
+	MOVQ  ldx+8(FP), AX
+	SHLQ  $0x01, AX
+	MOVQ  w+16(FP), CX
+	MOVQ  band+40(FP), DX
+	MOVQ  ldw+24(FP), BX
+	SHLQ  $0x01, BX
+	IMULQ BX, DX
+	MOVQ  dst+56(FP), BX
+	MOVQ  count+48(FP), SI
+	TESTQ SI, SI
+	JZ    gemvBandsBF16PairsAVX512M2_done
+
+gemvBandsBF16PairsAVX512M2_row:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	MOVQ   CX, DI
+	MOVQ   x+0(FP), R8
+	MOVQ   kn+32(FP), R9
+	SHRQ   $0x05, R9
+	JZ     gemvBandsBF16PairsAVX512M2_single
+
+gemvBandsBF16PairsAVX512M2_loop:
+	VMOVDQU16 (DI), Z24
+	VMOVDQU16 (DI)(DX*1), Z25
+	VMOVDQU16 (DI)(DX*2), Z26
+	VMOVDQU16 (R8), Z27
+
+	// VDPBF16PS Z27, Z24, Z0
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xc3
+
+	// VDPBF16PS Z27, Z25, Z1
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xcb
+
+	// VDPBF16PS Z27, Z26, Z2
+	BYTE      $0x62
+	BYTE      $0x92
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xd3
+	VMOVDQU16 (R8)(AX*1), Z28
+
+	// VDPBF16PS Z28, Z24, Z3
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdc
+
+	// VDPBF16PS Z28, Z25, Z4
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xe4
+
+	// VDPBF16PS Z28, Z26, Z5
+	BYTE       $0x62
+	BYTE       $0x92
+	BYTE       $0x2e
+	BYTE       $0x40
+	BYTE       $0x52
+	BYTE       $0xec
+	PREFETCHT0 2048(DI)
+	PREFETCHT0 2048(DI)(DX*1)
+	PREFETCHT0 2048(DI)(DX*2)
+	ADDQ       $0x40, DI
+	ADDQ       $0x40, R8
+	DECQ       R9
+	JNZ        gemvBandsBF16PairsAVX512M2_loop
+
+gemvBandsBF16PairsAVX512M2_single:
+	MOVQ          band+40(FP), DI
+	SHLQ          $0x02, DI
+	MOVQ          ldd+64(FP), R8
+	SHLQ          $0x02, R8
+	MOVQ          BX, R9
+	VEXTRACTF64X4 $0x01, Z0, Y6
+	VADDPS        Y6, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y6
+	VADDPS        Y6, Y1, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y6
+	VADDPS        Y6, Y2, Y6
+	VEXTRACTF64X4 $0x01, Z2, Y7
+	VADDPS        Y7, Y2, Y2
+	VUNPCKLPS     Y1, Y0, Y7
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y7, Y0
+	VUNPCKLPS     Y2, Y6, Y1
+	VUNPCKHPS     Y2, Y6, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R9)
+	VEXTRACTPS    $0x01, X0, (R9)(DI*1)
+	VEXTRACTPS    $0x02, X0, (R9)(DI*2)
+	ADDQ          R8, R9
+	VEXTRACTF64X4 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y0
+	VEXTRACTF64X4 $0x01, Z4, Y1
+	VADDPS        Y1, Y4, Y1
+	VEXTRACTF64X4 $0x01, Z5, Y2
+	VADDPS        Y2, Y5, Y2
+	VEXTRACTF64X4 $0x01, Z5, Y3
+	VADDPS        Y3, Y5, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R9)
+	VEXTRACTPS    $0x01, X0, (R9)(DI*1)
+	VEXTRACTPS    $0x02, X0, (R9)(DI*2)
+	MOVQ          ldw+24(FP), DI
+	SHLQ          $0x01, DI
+	ADDQ          DI, CX
+	ADDQ          $0x04, BX
+	DECQ          SI
+	JNZ           gemvBandsBF16PairsAVX512M2_row
+
+gemvBandsBF16PairsAVX512M2_done:
+	VZEROUPPER
+	RET
+
 // func gemvBandsF32AVX512M3(x *float32, ldx int, w *float32, ldw int, kn int, band int, count int, dst *float32, ldd int)
 // Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
 TEXT ·gemvBandsF32AVX512M3(SB), NOSPLIT, $0-72
@@ -8714,6 +8866,209 @@ gemvBandsF16AVX512M3_sum:
 	JNZ           gemvBandsF16AVX512M3_row
 
 gemvBandsF16AVX512M3_done:
+	VZEROUPPER
+	RET
+
+// func gemvBandsBF16PairsAVX512M3(x *uint16, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, MMX+
+TEXT ·gemvBandsBF16PairsAVX512M3(SB), NOSPLIT, $0-72
+	MOVQ  ldx+8(FP), AX
+	SHLQ  $0x01, AX
+	MOVQ  w+16(FP), CX
+	MOVQ  band+40(FP), DX
+	MOVQ  ldw+24(FP), BX
+	SHLQ  $0x01, BX
+	IMULQ BX, DX
+	MOVQ  dst+56(FP), BX
+	MOVQ  count+48(FP), SI
+	TESTQ SI, SI
+	JZ    gemvBandsBF16PairsAVX512M3_done
+
+gemvBandsBF16PairsAVX512M3_row:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	MOVQ   CX, DI
+	MOVQ   x+0(FP), R8
+	MOVQ   kn+32(FP), R9
+	SHRQ   $0x05, R9
+	JZ     gemvBandsBF16PairsAVX512M3_single
+
+gemvBandsBF16PairsAVX512M3_loop:
+	VMOVDQU16 (DI), Z24
+	VMOVDQU16 (DI)(DX*1), Z25
+	VMOVDQU16 (DI)(DX*2), Z26
+	VMOVDQU16 (R8), Z27
+
+	// VDPBF16PS Z27, Z24, Z0
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xc3
+
+	// VDPBF16PS Z27, Z25, Z1
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xcb
+
+	// VDPBF16PS Z27, Z26, Z2
+	BYTE      $0x62
+	BYTE      $0x92
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xd3
+	VMOVDQU16 (R8)(AX*1), Z28
+
+	// VDPBF16PS Z28, Z24, Z3
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdc
+
+	// VDPBF16PS Z28, Z25, Z4
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xe4
+
+	// VDPBF16PS Z28, Z26, Z5
+	BYTE      $0x62
+	BYTE      $0x92
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xec
+	VMOVDQU16 (R8)(AX*2), Z27
+
+	// VDPBF16PS Z27, Z24, Z6
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xf3
+
+	// VDPBF16PS Z27, Z25, Z7
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfb
+
+	// VDPBF16PS Z27, Z26, Z8
+	BYTE       $0x62
+	BYTE       $0x12
+	BYTE       $0x2e
+	BYTE       $0x40
+	BYTE       $0x52
+	BYTE       $0xc3
+	PREFETCHT0 2048(DI)
+	PREFETCHT0 2048(DI)(DX*1)
+	PREFETCHT0 2048(DI)(DX*2)
+	ADDQ       $0x40, DI
+	ADDQ       $0x40, R8
+	DECQ       R9
+	JNZ        gemvBandsBF16PairsAVX512M3_loop
+
+gemvBandsBF16PairsAVX512M3_single:
+	MOVQ          band+40(FP), DI
+	SHLQ          $0x02, DI
+	MOVQ          ldd+64(FP), R8
+	SHLQ          $0x02, R8
+	MOVQ          BX, R9
+	VEXTRACTF64X4 $0x01, Z0, Y9
+	VADDPS        Y9, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y9
+	VADDPS        Y9, Y1, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y9
+	VADDPS        Y9, Y2, Y9
+	VEXTRACTF64X4 $0x01, Z2, Y10
+	VADDPS        Y10, Y2, Y2
+	VUNPCKLPS     Y1, Y0, Y10
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y10, Y0
+	VUNPCKLPS     Y2, Y9, Y1
+	VUNPCKHPS     Y2, Y9, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R9)
+	VEXTRACTPS    $0x01, X0, (R9)(DI*1)
+	VEXTRACTPS    $0x02, X0, (R9)(DI*2)
+	ADDQ          R8, R9
+	VEXTRACTF64X4 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y0
+	VEXTRACTF64X4 $0x01, Z4, Y1
+	VADDPS        Y1, Y4, Y1
+	VEXTRACTF64X4 $0x01, Z5, Y2
+	VADDPS        Y2, Y5, Y2
+	VEXTRACTF64X4 $0x01, Z5, Y3
+	VADDPS        Y3, Y5, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R9)
+	VEXTRACTPS    $0x01, X0, (R9)(DI*1)
+	VEXTRACTPS    $0x02, X0, (R9)(DI*2)
+	ADDQ          R8, R9
+	VEXTRACTF64X4 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y0
+	VEXTRACTF64X4 $0x01, Z7, Y1
+	VADDPS        Y1, Y7, Y1
+	VEXTRACTF64X4 $0x01, Z8, Y2
+	VADDPS        Y2, Y8, Y2
+	VEXTRACTF64X4 $0x01, Z8, Y3
+	VADDPS        Y3, Y8, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R9)
+	VEXTRACTPS    $0x01, X0, (R9)(DI*1)
+	VEXTRACTPS    $0x02, X0, (R9)(DI*2)
+	MOVQ          ldw+24(FP), DI
+	SHLQ          $0x01, DI
+	ADDQ          DI, CX
+	ADDQ          $0x04, BX
+	DECQ          SI
+	JNZ           gemvBandsBF16PairsAVX512M3_row
+
+gemvBandsBF16PairsAVX512M3_done:
 	VZEROUPPER
 	RET
 
@@ -9336,6 +9691,261 @@ gemvBandsF16AVX512M4_sum:
 	JNZ           gemvBandsF16AVX512M4_row
 
 gemvBandsF16AVX512M4_done:
+	VZEROUPPER
+	RET
+
+// func gemvBandsBF16PairsAVX512M4(x *uint16, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, MMX+
+TEXT ·gemvBandsBF16PairsAVX512M4(SB), NOSPLIT, $0-72
+	MOVQ  ldx+8(FP), AX
+	SHLQ  $0x01, AX
+	LEAQ  (AX)(AX*2), CX
+	MOVQ  w+16(FP), DX
+	MOVQ  band+40(FP), BX
+	MOVQ  ldw+24(FP), SI
+	SHLQ  $0x01, SI
+	IMULQ SI, BX
+	MOVQ  dst+56(FP), SI
+	MOVQ  count+48(FP), DI
+	TESTQ DI, DI
+	JZ    gemvBandsBF16PairsAVX512M4_done
+
+gemvBandsBF16PairsAVX512M4_row:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	MOVQ   DX, R8
+	MOVQ   x+0(FP), R9
+	MOVQ   kn+32(FP), R10
+	SHRQ   $0x05, R10
+	JZ     gemvBandsBF16PairsAVX512M4_single
+
+gemvBandsBF16PairsAVX512M4_loop:
+	VMOVDQU16 (R8), Z24
+	VMOVDQU16 (R8)(BX*1), Z25
+	VMOVDQU16 (R8)(BX*2), Z26
+	VMOVDQU16 (R9), Z27
+
+	// VDPBF16PS Z27, Z24, Z0
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xc3
+
+	// VDPBF16PS Z27, Z25, Z1
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xcb
+
+	// VDPBF16PS Z27, Z26, Z2
+	BYTE      $0x62
+	BYTE      $0x92
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xd3
+	VMOVDQU16 (R9)(AX*1), Z28
+
+	// VDPBF16PS Z28, Z24, Z3
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdc
+
+	// VDPBF16PS Z28, Z25, Z4
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xe4
+
+	// VDPBF16PS Z28, Z26, Z5
+	BYTE      $0x62
+	BYTE      $0x92
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xec
+	VMOVDQU16 (R9)(AX*2), Z27
+
+	// VDPBF16PS Z27, Z24, Z6
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xf3
+
+	// VDPBF16PS Z27, Z25, Z7
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfb
+
+	// VDPBF16PS Z27, Z26, Z8
+	BYTE      $0x62
+	BYTE      $0x12
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xc3
+	VMOVDQU16 (R9)(CX*1), Z28
+
+	// VDPBF16PS Z28, Z24, Z9
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xcc
+
+	// VDPBF16PS Z28, Z25, Z10
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xd4
+
+	// VDPBF16PS Z28, Z26, Z11
+	BYTE       $0x62
+	BYTE       $0x12
+	BYTE       $0x2e
+	BYTE       $0x40
+	BYTE       $0x52
+	BYTE       $0xdc
+	PREFETCHT0 2048(R8)
+	PREFETCHT0 2048(R8)(BX*1)
+	PREFETCHT0 2048(R8)(BX*2)
+	ADDQ       $0x40, R8
+	ADDQ       $0x40, R9
+	DECQ       R10
+	JNZ        gemvBandsBF16PairsAVX512M4_loop
+
+gemvBandsBF16PairsAVX512M4_single:
+	MOVQ          band+40(FP), R8
+	SHLQ          $0x02, R8
+	MOVQ          ldd+64(FP), R9
+	SHLQ          $0x02, R9
+	MOVQ          SI, R10
+	VEXTRACTF64X4 $0x01, Z0, Y12
+	VADDPS        Y12, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y12
+	VADDPS        Y12, Y1, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y12
+	VADDPS        Y12, Y2, Y12
+	VEXTRACTF64X4 $0x01, Z2, Y13
+	VADDPS        Y13, Y2, Y2
+	VUNPCKLPS     Y1, Y0, Y13
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y13, Y0
+	VUNPCKLPS     Y2, Y12, Y1
+	VUNPCKHPS     Y2, Y12, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y0
+	VEXTRACTF64X4 $0x01, Z4, Y1
+	VADDPS        Y1, Y4, Y1
+	VEXTRACTF64X4 $0x01, Z5, Y2
+	VADDPS        Y2, Y5, Y2
+	VEXTRACTF64X4 $0x01, Z5, Y3
+	VADDPS        Y3, Y5, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y0
+	VEXTRACTF64X4 $0x01, Z7, Y1
+	VADDPS        Y1, Y7, Y1
+	VEXTRACTF64X4 $0x01, Z8, Y2
+	VADDPS        Y2, Y8, Y2
+	VEXTRACTF64X4 $0x01, Z8, Y3
+	VADDPS        Y3, Y8, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z9, Y0
+	VADDPS        Y0, Y9, Y0
+	VEXTRACTF64X4 $0x01, Z10, Y1
+	VADDPS        Y1, Y10, Y1
+	VEXTRACTF64X4 $0x01, Z11, Y2
+	VADDPS        Y2, Y11, Y2
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	MOVQ          ldw+24(FP), R8
+	SHLQ          $0x01, R8
+	ADDQ          R8, DX
+	ADDQ          $0x04, SI
+	DECQ          DI
+	JNZ           gemvBandsBF16PairsAVX512M4_row
+
+gemvBandsBF16PairsAVX512M4_done:
 	VZEROUPPER
 	RET
 
@@ -10072,6 +10682,314 @@ gemvBandsF16AVX512M5_sum:
 	JNZ           gemvBandsF16AVX512M5_row
 
 gemvBandsF16AVX512M5_done:
+	VZEROUPPER
+	RET
+
+// func gemvBandsBF16PairsAVX512M5(x *uint16, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, MMX+
+TEXT ·gemvBandsBF16PairsAVX512M5(SB), NOSPLIT, $0-72
+	MOVQ  ldx+8(FP), AX
+	SHLQ  $0x01, AX
+	LEAQ  (AX)(AX*2), CX
+	MOVQ  w+16(FP), DX
+	MOVQ  band+40(FP), BX
+	MOVQ  ldw+24(FP), SI
+	SHLQ  $0x01, SI
+	IMULQ SI, BX
+	MOVQ  dst+56(FP), SI
+	MOVQ  count+48(FP), DI
+	TESTQ DI, DI
+	JZ    gemvBandsBF16PairsAVX512M5_done
+
+gemvBandsBF16PairsAVX512M5_row:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	MOVQ   DX, R8
+	MOVQ   x+0(FP), R9
+	LEAQ   (R9)(AX*4), R10
+	MOVQ   kn+32(FP), R11
+	SHRQ   $0x05, R11
+	JZ     gemvBandsBF16PairsAVX512M5_single
+
+gemvBandsBF16PairsAVX512M5_loop:
+	VMOVDQU16 (R8), Z24
+	VMOVDQU16 (R8)(BX*1), Z25
+	VMOVDQU16 (R8)(BX*2), Z26
+	VMOVDQU16 (R9), Z27
+
+	// VDPBF16PS Z27, Z24, Z0
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xc3
+
+	// VDPBF16PS Z27, Z25, Z1
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xcb
+
+	// VDPBF16PS Z27, Z26, Z2
+	BYTE      $0x62
+	BYTE      $0x92
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xd3
+	VMOVDQU16 (R9)(AX*1), Z28
+
+	// VDPBF16PS Z28, Z24, Z3
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdc
+
+	// VDPBF16PS Z28, Z25, Z4
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xe4
+
+	// VDPBF16PS Z28, Z26, Z5
+	BYTE      $0x62
+	BYTE      $0x92
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xec
+	VMOVDQU16 (R9)(AX*2), Z27
+
+	// VDPBF16PS Z27, Z24, Z6
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xf3
+
+	// VDPBF16PS Z27, Z25, Z7
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfb
+
+	// VDPBF16PS Z27, Z26, Z8
+	BYTE      $0x62
+	BYTE      $0x12
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xc3
+	VMOVDQU16 (R9)(CX*1), Z28
+
+	// VDPBF16PS Z28, Z24, Z9
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xcc
+
+	// VDPBF16PS Z28, Z25, Z10
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xd4
+
+	// VDPBF16PS Z28, Z26, Z11
+	BYTE      $0x62
+	BYTE      $0x12
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xdc
+	VMOVDQU16 (R10), Z27
+
+	// VDPBF16PS Z27, Z24, Z12
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xe3
+
+	// VDPBF16PS Z27, Z25, Z13
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xeb
+
+	// VDPBF16PS Z27, Z26, Z14
+	BYTE       $0x62
+	BYTE       $0x12
+	BYTE       $0x2e
+	BYTE       $0x40
+	BYTE       $0x52
+	BYTE       $0xf3
+	PREFETCHT0 2048(R8)
+	PREFETCHT0 2048(R8)(BX*1)
+	PREFETCHT0 2048(R8)(BX*2)
+	ADDQ       $0x40, R8
+	ADDQ       $0x40, R9
+	ADDQ       $0x40, R10
+	DECQ       R11
+	JNZ        gemvBandsBF16PairsAVX512M5_loop
+
+gemvBandsBF16PairsAVX512M5_single:
+	MOVQ          band+40(FP), R8
+	SHLQ          $0x02, R8
+	MOVQ          ldd+64(FP), R9
+	SHLQ          $0x02, R9
+	MOVQ          SI, R10
+	VEXTRACTF64X4 $0x01, Z0, Y15
+	VADDPS        Y15, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y15
+	VADDPS        Y15, Y1, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y15
+	VADDPS        Y15, Y2, Y15
+	VEXTRACTF64X4 $0x01, Z2, Y16
+	VADDPS        Y16, Y2, Y2
+	VUNPCKLPS     Y1, Y0, Y16
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y16, Y0
+	VUNPCKLPS     Y2, Y15, Y1
+	VUNPCKHPS     Y2, Y15, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y0
+	VEXTRACTF64X4 $0x01, Z4, Y1
+	VADDPS        Y1, Y4, Y1
+	VEXTRACTF64X4 $0x01, Z5, Y2
+	VADDPS        Y2, Y5, Y2
+	VEXTRACTF64X4 $0x01, Z5, Y3
+	VADDPS        Y3, Y5, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y0
+	VEXTRACTF64X4 $0x01, Z7, Y1
+	VADDPS        Y1, Y7, Y1
+	VEXTRACTF64X4 $0x01, Z8, Y2
+	VADDPS        Y2, Y8, Y2
+	VEXTRACTF64X4 $0x01, Z8, Y3
+	VADDPS        Y3, Y8, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z9, Y0
+	VADDPS        Y0, Y9, Y0
+	VEXTRACTF64X4 $0x01, Z10, Y1
+	VADDPS        Y1, Y10, Y1
+	VEXTRACTF64X4 $0x01, Z11, Y2
+	VADDPS        Y2, Y11, Y2
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF64X4 $0x01, Z13, Y1
+	VADDPS        Y1, Y13, Y1
+	VEXTRACTF64X4 $0x01, Z14, Y2
+	VADDPS        Y2, Y14, Y2
+	VEXTRACTF64X4 $0x01, Z14, Y3
+	VADDPS        Y3, Y14, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	MOVQ          ldw+24(FP), R8
+	SHLQ          $0x01, R8
+	ADDQ          R8, DX
+	ADDQ          $0x04, SI
+	DECQ          DI
+	JNZ           gemvBandsBF16PairsAVX512M5_row
+
+gemvBandsBF16PairsAVX512M5_done:
 	VZEROUPPER
 	RET
 
@@ -10914,6 +11832,365 @@ gemvBandsF16AVX512M6_sum:
 	JNZ           gemvBandsF16AVX512M6_row
 
 gemvBandsF16AVX512M6_done:
+	VZEROUPPER
+	RET
+
+// func gemvBandsBF16PairsAVX512M6(x *uint16, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, MMX+
+TEXT ·gemvBandsBF16PairsAVX512M6(SB), NOSPLIT, $0-72
+	MOVQ  ldx+8(FP), AX
+	SHLQ  $0x01, AX
+	LEAQ  (AX)(AX*2), CX
+	MOVQ  w+16(FP), DX
+	MOVQ  band+40(FP), BX
+	MOVQ  ldw+24(FP), SI
+	SHLQ  $0x01, SI
+	IMULQ SI, BX
+	MOVQ  dst+56(FP), SI
+	MOVQ  count+48(FP), DI
+	TESTQ DI, DI
+	JZ    gemvBandsBF16PairsAVX512M6_done
+
+gemvBandsBF16PairsAVX512M6_row:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	VXORPS Z16, Z16, Z16
+	VXORPS Z17, Z17, Z17
+	MOVQ   DX, R8
+	MOVQ   x+0(FP), R9
+	LEAQ   (R9)(AX*4), R10
+	MOVQ   kn+32(FP), R11
+	SHRQ   $0x05, R11
+	JZ     gemvBandsBF16PairsAVX512M6_single
+
+gemvBandsBF16PairsAVX512M6_loop:
+	VMOVDQU16 (R8), Z24
+	VMOVDQU16 (R8)(BX*1), Z25
+	VMOVDQU16 (R8)(BX*2), Z26
+	VMOVDQU16 (R9), Z27
+
+	// VDPBF16PS Z27, Z24, Z0
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xc3
+
+	// VDPBF16PS Z27, Z25, Z1
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xcb
+
+	// VDPBF16PS Z27, Z26, Z2
+	BYTE      $0x62
+	BYTE      $0x92
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xd3
+	VMOVDQU16 (R9)(AX*1), Z28
+
+	// VDPBF16PS Z28, Z24, Z3
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdc
+
+	// VDPBF16PS Z28, Z25, Z4
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xe4
+
+	// VDPBF16PS Z28, Z26, Z5
+	BYTE      $0x62
+	BYTE      $0x92
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xec
+	VMOVDQU16 (R9)(AX*2), Z27
+
+	// VDPBF16PS Z27, Z24, Z6
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xf3
+
+	// VDPBF16PS Z27, Z25, Z7
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfb
+
+	// VDPBF16PS Z27, Z26, Z8
+	BYTE      $0x62
+	BYTE      $0x12
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xc3
+	VMOVDQU16 (R9)(CX*1), Z28
+
+	// VDPBF16PS Z28, Z24, Z9
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xcc
+
+	// VDPBF16PS Z28, Z25, Z10
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xd4
+
+	// VDPBF16PS Z28, Z26, Z11
+	BYTE      $0x62
+	BYTE      $0x12
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xdc
+	VMOVDQU16 (R10), Z27
+
+	// VDPBF16PS Z27, Z24, Z12
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xe3
+
+	// VDPBF16PS Z27, Z25, Z13
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xeb
+
+	// VDPBF16PS Z27, Z26, Z14
+	BYTE      $0x62
+	BYTE      $0x12
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xf3
+	VMOVDQU16 (R10)(AX*1), Z28
+
+	// VDPBF16PS Z28, Z24, Z15
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfc
+
+	// VDPBF16PS Z28, Z25, Z16
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xc4
+
+	// VDPBF16PS Z28, Z26, Z17
+	BYTE       $0x62
+	BYTE       $0x82
+	BYTE       $0x2e
+	BYTE       $0x40
+	BYTE       $0x52
+	BYTE       $0xcc
+	PREFETCHT0 2048(R8)
+	PREFETCHT0 2048(R8)(BX*1)
+	PREFETCHT0 2048(R8)(BX*2)
+	ADDQ       $0x40, R8
+	ADDQ       $0x40, R9
+	ADDQ       $0x40, R10
+	DECQ       R11
+	JNZ        gemvBandsBF16PairsAVX512M6_loop
+
+gemvBandsBF16PairsAVX512M6_single:
+	MOVQ          band+40(FP), R8
+	SHLQ          $0x02, R8
+	MOVQ          ldd+64(FP), R9
+	SHLQ          $0x02, R9
+	MOVQ          SI, R10
+	VEXTRACTF64X4 $0x01, Z0, Y18
+	VADDPS        Y18, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y18
+	VADDPS        Y18, Y1, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y18
+	VADDPS        Y18, Y2, Y18
+	VEXTRACTF64X4 $0x01, Z2, Y19
+	VADDPS        Y19, Y2, Y2
+	VUNPCKLPS     Y1, Y0, Y19
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y19, Y0
+	VUNPCKLPS     Y2, Y18, Y1
+	VUNPCKHPS     Y2, Y18, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y0
+	VEXTRACTF64X4 $0x01, Z4, Y1
+	VADDPS        Y1, Y4, Y1
+	VEXTRACTF64X4 $0x01, Z5, Y2
+	VADDPS        Y2, Y5, Y2
+	VEXTRACTF64X4 $0x01, Z5, Y3
+	VADDPS        Y3, Y5, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y0
+	VEXTRACTF64X4 $0x01, Z7, Y1
+	VADDPS        Y1, Y7, Y1
+	VEXTRACTF64X4 $0x01, Z8, Y2
+	VADDPS        Y2, Y8, Y2
+	VEXTRACTF64X4 $0x01, Z8, Y3
+	VADDPS        Y3, Y8, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z9, Y0
+	VADDPS        Y0, Y9, Y0
+	VEXTRACTF64X4 $0x01, Z10, Y1
+	VADDPS        Y1, Y10, Y1
+	VEXTRACTF64X4 $0x01, Z11, Y2
+	VADDPS        Y2, Y11, Y2
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF64X4 $0x01, Z13, Y1
+	VADDPS        Y1, Y13, Y1
+	VEXTRACTF64X4 $0x01, Z14, Y2
+	VADDPS        Y2, Y14, Y2
+	VEXTRACTF64X4 $0x01, Z14, Y3
+	VADDPS        Y3, Y14, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z15, Y0
+	VADDPS        Y0, Y15, Y0
+	VEXTRACTF64X4 $0x01, Z16, Y1
+	VADDPS        Y1, Y16, Y1
+	VEXTRACTF64X4 $0x01, Z17, Y2
+	VADDPS        Y2, Y17, Y2
+	VEXTRACTF64X4 $0x01, Z17, Y3
+	VADDPS        Y3, Y17, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	MOVQ          ldw+24(FP), R8
+	SHLQ          $0x01, R8
+	ADDQ          R8, DX
+	ADDQ          $0x04, SI
+	DECQ          DI
+	JNZ           gemvBandsBF16PairsAVX512M6_row
+
+gemvBandsBF16PairsAVX512M6_done:
 	VZEROUPPER
 	RET
 
@@ -11862,6 +13139,416 @@ gemvBandsF16AVX512M7_sum:
 	JNZ           gemvBandsF16AVX512M7_row
 
 gemvBandsF16AVX512M7_done:
+	VZEROUPPER
+	RET
+
+// func gemvBandsBF16PairsAVX512M7(x *uint16, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, MMX+
+TEXT ·gemvBandsBF16PairsAVX512M7(SB), NOSPLIT, $0-72
+	MOVQ  ldx+8(FP), AX
+	SHLQ  $0x01, AX
+	LEAQ  (AX)(AX*2), CX
+	MOVQ  w+16(FP), DX
+	MOVQ  band+40(FP), BX
+	MOVQ  ldw+24(FP), SI
+	SHLQ  $0x01, SI
+	IMULQ SI, BX
+	MOVQ  dst+56(FP), SI
+	MOVQ  count+48(FP), DI
+	TESTQ DI, DI
+	JZ    gemvBandsBF16PairsAVX512M7_done
+
+gemvBandsBF16PairsAVX512M7_row:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	VXORPS Z16, Z16, Z16
+	VXORPS Z17, Z17, Z17
+	VXORPS Z18, Z18, Z18
+	VXORPS Z19, Z19, Z19
+	VXORPS Z20, Z20, Z20
+	MOVQ   DX, R8
+	MOVQ   x+0(FP), R9
+	LEAQ   (R9)(AX*4), R10
+	MOVQ   kn+32(FP), R11
+	SHRQ   $0x05, R11
+	JZ     gemvBandsBF16PairsAVX512M7_single
+
+gemvBandsBF16PairsAVX512M7_loop:
+	VMOVDQU16 (R8), Z24
+	VMOVDQU16 (R8)(BX*1), Z25
+	VMOVDQU16 (R8)(BX*2), Z26
+	VMOVDQU16 (R9), Z27
+
+	// VDPBF16PS Z27, Z24, Z0
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xc3
+
+	// VDPBF16PS Z27, Z25, Z1
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xcb
+
+	// VDPBF16PS Z27, Z26, Z2
+	BYTE      $0x62
+	BYTE      $0x92
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xd3
+	VMOVDQU16 (R9)(AX*1), Z28
+
+	// VDPBF16PS Z28, Z24, Z3
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdc
+
+	// VDPBF16PS Z28, Z25, Z4
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xe4
+
+	// VDPBF16PS Z28, Z26, Z5
+	BYTE      $0x62
+	BYTE      $0x92
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xec
+	VMOVDQU16 (R9)(AX*2), Z27
+
+	// VDPBF16PS Z27, Z24, Z6
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xf3
+
+	// VDPBF16PS Z27, Z25, Z7
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfb
+
+	// VDPBF16PS Z27, Z26, Z8
+	BYTE      $0x62
+	BYTE      $0x12
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xc3
+	VMOVDQU16 (R9)(CX*1), Z28
+
+	// VDPBF16PS Z28, Z24, Z9
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xcc
+
+	// VDPBF16PS Z28, Z25, Z10
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xd4
+
+	// VDPBF16PS Z28, Z26, Z11
+	BYTE      $0x62
+	BYTE      $0x12
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xdc
+	VMOVDQU16 (R10), Z27
+
+	// VDPBF16PS Z27, Z24, Z12
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xe3
+
+	// VDPBF16PS Z27, Z25, Z13
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xeb
+
+	// VDPBF16PS Z27, Z26, Z14
+	BYTE      $0x62
+	BYTE      $0x12
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xf3
+	VMOVDQU16 (R10)(AX*1), Z28
+
+	// VDPBF16PS Z28, Z24, Z15
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfc
+
+	// VDPBF16PS Z28, Z25, Z16
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xc4
+
+	// VDPBF16PS Z28, Z26, Z17
+	BYTE      $0x62
+	BYTE      $0x82
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xcc
+	VMOVDQU16 (R10)(AX*2), Z27
+
+	// VDPBF16PS Z27, Z24, Z18
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xd3
+
+	// VDPBF16PS Z27, Z25, Z19
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// VDPBF16PS Z27, Z26, Z20
+	BYTE       $0x62
+	BYTE       $0x82
+	BYTE       $0x2e
+	BYTE       $0x40
+	BYTE       $0x52
+	BYTE       $0xe3
+	PREFETCHT0 2048(R8)
+	PREFETCHT0 2048(R8)(BX*1)
+	PREFETCHT0 2048(R8)(BX*2)
+	ADDQ       $0x40, R8
+	ADDQ       $0x40, R9
+	ADDQ       $0x40, R10
+	DECQ       R11
+	JNZ        gemvBandsBF16PairsAVX512M7_loop
+
+gemvBandsBF16PairsAVX512M7_single:
+	MOVQ          band+40(FP), R8
+	SHLQ          $0x02, R8
+	MOVQ          ldd+64(FP), R9
+	SHLQ          $0x02, R9
+	MOVQ          SI, R10
+	VEXTRACTF64X4 $0x01, Z0, Y21
+	VADDPS        Y21, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y21
+	VADDPS        Y21, Y1, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y21
+	VADDPS        Y21, Y2, Y21
+	VEXTRACTF64X4 $0x01, Z2, Y22
+	VADDPS        Y22, Y2, Y2
+	VUNPCKLPS     Y1, Y0, Y22
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y22, Y0
+	VUNPCKLPS     Y2, Y21, Y1
+	VUNPCKHPS     Y2, Y21, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y0
+	VEXTRACTF64X4 $0x01, Z4, Y1
+	VADDPS        Y1, Y4, Y1
+	VEXTRACTF64X4 $0x01, Z5, Y2
+	VADDPS        Y2, Y5, Y2
+	VEXTRACTF64X4 $0x01, Z5, Y3
+	VADDPS        Y3, Y5, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y0
+	VEXTRACTF64X4 $0x01, Z7, Y1
+	VADDPS        Y1, Y7, Y1
+	VEXTRACTF64X4 $0x01, Z8, Y2
+	VADDPS        Y2, Y8, Y2
+	VEXTRACTF64X4 $0x01, Z8, Y3
+	VADDPS        Y3, Y8, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z9, Y0
+	VADDPS        Y0, Y9, Y0
+	VEXTRACTF64X4 $0x01, Z10, Y1
+	VADDPS        Y1, Y10, Y1
+	VEXTRACTF64X4 $0x01, Z11, Y2
+	VADDPS        Y2, Y11, Y2
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF64X4 $0x01, Z13, Y1
+	VADDPS        Y1, Y13, Y1
+	VEXTRACTF64X4 $0x01, Z14, Y2
+	VADDPS        Y2, Y14, Y2
+	VEXTRACTF64X4 $0x01, Z14, Y3
+	VADDPS        Y3, Y14, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z15, Y0
+	VADDPS        Y0, Y15, Y0
+	VEXTRACTF64X4 $0x01, Z16, Y1
+	VADDPS        Y1, Y16, Y1
+	VEXTRACTF64X4 $0x01, Z17, Y2
+	VADDPS        Y2, Y17, Y2
+	VEXTRACTF64X4 $0x01, Z17, Y3
+	VADDPS        Y3, Y17, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z18, Y0
+	VADDPS        Y0, Y18, Y0
+	VEXTRACTF64X4 $0x01, Z19, Y1
+	VADDPS        Y1, Y19, Y1
+	VEXTRACTF64X4 $0x01, Z20, Y2
+	VADDPS        Y2, Y20, Y2
+	VEXTRACTF64X4 $0x01, Z20, Y3
+	VADDPS        Y3, Y20, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	MOVQ          ldw+24(FP), R8
+	SHLQ          $0x01, R8
+	ADDQ          R8, DX
+	ADDQ          $0x04, SI
+	DECQ          DI
+	JNZ           gemvBandsBF16PairsAVX512M7_row
+
+gemvBandsBF16PairsAVX512M7_done:
 	VZEROUPPER
 	RET
 
@@ -12916,6 +14603,467 @@ gemvBandsF16AVX512M8_sum:
 	JNZ           gemvBandsF16AVX512M8_row
 
 gemvBandsF16AVX512M8_done:
+	VZEROUPPER
+	RET
+
+// func gemvBandsBF16PairsAVX512M8(x *uint16, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, MMX+
+TEXT ·gemvBandsBF16PairsAVX512M8(SB), NOSPLIT, $0-72
+	MOVQ  ldx+8(FP), AX
+	SHLQ  $0x01, AX
+	LEAQ  (AX)(AX*2), CX
+	MOVQ  w+16(FP), DX
+	MOVQ  band+40(FP), BX
+	MOVQ  ldw+24(FP), SI
+	SHLQ  $0x01, SI
+	IMULQ SI, BX
+	MOVQ  dst+56(FP), SI
+	MOVQ  count+48(FP), DI
+	TESTQ DI, DI
+	JZ    gemvBandsBF16PairsAVX512M8_done
+
+gemvBandsBF16PairsAVX512M8_row:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	VXORPS Z16, Z16, Z16
+	VXORPS Z17, Z17, Z17
+	VXORPS Z18, Z18, Z18
+	VXORPS Z19, Z19, Z19
+	VXORPS Z20, Z20, Z20
+	VXORPS Z21, Z21, Z21
+	VXORPS Z22, Z22, Z22
+	VXORPS Z23, Z23, Z23
+	MOVQ   DX, R8
+	MOVQ   x+0(FP), R9
+	LEAQ   (R9)(AX*4), R10
+	MOVQ   kn+32(FP), R11
+	SHRQ   $0x05, R11
+	JZ     gemvBandsBF16PairsAVX512M8_single
+
+gemvBandsBF16PairsAVX512M8_loop:
+	VMOVDQU16 (R8), Z24
+	VMOVDQU16 (R8)(BX*1), Z25
+	VMOVDQU16 (R8)(BX*2), Z26
+	VMOVDQU16 (R9), Z27
+
+	// VDPBF16PS Z27, Z24, Z0
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xc3
+
+	// VDPBF16PS Z27, Z25, Z1
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xcb
+
+	// VDPBF16PS Z27, Z26, Z2
+	BYTE      $0x62
+	BYTE      $0x92
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xd3
+	VMOVDQU16 (R9)(AX*1), Z28
+
+	// VDPBF16PS Z28, Z24, Z3
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdc
+
+	// VDPBF16PS Z28, Z25, Z4
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xe4
+
+	// VDPBF16PS Z28, Z26, Z5
+	BYTE      $0x62
+	BYTE      $0x92
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xec
+	VMOVDQU16 (R9)(AX*2), Z27
+
+	// VDPBF16PS Z27, Z24, Z6
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xf3
+
+	// VDPBF16PS Z27, Z25, Z7
+	BYTE $0x62
+	BYTE $0x92
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfb
+
+	// VDPBF16PS Z27, Z26, Z8
+	BYTE      $0x62
+	BYTE      $0x12
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xc3
+	VMOVDQU16 (R9)(CX*1), Z28
+
+	// VDPBF16PS Z28, Z24, Z9
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xcc
+
+	// VDPBF16PS Z28, Z25, Z10
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xd4
+
+	// VDPBF16PS Z28, Z26, Z11
+	BYTE      $0x62
+	BYTE      $0x12
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xdc
+	VMOVDQU16 (R10), Z27
+
+	// VDPBF16PS Z27, Z24, Z12
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xe3
+
+	// VDPBF16PS Z27, Z25, Z13
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xeb
+
+	// VDPBF16PS Z27, Z26, Z14
+	BYTE      $0x62
+	BYTE      $0x12
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xf3
+	VMOVDQU16 (R10)(AX*1), Z28
+
+	// VDPBF16PS Z28, Z24, Z15
+	BYTE $0x62
+	BYTE $0x12
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xfc
+
+	// VDPBF16PS Z28, Z25, Z16
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xc4
+
+	// VDPBF16PS Z28, Z26, Z17
+	BYTE      $0x62
+	BYTE      $0x82
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xcc
+	VMOVDQU16 (R10)(AX*2), Z27
+
+	// VDPBF16PS Z27, Z24, Z18
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xd3
+
+	// VDPBF16PS Z27, Z25, Z19
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xdb
+
+	// VDPBF16PS Z27, Z26, Z20
+	BYTE      $0x62
+	BYTE      $0x82
+	BYTE      $0x2e
+	BYTE      $0x40
+	BYTE      $0x52
+	BYTE      $0xe3
+	VMOVDQU16 (R10)(CX*1), Z28
+
+	// VDPBF16PS Z28, Z24, Z21
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x3e
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xec
+
+	// VDPBF16PS Z28, Z25, Z22
+	BYTE $0x62
+	BYTE $0x82
+	BYTE $0x36
+	BYTE $0x40
+	BYTE $0x52
+	BYTE $0xf4
+
+	// VDPBF16PS Z28, Z26, Z23
+	BYTE       $0x62
+	BYTE       $0x82
+	BYTE       $0x2e
+	BYTE       $0x40
+	BYTE       $0x52
+	BYTE       $0xfc
+	PREFETCHT0 2048(R8)
+	PREFETCHT0 2048(R8)(BX*1)
+	PREFETCHT0 2048(R8)(BX*2)
+	ADDQ       $0x40, R8
+	ADDQ       $0x40, R9
+	ADDQ       $0x40, R10
+	DECQ       R11
+	JNZ        gemvBandsBF16PairsAVX512M8_loop
+
+gemvBandsBF16PairsAVX512M8_single:
+	MOVQ          band+40(FP), R8
+	SHLQ          $0x02, R8
+	MOVQ          ldd+64(FP), R9
+	SHLQ          $0x02, R9
+	MOVQ          SI, R10
+	VEXTRACTF64X4 $0x01, Z0, Y24
+	VADDPS        Y24, Y0, Y0
+	VEXTRACTF64X4 $0x01, Z1, Y24
+	VADDPS        Y24, Y1, Y1
+	VEXTRACTF64X4 $0x01, Z2, Y24
+	VADDPS        Y24, Y2, Y24
+	VEXTRACTF64X4 $0x01, Z2, Y25
+	VADDPS        Y25, Y2, Y2
+	VUNPCKLPS     Y1, Y0, Y25
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y25, Y0
+	VUNPCKLPS     Y2, Y24, Y1
+	VUNPCKHPS     Y2, Y24, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y0
+	VEXTRACTF64X4 $0x01, Z4, Y1
+	VADDPS        Y1, Y4, Y1
+	VEXTRACTF64X4 $0x01, Z5, Y2
+	VADDPS        Y2, Y5, Y2
+	VEXTRACTF64X4 $0x01, Z5, Y3
+	VADDPS        Y3, Y5, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y0
+	VEXTRACTF64X4 $0x01, Z7, Y1
+	VADDPS        Y1, Y7, Y1
+	VEXTRACTF64X4 $0x01, Z8, Y2
+	VADDPS        Y2, Y8, Y2
+	VEXTRACTF64X4 $0x01, Z8, Y3
+	VADDPS        Y3, Y8, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z9, Y0
+	VADDPS        Y0, Y9, Y0
+	VEXTRACTF64X4 $0x01, Z10, Y1
+	VADDPS        Y1, Y10, Y1
+	VEXTRACTF64X4 $0x01, Z11, Y2
+	VADDPS        Y2, Y11, Y2
+	VEXTRACTF64X4 $0x01, Z11, Y3
+	VADDPS        Y3, Y11, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y0
+	VEXTRACTF64X4 $0x01, Z13, Y1
+	VADDPS        Y1, Y13, Y1
+	VEXTRACTF64X4 $0x01, Z14, Y2
+	VADDPS        Y2, Y14, Y2
+	VEXTRACTF64X4 $0x01, Z14, Y3
+	VADDPS        Y3, Y14, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z15, Y0
+	VADDPS        Y0, Y15, Y0
+	VEXTRACTF64X4 $0x01, Z16, Y1
+	VADDPS        Y1, Y16, Y1
+	VEXTRACTF64X4 $0x01, Z17, Y2
+	VADDPS        Y2, Y17, Y2
+	VEXTRACTF64X4 $0x01, Z17, Y3
+	VADDPS        Y3, Y17, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z18, Y0
+	VADDPS        Y0, Y18, Y0
+	VEXTRACTF64X4 $0x01, Z19, Y1
+	VADDPS        Y1, Y19, Y1
+	VEXTRACTF64X4 $0x01, Z20, Y2
+	VADDPS        Y2, Y20, Y2
+	VEXTRACTF64X4 $0x01, Z20, Y3
+	VADDPS        Y3, Y20, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	ADDQ          R9, R10
+	VEXTRACTF64X4 $0x01, Z21, Y0
+	VADDPS        Y0, Y21, Y0
+	VEXTRACTF64X4 $0x01, Z22, Y1
+	VADDPS        Y1, Y22, Y1
+	VEXTRACTF64X4 $0x01, Z23, Y2
+	VADDPS        Y2, Y23, Y2
+	VEXTRACTF64X4 $0x01, Z23, Y3
+	VADDPS        Y3, Y23, Y3
+	VUNPCKLPS     Y1, Y0, Y4
+	VUNPCKHPS     Y1, Y0, Y0
+	VADDPS        Y0, Y4, Y0
+	VUNPCKLPS     Y3, Y2, Y1
+	VUNPCKHPS     Y3, Y2, Y2
+	VADDPS        Y2, Y1, Y1
+	VUNPCKLPD     Y1, Y0, Y2
+	VUNPCKHPD     Y1, Y0, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF32X4 $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVSS        X0, (R10)
+	VEXTRACTPS    $0x01, X0, (R10)(R8*1)
+	VEXTRACTPS    $0x02, X0, (R10)(R8*2)
+	MOVQ          ldw+24(FP), R8
+	SHLQ          $0x01, R8
+	ADDQ          R8, DX
+	ADDQ          $0x04, SI
+	DECQ          DI
+	JNZ           gemvBandsBF16PairsAVX512M8_row
+
+gemvBandsBF16PairsAVX512M8_done:
 	VZEROUPPER
 	RET
 

@@ -117,6 +117,11 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 		*t = matmulTask{}
 		return
 	}
+	if t.usePairs() {
+		// Rows of x rounded to bfloat16 for the pairs kernels, padded as x is.
+		t.xb = grow(&b.xbf16, m*t.ldx)[:m*t.ldx]
+		b.k.round16(compute.BF16, t.xb, t.x)
+	}
 	// Decode chunks only need their current weight tile cached; prefill
 	// chunks are reread by every m-tile, so they are sized to stay in L2.
 	rows := wm.rows
@@ -400,6 +405,8 @@ func (t *matmulTask) useBands() bool {
 		return t.k.bandsF16 != nil
 	case t.m > maxTileM:
 		return false
+	case t.usePairs():
+		return true
 	case t.w.dtype != compute.F32 && t.m*t.w.cols*4 > decodeXBudget:
 		// Activations past L1 are read from L2, m loads for each weight
 		// vector: for 16-bit weights, twice the bytes per weight byte of
@@ -415,6 +422,14 @@ func (t *matmulTask) useBands() bool {
 		return t.k.rowBandsBF16[t.m] != nil
 	}
 	return t.k.rowBandsF16[t.m] != nil
+}
+
+// usePairs reports whether a decode MatMul takes the pairs kernels
+// (rowBandsBF16Pairs): BF16 weights, 2 to maxM activation rows of a whole
+// number of 32-wide steps, which rounded to bfloat16 fit decodeXBudget.
+func (t *matmulTask) usePairs() bool {
+	return t.w.dtype == compute.BF16 && t.m >= 2 && t.m <= maxTileM && t.k.rowBandsBF16Pairs[t.m] != nil &&
+		t.w.cols%32 == 0 && t.m*t.w.cols*2 <= decodeXBudget
 }
 
 // runBands computes weight rows [r0, r1) with the bands kernels. The rows
@@ -444,6 +459,15 @@ func (t *matmulTask) runBands(r0, r1 int) {
 	k0 := kn / t.k.kStep * t.k.kStep
 	x, dst := &t.x[0], &t.dst[r0]
 	switch {
+	case t.xb != nil:
+		// Every row by the pairs kernel, the activations rounded alike:
+		// the rows past the bands as three bands of one.
+		pairs := t.k.rowBandsBF16Pairs[m]
+		pairs(&t.xb[0], t.ldx, &t.w.u16[r0*kn], kn, kn, band, band, dst, n)
+		if r := r0 + nb*band; r < r1 {
+			pairs(&t.xb[0], t.ldx, &t.w.u16[r*kn], kn, kn, 0, r1-r, &t.dst[r], n)
+		}
+		return
 	case m > 1 && t.w.dtype == compute.F32:
 		t.k.rowBandsF32[m](x, t.ldx, &t.w.f32[r0*kn], kn, k0, band, band, dst, n)
 	case m > 1 && t.w.dtype == compute.BF16:

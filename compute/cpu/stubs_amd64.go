@@ -154,6 +154,11 @@ func gemvBandsBF16AVX512M2(x *float32, ldx int, w *uint16, ldw int, kn int, band
 //go:noescape
 func gemvBandsF16AVX512M2(x *float32, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
 
+// gemvBandsBF16PairsAVX512M2 computes the dot products of 2 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsBF16PairsAVX512M2(x *uint16, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
 // gemvBandsF32AVX512M3 computes the dot products of 3 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
 //
 //go:noescape
@@ -168,6 +173,11 @@ func gemvBandsBF16AVX512M3(x *float32, ldx int, w *uint16, ldw int, kn int, band
 //
 //go:noescape
 func gemvBandsF16AVX512M3(x *float32, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsBF16PairsAVX512M3 computes the dot products of 3 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsBF16PairsAVX512M3(x *uint16, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
 
 // gemvBandsF32AVX512M4 computes the dot products of 4 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
 //
@@ -184,6 +194,11 @@ func gemvBandsBF16AVX512M4(x *float32, ldx int, w *uint16, ldw int, kn int, band
 //go:noescape
 func gemvBandsF16AVX512M4(x *float32, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
 
+// gemvBandsBF16PairsAVX512M4 computes the dot products of 4 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsBF16PairsAVX512M4(x *uint16, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
 // gemvBandsF32AVX512M5 computes the dot products of 5 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
 //
 //go:noescape
@@ -198,6 +213,11 @@ func gemvBandsBF16AVX512M5(x *float32, ldx int, w *uint16, ldw int, kn int, band
 //
 //go:noescape
 func gemvBandsF16AVX512M5(x *float32, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsBF16PairsAVX512M5 computes the dot products of 5 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsBF16PairsAVX512M5(x *uint16, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
 
 // gemvBandsF32AVX512M6 computes the dot products of 6 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
 //
@@ -214,6 +234,11 @@ func gemvBandsBF16AVX512M6(x *float32, ldx int, w *uint16, ldw int, kn int, band
 //go:noescape
 func gemvBandsF16AVX512M6(x *float32, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
 
+// gemvBandsBF16PairsAVX512M6 computes the dot products of 6 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsBF16PairsAVX512M6(x *uint16, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
 // gemvBandsF32AVX512M7 computes the dot products of 7 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
 //
 //go:noescape
@@ -229,6 +254,11 @@ func gemvBandsBF16AVX512M7(x *float32, ldx int, w *uint16, ldw int, kn int, band
 //go:noescape
 func gemvBandsF16AVX512M7(x *float32, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
 
+// gemvBandsBF16PairsAVX512M7 computes the dot products of 7 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsBF16PairsAVX512M7(x *uint16, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
 // gemvBandsF32AVX512M8 computes the dot products of 8 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
 //
 //go:noescape
@@ -243,6 +273,11 @@ func gemvBandsBF16AVX512M8(x *float32, ldx int, w *uint16, ldw int, kn int, band
 //
 //go:noescape
 func gemvBandsF16AVX512M8(x *float32, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
+
+// gemvBandsBF16PairsAVX512M8 computes the dot products of 8 activation rows with 3 bands of weight rows with AVX512 (see gemvBandsRowsF32Func).
+//
+//go:noescape
+func gemvBandsBF16PairsAVX512M8(x *uint16, ldx int, w *uint16, ldw int, kn int, band int, count int, dst *float32, ldd int)
 
 // gemmF32AVX512M1 multiplies 1 F32 rows by a packed panel of 32 rows with AVX512 (see gemmF32Func).
 //

@@ -84,7 +84,7 @@ func main() {
 		}
 		if is.lanes == 16 {
 			for m := 2; m <= is.maxM+is.splitM; m++ {
-				for _, k := range wkinds {
+				for _, k := range append(wkinds, wBF16Pairs) {
 					gemvBandsRows(is, k, m, batchBands)
 				}
 			}

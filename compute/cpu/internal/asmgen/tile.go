@@ -98,10 +98,10 @@ func tile(is isa, k wkind, m int) {
 }
 
 // zeroAcc makes rows×cols vector accumulators, zeroed.
-func zeroAcc(is isa, rows, cols int) [][]reg.VecVirtual {
-	acc := make([][]reg.VecVirtual, rows)
+func zeroAcc(is isa, rows, cols int) [][]vecReg {
+	acc := make([][]vecReg, rows)
 	for i := range acc {
-		acc[i] = make([]reg.VecVirtual, cols)
+		acc[i] = make([]vecReg, cols)
 		for j := range acc[i] {
 			acc[i][j] = is.vec()
 			VXORPS(acc[i][j], acc[i][j], acc[i][j])
@@ -113,7 +113,7 @@ func zeroAcc(is isa, rows, cols int) [][]reg.VecVirtual {
 // rowsStep emits one vector step of the dot products of activation rows
 // with weight rows: the weight vectors at w loaded (and widened) once,
 // each activation row's vector at xrow(i) loaded once, acc[i][r] += x_i·w_r.
-func rowsStep(is isa, k wkind, w []Mem, xrow func(i int) Mem, acc [][]reg.VecVirtual) {
+func rowsStep(is isa, k wkind, w []Mem, xrow func(i int) Mem, acc [][]vecReg) {
 	wv := make([]reg.VecVirtual, len(w))
 	for r := range w {
 		wv[r] = is.vec()
@@ -225,7 +225,7 @@ func tilePass(is isa, k wkind, m int, name string, wrows []int, g tileRegs) {
 		a := acc[i]
 		if len(a) == 2 {
 			// [Σa0, Σa1, Σa0, Σa1]: the low half is stored.
-			a = []reg.VecVirtual{a[0], a[1], a[0], a[1]}
+			a = append(a, a...)
 		}
 		out := reduce4(is, a)
 		skip := fmt.Sprintf("%s_store%d", name, i)
@@ -250,24 +250,30 @@ func tilePass(is isa, k wkind, m int, name string, wrows []int, g tileRegs) {
 	}
 }
 
+// vecReg is a vector register, virtual or physical (see pairAcc).
+type vecReg interface {
+	reg.Register
+	reg.Vec
+}
+
 // reduce4 sums each of four vectors horizontally into one XMM register
 // [Σa0, Σa1, Σa2, Σa3]. It uses only instructions with EVEX forms, so the
 // allocator may place operands in registers 16-31.
-func reduce4(is isa, a []reg.VecVirtual) reg.VecVirtual {
-	y := make([]reg.VecVirtual, 4)
+func reduce4(is isa, a []vecReg) reg.VecVirtual {
+	y := make([]Op, 4)
 	for r := range y {
 		if is.lanes == 16 {
-			hi := YMM()
+			hi, yr := YMM(), YMM()
 			VEXTRACTF64X4(U8(1), a[r], hi)
-			y[r] = YMM()
-			VADDPS(hi, a[r].AsY(), y[r])
+			VADDPS(hi, a[r].AsY(), yr)
+			y[r] = yr
 		} else {
 			y[r] = a[r]
 		}
 	}
 	// Pairwise interleave and add: after two rounds lane j of each 128-bit
 	// half holds the partial sum of vector j.
-	pair := func(p, q reg.VecVirtual, lo, hi func(...Op)) reg.VecVirtual {
+	pair := func(p, q Op, lo, hi func(...Op)) reg.VecVirtual {
 		t0, t1, s := YMM(), YMM(), YMM()
 		lo(q, p, t0)
 		hi(q, p, t1)
@@ -382,10 +388,10 @@ func gemvBands(is isa, k wkind) {
 	step(0)
 
 	Label(name + "_sum")
-	sums := make([]reg.VecVirtual, tileRows)
+	sums := make([]vecReg, tileRows)
 	for q := range acc {
 		sums[q] = acc[q][0]
-		VADDPS(acc[q][1], acc[q][0], sums[q])
+		VADDPS(acc[q][1], acc[q][0], acc[q][0])
 	}
 	out := reduce4(is, sums)
 	VMOVSS(out, Mem{Base: dst})
@@ -407,12 +413,17 @@ func gemvBands(is isa, k wkind) {
 // accumulator, as in the tile kernels.
 func gemvBandsRows(is isa, k wkind, m, nb int) {
 	name := fmt.Sprintf("gemvBands%s%sM%d", k.name, is.name, m)
-	TEXT(name, NOSPLIT, fmt.Sprintf("func(x *float32, ldx int, w %s, ldw, kn, band, count int, dst *float32, ldd int)", k.gotype))
+	// x's element: float32, or bfloat16 for wBF16Pairs.
+	xtype, xsize := "*float32", 4
+	if k == wBF16Pairs {
+		xtype, xsize = "*uint16", 2
+	}
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(x %s, ldx int, w %s, ldw, kn, band, count int, dst *float32, ldd int)", xtype, k.gotype))
 	Pragma("noescape")
 	Doc(fmt.Sprintf("%s computes the dot products of %d activation rows with %d bands of weight rows with %s (see gemvBandsRowsF32Func).", name, m, nb, is.name))
 
 	ldx := Load(Param("ldx"), GP64())
-	SHLQ(U8(2), ldx)
+	SHLQ(U8(log2(xsize)), ldx)
 	var ldx3 reg.Register
 	if m > 3 {
 		ldx3 = GP64()
@@ -429,7 +440,12 @@ func gemvBandsRows(is isa, k wkind, m, nb int) {
 	JZ(LabelRef(name + "_done"))
 
 	Label(name + "_row")
-	acc := zeroAcc(is, m, nb)
+	var acc [][]vecReg
+	if k == wBF16Pairs {
+		acc = pairAcc(m, nb)
+	} else {
+		acc = zeroAcc(is, m, nb)
+	}
 	wb, xb := GP64(), GP64()
 	MOVQ(wrow, wb)
 	Load(Param("x"), xb)
@@ -448,17 +464,26 @@ func gemvBandsRows(is isa, k wkind, m, nb int) {
 	// One main-loop iteration consumes a 64-byte line of each band's row
 	// and prefetches the line rowBandsPrefetch bytes ahead of it.
 	unroll := max(1, 64/(is.lanes*k.size))
-	step := is.lanes * k.size
+	step, xstep, perStep := is.lanes*k.size, 4*is.lanes, is.lanes
+	if k == wBF16Pairs {
+		// A step is a whole vector of 32 bfloat16 pairs' halves.
+		unroll, step, xstep, perStep = 1, 64, 64, 32
+	}
 	body := func(u int) {
 		w := make([]Mem, nb)
 		for q := range w {
 			w[q] = bandAddr(q).Offset(u * step)
 		}
-		rowsStep(is, k, w, func(i int) Mem { return rowAddr(i, xb, xb4, ldx, ldx3).Offset(u * 4 * is.lanes) }, acc)
+		xrow := func(i int) Mem { return rowAddr(i, xb, xb4, ldx, ldx3).Offset(u * xstep) }
+		if k == wBF16Pairs {
+			pairsStep(w, xrow, acc)
+		} else {
+			rowsStep(is, k, w, xrow, acc)
+		}
 	}
-	advance := func(u int) { advanceRows(m, u*step, u*4*is.lanes, wb, xb, xb4) }
+	advance := func(u int) { advanceRows(m, u*step, u*xstep, wb, xb, xb4) }
 	lines := Load(Param("kn"), GP64())
-	SHRQ(U8(log2(is.lanes*unroll)), lines)
+	SHRQ(U8(log2(perStep*unroll)), lines)
 	JZ(LabelRef(name + "_single"))
 	Label(name + "_loop")
 	for u := range unroll {
@@ -473,7 +498,7 @@ func gemvBandsRows(is isa, k wkind, m, nb int) {
 	Label(name + "_single")
 	if unroll > 1 {
 		iters := Load(Param("kn"), GP64())
-		SHRQ(U8(log2(is.lanes)), iters)
+		SHRQ(U8(log2(perStep)), iters)
 		singleSteps(name, unroll, iters, name+"_sum", body, advance)
 	}
 
@@ -485,7 +510,7 @@ func gemvBandsRows(is isa, k wkind, m, nb int) {
 	d := GP64()
 	MOVQ(dst, d)
 	for i := range m {
-		a := make([]reg.VecVirtual, 4)
+		a := make([]vecReg, 4)
 		for q := range a {
 			a[q] = acc[i][min(q, nb-1)]
 		}
