@@ -111,7 +111,7 @@ type kernels struct {
 	// path, so each instruction makes 32 products where an FMA makes 16
 	// and no weight is widened (see usePairs).
 	rowBandsBF16Pairs [maxTileM + 1]gemvBandsRowsPairsFunc
-	accum        accumFunc
+	accum             accumFunc
 	// accumBF16 and accumF16 are accum for bfloat16 and IEEE half v; nil
 	// in the Go set.
 	accumBF16 accum16Func
