@@ -79,10 +79,11 @@ func encode(dt compute.DType, vals []float32) ([]byte, []float32) {
 }
 
 // activations is the activations MatMul multiplies by a dt matrix of n×k
-// on b with m rows: x itself, or x rounded to bfloat16 on the AMX paths.
+// on b with m rows: x itself, or x rounded to bfloat16 on the AMX and
+// pairs paths.
 func activations(b *Backend, dt compute.DType, m, n, k int, x []float32) []float32 {
 	t := matmulTask{k: b.k, w: &mat{rows: n, cols: k, dtype: dt}, m: m}
-	if !t.useAMX() && !t.useAMXStream() && !t.usePairs() {
+	if !t.useAMX() && !t.useAMXStream() && !t.usePairs() && !(t.usePacked() && t.usePairsGemm()) {
 		return x
 	}
 	r := make([]float32, len(x))

@@ -68,6 +68,13 @@ type gemmF32Func func(x *float32, ldx int, p *float32, kn int, dst *float32, ldd
 // BF16 weights as the broadcast operand of the transposed path.
 type gemmBF16Func func(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
 
+// gemmPairsFunc is gemmF32Func for bfloat16: x's rows and p's panel hold
+// pairs of neighbouring inputs, p's as 32-bit words laid out as packF32
+// lays out float32s, and the sums are of kp pairs' products
+// (VDPBF16PS). The rows of the packed path's activations are x; the
+// transposed path's weight rows are.
+type gemmPairsFunc func(x *uint16, ldx int, p *uint32, kp int, dst *float32, ldd int, add int, next *byte)
+
 // panelRows is the number of weight rows of one packed panel.
 const panelRows = 32
 
@@ -123,6 +130,11 @@ type kernels struct {
 	gemmM    int
 	gemmF32  [maxGemmM + 1]gemmF32Func
 	gemmBF16 [maxGemmM + 1]gemmBF16Func
+	// gemmPairs, where the CPU has AVX512_BF16, takes BF16 matrices of
+	// whole 32-wide steps on the packed and transposed paths instead:
+	// activations rounded to bfloat16, weights packed unwidened (see
+	// usePairsGemm).
+	gemmPairs [maxGemmM + 1]gemmPairsFunc
 	// transposedBF16Min is the least bytes of a BF16 matrix whose decode
 	// batches take the transposed path with gemmBF16 (see transposedBF16).
 	transposedBF16Min int

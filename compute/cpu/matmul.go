@@ -32,6 +32,9 @@ type matmulTask struct {
 	transposed bool
 	xp         []float32
 	xPanels    int
+	// pairs: BF16 weights on the gemmPairs kernels (see usePairsGemm), x
+	// rounded to bfloat16 in xb.
+	pairs bool
 	// The AMX path (see amx.go): xb is x rounded to bfloat16, mPad rows
 	// of lda; packU and tail are per worker.
 	amx       bool
@@ -76,7 +79,8 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 	}
 	t.ldx = wm.cols
 	packed := t.usePacked()
-	transposed := packed && m <= transposedMaxM && (wm.dtype == compute.F32 || t.transposedBF16())
+	t.pairs = packed && t.usePairsGemm()
+	transposed := packed && m <= transposedMaxM && (wm.dtype == compute.F32 || t.pairs || t.transposedBF16())
 	packed = packed && !transposed
 	if m > 1 && wm.cols%padStride == 0 && !packed {
 		// Rows a multiple of 4 KiB apart fall in the same L1 set: with the
@@ -102,6 +106,10 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 	if packed {
 		t.packed = true
 		t.k0 = wm.cols / 16 * 16
+		if t.pairs {
+			t.xb = grow(&b.xbf16, m*t.ldx)[:m*t.ldx]
+			b.k.round16(compute.BF16, t.xb, t.x)
+		}
 		rows := max(panelRows, packBudget/(4*t.k0)/panelRows*panelRows)
 		per := (wm.rows + packedChunksPerThread*b.threads - 1) / (packedChunksPerThread * b.threads)
 		rows = min(rows, (per+panelRows-1)/panelRows*panelRows)
@@ -208,6 +216,10 @@ func (t *matmulTask) runPacked(c, w int) {
 	r1 := min(r0+t.chunkRows, n)
 	panels := (r1 - r0) / panelRows
 	buf := t.pack[w]
+	if t.pairs {
+		t.runPackedPairs(r0, r1, buf)
+		return
+	}
 	for p := range panels {
 		r := r0 + p*panelRows
 		pp := buf[p*panelRows*k0:]
@@ -235,6 +247,44 @@ func (t *matmulTask) runPacked(c, w int) {
 		tiles := (m + t.k.maxM - 1) / t.k.maxM
 		for ti := range tiles {
 			t.blockK(ti*m/tiles, (ti+1)*m/tiles, rr, r1, 0, kn, prefillAhead)
+		}
+	}
+}
+
+// usePairsGemm reports whether a BF16 MatMul on the packed or transposed
+// path takes the gemmPairs kernels: a kernel set with them and rows of
+// whole 32-wide steps.
+func (t *matmulTask) usePairsGemm() bool {
+	return t.w.dtype == compute.BF16 && t.k.gemmPairs[1] != nil && t.w.cols%32 == 0
+}
+
+// runPackedPairs is runPacked on the gemmPairs kernels for weight rows
+// [r0, r1): each panel of 32 rows packed as pairs (two bfloat16 a 32-bit
+// word, no widening), the rows past the last whole panel on the pairs
+// bands kernels, a tile of at most maxTileM activation rows at a time.
+func (t *matmulTask) runPackedPairs(r0, r1 int, buf []float32) {
+	n, kn, m := t.w.rows, t.w.cols, t.m
+	kp := kn / 2
+	panels := (r1 - r0) / panelRows
+	for p := range panels {
+		pp := buf[p*panelRows*kp:]
+		for h := 0; h < panelRows; h += 16 {
+			t.k.packF32(&pp[h], (*float32)(unsafe.Pointer(&t.w.u16[(r0+p*panelRows+h)*kn])), kp, kp)
+		}
+	}
+	tiles := (m + t.k.gemmM - 1) / t.k.gemmM
+	for ti := range tiles {
+		i0, i1 := ti*m/tiles, (ti+1)*m/tiles
+		g, x := t.k.gemmPairs[i1-i0], &t.xb[i0*t.ldx]
+		for p := range panels {
+			g(x, t.ldx, (*uint32)(unsafe.Pointer(&buf[p*panelRows*kp])), kp, &t.dst[i0*n+r0+p*panelRows], n, 0, (*byte)(unsafe.Pointer(x)))
+		}
+	}
+	if r := r0 + panels*panelRows; r < r1 {
+		tiles := (m + maxTileM - 1) / maxTileM
+		for ti := range tiles {
+			i0, i1 := ti*m/tiles, (ti+1)*m/tiles
+			t.k.rowBandsBF16Pairs[i1-i0](&t.xb[i0*t.ldx], t.ldx, &t.w.u16[r*kn], kn, kn, 0, r1-r, &t.dst[i0*n+r], n)
 		}
 	}
 }
@@ -283,10 +333,24 @@ func (b *Backend) startTransposed(t *matmulTask) {
 	}
 	clear(xz[m*t.ldx : rows*t.ldx])
 	t.x = xz
-	t.xp = grow(&b.xPanels, t.xPanels*panelRows*t.k0)
-	for p := range t.xPanels {
-		for h := 0; h < panelRows; h += 16 {
-			t.k.packF32(&t.xp[p*panelRows*t.k0+h], &t.x[(p*panelRows+h)*t.ldx], t.ldx, t.k0)
+	if t.pairs {
+		// Panels of pairs of x rounded to bfloat16, two a 32-bit word.
+		t.k0 = kn
+		kp, ldp := kn/2, t.ldx/2
+		t.xb = grow(&b.xbf16, rows*t.ldx)[:rows*t.ldx]
+		b.k.round16(compute.BF16, t.xb, t.x)
+		t.xp = grow(&b.xPanels, t.xPanels*panelRows*kp)
+		for p := range t.xPanels {
+			for h := 0; h < panelRows; h += 16 {
+				t.k.packF32(&t.xp[p*panelRows*kp+h], (*float32)(unsafe.Pointer(&t.xb[(p*panelRows+h)*t.ldx])), ldp, kp)
+			}
+		}
+	} else {
+		t.xp = grow(&b.xPanels, t.xPanels*panelRows*t.k0)
+		for p := range t.xPanels {
+			for h := 0; h < panelRows; h += 16 {
+				t.k.packF32(&t.xp[p*panelRows*t.k0+h], &t.x[(p*panelRows+h)*t.ldx], t.ldx, t.k0)
+			}
 		}
 	}
 	per := (t.w.rows + chunksPerThread*b.threads - 1) / (chunksPerThread * b.threads)
@@ -309,9 +373,12 @@ func (t *matmulTask) runTransposed(c int) {
 		// ms a step and gpt2-124m's 19.5 → 17.0 (docs/benchmarking.md).
 		next := min(r+mb, n-mb)
 		for p := range t.xPanels {
-			if t.w.dtype == compute.BF16 {
+			switch {
+			case t.pairs:
+				t.k.gemmPairs[mb](&t.w.u16[r*kn], kn, (*uint32)(unsafe.Pointer(&t.xp[p*panelRows*k0/2])), k0/2, &blk[0], panelRows, 0, (*byte)(unsafe.Pointer(&t.w.u16[next*kn])))
+			case t.w.dtype == compute.BF16:
 				t.k.gemmBF16[mb](&t.w.u16[r*kn], kn, &t.xp[p*panelRows*k0], k0, &blk[0], panelRows, 0, (*byte)(unsafe.Pointer(&t.w.u16[next*kn])))
-			} else {
+			default:
 				t.k.gemmF32[mb](&t.w.f32[r*kn], kn, &t.xp[p*panelRows*k0], k0, &blk[0], panelRows, 0, (*byte)(unsafe.Pointer(&t.w.f32[next*kn])))
 			}
 			for j := range min(panelRows, m-p*panelRows) {

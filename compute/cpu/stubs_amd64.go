@@ -399,6 +399,66 @@ func gemmBF16AVX512M11(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd
 //go:noescape
 func gemmBF16AVX512M12(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
 
+// gemmBF16PairsAVX512M1 multiplies 1 rows of bfloat16 pairs by a packed panel of 32 rows of pairs with AVX512 (see gemmPairsFunc).
+//
+//go:noescape
+func gemmBF16PairsAVX512M1(x *uint16, ldx int, p *uint32, kp int, dst *float32, ldd int, add int, next *byte)
+
+// gemmBF16PairsAVX512M2 multiplies 2 rows of bfloat16 pairs by a packed panel of 32 rows of pairs with AVX512 (see gemmPairsFunc).
+//
+//go:noescape
+func gemmBF16PairsAVX512M2(x *uint16, ldx int, p *uint32, kp int, dst *float32, ldd int, add int, next *byte)
+
+// gemmBF16PairsAVX512M3 multiplies 3 rows of bfloat16 pairs by a packed panel of 32 rows of pairs with AVX512 (see gemmPairsFunc).
+//
+//go:noescape
+func gemmBF16PairsAVX512M3(x *uint16, ldx int, p *uint32, kp int, dst *float32, ldd int, add int, next *byte)
+
+// gemmBF16PairsAVX512M4 multiplies 4 rows of bfloat16 pairs by a packed panel of 32 rows of pairs with AVX512 (see gemmPairsFunc).
+//
+//go:noescape
+func gemmBF16PairsAVX512M4(x *uint16, ldx int, p *uint32, kp int, dst *float32, ldd int, add int, next *byte)
+
+// gemmBF16PairsAVX512M5 multiplies 5 rows of bfloat16 pairs by a packed panel of 32 rows of pairs with AVX512 (see gemmPairsFunc).
+//
+//go:noescape
+func gemmBF16PairsAVX512M5(x *uint16, ldx int, p *uint32, kp int, dst *float32, ldd int, add int, next *byte)
+
+// gemmBF16PairsAVX512M6 multiplies 6 rows of bfloat16 pairs by a packed panel of 32 rows of pairs with AVX512 (see gemmPairsFunc).
+//
+//go:noescape
+func gemmBF16PairsAVX512M6(x *uint16, ldx int, p *uint32, kp int, dst *float32, ldd int, add int, next *byte)
+
+// gemmBF16PairsAVX512M7 multiplies 7 rows of bfloat16 pairs by a packed panel of 32 rows of pairs with AVX512 (see gemmPairsFunc).
+//
+//go:noescape
+func gemmBF16PairsAVX512M7(x *uint16, ldx int, p *uint32, kp int, dst *float32, ldd int, add int, next *byte)
+
+// gemmBF16PairsAVX512M8 multiplies 8 rows of bfloat16 pairs by a packed panel of 32 rows of pairs with AVX512 (see gemmPairsFunc).
+//
+//go:noescape
+func gemmBF16PairsAVX512M8(x *uint16, ldx int, p *uint32, kp int, dst *float32, ldd int, add int, next *byte)
+
+// gemmBF16PairsAVX512M9 multiplies 9 rows of bfloat16 pairs by a packed panel of 32 rows of pairs with AVX512 (see gemmPairsFunc).
+//
+//go:noescape
+func gemmBF16PairsAVX512M9(x *uint16, ldx int, p *uint32, kp int, dst *float32, ldd int, add int, next *byte)
+
+// gemmBF16PairsAVX512M10 multiplies 10 rows of bfloat16 pairs by a packed panel of 32 rows of pairs with AVX512 (see gemmPairsFunc).
+//
+//go:noescape
+func gemmBF16PairsAVX512M10(x *uint16, ldx int, p *uint32, kp int, dst *float32, ldd int, add int, next *byte)
+
+// gemmBF16PairsAVX512M11 multiplies 11 rows of bfloat16 pairs by a packed panel of 32 rows of pairs with AVX512 (see gemmPairsFunc).
+//
+//go:noescape
+func gemmBF16PairsAVX512M11(x *uint16, ldx int, p *uint32, kp int, dst *float32, ldd int, add int, next *byte)
+
+// gemmBF16PairsAVX512M12 multiplies 12 rows of bfloat16 pairs by a packed panel of 32 rows of pairs with AVX512 (see gemmPairsFunc).
+//
+//go:noescape
+func gemmBF16PairsAVX512M12(x *uint16, ldx int, p *uint32, kp int, dst *float32, ldd int, add int, next *byte)
+
 // packF32AVX512 packs 16 weight rows into half of a gemm panel (see gemmF32Func).
 //
 //go:noescape

@@ -93,6 +93,9 @@ func main() {
 					gemm(is, k, m)
 				}
 			}
+			for m := 1; m <= gemmMaxM; m++ {
+				gemmPairs(is, m)
+			}
 			for _, k := range wkinds {
 				pack(is, k)
 			}

@@ -79,3 +79,98 @@ func vdpbf16ps(dst, a, b int) {
 		Instruction(&ir.Instruction{Opcode: "BYTE", Operands: []Op{U8(v)}})
 	}
 }
+
+// gemmPairs generates gemmBF16Pairs<ISA>M<m>(x *uint16, ldx int, p *uint32,
+// kp int, dst *float32, ldd int, add int, next *byte): gemm (see gemm) of
+// bfloat16 pairs, dst[i*ldd+j] = Σ_{q<kp} x[i*ldx+2q]·w_j[2q] +
+// x[i*ldx+2q+1]·w_j[2q+1] for i < m, j < 32, where p holds the pairs
+// (w_j[2q], w_j[2q+1]) as 32-bit words laid out as packF32 lays out
+// float32s (pair q of row j at p[q*32+j]) and kp is a multiple of 4.
+// Each step broadcasts a pair of x as one 32-bit word and makes 64
+// products of it with two VDPBF16PS. It prefetches into L2 the m·2·kp
+// bfloat16 from next on, as gemm does.
+func gemmPairs(is isa, m int) {
+	name := fmt.Sprintf("gemmBF16Pairs%sM%d", is.name, m)
+	TEXT(name, NOSPLIT, "func(x *uint16, ldx int, p *uint32, kp int, dst *float32, ldd int, add int, next *byte)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s multiplies %d rows of bfloat16 pairs by a packed panel of %d rows of pairs with %s (see gemmPairsFunc).", name, m, panelWidth, is.name))
+	bases := []reg.Register{Load(Param("x"), GP64())}
+	var ldx, ldx3 reg.Register
+	if m > 1 {
+		ldx = Load(Param("ldx"), GP64())
+		SHLQ(U8(1), ldx)
+	}
+	if m > 3 {
+		ldx3 = GP64()
+		LEAQ(Mem{Base: ldx, Index: ldx, Scale: 2}, ldx3)
+	}
+	for b := 4; b < m; b += 4 {
+		nb := GP64()
+		LEAQ(Mem{Base: bases[len(bases)-1], Index: ldx, Scale: 4}, nb)
+		bases = append(bases, nb)
+	}
+	p := Load(Param("p"), GP64())
+	next := Load(Param("next"), GP64())
+	iters := Load(Param("kp"), GP64())
+	const unroll = 4
+	nextStep := m * unroll * 4
+	SHRQ(U8(log2(unroll)), iters)
+	acc := pairAcc(m, 2)
+	// Registers past the accumulators: the panel's two vectors, then the
+	// broadcasts in turn.
+	const panel0, bcast0 = 24, 26
+	step := 4 * panelWidth
+	TESTQ(iters, iters)
+	JZ(LabelRef(name + "_store"))
+	Label(name + "_loop")
+	for d := 0; d < nextStep; d += 64 {
+		PREFETCHT1(Mem{Base: next, Disp: d})
+	}
+	b := 0
+	for u := range unroll {
+		VMOVUPS(Mem{Base: p, Disp: u * step}, zmm(panel0))
+		VMOVUPS(Mem{Base: p, Disp: u*step + 64}, zmm(panel0+1))
+		for i := range m {
+			x := bcast0 + b%(32-bcast0)
+			b++
+			VPBROADCASTD(rowAt(i, bases, ldx, ldx3).Offset(4*u), zmm(x))
+			vdpbf16ps(2*i, panel0, x)
+			vdpbf16ps(2*i+1, panel0+1, x)
+		}
+	}
+	ADDQ(U32(unroll*step), p)
+	ADDQ(U32(nextStep), next)
+	for _, b := range bases {
+		ADDQ(U8(4*unroll), b)
+	}
+	DECQ(iters)
+	JNZ(LabelRef(name + "_loop"))
+
+	Label(name + "_store")
+	dst := Load(Param("dst"), GP64())
+	ldd := Load(Param("ldd"), GP64())
+	SHLQ(U8(2), ldd)
+	add := Load(Param("add"), GP64())
+	TESTQ(add, add)
+	JZ(LabelRef(name + "_set"))
+	for i := range m {
+		for h := range 2 {
+			VADDPS(Mem{Base: dst, Disp: 64 * h}, acc[i][h], acc[i][h])
+		}
+		if i < m-1 {
+			ADDQ(ldd, dst)
+		}
+	}
+	Load(Param("dst"), dst)
+	Label(name + "_set")
+	for i := range m {
+		for h := range 2 {
+			VMOVUPS(acc[i][h], Mem{Base: dst, Disp: 64 * h})
+		}
+		if i < m-1 {
+			ADDQ(ldd, dst)
+		}
+	}
+	VZEROUPPER()
+	RET()
+}
