@@ -45,11 +45,11 @@ type probeLimits struct {
 	bw, fl       bool
 	bytes, flops float64
 	bwT, flT     time.Duration
-	// tile also probes the AMX tile products' peak (a BF16 model's
-	// prefill on the AMX kernels), as long as the FMA loops.
-	tile      bool
-	tileFlops float64
-	tileT     time.Duration
+	// bf16 also probes the peak of the units a BF16 model's matrix
+	// products run on (see bf16Units), as long as the FMA loops.
+	bf16      string
+	bf16Flops float64
+	bf16T     time.Duration
 }
 
 func newProbeLimits(threads int, bw, flops bool) *probeLimits {
@@ -63,10 +63,14 @@ func newProbeLimits(threads int, bw, flops bool) *probeLimits {
 // llama-160m 482, 496 and 521; F32 steps were unaffected). What is left
 // of it is in the BF16 figures of batch 8 and 32.
 func (l *probeLimits) between(step time.Duration) {
-	if l.tile {
-		n, d := l.p.TileFLOPs(max(10*time.Millisecond, step/4))
-		l.tileFlops += n
-		l.tileT += d
+	if l.bf16 != "" {
+		probe := l.p.TileFLOPs
+		if l.bf16 == "pairs" {
+			probe = l.p.PairFLOPs
+		}
+		n, d := probe(max(10*time.Millisecond, step/4))
+		l.bf16Flops += n
+		l.bf16T += d
 	}
 	if l.fl {
 		n, d := l.p.FLOPs(max(10*time.Millisecond, step/4))
@@ -83,18 +87,41 @@ func (l *probeLimits) between(step time.Duration) {
 func (l *probeLimits) bandwidth() float64 { return l.bytes / l.bwT.Seconds() }
 func (l *probeLimits) peak() float64      { return l.flops / l.flT.Seconds() }
 
-// tilePeak is the tile products' FLOP/s probed, or 0 when not probed.
-func (l *probeLimits) tilePeak() float64 {
-	if !l.tile || l.tileT <= 0 {
+// bf16Peak is the FLOP/s of the BF16 units probed, or 0 when not probed.
+func (l *probeLimits) bf16Peak() float64 {
+	if l.bf16 == "" || l.bf16T <= 0 {
 		return 0
 	}
-	return l.tileFlops / l.tileT.Seconds()
+	return l.bf16Flops / l.bf16T.Seconds()
 }
 
-// onTiles reports whether m's matrix products of batch rows run on the
-// AMX tiles (a BF16 model on the amx kernels, two rows or more).
-func onTiles(m *Model, batch int) bool {
-	return batch > 1 && m.wdtype == compute.BF16 && m.Backend().Name() == "cpu/amx"
+// reportBF16Peak reports the BF16 units' probed peak, named for them
+// (tilepeakGFLOP/s, pairspeakGFLOP/s), if they were probed, and returns it.
+func reportBF16Peak(b *testing.B, lim benchLimits) float64 {
+	pl, ok := lim.(*probeLimits)
+	if !ok || pl.bf16Peak() <= 0 {
+		return 0
+	}
+	b.ReportMetric(pl.bf16Peak()/1e9, pl.bf16+"peakGFLOP/s")
+	return pl.bf16Peak()
+}
+
+// bf16Units names the units m's matrix products of batch rows run on
+// where they are not the FMAs: "tile" for the AMX tiles (a BF16 model on
+// the amx kernels, two rows or more), "pairs" for AVX512_BF16's
+// VDPBF16PS (on the avx512bf16 kernels, two rows or more; every preset's
+// rows are whole 32-wide steps), "" otherwise.
+func bf16Units(m *Model, batch int) string {
+	if batch < 2 || m.wdtype != compute.BF16 {
+		return ""
+	}
+	switch m.Backend().Name() {
+	case "cpu/amx":
+		return "tile"
+	case "cpu/avx512bf16":
+		return "pairs"
+	}
+	return ""
 }
 
 // benchKernels picks the CPU kernel set of the benchmarks' backends, so
@@ -249,8 +276,9 @@ func benchThreads() []int {
 // streamed per second against the memory bandwidth probed in the same
 // run (the MBU); %roof holds the step time against the roofline: the
 // weights and the KV read once at that bandwidth, or the FLOPs at the
-// probed peak (a BF16 model's matrix products on the AMX tiles at the
-// tile products' peak, probed too), whichever takes longer.
+// probed peak (a BF16 model's matrix products on the AMX tiles or
+// VDPBF16PS at those units' peak, probed too: see bf16Units), whichever
+// takes longer.
 func BenchmarkDecode(b *testing.B) {
 	for _, name := range []string{"gpt2-124m", "llama-160m", "llama-1b"} {
 		for _, dt := range []string{"f32", "bf16", "f16"} {
@@ -259,7 +287,7 @@ func BenchmarkDecode(b *testing.B) {
 					b.Run(fmt.Sprintf("%s/%s/batch-%d/threads-%d", name, dt, batch, threads), func(b *testing.B) {
 						m := benchModel(b, name, dt, threads)
 						lim := newProbeLimits(threads, true, batch > 1)
-						lim.tile = onTiles(m, batch)
+						lim.bf16 = bf16Units(m, batch)
 						benchDecode(b, m, batch, lim)
 					})
 				}
@@ -358,10 +386,9 @@ func benchDecode(b *testing.B, m *Model, batch int, lim benchLimits) {
 		head := 2 * float64(m.w.lmHead.Rows()*m.w.lmHead.Cols())
 		products := steps * float64(batch) * (matmulFLOPs(m) + head)
 		compute := (products + attn) / pk
-		if pl, ok := lim.(*probeLimits); ok && pl.tilePeak() > 0 {
-			// The matrix products run on the tiles, attention on the FMAs.
-			compute = products/pl.tilePeak() + attn/pk
-			b.ReportMetric(pl.tilePeak()/1e9, "tilepeakGFLOP/s")
+		if bp := reportBF16Peak(b, lim); bp > 0 {
+			// The matrix products run on the BF16 units, attention on the FMAs.
+			compute = products/bp + attn/pk
 		}
 		roof := max((wb*steps+kvBytes)/bw, compute)
 		b.ReportMetric(pk/1e9, "peakGFLOP/s")
@@ -374,8 +401,9 @@ func benchDecode(b *testing.B, m *Model, batch int, lim benchLimits) {
 // 512: its positions end at 1024) on every core and reports the
 // matrix-multiply FLOP/s against the peak FMA rate probed in the same run
 // (%peak), and the same counting attention's own products too (%peakall);
-// a BF16 model on the AMX kernels also against the tile products' peak
-// probed in the same run (%tilepeak).
+// a BF16 model whose products run on the AMX tiles or VDPBF16PS also
+// against those units' peak probed in the same run (%tilepeak,
+// %pairspeak; see bf16Units).
 func BenchmarkPrefill(b *testing.B) {
 	for _, name := range []string{"llama-160m", "gpt2-124m"} {
 		for _, dt := range []string{"f32", "bf16", "f16"} {
@@ -386,7 +414,7 @@ func BenchmarkPrefill(b *testing.B) {
 				b.Run(fmt.Sprintf("%s/%s/%d", name, dt, n), func(b *testing.B) {
 					m := benchModel(b, name, dt, 0)
 					lim := newProbeLimits(0, false, true)
-					lim.tile = onTiles(m, n)
+					lim.bf16 = bf16Units(m, n)
 					benchPrefill(b, m, n, lim)
 				})
 			}
@@ -435,9 +463,7 @@ func benchPrefill(b *testing.B, m *Model, n int, lim benchLimits) {
 	b.ReportMetric(pk/1e9, "peakGFLOP/s")
 	b.ReportMetric(100*flops/pk, "%peak")
 	b.ReportMetric(100*all/pk, "%peakall")
-	if pl, ok := lim.(*probeLimits); ok && pl.tilePeak() > 0 {
-		tp := pl.tilePeak()
-		b.ReportMetric(tp/1e9, "tilepeakGFLOP/s")
-		b.ReportMetric(100*flops/tp, "%tilepeak")
+	if bp := reportBF16Peak(b, lim); bp > 0 {
+		b.ReportMetric(100*flops/bp, "%"+lim.(*probeLimits).bf16+"peak")
 	}
 }

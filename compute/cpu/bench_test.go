@@ -79,8 +79,8 @@ func BenchmarkGEMV(b *testing.B) {
 }
 
 // BenchmarkGEMM measures prefill-sized MatMul, reporting GFLOP/s and the
-// fraction of the measured FMA peak, and on the AMX path of the tile
-// products' peak too.
+// fraction of the measured FMA peak, and on the AMX and pairs paths of
+// the tile products' or VDPBF16PS's peak too.
 func BenchmarkGEMM(b *testing.B) {
 	shapes := []struct{ m, n, k int }{
 		{512, 1024, 1024}, {512, 512, 1024}, {512, 2048, 1024}, // llama-160m
@@ -102,9 +102,13 @@ func BenchmarkGEMM(b *testing.B) {
 				x := bufOf(be, randVec(r, s.m*s.k))
 				dst := be.Alloc(s.m * s.n)
 				peak := MeasurePeakFLOPS(be.Threads())
-				tilePeak := 0.0
-				if (&matmulTask{k: be.k, w: matOf(w), m: s.m}).useAMX() {
-					tilePeak = MeasurePeakTileFLOPS(be.Threads())
+				// On the AMX and pairs paths the bound is those units' peak.
+				unitsPeak, units := 0.0, ""
+				switch t := (&matmulTask{k: be.k, w: matOf(w), m: s.m}); {
+				case t.useAMX():
+					unitsPeak, units = MeasurePeakTileFLOPS(be.Threads()), "%tilepeak"
+				case t.onPairs():
+					unitsPeak, units = MeasurePeakPairFLOPS(be.Threads()), "%pairspeak"
 				}
 				b.ResetTimer()
 				for b.Loop() {
@@ -113,9 +117,8 @@ func BenchmarkGEMM(b *testing.B) {
 				flops := 2 * float64(s.m*s.n*s.k) * float64(b.N) / b.Elapsed().Seconds()
 				b.ReportMetric(flops/1e9, "GFLOP/s")
 				b.ReportMetric(100*flops/peak, "%peak")
-				if tilePeak > 0 {
-					// On the AMX path the bound is the tile products'.
-					b.ReportMetric(100*flops/tilePeak, "%tilepeak")
+				if unitsPeak > 0 {
+					b.ReportMetric(100*flops/unitsPeak, units)
 				}
 			})
 		}

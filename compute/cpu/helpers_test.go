@@ -78,12 +78,17 @@ func encode(dt compute.DType, vals []float32) ([]byte, []float32) {
 	return out, exact
 }
 
+// onPairs reports whether t's MatMul runs on the pairs kernels.
+func (t *matmulTask) onPairs() bool {
+	return t.usePairs() || t.usePacked() && t.usePairsGemm()
+}
+
 // activations is the activations MatMul multiplies by a dt matrix of n×k
 // on b with m rows: x itself, or x rounded to bfloat16 on the AMX and
 // pairs paths.
 func activations(b *Backend, dt compute.DType, m, n, k int, x []float32) []float32 {
 	t := matmulTask{k: b.k, w: &mat{rows: n, cols: k, dtype: dt}, m: m}
-	if !t.useAMX() && !t.useAMXStream() && !t.usePairs() && !(t.usePacked() && t.usePairsGemm()) {
+	if !t.useAMX() && !t.useAMXStream() && !t.onPairs() {
 		return x
 	}
 	r := make([]float32, len(x))

@@ -157,6 +157,9 @@ type kernels struct {
 	// tilePeak runs iters×4 independent 16×16×32 BF16 tile products, for
 	// the machine measurements; nil without AMX.
 	tilePeak func(iters int)
+	// pairsPeak runs iters×fmaChains independent VDPBF16PS, for the
+	// machine measurements; nil without the pairs kernels.
+	pairsPeak func(iters int)
 	// siluMul and gelu are vector forms of the SiLUMul and GELU loops for
 	// n rounded down to a multiple of lanes; nil in the Go set.
 	siluMul func(dst, gate, up *float32, n int)

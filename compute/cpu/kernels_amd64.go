@@ -63,6 +63,7 @@ func bf16PairsKernels(avx512 *kernels) *kernels {
 	k.name = "avx512bf16"
 	k.rowBandsBF16Pairs = [maxTileM + 1]gemvBandsRowsPairsFunc{nil, nil, gemvBandsBF16PairsAVX512M2, gemvBandsBF16PairsAVX512M3, gemvBandsBF16PairsAVX512M4,
 		gemvBandsBF16PairsAVX512M5, gemvBandsBF16PairsAVX512M6, gemvBandsBF16PairsAVX512M7, gemvBandsBF16PairsAVX512M8}
+	k.pairsPeak = pairsPeakAVX512
 	k.gemmPairs = [maxGemmM + 1]gemmPairsFunc{nil, gemmBF16PairsAVX512M1, gemmBF16PairsAVX512M2, gemmBF16PairsAVX512M3,
 		gemmBF16PairsAVX512M4, gemmBF16PairsAVX512M5, gemmBF16PairsAVX512M6, gemmBF16PairsAVX512M7, gemmBF16PairsAVX512M8,
 		gemmBF16PairsAVX512M9, gemmBF16PairsAVX512M10, gemmBF16PairsAVX512M11, gemmBF16PairsAVX512M12}

@@ -46,6 +46,11 @@ func MeasurePeakFLOPS(threads int) float64 { return bestRate(NewProbe(threads).F
 // bound the AMX path's BF16 GEMMs can reach.
 func MeasurePeakTileFLOPS(threads int) float64 { return bestRate(NewProbe(threads).TileFLOPs) }
 
+// MeasurePeakPairFLOPS is MeasurePeakFLOPS for AVX512_BF16's VDPBF16PS
+// (16 lanes of two multiply-adds each) where the machine has it, 0 where
+// not. This is the bound the pairs kernels' BF16 GEMMs can reach.
+func MeasurePeakPairFLOPS(threads int) float64 { return bestRate(NewProbe(threads).PairFLOPs) }
+
 // bestRate is the best of two runs of about 0.1 s of a Probe's compute
 // loop, in FLOP/s; 0 for a loop the machine does not have.
 func bestRate(loop func(time.Duration) (float64, time.Duration)) float64 {
@@ -72,6 +77,7 @@ type Probe struct {
 	read    func(p *byte, n int)
 	fma     loopProbe
 	tile    loopProbe // run is nil without AMX
+	pairs   loopProbe // run is nil without AVX512_BF16
 }
 
 // loopProbe is a compute loop of a Probe's.
@@ -91,8 +97,9 @@ func NewProbe(threads int) *Probe {
 	}
 	k := kernelSets()[0]
 	p := &Probe{threads: threads, words: make([]uint64, bandwidthBytes/8), read: k.read,
-		fma:  loopProbe{run: k.fma, flopsPerIter: float64(fmaChains * k.lanes * 2)},
-		tile: loopProbe{run: k.tilePeak, flopsPerIter: 4 * 16 * 16 * 32 * 2}}
+		fma:   loopProbe{run: k.fma, flopsPerIter: float64(fmaChains * k.lanes * 2)},
+		tile:  loopProbe{run: k.tilePeak, flopsPerIter: 4 * 16 * 16 * 32 * 2},
+		pairs: loopProbe{run: k.pairsPeak, flopsPerIter: fmaChains * 16 * 2 * 2}}
 	if p.read == nil {
 		p.read = goRead
 	}
@@ -126,6 +133,15 @@ func (p *Probe) TileFLOPs(d time.Duration) (float64, time.Duration) {
 		return 0, 0
 	}
 	return p.loop(&p.tile, d)
+}
+
+// PairFLOPs is FLOPs for VDPBF16PS (see MeasurePeakPairFLOPS); it
+// returns 0, 0 where there is none.
+func (p *Probe) PairFLOPs(d time.Duration) (float64, time.Duration) {
+	if p.pairs.run == nil {
+		return 0, 0
+	}
+	return p.loop(&p.pairs, d)
 }
 
 // loop runs l on every thread for about d.

@@ -459,6 +459,9 @@ func gemmBF16PairsAVX512M11(x *uint16, ldx int, p *uint32, kp int, dst *float32,
 //go:noescape
 func gemmBF16PairsAVX512M12(x *uint16, ldx int, p *uint32, kp int, dst *float32, ldd int, add int, next *byte)
 
+// pairsPeakAVX512 runs iters×12 independent VDPBF16PS.
+func pairsPeakAVX512(iters int)
+
 // packF32AVX512 packs 16 weight rows into half of a gemm panel (see gemmF32Func).
 //
 //go:noescape

@@ -96,6 +96,7 @@ func main() {
 			for m := 1; m <= gemmMaxM; m++ {
 				gemmPairs(is, m)
 			}
+			pairsPeak(is)
 			for _, k := range wkinds {
 				pack(is, k)
 			}

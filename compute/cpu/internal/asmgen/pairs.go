@@ -174,3 +174,25 @@ func gemmPairs(is isa, m int) {
 	VZEROUPPER()
 	RET()
 }
+
+// pairsPeak generates pairsPeak<ISA>(iters int): iters iterations of
+// fmaChains independent VDPBF16PS, for measuring the pairs kernels' peak
+// FLOP/s as fmaLoop measures the FMAs'.
+func pairsPeak(is isa) {
+	name := "pairsPeak" + is.name
+	TEXT(name, NOSPLIT, "func(iters int)")
+	Doc(fmt.Sprintf("%s runs iters×%d independent VDPBF16PS.", name, fmaChains))
+	n := Load(Param("iters"), GP64())
+	const a, b = fmaChains, fmaChains + 1
+	for r := range fmaChains + 2 {
+		VXORPS(zmm(r), zmm(r), zmm(r))
+	}
+	Label(name + "_loop")
+	for c := range fmaChains {
+		vdpbf16ps(c, a, b)
+	}
+	DECQ(n)
+	JNZ(LabelRef(name + "_loop"))
+	VZEROUPPER()
+	RET()
+}
