@@ -127,7 +127,7 @@ func bf16Units(m *Model, batch int) string {
 // benchKernels picks the CPU kernel set of the benchmarks' backends, so
 // that one binary times a set against another (-kernels avx512 against
 // the default, amx where the CPU has it).
-var benchKernels = flag.String("kernels", "auto", "CPU kernel set of the benchmarks: auto, amx, avx512, avx2 or go")
+var benchKernels = flag.String("kernels", "auto", "CPU kernel set of the benchmarks: auto, amx, avx512bf16, avx512, avx2 or go")
 
 // benchModel loads a preset of dtype on a fresh CPU backend of threads
 // threads (0: every core).

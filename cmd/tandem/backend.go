@@ -26,7 +26,7 @@ func (b *backendFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&b.device, "device", "cpu", "compute device: cpu, cuda (an NVIDIA GPU through the CUDA driver, cuBLAS and NVRTC found at run time; fails when there is none), or auto (cuda when a GPU and those libraries are found, else cpu)")
 	fl.IntVar(&b.gpu, "gpu", 0, "CUDA device ordinal for --device cuda or auto")
 	fl.IntVar(&b.threads, "threads", 0, "CPU threads (0: every core this process may use: the CPUs it runs on, or its cgroup's CPU limit, a container's, where lower)")
-	fl.StringVar(&b.kernels, "kernels", "auto", "CPU kernels: auto, amx, avx512, avx2 or go")
+	fl.StringVar(&b.kernels, "kernels", "auto", "CPU kernels: auto, amx, avx512bf16, avx512, avx2 or go")
 }
 
 // open starts the chosen backend. For --device cuda and auto it writes

@@ -11,7 +11,7 @@ import (
 
 // benchKernels picks the kernel set of benchBackend's backends, so that
 // one binary times a set against another.
-var benchKernels = flag.String("kernels", "auto", "kernel set of the benchmarks: auto, amx, avx512, avx2 or go")
+var benchKernels = flag.String("kernels", "auto", "kernel set of the benchmarks: auto, amx, avx512bf16, avx512, avx2 or go")
 
 func benchBackend(b *testing.B) *Backend {
 	be, err := New(Options{Kernels: *benchKernels})
