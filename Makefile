@@ -14,9 +14,9 @@ all: build
 build:
 	$(GO) build -o $(BIN) ./cmd/tandem
 
-# test: vet, staticcheck, the chart's tests, then every test (fuzz seeds
-# included).
-test: vet lint verify-proto chart-test
+# test: vet, staticcheck, the chart's tests, the assembly generator's own
+# checks, then every test (fuzz seeds included).
+test: vet lint verify-proto chart-test verify-generate
 	$(GO) test -count=1 -timeout 10m ./...
 
 vet:
@@ -106,9 +106,14 @@ fuzz:
 generate:
 	$(GO) generate ./...
 
-# verify-generate fails when checked-in generated code is stale.
+# verify-generate fails when checked-in generated code is stale, or when
+# the generator (a module of its own, which ./... does not reach) fails
+# its gofmt, vet or tests.
 verify-generate: generate
 	@git diff --exit-code -- '*.s' '*_amd64.go' || { echo "generated code is stale: run make generate"; exit 1; }
+	@test -z "$$(gofmt -l compute/cpu/internal/asmgen)" || { echo "gofmt needed:"; gofmt -l compute/cpu/internal/asmgen; exit 1; }
+	$(GO) vet -C compute/cpu/internal/asmgen ./...
+	$(GO) test -C compute/cpu/internal/asmgen -count=1 ./...
 
 # proto: lint and format-check proto/**/*.proto, then regenerate the
 # checked-in Go code (proto/tandem/v1/*.pb.go). The tools are built from

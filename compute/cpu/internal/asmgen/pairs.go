@@ -62,21 +62,25 @@ func zmm(n int) reg.VecPhysical {
 		reg.Z24, reg.Z25, reg.Z26, reg.Z27, reg.Z28, reg.Z29, reg.Z30, reg.Z31}[n]
 }
 
-// vdpbf16ps emits VDPBF16PS Z<b>, Z<a>, Z<dst> (dst += Σ pairs of a·b) in
-// its EVEX encoding (Intel SDM vol. 2: EVEX.512.F3.0F38.W0 52 /r).
+// vdpbf16ps emits VDPBF16PS Z<b>, Z<a>, Z<dst> (dst += Σ pairs of a·b).
 func vdpbf16ps(dst, a, b int) {
+	Comment(fmt.Sprintf("VDPBF16PS Z%d, Z%d, Z%d", b, a, dst))
+	for _, v := range vdpbf16psBytes(dst, a, b) {
+		Instruction(&ir.Instruction{Opcode: "BYTE", Operands: []Op{U8(v)}})
+	}
+}
+
+// vdpbf16psBytes is the EVEX encoding of VDPBF16PS Z<b>, Z<a>, Z<dst>
+// (Intel SDM vol. 2: EVEX.512.F3.0F38.W0 52 /r, registers only).
+func vdpbf16psBytes(dst, a, b int) []byte {
 	inv := func(v, bit int) byte { return byte(^(v >> bit) & 1) }
-	bytes := []byte{
+	return []byte{
 		0x62,
 		inv(dst, 3)<<7 | inv(b, 4)<<6 | inv(b, 3)<<5 | inv(dst, 4)<<4 | 0b10, // R X B R' 00 mm=0F38
 		byte(^a&0xf)<<3 | 1<<2 | 0b10,                                        // W=0 vvvv 1 pp=F3
 		0b10<<5 | inv(a, 4)<<3,                                               // z=0 L'L=512 b=0 V' aaa=0
 		0x52,
 		0b11<<6 | byte(dst&7)<<3 | byte(b&7),
-	}
-	Comment(fmt.Sprintf("VDPBF16PS Z%d, Z%d, Z%d", b, a, dst))
-	for _, v := range bytes {
-		Instruction(&ir.Instruction{Opcode: "BYTE", Operands: []Op{U8(v)}})
 	}
 }
 
