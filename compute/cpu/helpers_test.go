@@ -30,21 +30,22 @@ func eachBackend(t *testing.T, f func(t *testing.T, b *Backend)) {
 	}
 }
 
-// withSmallBF16Transposed runs f on b as it is and, where b's kernels have
-// gemmBF16, again with every BF16 matrix on the transposed path (the
-// production threshold only sends matrices of megabytes there).
-func withSmallBF16Transposed(t *testing.T, b *Backend, f func(t *testing.T)) {
+// withSmall16Transposed runs f on b as it is and, where b's kernels have
+// gemmBF16 and gemmF16, again with every BF16 and F16 matrix on the
+// transposed path (the production threshold only sends matrices of
+// megabytes there).
+func withSmall16Transposed(t *testing.T, b *Backend, f func(t *testing.T)) {
 	t.Helper()
 	f(t)
 	if b.k.gemmBF16[1] == nil {
 		return
 	}
 	k := *b.k
-	k.transposedBF16Min = 0
+	k.transposed16Min = 0
 	orig := b.k
 	b.k = &k
 	defer func() { b.k = orig }()
-	t.Run("bf16-transposed", f)
+	t.Run("16-transposed", f)
 }
 
 func randVec(r *rand.Rand, n int) []float32 {

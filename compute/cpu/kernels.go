@@ -64,9 +64,10 @@ const batchBands = 3
 // (see runTransposed); callers with nothing to fetch pass x.
 type gemmF32Func func(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
 
-// gemmBF16Func is gemmF32Func with bfloat16 rows x, widened in registers:
-// BF16 weights as the broadcast operand of the transposed path.
-type gemmBF16Func func(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+// gemm16Func is gemmF32Func with 16-bit rows x (bfloat16 for gemmBF16,
+// IEEE halves for gemmF16), widened in registers: 16-bit weights as the
+// broadcast operand of the transposed path.
+type gemm16Func func(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
 
 // gemmPairsFunc is gemmF32Func for bfloat16: x's rows and p's panel hold
 // pairs of neighbouring inputs, p's as 32-bit words laid out as packF32
@@ -129,18 +130,20 @@ type kernels struct {
 	// packF16 do the same from 16-bit weights, widening them as they go.
 	gemmM    int
 	gemmF32  [maxGemmM + 1]gemmF32Func
-	gemmBF16 [maxGemmM + 1]gemmBF16Func
+	gemmBF16 [maxGemmM + 1]gemm16Func
+	gemmF16  [maxGemmM + 1]gemm16Func // gemmBF16 of IEEE halves
 	// gemmPairs, where the CPU has AVX512_BF16, takes BF16 matrices of
 	// whole 32-wide steps on the packed and transposed paths instead:
 	// activations rounded to bfloat16, weights packed unwidened (see
 	// usePairsGemm).
 	gemmPairs [maxGemmM + 1]gemmPairsFunc
-	// transposedBF16Min is the least bytes of a BF16 matrix whose decode
-	// batches take the transposed path with gemmBF16 (see transposedBF16).
-	transposedBF16Min int
-	packF32           func(dst, w *float32, ldw, kn int)
-	packBF16          func(dst *float32, w *uint16, ldw, kn int)
-	packF16           func(dst *float32, w *uint16, ldw, kn int)
+	// transposed16Min is the least bytes of a BF16 or F16 matrix whose
+	// decode batches take the transposed path with gemmBF16 or gemmF16 (see
+	// transposed16).
+	transposed16Min int
+	packF32         func(dst, w *float32, ldw, kn int)
+	packBF16        func(dst *float32, w *uint16, ldw, kn int)
+	packF16         func(dst *float32, w *uint16, ldw, kn int)
 	// The AMX path for BF16 weights (see amx.go), nil where there is none:
 	// amxBF16 multiplies amxRows activation rows by packed panels with the
 	// AMX tiles.

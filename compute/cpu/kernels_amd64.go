@@ -47,11 +47,14 @@ func avx512Kernels() *kernels {
 		gemmF32: [maxGemmM + 1]gemmF32Func{nil, gemmF32AVX512M1, gemmF32AVX512M2, gemmF32AVX512M3, gemmF32AVX512M4,
 			gemmF32AVX512M5, gemmF32AVX512M6, gemmF32AVX512M7, gemmF32AVX512M8, gemmF32AVX512M9, gemmF32AVX512M10,
 			gemmF32AVX512M11, gemmF32AVX512M12},
-		gemmBF16: [maxGemmM + 1]gemmBF16Func{nil, gemmBF16AVX512M1, gemmBF16AVX512M2, gemmBF16AVX512M3, gemmBF16AVX512M4,
+		gemmBF16: [maxGemmM + 1]gemm16Func{nil, gemmBF16AVX512M1, gemmBF16AVX512M2, gemmBF16AVX512M3, gemmBF16AVX512M4,
 			gemmBF16AVX512M5, gemmBF16AVX512M6, gemmBF16AVX512M7, gemmBF16AVX512M8, gemmBF16AVX512M9, gemmBF16AVX512M10,
 			gemmBF16AVX512M11, gemmBF16AVX512M12},
-		transposedBF16Min: transposedBF16MinBytes,
-		read:              func(p *byte, n int) { read4AVX512(p, n, readAhead) }, fma: fmaAVX512, lanes: 16, siluMul: siluMulAVX512, gelu: geluAVX512, expSum: expSumAVX512, max: maxAVX512, softmax: softmaxSpanAVX512,
+		gemmF16: [maxGemmM + 1]gemm16Func{nil, gemmF16AVX512M1, gemmF16AVX512M2, gemmF16AVX512M3, gemmF16AVX512M4,
+			gemmF16AVX512M5, gemmF16AVX512M6, gemmF16AVX512M7, gemmF16AVX512M8, gemmF16AVX512M9, gemmF16AVX512M10,
+			gemmF16AVX512M11, gemmF16AVX512M12},
+		transposed16Min: transposed16MinBytes,
+		read:            func(p *byte, n int) { read4AVX512(p, n, readAhead) }, fma: fmaAVX512, lanes: 16, siluMul: siluMulAVX512, gelu: geluAVX512, expSum: expSumAVX512, max: maxAVX512, softmax: softmaxSpanAVX512,
 		scale: scaleAVX512, add: addAVX512, moments: momentsAVX512, scaleMul: scaleMulAVX512, layerNormApply: layerNormApplyAVX512, rotate: rotateAVX512, prefetch: prefetchAVX512,
 	}
 }

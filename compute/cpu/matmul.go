@@ -80,7 +80,7 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 	t.ldx = wm.cols
 	packed := t.usePacked()
 	t.pairs = packed && t.usePairsGemm()
-	transposed := packed && m <= transposedMaxM && (wm.dtype == compute.F32 || t.pairs || t.transposedBF16())
+	transposed := packed && m <= transposedMaxM && (wm.dtype == compute.F32 || t.pairs || t.transposed16())
 	packed = packed && !transposed
 	if m > 1 && wm.cols%padStride == 0 && !packed {
 		// Rows a multiple of 4 KiB apart fall in the same L1 set: with the
@@ -294,27 +294,32 @@ func (t *matmulTask) runPackedPairs(r0, r1 int, buf []float32) {
 // so few rows per weight, packing the weights took a quarter of the
 // packed path's time and its products ran at ~60% of the FMA peak (38% in
 // all at 32 rows); transposed, llama-160m's and gpt2-124m's F32 batch-32
-// decode ran 25% and 10% faster (docs/benchmarking.md). Large BF16
-// matrices take it too (see transposedBF16), widened in registers by
-// gemmBF16. F16 weights keep the packed path, which widens them while
-// packing: VCVTPH2PS has no broadcast form, and widened in a pass of
-// their own they ran 4-8% slower.
+// decode ran 25% and 10% faster (docs/benchmarking.md). BF16 matrices on
+// the pairs kernels take it too, and other large 16-bit ones (see
+// transposed16), widened in registers by gemmBF16 and gemmF16.
 const transposedMaxM = 72
 
-// transposedBF16MinBytes is the least weight bytes of a BF16 matrix that
-// takes the transposed path (kernels.transposedBF16Min). Past it
+// transposed16MinBytes is the least weight bytes of a BF16 or F16 matrix
+// that takes the transposed path (kernels.transposed16Min). Past it
 // (llama-1b's matrices, every LM head) the packed path, packing from
-// memory, ran 15–30% slower than gemmBF16 at batch 32; below it packing
-// costs little and the packed kernel, which widens nothing as it
-// multiplies, ran up to a third faster (the project's 2-core AMD EPYC VM,
-// docs/benchmarking.md).
-const transposedBF16MinBytes = 8 << 20
+// memory, ran 15–30% slower than gemmBF16 and gemmF16 at batch 32 (F16:
+// llama-1b 117 → 144 tokens/s); below it packing costs little and the
+// packed kernel, which widens nothing as it multiplies, ran up to a
+// third faster (the project's 2-core AMD EPYC VM, docs/benchmarking.md).
+const transposed16MinBytes = 8 << 20
 
-// transposedBF16 reports whether a BF16 MatMul takes the transposed path
-// (see transposedMaxM): a kernel set with gemmBF16 and a matrix of at
-// least its transposedBF16Min bytes.
-func (t *matmulTask) transposedBF16() bool {
-	return t.w.dtype == compute.BF16 && t.k.gemmBF16[1] != nil && 2*t.w.rows*t.w.cols >= t.k.transposedBF16Min
+// transposed16 reports whether a BF16 or F16 MatMul takes the transposed
+// path with gemmBF16 or gemmF16 (see transposedMaxM): a kernel set with
+// the kernel and a matrix of at least its transposed16Min bytes.
+func (t *matmulTask) transposed16() bool {
+	var g gemm16Func
+	switch t.w.dtype {
+	case compute.BF16:
+		g = t.k.gemmBF16[1]
+	case compute.F16:
+		g = t.k.gemmF16[1]
+	}
+	return g != nil && 2*t.w.rows*t.w.cols >= t.k.transposed16Min
 }
 
 // startTransposed packs x into panels for runTransposed: panel p holds
@@ -376,6 +381,8 @@ func (t *matmulTask) runTransposed(c int) {
 			switch {
 			case t.pairs:
 				t.k.gemmPairs[mb](&t.w.u16[r*kn], kn, (*uint32)(unsafe.Pointer(&t.xp[p*panelRows*k0/2])), k0/2, &blk[0], panelRows, 0, (*byte)(unsafe.Pointer(&t.w.u16[next*kn])))
+			case t.w.dtype == compute.F16:
+				t.k.gemmF16[mb](&t.w.u16[r*kn], kn, &t.xp[p*panelRows*k0], k0, &blk[0], panelRows, 0, (*byte)(unsafe.Pointer(&t.w.u16[next*kn])))
 			case t.w.dtype == compute.BF16:
 				t.k.gemmBF16[mb](&t.w.u16[r*kn], kn, &t.xp[p*panelRows*k0], k0, &blk[0], panelRows, 0, (*byte)(unsafe.Pointer(&t.w.u16[next*kn])))
 			default:

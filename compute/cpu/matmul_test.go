@@ -37,7 +37,7 @@ func TestMatMul(t *testing.T) {
 	}
 	dtypes := []compute.DType{compute.F32, compute.BF16, compute.F16}
 	eachBackend(t, func(t *testing.T, b *Backend) {
-		withSmallBF16Transposed(t, b, func(t *testing.T) {
+		withSmall16Transposed(t, b, func(t *testing.T) {
 			r := rand.New(rand.NewPCG(1, 2))
 			for _, s := range shapes {
 				for _, dt := range dtypes {
@@ -167,11 +167,11 @@ func TestLoadMatZeroCopy(t *testing.T) {
 // shapes have batch 1, 3, 8, 32, 40 and 80 (decode by bands, with rows
 // past them on the tile kernels, the transposed path and the packed
 // path), inputs that are not a multiple of the vector width, and rows
-// that leave part of a panel, each on a BF16 transposed path too (see
-// withSmallBF16Transposed). (F16 weights, and BF16 ones below
-// transposedBF16Min, take the packed path where F32 takes the transposed
-// one, and there the sums' order differs in the rows past the last panel,
-// so those batches are the BF16 transposed path's alone; and
+// that leave part of a panel, each on the 16-bit transposed paths too
+// (see withSmall16Transposed). (16-bit weights below transposed16Min take
+// the packed path where F32 takes the transposed one, and there the sums'
+// order differs in the rows past the last panel, so those batches are the
+// 16-bit transposed paths' alone; and
 // decode batches whose activations overflow decodeXBudget take the bands
 // with F32 weights, the tile kernels with 16-bit ones.)
 func TestMatMul16Widened(t *testing.T) {
@@ -180,14 +180,14 @@ func TestMatMul16Widened(t *testing.T) {
 		{32, 70, 96}, {40, 37, 200},
 	}
 	eachBackend(t, func(t *testing.T, b *Backend) {
-		withSmallBF16Transposed(t, b, func(t *testing.T) {
+		withSmall16Transposed(t, b, func(t *testing.T) {
 			r := rand.New(rand.NewPCG(7, 8))
 			for _, dt := range []compute.DType{compute.BF16, compute.F16} {
 				for _, s := range shapes {
 					t.Run(fmt.Sprintf("%v/m%d_n%d_k%d", dt, s.m, s.n, s.k), func(t *testing.T) {
 						f32 := &matmulTask{k: b.k, w: &mat{rows: s.n, cols: s.k, dtype: compute.F32}, m: s.m}
 						t16 := &matmulTask{k: b.k, w: &mat{rows: s.n, cols: s.k, dtype: dt}, m: s.m}
-						if f32.usePacked() && s.m <= transposedMaxM && !t16.transposedBF16() {
+						if f32.usePacked() && s.m <= transposedMaxM && !t16.transposed16() {
 							t.Skipf("F32 takes the transposed path here, %v the packed one", dt)
 						}
 						raw, widened := encode(dt, randVec(r, s.n*s.k))
@@ -247,7 +247,7 @@ func TestMatMulPathsAgree(t *testing.T) {
 	defer ref.Close()
 	shapes := []struct{ m, n, k int }{{1, 67, 129}, {3, 33, 47}, {8, 130, 1041}, {8, 130, 1000}, {33, 97, 272}, {33, 97, 288}}
 	eachBackend(t, func(t *testing.T, b *Backend) {
-		withSmallBF16Transposed(t, b, func(t *testing.T) {
+		withSmall16Transposed(t, b, func(t *testing.T) {
 			r := rand.New(rand.NewPCG(9, 10))
 			for _, dt := range []compute.DType{compute.F32, compute.BF16, compute.F16} {
 				for _, s := range shapes {

@@ -339,65 +339,125 @@ func gemmF32AVX512M11(x *float32, ldx int, p *float32, kn int, dst *float32, ldd
 //go:noescape
 func gemmF32AVX512M12(x *float32, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
 
-// gemmBF16AVX512M1 multiplies 1 BF16 rows by a packed panel of 32 rows with AVX512 (see gemmBF16Func).
+// gemmBF16AVX512M1 multiplies 1 BF16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
 //
 //go:noescape
 func gemmBF16AVX512M1(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
 
-// gemmBF16AVX512M2 multiplies 2 BF16 rows by a packed panel of 32 rows with AVX512 (see gemmBF16Func).
+// gemmBF16AVX512M2 multiplies 2 BF16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
 //
 //go:noescape
 func gemmBF16AVX512M2(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
 
-// gemmBF16AVX512M3 multiplies 3 BF16 rows by a packed panel of 32 rows with AVX512 (see gemmBF16Func).
+// gemmBF16AVX512M3 multiplies 3 BF16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
 //
 //go:noescape
 func gemmBF16AVX512M3(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
 
-// gemmBF16AVX512M4 multiplies 4 BF16 rows by a packed panel of 32 rows with AVX512 (see gemmBF16Func).
+// gemmBF16AVX512M4 multiplies 4 BF16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
 //
 //go:noescape
 func gemmBF16AVX512M4(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
 
-// gemmBF16AVX512M5 multiplies 5 BF16 rows by a packed panel of 32 rows with AVX512 (see gemmBF16Func).
+// gemmBF16AVX512M5 multiplies 5 BF16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
 //
 //go:noescape
 func gemmBF16AVX512M5(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
 
-// gemmBF16AVX512M6 multiplies 6 BF16 rows by a packed panel of 32 rows with AVX512 (see gemmBF16Func).
+// gemmBF16AVX512M6 multiplies 6 BF16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
 //
 //go:noescape
 func gemmBF16AVX512M6(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
 
-// gemmBF16AVX512M7 multiplies 7 BF16 rows by a packed panel of 32 rows with AVX512 (see gemmBF16Func).
+// gemmBF16AVX512M7 multiplies 7 BF16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
 //
 //go:noescape
 func gemmBF16AVX512M7(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
 
-// gemmBF16AVX512M8 multiplies 8 BF16 rows by a packed panel of 32 rows with AVX512 (see gemmBF16Func).
+// gemmBF16AVX512M8 multiplies 8 BF16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
 //
 //go:noescape
 func gemmBF16AVX512M8(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
 
-// gemmBF16AVX512M9 multiplies 9 BF16 rows by a packed panel of 32 rows with AVX512 (see gemmBF16Func).
+// gemmBF16AVX512M9 multiplies 9 BF16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
 //
 //go:noescape
 func gemmBF16AVX512M9(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
 
-// gemmBF16AVX512M10 multiplies 10 BF16 rows by a packed panel of 32 rows with AVX512 (see gemmBF16Func).
+// gemmBF16AVX512M10 multiplies 10 BF16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
 //
 //go:noescape
 func gemmBF16AVX512M10(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
 
-// gemmBF16AVX512M11 multiplies 11 BF16 rows by a packed panel of 32 rows with AVX512 (see gemmBF16Func).
+// gemmBF16AVX512M11 multiplies 11 BF16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
 //
 //go:noescape
 func gemmBF16AVX512M11(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
 
-// gemmBF16AVX512M12 multiplies 12 BF16 rows by a packed panel of 32 rows with AVX512 (see gemmBF16Func).
+// gemmBF16AVX512M12 multiplies 12 BF16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
 //
 //go:noescape
 func gemmBF16AVX512M12(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+
+// gemmF16AVX512M1 multiplies 1 F16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
+//
+//go:noescape
+func gemmF16AVX512M1(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+
+// gemmF16AVX512M2 multiplies 2 F16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
+//
+//go:noescape
+func gemmF16AVX512M2(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+
+// gemmF16AVX512M3 multiplies 3 F16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
+//
+//go:noescape
+func gemmF16AVX512M3(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+
+// gemmF16AVX512M4 multiplies 4 F16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
+//
+//go:noescape
+func gemmF16AVX512M4(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+
+// gemmF16AVX512M5 multiplies 5 F16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
+//
+//go:noescape
+func gemmF16AVX512M5(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+
+// gemmF16AVX512M6 multiplies 6 F16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
+//
+//go:noescape
+func gemmF16AVX512M6(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+
+// gemmF16AVX512M7 multiplies 7 F16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
+//
+//go:noescape
+func gemmF16AVX512M7(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+
+// gemmF16AVX512M8 multiplies 8 F16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
+//
+//go:noescape
+func gemmF16AVX512M8(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+
+// gemmF16AVX512M9 multiplies 9 F16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
+//
+//go:noescape
+func gemmF16AVX512M9(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+
+// gemmF16AVX512M10 multiplies 10 F16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
+//
+//go:noescape
+func gemmF16AVX512M10(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+
+// gemmF16AVX512M11 multiplies 11 F16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
+//
+//go:noescape
+func gemmF16AVX512M11(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
+
+// gemmF16AVX512M12 multiplies 12 F16 rows by a packed panel of 32 rows with AVX512 (see gemm16Func).
+//
+//go:noescape
+func gemmF16AVX512M12(x *uint16, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)
 
 // gemmBF16PairsAVX512M1 multiplies 1 rows of bfloat16 pairs by a packed panel of 32 rows of pairs with AVX512 (see gemmPairsFunc).
 //

@@ -88,7 +88,7 @@ func main() {
 					gemvBandsRows(is, k, m, batchBands)
 				}
 			}
-			for _, k := range []wkind{wF32, wBF16} {
+			for _, k := range []wkind{wF32, wBF16, wF16} {
 				for m := 1; m <= gemmMaxM; m++ {
 					gemm(is, k, m)
 				}

@@ -46,12 +46,18 @@ func rowAt(i int, bases []reg.Register, ld, ld3 reg.Register) Mem {
 // runTransposed): each pair of them is broadcast as one 32-bit word, the
 // first shifted into a float32's upper half and the second masked in
 // place, two integer operations for four FMAs instead of a pass that
-// packs the weights.
+// packs the weights. With k = wF16, gemmF16<ISA>M<m>: each half is
+// broadcast (VPBROADCASTW) and widened (VCVTPH2PS), which has no
+// broadcast form of its own.
 func gemm(is isa, k wkind, m int) {
 	name := fmt.Sprintf("gemm%s%sM%d", k.name, is.name, m)
 	TEXT(name, NOSPLIT, fmt.Sprintf("func(x %s, ldx int, p *float32, kn int, dst *float32, ldd int, add int, next *byte)", k.gotype))
 	Pragma("noescape")
-	Doc(fmt.Sprintf("%s multiplies %d %s rows by a packed panel of %d rows with %s (see gemm%sFunc).", name, m, k.name, panelWidth, is.name, k.name))
+	fn := "gemmF32Func"
+	if k.size == 2 {
+		fn = "gemm16Func"
+	}
+	Doc(fmt.Sprintf("%s multiplies %d %s rows by a packed panel of %d rows with %s (see %s).", name, m, k.name, panelWidth, is.name, fn))
 	bases := []reg.Register{Load(Param("x"), GP64())}
 	var ldx, ldx3 reg.Register
 	if m > 1 {
@@ -114,6 +120,16 @@ func gemm(is isa, k wkind, m int) {
 				fma(a0, a1, lo, i)
 				VPANDD(hiMask, pair, pair)
 				fma(b0, b1, pair, i)
+			}
+		}
+	} else if k == wF16 {
+		for u := range unroll {
+			w0, w1 := loadPanel(u)
+			for i := range m {
+				xv := is.vec()
+				VPBROADCASTW(rowAt(i, bases, ldx, ldx3).Offset(2*u), xv.AsY())
+				VCVTPH2PS(xv.AsY(), xv)
+				fma(w0, w1, xv, i)
 			}
 		}
 	} else {
