@@ -58,21 +58,7 @@ func gemm(is isa, k wkind, m int) {
 		fn = "gemm16Func"
 	}
 	Doc(fmt.Sprintf("%s multiplies %d %s rows by a packed panel of %d rows with %s (see %s).", name, m, k.name, panelWidth, is.name, fn))
-	bases := []reg.Register{Load(Param("x"), GP64())}
-	var ldx, ldx3 reg.Register
-	if m > 1 {
-		ldx = Load(Param("ldx"), GP64())
-		SHLQ(U8(log2(k.size)), ldx)
-	}
-	if m > 3 {
-		ldx3 = GP64()
-		LEAQ(Mem{Base: ldx, Index: ldx, Scale: 2}, ldx3)
-	}
-	for b := 4; b < m; b += 4 {
-		nb := GP64()
-		LEAQ(Mem{Base: bases[len(bases)-1], Index: ldx, Scale: 4}, nb)
-		bases = append(bases, nb)
-	}
+	bases, ldx, ldx3 := gemmRows(m, k.size)
 	p := Load(Param("p"), GP64())
 	next := Load(Param("next"), GP64())
 	iters := Load(Param("kn"), GP64())
@@ -81,13 +67,7 @@ func gemm(is isa, k wkind, m int) {
 	nextStep := m * unroll * k.size
 	SHRQ(U8(log2(unroll)), iters)
 
-	acc := make([][2]reg.VecVirtual, m)
-	for i := range acc {
-		for h := range 2 {
-			acc[i][h] = is.vec()
-			VXORPS(acc[i][h], acc[i][h], acc[i][h])
-		}
-	}
+	acc := zeroAcc(is, m, 2)
 	var hiMask Mem
 	if k == wBF16 {
 		hiMask = vecConst(name+"_hi", is.lanes, 0xffff0000)
@@ -150,31 +130,7 @@ func gemm(is isa, k wkind, m int) {
 	DECQ(iters)
 	JNZ(LabelRef(name + "_loop"))
 
-	Label(name + "_store")
-	dst := Load(Param("dst"), GP64())
-	ldd := Load(Param("ldd"), GP64())
-	SHLQ(U8(2), ldd)
-	add := Load(Param("add"), GP64())
-	TESTQ(add, add)
-	JZ(LabelRef(name + "_set"))
-	for i := range m {
-		for h := range 2 {
-			VADDPS(Mem{Base: dst, Disp: 4 * is.lanes * h}, acc[i][h], acc[i][h])
-		}
-		if i < m-1 {
-			ADDQ(ldd, dst)
-		}
-	}
-	Load(Param("dst"), dst)
-	Label(name + "_set")
-	for i := range m {
-		for h := range 2 {
-			VMOVUPS(acc[i][h], Mem{Base: dst, Disp: 4 * is.lanes * h})
-		}
-		if i < m-1 {
-			ADDQ(ldd, dst)
-		}
-	}
+	gemmStore(name, is, acc)
 	VZEROUPPER()
 	RET()
 }
@@ -336,4 +292,55 @@ func toF16(is isa) {
 		VCVTPS2PH(U8(0), v, h)
 		return h
 	})
+}
+
+// gemmRows loads a gemm kernel's broadcast operand: m rows of elements of
+// size bytes from x, ldx elements apart, addressed by rowAt.
+func gemmRows(m, size int) (bases []reg.Register, ldx, ldx3 reg.Register) {
+	bases = []reg.Register{Load(Param("x"), GP64())}
+	if m > 1 {
+		ldx = Load(Param("ldx"), GP64())
+		SHLQ(U8(log2(size)), ldx)
+	}
+	if m > 3 {
+		ldx3 = GP64()
+		LEAQ(Mem{Base: ldx, Index: ldx, Scale: 2}, ldx3)
+	}
+	for b := 4; b < m; b += 4 {
+		nb := GP64()
+		LEAQ(Mem{Base: bases[len(bases)-1], Index: ldx, Scale: 4}, nb)
+		bases = append(bases, nb)
+	}
+	return bases, ldx, ldx3
+}
+
+// gemmStore ends a gemm kernel: each row's two vectors of sums acc[i]
+// stored to dst's row i (ldd apart), or added to it when add ≠ 0.
+func gemmStore(name string, is isa, acc [][]vecReg) {
+	m := len(acc)
+	Label(name + "_store")
+	dst := Load(Param("dst"), GP64())
+	ldd := Load(Param("ldd"), GP64())
+	SHLQ(U8(2), ldd)
+	add := Load(Param("add"), GP64())
+	TESTQ(add, add)
+	JZ(LabelRef(name + "_set"))
+	for i := range m {
+		for h := range 2 {
+			VADDPS(Mem{Base: dst, Disp: 4 * is.lanes * h}, acc[i][h], acc[i][h])
+		}
+		if i < m-1 {
+			ADDQ(ldd, dst)
+		}
+	}
+	Load(Param("dst"), dst)
+	Label(name + "_set")
+	for i := range m {
+		for h := range 2 {
+			VMOVUPS(acc[i][h], Mem{Base: dst, Disp: 4 * is.lanes * h})
+		}
+		if i < m-1 {
+			ADDQ(ldd, dst)
+		}
+	}
 }

@@ -98,21 +98,7 @@ func gemmPairs(is isa, m int) {
 	TEXT(name, NOSPLIT, "func(x *uint16, ldx int, p *uint32, kp int, dst *float32, ldd int, add int, next *byte)")
 	Pragma("noescape")
 	Doc(fmt.Sprintf("%s multiplies %d rows of bfloat16 pairs by a packed panel of %d rows of pairs with %s (see gemmPairsFunc).", name, m, panelWidth, is.name))
-	bases := []reg.Register{Load(Param("x"), GP64())}
-	var ldx, ldx3 reg.Register
-	if m > 1 {
-		ldx = Load(Param("ldx"), GP64())
-		SHLQ(U8(1), ldx)
-	}
-	if m > 3 {
-		ldx3 = GP64()
-		LEAQ(Mem{Base: ldx, Index: ldx, Scale: 2}, ldx3)
-	}
-	for b := 4; b < m; b += 4 {
-		nb := GP64()
-		LEAQ(Mem{Base: bases[len(bases)-1], Index: ldx, Scale: 4}, nb)
-		bases = append(bases, nb)
-	}
+	bases, ldx, ldx3 := gemmRows(m, 2)
 	p := Load(Param("p"), GP64())
 	next := Load(Param("next"), GP64())
 	iters := Load(Param("kp"), GP64())
@@ -150,31 +136,7 @@ func gemmPairs(is isa, m int) {
 	DECQ(iters)
 	JNZ(LabelRef(name + "_loop"))
 
-	Label(name + "_store")
-	dst := Load(Param("dst"), GP64())
-	ldd := Load(Param("ldd"), GP64())
-	SHLQ(U8(2), ldd)
-	add := Load(Param("add"), GP64())
-	TESTQ(add, add)
-	JZ(LabelRef(name + "_set"))
-	for i := range m {
-		for h := range 2 {
-			VADDPS(Mem{Base: dst, Disp: 64 * h}, acc[i][h], acc[i][h])
-		}
-		if i < m-1 {
-			ADDQ(ldd, dst)
-		}
-	}
-	Load(Param("dst"), dst)
-	Label(name + "_set")
-	for i := range m {
-		for h := range 2 {
-			VMOVUPS(acc[i][h], Mem{Base: dst, Disp: 64 * h})
-		}
-		if i < m-1 {
-			ADDQ(ldd, dst)
-		}
-	}
+	gemmStore(name, is, acc)
 	VZEROUPPER()
 	RET()
 }
