@@ -73,12 +73,7 @@ func gemm(is isa, k wkind, m int) {
 		hiMask = vecConst(name+"_hi", is.lanes, 0xffff0000)
 	}
 	step := 4 * panelWidth
-	TESTQ(iters, iters)
-	JZ(LabelRef(name + "_store"))
-	Label(name + "_loop")
-	for d := 0; d < nextStep; d += 64 {
-		PREFETCHT1(Mem{Base: next, Disp: d})
-	}
+	gemmLoopHead(name, iters, next, nextStep)
 	loadPanel := func(u int) (reg.VecVirtual, reg.VecVirtual) {
 		w0, w1 := is.vec(), is.vec()
 		VMOVUPS(Mem{Base: p, Disp: u * step}, w0)
@@ -122,13 +117,7 @@ func gemm(is isa, k wkind, m int) {
 			}
 		}
 	}
-	ADDQ(U32(unroll*step), p)
-	ADDQ(U32(nextStep), next)
-	for _, b := range bases {
-		ADDQ(U8(k.size*unroll), b)
-	}
-	DECQ(iters)
-	JNZ(LabelRef(name + "_loop"))
+	gemmLoopTail(name, iters, p, next, bases, unroll*step, nextStep, k.size*unroll)
 
 	gemmStore(name, is, acc)
 	VZEROUPPER()
@@ -343,4 +332,27 @@ func gemmStore(name string, is isa, acc [][]vecReg) {
 			ADDQ(ldd, dst)
 		}
 	}
+}
+
+// gemmLoopHead starts a gemm kernel's loop of iters steps (none: on to
+// the store), each prefetching nextStep bytes from next on.
+func gemmLoopHead(name string, iters, next reg.Register, nextStep int) {
+	TESTQ(iters, iters)
+	JZ(LabelRef(name + "_store"))
+	Label(name + "_loop")
+	for d := 0; d < nextStep; d += 64 {
+		PREFETCHT1(Mem{Base: next, Disp: d})
+	}
+}
+
+// gemmLoopTail ends a step of a gemm kernel's loop: the panel p, the
+// prefetch address next and x's rows advanced by their bytes a step.
+func gemmLoopTail(name string, iters, p, next reg.Register, bases []reg.Register, pStep, nextStep, xStep int) {
+	ADDQ(U32(pStep), p)
+	ADDQ(U32(nextStep), next)
+	for _, b := range bases {
+		ADDQ(U8(xStep), b)
+	}
+	DECQ(iters)
+	JNZ(LabelRef(name + "_loop"))
 }

@@ -110,12 +110,7 @@ func gemmPairs(is isa, m int) {
 	// broadcasts in turn.
 	const panel0, bcast0 = 24, 26
 	step := 4 * panelWidth
-	TESTQ(iters, iters)
-	JZ(LabelRef(name + "_store"))
-	Label(name + "_loop")
-	for d := 0; d < nextStep; d += 64 {
-		PREFETCHT1(Mem{Base: next, Disp: d})
-	}
+	gemmLoopHead(name, iters, next, nextStep)
 	b := 0
 	for u := range unroll {
 		VMOVUPS(Mem{Base: p, Disp: u * step}, zmm(panel0))
@@ -128,13 +123,7 @@ func gemmPairs(is isa, m int) {
 			vdpbf16ps(2*i+1, panel0+1, x)
 		}
 	}
-	ADDQ(U32(unroll*step), p)
-	ADDQ(U32(nextStep), next)
-	for _, b := range bases {
-		ADDQ(U8(4*unroll), b)
-	}
-	DECQ(iters)
-	JNZ(LabelRef(name + "_loop"))
+	gemmLoopTail(name, iters, p, next, bases, unroll*step, nextStep, 4*unroll)
 
 	gemmStore(name, is, acc)
 	VZEROUPPER()
