@@ -68,22 +68,38 @@ func TestTo16(t *testing.T) {
 	}
 }
 
-// TestProbeTileFLOPs: the tile-product probe runs where the AMX set does
-// and counts more than the FMA probe on the same threads (a tile product
-// is 16·16·32 multiply-adds, 512 times an AVX-512 FMA's 16, issued about
-// once every 16 cycles against two FMAs a cycle: some 16 times the FMA
-// rate on chips with AMX); elsewhere it reports none.
-func TestProbeTileFLOPs(t *testing.T) {
+// TestProbeUnitFLOPs: the BF16 units' probes run where their kernel sets
+// do and count FLOPs at a rate of the expected order against the FMA
+// probe on the same thread; elsewhere they report none. A tile product is
+// 16·16·32 multiply-adds, 512 times an AVX-512 FMA's 16, issued about
+// once every 16 cycles against two FMAs a cycle: more than the FMA rate
+// on every chip with AMX. VDPBF16PS makes 32 multiply-adds where an FMA
+// makes 16, at one or two a cycle against two: half to twice the rate.
+func TestProbeUnitFLOPs(t *testing.T) {
 	p := NewProbe(1)
-	n, d := p.TileFLOPs(5 * time.Millisecond)
-	if kernelSets()[0].tilePeak == nil {
-		if n != 0 || d != 0 {
-			t.Fatalf("no AMX here, yet the tile probe counted %g FLOPs in %v", n, d)
-		}
-		t.Skip("no AMX here")
-	}
-	fn, fd := p.FLOPs(5 * time.Millisecond)
-	if n <= 0 || d <= 0 || n/d.Seconds() <= fn/fd.Seconds() {
-		t.Fatalf("tile products %g FLOPs in %v, FMAs %g in %v", n, d, fn, fd)
+	for _, c := range []struct {
+		name         string
+		has          bool
+		probe        func(time.Duration) (float64, time.Duration)
+		lowest, most float64 // bounds of the rate over the FMA probe's
+	}{
+		{"tile", kernelSets()[0].tilePeak != nil, p.TileFLOPs, 1, math.Inf(1)},
+		{"pairs", kernelSets()[0].pairsPeak != nil, p.PairFLOPs, 0.5, 4},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			n, d := c.probe(5 * time.Millisecond)
+			if !c.has {
+				if n != 0 || d != 0 {
+					t.Fatalf("no %s units here, yet the probe counted %g FLOPs in %v", c.name, n, d)
+				}
+				t.Skipf("no %s units here", c.name)
+			}
+			fn, fd := p.FLOPs(5 * time.Millisecond)
+			ratio := n / d.Seconds() / (fn / fd.Seconds())
+			if n <= 0 || d <= 0 || ratio < c.lowest || ratio > c.most {
+				t.Fatalf("%s: %g FLOPs in %v, FMAs %g in %v: %.2f× the FMA rate, want %g–%g×", c.name, n, d, fn, fd, ratio, c.lowest, c.most)
+			}
+			t.Logf("%s: %.2f× the FMA rate", c.name, ratio)
+		})
 	}
 }
