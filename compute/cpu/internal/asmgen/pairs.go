@@ -49,10 +49,13 @@ func pairsStep(w []Mem, xrow func(i int) Mem, acc [][]vecReg) {
 		x := pairX + i%2
 		VMOVDQU16(xrow(i), zmm(x))
 		for q := range w {
-			vdpbf16ps(i*len(w)+q, pairWeights+q, x)
+			vdpbf16ps(phys(acc[i][q]), pairWeights+q, x)
 		}
 	}
 }
+
+// phys is the number of pairAcc's accumulator v.
+func phys(v vecReg) int { return int(v.(reg.Physical).PhysicalIndex()) }
 
 // zmm is the AVX-512 register Z<n>.
 func zmm(n int) reg.VecPhysical {
@@ -119,8 +122,8 @@ func gemmPairs(is isa, m int) {
 			x := bcast0 + b%(32-bcast0)
 			b++
 			VPBROADCASTD(rowAt(i, bases, ldx, ldx3).Offset(4*u), zmm(x))
-			vdpbf16ps(2*i, panel0, x)
-			vdpbf16ps(2*i+1, panel0+1, x)
+			vdpbf16ps(phys(acc[i][0]), panel0, x)
+			vdpbf16ps(phys(acc[i][1]), panel0+1, x)
 		}
 	}
 	gemmLoopTail(name, iters, p, next, bases, unroll*step, nextStep, 4*unroll)
