@@ -151,13 +151,22 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 	*t = matmulTask{}
 }
 
-// usePacked reports whether MatMul takes the packed path: prefill-sized m
-// with kernels that pack weights of this dtype.
+// usePacked reports whether MatMul takes the packed path (or, for few
+// rows, the transposed one): prefill-sized m with kernels that pack
+// weights of this dtype, or at least pairsMinM rows on the pairs kernels.
 func (t *matmulTask) usePacked() bool {
 	k := t.k
-	return k.hasPack(t.w.dtype) && t.w.rows >= panelRows &&
-		t.w.cols >= 16 && (t.m+k.maxM-1)/k.maxM > decodeTiles
+	return k.hasPack(t.w.dtype) && t.w.rows >= panelRows && t.w.cols >= 16 &&
+		((t.m+k.maxM-1)/k.maxM > decodeTiles || t.m >= pairsMinM && t.usePairsGemm())
 }
+
+// pairsMinM is the fewest activation rows of a BF16 MatMul past the bands
+// kernels' 8 that take the transposed path on the pairs kernels rather
+// than the widening tile kernels: at 14 and 16 rows the pairs (a panel of
+// 32 rows, partly zero) took 1.2–1.9× less time from memory, at 12 and 13
+// rows they lost on five of seven shapes (BenchmarkGEMV with those row
+// counts added, the project's 2-core AMD EPYC VM, docs/benchmarking.md).
+const pairsMinM = 14
 
 // hasPack reports whether k packs weights of dtype dt.
 func (k *kernels) hasPack(dt compute.DType) bool {

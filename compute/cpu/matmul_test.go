@@ -33,7 +33,7 @@ func TestMatMul(t *testing.T) {
 		{8, 9, 31}, {8, 24, 16}, {8, 203, 97}, {8, 300, 2048}, {8, 40, 9000},
 		// BF16 batches on the pairs kernels: whole 32-wide steps, rows past
 		// the bands.
-		{2, 33, 32}, {3, 203, 96}, {5, 37, 160}, {7, 77, 512},
+		{2, 33, 32}, {3, 203, 96}, {5, 37, 160}, {7, 77, 512}, {14, 45, 96}, {16, 70, 64},
 	}
 	dtypes := []compute.DType{compute.F32, compute.BF16, compute.F16}
 	eachBackend(t, func(t *testing.T, b *Backend) {
