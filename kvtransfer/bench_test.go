@@ -121,7 +121,7 @@ func benchmarkKVTransfer(b *testing.B, over string, opts SenderOptions, dt tande
 	r, addr := serveMux(b, ReceiverOptions{Rank: 0, Heads: heads, HeadDim: hd, Layers: layers, MaxTokens: tokens, DType: dt}, mo, extra...)
 	s := newSender(b, opts)
 	ctx := context.Background()
-	bytesPerReq := int64(layers * 2 * tokens * kvHeads * hd * elemSize(dt))
+	bytesPerReq := int64(layers * 2 * tokens * kvHeads * hd * ElemSize(dt))
 	transfer := func(i int) {
 		id := fmt.Sprintf("bench-%d", i)
 		done := make(chan error, 1)

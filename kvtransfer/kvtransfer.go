@@ -76,9 +76,9 @@ func ServerOptions() []grpc.ServerOption {
 // castagnoli is the CRC-32C table (hardware-accelerated on amd64 and arm64).
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// elemSize is the bytes of one element of a KV dtype, 0 for one this
+// ElemSize is the bytes of one element of a KV dtype, 0 for one this
 // package does not carry.
-func elemSize(dt tandemv1.DataType) int {
+func ElemSize(dt tandemv1.DataType) int {
 	switch dt {
 	case tandemv1.DataType_DATA_TYPE_FLOAT32:
 		return 4
@@ -108,7 +108,7 @@ func convert(dst []byte, to tandemv1.DataType, src []byte, from tandemv1.DataTyp
 		}
 	default:
 		get, put := elemGetter(from), elemPutter(to)
-		for i := range len(src) / elemSize(from) {
+		for i := range len(src) / ElemSize(from) {
 			put(dst, i, get(src, i))
 		}
 	}

@@ -152,7 +152,7 @@ func NewReceiver(opts ReceiverOptions) *Receiver {
 	if opts.DType == tandemv1.DataType_DATA_TYPE_UNSPECIFIED {
 		opts.DType = tandemv1.DataType_DATA_TYPE_FLOAT32
 	}
-	es := elemSize(opts.DType)
+	es := ElemSize(opts.DType)
 	if es == 0 {
 		panic(fmt.Sprintf("kvtransfer: NewReceiver: dtype %v", opts.DType))
 	}
@@ -396,7 +396,7 @@ func (r *Receiver) validate(st *stream, m *tandemv1.KVChunk, n int) (placement, 
 		heads:  parallel.Range{From: int(m.HeadStart), To: int(m.HeadEnd)},
 		tokens: parallel.Range{From: int(m.TokenStart), To: int(m.TokenEnd)},
 		dtype:  m.Dtype,
-		size:   elemSize(m.Dtype),
+		size:   ElemSize(m.Dtype),
 	}
 	layer, heads, tokens := pl.layer, pl.heads, pl.tokens
 	switch {

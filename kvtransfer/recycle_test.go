@@ -182,7 +182,7 @@ func TestDTypeConversion(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					if want := int64(layers * 2 * tokens * sub.Len() * hd * elemSize(c.send)); st.Bytes != want {
+					if want := int64(layers * 2 * tokens * sub.Len() * hd * ElemSize(c.send)); st.Bytes != want {
 						t.Fatalf("pushed %d bytes, want %d", st.Bytes, want)
 					}
 				}

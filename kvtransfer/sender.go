@@ -243,7 +243,7 @@ func (s *Sender) Push(ctx context.Context, src Source, spec SendSpec) (Stats, er
 		spec.DType = tandemv1.DataType_DATA_TYPE_FLOAT32
 	}
 	spec.MaxChunkBytes = min(spec.MaxChunkBytes, maxChunkBytes)
-	es := elemSize(spec.DType)
+	es := ElemSize(spec.DType)
 	if spec.RequestID == "" || spec.Layers <= 0 || spec.Tokens <= 0 || spec.Heads.Len() <= 0 || spec.Heads.From < 0 || spec.HeadDim <= 0 || es == 0 {
 		return fail(nil, 0, fmt.Errorf("invalid spec: %d layers, %d tokens, heads [%d,%d), head_dim %d, dtype %v",
 			spec.Layers, spec.Tokens, spec.Heads.From, spec.Heads.To, spec.HeadDim, spec.DType))

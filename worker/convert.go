@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tandemllm/tandem/engine"
+	"github.com/tandemllm/tandem/kvtransfer"
 	tandemv1 "github.com/tandemllm/tandem/proto/tandem/v1"
 )
 
@@ -103,7 +104,7 @@ func checkHandle(kv *tandemv1.KVHandle, prompt, layers int) error {
 		return status.Errorf(codes.InvalidArgument, "kv.skip_tokens %d: must be in [0, %d), the prompt's length", kv.GetSkipTokens(), kv.GetNumTokens())
 	case kv.GetSourceTp() < 1:
 		return status.Errorf(codes.InvalidArgument, "kv.source_tp %d: must be >= 1", kv.GetSourceTp())
-	case wireSize(kv.GetDtype()) == 0:
+	case kvtransfer.ElemSize(kv.GetDtype()) == 0:
 		return status.Errorf(codes.InvalidArgument, "kv.dtype %v: DATA_TYPE_FLOAT32, DATA_TYPE_BFLOAT16 or DATA_TYPE_FLOAT16", kv.GetDtype())
 	}
 	return nil
@@ -135,16 +136,4 @@ func kvWireDType(d engine.KVCacheDType) tandemv1.DataType {
 		return tandemv1.DataType_DATA_TYPE_FLOAT16
 	}
 	return tandemv1.DataType_DATA_TYPE_FLOAT32
-}
-
-// wireSize is the bytes of one element of a KV dtype on the wire, 0 for
-// a dtype KV does not travel in.
-func wireSize(d tandemv1.DataType) int {
-	switch d {
-	case tandemv1.DataType_DATA_TYPE_FLOAT32:
-		return 4
-	case tandemv1.DataType_DATA_TYPE_BFLOAT16, tandemv1.DataType_DATA_TYPE_FLOAT16:
-		return 2
-	}
-	return 0
 }

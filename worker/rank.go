@@ -181,7 +181,7 @@ func (r *rankServer) LoadKV(ctx context.Context, req *tandemv1.LoadKVRequest) (*
 	var bytes int64
 	for l, data := range layers {
 		r.e.WriteKV(l, req.GetBlocks(), skip, tokens, 0, r.heads.Len(), data)
-		bytes += int64(len(data)) / int64(wireSize(r.dtype)) * int64(wireSize(kv.GetDtype()))
+		bytes += int64(len(data)) / int64(kvtransfer.ElemSize(r.dtype)) * int64(kvtransfer.ElemSize(kv.GetDtype()))
 	}
 	r.receiver.Recycle(layers)
 	r.metrics.KVTransfer(metrics.DirectionRecv, bytes, time.Since(start))
