@@ -97,22 +97,17 @@ func gemm(is isa, k wkind, m int) {
 				fma(b0, b1, pair, i)
 			}
 		}
-	} else if k == wF16 {
-		for u := range unroll {
-			w0, w1 := loadPanel(u)
-			for i := range m {
-				xv := is.vec()
-				VPBROADCASTW(rowAt(i, bases, ldx, ldx3).Offset(2*u), xv.AsY())
-				VCVTPH2PS(xv.AsY(), xv)
-				fma(w0, w1, xv, i)
-			}
-		}
 	} else {
 		for u := range unroll {
 			w0, w1 := loadPanel(u)
 			for i := range m {
-				xv := is.vec()
-				VBROADCASTSS(rowAt(i, bases, ldx, ldx3).Offset(4*u), xv)
+				xv, src := is.vec(), rowAt(i, bases, ldx, ldx3).Offset(k.size*u)
+				if k == wF16 {
+					VPBROADCASTW(src, xv.AsY())
+					VCVTPH2PS(xv.AsY(), xv)
+				} else {
+					VBROADCASTSS(src, xv)
+				}
 				fma(w0, w1, xv, i)
 			}
 		}
