@@ -59,8 +59,9 @@ func avx512Kernels() *kernels {
 	}
 }
 
-// bf16PairsKernels is the AVX-512 set with the AVX512_BF16 kernels of
-// BF16 decode batches added (see rowBandsBF16Pairs).
+// bf16PairsKernels is the AVX-512 set with the AVX512_BF16 kernels of BF16
+// matrix products added (see rowBandsBF16Pairs and gemmPairs) and their
+// peak's probe.
 func bf16PairsKernels(avx512 *kernels) *kernels {
 	k := *avx512
 	k.name = "avx512bf16"

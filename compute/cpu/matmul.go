@@ -107,8 +107,7 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 		t.packed = true
 		t.k0 = wm.cols / 16 * 16
 		if t.pairs {
-			t.xb = grow(&b.xbf16, m*t.ldx)[:m*t.ldx]
-			b.k.round16(compute.BF16, t.xb, t.x)
+			t.xb = b.roundedX(t.x[:m*t.ldx])
 		}
 		rows := max(panelRows, packBudget/(4*t.k0)/panelRows*panelRows)
 		per := (wm.rows + packedChunksPerThread*b.threads - 1) / (packedChunksPerThread * b.threads)
@@ -126,9 +125,7 @@ func (b *Backend) MatMul(dst, x compute.Buf, w compute.Mat, m int) {
 		return
 	}
 	if t.usePairs() {
-		// Rows of x rounded to bfloat16 for the pairs kernels, padded as x is.
-		t.xb = grow(&b.xbf16, m*t.ldx)[:m*t.ldx]
-		b.k.round16(compute.BF16, t.xb, t.x)
+		t.xb = b.roundedX(t.x[:m*t.ldx])
 	}
 	// Decode chunks only need their current weight tile cached; prefill
 	// chunks are reread by every m-tile, so they are sized to stay in L2.
@@ -260,6 +257,14 @@ func (t *matmulTask) runPacked(c, w int) {
 	}
 }
 
+// roundedX is x rounded to bfloat16 for the pairs kernels, in b's buffer
+// (rows padded as x's are).
+func (b *Backend) roundedX(x []float32) []uint16 {
+	xb := grow(&b.xbf16, len(x))[:len(x)]
+	b.k.round16(compute.BF16, xb, x)
+	return xb
+}
+
 // usePairsGemm reports whether a BF16 MatMul on the packed or transposed
 // path takes the gemmPairs kernels: a kernel set with them and rows of
 // whole 32-wide steps.
@@ -351,8 +356,7 @@ func (b *Backend) startTransposed(t *matmulTask) {
 		// Panels of pairs of x rounded to bfloat16, two a 32-bit word.
 		t.k0 = kn
 		kp, ldp := kn/2, t.ldx/2
-		t.xb = grow(&b.xbf16, rows*t.ldx)[:rows*t.ldx]
-		b.k.round16(compute.BF16, t.xb, t.x)
+		t.xb = b.roundedX(t.x[:rows*t.ldx])
 		t.xp = grow(&b.xPanels, t.xPanels*panelRows*kp)
 		for p := range t.xPanels {
 			for h := 0; h < panelRows; h += 16 {
