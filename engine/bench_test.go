@@ -109,8 +109,9 @@ func reportBF16Peak(b *testing.B, lim benchLimits) float64 {
 // bf16Units names the units m's matrix products of batch rows run on
 // where they are not the FMAs: "tile" for the AMX tiles (a BF16 model on
 // the amx kernels, two rows or more), "pairs" for AVX512_BF16's
-// VDPBF16PS (on the avx512bf16 kernels, two rows or more; every preset's
-// rows are whole 32-wide steps), "" otherwise.
+// VDPBF16PS (on the avx512bf16 kernels, which take the benchmarks'
+// batches of 8 and 32 and their prefills: every preset's rows are whole
+// 32-wide steps; batches of 9–13 rows would not), "" otherwise.
 func bf16Units(m *Model, batch int) string {
 	if batch < 2 || m.wdtype != compute.BF16 {
 		return ""
