@@ -171,9 +171,9 @@ func TestLoadMatZeroCopy(t *testing.T) {
 // (see withSmall16Transposed). (16-bit weights below transposed16Min take
 // the packed path where F32 takes the transposed one, and there the sums'
 // order differs in the rows past the last panel, so those batches are the
-// 16-bit transposed paths' alone; and
-// decode batches whose activations overflow decodeXBudget take the bands
-// with F32 weights, the tile kernels with 16-bit ones.)
+// 16-bit transposed paths' alone; and decode batches whose activations
+// overflow decodeXBudget take the bands with F32 weights, the tile
+// kernels with 16-bit ones.)
 func TestMatMul16Widened(t *testing.T) {
 	shapes := []struct{ m, n, k int }{
 		{1, 37, 33}, {3, 64, 100}, {8, 45, 1000}, {8, 203, 48}, {80, 70, 96}, {80, 129, 200}, {80, 96, 48}, {80, 96, 64},
@@ -204,9 +204,9 @@ func TestMatMul16Widened(t *testing.T) {
 						d16, d32 := b.Alloc(s.m*s.n), b.Alloc(s.m*s.n)
 						b.MatMul(d16, bufOf(b, xv), w16, s.m)
 						if xr := activations(b, dt, s.m, s.n, s.k, xv); &xr[0] != &xv[0] {
-							// The AMX path rounds the activations and sums in
-							// its own order: the widened matrix times the
-							// rounded activations agrees to rounding.
+							// The AMX and pairs paths round the activations
+							// and sum in their own order: the widened matrix
+							// times the rounded activations agrees to rounding.
 							b.MatMul(d32, bufOf(b, xr), w32, s.m)
 							g16, g32 := readAll(b, d16), readAll(b, d32)
 							for i := range g16 {
