@@ -202,7 +202,7 @@ type workerScratch struct {
 	acc    []float32
 	ml     []float32
 	qt     []float32 // attention's query tile
-	// The AMX path's query tile and softmax weights in bfloat16.
+	// The pairs path's query tile and softmax weights in bfloat16.
 	qb, pb []uint16
 }
 
@@ -259,7 +259,7 @@ func (b *Backend) Attention(dst, q compute.Buf, c compute.KVCache, layer int, se
 		m := b.k.maxM
 		if p.packed {
 			m = b.k.gemmM
-			if p.amx = t.useAMX(); p.amx {
+			if p.pairs = t.usePairs(); p.pairs && t.k.amxBF16 != nil {
 				m = amxRows
 			}
 			p.off, p.kp = packN, (s.Pos+s.QLen+panelRows-1)/panelRows*panelRows
@@ -307,8 +307,8 @@ func (t *attnTask) run(c, w int) {
 	kvh := c / p.headT
 	r1, j1 := min(r0+p.pp, s.QLen), min(j0+p.hg, t.group)
 	switch {
-	case p.amx:
-		t.tileAMX(&t.scratch[w], s, p, kvh, r0, r1, j0, j1)
+	case p.pairs:
+		t.tilePairs(&t.scratch[w], s, p, kvh, r0, r1, j0, j1)
 		return
 	case p.packed:
 		t.tilePacked(&t.scratch[w], s, p, kvh, r0, r1, j0, j1)

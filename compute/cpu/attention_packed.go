@@ -23,8 +23,8 @@ type seqPlan struct {
 	// off in attnTask.pack, keys kp positions (a multiple of panelRows).
 	packed  bool
 	off, kp int
-	// amx: the packed path on the AMX tiles (see tileAMX).
-	amx bool
+	// pairs: the packed path on bfloat16 pairs (see tilePairs).
+	pairs bool
 }
 
 // usePacked reports whether a sequence of qlen query rows takes the
@@ -55,8 +55,8 @@ type attnPackTask struct {
 func (pt *attnPackTask) run(c, _ int) {
 	t := pt.t
 	si, kvh := int(pt.pairs[c])/t.spec.KVHeads, int(pt.pairs[c])%t.spec.KVHeads
-	if t.plans[si].amx {
-		t.packKVAMX(t.seqs[si], &t.plans[si], kvh)
+	if t.plans[si].pairs {
+		t.packKVPairs(t.seqs[si], &t.plans[si], kvh)
 		return
 	}
 	t.packKV(t.seqs[si], &t.plans[si], kvh)
@@ -98,7 +98,7 @@ func (t *attnTask) packKV(s compute.AttnSeq, p *seqPlan, kvh int) {
 // packKeys packs s's keys of KV head kvh into dst 16 at a time, as
 // panels of panelRows keys transposed: float32s widened from the cache
 // (hd words a key), or with pairs set, a bfloat16 cache's pairs moved as
-// they are (hd/2 words a key, the AMX layout). Whole groups of 16 past
+// they are (hd/2 words a key, the pairs layout). Whole groups of 16 past
 // the sequence are zero.
 func (t *attnTask) packKeys(s compute.AttnSeq, p *seqPlan, kvh int, dst []float32, pairs bool) {
 	hd := t.spec.HeadDim

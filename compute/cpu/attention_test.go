@@ -125,13 +125,14 @@ func runAttnCase(t *testing.T, b *Backend, c attnCase, dt compute.DType) {
 	got := readAll(b, dst)
 	plan := attnTask{k: b.k, c: kvOf(cache), spec: compute.AttnSpec{HeadDim: c.hd}}
 	for si, s := range seqs {
-		// The AMX path rounds the scaled queries and the softmax weights
-		// to bfloat16: the reference takes the rounded queries, and each
-		// output is allowed the weights' rounding, 2⁻⁹ of the weighted
-		// mean of |v| (twice that, for the sums' own rounding).
-		amx := plan.usePacked(s.QLen) && plan.useAMX()
+		// The pairs path (AMX or VDPBF16PS) rounds the scaled queries
+		// and the softmax weights to bfloat16: the reference takes the
+		// rounded queries, and each output is allowed the weights'
+		// rounding, 2⁻⁹ of the weighted mean of |v| (twice that, for the
+		// sums' own rounding).
+		pairs := plan.usePacked(s.QLen) && plan.usePairs()
 		var absVals []float32
-		if amx {
+		if pairs {
 			for _, v := range vals[si] {
 				absVals = append(absVals, float32(math.Abs(float64(v))))
 			}
@@ -142,7 +143,7 @@ func runAttnCase(t *testing.T, b *Backend, c attnCase, dt compute.DType) {
 				qh, sc := q[row*qw+h*c.hd:][:c.hd], float64(scale)
 				off := (h / (c.heads / c.kvHeads)) * c.hd
 				var absMean []float64
-				if amx {
+				if pairs {
 					qr := make([]float32, c.hd)
 					for d, v := range qh {
 						qr[d] = half.BF16ToFloat32(half.BF16FromFloat32(v * scale))
@@ -153,7 +154,7 @@ func runAttnCase(t *testing.T, b *Backend, c attnCase, dt compute.DType) {
 				want := refAttention(qh, keys[si], vals[si], s.Pos+i+1, off, kvw, sc)
 				for d, w := range want {
 					tol := attnTol * 4
-					if amx {
+					if pairs {
 						tol += absMean[d] / 256
 					}
 					if g := got[row*qw+h*c.hd+d]; math.Abs(float64(g)-w) > tol {

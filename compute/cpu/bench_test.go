@@ -220,8 +220,9 @@ func TestMeasurements(t *testing.T) {
 
 // BenchmarkAttentionPrefill is causal attention of a 512- and a 2048-token
 // prompt in one layer (16 query heads, 8 KV heads of 64, llama-160m's
-// geometry) over an F32 and a BF16 cache (the AMX path where there is one),
-// reported as GFLOP/s of q·k and p·v over the causal half.
+// geometry) over an F32 and a BF16 cache (the pairs path, AMX or
+// VDPBF16PS, where there is one), reported as GFLOP/s of q·k and p·v
+// over the causal half.
 func BenchmarkAttentionPrefill(b *testing.B) {
 	const heads, kvHeads, hd, bs = 16, 8, 64, 16
 	for _, n := range []int{512, 2048} {
