@@ -22,18 +22,23 @@ const spinIters = 1 << 14
 
 // pool is a set of worker goroutines started once and fed one task at a
 // time. Its state word packs generation<<32 | chunks<<16 | next chunk, so a
-// worker claims a chunk with one compare-and-swap that also proves the task
+// worker claims chunks with one compare-and-swap that also proves the task
 // it then reads is current; dispatching allocates nothing.
 type pool struct {
 	threads int
 	state   atomic.Uint64
-	t       task         // the current task; read only after a successful claim
-	done    atomic.Int64 // chunks of the current generation finished
-	parked  atomic.Int32
-	closed  atomic.Bool
-	mu      sync.Mutex
-	cond    sync.Cond
-	wg      sync.WaitGroup
+	// The state word and the done count each have a cache line of their
+	// own: both are written by every worker, and shared they moved
+	// between the cores on every claim and every finish.
+	_      [56]byte
+	done   atomic.Int64 // chunks of the current generation finished
+	_      [56]byte
+	t      task // the current task; read only after a successful claim
+	parked atomic.Int32
+	closed atomic.Bool
+	mu     sync.Mutex
+	cond   sync.Cond
+	wg     sync.WaitGroup
 }
 
 func newPool(threads int) *pool {
@@ -77,19 +82,28 @@ func (p *pool) run(t task, n int) {
 	}
 }
 
-// claim runs chunks until none is left and returns the generation it saw last.
+// claim runs chunks until none is left and returns the generation it saw
+// last. It takes a share of what is left at a time (guided
+// self-scheduling): one chunk a claim cost a cache-line transfer of the
+// state word between the cores per chunk, a quarter of the time of decode
+// attention's 64 small chunks (2 threads, AMD EPYC VM), while shares that
+// shrink with what is left still end the workers together.
 func (p *pool) claim(w int) uint64 {
+	share := uint64(2 * p.threads)
 	for {
 		s := p.state.Load()
 		n, next := s>>16&0xffff, s&0xffff
 		if next >= n {
 			return s >> 32
 		}
-		if !p.state.CompareAndSwap(s, s+1) {
+		k := max(1, (n-next)/share)
+		if !p.state.CompareAndSwap(s, s+k) {
 			continue
 		}
-		p.t.run(int(next), w)
-		p.done.Add(1)
+		for c := next; c < next+k; c++ {
+			p.t.run(int(c), w)
+		}
+		p.done.Add(int64(k))
 	}
 }
 
