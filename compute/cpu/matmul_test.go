@@ -32,8 +32,8 @@ func TestMatMul(t *testing.T) {
 		// the bands and inputs past the vectors.
 		{8, 9, 31}, {8, 24, 16}, {8, 203, 97}, {8, 300, 2048}, {8, 40, 9000},
 		// BF16 batches on the pairs kernels: whole 32-wide steps, rows past
-		// the bands.
-		{2, 33, 32}, {3, 203, 96}, {5, 37, 160}, {7, 77, 512}, {14, 45, 96}, {16, 70, 64},
+		// the bands, activations past decodeXBudget.
+		{2, 33, 32}, {3, 203, 96}, {5, 37, 160}, {7, 77, 512}, {14, 45, 96}, {16, 70, 64}, {8, 70, 4096},
 	}
 	dtypes := []compute.DType{compute.F32, compute.BF16, compute.F16}
 	eachBackend(t, func(t *testing.T, b *Backend) {
@@ -173,7 +173,7 @@ func TestLoadMatZeroCopy(t *testing.T) {
 // order differs in the rows past the last panel, so those batches are the
 // 16-bit transposed paths' alone; and decode batches whose activations
 // overflow decodeXBudget take the bands with F32 weights, the tile
-// kernels with 16-bit ones.)
+// kernels with F16 ones and BF16 ones off the pairs kernels.)
 func TestMatMul16Widened(t *testing.T) {
 	shapes := []struct{ m, n, k int }{
 		{1, 37, 33}, {3, 64, 100}, {8, 45, 1000}, {8, 203, 48}, {80, 70, 96}, {80, 129, 200}, {80, 96, 48}, {80, 96, 64},
