@@ -43,10 +43,7 @@ const DefaultBlockSize = 16
 // Options configure an Engine. Zero fields take the documented defaults.
 type Options struct {
 	// KVCacheBytes is the memory budget of the paged KV cache (default
-	// 512 MiB, capped at what MaxSeqs full-length sequences need). The
-	// backend commits it when the engine is made: a GPU's memory is
-	// allocated, and the CPU backend faults in every page (about 0.2 s a
-	// GiB on the project's VM), so no decode step waits on page faults.
+	// 512 MiB, capped at what MaxSeqs full-length sequences need).
 	KVCacheBytes int64
 	// BlockSize is the number of token slots per KV block (default
 	// DefaultBlockSize).

@@ -46,8 +46,7 @@ func (b *Backend) AutoKVDType(weights compute.DType) compute.DType {
 	return compute.F32
 }
 
-// NewKVCache allocates a zeroed F32, BF16 or F16 cache, its pages
-// faulted in (see faultTask).
+// NewKVCache allocates a zeroed F32, BF16 or F16 cache.
 func (b *Backend) NewKVCache(s compute.KVSpec) (compute.KVCache, error) {
 	if s.Layers <= 0 || s.NumBlocks <= 0 || s.BlockSize <= 0 || s.KVHeads <= 0 || s.HeadDim <= 0 {
 		return nil, fmt.Errorf("cpu: invalid KV cache spec %+v", s)
@@ -67,38 +66,7 @@ func (b *Backend) NewKVCache(s compute.KVSpec) (compute.KVCache, error) {
 	} else {
 		c.k, c.v = make([]float32, n), make([]float32, n)
 	}
-	ft := faultTask{arrays: [][]byte{bytesOf(c.kb), bytesOf(c.vb), bytesOf(c.k), bytesOf(c.v)}, parts: 4 * b.threads}
-	b.pool.run(&ft, ft.parts)
 	return c, nil
-}
-
-// faultTask writes a zero into every page of the arrays, part c of each
-// in chunk c, so that a new cache's memory is the process's when it is
-// made, as a GPU backend's is. The decode steps would otherwise fault in
-// fresh pages as sequences first reach each block (gpt2-124m's batch-32
-// kv_write spent 0.4–1.4 ms of a 17 ms step there, AMD EPYC VM).
-type faultTask struct {
-	arrays [][]byte
-	parts  int
-}
-
-func (t *faultTask) run(c, _ int) {
-	const page = 4096
-	for _, a := range t.arrays {
-		per := (len(a) + t.parts*page - 1) / (t.parts * page) * page
-		lo := c * per
-		for i := lo; i < min(lo+per, len(a)); i += page {
-			a[i] = 0
-		}
-	}
-}
-
-// bytesOf views x's memory as bytes.
-func bytesOf[T uint16 | float32](x []T) []byte {
-	if len(x) == 0 {
-		return nil
-	}
-	return unsafe.Slice((*byte)(unsafe.Pointer(&x[0])), len(x)*int(unsafe.Sizeof(x[0])))
 }
 
 // valuesAhead is how many bytes past a key the value at the same place
