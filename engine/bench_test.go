@@ -398,6 +398,24 @@ func benchDecode(b *testing.B, m *Model, batch int, lim benchLimits) {
 	}
 }
 
+// BenchmarkArgmax times greedy sampling's scan of one row of gpt2-124m's
+// 50257 logits (a batch-32 step makes 32) on one thread, against the
+// read bandwidth of one thread measured beside it (the row itself is in
+// L2, so the probe's memory rate is a floor, not a ceiling).
+func BenchmarkArgmax(b *testing.B) {
+	l := randomLogits(50257, 5)
+	bw := cpu.MeasureMemoryBandwidth(1)
+	var sink int32
+	for b.Loop() {
+		sink += argmax(l)
+	}
+	gbs := float64(4*len(l)) * float64(b.N) / b.Elapsed().Seconds() / 1e9
+	b.ReportMetric(gbs, "GB/s")
+	b.ReportMetric(100*gbs*1e9/bw, "%bw1")
+	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N)*1e6, "µs/row")
+	_ = sink
+}
+
 // BenchmarkPrefill times 512- and 2048-token prefills (gpt2-124m only
 // 512: its positions end at 1024) on every core and reports the
 // matrix-multiply FLOP/s against the peak FMA rate probed in the same run

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -60,6 +61,52 @@ func randomLogits(n int, seed uint64) []float32 {
 		l[i] = float32(r.NormFloat64() * 3)
 	}
 	return l
+}
+
+// TestArgmax checks argmax against a plain scan on every length up to a
+// few lanes past its four, ties, NaN and -Inf.
+func TestArgmax(t *testing.T) {
+	nan, inf := float32(math.NaN()), float32(math.Inf(1))
+	scan := func(l []float32) int32 {
+		best := -1
+		for i, v := range l {
+			if v > float32(math.Inf(-1)) && (best < 0 || v > l[best]) {
+				best = i
+			}
+		}
+		return int32(max(best, 0))
+	}
+	cases := [][]float32{
+		nil, {}, {1}, {nan}, {-inf}, {-inf, -inf, -inf},
+		{nan, 1, 2}, {2, nan, 2}, {1, 3, 3, 3, 3, 3}, {0, 0, 0, 0, 0, 0, 0, 0, 0},
+		{-inf, -inf, -inf, -inf, -5, -inf}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 9}, {inf, 1, inf},
+		{5, 1, 1, 1, 5, 1, 1, 1, 5},
+	}
+	for n := range 13 {
+		cases = append(cases, randomLogits(n, uint64(n)))
+	}
+	for _, l := range cases {
+		if got, want := argmax(l), scan(l); got != want {
+			t.Errorf("argmax(%v) = %d, want %d", l, got, want)
+		}
+	}
+	// The largest value at every position of a long row, and ties of it
+	// at two positions in every pair of lanes.
+	l := randomLogits(103, 9)
+	for p := range l {
+		row := slices.Clone(l)
+		row[p] = 100
+		if got := argmax(row); got != int32(p) {
+			t.Fatalf("largest at %d: argmax = %d", p, got)
+		}
+		for q := p + 1; q < len(l) && q < p+9; q++ {
+			row[q] = 100
+			if got := argmax(row); got != int32(p) {
+				t.Fatalf("tie at %d and %d: argmax = %d", p, q, got)
+			}
+			row[q] = l[q]
+		}
+	}
 }
 
 func TestSelectTop(t *testing.T) {
