@@ -85,7 +85,7 @@ func (p *pool) run(t task, n int) {
 // claim runs chunks until none is left and returns the generation it saw
 // last. It takes a share of what is left at a time (guided
 // self-scheduling): one chunk a claim cost a cache-line transfer of the
-// state word between the cores per chunk, a quarter of the time of decode
+// state word between the cores per chunk, a quarter of the CPU time of decode
 // attention's 64 small chunks (2 threads, AMD EPYC VM), while shares that
 // shrink with what is left still end the workers together.
 func (p *pool) claim(w int) uint64 {
