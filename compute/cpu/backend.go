@@ -23,8 +23,9 @@ type Options struct {
 	// Kernels picks the inner-loop implementation: "auto" (default, the
 	// widest the CPU supports), "go" (pure Go), "avx2" (AVX2+FMA),
 	// "avx512" (AVX-512F/BW/VL), "avx512bf16" (AVX-512 with AVX512_BF16:
-	// BF16 weights' matrix products of 2–8 rows and of 14 or more multiply
-	// pairs with VDPBF16PS, their activations rounded to bfloat16) or
+	// BF16 weights' matrix products of 2–8 rows and of 14 or more, and
+	// prefill attention over a bfloat16 cache, multiply pairs with
+	// VDPBF16PS, their activations rounded to bfloat16) or
 	// "amx" (the widest of those two, with BF16 weights' matrix products
 	// of 2 rows or more and prefill attention over a bfloat16 cache on the
 	// AMX tiles, their activations rounded to bfloat16; Linux 5.16 or
